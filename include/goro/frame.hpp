@@ -1,0 +1,94 @@
+// goro/frame.hpp — the logical stack of a task: coroutine frames chained to a root.
+//
+//   registry ──► task_header ──leaf──► promise_base (innermost frame, parked here)
+//                  ▲                        │ parent
+//                  │ header                 ▼
+//                  │                    promise_base (its caller)
+//                  │                        │ parent
+//                  └──────────────────  promise_base (the root task, started by go())
+//
+// Every goro coroutine frame's promise derives from `promise_base`. When a frame
+// `co_await`s another task, the child's `parent` is set to the awaiting frame and
+// the root's `leaf` to the child; when the child finishes, `leaf` goes back to the
+// parent. Each frame records the site of its current suspension in
+// `await_transform` (one store on g++). While a task is parked, every frame from
+// the leaf to the root is a coroutine suspended at a recorded site, so the chain
+// is the task's whole stack. Only the thread running the task writes the chain;
+// a snapshot reads it with the world stopped.
+//
+// Resumption goes through a per-thread trampoline (`run_trampoline`): a task
+// awaiting a child hands the child to the trampoline instead of resuming it on
+// its own stack, and a finishing child hands back its parent. g++ at -O0 and
+// under the sanitizers does not turn symmetric transfer into a tail call, so a
+// chain of a million awaits would overflow the stack; the trampoline keeps the
+// native stack flat on every compiler and at every optimisation level.
+#pragma once
+
+#include <coroutine>
+#include <cstdint>
+
+#include <goro/platform.hpp>
+
+namespace goro {
+
+struct task_header;
+
+namespace detail {
+
+struct promise_base {
+    std::coroutine_handle<> continuation_{};  // frame to resume when this one finishes
+    promise_base* parent_ = nullptr;          // that frame's promise (null for a root)
+    task_header* header_ = nullptr;           // the root task this frame runs in
+    site site_{};                             // where this frame is suspended now
+
+    /// Records the site of every `co_await` in a goro coroutine, then forwards
+    /// the awaitable untouched.
+    template <class A>
+    A&& await_transform(A&& a, GORO_SITE_PARAM) noexcept {
+        site_ = GORO_SITE_ARG;
+        return static_cast<A&&>(a);
+    }
+};
+
+/// Wraps an awaitable whose `co_await` must not overwrite the frame's site
+/// (goro's own frames carry their caller's site instead of their own).
+template <class A>
+struct keep_site {
+    A&& awaitable;
+};
+
+struct trampoline {
+    std::coroutine_handle<> next{};
+    bool active = false;
+};
+
+inline thread_local constinit trampoline tls_trampoline{};
+
+/// Resumes `h`, then whatever it hands to the trampoline, until nothing is left.
+inline void run_trampoline(std::coroutine_handle<> h) {
+    trampoline& t = tls_trampoline;
+    const bool outer = !t.active;
+    std::coroutine_handle<> saved = t.next;
+    t.active = true;
+    do {
+        t.next = {};
+        h.resume();
+        h = t.next;
+    } while (h);
+    t.next = saved;
+    if (outer) t.active = false;
+}
+
+/// Continues `h` next on this thread: through the trampoline when one runs
+/// (the usual case, on a pool worker), else right here.
+inline void continue_with(std::coroutine_handle<> h) {
+    trampoline& t = tls_trampoline;
+    if (t.active) t.next = h;
+    else run_trampoline(h);
+}
+
+/// The task whose frames this thread is running now (null off the pool).
+inline thread_local constinit task_header* tls_current_task = nullptr;
+
+}  // namespace detail
+}  // namespace goro

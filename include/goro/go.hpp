@@ -1,0 +1,189 @@
+// goro/go.hpp — starting tasks and waiting for them: go, block_on, sleep, yield.
+//
+//   goro::go(worker(ch));                       // detached root task, like `go worker(ch)`
+//   goro::go(worker(ch), {.name = "worker"});   // with a name (and pprof labels)
+//   int v = goro::block_on(compute());          // from main or any plain thread
+//   co_await goro::sleep_for(10ms);
+//   co_await goro::yield();
+//
+// go() records where it was called ("created by f in goroutine N"). block_on()
+// lists the calling thread in the registry for as long as it waits, with the
+// call site as its bottom frame, so a dump shows what `main` waits for.
+// block_on() on a pool worker throws goro::usage_error: blocking a worker can
+// deadlock the pool (co_await instead).
+//
+// At process exit the pool's workers are stopped. Tasks still parked then (a
+// leak) are neither resumed nor destroyed: their frames stay allocated and
+// listed in the registry, which is never freed, so leak checkers see them as
+// reachable and no destructor runs against already destroyed globals.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include <goro/platform.hpp>
+#include <goro/registry.hpp>
+#include <goro/scheduler.hpp>
+#include <goro/task.hpp>
+#include <goro/timer.hpp>
+
+namespace goro {
+
+namespace detail {
+
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
+        return static_cast<A&&>(a).operator co_await();
+    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
+        return operator co_await(static_cast<A&&>(a));
+    else
+        return static_cast<A&&>(a);
+}
+
+template <class A>
+using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
+
+inline task_header* new_header(task_kind kind, const site& where) {
+    auto* h = new task_header();
+    h->kind = kind;
+    h->spawn_site = where;
+    if (task_header* cur = tls_current_task) h->parent_id = cur->id;
+    return h;
+}
+
+inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
+    h->root_ = frame;
+    h->resume_point_ = frame;
+    h->leaf = &p;
+    p.header_ = h;
+    the_registry().add(h);
+    the_scheduler().spawn(h);
+}
+
+template <class R>
+struct block_on_state {
+    std::conditional_t<std::is_void_v<R>, bool, std::optional<std::conditional_t<std::is_void_v<R>, int, R>>> value{};
+    std::exception_ptr error;
+    std::atomic<std::uint32_t> done{0};
+};
+
+template <class R, class A>
+task<> block_on_body(A& a, std::shared_ptr<block_on_state<R>> st) {
+    try {
+        if constexpr (std::is_void_v<R>) {
+            co_await keep_site<A>{static_cast<A&&>(a)};
+        } else {
+            st->value.emplace(co_await keep_site<A>{static_cast<A&&>(a)});
+        }
+    } catch (...) {
+        st->error = std::current_exception();
+    }
+    st->done.store(1, std::memory_order_release);
+    st->done.notify_all();
+}
+
+struct sleep_awaiter {
+    struct wake_node : timer_node {
+        task_header* task = nullptr;
+    };
+    std::int64_t deadline_ns;
+    wake_node node{};
+
+    bool await_ready() const noexcept { return deadline_ns <= now_ns(); }
+    void await_suspend(std::coroutine_handle<> h) {
+        node.task = current_task_or_throw("goro::sleep");
+        park(node.task, h, wait_reason::sleep);
+        node.when_ns = deadline_ns;
+        node.fire = [](timer_node* n) noexcept {
+            ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
+        };
+        the_scheduler().timers().add(&node);
+    }
+    void await_resume() const noexcept {}
+};
+
+struct yield_awaiter {
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        task_header* t = current_task_or_throw("goro::yield");
+        t->resume_point_ = h;
+        the_scheduler().yield_task(t);
+    }
+    void await_resume() const noexcept {}
+};
+
+inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noexcept {
+    // steady_clock is CLOCK_MONOTONIC on the platforms goro supports.
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace detail
+
+/// Starts `t` as a detached root task on the pool, like Go's `go` statement.
+inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
+    detail::pool_holder& ph = detail::the_pool_holder();
+    if (ph.pool.load(std::memory_order_acquire) && ph.pool.load()->stopping())
+        throw usage_error("goro::go: the pool has shut down (process exit)");
+    auto frame = t.release();
+    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
+    if (!options.name.empty() || !options.labels.empty())
+        h->meta = std::make_shared<const task_options>(std::move(options));
+    detail::start_root(h, frame, frame.promise());
+}
+
+/// Runs the awaitable `a` on the pool and waits for it on this plain thread;
+/// returns its result or rethrows its exception.
+template <class A>
+auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
+    using R = detail::await_result_t<A&&>;
+    if (detail::tls_worker)
+        throw usage_error("goro::block_on: called on a pool worker; co_await the operation instead "
+                          "(blocking a worker can deadlock the pool)");
+    auto st = std::make_shared<detail::block_on_state<R>>();
+    task<> body = detail::block_on_body<R, std::remove_reference_t<A&&>>(a, st);
+    auto frame = body.release();
+    auto site = GORO_SITE_ARG;
+    frame.promise().site_ = site;  // the bottom frame shows the block_on call
+    task_header* h = detail::new_header(task_kind::blocked, site);
+    detail::start_root(h, frame, frame.promise());
+    while (st->done.load(std::memory_order_acquire) == 0) st->done.wait(0, std::memory_order_acquire);
+    if (st->error) std::rethrow_exception(st->error);
+    if constexpr (!std::is_void_v<R>) return std::move(*st->value);
+}
+
+/// Parks the current task for at least `d` (wait reason "sleep").
+template <class Rep, class Period>
+detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    return detail::sleep_awaiter{detail::now_ns() + (ns > 0 ? ns : 0)};
+}
+
+/// Parks the current task until `t` (any clock; converted to the monotonic clock).
+template <class Clock, class Duration>
+detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+        return detail::sleep_awaiter{detail::to_monotonic_ns(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t))};
+    } else {
+        auto d = t - Clock::now();
+        return sleep_for(d);
+    }
+}
+
+/// Lets other runnable tasks run, then continues (Go's runtime.Gosched).
+inline detail::yield_awaiter yield() noexcept { return {}; }
+
+/// The id of the task running on this thread (0 off the pool).
+inline std::uint64_t this_task_id() noexcept {
+    task_header* t = detail::tls_current_task;
+    return t ? t->id : 0;
+}
+
+}  // namespace goro

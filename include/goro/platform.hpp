@@ -1,0 +1,131 @@
+// goro/platform.hpp — compiler and machine shims shared by every goro header.
+//
+// What lives here:
+//   * `goro::detail::site`: where a coroutine is suspended (file, line, function).
+//     g++ 12 has `std::source_location` (one pointer to static data, so recording
+//     a site is one store). clang++ 14 with libstdc++ 12 has no
+//     `std::source_location`, so there a site is three words filled from
+//     `__builtin_FILE/LINE/FUNCTION`, evaluated as defaulted arguments at the
+//     call site. Both spell the same accessors. Use `GORO_SITE_PARAM` as the last
+//     parameter of a function that records its caller's site.
+//   * cache-line size, a spin-wait hint, a monotonic coarse clock.
+//   * `goro::error` and its subclasses: every misuse goro detects throws one of
+//     these, with a message that names the operation.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#if __has_include(<source_location>)
+#include <source_location>
+#endif
+
+#if defined(__cpp_lib_source_location) && __cpp_lib_source_location >= 201907L
+#define GORO_HAS_SOURCE_LOCATION 1
+#else
+#define GORO_HAS_SOURCE_LOCATION 0
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define GORO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GORO_TSAN 1
+#endif
+#endif
+#ifndef GORO_TSAN
+#define GORO_TSAN 0
+#endif
+
+namespace goro {
+
+/// Base of every exception goro throws for a misuse or a failed operation.
+class error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// A goro API was used in a way it does not allow (e.g. `block_on` on a worker).
+class usage_error : public error {
+public:
+    using error::error;
+};
+
+namespace detail {
+
+#if GORO_HAS_SOURCE_LOCATION
+/// A suspension or spawn site: one pointer to static data the compiler emits.
+using site = std::source_location;
+#define GORO_SITE_PARAM ::goro::detail::site goro_site_ = ::goro::detail::site::current()
+#define GORO_SITE_ARG goro_site_
+#else
+/// A suspension or spawn site, filled from the compiler builtins at the call site.
+struct site {
+    const char* file_ = "";
+    const char* function_ = "";
+    std::uint_least32_t line_ = 0;
+
+    constexpr const char* file_name() const noexcept { return file_; }
+    constexpr const char* function_name() const noexcept { return function_; }
+    constexpr std::uint_least32_t line() const noexcept { return line_; }
+    constexpr std::uint_least32_t column() const noexcept { return 0; }
+};
+#define GORO_SITE_PARAM                                                          \
+    const char* goro_site_file_ = __builtin_FILE(),                              \
+    const char* goro_site_func_ = __builtin_FUNCTION(),                          \
+    unsigned goro_site_line_ = __builtin_LINE()
+#define GORO_SITE_ARG (::goro::detail::site{goro_site_file_, goro_site_func_, goro_site_line_})
+#endif
+
+inline constexpr std::size_t cache_line = 64;
+
+/// The spin-wait hint: tells the core that this thread busy-waits.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#else
+    std::this_thread::yield();
+#endif
+}
+
+/// A full (sequentially consistent) fence, for "publish, then check" handshakes
+/// between two threads. ThreadSanitizer does not model fences, so there both
+/// sides perform a read-modify-write of one shared word instead, which orders
+/// them just as well and is visible to the tool.
+inline void seq_fence() noexcept {
+#if GORO_TSAN
+    static std::atomic<unsigned> word{0};
+    word.fetch_add(0, std::memory_order_seq_cst);
+#else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+/// Monotonic time in nanoseconds from a clock that is cheap to read (a few ns,
+/// millisecond-ish resolution): good enough for "parked for 5 minutes".
+inline std::int64_t coarse_now_ns() noexcept {
+    timespec ts;
+#if defined(CLOCK_MONOTONIC_COARSE)
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+/// Monotonic time in nanoseconds, full resolution (same epoch as steady_clock on Linux).
+inline std::int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace detail
+}  // namespace goro

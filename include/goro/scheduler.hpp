@@ -1,0 +1,665 @@
+// goro/scheduler.hpp — the worker pool: run queues, stealing, parking, stop-the-world.
+//
+// N workers (GORO_MAXPROCS, else the hardware concurrency, or set_max_procs()
+// before first use) run root tasks. What each worker has, after Go's runtime:
+//
+//   run_next   one slot: the task this worker just woke. It runs as soon as the
+//              current task suspends, so a ping-pong between two tasks stays on
+//              one core and one cache. Not stolen, except from a worker whose
+//              current task has run for a whole monitor period (10 ms).
+//   local queue  256 entries, owner pushes at the tail, anyone takes at the head
+//              (the owner pops one, a thief takes half). Full: half moves to the
+//              global queue.
+//   global queue  tasks woken or spawned by threads outside the pool, and overflow.
+//              Checked every 61st scheduling round so it is never starved.
+//
+// IDLE WORKERS AND WAKE-UPS (no lost wake-up, no busy loop)
+//   A worker that finds nothing spins for a while, stealing, as a "spinner";
+//   then registers as idle, re-checks every queue, and sleeps on its own futex.
+//   Whoever makes work stealable (spawn, overflow, a wake-up from outside) then
+//   wakes one idle worker, unless one is already spinning. A spinner that finds
+//   work wakes another before running it, so parallelism ramps up. The two sides
+//   publish then check (seq_cst fences), so one of them always sees the other.
+//
+// STOP THE WORLD
+//   `stop_the_world()` raises an odd generation number. A running worker
+//   acknowledges at its next safe point (between two task resumes) and waits;
+//   an idle worker is taken by a compare-and-swap of its status and can leave
+//   idleness only after the world restarts. A worker still inside one task
+//   after the timeout is reported (its task is shown as running, its frames
+//   are not read). The caller's own worker, if any, counts as stopped.
+//
+// PARKING PROTOCOL for awaitables that block (channels, sleep, wait groups):
+//   in await_suspend(h): `park(task, h, reason)`, then publish the waiter
+//   (e.g. enqueue it on a channel, under the channel's lock), and after the
+//   publication never touch the awaiter or the frame again: another worker may
+//   already be resuming the task. A waker calls `ready(task)` once, after
+//   releasing its own locks.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <goro/frame.hpp>
+#include <goro/platform.hpp>
+#include <goro/registry.hpp>
+#include <goro/spinlock.hpp>
+#include <goro/timer.hpp>
+
+namespace goro {
+
+namespace detail {
+
+inline constexpr std::uint32_t runq_capacity = 256;
+
+/// A worker's local run queue: single producer (the owner), many consumers.
+class local_runq {
+public:
+    /// Owner only. False when full.
+    bool push(task_header* t) noexcept {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+        if (tl - h >= runq_capacity) return false;
+        buf_[tl % runq_capacity].store(t, std::memory_order_relaxed);
+        tail_.store(tl + 1, std::memory_order_release);
+        return true;
+    }
+    /// Owner only.
+    task_header* pop() noexcept {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        for (;;) {
+            std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+            if (h == tl) return nullptr;
+            task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
+            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+                return t;
+        }
+    }
+    /// Anyone: takes up to half (at least one) of the entries into `out`.
+    std::uint32_t grab(task_header** out, std::uint32_t max) noexcept {
+        for (;;) {
+            std::uint32_t h = head_.load(std::memory_order_acquire);
+            std::uint32_t tl = tail_.load(std::memory_order_acquire);
+            std::uint32_t n = tl - h;
+            n = n - n / 2;
+            if (n == 0) return 0;
+            if (n > runq_capacity / 2) continue;  // read head and tail at different times: retry
+            n = std::min(n, max);
+            for (std::uint32_t i = 0; i < n; ++i) out[i] = buf_[(h + i) % runq_capacity].load(std::memory_order_relaxed);
+            if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire))
+                return n;
+        }
+    }
+    std::uint32_t size() const noexcept {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        std::uint32_t tl = tail_.load(std::memory_order_acquire);
+        return tl - h;
+    }
+
+private:
+    alignas(cache_line) std::atomic<std::uint32_t> head_{0};
+    alignas(cache_line) std::atomic<std::uint32_t> tail_{0};
+    alignas(cache_line) std::atomic<task_header*> buf_[runq_capacity]{};
+};
+
+enum worker_status : int { ws_running = 0, ws_idle = 1, ws_held = 2 };
+
+class scheduler;
+
+struct worker {
+    scheduler* sched = nullptr;
+    unsigned index = 0;
+    local_runq q;
+    alignas(cache_line) std::atomic<task_header*> run_next{nullptr};
+    std::atomic<task_header*> current{nullptr};
+    std::atomic<std::uint64_t> resumes{0};
+    std::atomic<bool> starving{false};
+    alignas(cache_line) std::atomic<int> status{ws_running};
+    std::atomic<std::uint32_t> acked_gen{0};
+    std::atomic<std::uint32_t> wake_word{0};
+    std::atomic<bool> exited{false};
+    // owner-only
+    std::uint32_t tick = 0;
+    std::uint64_t rng = 0;
+    bool spinning = false;
+    // under the idle mutex
+    bool idle_listed = false;
+    // monitor-only
+    std::uint64_t seen_resumes = 0;
+    std::thread thread;
+};
+
+inline thread_local constinit worker* tls_worker = nullptr;
+
+/// What a stop of the world achieved.
+struct stw_report {
+    bool all_stopped = true;                  ///< every worker reached a safe point
+    std::vector<task_header*> running;        ///< tasks still running (stuck workers, or the caller's own)
+};
+
+class scheduler {
+public:
+    explicit scheduler(unsigned nworkers)
+        : timers_(&scheduler::tick_thunk, this) {
+        if (nworkers == 0) nworkers = 1;
+        workers_.reserve(nworkers);
+        for (unsigned i = 0; i < nworkers; ++i) {
+            auto w = std::make_unique<worker>();
+            w->sched = this;
+            w->index = i;
+            w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+            workers_.push_back(std::move(w));
+        }
+        for (auto& w : workers_) {
+            worker* wp = w.get();
+            wp->thread = std::thread([this, wp] { worker_main(*wp); });
+        }
+    }
+
+    scheduler(const scheduler&) = delete;
+    scheduler& operator=(const scheduler&) = delete;
+
+    /// Stops the workers after their current task and the timer thread. Tasks
+    /// still queued or parked are not run again; their frames stay listed.
+    void shutdown() noexcept {
+        if (shutdown_.exchange(true)) return;
+        timers_.stop();
+        {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            for (worker* w : idle_) w->idle_listed = false;
+            idle_.clear();
+            nidle_.store(0);
+        }
+        for (auto& w : workers_) {
+            w->wake_word.store(1, std::memory_order_release);
+            w->wake_word.notify_one();
+        }
+        stop_gen_.fetch_add(2);
+        stop_gen_.notify_all();
+        // A worker stuck in a task that never suspends cannot be joined: give
+        // them a bounded time, then leave the stuck ones behind (the process is exiting).
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        for (auto& w : workers_) {
+            while (!w->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            if (w->exited.load(std::memory_order_acquire)) w->thread.join();
+            else w->thread.detach();
+        }
+    }
+
+    unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
+    bool stopping() const noexcept { return shutdown_.load(std::memory_order_relaxed); }
+
+    /// A new root task: this worker's local queue, or the global queue.
+    void spawn(task_header* t) noexcept {
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        if (w && w->sched == this) local_push(*w, t);
+        else global_push(t);
+        wake_if_needed();
+    }
+
+    /// Makes a parked task runnable. Call once per park, from any thread,
+    /// holding no lock that the task may take.
+    void ready(task_header* t) noexcept {
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        if (w && w->sched == this) {
+            task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
+            if (!old) return;  // runs when the current task suspends
+            local_push(*w, old);
+        } else {
+            global_push(t);
+        }
+        wake_if_needed();
+    }
+
+    /// Puts the current task at the back of the queue (Gosched).
+    void yield_task(task_header* t) noexcept {
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        if (w && w->sched == this) {
+            // Behind everything runnable here, including a task in run_next.
+            if (task_header* rn = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) local_push(*w, rn);
+            local_push(*w, t);
+        } else {
+            global_push(t);
+        }
+        wake_if_needed();
+    }
+
+    timer_queue& timers() noexcept { return timers_; }
+
+    // --- stop the world ---------------------------------------------------
+
+    /// Stops every worker at a safe point, waiting at most `timeout` for each.
+    /// Pair with start_the_world(); one stop at a time.
+    stw_report stop_the_world(std::chrono::nanoseconds timeout = std::chrono::milliseconds(100)) {
+        stw_mu_.lock();
+        stw_report rep;
+        std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
+        worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
+        held_by_me_.assign(workers_.size(), false);
+        std::vector<worker*> pending;
+        for (auto& w : workers_)
+            if (w.get() != self) pending.push_back(w.get());
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        int rounds = 0;
+        while (!pending.empty()) {
+            for (std::size_t i = 0; i < pending.size();) {
+                worker* w = pending[i];
+                int st = ws_idle;
+                bool done = false;
+                if (w->acked_gen.load(std::memory_order_acquire) == gen) done = true;
+                else if (w->status.compare_exchange_strong(st, ws_held, std::memory_order_acq_rel)) {
+                    held_by_me_[w->index] = true;
+                    done = true;
+                } else if (w->exited.load(std::memory_order_acquire)) {
+                    done = true;
+                }
+                if (done) {
+                    pending[i] = pending.back();
+                    pending.pop_back();
+                } else {
+                    ++i;
+                }
+            }
+            if (pending.empty()) break;
+            if (std::chrono::steady_clock::now() > deadline) break;
+            if (++rounds < 100) cpu_relax();
+            else std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+        if (!pending.empty()) rep.all_stopped = false;
+        for (worker* w : pending)
+            if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
+        if (self && tls_current_task) rep.running.push_back(tls_current_task);
+        return rep;
+    }
+
+    void start_the_world() {
+        for (auto& w : workers_)
+            if (held_by_me_[w->index]) w->status.store(ws_idle, std::memory_order_release);
+        stop_gen_.fetch_add(1, std::memory_order_seq_cst);  // even: run
+        stop_gen_.notify_all();
+        stw_mu_.unlock();
+    }
+
+    /// Number of workers parked idle now (for the deadlock detector and metrics).
+    int idle_workers() const noexcept { return nidle_.load(std::memory_order_relaxed); }
+    std::size_t global_queue_size() const noexcept { return gq_size_.load(std::memory_order_relaxed); }
+    const std::vector<std::unique_ptr<worker>>& workers() const noexcept { return workers_; }
+
+private:
+    // --- queues -----------------------------------------------------------
+
+    void local_push(worker& w, task_header* t) noexcept {
+        if (w.q.push(t)) return;
+        // Full: move half of it and `t` to the global queue.
+        task_header* batch[runq_capacity / 2 + 1];
+        std::uint32_t n = w.q.grab(batch, runq_capacity / 2);
+        batch[n++] = t;
+        for (std::uint32_t i = 0; i + 1 < n; ++i) batch[i]->next_runnable_ = batch[i + 1];
+        batch[n - 1]->next_runnable_ = nullptr;
+        global_push_list(batch[0], batch[n - 1], n);
+    }
+
+    void global_push(task_header* t) noexcept {
+        t->next_runnable_ = nullptr;
+        global_push_list(t, t, 1);
+    }
+
+    void global_push_list(task_header* first, task_header* last, std::size_t n) noexcept {
+        std::lock_guard<spinlock> g(gq_lock_);
+        if (gq_tail_) gq_tail_->next_runnable_ = first;
+        else gq_head_ = first;
+        gq_tail_ = last;
+        gq_size_.store(gq_size_.load(std::memory_order_relaxed) + n, std::memory_order_release);
+    }
+
+    /// Takes a share of the global queue: returns one, moves the rest locally.
+    task_header* global_get(worker& w, std::size_t max) noexcept {
+        if (gq_size_.load(std::memory_order_acquire) == 0) return nullptr;
+        std::lock_guard<spinlock> g(gq_lock_);
+        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        if (sz == 0) return nullptr;
+        std::size_t n = std::min({sz, sz / workers_.size() + 1, max, std::size_t(runq_capacity / 2)});
+        task_header* t = gq_head_;
+        gq_head_ = t->next_runnable_;
+        for (std::size_t i = 1; i < n; ++i) {
+            task_header* u = gq_head_;
+            gq_head_ = u->next_runnable_;
+            if (!w.q.push(u)) {  // cannot happen when the queue was emptied; keep it safe anyway
+                u->next_runnable_ = gq_head_;
+                gq_head_ = u;
+                n = i;
+                break;
+            }
+        }
+        if (!gq_head_) gq_tail_ = nullptr;
+        gq_size_.store(sz - n, std::memory_order_release);
+        return t;
+    }
+
+    bool stealable_work() const noexcept {
+        if (gq_size_.load(std::memory_order_acquire)) return true;
+        for (auto& w : workers_)
+            if (w->q.size()) return true;
+        return false;
+    }
+
+    task_header* steal(worker& self) noexcept {
+        const std::size_t n = workers_.size();
+        if (n < 2) return nullptr;
+        for (int round = 0; round < 4; ++round) {
+            std::size_t start = static_cast<std::size_t>(next_rand(self) % n);
+            for (std::size_t k = 0; k < n; ++k) {
+                worker& v = *workers_[(start + k) % n];
+                if (&v == &self) continue;
+                task_header* batch[runq_capacity / 2];
+                std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
+                if (got) {
+                    for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
+                    return batch[0];
+                }
+                if (round == 3 && v.starving.load(std::memory_order_relaxed))
+                    if (task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+            }
+        }
+        return nullptr;
+    }
+
+    static std::uint64_t next_rand(worker& w) noexcept {
+        w.rng ^= w.rng << 13;
+        w.rng ^= w.rng >> 7;
+        w.rng ^= w.rng << 17;
+        return w.rng;
+    }
+
+    // --- idle workers -----------------------------------------------------
+
+    void wake_if_needed() noexcept {
+        seq_fence();
+        if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
+            wake_one();
+    }
+
+    void wake_one() noexcept {
+        worker* w = nullptr;
+        {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            if (idle_.empty()) return;
+            w = idle_.back();
+            idle_.pop_back();
+            w->idle_listed = false;
+            nidle_.fetch_sub(1, std::memory_order_seq_cst);
+            nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
+        }
+        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.notify_one();
+        timers_.want_ticks();
+    }
+
+    void stop_spinning(worker& w) noexcept {
+        if (!w.spinning) return;
+        w.spinning = false;
+        // The last spinner found work: there may be more, so start another.
+        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed();
+    }
+
+    /// Becomes runnable again after idling; waits while the world is stopped.
+    void claim_running(worker& w) noexcept {
+        for (;;) {
+            int st = ws_idle;
+            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_acq_rel)) {
+                timers_.want_ticks();
+                return;
+            }
+            std::uint32_t g = stop_gen_.load(std::memory_order_acquire);
+            if ((g & 1) && w.status.load(std::memory_order_acquire) == ws_held) stop_gen_.wait(g);
+        }
+    }
+
+    void hold_at_safe_point(worker& w) noexcept {
+        for (;;) {
+            std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
+            if (!(g & 1)) return;
+            w.acked_gen.store(g, std::memory_order_release);
+            stop_gen_.wait(g, std::memory_order_acquire);
+        }
+    }
+
+    /// Finds the next task, sleeping when there is none. Null: look at the
+    /// stop and shutdown flags.
+    task_header* find_runnable(worker& w) noexcept {
+        task_header* t = find_runnable_or_sleep(w);
+        if (t) stop_spinning(w);
+        return t;
+    }
+
+    task_header* find_runnable_or_sleep(worker& w) noexcept {
+        for (;;) {
+            if (shutdown_.load(std::memory_order_relaxed)) return nullptr;
+            if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+            if (++w.tick % 61 == 0)
+                if (task_header* t = global_get(w, 1)) return t;
+            if (w.run_next.load(std::memory_order_relaxed))
+                if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+            if (task_header* t = w.q.pop()) return t;
+            if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+
+            // Spin, stealing, unless enough others already do.
+            int busy = static_cast<int>(workers_.size()) - nidle_.load(std::memory_order_relaxed);
+            if (!w.spinning && 2 * nspinning_.load(std::memory_order_relaxed) < busy) {
+                w.spinning = true;
+                nspinning_.fetch_add(1, std::memory_order_seq_cst);
+            }
+            if (w.spinning) {
+                for (int i = 0; i < 32; ++i) {
+                    if (task_header* t = steal(w)) return t;
+                    if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+                    if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+                    for (int k = 0; k < 16; ++k) cpu_relax();
+                }
+            }
+            go_idle(w);
+        }
+    }
+
+    void go_idle(worker& w) noexcept {
+        w.status.store(ws_idle, std::memory_order_seq_cst);
+        {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            w.idle_listed = true;
+            idle_.push_back(&w);
+            nidle_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        if (w.spinning) {
+            w.spinning = false;
+            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+        }
+        seq_fence();
+        bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
+        bool slept = true;
+        if (work) {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            if (w.idle_listed) {
+                idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
+                w.idle_listed = false;
+                nidle_.fetch_sub(1, std::memory_order_seq_cst);
+                w.spinning = true;
+                nspinning_.fetch_add(1, std::memory_order_seq_cst);
+                slept = false;
+            }
+        }
+        if (slept) {
+            // Sleep until a waker takes us off the idle list (it counts us as spinning).
+            while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
+            w.wake_word.store(0, std::memory_order_relaxed);
+            if (!shutdown_.load()) w.spinning = true;
+        }
+        claim_running(w);
+    }
+
+    void run(worker& w, task_header* t) noexcept {
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        w.current.store(t, std::memory_order_release);
+        w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        tls_current_task = t;
+        run_trampoline(t->resume_point_);
+        tls_current_task = nullptr;
+        w.current.store(nullptr, std::memory_order_release);
+    }
+
+    void worker_main(worker& w) noexcept {
+        tls_worker = &w;
+        for (;;) {
+            if (stop_gen_.load(std::memory_order_acquire) & 1) hold_at_safe_point(w);
+            if (shutdown_.load(std::memory_order_acquire)) break;
+            task_header* t = find_runnable(w);
+            if (!t) continue;
+            run(w, t);
+        }
+        if (w.spinning) {
+            w.spinning = false;
+            nspinning_.fetch_sub(1);
+        }
+        tls_worker = nullptr;
+        w.exited.store(true, std::memory_order_release);
+    }
+
+    // --- monitor (every 10 ms on the timer thread while busy) --------------
+
+    static void tick_thunk(void* self) noexcept { static_cast<scheduler*>(self)->monitor(); }
+
+    void monitor() noexcept {
+        bool busy = false;
+        for (auto& wp : workers_) {
+            worker& w = *wp;
+            std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
+            bool stuck = w.current.load(std::memory_order_relaxed) && r == w.seen_resumes;
+            bool waiting_work = w.run_next.load(std::memory_order_relaxed) || w.q.size();
+            w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
+            if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
+            w.seen_resumes = r;
+            if (w.status.load(std::memory_order_relaxed) == ws_running) busy = true;
+        }
+        if (busy && !shutdown_.load()) timers_.want_ticks();
+    }
+
+    std::vector<std::unique_ptr<worker>> workers_;
+    timer_queue timers_;
+
+    alignas(cache_line) spinlock gq_lock_;
+    task_header* gq_head_ = nullptr;
+    task_header* gq_tail_ = nullptr;
+    alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
+
+    alignas(cache_line) std::mutex idle_mu_;
+    std::vector<worker*> idle_;
+    alignas(cache_line) std::atomic<int> nidle_{0};
+    alignas(cache_line) std::atomic<int> nspinning_{0};
+
+    alignas(cache_line) std::atomic<std::uint32_t> stop_gen_{0};
+    std::mutex stw_mu_;
+    std::vector<bool> held_by_me_;
+
+    std::atomic<bool> shutdown_{false};
+};
+
+// --- the process-wide pool -------------------------------------------------
+
+inline std::atomic<unsigned>& requested_procs() noexcept {
+    static std::atomic<unsigned> n{0};
+    return n;
+}
+
+inline unsigned default_procs() {
+    if (const char* e = std::getenv("GORO_MAXPROCS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAXPROCS=\"%s\": want an integer from 1 to 4096\n", e);
+    }
+    unsigned hc = std::thread::hardware_concurrency();
+    return hc ? hc : 1;
+}
+
+struct pool_holder {
+    std::atomic<scheduler*> pool{nullptr};
+    std::mutex mu;
+    ~pool_holder() {
+        // Static destruction at exit: stop the workers so they do not run user
+        // code against destroyed globals. The scheduler object itself is kept
+        // (parked frames may still refer to it).
+        if (scheduler* s = pool.load()) s->shutdown();
+    }
+};
+
+inline pool_holder& the_pool_holder() {
+    static pool_holder h;
+    return h;
+}
+
+inline scheduler& the_scheduler() {
+    pool_holder& h = the_pool_holder();
+    if (scheduler* s = h.pool.load(std::memory_order_acquire)) return *s;
+    std::lock_guard<std::mutex> g(h.mu);
+    if (scheduler* s = h.pool.load(std::memory_order_relaxed)) return *s;
+    unsigned n = requested_procs().load();
+    auto* s = new scheduler(n ? n : default_procs());
+    h.pool.store(s, std::memory_order_release);
+    return *s;
+}
+
+inline bool pool_started() noexcept {
+    return the_pool_holder().pool.load(std::memory_order_acquire) != nullptr;
+}
+
+/// Marks the current task parked on `reason`; `h` is the frame to resume.
+inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
+    t->resume_point_ = h;
+    t->wait_reason.store(reason, std::memory_order_relaxed);
+    t->since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+    t->state.store(task_state::waiting, std::memory_order_relaxed);
+}
+
+/// Makes a parked task runnable (see the PARKING PROTOCOL above).
+inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
+
+/// The task running on this thread now; throws when there is none.
+inline task_header* current_task_or_throw(const char* op) {
+    task_header* t = tls_current_task;
+    if (!t) throw usage_error(std::string(op) + ": must be awaited inside a goro task (use goro::block_on from a plain thread)");
+    return t;
+}
+
+}  // namespace detail
+
+/// Sets the number of workers. Must be called before the pool starts (the
+/// first go(), block_on() or sleep); throws goro::usage_error afterwards.
+inline void set_max_procs(unsigned n) {
+    if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
+    detail::pool_holder& h = detail::the_pool_holder();
+    std::lock_guard<std::mutex> g(h.mu);
+    if (h.pool.load()) {
+        if (h.pool.load()->size() == n) return;
+        throw usage_error("goro::set_max_procs: the worker pool has already started with " +
+                          std::to_string(h.pool.load()->size()) + " workers");
+    }
+    detail::requested_procs().store(n);
+}
+
+/// The number of workers (starts the pool if needed).
+inline unsigned max_procs() { return detail::the_scheduler().size(); }
+
+}  // namespace goro

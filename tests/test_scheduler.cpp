@@ -1,0 +1,220 @@
+// The worker pool: go/block_on, sleep, yield, sizing, stealing, stop-the-world.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using goro_test::eventually;
+
+namespace {
+
+goro::task<> bump(std::atomic<long>& n) {
+    n.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+}
+
+goro::task<> spawner(std::atomic<long>& n, int count) {
+    for (int i = 0; i < count; ++i) goro::go(bump(n));
+    co_return;
+}
+
+goro::task<> sleeper(std::chrono::milliseconds d, int tag, std::mutex& mu, std::vector<int>& order) {
+    co_await goro::sleep_for(d);
+    std::lock_guard<std::mutex> lk(mu);
+    order.push_back(tag);
+}
+
+goro::task<> try_block_on(bool& threw) {
+    std::atomic<long> n{0};
+    try {
+        goro::block_on(bump(n));
+    } catch (const goro::usage_error& e) {
+        threw = std::string(e.what()).find("goro::block_on") != std::string::npos;
+    }
+    co_return;
+}
+
+}  // namespace
+
+TEST_CASE("go runs a detached task and block_on waits for a result", "[scheduler]") {
+    std::atomic<long> n{0};
+    goro::go(bump(n));
+    CHECK(eventually([&] { return n.load() == 1; }));
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("block_on on a pool worker throws instead of deadlocking", "[scheduler]") {
+    bool threw = false;
+    auto outer = [](bool& t) -> goro::task<> { co_await try_block_on(t); };
+    goro::block_on(outer(threw));
+    CHECK(threw);
+}
+
+TEST_CASE("sleepers wake in deadline order", "[scheduler]") {
+    std::mutex mu;
+    std::vector<int> order;
+    // Deadlines 40 ms apart: far more than any scheduling jitter.
+    for (int i = 4; i >= 0; --i) goro::go(sleeper(std::chrono::milliseconds(40 * i), i, mu, order));
+    REQUIRE(eventually([&] {
+        std::lock_guard<std::mutex> lk(mu);
+        return order.size() == 5;
+    }));
+    CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("sleep_for waits at least the duration", "[scheduler]") {
+    auto t0 = std::chrono::steady_clock::now();
+    goro::block_on(goro::sleep_for(20ms));
+    CHECK(std::chrono::steady_clock::now() - t0 >= 20ms);
+    auto t1 = std::chrono::steady_clock::now();
+    goro::block_on(goro::sleep_until(t1 + 10ms));
+    CHECK(std::chrono::steady_clock::now() >= t1 + 10ms);
+    goro::block_on(goro::sleep_for(-5ms));  // a past deadline does not park
+}
+
+TEST_CASE("sleep outside a task is a usage error", "[scheduler]") {
+    auto s = goro::sleep_for(1ms);
+    CHECK_THROWS_AS(s.await_suspend(std::noop_coroutine()), goro::usage_error);
+}
+
+TEST_CASE("yield lets other tasks on the same worker run", "[scheduler]") {
+    // One task spins on a flag that only another task sets; without yield (and
+    // with a single worker) it would never finish. With more workers the flag
+    // is set elsewhere; either way yield must not lose the task.
+    std::atomic<bool> flag{false};
+    std::atomic<int> yields{0};
+    auto waiter = [](std::atomic<bool>& f, std::atomic<int>& y) -> goro::task<> {
+        while (!f.load()) {
+            y.fetch_add(1);
+            co_await goro::yield();
+        }
+    };
+    auto setter = [](std::atomic<bool>& f) -> goro::task<> {
+        f.store(true);
+        co_return;
+    };
+    auto both = [&]() -> goro::task<> {
+        goro::go(setter(flag));
+        co_await waiter(flag, yields);
+    };
+    goro::block_on(both());
+    CHECK(flag.load());
+}
+
+TEST_CASE("the pool has the requested number of workers", "[scheduler]") {
+    unsigned n = goro::max_procs();
+    CHECK(n >= 1);
+    CHECK_NOTHROW(goro::set_max_procs(n));  // same size: accepted
+    CHECK_THROWS_AS(goro::set_max_procs(n + 1), goro::usage_error);
+    CHECK_THROWS_AS(goro::set_max_procs(0), goro::usage_error);
+    CHECK(goro::detail::the_scheduler().workers().size() == n);
+}
+
+TEST_CASE("work spawned on one worker is stolen by the others", "[scheduler]") {
+    if (goro::max_procs() < 2) SUCCEED("one worker: nothing to steal");
+    else {
+        std::mutex mu;
+        std::set<std::thread::id> ran_on;
+        std::atomic<int> done{0};
+        auto record = [](std::mutex& m, std::set<std::thread::id>& s, std::atomic<int>& d) -> goro::task<> {
+            {
+                std::lock_guard<std::mutex> lk(m);
+                s.insert(std::this_thread::get_id());
+            }
+            d.fetch_add(1);
+            co_return;
+        };
+        // The spawner never suspends until another worker has run one of its
+        // tasks: only stealing can make that happen.
+        auto spawn_and_hold = [&]() -> goro::task<bool> {
+            for (int i = 0; i < 64; ++i) goro::go(record(mu, ran_on, done));
+            auto me = std::this_thread::get_id();
+            bool stolen = eventually([&] {
+                std::lock_guard<std::mutex> lk(mu);
+                return ran_on.size() > 1 || (ran_on.size() == 1 && !ran_on.count(me));
+            });
+            co_return stolen;
+        };
+        CHECK(goro::block_on(spawn_and_hold()));
+        CHECK(eventually([&] { return done.load() == 64; }));
+    }
+}
+
+TEST_CASE("stop the world: no task runs while stopped, all resume after", "[scheduler]") {
+    std::atomic<bool> stop{false};
+    std::atomic<long> ticks{0};
+    auto ticker = [](std::atomic<bool>& s, std::atomic<long>& t) -> goro::task<> {
+        while (!s.load()) {
+            t.fetch_add(1);
+            co_await goro::yield();
+        }
+    };
+    const int n = 8;
+    for (int i = 0; i < n; ++i) goro::go(ticker(stop, ticks));
+    REQUIRE(eventually([&] { return ticks.load() > 1000; }));
+
+    auto& s = goro::detail::the_scheduler();
+    for (int round = 0; round < 5; ++round) {
+        auto rep = s.stop_the_world(std::chrono::seconds(10));
+        CHECK(rep.all_stopped);
+        CHECK(rep.running.empty());
+        long before = ticks.load();
+        std::this_thread::sleep_for(20ms);  // observing that nothing moves
+        long after = ticks.load();
+        s.start_the_world();
+        CHECK(before == after);
+        long resumed_from = ticks.load();
+        CHECK(eventually([&] { return ticks.load() > resumed_from + 100; }));
+    }
+    stop.store(true);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("stop the world reports a task that never suspends as running", "[scheduler]") {
+    if (goro::max_procs() < 2) return;
+    std::atomic<bool> release{false}, entered{false};
+    auto hog = [](std::atomic<bool>& r, std::atomic<bool>& e) -> goro::task<> {
+        e.store(true);
+        while (!r.load()) std::this_thread::yield();  // never suspends
+        co_return;
+    };
+    goro::go(hog(release, entered));
+    REQUIRE(eventually([&] { return entered.load(); }));
+    auto& s = goro::detail::the_scheduler();
+    auto rep = s.stop_the_world(50ms);
+    CHECK_FALSE(rep.all_stopped);
+    CHECK(rep.running.size() == 1);
+    s.start_the_world();
+    release.store(true);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("a million tasks spawned from many tasks all complete", "[scheduler][stress]") {
+    std::atomic<long> n{0};
+    const int spawners = 100, each = 10'000;
+    for (int i = 0; i < spawners; ++i) goro::go(spawner(n, each));
+    CHECK(eventually([&] { return n.load() == long(spawners) * each; }, std::chrono::seconds(120)));
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("tasks woken from a plain thread run on the pool", "[scheduler]") {
+    goro_test::gate g;
+    std::atomic<int> passed{0};
+    auto passer = [](goro_test::gate& gt, std::atomic<int>& p) -> goro::task<> {
+        co_await gt.wait();
+        p.fetch_add(1);
+    };
+    for (int i = 0; i < 100; ++i) goro::go(passer(g, passed));
+    REQUIRE(eventually([&] { return g.parked() == 100; }));
+    std::thread([&] { g.open(); }).join();
+    CHECK(eventually([&] { return passed.load() == 100; }));
+    CHECK(goro_test::tasks_drained());
+}
