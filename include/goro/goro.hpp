@@ -9,3 +9,4 @@
 #include <goro/scheduler.hpp>
 #include <goro/go.hpp>
 #include <goro/stack.hpp>
+#include <goro/snapshot.hpp>

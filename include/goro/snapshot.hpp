@@ -1,0 +1,203 @@
+// goro/snapshot.hpp — a consistent copy of every task's record, taken with the
+// world stopped for the copy alone.
+//
+//   request → stop the world → copy records → resume → group → format
+//
+// `goro::snapshot::take()` stops every worker at a safe point (see
+// scheduler.hpp), locks the registry's shards (so spawns and exits from plain
+// threads wait too), copies each task's compact record and its chain of site
+// pointers into flat vectors reserved beforehand, then unlocks and restarts
+// the world. Names are cleaned, stacks grouped and text formatted only after
+// that, on the caller's thread, while tasks run again.
+//
+// Every listed task appears exactly once; `total()` equals the sum of the
+// group counts. A task running on a worker that did not reach a safe point
+// before the timeout (a task that never suspends) is recorded as running with
+// no frames (its frames are changing under us); the task calling take() from
+// inside the pool is recorded as running with its frames as last suspended.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <goro/frame.hpp>
+#include <goro/platform.hpp>
+#include <goro/registry.hpp>
+#include <goro/scheduler.hpp>
+#include <goro/stack.hpp>
+
+namespace goro {
+
+/// One task as the snapshot saw it.
+struct task_record {
+    std::uint64_t id = 0;
+    std::uint64_t parent_id = 0;       ///< 0: spawned outside any task
+    task_state state = task_state::runnable;
+    task_kind kind = task_kind::task;
+    const char* wait_reason = nullptr;  ///< static string, Go's words; null unless waiting
+    std::int64_t since_ns = 0;          ///< coarse monotonic time it parked (waiting only)
+    std::uint32_t first_frame = 0;      ///< index into snapshot::sites()
+    std::uint32_t frame_count = 0;
+    bool frames_known = true;           ///< false: running on a stuck worker
+    detail::site created_by{};          ///< where go() / block_on() was called
+    std::shared_ptr<const task_options> meta;  ///< name and labels, or null
+};
+
+/// Tasks with the same stack (and labels), as Go's debug=1 groups them.
+struct task_group {
+    std::size_t count = 0;
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id
+    std::uint64_t key = 0;             ///< hash of the site chain and labels
+};
+
+/// A stable id for a site: the same file, line and function give the same id
+/// in every run, so two dumps can be compared textually.
+inline std::uint64_t site_id(const detail::site& s) noexcept {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const char* p) {
+        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull;
+    };
+    mix(s.file_name());
+    mix(s.function_name());
+    h = (h ^ s.line()) * 1099511628211ull;
+    return h & 0xffffffffffffull;  // 48 bits: reads like an address
+}
+
+class snapshot {
+public:
+    struct options {
+        /// How long to wait for each worker to reach a safe point.
+        std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
+    };
+
+    static snapshot take() { return take(options{}); }
+
+    static snapshot take(const options& opt) {
+        snapshot s;
+        s.taken_at_ns_ = detail::coarse_now_ns();
+        detail::registry& reg = detail::the_registry();
+        // Reserve outside the stop: the copy itself must not allocate much.
+        std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
+        s.tasks_.reserve(expect + expect / 8 + 64);
+        s.sites_.reserve(2 * expect + 256);
+
+        detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
+        detail::stw_report rep;
+        if (sched) rep = sched->stop_the_world(opt.stop_timeout);
+        auto t0 = detail::now_ns();
+        reg.lock_all();
+        reg.for_each_unlocked([&](task_header& h) {
+            task_record r;
+            r.id = h.id;
+            r.parent_id = h.parent_id;
+            r.state = h.state.load(std::memory_order_relaxed);
+            r.kind = h.kind;
+            r.created_by = h.spawn_site;
+            r.meta = h.meta;
+            if (r.state == task_state::waiting) {
+                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
+                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+            }
+            bool stuck = std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end() &&
+                         &h != detail::tls_current_task;
+            r.first_frame = static_cast<std::uint32_t>(s.sites_.size());
+            if (stuck) {
+                r.state = task_state::running;
+                r.frames_known = false;
+            } else {
+                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) s.sites_.push_back(p->site_);
+            }
+            if (&h == detail::tls_current_task) r.state = task_state::running;
+            r.frame_count = static_cast<std::uint32_t>(s.sites_.size() - r.first_frame);
+            s.tasks_.push_back(std::move(r));
+        });
+        reg.unlock_all();
+        s.pause_ns_ = detail::now_ns() - t0;
+        if (sched) sched->start_the_world();
+        std::sort(s.tasks_.begin(), s.tasks_.end(),
+                  [](const task_record& a, const task_record& b) { return a.id < b.id; });
+        return s;
+    }
+
+    std::size_t total() const noexcept { return tasks_.size(); }
+    const std::vector<task_record>& tasks() const noexcept { return tasks_; }
+    const std::vector<detail::site>& sites() const noexcept { return sites_; }
+    /// The sites of one task's stack, leaf first.
+    std::span<const detail::site> stack(const task_record& r) const noexcept {
+        return {sites_.data() + r.first_frame, r.frame_count};
+    }
+    /// Coarse monotonic time of the snapshot (compare with task_record::since_ns).
+    std::int64_t taken_at_ns() const noexcept { return taken_at_ns_; }
+    /// How long the registry was held for the copy (the world was stopped at least that long).
+    std::int64_t copy_ns() const noexcept { return pause_ns_; }
+
+    /// Groups tasks by identical stack and labels, largest group first (ties:
+    /// by the smallest task id), like Go's debug=1.
+    std::vector<task_group> groups() const {
+        std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
+        std::vector<task_group> out;
+        for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
+            std::uint64_t k = stack_key(tasks_[i]);
+            auto& cands = by_key[k];
+            task_group* g = nullptr;
+            for (std::size_t gi : cands)
+                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i])) {
+                    g = &out[gi];
+                    break;
+                }
+            if (!g) {
+                cands.push_back(out.size());
+                out.push_back(task_group{0, {}, k});
+                g = &out.back();
+            }
+            g->tasks.push_back(i);
+            ++g->count;
+        }
+        std::stable_sort(out.begin(), out.end(), [&](const task_group& a, const task_group& b) {
+            if (a.count != b.count) return a.count > b.count;
+            return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
+        });
+        return out;
+    }
+
+    /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
+    std::uint64_t stack_key(const task_record& r) const noexcept {
+        std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
+        for (const auto& s : stack(r)) h = (h ^ site_id(s)) * 0x100000001b3ull;
+        if (r.meta)
+            for (auto& [k, v] : r.meta->labels) {
+                for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+                h = (h ^ 0x3d) * 0x100000001b3ull;
+                for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+                h = (h ^ 0x2c) * 0x100000001b3ull;
+            }
+        return h;
+    }
+
+private:
+    bool same_group(const task_record& a, const task_record& b) const {
+        if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
+        auto sa = stack(a), sb = stack(b);
+        for (std::size_t i = 0; i < sa.size(); ++i)
+            if (site_id(sa[i]) != site_id(sb[i])) return false;
+        static const std::vector<std::pair<std::string, std::string>> none;
+        const auto& la = a.meta ? a.meta->labels : none;
+        const auto& lb = b.meta ? b.meta->labels : none;
+        return la == lb;
+    }
+
+    std::vector<task_record> tasks_;
+    std::vector<detail::site> sites_;
+    std::int64_t taken_at_ns_ = 0;
+    std::int64_t pause_ns_ = 0;
+};
+
+}  // namespace goro
