@@ -17,7 +17,7 @@ using goro_test::eventually;
 namespace {
 
 goro::task<> bump(std::atomic<long>& n) {
-    n.fetch_add(1, std::memory_order_relaxed);
+    n.fetch_add(1);
     co_return;
 }
 

@@ -126,7 +126,7 @@ public:
         h->next_ = sh.head;
         if (sh.head) sh.head->prev_ = h;
         sh.head = h;
-        sh.count.store(sh.count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        sh.count.store(sh.count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
 
     void remove(task_header* h) noexcept {
@@ -136,13 +136,14 @@ public:
         else sh.head = h->next_;
         if (h->next_) h->next_->prev_ = h->prev_;
         h->prev_ = h->next_ = nullptr;
-        sh.count.store(sh.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+        // Release: a reader that sees the count drop sees everything the task did.
+        sh.count.store(sh.count.load(std::memory_order_relaxed) - 1, std::memory_order_release);
     }
 
     /// Live tasks and blocked threads; no lock, no stop of the world.
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
-        for (auto& s : shards_) n += s.count.load(std::memory_order_relaxed);
+        for (auto& s : shards_) n += s.count.load(std::memory_order_acquire);
         return n;
     }
 
