@@ -111,6 +111,7 @@ struct alignas(cache_line) registry_shard {
     spinlock lock;
     task_header* head = nullptr;
     std::atomic<std::int64_t> count{0};
+    std::atomic<std::uint64_t> added{0};  // ever listed here (monotonic, for metrics)
 };
 
 class registry {
@@ -127,6 +128,7 @@ public:
         if (sh.head) sh.head->prev_ = h;
         sh.head = h;
         sh.count.store(sh.count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        sh.added.store(sh.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
 
     void remove(task_header* h) noexcept {
@@ -144,6 +146,14 @@ public:
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
         for (auto& s : shards_) n += s.count.load(std::memory_order_acquire);
+        return n;
+    }
+
+    /// Tasks and block_on threads ever listed (a monotonic counter, like
+    /// Prometheus wants): started minus live is the number that finished.
+    std::uint64_t total_added() const noexcept {
+        std::uint64_t n = 0;
+        for (auto& s : shards_) n += s.added.load(std::memory_order_relaxed);
         return n;
     }
 
