@@ -1,0 +1,169 @@
+// goro/semaphore.hpp — `goro::semaphore`: a counting semaphore for goro tasks.
+//
+//   goro::semaphore slots(4);          // four permits
+//   co_await slots.acquire();          // or acquire(n) for n permits at once
+//   ...
+//   slots.release();                   // or release(n)
+//
+// A task that cannot get its permits parks (wait reason `semacquire`, Go's
+// word for its runtime semaphore). Like golang.org/x/sync/semaphore.Weighted,
+// waiters are served strictly in FIFO order: a newcomer never overtakes a
+// parked waiter, even when enough permits are free for the newcomer but not for
+// the waiter at the head (so a large acquire cannot starve behind small ones).
+//
+// INVARIANTS (under `lock_`): `count_` ≥ 0 is the number of free permits; when
+// the waiter list is non-empty, its head needs more than `count_`.
+//
+// THREAD SAFETY: every operation takes `lock_` (a spinlock, a few instructions
+// long); `release` collects the waiters it satisfies, unlocks, then readies
+// them in FIFO order. Any thread may release; acquire is awaited in a goro task.
+//
+// DESTRUCTION with tasks parked in `acquire` is a bug: the destructor wakes them
+// with `goro::semaphore_destroyed` thrown from their `co_await s.acquire()`.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <string>
+
+#include <goro/platform.hpp>
+#include <goro/registry.hpp>
+#include <goro/scheduler.hpp>
+#include <goro/spinlock.hpp>
+
+namespace goro {
+
+/// A `goro::semaphore` was destroyed while tasks waited on it; thrown from their `acquire()`.
+class semaphore_destroyed : public error {
+public:
+    using error::error;
+};
+
+class semaphore {
+    struct waiter_node {
+        waiter_node* next = nullptr;
+        task_header* task = nullptr;
+        std::int64_t want = 0;
+        bool destroyed = false;  // set by ~semaphore before the wake-up
+    };
+
+public:
+    /// Awaiter of `acquire(n)`. Copyable until it suspends (g++ may move the
+    /// operand of co_await); the node is linked only in await_suspend.
+    class acquire_operation {
+    public:
+        acquire_operation(semaphore& s, std::int64_t n) noexcept : s_(&s) { node_.want = n; }
+        bool await_ready() noexcept { return s_->try_acquire(node_.want); }
+        bool await_suspend(std::coroutine_handle<> h) { return s_->enqueue(node_, h); }
+        void await_resume() const {
+            if (node_.destroyed)
+                throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
+        }
+
+    private:
+        semaphore* s_;
+        waiter_node node_{};
+    };
+
+    /// A semaphore with `initial` (≥ 0) free permits.
+    explicit semaphore(std::int64_t initial) : count_(initial) {
+        if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
+    }
+    semaphore(const semaphore&) = delete;
+    semaphore& operator=(const semaphore&) = delete;
+
+    ~semaphore() {
+        waiter_node* list;
+        {
+            std::lock_guard<detail::spinlock> g(lock_);
+            list = head_;
+            head_ = tail_ = nullptr;
+        }
+        while (list) {
+            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
+            list->destroyed = true;
+            detail::ready(list->task);
+            list = next;
+        }
+    }
+
+    /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
+    /// Throws goro::usage_error (at once) for n < 0; n == 0 waits only for its turn.
+    [[nodiscard]] acquire_operation acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::acquire");
+        return acquire_operation(*this, n);
+    }
+
+    /// Takes `n` permits when they are free and nobody waits; never parks.
+    bool try_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::try_acquire");
+        std::lock_guard<detail::spinlock> g(lock_);
+        if (head_ || count_ < n) return false;
+        count_ -= n;
+        return true;
+    }
+
+    /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
+    void release(std::int64_t n = 1) {
+        check(n, "goro::semaphore::release");
+        waiter_node* wake = nullptr;
+        {
+            std::lock_guard<detail::spinlock> g(lock_);
+            if (count_ > std::numeric_limits<std::int64_t>::max() - n)
+                throw usage_error("goro::semaphore::release: count overflow");
+            count_ += n;
+            waiter_node** last = &wake;
+            while (head_ && head_->want <= count_) {
+                count_ -= head_->want;
+                *last = head_;
+                last = &head_->next;
+                head_ = head_->next;
+            }
+            *last = nullptr;
+            if (!head_) tail_ = nullptr;
+        }
+        while (wake) {
+            waiter_node* next = wake->next;  // read before the wake: the node dies with its frame
+            detail::ready(wake->task);
+            wake = next;
+        }
+    }
+
+    /// Free permits now (a hint: stale once read).
+    std::int64_t available() const noexcept {
+        std::lock_guard<detail::spinlock> g(lock_);
+        return count_;
+    }
+
+private:
+    static void check(std::int64_t n, const char* op) {
+        if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
+    }
+
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
+        task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
+        n.task = t;
+        n.next = nullptr;
+        detail::park(t, h, wait_reason::semacquire);
+        std::lock_guard<detail::spinlock> g(lock_);
+        if (!head_ && count_ >= n.want) {  // released meanwhile
+            count_ -= n.want;
+            t->state.store(task_state::running, std::memory_order_relaxed);
+            return false;
+        }
+        if (tail_) tail_->next = &n;
+        else head_ = &n;
+        tail_ = &n;
+        return true;  // published: a releaser owns the node now
+    }
+
+    mutable detail::spinlock lock_;
+    std::int64_t count_;
+    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
+    waiter_node* tail_ = nullptr;
+};
+
+}  // namespace goro

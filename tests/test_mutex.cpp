@@ -1,0 +1,325 @@
+// goro::mutex and goro::semaphore: exclusion, FIFO hand-off, misuse, wait reasons.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <goro/mutex.hpp>
+#include <goro/semaphore.hpp>
+
+#include "support.hpp"
+
+using goro_test::eventually;
+
+namespace {
+
+/// Wait reasons of the parked tasks named `name`, read with the world stopped.
+std::vector<std::string> parked_reasons(const std::string& name) {
+    std::vector<std::string> out;
+    auto& s = goro::detail::the_scheduler();
+    s.stop_the_world(std::chrono::seconds(10));
+    goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
+        if (h.meta && h.meta->name == name && h.state.load() == goro::task_state::waiting) {
+            const char* r = h.wait_reason.load();
+            out.push_back(r ? r : "");
+        }
+    });
+    s.start_the_world();
+    return out;
+}
+
+std::size_t parked_count(const std::string& name) { return parked_reasons(name).size(); }
+
+goro::task<> increment_locked(goro::mutex& m, long& counter, int times, std::atomic<int>& finished) {
+    for (int i = 0; i < times; ++i) {
+        co_await m.lock();
+        long v = counter;
+        if (i % 64 == 0) co_await goro::yield();  // hold the mutex across a suspension: others park
+        counter = v + 1;
+        m.unlock();
+    }
+    finished.fetch_add(1);
+}
+
+goro::task<> increment_scoped(goro::mutex& m, long& counter, int times, std::atomic<int>& finished) {
+    for (int i = 0; i < times; ++i) {
+        auto g = co_await m.scoped_lock();
+        long v = counter;
+        if (i % 64 == 0) co_await goro::yield();
+        counter = v + 1;
+    }
+    finished.fetch_add(1);
+}
+
+}  // namespace
+
+// --- mutex -------------------------------------------------------------------
+
+TEST_CASE("mutex: 8 tasks x 10,000 increments of a plain counter add up exactly", "[mutex]") {
+    goro::mutex m;
+    long counter = 0;
+    std::atomic<int> finished{0};
+    for (int i = 0; i < 8; ++i) goro::go(increment_locked(m, counter, 10000, finished));
+    REQUIRE(eventually([&] { return finished.load() == 8; }, std::chrono::seconds(120)));
+    REQUIRE(m.try_lock());  // also orders the read of counter after every task's writes
+    CHECK(counter == 80000);
+    m.unlock();
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("mutex: scoped_lock guards exclude each other and unlock on scope exit", "[mutex]") {
+    goro::mutex m;
+    long counter = 0;
+    std::atomic<int> finished{0};
+    for (int i = 0; i < 8; ++i) goro::go(increment_scoped(m, counter, 10000, finished));
+    REQUIRE(eventually([&] { return finished.load() == 8; }, std::chrono::seconds(120)));
+    REQUIRE(m.try_lock());
+    CHECK(counter == 80000);
+    m.unlock();
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("mutex: guard moves, unlocks early, and reports ownership", "[mutex]") {
+    goro::mutex m;
+    auto body = [](goro::mutex& mu) -> goro::task<bool> {
+        auto g = co_await mu.scoped_lock();
+        bool ok = g.owns_lock() && g.mutex() == &mu && mu.is_locked() && !mu.try_lock();
+        goro::lock_guard moved = std::move(g);
+        ok = ok && !g.owns_lock() && moved.owns_lock();
+        moved.unlock();
+        ok = ok && !moved.owns_lock() && !mu.is_locked();
+        bool threw = false;
+        try {
+            moved.unlock();
+        } catch (const goro::usage_error& e) {
+            threw = std::string(e.what()).find("goro::lock_guard::unlock") != std::string::npos;
+        }
+        co_return ok && threw;
+    };
+    CHECK(goro::block_on(body(m)));
+    CHECK_FALSE(m.is_locked());
+}
+
+TEST_CASE("mutex: try_lock and unlock of an unlocked mutex", "[mutex]") {
+    goro::mutex m;
+    CHECK(m.try_lock());
+    CHECK_FALSE(m.try_lock());
+    m.unlock();
+    CHECK_THROWS_WITH(m.unlock(), Catch::Contains("goro::mutex::unlock: unlock of an unlocked mutex"));
+    CHECK_THROWS_AS(m.unlock(), goro::usage_error);
+    CHECK(m.try_lock());
+    m.unlock();
+}
+
+TEST_CASE("mutex: lock outside a task is a usage error", "[mutex]") {
+    goro::mutex m;
+    REQUIRE(m.try_lock());
+    auto op = m.lock();
+    CHECK_FALSE(op.await_ready());
+    CHECK_THROWS_WITH(op.await_suspend(std::noop_coroutine()), Catch::Contains("goro::mutex::lock"));
+    m.unlock();
+    CHECK_FALSE(m.is_locked());
+}
+
+TEST_CASE("mutex: waiters get the mutex in FIFO order, parked as sync.Mutex.Lock", "[mutex]") {
+    goro::mutex m;
+    std::mutex order_mu;
+    std::vector<int> order;
+    auto w = [](goro::mutex& mu, int i, std::mutex& om, std::vector<int>& o) -> goro::task<> {
+        co_await mu.lock();
+        {
+            std::lock_guard<std::mutex> lk(om);
+            o.push_back(i);
+        }
+        mu.unlock();
+    };
+    REQUIRE(m.try_lock());
+    const int n = 10;
+    for (int i = 0; i < n; ++i) {
+        goro::go(w(m, i, order_mu, order), {.name = "mutex-fifo"});
+        // Enqueue one at a time, so the queue order is known.
+        REQUIRE(eventually([&] { return parked_count("mutex-fifo") == std::size_t(i + 1); }));
+    }
+    for (auto& r : parked_reasons("mutex-fifo")) CHECK(r == "sync.Mutex.Lock");
+    m.unlock();
+    REQUIRE(eventually([&] {
+        std::lock_guard<std::mutex> lk(order_mu);
+        return order.size() == std::size_t(n);
+    }));
+    std::vector<int> want(n);
+    for (int i = 0; i < n; ++i) want[std::size_t(i)] = i;
+    std::lock_guard<std::mutex> lk(order_mu);
+    CHECK(order == want);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("mutex: unlock hands ownership to the waiter; newcomers cannot barge", "[mutex]") {
+    goro::mutex m;
+    goro_test::gate hold;
+    std::atomic<bool> acquired{false};
+    auto w = [](goro::mutex& mu, goro_test::gate& g, std::atomic<bool>& a) -> goro::task<> {
+        co_await mu.lock();
+        a.store(true);
+        co_await g.wait();
+        mu.unlock();
+    };
+    REQUIRE(m.try_lock());
+    goro::go(w(m, hold, acquired), {.name = "mutex-handoff"});
+    REQUIRE(eventually([&] { return parked_count("mutex-handoff") == 1; }));
+    m.unlock();
+    CHECK_FALSE(m.try_lock());  // already owned by the woken waiter, even before it runs
+    REQUIRE(eventually([&] { return acquired.load(); }));
+    CHECK(m.is_locked());
+    hold.open();
+    REQUIRE(eventually([&] { return !m.is_locked(); }));
+    CHECK(m.try_lock());
+    m.unlock();
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("mutex: destroying it with waiters wakes them with an error", "[mutex]") {
+    auto m = std::make_unique<goro::mutex>();
+    REQUIRE(m->try_lock());
+    std::atomic<int> errors{0};
+    auto w = [](goro::mutex& mu, std::atomic<int>& e) -> goro::task<> {
+        try {
+            co_await mu.lock();
+        } catch (const goro::mutex_destroyed& ex) {
+            if (std::string(ex.what()).find("goro::mutex::lock") != std::string::npos) e.fetch_add(1);
+        }
+    };
+    for (int i = 0; i < 2; ++i) goro::go(w(*m, errors), {.name = "mutex-orphan"});
+    REQUIRE(eventually([&] { return parked_count("mutex-orphan") == 2; }));
+    m.reset();
+    REQUIRE(eventually([&] { return errors.load() == 2; }));
+    CHECK(goro_test::tasks_drained());
+}
+
+// --- semaphore -----------------------------------------------------------------
+
+TEST_CASE("semaphore: never more holders than permits", "[semaphore]") {
+    const int permits = 3, tasks = 32, rounds = 300;
+    goro::semaphore sem(permits);
+    std::atomic<int> in_use{0}, max_in_use{0}, finished{0};
+    auto w = [](goro::semaphore& s, std::atomic<int>& u, std::atomic<int>& mx, std::atomic<int>& f, int r) -> goro::task<> {
+        for (int i = 0; i < r; ++i) {
+            co_await s.acquire();
+            int now = u.fetch_add(1) + 1;
+            int seen = mx.load();
+            while (now > seen && !mx.compare_exchange_weak(seen, now)) {
+            }
+            if (i % 8 == 0) co_await goro::yield();
+            u.fetch_sub(1);
+            s.release();
+        }
+        f.fetch_add(1);
+    };
+    for (int i = 0; i < tasks; ++i) goro::go(w(sem, in_use, max_in_use, finished, rounds));
+    REQUIRE(eventually([&] { return finished.load() == tasks; }, std::chrono::seconds(120)));
+    CHECK(max_in_use.load() <= permits);
+    CHECK(max_in_use.load() >= 1);
+    CHECK(sem.available() == permits);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("semaphore: weighted waiters are served in FIFO order", "[semaphore]") {
+    goro::semaphore sem(0);
+    std::mutex mu;
+    std::vector<int> order;
+    auto w = [](goro::semaphore& s, std::int64_t n, int tag, std::mutex& m, std::vector<int>& o) -> goro::task<> {
+        co_await s.acquire(n);
+        std::lock_guard<std::mutex> lk(m);
+        o.push_back(tag);
+    };
+    auto got = [&] {
+        std::lock_guard<std::mutex> lk(mu);
+        return order;
+    };
+    goro::go(w(sem, 3, 1, mu, order), {.name = "sem-fifo"});
+    REQUIRE(eventually([&] { return parked_count("sem-fifo") == 1; }));
+    goro::go(w(sem, 1, 2, mu, order), {.name = "sem-fifo"});
+    REQUIRE(eventually([&] { return parked_count("sem-fifo") == 2; }));
+    for (auto& r : parked_reasons("sem-fifo")) CHECK(r == "semacquire");
+
+    sem.release(1);  // enough for the second waiter, but the first is ahead of it
+    CHECK(sem.available() == 1);
+    CHECK_FALSE(sem.try_acquire(1));  // newcomers do not overtake either
+    CHECK(parked_count("sem-fifo") == 2);
+    CHECK(got().empty());
+
+    sem.release(2);  // the first waiter takes all three
+    REQUIRE(eventually([&] { return got().size() == 1; }));
+    CHECK(got() == std::vector<int>{1});
+    CHECK(sem.available() == 0);
+    CHECK(parked_count("sem-fifo") == 1);
+
+    sem.release(1);
+    REQUIRE(eventually([&] { return got().size() == 2; }));
+    CHECK(got() == std::vector<int>{1, 2});
+    CHECK(sem.available() == 0);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("semaphore: one release wakes every waiter it satisfies", "[semaphore]") {
+    goro::semaphore sem(0);
+    std::atomic<int> woken{0};
+    auto w = [](goro::semaphore& s, std::atomic<int>& k) -> goro::task<> {
+        co_await s.acquire(2);
+        k.fetch_add(1);
+    };
+    for (int i = 0; i < 5; ++i) goro::go(w(sem, woken), {.name = "sem-many"});
+    REQUIRE(eventually([&] { return parked_count("sem-many") == 5; }));
+    sem.release(7);  // three waiters of two, one permit left over
+    REQUIRE(eventually([&] { return woken.load() == 3; }));
+    CHECK(sem.available() == 1);
+    CHECK(parked_count("sem-many") == 2);
+    sem.release(3);
+    REQUIRE(eventually([&] { return woken.load() == 5; }));
+    CHECK(sem.available() == 0);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("semaphore: try_acquire, zero counts and misuse", "[semaphore]") {
+    goro::semaphore sem(2);
+    CHECK(sem.try_acquire());
+    CHECK(sem.try_acquire());
+    CHECK_FALSE(sem.try_acquire());
+    CHECK(sem.try_acquire(0));
+    sem.release(2);
+    CHECK_FALSE(sem.try_acquire(3));
+    CHECK(sem.try_acquire(2));
+    sem.release(2);
+    auto body = [](goro::semaphore& s) -> goro::task<std::int64_t> {
+        co_await s.acquire(0);
+        co_await s.acquire(2);
+        s.release(2);
+        co_return s.available();
+    };
+    CHECK(goro::block_on(body(sem)) == 2);
+    CHECK_THROWS_WITH(sem.acquire(-1), Catch::Contains("goro::semaphore::acquire: negative count"));
+    CHECK_THROWS_WITH(sem.try_acquire(-1), Catch::Contains("goro::semaphore::try_acquire: negative count"));
+    CHECK_THROWS_WITH(sem.release(-1), Catch::Contains("goro::semaphore::release: negative count"));
+    CHECK_THROWS_AS(goro::semaphore(-1), goro::usage_error);
+    CHECK(sem.available() == 2);
+}
+
+TEST_CASE("semaphore: destroying it with waiters wakes them with an error", "[semaphore]") {
+    auto sem = std::make_unique<goro::semaphore>(0);
+    std::atomic<int> errors{0};
+    auto w = [](goro::semaphore& s, std::atomic<int>& e) -> goro::task<> {
+        try {
+            co_await s.acquire();
+        } catch (const goro::semaphore_destroyed& ex) {
+            if (std::string(ex.what()).find("goro::semaphore::acquire") != std::string::npos) e.fetch_add(1);
+        }
+    };
+    for (int i = 0; i < 2; ++i) goro::go(w(*sem, errors), {.name = "sem-orphan"});
+    REQUIRE(eventually([&] { return parked_count("sem-orphan") == 2; }));
+    sem.reset();
+    REQUIRE(eventually([&] { return errors.load() == 2; }));
+    CHECK(goro_test::tasks_drained());
+}

@@ -1,0 +1,223 @@
+// goro::wait_group: counting, waking, reuse, misuse, wait reasons, destruction.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <goro/wait_group.hpp>
+
+#include "support.hpp"
+
+using goro_test::eventually;
+
+namespace {
+
+/// Wait reasons of the parked tasks named `name`, read with the world stopped.
+std::vector<std::string> parked_reasons(const std::string& name) {
+    std::vector<std::string> out;
+    auto& s = goro::detail::the_scheduler();
+    s.stop_the_world(std::chrono::seconds(10));
+    goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
+        if (h.meta && h.meta->name == name && h.state.load() == goro::task_state::waiting) {
+            const char* r = h.wait_reason.load();
+            out.push_back(r ? r : "");
+        }
+    });
+    s.start_the_world();
+    return out;
+}
+
+std::size_t parked_count(const std::string& name) { return parked_reasons(name).size(); }
+
+goro::task<> finish(goro::wait_group& wg, std::atomic<long>& n) {
+    n.fetch_add(1, std::memory_order_relaxed);
+    wg.done();
+    co_return;
+}
+
+goro::task<> waiter(goro::wait_group& wg, std::atomic<long>& seen_at_wake, const std::atomic<long>& finished,
+                    std::atomic<int>& woken) {
+    co_await wg.wait();
+    seen_at_wake.fetch_add(finished.load(std::memory_order_relaxed));
+    woken.fetch_add(1);
+}
+
+}  // namespace
+
+TEST_CASE("wait_group: block_on(wait) returns after every task is done", "[wait_group]") {
+    goro::wait_group wg;
+    std::atomic<long> n{0};
+    const long count = 10000;
+    for (long i = 0; i < count; ++i) {
+        wg.add(1);
+        goro::go(finish(wg, n));
+    }
+    goro::block_on(wg.wait());
+    CHECK(n.load() == count);
+    CHECK(wg.count() == 0);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: wait on a zero counter does not park", "[wait_group]") {
+    goro::wait_group wg;
+    goro::block_on(wg.wait());
+    auto body = [](goro::wait_group& w) -> goro::task<int> {
+        co_await w.wait();
+        w.add(2);
+        w.done();
+        w.done();
+        co_await w.wait();
+        co_return 7;
+    };
+    CHECK(goro::block_on(body(wg)) == 7);
+}
+
+TEST_CASE("wait_group: a counter below zero throws naming the operation", "[wait_group]") {
+    goro::wait_group wg;
+    try {
+        wg.done();
+        FAIL("done() on a zero counter did not throw");
+    } catch (const goro::usage_error& e) {
+        CHECK(std::string(e.what()).find("goro::wait_group::done: negative counter") != std::string::npos);
+    }
+    wg.add(2);
+    try {
+        wg.add(-3);
+        FAIL("add(-3) on a counter of 2 did not throw");
+    } catch (const goro::usage_error& e) {
+        CHECK(std::string(e.what()).find("goro::wait_group::add: negative counter") != std::string::npos);
+    }
+    CHECK(wg.count() == 2);  // the failed change was undone
+    CHECK_THROWS_AS(wg.add(std::int64_t(1) << 40), goro::usage_error);
+    CHECK_THROWS_AS(goro::wait_group(-1), goro::usage_error);
+    wg.add(-2);
+    goro::block_on(wg.wait());
+}
+
+TEST_CASE("wait_group: awaiting outside a task is a usage error", "[wait_group]") {
+    goro::wait_group wg(1);
+    auto op = wg.wait();
+    CHECK_FALSE(op.await_ready());
+    CHECK_THROWS_WITH(op.await_suspend(std::noop_coroutine()),
+                      Catch::Contains("goro::wait_group::wait"));
+    wg.done();
+}
+
+TEST_CASE("wait_group: waiters park with Go's wait reason and all wake at zero", "[wait_group]") {
+    goro::wait_group wg(3);
+    std::atomic<long> finished{0}, seen{0};
+    std::atomic<int> woken{0};
+    const int waiters = 20;
+    for (int i = 0; i < waiters; ++i) goro::go(waiter(wg, seen, finished, woken), {.name = "wg-waiter"});
+    REQUIRE(eventually([&] { return parked_count("wg-waiter") == waiters; }));
+    for (auto& r : parked_reasons("wg-waiter")) CHECK(r == "sync.WaitGroup.Wait");
+    CHECK(woken.load() == 0);
+    for (int i = 0; i < 3; ++i) {
+        CHECK(woken.load() == 0);  // nobody wakes before the counter is zero
+        finished.fetch_add(1);
+        wg.done();
+    }
+    REQUIRE(eventually([&] { return woken.load() == waiters; }));
+    CHECK(seen.load() == 3 * waiters);  // every waiter saw every task finished
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: reused over many rounds under contention", "[wait_group]") {
+    const int rounds = 50, tasks = 200, waiters = 8;
+    auto round_body = [](int ntasks, int nwaiters) -> goro::task<bool> {
+        goro::wait_group wg, all_woken;
+        std::atomic<long> finished{0}, seen{0};
+        wg.add(ntasks);
+        all_woken.add(nwaiters);
+        auto w = [](goro::wait_group& g, goro::wait_group& aw, std::atomic<long>& s, std::atomic<long>& f) -> goro::task<> {
+            co_await g.wait();
+            s.fetch_add(f.load());
+            aw.done();
+        };
+        for (int i = 0; i < nwaiters; ++i) goro::go(w(wg, all_woken, seen, finished));
+        for (int i = 0; i < ntasks; ++i) goro::go(finish(wg, finished));
+        co_await wg.wait();
+        bool ok = finished.load() == ntasks;
+        co_await all_woken.wait();
+        co_return ok && seen.load() == long(ntasks) * nwaiters;
+    };
+    for (int r = 0; r < rounds; ++r) REQUIRE(goro::block_on(round_body(tasks, waiters)));
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: one group reused for successive batches", "[wait_group]") {
+    goro::wait_group wg;
+    std::atomic<long> n{0};
+    for (int batch = 1; batch <= 20; ++batch) {
+        wg.add(batch);
+        for (int i = 0; i < batch; ++i) goro::go(finish(wg, n));
+        goro::block_on(wg.wait());
+        CHECK(n.load() == long(batch) * (batch + 1) / 2);
+    }
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: done from plain threads wakes a task", "[wait_group]") {
+    goro::wait_group wg(8);
+    std::atomic<int> woken{0};
+    std::atomic<long> finished{0}, seen{0};
+    goro::go(waiter(wg, seen, finished, woken), {.name = "wg-thread-waiter"});
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 8; ++i)
+        ts.emplace_back([&] {
+            finished.fetch_add(1);
+            wg.done();
+        });
+    for (auto& t : ts) t.join();
+    REQUIRE(eventually([&] { return woken.load() == 1; }));
+    CHECK(seen.load() == 8);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: destroying it with waiters wakes them with an error", "[wait_group]") {
+    auto wg = std::make_unique<goro::wait_group>(1);
+    std::atomic<int> errors{0};
+    std::string message;
+    std::mutex mu;
+    auto w = [](goro::wait_group& g, std::atomic<int>& e, std::string& msg, std::mutex& m) -> goro::task<> {
+        try {
+            co_await g.wait();
+        } catch (const goro::wait_group_destroyed& ex) {
+            std::lock_guard<std::mutex> lk(m);
+            msg = ex.what();
+            e.fetch_add(1);
+        }
+    };
+    for (int i = 0; i < 3; ++i) goro::go(w(*wg, errors, message, mu), {.name = "wg-orphan"});
+    REQUIRE(eventually([&] { return parked_count("wg-orphan") == 3; }));
+    wg.reset();
+    REQUIRE(eventually([&] { return errors.load() == 3; }));
+    std::lock_guard<std::mutex> lk(mu);
+    CHECK_THAT(message, Catch::Contains("goro::wait_group::wait: the wait group was destroyed") &&
+                            Catch::Contains("3 tasks were waiting"));
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: a million add/done pairs from many tasks balance", "[wait_group][stress]") {
+    goro::wait_group wg, outer;
+    const int spawners = 8, each = 20000;
+    outer.add(spawners);
+    auto spawner = [](goro::wait_group& g, goro::wait_group& o, int k) -> goro::task<> {
+        for (int i = 0; i < k; ++i) {
+            g.add(1);
+            g.done();
+            if (i % 1000 == 0) co_await goro::yield();
+        }
+        o.done();
+    };
+    wg.add(1);  // held open until the spawners finish
+    for (int i = 0; i < spawners; ++i) goro::go(spawner(wg, outer, each));
+    goro::block_on(outer.wait());
+    CHECK(wg.count() == 1);
+    wg.done();
+    goro::block_on(wg.wait());
+    CHECK(goro_test::tasks_drained());
+}
