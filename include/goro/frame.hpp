@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include <goro/platform.hpp>
+#include <goro/pool.hpp>
 
 namespace goro {
 
@@ -40,6 +41,11 @@ struct promise_base {
     promise_base* parent_ = nullptr;          // that frame's promise (null for a root)
     task_header* header_ = nullptr;           // the root task this frame runs in
     site site_{};                             // where this frame is suspended now
+
+    // Frames come from goro's pool: a task is usually freed by another thread
+    // than the one that spawned it (see goro/pool.hpp).
+    static void* operator new(std::size_t size) { return pool_allocate(size); }
+    static void operator delete(void* p, std::size_t size) noexcept { pool_free(p, size); }
 
     /// Records the site of every `co_await` in a goro coroutine, then forwards
     /// the awaitable untouched.

@@ -34,6 +34,7 @@
 
 #include <goro/frame.hpp>
 #include <goro/platform.hpp>
+#include <goro/pool.hpp>
 #include <goro/spinlock.hpp>
 
 namespace goro {
@@ -99,6 +100,7 @@ struct task_header {
     std::atomic<const char*> wait_reason{nullptr};
     std::atomic<std::int64_t> since_ns{0};          // coarse monotonic time it parked
     std::atomic<task_state> state{task_state::runnable};
+    std::atomic<bool> dead{false};                  // finished; unlinked later in a batch
     task_kind kind = task_kind::task;
     std::uint16_t shard = 0;
 };
@@ -106,6 +108,13 @@ struct task_header {
 namespace detail {
 
 inline constexpr std::size_t registry_shards = 64;
+
+/// Headers this thread retired and has not unlinked yet.
+struct retired_list {
+    task_header* head;
+    std::uint32_t count;
+};
+inline thread_local constinit retired_list tls_retired{nullptr, 0};
 
 struct alignas(cache_line) registry_shard {
     spinlock lock;
@@ -122,27 +131,63 @@ public:
         std::size_t s = this_shard();
         h->shard = static_cast<std::uint16_t>(s);
         registry_shard& sh = shards_[s];
-        std::lock_guard<spinlock> g(sh.lock);
-        h->prev_ = nullptr;
-        h->next_ = sh.head;
-        if (sh.head) sh.head->prev_ = h;
-        sh.head = h;
-        sh.count.store(sh.count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-        sh.added.store(sh.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        {
+            std::lock_guard<spinlock> g(sh.lock);
+            h->prev_ = nullptr;
+            h->next_ = sh.head;
+            if (sh.head) sh.head->prev_ = h;
+            sh.head = h;
+        }
+        sh.count.fetch_add(1, std::memory_order_relaxed);
+        sh.added.fetch_add(1, std::memory_order_relaxed);
     }
 
-    void remove(task_header* h) noexcept {
-        registry_shard& sh = shards_[h->shard];
-        std::lock_guard<spinlock> g(sh.lock);
-        if (h->prev_) h->prev_->next_ = h->next_;
-        else sh.head = h->next_;
-        if (h->next_) h->next_->prev_ = h->prev_;
-        h->prev_ = h->next_ = nullptr;
+    /// A task has finished (its frame is destroyed): it stops counting at once
+    /// and is skipped by every walk; the header is unlinked and freed later,
+    /// with others, so that exits do not take the spawner's lock one by one.
+    void retire(task_header* h) noexcept {
+        h->dead.store(true, std::memory_order_release);
         // Release: a reader that sees the count drop sees everything the task did.
-        sh.count.store(sh.count.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+        shards_[this_shard()].count.fetch_sub(1, std::memory_order_release);
+        retired_list& r = tls_retired;
+        h->next_runnable_ = r.head;
+        r.head = h;
+        if (++r.count >= retire_batch) flush_retired();
     }
 
-    /// Live tasks and blocked threads; no lock, no stop of the world.
+    /// Unlinks and frees the headers this thread retired (a worker calls it
+    /// every 64 exits and before it sleeps).
+    void flush_retired() noexcept {
+        retired_list& r = tls_retired;
+        task_header* h = r.head;
+        r.head = nullptr;
+        r.count = 0;
+        while (h) {
+            registry_shard& sh = shards_[h->shard];
+            std::lock_guard<spinlock> g(sh.lock);
+            // Unlink every retired header of this shard in one hold of its lock.
+            task_header* rest = nullptr;
+            while (h) {
+                task_header* nx = h->next_runnable_;
+                if (&shards_[h->shard] == &sh) {
+                    if (h->prev_) h->prev_->next_ = h->next_;
+                    else sh.head = h->next_;
+                    if (h->next_) h->next_->prev_ = h->prev_;
+                    h->~task_header();
+                    pool_free(h, sizeof(task_header));
+                } else {
+                    h->next_runnable_ = rest;
+                    rest = h;
+                }
+                h = nx;
+            }
+            h = rest;
+        }
+    }
+
+    /// Live tasks and blocked threads; no lock, no stop of the world. (Each
+    /// shard counts its thread's spawns minus its thread's exits, so one shard
+    /// alone can be negative; the sum is exact.)
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
         for (auto& s : shards_) n += s.count.load(std::memory_order_acquire);
@@ -163,7 +208,8 @@ public:
     void for_each_locked(F&& f) {
         for (auto& s : shards_) s.lock.lock();
         for (auto& s : shards_)
-            for (task_header* h = s.head; h; h = h->next_) f(*h);
+            for (task_header* h = s.head; h; h = h->next_)
+                if (!h->dead.load(std::memory_order_acquire)) f(*h);
         for (auto& s : shards_) s.lock.unlock();
     }
 
@@ -173,10 +219,13 @@ public:
     template <class F>
     void for_each_unlocked(F&& f) {
         for (auto& s : shards_)
-            for (task_header* h = s.head; h; h = h->next_) f(*h);
+            for (task_header* h = s.head; h; h = h->next_)
+                if (!h->dead.load(std::memory_order_acquire)) f(*h);
     }
 
 private:
+    static constexpr std::uint32_t retire_batch = 64;
+
     static std::uint64_t next_id() noexcept {
         struct block { std::uint64_t next = 0, end = 0; };
         static thread_local block b;
@@ -235,8 +284,7 @@ inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
 inline void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
     h->leaf = nullptr;
     frame.destroy();
-    the_registry().remove(h);
-    delete h;
+    the_registry().retire(h);
 }
 
 }  // namespace detail

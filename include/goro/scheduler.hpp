@@ -476,6 +476,7 @@ private:
     }
 
     void go_idle(worker& w) noexcept {
+        the_registry().flush_retired();
         w.status.store(ws_idle, std::memory_order_seq_cst);
         {
             std::lock_guard<std::mutex> g(idle_mu_);
@@ -533,6 +534,7 @@ private:
             w.spinning = false;
             nspinning_.fetch_sub(1);
         }
+        the_registry().flush_retired();
         tls_worker = nullptr;
         w.exited.store(true, std::memory_order_release);
     }
