@@ -51,7 +51,7 @@ template <class A>
 using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
 
 inline task_header* new_header(task_kind kind, const site& where) {
-    auto* h = new task_header();
+    auto* h = new (pool_allocate(sizeof(task_header))) task_header();
     h->kind = kind;
     h->spawn_site = where;
     if (task_header* cur = tls_current_task) h->parent_id = cur->id;
@@ -73,6 +73,14 @@ struct block_on_state {
     std::exception_ptr error;
     std::atomic<std::uint32_t> done{0};
 };
+
+/// How block_on waits for `done` to leave 0 (null: a plain atomic wait).
+/// Installed by goro/deadlock.hpp; part of the block_on wait loop.
+using block_on_wait_fn = void (*)(std::atomic<std::uint32_t>& done, task_header* h);
+inline std::atomic<block_on_wait_fn>& block_on_wait_hook() noexcept {
+    static std::atomic<block_on_wait_fn> f{nullptr};
+    return f;
+}
 
 template <class R, class A>
 task<> block_on_body(A& a, std::shared_ptr<block_on_state<R>> st) {
@@ -154,7 +162,14 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
     frame.promise().site_ = site;  // the bottom frame shows the block_on call
     task_header* h = detail::new_header(task_kind::blocked, site);
     detail::start_root(h, frame, frame.promise());
-    while (st->done.load(std::memory_order_acquire) == 0) st->done.wait(0, std::memory_order_acquire);
+    // The wait. goro/deadlock.hpp (included by goro.hpp) installs a wait that its
+    // deadlock watchdog can end: then `done` reads 2 and the hook throws
+    // goro::deadlock_error. `h` is only a key for the watchdog: the body may
+    // already have finished and freed it.
+    if (detail::block_on_wait_fn wait = detail::block_on_wait_hook().load(std::memory_order_acquire))
+        wait(st->done, h);
+    else
+        while (st->done.load(std::memory_order_acquire) == 0) st->done.wait(0, std::memory_order_acquire);
     if (st->error) std::rethrow_exception(st->error);
     if constexpr (!std::is_void_v<R>) return std::move(*st->value);
 }
