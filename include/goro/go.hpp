@@ -82,8 +82,11 @@ inline std::atomic<block_on_wait_fn>& block_on_wait_hook() noexcept {
     return f;
 }
 
+// `A` is `T&` for an lvalue argument (the caller keeps it) and `T` for an
+// rvalue, which the body's frame then owns: its frames live as long as the
+// body, whatever happens to the caller (see the deadlock report).
 template <class R, class A>
-task<> block_on_body(A& a, std::shared_ptr<block_on_state<R>> st) {
+task<> block_on_body(A a, std::shared_ptr<block_on_state<R>> st) {
     try {
         if constexpr (std::is_void_v<R>) {
             co_await keep_site<A>{static_cast<A&&>(a)};
@@ -156,7 +159,7 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
         throw usage_error("goro::block_on: called on a pool worker; co_await the operation instead "
                           "(blocking a worker can deadlock the pool)");
     auto st = std::make_shared<detail::block_on_state<R>>();
-    task<> body = detail::block_on_body<R, std::remove_reference_t<A&&>>(a, st);
+    task<> body = detail::block_on_body<R, A>(static_cast<A&&>(a), st);
     auto frame = body.release();
     auto site = GORO_SITE_ARG;
     frame.promise().site_ = site;  // the bottom frame shows the block_on call
