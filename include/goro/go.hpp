@@ -51,7 +51,7 @@ template <class A>
 using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
 
 inline task_header* new_header(task_kind kind, const site& where) {
-    auto* h = new (pool_allocate(sizeof(task_header))) task_header();
+    task_header* h = the_registry().make_header();
     h->kind = kind;
     h->spawn_site = where;
     if (task_header* cur = tls_current_task) h->parent_id = cur->id;

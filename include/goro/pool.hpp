@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <algorithm>
 #include <new>
 
 #include <goro/platform.hpp>
@@ -36,20 +37,26 @@
 namespace goro::detail {
 
 inline constexpr std::size_t pool_step = 64;
+// Every block is cache-line aligned (task headers ask for it; frames gain from it).
+inline constexpr std::align_val_t pool_align{64};
 inline constexpr std::size_t pool_classes = 16;  // 64 .. 1024 bytes
 inline constexpr std::uint32_t pool_batch = 64;
 inline constexpr std::size_t pool_depot_max_batches = 1024;  // per class: 64 Ki blocks
 
-struct pool_block {
-    pool_block* next;
-    pool_block* next_batch;  // in the depot: the next batch
-    std::uint32_t count;     // in the depot: blocks in this batch
+// Free blocks are kept as arrays of pointers, not linked through the blocks:
+// a block freed by another core is not in this core's cache, and popping it
+// from an intrusive list would stall on loading its link.
+struct pool_batch_node {
+    pool_batch_node* next = nullptr;
+    std::uint32_t count = 0;
+    void* blocks[pool_batch];
 };
 
 struct pool_depot {
     spinlock lock;
-    std::array<pool_block*, pool_classes> batches{};
-    std::array<std::size_t, pool_classes> nbatches{};
+    std::array<pool_batch_node*, pool_classes> full{};  // batches of free blocks
+    std::array<std::size_t, pool_classes> nfull{};
+    pool_batch_node* empty = nullptr;                    // spare batch nodes
 };
 
 inline pool_depot& the_pool_depot() noexcept {
@@ -58,9 +65,9 @@ inline pool_depot& the_pool_depot() noexcept {
 }
 
 struct pool_cache {
-    std::array<pool_block*, pool_classes> head{};
-    std::array<std::uint32_t, pool_classes> count{};
-    bool registered = false;
+    std::array<std::array<void*, 2 * pool_batch>, pool_classes> slots;
+    std::array<std::uint32_t, pool_classes> count;
+    bool registered;
 };
 
 inline thread_local constinit pool_cache tls_pool_cache{};
@@ -86,30 +93,24 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
     pool_depot& d = the_pool_depot();
     while (c.count[cls] > keep) {
         std::uint32_t n = std::min(pool_batch, c.count[cls] - keep);
-        pool_block* first = c.head[cls];
-        pool_block* last = first;
-        for (std::uint32_t i = 1; i < n; ++i) last = last->next;
-        c.head[cls] = last->next;
-        c.count[cls] -= n;
-        last->next = nullptr;
-        first->count = n;
-        bool kept = false;
+        pool_batch_node* node = nullptr;
         {
             std::lock_guard<spinlock> g(d.lock);
-            if (d.nbatches[cls] < pool_depot_max_batches) {
-                first->next_batch = d.batches[cls];
-                d.batches[cls] = first;
-                ++d.nbatches[cls];
-                kept = true;
-            }
+            if (d.nfull[cls] < pool_depot_max_batches && (node = d.empty)) d.empty = node->next;
         }
-        if (!kept) {
-            for (pool_block* b = first; b;) {
-                pool_block* nx = b->next;
-                ::operator delete(static_cast<void*>(b));
-                b = nx;
-            }
+        if (!node && d.nfull[cls] < pool_depot_max_batches) node = new (std::nothrow) pool_batch_node();
+        c.count[cls] -= n;
+        void** from = c.slots[cls].data() + c.count[cls];
+        if (!node) {  // the depot is full (or memory is short): give the blocks back
+            for (std::uint32_t i = 0; i < n; ++i) ::operator delete(from[i], pool_align);
+            continue;
         }
+        std::copy(from, from + n, node->blocks);
+        node->count = n;
+        std::lock_guard<spinlock> g(d.lock);
+        node->next = d.full[cls];
+        d.full[cls] = node;
+        ++d.nfull[cls];
     }
 }
 
@@ -118,30 +119,30 @@ inline void* pool_allocate(std::size_t size) {
     if (size != 0 && size <= pool_step * pool_classes) {
         std::size_t cls = (size - 1) / pool_step;
         pool_cache& c = tls_pool_cache;
-        if (pool_block* b = c.head[cls]) {
-            c.head[cls] = b->next;
-            --c.count[cls];
-            return b;
-        }
+        if (c.count[cls]) return c.slots[cls][--c.count[cls]];
         if (!c.registered) pool_register_thread();
         pool_depot& d = the_pool_depot();
-        pool_block* batch = nullptr;
+        pool_batch_node* node = nullptr;
         {
             std::lock_guard<spinlock> g(d.lock);
-            if ((batch = d.batches[cls])) {
-                d.batches[cls] = batch->next_batch;
-                --d.nbatches[cls];
+            if ((node = d.full[cls])) {
+                d.full[cls] = node->next;
+                --d.nfull[cls];
             }
         }
-        if (batch) {
-            c.head[cls] = batch->next;
-            c.count[cls] = batch->count - 1;
-            return batch;
+        if (node) {
+            std::copy(node->blocks, node->blocks + node->count, c.slots[cls].data());
+            c.count[cls] = node->count;
+            std::lock_guard<spinlock> g(d.lock);
+            node->next = d.empty;
+            d.empty = node;
+        } else {
+            return ::operator new((cls + 1) * pool_step, pool_align);
         }
-        return ::operator new((cls + 1) * pool_step);
+        return c.slots[cls][--c.count[cls]];
     }
 #endif
-    return ::operator new(size);
+    return ::operator new(size, pool_align);
 }
 
 inline void pool_free(void* p, std::size_t size) noexcept {
@@ -149,18 +150,16 @@ inline void pool_free(void* p, std::size_t size) noexcept {
     if (p && size != 0 && size <= pool_step * pool_classes) {
         std::size_t cls = (size - 1) / pool_step;
         pool_cache& c = tls_pool_cache;
-        auto* b = static_cast<pool_block*>(p);
-        b->next = c.head[cls];
-        c.head[cls] = b;
-        if (++c.count[cls] >= 2 * pool_batch) {
+        if (c.count[cls] == 2 * pool_batch) {
             if (!c.registered) pool_register_thread();
             pool_flush_class(c, cls, pool_batch);
         }
+        c.slots[cls][c.count[cls]++] = p;
         return;
     }
 #endif
     (void)size;
-    ::operator delete(p);
+    ::operator delete(p, pool_align);
 }
 
 }  // namespace goro::detail

@@ -1,10 +1,13 @@
 // goro/registry.hpp — every live task, listed from go() until its frame is destroyed.
 //
 // A `task_header` describes one root task (started by `go`) or one thread
-// blocked in `block_on` (shown like Go's main goroutine). Headers are linked
-// into intrusive lists, sharded so that spawn and exit on different threads
-// take different locks: a thread picks its shard once; a header remembers its
-// shard so it can be unlinked from any thread.
+// blocked in `block_on` (shown like Go's main goroutine). It is alive (listed,
+// counted, seen by every walk) from go() until its frame is destroyed. Headers
+// live in intrusive lists sharded by the thread that created them; like Go's
+// `allgs`, a finished header stays linked, marked dead, and is reused by a
+// later spawn on the same shard. So spawning takes a lock only to link a new
+// header, and exiting takes none: exits hand dead headers back to their shard
+// in batches of 64, by splicing a chain.
 //
 // THREAD SAFETY
 //   * id, parent_id, spawn_site, kind, meta: written before the header is
@@ -14,7 +17,10 @@
 //   * leaf and the frames' sites: written only by the thread running the task;
 //     read by a snapshot while the world is stopped (the stop's handshake
 //     orders them).
-//   * list links: under the shard's lock.
+//   * dead: release-stored when a header comes alive (after its fields are
+//     written) and when it dies; walks acquire it and skip dead headers. A
+//     dead header's fields are written only by the thread reviving it.
+//   * list links and the shard's dead list: under the shard's lock.
 //
 // Ids come from a global counter in blocks of 64 per thread, so they are never
 // reused and spawning does not contend on one cache line.
@@ -82,115 +88,186 @@ enum class task_kind : std::uint8_t {
     blocked,  ///< a plain thread waiting in block_on()
 };
 
-struct task_header {
-    // --- registry list (shard lock) ---
+// The first cache line holds what the worker that runs, parks, wakes and
+// retires the task touches; the rest is written at spawn and read by walks.
+// A spawned task usually runs on another core: one line crosses, not two.
+struct alignas(detail::cache_line) task_header {
+    // --- hot: running, parking, waking, exiting ---
+    std::coroutine_handle<> resume_point_{};        // the leaf frame to resume
+    std::coroutine_handle<> root_{};                // the root frame, destroyed at exit
+    detail::promise_base* leaf = nullptr;           // innermost frame
+    task_header* next_runnable_ = nullptr;          // intrusive link of a retired list
+    std::atomic<const char*> wait_reason{nullptr};  // state: atomics, see THREAD SAFETY
+    std::atomic<std::int64_t> since_ns{0};          // coarse monotonic time it parked
+    std::atomic<task_state> state{task_state::runnable};
+    std::atomic<bool> dead{false};                  // finished (or not started): walks skip it
+    task_kind kind = task_kind::task;
+    std::uint16_t shard = 0;
+    // --- cold: the registry list (shard lock) and identity (immutable while alive) ---
     task_header* prev_ = nullptr;
     task_header* next_ = nullptr;
-    // --- run queues ---
-    task_header* next_runnable_ = nullptr;          // intrusive link of the global queue
-    std::coroutine_handle<> resume_point_{};        // the leaf frame to resume
-    // --- identity (immutable once linked) ---
     std::uint64_t id = 0;
     std::uint64_t parent_id = 0;                    // 0: spawned outside any task
     detail::site spawn_site{};
     std::shared_ptr<const task_options> meta;       // null when no name or labels
-    std::coroutine_handle<> root_{};                // the root frame, destroyed at exit
-    detail::promise_base* leaf = nullptr;           // innermost frame
-    // --- state (atomics; see THREAD SAFETY) ---
-    std::atomic<const char*> wait_reason{nullptr};
-    std::atomic<std::int64_t> since_ns{0};          // coarse monotonic time it parked
-    std::atomic<task_state> state{task_state::runnable};
-    std::atomic<bool> dead{false};                  // finished; unlinked later in a batch
-    task_kind kind = task_kind::task;
-    std::uint16_t shard = 0;
 };
 
 namespace detail {
 
 inline constexpr std::size_t registry_shards = 64;
 
-/// Headers this thread retired and has not unlinked yet.
-struct retired_list {
-    task_header* head;
-    std::uint32_t count;
+/// Headers this thread retired and has not handed back to their shard yet,
+/// and dead headers this thread took from its shard for reuse.
+struct header_lists {
+    task_header* retired;
+    std::uint32_t nretired;
+    task_header* spare;
 };
-inline thread_local constinit retired_list tls_retired{nullptr, 0};
+inline thread_local constinit header_lists tls_headers{nullptr, 0, nullptr};
 
 struct alignas(cache_line) registry_shard {
     spinlock lock;
-    task_header* head = nullptr;
-    std::atomic<std::int64_t> count{0};
-    std::atomic<std::uint64_t> added{0};  // ever listed here (monotonic, for metrics)
+    task_header* head = nullptr;          // every header of this shard, alive or dead
+    task_header* dead = nullptr;          // dead ones, for reuse (linked by next_runnable_)
 };
+
+/// One thread's counts. Only its thread writes them (plain stores, no locked
+/// instruction on the spawn and exit paths); readers sum every thread's.
+struct alignas(cache_line) count_slot {
+    std::atomic<std::int64_t> live{0};    // this thread's spawns minus its exits
+    std::atomic<std::uint64_t> added{0};  // this thread's spawns (monotonic, for metrics)
+    count_slot* next = nullptr;           // all slots, push-only (a slot outlives its thread)
+};
+
+inline std::atomic<count_slot*>& count_slots() noexcept {
+    static std::atomic<count_slot*> head{nullptr};
+    return head;
+}
+
+inline thread_local constinit count_slot* tls_count_slot = nullptr;
+
+inline count_slot& my_count_slot() {
+    if (count_slot* s = tls_count_slot) return *s;
+    auto* s = new count_slot();  // never freed: the sums read it after the thread ends
+    count_slot* h = count_slots().load(std::memory_order_relaxed);
+    do s->next = h;
+    while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
+    tls_count_slot = s;
+    return *s;
+}
 
 class registry {
 public:
-    /// Links `h` into this thread's shard and gives it a fresh id.
+    /// A header for a new task: a dead one of this thread's shard, reset, or a
+    /// new one. It is not visible to walks until add().
+    task_header* make_header() {
+        header_lists& l = tls_headers;
+        if (!l.spare) {
+            registry_shard& sh = shards_[this_shard()];
+            std::lock_guard<spinlock> g(sh.lock);
+            l.spare = sh.dead;
+            sh.dead = nullptr;
+        }
+        if (task_header* h = l.spare) {
+            l.spare = h->next_runnable_;
+            // Dead, so no walk reads it: reset the fields of its last life.
+            h->next_runnable_ = nullptr;
+            h->resume_point_ = {};
+            h->parent_id = 0;
+            h->meta.reset();
+            h->root_ = {};
+            h->leaf = nullptr;
+            h->wait_reason.store(nullptr, std::memory_order_relaxed);
+            h->since_ns.store(0, std::memory_order_relaxed);
+            h->state.store(task_state::runnable, std::memory_order_relaxed);
+            h->kind = task_kind::task;
+            return h;
+        }
+        auto* h = new (pool_allocate(sizeof(task_header))) task_header();
+        h->dead.store(true, std::memory_order_relaxed);
+        h->shard = static_cast<std::uint16_t>(registry_shards);  // not linked yet
+        return h;
+    }
+
+    /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
     void add(task_header* h) noexcept {
         h->id = next_id();
         std::size_t s = this_shard();
-        h->shard = static_cast<std::uint16_t>(s);
         registry_shard& sh = shards_[s];
-        {
+        if (h->shard == registry_shards) {
+            h->shard = static_cast<std::uint16_t>(s);
             std::lock_guard<spinlock> g(sh.lock);
             h->prev_ = nullptr;
             h->next_ = sh.head;
             if (sh.head) sh.head->prev_ = h;
             sh.head = h;
+            h->dead.store(false, std::memory_order_release);
+        } else {
+            // Already linked: a walk reads the fields only after seeing it alive.
+            h->dead.store(false, std::memory_order_release);
         }
-        sh.count.fetch_add(1, std::memory_order_relaxed);
-        sh.added.fetch_add(1, std::memory_order_relaxed);
+        count_slot& c = my_count_slot();
+        c.live.store(c.live.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
 
     /// A task has finished (its frame is destroyed): it stops counting at once
-    /// and is skipped by every walk; the header is unlinked and freed later,
+    /// and walks skip it; the header goes back to its shard's dead list later,
     /// with others, so that exits do not take the spawner's lock one by one.
+    /// Like Go's allgs, headers stay linked for reuse and are never freed.
     void retire(task_header* h) noexcept {
         h->dead.store(true, std::memory_order_release);
         // Release: a reader that sees the count drop sees everything the task did.
-        shards_[this_shard()].count.fetch_sub(1, std::memory_order_release);
-        retired_list& r = tls_retired;
-        h->next_runnable_ = r.head;
-        r.head = h;
-        if (++r.count >= retire_batch) flush_retired();
+        count_slot& c = my_count_slot();
+        c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+        header_lists& l = tls_headers;
+        h->next_runnable_ = l.retired;
+        l.retired = h;
+        if (++l.nretired >= retire_batch) flush_retired();
     }
 
-    /// Unlinks and frees the headers this thread retired (a worker calls it
-    /// every 64 exits and before it sleeps).
+    /// Hands the headers this thread retired back to their shards (a worker
+    /// calls it every 64 exits and before it sleeps): one short hold of each
+    /// shard's lock per batch, splicing a chain; no neighbour is touched.
     void flush_retired() noexcept {
-        retired_list& r = tls_retired;
-        task_header* h = r.head;
-        r.head = nullptr;
-        r.count = 0;
+        header_lists& l = tls_headers;
+        task_header* h = l.retired;
+        l.retired = nullptr;
+        l.nretired = 0;
         while (h) {
-            registry_shard& sh = shards_[h->shard];
-            std::lock_guard<spinlock> g(sh.lock);
-            // Unlink every retired header of this shard in one hold of its lock.
+            std::uint16_t s = h->shard;
+            task_header* first = nullptr;
+            task_header* last = nullptr;
             task_header* rest = nullptr;
             while (h) {
                 task_header* nx = h->next_runnable_;
-                if (&shards_[h->shard] == &sh) {
-                    if (h->prev_) h->prev_->next_ = h->next_;
-                    else sh.head = h->next_;
-                    if (h->next_) h->next_->prev_ = h->prev_;
-                    h->~task_header();
-                    pool_free(h, sizeof(task_header));
+                if (h->shard == s) {
+                    h->next_runnable_ = first;
+                    if (!first) last = h;
+                    first = h;
                 } else {
                     h->next_runnable_ = rest;
                     rest = h;
                 }
                 h = nx;
             }
+            registry_shard& sh = shards_[s];
+            {
+                std::lock_guard<spinlock> g(sh.lock);
+                last->next_runnable_ = sh.dead;
+                sh.dead = first;
+            }
             h = rest;
         }
     }
 
     /// Live tasks and blocked threads; no lock, no stop of the world. (Each
-    /// shard counts its thread's spawns minus its thread's exits, so one shard
-    /// alone can be negative; the sum is exact.)
+    /// thread counts its spawns minus its exits, so one slot alone can be
+    /// negative; the sum is exact once the threads' stores are visible.)
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
-        for (auto& s : shards_) n += s.count.load(std::memory_order_acquire);
+        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+            n += c->live.load(std::memory_order_acquire);
         return n;
     }
 
@@ -198,7 +275,8 @@ public:
     /// Prometheus wants): started minus live is the number that finished.
     std::uint64_t total_added() const noexcept {
         std::uint64_t n = 0;
-        for (auto& s : shards_) n += s.added.load(std::memory_order_relaxed);
+        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+            n += c->added.load(std::memory_order_relaxed);
         return n;
     }
 

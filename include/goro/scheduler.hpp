@@ -10,7 +10,8 @@
 //   local queue  256 entries, owner pushes at the tail, anyone takes at the head
 //              (the owner pops one, a thief takes half). Full: half moves to the
 //              global queue.
-//   global queue  tasks woken or spawned by threads outside the pool, and overflow.
+//   global queue  tasks woken or spawned by threads outside the pool, and overflow;
+//              a ring of pointers under a spinlock.
 //              Checked every 61st scheduling round so it is never starved.
 //
 // IDLE WORKERS AND WAKE-UPS (no lost wake-up, no busy loop)
@@ -308,22 +309,30 @@ private:
         task_header* batch[runq_capacity / 2 + 1];
         std::uint32_t n = w.q.grab(batch, runq_capacity / 2);
         batch[n++] = t;
-        for (std::uint32_t i = 0; i + 1 < n; ++i) batch[i]->next_runnable_ = batch[i + 1];
-        batch[n - 1]->next_runnable_ = nullptr;
-        global_push_list(batch[0], batch[n - 1], n);
+        global_push_n(batch, n);
     }
 
-    void global_push(task_header* t) noexcept {
-        t->next_runnable_ = nullptr;
-        global_push_list(t, t, 1);
-    }
+    void global_push(task_header* t) noexcept { global_push_n(&t, 1); }
 
-    void global_push_list(task_header* first, task_header* last, std::size_t n) noexcept {
+    // The global queue is a ring of pointers: moving tasks in and out never
+    // touches the tasks themselves (each would be a cache miss).
+    void global_push_n(task_header* const* ts, std::size_t n) noexcept {
         std::lock_guard<spinlock> g(gq_lock_);
-        if (gq_tail_) gq_tail_->next_runnable_ = first;
-        else gq_head_ = first;
-        gq_tail_ = last;
-        gq_size_.store(gq_size_.load(std::memory_order_relaxed) + n, std::memory_order_release);
+        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        if (sz + n > gq_ring_.size()) grow_global(sz + n);
+        std::size_t mask = gq_ring_.size() - 1;
+        for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
+        gq_size_.store(sz + n, std::memory_order_release);
+    }
+
+    void grow_global(std::size_t need) noexcept {
+        std::size_t cap = gq_ring_.empty() ? 1024 : gq_ring_.size();
+        while (cap < need) cap *= 2;
+        std::vector<task_header*> ring(cap);
+        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (gq_ring_.size() - 1)];
+        gq_ring_.swap(ring);
+        gq_head_ = 0;
     }
 
     /// Takes a share of the global queue: returns one, moves the rest locally.
@@ -333,20 +342,13 @@ private:
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return nullptr;
         std::size_t n = std::min({sz, sz / workers_.size() + 1, max, std::size_t(runq_capacity / 2)});
-        task_header* t = gq_head_;
-        gq_head_ = t->next_runnable_;
-        for (std::size_t i = 1; i < n; ++i) {
-            task_header* u = gq_head_;
-            gq_head_ = u->next_runnable_;
-            if (!w.q.push(u)) {  // cannot happen when the queue was emptied; keep it safe anyway
-                u->next_runnable_ = gq_head_;
-                gq_head_ = u;
-                n = i;
-                break;
-            }
-        }
-        if (!gq_head_) gq_tail_ = nullptr;
-        gq_size_.store(sz - n, std::memory_order_release);
+        std::size_t mask = gq_ring_.size() - 1;
+        task_header* t = gq_ring_[gq_head_];
+        std::size_t taken = 1;
+        for (; taken < n; ++taken)
+            if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen when emptied; stay safe
+        gq_head_ = (gq_head_ + taken) & mask;
+        gq_size_.store(sz - taken, std::memory_order_release);
         return t;
     }
 
@@ -562,8 +564,8 @@ private:
     timer_queue timers_;
 
     alignas(cache_line) spinlock gq_lock_;
-    task_header* gq_head_ = nullptr;
-    task_header* gq_tail_ = nullptr;
+    std::vector<task_header*> gq_ring_;  // power-of-two capacity
+    std::size_t gq_head_ = 0;
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
 
     alignas(cache_line) std::mutex idle_mu_;
