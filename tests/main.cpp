@@ -9,6 +9,10 @@
 #include <thread>
 
 #include <goro/goro.hpp>
+#include <goro/catch2.hpp>
+
+// Every test case must leave no task behind (goleak's check, per test).
+GORO_CATCH2_LEAK_CHECK();
 
 int main(int argc, char** argv) {
     if (!std::getenv("GORO_MAXPROCS"))

@@ -25,8 +25,8 @@
 //   /metrics                        Prometheus text: tasks by state and wait
 //                                   reason, tasks started, workers, queue length
 // Each profile request takes one snapshot (goro/snapshot.hpp: the world stops
-// for the copy alone) on the server thread. /metrics stops nothing: it counts
-// the registry under its shard locks, so a scrape never pauses the workers.
+// for the copy alone) on the server thread. /metrics stops nothing: it walks
+// the registry's live headers, so a scrape never pauses the workers.
 //
 // THREADING MODEL
 //   * One server thread per running server, started by start() and joined by
@@ -1994,9 +1994,10 @@ inline void serve_goroutine_profile(const debug_request& req, debug_response& r)
     r.body = goroutine_profile(*debug);
 }
 
-// Tasks by state and wait reason, counted under the registry's shard locks
-// (the set cannot change during the walk; states are read as they are, with
-// no stop of the world, which is precise enough for a gauge).
+// Tasks by state and wait reason, from one walk of the registry's live headers
+// (the shard locks hold spawns off; a task that exits during the walk may or
+// may not be counted). States are read as they are, with no stop of the
+// world: precise enough for a gauge, and a scrape never pauses the workers.
 struct task_census {
     std::int64_t total = 0;
     std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running

@@ -94,11 +94,13 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
     while (c.count[cls] > keep) {
         std::uint32_t n = std::min(pool_batch, c.count[cls] - keep);
         pool_batch_node* node = nullptr;
+        bool room = false;
         {
             std::lock_guard<spinlock> g(d.lock);
-            if (d.nfull[cls] < pool_depot_max_batches && (node = d.empty)) d.empty = node->next;
+            room = d.nfull[cls] < pool_depot_max_batches;
+            if (room && (node = d.empty)) d.empty = node->next;
         }
-        if (!node && d.nfull[cls] < pool_depot_max_batches) node = new (std::nothrow) pool_batch_node();
+        if (!node && room) node = new (std::nothrow) pool_batch_node();
         c.count[cls] -= n;
         void** from = c.slots[cls].data() + c.count[cls];
         if (!node) {  // the depot is full (or memory is short): give the blocks back

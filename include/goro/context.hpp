@@ -1,0 +1,560 @@
+// goro/context.hpp — `goro::context`: Go's context.Context, for cancellation
+// trees, deadlines and request-scoped values.
+//
+//   auto [ctx, cancel] = goro::with_timeout(goro::background(), 2s);
+//   goro::go(worker(ctx, jobs));        // worker: select(goro::recv(jobs), ctx.done())
+//   ...
+//   cancel();                           // every descendant is cancelled at once
+//   ctx.err();                          // context_error::canceled (or deadline_exceeded)
+//
+// A context is a counted handle to an immutable node; nodes chain to their
+// parent (a strong reference), so a tree is shared by everything that holds
+// a handle into it:
+//
+//          background (no node)
+//               │
+//         cancel_node A ◄─────── with_cancel(background())
+//          ╱         ╲           A lists B and C as children (raw links, A's lock)
+//   cancel_node B   value_node V ◄── with_value(A, key, v): no children list, no done;
+//                       │            done/err/deadline are A's
+//                 cancel_node C      C is listed in A (its nearest cancelable ancestor)
+//
+// CANCELLATION: cancelling a node sets its error and cause, detaches its
+// children list, closes its `done` channel (which wakes every task waiting on
+// it), requests stop on its std::stop_source (if one was handed out), stops
+// its deadline timer, then cancels the detached children the same way
+// (iteratively: no recursion, no allocation). A node cancelled through its own
+// cancel func, deadline or stop token also unlinks itself from its parent's
+// list, and so does a node destroyed uncancelled, so a long-lived parent does
+// not grow while children come and go.
+//
+// THREAD SAFETY / LOCK ORDER
+//   * A cancel node's `mu` guards its children list (and the sibling links of
+//     those children), its stop_source and whether its timer is armed. At most
+//     one node's `mu` is held at a time; the done channel's lock and the timer
+//     heap's mutex are taken after or under it, never the other way round.
+//   * `err` is written once (under `mu`, after `cause`), and read without a
+//     lock (acquire), so err() and cause() are wait-free.
+//   * A parent holds no reference to its children: cancelling one takes a
+//     reference only if the child is not already being destroyed (count not
+//     zero), and a dying child unlinks itself under the parent's `mu`.
+//   * An armed deadline timer holds a reference to its node; whoever stops it
+//     (the cancel that wins timer_queue::cancel, or the timer callback after
+//     it ran) drops that reference. So the timer thread never sees a freed
+//     node. When every handle is gone (no context, cancel func or child
+//     refers to the node: nobody can observe it) the last release stops the
+//     timer early, so a forgotten cancel does not keep a subtree until its
+//     deadline. Nothing ever waits for a timer callback: no deadlock when the
+//     timer thread itself drops the last handle of another timed node.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include <goro/channel.hpp>
+#include <goro/platform.hpp>
+#include <goro/scheduler.hpp>
+#include <goro/select.hpp>
+#include <goro/spinlock.hpp>
+#include <goro/timer.hpp>
+
+namespace goro {
+
+/// Why a context is done (Go's ctx.Err()).
+enum class context_error : unsigned char {
+    none,               ///< not done
+    canceled,           ///< its cancel func was called (or an ancestor's, or its stop token's)
+    deadline_exceeded,  ///< its deadline (or an ancestor's) passed
+};
+
+inline const char* to_string(context_error e) noexcept {
+    switch (e) {
+    case context_error::none: return "none";
+    case context_error::canceled: return "context canceled";
+    case context_error::deadline_exceeded: return "context deadline exceeded";
+    }
+    return "unknown";
+}
+
+/// Thrown by context::throw_if_done() for a cancelled context (Go's context.Canceled).
+class canceled_error : public error {
+public:
+    canceled_error() : error("context canceled") {}
+    using error::error;
+};
+
+/// Thrown by context::throw_if_done() once a deadline passed (Go's context.DeadlineExceeded).
+class deadline_exceeded_error : public error {
+public:
+    deadline_exceeded_error() : error("context deadline exceeded") {}
+    using error::error;
+};
+
+/// A typed key for with_value: its address is its identity, T the value's type.
+///   inline const goro::context_key<std::string> request_id{"request_id"};
+template <class T>
+class context_key {
+public:
+    explicit constexpr context_key(const char* name) noexcept : name_(name) {}
+    context_key(const context_key&) = delete;
+    context_key& operator=(const context_key&) = delete;
+    constexpr const char* name() const noexcept { return name_; }
+
+private:
+    const char* name_;
+};
+
+class context;
+class cancel_func;
+
+namespace detail {
+
+struct cancel_node;
+
+struct ctx_node {
+    // refs = 2 x (handles: context, cancel_func, a child's parent link) + 1 while a deadline timer is armed.
+    static constexpr std::size_t handle_ref = 2;
+    static constexpr std::size_t timer_ref = 1;
+
+    std::atomic<std::size_t> refs{handle_ref};
+    ctx_node* parent = nullptr;           // a handle reference (null: background)
+    cancel_node* nearest = nullptr;       // closest cancelable node, this one included
+    std::int64_t deadline_ns = std::numeric_limits<std::int64_t>::max();
+    const void* key = nullptr;            // set on value nodes
+
+    ctx_node() = default;
+    ctx_node(const ctx_node&) = delete;
+    ctx_node& operator=(const ctx_node&) = delete;
+    virtual ~ctx_node() = default;
+
+    /// Only the timer's reference is left: nobody can observe this node any
+    /// more, so stop the timer now instead of at the deadline. True when that
+    /// dropped the last reference.
+    virtual bool abandon_timer() noexcept { return false; }
+
+    void add_ref() noexcept { refs.fetch_add(handle_ref, std::memory_order_relaxed); }
+    /// A handle reference unless the node is already being destroyed.
+    bool try_add_ref() noexcept {
+        std::size_t r = refs.load(std::memory_order_relaxed);
+        while (r != 0)
+            if (refs.compare_exchange_weak(r, r + handle_ref, std::memory_order_acq_rel, std::memory_order_relaxed))
+                return true;
+        return false;
+    }
+    /// Drops a reference (a handle's, or the timer's); frees the nodes that
+    /// reach zero, walking up the chain iteratively (no recursion).
+    static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept {
+        while (n) {
+            std::size_t r = n->refs.fetch_sub(amount, std::memory_order_acq_rel) - amount;
+            if (r == timer_ref && n->abandon_timer()) r = 0;
+            if (r != 0) return;
+            ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
+            delete n;
+            n = p;
+            amount = handle_ref;
+        }
+    }
+};
+
+template <class T>
+struct value_node final : ctx_node {
+    T value;
+    template <class U>
+    explicit value_node(U&& v) : value(std::forward<U>(v)) {}
+};
+
+inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept;
+
+struct cancel_node final : ctx_node {
+    struct deadline_timer : timer_node {
+        cancel_node* owner = nullptr;
+        static void on_fire(timer_node* t) noexcept {
+            cancel_node* n = static_cast<deadline_timer*>(t)->owner;
+            cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+            ctx_node::release(n, timer_ref);  // last access: the armed timer's reference
+        }
+    };
+    struct stop_relay {
+        cancel_node* owner;
+        void operator()() const noexcept {
+            cancel_tree(owner, context_error::canceled,
+                        std::make_exception_ptr(canceled_error("goro::with_stop_token: stop requested")), true);
+        }
+    };
+
+    spinlock mu;
+    chan_state<std::monostate> done{0};  // closed on cancel
+    std::atomic<context_error> err{context_error::none};
+    std::exception_ptr cause;            // written under mu before err
+    // --- under mu ---
+    cancel_node* first_child = nullptr;
+    std::size_t nchildren = 0;
+    bool timer_armed = false;
+    std::optional<std::stop_source> stop;
+    // --- under the ancestor's mu (the list this node is in) ---
+    cancel_node* prev_sibling = nullptr;
+    cancel_node* next_sibling = nullptr;
+    bool linked = false;
+    // --- owned by the canceller that detached this node ---
+    cancel_node* work_next = nullptr;
+    // --- immutable ---
+    cancel_node* ancestor = nullptr;     // whose children list this node joins (parent's nearest)
+    deadline_timer timer{};
+    std::optional<std::stop_callback<stop_relay>> relay;  // with_stop_token only
+
+    bool abandon_timer() noexcept override {
+        bool stopped = false;
+        {
+            std::lock_guard<spinlock> g(mu);
+            if (timer_armed && the_scheduler().timers().cancel(&timer)) {
+                timer_armed = false;
+                stopped = true;
+            }
+        }
+        // Not stopped: the callback is running and drops the reference itself.
+        return stopped && refs.fetch_sub(timer_ref, std::memory_order_acq_rel) == timer_ref;
+    }
+
+    ~cancel_node() override {
+        relay.reset();  // waits for a stop callback running on another thread
+        unlink_from_ancestor();
+    }
+
+    void unlink_from_ancestor() noexcept {
+        cancel_node* a = ancestor;
+        if (!a) return;
+        std::lock_guard<spinlock> g(a->mu);
+        if (!linked) return;
+        if (prev_sibling) prev_sibling->next_sibling = next_sibling;
+        else a->first_child = next_sibling;
+        if (next_sibling) next_sibling->prev_sibling = prev_sibling;
+        prev_sibling = next_sibling = nullptr;
+        linked = false;
+        --a->nchildren;
+    }
+
+    /// Marks this node cancelled and takes its children (each with a reference)
+    /// onto `work`. False when it was cancelled already.
+    bool cancel_one(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
+        std::optional<std::stop_source> to_stop;
+        bool stop_timer = false;
+        {
+            std::lock_guard<spinlock> g(mu);
+            if (err.load(std::memory_order_relaxed) != context_error::none) return false;
+            cause = c;
+            err.store(e, std::memory_order_release);
+            for (cancel_node* ch = first_child; ch;) {
+                cancel_node* next = ch->next_sibling;
+                ch->prev_sibling = ch->next_sibling = nullptr;
+                ch->linked = false;
+                if (ch->try_add_ref()) {  // a child at zero is being destroyed: leave it be
+                    ch->work_next = work;
+                    work = ch;
+                }
+                ch = next;
+            }
+            first_child = nullptr;
+            nchildren = 0;
+            if (stop) to_stop = stop;
+            stop_timer = std::exchange(timer_armed, false);
+        }
+        done.close("goro::context::cancel");  // wakes every waiter, no lock of ours held
+        if (to_stop) to_stop->request_stop();
+        if (stop_timer && the_scheduler().timers().cancel(&timer)) {
+            // The timer will not fire: drop its reference (the caller holds a handle).
+            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
+        }
+        return true;
+    }
+};
+
+/// Cancels `n` and every descendant. The caller holds a reference to `n`.
+inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept {
+    cancel_node* work = nullptr;
+    if (!n->cancel_one(err, cause, work)) return;
+    if (unlink) n->unlink_from_ancestor();
+    while (work) {
+        cancel_node* c = work;
+        work = c->work_next;
+        c->work_next = nullptr;
+        c->cancel_one(err, cause, work);
+        ctx_node::release(c);
+    }
+}
+
+inline std::exception_ptr error_of(context_error e) {
+    if (e == context_error::deadline_exceeded) return std::make_exception_ptr(deadline_exceeded_error());
+    return std::make_exception_ptr(canceled_error());
+}
+
+}  // namespace detail
+
+/// A context handle. Default-constructed: background (never cancelled, no
+/// deadline, no values; its done() is a nil channel that never fires).
+class context {
+public:
+    context() noexcept = default;
+    context(const context& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    context(context&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    context& operator=(const context& o) noexcept {
+        if (o.n_) o.n_->add_ref();
+        detail::ctx_node::release(n_);
+        n_ = o.n_;
+        return *this;
+    }
+    context& operator=(context&& o) noexcept {
+        if (this != &o) {
+            detail::ctx_node::release(n_);
+            n_ = std::exchange(o.n_, nullptr);
+        }
+        return *this;
+    }
+    ~context() { detail::ctx_node::release(n_); }
+
+    /// A receive case (and awaitable) that fires once the context is done:
+    /// `co_await ctx.done()`, or `ctx.done()` as a select case. Keep the
+    /// context alive while it is awaited.
+    recv_case<std::monostate> done() const noexcept {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        return {c ? &c->done : nullptr};
+    }
+
+    /// Why the context is done, or context_error::none.
+    context_error err() const noexcept {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        return c ? c->err.load(std::memory_order_acquire) : context_error::none;
+    }
+    /// True once the context is cancelled or past its deadline.
+    bool is_done() const noexcept { return err() != context_error::none; }
+
+    /// Throws canceled_error or deadline_exceeded_error when the context is done.
+    void throw_if_done() const {
+        switch (err()) {
+        case context_error::none: return;
+        case context_error::canceled: throw canceled_error();
+        case context_error::deadline_exceeded: throw deadline_exceeded_error();
+        }
+    }
+
+    /// The earliest deadline along the chain, if any.
+    std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept {
+        if (!n_ || n_->deadline_ns == std::numeric_limits<std::int64_t>::max()) return std::nullopt;
+        return std::chrono::steady_clock::time_point(
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(n_->deadline_ns)));
+    }
+
+    /// The value stored under `key` by the nearest with_value, or null.
+    template <class T>
+    const T* value(const context_key<T>& key) const noexcept {
+        for (detail::ctx_node* n = n_; n; n = n->parent)
+            if (n->key == &key) return &static_cast<detail::value_node<T>*>(n)->value;
+        return nullptr;
+    }
+
+    /// A std::stop_token that is stop-requested when this context is done
+    /// (never, for background).
+    std::stop_token stop_token() const {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        if (!c) return {};
+        std::stop_source src{std::nostopstate};
+        bool already = false;
+        {
+            std::lock_guard<detail::spinlock> g(c->mu);
+            if (!c->stop) c->stop.emplace();
+            src = *c->stop;
+            already = c->err.load(std::memory_order_relaxed) != context_error::none;
+        }
+        if (already) src.request_stop();  // cancelled before anyone asked: catch up
+        return src.get_token();
+    }
+
+    friend bool operator==(const context& a, const context& b) noexcept { return a.n_ == b.n_; }
+
+private:
+    friend class cancel_func;
+    friend struct context_access;
+    explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
+    detail::ctx_node* n_ = nullptr;
+};
+
+/// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
+/// the context was cancelled some other way, does nothing.
+class cancel_func {
+public:
+    cancel_func() noexcept = default;
+    cancel_func(const cancel_func& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    cancel_func(cancel_func&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    cancel_func& operator=(cancel_func o) noexcept {
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    ~cancel_func() { detail::ctx_node::release(n_); }
+
+    /// Cancels with context_error::canceled.
+    void operator()() const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, nullptr, true);
+    }
+    /// Cancels with context_error::canceled, recording `cause` (see goro::cause).
+    void operator()(std::exception_ptr cause) const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, std::move(cause), true);
+    }
+
+private:
+    friend struct context_access;
+    explicit cancel_func(detail::cancel_node* n) noexcept : n_(n) {
+        if (n_) n_->add_ref();
+    }
+    detail::cancel_node* n_ = nullptr;
+};
+
+/// goro::background(): the root of every context tree. goro::todo(): the same,
+/// spelled for "not decided yet".
+inline context background() noexcept { return {}; }
+inline context todo() noexcept { return {}; }
+
+struct context_access {
+    static detail::ctx_node* node(const context& c) noexcept { return c.n_; }
+    static context adopt(detail::ctx_node* n) noexcept { return context(n); }
+    static cancel_func make_cancel(detail::cancel_node* n) noexcept { return cancel_func(n); }
+
+    /// A new cancel node below `parent`, linked into its nearest cancelable
+    /// ancestor, or cancelled at once when that one is done already.
+    static detail::cancel_node* new_cancel_node(const context& parent, std::int64_t deadline_ns) {
+        auto* n = new detail::cancel_node();
+        n->nearest = n;
+        n->timer.owner = n;
+        n->timer.fire = &detail::cancel_node::deadline_timer::on_fire;
+        detail::ctx_node* p = parent.n_;
+        if (p) {
+            p->add_ref();
+            n->parent = p;
+            n->deadline_ns = p->deadline_ns;
+            n->ancestor = p->nearest;
+        }
+        if (deadline_ns < n->deadline_ns) n->deadline_ns = deadline_ns;
+        if (detail::cancel_node* a = n->ancestor) {
+            context_error perr;
+            {
+                std::lock_guard<detail::spinlock> g(a->mu);
+                perr = a->err.load(std::memory_order_acquire);
+                if (perr == context_error::none) {
+                    n->next_sibling = a->first_child;
+                    if (a->first_child) a->first_child->prev_sibling = n;
+                    a->first_child = n;
+                    n->linked = true;
+                    ++a->nchildren;
+                }
+            }
+            if (perr != context_error::none) detail::cancel_tree(n, perr, a->cause, false);
+        }
+        return n;
+    }
+
+    static void arm_deadline(detail::cancel_node* n, std::int64_t when_ns) {
+        if (when_ns <= now_ns()) {
+            detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+            return;
+        }
+        std::lock_guard<detail::spinlock> g(n->mu);
+        if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
+        n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
+        n->timer_armed = true;
+        n->timer.when_ns = when_ns;
+        detail::the_scheduler().timers().add(&n->timer);
+    }
+
+    static std::int64_t now_ns() noexcept { return detail::now_ns(); }
+};
+
+/// A child of `parent` with its own cancel func (Go's WithCancel).
+inline std::pair<context, cancel_func> with_cancel(const context& parent) {
+    detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
+    return {context_access::adopt(n), context_access::make_cancel(n)};
+}
+
+/// A child that is cancelled with deadline_exceeded at `deadline` (Go's WithDeadline).
+template <class Duration>
+std::pair<context, cancel_func> with_deadline(const context& parent,
+                                              std::chrono::time_point<std::chrono::steady_clock, Duration> deadline) {
+    std::int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+    detail::cancel_node* n = context_access::new_cancel_node(parent, when);
+    context ctx = context_access::adopt(n);
+    cancel_func cancel = context_access::make_cancel(n);
+    // The parent's earlier deadline already covers this one: no timer of our own.
+    detail::ctx_node* p = context_access::node(parent);
+    if (!p || when < p->deadline_ns) context_access::arm_deadline(n, when);
+    return {std::move(ctx), std::move(cancel)};
+}
+
+/// with_deadline(parent, now + timeout) (Go's WithTimeout).
+template <class Rep, class Period>
+std::pair<context, cancel_func> with_timeout(const context& parent, std::chrono::duration<Rep, Period> timeout) {
+    return with_deadline(parent, std::chrono::steady_clock::now() +
+                                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+}
+
+/// A child cancelled (context_error::canceled) when `token` is stop-requested,
+/// or by its cancel func: the bridge from std::stop_token (std::jthread, …).
+inline std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token) {
+    detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
+    context ctx = context_access::adopt(n);
+    cancel_func cancel = context_access::make_cancel(n);
+    n->relay.emplace(std::move(token), detail::cancel_node::stop_relay{n});  // may run at once: fine
+    return {std::move(ctx), std::move(cancel)};
+}
+
+/// A child carrying `value` under `key` (Go's WithValue); lookup: ctx.value(key).
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+context with_value(const context& parent, const context_key<T>& key, U&& value) {
+    auto* n = new detail::value_node<T>(std::forward<U>(value));
+    n->key = &key;
+    if (detail::ctx_node* p = context_access::node(parent)) {
+        p->add_ref();
+        n->parent = p;
+        n->nearest = p->nearest;
+        n->deadline_ns = p->deadline_ns;
+    }
+    return context_access::adopt(n);
+}
+
+/// Why `ctx` was cancelled: the cause given to its cancel func (or an
+/// ancestor's), else canceled_error / deadline_exceeded_error; null while
+/// the context is not done (Go's context.Cause).
+inline std::exception_ptr cause(const context& ctx) {
+    detail::ctx_node* n = context_access::node(ctx);
+    detail::cancel_node* c = n ? n->nearest : nullptr;
+    if (!c) return nullptr;
+    context_error e = c->err.load(std::memory_order_acquire);
+    if (e == context_error::none) return nullptr;
+    if (c->cause) return c->cause;
+    return detail::error_of(e);
+}
+
+namespace detail {
+/// Children currently linked under the nearest cancelable node of `ctx` (for tests and metrics).
+inline std::size_t context_children(const context& ctx) noexcept {
+    ctx_node* n = context_access::node(ctx);
+    cancel_node* c = n ? n->nearest : nullptr;
+    if (!c) return 0;
+    std::lock_guard<spinlock> g(c->mu);
+    return c->nchildren;
+}
+}  // namespace detail
+
+}  // namespace goro

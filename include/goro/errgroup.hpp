@@ -1,0 +1,196 @@
+// goro/errgroup.hpp — `goro::errgroup`: a group of tasks working on one job,
+// with the first failure cancelling the rest (golang.org/x/sync/errgroup).
+//
+//   auto [g, ctx] = goro::errgroup::with_context(parent);
+//   for (auto& url : urls) g.go(fetch(ctx, url));      // fetch may throw
+//   if (std::exception_ptr e = co_await g.wait()) ...  // the first error, after all finished
+//
+// SEMANTICS (Go's):
+//   * `go(t)` starts `t` with goro::go (so it is a registered task, "created by"
+//     the caller of go). An exception escaping `t` does not crash the process:
+//     the first one becomes the group's error and cancels the group's context
+//     (with that exception as the context's cause, see goro::cause). Later
+//     errors are dropped, as in Go.
+//   * `co_await g.wait()` returns once every started task has finished: the
+//     first error, or null. It then cancels the group's context too (Go does,
+//     so a context derived for the group never outlives it).
+//   * Tasks see the cancellation only if they look: `ctx.done()` in a select,
+//     `co_await ctx.done()`, or `ctx.throw_if_done()`. That is what stops the
+//     classic leak of siblings left running after one failed.
+//
+// LIMIT on tasks in flight (Go's SetLimit/TryGo). A C++ function cannot park
+// its caller, so the blocking form is a separate awaitable:
+//   * `g.set_limit(n)`: at most n tasks in flight (n < 0: no limit, the default).
+//     Throws goro::usage_error while tasks are in flight (Go panics).
+//   * `co_await g.spawn(t)`: waits for a free slot (wait reason `semacquire`),
+//     then starts `t` — Go's blocking `g.Go` under a limit.
+//   * `g.try_go(std::move(t))`: starts `t` if a slot is free; else returns
+//     false and leaves `t` with the caller (Go's TryGo).
+//   * `g.go(t)` never waits: with the limit reached it throws goro::usage_error
+//     naming the operation (use spawn or try_go where the limit can be reached).
+//
+// A group is a shared handle (copies refer to the same group), so it can be
+// returned from with_context, captured by tasks, and outlive its creator while
+// tasks run. The state is freed with the last handle and the last task.
+//
+// THREAD SAFETY: every member may be called from any task or thread, except
+// set_limit, which must not race with starting tasks. `mu` guards the first
+// error only; the context is cancelled after `mu` is released.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include <goro/context.hpp>
+#include <goro/go.hpp>
+#include <goro/platform.hpp>
+#include <goro/semaphore.hpp>
+#include <goro/spinlock.hpp>
+#include <goro/task.hpp>
+#include <goro/wait_group.hpp>
+
+namespace goro {
+
+class errgroup {
+    struct state {
+        wait_group wg;                      // counts tasks in flight
+        detail::spinlock mu;                // guards err
+        std::exception_ptr err;
+        goro::context ctx;                  // background when the group has none
+        cancel_func cancel;                 // empty when the group has no context
+        std::unique_ptr<semaphore> limit;   // null: no limit
+
+        void fail(std::exception_ptr e) noexcept {
+            bool first = false;
+            {
+                std::lock_guard<detail::spinlock> g(mu);
+                if (!err) {
+                    err = e;
+                    first = true;
+                }
+            }
+            if (first) cancel(std::move(e));
+        }
+    };
+
+public:
+    /// A group without a context (Go's zero Group): errors are collected, nothing is cancelled.
+    errgroup() : s_(std::make_shared<state>()) {}
+
+    /// A group whose context is derived from `parent`; cancelled on the first
+    /// error and when wait() returns. Tasks get it from `ctx()`.
+    explicit errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
+        auto [c, cancel] = with_cancel(parent);
+        s_->ctx = std::move(c);
+        s_->cancel = std::move(cancel);
+    }
+
+    /// `auto [g, ctx] = goro::errgroup::with_context(parent);` (Go's errgroup.WithContext).
+    static std::pair<errgroup, goro::context> with_context(const goro::context& parent) {
+        errgroup g(parent);
+        goro::context c = g.ctx();
+        return {std::move(g), std::move(c)};
+    }
+
+    /// The group's context (background for a group made without one).
+    const goro::context& ctx() const noexcept { return s_->ctx; }
+
+    /// Limits the tasks in flight to `n` (n < 0: no limit). Throws
+    /// goro::usage_error while any task of the group is in flight.
+    void set_limit(std::int64_t n) {
+        if (std::int64_t active = s_->wg.count(); active != 0)
+            throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
+                              " tasks of the group are in flight");
+        s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
+    }
+
+    /// Starts `t` now. Throws goro::usage_error when a limit is set and reached
+    /// (`co_await spawn(t)` waits for a slot instead).
+    void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+        if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
+        if (s_->limit && !s_->limit->try_acquire())
+            throw usage_error("goro::errgroup::go: the limit of tasks in flight is reached; "
+                              "co_await spawn(task) waits for a slot, try_go(task) does not start it");
+        start(std::move(t), std::move(options), GORO_SITE_ARG);
+    }
+
+    /// Starts `t` if the limit allows; otherwise returns false and leaves `t` alone.
+    bool try_go(task<>&& t, task_options options = {}, GORO_SITE_PARAM) {
+        if (!t) throw usage_error("goro::errgroup::try_go: the task is empty (moved-from or default-constructed)");
+        if (s_->limit && !s_->limit->try_acquire()) return false;
+        start(std::move(t), std::move(options), GORO_SITE_ARG);
+        return true;
+    }
+
+    /// `co_await g.spawn(t)`: waits for a free slot under the limit, then starts `t`.
+    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) { return spawn_at(std::move(t), task_options{}, GORO_SITE_ARG); }
+
+    /// As spawn(t), with a name and labels. Pass a named `task_options` variable,
+    /// not a braced temporary: g++ 12 relocates temporaries that appear in a
+    /// co_await expression bitwise, which breaks a std::string inside them.
+    [[nodiscard]] task<> spawn(task<> t, const task_options& options, GORO_SITE_PARAM) {
+        return spawn_at(std::move(t), options, GORO_SITE_ARG);
+    }
+
+    /// `co_await g.wait()`: once every started task has finished, cancels the
+    /// group's context and returns the first error (null when none failed).
+    [[nodiscard]] task<std::exception_ptr> wait() const { return wait_body(s_); }
+
+private:
+    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
+        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
+        return spawn_body(*this, std::move(t), options, where);
+    }
+
+    void start(task<> t, task_options options, const detail::site& where) {
+        s_->wg.add(1);
+        try {
+            launch(run(s_, std::move(t)), std::move(options), where);
+        } catch (...) {
+            s_->wg.done();
+            if (s_->limit) s_->limit->release();
+            throw;
+        }
+    }
+
+    static void launch(task<> t, task_options options, const detail::site& where) {
+        // goro::go with the caller's site, so the task reads "created by" them.
+#if GORO_HAS_SOURCE_LOCATION
+        goro::go(std::move(t), std::move(options), where);
+#else
+        goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
+#endif
+    }
+
+    static task<> run(std::shared_ptr<state> s, task<> t) {
+        std::exception_ptr e;
+        try {
+            co_await std::move(t);
+        } catch (...) {
+            e = std::current_exception();
+        }
+        if (e) s->fail(std::move(e));
+        if (s->limit) s->limit->release();  // the slot first: a spawn() may be waiting for it
+        s->wg.done();                       // last touch of the group by this task
+    }
+
+    static task<> spawn_body(errgroup g, task<> t, task_options options, detail::site where) {
+        if (g.s_->limit) co_await g.s_->limit->acquire();
+        g.start(std::move(t), std::move(options), where);
+    }
+
+    static task<std::exception_ptr> wait_body(std::shared_ptr<state> s) {
+        co_await s->wg.wait();
+        s->cancel();
+        std::lock_guard<detail::spinlock> g(s->mu);
+        co_return s->err;
+    }
+
+    std::shared_ptr<state> s_;
+};
+
+}  // namespace goro

@@ -1,0 +1,489 @@
+// goro/select.hpp — `goro::select`: wait on several channel operations at once.
+//
+//   auto r = co_await goro::select(goro::recv(jobs),          // case 0
+//                                  goro::send(out, v),        // case 1
+//                                  ctx.done(),                // case 2
+//                                  goro::after(100ms));       // case 3
+//   switch (r.index()) {
+//   case 0: if (auto& job = r.get<0>()) use(*job); else /* jobs closed */; break;
+//   ...
+//   }
+//   auto r = goro::try_select(goro::recv(jobs));   // Go's `default:`: never blocks;
+//   if (r.index() == goro::select_default) ...     // nothing was ready
+//
+// Semantics are Go's: a case on a nil channel never fires; the same channel may
+// appear in several cases (also a send and a receive on one channel); among
+// the ready cases one is chosen uniformly at random; a select with no cases
+// parks forever (wait reason `select (no cases)`); a chosen send on a closed
+// channel throws goro::channel_closed. A send case that is not chosen keeps
+// its value (it is neither delivered nor duplicated).
+//
+// ALGORITHM (after Go's runtime/select.go)
+//   1. Lock every distinct channel once, in increasing address order (the
+//      lock order shared with every other select, so two selects never deadlock).
+//   2. Poll the cases in a random order (a fresh permutation each time); the
+//      first that can proceed does, under the locks.
+//   3. None: enqueue one waiter per channel case (in this frame: no allocation),
+//      all sharing one select_core, and arm a timer_node for the earliest
+//      `after` case; then unlock (channels in reverse order, so the lowest
+//      address is released last). The first waker to flip the core's
+//      `claimed` flag (a channel waker under its channel's lock, or the timer
+//      thread) owns the wake-up; the others skip our waiters.
+//   4. Woken: lock the other cases' channels again and unlink our remaining
+//      waiters (the winner's was unlinked by its waker); if
+//      the timer lost, cancel it, or wait for its callback's `fired_done`
+//      (timer.hpp's CONTRACT) before the frame may go.
+//
+// THREAD SAFETY: the select's waiters and result slots are written by a waker
+// under the channel's lock and read by the select after it is readied. While
+// parked, the task is resumed at most once: only the claimer readies it. After
+// the unlock that publishes the waiters, await_suspend reads only locals: a
+// waker (or the timer) may already be resuming the task on another worker,
+// which then waits for our remaining channel locks before it touches anything.
+//
+// Case objects hold a plain pointer to the channel: keep the channel handles
+// alive for the whole `co_await` (they are, when the select is one full
+// expression, and the handle is a variable or a temporary in it).
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include <goro/channel.hpp>
+#include <goro/platform.hpp>
+#include <goro/registry.hpp>
+#include <goro/scheduler.hpp>
+#include <goro/timer.hpp>
+
+namespace goro {
+
+/// select_result::index() of a try_select that found nothing ready (Go's `default:`).
+inline constexpr int select_default = -1;
+
+/// A receive case: `goro::recv(ch)`. Also awaitable on its own:
+/// `co_await goro::recv(ch)` is `co_await ch.recv()`.
+template <class T>
+struct recv_case {
+    detail::chan_state<T>* ch = nullptr;
+    detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{ch}; }
+};
+
+/// A send case: `goro::send(ch, v)` holds the value until the select chooses it.
+/// Also awaitable on its own: `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
+template <class T>
+struct send_case {
+    detail::chan_state<T>* ch = nullptr;
+    T value;
+    detail::send_op<T> operator co_await() && noexcept { return {ch, std::move(value)}; }
+};
+
+/// A timeout case: fires once `when_ns` (monotonic) has passed (Go's `<-time.After(d)`).
+struct after_case {
+    std::int64_t when_ns = 0;
+};
+
+template <class T>
+recv_case<T> recv(const channel<T>& ch) noexcept {
+    return {ch.state()};
+}
+
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+send_case<T> send(const channel<T>& ch, U&& v) {
+    return {ch.state(), T(std::forward<U>(v))};
+}
+
+template <class Rep, class Period>
+after_case after(std::chrono::duration<Rep, Period> d) noexcept {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    return {detail::now_ns() + (ns > 0 ? std::int64_t(ns) : 0)};
+}
+
+/// A timeout case at a point in time (steady_clock).
+inline after_case after_until(std::chrono::steady_clock::time_point t) noexcept {
+    return {std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count()};
+}
+
+namespace detail {
+
+enum class case_kind { recv, send, timer };
+
+template <class C>
+struct case_traits;
+
+template <class T>
+struct case_traits<recv_case<T>> {
+    static constexpr case_kind kind = case_kind::recv;
+    using slot = std::optional<T>;
+    using value_type = T;
+};
+
+template <class T>
+struct case_traits<send_case<T>> {
+    static constexpr case_kind kind = case_kind::send;
+    using slot = std::monostate;
+};
+
+template <>
+struct case_traits<after_case> {
+    static constexpr case_kind kind = case_kind::timer;
+    using slot = std::monostate;
+};
+
+template <class C>
+using case_t = std::remove_cvref_t<C>;
+
+/// A per-thread xorshift generator for the poll order: cheap, and different
+/// on every worker.
+inline std::uint32_t select_rand() noexcept {
+    static thread_local std::uint64_t s = 0;
+    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<std::uint32_t>(s >> 32);
+}
+
+/// The timer of a blocking select's `after` case.
+struct select_timer : timer_node {
+    select_core* core = nullptr;
+    int case_index = -1;
+
+    select_timer() = default;
+    select_timer(const select_timer&) noexcept : timer_node() {}
+
+    static void on_fire(timer_node* n) noexcept {
+        auto* t = static_cast<select_timer*>(n);
+        select_core* c = t->core;
+        if (c->try_claim(t->case_index)) {
+            ready(c->task);  // last access: the select may resume and free us from here on
+            return;
+        }
+        t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
+    }
+};
+
+struct no_timer {
+    no_timer() = default;
+};
+
+template <bool Blocking, class... Cases>
+class select_op;
+
+}  // namespace detail
+
+/// What a select chose: index() and, for a receive case, what it received.
+template <class... Cases>
+class select_result {
+public:
+    /// The chosen case (0-based, in argument order), or select_default.
+    int index() const noexcept { return index_; }
+
+    /// The received value of receive case I: nullopt when the channel was
+    /// closed (or the case was not chosen).
+    template <std::size_t I>
+    auto& get() & noexcept {
+        static_assert(is_recv<I>, "goro::select_result::get<I>: case I is not a receive case");
+        return std::get<I>(slots_);
+    }
+    template <std::size_t I>
+    const auto& get() const& noexcept {
+        static_assert(is_recv<I>, "goro::select_result::get<I>: case I is not a receive case");
+        return std::get<I>(slots_);
+    }
+    template <std::size_t I>
+    auto&& get() && noexcept {
+        static_assert(is_recv<I>, "goro::select_result::get<I>: case I is not a receive case");
+        return std::move(std::get<I>(slots_));
+    }
+
+    /// The value receive case I received; throws goro::usage_error when it
+    /// received none (another case fired, or the channel was closed).
+    template <std::size_t I>
+    auto& value() {
+        auto& s = get<I>();
+        if (!s)
+            throw usage_error("goro::select_result::value<" + std::to_string(I) + ">: case " + std::to_string(I) +
+                              (index_ == int(I) ? " found its channel closed" : " was not chosen"));
+        return *s;
+    }
+
+private:
+    template <bool, class...>
+    friend class detail::select_op;
+    template <std::size_t I>
+    static constexpr bool is_recv = detail::case_traits<std::tuple_element_t<I, std::tuple<Cases...>>>::kind ==
+                                    detail::case_kind::recv;
+
+    int index_ = select_default;
+    std::tuple<typename detail::case_traits<Cases>::slot...> slots_{};
+};
+
+namespace detail {
+
+template <bool Blocking, class... Cases>
+class [[nodiscard]] select_op {
+    static constexpr std::size_t N = sizeof...(Cases);
+    static_assert(N < 256, "goro::select: too many cases");
+    static constexpr std::size_t NS = N ? N : 1;
+    static constexpr std::size_t timers = ((case_traits<Cases>::kind == case_kind::timer ? 1 : 0) + ... + 0);
+    using timer_type = std::conditional_t<(Blocking && timers > 0), select_timer, no_timer>;
+
+public:
+    using result_type = select_result<Cases...>;
+
+    explicit select_op(Cases&&... cs) : cases_(std::move(cs)...) {}
+    select_op(select_op&& o) noexcept(std::is_nothrow_move_constructible_v<std::tuple<Cases...>>)
+        : cases_(std::move(o.cases_)) {}
+    select_op& operator=(select_op&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+
+    bool await_suspend(std::coroutine_handle<> h) {
+        task_header* self = current_task_or_throw("goro::select");
+        if constexpr (N == 0) {
+            park(self, h, wait_reason::select_no_cases);  // never published: parks forever
+            return true;
+        } else {
+            chan_base* locks[NS];
+            std::size_t nl = lock_order(locks);
+            lock_all(locks, nl);
+            if (poll_locked(locks, nl)) return false;  // unlocked by poll_locked
+            park(self, h, wait_reason::select);
+            parked_ = true;
+            core_.task = self;
+            enqueue_all(self);
+            if constexpr (!std::is_same_v<timer_type, no_timer>) arm_timer();
+            // Published. From here on only locals: `this` may be resumed elsewhere.
+            unlock_all(locks, nl);
+            return true;
+        }
+    }
+
+    result_type await_resume() {
+        if (parked_) {
+            // The winner's waiter was unlinked by its waker: only the channels
+            // of the other cases need their locks (often not the busiest one).
+            const int w = core_.winner;
+            chan_base* locks[NS];
+            std::size_t nl = lock_order(locks, w);
+            lock_all(locks, nl);
+            dequeue_losers(w);
+            unlock_all(locks, nl);
+            if constexpr (!std::is_same_v<timer_type, no_timer>) {
+                if (w != timer_.case_index && !the_scheduler().timers().cancel(&timer_))
+                    while (!timer_.fired_done.load(std::memory_order_acquire)) cpu_relax();
+            }
+            result_.index_ = w;
+            finish_parked(w);
+        }
+        if (send_closed_) throw channel_closed("goro::select: send on closed channel");
+        return std::move(result_);
+    }
+
+    /// The non-blocking form: one poll under the locks.
+    result_type poll_now() {
+        if constexpr (N > 0) {
+            chan_base* locks[NS];
+            std::size_t nl = lock_order(locks);
+            lock_all(locks, nl);
+            if (!poll_locked(locks, nl)) {
+                unlock_all(locks, nl);
+                result_.index_ = select_default;
+            }
+        }
+        if (send_closed_) throw channel_closed("goro::select: send on closed channel");
+        return std::move(result_);
+    }
+
+private:
+    template <std::size_t I>
+    using case_at = std::tuple_element_t<I, std::tuple<Cases...>>;
+
+    template <class F, std::size_t... I>
+    static void for_each_index(F&& f, std::index_sequence<I...>) {
+        (f(std::integral_constant<std::size_t, I>{}), ...);
+    }
+    template <class F>
+    static void for_each_case(F&& f) {
+        for_each_index(f, std::index_sequence_for<Cases...>{});
+    }
+    template <class F>
+    static void visit(std::size_t i, F&& f) {
+        for_each_case([&](auto I) {
+            if (i == I) f(I);
+        });
+    }
+
+    template <std::size_t I>
+    chan_base* chan_of() const noexcept {
+        if constexpr (case_traits<case_at<I>>::kind == case_kind::timer) return nullptr;
+        else return std::get<I>(cases_).ch;
+    }
+
+    /// The distinct non-nil channels of every case but `skip`, sorted by address.
+    std::size_t lock_order(chan_base** locks, int skip = -1) const noexcept {
+        std::size_t n = 0;
+        for_each_case([&](auto I) {
+            chan_base* c = chan_of<I>();
+            if (!c || int(I) == skip) return;
+            std::size_t k = n;
+            while (k > 0 && locks[k - 1] > c) --k;
+            if (k > 0 && locks[k - 1] == c) return;  // already listed
+            for (std::size_t j = n; j > k; --j) locks[j] = locks[j - 1];
+            locks[k] = c;
+            ++n;
+        });
+        return n;
+    }
+
+    static void lock_all(chan_base** locks, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) locks[i]->lock.lock();
+    }
+    static void unlock_all(chan_base** locks, std::size_t n) noexcept {
+        for (std::size_t i = n; i > 0; --i) locks[i - 1]->lock.unlock();
+    }
+
+    /// Channels locked. Tries the cases in a random order; when one proceeds,
+    /// records it, unlocks, wakes its peer and returns true.
+    bool poll_locked(chan_base** locks, std::size_t nl) noexcept {
+        unsigned char order[NS];
+        for (std::size_t i = 0; i < N; ++i) {
+            std::size_t j = std::size_t((std::uint64_t(select_rand()) * (i + 1)) >> 32);
+            order[i] = order[j];
+            order[j] = static_cast<unsigned char>(i);
+        }
+        std::int64_t now = 0;
+        if constexpr (timers > 0) now = now_ns();
+        for (std::size_t k = 0; k < N; ++k) {
+            bool fired = false;
+            task_header* wake = nullptr;
+            visit(order[k], [&](auto I) { fired = poll_one<I>(wake, now); });
+            if (fired) {
+                result_.index_ = order[k];
+                unlock_all(locks, nl);
+                if (wake) ready(wake);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    template <std::size_t I>
+    bool poll_one(task_header*& wake, std::int64_t now) noexcept {
+        constexpr case_kind kind = case_traits<case_at<I>>::kind;
+        auto& cs = std::get<I>(cases_);
+        if constexpr (kind == case_kind::timer) {
+            return now >= cs.when_ns;
+        } else if constexpr (kind == case_kind::recv) {
+            if (!cs.ch) return false;
+            auto r = cs.ch->recv_locked(std::get<I>(result_.slots_));
+            if (r.status == recv_status::empty) return false;
+            wake = r.wake;  // closed: fires with nullopt
+            return true;
+        } else {
+            if (!cs.ch) return false;
+            auto r = cs.ch->send_locked(cs.value);
+            if (r.status == send_status::full) return false;
+            if (r.status == send_status::closed) send_closed_ = true;
+            wake = r.wake;
+            return true;
+        }
+    }
+
+    void enqueue_all(task_header* self) noexcept {
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            if constexpr (kind != case_kind::timer) {
+                auto& cs = std::get<I>(cases_);
+                if (!cs.ch) return;
+                chan_waiter& w = nodes_[I];
+                w.task = self;
+                w.sel = &core_;
+                w.case_index = int(I);
+                w.success = false;
+                if constexpr (kind == case_kind::recv) {
+                    w.elem = &std::get<I>(result_.slots_);
+                    cs.ch->recvq.push(&w);
+                } else {
+                    w.elem = &cs.value;
+                    cs.ch->sendq.push(&w);
+                }
+            }
+        });
+    }
+
+    void arm_timer() {
+        if constexpr (!std::is_same_v<timer_type, no_timer>) {
+            timer_.core = &core_;
+            timer_.fire = &select_timer::on_fire;
+            bool first = true;
+            for_each_case([&](auto I) {
+                if constexpr (case_traits<case_at<I>>::kind == case_kind::timer) {
+                    std::int64_t when = std::get<I>(cases_).when_ns;
+                    if (first || when < timer_.when_ns) {
+                        timer_.when_ns = when;
+                        timer_.case_index = int(I);
+                        first = false;
+                    }
+                }
+            });
+            the_scheduler().timers().add(&timer_);
+        }
+    }
+
+    /// Channels locked, after the wake-up: unlink the waiters nobody took.
+    void dequeue_losers(int winner) noexcept {
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            if constexpr (kind != case_kind::timer) {
+                auto& cs = std::get<I>(cases_);
+                if (!cs.ch || int(I) == winner) return;
+                if constexpr (kind == case_kind::recv) cs.ch->recvq.remove(&nodes_[I]);
+                else cs.ch->sendq.remove(&nodes_[I]);
+            }
+        });
+    }
+
+    void finish_parked(int winner) noexcept {
+        visit(std::size_t(winner), [&](auto I) {
+            if constexpr (case_traits<case_at<I>>::kind == case_kind::send)
+                if (!nodes_[I].success) send_closed_ = true;  // woken by close
+            // A receive case: the sender filled the slot, or close left it empty.
+        });
+    }
+
+    std::tuple<Cases...> cases_;
+    result_type result_{};
+    chan_waiter nodes_[NS]{};
+    select_core core_{};
+    [[no_unique_address]] timer_type timer_{};
+    bool parked_ = false;
+    bool send_closed_ = false;
+};
+
+}  // namespace detail
+
+/// Waits until one of the cases can proceed and performs it (Go's select).
+template <class... Cases>
+detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
+    return detail::select_op<true, detail::case_t<Cases>...>(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+}
+
+/// Performs one ready case, or none (index() == goro::select_default): Go's
+/// select with a `default:` case. Never blocks; callable from any thread.
+template <class... Cases>
+select_result<detail::case_t<Cases>...> try_select(Cases&&... cases) {
+    detail::select_op<false, detail::case_t<Cases>...> op(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+    return op.poll_now();
+}
+
+}  // namespace goro
