@@ -8,6 +8,7 @@
 
 namespace {
 
+// [pipeline]
 goro::task<> generate(int n, goro::channel<int> out) {
     for (int i = 1; i <= n; ++i) co_await out.send(i);
     out.close();
@@ -31,6 +32,7 @@ goro::task<long> run(int n) {
     goro::go(square(numbers, squares));
     co_return co_await sum(squares);
 }
+// [/pipeline]
 
 }  // namespace
 

@@ -14,6 +14,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// [select]
 goro::task<> worker(std::chrono::milliseconds delay, goro::channel<int> results) {
     co_await goro::sleep_for(delay);
     // Buffered by one: the send never blocks, even if nobody listens any more.
@@ -31,6 +32,7 @@ goro::task<bool> ask(std::chrono::milliseconds delay) {
     std::printf("worker (%lld ms): timed out\n", static_cast<long long>(delay.count()));
     co_return false;
 }
+// [/select]
 
 }  // namespace
 

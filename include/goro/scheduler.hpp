@@ -63,6 +63,14 @@ namespace detail {
 
 inline constexpr std::uint32_t runq_capacity = 256;
 
+/// The time a parking task records: the coarse clock as of the last monitor
+/// tick (every 10 ms while the pool is busy) or the last worker wake-up, so
+/// parking reads no clock. A dump shows minutes; 10 ms is plenty.
+inline std::atomic<std::int64_t>& parked_clock() noexcept {
+    static std::atomic<std::int64_t> t{coarse_now_ns()};
+    return t;
+}
+
 /// A worker's local run queue: single producer (the owner), many consumers.
 class local_runq {
 public:
@@ -216,8 +224,15 @@ public:
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         if (w && w->sched == this) {
+            // An empty slot is filled with a plain store: a thief only ever
+            // exchanges a non-null value out, so none can be lost or doubled.
+            // (One locked instruction less per hand-off: half of ping-pong.)
+            if (!w->run_next.load(std::memory_order_relaxed)) {
+                w->run_next.store(t, std::memory_order_release);
+                return;  // runs when the current task suspends
+            }
             task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
-            if (!old) return;  // runs when the current task suspends
+            if (!old) return;
             local_push(*w, old);
         } else {
             global_push(t);
@@ -423,6 +438,7 @@ private:
         for (;;) {
             int st = ws_idle;
             if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_acq_rel)) {
+                parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
                 timers_.want_ticks();
                 return;
             }
@@ -546,6 +562,7 @@ private:
     static void tick_thunk(void* self) noexcept { static_cast<scheduler*>(self)->monitor(); }
 
     void monitor() noexcept {
+        parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
         bool busy = false;
         for (auto& wp : workers_) {
             worker& w = *wp;
@@ -633,7 +650,7 @@ inline bool pool_started() noexcept {
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
     t->resume_point_ = h;
     t->wait_reason.store(reason, std::memory_order_relaxed);
-    t->since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+    t->since_ns.store(parked_clock().load(std::memory_order_relaxed), std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }
 

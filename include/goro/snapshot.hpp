@@ -24,6 +24,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -85,9 +86,12 @@ public:
         s.taken_at_ns_ = detail::coarse_now_ns();
         detail::registry& reg = detail::the_registry();
         // Reserve outside the stop: the copy itself must not allocate much.
+        // Sized (not just reserved) here, so that its pages are touched now and
+        // the copy does not page-fault with the world stopped.
         std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
-        s.tasks_.reserve(expect + expect / 8 + 64);
-        s.sites_.reserve(2 * expect + 256);
+        s.tasks_.resize(expect + expect / 8 + 64);
+        s.sites_.resize(2 * expect + 256);
+        std::size_t ntasks = 0, nsites = 0;
 
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
@@ -95,7 +99,8 @@ public:
         auto t0 = detail::now_ns();
         reg.lock_all();
         reg.for_each_unlocked([&](task_header& h) {
-            task_record r;
+            if (ntasks == s.tasks_.size()) s.tasks_.resize(2 * ntasks);  // more than counted: rare
+            task_record& r = s.tasks_[ntasks++];
             r.id = h.id;
             r.parent_id = h.parent_id;
             r.state = h.state.load(std::memory_order_relaxed);
@@ -108,20 +113,24 @@ public:
             }
             bool stuck = std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end() &&
                          &h != detail::tls_current_task;
-            r.first_frame = static_cast<std::uint32_t>(s.sites_.size());
+            r.first_frame = static_cast<std::uint32_t>(nsites);
             if (stuck) {
                 r.state = task_state::running;
                 r.frames_known = false;
             } else {
-                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) s.sites_.push_back(p->site_);
+                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) {
+                    if (nsites == s.sites_.size()) s.sites_.resize(2 * nsites);
+                    s.sites_[nsites++] = p->site_;
+                }
             }
             if (&h == detail::tls_current_task) r.state = task_state::running;
-            r.frame_count = static_cast<std::uint32_t>(s.sites_.size() - r.first_frame);
-            s.tasks_.push_back(std::move(r));
+            r.frame_count = static_cast<std::uint32_t>(nsites - r.first_frame);
         });
         reg.unlock_all();
         s.pause_ns_ = detail::now_ns() - t0;
         if (sched) sched->start_the_world();
+        s.tasks_.resize(ntasks);
+        s.sites_.resize(nsites);
         std::sort(s.tasks_.begin(), s.tasks_.end(),
                   [](const task_record& a, const task_record& b) { return a.id < b.id; });
         return s;
@@ -142,14 +151,16 @@ public:
     /// Groups tasks by identical stack and labels, largest group first (ties:
     /// by the smallest task id), like Go's debug=1.
     std::vector<task_group> groups() const {
+        // A million tasks share a few sites: hash each distinct site once.
+        site_ids ids;
         std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
         std::vector<task_group> out;
         for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
-            std::uint64_t k = stack_key(tasks_[i]);
+            std::uint64_t k = stack_key(tasks_[i], ids);
             auto& cands = by_key[k];
             task_group* g = nullptr;
             for (std::size_t gi : cands)
-                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i])) {
+                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
                     g = &out[gi];
                     break;
                 }
@@ -169,9 +180,34 @@ public:
     }
 
     /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
-    std::uint64_t stack_key(const task_record& r) const noexcept {
+    std::uint64_t stack_key(const task_record& r) const {
+        site_ids ids;
+        return stack_key(r, ids);
+    }
+
+private:
+    /// site_id() of each distinct site, computed once (keyed by the site's
+    /// static data, which is the same for every task suspended there).
+    struct site_ids {
+        struct key_hash {
+            std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
+                auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
+                auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
+                return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
+            }
+        };
+        std::unordered_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+        std::uint64_t operator()(const detail::site& s) {
+            auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
+            auto it = map.find(k);
+            if (it != map.end()) return it->second;
+            return map.emplace(k, site_id(s)).first->second;
+        }
+    };
+
+    std::uint64_t stack_key(const task_record& r, site_ids& ids) const {
         std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
-        for (const auto& s : stack(r)) h = (h ^ site_id(s)) * 0x100000001b3ull;
+        for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
         if (r.meta)
             for (auto& [k, v] : r.meta->labels) {
                 for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
@@ -182,12 +218,11 @@ public:
         return h;
     }
 
-private:
-    bool same_group(const task_record& a, const task_record& b) const {
+    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const {
         if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
         auto sa = stack(a), sb = stack(b);
         for (std::size_t i = 0; i < sa.size(); ++i)
-            if (site_id(sa[i]) != site_id(sb[i])) return false;
+            if (ids(sa[i]) != ids(sb[i])) return false;
         static const std::vector<std::pair<std::string, std::string>> none;
         const auto& la = a.meta ? a.meta->labels : none;
         const auto& lb = b.meta ? b.meta->labels : none;

@@ -1297,6 +1297,14 @@ namespace detail {
 
 inline constexpr std::uint32_t runq_capacity = 256;
 
+/// The time a parking task records: the coarse clock as of the last monitor
+/// tick (every 10 ms while the pool is busy) or the last worker wake-up, so
+/// parking reads no clock. A dump shows minutes; 10 ms is plenty.
+inline std::atomic<std::int64_t>& parked_clock() noexcept {
+    static std::atomic<std::int64_t> t{coarse_now_ns()};
+    return t;
+}
+
 /// A worker's local run queue: single producer (the owner), many consumers.
 class local_runq {
 public:
@@ -1450,8 +1458,15 @@ public:
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         if (w && w->sched == this) {
+            // An empty slot is filled with a plain store: a thief only ever
+            // exchanges a non-null value out, so none can be lost or doubled.
+            // (One locked instruction less per hand-off: half of ping-pong.)
+            if (!w->run_next.load(std::memory_order_relaxed)) {
+                w->run_next.store(t, std::memory_order_release);
+                return;  // runs when the current task suspends
+            }
             task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
-            if (!old) return;  // runs when the current task suspends
+            if (!old) return;
             local_push(*w, old);
         } else {
             global_push(t);
@@ -1657,6 +1672,7 @@ private:
         for (;;) {
             int st = ws_idle;
             if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_acq_rel)) {
+                parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
                 timers_.want_ticks();
                 return;
             }
@@ -1780,6 +1796,7 @@ private:
     static void tick_thunk(void* self) noexcept { static_cast<scheduler*>(self)->monitor(); }
 
     void monitor() noexcept {
+        parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
         bool busy = false;
         for (auto& wp : workers_) {
             worker& w = *wp;
@@ -1867,7 +1884,7 @@ inline bool pool_started() noexcept {
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
     t->resume_point_ = h;
     t->wait_reason.store(reason, std::memory_order_relaxed);
-    t->since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+    t->since_ns.store(parked_clock().load(std::memory_order_relaxed), std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }
 
@@ -4638,6 +4655,7 @@ private:
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -4694,9 +4712,12 @@ public:
         s.taken_at_ns_ = detail::coarse_now_ns();
         detail::registry& reg = detail::the_registry();
         // Reserve outside the stop: the copy itself must not allocate much.
+        // Sized (not just reserved) here, so that its pages are touched now and
+        // the copy does not page-fault with the world stopped.
         std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
-        s.tasks_.reserve(expect + expect / 8 + 64);
-        s.sites_.reserve(2 * expect + 256);
+        s.tasks_.resize(expect + expect / 8 + 64);
+        s.sites_.resize(2 * expect + 256);
+        std::size_t ntasks = 0, nsites = 0;
 
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
@@ -4704,7 +4725,8 @@ public:
         auto t0 = detail::now_ns();
         reg.lock_all();
         reg.for_each_unlocked([&](task_header& h) {
-            task_record r;
+            if (ntasks == s.tasks_.size()) s.tasks_.resize(2 * ntasks);  // more than counted: rare
+            task_record& r = s.tasks_[ntasks++];
             r.id = h.id;
             r.parent_id = h.parent_id;
             r.state = h.state.load(std::memory_order_relaxed);
@@ -4717,20 +4739,24 @@ public:
             }
             bool stuck = std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end() &&
                          &h != detail::tls_current_task;
-            r.first_frame = static_cast<std::uint32_t>(s.sites_.size());
+            r.first_frame = static_cast<std::uint32_t>(nsites);
             if (stuck) {
                 r.state = task_state::running;
                 r.frames_known = false;
             } else {
-                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) s.sites_.push_back(p->site_);
+                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) {
+                    if (nsites == s.sites_.size()) s.sites_.resize(2 * nsites);
+                    s.sites_[nsites++] = p->site_;
+                }
             }
             if (&h == detail::tls_current_task) r.state = task_state::running;
-            r.frame_count = static_cast<std::uint32_t>(s.sites_.size() - r.first_frame);
-            s.tasks_.push_back(std::move(r));
+            r.frame_count = static_cast<std::uint32_t>(nsites - r.first_frame);
         });
         reg.unlock_all();
         s.pause_ns_ = detail::now_ns() - t0;
         if (sched) sched->start_the_world();
+        s.tasks_.resize(ntasks);
+        s.sites_.resize(nsites);
         std::sort(s.tasks_.begin(), s.tasks_.end(),
                   [](const task_record& a, const task_record& b) { return a.id < b.id; });
         return s;
@@ -4751,14 +4777,16 @@ public:
     /// Groups tasks by identical stack and labels, largest group first (ties:
     /// by the smallest task id), like Go's debug=1.
     std::vector<task_group> groups() const {
+        // A million tasks share a few sites: hash each distinct site once.
+        site_ids ids;
         std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
         std::vector<task_group> out;
         for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
-            std::uint64_t k = stack_key(tasks_[i]);
+            std::uint64_t k = stack_key(tasks_[i], ids);
             auto& cands = by_key[k];
             task_group* g = nullptr;
             for (std::size_t gi : cands)
-                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i])) {
+                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
                     g = &out[gi];
                     break;
                 }
@@ -4778,9 +4806,34 @@ public:
     }
 
     /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
-    std::uint64_t stack_key(const task_record& r) const noexcept {
+    std::uint64_t stack_key(const task_record& r) const {
+        site_ids ids;
+        return stack_key(r, ids);
+    }
+
+private:
+    /// site_id() of each distinct site, computed once (keyed by the site's
+    /// static data, which is the same for every task suspended there).
+    struct site_ids {
+        struct key_hash {
+            std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
+                auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
+                auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
+                return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
+            }
+        };
+        std::unordered_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+        std::uint64_t operator()(const detail::site& s) {
+            auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
+            auto it = map.find(k);
+            if (it != map.end()) return it->second;
+            return map.emplace(k, site_id(s)).first->second;
+        }
+    };
+
+    std::uint64_t stack_key(const task_record& r, site_ids& ids) const {
         std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
-        for (const auto& s : stack(r)) h = (h ^ site_id(s)) * 0x100000001b3ull;
+        for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
         if (r.meta)
             for (auto& [k, v] : r.meta->labels) {
                 for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
@@ -4791,12 +4844,11 @@ public:
         return h;
     }
 
-private:
-    bool same_group(const task_record& a, const task_record& b) const {
+    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const {
         if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
         auto sa = stack(a), sb = stack(b);
         for (std::size_t i = 0; i < sa.size(); ++i)
-            if (site_id(sa[i]) != site_id(sb[i])) return false;
+            if (ids(sa[i]) != ids(sb[i])) return false;
         static const std::vector<std::pair<std::string, std::string>> none;
         const auto& la = a.meta ? a.meta->labels : none;
         const auto& lb = b.meta ? b.meta->labels : none;
