@@ -2,7 +2,8 @@
 //
 // In one translation unit of the test program, at namespace scope:
 //
-//   #include <goro/catch2.hpp>
+//   #include <atomic>
+#include <goro/catch2.hpp>
 //   GORO_CATCH2_LEAK_CHECK();          // check after every test case
 //   // or
 //   GORO_CATCH2_LEAK_CHECK_AT_END();   // one check when the run ends (goleak's VerifyTestMain)

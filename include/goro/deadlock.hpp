@@ -1,6 +1,6 @@
 // goro/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
 //
-//   int main() { goro::channel<int> ch; goro::block_on(ch.receive()); }  // nobody sends
+//   int main() { goro::channel<int> ch; goro::block_on(ch.recv()); }  // nobody sends
 //
 // prints to stderr
 //

@@ -1,6 +1,6 @@
 // goro/stack.hpp — reading a task's logical stack: its chain of suspension sites.
 //
-//   auto frames = goro::detail::stack_of(header);  // leaf first, root last
+//   auto frames = goro::current_stack();  // inside a task: leaf first, root last
 //
 // Each frame is (function, file, line) of a `co_await` that is suspended now.
 // Names come from the compiler: g++ (std::source_location) gives the qualified

@@ -2127,7 +2127,7 @@ inline std::uint64_t this_task_id() noexcept {
 // ---- begin goro/stack.hpp ----
 // goro/stack.hpp — reading a task's logical stack: its chain of suspension sites.
 //
-//   auto frames = goro::detail::stack_of(header);  // leaf first, root last
+//   auto frames = goro::current_stack();  // inside a task: leaf first, root last
 //
 // Each frame is (function, file, line) of a `co_await` that is suspended now.
 // Names come from the compiler: g++ (std::source_location) gives the qualified
@@ -6648,7 +6648,7 @@ private:
 // ---- begin goro/deadlock.hpp ----
 // goro/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
 //
-//   int main() { goro::channel<int> ch; goro::block_on(ch.receive()); }  // nobody sends
+//   int main() { goro::channel<int> ch; goro::block_on(ch.recv()); }  // nobody sends
 //
 // prints to stderr
 //
