@@ -2,8 +2,7 @@
 //
 // In one translation unit of the test program, at namespace scope:
 //
-//   #include <atomic>
-#include <goro/catch2.hpp>
+//   #include <goro/catch2.hpp>
 //   GORO_CATCH2_LEAK_CHECK();          // check after every test case
 //   // or
 //   GORO_CATCH2_LEAK_CHECK_AT_END();   // one check when the run ends (goleak's VerifyTestMain)
@@ -27,6 +26,8 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+
+#include <atomic>
 
 #include <cstdio>
 #include <cstdlib>
