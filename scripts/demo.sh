@@ -156,5 +156,5 @@ fixed_total=$final
 heading "summary"
 say "leaky: goroutine profile: total $leaky_total after $requests requests (it grows with every request)"
 say "fixed: goroutine profile: total $fixed_total after $requests requests"
-say "next: docs/walkthrough.md (README: Hunting a task leak, the Go way)"
+say "next: the README's walkthrough, \"Hunting a task leak, the Go way\""
 [[ $leaky_total -gt 0 && $fixed_total == 0 ]]

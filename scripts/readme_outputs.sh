@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every output shown in the leak-hunt walkthrough (the README's
-# "Hunting a task leak, the Go way", drafted in docs/walkthrough.md) from the
+# "Hunting a task leak, the Go way") from the
 # real example programs, and rewrites the marked blocks of the given markdown
 # files in place:
 #
@@ -14,8 +14,7 @@
 # between `// [TAG]` and `// [/TAG]` in PATH) are refreshed afterwards by
 # scripts/readme_snippets.py.
 #
-# Usage: scripts/readme_outputs.sh [FILE.md ...]   (default: docs/walkthrough.md,
-#        and README.md when it has such blocks)
+# Usage: scripts/readme_outputs.sh [FILE.md ...]   (default: README.md)
 #
 # The programs run on free ports and temporary directories; the outputs are
 # normalised only where those show (the port becomes 6060, pprof's download
@@ -34,8 +33,7 @@ cd "$root"
 
 files=("$@")
 if [[ ${#files[@]} == 0 ]]; then
-    files=(docs/walkthrough.md)
-    if [[ -f README.md ]] && grep -q '<!-- output:' README.md; then files+=(README.md); fi
+    files=(README.md)
 fi
 
 for tool in curl python3 go; do
