@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <vector>
 #include <thread>
 
@@ -87,5 +88,26 @@ private:
     std::atomic<bool> opened_{false};
     std::vector<goro::task_header*> waiters_;
 };
+
+}  // namespace goro_test
+
+namespace goro_test {
+
+/// Wait reasons of the parked tasks named `name`, read with the world stopped.
+inline std::vector<std::string> parked_reasons(const std::string& name) {
+    std::vector<std::string> out;
+    auto& s = goro::detail::the_scheduler();
+    s.stop_the_world(std::chrono::seconds(10));
+    goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
+        if (h.meta && h.meta->name == name && h.state.load() == goro::task_state::waiting) {
+            const char* r = h.wait_reason.load();
+            out.push_back(r ? r : "");
+        }
+    });
+    s.start_the_world();
+    return out;
+}
+
+inline std::size_t parked_count(const std::string& name) { return parked_reasons(name).size(); }
 
 }  // namespace goro_test

@@ -33,7 +33,12 @@
 #include <goro/dump.hpp>
 #include <goro/wait_group.hpp>
 
+#include "golden.hpp"
 #include "support.hpp"
+
+using goro_test::check_golden;
+using goro_test::file_text;
+using goro_test::golden_dir;
 
 using goro_test::eventually;
 using namespace std::chrono_literals;
@@ -152,37 +157,6 @@ struct known_program {
     }
 };
 
-std::string file_text(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
-std::string golden_dir() {
-    if (const char* e = std::getenv("GORO_GOLDEN_DIR")) return e;
-#ifdef GORO_TEST_DIR
-    return std::string(GORO_TEST_DIR) + "/golden";
-#else
-    std::string f = __FILE__;
-    auto slash = f.find_last_of('/');
-    return (slash == std::string::npos ? std::string(".") : f.substr(0, slash)) + "/golden";
-#endif
-}
-
-/// Compares `actual` with the golden file `name` (or rewrites it on request).
-void check_golden(const std::string& name, const std::string& actual) {
-    std::string path = golden_dir() + "/" + name;
-    if (std::getenv("GORO_UPDATE_GOLDEN")) {
-        std::ofstream(path, std::ios::binary) << actual;
-        WARN("rewrote " << path);
-        return;
-    }
-    std::string expected = file_text(path);
-    INFO("golden file: " << path << " (GORO_UPDATE_GOLDEN=1 rewrites it)");
-    REQUIRE_FALSE(expected.empty());
-    CHECK(actual == expected);
-}
 
 std::string line_name(int line) {
     const std::pair<std::atomic<int>*, const char*> marks[] = {

@@ -14,25 +14,11 @@
 #include "support.hpp"
 
 using goro_test::eventually;
+using goro_test::parked_count;
+using goro_test::parked_reasons;
 
 namespace {
 
-/// Wait reasons of the parked tasks named `name`, read with the world stopped.
-std::vector<std::string> parked_reasons(const std::string& name) {
-    std::vector<std::string> out;
-    auto& s = goro::detail::the_scheduler();
-    s.stop_the_world(std::chrono::seconds(10));
-    goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
-        if (h.meta && h.meta->name == name && h.state.load() == goro::task_state::waiting) {
-            const char* r = h.wait_reason.load();
-            out.push_back(r ? r : "");
-        }
-    });
-    s.start_the_world();
-    return out;
-}
-
-std::size_t parked_count(const std::string& name) { return parked_reasons(name).size(); }
 
 goro::task<> increment_locked(goro::mutex& m, long& counter, int times, std::atomic<int>& finished) {
     for (int i = 0; i < times; ++i) {
