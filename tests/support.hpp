@@ -7,6 +7,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 #include <thread>
 
@@ -109,5 +110,13 @@ inline std::vector<std::string> parked_reasons(const std::string& name) {
 }
 
 inline std::size_t parked_count(const std::string& name) { return parked_reasons(name).size(); }
+
+}  // namespace goro_test
+
+namespace goro_test {
+
+/// Compares wait reasons by text, not by address: a string literal's address
+/// may differ between translation units (ASan, for one, does not merge them).
+inline bool same_reason(const char* a, const char* b) { return a && b && std::string_view(a) == b; }
 
 }  // namespace goro_test

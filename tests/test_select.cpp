@@ -20,15 +20,11 @@
 
 #include "support.hpp"
 
-namespace {
-// By text, not by address: a string literal's address may differ between
-// translation units (ASan, for one, does not merge them).
-bool same_reason(const char* a, const char* b) { return a && b && std::string_view(a) == b; }
-}  // namespace
 
 using namespace std::chrono_literals;
 using goro_test::counted;
 using goro_test::eventually;
+using goro_test::same_reason;
 
 TEST_CASE("select takes the ready receive case and exposes its value", "[select]") {
     goro::channel<int> a(1), b(1);
