@@ -2,7 +2,9 @@
 // the anchor's parkedProfile(count) (../shared/anchors/go/main.go), step by step.
 //
 //   goroutine_profile_debug{0,1,2}_parked{N}: ms (the whole call: snapshot,
-//     grouping, formatting into a string, as Go's WriteTo into a bytes.Buffer),
+//     grouping, formatting into a string, as Go's WriteTo into a bytes.Buffer;
+//     called from a task, as the anchor calls it from the main goroutine,
+//     which holds one of the GOMAXPROCS Ps),
 //     max_pause_ms (the largest gap seen by a probe task that reads the clock
 //     in a loop and yields, while the profile is taken: the stop of the world),
 //     bytes (the output's size), bytes_per_parked_task.
@@ -47,6 +49,13 @@ goro::task<> pause_probe(std::atomic<bool>& stop, std::atomic<std::int64_t>& wor
     done.store(true);
 }
 
+goro::task<std::string> take_profile(int debug, bench::clock::duration& took) {
+    auto t = bench::clock::now();
+    std::string out = goro::goroutine_profile(debug);
+    took = bench::clock::now() - t;
+    co_return out;
+}
+
 std::size_t heap_in_use() {
     struct mallinfo2 m = mallinfo2();
     return m.uordblks + m.hblkhd;
@@ -69,9 +78,8 @@ void parked_profile(long count) {
         std::atomic<std::int64_t> worst{0};
         goro::go(pause_probe(stop, worst, done));
         std::this_thread::sleep_for(10ms);
-        auto t = bench::clock::now();
-        std::string out = goro::goroutine_profile(debug);
-        auto d = bench::clock::now() - t;
+        bench::clock::duration d{};
+        std::string out = goro::block_on(take_profile(debug, d));
         std::this_thread::sleep_for(10ms);
         stop.store(true);
         while (!done.load()) std::this_thread::sleep_for(50us);

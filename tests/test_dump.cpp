@@ -714,3 +714,105 @@ TEST_CASE("snapshots taken in a loop while producers and consumers run lose noth
     CHECK(received_count.load() == total);
     CHECK(received_sum.load() == total * (total - 1) / 2);
 }
+
+// --- the concurrent snapshot (profile epochs) ----------------------------------------
+
+static std::atomic<int> epoch_started{0};
+
+static goro::task<> epoch_pinger(goro::channel<int> in, goro::channel<int> out, std::atomic<bool>& stop) {
+    epoch_started.fetch_add(1);
+    while (!stop.load(std::memory_order_relaxed)) {
+        co_await out.send(1);
+        auto v = co_await in.recv();
+        if (!v) break;
+    }
+    out.close();
+}
+
+static goro::task<> epoch_ponger(goro::channel<int> in, goro::channel<int> out) {
+    epoch_started.fetch_add(1);
+    while (auto v = co_await in.recv()) co_await out.send(*v);
+}
+
+static goro::task<> epoch_short_lived() { co_return; }
+
+static goro::task<> epoch_spawner(std::atomic<bool>& stop) {
+    epoch_started.fetch_add(1);
+    while (!stop.load(std::memory_order_relaxed)) {
+        for (int i = 0; i < 16; ++i) goro::go(epoch_short_lived());
+        co_await goro::yield();
+    }
+}
+
+TEST_CASE("a snapshot taken while tasks run lists each of them once, with a stack of its own code", "[dump]") {
+    REQUIRE(goro_test::tasks_drained());
+    constexpr int pairs = 32;
+    std::atomic<bool> stop{false};
+    epoch_started.store(0);
+    for (int i = 0; i < pairs; ++i) {
+        goro::channel<int> a, b;
+        goro::go(epoch_pinger(a, b, stop));
+        goro::go(epoch_ponger(b, a));
+    }
+    // Spawns and retires tasks all along: dead headers come back to life while a walk is on.
+    goro::go(epoch_spawner(stop));
+    goro::go(epoch_spawner(stop));
+    // Each has started (and so suspended at a known line by the time it is copied).
+    bool all_started = eventually([] { return epoch_started.load() == 2 * pairs + 2; });
+    INFO("started " << epoch_started.load() << " live " << goro::num_goroutines());
+    REQUIRE(all_started);
+    for (int round = 0; round < 200; ++round) {
+        auto s = goro::snapshot::take();
+        std::set<std::uint64_t> ids;
+        int pingers = 0, pongers = 0, spawners = 0;
+        for (auto& r : s.tasks()) {
+            ids.insert(r.id);
+            auto st = s.stack(r);
+            REQUIRE(r.frames_known);
+            REQUIRE(!st.empty());
+            std::string top = goro::clean_function_name(st.back().function_name());
+            if (top == "epoch_pinger") ++pingers;
+            else if (top == "epoch_ponger") ++pongers;
+            else if (top == "epoch_spawner") ++spawners;
+            else if (top.empty()) CHECK(r.state == goro::task_state::runnable);  // not started yet: no site
+            else CHECK(top == "epoch_short_lived");
+            if (r.state == goro::task_state::waiting) CHECK(r.wait_reason != nullptr);
+        }
+        CHECK(ids.size() == s.total());  // nobody twice
+        CHECK(pingers == pairs);         // nobody missing, though all of them ran meanwhile
+        CHECK(pongers == pairs);
+        CHECK(spawners == 2);
+        std::size_t sum = 0;
+        for (auto& g : s.groups()) sum += g.count;
+        CHECK(sum == s.total());
+    }
+    stop.store(true);
+    REQUIRE(goro_test::tasks_drained());
+}
+
+TEST_CASE("the concurrent snapshot and the stop-the-world copy agree on a quiet program", "[dump]") {
+    known_program prog;
+    auto concurrent = goro::snapshot::take();
+    auto stopped = goro::snapshot::take({.concurrent = false});
+    CHECK(concurrent.total() == stopped.total());
+    CHECK(goro::goroutine_profile(concurrent, 1) == goro::goroutine_profile(stopped, 1));
+    std::set<std::uint64_t> a, b;
+    for (auto& r : concurrent.tasks()) a.insert(r.id);
+    for (auto& r : stopped.tasks()) b.insert(r.id);
+    CHECK(a == b);
+}
+
+TEST_CASE("a snapshot taken inside a task shows that task running, the others as they wait", "[dump]") {
+    known_program prog;
+    auto body = []() -> goro::task<goro::snapshot> { co_return goro::snapshot::take(); };
+    goro::snapshot s = goro::block_on(body());
+    int running = 0;
+    for (auto& r : s.tasks())
+        if (r.state == goro::task_state::running) {
+            ++running;
+            CHECK(r.frames_known);
+            CHECK(s.stack(r).size() >= 1);
+        }
+    CHECK(running == 1);
+    CHECK(s.total() == 26);  // the known program's 25, and block_on's task
+}

@@ -25,7 +25,7 @@
 //   /metrics                        Prometheus text: tasks by state and wait
 //                                   reason, tasks started, workers, queue length
 // Each profile request takes one snapshot (goro/snapshot.hpp: the world stops
-// for the copy alone) on the server thread. /metrics stops nothing: it walks
+// only to begin it) on the server thread. /metrics stops nothing: it walks
 // the registry's live headers, so a scrape never pauses the workers.
 //
 // THREADING MODEL
@@ -41,8 +41,8 @@
 //     server create threads or unbounded state (memory is bounded by
 //     max_connections x the head limits, plus the responses being written),
 //     stop() has exactly one thread to wake and join, and serial handlers are
-//     what profile handlers want anyway (two concurrent stop-the-world
-//     snapshots would only queue behind each other). The price: a slow handler
+//     what profile handlers want anyway (two concurrent snapshots would
+//     only queue behind each other). The price: a slow handler
 //     delays the others. Handlers should be quick.
 //   * When every slot is busy, new connections wait in the kernel's listen
 //     backlog, except that an idle keep-alive connection is closed to make room.

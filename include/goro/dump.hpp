@@ -7,8 +7,8 @@
 //   auto before = goro::snapshot::take(); ... auto after = goro::snapshot::take();
 //   goro::write_diff(std::cerr, goro::diff(before, after));   // what leaked in between
 //
-// Every form takes a snapshot (goro/snapshot.hpp: the world is stopped for the
-// copy alone) or formats one the caller already took, so a leak checker or the
+// Every form takes a snapshot (goro/snapshot.hpp: the world stops only to begin
+// it; records are copied while tasks run) or formats one the caller already took, so a leak checker or the
 // debug server can print one snapshot several ways. Formatting runs on the
 // caller's thread while tasks run. Text goes through a 64 KiB buffer and an
 // ostream gets it chunk by chunk: a dump of any size is complete (Go stops

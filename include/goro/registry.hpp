@@ -20,10 +20,28 @@
 //   * dead: release-stored when a header comes alive (after its fields are
 //     written) and when it dies; walks acquire it and skip dead headers. A
 //     dead header's fields are written only by the thread reviving it.
-//   * list links and the shard's dead list: under the shard's lock.
+//   * list links and the shard's dead list: under the shard's lock. A
+//     header's `next_` is written once, before it is linked, and never again
+//     (headers are never unlinked), so a walk that read a shard's head under
+//     its lock may follow `next_` without the lock.
+//   * prof_gen: the concurrent profile's claim (see PROFILE EPOCHS below).
 //
 // Ids come from a global counter in blocks of 64 per thread, so they are never
 // reused and spawning does not contend on one cache line.
+//
+// PROFILE EPOCHS (the concurrent goroutine profile, as Go 1.19 takes it)
+//   A profile stops the world only to start an epoch E (an even number) and to
+//   note each shard's head; then the world runs again while the profiler walks
+//   the lists. Each task is copied exactly once, as it was when the epoch
+//   began, by whoever claims it first: the profiler's walk, or the worker about
+//   to resume it (scheduler::run calls profile_before_resume). A claim is a CAS
+//   of the header's prof_gen from an older value to E|1 ("being copied"); the
+//   claimer copies and then stores E. Anyone who finds E|1 waits for E: a
+//   worker must not resume a task whose frames are being read. Headers made
+//   while the epoch is on start at E, so tasks spawned after the stop are not
+//   in the profile; reviving a dead header waits out a claim the same way.
+//   The profile ends by clearing `active` and waiting until no worker is
+//   between its check of `active` and the end of its copy (`inflight`).
 #pragma once
 
 #include <array>
@@ -35,6 +53,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -104,8 +123,8 @@ struct alignas(detail::cache_line) task_header {
     task_kind kind = task_kind::task;
     std::uint16_t shard = 0;
     // --- cold: the registry list (shard lock) and identity (immutable while alive) ---
-    task_header* prev_ = nullptr;
     task_header* next_ = nullptr;
+    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
     std::uint64_t id = 0;
     std::uint64_t parent_id = 0;                    // 0: spawned outside any task
     detail::site spawn_site{};
@@ -156,6 +175,81 @@ inline count_slot& my_count_slot() {
     return *s;
 }
 
+/// The state of the concurrent profile (one at a time; see PROFILE EPOCHS).
+struct profile_epoch_state {
+    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
+    alignas(cache_line) std::atomic<bool> active{false};
+    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
+    record_fn record = nullptr;          // written before active is set
+    void* ctx = nullptr;
+    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
+};
+
+inline profile_epoch_state& profile_epoch() noexcept {
+    static profile_epoch_state s;
+    return s;
+}
+
+/// Waits a little for another thread's short copy (it may be descheduled).
+inline void profile_backoff(unsigned& spins) noexcept {
+    if (++spins < 256) cpu_relax();
+    else std::this_thread::yield();
+}
+
+/// Claims `h` for epoch `e`: true if the caller must copy it and then call
+/// profile_publish; false if it already is (or was) copied in this epoch.
+inline bool profile_claim(task_header& h, std::uint32_t e) noexcept {
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g == e) return false;
+        if (g == (e | 1)) {  // being copied by another thread: wait for it
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        if (h.prof_gen.compare_exchange_weak(g, e | 1, std::memory_order_acq_rel, std::memory_order_acquire))
+            return true;
+    }
+}
+
+inline void profile_publish(task_header& h, std::uint32_t e) noexcept {
+    h.prof_gen.store(e, std::memory_order_release);
+}
+
+/// A worker is about to resume `h`: if a profile is on and has not copied `h`
+/// yet, copy it now, before its frames change.
+inline void profile_before_resume(task_header& h) noexcept {
+    profile_epoch_state& p = profile_epoch();
+    if (!p.active.load(std::memory_order_relaxed)) return;
+    p.inflight.fetch_add(1, std::memory_order_seq_cst);
+    if (p.active.load(std::memory_order_seq_cst)) {
+        std::uint32_t e = p.gen.load(std::memory_order_relaxed);
+        if (profile_claim(h, e)) {
+            p.record(p.ctx, h);
+            profile_publish(h, e);
+        }
+    }
+    p.inflight.fetch_sub(1, std::memory_order_release);
+}
+
+/// Makes a dead header's claim current before it comes alive again: waits
+/// out a profiler that is looking at it, then sets the current epoch, so a
+/// profile that began before the revival does not list the new task.
+inline void profile_revive(task_header& h) noexcept {
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g & 1) {
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
+        if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
+    }
+}
+
 class registry {
 public:
     /// A header for a new task: a dead one of this thread's shard, reset, or a
@@ -171,6 +265,7 @@ public:
         if (task_header* h = l.spare) {
             l.spare = h->next_runnable_;
             // Dead, so no walk reads it: reset the fields of its last life.
+            profile_revive(*h);
             h->next_runnable_ = nullptr;
             h->resume_point_ = {};
             h->parent_id = 0;
@@ -185,6 +280,7 @@ public:
         }
         auto* h = new (pool_allocate(sizeof(task_header))) task_header();
         h->dead.store(true, std::memory_order_relaxed);
+        h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
         h->shard = static_cast<std::uint16_t>(registry_shards);  // not linked yet
         return h;
     }
@@ -197,9 +293,7 @@ public:
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint16_t>(s);
             std::lock_guard<spinlock> g(sh.lock);
-            h->prev_ = nullptr;
             h->next_ = sh.head;
-            if (sh.head) sh.head->prev_ = h;
             sh.head = h;
             h->dead.store(false, std::memory_order_release);
         } else {
@@ -294,6 +388,14 @@ public:
     /// Locks every shard (spawns and exits wait) until `unlock_all`.
     void lock_all() noexcept { for (auto& s : shards_) s.lock.lock(); }
     void unlock_all() noexcept { for (auto& s : shards_) s.lock.unlock(); }
+    /// Each shard's first header (call with every shard locked): a later walk
+    /// may follow `next_` from these without the locks (see THREAD SAFETY).
+    std::array<task_header*, registry_shards> heads_locked() const noexcept {
+        std::array<task_header*, registry_shards> out{};
+        for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
+        return out;
+    }
+
     template <class F>
     void for_each_unlocked(F&& f) {
         for (auto& s : shards_)

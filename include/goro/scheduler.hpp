@@ -530,6 +530,7 @@ private:
     }
 
     void run(worker& w, task_header* t) noexcept {
+        profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
         t->state.store(task_state::running, std::memory_order_relaxed);
         w.current.store(t, std::memory_order_release);
         w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);

@@ -1,26 +1,32 @@
-// goro/snapshot.hpp — a consistent copy of every task's record, taken with the
-// world stopped for the copy alone.
+// goro/snapshot.hpp — a copy of every task's record, taken while the world
+// runs, as Go 1.19 takes its goroutine profile.
 //
-//   request → stop the world → copy records → resume → group → format
+//   request → stop the world → start an epoch → resume → copy records → group → format
 //
 // `goro::snapshot::take()` stops every worker at a safe point (see
-// scheduler.hpp), locks the registry's shards (so spawns and exits from plain
-// threads wait too), copies each task's compact record and its chain of site
-// pointers into flat vectors reserved beforehand, then unlocks and restarts
-// the world. Names are cleaned, stacks grouped and text formatted only after
-// that, on the caller's thread, while tasks run again.
+// scheduler.hpp) only to start a profile epoch and note where each registry
+// shard's list begins; then the world runs again. Each task alive at that
+// moment is copied once, as it was then: by the walk that follows, or by the
+// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
+// registry.hpp). The pause is therefore the same for ten tasks or a million.
+// Names are cleaned, stacks grouped and text formatted after that, on the
+// caller's thread.
 //
-// Every listed task appears exactly once; `total()` equals the sum of the
-// group counts. A task running on a worker that did not reach a safe point
-// before the timeout (a task that never suspends) is recorded as running with
-// no frames (its frames are changing under us); the task calling take() from
-// inside the pool is recorded as running with its frames as last suspended.
+// Every task alive when the epoch began appears exactly once (tasks spawned
+// after it do not; one that exits meanwhile appears as it was); `total()`
+// equals the sum of the group counts. The task calling take() from inside the
+// pool is recorded as running with its frames as last suspended. When a worker
+// does not reach a safe point before the timeout (a task that never
+// suspends), take() falls back to copying everything with the world stopped,
+// and records that worker's task as running with no frames (its frames are
+// changing under us). `options::concurrent = false` asks for that copy too.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -77,6 +83,10 @@ public:
     struct options {
         /// How long to wait for each worker to reach a safe point.
         std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
+        /// Copy the records while the world runs (Go 1.19's way): the world
+        /// stops only to start a profile epoch. False: copy everything with
+        /// the world stopped (also the fallback when a worker did not stop).
+        bool concurrent = true;
     };
 
     static snapshot take() { return take(options{}); }
@@ -85,52 +95,63 @@ public:
         snapshot s;
         s.taken_at_ns_ = detail::coarse_now_ns();
         detail::registry& reg = detail::the_registry();
-        // Reserve outside the stop: the copy itself must not allocate much.
-        // Sized (not just reserved) here, so that its pages are touched now and
-        // the copy does not page-fault with the world stopped.
+        // Sized (not just reserved) outside the stop, so that the pages are
+        // touched now and the copy does not page-fault with the world stopped.
         std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
         s.tasks_.resize(expect + expect / 8 + 64);
         s.sites_.resize(2 * expect + 256);
-        std::size_t ntasks = 0, nsites = 0;
 
+        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
+        collector c(s);
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
         if (sched) rep = sched->stop_the_world(opt.stop_timeout);
         auto t0 = detail::now_ns();
         reg.lock_all();
-        reg.for_each_unlocked([&](task_header& h) {
-            if (ntasks == s.tasks_.size()) s.tasks_.resize(2 * ntasks);  // more than counted: rare
-            task_record& r = s.tasks_[ntasks++];
-            r.id = h.id;
-            r.parent_id = h.parent_id;
-            r.state = h.state.load(std::memory_order_relaxed);
-            r.kind = h.kind;
-            r.created_by = h.spawn_site;
-            r.meta = h.meta;
-            if (r.state == task_state::waiting) {
-                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
-                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+        task_header* self = detail::tls_current_task;
+        if (!opt.concurrent || !rep.all_stopped) {
+            // Everything now: a worker that did not stop may resume any task
+            // at any moment, so no task can be left for later.
+            reg.for_each_unlocked([&](task_header& h) {
+                bool stuck = &h != self && std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end();
+                c.record(h, &h == self || stuck, stuck);
+            });
+            reg.unlock_all();
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+        } else {
+            // Start an epoch; copy the caller's own task now (it is running);
+            // every other task is copied by the walk below or by the worker
+            // that resumes it first (see PROFILE EPOCHS in registry.hpp).
+            detail::profile_epoch_state& p = detail::profile_epoch();
+            const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
+            p.gen.store(e, std::memory_order_release);
+            auto heads = reg.heads_locked();
+            if (self && !self->dead.load(std::memory_order_acquire)) {
+                c.record(*self, true, false);
+                detail::profile_publish(*self, e);
             }
-            bool stuck = std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end() &&
-                         &h != detail::tls_current_task;
-            r.first_frame = static_cast<std::uint32_t>(nsites);
-            if (stuck) {
-                r.state = task_state::running;
-                r.frames_known = false;
-            } else {
-                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) {
-                    if (nsites == s.sites_.size()) s.sites_.resize(2 * nsites);
-                    s.sites_[nsites++] = p->site_;
+            p.record = &collector::record_thunk;
+            p.ctx = &c;
+            p.active.store(true, std::memory_order_seq_cst);
+            reg.unlock_all();
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+
+            for (task_header* head : heads)
+                for (task_header* h = head; h; h = h->next_) {
+                    if (!detail::profile_claim(*h, e)) continue;
+                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, false);
+                    detail::profile_publish(*h, e);
                 }
-            }
-            if (&h == detail::tls_current_task) r.state = task_state::running;
-            r.frame_count = static_cast<std::uint32_t>(nsites - r.first_frame);
-        });
-        reg.unlock_all();
-        s.pause_ns_ = detail::now_ns() - t0;
-        if (sched) sched->start_the_world();
-        s.tasks_.resize(ntasks);
-        s.sites_.resize(nsites);
+
+            // End the epoch once no worker is between its check and its copy.
+            p.active.store(false, std::memory_order_seq_cst);
+            while (p.inflight.load(std::memory_order_seq_cst) != 0) detail::cpu_relax();
+            p.record = nullptr;
+            p.ctx = nullptr;
+        }
+        c.finish();
         std::sort(s.tasks_.begin(), s.tasks_.end(),
                   [](const task_record& a, const task_record& b) { return a.id < b.id; });
         return s;
@@ -145,7 +166,8 @@ public:
     }
     /// Coarse monotonic time of the snapshot (compare with task_record::since_ns).
     std::int64_t taken_at_ns() const noexcept { return taken_at_ns_; }
-    /// How long the registry was held for the copy (the world was stopped at least that long).
+    /// How long the world stayed stopped once every worker had stopped: the
+    /// epoch's start, or the whole copy when it was taken with the world stopped.
     std::int64_t copy_ns() const noexcept { return pause_ns_; }
 
     /// Groups tasks by identical stack and labels, largest group first (ties:
@@ -228,6 +250,83 @@ private:
         const auto& lb = b.meta ? b.meta->labels : none;
         return la == lb;
     }
+
+    static std::mutex& profile_mutex() noexcept {
+        static std::mutex m;
+        return m;
+    }
+
+    /// Where the copies go: slots of the presized vectors, claimed with an
+    /// atomic cursor by the profiler and by workers alike; a rare record that
+    /// does not fit goes to a side list under a mutex.
+    class collector {
+    public:
+        explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
+
+        static void record_thunk(void* self, task_header& h) noexcept {
+            static_cast<collector*>(self)->record(h, false, false);
+        }
+
+        /// Copies `h` (alive, and not running unless `running`). `stuck`: it
+        /// runs on a worker that did not stop, so its frames are not read.
+        void record(task_header& h, bool running, bool stuck) noexcept {
+            task_record r;
+            r.id = h.id;
+            r.parent_id = h.parent_id;
+            r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
+            r.kind = h.kind;
+            r.created_by = h.spawn_site;
+            r.meta = h.meta;
+            if (r.state == task_state::waiting) {
+                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
+                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+            }
+            std::uint32_t depth = 0;
+            if (stuck) r.frames_known = false;
+            else
+                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+            r.frame_count = depth;
+            std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
+            std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
+            if (off + depth <= site_cap_ && slot < task_cap_) {
+                r.first_frame = static_cast<std::uint32_t>(off);
+                copy_sites(h, s_.sites_.data() + off, depth);
+                s_.tasks_[slot] = std::move(r);
+                return;
+            }
+            std::vector<detail::site> sites(depth);  // rare: more than was counted
+            copy_sites(h, sites.data(), depth);
+            std::lock_guard<std::mutex> g(overflow_mu_);
+            overflow_.emplace_back(std::move(r), std::move(sites));
+            if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
+        }
+
+        /// After the last copy: trims the vectors and appends the overflow.
+        void finish() {
+            std::size_t n = std::min(ntasks_.load(), task_cap_);
+            s_.tasks_.resize(n);
+            std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
+            s_.sites_.resize(std::min(nsites_.load(), site_cap_));
+            for (auto& [r, sites] : overflow_) {
+                r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
+                s_.sites_.insert(s_.sites_.end(), sites.begin(), sites.end());
+                s_.tasks_.push_back(std::move(r));
+            }
+        }
+
+    private:
+        static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+            const detail::promise_base* p = h.leaf;
+            for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
+        }
+
+        snapshot& s_;
+        const std::size_t task_cap_, site_cap_;
+        alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
+        alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
+        std::mutex overflow_mu_;
+        std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
+    };
 
     std::vector<task_record> tasks_;
     std::vector<detail::site> sites_;
