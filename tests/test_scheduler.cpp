@@ -218,3 +218,42 @@ TEST_CASE("tasks woken from a plain thread run on the pool", "[scheduler]") {
     CHECK(eventually([&] { return passed.load() == 100; }));
     CHECK(goro_test::tasks_drained());
 }
+
+namespace {
+
+goro::task<> marker(std::atomic<int>& ran) {
+    ran.fetch_add(1);
+    co_return;
+}
+
+// Wakes its partner and parks, over and over: the partner lands in this
+// worker's run_next slot each time. Once, it also queues a marker task behind.
+goro::task<> ping(goro::channel<int> in, goro::channel<int> out, std::atomic<bool>& stop, std::atomic<int>& ran) {
+    for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        if (i == 100) goro::go(marker(ran));
+        co_await out.send(i);
+        auto v = co_await in.recv();  // (not `if (!co_await ...)`: see the g++ 12 notes in the README)
+        if (!v) break;
+    }
+    out.close();
+}
+
+goro::task<> pong(goro::channel<int> in, goro::channel<int> out) {
+    while (auto v = co_await in.recv()) co_await out.send(*v);
+}
+
+}  // namespace
+
+TEST_CASE("two tasks that wake each other do not starve the tasks queued behind them", "[scheduler]") {
+    const int pairs = 4 * static_cast<int>(goro::max_procs());  // every worker busy with chains
+    std::atomic<bool> stop{false};
+    std::atomic<int> ran{0};
+    for (int i = 0; i < pairs; ++i) {
+        goro::channel<int> a, b;
+        goro::go(ping(a, b, stop, ran));
+        goro::go(pong(b, a));
+    }
+    CHECK(eventually([&] { return ran.load() == pairs; }));
+    stop.store(true);
+    CHECK(goro_test::tasks_drained());
+}

@@ -139,6 +139,7 @@ struct worker {
     std::atomic<bool> exited{false};
     // owner-only
     std::uint32_t tick = 0;
+    std::uint32_t next_streak = 0;  // picks since the local queue was last served
     std::uint64_t rng = 0;
     bool spinning = false;
     // under the idle mutex
@@ -470,9 +471,19 @@ private:
             if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
             if (++w.tick % 61 == 0)
                 if (task_header* t = global_get(w, 1)) return t;
-            if (w.run_next.load(std::memory_order_relaxed))
+            // run_next first (the task just woken here: warm caches), but
+            // not forever: two tasks that wake each other would keep the slot
+            // full and starve the queue behind it (Go ends such a chain with
+            // its 10 ms time slice). Every 64th pick in a row, the queue first.
+            bool next_first = ++w.next_streak % 64 != 0;
+            if (next_first && w.run_next.load(std::memory_order_relaxed))
                 if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
-            if (task_header* t = w.q.pop()) return t;
+            if (task_header* t = w.q.pop()) {
+                w.next_streak = 0;
+                return t;
+            }
+            if (!next_first && w.run_next.load(std::memory_order_relaxed))
+                if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
             if (task_header* t = global_get(w, runq_capacity / 2)) return t;
 
             // Spin, stealing, unless enough others already do.
