@@ -221,7 +221,9 @@ inline void profile_publish(task_header& h, std::uint32_t e) noexcept {
 /// yet, copy it now, before its frames change.
 inline void profile_before_resume(task_header& h) noexcept {
     profile_epoch_state& p = profile_epoch();
-    if (!p.active.load(std::memory_order_relaxed)) return;
+    // Acquire, even when it reads false: the profile that just ended read
+    // this task's frames before clearing `active`, and resuming writes them.
+    if (!p.active.load(std::memory_order_acquire)) return;
     p.inflight.fetch_add(1, std::memory_order_seq_cst);
     if (p.active.load(std::memory_order_seq_cst)) {
         std::uint32_t e = p.gen.load(std::memory_order_relaxed);
