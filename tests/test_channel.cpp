@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -540,5 +541,115 @@ TEST_CASE("no allocation per channel or select operation on the steady state", "
     goro::block_on(body(ping, pong, buf, allocs));
     CHECK(allocs == 0);
     ping.close();
+    CHECK(goro_test::tasks_drained(tasks_before));
+}
+
+namespace {
+
+// Values are id * 1'000'000 + i, so a duplicate or a stray is visible.
+goro::task<> fast_path_producer(goro::channel<int> ch, int id, int n, stress_log& log) {
+    std::vector<int> mine;
+    for (int i = 0; i < n; ++i) {
+        int v = id * 1'000'000 + i;
+        bool sent = false;
+        try {
+            if (i % 3 == 0) {
+                // try_send spins on the lock-free path too; blocking send otherwise.
+                auto st = ch.try_send(v);
+                if (st == goro::send_status::closed) break;
+                if (st == goro::send_status::full) co_await ch.send(v);
+            } else {
+                co_await ch.send(v);
+            }
+            sent = true;
+        } catch (const goro::channel_closed&) {
+        }
+        if (!sent) break;
+        mine.push_back(v);  // only values whose send returned normally count as sent
+    }
+    {
+        std::lock_guard<std::mutex> lk(log.mu);
+        log.sent.insert(log.sent.end(), mine.begin(), mine.end());
+    }
+    log.exited.fetch_add(1);
+}
+
+goro::task<> fast_path_consumer(goro::channel<int> ch, bool use_select, stress_log& log) {
+    std::vector<int> mine;
+    for (;;) {
+        std::optional<int> v;
+        if (use_select) {
+            auto r = co_await goro::select(goro::recv(ch));
+            v = std::move(r.get<0>());
+        } else if (auto t = ch.try_recv(); t.status == goro::recv_status::received) {
+            v = std::move(t.value);
+        } else if (t.status == goro::recv_status::closed) {
+            break;
+        } else {
+            v = co_await ch.recv();
+        }
+        if (!v) break;
+        mine.push_back(*v);
+    }
+    {
+        std::lock_guard<std::mutex> lk(log.mu);
+        log.received.insert(log.received.end(), mine.begin(), mine.end());
+    }
+    log.exited.fetch_add(1);
+}
+
+}  // namespace
+
+TEST_CASE("stress: lock-free ring paths racing close: every sent value received exactly once", "[channel][stress]") {
+    // Small buffers, so the ring is often full and often empty: senders and
+    // receivers keep crossing between the lock-free paths and parking, while
+    // close() lands at a random moment.
+    const auto tasks_before = goro::num_goroutines();
+    std::mt19937 rng(2024);
+    for (int round = 0; round < 60; ++round) {
+        const std::size_t cap = std::size_t(1 + round % 4);  // 1..4, powers of two and not
+        goro::channel<int> ch(cap);
+        stress_log log;
+        const int producers = 6, consumers = 6, per = 3000;
+        for (int c = 0; c < consumers; ++c) goro::go(fast_path_consumer(ch, c % 2 == 0, log));
+        for (int p = 0; p < producers; ++p) goro::go(fast_path_producer(ch, p, per, log));
+        // Every fourth round closes at once, racing the very first sends.
+        goro::go(stress_closer(ch, round % 4 == 0 ? 0 : int(rng() % 1000), log));
+        REQUIRE(eventually([&] { return log.exited.load() == producers + consumers + 1; }, std::chrono::seconds(120)));
+        std::sort(log.sent.begin(), log.sent.end());
+        std::sort(log.received.begin(), log.received.end());
+        CHECK(std::adjacent_find(log.received.begin(), log.received.end()) == log.received.end());
+        CHECK(log.received == log.sent);
+        CHECK(ch.size() == 0);
+        CHECK(ch.try_recv().status == goro::recv_status::closed);
+    }
+    CHECK(goro_test::tasks_drained(tasks_before));
+}
+
+TEST_CASE("buffered channel FIFO per producer through the lock-free paths", "[channel]") {
+    // Two producers and one consumer on a tiny ring: each producer's values
+    // arrive in the order it sent them.
+    const auto tasks_before = goro::num_goroutines();
+    for (std::size_t cap : {1u, 3u, 8u}) {
+        goro::channel<int> ch(cap);
+        std::atomic<int> done{0};
+        auto producer = [](goro::channel<int> c, int id, std::atomic<int>& d) -> goro::task<> {
+            for (int i = 0; i < 5000; ++i) co_await c.send(id * 1'000'000 + i);
+            if (d.fetch_add(1) == 1) c.close();
+        };
+        goro::go(producer(ch, 1, done));
+        goro::go(producer(ch, 2, done));
+        std::vector<int> got;
+        goro::block_on(collect_all(ch, got));
+        REQUIRE(got.size() == 10000);
+        int last[3] = {-1, -1, -1};
+        bool ordered = true;
+        for (int v : got) {
+            int id = v / 1'000'000, i = v % 1'000'000;
+            if (i != last[id] + 1) ordered = false;
+            last[id] = i;
+        }
+        CHECK(ordered);
+    }
     CHECK(goro_test::tasks_drained(tasks_before));
 }

@@ -14,33 +14,91 @@
 // header followed by the ring); an operation allocates nothing: a task that
 // parks links a waiter node that lives in its awaiter, inside its own frame.
 //
-// ALGORITHM (after Go's runtime/chan.go)
-//   One spinlock per channel guards everything below. A receiver first takes
-//   from a parked sender (unbuffered: its value directly; buffered: the head
-//   of the full ring, and the sender's value goes to the tail), else from the
-//   ring, else parks. A sender hands its value directly to a parked receiver,
-//   else appends to the ring, else parks. close() wakes every waiter: parked
-//   receivers get "closed" (nullopt) once the ring is drained, parked senders
-//   get channel_closed.
+// ALGORITHM (after Go's runtime/chan.go, with a lock-free ring in front)
+//   Every channel has one spinlock and two queues of parked waiters (recvq,
+//   sendq), as in chan.go. A buffered channel's ring is a bounded MPMC queue
+//   after Dmitry Vyukov's: each slot carries a sequence number, and a sender
+//   (receiver) claims a position by a compare-and-swap of the enqueue
+//   (dequeue) word, then writes (moves out) the value and publishes the slot's
+//   next sequence number. While nobody is parked, a buffered send or receive
+//   is that and nothing more: no lock. Everything else takes the lock:
+//   unbuffered channels (hand-off only), a full or empty ring, and every
+//   operation while some task is parked on the channel, so that a parked
+//   waiter is served in FIFO order by the lock holders (Go's algorithm: a
+//   receiver first takes from a parked sender, unbuffered: its value directly,
+//   buffered: through the ring, refilling it from parked senders; a sender
+//   hands its value directly to a parked receiver, else appends to the ring,
+//   else parks). close() wakes every waiter: parked receivers get "closed"
+//   (nullopt) once the ring is drained, parked senders get channel_closed.
+//
+//   The two position words (each on its own cache line):
+//
+//     enq = position << 3 | send_wait | recv_wait | closed     (senders CAS it)
+//     deq = position << 1 | send_wait                          (receivers CAS it)
+//
+//   A lock-free send CASes `enq` only from a value with all three flags clear,
+//   a lock-free receive CASes `deq` only from a value without send_wait; an
+//   operation holding the lock CASes the position and keeps the flags. The
+//   flags change only under the lock (fetch_or / fetch_and): so once a flag is
+//   set, no lock-free operation of that side can start, and every one that
+//   started before is visible in the word (single-variable coherence).
+//   ring slot i:  seq == 2p      free for the send at position p (i = p mod cap)
+//                 seq == 2p + 1  holds the value sent at position p
+//                 (the receive at p stores 2(p + cap): free for the send at
+//                 p + cap; doubled so that "holds p" and "free for p + 1"
+//                 differ even when cap is 1)
+//   A position claimed but not yet published (or moved out) is "in flight":
+//   only a lock holder ever waits for one, by spinning; the claimer needs no
+//   lock to finish, so the wait is a few instructions long.
+//
+// THE PARKING HANDSHAKE (no lost wake-up between the lock-free paths and a
+// task about to park). Under the lock, a task that found nothing to do:
+//   * receiver: sets recv_wait in `enq`, then looks at the ring again. A
+//     lock-free send either claimed its position before the flag (the second
+//     look sees the position, waits until it is published and takes it) or
+//     fails its CAS on the changed word and takes the lock, where it finds
+//     the parked receiver and hands the value over directly.
+//   * sender (buffered): sets send_wait in `deq` and in `enq`, then looks
+//     again. A lock-free receive either claimed before the flag (the second
+//     look sees the freed slot) or fails its CAS and takes the lock, where
+//     recv_locked moves parked senders' values into the slots it frees.
+//     The flag in `enq` keeps lock-free senders out while senders are parked,
+//     so a slot freed under the lock cannot be taken from under the waiter
+//     being moved into it (a select's waiter, once claimed, must be served),
+//     and parked senders keep their FIFO turn.
+//   A select registering its waiters does the same for each buffered case's
+//   channel, all under its locks, then polls every case again.
+//   The flags are cleared (sync_wait_flags) by the lock holder that leaves a
+//   queue empty, before it unlocks.
 //
 // INVARIANTS (under the lock)
-//   * At least one of recvq and sendq is empty.
-//   * sendq non-empty  => the ring is full (or the channel is unbuffered).
-//   * recvq non-empty  => the ring is empty.
-//   * closed           => sendq is empty.
+//   * At least one of recvq and sendq is empty (of live waiters).
+//   * sendq non-empty  => the ring is full (or the channel is unbuffered), and
+//                         send_wait is set in both words.
+//   * recvq non-empty  => the ring is empty, and recv_wait is set in `enq`.
+//   * closed           => sendq is empty; `enq` is never advanced again, so
+//                         every send that returned normally is in the ring
+//                         and will be received exactly once. (`closed` and
+//                         enq_closed are set together, by close(): the bool
+//                         for lock holders, the flag for the lock-free paths.)
 //   * A waiter in a queue belongs to a parked task, or to a select whose
 //     state may already be claimed by another waker: pop() claims a select's
 //     waiter by a compare-and-swap on its select_core and skips (unlinks) the
 //     waiters of selects that were already claimed; the select removes its
-//     remaining waiters itself, under the same locks, after it wakes.
+//     remaining waiters itself, under the same locks, after it wakes. (Such a
+//     stale waiter may keep a flag set a little longer: harmless, it only
+//     sends operations to the lock.)
 //
 // WHICH THREAD DOES WHAT
 //   The task that parks fills its waiter, links it under the lock, unlocks,
 //   and then never touches its awaiter again (see the PARKING PROTOCOL in
 //   scheduler.hpp). The waker unlinks the waiter, moves the value, sets
 //   `success`, all under the lock; it calls detail::ready() only after
-//   unlocking. A woken task reads what the waker wrote: ready() and the
-//   scheduler's queues order the two.
+//   unlocking (one lock holder may wake several: a receive that refills the
+//   ring from parked senders). A woken task reads what the waker wrote:
+//   ready() and the scheduler's queues order the two. A ring slot's value is
+//   handed between a sender and a receiver by the slot's sequence number
+//   (release store, acquire load).
 //
 // LOCK ORDER: channel locks in increasing address order (select), then the
 // timer heap's mutex. Nothing else is taken under a channel lock; nothing is
@@ -54,6 +112,8 @@
 #include <new>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -148,16 +208,18 @@ struct chan_waiter {
     chan_waiter& operator=(const chan_waiter&) = delete;
 };
 
-/// FIFO of parked waiters, intrusive: no allocation.
+/// FIFO of parked waiters, intrusive: no allocation. Changed only under the
+/// channel's lock; `first_` is atomic so that a select's lock-free poll may
+/// glance at whether anyone waits (a hint: the lock holder decides).
 class waitq {
 public:
-    bool empty() const noexcept { return first_ == nullptr; }
+    bool empty() const noexcept { return first_.load(std::memory_order_relaxed) == nullptr; }
 
     void push(chan_waiter* w) noexcept {
         w->next = nullptr;
         w->prev = last_;
         if (last_) last_->next = w;
-        else first_ = w;
+        else first_.store(w, std::memory_order_relaxed);
         last_ = w;
         w->linked = true;
     }
@@ -166,7 +228,7 @@ public:
     /// whose state this call claims. Waiters of already claimed selects are
     /// unlinked and skipped (their select will not look for them).
     chan_waiter* pop() noexcept {
-        while (chan_waiter* w = first_) {
+        while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
             unlink(w);
             if (!w->sel || w->sel->try_claim(w->case_index)) return w;
         }
@@ -181,48 +243,142 @@ public:
 private:
     void unlink(chan_waiter* w) noexcept {
         if (w->prev) w->prev->next = w->next;
-        else first_ = w->next;
+        else first_.store(w->next, std::memory_order_relaxed);
         if (w->next) w->next->prev = w->prev;
         else last_ = w->prev;
         w->next = w->prev = nullptr;
         w->linked = false;
     }
 
+    std::atomic<chan_waiter*> first_{nullptr};
+    chan_waiter* last_ = nullptr;
+};
+
+/// Waiters a lock holder took out of a queue, to be readied once it has
+/// unlocked (linked through `next`, which a dequeued waiter no longer uses).
+class wake_list {
+public:
+    void add(chan_waiter* w) noexcept {
+        w->next = nullptr;
+        if (last_) last_->next = w;
+        else first_ = w;
+        last_ = w;
+    }
+    bool empty() const noexcept { return first_ == nullptr; }
+
+    /// No lock held. Each task is readied once; `next` is read first: once
+    /// readied, the task may free its waiter.
+    void ready_all() noexcept {
+        chan_waiter* w = first_;
+        first_ = last_ = nullptr;
+        while (w) {
+            chan_waiter* next = w->next;
+            ready(w->task);
+            w = next;
+        }
+    }
+
+private:
     chan_waiter* first_ = nullptr;
     chan_waiter* last_ = nullptr;
 };
 
+/// What a lock-free attempt found (see chan_state::send_fast / recv_fast).
+enum class fast_result : unsigned char {
+    done,       ///< sent / received
+    closed,     ///< send: the channel is closed; receive: closed and drained
+    not_ready,  ///< a moment's view: would block (full / empty, nobody parked)
+    locked,     ///< cannot tell without the lock (waiters, a position in flight, unbuffered)
+};
+
 /// What every channel has, whatever its element type: select sorts and locks
-/// channels through this.
+/// channels through this. Three cache lines: the lock, the queues and what
+/// never changes; the senders' word; the receivers' word. (No alignas: a context embeds a channel; create() aligns
+/// the buffered ones, where the padding matters.)
 struct chan_base {
+    // `enq`: position << 3 | enq_send_wait | enq_recv_wait | enq_closed
+    static constexpr std::uint64_t enq_closed = 1;
+    static constexpr std::uint64_t enq_recv_wait = 2;
+    static constexpr std::uint64_t enq_send_wait = 4;
+    static constexpr std::uint64_t enq_flags = 7;
+    static constexpr unsigned enq_shift = 3;
+    // `deq`: position << 1 | deq_send_wait
+    static constexpr std::uint64_t deq_send_wait = 1;
+    static constexpr unsigned deq_shift = 1;
+
+    // Line 0: what an unbuffered channel's operations touch, all of it (one
+    // line moves between cores per hand-off); for a buffered one, read-only
+    // while nobody parks.
     std::atomic<std::size_t> refs{1};
-    spinlock lock;
-    bool closed = false;                // under lock
-    std::size_t cap = 0;                // immutable
-    std::size_t head = 0;               // under lock: index of the oldest buffered value
-    std::atomic<std::size_t> count{0};  // written under lock; read without it by size()
+    std::size_t cap = 0;   // immutable
+    std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
     waitq recvq;
     waitq sendq;
+    spinlock lock;
+    bool pow2 = false;     // immutable
+    bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
+    char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(spinlock) + 2) % cache_line];
+    // Line 1: the senders' word. Line 2: the receivers' word.
+    std::atomic<std::uint64_t> enq{0};
+    char pad1_[cache_line - sizeof(std::atomic<std::uint64_t>)];
+    std::atomic<std::uint64_t> deq{0};
+    char pad2_[cache_line - sizeof(std::atomic<std::uint64_t>)];
 
-    explicit chan_base(std::size_t capacity) noexcept : cap(capacity) {}
-};
+    explicit chan_base(std::size_t capacity) noexcept
+        : cap(capacity), mask(capacity ? capacity - 1 : 0), pow2(capacity && (capacity & (capacity - 1)) == 0) {}
 
-/// Outcome of an operation attempted under the lock, and the task the caller
-/// must ready once it has unlocked.
-template <class Status>
-struct locked_result {
-    Status status;
-    task_header* wake;
-};
+    /// Ring index of position p.
+    std::size_t index(std::uint64_t p) const noexcept { return pow2 ? std::size_t(p & mask) : std::size_t(p % cap); }
 
-/// Moves the waiters collected by close() onto the run queues. No lock held.
-inline void ready_list(chan_waiter* w) noexcept {
-    while (w) {
-        chan_waiter* next = w->next;  // read first: once readied, the task may free `w`
-        ready(w->task);
-        w = next;
+    bool is_closed() const noexcept { return (enq.load(std::memory_order_acquire) & enq_closed) != 0; }
+
+    /// Values buffered now (a moment's view).
+    std::size_t buffered() const noexcept {
+        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+        if (e <= d) return 0;
+        return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
     }
-}
+
+    // --- the parking handshake (lock held; see THE PARKING HANDSHAKE) -----
+
+    /// A receiver is about to park: lock-free senders must take the lock from
+    /// now on. The caller then looks at the ring again.
+    void announce_recv_wait() noexcept {
+        if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
+            enq.fetch_or(enq_recv_wait, std::memory_order_acq_rel);
+    }
+
+    /// A sender is about to park: lock-free receivers and senders must take
+    /// the lock from now on. The caller then looks at the ring again.
+    void announce_send_wait() noexcept {
+        if (!cap) return;
+        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait))
+            deq.fetch_or(deq_send_wait, std::memory_order_acq_rel);
+        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait))
+            enq.fetch_or(enq_send_wait, std::memory_order_acq_rel);
+    }
+
+    /// Clears the flags of queues that are empty now; call before unlocking
+    /// after anything that may have emptied a queue. (Sets none: a flag is set
+    /// only by announce_*, before the second look.)
+    void sync_wait_flags() noexcept {
+        if (!cap) return;
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        std::uint64_t clear = 0;
+        if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
+        if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
+        if (clear) enq.fetch_and(~clear, std::memory_order_acq_rel);
+        if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
+            deq.fetch_and(~deq_send_wait, std::memory_order_acq_rel);
+    }
+
+    /// The unlock of every locked operation: flags first, then the lock.
+    void unlock_synced() noexcept {
+        sync_wait_flags();
+        lock.unlock();
+    }
+};
 
 template <class T>
 struct chan_state : chan_base {
@@ -230,28 +386,40 @@ struct chan_state : chan_base {
                   "goro::channel<T>: T must be nothrow move constructible (values move under the channel's lock)");
     static_assert(std::is_nothrow_destructible_v<T>, "goro::channel<T>: T must be nothrow destructible");
 
+    /// One ring slot: its sequence number (see ALGORITHM) and room for a T.
+    struct slot_type {
+        std::atomic<std::uint64_t> seq;
+        alignas(T) unsigned char storage[sizeof(T)];
+        T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+    };
+
     explicit chan_state(std::size_t capacity) noexcept : chan_base(capacity) {}
     chan_state(const chan_state&) = delete;
     chan_state& operator=(const chan_state&) = delete;
 
     ~chan_state() {
-        std::size_t n = count.load(std::memory_order_relaxed);
-        for (std::size_t i = 0, at = head; i < n; ++i) {
-            slot(at)->~T();
-            if (++at == cap) at = 0;
-        }
+        if (!cap) return;
+        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+        for (std::uint64_t p = d; p < e; ++p) slot(p).value()->~T();
     }
 
     // --- one allocation: the header, then the ring -------------------------
 
-    static constexpr std::size_t align = alignof(T) > alignof(chan_base) ? alignof(T) : alignof(chan_base);
-    static constexpr std::size_t ring_offset = (sizeof(chan_state) + alignof(T) - 1) / alignof(T) * alignof(T);
+    static constexpr std::size_t max3(std::size_t a, std::size_t b, std::size_t c) noexcept {
+        return a > b ? (a > c ? a : c) : (b > c ? b : c);
+    }
+    static constexpr std::size_t align = max3(alignof(slot_type), alignof(chan_base), cache_line);
+    static constexpr std::size_t ring_offset =
+        (sizeof(chan_state) + alignof(slot_type) - 1) / alignof(slot_type) * alignof(slot_type);
 
     static chan_state* create(std::size_t capacity) {
-        if (capacity > (std::size_t(-1) - ring_offset) / (sizeof(T) ? sizeof(T) : 1))
+        if (capacity > (std::size_t(-1) - ring_offset) / sizeof(slot_type) / 2)
             throw std::length_error("goro::channel: capacity too large");
-        void* p = ::operator new(ring_offset + capacity * sizeof(T), std::align_val_t(align));
-        return ::new (p) chan_state(capacity);
+        void* p = ::operator new(ring_offset + capacity * sizeof(slot_type), std::align_val_t(align));
+        auto* s = ::new (p) chan_state(capacity);
+        for (std::size_t i = 0; i < capacity; ++i) ::new (&s->ring()[i].seq) std::atomic<std::uint64_t>(2 * i);
+        return s;
     }
 
     static void destroy(chan_state* s) noexcept {
@@ -264,86 +432,235 @@ struct chan_state : chan_base {
         if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
     }
 
-    /// Raw storage of ring slot `i` (for placement new).
-    void* raw(std::size_t i) noexcept { return reinterpret_cast<unsigned char*>(this) + ring_offset + i * sizeof(T); }
-    /// The live value in ring slot `i`.
-    T* slot(std::size_t i) noexcept { return std::launder(static_cast<T*>(raw(i))); }
+    slot_type* ring() noexcept {
+        return reinterpret_cast<slot_type*>(reinterpret_cast<unsigned char*>(this) + ring_offset);
+    }
+    /// The slot of position p.
+    slot_type& slot(std::uint64_t p) noexcept { return ring()[index(p)]; }
+
+    // --- the ring, lock-free ---------------------------------------------------
+    //
+    // THREAD SAFETY: any thread. Only positions claimed by this call's own CAS
+    // are written; a result other than `done` changed nothing.
+
+    /// Appends `v` when the ring has room and nobody is parked on the channel
+    /// (then nothing more is owed to anyone). Moves from `v` only on `done`.
+    fast_result send_fast(T& v) noexcept {
+        if (!cap) {
+            // Unbuffered: only a hand-off, under the lock. A glance says whether to try.
+            if (is_closed()) return fast_result::closed;
+            return recvq.empty() ? fast_result::not_ready : fast_result::locked;
+        }
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        for (;;) {
+            if (e & enq_flags) return (e & enq_closed) ? fast_result::closed : fast_result::locked;
+            const std::uint64_t p = e >> enq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p) {
+                if (enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    ::new (static_cast<void*>(s.storage)) T(std::move(v));
+                    s.seq.store(2 * p + 1, std::memory_order_release);
+                    return fast_result::done;
+                }
+            } else if (std::int64_t(seq - 2 * p) < 0) {
+                // The slot still holds position p - cap: full, or its receiver is moving it out.
+                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+                if (std::int64_t(p - d) >= std::int64_t(cap)) return fast_result::not_ready;
+                return fast_result::locked;
+            } else {
+                e = enq.load(std::memory_order_relaxed);  // another sender took p
+            }
+        }
+    }
+
+    /// Takes the oldest value when one is published and no sender is parked.
+    fast_result recv_fast(std::optional<T>& out) noexcept {
+        if (!cap) {
+            // Unbuffered: closed means no sender is parked and none will come.
+            if (is_closed()) return fast_result::closed;
+            return sendq.empty() ? fast_result::not_ready : fast_result::locked;
+        }
+        std::uint64_t d = deq.load(std::memory_order_relaxed);
+        for (;;) {
+            if (d & deq_send_wait) return fast_result::locked;
+            const std::uint64_t p = d >> deq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p + 1) {
+                if (deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    take(s, p, out);
+                    return fast_result::done;
+                }
+            } else if (std::int64_t(seq - (2 * p + 1)) < 0) {
+                // Position p is not published: the ring is empty, or its sender is still writing.
+                std::uint64_t e = enq.load(std::memory_order_acquire);
+                if (std::int64_t((e >> enq_shift) - p) > 0) return fast_result::locked;
+                return (e & enq_closed) ? fast_result::closed : fast_result::not_ready;
+            } else {
+                d = deq.load(std::memory_order_relaxed);  // another receiver took p
+            }
+        }
+    }
+
+    // --- the ring, lock held ---------------------------------------------------
+    //
+    // Exact answers: a position in flight is waited for (its claimer needs no
+    // lock to finish). The flags are kept as they are.
+
+    /// Appends `v` unless the ring is full; `enq` must not be closed.
+    bool push_locked(T& v) noexcept {
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        for (int spins = 0;;) {
+            const std::uint64_t p = e >> enq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p) {
+                if (enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    ::new (static_cast<void*>(s.storage)) T(std::move(v));
+                    s.seq.store(2 * p + 1, std::memory_order_release);
+                    return true;
+                }
+                continue;
+            }
+            if (std::int64_t(seq - 2 * p) < 0) {
+                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+                std::int64_t n = std::int64_t(p - d);
+                if (n >= std::int64_t(cap)) return false;  // full at the moment `deq` was read
+                if (n >= 0) backoff(spins);                // a receiver is moving p - cap out
+            }
+            e = enq.load(std::memory_order_relaxed);
+        }
+    }
+
+    /// Takes the oldest value unless the ring is empty; `e_seen` is then the
+    /// `enq` word that showed it empty (its closed flag says whether for good).
+    bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
+        std::uint64_t d = deq.load(std::memory_order_relaxed);
+        for (int spins = 0;;) {
+            const std::uint64_t p = d >> deq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p + 1) {
+                if (deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    take(s, p, out);
+                    return true;
+                }
+                continue;
+            }
+            if (std::int64_t(seq - (2 * p + 1)) < 0) {
+                std::uint64_t e = enq.load(std::memory_order_acquire);
+                std::int64_t n = std::int64_t((e >> enq_shift) - p);
+                if (n <= 0) {
+                    e_seen = e;
+                    return false;  // empty at the moment `enq` was read
+                }
+                backoff(spins);  // a sender is writing p
+            }
+            d = deq.load(std::memory_order_relaxed);
+        }
+    }
+
+    /// Moves parked senders' values into free slots, oldest first, while there
+    /// is room (Go moves one per receive; a lock-free receive that freed a slot
+    /// before a sender parked leaves room for more).
+    void refill_locked(wake_list& wakes) noexcept {
+        while (!sendq.empty()) {
+            // send_wait is set (sendq is not empty): only lock holders move the
+            // positions now, so the room seen here stays until we use it.
+            std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+            std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+            if (std::int64_t(e - d) >= std::int64_t(cap)) return;
+            chan_waiter* w = sendq.pop();
+            if (!w) return;
+            push_locked(*static_cast<T*>(w->elem));  // there is room: cannot fail
+            w->success = true;
+            wakes.add(w);
+        }
+    }
 
     // --- operations, channel locked ----------------------------------------
 
-    /// Sends `v` without blocking: to a parked receiver, else into the ring.
-    /// Moves from `v` only when the status is `sent`.
-    locked_result<send_status> send_locked(T& v) noexcept {
-        if (closed) return {send_status::closed, nullptr};
+    /// Sends `v` without blocking: to a parked receiver, else into the ring
+    /// (behind the values of parked senders). Moves from `v` only when the
+    /// status is `sent`.
+    send_status send_locked(T& v, wake_list& wakes) noexcept {
+        if (closed) return send_status::closed;
         if (chan_waiter* w = recvq.pop()) {
             static_cast<std::optional<T>*>(w->elem)->emplace(std::move(v));
             w->success = true;
-            return {send_status::sent, w->task};
+            wakes.add(w);
+            return send_status::sent;
         }
-        std::size_t n = count.load(std::memory_order_relaxed);
-        if (n < cap) {
-            std::size_t tail = head + n;
-            if (tail >= cap) tail -= cap;
-            ::new (raw(tail)) T(std::move(v));
-            count.store(n + 1, std::memory_order_relaxed);
-            return {send_status::sent, nullptr};
-        }
-        return {send_status::full, nullptr};
+        if (!cap) return send_status::full;
+        refill_locked(wakes);
+        if (!sendq.empty()) return send_status::full;  // the ring is full again
+        return push_locked(v) ? send_status::sent : send_status::full;
     }
 
-    /// Receives into `out` without blocking: from a parked sender (through
-    /// the ring when buffered, so FIFO order holds), else from the ring.
-    locked_result<recv_status> recv_locked(std::optional<T>& out) noexcept {
-        if (chan_waiter* w = sendq.pop()) {
-            T& src = *static_cast<T*>(w->elem);
-            if (cap == 0) {
-                out.emplace(std::move(src));
-            } else {
-                // The ring is full: take its head, put the sender's value at its tail.
-                T* s = slot(head);
-                out.emplace(std::move(*s));
-                s->~T();
-                ::new (raw(head)) T(std::move(src));
-                if (++head == cap) head = 0;
+    /// Receives into `out` without blocking: from the ring, refilling it from
+    /// parked senders, else directly from a parked sender (the ring is empty:
+    /// FIFO order holds), else reports empty or closed.
+    recv_status recv_locked(std::optional<T>& out, wake_list& wakes) noexcept {
+        std::uint64_t e = 0;
+        if (cap) {
+            if (pop_locked(out, e)) {
+                refill_locked(wakes);
+                return recv_status::received;
             }
+        } else if (closed) {
+            e = enq_closed;  // unbuffered: the flag under the lock says it
+        }
+        if (chan_waiter* w = sendq.pop()) {
+            out.emplace(std::move(*static_cast<T*>(w->elem)));
             w->success = true;
-            return {recv_status::received, w->task};
+            wakes.add(w);
+            if (cap) refill_locked(wakes);
+            return recv_status::received;
         }
-        std::size_t n = count.load(std::memory_order_relaxed);
-        if (n > 0) {
-            T* s = slot(head);
-            out.emplace(std::move(*s));
-            s->~T();
-            if (++head == cap) head = 0;
-            count.store(n - 1, std::memory_order_relaxed);
-            return {recv_status::received, nullptr};
-        }
-        if (closed) return {recv_status::closed, nullptr};
-        return {recv_status::empty, nullptr};
+        return (e & enq_closed) ? recv_status::closed : recv_status::empty;
     }
 
-    /// Closes the channel and returns every waiter to wake (linked through
-    /// `next`), or throws when it was closed already. Lock NOT held on entry.
+    /// Closes the channel and wakes every waiter, or throws when it was
+    /// closed already. Lock NOT held on entry.
     void close(const char* op) {
-        chan_waiter* first = nullptr;
-        chan_waiter* last = nullptr;
-        auto collect = [&](chan_waiter* w) {
-            w->success = false;
-            w->next = nullptr;
-            if (last) last->next = w;
-            else first = w;
-            last = w;
-        };
+        wake_list wakes;
         lock.lock();
         if (closed) {
             lock.unlock();
             throw channel_closed(std::string(op) + ": close of closed channel");
         }
         closed = true;
-        while (chan_waiter* w = recvq.pop()) collect(w);
-        while (chan_waiter* w = sendq.pop()) collect(w);
-        lock.unlock();
-        ready_list(first);
+        // From here on no send can claim a position: those that did are in the ring.
+        enq.fetch_or(enq_closed, std::memory_order_acq_rel);
+        while (chan_waiter* w = recvq.pop()) {
+            w->success = false;
+            wakes.add(w);
+        }
+        while (chan_waiter* w = sendq.pop()) {
+            w->success = false;
+            wakes.add(w);
+        }
+        unlock_synced();
+        wakes.ready_all();
+    }
+
+private:
+    /// Moves the value at position p (claimed by this thread) out and frees the slot.
+    void take(slot_type& s, std::uint64_t p, std::optional<T>& out) noexcept {
+        T* v = s.value();
+        out.emplace(std::move(*v));
+        v->~T();
+        s.seq.store(2 * (p + cap), std::memory_order_release);
+    }
+
+    static void backoff(int& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the claimer was descheduled
     }
 };
 
@@ -368,12 +685,24 @@ public:
             park(self, h, wait_reason::chan_send_nil);  // never published: parks forever, like Go
             return true;
         }
+        if (c->cap) {
+            fast_result f = c->send_fast(value_);
+            if (f == fast_result::done || f == fast_result::closed) {
+                state_ = f == fast_result::done ? done : failed;
+                return false;
+            }
+        }
+        wake_list wakes;
         c->lock.lock();
-        auto r = c->send_locked(value_);
-        if (r.status != send_status::full) {
-            c->lock.unlock();
-            state_ = r.status == send_status::sent ? done : failed;
-            if (r.wake) ready(r.wake);
+        auto r = c->send_locked(value_, wakes);
+        if (r == send_status::full && c->cap) {
+            c->announce_send_wait();
+            r = c->send_locked(value_, wakes);  // the second look (THE PARKING HANDSHAKE)
+        }
+        if (r != send_status::full) {
+            c->unlock_synced();
+            state_ = r == send_status::sent ? done : failed;
+            wakes.ready_all();
             return false;
         }
         park(self, h, wait_reason::chan_send);
@@ -383,7 +712,8 @@ public:
         waiter_.sel = nullptr;
         waiter_.success = false;
         c->sendq.push(&waiter_);
-        c->lock.unlock();  // published: from here on a receiver may resume us
+        c->unlock_synced();  // published: from here on a receiver may resume us
+        wakes.ready_all();   // a refill before we parked (only locals from here on)
         return true;
     }
 
@@ -417,11 +747,20 @@ public:
             park(self, h, wait_reason::chan_receive_nil);  // never published: parks forever
             return true;
         }
+        if (c->cap) {
+            fast_result f = c->recv_fast(out_);
+            if (f == fast_result::done || f == fast_result::closed) return false;
+        }
+        wake_list wakes;
         c->lock.lock();
-        auto r = c->recv_locked(out_);
-        if (r.status != recv_status::empty) {
-            c->lock.unlock();
-            if (r.wake) ready(r.wake);
+        auto r = c->recv_locked(out_, wakes);
+        if (r == recv_status::empty && c->cap) {
+            c->announce_recv_wait();
+            r = c->recv_locked(out_, wakes);  // the second look (THE PARKING HANDSHAKE)
+        }
+        if (r != recv_status::empty) {
+            c->unlock_synced();
+            wakes.ready_all();
             return false;
         }
         park(self, h, wait_reason::chan_receive);
@@ -430,7 +769,7 @@ public:
         waiter_.sel = nullptr;
         waiter_.success = false;
         c->recvq.push(&waiter_);
-        c->lock.unlock();  // published: from here on a sender or close may resume us
+        c->unlock_synced();  // published: from here on a sender or close may resume us
         return true;
     }
 
@@ -511,11 +850,17 @@ public:
     try_recv_result<T> try_recv() {
         try_recv_result<T> res;
         if (!s_) return res;
+        switch (s_->recv_fast(res.value)) {
+        case detail::fast_result::done: res.status = recv_status::received; return res;
+        case detail::fast_result::closed: res.status = recv_status::closed; return res;
+        case detail::fast_result::not_ready: res.status = recv_status::empty; return res;
+        case detail::fast_result::locked: break;
+        }
+        detail::wake_list wakes;
         s_->lock.lock();
-        auto r = s_->recv_locked(res.value);
-        s_->lock.unlock();
-        res.status = r.status;
-        if (r.wake) detail::ready(r.wake);
+        res.status = s_->recv_locked(res.value, wakes);
+        s_->unlock_synced();
+        wakes.ready_all();
         return res;
     }
 
@@ -528,7 +873,7 @@ public:
     }
 
     /// Values buffered now (a moment's view).
-    std::size_t size() const noexcept { return s_ ? s_->count.load(std::memory_order_relaxed) : 0; }
+    std::size_t size() const noexcept { return s_ ? s_->buffered() : 0; }
     /// The buffer's capacity (0: unbuffered or nil).
     std::size_t capacity() const noexcept { return s_ ? s_->cap : 0; }
 
@@ -542,11 +887,18 @@ private:
 
     send_status try_send_ref(T& v) {
         if (!s_) return send_status::full;
+        switch (s_->send_fast(v)) {
+        case detail::fast_result::done: return send_status::sent;
+        case detail::fast_result::closed: return send_status::closed;
+        case detail::fast_result::not_ready: return send_status::full;
+        case detail::fast_result::locked: break;
+        }
+        detail::wake_list wakes;
         s_->lock.lock();
-        auto r = s_->send_locked(v);
-        s_->lock.unlock();
-        if (r.wake) detail::ready(r.wake);
-        return r.status;
+        auto r = s_->send_locked(v, wakes);
+        s_->unlock_synced();
+        wakes.ready_all();
+        return r;
     }
 
     state_type* s_ = nullptr;

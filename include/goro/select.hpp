@@ -18,15 +18,28 @@
 // channel throws goro::channel_closed. A send case that is not chosen keeps
 // its value (it is neither delivered nor duplicated).
 //
-// ALGORITHM (after Go's runtime/select.go)
+// ALGORITHM (after Go's runtime/select.go, with channel.hpp's lock-free paths first)
+//   0. Draw a random poll order (a fresh permutation each time). Try the cases
+//      in that order WITHOUT locks, each with its channel's lock-free path
+//      (a buffered ring's send or receive, a closed channel, a timer that has
+//      passed): the first that proceeds wins. A case the lock-free path cannot
+//      judge (waiters parked, a position in flight, an unbuffered channel with
+//      a waiter) ends this pass; the locked poll below then uses the same
+//      order, so every ready case keeps the same chance (fairness). Only a
+//      one-case try_select takes "nothing ready" from this pass: with several
+//      cases the answers come from different moments.
 //   1. Lock every distinct channel once, in increasing address order (the
 //      lock order shared with every other select, so two selects never deadlock).
-//   2. Poll the cases in a random order (a fresh permutation each time); the
-//      first that can proceed does, under the locks.
-//   3. None: enqueue one waiter per channel case (in this frame: no allocation),
+//   2. Poll the cases in the same order under the locks; the first that can
+//      proceed does. None: announce the coming waiters to each buffered
+//      case's channel (channel.hpp's PARKING HANDSHAKE: lock-free operations
+//      from now on take the lock) and poll once more, to catch an operation
+//      that went through lock-free before the announcement.
+//   3. Still none: enqueue one waiter per channel case (in this frame: no allocation),
 //      all sharing one select_core, and arm a timer_node for the earliest
 //      `after` case; then unlock (channels in reverse order, so the lowest
-//      address is released last). The first waker to flip the core's
+//      address is released last; each clears the wait flags of its emptied
+//      queues first). The first waker to flip the core's
 //      `claimed` flag (a channel waker under its channel's lock, or the timer
 //      thread) owns the wake-up; the others skip our waiters.
 //   4. Woken: lock the other cases' channels again and unlink our remaining
@@ -253,10 +266,25 @@ public:
             park(self, h, wait_reason::select_no_cases);  // never published: parks forever
             return true;
         } else {
+            unsigned char order[NS];
+            shuffle(order);
+            std::int64_t now = 0;
+            if constexpr (timers > 0) now = now_ns();
+            if (poll_fast(order, now) >= 0) return false;
             chan_base* locks[NS];
             std::size_t nl = lock_order(locks);
             lock_all(locks, nl);
-            if (poll_locked(locks, nl)) return false;  // unlocked by poll_locked
+            wake_list wakes;
+            bool fired = poll_locked(order, now, wakes);
+            if (!fired) {
+                announce_all();
+                fired = poll_locked(order, now, wakes);  // the second look (channel.hpp's PARKING HANDSHAKE)
+            }
+            if (fired) {
+                unlock_all(locks, nl);
+                wakes.ready_all();
+                return false;
+            }
             park(self, h, wait_reason::select);
             parked_ = true;
             core_.task = self;
@@ -264,6 +292,7 @@ public:
             if constexpr (!std::is_same_v<timer_type, no_timer>) arm_timer();
             // Published. From here on only locals: `this` may be resumed elsewhere.
             unlock_all(locks, nl);
+            wakes.ready_all();  // senders a refill moved into a ring (locals only)
             return true;
         }
     }
@@ -289,15 +318,26 @@ public:
         return std::move(result_);
     }
 
-    /// The non-blocking form: one poll under the locks.
+    /// The non-blocking form: the lock-free poll, then one poll under the locks.
     result_type poll_now() {
         if constexpr (N > 0) {
-            chan_base* locks[NS];
-            std::size_t nl = lock_order(locks);
-            lock_all(locks, nl);
-            if (!poll_locked(locks, nl)) {
-                unlock_all(locks, nl);
+            unsigned char order[NS];
+            shuffle(order);
+            std::int64_t now = 0;
+            if constexpr (timers > 0) now = now_ns();
+            int f = poll_fast(order, now);
+            // "Nothing ready" seen case by case without the locks is not one
+            // moment's view when there are several cases: then the locks decide.
+            if (f == fast_none && N == 1) {
                 result_.index_ = select_default;
+            } else if (f < 0) {
+                chan_base* locks[NS];
+                std::size_t nl = lock_order(locks);
+                lock_all(locks, nl);
+                wake_list wakes;
+                if (!poll_locked(order, now, wakes)) result_.index_ = select_default;
+                unlock_all(locks, nl);
+                wakes.ready_all();
             }
         }
         if (send_closed_) throw channel_closed("goro::select: send on closed channel");
@@ -348,29 +388,66 @@ private:
     static void lock_all(chan_base** locks, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) locks[i]->lock.lock();
     }
+    /// Clears the wait flags of emptied queues (channel.hpp), then unlocks.
     static void unlock_all(chan_base** locks, std::size_t n) noexcept {
-        for (std::size_t i = n; i > 0; --i) locks[i - 1]->lock.unlock();
+        for (std::size_t i = n; i > 0; --i) locks[i - 1]->unlock_synced();
     }
 
-    /// Channels locked. Tries the cases in a random order; when one proceeds,
-    /// records it, unlocks, wakes its peer and returns true.
-    bool poll_locked(chan_base** locks, std::size_t nl) noexcept {
-        unsigned char order[NS];
+    /// A fresh random poll order (Fisher-Yates, built inside out).
+    static void shuffle(unsigned char* order) noexcept {
         for (std::size_t i = 0; i < N; ++i) {
             std::size_t j = std::size_t((std::uint64_t(select_rand()) * (i + 1)) >> 32);
             order[i] = order[j];
             order[j] = static_cast<unsigned char>(i);
         }
-        std::int64_t now = 0;
-        if constexpr (timers > 0) now = now_ns();
+    }
+
+    static constexpr int fast_none = -1;    // every case would block (case by case)
+    static constexpr int fast_locked = -2;  // a case needs the locks to tell
+
+    /// No locks. Tries the cases in `order` with the channels' lock-free
+    /// paths; stops at the first case that only the locks can tell about (so
+    /// the locked poll, in the same order, gives it the same chance: fair).
+    /// Returns the case that fired (recorded in result_), else fast_none or
+    /// fast_locked.
+    int poll_fast(const unsigned char* order, std::int64_t now) noexcept {
+        for (std::size_t k = 0; k < N; ++k) {
+            fast_result f = fast_result::not_ready;
+            visit(order[k], [&](auto I) { f = fast_one<I>(now); });
+            if (f == fast_result::done || f == fast_result::closed) {
+                result_.index_ = order[k];
+                return order[k];
+            }
+            if (f == fast_result::locked) return fast_locked;
+        }
+        return fast_none;
+    }
+
+    template <std::size_t I>
+    fast_result fast_one(std::int64_t now) noexcept {
+        constexpr case_kind kind = case_traits<case_at<I>>::kind;
+        auto& cs = std::get<I>(cases_);
+        if constexpr (kind == case_kind::timer) {
+            return now >= cs.when_ns ? fast_result::done : fast_result::not_ready;
+        } else if constexpr (kind == case_kind::recv) {
+            if (!cs.ch) return fast_result::not_ready;
+            return cs.ch->recv_fast(std::get<I>(result_.slots_));  // closed: fires with nullopt
+        } else {
+            if (!cs.ch) return fast_result::not_ready;
+            fast_result f = cs.ch->send_fast(cs.value);
+            if (f == fast_result::closed) send_closed_ = true;
+            return f;
+        }
+    }
+
+    /// Channels locked. Tries the cases in `order`; when one proceeds, records
+    /// it and returns true (the caller unlocks, then readies `wakes`).
+    bool poll_locked(const unsigned char* order, std::int64_t now, wake_list& wakes) noexcept {
         for (std::size_t k = 0; k < N; ++k) {
             bool fired = false;
-            task_header* wake = nullptr;
-            visit(order[k], [&](auto I) { fired = poll_one<I>(wake, now); });
+            visit(order[k], [&](auto I) { fired = poll_one<I>(wakes, now); });
             if (fired) {
                 result_.index_ = order[k];
-                unlock_all(locks, nl);
-                if (wake) ready(wake);
                 return true;
             }
         }
@@ -378,25 +455,36 @@ private:
     }
 
     template <std::size_t I>
-    bool poll_one(task_header*& wake, std::int64_t now) noexcept {
+    bool poll_one(wake_list& wakes, std::int64_t now) noexcept {
         constexpr case_kind kind = case_traits<case_at<I>>::kind;
         auto& cs = std::get<I>(cases_);
         if constexpr (kind == case_kind::timer) {
             return now >= cs.when_ns;
         } else if constexpr (kind == case_kind::recv) {
             if (!cs.ch) return false;
-            auto r = cs.ch->recv_locked(std::get<I>(result_.slots_));
-            if (r.status == recv_status::empty) return false;
-            wake = r.wake;  // closed: fires with nullopt
-            return true;
+            // closed: fires with nullopt
+            return cs.ch->recv_locked(std::get<I>(result_.slots_), wakes) != recv_status::empty;
         } else {
             if (!cs.ch) return false;
-            auto r = cs.ch->send_locked(cs.value);
-            if (r.status == send_status::full) return false;
-            if (r.status == send_status::closed) send_closed_ = true;
-            wake = r.wake;
+            auto r = cs.ch->send_locked(cs.value, wakes);
+            if (r == send_status::full) return false;
+            if (r == send_status::closed) send_closed_ = true;
             return true;
         }
+    }
+
+    /// Channels locked, nothing ready: each buffered case's channel learns that
+    /// a waiter is coming (before the second poll).
+    void announce_all() noexcept {
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            if constexpr (kind != case_kind::timer) {
+                auto& cs = std::get<I>(cases_);
+                if (!cs.ch) return;
+                if constexpr (kind == case_kind::recv) cs.ch->announce_recv_wait();
+                else cs.ch->announce_send_wait();
+            }
+        });
     }
 
     void enqueue_all(task_header* self) noexcept {

@@ -515,10 +515,28 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 //   * dead: release-stored when a header comes alive (after its fields are
 //     written) and when it dies; walks acquire it and skip dead headers. A
 //     dead header's fields are written only by the thread reviving it.
-//   * list links and the shard's dead list: under the shard's lock.
+//   * list links and the shard's dead list: under the shard's lock. A
+//     header's `next_` is written once, before it is linked, and never again
+//     (headers are never unlinked), so a walk that read a shard's head under
+//     its lock may follow `next_` without the lock.
+//   * prof_gen: the concurrent profile's claim (see PROFILE EPOCHS below).
 //
 // Ids come from a global counter in blocks of 64 per thread, so they are never
 // reused and spawning does not contend on one cache line.
+//
+// PROFILE EPOCHS (the concurrent goroutine profile, as Go 1.19 takes it)
+//   A profile stops the world only to start an epoch E (an even number) and to
+//   note each shard's head; then the world runs again while the profiler walks
+//   the lists. Each task is copied exactly once, as it was when the epoch
+//   began, by whoever claims it first: the profiler's walk, or the worker about
+//   to resume it (scheduler::run calls profile_before_resume). A claim is a CAS
+//   of the header's prof_gen from an older value to E|1 ("being copied"); the
+//   claimer copies and then stores E. Anyone who finds E|1 waits for E: a
+//   worker must not resume a task whose frames are being read. Headers made
+//   while the epoch is on start at E, so tasks spawned after the stop are not
+//   in the profile; reviving a dead header waits out a claim the same way.
+//   The profile ends by clearing `active` and waiting until no worker is
+//   between its check of `active` and the end of its copy (`inflight`).
 
 #include <array>
 #include <atomic>
@@ -529,6 +547,7 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -594,8 +613,8 @@ struct alignas(detail::cache_line) task_header {
     task_kind kind = task_kind::task;
     std::uint16_t shard = 0;
     // --- cold: the registry list (shard lock) and identity (immutable while alive) ---
-    task_header* prev_ = nullptr;
     task_header* next_ = nullptr;
+    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
     std::uint64_t id = 0;
     std::uint64_t parent_id = 0;                    // 0: spawned outside any task
     detail::site spawn_site{};
@@ -646,6 +665,83 @@ inline count_slot& my_count_slot() {
     return *s;
 }
 
+/// The state of the concurrent profile (one at a time; see PROFILE EPOCHS).
+struct profile_epoch_state {
+    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
+    alignas(cache_line) std::atomic<bool> active{false};
+    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
+    record_fn record = nullptr;          // written before active is set
+    void* ctx = nullptr;
+    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
+};
+
+inline profile_epoch_state& profile_epoch() noexcept {
+    static profile_epoch_state s;
+    return s;
+}
+
+/// Waits a little for another thread's short copy (it may be descheduled).
+inline void profile_backoff(unsigned& spins) noexcept {
+    if (++spins < 256) cpu_relax();
+    else std::this_thread::yield();
+}
+
+/// Claims `h` for epoch `e`: true if the caller must copy it and then call
+/// profile_publish; false if it already is (or was) copied in this epoch.
+inline bool profile_claim(task_header& h, std::uint32_t e) noexcept {
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g == e) return false;
+        if (g == (e | 1)) {  // being copied by another thread: wait for it
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        if (h.prof_gen.compare_exchange_weak(g, e | 1, std::memory_order_acq_rel, std::memory_order_acquire))
+            return true;
+    }
+}
+
+inline void profile_publish(task_header& h, std::uint32_t e) noexcept {
+    h.prof_gen.store(e, std::memory_order_release);
+}
+
+/// A worker is about to resume `h`: if a profile is on and has not copied `h`
+/// yet, copy it now, before its frames change.
+inline void profile_before_resume(task_header& h) noexcept {
+    profile_epoch_state& p = profile_epoch();
+    // Acquire, even when it reads false: the profile that just ended read
+    // this task's frames before clearing `active`, and resuming writes them.
+    if (!p.active.load(std::memory_order_acquire)) return;
+    p.inflight.fetch_add(1, std::memory_order_seq_cst);
+    if (p.active.load(std::memory_order_seq_cst)) {
+        std::uint32_t e = p.gen.load(std::memory_order_relaxed);
+        if (profile_claim(h, e)) {
+            p.record(p.ctx, h);
+            profile_publish(h, e);
+        }
+    }
+    p.inflight.fetch_sub(1, std::memory_order_release);
+}
+
+/// Makes a dead header's claim current before it comes alive again: waits
+/// out a profiler that is looking at it, then sets the current epoch, so a
+/// profile that began before the revival does not list the new task.
+inline void profile_revive(task_header& h) noexcept {
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g & 1) {
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
+        if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
+    }
+}
+
 class registry {
 public:
     /// A header for a new task: a dead one of this thread's shard, reset, or a
@@ -661,6 +757,7 @@ public:
         if (task_header* h = l.spare) {
             l.spare = h->next_runnable_;
             // Dead, so no walk reads it: reset the fields of its last life.
+            profile_revive(*h);
             h->next_runnable_ = nullptr;
             h->resume_point_ = {};
             h->parent_id = 0;
@@ -675,6 +772,7 @@ public:
         }
         auto* h = new (pool_allocate(sizeof(task_header))) task_header();
         h->dead.store(true, std::memory_order_relaxed);
+        h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
         h->shard = static_cast<std::uint16_t>(registry_shards);  // not linked yet
         return h;
     }
@@ -687,9 +785,7 @@ public:
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint16_t>(s);
             std::lock_guard<spinlock> g(sh.lock);
-            h->prev_ = nullptr;
             h->next_ = sh.head;
-            if (sh.head) sh.head->prev_ = h;
             sh.head = h;
             h->dead.store(false, std::memory_order_release);
         } else {
@@ -784,6 +880,14 @@ public:
     /// Locks every shard (spawns and exits wait) until `unlock_all`.
     void lock_all() noexcept { for (auto& s : shards_) s.lock.lock(); }
     void unlock_all() noexcept { for (auto& s : shards_) s.lock.unlock(); }
+    /// Each shard's first header (call with every shard locked): a later walk
+    /// may follow `next_` from these without the locks (see THREAD SAFETY).
+    std::array<task_header*, registry_shards> heads_locked() const noexcept {
+        std::array<task_header*, registry_shards> out{};
+        for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
+        return out;
+    }
+
     template <class F>
     void for_each_unlocked(F&& f) {
         for (auto& s : shards_)
@@ -1373,6 +1477,7 @@ struct worker {
     std::atomic<bool> exited{false};
     // owner-only
     std::uint32_t tick = 0;
+    std::uint32_t next_streak = 0;  // picks since the local queue was last served
     std::uint64_t rng = 0;
     bool spinning = false;
     // under the idle mutex
@@ -1704,9 +1809,19 @@ private:
             if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
             if (++w.tick % 61 == 0)
                 if (task_header* t = global_get(w, 1)) return t;
-            if (w.run_next.load(std::memory_order_relaxed))
+            // run_next first (the task just woken here: warm caches), but
+            // not forever: two tasks that wake each other would keep the slot
+            // full and starve the queue behind it (Go ends such a chain with
+            // its 10 ms time slice). Every 64th pick in a row, the queue first.
+            bool next_first = ++w.next_streak % 64 != 0;
+            if (next_first && w.run_next.load(std::memory_order_relaxed))
                 if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
-            if (task_header* t = w.q.pop()) return t;
+            if (task_header* t = w.q.pop()) {
+                w.next_streak = 0;
+                return t;
+            }
+            if (!next_first && w.run_next.load(std::memory_order_relaxed))
+                if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
             if (task_header* t = global_get(w, runq_capacity / 2)) return t;
 
             // Spin, stealing, unless enough others already do.
@@ -1764,6 +1879,7 @@ private:
     }
 
     void run(worker& w, task_header* t) noexcept {
+        profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
         t->state.store(task_state::running, std::memory_order_relaxed);
         w.current.store(t, std::memory_order_release);
         w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -2254,33 +2370,91 @@ inline std::vector<stack_frame> current_stack() {
 // header followed by the ring); an operation allocates nothing: a task that
 // parks links a waiter node that lives in its awaiter, inside its own frame.
 //
-// ALGORITHM (after Go's runtime/chan.go)
-//   One spinlock per channel guards everything below. A receiver first takes
-//   from a parked sender (unbuffered: its value directly; buffered: the head
-//   of the full ring, and the sender's value goes to the tail), else from the
-//   ring, else parks. A sender hands its value directly to a parked receiver,
-//   else appends to the ring, else parks. close() wakes every waiter: parked
-//   receivers get "closed" (nullopt) once the ring is drained, parked senders
-//   get channel_closed.
+// ALGORITHM (after Go's runtime/chan.go, with a lock-free ring in front)
+//   Every channel has one spinlock and two queues of parked waiters (recvq,
+//   sendq), as in chan.go. A buffered channel's ring is a bounded MPMC queue
+//   after Dmitry Vyukov's: each slot carries a sequence number, and a sender
+//   (receiver) claims a position by a compare-and-swap of the enqueue
+//   (dequeue) word, then writes (moves out) the value and publishes the slot's
+//   next sequence number. While nobody is parked, a buffered send or receive
+//   is that and nothing more: no lock. Everything else takes the lock:
+//   unbuffered channels (hand-off only), a full or empty ring, and every
+//   operation while some task is parked on the channel, so that a parked
+//   waiter is served in FIFO order by the lock holders (Go's algorithm: a
+//   receiver first takes from a parked sender, unbuffered: its value directly,
+//   buffered: through the ring, refilling it from parked senders; a sender
+//   hands its value directly to a parked receiver, else appends to the ring,
+//   else parks). close() wakes every waiter: parked receivers get "closed"
+//   (nullopt) once the ring is drained, parked senders get channel_closed.
+//
+//   The two position words (each on its own cache line):
+//
+//     enq = position << 3 | send_wait | recv_wait | closed     (senders CAS it)
+//     deq = position << 1 | send_wait                          (receivers CAS it)
+//
+//   A lock-free send CASes `enq` only from a value with all three flags clear,
+//   a lock-free receive CASes `deq` only from a value without send_wait; an
+//   operation holding the lock CASes the position and keeps the flags. The
+//   flags change only under the lock (fetch_or / fetch_and): so once a flag is
+//   set, no lock-free operation of that side can start, and every one that
+//   started before is visible in the word (single-variable coherence).
+//   ring slot i:  seq == 2p      free for the send at position p (i = p mod cap)
+//                 seq == 2p + 1  holds the value sent at position p
+//                 (the receive at p stores 2(p + cap): free for the send at
+//                 p + cap; doubled so that "holds p" and "free for p + 1"
+//                 differ even when cap is 1)
+//   A position claimed but not yet published (or moved out) is "in flight":
+//   only a lock holder ever waits for one, by spinning; the claimer needs no
+//   lock to finish, so the wait is a few instructions long.
+//
+// THE PARKING HANDSHAKE (no lost wake-up between the lock-free paths and a
+// task about to park). Under the lock, a task that found nothing to do:
+//   * receiver: sets recv_wait in `enq`, then looks at the ring again. A
+//     lock-free send either claimed its position before the flag (the second
+//     look sees the position, waits until it is published and takes it) or
+//     fails its CAS on the changed word and takes the lock, where it finds
+//     the parked receiver and hands the value over directly.
+//   * sender (buffered): sets send_wait in `deq` and in `enq`, then looks
+//     again. A lock-free receive either claimed before the flag (the second
+//     look sees the freed slot) or fails its CAS and takes the lock, where
+//     recv_locked moves parked senders' values into the slots it frees.
+//     The flag in `enq` keeps lock-free senders out while senders are parked,
+//     so a slot freed under the lock cannot be taken from under the waiter
+//     being moved into it (a select's waiter, once claimed, must be served),
+//     and parked senders keep their FIFO turn.
+//   A select registering its waiters does the same for each buffered case's
+//   channel, all under its locks, then polls every case again.
+//   The flags are cleared (sync_wait_flags) by the lock holder that leaves a
+//   queue empty, before it unlocks.
 //
 // INVARIANTS (under the lock)
-//   * At least one of recvq and sendq is empty.
-//   * sendq non-empty  => the ring is full (or the channel is unbuffered).
-//   * recvq non-empty  => the ring is empty.
-//   * closed           => sendq is empty.
+//   * At least one of recvq and sendq is empty (of live waiters).
+//   * sendq non-empty  => the ring is full (or the channel is unbuffered), and
+//                         send_wait is set in both words.
+//   * recvq non-empty  => the ring is empty, and recv_wait is set in `enq`.
+//   * closed           => sendq is empty; `enq` is never advanced again, so
+//                         every send that returned normally is in the ring
+//                         and will be received exactly once. (`closed` and
+//                         enq_closed are set together, by close(): the bool
+//                         for lock holders, the flag for the lock-free paths.)
 //   * A waiter in a queue belongs to a parked task, or to a select whose
 //     state may already be claimed by another waker: pop() claims a select's
 //     waiter by a compare-and-swap on its select_core and skips (unlinks) the
 //     waiters of selects that were already claimed; the select removes its
-//     remaining waiters itself, under the same locks, after it wakes.
+//     remaining waiters itself, under the same locks, after it wakes. (Such a
+//     stale waiter may keep a flag set a little longer: harmless, it only
+//     sends operations to the lock.)
 //
 // WHICH THREAD DOES WHAT
 //   The task that parks fills its waiter, links it under the lock, unlocks,
 //   and then never touches its awaiter again (see the PARKING PROTOCOL in
 //   scheduler.hpp). The waker unlinks the waiter, moves the value, sets
 //   `success`, all under the lock; it calls detail::ready() only after
-//   unlocking. A woken task reads what the waker wrote: ready() and the
-//   scheduler's queues order the two.
+//   unlocking (one lock holder may wake several: a receive that refills the
+//   ring from parked senders). A woken task reads what the waker wrote:
+//   ready() and the scheduler's queues order the two. A ring slot's value is
+//   handed between a sender and a receiver by the slot's sequence number
+//   (release store, acquire load).
 //
 // LOCK ORDER: channel locks in increasing address order (select), then the
 // timer heap's mutex. Nothing else is taken under a channel lock; nothing is
@@ -2293,6 +2467,8 @@ inline std::vector<stack_frame> current_stack() {
 #include <new>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -2383,16 +2559,18 @@ struct chan_waiter {
     chan_waiter& operator=(const chan_waiter&) = delete;
 };
 
-/// FIFO of parked waiters, intrusive: no allocation.
+/// FIFO of parked waiters, intrusive: no allocation. Changed only under the
+/// channel's lock; `first_` is atomic so that a select's lock-free poll may
+/// glance at whether anyone waits (a hint: the lock holder decides).
 class waitq {
 public:
-    bool empty() const noexcept { return first_ == nullptr; }
+    bool empty() const noexcept { return first_.load(std::memory_order_relaxed) == nullptr; }
 
     void push(chan_waiter* w) noexcept {
         w->next = nullptr;
         w->prev = last_;
         if (last_) last_->next = w;
-        else first_ = w;
+        else first_.store(w, std::memory_order_relaxed);
         last_ = w;
         w->linked = true;
     }
@@ -2401,7 +2579,7 @@ public:
     /// whose state this call claims. Waiters of already claimed selects are
     /// unlinked and skipped (their select will not look for them).
     chan_waiter* pop() noexcept {
-        while (chan_waiter* w = first_) {
+        while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
             unlink(w);
             if (!w->sel || w->sel->try_claim(w->case_index)) return w;
         }
@@ -2416,48 +2594,142 @@ public:
 private:
     void unlink(chan_waiter* w) noexcept {
         if (w->prev) w->prev->next = w->next;
-        else first_ = w->next;
+        else first_.store(w->next, std::memory_order_relaxed);
         if (w->next) w->next->prev = w->prev;
         else last_ = w->prev;
         w->next = w->prev = nullptr;
         w->linked = false;
     }
 
+    std::atomic<chan_waiter*> first_{nullptr};
+    chan_waiter* last_ = nullptr;
+};
+
+/// Waiters a lock holder took out of a queue, to be readied once it has
+/// unlocked (linked through `next`, which a dequeued waiter no longer uses).
+class wake_list {
+public:
+    void add(chan_waiter* w) noexcept {
+        w->next = nullptr;
+        if (last_) last_->next = w;
+        else first_ = w;
+        last_ = w;
+    }
+    bool empty() const noexcept { return first_ == nullptr; }
+
+    /// No lock held. Each task is readied once; `next` is read first: once
+    /// readied, the task may free its waiter.
+    void ready_all() noexcept {
+        chan_waiter* w = first_;
+        first_ = last_ = nullptr;
+        while (w) {
+            chan_waiter* next = w->next;
+            ready(w->task);
+            w = next;
+        }
+    }
+
+private:
     chan_waiter* first_ = nullptr;
     chan_waiter* last_ = nullptr;
 };
 
+/// What a lock-free attempt found (see chan_state::send_fast / recv_fast).
+enum class fast_result : unsigned char {
+    done,       ///< sent / received
+    closed,     ///< send: the channel is closed; receive: closed and drained
+    not_ready,  ///< a moment's view: would block (full / empty, nobody parked)
+    locked,     ///< cannot tell without the lock (waiters, a position in flight, unbuffered)
+};
+
 /// What every channel has, whatever its element type: select sorts and locks
-/// channels through this.
+/// channels through this. Three cache lines: the lock, the queues and what
+/// never changes; the senders' word; the receivers' word. (No alignas: a context embeds a channel; create() aligns
+/// the buffered ones, where the padding matters.)
 struct chan_base {
+    // `enq`: position << 3 | enq_send_wait | enq_recv_wait | enq_closed
+    static constexpr std::uint64_t enq_closed = 1;
+    static constexpr std::uint64_t enq_recv_wait = 2;
+    static constexpr std::uint64_t enq_send_wait = 4;
+    static constexpr std::uint64_t enq_flags = 7;
+    static constexpr unsigned enq_shift = 3;
+    // `deq`: position << 1 | deq_send_wait
+    static constexpr std::uint64_t deq_send_wait = 1;
+    static constexpr unsigned deq_shift = 1;
+
+    // Line 0: what an unbuffered channel's operations touch, all of it (one
+    // line moves between cores per hand-off); for a buffered one, read-only
+    // while nobody parks.
     std::atomic<std::size_t> refs{1};
-    spinlock lock;
-    bool closed = false;                // under lock
-    std::size_t cap = 0;                // immutable
-    std::size_t head = 0;               // under lock: index of the oldest buffered value
-    std::atomic<std::size_t> count{0};  // written under lock; read without it by size()
+    std::size_t cap = 0;   // immutable
+    std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
     waitq recvq;
     waitq sendq;
+    spinlock lock;
+    bool pow2 = false;     // immutable
+    bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
+    char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(spinlock) + 2) % cache_line];
+    // Line 1: the senders' word. Line 2: the receivers' word.
+    std::atomic<std::uint64_t> enq{0};
+    char pad1_[cache_line - sizeof(std::atomic<std::uint64_t>)];
+    std::atomic<std::uint64_t> deq{0};
+    char pad2_[cache_line - sizeof(std::atomic<std::uint64_t>)];
 
-    explicit chan_base(std::size_t capacity) noexcept : cap(capacity) {}
-};
+    explicit chan_base(std::size_t capacity) noexcept
+        : cap(capacity), mask(capacity ? capacity - 1 : 0), pow2(capacity && (capacity & (capacity - 1)) == 0) {}
 
-/// Outcome of an operation attempted under the lock, and the task the caller
-/// must ready once it has unlocked.
-template <class Status>
-struct locked_result {
-    Status status;
-    task_header* wake;
-};
+    /// Ring index of position p.
+    std::size_t index(std::uint64_t p) const noexcept { return pow2 ? std::size_t(p & mask) : std::size_t(p % cap); }
 
-/// Moves the waiters collected by close() onto the run queues. No lock held.
-inline void ready_list(chan_waiter* w) noexcept {
-    while (w) {
-        chan_waiter* next = w->next;  // read first: once readied, the task may free `w`
-        ready(w->task);
-        w = next;
+    bool is_closed() const noexcept { return (enq.load(std::memory_order_acquire) & enq_closed) != 0; }
+
+    /// Values buffered now (a moment's view).
+    std::size_t buffered() const noexcept {
+        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+        if (e <= d) return 0;
+        return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
     }
-}
+
+    // --- the parking handshake (lock held; see THE PARKING HANDSHAKE) -----
+
+    /// A receiver is about to park: lock-free senders must take the lock from
+    /// now on. The caller then looks at the ring again.
+    void announce_recv_wait() noexcept {
+        if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
+            enq.fetch_or(enq_recv_wait, std::memory_order_acq_rel);
+    }
+
+    /// A sender is about to park: lock-free receivers and senders must take
+    /// the lock from now on. The caller then looks at the ring again.
+    void announce_send_wait() noexcept {
+        if (!cap) return;
+        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait))
+            deq.fetch_or(deq_send_wait, std::memory_order_acq_rel);
+        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait))
+            enq.fetch_or(enq_send_wait, std::memory_order_acq_rel);
+    }
+
+    /// Clears the flags of queues that are empty now; call before unlocking
+    /// after anything that may have emptied a queue. (Sets none: a flag is set
+    /// only by announce_*, before the second look.)
+    void sync_wait_flags() noexcept {
+        if (!cap) return;
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        std::uint64_t clear = 0;
+        if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
+        if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
+        if (clear) enq.fetch_and(~clear, std::memory_order_acq_rel);
+        if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
+            deq.fetch_and(~deq_send_wait, std::memory_order_acq_rel);
+    }
+
+    /// The unlock of every locked operation: flags first, then the lock.
+    void unlock_synced() noexcept {
+        sync_wait_flags();
+        lock.unlock();
+    }
+};
 
 template <class T>
 struct chan_state : chan_base {
@@ -2465,28 +2737,40 @@ struct chan_state : chan_base {
                   "goro::channel<T>: T must be nothrow move constructible (values move under the channel's lock)");
     static_assert(std::is_nothrow_destructible_v<T>, "goro::channel<T>: T must be nothrow destructible");
 
+    /// One ring slot: its sequence number (see ALGORITHM) and room for a T.
+    struct slot_type {
+        std::atomic<std::uint64_t> seq;
+        alignas(T) unsigned char storage[sizeof(T)];
+        T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+    };
+
     explicit chan_state(std::size_t capacity) noexcept : chan_base(capacity) {}
     chan_state(const chan_state&) = delete;
     chan_state& operator=(const chan_state&) = delete;
 
     ~chan_state() {
-        std::size_t n = count.load(std::memory_order_relaxed);
-        for (std::size_t i = 0, at = head; i < n; ++i) {
-            slot(at)->~T();
-            if (++at == cap) at = 0;
-        }
+        if (!cap) return;
+        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+        for (std::uint64_t p = d; p < e; ++p) slot(p).value()->~T();
     }
 
     // --- one allocation: the header, then the ring -------------------------
 
-    static constexpr std::size_t align = alignof(T) > alignof(chan_base) ? alignof(T) : alignof(chan_base);
-    static constexpr std::size_t ring_offset = (sizeof(chan_state) + alignof(T) - 1) / alignof(T) * alignof(T);
+    static constexpr std::size_t max3(std::size_t a, std::size_t b, std::size_t c) noexcept {
+        return a > b ? (a > c ? a : c) : (b > c ? b : c);
+    }
+    static constexpr std::size_t align = max3(alignof(slot_type), alignof(chan_base), cache_line);
+    static constexpr std::size_t ring_offset =
+        (sizeof(chan_state) + alignof(slot_type) - 1) / alignof(slot_type) * alignof(slot_type);
 
     static chan_state* create(std::size_t capacity) {
-        if (capacity > (std::size_t(-1) - ring_offset) / (sizeof(T) ? sizeof(T) : 1))
+        if (capacity > (std::size_t(-1) - ring_offset) / sizeof(slot_type) / 2)
             throw std::length_error("goro::channel: capacity too large");
-        void* p = ::operator new(ring_offset + capacity * sizeof(T), std::align_val_t(align));
-        return ::new (p) chan_state(capacity);
+        void* p = ::operator new(ring_offset + capacity * sizeof(slot_type), std::align_val_t(align));
+        auto* s = ::new (p) chan_state(capacity);
+        for (std::size_t i = 0; i < capacity; ++i) ::new (&s->ring()[i].seq) std::atomic<std::uint64_t>(2 * i);
+        return s;
     }
 
     static void destroy(chan_state* s) noexcept {
@@ -2499,86 +2783,235 @@ struct chan_state : chan_base {
         if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
     }
 
-    /// Raw storage of ring slot `i` (for placement new).
-    void* raw(std::size_t i) noexcept { return reinterpret_cast<unsigned char*>(this) + ring_offset + i * sizeof(T); }
-    /// The live value in ring slot `i`.
-    T* slot(std::size_t i) noexcept { return std::launder(static_cast<T*>(raw(i))); }
+    slot_type* ring() noexcept {
+        return reinterpret_cast<slot_type*>(reinterpret_cast<unsigned char*>(this) + ring_offset);
+    }
+    /// The slot of position p.
+    slot_type& slot(std::uint64_t p) noexcept { return ring()[index(p)]; }
+
+    // --- the ring, lock-free ---------------------------------------------------
+    //
+    // THREAD SAFETY: any thread. Only positions claimed by this call's own CAS
+    // are written; a result other than `done` changed nothing.
+
+    /// Appends `v` when the ring has room and nobody is parked on the channel
+    /// (then nothing more is owed to anyone). Moves from `v` only on `done`.
+    fast_result send_fast(T& v) noexcept {
+        if (!cap) {
+            // Unbuffered: only a hand-off, under the lock. A glance says whether to try.
+            if (is_closed()) return fast_result::closed;
+            return recvq.empty() ? fast_result::not_ready : fast_result::locked;
+        }
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        for (;;) {
+            if (e & enq_flags) return (e & enq_closed) ? fast_result::closed : fast_result::locked;
+            const std::uint64_t p = e >> enq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p) {
+                if (enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    ::new (static_cast<void*>(s.storage)) T(std::move(v));
+                    s.seq.store(2 * p + 1, std::memory_order_release);
+                    return fast_result::done;
+                }
+            } else if (std::int64_t(seq - 2 * p) < 0) {
+                // The slot still holds position p - cap: full, or its receiver is moving it out.
+                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+                if (std::int64_t(p - d) >= std::int64_t(cap)) return fast_result::not_ready;
+                return fast_result::locked;
+            } else {
+                e = enq.load(std::memory_order_relaxed);  // another sender took p
+            }
+        }
+    }
+
+    /// Takes the oldest value when one is published and no sender is parked.
+    fast_result recv_fast(std::optional<T>& out) noexcept {
+        if (!cap) {
+            // Unbuffered: closed means no sender is parked and none will come.
+            if (is_closed()) return fast_result::closed;
+            return sendq.empty() ? fast_result::not_ready : fast_result::locked;
+        }
+        std::uint64_t d = deq.load(std::memory_order_relaxed);
+        for (;;) {
+            if (d & deq_send_wait) return fast_result::locked;
+            const std::uint64_t p = d >> deq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p + 1) {
+                if (deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    take(s, p, out);
+                    return fast_result::done;
+                }
+            } else if (std::int64_t(seq - (2 * p + 1)) < 0) {
+                // Position p is not published: the ring is empty, or its sender is still writing.
+                std::uint64_t e = enq.load(std::memory_order_acquire);
+                if (std::int64_t((e >> enq_shift) - p) > 0) return fast_result::locked;
+                return (e & enq_closed) ? fast_result::closed : fast_result::not_ready;
+            } else {
+                d = deq.load(std::memory_order_relaxed);  // another receiver took p
+            }
+        }
+    }
+
+    // --- the ring, lock held ---------------------------------------------------
+    //
+    // Exact answers: a position in flight is waited for (its claimer needs no
+    // lock to finish). The flags are kept as they are.
+
+    /// Appends `v` unless the ring is full; `enq` must not be closed.
+    bool push_locked(T& v) noexcept {
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        for (int spins = 0;;) {
+            const std::uint64_t p = e >> enq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p) {
+                if (enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    ::new (static_cast<void*>(s.storage)) T(std::move(v));
+                    s.seq.store(2 * p + 1, std::memory_order_release);
+                    return true;
+                }
+                continue;
+            }
+            if (std::int64_t(seq - 2 * p) < 0) {
+                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+                std::int64_t n = std::int64_t(p - d);
+                if (n >= std::int64_t(cap)) return false;  // full at the moment `deq` was read
+                if (n >= 0) backoff(spins);                // a receiver is moving p - cap out
+            }
+            e = enq.load(std::memory_order_relaxed);
+        }
+    }
+
+    /// Takes the oldest value unless the ring is empty; `e_seen` is then the
+    /// `enq` word that showed it empty (its closed flag says whether for good).
+    bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
+        std::uint64_t d = deq.load(std::memory_order_relaxed);
+        for (int spins = 0;;) {
+            const std::uint64_t p = d >> deq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p + 1) {
+                if (deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+                    take(s, p, out);
+                    return true;
+                }
+                continue;
+            }
+            if (std::int64_t(seq - (2 * p + 1)) < 0) {
+                std::uint64_t e = enq.load(std::memory_order_acquire);
+                std::int64_t n = std::int64_t((e >> enq_shift) - p);
+                if (n <= 0) {
+                    e_seen = e;
+                    return false;  // empty at the moment `enq` was read
+                }
+                backoff(spins);  // a sender is writing p
+            }
+            d = deq.load(std::memory_order_relaxed);
+        }
+    }
+
+    /// Moves parked senders' values into free slots, oldest first, while there
+    /// is room (Go moves one per receive; a lock-free receive that freed a slot
+    /// before a sender parked leaves room for more).
+    void refill_locked(wake_list& wakes) noexcept {
+        while (!sendq.empty()) {
+            // send_wait is set (sendq is not empty): only lock holders move the
+            // positions now, so the room seen here stays until we use it.
+            std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+            std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+            if (std::int64_t(e - d) >= std::int64_t(cap)) return;
+            chan_waiter* w = sendq.pop();
+            if (!w) return;
+            push_locked(*static_cast<T*>(w->elem));  // there is room: cannot fail
+            w->success = true;
+            wakes.add(w);
+        }
+    }
 
     // --- operations, channel locked ----------------------------------------
 
-    /// Sends `v` without blocking: to a parked receiver, else into the ring.
-    /// Moves from `v` only when the status is `sent`.
-    locked_result<send_status> send_locked(T& v) noexcept {
-        if (closed) return {send_status::closed, nullptr};
+    /// Sends `v` without blocking: to a parked receiver, else into the ring
+    /// (behind the values of parked senders). Moves from `v` only when the
+    /// status is `sent`.
+    send_status send_locked(T& v, wake_list& wakes) noexcept {
+        if (closed) return send_status::closed;
         if (chan_waiter* w = recvq.pop()) {
             static_cast<std::optional<T>*>(w->elem)->emplace(std::move(v));
             w->success = true;
-            return {send_status::sent, w->task};
+            wakes.add(w);
+            return send_status::sent;
         }
-        std::size_t n = count.load(std::memory_order_relaxed);
-        if (n < cap) {
-            std::size_t tail = head + n;
-            if (tail >= cap) tail -= cap;
-            ::new (raw(tail)) T(std::move(v));
-            count.store(n + 1, std::memory_order_relaxed);
-            return {send_status::sent, nullptr};
-        }
-        return {send_status::full, nullptr};
+        if (!cap) return send_status::full;
+        refill_locked(wakes);
+        if (!sendq.empty()) return send_status::full;  // the ring is full again
+        return push_locked(v) ? send_status::sent : send_status::full;
     }
 
-    /// Receives into `out` without blocking: from a parked sender (through
-    /// the ring when buffered, so FIFO order holds), else from the ring.
-    locked_result<recv_status> recv_locked(std::optional<T>& out) noexcept {
-        if (chan_waiter* w = sendq.pop()) {
-            T& src = *static_cast<T*>(w->elem);
-            if (cap == 0) {
-                out.emplace(std::move(src));
-            } else {
-                // The ring is full: take its head, put the sender's value at its tail.
-                T* s = slot(head);
-                out.emplace(std::move(*s));
-                s->~T();
-                ::new (raw(head)) T(std::move(src));
-                if (++head == cap) head = 0;
+    /// Receives into `out` without blocking: from the ring, refilling it from
+    /// parked senders, else directly from a parked sender (the ring is empty:
+    /// FIFO order holds), else reports empty or closed.
+    recv_status recv_locked(std::optional<T>& out, wake_list& wakes) noexcept {
+        std::uint64_t e = 0;
+        if (cap) {
+            if (pop_locked(out, e)) {
+                refill_locked(wakes);
+                return recv_status::received;
             }
+        } else if (closed) {
+            e = enq_closed;  // unbuffered: the flag under the lock says it
+        }
+        if (chan_waiter* w = sendq.pop()) {
+            out.emplace(std::move(*static_cast<T*>(w->elem)));
             w->success = true;
-            return {recv_status::received, w->task};
+            wakes.add(w);
+            if (cap) refill_locked(wakes);
+            return recv_status::received;
         }
-        std::size_t n = count.load(std::memory_order_relaxed);
-        if (n > 0) {
-            T* s = slot(head);
-            out.emplace(std::move(*s));
-            s->~T();
-            if (++head == cap) head = 0;
-            count.store(n - 1, std::memory_order_relaxed);
-            return {recv_status::received, nullptr};
-        }
-        if (closed) return {recv_status::closed, nullptr};
-        return {recv_status::empty, nullptr};
+        return (e & enq_closed) ? recv_status::closed : recv_status::empty;
     }
 
-    /// Closes the channel and returns every waiter to wake (linked through
-    /// `next`), or throws when it was closed already. Lock NOT held on entry.
+    /// Closes the channel and wakes every waiter, or throws when it was
+    /// closed already. Lock NOT held on entry.
     void close(const char* op) {
-        chan_waiter* first = nullptr;
-        chan_waiter* last = nullptr;
-        auto collect = [&](chan_waiter* w) {
-            w->success = false;
-            w->next = nullptr;
-            if (last) last->next = w;
-            else first = w;
-            last = w;
-        };
+        wake_list wakes;
         lock.lock();
         if (closed) {
             lock.unlock();
             throw channel_closed(std::string(op) + ": close of closed channel");
         }
         closed = true;
-        while (chan_waiter* w = recvq.pop()) collect(w);
-        while (chan_waiter* w = sendq.pop()) collect(w);
-        lock.unlock();
-        ready_list(first);
+        // From here on no send can claim a position: those that did are in the ring.
+        enq.fetch_or(enq_closed, std::memory_order_acq_rel);
+        while (chan_waiter* w = recvq.pop()) {
+            w->success = false;
+            wakes.add(w);
+        }
+        while (chan_waiter* w = sendq.pop()) {
+            w->success = false;
+            wakes.add(w);
+        }
+        unlock_synced();
+        wakes.ready_all();
+    }
+
+private:
+    /// Moves the value at position p (claimed by this thread) out and frees the slot.
+    void take(slot_type& s, std::uint64_t p, std::optional<T>& out) noexcept {
+        T* v = s.value();
+        out.emplace(std::move(*v));
+        v->~T();
+        s.seq.store(2 * (p + cap), std::memory_order_release);
+    }
+
+    static void backoff(int& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the claimer was descheduled
     }
 };
 
@@ -2603,12 +3036,24 @@ public:
             park(self, h, wait_reason::chan_send_nil);  // never published: parks forever, like Go
             return true;
         }
+        if (c->cap) {
+            fast_result f = c->send_fast(value_);
+            if (f == fast_result::done || f == fast_result::closed) {
+                state_ = f == fast_result::done ? done : failed;
+                return false;
+            }
+        }
+        wake_list wakes;
         c->lock.lock();
-        auto r = c->send_locked(value_);
-        if (r.status != send_status::full) {
-            c->lock.unlock();
-            state_ = r.status == send_status::sent ? done : failed;
-            if (r.wake) ready(r.wake);
+        auto r = c->send_locked(value_, wakes);
+        if (r == send_status::full && c->cap) {
+            c->announce_send_wait();
+            r = c->send_locked(value_, wakes);  // the second look (THE PARKING HANDSHAKE)
+        }
+        if (r != send_status::full) {
+            c->unlock_synced();
+            state_ = r == send_status::sent ? done : failed;
+            wakes.ready_all();
             return false;
         }
         park(self, h, wait_reason::chan_send);
@@ -2618,7 +3063,8 @@ public:
         waiter_.sel = nullptr;
         waiter_.success = false;
         c->sendq.push(&waiter_);
-        c->lock.unlock();  // published: from here on a receiver may resume us
+        c->unlock_synced();  // published: from here on a receiver may resume us
+        wakes.ready_all();   // a refill before we parked (only locals from here on)
         return true;
     }
 
@@ -2652,11 +3098,20 @@ public:
             park(self, h, wait_reason::chan_receive_nil);  // never published: parks forever
             return true;
         }
+        if (c->cap) {
+            fast_result f = c->recv_fast(out_);
+            if (f == fast_result::done || f == fast_result::closed) return false;
+        }
+        wake_list wakes;
         c->lock.lock();
-        auto r = c->recv_locked(out_);
-        if (r.status != recv_status::empty) {
-            c->lock.unlock();
-            if (r.wake) ready(r.wake);
+        auto r = c->recv_locked(out_, wakes);
+        if (r == recv_status::empty && c->cap) {
+            c->announce_recv_wait();
+            r = c->recv_locked(out_, wakes);  // the second look (THE PARKING HANDSHAKE)
+        }
+        if (r != recv_status::empty) {
+            c->unlock_synced();
+            wakes.ready_all();
             return false;
         }
         park(self, h, wait_reason::chan_receive);
@@ -2665,7 +3120,7 @@ public:
         waiter_.sel = nullptr;
         waiter_.success = false;
         c->recvq.push(&waiter_);
-        c->lock.unlock();  // published: from here on a sender or close may resume us
+        c->unlock_synced();  // published: from here on a sender or close may resume us
         return true;
     }
 
@@ -2746,11 +3201,17 @@ public:
     try_recv_result<T> try_recv() {
         try_recv_result<T> res;
         if (!s_) return res;
+        switch (s_->recv_fast(res.value)) {
+        case detail::fast_result::done: res.status = recv_status::received; return res;
+        case detail::fast_result::closed: res.status = recv_status::closed; return res;
+        case detail::fast_result::not_ready: res.status = recv_status::empty; return res;
+        case detail::fast_result::locked: break;
+        }
+        detail::wake_list wakes;
         s_->lock.lock();
-        auto r = s_->recv_locked(res.value);
-        s_->lock.unlock();
-        res.status = r.status;
-        if (r.wake) detail::ready(r.wake);
+        res.status = s_->recv_locked(res.value, wakes);
+        s_->unlock_synced();
+        wakes.ready_all();
         return res;
     }
 
@@ -2763,7 +3224,7 @@ public:
     }
 
     /// Values buffered now (a moment's view).
-    std::size_t size() const noexcept { return s_ ? s_->count.load(std::memory_order_relaxed) : 0; }
+    std::size_t size() const noexcept { return s_ ? s_->buffered() : 0; }
     /// The buffer's capacity (0: unbuffered or nil).
     std::size_t capacity() const noexcept { return s_ ? s_->cap : 0; }
 
@@ -2777,11 +3238,18 @@ private:
 
     send_status try_send_ref(T& v) {
         if (!s_) return send_status::full;
+        switch (s_->send_fast(v)) {
+        case detail::fast_result::done: return send_status::sent;
+        case detail::fast_result::closed: return send_status::closed;
+        case detail::fast_result::not_ready: return send_status::full;
+        case detail::fast_result::locked: break;
+        }
+        detail::wake_list wakes;
         s_->lock.lock();
-        auto r = s_->send_locked(v);
-        s_->lock.unlock();
-        if (r.wake) detail::ready(r.wake);
-        return r.status;
+        auto r = s_->send_locked(v, wakes);
+        s_->unlock_synced();
+        wakes.ready_all();
+        return r;
     }
 
     state_type* s_ = nullptr;
@@ -2811,15 +3279,28 @@ private:
 // channel throws goro::channel_closed. A send case that is not chosen keeps
 // its value (it is neither delivered nor duplicated).
 //
-// ALGORITHM (after Go's runtime/select.go)
+// ALGORITHM (after Go's runtime/select.go, with channel.hpp's lock-free paths first)
+//   0. Draw a random poll order (a fresh permutation each time). Try the cases
+//      in that order WITHOUT locks, each with its channel's lock-free path
+//      (a buffered ring's send or receive, a closed channel, a timer that has
+//      passed): the first that proceeds wins. A case the lock-free path cannot
+//      judge (waiters parked, a position in flight, an unbuffered channel with
+//      a waiter) ends this pass; the locked poll below then uses the same
+//      order, so every ready case keeps the same chance (fairness). Only a
+//      one-case try_select takes "nothing ready" from this pass: with several
+//      cases the answers come from different moments.
 //   1. Lock every distinct channel once, in increasing address order (the
 //      lock order shared with every other select, so two selects never deadlock).
-//   2. Poll the cases in a random order (a fresh permutation each time); the
-//      first that can proceed does, under the locks.
-//   3. None: enqueue one waiter per channel case (in this frame: no allocation),
+//   2. Poll the cases in the same order under the locks; the first that can
+//      proceed does. None: announce the coming waiters to each buffered
+//      case's channel (channel.hpp's PARKING HANDSHAKE: lock-free operations
+//      from now on take the lock) and poll once more, to catch an operation
+//      that went through lock-free before the announcement.
+//   3. Still none: enqueue one waiter per channel case (in this frame: no allocation),
 //      all sharing one select_core, and arm a timer_node for the earliest
 //      `after` case; then unlock (channels in reverse order, so the lowest
-//      address is released last). The first waker to flip the core's
+//      address is released last; each clears the wait flags of its emptied
+//      queues first). The first waker to flip the core's
 //      `claimed` flag (a channel waker under its channel's lock, or the timer
 //      thread) owns the wake-up; the others skip our waiters.
 //   4. Woken: lock the other cases' channels again and unlink our remaining
@@ -3040,10 +3521,25 @@ public:
             park(self, h, wait_reason::select_no_cases);  // never published: parks forever
             return true;
         } else {
+            unsigned char order[NS];
+            shuffle(order);
+            std::int64_t now = 0;
+            if constexpr (timers > 0) now = now_ns();
+            if (poll_fast(order, now) >= 0) return false;
             chan_base* locks[NS];
             std::size_t nl = lock_order(locks);
             lock_all(locks, nl);
-            if (poll_locked(locks, nl)) return false;  // unlocked by poll_locked
+            wake_list wakes;
+            bool fired = poll_locked(order, now, wakes);
+            if (!fired) {
+                announce_all();
+                fired = poll_locked(order, now, wakes);  // the second look (channel.hpp's PARKING HANDSHAKE)
+            }
+            if (fired) {
+                unlock_all(locks, nl);
+                wakes.ready_all();
+                return false;
+            }
             park(self, h, wait_reason::select);
             parked_ = true;
             core_.task = self;
@@ -3051,6 +3547,7 @@ public:
             if constexpr (!std::is_same_v<timer_type, no_timer>) arm_timer();
             // Published. From here on only locals: `this` may be resumed elsewhere.
             unlock_all(locks, nl);
+            wakes.ready_all();  // senders a refill moved into a ring (locals only)
             return true;
         }
     }
@@ -3076,15 +3573,26 @@ public:
         return std::move(result_);
     }
 
-    /// The non-blocking form: one poll under the locks.
+    /// The non-blocking form: the lock-free poll, then one poll under the locks.
     result_type poll_now() {
         if constexpr (N > 0) {
-            chan_base* locks[NS];
-            std::size_t nl = lock_order(locks);
-            lock_all(locks, nl);
-            if (!poll_locked(locks, nl)) {
-                unlock_all(locks, nl);
+            unsigned char order[NS];
+            shuffle(order);
+            std::int64_t now = 0;
+            if constexpr (timers > 0) now = now_ns();
+            int f = poll_fast(order, now);
+            // "Nothing ready" seen case by case without the locks is not one
+            // moment's view when there are several cases: then the locks decide.
+            if (f == fast_none && N == 1) {
                 result_.index_ = select_default;
+            } else if (f < 0) {
+                chan_base* locks[NS];
+                std::size_t nl = lock_order(locks);
+                lock_all(locks, nl);
+                wake_list wakes;
+                if (!poll_locked(order, now, wakes)) result_.index_ = select_default;
+                unlock_all(locks, nl);
+                wakes.ready_all();
             }
         }
         if (send_closed_) throw channel_closed("goro::select: send on closed channel");
@@ -3135,29 +3643,66 @@ private:
     static void lock_all(chan_base** locks, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) locks[i]->lock.lock();
     }
+    /// Clears the wait flags of emptied queues (channel.hpp), then unlocks.
     static void unlock_all(chan_base** locks, std::size_t n) noexcept {
-        for (std::size_t i = n; i > 0; --i) locks[i - 1]->lock.unlock();
+        for (std::size_t i = n; i > 0; --i) locks[i - 1]->unlock_synced();
     }
 
-    /// Channels locked. Tries the cases in a random order; when one proceeds,
-    /// records it, unlocks, wakes its peer and returns true.
-    bool poll_locked(chan_base** locks, std::size_t nl) noexcept {
-        unsigned char order[NS];
+    /// A fresh random poll order (Fisher-Yates, built inside out).
+    static void shuffle(unsigned char* order) noexcept {
         for (std::size_t i = 0; i < N; ++i) {
             std::size_t j = std::size_t((std::uint64_t(select_rand()) * (i + 1)) >> 32);
             order[i] = order[j];
             order[j] = static_cast<unsigned char>(i);
         }
-        std::int64_t now = 0;
-        if constexpr (timers > 0) now = now_ns();
+    }
+
+    static constexpr int fast_none = -1;    // every case would block (case by case)
+    static constexpr int fast_locked = -2;  // a case needs the locks to tell
+
+    /// No locks. Tries the cases in `order` with the channels' lock-free
+    /// paths; stops at the first case that only the locks can tell about (so
+    /// the locked poll, in the same order, gives it the same chance: fair).
+    /// Returns the case that fired (recorded in result_), else fast_none or
+    /// fast_locked.
+    int poll_fast(const unsigned char* order, std::int64_t now) noexcept {
+        for (std::size_t k = 0; k < N; ++k) {
+            fast_result f = fast_result::not_ready;
+            visit(order[k], [&](auto I) { f = fast_one<I>(now); });
+            if (f == fast_result::done || f == fast_result::closed) {
+                result_.index_ = order[k];
+                return order[k];
+            }
+            if (f == fast_result::locked) return fast_locked;
+        }
+        return fast_none;
+    }
+
+    template <std::size_t I>
+    fast_result fast_one(std::int64_t now) noexcept {
+        constexpr case_kind kind = case_traits<case_at<I>>::kind;
+        auto& cs = std::get<I>(cases_);
+        if constexpr (kind == case_kind::timer) {
+            return now >= cs.when_ns ? fast_result::done : fast_result::not_ready;
+        } else if constexpr (kind == case_kind::recv) {
+            if (!cs.ch) return fast_result::not_ready;
+            return cs.ch->recv_fast(std::get<I>(result_.slots_));  // closed: fires with nullopt
+        } else {
+            if (!cs.ch) return fast_result::not_ready;
+            fast_result f = cs.ch->send_fast(cs.value);
+            if (f == fast_result::closed) send_closed_ = true;
+            return f;
+        }
+    }
+
+    /// Channels locked. Tries the cases in `order`; when one proceeds, records
+    /// it and returns true (the caller unlocks, then readies `wakes`).
+    bool poll_locked(const unsigned char* order, std::int64_t now, wake_list& wakes) noexcept {
         for (std::size_t k = 0; k < N; ++k) {
             bool fired = false;
-            task_header* wake = nullptr;
-            visit(order[k], [&](auto I) { fired = poll_one<I>(wake, now); });
+            visit(order[k], [&](auto I) { fired = poll_one<I>(wakes, now); });
             if (fired) {
                 result_.index_ = order[k];
-                unlock_all(locks, nl);
-                if (wake) ready(wake);
                 return true;
             }
         }
@@ -3165,25 +3710,36 @@ private:
     }
 
     template <std::size_t I>
-    bool poll_one(task_header*& wake, std::int64_t now) noexcept {
+    bool poll_one(wake_list& wakes, std::int64_t now) noexcept {
         constexpr case_kind kind = case_traits<case_at<I>>::kind;
         auto& cs = std::get<I>(cases_);
         if constexpr (kind == case_kind::timer) {
             return now >= cs.when_ns;
         } else if constexpr (kind == case_kind::recv) {
             if (!cs.ch) return false;
-            auto r = cs.ch->recv_locked(std::get<I>(result_.slots_));
-            if (r.status == recv_status::empty) return false;
-            wake = r.wake;  // closed: fires with nullopt
-            return true;
+            // closed: fires with nullopt
+            return cs.ch->recv_locked(std::get<I>(result_.slots_), wakes) != recv_status::empty;
         } else {
             if (!cs.ch) return false;
-            auto r = cs.ch->send_locked(cs.value);
-            if (r.status == send_status::full) return false;
-            if (r.status == send_status::closed) send_closed_ = true;
-            wake = r.wake;
+            auto r = cs.ch->send_locked(cs.value, wakes);
+            if (r == send_status::full) return false;
+            if (r == send_status::closed) send_closed_ = true;
             return true;
         }
+    }
+
+    /// Channels locked, nothing ready: each buffered case's channel learns that
+    /// a waiter is coming (before the second poll).
+    void announce_all() noexcept {
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            if constexpr (kind != case_kind::timer) {
+                auto& cs = std::get<I>(cases_);
+                if (!cs.ch) return;
+                if constexpr (kind == case_kind::recv) cs.ch->announce_recv_wait();
+                else cs.ch->announce_send_wait();
+            }
+        });
     }
 
     void enqueue_all(task_header* self) noexcept {
@@ -4630,28 +5186,34 @@ private:
 // ---- end goro/errgroup.hpp ----
 
 // ---- begin goro/snapshot.hpp ----
-// goro/snapshot.hpp — a consistent copy of every task's record, taken with the
-// world stopped for the copy alone.
+// goro/snapshot.hpp — a copy of every task's record, taken while the world
+// runs, as Go 1.19 takes its goroutine profile.
 //
-//   request → stop the world → copy records → resume → group → format
+//   request → stop the world → start an epoch → resume → copy records → group → format
 //
 // `goro::snapshot::take()` stops every worker at a safe point (see
-// scheduler.hpp), locks the registry's shards (so spawns and exits from plain
-// threads wait too), copies each task's compact record and its chain of site
-// pointers into flat vectors reserved beforehand, then unlocks and restarts
-// the world. Names are cleaned, stacks grouped and text formatted only after
-// that, on the caller's thread, while tasks run again.
+// scheduler.hpp) only to start a profile epoch and note where each registry
+// shard's list begins; then the world runs again. Each task alive at that
+// moment is copied once, as it was then: by the walk that follows, or by the
+// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
+// registry.hpp). The pause is therefore the same for ten tasks or a million.
+// Names are cleaned, stacks grouped and text formatted after that, on the
+// caller's thread.
 //
-// Every listed task appears exactly once; `total()` equals the sum of the
-// group counts. A task running on a worker that did not reach a safe point
-// before the timeout (a task that never suspends) is recorded as running with
-// no frames (its frames are changing under us); the task calling take() from
-// inside the pool is recorded as running with its frames as last suspended.
+// Every task alive when the epoch began appears exactly once (tasks spawned
+// after it do not; one that exits meanwhile appears as it was); `total()`
+// equals the sum of the group counts. The task calling take() from inside the
+// pool is recorded as running with its frames as last suspended. When a worker
+// does not reach a safe point before the timeout (a task that never
+// suspends), take() falls back to copying everything with the world stopped,
+// and records that worker's task as running with no frames (its frames are
+// changing under us). `options::concurrent = false` asks for that copy too.
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -4703,6 +5265,10 @@ public:
     struct options {
         /// How long to wait for each worker to reach a safe point.
         std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
+        /// Copy the records while the world runs (Go 1.19's way): the world
+        /// stops only to start a profile epoch. False: copy everything with
+        /// the world stopped (also the fallback when a worker did not stop).
+        bool concurrent = true;
     };
 
     static snapshot take() { return take(options{}); }
@@ -4711,52 +5277,63 @@ public:
         snapshot s;
         s.taken_at_ns_ = detail::coarse_now_ns();
         detail::registry& reg = detail::the_registry();
-        // Reserve outside the stop: the copy itself must not allocate much.
-        // Sized (not just reserved) here, so that its pages are touched now and
-        // the copy does not page-fault with the world stopped.
+        // Sized (not just reserved) outside the stop, so that the pages are
+        // touched now and the copy does not page-fault with the world stopped.
         std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
         s.tasks_.resize(expect + expect / 8 + 64);
         s.sites_.resize(2 * expect + 256);
-        std::size_t ntasks = 0, nsites = 0;
 
+        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
+        collector c(s);
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
         if (sched) rep = sched->stop_the_world(opt.stop_timeout);
         auto t0 = detail::now_ns();
         reg.lock_all();
-        reg.for_each_unlocked([&](task_header& h) {
-            if (ntasks == s.tasks_.size()) s.tasks_.resize(2 * ntasks);  // more than counted: rare
-            task_record& r = s.tasks_[ntasks++];
-            r.id = h.id;
-            r.parent_id = h.parent_id;
-            r.state = h.state.load(std::memory_order_relaxed);
-            r.kind = h.kind;
-            r.created_by = h.spawn_site;
-            r.meta = h.meta;
-            if (r.state == task_state::waiting) {
-                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
-                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+        task_header* self = detail::tls_current_task;
+        if (!opt.concurrent || !rep.all_stopped) {
+            // Everything now: a worker that did not stop may resume any task
+            // at any moment, so no task can be left for later.
+            reg.for_each_unlocked([&](task_header& h) {
+                bool stuck = &h != self && std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end();
+                c.record(h, &h == self || stuck, stuck);
+            });
+            reg.unlock_all();
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+        } else {
+            // Start an epoch; copy the caller's own task now (it is running);
+            // every other task is copied by the walk below or by the worker
+            // that resumes it first (see PROFILE EPOCHS in registry.hpp).
+            detail::profile_epoch_state& p = detail::profile_epoch();
+            const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
+            p.gen.store(e, std::memory_order_release);
+            auto heads = reg.heads_locked();
+            if (self && !self->dead.load(std::memory_order_acquire)) {
+                c.record(*self, true, false);
+                detail::profile_publish(*self, e);
             }
-            bool stuck = std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end() &&
-                         &h != detail::tls_current_task;
-            r.first_frame = static_cast<std::uint32_t>(nsites);
-            if (stuck) {
-                r.state = task_state::running;
-                r.frames_known = false;
-            } else {
-                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) {
-                    if (nsites == s.sites_.size()) s.sites_.resize(2 * nsites);
-                    s.sites_[nsites++] = p->site_;
+            p.record = &collector::record_thunk;
+            p.ctx = &c;
+            p.active.store(true, std::memory_order_seq_cst);
+            reg.unlock_all();
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+
+            for (task_header* head : heads)
+                for (task_header* h = head; h; h = h->next_) {
+                    if (!detail::profile_claim(*h, e)) continue;
+                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, false);
+                    detail::profile_publish(*h, e);
                 }
-            }
-            if (&h == detail::tls_current_task) r.state = task_state::running;
-            r.frame_count = static_cast<std::uint32_t>(nsites - r.first_frame);
-        });
-        reg.unlock_all();
-        s.pause_ns_ = detail::now_ns() - t0;
-        if (sched) sched->start_the_world();
-        s.tasks_.resize(ntasks);
-        s.sites_.resize(nsites);
+
+            // End the epoch once no worker is between its check and its copy.
+            p.active.store(false, std::memory_order_seq_cst);
+            while (p.inflight.load(std::memory_order_seq_cst) != 0) detail::cpu_relax();
+            p.record = nullptr;
+            p.ctx = nullptr;
+        }
+        c.finish();
         std::sort(s.tasks_.begin(), s.tasks_.end(),
                   [](const task_record& a, const task_record& b) { return a.id < b.id; });
         return s;
@@ -4771,7 +5348,8 @@ public:
     }
     /// Coarse monotonic time of the snapshot (compare with task_record::since_ns).
     std::int64_t taken_at_ns() const noexcept { return taken_at_ns_; }
-    /// How long the registry was held for the copy (the world was stopped at least that long).
+    /// How long the world stayed stopped once every worker had stopped: the
+    /// epoch's start, or the whole copy when it was taken with the world stopped.
     std::int64_t copy_ns() const noexcept { return pause_ns_; }
 
     /// Groups tasks by identical stack and labels, largest group first (ties:
@@ -4854,6 +5432,83 @@ private:
         const auto& lb = b.meta ? b.meta->labels : none;
         return la == lb;
     }
+
+    static std::mutex& profile_mutex() noexcept {
+        static std::mutex m;
+        return m;
+    }
+
+    /// Where the copies go: slots of the presized vectors, claimed with an
+    /// atomic cursor by the profiler and by workers alike; a rare record that
+    /// does not fit goes to a side list under a mutex.
+    class collector {
+    public:
+        explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
+
+        static void record_thunk(void* self, task_header& h) noexcept {
+            static_cast<collector*>(self)->record(h, false, false);
+        }
+
+        /// Copies `h` (alive, and not running unless `running`). `stuck`: it
+        /// runs on a worker that did not stop, so its frames are not read.
+        void record(task_header& h, bool running, bool stuck) noexcept {
+            task_record r;
+            r.id = h.id;
+            r.parent_id = h.parent_id;
+            r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
+            r.kind = h.kind;
+            r.created_by = h.spawn_site;
+            r.meta = h.meta;
+            if (r.state == task_state::waiting) {
+                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
+                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+            }
+            std::uint32_t depth = 0;
+            if (stuck) r.frames_known = false;
+            else
+                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+            r.frame_count = depth;
+            std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
+            std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
+            if (off + depth <= site_cap_ && slot < task_cap_) {
+                r.first_frame = static_cast<std::uint32_t>(off);
+                copy_sites(h, s_.sites_.data() + off, depth);
+                s_.tasks_[slot] = std::move(r);
+                return;
+            }
+            std::vector<detail::site> sites(depth);  // rare: more than was counted
+            copy_sites(h, sites.data(), depth);
+            std::lock_guard<std::mutex> g(overflow_mu_);
+            overflow_.emplace_back(std::move(r), std::move(sites));
+            if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
+        }
+
+        /// After the last copy: trims the vectors and appends the overflow.
+        void finish() {
+            std::size_t n = std::min(ntasks_.load(), task_cap_);
+            s_.tasks_.resize(n);
+            std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
+            s_.sites_.resize(std::min(nsites_.load(), site_cap_));
+            for (auto& [r, sites] : overflow_) {
+                r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
+                s_.sites_.insert(s_.sites_.end(), sites.begin(), sites.end());
+                s_.tasks_.push_back(std::move(r));
+            }
+        }
+
+    private:
+        static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+            const detail::promise_base* p = h.leaf;
+            for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
+        }
+
+        snapshot& s_;
+        const std::size_t task_cap_, site_cap_;
+        alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
+        alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
+        std::mutex overflow_mu_;
+        std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
+    };
 
     std::vector<task_record> tasks_;
     std::vector<detail::site> sites_;
@@ -5370,8 +6025,8 @@ inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
 //   auto before = goro::snapshot::take(); ... auto after = goro::snapshot::take();
 //   goro::write_diff(std::cerr, goro::diff(before, after));   // what leaked in between
 //
-// Every form takes a snapshot (goro/snapshot.hpp: the world is stopped for the
-// copy alone) or formats one the caller already took, so a leak checker or the
+// Every form takes a snapshot (goro/snapshot.hpp: the world stops only to begin
+// it; records are copied while tasks run) or formats one the caller already took, so a leak checker or the
 // debug server can print one snapshot several ways. Formatting runs on the
 // caller's thread while tasks run. Text goes through a 64 KiB buffer and an
 // ostream gets it chunk by chunk: a dump of any size is complete (Go stops
@@ -7009,7 +7664,7 @@ public:
 //   /metrics                        Prometheus text: tasks by state and wait
 //                                   reason, tasks started, workers, queue length
 // Each profile request takes one snapshot (goro/snapshot.hpp: the world stops
-// for the copy alone) on the server thread. /metrics stops nothing: it walks
+// only to begin it) on the server thread. /metrics stops nothing: it walks
 // the registry's live headers, so a scrape never pauses the workers.
 //
 // THREADING MODEL
@@ -7025,8 +7680,8 @@ public:
 //     server create threads or unbounded state (memory is bounded by
 //     max_connections x the head limits, plus the responses being written),
 //     stop() has exactly one thread to wake and join, and serial handlers are
-//     what profile handlers want anyway (two concurrent stop-the-world
-//     snapshots would only queue behind each other). The price: a slow handler
+//     what profile handlers want anyway (two concurrent snapshots would
+//     only queue behind each other). The price: a slow handler
 //     delays the others. Handlers should be quick.
 //   * When every slot is busy, new connections wait in the kernel's listen
 //     backlog, except that an idle keep-alive connection is closed to make room.
