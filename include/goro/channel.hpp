@@ -438,6 +438,29 @@ struct chan_state : chan_base {
     /// The slot of position p.
     slot_type& slot(std::uint64_t p) noexcept { return ring()[index(p)]; }
 
+    // --- the ring: claiming one position -------------------------------------
+
+    /// Claims send position `p` (its slot `s` is free) by a CAS of `enq` from
+    /// `e`, then writes `v` and publishes it. False: `e` changed (reloaded).
+    bool claim_and_put(std::uint64_t& e, std::uint64_t p, slot_type& s, T& v) noexcept {
+        if (!enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
+                                       std::memory_order_relaxed))
+            return false;
+        ::new (static_cast<void*>(s.storage)) T(std::move(v));
+        s.seq.store(2 * p + 1, std::memory_order_release);
+        return true;
+    }
+
+    /// Claims receive position `p` (its slot `s` is published) by a CAS of
+    /// `deq` from `d`, then moves the value out. False: `d` changed (reloaded).
+    bool claim_and_take(std::uint64_t& d, std::uint64_t p, slot_type& s, std::optional<T>& out) noexcept {
+        if (!deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
+                                       std::memory_order_relaxed))
+            return false;
+        take(s, p, out);
+        return true;
+    }
+
     // --- the ring, lock-free ---------------------------------------------------
     //
     // THREAD SAFETY: any thread. Only positions claimed by this call's own CAS
@@ -458,12 +481,7 @@ struct chan_state : chan_base {
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p) {
-                if (enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
-                                              std::memory_order_relaxed)) {
-                    ::new (static_cast<void*>(s.storage)) T(std::move(v));
-                    s.seq.store(2 * p + 1, std::memory_order_release);
-                    return fast_result::done;
-                }
+                if (claim_and_put(e, p, s, v)) return fast_result::done;
             } else if (std::int64_t(seq - 2 * p) < 0) {
                 // The slot still holds position p - cap: full, or its receiver is moving it out.
                 std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
@@ -489,11 +507,7 @@ struct chan_state : chan_base {
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p + 1) {
-                if (deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
-                                              std::memory_order_relaxed)) {
-                    take(s, p, out);
-                    return fast_result::done;
-                }
+                if (claim_and_take(d, p, s, out)) return fast_result::done;
             } else if (std::int64_t(seq - (2 * p + 1)) < 0) {
                 // Position p is not published: the ring is empty, or its sender is still writing.
                 std::uint64_t e = enq.load(std::memory_order_acquire);
@@ -518,12 +532,7 @@ struct chan_state : chan_base {
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p) {
-                if (enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
-                                              std::memory_order_relaxed)) {
-                    ::new (static_cast<void*>(s.storage)) T(std::move(v));
-                    s.seq.store(2 * p + 1, std::memory_order_release);
-                    return true;
-                }
+                if (claim_and_put(e, p, s, v)) return true;
                 continue;
             }
             if (std::int64_t(seq - 2 * p) < 0) {
@@ -545,11 +554,7 @@ struct chan_state : chan_base {
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p + 1) {
-                if (deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
-                                              std::memory_order_relaxed)) {
-                    take(s, p, out);
-                    return true;
-                }
+                if (claim_and_take(d, p, s, out)) return true;
                 continue;
             }
             if (std::int64_t(seq - (2 * p + 1)) < 0) {
