@@ -354,9 +354,11 @@ TEST_CASE("stress: producers and consumers with random cancellations deliver exa
                     if (r.index() == 1) break;
                     mine.push_back(v);
                 }
-                std::lock_guard<std::mutex> lk(m);
-                log.insert(log.end(), mine.begin(), mine.end());
-                ex.fetch_add(1);
+                {
+                    std::lock_guard<std::mutex> lk(m);
+                    log.insert(log.end(), mine.begin(), mine.end());
+                }
+                ex.fetch_add(1);  // last: the test ends the round (and the mutex) when all have counted
             }(ctx, ch, p, mu, sent, exited));
         for (int q = 0; q < 8; ++q)
             goro::go([](goro::context c, goro::channel<int> in, std::mutex& m, std::vector<int>& log,
@@ -367,9 +369,11 @@ TEST_CASE("stress: producers and consumers with random cancellations deliver exa
                     if (r.index() == 1) break;
                     mine.push_back(*r.get<0>());
                 }
-                std::lock_guard<std::mutex> lk(m);
-                log.insert(log.end(), mine.begin(), mine.end());
-                ex.fetch_add(1);
+                {
+                    std::lock_guard<std::mutex> lk(m);
+                    log.insert(log.end(), mine.begin(), mine.end());
+                }
+                ex.fetch_add(1);  // last: the test ends the round (and the mutex) when all have counted
             }(ctx, ch, mu, received, exited));
         std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
         cancel();
