@@ -173,7 +173,9 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
         wait(st->done, h);
     else
         while (st->done.load(std::memory_order_acquire) == 0) st->done.wait(0, std::memory_order_acquire);
-    if (st->error) std::rethrow_exception(st->error);
+    // Move the error out: the worker may drop the state's last reference at
+    // any moment, and the exception's own count is invisible to TSan.
+    if (std::exception_ptr e = std::move(st->error)) std::rethrow_exception(std::move(e));
     if constexpr (!std::is_void_v<R>) return std::move(*st->value);
 }
 

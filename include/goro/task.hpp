@@ -75,7 +75,7 @@ struct task_promise : promise_base {
         return nullptr;
     }
     T take_result() {
-        if (result_.index() == 2) std::rethrow_exception(std::get<2>(result_));
+        if (result_.index() == 2) std::rethrow_exception(std::move(std::get<2>(result_)));
         return std::move(std::get<1>(result_));
     }
 
