@@ -1,6 +1,7 @@
 // goro::task<T>: values, exceptions, move-only results, laziness, deep chains.
 #include <catch2/catch.hpp>
 
+#include <coroutine>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -100,4 +101,61 @@ TEST_CASE("a million sequential awaits do not grow the stack", "[task][deep]") {
 TEST_CASE("a million nested awaits do not overflow the stack", "[task][deep]") {
     CHECK(goro::block_on(nested(1'000'000)) == 1'000'000);
     CHECK(goro::block_on(nested_yielding(100'000)) == 100'000);
+}
+
+namespace {
+
+// An awaiter that counts its copies and moves and hands back a reference to
+// a member, to show what await_transform does with it.
+struct counting_awaiter {
+    static inline int copies = 0;
+    int value = 7;
+    bool suspend_result = false;  // false: await_suspend resumes at once
+    counting_awaiter() = default;
+    counting_awaiter(const counting_awaiter& o) : value(o.value), suspend_result(o.suspend_result) { ++copies; }
+    counting_awaiter(counting_awaiter&& o) noexcept : value(o.value), suspend_result(o.suspend_result) { ++copies; }
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<>) noexcept { return suspend_result; }
+    int& await_resume() noexcept { return value; }
+};
+
+// An awaitable with operator co_await: goro must still call it.
+struct via_operator {
+    int v;
+    auto operator co_await() const noexcept {
+        struct aw {
+            int v;
+            bool await_ready() const noexcept { return true; }
+            void await_suspend(std::coroutine_handle<>) const noexcept {}
+            int await_resume() const noexcept { return v * 2; }
+        };
+        return aw{v};
+    }
+};
+
+// An awaiter whose await_suspend returns a handle: symmetric transfer back
+// to the awaiting frame itself.
+struct transfer_awaiter {
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) const noexcept { return h; }
+    int await_resume() const noexcept { return 5; }
+};
+
+goro::task<int> awaits_in_place() {
+    counting_awaiter named;
+    int& r = co_await named;  // the reference is to `named` itself, not to a copy
+    r = 11;
+    int a = named.value;
+    int b = co_await counting_awaiter{};  // a temporary, awaited where it is
+    int c = co_await via_operator{4};
+    int d = co_await transfer_awaiter{};
+    co_return a + b + c + d;
+}
+
+}  // namespace
+
+TEST_CASE("co_await uses the awaiter in place, without copying it", "[task]") {
+    counting_awaiter::copies = 0;
+    CHECK(goro::block_on(awaits_in_place()) == 11 + 7 + 8 + 5);
+    CHECK(counting_awaiter::copies == 0);
 }

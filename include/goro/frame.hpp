@@ -26,6 +26,7 @@
 
 #include <coroutine>
 #include <cstdint>
+#include <type_traits>
 
 #include <goro/platform.hpp>
 #include <goro/pool.hpp>
@@ -35,6 +36,39 @@ namespace goro {
 struct task_header;
 
 namespace detail {
+
+/// A plain awaiter: the type that `co_await` uses as it is (no operator co_await).
+template <class A>
+concept direct_awaiter = requires(A& a) {
+    a.await_ready();
+    a.await_resume();
+};
+
+/// Stands in for an awaiter that lives elsewhere in the frame (the temporary
+/// of the co_await expression, or a named object), forwarding to it.
+///
+/// Why: when `await_transform` hands back a reference to the awaiter, g++ 12
+/// gives the frame a second copy of it; the awaiter of a channel operation is
+/// 64 bytes, so every suspended task paid that twice. One pointer costs 8.
+/// (clang allocates the same frame either way.)
+template <class A>
+struct await_ref {
+    A* a;
+    bool await_ready() noexcept(noexcept(a->await_ready())) { return a->await_ready(); }
+    template <class H>
+    decltype(auto) await_suspend(H h) noexcept(noexcept(a->await_suspend(h))) { return a->await_suspend(h); }
+    decltype(auto) await_resume() noexcept(noexcept(a->await_resume())) { return a->await_resume(); }
+};
+
+/// The awaitable an await_transform returns: a pointer to a plain awaiter;
+/// anything else (a type with operator co_await) as it came.
+template <class A>
+decltype(auto) forward_awaitable(A&& a) noexcept {
+    if constexpr (direct_awaiter<std::remove_reference_t<A>>)
+        return await_ref<std::remove_reference_t<A>>{&a};
+    else
+        return static_cast<A&&>(a);
+}
 
 struct promise_base {
     std::coroutine_handle<> continuation_{};  // frame to resume when this one finishes
@@ -48,11 +82,11 @@ struct promise_base {
     static void operator delete(void* p, std::size_t size) noexcept { pool_free(p, size); }
 
     /// Records the site of every `co_await` in a goro coroutine, then forwards
-    /// the awaitable untouched.
+    /// the awaitable (see await_ref for how).
     template <class A>
-    A&& await_transform(A&& a, GORO_SITE_PARAM) noexcept {
+    decltype(auto) await_transform(A&& a, GORO_SITE_PARAM) noexcept {
         site_ = GORO_SITE_ARG;
-        return static_cast<A&&>(a);
+        return forward_awaitable(static_cast<A&&>(a));
     }
 };
 

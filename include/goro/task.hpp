@@ -81,7 +81,7 @@ struct task_promise : promise_base {
 
     using promise_base::await_transform;
     template <class A>
-    A&& await_transform(keep_site<A> k) noexcept { return static_cast<A&&>(k.awaitable); }
+    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
 };
 
 template <>
@@ -101,7 +101,7 @@ struct task_promise<void> : promise_base {
 
     using promise_base::await_transform;
     template <class A>
-    A&& await_transform(keep_site<A> k) noexcept { return static_cast<A&&>(k.awaitable); }
+    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
 };
 
 /// Starts a child task: links it below the awaiting frame and hands it to the
