@@ -192,13 +192,18 @@ struct select_core {
 
 /// A parked sender or receiver (Go's sudog). Lives in an awaiter, in the
 /// parked task's frame; every field is under the channel's lock while linked.
+/// 40 bytes: a parked task's frame holds one, so the task's own header and a
+/// select's core share a word (a select's waiters find the task in the core).
 struct chan_waiter {
     chan_waiter* next = nullptr;
     chan_waiter* prev = nullptr;
-    task_header* task = nullptr;
     void* elem = nullptr;          // receiver: its std::optional<T>; sender: its T
-    select_core* sel = nullptr;    // set when the waiter is one case of a select
+    union {
+        task_header* task_ = nullptr;  // a plain send or receive: the parked task
+        select_core* sel_;             // one case of a select
+    };
     int case_index = 0;
+    bool in_select = false;
     bool linked = false;
     bool success = false;          // true: a value moved; false: woken by close
 
@@ -206,6 +211,18 @@ struct chan_waiter {
     // An awaiter may be moved before it suspends; a linked node never is.
     chan_waiter(const chan_waiter&) noexcept {}
     chan_waiter& operator=(const chan_waiter&) = delete;
+
+    void set_task(task_header* t) noexcept {
+        task_ = t;
+        in_select = false;
+    }
+    void set_select(select_core* c, int index) noexcept {
+        sel_ = c;
+        case_index = index;
+        in_select = true;
+    }
+    select_core* sel() const noexcept { return in_select ? sel_ : nullptr; }
+    task_header* task() const noexcept { return in_select ? sel_->task : task_; }
 };
 
 /// FIFO of parked waiters, intrusive: no allocation. Changed only under the
@@ -230,7 +247,7 @@ public:
     chan_waiter* pop() noexcept {
         while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
             unlink(w);
-            if (!w->sel || w->sel->try_claim(w->case_index)) return w;
+            if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
         }
         return nullptr;
     }
@@ -273,7 +290,7 @@ public:
         first_ = last_ = nullptr;
         while (w) {
             chan_waiter* next = w->next;
-            ready(w->task);
+            ready(w->task());
             w = next;
         }
     }
@@ -712,9 +729,8 @@ public:
         }
         park(self, h, wait_reason::chan_send);
         state_ = parked;
-        waiter_.task = self;
+        waiter_.set_task(self);
         waiter_.elem = &value_;
-        waiter_.sel = nullptr;
         waiter_.success = false;
         c->sendq.push(&waiter_);
         c->unlock_synced();  // published: from here on a receiver may resume us
@@ -769,9 +785,8 @@ public:
             return false;
         }
         park(self, h, wait_reason::chan_receive);
-        waiter_.task = self;
+        waiter_.set_task(self);
         waiter_.elem = &out_;
-        waiter_.sel = nullptr;
         waiter_.success = false;
         c->recvq.push(&waiter_);
         c->unlock_synced();  // published: from here on a sender or close may resume us

@@ -181,7 +181,7 @@ struct abandoned_task {
 inline abandoned_task reap_abandoned(task_header* h) {
     // Only the body's own frame is left to free: the frames it awaited were the caller's.
     h->leaf = nullptr;
-    h->root_.destroy();
+    std::coroutine_handle<>::from_address(h->root_frame_).destroy();
     the_registry().retire(h);
     co_return;
 }
@@ -190,7 +190,7 @@ inline abandoned_task reap_abandoned(task_header* h) {
 /// caller owns off its chain and make a wake-up harmless.
 inline void abandon_block_on_body(task_header* h) {
     using body_promise = task_promise<void>;  // block_on_body returns task<>
-    auto root = std::coroutine_handle<body_promise>::from_address(h->root_.address());
+    auto root = std::coroutine_handle<body_promise>::from_address(h->root_frame_);
     h->leaf = &root.promise();
     h->resume_point_ = reap_abandoned(h).handle;
 }

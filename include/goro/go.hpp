@@ -59,7 +59,7 @@ inline task_header* new_header(task_kind kind, const site& where) {
 }
 
 inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
-    h->root_ = frame;
+    h->root_frame_ = frame.address();
     h->resume_point_ = frame;
     h->leaf = &p;
     p.header_ = h;
@@ -146,7 +146,7 @@ inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
     auto frame = t.release();
     task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
     if (!options.name.empty() || !options.labels.empty())
-        h->meta = std::make_shared<const task_options>(std::move(options));
+        h->meta = task_meta(std::move(options));
     detail::start_root(h, frame, frame.promise());
 }
 

@@ -107,33 +107,72 @@ enum class task_kind : std::uint8_t {
     blocked,  ///< a plain thread waiting in block_on()
 };
 
-// The first cache line holds what the worker that runs, parks, wakes and
-// retires the task touches; the rest is written at spawn and read by walks.
-// A spawned task usually runs on another core: one line crosses, not two.
-struct alignas(detail::cache_line) task_header {
+/// A task's name and labels, shared by its header and every snapshot record
+/// of it. One pointer wide (a shared_ptr is two): the header of every parked
+/// task carries one. The count lives in the block with the options.
+class task_meta {
+public:
+    task_meta() noexcept = default;
+    explicit task_meta(task_options o) : p_(new node{std::move(o), {1}}) {}
+    task_meta(const task_meta& o) noexcept : p_(o.p_) {
+        if (p_) p_->refs.fetch_add(1, std::memory_order_relaxed);
+    }
+    task_meta(task_meta&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    task_meta& operator=(task_meta o) noexcept {
+        std::swap(p_, o.p_);
+        return *this;
+    }
+    ~task_meta() { reset(); }
+
+    void reset() noexcept {
+        if (node* p = std::exchange(p_, nullptr))
+            if (p->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete p;
+    }
+    const task_options* get() const noexcept { return p_ ? &p_->options : nullptr; }
+    const task_options* operator->() const noexcept { return get(); }
+    const task_options& operator*() const noexcept { return p_->options; }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+    friend bool operator==(const task_meta& a, const task_meta& b) noexcept { return a.p_ == b.p_; }
+
+private:
+    struct node {
+        task_options options;
+        std::atomic<std::size_t> refs;
+    };
+    node* p_ = nullptr;
+};
+
+// 88 bytes on g++ (a million parked tasks carry a million headers), 8-byte
+// aligned so that the general allocator adds nothing (see goro/pool.hpp). The
+// first 48 bytes are what the worker that runs, parks, wakes and retires the
+// task touches; the rest is written at spawn and read by walks.
+struct task_header {
     // --- hot: running, parking, waking, exiting ---
     std::coroutine_handle<> resume_point_{};        // the leaf frame to resume
-    std::coroutine_handle<> root_{};                // the root frame, destroyed at exit
     detail::promise_base* leaf = nullptr;           // innermost frame
-    task_header* next_runnable_ = nullptr;          // intrusive link of a retired list
     std::atomic<const char*> wait_reason{nullptr};  // state: atomics, see THREAD SAFETY
     std::atomic<std::int64_t> since_ns{0};          // coarse monotonic time it parked
     std::atomic<task_state> state{task_state::runnable};
     std::atomic<bool> dead{false};                  // finished (or not started): walks skip it
     task_kind kind = task_kind::task;
-    std::uint16_t shard = 0;
+    std::uint8_t shard = 0;
+    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
+    union {
+        void* root_frame_ = nullptr;                // alive: the root frame, destroyed at exit
+        task_header* next_runnable_;                // dead: the link of a retired or dead list
+    };
     // --- cold: the registry list (shard lock) and identity (immutable while alive) ---
     task_header* next_ = nullptr;
-    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
     std::uint64_t id = 0;
     std::uint64_t parent_id = 0;                    // 0: spawned outside any task
     detail::site spawn_site{};
-    std::shared_ptr<const task_options> meta;       // null when no name or labels
+    task_meta meta;                                 // empty when no name or labels
 };
 
 namespace detail {
 
 inline constexpr std::size_t registry_shards = 64;
+static_assert(registry_shards < 256, "task_header::shard is one byte, and registry_shards itself means 'not linked'");
 
 /// Headers this thread retired and has not handed back to their shard yet,
 /// and dead headers this thread took from its shard for reuse.
@@ -272,7 +311,6 @@ public:
             h->resume_point_ = {};
             h->parent_id = 0;
             h->meta.reset();
-            h->root_ = {};
             h->leaf = nullptr;
             h->wait_reason.store(nullptr, std::memory_order_relaxed);
             h->since_ns.store(0, std::memory_order_relaxed);
@@ -283,7 +321,7 @@ public:
         auto* h = new (pool_allocate(sizeof(task_header))) task_header();
         h->dead.store(true, std::memory_order_relaxed);
         h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
-        h->shard = static_cast<std::uint16_t>(registry_shards);  // not linked yet
+        h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
         return h;
     }
 
@@ -293,7 +331,7 @@ public:
         std::size_t s = this_shard();
         registry_shard& sh = shards_[s];
         if (h->shard == registry_shards) {
-            h->shard = static_cast<std::uint16_t>(s);
+            h->shard = static_cast<std::uint8_t>(s);
             std::lock_guard<spinlock> g(sh.lock);
             h->next_ = sh.head;
             sh.head = h;
@@ -331,7 +369,7 @@ public:
         l.retired = nullptr;
         l.nretired = 0;
         while (h) {
-            std::uint16_t s = h->shard;
+            std::uint8_t s = h->shard;
             task_header* first = nullptr;
             task_header* last = nullptr;
             task_header* rest = nullptr;

@@ -288,7 +288,7 @@ public:
             park(self, h, wait_reason::select);
             parked_ = true;
             core_.task = self;
-            enqueue_all(self);
+            enqueue_all();  // its waiters find `self` in core_
             if constexpr (!std::is_same_v<timer_type, no_timer>) arm_timer();
             // Published. From here on only locals: `this` may be resumed elsewhere.
             unlock_all(locks, nl);
@@ -487,16 +487,14 @@ private:
         });
     }
 
-    void enqueue_all(task_header* self) noexcept {
+    void enqueue_all() noexcept {
         for_each_case([&](auto I) {
             constexpr case_kind kind = case_traits<case_at<I>>::kind;
             if constexpr (kind != case_kind::timer) {
                 auto& cs = std::get<I>(cases_);
                 if (!cs.ch) return;
                 chan_waiter& w = nodes_[I];
-                w.task = self;
-                w.sel = &core_;
-                w.case_index = int(I);
+                w.set_select(&core_, int(I));
                 w.success = false;
                 if constexpr (kind == case_kind::recv) {
                     w.elem = &std::get<I>(result_.slots_);

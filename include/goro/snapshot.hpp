@@ -54,7 +54,7 @@ struct task_record {
     std::uint32_t frame_count = 0;
     bool frames_known = true;           ///< false: running on a stuck worker
     detail::site created_by{};          ///< where go() / block_on() was called
-    std::shared_ptr<const task_options> meta;  ///< name and labels, or null
+    task_meta meta;                     ///< name and labels, or empty
 };
 
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.

@@ -43,7 +43,7 @@ struct final_awaiter {
             continue_with(p.continuation_);
             return;
         }
-        if (p.header_ && p.header_->root_ == h) {
+        if (p.header_ && p.header_->root_frame_ == h.address()) {
             // A root task started by go(): it owns itself.
             task_header* hdr = p.header_;
             std::exception_ptr e = p.take_exception();
