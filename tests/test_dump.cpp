@@ -779,6 +779,9 @@ TEST_CASE("a snapshot taken while tasks run lists each of them once, with a stac
             if (r.state == goro::task_state::waiting) CHECK(r.wait_reason != nullptr);
         }
         CHECK(ids.size() == s.total());  // nobody twice
+        // Records in ascending id, whatever order the walk and the workers copied them in.
+        CHECK(std::is_sorted(s.tasks().begin(), s.tasks().end(),
+                             [](const goro::task_record& a, const goro::task_record& b) { return a.id < b.id; }));
         CHECK(pingers == pairs);         // nobody missing, though all of them ran meanwhile
         CHECK(pongers == pairs);
         CHECK(spawners == 2);

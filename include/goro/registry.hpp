@@ -118,15 +118,24 @@ public:
         if (p_) p_->refs.fetch_add(1, std::memory_order_relaxed);
     }
     task_meta(task_meta&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
-    task_meta& operator=(task_meta o) noexcept {
-        std::swap(p_, o.p_);
+    task_meta& operator=(const task_meta& o) noexcept {
+        task_meta(o).swap(*this);
         return *this;
     }
-    ~task_meta() { reset(); }
+    task_meta& operator=(task_meta&& o) noexcept {
+        if (this != &o) {
+            reset();
+            p_ = std::exchange(o.p_, nullptr);
+        }
+        return *this;
+    }
+    ~task_meta() {
+        if (p_) release(p_);
+    }
 
+    void swap(task_meta& o) noexcept { std::swap(p_, o.p_); }
     void reset() noexcept {
-        if (node* p = std::exchange(p_, nullptr))
-            if (p->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete p;
+        if (p_) release(std::exchange(p_, nullptr));
     }
     const task_options* get() const noexcept { return p_ ? &p_->options : nullptr; }
     const task_options* operator->() const noexcept { return get(); }
@@ -139,6 +148,10 @@ private:
         task_options options;
         std::atomic<std::size_t> refs;
     };
+    // Out of line: most tasks have no name, and the check above is all they pay.
+    [[gnu::noinline]] static void release(node* p) noexcept {
+        if (p->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete p;
+    }
     node* p_ = nullptr;
 };
 
