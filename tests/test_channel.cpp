@@ -170,6 +170,75 @@ TEST_CASE("senders parked when the channel closes throw channel_closed", "[chann
     CHECK(goro_test::tasks_drained(tasks_before));
 }
 
+namespace {
+
+// How many tasks are parked now, by wait reason (a snapshot's view).
+std::size_t parked_with(const char* reason) {
+    std::size_t n = 0;
+    const goro::snapshot s = goro::snapshot::take();
+    for (auto& r : s.tasks())
+        if (r.state == goro::task_state::waiting && r.wait_reason && std::string(r.wait_reason) == reason) ++n;
+    return n;
+}
+
+goro::task<> close_from_task(goro::channel<int> ch) {
+    ch.close();
+    co_return;
+}
+
+}  // namespace
+
+TEST_CASE("one close wakes a thousand receivers, senders and selects, in batches", "[channel]") {
+    // A close empties the queues 64 waiters at a time, readying each batch
+    // with the lock released: every waiter must be woken exactly once,
+    // whichever thread closes (a worker queues them locally, a plain thread
+    // on the global queue).
+    const bool from_task = GENERATE(false, true);
+    const auto tasks_before = goro::num_goroutines();
+    constexpr int receivers = 1000, selects = 300, senders = 700;
+    goro::channel<int> rch, sch, other;
+    std::atomic<int> rx_closed{0}, sel_closed{0}, tx_threw{0}, wrong{0};
+    auto rx = [](goro::channel<int> c, std::atomic<int>& n, std::atomic<int>& bad) -> goro::task<> {
+        auto v = co_await c.recv();
+        if (!v) n.fetch_add(1);
+        else bad.fetch_add(1);
+    };
+    auto sel = [](goro::channel<int> c, goro::channel<int> o, std::atomic<int>& n,
+                  std::atomic<int>& bad) -> goro::task<> {
+        auto r = co_await goro::select(goro::recv(c), goro::recv(o));
+        if (r.index() == 0 && !r.get<0>()) n.fetch_add(1);
+        else bad.fetch_add(1);
+    };
+    auto tx = [](goro::channel<int> c, std::atomic<int>& n) -> goro::task<> {
+        try {
+            co_await c.send(1);
+        } catch (const goro::channel_closed&) {
+            n.fetch_add(1);
+        }
+    };
+    for (int i = 0; i < receivers; ++i) goro::go(rx(rch, rx_closed, wrong));
+    for (int i = 0; i < selects; ++i) goro::go(sel(rch, other, sel_closed, wrong));
+    for (int i = 0; i < senders; ++i) goro::go(tx(sch, tx_threw));
+    REQUIRE(eventually([&] {
+        return parked_with("chan receive") == receivers && parked_with("select") == selects &&
+               parked_with("chan send") == senders;
+    }));
+    if (from_task) {
+        goro::go(close_from_task(rch));
+        goro::go(close_from_task(sch));
+    } else {
+        rch.close();
+        sch.close();
+    }
+    CHECK(eventually([&] {
+        return rx_closed.load() == receivers && sel_closed.load() == selects && tx_threw.load() == senders;
+    }));
+    CHECK(wrong.load() == 0);
+    CHECK(goro_test::tasks_drained(tasks_before));
+    // The other channel's queue holds none of the selects' waiters any more.
+    CHECK(other.try_send(1) == goro::send_status::full);
+}
+
 TEST_CASE("send on a closed channel throws and names the operation", "[channel]") {
     goro::channel<int> ch(1);
     ch.close();

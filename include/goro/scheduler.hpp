@@ -241,6 +241,25 @@ public:
         wake_if_needed();
     }
 
+    /// Makes many parked tasks runnable at once (a close or a cancel waking
+    /// all its waiters): onto this worker's queue, or off the pool onto the
+    /// global queue in one hold of its lock; idle workers are woken once.
+    void ready_n(task_header* const* ts, std::size_t n) noexcept {
+        if (n == 0) return;
+        if (n == 1) {
+            ready(ts[0]);
+            return;
+        }
+        for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        if (w && w->sched == this) {
+            for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
+        } else {
+            global_push_n(ts, n);
+        }
+        wake_if_needed();
+    }
+
     /// Puts the current task at the back of the queue (Gosched).
     void yield_task(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
@@ -668,6 +687,7 @@ inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) 
 
 /// Makes a parked task runnable (see the PARKING PROTOCOL above).
 inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
+inline void ready_n(task_header* const* ts, std::size_t n) noexcept { the_scheduler().ready_n(ts, n); }
 
 /// The task running on this thread now; throws when there is none.
 inline task_header* current_task_or_throw(const char* op) {
