@@ -257,3 +257,74 @@ TEST_CASE("two tasks that wake each other do not starve the tasks queued behind 
     stop.store(true);
     CHECK(goro_test::tasks_drained());
 }
+
+namespace {
+
+// Parks on `ch`, then counts how many times it ran past the receive.
+goro::task<> count_wakeups(goro::channel<int> ch, std::atomic<int>& woke, std::atomic<bool>& flag) {
+    auto v = co_await ch.recv();
+    (void)v;
+    woke.fetch_add(1);
+    flag.store(true);
+}
+
+// Wakes the receiver (it lands in this worker's run_next), then keeps the
+// worker busy without suspending: until `flag` is set by the woken task
+// (which therefore must be stolen from run_next), or for `spin`.
+goro::task<> wake_then_spin(goro::channel<int> ch, std::atomic<bool>& flag, std::chrono::microseconds spin,
+                            std::atomic<int>& finished) {
+    co_await ch.send(1);
+    const auto end = std::chrono::steady_clock::now() + spin;
+    if (spin.count() == 0) {
+        while (!flag.load()) goro::detail::cpu_relax();
+    } else {
+        while (std::chrono::steady_clock::now() < end) goro::detail::cpu_relax();
+    }
+    finished.fetch_add(1);
+}
+
+// Waits until `n` tasks are parked on a channel receive.
+bool receivers_parked(std::size_t n) {
+    return eventually([n] {
+        const goro::snapshot s = goro::snapshot::take();
+        std::size_t k = 0;
+        for (auto& r : s.tasks())
+            if (r.state == goro::task_state::waiting && r.wait_reason == goro::wait_reason::chan_receive) ++k;
+        return k == n;
+    });
+}
+
+}  // namespace
+
+TEST_CASE("a task left in a stuck worker's run_next is stolen, and runs exactly once", "[scheduler]") {
+    // A thief takes run_next from a worker whose task has not suspended for
+    // a monitor period. First: the stuck task waits for the one it woke,
+    // which only a thief can run (this hung in a young pool, whose monitor
+    // did not tick).
+    {
+        goro::channel<int> ch;
+        std::atomic<int> woke{0}, finished{0};
+        std::atomic<bool> flag{false};
+        goro::go(count_wakeups(ch, woke, flag));
+        REQUIRE(receivers_parked(1));
+        goro::go(wake_then_spin(ch, flag, std::chrono::microseconds(0), finished));
+        REQUIRE(eventually([&] { return finished.load() == 1; }));
+        CHECK(woke.load() == 1);
+        CHECK(goro_test::tasks_drained());
+    }
+    // Then: the owner stops spinning around the moment thieves start to
+    // look (the monitor marks a worker starving after 10 ms), so the owner's
+    // take and a thief's race. Whoever wins, the task runs once.
+    std::atomic<int> woke{0}, finished{0};
+    constexpr int rounds = 40;
+    for (int i = 0; i < rounds; ++i) {
+        goro::channel<int> ch;
+        std::atomic<bool> flag{false};
+        goro::go(count_wakeups(ch, woke, flag));
+        REQUIRE(receivers_parked(1));
+        goro::go(wake_then_spin(ch, flag, std::chrono::microseconds(8000 + 200 * i), finished));
+        REQUIRE(eventually([&] { return finished.load() == i + 1 && woke.load() == i + 1; }));
+        CHECK(goro_test::tasks_drained());
+    }
+    CHECK(woke.load() == rounds);
+}

@@ -174,6 +174,11 @@ public:
             worker* wp = w.get();
             wp->thread = std::thread([this, wp] { worker_main(*wp); });
         }
+        // Workers start running (spinning), not idle, so none passes through
+        // claim_running() until it has slept once: ask for the monitor's
+        // ticks now, or work stuck behind a task that never suspends in a
+        // young pool would never be rescued.
+        timers_.want_ticks();
     }
 
     scheduler(const scheduler&) = delete;
@@ -457,7 +462,7 @@ private:
     void claim_running(worker& w) noexcept {
         for (;;) {
             int st = ws_idle;
-            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_acq_rel)) {
+            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_seq_cst)) {
                 parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
                 timers_.want_ticks();
                 return;
@@ -603,7 +608,7 @@ private:
             w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
             if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
             w.seen_resumes = r;
-            if (w.status.load(std::memory_order_relaxed) == ws_running) busy = true;
+            if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
         }
         if (busy && !shutdown_.load()) timers_.want_ticks();
     }

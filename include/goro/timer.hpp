@@ -89,8 +89,15 @@ public:
     }
 
     /// Asks for `tick` calls every 10 ms (set while the pool has work).
+    /// Asks for ticks (the scheduler calls it when a worker starts running).
+    /// Sequentially consistent with the timer thread's clearing of the flag
+    /// before a tick, which then reads the workers' status: either this call
+    /// sees the flag cleared (and sets it), or that tick sees the worker
+    /// running (and asks again). Relaxed, both could miss: ticks stopped
+    /// while a worker ran, and work stuck behind a task that never suspends
+    /// was never rescued.
     void want_ticks() {
-        if (ticking_.load(std::memory_order_relaxed) || ticking_.exchange(true, std::memory_order_acq_rel))
+        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
             return;
         { std::lock_guard<std::mutex> g(mu_); }  // the timer thread is waiting, or sees the flag
         cv_.notify_one();
@@ -117,7 +124,7 @@ private:
                 due.clear();
                 if (ticking && now >= next_tick) {
                     next_tick = now + tick_period_ns;
-                    ticking_.store(false, std::memory_order_release);
+                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
                     tick_(tick_arg_);  // asks again through want_ticks() while busy
                 }
                 lk.lock();
