@@ -8,7 +8,8 @@
 //     `__builtin_FILE/LINE/FUNCTION`, evaluated as defaulted arguments at the
 //     call site. Both spell the same accessors. Use `GORO_SITE_PARAM` as the last
 //     parameter of a function that records its caller's site.
-//   * cache-line size, a spin-wait hint, a monotonic coarse clock.
+//   * cache-line size, a spin-wait hint, a monotonic coarse clock, an
+//     asymmetric fence (membarrier) for a rare side that must see a hot side's stores.
 //   * `goro::error` and its subclasses: every misuse goro detects throws one of
 //     these, with a message that names the operation.
 #pragma once
@@ -20,6 +21,11 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if __has_include(<source_location>)
 #include <source_location>
@@ -105,6 +111,32 @@ inline void seq_fence() noexcept {
     word.fetch_add(0, std::memory_order_seq_cst);
 #else
     std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+/// The asymmetric fence (Linux membarrier, private expedited): a rare side
+/// calls asym_fence_heavy() and from then on sees every store that any other
+/// thread of the process made before that thread's next load, as if each had
+/// run a full fence; the hot side pays nothing but a compiler barrier.
+/// asym_fence_available() registers the process once and says whether the
+/// kernel offers it (Linux 4.14+); without it, callers keep their locked
+/// instructions.
+inline bool asym_fence_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    static const bool ok = [] {
+        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+inline void asym_fence_heavy() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
 #endif
 }
 

@@ -7,6 +7,7 @@
 //              current task suspends, so a ping-pong between two tasks stays on
 //              one core and one cache. Not stolen, except from a worker whose
 //              current task has run for a whole monitor period (10 ms).
+//              The owner takes it without a locked instruction (RUN_NEXT below).
 //   local queue  256 entries, owner pushes at the tail, anyone takes at the head
 //              (the owner pops one, a thief takes half). Full: half moves to the
 //              global queue.
@@ -29,6 +30,19 @@
 //   idleness only after the world restarts. A worker still inside one task
 //   after the timeout is reported (its task is shown as running, its frames
 //   are not read). The caller's own worker, if any, counts as stopped.
+//
+// RUN_NEXT: the owner fills an empty slot with a plain store (a thief only
+//   ever takes a task out), and empties it with a plain store too, which is
+//   two locked instructions less per ping-pong round trip. That is safe
+//   because a thief is rare (a starving worker) and does the fencing for both:
+//     owner:  t = run_next; in_pop = 1; if steal_req == 0 { run_next = null; in_pop = 0; run t }
+//             else { in_pop = 0; t = exchange(run_next, null) }
+//     thief:  ++steal_req; asym_fence_heavy() (membarrier); wait while in_pop;
+//             t = exchange(run_next, null); --steal_req
+//   After the heavy fence, either the owner's `in_pop = 1` is visible (the
+//   thief waits until that take is over) or the owner's later read of
+//   steal_req sees the request (it takes with an exchange). So no task is
+//   taken twice. Without membarrier (old kernels) the owner always exchanges.
 //
 // PARKING PROTOCOL for awaitables that block (channels, sleep, wait groups):
 //   in await_suspend(h): `park(task, h, reason)`, then publish the waiter
@@ -130,6 +144,8 @@ struct worker {
     unsigned index = 0;
     local_runq q;
     alignas(cache_line) std::atomic<task_header*> run_next{nullptr};
+    std::atomic<bool> in_pop{false};        // the owner is taking run_next (RUN_NEXT)
+    std::atomic<int> steal_req{0};          // thieves waiting to take run_next
     std::atomic<task_header*> current{nullptr};
     std::atomic<std::uint64_t> resumes{0};
     std::atomic<bool> starving{false};
@@ -160,7 +176,7 @@ struct stw_report {
 class scheduler {
 public:
     explicit scheduler(unsigned nworkers)
-        : timers_(&scheduler::tick_thunk, this) {
+        : timers_(&scheduler::tick_thunk, this), asym_fence_(asym_fence_available()) {
         if (nworkers == 0) nworkers = 1;
         workers_.reserve(nworkers);
         for (unsigned i = 0; i < nworkers; ++i) {
@@ -414,10 +430,39 @@ private:
                     return batch[0];
                 }
                 if (round == 3 && v.starving.load(std::memory_order_relaxed))
-                    if (task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+                    if (task_header* t = steal_run_next(v)) return t;
             }
         }
         return nullptr;
+    }
+
+    /// Owner only: empties run_next, returning what it held (RUN_NEXT).
+    task_header* take_run_next(worker& w) noexcept {
+        task_header* t = w.run_next.load(std::memory_order_acquire);
+        if (!t) return nullptr;
+        if (asym_fence_) {
+            w.in_pop.store(true, std::memory_order_relaxed);
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+            const bool contested = w.steal_req.load(std::memory_order_relaxed) != 0;
+            if (!contested) w.run_next.store(nullptr, std::memory_order_relaxed);
+            w.in_pop.store(false, std::memory_order_release);
+            if (!contested) return t;
+        }
+        return w.run_next.exchange(nullptr, std::memory_order_acq_rel);
+    }
+
+    /// A thief takes a starving worker's run_next (RUN_NEXT).
+    task_header* steal_run_next(worker& v) noexcept {
+        if (!v.run_next.load(std::memory_order_relaxed)) return nullptr;
+        if (!asym_fence_) return v.run_next.exchange(nullptr, std::memory_order_acq_rel);
+        v.steal_req.fetch_add(1, std::memory_order_seq_cst);
+        asym_fence_heavy();
+        for (int spins = 0; v.in_pop.load(std::memory_order_acquire);)
+            if (++spins < 64) cpu_relax();
+            else std::this_thread::yield();  // the owner was descheduled mid-take
+        task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel);
+        v.steal_req.fetch_sub(1, std::memory_order_release);
+        return t;
     }
 
     static std::uint64_t next_rand(worker& w) noexcept {
@@ -500,14 +545,14 @@ private:
             // full and starve the queue behind it (Go ends such a chain with
             // its 10 ms time slice). Every 64th pick in a row, the queue first.
             bool next_first = ++w.next_streak % 64 != 0;
-            if (next_first && w.run_next.load(std::memory_order_relaxed))
-                if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+            if (next_first)
+                if (task_header* t = take_run_next(w)) return t;
             if (task_header* t = w.q.pop()) {
                 w.next_streak = 0;
                 return t;
             }
-            if (!next_first && w.run_next.load(std::memory_order_relaxed))
-                if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+            if (!next_first)
+                if (task_header* t = take_run_next(w)) return t;
             if (task_header* t = global_get(w, runq_capacity / 2)) return t;
 
             // Spin, stealing, unless enough others already do.
@@ -615,6 +660,7 @@ private:
 
     std::vector<std::unique_ptr<worker>> workers_;
     timer_queue timers_;
+    const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
     alignas(cache_line) spinlock gq_lock_;
     std::vector<task_header*> gq_ring_;  // power-of-two capacity
