@@ -297,10 +297,11 @@ bool receivers_parked(std::size_t n) {
 }  // namespace
 
 TEST_CASE("a task left in a stuck worker's run_next is stolen, and runs exactly once", "[scheduler]") {
-    // The owner of run_next takes it without a locked instruction; a thief
-    // takes it from a starving worker after a membarrier (RUN_NEXT in
-    // scheduler.hpp). First: the stuck task waits for the one it woke, which
-    // only a thief can run.
+    // A thief takes run_next from a worker whose task has not suspended for
+    // a monitor period, after a membarrier; the owner takes it without a
+    // locked instruction (RUN_NEXT in scheduler.hpp). First: the stuck task
+    // waits for the one it woke, which only a thief can run (this hung in a
+    // young pool, whose monitor did not tick).
     {
         goro::channel<int> ch;
         std::atomic<int> woke{0}, finished{0};

@@ -66,7 +66,8 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 //     `__builtin_FILE/LINE/FUNCTION`, evaluated as defaulted arguments at the
 //     call site. Both spell the same accessors. Use `GORO_SITE_PARAM` as the last
 //     parameter of a function that records its caller's site.
-//   * cache-line size, a spin-wait hint, a monotonic coarse clock.
+//   * cache-line size, a spin-wait hint, a monotonic coarse clock, an
+//     asymmetric fence (membarrier) for a rare side that must see a hot side's stores.
 //   * `goro::error` and its subclasses: every misuse goro detects throws one of
 //     these, with a message that names the operation.
 
@@ -77,6 +78,11 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if __has_include(<source_location>)
 #include <source_location>
@@ -162,6 +168,32 @@ inline void seq_fence() noexcept {
     word.fetch_add(0, std::memory_order_seq_cst);
 #else
     std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+/// The asymmetric fence (Linux membarrier, private expedited): a rare side
+/// calls asym_fence_heavy() and from then on sees every store that any other
+/// thread of the process made before that thread's next load, as if each had
+/// run a full fence; the hot side pays nothing but a compiler barrier.
+/// asym_fence_available() registers the process once and says whether the
+/// kernel offers it (Linux 4.14+); without it, callers keep their locked
+/// instructions.
+inline bool asym_fence_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    static const bool ok = [] {
+        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+inline void asym_fence_heavy() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
 #endif
 }
 
@@ -1357,8 +1389,15 @@ public:
     }
 
     /// Asks for `tick` calls every 10 ms (set while the pool has work).
+    /// Asks for ticks (the scheduler calls it when a worker starts running).
+    /// Sequentially consistent with the timer thread's clearing of the flag
+    /// before a tick, which then reads the workers' status: either this call
+    /// sees the flag cleared (and sets it), or that tick sees the worker
+    /// running (and asks again). Relaxed, both could miss: ticks stopped
+    /// while a worker ran, and work stuck behind a task that never suspends
+    /// was never rescued.
     void want_ticks() {
-        if (ticking_.load(std::memory_order_relaxed) || ticking_.exchange(true, std::memory_order_acq_rel))
+        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
             return;
         { std::lock_guard<std::mutex> g(mu_); }  // the timer thread is waiting, or sees the flag
         cv_.notify_one();
@@ -1385,7 +1424,7 @@ private:
                 due.clear();
                 if (ticking && now >= next_tick) {
                     next_tick = now + tick_period_ns;
-                    ticking_.store(false, std::memory_order_release);
+                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
                     tick_(tick_arg_);  // asks again through want_ticks() while busy
                 }
                 lk.lock();
@@ -1464,6 +1503,7 @@ private:
 //              current task suspends, so a ping-pong between two tasks stays on
 //              one core and one cache. Not stolen, except from a worker whose
 //              current task has run for a whole monitor period (10 ms).
+//              The owner takes it without a locked instruction (RUN_NEXT below).
 //   local queue  256 entries, owner pushes at the tail, anyone takes at the head
 //              (the owner pops one, a thief takes half). Full: half moves to the
 //              global queue.
@@ -1486,6 +1526,19 @@ private:
 //   idleness only after the world restarts. A worker still inside one task
 //   after the timeout is reported (its task is shown as running, its frames
 //   are not read). The caller's own worker, if any, counts as stopped.
+//
+// RUN_NEXT: the owner fills an empty slot with a plain store (a thief only
+//   ever takes a task out), and empties it with a plain store too, which is
+//   two locked instructions less per ping-pong round trip. That is safe
+//   because a thief is rare (a starving worker) and does the fencing for both:
+//     owner:  t = run_next; in_pop = 1; if steal_req == 0 { run_next = null; in_pop = 0; run t }
+//             else { in_pop = 0; t = exchange(run_next, null) }
+//     thief:  ++steal_req; asym_fence_heavy() (membarrier); wait while in_pop;
+//             t = exchange(run_next, null); --steal_req
+//   After the heavy fence, either the owner's `in_pop = 1` is visible (the
+//   thief waits until that take is over) or the owner's later read of
+//   steal_req sees the request (it takes with an exchange). So no task is
+//   taken twice. Without membarrier (old kernels) the owner always exchanges.
 //
 // PARKING PROTOCOL for awaitables that block (channels, sleep, wait groups):
 //   in await_suspend(h): `park(task, h, reason)`, then publish the waiter
@@ -1581,6 +1634,8 @@ struct worker {
     unsigned index = 0;
     local_runq q;
     alignas(cache_line) std::atomic<task_header*> run_next{nullptr};
+    std::atomic<bool> in_pop{false};        // the owner is taking run_next (RUN_NEXT)
+    std::atomic<int> steal_req{0};          // thieves waiting to take run_next
     std::atomic<task_header*> current{nullptr};
     std::atomic<std::uint64_t> resumes{0};
     std::atomic<bool> starving{false};
@@ -1611,7 +1666,7 @@ struct stw_report {
 class scheduler {
 public:
     explicit scheduler(unsigned nworkers)
-        : timers_(&scheduler::tick_thunk, this) {
+        : timers_(&scheduler::tick_thunk, this), asym_fence_(asym_fence_available()) {
         if (nworkers == 0) nworkers = 1;
         workers_.reserve(nworkers);
         for (unsigned i = 0; i < nworkers; ++i) {
@@ -1625,6 +1680,11 @@ public:
             worker* wp = w.get();
             wp->thread = std::thread([this, wp] { worker_main(*wp); });
         }
+        // Workers start running (spinning), not idle, so none passes through
+        // claim_running() until it has slept once: ask for the monitor's
+        // ticks now, or work stuck behind a task that never suspends in a
+        // young pool would never be rescued.
+        timers_.want_ticks();
     }
 
     scheduler(const scheduler&) = delete;
@@ -1860,10 +1920,39 @@ private:
                     return batch[0];
                 }
                 if (round == 3 && v.starving.load(std::memory_order_relaxed))
-                    if (task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+                    if (task_header* t = steal_run_next(v)) return t;
             }
         }
         return nullptr;
+    }
+
+    /// Owner only: empties run_next, returning what it held (RUN_NEXT).
+    task_header* take_run_next(worker& w) noexcept {
+        task_header* t = w.run_next.load(std::memory_order_acquire);
+        if (!t) return nullptr;
+        if (asym_fence_) {
+            w.in_pop.store(true, std::memory_order_relaxed);
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+            const bool contested = w.steal_req.load(std::memory_order_relaxed) != 0;
+            if (!contested) w.run_next.store(nullptr, std::memory_order_relaxed);
+            w.in_pop.store(false, std::memory_order_release);
+            if (!contested) return t;
+        }
+        return w.run_next.exchange(nullptr, std::memory_order_acq_rel);
+    }
+
+    /// A thief takes a starving worker's run_next (RUN_NEXT).
+    task_header* steal_run_next(worker& v) noexcept {
+        if (!v.run_next.load(std::memory_order_relaxed)) return nullptr;
+        if (!asym_fence_) return v.run_next.exchange(nullptr, std::memory_order_acq_rel);
+        v.steal_req.fetch_add(1, std::memory_order_seq_cst);
+        asym_fence_heavy();
+        for (int spins = 0; v.in_pop.load(std::memory_order_acquire);)
+            if (++spins < 64) cpu_relax();
+            else std::this_thread::yield();  // the owner was descheduled mid-take
+        task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel);
+        v.steal_req.fetch_sub(1, std::memory_order_release);
+        return t;
     }
 
     static std::uint64_t next_rand(worker& w) noexcept {
@@ -1908,7 +1997,7 @@ private:
     void claim_running(worker& w) noexcept {
         for (;;) {
             int st = ws_idle;
-            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_acq_rel)) {
+            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_seq_cst)) {
                 parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
                 timers_.want_ticks();
                 return;
@@ -1946,14 +2035,14 @@ private:
             // full and starve the queue behind it (Go ends such a chain with
             // its 10 ms time slice). Every 64th pick in a row, the queue first.
             bool next_first = ++w.next_streak % 64 != 0;
-            if (next_first && w.run_next.load(std::memory_order_relaxed))
-                if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+            if (next_first)
+                if (task_header* t = take_run_next(w)) return t;
             if (task_header* t = w.q.pop()) {
                 w.next_streak = 0;
                 return t;
             }
-            if (!next_first && w.run_next.load(std::memory_order_relaxed))
-                if (task_header* t = w.run_next.exchange(nullptr, std::memory_order_acq_rel)) return t;
+            if (!next_first)
+                if (task_header* t = take_run_next(w)) return t;
             if (task_header* t = global_get(w, runq_capacity / 2)) return t;
 
             // Spin, stealing, unless enough others already do.
@@ -2054,13 +2143,14 @@ private:
             w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
             if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
             w.seen_resumes = r;
-            if (w.status.load(std::memory_order_relaxed) == ws_running) busy = true;
+            if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
         }
         if (busy && !shutdown_.load()) timers_.want_ticks();
     }
 
     std::vector<std::unique_ptr<worker>> workers_;
     timer_queue timers_;
+    const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
     alignas(cache_line) spinlock gq_lock_;
     std::vector<task_header*> gq_ring_;  // power-of-two capacity
