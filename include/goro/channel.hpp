@@ -221,7 +221,6 @@ struct chan_waiter {
         case_index = index;
         in_select = true;
     }
-    select_core* sel() const noexcept { return in_select ? sel_ : nullptr; }
     task_header* task() const noexcept { return in_select ? sel_->task : task_; }
 };
 
