@@ -318,6 +318,13 @@ public:
         }
         if (task_header* h = l.spare) {
             l.spare = h->next_runnable_;
+            // The dead list is a chain through headers that another core
+            // retired: fetch the next one for writing now, so that its miss
+            // overlaps this spawn instead of stalling the next.
+            if (task_header* nx = l.spare) {
+                __builtin_prefetch(nx, 1);
+                __builtin_prefetch(reinterpret_cast<char*>(nx) + sizeof(task_header) - 1, 1);
+            }
             // Dead, so no walk reads it: reset the fields of its last life.
             profile_revive(*h);
             h->next_runnable_ = nullptr;

@@ -104,8 +104,13 @@ public:
             std::uint32_t tl = tail_.load(std::memory_order_relaxed);
             if (h == tl) return nullptr;
             task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
-            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                // The next task out was most likely made on another core:
+                // start fetching its header while this one runs. (A thief
+                // may take it first; a prefetch of it is harmless.)
+                if (h + 1 != tl) __builtin_prefetch(buf_[(h + 1) % runq_capacity].load(std::memory_order_relaxed), 1);
                 return t;
+            }
         }
     }
     /// Anyone: takes up to half (at least one) of the entries into `out`.
@@ -474,8 +479,13 @@ private:
 
     // --- idle workers -----------------------------------------------------
 
+    // The waker's half of IDLE WORKERS' Dekker pair. With membarrier, go_idle
+    // pays for both sides (asym_fence_heavy), so a spawn or a wake-up costs no
+    // fence here: it would wait for the store buffer, full of the new task's
+    // misses, on every spawn.
     void wake_if_needed() noexcept {
-        seq_fence();
+        if (GORO_TSAN || !asym_fence_) seq_fence();
+        else std::atomic_signal_fence(std::memory_order_seq_cst);
         if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
             wake_one();
     }
@@ -587,6 +597,7 @@ private:
             nspinning_.fetch_sub(1, std::memory_order_seq_cst);
         }
         seq_fence();
+        if (!GORO_TSAN && asym_fence_) asym_fence_heavy();  // the wakers' half too (wake_if_needed)
         bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
         bool slept = true;
         if (work) {

@@ -436,8 +436,14 @@ inline void* pool_allocate(std::size_t size) {
     if (size != 0 && size <= pool_max) {
         const std::size_t cls = pool_class(size);
         pool_cache* c = tls_pool_cache;
-        if (c && c->count[cls]) [[likely]]
-            return c->slots[cls][--c->count[cls]];
+        if (c && c->count[cls]) [[likely]] {
+            // The next block out is likely one another core freed: start
+            // fetching it for writing now (it is still in the cache or not;
+            // either way nothing waits on the prefetch).
+            std::uint32_t n = --c->count[cls];
+            if (n) __builtin_prefetch(c->slots[cls][n - 1], 1);
+            return c->slots[cls][n];
+        }
         if (!c && !(c = pool_make_cache())) return ::operator new(pool_block_size(cls));
         pool_depot& d = the_pool_depot();
         pool_batch_node* node = nullptr;
@@ -902,6 +908,13 @@ public:
         }
         if (task_header* h = l.spare) {
             l.spare = h->next_runnable_;
+            // The dead list is a chain through headers that another core
+            // retired: fetch the next one for writing now, so that its miss
+            // overlaps this spawn instead of stalling the next.
+            if (task_header* nx = l.spare) {
+                __builtin_prefetch(nx, 1);
+                __builtin_prefetch(reinterpret_cast<char*>(nx) + sizeof(task_header) - 1, 1);
+            }
             // Dead, so no walk reads it: reset the fields of its last life.
             profile_revive(*h);
             h->next_runnable_ = nullptr;
@@ -1594,8 +1607,13 @@ public:
             std::uint32_t tl = tail_.load(std::memory_order_relaxed);
             if (h == tl) return nullptr;
             task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
-            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                // The next task out was most likely made on another core:
+                // start fetching its header while this one runs. (A thief
+                // may take it first; a prefetch of it is harmless.)
+                if (h + 1 != tl) __builtin_prefetch(buf_[(h + 1) % runq_capacity].load(std::memory_order_relaxed), 1);
                 return t;
+            }
         }
     }
     /// Anyone: takes up to half (at least one) of the entries into `out`.
@@ -1964,8 +1982,13 @@ private:
 
     // --- idle workers -----------------------------------------------------
 
+    // The waker's half of IDLE WORKERS' Dekker pair. With membarrier, go_idle
+    // pays for both sides (asym_fence_heavy), so a spawn or a wake-up costs no
+    // fence here: it would wait for the store buffer, full of the new task's
+    // misses, on every spawn.
     void wake_if_needed() noexcept {
-        seq_fence();
+        if (GORO_TSAN || !asym_fence_) seq_fence();
+        else std::atomic_signal_fence(std::memory_order_seq_cst);
         if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
             wake_one();
     }
@@ -2077,6 +2100,7 @@ private:
             nspinning_.fetch_sub(1, std::memory_order_seq_cst);
         }
         seq_fence();
+        if (!GORO_TSAN && asym_fence_) asym_fence_heavy();  // the wakers' half too (wake_if_needed)
         bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
         bool slept = true;
         if (work) {
