@@ -722,3 +722,112 @@ TEST_CASE("buffered channel FIFO per producer through the lock-free paths", "[ch
     }
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+// --- the channel's biased lock -------------------------------------------------
+// One thread that keeps taking the lock gets it biased to itself (no locked
+// instruction); a second thread revokes the bias and both then share the
+// lock. The counter is a plain int: any overlap of two holders would lose an
+// increment (and is a race ThreadSanitizer reports).
+
+TEST_CASE("biased_spinlock: a lone thread gets the bias, another revokes it, no holder overlaps", "[channel][lock]") {
+    if (!goro::detail::asym_fence_available()) {
+        WARN("no membarrier here: locks are never biased");
+        return;
+    }
+    goro::detail::biased_spinlock lock;
+    long plain = 0;
+    for (int i = 0; i < 200; ++i) {
+        lock.lock();
+        ++plain;
+        lock.unlock();
+    }
+    CHECK(lock.bias_owner() == goro::detail::bias_thread_id());
+
+    // Two threads hammer it: every round ends with one of them revoking the
+    // other's bias, or with both on the inner lock.
+    constexpr long per_thread = 200000;
+    auto hammer = [&] {
+        for (long i = 0; i < per_thread; ++i) {
+            lock.lock();
+            ++plain;
+            lock.unlock();
+        }
+    };
+    std::thread other(hammer);
+    hammer();
+    other.join();
+    CHECK(plain == 200 + 2 * per_thread);
+
+    // Revoked by a thread that takes it once: the first owner goes back to the inner lock.
+    std::thread once([&] {
+        lock.lock();
+        ++plain;
+        lock.unlock();
+    });
+    once.join();
+    CHECK(lock.bias_owner() != goro::detail::bias_thread_id());
+    lock.lock();
+    ++plain;
+    lock.unlock();
+    CHECK(plain == 200 + 2 * per_thread + 2);
+}
+
+TEST_CASE("biased_spinlock: each revocation makes the next bias four times harder to get", "[channel][lock]") {
+    if (!goro::detail::asym_fence_available()) {
+        WARN("no membarrier here: locks are never biased");
+        return;
+    }
+    goro::detail::biased_spinlock lock;
+    auto take = [&](int n) {
+        for (int i = 0; i < n; ++i) {
+            lock.lock();
+            lock.unlock();
+        }
+    };
+    auto revoke_from_another_thread = [&] { std::thread([&] { take(1); }).join(); };
+    const std::uint32_t me = goro::detail::bias_thread_id();
+    take(64);
+    CHECK(lock.bias_owner() == me);
+    revoke_from_another_thread();
+    CHECK(lock.bias_owner() == 0);
+    take(255);  // the threshold is now 4 * 64: a streak of 255 is one short
+    CHECK(lock.bias_owner() == 0);
+    take(2);
+    CHECK(lock.bias_owner() == me);
+}
+
+TEST_CASE("a ping-pong between tasks, then a plain thread on the same channel: every value is handed off once",
+          "[channel][lock]") {
+    const auto tasks_before = goro::num_goroutines();
+    goro::channel<int> ping, pong;
+    constexpr int rounds = 20000;
+    auto echo = [](goro::channel<int> in, goro::channel<int> out) -> goro::task<> {
+        while (auto v = co_await in.recv()) co_await out.send(*v + 1);
+        out.close();
+    };
+    goro::go(echo(ping, pong));
+    long sum = goro::block_on([](goro::channel<int> ping, goro::channel<int> pong) -> goro::task<long> {
+        long s = 0;
+        for (int i = 0; i < rounds; ++i) {
+            co_await ping.send(i);
+            s += *co_await pong.recv();
+        }
+        co_return s;
+    }(ping, pong));
+    CHECK(sum == long(rounds) * (rounds - 1) / 2 + rounds);
+
+    // Now a plain thread sends into the same channel: it must revoke the
+    // worker's bias, and no value may be lost or doubled.
+    std::thread sender([&] {
+        for (int i = 0; i < 1000; ++i) goro::block_on(ping.send(int(i)));
+    });
+    long got = goro::block_on([](goro::channel<int> pong) -> goro::task<long> {
+        long s = 0;
+        for (int i = 0; i < 1000; ++i) s += *co_await pong.recv();
+        co_return s;
+    }(pong));
+    sender.join();
+    CHECK(got == 1000L * 999 / 2 + 1000);
+    ping.close();
+    CHECK(goro_test::tasks_drained(tasks_before));
+}

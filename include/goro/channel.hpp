@@ -293,6 +293,11 @@ public:
             ready(w->task());
             return;
         }
+        if (w) ready_many(w);
+    }
+
+private:
+    [[gnu::noinline]] static void ready_many(chan_waiter* w) noexcept {
         task_header* batch[64];
         std::size_t n = 0;
         while (w) {
@@ -343,10 +348,10 @@ struct chan_base {
     std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
     waitq recvq;
     waitq sendq;
-    spinlock lock;
+    biased_spinlock lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
     bool pow2 = false;     // immutable
     bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
-    char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(spinlock) + 2) % cache_line];
+    char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(biased_spinlock) + 2) % cache_line];
     // Line 1: the senders' word. Line 2: the receivers' word.
     std::atomic<std::uint64_t> enq{0};
     char pad1_[cache_line - sizeof(std::atomic<std::uint64_t>)];

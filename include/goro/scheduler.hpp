@@ -724,15 +724,19 @@ inline pool_holder& the_pool_holder() {
     return h;
 }
 
-inline scheduler& the_scheduler() {
+[[gnu::noinline]] inline scheduler& make_the_scheduler() {
     pool_holder& h = the_pool_holder();
-    if (scheduler* s = h.pool.load(std::memory_order_acquire)) return *s;
     std::lock_guard<std::mutex> g(h.mu);
     if (scheduler* s = h.pool.load(std::memory_order_relaxed)) return *s;
     unsigned n = requested_procs().load();
     auto* s = new scheduler(n ? n : default_procs());
     h.pool.store(s, std::memory_order_release);
     return *s;
+}
+
+inline scheduler& the_scheduler() {
+    if (scheduler* s = the_pool_holder().pool.load(std::memory_order_acquire)) return *s;
+    return make_the_scheduler();
 }
 
 inline bool pool_started() noexcept {

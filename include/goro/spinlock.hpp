@@ -4,7 +4,9 @@
 // that was descheduled does not burn a core forever. It satisfies Lockable.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <thread>
 
 #include <goro/platform.hpp>
@@ -31,6 +33,133 @@ public:
 
 private:
     std::atomic<bool> locked_{false};
+};
+
+/// A small number naming this thread for biased locks: even, never 0, never
+/// reused (a thread that exits keeps its number).
+inline std::uint32_t bias_thread_id() noexcept {
+    static std::atomic<std::uint32_t> next{2};
+    thread_local const std::uint32_t id = next.fetch_add(2, std::memory_order_relaxed);
+    return id;
+}
+
+/// A spinlock that one thread can take without a locked instruction while it
+/// is the only one taking it: a lock "biased" towards that thread, as in the
+/// JVM's biased locking, made safe by the asymmetric fence (membarrier). A
+/// channel used by two tasks that run on one worker (Go's runnext keeps a
+/// ping-pong there) is locked and unlocked four times per round trip by one
+/// thread: with the bias those are plain loads and stores.
+///
+/// STATES (`bias_`): 0, unbiased: everybody takes the inner spinlock.
+///   `id` (even): biased to the thread with that id. It locks by raising
+///   `busy_` and checking that the bias is still its own; nobody else enters
+///   until the bias is revoked.
+///   `id | 1`: being revoked. The revoker set it by a compare-and-swap, then
+///   runs asym_fence_heavy() and waits until `busy_` is down. After the fence,
+///   either the owner's `busy_ = 1` is visible (the revoker waits for its
+///   unlock) or the owner's check that follows it sees the odd value (it backs
+///   off to the slow path). So owner and revoker are never both inside. Then
+///   the revoker sets 0.
+/// BIASING: a holder of the inner lock that is the same thread for
+///   `threshold_` acquisitions in a row (64 at first) makes the lock biased to
+///   itself before it unlocks. Every revocation quadruples the threshold, so
+///   a lock that two threads share keeps paying one fence now and then at
+///   most, not one per acquisition. A thread that waited for the inner lock
+///   checks the bias again once it has it: if someone else holds the bias, it
+///   lets go and revokes.
+/// Without membarrier (asym_fence_available() false) no lock is ever biased.
+class biased_spinlock {
+public:
+    void lock() noexcept {
+        const std::uint32_t me = bias_thread_id();
+        if (bias_.load(std::memory_order_relaxed) == me) {
+            busy_.store(true, std::memory_order_relaxed);
+            std::atomic_signal_fence(std::memory_order_seq_cst);  // the heavy fence of a revoker orders the rest
+            if (bias_.load(std::memory_order_relaxed) == me) return;
+            busy_.store(false, std::memory_order_release);
+        }
+        lock_slow(me);
+    }
+
+    void unlock() noexcept {
+        // `busy_` is only ever raised by the bias's owner, so only it can see
+        // its own store here: any other thread reads false.
+        if ((bias_.load(std::memory_order_relaxed) & ~1u) == bias_thread_id() &&
+            busy_.load(std::memory_order_relaxed)) {
+            busy_.store(false, std::memory_order_release);
+            return;
+        }
+        inner_.unlock();
+    }
+
+    /// The thread the lock is biased to (0: none), for tests.
+    std::uint32_t bias_owner() const noexcept { return bias_.load(std::memory_order_acquire) & ~1u; }
+
+private:
+    static constexpr std::uint32_t first_threshold = 64;
+    static constexpr std::uint32_t max_threshold = 1u << 26;
+
+    [[gnu::noinline]] void lock_slow(std::uint32_t me) noexcept {
+        for (;;) {
+            std::uint32_t b = bias_.load(std::memory_order_acquire);
+            if (b != 0 && b != me) {
+                revoke(b);
+                continue;
+            }
+            inner_.lock();
+            b = bias_.load(std::memory_order_acquire);
+            if (b != 0 && b != me) {  // biased by the holder we waited for
+                inner_.unlock();
+                continue;
+            }
+            if (b == 0) count_streak(me);
+            return;
+        }
+    }
+
+    /// Inner lock held, unbiased.
+    void count_streak(std::uint32_t me) noexcept {
+        if (last_ != me) {
+            last_ = me;
+            streak_ = 1;
+            return;
+        }
+        if (++streak_ < threshold_) return;
+        streak_ = 0;
+        static const bool fence_ok = asym_fence_available();
+        if (fence_ok) bias_.store(me, std::memory_order_release);
+    }
+
+    void revoke(std::uint32_t b) noexcept {
+        unsigned spins = 0;
+        if (!(b & 1)) {
+            if (!bias_.compare_exchange_strong(b, b | 1, std::memory_order_seq_cst, std::memory_order_acquire))
+                return;  // changed meanwhile: look again
+            asym_fence_heavy();
+            while (busy_.load(std::memory_order_acquire)) backoff(spins);  // the owner is inside
+            inner_.lock();
+            threshold_ = std::min(threshold_ * 4, max_threshold);
+            last_ = 0;
+            streak_ = 0;
+            bias_.store(0, std::memory_order_release);
+            inner_.unlock();
+            return;
+        }
+        while (bias_.load(std::memory_order_acquire) == b) backoff(spins);  // another revoker's
+    }
+
+    static void backoff(unsigned& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the owner was descheduled inside
+    }
+
+    std::atomic<std::uint32_t> bias_{0};
+    std::atomic<bool> busy_{false};
+    spinlock inner_;
+    // Under inner_:
+    std::uint32_t last_ = 0;
+    std::uint32_t streak_ = 0;
+    std::uint32_t threshold_ = first_threshold;
 };
 
 }  // namespace goro::detail
