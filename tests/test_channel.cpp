@@ -831,3 +831,103 @@ TEST_CASE("a ping-pong between tasks, then a plain thread on the same channel: e
     ping.close();
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+TEST_CASE("biased_spinlock: lock-free word updates by the owner and by other threads are never lost", "[channel][lock]") {
+    if (!goro::detail::asym_fence_available()) {
+        WARN("no membarrier here: locks are never biased");
+        return;
+    }
+    goro::detail::biased_spinlock lock(4, 4);  // biased again after every 4 acquisitions in a row
+    std::atomic<std::uint64_t> word{0};
+    // The owner's update is a plain load and store: only exclusive access
+    // makes it right. Everybody else's is an atomic add. Both take a while,
+    // so that an overlap, if the protocol let one happen, would lose counts.
+    auto update = [&] {
+        const bool plain = lock.enter_words();
+        if (plain) {
+            const std::uint64_t v = word.load(std::memory_order_relaxed);
+            for (int k = 0; k < 200; ++k) goro::detail::cpu_relax();
+            word.store(v + 1, std::memory_order_relaxed);
+        } else {
+            for (int k = 0; k < 20; ++k) goro::detail::cpu_relax();
+            word.fetch_add(1, std::memory_order_relaxed);
+        }
+        lock.leave_words(plain);
+        return plain;
+    };
+    // Alone, a thread that keeps taking the lock gets the bias, and with it plain updates.
+    for (int i = 0; i < 4; ++i) {
+        lock.lock();
+        lock.unlock();
+    }
+    CHECK(update());
+    std::uint64_t expected = 1;
+
+    // Together: one thread takes the lock and updates, regaining the bias
+    // four acquisitions after each revocation; two others update until it is
+    // done, revoking the bias whenever they find it.
+    constexpr int rounds = 100000;
+    std::atomic<bool> go{false}, owner_done{false};
+    std::atomic<std::uint64_t> others{0};
+    auto updater = [&] {
+        while (!go.load()) std::this_thread::yield();
+        std::uint64_t n = 0;
+        while (!owner_done.load(std::memory_order_relaxed)) {
+            update();
+            ++n;
+            for (int k = 0; k < 400; ++k) goro::detail::cpu_relax();  // leave the owner room to regain the bias
+        }
+        others += n;
+    };
+    std::thread a(updater), b(updater);
+    go.store(true);
+    long plain_updates = 0;
+    for (int i = 0; i < rounds; ++i) {
+        lock.lock();
+        lock.unlock();
+        plain_updates += update();
+    }
+    owner_done.store(true);
+    a.join();
+    b.join();
+    INFO("plain updates by the owner: " << plain_updates << ", updates by the others: " << others.load());
+    expected += std::uint64_t(rounds) + others.load();
+    CHECK(word.load() == expected);
+}
+
+TEST_CASE("a buffered channel first used by tasks, then shared with a plain thread, hands every value over once",
+          "[channel][lock]") {
+    const auto tasks_before = goro::num_goroutines();
+    goro::channel<int> ch(8);
+    constexpr int solo = 50000, shared = 20000;
+    // Tasks: a producer fills the ring and parks, the receiver drains it and
+    // wakes it, and so on (usually on one worker: the lock and the ring's
+    // words then become biased to its thread).
+    auto produce = [](goro::channel<int> ch, int from, int to) -> goro::task<> {
+        for (int i = from; i < to; ++i) co_await ch.send(i);
+    };
+    goro::go(produce(ch, 0, solo));
+    long solo_sum = goro::block_on([](goro::channel<int> ch) -> goro::task<long> {
+        long s = 0;
+        for (int i = 0; i < solo; ++i) s += *co_await ch.recv();
+        co_return s;
+    }(ch));
+    CHECK(solo_sum == long(solo) * (solo - 1) / 2);
+
+    // Shared: a task sends, a plain thread polls with try_recv; every value arrives once.
+    std::vector<char> seen(shared, 0);
+    std::thread receiver([&] {
+        for (int got = 0; got < shared;) {
+            if (auto r = ch.try_recv()) {
+                ++seen[std::size_t(*r.value)];
+                ++got;
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    });
+    goro::block_on(produce(ch, 0, shared));
+    receiver.join();
+    CHECK(std::count(seen.begin(), seen.end(), 1) == shared);
+    CHECK(goro_test::tasks_drained(tasks_before));
+}

@@ -351,9 +351,26 @@ inline std::uint32_t bias_thread_id() noexcept {
 ///   most, not one per acquisition. A thread that waited for the inner lock
 ///   checks the bias again once it has it: if someone else holds the bias, it
 ///   lets go and revokes.
+/// LOCK-FREE WORDS: a structure may also have words that threads update
+///   without the lock (a channel's ring positions). Bracket each such update
+///   with enter_words() / leave_words(): the bias's owner then gets `true`
+///   and may update them with plain stores, as under the lock, because every
+///   other thread first revokes the bias. Another thread gets `false` (and
+///   uses atomic read-modify-writes) after raising its own `active` flag and
+///   seeing the lock unbiased. A thread that makes the lock biased runs the
+///   heavy fence and waits until no other thread is active, so no update
+///   that began before the bias is still under way when the owner starts
+///   its plain stores. (The flags are per thread, not per lock: the waits
+///   are for updates a few instructions long, and biasing is rare.)
 /// Without membarrier (asym_fence_available() false) no lock is ever biased.
 class biased_spinlock {
 public:
+    biased_spinlock() noexcept = default;
+    /// The streak that first earns the bias, and the most it can grow to
+    /// (tests make both small, to bias and revoke thousands of times).
+    biased_spinlock(std::uint32_t first_threshold, std::uint32_t max_threshold) noexcept
+        : max_threshold_(max_threshold), threshold_(first_threshold) {}
+
     void lock() noexcept {
         const std::uint32_t me = bias_thread_id();
         if (bias_.load(std::memory_order_relaxed) == me) {
@@ -379,9 +396,45 @@ public:
     /// The thread the lock is biased to (0: none), for tests.
     std::uint32_t bias_owner() const noexcept { return bias_.load(std::memory_order_acquire) & ~1u; }
 
+    /// Called by the holder of the lock: whether the words may be updated
+    /// with plain stores (this thread owns the bias; a revoker waits for the
+    /// lock before it lets anyone else at them).
+    bool held_plain() const noexcept { return (bias_.load(std::memory_order_relaxed) & ~1u) == bias_thread_id(); }
+
+    /// A lock-free update of the words begins (lock not held). True: this
+    /// thread owns the bias, plain stores are safe until leave_words(true).
+    bool enter_words() noexcept {
+        const std::uint32_t me = bias_thread_id();
+        word_slot& slot = my_word_slot();
+        unsigned spins = 0;
+        for (;;) {
+            std::uint32_t b = bias_.load(std::memory_order_relaxed);
+            if (b == me) {
+                busy_.store(true, std::memory_order_relaxed);
+                std::atomic_signal_fence(std::memory_order_seq_cst);
+                if (bias_.load(std::memory_order_relaxed) == me) return true;
+                busy_.store(false, std::memory_order_release);
+                continue;
+            }
+            slot.active.store(true, std::memory_order_relaxed);
+            std::atomic_signal_fence(std::memory_order_seq_cst);  // a biasing thread's heavy fence orders the rest
+            b = bias_.load(std::memory_order_acquire);
+            if (b == 0) return false;
+            slot.active.store(false, std::memory_order_release);
+            if (b & 1) {
+                while (bias_.load(std::memory_order_acquire) == b) backoff(spins);
+            } else if (b != me) {
+                revoke(b);
+            }
+        }
+    }
+
+    void leave_words(bool plain) noexcept {
+        if (plain) busy_.store(false, std::memory_order_release);
+        else my_word_slot().active.store(false, std::memory_order_release);
+    }
+
 private:
-    static constexpr std::uint32_t first_threshold = 64;
-    static constexpr std::uint32_t max_threshold = 1u << 26;
 
     [[gnu::noinline]] void lock_slow(std::uint32_t me) noexcept {
         for (;;) {
@@ -411,7 +464,38 @@ private:
         if (++streak_ < threshold_) return;
         streak_ = 0;
         static const bool fence_ok = asym_fence_available();
-        if (fence_ok) bias_.store(me, std::memory_order_release);
+        if (!fence_ok) return;
+        bias_.store(me, std::memory_order_seq_cst);
+        asym_fence_heavy();
+        // Every lock-free update that saw the lock unbiased ends before ours begin.
+        word_slot& mine = my_word_slot();
+        unsigned spins = 0;
+        for (word_slot* w = word_slots().load(std::memory_order_acquire); w; w = w->next)
+            if (w != &mine)
+                while (w->active.load(std::memory_order_acquire)) backoff(spins);
+    }
+
+    /// One per thread that ever updated a biased structure's words without
+    /// its lock; never freed (a biasing thread may read it after the thread ends).
+    struct alignas(cache_line) word_slot {
+        std::atomic<bool> active{false};
+        word_slot* next = nullptr;
+    };
+
+    static std::atomic<word_slot*>& word_slots() noexcept {
+        static std::atomic<word_slot*> head{nullptr};
+        return head;
+    }
+
+    static word_slot& my_word_slot() noexcept {
+        static thread_local word_slot* mine = nullptr;
+        if (word_slot* w = mine) return *w;
+        auto* w = new word_slot();
+        word_slot* h = word_slots().load(std::memory_order_relaxed);
+        do w->next = h;
+        while (!word_slots().compare_exchange_weak(h, w, std::memory_order_release, std::memory_order_relaxed));
+        mine = w;
+        return *w;
     }
 
     void revoke(std::uint32_t b) noexcept {
@@ -422,7 +506,7 @@ private:
             asym_fence_heavy();
             while (busy_.load(std::memory_order_acquire)) backoff(spins);  // the owner is inside
             inner_.lock();
-            threshold_ = std::min(threshold_ * 4, max_threshold);
+            threshold_ = std::min(threshold_ * 4, max_threshold_);
             last_ = 0;
             streak_ = 0;
             bias_.store(0, std::memory_order_release);
@@ -440,10 +524,11 @@ private:
     std::atomic<std::uint32_t> bias_{0};
     std::atomic<bool> busy_{false};
     spinlock inner_;
+    std::uint32_t max_threshold_ = 1u << 26;
     // Under inner_:
     std::uint32_t last_ = 0;
     std::uint32_t streak_ = 0;
-    std::uint32_t threshold_ = first_threshold;
+    std::uint32_t threshold_ = 64;
 };
 
 }  // namespace goro::detail
@@ -3099,6 +3184,45 @@ struct chan_base {
 
     bool is_closed() const noexcept { return (enq.load(std::memory_order_acquire) & enq_closed) != 0; }
 
+    // --- updating `enq` and `deq` ------------------------------------------
+    // `plain`: this thread owns the lock's bias (see biased_spinlock's
+    // LOCK-FREE WORDS), so nobody else writes the words: a load and a store
+    // do what a locked read-modify-write does for everybody else.
+
+    static bool cas_word(std::atomic<std::uint64_t>& w, std::uint64_t& expected, std::uint64_t desired,
+                         bool plain) noexcept {
+        if (!plain) return w.compare_exchange_weak(expected, desired, std::memory_order_acq_rel, std::memory_order_relaxed);
+        const std::uint64_t now = w.load(std::memory_order_relaxed);
+        if (now != expected) {
+            expected = now;
+            return false;
+        }
+        w.store(desired, std::memory_order_release);
+        return true;
+    }
+    static void or_word(std::atomic<std::uint64_t>& w, std::uint64_t bits, bool plain) noexcept {
+        if (plain) w.store(w.load(std::memory_order_relaxed) | bits, std::memory_order_release);
+        else w.fetch_or(bits, std::memory_order_acq_rel);
+    }
+    static void and_word(std::atomic<std::uint64_t>& w, std::uint64_t bits, bool plain) noexcept {
+        if (plain) w.store(w.load(std::memory_order_relaxed) & bits, std::memory_order_release);
+        else w.fetch_and(bits, std::memory_order_acq_rel);
+    }
+
+    /// A lock-free operation's claim on the words (lock not held).
+    class word_guard {
+    public:
+        explicit word_guard(biased_spinlock& l) noexcept : lock_(l), plain_(l.enter_words()) {}
+        ~word_guard() { lock_.leave_words(plain_); }
+        word_guard(const word_guard&) = delete;
+        word_guard& operator=(const word_guard&) = delete;
+        bool plain() const noexcept { return plain_; }
+
+    private:
+        biased_spinlock& lock_;
+        bool plain_;
+    };
+
     /// Values buffered now (a moment's view).
     std::size_t buffered() const noexcept {
         std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
@@ -3113,17 +3237,16 @@ struct chan_base {
     /// now on. The caller then looks at the ring again.
     void announce_recv_wait() noexcept {
         if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
-            enq.fetch_or(enq_recv_wait, std::memory_order_acq_rel);
+            or_word(enq, enq_recv_wait, lock.held_plain());
     }
 
     /// A sender is about to park: lock-free receivers and senders must take
     /// the lock from now on. The caller then looks at the ring again.
     void announce_send_wait() noexcept {
         if (!cap) return;
-        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait))
-            deq.fetch_or(deq_send_wait, std::memory_order_acq_rel);
-        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait))
-            enq.fetch_or(enq_send_wait, std::memory_order_acq_rel);
+        const bool plain = lock.held_plain();
+        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
+        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
     }
 
     /// Clears the flags of queues that are empty now; call before unlocking
@@ -3135,9 +3258,10 @@ struct chan_base {
         std::uint64_t clear = 0;
         if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
         if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
-        if (clear) enq.fetch_and(~clear, std::memory_order_acq_rel);
+        const bool plain = lock.held_plain();
+        if (clear) and_word(enq, ~clear, plain);
         if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
-            deq.fetch_and(~deq_send_wait, std::memory_order_acq_rel);
+            and_word(deq, ~deq_send_wait, plain);
     }
 
     /// The unlock of every locked operation: flags first, then the lock.
@@ -3209,10 +3333,8 @@ struct chan_state : chan_base {
 
     /// Claims send position `p` (its slot `s` is free) by a CAS of `enq` from
     /// `e`, then writes `v` and publishes it. False: `e` changed (reloaded).
-    bool claim_and_put(std::uint64_t& e, std::uint64_t p, slot_type& s, T& v) noexcept {
-        if (!enq.compare_exchange_weak(e, e + (1u << enq_shift), std::memory_order_acq_rel,
-                                       std::memory_order_relaxed))
-            return false;
+    bool claim_and_put(std::uint64_t& e, std::uint64_t p, slot_type& s, T& v, bool plain) noexcept {
+        if (!cas_word(enq, e, e + (1u << enq_shift), plain)) return false;
         ::new (static_cast<void*>(s.storage)) T(std::move(v));
         s.seq.store(2 * p + 1, std::memory_order_release);
         return true;
@@ -3220,10 +3342,8 @@ struct chan_state : chan_base {
 
     /// Claims receive position `p` (its slot `s` is published) by a CAS of
     /// `deq` from `d`, then moves the value out. False: `d` changed (reloaded).
-    bool claim_and_take(std::uint64_t& d, std::uint64_t p, slot_type& s, std::optional<T>& out) noexcept {
-        if (!deq.compare_exchange_weak(d, d + (1u << deq_shift), std::memory_order_acq_rel,
-                                       std::memory_order_relaxed))
-            return false;
+    bool claim_and_take(std::uint64_t& d, std::uint64_t p, slot_type& s, std::optional<T>& out, bool plain) noexcept {
+        if (!cas_word(deq, d, d + (1u << deq_shift), plain)) return false;
         take(s, p, out);
         return true;
     }
@@ -3241,6 +3361,7 @@ struct chan_state : chan_base {
             if (is_closed()) return fast_result::closed;
             return recvq.empty() ? fast_result::not_ready : fast_result::locked;
         }
+        word_guard g(lock);
         std::uint64_t e = enq.load(std::memory_order_relaxed);
         for (;;) {
             if (e & enq_flags) return (e & enq_closed) ? fast_result::closed : fast_result::locked;
@@ -3248,7 +3369,7 @@ struct chan_state : chan_base {
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p) {
-                if (claim_and_put(e, p, s, v)) return fast_result::done;
+                if (claim_and_put(e, p, s, v, g.plain())) return fast_result::done;
             } else if (std::int64_t(seq - 2 * p) < 0) {
                 // The slot still holds position p - cap: full, or its receiver is moving it out.
                 std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
@@ -3267,6 +3388,7 @@ struct chan_state : chan_base {
             if (is_closed()) return fast_result::closed;
             return sendq.empty() ? fast_result::not_ready : fast_result::locked;
         }
+        word_guard g(lock);
         std::uint64_t d = deq.load(std::memory_order_relaxed);
         for (;;) {
             if (d & deq_send_wait) return fast_result::locked;
@@ -3274,7 +3396,7 @@ struct chan_state : chan_base {
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p + 1) {
-                if (claim_and_take(d, p, s, out)) return fast_result::done;
+                if (claim_and_take(d, p, s, out, g.plain())) return fast_result::done;
             } else if (std::int64_t(seq - (2 * p + 1)) < 0) {
                 // Position p is not published: the ring is empty, or its sender is still writing.
                 std::uint64_t e = enq.load(std::memory_order_acquire);
@@ -3293,13 +3415,14 @@ struct chan_state : chan_base {
 
     /// Appends `v` unless the ring is full; `enq` must not be closed.
     bool push_locked(T& v) noexcept {
+        const bool plain = lock.held_plain();
         std::uint64_t e = enq.load(std::memory_order_relaxed);
         for (int spins = 0;;) {
             const std::uint64_t p = e >> enq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p) {
-                if (claim_and_put(e, p, s, v)) return true;
+                if (claim_and_put(e, p, s, v, plain)) return true;
                 continue;
             }
             if (std::int64_t(seq - 2 * p) < 0) {
@@ -3315,13 +3438,14 @@ struct chan_state : chan_base {
     /// Takes the oldest value unless the ring is empty; `e_seen` is then the
     /// `enq` word that showed it empty (its closed flag says whether for good).
     bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
+        const bool plain = lock.held_plain();
         std::uint64_t d = deq.load(std::memory_order_relaxed);
         for (int spins = 0;;) {
             const std::uint64_t p = d >> deq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p + 1) {
-                if (claim_and_take(d, p, s, out)) return true;
+                if (claim_and_take(d, p, s, out, plain)) return true;
                 continue;
             }
             if (std::int64_t(seq - (2 * p + 1)) < 0) {
@@ -3407,7 +3531,7 @@ struct chan_state : chan_base {
         }
         closed = true;
         // From here on no send can claim a position: those that did are in the ring.
-        enq.fetch_or(enq_closed, std::memory_order_acq_rel);
+        or_word(enq, enq_closed, lock.held_plain());
         // Nobody can join the queues now, so they can be emptied a batch at
         // a time, readying each batch with the lock released. Each waiter is
         // touched once, while its line is in cache (a close of a channel that
@@ -3456,7 +3580,16 @@ public:
     send_op(send_op&& o) noexcept : ch_(o.ch_), value_(std::move(o.value_)) {}
     send_op& operator=(send_op&&) = delete;
 
-    bool await_ready() const noexcept { return false; }
+    // The lock-free attempt comes first, before the coroutine saves its
+    // state to suspend (in a task only: elsewhere await_suspend says why not).
+    bool await_ready() noexcept {
+        chan_state<T>* c = ch_;
+        if (!c || !c->cap || !tls_current_task) return false;
+        fast_result f = c->send_fast(value_);
+        if (f != fast_result::done && f != fast_result::closed) return false;
+        state_ = f == fast_result::done ? done : failed;
+        return true;
+    }
 
     bool await_suspend(std::coroutine_handle<> h) {
         task_header* self = current_task_or_throw("goro::channel::send");
@@ -3465,13 +3598,7 @@ public:
             park(self, h, wait_reason::chan_send_nil);  // never published: parks forever, like Go
             return true;
         }
-        if (c->cap) {
-            fast_result f = c->send_fast(value_);
-            if (f == fast_result::done || f == fast_result::closed) {
-                state_ = f == fast_result::done ? done : failed;
-                return false;
-            }
-        }
+        // await_ready made the lock-free attempt; the locked path below decides exactly.
         wake_list wakes;
         c->lock.lock();
         auto r = c->send_locked(value_, wakes);
@@ -3517,7 +3644,13 @@ public:
     recv_op(recv_op&& o) noexcept : ch_(o.ch_) {}
     recv_op& operator=(recv_op&&) = delete;
 
-    bool await_ready() const noexcept { return false; }
+    // The lock-free attempt comes first, as in send_op.
+    bool await_ready() noexcept {
+        chan_state<T>* c = ch_;
+        if (!c || !c->cap || !tls_current_task) return false;
+        fast_result f = c->recv_fast(out_);
+        return f == fast_result::done || f == fast_result::closed;
+    }
 
     bool await_suspend(std::coroutine_handle<> h) {
         task_header* self = current_task_or_throw("goro::channel::recv");
@@ -3526,10 +3659,7 @@ public:
             park(self, h, wait_reason::chan_receive_nil);  // never published: parks forever
             return true;
         }
-        if (c->cap) {
-            fast_result f = c->recv_fast(out_);
-            if (f == fast_result::done || f == fast_result::closed) return false;
-        }
+        // await_ready made the lock-free attempt; the locked path below decides exactly.
         wake_list wakes;
         c->lock.lock();
         auto r = c->recv_locked(out_, wakes);
@@ -3551,8 +3681,13 @@ public:
         return true;
     }
 
-    // A sender filled out_ (success) or close left it empty.
-    std::optional<T> await_resume() noexcept { return std::move(out_); }
+    // A sender filled out_ (success) or close left it empty. Read as flag and
+    // value, not as a whole: they were just written separately, and one wider
+    // load of both would wait for the stores to drain (no store forwarding).
+    std::optional<T> await_resume() noexcept {
+        if (!out_) return std::nullopt;
+        return std::optional<T>(std::move(*out_));
+    }
 
 private:
     chan_state<T>* ch_;
