@@ -785,7 +785,7 @@ TEST_CASE("biased_spinlock: each revocation makes the next bias four times harde
         }
     };
     auto revoke_from_another_thread = [&] { std::thread([&] { take(1); }).join(); };
-    const std::uint32_t me = goro::detail::bias_thread_id();
+    const std::uintptr_t me = goro::detail::bias_thread_id();
     take(64);
     CHECK(lock.bias_owner() == me);
     revoke_from_another_thread();
