@@ -148,6 +148,29 @@ TEST_CASE("work spawned on one worker is stolen by the others", "[scheduler]") {
     }
 }
 
+TEST_CASE("one task spawned by a task that never suspends runs while the other workers had been asleep",
+          "[scheduler]") {
+    // The spawner's look for an idle worker has no fence: if it missed one
+    // going to sleep, the monitor must still get the task run elsewhere.
+    if (goro::max_procs() < 2) {
+        SUCCEED("one worker: nothing to steal");
+        return;
+    }
+    for (int round = 0; round < 20; ++round) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the other workers go idle
+        std::atomic<bool> ran{false};
+        auto flag = [](std::atomic<bool>& r) -> goro::task<> {
+            r.store(true);
+            co_return;
+        };
+        auto spawn_and_hold = [&]() -> goro::task<bool> {
+            goro::go(flag(ran));
+            co_return eventually([&] { return ran.load(); });  // never suspends meanwhile
+        };
+        REQUIRE(goro::block_on(spawn_and_hold()));
+    }
+}
+
 TEST_CASE("stop the world: no task runs while stopped, all resume after", "[scheduler]") {
     std::atomic<bool> stop{false};
     std::atomic<long> ticks{0};

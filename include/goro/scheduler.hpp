@@ -22,6 +22,13 @@
 //   wakes one idle worker, unless one is already spinning. A spinner that finds
 //   work wakes another before running it, so parallelism ramps up. The two sides
 //   publish then check (seq_cst fences), so one of them always sees the other.
+//   Except a worker that queues work on itself (spawn, wake-up, yield): it
+//   checks without the fence, as Go's runqput and wakep do, because the fence
+//   would wait on every spawn for the store buffer, full of the new task's
+//   cache misses. If that check misses a worker that is just going to sleep,
+//   nothing is lost: the work is in this worker's own queue, which it serves
+//   as soon as its task suspends, and if the task never does, the monitor
+//   wakes an idle worker to steal it (a few ms, as Go's sysmon would).
 //
 // STOP THE WORLD
 //   `stop_the_world()` raises an odd generation number. A running worker
@@ -240,9 +247,10 @@ public:
     void spawn(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
-        if (w && w->sched == this) local_push(*w, t);
+        const bool local = w && w->sched == this;
+        if (local) local_push(*w, t);
         else global_push(t);
-        wake_if_needed();
+        wake_if_needed(local);
     }
 
     /// Makes a parked task runnable. Call once per park, from any thread,
@@ -261,10 +269,11 @@ public:
             task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
             if (!old) return;
             local_push(*w, old);
+            wake_if_needed(true);
         } else {
             global_push(t);
+            wake_if_needed(false);
         }
-        wake_if_needed();
     }
 
     /// Makes many parked tasks runnable at once (a close or a cancel waking
@@ -278,26 +287,28 @@ public:
         }
         for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
-        if (w && w->sched == this) {
+        const bool local = w && w->sched == this;
+        if (local) {
             for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
         } else {
             global_push_n(ts, n);
         }
-        wake_if_needed();
+        wake_if_needed(local);
     }
 
     /// Puts the current task at the back of the queue (Gosched).
     void yield_task(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
-        if (w && w->sched == this) {
+        const bool local = w && w->sched == this;
+        if (local) {
             // Behind everything runnable here, including a task in run_next.
             if (task_header* rn = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) local_push(*w, rn);
             local_push(*w, t);
         } else {
             global_push(t);
         }
-        wake_if_needed();
+        wake_if_needed(local);
     }
 
     timer_queue& timers() noexcept { return timers_; }
@@ -479,13 +490,10 @@ private:
 
     // --- idle workers -----------------------------------------------------
 
-    // The waker's half of IDLE WORKERS' Dekker pair. With membarrier, go_idle
-    // pays for both sides (asym_fence_heavy), so a spawn or a wake-up costs no
-    // fence here: it would wait for the store buffer, full of the new task's
-    // misses, on every spawn.
-    void wake_if_needed() noexcept {
-        if (GORO_TSAN || !asym_fence_) seq_fence();
-        else std::atomic_signal_fence(std::memory_order_seq_cst);
+    /// The waker's half of IDLE WORKERS' handshake. `local`: the work went to
+    /// this worker's own queue, so no fence (see IDLE WORKERS AND WAKE-UPS).
+    void wake_if_needed(bool local) noexcept {
+        if (!local) seq_fence();
         if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
             wake_one();
     }
@@ -510,7 +518,7 @@ private:
         if (!w.spinning) return;
         w.spinning = false;
         // The last spinner found work: there may be more, so start another.
-        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed();
+        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed(true);  // after a full barrier
     }
 
     /// Becomes runnable again after idling; waits while the world is stopped.
@@ -597,7 +605,6 @@ private:
             nspinning_.fetch_sub(1, std::memory_order_seq_cst);
         }
         seq_fence();
-        if (!GORO_TSAN && asym_fence_) asym_fence_heavy();  // the wakers' half too (wake_if_needed)
         bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
         bool slept = true;
         if (work) {

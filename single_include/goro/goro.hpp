@@ -319,13 +319,66 @@ private:
     std::atomic<bool> locked_{false};
 };
 
-/// A small number naming this thread for biased locks: even, never 0, never
-/// reused (a thread that exits keeps its number).
-inline std::uint32_t bias_thread_id() noexcept {
-    static std::atomic<std::uint32_t> next{2};
-    thread_local const std::uint32_t id = next.fetch_add(2, std::memory_order_relaxed);
-    return id;
+/// What a thread publishes for the biased locks (below), in its own cache
+/// line: which biased locks it is inside by the fast path, and whether it is
+/// updating a biased structure's lock-free words without the bias. Only its
+/// thread writes it (plain stores); revokers and biasing threads read it.
+/// Never freed: another thread may read it after its thread has ended.
+struct alignas(cache_line) bias_slot {
+    static constexpr int depth = 7;               // biased locks held at once by the fast path
+    std::atomic<const void*> inside[depth] = {};  // the locks; null: a free entry
+    std::atomic<bool> active{false};              // an unbiased lock-free update is under way
+    bias_slot* next = nullptr;                    // all slots, push-only
+
+    /// Records `lock` in a free entry: its index, or -1 when all are taken.
+    int enter(const void* lock) noexcept {
+        for (int i = 0; i < depth; ++i)
+            if (!inside[i].load(std::memory_order_relaxed)) {
+                inside[i].store(lock, std::memory_order_relaxed);
+                return i;
+            }
+        return -1;
+    }
+    /// Removes `lock`; false if it was not recorded.
+    bool leave(const void* lock) noexcept {
+        for (int i = 0; i < depth; ++i)
+            if (inside[i].load(std::memory_order_relaxed) == lock) {
+                inside[i].store(nullptr, std::memory_order_release);
+                return true;
+            }
+        return false;
+    }
+    /// Read by another thread: whether `lock` is recorded.
+    bool holds(const void* lock) const noexcept {
+        for (int i = 0; i < depth; ++i)
+            if (inside[i].load(std::memory_order_acquire) == lock) return true;
+        return false;
+    }
+};
+
+inline std::atomic<bias_slot*>& bias_slots() noexcept {
+    static std::atomic<bias_slot*> head{nullptr};
+    return head;
 }
+
+inline thread_local constinit bias_slot* tls_bias_slot = nullptr;
+
+[[gnu::noinline]] inline bias_slot& make_bias_slot() noexcept {
+    auto* s = new bias_slot();
+    bias_slot* h = bias_slots().load(std::memory_order_relaxed);
+    do s->next = h;
+    while (!bias_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
+    tls_bias_slot = s;
+    return *s;
+}
+
+inline bias_slot& my_bias_slot() noexcept {
+    if (bias_slot* s = tls_bias_slot) return *s;
+    return make_bias_slot();
+}
+
+/// This thread's name in a biased lock: the address of its bias_slot.
+inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::uintptr_t>(&my_bias_slot()); }
 
 /// A spinlock that one thread can take without a locked instruction while it
 /// is the only one taking it: a lock "biased" towards that thread, as in the
@@ -335,33 +388,37 @@ inline std::uint32_t bias_thread_id() noexcept {
 /// thread: with the bias those are plain loads and stores.
 ///
 /// STATES (`bias_`): 0, unbiased: everybody takes the inner spinlock.
-///   `id` (even): biased to the thread with that id. It locks by raising
-///   `busy_` and checking that the bias is still its own; nobody else enters
-///   until the bias is revoked.
-///   `id | 1`: being revoked. The revoker set it by a compare-and-swap, then
-///   runs asym_fence_heavy() and waits until `busy_` is down. After the fence,
-///   either the owner's `busy_ = 1` is visible (the revoker waits for its
-///   unlock) or the owner's check that follows it sees the odd value (it backs
-///   off to the slow path). So owner and revoker are never both inside. Then
-///   the revoker sets 0.
+///   the owner's bias_slot address: biased to that thread. It locks by
+///   recording the lock in its slot and checking that the bias is still its
+///   own; nobody else enters until the bias is revoked. (The record is in the
+///   owner's own memory: a thread that read a bias that is no longer its own
+///   and records itself meanwhile disturbs no one.)
+///   that address | 1: being revoked. The revoker set it by a compare-and-swap,
+///   then runs asym_fence_heavy() and waits until the owner's slot no longer
+///   records the lock. After the fence, either the owner's record is visible
+///   (the revoker waits for its unlock) or the owner's check that follows it
+///   sees the odd value (it backs off to the slow path). So owner and revoker
+///   are never both inside. The revoker then takes the inner lock (an owner
+///   that holds it, see below, finishes first) and sets 0.
 /// BIASING: a holder of the inner lock that is the same thread for
 ///   `threshold_` acquisitions in a row (64 at first) makes the lock biased to
 ///   itself before it unlocks. Every revocation quadruples the threshold, so
 ///   a lock that two threads share keeps paying one fence now and then at
 ///   most, not one per acquisition. A thread that waited for the inner lock
 ///   checks the bias again once it has it: if someone else holds the bias, it
-///   lets go and revokes.
+///   lets go and revokes. (The owner itself takes the inner lock when its
+///   slot is full: more than bias_slot::depth biased locks at once.)
 /// LOCK-FREE WORDS: a structure may also have words that threads update
 ///   without the lock (a channel's ring positions). Bracket each such update
 ///   with enter_words() / leave_words(): the bias's owner then gets `true`
 ///   and may update them with plain stores, as under the lock, because every
 ///   other thread first revokes the bias. Another thread gets `false` (and
-///   uses atomic read-modify-writes) after raising its own `active` flag and
-///   seeing the lock unbiased. A thread that makes the lock biased runs the
-///   heavy fence and waits until no other thread is active, so no update
-///   that began before the bias is still under way when the owner starts
-///   its plain stores. (The flags are per thread, not per lock: the waits
-///   are for updates a few instructions long, and biasing is rare.)
+///   uses atomic read-modify-writes) after raising its slot's `active` flag
+///   and seeing the lock unbiased. A thread that makes the lock biased runs
+///   the heavy fence and waits until no other thread is active, so no update
+///   that began before the bias is still under way when the owner starts its
+///   plain stores. (The waits are for updates a few instructions long, and
+///   biasing is rare.)
 /// Without membarrier (asym_fence_available() false) no lock is ever biased.
 class biased_spinlock {
 public:
@@ -372,92 +429,101 @@ public:
         : max_threshold_(max_threshold), threshold_(first_threshold) {}
 
     void lock() noexcept {
-        const std::uint32_t me = bias_thread_id();
-        if (bias_.load(std::memory_order_relaxed) == me) {
-            busy_.store(true, std::memory_order_relaxed);
-            std::atomic_signal_fence(std::memory_order_seq_cst);  // the heavy fence of a revoker orders the rest
-            if (bias_.load(std::memory_order_relaxed) == me) return;
-            busy_.store(false, std::memory_order_release);
+        bias_slot& me = my_bias_slot();
+        const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
+        if (bias_.load(std::memory_order_relaxed) == id) {
+            const int i = me.enter(this);
+            if (i >= 0) {
+                std::atomic_signal_fence(std::memory_order_seq_cst);  // a revoker's heavy fence orders the rest
+                if (bias_.load(std::memory_order_relaxed) == id) return;
+                me.inside[i].store(nullptr, std::memory_order_release);
+            }
         }
-        lock_slow(me);
+        lock_slow(id);
     }
 
     void unlock() noexcept {
-        // `busy_` is only ever raised by the bias's owner, so only it can see
-        // its own store here: any other thread reads false.
-        if ((bias_.load(std::memory_order_relaxed) & ~1u) == bias_thread_id() &&
-            busy_.load(std::memory_order_relaxed)) {
-            busy_.store(false, std::memory_order_release);
+        // Only this thread records itself in its slot: if it did, it holds
+        // the lock by the fast path.
+        bias_slot& me = my_bias_slot();
+        if ((bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == reinterpret_cast<std::uintptr_t>(&me) &&
+            me.leave(this))
             return;
-        }
         inner_.unlock();
     }
 
-    /// The thread the lock is biased to (0: none), for tests.
-    std::uint32_t bias_owner() const noexcept { return bias_.load(std::memory_order_acquire) & ~1u; }
+    /// The thread the lock is biased to (its bias_thread_id(); 0: none), for tests.
+    std::uintptr_t bias_owner() const noexcept { return bias_.load(std::memory_order_acquire) & ~std::uintptr_t(1); }
 
     /// Called by the holder of the lock: whether the words may be updated
     /// with plain stores (this thread owns the bias; a revoker waits for the
     /// lock before it lets anyone else at them).
-    bool held_plain() const noexcept { return (bias_.load(std::memory_order_relaxed) & ~1u) == bias_thread_id(); }
+    bool held_plain() const noexcept {
+        return (bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == bias_thread_id();
+    }
 
     /// A lock-free update of the words begins (lock not held). True: this
     /// thread owns the bias, plain stores are safe until leave_words(true).
     bool enter_words() noexcept {
-        const std::uint32_t me = bias_thread_id();
-        word_slot& slot = my_word_slot();
+        bias_slot& me = my_bias_slot();
+        const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
         unsigned spins = 0;
         for (;;) {
-            std::uint32_t b = bias_.load(std::memory_order_relaxed);
-            if (b == me) {
-                busy_.store(true, std::memory_order_relaxed);
-                std::atomic_signal_fence(std::memory_order_seq_cst);
-                if (bias_.load(std::memory_order_relaxed) == me) return true;
-                busy_.store(false, std::memory_order_release);
+            std::uintptr_t b = bias_.load(std::memory_order_relaxed);
+            if (b == id) {
+                const int i = me.enter(this);
+                if (i >= 0) {
+                    std::atomic_signal_fence(std::memory_order_seq_cst);
+                    if (bias_.load(std::memory_order_relaxed) == id) return true;
+                    me.inside[i].store(nullptr, std::memory_order_release);
+                    continue;
+                }
+                // No free entry (many biased locks held): unbias this one.
+                revoke(b);
                 continue;
             }
-            slot.active.store(true, std::memory_order_relaxed);
+            me.active.store(true, std::memory_order_relaxed);
             std::atomic_signal_fence(std::memory_order_seq_cst);  // a biasing thread's heavy fence orders the rest
             b = bias_.load(std::memory_order_acquire);
             if (b == 0) return false;
-            slot.active.store(false, std::memory_order_release);
+            me.active.store(false, std::memory_order_release);
             if (b & 1) {
                 while (bias_.load(std::memory_order_acquire) == b) backoff(spins);
-            } else if (b != me) {
+            } else if (b != id) {
                 revoke(b);
             }
         }
     }
 
     void leave_words(bool plain) noexcept {
-        if (plain) busy_.store(false, std::memory_order_release);
-        else my_word_slot().active.store(false, std::memory_order_release);
+        bias_slot& me = my_bias_slot();
+        if (plain) me.leave(this);
+        else me.active.store(false, std::memory_order_release);
     }
 
 private:
-
-    [[gnu::noinline]] void lock_slow(std::uint32_t me) noexcept {
+    [[gnu::noinline]] void lock_slow(std::uintptr_t id) noexcept {
         for (;;) {
-            std::uint32_t b = bias_.load(std::memory_order_acquire);
-            if (b != 0 && b != me) {
+            std::uintptr_t b = bias_.load(std::memory_order_acquire);
+            if (b != 0 && b != id) {
                 revoke(b);
                 continue;
             }
             inner_.lock();
             b = bias_.load(std::memory_order_acquire);
-            if (b != 0 && b != me) {  // biased by the holder we waited for
+            if (b != 0 && b != id) {  // biased by the holder we waited for
                 inner_.unlock();
                 continue;
             }
-            if (b == 0) count_streak(me);
+            if (b == 0) count_streak(id);
             return;
         }
     }
 
     /// Inner lock held, unbiased.
-    void count_streak(std::uint32_t me) noexcept {
-        if (last_ != me) {
-            last_ = me;
+    void count_streak(std::uintptr_t id) noexcept {
+        if (last_ != id) {
+            last_ = id;
             streak_ = 1;
             return;
         }
@@ -465,46 +531,25 @@ private:
         streak_ = 0;
         static const bool fence_ok = asym_fence_available();
         if (!fence_ok) return;
-        bias_.store(me, std::memory_order_seq_cst);
+        bias_.store(id, std::memory_order_seq_cst);
         asym_fence_heavy();
         // Every lock-free update that saw the lock unbiased ends before ours begin.
-        word_slot& mine = my_word_slot();
+        const bias_slot* mine = reinterpret_cast<const bias_slot*>(id);
         unsigned spins = 0;
-        for (word_slot* w = word_slots().load(std::memory_order_acquire); w; w = w->next)
-            if (w != &mine)
+        for (bias_slot* w = bias_slots().load(std::memory_order_acquire); w; w = w->next)
+            if (w != mine)
                 while (w->active.load(std::memory_order_acquire)) backoff(spins);
     }
 
-    /// One per thread that ever updated a biased structure's words without
-    /// its lock; never freed (a biasing thread may read it after the thread ends).
-    struct alignas(cache_line) word_slot {
-        std::atomic<bool> active{false};
-        word_slot* next = nullptr;
-    };
-
-    static std::atomic<word_slot*>& word_slots() noexcept {
-        static std::atomic<word_slot*> head{nullptr};
-        return head;
-    }
-
-    static word_slot& my_word_slot() noexcept {
-        static thread_local word_slot* mine = nullptr;
-        if (word_slot* w = mine) return *w;
-        auto* w = new word_slot();
-        word_slot* h = word_slots().load(std::memory_order_relaxed);
-        do w->next = h;
-        while (!word_slots().compare_exchange_weak(h, w, std::memory_order_release, std::memory_order_relaxed));
-        mine = w;
-        return *w;
-    }
-
-    void revoke(std::uint32_t b) noexcept {
+    /// `b`: the bias seen, owned by another thread (even) or being revoked (odd).
+    void revoke(std::uintptr_t b) noexcept {
         unsigned spins = 0;
         if (!(b & 1)) {
             if (!bias_.compare_exchange_strong(b, b | 1, std::memory_order_seq_cst, std::memory_order_acquire))
                 return;  // changed meanwhile: look again
             asym_fence_heavy();
-            while (busy_.load(std::memory_order_acquire)) backoff(spins);  // the owner is inside
+            const bias_slot* owner = reinterpret_cast<const bias_slot*>(b);
+            while (owner->holds(this)) backoff(spins);  // the owner is inside
             inner_.lock();
             threshold_ = std::min(threshold_ * 4, max_threshold_);
             last_ = 0;
@@ -521,12 +566,11 @@ private:
         else std::this_thread::yield();  // the owner was descheduled inside
     }
 
-    std::atomic<std::uint32_t> bias_{0};
-    std::atomic<bool> busy_{false};
+    std::atomic<std::uintptr_t> bias_{0};
     spinlock inner_;
     std::uint32_t max_threshold_ = 1u << 26;
     // Under inner_:
-    std::uint32_t last_ = 0;
+    std::uintptr_t last_ = 0;
     std::uint32_t streak_ = 0;
     std::uint32_t threshold_ = 64;
 };
@@ -1745,6 +1789,13 @@ private:
 //   wakes one idle worker, unless one is already spinning. A spinner that finds
 //   work wakes another before running it, so parallelism ramps up. The two sides
 //   publish then check (seq_cst fences), so one of them always sees the other.
+//   Except a worker that queues work on itself (spawn, wake-up, yield): it
+//   checks without the fence, as Go's runqput and wakep do, because the fence
+//   would wait on every spawn for the store buffer, full of the new task's
+//   cache misses. If that check misses a worker that is just going to sleep,
+//   nothing is lost: the work is in this worker's own queue, which it serves
+//   as soon as its task suspends, and if the task never does, the monitor
+//   wakes an idle worker to steal it (a few ms, as Go's sysmon would).
 //
 // STOP THE WORLD
 //   `stop_the_world()` raises an odd generation number. A running worker
@@ -1957,9 +2008,10 @@ public:
     void spawn(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
-        if (w && w->sched == this) local_push(*w, t);
+        const bool local = w && w->sched == this;
+        if (local) local_push(*w, t);
         else global_push(t);
-        wake_if_needed();
+        wake_if_needed(local);
     }
 
     /// Makes a parked task runnable. Call once per park, from any thread,
@@ -1978,10 +2030,11 @@ public:
             task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
             if (!old) return;
             local_push(*w, old);
+            wake_if_needed(true);
         } else {
             global_push(t);
+            wake_if_needed(false);
         }
-        wake_if_needed();
     }
 
     /// Makes many parked tasks runnable at once (a close or a cancel waking
@@ -1995,26 +2048,28 @@ public:
         }
         for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
-        if (w && w->sched == this) {
+        const bool local = w && w->sched == this;
+        if (local) {
             for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
         } else {
             global_push_n(ts, n);
         }
-        wake_if_needed();
+        wake_if_needed(local);
     }
 
     /// Puts the current task at the back of the queue (Gosched).
     void yield_task(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
-        if (w && w->sched == this) {
+        const bool local = w && w->sched == this;
+        if (local) {
             // Behind everything runnable here, including a task in run_next.
             if (task_header* rn = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) local_push(*w, rn);
             local_push(*w, t);
         } else {
             global_push(t);
         }
-        wake_if_needed();
+        wake_if_needed(local);
     }
 
     timer_queue& timers() noexcept { return timers_; }
@@ -2196,13 +2251,10 @@ private:
 
     // --- idle workers -----------------------------------------------------
 
-    // The waker's half of IDLE WORKERS' Dekker pair. With membarrier, go_idle
-    // pays for both sides (asym_fence_heavy), so a spawn or a wake-up costs no
-    // fence here: it would wait for the store buffer, full of the new task's
-    // misses, on every spawn.
-    void wake_if_needed() noexcept {
-        if (GORO_TSAN || !asym_fence_) seq_fence();
-        else std::atomic_signal_fence(std::memory_order_seq_cst);
+    /// The waker's half of IDLE WORKERS' handshake. `local`: the work went to
+    /// this worker's own queue, so no fence (see IDLE WORKERS AND WAKE-UPS).
+    void wake_if_needed(bool local) noexcept {
+        if (!local) seq_fence();
         if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
             wake_one();
     }
@@ -2227,7 +2279,7 @@ private:
         if (!w.spinning) return;
         w.spinning = false;
         // The last spinner found work: there may be more, so start another.
-        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed();
+        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed(true);  // after a full barrier
     }
 
     /// Becomes runnable again after idling; waits while the world is stopped.
@@ -2314,7 +2366,6 @@ private:
             nspinning_.fetch_sub(1, std::memory_order_seq_cst);
         }
         seq_fence();
-        if (!GORO_TSAN && asym_fence_) asym_fence_heavy();  // the wakers' half too (wake_if_needed)
         bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
         bool slept = true;
         if (work) {
