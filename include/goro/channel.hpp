@@ -448,7 +448,7 @@ struct chan_base {
 
     /// The unlock of every locked operation: flags first, then the lock.
     void unlock_synced() noexcept {
-        sync_wait_flags();
+        if (cap) sync_wait_flags();
         lock.unlock();
     }
 };

@@ -255,17 +255,22 @@ public:
 
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
-    void ready(task_header* t) noexcept {
+    [[gnu::always_inline]] void ready(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
+        // An empty slot is filled with a plain store: a thief only ever
+        // exchanges a non-null value out, so none can be lost or doubled.
+        // (One locked instruction less per hand-off: half of ping-pong.)
+        if (w && w->sched == this && !w->run_next.load(std::memory_order_relaxed)) {
+            w->run_next.store(t, std::memory_order_release);
+            return;  // runs when the current task suspends
+        }
+        ready_slow(t, w);
+    }
+
+private:
+    [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
         if (w && w->sched == this) {
-            // An empty slot is filled with a plain store: a thief only ever
-            // exchanges a non-null value out, so none can be lost or doubled.
-            // (One locked instruction less per hand-off: half of ping-pong.)
-            if (!w->run_next.load(std::memory_order_relaxed)) {
-                w->run_next.store(t, std::memory_order_release);
-                return;  // runs when the current task suspends
-            }
             task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
             if (!old) return;
             local_push(*w, old);
@@ -275,6 +280,8 @@ public:
             wake_if_needed(false);
         }
     }
+
+public:
 
     /// Makes many parked tasks runnable at once (a close or a cancel waking
     /// all its waiters): onto this worker's queue, or off the pool onto the
@@ -731,6 +738,10 @@ inline pool_holder& the_pool_holder() {
     return h;
 }
 
+// The pool once made, for the hot paths: a plain global needs no guard of a
+// function-local static (the holder's destructor makes it need one).
+inline constinit std::atomic<scheduler*> g_scheduler{nullptr};
+
 [[gnu::noinline]] inline scheduler& make_the_scheduler() {
     pool_holder& h = the_pool_holder();
     std::lock_guard<std::mutex> g(h.mu);
@@ -738,11 +749,12 @@ inline pool_holder& the_pool_holder() {
     unsigned n = requested_procs().load();
     auto* s = new scheduler(n ? n : default_procs());
     h.pool.store(s, std::memory_order_release);
+    g_scheduler.store(s, std::memory_order_release);
     return *s;
 }
 
-inline scheduler& the_scheduler() {
-    if (scheduler* s = the_pool_holder().pool.load(std::memory_order_acquire)) return *s;
+[[gnu::always_inline]] inline scheduler& the_scheduler() {
+    if (scheduler* s = g_scheduler.load(std::memory_order_acquire)) return *s;
     return make_the_scheduler();
 }
 

@@ -47,7 +47,7 @@ struct alignas(cache_line) bias_slot {
     bias_slot* next = nullptr;                    // all slots, push-only
 
     /// Records `lock` in a free entry: its index, or -1 when all are taken.
-    int enter(const void* lock) noexcept {
+    [[gnu::always_inline]] int enter(const void* lock) noexcept {
         for (int i = 0; i < depth; ++i)
             if (!inside[i].load(std::memory_order_relaxed)) {
                 inside[i].store(lock, std::memory_order_relaxed);
@@ -56,7 +56,7 @@ struct alignas(cache_line) bias_slot {
         return -1;
     }
     /// Removes `lock`; false if it was not recorded.
-    bool leave(const void* lock) noexcept {
+    [[gnu::always_inline]] bool leave(const void* lock) noexcept {
         for (int i = 0; i < depth; ++i)
             if (inside[i].load(std::memory_order_relaxed) == lock) {
                 inside[i].store(nullptr, std::memory_order_release);
@@ -88,7 +88,7 @@ inline thread_local constinit bias_slot* tls_bias_slot = nullptr;
     return *s;
 }
 
-inline bias_slot& my_bias_slot() noexcept {
+[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept {
     if (bias_slot* s = tls_bias_slot) return *s;
     return make_bias_slot();
 }
@@ -144,7 +144,7 @@ public:
     biased_spinlock(std::uint32_t first_threshold, std::uint32_t max_threshold) noexcept
         : max_threshold_(max_threshold), threshold_(first_threshold) {}
 
-    void lock() noexcept {
+    [[gnu::always_inline]] void lock() noexcept {
         bias_slot& me = my_bias_slot();
         const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
         if (bias_.load(std::memory_order_relaxed) == id) {
@@ -158,7 +158,7 @@ public:
         lock_slow(id);
     }
 
-    void unlock() noexcept {
+    [[gnu::always_inline]] void unlock() noexcept {
         // Only this thread records itself in its slot: if it did, it holds
         // the lock by the fast path.
         bias_slot& me = my_bias_slot();

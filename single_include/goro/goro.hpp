@@ -331,7 +331,7 @@ struct alignas(cache_line) bias_slot {
     bias_slot* next = nullptr;                    // all slots, push-only
 
     /// Records `lock` in a free entry: its index, or -1 when all are taken.
-    int enter(const void* lock) noexcept {
+    [[gnu::always_inline]] int enter(const void* lock) noexcept {
         for (int i = 0; i < depth; ++i)
             if (!inside[i].load(std::memory_order_relaxed)) {
                 inside[i].store(lock, std::memory_order_relaxed);
@@ -340,7 +340,7 @@ struct alignas(cache_line) bias_slot {
         return -1;
     }
     /// Removes `lock`; false if it was not recorded.
-    bool leave(const void* lock) noexcept {
+    [[gnu::always_inline]] bool leave(const void* lock) noexcept {
         for (int i = 0; i < depth; ++i)
             if (inside[i].load(std::memory_order_relaxed) == lock) {
                 inside[i].store(nullptr, std::memory_order_release);
@@ -372,7 +372,7 @@ inline thread_local constinit bias_slot* tls_bias_slot = nullptr;
     return *s;
 }
 
-inline bias_slot& my_bias_slot() noexcept {
+[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept {
     if (bias_slot* s = tls_bias_slot) return *s;
     return make_bias_slot();
 }
@@ -428,7 +428,7 @@ public:
     biased_spinlock(std::uint32_t first_threshold, std::uint32_t max_threshold) noexcept
         : max_threshold_(max_threshold), threshold_(first_threshold) {}
 
-    void lock() noexcept {
+    [[gnu::always_inline]] void lock() noexcept {
         bias_slot& me = my_bias_slot();
         const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
         if (bias_.load(std::memory_order_relaxed) == id) {
@@ -442,7 +442,7 @@ public:
         lock_slow(id);
     }
 
-    void unlock() noexcept {
+    [[gnu::always_inline]] void unlock() noexcept {
         // Only this thread records itself in its slot: if it did, it holds
         // the lock by the fast path.
         bias_slot& me = my_bias_slot();
@@ -2016,17 +2016,22 @@ public:
 
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
-    void ready(task_header* t) noexcept {
+    [[gnu::always_inline]] void ready(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
+        // An empty slot is filled with a plain store: a thief only ever
+        // exchanges a non-null value out, so none can be lost or doubled.
+        // (One locked instruction less per hand-off: half of ping-pong.)
+        if (w && w->sched == this && !w->run_next.load(std::memory_order_relaxed)) {
+            w->run_next.store(t, std::memory_order_release);
+            return;  // runs when the current task suspends
+        }
+        ready_slow(t, w);
+    }
+
+private:
+    [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
         if (w && w->sched == this) {
-            // An empty slot is filled with a plain store: a thief only ever
-            // exchanges a non-null value out, so none can be lost or doubled.
-            // (One locked instruction less per hand-off: half of ping-pong.)
-            if (!w->run_next.load(std::memory_order_relaxed)) {
-                w->run_next.store(t, std::memory_order_release);
-                return;  // runs when the current task suspends
-            }
             task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
             if (!old) return;
             local_push(*w, old);
@@ -2036,6 +2041,8 @@ public:
             wake_if_needed(false);
         }
     }
+
+public:
 
     /// Makes many parked tasks runnable at once (a close or a cancel waking
     /// all its waiters): onto this worker's queue, or off the pool onto the
@@ -2492,6 +2499,10 @@ inline pool_holder& the_pool_holder() {
     return h;
 }
 
+// The pool once made, for the hot paths: a plain global needs no guard of a
+// function-local static (the holder's destructor makes it need one).
+inline constinit std::atomic<scheduler*> g_scheduler{nullptr};
+
 [[gnu::noinline]] inline scheduler& make_the_scheduler() {
     pool_holder& h = the_pool_holder();
     std::lock_guard<std::mutex> g(h.mu);
@@ -2499,11 +2510,12 @@ inline pool_holder& the_pool_holder() {
     unsigned n = requested_procs().load();
     auto* s = new scheduler(n ? n : default_procs());
     h.pool.store(s, std::memory_order_release);
+    g_scheduler.store(s, std::memory_order_release);
     return *s;
 }
 
-inline scheduler& the_scheduler() {
-    if (scheduler* s = the_pool_holder().pool.load(std::memory_order_acquire)) return *s;
+[[gnu::always_inline]] inline scheduler& the_scheduler() {
+    if (scheduler* s = g_scheduler.load(std::memory_order_acquire)) return *s;
     return make_the_scheduler();
 }
 
@@ -3317,7 +3329,7 @@ struct chan_base {
 
     /// The unlock of every locked operation: flags first, then the lock.
     void unlock_synced() noexcept {
-        sync_wait_flags();
+        if (cap) sync_wait_flags();
         lock.unlock();
     }
 };
