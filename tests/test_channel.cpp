@@ -843,7 +843,8 @@ TEST_CASE("biased_spinlock: lock-free word updates by the owner and by other thr
     // makes it right. Everybody else's is an atomic add. Both take a while,
     // so that an overlap, if the protocol let one happen, would lose counts.
     auto update = [&] {
-        const bool plain = lock.enter_words();
+        const int entry = lock.enter_words();
+        const bool plain = entry >= 0;
         if (plain) {
             const std::uint64_t v = word.load(std::memory_order_relaxed);
             for (int k = 0; k < 200; ++k) goro::detail::cpu_relax();
@@ -852,7 +853,7 @@ TEST_CASE("biased_spinlock: lock-free word updates by the owner and by other thr
             for (int k = 0; k < 20; ++k) goro::detail::cpu_relax();
             word.fetch_add(1, std::memory_order_relaxed);
         }
-        lock.leave_words(plain);
+        lock.leave_words(entry);
         return plain;
     };
     // Alone, a thread that keeps taking the lock gets the bias, and with it plain updates.

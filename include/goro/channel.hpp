@@ -394,15 +394,15 @@ struct chan_base {
     /// A lock-free operation's claim on the words (lock not held).
     class word_guard {
     public:
-        explicit word_guard(biased_spinlock& l) noexcept : lock_(l), plain_(l.enter_words()) {}
-        ~word_guard() { lock_.leave_words(plain_); }
+        explicit word_guard(biased_spinlock& l) noexcept : lock_(l), entry_(l.enter_words()) {}
+        ~word_guard() { lock_.leave_words(entry_); }
         word_guard(const word_guard&) = delete;
         word_guard& operator=(const word_guard&) = delete;
-        bool plain() const noexcept { return plain_; }
+        bool plain() const noexcept { return entry_ >= 0; }
 
     private:
         biased_spinlock& lock_;
-        bool plain_;
+        int entry_;
     };
 
     /// Values buffered now (a moment's view).

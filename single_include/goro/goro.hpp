@@ -410,11 +410,11 @@ inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::u
 ///   slot is full: more than bias_slot::depth biased locks at once.)
 /// LOCK-FREE WORDS: a structure may also have words that threads update
 ///   without the lock (a channel's ring positions). Bracket each such update
-///   with enter_words() / leave_words(): the bias's owner then gets `true`
-///   and may update them with plain stores, as under the lock, because every
-///   other thread first revokes the bias. Another thread gets `false` (and
-///   uses atomic read-modify-writes) after raising its slot's `active` flag
-///   and seeing the lock unbiased. A thread that makes the lock biased runs
+///   with enter_words() / leave_words(): the bias's owner then gets its
+///   slot's entry (>= 0) and may update them with plain stores, as under the
+///   lock, because every other thread first revokes the bias. Another thread
+///   gets -1 (and uses atomic read-modify-writes) after raising its slot's
+///   `active` flag and seeing the lock unbiased. A thread that makes the lock biased runs
 ///   the heavy fence and waits until no other thread is active, so no update
 ///   that began before the bias is still under way when the owner starts its
 ///   plain stores. (The waits are for updates a few instructions long, and
@@ -462,11 +462,31 @@ public:
         return (bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == bias_thread_id();
     }
 
-    /// A lock-free update of the words begins (lock not held). True: this
-    /// thread owns the bias, plain stores are safe until leave_words(true).
-    bool enter_words() noexcept {
+    /// A lock-free update of the words begins (lock not held). At least 0:
+    /// this thread owns the bias, plain stores are safe until
+    /// leave_words(that value); -1: update them atomically, then leave_words(-1).
+    [[gnu::always_inline]] int enter_words() noexcept {
         bias_slot& me = my_bias_slot();
         const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
+        if (bias_.load(std::memory_order_relaxed) == id) {
+            const int i = me.enter(this);
+            if (i >= 0) {
+                std::atomic_signal_fence(std::memory_order_seq_cst);  // a revoker's heavy fence orders the rest
+                if (bias_.load(std::memory_order_relaxed) == id) return i;
+                me.inside[i].store(nullptr, std::memory_order_release);
+            }
+        }
+        return enter_words_slow(me, id);
+    }
+
+    [[gnu::always_inline]] void leave_words(int entry) noexcept {
+        bias_slot& me = my_bias_slot();
+        if (entry >= 0) me.inside[entry].store(nullptr, std::memory_order_release);
+        else me.active.store(false, std::memory_order_release);
+    }
+
+private:
+    [[gnu::noinline]] int enter_words_slow(bias_slot& me, std::uintptr_t id) noexcept {
         unsigned spins = 0;
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_relaxed);
@@ -474,7 +494,7 @@ public:
                 const int i = me.enter(this);
                 if (i >= 0) {
                     std::atomic_signal_fence(std::memory_order_seq_cst);
-                    if (bias_.load(std::memory_order_relaxed) == id) return true;
+                    if (bias_.load(std::memory_order_relaxed) == id) return i;
                     me.inside[i].store(nullptr, std::memory_order_release);
                     continue;
                 }
@@ -485,7 +505,7 @@ public:
             me.active.store(true, std::memory_order_relaxed);
             std::atomic_signal_fence(std::memory_order_seq_cst);  // a biasing thread's heavy fence orders the rest
             b = bias_.load(std::memory_order_acquire);
-            if (b == 0) return false;
+            if (b == 0) return -1;
             me.active.store(false, std::memory_order_release);
             if (b & 1) {
                 while (bias_.load(std::memory_order_acquire) == b) backoff(spins);
@@ -495,13 +515,6 @@ public:
         }
     }
 
-    void leave_words(bool plain) noexcept {
-        bias_slot& me = my_bias_slot();
-        if (plain) me.leave(this);
-        else me.active.store(false, std::memory_order_release);
-    }
-
-private:
     [[gnu::noinline]] void lock_slow(std::uintptr_t id) noexcept {
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_acquire);
@@ -3275,15 +3288,15 @@ struct chan_base {
     /// A lock-free operation's claim on the words (lock not held).
     class word_guard {
     public:
-        explicit word_guard(biased_spinlock& l) noexcept : lock_(l), plain_(l.enter_words()) {}
-        ~word_guard() { lock_.leave_words(plain_); }
+        explicit word_guard(biased_spinlock& l) noexcept : lock_(l), entry_(l.enter_words()) {}
+        ~word_guard() { lock_.leave_words(entry_); }
         word_guard(const word_guard&) = delete;
         word_guard& operator=(const word_guard&) = delete;
-        bool plain() const noexcept { return plain_; }
+        bool plain() const noexcept { return entry_ >= 0; }
 
     private:
         biased_spinlock& lock_;
-        bool plain_;
+        int entry_;
     };
 
     /// Values buffered now (a moment's view).
