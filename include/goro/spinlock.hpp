@@ -147,15 +147,7 @@ public:
     [[gnu::always_inline]] void lock() noexcept {
         bias_slot& me = my_bias_slot();
         const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
-        if (bias_.load(std::memory_order_relaxed) == id) {
-            const int i = me.enter(this);
-            if (i >= 0) {
-                std::atomic_signal_fence(std::memory_order_seq_cst);  // a revoker's heavy fence orders the rest
-                if (bias_.load(std::memory_order_relaxed) == id) return;
-                me.inside[i].store(nullptr, std::memory_order_release);
-            }
-        }
-        lock_slow(id);
+        if (enter_as_owner(me, id) < 0) lock_slow(id);
     }
 
     [[gnu::always_inline]] void unlock() noexcept {
@@ -184,15 +176,8 @@ public:
     [[gnu::always_inline]] int enter_words() noexcept {
         bias_slot& me = my_bias_slot();
         const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
-        if (bias_.load(std::memory_order_relaxed) == id) {
-            const int i = me.enter(this);
-            if (i >= 0) {
-                std::atomic_signal_fence(std::memory_order_seq_cst);  // a revoker's heavy fence orders the rest
-                if (bias_.load(std::memory_order_relaxed) == id) return i;
-                me.inside[i].store(nullptr, std::memory_order_release);
-            }
-        }
-        return enter_words_slow(me, id);
+        const int i = enter_as_owner(me, id);
+        return i >= 0 ? i : enter_words_slow(me, id);
     }
 
     [[gnu::always_inline]] void leave_words(int entry) noexcept {
@@ -202,20 +187,29 @@ public:
     }
 
 private:
+    /// The owner's way in: records this lock in its slot, then checks that the
+    /// bias is still its own. The entry used, or -1 (not the owner, the bias
+    /// was just lost, or the slot is full).
+    [[gnu::always_inline]] int enter_as_owner(bias_slot& me, std::uintptr_t id) noexcept {
+        if (bias_.load(std::memory_order_relaxed) != id) return -1;
+        const int i = me.enter(this);
+        if (i < 0) return -1;
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // a revoker's heavy fence orders the rest
+        if (bias_.load(std::memory_order_relaxed) == id) return i;
+        me.inside[i].store(nullptr, std::memory_order_release);
+        return -1;
+    }
+
     [[gnu::noinline]] int enter_words_slow(bias_slot& me, std::uintptr_t id) noexcept {
         unsigned spins = 0;
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_relaxed);
             if (b == id) {
-                const int i = me.enter(this);
-                if (i >= 0) {
-                    std::atomic_signal_fence(std::memory_order_seq_cst);
-                    if (bias_.load(std::memory_order_relaxed) == id) return i;
-                    me.inside[i].store(nullptr, std::memory_order_release);
-                    continue;
-                }
-                // No free entry (many biased locks held): unbias this one.
-                revoke(b);
+                const int i = enter_as_owner(me, id);
+                if (i >= 0) return i;
+                // Lost the bias meanwhile (look again), or no free entry
+                // (many biased locks held): then unbias this one.
+                if (bias_.load(std::memory_order_relaxed) == id) revoke(id);
                 continue;
             }
             me.active.store(true, std::memory_order_relaxed);
