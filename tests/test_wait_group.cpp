@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -205,5 +207,82 @@ TEST_CASE("wait_group: a million add/done pairs from many tasks balance", "[wait
     CHECK(wg.count() == 1);
     wg.done();
     goro::block_on(wg.wait());
+    CHECK(goro_test::tasks_drained());
+}
+
+namespace goro::detail {
+// Starts a group's two counts at `base` (both: the counter stays zero), so a
+// test can cross the point where the u32 counts wrap around.
+struct wait_group_probe {
+    static void start_at(goro::wait_group& wg, std::uint32_t base) {
+        wg.added_.store(base);
+        wg.done_seen_.store(base);
+        wg.state_.store(std::uint64_t(base) << 32);
+        wg.added_seen_.store(base);
+    }
+};
+}  // namespace goro::detail
+
+TEST_CASE("wait_group: the counts wrap around without a false zero or a lost one", "[wait_group]") {
+    for (std::uint32_t base : {0xffffff00u, 0x7fffff00u, 0xfffffffeu}) {
+        goro::wait_group wg;
+        goro::detail::wait_group_probe::start_at(wg, base);
+        CHECK(wg.count() == 0);
+        std::atomic<long> n{0};
+        // Batches that end beyond the wrap: the spawner adds while the
+        // workers finish, so the finishers' cached bound is crossed often.
+        for (int batch = 0; batch < 4; ++batch) {
+            for (int i = 0; i < 300; ++i) {
+                wg.add(1);
+                goro::go(finish(wg, n));
+            }
+            goro::block_on(wg.wait());
+            CHECK(wg.count() == 0);
+        }
+        CHECK(n.load() == 1200);
+        wg.add(5);
+        CHECK(wg.count() == 5);
+        CHECK_THROWS_WITH(wg.add(-6), Catch::Contains("goro::wait_group::add: negative counter (5 - 6)"));
+        CHECK(wg.count() == 5);
+        wg.add(-5);
+        CHECK_THROWS_WITH(wg.done(), Catch::Contains("goro::wait_group::done: negative counter (0 - 1)"));
+        CHECK(wg.count() == 0);
+        // Overflow is refused before anything changes, across the wrap too.
+        wg.add(std::numeric_limits<std::int32_t>::max() - 1);
+        CHECK_THROWS_WITH(wg.add(2), Catch::Contains("goro::wait_group::add: counter overflow"));
+        wg.add(1);
+        CHECK(wg.count() == std::numeric_limits<std::int32_t>::max());
+        wg.add(-std::int64_t(std::numeric_limits<std::int32_t>::max()));
+        CHECK(wg.count() == 0);
+    }
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: a misused done racing with waiters leaves none parked", "[wait_group]") {
+    // Each round: one task outstanding, two plain threads call done() at once
+    // (one of them too many), tasks wait meanwhile. Exactly one done throws,
+    // and every waiter wakes: the undo of the bad done must not hide the zero.
+    for (int round = 0; round < 200; ++round) {
+        goro::wait_group wg(1);
+        std::atomic<int> woken{0}, thrown{0};
+        std::atomic<long> finished{0}, seen{0};
+        for (int i = 0; i < 3; ++i) goro::go(waiter(wg, seen, finished, woken));
+        std::atomic<bool> go_flag{false};
+        auto body = [&] {
+            while (!go_flag.load()) std::this_thread::yield();
+            try {
+                wg.done();
+            } catch (const goro::usage_error&) {
+                thrown.fetch_add(1);
+            }
+        };
+        std::thread a(body), b(body);
+        go_flag.store(true);
+        a.join();
+        b.join();
+        CHECK(thrown.load() == 1);
+        REQUIRE(eventually([&] { return woken.load() == 3; }));
+        CHECK(wg.count() == 0);
+    }
     CHECK(goro_test::tasks_drained());
 }

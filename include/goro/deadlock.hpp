@@ -192,7 +192,7 @@ inline void abandon_block_on_body(task_header* h) {
     using body_promise = task_promise<void>;  // block_on_body returns task<>
     auto root = std::coroutine_handle<body_promise>::from_address(h->root_frame_);
     h->leaf = &root.promise();
-    h->resume_point_ = reap_abandoned(h).handle;
+    h->set_resume_point(reap_abandoned(h).handle);
 }
 
 /// Confirms the deadlock with the world stopped and, per policy, reports it.

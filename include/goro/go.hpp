@@ -60,7 +60,7 @@ inline task_header* new_header(task_kind kind, const site& where) {
 
 inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
     h->root_frame_ = frame.address();
-    h->resume_point_ = frame;
+    h->set_resume_point(frame);
     h->leaf = &p;
     p.header_ = h;
     the_registry().add(h);
@@ -124,7 +124,7 @@ struct yield_awaiter {
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {
         task_header* t = current_task_or_throw("goro::yield");
-        t->resume_point_ = h;
+        t->set_resume_point(h);
         the_scheduler().yield_task(t);
     }
     void await_resume() const noexcept {}

@@ -161,7 +161,9 @@ private:
 // task touches; the rest is written at spawn and read by walks.
 struct task_header {
     // --- hot: running, parking, waking, exiting ---
-    std::coroutine_handle<> resume_point_{};        // the leaf frame to resume
+    // The leaf frame to resume. Atomic (relaxed: plain moves) only so that a
+    // worker may read it of a queued task it does not own, to prefetch.
+    std::atomic<void*> resume_addr_{nullptr};
     detail::promise_base* leaf = nullptr;           // innermost frame
     std::atomic<const char*> wait_reason{nullptr};  // state: atomics, see THREAD SAFETY
     std::atomic<std::int64_t> since_ns{0};          // coarse monotonic time it parked
@@ -180,6 +182,13 @@ struct task_header {
     std::uint64_t parent_id = 0;                    // 0: spawned outside any task
     detail::site spawn_site{};
     task_meta meta;                                 // empty when no name or labels
+
+    std::coroutine_handle<> resume_point() const noexcept {
+        return std::coroutine_handle<>::from_address(resume_addr_.load(std::memory_order_relaxed));
+    }
+    void set_resume_point(std::coroutine_handle<> h) noexcept {
+        resume_addr_.store(h.address(), std::memory_order_relaxed);
+    }
 };
 
 namespace detail {
@@ -193,8 +202,10 @@ struct header_lists {
     task_header* retired;
     std::uint32_t nretired;
     task_header* spare;
+    task_header* ahead;        // a header of `spare`, fetched already: see make_header
+    std::uint32_t ahead_dist;  // how far down `spare` it is
 };
-inline thread_local constinit header_lists tls_headers{nullptr, 0, nullptr};
+inline thread_local constinit header_lists tls_headers{nullptr, 0, nullptr, nullptr, 0};
 
 struct alignas(cache_line) registry_shard {
     spinlock lock;
@@ -312,23 +323,21 @@ public:
         header_lists& l = tls_headers;
         if (!l.spare) {
             registry_shard& sh = shards_[this_shard()];
-            std::lock_guard<spinlock> g(sh.lock);
-            l.spare = sh.dead;
-            sh.dead = nullptr;
+            {
+                std::lock_guard<spinlock> g(sh.lock);
+                l.spare = sh.dead;
+                sh.dead = nullptr;
+            }
+            l.ahead = l.spare;
+            l.ahead_dist = 0;
         }
         if (task_header* h = l.spare) {
             l.spare = h->next_runnable_;
-            // The dead list is a chain through headers that another core
-            // retired: fetch the next one for writing now, so that its miss
-            // overlaps this spawn instead of stalling the next.
-            if (task_header* nx = l.spare) {
-                __builtin_prefetch(nx, 1);
-                __builtin_prefetch(reinterpret_cast<char*>(nx) + sizeof(task_header) - 1, 1);
-            }
+            prefetch_spares(l);
             // Dead, so no walk reads it: reset the fields of its last life.
             profile_revive(*h);
             h->next_runnable_ = nullptr;
-            h->resume_point_ = {};
+            h->set_resume_point({});
             h->parent_id = 0;
             h->meta.reset();
             h->leaf = nullptr;
@@ -343,6 +352,25 @@ public:
         h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
         h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
         return h;
+    }
+
+    /// The dead list is a chain through headers that another core retired, so
+    /// each costs a miss, and the next one's address is in it. A cursor runs
+    /// `spare_ahead` headers ahead of the next one out, fetching for writing;
+    /// it steps twice per spawn until it is that far ahead (each step reads
+    /// a header fetched at least one spawn earlier).
+    static void prefetch_spares(header_lists& l) noexcept {
+        constexpr std::uint32_t spare_ahead = 4;
+        if (l.ahead_dist) --l.ahead_dist;  // the head moved one closer
+        else l.ahead = l.spare;            // the cursor was the header just taken
+        for (int step = 0; step < 2 && l.ahead && l.ahead_dist < spare_ahead; ++step) {
+            task_header* nx = l.ahead->next_runnable_;
+            if (!nx) break;
+            __builtin_prefetch(nx, 1);
+            __builtin_prefetch(reinterpret_cast<char*>(nx) + sizeof(task_header) - 1, 1);
+            l.ahead = nx;
+            ++l.ahead_dist;
+        }
     }
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.

@@ -112,14 +112,38 @@ public:
             if (h == tl) return nullptr;
             task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
             if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
-                // The next task out was most likely made on another core:
-                // start fetching its header while this one runs. (A thief
-                // may take it first; a prefetch of it is harmless.)
-                if (h + 1 != tl) __builtin_prefetch(buf_[(h + 1) % runq_capacity].load(std::memory_order_relaxed), 1);
+                prefetch_ahead(h + 1, tl);
                 return t;
             }
         }
     }
+    /// The tasks queued behind the one just taken were most likely made or
+    /// woken on another core, and each costs a miss on its header and one on
+    /// its frame, one after the other (the frame's address is in the header).
+    /// So a pipeline: fetch the header `header_ahead` places back, and the
+    /// frame `frame_ahead` places back, whose header was fetched some pops
+    /// ago. (A thief may take any of them meanwhile: headers outlive their
+    /// tasks and the address is read atomically, so a stale one only costs a
+    /// useless prefetch.)
+    void prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept {
+        constexpr std::uint32_t header_ahead = 4, frame_ahead = 2;
+        const std::uint32_t queued = tl - next;
+        if (queued > header_ahead) {
+            task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
+            __builtin_prefetch(t, 1);
+            __builtin_prefetch(reinterpret_cast<const char*>(t) + sizeof(task_header) - 1, 1);
+        } else if (queued) {
+            // A short queue: no time to wait for a pipeline, fetch the next header.
+            __builtin_prefetch(buf_[next % runq_capacity].load(std::memory_order_relaxed), 1);
+        }
+        if (queued > frame_ahead) {
+            task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
+            const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
+            __builtin_prefetch(f, 1);
+            __builtin_prefetch(f + cache_line, 1);
+        }
+    }
+
     /// Anyone: takes up to half (at least one) of the entries into `out`.
     std::uint32_t grab(task_header** out, std::uint32_t max) noexcept {
         for (;;) {
@@ -449,6 +473,9 @@ private:
                 task_header* batch[runq_capacity / 2];
                 std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
                 if (got) {
+                    // The first ones out of our queue: fetch their headers
+                    // now (local_runq::prefetch_ahead keeps it up from there).
+                    for (std::uint32_t i = 1; i < got && i <= 5; ++i) __builtin_prefetch(batch[i], 1);
                     for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
                     return batch[0];
                 }
@@ -640,7 +667,7 @@ private:
         w.current.store(t, std::memory_order_release);
         w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         tls_current_task = t;
-        run_trampoline(t->resume_point_);
+        run_trampoline(t->resume_point());
         tls_current_task = nullptr;
         w.current.store(nullptr, std::memory_order_release);
     }
@@ -764,7 +791,7 @@ inline bool pool_started() noexcept {
 
 /// Marks the current task parked on `reason`; `h` is the frame to resume.
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
-    t->resume_point_ = h;
+    t->set_resume_point(h);
     t->wait_reason.store(reason, std::memory_order_relaxed);
     t->since_ns.store(parked_clock().load(std::memory_order_relaxed), std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);

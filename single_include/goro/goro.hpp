@@ -702,11 +702,20 @@ inline void* pool_allocate(std::size_t size) {
         const std::size_t cls = pool_class(size);
         pool_cache* c = tls_pool_cache;
         if (c && c->count[cls]) [[likely]] {
-            // The next block out is likely one another core freed: start
-            // fetching it for writing now (it is still in the cache or not;
-            // either way nothing waits on the prefetch).
+            // The blocks out next are likely ones another core freed: fetch
+            // the one `ahead` places back for writing now (the slots are an
+            // array: no chain to follow), so that its misses overlap the work
+            // of the allocations in between. Its first and last line: frames
+            // and headers are written at both ends first.
+            constexpr std::uint32_t ahead = 3;
             std::uint32_t n = --c->count[cls];
-            if (n) __builtin_prefetch(c->slots[cls][n - 1], 1);
+            if (n >= ahead) {
+                char* b = static_cast<char*>(c->slots[cls][n - ahead]);
+                __builtin_prefetch(b, 1);
+                __builtin_prefetch(b + pool_block_size(cls) - 1, 1);
+            } else if (n) {
+                __builtin_prefetch(c->slots[cls][n - 1], 1);
+            }
             return c->slots[cls][n];
         }
         if (!c && !(c = pool_make_cache())) return ::operator new(pool_block_size(cls));
@@ -1016,7 +1025,9 @@ private:
 // task touches; the rest is written at spawn and read by walks.
 struct task_header {
     // --- hot: running, parking, waking, exiting ---
-    std::coroutine_handle<> resume_point_{};        // the leaf frame to resume
+    // The leaf frame to resume. Atomic (relaxed: plain moves) only so that a
+    // worker may read it of a queued task it does not own, to prefetch.
+    std::atomic<void*> resume_addr_{nullptr};
     detail::promise_base* leaf = nullptr;           // innermost frame
     std::atomic<const char*> wait_reason{nullptr};  // state: atomics, see THREAD SAFETY
     std::atomic<std::int64_t> since_ns{0};          // coarse monotonic time it parked
@@ -1035,6 +1046,13 @@ struct task_header {
     std::uint64_t parent_id = 0;                    // 0: spawned outside any task
     detail::site spawn_site{};
     task_meta meta;                                 // empty when no name or labels
+
+    std::coroutine_handle<> resume_point() const noexcept {
+        return std::coroutine_handle<>::from_address(resume_addr_.load(std::memory_order_relaxed));
+    }
+    void set_resume_point(std::coroutine_handle<> h) noexcept {
+        resume_addr_.store(h.address(), std::memory_order_relaxed);
+    }
 };
 
 namespace detail {
@@ -1048,8 +1066,10 @@ struct header_lists {
     task_header* retired;
     std::uint32_t nretired;
     task_header* spare;
+    task_header* ahead;        // a header of `spare`, fetched already: see make_header
+    std::uint32_t ahead_dist;  // how far down `spare` it is
 };
-inline thread_local constinit header_lists tls_headers{nullptr, 0, nullptr};
+inline thread_local constinit header_lists tls_headers{nullptr, 0, nullptr, nullptr, 0};
 
 struct alignas(cache_line) registry_shard {
     spinlock lock;
@@ -1167,23 +1187,21 @@ public:
         header_lists& l = tls_headers;
         if (!l.spare) {
             registry_shard& sh = shards_[this_shard()];
-            std::lock_guard<spinlock> g(sh.lock);
-            l.spare = sh.dead;
-            sh.dead = nullptr;
+            {
+                std::lock_guard<spinlock> g(sh.lock);
+                l.spare = sh.dead;
+                sh.dead = nullptr;
+            }
+            l.ahead = l.spare;
+            l.ahead_dist = 0;
         }
         if (task_header* h = l.spare) {
             l.spare = h->next_runnable_;
-            // The dead list is a chain through headers that another core
-            // retired: fetch the next one for writing now, so that its miss
-            // overlaps this spawn instead of stalling the next.
-            if (task_header* nx = l.spare) {
-                __builtin_prefetch(nx, 1);
-                __builtin_prefetch(reinterpret_cast<char*>(nx) + sizeof(task_header) - 1, 1);
-            }
+            prefetch_spares(l);
             // Dead, so no walk reads it: reset the fields of its last life.
             profile_revive(*h);
             h->next_runnable_ = nullptr;
-            h->resume_point_ = {};
+            h->set_resume_point({});
             h->parent_id = 0;
             h->meta.reset();
             h->leaf = nullptr;
@@ -1198,6 +1216,25 @@ public:
         h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
         h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
         return h;
+    }
+
+    /// The dead list is a chain through headers that another core retired, so
+    /// each costs a miss, and the next one's address is in it. A cursor runs
+    /// `spare_ahead` headers ahead of the next one out, fetching for writing;
+    /// it steps twice per spawn until it is that far ahead (each step reads
+    /// a header fetched at least one spawn earlier).
+    static void prefetch_spares(header_lists& l) noexcept {
+        constexpr std::uint32_t spare_ahead = 4;
+        if (l.ahead_dist) --l.ahead_dist;  // the head moved one closer
+        else l.ahead = l.spare;            // the cursor was the header just taken
+        for (int step = 0; step < 2 && l.ahead && l.ahead_dist < spare_ahead; ++step) {
+            task_header* nx = l.ahead->next_runnable_;
+            if (!nx) break;
+            __builtin_prefetch(nx, 1);
+            __builtin_prefetch(reinterpret_cast<char*>(nx) + sizeof(task_header) - 1, 1);
+            l.ahead = nx;
+            ++l.ahead_dist;
+        }
     }
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
@@ -1880,14 +1917,38 @@ public:
             if (h == tl) return nullptr;
             task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
             if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
-                // The next task out was most likely made on another core:
-                // start fetching its header while this one runs. (A thief
-                // may take it first; a prefetch of it is harmless.)
-                if (h + 1 != tl) __builtin_prefetch(buf_[(h + 1) % runq_capacity].load(std::memory_order_relaxed), 1);
+                prefetch_ahead(h + 1, tl);
                 return t;
             }
         }
     }
+    /// The tasks queued behind the one just taken were most likely made or
+    /// woken on another core, and each costs a miss on its header and one on
+    /// its frame, one after the other (the frame's address is in the header).
+    /// So a pipeline: fetch the header `header_ahead` places back, and the
+    /// frame `frame_ahead` places back, whose header was fetched some pops
+    /// ago. (A thief may take any of them meanwhile: headers outlive their
+    /// tasks and the address is read atomically, so a stale one only costs a
+    /// useless prefetch.)
+    void prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept {
+        constexpr std::uint32_t header_ahead = 4, frame_ahead = 2;
+        const std::uint32_t queued = tl - next;
+        if (queued > header_ahead) {
+            task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
+            __builtin_prefetch(t, 1);
+            __builtin_prefetch(reinterpret_cast<const char*>(t) + sizeof(task_header) - 1, 1);
+        } else if (queued) {
+            // A short queue: no time to wait for a pipeline, fetch the next header.
+            __builtin_prefetch(buf_[next % runq_capacity].load(std::memory_order_relaxed), 1);
+        }
+        if (queued > frame_ahead) {
+            task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
+            const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
+            __builtin_prefetch(f, 1);
+            __builtin_prefetch(f + cache_line, 1);
+        }
+    }
+
     /// Anyone: takes up to half (at least one) of the entries into `out`.
     std::uint32_t grab(task_header** out, std::uint32_t max) noexcept {
         for (;;) {
@@ -2217,6 +2278,9 @@ private:
                 task_header* batch[runq_capacity / 2];
                 std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
                 if (got) {
+                    // The first ones out of our queue: fetch their headers
+                    // now (local_runq::prefetch_ahead keeps it up from there).
+                    for (std::uint32_t i = 1; i < got && i <= 5; ++i) __builtin_prefetch(batch[i], 1);
                     for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
                     return batch[0];
                 }
@@ -2408,7 +2472,7 @@ private:
         w.current.store(t, std::memory_order_release);
         w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         tls_current_task = t;
-        run_trampoline(t->resume_point_);
+        run_trampoline(t->resume_point());
         tls_current_task = nullptr;
         w.current.store(nullptr, std::memory_order_release);
     }
@@ -2532,7 +2596,7 @@ inline bool pool_started() noexcept {
 
 /// Marks the current task parked on `reason`; `h` is the frame to resume.
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
-    t->resume_point_ = h;
+    t->set_resume_point(h);
     t->wait_reason.store(reason, std::memory_order_relaxed);
     t->since_ns.store(parked_clock().load(std::memory_order_relaxed), std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
@@ -2628,7 +2692,7 @@ inline task_header* new_header(task_kind kind, const site& where) {
 
 inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
     h->root_frame_ = frame.address();
-    h->resume_point_ = frame;
+    h->set_resume_point(frame);
     h->leaf = &p;
     p.header_ = h;
     the_registry().add(h);
@@ -2692,7 +2756,7 @@ struct yield_awaiter {
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {
         task_header* t = current_task_or_throw("goro::yield");
-        t->resume_point_ = h;
+        t->set_resume_point(h);
         the_scheduler().yield_task(t);
     }
     void await_resume() const noexcept {}
@@ -5030,22 +5094,38 @@ inline std::size_t context_children(const context& ctx) noexcept {
 //
 // Go's sync.WaitGroup. A parked waiter shows the wait reason `sync.WaitGroup.Wait`.
 //
-// STATE (one 64-bit word, as in Go):
+// STATE: two counters on two cache lines, so that the task that adds and the
+// tasks that finish do not pass one line back and forth on every call (a
+// spawn loop and its workers do both all the time):
 //
-//     63            32 31             0
-//     +---------------+----------------+
-//     |  counter (i32)| waiters (u32)  |
-//     +---------------+----------------+
+//     added_   (u32)  everything ever added (positive deltas), mod 2^32
+//     state_   (u64)  done count (u32, mod 2^32) << 32 | waiters (u32)
 //
-//   `add`/`done` are a single fetch_add of `n << 32`; only when the counter
-//   reaches zero with waiters counted do they take the lock, to release them.
-//   `wait` needs no lock when the counter is already zero.
+//   The counter is `added - done`, an int32 read from two u32. Both counts only
+//   grow, so any value of `added_` once read is a lower bound of it for good:
+//   a finisher keeps the last value it read in `added_seen_` (its own line), and
+//   while its done count stays below that, the counter cannot be zero and it
+//   reads nothing else. Only a finisher that catches up reads `added_` again
+//   (once per batch of spawns, not per task). An adder likewise checks for
+//   overflow against `done_seen_`, a lower bound of the done count.
+//
+//   Zero is decided by the finisher whose RMW on `state_` brings the done count
+//   up to `added_` (read after the RMW). A waiter registers by a CAS on the same
+//   word, from a value it read *before* it read `added_`: either its CAS comes
+//   first and the finisher's RMW returns the waiter bits, or the finisher's RMW
+//   comes first and the CAS fails, and the waiter looks again. (All four are
+//   seq_cst: the loads of `added_` must not see a value older than one an RMW
+//   before them in that order saw.)
 //
 // INVARIANTS (under `lock_`): the waiter bits equal the number of nodes in the
-// waiter list. A waiter increments them (CAS, retried while the counter moves)
-// and links its node in one critical section; a waker clears them (CAS, only
-// while the counter is still zero) and takes the whole list in another. So a
-// counter reaching zero while waiters are counted always finds them listed.
+// waiter list. A waiter increments them (CAS, retried while the done count
+// moves) and links its node in one critical section; a waker clears them (CAS,
+// only while the counter is still zero) and takes the whole list in another.
+// So a counter reaching zero while waiters are counted always finds them listed.
+//
+// A counter below zero (more done than added) is seen at once by the call that
+// took it there, which undoes its own change and throws. Overflow (above
+// INT32_MAX) is refused before `added_` changes, so `added_` never goes back.
 //
 // THREAD SAFETY: any thread may call add/done; `wait` is awaited in a goro task.
 // Waiters are readied after the lock is released (collect, unlock, wake), in the
@@ -5073,6 +5153,10 @@ inline std::size_t context_children(const context& ctx) noexcept {
 
 namespace goro {
 
+namespace detail {
+struct wait_group_probe;
+}
+
 /// A `goro::wait_group` was destroyed while tasks waited on it; thrown from their `wait()`.
 class wait_group_destroyed : public error {
 public:
@@ -5095,9 +5179,7 @@ public:
     public:
         explicit wait_operation(wait_group& wg) noexcept : wg_(&wg) {}
 
-        bool await_ready() const noexcept {
-            return counter_of(wg_->state_.load(std::memory_order_acquire)) == 0;
-        }
+        bool await_ready() const noexcept { return wg_->count() == 0; }
 
         bool await_suspend(std::coroutine_handle<> h) {
             task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
@@ -5105,15 +5187,14 @@ public:
             detail::park(t, h, wait_reason::wait_group);
             wait_group& wg = *wg_;
             std::lock_guard<detail::spinlock> g(wg.lock_);
-            std::uint64_t s = wg.state_.load(std::memory_order_acquire);
+            std::uint64_t s = wg.state_.load(std::memory_order_seq_cst);
             for (;;) {
-                if (counter_of(s) == 0) {
+                if (wg.counter(s) == 0) {
                     t->state.store(task_state::running, std::memory_order_relaxed);
                     return false;  // reached zero meanwhile: continue without parking
                 }
-                // acquire on success too: the counted waiter must see the
-                // done() calls that precede a later zero through the waker.
-                if (wg.state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+                // Fails when a done() moved the count since `s` was read: look again.
+                if (wg.state_.compare_exchange_weak(s, s + 1, std::memory_order_seq_cst, std::memory_order_seq_cst))
                     break;
             }
             if (wg.tail_) wg.tail_->next = &node_;
@@ -5162,44 +5243,67 @@ public:
     void add(std::int64_t n) {
         if (n > std::numeric_limits<std::int32_t>::max() || n < std::numeric_limits<std::int32_t>::min())
             throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
-        change(static_cast<std::int32_t>(n), "goro::wait_group::add");
+        if (n > 0) increase(static_cast<std::uint32_t>(n));
+        else if (n < 0) decrease(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
     }
 
     /// Marks one task finished: `add(-1)`.
-    void done() { change(-1, "goro::wait_group::done"); }
+    void done() { decrease(1, "goro::wait_group::done"); }
 
     /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
     [[nodiscard]] wait_operation wait() noexcept { return wait_operation(*this); }
 
-    /// The counter now (for diagnostics; stale as soon as it is read).
-    std::int64_t count() const noexcept { return counter_of(state_.load(std::memory_order_acquire)); }
+    /// The counter now (for diagnostics; stale as soon as it is read). The
+    /// done count is read first, so a zero seen here follows every done()
+    /// counted, and every add() they followed.
+    std::int64_t count() const noexcept { return counter(state_.load(std::memory_order_seq_cst)); }
 
 private:
-    static std::int32_t counter_of(std::uint64_t s) noexcept {
-        return static_cast<std::int32_t>(static_cast<std::uint32_t>(s >> 32));
-    }
-    static std::uint32_t waiters_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s); }
+    friend struct detail::wait_group_probe;  // tests: start the counts near their wrap-around
 
-    void change(std::int32_t delta, const char* op) {
-        // acq_rel: a done() releases the task's work; the one reaching zero
-        // acquires every earlier done() before it wakes the waiters.
-        const std::uint64_t d = static_cast<std::uint64_t>(static_cast<std::uint32_t>(delta)) << 32;
-        std::uint64_t s = state_.fetch_add(d, std::memory_order_acq_rel) + d;
-        std::int64_t v = counter_of(s);
-        std::int64_t before = static_cast<std::int64_t>(counter_of(s - d));
-        if (v < 0 || before + delta != v) {
+    static std::uint32_t done_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s >> 32); }
+    static std::uint32_t waiters_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s); }
+    static std::int32_t diff(std::uint32_t a, std::uint32_t d) noexcept { return static_cast<std::int32_t>(a - d); }
+    /// The counter, given a value of `state_` read before this reads `added_`.
+    std::int32_t counter(std::uint64_t s) const noexcept {
+        return diff(added_.load(std::memory_order_seq_cst), done_of(s));
+    }
+
+    void increase(std::uint32_t n) {
+        std::uint32_t a = added_.load(std::memory_order_relaxed);
+        for (;;) {
+            // done_seen_ ≤ the done count, so this bound is ≥ the counter after the add.
+            if (std::int64_t(a - done_seen_.load(std::memory_order_relaxed)) + n > std::numeric_limits<std::int32_t>::max()) {
+                std::uint32_t d = done_of(state_.load(std::memory_order_seq_cst));
+                done_seen_.store(d, std::memory_order_relaxed);
+                std::int64_t now = diff(a, d);
+                if (now < 0) now = 0;  // a misused done() in flight, about to undo itself
+                if (now + n > std::numeric_limits<std::int32_t>::max())
+                    throw usage_error("goro::wait_group::add: counter overflow");
+            }
+            if (added_.compare_exchange_weak(a, a + n, std::memory_order_seq_cst, std::memory_order_relaxed)) return;
+        }
+    }
+
+    void decrease(std::uint32_t n, const char* op) {
+        const std::uint64_t dn = std::uint64_t(n) << 32;
+        const std::uint64_t s = state_.fetch_add(dn, std::memory_order_seq_cst) + dn;
+        const std::uint32_t d = done_of(s);
+        // Still below what was added once: not zero, nothing more to look at.
+        if (diff(added_seen_.load(std::memory_order_relaxed), d) > 0) return;
+        const std::uint32_t a = added_.load(std::memory_order_seq_cst);
+        added_seen_.store(a, std::memory_order_relaxed);
+        const std::int32_t v = diff(a, d);
+        if (v < 0) {
             // Undo, so the misuse does not wedge the group. A wait() that saw
             // the bad counter may have parked meanwhile: release it if the
             // undo brings the counter back to zero.
-            std::uint64_t u = state_.fetch_sub(d, std::memory_order_acq_rel) - d;
-            if (counter_of(u) == 0 && waiters_of(u) != 0) release_waiters();
-            if (before + delta < 0)
-                throw usage_error(std::string(op) + ": negative counter (" + std::to_string(before) + " " +
-                                  (delta < 0 ? "- " : "+ ") + std::to_string(delta < 0 ? -std::int64_t(delta) : delta) + ")");
-            throw usage_error(std::string(op) + ": counter overflow");
+            const std::uint64_t u = state_.fetch_sub(dn, std::memory_order_seq_cst) - dn;
+            if (waiters_of(u) != 0 && counter(u) == 0) release_waiters();
+            throw usage_error(std::string(op) + ": negative counter (" + std::to_string(std::int64_t(v) + n) +
+                              " - " + std::to_string(n) + ")");
         }
-        if (v != 0 || waiters_of(s) == 0) return;
-        release_waiters();
+        if (v == 0 && waiters_of(s) != 0) release_waiters();
     }
 
     /// The counter reached zero with waiters counted: wake every listed waiter.
@@ -5207,12 +5311,14 @@ private:
         waiter_node* list = nullptr;
         {
             std::lock_guard<detail::spinlock> g(lock_);
-            std::uint64_t s = state_.load(std::memory_order_acquire);
+            std::uint64_t s = state_.load(std::memory_order_seq_cst);
             for (;;) {
                 // A racing add() raised the counter again, or another waker
                 // already took the list: nothing to do here.
-                if (counter_of(s) != 0 || waiters_of(s) == 0) return;
-                if (state_.compare_exchange_weak(s, 0, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+                if (waiters_of(s) == 0 || counter(s) != 0) return;
+                if (state_.compare_exchange_weak(s, s & ~std::uint64_t(0xffffffffu), std::memory_order_seq_cst,
+                                                 std::memory_order_seq_cst))
+                    break;
             }
             list = head_;
             head_ = tail_ = nullptr;
@@ -5224,7 +5330,12 @@ private:
         }
     }
 
+    // The adders' line.
+    alignas(detail::cache_line) std::atomic<std::uint32_t> added_{0};
+    std::atomic<std::uint32_t> done_seen_{0};  // a done count read once (a lower bound of it)
+    // The finishers' line (and the waiters').
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
+    std::atomic<std::uint32_t> added_seen_{0};  // a value of added_ read once (a lower bound of it)
     detail::spinlock lock_;
     waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
     waiter_node* tail_ = nullptr;
@@ -8128,7 +8239,7 @@ inline void abandon_block_on_body(task_header* h) {
     using body_promise = task_promise<void>;  // block_on_body returns task<>
     auto root = std::coroutine_handle<body_promise>::from_address(h->root_frame_);
     h->leaf = &root.promise();
-    h->resume_point_ = reap_abandoned(h).handle;
+    h->set_resume_point(reap_abandoned(h).handle);
 }
 
 /// Confirms the deadlock with the world stopped and, per policy, reports it.
