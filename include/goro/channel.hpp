@@ -320,6 +320,7 @@ private:
 /// What a lock-free attempt found (see chan_state::send_fast / recv_fast).
 enum class fast_result : unsigned char {
     done,       ///< sent / received
+    done_contended,  ///< done, after losing a position to another core (see CONTENTION)
     closed,     ///< send: the channel is closed; receive: closed and drained
     not_ready,  ///< a moment's view: would block (full / empty, nobody parked)
     locked,     ///< cannot tell without the lock (waiters, a position in flight, unbuffered)
@@ -544,23 +545,7 @@ struct chan_state : chan_base {
             return recvq.empty() ? fast_result::not_ready : fast_result::locked;
         }
         word_guard g(lock);
-        std::uint64_t e = enq.load(std::memory_order_relaxed);
-        for (;;) {
-            if (e & enq_flags) return (e & enq_closed) ? fast_result::closed : fast_result::locked;
-            const std::uint64_t p = e >> enq_shift;
-            slot_type& s = slot(p);
-            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
-            if (seq == 2 * p) {
-                if (claim_and_put(e, p, s, v, g.plain())) return fast_result::done;
-            } else if (std::int64_t(seq - 2 * p) < 0) {
-                // The slot still holds position p - cap: full, or its receiver is moving it out.
-                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
-                if (std::int64_t(p - d) >= std::int64_t(cap)) return fast_result::not_ready;
-                return fast_result::locked;
-            } else {
-                e = enq.load(std::memory_order_relaxed);  // another sender took p
-            }
-        }
+        return send_ring<false>(v, g.plain());
     }
 
     /// Takes the oldest value when one is published and no sender is parked.
@@ -571,14 +556,52 @@ struct chan_state : chan_base {
             return sendq.empty() ? fast_result::not_ready : fast_result::locked;
         }
         word_guard g(lock);
+        return recv_ring<false>(out, g.plain());
+    }
+
+    // The loops of send_fast and recv_fast. A lost CAS leaves the first,
+    // inlined copy (`Lost` false) for a second one that backs off (see
+    // CONTENTION) and reports done_contended; the uncontended path stays as
+    // short as it was.
+    template <bool Lost>
+    fast_result send_ring(T& v, bool plain) noexcept {
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        for (unsigned lost = Lost;;) {
+            if (e & enq_flags) return (e & enq_closed) ? fast_result::closed : fast_result::locked;
+            const std::uint64_t p = e >> enq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p) {
+                if (claim_and_put(e, p, s, v, plain)) return Lost ? fast_result::done_contended : fast_result::done;
+                if constexpr (!Lost) return send_after_loss(v, plain);
+                contention_backoff(lost++);
+            } else if (std::int64_t(seq - 2 * p) < 0) {
+                // The slot still holds position p - cap: full, or its receiver is moving it out.
+                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+                if (std::int64_t(p - d) >= std::int64_t(cap)) return fast_result::not_ready;
+                return fast_result::locked;
+            } else {
+                e = enq.load(std::memory_order_relaxed);  // another sender took p
+            }
+        }
+    }
+    [[gnu::noinline]] fast_result send_after_loss(T& v, bool plain) noexcept {
+        contention_backoff(0);
+        return send_ring<true>(v, plain);
+    }
+
+    template <bool Lost>
+    fast_result recv_ring(std::optional<T>& out, bool plain) noexcept {
         std::uint64_t d = deq.load(std::memory_order_relaxed);
-        for (;;) {
+        for (unsigned lost = Lost;;) {
             if (d & deq_send_wait) return fast_result::locked;
             const std::uint64_t p = d >> deq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             if (seq == 2 * p + 1) {
-                if (claim_and_take(d, p, s, out, g.plain())) return fast_result::done;
+                if (claim_and_take(d, p, s, out, plain)) return Lost ? fast_result::done_contended : fast_result::done;
+                if constexpr (!Lost) return recv_after_loss(out, plain);
+                contention_backoff(lost++);
             } else if (std::int64_t(seq - (2 * p + 1)) < 0) {
                 // Position p is not published: the ring is empty, or its sender is still writing.
                 std::uint64_t e = enq.load(std::memory_order_acquire);
@@ -588,6 +611,10 @@ struct chan_state : chan_base {
                 d = deq.load(std::memory_order_relaxed);  // another receiver took p
             }
         }
+    }
+    [[gnu::noinline]] fast_result recv_after_loss(std::optional<T>& out, bool plain) noexcept {
+        contention_backoff(0);
+        return recv_ring<true>(out, plain);
     }
 
     // --- the ring, lock held ---------------------------------------------------
@@ -744,6 +771,22 @@ private:
         s.seq.store(2 * (p + cap), std::memory_order_release);
     }
 
+    // CONTENTION. A CAS of `enq` or `deq` that fails means that another core
+    // claimed a position between our load and our CAS: two cores are doing
+    // the same thing on this channel (sending, or receiving), and the word's
+    // line moves between them on every claim. Retrying at once keeps it
+    // moving. So the loser pauses, twice as long after each loss in the same
+    // call (4 to 64 pauses), and the winner claims a run of positions with
+    // the line in its cache. The operation then reports done_contended: its
+    // task steps aside if another task waits on its worker (send_op and
+    // recv_op), often one of the other side (a receiver woken by these
+    // sends, say), and two workers that each run one side of the channel do
+    // not contend at all.
+    [[gnu::cold, gnu::noinline]] static void contention_backoff(unsigned lost) noexcept {
+        const unsigned pauses = 4u << (lost < 4 ? lost : 4);
+        for (unsigned k = 0; k < pauses; ++k) cpu_relax();
+    }
+
     static void backoff(int& spins) noexcept {
         if (++spins < 64) cpu_relax();
         else std::this_thread::yield();  // the claimer was descheduled
@@ -768,13 +811,23 @@ public:
         chan_state<T>* c = ch_;
         if (!c || !c->cap || !tls_current_task) return false;
         fast_result f = c->send_fast(value_);
-        if (f != fast_result::done && f != fast_result::closed) return false;
-        state_ = f == fast_result::done ? done : failed;
-        return true;
+        if (f == fast_result::done) [[likely]] {
+            state_ = done;
+            return true;
+        }
+        if (f == fast_result::closed) {
+            state_ = failed;
+            return true;
+        }
+        return f == fast_result::done_contended && sent_after_contention();
     }
 
     bool await_suspend(std::coroutine_handle<> h) {
         task_header* self = current_task_or_throw("goro::channel::send");
+        if (state_ == done) [[unlikely]] {  // sent, after contention: only step aside
+            step_aside(self, h);
+            return true;
+        }
         chan_state<T>* c = ch_;
         if (!c) {
             park(self, h, wait_reason::chan_send_nil);  // never published: parks forever, like Go
@@ -805,6 +858,13 @@ public:
         return true;
     }
 
+    /// Sent, but only after losing a position to another core: true to go
+    /// on, false to step aside in await_suspend (see CONTENTION).
+    [[gnu::noinline]] bool sent_after_contention() noexcept {
+        state_ = done;
+        return !local_work_waiting();
+    }
+
     void await_resume() const {
         if (state_ == failed || (state_ == parked && !waiter_.success))
             throw channel_closed("goro::channel::send: send on closed channel");
@@ -831,11 +891,24 @@ public:
         chan_state<T>* c = ch_;
         if (!c || !c->cap || !tls_current_task) return false;
         fast_result f = c->recv_fast(out_);
-        return f == fast_result::done || f == fast_result::closed;
+        if (f == fast_result::done || f == fast_result::closed) [[likely]]
+            return true;
+        return f == fast_result::done_contended && received_after_contention();
+    }
+
+    /// As send_op::sent_after_contention.
+    [[gnu::noinline]] bool received_after_contention() noexcept {
+        if (!local_work_waiting()) return true;
+        step_aside_ = true;
+        return false;
     }
 
     bool await_suspend(std::coroutine_handle<> h) {
         task_header* self = current_task_or_throw("goro::channel::recv");
+        if (step_aside_) [[unlikely]] {
+            step_aside(self, h);
+            return true;
+        }
         chan_state<T>* c = ch_;
         if (!c) {
             park(self, h, wait_reason::chan_receive_nil);  // never published: parks forever
@@ -875,6 +948,7 @@ private:
     chan_state<T>* ch_;
     chan_waiter waiter_{};
     std::optional<T> out_{};
+    bool step_aside_ = false;
 };
 
 }  // namespace detail
@@ -946,7 +1020,8 @@ public:
         try_recv_result<T> res;
         if (!s_) return res;
         switch (s_->recv_fast(res.value)) {
-        case detail::fast_result::done: res.status = recv_status::received; return res;
+        case detail::fast_result::done:
+        case detail::fast_result::done_contended: res.status = recv_status::received; return res;
         case detail::fast_result::closed: res.status = recv_status::closed; return res;
         case detail::fast_result::not_ready: res.status = recv_status::empty; return res;
         case detail::fast_result::locked: break;
@@ -983,7 +1058,8 @@ private:
     send_status try_send_ref(T& v) {
         if (!s_) return send_status::full;
         switch (s_->send_fast(v)) {
-        case detail::fast_result::done: return send_status::sent;
+        case detail::fast_result::done:
+        case detail::fast_result::done_contended: return send_status::sent;
         case detail::fast_result::closed: return send_status::closed;
         case detail::fast_result::not_ready: return send_status::full;
         case detail::fast_result::locked: break;

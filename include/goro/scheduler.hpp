@@ -189,6 +189,7 @@ struct worker {
     std::atomic<std::uint32_t> acked_gen{0};
     std::atomic<std::uint32_t> wake_word{0};
     std::atomic<bool> exited{false};
+    std::atomic<std::uint64_t> contention_yields{0};  // written by the owner: see step_aside
     // owner-only
     std::uint32_t tick = 0;
     std::uint32_t next_streak = 0;  // picks since the local queue was last served
@@ -343,6 +344,14 @@ public:
     }
 
     timer_queue& timers() noexcept { return timers_; }
+
+    /// Tasks that stepped aside after a contended channel operation, all
+    /// workers together (for tests and diagnostics).
+    std::uint64_t contention_yields() const noexcept {
+        std::uint64_t n = 0;
+        for (auto& w : workers_) n += w->contention_yields.load(std::memory_order_relaxed);
+        return n;
+    }
 
     // --- stop the world ---------------------------------------------------
 
@@ -799,6 +808,22 @@ inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) 
 
 /// Makes a parked task runnable (see the PARKING PROTOCOL above).
 inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
+
+/// True when the calling thread is a worker with another task waiting to run
+/// (a moment's view).
+inline bool local_work_waiting() noexcept {
+    worker* w = tls_worker;
+    return w && (w->run_next.load(std::memory_order_relaxed) || w->q.size());
+}
+
+/// The current task `t`, on a worker, steps aside after a contended channel
+/// operation: it goes behind the tasks runnable here, to resume at `h`.
+[[gnu::noinline]] inline void step_aside(task_header* t, std::coroutine_handle<> h) noexcept {
+    t->set_resume_point(h);
+    std::atomic<std::uint64_t>& n = tls_worker->contention_yields;
+    n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    the_scheduler().yield_task(t);
+}
 inline void ready_n(task_header* const* ts, std::size_t n) noexcept { the_scheduler().ready_n(ts, n); }
 
 /// The task running on this thread now; throws when there is none.

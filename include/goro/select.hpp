@@ -431,10 +431,12 @@ private:
             return now >= cs.when_ns ? fast_result::done : fast_result::not_ready;
         } else if constexpr (kind == case_kind::recv) {
             if (!cs.ch) return fast_result::not_ready;
-            return cs.ch->recv_fast(std::get<I>(result_.slots_));  // closed: fires with nullopt
+            fast_result f = cs.ch->recv_fast(std::get<I>(result_.slots_));  // closed: fires with nullopt
+            return f == fast_result::done_contended ? fast_result::done : f;
         } else {
             if (!cs.ch) return fast_result::not_ready;
             fast_result f = cs.ch->send_fast(cs.value);
+            if (f == fast_result::done_contended) f = fast_result::done;
             if (f == fast_result::closed) send_closed_ = true;
             return f;
         }
