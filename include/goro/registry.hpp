@@ -302,6 +302,14 @@ inline void profile_before_resume(task_header& h) noexcept {
 /// out a profiler that is looking at it, then sets the current epoch, so a
 /// profile that began before the revival does not list the new task.
 inline void profile_revive(task_header& h) noexcept {
+    // In a task on a worker, while no profile is on, nothing is to be done:
+    // an epoch begins only when every worker has stopped between two tasks,
+    // so none can begin before this task suspends, and the last one's walk
+    // ended before it cleared `active` (acquire: its reads of the header came
+    // before the writes of the revival). No claim is under way; a later epoch
+    // claims the header as a task that existed when it began. (This spares a
+    // spawn a locked instruction.)
+    if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
     std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
     unsigned spins = 0;
     for (;;) {
