@@ -258,3 +258,89 @@ TEST_CASE("wait_group: the done() that reaches zero touches nothing after it, so
     CHECK(n.load() == 6000);
     CHECK(goro_test::tasks_drained());
 }
+
+namespace {
+
+// A tree of tasks: each adds its children to the group before it calls
+// done(), so the counter stays above zero until the last leaf (adds while
+// the counter is above zero may race with everything, as in Go).
+goro::task<> tree_node(goro::wait_group& wg, std::atomic<long>& finished, int depth) {
+    if (depth > 0) {
+        wg.add(3);
+        for (int i = 0; i < 3; ++i) goro::go(tree_node(wg, finished, depth - 1));
+    }
+    finished.fetch_add(1, std::memory_order_relaxed);
+    wg.done();
+    co_return;
+}
+
+}  // namespace
+
+TEST_CASE("wait_group: adds from running tasks keep the waiters parked until the last done", "[wait_group]") {
+    // 1 + 3 + 9 + ... + 3^7 = 3280 tasks. Adds race with the done() calls of
+    // other branches and with the waiters' looks at the counter; a waiter
+    // that returned early would see fewer tasks finished.
+    const long total = (6561 - 1) / 2;
+    for (int round = 0; round < 20; ++round) {
+        goro::wait_group wg(1);
+        std::atomic<long> finished{0}, seen{0};
+        std::atomic<int> woken{0};
+        for (int i = 0; i < 4; ++i) goro::go(waiter(wg, seen, finished, woken));
+        goro::go(tree_node(wg, finished, 7));
+        goro::block_on(wg.wait());
+        CHECK(finished.load() == total);
+        REQUIRE(eventually([&] { return woken.load() == 4; }));
+        CHECK(seen.load() == 4 * total);
+        CHECK(wg.count() == 0);
+    }
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: done() from many threads at once, with waiters arriving meanwhile, wakes every waiter",
+          "[wait_group]") {
+    // Several done() calls catch up with the added count together: they are
+    // all "busy" at once, and the release falls to whichever leaves last.
+    // Waiters park while that happens. Each round must wake them all.
+    for (int round = 0; round < 300; ++round) {
+        const int threads = 4;
+        goro::wait_group wg(threads);
+        std::atomic<long> finished{0}, seen{0};
+        std::atomic<int> woken{0};
+        std::atomic<bool> go_flag{false};
+        for (int i = 0; i < 2; ++i) goro::go(waiter(wg, seen, finished, woken));
+        std::vector<std::thread> ts;
+        for (int i = 0; i < threads; ++i)
+            ts.emplace_back([&] {
+                while (!go_flag.load()) std::this_thread::yield();
+                finished.fetch_add(1);
+                wg.done();
+            });
+        for (int i = 0; i < 2; ++i) goro::go(waiter(wg, seen, finished, woken));
+        go_flag.store(true);
+        for (auto& t : ts) t.join();
+        REQUIRE(eventually([&] { return woken.load() == 4; }));
+        CHECK(seen.load() == 4 * threads);
+        CHECK(wg.count() == 0);
+    }
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("wait_group: one group, thousands of short rounds: every zero is seen, the counts stay in step",
+          "[wait_group]") {
+    // Each round's last done() catches up with the added count and must
+    // release the waiter; the finishers' hint of the added count lags
+    // behind the adds of the next round.
+    goro::wait_group wg;
+    std::atomic<long> n{0};
+    long expected = 0;
+    for (int round = 0; round < 2000; ++round) {
+        const int k = 1 + round % 7;
+        wg.add(k);
+        for (int i = 0; i < k; ++i) goro::go(finish(wg, n));
+        expected += k;
+        goro::block_on(wg.wait());
+        REQUIRE(n.load() == expected);
+        REQUIRE(wg.count() == 0);
+    }
+    CHECK(goro_test::tasks_drained());
+}

@@ -5205,32 +5205,55 @@ inline std::size_t context_children(const context& ctx) noexcept {
 //
 // Go's sync.WaitGroup. A parked waiter shows the wait reason `sync.WaitGroup.Wait`.
 //
-// STATE (one 64-bit word, as in Go):
+// STATE, on two cache lines, so that a spawner's add() and the finishers'
+// done() do not pull one line back and forth:
 //
-//     63            32 31             0
-//     +---------------+----------------+
-//     |  counter (i32)| waiters (u32)  |
-//     +---------------+----------------+
+//   added_  (line A): how many add()s so far, a 64-bit count; only add() writes it.
+//   state_  (line B):
 //
-//   `add`/`done` are a single fetch_add of `n << 32`; only when the counter
-//   reaches zero with waiters counted do they take the lock, to release them.
-//   `wait` needs no lock when the counter is already zero.
+//     63            32 31                 2     1          0
+//     +---------------+--------------------+-----------+---------+
+//     | done (u32)    | busy finishers     | releasing | waiters |
+//     +---------------+--------------------+-----------+---------+
 //
-// INVARIANTS (under `lock_`): the waiter bits equal the number of nodes in the
-// waiter list. A waiter increments them (CAS, retried while the counter moves)
-// and links its node in one critical section; a waker clears them (CAS, only
-// while the counter is still zero) and takes the whole list in another. So a
-// counter reaching zero while waiters are counted always finds them listed.
+//   hint_   (line B): a value `added_` had (its low 32 bits); a lower bound of it.
 //
-// THREAD SAFETY: any thread may call add/done; `wait` is awaited in a goro task.
-// Waiters are readied after the lock is released (collect, unlock, wake), in the
-// order they parked. Waking happens on the thread whose `done` reached zero,
-// and `done` touches nothing of the group after the wake-ups, so a waiter may
-// destroy the group as soon as its `wait` returns (the usual pattern).
+//   The counter is `added - done`, in 32-bit two's complement as Go's.
+//
+// DONE. A finisher claims its done() with one CAS of `state_`. When its new
+// done count is below `hint_`, the counter cannot have reached zero (added_ is
+// at least the hint) and the CAS is all it does: this is the path of every
+// done() but the few that catch up with the hint. Otherwise the same CAS also
+// counts it as a *busy finisher*; it then reads `added_`, refreshes the hint,
+// checks for a negative counter, and leaves the busy count with a second CAS.
+// That second CAS is where a finisher decides to release: when it leaves no
+// finisher busy, waiters are counted, nobody is releasing, and its done count
+// has caught up with the added count it read, it also sets `releasing`.
+//
+// WAIT. A waiter sees zero only when no finisher is busy, nobody is releasing,
+// and done equals added (state read first, then added). So from the moment a
+// finisher becomes busy until it leaves, no waiter can return, and a finisher
+// that leaves without `releasing` touches nothing of the group afterwards: a
+// waiter may destroy the group as soon as its wait() returns (the usual
+// pattern), and the last done() never reads freed memory. A waiter that does
+// not see zero sets `waiters` under `lock_` and links itself there.
+//
+// RELEASE. Only the holder of `releasing` takes the waiter list, and only
+// when, under the lock, no finisher is busy and done equals added. It then
+// drops `releasing` with a CAS that looks once more: if waiters linked
+// themselves meanwhile and the counter is still zero, it goes round again.
+// Waking happens after that CAS and touches only the waiters' own nodes.
+//
+// WHY NO WAKE-UP IS LOST: a waiter links itself only while a finisher is busy
+// (that finisher, or the last busy one, will look at `waiters` when it
+// leaves), while somebody is releasing (its dropping CAS looks again), or while
+// done < added (the done() that reaches the added count has a new done count
+// at least the hint, so it becomes busy and looks when it leaves).
 //
 // Reuse: as in Go, an `add` that raises the counter from zero must happen before
 // the `wait` that is meant to see it. An `add` racing with the `done` that
-// reached zero does not lose anyone: the waiters then wait for the next zero.
+// reached zero does not lose anyone: the releaser then finds the counter not
+// zero and the waiters wait for the next zero.
 //
 // DESTRUCTION with tasks still parked in `wait` is a bug in the program (they
 // could never be woken): the destructor wakes each of them with a
@@ -5270,9 +5293,7 @@ public:
     public:
         explicit wait_operation(wait_group& wg) noexcept : wg_(&wg) {}
 
-        bool await_ready() const noexcept {
-            return counter_of(wg_->state_.load(std::memory_order_acquire)) == 0;
-        }
+        bool await_ready() const noexcept { return wg_->zero(wg_->state_.load(std::memory_order_acquire)); }
 
         bool await_suspend(std::coroutine_handle<> h) {
             task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
@@ -5282,19 +5303,19 @@ public:
             std::lock_guard<detail::spinlock> g(wg.lock_);
             std::uint64_t s = wg.state_.load(std::memory_order_acquire);
             for (;;) {
-                if (counter_of(s) == 0) {
+                if (wg.zero(s)) {
                     t->state.store(task_state::running, std::memory_order_relaxed);
                     return false;  // reached zero meanwhile: continue without parking
                 }
-                // acquire on success too: the counted waiter must see the
-                // done() calls that precede a later zero through the waker.
-                if (wg.state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+                if (s & waiters_bit) break;  // already set; stays set until a releaser takes the list
+                if (wg.state_.compare_exchange_weak(s, s | waiters_bit, std::memory_order_acq_rel,
+                                                    std::memory_order_acquire))
                     break;
             }
             if (wg.tail_) wg.tail_->next = &node_;
             else wg.head_ = &node_;
             wg.tail_ = &node_;
-            return true;  // published: from here on a waker owns the node
+            return true;  // published: from here on a releaser owns the node
         }
 
         void await_resume() const {
@@ -5316,13 +5337,13 @@ public:
 
     ~wait_group() {
         waiter_node* list;
-        std::uint32_t n;
         {
             std::lock_guard<detail::spinlock> g(lock_);
             list = head_;
             head_ = tail_ = nullptr;
-            n = waiters_of(state_.load(std::memory_order_relaxed));
         }
+        std::uint32_t n = 0;
+        for (waiter_node* w = list; w; w = w->next) ++n;
         while (list) {
             waiter_node* next = list->next;  // read before the wake: the node dies with its frame
             list->destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
@@ -5333,73 +5354,127 @@ public:
     }
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
-    /// the counter would go below zero (and leaves it unchanged) or overflow.
+    /// `n` is out of the counter's range, or when the counter would go below
+    /// zero (and then leaves it unchanged).
     void add(std::int64_t n) {
-        if (n > std::numeric_limits<std::int32_t>::max() || n < std::numeric_limits<std::int32_t>::min())
+        if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
             throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
-        change(static_cast<std::int32_t>(n), "goro::wait_group::add");
+        if (n > 0) added_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_acq_rel);
+        else if (n < 0) finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
     }
 
     /// Marks one task finished: `add(-1)`.
-    void done() { change(-1, "goro::wait_group::done"); }
+    void done() { finish(1, "goro::wait_group::done"); }
 
     /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
     [[nodiscard]] wait_operation wait() noexcept { return wait_operation(*this); }
 
     /// The counter now (for diagnostics; stale as soon as it is read).
-    std::int64_t count() const noexcept { return counter_of(state_.load(std::memory_order_acquire)); }
+    std::int64_t count() const noexcept {
+        std::uint64_t s = state_.load(std::memory_order_acquire);
+        return static_cast<std::int32_t>(low(added_.load(std::memory_order_acquire)) - done_of(s));
+    }
 
 private:
-    static std::int32_t counter_of(std::uint64_t s) noexcept {
-        return static_cast<std::int32_t>(static_cast<std::uint32_t>(s >> 32));
-    }
-    static std::uint32_t waiters_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s); }
+    static constexpr std::uint64_t waiters_bit = 1;
+    static constexpr std::uint64_t releasing_bit = 2;
+    static constexpr std::uint64_t busy_one = 4;
+    static constexpr std::uint64_t busy_mask = 0xffff'fffcull;
+    static constexpr std::uint64_t done_one = std::uint64_t(1) << 32;
 
-    void change(std::int32_t delta, const char* op) {
-        // acq_rel: a done() releases the task's work; the one reaching zero
-        // acquires every earlier done() before it wakes the waiters.
-        const std::uint64_t d = static_cast<std::uint64_t>(static_cast<std::uint32_t>(delta)) << 32;
-        std::uint64_t s = state_.fetch_add(d, std::memory_order_acq_rel) + d;
-        std::int64_t v = counter_of(s);
-        std::int64_t before = static_cast<std::int64_t>(counter_of(s - d));
-        if (v < 0 || before + delta != v) {
-            // Undo, so the misuse does not wedge the group. A wait() that saw
-            // the bad counter may have parked meanwhile: release it if the
-            // undo brings the counter back to zero.
-            std::uint64_t u = state_.fetch_sub(d, std::memory_order_acq_rel) - d;
-            if (counter_of(u) == 0 && waiters_of(u) != 0) release_waiters();
-            if (before + delta < 0)
-                throw usage_error(std::string(op) + ": negative counter (" + std::to_string(before) + " " +
-                                  (delta < 0 ? "- " : "+ ") + std::to_string(delta < 0 ? -std::int64_t(delta) : delta) + ")");
-            throw usage_error(std::string(op) + ": counter overflow");
-        }
-        if (v != 0 || waiters_of(s) == 0) return;
-        release_waiters();
+    static std::uint32_t done_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s >> 32); }
+    static std::uint32_t low(std::uint64_t a) noexcept { return static_cast<std::uint32_t>(a); }
+    /// a ≥ b in the wrapping 32-bit counts.
+    static bool at_least(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) >= 0; }
+
+    /// The counter is zero, seen from state `s` (read before added_).
+    bool zero(std::uint64_t s) const noexcept {
+        if (s & (busy_mask | releasing_bit)) return false;
+        return done_of(s) == low(added_.load(std::memory_order_acquire));
     }
 
-    /// The counter reached zero with waiters counted: wake every listed waiter.
-    void release_waiters() {
-        waiter_node* list = nullptr;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            std::uint64_t s = state_.load(std::memory_order_acquire);
-            for (;;) {
-                // A racing add() raised the counter again, or another waker
-                // already took the list: nothing to do here.
-                if (counter_of(s) != 0 || waiters_of(s) == 0) return;
-                if (state_.compare_exchange_weak(s, 0, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    void finish(std::uint32_t n, const char* op) {
+        // acq_rel: a done() releases the task's work; the chain of CASes
+        // carries every earlier done() (and the adds before them) to a waiter.
+        std::uint64_t s = state_.load(std::memory_order_relaxed);
+        const std::uint32_t hint = hint_.load(std::memory_order_relaxed);
+        std::uint64_t claim;
+        for (;;) {
+            const bool sure_positive = !at_least(done_of(s) + n, hint);
+            claim = std::uint64_t(n) * done_one + (sure_positive ? 0 : busy_one);
+            if (state_.compare_exchange_weak(s, s + claim, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+                if (sure_positive) return;  // the counter is above zero: nothing to look at
+                break;
             }
-            list = head_;
-            head_ = tail_ = nullptr;
         }
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            detail::ready(list->task);
-            list = next;
+        // Busy: no waiter can see zero until this finisher leaves.
+        const std::uint32_t done_now = done_of(s) + n;
+        const std::uint32_t added = low(added_.load(std::memory_order_acquire));
+        const bool negative = !at_least(added, done_now);
+        if (!negative && added != hint) hint_.store(added, std::memory_order_relaxed);
+        // Leave: drop busy (and undo a bad done); decide whether to release.
+        const std::uint64_t leave = busy_one + (negative ? std::uint64_t(n) * done_one : 0);
+        s = state_.load(std::memory_order_relaxed);
+        bool release;
+        for (;;) {
+            std::uint64_t ns = s - leave;
+            release = (ns & busy_mask) == 0 && (ns & waiters_bit) && !(ns & releasing_bit) &&
+                      at_least(done_of(ns), added);
+            if (release) ns |= releasing_bit;
+            if (state_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
+        }
+        if (release) release_waiters();
+        if (negative) {
+            const std::int64_t before = static_cast<std::int32_t>(added - (done_now - n));
+            throw usage_error(std::string(op) + ": negative counter (" + std::to_string(before) + " - " +
+                              std::to_string(n) + ")");
         }
     }
 
+    /// The caller set `releasing`: take every listed waiter if the counter is
+    /// zero, drop `releasing`, then wake them.
+    void release_waiters() {
+        waiter_node* first = nullptr;
+        waiter_node* last = nullptr;
+        for (;;) {
+            {
+                std::lock_guard<detail::spinlock> g(lock_);
+                std::uint64_t s = state_.load(std::memory_order_acquire);
+                if ((s & busy_mask) == 0 && (s & waiters_bit) &&
+                    done_of(s) == low(added_.load(std::memory_order_acquire))) {
+                    if (last) last->next = head_;
+                    else first = head_;
+                    last = tail_;
+                    head_ = tail_ = nullptr;
+                    state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
+                }
+            }
+            // Drop `releasing`, unless waiters linked themselves meanwhile at zero.
+            std::uint64_t s = state_.load(std::memory_order_acquire);
+            bool again = false;
+            for (;;) {
+                if ((s & busy_mask) == 0 && (s & waiters_bit) &&
+                    done_of(s) == low(added_.load(std::memory_order_acquire))) {
+                    again = true;
+                    break;
+                }
+                if (state_.compare_exchange_weak(s, s & ~releasing_bit, std::memory_order_acq_rel,
+                                                 std::memory_order_acquire))
+                    break;
+            }
+            if (!again) break;
+        }
+        // The group may be gone from here on; only the parked waiters' nodes are touched.
+        while (first) {
+            waiter_node* next = first->next;  // read before the wake: the node dies with its frame
+            detail::ready(first->task);
+            first = next;
+        }
+    }
+
+    alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
+    std::atomic<std::uint32_t> hint_{0};
     detail::spinlock lock_;
     waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
     waiter_node* tail_ = nullptr;
