@@ -100,7 +100,7 @@ inline std::vector<std::string> parked_reasons(const std::string& name) {
     auto& s = goro::detail::the_scheduler();
     s.stop_the_world(std::chrono::seconds(10));
     goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
-        if (h.meta && h.meta->name == name && h.state.load() == goro::task_state::waiting) {
+        if (h.cold().meta && h.cold().meta->name == name && h.state.load() == goro::task_state::waiting) {
             const char* r = h.wait_reason.load();
             out.push_back(r ? r : "");
         }

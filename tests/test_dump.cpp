@@ -586,7 +586,7 @@ TEST_CASE("debug=2 shows how many minutes a task has been parked, Go's rule", "[
     goro::go(dumpgold_outer(g), {.name = "young"});
     REQUIRE(eventually([&] { return g.parked() == 2; }));
     goro::detail::the_registry().for_each_locked([](goro::task_header& h) {
-        if (h.meta && h.meta->name == "old")
+        if (h.cold().meta && h.cold().meta->name == "old")
             h.since_ns.store(goro::detail::coarse_now_ns() - 330'000'000'000, std::memory_order_relaxed);
     });
     std::string text = goro::goroutine_profile(2);

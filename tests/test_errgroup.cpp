@@ -28,10 +28,10 @@ std::vector<seen_task> tasks_named(const std::string& name) {
     auto& s = goro::detail::the_scheduler();
     s.stop_the_world(std::chrono::seconds(10));
     goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
-        if (h.meta && h.meta->name == name) {
+        if (h.cold().meta && h.cold().meta->name == name) {
             const char* r = h.wait_reason.load();
-            out.push_back({r ? r : "", h.state.load() == goro::task_state::waiting, h.parent_id,
-                           static_cast<unsigned>(h.spawn_site.line())});
+            out.push_back({r ? r : "", h.state.load() == goro::task_state::waiting, h.cold().parent_id,
+                           static_cast<unsigned>(h.cold().spawn_site.line())});
         }
     });
     s.start_the_world();

@@ -53,8 +53,9 @@ using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A
 inline task_header* new_header(task_kind kind, const site& where) {
     task_header* h = the_registry().make_header();
     h->kind = kind;
-    h->spawn_site = where;
-    if (task_header* cur = tls_current_task) h->parent_id = cur->id;
+    task_header_cold& c = h->cold();
+    c.spawn_site = where;
+    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
     return h;
 }
 
@@ -146,7 +147,7 @@ inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
     auto frame = t.release();
     task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
     if (!options.name.empty() || !options.labels.empty())
-        h->meta = task_meta(std::move(options));
+        h->cold().meta = task_meta(std::move(options));
     detail::start_root(h, frame, frame.promise());
 }
 

@@ -130,8 +130,7 @@ public:
         const std::uint32_t queued = tl - next;
         if (queued > header_ahead) {
             task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
-            __builtin_prefetch(t, 1);
-            __builtin_prefetch(reinterpret_cast<const char*>(t) + sizeof(task_header) - 1, 1);
+            __builtin_prefetch(t, 1);  // one line: the cold part is the spawner's (see task_header)
         } else if (queued) {
             // A short queue: no time to wait for a pipeline, fetch the next header.
             __builtin_prefetch(buf_[next % runq_capacity].load(std::memory_order_relaxed), 1);

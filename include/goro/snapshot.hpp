@@ -284,11 +284,11 @@ private:
         void record(task_header& h, bool running, bool stuck) noexcept {
             task_record r;
             r.id = h.id;
-            r.parent_id = h.parent_id;
+            r.parent_id = h.cold().parent_id;
             r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
             r.kind = h.kind;
-            r.created_by = h.spawn_site;
-            r.meta = h.meta;
+            r.created_by = h.cold().spawn_site;
+            r.meta = h.cold().meta;
             if (r.state == task_state::waiting) {
                 r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
                 r.since_ns = h.since_ns.load(std::memory_order_relaxed);

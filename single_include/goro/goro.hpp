@@ -876,11 +876,11 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 // `allgs`, a finished header stays linked, marked dead, and is reused by a
 // later spawn on the same shard. So spawning takes a lock only to link a new
 // header, and exiting takes none: exits hand dead headers back to their shard
-// in batches of 64, by splicing a chain.
+// in batches of 64, appended to the shard's array of dead headers.
 //
 // THREAD SAFETY
-//   * id, parent_id, spawn_site, kind, meta: written before the header is
-//     published (linked), then immutable.
+//   * id, kind and the cold part (parent_id, spawn_site, meta): written
+//     before the header is published (linked), then immutable.
 //   * state, wait_reason, since: atomics (relaxed). The task writes them when
 //     it parks; a waker writes `state` from any thread.
 //   * leaf and the frames' sites: written only by the thread running the task;
@@ -889,7 +889,7 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 //   * dead: release-stored when a header comes alive (after its fields are
 //     written) and when it dies; walks acquire it and skip dead headers. A
 //     dead header's fields are written only by the thread reviving it.
-//   * list links and the shard's dead list: under the shard's lock. A
+//   * list links and the shard's dead array: under the shard's lock. A
 //     header's `next_` is written once, before it is linked, and never again
 //     (headers are never unlinked), so a walk that read a shard's head under
 //     its lock may follow `next_` without the lock.
@@ -912,14 +912,17 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 //   The profile ends by clearing `active` and waiting until no worker is
 //   between its check of `active` and the end of its copy (`inflight`).
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <utility>
@@ -1019,12 +1022,32 @@ private:
     node* p_ = nullptr;
 };
 
-// 88 bytes on g++ (a million parked tasks carry a million headers), 8-byte
-// aligned so that the general allocator adds nothing (see goro/pool.hpp). The
-// first 48 bytes are what the worker that runs, parks, wakes and retires the
-// task touches; the rest is written at spawn and read by walks.
-struct task_header {
-    // --- hot: running, parking, waking, exiting ---
+namespace detail {
+class registry;
+}
+
+/// The part of a task's header that is written at spawn and read only by
+/// walks (snapshots, dumps, profiles). It lives apart from the header (see
+/// task_header::cold), so the core that runs the task never touches its line.
+struct task_header_cold {
+    std::uint64_t parent_id = 0;  // 0: spawned outside any task
+    detail::site spawn_site{};
+    task_meta meta;               // empty when no name or labels
+};
+
+// One cache line, aligned: what the worker that runs, parks, wakes and
+// retires the task touches, and its identity. The rest (task_header_cold) is
+// kept beside it in the same slab: headers are carved from slabs of 16 KiB,
+// header lines first, then the cold parts, in the same order, so one is found
+// from the other by arithmetic (and no allocator word sits between them).
+// Why: a task is usually spawned on one core and run on another, and its
+// header comes back to the spawner for reuse. Packed at 88 bytes, half the
+// headers straddled three lines and neighbours shared lines, and every one
+// of them went back and forth; now one line does, and the cold part stays in
+// the spawner's cache. A header and its cold part take 88 bytes on g++ (104
+// on clang, whose sites are three words): a million parked tasks carry a
+// million of them. Only the registry makes headers (they are never freed).
+struct alignas(detail::cache_line) task_header {
     // The leaf frame to resume. Atomic (relaxed: plain moves) only so that a
     // worker may read it of a queued task it does not own, to prefetch.
     std::atomic<void*> resume_addr_{nullptr};
@@ -1038,14 +1061,10 @@ struct task_header {
     std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
     union {
         void* root_frame_ = nullptr;                // alive: the root frame, destroyed at exit
-        task_header* next_runnable_;                // dead: the link of a retired or dead list
+        task_header* next_runnable_;                // dead: the link of its retirer's list
     };
-    // --- cold: the registry list (shard lock) and identity (immutable while alive) ---
-    task_header* next_ = nullptr;
-    std::uint64_t id = 0;
-    std::uint64_t parent_id = 0;                    // 0: spawned outside any task
-    detail::site spawn_site{};
-    task_meta meta;                                 // empty when no name or labels
+    task_header* next_ = nullptr;                   // the registry list (shard lock)
+    std::uint64_t id = 0;                           // immutable while alive
 
     std::coroutine_handle<> resume_point() const noexcept {
         return std::coroutine_handle<>::from_address(resume_addr_.load(std::memory_order_relaxed));
@@ -1053,28 +1072,76 @@ struct task_header {
     void set_resume_point(std::coroutine_handle<> h) noexcept {
         resume_addr_.store(h.address(), std::memory_order_relaxed);
     }
+
+    /// Parent id, spawn site, name and labels (see task_header_cold).
+    task_header_cold& cold() noexcept;
+    const task_header_cold& cold() const noexcept;
+
+private:
+    friend class detail::registry;
+    task_header() noexcept = default;
 };
+static_assert(sizeof(task_header) == detail::cache_line, "task_header: one line (the cold rest lives beside it)");
+
+namespace detail {
+
+/// A slab of headers: `count` header lines, then their cold parts, then the
+/// link to the previous slab (slabs are never freed; the chain keeps them
+/// reachable for leak checkers).
+struct header_slab {
+    static constexpr std::size_t bytes = 16384;
+    static constexpr std::size_t count =
+        (bytes - sizeof(void*)) / (sizeof(task_header) + sizeof(task_header_cold));
+    static_assert(count >= 64, "header_slab: too few headers per slab");
+    static char* base_of(const task_header* h) noexcept {
+        return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(h) & ~std::uintptr_t(bytes - 1));
+    }
+    static task_header_cold* cold_of(const task_header* h) noexcept {
+        char* base = base_of(h);
+        const std::size_t i = static_cast<std::size_t>(reinterpret_cast<const char*>(h) - base) / sizeof(task_header);
+        return reinterpret_cast<task_header_cold*>(base + count * sizeof(task_header) + i * sizeof(task_header_cold));
+    }
+    static void*& link_of(char* base) noexcept {
+        return *reinterpret_cast<void**>(base + bytes - sizeof(void*));
+    }
+};
+
+}  // namespace detail
+
+inline task_header_cold& task_header::cold() noexcept { return *std::launder(detail::header_slab::cold_of(this)); }
+inline const task_header_cold& task_header::cold() const noexcept {
+    return *std::launder(detail::header_slab::cold_of(this));
+}
 
 namespace detail {
 
 inline constexpr std::size_t registry_shards = 64;
 static_assert(registry_shards < 256, "task_header::shard is one byte, and registry_shards itself means 'not linked'");
 
+/// An array of dead headers: a shard's, filled by the threads that retire
+/// them, or a spawner's, taken whole from its shard. An array rather than a
+/// chain through the headers, so a spawner can fetch the headers it will
+/// reuse several spawns ahead without reading each to find the next.
+struct dead_array {
+    task_header** v;
+    std::uint32_t n;    // entries
+    std::uint32_t cap;  // room
+};
+
 /// Headers this thread retired and has not handed back to their shard yet,
 /// and dead headers this thread took from its shard for reuse.
 struct header_lists {
     task_header* retired;
     std::uint32_t nretired;
-    task_header* spare;
-    task_header* ahead;        // a header of `spare`, fetched already: see make_header
-    std::uint32_t ahead_dist;  // how far down `spare` it is
+    std::uint32_t next_spare;  // the next entry of `spare` to reuse
+    dead_array spare;
 };
-inline thread_local constinit header_lists tls_headers{nullptr, 0, nullptr, nullptr, 0};
+inline thread_local constinit header_lists tls_headers{nullptr, 0, 0, {nullptr, 0, 0}};
 
 struct alignas(cache_line) registry_shard {
     spinlock lock;
     task_header* head = nullptr;          // every header of this shard, alive or dead
-    task_header* dead = nullptr;          // dead ones, for reuse (linked by next_runnable_)
+    dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
 };
 
 /// One thread's counts. Only its thread writes them (plain stores, no locked
@@ -1193,25 +1260,28 @@ public:
     /// new one. It is not visible to walks until add().
     task_header* make_header() {
         header_lists& l = tls_headers;
-        if (!l.spare) {
-            registry_shard& sh = shards_[this_shard()];
-            {
-                std::lock_guard<spinlock> g(sh.lock);
-                l.spare = sh.dead;
-                sh.dead = nullptr;
+        if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
+        if (l.next_spare != l.spare.n) {
+            task_header** v = l.spare.v;
+            const std::uint32_t i = l.next_spare++;
+            // Headers come back from the core that ran them: fetch the one
+            // `spare_ahead` places on for writing (both its lines), so its
+            // misses overlap the spawns in between; and the array's line
+            // further on, which that core wrote.
+            if (i + spare_ahead < l.spare.n) {
+                task_header* f = v[i + spare_ahead];
+                __builtin_prefetch(f, 1);
+                __builtin_prefetch(header_slab::cold_of(f), 1);  // normally in this core's cache already
+                if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
             }
-            l.ahead = l.spare;
-            l.ahead_dist = 0;
-        }
-        if (task_header* h = l.spare) {
-            l.spare = h->next_runnable_;
-            prefetch_spares(l);
+            task_header* h = v[i];
             // Dead, so no walk reads it: reset the fields of its last life.
             profile_revive(*h);
             h->next_runnable_ = nullptr;
             h->set_resume_point({});
-            h->parent_id = 0;
-            h->meta.reset();
+            task_header_cold& c = h->cold();
+            c.parent_id = 0;
+            c.meta.reset();
             h->leaf = nullptr;
             h->wait_reason.store(nullptr, std::memory_order_relaxed);
             h->since_ns.store(0, std::memory_order_relaxed);
@@ -1219,30 +1289,11 @@ public:
             h->kind = task_kind::task;
             return h;
         }
-        auto* h = new (pool_allocate(sizeof(task_header))) task_header();
+        task_header* h = fresh_header();
         h->dead.store(true, std::memory_order_relaxed);
         h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
         h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
         return h;
-    }
-
-    /// The dead list is a chain through headers that another core retired, so
-    /// each costs a miss, and the next one's address is in it. A cursor runs
-    /// `spare_ahead` headers ahead of the next one out, fetching for writing;
-    /// it steps twice per spawn until it is that far ahead (each step reads
-    /// a header fetched at least one spawn earlier).
-    static void prefetch_spares(header_lists& l) noexcept {
-        constexpr std::uint32_t spare_ahead = 4;
-        if (l.ahead_dist) --l.ahead_dist;  // the head moved one closer
-        else l.ahead = l.spare;            // the cursor was the header just taken
-        for (int step = 0; step < 2 && l.ahead && l.ahead_dist < spare_ahead; ++step) {
-            task_header* nx = l.ahead->next_runnable_;
-            if (!nx) break;
-            __builtin_prefetch(nx, 1);
-            __builtin_prefetch(reinterpret_cast<char*>(nx) + sizeof(task_header) - 1, 1);
-            l.ahead = nx;
-            ++l.ahead_dist;
-        }
     }
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
@@ -1282,23 +1333,21 @@ public:
 
     /// Hands the headers this thread retired back to their shards (a worker
     /// calls it every 64 exits and before it sleeps): one short hold of each
-    /// shard's lock per batch, splicing a chain; no neighbour is touched.
+    /// shard's lock per batch, appending to its array; no neighbour is touched.
     void flush_retired() noexcept {
         header_lists& l = tls_headers;
         task_header* h = l.retired;
         l.retired = nullptr;
         l.nretired = 0;
+        task_header* batch[retire_batch];
         while (h) {
-            std::uint8_t s = h->shard;
-            task_header* first = nullptr;
-            task_header* last = nullptr;
+            const std::uint8_t s = h->shard;
+            std::uint32_t n = 0;
             task_header* rest = nullptr;
             while (h) {
                 task_header* nx = h->next_runnable_;
-                if (h->shard == s) {
-                    h->next_runnable_ = first;
-                    if (!first) last = h;
-                    first = h;
+                if (h->shard == s && n < retire_batch) {
+                    batch[n++] = h;
                 } else {
                     h->next_runnable_ = rest;
                     rest = h;
@@ -1308,8 +1357,12 @@ public:
             registry_shard& sh = shards_[s];
             {
                 std::lock_guard<spinlock> g(sh.lock);
-                last->next_runnable_ = sh.dead;
-                sh.dead = first;
+                // Out of memory for a bigger array: these headers stay listed
+                // and dead, and are not reused.
+                if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
+                    std::copy(batch, batch + n, sh.dead.v + sh.dead.n);
+                    sh.dead.n += n;
+                }
             }
             h = rest;
         }
@@ -1365,6 +1418,77 @@ public:
 
 private:
     static constexpr std::uint32_t retire_batch = 64;
+    static constexpr std::uint32_t spare_ahead = 8;
+
+    /// Takes this thread's shard's dead array whole, leaving it this thread's
+    /// spent one (so the two arrays go back and forth, and stop growing).
+    void take_spares(header_lists& l) noexcept {
+        registry_shard& sh = shards_[this_shard()];
+        l.spare.n = 0;
+        l.next_spare = 0;
+        static thread_local spares_owner owner;  // gives the array back when the thread ends
+        owner.reg = this;
+        {
+            std::lock_guard<spinlock> g(sh.lock);
+            if (sh.dead.n == 0) return;
+            std::swap(l.spare, sh.dead);
+        }
+        for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) __builtin_prefetch(l.spare.v[i], 1);
+    }
+
+    /// A header never used: the next one of this thread's slab (a new slab
+    /// when it is used up), with its cold part.
+    static task_header* fresh_header() {
+        struct cursor { char* base; std::size_t next; };
+        static thread_local constinit cursor cur{nullptr, header_slab::count};
+        if (cur.next == header_slab::count) {
+            char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
+            static std::atomic<void*> slabs{nullptr};
+            void* prev = slabs.load(std::memory_order_relaxed);
+            do header_slab::link_of(base) = prev;
+            while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
+            cur = {base, 0};
+        }
+        char* line = cur.base + cur.next * sizeof(task_header);
+        ++cur.next;
+        auto* h = new (line) task_header();
+        new (header_slab::cold_of(h)) task_header_cold();
+        return h;
+    }
+
+    /// A thread's spare array outlives it in its shard: the dead headers not
+    /// reused yet go back there, and the array is freed.
+    struct spares_owner {
+        registry* reg = nullptr;
+        ~spares_owner() {
+            header_lists& l = tls_headers;
+            if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
+            std::free(l.spare.v);
+            l.spare = {nullptr, 0, 0};
+            l.next_spare = 0;
+        }
+    };
+
+    void give_back_spares(header_lists& l) noexcept {
+        registry_shard& sh = shards_[this_shard()];
+        const std::uint32_t n = l.spare.n - l.next_spare;
+        std::lock_guard<spinlock> g(sh.lock);
+        if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
+            std::copy(l.spare.v + l.next_spare, l.spare.v + l.spare.n, sh.dead.v + sh.dead.n);
+            sh.dead.n += n;
+        }
+    }
+
+    /// Makes room for `need` entries; false when memory is short.
+    static bool grow(dead_array& a, std::uint32_t need) noexcept {
+        std::uint32_t cap = a.cap ? a.cap : 256;
+        while (cap < need) cap *= 2;
+        void* p = std::realloc(a.v, std::size_t(cap) * sizeof(task_header*));
+        if (!p) return false;
+        a.v = static_cast<task_header**>(p);
+        a.cap = cap;
+        return true;
+    }
 
     static std::uint64_t next_id() noexcept {
         struct block { std::uint64_t next = 0, end = 0; };
@@ -1943,8 +2067,7 @@ public:
         const std::uint32_t queued = tl - next;
         if (queued > header_ahead) {
             task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
-            __builtin_prefetch(t, 1);
-            __builtin_prefetch(reinterpret_cast<const char*>(t) + sizeof(task_header) - 1, 1);
+            __builtin_prefetch(t, 1);  // one line: the cold part is the spawner's (see task_header)
         } else if (queued) {
             // A short queue: no time to wait for a pipeline, fetch the next header.
             __builtin_prefetch(buf_[next % runq_capacity].load(std::memory_order_relaxed), 1);
@@ -2718,8 +2841,9 @@ using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A
 inline task_header* new_header(task_kind kind, const site& where) {
     task_header* h = the_registry().make_header();
     h->kind = kind;
-    h->spawn_site = where;
-    if (task_header* cur = tls_current_task) h->parent_id = cur->id;
+    task_header_cold& c = h->cold();
+    c.spawn_site = where;
+    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
     return h;
 }
 
@@ -2811,7 +2935,7 @@ inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
     auto frame = t.release();
     task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
     if (!options.name.empty() || !options.labels.empty())
-        h->meta = task_meta(std::move(options));
+        h->cold().meta = task_meta(std::move(options));
     detail::start_root(h, frame, frame.promise());
 }
 
@@ -6346,11 +6470,11 @@ private:
         void record(task_header& h, bool running, bool stuck) noexcept {
             task_record r;
             r.id = h.id;
-            r.parent_id = h.parent_id;
+            r.parent_id = h.cold().parent_id;
             r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
             r.kind = h.kind;
-            r.created_by = h.spawn_site;
-            r.meta = h.meta;
+            r.created_by = h.cold().spawn_site;
+            r.meta = h.cold().meta;
             if (r.state == task_state::waiting) {
                 r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
                 r.since_ns = h.since_ns.load(std::memory_order_relaxed);
