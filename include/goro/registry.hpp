@@ -490,16 +490,7 @@ public:
                 }
                 h = nx;
             }
-            registry_shard& sh = shards_[s];
-            {
-                std::lock_guard<spinlock> g(sh.lock);
-                // Out of memory for a bigger array: these headers stay listed
-                // and dead, and are not reused.
-                if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
-                    std::copy(batch, batch + n, sh.dead.v + sh.dead.n);
-                    sh.dead.n += n;
-                }
-            }
+            append_dead(shards_[s], batch, n);
             h = rest;
         }
     }
@@ -606,11 +597,15 @@ private:
     };
 
     void give_back_spares(header_lists& l) noexcept {
-        registry_shard& sh = shards_[this_shard()];
-        const std::uint32_t n = l.spare.n - l.next_spare;
+        append_dead(shards_[this_shard()], l.spare.v + l.next_spare, l.spare.n - l.next_spare);
+    }
+
+    /// Appends `n` dead headers to a shard's array. Out of memory for a
+    /// bigger array, they stay listed and dead, and are not reused.
+    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
         std::lock_guard<spinlock> g(sh.lock);
         if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
-            std::copy(l.spare.v + l.next_spare, l.spare.v + l.spare.n, sh.dead.v + sh.dead.n);
+            std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
             sh.dead.n += n;
         }
     }

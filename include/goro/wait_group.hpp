@@ -202,6 +202,12 @@ private:
         return done_of(s) == low(added_.load(std::memory_order_acquire));
     }
 
+    /// Seen by the holder of `releasing` (which it ignores): waiters are
+    /// listed, no finisher is busy, and the counter is zero.
+    bool zero_with_waiters(std::uint64_t s) const noexcept {
+        return (s & busy_mask) == 0 && (s & waiters_bit) && done_of(s) == low(added_.load(std::memory_order_acquire));
+    }
+
     void finish(std::uint32_t n, const char* op) {
         // acq_rel: a done() releases the task's work; the chain of CASes
         // carries every earlier done() (and the adds before them) to a waiter.
@@ -248,9 +254,7 @@ private:
         for (;;) {
             {
                 std::lock_guard<detail::spinlock> g(lock_);
-                std::uint64_t s = state_.load(std::memory_order_acquire);
-                if ((s & busy_mask) == 0 && (s & waiters_bit) &&
-                    done_of(s) == low(added_.load(std::memory_order_acquire))) {
+                if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
                     if (last) last->next = head_;
                     else first = head_;
                     last = tail_;
@@ -262,8 +266,7 @@ private:
             std::uint64_t s = state_.load(std::memory_order_acquire);
             bool again = false;
             for (;;) {
-                if ((s & busy_mask) == 0 && (s & waiters_bit) &&
-                    done_of(s) == low(added_.load(std::memory_order_acquire))) {
+                if (zero_with_waiters(s)) {
                     again = true;
                     break;
                 }

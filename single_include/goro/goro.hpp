@@ -1354,16 +1354,7 @@ public:
                 }
                 h = nx;
             }
-            registry_shard& sh = shards_[s];
-            {
-                std::lock_guard<spinlock> g(sh.lock);
-                // Out of memory for a bigger array: these headers stay listed
-                // and dead, and are not reused.
-                if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
-                    std::copy(batch, batch + n, sh.dead.v + sh.dead.n);
-                    sh.dead.n += n;
-                }
-            }
+            append_dead(shards_[s], batch, n);
             h = rest;
         }
     }
@@ -1470,11 +1461,15 @@ private:
     };
 
     void give_back_spares(header_lists& l) noexcept {
-        registry_shard& sh = shards_[this_shard()];
-        const std::uint32_t n = l.spare.n - l.next_spare;
+        append_dead(shards_[this_shard()], l.spare.v + l.next_spare, l.spare.n - l.next_spare);
+    }
+
+    /// Appends `n` dead headers to a shard's array. Out of memory for a
+    /// bigger array, they stay listed and dead, and are not reused.
+    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
         std::lock_guard<spinlock> g(sh.lock);
         if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
-            std::copy(l.spare.v + l.next_spare, l.spare.v + l.spare.n, sh.dead.v + sh.dead.n);
+            std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
             sh.dead.n += n;
         }
     }
@@ -5517,6 +5512,12 @@ private:
         return done_of(s) == low(added_.load(std::memory_order_acquire));
     }
 
+    /// Seen by the holder of `releasing` (which it ignores): waiters are
+    /// listed, no finisher is busy, and the counter is zero.
+    bool zero_with_waiters(std::uint64_t s) const noexcept {
+        return (s & busy_mask) == 0 && (s & waiters_bit) && done_of(s) == low(added_.load(std::memory_order_acquire));
+    }
+
     void finish(std::uint32_t n, const char* op) {
         // acq_rel: a done() releases the task's work; the chain of CASes
         // carries every earlier done() (and the adds before them) to a waiter.
@@ -5563,9 +5564,7 @@ private:
         for (;;) {
             {
                 std::lock_guard<detail::spinlock> g(lock_);
-                std::uint64_t s = state_.load(std::memory_order_acquire);
-                if ((s & busy_mask) == 0 && (s & waiters_bit) &&
-                    done_of(s) == low(added_.load(std::memory_order_acquire))) {
+                if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
                     if (last) last->next = head_;
                     else first = head_;
                     last = tail_;
@@ -5577,8 +5576,7 @@ private:
             std::uint64_t s = state_.load(std::memory_order_acquire);
             bool again = false;
             for (;;) {
-                if ((s & busy_mask) == 0 && (s & waiters_bit) &&
-                    done_of(s) == low(added_.load(std::memory_order_acquire))) {
+                if (zero_with_waiters(s)) {
                     again = true;
                     break;
                 }
