@@ -26,6 +26,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #if __has_include(<source_location>)
 #include <source_location>
@@ -99,6 +102,33 @@ inline void cpu_relax() noexcept {
 #else
     std::this_thread::yield();
 #endif
+}
+
+#if defined(__x86_64__)
+/// The CPU has PREFETCHW (every AMD64 CPU, Intel since Broadwell). Read
+/// before this is initialized (during another global's initialization), it
+/// is false, which only means a plain prefetch.
+inline const bool cpu_has_prefetchw = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
+}();
+#endif
+
+/// Fetches the line at `p` for writing: into this core's cache, owned, so the
+/// stores that follow do not wait for other cores' copies to be invalidated.
+/// For the lines that cross between cores with every task (headers, frames),
+/// which another core wrote last. On x86-64 this is PREFETCHW, emitted here:
+/// `__builtin_prefetch(p, 1)` gives it only under -mprfchw (or a -march that
+/// has it), and otherwise a read prefetch, which brings the line in shared,
+/// so that the first store still has to ask for it. A hint: never faults.
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__)
+    if (cpu_has_prefetchw) {
+        asm volatile("prefetchw (%0)" : : "r"(p));
+        return;
+    }
+#endif
+    __builtin_prefetch(p, 1);
 }
 
 /// A full (sequentially consistent) fence, for "publish, then check" handshakes

@@ -158,10 +158,10 @@ inline void* pool_allocate(std::size_t size) {
             std::uint32_t n = --c->count[cls];
             if (n >= ahead) {
                 char* b = static_cast<char*>(c->slots[cls][n - ahead]);
-                __builtin_prefetch(b, 1);
-                __builtin_prefetch(b + pool_block_size(cls) - 1, 1);
+                prefetch_for_write(b);
+                prefetch_for_write(b + pool_block_size(cls) - 1);
             } else if (n) {
-                __builtin_prefetch(c->slots[cls][n - 1], 1);
+                prefetch_for_write(c->slots[cls][n - 1]);
             }
             return c->slots[cls][n];
         }

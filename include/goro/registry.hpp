@@ -406,8 +406,8 @@ public:
             // further on, which that core wrote.
             if (i + spare_ahead < l.spare.n) {
                 task_header* f = v[i + spare_ahead];
-                __builtin_prefetch(f, 1);
-                __builtin_prefetch(header_slab::cold_of(f), 1);  // normally in this core's cache already
+                prefetch_for_write(f);
+                prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
                 if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
             }
             task_header* h = v[i];
@@ -560,7 +560,7 @@ private:
             if (sh.dead.n == 0) return;
             std::swap(l.spare, sh.dead);
         }
-        for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) __builtin_prefetch(l.spare.v[i], 1);
+        for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
     }
 
     /// A header never used: the next one of this thread's slab (a new slab
