@@ -352,3 +352,79 @@ TEST_CASE("a task left in a stuck worker's run_next is stolen, and runs exactly 
     }
     CHECK(woke.load() == rounds);
 }
+
+namespace {
+
+// Spins (never suspends) until `go_on` is set, or for at most 60 s.
+void spin_until(const std::atomic<bool>& go_on) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!go_on.load() && std::chrono::steady_clock::now() < end) goro::detail::cpu_relax();
+}
+
+goro::task<> occupy_worker(std::atomic<int>& started, const std::atomic<bool>& release) {
+    started.fetch_add(1);
+    spin_until(release);
+    co_return;
+}
+
+goro::task<> count_run(std::atomic<int>& runs, std::atomic<int>& total) {
+    runs.fetch_add(1);
+    total.fetch_add(1);
+    co_return;
+}
+
+// Runs first of a batch its worker claimed, and keeps that worker until the
+// tasks claimed with it (and the rest) have run elsewhere.
+goro::task<> spin_until_all_ran(std::atomic<bool>& started, const std::atomic<int>& total, int want,
+                                std::atomic<bool>& finished) {
+    started.store(true);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (total.load() < want && std::chrono::steady_clock::now() < end) goro::detail::cpu_relax();
+    finished.store(true);
+    co_return;
+}
+
+constexpr int claimed_batch_tasks = 11;
+
+struct claim_round {
+    std::atomic<int> occupied{0};
+    std::atomic<bool> spinner_started{false}, spinner_finished{false};
+    std::atomic<int> total{0};
+    std::atomic<int> runs[claimed_batch_tasks]{};
+};
+
+// Occupies every other worker, then queues the spinner and the counted tasks
+// on its own worker and finishes: that worker then pops the spinner with
+// three of them claimed (its queue holds 12, CLAIMED in scheduler.hpp), and
+// nobody else can have stolen anything before.
+goro::task<> queue_batch_behind_spinner(claim_round& r, unsigned others) {
+    for (unsigned i = 0; i < others; ++i) goro::go(occupy_worker(r.occupied, r.spinner_started));
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (r.occupied.load() < static_cast<int>(others) && std::chrono::steady_clock::now() < end)
+        goro::detail::cpu_relax();
+    goro::go(spin_until_all_ran(r.spinner_started, r.total, claimed_batch_tasks, r.spinner_finished));
+    for (auto& n : r.runs) goro::go(count_run(n, r.total));
+    co_return;
+}
+
+}  // namespace
+
+TEST_CASE("tasks claimed with a batch by a worker that gets stuck are stolen, and each runs once", "[scheduler]") {
+    // A worker pops up to four tasks with one CAS and keeps the three it does
+    // not run yet in slots that only a thief of a starving worker empties. If
+    // that path were missing, the spinner would wait for them for 60 s and
+    // the checks below would fail.
+    const unsigned workers = goro::max_procs();
+    if (workers < 2) {
+        WARN("needs two workers; GORO_MAXPROCS is 1");
+        return;
+    }
+    for (int round = 0; round < 5; ++round) {
+        claim_round r;
+        goro::go(queue_batch_behind_spinner(r, workers - 1));
+        REQUIRE(eventually([&] { return r.spinner_finished.load(); }, std::chrono::seconds(90)));
+        CHECK(r.total.load() == claimed_batch_tasks);
+        for (auto& n : r.runs) CHECK(n.load() == 1);
+        CHECK(goro_test::tasks_drained());
+    }
+}
