@@ -1089,10 +1089,7 @@ struct alignas(detail::cache_line) task_header {
     task_kind kind = task_kind::task;
     std::uint8_t shard = 0;
     std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
-    union {
-        void* root_frame_ = nullptr;                // alive: the root frame, destroyed at exit
-        task_header* next_runnable_;                // dead: the link of its retirer's list
-    };
+    void* root_frame_ = nullptr;                    // the root frame, destroyed at exit
     task_header* next_ = nullptr;                   // the registry list (shard lock)
     std::uint64_t id = 0;                           // immutable while alive
 
@@ -1158,15 +1155,19 @@ struct dead_array {
     std::uint32_t cap;  // room
 };
 
-/// Headers this thread retired and has not handed back to their shard yet,
-/// and dead headers this thread took from its shard for reuse.
+/// Headers a thread retires before it hands them back to their shard.
+inline constexpr std::uint32_t retire_batch = 64;
+
+/// Headers this thread retired and has not handed back to their shard yet
+/// (an array: handing them back reads no header to find the next), and dead
+/// headers this thread took from its shard for reuse.
 struct header_lists {
-    task_header* retired;
+    task_header* retired[retire_batch];
     std::uint32_t nretired;
     std::uint32_t next_spare;  // the next entry of `spare` to reuse
     dead_array spare;
 };
-inline thread_local constinit header_lists tls_headers{nullptr, 0, 0, {nullptr, 0, 0}};
+inline thread_local constinit header_lists tls_headers{{}, 0, 0, {nullptr, 0, 0}};
 
 struct alignas(cache_line) registry_shard {
     spinlock lock;
@@ -1307,7 +1308,6 @@ public:
             task_header* h = v[i];
             // Dead, so no walk reads it: reset the fields of its last life.
             profile_revive(*h);
-            h->next_runnable_ = nullptr;
             h->set_resume_point({});
             task_header_cold& c = h->cold();
             c.parent_id = 0;
@@ -1356,9 +1356,8 @@ public:
         count_slot& c = my_count_slot();
         c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
         header_lists& l = tls_headers;
-        h->next_runnable_ = l.retired;
-        l.retired = h;
-        if (++l.nretired >= retire_batch) flush_retired();
+        l.retired[l.nretired] = h;
+        if (++l.nretired == retire_batch) flush_retired();
     }
 
     /// Hands the headers this thread retired back to their shards (a worker
@@ -1366,26 +1365,17 @@ public:
     /// shard's lock per batch, appending to its array; no neighbour is touched.
     void flush_retired() noexcept {
         header_lists& l = tls_headers;
-        task_header* h = l.retired;
-        l.retired = nullptr;
+        task_header** v = l.retired;
+        const std::uint32_t n = l.nretired;
         l.nretired = 0;
-        task_header* batch[retire_batch];
-        while (h) {
-            const std::uint8_t s = h->shard;
-            std::uint32_t n = 0;
-            task_header* rest = nullptr;
-            while (h) {
-                task_header* nx = h->next_runnable_;
-                if (h->shard == s && n < retire_batch) {
-                    batch[n++] = h;
-                } else {
-                    h->next_runnable_ = rest;
-                    rest = h;
-                }
-                h = nx;
-            }
-            append_dead(shards_[s], batch, n);
-            h = rest;
+        // Group by shard in place (usually there is one: the spawner's).
+        for (std::uint32_t i = 0; i < n;) {
+            const std::uint8_t s = v[i]->shard;
+            std::uint32_t j = i + 1;
+            for (std::uint32_t k = j; k < n; ++k)
+                if (v[k]->shard == s) std::swap(v[j++], v[k]);
+            append_dead(shards_[s], v + i, j - i);
+            i = j;
         }
     }
 
@@ -1438,7 +1428,6 @@ public:
     }
 
 private:
-    static constexpr std::uint32_t retire_batch = 64;
     static constexpr std::uint32_t spare_ahead = 8;
 
     /// Takes this thread's shard's dead array whole, leaving it this thread's
