@@ -5634,10 +5634,20 @@ private:
         return (s & busy_mask) == 0 && (s & waiters_bit) && done_of(s) == low(added_.load(std::memory_order_acquire));
     }
 
+    /// The common done(), inline: the counter stays above zero (see DONE).
     void finish(std::uint32_t n, const char* op) {
         // acq_rel: a done() releases the task's work; the chain of CASes
         // carries every earlier done() (and the adds before them) to a waiter.
         std::uint64_t s = state_.load(std::memory_order_relaxed);
+        if (!at_least(done_of(s) + n, hint_.load(std::memory_order_relaxed)) &&
+            state_.compare_exchange_strong(s, s + std::uint64_t(n) * done_one, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
+            return;
+        finish_slow(n, op, s);
+    }
+
+    /// Any other done(): a retried claim, or one that becomes busy.
+    [[gnu::noinline]] void finish_slow(std::uint32_t n, const char* op, std::uint64_t s) {
         const std::uint32_t hint = hint_.load(std::memory_order_relaxed);
         std::uint64_t claim;
         for (;;) {
