@@ -2650,11 +2650,23 @@ private:
         if ((w.tick + 1) % 61 == 0 || (w.next_streak + 1) % 64 == 0) return nullptr;
         ++w.tick;
         ++w.next_streak;
-        if (task_header* t = take_run_next(w)) return t;
+        return pick_own(w, true);
+    }
+
+    /// A task of this worker's own: run_next first (the task just woken here:
+    /// warm caches), but not forever: two tasks that wake each other would
+    /// keep the slot full and starve the queue behind it (Go ends such a
+    /// chain with its 10 ms time slice), so every 64th pick in a row
+    /// (`next_first` false) takes the queue first.
+    task_header* pick_own(worker& w, bool next_first) noexcept {
+        if (next_first)
+            if (task_header* t = take_run_next(w)) return t;
         if (task_header* t = pop_local(w)) {
             w.next_streak = 0;
             return t;
         }
+        if (!next_first)
+            if (task_header* t = take_run_next(w)) return t;
         return nullptr;
     }
 
@@ -2664,19 +2676,7 @@ private:
             if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
             if (++w.tick % 61 == 0)
                 if (task_header* t = global_get(w, 1)) return t;
-            // run_next first (the task just woken here: warm caches), but
-            // not forever: two tasks that wake each other would keep the slot
-            // full and starve the queue behind it (Go ends such a chain with
-            // its 10 ms time slice). Every 64th pick in a row, the queue first.
-            bool next_first = ++w.next_streak % 64 != 0;
-            if (next_first)
-                if (task_header* t = take_run_next(w)) return t;
-            if (task_header* t = pop_local(w)) {
-                w.next_streak = 0;
-                return t;
-            }
-            if (!next_first)
-                if (task_header* t = take_run_next(w)) return t;
+            if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
             if (task_header* t = global_get(w, runq_capacity / 2)) return t;
 
             // Spin, stealing, unless enough others already do.
