@@ -5,10 +5,10 @@
 #include <chrono>
 #include <thread>
 
-#include <goro/channel.hpp>
-#include <goro/context.hpp>
-#include <goro/select.hpp>
-#include <goro/wait_group.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/sync/context.hpp>
+#include <goro/sync/select.hpp>
+#include <goro/sync/wait_group.hpp>
 
 #include "bench.hpp"
 

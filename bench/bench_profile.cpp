@@ -22,8 +22,8 @@
 #include <string>
 #include <thread>
 
-#include <goro/channel.hpp>
-#include <goro/dump.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/inspect/dump.hpp>
 
 #include "bench.hpp"
 

@@ -1,7 +1,7 @@
 // spawn_join: as the Go anchor's spawn(). The benchmark's main body runs as a
 // task under block_on (Go's main goroutine), spawns o.n(1'000'000) tasks that
 // each only call wg.done(), then waits for them all.
-#include <goro/wait_group.hpp>
+#include <goro/sync/wait_group.hpp>
 
 #include "bench.hpp"
 

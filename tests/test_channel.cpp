@@ -16,9 +16,9 @@
 #include <thread>
 #include <vector>
 
-#include <goro/channel.hpp>
-#include <goro/select.hpp>
-#include <goro/wait_group.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/sync/select.hpp>
+#include <goro/sync/wait_group.hpp>
 
 #include "support.hpp"
 

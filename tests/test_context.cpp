@@ -14,9 +14,9 @@
 #include <thread>
 #include <vector>
 
-#include <goro/channel.hpp>
-#include <goro/context.hpp>
-#include <goro/select.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/sync/context.hpp>
+#include <goro/sync/select.hpp>
 
 #include "support.hpp"
 

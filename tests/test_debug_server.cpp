@@ -2,7 +2,7 @@
 // over loopback with a small blocking client. Every wait has a deadline; no
 // assertion depends on how fast anything runs.
 
-#include <goro/debug_server.hpp>
+#include <goro/http/debug_server.hpp>
 
 #include <catch2/catch.hpp>
 

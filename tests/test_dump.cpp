@@ -29,9 +29,9 @@
 #include <thread>
 #include <vector>
 
-#include <goro/channel.hpp>
-#include <goro/dump.hpp>
-#include <goro/wait_group.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/inspect/dump.hpp>
+#include <goro/sync/wait_group.hpp>
 
 #include "golden.hpp"
 #include "support.hpp"

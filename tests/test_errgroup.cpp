@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include <goro/errgroup.hpp>
+#include <goro/sync/errgroup.hpp>
 
 #include "support.hpp"
 

@@ -52,8 +52,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <goro/debug_server.hpp>
-#include <goro/dump.hpp>
+#include <goro/http/debug_server.hpp>
+#include <goro/inspect/dump.hpp>
 
 #include "support.hpp"
 

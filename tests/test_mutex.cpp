@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include <goro/mutex.hpp>
-#include <goro/semaphore.hpp>
+#include <goro/sync/mutex.hpp>
+#include <goro/sync/semaphore.hpp>
 
 #include "support.hpp"
 

@@ -22,9 +22,9 @@
 #include <string_view>
 #include <vector>
 
-#include <goro/channel.hpp>
-#include <goro/dump.hpp>
-#include <goro/pprof.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/inspect/dump.hpp>
+#include <goro/inspect/pprof.hpp>
 
 #include "golden.hpp"
 #include "support.hpp"

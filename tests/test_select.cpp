@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include <goro/channel.hpp>
-#include <goro/select.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/sync/select.hpp>
 
 #include "support.hpp"
 

@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include <goro/wait_group.hpp>
+#include <goro/sync/wait_group.hpp>
 
 #include "support.hpp"
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Generate single_include/goro/goro.hpp from the headers under include/goro/.
+"""Generate the single headers from the headers under include/goro/.
 
-Starting at include/goro/goro.hpp, every `#include <goro/...>` line (or
+Two single headers, each from its entry point: single_include/goro/goro.hpp
+(everything, from include/goro/goro.hpp) and single_include/goro/core.hpp
+(no debug server, from include/goro/core.hpp). Starting at the entry, every `#include <goro/...>` line (or
 `#include "goro/..."`) is replaced by the text of that header, recursively.
 Each header is inlined once, where it is first included; a later include of
 the same header is dropped, as `#pragma once` would have made it empty.
@@ -12,9 +14,9 @@ as it is.
 The output depends only on the headers' contents: no dates, no absolute
 paths, `\n` line ends. So CI can regenerate it and compare:
 
-    tools/amalgamate.py           write single_include/goro/goro.hpp
-    tools/amalgamate.py --check   exit 1 if the committed file is stale
-    tools/amalgamate.py --stdout  print the generated text
+    tools/amalgamate.py           write both single headers
+    tools/amalgamate.py --check   exit 1 if a committed file is stale
+    tools/amalgamate.py --stdout  print the generated text of goro.hpp
 
 Python 3 standard library only; runs from any working directory.
 """
@@ -26,19 +28,19 @@ import re
 import sys
 
 SCRIPT = "tools/amalgamate.py"
-ENTRY = "goro/goro.hpp"
+ENTRIES = ("goro/goro.hpp", "goro/core.hpp")
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*[<"](goro/[^>"]+)[>"]')
 PRAGMA_ONCE_RE = re.compile(r"^\s*#\s*pragma\s+once\b")
 
 BANNER = """\
-// goro — single-header edition.
+// goro — single-header edition of {entry}.
 //
 // GENERATED FILE: do not edit. It is produced by {script} from the
 // headers under include/goro/; edit those and run the script again.
-// Use: #include <goro/goro.hpp> with -I single_include, -std=c++20 -pthread.
+// Use: #include <{entry}> with -I single_include, -std=c++20 -pthread.
 #pragma once
-""".format(script=SCRIPT)
+"""
 
 
 class AmalgamateError(Exception):
@@ -64,9 +66,9 @@ def read_header(include_dir, name):
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def amalgamate(include_dir):
-    """Return the single-header text for the tree rooted at include_dir."""
-    out = [BANNER]
+def amalgamate(include_dir, entry):
+    """Return the single-header text of entry for the tree rooted at include_dir."""
+    out = [BANNER.format(entry=entry, script=SCRIPT)]
     # A header is marked seen when its inlining starts, so an include cycle
     # ends the way `#pragma once` ends it in the compiler: the inner include
     # of a header still being inlined is empty.
@@ -88,13 +90,13 @@ def amalgamate(include_dir):
             out.append(line + "\n")
         out.append("// ---- end %s ----\n" % name)
 
-    inline(ENTRY)
+    inline(entry)
     return "".join(out)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Generate single_include/goro/goro.hpp from include/goro/.")
+        description="Generate single_include/goro/{goro,core}.hpp from include/goro/.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
                       help="exit 1 if the single header is missing or stale")
@@ -106,20 +108,25 @@ def main(argv=None):
 
     root = (args.root or repo_root_from_script()).resolve()
     include_dir = root / "include"
-    output = root / "single_include" / "goro" / "goro.hpp"
-    shown = "single_include/goro/goro.hpp"
+    status = 0
+    for entry in ENTRIES:
+        try:
+            text = amalgamate(include_dir, entry)
+        except AmalgamateError as e:
+            print("amalgamate: error: %s" % e, file=sys.stderr)
+            return 2
+        if args.stdout:
+            if entry == ENTRIES[0]:
+                sys.stdout.write(text)
+            continue
+        status = max(status, write_or_check(root, entry, text, args.check))
+    return status
 
-    try:
-        text = amalgamate(include_dir)
-    except AmalgamateError as e:
-        print("amalgamate: error: %s" % e, file=sys.stderr)
-        return 2
 
-    if args.stdout:
-        sys.stdout.write(text)
-        return 0
-
-    if args.check:
+def write_or_check(root, entry, text, check):
+    output = root / "single_include" / entry
+    shown = "single_include/" + entry
+    if check:
         try:
             current = output.read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
@@ -153,7 +160,6 @@ def main(argv=None):
         f.write(text)
     print("amalgamate: wrote %s" % shown)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,8 +33,8 @@
 
 #include <signal.h>
 
-#include <goro/debug_server.hpp>
-#include <goro/dump.hpp>
+#include <goro/http/debug_server.hpp>
+#include <goro/inspect/dump.hpp>
 #include <goro/goro.hpp>
 
 namespace leak_hunt {

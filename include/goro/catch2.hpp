@@ -9,7 +9,7 @@
 //
 // GORO_CATCH2_LEAK_CHECK: before each run of a test case's body (once per
 // leaf SECTION path) the listener takes a baseline of the tasks alive; after
-// it, `goro::testing::find_leaks` (goro/leak_check.hpp) looks for tasks
+// it, `goro::testing::find_leaks` (goro/inspect/leak_check.hpp) looks for tasks
 // started since that are still alive. Leaked tasks fail the test case with a
 // failed assertion "GORO_CATCH2_LEAK_CHECK" at the test case's line, whose
 // message names the test case and lists the tasks in Go's debug=2 form; the
@@ -35,7 +35,7 @@
 #include <string>
 
 #include <goro/goro.hpp>
-#include <goro/leak_check.hpp>
+#include <goro/inspect/leak_check.hpp>
 
 namespace goro::testing {
 

@@ -8,7 +8,7 @@
 //
 // `gtest_leak_listener` takes a baseline of the tasks alive when each test
 // starts and, when it ends, runs `goro::testing::find_leaks`
-// (goro/leak_check.hpp) for tasks started since that are still alive. Leaked
+// (goro/inspect/leak_check.hpp) for tasks started since that are still alive. Leaked
 // tasks fail the test (ADD_FAILURE, attributed to it because GoogleTest calls
 // OnTestEnd before it stops collecting the test's results, and before its
 // result printer, since "end" events go to listeners in reverse order); the
@@ -24,7 +24,7 @@
 #include <vector>
 
 #include <goro/goro.hpp>
-#include <goro/leak_check.hpp>
+#include <goro/inspect/leak_check.hpp>
 
 namespace goro::testing {
 

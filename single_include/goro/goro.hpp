@@ -1,4 +1,4 @@
-// goro — single-header edition.
+// goro — single-header edition of goro/goro.hpp.
 //
 // GENERATED FILE: do not edit. It is produced by tools/amalgamate.py from the
 // headers under include/goro/; edit those and run the script again.
@@ -8,12 +8,24 @@
 // ---- begin goro/goro.hpp ----
 // goro/goro.hpp — everything goro offers, in one include.
 //
-// Layers, bottom to top (a header includes only the ones below it):
-//   platform, pool, frame, task, registry, timer, scheduler, go, stack
-//   channel, select, context, wait_group, mutex, semaphore, errgroup
-//   snapshot, pprof, dump, leak_check, deadlock, panic
-//   debug_server
-// Test-framework integrations are separate: goro/catch2.hpp, goro/gtest.hpp.
+// The layers, bottom to top; a header includes only headers of its own layer
+// or of the layers below it (sync/ and inspect/ sit side by side and never
+// include each other):
+//
+//   core/     platform, spinlock, pool, timer, frame, registry, scheduler,
+//             task, go, stack: tasks on the worker pool, and their registry
+//   sync/     channel, select, context, wait_group, mutex, semaphore, errgroup
+//   inspect/  snapshot, pprof, dump, panic, leak_check, deadlock
+//   http/     debug_server: /debug/pprof/goroutine, /metrics, /debug/goro/…
+//
+// goro/core.hpp is the same without http/ (and is cheaper to compile); the
+// test-framework integrations goro/catch2.hpp and goro/gtest.hpp are separate.
+
+
+// ---- begin goro/core.hpp ----
+// goro/core.hpp — tasks, channels, select, contexts, the rest of sync, and
+// dump_goroutines(): what a program that uses goro needs, without the debug
+// server (goro/goro.hpp adds it).
 
 
 // ---- begin goro/version.hpp ----
@@ -55,8 +67,8 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 }  // namespace goro
 // ---- end goro/version.hpp ----
 
-// ---- begin goro/platform.hpp ----
-// goro/platform.hpp — compiler and machine shims shared by every goro header.
+// ---- begin goro/core/platform.hpp ----
+// goro/core/platform.hpp — compiler and machine shims shared by every goro header.
 //
 // What lives here:
 //   * `goro::detail::site`: where a coroutine is suspended (file, line, function).
@@ -248,10 +260,10 @@ inline std::int64_t now_ns() noexcept {
 
 }  // namespace detail
 }  // namespace goro
-// ---- end goro/platform.hpp ----
+// ---- end goro/core/platform.hpp ----
 
-// ---- begin goro/frame.hpp ----
-// goro/frame.hpp — the logical stack of a task: coroutine frames chained to a root.
+// ---- begin goro/core/frame.hpp ----
+// goro/core/frame.hpp — the logical stack of a task: coroutine frames chained to a root.
 //
 //   registry ──► task_header ──leaf──► promise_base (innermost frame, parked here)
 //                  ▲                        │ parent
@@ -281,8 +293,8 @@ inline std::int64_t now_ns() noexcept {
 #include <type_traits>
 
 
-// ---- begin goro/pool.hpp ----
-// goro/pool.hpp — recycling of coroutine frames and task headers.
+// ---- begin goro/core/pool.hpp ----
+// goro/core/pool.hpp — recycling of coroutine frames and task headers.
 //
 // A task's frame and header are allocated by the thread that spawns it and
 // usually freed by another (the worker that ran it last), so the general
@@ -313,8 +325,8 @@ inline std::int64_t now_ns() noexcept {
 #include <utility>
 
 
-// ---- begin goro/spinlock.hpp ----
-// goro/spinlock.hpp — a small test-and-test-and-set lock for critical sections
+// ---- begin goro/core/spinlock.hpp ----
+// goro/core/spinlock.hpp — a small test-and-test-and-set lock for critical sections
 // of a few dozen instructions (a registry shard, a run queue's overflow, a
 // channel). It spins with the pause hint, then yields the thread, so a holder
 // that was descheduled does not burn a core forever. It satisfies Lockable.
@@ -613,7 +625,7 @@ private:
 };
 
 }  // namespace goro::detail
-// ---- end goro/spinlock.hpp ----
+// ---- end goro/core/spinlock.hpp ----
 
 #if defined(__SANITIZE_ADDRESS__)
 #define GORO_POOL_ENABLED 0
@@ -791,7 +803,7 @@ inline void pool_free(void* p, std::size_t size) noexcept {
 }
 
 }  // namespace goro::detail
-// ---- end goro/pool.hpp ----
+// ---- end goro/core/pool.hpp ----
 
 namespace goro {
 
@@ -839,7 +851,7 @@ struct promise_base {
     site site_{};                             // where this frame is suspended now
 
     // Frames come from goro's pool: a task is usually freed by another thread
-    // than the one that spawned it (see goro/pool.hpp).
+    // than the one that spawned it (see goro/core/pool.hpp).
     static void* operator new(std::size_t size) { return pool_allocate(size); }
     static void operator delete(void* p, std::size_t size) noexcept { pool_free(p, size); }
 
@@ -894,10 +906,10 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 
 }  // namespace detail
 }  // namespace goro
-// ---- end goro/frame.hpp ----
+// ---- end goro/core/frame.hpp ----
 
-// ---- begin goro/registry.hpp ----
-// goro/registry.hpp — every live task, listed from go() until its frame is destroyed.
+// ---- begin goro/core/registry.hpp ----
+// goro/core/registry.hpp — every live task, listed from go() until its frame is destroyed.
 //
 // A `task_header` describes one root task (started by `go`) or one thread
 // blocked in `block_on` (shown like Go's main goroutine). It is alive (listed,
@@ -1534,7 +1546,7 @@ inline registry& the_registry() noexcept {
 }
 
 /// Called when an exception escapes a task started by go(). The default
-/// (replaced by goro/panic.hpp when included) prints it and terminates.
+/// (replaced by goro/inspect/panic.hpp when included) prints it and terminates.
 using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
 
 inline void default_panic(task_header& task, std::exception_ptr error) noexcept {
@@ -1572,16 +1584,16 @@ inline void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept 
 inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
 
 }  // namespace goro
-// ---- end goro/registry.hpp ----
+// ---- end goro/core/registry.hpp ----
 
-// ---- begin goro/task.hpp ----
-// goro/task.hpp — `goro::task<T>`: a lazily started, move-only coroutine.
+// ---- begin goro/core/task.hpp ----
+// goro/core/task.hpp — `goro::task<T>`: a lazily started, move-only coroutine.
 //
 //   goro::task<int> answer() { co_return 42; }
 //   goro::task<> caller() { int v = co_await answer(); ... }
 //
 // A task does nothing until it is awaited (it then runs as a child whose
-// frames join the awaiting task's logical stack, see goro/frame.hpp) or handed
+// frames join the awaiting task's logical stack, see goro/core/frame.hpp) or handed
 // to `goro::go` (it then runs as a root task on the pool). Its result, or the
 // exception that escaped it, is delivered to the awaiter. Awaiting consumes
 // the task; a task can be awaited once.
@@ -1758,10 +1770,10 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 }  // namespace detail
 
 }  // namespace goro
-// ---- end goro/task.hpp ----
+// ---- end goro/core/task.hpp ----
 
-// ---- begin goro/timer.hpp ----
-// goro/timer.hpp — the timer heap behind sleep_for, select timeouts and deadlines.
+// ---- begin goro/core/timer.hpp ----
+// goro/core/timer.hpp — the timer heap behind sleep_for, select timeouts and deadlines.
 //
 // One thread owns the heap and fires timers when they are due. A timer is an
 // intrusive `timer_node` that lives inside the awaiter (no allocation); its
@@ -1952,10 +1964,10 @@ private:
 };
 
 }  // namespace goro::detail
-// ---- end goro/timer.hpp ----
+// ---- end goro/core/timer.hpp ----
 
-// ---- begin goro/scheduler.hpp ----
-// goro/scheduler.hpp — the worker pool: run queues, stealing, parking, stop-the-world.
+// ---- begin goro/core/scheduler.hpp ----
+// goro/core/scheduler.hpp — the worker pool: run queues, stealing, parking, stop-the-world.
 //
 // N workers (GORO_MAXPROCS, else the hardware concurrency, or set_max_procs()
 // before first use) run root tasks. What each worker has, after Go's runtime:
@@ -2916,10 +2928,10 @@ inline void set_max_procs(unsigned n) {
 inline unsigned max_procs() { return detail::the_scheduler().size(); }
 
 }  // namespace goro
-// ---- end goro/scheduler.hpp ----
+// ---- end goro/core/scheduler.hpp ----
 
-// ---- begin goro/go.hpp ----
-// goro/go.hpp — starting tasks and waiting for them: go, block_on, sleep, yield.
+// ---- begin goro/core/go.hpp ----
+// goro/core/go.hpp — starting tasks and waiting for them: go, block_on, sleep, yield.
 //
 //   goro::go(worker(ch));                       // detached root task, like `go worker(ch)`
 //   goro::go(worker(ch), {.name = "worker"});   // with a name (and pprof labels)
@@ -2991,7 +3003,7 @@ struct block_on_state {
 };
 
 /// How block_on waits for `done` to leave 0 (null: a plain atomic wait).
-/// Installed by goro/deadlock.hpp; part of the block_on wait loop.
+/// Installed by goro/inspect/deadlock.hpp; part of the block_on wait loop.
 using block_on_wait_fn = void (*)(std::atomic<std::uint32_t>& done, task_header* h);
 inline std::atomic<block_on_wait_fn>& block_on_wait_hook() noexcept {
     static std::atomic<block_on_wait_fn> f{nullptr};
@@ -3081,7 +3093,7 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
     frame.promise().site_ = site;  // the bottom frame shows the block_on call
     task_header* h = detail::new_header(task_kind::blocked, site);
     detail::start_root(h, frame, frame.promise());
-    // The wait. goro/deadlock.hpp (included by goro.hpp) installs a wait that its
+    // The wait. goro/inspect/deadlock.hpp (included by goro.hpp) installs a wait that its
     // deadlock watchdog can end: then `done` reads 2 and the hook throws
     // goro::deadlock_error. `h` is only a key for the watchdog: the body may
     // already have finished and freed it.
@@ -3123,10 +3135,10 @@ inline std::uint64_t this_task_id() noexcept {
 }
 
 }  // namespace goro
-// ---- end goro/go.hpp ----
+// ---- end goro/core/go.hpp ----
 
-// ---- begin goro/stack.hpp ----
-// goro/stack.hpp — reading a task's logical stack: its chain of suspension sites.
+// ---- begin goro/core/stack.hpp ----
+// goro/core/stack.hpp — reading a task's logical stack: its chain of suspension sites.
 //
 //   auto frames = goro::current_stack();  // inside a task: leaf first, root last
 //
@@ -3138,7 +3150,7 @@ inline std::uint64_t this_task_id() noexcept {
 // bare name (`worker`). Lambdas read `f()::{lambda}`.
 //
 // Only call stack_of on a task that is not running: parked or runnable, with
-// the world stopped (see goro/snapshot.hpp), or from the task itself.
+// the world stopped (see goro/inspect/snapshot.hpp), or from the task itself.
 
 #include <cstdint>
 #include <string>
@@ -3236,10 +3248,10 @@ inline std::vector<stack_frame> current_stack() {
 }
 
 }  // namespace goro
-// ---- end goro/stack.hpp ----
+// ---- end goro/core/stack.hpp ----
 
-// ---- begin goro/channel.hpp ----
-// goro/channel.hpp — `goro::channel<T>`: Go's channels, for goro tasks.
+// ---- begin goro/sync/channel.hpp ----
+// goro/sync/channel.hpp — `goro::channel<T>`: Go's channels, for goro tasks.
 //
 //   goro::channel<int> ch;        // unbuffered, like make(chan int)
 //   goro::channel<int> jobs(64);  // buffered: a ring of 64 slots
@@ -4312,10 +4324,10 @@ private:
 };
 
 }  // namespace goro
-// ---- end goro/channel.hpp ----
+// ---- end goro/sync/channel.hpp ----
 
-// ---- begin goro/select.hpp ----
-// goro/select.hpp — `goro::select`: wait on several channel operations at once.
+// ---- begin goro/sync/select.hpp ----
+// goro/sync/select.hpp — `goro::select`: wait on several channel operations at once.
 //
 //   auto r = co_await goro::select(goro::recv(jobs),          // case 0
 //                                  goro::send(out, v),        // case 1
@@ -4886,10 +4898,10 @@ select_result<detail::case_t<Cases>...> try_select(Cases&&... cases) {
 }
 
 }  // namespace goro
-// ---- end goro/select.hpp ----
+// ---- end goro/sync/select.hpp ----
 
-// ---- begin goro/context.hpp ----
-// goro/context.hpp — `goro::context`: Go's context.Context, for cancellation
+// ---- begin goro/sync/context.hpp ----
+// goro/sync/context.hpp — `goro::context`: Go's context.Context, for cancellation
 // trees, deadlines and request-scoped values.
 //
 //   auto [ctx, cancel] = goro::with_timeout(goro::background(), 2s);
@@ -5442,10 +5454,10 @@ inline std::size_t context_children(const context& ctx) noexcept {
 }  // namespace detail
 
 }  // namespace goro
-// ---- end goro/context.hpp ----
+// ---- end goro/sync/context.hpp ----
 
-// ---- begin goro/wait_group.hpp ----
-// goro/wait_group.hpp — `goro::wait_group`: wait for a collection of tasks to finish.
+// ---- begin goro/sync/wait_group.hpp ----
+// goro/sync/wait_group.hpp — `goro::wait_group`: wait for a collection of tasks to finish.
 //
 //   goro::wait_group wg;
 //   for (auto& job : jobs) {
@@ -5745,10 +5757,10 @@ private:
 };
 
 }  // namespace goro
-// ---- end goro/wait_group.hpp ----
+// ---- end goro/sync/wait_group.hpp ----
 
-// ---- begin goro/mutex.hpp ----
-// goro/mutex.hpp — `goro::mutex`: a mutual-exclusion lock for goro tasks.
+// ---- begin goro/sync/mutex.hpp ----
+// goro/sync/mutex.hpp — `goro::mutex`: a mutual-exclusion lock for goro tasks.
 //
 //   goro::mutex m;
 //   co_await m.lock();  ...  m.unlock();
@@ -5969,10 +5981,10 @@ inline void lock_guard::release_lock() noexcept {
 }
 
 }  // namespace goro
-// ---- end goro/mutex.hpp ----
+// ---- end goro/sync/mutex.hpp ----
 
-// ---- begin goro/semaphore.hpp ----
-// goro/semaphore.hpp — `goro::semaphore`: a counting semaphore for goro tasks.
+// ---- begin goro/sync/semaphore.hpp ----
+// goro/sync/semaphore.hpp — `goro::semaphore`: a counting semaphore for goro tasks.
 //
 //   goro::semaphore slots(4);          // four permits
 //   co_await slots.acquire();          // or acquire(n) for n permits at once
@@ -6136,10 +6148,10 @@ private:
 };
 
 }  // namespace goro
-// ---- end goro/semaphore.hpp ----
+// ---- end goro/sync/semaphore.hpp ----
 
-// ---- begin goro/errgroup.hpp ----
-// goro/errgroup.hpp — `goro::errgroup`: a group of tasks working on one job,
+// ---- begin goro/sync/errgroup.hpp ----
+// goro/sync/errgroup.hpp — `goro::errgroup`: a group of tasks working on one job,
 // with the first failure cancelling the rest (golang.org/x/sync/errgroup).
 //
 //   auto [g, ctx] = goro::errgroup::with_context(parent);
@@ -6327,10 +6339,10 @@ private:
 };
 
 }  // namespace goro
-// ---- end goro/errgroup.hpp ----
+// ---- end goro/sync/errgroup.hpp ----
 
-// ---- begin goro/snapshot.hpp ----
-// goro/snapshot.hpp — a copy of every task's record, taken while the world
+// ---- begin goro/inspect/snapshot.hpp ----
+// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
 // runs, as Go 1.19 takes its goroutine profile.
 //
 //   request → stop the world → start an epoch → resume → copy records → group → format
@@ -6673,10 +6685,10 @@ private:
 };
 
 }  // namespace goro
-// ---- end goro/snapshot.hpp ----
+// ---- end goro/inspect/snapshot.hpp ----
 
-// ---- begin goro/pprof.hpp ----
-// goro/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
+// ---- begin goro/inspect/pprof.hpp ----
+// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
 // the grouped view of a snapshot that every output format is printed from.
 //
 //   std::string pb = goro::pprof_profile(goro::snapshot::take());
@@ -7169,10 +7181,10 @@ inline std::string pprof_profile(const snapshot& s) {
 inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
 
 }  // namespace goro
-// ---- end goro/pprof.hpp ----
+// ---- end goro/inspect/pprof.hpp ----
 
-// ---- begin goro/dump.hpp ----
-// goro/dump.hpp — every task's stack in Go's goroutine-profile formats.
+// ---- begin goro/inspect/dump.hpp ----
+// goro/inspect/dump.hpp — every task's stack in Go's goroutine-profile formats.
 //
 //   goro::dump_goroutines();                   // debug=1 to stderr, grouped by stack
 //   goro::dump_goroutines(std::cout, 2);       // one block per task, like a Go crash
@@ -7181,14 +7193,14 @@ inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
 //   auto before = goro::snapshot::take(); ... auto after = goro::snapshot::take();
 //   goro::write_diff(std::cerr, goro::diff(before, after));   // what leaked in between
 //
-// Every form takes a snapshot (goro/snapshot.hpp: the world stops only to begin
+// Every form takes a snapshot (goro/inspect/snapshot.hpp: the world stops only to begin
 // it; records are copied while tasks run) or formats one the caller already took, so a leak checker or the
 // debug server can print one snapshot several ways. Formatting runs on the
 // caller's thread while tasks run. Text goes through a 64 KiB buffer and an
 // ostream gets it chunk by chunk: a dump of any size is complete (Go stops
 // debug=2 at 64 MiB; goro does not) and never built as one string unless a
 // string was asked for. Per-site text is formatted once per call (see the
-// profile_view in goro/pprof.hpp), so a million tasks on a few sites cost a
+// profile_view in goro/inspect/pprof.hpp), so a million tasks on a few sites cost a
 // few string copies each.
 //
 // debug = 1 (Go's grouped format; `grep "goroutine profile:"` keeps working)
@@ -7221,7 +7233,7 @@ inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
 // task that never ran, `(stack unavailable: running)` for a task still
 // running on a worker that did not stop (one that never suspends).
 //
-// debug = 0: pprof protobuf, see goro/pprof.hpp.
+// debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
 //
 // debug = 3 / tasks_json(): JSON, one task or group per line. SCHEMA
 //   {
@@ -7894,10 +7906,10 @@ inline std::string to_string(const snapshot_diff& d) {
 }
 
 }  // namespace goro
-// ---- end goro/dump.hpp ----
+// ---- end goro/inspect/dump.hpp ----
 
-// ---- begin goro/leak_check.hpp ----
-// goro/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
+// ---- begin goro/inspect/leak_check.hpp ----
+// goro/inspect/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
 //
 //   goro::testing::verify_none();                              // throws leak_error
 //   auto before = goro::testing::ignore_current();             // a baseline
@@ -7912,7 +7924,7 @@ inline std::string to_string(const snapshot_diff& d) {
 // (when it is a task) never counts. Tasks that are just finishing are not
 // blamed: the check retries with a growing pause (10 µs doubling up to
 // 100 ms) for `max_wait` in all (default 500 ms) before it reports. The report
-// lists each leaked task in Go's debug=2 form (goro/panic.hpp writes it).
+// lists each leaked task in Go's debug=2 form (goro/inspect/panic.hpp writes it).
 //
 // OPTIONS (any number, in any order, also as a std::vector<option>)
 //   ignore_top_function(f)   the leaf frame (where the task is parked) is f
@@ -7952,8 +7964,8 @@ inline std::string to_string(const snapshot_diff& d) {
 #include <vector>
 
 
-// ---- begin goro/panic.hpp ----
-// goro/panic.hpp — the crash report: an exception escaping a detached task.
+// ---- begin goro/inspect/panic.hpp ----
+// goro/inspect/panic.hpp — the crash report: an exception escaping a detached task.
 //
 //   goro::go(worker());        // worker() throws std::runtime_error("boom")
 //
@@ -8018,7 +8030,7 @@ namespace goro {
 namespace detail {
 
 // --- Go's debug=2 text, one block per task ---------------------------------
-// Shared by the crash and leak reports. goro/dump.hpp owns the public
+// Shared by the crash and leak reports. goro/inspect/dump.hpp owns the public
 // formats and writes whole snapshots; these reports need blocks for chosen
 // tasks (the panicking one first, or only the leaked ones), so they write
 // them here, in the same shape as dump.hpp's debug=2:
@@ -8054,7 +8066,7 @@ inline void write_debug2_task(std::ostream& out, const snapshot& snap, const tas
         out << clean_function_name(s.function_name() ? s.function_name() : "") << "(...)\n\t"
             << (s.file_name() ? s.file_name() : "") << ':' << s.line() << '\n';
     }
-    // Pseudo-frames, spelled as goro/dump.hpp spells them.
+    // Pseudo-frames, spelled as goro/inspect/dump.hpp spells them.
     if (!r.frames_known) out << "\t(stack unavailable: running)\n";
     else if (!any) out << (r.state == task_state::runnable ? "\t(not started)\n" : "\t(no co_await reached yet)\n");
     // A thread in block_on is the bottom of its own stack, like Go's main: no creator.
@@ -8209,7 +8221,7 @@ inline panic_hook set_panic_handler(panic_hook fn) {
 }
 
 }  // namespace goro
-// ---- end goro/panic.hpp ----
+// ---- end goro/inspect/panic.hpp ----
 
 namespace goro::testing {
 
@@ -8454,10 +8466,10 @@ private:
 };
 
 }  // namespace goro::testing
-// ---- end goro/leak_check.hpp ----
+// ---- end goro/inspect/leak_check.hpp ----
 
-// ---- begin goro/deadlock.hpp ----
-// goro/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
+// ---- begin goro/inspect/deadlock.hpp ----
+// goro/inspect/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
 //
 //   int main() { goro::channel<int> ch; goro::block_on(ch.recv()); }  // nobody sends
 //
@@ -8790,9 +8802,10 @@ public:
 };
 
 }  // namespace goro
-// ---- end goro/deadlock.hpp ----
+// ---- end goro/inspect/deadlock.hpp ----
+// ---- end goro/core.hpp ----
 
-// ---- begin goro/debug_server.hpp ----
+// ---- begin goro/http/debug_server.hpp ----
 #ifndef GORO_DEBUG_SERVER_HPP
 #define GORO_DEBUG_SERVER_HPP
 
@@ -8816,10 +8829,10 @@ public:
 //                                   attachment "goroutine"): `go tool pprof URL`
 //   /debug/pprof/goroutine?debug=1  grouped stacks, `goroutine profile: total N`
 //   /debug/pprof/goroutine?debug=2  one stack per task, like a Go crash
-//   /debug/goro/tasks.json          the snapshot as JSON (schema in goro/dump.hpp)
+//   /debug/goro/tasks.json          the snapshot as JSON (schema in goro/inspect/dump.hpp)
 //   /metrics                        Prometheus text: tasks by state and wait
 //                                   reason, tasks started, workers, queue length
-// Each profile request takes one snapshot (goro/snapshot.hpp: the world stops
+// Each profile request takes one snapshot (goro/inspect/snapshot.hpp: the world stops
 // only to begin it) on the server thread. /metrics stops nothing: it walks
 // the registry's live headers, so a scrape never pauses the workers.
 //
@@ -10893,5 +10906,5 @@ inline void register_default_routes(debug_server& server) {
 }  // namespace goro
 
 #endif  // GORO_DEBUG_SERVER_HPP
-// ---- end goro/debug_server.hpp ----
+// ---- end goro/http/debug_server.hpp ----
 // ---- end goro/goro.hpp ----

@@ -1,4 +1,4 @@
-// goro/registry.hpp — every live task, listed from go() until its frame is destroyed.
+// goro/core/registry.hpp — every live task, listed from go() until its frame is destroyed.
 //
 // A `task_header` describes one root task (started by `go`) or one thread
 // blocked in `block_on` (shown like Go's main goroutine). It is alive (listed,
@@ -60,10 +60,10 @@
 #include <utility>
 #include <vector>
 
-#include <goro/frame.hpp>
-#include <goro/platform.hpp>
-#include <goro/pool.hpp>
-#include <goro/spinlock.hpp>
+#include <goro/core/frame.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/pool.hpp>
+#include <goro/core/spinlock.hpp>
 
 namespace goro {
 
@@ -640,7 +640,7 @@ inline registry& the_registry() noexcept {
 }
 
 /// Called when an exception escapes a task started by go(). The default
-/// (replaced by goro/panic.hpp when included) prints it and terminates.
+/// (replaced by goro/inspect/panic.hpp when included) prints it and terminates.
 using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
 
 inline void default_panic(task_header& task, std::exception_ptr error) noexcept {

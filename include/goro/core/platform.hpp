@@ -1,4 +1,4 @@
-// goro/platform.hpp — compiler and machine shims shared by every goro header.
+// goro/core/platform.hpp — compiler and machine shims shared by every goro header.
 //
 // What lives here:
 //   * `goro::detail::site`: where a coroutine is suspended (file, line, function).

@@ -1,4 +1,4 @@
-// goro/errgroup.hpp — `goro::errgroup`: a group of tasks working on one job,
+// goro/sync/errgroup.hpp — `goro::errgroup`: a group of tasks working on one job,
 // with the first failure cancelling the rest (golang.org/x/sync/errgroup).
 //
 //   auto [g, ctx] = goro::errgroup::with_context(parent);
@@ -45,13 +45,13 @@
 #include <string>
 #include <utility>
 
-#include <goro/context.hpp>
-#include <goro/go.hpp>
-#include <goro/platform.hpp>
-#include <goro/semaphore.hpp>
-#include <goro/spinlock.hpp>
-#include <goro/task.hpp>
-#include <goro/wait_group.hpp>
+#include <goro/sync/context.hpp>
+#include <goro/core/go.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/sync/semaphore.hpp>
+#include <goro/core/spinlock.hpp>
+#include <goro/core/task.hpp>
+#include <goro/sync/wait_group.hpp>
 
 namespace goro {
 

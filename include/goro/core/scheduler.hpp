@@ -1,4 +1,4 @@
-// goro/scheduler.hpp — the worker pool: run queues, stealing, parking, stop-the-world.
+// goro/core/scheduler.hpp — the worker pool: run queues, stealing, parking, stop-the-world.
 //
 // N workers (GORO_MAXPROCS, else the hardware concurrency, or set_max_procs()
 // before first use) run root tasks. What each worker has, after Go's runtime:
@@ -90,11 +90,11 @@
 #include <thread>
 #include <vector>
 
-#include <goro/frame.hpp>
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/spinlock.hpp>
-#include <goro/timer.hpp>
+#include <goro/core/frame.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/spinlock.hpp>
+#include <goro/core/timer.hpp>
 
 namespace goro {
 

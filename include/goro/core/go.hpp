@@ -1,4 +1,4 @@
-// goro/go.hpp — starting tasks and waiting for them: go, block_on, sleep, yield.
+// goro/core/go.hpp — starting tasks and waiting for them: go, block_on, sleep, yield.
 //
 //   goro::go(worker(ch));                       // detached root task, like `go worker(ch)`
 //   goro::go(worker(ch), {.name = "worker"});   // with a name (and pprof labels)
@@ -27,11 +27,11 @@
 #include <type_traits>
 #include <utility>
 
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/task.hpp>
-#include <goro/timer.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/task.hpp>
+#include <goro/core/timer.hpp>
 
 namespace goro {
 
@@ -76,7 +76,7 @@ struct block_on_state {
 };
 
 /// How block_on waits for `done` to leave 0 (null: a plain atomic wait).
-/// Installed by goro/deadlock.hpp; part of the block_on wait loop.
+/// Installed by goro/inspect/deadlock.hpp; part of the block_on wait loop.
 using block_on_wait_fn = void (*)(std::atomic<std::uint32_t>& done, task_header* h);
 inline std::atomic<block_on_wait_fn>& block_on_wait_hook() noexcept {
     static std::atomic<block_on_wait_fn> f{nullptr};
@@ -166,7 +166,7 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
     frame.promise().site_ = site;  // the bottom frame shows the block_on call
     task_header* h = detail::new_header(task_kind::blocked, site);
     detail::start_root(h, frame, frame.promise());
-    // The wait. goro/deadlock.hpp (included by goro.hpp) installs a wait that its
+    // The wait. goro/inspect/deadlock.hpp (included by goro.hpp) installs a wait that its
     // deadlock watchdog can end: then `done` reads 2 and the hook throws
     // goro::deadlock_error. `h` is only a key for the watchdog: the body may
     // already have finished and freed it.

@@ -1,4 +1,4 @@
-// goro/pool.hpp — recycling of coroutine frames and task headers.
+// goro/core/pool.hpp — recycling of coroutine frames and task headers.
 //
 // A task's frame and header are allocated by the thread that spawns it and
 // usually freed by another (the worker that ran it last), so the general
@@ -29,8 +29,8 @@
 #include <new>
 #include <utility>
 
-#include <goro/platform.hpp>
-#include <goro/spinlock.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/spinlock.hpp>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define GORO_POOL_ENABLED 0

@@ -1,4 +1,4 @@
-// goro/channel.hpp — `goro::channel<T>`: Go's channels, for goro tasks.
+// goro/sync/channel.hpp — `goro::channel<T>`: Go's channels, for goro tasks.
 //
 //   goro::channel<int> ch;        // unbuffered, like make(chan int)
 //   goro::channel<int> jobs(64);  // buffered: a ring of 64 slots
@@ -117,10 +117,10 @@
 #include <type_traits>
 #include <utility>
 
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/spinlock.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/spinlock.hpp>
 
 namespace goro {
 

@@ -1,4 +1,4 @@
-// goro/select.hpp — `goro::select`: wait on several channel operations at once.
+// goro/sync/select.hpp — `goro::select`: wait on several channel operations at once.
 //
 //   auto r = co_await goro::select(goro::recv(jobs),          // case 0
 //                                  goro::send(out, v),        // case 1
@@ -70,11 +70,11 @@
 #include <utility>
 #include <variant>
 
-#include <goro/channel.hpp>
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/timer.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/timer.hpp>
 
 namespace goro {
 

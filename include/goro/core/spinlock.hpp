@@ -1,4 +1,4 @@
-// goro/spinlock.hpp — a small test-and-test-and-set lock for critical sections
+// goro/core/spinlock.hpp — a small test-and-test-and-set lock for critical sections
 // of a few dozen instructions (a registry shard, a run queue's overflow, a
 // channel). It spins with the pause hint, then yields the thread, so a holder
 // that was descheduled does not burn a core forever. It satisfies Lockable.
@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <thread>
 
-#include <goro/platform.hpp>
+#include <goro/core/platform.hpp>
 
 namespace goro::detail {
 

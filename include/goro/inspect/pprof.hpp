@@ -1,4 +1,4 @@
-// goro/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
+// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
 // the grouped view of a snapshot that every output format is printed from.
 //
 //   std::string pb = goro::pprof_profile(goro::snapshot::take());
@@ -45,10 +45,10 @@
 #include <utility>
 #include <vector>
 
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/snapshot.hpp>
-#include <goro/stack.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/inspect/snapshot.hpp>
+#include <goro/core/stack.hpp>
 
 namespace goro {
 

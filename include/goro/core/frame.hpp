@@ -1,4 +1,4 @@
-// goro/frame.hpp — the logical stack of a task: coroutine frames chained to a root.
+// goro/core/frame.hpp — the logical stack of a task: coroutine frames chained to a root.
 //
 //   registry ──► task_header ──leaf──► promise_base (innermost frame, parked here)
 //                  ▲                        │ parent
@@ -28,8 +28,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include <goro/platform.hpp>
-#include <goro/pool.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/pool.hpp>
 
 namespace goro {
 
@@ -77,7 +77,7 @@ struct promise_base {
     site site_{};                             // where this frame is suspended now
 
     // Frames come from goro's pool: a task is usually freed by another thread
-    // than the one that spawned it (see goro/pool.hpp).
+    // than the one that spawned it (see goro/core/pool.hpp).
     static void* operator new(std::size_t size) { return pool_allocate(size); }
     static void operator delete(void* p, std::size_t size) noexcept { pool_free(p, size); }
 

@@ -1,4 +1,4 @@
-// goro/semaphore.hpp — `goro::semaphore`: a counting semaphore for goro tasks.
+// goro/sync/semaphore.hpp — `goro::semaphore`: a counting semaphore for goro tasks.
 //
 //   goro::semaphore slots(4);          // four permits
 //   co_await slots.acquire();          // or acquire(n) for n permits at once
@@ -29,10 +29,10 @@
 #include <mutex>
 #include <string>
 
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/spinlock.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/spinlock.hpp>
 
 namespace goro {
 

@@ -1,4 +1,4 @@
-// goro/context.hpp — `goro::context`: Go's context.Context, for cancellation
+// goro/sync/context.hpp — `goro::context`: Go's context.Context, for cancellation
 // trees, deadlines and request-scoped values.
 //
 //   auto [ctx, cancel] = goro::with_timeout(goro::background(), 2s);
@@ -62,12 +62,12 @@
 #include <utility>
 #include <variant>
 
-#include <goro/channel.hpp>
-#include <goro/platform.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/select.hpp>
-#include <goro/spinlock.hpp>
-#include <goro/timer.hpp>
+#include <goro/sync/channel.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/sync/select.hpp>
+#include <goro/core/spinlock.hpp>
+#include <goro/core/timer.hpp>
 
 namespace goro {
 

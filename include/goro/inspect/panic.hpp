@@ -1,4 +1,4 @@
-// goro/panic.hpp — the crash report: an exception escaping a detached task.
+// goro/inspect/panic.hpp — the crash report: an exception escaping a detached task.
 //
 //   goro::go(worker());        // worker() throws std::runtime_error("boom")
 //
@@ -58,17 +58,17 @@
 #define GORO_HAS_CXXABI 0
 #endif
 
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/snapshot.hpp>
-#include <goro/stack.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/inspect/snapshot.hpp>
+#include <goro/core/stack.hpp>
 
 namespace goro {
 
 namespace detail {
 
 // --- Go's debug=2 text, one block per task ---------------------------------
-// Shared by the crash and leak reports. goro/dump.hpp owns the public
+// Shared by the crash and leak reports. goro/inspect/dump.hpp owns the public
 // formats and writes whole snapshots; these reports need blocks for chosen
 // tasks (the panicking one first, or only the leaked ones), so they write
 // them here, in the same shape as dump.hpp's debug=2:
@@ -104,7 +104,7 @@ inline void write_debug2_task(std::ostream& out, const snapshot& snap, const tas
         out << clean_function_name(s.function_name() ? s.function_name() : "") << "(...)\n\t"
             << (s.file_name() ? s.file_name() : "") << ':' << s.line() << '\n';
     }
-    // Pseudo-frames, spelled as goro/dump.hpp spells them.
+    // Pseudo-frames, spelled as goro/inspect/dump.hpp spells them.
     if (!r.frames_known) out << "\t(stack unavailable: running)\n";
     else if (!any) out << (r.state == task_state::runnable ? "\t(not started)\n" : "\t(no co_await reached yet)\n");
     // A thread in block_on is the bottom of its own stack, like Go's main: no creator.

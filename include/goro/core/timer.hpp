@@ -1,4 +1,4 @@
-// goro/timer.hpp — the timer heap behind sleep_for, select timeouts and deadlines.
+// goro/core/timer.hpp — the timer heap behind sleep_for, select timeouts and deadlines.
 //
 // One thread owns the heap and fires timers when they are due. A timer is an
 // intrusive `timer_node` that lives inside the awaiter (no allocation); its
@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include <goro/platform.hpp>
+#include <goro/core/platform.hpp>
 
 namespace goro::detail {
 

@@ -1,4 +1,4 @@
-// goro/wait_group.hpp — `goro::wait_group`: wait for a collection of tasks to finish.
+// goro/sync/wait_group.hpp — `goro::wait_group`: wait for a collection of tasks to finish.
 //
 //   goro::wait_group wg;
 //   for (auto& job : jobs) {
@@ -73,10 +73,10 @@
 #include <mutex>
 #include <string>
 
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/spinlock.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/spinlock.hpp>
 
 namespace goro {
 

@@ -1,4 +1,4 @@
-// goro/stack.hpp — reading a task's logical stack: its chain of suspension sites.
+// goro/core/stack.hpp — reading a task's logical stack: its chain of suspension sites.
 //
 //   auto frames = goro::current_stack();  // inside a task: leaf first, root last
 //
@@ -10,7 +10,7 @@
 // bare name (`worker`). Lambdas read `f()::{lambda}`.
 //
 // Only call stack_of on a task that is not running: parked or runnable, with
-// the world stopped (see goro/snapshot.hpp), or from the task itself.
+// the world stopped (see goro/inspect/snapshot.hpp), or from the task itself.
 #pragma once
 
 #include <cstdint>
@@ -18,9 +18,9 @@
 #include <string_view>
 #include <vector>
 
-#include <goro/frame.hpp>
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
+#include <goro/core/frame.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
 
 namespace goro {
 

@@ -1,4 +1,4 @@
-// goro/snapshot.hpp — a copy of every task's record, taken while the world
+// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
 // runs, as Go 1.19 takes its goroutine profile.
 //
 //   request → stop the world → start an epoch → resume → copy records → group → format
@@ -34,11 +34,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include <goro/frame.hpp>
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/stack.hpp>
+#include <goro/core/frame.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/stack.hpp>
 
 namespace goro {
 

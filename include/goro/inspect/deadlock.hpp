@@ -1,4 +1,4 @@
-// goro/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
+// goro/inspect/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
 //
 //   int main() { goro::channel<int> ch; goro::block_on(ch.recv()); }  // nobody sends
 //
@@ -63,14 +63,14 @@
 #include <thread>
 #include <vector>
 
-#include <goro/dump.hpp>
-#include <goro/go.hpp>
-#include <goro/panic.hpp>
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/snapshot.hpp>
-#include <goro/task.hpp>
+#include <goro/inspect/dump.hpp>
+#include <goro/core/go.hpp>
+#include <goro/inspect/panic.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/inspect/snapshot.hpp>
+#include <goro/core/task.hpp>
 
 namespace goro {
 

@@ -1,4 +1,4 @@
-// goro/dump.hpp — every task's stack in Go's goroutine-profile formats.
+// goro/inspect/dump.hpp — every task's stack in Go's goroutine-profile formats.
 //
 //   goro::dump_goroutines();                   // debug=1 to stderr, grouped by stack
 //   goro::dump_goroutines(std::cout, 2);       // one block per task, like a Go crash
@@ -7,14 +7,14 @@
 //   auto before = goro::snapshot::take(); ... auto after = goro::snapshot::take();
 //   goro::write_diff(std::cerr, goro::diff(before, after));   // what leaked in between
 //
-// Every form takes a snapshot (goro/snapshot.hpp: the world stops only to begin
+// Every form takes a snapshot (goro/inspect/snapshot.hpp: the world stops only to begin
 // it; records are copied while tasks run) or formats one the caller already took, so a leak checker or the
 // debug server can print one snapshot several ways. Formatting runs on the
 // caller's thread while tasks run. Text goes through a 64 KiB buffer and an
 // ostream gets it chunk by chunk: a dump of any size is complete (Go stops
 // debug=2 at 64 MiB; goro does not) and never built as one string unless a
 // string was asked for. Per-site text is formatted once per call (see the
-// profile_view in goro/pprof.hpp), so a million tasks on a few sites cost a
+// profile_view in goro/inspect/pprof.hpp), so a million tasks on a few sites cost a
 // few string copies each.
 //
 // debug = 1 (Go's grouped format; `grep "goroutine profile:"` keeps working)
@@ -47,7 +47,7 @@
 // task that never ran, `(stack unavailable: running)` for a task still
 // running on a worker that did not stop (one that never suspends).
 //
-// debug = 0: pprof protobuf, see goro/pprof.hpp.
+// debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
 //
 // debug = 3 / tasks_json(): JSON, one task or group per line. SCHEMA
 //   {
@@ -94,11 +94,11 @@
 #include <utility>
 #include <vector>
 
-#include <goro/platform.hpp>
-#include <goro/pprof.hpp>
-#include <goro/registry.hpp>
-#include <goro/snapshot.hpp>
-#include <goro/stack.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/inspect/pprof.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/inspect/snapshot.hpp>
+#include <goro/core/stack.hpp>
 
 namespace goro {
 

@@ -1,4 +1,4 @@
-// goro/mutex.hpp — `goro::mutex`: a mutual-exclusion lock for goro tasks.
+// goro/sync/mutex.hpp — `goro::mutex`: a mutual-exclusion lock for goro tasks.
 //
 //   goro::mutex m;
 //   co_await m.lock();  ...  m.unlock();
@@ -39,10 +39,10 @@
 #include <string>
 #include <utility>
 
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/spinlock.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/spinlock.hpp>
 
 namespace goro {
 

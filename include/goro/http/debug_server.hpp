@@ -21,10 +21,10 @@
 //                                   attachment "goroutine"): `go tool pprof URL`
 //   /debug/pprof/goroutine?debug=1  grouped stacks, `goroutine profile: total N`
 //   /debug/pprof/goroutine?debug=2  one stack per task, like a Go crash
-//   /debug/goro/tasks.json          the snapshot as JSON (schema in goro/dump.hpp)
+//   /debug/goro/tasks.json          the snapshot as JSON (schema in goro/inspect/dump.hpp)
 //   /metrics                        Prometheus text: tasks by state and wait
 //                                   reason, tasks started, workers, queue length
-// Each profile request takes one snapshot (goro/snapshot.hpp: the world stops
+// Each profile request takes one snapshot (goro/inspect/snapshot.hpp: the world stops
 // only to begin it) on the server thread. /metrics stops nothing: it walks
 // the registry's live headers, so a scrape never pauses the workers.
 //
@@ -145,10 +145,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <goro/dump.hpp>
-#include <goro/registry.hpp>
-#include <goro/scheduler.hpp>
-#include <goro/snapshot.hpp>
+#include <goro/inspect/dump.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/inspect/snapshot.hpp>
 #include <goro/version.hpp>
 
 namespace goro {

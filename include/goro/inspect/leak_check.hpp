@@ -1,4 +1,4 @@
-// goro/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
+// goro/inspect/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
 //
 //   goro::testing::verify_none();                              // throws leak_error
 //   auto before = goro::testing::ignore_current();             // a baseline
@@ -13,7 +13,7 @@
 // (when it is a task) never counts. Tasks that are just finishing are not
 // blamed: the check retries with a growing pause (10 µs doubling up to
 // 100 ms) for `max_wait` in all (default 500 ms) before it reports. The report
-// lists each leaked task in Go's debug=2 form (goro/panic.hpp writes it).
+// lists each leaked task in Go's debug=2 form (goro/inspect/panic.hpp writes it).
 //
 // OPTIONS (any number, in any order, also as a std::vector<option>)
 //   ignore_top_function(f)   the leaf frame (where the task is parked) is f
@@ -53,12 +53,12 @@
 #include <utility>
 #include <vector>
 
-#include <goro/go.hpp>
-#include <goro/panic.hpp>
-#include <goro/platform.hpp>
-#include <goro/registry.hpp>
-#include <goro/snapshot.hpp>
-#include <goro/stack.hpp>
+#include <goro/core/go.hpp>
+#include <goro/inspect/panic.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/inspect/snapshot.hpp>
+#include <goro/core/stack.hpp>
 
 namespace goro::testing {
 

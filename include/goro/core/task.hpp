@@ -1,10 +1,10 @@
-// goro/task.hpp — `goro::task<T>`: a lazily started, move-only coroutine.
+// goro/core/task.hpp — `goro::task<T>`: a lazily started, move-only coroutine.
 //
 //   goro::task<int> answer() { co_return 42; }
 //   goro::task<> caller() { int v = co_await answer(); ... }
 //
 // A task does nothing until it is awaited (it then runs as a child whose
-// frames join the awaiting task's logical stack, see goro/frame.hpp) or handed
+// frames join the awaiting task's logical stack, see goro/core/frame.hpp) or handed
 // to `goro::go` (it then runs as a root task on the pool). Its result, or the
 // exception that escaped it, is delivered to the awaiter. Awaiting consumes
 // the task; a task can be awaited once.
@@ -23,8 +23,8 @@
 #include <utility>
 #include <variant>
 
-#include <goro/frame.hpp>
-#include <goro/registry.hpp>
+#include <goro/core/frame.hpp>
+#include <goro/core/registry.hpp>
 
 namespace goro {
 

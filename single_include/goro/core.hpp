@@ -1,0 +1,8789 @@
+// goro — single-header edition of goro/core.hpp.
+//
+// GENERATED FILE: do not edit. It is produced by tools/amalgamate.py from the
+// headers under include/goro/; edit those and run the script again.
+// Use: #include <goro/core.hpp> with -I single_include, -std=c++20 -pthread.
+#pragma once
+
+// ---- begin goro/core.hpp ----
+// goro/core.hpp — tasks, channels, select, contexts, the rest of sync, and
+// dump_goroutines(): what a program that uses goro needs, without the debug
+// server (goro/goro.hpp adds it).
+
+
+// ---- begin goro/version.hpp ----
+// goro/version.hpp — the library's version, for the preprocessor and for code.
+//
+// The top-level VERSION file is the one place the version is written for the
+// build systems: meson reads it (`project(version : files('VERSION'))`) and so
+// does CMake (`file(READ VERSION ...)`). A header-only library cannot generate
+// this header at build time, so the three numbers below repeat it;
+// `tests/consumers/check_version.py` fails when they, the single header, meson's
+// project version, goro.pc and CMake's package version disagree. The string is
+// spelled from the numbers, so it cannot drift from them.
+//
+//   #if GORO_VERSION >= GORO_MAKE_VERSION(0, 2, 0)   // compile-time test
+//   std::cout << goro::version();                     // "0.1.0"
+
+#include <string_view>
+
+#define GORO_VERSION_MAJOR 0
+#define GORO_VERSION_MINOR 1
+#define GORO_VERSION_PATCH 0
+
+#define GORO_MAKE_VERSION(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
+#define GORO_VERSION GORO_MAKE_VERSION(GORO_VERSION_MAJOR, GORO_VERSION_MINOR, GORO_VERSION_PATCH)
+
+// Two levels so the arguments are expanded before they are stringized.
+#define GORO_VERSION_STRINGIZE_(x) #x
+#define GORO_VERSION_STRINGIZE(x) GORO_VERSION_STRINGIZE_(x)
+#define GORO_VERSION_STRING                    \
+    GORO_VERSION_STRINGIZE(GORO_VERSION_MAJOR) "." \
+    GORO_VERSION_STRINGIZE(GORO_VERSION_MINOR) "." \
+    GORO_VERSION_STRINGIZE(GORO_VERSION_PATCH)
+
+namespace goro {
+
+// The version as "MAJOR.MINOR.PATCH", usable in constant expressions.
+constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
+
+}  // namespace goro
+// ---- end goro/version.hpp ----
+
+// ---- begin goro/core/platform.hpp ----
+// goro/core/platform.hpp — compiler and machine shims shared by every goro header.
+//
+// What lives here:
+//   * `goro::detail::site`: where a coroutine is suspended (file, line, function).
+//     g++ 12 has `std::source_location` (one pointer to static data, so recording
+//     a site is one store). clang++ 14 with libstdc++ 12 has no
+//     `std::source_location`, so there a site is three words filled from
+//     `__builtin_FILE/LINE/FUNCTION`, evaluated as defaulted arguments at the
+//     call site. Both spell the same accessors. Use `GORO_SITE_PARAM` as the last
+//     parameter of a function that records its caller's site.
+//   * cache-line size, a spin-wait hint, a monotonic coarse clock, an
+//     asymmetric fence (membarrier) for a rare side that must see a hot side's stores.
+//   * `goro::error` and its subclasses: every misuse goro detects throws one of
+//     these, with a message that names the operation.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+#if __has_include(<source_location>)
+#include <source_location>
+#endif
+
+#if defined(__cpp_lib_source_location) && __cpp_lib_source_location >= 201907L
+#define GORO_HAS_SOURCE_LOCATION 1
+#else
+#define GORO_HAS_SOURCE_LOCATION 0
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define GORO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GORO_TSAN 1
+#endif
+#endif
+#ifndef GORO_TSAN
+#define GORO_TSAN 0
+#endif
+
+namespace goro {
+
+/// Base of every exception goro throws for a misuse or a failed operation.
+class error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// A goro API was used in a way it does not allow (e.g. `block_on` on a worker).
+class usage_error : public error {
+public:
+    using error::error;
+};
+
+namespace detail {
+
+#if GORO_HAS_SOURCE_LOCATION
+/// A suspension or spawn site: one pointer to static data the compiler emits.
+using site = std::source_location;
+#define GORO_SITE_PARAM ::goro::detail::site goro_site_ = ::goro::detail::site::current()
+#define GORO_SITE_ARG goro_site_
+#else
+/// A suspension or spawn site, filled from the compiler builtins at the call site.
+struct site {
+    const char* file_ = "";
+    const char* function_ = "";
+    std::uint_least32_t line_ = 0;
+
+    constexpr const char* file_name() const noexcept { return file_; }
+    constexpr const char* function_name() const noexcept { return function_; }
+    constexpr std::uint_least32_t line() const noexcept { return line_; }
+    constexpr std::uint_least32_t column() const noexcept { return 0; }
+};
+#define GORO_SITE_PARAM                                                          \
+    const char* goro_site_file_ = __builtin_FILE(),                              \
+    const char* goro_site_func_ = __builtin_FUNCTION(),                          \
+    unsigned goro_site_line_ = __builtin_LINE()
+#define GORO_SITE_ARG (::goro::detail::site{goro_site_file_, goro_site_func_, goro_site_line_})
+#endif
+
+inline constexpr std::size_t cache_line = 64;
+
+/// The spin-wait hint: tells the core that this thread busy-waits.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#else
+    std::this_thread::yield();
+#endif
+}
+
+#if defined(__x86_64__)
+/// The CPU has PREFETCHW (every AMD64 CPU, Intel since Broadwell). Read
+/// before this is initialized (during another global's initialization), it
+/// is false, which only means a plain prefetch.
+inline const bool cpu_has_prefetchw = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
+}();
+#endif
+
+/// Fetches the line at `p` for writing: into this core's cache, owned, so the
+/// stores that follow do not wait for other cores' copies to be invalidated.
+/// For the lines that cross between cores with every task (headers, frames),
+/// which another core wrote last. On x86-64 this is PREFETCHW, emitted here:
+/// `__builtin_prefetch(p, 1)` gives it only under -mprfchw (or a -march that
+/// has it), and otherwise a read prefetch, which brings the line in shared,
+/// so that the first store still has to ask for it. A hint: never faults.
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__)
+    if (cpu_has_prefetchw) {
+        asm volatile("prefetchw (%0)" : : "r"(p));
+        return;
+    }
+#endif
+    __builtin_prefetch(p, 1);
+}
+
+/// A full (sequentially consistent) fence, for "publish, then check" handshakes
+/// between two threads. ThreadSanitizer does not model fences, so there both
+/// sides perform a read-modify-write of one shared word instead, which orders
+/// them just as well and is visible to the tool.
+inline void seq_fence() noexcept {
+#if GORO_TSAN
+    static std::atomic<unsigned> word{0};
+    word.fetch_add(0, std::memory_order_seq_cst);
+#else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+/// The asymmetric fence (Linux membarrier, private expedited): a rare side
+/// calls asym_fence_heavy() and from then on sees every store that any other
+/// thread of the process made before that thread's next load, as if each had
+/// run a full fence; the hot side pays nothing but a compiler barrier.
+/// asym_fence_available() registers the process once and says whether the
+/// kernel offers it (Linux 4.14+); without it, callers keep their locked
+/// instructions.
+inline bool asym_fence_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    static const bool ok = [] {
+        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+inline void asym_fence_heavy() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
+#endif
+}
+
+/// Monotonic time in nanoseconds from a clock that is cheap to read (a few ns,
+/// millisecond-ish resolution): good enough for "parked for 5 minutes".
+inline std::int64_t coarse_now_ns() noexcept {
+    timespec ts;
+#if defined(CLOCK_MONOTONIC_COARSE)
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+/// Monotonic time in nanoseconds, full resolution (same epoch as steady_clock on Linux).
+inline std::int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace detail
+}  // namespace goro
+// ---- end goro/core/platform.hpp ----
+
+// ---- begin goro/core/frame.hpp ----
+// goro/core/frame.hpp — the logical stack of a task: coroutine frames chained to a root.
+//
+//   registry ──► task_header ──leaf──► promise_base (innermost frame, parked here)
+//                  ▲                        │ parent
+//                  │ header                 ▼
+//                  │                    promise_base (its caller)
+//                  │                        │ parent
+//                  └──────────────────  promise_base (the root task, started by go())
+//
+// Every goro coroutine frame's promise derives from `promise_base`. When a frame
+// `co_await`s another task, the child's `parent` is set to the awaiting frame and
+// the root's `leaf` to the child; when the child finishes, `leaf` goes back to the
+// parent. Each frame records the site of its current suspension in
+// `await_transform` (one store on g++). While a task is parked, every frame from
+// the leaf to the root is a coroutine suspended at a recorded site, so the chain
+// is the task's whole stack. Only the thread running the task writes the chain;
+// a snapshot reads it with the world stopped.
+//
+// Resumption goes through a per-thread trampoline (`run_trampoline`): a task
+// awaiting a child hands the child to the trampoline instead of resuming it on
+// its own stack, and a finishing child hands back its parent. g++ at -O0 and
+// under the sanitizers does not turn symmetric transfer into a tail call, so a
+// chain of a million awaits would overflow the stack; the trampoline keeps the
+// native stack flat on every compiler and at every optimisation level.
+
+#include <coroutine>
+#include <cstdint>
+#include <type_traits>
+
+
+// ---- begin goro/core/pool.hpp ----
+// goro/core/pool.hpp — recycling of coroutine frames and task headers.
+//
+// A task's frame and header are allocated by the thread that spawns it and
+// usually freed by another (the worker that ran it last), so the general
+// allocator's per-thread caches never help either side. This pool keeps
+// freed blocks in per-thread lists by size class and moves them between
+// threads in batches of 64 through a global depot, so a spawn and an exit
+// each cost a few instructions on the fast path.
+//
+// Size classes are 16 bytes apart, and a class's blocks are requested from
+// the general allocator at 16·k − 8 bytes: glibc's malloc (like most) puts an
+// 8-byte size word before each block and rounds to 16, so such a request
+// occupies exactly 16·k bytes and nothing is wasted. (A million parked tasks
+// are a million frames and headers: every byte of slack counts a megabyte.)
+// Blocks are 16-byte aligned, which is what coroutine frames ask for.
+//
+// Blocks larger than the last class go straight to ::operator new. Memory in
+// the pool is kept for reuse (like Go keeps exited goroutines' descriptors),
+// up to a bound per size class in the depot; past it, batches go back to the
+// general allocator. Under AddressSanitizer the pool is off, so
+// use-after-free stays detectable.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <algorithm>
+#include <new>
+#include <utility>
+
+
+// ---- begin goro/core/spinlock.hpp ----
+// goro/core/spinlock.hpp — a small test-and-test-and-set lock for critical sections
+// of a few dozen instructions (a registry shard, a run queue's overflow, a
+// channel). It spins with the pause hint, then yields the thread, so a holder
+// that was descheduled does not burn a core forever. It satisfies Lockable.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+
+namespace goro::detail {
+
+class spinlock {
+public:
+    void lock() noexcept {
+        for (;;) {
+            if (!locked_.exchange(true, std::memory_order_acquire)) return;
+            int spins = 0;
+            while (locked_.load(std::memory_order_relaxed)) {
+                if (++spins < 64) cpu_relax();
+                else std::this_thread::yield();
+            }
+        }
+    }
+    bool try_lock() noexcept {
+        return !locked_.load(std::memory_order_relaxed) &&
+               !locked_.exchange(true, std::memory_order_acquire);
+    }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> locked_{false};
+};
+
+/// What a thread publishes for the biased locks (below), in its own cache
+/// line: which biased locks it is inside by the fast path, and whether it is
+/// updating a biased structure's lock-free words without the bias. Only its
+/// thread writes it (plain stores); revokers and biasing threads read it.
+/// Never freed: another thread may read it after its thread has ended.
+struct alignas(cache_line) bias_slot {
+    static constexpr int depth = 7;               // biased locks held at once by the fast path
+    std::atomic<const void*> inside[depth] = {};  // the locks; null: a free entry
+    std::atomic<bool> active{false};              // an unbiased lock-free update is under way
+    bias_slot* next = nullptr;                    // all slots, push-only
+
+    /// Records `lock` in a free entry: its index, or -1 when all are taken.
+    [[gnu::always_inline]] int enter(const void* lock) noexcept {
+        for (int i = 0; i < depth; ++i)
+            if (!inside[i].load(std::memory_order_relaxed)) {
+                inside[i].store(lock, std::memory_order_relaxed);
+                return i;
+            }
+        return -1;
+    }
+    /// Removes `lock`; false if it was not recorded.
+    [[gnu::always_inline]] bool leave(const void* lock) noexcept {
+        for (int i = 0; i < depth; ++i)
+            if (inside[i].load(std::memory_order_relaxed) == lock) {
+                inside[i].store(nullptr, std::memory_order_release);
+                return true;
+            }
+        return false;
+    }
+    /// Read by another thread: whether `lock` is recorded.
+    bool holds(const void* lock) const noexcept {
+        for (int i = 0; i < depth; ++i)
+            if (inside[i].load(std::memory_order_acquire) == lock) return true;
+        return false;
+    }
+};
+
+inline std::atomic<bias_slot*>& bias_slots() noexcept {
+    static std::atomic<bias_slot*> head{nullptr};
+    return head;
+}
+
+inline thread_local constinit bias_slot* tls_bias_slot = nullptr;
+
+[[gnu::noinline]] inline bias_slot& make_bias_slot() noexcept {
+    auto* s = new bias_slot();
+    bias_slot* h = bias_slots().load(std::memory_order_relaxed);
+    do s->next = h;
+    while (!bias_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
+    tls_bias_slot = s;
+    return *s;
+}
+
+[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept {
+    if (bias_slot* s = tls_bias_slot) return *s;
+    return make_bias_slot();
+}
+
+/// This thread's name in a biased lock: the address of its bias_slot.
+inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::uintptr_t>(&my_bias_slot()); }
+
+/// A spinlock that one thread can take without a locked instruction while it
+/// is the only one taking it: a lock "biased" towards that thread, as in the
+/// JVM's biased locking, made safe by the asymmetric fence (membarrier). A
+/// channel used by two tasks that run on one worker (Go's runnext keeps a
+/// ping-pong there) is locked and unlocked four times per round trip by one
+/// thread: with the bias those are plain loads and stores.
+///
+/// STATES (`bias_`): 0, unbiased: everybody takes the inner spinlock.
+///   the owner's bias_slot address: biased to that thread. It locks by
+///   recording the lock in its slot and checking that the bias is still its
+///   own; nobody else enters until the bias is revoked. (The record is in the
+///   owner's own memory: a thread that read a bias that is no longer its own
+///   and records itself meanwhile disturbs no one.)
+///   that address | 1: being revoked. The revoker set it by a compare-and-swap,
+///   then runs asym_fence_heavy() and waits until the owner's slot no longer
+///   records the lock. After the fence, either the owner's record is visible
+///   (the revoker waits for its unlock) or the owner's check that follows it
+///   sees the odd value (it backs off to the slow path). So owner and revoker
+///   are never both inside. The revoker then takes the inner lock (an owner
+///   that holds it, see below, finishes first) and sets 0.
+/// BIASING: a holder of the inner lock that is the same thread for
+///   `threshold_` acquisitions in a row (64 at first) makes the lock biased to
+///   itself before it unlocks. Every revocation quadruples the threshold, so
+///   a lock that two threads share keeps paying one fence now and then at
+///   most, not one per acquisition. A thread that waited for the inner lock
+///   checks the bias again once it has it: if someone else holds the bias, it
+///   lets go and revokes. (The owner itself takes the inner lock when its
+///   slot is full: more than bias_slot::depth biased locks at once.)
+/// LOCK-FREE WORDS: a structure may also have words that threads update
+///   without the lock (a channel's ring positions). Bracket each such update
+///   with enter_words() / leave_words(): the bias's owner then gets its
+///   slot's entry (>= 0) and may update them with plain stores, as under the
+///   lock, because every other thread first revokes the bias. Another thread
+///   gets -1 (and uses atomic read-modify-writes) after raising its slot's
+///   `active` flag and seeing the lock unbiased. A thread that makes the lock biased runs
+///   the heavy fence and waits until no other thread is active, so no update
+///   that began before the bias is still under way when the owner starts its
+///   plain stores. (The waits are for updates a few instructions long, and
+///   biasing is rare.)
+/// Without membarrier (asym_fence_available() false) no lock is ever biased.
+class biased_spinlock {
+public:
+    biased_spinlock() noexcept = default;
+    /// The streak that first earns the bias, and the most it can grow to
+    /// (tests make both small, to bias and revoke thousands of times).
+    biased_spinlock(std::uint32_t first_threshold, std::uint32_t max_threshold) noexcept
+        : max_threshold_(max_threshold), threshold_(first_threshold) {}
+
+    [[gnu::always_inline]] void lock() noexcept {
+        bias_slot& me = my_bias_slot();
+        const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
+        if (enter_as_owner(me, id) < 0) lock_slow(id);
+    }
+
+    [[gnu::always_inline]] void unlock() noexcept {
+        // Only this thread records itself in its slot: if it did, it holds
+        // the lock by the fast path.
+        bias_slot& me = my_bias_slot();
+        if ((bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == reinterpret_cast<std::uintptr_t>(&me) &&
+            me.leave(this))
+            return;
+        inner_.unlock();
+    }
+
+    /// The thread the lock is biased to (its bias_thread_id(); 0: none), for tests.
+    std::uintptr_t bias_owner() const noexcept { return bias_.load(std::memory_order_acquire) & ~std::uintptr_t(1); }
+
+    /// Called by the holder of the lock: whether the words may be updated
+    /// with plain stores (this thread owns the bias; a revoker waits for the
+    /// lock before it lets anyone else at them).
+    bool held_plain() const noexcept {
+        return (bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == bias_thread_id();
+    }
+
+    /// A lock-free update of the words begins (lock not held). At least 0:
+    /// this thread owns the bias, plain stores are safe until
+    /// leave_words(that value); -1: update them atomically, then leave_words(-1).
+    [[gnu::always_inline]] int enter_words() noexcept {
+        bias_slot& me = my_bias_slot();
+        const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
+        const int i = enter_as_owner(me, id);
+        return i >= 0 ? i : enter_words_slow(me, id);
+    }
+
+    [[gnu::always_inline]] void leave_words(int entry) noexcept {
+        bias_slot& me = my_bias_slot();
+        if (entry >= 0) me.inside[entry].store(nullptr, std::memory_order_release);
+        else me.active.store(false, std::memory_order_release);
+    }
+
+private:
+    /// The owner's way in: records this lock in its slot, then checks that the
+    /// bias is still its own. The entry used, or -1 (not the owner, the bias
+    /// was just lost, or the slot is full).
+    [[gnu::always_inline]] int enter_as_owner(bias_slot& me, std::uintptr_t id) noexcept {
+        if (bias_.load(std::memory_order_relaxed) != id) return -1;
+        const int i = me.enter(this);
+        if (i < 0) return -1;
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // a revoker's heavy fence orders the rest
+        if (bias_.load(std::memory_order_relaxed) == id) return i;
+        me.inside[i].store(nullptr, std::memory_order_release);
+        return -1;
+    }
+
+    [[gnu::noinline]] int enter_words_slow(bias_slot& me, std::uintptr_t id) noexcept {
+        unsigned spins = 0;
+        for (;;) {
+            std::uintptr_t b = bias_.load(std::memory_order_relaxed);
+            if (b == id) {
+                const int i = enter_as_owner(me, id);
+                if (i >= 0) return i;
+                // Lost the bias meanwhile (look again), or no free entry
+                // (many biased locks held): then unbias this one.
+                if (bias_.load(std::memory_order_relaxed) == id) revoke(id);
+                continue;
+            }
+            me.active.store(true, std::memory_order_relaxed);
+            std::atomic_signal_fence(std::memory_order_seq_cst);  // a biasing thread's heavy fence orders the rest
+            b = bias_.load(std::memory_order_acquire);
+            if (b == 0) return -1;
+            me.active.store(false, std::memory_order_release);
+            if (b & 1) {
+                while (bias_.load(std::memory_order_acquire) == b) backoff(spins);
+            } else if (b != id) {
+                revoke(b);
+            }
+        }
+    }
+
+    [[gnu::noinline]] void lock_slow(std::uintptr_t id) noexcept {
+        for (;;) {
+            std::uintptr_t b = bias_.load(std::memory_order_acquire);
+            if (b != 0 && b != id) {
+                revoke(b);
+                continue;
+            }
+            inner_.lock();
+            b = bias_.load(std::memory_order_acquire);
+            if (b != 0 && b != id) {  // biased by the holder we waited for
+                inner_.unlock();
+                continue;
+            }
+            if (b == 0) count_streak(id);
+            return;
+        }
+    }
+
+    /// Inner lock held, unbiased.
+    void count_streak(std::uintptr_t id) noexcept {
+        if (last_ != id) {
+            last_ = id;
+            streak_ = 1;
+            return;
+        }
+        if (++streak_ < threshold_) return;
+        streak_ = 0;
+        static const bool fence_ok = asym_fence_available();
+        if (!fence_ok) return;
+        bias_.store(id, std::memory_order_seq_cst);
+        asym_fence_heavy();
+        // Every lock-free update that saw the lock unbiased ends before ours begin.
+        const bias_slot* mine = reinterpret_cast<const bias_slot*>(id);
+        unsigned spins = 0;
+        for (bias_slot* w = bias_slots().load(std::memory_order_acquire); w; w = w->next)
+            if (w != mine)
+                while (w->active.load(std::memory_order_acquire)) backoff(spins);
+    }
+
+    /// `b`: the bias seen, owned by another thread (even) or being revoked (odd).
+    void revoke(std::uintptr_t b) noexcept {
+        unsigned spins = 0;
+        if (!(b & 1)) {
+            if (!bias_.compare_exchange_strong(b, b | 1, std::memory_order_seq_cst, std::memory_order_acquire))
+                return;  // changed meanwhile: look again
+            asym_fence_heavy();
+            const bias_slot* owner = reinterpret_cast<const bias_slot*>(b);
+            while (owner->holds(this)) backoff(spins);  // the owner is inside
+            inner_.lock();
+            threshold_ = std::min(threshold_ * 4, max_threshold_);
+            last_ = 0;
+            streak_ = 0;
+            bias_.store(0, std::memory_order_release);
+            inner_.unlock();
+            return;
+        }
+        while (bias_.load(std::memory_order_acquire) == b) backoff(spins);  // another revoker's
+    }
+
+    static void backoff(unsigned& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the owner was descheduled inside
+    }
+
+    std::atomic<std::uintptr_t> bias_{0};
+    spinlock inner_;
+    std::uint32_t max_threshold_ = 1u << 26;
+    // Under inner_:
+    std::uintptr_t last_ = 0;
+    std::uint32_t streak_ = 0;
+    std::uint32_t threshold_ = 64;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/spinlock.hpp ----
+
+#if defined(__SANITIZE_ADDRESS__)
+#define GORO_POOL_ENABLED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GORO_POOL_ENABLED 0
+#endif
+#endif
+#ifndef GORO_POOL_ENABLED
+#define GORO_POOL_ENABLED 1
+#endif
+
+namespace goro::detail {
+
+inline constexpr std::size_t pool_step = 16;
+inline constexpr std::size_t pool_classes = 64;  // requests of 8, 24, 40, ... 1016 bytes
+inline constexpr std::size_t pool_max = pool_step * pool_classes - 8;
+inline constexpr std::uint32_t pool_batch = 64;
+inline constexpr std::size_t pool_depot_max_batches = 1024;  // per class: 64 Ki blocks
+
+/// The class of a request of `size` bytes (1 <= size <= pool_max), and the
+/// size a block of that class has.
+constexpr std::size_t pool_class(std::size_t size) noexcept { return (size + 7) / pool_step; }
+constexpr std::size_t pool_block_size(std::size_t cls) noexcept { return (cls + 1) * pool_step - 8; }
+static_assert(pool_class(184) == 11 && pool_block_size(11) == 184);
+static_assert(pool_class(185) == 12 && pool_class(pool_max) == pool_classes - 1);
+
+// Free blocks are kept as arrays of pointers, not linked through the blocks:
+// a block freed by another core is not in this core's cache, and popping it
+// from an intrusive list would stall on loading its link.
+struct pool_batch_node {
+    pool_batch_node* next = nullptr;
+    std::uint32_t count = 0;
+    void* blocks[pool_batch];
+};
+
+struct pool_depot {
+    spinlock lock;
+    std::array<pool_batch_node*, pool_classes> full{};  // batches of free blocks
+    std::array<std::size_t, pool_classes> nfull{};
+    pool_batch_node* empty = nullptr;                    // spare batch nodes
+};
+
+inline pool_depot& the_pool_depot() noexcept {
+    static pool_depot* d = new pool_depot();  // never freed: blocks may be returned at exit
+    return *d;
+}
+
+// Each thread's cache is allocated on its first use (64 classes of 128
+// pointers, 64 KiB: too much to put in every thread's static TLS).
+struct pool_cache {
+    std::array<std::array<void*, 2 * pool_batch>, pool_classes> slots{};
+    std::array<std::uint32_t, pool_classes> count{};
+};
+
+inline thread_local constinit pool_cache* tls_pool_cache = nullptr;
+// Set once this thread's cache is gone (thread exit): from then on its
+// frees and allocations go straight to the general allocator.
+inline thread_local constinit bool tls_pool_closed = false;
+
+inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept;
+
+/// Returns a thread's cached blocks to the depot when the thread exits.
+struct pool_cache_owner {
+    pool_cache* cache = nullptr;
+    ~pool_cache_owner() {
+        tls_pool_closed = true;
+        tls_pool_cache = nullptr;
+        if (!cache) return;
+        for (std::size_t i = 0; i < pool_classes; ++i) pool_flush_class(*cache, i, 0);
+        delete std::exchange(cache, nullptr);
+    }
+};
+
+/// This thread's cache, made on first use; null when memory is short or the
+/// thread is exiting.
+[[gnu::noinline]] inline pool_cache* pool_make_cache() noexcept {
+    if (tls_pool_closed) return nullptr;
+    static thread_local pool_cache_owner owner;
+    if (!owner.cache) owner.cache = new (std::nothrow) pool_cache();
+    tls_pool_cache = owner.cache;
+    return owner.cache;
+}
+
+/// Moves all but `keep` cached blocks of a class to the depot, a batch at a time.
+inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept {
+    pool_depot& d = the_pool_depot();
+    while (c.count[cls] > keep) {
+        std::uint32_t n = std::min(pool_batch, c.count[cls] - keep);
+        pool_batch_node* node = nullptr;
+        bool room = false;
+        {
+            std::lock_guard<spinlock> g(d.lock);
+            room = d.nfull[cls] < pool_depot_max_batches;
+            if (room && (node = d.empty)) d.empty = node->next;
+        }
+        if (!node && room) node = new (std::nothrow) pool_batch_node();
+        c.count[cls] -= n;
+        void** from = c.slots[cls].data() + c.count[cls];
+        if (!node) {  // the depot is full (or memory is short): give the blocks back
+            for (std::uint32_t i = 0; i < n; ++i) ::operator delete(from[i]);
+            continue;
+        }
+        std::copy(from, from + n, node->blocks);
+        node->count = n;
+        std::lock_guard<spinlock> g(d.lock);
+        node->next = d.full[cls];
+        d.full[cls] = node;
+        ++d.nfull[cls];
+    }
+}
+
+inline void* pool_allocate(std::size_t size) {
+#if GORO_POOL_ENABLED
+    if (size != 0 && size <= pool_max) {
+        const std::size_t cls = pool_class(size);
+        pool_cache* c = tls_pool_cache;
+        if (c && c->count[cls]) [[likely]] {
+            // The blocks out next are likely ones another core freed: fetch
+            // the one `ahead` places back for writing now (the slots are an
+            // array: no chain to follow), so that its misses overlap the work
+            // of the allocations in between. Its first and last line: frames
+            // and headers are written at both ends first.
+            constexpr std::uint32_t ahead = 3;
+            std::uint32_t n = --c->count[cls];
+            if (n >= ahead) {
+                char* b = static_cast<char*>(c->slots[cls][n - ahead]);
+                prefetch_for_write(b);
+                prefetch_for_write(b + pool_block_size(cls) - 1);
+            } else if (n) {
+                prefetch_for_write(c->slots[cls][n - 1]);
+            }
+            return c->slots[cls][n];
+        }
+        if (!c && !(c = pool_make_cache())) return ::operator new(pool_block_size(cls));
+        pool_depot& d = the_pool_depot();
+        pool_batch_node* node = nullptr;
+        {
+            std::lock_guard<spinlock> g(d.lock);
+            if ((node = d.full[cls])) {
+                d.full[cls] = node->next;
+                --d.nfull[cls];
+            }
+        }
+        if (!node) return ::operator new(pool_block_size(cls));
+        std::copy(node->blocks, node->blocks + node->count, c->slots[cls].data());
+        c->count[cls] = node->count;
+        {
+            std::lock_guard<spinlock> g(d.lock);
+            node->next = d.empty;
+            d.empty = node;
+        }
+        return c->slots[cls][--c->count[cls]];
+    }
+#endif
+    return ::operator new(size);
+}
+
+inline void pool_free(void* p, std::size_t size) noexcept {
+#if GORO_POOL_ENABLED
+    if (p && size != 0 && size <= pool_max) {
+        const std::size_t cls = pool_class(size);
+        pool_cache* c = tls_pool_cache;
+        if (!c && !(c = pool_make_cache())) {
+            ::operator delete(p);
+            return;
+        }
+        if (c->count[cls] == 2 * pool_batch) pool_flush_class(*c, cls, pool_batch);
+        c->slots[cls][c->count[cls]++] = p;
+        return;
+    }
+#endif
+    (void)size;
+    ::operator delete(p);
+}
+
+}  // namespace goro::detail
+// ---- end goro/core/pool.hpp ----
+
+namespace goro {
+
+struct task_header;
+
+namespace detail {
+
+/// A plain awaiter: the type that `co_await` uses as it is (no operator co_await).
+template <class A>
+concept direct_awaiter = requires(A& a) {
+    a.await_ready();
+    a.await_resume();
+};
+
+/// Stands in for an awaiter that lives elsewhere in the frame (the temporary
+/// of the co_await expression, or a named object), forwarding to it.
+///
+/// Why: when `await_transform` hands back a reference to the awaiter, g++ 12
+/// gives the frame a second copy of it; the awaiter of a channel operation is
+/// 64 bytes, so every suspended task paid that twice. One pointer costs 8.
+/// (clang allocates the same frame either way.)
+template <class A>
+struct await_ref {
+    A* a;
+    bool await_ready() noexcept(noexcept(a->await_ready())) { return a->await_ready(); }
+    template <class H>
+    decltype(auto) await_suspend(H h) noexcept(noexcept(a->await_suspend(h))) { return a->await_suspend(h); }
+    decltype(auto) await_resume() noexcept(noexcept(a->await_resume())) { return a->await_resume(); }
+};
+
+/// The awaitable an await_transform returns: a pointer to a plain awaiter;
+/// anything else (a type with operator co_await) as it came.
+template <class A>
+decltype(auto) forward_awaitable(A&& a) noexcept {
+    if constexpr (direct_awaiter<std::remove_reference_t<A>>)
+        return await_ref<std::remove_reference_t<A>>{&a};
+    else
+        return static_cast<A&&>(a);
+}
+
+struct promise_base {
+    std::coroutine_handle<> continuation_{};  // frame to resume when this one finishes
+    promise_base* parent_ = nullptr;          // that frame's promise (null for a root)
+    task_header* header_ = nullptr;           // the root task this frame runs in
+    site site_{};                             // where this frame is suspended now
+
+    // Frames come from goro's pool: a task is usually freed by another thread
+    // than the one that spawned it (see goro/core/pool.hpp).
+    static void* operator new(std::size_t size) { return pool_allocate(size); }
+    static void operator delete(void* p, std::size_t size) noexcept { pool_free(p, size); }
+
+    /// Records the site of every `co_await` in a goro coroutine, then forwards
+    /// the awaitable (see await_ref for how).
+    template <class A>
+    decltype(auto) await_transform(A&& a, GORO_SITE_PARAM) noexcept {
+        site_ = GORO_SITE_ARG;
+        return forward_awaitable(static_cast<A&&>(a));
+    }
+};
+
+/// Wraps an awaitable whose `co_await` must not overwrite the frame's site
+/// (goro's own frames carry their caller's site instead of their own).
+template <class A>
+struct keep_site {
+    A&& awaitable;
+};
+
+struct trampoline {
+    std::coroutine_handle<> next{};
+    bool active = false;
+};
+
+inline thread_local constinit trampoline tls_trampoline{};
+
+/// Resumes `h`, then whatever it hands to the trampoline, until nothing is left.
+inline void run_trampoline(std::coroutine_handle<> h) {
+    trampoline& t = tls_trampoline;
+    const bool outer = !t.active;
+    std::coroutine_handle<> saved = t.next;
+    t.active = true;
+    do {
+        t.next = {};
+        h.resume();
+        h = t.next;
+    } while (h);
+    t.next = saved;
+    if (outer) t.active = false;
+}
+
+/// Continues `h` next on this thread: through the trampoline when one runs
+/// (the usual case, on a pool worker), else right here.
+inline void continue_with(std::coroutine_handle<> h) {
+    trampoline& t = tls_trampoline;
+    if (t.active) t.next = h;
+    else run_trampoline(h);
+}
+
+/// The task whose frames this thread is running now (null off the pool).
+inline thread_local constinit task_header* tls_current_task = nullptr;
+
+}  // namespace detail
+}  // namespace goro
+// ---- end goro/core/frame.hpp ----
+
+// ---- begin goro/core/registry.hpp ----
+// goro/core/registry.hpp — every live task, listed from go() until its frame is destroyed.
+//
+// A `task_header` describes one root task (started by `go`) or one thread
+// blocked in `block_on` (shown like Go's main goroutine). It is alive (listed,
+// counted, seen by every walk) from go() until its frame is destroyed. Headers
+// live in intrusive lists sharded by the thread that created them; like Go's
+// `allgs`, a finished header stays linked, marked dead, and is reused by a
+// later spawn on the same shard. So spawning takes a lock only to link a new
+// header, and exiting takes none: exits hand dead headers back to their shard
+// in batches of 64, appended to the shard's array of dead headers.
+//
+// THREAD SAFETY
+//   * id, kind and the cold part (parent_id, spawn_site, meta): written
+//     before the header is published (linked), then immutable.
+//   * state, wait_reason, since: atomics (relaxed). The task writes them when
+//     it parks; a waker writes `state` from any thread.
+//   * leaf and the frames' sites: written only by the thread running the task;
+//     read by a snapshot while the world is stopped (the stop's handshake
+//     orders them).
+//   * dead: release-stored when a header comes alive (after its fields are
+//     written) and when it dies; walks acquire it and skip dead headers. A
+//     dead header's fields are written only by the thread reviving it.
+//   * list links and the shard's dead array: under the shard's lock. A
+//     header's `next_` is written once, before it is linked, and never again
+//     (headers are never unlinked), so a walk that read a shard's head under
+//     its lock may follow `next_` without the lock.
+//   * prof_gen: the concurrent profile's claim (see PROFILE EPOCHS below).
+//
+// Ids come from a global counter in blocks of 64 per thread, so they are never
+// reused and spawning does not contend on one cache line.
+//
+// PROFILE EPOCHS (the concurrent goroutine profile, as Go 1.19 takes it)
+//   A profile stops the world only to start an epoch E (an even number) and to
+//   note each shard's head; then the world runs again while the profiler walks
+//   the lists. Each task is copied exactly once, as it was when the epoch
+//   began, by whoever claims it first: the profiler's walk, or the worker about
+//   to resume it (scheduler::run calls profile_before_resume). A claim is a CAS
+//   of the header's prof_gen from an older value to E|1 ("being copied"); the
+//   claimer copies and then stores E. Anyone who finds E|1 waits for E: a
+//   worker must not resume a task whose frames are being read. Headers made
+//   while the epoch is on start at E, so tasks spawned after the stop are not
+//   in the profile; reviving a dead header waits out a claim the same way.
+//   The profile ends by clearing `active` and waiting until no worker is
+//   between its check of `active` and the end of its copy (`inflight`).
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+/// What a task is doing, as a dump shows it.
+enum class task_state : std::uint8_t {
+    runnable,  ///< ready, waiting for a worker
+    running,   ///< a worker is running it now
+    waiting,   ///< parked; `wait_reason` says on what
+};
+
+inline const char* to_string(task_state s) noexcept {
+    switch (s) {
+    case task_state::runnable: return "runnable";
+    case task_state::running: return "running";
+    case task_state::waiting: return "waiting";
+    }
+    return "unknown";
+}
+
+/// Wait reasons, in Go's words, so dumps read the same as Go's.
+namespace wait_reason {
+inline constexpr const char* chan_receive = "chan receive";
+inline constexpr const char* chan_send = "chan send";
+inline constexpr const char* chan_receive_nil = "chan receive (nil chan)";
+inline constexpr const char* chan_send_nil = "chan send (nil chan)";
+inline constexpr const char* select = "select";
+inline constexpr const char* select_no_cases = "select (no cases)";
+inline constexpr const char* sleep = "sleep";
+inline constexpr const char* wait_group = "sync.WaitGroup.Wait";
+inline constexpr const char* mutex_lock = "sync.Mutex.Lock";
+inline constexpr const char* semacquire = "semacquire";
+inline constexpr const char* context_done = "context done";
+inline constexpr const char* block_on = "block_on";
+}  // namespace wait_reason
+
+/// A task's optional name and key/value labels (pprof labels), set at spawn.
+struct task_options {
+    std::string name{};
+    std::vector<std::pair<std::string, std::string>> labels{};
+};
+
+enum class task_kind : std::uint8_t {
+    task,     ///< a root task started by go()
+    blocked,  ///< a plain thread waiting in block_on()
+};
+
+/// A task's name and labels, shared by its header and every snapshot record
+/// of it. One pointer wide (a shared_ptr is two): the header of every parked
+/// task carries one. The count lives in the block with the options.
+class task_meta {
+public:
+    task_meta() noexcept = default;
+    explicit task_meta(task_options o) : p_(new node{std::move(o), {1}}) {}
+    task_meta(const task_meta& o) noexcept : p_(o.p_) {
+        if (p_) p_->refs.fetch_add(1, std::memory_order_relaxed);
+    }
+    task_meta(task_meta&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    task_meta& operator=(const task_meta& o) noexcept {
+        task_meta(o).swap(*this);
+        return *this;
+    }
+    task_meta& operator=(task_meta&& o) noexcept {
+        if (this != &o) {
+            reset();
+            p_ = std::exchange(o.p_, nullptr);
+        }
+        return *this;
+    }
+    ~task_meta() {
+        if (p_) release(p_);
+    }
+
+    void swap(task_meta& o) noexcept { std::swap(p_, o.p_); }
+    void reset() noexcept {
+        if (p_) release(std::exchange(p_, nullptr));
+    }
+    const task_options* get() const noexcept { return p_ ? &p_->options : nullptr; }
+    const task_options* operator->() const noexcept { return get(); }
+    const task_options& operator*() const noexcept { return p_->options; }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+    friend bool operator==(const task_meta& a, const task_meta& b) noexcept { return a.p_ == b.p_; }
+
+private:
+    struct node {
+        task_options options;
+        std::atomic<std::size_t> refs;
+    };
+    // Out of line: most tasks have no name, and the check above is all they pay.
+    [[gnu::noinline]] static void release(node* p) noexcept {
+        if (p->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete p;
+    }
+    node* p_ = nullptr;
+};
+
+namespace detail {
+class registry;
+}
+
+/// The part of a task's header that is written at spawn and read only by
+/// walks (snapshots, dumps, profiles). It lives apart from the header (see
+/// task_header::cold), so the core that runs the task never touches its line.
+struct task_header_cold {
+    std::uint64_t parent_id = 0;  // 0: spawned outside any task
+    detail::site spawn_site{};
+    task_meta meta;               // empty when no name or labels
+};
+
+// One cache line, aligned: what the worker that runs, parks, wakes and
+// retires the task touches, and its identity. The rest (task_header_cold) is
+// kept beside it in the same slab: headers are carved from slabs of 16 KiB,
+// header lines first, then the cold parts, in the same order, so one is found
+// from the other by arithmetic (and no allocator word sits between them).
+// Why: a task is usually spawned on one core and run on another, and its
+// header comes back to the spawner for reuse. Packed at 88 bytes, half the
+// headers straddled three lines and neighbours shared lines, and every one
+// of them went back and forth; now one line does, and the cold part stays in
+// the spawner's cache. A header and its cold part take 88 bytes on g++ (104
+// on clang, whose sites are three words): a million parked tasks carry a
+// million of them. Only the registry makes headers (they are never freed).
+struct alignas(detail::cache_line) task_header {
+    // The leaf frame to resume. Atomic (relaxed: plain moves) only so that a
+    // worker may read it of a queued task it does not own, to prefetch.
+    std::atomic<void*> resume_addr_{nullptr};
+    detail::promise_base* leaf = nullptr;           // innermost frame
+    std::atomic<const char*> wait_reason{nullptr};  // state: atomics, see THREAD SAFETY
+    std::atomic<std::int64_t> since_ns{0};          // coarse monotonic time it parked
+    std::atomic<task_state> state{task_state::runnable};
+    std::atomic<bool> dead{false};                  // finished (or not started): walks skip it
+    task_kind kind = task_kind::task;
+    std::uint8_t shard = 0;
+    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
+    void* root_frame_ = nullptr;                    // the root frame, destroyed at exit
+    task_header* next_ = nullptr;                   // the registry list (shard lock)
+    std::uint64_t id = 0;                           // immutable while alive
+
+    std::coroutine_handle<> resume_point() const noexcept {
+        return std::coroutine_handle<>::from_address(resume_addr_.load(std::memory_order_relaxed));
+    }
+    void set_resume_point(std::coroutine_handle<> h) noexcept {
+        resume_addr_.store(h.address(), std::memory_order_relaxed);
+    }
+
+    /// Parent id, spawn site, name and labels (see task_header_cold).
+    task_header_cold& cold() noexcept;
+    const task_header_cold& cold() const noexcept;
+
+private:
+    friend class detail::registry;
+    task_header() noexcept = default;
+};
+static_assert(sizeof(task_header) == detail::cache_line, "task_header: one line (the cold rest lives beside it)");
+
+namespace detail {
+
+/// A slab of headers: `count` header lines, then their cold parts, then the
+/// link to the previous slab (slabs are never freed; the chain keeps them
+/// reachable for leak checkers).
+struct header_slab {
+    static constexpr std::size_t bytes = 16384;
+    static constexpr std::size_t count =
+        (bytes - sizeof(void*)) / (sizeof(task_header) + sizeof(task_header_cold));
+    static_assert(count >= 64, "header_slab: too few headers per slab");
+    static char* base_of(const task_header* h) noexcept {
+        return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(h) & ~std::uintptr_t(bytes - 1));
+    }
+    static task_header_cold* cold_of(const task_header* h) noexcept {
+        char* base = base_of(h);
+        const std::size_t i = static_cast<std::size_t>(reinterpret_cast<const char*>(h) - base) / sizeof(task_header);
+        return reinterpret_cast<task_header_cold*>(base + count * sizeof(task_header) + i * sizeof(task_header_cold));
+    }
+    static void*& link_of(char* base) noexcept {
+        return *reinterpret_cast<void**>(base + bytes - sizeof(void*));
+    }
+};
+
+}  // namespace detail
+
+inline task_header_cold& task_header::cold() noexcept { return *std::launder(detail::header_slab::cold_of(this)); }
+inline const task_header_cold& task_header::cold() const noexcept {
+    return *std::launder(detail::header_slab::cold_of(this));
+}
+
+namespace detail {
+
+inline constexpr std::size_t registry_shards = 64;
+static_assert(registry_shards < 256, "task_header::shard is one byte, and registry_shards itself means 'not linked'");
+
+/// An array of dead headers: a shard's, filled by the threads that retire
+/// them, or a spawner's, taken whole from its shard. An array rather than a
+/// chain through the headers, so a spawner can fetch the headers it will
+/// reuse several spawns ahead without reading each to find the next.
+struct dead_array {
+    task_header** v;
+    std::uint32_t n;    // entries
+    std::uint32_t cap;  // room
+};
+
+/// Headers a thread retires before it hands them back to their shard.
+inline constexpr std::uint32_t retire_batch = 64;
+
+/// Headers this thread retired and has not handed back to their shard yet
+/// (an array: handing them back reads no header to find the next), and dead
+/// headers this thread took from its shard for reuse.
+struct header_lists {
+    task_header* retired[retire_batch];
+    std::uint32_t nretired;
+    std::uint32_t next_spare;  // the next entry of `spare` to reuse
+    dead_array spare;
+};
+inline thread_local constinit header_lists tls_headers{{}, 0, 0, {nullptr, 0, 0}};
+
+struct alignas(cache_line) registry_shard {
+    spinlock lock;
+    task_header* head = nullptr;          // every header of this shard, alive or dead
+    dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
+};
+
+/// One thread's counts. Only its thread writes them (plain stores, no locked
+/// instruction on the spawn and exit paths); readers sum every thread's.
+struct alignas(cache_line) count_slot {
+    std::atomic<std::int64_t> live{0};    // this thread's spawns minus its exits
+    std::atomic<std::uint64_t> added{0};  // this thread's spawns (monotonic, for metrics)
+    count_slot* next = nullptr;           // all slots, push-only (a slot outlives its thread)
+};
+
+inline std::atomic<count_slot*>& count_slots() noexcept {
+    static std::atomic<count_slot*> head{nullptr};
+    return head;
+}
+
+inline thread_local constinit count_slot* tls_count_slot = nullptr;
+
+inline count_slot& my_count_slot() {
+    if (count_slot* s = tls_count_slot) return *s;
+    auto* s = new count_slot();  // never freed: the sums read it after the thread ends
+    count_slot* h = count_slots().load(std::memory_order_relaxed);
+    do s->next = h;
+    while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
+    tls_count_slot = s;
+    return *s;
+}
+
+/// The state of the concurrent profile (one at a time; see PROFILE EPOCHS).
+struct profile_epoch_state {
+    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
+    alignas(cache_line) std::atomic<bool> active{false};
+    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
+    record_fn record = nullptr;          // written before active is set
+    void* ctx = nullptr;
+    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
+};
+
+inline profile_epoch_state& profile_epoch() noexcept {
+    static profile_epoch_state s;
+    return s;
+}
+
+/// Waits a little for another thread's short copy (it may be descheduled).
+inline void profile_backoff(unsigned& spins) noexcept {
+    if (++spins < 256) cpu_relax();
+    else std::this_thread::yield();
+}
+
+/// Claims `h` for epoch `e`: true if the caller must copy it and then call
+/// profile_publish; false if it already is (or was) copied in this epoch.
+inline bool profile_claim(task_header& h, std::uint32_t e) noexcept {
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g == e) return false;
+        if (g == (e | 1)) {  // being copied by another thread: wait for it
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        if (h.prof_gen.compare_exchange_weak(g, e | 1, std::memory_order_acq_rel, std::memory_order_acquire))
+            return true;
+    }
+}
+
+inline void profile_publish(task_header& h, std::uint32_t e) noexcept {
+    h.prof_gen.store(e, std::memory_order_release);
+}
+
+/// A worker is about to resume `h`: if a profile is on and has not copied `h`
+/// yet, copy it now, before its frames change.
+inline void profile_before_resume(task_header& h) noexcept {
+    profile_epoch_state& p = profile_epoch();
+    // Acquire, even when it reads false: the profile that just ended read
+    // this task's frames before clearing `active`, and resuming writes them.
+    if (!p.active.load(std::memory_order_acquire)) return;
+    p.inflight.fetch_add(1, std::memory_order_seq_cst);
+    if (p.active.load(std::memory_order_seq_cst)) {
+        std::uint32_t e = p.gen.load(std::memory_order_relaxed);
+        if (profile_claim(h, e)) {
+            p.record(p.ctx, h);
+            profile_publish(h, e);
+        }
+    }
+    p.inflight.fetch_sub(1, std::memory_order_release);
+}
+
+/// Makes a dead header's claim current before it comes alive again: waits
+/// out a profiler that is looking at it, then sets the current epoch, so a
+/// profile that began before the revival does not list the new task.
+inline void profile_revive(task_header& h) noexcept {
+    // In a task on a worker, while no profile is on, nothing is to be done:
+    // an epoch begins only when every worker has stopped between two tasks,
+    // so none can begin before this task suspends, and the last one's walk
+    // ended before it cleared `active` (acquire: its reads of the header came
+    // before the writes of the revival). No claim is under way; a later epoch
+    // claims the header as a task that existed when it began. (This spares a
+    // spawn a locked instruction.)
+    if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g & 1) {
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
+        if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
+    }
+}
+
+class registry {
+public:
+    /// A header for a new task: a dead one of this thread's shard, reset, or a
+    /// new one. It is not visible to walks until add().
+    task_header* make_header() {
+        header_lists& l = tls_headers;
+        if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
+        if (l.next_spare != l.spare.n) {
+            task_header** v = l.spare.v;
+            const std::uint32_t i = l.next_spare++;
+            // Headers come back from the core that ran them: fetch the one
+            // `spare_ahead` places on for writing (both its lines), so its
+            // misses overlap the spawns in between; and the array's line
+            // further on, which that core wrote.
+            if (i + spare_ahead < l.spare.n) {
+                task_header* f = v[i + spare_ahead];
+                prefetch_for_write(f);
+                prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
+                if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
+            }
+            task_header* h = v[i];
+            // Dead, so no walk reads it: reset the fields of its last life.
+            profile_revive(*h);
+            h->set_resume_point({});
+            task_header_cold& c = h->cold();
+            c.parent_id = 0;
+            c.meta.reset();
+            h->leaf = nullptr;
+            h->wait_reason.store(nullptr, std::memory_order_relaxed);
+            h->since_ns.store(0, std::memory_order_relaxed);
+            h->state.store(task_state::runnable, std::memory_order_relaxed);
+            h->kind = task_kind::task;
+            return h;
+        }
+        task_header* h = fresh_header();
+        h->dead.store(true, std::memory_order_relaxed);
+        h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
+        h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
+        return h;
+    }
+
+    /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
+    void add(task_header* h) noexcept {
+        h->id = next_id();
+        std::size_t s = this_shard();
+        registry_shard& sh = shards_[s];
+        if (h->shard == registry_shards) {
+            h->shard = static_cast<std::uint8_t>(s);
+            std::lock_guard<spinlock> g(sh.lock);
+            h->next_ = sh.head;
+            sh.head = h;
+            h->dead.store(false, std::memory_order_release);
+        } else {
+            // Already linked: a walk reads the fields only after seeing it alive.
+            h->dead.store(false, std::memory_order_release);
+        }
+        count_slot& c = my_count_slot();
+        c.live.store(c.live.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+
+    /// A task has finished (its frame is destroyed): it stops counting at once
+    /// and walks skip it; the header goes back to its shard's dead list later,
+    /// with others, so that exits do not take the spawner's lock one by one.
+    /// Like Go's allgs, headers stay linked for reuse and are never freed.
+    void retire(task_header* h) noexcept {
+        h->dead.store(true, std::memory_order_release);
+        // Release: a reader that sees the count drop sees everything the task did.
+        count_slot& c = my_count_slot();
+        c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+        header_lists& l = tls_headers;
+        l.retired[l.nretired] = h;
+        if (++l.nretired == retire_batch) flush_retired();
+    }
+
+    /// Hands the headers this thread retired back to their shards (a worker
+    /// calls it every 64 exits and before it sleeps): one short hold of each
+    /// shard's lock per batch, appending to its array; no neighbour is touched.
+    void flush_retired() noexcept {
+        header_lists& l = tls_headers;
+        task_header** v = l.retired;
+        const std::uint32_t n = l.nretired;
+        l.nretired = 0;
+        // Group by shard in place (usually there is one: the spawner's).
+        for (std::uint32_t i = 0; i < n;) {
+            const std::uint8_t s = v[i]->shard;
+            std::uint32_t j = i + 1;
+            for (std::uint32_t k = j; k < n; ++k)
+                if (v[k]->shard == s) std::swap(v[j++], v[k]);
+            append_dead(shards_[s], v + i, j - i);
+            i = j;
+        }
+    }
+
+    /// Live tasks and blocked threads; no lock, no stop of the world. (Each
+    /// thread counts its spawns minus its exits, so one slot alone can be
+    /// negative; the sum is exact once the threads' stores are visible.)
+    std::int64_t count() const noexcept {
+        std::int64_t n = 0;
+        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+            n += c->live.load(std::memory_order_acquire);
+        return n;
+    }
+
+    /// Tasks and block_on threads ever listed (a monotonic counter, like
+    /// Prometheus wants): started minus live is the number that finished.
+    std::uint64_t total_added() const noexcept {
+        std::uint64_t n = 0;
+        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+            n += c->added.load(std::memory_order_relaxed);
+        return n;
+    }
+
+    /// Calls `f(task_header&)` for every listed header with every shard locked,
+    /// so the set cannot change during the walk. Keep `f` short and non-blocking.
+    template <class F>
+    void for_each_locked(F&& f) {
+        for (auto& s : shards_) s.lock.lock();
+        for (auto& s : shards_)
+            for (task_header* h = s.head; h; h = h->next_)
+                if (!h->dead.load(std::memory_order_acquire)) f(*h);
+        for (auto& s : shards_) s.lock.unlock();
+    }
+
+    /// Locks every shard (spawns and exits wait) until `unlock_all`.
+    void lock_all() noexcept { for (auto& s : shards_) s.lock.lock(); }
+    void unlock_all() noexcept { for (auto& s : shards_) s.lock.unlock(); }
+    /// Each shard's first header (call with every shard locked): a later walk
+    /// may follow `next_` from these without the locks (see THREAD SAFETY).
+    std::array<task_header*, registry_shards> heads_locked() const noexcept {
+        std::array<task_header*, registry_shards> out{};
+        for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
+        return out;
+    }
+
+    template <class F>
+    void for_each_unlocked(F&& f) {
+        for (auto& s : shards_)
+            for (task_header* h = s.head; h; h = h->next_)
+                if (!h->dead.load(std::memory_order_acquire)) f(*h);
+    }
+
+private:
+    static constexpr std::uint32_t spare_ahead = 8;
+
+    /// Takes this thread's shard's dead array whole, leaving it this thread's
+    /// spent one (so the two arrays go back and forth, and stop growing).
+    void take_spares(header_lists& l) noexcept {
+        registry_shard& sh = shards_[this_shard()];
+        l.spare.n = 0;
+        l.next_spare = 0;
+        static thread_local spares_owner owner;  // gives the array back when the thread ends
+        owner.reg = this;
+        {
+            std::lock_guard<spinlock> g(sh.lock);
+            if (sh.dead.n == 0) return;
+            std::swap(l.spare, sh.dead);
+        }
+        for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
+    }
+
+    /// A header never used: the next one of this thread's slab (a new slab
+    /// when it is used up), with its cold part.
+    static task_header* fresh_header() {
+        struct cursor { char* base; std::size_t next; };
+        static thread_local constinit cursor cur{nullptr, header_slab::count};
+        if (cur.next == header_slab::count) {
+            char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
+            static std::atomic<void*> slabs{nullptr};
+            void* prev = slabs.load(std::memory_order_relaxed);
+            do header_slab::link_of(base) = prev;
+            while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
+            cur = {base, 0};
+        }
+        char* line = cur.base + cur.next * sizeof(task_header);
+        ++cur.next;
+        auto* h = new (line) task_header();
+        new (header_slab::cold_of(h)) task_header_cold();
+        return h;
+    }
+
+    /// A thread's spare array outlives it in its shard: the dead headers not
+    /// reused yet go back there, and the array is freed.
+    struct spares_owner {
+        registry* reg = nullptr;
+        ~spares_owner() {
+            header_lists& l = tls_headers;
+            if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
+            std::free(l.spare.v);
+            l.spare = {nullptr, 0, 0};
+            l.next_spare = 0;
+        }
+    };
+
+    void give_back_spares(header_lists& l) noexcept {
+        append_dead(shards_[this_shard()], l.spare.v + l.next_spare, l.spare.n - l.next_spare);
+    }
+
+    /// Appends `n` dead headers to a shard's array. Out of memory for a
+    /// bigger array, they stay listed and dead, and are not reused.
+    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
+        std::lock_guard<spinlock> g(sh.lock);
+        if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
+            std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
+            sh.dead.n += n;
+        }
+    }
+
+    /// Makes room for `need` entries; false when memory is short.
+    static bool grow(dead_array& a, std::uint32_t need) noexcept {
+        std::uint32_t cap = a.cap ? a.cap : 256;
+        while (cap < need) cap *= 2;
+        void* p = std::realloc(a.v, std::size_t(cap) * sizeof(task_header*));
+        if (!p) return false;
+        a.v = static_cast<task_header**>(p);
+        a.cap = cap;
+        return true;
+    }
+
+    static std::uint64_t next_id() noexcept {
+        struct block { std::uint64_t next = 0, end = 0; };
+        static thread_local block b;
+        if (b.next == b.end) {
+            b.next = global_ids().fetch_add(64, std::memory_order_relaxed);
+            b.end = b.next + 64;
+        }
+        return b.next++;
+    }
+    static std::atomic<std::uint64_t>& global_ids() noexcept {
+        static std::atomic<std::uint64_t> ids{1};
+        return ids;
+    }
+    static std::size_t this_shard() noexcept {
+        static std::atomic<std::size_t> rr{0};
+        static thread_local std::size_t s = rr.fetch_add(1, std::memory_order_relaxed) % registry_shards;
+        return s;
+    }
+
+    std::array<registry_shard, registry_shards> shards_{};
+};
+
+/// The process-wide registry. Never destroyed: tasks still parked at exit stay
+/// listed (and reachable, so leak checkers do not report their frames).
+inline registry& the_registry() noexcept {
+    static registry* r = new registry();
+    return *r;
+}
+
+/// Called when an exception escapes a task started by go(). The default
+/// (replaced by goro/inspect/panic.hpp when included) prints it and terminates.
+using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
+
+inline void default_panic(task_header& task, std::exception_ptr error) noexcept {
+    const char* what = "unknown exception";
+    std::string text;
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        text = e.what();
+        what = text.c_str();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "panic: %s\n\ngoroutine %llu [running]\n", what,
+                 static_cast<unsigned long long>(task.id));
+    std::fflush(stderr);
+    std::terminate();
+}
+
+inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
+    static std::atomic<panic_handler_fn> h{&default_panic};
+    return h;
+}
+
+/// A root frame has finished: destroy it, then unlist and free its header.
+inline void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
+    h->leaf = nullptr;
+    frame.destroy();
+    the_registry().retire(h);
+}
+
+}  // namespace detail
+
+/// The number of live tasks (and threads blocked in block_on), like
+/// `runtime.NumGoroutine()`. Cheap: no stop of the world.
+inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
+
+}  // namespace goro
+// ---- end goro/core/registry.hpp ----
+
+// ---- begin goro/core/task.hpp ----
+// goro/core/task.hpp — `goro::task<T>`: a lazily started, move-only coroutine.
+//
+//   goro::task<int> answer() { co_return 42; }
+//   goro::task<> caller() { int v = co_await answer(); ... }
+//
+// A task does nothing until it is awaited (it then runs as a child whose
+// frames join the awaiting task's logical stack, see goro/core/frame.hpp) or handed
+// to `goro::go` (it then runs as a root task on the pool). Its result, or the
+// exception that escaped it, is delivered to the awaiter. Awaiting consumes
+// the task; a task can be awaited once.
+//
+// Which thread runs what: a child runs on the thread of its awaiter, through
+// that thread's trampoline; when it finishes, its awaiter continues on the
+// thread that finished it (a worker, after a wake-up that may have moved the
+// task).
+
+#include <concepts>
+#include <coroutine>
+#include <exception>
+#include <new>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+
+namespace goro {
+
+template <class T = void>
+class task;
+
+namespace detail {
+
+template <class Promise>
+struct final_awaiter {
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<Promise> h) noexcept {
+        Promise& p = h.promise();
+        if (p.continuation_) {
+            if (p.header_) p.header_->leaf = p.parent_;
+            continue_with(p.continuation_);
+            return;
+        }
+        if (p.header_ && p.header_->root_frame_ == h.address()) {
+            // A root task started by go(): it owns itself.
+            task_header* hdr = p.header_;
+            std::exception_ptr e = p.take_exception();
+            if (e) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
+            finish_root(hdr, h);
+        }
+        // Otherwise the task was resumed by hand, outside goro: its owner destroys it.
+    }
+    void await_resume() const noexcept {}
+};
+
+template <class T>
+struct task_promise : promise_base {
+    std::variant<std::monostate, T, std::exception_ptr> result_;
+
+    task<T> get_return_object() noexcept;
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
+
+    template <class U>
+        requires std::convertible_to<U&&, T>
+    void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+        result_.template emplace<1>(std::forward<U>(v));
+    }
+    void unhandled_exception() noexcept { result_.template emplace<2>(std::current_exception()); }
+
+    std::exception_ptr take_exception() noexcept {
+        if (result_.index() == 2) return std::move(std::get<2>(result_));
+        return nullptr;
+    }
+    T take_result() {
+        if (result_.index() == 2) std::rethrow_exception(std::move(std::get<2>(result_)));
+        return std::move(std::get<1>(result_));
+    }
+
+    using promise_base::await_transform;
+    template <class A>
+    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
+};
+
+template <>
+struct task_promise<void> : promise_base {
+    std::exception_ptr error_;
+
+    task<void> get_return_object() noexcept;
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { error_ = std::current_exception(); }
+
+    std::exception_ptr take_exception() noexcept { return std::move(error_); }
+    void take_result() {
+        if (error_) std::rethrow_exception(std::move(error_));
+    }
+
+    using promise_base::await_transform;
+    template <class A>
+    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
+};
+
+/// Starts a child task: links it below the awaiting frame and hands it to the
+/// trampoline. Works for any awaiting coroutine; frames chain only when the
+/// awaiter is a goro frame too.
+template <class Promise>
+struct task_awaiter {
+    std::coroutine_handle<Promise> child;
+
+    bool await_ready() const noexcept { return !child || child.done(); }
+
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> parent) noexcept {
+        Promise& cp = child.promise();
+        cp.continuation_ = parent;
+        if constexpr (std::is_base_of_v<promise_base, P>) {
+            promise_base& pp = parent.promise();
+            cp.parent_ = &pp;
+            cp.header_ = pp.header_;
+        } else {
+            cp.header_ = tls_current_task;
+        }
+        if (cp.header_) cp.header_->leaf = &cp;
+        continue_with(child);
+    }
+
+    decltype(auto) await_resume() {
+        if (!child) throw usage_error("goro::task: co_await on an empty (moved-from) task");
+        return child.promise().take_result();
+    }
+};
+
+}  // namespace detail
+
+template <class T>
+class [[nodiscard]] task {
+public:
+    using promise_type = detail::task_promise<T>;
+    using value_type = T;
+
+    task() noexcept = default;
+    explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+    task(task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+    task& operator=(task&& o) noexcept {
+        if (this != &o) {
+            reset();
+            h_ = std::exchange(o.h_, {});
+        }
+        return *this;
+    }
+    task(const task&) = delete;
+    task& operator=(const task&) = delete;
+    ~task() { reset(); }
+
+    /// True when this object holds a coroutine (not moved-from or empty).
+    explicit operator bool() const noexcept { return bool(h_); }
+
+    auto operator co_await() && noexcept { return detail::task_awaiter<promise_type>{h_}; }
+    auto operator co_await() & noexcept { return detail::task_awaiter<promise_type>{h_}; }
+
+    /// Gives up ownership of the frame (used by go() and block_on()).
+    std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
+    std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
+
+private:
+    void reset() noexcept {
+        if (h_) std::exchange(h_, {}).destroy();
+    }
+    std::coroutine_handle<promise_type> h_{};
+};
+
+namespace detail {
+template <class T>
+task<T> task_promise<T>::get_return_object() noexcept {
+    return task<T>{std::coroutine_handle<task_promise<T>>::from_promise(*this)};
+}
+inline task<void> task_promise<void>::get_return_object() noexcept {
+    return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
+}
+}  // namespace detail
+
+}  // namespace goro
+// ---- end goro/core/task.hpp ----
+
+// ---- begin goro/core/timer.hpp ----
+// goro/core/timer.hpp — the timer heap behind sleep_for, select timeouts and deadlines.
+//
+// One thread owns the heap and fires timers when they are due. A timer is an
+// intrusive `timer_node` that lives inside the awaiter (no allocation); its
+// `fire` callback runs on the timer thread, without the heap lock held.
+//
+// CONTRACT between the timer thread and a node's owner
+//   * The timer thread never touches a node after calling its `fire`.
+//   * `cancel(node)` returns true when it removed the node before it fired;
+//     then `fire` will never run. It returns false when the node was already
+//     taken for firing: the owner must then learn from `fire`'s own protocol
+//     (e.g. a compare-and-swap on a select's state, and `fired_done` set as
+//     the callback's last access when it lost) before freeing the node.
+//   * The same thread also calls a periodic `tick` (every 10 ms while the pool
+//     is busy): the scheduler uses it to rescue work stuck behind a task that
+//     does not suspend.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+
+namespace goro::detail {
+
+struct timer_node {
+    std::int64_t when_ns = 0;                       // CLOCK_MONOTONIC nanoseconds
+    void (*fire)(timer_node*) noexcept = nullptr;
+    std::size_t heap_index = npos;                  // under the heap lock
+    std::atomic<bool> fired_done{false};            // see CONTRACT
+    static constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();
+
+    timer_node() = default;
+    // Awaiters holding a node may be moved before they suspend (g++ moves the
+    // operand of co_await into the frame); a node is never moved once added.
+    timer_node(const timer_node& o) noexcept : when_ns(o.when_ns), fire(o.fire) {}
+    timer_node& operator=(const timer_node&) = delete;
+};
+
+class timer_queue {
+public:
+    using tick_fn = void (*)(void*) noexcept;
+
+    timer_queue(tick_fn tick, void* tick_arg) : tick_(tick), tick_arg_(tick_arg) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~timer_queue() { stop(); }
+
+    void stop() {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (stopping_) return;
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+    void add(timer_node* n) {
+        bool earliest;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            n->fired_done.store(false, std::memory_order_relaxed);
+            n->heap_index = heap_.size();
+            heap_.push_back(n);
+            sift_up(n->heap_index);
+            earliest = heap_.front() == n;
+        }
+        if (earliest) cv_.notify_one();
+    }
+
+    /// True when `n` was removed before it fired (see CONTRACT).
+    bool cancel(timer_node* n) {
+        std::lock_guard<std::mutex> g(mu_);
+        if (n->heap_index == timer_node::npos) return false;
+        remove_at(n->heap_index);
+        return true;
+    }
+
+    std::size_t pending() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return heap_.size();
+    }
+
+    /// Asks for `tick` calls every 10 ms (set while the pool has work).
+    /// Asks for ticks (the scheduler calls it when a worker starts running).
+    /// Sequentially consistent with the timer thread's clearing of the flag
+    /// before a tick, which then reads the workers' status: either this call
+    /// sees the flag cleared (and sets it), or that tick sees the worker
+    /// running (and asks again). Relaxed, both could miss: ticks stopped
+    /// while a worker ran, and work stuck behind a task that never suspends
+    /// was never rescued.
+    void want_ticks() {
+        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
+            return;
+        { std::lock_guard<std::mutex> g(mu_); }  // the timer thread is waiting, or sees the flag
+        cv_.notify_one();
+    }
+
+private:
+    static constexpr std::int64_t tick_period_ns = 10'000'000;
+
+    void run() {
+        std::vector<timer_node*> due;
+        std::int64_t next_tick = 0;
+        std::unique_lock<std::mutex> lk(mu_);
+        while (!stopping_) {
+            std::int64_t now = now_ns();
+            while (!heap_.empty() && heap_.front()->when_ns <= now) {
+                timer_node* n = heap_.front();
+                remove_at(0);
+                due.push_back(n);
+            }
+            bool ticking = ticking_.load(std::memory_order_acquire);
+            if (!due.empty() || (ticking && now >= next_tick)) {
+                lk.unlock();
+                for (timer_node* n : due) n->fire(n);
+                due.clear();
+                if (ticking && now >= next_tick) {
+                    next_tick = now + tick_period_ns;
+                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
+                    tick_(tick_arg_);  // asks again through want_ticks() while busy
+                }
+                lk.lock();
+                continue;
+            }
+            std::int64_t wake = std::numeric_limits<std::int64_t>::max();
+            if (!heap_.empty()) wake = heap_.front()->when_ns;
+            if (ticking) wake = std::min(wake, next_tick);
+            if (wake == std::numeric_limits<std::int64_t>::max()) {
+                cv_.wait(lk);
+            } else {
+                auto d = std::chrono::nanoseconds(wake - now);
+                cv_.wait_for(lk, d);
+            }
+        }
+    }
+
+    bool less(std::size_t a, std::size_t b) const { return heap_[a]->when_ns < heap_[b]->when_ns; }
+    void swap_at(std::size_t a, std::size_t b) {
+        std::swap(heap_[a], heap_[b]);
+        heap_[a]->heap_index = a;
+        heap_[b]->heap_index = b;
+    }
+    void sift_up(std::size_t i) {
+        while (i > 0) {
+            std::size_t p = (i - 1) / 2;
+            if (!less(i, p)) break;
+            swap_at(i, p);
+            i = p;
+        }
+    }
+    void sift_down(std::size_t i) {
+        for (;;) {
+            std::size_t l = 2 * i + 1, r = l + 1, m = i;
+            if (l < heap_.size() && less(l, m)) m = l;
+            if (r < heap_.size() && less(r, m)) m = r;
+            if (m == i) return;
+            swap_at(i, m);
+            i = m;
+        }
+    }
+    void remove_at(std::size_t i) {
+        timer_node* n = heap_[i];
+        std::size_t last = heap_.size() - 1;
+        if (i != last) {
+            swap_at(i, last);
+            heap_.pop_back();
+            sift_down(i);
+            sift_up(i);
+        } else {
+            heap_.pop_back();
+        }
+        n->heap_index = timer_node::npos;
+    }
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<timer_node*> heap_;
+    bool stopping_ = false;
+    std::atomic<bool> ticking_{false};
+    tick_fn tick_;
+    void* tick_arg_;
+    std::thread thread_;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/timer.hpp ----
+
+// ---- begin goro/core/scheduler.hpp ----
+// goro/core/scheduler.hpp — the worker pool: run queues, stealing, parking, stop-the-world.
+//
+// N workers (GORO_MAXPROCS, else the hardware concurrency, or set_max_procs()
+// before first use) run root tasks. What each worker has, after Go's runtime:
+//
+//   run_next   one slot: the task this worker just woke. It runs as soon as the
+//              current task suspends, so a ping-pong between two tasks stays on
+//              one core and one cache. Not stolen, except from a worker whose
+//              current task has run for a whole monitor period (10 ms).
+//              The owner takes it without a locked instruction (RUN_NEXT below).
+//   local queue  256 entries, owner pushes at the tail, anyone takes at the head
+//              (the owner pops one, or four at once from a long queue: CLAIMED
+//              below; a thief takes half). Full: half moves to the global queue.
+//   global queue  tasks woken or spawned by threads outside the pool, and overflow;
+//              a ring of pointers under a spinlock.
+//              Checked every 61st scheduling round so it is never starved.
+//
+// IDLE WORKERS AND WAKE-UPS (no lost wake-up, no busy loop)
+//   A worker that finds nothing spins for a while, stealing, as a "spinner";
+//   then registers as idle, re-checks every queue, and sleeps on its own futex.
+//   Whoever makes work stealable (spawn, overflow, a wake-up from outside) then
+//   wakes one idle worker, unless one is already spinning. A spinner that finds
+//   work wakes another before running it, so parallelism ramps up. The two sides
+//   publish then check (seq_cst fences), so one of them always sees the other.
+//   Except a worker that queues work on itself (spawn, wake-up, yield): it
+//   checks without the fence, as Go's runqput and wakep do, because the fence
+//   would wait on every spawn for the store buffer, full of the new task's
+//   cache misses. If that check misses a worker that is just going to sleep,
+//   nothing is lost: the work is in this worker's own queue, which it serves
+//   as soon as its task suspends, and if the task never does, the monitor
+//   wakes an idle worker to steal it (a few ms, as Go's sysmon would).
+//
+// STOP THE WORLD
+//   `stop_the_world()` raises an odd generation number. A running worker
+//   acknowledges at its next safe point (between two task resumes) and waits;
+//   an idle worker is taken by a compare-and-swap of its status and can leave
+//   idleness only after the world restarts. A worker still inside one task
+//   after the timeout is reported (its task is shown as running, its frames
+//   are not read). The caller's own worker, if any, counts as stopped.
+//
+// RUN_NEXT: the owner fills an empty slot with a plain store (a thief only
+//   ever takes a task out), and empties it with a plain store too, which is
+//   two locked instructions less per ping-pong round trip. That is safe
+//   because a thief is rare (a starving worker) and does the fencing for both:
+//     owner:  t = run_next; in_pop = 1; if steal_req == 0 { run_next = null; in_pop = 0; run t }
+//             else { in_pop = 0; t = exchange(run_next, null) }
+//     thief:  ++steal_req; asym_fence_heavy() (membarrier); wait while in_pop;
+//             t = exchange(run_next, null); --steal_req
+//   After the heavy fence, either the owner's `in_pop = 1` is visible (the
+//   thief waits until that take is over) or the owner's later read of
+//   steal_req sees the request (it takes with an exchange). So no task is
+//   taken twice. Without membarrier (old kernels) the owner always exchanges.
+//
+// CLAIMED: a worker whose queue holds at least 8 tasks takes up to 4 with
+//   one CAS of the queue's head (local_runq::pop_batch), runs the first and
+//   keeps the others in its `claimed` slots, which it empties like run_next:
+//   plain stores, with the same in_pop / steal_req handshake. So a busy
+//   worker pays one locked instruction per four tasks it pops, not one each.
+//   Thieves leave the slots alone, as they leave run_next, except when the
+//   worker is starving (its task has run for a monitor tick while work
+//   waited): then steal_run_next takes the claimed tasks too, and no task
+//   waits behind one that never suspends. A queue shorter than 8 is popped
+//   one at a time, so that the few tasks there stay stealable. Without
+//   membarrier no worker claims.
+//   Why: on a worker that runs short tasks made on another core (spawn_join),
+//   each locked instruction waits for the stores before it, which go to lines
+//   still arriving from that core, and the pop's and done()'s took most of
+//   the runner's time. With the lines fetched for writing ahead of use
+//   (prefetch_for_write), claiming took spawn_join from 25.2 to 24.1 ns;
+//   without, it gained nothing: the other locked instruction waited instead.
+//
+// PARKING PROTOCOL for awaitables that block (channels, sleep, wait groups):
+//   in await_suspend(h): `park(task, h, reason)`, then publish the waiter
+//   (e.g. enqueue it on a channel, under the channel's lock), and after the
+//   publication never touch the awaiter or the frame again: another worker may
+//   already be resuming the task. A waker calls `ready(task)` once, after
+//   releasing its own locks.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+inline constexpr std::uint32_t runq_capacity = 256;
+
+/// The time a parking task records: the coarse clock as of the last monitor
+/// tick (every 10 ms while the pool is busy) or the last worker wake-up, so
+/// parking reads no clock. A dump shows minutes; 10 ms is plenty.
+inline std::atomic<std::int64_t>& parked_clock() noexcept {
+    static std::atomic<std::int64_t> t{coarse_now_ns()};
+    return t;
+}
+
+/// A worker's local run queue: single producer (the owner), many consumers.
+class local_runq {
+public:
+    /// Owner only. False when full.
+    bool push(task_header* t) noexcept {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+        if (tl - h >= runq_capacity) return false;
+        buf_[tl % runq_capacity].store(t, std::memory_order_relaxed);
+        tail_.store(tl + 1, std::memory_order_release);
+        return true;
+    }
+    /// Owner only: takes the first task and, when at least `2 * (max + 1)`
+    /// are queued, `max` more into `more` (one CAS for all; see CLAIMED).
+    /// Returns the first (null when empty); `*nmore` is how many went to `more`.
+    template <std::uint32_t max>
+    task_header* pop_batch(std::atomic<task_header*>* more, std::uint32_t* nmore) noexcept {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        for (;;) {
+            const std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+            const std::uint32_t queued = tl - h;
+            if (queued == 0) return nullptr;
+            const std::uint32_t extra = queued >= 2 * (max + 1) ? max : 0;
+            task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
+            task_header* rest[max];
+            for (std::uint32_t i = 0; i < extra; ++i)
+                rest[i] = buf_[(h + 1 + i) % runq_capacity].load(std::memory_order_relaxed);
+            if (head_.compare_exchange_weak(h, h + 1 + extra, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                for (std::uint32_t i = 0; i < extra; ++i) more[i].store(rest[i], std::memory_order_relaxed);
+                *nmore = extra;
+                if (extra == 0) {
+                    prefetch_ahead(h + 1, tl);
+                } else {
+                    // A pipeline by batches: the headers of the batch after
+                    // next, and the frames of the next batch (whose headers
+                    // were fetched a batch ago).
+                    const std::uint32_t next = h + 1 + extra;
+                    const std::uint32_t left = tl - next;
+                    for (std::uint32_t i = max + 1; i < 2 * (max + 1) && i < left; ++i)
+                        prefetch_for_write(buf_[(next + i) % runq_capacity].load(std::memory_order_relaxed));
+                    for (std::uint32_t i = 0; i <= max && i < left; ++i) {
+                        task_header* u = buf_[(next + i) % runq_capacity].load(std::memory_order_relaxed);
+                        const char* f = static_cast<const char*>(u->resume_addr_.load(std::memory_order_relaxed));
+                        prefetch_for_write(f);
+                        prefetch_for_write(f + cache_line);
+                    }
+                }
+                return t;
+            }
+        }
+    }
+    /// Owner only.
+    task_header* pop() noexcept {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        for (;;) {
+            std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+            if (h == tl) return nullptr;
+            task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
+            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                prefetch_ahead(h + 1, tl);
+                return t;
+            }
+        }
+    }
+    /// The tasks queued behind the one just taken were most likely made or
+    /// woken on another core, and each costs a miss on its header and one on
+    /// its frame, one after the other (the frame's address is in the header).
+    /// So a pipeline: fetch the header `header_ahead` places back, and the
+    /// frame `frame_ahead` places back, whose header was fetched some pops
+    /// ago. (A thief may take any of them meanwhile: headers outlive their
+    /// tasks and the address is read atomically, so a stale one only costs a
+    /// useless prefetch.)
+    void prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept {
+        constexpr std::uint32_t header_ahead = 4, frame_ahead = 2;
+        const std::uint32_t queued = tl - next;
+        if (queued > header_ahead) {
+            task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
+            prefetch_for_write(t);  // one line: the cold part is the spawner's (see task_header)
+        } else if (queued) {
+            // A short queue: no time to wait for a pipeline, fetch the next header.
+            prefetch_for_write(buf_[next % runq_capacity].load(std::memory_order_relaxed));
+        }
+        if (queued > frame_ahead) {
+            task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
+            const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
+            prefetch_for_write(f);
+            prefetch_for_write(f + cache_line);
+        }
+    }
+
+    /// Anyone: takes up to half (at least one) of the entries into `out`.
+    std::uint32_t grab(task_header** out, std::uint32_t max) noexcept {
+        for (;;) {
+            std::uint32_t h = head_.load(std::memory_order_acquire);
+            std::uint32_t tl = tail_.load(std::memory_order_acquire);
+            std::uint32_t n = tl - h;
+            n = n - n / 2;
+            if (n == 0) return 0;
+            if (n > runq_capacity / 2) continue;  // read head and tail at different times: retry
+            n = std::min(n, max);
+            for (std::uint32_t i = 0; i < n; ++i) out[i] = buf_[(h + i) % runq_capacity].load(std::memory_order_relaxed);
+            if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire))
+                return n;
+        }
+    }
+    std::uint32_t size() const noexcept {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        std::uint32_t tl = tail_.load(std::memory_order_acquire);
+        return tl - h;
+    }
+
+private:
+    alignas(cache_line) std::atomic<std::uint32_t> head_{0};
+    alignas(cache_line) std::atomic<std::uint32_t> tail_{0};
+    alignas(cache_line) std::atomic<task_header*> buf_[runq_capacity]{};
+};
+
+enum worker_status : int { ws_running = 0, ws_idle = 1, ws_held = 2 };
+
+class scheduler;
+
+struct worker {
+    scheduler* sched = nullptr;
+    unsigned index = 0;
+    local_runq q;
+    alignas(cache_line) std::atomic<task_header*> run_next{nullptr};
+    std::atomic<bool> in_pop{false};        // the owner is taking run_next or a claimed task (RUN_NEXT)
+    std::atomic<int> steal_req{0};          // thieves waiting to take run_next or claimed tasks
+    static constexpr std::uint32_t claim_max = 3;
+    std::atomic<task_header*> claimed[claim_max]{};  // popped with the last batch, not run yet (CLAIMED)
+    std::atomic<task_header*> current{nullptr};
+    std::atomic<std::uint64_t> resumes{0};
+    std::atomic<bool> starving{false};
+    alignas(cache_line) std::atomic<int> status{ws_running};
+    std::atomic<std::uint32_t> acked_gen{0};
+    std::atomic<std::uint32_t> wake_word{0};
+    std::atomic<bool> exited{false};
+    std::atomic<std::uint64_t> contention_yields{0};  // written by the owner: see step_aside
+    // owner-only
+    std::uint32_t tick = 0;
+    std::uint32_t next_streak = 0;  // picks since the local queue was last served
+    std::uint32_t claimed_next = 0, claimed_end = 0;  // the slots of `claimed` still to look at
+    std::uint64_t rng = 0;
+    bool spinning = false;
+    // under the idle mutex
+    bool idle_listed = false;
+    // monitor-only
+    std::uint64_t seen_resumes = 0;
+    std::thread thread;
+};
+
+inline thread_local constinit worker* tls_worker = nullptr;
+
+/// What a stop of the world achieved.
+struct stw_report {
+    bool all_stopped = true;                  ///< every worker reached a safe point
+    std::vector<task_header*> running;        ///< tasks still running (stuck workers, or the caller's own)
+};
+
+class scheduler {
+public:
+    explicit scheduler(unsigned nworkers)
+        : timers_(&scheduler::tick_thunk, this), asym_fence_(asym_fence_available()) {
+        if (nworkers == 0) nworkers = 1;
+        workers_.reserve(nworkers);
+        for (unsigned i = 0; i < nworkers; ++i) {
+            auto w = std::make_unique<worker>();
+            w->sched = this;
+            w->index = i;
+            w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+            workers_.push_back(std::move(w));
+        }
+        for (auto& w : workers_) {
+            worker* wp = w.get();
+            wp->thread = std::thread([this, wp] { worker_main(*wp); });
+        }
+        // Workers start running (spinning), not idle, so none passes through
+        // claim_running() until it has slept once: ask for the monitor's
+        // ticks now, or work stuck behind a task that never suspends in a
+        // young pool would never be rescued.
+        timers_.want_ticks();
+    }
+
+    scheduler(const scheduler&) = delete;
+    scheduler& operator=(const scheduler&) = delete;
+
+    /// Stops the workers after their current task and the timer thread. Tasks
+    /// still queued or parked are not run again; their frames stay listed.
+    void shutdown() noexcept {
+        if (shutdown_.exchange(true)) return;
+        timers_.stop();
+        {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            for (worker* w : idle_) w->idle_listed = false;
+            idle_.clear();
+            nidle_.store(0);
+        }
+        for (auto& w : workers_) {
+            w->wake_word.store(1, std::memory_order_release);
+            w->wake_word.notify_one();
+        }
+        stop_gen_.fetch_add(2);
+        stop_gen_.notify_all();
+        // A worker stuck in a task that never suspends cannot be joined: give
+        // them a bounded time, then leave the stuck ones behind (the process is exiting).
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        for (auto& w : workers_) {
+            while (!w->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            if (w->exited.load(std::memory_order_acquire)) w->thread.join();
+            else w->thread.detach();
+        }
+    }
+
+    unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
+    bool stopping() const noexcept { return shutdown_.load(std::memory_order_relaxed); }
+
+    /// A new root task: this worker's local queue, or the global queue.
+    void spawn(task_header* t) noexcept {
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        const bool local = w && w->sched == this;
+        if (local) local_push(*w, t);
+        else global_push(t);
+        wake_if_needed(local);
+    }
+
+    /// Makes a parked task runnable. Call once per park, from any thread,
+    /// holding no lock that the task may take.
+    [[gnu::always_inline]] void ready(task_header* t) noexcept {
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        // An empty slot is filled with a plain store: a thief only ever
+        // exchanges a non-null value out, so none can be lost or doubled.
+        // (One locked instruction less per hand-off: half of ping-pong.)
+        if (w && w->sched == this && !w->run_next.load(std::memory_order_relaxed)) {
+            w->run_next.store(t, std::memory_order_release);
+            return;  // runs when the current task suspends
+        }
+        ready_slow(t, w);
+    }
+
+private:
+    [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
+        if (w && w->sched == this) {
+            task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
+            if (!old) return;
+            local_push(*w, old);
+            wake_if_needed(true);
+        } else {
+            global_push(t);
+            wake_if_needed(false);
+        }
+    }
+
+public:
+
+    /// Makes many parked tasks runnable at once (a close or a cancel waking
+    /// all its waiters): onto this worker's queue, or off the pool onto the
+    /// global queue in one hold of its lock; idle workers are woken once.
+    void ready_n(task_header* const* ts, std::size_t n) noexcept {
+        if (n == 0) return;
+        if (n == 1) {
+            ready(ts[0]);
+            return;
+        }
+        for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        const bool local = w && w->sched == this;
+        if (local) {
+            for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
+        } else {
+            global_push_n(ts, n);
+        }
+        wake_if_needed(local);
+    }
+
+    /// Puts the current task at the back of the queue (Gosched).
+    void yield_task(task_header* t) noexcept {
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        const bool local = w && w->sched == this;
+        if (local) {
+            // Behind everything runnable here, including a task in run_next.
+            if (task_header* rn = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) local_push(*w, rn);
+            local_push(*w, t);
+        } else {
+            global_push(t);
+        }
+        wake_if_needed(local);
+    }
+
+    timer_queue& timers() noexcept { return timers_; }
+
+    /// Tasks that stepped aside after a contended channel operation, all
+    /// workers together (for tests and diagnostics).
+    std::uint64_t contention_yields() const noexcept {
+        std::uint64_t n = 0;
+        for (auto& w : workers_) n += w->contention_yields.load(std::memory_order_relaxed);
+        return n;
+    }
+
+    // --- stop the world ---------------------------------------------------
+
+    /// Stops every worker at a safe point, waiting at most `timeout` for each.
+    /// Pair with start_the_world(); one stop at a time.
+    stw_report stop_the_world(std::chrono::nanoseconds timeout = std::chrono::milliseconds(100)) {
+        stw_mu_.lock();
+        stw_report rep;
+        std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
+        worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
+        held_by_me_.assign(workers_.size(), false);
+        std::vector<worker*> pending;
+        for (auto& w : workers_)
+            if (w.get() != self) pending.push_back(w.get());
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        int rounds = 0;
+        while (!pending.empty()) {
+            for (std::size_t i = 0; i < pending.size();) {
+                worker* w = pending[i];
+                int st = ws_idle;
+                bool done = false;
+                if (w->acked_gen.load(std::memory_order_acquire) == gen) done = true;
+                else if (w->status.compare_exchange_strong(st, ws_held, std::memory_order_acq_rel)) {
+                    held_by_me_[w->index] = true;
+                    done = true;
+                } else if (w->exited.load(std::memory_order_acquire)) {
+                    done = true;
+                }
+                if (done) {
+                    pending[i] = pending.back();
+                    pending.pop_back();
+                } else {
+                    ++i;
+                }
+            }
+            if (pending.empty()) break;
+            if (std::chrono::steady_clock::now() > deadline) break;
+            if (++rounds < 100) cpu_relax();
+            else std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+        if (!pending.empty()) rep.all_stopped = false;
+        for (worker* w : pending)
+            if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
+        if (self && tls_current_task) rep.running.push_back(tls_current_task);
+        return rep;
+    }
+
+    void start_the_world() {
+        for (auto& w : workers_)
+            if (held_by_me_[w->index]) w->status.store(ws_idle, std::memory_order_release);
+        stop_gen_.fetch_add(1, std::memory_order_seq_cst);  // even: run
+        stop_gen_.notify_all();
+        stw_mu_.unlock();
+    }
+
+    /// Number of workers parked idle now (for the deadlock detector and metrics).
+    int idle_workers() const noexcept { return nidle_.load(std::memory_order_relaxed); }
+    std::size_t global_queue_size() const noexcept { return gq_size_.load(std::memory_order_relaxed); }
+    const std::vector<std::unique_ptr<worker>>& workers() const noexcept { return workers_; }
+
+private:
+    // --- queues -----------------------------------------------------------
+
+    void local_push(worker& w, task_header* t) noexcept {
+        if (w.q.push(t)) return;
+        // Full: move half of it and `t` to the global queue.
+        task_header* batch[runq_capacity / 2 + 1];
+        std::uint32_t n = w.q.grab(batch, runq_capacity / 2);
+        batch[n++] = t;
+        global_push_n(batch, n);
+    }
+
+    void global_push(task_header* t) noexcept { global_push_n(&t, 1); }
+
+    // The global queue is a ring of pointers: moving tasks in and out never
+    // touches the tasks themselves (each would be a cache miss).
+    void global_push_n(task_header* const* ts, std::size_t n) noexcept {
+        std::lock_guard<spinlock> g(gq_lock_);
+        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        if (sz + n > gq_ring_.size()) grow_global(sz + n);
+        std::size_t mask = gq_ring_.size() - 1;
+        for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
+        gq_size_.store(sz + n, std::memory_order_release);
+    }
+
+    void grow_global(std::size_t need) noexcept {
+        std::size_t cap = gq_ring_.empty() ? 1024 : gq_ring_.size();
+        while (cap < need) cap *= 2;
+        std::vector<task_header*> ring(cap);
+        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (gq_ring_.size() - 1)];
+        gq_ring_.swap(ring);
+        gq_head_ = 0;
+    }
+
+    /// Takes a share of the global queue: returns one, moves the rest locally.
+    task_header* global_get(worker& w, std::size_t max) noexcept {
+        if (gq_size_.load(std::memory_order_acquire) == 0) return nullptr;
+        std::lock_guard<spinlock> g(gq_lock_);
+        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        if (sz == 0) return nullptr;
+        std::size_t n = std::min({sz, sz / workers_.size() + 1, max, std::size_t(runq_capacity / 2)});
+        std::size_t mask = gq_ring_.size() - 1;
+        task_header* t = gq_ring_[gq_head_];
+        std::size_t taken = 1;
+        for (; taken < n; ++taken)
+            if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen when emptied; stay safe
+        gq_head_ = (gq_head_ + taken) & mask;
+        gq_size_.store(sz - taken, std::memory_order_release);
+        return t;
+    }
+
+    bool stealable_work() const noexcept {
+        if (gq_size_.load(std::memory_order_acquire)) return true;
+        for (auto& w : workers_)
+            if (w->q.size()) return true;
+        return false;
+    }
+
+    task_header* steal(worker& self) noexcept {
+        const std::size_t n = workers_.size();
+        if (n < 2) return nullptr;
+        for (int round = 0; round < 4; ++round) {
+            std::size_t start = static_cast<std::size_t>(next_rand(self) % n);
+            for (std::size_t k = 0; k < n; ++k) {
+                worker& v = *workers_[(start + k) % n];
+                if (&v == &self) continue;
+                task_header* batch[runq_capacity / 2];
+                std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
+                if (got) {
+                    // The first ones out of our queue: fetch their headers
+                    // now (local_runq::prefetch_ahead keeps it up from there).
+                    for (std::uint32_t i = 1; i < got && i <= 5; ++i) prefetch_for_write(batch[i]);
+                    for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
+                    return batch[0];
+                }
+                if (round == 3 && v.starving.load(std::memory_order_relaxed))
+                    if (task_header* t = steal_run_next(self, v)) return t;
+            }
+        }
+        return nullptr;
+    }
+
+    /// Owner only: empties run_next, returning what it held (RUN_NEXT).
+    task_header* take_run_next(worker& w) noexcept { return take_slot(w, w.run_next); }
+
+    /// Owner only: empties one of its slots (run_next or a claimed one),
+    /// returning what it held, with the handshake of RUN_NEXT.
+    task_header* take_slot(worker& w, std::atomic<task_header*>& slot) noexcept {
+        task_header* t = slot.load(std::memory_order_acquire);
+        if (!t) return nullptr;
+        if (asym_fence_) {
+            w.in_pop.store(true, std::memory_order_relaxed);
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+            const bool contested = w.steal_req.load(std::memory_order_relaxed) != 0;
+            if (!contested) slot.store(nullptr, std::memory_order_relaxed);
+            w.in_pop.store(false, std::memory_order_release);
+            if (!contested) return t;
+        }
+        return slot.exchange(nullptr, std::memory_order_acq_rel);
+    }
+
+    /// Owner only: the next claimed task not taken by a thief (CLAIMED).
+    task_header* take_claimed(worker& w) noexcept {
+        while (w.claimed_next != w.claimed_end)
+            if (task_header* t = take_slot(w, w.claimed[w.claimed_next++])) return t;
+        return nullptr;
+    }
+
+    /// Owner only: the next task of its queue, claiming a batch when the
+    /// queue is long (CLAIMED).
+    task_header* pop_local(worker& w) noexcept {
+        if (task_header* t = take_claimed(w)) return t;
+        if (!asym_fence_) return w.q.pop();
+        std::uint32_t n = 0;
+        task_header* t = w.q.pop_batch<worker::claim_max>(w.claimed, &n);
+        w.claimed_next = 0;
+        w.claimed_end = n;
+        return t;
+    }
+
+    /// A thief takes a starving worker's run_next or claimed tasks (RUN_NEXT,
+    /// CLAIMED): returns one, queues the others on `self`.
+    task_header* steal_run_next(worker& self, worker& v) noexcept {
+        bool any = v.run_next.load(std::memory_order_relaxed) != nullptr;
+        for (auto& c : v.claimed) any = any || c.load(std::memory_order_relaxed) != nullptr;
+        if (!any) return nullptr;
+        if (!asym_fence_) return v.run_next.exchange(nullptr, std::memory_order_acq_rel);  // nothing is claimed then
+        v.steal_req.fetch_add(1, std::memory_order_seq_cst);
+        asym_fence_heavy();
+        for (int spins = 0; v.in_pop.load(std::memory_order_acquire);)
+            if (++spins < 64) cpu_relax();
+            else std::this_thread::yield();  // the owner was descheduled mid-take
+        task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel);
+        for (auto& c : v.claimed)
+            if (task_header* u = c.exchange(nullptr, std::memory_order_acq_rel)) {
+                if (!t) t = u;
+                else if (!self.q.push(u)) global_push(u);  // (a thief's queue is empty: there is room)
+            }
+        v.steal_req.fetch_sub(1, std::memory_order_release);
+        return t;
+    }
+
+    static bool claimed_any(const worker& w) noexcept {
+        for (auto& c : w.claimed)
+            if (c.load(std::memory_order_relaxed)) return true;
+        return false;
+    }
+
+    static std::uint64_t next_rand(worker& w) noexcept {
+        w.rng ^= w.rng << 13;
+        w.rng ^= w.rng >> 7;
+        w.rng ^= w.rng << 17;
+        return w.rng;
+    }
+
+    // --- idle workers -----------------------------------------------------
+
+    /// The waker's half of IDLE WORKERS' handshake. `local`: the work went to
+    /// this worker's own queue, so no fence (see IDLE WORKERS AND WAKE-UPS).
+    void wake_if_needed(bool local) noexcept {
+        if (!local) seq_fence();
+        if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
+            wake_one();
+    }
+
+    void wake_one() noexcept {
+        worker* w = nullptr;
+        {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            if (idle_.empty()) return;
+            w = idle_.back();
+            idle_.pop_back();
+            w->idle_listed = false;
+            nidle_.fetch_sub(1, std::memory_order_seq_cst);
+            nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
+        }
+        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.notify_one();
+        timers_.want_ticks();
+    }
+
+    void stop_spinning(worker& w) noexcept {
+        if (!w.spinning) return;
+        w.spinning = false;
+        // The last spinner found work: there may be more, so start another.
+        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed(true);  // after a full barrier
+    }
+
+    /// Becomes runnable again after idling; waits while the world is stopped.
+    void claim_running(worker& w) noexcept {
+        for (;;) {
+            int st = ws_idle;
+            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_seq_cst)) {
+                parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
+                timers_.want_ticks();
+                return;
+            }
+            std::uint32_t g = stop_gen_.load(std::memory_order_acquire);
+            if ((g & 1) && w.status.load(std::memory_order_acquire) == ws_held) stop_gen_.wait(g);
+        }
+    }
+
+    void hold_at_safe_point(worker& w) noexcept {
+        for (;;) {
+            std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
+            if (!(g & 1)) return;
+            w.acked_gen.store(g, std::memory_order_release);
+            stop_gen_.wait(g, std::memory_order_acquire);
+        }
+    }
+
+    /// Finds the next task, sleeping when there is none. Null: look at the
+    /// stop and shutdown flags.
+    task_header* find_runnable(worker& w) noexcept {
+        task_header* t = find_local(w);
+        if (!t) t = find_runnable_or_sleep(w);
+        if (t) stop_spinning(w);
+        return t;
+    }
+
+    /// The usual case of find_runnable_or_sleep, inline: a task of this
+    /// worker's own (run_next, claimed, local queue) on a round that does
+    /// not look at the global queue first. Null: ask the full search.
+    [[gnu::always_inline]] task_header* find_local(worker& w) noexcept {
+        if ((w.tick + 1) % 61 == 0 || (w.next_streak + 1) % 64 == 0) return nullptr;
+        ++w.tick;
+        ++w.next_streak;
+        return pick_own(w, true);
+    }
+
+    /// A task of this worker's own: run_next first (the task just woken here:
+    /// warm caches), but not forever: two tasks that wake each other would
+    /// keep the slot full and starve the queue behind it (Go ends such a
+    /// chain with its 10 ms time slice), so every 64th pick in a row
+    /// (`next_first` false) takes the queue first.
+    task_header* pick_own(worker& w, bool next_first) noexcept {
+        if (next_first)
+            if (task_header* t = take_run_next(w)) return t;
+        if (task_header* t = pop_local(w)) {
+            w.next_streak = 0;
+            return t;
+        }
+        if (!next_first)
+            if (task_header* t = take_run_next(w)) return t;
+        return nullptr;
+    }
+
+    task_header* find_runnable_or_sleep(worker& w) noexcept {
+        for (;;) {
+            if (shutdown_.load(std::memory_order_relaxed)) return nullptr;
+            if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+            if (++w.tick % 61 == 0)
+                if (task_header* t = global_get(w, 1)) return t;
+            if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
+            if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+
+            // Spin, stealing, unless enough others already do.
+            int busy = static_cast<int>(workers_.size()) - nidle_.load(std::memory_order_relaxed);
+            if (!w.spinning && 2 * nspinning_.load(std::memory_order_relaxed) < busy) {
+                w.spinning = true;
+                nspinning_.fetch_add(1, std::memory_order_seq_cst);
+            }
+            if (w.spinning) {
+                for (int i = 0; i < 32; ++i) {
+                    if (task_header* t = steal(w)) return t;
+                    if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+                    if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+                    for (int k = 0; k < 16; ++k) cpu_relax();
+                }
+            }
+            go_idle(w);
+        }
+    }
+
+    void go_idle(worker& w) noexcept {
+        the_registry().flush_retired();
+        w.status.store(ws_idle, std::memory_order_seq_cst);
+        {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            w.idle_listed = true;
+            idle_.push_back(&w);
+            nidle_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        if (w.spinning) {
+            w.spinning = false;
+            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+        }
+        seq_fence();
+        bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
+        bool slept = true;
+        if (work) {
+            std::lock_guard<std::mutex> g(idle_mu_);
+            if (w.idle_listed) {
+                idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
+                w.idle_listed = false;
+                nidle_.fetch_sub(1, std::memory_order_seq_cst);
+                w.spinning = true;
+                nspinning_.fetch_add(1, std::memory_order_seq_cst);
+                slept = false;
+            }
+        }
+        if (slept) {
+            // Sleep until a waker takes us off the idle list (it counts us as spinning).
+            while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
+            w.wake_word.store(0, std::memory_order_relaxed);
+            if (!shutdown_.load()) w.spinning = true;
+        }
+        claim_running(w);
+    }
+
+    void run(worker& w, task_header* t) noexcept {
+        profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        w.current.store(t, std::memory_order_release);
+        w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        tls_current_task = t;
+        run_trampoline(t->resume_point());
+        tls_current_task = nullptr;
+        w.current.store(nullptr, std::memory_order_release);
+    }
+
+    void worker_main(worker& w) noexcept {
+        tls_worker = &w;
+        for (;;) {
+            if (stop_gen_.load(std::memory_order_acquire) & 1) hold_at_safe_point(w);
+            if (shutdown_.load(std::memory_order_acquire)) break;
+            task_header* t = find_runnable(w);
+            if (!t) continue;
+            run(w, t);
+        }
+        if (w.spinning) {
+            w.spinning = false;
+            nspinning_.fetch_sub(1);
+        }
+        the_registry().flush_retired();
+        tls_worker = nullptr;
+        w.exited.store(true, std::memory_order_release);
+    }
+
+    // --- monitor (every 10 ms on the timer thread while busy) --------------
+
+    static void tick_thunk(void* self) noexcept { static_cast<scheduler*>(self)->monitor(); }
+
+    void monitor() noexcept {
+        parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
+        bool busy = false;
+        for (auto& wp : workers_) {
+            worker& w = *wp;
+            std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
+            bool stuck = w.current.load(std::memory_order_relaxed) && r == w.seen_resumes;
+            bool waiting_work = w.run_next.load(std::memory_order_relaxed) || w.q.size() || claimed_any(w);
+            w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
+            if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
+            w.seen_resumes = r;
+            if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
+        }
+        if (busy && !shutdown_.load()) timers_.want_ticks();
+    }
+
+    std::vector<std::unique_ptr<worker>> workers_;
+    timer_queue timers_;
+    const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
+
+    alignas(cache_line) spinlock gq_lock_;
+    std::vector<task_header*> gq_ring_;  // power-of-two capacity
+    std::size_t gq_head_ = 0;
+    alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
+
+    alignas(cache_line) std::mutex idle_mu_;
+    std::vector<worker*> idle_;
+    alignas(cache_line) std::atomic<int> nidle_{0};
+    alignas(cache_line) std::atomic<int> nspinning_{0};
+
+    alignas(cache_line) std::atomic<std::uint32_t> stop_gen_{0};
+    std::mutex stw_mu_;
+    std::vector<bool> held_by_me_;
+
+    std::atomic<bool> shutdown_{false};
+};
+
+// --- the process-wide pool -------------------------------------------------
+
+inline std::atomic<unsigned>& requested_procs() noexcept {
+    static std::atomic<unsigned> n{0};
+    return n;
+}
+
+inline unsigned default_procs() {
+    if (const char* e = std::getenv("GORO_MAXPROCS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAXPROCS=\"%s\": want an integer from 1 to 4096\n", e);
+    }
+    unsigned hc = std::thread::hardware_concurrency();
+    return hc ? hc : 1;
+}
+
+struct pool_holder {
+    std::atomic<scheduler*> pool{nullptr};
+    std::mutex mu;
+    ~pool_holder() {
+        // Static destruction at exit: stop the workers so they do not run user
+        // code against destroyed globals. The scheduler object itself is kept
+        // (parked frames may still refer to it).
+        if (scheduler* s = pool.load()) s->shutdown();
+    }
+};
+
+inline pool_holder& the_pool_holder() {
+    static pool_holder h;
+    return h;
+}
+
+// The pool once made, for the hot paths: a plain global needs no guard of a
+// function-local static (the holder's destructor makes it need one).
+inline constinit std::atomic<scheduler*> g_scheduler{nullptr};
+
+[[gnu::noinline]] inline scheduler& make_the_scheduler() {
+    pool_holder& h = the_pool_holder();
+    std::lock_guard<std::mutex> g(h.mu);
+    if (scheduler* s = h.pool.load(std::memory_order_relaxed)) return *s;
+    unsigned n = requested_procs().load();
+    auto* s = new scheduler(n ? n : default_procs());
+    h.pool.store(s, std::memory_order_release);
+    g_scheduler.store(s, std::memory_order_release);
+    return *s;
+}
+
+[[gnu::always_inline]] inline scheduler& the_scheduler() {
+    if (scheduler* s = g_scheduler.load(std::memory_order_acquire)) return *s;
+    return make_the_scheduler();
+}
+
+inline bool pool_started() noexcept {
+    return the_pool_holder().pool.load(std::memory_order_acquire) != nullptr;
+}
+
+/// Marks the current task parked on `reason`; `h` is the frame to resume.
+inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
+    t->set_resume_point(h);
+    t->wait_reason.store(reason, std::memory_order_relaxed);
+    t->since_ns.store(parked_clock().load(std::memory_order_relaxed), std::memory_order_relaxed);
+    t->state.store(task_state::waiting, std::memory_order_relaxed);
+}
+
+/// Makes a parked task runnable (see the PARKING PROTOCOL above).
+inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
+
+/// True when the calling thread is a worker with another task waiting to run
+/// (a moment's view).
+inline bool local_work_waiting() noexcept {
+    worker* w = tls_worker;
+    return w && (w->run_next.load(std::memory_order_relaxed) || w->q.size() || w->claimed_next != w->claimed_end);
+}
+
+/// The current task `t`, on a worker, steps aside after a contended channel
+/// operation: it goes behind the tasks runnable here, to resume at `h`.
+[[gnu::noinline]] inline void step_aside(task_header* t, std::coroutine_handle<> h) noexcept {
+    t->set_resume_point(h);
+    std::atomic<std::uint64_t>& n = tls_worker->contention_yields;
+    n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    the_scheduler().yield_task(t);
+}
+inline void ready_n(task_header* const* ts, std::size_t n) noexcept { the_scheduler().ready_n(ts, n); }
+
+/// The task running on this thread now; throws when there is none.
+inline task_header* current_task_or_throw(const char* op) {
+    task_header* t = tls_current_task;
+    if (!t) throw usage_error(std::string(op) + ": must be awaited inside a goro task (use goro::block_on from a plain thread)");
+    return t;
+}
+
+}  // namespace detail
+
+/// Sets the number of workers. Must be called before the pool starts (the
+/// first go(), block_on() or sleep); throws goro::usage_error afterwards.
+inline void set_max_procs(unsigned n) {
+    if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
+    detail::pool_holder& h = detail::the_pool_holder();
+    std::lock_guard<std::mutex> g(h.mu);
+    if (h.pool.load()) {
+        if (h.pool.load()->size() == n) return;
+        throw usage_error("goro::set_max_procs: the worker pool has already started with " +
+                          std::to_string(h.pool.load()->size()) + " workers");
+    }
+    detail::requested_procs().store(n);
+}
+
+/// The number of workers (starts the pool if needed).
+inline unsigned max_procs() { return detail::the_scheduler().size(); }
+
+}  // namespace goro
+// ---- end goro/core/scheduler.hpp ----
+
+// ---- begin goro/core/go.hpp ----
+// goro/core/go.hpp — starting tasks and waiting for them: go, block_on, sleep, yield.
+//
+//   goro::go(worker(ch));                       // detached root task, like `go worker(ch)`
+//   goro::go(worker(ch), {.name = "worker"});   // with a name (and pprof labels)
+//   int v = goro::block_on(compute());          // from main or any plain thread
+//   co_await goro::sleep_for(10ms);
+//   co_await goro::yield();
+//
+// go() records where it was called ("created by f in goroutine N"). block_on()
+// lists the calling thread in the registry for as long as it waits, with the
+// call site as its bottom frame, so a dump shows what `main` waits for.
+// block_on() on a pool worker throws goro::usage_error: blocking a worker can
+// deadlock the pool (co_await instead).
+//
+// At process exit the pool's workers are stopped. Tasks still parked then (a
+// leak) are neither resumed nor destroyed: their frames stay allocated and
+// listed in the registry, which is never freed, so leak checkers see them as
+// reachable and no destructor runs against already destroyed globals.
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+
+namespace goro {
+
+namespace detail {
+
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
+        return static_cast<A&&>(a).operator co_await();
+    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
+        return operator co_await(static_cast<A&&>(a));
+    else
+        return static_cast<A&&>(a);
+}
+
+template <class A>
+using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
+
+inline task_header* new_header(task_kind kind, const site& where) {
+    task_header* h = the_registry().make_header();
+    h->kind = kind;
+    task_header_cold& c = h->cold();
+    c.spawn_site = where;
+    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
+    return h;
+}
+
+inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
+    h->root_frame_ = frame.address();
+    h->set_resume_point(frame);
+    h->leaf = &p;
+    p.header_ = h;
+    the_registry().add(h);
+    the_scheduler().spawn(h);
+}
+
+template <class R>
+struct block_on_state {
+    std::conditional_t<std::is_void_v<R>, bool, std::optional<std::conditional_t<std::is_void_v<R>, int, R>>> value{};
+    std::exception_ptr error;
+    std::atomic<std::uint32_t> done{0};
+};
+
+/// How block_on waits for `done` to leave 0 (null: a plain atomic wait).
+/// Installed by goro/inspect/deadlock.hpp; part of the block_on wait loop.
+using block_on_wait_fn = void (*)(std::atomic<std::uint32_t>& done, task_header* h);
+inline std::atomic<block_on_wait_fn>& block_on_wait_hook() noexcept {
+    static std::atomic<block_on_wait_fn> f{nullptr};
+    return f;
+}
+
+// `A` is `T&` for an lvalue argument (the caller keeps it) and `T` for an
+// rvalue, which the body's frame then owns: its frames live as long as the
+// body, whatever happens to the caller (see the deadlock report).
+template <class R, class A>
+task<> block_on_body(A a, std::shared_ptr<block_on_state<R>> st) {
+    try {
+        if constexpr (std::is_void_v<R>) {
+            co_await keep_site<A>{static_cast<A&&>(a)};
+        } else {
+            st->value.emplace(co_await keep_site<A>{static_cast<A&&>(a)});
+        }
+    } catch (...) {
+        st->error = std::current_exception();
+    }
+    st->done.store(1, std::memory_order_release);
+    st->done.notify_all();
+}
+
+struct sleep_awaiter {
+    struct wake_node : timer_node {
+        task_header* task = nullptr;
+    };
+    std::int64_t deadline_ns;
+    wake_node node{};
+
+    bool await_ready() const noexcept { return deadline_ns <= now_ns(); }
+    void await_suspend(std::coroutine_handle<> h) {
+        node.task = current_task_or_throw("goro::sleep");
+        park(node.task, h, wait_reason::sleep);
+        node.when_ns = deadline_ns;
+        node.fire = [](timer_node* n) noexcept {
+            ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
+        };
+        the_scheduler().timers().add(&node);
+    }
+    void await_resume() const noexcept {}
+};
+
+struct yield_awaiter {
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        task_header* t = current_task_or_throw("goro::yield");
+        t->set_resume_point(h);
+        the_scheduler().yield_task(t);
+    }
+    void await_resume() const noexcept {}
+};
+
+inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noexcept {
+    // steady_clock is CLOCK_MONOTONIC on the platforms goro supports.
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace detail
+
+/// Starts `t` as a detached root task on the pool, like Go's `go` statement.
+inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
+    detail::pool_holder& ph = detail::the_pool_holder();
+    if (ph.pool.load(std::memory_order_acquire) && ph.pool.load()->stopping())
+        throw usage_error("goro::go: the pool has shut down (process exit)");
+    auto frame = t.release();
+    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
+    if (!options.name.empty() || !options.labels.empty())
+        h->cold().meta = task_meta(std::move(options));
+    detail::start_root(h, frame, frame.promise());
+}
+
+/// Runs the awaitable `a` on the pool and waits for it on this plain thread;
+/// returns its result or rethrows its exception.
+template <class A>
+auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
+    using R = detail::await_result_t<A&&>;
+    if (detail::tls_worker)
+        throw usage_error("goro::block_on: called on a pool worker; co_await the operation instead "
+                          "(blocking a worker can deadlock the pool)");
+    auto st = std::make_shared<detail::block_on_state<R>>();
+    task<> body = detail::block_on_body<R, A>(static_cast<A&&>(a), st);
+    auto frame = body.release();
+    auto site = GORO_SITE_ARG;
+    frame.promise().site_ = site;  // the bottom frame shows the block_on call
+    task_header* h = detail::new_header(task_kind::blocked, site);
+    detail::start_root(h, frame, frame.promise());
+    // The wait. goro/inspect/deadlock.hpp (included by goro.hpp) installs a wait that its
+    // deadlock watchdog can end: then `done` reads 2 and the hook throws
+    // goro::deadlock_error. `h` is only a key for the watchdog: the body may
+    // already have finished and freed it.
+    if (detail::block_on_wait_fn wait = detail::block_on_wait_hook().load(std::memory_order_acquire))
+        wait(st->done, h);
+    else
+        while (st->done.load(std::memory_order_acquire) == 0) st->done.wait(0, std::memory_order_acquire);
+    // Move the error out: the worker may drop the state's last reference at
+    // any moment, and the exception's own count is invisible to TSan.
+    if (std::exception_ptr e = std::move(st->error)) std::rethrow_exception(std::move(e));
+    if constexpr (!std::is_void_v<R>) return std::move(*st->value);
+}
+
+/// Parks the current task for at least `d` (wait reason "sleep").
+template <class Rep, class Period>
+detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    return detail::sleep_awaiter{detail::now_ns() + (ns > 0 ? ns : 0)};
+}
+
+/// Parks the current task until `t` (any clock; converted to the monotonic clock).
+template <class Clock, class Duration>
+detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+        return detail::sleep_awaiter{detail::to_monotonic_ns(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t))};
+    } else {
+        auto d = t - Clock::now();
+        return sleep_for(d);
+    }
+}
+
+/// Lets other runnable tasks run, then continues (Go's runtime.Gosched).
+inline detail::yield_awaiter yield() noexcept { return {}; }
+
+/// The id of the task running on this thread (0 off the pool).
+inline std::uint64_t this_task_id() noexcept {
+    task_header* t = detail::tls_current_task;
+    return t ? t->id : 0;
+}
+
+}  // namespace goro
+// ---- end goro/core/go.hpp ----
+
+// ---- begin goro/core/stack.hpp ----
+// goro/core/stack.hpp — reading a task's logical stack: its chain of suspension sites.
+//
+//   auto frames = goro::current_stack();  // inside a task: leaf first, root last
+//
+// Each frame is (function, file, line) of a `co_await` that is suspended now.
+// Names come from the compiler: g++ (std::source_location) gives the qualified
+// name, but for a coroutine body the name of its "actor" wrapper, e.g.
+//   void ns::worker(ns::worker(int)::_ZN2ns6workerEi.Frame*)
+// which `clean_function_name` turns into `ns::worker`; clang++ 14 gives the
+// bare name (`worker`). Lambdas read `f()::{lambda}`.
+//
+// Only call stack_of on a task that is not running: parked or runnable, with
+// the world stopped (see goro/inspect/snapshot.hpp), or from the task itself.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace goro {
+
+/// One frame of a task's logical stack.
+struct stack_frame {
+    std::string function;  ///< cleaned-up function name
+    std::string file;
+    unsigned line = 0;
+};
+
+/// Turns the compiler's spelling of a function into a readable name.
+inline std::string clean_function_name(std::string_view raw) {
+    std::string_view s = raw;
+    if (auto w = s.find(" [with "); w != std::string_view::npos) s = s.substr(0, w);
+    // The argument list is the last balanced (...) group.
+    if (!s.empty() && s.back() == ')') {
+        int depth = 0;
+        std::size_t i = s.size();
+        while (i > 0) {
+            --i;
+            if (s[i] == ')') ++depth;
+            else if (s[i] == '(' && --depth == 0) break;
+        }
+        s = s.substr(0, i);
+    }
+    // Drop the return type: text up to the last space outside <...> and (...).
+    int depth = 0;
+    std::size_t cut = std::string_view::npos;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        if (c == '<' || c == '(') ++depth;
+        else if ((c == '>' || c == ')') && depth > 0) --depth;
+        else if (c == ' ' && depth == 0) cut = i;
+    }
+    if (cut != std::string_view::npos) s = s.substr(cut + 1);
+    std::string out(s);
+    if (out == "operator" && raw == "operator()") return "{lambda}";  // clang's bare lambda name
+    // g++: "f()::<lambda(int)>::operator()" -> "f()::{lambda}"
+    for (std::size_t p; (p = out.find("<lambda(")) != std::string::npos;) {
+        std::size_t q = p + 7;  // at '('
+        int d = 0;
+        std::size_t e = q;
+        for (; e < out.size(); ++e) {
+            if (out[e] == '(') ++d;
+            else if (out[e] == ')' && --d == 0) break;
+        }
+        std::size_t end = out.find('>', e);
+        if (end == std::string::npos) break;
+        out.replace(p, end - p + 1, "{lambda}");
+    }
+    const std::string_view op = "::operator()";
+    if (out.size() > op.size() && out.compare(out.size() - op.size(), op.size(), op) == 0 &&
+        out.find("{lambda}") != std::string::npos)
+        out.erase(out.size() - op.size());
+    return out;
+}
+
+namespace detail {
+
+/// The raw site chain of a task, leaf first (see the note on when to call).
+inline std::vector<site> site_chain(const task_header& t) {
+    std::vector<site> out;
+    for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(p->site_);
+    return out;
+}
+
+inline stack_frame to_frame(const site& s) {
+    return stack_frame{clean_function_name(s.function_name()), s.file_name() ? s.file_name() : "",
+                       static_cast<unsigned>(s.line())};
+}
+
+/// The task's stack, leaf first, names cleaned.
+inline std::vector<stack_frame> stack_of(const task_header& t) {
+    std::vector<stack_frame> out;
+    for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(to_frame(p->site_));
+    return out;
+}
+
+}  // namespace detail
+
+/// The stack of the task calling this (leaf first). Inside a task only.
+inline std::vector<stack_frame> current_stack() {
+    task_header* t = detail::tls_current_task;
+    if (!t) return {};
+    auto frames = detail::stack_of(*t);
+    // The running leaf has not suspended yet: it has no site.
+    if (!frames.empty() && frames.front().line == 0) frames.erase(frames.begin());
+    return frames;
+}
+
+}  // namespace goro
+// ---- end goro/core/stack.hpp ----
+
+// ---- begin goro/sync/channel.hpp ----
+// goro/sync/channel.hpp — `goro::channel<T>`: Go's channels, for goro tasks.
+//
+//   goro::channel<int> ch;        // unbuffered, like make(chan int)
+//   goro::channel<int> jobs(64);  // buffered: a ring of 64 slots
+//   goro::channel<int> nil{nullptr};  // Go's nil channel (so is a reset or moved-from handle)
+//
+//   co_await ch.send(v);                      // ch <- v   (throws goro::channel_closed when closed)
+//   while (auto v = co_await ch.recv()) ...   // for v := range ch
+//   ch.try_send(v), ch.try_recv()             // never block; say why not
+//   ch.close();                               // wakes every parked receiver and sender
+//
+// A handle is a counted reference: copies refer to the same channel, and the
+// state lives until the last handle goes. The state is one allocation (the
+// header followed by the ring); an operation allocates nothing: a task that
+// parks links a waiter node that lives in its awaiter, inside its own frame.
+//
+// ALGORITHM (after Go's runtime/chan.go, with a lock-free ring in front)
+//   Every channel has one spinlock and two queues of parked waiters (recvq,
+//   sendq), as in chan.go. A buffered channel's ring is a bounded MPMC queue
+//   after Dmitry Vyukov's: each slot carries a sequence number, and a sender
+//   (receiver) claims a position by a compare-and-swap of the enqueue
+//   (dequeue) word, then writes (moves out) the value and publishes the slot's
+//   next sequence number. While nobody is parked, a buffered send or receive
+//   is that and nothing more: no lock. Everything else takes the lock:
+//   unbuffered channels (hand-off only), a full or empty ring, and every
+//   operation while some task is parked on the channel, so that a parked
+//   waiter is served in FIFO order by the lock holders (Go's algorithm: a
+//   receiver first takes from a parked sender, unbuffered: its value directly,
+//   buffered: through the ring, refilling it from parked senders; a sender
+//   hands its value directly to a parked receiver, else appends to the ring,
+//   else parks). close() wakes every waiter: parked receivers get "closed"
+//   (nullopt) once the ring is drained, parked senders get channel_closed.
+//
+//   The two position words (each on its own cache line):
+//
+//     enq = position << 3 | send_wait | recv_wait | closed     (senders CAS it)
+//     deq = position << 1 | send_wait                          (receivers CAS it)
+//
+//   A lock-free send CASes `enq` only from a value with all three flags clear,
+//   a lock-free receive CASes `deq` only from a value without send_wait; an
+//   operation holding the lock CASes the position and keeps the flags. The
+//   flags change only under the lock (fetch_or / fetch_and): so once a flag is
+//   set, no lock-free operation of that side can start, and every one that
+//   started before is visible in the word (single-variable coherence).
+//   ring slot i:  seq == 2p      free for the send at position p (i = p mod cap)
+//                 seq == 2p + 1  holds the value sent at position p
+//                 (the receive at p stores 2(p + cap): free for the send at
+//                 p + cap; doubled so that "holds p" and "free for p + 1"
+//                 differ even when cap is 1)
+//   A position claimed but not yet published (or moved out) is "in flight":
+//   only a lock holder ever waits for one, by spinning; the claimer needs no
+//   lock to finish, so the wait is a few instructions long.
+//
+// THE PARKING HANDSHAKE (no lost wake-up between the lock-free paths and a
+// task about to park). Under the lock, a task that found nothing to do:
+//   * receiver: sets recv_wait in `enq`, then looks at the ring again. A
+//     lock-free send either claimed its position before the flag (the second
+//     look sees the position, waits until it is published and takes it) or
+//     fails its CAS on the changed word and takes the lock, where it finds
+//     the parked receiver and hands the value over directly.
+//   * sender (buffered): sets send_wait in `deq` and in `enq`, then looks
+//     again. A lock-free receive either claimed before the flag (the second
+//     look sees the freed slot) or fails its CAS and takes the lock, where
+//     recv_locked moves parked senders' values into the slots it frees.
+//     The flag in `enq` keeps lock-free senders out while senders are parked,
+//     so a slot freed under the lock cannot be taken from under the waiter
+//     being moved into it (a select's waiter, once claimed, must be served),
+//     and parked senders keep their FIFO turn.
+//   A select registering its waiters does the same for each buffered case's
+//   channel, all under its locks, then polls every case again.
+//   The flags are cleared (sync_wait_flags) by the lock holder that leaves a
+//   queue empty, before it unlocks.
+//
+// INVARIANTS (under the lock)
+//   * At least one of recvq and sendq is empty (of live waiters).
+//   * sendq non-empty  => the ring is full (or the channel is unbuffered), and
+//                         send_wait is set in both words.
+//   * recvq non-empty  => the ring is empty, and recv_wait is set in `enq`.
+//   * closed           => sendq is empty; `enq` is never advanced again, so
+//                         every send that returned normally is in the ring
+//                         and will be received exactly once. (`closed` and
+//                         enq_closed are set together, by close(): the bool
+//                         for lock holders, the flag for the lock-free paths.)
+//   * A waiter in a queue belongs to a parked task, or to a select whose
+//     state may already be claimed by another waker: pop() claims a select's
+//     waiter by a compare-and-swap on its select_core and skips (unlinks) the
+//     waiters of selects that were already claimed; the select removes its
+//     remaining waiters itself, under the same locks, after it wakes. (Such a
+//     stale waiter may keep a flag set a little longer: harmless, it only
+//     sends operations to the lock.)
+//
+// WHICH THREAD DOES WHAT
+//   The task that parks fills its waiter, links it under the lock, unlocks,
+//   and then never touches its awaiter again (see the PARKING PROTOCOL in
+//   scheduler.hpp). The waker unlinks the waiter, moves the value, sets
+//   `success`, all under the lock; it calls detail::ready() only after
+//   unlocking (one lock holder may wake several: a receive that refills the
+//   ring from parked senders). A woken task reads what the waker wrote:
+//   ready() and the scheduler's queues order the two. A ring slot's value is
+//   handed between a sender and a receiver by the slot's sequence number
+//   (release store, acquire load).
+//
+// LOCK ORDER: channel locks in increasing address order (select), then the
+// timer heap's mutex. Nothing else is taken under a channel lock; nothing is
+// woken under one.
+
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+
+namespace goro {
+
+/// Thrown by a send on a closed channel (Go panics), by a sender parked when
+/// the channel closes, and by closing a channel twice.
+class channel_closed : public error {
+public:
+    using error::error;
+};
+
+/// Why try_send did or did not send.
+enum class send_status : unsigned char {
+    sent,    ///< handed to a receiver or buffered
+    full,    ///< no receiver waits and the buffer is full (always so for a nil channel)
+    closed,  ///< the channel is closed; the value was not taken
+};
+
+/// Why try_recv did or did not receive.
+enum class recv_status : unsigned char {
+    received,  ///< `value` holds what was received
+    empty,     ///< nothing to receive now (always so for a nil channel)
+    closed,    ///< closed and drained: nothing will ever come
+};
+
+inline const char* to_string(send_status s) noexcept {
+    switch (s) {
+    case send_status::sent: return "sent";
+    case send_status::full: return "full";
+    case send_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+inline const char* to_string(recv_status s) noexcept {
+    switch (s) {
+    case recv_status::received: return "received";
+    case recv_status::empty: return "empty";
+    case recv_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+/// The result of try_recv: a status and, when received, the value.
+template <class T>
+struct try_recv_result {
+    recv_status status = recv_status::empty;
+    std::optional<T> value{};
+    explicit operator bool() const noexcept { return status == recv_status::received; }
+};
+
+namespace detail {
+
+/// The shared state of one blocking select: whoever flips `claimed` first
+/// (a channel waker under its channel's lock, or the select's timer) owns the
+/// wake-up, records the winning case and readies the task.
+struct select_core {
+    std::atomic<bool> claimed{false};
+    int winner = -1;              // written by the claimer before it readies the task
+    task_header* task = nullptr;  // immutable while parked
+
+    bool try_claim(int case_index) noexcept {
+        bool expected = false;
+        if (!claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel, std::memory_order_relaxed))
+            return false;
+        winner = case_index;
+        return true;
+    }
+};
+
+/// A parked sender or receiver (Go's sudog). Lives in an awaiter, in the
+/// parked task's frame; every field is under the channel's lock while linked.
+/// 40 bytes: a parked task's frame holds one, so the task's own header and a
+/// select's core share a word (a select's waiters find the task in the core).
+struct chan_waiter {
+    chan_waiter* next = nullptr;
+    chan_waiter* prev = nullptr;
+    void* elem = nullptr;          // receiver: its std::optional<T>; sender: its T
+    union {
+        task_header* task_ = nullptr;  // a plain send or receive: the parked task
+        select_core* sel_;             // one case of a select
+    };
+    int case_index = 0;
+    bool in_select = false;
+    bool linked = false;
+    bool success = false;          // true: a value moved; false: woken by close
+
+    chan_waiter() = default;
+    // An awaiter may be moved before it suspends; a linked node never is.
+    chan_waiter(const chan_waiter&) noexcept {}
+    chan_waiter& operator=(const chan_waiter&) = delete;
+
+    void set_task(task_header* t) noexcept {
+        task_ = t;
+        in_select = false;
+    }
+    void set_select(select_core* c, int index) noexcept {
+        sel_ = c;
+        case_index = index;
+        in_select = true;
+    }
+    task_header* task() const noexcept { return in_select ? sel_->task : task_; }
+};
+
+/// FIFO of parked waiters, intrusive: no allocation. Changed only under the
+/// channel's lock; `first_` is atomic so that a select's lock-free poll may
+/// glance at whether anyone waits (a hint: the lock holder decides).
+class waitq {
+public:
+    bool empty() const noexcept { return first_.load(std::memory_order_relaxed) == nullptr; }
+
+    void push(chan_waiter* w) noexcept {
+        w->next = nullptr;
+        w->prev = last_;
+        if (last_) last_->next = w;
+        else first_.store(w, std::memory_order_relaxed);
+        last_ = w;
+        w->linked = true;
+    }
+
+    /// The first waiter that can still be woken: a plain one, or a select's
+    /// whose state this call claims. Waiters of already claimed selects are
+    /// unlinked and skipped (their select will not look for them).
+    chan_waiter* pop() noexcept {
+        while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
+            unlink(w);
+            if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
+        }
+        return nullptr;
+    }
+
+    /// Unlinks `w` if it is still linked (a select cleaning up after itself).
+    void remove(chan_waiter* w) noexcept {
+        if (w->linked) unlink(w);
+    }
+
+private:
+    void unlink(chan_waiter* w) noexcept {
+        if (w->prev) w->prev->next = w->next;
+        else first_.store(w->next, std::memory_order_relaxed);
+        if (w->next) w->next->prev = w->prev;
+        else last_ = w->prev;
+        w->next = w->prev = nullptr;
+        w->linked = false;
+    }
+
+    std::atomic<chan_waiter*> first_{nullptr};
+    chan_waiter* last_ = nullptr;
+};
+
+/// Waiters a lock holder took out of a queue, to be readied once it has
+/// unlocked (linked through `next`, which a dequeued waiter no longer uses).
+class wake_list {
+public:
+    void add(chan_waiter* w) noexcept {
+        w->next = nullptr;
+        if (last_) last_->next = w;
+        else first_ = w;
+        last_ = w;
+    }
+    bool empty() const noexcept { return first_ == nullptr; }
+
+    /// No lock held. Each task is readied once; `next` is read first: once
+    /// readied, the task may free its waiter. One waiter (a hand-off) goes
+    /// through ready(), which runs it next on this worker; many (a close)
+    /// go to the queues in batches, waking idle workers once a batch.
+    void ready_all() noexcept {
+        chan_waiter* w = first_;
+        first_ = last_ = nullptr;
+        if (w && !w->next) {
+            ready(w->task());
+            return;
+        }
+        if (w) ready_many(w);
+    }
+
+private:
+    [[gnu::noinline]] static void ready_many(chan_waiter* w) noexcept {
+        task_header* batch[64];
+        std::size_t n = 0;
+        while (w) {
+            chan_waiter* next = w->next;
+            batch[n++] = w->task();
+            if (n == 64) {
+                ready_n(batch, n);
+                n = 0;
+            }
+            w = next;
+        }
+        ready_n(batch, n);
+    }
+
+private:
+    chan_waiter* first_ = nullptr;
+    chan_waiter* last_ = nullptr;
+};
+
+/// What a lock-free attempt found (see chan_state::send_fast / recv_fast).
+enum class fast_result : unsigned char {
+    done,       ///< sent / received
+    done_contended,  ///< done, after losing a position to another core (see CONTENTION)
+    closed,     ///< send: the channel is closed; receive: closed and drained
+    not_ready,  ///< a moment's view: would block (full / empty, nobody parked)
+    locked,     ///< cannot tell without the lock (waiters, a position in flight, unbuffered)
+};
+
+/// What every channel has, whatever its element type: select sorts and locks
+/// channels through this. Three cache lines: the lock, the queues and what
+/// never changes; the senders' word; the receivers' word. (No alignas: a context embeds a channel; create() aligns
+/// the buffered ones, where the padding matters.)
+struct chan_base {
+    // `enq`: position << 3 | enq_send_wait | enq_recv_wait | enq_closed
+    static constexpr std::uint64_t enq_closed = 1;
+    static constexpr std::uint64_t enq_recv_wait = 2;
+    static constexpr std::uint64_t enq_send_wait = 4;
+    static constexpr std::uint64_t enq_flags = 7;
+    static constexpr unsigned enq_shift = 3;
+    // `deq`: position << 1 | deq_send_wait
+    static constexpr std::uint64_t deq_send_wait = 1;
+    static constexpr unsigned deq_shift = 1;
+
+    // Line 0: what an unbuffered channel's operations touch, all of it (one
+    // line moves between cores per hand-off); for a buffered one, read-only
+    // while nobody parks.
+    std::atomic<std::size_t> refs{1};
+    std::size_t cap = 0;   // immutable
+    std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
+    waitq recvq;
+    waitq sendq;
+    biased_spinlock lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
+    bool pow2 = false;     // immutable
+    bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
+    char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(biased_spinlock) + 2) % cache_line];
+    // Line 1: the senders' word. Line 2: the receivers' word.
+    std::atomic<std::uint64_t> enq{0};
+    char pad1_[cache_line - sizeof(std::atomic<std::uint64_t>)];
+    std::atomic<std::uint64_t> deq{0};
+    char pad2_[cache_line - sizeof(std::atomic<std::uint64_t>)];
+
+    explicit chan_base(std::size_t capacity) noexcept
+        : cap(capacity), mask(capacity ? capacity - 1 : 0), pow2(capacity && (capacity & (capacity - 1)) == 0) {}
+
+    /// Ring index of position p.
+    std::size_t index(std::uint64_t p) const noexcept { return pow2 ? std::size_t(p & mask) : std::size_t(p % cap); }
+
+    bool is_closed() const noexcept { return (enq.load(std::memory_order_acquire) & enq_closed) != 0; }
+
+    // --- updating `enq` and `deq` ------------------------------------------
+    // `plain`: this thread owns the lock's bias (see biased_spinlock's
+    // LOCK-FREE WORDS), so nobody else writes the words: a load and a store
+    // do what a locked read-modify-write does for everybody else.
+
+    static bool cas_word(std::atomic<std::uint64_t>& w, std::uint64_t& expected, std::uint64_t desired,
+                         bool plain) noexcept {
+        if (!plain) return w.compare_exchange_weak(expected, desired, std::memory_order_acq_rel, std::memory_order_relaxed);
+        const std::uint64_t now = w.load(std::memory_order_relaxed);
+        if (now != expected) {
+            expected = now;
+            return false;
+        }
+        w.store(desired, std::memory_order_release);
+        return true;
+    }
+    static void or_word(std::atomic<std::uint64_t>& w, std::uint64_t bits, bool plain) noexcept {
+        if (plain) w.store(w.load(std::memory_order_relaxed) | bits, std::memory_order_release);
+        else w.fetch_or(bits, std::memory_order_acq_rel);
+    }
+    static void and_word(std::atomic<std::uint64_t>& w, std::uint64_t bits, bool plain) noexcept {
+        if (plain) w.store(w.load(std::memory_order_relaxed) & bits, std::memory_order_release);
+        else w.fetch_and(bits, std::memory_order_acq_rel);
+    }
+
+    /// A lock-free operation's claim on the words (lock not held).
+    class word_guard {
+    public:
+        explicit word_guard(biased_spinlock& l) noexcept : lock_(l), entry_(l.enter_words()) {}
+        ~word_guard() { lock_.leave_words(entry_); }
+        word_guard(const word_guard&) = delete;
+        word_guard& operator=(const word_guard&) = delete;
+        bool plain() const noexcept { return entry_ >= 0; }
+
+    private:
+        biased_spinlock& lock_;
+        int entry_;
+    };
+
+    /// Values buffered now (a moment's view).
+    std::size_t buffered() const noexcept {
+        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+        if (e <= d) return 0;
+        return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
+    }
+
+    // --- the parking handshake (lock held; see THE PARKING HANDSHAKE) -----
+
+    /// A receiver is about to park: lock-free senders must take the lock from
+    /// now on. The caller then looks at the ring again.
+    void announce_recv_wait() noexcept {
+        if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
+            or_word(enq, enq_recv_wait, lock.held_plain());
+    }
+
+    /// A sender is about to park: lock-free receivers and senders must take
+    /// the lock from now on. The caller then looks at the ring again.
+    void announce_send_wait() noexcept {
+        if (!cap) return;
+        const bool plain = lock.held_plain();
+        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
+        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
+    }
+
+    /// Clears the flags of queues that are empty now; call before unlocking
+    /// after anything that may have emptied a queue. (Sets none: a flag is set
+    /// only by announce_*, before the second look.)
+    void sync_wait_flags() noexcept {
+        if (!cap) return;
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        std::uint64_t clear = 0;
+        if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
+        if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
+        const bool plain = lock.held_plain();
+        if (clear) and_word(enq, ~clear, plain);
+        if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
+            and_word(deq, ~deq_send_wait, plain);
+    }
+
+    /// The unlock of every locked operation: flags first, then the lock.
+    void unlock_synced() noexcept {
+        if (cap) sync_wait_flags();
+        lock.unlock();
+    }
+};
+
+template <class T>
+struct chan_state : chan_base {
+    static_assert(std::is_nothrow_move_constructible_v<T>,
+                  "goro::channel<T>: T must be nothrow move constructible (values move under the channel's lock)");
+    static_assert(std::is_nothrow_destructible_v<T>, "goro::channel<T>: T must be nothrow destructible");
+
+    /// One ring slot: its sequence number (see ALGORITHM) and room for a T.
+    struct slot_type {
+        std::atomic<std::uint64_t> seq;
+        alignas(T) unsigned char storage[sizeof(T)];
+        T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+    };
+
+    explicit chan_state(std::size_t capacity) noexcept : chan_base(capacity) {}
+    chan_state(const chan_state&) = delete;
+    chan_state& operator=(const chan_state&) = delete;
+
+    ~chan_state() {
+        if (!cap) return;
+        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+        for (std::uint64_t p = d; p < e; ++p) slot(p).value()->~T();
+    }
+
+    // --- one allocation: the header, then the ring -------------------------
+
+    static constexpr std::size_t max3(std::size_t a, std::size_t b, std::size_t c) noexcept {
+        return a > b ? (a > c ? a : c) : (b > c ? b : c);
+    }
+    static constexpr std::size_t align = max3(alignof(slot_type), alignof(chan_base), cache_line);
+    static constexpr std::size_t ring_offset =
+        (sizeof(chan_state) + alignof(slot_type) - 1) / alignof(slot_type) * alignof(slot_type);
+
+    static chan_state* create(std::size_t capacity) {
+        if (capacity > (std::size_t(-1) - ring_offset) / sizeof(slot_type) / 2)
+            throw std::length_error("goro::channel: capacity too large");
+        void* p = ::operator new(ring_offset + capacity * sizeof(slot_type), std::align_val_t(align));
+        auto* s = ::new (p) chan_state(capacity);
+        for (std::size_t i = 0; i < capacity; ++i) ::new (&s->ring()[i].seq) std::atomic<std::uint64_t>(2 * i);
+        return s;
+    }
+
+    static void destroy(chan_state* s) noexcept {
+        s->~chan_state();
+        ::operator delete(static_cast<void*>(s), std::align_val_t(align));
+    }
+
+    void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+    void release() noexcept {
+        if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
+    }
+
+    slot_type* ring() noexcept {
+        return reinterpret_cast<slot_type*>(reinterpret_cast<unsigned char*>(this) + ring_offset);
+    }
+    /// The slot of position p.
+    slot_type& slot(std::uint64_t p) noexcept { return ring()[index(p)]; }
+
+    // --- the ring: claiming one position -------------------------------------
+
+    /// Claims send position `p` (its slot `s` is free) by a CAS of `enq` from
+    /// `e`, then writes `v` and publishes it. False: `e` changed (reloaded).
+    bool claim_and_put(std::uint64_t& e, std::uint64_t p, slot_type& s, T& v, bool plain) noexcept {
+        if (!cas_word(enq, e, e + (1u << enq_shift), plain)) return false;
+        ::new (static_cast<void*>(s.storage)) T(std::move(v));
+        s.seq.store(2 * p + 1, std::memory_order_release);
+        return true;
+    }
+
+    /// Claims receive position `p` (its slot `s` is published) by a CAS of
+    /// `deq` from `d`, then moves the value out. False: `d` changed (reloaded).
+    bool claim_and_take(std::uint64_t& d, std::uint64_t p, slot_type& s, std::optional<T>& out, bool plain) noexcept {
+        if (!cas_word(deq, d, d + (1u << deq_shift), plain)) return false;
+        take(s, p, out);
+        return true;
+    }
+
+    // --- the ring, lock-free ---------------------------------------------------
+    //
+    // THREAD SAFETY: any thread. Only positions claimed by this call's own CAS
+    // are written; a result other than `done` changed nothing.
+
+    /// Appends `v` when the ring has room and nobody is parked on the channel
+    /// (then nothing more is owed to anyone). Moves from `v` only on `done`.
+    fast_result send_fast(T& v) noexcept {
+        if (!cap) {
+            // Unbuffered: only a hand-off, under the lock. A glance says whether to try.
+            if (is_closed()) return fast_result::closed;
+            return recvq.empty() ? fast_result::not_ready : fast_result::locked;
+        }
+        word_guard g(lock);
+        return send_ring<false>(v, g.plain());
+    }
+
+    /// Takes the oldest value when one is published and no sender is parked.
+    fast_result recv_fast(std::optional<T>& out) noexcept {
+        if (!cap) {
+            // Unbuffered: closed means no sender is parked and none will come.
+            if (is_closed()) return fast_result::closed;
+            return sendq.empty() ? fast_result::not_ready : fast_result::locked;
+        }
+        word_guard g(lock);
+        return recv_ring<false>(out, g.plain());
+    }
+
+    // The loops of send_fast and recv_fast. A lost CAS leaves the first,
+    // inlined copy (`Lost` false) for a second one that backs off (see
+    // CONTENTION) and reports done_contended; the uncontended path stays as
+    // short as it was.
+    template <bool Lost>
+    fast_result send_ring(T& v, bool plain) noexcept {
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        for (unsigned lost = Lost;;) {
+            if (e & enq_flags) return (e & enq_closed) ? fast_result::closed : fast_result::locked;
+            const std::uint64_t p = e >> enq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p) {
+                if (claim_and_put(e, p, s, v, plain)) return Lost ? fast_result::done_contended : fast_result::done;
+                if constexpr (!Lost) return send_after_loss(v, plain);
+                contention_backoff(lost++);
+            } else if (std::int64_t(seq - 2 * p) < 0) {
+                // The slot still holds position p - cap: full, or its receiver is moving it out.
+                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+                if (std::int64_t(p - d) >= std::int64_t(cap)) return fast_result::not_ready;
+                return fast_result::locked;
+            } else {
+                e = enq.load(std::memory_order_relaxed);  // another sender took p
+            }
+        }
+    }
+    [[gnu::noinline]] fast_result send_after_loss(T& v, bool plain) noexcept {
+        contention_backoff(0);
+        return send_ring<true>(v, plain);
+    }
+
+    template <bool Lost>
+    fast_result recv_ring(std::optional<T>& out, bool plain) noexcept {
+        std::uint64_t d = deq.load(std::memory_order_relaxed);
+        for (unsigned lost = Lost;;) {
+            if (d & deq_send_wait) return fast_result::locked;
+            const std::uint64_t p = d >> deq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p + 1) {
+                if (claim_and_take(d, p, s, out, plain)) return Lost ? fast_result::done_contended : fast_result::done;
+                if constexpr (!Lost) return recv_after_loss(out, plain);
+                contention_backoff(lost++);
+            } else if (std::int64_t(seq - (2 * p + 1)) < 0) {
+                // Position p is not published: the ring is empty, or its sender is still writing.
+                std::uint64_t e = enq.load(std::memory_order_acquire);
+                if (std::int64_t((e >> enq_shift) - p) > 0) return fast_result::locked;
+                return (e & enq_closed) ? fast_result::closed : fast_result::not_ready;
+            } else {
+                d = deq.load(std::memory_order_relaxed);  // another receiver took p
+            }
+        }
+    }
+    [[gnu::noinline]] fast_result recv_after_loss(std::optional<T>& out, bool plain) noexcept {
+        contention_backoff(0);
+        return recv_ring<true>(out, plain);
+    }
+
+    // --- the ring, lock held ---------------------------------------------------
+    //
+    // Exact answers: a position in flight is waited for (its claimer needs no
+    // lock to finish). The flags are kept as they are.
+
+    /// Appends `v` unless the ring is full; `enq` must not be closed.
+    bool push_locked(T& v) noexcept {
+        const bool plain = lock.held_plain();
+        std::uint64_t e = enq.load(std::memory_order_relaxed);
+        for (int spins = 0;;) {
+            const std::uint64_t p = e >> enq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p) {
+                if (claim_and_put(e, p, s, v, plain)) return true;
+                continue;
+            }
+            if (std::int64_t(seq - 2 * p) < 0) {
+                std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+                std::int64_t n = std::int64_t(p - d);
+                if (n >= std::int64_t(cap)) return false;  // full at the moment `deq` was read
+                if (n >= 0) backoff(spins);                // a receiver is moving p - cap out
+            }
+            e = enq.load(std::memory_order_relaxed);
+        }
+    }
+
+    /// Takes the oldest value unless the ring is empty; `e_seen` is then the
+    /// `enq` word that showed it empty (its closed flag says whether for good).
+    bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
+        const bool plain = lock.held_plain();
+        std::uint64_t d = deq.load(std::memory_order_relaxed);
+        for (int spins = 0;;) {
+            const std::uint64_t p = d >> deq_shift;
+            slot_type& s = slot(p);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * p + 1) {
+                if (claim_and_take(d, p, s, out, plain)) return true;
+                continue;
+            }
+            if (std::int64_t(seq - (2 * p + 1)) < 0) {
+                std::uint64_t e = enq.load(std::memory_order_acquire);
+                std::int64_t n = std::int64_t((e >> enq_shift) - p);
+                if (n <= 0) {
+                    e_seen = e;
+                    return false;  // empty at the moment `enq` was read
+                }
+                backoff(spins);  // a sender is writing p
+            }
+            d = deq.load(std::memory_order_relaxed);
+        }
+    }
+
+    /// Moves parked senders' values into free slots, oldest first, while there
+    /// is room (Go moves one per receive; a lock-free receive that freed a slot
+    /// before a sender parked leaves room for more).
+    void refill_locked(wake_list& wakes) noexcept {
+        while (!sendq.empty()) {
+            // send_wait is set (sendq is not empty): only lock holders move the
+            // positions now, so the room seen here stays until we use it.
+            std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
+            std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+            if (std::int64_t(e - d) >= std::int64_t(cap)) return;
+            chan_waiter* w = sendq.pop();
+            if (!w) return;
+            push_locked(*static_cast<T*>(w->elem));  // there is room: cannot fail
+            w->success = true;
+            wakes.add(w);
+        }
+    }
+
+    // --- operations, channel locked ----------------------------------------
+
+    /// Sends `v` without blocking: to a parked receiver, else into the ring
+    /// (behind the values of parked senders). Moves from `v` only when the
+    /// status is `sent`.
+    send_status send_locked(T& v, wake_list& wakes) noexcept {
+        if (closed) return send_status::closed;
+        if (chan_waiter* w = recvq.pop()) {
+            static_cast<std::optional<T>*>(w->elem)->emplace(std::move(v));
+            w->success = true;
+            wakes.add(w);
+            return send_status::sent;
+        }
+        if (!cap) return send_status::full;
+        refill_locked(wakes);
+        if (!sendq.empty()) return send_status::full;  // the ring is full again
+        return push_locked(v) ? send_status::sent : send_status::full;
+    }
+
+    /// Receives into `out` without blocking: from the ring, refilling it from
+    /// parked senders, else directly from a parked sender (the ring is empty:
+    /// FIFO order holds), else reports empty or closed.
+    recv_status recv_locked(std::optional<T>& out, wake_list& wakes) noexcept {
+        std::uint64_t e = 0;
+        if (cap) {
+            if (pop_locked(out, e)) {
+                refill_locked(wakes);
+                return recv_status::received;
+            }
+        } else if (closed) {
+            e = enq_closed;  // unbuffered: the flag under the lock says it
+        }
+        if (chan_waiter* w = sendq.pop()) {
+            out.emplace(std::move(*static_cast<T*>(w->elem)));
+            w->success = true;
+            wakes.add(w);
+            if (cap) refill_locked(wakes);
+            return recv_status::received;
+        }
+        return (e & enq_closed) ? recv_status::closed : recv_status::empty;
+    }
+
+    /// Closes the channel and wakes every waiter, or throws when it was
+    /// closed already. Lock NOT held on entry.
+    void close(const char* op) {
+        lock.lock();
+        if (closed) {
+            lock.unlock();
+            throw channel_closed(std::string(op) + ": close of closed channel");
+        }
+        closed = true;
+        // From here on no send can claim a position: those that did are in the ring.
+        or_word(enq, enq_closed, lock.held_plain());
+        // Nobody can join the queues now, so they can be emptied a batch at
+        // a time, readying each batch with the lock released. Each waiter is
+        // touched once, while its line is in cache (a close of a channel that
+        // a million tasks wait on would otherwise walk them twice).
+        for (;;) {
+            task_header* batch[64];
+            std::size_t n = 0;
+            while (n < 64) {
+                chan_waiter* w = recvq.pop();
+                if (!w) w = sendq.pop();
+                if (!w) break;
+                w->success = false;
+                batch[n++] = w->task();
+            }
+            unlock_synced();
+            ready_n(batch, n);
+            if (n < 64) return;
+            lock.lock();
+        }
+    }
+
+private:
+    /// Moves the value at position p (claimed by this thread) out and frees the slot.
+    void take(slot_type& s, std::uint64_t p, std::optional<T>& out) noexcept {
+        T* v = s.value();
+        out.emplace(std::move(*v));
+        v->~T();
+        s.seq.store(2 * (p + cap), std::memory_order_release);
+    }
+
+    // CONTENTION. A CAS of `enq` or `deq` that fails means that another core
+    // claimed a position between our load and our CAS: two cores are doing
+    // the same thing on this channel (sending, or receiving), and the word's
+    // line moves between them on every claim. Retrying at once keeps it
+    // moving. So the loser pauses, twice as long after each loss in the same
+    // call (4 to 64 pauses), and the winner claims a run of positions with
+    // the line in its cache. The operation then reports done_contended: its
+    // task steps aside if another task waits on its worker (send_op and
+    // recv_op), often one of the other side (a receiver woken by these
+    // sends, say), and two workers that each run one side of the channel do
+    // not contend at all.
+    [[gnu::cold, gnu::noinline]] static void contention_backoff(unsigned lost) noexcept {
+        const unsigned pauses = 4u << (lost < 4 ? lost : 4);
+        for (unsigned k = 0; k < pauses; ++k) cpu_relax();
+    }
+
+    static void backoff(int& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the claimer was descheduled
+    }
+};
+
+// --- awaiters ---------------------------------------------------------------
+
+/// `co_await ch.send(v)`. Holds the value until it is delivered; when the send
+/// fails (closed) the value was not delivered and is destroyed with the awaiter.
+template <class T>
+class [[nodiscard]] send_op {
+public:
+    send_op(chan_state<T>* c, T&& v) noexcept : ch_(c), value_(std::move(v)) {}
+    send_op(chan_state<T>* c, const T& v) : ch_(c), value_(v) {}
+    send_op(send_op&& o) noexcept : ch_(o.ch_), value_(std::move(o.value_)) {}
+    send_op& operator=(send_op&&) = delete;
+
+    // The lock-free attempt comes first, before the coroutine saves its
+    // state to suspend (in a task only: elsewhere await_suspend says why not).
+    bool await_ready() noexcept {
+        chan_state<T>* c = ch_;
+        if (!c || !c->cap || !tls_current_task) return false;
+        fast_result f = c->send_fast(value_);
+        if (f == fast_result::done) [[likely]] {
+            state_ = done;
+            return true;
+        }
+        if (f == fast_result::closed) {
+            state_ = failed;
+            return true;
+        }
+        return f == fast_result::done_contended && sent_after_contention();
+    }
+
+    bool await_suspend(std::coroutine_handle<> h) {
+        task_header* self = current_task_or_throw("goro::channel::send");
+        if (state_ == done) [[unlikely]] {  // sent, after contention: only step aside
+            step_aside(self, h);
+            return true;
+        }
+        chan_state<T>* c = ch_;
+        if (!c) {
+            park(self, h, wait_reason::chan_send_nil);  // never published: parks forever, like Go
+            return true;
+        }
+        // await_ready made the lock-free attempt; the locked path below decides exactly.
+        wake_list wakes;
+        c->lock.lock();
+        auto r = c->send_locked(value_, wakes);
+        if (r == send_status::full && c->cap) {
+            c->announce_send_wait();
+            r = c->send_locked(value_, wakes);  // the second look (THE PARKING HANDSHAKE)
+        }
+        if (r != send_status::full) {
+            c->unlock_synced();
+            state_ = r == send_status::sent ? done : failed;
+            wakes.ready_all();
+            return false;
+        }
+        park(self, h, wait_reason::chan_send);
+        state_ = parked;
+        waiter_.set_task(self);
+        waiter_.elem = &value_;
+        waiter_.success = false;
+        c->sendq.push(&waiter_);
+        c->unlock_synced();  // published: from here on a receiver may resume us
+        wakes.ready_all();   // a refill before we parked (only locals from here on)
+        return true;
+    }
+
+    /// Sent, but only after losing a position to another core: true to go
+    /// on, false to step aside in await_suspend (see CONTENTION).
+    [[gnu::noinline]] bool sent_after_contention() noexcept {
+        state_ = done;
+        return !local_work_waiting();
+    }
+
+    void await_resume() const {
+        if (state_ == failed || (state_ == parked && !waiter_.success))
+            throw channel_closed("goro::channel::send: send on closed channel");
+    }
+
+private:
+    enum op_state : unsigned char { idle, done, failed, parked };
+    chan_state<T>* ch_;
+    T value_;
+    chan_waiter waiter_{};
+    op_state state_ = idle;
+};
+
+/// `co_await ch.recv()`: the value, or nullopt once closed and drained.
+template <class T>
+class [[nodiscard]] recv_op {
+public:
+    explicit recv_op(chan_state<T>* c) noexcept : ch_(c) {}
+    recv_op(recv_op&& o) noexcept : ch_(o.ch_) {}
+    recv_op& operator=(recv_op&&) = delete;
+
+    // The lock-free attempt comes first, as in send_op.
+    bool await_ready() noexcept {
+        chan_state<T>* c = ch_;
+        if (!c || !c->cap || !tls_current_task) return false;
+        fast_result f = c->recv_fast(out_);
+        if (f == fast_result::done || f == fast_result::closed) [[likely]]
+            return true;
+        return f == fast_result::done_contended && received_after_contention();
+    }
+
+    /// As send_op::sent_after_contention.
+    [[gnu::noinline]] bool received_after_contention() noexcept {
+        if (!local_work_waiting()) return true;
+        step_aside_ = true;
+        return false;
+    }
+
+    bool await_suspend(std::coroutine_handle<> h) {
+        task_header* self = current_task_or_throw("goro::channel::recv");
+        if (step_aside_) [[unlikely]] {
+            step_aside(self, h);
+            return true;
+        }
+        chan_state<T>* c = ch_;
+        if (!c) {
+            park(self, h, wait_reason::chan_receive_nil);  // never published: parks forever
+            return true;
+        }
+        // await_ready made the lock-free attempt; the locked path below decides exactly.
+        wake_list wakes;
+        c->lock.lock();
+        auto r = c->recv_locked(out_, wakes);
+        if (r == recv_status::empty && c->cap) {
+            c->announce_recv_wait();
+            r = c->recv_locked(out_, wakes);  // the second look (THE PARKING HANDSHAKE)
+        }
+        if (r != recv_status::empty) {
+            c->unlock_synced();
+            wakes.ready_all();
+            return false;
+        }
+        park(self, h, wait_reason::chan_receive);
+        waiter_.set_task(self);
+        waiter_.elem = &out_;
+        waiter_.success = false;
+        c->recvq.push(&waiter_);
+        c->unlock_synced();  // published: from here on a sender or close may resume us
+        return true;
+    }
+
+    // A sender filled out_ (success) or close left it empty. Read as flag and
+    // value, not as a whole: they were just written separately, and one wider
+    // load of both would wait for the stores to drain (no store forwarding).
+    std::optional<T> await_resume() noexcept {
+        if (!out_) return std::nullopt;
+        return std::optional<T>(std::move(*out_));
+    }
+
+private:
+    chan_state<T>* ch_;
+    chan_waiter waiter_{};
+    std::optional<T> out_{};
+    bool step_aside_ = false;
+};
+
+}  // namespace detail
+
+/// A channel of T: a counted handle to a shared queue (see the top of this file).
+template <class T>
+class channel {
+public:
+    using value_type = T;
+
+    /// An unbuffered channel (make(chan T)).
+    channel() : s_(state_type::create(0)) {}
+    /// A channel with a buffer of `capacity` values (make(chan T, capacity)).
+    explicit channel(std::size_t capacity) : s_(state_type::create(capacity)) {}
+    /// Go's nil channel: send and receive park forever, a select case on it never fires.
+    channel(std::nullptr_t) noexcept {}
+
+    channel(const channel& o) noexcept : s_(o.s_) {
+        if (s_) s_->add_ref();
+    }
+    channel(channel&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    channel& operator=(const channel& o) noexcept {
+        if (o.s_) o.s_->add_ref();
+        reset();
+        s_ = o.s_;
+        return *this;
+    }
+    channel& operator=(channel&& o) noexcept {
+        if (this != &o) {
+            reset();
+            s_ = std::exchange(o.s_, nullptr);
+        }
+        return *this;
+    }
+    ~channel() { reset(); }
+
+    /// Drops this handle's reference; the handle becomes a nil channel.
+    void reset() noexcept {
+        if (s_) std::exchange(s_, nullptr)->release();
+    }
+
+    /// True unless this is a nil channel.
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+    bool is_nil() const noexcept { return s_ == nullptr; }
+
+    /// `co_await ch.send(v)`: waits until a receiver took `v` (unbuffered) or
+    /// it is buffered. Throws goro::channel_closed on a closed channel.
+    detail::send_op<T> send(T&& v) noexcept { return {s_, std::move(v)}; }
+    detail::send_op<T> send(const T& v)
+        requires std::is_copy_constructible_v<T>
+    {
+        return {s_, v};
+    }
+
+    /// `co_await ch.recv()`: a value, or std::nullopt once closed and drained.
+    detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
+
+    /// Sends without blocking. Moves from `v` only when it returns `sent`.
+    send_status try_send(T&& v) { return try_send_ref(v); }
+    send_status try_send(const T& v)
+        requires std::is_copy_constructible_v<T>
+    {
+        T copy(v);
+        return try_send_ref(copy);
+    }
+
+    /// Receives without blocking.
+    try_recv_result<T> try_recv() {
+        try_recv_result<T> res;
+        if (!s_) return res;
+        switch (s_->recv_fast(res.value)) {
+        case detail::fast_result::done:
+        case detail::fast_result::done_contended: res.status = recv_status::received; return res;
+        case detail::fast_result::closed: res.status = recv_status::closed; return res;
+        case detail::fast_result::not_ready: res.status = recv_status::empty; return res;
+        case detail::fast_result::locked: break;
+        }
+        detail::wake_list wakes;
+        s_->lock.lock();
+        res.status = s_->recv_locked(res.value, wakes);
+        s_->unlock_synced();
+        wakes.ready_all();
+        return res;
+    }
+
+    /// Closes the channel: buffered values can still be received, then every
+    /// receive yields nullopt; every parked receiver and sender wakes. Closing
+    /// twice throws goro::channel_closed; closing a nil channel throws goro::usage_error.
+    void close() {
+        if (!s_) throw usage_error("goro::channel::close: close of nil channel");
+        s_->close("goro::channel::close");
+    }
+
+    /// Values buffered now (a moment's view).
+    std::size_t size() const noexcept { return s_ ? s_->buffered() : 0; }
+    /// The buffer's capacity (0: unbuffered or nil).
+    std::size_t capacity() const noexcept { return s_ ? s_->cap : 0; }
+
+    friend bool operator==(const channel& a, const channel& b) noexcept { return a.s_ == b.s_; }
+
+    /// The shared state (select uses it); null for a nil channel.
+    detail::chan_state<T>* state() const noexcept { return s_; }
+
+private:
+    using state_type = detail::chan_state<T>;
+
+    send_status try_send_ref(T& v) {
+        if (!s_) return send_status::full;
+        switch (s_->send_fast(v)) {
+        case detail::fast_result::done:
+        case detail::fast_result::done_contended: return send_status::sent;
+        case detail::fast_result::closed: return send_status::closed;
+        case detail::fast_result::not_ready: return send_status::full;
+        case detail::fast_result::locked: break;
+        }
+        detail::wake_list wakes;
+        s_->lock.lock();
+        auto r = s_->send_locked(v, wakes);
+        s_->unlock_synced();
+        wakes.ready_all();
+        return r;
+    }
+
+    state_type* s_ = nullptr;
+};
+
+}  // namespace goro
+// ---- end goro/sync/channel.hpp ----
+
+// ---- begin goro/sync/select.hpp ----
+// goro/sync/select.hpp — `goro::select`: wait on several channel operations at once.
+//
+//   auto r = co_await goro::select(goro::recv(jobs),          // case 0
+//                                  goro::send(out, v),        // case 1
+//                                  ctx.done(),                // case 2
+//                                  goro::after(100ms));       // case 3
+//   switch (r.index()) {
+//   case 0: if (auto& job = r.get<0>()) use(*job); else /* jobs closed */; break;
+//   ...
+//   }
+//   auto r = goro::try_select(goro::recv(jobs));   // Go's `default:`: never blocks;
+//   if (r.index() == goro::select_default) ...     // nothing was ready
+//
+// Semantics are Go's: a case on a nil channel never fires; the same channel may
+// appear in several cases (also a send and a receive on one channel); among
+// the ready cases one is chosen uniformly at random; a select with no cases
+// parks forever (wait reason `select (no cases)`); a chosen send on a closed
+// channel throws goro::channel_closed. A send case that is not chosen keeps
+// its value (it is neither delivered nor duplicated).
+//
+// ALGORITHM (after Go's runtime/select.go, with channel.hpp's lock-free paths first)
+//   0. Draw a random poll order (a fresh permutation each time). Try the cases
+//      in that order WITHOUT locks, each with its channel's lock-free path
+//      (a buffered ring's send or receive, a closed channel, a timer that has
+//      passed): the first that proceeds wins. A case the lock-free path cannot
+//      judge (waiters parked, a position in flight, an unbuffered channel with
+//      a waiter) ends this pass; the locked poll below then uses the same
+//      order, so every ready case keeps the same chance (fairness). Only a
+//      one-case try_select takes "nothing ready" from this pass: with several
+//      cases the answers come from different moments.
+//   1. Lock every distinct channel once, in increasing address order (the
+//      lock order shared with every other select, so two selects never deadlock).
+//   2. Poll the cases in the same order under the locks; the first that can
+//      proceed does. None: announce the coming waiters to each buffered
+//      case's channel (channel.hpp's PARKING HANDSHAKE: lock-free operations
+//      from now on take the lock) and poll once more, to catch an operation
+//      that went through lock-free before the announcement.
+//   3. Still none: enqueue one waiter per channel case (in this frame: no allocation),
+//      all sharing one select_core, and arm a timer_node for the earliest
+//      `after` case; then unlock (channels in reverse order, so the lowest
+//      address is released last; each clears the wait flags of its emptied
+//      queues first). The first waker to flip the core's
+//      `claimed` flag (a channel waker under its channel's lock, or the timer
+//      thread) owns the wake-up; the others skip our waiters.
+//   4. Woken: lock the other cases' channels again and unlink our remaining
+//      waiters (the winner's was unlinked by its waker); if
+//      the timer lost, cancel it, or wait for its callback's `fired_done`
+//      (timer.hpp's CONTRACT) before the frame may go.
+//
+// THREAD SAFETY: the select's waiters and result slots are written by a waker
+// under the channel's lock and read by the select after it is readied. While
+// parked, the task is resumed at most once: only the claimer readies it. After
+// the unlock that publishes the waiters, await_suspend reads only locals: a
+// waker (or the timer) may already be resuming the task on another worker,
+// which then waits for our remaining channel locks before it touches anything.
+//
+// Case objects hold a plain pointer to the channel: keep the channel handles
+// alive for the whole `co_await` (they are, when the select is one full
+// expression, and the handle is a variable or a temporary in it).
+
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+
+namespace goro {
+
+/// select_result::index() of a try_select that found nothing ready (Go's `default:`).
+inline constexpr int select_default = -1;
+
+/// A receive case: `goro::recv(ch)`. Also awaitable on its own:
+/// `co_await goro::recv(ch)` is `co_await ch.recv()`.
+template <class T>
+struct recv_case {
+    detail::chan_state<T>* ch = nullptr;
+    detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{ch}; }
+};
+
+/// A send case: `goro::send(ch, v)` holds the value until the select chooses it.
+/// Also awaitable on its own: `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
+template <class T>
+struct send_case {
+    detail::chan_state<T>* ch = nullptr;
+    T value;
+    detail::send_op<T> operator co_await() && noexcept { return {ch, std::move(value)}; }
+};
+
+/// A timeout case: fires once `when_ns` (monotonic) has passed (Go's `<-time.After(d)`).
+struct after_case {
+    std::int64_t when_ns = 0;
+};
+
+template <class T>
+recv_case<T> recv(const channel<T>& ch) noexcept {
+    return {ch.state()};
+}
+
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+send_case<T> send(const channel<T>& ch, U&& v) {
+    return {ch.state(), T(std::forward<U>(v))};
+}
+
+template <class Rep, class Period>
+after_case after(std::chrono::duration<Rep, Period> d) noexcept {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    return {detail::now_ns() + (ns > 0 ? std::int64_t(ns) : 0)};
+}
+
+/// A timeout case at a point in time (steady_clock).
+inline after_case after_until(std::chrono::steady_clock::time_point t) noexcept {
+    return {std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count()};
+}
+
+namespace detail {
+
+enum class case_kind { recv, send, timer };
+
+template <class C>
+struct case_traits;
+
+template <class T>
+struct case_traits<recv_case<T>> {
+    static constexpr case_kind kind = case_kind::recv;
+    using slot = std::optional<T>;
+    using value_type = T;
+};
+
+template <class T>
+struct case_traits<send_case<T>> {
+    static constexpr case_kind kind = case_kind::send;
+    using slot = std::monostate;
+};
+
+template <>
+struct case_traits<after_case> {
+    static constexpr case_kind kind = case_kind::timer;
+    using slot = std::monostate;
+};
+
+template <class C>
+using case_t = std::remove_cvref_t<C>;
+
+/// A per-thread xorshift generator for the poll order: cheap, and different
+/// on every worker.
+inline std::uint32_t select_rand() noexcept {
+    static thread_local std::uint64_t s = 0;
+    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<std::uint32_t>(s >> 32);
+}
+
+/// The timer of a blocking select's `after` case.
+struct select_timer : timer_node {
+    select_core* core = nullptr;
+    int case_index = -1;
+
+    select_timer() = default;
+    select_timer(const select_timer&) noexcept : timer_node() {}
+
+    static void on_fire(timer_node* n) noexcept {
+        auto* t = static_cast<select_timer*>(n);
+        select_core* c = t->core;
+        if (c->try_claim(t->case_index)) {
+            ready(c->task);  // last access: the select may resume and free us from here on
+            return;
+        }
+        t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
+    }
+};
+
+struct no_timer {
+    no_timer() = default;
+};
+
+template <bool Blocking, class... Cases>
+class select_op;
+
+}  // namespace detail
+
+/// What a select chose: index() and, for a receive case, what it received.
+template <class... Cases>
+class select_result {
+public:
+    /// The chosen case (0-based, in argument order), or select_default.
+    int index() const noexcept { return index_; }
+
+    /// The received value of receive case I: nullopt when the channel was
+    /// closed (or the case was not chosen).
+    template <std::size_t I>
+    auto& get() & noexcept {
+        static_assert(is_recv<I>, "goro::select_result::get<I>: case I is not a receive case");
+        return std::get<I>(slots_);
+    }
+    template <std::size_t I>
+    const auto& get() const& noexcept {
+        static_assert(is_recv<I>, "goro::select_result::get<I>: case I is not a receive case");
+        return std::get<I>(slots_);
+    }
+    template <std::size_t I>
+    auto&& get() && noexcept {
+        static_assert(is_recv<I>, "goro::select_result::get<I>: case I is not a receive case");
+        return std::move(std::get<I>(slots_));
+    }
+
+    /// The value receive case I received; throws goro::usage_error when it
+    /// received none (another case fired, or the channel was closed).
+    template <std::size_t I>
+    auto& value() {
+        auto& s = get<I>();
+        if (!s)
+            throw usage_error("goro::select_result::value<" + std::to_string(I) + ">: case " + std::to_string(I) +
+                              (index_ == int(I) ? " found its channel closed" : " was not chosen"));
+        return *s;
+    }
+
+private:
+    template <bool, class...>
+    friend class detail::select_op;
+    template <std::size_t I>
+    static constexpr bool is_recv = detail::case_traits<std::tuple_element_t<I, std::tuple<Cases...>>>::kind ==
+                                    detail::case_kind::recv;
+
+    int index_ = select_default;
+    std::tuple<typename detail::case_traits<Cases>::slot...> slots_{};
+};
+
+namespace detail {
+
+template <bool Blocking, class... Cases>
+class [[nodiscard]] select_op {
+    static constexpr std::size_t N = sizeof...(Cases);
+    static_assert(N < 256, "goro::select: too many cases");
+    static constexpr std::size_t NS = N ? N : 1;
+    static constexpr std::size_t timers = ((case_traits<Cases>::kind == case_kind::timer ? 1 : 0) + ... + 0);
+    using timer_type = std::conditional_t<(Blocking && timers > 0), select_timer, no_timer>;
+
+public:
+    using result_type = select_result<Cases...>;
+
+    explicit select_op(Cases&&... cs) : cases_(std::move(cs)...) {}
+    select_op(select_op&& o) noexcept(std::is_nothrow_move_constructible_v<std::tuple<Cases...>>)
+        : cases_(std::move(o.cases_)) {}
+    select_op& operator=(select_op&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+
+    bool await_suspend(std::coroutine_handle<> h) {
+        task_header* self = current_task_or_throw("goro::select");
+        if constexpr (N == 0) {
+            park(self, h, wait_reason::select_no_cases);  // never published: parks forever
+            return true;
+        } else {
+            unsigned char order[NS];
+            shuffle(order);
+            std::int64_t now = 0;
+            if constexpr (timers > 0) now = now_ns();
+            if (poll_fast(order, now) >= 0) return false;
+            chan_base* locks[NS];
+            std::size_t nl = lock_order(locks);
+            lock_all(locks, nl);
+            wake_list wakes;
+            bool fired = poll_locked(order, now, wakes);
+            if (!fired) {
+                announce_all();
+                fired = poll_locked(order, now, wakes);  // the second look (channel.hpp's PARKING HANDSHAKE)
+            }
+            if (fired) {
+                unlock_all(locks, nl);
+                wakes.ready_all();
+                return false;
+            }
+            park(self, h, wait_reason::select);
+            parked_ = true;
+            core_.task = self;
+            enqueue_all();  // its waiters find `self` in core_
+            if constexpr (!std::is_same_v<timer_type, no_timer>) arm_timer();
+            // Published. From here on only locals: `this` may be resumed elsewhere.
+            unlock_all(locks, nl);
+            wakes.ready_all();  // senders a refill moved into a ring (locals only)
+            return true;
+        }
+    }
+
+    result_type await_resume() {
+        if (parked_) {
+            // The winner's waiter was unlinked by its waker: only the channels
+            // of the other cases need their locks (often not the busiest one).
+            const int w = core_.winner;
+            chan_base* locks[NS];
+            std::size_t nl = lock_order(locks, w);
+            lock_all(locks, nl);
+            dequeue_losers(w);
+            unlock_all(locks, nl);
+            if constexpr (!std::is_same_v<timer_type, no_timer>) {
+                if (w != timer_.case_index && !the_scheduler().timers().cancel(&timer_))
+                    while (!timer_.fired_done.load(std::memory_order_acquire)) cpu_relax();
+            }
+            result_.index_ = w;
+            finish_parked(w);
+        }
+        if (send_closed_) throw channel_closed("goro::select: send on closed channel");
+        return std::move(result_);
+    }
+
+    /// The non-blocking form: the lock-free poll, then one poll under the locks.
+    result_type poll_now() {
+        if constexpr (N > 0) {
+            unsigned char order[NS];
+            shuffle(order);
+            std::int64_t now = 0;
+            if constexpr (timers > 0) now = now_ns();
+            int f = poll_fast(order, now);
+            // "Nothing ready" seen case by case without the locks is not one
+            // moment's view when there are several cases: then the locks decide.
+            if (f == fast_none && N == 1) {
+                result_.index_ = select_default;
+            } else if (f < 0) {
+                chan_base* locks[NS];
+                std::size_t nl = lock_order(locks);
+                lock_all(locks, nl);
+                wake_list wakes;
+                if (!poll_locked(order, now, wakes)) result_.index_ = select_default;
+                unlock_all(locks, nl);
+                wakes.ready_all();
+            }
+        }
+        if (send_closed_) throw channel_closed("goro::select: send on closed channel");
+        return std::move(result_);
+    }
+
+private:
+    template <std::size_t I>
+    using case_at = std::tuple_element_t<I, std::tuple<Cases...>>;
+
+    template <class F, std::size_t... I>
+    static void for_each_index(F&& f, std::index_sequence<I...>) {
+        (f(std::integral_constant<std::size_t, I>{}), ...);
+    }
+    template <class F>
+    static void for_each_case(F&& f) {
+        for_each_index(f, std::index_sequence_for<Cases...>{});
+    }
+    template <class F>
+    static void visit(std::size_t i, F&& f) {
+        for_each_case([&](auto I) {
+            if (i == I) f(I);
+        });
+    }
+
+    template <std::size_t I>
+    chan_base* chan_of() const noexcept {
+        if constexpr (case_traits<case_at<I>>::kind == case_kind::timer) return nullptr;
+        else return std::get<I>(cases_).ch;
+    }
+
+    /// The distinct non-nil channels of every case but `skip`, sorted by address.
+    std::size_t lock_order(chan_base** locks, int skip = -1) const noexcept {
+        std::size_t n = 0;
+        for_each_case([&](auto I) {
+            chan_base* c = chan_of<I>();
+            if (!c || int(I) == skip) return;
+            std::size_t k = n;
+            while (k > 0 && locks[k - 1] > c) --k;
+            if (k > 0 && locks[k - 1] == c) return;  // already listed
+            for (std::size_t j = n; j > k; --j) locks[j] = locks[j - 1];
+            locks[k] = c;
+            ++n;
+        });
+        return n;
+    }
+
+    static void lock_all(chan_base** locks, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) locks[i]->lock.lock();
+    }
+    /// Clears the wait flags of emptied queues (channel.hpp), then unlocks.
+    static void unlock_all(chan_base** locks, std::size_t n) noexcept {
+        for (std::size_t i = n; i > 0; --i) locks[i - 1]->unlock_synced();
+    }
+
+    /// A fresh random poll order (Fisher-Yates, built inside out).
+    static void shuffle(unsigned char* order) noexcept {
+        for (std::size_t i = 0; i < N; ++i) {
+            std::size_t j = std::size_t((std::uint64_t(select_rand()) * (i + 1)) >> 32);
+            order[i] = order[j];
+            order[j] = static_cast<unsigned char>(i);
+        }
+    }
+
+    static constexpr int fast_none = -1;    // every case would block (case by case)
+    static constexpr int fast_locked = -2;  // a case needs the locks to tell
+
+    /// No locks. Tries the cases in `order` with the channels' lock-free
+    /// paths; stops at the first case that only the locks can tell about (so
+    /// the locked poll, in the same order, gives it the same chance: fair).
+    /// Returns the case that fired (recorded in result_), else fast_none or
+    /// fast_locked.
+    int poll_fast(const unsigned char* order, std::int64_t now) noexcept {
+        for (std::size_t k = 0; k < N; ++k) {
+            fast_result f = fast_result::not_ready;
+            visit(order[k], [&](auto I) { f = fast_one<I>(now); });
+            if (f == fast_result::done || f == fast_result::closed) {
+                result_.index_ = order[k];
+                return order[k];
+            }
+            if (f == fast_result::locked) return fast_locked;
+        }
+        return fast_none;
+    }
+
+    template <std::size_t I>
+    fast_result fast_one(std::int64_t now) noexcept {
+        constexpr case_kind kind = case_traits<case_at<I>>::kind;
+        auto& cs = std::get<I>(cases_);
+        if constexpr (kind == case_kind::timer) {
+            return now >= cs.when_ns ? fast_result::done : fast_result::not_ready;
+        } else if constexpr (kind == case_kind::recv) {
+            if (!cs.ch) return fast_result::not_ready;
+            fast_result f = cs.ch->recv_fast(std::get<I>(result_.slots_));  // closed: fires with nullopt
+            return f == fast_result::done_contended ? fast_result::done : f;
+        } else {
+            if (!cs.ch) return fast_result::not_ready;
+            fast_result f = cs.ch->send_fast(cs.value);
+            if (f == fast_result::done_contended) f = fast_result::done;
+            if (f == fast_result::closed) send_closed_ = true;
+            return f;
+        }
+    }
+
+    /// Channels locked. Tries the cases in `order`; when one proceeds, records
+    /// it and returns true (the caller unlocks, then readies `wakes`).
+    bool poll_locked(const unsigned char* order, std::int64_t now, wake_list& wakes) noexcept {
+        for (std::size_t k = 0; k < N; ++k) {
+            bool fired = false;
+            visit(order[k], [&](auto I) { fired = poll_one<I>(wakes, now); });
+            if (fired) {
+                result_.index_ = order[k];
+                return true;
+            }
+        }
+        return false;
+    }
+
+    template <std::size_t I>
+    bool poll_one(wake_list& wakes, std::int64_t now) noexcept {
+        constexpr case_kind kind = case_traits<case_at<I>>::kind;
+        auto& cs = std::get<I>(cases_);
+        if constexpr (kind == case_kind::timer) {
+            return now >= cs.when_ns;
+        } else if constexpr (kind == case_kind::recv) {
+            if (!cs.ch) return false;
+            // closed: fires with nullopt
+            return cs.ch->recv_locked(std::get<I>(result_.slots_), wakes) != recv_status::empty;
+        } else {
+            if (!cs.ch) return false;
+            auto r = cs.ch->send_locked(cs.value, wakes);
+            if (r == send_status::full) return false;
+            if (r == send_status::closed) send_closed_ = true;
+            return true;
+        }
+    }
+
+    /// Channels locked, nothing ready: each buffered case's channel learns that
+    /// a waiter is coming (before the second poll).
+    void announce_all() noexcept {
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            if constexpr (kind != case_kind::timer) {
+                auto& cs = std::get<I>(cases_);
+                if (!cs.ch) return;
+                if constexpr (kind == case_kind::recv) cs.ch->announce_recv_wait();
+                else cs.ch->announce_send_wait();
+            }
+        });
+    }
+
+    void enqueue_all() noexcept {
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            if constexpr (kind != case_kind::timer) {
+                auto& cs = std::get<I>(cases_);
+                if (!cs.ch) return;
+                chan_waiter& w = nodes_[I];
+                w.set_select(&core_, int(I));
+                w.success = false;
+                if constexpr (kind == case_kind::recv) {
+                    w.elem = &std::get<I>(result_.slots_);
+                    cs.ch->recvq.push(&w);
+                } else {
+                    w.elem = &cs.value;
+                    cs.ch->sendq.push(&w);
+                }
+            }
+        });
+    }
+
+    void arm_timer() {
+        if constexpr (!std::is_same_v<timer_type, no_timer>) {
+            timer_.core = &core_;
+            timer_.fire = &select_timer::on_fire;
+            bool first = true;
+            for_each_case([&](auto I) {
+                if constexpr (case_traits<case_at<I>>::kind == case_kind::timer) {
+                    std::int64_t when = std::get<I>(cases_).when_ns;
+                    if (first || when < timer_.when_ns) {
+                        timer_.when_ns = when;
+                        timer_.case_index = int(I);
+                        first = false;
+                    }
+                }
+            });
+            the_scheduler().timers().add(&timer_);
+        }
+    }
+
+    /// Channels locked, after the wake-up: unlink the waiters nobody took.
+    void dequeue_losers(int winner) noexcept {
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            if constexpr (kind != case_kind::timer) {
+                auto& cs = std::get<I>(cases_);
+                if (!cs.ch || int(I) == winner) return;
+                if constexpr (kind == case_kind::recv) cs.ch->recvq.remove(&nodes_[I]);
+                else cs.ch->sendq.remove(&nodes_[I]);
+            }
+        });
+    }
+
+    void finish_parked(int winner) noexcept {
+        visit(std::size_t(winner), [&](auto I) {
+            if constexpr (case_traits<case_at<I>>::kind == case_kind::send)
+                if (!nodes_[I].success) send_closed_ = true;  // woken by close
+            // A receive case: the sender filled the slot, or close left it empty.
+        });
+    }
+
+    std::tuple<Cases...> cases_;
+    result_type result_{};
+    chan_waiter nodes_[NS]{};
+    select_core core_{};
+    [[no_unique_address]] timer_type timer_{};
+    bool parked_ = false;
+    bool send_closed_ = false;
+};
+
+}  // namespace detail
+
+/// Waits until one of the cases can proceed and performs it (Go's select).
+template <class... Cases>
+detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
+    return detail::select_op<true, detail::case_t<Cases>...>(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+}
+
+/// Performs one ready case, or none (index() == goro::select_default): Go's
+/// select with a `default:` case. Never blocks; callable from any thread.
+template <class... Cases>
+select_result<detail::case_t<Cases>...> try_select(Cases&&... cases) {
+    detail::select_op<false, detail::case_t<Cases>...> op(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+    return op.poll_now();
+}
+
+}  // namespace goro
+// ---- end goro/sync/select.hpp ----
+
+// ---- begin goro/sync/context.hpp ----
+// goro/sync/context.hpp — `goro::context`: Go's context.Context, for cancellation
+// trees, deadlines and request-scoped values.
+//
+//   auto [ctx, cancel] = goro::with_timeout(goro::background(), 2s);
+//   goro::go(worker(ctx, jobs));        // worker: select(goro::recv(jobs), ctx.done())
+//   ...
+//   cancel();                           // every descendant is cancelled at once
+//   ctx.err();                          // context_error::canceled (or deadline_exceeded)
+//
+// A context is a counted handle to an immutable node; nodes chain to their
+// parent (a strong reference), so a tree is shared by everything that holds
+// a handle into it:
+//
+//          background (no node)
+//               │
+//         cancel_node A ◄─────── with_cancel(background())
+//          ╱         ╲           A lists B and C as children (raw links, A's lock)
+//   cancel_node B   value_node V ◄── with_value(A, key, v): no children list, no done;
+//                       │            done/err/deadline are A's
+//                 cancel_node C      C is listed in A (its nearest cancelable ancestor)
+//
+// CANCELLATION: cancelling a node sets its error and cause, detaches its
+// children list, closes its `done` channel (which wakes every task waiting on
+// it), requests stop on its std::stop_source (if one was handed out), stops
+// its deadline timer, then cancels the detached children the same way
+// (iteratively: no recursion, no allocation). A node cancelled through its own
+// cancel func, deadline or stop token also unlinks itself from its parent's
+// list, and so does a node destroyed uncancelled, so a long-lived parent does
+// not grow while children come and go.
+//
+// THREAD SAFETY / LOCK ORDER
+//   * A cancel node's `mu` guards its children list (and the sibling links of
+//     those children), its stop_source and whether its timer is armed. At most
+//     one node's `mu` is held at a time; the done channel's lock and the timer
+//     heap's mutex are taken after or under it, never the other way round.
+//   * `err` is written once (under `mu`, after `cause`), and read without a
+//     lock (acquire), so err() and cause() are wait-free.
+//   * A parent holds no reference to its children: cancelling one takes a
+//     reference only if the child is not already being destroyed (count not
+//     zero), and a dying child unlinks itself under the parent's `mu`.
+//   * An armed deadline timer holds a reference to its node; whoever stops it
+//     (the cancel that wins timer_queue::cancel, or the timer callback after
+//     it ran) drops that reference. So the timer thread never sees a freed
+//     node. When every handle is gone (no context, cancel func or child
+//     refers to the node: nobody can observe it) the last release stops the
+//     timer early, so a forgotten cancel does not keep a subtree until its
+//     deadline. Nothing ever waits for a timer callback: no deadlock when the
+//     timer thread itself drops the last handle of another timed node.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+
+namespace goro {
+
+/// Why a context is done (Go's ctx.Err()).
+enum class context_error : unsigned char {
+    none,               ///< not done
+    canceled,           ///< its cancel func was called (or an ancestor's, or its stop token's)
+    deadline_exceeded,  ///< its deadline (or an ancestor's) passed
+};
+
+inline const char* to_string(context_error e) noexcept {
+    switch (e) {
+    case context_error::none: return "none";
+    case context_error::canceled: return "context canceled";
+    case context_error::deadline_exceeded: return "context deadline exceeded";
+    }
+    return "unknown";
+}
+
+/// Thrown by context::throw_if_done() for a cancelled context (Go's context.Canceled).
+class canceled_error : public error {
+public:
+    canceled_error() : error("context canceled") {}
+    using error::error;
+};
+
+/// Thrown by context::throw_if_done() once a deadline passed (Go's context.DeadlineExceeded).
+class deadline_exceeded_error : public error {
+public:
+    deadline_exceeded_error() : error("context deadline exceeded") {}
+    using error::error;
+};
+
+/// A typed key for with_value: its address is its identity, T the value's type.
+///   inline const goro::context_key<std::string> request_id{"request_id"};
+template <class T>
+class context_key {
+public:
+    explicit constexpr context_key(const char* name) noexcept : name_(name) {}
+    context_key(const context_key&) = delete;
+    context_key& operator=(const context_key&) = delete;
+    constexpr const char* name() const noexcept { return name_; }
+
+private:
+    const char* name_;
+};
+
+class context;
+class cancel_func;
+
+namespace detail {
+
+struct cancel_node;
+
+struct ctx_node {
+    // refs = 2 x (handles: context, cancel_func, a child's parent link) + 1 while a deadline timer is armed.
+    static constexpr std::size_t handle_ref = 2;
+    static constexpr std::size_t timer_ref = 1;
+
+    std::atomic<std::size_t> refs{handle_ref};
+    ctx_node* parent = nullptr;           // a handle reference (null: background)
+    cancel_node* nearest = nullptr;       // closest cancelable node, this one included
+    std::int64_t deadline_ns = std::numeric_limits<std::int64_t>::max();
+    const void* key = nullptr;            // set on value nodes
+
+    ctx_node() = default;
+    ctx_node(const ctx_node&) = delete;
+    ctx_node& operator=(const ctx_node&) = delete;
+    virtual ~ctx_node() = default;
+
+    /// Only the timer's reference is left: nobody can observe this node any
+    /// more, so stop the timer now instead of at the deadline. True when that
+    /// dropped the last reference.
+    virtual bool abandon_timer() noexcept { return false; }
+
+    void add_ref() noexcept { refs.fetch_add(handle_ref, std::memory_order_relaxed); }
+    /// A handle reference unless the node is already being destroyed.
+    bool try_add_ref() noexcept {
+        std::size_t r = refs.load(std::memory_order_relaxed);
+        while (r != 0)
+            if (refs.compare_exchange_weak(r, r + handle_ref, std::memory_order_acq_rel, std::memory_order_relaxed))
+                return true;
+        return false;
+    }
+    /// Drops a reference (a handle's, or the timer's); frees the nodes that
+    /// reach zero, walking up the chain iteratively (no recursion).
+    static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept {
+        while (n) {
+            std::size_t r = n->refs.fetch_sub(amount, std::memory_order_acq_rel) - amount;
+            if (r == timer_ref && n->abandon_timer()) r = 0;
+            if (r != 0) return;
+            ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
+            delete n;
+            n = p;
+            amount = handle_ref;
+        }
+    }
+};
+
+template <class T>
+struct value_node final : ctx_node {
+    T value;
+    template <class U>
+    explicit value_node(U&& v) : value(std::forward<U>(v)) {}
+};
+
+inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept;
+
+struct cancel_node final : ctx_node {
+    struct deadline_timer : timer_node {
+        cancel_node* owner = nullptr;
+        static void on_fire(timer_node* t) noexcept {
+            cancel_node* n = static_cast<deadline_timer*>(t)->owner;
+            cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+            ctx_node::release(n, timer_ref);  // last access: the armed timer's reference
+        }
+    };
+    struct stop_relay {
+        cancel_node* owner;
+        void operator()() const noexcept {
+            cancel_tree(owner, context_error::canceled,
+                        std::make_exception_ptr(canceled_error("goro::with_stop_token: stop requested")), true);
+        }
+    };
+
+    spinlock mu;
+    chan_state<std::monostate> done{0};  // closed on cancel
+    std::atomic<context_error> err{context_error::none};
+    std::exception_ptr cause;            // written under mu before err
+    // --- under mu ---
+    cancel_node* first_child = nullptr;
+    std::size_t nchildren = 0;
+    bool timer_armed = false;
+    std::optional<std::stop_source> stop;
+    // --- under the ancestor's mu (the list this node is in) ---
+    cancel_node* prev_sibling = nullptr;
+    cancel_node* next_sibling = nullptr;
+    bool linked = false;
+    // --- owned by the canceller that detached this node ---
+    cancel_node* work_next = nullptr;
+    // --- immutable ---
+    cancel_node* ancestor = nullptr;     // whose children list this node joins (parent's nearest)
+    deadline_timer timer{};
+    std::optional<std::stop_callback<stop_relay>> relay;  // with_stop_token only
+
+    bool abandon_timer() noexcept override {
+        bool stopped = false;
+        {
+            std::lock_guard<spinlock> g(mu);
+            if (timer_armed && the_scheduler().timers().cancel(&timer)) {
+                timer_armed = false;
+                stopped = true;
+            }
+        }
+        // Not stopped: the callback is running and drops the reference itself.
+        return stopped && refs.fetch_sub(timer_ref, std::memory_order_acq_rel) == timer_ref;
+    }
+
+    ~cancel_node() override {
+        relay.reset();  // waits for a stop callback running on another thread
+        unlink_from_ancestor();
+    }
+
+    void unlink_from_ancestor() noexcept {
+        cancel_node* a = ancestor;
+        if (!a) return;
+        std::lock_guard<spinlock> g(a->mu);
+        if (!linked) return;
+        if (prev_sibling) prev_sibling->next_sibling = next_sibling;
+        else a->first_child = next_sibling;
+        if (next_sibling) next_sibling->prev_sibling = prev_sibling;
+        prev_sibling = next_sibling = nullptr;
+        linked = false;
+        --a->nchildren;
+    }
+
+    /// Marks this node cancelled and takes its children (each with a reference)
+    /// onto `work`. False when it was cancelled already.
+    bool cancel_one(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
+        std::optional<std::stop_source> to_stop;
+        bool stop_timer = false;
+        {
+            std::lock_guard<spinlock> g(mu);
+            if (err.load(std::memory_order_relaxed) != context_error::none) return false;
+            cause = c;
+            err.store(e, std::memory_order_release);
+            for (cancel_node* ch = first_child; ch;) {
+                cancel_node* next = ch->next_sibling;
+                ch->prev_sibling = ch->next_sibling = nullptr;
+                ch->linked = false;
+                if (ch->try_add_ref()) {  // a child at zero is being destroyed: leave it be
+                    ch->work_next = work;
+                    work = ch;
+                }
+                ch = next;
+            }
+            first_child = nullptr;
+            nchildren = 0;
+            if (stop) to_stop = stop;
+            stop_timer = std::exchange(timer_armed, false);
+        }
+        done.close("goro::context::cancel");  // wakes every waiter, no lock of ours held
+        if (to_stop) to_stop->request_stop();
+        if (stop_timer && the_scheduler().timers().cancel(&timer)) {
+            // The timer will not fire: drop its reference (the caller holds a handle).
+            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
+        }
+        return true;
+    }
+};
+
+/// Cancels `n` and every descendant. The caller holds a reference to `n`.
+inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept {
+    cancel_node* work = nullptr;
+    if (!n->cancel_one(err, cause, work)) return;
+    if (unlink) n->unlink_from_ancestor();
+    while (work) {
+        cancel_node* c = work;
+        work = c->work_next;
+        c->work_next = nullptr;
+        c->cancel_one(err, cause, work);
+        ctx_node::release(c);
+    }
+}
+
+inline std::exception_ptr error_of(context_error e) {
+    if (e == context_error::deadline_exceeded) return std::make_exception_ptr(deadline_exceeded_error());
+    return std::make_exception_ptr(canceled_error());
+}
+
+}  // namespace detail
+
+/// A context handle. Default-constructed: background (never cancelled, no
+/// deadline, no values; its done() is a nil channel that never fires).
+class context {
+public:
+    context() noexcept = default;
+    context(const context& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    context(context&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    context& operator=(const context& o) noexcept {
+        if (o.n_) o.n_->add_ref();
+        detail::ctx_node::release(n_);
+        n_ = o.n_;
+        return *this;
+    }
+    context& operator=(context&& o) noexcept {
+        if (this != &o) {
+            detail::ctx_node::release(n_);
+            n_ = std::exchange(o.n_, nullptr);
+        }
+        return *this;
+    }
+    ~context() { detail::ctx_node::release(n_); }
+
+    /// A receive case (and awaitable) that fires once the context is done:
+    /// `co_await ctx.done()`, or `ctx.done()` as a select case. Keep the
+    /// context alive while it is awaited.
+    recv_case<std::monostate> done() const noexcept {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        return {c ? &c->done : nullptr};
+    }
+
+    /// Why the context is done, or context_error::none.
+    context_error err() const noexcept {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        return c ? c->err.load(std::memory_order_acquire) : context_error::none;
+    }
+    /// True once the context is cancelled or past its deadline.
+    bool is_done() const noexcept { return err() != context_error::none; }
+
+    /// Throws canceled_error or deadline_exceeded_error when the context is done.
+    void throw_if_done() const {
+        switch (err()) {
+        case context_error::none: return;
+        case context_error::canceled: throw canceled_error();
+        case context_error::deadline_exceeded: throw deadline_exceeded_error();
+        }
+    }
+
+    /// The earliest deadline along the chain, if any.
+    std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept {
+        if (!n_ || n_->deadline_ns == std::numeric_limits<std::int64_t>::max()) return std::nullopt;
+        return std::chrono::steady_clock::time_point(
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(n_->deadline_ns)));
+    }
+
+    /// The value stored under `key` by the nearest with_value, or null.
+    template <class T>
+    const T* value(const context_key<T>& key) const noexcept {
+        for (detail::ctx_node* n = n_; n; n = n->parent)
+            if (n->key == &key) return &static_cast<detail::value_node<T>*>(n)->value;
+        return nullptr;
+    }
+
+    /// A std::stop_token that is stop-requested when this context is done
+    /// (never, for background).
+    std::stop_token stop_token() const {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        if (!c) return {};
+        std::stop_source src{std::nostopstate};
+        bool already = false;
+        {
+            std::lock_guard<detail::spinlock> g(c->mu);
+            if (!c->stop) c->stop.emplace();
+            src = *c->stop;
+            already = c->err.load(std::memory_order_relaxed) != context_error::none;
+        }
+        if (already) src.request_stop();  // cancelled before anyone asked: catch up
+        return src.get_token();
+    }
+
+    friend bool operator==(const context& a, const context& b) noexcept { return a.n_ == b.n_; }
+
+private:
+    friend class cancel_func;
+    friend struct context_access;
+    explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
+    detail::ctx_node* n_ = nullptr;
+};
+
+/// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
+/// the context was cancelled some other way, does nothing.
+class cancel_func {
+public:
+    cancel_func() noexcept = default;
+    cancel_func(const cancel_func& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    cancel_func(cancel_func&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    cancel_func& operator=(cancel_func o) noexcept {
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    ~cancel_func() { detail::ctx_node::release(n_); }
+
+    /// Cancels with context_error::canceled.
+    void operator()() const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, nullptr, true);
+    }
+    /// Cancels with context_error::canceled, recording `cause` (see goro::cause).
+    void operator()(std::exception_ptr cause) const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, std::move(cause), true);
+    }
+
+private:
+    friend struct context_access;
+    explicit cancel_func(detail::cancel_node* n) noexcept : n_(n) {
+        if (n_) n_->add_ref();
+    }
+    detail::cancel_node* n_ = nullptr;
+};
+
+/// goro::background(): the root of every context tree. goro::todo(): the same,
+/// spelled for "not decided yet".
+inline context background() noexcept { return {}; }
+inline context todo() noexcept { return {}; }
+
+struct context_access {
+    static detail::ctx_node* node(const context& c) noexcept { return c.n_; }
+    static context adopt(detail::ctx_node* n) noexcept { return context(n); }
+    static cancel_func make_cancel(detail::cancel_node* n) noexcept { return cancel_func(n); }
+
+    /// A new cancel node below `parent`, linked into its nearest cancelable
+    /// ancestor, or cancelled at once when that one is done already.
+    static detail::cancel_node* new_cancel_node(const context& parent, std::int64_t deadline_ns) {
+        auto* n = new detail::cancel_node();
+        n->nearest = n;
+        n->timer.owner = n;
+        n->timer.fire = &detail::cancel_node::deadline_timer::on_fire;
+        detail::ctx_node* p = parent.n_;
+        if (p) {
+            p->add_ref();
+            n->parent = p;
+            n->deadline_ns = p->deadline_ns;
+            n->ancestor = p->nearest;
+        }
+        if (deadline_ns < n->deadline_ns) n->deadline_ns = deadline_ns;
+        if (detail::cancel_node* a = n->ancestor) {
+            context_error perr;
+            {
+                std::lock_guard<detail::spinlock> g(a->mu);
+                perr = a->err.load(std::memory_order_acquire);
+                if (perr == context_error::none) {
+                    n->next_sibling = a->first_child;
+                    if (a->first_child) a->first_child->prev_sibling = n;
+                    a->first_child = n;
+                    n->linked = true;
+                    ++a->nchildren;
+                }
+            }
+            if (perr != context_error::none) detail::cancel_tree(n, perr, a->cause, false);
+        }
+        return n;
+    }
+
+    static void arm_deadline(detail::cancel_node* n, std::int64_t when_ns) {
+        if (when_ns <= now_ns()) {
+            detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+            return;
+        }
+        std::lock_guard<detail::spinlock> g(n->mu);
+        if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
+        n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
+        n->timer_armed = true;
+        n->timer.when_ns = when_ns;
+        detail::the_scheduler().timers().add(&n->timer);
+    }
+
+    static std::int64_t now_ns() noexcept { return detail::now_ns(); }
+};
+
+/// A child of `parent` with its own cancel func (Go's WithCancel).
+inline std::pair<context, cancel_func> with_cancel(const context& parent) {
+    detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
+    return {context_access::adopt(n), context_access::make_cancel(n)};
+}
+
+/// A child that is cancelled with deadline_exceeded at `deadline` (Go's WithDeadline).
+template <class Duration>
+std::pair<context, cancel_func> with_deadline(const context& parent,
+                                              std::chrono::time_point<std::chrono::steady_clock, Duration> deadline) {
+    std::int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+    detail::cancel_node* n = context_access::new_cancel_node(parent, when);
+    context ctx = context_access::adopt(n);
+    cancel_func cancel = context_access::make_cancel(n);
+    // The parent's earlier deadline already covers this one: no timer of our own.
+    detail::ctx_node* p = context_access::node(parent);
+    if (!p || when < p->deadline_ns) context_access::arm_deadline(n, when);
+    return {std::move(ctx), std::move(cancel)};
+}
+
+/// with_deadline(parent, now + timeout) (Go's WithTimeout).
+template <class Rep, class Period>
+std::pair<context, cancel_func> with_timeout(const context& parent, std::chrono::duration<Rep, Period> timeout) {
+    return with_deadline(parent, std::chrono::steady_clock::now() +
+                                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+}
+
+/// A child cancelled (context_error::canceled) when `token` is stop-requested,
+/// or by its cancel func: the bridge from std::stop_token (std::jthread, …).
+inline std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token) {
+    detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
+    context ctx = context_access::adopt(n);
+    cancel_func cancel = context_access::make_cancel(n);
+    n->relay.emplace(std::move(token), detail::cancel_node::stop_relay{n});  // may run at once: fine
+    return {std::move(ctx), std::move(cancel)};
+}
+
+/// A child carrying `value` under `key` (Go's WithValue); lookup: ctx.value(key).
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+context with_value(const context& parent, const context_key<T>& key, U&& value) {
+    auto* n = new detail::value_node<T>(std::forward<U>(value));
+    n->key = &key;
+    if (detail::ctx_node* p = context_access::node(parent)) {
+        p->add_ref();
+        n->parent = p;
+        n->nearest = p->nearest;
+        n->deadline_ns = p->deadline_ns;
+    }
+    return context_access::adopt(n);
+}
+
+/// Why `ctx` was cancelled: the cause given to its cancel func (or an
+/// ancestor's), else canceled_error / deadline_exceeded_error; null while
+/// the context is not done (Go's context.Cause).
+inline std::exception_ptr cause(const context& ctx) {
+    detail::ctx_node* n = context_access::node(ctx);
+    detail::cancel_node* c = n ? n->nearest : nullptr;
+    if (!c) return nullptr;
+    context_error e = c->err.load(std::memory_order_acquire);
+    if (e == context_error::none) return nullptr;
+    if (c->cause) return c->cause;
+    return detail::error_of(e);
+}
+
+namespace detail {
+/// Children currently linked under the nearest cancelable node of `ctx` (for tests and metrics).
+inline std::size_t context_children(const context& ctx) noexcept {
+    ctx_node* n = context_access::node(ctx);
+    cancel_node* c = n ? n->nearest : nullptr;
+    if (!c) return 0;
+    std::lock_guard<spinlock> g(c->mu);
+    return c->nchildren;
+}
+}  // namespace detail
+
+}  // namespace goro
+// ---- end goro/sync/context.hpp ----
+
+// ---- begin goro/sync/wait_group.hpp ----
+// goro/sync/wait_group.hpp — `goro::wait_group`: wait for a collection of tasks to finish.
+//
+//   goro::wait_group wg;
+//   for (auto& job : jobs) {
+//       wg.add(1);
+//       goro::go(work(job, wg));          // each calls wg.done() when finished
+//   }
+//   co_await wg.wait();                   // or goro::block_on(wg.wait()) on a plain thread
+//
+// Go's sync.WaitGroup. A parked waiter shows the wait reason `sync.WaitGroup.Wait`.
+//
+// STATE, on two cache lines, so that a spawner's add() and the finishers'
+// done() do not pull one line back and forth:
+//
+//   added_  (line A): how many add()s so far, a 64-bit count; only add() writes it.
+//   state_  (line B):
+//
+//     63            32 31                 2     1          0
+//     +---------------+--------------------+-----------+---------+
+//     | done (u32)    | busy finishers     | releasing | waiters |
+//     +---------------+--------------------+-----------+---------+
+//
+//   hint_   (line B): a value `added_` had (its low 32 bits); a lower bound of it.
+//
+//   The counter is `added - done`, in 32-bit two's complement as Go's.
+//
+// DONE. A finisher claims its done() with one CAS of `state_`. When its new
+// done count is below `hint_`, the counter cannot have reached zero (added_ is
+// at least the hint) and the CAS is all it does: this is the path of every
+// done() but the few that catch up with the hint. Otherwise the same CAS also
+// counts it as a *busy finisher*; it then reads `added_`, refreshes the hint,
+// checks for a negative counter, and leaves the busy count with a second CAS.
+// That second CAS is where a finisher decides to release: when it leaves no
+// finisher busy, waiters are counted, nobody is releasing, and its done count
+// has caught up with the added count it read, it also sets `releasing`.
+//
+// WAIT. A waiter sees zero only when no finisher is busy, nobody is releasing,
+// and done equals added (state read first, then added). So from the moment a
+// finisher becomes busy until it leaves, no waiter can return, and a finisher
+// that leaves without `releasing` touches nothing of the group afterwards: a
+// waiter may destroy the group as soon as its wait() returns (the usual
+// pattern), and the last done() never reads freed memory. A waiter that does
+// not see zero sets `waiters` under `lock_` and links itself there.
+//
+// RELEASE. Only the holder of `releasing` takes the waiter list, and only
+// when, under the lock, no finisher is busy and done equals added. It then
+// drops `releasing` with a CAS that looks once more: if waiters linked
+// themselves meanwhile and the counter is still zero, it goes round again.
+// Waking happens after that CAS and touches only the waiters' own nodes.
+//
+// WHY NO WAKE-UP IS LOST: a waiter links itself only while a finisher is busy
+// (that finisher, or the last busy one, will look at `waiters` when it
+// leaves), while somebody is releasing (its dropping CAS looks again), or while
+// done < added (the done() that reaches the added count has a new done count
+// at least the hint, so it becomes busy and looks when it leaves).
+//
+// Reuse: as in Go, an `add` that raises the counter from zero must happen before
+// the `wait` that is meant to see it. An `add` racing with the `done` that
+// reached zero does not lose anyone: the releaser then finds the counter not
+// zero and the waiters wait for the next zero.
+//
+// DESTRUCTION with tasks still parked in `wait` is a bug in the program (they
+// could never be woken): the destructor wakes each of them with a
+// `goro::wait_group_destroyed` exception thrown from its `co_await wg.wait()`,
+// whose message names the operation and the number of waiters. Nothing is
+// touched after the wake-up, so this is never use-after-free.
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <string>
+
+
+namespace goro {
+
+/// A `goro::wait_group` was destroyed while tasks waited on it; thrown from their `wait()`.
+class wait_group_destroyed : public error {
+public:
+    using error::error;
+};
+
+class wait_group {
+    struct waiter_node {
+        waiter_node* next = nullptr;
+        task_header* task = nullptr;
+        const char* destroyed_msg = nullptr;  // set by ~wait_group before the wake-up
+        std::uint32_t destroyed_count = 0;
+    };
+
+public:
+    /// Awaiter of `wait()`: parks until the counter is zero. Copyable until it
+    /// suspends (g++ may move the operand of co_await); the node is linked only
+    /// in await_suspend.
+    class wait_operation {
+    public:
+        explicit wait_operation(wait_group& wg) noexcept : wg_(&wg) {}
+
+        bool await_ready() const noexcept { return wg_->zero(wg_->state_.load(std::memory_order_acquire)); }
+
+        bool await_suspend(std::coroutine_handle<> h) {
+            task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
+            node_.task = t;
+            detail::park(t, h, wait_reason::wait_group);
+            wait_group& wg = *wg_;
+            std::lock_guard<detail::spinlock> g(wg.lock_);
+            std::uint64_t s = wg.state_.load(std::memory_order_acquire);
+            for (;;) {
+                if (wg.zero(s)) {
+                    t->state.store(task_state::running, std::memory_order_relaxed);
+                    return false;  // reached zero meanwhile: continue without parking
+                }
+                if (s & waiters_bit) break;  // already set; stays set until a releaser takes the list
+                if (wg.state_.compare_exchange_weak(s, s | waiters_bit, std::memory_order_acq_rel,
+                                                    std::memory_order_acquire))
+                    break;
+            }
+            if (wg.tail_) wg.tail_->next = &node_;
+            else wg.head_ = &node_;
+            wg.tail_ = &node_;
+            return true;  // published: from here on a releaser owns the node
+        }
+
+        void await_resume() const {
+            if (node_.destroyed_msg)
+                throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
+                                           std::to_string(node_.destroyed_count) + " tasks were waiting)");
+        }
+
+    private:
+        wait_group* wg_;
+        waiter_node node_{};
+    };
+
+    wait_group() noexcept = default;
+    /// Starts with `n` (≥ 0) outstanding tasks, like `wg.Add(n)` right after construction.
+    explicit wait_group(std::int64_t n) { add(n); }
+    wait_group(const wait_group&) = delete;
+    wait_group& operator=(const wait_group&) = delete;
+
+    ~wait_group() {
+        waiter_node* list;
+        {
+            std::lock_guard<detail::spinlock> g(lock_);
+            list = head_;
+            head_ = tail_ = nullptr;
+        }
+        std::uint32_t n = 0;
+        for (waiter_node* w = list; w; w = w->next) ++n;
+        while (list) {
+            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
+            list->destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
+            list->destroyed_count = n;
+            detail::ready(list->task);
+            list = next;
+        }
+    }
+
+    /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
+    /// `n` is out of the counter's range, or when the counter would go below
+    /// zero (and then leaves it unchanged).
+    void add(std::int64_t n) {
+        if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
+            throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
+        if (n > 0) added_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_acq_rel);
+        else if (n < 0) finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+    }
+
+    /// Marks one task finished: `add(-1)`.
+    void done() { finish(1, "goro::wait_group::done"); }
+
+    /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
+    [[nodiscard]] wait_operation wait() noexcept { return wait_operation(*this); }
+
+    /// The counter now (for diagnostics; stale as soon as it is read).
+    std::int64_t count() const noexcept {
+        std::uint64_t s = state_.load(std::memory_order_acquire);
+        return static_cast<std::int32_t>(low(added_.load(std::memory_order_acquire)) - done_of(s));
+    }
+
+private:
+    static constexpr std::uint64_t waiters_bit = 1;
+    static constexpr std::uint64_t releasing_bit = 2;
+    static constexpr std::uint64_t busy_one = 4;
+    static constexpr std::uint64_t busy_mask = 0xffff'fffcull;
+    static constexpr std::uint64_t done_one = std::uint64_t(1) << 32;
+
+    static std::uint32_t done_of(std::uint64_t s) noexcept { return static_cast<std::uint32_t>(s >> 32); }
+    static std::uint32_t low(std::uint64_t a) noexcept { return static_cast<std::uint32_t>(a); }
+    /// a ≥ b in the wrapping 32-bit counts.
+    static bool at_least(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) >= 0; }
+
+    /// The counter is zero, seen from state `s` (read before added_).
+    bool zero(std::uint64_t s) const noexcept {
+        if (s & (busy_mask | releasing_bit)) return false;
+        return done_of(s) == low(added_.load(std::memory_order_acquire));
+    }
+
+    /// Seen by the holder of `releasing` (which it ignores): waiters are
+    /// listed, no finisher is busy, and the counter is zero.
+    bool zero_with_waiters(std::uint64_t s) const noexcept {
+        return (s & busy_mask) == 0 && (s & waiters_bit) && done_of(s) == low(added_.load(std::memory_order_acquire));
+    }
+
+    /// The common done(), inline: the counter stays above zero (see DONE).
+    void finish(std::uint32_t n, const char* op) {
+        // acq_rel: a done() releases the task's work; the chain of CASes
+        // carries every earlier done() (and the adds before them) to a waiter.
+        std::uint64_t s = state_.load(std::memory_order_relaxed);
+        if (!at_least(done_of(s) + n, hint_.load(std::memory_order_relaxed)) &&
+            state_.compare_exchange_strong(s, s + std::uint64_t(n) * done_one, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
+            return;
+        finish_slow(n, op, s);
+    }
+
+    /// Any other done(): a retried claim, or one that becomes busy.
+    [[gnu::noinline]] void finish_slow(std::uint32_t n, const char* op, std::uint64_t s) {
+        const std::uint32_t hint = hint_.load(std::memory_order_relaxed);
+        std::uint64_t claim;
+        for (;;) {
+            const bool sure_positive = !at_least(done_of(s) + n, hint);
+            claim = std::uint64_t(n) * done_one + (sure_positive ? 0 : busy_one);
+            if (state_.compare_exchange_weak(s, s + claim, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+                if (sure_positive) return;  // the counter is above zero: nothing to look at
+                break;
+            }
+        }
+        // Busy: no waiter can see zero until this finisher leaves.
+        const std::uint32_t done_now = done_of(s) + n;
+        const std::uint32_t added = low(added_.load(std::memory_order_acquire));
+        const bool negative = !at_least(added, done_now);
+        if (!negative && added != hint) hint_.store(added, std::memory_order_relaxed);
+        // Leave: drop busy (and undo a bad done); decide whether to release.
+        const std::uint64_t leave = busy_one + (negative ? std::uint64_t(n) * done_one : 0);
+        s = state_.load(std::memory_order_relaxed);
+        bool release;
+        for (;;) {
+            std::uint64_t ns = s - leave;
+            release = (ns & busy_mask) == 0 && (ns & waiters_bit) && !(ns & releasing_bit) &&
+                      at_least(done_of(ns), added);
+            if (release) ns |= releasing_bit;
+            if (state_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
+        }
+        if (release) release_waiters();
+        if (negative) {
+            const std::int64_t before = static_cast<std::int32_t>(added - (done_now - n));
+            throw usage_error(std::string(op) + ": negative counter (" + std::to_string(before) + " - " +
+                              std::to_string(n) + ")");
+        }
+    }
+
+    /// The caller set `releasing`: take every listed waiter if the counter is
+    /// zero, drop `releasing`, then wake them.
+    void release_waiters() {
+        waiter_node* first = nullptr;
+        waiter_node* last = nullptr;
+        for (;;) {
+            {
+                std::lock_guard<detail::spinlock> g(lock_);
+                if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
+                    if (last) last->next = head_;
+                    else first = head_;
+                    last = tail_;
+                    head_ = tail_ = nullptr;
+                    state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
+                }
+            }
+            // Drop `releasing`, unless waiters linked themselves meanwhile at zero.
+            std::uint64_t s = state_.load(std::memory_order_acquire);
+            bool again = false;
+            for (;;) {
+                if (zero_with_waiters(s)) {
+                    again = true;
+                    break;
+                }
+                if (state_.compare_exchange_weak(s, s & ~releasing_bit, std::memory_order_acq_rel,
+                                                 std::memory_order_acquire))
+                    break;
+            }
+            if (!again) break;
+        }
+        // The group may be gone from here on; only the parked waiters' nodes are touched.
+        while (first) {
+            waiter_node* next = first->next;  // read before the wake: the node dies with its frame
+            detail::ready(first->task);
+            first = next;
+        }
+    }
+
+    alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
+    alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
+    std::atomic<std::uint32_t> hint_{0};
+    detail::spinlock lock_;
+    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
+    waiter_node* tail_ = nullptr;
+};
+
+}  // namespace goro
+// ---- end goro/sync/wait_group.hpp ----
+
+// ---- begin goro/sync/mutex.hpp ----
+// goro/sync/mutex.hpp — `goro::mutex`: a mutual-exclusion lock for goro tasks.
+//
+//   goro::mutex m;
+//   co_await m.lock();  ...  m.unlock();
+//   { auto g = co_await m.scoped_lock(); ... }     // unlocked when g goes out of scope
+//   if (m.try_lock()) { ... m.unlock(); }
+//
+// Go's sync.Mutex for coroutines: a task that finds the mutex locked parks
+// (wait reason `sync.Mutex.Lock`) instead of blocking its worker thread. Like
+// Go's, it is not tied to an owner: any task or thread may unlock it.
+//
+// FAIRNESS: direct hand-off, always. `unlock` with waiters does not release
+// the mutex; it passes ownership to the longest-waiting task, which resumes
+// already holding it. A newcomer can take the mutex only while nobody waits,
+// so no waiter starves (Go gets the same guarantee from its starvation mode,
+// entered after a waiter has waited 1 ms; goro pays the hand-off from the
+// start, which costs throughput under heavy contention but keeps FIFO order).
+//
+// STATE (one word): bit 0 = locked, bits 1.. = number of parked waiters.
+//   lock/try_lock fast path: CAS 0 -> 1. unlock fast path: CAS 1 -> 0.
+//
+// INVARIANTS (under `lock_`): the waiter bits equal the length of the waiter
+// list; waiters are counted and linked in one critical section, and unlinked
+// and uncounted in one. While waiters exist the locked bit is set (a waiter
+// parks only after seeing it set, and unlock hands over instead of clearing it).
+//
+// THREAD SAFETY: lock order is `lock_` only; a hand-off readies the waiter
+// after `lock_` is released. The waiter resumes on whichever worker picks it up.
+//
+// DESTRUCTION with tasks parked in `lock()` is a bug (they would wait forever):
+// the destructor wakes them with `goro::mutex_destroyed` thrown from their
+// `co_await m.lock()`.
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <utility>
+
+
+namespace goro {
+
+/// A `goro::mutex` was destroyed while tasks waited to lock it; thrown from their `lock()`.
+class mutex_destroyed : public error {
+public:
+    using error::error;
+};
+
+class mutex;
+
+/// Owns a locked `goro::mutex` and unlocks it on destruction (from `co_await m.scoped_lock()`).
+/// Movable, like std::unique_lock; `unlock()` releases it early.
+class lock_guard {
+public:
+    lock_guard() noexcept = default;
+    explicit lock_guard(goro::mutex& m, std::adopt_lock_t) noexcept : m_(&m) {}
+    lock_guard(lock_guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+    lock_guard& operator=(lock_guard&& o) noexcept {
+        if (this != &o) {
+            release_lock();
+            m_ = std::exchange(o.m_, nullptr);
+        }
+        return *this;
+    }
+    lock_guard(const lock_guard&) = delete;
+    lock_guard& operator=(const lock_guard&) = delete;
+    ~lock_guard() { release_lock(); }
+
+    /// Unlocks now; throws goro::usage_error when this guard owns nothing.
+    inline void unlock();
+    bool owns_lock() const noexcept { return m_ != nullptr; }
+    explicit operator bool() const noexcept { return owns_lock(); }
+    goro::mutex* mutex() const noexcept { return m_; }
+
+private:
+    inline void release_lock() noexcept;
+    goro::mutex* m_ = nullptr;
+};
+
+class mutex {
+    struct waiter_node {
+        waiter_node* next = nullptr;
+        task_header* task = nullptr;
+        bool destroyed = false;  // set by ~mutex before the wake-up
+    };
+
+public:
+    /// Awaiter of `lock()`: resumes holding the mutex. Copyable until it
+    /// suspends (g++ may move the operand of co_await).
+    class lock_operation {
+    public:
+        explicit lock_operation(mutex& m) noexcept : m_(&m) {}
+        bool await_ready() noexcept { return m_->try_lock(); }
+        bool await_suspend(std::coroutine_handle<> h) { return m_->enqueue(node_, h); }
+        void await_resume() const {
+            if (node_.destroyed)
+                throw mutex_destroyed("goro::mutex::lock: the mutex was destroyed while this task waited for it");
+        }
+
+    protected:
+        mutex* m_;
+        waiter_node node_{};
+    };
+
+    /// Awaiter of `scoped_lock()`: like lock_operation, resumes with a guard.
+    class scoped_lock_operation : public lock_operation {
+    public:
+        using lock_operation::lock_operation;
+        [[nodiscard]] lock_guard await_resume() const {
+            lock_operation::await_resume();
+            return lock_guard(*m_, std::adopt_lock);
+        }
+    };
+
+    mutex() noexcept = default;
+    mutex(const mutex&) = delete;
+    mutex& operator=(const mutex&) = delete;
+
+    ~mutex() {
+        waiter_node* list;
+        {
+            std::lock_guard<detail::spinlock> g(lock_);
+            list = head_;
+            head_ = tail_ = nullptr;
+        }
+        while (list) {
+            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
+            list->destroyed = true;
+            detail::ready(list->task);
+            list = next;
+        }
+    }
+
+    /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
+    [[nodiscard]] lock_operation lock() noexcept { return lock_operation(*this); }
+
+    /// `auto g = co_await m.scoped_lock()`: as lock(), returning a guard that unlocks.
+    [[nodiscard]] scoped_lock_operation scoped_lock() noexcept { return scoped_lock_operation(*this); }
+
+    /// Takes the mutex if it is free and nobody waits; never parks.
+    bool try_lock() noexcept {
+        std::uint32_t expected = 0;
+        return state_.compare_exchange_strong(expected, locked, std::memory_order_acquire, std::memory_order_relaxed);
+    }
+
+    /// Releases the mutex, or hands it to the longest waiter. Throws
+    /// goro::usage_error when the mutex is not locked.
+    void unlock() {
+        for (;;) {
+            std::uint32_t s = state_.load(std::memory_order_relaxed);
+            if (!(s & locked)) throw usage_error("goro::mutex::unlock: unlock of an unlocked mutex");
+            if (s == locked) {
+                if (state_.compare_exchange_weak(s, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+                continue;
+            }
+            waiter_node* w;
+            {
+                std::lock_guard<detail::spinlock> g(lock_);
+                w = head_;
+                if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
+                head_ = w->next;
+                if (!head_) tail_ = nullptr;
+                // The locked bit stays: ownership passes to `w`. Its critical
+                // section sees ours through the scheduler's queue (release/acquire).
+                state_.fetch_sub(one_waiter, std::memory_order_release);
+            }
+            detail::ready(w->task);
+            return;
+        }
+    }
+
+    /// True while some task holds the mutex (a hint: stale once read).
+    bool is_locked() const noexcept { return state_.load(std::memory_order_relaxed) & locked; }
+
+private:
+    static constexpr std::uint32_t locked = 1;
+    static constexpr std::uint32_t one_waiter = 2;
+
+    /// Slow path of lock(): take the mutex, or count and link `n` and park.
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
+        task_header* t = detail::current_task_or_throw("goro::mutex::lock");
+        n.task = t;
+        detail::park(t, h, wait_reason::mutex_lock);
+        std::lock_guard<detail::spinlock> g(lock_);
+        std::uint32_t s = state_.load(std::memory_order_relaxed);
+        for (;;) {
+            if (!(s & locked)) {
+                // Free now. No one waits (waiters keep the bit set), so no one is bypassed.
+                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed)) {
+                    t->state.store(task_state::running, std::memory_order_relaxed);
+                    return false;
+                }
+            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                    std::memory_order_relaxed)) {
+                break;
+            }
+        }
+        if (tail_) tail_->next = &n;
+        else head_ = &n;
+        tail_ = &n;
+        return true;  // published: the unlocker owns the node now
+    }
+
+    alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
+    detail::spinlock lock_;
+    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
+    waiter_node* tail_ = nullptr;
+};
+
+inline void lock_guard::unlock() {
+    if (!m_) throw usage_error("goro::lock_guard::unlock: the guard does not own a mutex");
+    std::exchange(m_, nullptr)->unlock();
+}
+
+inline void lock_guard::release_lock() noexcept {
+    // Cannot throw: a guard only ever holds a mutex it locked.
+    if (m_) std::exchange(m_, nullptr)->unlock();
+}
+
+}  // namespace goro
+// ---- end goro/sync/mutex.hpp ----
+
+// ---- begin goro/sync/semaphore.hpp ----
+// goro/sync/semaphore.hpp — `goro::semaphore`: a counting semaphore for goro tasks.
+//
+//   goro::semaphore slots(4);          // four permits
+//   co_await slots.acquire();          // or acquire(n) for n permits at once
+//   ...
+//   slots.release();                   // or release(n)
+//
+// A task that cannot get its permits parks (wait reason `semacquire`, Go's
+// word for its runtime semaphore). Like golang.org/x/sync/semaphore.Weighted,
+// waiters are served strictly in FIFO order: a newcomer never overtakes a
+// parked waiter, even when enough permits are free for the newcomer but not for
+// the waiter at the head (so a large acquire cannot starve behind small ones).
+//
+// INVARIANTS (under `lock_`): `count_` ≥ 0 is the number of free permits; when
+// the waiter list is non-empty, its head needs more than `count_`.
+//
+// THREAD SAFETY: every operation takes `lock_` (a spinlock, a few instructions
+// long); `release` collects the waiters it satisfies, unlocks, then readies
+// them in FIFO order. Any thread may release; acquire is awaited in a goro task.
+//
+// DESTRUCTION with tasks parked in `acquire` is a bug: the destructor wakes them
+// with `goro::semaphore_destroyed` thrown from their `co_await s.acquire()`.
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <string>
+
+
+namespace goro {
+
+/// A `goro::semaphore` was destroyed while tasks waited on it; thrown from their `acquire()`.
+class semaphore_destroyed : public error {
+public:
+    using error::error;
+};
+
+class semaphore {
+    struct waiter_node {
+        waiter_node* next = nullptr;
+        task_header* task = nullptr;
+        std::int64_t want = 0;
+        bool destroyed = false;  // set by ~semaphore before the wake-up
+    };
+
+public:
+    /// Awaiter of `acquire(n)`. Copyable until it suspends (g++ may move the
+    /// operand of co_await); the node is linked only in await_suspend.
+    class acquire_operation {
+    public:
+        acquire_operation(semaphore& s, std::int64_t n) noexcept : s_(&s) { node_.want = n; }
+        bool await_ready() noexcept { return s_->try_acquire(node_.want); }
+        bool await_suspend(std::coroutine_handle<> h) { return s_->enqueue(node_, h); }
+        void await_resume() const {
+            if (node_.destroyed)
+                throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
+        }
+
+    private:
+        semaphore* s_;
+        waiter_node node_{};
+    };
+
+    /// A semaphore with `initial` (≥ 0) free permits.
+    explicit semaphore(std::int64_t initial) : count_(initial) {
+        if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
+    }
+    semaphore(const semaphore&) = delete;
+    semaphore& operator=(const semaphore&) = delete;
+
+    ~semaphore() {
+        waiter_node* list;
+        {
+            std::lock_guard<detail::spinlock> g(lock_);
+            list = head_;
+            head_ = tail_ = nullptr;
+        }
+        while (list) {
+            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
+            list->destroyed = true;
+            detail::ready(list->task);
+            list = next;
+        }
+    }
+
+    /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
+    /// Throws goro::usage_error (at once) for n < 0; n == 0 waits only for its turn.
+    [[nodiscard]] acquire_operation acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::acquire");
+        return acquire_operation(*this, n);
+    }
+
+    /// Takes `n` permits when they are free and nobody waits; never parks.
+    bool try_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::try_acquire");
+        std::lock_guard<detail::spinlock> g(lock_);
+        if (head_ || count_ < n) return false;
+        count_ -= n;
+        return true;
+    }
+
+    /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
+    void release(std::int64_t n = 1) {
+        check(n, "goro::semaphore::release");
+        waiter_node* wake = nullptr;
+        {
+            std::lock_guard<detail::spinlock> g(lock_);
+            if (count_ > std::numeric_limits<std::int64_t>::max() - n)
+                throw usage_error("goro::semaphore::release: count overflow");
+            count_ += n;
+            waiter_node** last = &wake;
+            while (head_ && head_->want <= count_) {
+                count_ -= head_->want;
+                *last = head_;
+                last = &head_->next;
+                head_ = head_->next;
+            }
+            *last = nullptr;
+            if (!head_) tail_ = nullptr;
+        }
+        while (wake) {
+            waiter_node* next = wake->next;  // read before the wake: the node dies with its frame
+            detail::ready(wake->task);
+            wake = next;
+        }
+    }
+
+    /// Free permits now (a hint: stale once read).
+    std::int64_t available() const noexcept {
+        std::lock_guard<detail::spinlock> g(lock_);
+        return count_;
+    }
+
+private:
+    static void check(std::int64_t n, const char* op) {
+        if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
+    }
+
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
+        task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
+        n.task = t;
+        n.next = nullptr;
+        detail::park(t, h, wait_reason::semacquire);
+        std::lock_guard<detail::spinlock> g(lock_);
+        if (!head_ && count_ >= n.want) {  // released meanwhile
+            count_ -= n.want;
+            t->state.store(task_state::running, std::memory_order_relaxed);
+            return false;
+        }
+        if (tail_) tail_->next = &n;
+        else head_ = &n;
+        tail_ = &n;
+        return true;  // published: a releaser owns the node now
+    }
+
+    mutable detail::spinlock lock_;
+    std::int64_t count_;
+    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
+    waiter_node* tail_ = nullptr;
+};
+
+}  // namespace goro
+// ---- end goro/sync/semaphore.hpp ----
+
+// ---- begin goro/sync/errgroup.hpp ----
+// goro/sync/errgroup.hpp — `goro::errgroup`: a group of tasks working on one job,
+// with the first failure cancelling the rest (golang.org/x/sync/errgroup).
+//
+//   auto [g, ctx] = goro::errgroup::with_context(parent);
+//   for (auto& url : urls) g.go(fetch(ctx, url));      // fetch may throw
+//   if (std::exception_ptr e = co_await g.wait()) ...  // the first error, after all finished
+//
+// SEMANTICS (Go's):
+//   * `go(t)` starts `t` with goro::go (so it is a registered task, "created by"
+//     the caller of go). An exception escaping `t` does not crash the process:
+//     the first one becomes the group's error and cancels the group's context
+//     (with that exception as the context's cause, see goro::cause). Later
+//     errors are dropped, as in Go.
+//   * `co_await g.wait()` returns once every started task has finished: the
+//     first error, or null. It then cancels the group's context too (Go does,
+//     so a context derived for the group never outlives it).
+//   * Tasks see the cancellation only if they look: `ctx.done()` in a select,
+//     `co_await ctx.done()`, or `ctx.throw_if_done()`. That is what stops the
+//     classic leak of siblings left running after one failed.
+//
+// LIMIT on tasks in flight (Go's SetLimit/TryGo). A C++ function cannot park
+// its caller, so the blocking form is a separate awaitable:
+//   * `g.set_limit(n)`: at most n tasks in flight (n < 0: no limit, the default).
+//     Throws goro::usage_error while tasks are in flight (Go panics).
+//   * `co_await g.spawn(t)`: waits for a free slot (wait reason `semacquire`),
+//     then starts `t` — Go's blocking `g.Go` under a limit.
+//   * `g.try_go(std::move(t))`: starts `t` if a slot is free; else returns
+//     false and leaves `t` with the caller (Go's TryGo).
+//   * `g.go(t)` never waits: with the limit reached it throws goro::usage_error
+//     naming the operation (use spawn or try_go where the limit can be reached).
+//
+// A group is a shared handle (copies refer to the same group), so it can be
+// returned from with_context, captured by tasks, and outlive its creator while
+// tasks run. The state is freed with the last handle and the last task.
+//
+// THREAD SAFETY: every member may be called from any task or thread, except
+// set_limit, which must not race with starting tasks. `mu` guards the first
+// error only; the context is cancelled after `mu` is released.
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+
+namespace goro {
+
+class errgroup {
+    struct state {
+        wait_group wg;                      // counts tasks in flight
+        detail::spinlock mu;                // guards err
+        std::exception_ptr err;
+        goro::context ctx;                  // background when the group has none
+        cancel_func cancel;                 // empty when the group has no context
+        std::unique_ptr<semaphore> limit;   // null: no limit
+
+        void fail(std::exception_ptr e) noexcept {
+            bool first = false;
+            {
+                std::lock_guard<detail::spinlock> g(mu);
+                if (!err) {
+                    err = e;
+                    first = true;
+                }
+            }
+            if (first) cancel(std::move(e));
+        }
+    };
+
+public:
+    /// A group without a context (Go's zero Group): errors are collected, nothing is cancelled.
+    errgroup() : s_(std::make_shared<state>()) {}
+
+    /// A group whose context is derived from `parent`; cancelled on the first
+    /// error and when wait() returns. Tasks get it from `ctx()`.
+    explicit errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
+        auto [c, cancel] = with_cancel(parent);
+        s_->ctx = std::move(c);
+        s_->cancel = std::move(cancel);
+    }
+
+    /// `auto [g, ctx] = goro::errgroup::with_context(parent);` (Go's errgroup.WithContext).
+    static std::pair<errgroup, goro::context> with_context(const goro::context& parent) {
+        errgroup g(parent);
+        goro::context c = g.ctx();
+        return {std::move(g), std::move(c)};
+    }
+
+    /// The group's context (background for a group made without one).
+    const goro::context& ctx() const noexcept { return s_->ctx; }
+
+    /// Limits the tasks in flight to `n` (n < 0: no limit). Throws
+    /// goro::usage_error while any task of the group is in flight.
+    void set_limit(std::int64_t n) {
+        if (std::int64_t active = s_->wg.count(); active != 0)
+            throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
+                              " tasks of the group are in flight");
+        s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
+    }
+
+    /// Starts `t` now. Throws goro::usage_error when a limit is set and reached
+    /// (`co_await spawn(t)` waits for a slot instead).
+    void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+        if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
+        if (s_->limit && !s_->limit->try_acquire())
+            throw usage_error("goro::errgroup::go: the limit of tasks in flight is reached; "
+                              "co_await spawn(task) waits for a slot, try_go(task) does not start it");
+        start(std::move(t), std::move(options), GORO_SITE_ARG);
+    }
+
+    /// Starts `t` if the limit allows; otherwise returns false and leaves `t` alone.
+    bool try_go(task<>&& t, task_options options = {}, GORO_SITE_PARAM) {
+        if (!t) throw usage_error("goro::errgroup::try_go: the task is empty (moved-from or default-constructed)");
+        if (s_->limit && !s_->limit->try_acquire()) return false;
+        start(std::move(t), std::move(options), GORO_SITE_ARG);
+        return true;
+    }
+
+    /// `co_await g.spawn(t)`: waits for a free slot under the limit, then starts `t`.
+    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) { return spawn_at(std::move(t), task_options{}, GORO_SITE_ARG); }
+
+    /// As spawn(t), with a name and labels. Pass a named `task_options` variable,
+    /// not a braced temporary: g++ 12 relocates temporaries that appear in a
+    /// co_await expression bitwise, which breaks a std::string inside them.
+    [[nodiscard]] task<> spawn(task<> t, const task_options& options, GORO_SITE_PARAM) {
+        return spawn_at(std::move(t), options, GORO_SITE_ARG);
+    }
+
+    /// `co_await g.wait()`: once every started task has finished, cancels the
+    /// group's context and returns the first error (null when none failed).
+    [[nodiscard]] task<std::exception_ptr> wait() const { return wait_body(s_); }
+
+private:
+    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
+        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
+        return spawn_body(*this, std::move(t), options, where);
+    }
+
+    void start(task<> t, task_options options, const detail::site& where) {
+        s_->wg.add(1);
+        try {
+            launch(run(s_, std::move(t)), std::move(options), where);
+        } catch (...) {
+            s_->wg.done();
+            if (s_->limit) s_->limit->release();
+            throw;
+        }
+    }
+
+    static void launch(task<> t, task_options options, const detail::site& where) {
+        // goro::go with the caller's site, so the task reads "created by" them.
+#if GORO_HAS_SOURCE_LOCATION
+        goro::go(std::move(t), std::move(options), where);
+#else
+        goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
+#endif
+    }
+
+    static task<> run(std::shared_ptr<state> s, task<> t) {
+        std::exception_ptr e;
+        try {
+            co_await std::move(t);
+        } catch (...) {
+            e = std::current_exception();
+        }
+        if (e) s->fail(std::move(e));
+        if (s->limit) s->limit->release();  // the slot first: a spawn() may be waiting for it
+        s->wg.done();                       // last touch of the group by this task
+    }
+
+    static task<> spawn_body(errgroup g, task<> t, task_options options, detail::site where) {
+        if (g.s_->limit) co_await g.s_->limit->acquire();
+        g.start(std::move(t), std::move(options), where);
+    }
+
+    static task<std::exception_ptr> wait_body(std::shared_ptr<state> s) {
+        co_await s->wg.wait();
+        s->cancel();
+        std::lock_guard<detail::spinlock> g(s->mu);
+        co_return s->err;
+    }
+
+    std::shared_ptr<state> s_;
+};
+
+}  // namespace goro
+// ---- end goro/sync/errgroup.hpp ----
+
+// ---- begin goro/inspect/snapshot.hpp ----
+// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
+// runs, as Go 1.19 takes its goroutine profile.
+//
+//   request → stop the world → start an epoch → resume → copy records → group → format
+//
+// `goro::snapshot::take()` stops every worker at a safe point (see
+// scheduler.hpp) only to start a profile epoch and note where each registry
+// shard's list begins; then the world runs again. Each task alive at that
+// moment is copied once, as it was then: by the walk that follows, or by the
+// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
+// registry.hpp). The pause is therefore the same for ten tasks or a million.
+// Names are cleaned, stacks grouped and text formatted after that, on the
+// caller's thread.
+//
+// Every task alive when the epoch began appears exactly once (tasks spawned
+// after it do not; one that exits meanwhile appears as it was); `total()`
+// equals the sum of the group counts. The task calling take() from inside the
+// pool is recorded as running with its frames as last suspended. When a worker
+// does not reach a safe point before the timeout (a task that never
+// suspends), take() falls back to copying everything with the world stopped,
+// and records that worker's task as running with no frames (its frames are
+// changing under us). `options::concurrent = false` asks for that copy too.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+
+namespace goro {
+
+/// One task as the snapshot saw it. (64 bytes on g++: a profile of a million
+/// tasks writes a million of these.)
+struct task_record {
+    std::uint64_t id = 0;
+    std::uint64_t parent_id = 0;        ///< 0: spawned outside any task
+    const char* wait_reason = nullptr;  ///< static string, Go's words; null unless waiting
+    std::int64_t since_ns = 0;          ///< coarse monotonic time it parked (waiting only)
+    detail::site created_by{};          ///< where go() / block_on() was called
+    task_meta meta;                     ///< name and labels, or empty
+    std::uint32_t first_frame = 0;      ///< index into snapshot::sites()
+    std::uint32_t frame_count = 0;
+    task_state state = task_state::runnable;
+    task_kind kind = task_kind::task;
+    bool frames_known = true;           ///< false: running on a stuck worker
+};
+
+/// Tasks with the same stack (and labels), as Go's debug=1 groups them.
+struct task_group {
+    std::size_t count = 0;
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id
+    std::uint64_t key = 0;             ///< hash of the site chain and labels
+};
+
+/// A stable id for a site: the same file, line and function give the same id
+/// in every run, so two dumps can be compared textually.
+inline std::uint64_t site_id(const detail::site& s) noexcept {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const char* p) {
+        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull;
+    };
+    mix(s.file_name());
+    mix(s.function_name());
+    h = (h ^ s.line()) * 1099511628211ull;
+    return h & 0xffffffffffffull;  // 48 bits: reads like an address
+}
+
+class snapshot {
+public:
+    struct options {
+        /// How long to wait for each worker to reach a safe point.
+        std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
+        /// Copy the records while the world runs (Go 1.19's way): the world
+        /// stops only to start a profile epoch. False: copy everything with
+        /// the world stopped (also the fallback when a worker did not stop).
+        bool concurrent = true;
+    };
+
+    static snapshot take() { return take(options{}); }
+
+    static snapshot take(const options& opt) {
+        snapshot s;
+        s.taken_at_ns_ = detail::coarse_now_ns();
+        detail::registry& reg = detail::the_registry();
+        // Sized (not just reserved) outside the stop, so that the pages are
+        // touched now and the copy does not page-fault with the world stopped.
+        std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
+        s.tasks_.resize(expect + expect / 8 + 64);
+        s.sites_.resize(2 * expect + 256);
+
+        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
+        collector c(s);
+        detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
+        detail::stw_report rep;
+        if (sched) rep = sched->stop_the_world(opt.stop_timeout);
+        auto t0 = detail::now_ns();
+        reg.lock_all();
+        task_header* self = detail::tls_current_task;
+        if (!opt.concurrent || !rep.all_stopped) {
+            // Everything now: a worker that did not stop may resume any task
+            // at any moment, so no task can be left for later.
+            reg.for_each_unlocked([&](task_header& h) {
+                bool stuck = &h != self && std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end();
+                c.record(h, &h == self || stuck, stuck);
+            });
+            reg.unlock_all();
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+        } else {
+            // Start an epoch; copy the caller's own task now (it is running);
+            // every other task is copied by the walk below or by the worker
+            // that resumes it first (see PROFILE EPOCHS in registry.hpp).
+            detail::profile_epoch_state& p = detail::profile_epoch();
+            const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
+            p.gen.store(e, std::memory_order_release);
+            auto heads = reg.heads_locked();
+            if (self && !self->dead.load(std::memory_order_acquire)) {
+                c.record(*self, true, false);
+                detail::profile_publish(*self, e);
+            }
+            p.record = &collector::record_thunk;
+            p.ctx = &c;
+            p.active.store(true, std::memory_order_seq_cst);
+            reg.unlock_all();
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+
+            for (task_header* head : heads)
+                for (task_header* h = head; h; h = h->next_) {
+                    if (!detail::profile_claim(*h, e)) continue;
+                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, false);
+                    detail::profile_publish(*h, e);
+                }
+
+            // End the epoch once no worker is between its check and its copy.
+            p.active.store(false, std::memory_order_seq_cst);
+            while (p.inflight.load(std::memory_order_seq_cst) != 0) detail::cpu_relax();
+            p.record = nullptr;
+            p.ctx = nullptr;
+        }
+        c.finish();
+        s.sort_by_id();
+        return s;
+    }
+
+    std::size_t total() const noexcept { return tasks_.size(); }
+    const std::vector<task_record>& tasks() const noexcept { return tasks_; }
+    const std::vector<detail::site>& sites() const noexcept { return sites_; }
+    /// The sites of one task's stack, leaf first.
+    std::span<const detail::site> stack(const task_record& r) const noexcept {
+        return {sites_.data() + r.first_frame, r.frame_count};
+    }
+    /// Coarse monotonic time of the snapshot (compare with task_record::since_ns).
+    std::int64_t taken_at_ns() const noexcept { return taken_at_ns_; }
+    /// How long the world stayed stopped once every worker had stopped: the
+    /// epoch's start, or the whole copy when it was taken with the world stopped.
+    std::int64_t copy_ns() const noexcept { return pause_ns_; }
+
+    /// Groups tasks by identical stack and labels, largest group first (ties:
+    /// by the smallest task id), like Go's debug=1.
+    std::vector<task_group> groups() const {
+        // A million tasks share a few sites: hash each distinct site once.
+        site_ids ids;
+        std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
+        std::vector<task_group> out;
+        for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
+            std::uint64_t k = stack_key(tasks_[i], ids);
+            auto& cands = by_key[k];
+            task_group* g = nullptr;
+            for (std::size_t gi : cands)
+                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
+                    g = &out[gi];
+                    break;
+                }
+            if (!g) {
+                cands.push_back(out.size());
+                out.push_back(task_group{0, {}, k});
+                g = &out.back();
+            }
+            g->tasks.push_back(i);
+            ++g->count;
+        }
+        std::stable_sort(out.begin(), out.end(), [&](const task_group& a, const task_group& b) {
+            if (a.count != b.count) return a.count > b.count;
+            return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
+        });
+        return out;
+    }
+
+    /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
+    std::uint64_t stack_key(const task_record& r) const {
+        site_ids ids;
+        return stack_key(r, ids);
+    }
+
+private:
+    /// site_id() of each distinct site, computed once (keyed by the site's
+    /// static data, which is the same for every task suspended there).
+    struct site_ids {
+        struct key_hash {
+            std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
+                auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
+                auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
+                return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
+            }
+        };
+        std::unordered_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+        std::uint64_t operator()(const detail::site& s) {
+            auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
+            auto it = map.find(k);
+            if (it != map.end()) return it->second;
+            return map.emplace(k, site_id(s)).first->second;
+        }
+    };
+
+    std::uint64_t stack_key(const task_record& r, site_ids& ids) const {
+        std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
+        for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
+        if (r.meta)
+            for (auto& [k, v] : r.meta->labels) {
+                for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+                h = (h ^ 0x3d) * 0x100000001b3ull;
+                for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+                h = (h ^ 0x2c) * 0x100000001b3ull;
+            }
+        return h;
+    }
+
+    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const {
+        if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
+        auto sa = stack(a), sb = stack(b);
+        for (std::size_t i = 0; i < sa.size(); ++i)
+            if (ids(sa[i]) != ids(sb[i])) return false;
+        static const std::vector<std::pair<std::string, std::string>> none;
+        const auto& la = a.meta ? a.meta->labels : none;
+        const auto& lb = b.meta ? b.meta->labels : none;
+        return la == lb;
+    }
+
+    /// Ascending id. The walk copies each registry list newest first, so
+    /// the records often arrive in descending order: that costs a reversal.
+    void sort_by_id() {
+        auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
+        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
+        if (std::is_sorted(tasks_.rbegin(), tasks_.rend(), by_id)) {
+            std::reverse(tasks_.begin(), tasks_.end());
+            return;
+        }
+        std::sort(tasks_.begin(), tasks_.end(), by_id);
+    }
+
+    static std::mutex& profile_mutex() noexcept {
+        static std::mutex m;
+        return m;
+    }
+
+    /// Where the copies go: slots of the presized vectors, claimed with an
+    /// atomic cursor by the profiler and by workers alike; a rare record that
+    /// does not fit goes to a side list under a mutex.
+    class collector {
+    public:
+        explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
+
+        static void record_thunk(void* self, task_header& h) noexcept {
+            static_cast<collector*>(self)->record(h, false, false);
+        }
+
+        /// Copies `h` (alive, and not running unless `running`). `stuck`: it
+        /// runs on a worker that did not stop, so its frames are not read.
+        void record(task_header& h, bool running, bool stuck) noexcept {
+            task_record r;
+            r.id = h.id;
+            r.parent_id = h.cold().parent_id;
+            r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
+            r.kind = h.kind;
+            r.created_by = h.cold().spawn_site;
+            r.meta = h.cold().meta;
+            if (r.state == task_state::waiting) {
+                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
+                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+            }
+            std::uint32_t depth = 0;
+            if (stuck) r.frames_known = false;
+            else
+                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+            r.frame_count = depth;
+            std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
+            std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
+            if (off + depth <= site_cap_ && slot < task_cap_) {
+                r.first_frame = static_cast<std::uint32_t>(off);
+                copy_sites(h, s_.sites_.data() + off, depth);
+                s_.tasks_[slot] = std::move(r);
+                return;
+            }
+            std::vector<detail::site> sites(depth);  // rare: more than was counted
+            copy_sites(h, sites.data(), depth);
+            std::lock_guard<std::mutex> g(overflow_mu_);
+            overflow_.emplace_back(std::move(r), std::move(sites));
+            if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
+        }
+
+        /// After the last copy: trims the vectors and appends the overflow.
+        void finish() {
+            std::size_t n = std::min(ntasks_.load(), task_cap_);
+            s_.tasks_.resize(n);
+            std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
+            s_.sites_.resize(std::min(nsites_.load(), site_cap_));
+            for (auto& [r, sites] : overflow_) {
+                r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
+                s_.sites_.insert(s_.sites_.end(), sites.begin(), sites.end());
+                s_.tasks_.push_back(std::move(r));
+            }
+        }
+
+    private:
+        static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+            const detail::promise_base* p = h.leaf;
+            for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
+        }
+
+        snapshot& s_;
+        const std::size_t task_cap_, site_cap_;
+        alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
+        alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
+        std::mutex overflow_mu_;
+        std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
+    };
+
+    std::vector<task_record> tasks_;
+    std::vector<detail::site> sites_;
+    std::int64_t taken_at_ns_ = 0;
+    std::int64_t pause_ns_ = 0;
+};
+
+}  // namespace goro
+// ---- end goro/inspect/snapshot.hpp ----
+
+// ---- begin goro/inspect/pprof.hpp ----
+// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
+// the grouped view of a snapshot that every output format is printed from.
+//
+//   std::string pb = goro::pprof_profile(goro::snapshot::take());
+//   // write it to a file: `go tool pprof -top file`, `-traces`, `-base old new`
+//
+// THE VIEW (detail::profile_view). A snapshot holds, per task, raw site values
+// (pointers to the compiler's static strings). A million parked tasks share a
+// handful of distinct sites, so the view interns each site once: a small
+// open-addressing table keyed on the site's pointers maps it to an index into
+// `sites`, whose entry carries the cleaned function name, file, line and the
+// stable site id (`goro::site_id`), all computed once. Two sites with equal
+// content but different pointers (an inline function emitted in two
+// translation units) get one index: entries are deduplicated by site id.
+// Grouping then hashes small integers, not strings. Groups come out in Go's
+// order: count descending, ties by the smallest task id.
+//
+// Two pseudo-sites stand for stacks that cannot be read: a task that never ran
+// yet (its root frame has no site) shows `(not started)`; a task running on a
+// worker that did not stop shows `(stack unavailable: running)`.
+//
+// THE ENCODER. profile.proto written by hand (varints and length-delimited
+// fields; the string table starts with ""): sample_type and period_type
+// goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
+// the other side), period 1, one sample per group whose value is the count,
+// location ids leaf first, one location per distinct site (address = site id),
+// one function per distinct (name, file), labels as string sample labels, one
+// mapping flagged as symbolized so pprof never tries to symbolize addresses.
+// Uncompressed: pprof reads raw and gzipped profiles alike
+// (`pprof_gzip` wraps it in a stored-block gzip for tools that insist).
+//
+// THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
+// stop of the world. Call from any thread.
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+/// One distinct site of a snapshot, with its formatted pieces computed once.
+struct site_info {
+    std::uint64_t id = 0;   ///< goro::site_id (0 for the pseudo-sites)
+    std::string function;   ///< cleaned name
+    std::string file;
+    std::uint32_t line = 0;
+    char hex[20] = {};      ///< "0x…" of id
+    std::uint8_t hex_len = 0;
+    std::uint32_t function_width = 0;  ///< in code points, for Go's column alignment
+};
+
+inline std::uint32_t utf8_width(std::string_view s) noexcept {
+    std::uint32_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+/// Appends `v` in hexadecimal with a 0x prefix, like Go's %#x.
+inline std::size_t format_hex(char* out, std::uint64_t v) noexcept {
+    static constexpr char digits[] = "0123456789abcdef";
+    char tmp[16];
+    std::size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    out[0] = '0';
+    out[1] = 'x';
+    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
+    return n + 2;
+}
+
+/// Distinct sites of one snapshot. Index 0 and 1 are the pseudo-sites.
+class site_table {
+public:
+    static constexpr std::uint32_t not_started = 0;
+    static constexpr std::uint32_t running = 1;
+
+    site_table() {
+        add_pseudo("(not started)");
+        add_pseudo("(stack unavailable: running)");
+        slots_.assign(64, slot{});
+    }
+
+    /// The index of `s`, interning it on first sight.
+    std::uint32_t intern(const site& s) {
+        const char* file = s.file_name();
+        const char* func = s.function_name();
+        const std::uint32_t line = s.line(), col = s.column();
+        if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
+        std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
+        h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
+        h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
+        h ^= h >> 29;
+        std::size_t mask = slots_.size() - 1;
+        for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+            slot& sl = slots_[i];
+            if (!sl.used) {
+                sl = slot{file, func, line, col, make(s), true};
+                last_ = sl;
+                if (++used_ * 2 > slots_.size()) grow();
+                return last_.index;
+            }
+            if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
+                last_ = sl;
+                return sl.index;
+            }
+        }
+    }
+
+    const site_info& operator[](std::uint32_t i) const noexcept { return infos_[i]; }
+    std::size_t size() const noexcept { return infos_.size(); }
+
+private:
+    struct slot {
+        const char* file = nullptr;
+        const char* func = nullptr;
+        std::uint32_t line = 0, col = 0;
+        std::uint32_t index = 0;
+        bool used = false;
+    };
+
+    void add_pseudo(const char* name) {
+        site_info si;
+        si.function = name;
+        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
+        si.function_width = utf8_width(si.function);
+        infos_.push_back(std::move(si));
+    }
+
+    std::uint32_t make(const site& s) {
+        const char* func = s.function_name();
+        if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
+        std::uint64_t id = site_id(s);
+        auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
+        if (!fresh) return it->second;
+        site_info si;
+        si.id = id;
+        si.function = clean_function_name(func ? func : "");
+        si.file = s.file_name() ? s.file_name() : "";
+        si.line = s.line();
+        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
+        si.function_width = utf8_width(si.function);
+        infos_.push_back(std::move(si));
+        return it->second;
+    }
+
+    void grow() {
+        std::vector<slot> old(slots_.size() * 2);
+        old.swap(slots_);
+        std::size_t mask = slots_.size() - 1;
+        for (const slot& sl : old) {
+            if (!sl.used) continue;
+            std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
+            h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
+            h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
+            h ^= h >> 29;
+            std::size_t i = h & mask;
+            while (slots_[i].used) i = (i + 1) & mask;
+            slots_[i] = sl;
+        }
+    }
+
+    std::vector<site_info> infos_;
+    std::vector<slot> slots_;
+    std::size_t used_ = 0;
+    slot last_{};
+    std::unordered_map<std::uint64_t, std::uint32_t> by_id_;
+};
+
+/// A snapshot with its sites interned and its tasks grouped, ready to print.
+class profile_view {
+public:
+    explicit profile_view(const snapshot& s, bool want_groups = true) : snap_(s) {
+        const auto& raw = s.sites();
+        frame_site_.resize(raw.size());
+        for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
+        if (want_groups) group();
+    }
+
+    const snapshot& snap() const noexcept { return snap_; }
+    const site_info& site(std::uint32_t i) const noexcept { return table_[i]; }
+    site_table& table() noexcept { return table_; }
+    const std::vector<task_group>& groups() const noexcept { return groups_; }
+
+    /// Indices of task `r`'s frames (into site()), leaf first; never empty.
+    std::span<const std::uint32_t> frames(const task_record& r) const noexcept {
+        static constexpr std::uint32_t running_frame[1] = {site_table::running};
+        static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
+        if (!r.frames_known) return {running_frame, 1};
+        if (r.frame_count == 0) return {unstarted_frame, 1};
+        return {frame_site_.data() + r.first_frame, r.frame_count};
+    }
+
+    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept {
+        static const std::vector<std::pair<std::string, std::string>> none;
+        return r.meta ? r.meta->labels : none;
+    }
+
+    /// Same stack and same labels: one group.
+    bool same_group(const task_record& a, const task_record& b) const {
+        auto fa = frames(a), fb = frames(b);
+        if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
+        return a.meta == b.meta || labels(a) == labels(b);
+    }
+
+    std::uint64_t group_key(const task_record& r) const noexcept {
+        std::uint64_t h = 0xcbf29ce484222325ull;
+        for (std::uint32_t f : frames(r)) {
+            // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
+            std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
+            h = (h ^ x) * 0x100000001b3ull;
+        }
+        for (const auto& [k, v] : labels(r)) {
+            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x3d) * 0x100000001b3ull;
+            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x2c) * 0x100000001b3ull;
+        }
+        return h;
+    }
+
+private:
+    void group() {
+        const auto& tasks = snap_.tasks();
+        std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
+        std::uint64_t last_key = 0;
+        std::uint32_t last_group = UINT32_MAX;
+        for (std::uint32_t i = 0; i < tasks.size(); ++i) {
+            const task_record& r = tasks[i];
+            std::uint64_t k = group_key(r);
+            std::uint32_t gi = UINT32_MAX;
+            // Neighbours usually share a stack: try the previous group before hashing.
+            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].tasks.front()], r))
+                gi = last_group;
+            if (gi == UINT32_MAX) {
+                auto& cands = by_key[k];
+                for (std::uint32_t c : cands)
+                    if (same_group(tasks[groups_[c].tasks.front()], r)) {
+                        gi = c;
+                        break;
+                    }
+                if (gi == UINT32_MAX) {
+                    gi = static_cast<std::uint32_t>(groups_.size());
+                    cands.push_back(gi);
+                    groups_.push_back(task_group{0, {}, k});
+                }
+            }
+            groups_[gi].tasks.push_back(i);
+            ++groups_[gi].count;
+            last_key = k;
+            last_group = gi;
+        }
+        // Tasks are in ascending id order, so each group's first task has its smallest id.
+        std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
+            if (a.count != b.count) return a.count > b.count;
+            return tasks[a.tasks.front()].id < tasks[b.tasks.front()].id;
+        });
+    }
+
+    const snapshot& snap_;
+    site_table table_;
+    std::vector<std::uint32_t> frame_site_;  // parallel to snap_.sites()
+    std::vector<task_group> groups_;
+};
+
+// --- protobuf wire format ------------------------------------------------------
+
+class pb_writer {
+public:
+    explicit pb_writer(std::string& out) : out_(out) {}
+
+    void varint(std::uint64_t v) {
+        char b[10];
+        std::size_t n = 0;
+        while (v >= 0x80) {
+            b[n++] = static_cast<char>((v & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        b[n++] = static_cast<char>(v);
+        out_.append(b, n);
+    }
+    void tag(std::uint32_t field, std::uint32_t wire) { varint(std::uint64_t(field) << 3 | wire); }
+    /// A varint field; proto3 omits zero values.
+    void uint_field(std::uint32_t field, std::uint64_t v) {
+        if (v == 0) return;
+        tag(field, 0);
+        varint(v);
+    }
+    void int_field(std::uint32_t field, std::int64_t v) { uint_field(field, static_cast<std::uint64_t>(v)); }
+    void bool_field(std::uint32_t field, bool v) { uint_field(field, v ? 1 : 0); }
+    void bytes_field(std::uint32_t field, std::string_view b) {
+        tag(field, 2);
+        varint(b.size());
+        out_.append(b.data(), b.size());
+    }
+    /// Packed repeated varints (how proto3 writes repeated scalars).
+    template <class It>
+    void packed_field(std::uint32_t field, It first, It last) {
+        scratch_.clear();
+        pb_writer inner(scratch_);
+        for (; first != last; ++first) inner.varint(static_cast<std::uint64_t>(*first));
+        bytes_field(field, scratch_);
+    }
+
+private:
+    std::string& out_;
+    std::string scratch_;
+};
+
+// --- gzip, stored blocks (no compression: no zlib dependency) -------------------
+
+inline std::uint32_t crc32(std::string_view data) noexcept {
+    static const auto table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    std::uint32_t c = 0xFFFFFFFFu;
+    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+}  // namespace detail
+
+/// Wraps `data` in a gzip member made of stored (uncompressed) deflate blocks.
+inline std::string pprof_gzip(std::string_view data) {
+    std::string out;
+    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
+    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
+    out.append(reinterpret_cast<const char*>(header), sizeof header);
+    std::size_t pos = 0;
+    do {
+        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
+        bool final_block = pos + n == data.size();
+        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
+                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
+        out.append(b, 5);
+        out.append(data.data() + pos, n);
+        pos += n;
+    } while (pos < data.size());
+    auto put32 = [&](std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    };
+    put32(detail::crc32(data));
+    put32(static_cast<std::uint32_t>(data.size()));
+    return out;
+}
+
+namespace detail {
+
+/// Encodes the view's groups as a profile.proto message into `out`.
+inline void write_pprof(std::string& out, profile_view& v) {
+    // Field numbers of profile.proto.
+    enum : std::uint32_t {
+        p_sample_type = 1, p_sample = 2, p_mapping = 3, p_location = 4, p_function = 5, p_string_table = 6,
+        p_time_nanos = 9, p_period_type = 11, p_period = 12,
+    };
+    std::vector<std::string_view> strings{""};
+    std::unordered_map<std::string_view, std::int64_t> string_ids{{"", 0}};
+    auto str = [&](std::string_view s) -> std::int64_t {
+        auto [it, fresh] = string_ids.try_emplace(s, static_cast<std::int64_t>(strings.size()));
+        if (fresh) strings.push_back(s);
+        return it->second;
+    };
+    const auto& tasks = v.snap().tasks();
+
+    // Locations: one per distinct site used by a group, numbered from 1 in first-use order.
+    std::vector<std::uint64_t> location_of(v.table().size(), 0);
+    std::vector<std::uint32_t> location_sites;
+    // Functions: one per (name, file).
+    std::unordered_map<std::string, std::uint64_t> function_ids;
+    std::vector<std::uint32_t> function_sites;
+    std::vector<std::uint64_t> function_of_location;
+
+    std::string msg, sub;
+    pb_writer w(out);
+    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
+        sub.clear();
+        pb_writer s(sub);
+        s.int_field(1, str(type));
+        s.int_field(2, str(unit));
+        w.bytes_field(field, sub);
+    };
+    value_type(p_sample_type, "goroutine", "count");
+
+    std::vector<std::uint64_t> locs;
+    for (const task_group& g : v.groups()) {
+        const task_record& r = tasks[g.tasks.front()];
+        locs.clear();
+        for (std::uint32_t f : v.frames(r)) {
+            if (!location_of[f]) {
+                location_of[f] = location_sites.size() + 1;
+                location_sites.push_back(f);
+                const site_info& si = v.site(f);
+                std::string fkey = si.function;
+                fkey.push_back('\0');
+                fkey += si.file;
+                auto [it, fresh] = function_ids.try_emplace(std::move(fkey), function_sites.size() + 1);
+                if (fresh) function_sites.push_back(f);
+                function_of_location.push_back(it->second);
+            }
+            locs.push_back(location_of[f]);
+        }
+        msg.clear();
+        pb_writer s(msg);
+        s.packed_field(1, locs.begin(), locs.end());
+        const std::int64_t count = static_cast<std::int64_t>(g.count);
+        s.packed_field(2, &count, &count + 1);
+        for (const auto& [k, val] : profile_view::labels(r)) {
+            sub.clear();
+            pb_writer l(sub);
+            l.int_field(1, str(k));
+            l.int_field(2, str(val));
+            s.bytes_field(3, sub);
+        }
+        w.bytes_field(p_sample, msg);
+    }
+
+    // One mapping covering every site id (48 bits), marked symbolized.
+    msg.clear();
+    {
+        pb_writer m(msg);
+        m.uint_field(1, 1);
+        m.uint_field(3, std::uint64_t(1) << 48);
+        m.int_field(5, str("goro"));
+        m.bool_field(7, true);
+        m.bool_field(8, true);
+        m.bool_field(9, true);
+    }
+    w.bytes_field(p_mapping, msg);
+
+    for (std::size_t i = 0; i < location_sites.size(); ++i) {
+        const site_info& si = v.site(location_sites[i]);
+        msg.clear();
+        pb_writer m(msg);
+        m.uint_field(1, i + 1);
+        m.uint_field(2, 1);
+        m.uint_field(3, si.id);
+        sub.clear();
+        pb_writer line(sub);
+        line.uint_field(1, function_of_location[i]);
+        line.int_field(2, si.line);
+        m.bytes_field(4, sub);
+        w.bytes_field(p_location, msg);
+    }
+    for (std::size_t i = 0; i < function_sites.size(); ++i) {
+        const site_info& si = v.site(function_sites[i]);
+        msg.clear();
+        pb_writer m(msg);
+        m.uint_field(1, i + 1);
+        m.int_field(2, str(si.function));
+        m.int_field(3, str(si.function));
+        m.int_field(4, str(si.file));
+        w.bytes_field(p_function, msg);
+    }
+    for (std::string_view s : strings) w.bytes_field(p_string_table, s);
+    auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+    w.int_field(p_time_nanos, wall);
+    value_type(p_period_type, "goroutine", "count");
+    w.int_field(p_period, 1);
+}
+
+}  // namespace detail
+
+/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
+inline std::string pprof_profile(const snapshot& s) {
+    detail::profile_view v(s);
+    std::string out;
+    detail::write_pprof(out, v);
+    return out;
+}
+
+/// Takes a snapshot now and returns it as a pprof goroutine profile.
+inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
+
+}  // namespace goro
+// ---- end goro/inspect/pprof.hpp ----
+
+// ---- begin goro/inspect/dump.hpp ----
+// goro/inspect/dump.hpp — every task's stack in Go's goroutine-profile formats.
+//
+//   goro::dump_goroutines();                   // debug=1 to stderr, grouped by stack
+//   goro::dump_goroutines(std::cout, 2);       // one block per task, like a Go crash
+//   std::string pb = goro::goroutine_profile(0);   // pprof protobuf (go tool pprof)
+//   std::string js = goro::tasks_json();           // machine-readable (debug=3)
+//   auto before = goro::snapshot::take(); ... auto after = goro::snapshot::take();
+//   goro::write_diff(std::cerr, goro::diff(before, after));   // what leaked in between
+//
+// Every form takes a snapshot (goro/inspect/snapshot.hpp: the world stops only to begin
+// it; records are copied while tasks run) or formats one the caller already took, so a leak checker or the
+// debug server can print one snapshot several ways. Formatting runs on the
+// caller's thread while tasks run. Text goes through a 64 KiB buffer and an
+// ostream gets it chunk by chunk: a dump of any size is complete (Go stops
+// debug=2 at 64 MiB; goro does not) and never built as one string unless a
+// string was asked for. Per-site text is formatted once per call (see the
+// profile_view in goro/inspect/pprof.hpp), so a million tasks on a few sites cost a
+// few string copies each.
+//
+// debug = 1 (Go's grouped format; `grep "goroutine profile:"` keeps working)
+//     goroutine profile: total 20
+//     15 @ 0x2f4a0c11d2e1 0x91aa20e4f0b7
+//     # labels: {"role":"worker"}
+//     #	0x2f4a0c11d2e1	worker		src/w.cpp:16
+//     #	0x91aa20e4f0b7	run_pool	src/w.cpp:40
+//     (blank line)
+//   Groups by count descending (ties: smallest task id first); the sum of the
+//   counts is the total. `0x…` is goro::site_id: stable across runs for the
+//   same function, file and line. Columns are padded with tabs exactly as Go's
+//   text/tabwriter pads them (minwidth 1, tabwidth 8, padding 1). The labels
+//   line uses Go's spelling: "key":"value" pairs quoted like Go's %q, sorted,
+//   joined by ", ".
+//
+// debug = 2 (one block per task, ascending id, blocks separated by a blank line)
+//     goroutine 18 [chan receive, 5 minutes]:
+//     worker(...)
+//     	src/w.cpp:16
+//     created by run_pool in goroutine 1
+//     	src/w.cpp:40
+//   States: the wait reason (Go's words) when parked, else `running` or
+//   `runnable`; `, N minutes` once parked a minute or more (N = whole minutes,
+//   Go's rule). ` in goroutine N` is left out when the task was started from a
+//   plain thread. A thread in block_on() has no `created by` line: like Go's
+//   main goroutine, its bottom frame is the block_on() call.
+//
+// Frames that cannot be read show as a pseudo-frame: `(not started)` for a
+// task that never ran, `(stack unavailable: running)` for a task still
+// running on a worker that did not stop (one that never suspends).
+//
+// debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
+//
+// debug = 3 / tasks_json(): JSON, one task or group per line. SCHEMA
+//   {
+//     "total": <int>,                       // = tasks.length = sum of groups[].count
+//     "tasks": [ {                          // ascending id
+//        "id": <int>,
+//        "state": "waiting" | "runnable" | "running",
+//        "wait_reason": <string> | null,    // Go's words ("chan receive"); null unless waiting
+//        "waiting_ns": <int>,               // how long parked when the snapshot was taken; 0 unless waiting
+//        "name": <string>,                  // "" when unnamed
+//        "labels": { <string>: <string>, ... },
+//        "kind": "task" | "block_on",       // block_on: a plain thread waiting in goro::block_on
+//        "parent_id": <int>,                // 0: started outside any task
+//        "created_by": <frame>,             // where go()/block_on() was called
+//        "frames_known": <bool>,            // false: running on a worker that did not stop
+//        "frames": [ <frame>, ... ]         // leaf first
+//     } ],
+//     "groups": [ {                         // as debug=1: count descending
+//        "count": <int>, "task_ids": [<int>, ...], "labels": {...}, "frames": [ <frame>, ... ]
+//     } ]
+//   }
+//   <frame> = {"function": <string>, "file": <string>, "line": <int>, "site_id": "0x…"}
+//   Strings are JSON-escaped; invalid UTF-8 bytes become U+FFFD.
+//
+// Diff: `diff(before, after)` lists the groups whose count grew (new groups
+// too), by delta descending, with the ids of the tasks in them that did not
+// exist before. `write_diff` prints it in the debug=1 shape:
+//     goroutine profile diff: +15
+//     +15 @ 0x2f4a0c11d2e1
+//     #	0x2f4a0c11d2e1	worker	src/w.cpp:16
+//   (the header's number is the change of the total; `+delta @ …` per group).
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <iostream>
+#include <ostream>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+/// Where formatted text goes: a string (grows), or an ostream fed in chunks.
+class text_sink {
+public:
+    explicit text_sink(std::string& s) noexcept : buf_(&s) {}
+    explicit text_sink(std::ostream& os) : buf_(&own_), os_(&os) { own_.reserve(chunk + 4096); }
+    text_sink(const text_sink&) = delete;
+    text_sink& operator=(const text_sink&) = delete;
+    ~text_sink() { flush(); }
+
+    void append(std::string_view s) {
+        buf_->append(s.data(), s.size());
+        if (os_ && buf_->size() >= chunk) flush();
+    }
+    void put(char c) { buf_->push_back(c); }
+    void number(std::uint64_t v) {
+        char b[24];
+        auto r = std::to_chars(b, b + sizeof b, v);
+        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+    }
+    void signed_number(std::int64_t v) {
+        char b[24];
+        auto r = std::to_chars(b, b + sizeof b, v);
+        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+    }
+    void flush() {
+        if (os_ && !own_.empty()) {
+            os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
+            own_.clear();
+        }
+    }
+    /// Room for `n` more bytes when writing to a string (a hint; no effect on a stream).
+    void reserve_more(std::size_t n) {
+        if (!os_) buf_->reserve(buf_->size() + n);
+    }
+
+private:
+    static constexpr std::size_t chunk = 64 * 1024;
+    std::string own_;
+    std::string* buf_;
+    std::ostream* os_ = nullptr;
+};
+
+/// Length of the valid UTF-8 sequence starting at s[i] (a lead byte >= 0x80), or 0.
+inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+    if (c >= 0xF5) n = 0;
+    if (n == 0 || i + n > s.size()) return 0;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
+    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
+    return n;
+}
+
+/// Go's strconv.Quote, the spelling of pprof labels in debug=1.
+inline void go_quote(std::string& out, std::string_view s) {
+    static constexpr char hexd[] = "0123456789abcdef";
+    out.push_back('"');
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\a': out += "\\a"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\v': out += "\\v"; break;
+            default:
+                if (c < 0x20 || c == 0x7f) {
+                    out += "\\x";
+                    out.push_back(hexd[c >> 4]);
+                    out.push_back(hexd[c & 15]);
+                } else {
+                    out.push_back(static_cast<char>(c));
+                }
+            }
+            ++i;
+            continue;
+        }
+        std::size_t n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            out += "\\x";
+            out.push_back(hexd[c >> 4]);
+            out.push_back(hexd[c & 15]);
+            ++i;
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+    out.push_back('"');
+}
+
+/// JSON string escaping; invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
+inline void json_quote(std::string& out, std::string_view s) {
+    static constexpr char hexd[] = "0123456789abcdef";
+    out.push_back('"');
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                if (c < 0x20) {
+                    out += "\\u00";
+                    out.push_back(hexd[c >> 4]);
+                    out.push_back(hexd[c & 15]);
+                } else {
+                    out.push_back(static_cast<char>(c));
+                }
+            }
+            ++i;
+            continue;
+        }
+        std::size_t n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            out += "\\ufffd";
+            ++i;
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+    out.push_back('"');
+}
+
+/// One frame line of the debug=1 shape, whatever it comes from.
+struct text_frame {
+    std::string_view hex, function, file;
+    std::uint32_t line = 0;
+    std::uint32_t function_width = 0;
+};
+
+/// Go's text/tabwriter with minwidth 1, tabwidth 8, padding 1 and '\t' padding:
+/// a column is as wide as its widest cell plus one, rounded up to a multiple
+/// of 8, and each cell is followed by as many tabs as reach that width.
+inline void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
+    std::size_t cell = (column_width + 7) / 8 * 8;
+    std::size_t tabs = (cell - text_width + 7) / 8;
+    out.append(tabs, '\t');
+}
+
+inline void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
+    std::size_t hex_w = 1, fn_w = 1;
+    for (const text_frame& f : frames) {
+        hex_w = std::max(hex_w, f.hex.size() + 1);
+        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
+    }
+    char num[16];
+    for (const text_frame& f : frames) {
+        out += "#";
+        tab_pad(out, 1, 2);
+        out += f.hex;
+        tab_pad(out, f.hex.size(), hex_w);
+        out += f.function;
+        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
+            out += '\n';
+            continue;
+        }
+        tab_pad(out, f.function_width, fn_w);
+        out += f.file;
+        out += ':';
+        auto r = std::to_chars(num, num + sizeof num, f.line);
+        out.append(num, static_cast<std::size_t>(r.ptr - num));
+        out += '\n';
+    }
+}
+
+/// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
+inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    if (labels.empty()) return;
+    std::vector<std::string> kv;
+    kv.reserve(labels.size());
+    for (const auto& [k, v] : labels) {
+        std::string s;
+        go_quote(s, k);
+        s += ':';
+        go_quote(s, v);
+        kv.push_back(std::move(s));
+    }
+    std::sort(kv.begin(), kv.end());
+    out += "# labels: {";
+    for (std::size_t i = 0; i < kv.size(); ++i) {
+        if (i) out += ", ";
+        out += kv[i];
+    }
+    out += "}\n";
+}
+
+inline text_frame text_frame_of(const site_info& si) noexcept {
+    return text_frame{std::string_view(si.hex, si.hex_len), si.function, si.file, si.line, si.function_width};
+}
+
+inline void write_debug1(text_sink& out, const profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
+    out.append(head);
+    std::string block;
+    std::vector<text_frame> frames;
+    for (const task_group& g : v.groups()) {
+        const task_record& r = tasks[g.tasks.front()];
+        block.clear();
+        frames.clear();
+        block += std::to_string(g.count);
+        block += " @";
+        for (std::uint32_t f : v.frames(r)) {
+            const site_info& si = v.site(f);
+            block += ' ';
+            block.append(si.hex, si.hex_len);
+            frames.push_back(text_frame_of(si));
+        }
+        block += '\n';
+        write_labels_line(block, profile_view::labels(r));
+        write_frame_lines(block, frames);
+        block += '\n';
+        out.append(block);
+    }
+}
+
+inline const char* state_text(const task_record& r) noexcept {
+    switch (r.state) {
+    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
+    case task_state::running: return "running";
+    case task_state::runnable: return "runnable";
+    }
+    return "unknown";
+}
+
+/// Whole minutes parked, Go's rule: shown when at least one.
+inline std::int64_t minutes_waiting(const task_record& r, std::int64_t now_ns) noexcept {
+    if (r.state != task_state::waiting || r.since_ns == 0 || now_ns <= r.since_ns) return 0;
+    return (now_ns - r.since_ns) / 60'000'000'000;
+}
+
+struct pick_all {
+    bool operator()(const task_record&) const noexcept { return true; }
+};
+
+/// debug=2 blocks for the tasks `pick` accepts (all of them for a dump).
+template <class Pick = pick_all>
+void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
+    const auto& tasks = v.snap().tasks();
+    site_table& table = v.table();
+    // Per-site text, made on first use: "function(...)\n\tfile:line\n" for a
+    // frame, and the two halves of a "created by" line.
+    std::vector<std::string> frame_text, created_text, created_place;
+    auto ensure = [](std::vector<std::string>& vec, std::size_t n) {
+        if (vec.size() < n) vec.resize(n);
+    };
+    out.reserve_more(tasks.size() * 160);
+    const std::int64_t now = v.snap().taken_at_ns();
+    bool first = true;
+    for (const task_record& r : tasks) {
+        if (!pick(r)) continue;
+        if (!first) out.put('\n');
+        first = false;
+        out.append("goroutine ");
+        out.number(r.id);
+        out.append(" [");
+        out.append(state_text(r));
+        if (std::int64_t m = minutes_waiting(r, now); m >= 1) {
+            out.append(", ");
+            out.signed_number(m);
+            out.append(" minutes");
+        }
+        out.append("]:\n");
+        for (std::uint32_t f : v.frames(r)) {
+            ensure(frame_text, table.size());
+            std::string& t = frame_text[f];
+            if (t.empty()) {
+                const site_info& si = table[f];
+                if (f < 2) {
+                    t = "\t" + si.function + "\n";
+                } else {
+                    t = si.function + "(...)\n\t" + si.file + ":" + std::to_string(si.line) + "\n";
+                }
+            }
+            out.append(t);
+        }
+        if (r.kind == task_kind::blocked) continue;  // like Go's main goroutine
+        std::uint32_t c = table.intern(r.created_by);
+        ensure(created_text, table.size());
+        ensure(created_place, table.size());
+        if (created_text[c].empty()) {
+            const site_info& si = table[c];
+            created_text[c] = "created by " + (c < 2 ? std::string("?") : si.function);
+            created_place[c] = "\n\t" + si.file + ":" + std::to_string(si.line) + "\n";
+        }
+        out.append(created_text[c]);
+        if (r.parent_id) {
+            out.append(" in goroutine ");
+            out.number(r.parent_id);
+        }
+        out.append(created_place[c]);
+    }
+}
+
+inline void write_json_frame(std::string& out, const site_info& si) {
+    out += "{\"function\":";
+    json_quote(out, si.function);
+    out += ",\"file\":";
+    json_quote(out, si.file);
+    out += ",\"line\":";
+    out += std::to_string(si.line);
+    out += ",\"site_id\":\"";
+    out.append(si.hex, si.hex_len);
+    out += "\"}";
+}
+
+inline void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    out += '{';
+    bool first = true;
+    for (const auto& [k, val] : labels) {
+        if (!first) out += ',';
+        first = false;
+        json_quote(out, k);
+        out += ':';
+        json_quote(out, val);
+    }
+    out += '}';
+}
+
+inline void write_json(text_sink& out, profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    site_table& table = v.table();
+    std::vector<std::string> frame_json;
+    auto frame = [&](std::uint32_t f) -> const std::string& {
+        if (frame_json.size() < table.size()) frame_json.resize(table.size());
+        std::string& t = frame_json[f];
+        if (t.empty()) write_json_frame(t, table[f]);
+        return t;
+    };
+    const std::int64_t now = v.snap().taken_at_ns();
+    out.reserve_more(tasks.size() * 260);
+    out.append("{\"total\":");
+    out.number(v.snap().total());
+    out.append(",\"tasks\":[");
+    std::string line;
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        line.clear();
+        line += i ? ",\n" : "\n";
+        line += "{\"id\":";
+        line += std::to_string(r.id);
+        line += ",\"state\":\"";
+        line += to_string(r.state);
+        line += "\",\"wait_reason\":";
+        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
+        else line += "null";
+        line += ",\"waiting_ns\":";
+        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
+        line += ",\"name\":";
+        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
+        line += ",\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
+        line += ",\"parent_id\":";
+        line += std::to_string(r.parent_id);
+        line += ",\"created_by\":";
+        line += frame(table.intern(r.created_by));
+        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n],\"groups\":[");
+    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
+        const task_group& g = v.groups()[gi];
+        const task_record& r = tasks[g.tasks.front()];
+        line.clear();
+        line += gi ? ",\n" : "\n";
+        line += "{\"count\":";
+        line += std::to_string(g.count);
+        line += ",\"task_ids\":[";
+        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
+            if (k) line += ',';
+            line += std::to_string(tasks[g.tasks[k]].id);
+            if (line.size() > 60000) {
+                out.append(line);
+                line.clear();
+            }
+        }
+        line += "],\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n]}\n");
+}
+
+inline void check_debug(int debug, const char* op) {
+    if (debug < 0 || debug > 3)
+        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
+                          std::to_string(debug));
+}
+
+inline void write_profile(text_sink& out, const snapshot& s, int debug) {
+    switch (debug) {
+    case 0: {
+        profile_view v(s);
+        std::string pb;
+        write_pprof(pb, v);
+        out.append(pb);
+        return;
+    }
+    case 1: {
+        profile_view v(s);
+        write_debug1(out, v);
+        return;
+    }
+    case 2: {
+        profile_view v(s, false);
+        write_stacks(out, v);
+        return;
+    }
+    default: {
+        profile_view v(s);
+        write_json(out, v);
+        return;
+    }
+    }
+}
+
+}  // namespace detail
+
+/// Writes `s` in the format `debug` selects (0 pprof, 1 grouped, 2 per task, 3 JSON).
+inline void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1) {
+    detail::check_debug(debug, "goro::write_goroutine_profile");
+    detail::text_sink sink(out);
+    detail::write_profile(sink, s, debug);
+}
+
+/// `s` in the format `debug` selects, as a string (debug 0: the protobuf bytes).
+inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
+    detail::check_debug(debug, "goro::goroutine_profile");
+    std::string out;
+    {
+        detail::text_sink sink(out);
+        detail::write_profile(sink, s, debug);
+    }
+    return out;
+}
+
+/// Takes a snapshot now and returns it in the format `debug` selects.
+inline std::string goroutine_profile(int debug = 1) {
+    detail::check_debug(debug, "goro::goroutine_profile");
+    return goroutine_profile(snapshot::take(), debug);
+}
+
+/// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
+inline void dump_goroutines(std::ostream& out = std::cerr, int debug = 1) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, snapshot::take(), debug);
+    out.flush();
+}
+
+/// Prints a snapshot already taken.
+inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, s, debug);
+    out.flush();
+}
+
+/// debug=2 blocks of the chosen tasks only (`pick(const task_record&) -> bool`),
+/// for reports that show some tasks (a leak check, a crash report).
+template <class Pick>
+void write_goroutine_stacks(std::ostream& out, const snapshot& s, Pick&& pick) {
+    detail::text_sink sink(out);
+    detail::profile_view v(s, false);
+    detail::write_stacks(sink, v, pick);
+}
+
+/// The snapshot as JSON (schema at the top of this file).
+inline std::string tasks_json(const snapshot& s) { return goroutine_profile(s, 3); }
+inline std::string tasks_json() { return goroutine_profile(snapshot::take(), 3); }
+inline void write_tasks_json(std::ostream& out, const snapshot& s) { write_goroutine_profile(out, s, 3); }
+
+// --- diff ----------------------------------------------------------------------
+
+/// A stack whose task count grew between two snapshots.
+struct group_change {
+    std::int64_t delta = 0;  ///< after - before (> 0)
+    std::size_t before = 0;  ///< count in the earlier snapshot (0: a new group)
+    std::size_t after = 0;
+    std::vector<std::uint64_t> site_ids;  ///< leaf first (0 for a pseudo-frame)
+    std::vector<stack_frame> frames;      ///< leaf first
+    std::vector<std::pair<std::string, std::string>> labels;
+    std::vector<std::uint64_t> new_task_ids;  ///< tasks of this group that did not exist before
+};
+
+struct snapshot_diff {
+    std::size_t total_before = 0;
+    std::size_t total_after = 0;
+    std::vector<group_change> grown;  ///< delta descending, then count descending
+};
+
+/// Groups whose count grew from `before` to `after`: "what leaks between these two moments".
+inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
+    detail::profile_view vb(before), va(after);
+    snapshot_diff d;
+    d.total_before = before.total();
+    d.total_after = after.total();
+    auto signature = [](const detail::profile_view& v, const task_record& r) {
+        std::vector<std::uint64_t> sig;
+        for (std::uint32_t f : v.frames(r)) sig.push_back(f < 2 ? 0xfeed0000ull + f : v.site(f).id);
+        return sig;
+    };
+    struct old_group {
+        std::vector<std::uint64_t> sig;
+        const std::vector<std::pair<std::string, std::string>>* labels;
+        std::size_t count;
+    };
+    std::unordered_map<std::uint64_t, std::vector<old_group>> old;
+    for (const task_group& g : vb.groups()) {
+        const task_record& r = before.tasks()[g.tasks.front()];
+        old[g.key].push_back(old_group{signature(vb, r), &detail::profile_view::labels(r), g.count});
+    }
+    std::vector<std::uint64_t> before_ids;
+    before_ids.reserve(before.total());
+    for (const task_record& r : before.tasks()) before_ids.push_back(r.id);  // ascending already
+    for (const task_group& g : va.groups()) {
+        const task_record& r = after.tasks()[g.tasks.front()];
+        auto sig = signature(va, r);
+        const auto& labels = detail::profile_view::labels(r);
+        std::size_t was = 0;
+        if (auto it = old.find(g.key); it != old.end())
+            for (const old_group& o : it->second)
+                if (o.sig == sig && *o.labels == labels) was = o.count;
+        if (g.count <= was) continue;
+        group_change c;
+        c.delta = static_cast<std::int64_t>(g.count) - static_cast<std::int64_t>(was);
+        c.before = was;
+        c.after = g.count;
+        for (std::uint32_t f : va.frames(r)) {
+            const detail::site_info& si = va.site(f);
+            c.site_ids.push_back(si.id);
+            c.frames.push_back(stack_frame{si.function, si.file, si.line});
+        }
+        c.labels = labels;
+        for (std::uint32_t ti : g.tasks) {
+            std::uint64_t id = after.tasks()[ti].id;
+            if (!std::binary_search(before_ids.begin(), before_ids.end(), id)) c.new_task_ids.push_back(id);
+        }
+        d.grown.push_back(std::move(c));
+    }
+    std::stable_sort(d.grown.begin(), d.grown.end(), [](const group_change& a, const group_change& b) {
+        if (a.delta != b.delta) return a.delta > b.delta;
+        return a.after > b.after;
+    });
+    return d;
+}
+
+/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+inline void write_diff(std::ostream& os, const snapshot_diff& d) {
+    detail::text_sink out(os);
+    std::string block = "goroutine profile diff: ";
+    std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
+    if (total >= 0) block += '+';
+    block += std::to_string(total);
+    block += '\n';
+    out.append(block);
+    std::vector<std::string> hex;
+    std::vector<detail::text_frame> frames;
+    for (const group_change& c : d.grown) {
+        block.clear();
+        hex.clear();
+        frames.clear();
+        block += '+';
+        block += std::to_string(c.delta);
+        block += " @";
+        for (std::size_t i = 0; i < c.frames.size(); ++i) {
+            char b[20];
+            hex.emplace_back(b, detail::format_hex(b, c.site_ids[i]));
+            block += ' ';
+            block += hex.back();
+        }
+        block += '\n';
+        for (std::size_t i = 0; i < c.frames.size(); ++i) {
+            const stack_frame& f = c.frames[i];
+            frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
+        }
+        detail::write_labels_line(block, c.labels);
+        detail::write_frame_lines(block, frames);
+        block += '\n';
+        out.append(block);
+    }
+}
+
+inline std::string to_string(const snapshot_diff& d) {
+    std::ostringstream os;
+    write_diff(os, d);
+    return os.str();
+}
+
+}  // namespace goro
+// ---- end goro/inspect/dump.hpp ----
+
+// ---- begin goro/inspect/leak_check.hpp ----
+// goro/inspect/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
+//
+//   goro::testing::verify_none();                              // throws leak_error
+//   auto before = goro::testing::ignore_current();             // a baseline
+//   ... run the code under test ...
+//   goro::testing::verify_none(before, goro::testing::ignore_top_function("serve"));
+//
+//   auto r = goro::testing::find_leaks(before);                // no throw
+//   if (!r.ok()) std::cerr << r.report;
+//
+// A task is a leak when it is listed (alive: started by go() and not finished,
+// or a thread waiting in block_on) and no option excuses it. The caller itself
+// (when it is a task) never counts. Tasks that are just finishing are not
+// blamed: the check retries with a growing pause (10 µs doubling up to
+// 100 ms) for `max_wait` in all (default 500 ms) before it reports. The report
+// lists each leaked task in Go's debug=2 form (goro/inspect/panic.hpp writes it).
+//
+// OPTIONS (any number, in any order, also as a std::vector<option>)
+//   ignore_top_function(f)   the leaf frame (where the task is parked) is f
+//   ignore_any_function(f)   some frame of its stack is f
+//   ignore_created_by(f)     go() was called from f (its spawn site)
+//   ignore_current()         the tasks alive now (a baseline: their ids)
+//   ignore_ids(ids)          the given task ids
+//   max_wait(d)              the retry budget (0: one look, no retry)
+//
+// FUNCTION NAMES are compared after `goro::clean_function_name` (stack.hpp),
+// whole names, not substrings: "ns::worker" matches the frame "ns::worker".
+// g++ records qualified names and clang++ bare ones, so when either side is
+// unqualified only the last component is compared: "worker" matches
+// "ns::worker" and "ns::worker" matches a clang frame "worker". Lambdas read
+// "f()::{lambda}" on g++ and "{lambda}" on clang++.
+//
+// Test frameworks: goro/catch2.hpp (Catch2 v2 listener) and goro/gtest.hpp
+// (GoogleTest listener) run this check after every test. A test that leaves
+// tasks on purpose calls `goro::testing::allow_leaks()`; GORO_LEAK_CHECK=off
+// in the environment turns those listeners off.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <ostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+// ---- begin goro/inspect/panic.hpp ----
+// goro/inspect/panic.hpp — the crash report: an exception escaping a detached task.
+//
+//   goro::go(worker());        // worker() throws std::runtime_error("boom")
+//
+// prints to stderr, like Go's runtime:
+//
+//   panic: boom [std::runtime_error]
+//
+//   goroutine 7 [running]:
+//   worker(...)
+//           src/worker.cpp:31
+//   created by main in goroutine 1
+//           src/main.cpp:12
+//
+//   goroutine 1 [chan receive]:
+//   ...
+//
+// and terminates with std::abort() (SIGABRT). The first block is the task that
+// panicked, at the last `co_await` its root frame reached (the frames between
+// that point and the `throw` are already unwound: exceptions travel through
+// co_await); then every other task, in Go's debug=2 form.
+//
+// A program can replace the default with `goro::set_panic_handler(fn)`; `fn`
+// receives a `goro::panic_info` (the task's record, the exception, its message
+// and type, and the whole report above as text). When `fn` returns, the task's
+// frames are destroyed and it leaves the registry as if it had finished: the
+// process goes on. `fn` runs on the worker that ran the task, must not throw
+// (it is called from a noexcept context: a throw terminates), and must not
+// block waiting for other tasks (it occupies a worker).
+//
+// Including this header (goro.hpp does) is enough: it installs the report as
+// goro's panic handler (`detail::panic_handler()`, registry.hpp) during static
+// initialisation.
+//
+// THREAD SAFETY: panics on several workers at once are reported one at a time
+// (a process-wide mutex); the first default report aborts the process. The
+// report takes a snapshot, which stops the world from the panicking worker
+// (allowed: the caller's own worker counts as stopped).
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <typeinfo>
+#include <utility>
+
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define GORO_HAS_CXXABI 1
+#else
+#define GORO_HAS_CXXABI 0
+#endif
+
+
+namespace goro {
+
+namespace detail {
+
+// --- Go's debug=2 text, one block per task ---------------------------------
+// Shared by the crash and leak reports. goro/inspect/dump.hpp owns the public
+// formats and writes whole snapshots; these reports need blocks for chosen
+// tasks (the panicking one first, or only the leaked ones), so they write
+// them here, in the same shape as dump.hpp's debug=2:
+//
+//   goroutine 18 [chan receive, 5 minutes]:
+//   worker(...)
+//           file.cpp:16
+//   created by start_workers in goroutine 1
+//           file.cpp:23
+
+inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
+    out << "goroutine " << r.id << " [";
+    switch (r.state) {
+    case task_state::running: out << "running"; break;
+    case task_state::runnable: out << "runnable"; break;
+    case task_state::waiting: out << (r.wait_reason ? r.wait_reason : "waiting"); break;
+    }
+    if (r.state == task_state::waiting && r.since_ns > 0) {
+        std::int64_t minutes = (snap.taken_at_ns() - r.since_ns) / 60'000'000'000;
+        if (minutes >= 1) out << ", " << minutes << " minutes";  // Go's spelling, "1 minutes" included
+    }
+    out << "]:\n";
+}
+
+/// One task's block, without the blank line that separates blocks.
+inline void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
+    write_debug2_header(out, snap, r);
+    bool any = false;
+    for (const site& s : snap.stack(r)) {
+        // A frame that never suspended has no site yet (its root ran straight to a throw).
+        if (s.line() == 0 && (!s.function_name() || !*s.function_name())) continue;
+        any = true;
+        out << clean_function_name(s.function_name() ? s.function_name() : "") << "(...)\n\t"
+            << (s.file_name() ? s.file_name() : "") << ':' << s.line() << '\n';
+    }
+    // Pseudo-frames, spelled as goro/inspect/dump.hpp spells them.
+    if (!r.frames_known) out << "\t(stack unavailable: running)\n";
+    else if (!any) out << (r.state == task_state::runnable ? "\t(not started)\n" : "\t(no co_await reached yet)\n");
+    // A thread in block_on is the bottom of its own stack, like Go's main: no creator.
+    if (r.kind == task_kind::task) {
+        const site& c = r.created_by;
+        std::string creator = clean_function_name(c.function_name() ? c.function_name() : "");
+        out << "created by " << (creator.empty() ? "?" : creator);
+        if (r.parent_id) out << " in goroutine " << r.parent_id;
+        out << "\n\t" << (c.file_name() ? c.file_name() : "") << ':' << c.line() << '\n';
+    }
+}
+
+/// Blocks for the tasks for which `pick(record)` holds, in id order, each
+/// followed by a blank line (as Go separates them).
+template <class Pick>
+void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
+    for (const task_record& r : snap.tasks())
+        if (pick(r)) {
+            write_debug2_task(out, snap, r);
+            out << '\n';
+        }
+}
+
+/// The name of an exception's dynamic type, demangled where the ABI allows;
+/// call inside a catch block. Empty when unknown.
+inline std::string current_exception_type_name() {
+#if GORO_HAS_CXXABI
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    if (!t) return {};
+    int status = 0;
+    char* d = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
+    std::string out = (status == 0 && d) ? std::string(d) : std::string(t->name());
+    std::free(d);
+    return out;
+#else
+    return {};
+#endif
+}
+
+}  // namespace detail
+
+/// What a panic handler is told.
+struct panic_info {
+    task_record task;              ///< the task the exception escaped (state running)
+    std::exception_ptr error;      ///< the exception itself
+    std::string message;           ///< what() for a std::exception, else a description
+    std::string type;              ///< demangled type of the exception, or empty
+    std::string report;            ///< the whole crash report (see the top of this header)
+};
+
+/// A replacement for the crash report (see the top of this header).
+using panic_hook = std::function<void(const panic_info&)>;
+
+namespace detail {
+
+struct panic_state {
+    std::mutex report_mu;  // one report at a time
+    std::mutex hook_mu;    // guards hook
+    std::shared_ptr<const goro::panic_hook> hook;
+};
+
+inline panic_state& the_panic_state() {
+    static panic_state* s = new panic_state();  // never destroyed: panics may come during exit
+    return *s;
+}
+
+/// Builds the report for `task`, which is running on this worker and whose
+/// frames are those of its last suspension.
+inline panic_info make_panic_info(task_header& task, std::exception_ptr error) {
+    panic_info info;
+    info.error = error;
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        info.message = e.what();
+        info.type = current_exception_type_name();
+    } catch (...) {
+        info.type = current_exception_type_name();
+        info.message = info.type.empty() ? "unknown exception" : "exception of type " + info.type;
+    }
+    snapshot snap = snapshot::take();
+    const task_record* self = nullptr;
+    for (const task_record& r : snap.tasks())
+        if (r.id == task.id) self = &r;
+
+    std::ostringstream out;
+    out << "panic: " << info.message;
+    if (!info.type.empty() && info.message.rfind("exception of type ", 0) != 0) out << " [" << info.type << ']';
+    out << "\n\n";
+    if (self) {
+        info.task = *self;
+        write_debug2_task(out, snap, *self);
+        out << '\n';
+    } else {
+        // Cannot happen (the task is listed until it finishes); say so rather than lie.
+        out << "goroutine " << task.id << " [running]:\n\t(not found in the snapshot)\n\n";
+        info.task.id = task.id;
+        info.task.state = task_state::running;
+    }
+    write_debug2(out, snap, [&](const task_record& r) { return r.id != task.id; });
+    info.report = out.str();
+    return info;
+}
+
+/// Installed as goro's panic handler (registry.hpp) by this header.
+inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
+    panic_state& ps = the_panic_state();
+    std::shared_ptr<const goro::panic_hook> hook;
+    {
+        std::lock_guard<std::mutex> g(ps.hook_mu);
+        hook = ps.hook;
+    }
+    std::unique_lock<std::mutex> g(ps.report_mu, std::defer_lock);
+    if (!hook) g.lock();  // the default report ends the process: let one finish printing
+    panic_info info;
+    try {
+        info = make_panic_info(task, error);
+    } catch (...) {
+        // Out of memory while formatting: fall back to the minimal report.
+        default_panic(task, std::move(error));
+    }
+    if (hook) {
+        (*hook)(info);
+        return;
+    }
+    std::fwrite(info.report.data(), 1, info.report.size(), stderr);
+    std::fflush(stderr);
+    std::abort();
+}
+
+/// Installs report_panic during static initialisation of any program that
+/// includes this header.
+inline const bool panic_report_installed = [] {
+    panic_handler().store(&report_panic, std::memory_order_release);
+    return true;
+}();
+
+}  // namespace detail
+
+/// Replaces what happens when an exception escapes a detached task; an empty
+/// `fn` restores the default (print the report and abort). Returns the
+/// previous hook (empty when it was the default).
+inline panic_hook set_panic_handler(panic_hook fn) {
+    detail::panic_state& ps = detail::the_panic_state();
+    std::shared_ptr<const goro::panic_hook> next;
+    if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
+    std::lock_guard<std::mutex> g(ps.hook_mu);
+    std::shared_ptr<const goro::panic_hook> prev = std::exchange(ps.hook, std::move(next));
+    // Reassert ours, in case something replaced the raw pointer meanwhile.
+    detail::panic_handler().store(&detail::report_panic, std::memory_order_release);
+    return prev ? *prev : panic_hook{};
+}
+
+}  // namespace goro
+// ---- end goro/inspect/panic.hpp ----
+
+namespace goro::testing {
+
+/// One rule of a leak check (see OPTIONS above).
+struct option {
+    enum class kind : std::uint8_t { top_function, any_function, created_by, ids, max_wait };
+    kind what = kind::ids;
+    std::string function{};                                  // cleaned
+    std::shared_ptr<const std::vector<std::uint64_t>> ids{};  // sorted
+    std::chrono::nanoseconds wait{0};
+};
+
+inline option ignore_top_function(std::string_view f) {
+    return {option::kind::top_function, clean_function_name(f), nullptr, {}};
+}
+inline option ignore_any_function(std::string_view f) {
+    return {option::kind::any_function, clean_function_name(f), nullptr, {}};
+}
+inline option ignore_created_by(std::string_view f) {
+    return {option::kind::created_by, clean_function_name(f), nullptr, {}};
+}
+inline option ignore_ids(std::vector<std::uint64_t> ids) {
+    std::sort(ids.begin(), ids.end());
+    return {option::kind::ids, {}, std::make_shared<const std::vector<std::uint64_t>>(std::move(ids)), {}};
+}
+/// The tasks alive now, as a baseline; cheap when none is.
+inline option ignore_current() {
+    std::vector<std::uint64_t> ids;
+    if (num_goroutines() > 0) {
+        snapshot s = snapshot::take();
+        ids.reserve(s.total());
+        for (const task_record& r : s.tasks()) ids.push_back(r.id);
+    }
+    return ignore_ids(std::move(ids));
+}
+template <class Rep, class Period>
+option max_wait(std::chrono::duration<Rep, Period> d) {
+    return {option::kind::max_wait, {}, nullptr, std::chrono::duration_cast<std::chrono::nanoseconds>(d)};
+}
+
+/// The result of a check: the leaked tasks' ids and the printable report.
+struct leak_result {
+    std::vector<std::uint64_t> leaked;  ///< ascending ids; empty: no leak
+    std::string report;                 ///< empty when ok(); else a header line and debug=2 blocks
+
+    bool ok() const noexcept { return leaked.empty(); }
+    std::size_t count() const noexcept { return leaked.size(); }
+};
+
+/// Thrown by verify_none; what() is the whole report.
+class leak_error : public goro::error {
+public:
+    explicit leak_error(leak_result r) : goro::error(r.report), result_(std::move(r)) {}
+    const leak_result& result() const noexcept { return result_; }
+
+private:
+    leak_result result_;
+};
+
+namespace detail {
+
+/// The last component of a cleaned name, outside <...> and (...): "ns::f" -> "f".
+inline std::string_view unqualified(std::string_view name) noexcept {
+    int depth = 0;
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        char c = name[i];
+        if (c == '<' || c == '(' || c == '{') ++depth;
+        else if ((c == '>' || c == ')' || c == '}') && depth > 0) --depth;
+        else if (c == ':' && depth == 0 && i + 1 < name.size() && name[i + 1] == ':') {
+            start = i + 2;
+            ++i;
+        }
+    }
+    return name.substr(start);
+}
+
+}  // namespace detail
+
+/// Whether the cleaned function name `name` is `pattern` (see FUNCTION NAMES).
+inline bool function_matches(std::string_view pattern, std::string_view name) noexcept {
+    if (pattern.empty() || name.empty()) return false;
+    if (pattern == name) return true;
+    std::string_view pt = detail::unqualified(pattern), nt = detail::unqualified(name);
+    bool pattern_bare = pt.size() == pattern.size(), name_bare = nt.size() == name.size();
+    return (pattern_bare || name_bare) && pt == nt;
+}
+
+namespace detail {
+
+struct leak_rules {
+    std::vector<const option*> top, any, created;
+    std::vector<const std::vector<std::uint64_t>*> ids;
+    std::chrono::nanoseconds wait = std::chrono::milliseconds(500);
+
+    explicit leak_rules(const std::vector<option>& opts) {
+        for (const option& o : opts) switch (o.what) {
+            case option::kind::top_function: top.push_back(&o); break;
+            case option::kind::any_function: any.push_back(&o); break;
+            case option::kind::created_by: created.push_back(&o); break;
+            case option::kind::ids:
+                if (o.ids) ids.push_back(o.ids.get());
+                break;
+            case option::kind::max_wait: wait = o.wait; break;
+            }
+    }
+
+    bool excused(const snapshot& snap, const task_record& r) const {
+        for (auto* v : ids)
+            if (std::binary_search(v->begin(), v->end(), r.id)) return true;
+        if (!created.empty()) {
+            std::string c = clean_function_name(r.created_by.function_name() ? r.created_by.function_name() : "");
+            for (const option* o : created)
+                if (function_matches(o->function, c)) return true;
+        }
+        if (top.empty() && any.empty()) return false;
+        bool leaf = true;
+        for (const ::goro::detail::site& s : snap.stack(r)) {
+            if (s.line() == 0 && (!s.function_name() || !*s.function_name())) continue;  // never suspended
+            std::string f = clean_function_name(s.function_name());
+            if (leaf)
+                for (const option* o : top)
+                    if (function_matches(o->function, f)) return true;
+            leaf = false;
+            for (const option* o : any)
+                if (function_matches(o->function, f)) return true;
+        }
+        return false;
+    }
+};
+
+inline leak_result find_leaks_once(const leak_rules& rules) {
+    leak_result res;
+    if (num_goroutines() == 0) return res;
+    snapshot snap = snapshot::take();
+    const std::uint64_t self = this_task_id();
+    for (const task_record& r : snap.tasks())  // ascending ids
+        if (r.id != self && !rules.excused(snap, r)) res.leaked.push_back(r.id);
+    if (res.leaked.empty()) return res;
+    std::ostringstream out;
+    out << "found " << res.leaked.size() << " unexpected goroutine" << (res.leaked.size() == 1 ? "" : "s")
+        << ":\n\n";
+    ::goro::detail::write_debug2(out, snap, [&](const task_record& r) {
+        return std::binary_search(res.leaked.begin(), res.leaked.end(), r.id);
+    });
+    res.report = out.str();
+    return res;
+}
+
+}  // namespace detail
+
+/// Looks for leaked tasks, retrying (see the top of this header); never throws
+/// for a leak.
+inline leak_result find_leaks(const std::vector<option>& opts) {
+    detail::leak_rules rules(opts);
+    auto deadline = std::chrono::steady_clock::now() + rules.wait;
+    auto pause = std::chrono::microseconds(10);
+    for (;;) {
+        leak_result r = detail::find_leaks_once(rules);
+        auto now = std::chrono::steady_clock::now();
+        if (r.ok() || now >= deadline) return r;
+        std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(pause, deadline - now));
+        pause = std::min(pause * 2, std::chrono::microseconds(100'000));
+    }
+}
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+leak_result find_leaks(const Options&... opts) {
+    return find_leaks(std::vector<option>{opts...});
+}
+
+/// Throws leak_error (what(): "goro::testing::verify_none: found N unexpected
+/// goroutines:" and the debug=2 blocks) when a task other than the allowed
+/// ones is alive.
+inline void verify_none(const std::vector<option>& opts) {
+    leak_result r = find_leaks(opts);
+    if (r.ok()) return;
+    r.report.insert(0, "goro::testing::verify_none: ");
+    throw leak_error(std::move(r));
+}
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+void verify_none(const Options&... opts) {
+    verify_none(std::vector<option>{opts...});
+}
+
+// --- shared by the test framework listeners -------------------------------
+
+namespace detail {
+inline std::atomic<bool>& leaks_allowed_flag() noexcept {
+    static std::atomic<bool> f{false};
+    return f;
+}
+}  // namespace detail
+
+/// The running test may leave tasks alive: the listener's check after it is
+/// skipped (its tasks then join the next test's baseline). Reset at each test start.
+inline void allow_leaks() noexcept { detail::leaks_allowed_flag().store(true, std::memory_order_relaxed); }
+
+/// False when GORO_LEAK_CHECK is "off", "0" or "false" (the listeners do nothing).
+inline bool leak_check_enabled() {
+    const char* e = std::getenv("GORO_LEAK_CHECK");
+    if (!e) return true;
+    return !(std::strcmp(e, "off") == 0 || std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0);
+}
+
+/// For a test program's main, like goleak.VerifyTestMain: returns `status`,
+/// or 1 (when `status` is 0) after printing the leaked tasks to `err`.
+inline int verify_test_main(int status, const std::vector<option>& opts = {}, std::ostream& err = std::cerr) {
+    if (!leak_check_enabled()) return status;
+    leak_result r = find_leaks(opts);
+    if (r.ok()) return status;
+    err << "goro leak check: goroutines alive at the end of the test run: " << r.report << std::flush;
+    return status ? status : 1;
+}
+
+/// What the listeners do around each test.
+class per_test_check {
+public:
+    explicit per_test_check(std::vector<option> extra = {}) : extra_(std::move(extra)), enabled_(leak_check_enabled()) {}
+
+    void starting() {
+        detail::leaks_allowed_flag().store(false, std::memory_order_relaxed);
+        if (enabled_) baseline_ = ignore_current();
+    }
+    /// The failure message for `test_name`, or empty when all is well.
+    std::string ended(std::string_view test_name) {
+        if (!enabled_ || detail::leaks_allowed_flag().load(std::memory_order_relaxed)) return {};
+        std::vector<option> opts = extra_;
+        opts.push_back(baseline_);
+        leak_result r = find_leaks(opts);
+        if (r.ok()) return {};
+        return "goro leak check: test \"" + std::string(test_name) + "\" left goroutines alive: " + r.report;
+    }
+
+private:
+    std::vector<option> extra_;
+    option baseline_{};
+    bool enabled_;
+};
+
+}  // namespace goro::testing
+// ---- end goro/inspect/leak_check.hpp ----
+
+// ---- begin goro/inspect/deadlock.hpp ----
+// goro/inspect/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
+//
+//   int main() { goro::channel<int> ch; goro::block_on(ch.recv()); }  // nobody sends
+//
+// prints to stderr
+//
+//   fatal error: all goroutines are asleep - deadlock!
+//
+//   goroutine 1 [chan receive]:
+//   main(...)
+//           main.cpp:1
+//
+// and makes that block_on throw `goro::deadlock_error` (the default policy).
+//
+// WHAT COUNTS AS A DEADLOCK: a thread waits in block_on, every listed task
+// (block_on bodies included) is parked, no timer is pending (a sleep, a
+// deadline or a select timeout will wake someone), no work is queued, every
+// worker is idle, no `external_wakeup_guard` exists, and nothing has moved
+// for a grace period (default 1 s): no task was resumed (the workers'
+// `resumes` counters) and none was spawned or finished. The grace period is
+// there because a thread goro does not know of may still send; a program that
+// relies on such a thread to wake tasks after long pauses should hold an
+// `external_wakeup_guard` (or turn detection off).
+//
+// POLICY (`goro::set_deadlock_policy`, or the environment variable
+// GORO_DEADLOCK read once at first use; the API call wins):
+//   throw (throw_error, default)  print the report; every block_on waiting
+//                                 then throws goro::deadlock_error (its
+//                                 report() holds the same text)
+//   abort                         print the report, then std::abort()
+//   off                           never check
+// `goro::set_deadlock_grace(d)` changes the grace period.
+//
+// AFTER deadlock_error the parked tasks stay parked: they are leaked, and
+// still listed by dumps and leak checks. The deadlocked block_on's own task is
+// abandoned: its awaitable belonged to the caller, whose unwinding destroys
+// it, so the task is re-pointed at its bottom frame (a dump shows the
+// block_on call, parked on what it waited for) and, should some thread wake
+// it later anyway, it leaves the registry without touching the destroyed
+// awaitable.
+//
+// THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
+// lists the waiting thread and sleeps on its `done` word as before. One
+// watchdog thread, started at the first block_on and never stopped, looks
+// every grace/4 (at most 100 ms) while some block_on waits, and sleeps
+// otherwise. It reports from its own thread. Lock order: stop the world →
+// registry shards → watch mutex. A waiting thread takes only the watch mutex.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+
+namespace goro {
+
+/// Thrown by a block_on that waited in a deadlock (see the top of this header).
+class deadlock_error : public error {
+public:
+    explicit deadlock_error(std::shared_ptr<const std::string> report)
+        : error("goro::block_on: all goroutines are asleep - deadlock!"), report_(std::move(report)) {}
+    /// The report printed to stderr: the fatal error line, a blank line, every task (debug=2).
+    const std::string& report() const noexcept {
+        static const std::string none;
+        return report_ ? *report_ : none;
+    }
+
+private:
+    std::shared_ptr<const std::string> report_;
+};
+
+enum class deadlock_policy : int {
+    throw_error,  ///< print the report, then block_on throws goro::deadlock_error
+    abort,        ///< print the report, then std::abort()
+    off,          ///< no detection
+};
+
+namespace detail {
+
+struct deadlock_waiter {
+    std::atomic<std::uint32_t>* done;
+    task_header* body;                              // a key; dereferenced only while listed, world stopped
+    std::shared_ptr<const std::string> report{};    // set when the watchdog ends the wait
+};
+
+struct deadlock_watch {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<deadlock_waiter*> waiters;         // under mu
+    bool thread_started = false;                   // under mu
+    std::atomic<int> policy{-1};                   // -1: not read from the environment yet
+    std::atomic<std::int64_t> grace_ns{1'000'000'000};
+    std::atomic<int> external_guards{0};
+};
+
+inline deadlock_watch& the_deadlock_watch() {
+    static deadlock_watch* w = new deadlock_watch();  // never destroyed: the watchdog outlives main
+    return *w;
+}
+
+inline deadlock_policy policy_from_env() {
+    const char* e = std::getenv("GORO_DEADLOCK");
+    if (!e || !*e || std::strcmp(e, "throw") == 0) return deadlock_policy::throw_error;
+    if (std::strcmp(e, "abort") == 0) return deadlock_policy::abort;
+    if (std::strcmp(e, "off") == 0) return deadlock_policy::off;
+    std::fprintf(stderr, "goro: ignoring GORO_DEADLOCK=\"%s\": want throw, abort or off\n", e);
+    return deadlock_policy::throw_error;
+}
+
+inline deadlock_policy current_deadlock_policy() {
+    deadlock_watch& w = the_deadlock_watch();
+    int p = w.policy.load(std::memory_order_acquire);
+    if (p < 0) {
+        int fresh = static_cast<int>(policy_from_env());
+        if (w.policy.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) p = fresh;
+    }
+    return static_cast<deadlock_policy>(p);
+}
+
+/// What the watchdog compares across the grace period.
+struct quiet_state {
+    bool quiet = false;          // idle workers, empty queue, no timer, no guard
+    std::uint64_t resumes = 0;   // sum of the workers' resume counters
+    std::int64_t tasks = 0;      // registry count
+};
+
+inline quiet_state observe_quiet() {
+    quiet_state q;
+    if (!pool_started()) return q;
+    scheduler& s = the_scheduler();
+    if (s.stopping()) return q;
+    if (the_deadlock_watch().external_guards.load(std::memory_order_acquire) != 0) return q;
+    if (s.idle_workers() != static_cast<int>(s.size())) return q;
+    if (s.global_queue_size() != 0) return q;
+    if (s.timers().pending() != 0) return q;
+    for (auto& w : s.workers()) q.resumes += w->resumes.load(std::memory_order_relaxed);
+    q.tasks = the_registry().count();
+    q.quiet = true;
+    return q;
+}
+
+inline bool same_quiet(const quiet_state& a, const quiet_state& b) {
+    return a.quiet && b.quiet && a.resumes == b.resumes && a.tasks == b.tasks;
+}
+
+/// Resumed, if ever, instead of an abandoned block_on body (see AFTER
+/// deadlock_error above): unlists the task without touching its awaitable.
+struct abandoned_task {
+    struct promise_type {
+        abandoned_task get_return_object() noexcept {
+            return {std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_always initial_suspend() const noexcept { return {}; }
+        std::suspend_never final_suspend() const noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+};
+
+inline abandoned_task reap_abandoned(task_header* h) {
+    // Only the body's own frame is left to free: the frames it awaited were the caller's.
+    h->leaf = nullptr;
+    std::coroutine_handle<>::from_address(h->root_frame_).destroy();
+    the_registry().retire(h);
+    co_return;
+}
+
+/// World stopped, registry locked, `h` listed and parked: cut the frames the
+/// caller owns off its chain and make a wake-up harmless.
+inline void abandon_block_on_body(task_header* h) {
+    using body_promise = task_promise<void>;  // block_on_body returns task<>
+    auto root = std::coroutine_handle<body_promise>::from_address(h->root_frame_);
+    h->leaf = &root.promise();
+    h->set_resume_point(reap_abandoned(h).handle);
+}
+
+/// Confirms the deadlock with the world stopped and, per policy, reports it.
+inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
+    snapshot snap = snapshot::take();
+    for (const task_record& r : snap.tasks())
+        if (r.state != task_state::waiting) return;
+    if (!same_quiet(observe_quiet(), base)) return;
+    deadlock_policy p = current_deadlock_policy();
+    if (p == deadlock_policy::off) return;
+
+    std::ostringstream out;
+    out << "fatal error: all goroutines are asleep - deadlock!\n\n";
+    write_goroutine_profile(out, snap, 2);
+    auto report = std::make_shared<const std::string>(out.str());
+    if (p == deadlock_policy::abort) {
+        std::fwrite(report->data(), 1, report->size(), stderr);
+        std::fflush(stderr);
+        std::abort();
+    }
+
+    scheduler& s = the_scheduler();
+    registry& reg = the_registry();
+    std::vector<deadlock_waiter*> fired;
+    s.stop_the_world(std::chrono::seconds(1));
+    reg.lock_all();
+    std::unique_lock<std::mutex> lk(w.mu);
+    bool still = same_quiet(observe_quiet(), base);
+    std::vector<task_header*> listed;
+    reg.for_each_unlocked([&](task_header& h) {
+        if (h.state.load(std::memory_order_relaxed) != task_state::waiting) still = false;
+        listed.push_back(&h);
+    });
+    if (still) {
+        for (deadlock_waiter* dw : w.waiters) {
+            bool is_listed = std::find(listed.begin(), listed.end(), dw->body) != listed.end();
+            std::uint32_t zero = 0;
+            // `done` still 0 means the body has not finished, so the header is alive and listed.
+            if (is_listed && dw->done->compare_exchange_strong(zero, 2, std::memory_order_acq_rel)) {
+                abandon_block_on_body(dw->body);
+                dw->report = report;
+                fired.push_back(dw);
+            }
+        }
+    }
+    reg.unlock_all();
+    s.start_the_world();
+    if (fired.empty()) return;
+    std::fwrite(report->data(), 1, report->size(), stderr);
+    std::fflush(stderr);
+    // Still under mu: a woken waiter unlists itself (and frees `done`) only after this.
+    for (deadlock_waiter* dw : fired) dw->done->notify_all();
+}
+
+inline void watchdog_main() {
+    deadlock_watch& w = the_deadlock_watch();
+    quiet_state base;
+    std::int64_t quiet_since = 0;
+    std::unique_lock<std::mutex> lk(w.mu);
+    for (;;) {
+        if (w.waiters.empty()) {
+            base = {};
+            w.cv.wait(lk);
+            continue;
+        }
+        std::int64_t grace = w.grace_ns.load(std::memory_order_relaxed);
+        std::int64_t period = std::clamp<std::int64_t>(grace / 4, 1'000'000, 100'000'000);
+        w.cv.wait_for(lk, std::chrono::nanoseconds(period));
+        if (w.waiters.empty()) continue;
+        lk.unlock();
+        quiet_state now = current_deadlock_policy() == deadlock_policy::off ? quiet_state{} : observe_quiet();
+        std::int64_t t = now_ns();
+        if (!same_quiet(now, base)) {
+            base = now;
+            quiet_since = t;
+        } else if (t - quiet_since >= w.grace_ns.load(std::memory_order_relaxed)) {
+            fire_if_deadlocked(w, base);
+            base = {};
+        }
+        lk.lock();
+    }
+}
+
+/// block_on's wait (installed into go.hpp's hook below).
+inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
+    deadlock_watch& w = the_deadlock_watch();
+    deadlock_waiter me{&done, body};
+    {
+        std::lock_guard<std::mutex> g(w.mu);
+        w.waiters.push_back(&me);
+        if (!w.thread_started) {
+            w.thread_started = true;
+            std::thread(watchdog_main).detach();
+        }
+        if (w.waiters.size() == 1) w.cv.notify_one();
+    }
+    while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
+    std::shared_ptr<const std::string> report;
+    {
+        std::lock_guard<std::mutex> g(w.mu);
+        w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
+        report = std::move(me.report);
+    }
+    if (report) throw deadlock_error(std::move(report));
+}
+
+inline const bool deadlock_wait_installed = [] {
+    block_on_wait_hook().store(&deadlock_aware_wait, std::memory_order_release);
+    return true;
+}();
+
+}  // namespace detail
+
+/// Chooses what a detected deadlock does (see POLICY above).
+inline void set_deadlock_policy(deadlock_policy p) {
+    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
+}
+
+inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
+
+/// How long nothing must move before a deadlock is reported (default 1 s).
+template <class Rep, class Period>
+void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
+    detail::deadlock_watch& w = detail::the_deadlock_watch();
+    w.grace_ns.store(ns, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> g(w.mu);
+    w.cv.notify_all();  // pick up a shorter period now
+}
+
+inline std::chrono::nanoseconds deadlock_grace() {
+    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
+}
+
+/// While one exists, the deadlock detector never fires: hold one in a
+/// component whose threads wake tasks from outside goro (an I/O poller, a
+/// callback thread) and may stay silent longer than the grace period.
+class external_wakeup_guard {
+public:
+    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
+    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
+    external_wakeup_guard(const external_wakeup_guard&) = delete;
+    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
+};
+
+}  // namespace goro
+// ---- end goro/inspect/deadlock.hpp ----
+// ---- end goro/core.hpp ----
