@@ -28,6 +28,7 @@ packages="meson ninja-build g++ catch2 pkg-config curl golang-go"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+. "$root/scripts/lib.sh"  # stop_service
 build=build/demo
 
 if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
@@ -73,13 +74,6 @@ ninja -C "$build" -j "$jobs" examples/leaky examples/fixed
 # --- run ------------------------------------------------------------------------
 tmp=$(mktemp -d)
 pid=
-stop_service() {
-    if [[ -n $pid ]]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        pid=
-    fi
-}
 trap 'stop_service; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
@@ -156,5 +150,5 @@ fixed_total=$final
 heading "summary"
 say "leaky: goroutine profile: total $leaky_total after $requests requests (it grows with every request)"
 say "fixed: goroutine profile: total $fixed_total after $requests requests"
-say "next: the README's walkthrough, \"Hunting a task leak, the Go way\""
+say "next: the whole walkthrough, docs/leak-hunt.md"
 [[ $leaky_total -gt 0 && $fixed_total == 0 ]]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates every output shown in the leak-hunt walkthrough (the README's
-# "Hunting a task leak, the Go way") from the
-# real example programs, and rewrites the marked blocks of the given markdown
-# files in place:
+# Regenerates every output shown in the leak-hunt walkthrough
+# (docs/leak-hunt.md, and its one-screen version in the README) from the real
+# example programs, and rewrites the marked blocks of the given markdown files
+# in place:
 #
 #   <!-- output:NAME -->            replaced by the output called NAME below,
 #   ```text                         in a ```text fence
@@ -14,7 +14,10 @@
 # between `// [TAG]` and `// [/TAG]` in PATH) are refreshed afterwards by
 # scripts/readme_snippets.py.
 #
-# Usage: scripts/readme_outputs.sh [FILE.md ...]   (default: README.md)
+# Usage: scripts/readme_outputs.sh [FILE.md ...]   (default: README.md and docs/*.md)
+#
+# A name may be shown in several places (the README repeats two of the
+# walkthrough's outputs); each is rewritten.
 #
 # The programs run on free ports and temporary directories; the outputs are
 # normalised only where those show (the port becomes 6060, pprof's download
@@ -30,10 +33,11 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+. "$root/scripts/lib.sh"  # stop_service
 
 files=("$@")
 if [[ ${#files[@]} == 0 ]]; then
-    files=(README.md)
+    files=(README.md docs/*.md)
 fi
 
 for tool in curl python3 go; do
@@ -53,13 +57,6 @@ tmp=$(mktemp -d)
 out=$tmp/out       # one file per output name
 mkdir -p "$out" "$tmp/pprof"
 pid=
-stop_service() {
-    if [[ -n $pid ]]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        pid=
-    fi
-}
 trap 'stop_service; rm -rf "$tmp"' EXIT
 
 port=
@@ -156,6 +153,8 @@ out_dir, files = sys.argv[1], sys.argv[2:]
 outputs = {n: open(os.path.join(out_dir, n), encoding="utf-8").read() for n in os.listdir(out_dir)}
 
 block = re.compile(r"(<!-- output:([^ ]+) -->\n)(.*?)(<!-- /output -->)", re.S)
+# Every file is rendered before any is written: an unknown name changes nothing.
+rendered = []
 for path in files:
     text = open(path, encoding="utf-8").read()
     def replace(m):
@@ -168,6 +167,8 @@ for path in files:
             body += "\n"
         return m.group(1) + "```text\n" + body + "```\n" + m.group(4)
     new, n = block.subn(replace, text)
+    rendered.append((path, text, new, n))
+for path, text, new, n in rendered:
     if new != text:
         open(path, "w", encoding="utf-8").write(new)
     print("%s: %d blocks%s" % (path, n, "" if new != text else " (unchanged)"))
