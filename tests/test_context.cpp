@@ -386,3 +386,21 @@ TEST_CASE("stress: producers and consumers with random cancellations deliver exa
     }
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+TEST_CASE("a timed context's timer outlives its wake-up: 3,000 short timeouts awaited", "[context][stress]") {
+    // The timer thread cancels the node (waking the task, which drops every
+    // handle at once) and only then drops the timer's reference: the node must
+    // stay alive until then, whichever thread lets go last.
+    const auto tasks_before = goro::num_goroutines();
+    auto body = []() -> goro::task<int> {
+        int expired = 0;
+        for (int i = 0; i < 3000; ++i) {
+            auto [ctx, cancel] = goro::with_timeout(goro::background(), 50us);
+            co_await ctx.done();
+            if (ctx.err() == goro::context_error::deadline_exceeded) ++expired;
+        }
+        co_return expired;
+    };
+    CHECK(goro::block_on(body()) == 3000);
+    CHECK(goro_test::tasks_drained(tasks_before));
+}

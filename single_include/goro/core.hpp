@@ -1763,12 +1763,17 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 // `fire` callback runs on the timer thread, without the heap lock held.
 //
 // CONTRACT between the timer thread and a node's owner
-//   * The timer thread never touches a node after calling its `fire`.
+//   * The timer thread never touches a node after calling its `fire`, so
+//     `fire` may free the node (a context's deadline timer drops the
+//     reference that keeps its node alive as its last access).
 //   * `cancel(node)` returns true when it removed the node before it fired;
 //     then `fire` will never run. It returns false when the node was already
-//     taken for firing: the owner must then learn from `fire`'s own protocol
+//     taken for firing — `fire` may be running right now, or not have
+//     started yet: the owner must then learn from `fire`'s own protocol
 //     (e.g. a compare-and-swap on a select's state, and `fired_done` set as
-//     the callback's last access when it lost) before freeing the node.
+//     the callback's last access when it lost; or a reference that `fire`
+//     drops) before freeing the node. Both outcomes are decided under the
+//     heap lock, so exactly one of "cancel won" and "fire runs" happens.
 //   * The same thread also calls a periodic `tick` (every 10 ms while the pool
 //     is busy): the scheduler uses it to rescue work stuck behind a task that
 //     does not suspend.
@@ -4924,14 +4929,21 @@ select_result<detail::case_t<Cases>...> try_select(Cases&&... cases) {
 //   * A parent holds no reference to its children: cancelling one takes a
 //     reference only if the child is not already being destroyed (count not
 //     zero), and a dying child unlinks itself under the parent's `mu`.
-//   * An armed deadline timer holds a reference to its node; whoever stops it
-//     (the cancel that wins timer_queue::cancel, or the timer callback after
-//     it ran) drops that reference. So the timer thread never sees a freed
-//     node. When every handle is gone (no context, cancel func or child
-//     refers to the node: nobody can observe it) the last release stops the
-//     timer early, so a forgotten cancel does not keep a subtree until its
-//     deadline. Nothing ever waits for a timer callback: no deadlock when the
-//     timer thread itself drops the last handle of another timed node.
+//   * OWNERSHIP OF A TIMED NODE. An armed deadline timer holds a reference
+//     to its node (`timer_ref`), and exactly one party drops it: the cancel
+//     or abandon that wins timer_queue::cancel (the timer will never fire),
+//     or else the timer callback, as the very last thing it does — after
+//     cancelling the node, which wakes the tasks on `done` and may let them
+//     drop every handle. So the node outlives everything the timer thread
+//     does with it, and whoever drops the last reference frees it.
+//   * No thread touches a node after dropping its own reference. In
+//     particular, the holder of the last handle stops the timer early (a
+//     forgotten cancel must not keep a subtree alive until its deadline)
+//     *before* it lets go: when its release would leave only the timer's
+//     reference, it first calls abandon_timer() with its handle still held,
+//     and only then drops it. Nothing ever waits for a timer callback: no
+//     deadlock when the timer thread itself drops the last handle of another
+//     timed node.
 
 #include <atomic>
 #include <chrono>
@@ -5017,10 +5029,11 @@ struct ctx_node {
     ctx_node& operator=(const ctx_node&) = delete;
     virtual ~ctx_node() = default;
 
-    /// Only the timer's reference is left: nobody can observe this node any
-    /// more, so stop the timer now instead of at the deadline. True when that
-    /// dropped the last reference.
-    virtual bool abandon_timer() noexcept { return false; }
+    /// Called by the holder of the last handle, before it lets go of it, when
+    /// an armed timer's reference is all that would be left: nobody could
+    /// observe this node any more, so the timer is stopped now instead of at
+    /// the deadline (dropping the timer's reference if it did not fire yet).
+    virtual void abandon_timer() noexcept {}
 
     void add_ref() noexcept { refs.fetch_add(handle_ref, std::memory_order_relaxed); }
     /// A handle reference unless the node is already being destroyed.
@@ -5033,11 +5046,29 @@ struct ctx_node {
     }
     /// Drops a reference (a handle's, or the timer's); frees the nodes that
     /// reach zero, walking up the chain iteratively (no recursion).
+    ///
+    /// The last handle never goes from `handle_ref + timer_ref` straight to
+    /// `timer_ref`: first, still holding itself, it stops the timer
+    /// (abandon_timer). Once a thread has dropped its reference it never
+    /// touches the node again, so whoever drops the last reference — the timer
+    /// callback included — may free it at once.
     static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept {
         while (n) {
-            std::size_t r = n->refs.fetch_sub(amount, std::memory_order_acq_rel) - amount;
-            if (r == timer_ref && n->abandon_timer()) r = 0;
-            if (r != 0) return;
+            std::size_t r = n->refs.load(std::memory_order_relaxed);
+            bool abandoned = false;
+            for (;;) {
+                if (amount == handle_ref && r == handle_ref + timer_ref && !abandoned) {
+                    abandoned = true;
+                    n->abandon_timer();  // our handle keeps n alive meanwhile
+                    r = n->refs.load(std::memory_order_relaxed);
+                    continue;
+                }
+                // A failed abandon means the timer is firing, or a cancel took
+                // it: either drops the timer's reference soon, so we may go.
+                if (n->refs.compare_exchange_weak(r, r - amount, std::memory_order_acq_rel, std::memory_order_relaxed))
+                    break;
+            }
+            if (r != amount) return;
             ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
             delete n;
             n = p;
@@ -5092,17 +5123,15 @@ struct cancel_node final : ctx_node {
     deadline_timer timer{};
     std::optional<std::stop_callback<stop_relay>> relay;  // with_stop_token only
 
-    bool abandon_timer() noexcept override {
-        bool stopped = false;
-        {
-            std::lock_guard<spinlock> g(mu);
-            if (timer_armed && the_scheduler().timers().cancel(&timer)) {
-                timer_armed = false;
-                stopped = true;
-            }
+    void abandon_timer() noexcept override {
+        std::lock_guard<spinlock> g(mu);
+        // Not cancelled: the callback is running (or about to) and drops the
+        // timer's reference itself. Cancelled: never zero here, the caller
+        // still holds its handle.
+        if (timer_armed && the_scheduler().timers().cancel(&timer)) {
+            timer_armed = false;
+            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
         }
-        // Not stopped: the callback is running and drops the reference itself.
-        return stopped && refs.fetch_sub(timer_ref, std::memory_order_acq_rel) == timer_ref;
     }
 
     ~cancel_node() override {
