@@ -64,7 +64,10 @@ public:
             stopping_ = true;
         }
         cv_.notify_all();
-        if (thread_.joinable()) thread_.join();
+        if (!thread_.joinable()) return;
+        // Stopped from a callback (std::exit in one): it cannot join itself.
+        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+        else thread_.join();
     }
 
     void add(timer_node* n) {
