@@ -4399,9 +4399,11 @@ private:
 // waker (or the timer) may already be resuming the task on another worker,
 // which then waits for our remaining channel locks before it touches anything.
 //
-// Case objects hold a plain pointer to the channel: keep the channel handles
-// alive for the whole `co_await` (they are, when the select is one full
-// expression, and the handle is a variable or a temporary in it).
+// LIFETIME: a channel case holds a handle to its channel (a reference: one
+// atomic increment when the case is made, one decrement when the select is
+// done), so a select parked on a channel whose every other handle is dropped
+// meanwhile still finds it alive when it wakes (through another case) and
+// unlinks its waiter. A context's done() case holds the context the same way.
 
 #include <chrono>
 #include <coroutine>
@@ -4421,19 +4423,24 @@ namespace goro {
 inline constexpr int select_default = -1;
 
 /// A receive case: `goro::recv(ch)`. Also awaitable on its own:
-/// `co_await goro::recv(ch)` is `co_await ch.recv()`.
-template <class T>
+/// `co_await goro::recv(ch)` is `co_await ch.recv()`. `keep` is what keeps
+/// `ch` alive while the case exists: a handle to the channel itself, or (for
+/// a context's done()) to the context that owns it.
+template <class T, class Keep = channel<T>>
 struct recv_case {
     detail::chan_state<T>* ch = nullptr;
+    Keep keep{};
     detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{ch}; }
 };
 
-/// A send case: `goro::send(ch, v)` holds the value until the select chooses it.
-/// Also awaitable on its own: `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
+/// A send case: `goro::send(ch, v)` holds the value until the select chooses
+/// it, and a handle to the channel. Also awaitable on its own:
+/// `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
 template <class T>
 struct send_case {
     detail::chan_state<T>* ch = nullptr;
     T value;
+    channel<T> keep{};
     detail::send_op<T> operator co_await() && noexcept { return {ch, std::move(value)}; }
 };
 
@@ -4444,13 +4451,13 @@ struct after_case {
 
 template <class T>
 recv_case<T> recv(const channel<T>& ch) noexcept {
-    return {ch.state()};
+    return {ch.state(), ch};
 }
 
 template <class T, class U>
     requires std::is_constructible_v<T, U&&>
 send_case<T> send(const channel<T>& ch, U&& v) {
-    return {ch.state(), T(std::forward<U>(v))};
+    return {ch.state(), T(std::forward<U>(v)), ch};
 }
 
 template <class Rep, class Period>
@@ -4471,8 +4478,8 @@ enum class case_kind { recv, send, timer };
 template <class C>
 struct case_traits;
 
-template <class T>
-struct case_traits<recv_case<T>> {
+template <class T, class Keep>
+struct case_traits<recv_case<T, Keep>> {
     static constexpr case_kind kind = case_kind::recv;
     using slot = std::optional<T>;
     using value_type = T;
@@ -5341,12 +5348,9 @@ public:
     ~context() { detail::ctx_node::release(n_); }
 
     /// A receive case (and awaitable) that fires once the context is done:
-    /// `co_await ctx.done()`, or `ctx.done()` as a select case. Keep the
-    /// context alive while it is awaited.
-    recv_case<std::monostate> done() const noexcept {
-        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        return {c ? &c->done : nullptr};
-    }
+    /// `co_await ctx.done()`, or `ctx.done()` as a select case. The case holds
+    /// a handle to the context, so it may outlive this one.
+    recv_case<std::monostate, context> done() const noexcept;
 
     /// Why the context is done, or context_error::none.
     context_error err() const noexcept {
@@ -5405,6 +5409,12 @@ private:
     explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
     detail::ctx_node* n_ = nullptr;
 };
+
+inline recv_case<std::monostate, context> context::done() const noexcept {
+    detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+    if (!c) return {};  // background: a nil channel, nothing to keep
+    return {&c->done, *this};
+}
 
 /// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
 /// the context was cancelled some other way, does nothing.

@@ -429,12 +429,9 @@ public:
     ~context() { detail::ctx_node::release(n_); }
 
     /// A receive case (and awaitable) that fires once the context is done:
-    /// `co_await ctx.done()`, or `ctx.done()` as a select case. Keep the
-    /// context alive while it is awaited.
-    recv_case<std::monostate> done() const noexcept {
-        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        return {c ? &c->done : nullptr};
-    }
+    /// `co_await ctx.done()`, or `ctx.done()` as a select case. The case holds
+    /// a handle to the context, so it may outlive this one.
+    recv_case<std::monostate, context> done() const noexcept;
 
     /// Why the context is done, or context_error::none.
     context_error err() const noexcept {
@@ -493,6 +490,12 @@ private:
     explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
     detail::ctx_node* n_ = nullptr;
 };
+
+inline recv_case<std::monostate, context> context::done() const noexcept {
+    detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+    if (!c) return {};  // background: a nil channel, nothing to keep
+    return {&c->done, *this};
+}
 
 /// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
 /// the context was cancelled some other way, does nothing.
