@@ -386,3 +386,82 @@ TEST_CASE("stress: producers and consumers with random cancellations deliver exa
     }
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+TEST_CASE("a timed context's timer outlives its wake-up: 3,000 short timeouts awaited", "[context][stress]") {
+    // The timer thread cancels the node (waking the task, which drops every
+    // handle at once) and only then drops the timer's reference: the node must
+    // stay alive until then, whichever thread lets go last.
+    const auto tasks_before = goro::num_goroutines();
+    auto body = []() -> goro::task<int> {
+        int expired = 0;
+        for (int i = 0; i < 3000; ++i) {
+            auto [ctx, cancel] = goro::with_timeout(goro::background(), 50us);
+            co_await ctx.done();
+            if (ctx.err() == goro::context_error::deadline_exceeded) ++expired;
+        }
+        co_return expired;
+    };
+    CHECK(goro::block_on(body()) == 3000);
+    CHECK(goro_test::tasks_drained(tasks_before));
+}
+
+TEST_CASE("err() is seen only with done closed and the children cancelled, and done only with err", "[context][stress]") {
+    // Go's contract: while Done is open Err is nil; once Err is non-nil Done
+    // is closed, and a cancelled parent's children are cancelled too. One
+    // thread spins on the parent's err(), another on its done(); on odd
+    // rounds the second first cancels the child itself, racing the parent's
+    // cancel down the same subtree.
+    const int rounds = 20'000;
+    struct round_state {
+        goro::context parent, child, grandchild, value;
+        goro::cancel_func cancel_child;
+    };
+    round_state st;
+    std::atomic<int> started{-1}, err_seen{-1}, done_seen{-1};
+    std::atomic<long> err_without_done{0}, err_without_child{0}, done_without_err{0};
+    auto wait_for = [](std::atomic<int>& a, int round) {
+        while (a.load(std::memory_order_acquire) != round) std::this_thread::yield();
+    };
+    std::thread err_watcher([&] {
+        for (int r = 0; r < rounds; ++r) {
+            wait_for(started, r);
+            while (st.parent.err() == goro::context_error::none) std::this_thread::yield();
+            if (!done_now(st.parent)) ++err_without_done;
+            if (st.child.err() == goro::context_error::none || !done_now(st.child) ||
+                st.grandchild.err() == goro::context_error::none || !done_now(st.grandchild) ||
+                st.value.err() == goro::context_error::none)
+                ++err_without_child;
+            err_seen.store(r, std::memory_order_release);
+        }
+    });
+    std::thread done_watcher([&] {
+        for (int r = 0; r < rounds; ++r) {
+            wait_for(started, r);
+            if (r % 2) st.cancel_child();
+            while (!done_now(st.parent)) std::this_thread::yield();
+            if (st.parent.err() == goro::context_error::none) ++done_without_err;
+            done_seen.store(r, std::memory_order_release);
+        }
+    });
+    for (int r = 0; r < rounds; ++r) {
+        auto [parent, cancel] = goro::with_cancel(goro::background());
+        auto [child, cancel_child] = goro::with_cancel(parent);
+        auto [grandchild, cg] = goro::with_timeout(child, 1h);
+        st.parent = parent;
+        st.child = child;
+        st.grandchild = grandchild;
+        st.value = goro::with_value(grandchild, depth_key, r);
+        st.cancel_child = cancel_child;
+        started.store(r, std::memory_order_release);
+        cancel();
+        wait_for(err_seen, r);
+        wait_for(done_seen, r);
+        st = round_state{};
+        (void)cg;
+    }
+    err_watcher.join();
+    done_watcher.join();
+    CHECK(err_without_done.load() == 0);
+    CHECK(err_without_child.load() == 0);
+    CHECK(done_without_err.load() == 0);
+}

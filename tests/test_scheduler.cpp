@@ -1,15 +1,24 @@
 // The worker pool: go/block_on, sleep, yield, sizing, stealing, stop-the-world.
 #include <catch2/catch.hpp>
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "support.hpp"
+
+extern char** environ;
 
 using namespace std::chrono_literals;
 using goro_test::eventually;
@@ -41,6 +50,37 @@ goro::task<> try_block_on(bool& threw) {
     }
     co_return;
 }
+
+/// Runs this test binary on the hidden test case `name` (with
+/// GORO_TEST_CHILD=1, so that the case run by hand does nothing) and returns
+/// its wait status, or -1 when it did not end within `deadline` (then it is
+/// killed). The deadline only bounds a hang.
+int run_self(const std::string& name, std::chrono::seconds deadline = std::chrono::seconds(120)) {
+    std::vector<std::string> env{"GORO_TEST_CHILD=1"};
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string exe = "/proc/self/exe", arg = name;
+    char* argv[] = {exe.data(), arg.data(), nullptr};
+    pid_t pid = -1;
+    if (posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()) != 0) return -2;
+    auto end = std::chrono::steady_clock::now() + deadline;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return status;
+        if (r < 0 && errno != EINTR) return -2;
+        if (std::chrono::steady_clock::now() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
+bool in_child() { return std::getenv("GORO_TEST_CHILD") != nullptr; }
 
 }  // namespace
 
@@ -427,4 +467,32 @@ TEST_CASE("tasks claimed with a batch by a worker that gets stuck are stolen, an
         for (auto& n : r.runs) CHECK(n.load() == 1);
         CHECK(goro_test::tasks_drained());
     }
+}
+
+TEST_CASE("child: std::exit from a task", "[.]") {
+    if (!in_child()) return;
+    // Keep the other workers busy with tasks that come and go, so shutdown
+    // has workers to stop besides the one calling exit.
+    std::atomic<bool> stop{false};
+    for (int i = 0; i < 3; ++i)
+        goro::go([](std::atomic<bool>& s) -> goro::task<> {
+            while (!s.load()) co_await goro::yield();
+        }(stop));
+    goro::go([]() -> goro::task<> {
+        co_await goro::yield();
+        std::exit(42);
+    }());
+    std::this_thread::sleep_for(std::chrono::minutes(5));  // the task ends the process first
+    std::_Exit(3);
+}
+
+TEST_CASE("std::exit called inside a task ends the process with its status", "[scheduler]") {
+    // The worker calling exit runs the pool's shutdown itself: it must not
+    // wait for its own thread to stop (nor hang or crash).
+    int status = run_self("child: std::exit from a task");
+    REQUIRE(status != -2);
+    REQUIRE(status != -1);  // it hung
+    INFO("wait status " << status);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 42);
 }

@@ -393,3 +393,38 @@ TEST_CASE("move-only values through select", "[select]") {
     };
     CHECK(goro::block_on(body(ch)) == 4);
 }
+
+TEST_CASE("a parked select keeps a channel alive when its last other handle is dropped", "[select]") {
+    // The task's select refers to A only through a handle owned outside the
+    // task; that handle is dropped while the select is parked, then the
+    // select completes through its other case (a value on B, or its timer)
+    // and must still find A to unlink its waiter there.
+    const auto tasks_before = goro::num_goroutines();
+    for (int variant = 0; variant < 2; ++variant) {
+        const bool by_timer = variant == 1;
+        auto a = std::make_unique<goro::channel<int>>();
+        goro::channel<int> b;
+        std::atomic<goro::task_header*> me{nullptr};
+        std::atomic<int> got{-1};
+        goro::go([](const goro::channel<int>& a, goro::channel<int> b, bool by_timer,
+                    std::atomic<goro::task_header*>& me, std::atomic<int>& got) -> goro::task<> {
+            me.store(goro::detail::tls_current_task);
+            if (by_timer) {
+                auto r = co_await goro::select(goro::recv(a), goro::after(200ms));
+                got.store(r.index() == 1 ? 100 : -2);
+            } else {
+                auto r = co_await goro::select(goro::recv(a), goro::recv(b));
+                got.store(r.index() == 1 && r.get<1>() ? *r.get<1>() : -2);
+            }
+        }(*a, b, by_timer, me, got));
+        REQUIRE(eventually([&] {
+            goro::task_header* t = me.load();
+            return t && t->state.load() == goro::task_state::waiting;
+        }));
+        a.reset();  // A's last handle but the select's own
+        if (!by_timer) CHECK(b.try_send(7) == goro::send_status::sent);  // the parked select takes it
+        CHECK(eventually([&] { return got.load() != -1; }));
+        CHECK(got.load() == (by_timer ? 100 : 7));
+    }
+    CHECK(goro_test::tasks_drained(tasks_before));
+}

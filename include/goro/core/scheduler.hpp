@@ -298,8 +298,12 @@ public:
 
     /// Stops the workers after their current task and the timer thread. Tasks
     /// still queued or parked are not run again; their frames stay listed.
+    /// Called by a worker (std::exit inside a task runs the pool holder's
+    /// destructor on that worker), it does not wait for its own thread: that
+    /// one is in the middle of a task and goes on into exit.
     void shutdown() noexcept {
         if (shutdown_.exchange(true)) return;
+        worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
         timers_.stop();
         {
             std::lock_guard<std::mutex> g(idle_mu_);
@@ -317,6 +321,10 @@ public:
         // them a bounded time, then leave the stuck ones behind (the process is exiting).
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
         for (auto& w : workers_) {
+            if (w.get() == self) {
+                w->thread.detach();
+                continue;
+            }
             while (!w->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline)
                 std::this_thread::sleep_for(std::chrono::microseconds(200));
             if (w->exited.load(std::memory_order_acquire)) w->thread.join();

@@ -5,12 +5,17 @@
 // `fire` callback runs on the timer thread, without the heap lock held.
 //
 // CONTRACT between the timer thread and a node's owner
-//   * The timer thread never touches a node after calling its `fire`.
+//   * The timer thread never touches a node after calling its `fire`, so
+//     `fire` may free the node (a context's deadline timer drops the
+//     reference that keeps its node alive as its last access).
 //   * `cancel(node)` returns true when it removed the node before it fired;
 //     then `fire` will never run. It returns false when the node was already
-//     taken for firing: the owner must then learn from `fire`'s own protocol
+//     taken for firing — `fire` may be running right now, or not have
+//     started yet: the owner must then learn from `fire`'s own protocol
 //     (e.g. a compare-and-swap on a select's state, and `fired_done` set as
-//     the callback's last access when it lost) before freeing the node.
+//     the callback's last access when it lost; or a reference that `fire`
+//     drops) before freeing the node. Both outcomes are decided under the
+//     heap lock, so exactly one of "cancel won" and "fire runs" happens.
 //   * The same thread also calls a periodic `tick` (every 10 ms while the pool
 //     is busy): the scheduler uses it to rescue work stuck behind a task that
 //     does not suspend.
@@ -59,7 +64,10 @@ public:
             stopping_ = true;
         }
         cv_.notify_all();
-        if (thread_.joinable()) thread_.join();
+        if (!thread_.joinable()) return;
+        // Stopped from a callback (std::exit in one): it cannot join itself.
+        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+        else thread_.join();
     }
 
     void add(timer_node* n) {

@@ -19,33 +19,50 @@
 //                       │            done/err/deadline are A's
 //                 cancel_node C      C is listed in A (its nearest cancelable ancestor)
 //
-// CANCELLATION: cancelling a node sets its error and cause, detaches its
-// children list, closes its `done` channel (which wakes every task waiting on
-// it), requests stop on its std::stop_source (if one was handed out), stops
-// its deadline timer, then cancels the detached children the same way
-// (iteratively: no recursion, no allocation). A node cancelled through its own
-// cancel func, deadline or stop token also unlinks itself from its parent's
-// list, and so does a node destroyed uncancelled, so a long-lived parent does
-// not grow while children come and go.
+// CANCELLATION, with Go's guarantee: while done() is open err() is none;
+// once err() is set, done() is closed and every descendant's err() is set
+// (and its done() closed). Cancelling a node happens in three passes (see
+// cancel_tree): begin — under each node's `mu`, record the error and cause,
+// detach the children list and stop the deadline timer, for the node and its
+// whole subtree (iteratively: no recursion, no allocation); publish — close
+// each node's `done` channel, children before parents (which wakes every
+// task waiting on it); then request stop on each std::stop_source handed out
+// and drop the references taken. err() reads the error only once `done` is
+// closed, so err() and done() change together, and a parent is published
+// only after its subtree. If another thread began cancelling a node first,
+// cancel (and a parent's cancel reaching it) waits until that one is
+// published: cancel() returns with the context done. A node cancelled
+// through its own cancel func, deadline or stop token also unlinks itself
+// from its parent's list, and so does a node destroyed uncancelled, so a
+// long-lived parent does not grow while children come and go.
 //
 // THREAD SAFETY / LOCK ORDER
 //   * A cancel node's `mu` guards its children list (and the sibling links of
 //     those children), its stop_source and whether its timer is armed. At most
 //     one node's `mu` is held at a time; the done channel's lock and the timer
 //     heap's mutex are taken after or under it, never the other way round.
-//   * `err` is written once (under `mu`, after `cause`), and read without a
-//     lock (acquire), so err() and cause() are wait-free.
+//   * `err` is written once (under `mu`, after `cause`) when a cancellation
+//     begins; readers outside `mu` look at it only after seeing `done`
+//     closed (an acquire load of the channel's closed flag, set after `err`
+//     by the same thread), so err() and cause() are wait-free.
 //   * A parent holds no reference to its children: cancelling one takes a
 //     reference only if the child is not already being destroyed (count not
 //     zero), and a dying child unlinks itself under the parent's `mu`.
-//   * An armed deadline timer holds a reference to its node; whoever stops it
-//     (the cancel that wins timer_queue::cancel, or the timer callback after
-//     it ran) drops that reference. So the timer thread never sees a freed
-//     node. When every handle is gone (no context, cancel func or child
-//     refers to the node: nobody can observe it) the last release stops the
-//     timer early, so a forgotten cancel does not keep a subtree until its
-//     deadline. Nothing ever waits for a timer callback: no deadlock when the
-//     timer thread itself drops the last handle of another timed node.
+//   * OWNERSHIP OF A TIMED NODE. An armed deadline timer holds a reference
+//     to its node (`timer_ref`), and exactly one party drops it: the cancel
+//     or abandon that wins timer_queue::cancel (the timer will never fire),
+//     or else the timer callback, as the very last thing it does — after
+//     cancelling the node, which wakes the tasks on `done` and may let them
+//     drop every handle. So the node outlives everything the timer thread
+//     does with it, and whoever drops the last reference frees it.
+//   * No thread touches a node after dropping its own reference. In
+//     particular, the holder of the last handle stops the timer early (a
+//     forgotten cancel must not keep a subtree alive until its deadline)
+//     *before* it lets go: when its release would leave only the timer's
+//     reference, it first calls abandon_timer() with its handle still held,
+//     and only then drops it. Nothing ever waits for a timer callback: no
+//     deadlock when the timer thread itself drops the last handle of another
+//     timed node.
 #pragma once
 
 #include <atomic>
@@ -58,6 +75,7 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -138,10 +156,11 @@ struct ctx_node {
     ctx_node& operator=(const ctx_node&) = delete;
     virtual ~ctx_node() = default;
 
-    /// Only the timer's reference is left: nobody can observe this node any
-    /// more, so stop the timer now instead of at the deadline. True when that
-    /// dropped the last reference.
-    virtual bool abandon_timer() noexcept { return false; }
+    /// Called by the holder of the last handle, before it lets go of it, when
+    /// an armed timer's reference is all that would be left: nobody could
+    /// observe this node any more, so the timer is stopped now instead of at
+    /// the deadline (dropping the timer's reference if it did not fire yet).
+    virtual void abandon_timer() noexcept {}
 
     void add_ref() noexcept { refs.fetch_add(handle_ref, std::memory_order_relaxed); }
     /// A handle reference unless the node is already being destroyed.
@@ -154,11 +173,29 @@ struct ctx_node {
     }
     /// Drops a reference (a handle's, or the timer's); frees the nodes that
     /// reach zero, walking up the chain iteratively (no recursion).
+    ///
+    /// The last handle never goes from `handle_ref + timer_ref` straight to
+    /// `timer_ref`: first, still holding itself, it stops the timer
+    /// (abandon_timer). Once a thread has dropped its reference it never
+    /// touches the node again, so whoever drops the last reference — the timer
+    /// callback included — may free it at once.
     static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept {
         while (n) {
-            std::size_t r = n->refs.fetch_sub(amount, std::memory_order_acq_rel) - amount;
-            if (r == timer_ref && n->abandon_timer()) r = 0;
-            if (r != 0) return;
+            std::size_t r = n->refs.load(std::memory_order_relaxed);
+            bool abandoned = false;
+            for (;;) {
+                if (amount == handle_ref && r == handle_ref + timer_ref && !abandoned) {
+                    abandoned = true;
+                    n->abandon_timer();  // our handle keeps n alive meanwhile
+                    r = n->refs.load(std::memory_order_relaxed);
+                    continue;
+                }
+                // A failed abandon means the timer is firing, or a cancel took
+                // it: either drops the timer's reference soon, so we may go.
+                if (n->refs.compare_exchange_weak(r, r - amount, std::memory_order_acq_rel, std::memory_order_relaxed))
+                    break;
+            }
+            if (r != amount) return;
             ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
             delete n;
             n = p;
@@ -194,7 +231,9 @@ struct cancel_node final : ctx_node {
     };
 
     spinlock mu;
-    chan_state<std::monostate> done{0};  // closed on cancel
+    chan_state<std::monostate> done{0};  // closed when the cancellation is published (see CANCELLATION)
+    // Set once, under mu, when a cancellation begins (after `cause`); the
+    // context's err() reads it only once `done` is closed.
     std::atomic<context_error> err{context_error::none};
     std::exception_ptr cause;            // written under mu before err
     // --- under mu ---
@@ -206,24 +245,31 @@ struct cancel_node final : ctx_node {
     cancel_node* prev_sibling = nullptr;
     cancel_node* next_sibling = nullptr;
     bool linked = false;
-    // --- owned by the canceller that detached this node ---
+    // --- owned by the canceller that detached this node from its ancestor's list ---
     cancel_node* work_next = nullptr;
     // --- immutable ---
     cancel_node* ancestor = nullptr;     // whose children list this node joins (parent's nearest)
     deadline_timer timer{};
     std::optional<std::stop_callback<stop_relay>> relay;  // with_stop_token only
 
-    bool abandon_timer() noexcept override {
-        bool stopped = false;
-        {
-            std::lock_guard<spinlock> g(mu);
-            if (timer_armed && the_scheduler().timers().cancel(&timer)) {
-                timer_armed = false;
-                stopped = true;
-            }
+    /// The error as others may see it: none until `done` is closed. Closing
+    /// sets the channel's closed flag under its lock, so a thread that sees
+    /// the flag here also finds done() ready, and one that found done()
+    /// ready sees the flag; `err` was stored before the close.
+    context_error published_err() const noexcept {
+        if (!done.is_closed()) return context_error::none;
+        return err.load(std::memory_order_relaxed);
+    }
+
+    void abandon_timer() noexcept override {
+        std::lock_guard<spinlock> g(mu);
+        // Not cancelled: the callback is running (or about to) and drops the
+        // timer's reference itself. Cancelled: never zero here, the caller
+        // still holds its handle.
+        if (timer_armed && the_scheduler().timers().cancel(&timer)) {
+            timer_armed = false;
+            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
         }
-        // Not stopped: the callback is running and drops the reference itself.
-        return stopped && refs.fetch_sub(timer_ref, std::memory_order_acq_rel) == timer_ref;
     }
 
     ~cancel_node() override {
@@ -244,21 +290,23 @@ struct cancel_node final : ctx_node {
         --a->nchildren;
     }
 
-    /// Marks this node cancelled and takes its children (each with a reference)
-    /// onto `work`. False when it was cancelled already.
-    bool cancel_one(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
-        std::optional<std::stop_source> to_stop;
+    /// Begins this node's cancellation: records the error and cause (so no
+    /// one else begins it, and a child created from now on is cancelled by
+    /// its creator), stops the timer, and moves the children, each with a
+    /// reference, onto `work`. False when a cancellation had begun already.
+    /// The caller holds a reference.
+    bool begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
         bool stop_timer = false;
         {
             std::lock_guard<spinlock> g(mu);
             if (err.load(std::memory_order_relaxed) != context_error::none) return false;
             cause = c;
-            err.store(e, std::memory_order_release);
+            err.store(e, std::memory_order_relaxed);
             for (cancel_node* ch = first_child; ch;) {
                 cancel_node* next = ch->next_sibling;
                 ch->prev_sibling = ch->next_sibling = nullptr;
                 ch->linked = false;
-                if (ch->try_add_ref()) {  // a child at zero is being destroyed: leave it be
+                if (ch->try_add_ref()) {  // a child at zero is being destroyed: nobody can observe it
                     ch->work_next = work;
                     work = ch;
                 }
@@ -266,31 +314,87 @@ struct cancel_node final : ctx_node {
             }
             first_child = nullptr;
             nchildren = 0;
-            if (stop) to_stop = stop;
             stop_timer = std::exchange(timer_armed, false);
         }
-        done.close("goro::context::cancel");  // wakes every waiter, no lock of ours held
-        if (to_stop) to_stop->request_stop();
         if (stop_timer && the_scheduler().timers().cancel(&timer)) {
-            // The timer will not fire: drop its reference (the caller holds a handle).
+            // The timer will not fire: drop its reference (the caller holds one).
             refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
         }
         return true;
     }
+
+    /// Makes the cancellation visible: err() and done() change together here.
+    void publish_cancel() noexcept { done.close("goro::context::cancel"); }
+
+    /// After publishing: stops the stop_source handed out by stop_token(), if
+    /// any. (stop_token() checks `done` under mu after creating one, so a
+    /// source created now is stopped there.)
+    void stop_after_cancel() noexcept {
+        std::optional<std::stop_source> to_stop;
+        {
+            std::lock_guard<spinlock> g(mu);
+            if (stop) to_stop = stop;
+        }
+        if (to_stop) to_stop->request_stop();
+    }
+
+    /// Waits until another thread's cancellation of this node is published.
+    void wait_published() const noexcept {
+        while (!done.is_closed()) std::this_thread::yield();
+    }
 };
 
-/// Cancels `n` and every descendant. The caller holds a reference to `n`.
+/// Cancels `n` and every descendant, and returns once all of them are
+/// published (err() set, done() closed). The caller holds a reference to `n`.
+///
+/// Three passes, iteratively (no recursion, no allocation; the lists run
+/// through `work_next`):
+///   1. begin: `n` and, depth first, every descendant whose cancellation had
+///      not begun; their children lists are detached on the way. A child whose
+///      cancellation another thread began is set aside, to wait for.
+///   2. publish, each child before its parent (the begun list is in reverse
+///      discovery order): so a node's err() is never seen before its
+///      descendants'. First wait for the set-aside children: a thread waits
+///      only for nodes outside the subtrees of what it began and has not
+///      published, and their canceller only for nodes below them, so the
+///      waits end (the tree has no cycles).
+///   3. only now what may run user code or start another cancellation:
+///      stop_source callbacks, and dropping the references (a node's
+///      destructor runs its values' destructors). Everything begun is
+///      published by then, so nothing started here waits for this thread.
 inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept {
     cancel_node* work = nullptr;
-    if (!n->cancel_one(err, cause, work)) return;
-    if (unlink) n->unlink_from_ancestor();
+    if (!n->begin_cancel(err, cause, work)) {
+        n->wait_published();  // cancel() returns with the context done, whoever cancelled it
+        return;
+    }
+    cancel_node* begun = nullptr;  // newest first: children before parents
+    cancel_node* foreign = nullptr;
     while (work) {
         cancel_node* c = work;
         work = c->work_next;
-        c->work_next = nullptr;
-        c->cancel_one(err, cause, work);
-        ctx_node::release(c);
+        if (c->begin_cancel(err, cause, work)) {
+            c->work_next = begun;
+            begun = c;
+        } else {
+            c->work_next = foreign;
+            foreign = c;
+        }
     }
+    for (cancel_node* c = foreign; c; c = c->work_next) c->wait_published();
+    for (cancel_node* c = begun; c; c = c->work_next) c->publish_cancel();
+    n->publish_cancel();
+    for (cancel_node* lists : {begun, foreign}) {
+        while (lists) {
+            cancel_node* c = lists;
+            lists = c->work_next;
+            c->work_next = nullptr;
+            c->stop_after_cancel();  // a foreign node's own canceller does it too: idempotent
+            ctx_node::release(c);
+        }
+    }
+    n->stop_after_cancel();
+    if (unlink) n->unlink_from_ancestor();
 }
 
 inline std::exception_ptr error_of(context_error e) {
@@ -325,17 +429,14 @@ public:
     ~context() { detail::ctx_node::release(n_); }
 
     /// A receive case (and awaitable) that fires once the context is done:
-    /// `co_await ctx.done()`, or `ctx.done()` as a select case. Keep the
-    /// context alive while it is awaited.
-    recv_case<std::monostate> done() const noexcept {
-        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        return {c ? &c->done : nullptr};
-    }
+    /// `co_await ctx.done()`, or `ctx.done()` as a select case. The case holds
+    /// a handle to the context, so it may outlive this one.
+    recv_case<std::monostate, context> done() const noexcept;
 
     /// Why the context is done, or context_error::none.
     context_error err() const noexcept {
         detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        return c ? c->err.load(std::memory_order_acquire) : context_error::none;
+        return c ? c->published_err() : context_error::none;
     }
     /// True once the context is cancelled or past its deadline.
     bool is_done() const noexcept { return err() != context_error::none; }
@@ -375,9 +476,9 @@ public:
             std::lock_guard<detail::spinlock> g(c->mu);
             if (!c->stop) c->stop.emplace();
             src = *c->stop;
-            already = c->err.load(std::memory_order_relaxed) != context_error::none;
+            already = c->done.is_closed();
         }
-        if (already) src.request_stop();  // cancelled before anyone asked: catch up
+        if (already) src.request_stop();  // published before anyone asked: catch up
         return src.get_token();
     }
 
@@ -389,6 +490,12 @@ private:
     explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
     detail::ctx_node* n_ = nullptr;
 };
+
+inline recv_case<std::monostate, context> context::done() const noexcept {
+    detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+    if (!c) return {};  // background: a nil channel, nothing to keep
+    return {&c->done, *this};
+}
 
 /// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
 /// the context was cancelled some other way, does nothing.
@@ -451,7 +558,7 @@ struct context_access {
             context_error perr;
             {
                 std::lock_guard<detail::spinlock> g(a->mu);
-                perr = a->err.load(std::memory_order_acquire);
+                perr = a->err.load(std::memory_order_relaxed);  // begun, maybe not yet published
                 if (perr == context_error::none) {
                     n->next_sibling = a->first_child;
                     if (a->first_child) a->first_child->prev_sibling = n;
@@ -540,7 +647,7 @@ inline std::exception_ptr cause(const context& ctx) {
     detail::ctx_node* n = context_access::node(ctx);
     detail::cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return nullptr;
-    context_error e = c->err.load(std::memory_order_acquire);
+    context_error e = c->published_err();
     if (e == context_error::none) return nullptr;
     if (c->cause) return c->cause;
     return detail::error_of(e);

@@ -54,9 +54,11 @@
 // waker (or the timer) may already be resuming the task on another worker,
 // which then waits for our remaining channel locks before it touches anything.
 //
-// Case objects hold a plain pointer to the channel: keep the channel handles
-// alive for the whole `co_await` (they are, when the select is one full
-// expression, and the handle is a variable or a temporary in it).
+// LIFETIME: a channel case holds a handle to its channel (a reference: one
+// atomic increment when the case is made, one decrement when the select is
+// done), so a select parked on a channel whose every other handle is dropped
+// meanwhile still finds it alive when it wakes (through another case) and
+// unlinks its waiter. A context's done() case holds the context the same way.
 #pragma once
 
 #include <chrono>
@@ -82,19 +84,24 @@ namespace goro {
 inline constexpr int select_default = -1;
 
 /// A receive case: `goro::recv(ch)`. Also awaitable on its own:
-/// `co_await goro::recv(ch)` is `co_await ch.recv()`.
-template <class T>
+/// `co_await goro::recv(ch)` is `co_await ch.recv()`. `keep` is what keeps
+/// `ch` alive while the case exists: a handle to the channel itself, or (for
+/// a context's done()) to the context that owns it.
+template <class T, class Keep = channel<T>>
 struct recv_case {
     detail::chan_state<T>* ch = nullptr;
+    Keep keep{};
     detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{ch}; }
 };
 
-/// A send case: `goro::send(ch, v)` holds the value until the select chooses it.
-/// Also awaitable on its own: `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
+/// A send case: `goro::send(ch, v)` holds the value until the select chooses
+/// it, and a handle to the channel. Also awaitable on its own:
+/// `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
 template <class T>
 struct send_case {
     detail::chan_state<T>* ch = nullptr;
     T value;
+    channel<T> keep{};
     detail::send_op<T> operator co_await() && noexcept { return {ch, std::move(value)}; }
 };
 
@@ -105,13 +112,13 @@ struct after_case {
 
 template <class T>
 recv_case<T> recv(const channel<T>& ch) noexcept {
-    return {ch.state()};
+    return {ch.state(), ch};
 }
 
 template <class T, class U>
     requires std::is_constructible_v<T, U&&>
 send_case<T> send(const channel<T>& ch, U&& v) {
-    return {ch.state(), T(std::forward<U>(v))};
+    return {ch.state(), T(std::forward<U>(v)), ch};
 }
 
 template <class Rep, class Period>
@@ -132,8 +139,8 @@ enum class case_kind { recv, send, timer };
 template <class C>
 struct case_traits;
 
-template <class T>
-struct case_traits<recv_case<T>> {
+template <class T, class Keep>
+struct case_traits<recv_case<T, Keep>> {
     static constexpr case_kind kind = case_kind::recv;
     using slot = std::optional<T>;
     using value_type = T;
