@@ -16,8 +16,14 @@
 //     worker must not resume a task whose frames are being read, and a dead
 //     header must not be revived while it is read.
 //   * No task is resumed during epoch E without having been claimed, by its
-//     resumer or by the profiler: the epoch begins with every worker stopped
-//     between two tasks, and every resume (scheduler::run) claims first.
+//     resumer or by the profiler, except by a worker that had not stopped
+//     when the epoch began (its stop timed out). scheduler::run publishes the
+//     task in the worker's `current` before it loads `active`; the profiler
+//     stores `active`, fences, and reads those workers' `current`
+//     (scheduler::running_unclaimed). So every resume that missed the epoch
+//     is of a task the profiler then finds there: it claims such a task and
+//     records it as running without reading its frames, and reads the frames
+//     of no other task it has not claimed.
 //   * Headers made while the epoch is on start at E, so tasks spawned after
 //     the stop are not in the profile; reviving a dead header waits out a
 //     claim the same way (profile_revive).
@@ -96,7 +102,10 @@ void profile_before_resume(Header& h) noexcept {
     profile_epoch_state& p = profile_epoch();
     // Acquire, even when it reads false: the profile that just ended read
     // this task's frames before clearing `active`, and resuming writes them.
-    if (!p.active.load(std::memory_order_acquire)) return;
+    // Sequentially consistent (a plain load on x86 and ARMv8, as acquire):
+    // the second half of the handshake with scheduler::running_unclaimed
+    // where membarrier is not available.
+    if (!p.active.load(std::memory_order_seq_cst)) return;
     p.inflight.fetch_add(1, std::memory_order_seq_cst);
     if (p.active.load(std::memory_order_seq_cst)) {
         std::uint32_t e = p.gen.load(std::memory_order_relaxed);
@@ -114,12 +123,15 @@ void profile_before_resume(Header& h) noexcept {
 template <class Header>
 void profile_revive(Header& h) noexcept {
     // In a task on a worker, while no profile is on, nothing is to be done:
-    // an epoch begins only when every worker has stopped between two tasks,
-    // so none can begin before this task suspends, and the last one's walk
-    // ended before it cleared `active` (acquire: its reads of the header came
-    // before the writes of the revival). No claim is under way; a later epoch
-    // claims the header as a task that existed when it began. (This spares a
-    // spawn a locked instruction.)
+    // the last profile's walk ended before it cleared `active` (acquire: its
+    // reads of the header came before the writes of the revival), and an
+    // epoch begins either with every worker stopped between two tasks, so
+    // not before this task suspends, or, after a stop that timed out, while
+    // this worker runs on; then the walk may claim the header meanwhile, but
+    // reads its fields only once it sees it alive, which add() publishes
+    // after the writes of the revival, and the new task's first resume
+    // claims it like any other (see running_unclaimed). (This spares a spawn
+    // a locked instruction.)
     if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
     std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
     unsigned spins = 0;

@@ -15,8 +15,9 @@
 //   * state, wait_reason, since: atomics (relaxed). The task writes them when
 //     it parks; a waker writes `state` from any thread.
 //   * leaf and the frames' sites: written only by the thread running the task;
-//     read by a snapshot while the world is stopped (the stop's handshake
-//     orders them).
+//     read by a snapshot with the world stopped (the stop's handshake orders
+//     them), or by the thread holding the task's profile-epoch claim, which
+//     no worker resumes it without (profile_epoch.hpp).
 //   * dead: release-stored when a header comes alive (after its fields are
 //     written) and when it dies; walks acquire it and skip dead headers. A
 //     dead header's fields are written only by the thread reviving it.
