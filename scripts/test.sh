@@ -21,6 +21,10 @@
 #   MESON_TESTTHREADS   test parallelism, passed to meson test (default 2; 1 under tsan)
 #   GORO_TSAN_CXX, GORO_ASAN_CXX   compiler of the sanitizer configurations
 #   TSAN_OPTIONS, ASAN_OPTIONS, UBSAN_OPTIONS   kept when set; defaults below
+#   GORO_TEST_LOAD      run with N CPU-burning processes beside it (default 0), as
+#                       on a loaded machine: e.g. GORO_TEST_LOAD=2 bash scripts/test.sh.
+#                       They run at the script's own priority (nice -n 0) and end
+#                       with it (an EXIT trap; each also exits once the script is gone).
 set -u
 
 # Debian packages the run needs (checked with dpkg, installed when missing).
@@ -32,6 +36,35 @@ cmake golang-go protobuf-compiler python3 git"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
+
+# --- load beside the run (GORO_TEST_LOAD) -------------------------------------
+# Busy loops, so that the suite meets the scheduling delays of a busy machine
+# (a worker that misses a stop-the-world deadline, a timer thread that runs
+# late). Each checks now and then that this script is alive, so none outlives
+# it even if the script is killed without running its trap.
+load_pids=()
+stop_load() {
+    local pid
+    for pid in "${load_pids[@]+"${load_pids[@]}"}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${load_pids[@]+"${load_pids[@]}"}"; do wait "$pid" 2>/dev/null; done
+    load_pids=()
+}
+load=${GORO_TEST_LOAD:-0}
+if ! [[ $load =~ ^[0-9]+$ ]]; then
+    echo "GORO_TEST_LOAD must be a number of processes, not '$load'"
+    exit 2
+fi
+if ((load > 0)); then
+    trap stop_load EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    for ((i = 0; i < load; i++)); do
+        nice -n 0 bash -c 'while kill -0 "$1" 2>/dev/null; do for ((j = 0; j < 200000; j++)); do :; done; done' \
+            goro-load $$ &
+        load_pids+=($!)
+    done
+    echo "load: $load CPU-burning processes beside the run (pids ${load_pids[*]})"
+fi
 
 configs=${GORO_TEST_CONFIGS-gcc clang tsan asan}
 jobs=${GORO_JOBS:-2}

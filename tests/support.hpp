@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,11 +95,27 @@ private:
 
 namespace goro_test {
 
+/// Stops the world with every worker at a safe point, however long that
+/// takes on a loaded machine: a stop that times out is undone and tried
+/// again. Throws (failing the test) only if no stop succeeded within
+/// `deadline`, which bounds a hang. Pair with the_scheduler().start_the_world().
+inline goro::detail::stw_report stop_whole_world(std::chrono::milliseconds deadline = std::chrono::seconds(120)) {
+    auto& s = goro::detail::the_scheduler();
+    auto end = std::chrono::steady_clock::now() + deadline;
+    for (;;) {
+        goro::detail::stw_report rep = s.stop_the_world(std::chrono::seconds(1));
+        if (rep.all_stopped) return rep;
+        s.start_the_world();
+        if (std::chrono::steady_clock::now() > end)
+            throw std::runtime_error("stop_whole_world: a worker reached no safe point in the deadline");
+    }
+}
+
 /// Wait reasons of the parked tasks named `name`, read with the world stopped.
 inline std::vector<std::string> parked_reasons(const std::string& name) {
     std::vector<std::string> out;
     auto& s = goro::detail::the_scheduler();
-    s.stop_the_world(std::chrono::seconds(10));
+    stop_whole_world();
     goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
         if (h.cold().meta && h.cold().meta->name == name && h.state.load() == goro::task_state::waiting) {
             const char* r = h.wait_reason.load();

@@ -26,7 +26,7 @@ struct seen_task {
 std::vector<seen_task> tasks_named(const std::string& name) {
     std::vector<seen_task> out;
     auto& s = goro::detail::the_scheduler();
-    s.stop_the_world(std::chrono::seconds(10));
+    goro_test::stop_whole_world();
     goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
         if (h.cold().meta && h.cold().meta->name == name) {
             const char* r = h.wait_reason.load();

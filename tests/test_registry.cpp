@@ -50,7 +50,7 @@ struct seen_task {
 std::vector<seen_task> look() {
     std::vector<seen_task> out;
     auto& s = goro::detail::the_scheduler();
-    auto rep = s.stop_the_world(std::chrono::seconds(10));
+    goro_test::stop_whole_world();
     goro::detail::the_registry().for_each_locked([&](goro::task_header& h) {
         const char* r = h.wait_reason.load();
         out.push_back({h.id, h.cold().parent_id, goro::detail::stack_of(h), goro::detail::to_frame(h.cold().spawn_site),

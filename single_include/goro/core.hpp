@@ -909,8 +909,9 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 //   * state, wait_reason, since: atomics (relaxed). The task writes them when
 //     it parks; a waker writes `state` from any thread.
 //   * leaf and the frames' sites: written only by the thread running the task;
-//     read by a snapshot while the world is stopped (the stop's handshake
-//     orders them).
+//     read by a snapshot with the world stopped (the stop's handshake orders
+//     them), or by the thread holding the task's profile-epoch claim, which
+//     no worker resumes it without (profile_epoch.hpp).
 //   * dead: release-stored when a header comes alive (after its fields are
 //     written) and when it dies; walks acquire it and skip dead headers. A
 //     dead header's fields are written only by the thread reviving it.
@@ -918,24 +919,13 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 //     header's `next_` is written once, before it is linked, and never again
 //     (headers are never unlinked), so a walk that read a shard's head under
 //     its lock may follow `next_` without the lock.
-//   * prof_gen: the concurrent profile's claim (see PROFILE EPOCHS below).
+//   * prof_gen: the concurrent profile's claim (see goro/core/profile_epoch.hpp).
 //
 // Ids come from a global counter in blocks of 64 per thread, so they are never
 // reused and spawning does not contend on one cache line.
 //
-// PROFILE EPOCHS (the concurrent goroutine profile, as Go 1.19 takes it)
-//   A profile stops the world only to start an epoch E (an even number) and to
-//   note each shard's head; then the world runs again while the profiler walks
-//   the lists. Each task is copied exactly once, as it was when the epoch
-//   began, by whoever claims it first: the profiler's walk, or the worker about
-//   to resume it (scheduler::run calls profile_before_resume). A claim is a CAS
-//   of the header's prof_gen from an older value to E|1 ("being copied"); the
-//   claimer copies and then stores E. Anyone who finds E|1 waits for E: a
-//   worker must not resume a task whose frames are being read. Headers made
-//   while the epoch is on start at E, so tasks spawned after the stop are not
-//   in the profile; reviving a dead header waits out a claim the same way.
-//   The profile ends by clearing `active` and waiting until no worker is
-//   between its check of `active` and the end of its copy (`inflight`).
+// PROFILE EPOCHS: the concurrent goroutine profile's claim on each header
+//   (`prof_gen`) and its protocol live in goro/core/profile_epoch.hpp.
 
 #include <algorithm>
 #include <array>
@@ -953,6 +943,156 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 #include <utility>
 #include <vector>
 
+
+// ---- begin goro/core/profile_epoch.hpp ----
+// goro/core/profile_epoch.hpp — the concurrent goroutine profile's epochs, as Go 1.19 takes it.
+//
+// A profile (goro/inspect/snapshot.hpp) stops the world only to start an epoch
+// E (an even number) and to note each registry shard's head; then the world
+// runs again while the profiler walks the lists. Each task is copied exactly
+// once, as it was when the epoch began, by whoever claims it first: the
+// profiler's walk, or the worker about to resume it (scheduler::run calls
+// profile_before_resume).
+//
+// INVARIANTS
+//   * A header's `prof_gen` is its claim word: E (copied in epoch E, or made
+//     while E was on and so not in it), E|1 (being copied in epoch E, by the
+//     thread that set it), or an older even value (not yet copied in E).
+//   * A claim is a CAS of `prof_gen` from an older value to E|1; the claimer
+//     copies and then stores E (release). Anyone who finds E|1 waits for E: a
+//     worker must not resume a task whose frames are being read, and a dead
+//     header must not be revived while it is read.
+//   * No task is resumed during epoch E without having been claimed, by its
+//     resumer or by the profiler, except by a worker that had not stopped
+//     when the epoch began (its stop timed out). scheduler::run publishes the
+//     task in the worker's `current` before it loads `active`; the profiler
+//     stores `active`, fences, and reads those workers' `current`
+//     (scheduler::running_unclaimed). So every resume that missed the epoch
+//     is of a task the profiler then finds there: it claims such a task and
+//     records it as running without reading its frames, and reads the frames
+//     of no other task it has not claimed.
+//   * Headers made while the epoch is on start at E, so tasks spawned after
+//     the stop are not in the profile; reviving a dead header waits out a
+//     claim the same way (profile_revive).
+//   * `record` and `ctx` are written before `active` is set and read only by
+//     a worker that saw `active`; the profile ends by clearing `active` and
+//     waiting until no worker is between its check of `active` and the end of
+//     its copy (`inflight`), so the collector outlives every copy into it.
+//   * One profile at a time (the snapshot's mutex).
+//
+// The functions take the header as a template parameter only because
+// task_header is completed in goro/core/registry.hpp, which includes this
+// file; every caller passes a task_header.
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+
+namespace goro {
+
+struct task_header;
+
+namespace detail {
+
+/// The state of the concurrent profile (one at a time; see above).
+struct profile_epoch_state {
+    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
+    alignas(cache_line) std::atomic<bool> active{false};
+    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
+    record_fn record = nullptr;          // written before active is set
+    void* ctx = nullptr;
+    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
+};
+
+inline profile_epoch_state& profile_epoch() noexcept {
+    static profile_epoch_state s;
+    return s;
+}
+
+/// Waits a little for another thread's short copy (it may be descheduled).
+inline void profile_backoff(unsigned& spins) noexcept {
+    if (++spins < 256) cpu_relax();
+    else std::this_thread::yield();
+}
+
+/// Claims `h` for epoch `e`: true if the caller must copy it and then call
+/// profile_publish; false if it already is (or was) copied in this epoch.
+template <class Header>
+bool profile_claim(Header& h, std::uint32_t e) noexcept {
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g == e) return false;
+        if (g == (e | 1)) {  // being copied by another thread: wait for it
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        if (h.prof_gen.compare_exchange_weak(g, e | 1, std::memory_order_acq_rel, std::memory_order_acquire))
+            return true;
+    }
+}
+
+template <class Header>
+void profile_publish(Header& h, std::uint32_t e) noexcept {
+    h.prof_gen.store(e, std::memory_order_release);
+}
+
+/// A worker is about to resume `h`: if a profile is on and has not copied `h`
+/// yet, copy it now, before its frames change.
+template <class Header>
+void profile_before_resume(Header& h) noexcept {
+    profile_epoch_state& p = profile_epoch();
+    // Acquire, even when it reads false: the profile that just ended read
+    // this task's frames before clearing `active`, and resuming writes them.
+    // Sequentially consistent (a plain load on x86 and ARMv8, as acquire):
+    // the second half of the handshake with scheduler::running_unclaimed
+    // where membarrier is not available.
+    if (!p.active.load(std::memory_order_seq_cst)) return;
+    p.inflight.fetch_add(1, std::memory_order_seq_cst);
+    if (p.active.load(std::memory_order_seq_cst)) {
+        std::uint32_t e = p.gen.load(std::memory_order_relaxed);
+        if (profile_claim(h, e)) {
+            p.record(p.ctx, h);
+            profile_publish(h, e);
+        }
+    }
+    p.inflight.fetch_sub(1, std::memory_order_release);
+}
+
+/// Makes a dead header's claim current before it comes alive again: waits
+/// out a profiler that is looking at it, then sets the current epoch, so a
+/// profile that began before the revival does not list the new task.
+template <class Header>
+void profile_revive(Header& h) noexcept {
+    // In a task on a worker, while no profile is on, nothing is to be done:
+    // the last profile's walk ended before it cleared `active` (acquire: its
+    // reads of the header came before the writes of the revival), and an
+    // epoch begins either with every worker stopped between two tasks, so
+    // not before this task suspends, or, after a stop that timed out, while
+    // this worker runs on; then the walk may claim the header meanwhile, but
+    // reads its fields only once it sees it alive, which add() publishes
+    // after the writes of the revival, and the new task's first resume
+    // claims it like any other (see running_unclaimed). (This spares a spawn
+    // a locked instruction.)
+    if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
+    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (g & 1) {
+            profile_backoff(spins);
+            g = h.prof_gen.load(std::memory_order_acquire);
+            continue;
+        }
+        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
+        if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
+    }
+}
+
+}  // namespace detail
+}  // namespace goro
+// ---- end goro/core/profile_epoch.hpp ----
 
 namespace goro {
 
@@ -1083,7 +1223,7 @@ struct alignas(detail::cache_line) task_header {
     std::atomic<bool> dead{false};                  // finished (or not started): walks skip it
     task_kind kind = task_kind::task;
     std::uint8_t shard = 0;
-    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
+    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see profile_epoch.hpp
     void* root_frame_ = nullptr;                    // the root frame, destroyed at exit
     task_header* next_ = nullptr;                   // the registry list (shard lock)
     std::uint64_t id = 0;                           // immutable while alive
@@ -1193,91 +1333,6 @@ inline count_slot& my_count_slot() {
     while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
     tls_count_slot = s;
     return *s;
-}
-
-/// The state of the concurrent profile (one at a time; see PROFILE EPOCHS).
-struct profile_epoch_state {
-    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
-    alignas(cache_line) std::atomic<bool> active{false};
-    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
-    record_fn record = nullptr;          // written before active is set
-    void* ctx = nullptr;
-    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
-};
-
-inline profile_epoch_state& profile_epoch() noexcept {
-    static profile_epoch_state s;
-    return s;
-}
-
-/// Waits a little for another thread's short copy (it may be descheduled).
-inline void profile_backoff(unsigned& spins) noexcept {
-    if (++spins < 256) cpu_relax();
-    else std::this_thread::yield();
-}
-
-/// Claims `h` for epoch `e`: true if the caller must copy it and then call
-/// profile_publish; false if it already is (or was) copied in this epoch.
-inline bool profile_claim(task_header& h, std::uint32_t e) noexcept {
-    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
-    for (;;) {
-        if (g == e) return false;
-        if (g == (e | 1)) {  // being copied by another thread: wait for it
-            profile_backoff(spins);
-            g = h.prof_gen.load(std::memory_order_acquire);
-            continue;
-        }
-        if (h.prof_gen.compare_exchange_weak(g, e | 1, std::memory_order_acq_rel, std::memory_order_acquire))
-            return true;
-    }
-}
-
-inline void profile_publish(task_header& h, std::uint32_t e) noexcept {
-    h.prof_gen.store(e, std::memory_order_release);
-}
-
-/// A worker is about to resume `h`: if a profile is on and has not copied `h`
-/// yet, copy it now, before its frames change.
-inline void profile_before_resume(task_header& h) noexcept {
-    profile_epoch_state& p = profile_epoch();
-    // Acquire, even when it reads false: the profile that just ended read
-    // this task's frames before clearing `active`, and resuming writes them.
-    if (!p.active.load(std::memory_order_acquire)) return;
-    p.inflight.fetch_add(1, std::memory_order_seq_cst);
-    if (p.active.load(std::memory_order_seq_cst)) {
-        std::uint32_t e = p.gen.load(std::memory_order_relaxed);
-        if (profile_claim(h, e)) {
-            p.record(p.ctx, h);
-            profile_publish(h, e);
-        }
-    }
-    p.inflight.fetch_sub(1, std::memory_order_release);
-}
-
-/// Makes a dead header's claim current before it comes alive again: waits
-/// out a profiler that is looking at it, then sets the current epoch, so a
-/// profile that began before the revival does not list the new task.
-inline void profile_revive(task_header& h) noexcept {
-    // In a task on a worker, while no profile is on, nothing is to be done:
-    // an epoch begins only when every worker has stopped between two tasks,
-    // so none can begin before this task suspends, and the last one's walk
-    // ended before it cleared `active` (acquire: its reads of the header came
-    // before the writes of the revival). No claim is under way; a later epoch
-    // claims the header as a task that existed when it began. (This spares a
-    // spawn a locked instruction.)
-    if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
-    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
-    for (;;) {
-        if (g & 1) {
-            profile_backoff(spins);
-            g = h.prof_gen.load(std::memory_order_acquire);
-            continue;
-        }
-        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
-        if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
-    }
 }
 
 class registry {
@@ -1994,9 +2049,14 @@ private:
 //   `stop_the_world()` raises an odd generation number. A running worker
 //   acknowledges at its next safe point (between two task resumes) and waits;
 //   an idle worker is taken by a compare-and-swap of its status and can leave
-//   idleness only after the world restarts. A worker still inside one task
-//   after the timeout is reported (its task is shown as running, its frames
-//   are not read). The caller's own worker, if any, counts as stopped.
+//   idleness only after the world restarts. A worker that has not stopped by
+//   the timeout is reported (`stw_report::unstopped`); it goes on resuming
+//   tasks until it reaches its next safe point, but only through run(), which
+//   publishes the task in `current` before it looks for a profile epoch. So a
+//   profiler that starts an epoch without every worker stopped learns, from
+//   running_unclaimed(), the only tasks whose frames it must not read: those
+//   the unstopped workers run without having claimed them (PROFILE EPOCHS,
+//   profile_epoch.hpp). The caller's own worker, if any, counts as stopped.
 //
 // RUN_NEXT: the owner fills an empty slot with a plain store (a thief only
 //   ever takes a task out), and empties it with a plain store too, which is
@@ -2220,8 +2280,17 @@ inline thread_local constinit worker* tls_worker = nullptr;
 /// What a stop of the world achieved.
 struct stw_report {
     bool all_stopped = true;                  ///< every worker reached a safe point
-    std::vector<task_header*> running;        ///< tasks still running (stuck workers, or the caller's own)
+    std::vector<task_header*> running;        ///< tasks running at the timeout (unstopped workers, or the caller's own)
+    std::vector<worker*> unstopped;           ///< workers that did not reach a safe point: they may still resume tasks
 };
+
+/// Test hook: while set, workers pass their safe points without stopping, so
+/// every stop of the world times out with the workers still resuming tasks
+/// (how a loaded machine makes a stop miss its deadline, on demand).
+inline std::atomic<bool>& stw_workers_run_through() noexcept {
+    static std::atomic<bool> on{false};
+    return on;
+}
 
 class scheduler {
 public:
@@ -2417,7 +2486,30 @@ public:
         for (worker* w : pending)
             if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
         if (self && tls_current_task) rep.running.push_back(tls_current_task);
+        rep.unstopped = std::move(pending);
         return rep;
+    }
+
+    /// Call after a stop that left workers running (`rep.unstopped`) and
+    /// after setting the profile epoch's `active` flag: the tasks those
+    /// workers may be running without having claimed them for the epoch.
+    /// Every other resume from now on claims its task first (PROFILE EPOCHS).
+    ///
+    /// Why this is all of them: run() stores the task in `current` and only
+    /// then loads `active`; this stores `active`, fences, then loads every
+    /// unstopped worker's `current` (a Dekker handshake: with membarrier the
+    /// worker's side is a compiler barrier, without it both sides are
+    /// sequentially consistent). A resume that read `active` false therefore
+    /// published its task before the fence, and the load below sees that
+    /// task, or a later value stored after that run had ended.
+    std::vector<task_header*> running_unclaimed(const stw_report& rep) {
+        std::vector<task_header*> out;
+        if (rep.unstopped.empty()) return out;
+        if (asym_fence_) asym_fence_heavy();
+        else seq_fence();
+        for (worker* w : rep.unstopped)
+            if (task_header* t = w->current.load(std::memory_order_seq_cst)) out.push_back(t);
+        return out;
     }
 
     void start_the_world() {
@@ -2637,6 +2729,8 @@ private:
     }
 
     void hold_at_safe_point(worker& w) noexcept {
+        if (stw_workers_run_through().load(std::memory_order_relaxed)) [[unlikely]]
+            return;
         for (;;) {
             std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
             if (!(g & 1)) return;
@@ -2745,9 +2839,17 @@ private:
     }
 
     void run(worker& w, task_header* t) noexcept {
+        // Publish the task, then look for a profile epoch: a profiler that
+        // starts one while this worker has not stopped either finds `t` here
+        // or is seen by profile_before_resume (see running_unclaimed).
+        if (asym_fence_) {
+            w.current.store(t, std::memory_order_release);
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+        } else {
+            w.current.exchange(t, std::memory_order_seq_cst);
+        }
         profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
         t->state.store(task_state::running, std::memory_order_relaxed);
-        w.current.store(t, std::memory_order_release);
         w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         tls_current_task = t;
         run_trampoline(t->resume_point());
@@ -6472,11 +6574,20 @@ private:
 // Every task alive when the epoch began appears exactly once (tasks spawned
 // after it do not; one that exits meanwhile appears as it was); `total()`
 // equals the sum of the group counts. The task calling take() from inside the
-// pool is recorded as running with its frames as last suspended. When a worker
-// does not reach a safe point before the timeout (a task that never
-// suspends), take() falls back to copying everything with the world stopped,
-// and records that worker's task as running with no frames (its frames are
-// changing under us). `options::concurrent = false` asks for that copy too.
+// pool is recorded as running with its frames as last suspended.
+// `options::concurrent = false` copies everything with the world stopped.
+//
+// When a worker does not reach a safe point before the timeout (a task that
+// never suspends, or a loaded machine), the snapshot still takes the epoch's
+// way, and `all_stopped()` is false. Such a worker resumes tasks only through
+// scheduler::run, which claims each task for the epoch once it can see it
+// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
+// the scheduler (running_unclaimed), claimed by the profiler and recorded as
+// running with `frames_known` false: their frames are changing, so neither
+// their frames nor their `leaf` is read. Every other task is copied as above.
+// As those workers did not stop, "when the epoch began" is not one instant
+// for them: a task running there that exits just then may be left out, and
+// one that has just suspended may show as running.
 
 #include <algorithm>
 #include <chrono>
@@ -6506,7 +6617,7 @@ struct task_record {
     std::uint32_t frame_count = 0;
     task_state state = task_state::runnable;
     task_kind kind = task_kind::task;
-    bool frames_known = true;           ///< false: running on a stuck worker
+    bool frames_known = true;           ///< false: running on a worker that did not stop (stack unavailable)
 };
 
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.
@@ -6537,7 +6648,7 @@ public:
         std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
         /// Copy the records while the world runs (Go 1.19's way): the world
         /// stops only to start a profile epoch. False: copy everything with
-        /// the world stopped (also the fallback when a worker did not stop).
+        /// the world stopped, or, when a worker did not stop, as if true.
         bool concurrent = true;
     };
 
@@ -6558,42 +6669,51 @@ public:
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
         if (sched) rep = sched->stop_the_world(opt.stop_timeout);
+        s.all_stopped_ = rep.all_stopped;
         auto t0 = detail::now_ns();
         reg.lock_all();
         task_header* self = detail::tls_current_task;
-        if (!opt.concurrent || !rep.all_stopped) {
-            // Everything now: a worker that did not stop may resume any task
-            // at any moment, so no task can be left for later.
-            reg.for_each_unlocked([&](task_header& h) {
-                bool stuck = &h != self && std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end();
-                c.record(h, &h == self || stuck, stuck);
-            });
+        if (!opt.concurrent && rep.all_stopped) {
+            // Everything now: no task runs but the caller's own, on this thread.
+            reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
             reg.unlock_all();
             s.pause_ns_ = detail::now_ns() - t0;
             if (sched) sched->start_the_world();
         } else {
             // Start an epoch; copy the caller's own task now (it is running);
             // every other task is copied by the walk below or by the worker
-            // that resumes it first (see PROFILE EPOCHS in registry.hpp).
+            // that resumes it first (goro/core/profile_epoch.hpp).
             detail::profile_epoch_state& p = detail::profile_epoch();
             const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
             p.gen.store(e, std::memory_order_release);
             auto heads = reg.heads_locked();
             if (self && !self->dead.load(std::memory_order_acquire)) {
-                c.record(*self, true, false);
+                c.record(*self, true, true);
                 detail::profile_publish(*self, e);
             }
             p.record = &collector::record_thunk;
             p.ctx = &c;
             p.active.store(true, std::memory_order_seq_cst);
             reg.unlock_all();
+            // Workers that did not stop resume tasks only through
+            // scheduler::run, which claims each task once it can see the
+            // epoch; the tasks they may be running unclaimed are these. Each
+            // is claimed here, so no one else copies it, and recorded as
+            // running without its frames, which are changing.
+            std::vector<task_header*> unclaimed;
+            if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
+            for (task_header* h : unclaimed) {
+                if (h == self || !detail::profile_claim(*h, e)) continue;
+                if (!h->dead.load(std::memory_order_acquire)) c.record(*h, true, false);
+                detail::profile_publish(*h, e);
+            }
             s.pause_ns_ = detail::now_ns() - t0;
             if (sched) sched->start_the_world();
 
             for (task_header* head : heads)
                 for (task_header* h = head; h; h = h->next_) {
                     if (!detail::profile_claim(*h, e)) continue;
-                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, false);
+                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, true);
                     detail::profile_publish(*h, e);
                 }
 
@@ -6620,6 +6740,10 @@ public:
     /// How long the world stayed stopped once every worker had stopped: the
     /// epoch's start, or the whole copy when it was taken with the world stopped.
     std::int64_t copy_ns() const noexcept { return pause_ns_; }
+    /// Whether every worker reached a safe point within the stop timeout.
+    /// False: the tasks that the others were running show as running, with
+    /// `frames_known` false; every other task as usual.
+    bool all_stopped() const noexcept { return all_stopped_; }
 
     /// Groups tasks by identical stack and labels, largest group first (ties:
     /// by the smallest task id), like Go's debug=1.
@@ -6727,12 +6851,14 @@ private:
         explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
 
         static void record_thunk(void* self, task_header& h) noexcept {
-            static_cast<collector*>(self)->record(h, false, false);
+            static_cast<collector*>(self)->record(h, false, true);
         }
 
-        /// Copies `h` (alive, and not running unless `running`). `stuck`: it
-        /// runs on a worker that did not stop, so its frames are not read.
-        void record(task_header& h, bool running, bool stuck) noexcept {
+        /// Copies `h`, alive and claimed by the caller (or the world stopped).
+        /// `running`: it runs now. `frames`: read its frames (it does not run,
+        /// or runs on the calling thread); false for a task running on a
+        /// worker that did not stop: its leaf and frames are not touched.
+        void record(task_header& h, bool running, bool frames) noexcept {
             task_record r;
             r.id = h.id;
             r.parent_id = h.cold().parent_id;
@@ -6745,8 +6871,8 @@ private:
                 r.since_ns = h.since_ns.load(std::memory_order_relaxed);
             }
             std::uint32_t depth = 0;
-            if (stuck) r.frames_known = false;
-            else
+            r.frames_known = frames;
+            if (frames)
                 for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
             r.frame_count = depth;
             std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
@@ -6779,6 +6905,7 @@ private:
 
     private:
         static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+            if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
             const detail::promise_base* p = h.leaf;
             for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
         }
@@ -6795,6 +6922,7 @@ private:
     std::vector<detail::site> sites_;
     std::int64_t taken_at_ns_ = 0;
     std::int64_t pause_ns_ = 0;
+    bool all_stopped_ = true;
 };
 
 }  // namespace goro
@@ -8792,7 +8920,12 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     scheduler& s = the_scheduler();
     registry& reg = the_registry();
     std::vector<deadlock_waiter*> fired;
-    s.stop_the_world(std::chrono::seconds(1));
+    if (!s.stop_the_world(std::chrono::seconds(1)).all_stopped) {
+        // A worker that did not stop may be running a task: nothing is
+        // confirmed or cut with the world moving; the watchdog looks again.
+        s.start_the_world();
+        return;
+    }
     reg.lock_all();
     std::unique_lock<std::mutex> lk(w.mu);
     bool still = same_quiet(observe_quiet(), base);

@@ -15,8 +15,9 @@
 //   * state, wait_reason, since: atomics (relaxed). The task writes them when
 //     it parks; a waker writes `state` from any thread.
 //   * leaf and the frames' sites: written only by the thread running the task;
-//     read by a snapshot while the world is stopped (the stop's handshake
-//     orders them).
+//     read by a snapshot with the world stopped (the stop's handshake orders
+//     them), or by the thread holding the task's profile-epoch claim, which
+//     no worker resumes it without (profile_epoch.hpp).
 //   * dead: release-stored when a header comes alive (after its fields are
 //     written) and when it dies; walks acquire it and skip dead headers. A
 //     dead header's fields are written only by the thread reviving it.
@@ -24,24 +25,13 @@
 //     header's `next_` is written once, before it is linked, and never again
 //     (headers are never unlinked), so a walk that read a shard's head under
 //     its lock may follow `next_` without the lock.
-//   * prof_gen: the concurrent profile's claim (see PROFILE EPOCHS below).
+//   * prof_gen: the concurrent profile's claim (see goro/core/profile_epoch.hpp).
 //
 // Ids come from a global counter in blocks of 64 per thread, so they are never
 // reused and spawning does not contend on one cache line.
 //
-// PROFILE EPOCHS (the concurrent goroutine profile, as Go 1.19 takes it)
-//   A profile stops the world only to start an epoch E (an even number) and to
-//   note each shard's head; then the world runs again while the profiler walks
-//   the lists. Each task is copied exactly once, as it was when the epoch
-//   began, by whoever claims it first: the profiler's walk, or the worker about
-//   to resume it (scheduler::run calls profile_before_resume). A claim is a CAS
-//   of the header's prof_gen from an older value to E|1 ("being copied"); the
-//   claimer copies and then stores E. Anyone who finds E|1 waits for E: a
-//   worker must not resume a task whose frames are being read. Headers made
-//   while the epoch is on start at E, so tasks spawned after the stop are not
-//   in the profile; reviving a dead header waits out a claim the same way.
-//   The profile ends by clearing `active` and waiting until no worker is
-//   between its check of `active` and the end of its copy (`inflight`).
+// PROFILE EPOCHS: the concurrent goroutine profile's claim on each header
+//   (`prof_gen`) and its protocol live in goro/core/profile_epoch.hpp.
 #pragma once
 
 #include <algorithm>
@@ -63,6 +53,7 @@
 #include <goro/core/frame.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/pool.hpp>
+#include <goro/core/profile_epoch.hpp>
 #include <goro/core/spinlock.hpp>
 
 namespace goro {
@@ -194,7 +185,7 @@ struct alignas(detail::cache_line) task_header {
     std::atomic<bool> dead{false};                  // finished (or not started): walks skip it
     task_kind kind = task_kind::task;
     std::uint8_t shard = 0;
-    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see PROFILE EPOCHS
+    std::atomic<std::uint32_t> prof_gen{0};         // profile epoch claim, see profile_epoch.hpp
     void* root_frame_ = nullptr;                    // the root frame, destroyed at exit
     task_header* next_ = nullptr;                   // the registry list (shard lock)
     std::uint64_t id = 0;                           // immutable while alive
@@ -304,91 +295,6 @@ inline count_slot& my_count_slot() {
     while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
     tls_count_slot = s;
     return *s;
-}
-
-/// The state of the concurrent profile (one at a time; see PROFILE EPOCHS).
-struct profile_epoch_state {
-    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
-    alignas(cache_line) std::atomic<bool> active{false};
-    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
-    record_fn record = nullptr;          // written before active is set
-    void* ctx = nullptr;
-    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
-};
-
-inline profile_epoch_state& profile_epoch() noexcept {
-    static profile_epoch_state s;
-    return s;
-}
-
-/// Waits a little for another thread's short copy (it may be descheduled).
-inline void profile_backoff(unsigned& spins) noexcept {
-    if (++spins < 256) cpu_relax();
-    else std::this_thread::yield();
-}
-
-/// Claims `h` for epoch `e`: true if the caller must copy it and then call
-/// profile_publish; false if it already is (or was) copied in this epoch.
-inline bool profile_claim(task_header& h, std::uint32_t e) noexcept {
-    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
-    for (;;) {
-        if (g == e) return false;
-        if (g == (e | 1)) {  // being copied by another thread: wait for it
-            profile_backoff(spins);
-            g = h.prof_gen.load(std::memory_order_acquire);
-            continue;
-        }
-        if (h.prof_gen.compare_exchange_weak(g, e | 1, std::memory_order_acq_rel, std::memory_order_acquire))
-            return true;
-    }
-}
-
-inline void profile_publish(task_header& h, std::uint32_t e) noexcept {
-    h.prof_gen.store(e, std::memory_order_release);
-}
-
-/// A worker is about to resume `h`: if a profile is on and has not copied `h`
-/// yet, copy it now, before its frames change.
-inline void profile_before_resume(task_header& h) noexcept {
-    profile_epoch_state& p = profile_epoch();
-    // Acquire, even when it reads false: the profile that just ended read
-    // this task's frames before clearing `active`, and resuming writes them.
-    if (!p.active.load(std::memory_order_acquire)) return;
-    p.inflight.fetch_add(1, std::memory_order_seq_cst);
-    if (p.active.load(std::memory_order_seq_cst)) {
-        std::uint32_t e = p.gen.load(std::memory_order_relaxed);
-        if (profile_claim(h, e)) {
-            p.record(p.ctx, h);
-            profile_publish(h, e);
-        }
-    }
-    p.inflight.fetch_sub(1, std::memory_order_release);
-}
-
-/// Makes a dead header's claim current before it comes alive again: waits
-/// out a profiler that is looking at it, then sets the current epoch, so a
-/// profile that began before the revival does not list the new task.
-inline void profile_revive(task_header& h) noexcept {
-    // In a task on a worker, while no profile is on, nothing is to be done:
-    // an epoch begins only when every worker has stopped between two tasks,
-    // so none can begin before this task suspends, and the last one's walk
-    // ended before it cleared `active` (acquire: its reads of the header came
-    // before the writes of the revival). No claim is under way; a later epoch
-    // claims the header as a task that existed when it began. (This spares a
-    // spawn a locked instruction.)
-    if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
-    std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
-    for (;;) {
-        if (g & 1) {
-            profile_backoff(spins);
-            g = h.prof_gen.load(std::memory_order_acquire);
-            continue;
-        }
-        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
-        if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
-    }
 }
 
 class registry {

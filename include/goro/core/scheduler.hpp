@@ -34,9 +34,14 @@
 //   `stop_the_world()` raises an odd generation number. A running worker
 //   acknowledges at its next safe point (between two task resumes) and waits;
 //   an idle worker is taken by a compare-and-swap of its status and can leave
-//   idleness only after the world restarts. A worker still inside one task
-//   after the timeout is reported (its task is shown as running, its frames
-//   are not read). The caller's own worker, if any, counts as stopped.
+//   idleness only after the world restarts. A worker that has not stopped by
+//   the timeout is reported (`stw_report::unstopped`); it goes on resuming
+//   tasks until it reaches its next safe point, but only through run(), which
+//   publishes the task in `current` before it looks for a profile epoch. So a
+//   profiler that starts an epoch without every worker stopped learns, from
+//   running_unclaimed(), the only tasks whose frames it must not read: those
+//   the unstopped workers run without having claimed them (PROFILE EPOCHS,
+//   profile_epoch.hpp). The caller's own worker, if any, counts as stopped.
 //
 // RUN_NEXT: the owner fills an empty slot with a plain store (a thief only
 //   ever takes a task out), and empties it with a plain store too, which is
@@ -266,8 +271,17 @@ inline thread_local constinit worker* tls_worker = nullptr;
 /// What a stop of the world achieved.
 struct stw_report {
     bool all_stopped = true;                  ///< every worker reached a safe point
-    std::vector<task_header*> running;        ///< tasks still running (stuck workers, or the caller's own)
+    std::vector<task_header*> running;        ///< tasks running at the timeout (unstopped workers, or the caller's own)
+    std::vector<worker*> unstopped;           ///< workers that did not reach a safe point: they may still resume tasks
 };
+
+/// Test hook: while set, workers pass their safe points without stopping, so
+/// every stop of the world times out with the workers still resuming tasks
+/// (how a loaded machine makes a stop miss its deadline, on demand).
+inline std::atomic<bool>& stw_workers_run_through() noexcept {
+    static std::atomic<bool> on{false};
+    return on;
+}
 
 class scheduler {
 public:
@@ -463,7 +477,30 @@ public:
         for (worker* w : pending)
             if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
         if (self && tls_current_task) rep.running.push_back(tls_current_task);
+        rep.unstopped = std::move(pending);
         return rep;
+    }
+
+    /// Call after a stop that left workers running (`rep.unstopped`) and
+    /// after setting the profile epoch's `active` flag: the tasks those
+    /// workers may be running without having claimed them for the epoch.
+    /// Every other resume from now on claims its task first (PROFILE EPOCHS).
+    ///
+    /// Why this is all of them: run() stores the task in `current` and only
+    /// then loads `active`; this stores `active`, fences, then loads every
+    /// unstopped worker's `current` (a Dekker handshake: with membarrier the
+    /// worker's side is a compiler barrier, without it both sides are
+    /// sequentially consistent). A resume that read `active` false therefore
+    /// published its task before the fence, and the load below sees that
+    /// task, or a later value stored after that run had ended.
+    std::vector<task_header*> running_unclaimed(const stw_report& rep) {
+        std::vector<task_header*> out;
+        if (rep.unstopped.empty()) return out;
+        if (asym_fence_) asym_fence_heavy();
+        else seq_fence();
+        for (worker* w : rep.unstopped)
+            if (task_header* t = w->current.load(std::memory_order_seq_cst)) out.push_back(t);
+        return out;
     }
 
     void start_the_world() {
@@ -683,6 +720,8 @@ private:
     }
 
     void hold_at_safe_point(worker& w) noexcept {
+        if (stw_workers_run_through().load(std::memory_order_relaxed)) [[unlikely]]
+            return;
         for (;;) {
             std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
             if (!(g & 1)) return;
@@ -791,9 +830,17 @@ private:
     }
 
     void run(worker& w, task_header* t) noexcept {
+        // Publish the task, then look for a profile epoch: a profiler that
+        // starts one while this worker has not stopped either finds `t` here
+        // or is seen by profile_before_resume (see running_unclaimed).
+        if (asym_fence_) {
+            w.current.store(t, std::memory_order_release);
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+        } else {
+            w.current.exchange(t, std::memory_order_seq_cst);
+        }
         profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
         t->state.store(task_state::running, std::memory_order_relaxed);
-        w.current.store(t, std::memory_order_release);
         w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         tls_current_task = t;
         run_trampoline(t->resume_point());

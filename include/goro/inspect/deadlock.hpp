@@ -217,7 +217,12 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     scheduler& s = the_scheduler();
     registry& reg = the_registry();
     std::vector<deadlock_waiter*> fired;
-    s.stop_the_world(std::chrono::seconds(1));
+    if (!s.stop_the_world(std::chrono::seconds(1)).all_stopped) {
+        // A worker that did not stop may be running a task: nothing is
+        // confirmed or cut with the world moving; the watchdog looks again.
+        s.start_the_world();
+        return;
+    }
     reg.lock_all();
     std::unique_lock<std::mutex> lk(w.mu);
     bool still = same_quiet(observe_quiet(), base);

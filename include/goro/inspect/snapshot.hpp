@@ -15,11 +15,20 @@
 // Every task alive when the epoch began appears exactly once (tasks spawned
 // after it do not; one that exits meanwhile appears as it was); `total()`
 // equals the sum of the group counts. The task calling take() from inside the
-// pool is recorded as running with its frames as last suspended. When a worker
-// does not reach a safe point before the timeout (a task that never
-// suspends), take() falls back to copying everything with the world stopped,
-// and records that worker's task as running with no frames (its frames are
-// changing under us). `options::concurrent = false` asks for that copy too.
+// pool is recorded as running with its frames as last suspended.
+// `options::concurrent = false` copies everything with the world stopped.
+//
+// When a worker does not reach a safe point before the timeout (a task that
+// never suspends, or a loaded machine), the snapshot still takes the epoch's
+// way, and `all_stopped()` is false. Such a worker resumes tasks only through
+// scheduler::run, which claims each task for the epoch once it can see it
+// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
+// the scheduler (running_unclaimed), claimed by the profiler and recorded as
+// running with `frames_known` false: their frames are changing, so neither
+// their frames nor their `leaf` is read. Every other task is copied as above.
+// As those workers did not stop, "when the epoch began" is not one instant
+// for them: a task running there that exits just then may be left out, and
+// one that has just suspended may show as running.
 #pragma once
 
 #include <algorithm>
@@ -55,7 +64,7 @@ struct task_record {
     std::uint32_t frame_count = 0;
     task_state state = task_state::runnable;
     task_kind kind = task_kind::task;
-    bool frames_known = true;           ///< false: running on a stuck worker
+    bool frames_known = true;           ///< false: running on a worker that did not stop (stack unavailable)
 };
 
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.
@@ -86,7 +95,7 @@ public:
         std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
         /// Copy the records while the world runs (Go 1.19's way): the world
         /// stops only to start a profile epoch. False: copy everything with
-        /// the world stopped (also the fallback when a worker did not stop).
+        /// the world stopped, or, when a worker did not stop, as if true.
         bool concurrent = true;
     };
 
@@ -107,42 +116,51 @@ public:
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
         if (sched) rep = sched->stop_the_world(opt.stop_timeout);
+        s.all_stopped_ = rep.all_stopped;
         auto t0 = detail::now_ns();
         reg.lock_all();
         task_header* self = detail::tls_current_task;
-        if (!opt.concurrent || !rep.all_stopped) {
-            // Everything now: a worker that did not stop may resume any task
-            // at any moment, so no task can be left for later.
-            reg.for_each_unlocked([&](task_header& h) {
-                bool stuck = &h != self && std::find(rep.running.begin(), rep.running.end(), &h) != rep.running.end();
-                c.record(h, &h == self || stuck, stuck);
-            });
+        if (!opt.concurrent && rep.all_stopped) {
+            // Everything now: no task runs but the caller's own, on this thread.
+            reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
             reg.unlock_all();
             s.pause_ns_ = detail::now_ns() - t0;
             if (sched) sched->start_the_world();
         } else {
             // Start an epoch; copy the caller's own task now (it is running);
             // every other task is copied by the walk below or by the worker
-            // that resumes it first (see PROFILE EPOCHS in registry.hpp).
+            // that resumes it first (goro/core/profile_epoch.hpp).
             detail::profile_epoch_state& p = detail::profile_epoch();
             const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
             p.gen.store(e, std::memory_order_release);
             auto heads = reg.heads_locked();
             if (self && !self->dead.load(std::memory_order_acquire)) {
-                c.record(*self, true, false);
+                c.record(*self, true, true);
                 detail::profile_publish(*self, e);
             }
             p.record = &collector::record_thunk;
             p.ctx = &c;
             p.active.store(true, std::memory_order_seq_cst);
             reg.unlock_all();
+            // Workers that did not stop resume tasks only through
+            // scheduler::run, which claims each task once it can see the
+            // epoch; the tasks they may be running unclaimed are these. Each
+            // is claimed here, so no one else copies it, and recorded as
+            // running without its frames, which are changing.
+            std::vector<task_header*> unclaimed;
+            if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
+            for (task_header* h : unclaimed) {
+                if (h == self || !detail::profile_claim(*h, e)) continue;
+                if (!h->dead.load(std::memory_order_acquire)) c.record(*h, true, false);
+                detail::profile_publish(*h, e);
+            }
             s.pause_ns_ = detail::now_ns() - t0;
             if (sched) sched->start_the_world();
 
             for (task_header* head : heads)
                 for (task_header* h = head; h; h = h->next_) {
                     if (!detail::profile_claim(*h, e)) continue;
-                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, false);
+                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, true);
                     detail::profile_publish(*h, e);
                 }
 
@@ -169,6 +187,10 @@ public:
     /// How long the world stayed stopped once every worker had stopped: the
     /// epoch's start, or the whole copy when it was taken with the world stopped.
     std::int64_t copy_ns() const noexcept { return pause_ns_; }
+    /// Whether every worker reached a safe point within the stop timeout.
+    /// False: the tasks that the others were running show as running, with
+    /// `frames_known` false; every other task as usual.
+    bool all_stopped() const noexcept { return all_stopped_; }
 
     /// Groups tasks by identical stack and labels, largest group first (ties:
     /// by the smallest task id), like Go's debug=1.
@@ -276,12 +298,14 @@ private:
         explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
 
         static void record_thunk(void* self, task_header& h) noexcept {
-            static_cast<collector*>(self)->record(h, false, false);
+            static_cast<collector*>(self)->record(h, false, true);
         }
 
-        /// Copies `h` (alive, and not running unless `running`). `stuck`: it
-        /// runs on a worker that did not stop, so its frames are not read.
-        void record(task_header& h, bool running, bool stuck) noexcept {
+        /// Copies `h`, alive and claimed by the caller (or the world stopped).
+        /// `running`: it runs now. `frames`: read its frames (it does not run,
+        /// or runs on the calling thread); false for a task running on a
+        /// worker that did not stop: its leaf and frames are not touched.
+        void record(task_header& h, bool running, bool frames) noexcept {
             task_record r;
             r.id = h.id;
             r.parent_id = h.cold().parent_id;
@@ -294,8 +318,8 @@ private:
                 r.since_ns = h.since_ns.load(std::memory_order_relaxed);
             }
             std::uint32_t depth = 0;
-            if (stuck) r.frames_known = false;
-            else
+            r.frames_known = frames;
+            if (frames)
                 for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
             r.frame_count = depth;
             std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
@@ -328,6 +352,7 @@ private:
 
     private:
         static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+            if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
             const detail::promise_base* p = h.leaf;
             for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
         }
@@ -344,6 +369,7 @@ private:
     std::vector<detail::site> sites_;
     std::int64_t taken_at_ns_ = 0;
     std::int64_t pause_ns_ = 0;
+    bool all_stopped_ = true;
 };
 
 }  // namespace goro

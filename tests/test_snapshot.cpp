@@ -1,0 +1,228 @@
+// goro::snapshot (goro/inspect/snapshot.hpp): every live task copied once,
+// while the world runs (profile epochs), and when a stop of the world times out.
+//
+// The fallback is forced on purpose, two ways: a task that never returns to
+// its worker (it spins, awaiting children that finish at once, so its `leaf`
+// and sites keep changing), and the test hook stw_workers_run_through(), with
+// which no worker stops at all and every worker goes on resuming tasks while
+// the snapshot starts its epoch, as on a loaded machine.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <goro/inspect/snapshot.hpp>
+#include <goro/sync/channel.hpp>
+
+#include "support.hpp"
+
+using goro_test::eventually;
+using namespace std::chrono_literals;
+
+// Plain functions at namespace scope, so that g++ and clang++ name them alike.
+static std::atomic<int> snap_started{0};
+
+static goro::task<> snap_pinger(goro::channel<int> in, goro::channel<int> out, std::atomic<bool>& stop) {
+    snap_started.fetch_add(1);
+    while (!stop.load(std::memory_order_relaxed)) {
+        co_await out.send(1);
+        auto v = co_await in.recv();
+        if (!v) break;
+    }
+    out.close();
+}
+
+static goro::task<> snap_ponger(goro::channel<int> in, goro::channel<int> out) {
+    snap_started.fetch_add(1);
+    while (auto v = co_await in.recv()) co_await out.send(*v);
+}
+
+static goro::task<> snap_short_lived() { co_return; }
+
+static goro::task<> snap_spawner(std::atomic<bool>& stop) {
+    snap_started.fetch_add(1);
+    while (!stop.load(std::memory_order_relaxed)) {
+        for (int i = 0; i < 16; ++i) goro::go(snap_short_lived());
+        co_await goro::yield();
+    }
+}
+
+static goro::task<int> snap_child(int i) { co_return i; }
+
+/// Never returns to its worker until released: each child it awaits finishes
+/// at once, so the task's `leaf` and its frame's site change all the time.
+static goro::task<> snap_hog(std::atomic<bool>& release, std::atomic<bool>& entered) {
+    entered.store(true);
+    long sum = 0;
+    while (!release.load(std::memory_order_relaxed)) sum += co_await snap_child(1);
+    (void)sum;
+}
+
+namespace {
+
+/// Turns the run-through hook on for a scope.
+struct run_through {
+    run_through() { goro::detail::stw_workers_run_through().store(true); }
+    ~run_through() { goro::detail::stw_workers_run_through().store(false); }
+};
+
+/// A program that keeps running and parking: ping-pong pairs, spawners of
+/// short-lived tasks, and optionally a hog. Each long-lived task is named, so
+/// it can be recognised when its stack is unavailable.
+struct busy_program {
+    static constexpr int pairs = 32;
+    std::atomic<bool> stop{false}, release{false}, entered{false};
+    bool hog;
+
+    explicit busy_program(bool with_hog) : hog(with_hog) {
+        snap_started.store(0);
+        for (int i = 0; i < pairs; ++i) {
+            goro::channel<int> a, b;
+            goro::go(snap_pinger(a, b, stop), {.name = "pinger"});
+            goro::go(snap_ponger(b, a), {.name = "ponger"});
+        }
+        goro::go(snap_spawner(stop), {.name = "spawner"});
+        goro::go(snap_spawner(stop), {.name = "spawner"});
+        if (hog) goro::go(snap_hog(release, entered), {.name = "hog"});
+    }
+    bool started() const {
+        return snap_started.load() == 2 * pairs + 2 && (!hog || entered.load());
+    }
+    ~busy_program() {
+        stop.store(true);
+        release.store(true);
+    }
+};
+
+/// What every snapshot of a busy_program must show, however it was taken.
+void check_busy_snapshot(const goro::snapshot& s, const busy_program& prog) {
+    std::set<std::uint64_t> ids;
+    std::map<std::string, int> named;
+    int unknown = 0;
+    for (const auto& r : s.tasks()) {
+        REQUIRE(r.id != 0);
+        ids.insert(r.id);
+        std::string name = r.meta ? r.meta->name : std::string();
+        if (!name.empty()) ++named[name];
+        if (!r.frames_known) {
+            // Only a task running on a worker that did not stop.
+            ++unknown;
+            CHECK(!s.all_stopped());
+            CHECK(r.state == goro::task_state::running);
+            CHECK(r.frame_count == 0);
+            continue;
+        }
+        auto st = s.stack(r);
+        if (name == "pinger" || name == "ponger" || name == "spawner") {
+            REQUIRE(!st.empty());
+            CHECK(goro::clean_function_name(st.back().function_name()) == "snap_" + name);
+        } else if (name.empty()) {
+            std::string top = st.empty() ? std::string() : goro::clean_function_name(st.back().function_name());
+            if (top.empty()) CHECK(r.state == goro::task_state::runnable);  // not started yet: no site
+            else CHECK(top == "snap_short_lived");
+        }
+        if (r.state == goro::task_state::waiting) CHECK(r.wait_reason != nullptr);
+    }
+    CHECK(ids.size() == s.total());  // nobody twice
+    CHECK(named["pinger"] == busy_program::pairs);  // nobody missing, running or not
+    CHECK(named["ponger"] == busy_program::pairs);
+    CHECK(named["spawner"] == 2);
+    CHECK(unknown <= int(goro::max_procs()));
+    if (prog.hog) {
+        CHECK(named["hog"] == 1);
+        CHECK(!s.all_stopped());  // its worker cannot stop
+    }
+    CHECK(std::is_sorted(s.tasks().begin(), s.tasks().end(),
+                         [](const goro::task_record& a, const goro::task_record& b) { return a.id < b.id; }));
+    std::size_t sum = 0;
+    for (const auto& g : s.groups()) sum += g.count;
+    CHECK(sum == s.total());
+}
+
+}  // namespace
+
+TEST_CASE("a snapshot taken while tasks run lists each of them once, with a stack of its own code", "[snapshot]") {
+    REQUIRE(goro_test::tasks_drained());
+    {
+        busy_program prog(false);
+        REQUIRE(eventually([&] { return prog.started(); }));
+        for (int round = 0; round < 200; ++round) {
+            auto s = goro::snapshot::take();
+            check_busy_snapshot(s, prog);
+        }
+    }
+    REQUIRE(goro_test::tasks_drained());
+}
+
+TEST_CASE("1,000 snapshots while a task never returns to its worker: it shows as running, the rest as usual",
+          "[snapshot]") {
+    if (goro::max_procs() < 2) {
+        SUCCEED("one worker: the hog would starve the program");
+        return;
+    }
+    REQUIRE(goro_test::tasks_drained());
+    int unknown_hogs = 0;
+    {
+        busy_program prog(true);
+        REQUIRE(eventually([&] { return prog.started(); }));
+        for (int round = 0; round < 1000; ++round) {
+            goro::snapshot::options opt;
+            opt.stop_timeout = 1ms;  // the hog's worker never stops: every round falls back
+            opt.concurrent = round % 2 == 0;
+            auto s = goro::snapshot::take(opt);
+            check_busy_snapshot(s, prog);
+            for (const auto& r : s.tasks())
+                if (r.meta && r.meta->name == "hog") {
+                    CHECK(r.state == goro::task_state::running);
+                    CHECK_FALSE(r.frames_known);
+                    unknown_hogs += !r.frames_known;
+                }
+        }
+    }
+    CHECK(unknown_hogs == 1000);
+    REQUIRE(goro_test::tasks_drained());
+}
+
+TEST_CASE("1,000 snapshots while no worker stops: workers resume tasks all through the epoch's start",
+          "[snapshot]") {
+    REQUIRE(goro_test::tasks_drained());
+    int fell_back = 0;
+    {
+        busy_program prog(goro::max_procs() >= 2);
+        REQUIRE(eventually([&] { return prog.started(); }));
+        run_through hook;
+        for (int round = 0; round < 1000; ++round) {
+            goro::snapshot::options opt;
+            opt.stop_timeout = 0ns;
+            opt.concurrent = round % 2 == 0;
+            auto s = goro::snapshot::take(opt);
+            check_busy_snapshot(s, prog);
+            fell_back += !s.all_stopped();
+        }
+    }
+    // Idle workers are stopped by the snapshot itself, so a round may find every worker idle.
+    CHECK(fell_back > 0);
+    REQUIRE(goro_test::tasks_drained());
+}
+
+TEST_CASE("a snapshot that falls back leaves the pool able to stop the world again", "[snapshot]") {
+    if (goro::max_procs() < 2) return;
+    REQUIRE(goro_test::tasks_drained());
+    std::atomic<bool> release{false}, entered{false};
+    goro::go(snap_hog(release, entered), {.name = "hog"});
+    REQUIRE(eventually([&] { return entered.load(); }));
+    auto s = goro::snapshot::take({.stop_timeout = 0ns});
+    CHECK_FALSE(s.all_stopped());
+    REQUIRE(s.total() == 1);
+    CHECK(s.tasks()[0].state == goro::task_state::running);
+    CHECK_FALSE(s.tasks()[0].frames_known);
+    release.store(true);
+    REQUIRE(goro_test::tasks_drained());
+    // Every worker reaches a safe point now that nothing spins (however long that takes).
+    REQUIRE(eventually([] { return goro::snapshot::take().all_stopped(); }, 120s));
+}
