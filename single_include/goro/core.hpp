@@ -1840,6 +1840,7 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 
@@ -1857,6 +1858,76 @@ struct timer_node {
     // operand of co_await into the frame); a node is never moved once added.
     timer_node(const timer_node& o) noexcept : when_ns(o.when_ns), fire(o.fire) {}
     timer_node& operator=(const timer_node&) = delete;
+};
+
+/// A binary min-heap of timer nodes by `when_ns`, each node knowing its
+/// index (so a node is removed in O(log n) without a search). Not
+/// synchronised: timer_queue holds its lock around every call.
+class timer_heap {
+public:
+    void push(timer_node* n) {
+        n->heap_index = nodes_.size();
+        nodes_.push_back(n);
+        sift_up(n->heap_index);
+    }
+    /// The earliest node, or null when empty.
+    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front(); }
+    /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
+    bool remove(timer_node* n) noexcept {
+        if (n->heap_index == timer_node::npos) return false;
+        remove_at(n->heap_index);
+        return true;
+    }
+    /// Removes and returns the earliest node if it is due at `now_ns`, else null.
+    timer_node* pop_due(std::int64_t now_ns) noexcept {
+        if (nodes_.empty() || nodes_.front()->when_ns > now_ns) return nullptr;
+        timer_node* n = nodes_.front();
+        remove_at(0);
+        return n;
+    }
+    std::size_t size() const noexcept { return nodes_.size(); }
+    bool empty() const noexcept { return nodes_.empty(); }
+
+private:
+    bool less(std::size_t a, std::size_t b) const noexcept { return nodes_[a]->when_ns < nodes_[b]->when_ns; }
+    void swap_at(std::size_t a, std::size_t b) noexcept {
+        std::swap(nodes_[a], nodes_[b]);
+        nodes_[a]->heap_index = a;
+        nodes_[b]->heap_index = b;
+    }
+    void sift_up(std::size_t i) noexcept {
+        while (i > 0) {
+            std::size_t p = (i - 1) / 2;
+            if (!less(i, p)) break;
+            swap_at(i, p);
+            i = p;
+        }
+    }
+    void sift_down(std::size_t i) noexcept {
+        for (;;) {
+            std::size_t l = 2 * i + 1, r = l + 1, m = i;
+            if (l < nodes_.size() && less(l, m)) m = l;
+            if (r < nodes_.size() && less(r, m)) m = r;
+            if (m == i) return;
+            swap_at(i, m);
+            i = m;
+        }
+    }
+    void remove_at(std::size_t i) noexcept {
+        timer_node* n = nodes_[i];
+        std::size_t last = nodes_.size() - 1;
+        if (i != last) {
+            swap_at(i, last);
+            nodes_.pop_back();
+            sift_down(i);
+            sift_up(i);
+        } else {
+            nodes_.pop_back();
+        }
+        n->heap_index = timer_node::npos;
+    }
+
+    std::vector<timer_node*> nodes_;
 };
 
 class timer_queue {
@@ -1886,9 +1957,7 @@ public:
         {
             std::lock_guard<std::mutex> g(mu_);
             n->fired_done.store(false, std::memory_order_relaxed);
-            n->heap_index = heap_.size();
-            heap_.push_back(n);
-            sift_up(n->heap_index);
+            heap_.push(n);
             earliest = heap_.front() == n;
         }
         if (earliest) cv_.notify_one();
@@ -1897,9 +1966,7 @@ public:
     /// True when `n` was removed before it fired (see CONTRACT).
     bool cancel(timer_node* n) {
         std::lock_guard<std::mutex> g(mu_);
-        if (n->heap_index == timer_node::npos) return false;
-        remove_at(n->heap_index);
-        return true;
+        return heap_.remove(n);
     }
 
     std::size_t pending() const {
@@ -1931,11 +1998,7 @@ private:
         std::unique_lock<std::mutex> lk(mu_);
         while (!stopping_) {
             std::int64_t now = now_ns();
-            while (!heap_.empty() && heap_.front()->when_ns <= now) {
-                timer_node* n = heap_.front();
-                remove_at(0);
-                due.push_back(n);
-            }
+            while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
             bool ticking = ticking_.load(std::memory_order_acquire);
             if (!due.empty() || (ticking && now >= next_tick)) {
                 lk.unlock();
@@ -1961,47 +2024,9 @@ private:
         }
     }
 
-    bool less(std::size_t a, std::size_t b) const { return heap_[a]->when_ns < heap_[b]->when_ns; }
-    void swap_at(std::size_t a, std::size_t b) {
-        std::swap(heap_[a], heap_[b]);
-        heap_[a]->heap_index = a;
-        heap_[b]->heap_index = b;
-    }
-    void sift_up(std::size_t i) {
-        while (i > 0) {
-            std::size_t p = (i - 1) / 2;
-            if (!less(i, p)) break;
-            swap_at(i, p);
-            i = p;
-        }
-    }
-    void sift_down(std::size_t i) {
-        for (;;) {
-            std::size_t l = 2 * i + 1, r = l + 1, m = i;
-            if (l < heap_.size() && less(l, m)) m = l;
-            if (r < heap_.size() && less(r, m)) m = r;
-            if (m == i) return;
-            swap_at(i, m);
-            i = m;
-        }
-    }
-    void remove_at(std::size_t i) {
-        timer_node* n = heap_[i];
-        std::size_t last = heap_.size() - 1;
-        if (i != last) {
-            swap_at(i, last);
-            heap_.pop_back();
-            sift_down(i);
-            sift_up(i);
-        } else {
-            heap_.pop_back();
-        }
-        n->heap_index = timer_node::npos;
-    }
-
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::vector<timer_node*> heap_;
+    timer_heap heap_;
     bool stopping_ = false;
     std::atomic<bool> ticking_{false};
     tick_fn tick_;
@@ -2026,9 +2051,9 @@ private:
 //   local queue  256 entries, owner pushes at the tail, anyone takes at the head
 //              (the owner pops one, or four at once from a long queue: CLAIMED
 //              below; a thief takes half). Full: half moves to the global queue.
-//   global queue  tasks woken or spawned by threads outside the pool, and overflow;
-//              a ring of pointers under a spinlock.
-//              Checked every 61st scheduling round so it is never starved.
+//   global queue  tasks woken or spawned by threads outside the pool (the
+//              timer thread's wake-ups among them), tasks that yield, and
+//              overflow; a ring of pointers under a spinlock. See GLOBAL QUEUE.
 //
 // IDLE WORKERS AND WAKE-UPS (no lost wake-up, no busy loop)
 //   A worker that finds nothing spins for a while, stealing, as a "spinner";
@@ -2044,6 +2069,27 @@ private:
 //   nothing is lost: the work is in this worker's own queue, which it serves
 //   as soon as its task suspends, and if the task never does, the monitor
 //   wakes an idle worker to steal it (a few ms, as Go's sysmon would).
+//
+// GLOBAL QUEUE: how its tasks get their turn beside busy local queues
+//   * A worker takes a batch, not one task: its share (size / workers + 1),
+//     at most half a local queue and no more than fits; the first runs, the
+//     rest go to the tail of its local queue, where they are served in turn
+//     (and can be stolen).
+//   * It looks there when its own queue and run_next are empty, every 61st
+//     round whatever its queue holds (running the first task taken), and on
+//     the round after a wake-up from outside the pool was queued
+//     (`outside_waiting_`: one relaxed load per round, of a line written
+//     only when that flag changes): then it moves a batch to its queue's tail, so a
+//     timer's wake-up waits behind at most one local queue, never behind
+//     61 rounds per task.
+//   * `yield` (Go's Gosched) puts the task on the global queue, as Go does,
+//     not on the local queue: a worker whose tasks all yield would otherwise
+//     never empty its queue, and the global queue would drain one task per
+//     61 rounds. (A contended channel operation's step aside stays local.)
+//   `gq_outside_` counts the wake-ups from outside queued and not yet taken
+//   (an estimate: a take counts whatever it took against it; it never
+//   exceeds the queue's size); `outside_waiting_` mirrors `gq_outside_ != 0`.
+//   Both change under the global queue's lock.
 //
 // STOP THE WORLD
 //   `stop_the_world()` raises an odd generation number. A running worker
@@ -2364,7 +2410,7 @@ public:
         worker* w = tls_worker;
         const bool local = w && w->sched == this;
         if (local) local_push(*w, t);
-        else global_push(t);
+        else global_push_n(&t, 1, true);
         wake_if_needed(local);
     }
 
@@ -2391,7 +2437,7 @@ private:
             local_push(*w, old);
             wake_if_needed(true);
         } else {
-            global_push(t);
+            global_push_n(&t, 1, true);
             wake_if_needed(false);
         }
     }
@@ -2413,12 +2459,24 @@ public:
         if (local) {
             for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
         } else {
-            global_push_n(ts, n);
+            global_push_n(ts, n, true);
         }
         wake_if_needed(local);
     }
 
-    /// Puts the current task at the back of the queue (Gosched).
+    /// Puts the current task on the global queue, behind the work there
+    /// (Go's Gosched; see GLOBAL QUEUE). No idle worker is woken: this
+    /// worker looks at the global queue at the latest when its own queue
+    /// runs dry, and a spinning worker takes it sooner.
+    void gosched(task_header* t) noexcept {
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
+        worker* w = tls_worker;
+        global_push(t);
+        if (!w || w->sched != this) wake_if_needed(false);
+    }
+
+    /// Puts the current task at the back of this worker's queue (a step
+    /// aside after a contended channel operation).
     void yield_task(task_header* t) noexcept {
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
@@ -2537,17 +2595,23 @@ private:
         global_push_n(batch, n);
     }
 
-    void global_push(task_header* t) noexcept { global_push_n(&t, 1); }
+    void global_push(task_header* t) noexcept { global_push_n(&t, 1, false); }
 
     // The global queue is a ring of pointers: moving tasks in and out never
     // touches the tasks themselves (each would be a cache miss).
-    void global_push_n(task_header* const* ts, std::size_t n) noexcept {
+    // `outside`: woken or spawned from outside the pool (see GLOBAL QUEUE).
+    void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept {
         std::lock_guard<spinlock> g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz + n > gq_ring_.size()) grow_global(sz + n);
         std::size_t mask = gq_ring_.size() - 1;
         for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
         gq_size_.store(sz + n, std::memory_order_release);
+        if (outside) {
+            gq_outside_ += n;
+            if (!outside_waiting_.load(std::memory_order_relaxed))
+                outside_waiting_.store(true, std::memory_order_relaxed);
+        }
     }
 
     void grow_global(std::size_t need) noexcept {
@@ -2560,21 +2624,49 @@ private:
         gq_head_ = 0;
     }
 
-    /// Takes a share of the global queue: returns one, moves the rest locally.
+    /// Takes a share of the global queue: returns one, moves the rest to the
+    /// tail of `w`'s queue (GLOBAL QUEUE).
     task_header* global_get(worker& w, std::size_t max) noexcept {
-        if (gq_size_.load(std::memory_order_acquire) == 0) return nullptr;
+        task_header* first = nullptr;
+        global_take(w, max, &first);
+        return first;
+    }
+
+    /// After a wake-up from outside: moves a share of the global queue to
+    /// the tail of `w`'s queue, behind the tasks already there (GLOBAL QUEUE).
+    /// Nothing when that queue is half full: it has work enough for now.
+    void global_refill(worker& w) noexcept {
+        if (w.q.size() >= runq_capacity / 2) return;
+        global_take(w, runq_capacity / 2, nullptr);
+    }
+
+    /// Owner only. Takes up to a share of the global queue (its size /
+    /// workers + 1, at most `max`, at most what `w`'s queue has room for):
+    /// with `first`, the first taken goes there and the rest to `w`'s queue;
+    /// without, all go to the queue. Returns how many were taken.
+    std::size_t global_take(worker& w, std::size_t max, task_header** first) noexcept {
+        if (gq_size_.load(std::memory_order_acquire) == 0) return 0;
+        // Thieves only shrink the queue, so the room seen here can only grow.
+        const std::size_t room = runq_capacity - w.q.size() + (first ? 1 : 0);
         std::lock_guard<spinlock> g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        if (sz == 0) return nullptr;
-        std::size_t n = std::min({sz, sz / workers_.size() + 1, max, std::size_t(runq_capacity / 2)});
+        if (sz == 0) return 0;
+        std::size_t n = std::min({sz, sz / workers_.size() + 1, max, room, std::size_t(runq_capacity / 2)});
+        if (n == 0) return 0;
         std::size_t mask = gq_ring_.size() - 1;
-        task_header* t = gq_ring_[gq_head_];
-        std::size_t taken = 1;
+        std::size_t taken = 0;
+        if (first) {
+            *first = gq_ring_[gq_head_];
+            taken = 1;
+        }
         for (; taken < n; ++taken)
-            if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen when emptied; stay safe
+            if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen (room); stay safe
         gq_head_ = (gq_head_ + taken) & mask;
         gq_size_.store(sz - taken, std::memory_order_release);
-        return t;
+        gq_outside_ = std::min(gq_outside_ - std::min(gq_outside_, taken), sz - taken);
+        if (gq_outside_ == 0 && outside_waiting_.load(std::memory_order_relaxed))
+            outside_waiting_.store(false, std::memory_order_relaxed);
+        return taken;
     }
 
     bool stealable_work() const noexcept {
@@ -2752,7 +2844,9 @@ private:
     /// worker's own (run_next, claimed, local queue) on a round that does
     /// not look at the global queue first. Null: ask the full search.
     [[gnu::always_inline]] task_header* find_local(worker& w) noexcept {
-        if ((w.tick + 1) % 61 == 0 || (w.next_streak + 1) % 64 == 0) return nullptr;
+        if ((w.tick + 1) % 61 == 0 || (w.next_streak + 1) % 64 == 0 ||
+            outside_waiting_.load(std::memory_order_relaxed))
+            return nullptr;
         ++w.tick;
         ++w.next_streak;
         return pick_own(w, true);
@@ -2779,8 +2873,11 @@ private:
         for (;;) {
             if (shutdown_.load(std::memory_order_relaxed)) return nullptr;
             if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
-            if (++w.tick % 61 == 0)
-                if (task_header* t = global_get(w, 1)) return t;
+            if (++w.tick % 61 == 0) {
+                if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+            } else if (outside_waiting_.load(std::memory_order_relaxed)) {
+                global_refill(w);
+            }
             if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
             if (task_header* t = global_get(w, runq_capacity / 2)) return t;
 
@@ -2902,7 +2999,12 @@ private:
     alignas(cache_line) spinlock gq_lock_;
     std::vector<task_header*> gq_ring_;  // power-of-two capacity
     std::size_t gq_head_ = 0;
+    std::size_t gq_outside_ = 0;  // wake-ups from outside not yet taken (GLOBAL QUEUE)
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
+    // Read by every worker every round: on a line of its own, written only
+    // when it changes, so that a pool with no wake-up from outside reads it
+    // from its own cache.
+    alignas(cache_line) std::atomic<bool> outside_waiting_{false};
 
     alignas(cache_line) std::mutex idle_mu_;
     std::vector<worker*> idle_;
@@ -3154,7 +3256,7 @@ struct yield_awaiter {
     void await_suspend(std::coroutine_handle<> h) {
         task_header* t = current_task_or_throw("goro::yield");
         t->set_resume_point(h);
-        the_scheduler().yield_task(t);
+        the_scheduler().gosched(t);
     }
     void await_resume() const noexcept {}
 };

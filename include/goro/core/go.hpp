@@ -126,7 +126,7 @@ struct yield_awaiter {
     void await_suspend(std::coroutine_handle<> h) {
         task_header* t = current_task_or_throw("goro::yield");
         t->set_resume_point(h);
-        the_scheduler().yield_task(t);
+        the_scheduler().gosched(t);
     }
     void await_resume() const noexcept {}
 };

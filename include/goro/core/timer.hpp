@@ -28,6 +28,7 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <goro/core/platform.hpp>
@@ -46,6 +47,76 @@ struct timer_node {
     // operand of co_await into the frame); a node is never moved once added.
     timer_node(const timer_node& o) noexcept : when_ns(o.when_ns), fire(o.fire) {}
     timer_node& operator=(const timer_node&) = delete;
+};
+
+/// A binary min-heap of timer nodes by `when_ns`, each node knowing its
+/// index (so a node is removed in O(log n) without a search). Not
+/// synchronised: timer_queue holds its lock around every call.
+class timer_heap {
+public:
+    void push(timer_node* n) {
+        n->heap_index = nodes_.size();
+        nodes_.push_back(n);
+        sift_up(n->heap_index);
+    }
+    /// The earliest node, or null when empty.
+    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front(); }
+    /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
+    bool remove(timer_node* n) noexcept {
+        if (n->heap_index == timer_node::npos) return false;
+        remove_at(n->heap_index);
+        return true;
+    }
+    /// Removes and returns the earliest node if it is due at `now_ns`, else null.
+    timer_node* pop_due(std::int64_t now_ns) noexcept {
+        if (nodes_.empty() || nodes_.front()->when_ns > now_ns) return nullptr;
+        timer_node* n = nodes_.front();
+        remove_at(0);
+        return n;
+    }
+    std::size_t size() const noexcept { return nodes_.size(); }
+    bool empty() const noexcept { return nodes_.empty(); }
+
+private:
+    bool less(std::size_t a, std::size_t b) const noexcept { return nodes_[a]->when_ns < nodes_[b]->when_ns; }
+    void swap_at(std::size_t a, std::size_t b) noexcept {
+        std::swap(nodes_[a], nodes_[b]);
+        nodes_[a]->heap_index = a;
+        nodes_[b]->heap_index = b;
+    }
+    void sift_up(std::size_t i) noexcept {
+        while (i > 0) {
+            std::size_t p = (i - 1) / 2;
+            if (!less(i, p)) break;
+            swap_at(i, p);
+            i = p;
+        }
+    }
+    void sift_down(std::size_t i) noexcept {
+        for (;;) {
+            std::size_t l = 2 * i + 1, r = l + 1, m = i;
+            if (l < nodes_.size() && less(l, m)) m = l;
+            if (r < nodes_.size() && less(r, m)) m = r;
+            if (m == i) return;
+            swap_at(i, m);
+            i = m;
+        }
+    }
+    void remove_at(std::size_t i) noexcept {
+        timer_node* n = nodes_[i];
+        std::size_t last = nodes_.size() - 1;
+        if (i != last) {
+            swap_at(i, last);
+            nodes_.pop_back();
+            sift_down(i);
+            sift_up(i);
+        } else {
+            nodes_.pop_back();
+        }
+        n->heap_index = timer_node::npos;
+    }
+
+    std::vector<timer_node*> nodes_;
 };
 
 class timer_queue {
@@ -75,9 +146,7 @@ public:
         {
             std::lock_guard<std::mutex> g(mu_);
             n->fired_done.store(false, std::memory_order_relaxed);
-            n->heap_index = heap_.size();
-            heap_.push_back(n);
-            sift_up(n->heap_index);
+            heap_.push(n);
             earliest = heap_.front() == n;
         }
         if (earliest) cv_.notify_one();
@@ -86,9 +155,7 @@ public:
     /// True when `n` was removed before it fired (see CONTRACT).
     bool cancel(timer_node* n) {
         std::lock_guard<std::mutex> g(mu_);
-        if (n->heap_index == timer_node::npos) return false;
-        remove_at(n->heap_index);
-        return true;
+        return heap_.remove(n);
     }
 
     std::size_t pending() const {
@@ -120,11 +187,7 @@ private:
         std::unique_lock<std::mutex> lk(mu_);
         while (!stopping_) {
             std::int64_t now = now_ns();
-            while (!heap_.empty() && heap_.front()->when_ns <= now) {
-                timer_node* n = heap_.front();
-                remove_at(0);
-                due.push_back(n);
-            }
+            while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
             bool ticking = ticking_.load(std::memory_order_acquire);
             if (!due.empty() || (ticking && now >= next_tick)) {
                 lk.unlock();
@@ -150,47 +213,9 @@ private:
         }
     }
 
-    bool less(std::size_t a, std::size_t b) const { return heap_[a]->when_ns < heap_[b]->when_ns; }
-    void swap_at(std::size_t a, std::size_t b) {
-        std::swap(heap_[a], heap_[b]);
-        heap_[a]->heap_index = a;
-        heap_[b]->heap_index = b;
-    }
-    void sift_up(std::size_t i) {
-        while (i > 0) {
-            std::size_t p = (i - 1) / 2;
-            if (!less(i, p)) break;
-            swap_at(i, p);
-            i = p;
-        }
-    }
-    void sift_down(std::size_t i) {
-        for (;;) {
-            std::size_t l = 2 * i + 1, r = l + 1, m = i;
-            if (l < heap_.size() && less(l, m)) m = l;
-            if (r < heap_.size() && less(r, m)) m = r;
-            if (m == i) return;
-            swap_at(i, m);
-            i = m;
-        }
-    }
-    void remove_at(std::size_t i) {
-        timer_node* n = heap_[i];
-        std::size_t last = heap_.size() - 1;
-        if (i != last) {
-            swap_at(i, last);
-            heap_.pop_back();
-            sift_down(i);
-            sift_up(i);
-        } else {
-            heap_.pop_back();
-        }
-        n->heap_index = timer_node::npos;
-    }
-
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::vector<timer_node*> heap_;
+    timer_heap heap_;
     bool stopping_ = false;
     std::atomic<bool> ticking_{false};
     tick_fn tick_;

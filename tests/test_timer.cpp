@@ -1,0 +1,312 @@
+// The timer heap and queue (goro/core/timer.hpp), and timers and wake-ups
+// from outside the pool getting their turn while every worker is busy with
+// tasks that yield.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using goro_test::eventually;
+
+namespace {
+
+using goro::detail::timer_heap;
+using goro::detail::timer_node;
+
+std::vector<std::int64_t> drain(timer_heap& h) {
+    std::vector<std::int64_t> out;
+    while (timer_node* n = h.pop_due(std::numeric_limits<std::int64_t>::max())) {
+        CHECK(n->heap_index == timer_node::npos);
+        out.push_back(n->when_ns);
+    }
+    return out;
+}
+
+// A deterministic shuffle of 0..n-1 (with repeats of some deadlines).
+std::vector<std::int64_t> scrambled(std::size_t n) {
+    std::vector<std::int64_t> v(n);
+    std::uint64_t x = 0x243F6A8885A308D3ull;
+    for (auto& e : v) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        e = static_cast<std::int64_t>(x % (n / 2 + 1));
+    }
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("the timer heap gives nodes back in deadline order", "[timer]") {
+    auto when = scrambled(500);
+    std::vector<timer_node> nodes(when.size());
+    timer_heap h;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        nodes[i].when_ns = when[i];
+        h.push(&nodes[i]);
+    }
+    CHECK(h.size() == nodes.size());
+    // pop_due stops at the first node not yet due.
+    const std::int64_t cut = when.size() / 4;
+    std::vector<std::int64_t> early;
+    while (timer_node* n = h.pop_due(cut)) early.push_back(n->when_ns);
+    CHECK(std::is_sorted(early.begin(), early.end()));
+    CHECK(std::all_of(early.begin(), early.end(), [&](std::int64_t w) { return w <= cut; }));
+    REQUIRE(h.front() != nullptr);
+    CHECK(h.front()->when_ns > cut);
+    auto rest = drain(h);
+    CHECK(std::is_sorted(rest.begin(), rest.end()));
+    CHECK(early.size() + rest.size() == when.size());
+    std::sort(when.begin(), when.end());
+    early.insert(early.end(), rest.begin(), rest.end());
+    CHECK(early == when);
+    CHECK(h.empty());
+    CHECK(h.front() == nullptr);
+}
+
+TEST_CASE("a node removed from the timer heap never comes out, and the rest keep their order", "[timer]") {
+    auto when = scrambled(300);
+    std::vector<timer_node> nodes(when.size());
+    timer_heap h;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        nodes[i].when_ns = when[i];
+        h.push(&nodes[i]);
+    }
+    // Remove every third node: from the root, leaves and the middle alike.
+    std::vector<std::int64_t> kept;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        if (i % 3 == 0) {
+            CHECK(h.remove(&nodes[i]));
+            CHECK(nodes[i].heap_index == timer_node::npos);
+            CHECK_FALSE(h.remove(&nodes[i]));  // a second cancel finds nothing
+        } else {
+            kept.push_back(when[i]);
+        }
+    }
+    CHECK(h.size() == kept.size());
+    // Each remaining node's index is where the heap holds it.
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+        if (i % 3 != 0) CHECK(nodes[i].heap_index < h.size());
+    std::sort(kept.begin(), kept.end());
+    CHECK(drain(h) == kept);
+    timer_node never;
+    CHECK_FALSE(h.remove(&never));  // never added
+}
+
+TEST_CASE("a timer node can be armed again after it fired or was removed", "[timer]") {
+    timer_heap h;
+    timer_node a, b, c;
+    a.when_ns = 10;
+    b.when_ns = 20;
+    c.when_ns = 30;
+    h.push(&a);
+    h.push(&b);
+    h.push(&c);
+    REQUIRE(h.pop_due(10) == &a);
+    CHECK(h.remove(&b));
+    // Re-armed: a later than c, b earlier than everything.
+    a.when_ns = 40;
+    h.push(&a);
+    b.when_ns = 5;
+    h.push(&b);
+    CHECK(h.pop_due(4) == nullptr);
+    CHECK(h.pop_due(100) == &b);
+    CHECK(h.pop_due(100) == &c);
+    CHECK(h.pop_due(100) == &a);
+    CHECK(h.empty());
+}
+
+namespace {
+
+struct counting_node : timer_node {
+    std::atomic<int> fired{0};
+    counting_node() {
+        fire = [](timer_node* n) noexcept {
+            auto* self = static_cast<counting_node*>(n);
+            self->fired.fetch_add(1);
+            self->fired_done.store(true, std::memory_order_release);
+        };
+    }
+};
+
+void no_tick(void*) noexcept {}
+
+}  // namespace
+
+TEST_CASE("the timer queue fires a due node once, not a cancelled one, and a re-armed one again", "[timer]") {
+    goro::detail::timer_queue q(&no_tick, nullptr);
+    counting_node due, far, rearm;
+    far.when_ns = goro::detail::now_ns() + std::chrono::nanoseconds(1h).count();
+    q.add(&far);
+    due.when_ns = goro::detail::now_ns();
+    q.add(&due);
+    CHECK(eventually([&] { return due.fired.load() == 1; }));
+    CHECK_FALSE(q.cancel(&due));  // already fired: cancel says so
+    CHECK(q.cancel(&far));
+    CHECK(q.pending() == 0);
+
+    rearm.when_ns = goro::detail::now_ns() + std::chrono::nanoseconds(1ms).count();
+    q.add(&rearm);
+    CHECK(eventually([&] { return rearm.fired.load() == 1; }));
+    rearm.when_ns = goro::detail::now_ns() + std::chrono::nanoseconds(1ms).count();
+    q.add(&rearm);
+    CHECK(eventually([&] { return rearm.fired.load() == 2; }));
+    q.stop();
+    CHECK(far.fired.load() == 0);
+    CHECK(due.fired.load() == 1);
+}
+
+// --- timers and wake-ups from outside beside tasks that yield -------------
+//
+// The shape: every worker kept busy by tasks that spin 200 µs and yield (two
+// per worker), and 500 tasks per worker woken by timers or by a plain thread.
+// Woken tasks used to wait for a worker to look at the global queue, one task
+// per 61 of its rounds: about 6 s for the 99th percentile here, and never
+// less (each round spins 200 µs of wall time, whatever the machine's load).
+// Served in batches they wait a few rounds: milliseconds. The bound, 2 s,
+// catches the starvation only; it says nothing about speed.
+
+namespace {
+
+constexpr auto spin_time = 200us;
+constexpr auto lateness_bound = 2s;
+
+goro::task<> yielder(std::atomic<bool>& stop, std::atomic<int>& running, std::atomic<long>& rounds) {
+    while (!stop.load(std::memory_order_relaxed)) {
+        auto t = std::chrono::steady_clock::now();
+        while (std::chrono::steady_clock::now() - t < spin_time) {
+        }
+        rounds.fetch_add(1, std::memory_order_relaxed);
+        co_await goro::yield();
+    }
+    running.fetch_sub(1);
+}
+
+/// Keeps every worker busy with yielding spinners for its lifetime.
+class busy_pool {
+public:
+    busy_pool() {
+        const int n = 2 * static_cast<int>(goro::max_procs());
+        running_.store(n);
+        for (int i = 0; i < n; ++i) goro::go(yielder(stop_, running_, rounds_));
+        // Every spinner has gone round at least once: the workers are busy.
+        REQUIRE(eventually([&] { return rounds_.load() >= 2 * n; }));
+    }
+    ~busy_pool() {
+        stop_.store(true);
+        CHECK(eventually([&] { return running_.load() == 0; }));
+        CHECK(goro_test::tasks_drained());
+    }
+    busy_pool(const busy_pool&) = delete;
+    busy_pool& operator=(const busy_pool&) = delete;
+
+private:
+    std::atomic<bool> stop_{false};
+    std::atomic<int> running_{0};
+    std::atomic<long> rounds_{0};
+};
+
+/// Lateness in ns per task, each slot written by one task before it counts
+/// itself in `done`.
+struct lateness {
+    explicit lateness(std::size_t n) : ns(n) {}
+    std::vector<std::int64_t> ns;
+    std::atomic<std::size_t> done{0};
+
+    void record(std::size_t i, std::int64_t late) {
+        ns[i] = late;
+        done.fetch_add(1, std::memory_order_release);
+    }
+    bool all_done() const { return done.load(std::memory_order_acquire) == ns.size(); }
+    std::chrono::nanoseconds percentile(int p) const {
+        auto v = ns;
+        std::sort(v.begin(), v.end());
+        return std::chrono::nanoseconds(v[v.size() * static_cast<std::size_t>(p) / 100]);
+    }
+};
+
+std::size_t woken_count() { return 500 * static_cast<std::size_t>(goro::max_procs()); }
+
+goro::task<> sleeper(lateness& late, std::size_t i) {
+    const std::int64_t t = goro::detail::now_ns();
+    constexpr std::int64_t d = std::chrono::nanoseconds(10ms).count();
+    co_await goro::sleep_for(std::chrono::nanoseconds(d));
+    late.record(i, goro::detail::now_ns() - t - d);
+}
+
+goro::task<> spawn_sleepers(lateness& late) {
+    for (std::size_t i = 0; i < late.ns.size(); ++i) goro::go(sleeper(late, i));
+    co_return;
+}
+
+goro::task<> receiver(goro::channel<std::int64_t> ch, lateness& late, std::size_t i) {
+    auto v = co_await ch.recv();
+    late.record(i, v ? goro::detail::now_ns() - *v : std::int64_t(1) << 62);
+}
+
+goro::task<> started(lateness& late, std::size_t i, std::int64_t spawned) {
+    late.record(i, goro::detail::now_ns() - spawned);
+    co_return;
+}
+
+}  // namespace
+
+TEST_CASE("sleepers wake on time while every worker runs tasks that yield", "[timer]") {
+    lateness late(woken_count());
+    {
+        busy_pool busy;
+        goro::go(spawn_sleepers(late));  // from a task, as Go's main goroutine would
+        REQUIRE(eventually([&] { return late.all_done(); }, 120s));
+    }
+    INFO("sleep lateness p50 " << late.percentile(50).count() / 1e6 << " ms, p99 "
+                               << late.percentile(99).count() / 1e6 << " ms");
+    CHECK(late.percentile(99) < lateness_bound);
+}
+
+TEST_CASE("tasks woken by a plain thread's sends run promptly while every worker runs tasks that yield",
+          "[timer]") {
+    const std::size_t n = woken_count();
+    lateness late(n);
+    goro::channel<std::int64_t> ch;
+    {
+        busy_pool busy;
+        for (std::size_t i = 0; i < n; ++i) goro::go(receiver(ch, late, i));
+        // Each send hands its timestamp to a parked receiver and wakes it
+        // from this thread (not a worker): onto the global queue.
+        std::size_t sent = 0;
+        REQUIRE(eventually([&] {
+            while (sent < n && ch.try_send(goro::detail::now_ns()) == goro::send_status::sent) ++sent;
+            return sent == n;
+        }, 120s));
+        REQUIRE(eventually([&] { return late.all_done(); }, 120s));
+    }
+    INFO("wake-up lateness p50 " << late.percentile(50).count() / 1e6 << " ms, p99 "
+                                 << late.percentile(99).count() / 1e6 << " ms");
+    CHECK(late.percentile(99) < lateness_bound);
+}
+
+TEST_CASE("tasks started from a plain thread run promptly while every worker runs tasks that yield", "[timer]") {
+    const std::size_t n = woken_count();
+    lateness late(n);
+    {
+        busy_pool busy;
+        for (std::size_t i = 0; i < n; ++i) goro::go(started(late, i, goro::detail::now_ns()));
+        REQUIRE(eventually([&] { return late.all_done(); }, 120s));
+        // block_on's task is started the same way.
+        auto t0 = std::chrono::steady_clock::now();
+        CHECK(goro::block_on([]() -> goro::task<int> { co_return 7; }()) == 7);
+        CHECK(std::chrono::steady_clock::now() - t0 < lateness_bound);
+    }
+    INFO("start lateness p50 " << late.percentile(50).count() / 1e6 << " ms, p99 "
+                               << late.percentile(99).count() / 1e6 << " ms");
+    CHECK(late.percentile(99) < lateness_bound);
+}
