@@ -58,7 +58,6 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -207,10 +206,12 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     deadlock_policy p = current_deadlock_policy();
     if (p == deadlock_policy::off) return;
 
-    std::ostringstream out;
-    out << "fatal error: all goroutines are asleep - deadlock!\n\n";
-    write_goroutine_profile(out, snap, 2);
-    auto report = std::make_shared<const std::string>(out.str());
+    std::string text = "fatal error: all goroutines are asleep - deadlock!\n\n";
+    {
+        text_sink sink(text);
+        write_debug2_all(sink, snap);  // debug=2
+    }
+    auto report = std::make_shared<const std::string>(std::move(text));
     if (p == deadlock_policy::abort) {
         std::fwrite(report->data(), 1, report->size(), stderr);
         std::fflush(stderr);
