@@ -2,7 +2,10 @@
 //
 // The layers, bottom to top; a header includes only headers of its own layer
 // or of the layers below it (sync/ and inspect/ sit side by side and never
-// include each other):
+// include each other). One exception: core/go.hpp, where tasks start, includes
+// inspect/panic.hpp and inspect/deadlock.hpp, so that the crash report and the
+// deadlock report are there in every program that starts a task, whatever
+// else it includes.
 //
 //   core/     platform, spinlock, pool, timer, frame, registry, scheduler,
 //             task, go, stack: tasks on the worker pool, and their registry

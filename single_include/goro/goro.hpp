@@ -10,7 +10,10 @@
 //
 // The layers, bottom to top; a header includes only headers of its own layer
 // or of the layers below it (sync/ and inspect/ sit side by side and never
-// include each other):
+// include each other). One exception: core/go.hpp, where tasks start, includes
+// inspect/panic.hpp and inspect/deadlock.hpp, so that the crash report and the
+// deadlock report are there in every program that starts a task, whatever
+// else it includes.
 //
 //   core/     platform, spinlock, pool, timer, frame, registry, scheduler,
 //             task, go, stack: tasks on the worker pool, and their registry
@@ -174,14 +177,22 @@ inline void cpu_relax() noexcept {
 }
 
 #if defined(__x86_64__)
-/// The CPU has PREFETCHW (every AMD64 CPU, Intel since Broadwell). Read
-/// before this is initialized (during another global's initialization), it
-/// is false, which only means a plain prefetch.
-inline const bool cpu_has_prefetchw = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
-}();
+/// The CPU has PREFETCHW (every AMD64 CPU, Intel since Broadwell); set by
+/// detect_cpu_features() before the first task starts. Until then it is
+/// false, which only means a plain prefetch. Constant-initialised: no code
+/// runs for it at start-up.
+inline constinit std::atomic<bool> cpu_has_prefetchw{false};
 #endif
+
+/// Reads the CPU features that the hot paths test (go.hpp calls it once,
+/// before the first task starts).
+inline void detect_cpu_features() noexcept {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
+    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
+#endif
+}
 
 /// Fetches the line at `p` for writing: into this core's cache, owned, so the
 /// stores that follow do not wait for other cores' copies to be invalidated.
@@ -192,7 +203,7 @@ inline const bool cpu_has_prefetchw = [] {
 /// so that the first store still has to ask for it. A hint: never faults.
 inline void prefetch_for_write(const void* p) noexcept {
 #if defined(__x86_64__)
-    if (cpu_has_prefetchw) {
+    if (cpu_has_prefetchw.load(std::memory_order_relaxed)) {
         asm volatile("prefetchw (%0)" : : "r"(p));
         return;
     }
@@ -1601,7 +1612,8 @@ inline registry& the_registry() noexcept {
 }
 
 /// Called when an exception escapes a task started by go(). The default
-/// (replaced by goro/inspect/panic.hpp when included) prints it and terminates.
+/// (replaced by goro/inspect/panic.hpp's report before the first task starts,
+/// see go.hpp) prints it and terminates.
 using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
 
 inline void default_panic(task_header& task, std::exception_ptr error) noexcept {
@@ -3165,6 +3177,14 @@ inline unsigned max_procs() { return detail::the_scheduler().size(); }
 // block_on() on a pool worker throws goro::usage_error: blocking a worker can
 // deadlock the pool (co_await instead).
 //
+// What a failing program prints is the same whatever it includes: the first
+// task started (by go() or block_on()) installs the crash report
+// (goro/inspect/panic.hpp) as the handler of an exception that escapes a task,
+// and block_on() always waits through the deadlock detector
+// (goro/inspect/deadlock.hpp). So this header, the top of core/, includes those
+// two inspect/ headers; they are reached only from go() and block_on(), and
+// a program that never calls them compiles none of their code into itself.
+//
 // At process exit the pool's workers are stopped. Tasks still parked then (a
 // leak) are neither resumed nor destroyed: their frames stay allocated and
 // listed in the registry, which is never freed, so leak checkers see them as
@@ -3180,182 +3200,261 @@ inline unsigned max_procs() { return detail::the_scheduler().size(); }
 #include <utility>
 
 
-namespace goro {
+// ---- begin goro/inspect/deadlock.hpp ----
+// goro/inspect/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
+//
+//   int main() { goro::channel<int> ch; goro::block_on(ch.recv()); }  // nobody sends
+//
+// prints to stderr
+//
+//   fatal error: all goroutines are asleep - deadlock!
+//
+//   goroutine 1 [chan receive]:
+//   main(...)
+//           main.cpp:1
+//
+// and makes that block_on throw `goro::deadlock_error` (the default policy).
+//
+// WHAT COUNTS AS A DEADLOCK: a thread waits in block_on, every listed task
+// (block_on bodies included) is parked, no timer is pending (a sleep, a
+// deadline or a select timeout will wake someone), no work is queued, every
+// worker is idle, no `external_wakeup_guard` exists, and nothing has moved
+// for a grace period (default 1 s): no task was resumed (the workers'
+// `resumes` counters) and none was spawned or finished. The grace period is
+// there because a thread goro does not know of may still send; a program that
+// relies on such a thread to wake tasks after long pauses should hold an
+// `external_wakeup_guard` (or turn detection off).
+//
+// POLICY (`goro::set_deadlock_policy`, or the environment variable
+// GORO_DEADLOCK read once at first use; the API call wins):
+//   throw (throw_error, default)  print the report; every block_on waiting
+//                                 then throws goro::deadlock_error (its
+//                                 report() holds the same text)
+//   abort                         print the report, then std::abort()
+//   off                           never check
+// `goro::set_deadlock_grace(d)` changes the grace period.
+//
+// AFTER deadlock_error the parked tasks stay parked: they are leaked, and
+// still listed by dumps and leak checks. The deadlocked block_on's own task is
+// abandoned: its awaitable belonged to the caller, whose unwinding destroys
+// it, so the task is re-pointed at its bottom frame (a dump shows the
+// block_on call, parked on what it waited for) and, should some thread wake
+// it later anyway, it leaves the registry without touching the destroyed
+// awaitable.
+//
+// THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
+// lists the waiting thread and sleeps on its `done` word. One
+// watchdog thread, started at the first block_on and never stopped, looks
+// every grace/4 (at most 100 ms) while some block_on waits, and sleeps
+// otherwise. It reports from its own thread. Lock order: stop the world →
+// registry shards → watch mutex. A waiting thread takes only the watch mutex.
 
-namespace detail {
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
 
-template <class A>
-decltype(auto) get_awaiter(A&& a) {
-    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
-        return static_cast<A&&>(a).operator co_await();
-    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
-        return operator co_await(static_cast<A&&>(a));
-    else
-        return static_cast<A&&>(a);
-}
 
-template <class A>
-using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
+// ---- begin goro/inspect/dump.hpp ----
+// goro/inspect/dump.hpp — every task's stack in Go's goroutine-profile formats.
+//
+//   goro::dump_goroutines();                   // debug=1 to stderr, grouped by stack
+//   goro::dump_goroutines(std::cout, 2);       // one block per task, like a Go crash
+//   std::string pb = goro::goroutine_profile(0);   // pprof protobuf (go tool pprof)
+//   std::string js = goro::tasks_json();           // machine-readable (debug=3)
+//   auto before = goro::snapshot::take(); ... auto after = goro::snapshot::take();
+//   goro::write_diff(std::cerr, goro::diff(before, after));   // what leaked in between
+//
+// Every form takes a snapshot (goro/inspect/snapshot.hpp: the world stops only to begin
+// it; records are copied while tasks run) or formats one the caller already took, so a leak checker or the
+// debug server can print one snapshot several ways. Formatting runs on the
+// caller's thread while tasks run. Text goes through a 64 KiB buffer and an
+// ostream gets it chunk by chunk: a dump of any size is complete (Go stops
+// debug=2 at 64 MiB; goro does not) and never built as one string unless a
+// string was asked for. Per-site text is formatted once per call (see the
+// profile_view in goro/inspect/pprof.hpp), so a million tasks on a few sites cost a
+// few string copies each.
+//
+// debug = 1 (Go's grouped format; `grep "goroutine profile:"` keeps working)
+//     goroutine profile: total 20
+//     15 @ 0x2f4a0c11d2e1 0x91aa20e4f0b7
+//     # labels: {"role":"worker"}
+//     #	0x2f4a0c11d2e1	worker		src/w.cpp:16
+//     #	0x91aa20e4f0b7	run_pool	src/w.cpp:40
+//     (blank line)
+//   Groups by count descending (ties: smallest task id first); the sum of the
+//   counts is the total. `0x…` is goro::site_id: stable across runs for the
+//   same function, file and line. Columns are padded with tabs exactly as Go's
+//   text/tabwriter pads them (minwidth 1, tabwidth 8, padding 1). The labels
+//   line uses Go's spelling: "key":"value" pairs quoted like Go's %q, sorted,
+//   joined by ", ".
+//
+// debug = 2 (one block per task, ascending id, blocks separated by a blank line)
+//     goroutine 18 [chan receive, 5 minutes]:
+//     worker(...)
+//     	src/w.cpp:16
+//     created by run_pool in goroutine 1
+//     	src/w.cpp:40
+//   States: the wait reason (Go's words) when parked, else `running` or
+//   `runnable`; `, N minutes` once parked a minute or more (N = whole minutes,
+//   Go's rule). ` in goroutine N` is left out when the task was started from a
+//   plain thread. A thread in block_on() has no `created by` line: like Go's
+//   main goroutine, its bottom frame is the block_on() call.
+//
+// Frames that cannot be read show as a pseudo-frame: `(not started)` for a
+// task that never ran, `(stack unavailable: running)` for a task still
+// running on a worker that did not stop (one that never suspends).
+//
+// debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
+//
+// debug = 3 / tasks_json(): JSON, one task or group per line. SCHEMA
+//   {
+//     "total": <int>,                       // = tasks.length = sum of groups[].count
+//     "tasks": [ {                          // ascending id
+//        "id": <int>,
+//        "state": "waiting" | "runnable" | "running",
+//        "wait_reason": <string> | null,    // Go's words ("chan receive"); null unless waiting
+//        "waiting_ns": <int>,               // how long parked when the snapshot was taken; 0 unless waiting
+//        "name": <string>,                  // "" when unnamed
+//        "labels": { <string>: <string>, ... },
+//        "kind": "task" | "block_on",       // block_on: a plain thread waiting in goro::block_on
+//        "parent_id": <int>,                // 0: started outside any task
+//        "created_by": <frame>,             // where go()/block_on() was called
+//        "frames_known": <bool>,            // false: running on a worker that did not stop
+//        "frames": [ <frame>, ... ]         // leaf first
+//     } ],
+//     "groups": [ {                         // as debug=1: count descending
+//        "count": <int>, "task_ids": [<int>, ...], "labels": {...}, "frames": [ <frame>, ... ]
+//     } ]
+//   }
+//   <frame> = {"function": <string>, "file": <string>, "line": <int>, "site_id": "0x…"}
+//   Strings are JSON-escaped; invalid UTF-8 bytes become U+FFFD.
+//
+// Diff: `diff(before, after)` lists the groups whose count grew (new groups
+// too), by delta descending, with the ids of the tasks in them that did not
+// exist before. `write_diff` prints it in the debug=1 shape:
+//     goroutine profile diff: +15
+//     +15 @ 0x2f4a0c11d2e1
+//     #	0x2f4a0c11d2e1	worker	src/w.cpp:16
+//   (the header's number is the change of the total; `+delta @ …` per group).
 
-inline task_header* new_header(task_kind kind, const site& where) {
-    task_header* h = the_registry().make_header();
-    h->kind = kind;
-    task_header_cold& c = h->cold();
-    c.spawn_site = where;
-    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
-    return h;
-}
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <iostream>
+#include <ostream>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
-inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
-    h->root_frame_ = frame.address();
-    h->set_resume_point(frame);
-    h->leaf = &p;
-    p.header_ = h;
-    the_registry().add(h);
-    the_scheduler().spawn(h);
-}
 
-template <class R>
-struct block_on_state {
-    std::conditional_t<std::is_void_v<R>, bool, std::optional<std::conditional_t<std::is_void_v<R>, int, R>>> value{};
-    std::exception_ptr error;
-    std::atomic<std::uint32_t> done{0};
-};
+// ---- begin goro/inspect/pprof.hpp ----
+// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
+// the grouped view of a snapshot that every output format is printed from.
+//
+//   std::string pb = goro::pprof_profile(goro::snapshot::take());
+//   // write it to a file: `go tool pprof -top file`, `-traces`, `-base old new`
+//
+// THE VIEW (detail::profile_view). A snapshot holds, per task, raw site values
+// (pointers to the compiler's static strings). A million parked tasks share a
+// handful of distinct sites, so the view interns each site once: a small
+// open-addressing table keyed on the site's pointers maps it to an index into
+// `sites`, whose entry carries the cleaned function name, file, line and the
+// stable site id (`goro::site_id`), all computed once. Two sites with equal
+// content but different pointers (an inline function emitted in two
+// translation units) get one index: entries are deduplicated by site id.
+// Grouping then hashes small integers, not strings. Groups come out in Go's
+// order: count descending, ties by the smallest task id.
+//
+// Two pseudo-sites stand for stacks that cannot be read: a task that never ran
+// yet (its root frame has no site) shows `(not started)`; a task running on a
+// worker that did not stop shows `(stack unavailable: running)`.
+//
+// THE ENCODER. profile.proto written by hand (varints and length-delimited
+// fields; the string table starts with ""): sample_type and period_type
+// goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
+// the other side), period 1, one sample per group whose value is the count,
+// location ids leaf first, one location per distinct site (address = site id),
+// one function per distinct (name, file), labels as string sample labels, one
+// mapping flagged as symbolized so pprof never tries to symbolize addresses.
+// Uncompressed: pprof reads raw and gzipped profiles alike
+// (`pprof_gzip` wraps it in a stored-block gzip for tools that insist).
+//
+// THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
+// stop of the world. Call from any thread.
 
-/// How block_on waits for `done` to leave 0 (null: a plain atomic wait).
-/// Installed by goro/inspect/deadlock.hpp; part of the block_on wait loop.
-using block_on_wait_fn = void (*)(std::atomic<std::uint32_t>& done, task_header* h);
-inline std::atomic<block_on_wait_fn>& block_on_wait_hook() noexcept {
-    static std::atomic<block_on_wait_fn> f{nullptr};
-    return f;
-}
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
-// `A` is `T&` for an lvalue argument (the caller keeps it) and `T` for an
-// rvalue, which the body's frame then owns: its frames live as long as the
-// body, whatever happens to the caller (see the deadlock report).
-template <class R, class A>
-task<> block_on_body(A a, std::shared_ptr<block_on_state<R>> st) {
-    try {
-        if constexpr (std::is_void_v<R>) {
-            co_await keep_site<A>{static_cast<A&&>(a)};
-        } else {
-            st->value.emplace(co_await keep_site<A>{static_cast<A&&>(a)});
-        }
-    } catch (...) {
-        st->error = std::current_exception();
-    }
-    st->done.store(1, std::memory_order_release);
-    st->done.notify_all();
-}
 
-struct sleep_awaiter {
-    struct wake_node : timer_node {
-        task_header* task = nullptr;
-    };
-    std::int64_t deadline_ns;
-    wake_node node{};
+// ---- begin goro/inspect/snapshot.hpp ----
+// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
+// runs, as Go 1.19 takes its goroutine profile.
+//
+//   request → stop the world → start an epoch → resume → copy records → group → format
+//
+// `goro::snapshot::take()` stops every worker at a safe point (see
+// scheduler.hpp) only to start a profile epoch and note where each registry
+// shard's list begins; then the world runs again. Each task alive at that
+// moment is copied once, as it was then: by the walk that follows, or by the
+// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
+// registry.hpp). The pause is therefore the same for ten tasks or a million.
+// Names are cleaned, stacks grouped and text formatted after that, on the
+// caller's thread.
+//
+// Every task alive when the epoch began appears exactly once (tasks spawned
+// after it do not; one that exits meanwhile appears as it was); `total()`
+// equals the sum of the group counts. The task calling take() from inside the
+// pool is recorded as running with its frames as last suspended.
+// `options::concurrent = false` copies everything with the world stopped.
+//
+// When a worker does not reach a safe point before the timeout (a task that
+// never suspends, or a loaded machine), the snapshot still takes the epoch's
+// way, and `all_stopped()` is false. Such a worker resumes tasks only through
+// scheduler::run, which claims each task for the epoch once it can see it
+// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
+// the scheduler (running_unclaimed), claimed by the profiler and recorded as
+// running with `frames_known` false: their frames are changing, so neither
+// their frames nor their `leaf` is read. Every other task is copied as above.
+// As those workers did not stop, "when the epoch began" is not one instant
+// for them: a task running there that exits just then may be left out, and
+// one that has just suspended may show as running.
 
-    bool await_ready() const noexcept { return deadline_ns <= now_ns(); }
-    void await_suspend(std::coroutine_handle<> h) {
-        node.task = current_task_or_throw("goro::sleep");
-        park(node.task, h, wait_reason::sleep);
-        node.when_ns = deadline_ns;
-        node.fire = [](timer_node* n) noexcept {
-            ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
-        };
-        the_scheduler().timers().add(&node);
-    }
-    void await_resume() const noexcept {}
-};
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
 
-struct yield_awaiter {
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) {
-        task_header* t = current_task_or_throw("goro::yield");
-        t->set_resume_point(h);
-        the_scheduler().gosched(t);
-    }
-    void await_resume() const noexcept {}
-};
-
-inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noexcept {
-    // steady_clock is CLOCK_MONOTONIC on the platforms goro supports.
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
-
-}  // namespace detail
-
-/// Starts `t` as a detached root task on the pool, like Go's `go` statement.
-inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
-    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
-    detail::pool_holder& ph = detail::the_pool_holder();
-    if (ph.pool.load(std::memory_order_acquire) && ph.pool.load()->stopping())
-        throw usage_error("goro::go: the pool has shut down (process exit)");
-    auto frame = t.release();
-    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
-    if (!options.name.empty() || !options.labels.empty())
-        h->cold().meta = task_meta(std::move(options));
-    detail::start_root(h, frame, frame.promise());
-}
-
-/// Runs the awaitable `a` on the pool and waits for it on this plain thread;
-/// returns its result or rethrows its exception.
-template <class A>
-auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
-    using R = detail::await_result_t<A&&>;
-    if (detail::tls_worker)
-        throw usage_error("goro::block_on: called on a pool worker; co_await the operation instead "
-                          "(blocking a worker can deadlock the pool)");
-    auto st = std::make_shared<detail::block_on_state<R>>();
-    task<> body = detail::block_on_body<R, A>(static_cast<A&&>(a), st);
-    auto frame = body.release();
-    auto site = GORO_SITE_ARG;
-    frame.promise().site_ = site;  // the bottom frame shows the block_on call
-    task_header* h = detail::new_header(task_kind::blocked, site);
-    detail::start_root(h, frame, frame.promise());
-    // The wait. goro/inspect/deadlock.hpp (included by goro.hpp) installs a wait that its
-    // deadlock watchdog can end: then `done` reads 2 and the hook throws
-    // goro::deadlock_error. `h` is only a key for the watchdog: the body may
-    // already have finished and freed it.
-    if (detail::block_on_wait_fn wait = detail::block_on_wait_hook().load(std::memory_order_acquire))
-        wait(st->done, h);
-    else
-        while (st->done.load(std::memory_order_acquire) == 0) st->done.wait(0, std::memory_order_acquire);
-    // Move the error out: the worker may drop the state's last reference at
-    // any moment, and the exception's own count is invisible to TSan.
-    if (std::exception_ptr e = std::move(st->error)) std::rethrow_exception(std::move(e));
-    if constexpr (!std::is_void_v<R>) return std::move(*st->value);
-}
-
-/// Parks the current task for at least `d` (wait reason "sleep").
-template <class Rep, class Period>
-detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-    return detail::sleep_awaiter{detail::now_ns() + (ns > 0 ? ns : 0)};
-}
-
-/// Parks the current task until `t` (any clock; converted to the monotonic clock).
-template <class Clock, class Duration>
-detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
-    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-        return detail::sleep_awaiter{detail::to_monotonic_ns(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t))};
-    } else {
-        auto d = t - Clock::now();
-        return sleep_for(d);
-    }
-}
-
-/// Lets other runnable tasks run, then continues (Go's runtime.Gosched).
-inline detail::yield_awaiter yield() noexcept { return {}; }
-
-/// The id of the task running on this thread (0 off the pool).
-inline std::uint64_t this_task_id() noexcept {
-    task_header* t = detail::tls_current_task;
-    return t ? t->id : 0;
-}
-
-}  // namespace goro
-// ---- end goro/core/go.hpp ----
 
 // ---- begin goro/core/stack.hpp ----
 // goro/core/stack.hpp — reading a task's logical stack: its chain of suspension sites.
@@ -3469,6 +3568,2134 @@ inline std::vector<stack_frame> current_stack() {
 
 }  // namespace goro
 // ---- end goro/core/stack.hpp ----
+
+namespace goro {
+
+/// One task as the snapshot saw it. (64 bytes on g++: a profile of a million
+/// tasks writes a million of these.)
+struct task_record {
+    std::uint64_t id = 0;
+    std::uint64_t parent_id = 0;        ///< 0: spawned outside any task
+    const char* wait_reason = nullptr;  ///< static string, Go's words; null unless waiting
+    std::int64_t since_ns = 0;          ///< coarse monotonic time it parked (waiting only)
+    detail::site created_by{};          ///< where go() / block_on() was called
+    task_meta meta;                     ///< name and labels, or empty
+    std::uint32_t first_frame = 0;      ///< index into snapshot::sites()
+    std::uint32_t frame_count = 0;
+    task_state state = task_state::runnable;
+    task_kind kind = task_kind::task;
+    bool frames_known = true;           ///< false: running on a worker that did not stop (stack unavailable)
+};
+
+/// Tasks with the same stack (and labels), as Go's debug=1 groups them.
+struct task_group {
+    std::size_t count = 0;
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id
+    std::uint64_t key = 0;             ///< hash of the site chain and labels
+};
+
+/// A stable id for a site: the same file, line and function give the same id
+/// in every run, so two dumps can be compared textually.
+inline std::uint64_t site_id(const detail::site& s) noexcept {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const char* p) {
+        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull;
+    };
+    mix(s.file_name());
+    mix(s.function_name());
+    h = (h ^ s.line()) * 1099511628211ull;
+    return h & 0xffffffffffffull;  // 48 bits: reads like an address
+}
+
+class snapshot {
+public:
+    struct options {
+        /// How long to wait for each worker to reach a safe point.
+        std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
+        /// Copy the records while the world runs (Go 1.19's way): the world
+        /// stops only to start a profile epoch. False: copy everything with
+        /// the world stopped, or, when a worker did not stop, as if true.
+        bool concurrent = true;
+    };
+
+    static snapshot take() { return take(options{}); }
+
+    static snapshot take(const options& opt) {
+        snapshot s;
+        s.taken_at_ns_ = detail::coarse_now_ns();
+        detail::registry& reg = detail::the_registry();
+        // Sized (not just reserved) outside the stop, so that the pages are
+        // touched now and the copy does not page-fault with the world stopped.
+        std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
+        s.tasks_.resize(expect + expect / 8 + 64);
+        s.sites_.resize(2 * expect + 256);
+
+        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
+        collector c(s);
+        detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
+        detail::stw_report rep;
+        if (sched) rep = sched->stop_the_world(opt.stop_timeout);
+        s.all_stopped_ = rep.all_stopped;
+        auto t0 = detail::now_ns();
+        reg.lock_all();
+        task_header* self = detail::tls_current_task;
+        if (!opt.concurrent && rep.all_stopped) {
+            // Everything now: no task runs but the caller's own, on this thread.
+            reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
+            reg.unlock_all();
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+        } else {
+            // Start an epoch; copy the caller's own task now (it is running);
+            // every other task is copied by the walk below or by the worker
+            // that resumes it first (goro/core/profile_epoch.hpp).
+            detail::profile_epoch_state& p = detail::profile_epoch();
+            const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
+            p.gen.store(e, std::memory_order_release);
+            auto heads = reg.heads_locked();
+            if (self && !self->dead.load(std::memory_order_acquire)) {
+                c.record(*self, true, true);
+                detail::profile_publish(*self, e);
+            }
+            p.record = &collector::record_thunk;
+            p.ctx = &c;
+            p.active.store(true, std::memory_order_seq_cst);
+            reg.unlock_all();
+            // Workers that did not stop resume tasks only through
+            // scheduler::run, which claims each task once it can see the
+            // epoch; the tasks they may be running unclaimed are these. Each
+            // is claimed here, so no one else copies it, and recorded as
+            // running without its frames, which are changing.
+            std::vector<task_header*> unclaimed;
+            if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
+            for (task_header* h : unclaimed) {
+                if (h == self || !detail::profile_claim(*h, e)) continue;
+                if (!h->dead.load(std::memory_order_acquire)) c.record(*h, true, false);
+                detail::profile_publish(*h, e);
+            }
+            s.pause_ns_ = detail::now_ns() - t0;
+            if (sched) sched->start_the_world();
+
+            for (task_header* head : heads)
+                for (task_header* h = head; h; h = h->next_) {
+                    if (!detail::profile_claim(*h, e)) continue;
+                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, true);
+                    detail::profile_publish(*h, e);
+                }
+
+            // End the epoch once no worker is between its check and its copy.
+            p.active.store(false, std::memory_order_seq_cst);
+            while (p.inflight.load(std::memory_order_seq_cst) != 0) detail::cpu_relax();
+            p.record = nullptr;
+            p.ctx = nullptr;
+        }
+        c.finish();
+        s.sort_by_id();
+        return s;
+    }
+
+    std::size_t total() const noexcept { return tasks_.size(); }
+    const std::vector<task_record>& tasks() const noexcept { return tasks_; }
+    const std::vector<detail::site>& sites() const noexcept { return sites_; }
+    /// The sites of one task's stack, leaf first.
+    std::span<const detail::site> stack(const task_record& r) const noexcept {
+        return {sites_.data() + r.first_frame, r.frame_count};
+    }
+    /// Coarse monotonic time of the snapshot (compare with task_record::since_ns).
+    std::int64_t taken_at_ns() const noexcept { return taken_at_ns_; }
+    /// How long the world stayed stopped once every worker had stopped: the
+    /// epoch's start, or the whole copy when it was taken with the world stopped.
+    std::int64_t copy_ns() const noexcept { return pause_ns_; }
+    /// Whether every worker reached a safe point within the stop timeout.
+    /// False: the tasks that the others were running show as running, with
+    /// `frames_known` false; every other task as usual.
+    bool all_stopped() const noexcept { return all_stopped_; }
+
+    /// Groups tasks by identical stack and labels, largest group first (ties:
+    /// by the smallest task id), like Go's debug=1.
+    std::vector<task_group> groups() const {
+        // A million tasks share a few sites: hash each distinct site once.
+        site_ids ids;
+        std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
+        std::vector<task_group> out;
+        for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
+            std::uint64_t k = stack_key(tasks_[i], ids);
+            auto& cands = by_key[k];
+            task_group* g = nullptr;
+            for (std::size_t gi : cands)
+                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
+                    g = &out[gi];
+                    break;
+                }
+            if (!g) {
+                cands.push_back(out.size());
+                out.push_back(task_group{0, {}, k});
+                g = &out.back();
+            }
+            g->tasks.push_back(i);
+            ++g->count;
+        }
+        std::stable_sort(out.begin(), out.end(), [&](const task_group& a, const task_group& b) {
+            if (a.count != b.count) return a.count > b.count;
+            return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
+        });
+        return out;
+    }
+
+    /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
+    std::uint64_t stack_key(const task_record& r) const {
+        site_ids ids;
+        return stack_key(r, ids);
+    }
+
+private:
+    /// site_id() of each distinct site, computed once (keyed by the site's
+    /// static data, which is the same for every task suspended there).
+    struct site_ids {
+        struct key_hash {
+            std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
+                auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
+                auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
+                return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
+            }
+        };
+        std::unordered_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+        std::uint64_t operator()(const detail::site& s) {
+            auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
+            auto it = map.find(k);
+            if (it != map.end()) return it->second;
+            return map.emplace(k, site_id(s)).first->second;
+        }
+    };
+
+    std::uint64_t stack_key(const task_record& r, site_ids& ids) const {
+        std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
+        for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
+        if (r.meta)
+            for (auto& [k, v] : r.meta->labels) {
+                for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+                h = (h ^ 0x3d) * 0x100000001b3ull;
+                for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+                h = (h ^ 0x2c) * 0x100000001b3ull;
+            }
+        return h;
+    }
+
+    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const {
+        if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
+        auto sa = stack(a), sb = stack(b);
+        for (std::size_t i = 0; i < sa.size(); ++i)
+            if (ids(sa[i]) != ids(sb[i])) return false;
+        static const std::vector<std::pair<std::string, std::string>> none;
+        const auto& la = a.meta ? a.meta->labels : none;
+        const auto& lb = b.meta ? b.meta->labels : none;
+        return la == lb;
+    }
+
+    /// Ascending id. The walk copies each registry list newest first, so
+    /// the records often arrive in descending order: that costs a reversal.
+    void sort_by_id() {
+        auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
+        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
+        if (std::is_sorted(tasks_.rbegin(), tasks_.rend(), by_id)) {
+            std::reverse(tasks_.begin(), tasks_.end());
+            return;
+        }
+        std::sort(tasks_.begin(), tasks_.end(), by_id);
+    }
+
+    static std::mutex& profile_mutex() noexcept {
+        static std::mutex m;
+        return m;
+    }
+
+    /// Where the copies go: slots of the presized vectors, claimed with an
+    /// atomic cursor by the profiler and by workers alike; a rare record that
+    /// does not fit goes to a side list under a mutex.
+    class collector {
+    public:
+        explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
+
+        static void record_thunk(void* self, task_header& h) noexcept {
+            static_cast<collector*>(self)->record(h, false, true);
+        }
+
+        /// Copies `h`, alive and claimed by the caller (or the world stopped).
+        /// `running`: it runs now. `frames`: read its frames (it does not run,
+        /// or runs on the calling thread); false for a task running on a
+        /// worker that did not stop: its leaf and frames are not touched.
+        void record(task_header& h, bool running, bool frames) noexcept {
+            task_record r;
+            r.id = h.id;
+            r.parent_id = h.cold().parent_id;
+            r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
+            r.kind = h.kind;
+            r.created_by = h.cold().spawn_site;
+            r.meta = h.cold().meta;
+            if (r.state == task_state::waiting) {
+                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
+                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+            }
+            std::uint32_t depth = 0;
+            r.frames_known = frames;
+            if (frames)
+                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+            r.frame_count = depth;
+            std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
+            std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
+            if (off + depth <= site_cap_ && slot < task_cap_) {
+                r.first_frame = static_cast<std::uint32_t>(off);
+                copy_sites(h, s_.sites_.data() + off, depth);
+                s_.tasks_[slot] = std::move(r);
+                return;
+            }
+            std::vector<detail::site> sites(depth);  // rare: more than was counted
+            copy_sites(h, sites.data(), depth);
+            std::lock_guard<std::mutex> g(overflow_mu_);
+            overflow_.emplace_back(std::move(r), std::move(sites));
+            if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
+        }
+
+        /// After the last copy: trims the vectors and appends the overflow.
+        void finish() {
+            std::size_t n = std::min(ntasks_.load(), task_cap_);
+            s_.tasks_.resize(n);
+            std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
+            s_.sites_.resize(std::min(nsites_.load(), site_cap_));
+            for (auto& [r, sites] : overflow_) {
+                r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
+                s_.sites_.insert(s_.sites_.end(), sites.begin(), sites.end());
+                s_.tasks_.push_back(std::move(r));
+            }
+        }
+
+    private:
+        static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+            if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
+            const detail::promise_base* p = h.leaf;
+            for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
+        }
+
+        snapshot& s_;
+        const std::size_t task_cap_, site_cap_;
+        alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
+        alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
+        std::mutex overflow_mu_;
+        std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
+    };
+
+    std::vector<task_record> tasks_;
+    std::vector<detail::site> sites_;
+    std::int64_t taken_at_ns_ = 0;
+    std::int64_t pause_ns_ = 0;
+    bool all_stopped_ = true;
+};
+
+}  // namespace goro
+// ---- end goro/inspect/snapshot.hpp ----
+
+namespace goro {
+
+namespace detail {
+
+/// One distinct site of a snapshot, with its formatted pieces computed once.
+struct site_info {
+    std::uint64_t id = 0;   ///< goro::site_id (0 for the pseudo-sites)
+    std::string function;   ///< cleaned name
+    std::string file;
+    std::uint32_t line = 0;
+    char hex[20] = {};      ///< "0x…" of id
+    std::uint8_t hex_len = 0;
+    std::uint32_t function_width = 0;  ///< in code points, for Go's column alignment
+};
+
+inline std::uint32_t utf8_width(std::string_view s) noexcept {
+    std::uint32_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+/// Appends `v` in hexadecimal with a 0x prefix, like Go's %#x.
+inline std::size_t format_hex(char* out, std::uint64_t v) noexcept {
+    static constexpr char digits[] = "0123456789abcdef";
+    char tmp[16];
+    std::size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    out[0] = '0';
+    out[1] = 'x';
+    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
+    return n + 2;
+}
+
+/// Distinct sites of one snapshot. Index 0 and 1 are the pseudo-sites.
+class site_table {
+public:
+    static constexpr std::uint32_t not_started = 0;
+    static constexpr std::uint32_t running = 1;
+
+    site_table() {
+        add_pseudo("(not started)");
+        add_pseudo("(stack unavailable: running)");
+        slots_.assign(64, slot{});
+    }
+
+    /// The index of `s`, interning it on first sight.
+    std::uint32_t intern(const site& s) {
+        const char* file = s.file_name();
+        const char* func = s.function_name();
+        const std::uint32_t line = s.line(), col = s.column();
+        if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
+        std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
+        h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
+        h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
+        h ^= h >> 29;
+        std::size_t mask = slots_.size() - 1;
+        for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+            slot& sl = slots_[i];
+            if (!sl.used) {
+                sl = slot{file, func, line, col, make(s), true};
+                last_ = sl;
+                if (++used_ * 2 > slots_.size()) grow();
+                return last_.index;
+            }
+            if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
+                last_ = sl;
+                return sl.index;
+            }
+        }
+    }
+
+    const site_info& operator[](std::uint32_t i) const noexcept { return infos_[i]; }
+    std::size_t size() const noexcept { return infos_.size(); }
+
+private:
+    struct slot {
+        const char* file = nullptr;
+        const char* func = nullptr;
+        std::uint32_t line = 0, col = 0;
+        std::uint32_t index = 0;
+        bool used = false;
+    };
+
+    void add_pseudo(const char* name) {
+        site_info si;
+        si.function = name;
+        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
+        si.function_width = utf8_width(si.function);
+        infos_.push_back(std::move(si));
+    }
+
+    std::uint32_t make(const site& s) {
+        const char* func = s.function_name();
+        if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
+        std::uint64_t id = site_id(s);
+        auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
+        if (!fresh) return it->second;
+        site_info si;
+        si.id = id;
+        si.function = clean_function_name(func ? func : "");
+        si.file = s.file_name() ? s.file_name() : "";
+        si.line = s.line();
+        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
+        si.function_width = utf8_width(si.function);
+        infos_.push_back(std::move(si));
+        return it->second;
+    }
+
+    void grow() {
+        std::vector<slot> old(slots_.size() * 2);
+        old.swap(slots_);
+        std::size_t mask = slots_.size() - 1;
+        for (const slot& sl : old) {
+            if (!sl.used) continue;
+            std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
+            h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
+            h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
+            h ^= h >> 29;
+            std::size_t i = h & mask;
+            while (slots_[i].used) i = (i + 1) & mask;
+            slots_[i] = sl;
+        }
+    }
+
+    std::vector<site_info> infos_;
+    std::vector<slot> slots_;
+    std::size_t used_ = 0;
+    slot last_{};
+    std::unordered_map<std::uint64_t, std::uint32_t> by_id_;
+};
+
+/// A snapshot with its sites interned and its tasks grouped, ready to print.
+class profile_view {
+public:
+    explicit profile_view(const snapshot& s, bool want_groups = true) : snap_(s) {
+        const auto& raw = s.sites();
+        frame_site_.resize(raw.size());
+        for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
+        if (want_groups) group();
+    }
+
+    const snapshot& snap() const noexcept { return snap_; }
+    const site_info& site(std::uint32_t i) const noexcept { return table_[i]; }
+    site_table& table() noexcept { return table_; }
+    const std::vector<task_group>& groups() const noexcept { return groups_; }
+
+    /// Indices of task `r`'s frames (into site()), leaf first; never empty.
+    std::span<const std::uint32_t> frames(const task_record& r) const noexcept {
+        static constexpr std::uint32_t running_frame[1] = {site_table::running};
+        static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
+        if (!r.frames_known) return {running_frame, 1};
+        if (r.frame_count == 0) return {unstarted_frame, 1};
+        return {frame_site_.data() + r.first_frame, r.frame_count};
+    }
+
+    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept {
+        static const std::vector<std::pair<std::string, std::string>> none;
+        return r.meta ? r.meta->labels : none;
+    }
+
+    /// Same stack and same labels: one group.
+    bool same_group(const task_record& a, const task_record& b) const {
+        auto fa = frames(a), fb = frames(b);
+        if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
+        return a.meta == b.meta || labels(a) == labels(b);
+    }
+
+    std::uint64_t group_key(const task_record& r) const noexcept {
+        std::uint64_t h = 0xcbf29ce484222325ull;
+        for (std::uint32_t f : frames(r)) {
+            // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
+            std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
+            h = (h ^ x) * 0x100000001b3ull;
+        }
+        for (const auto& [k, v] : labels(r)) {
+            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x3d) * 0x100000001b3ull;
+            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x2c) * 0x100000001b3ull;
+        }
+        return h;
+    }
+
+private:
+    void group() {
+        const auto& tasks = snap_.tasks();
+        std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
+        std::uint64_t last_key = 0;
+        std::uint32_t last_group = UINT32_MAX;
+        for (std::uint32_t i = 0; i < tasks.size(); ++i) {
+            const task_record& r = tasks[i];
+            std::uint64_t k = group_key(r);
+            std::uint32_t gi = UINT32_MAX;
+            // Neighbours usually share a stack: try the previous group before hashing.
+            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].tasks.front()], r))
+                gi = last_group;
+            if (gi == UINT32_MAX) {
+                auto& cands = by_key[k];
+                for (std::uint32_t c : cands)
+                    if (same_group(tasks[groups_[c].tasks.front()], r)) {
+                        gi = c;
+                        break;
+                    }
+                if (gi == UINT32_MAX) {
+                    gi = static_cast<std::uint32_t>(groups_.size());
+                    cands.push_back(gi);
+                    groups_.push_back(task_group{0, {}, k});
+                }
+            }
+            groups_[gi].tasks.push_back(i);
+            ++groups_[gi].count;
+            last_key = k;
+            last_group = gi;
+        }
+        // Tasks are in ascending id order, so each group's first task has its smallest id.
+        std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
+            if (a.count != b.count) return a.count > b.count;
+            return tasks[a.tasks.front()].id < tasks[b.tasks.front()].id;
+        });
+    }
+
+    const snapshot& snap_;
+    site_table table_;
+    std::vector<std::uint32_t> frame_site_;  // parallel to snap_.sites()
+    std::vector<task_group> groups_;
+};
+
+// --- protobuf wire format ------------------------------------------------------
+
+class pb_writer {
+public:
+    explicit pb_writer(std::string& out) : out_(out) {}
+
+    void varint(std::uint64_t v) {
+        char b[10];
+        std::size_t n = 0;
+        while (v >= 0x80) {
+            b[n++] = static_cast<char>((v & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        b[n++] = static_cast<char>(v);
+        out_.append(b, n);
+    }
+    void tag(std::uint32_t field, std::uint32_t wire) { varint(std::uint64_t(field) << 3 | wire); }
+    /// A varint field; proto3 omits zero values.
+    void uint_field(std::uint32_t field, std::uint64_t v) {
+        if (v == 0) return;
+        tag(field, 0);
+        varint(v);
+    }
+    void int_field(std::uint32_t field, std::int64_t v) { uint_field(field, static_cast<std::uint64_t>(v)); }
+    void bool_field(std::uint32_t field, bool v) { uint_field(field, v ? 1 : 0); }
+    void bytes_field(std::uint32_t field, std::string_view b) {
+        tag(field, 2);
+        varint(b.size());
+        out_.append(b.data(), b.size());
+    }
+    /// Packed repeated varints (how proto3 writes repeated scalars).
+    template <class It>
+    void packed_field(std::uint32_t field, It first, It last) {
+        scratch_.clear();
+        pb_writer inner(scratch_);
+        for (; first != last; ++first) inner.varint(static_cast<std::uint64_t>(*first));
+        bytes_field(field, scratch_);
+    }
+
+private:
+    std::string& out_;
+    std::string scratch_;
+};
+
+// --- gzip, stored blocks (no compression: no zlib dependency) -------------------
+
+inline std::uint32_t crc32(std::string_view data) noexcept {
+    static const auto table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    std::uint32_t c = 0xFFFFFFFFu;
+    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+}  // namespace detail
+
+/// Wraps `data` in a gzip member made of stored (uncompressed) deflate blocks.
+inline std::string pprof_gzip(std::string_view data) {
+    std::string out;
+    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
+    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
+    out.append(reinterpret_cast<const char*>(header), sizeof header);
+    std::size_t pos = 0;
+    do {
+        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
+        bool final_block = pos + n == data.size();
+        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
+                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
+        out.append(b, 5);
+        out.append(data.data() + pos, n);
+        pos += n;
+    } while (pos < data.size());
+    auto put32 = [&](std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    };
+    put32(detail::crc32(data));
+    put32(static_cast<std::uint32_t>(data.size()));
+    return out;
+}
+
+namespace detail {
+
+/// Encodes the view's groups as a profile.proto message into `out`.
+inline void write_pprof(std::string& out, profile_view& v) {
+    // Field numbers of profile.proto.
+    enum : std::uint32_t {
+        p_sample_type = 1, p_sample = 2, p_mapping = 3, p_location = 4, p_function = 5, p_string_table = 6,
+        p_time_nanos = 9, p_period_type = 11, p_period = 12,
+    };
+    std::vector<std::string_view> strings{""};
+    std::unordered_map<std::string_view, std::int64_t> string_ids{{"", 0}};
+    auto str = [&](std::string_view s) -> std::int64_t {
+        auto [it, fresh] = string_ids.try_emplace(s, static_cast<std::int64_t>(strings.size()));
+        if (fresh) strings.push_back(s);
+        return it->second;
+    };
+    const auto& tasks = v.snap().tasks();
+
+    // Locations: one per distinct site used by a group, numbered from 1 in first-use order.
+    std::vector<std::uint64_t> location_of(v.table().size(), 0);
+    std::vector<std::uint32_t> location_sites;
+    // Functions: one per (name, file).
+    std::unordered_map<std::string, std::uint64_t> function_ids;
+    std::vector<std::uint32_t> function_sites;
+    std::vector<std::uint64_t> function_of_location;
+
+    std::string msg, sub;
+    pb_writer w(out);
+    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
+        sub.clear();
+        pb_writer s(sub);
+        s.int_field(1, str(type));
+        s.int_field(2, str(unit));
+        w.bytes_field(field, sub);
+    };
+    value_type(p_sample_type, "goroutine", "count");
+
+    std::vector<std::uint64_t> locs;
+    for (const task_group& g : v.groups()) {
+        const task_record& r = tasks[g.tasks.front()];
+        locs.clear();
+        for (std::uint32_t f : v.frames(r)) {
+            if (!location_of[f]) {
+                location_of[f] = location_sites.size() + 1;
+                location_sites.push_back(f);
+                const site_info& si = v.site(f);
+                std::string fkey = si.function;
+                fkey.push_back('\0');
+                fkey += si.file;
+                auto [it, fresh] = function_ids.try_emplace(std::move(fkey), function_sites.size() + 1);
+                if (fresh) function_sites.push_back(f);
+                function_of_location.push_back(it->second);
+            }
+            locs.push_back(location_of[f]);
+        }
+        msg.clear();
+        pb_writer s(msg);
+        s.packed_field(1, locs.begin(), locs.end());
+        const std::int64_t count = static_cast<std::int64_t>(g.count);
+        s.packed_field(2, &count, &count + 1);
+        for (const auto& [k, val] : profile_view::labels(r)) {
+            sub.clear();
+            pb_writer l(sub);
+            l.int_field(1, str(k));
+            l.int_field(2, str(val));
+            s.bytes_field(3, sub);
+        }
+        w.bytes_field(p_sample, msg);
+    }
+
+    // One mapping covering every site id (48 bits), marked symbolized.
+    msg.clear();
+    {
+        pb_writer m(msg);
+        m.uint_field(1, 1);
+        m.uint_field(3, std::uint64_t(1) << 48);
+        m.int_field(5, str("goro"));
+        m.bool_field(7, true);
+        m.bool_field(8, true);
+        m.bool_field(9, true);
+    }
+    w.bytes_field(p_mapping, msg);
+
+    for (std::size_t i = 0; i < location_sites.size(); ++i) {
+        const site_info& si = v.site(location_sites[i]);
+        msg.clear();
+        pb_writer m(msg);
+        m.uint_field(1, i + 1);
+        m.uint_field(2, 1);
+        m.uint_field(3, si.id);
+        sub.clear();
+        pb_writer line(sub);
+        line.uint_field(1, function_of_location[i]);
+        line.int_field(2, si.line);
+        m.bytes_field(4, sub);
+        w.bytes_field(p_location, msg);
+    }
+    for (std::size_t i = 0; i < function_sites.size(); ++i) {
+        const site_info& si = v.site(function_sites[i]);
+        msg.clear();
+        pb_writer m(msg);
+        m.uint_field(1, i + 1);
+        m.int_field(2, str(si.function));
+        m.int_field(3, str(si.function));
+        m.int_field(4, str(si.file));
+        w.bytes_field(p_function, msg);
+    }
+    for (std::string_view s : strings) w.bytes_field(p_string_table, s);
+    auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+    w.int_field(p_time_nanos, wall);
+    value_type(p_period_type, "goroutine", "count");
+    w.int_field(p_period, 1);
+}
+
+}  // namespace detail
+
+/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
+inline std::string pprof_profile(const snapshot& s) {
+    detail::profile_view v(s);
+    std::string out;
+    detail::write_pprof(out, v);
+    return out;
+}
+
+/// Takes a snapshot now and returns it as a pprof goroutine profile.
+inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
+
+}  // namespace goro
+// ---- end goro/inspect/pprof.hpp ----
+
+namespace goro {
+
+namespace detail {
+
+/// Where formatted text goes: a string (grows), or an ostream fed in chunks.
+class text_sink {
+public:
+    explicit text_sink(std::string& s) noexcept : buf_(&s) {}
+    explicit text_sink(std::ostream& os) : buf_(&own_), os_(&os) { own_.reserve(chunk + 4096); }
+    text_sink(const text_sink&) = delete;
+    text_sink& operator=(const text_sink&) = delete;
+    ~text_sink() { flush(); }
+
+    void append(std::string_view s) {
+        buf_->append(s.data(), s.size());
+        if (os_ && buf_->size() >= chunk) flush();
+    }
+    void put(char c) { buf_->push_back(c); }
+    void number(std::uint64_t v) {
+        char b[24];
+        auto r = std::to_chars(b, b + sizeof b, v);
+        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+    }
+    void signed_number(std::int64_t v) {
+        char b[24];
+        auto r = std::to_chars(b, b + sizeof b, v);
+        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+    }
+    void flush() {
+        if (os_ && !own_.empty()) {
+            os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
+            own_.clear();
+        }
+    }
+    /// Room for `n` more bytes when writing to a string (a hint; no effect on a stream).
+    void reserve_more(std::size_t n) {
+        if (!os_) buf_->reserve(buf_->size() + n);
+    }
+
+private:
+    static constexpr std::size_t chunk = 64 * 1024;
+    std::string own_;
+    std::string* buf_;
+    std::ostream* os_ = nullptr;
+};
+
+/// Length of the valid UTF-8 sequence starting at s[i] (a lead byte >= 0x80), or 0.
+inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+    if (c >= 0xF5) n = 0;
+    if (n == 0 || i + n > s.size()) return 0;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
+    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
+    return n;
+}
+
+/// Go's strconv.Quote, the spelling of pprof labels in debug=1.
+inline void go_quote(std::string& out, std::string_view s) {
+    static constexpr char hexd[] = "0123456789abcdef";
+    out.push_back('"');
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\a': out += "\\a"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\v': out += "\\v"; break;
+            default:
+                if (c < 0x20 || c == 0x7f) {
+                    out += "\\x";
+                    out.push_back(hexd[c >> 4]);
+                    out.push_back(hexd[c & 15]);
+                } else {
+                    out.push_back(static_cast<char>(c));
+                }
+            }
+            ++i;
+            continue;
+        }
+        std::size_t n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            out += "\\x";
+            out.push_back(hexd[c >> 4]);
+            out.push_back(hexd[c & 15]);
+            ++i;
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+    out.push_back('"');
+}
+
+/// JSON string escaping; invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
+inline void json_quote(std::string& out, std::string_view s) {
+    static constexpr char hexd[] = "0123456789abcdef";
+    out.push_back('"');
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                if (c < 0x20) {
+                    out += "\\u00";
+                    out.push_back(hexd[c >> 4]);
+                    out.push_back(hexd[c & 15]);
+                } else {
+                    out.push_back(static_cast<char>(c));
+                }
+            }
+            ++i;
+            continue;
+        }
+        std::size_t n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            out += "\\ufffd";
+            ++i;
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+    out.push_back('"');
+}
+
+/// One frame line of the debug=1 shape, whatever it comes from.
+struct text_frame {
+    std::string_view hex, function, file;
+    std::uint32_t line = 0;
+    std::uint32_t function_width = 0;
+};
+
+/// Go's text/tabwriter with minwidth 1, tabwidth 8, padding 1 and '\t' padding:
+/// a column is as wide as its widest cell plus one, rounded up to a multiple
+/// of 8, and each cell is followed by as many tabs as reach that width.
+inline void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
+    std::size_t cell = (column_width + 7) / 8 * 8;
+    std::size_t tabs = (cell - text_width + 7) / 8;
+    out.append(tabs, '\t');
+}
+
+inline void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
+    std::size_t hex_w = 1, fn_w = 1;
+    for (const text_frame& f : frames) {
+        hex_w = std::max(hex_w, f.hex.size() + 1);
+        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
+    }
+    char num[16];
+    for (const text_frame& f : frames) {
+        out += "#";
+        tab_pad(out, 1, 2);
+        out += f.hex;
+        tab_pad(out, f.hex.size(), hex_w);
+        out += f.function;
+        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
+            out += '\n';
+            continue;
+        }
+        tab_pad(out, f.function_width, fn_w);
+        out += f.file;
+        out += ':';
+        auto r = std::to_chars(num, num + sizeof num, f.line);
+        out.append(num, static_cast<std::size_t>(r.ptr - num));
+        out += '\n';
+    }
+}
+
+/// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
+inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    if (labels.empty()) return;
+    std::vector<std::string> kv;
+    kv.reserve(labels.size());
+    for (const auto& [k, v] : labels) {
+        std::string s;
+        go_quote(s, k);
+        s += ':';
+        go_quote(s, v);
+        kv.push_back(std::move(s));
+    }
+    std::sort(kv.begin(), kv.end());
+    out += "# labels: {";
+    for (std::size_t i = 0; i < kv.size(); ++i) {
+        if (i) out += ", ";
+        out += kv[i];
+    }
+    out += "}\n";
+}
+
+inline text_frame text_frame_of(const site_info& si) noexcept {
+    return text_frame{std::string_view(si.hex, si.hex_len), si.function, si.file, si.line, si.function_width};
+}
+
+inline void write_debug1(text_sink& out, const profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
+    out.append(head);
+    std::string block;
+    std::vector<text_frame> frames;
+    for (const task_group& g : v.groups()) {
+        const task_record& r = tasks[g.tasks.front()];
+        block.clear();
+        frames.clear();
+        block += std::to_string(g.count);
+        block += " @";
+        for (std::uint32_t f : v.frames(r)) {
+            const site_info& si = v.site(f);
+            block += ' ';
+            block.append(si.hex, si.hex_len);
+            frames.push_back(text_frame_of(si));
+        }
+        block += '\n';
+        write_labels_line(block, profile_view::labels(r));
+        write_frame_lines(block, frames);
+        block += '\n';
+        out.append(block);
+    }
+}
+
+inline const char* state_text(const task_record& r) noexcept {
+    switch (r.state) {
+    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
+    case task_state::running: return "running";
+    case task_state::runnable: return "runnable";
+    }
+    return "unknown";
+}
+
+/// Whole minutes parked, Go's rule: shown when at least one.
+inline std::int64_t minutes_waiting(const task_record& r, std::int64_t now_ns) noexcept {
+    if (r.state != task_state::waiting || r.since_ns == 0 || now_ns <= r.since_ns) return 0;
+    return (now_ns - r.since_ns) / 60'000'000'000;
+}
+
+struct pick_all {
+    bool operator()(const task_record&) const noexcept { return true; }
+};
+
+/// debug=2 blocks for the tasks `pick` accepts (all of them for a dump).
+template <class Pick = pick_all>
+void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
+    const auto& tasks = v.snap().tasks();
+    site_table& table = v.table();
+    // Per-site text, made on first use: "function(...)\n\tfile:line\n" for a
+    // frame, and the two halves of a "created by" line.
+    std::vector<std::string> frame_text, created_text, created_place;
+    auto ensure = [](std::vector<std::string>& vec, std::size_t n) {
+        if (vec.size() < n) vec.resize(n);
+    };
+    out.reserve_more(tasks.size() * 160);
+    const std::int64_t now = v.snap().taken_at_ns();
+    bool first = true;
+    for (const task_record& r : tasks) {
+        if (!pick(r)) continue;
+        if (!first) out.put('\n');
+        first = false;
+        out.append("goroutine ");
+        out.number(r.id);
+        out.append(" [");
+        out.append(state_text(r));
+        if (std::int64_t m = minutes_waiting(r, now); m >= 1) {
+            out.append(", ");
+            out.signed_number(m);
+            out.append(" minutes");
+        }
+        out.append("]:\n");
+        for (std::uint32_t f : v.frames(r)) {
+            ensure(frame_text, table.size());
+            std::string& t = frame_text[f];
+            if (t.empty()) {
+                const site_info& si = table[f];
+                if (f < 2) {
+                    t = "\t" + si.function + "\n";
+                } else {
+                    t = si.function + "(...)\n\t" + si.file + ":" + std::to_string(si.line) + "\n";
+                }
+            }
+            out.append(t);
+        }
+        if (r.kind == task_kind::blocked) continue;  // like Go's main goroutine
+        std::uint32_t c = table.intern(r.created_by);
+        ensure(created_text, table.size());
+        ensure(created_place, table.size());
+        if (created_text[c].empty()) {
+            const site_info& si = table[c];
+            created_text[c] = "created by " + (c < 2 ? std::string("?") : si.function);
+            created_place[c] = "\n\t" + si.file + ":" + std::to_string(si.line) + "\n";
+        }
+        out.append(created_text[c]);
+        if (r.parent_id) {
+            out.append(" in goroutine ");
+            out.number(r.parent_id);
+        }
+        out.append(created_place[c]);
+    }
+}
+
+inline void write_json_frame(std::string& out, const site_info& si) {
+    out += "{\"function\":";
+    json_quote(out, si.function);
+    out += ",\"file\":";
+    json_quote(out, si.file);
+    out += ",\"line\":";
+    out += std::to_string(si.line);
+    out += ",\"site_id\":\"";
+    out.append(si.hex, si.hex_len);
+    out += "\"}";
+}
+
+inline void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    out += '{';
+    bool first = true;
+    for (const auto& [k, val] : labels) {
+        if (!first) out += ',';
+        first = false;
+        json_quote(out, k);
+        out += ':';
+        json_quote(out, val);
+    }
+    out += '}';
+}
+
+inline void write_json(text_sink& out, profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    site_table& table = v.table();
+    std::vector<std::string> frame_json;
+    auto frame = [&](std::uint32_t f) -> const std::string& {
+        if (frame_json.size() < table.size()) frame_json.resize(table.size());
+        std::string& t = frame_json[f];
+        if (t.empty()) write_json_frame(t, table[f]);
+        return t;
+    };
+    const std::int64_t now = v.snap().taken_at_ns();
+    out.reserve_more(tasks.size() * 260);
+    out.append("{\"total\":");
+    out.number(v.snap().total());
+    out.append(",\"tasks\":[");
+    std::string line;
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        line.clear();
+        line += i ? ",\n" : "\n";
+        line += "{\"id\":";
+        line += std::to_string(r.id);
+        line += ",\"state\":\"";
+        line += to_string(r.state);
+        line += "\",\"wait_reason\":";
+        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
+        else line += "null";
+        line += ",\"waiting_ns\":";
+        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
+        line += ",\"name\":";
+        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
+        line += ",\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
+        line += ",\"parent_id\":";
+        line += std::to_string(r.parent_id);
+        line += ",\"created_by\":";
+        line += frame(table.intern(r.created_by));
+        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n],\"groups\":[");
+    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
+        const task_group& g = v.groups()[gi];
+        const task_record& r = tasks[g.tasks.front()];
+        line.clear();
+        line += gi ? ",\n" : "\n";
+        line += "{\"count\":";
+        line += std::to_string(g.count);
+        line += ",\"task_ids\":[";
+        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
+            if (k) line += ',';
+            line += std::to_string(tasks[g.tasks[k]].id);
+            if (line.size() > 60000) {
+                out.append(line);
+                line.clear();
+            }
+        }
+        line += "],\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n]}\n");
+}
+
+inline void check_debug(int debug, const char* op) {
+    if (debug < 0 || debug > 3)
+        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
+                          std::to_string(debug));
+}
+
+/// debug=2: every task's block.
+inline void write_debug2_all(text_sink& out, const snapshot& s) {
+    profile_view v(s, false);
+    write_stacks(out, v);
+}
+
+/// debug=1, flushed to `out`.
+inline void write_debug1_to(std::ostream& out, const snapshot& s) {
+    {
+        text_sink sink(out);
+        profile_view v(s);
+        write_debug1(sink, v);
+    }
+    out.flush();
+}
+
+inline void write_profile(text_sink& out, const snapshot& s, int debug) {
+    switch (debug) {
+    case 0: {
+        profile_view v(s);
+        std::string pb;
+        write_pprof(pb, v);
+        out.append(pb);
+        return;
+    }
+    case 1: {
+        profile_view v(s);
+        write_debug1(out, v);
+        return;
+    }
+    case 2:
+        write_debug2_all(out, s);
+        return;
+    default: {
+        profile_view v(s);
+        write_json(out, v);
+        return;
+    }
+    }
+}
+
+}  // namespace detail
+
+/// Writes `s` in the format `debug` selects (0 pprof, 1 grouped, 2 per task, 3 JSON).
+inline void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1) {
+    detail::check_debug(debug, "goro::write_goroutine_profile");
+    detail::text_sink sink(out);
+    detail::write_profile(sink, s, debug);
+}
+
+/// `s` in the format `debug` selects, as a string (debug 0: the protobuf bytes).
+inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
+    detail::check_debug(debug, "goro::goroutine_profile");
+    std::string out;
+    {
+        detail::text_sink sink(out);
+        detail::write_profile(sink, s, debug);
+    }
+    return out;
+}
+
+/// Takes a snapshot now and returns it in the format `debug` selects.
+inline std::string goroutine_profile(int debug = 1) {
+    detail::check_debug(debug, "goro::goroutine_profile");
+    return goroutine_profile(snapshot::take(), debug);
+}
+
+/// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
+inline void dump_goroutines(std::ostream& out, int debug = 1) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, snapshot::take(), debug);
+    out.flush();
+}
+
+/// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
+/// function, not a default argument, so that a program that only ever calls
+/// this compiles none of the other formats into itself.
+inline void dump_goroutines() { detail::write_debug1_to(std::cerr, snapshot::take()); }
+
+/// Prints a snapshot already taken.
+inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, s, debug);
+    out.flush();
+}
+
+/// debug=2 blocks of the chosen tasks only (`pick(const task_record&) -> bool`),
+/// for reports that show some tasks (a leak check, a crash report).
+template <class Pick>
+void write_goroutine_stacks(std::ostream& out, const snapshot& s, Pick&& pick) {
+    detail::text_sink sink(out);
+    detail::profile_view v(s, false);
+    detail::write_stacks(sink, v, pick);
+}
+
+/// The snapshot as JSON (schema at the top of this file).
+inline std::string tasks_json(const snapshot& s) { return goroutine_profile(s, 3); }
+inline std::string tasks_json() { return goroutine_profile(snapshot::take(), 3); }
+inline void write_tasks_json(std::ostream& out, const snapshot& s) { write_goroutine_profile(out, s, 3); }
+
+// --- diff ----------------------------------------------------------------------
+
+/// A stack whose task count grew between two snapshots.
+struct group_change {
+    std::int64_t delta = 0;  ///< after - before (> 0)
+    std::size_t before = 0;  ///< count in the earlier snapshot (0: a new group)
+    std::size_t after = 0;
+    std::vector<std::uint64_t> site_ids;  ///< leaf first (0 for a pseudo-frame)
+    std::vector<stack_frame> frames;      ///< leaf first
+    std::vector<std::pair<std::string, std::string>> labels;
+    std::vector<std::uint64_t> new_task_ids;  ///< tasks of this group that did not exist before
+};
+
+struct snapshot_diff {
+    std::size_t total_before = 0;
+    std::size_t total_after = 0;
+    std::vector<group_change> grown;  ///< delta descending, then count descending
+};
+
+/// Groups whose count grew from `before` to `after`: "what leaks between these two moments".
+inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
+    detail::profile_view vb(before), va(after);
+    snapshot_diff d;
+    d.total_before = before.total();
+    d.total_after = after.total();
+    auto signature = [](const detail::profile_view& v, const task_record& r) {
+        std::vector<std::uint64_t> sig;
+        for (std::uint32_t f : v.frames(r)) sig.push_back(f < 2 ? 0xfeed0000ull + f : v.site(f).id);
+        return sig;
+    };
+    struct old_group {
+        std::vector<std::uint64_t> sig;
+        const std::vector<std::pair<std::string, std::string>>* labels;
+        std::size_t count;
+    };
+    std::unordered_map<std::uint64_t, std::vector<old_group>> old;
+    for (const task_group& g : vb.groups()) {
+        const task_record& r = before.tasks()[g.tasks.front()];
+        old[g.key].push_back(old_group{signature(vb, r), &detail::profile_view::labels(r), g.count});
+    }
+    std::vector<std::uint64_t> before_ids;
+    before_ids.reserve(before.total());
+    for (const task_record& r : before.tasks()) before_ids.push_back(r.id);  // ascending already
+    for (const task_group& g : va.groups()) {
+        const task_record& r = after.tasks()[g.tasks.front()];
+        auto sig = signature(va, r);
+        const auto& labels = detail::profile_view::labels(r);
+        std::size_t was = 0;
+        if (auto it = old.find(g.key); it != old.end())
+            for (const old_group& o : it->second)
+                if (o.sig == sig && *o.labels == labels) was = o.count;
+        if (g.count <= was) continue;
+        group_change c;
+        c.delta = static_cast<std::int64_t>(g.count) - static_cast<std::int64_t>(was);
+        c.before = was;
+        c.after = g.count;
+        for (std::uint32_t f : va.frames(r)) {
+            const detail::site_info& si = va.site(f);
+            c.site_ids.push_back(si.id);
+            c.frames.push_back(stack_frame{si.function, si.file, si.line});
+        }
+        c.labels = labels;
+        for (std::uint32_t ti : g.tasks) {
+            std::uint64_t id = after.tasks()[ti].id;
+            if (!std::binary_search(before_ids.begin(), before_ids.end(), id)) c.new_task_ids.push_back(id);
+        }
+        d.grown.push_back(std::move(c));
+    }
+    std::stable_sort(d.grown.begin(), d.grown.end(), [](const group_change& a, const group_change& b) {
+        if (a.delta != b.delta) return a.delta > b.delta;
+        return a.after > b.after;
+    });
+    return d;
+}
+
+/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+inline void write_diff(std::ostream& os, const snapshot_diff& d) {
+    detail::text_sink out(os);
+    std::string block = "goroutine profile diff: ";
+    std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
+    if (total >= 0) block += '+';
+    block += std::to_string(total);
+    block += '\n';
+    out.append(block);
+    std::vector<std::string> hex;
+    std::vector<detail::text_frame> frames;
+    for (const group_change& c : d.grown) {
+        block.clear();
+        hex.clear();
+        frames.clear();
+        block += '+';
+        block += std::to_string(c.delta);
+        block += " @";
+        for (std::size_t i = 0; i < c.frames.size(); ++i) {
+            char b[20];
+            hex.emplace_back(b, detail::format_hex(b, c.site_ids[i]));
+            block += ' ';
+            block += hex.back();
+        }
+        block += '\n';
+        for (std::size_t i = 0; i < c.frames.size(); ++i) {
+            const stack_frame& f = c.frames[i];
+            frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
+        }
+        detail::write_labels_line(block, c.labels);
+        detail::write_frame_lines(block, frames);
+        block += '\n';
+        out.append(block);
+    }
+}
+
+inline std::string to_string(const snapshot_diff& d) {
+    std::ostringstream os;
+    write_diff(os, d);
+    return os.str();
+}
+
+}  // namespace goro
+// ---- end goro/inspect/dump.hpp ----
+
+// ---- begin goro/inspect/panic.hpp ----
+// goro/inspect/panic.hpp — the crash report: an exception escaping a detached task.
+//
+//   goro::go(worker());        // worker() throws std::runtime_error("boom")
+//
+// prints to stderr, like Go's runtime:
+//
+//   panic: boom [std::runtime_error]
+//
+//   goroutine 7 [running]:
+//   worker(...)
+//           src/worker.cpp:31
+//   created by main in goroutine 1
+//           src/main.cpp:12
+//
+//   goroutine 1 [chan receive]:
+//   ...
+//
+// and terminates with std::abort() (SIGABRT). The first block is the task that
+// panicked, at the last `co_await` its root frame reached (the frames between
+// that point and the `throw` are already unwound: exceptions travel through
+// co_await); then every other task, in Go's debug=2 form.
+//
+// A program can replace the default with `goro::set_panic_handler(fn)`; `fn`
+// receives a `goro::panic_info` (the task's record, the exception, its message
+// and type, and the whole report above as text). When `fn` returns, the task's
+// frames are destroyed and it leaves the registry as if it had finished: the
+// process goes on. `fn` runs on the worker that ran the task, must not throw
+// (it is called from a noexcept context: a throw terminates), and must not
+// block waiting for other tasks (it occupies a worker).
+//
+// Every program gets this report: goro/core/go.hpp includes this header and
+// installs the report as goro's panic handler (`detail::panic_handler()`,
+// registry.hpp) before the first task starts.
+//
+// THREAD SAFETY: panics on several workers at once are reported one at a time
+// (a process-wide mutex); the first default report aborts the process. The
+// report takes a snapshot, which stops the world from the panicking worker
+// (allowed: the caller's own worker counts as stopped).
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <typeinfo>
+#include <utility>
+
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define GORO_HAS_CXXABI 1
+#else
+#define GORO_HAS_CXXABI 0
+#endif
+
+
+namespace goro {
+
+namespace detail {
+
+// --- Go's debug=2 text, one block per task ---------------------------------
+// Shared by the crash and leak reports. goro/inspect/dump.hpp owns the public
+// formats and writes whole snapshots; these reports need blocks for chosen
+// tasks (the panicking one first, or only the leaked ones), so they write
+// them here, in the same shape as dump.hpp's debug=2:
+//
+//   goroutine 18 [chan receive, 5 minutes]:
+//   worker(...)
+//           file.cpp:16
+//   created by start_workers in goroutine 1
+//           file.cpp:23
+
+inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
+    out << "goroutine " << r.id << " [";
+    switch (r.state) {
+    case task_state::running: out << "running"; break;
+    case task_state::runnable: out << "runnable"; break;
+    case task_state::waiting: out << (r.wait_reason ? r.wait_reason : "waiting"); break;
+    }
+    if (r.state == task_state::waiting && r.since_ns > 0) {
+        std::int64_t minutes = (snap.taken_at_ns() - r.since_ns) / 60'000'000'000;
+        if (minutes >= 1) out << ", " << minutes << " minutes";  // Go's spelling, "1 minutes" included
+    }
+    out << "]:\n";
+}
+
+/// One task's block, without the blank line that separates blocks.
+inline void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
+    write_debug2_header(out, snap, r);
+    bool any = false;
+    for (const site& s : snap.stack(r)) {
+        // A frame that never suspended has no site yet (its root ran straight to a throw).
+        if (s.line() == 0 && (!s.function_name() || !*s.function_name())) continue;
+        any = true;
+        out << clean_function_name(s.function_name() ? s.function_name() : "") << "(...)\n\t"
+            << (s.file_name() ? s.file_name() : "") << ':' << s.line() << '\n';
+    }
+    // Pseudo-frames, spelled as goro/inspect/dump.hpp spells them.
+    if (!r.frames_known) out << "\t(stack unavailable: running)\n";
+    else if (!any) out << (r.state == task_state::runnable ? "\t(not started)\n" : "\t(no co_await reached yet)\n");
+    // A thread in block_on is the bottom of its own stack, like Go's main: no creator.
+    if (r.kind == task_kind::task) {
+        const site& c = r.created_by;
+        std::string creator = clean_function_name(c.function_name() ? c.function_name() : "");
+        out << "created by " << (creator.empty() ? "?" : creator);
+        if (r.parent_id) out << " in goroutine " << r.parent_id;
+        out << "\n\t" << (c.file_name() ? c.file_name() : "") << ':' << c.line() << '\n';
+    }
+}
+
+/// Blocks for the tasks for which `pick(record)` holds, in id order, each
+/// followed by a blank line (as Go separates them).
+template <class Pick>
+void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
+    for (const task_record& r : snap.tasks())
+        if (pick(r)) {
+            write_debug2_task(out, snap, r);
+            out << '\n';
+        }
+}
+
+/// The name of an exception's dynamic type, demangled where the ABI allows;
+/// call inside a catch block. Empty when unknown.
+inline std::string current_exception_type_name() {
+#if GORO_HAS_CXXABI
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    if (!t) return {};
+    int status = 0;
+    char* d = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
+    std::string out = (status == 0 && d) ? std::string(d) : std::string(t->name());
+    std::free(d);
+    return out;
+#else
+    return {};
+#endif
+}
+
+}  // namespace detail
+
+/// What a panic handler is told.
+struct panic_info {
+    task_record task;              ///< the task the exception escaped (state running)
+    std::exception_ptr error;      ///< the exception itself
+    std::string message;           ///< what() for a std::exception, else a description
+    std::string type;              ///< demangled type of the exception, or empty
+    std::string report;            ///< the whole crash report (see the top of this header)
+};
+
+/// A replacement for the crash report (see the top of this header).
+using panic_hook = std::function<void(const panic_info&)>;
+
+namespace detail {
+
+struct panic_state {
+    std::mutex report_mu;  // one report at a time
+    std::mutex hook_mu;    // guards hook
+    std::shared_ptr<const goro::panic_hook> hook;
+};
+
+inline panic_state& the_panic_state() {
+    static panic_state* s = new panic_state();  // never destroyed: panics may come during exit
+    return *s;
+}
+
+/// Builds the report for `task`, which is running on this worker and whose
+/// frames are those of its last suspension.
+inline panic_info make_panic_info(task_header& task, std::exception_ptr error) {
+    panic_info info;
+    info.error = error;
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        info.message = e.what();
+        info.type = current_exception_type_name();
+    } catch (...) {
+        info.type = current_exception_type_name();
+        info.message = info.type.empty() ? "unknown exception" : "exception of type " + info.type;
+    }
+    snapshot snap = snapshot::take();
+    const task_record* self = nullptr;
+    for (const task_record& r : snap.tasks())
+        if (r.id == task.id) self = &r;
+
+    std::ostringstream out;
+    out << "panic: " << info.message;
+    if (!info.type.empty() && info.message.rfind("exception of type ", 0) != 0) out << " [" << info.type << ']';
+    out << "\n\n";
+    if (self) {
+        info.task = *self;
+        write_debug2_task(out, snap, *self);
+        out << '\n';
+    } else {
+        // Cannot happen (the task is listed until it finishes); say so rather than lie.
+        out << "goroutine " << task.id << " [running]:\n\t(not found in the snapshot)\n\n";
+        info.task.id = task.id;
+        info.task.state = task_state::running;
+    }
+    write_debug2(out, snap, [&](const task_record& r) { return r.id != task.id; });
+    info.report = out.str();
+    return info;
+}
+
+/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
+inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
+    panic_state& ps = the_panic_state();
+    std::shared_ptr<const goro::panic_hook> hook;
+    {
+        std::lock_guard<std::mutex> g(ps.hook_mu);
+        hook = ps.hook;
+    }
+    std::unique_lock<std::mutex> g(ps.report_mu, std::defer_lock);
+    if (!hook) g.lock();  // the default report ends the process: let one finish printing
+    panic_info info;
+    try {
+        info = make_panic_info(task, error);
+    } catch (...) {
+        // Out of memory while formatting: fall back to the minimal report.
+        default_panic(task, std::move(error));
+    }
+    if (hook) {
+        (*hook)(info);
+        return;
+    }
+    std::fwrite(info.report.data(), 1, info.report.size(), stderr);
+    std::fflush(stderr);
+    std::abort();
+}
+
+}  // namespace detail
+
+/// Replaces what happens when an exception escapes a detached task; an empty
+/// `fn` restores the default (print the report and abort). Returns the
+/// previous hook (empty when it was the default).
+inline panic_hook set_panic_handler(panic_hook fn) {
+    detail::panic_state& ps = detail::the_panic_state();
+    std::shared_ptr<const goro::panic_hook> next;
+    if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
+    std::lock_guard<std::mutex> g(ps.hook_mu);
+    std::shared_ptr<const goro::panic_hook> prev = std::exchange(ps.hook, std::move(next));
+    // Reassert ours, in case something replaced the raw pointer meanwhile.
+    detail::panic_handler().store(&detail::report_panic, std::memory_order_release);
+    return prev ? *prev : panic_hook{};
+}
+
+}  // namespace goro
+// ---- end goro/inspect/panic.hpp ----
+
+namespace goro {
+
+/// Thrown by a block_on that waited in a deadlock (see the top of this header).
+class deadlock_error : public error {
+public:
+    explicit deadlock_error(std::shared_ptr<const std::string> report)
+        : error("goro::block_on: all goroutines are asleep - deadlock!"), report_(std::move(report)) {}
+    /// The report printed to stderr: the fatal error line, a blank line, every task (debug=2).
+    const std::string& report() const noexcept {
+        static const std::string none;
+        return report_ ? *report_ : none;
+    }
+
+private:
+    std::shared_ptr<const std::string> report_;
+};
+
+enum class deadlock_policy : int {
+    throw_error,  ///< print the report, then block_on throws goro::deadlock_error
+    abort,        ///< print the report, then std::abort()
+    off,          ///< no detection
+};
+
+namespace detail {
+
+struct deadlock_waiter {
+    std::atomic<std::uint32_t>* done;
+    task_header* body;                              // a key; dereferenced only while listed, world stopped
+    std::shared_ptr<const std::string> report{};    // set when the watchdog ends the wait
+};
+
+struct deadlock_watch {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<deadlock_waiter*> waiters;         // under mu
+    bool thread_started = false;                   // under mu
+    std::atomic<int> policy{-1};                   // -1: not read from the environment yet
+    std::atomic<std::int64_t> grace_ns{1'000'000'000};
+    std::atomic<int> external_guards{0};
+};
+
+inline deadlock_watch& the_deadlock_watch() {
+    static deadlock_watch* w = new deadlock_watch();  // never destroyed: the watchdog outlives main
+    return *w;
+}
+
+inline deadlock_policy policy_from_env() {
+    const char* e = std::getenv("GORO_DEADLOCK");
+    if (!e || !*e || std::strcmp(e, "throw") == 0) return deadlock_policy::throw_error;
+    if (std::strcmp(e, "abort") == 0) return deadlock_policy::abort;
+    if (std::strcmp(e, "off") == 0) return deadlock_policy::off;
+    std::fprintf(stderr, "goro: ignoring GORO_DEADLOCK=\"%s\": want throw, abort or off\n", e);
+    return deadlock_policy::throw_error;
+}
+
+inline deadlock_policy current_deadlock_policy() {
+    deadlock_watch& w = the_deadlock_watch();
+    int p = w.policy.load(std::memory_order_acquire);
+    if (p < 0) {
+        int fresh = static_cast<int>(policy_from_env());
+        if (w.policy.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) p = fresh;
+    }
+    return static_cast<deadlock_policy>(p);
+}
+
+/// What the watchdog compares across the grace period.
+struct quiet_state {
+    bool quiet = false;          // idle workers, empty queue, no timer, no guard
+    std::uint64_t resumes = 0;   // sum of the workers' resume counters
+    std::int64_t tasks = 0;      // registry count
+};
+
+inline quiet_state observe_quiet() {
+    quiet_state q;
+    if (!pool_started()) return q;
+    scheduler& s = the_scheduler();
+    if (s.stopping()) return q;
+    if (the_deadlock_watch().external_guards.load(std::memory_order_acquire) != 0) return q;
+    if (s.idle_workers() != static_cast<int>(s.size())) return q;
+    if (s.global_queue_size() != 0) return q;
+    if (s.timers().pending() != 0) return q;
+    for (auto& w : s.workers()) q.resumes += w->resumes.load(std::memory_order_relaxed);
+    q.tasks = the_registry().count();
+    q.quiet = true;
+    return q;
+}
+
+inline bool same_quiet(const quiet_state& a, const quiet_state& b) {
+    return a.quiet && b.quiet && a.resumes == b.resumes && a.tasks == b.tasks;
+}
+
+/// Resumed, if ever, instead of an abandoned block_on body (see AFTER
+/// deadlock_error above): unlists the task without touching its awaitable.
+struct abandoned_task {
+    struct promise_type {
+        abandoned_task get_return_object() noexcept {
+            return {std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_always initial_suspend() const noexcept { return {}; }
+        std::suspend_never final_suspend() const noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+};
+
+// A template only so that g++ compiles this coroutine where it is used: g++ 12
+// emits the body of every inline coroutine that is not a template in every
+// translation unit that sees it.
+template <int = 0>
+abandoned_task reap_abandoned(task_header* h) {
+    // Only the body's own frame is left to free: the frames it awaited were the caller's.
+    h->leaf = nullptr;
+    std::coroutine_handle<>::from_address(h->root_frame_).destroy();
+    the_registry().retire(h);
+    co_return;
+}
+
+/// World stopped, registry locked, `h` listed and parked: cut the frames the
+/// caller owns off its chain and make a wake-up harmless.
+inline void abandon_block_on_body(task_header* h) {
+    using body_promise = task_promise<void>;  // block_on_body returns task<>
+    auto root = std::coroutine_handle<body_promise>::from_address(h->root_frame_);
+    h->leaf = &root.promise();
+    h->set_resume_point(reap_abandoned(h).handle);
+}
+
+/// Confirms the deadlock with the world stopped and, per policy, reports it.
+inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
+    snapshot snap = snapshot::take();
+    for (const task_record& r : snap.tasks())
+        if (r.state != task_state::waiting) return;
+    if (!same_quiet(observe_quiet(), base)) return;
+    deadlock_policy p = current_deadlock_policy();
+    if (p == deadlock_policy::off) return;
+
+    std::string text = "fatal error: all goroutines are asleep - deadlock!\n\n";
+    {
+        text_sink sink(text);
+        write_debug2_all(sink, snap);  // debug=2
+    }
+    auto report = std::make_shared<const std::string>(std::move(text));
+    if (p == deadlock_policy::abort) {
+        std::fwrite(report->data(), 1, report->size(), stderr);
+        std::fflush(stderr);
+        std::abort();
+    }
+
+    scheduler& s = the_scheduler();
+    registry& reg = the_registry();
+    std::vector<deadlock_waiter*> fired;
+    if (!s.stop_the_world(std::chrono::seconds(1)).all_stopped) {
+        // A worker that did not stop may be running a task: nothing is
+        // confirmed or cut with the world moving; the watchdog looks again.
+        s.start_the_world();
+        return;
+    }
+    reg.lock_all();
+    std::unique_lock<std::mutex> lk(w.mu);
+    bool still = same_quiet(observe_quiet(), base);
+    std::vector<task_header*> listed;
+    reg.for_each_unlocked([&](task_header& h) {
+        if (h.state.load(std::memory_order_relaxed) != task_state::waiting) still = false;
+        listed.push_back(&h);
+    });
+    if (still) {
+        for (deadlock_waiter* dw : w.waiters) {
+            bool is_listed = std::find(listed.begin(), listed.end(), dw->body) != listed.end();
+            std::uint32_t zero = 0;
+            // `done` still 0 means the body has not finished, so the header is alive and listed.
+            if (is_listed && dw->done->compare_exchange_strong(zero, 2, std::memory_order_acq_rel)) {
+                abandon_block_on_body(dw->body);
+                dw->report = report;
+                fired.push_back(dw);
+            }
+        }
+    }
+    reg.unlock_all();
+    s.start_the_world();
+    if (fired.empty()) return;
+    std::fwrite(report->data(), 1, report->size(), stderr);
+    std::fflush(stderr);
+    // Still under mu: a woken waiter unlists itself (and frees `done`) only after this.
+    for (deadlock_waiter* dw : fired) dw->done->notify_all();
+}
+
+inline void watchdog_main() {
+    deadlock_watch& w = the_deadlock_watch();
+    quiet_state base;
+    std::int64_t quiet_since = 0;
+    std::unique_lock<std::mutex> lk(w.mu);
+    for (;;) {
+        if (w.waiters.empty()) {
+            base = {};
+            w.cv.wait(lk);
+            continue;
+        }
+        std::int64_t grace = w.grace_ns.load(std::memory_order_relaxed);
+        std::int64_t period = std::clamp<std::int64_t>(grace / 4, 1'000'000, 100'000'000);
+        w.cv.wait_for(lk, std::chrono::nanoseconds(period));
+        if (w.waiters.empty()) continue;
+        lk.unlock();
+        quiet_state now = current_deadlock_policy() == deadlock_policy::off ? quiet_state{} : observe_quiet();
+        std::int64_t t = now_ns();
+        if (!same_quiet(now, base)) {
+            base = now;
+            quiet_since = t;
+        } else if (t - quiet_since >= w.grace_ns.load(std::memory_order_relaxed)) {
+            fire_if_deadlocked(w, base);
+            base = {};
+        }
+        lk.lock();
+    }
+}
+
+/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
+inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
+    deadlock_watch& w = the_deadlock_watch();
+    deadlock_waiter me{&done, body};
+    {
+        std::lock_guard<std::mutex> g(w.mu);
+        w.waiters.push_back(&me);
+        if (!w.thread_started) {
+            w.thread_started = true;
+            std::thread(watchdog_main).detach();
+        }
+        if (w.waiters.size() == 1) w.cv.notify_one();
+    }
+    while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
+    std::shared_ptr<const std::string> report;
+    {
+        std::lock_guard<std::mutex> g(w.mu);
+        w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
+        report = std::move(me.report);
+    }
+    if (report) throw deadlock_error(std::move(report));
+}
+
+}  // namespace detail
+
+/// Chooses what a detected deadlock does (see POLICY above).
+inline void set_deadlock_policy(deadlock_policy p) {
+    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
+}
+
+inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
+
+/// How long nothing must move before a deadlock is reported (default 1 s).
+template <class Rep, class Period>
+void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
+    detail::deadlock_watch& w = detail::the_deadlock_watch();
+    w.grace_ns.store(ns, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> g(w.mu);
+    w.cv.notify_all();  // pick up a shorter period now
+}
+
+inline std::chrono::nanoseconds deadlock_grace() {
+    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
+}
+
+/// While one exists, the deadlock detector never fires: hold one in a
+/// component whose threads wake tasks from outside goro (an I/O poller, a
+/// callback thread) and may stay silent longer than the grace period.
+class external_wakeup_guard {
+public:
+    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
+    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
+    external_wakeup_guard(const external_wakeup_guard&) = delete;
+    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
+};
+
+}  // namespace goro
+// ---- end goro/inspect/deadlock.hpp ----
+
+namespace goro {
+
+namespace detail {
+
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
+        return static_cast<A&&>(a).operator co_await();
+    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
+        return operator co_await(static_cast<A&&>(a));
+    else
+        return static_cast<A&&>(a);
+}
+
+template <class A>
+using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
+
+/// Once per process, before the first task starts: what the runtime needs
+/// from the layers above core/ and from the CPU. Here rather than in static
+/// initialisers, so that a program that includes goro and never starts a task
+/// runs none of it and links none of it.
+inline void start_runtime_once() {
+    static const bool started = [] {
+        detect_cpu_features();
+        panic_handler().store(&report_panic, std::memory_order_release);
+        return true;
+    }();
+    (void)started;
+}
+
+inline task_header* new_header(task_kind kind, const site& where) {
+    start_runtime_once();
+    task_header* h = the_registry().make_header();
+    h->kind = kind;
+    task_header_cold& c = h->cold();
+    c.spawn_site = where;
+    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
+    return h;
+}
+
+inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
+    h->root_frame_ = frame.address();
+    h->set_resume_point(frame);
+    h->leaf = &p;
+    p.header_ = h;
+    the_registry().add(h);
+    the_scheduler().spawn(h);
+}
+
+template <class R>
+struct block_on_state {
+    std::conditional_t<std::is_void_v<R>, bool, std::optional<std::conditional_t<std::is_void_v<R>, int, R>>> value{};
+    std::exception_ptr error;
+    std::atomic<std::uint32_t> done{0};
+};
+
+// `A` is `T&` for an lvalue argument (the caller keeps it) and `T` for an
+// rvalue, which the body's frame then owns: its frames live as long as the
+// body, whatever happens to the caller (see the deadlock report).
+template <class R, class A>
+task<> block_on_body(A a, std::shared_ptr<block_on_state<R>> st) {
+    try {
+        if constexpr (std::is_void_v<R>) {
+            co_await keep_site<A>{static_cast<A&&>(a)};
+        } else {
+            st->value.emplace(co_await keep_site<A>{static_cast<A&&>(a)});
+        }
+    } catch (...) {
+        st->error = std::current_exception();
+    }
+    st->done.store(1, std::memory_order_release);
+    st->done.notify_all();
+}
+
+struct sleep_awaiter {
+    struct wake_node : timer_node {
+        task_header* task = nullptr;
+    };
+    std::int64_t deadline_ns;
+    wake_node node{};
+
+    bool await_ready() const noexcept { return deadline_ns <= now_ns(); }
+    void await_suspend(std::coroutine_handle<> h) {
+        node.task = current_task_or_throw("goro::sleep");
+        park(node.task, h, wait_reason::sleep);
+        node.when_ns = deadline_ns;
+        node.fire = [](timer_node* n) noexcept {
+            ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
+        };
+        the_scheduler().timers().add(&node);
+    }
+    void await_resume() const noexcept {}
+};
+
+struct yield_awaiter {
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        task_header* t = current_task_or_throw("goro::yield");
+        t->set_resume_point(h);
+        the_scheduler().gosched(t);
+    }
+    void await_resume() const noexcept {}
+};
+
+inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noexcept {
+    // steady_clock is CLOCK_MONOTONIC on the platforms goro supports.
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace detail
+
+/// Starts `t` as a detached root task on the pool, like Go's `go` statement.
+inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
+    detail::pool_holder& ph = detail::the_pool_holder();
+    if (ph.pool.load(std::memory_order_acquire) && ph.pool.load()->stopping())
+        throw usage_error("goro::go: the pool has shut down (process exit)");
+    auto frame = t.release();
+    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
+    if (!options.name.empty() || !options.labels.empty())
+        h->cold().meta = task_meta(std::move(options));
+    detail::start_root(h, frame, frame.promise());
+}
+
+/// Runs the awaitable `a` on the pool and waits for it on this plain thread;
+/// returns its result or rethrows its exception.
+template <class A>
+auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
+    using R = detail::await_result_t<A&&>;
+    if (detail::tls_worker)
+        throw usage_error("goro::block_on: called on a pool worker; co_await the operation instead "
+                          "(blocking a worker can deadlock the pool)");
+    auto st = std::make_shared<detail::block_on_state<R>>();
+    task<> body = detail::block_on_body<R, A>(static_cast<A&&>(a), st);
+    auto frame = body.release();
+    auto site = GORO_SITE_ARG;
+    frame.promise().site_ = site;  // the bottom frame shows the block_on call
+    task_header* h = detail::new_header(task_kind::blocked, site);
+    detail::start_root(h, frame, frame.promise());
+    // The wait, which the deadlock watchdog (goro/inspect/deadlock.hpp) can
+    // end: then `done` reads 2 and it throws goro::deadlock_error. `h` is only
+    // a key for the watchdog: the body may already have finished and freed it.
+    detail::deadlock_aware_wait(st->done, h);
+    // Move the error out: the worker may drop the state's last reference at
+    // any moment, and the exception's own count is invisible to TSan.
+    if (std::exception_ptr e = std::move(st->error)) std::rethrow_exception(std::move(e));
+    if constexpr (!std::is_void_v<R>) return std::move(*st->value);
+}
+
+/// Parks the current task for at least `d` (wait reason "sleep").
+template <class Rep, class Period>
+detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    return detail::sleep_awaiter{detail::now_ns() + (ns > 0 ? ns : 0)};
+}
+
+/// Parks the current task until `t` (any clock; converted to the monotonic clock).
+template <class Clock, class Duration>
+detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+        return detail::sleep_awaiter{detail::to_monotonic_ns(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t))};
+    } else {
+        auto d = t - Clock::now();
+        return sleep_for(d);
+    }
+}
+
+/// Lets other runnable tasks run, then continues (Go's runtime.Gosched).
+inline detail::yield_awaiter yield() noexcept { return {}; }
+
+/// The id of the task running on this thread (0 off the pool).
+inline std::uint64_t this_task_id() noexcept {
+    task_header* t = detail::tls_current_task;
+    return t ? t->id : 0;
+}
+
+}  // namespace goro
+// ---- end goro/core/go.hpp ----
 
 // ---- begin goro/sync/channel.hpp ----
 // goro/sync/channel.hpp — `goro::channel<T>`: Go's channels, for goro tasks.
@@ -6587,48 +8814,65 @@ public:
         s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
     }
 
+    // go, try_go, spawn and wait, and what they call down to the group's
+    // coroutines, are templates (of a parameter nobody passes) only so that
+    // a program compiles them where it uses them: g++ 12 emits the body of
+    // every coroutine it instantiates, or that is not a template, in every
+    // translation unit that sees it, used or not, with all that it calls.
+
     /// Starts `t` now. Throws goro::usage_error when a limit is set and reached
     /// (`co_await spawn(t)` waits for a slot instead).
+    template <int N = 0>
     void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
         if (s_->limit && !s_->limit->try_acquire())
             throw usage_error("goro::errgroup::go: the limit of tasks in flight is reached; "
                               "co_await spawn(task) waits for a slot, try_go(task) does not start it");
-        start(std::move(t), std::move(options), GORO_SITE_ARG);
+        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
     }
 
     /// Starts `t` if the limit allows; otherwise returns false and leaves `t` alone.
+    template <int N = 0>
     bool try_go(task<>&& t, task_options options = {}, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::try_go: the task is empty (moved-from or default-constructed)");
         if (s_->limit && !s_->limit->try_acquire()) return false;
-        start(std::move(t), std::move(options), GORO_SITE_ARG);
+        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
         return true;
     }
 
     /// `co_await g.spawn(t)`: waits for a free slot under the limit, then starts `t`.
-    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) { return spawn_at(std::move(t), task_options{}, GORO_SITE_ARG); }
+    template <int N = 0>
+    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) {
+        return spawn_at<N>(std::move(t), task_options{}, GORO_SITE_ARG);
+    }
 
     /// As spawn(t), with a name and labels. Pass a named `task_options` variable,
     /// not a braced temporary: g++ 12 relocates temporaries that appear in a
     /// co_await expression bitwise, which breaks a std::string inside them.
+    template <int N = 0>
     [[nodiscard]] task<> spawn(task<> t, const task_options& options, GORO_SITE_PARAM) {
-        return spawn_at(std::move(t), options, GORO_SITE_ARG);
+        return spawn_at<N>(std::move(t), options, GORO_SITE_ARG);
     }
 
     /// `co_await g.wait()`: once every started task has finished, cancels the
     /// group's context and returns the first error (null when none failed).
-    [[nodiscard]] task<std::exception_ptr> wait() const { return wait_body(s_); }
-
-private:
-    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
-        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
-        return spawn_body(*this, std::move(t), options, where);
+    template <int N = 0>
+    [[nodiscard]] task<std::exception_ptr> wait() const {
+        return wait_body<N>(s_);
     }
 
+private:
+    template <int N>
+    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
+        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
+        return spawn_body<N>(*this, std::move(t), options, where);
+    }
+
+    template <int N>
     void start(task<> t, task_options options, const detail::site& where) {
         s_->wg.add(1);
         try {
-            launch(run(s_, std::move(t)), std::move(options), where);
+            launch(run<N>(s_, std::move(t)), std::move(options), where);
         } catch (...) {
             s_->wg.done();
             if (s_->limit) s_->limit->release();
@@ -6645,6 +8889,7 @@ private:
 #endif
     }
 
+    template <int N>
     static task<> run(std::shared_ptr<state> s, task<> t) {
         std::exception_ptr e;
         try {
@@ -6657,11 +8902,13 @@ private:
         s->wg.done();                       // last touch of the group by this task
     }
 
+    template <int N>
     static task<> spawn_body(errgroup g, task<> t, task_options options, detail::site where) {
         if (g.s_->limit) co_await g.s_->limit->acquire();
-        g.start(std::move(t), std::move(options), where);
+        g.template start<N>(std::move(t), std::move(options), where);
     }
 
+    template <int N>
     static task<std::exception_ptr> wait_body(std::shared_ptr<state> s) {
         co_await s->wg.wait();
         s->cancel();
@@ -6674,1599 +8921,6 @@ private:
 
 }  // namespace goro
 // ---- end goro/sync/errgroup.hpp ----
-
-// ---- begin goro/inspect/snapshot.hpp ----
-// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
-// runs, as Go 1.19 takes its goroutine profile.
-//
-//   request → stop the world → start an epoch → resume → copy records → group → format
-//
-// `goro::snapshot::take()` stops every worker at a safe point (see
-// scheduler.hpp) only to start a profile epoch and note where each registry
-// shard's list begins; then the world runs again. Each task alive at that
-// moment is copied once, as it was then: by the walk that follows, or by the
-// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
-// registry.hpp). The pause is therefore the same for ten tasks or a million.
-// Names are cleaned, stacks grouped and text formatted after that, on the
-// caller's thread.
-//
-// Every task alive when the epoch began appears exactly once (tasks spawned
-// after it do not; one that exits meanwhile appears as it was); `total()`
-// equals the sum of the group counts. The task calling take() from inside the
-// pool is recorded as running with its frames as last suspended.
-// `options::concurrent = false` copies everything with the world stopped.
-//
-// When a worker does not reach a safe point before the timeout (a task that
-// never suspends, or a loaded machine), the snapshot still takes the epoch's
-// way, and `all_stopped()` is false. Such a worker resumes tasks only through
-// scheduler::run, which claims each task for the epoch once it can see it
-// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
-// the scheduler (running_unclaimed), claimed by the profiler and recorded as
-// running with `frames_known` false: their frames are changing, so neither
-// their frames nor their `leaf` is read. Every other task is copied as above.
-// As those workers did not stop, "when the epoch began" is not one instant
-// for them: a task running there that exits just then may be left out, and
-// one that has just suspended may show as running.
-
-#include <algorithm>
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <mutex>
-#include <span>
-#include <string>
-#include <string_view>
-#include <tuple>
-#include <unordered_map>
-#include <vector>
-
-
-namespace goro {
-
-/// One task as the snapshot saw it. (64 bytes on g++: a profile of a million
-/// tasks writes a million of these.)
-struct task_record {
-    std::uint64_t id = 0;
-    std::uint64_t parent_id = 0;        ///< 0: spawned outside any task
-    const char* wait_reason = nullptr;  ///< static string, Go's words; null unless waiting
-    std::int64_t since_ns = 0;          ///< coarse monotonic time it parked (waiting only)
-    detail::site created_by{};          ///< where go() / block_on() was called
-    task_meta meta;                     ///< name and labels, or empty
-    std::uint32_t first_frame = 0;      ///< index into snapshot::sites()
-    std::uint32_t frame_count = 0;
-    task_state state = task_state::runnable;
-    task_kind kind = task_kind::task;
-    bool frames_known = true;           ///< false: running on a worker that did not stop (stack unavailable)
-};
-
-/// Tasks with the same stack (and labels), as Go's debug=1 groups them.
-struct task_group {
-    std::size_t count = 0;
-    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id
-    std::uint64_t key = 0;             ///< hash of the site chain and labels
-};
-
-/// A stable id for a site: the same file, line and function give the same id
-/// in every run, so two dumps can be compared textually.
-inline std::uint64_t site_id(const detail::site& s) noexcept {
-    std::uint64_t h = 1469598103934665603ull;
-    auto mix = [&](const char* p) {
-        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
-        h = (h ^ 0xff) * 1099511628211ull;
-    };
-    mix(s.file_name());
-    mix(s.function_name());
-    h = (h ^ s.line()) * 1099511628211ull;
-    return h & 0xffffffffffffull;  // 48 bits: reads like an address
-}
-
-class snapshot {
-public:
-    struct options {
-        /// How long to wait for each worker to reach a safe point.
-        std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
-        /// Copy the records while the world runs (Go 1.19's way): the world
-        /// stops only to start a profile epoch. False: copy everything with
-        /// the world stopped, or, when a worker did not stop, as if true.
-        bool concurrent = true;
-    };
-
-    static snapshot take() { return take(options{}); }
-
-    static snapshot take(const options& opt) {
-        snapshot s;
-        s.taken_at_ns_ = detail::coarse_now_ns();
-        detail::registry& reg = detail::the_registry();
-        // Sized (not just reserved) outside the stop, so that the pages are
-        // touched now and the copy does not page-fault with the world stopped.
-        std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
-        s.tasks_.resize(expect + expect / 8 + 64);
-        s.sites_.resize(2 * expect + 256);
-
-        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
-        collector c(s);
-        detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
-        detail::stw_report rep;
-        if (sched) rep = sched->stop_the_world(opt.stop_timeout);
-        s.all_stopped_ = rep.all_stopped;
-        auto t0 = detail::now_ns();
-        reg.lock_all();
-        task_header* self = detail::tls_current_task;
-        if (!opt.concurrent && rep.all_stopped) {
-            // Everything now: no task runs but the caller's own, on this thread.
-            reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
-            reg.unlock_all();
-            s.pause_ns_ = detail::now_ns() - t0;
-            if (sched) sched->start_the_world();
-        } else {
-            // Start an epoch; copy the caller's own task now (it is running);
-            // every other task is copied by the walk below or by the worker
-            // that resumes it first (goro/core/profile_epoch.hpp).
-            detail::profile_epoch_state& p = detail::profile_epoch();
-            const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
-            p.gen.store(e, std::memory_order_release);
-            auto heads = reg.heads_locked();
-            if (self && !self->dead.load(std::memory_order_acquire)) {
-                c.record(*self, true, true);
-                detail::profile_publish(*self, e);
-            }
-            p.record = &collector::record_thunk;
-            p.ctx = &c;
-            p.active.store(true, std::memory_order_seq_cst);
-            reg.unlock_all();
-            // Workers that did not stop resume tasks only through
-            // scheduler::run, which claims each task once it can see the
-            // epoch; the tasks they may be running unclaimed are these. Each
-            // is claimed here, so no one else copies it, and recorded as
-            // running without its frames, which are changing.
-            std::vector<task_header*> unclaimed;
-            if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
-            for (task_header* h : unclaimed) {
-                if (h == self || !detail::profile_claim(*h, e)) continue;
-                if (!h->dead.load(std::memory_order_acquire)) c.record(*h, true, false);
-                detail::profile_publish(*h, e);
-            }
-            s.pause_ns_ = detail::now_ns() - t0;
-            if (sched) sched->start_the_world();
-
-            for (task_header* head : heads)
-                for (task_header* h = head; h; h = h->next_) {
-                    if (!detail::profile_claim(*h, e)) continue;
-                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, true);
-                    detail::profile_publish(*h, e);
-                }
-
-            // End the epoch once no worker is between its check and its copy.
-            p.active.store(false, std::memory_order_seq_cst);
-            while (p.inflight.load(std::memory_order_seq_cst) != 0) detail::cpu_relax();
-            p.record = nullptr;
-            p.ctx = nullptr;
-        }
-        c.finish();
-        s.sort_by_id();
-        return s;
-    }
-
-    std::size_t total() const noexcept { return tasks_.size(); }
-    const std::vector<task_record>& tasks() const noexcept { return tasks_; }
-    const std::vector<detail::site>& sites() const noexcept { return sites_; }
-    /// The sites of one task's stack, leaf first.
-    std::span<const detail::site> stack(const task_record& r) const noexcept {
-        return {sites_.data() + r.first_frame, r.frame_count};
-    }
-    /// Coarse monotonic time of the snapshot (compare with task_record::since_ns).
-    std::int64_t taken_at_ns() const noexcept { return taken_at_ns_; }
-    /// How long the world stayed stopped once every worker had stopped: the
-    /// epoch's start, or the whole copy when it was taken with the world stopped.
-    std::int64_t copy_ns() const noexcept { return pause_ns_; }
-    /// Whether every worker reached a safe point within the stop timeout.
-    /// False: the tasks that the others were running show as running, with
-    /// `frames_known` false; every other task as usual.
-    bool all_stopped() const noexcept { return all_stopped_; }
-
-    /// Groups tasks by identical stack and labels, largest group first (ties:
-    /// by the smallest task id), like Go's debug=1.
-    std::vector<task_group> groups() const {
-        // A million tasks share a few sites: hash each distinct site once.
-        site_ids ids;
-        std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
-        std::vector<task_group> out;
-        for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
-            std::uint64_t k = stack_key(tasks_[i], ids);
-            auto& cands = by_key[k];
-            task_group* g = nullptr;
-            for (std::size_t gi : cands)
-                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
-                    g = &out[gi];
-                    break;
-                }
-            if (!g) {
-                cands.push_back(out.size());
-                out.push_back(task_group{0, {}, k});
-                g = &out.back();
-            }
-            g->tasks.push_back(i);
-            ++g->count;
-        }
-        std::stable_sort(out.begin(), out.end(), [&](const task_group& a, const task_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
-        });
-        return out;
-    }
-
-    /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
-    std::uint64_t stack_key(const task_record& r) const {
-        site_ids ids;
-        return stack_key(r, ids);
-    }
-
-private:
-    /// site_id() of each distinct site, computed once (keyed by the site's
-    /// static data, which is the same for every task suspended there).
-    struct site_ids {
-        struct key_hash {
-            std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
-                auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
-                auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
-                return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
-            }
-        };
-        std::unordered_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
-        std::uint64_t operator()(const detail::site& s) {
-            auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
-            auto it = map.find(k);
-            if (it != map.end()) return it->second;
-            return map.emplace(k, site_id(s)).first->second;
-        }
-    };
-
-    std::uint64_t stack_key(const task_record& r, site_ids& ids) const {
-        std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
-        for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
-        if (r.meta)
-            for (auto& [k, v] : r.meta->labels) {
-                for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-                h = (h ^ 0x3d) * 0x100000001b3ull;
-                for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-                h = (h ^ 0x2c) * 0x100000001b3ull;
-            }
-        return h;
-    }
-
-    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const {
-        if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
-        auto sa = stack(a), sb = stack(b);
-        for (std::size_t i = 0; i < sa.size(); ++i)
-            if (ids(sa[i]) != ids(sb[i])) return false;
-        static const std::vector<std::pair<std::string, std::string>> none;
-        const auto& la = a.meta ? a.meta->labels : none;
-        const auto& lb = b.meta ? b.meta->labels : none;
-        return la == lb;
-    }
-
-    /// Ascending id. The walk copies each registry list newest first, so
-    /// the records often arrive in descending order: that costs a reversal.
-    void sort_by_id() {
-        auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
-        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
-        if (std::is_sorted(tasks_.rbegin(), tasks_.rend(), by_id)) {
-            std::reverse(tasks_.begin(), tasks_.end());
-            return;
-        }
-        std::sort(tasks_.begin(), tasks_.end(), by_id);
-    }
-
-    static std::mutex& profile_mutex() noexcept {
-        static std::mutex m;
-        return m;
-    }
-
-    /// Where the copies go: slots of the presized vectors, claimed with an
-    /// atomic cursor by the profiler and by workers alike; a rare record that
-    /// does not fit goes to a side list under a mutex.
-    class collector {
-    public:
-        explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
-
-        static void record_thunk(void* self, task_header& h) noexcept {
-            static_cast<collector*>(self)->record(h, false, true);
-        }
-
-        /// Copies `h`, alive and claimed by the caller (or the world stopped).
-        /// `running`: it runs now. `frames`: read its frames (it does not run,
-        /// or runs on the calling thread); false for a task running on a
-        /// worker that did not stop: its leaf and frames are not touched.
-        void record(task_header& h, bool running, bool frames) noexcept {
-            task_record r;
-            r.id = h.id;
-            r.parent_id = h.cold().parent_id;
-            r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
-            r.kind = h.kind;
-            r.created_by = h.cold().spawn_site;
-            r.meta = h.cold().meta;
-            if (r.state == task_state::waiting) {
-                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
-                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
-            }
-            std::uint32_t depth = 0;
-            r.frames_known = frames;
-            if (frames)
-                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
-            r.frame_count = depth;
-            std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
-            std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
-            if (off + depth <= site_cap_ && slot < task_cap_) {
-                r.first_frame = static_cast<std::uint32_t>(off);
-                copy_sites(h, s_.sites_.data() + off, depth);
-                s_.tasks_[slot] = std::move(r);
-                return;
-            }
-            std::vector<detail::site> sites(depth);  // rare: more than was counted
-            copy_sites(h, sites.data(), depth);
-            std::lock_guard<std::mutex> g(overflow_mu_);
-            overflow_.emplace_back(std::move(r), std::move(sites));
-            if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
-        }
-
-        /// After the last copy: trims the vectors and appends the overflow.
-        void finish() {
-            std::size_t n = std::min(ntasks_.load(), task_cap_);
-            s_.tasks_.resize(n);
-            std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
-            s_.sites_.resize(std::min(nsites_.load(), site_cap_));
-            for (auto& [r, sites] : overflow_) {
-                r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
-                s_.sites_.insert(s_.sites_.end(), sites.begin(), sites.end());
-                s_.tasks_.push_back(std::move(r));
-            }
-        }
-
-    private:
-        static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
-            if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
-            const detail::promise_base* p = h.leaf;
-            for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
-        }
-
-        snapshot& s_;
-        const std::size_t task_cap_, site_cap_;
-        alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
-        alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
-        std::mutex overflow_mu_;
-        std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
-    };
-
-    std::vector<task_record> tasks_;
-    std::vector<detail::site> sites_;
-    std::int64_t taken_at_ns_ = 0;
-    std::int64_t pause_ns_ = 0;
-    bool all_stopped_ = true;
-};
-
-}  // namespace goro
-// ---- end goro/inspect/snapshot.hpp ----
-
-// ---- begin goro/inspect/pprof.hpp ----
-// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
-// the grouped view of a snapshot that every output format is printed from.
-//
-//   std::string pb = goro::pprof_profile(goro::snapshot::take());
-//   // write it to a file: `go tool pprof -top file`, `-traces`, `-base old new`
-//
-// THE VIEW (detail::profile_view). A snapshot holds, per task, raw site values
-// (pointers to the compiler's static strings). A million parked tasks share a
-// handful of distinct sites, so the view interns each site once: a small
-// open-addressing table keyed on the site's pointers maps it to an index into
-// `sites`, whose entry carries the cleaned function name, file, line and the
-// stable site id (`goro::site_id`), all computed once. Two sites with equal
-// content but different pointers (an inline function emitted in two
-// translation units) get one index: entries are deduplicated by site id.
-// Grouping then hashes small integers, not strings. Groups come out in Go's
-// order: count descending, ties by the smallest task id.
-//
-// Two pseudo-sites stand for stacks that cannot be read: a task that never ran
-// yet (its root frame has no site) shows `(not started)`; a task running on a
-// worker that did not stop shows `(stack unavailable: running)`.
-//
-// THE ENCODER. profile.proto written by hand (varints and length-delimited
-// fields; the string table starts with ""): sample_type and period_type
-// goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
-// the other side), period 1, one sample per group whose value is the count,
-// location ids leaf first, one location per distinct site (address = site id),
-// one function per distinct (name, file), labels as string sample labels, one
-// mapping flagged as symbolized so pprof never tries to symbolize addresses.
-// Uncompressed: pprof reads raw and gzipped profiles alike
-// (`pprof_gzip` wraps it in a stored-block gzip for tools that insist).
-//
-// THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
-// stop of the world. Call from any thread.
-
-#include <algorithm>
-#include <array>
-#include <chrono>
-#include <cstdint>
-#include <cstring>
-#include <span>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-
-namespace goro {
-
-namespace detail {
-
-/// One distinct site of a snapshot, with its formatted pieces computed once.
-struct site_info {
-    std::uint64_t id = 0;   ///< goro::site_id (0 for the pseudo-sites)
-    std::string function;   ///< cleaned name
-    std::string file;
-    std::uint32_t line = 0;
-    char hex[20] = {};      ///< "0x…" of id
-    std::uint8_t hex_len = 0;
-    std::uint32_t function_width = 0;  ///< in code points, for Go's column alignment
-};
-
-inline std::uint32_t utf8_width(std::string_view s) noexcept {
-    std::uint32_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-}
-
-/// Appends `v` in hexadecimal with a 0x prefix, like Go's %#x.
-inline std::size_t format_hex(char* out, std::uint64_t v) noexcept {
-    static constexpr char digits[] = "0123456789abcdef";
-    char tmp[16];
-    std::size_t n = 0;
-    do {
-        tmp[n++] = digits[v & 15];
-        v >>= 4;
-    } while (v);
-    out[0] = '0';
-    out[1] = 'x';
-    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
-    return n + 2;
-}
-
-/// Distinct sites of one snapshot. Index 0 and 1 are the pseudo-sites.
-class site_table {
-public:
-    static constexpr std::uint32_t not_started = 0;
-    static constexpr std::uint32_t running = 1;
-
-    site_table() {
-        add_pseudo("(not started)");
-        add_pseudo("(stack unavailable: running)");
-        slots_.assign(64, slot{});
-    }
-
-    /// The index of `s`, interning it on first sight.
-    std::uint32_t intern(const site& s) {
-        const char* file = s.file_name();
-        const char* func = s.function_name();
-        const std::uint32_t line = s.line(), col = s.column();
-        if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
-        std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
-        h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
-        h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
-        h ^= h >> 29;
-        std::size_t mask = slots_.size() - 1;
-        for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-            slot& sl = slots_[i];
-            if (!sl.used) {
-                sl = slot{file, func, line, col, make(s), true};
-                last_ = sl;
-                if (++used_ * 2 > slots_.size()) grow();
-                return last_.index;
-            }
-            if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
-                last_ = sl;
-                return sl.index;
-            }
-        }
-    }
-
-    const site_info& operator[](std::uint32_t i) const noexcept { return infos_[i]; }
-    std::size_t size() const noexcept { return infos_.size(); }
-
-private:
-    struct slot {
-        const char* file = nullptr;
-        const char* func = nullptr;
-        std::uint32_t line = 0, col = 0;
-        std::uint32_t index = 0;
-        bool used = false;
-    };
-
-    void add_pseudo(const char* name) {
-        site_info si;
-        si.function = name;
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-    }
-
-    std::uint32_t make(const site& s) {
-        const char* func = s.function_name();
-        if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
-        std::uint64_t id = site_id(s);
-        auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
-        if (!fresh) return it->second;
-        site_info si;
-        si.id = id;
-        si.function = clean_function_name(func ? func : "");
-        si.file = s.file_name() ? s.file_name() : "";
-        si.line = s.line();
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-        return it->second;
-    }
-
-    void grow() {
-        std::vector<slot> old(slots_.size() * 2);
-        old.swap(slots_);
-        std::size_t mask = slots_.size() - 1;
-        for (const slot& sl : old) {
-            if (!sl.used) continue;
-            std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
-            h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
-            h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
-            h ^= h >> 29;
-            std::size_t i = h & mask;
-            while (slots_[i].used) i = (i + 1) & mask;
-            slots_[i] = sl;
-        }
-    }
-
-    std::vector<site_info> infos_;
-    std::vector<slot> slots_;
-    std::size_t used_ = 0;
-    slot last_{};
-    std::unordered_map<std::uint64_t, std::uint32_t> by_id_;
-};
-
-/// A snapshot with its sites interned and its tasks grouped, ready to print.
-class profile_view {
-public:
-    explicit profile_view(const snapshot& s, bool want_groups = true) : snap_(s) {
-        const auto& raw = s.sites();
-        frame_site_.resize(raw.size());
-        for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
-        if (want_groups) group();
-    }
-
-    const snapshot& snap() const noexcept { return snap_; }
-    const site_info& site(std::uint32_t i) const noexcept { return table_[i]; }
-    site_table& table() noexcept { return table_; }
-    const std::vector<task_group>& groups() const noexcept { return groups_; }
-
-    /// Indices of task `r`'s frames (into site()), leaf first; never empty.
-    std::span<const std::uint32_t> frames(const task_record& r) const noexcept {
-        static constexpr std::uint32_t running_frame[1] = {site_table::running};
-        static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
-        if (!r.frames_known) return {running_frame, 1};
-        if (r.frame_count == 0) return {unstarted_frame, 1};
-        return {frame_site_.data() + r.first_frame, r.frame_count};
-    }
-
-    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept {
-        static const std::vector<std::pair<std::string, std::string>> none;
-        return r.meta ? r.meta->labels : none;
-    }
-
-    /// Same stack and same labels: one group.
-    bool same_group(const task_record& a, const task_record& b) const {
-        auto fa = frames(a), fb = frames(b);
-        if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
-        return a.meta == b.meta || labels(a) == labels(b);
-    }
-
-    std::uint64_t group_key(const task_record& r) const noexcept {
-        std::uint64_t h = 0xcbf29ce484222325ull;
-        for (std::uint32_t f : frames(r)) {
-            // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
-            std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
-            h = (h ^ x) * 0x100000001b3ull;
-        }
-        for (const auto& [k, v] : labels(r)) {
-            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x3d) * 0x100000001b3ull;
-            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x2c) * 0x100000001b3ull;
-        }
-        return h;
-    }
-
-private:
-    void group() {
-        const auto& tasks = snap_.tasks();
-        std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
-        std::uint64_t last_key = 0;
-        std::uint32_t last_group = UINT32_MAX;
-        for (std::uint32_t i = 0; i < tasks.size(); ++i) {
-            const task_record& r = tasks[i];
-            std::uint64_t k = group_key(r);
-            std::uint32_t gi = UINT32_MAX;
-            // Neighbours usually share a stack: try the previous group before hashing.
-            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].tasks.front()], r))
-                gi = last_group;
-            if (gi == UINT32_MAX) {
-                auto& cands = by_key[k];
-                for (std::uint32_t c : cands)
-                    if (same_group(tasks[groups_[c].tasks.front()], r)) {
-                        gi = c;
-                        break;
-                    }
-                if (gi == UINT32_MAX) {
-                    gi = static_cast<std::uint32_t>(groups_.size());
-                    cands.push_back(gi);
-                    groups_.push_back(task_group{0, {}, k});
-                }
-            }
-            groups_[gi].tasks.push_back(i);
-            ++groups_[gi].count;
-            last_key = k;
-            last_group = gi;
-        }
-        // Tasks are in ascending id order, so each group's first task has its smallest id.
-        std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return tasks[a.tasks.front()].id < tasks[b.tasks.front()].id;
-        });
-    }
-
-    const snapshot& snap_;
-    site_table table_;
-    std::vector<std::uint32_t> frame_site_;  // parallel to snap_.sites()
-    std::vector<task_group> groups_;
-};
-
-// --- protobuf wire format ------------------------------------------------------
-
-class pb_writer {
-public:
-    explicit pb_writer(std::string& out) : out_(out) {}
-
-    void varint(std::uint64_t v) {
-        char b[10];
-        std::size_t n = 0;
-        while (v >= 0x80) {
-            b[n++] = static_cast<char>((v & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        b[n++] = static_cast<char>(v);
-        out_.append(b, n);
-    }
-    void tag(std::uint32_t field, std::uint32_t wire) { varint(std::uint64_t(field) << 3 | wire); }
-    /// A varint field; proto3 omits zero values.
-    void uint_field(std::uint32_t field, std::uint64_t v) {
-        if (v == 0) return;
-        tag(field, 0);
-        varint(v);
-    }
-    void int_field(std::uint32_t field, std::int64_t v) { uint_field(field, static_cast<std::uint64_t>(v)); }
-    void bool_field(std::uint32_t field, bool v) { uint_field(field, v ? 1 : 0); }
-    void bytes_field(std::uint32_t field, std::string_view b) {
-        tag(field, 2);
-        varint(b.size());
-        out_.append(b.data(), b.size());
-    }
-    /// Packed repeated varints (how proto3 writes repeated scalars).
-    template <class It>
-    void packed_field(std::uint32_t field, It first, It last) {
-        scratch_.clear();
-        pb_writer inner(scratch_);
-        for (; first != last; ++first) inner.varint(static_cast<std::uint64_t>(*first));
-        bytes_field(field, scratch_);
-    }
-
-private:
-    std::string& out_;
-    std::string scratch_;
-};
-
-// --- gzip, stored blocks (no compression: no zlib dependency) -------------------
-
-inline std::uint32_t crc32(std::string_view data) noexcept {
-    static const auto table = [] {
-        std::array<std::uint32_t, 256> t{};
-        for (std::uint32_t i = 0; i < 256; ++i) {
-            std::uint32_t c = i;
-            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            t[i] = c;
-        }
-        return t;
-    }();
-    std::uint32_t c = 0xFFFFFFFFu;
-    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
-
-}  // namespace detail
-
-/// Wraps `data` in a gzip member made of stored (uncompressed) deflate blocks.
-inline std::string pprof_gzip(std::string_view data) {
-    std::string out;
-    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
-    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
-    out.append(reinterpret_cast<const char*>(header), sizeof header);
-    std::size_t pos = 0;
-    do {
-        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
-        bool final_block = pos + n == data.size();
-        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
-                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
-        out.append(b, 5);
-        out.append(data.data() + pos, n);
-        pos += n;
-    } while (pos < data.size());
-    auto put32 = [&](std::uint32_t v) {
-        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-    };
-    put32(detail::crc32(data));
-    put32(static_cast<std::uint32_t>(data.size()));
-    return out;
-}
-
-namespace detail {
-
-/// Encodes the view's groups as a profile.proto message into `out`.
-inline void write_pprof(std::string& out, profile_view& v) {
-    // Field numbers of profile.proto.
-    enum : std::uint32_t {
-        p_sample_type = 1, p_sample = 2, p_mapping = 3, p_location = 4, p_function = 5, p_string_table = 6,
-        p_time_nanos = 9, p_period_type = 11, p_period = 12,
-    };
-    std::vector<std::string_view> strings{""};
-    std::unordered_map<std::string_view, std::int64_t> string_ids{{"", 0}};
-    auto str = [&](std::string_view s) -> std::int64_t {
-        auto [it, fresh] = string_ids.try_emplace(s, static_cast<std::int64_t>(strings.size()));
-        if (fresh) strings.push_back(s);
-        return it->second;
-    };
-    const auto& tasks = v.snap().tasks();
-
-    // Locations: one per distinct site used by a group, numbered from 1 in first-use order.
-    std::vector<std::uint64_t> location_of(v.table().size(), 0);
-    std::vector<std::uint32_t> location_sites;
-    // Functions: one per (name, file).
-    std::unordered_map<std::string, std::uint64_t> function_ids;
-    std::vector<std::uint32_t> function_sites;
-    std::vector<std::uint64_t> function_of_location;
-
-    std::string msg, sub;
-    pb_writer w(out);
-    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub.clear();
-        pb_writer s(sub);
-        s.int_field(1, str(type));
-        s.int_field(2, str(unit));
-        w.bytes_field(field, sub);
-    };
-    value_type(p_sample_type, "goroutine", "count");
-
-    std::vector<std::uint64_t> locs;
-    for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.tasks.front()];
-        locs.clear();
-        for (std::uint32_t f : v.frames(r)) {
-            if (!location_of[f]) {
-                location_of[f] = location_sites.size() + 1;
-                location_sites.push_back(f);
-                const site_info& si = v.site(f);
-                std::string fkey = si.function;
-                fkey.push_back('\0');
-                fkey += si.file;
-                auto [it, fresh] = function_ids.try_emplace(std::move(fkey), function_sites.size() + 1);
-                if (fresh) function_sites.push_back(f);
-                function_of_location.push_back(it->second);
-            }
-            locs.push_back(location_of[f]);
-        }
-        msg.clear();
-        pb_writer s(msg);
-        s.packed_field(1, locs.begin(), locs.end());
-        const std::int64_t count = static_cast<std::int64_t>(g.count);
-        s.packed_field(2, &count, &count + 1);
-        for (const auto& [k, val] : profile_view::labels(r)) {
-            sub.clear();
-            pb_writer l(sub);
-            l.int_field(1, str(k));
-            l.int_field(2, str(val));
-            s.bytes_field(3, sub);
-        }
-        w.bytes_field(p_sample, msg);
-    }
-
-    // One mapping covering every site id (48 bits), marked symbolized.
-    msg.clear();
-    {
-        pb_writer m(msg);
-        m.uint_field(1, 1);
-        m.uint_field(3, std::uint64_t(1) << 48);
-        m.int_field(5, str("goro"));
-        m.bool_field(7, true);
-        m.bool_field(8, true);
-        m.bool_field(9, true);
-    }
-    w.bytes_field(p_mapping, msg);
-
-    for (std::size_t i = 0; i < location_sites.size(); ++i) {
-        const site_info& si = v.site(location_sites[i]);
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.uint_field(2, 1);
-        m.uint_field(3, si.id);
-        sub.clear();
-        pb_writer line(sub);
-        line.uint_field(1, function_of_location[i]);
-        line.int_field(2, si.line);
-        m.bytes_field(4, sub);
-        w.bytes_field(p_location, msg);
-    }
-    for (std::size_t i = 0; i < function_sites.size(); ++i) {
-        const site_info& si = v.site(function_sites[i]);
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.int_field(2, str(si.function));
-        m.int_field(3, str(si.function));
-        m.int_field(4, str(si.file));
-        w.bytes_field(p_function, msg);
-    }
-    for (std::string_view s : strings) w.bytes_field(p_string_table, s);
-    auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    std::chrono::system_clock::now().time_since_epoch()).count();
-    w.int_field(p_time_nanos, wall);
-    value_type(p_period_type, "goroutine", "count");
-    w.int_field(p_period, 1);
-}
-
-}  // namespace detail
-
-/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
-inline std::string pprof_profile(const snapshot& s) {
-    detail::profile_view v(s);
-    std::string out;
-    detail::write_pprof(out, v);
-    return out;
-}
-
-/// Takes a snapshot now and returns it as a pprof goroutine profile.
-inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
-
-}  // namespace goro
-// ---- end goro/inspect/pprof.hpp ----
-
-// ---- begin goro/inspect/dump.hpp ----
-// goro/inspect/dump.hpp — every task's stack in Go's goroutine-profile formats.
-//
-//   goro::dump_goroutines();                   // debug=1 to stderr, grouped by stack
-//   goro::dump_goroutines(std::cout, 2);       // one block per task, like a Go crash
-//   std::string pb = goro::goroutine_profile(0);   // pprof protobuf (go tool pprof)
-//   std::string js = goro::tasks_json();           // machine-readable (debug=3)
-//   auto before = goro::snapshot::take(); ... auto after = goro::snapshot::take();
-//   goro::write_diff(std::cerr, goro::diff(before, after));   // what leaked in between
-//
-// Every form takes a snapshot (goro/inspect/snapshot.hpp: the world stops only to begin
-// it; records are copied while tasks run) or formats one the caller already took, so a leak checker or the
-// debug server can print one snapshot several ways. Formatting runs on the
-// caller's thread while tasks run. Text goes through a 64 KiB buffer and an
-// ostream gets it chunk by chunk: a dump of any size is complete (Go stops
-// debug=2 at 64 MiB; goro does not) and never built as one string unless a
-// string was asked for. Per-site text is formatted once per call (see the
-// profile_view in goro/inspect/pprof.hpp), so a million tasks on a few sites cost a
-// few string copies each.
-//
-// debug = 1 (Go's grouped format; `grep "goroutine profile:"` keeps working)
-//     goroutine profile: total 20
-//     15 @ 0x2f4a0c11d2e1 0x91aa20e4f0b7
-//     # labels: {"role":"worker"}
-//     #	0x2f4a0c11d2e1	worker		src/w.cpp:16
-//     #	0x91aa20e4f0b7	run_pool	src/w.cpp:40
-//     (blank line)
-//   Groups by count descending (ties: smallest task id first); the sum of the
-//   counts is the total. `0x…` is goro::site_id: stable across runs for the
-//   same function, file and line. Columns are padded with tabs exactly as Go's
-//   text/tabwriter pads them (minwidth 1, tabwidth 8, padding 1). The labels
-//   line uses Go's spelling: "key":"value" pairs quoted like Go's %q, sorted,
-//   joined by ", ".
-//
-// debug = 2 (one block per task, ascending id, blocks separated by a blank line)
-//     goroutine 18 [chan receive, 5 minutes]:
-//     worker(...)
-//     	src/w.cpp:16
-//     created by run_pool in goroutine 1
-//     	src/w.cpp:40
-//   States: the wait reason (Go's words) when parked, else `running` or
-//   `runnable`; `, N minutes` once parked a minute or more (N = whole minutes,
-//   Go's rule). ` in goroutine N` is left out when the task was started from a
-//   plain thread. A thread in block_on() has no `created by` line: like Go's
-//   main goroutine, its bottom frame is the block_on() call.
-//
-// Frames that cannot be read show as a pseudo-frame: `(not started)` for a
-// task that never ran, `(stack unavailable: running)` for a task still
-// running on a worker that did not stop (one that never suspends).
-//
-// debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
-//
-// debug = 3 / tasks_json(): JSON, one task or group per line. SCHEMA
-//   {
-//     "total": <int>,                       // = tasks.length = sum of groups[].count
-//     "tasks": [ {                          // ascending id
-//        "id": <int>,
-//        "state": "waiting" | "runnable" | "running",
-//        "wait_reason": <string> | null,    // Go's words ("chan receive"); null unless waiting
-//        "waiting_ns": <int>,               // how long parked when the snapshot was taken; 0 unless waiting
-//        "name": <string>,                  // "" when unnamed
-//        "labels": { <string>: <string>, ... },
-//        "kind": "task" | "block_on",       // block_on: a plain thread waiting in goro::block_on
-//        "parent_id": <int>,                // 0: started outside any task
-//        "created_by": <frame>,             // where go()/block_on() was called
-//        "frames_known": <bool>,            // false: running on a worker that did not stop
-//        "frames": [ <frame>, ... ]         // leaf first
-//     } ],
-//     "groups": [ {                         // as debug=1: count descending
-//        "count": <int>, "task_ids": [<int>, ...], "labels": {...}, "frames": [ <frame>, ... ]
-//     } ]
-//   }
-//   <frame> = {"function": <string>, "file": <string>, "line": <int>, "site_id": "0x…"}
-//   Strings are JSON-escaped; invalid UTF-8 bytes become U+FFFD.
-//
-// Diff: `diff(before, after)` lists the groups whose count grew (new groups
-// too), by delta descending, with the ids of the tasks in them that did not
-// exist before. `write_diff` prints it in the debug=1 shape:
-//     goroutine profile diff: +15
-//     +15 @ 0x2f4a0c11d2e1
-//     #	0x2f4a0c11d2e1	worker	src/w.cpp:16
-//   (the header's number is the change of the total; `+delta @ …` per group).
-
-#include <algorithm>
-#include <charconv>
-#include <cstdint>
-#include <iostream>
-#include <ostream>
-#include <span>
-#include <sstream>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-
-namespace goro {
-
-namespace detail {
-
-/// Where formatted text goes: a string (grows), or an ostream fed in chunks.
-class text_sink {
-public:
-    explicit text_sink(std::string& s) noexcept : buf_(&s) {}
-    explicit text_sink(std::ostream& os) : buf_(&own_), os_(&os) { own_.reserve(chunk + 4096); }
-    text_sink(const text_sink&) = delete;
-    text_sink& operator=(const text_sink&) = delete;
-    ~text_sink() { flush(); }
-
-    void append(std::string_view s) {
-        buf_->append(s.data(), s.size());
-        if (os_ && buf_->size() >= chunk) flush();
-    }
-    void put(char c) { buf_->push_back(c); }
-    void number(std::uint64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void signed_number(std::int64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void flush() {
-        if (os_ && !own_.empty()) {
-            os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
-            own_.clear();
-        }
-    }
-    /// Room for `n` more bytes when writing to a string (a hint; no effect on a stream).
-    void reserve_more(std::size_t n) {
-        if (!os_) buf_->reserve(buf_->size() + n);
-    }
-
-private:
-    static constexpr std::size_t chunk = 64 * 1024;
-    std::string own_;
-    std::string* buf_;
-    std::ostream* os_ = nullptr;
-};
-
-/// Length of the valid UTF-8 sequence starting at s[i] (a lead byte >= 0x80), or 0.
-inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-    if (c >= 0xF5) n = 0;
-    if (n == 0 || i + n > s.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k)
-        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
-    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
-    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
-    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
-    return n;
-}
-
-/// Go's strconv.Quote, the spelling of pprof labels in debug=1.
-inline void go_quote(std::string& out, std::string_view s) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\a': out += "\\a"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\v': out += "\\v"; break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    out += "\\x";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            out += "\\x";
-            out.push_back(hexd[c >> 4]);
-            out.push_back(hexd[c & 15]);
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
-
-/// JSON string escaping; invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
-inline void json_quote(std::string& out, std::string_view s) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    out += "\\u00";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            out += "\\ufffd";
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
-
-/// One frame line of the debug=1 shape, whatever it comes from.
-struct text_frame {
-    std::string_view hex, function, file;
-    std::uint32_t line = 0;
-    std::uint32_t function_width = 0;
-};
-
-/// Go's text/tabwriter with minwidth 1, tabwidth 8, padding 1 and '\t' padding:
-/// a column is as wide as its widest cell plus one, rounded up to a multiple
-/// of 8, and each cell is followed by as many tabs as reach that width.
-inline void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
-    std::size_t cell = (column_width + 7) / 8 * 8;
-    std::size_t tabs = (cell - text_width + 7) / 8;
-    out.append(tabs, '\t');
-}
-
-inline void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
-    std::size_t hex_w = 1, fn_w = 1;
-    for (const text_frame& f : frames) {
-        hex_w = std::max(hex_w, f.hex.size() + 1);
-        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
-    }
-    char num[16];
-    for (const text_frame& f : frames) {
-        out += "#";
-        tab_pad(out, 1, 2);
-        out += f.hex;
-        tab_pad(out, f.hex.size(), hex_w);
-        out += f.function;
-        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
-            out += '\n';
-            continue;
-        }
-        tab_pad(out, f.function_width, fn_w);
-        out += f.file;
-        out += ':';
-        auto r = std::to_chars(num, num + sizeof num, f.line);
-        out.append(num, static_cast<std::size_t>(r.ptr - num));
-        out += '\n';
-    }
-}
-
-/// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
-inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    if (labels.empty()) return;
-    std::vector<std::string> kv;
-    kv.reserve(labels.size());
-    for (const auto& [k, v] : labels) {
-        std::string s;
-        go_quote(s, k);
-        s += ':';
-        go_quote(s, v);
-        kv.push_back(std::move(s));
-    }
-    std::sort(kv.begin(), kv.end());
-    out += "# labels: {";
-    for (std::size_t i = 0; i < kv.size(); ++i) {
-        if (i) out += ", ";
-        out += kv[i];
-    }
-    out += "}\n";
-}
-
-inline text_frame text_frame_of(const site_info& si) noexcept {
-    return text_frame{std::string_view(si.hex, si.hex_len), si.function, si.file, si.line, si.function_width};
-}
-
-inline void write_debug1(text_sink& out, const profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
-    out.append(head);
-    std::string block;
-    std::vector<text_frame> frames;
-    for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.tasks.front()];
-        block.clear();
-        frames.clear();
-        block += std::to_string(g.count);
-        block += " @";
-        for (std::uint32_t f : v.frames(r)) {
-            const site_info& si = v.site(f);
-            block += ' ';
-            block.append(si.hex, si.hex_len);
-            frames.push_back(text_frame_of(si));
-        }
-        block += '\n';
-        write_labels_line(block, profile_view::labels(r));
-        write_frame_lines(block, frames);
-        block += '\n';
-        out.append(block);
-    }
-}
-
-inline const char* state_text(const task_record& r) noexcept {
-    switch (r.state) {
-    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
-    case task_state::running: return "running";
-    case task_state::runnable: return "runnable";
-    }
-    return "unknown";
-}
-
-/// Whole minutes parked, Go's rule: shown when at least one.
-inline std::int64_t minutes_waiting(const task_record& r, std::int64_t now_ns) noexcept {
-    if (r.state != task_state::waiting || r.since_ns == 0 || now_ns <= r.since_ns) return 0;
-    return (now_ns - r.since_ns) / 60'000'000'000;
-}
-
-struct pick_all {
-    bool operator()(const task_record&) const noexcept { return true; }
-};
-
-/// debug=2 blocks for the tasks `pick` accepts (all of them for a dump).
-template <class Pick = pick_all>
-void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
-    const auto& tasks = v.snap().tasks();
-    site_table& table = v.table();
-    // Per-site text, made on first use: "function(...)\n\tfile:line\n" for a
-    // frame, and the two halves of a "created by" line.
-    std::vector<std::string> frame_text, created_text, created_place;
-    auto ensure = [](std::vector<std::string>& vec, std::size_t n) {
-        if (vec.size() < n) vec.resize(n);
-    };
-    out.reserve_more(tasks.size() * 160);
-    const std::int64_t now = v.snap().taken_at_ns();
-    bool first = true;
-    for (const task_record& r : tasks) {
-        if (!pick(r)) continue;
-        if (!first) out.put('\n');
-        first = false;
-        out.append("goroutine ");
-        out.number(r.id);
-        out.append(" [");
-        out.append(state_text(r));
-        if (std::int64_t m = minutes_waiting(r, now); m >= 1) {
-            out.append(", ");
-            out.signed_number(m);
-            out.append(" minutes");
-        }
-        out.append("]:\n");
-        for (std::uint32_t f : v.frames(r)) {
-            ensure(frame_text, table.size());
-            std::string& t = frame_text[f];
-            if (t.empty()) {
-                const site_info& si = table[f];
-                if (f < 2) {
-                    t = "\t" + si.function + "\n";
-                } else {
-                    t = si.function + "(...)\n\t" + si.file + ":" + std::to_string(si.line) + "\n";
-                }
-            }
-            out.append(t);
-        }
-        if (r.kind == task_kind::blocked) continue;  // like Go's main goroutine
-        std::uint32_t c = table.intern(r.created_by);
-        ensure(created_text, table.size());
-        ensure(created_place, table.size());
-        if (created_text[c].empty()) {
-            const site_info& si = table[c];
-            created_text[c] = "created by " + (c < 2 ? std::string("?") : si.function);
-            created_place[c] = "\n\t" + si.file + ":" + std::to_string(si.line) + "\n";
-        }
-        out.append(created_text[c]);
-        if (r.parent_id) {
-            out.append(" in goroutine ");
-            out.number(r.parent_id);
-        }
-        out.append(created_place[c]);
-    }
-}
-
-inline void write_json_frame(std::string& out, const site_info& si) {
-    out += "{\"function\":";
-    json_quote(out, si.function);
-    out += ",\"file\":";
-    json_quote(out, si.file);
-    out += ",\"line\":";
-    out += std::to_string(si.line);
-    out += ",\"site_id\":\"";
-    out.append(si.hex, si.hex_len);
-    out += "\"}";
-}
-
-inline void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    out += '{';
-    bool first = true;
-    for (const auto& [k, val] : labels) {
-        if (!first) out += ',';
-        first = false;
-        json_quote(out, k);
-        out += ':';
-        json_quote(out, val);
-    }
-    out += '}';
-}
-
-inline void write_json(text_sink& out, profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    site_table& table = v.table();
-    std::vector<std::string> frame_json;
-    auto frame = [&](std::uint32_t f) -> const std::string& {
-        if (frame_json.size() < table.size()) frame_json.resize(table.size());
-        std::string& t = frame_json[f];
-        if (t.empty()) write_json_frame(t, table[f]);
-        return t;
-    };
-    const std::int64_t now = v.snap().taken_at_ns();
-    out.reserve_more(tasks.size() * 260);
-    out.append("{\"total\":");
-    out.number(v.snap().total());
-    out.append(",\"tasks\":[");
-    std::string line;
-    for (std::size_t i = 0; i < tasks.size(); ++i) {
-        const task_record& r = tasks[i];
-        line.clear();
-        line += i ? ",\n" : "\n";
-        line += "{\"id\":";
-        line += std::to_string(r.id);
-        line += ",\"state\":\"";
-        line += to_string(r.state);
-        line += "\",\"wait_reason\":";
-        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
-        else line += "null";
-        line += ",\"waiting_ns\":";
-        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
-        line += ",\"name\":";
-        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
-        line += ",\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
-        line += ",\"parent_id\":";
-        line += std::to_string(r.parent_id);
-        line += ",\"created_by\":";
-        line += frame(table.intern(r.created_by));
-        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n],\"groups\":[");
-    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
-        const task_group& g = v.groups()[gi];
-        const task_record& r = tasks[g.tasks.front()];
-        line.clear();
-        line += gi ? ",\n" : "\n";
-        line += "{\"count\":";
-        line += std::to_string(g.count);
-        line += ",\"task_ids\":[";
-        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
-            if (k) line += ',';
-            line += std::to_string(tasks[g.tasks[k]].id);
-            if (line.size() > 60000) {
-                out.append(line);
-                line.clear();
-            }
-        }
-        line += "],\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n]}\n");
-}
-
-inline void check_debug(int debug, const char* op) {
-    if (debug < 0 || debug > 3)
-        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
-                          std::to_string(debug));
-}
-
-inline void write_profile(text_sink& out, const snapshot& s, int debug) {
-    switch (debug) {
-    case 0: {
-        profile_view v(s);
-        std::string pb;
-        write_pprof(pb, v);
-        out.append(pb);
-        return;
-    }
-    case 1: {
-        profile_view v(s);
-        write_debug1(out, v);
-        return;
-    }
-    case 2: {
-        profile_view v(s, false);
-        write_stacks(out, v);
-        return;
-    }
-    default: {
-        profile_view v(s);
-        write_json(out, v);
-        return;
-    }
-    }
-}
-
-}  // namespace detail
-
-/// Writes `s` in the format `debug` selects (0 pprof, 1 grouped, 2 per task, 3 JSON).
-inline void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::write_goroutine_profile");
-    detail::text_sink sink(out);
-    detail::write_profile(sink, s, debug);
-}
-
-/// `s` in the format `debug` selects, as a string (debug 0: the protobuf bytes).
-inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::goroutine_profile");
-    std::string out;
-    {
-        detail::text_sink sink(out);
-        detail::write_profile(sink, s, debug);
-    }
-    return out;
-}
-
-/// Takes a snapshot now and returns it in the format `debug` selects.
-inline std::string goroutine_profile(int debug = 1) {
-    detail::check_debug(debug, "goro::goroutine_profile");
-    return goroutine_profile(snapshot::take(), debug);
-}
-
-/// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
-inline void dump_goroutines(std::ostream& out = std::cerr, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, snapshot::take(), debug);
-    out.flush();
-}
-
-/// Prints a snapshot already taken.
-inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, s, debug);
-    out.flush();
-}
-
-/// debug=2 blocks of the chosen tasks only (`pick(const task_record&) -> bool`),
-/// for reports that show some tasks (a leak check, a crash report).
-template <class Pick>
-void write_goroutine_stacks(std::ostream& out, const snapshot& s, Pick&& pick) {
-    detail::text_sink sink(out);
-    detail::profile_view v(s, false);
-    detail::write_stacks(sink, v, pick);
-}
-
-/// The snapshot as JSON (schema at the top of this file).
-inline std::string tasks_json(const snapshot& s) { return goroutine_profile(s, 3); }
-inline std::string tasks_json() { return goroutine_profile(snapshot::take(), 3); }
-inline void write_tasks_json(std::ostream& out, const snapshot& s) { write_goroutine_profile(out, s, 3); }
-
-// --- diff ----------------------------------------------------------------------
-
-/// A stack whose task count grew between two snapshots.
-struct group_change {
-    std::int64_t delta = 0;  ///< after - before (> 0)
-    std::size_t before = 0;  ///< count in the earlier snapshot (0: a new group)
-    std::size_t after = 0;
-    std::vector<std::uint64_t> site_ids;  ///< leaf first (0 for a pseudo-frame)
-    std::vector<stack_frame> frames;      ///< leaf first
-    std::vector<std::pair<std::string, std::string>> labels;
-    std::vector<std::uint64_t> new_task_ids;  ///< tasks of this group that did not exist before
-};
-
-struct snapshot_diff {
-    std::size_t total_before = 0;
-    std::size_t total_after = 0;
-    std::vector<group_change> grown;  ///< delta descending, then count descending
-};
-
-/// Groups whose count grew from `before` to `after`: "what leaks between these two moments".
-inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
-    detail::profile_view vb(before), va(after);
-    snapshot_diff d;
-    d.total_before = before.total();
-    d.total_after = after.total();
-    auto signature = [](const detail::profile_view& v, const task_record& r) {
-        std::vector<std::uint64_t> sig;
-        for (std::uint32_t f : v.frames(r)) sig.push_back(f < 2 ? 0xfeed0000ull + f : v.site(f).id);
-        return sig;
-    };
-    struct old_group {
-        std::vector<std::uint64_t> sig;
-        const std::vector<std::pair<std::string, std::string>>* labels;
-        std::size_t count;
-    };
-    std::unordered_map<std::uint64_t, std::vector<old_group>> old;
-    for (const task_group& g : vb.groups()) {
-        const task_record& r = before.tasks()[g.tasks.front()];
-        old[g.key].push_back(old_group{signature(vb, r), &detail::profile_view::labels(r), g.count});
-    }
-    std::vector<std::uint64_t> before_ids;
-    before_ids.reserve(before.total());
-    for (const task_record& r : before.tasks()) before_ids.push_back(r.id);  // ascending already
-    for (const task_group& g : va.groups()) {
-        const task_record& r = after.tasks()[g.tasks.front()];
-        auto sig = signature(va, r);
-        const auto& labels = detail::profile_view::labels(r);
-        std::size_t was = 0;
-        if (auto it = old.find(g.key); it != old.end())
-            for (const old_group& o : it->second)
-                if (o.sig == sig && *o.labels == labels) was = o.count;
-        if (g.count <= was) continue;
-        group_change c;
-        c.delta = static_cast<std::int64_t>(g.count) - static_cast<std::int64_t>(was);
-        c.before = was;
-        c.after = g.count;
-        for (std::uint32_t f : va.frames(r)) {
-            const detail::site_info& si = va.site(f);
-            c.site_ids.push_back(si.id);
-            c.frames.push_back(stack_frame{si.function, si.file, si.line});
-        }
-        c.labels = labels;
-        for (std::uint32_t ti : g.tasks) {
-            std::uint64_t id = after.tasks()[ti].id;
-            if (!std::binary_search(before_ids.begin(), before_ids.end(), id)) c.new_task_ids.push_back(id);
-        }
-        d.grown.push_back(std::move(c));
-    }
-    std::stable_sort(d.grown.begin(), d.grown.end(), [](const group_change& a, const group_change& b) {
-        if (a.delta != b.delta) return a.delta > b.delta;
-        return a.after > b.after;
-    });
-    return d;
-}
-
-/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
-inline void write_diff(std::ostream& os, const snapshot_diff& d) {
-    detail::text_sink out(os);
-    std::string block = "goroutine profile diff: ";
-    std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
-    if (total >= 0) block += '+';
-    block += std::to_string(total);
-    block += '\n';
-    out.append(block);
-    std::vector<std::string> hex;
-    std::vector<detail::text_frame> frames;
-    for (const group_change& c : d.grown) {
-        block.clear();
-        hex.clear();
-        frames.clear();
-        block += '+';
-        block += std::to_string(c.delta);
-        block += " @";
-        for (std::size_t i = 0; i < c.frames.size(); ++i) {
-            char b[20];
-            hex.emplace_back(b, detail::format_hex(b, c.site_ids[i]));
-            block += ' ';
-            block += hex.back();
-        }
-        block += '\n';
-        for (std::size_t i = 0; i < c.frames.size(); ++i) {
-            const stack_frame& f = c.frames[i];
-            frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
-        }
-        detail::write_labels_line(block, c.labels);
-        detail::write_frame_lines(block, frames);
-        block += '\n';
-        out.append(block);
-    }
-}
-
-inline std::string to_string(const snapshot_diff& d) {
-    std::ostringstream os;
-    write_diff(os, d);
-    return os.str();
-}
-
-}  // namespace goro
-// ---- end goro/inspect/dump.hpp ----
 
 // ---- begin goro/inspect/leak_check.hpp ----
 // goro/inspect/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
@@ -8323,265 +8977,6 @@ inline std::string to_string(const snapshot_diff& d) {
 #include <utility>
 #include <vector>
 
-
-// ---- begin goro/inspect/panic.hpp ----
-// goro/inspect/panic.hpp — the crash report: an exception escaping a detached task.
-//
-//   goro::go(worker());        // worker() throws std::runtime_error("boom")
-//
-// prints to stderr, like Go's runtime:
-//
-//   panic: boom [std::runtime_error]
-//
-//   goroutine 7 [running]:
-//   worker(...)
-//           src/worker.cpp:31
-//   created by main in goroutine 1
-//           src/main.cpp:12
-//
-//   goroutine 1 [chan receive]:
-//   ...
-//
-// and terminates with std::abort() (SIGABRT). The first block is the task that
-// panicked, at the last `co_await` its root frame reached (the frames between
-// that point and the `throw` are already unwound: exceptions travel through
-// co_await); then every other task, in Go's debug=2 form.
-//
-// A program can replace the default with `goro::set_panic_handler(fn)`; `fn`
-// receives a `goro::panic_info` (the task's record, the exception, its message
-// and type, and the whole report above as text). When `fn` returns, the task's
-// frames are destroyed and it leaves the registry as if it had finished: the
-// process goes on. `fn` runs on the worker that ran the task, must not throw
-// (it is called from a noexcept context: a throw terminates), and must not
-// block waiting for other tasks (it occupies a worker).
-//
-// Including this header (goro.hpp does) is enough: it installs the report as
-// goro's panic handler (`detail::panic_handler()`, registry.hpp) during static
-// initialisation.
-//
-// THREAD SAFETY: panics on several workers at once are reported one at a time
-// (a process-wide mutex); the first default report aborts the process. The
-// report takes a snapshot, which stops the world from the panicking worker
-// (allowed: the caller's own worker counts as stopped).
-
-#include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <exception>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <ostream>
-#include <sstream>
-#include <string>
-#include <typeinfo>
-#include <utility>
-
-#if __has_include(<cxxabi.h>)
-#include <cxxabi.h>
-#define GORO_HAS_CXXABI 1
-#else
-#define GORO_HAS_CXXABI 0
-#endif
-
-
-namespace goro {
-
-namespace detail {
-
-// --- Go's debug=2 text, one block per task ---------------------------------
-// Shared by the crash and leak reports. goro/inspect/dump.hpp owns the public
-// formats and writes whole snapshots; these reports need blocks for chosen
-// tasks (the panicking one first, or only the leaked ones), so they write
-// them here, in the same shape as dump.hpp's debug=2:
-//
-//   goroutine 18 [chan receive, 5 minutes]:
-//   worker(...)
-//           file.cpp:16
-//   created by start_workers in goroutine 1
-//           file.cpp:23
-
-inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
-    out << "goroutine " << r.id << " [";
-    switch (r.state) {
-    case task_state::running: out << "running"; break;
-    case task_state::runnable: out << "runnable"; break;
-    case task_state::waiting: out << (r.wait_reason ? r.wait_reason : "waiting"); break;
-    }
-    if (r.state == task_state::waiting && r.since_ns > 0) {
-        std::int64_t minutes = (snap.taken_at_ns() - r.since_ns) / 60'000'000'000;
-        if (minutes >= 1) out << ", " << minutes << " minutes";  // Go's spelling, "1 minutes" included
-    }
-    out << "]:\n";
-}
-
-/// One task's block, without the blank line that separates blocks.
-inline void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
-    write_debug2_header(out, snap, r);
-    bool any = false;
-    for (const site& s : snap.stack(r)) {
-        // A frame that never suspended has no site yet (its root ran straight to a throw).
-        if (s.line() == 0 && (!s.function_name() || !*s.function_name())) continue;
-        any = true;
-        out << clean_function_name(s.function_name() ? s.function_name() : "") << "(...)\n\t"
-            << (s.file_name() ? s.file_name() : "") << ':' << s.line() << '\n';
-    }
-    // Pseudo-frames, spelled as goro/inspect/dump.hpp spells them.
-    if (!r.frames_known) out << "\t(stack unavailable: running)\n";
-    else if (!any) out << (r.state == task_state::runnable ? "\t(not started)\n" : "\t(no co_await reached yet)\n");
-    // A thread in block_on is the bottom of its own stack, like Go's main: no creator.
-    if (r.kind == task_kind::task) {
-        const site& c = r.created_by;
-        std::string creator = clean_function_name(c.function_name() ? c.function_name() : "");
-        out << "created by " << (creator.empty() ? "?" : creator);
-        if (r.parent_id) out << " in goroutine " << r.parent_id;
-        out << "\n\t" << (c.file_name() ? c.file_name() : "") << ':' << c.line() << '\n';
-    }
-}
-
-/// Blocks for the tasks for which `pick(record)` holds, in id order, each
-/// followed by a blank line (as Go separates them).
-template <class Pick>
-void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
-    for (const task_record& r : snap.tasks())
-        if (pick(r)) {
-            write_debug2_task(out, snap, r);
-            out << '\n';
-        }
-}
-
-/// The name of an exception's dynamic type, demangled where the ABI allows;
-/// call inside a catch block. Empty when unknown.
-inline std::string current_exception_type_name() {
-#if GORO_HAS_CXXABI
-    const std::type_info* t = abi::__cxa_current_exception_type();
-    if (!t) return {};
-    int status = 0;
-    char* d = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
-    std::string out = (status == 0 && d) ? std::string(d) : std::string(t->name());
-    std::free(d);
-    return out;
-#else
-    return {};
-#endif
-}
-
-}  // namespace detail
-
-/// What a panic handler is told.
-struct panic_info {
-    task_record task;              ///< the task the exception escaped (state running)
-    std::exception_ptr error;      ///< the exception itself
-    std::string message;           ///< what() for a std::exception, else a description
-    std::string type;              ///< demangled type of the exception, or empty
-    std::string report;            ///< the whole crash report (see the top of this header)
-};
-
-/// A replacement for the crash report (see the top of this header).
-using panic_hook = std::function<void(const panic_info&)>;
-
-namespace detail {
-
-struct panic_state {
-    std::mutex report_mu;  // one report at a time
-    std::mutex hook_mu;    // guards hook
-    std::shared_ptr<const goro::panic_hook> hook;
-};
-
-inline panic_state& the_panic_state() {
-    static panic_state* s = new panic_state();  // never destroyed: panics may come during exit
-    return *s;
-}
-
-/// Builds the report for `task`, which is running on this worker and whose
-/// frames are those of its last suspension.
-inline panic_info make_panic_info(task_header& task, std::exception_ptr error) {
-    panic_info info;
-    info.error = error;
-    try {
-        std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-        info.message = e.what();
-        info.type = current_exception_type_name();
-    } catch (...) {
-        info.type = current_exception_type_name();
-        info.message = info.type.empty() ? "unknown exception" : "exception of type " + info.type;
-    }
-    snapshot snap = snapshot::take();
-    const task_record* self = nullptr;
-    for (const task_record& r : snap.tasks())
-        if (r.id == task.id) self = &r;
-
-    std::ostringstream out;
-    out << "panic: " << info.message;
-    if (!info.type.empty() && info.message.rfind("exception of type ", 0) != 0) out << " [" << info.type << ']';
-    out << "\n\n";
-    if (self) {
-        info.task = *self;
-        write_debug2_task(out, snap, *self);
-        out << '\n';
-    } else {
-        // Cannot happen (the task is listed until it finishes); say so rather than lie.
-        out << "goroutine " << task.id << " [running]:\n\t(not found in the snapshot)\n\n";
-        info.task.id = task.id;
-        info.task.state = task_state::running;
-    }
-    write_debug2(out, snap, [&](const task_record& r) { return r.id != task.id; });
-    info.report = out.str();
-    return info;
-}
-
-/// Installed as goro's panic handler (registry.hpp) by this header.
-inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
-    panic_state& ps = the_panic_state();
-    std::shared_ptr<const goro::panic_hook> hook;
-    {
-        std::lock_guard<std::mutex> g(ps.hook_mu);
-        hook = ps.hook;
-    }
-    std::unique_lock<std::mutex> g(ps.report_mu, std::defer_lock);
-    if (!hook) g.lock();  // the default report ends the process: let one finish printing
-    panic_info info;
-    try {
-        info = make_panic_info(task, error);
-    } catch (...) {
-        // Out of memory while formatting: fall back to the minimal report.
-        default_panic(task, std::move(error));
-    }
-    if (hook) {
-        (*hook)(info);
-        return;
-    }
-    std::fwrite(info.report.data(), 1, info.report.size(), stderr);
-    std::fflush(stderr);
-    std::abort();
-}
-
-/// Installs report_panic during static initialisation of any program that
-/// includes this header.
-inline const bool panic_report_installed = [] {
-    panic_handler().store(&report_panic, std::memory_order_release);
-    return true;
-}();
-
-}  // namespace detail
-
-/// Replaces what happens when an exception escapes a detached task; an empty
-/// `fn` restores the default (print the report and abort). Returns the
-/// previous hook (empty when it was the default).
-inline panic_hook set_panic_handler(panic_hook fn) {
-    detail::panic_state& ps = detail::the_panic_state();
-    std::shared_ptr<const goro::panic_hook> next;
-    if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
-    std::lock_guard<std::mutex> g(ps.hook_mu);
-    std::shared_ptr<const goro::panic_hook> prev = std::exchange(ps.hook, std::move(next));
-    // Reassert ours, in case something replaced the raw pointer meanwhile.
-    detail::panic_handler().store(&detail::report_panic, std::memory_order_release);
-    return prev ? *prev : panic_hook{};
-}
-
-}  // namespace goro
-// ---- end goro/inspect/panic.hpp ----
 
 namespace goro::testing {
 
@@ -8827,347 +9222,6 @@ private:
 
 }  // namespace goro::testing
 // ---- end goro/inspect/leak_check.hpp ----
-
-// ---- begin goro/inspect/deadlock.hpp ----
-// goro/inspect/deadlock.hpp — "fatal error: all goroutines are asleep - deadlock!"
-//
-//   int main() { goro::channel<int> ch; goro::block_on(ch.recv()); }  // nobody sends
-//
-// prints to stderr
-//
-//   fatal error: all goroutines are asleep - deadlock!
-//
-//   goroutine 1 [chan receive]:
-//   main(...)
-//           main.cpp:1
-//
-// and makes that block_on throw `goro::deadlock_error` (the default policy).
-//
-// WHAT COUNTS AS A DEADLOCK: a thread waits in block_on, every listed task
-// (block_on bodies included) is parked, no timer is pending (a sleep, a
-// deadline or a select timeout will wake someone), no work is queued, every
-// worker is idle, no `external_wakeup_guard` exists, and nothing has moved
-// for a grace period (default 1 s): no task was resumed (the workers'
-// `resumes` counters) and none was spawned or finished. The grace period is
-// there because a thread goro does not know of may still send; a program that
-// relies on such a thread to wake tasks after long pauses should hold an
-// `external_wakeup_guard` (or turn detection off).
-//
-// POLICY (`goro::set_deadlock_policy`, or the environment variable
-// GORO_DEADLOCK read once at first use; the API call wins):
-//   throw (throw_error, default)  print the report; every block_on waiting
-//                                 then throws goro::deadlock_error (its
-//                                 report() holds the same text)
-//   abort                         print the report, then std::abort()
-//   off                           never check
-// `goro::set_deadlock_grace(d)` changes the grace period.
-//
-// AFTER deadlock_error the parked tasks stay parked: they are leaked, and
-// still listed by dumps and leak checks. The deadlocked block_on's own task is
-// abandoned: its awaitable belonged to the caller, whose unwinding destroys
-// it, so the task is re-pointed at its bottom frame (a dump shows the
-// block_on call, parked on what it waited for) and, should some thread wake
-// it later anyway, it leaves the registry without touching the destroyed
-// awaitable.
-//
-// THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
-// lists the waiting thread and sleeps on its `done` word as before. One
-// watchdog thread, started at the first block_on and never stopped, looks
-// every grace/4 (at most 100 ms) while some block_on waits, and sleeps
-// otherwise. It reports from its own thread. Lock order: stop the world →
-// registry shards → watch mutex. A waiting thread takes only the watch mutex.
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <coroutine>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <memory>
-#include <mutex>
-#include <sstream>
-#include <string>
-#include <thread>
-#include <vector>
-
-
-namespace goro {
-
-/// Thrown by a block_on that waited in a deadlock (see the top of this header).
-class deadlock_error : public error {
-public:
-    explicit deadlock_error(std::shared_ptr<const std::string> report)
-        : error("goro::block_on: all goroutines are asleep - deadlock!"), report_(std::move(report)) {}
-    /// The report printed to stderr: the fatal error line, a blank line, every task (debug=2).
-    const std::string& report() const noexcept {
-        static const std::string none;
-        return report_ ? *report_ : none;
-    }
-
-private:
-    std::shared_ptr<const std::string> report_;
-};
-
-enum class deadlock_policy : int {
-    throw_error,  ///< print the report, then block_on throws goro::deadlock_error
-    abort,        ///< print the report, then std::abort()
-    off,          ///< no detection
-};
-
-namespace detail {
-
-struct deadlock_waiter {
-    std::atomic<std::uint32_t>* done;
-    task_header* body;                              // a key; dereferenced only while listed, world stopped
-    std::shared_ptr<const std::string> report{};    // set when the watchdog ends the wait
-};
-
-struct deadlock_watch {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::vector<deadlock_waiter*> waiters;         // under mu
-    bool thread_started = false;                   // under mu
-    std::atomic<int> policy{-1};                   // -1: not read from the environment yet
-    std::atomic<std::int64_t> grace_ns{1'000'000'000};
-    std::atomic<int> external_guards{0};
-};
-
-inline deadlock_watch& the_deadlock_watch() {
-    static deadlock_watch* w = new deadlock_watch();  // never destroyed: the watchdog outlives main
-    return *w;
-}
-
-inline deadlock_policy policy_from_env() {
-    const char* e = std::getenv("GORO_DEADLOCK");
-    if (!e || !*e || std::strcmp(e, "throw") == 0) return deadlock_policy::throw_error;
-    if (std::strcmp(e, "abort") == 0) return deadlock_policy::abort;
-    if (std::strcmp(e, "off") == 0) return deadlock_policy::off;
-    std::fprintf(stderr, "goro: ignoring GORO_DEADLOCK=\"%s\": want throw, abort or off\n", e);
-    return deadlock_policy::throw_error;
-}
-
-inline deadlock_policy current_deadlock_policy() {
-    deadlock_watch& w = the_deadlock_watch();
-    int p = w.policy.load(std::memory_order_acquire);
-    if (p < 0) {
-        int fresh = static_cast<int>(policy_from_env());
-        if (w.policy.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) p = fresh;
-    }
-    return static_cast<deadlock_policy>(p);
-}
-
-/// What the watchdog compares across the grace period.
-struct quiet_state {
-    bool quiet = false;          // idle workers, empty queue, no timer, no guard
-    std::uint64_t resumes = 0;   // sum of the workers' resume counters
-    std::int64_t tasks = 0;      // registry count
-};
-
-inline quiet_state observe_quiet() {
-    quiet_state q;
-    if (!pool_started()) return q;
-    scheduler& s = the_scheduler();
-    if (s.stopping()) return q;
-    if (the_deadlock_watch().external_guards.load(std::memory_order_acquire) != 0) return q;
-    if (s.idle_workers() != static_cast<int>(s.size())) return q;
-    if (s.global_queue_size() != 0) return q;
-    if (s.timers().pending() != 0) return q;
-    for (auto& w : s.workers()) q.resumes += w->resumes.load(std::memory_order_relaxed);
-    q.tasks = the_registry().count();
-    q.quiet = true;
-    return q;
-}
-
-inline bool same_quiet(const quiet_state& a, const quiet_state& b) {
-    return a.quiet && b.quiet && a.resumes == b.resumes && a.tasks == b.tasks;
-}
-
-/// Resumed, if ever, instead of an abandoned block_on body (see AFTER
-/// deadlock_error above): unlists the task without touching its awaitable.
-struct abandoned_task {
-    struct promise_type {
-        abandoned_task get_return_object() noexcept {
-            return {std::coroutine_handle<promise_type>::from_promise(*this)};
-        }
-        std::suspend_always initial_suspend() const noexcept { return {}; }
-        std::suspend_never final_suspend() const noexcept { return {}; }
-        void return_void() noexcept {}
-        void unhandled_exception() noexcept { std::terminate(); }
-    };
-    std::coroutine_handle<promise_type> handle;
-};
-
-inline abandoned_task reap_abandoned(task_header* h) {
-    // Only the body's own frame is left to free: the frames it awaited were the caller's.
-    h->leaf = nullptr;
-    std::coroutine_handle<>::from_address(h->root_frame_).destroy();
-    the_registry().retire(h);
-    co_return;
-}
-
-/// World stopped, registry locked, `h` listed and parked: cut the frames the
-/// caller owns off its chain and make a wake-up harmless.
-inline void abandon_block_on_body(task_header* h) {
-    using body_promise = task_promise<void>;  // block_on_body returns task<>
-    auto root = std::coroutine_handle<body_promise>::from_address(h->root_frame_);
-    h->leaf = &root.promise();
-    h->set_resume_point(reap_abandoned(h).handle);
-}
-
-/// Confirms the deadlock with the world stopped and, per policy, reports it.
-inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
-    snapshot snap = snapshot::take();
-    for (const task_record& r : snap.tasks())
-        if (r.state != task_state::waiting) return;
-    if (!same_quiet(observe_quiet(), base)) return;
-    deadlock_policy p = current_deadlock_policy();
-    if (p == deadlock_policy::off) return;
-
-    std::ostringstream out;
-    out << "fatal error: all goroutines are asleep - deadlock!\n\n";
-    write_goroutine_profile(out, snap, 2);
-    auto report = std::make_shared<const std::string>(out.str());
-    if (p == deadlock_policy::abort) {
-        std::fwrite(report->data(), 1, report->size(), stderr);
-        std::fflush(stderr);
-        std::abort();
-    }
-
-    scheduler& s = the_scheduler();
-    registry& reg = the_registry();
-    std::vector<deadlock_waiter*> fired;
-    if (!s.stop_the_world(std::chrono::seconds(1)).all_stopped) {
-        // A worker that did not stop may be running a task: nothing is
-        // confirmed or cut with the world moving; the watchdog looks again.
-        s.start_the_world();
-        return;
-    }
-    reg.lock_all();
-    std::unique_lock<std::mutex> lk(w.mu);
-    bool still = same_quiet(observe_quiet(), base);
-    std::vector<task_header*> listed;
-    reg.for_each_unlocked([&](task_header& h) {
-        if (h.state.load(std::memory_order_relaxed) != task_state::waiting) still = false;
-        listed.push_back(&h);
-    });
-    if (still) {
-        for (deadlock_waiter* dw : w.waiters) {
-            bool is_listed = std::find(listed.begin(), listed.end(), dw->body) != listed.end();
-            std::uint32_t zero = 0;
-            // `done` still 0 means the body has not finished, so the header is alive and listed.
-            if (is_listed && dw->done->compare_exchange_strong(zero, 2, std::memory_order_acq_rel)) {
-                abandon_block_on_body(dw->body);
-                dw->report = report;
-                fired.push_back(dw);
-            }
-        }
-    }
-    reg.unlock_all();
-    s.start_the_world();
-    if (fired.empty()) return;
-    std::fwrite(report->data(), 1, report->size(), stderr);
-    std::fflush(stderr);
-    // Still under mu: a woken waiter unlists itself (and frees `done`) only after this.
-    for (deadlock_waiter* dw : fired) dw->done->notify_all();
-}
-
-inline void watchdog_main() {
-    deadlock_watch& w = the_deadlock_watch();
-    quiet_state base;
-    std::int64_t quiet_since = 0;
-    std::unique_lock<std::mutex> lk(w.mu);
-    for (;;) {
-        if (w.waiters.empty()) {
-            base = {};
-            w.cv.wait(lk);
-            continue;
-        }
-        std::int64_t grace = w.grace_ns.load(std::memory_order_relaxed);
-        std::int64_t period = std::clamp<std::int64_t>(grace / 4, 1'000'000, 100'000'000);
-        w.cv.wait_for(lk, std::chrono::nanoseconds(period));
-        if (w.waiters.empty()) continue;
-        lk.unlock();
-        quiet_state now = current_deadlock_policy() == deadlock_policy::off ? quiet_state{} : observe_quiet();
-        std::int64_t t = now_ns();
-        if (!same_quiet(now, base)) {
-            base = now;
-            quiet_since = t;
-        } else if (t - quiet_since >= w.grace_ns.load(std::memory_order_relaxed)) {
-            fire_if_deadlocked(w, base);
-            base = {};
-        }
-        lk.lock();
-    }
-}
-
-/// block_on's wait (installed into go.hpp's hook below).
-inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
-    deadlock_watch& w = the_deadlock_watch();
-    deadlock_waiter me{&done, body};
-    {
-        std::lock_guard<std::mutex> g(w.mu);
-        w.waiters.push_back(&me);
-        if (!w.thread_started) {
-            w.thread_started = true;
-            std::thread(watchdog_main).detach();
-        }
-        if (w.waiters.size() == 1) w.cv.notify_one();
-    }
-    while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
-    std::shared_ptr<const std::string> report;
-    {
-        std::lock_guard<std::mutex> g(w.mu);
-        w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
-        report = std::move(me.report);
-    }
-    if (report) throw deadlock_error(std::move(report));
-}
-
-inline const bool deadlock_wait_installed = [] {
-    block_on_wait_hook().store(&deadlock_aware_wait, std::memory_order_release);
-    return true;
-}();
-
-}  // namespace detail
-
-/// Chooses what a detected deadlock does (see POLICY above).
-inline void set_deadlock_policy(deadlock_policy p) {
-    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
-}
-
-inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
-
-/// How long nothing must move before a deadlock is reported (default 1 s).
-template <class Rep, class Period>
-void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
-    detail::deadlock_watch& w = detail::the_deadlock_watch();
-    w.grace_ns.store(ns, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> g(w.mu);
-    w.cv.notify_all();  // pick up a shorter period now
-}
-
-inline std::chrono::nanoseconds deadlock_grace() {
-    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
-}
-
-/// While one exists, the deadlock detector never fires: hold one in a
-/// component whose threads wake tasks from outside goro (an I/O poller, a
-/// callback thread) and may stay silent longer than the grace period.
-class external_wakeup_guard {
-public:
-    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
-    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
-    external_wakeup_guard(const external_wakeup_guard&) = delete;
-    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
-};
-
-}  // namespace goro
-// ---- end goro/inspect/deadlock.hpp ----
 // ---- end goro/core.hpp ----
 
 // ---- begin goro/http/debug_server.hpp ----

@@ -12,6 +12,14 @@
 // block_on() on a pool worker throws goro::usage_error: blocking a worker can
 // deadlock the pool (co_await instead).
 //
+// What a failing program prints is the same whatever it includes: the first
+// task started (by go() or block_on()) installs the crash report
+// (goro/inspect/panic.hpp) as the handler of an exception that escapes a task,
+// and block_on() always waits through the deadlock detector
+// (goro/inspect/deadlock.hpp). So this header, the top of core/, includes those
+// two inspect/ headers; they are reached only from go() and block_on(), and
+// a program that never calls them compiles none of their code into itself.
+//
 // At process exit the pool's workers are stopped. Tasks still parked then (a
 // leak) are neither resumed nor destroyed: their frames stay allocated and
 // listed in the registry, which is never freed, so leak checkers see them as
@@ -32,6 +40,8 @@
 #include <goro/core/scheduler.hpp>
 #include <goro/core/task.hpp>
 #include <goro/core/timer.hpp>
+#include <goro/inspect/deadlock.hpp>
+#include <goro/inspect/panic.hpp>
 
 namespace goro {
 
@@ -50,7 +60,21 @@ decltype(auto) get_awaiter(A&& a) {
 template <class A>
 using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
 
+/// Once per process, before the first task starts: what the runtime needs
+/// from the layers above core/ and from the CPU. Here rather than in static
+/// initialisers, so that a program that includes goro and never starts a task
+/// runs none of it and links none of it.
+inline void start_runtime_once() {
+    static const bool started = [] {
+        detect_cpu_features();
+        panic_handler().store(&report_panic, std::memory_order_release);
+        return true;
+    }();
+    (void)started;
+}
+
 inline task_header* new_header(task_kind kind, const site& where) {
+    start_runtime_once();
     task_header* h = the_registry().make_header();
     h->kind = kind;
     task_header_cold& c = h->cold();
@@ -74,14 +98,6 @@ struct block_on_state {
     std::exception_ptr error;
     std::atomic<std::uint32_t> done{0};
 };
-
-/// How block_on waits for `done` to leave 0 (null: a plain atomic wait).
-/// Installed by goro/inspect/deadlock.hpp; part of the block_on wait loop.
-using block_on_wait_fn = void (*)(std::atomic<std::uint32_t>& done, task_header* h);
-inline std::atomic<block_on_wait_fn>& block_on_wait_hook() noexcept {
-    static std::atomic<block_on_wait_fn> f{nullptr};
-    return f;
-}
 
 // `A` is `T&` for an lvalue argument (the caller keeps it) and `T` for an
 // rvalue, which the body's frame then owns: its frames live as long as the
@@ -166,14 +182,10 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
     frame.promise().site_ = site;  // the bottom frame shows the block_on call
     task_header* h = detail::new_header(task_kind::blocked, site);
     detail::start_root(h, frame, frame.promise());
-    // The wait. goro/inspect/deadlock.hpp (included by goro.hpp) installs a wait that its
-    // deadlock watchdog can end: then `done` reads 2 and the hook throws
-    // goro::deadlock_error. `h` is only a key for the watchdog: the body may
-    // already have finished and freed it.
-    if (detail::block_on_wait_fn wait = detail::block_on_wait_hook().load(std::memory_order_acquire))
-        wait(st->done, h);
-    else
-        while (st->done.load(std::memory_order_acquire) == 0) st->done.wait(0, std::memory_order_acquire);
+    // The wait, which the deadlock watchdog (goro/inspect/deadlock.hpp) can
+    // end: then `done` reads 2 and it throws goro::deadlock_error. `h` is only
+    // a key for the watchdog: the body may already have finished and freed it.
+    detail::deadlock_aware_wait(st->done, h);
     // Move the error out: the worker may drop the state's last reference at
     // any moment, and the exception's own count is invisible to TSan.
     if (std::exception_ptr e = std::move(st->error)) std::rethrow_exception(std::move(e));

@@ -105,14 +105,22 @@ inline void cpu_relax() noexcept {
 }
 
 #if defined(__x86_64__)
-/// The CPU has PREFETCHW (every AMD64 CPU, Intel since Broadwell). Read
-/// before this is initialized (during another global's initialization), it
-/// is false, which only means a plain prefetch.
-inline const bool cpu_has_prefetchw = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
-}();
+/// The CPU has PREFETCHW (every AMD64 CPU, Intel since Broadwell); set by
+/// detect_cpu_features() before the first task starts. Until then it is
+/// false, which only means a plain prefetch. Constant-initialised: no code
+/// runs for it at start-up.
+inline constinit std::atomic<bool> cpu_has_prefetchw{false};
 #endif
+
+/// Reads the CPU features that the hot paths test (go.hpp calls it once,
+/// before the first task starts).
+inline void detect_cpu_features() noexcept {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
+    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
+#endif
+}
 
 /// Fetches the line at `p` for writing: into this core's cache, owned, so the
 /// stores that follow do not wait for other cores' copies to be invalidated.
@@ -123,7 +131,7 @@ inline const bool cpu_has_prefetchw = [] {
 /// so that the first store still has to ask for it. A hint: never faults.
 inline void prefetch_for_write(const void* p) noexcept {
 #if defined(__x86_64__)
-    if (cpu_has_prefetchw) {
+    if (cpu_has_prefetchw.load(std::memory_order_relaxed)) {
         asm volatile("prefetchw (%0)" : : "r"(p));
         return;
     }

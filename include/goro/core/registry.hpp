@@ -546,7 +546,8 @@ inline registry& the_registry() noexcept {
 }
 
 /// Called when an exception escapes a task started by go(). The default
-/// (replaced by goro/inspect/panic.hpp when included) prints it and terminates.
+/// (replaced by goro/inspect/panic.hpp's report before the first task starts,
+/// see go.hpp) prints it and terminates.
 using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
 
 inline void default_panic(task_header& task, std::exception_ptr error) noexcept {

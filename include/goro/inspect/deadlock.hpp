@@ -40,7 +40,7 @@
 // awaitable.
 //
 // THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
-// lists the waiting thread and sleeps on its `done` word as before. One
+// lists the waiting thread and sleeps on its `done` word. One
 // watchdog thread, started at the first block_on and never stopped, looks
 // every grace/4 (at most 100 ms) while some block_on waits, and sleeps
 // otherwise. It reports from its own thread. Lock order: stop the world →
@@ -58,13 +58,11 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <goro/inspect/dump.hpp>
-#include <goro/core/go.hpp>
 #include <goro/inspect/panic.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
@@ -178,7 +176,11 @@ struct abandoned_task {
     std::coroutine_handle<promise_type> handle;
 };
 
-inline abandoned_task reap_abandoned(task_header* h) {
+// A template only so that g++ compiles this coroutine where it is used: g++ 12
+// emits the body of every inline coroutine that is not a template in every
+// translation unit that sees it.
+template <int = 0>
+abandoned_task reap_abandoned(task_header* h) {
     // Only the body's own frame is left to free: the frames it awaited were the caller's.
     h->leaf = nullptr;
     std::coroutine_handle<>::from_address(h->root_frame_).destroy();
@@ -204,10 +206,12 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     deadlock_policy p = current_deadlock_policy();
     if (p == deadlock_policy::off) return;
 
-    std::ostringstream out;
-    out << "fatal error: all goroutines are asleep - deadlock!\n\n";
-    write_goroutine_profile(out, snap, 2);
-    auto report = std::make_shared<const std::string>(out.str());
+    std::string text = "fatal error: all goroutines are asleep - deadlock!\n\n";
+    {
+        text_sink sink(text);
+        write_debug2_all(sink, snap);  // debug=2
+    }
+    auto report = std::make_shared<const std::string>(std::move(text));
     if (p == deadlock_policy::abort) {
         std::fwrite(report->data(), 1, report->size(), stderr);
         std::fflush(stderr);
@@ -281,7 +285,7 @@ inline void watchdog_main() {
     }
 }
 
-/// block_on's wait (installed into go.hpp's hook below).
+/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
 inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
     deadlock_watch& w = the_deadlock_watch();
     deadlock_waiter me{&done, body};
@@ -303,11 +307,6 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     }
     if (report) throw deadlock_error(std::move(report));
 }
-
-inline const bool deadlock_wait_installed = [] {
-    block_on_wait_hook().store(&deadlock_aware_wait, std::memory_order_release);
-    return true;
-}();
 
 }  // namespace detail
 

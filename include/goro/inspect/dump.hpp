@@ -527,6 +527,22 @@ inline void check_debug(int debug, const char* op) {
                           std::to_string(debug));
 }
 
+/// debug=2: every task's block.
+inline void write_debug2_all(text_sink& out, const snapshot& s) {
+    profile_view v(s, false);
+    write_stacks(out, v);
+}
+
+/// debug=1, flushed to `out`.
+inline void write_debug1_to(std::ostream& out, const snapshot& s) {
+    {
+        text_sink sink(out);
+        profile_view v(s);
+        write_debug1(sink, v);
+    }
+    out.flush();
+}
+
 inline void write_profile(text_sink& out, const snapshot& s, int debug) {
     switch (debug) {
     case 0: {
@@ -541,11 +557,9 @@ inline void write_profile(text_sink& out, const snapshot& s, int debug) {
         write_debug1(out, v);
         return;
     }
-    case 2: {
-        profile_view v(s, false);
-        write_stacks(out, v);
+    case 2:
+        write_debug2_all(out, s);
         return;
-    }
     default: {
         profile_view v(s);
         write_json(out, v);
@@ -581,11 +595,16 @@ inline std::string goroutine_profile(int debug = 1) {
 }
 
 /// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
-inline void dump_goroutines(std::ostream& out = std::cerr, int debug = 1) {
+inline void dump_goroutines(std::ostream& out, int debug = 1) {
     detail::check_debug(debug, "goro::dump_goroutines");
     write_goroutine_profile(out, snapshot::take(), debug);
     out.flush();
 }
+
+/// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
+/// function, not a default argument, so that a program that only ever calls
+/// this compiles none of the other formats into itself.
+inline void dump_goroutines() { detail::write_debug1_to(std::cerr, snapshot::take()); }
 
 /// Prints a snapshot already taken.
 inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {

@@ -28,9 +28,9 @@
 // (it is called from a noexcept context: a throw terminates), and must not
 // block waiting for other tasks (it occupies a worker).
 //
-// Including this header (goro.hpp does) is enough: it installs the report as
-// goro's panic handler (`detail::panic_handler()`, registry.hpp) during static
-// initialisation.
+// Every program gets this report: goro/core/go.hpp includes this header and
+// installs the report as goro's panic handler (`detail::panic_handler()`,
+// registry.hpp) before the first task starts.
 //
 // THREAD SAFETY: panics on several workers at once are reported one at a time
 // (a process-wide mutex); the first default report aborts the process. The
@@ -209,7 +209,7 @@ inline panic_info make_panic_info(task_header& task, std::exception_ptr error) {
     return info;
 }
 
-/// Installed as goro's panic handler (registry.hpp) by this header.
+/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
 inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
     panic_state& ps = the_panic_state();
     std::shared_ptr<const goro::panic_hook> hook;
@@ -234,13 +234,6 @@ inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
     std::fflush(stderr);
     std::abort();
 }
-
-/// Installs report_panic during static initialisation of any program that
-/// includes this header.
-inline const bool panic_report_installed = [] {
-    panic_handler().store(&report_panic, std::memory_order_release);
-    return true;
-}();
 
 }  // namespace detail
 

@@ -108,48 +108,65 @@ public:
         s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
     }
 
+    // go, try_go, spawn and wait, and what they call down to the group's
+    // coroutines, are templates (of a parameter nobody passes) only so that
+    // a program compiles them where it uses them: g++ 12 emits the body of
+    // every coroutine it instantiates, or that is not a template, in every
+    // translation unit that sees it, used or not, with all that it calls.
+
     /// Starts `t` now. Throws goro::usage_error when a limit is set and reached
     /// (`co_await spawn(t)` waits for a slot instead).
+    template <int N = 0>
     void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
         if (s_->limit && !s_->limit->try_acquire())
             throw usage_error("goro::errgroup::go: the limit of tasks in flight is reached; "
                               "co_await spawn(task) waits for a slot, try_go(task) does not start it");
-        start(std::move(t), std::move(options), GORO_SITE_ARG);
+        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
     }
 
     /// Starts `t` if the limit allows; otherwise returns false and leaves `t` alone.
+    template <int N = 0>
     bool try_go(task<>&& t, task_options options = {}, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::try_go: the task is empty (moved-from or default-constructed)");
         if (s_->limit && !s_->limit->try_acquire()) return false;
-        start(std::move(t), std::move(options), GORO_SITE_ARG);
+        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
         return true;
     }
 
     /// `co_await g.spawn(t)`: waits for a free slot under the limit, then starts `t`.
-    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) { return spawn_at(std::move(t), task_options{}, GORO_SITE_ARG); }
+    template <int N = 0>
+    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) {
+        return spawn_at<N>(std::move(t), task_options{}, GORO_SITE_ARG);
+    }
 
     /// As spawn(t), with a name and labels. Pass a named `task_options` variable,
     /// not a braced temporary: g++ 12 relocates temporaries that appear in a
     /// co_await expression bitwise, which breaks a std::string inside them.
+    template <int N = 0>
     [[nodiscard]] task<> spawn(task<> t, const task_options& options, GORO_SITE_PARAM) {
-        return spawn_at(std::move(t), options, GORO_SITE_ARG);
+        return spawn_at<N>(std::move(t), options, GORO_SITE_ARG);
     }
 
     /// `co_await g.wait()`: once every started task has finished, cancels the
     /// group's context and returns the first error (null when none failed).
-    [[nodiscard]] task<std::exception_ptr> wait() const { return wait_body(s_); }
-
-private:
-    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
-        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
-        return spawn_body(*this, std::move(t), options, where);
+    template <int N = 0>
+    [[nodiscard]] task<std::exception_ptr> wait() const {
+        return wait_body<N>(s_);
     }
 
+private:
+    template <int N>
+    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
+        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
+        return spawn_body<N>(*this, std::move(t), options, where);
+    }
+
+    template <int N>
     void start(task<> t, task_options options, const detail::site& where) {
         s_->wg.add(1);
         try {
-            launch(run(s_, std::move(t)), std::move(options), where);
+            launch(run<N>(s_, std::move(t)), std::move(options), where);
         } catch (...) {
             s_->wg.done();
             if (s_->limit) s_->limit->release();
@@ -166,6 +183,7 @@ private:
 #endif
     }
 
+    template <int N>
     static task<> run(std::shared_ptr<state> s, task<> t) {
         std::exception_ptr e;
         try {
@@ -178,11 +196,13 @@ private:
         s->wg.done();                       // last touch of the group by this task
     }
 
+    template <int N>
     static task<> spawn_body(errgroup g, task<> t, task_options options, detail::site where) {
         if (g.s_->limit) co_await g.s_->limit->acquire();
-        g.start(std::move(t), std::move(options), where);
+        g.template start<N>(std::move(t), std::move(options), where);
     }
 
+    template <int N>
     static task<std::exception_ptr> wait_body(std::shared_ptr<state> s) {
         co_await s->wg.wait();
         s->cancel();
