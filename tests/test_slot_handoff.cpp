@@ -5,9 +5,9 @@
 // taken exactly once: none is lost, none runs twice. With the asymmetric
 // fence and without it (the fallback: the owner takes with an exchange).
 //
-// The last test keeps a copy of the ordering the scheduler once had (the
-// owner read the slot before announcing itself) and requires the checker to
-// find its double take: proof that the model sees that kind of bug.
+// The last test keeps a copy of a wrong ordering (the owner reads the slot
+// before announcing itself: issue 16 §0a) and requires the checker to find
+// its double take: proof that the model sees that kind of bug.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -147,8 +147,8 @@ TEST_CASE("slot hand-off: owner and two thieves take each task once", "[slot_han
 
 namespace {
 
-// The ordering the scheduler's take_slot had (a copy, not used by goro): it
-// read the slot before announcing itself. The thief is the real protocol's.
+// The wrong ordering (not used by goro): the owner reads the slot before it
+// announces itself. The thief is the real protocol's.
 struct old_order {
     goro_model::atomic<task*> slot;
     goro_model::atomic<bool> in_pop;
