@@ -8,6 +8,9 @@
 #        clang  clang++, -Dwerror=true
 #        tsan   g++, -Db_sanitize=thread
 #        asan   clang++, -Db_sanitize=address,undefined -Db_lundef=false
+#      and one more run of the gcc configuration's tests, not rebuilt:
+#        nofence  build/ci-gcc's tests with GORO_ASYM_FENCE=off (no membarrier:
+#                 the fallback paths of the scheduler's slots and the biased lock)
 #   3. builds and runs the consumer projects (tests/consumers/run.sh),
 #   4. checks that every statement of the version agrees (tests/consumers/check_version.py).
 # A failing step does not stop the run. Counted: each meson test of each
@@ -16,7 +19,8 @@
 # last line is `N passed, N failed`; the exit status is 1 if anything failed.
 #
 # Environment:
-#   GORO_TEST_CONFIGS   configurations to run (default "gcc clang tsan asan")
+#   GORO_TEST_CONFIGS   configurations to run (default "gcc clang tsan asan nofence";
+#                       nofence needs gcc's build, from this run or an earlier one)
 #   GORO_JOBS           build parallelism (default 2)
 #   MESON_TESTTHREADS   test parallelism, passed to meson test (default 2; 1 under tsan)
 #   GORO_TSAN_CXX, GORO_ASAN_CXX   compiler of the sanitizer configurations
@@ -66,7 +70,7 @@ if ((load > 0)); then
     echo "load: $load CPU-burning processes beside the run (pids ${load_pids[*]})"
 fi
 
-configs=${GORO_TEST_CONFIGS-gcc clang tsan asan}
+configs=${GORO_TEST_CONFIGS-gcc clang tsan asan nofence}
 jobs=${GORO_JOBS:-2}
 start_time=$SECONDS
 passed=0
@@ -126,9 +130,9 @@ export TSAN_OPTIONS=${TSAN_OPTIONS-halt_on_error=1 second_deadlock_stack=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS-halt_on_error=1:print_stacktrace=1}
 
-# Counts the results in $1/meson-logs/testlog.json for configuration $2.
+# Counts the results in $1/meson-logs/${3:-testlog}.json for configuration $2.
 count_tests() {
-    local log=$1/meson-logs/testlog.json name=$2 line p=0 f=0 s=0
+    local log=$1/meson-logs/${3:-testlog}.json name=$2 line p=0 f=0 s=0
     if [[ ! -s $log ]]; then
         echo "no test results in $log"
         fail "$name: no tests ran"
@@ -248,6 +252,22 @@ run_config() {
     count_tests "$dir" "ci-$name"
 }
 
+# The gcc build's tests again, with membarrier turned off; the log goes to
+# meson-logs/nofence.json, beside gcc's own.
+run_nofence() {
+    local dir=build/ci-gcc
+    banner "ci-nofence: build/ci-gcc's tests with GORO_ASYM_FENCE=off (meson test --no-rebuild)"
+    if [[ ! -f $dir/build.ninja ]]; then
+        fail "ci-nofence: build/ci-gcc is not set up (run the gcc configuration first)"
+        return
+    fi
+    rm -f "$dir/meson-logs/nofence.json"
+    local test_args=(--no-rebuild --print-errorlogs --logbase nofence)
+    if [[ -z ${MESON_TESTTHREADS:-} ]]; then test_args+=(--num-processes 2); fi
+    GORO_ASYM_FENCE=off meson test -C "$dir" "${test_args[@]}"
+    count_tests "$dir" "ci-nofence" nofence
+}
+
 for config in $configs; do
     case $config in
         gcc)   run_config gcc g++ -Dwerror=true ;;
@@ -256,7 +276,8 @@ for config in $configs; do
         # (meson.build drops clang 14's -fsanitize=function, which cannot
         # compile coroutines.)
         asan)  run_config asan "${GORO_ASAN_CXX:-clang++}" -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false ;;
-        *)     banner "unknown configuration '$config' (known: gcc clang tsan asan)"
+        nofence) run_nofence ;;
+        *)     banner "unknown configuration '$config' (known: gcc clang tsan asan nofence)"
                fail "unknown configuration $config" ;;
     esac
 done

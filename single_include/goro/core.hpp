@@ -69,9 +69,11 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <ctime>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #if defined(__linux__)
@@ -211,9 +213,14 @@ inline void seq_fence() noexcept {
 /// asym_fence_available() registers the process once and says whether the
 /// kernel offers it (Linux 4.14+); without it, callers keep their locked
 /// instructions.
+///
+/// GORO_ASYM_FENCE=off in the environment (read once, at the first call)
+/// makes it answer false, so the fallback paths run as on a kernel without
+/// membarrier: CI runs the suite that way too.
 inline bool asym_fence_available() noexcept {
 #if defined(__linux__) && defined(SYS_membarrier)
     static const bool ok = [] {
+        if (const char* v = std::getenv("GORO_ASYM_FENCE"); v && std::string_view(v) == "off") return false;
         constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
         return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
     }();
@@ -2116,15 +2123,10 @@ private:
 // RUN_NEXT: the owner fills an empty slot with a plain store (a thief only
 //   ever takes a task out), and empties it with a plain store too, which is
 //   two locked instructions less per ping-pong round trip. That is safe
-//   because a thief is rare (a starving worker) and does the fencing for both:
-//     owner:  t = run_next; in_pop = 1; if steal_req == 0 { run_next = null; in_pop = 0; run t }
-//             else { in_pop = 0; t = exchange(run_next, null) }
-//     thief:  ++steal_req; asym_fence_heavy() (membarrier); wait while in_pop;
-//             t = exchange(run_next, null); --steal_req
-//   After the heavy fence, either the owner's `in_pop = 1` is visible (the
-//   thief waits until that take is over) or the owner's later read of
-//   steal_req sees the request (it takes with an exchange). So no task is
-//   taken twice. Without membarrier (old kernels) the owner always exchanges.
+//   because a thief is rare (a starving worker) and does the fencing for both
+//   with membarrier: the protocol, and why no task is taken twice, is in
+//   slot_handoff.hpp. Without membarrier (old kernels, GORO_ASYM_FENCE=off)
+//   the owner takes with an exchange.
 //
 // CLAIMED: a worker whose queue holds at least 8 tasks takes up to 4 with
 //   one CAS of the queue's head (local_runq::pop_batch), runs the first and
@@ -2133,16 +2135,10 @@ private:
 //   worker pays one locked instruction per four tasks it pops, not one each.
 //   Thieves leave the slots alone, as they leave run_next, except when the
 //   worker is starving (its task has run for a monitor tick while work
-//   waited): then steal_run_next takes the claimed tasks too, and no task
+//   waited): then steal_slots takes the claimed tasks too, and no task
 //   waits behind one that never suspends. A queue shorter than 8 is popped
 //   one at a time, so that the few tasks there stay stealable. Without
 //   membarrier no worker claims.
-//   Why: on a worker that runs short tasks made on another core (spawn_join),
-//   each locked instruction waits for the stores before it, which go to lines
-//   still arriving from that core, and the pop's and done()'s took most of
-//   the runner's time. With the lines fetched for writing ahead of use
-//   (prefetch_for_write), claiming took spawn_join from 25.2 to 24.1 ns;
-//   without, it gained nothing: the other locked instruction waited instead.
 //
 // PARKING PROTOCOL for awaitables that block (channels, sleep, wait groups):
 //   in await_suspend(h): `park(task, h, reason)`, then publish the waiter
@@ -2164,6 +2160,178 @@ private:
 #include <thread>
 #include <vector>
 
+
+// ---- begin goro/core/slot_handoff.hpp ----
+// goro/core/slot_handoff.hpp — a worker's private task slots, which its owner
+// empties without a locked instruction and a rare thief can still steal from.
+//
+// Each worker has a `run_next` slot (the task it just woke) and a few
+// `claimed` slots (tasks it popped from its queue in one batch and has not
+// run yet). The owner is the only thread that fills a slot; the owner takes
+// its tasks out one at a time, and a thief, when the owner is starving (its
+// task has run for a whole monitor tick), takes all of them. Every task put
+// in a slot is taken out exactly once, by the owner or by a thief.
+//
+// THE PROTOCOL (x86-TSO reasoning; `fenced` = the asymmetric fence exists)
+//   owner take:  in_pop = 1 (plain store); light fence (compiler barrier);
+//                if steal_req == 0 { t = slot; slot = null (plain store); in_pop = 0 }
+//                else { in_pop = 0; t = exchange(slot, null) }
+//   thief steal: ++steal_req (locked RMW: visible before the next step);
+//                heavy fence (membarrier); wait while in_pop;
+//                exchange every slot with null; --steal_req
+//   The owner's light fence only keeps the compiler from moving its loads
+//   above `in_pop = 1`; the CPU may still hold that store in its store
+//   buffer while the owner reads steal_req (store-load reordering). The
+//   thief's heavy fence makes every other core execute a full fence at some
+//   point P of its program: the owner's stores before P are then visible to
+//   the thief, and the owner's loads after P see the thief's increment,
+//   which was visible before the fence began. So, for one take:
+//     P before the owner reads steal_req: the owner sees the request and
+//       takes with an exchange, which a thief's exchange cannot double.
+//     P after it: `in_pop = 1` is visible to the thief, which waits for
+//       `in_pop = 0`; the owner stores that after `slot = null`, and stores
+//       become visible in program order, so the thief's exchange finds the
+//       slot empty (or holding a newer task the owner put there since).
+//   Hence the owner reads the slot only after it has announced itself and
+//   read steal_req. A slot read before `in_pop = 1` leaves room for a
+//   thief's whole steal (increment, fence, in_pop still 0, exchange,
+//   decrement) before the owner's check, which then sees no request and
+//   runs the stolen task a second time. tests/test_slot_handoff.cpp checks
+//   this protocol, and that ordering's failure, in a model of x86-TSO.
+//   Unfenced (no membarrier): the owner always takes with an exchange, and
+//   the thief skips the handshake.
+//
+// FILLING: the owner stores into an empty slot with a plain store. A thief
+//   only ever exchanges a non-null task out, never puts one in, so a slot the
+//   owner saw empty stays empty until the owner fills it. The claimed slots
+//   are filled only when all of them have been looked at (has_claimed() false).
+//
+// The atomics and the two fences come from `Policy` (machine_policy here; a
+// test instantiates the protocol with model atomics at a tiny size). The
+// member functions are not noexcept: the model checker unwinds a stuck thread
+// through them. With std::atomic nothing throws.
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+
+namespace goro::detail {
+
+/// The real machine: std::atomic, a compiler barrier, and membarrier.
+struct machine_policy {
+    template <class U>
+    using atomic = std::atomic<U>;
+    /// The hot side's fence: keeps the compiler from reordering, costs nothing.
+    static void fence_light() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
+    /// The rare side's fence: every other thread executes a full fence.
+    static void fence_heavy() noexcept { asym_fence_heavy(); }
+    /// One round of a wait for another thread's store.
+    static void spin(int& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the owner was descheduled mid-take
+    }
+};
+
+template <class T, std::uint32_t Claimed, class Policy = machine_policy>
+class slot_handoff {
+public:
+    template <class U>
+    using atomic = typename Policy::template atomic<U>;
+    static constexpr std::uint32_t claim_max = Claimed;
+    static_assert(Claimed >= 1, "at least one claimed slot");
+
+    // --- owner only ----------------------------------------------------------
+
+    /// Puts `t` in run_next if it is empty (a plain store); false if full.
+    [[gnu::always_inline]] bool offer_next(T* t) {
+        if (next_.load(std::memory_order_relaxed)) return false;
+        next_.store(t, std::memory_order_release);
+        return true;
+    }
+    /// Puts `t` (or null) in run_next, returning what was there.
+    T* swap_next(T* t) { return next_.exchange(t, std::memory_order_acq_rel); }
+
+    /// Empties run_next, returning what it held (null: empty or stolen).
+    [[gnu::always_inline]] T* take_next(bool fenced) { return take(next_, fenced); }
+
+    /// The next claimed task that no thief took; null when none is left.
+    [[gnu::always_inline]] T* take_claimed(bool fenced) {
+        while (claimed_next_ != claimed_end_)
+            if (T* t = take(claimed_[claimed_next_++], fenced)) return t;
+        return nullptr;
+    }
+    /// Some claimed slot has not been looked at yet (a moment's view of the owner's own).
+    bool has_claimed() const noexcept { return claimed_next_ != claimed_end_; }
+
+    /// The claimed slots, to fill (with relaxed stores) when has_claimed() is
+    /// false; then say how many were filled with claimed_filled().
+    atomic<T*>* claim_slots() noexcept { return claimed_; }
+    void claimed_filled(std::uint32_t n) noexcept {
+        claimed_next_ = 0;
+        claimed_end_ = n;
+    }
+
+    // --- anyone (a moment's view) ---------------------------------------------
+
+    T* peek_next() const { return next_.load(std::memory_order_acquire); }
+    bool any_claimed() const {
+        for (auto& c : claimed_)
+            if (c.load(std::memory_order_relaxed)) return true;
+        return false;
+    }
+    bool any() const { return next_.load(std::memory_order_relaxed) != nullptr || any_claimed(); }
+
+    // --- a thief -----------------------------------------------------------------
+
+    /// Takes every task in the slots into `out` (room for 1 + Claimed);
+    /// returns how many.
+    std::uint32_t steal(T** out, bool fenced) {
+        if (!any()) return 0;
+        if (fenced) {
+            steal_req_.fetch_add(1, std::memory_order_seq_cst);
+            Policy::fence_heavy();
+            for (int spins = 0; in_pop_.load(std::memory_order_acquire);) Policy::spin(spins);
+        }
+        std::uint32_t n = 0;
+        if (next_.load(std::memory_order_relaxed))
+            if (T* t = next_.exchange(nullptr, std::memory_order_acq_rel)) out[n++] = t;
+        for (auto& c : claimed_)
+            if (c.load(std::memory_order_relaxed))
+                if (T* t = c.exchange(nullptr, std::memory_order_acq_rel)) out[n++] = t;
+        if (fenced) steal_req_.fetch_sub(1, std::memory_order_release);
+        return n;
+    }
+
+private:
+    /// The owner's take (THE PROTOCOL above).
+    [[gnu::always_inline]] T* take(atomic<T*>& slot, bool fenced) {
+        // An early look without announcing: only the owner fills a slot, so
+        // an empty one stays empty; a full one must be read again below.
+        if (!slot.load(std::memory_order_relaxed)) return nullptr;
+        if (fenced) {
+            in_pop_.store(true, std::memory_order_relaxed);
+            Policy::fence_light();
+            if (steal_req_.load(std::memory_order_acquire) == 0) {
+                T* t = slot.load(std::memory_order_acquire);
+                slot.store(nullptr, std::memory_order_relaxed);
+                in_pop_.store(false, std::memory_order_release);
+                return t;
+            }
+            in_pop_.store(false, std::memory_order_release);
+        }
+        return slot.exchange(nullptr, std::memory_order_acq_rel);
+    }
+
+    atomic<T*> next_{nullptr};
+    atomic<bool> in_pop_{false};   // the owner is taking a task out (owner writes)
+    atomic<int> steal_req_{0};     // thieves in their handshake
+    atomic<T*> claimed_[Claimed]{};
+    std::uint32_t claimed_next_ = 0, claimed_end_ = 0;  // owner only: the claimed slots still to look at
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/slot_handoff.hpp ----
 
 namespace goro {
 
@@ -2304,11 +2472,9 @@ struct worker {
     scheduler* sched = nullptr;
     unsigned index = 0;
     local_runq q;
-    alignas(cache_line) std::atomic<task_header*> run_next{nullptr};
-    std::atomic<bool> in_pop{false};        // the owner is taking run_next or a claimed task (RUN_NEXT)
-    std::atomic<int> steal_req{0};          // thieves waiting to take run_next or claimed tasks
     static constexpr std::uint32_t claim_max = 3;
-    std::atomic<task_header*> claimed[claim_max]{};  // popped with the last batch, not run yet (CLAIMED)
+    // run_next, and the tasks popped with the last batch, not run yet (RUN_NEXT, CLAIMED)
+    alignas(cache_line) slot_handoff<task_header, claim_max> slots;
     std::atomic<task_header*> current{nullptr};
     std::atomic<std::uint64_t> resumes{0};
     std::atomic<bool> starving{false};
@@ -2320,7 +2486,6 @@ struct worker {
     // owner-only
     std::uint32_t tick = 0;
     std::uint32_t next_streak = 0;  // picks since the local queue was last served
-    std::uint32_t claimed_next = 0, claimed_end = 0;  // the slots of `claimed` still to look at
     std::uint64_t rng = 0;
     bool spinning = false;
     // under the idle mutex
@@ -2431,17 +2596,14 @@ public:
         // An empty slot is filled with a plain store: a thief only ever
         // exchanges a non-null value out, so none can be lost or doubled.
         // (One locked instruction less per hand-off: half of ping-pong.)
-        if (w && w->sched == this && !w->run_next.load(std::memory_order_relaxed)) {
-            w->run_next.store(t, std::memory_order_release);
-            return;  // runs when the current task suspends
-        }
+        if (w && w->sched == this && w->slots.offer_next(t)) return;  // runs when the current task suspends
         ready_slow(t, w);
     }
 
 private:
     [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
         if (w && w->sched == this) {
-            task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
+            task_header* old = w->slots.swap_next(t);
             if (!old) return;
             local_push(*w, old);
             wake_if_needed(true);
@@ -2492,7 +2654,7 @@ public:
         const bool local = w && w->sched == this;
         if (local) {
             // Behind everything runnable here, including a task in run_next.
-            if (task_header* rn = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) local_push(*w, rn);
+            if (task_header* rn = w->slots.swap_next(nullptr)) local_push(*w, rn);
             local_push(*w, t);
         } else {
             global_push(t);
@@ -2703,76 +2865,35 @@ private:
                     return batch[0];
                 }
                 if (round == 3 && v.starving.load(std::memory_order_relaxed))
-                    if (task_header* t = steal_run_next(self, v)) return t;
+                    if (task_header* t = steal_slots(self, v)) return t;
             }
         }
         return nullptr;
     }
 
     /// Owner only: empties run_next, returning what it held (RUN_NEXT).
-    task_header* take_run_next(worker& w) noexcept { return take_slot(w, w.run_next); }
-
-    /// Owner only: empties one of its slots (run_next or a claimed one),
-    /// returning what it held, with the handshake of RUN_NEXT.
-    task_header* take_slot(worker& w, std::atomic<task_header*>& slot) noexcept {
-        task_header* t = slot.load(std::memory_order_acquire);
-        if (!t) return nullptr;
-        if (asym_fence_) {
-            w.in_pop.store(true, std::memory_order_relaxed);
-            std::atomic_signal_fence(std::memory_order_seq_cst);
-            const bool contested = w.steal_req.load(std::memory_order_relaxed) != 0;
-            if (!contested) slot.store(nullptr, std::memory_order_relaxed);
-            w.in_pop.store(false, std::memory_order_release);
-            if (!contested) return t;
-        }
-        return slot.exchange(nullptr, std::memory_order_acq_rel);
-    }
-
-    /// Owner only: the next claimed task not taken by a thief (CLAIMED).
-    task_header* take_claimed(worker& w) noexcept {
-        while (w.claimed_next != w.claimed_end)
-            if (task_header* t = take_slot(w, w.claimed[w.claimed_next++])) return t;
-        return nullptr;
-    }
+    task_header* take_run_next(worker& w) noexcept { return w.slots.take_next(asym_fence_); }
 
     /// Owner only: the next task of its queue, claiming a batch when the
     /// queue is long (CLAIMED).
     task_header* pop_local(worker& w) noexcept {
-        if (task_header* t = take_claimed(w)) return t;
+        if (task_header* t = w.slots.take_claimed(asym_fence_)) return t;
         if (!asym_fence_) return w.q.pop();
         std::uint32_t n = 0;
-        task_header* t = w.q.pop_batch<worker::claim_max>(w.claimed, &n);
-        w.claimed_next = 0;
-        w.claimed_end = n;
+        task_header* t = w.q.pop_batch<worker::claim_max>(w.slots.claim_slots(), &n);
+        w.slots.claimed_filled(n);
         return t;
     }
 
-    /// A thief takes a starving worker's run_next or claimed tasks (RUN_NEXT,
+    /// A thief takes a starving worker's run_next and claimed tasks (RUN_NEXT,
     /// CLAIMED): returns one, queues the others on `self`.
-    task_header* steal_run_next(worker& self, worker& v) noexcept {
-        bool any = v.run_next.load(std::memory_order_relaxed) != nullptr;
-        for (auto& c : v.claimed) any = any || c.load(std::memory_order_relaxed) != nullptr;
-        if (!any) return nullptr;
-        if (!asym_fence_) return v.run_next.exchange(nullptr, std::memory_order_acq_rel);  // nothing is claimed then
-        v.steal_req.fetch_add(1, std::memory_order_seq_cst);
-        asym_fence_heavy();
-        for (int spins = 0; v.in_pop.load(std::memory_order_acquire);)
-            if (++spins < 64) cpu_relax();
-            else std::this_thread::yield();  // the owner was descheduled mid-take
-        task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel);
-        for (auto& c : v.claimed)
-            if (task_header* u = c.exchange(nullptr, std::memory_order_acq_rel)) {
-                if (!t) t = u;
-                else if (!self.q.push(u)) global_push(u);  // (a thief's queue is empty: there is room)
-            }
-        v.steal_req.fetch_sub(1, std::memory_order_release);
-        return t;
-    }
-
-    static bool claimed_any(const worker& w) noexcept {
-        for (auto& c : w.claimed)
-            if (c.load(std::memory_order_relaxed)) return true;
-        return false;
+    task_header* steal_slots(worker& self, worker& v) noexcept {
+        task_header* got[1 + worker::claim_max];
+        const std::uint32_t n = v.slots.steal(got, asym_fence_);
+        if (n == 0) return nullptr;
+        for (std::uint32_t i = 1; i < n; ++i)
+            if (!self.q.push(got[i])) global_push(got[i]);  // (a thief's queue is empty: there is room)
+        return got[0];
     }
 
     static std::uint64_t next_rand(worker& w) noexcept {
@@ -2922,7 +3043,7 @@ private:
             nspinning_.fetch_sub(1, std::memory_order_seq_cst);
         }
         seq_fence();
-        bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
+        bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
         bool slept = true;
         if (work) {
             std::lock_guard<std::mutex> g(idle_mu_);
@@ -2992,7 +3113,7 @@ private:
             worker& w = *wp;
             std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
             bool stuck = w.current.load(std::memory_order_relaxed) && r == w.seen_resumes;
-            bool waiting_work = w.run_next.load(std::memory_order_relaxed) || w.q.size() || claimed_any(w);
+            bool waiting_work = w.slots.any() || w.q.size();
             w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
             if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
             w.seen_resumes = r;
@@ -3100,7 +3221,7 @@ inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
 /// (a moment's view).
 inline bool local_work_waiting() noexcept {
     worker* w = tls_worker;
-    return w && (w->run_next.load(std::memory_order_relaxed) || w->q.size() || w->claimed_next != w->claimed_end);
+    return w && (w->slots.peek_next() || w->q.size() || w->slots.has_claimed());
 }
 
 /// The current task `t`, on a worker, steps aside after a contended channel

@@ -67,15 +67,10 @@
 // RUN_NEXT: the owner fills an empty slot with a plain store (a thief only
 //   ever takes a task out), and empties it with a plain store too, which is
 //   two locked instructions less per ping-pong round trip. That is safe
-//   because a thief is rare (a starving worker) and does the fencing for both:
-//     owner:  t = run_next; in_pop = 1; if steal_req == 0 { run_next = null; in_pop = 0; run t }
-//             else { in_pop = 0; t = exchange(run_next, null) }
-//     thief:  ++steal_req; asym_fence_heavy() (membarrier); wait while in_pop;
-//             t = exchange(run_next, null); --steal_req
-//   After the heavy fence, either the owner's `in_pop = 1` is visible (the
-//   thief waits until that take is over) or the owner's later read of
-//   steal_req sees the request (it takes with an exchange). So no task is
-//   taken twice. Without membarrier (old kernels) the owner always exchanges.
+//   because a thief is rare (a starving worker) and does the fencing for both
+//   with membarrier: the protocol, and why no task is taken twice, is in
+//   slot_handoff.hpp. Without membarrier (old kernels, GORO_ASYM_FENCE=off)
+//   the owner takes with an exchange.
 //
 // CLAIMED: a worker whose queue holds at least 8 tasks takes up to 4 with
 //   one CAS of the queue's head (local_runq::pop_batch), runs the first and
@@ -84,16 +79,10 @@
 //   worker pays one locked instruction per four tasks it pops, not one each.
 //   Thieves leave the slots alone, as they leave run_next, except when the
 //   worker is starving (its task has run for a monitor tick while work
-//   waited): then steal_run_next takes the claimed tasks too, and no task
+//   waited): then steal_slots takes the claimed tasks too, and no task
 //   waits behind one that never suspends. A queue shorter than 8 is popped
 //   one at a time, so that the few tasks there stay stealable. Without
 //   membarrier no worker claims.
-//   Why: on a worker that runs short tasks made on another core (spawn_join),
-//   each locked instruction waits for the stores before it, which go to lines
-//   still arriving from that core, and the pop's and done()'s took most of
-//   the runner's time. With the lines fetched for writing ahead of use
-//   (prefetch_for_write), claiming took spawn_join from 25.2 to 24.1 ns;
-//   without, it gained nothing: the other locked instruction waited instead.
 //
 // PARKING PROTOCOL for awaitables that block (channels, sleep, wait groups):
 //   in await_suspend(h): `park(task, h, reason)`, then publish the waiter
@@ -119,6 +108,7 @@
 #include <goro/core/frame.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
+#include <goro/core/slot_handoff.hpp>
 #include <goro/core/spinlock.hpp>
 #include <goro/core/timer.hpp>
 
@@ -261,11 +251,9 @@ struct worker {
     scheduler* sched = nullptr;
     unsigned index = 0;
     local_runq q;
-    alignas(cache_line) std::atomic<task_header*> run_next{nullptr};
-    std::atomic<bool> in_pop{false};        // the owner is taking run_next or a claimed task (RUN_NEXT)
-    std::atomic<int> steal_req{0};          // thieves waiting to take run_next or claimed tasks
     static constexpr std::uint32_t claim_max = 3;
-    std::atomic<task_header*> claimed[claim_max]{};  // popped with the last batch, not run yet (CLAIMED)
+    // run_next, and the tasks popped with the last batch, not run yet (RUN_NEXT, CLAIMED)
+    alignas(cache_line) slot_handoff<task_header, claim_max> slots;
     std::atomic<task_header*> current{nullptr};
     std::atomic<std::uint64_t> resumes{0};
     std::atomic<bool> starving{false};
@@ -277,7 +265,6 @@ struct worker {
     // owner-only
     std::uint32_t tick = 0;
     std::uint32_t next_streak = 0;  // picks since the local queue was last served
-    std::uint32_t claimed_next = 0, claimed_end = 0;  // the slots of `claimed` still to look at
     std::uint64_t rng = 0;
     bool spinning = false;
     // under the idle mutex
@@ -388,17 +375,14 @@ public:
         // An empty slot is filled with a plain store: a thief only ever
         // exchanges a non-null value out, so none can be lost or doubled.
         // (One locked instruction less per hand-off: half of ping-pong.)
-        if (w && w->sched == this && !w->run_next.load(std::memory_order_relaxed)) {
-            w->run_next.store(t, std::memory_order_release);
-            return;  // runs when the current task suspends
-        }
+        if (w && w->sched == this && w->slots.offer_next(t)) return;  // runs when the current task suspends
         ready_slow(t, w);
     }
 
 private:
     [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
         if (w && w->sched == this) {
-            task_header* old = w->run_next.exchange(t, std::memory_order_acq_rel);
+            task_header* old = w->slots.swap_next(t);
             if (!old) return;
             local_push(*w, old);
             wake_if_needed(true);
@@ -449,7 +433,7 @@ public:
         const bool local = w && w->sched == this;
         if (local) {
             // Behind everything runnable here, including a task in run_next.
-            if (task_header* rn = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) local_push(*w, rn);
+            if (task_header* rn = w->slots.swap_next(nullptr)) local_push(*w, rn);
             local_push(*w, t);
         } else {
             global_push(t);
@@ -660,76 +644,35 @@ private:
                     return batch[0];
                 }
                 if (round == 3 && v.starving.load(std::memory_order_relaxed))
-                    if (task_header* t = steal_run_next(self, v)) return t;
+                    if (task_header* t = steal_slots(self, v)) return t;
             }
         }
         return nullptr;
     }
 
     /// Owner only: empties run_next, returning what it held (RUN_NEXT).
-    task_header* take_run_next(worker& w) noexcept { return take_slot(w, w.run_next); }
-
-    /// Owner only: empties one of its slots (run_next or a claimed one),
-    /// returning what it held, with the handshake of RUN_NEXT.
-    task_header* take_slot(worker& w, std::atomic<task_header*>& slot) noexcept {
-        task_header* t = slot.load(std::memory_order_acquire);
-        if (!t) return nullptr;
-        if (asym_fence_) {
-            w.in_pop.store(true, std::memory_order_relaxed);
-            std::atomic_signal_fence(std::memory_order_seq_cst);
-            const bool contested = w.steal_req.load(std::memory_order_relaxed) != 0;
-            if (!contested) slot.store(nullptr, std::memory_order_relaxed);
-            w.in_pop.store(false, std::memory_order_release);
-            if (!contested) return t;
-        }
-        return slot.exchange(nullptr, std::memory_order_acq_rel);
-    }
-
-    /// Owner only: the next claimed task not taken by a thief (CLAIMED).
-    task_header* take_claimed(worker& w) noexcept {
-        while (w.claimed_next != w.claimed_end)
-            if (task_header* t = take_slot(w, w.claimed[w.claimed_next++])) return t;
-        return nullptr;
-    }
+    task_header* take_run_next(worker& w) noexcept { return w.slots.take_next(asym_fence_); }
 
     /// Owner only: the next task of its queue, claiming a batch when the
     /// queue is long (CLAIMED).
     task_header* pop_local(worker& w) noexcept {
-        if (task_header* t = take_claimed(w)) return t;
+        if (task_header* t = w.slots.take_claimed(asym_fence_)) return t;
         if (!asym_fence_) return w.q.pop();
         std::uint32_t n = 0;
-        task_header* t = w.q.pop_batch<worker::claim_max>(w.claimed, &n);
-        w.claimed_next = 0;
-        w.claimed_end = n;
+        task_header* t = w.q.pop_batch<worker::claim_max>(w.slots.claim_slots(), &n);
+        w.slots.claimed_filled(n);
         return t;
     }
 
-    /// A thief takes a starving worker's run_next or claimed tasks (RUN_NEXT,
+    /// A thief takes a starving worker's run_next and claimed tasks (RUN_NEXT,
     /// CLAIMED): returns one, queues the others on `self`.
-    task_header* steal_run_next(worker& self, worker& v) noexcept {
-        bool any = v.run_next.load(std::memory_order_relaxed) != nullptr;
-        for (auto& c : v.claimed) any = any || c.load(std::memory_order_relaxed) != nullptr;
-        if (!any) return nullptr;
-        if (!asym_fence_) return v.run_next.exchange(nullptr, std::memory_order_acq_rel);  // nothing is claimed then
-        v.steal_req.fetch_add(1, std::memory_order_seq_cst);
-        asym_fence_heavy();
-        for (int spins = 0; v.in_pop.load(std::memory_order_acquire);)
-            if (++spins < 64) cpu_relax();
-            else std::this_thread::yield();  // the owner was descheduled mid-take
-        task_header* t = v.run_next.exchange(nullptr, std::memory_order_acq_rel);
-        for (auto& c : v.claimed)
-            if (task_header* u = c.exchange(nullptr, std::memory_order_acq_rel)) {
-                if (!t) t = u;
-                else if (!self.q.push(u)) global_push(u);  // (a thief's queue is empty: there is room)
-            }
-        v.steal_req.fetch_sub(1, std::memory_order_release);
-        return t;
-    }
-
-    static bool claimed_any(const worker& w) noexcept {
-        for (auto& c : w.claimed)
-            if (c.load(std::memory_order_relaxed)) return true;
-        return false;
+    task_header* steal_slots(worker& self, worker& v) noexcept {
+        task_header* got[1 + worker::claim_max];
+        const std::uint32_t n = v.slots.steal(got, asym_fence_);
+        if (n == 0) return nullptr;
+        for (std::uint32_t i = 1; i < n; ++i)
+            if (!self.q.push(got[i])) global_push(got[i]);  // (a thief's queue is empty: there is room)
+        return got[0];
     }
 
     static std::uint64_t next_rand(worker& w) noexcept {
@@ -879,7 +822,7 @@ private:
             nspinning_.fetch_sub(1, std::memory_order_seq_cst);
         }
         seq_fence();
-        bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
+        bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
         bool slept = true;
         if (work) {
             std::lock_guard<std::mutex> g(idle_mu_);
@@ -949,7 +892,7 @@ private:
             worker& w = *wp;
             std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
             bool stuck = w.current.load(std::memory_order_relaxed) && r == w.seen_resumes;
-            bool waiting_work = w.run_next.load(std::memory_order_relaxed) || w.q.size() || claimed_any(w);
+            bool waiting_work = w.slots.any() || w.q.size();
             w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
             if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
             w.seen_resumes = r;
@@ -1057,7 +1000,7 @@ inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
 /// (a moment's view).
 inline bool local_work_waiting() noexcept {
     worker* w = tls_worker;
-    return w && (w->run_next.load(std::memory_order_relaxed) || w->q.size() || w->claimed_next != w->claimed_end);
+    return w && (w->slots.peek_next() || w->q.size() || w->slots.has_claimed());
 }
 
 /// The current task `t`, on a worker, steps aside after a contended channel
