@@ -16,7 +16,8 @@
 //             task, go, stack: tasks on the worker pool, and their registry
 //   sync/     channel, select, context, wait_group, mutex, semaphore, errgroup
 //   inspect/  snapshot, pprof, dump, panic, leak_check, deadlock
-//   http/     debug_server: /debug/pprof/goroutine, /metrics, /debug/goro/…
+//   http/     request, response, prometheus, address, server, routes,
+//             debug_server: /debug/pprof/goroutine, /metrics, /debug/goro/…
 //
 // goro/core.hpp is the same without http/ (and is cheaper to compile); the
 // test-framework integrations goro/catch2.hpp and goro/gtest.hpp are separate.
@@ -8806,8 +8807,8 @@ public:
 // ---- end goro/core.hpp ----
 
 // ---- begin goro/http/debug_server.hpp ----
-#ifndef GORO_DEBUG_SERVER_HPP
-#define GORO_DEBUG_SERVER_HPP
+#ifndef GORO_HTTP_DEBUG_SERVER_HPP
+#define GORO_HTTP_DEBUG_SERVER_HPP
 
 // goro::debug_server: a small HTTP/1.1 server for goro's debug endpoints, in the
 // spirit of Go's net/http/pprof. It serves the goroutine routes (below), and
@@ -8822,7 +8823,7 @@ public:
 //     server.stop();                         // or let the destructor do it
 //
 // DEFAULT ROUTES (options.with_default_routes, on by default; see
-// register_default_routes at the end of this file), answering as Go's
+// goro/http/routes.hpp), answering as Go's
 // net/http/pprof does, so curl, `watch` and `go tool pprof URL` work unchanged:
 //   /debug/pprof/                   HTML index: each profile with its count and a link
 //   /debug/pprof/goroutine          pprof protobuf (application/octet-stream,
@@ -8907,60 +8908,35 @@ public:
 //   option). start() throws std::system_error naming the operation and the
 //   address, e.g. "goro::debug_server::start: bind 127.0.0.1:6060: Address
 //   already in use"; std::logic_error if already running. Nothing is dropped
-//   silently: a handler response that HTTP cannot carry (a bad status, a
-//   header the server manages, CR/LF in a header) becomes a 500 saying why.
-//
-// The HTTP parser is a pure function, detail::parse_http_request(), fuzzed by
-// tests/fuzz/fuzz_http_request.cpp. detail::prometheus_text_writer writes the
-// Prometheus text exposition format 0.0.4 for /metrics.
 
-#include <algorithm>
-#include <array>
-#include <atomic>
-#include <cerrno>
-#include <charconv>
-#include <chrono>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <cstring>
-#include <ctime>
-#include <exception>
-#include <functional>
-#include <initializer_list>
 #include <memory>
-#include <mutex>
-#include <optional>
-#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
-#include <thread>
-#include <type_traits>
-#include <unordered_map>
+#include <utility>
+
+
+// ---- begin goro/http/request.hpp ----
+#ifndef GORO_HTTP_REQUEST_HPP
+#define GORO_HTTP_REQUEST_HPP
+
+// The debug server's request side: the limits on a request head, the HTTP/1.x
+// request-head parser and goro::debug_request, the request as a handler sees it.
+//
+// detail::parse_http_request() is a pure function (no sockets, no state): the
+// connection loop (goro/http/server.hpp) calls it on the bytes received so far,
+// and tests/fuzz/fuzz_http_request.cpp fuzzes it against its streaming contract.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
-
 namespace goro {
-
-class debug_server;
-
-// ---------------------------------------------------------------------------
-// Options
-// ---------------------------------------------------------------------------
 
 // Limits on a request head. A request over a limit is answered with the given
 // status and the connection is closed.
@@ -8969,46 +8945,6 @@ struct debug_server_limits {
     std::size_t max_header_bytes = 16 * 1024;  // all field lines with their CRLFs
                                                // and the final empty line; else 431
     std::size_t max_header_count = 100;        // field lines; else 431
-};
-
-struct debug_server_options {
-    // An IPv4 or IPv6 literal ("127.0.0.1", "::1", "[::1]") or "localhost"
-    // (meaning 127.0.0.1). Host names are not resolved.
-    std::string address = "127.0.0.1";
-    // 0 picks a free port; debug_server::port() tells which.
-    std::uint16_t port = 6060;
-    // Required to bind anything outside 127.0.0.0/8 and ::1.
-    bool allow_non_loopback = false;
-    // Non-empty: every request needs "Authorization: Bearer <token>".
-    // Must be a non-empty run of visible ASCII without spaces (RFC 6750 b64token).
-    std::string bearer_token;
-    // While bound to loopback, reject requests whose Host is not a loopback
-    // name (DNS rebinding protection). Ignored when bound elsewhere.
-    bool check_host = true;
-    // Deadline for a whole request head (and for an idle keep-alive connection).
-    std::chrono::milliseconds read_timeout{5000};
-    // Deadline for writing a whole response.
-    std::chrono::milliseconds write_timeout{30000};
-    // Connections served at once; more wait in the listen backlog.
-    std::size_t max_connections = 16;
-    // After this many requests a keep-alive connection is closed.
-    std::size_t max_requests_per_connection = 1000;
-    debug_server_limits limits{};
-    // The goroutine routes (/debug/pprof/goroutine, /debug/goro/tasks.json,
-    // /metrics, and the goroutine row of /debug/pprof/): the constructor calls
-    // goro::register_default_routes(). False: only /debug/pprof/ and what the
-    // program registers itself.
-    bool with_default_routes = true;
-};
-
-// Counters, read with relaxed loads: each is exact, the set is not a snapshot.
-struct debug_server_stats {
-    std::uint64_t connections_accepted = 0;
-    std::uint64_t connections_evicted = 0;   // idle keep-alive closed to make room
-    std::uint64_t requests = 0;              // complete, parsed request heads
-    std::uint64_t bad_requests = 0;          // heads rejected by the parser (4xx/505)
-    std::uint64_t timeouts = 0;              // read or write deadline expired
-    std::uint64_t handler_errors = 0;        // handler threw or returned an invalid response
 };
 
 // ---------------------------------------------------------------------------
@@ -9075,46 +9011,6 @@ private:
     http_fields params_, headers_;
     int version_minor_ = 1;
 };
-
-struct debug_response {
-    int status = 200;
-    std::string content_type = "text/plain; charset=utf-8";
-    // Extra header fields. The server writes Content-Type (from content_type),
-    // Content-Length, Connection, Date and X-Content-Type-Options itself; a
-    // handler that sets one of those here gets a 500.
-    http_fields headers;
-    // Any bytes, binary included.
-    std::string body;
-
-    // Sets or replaces a header field (case-insensitive name); "Content-Type"
-    // sets content_type. Throws std::invalid_argument for a server-managed
-    // field or one HTTP cannot carry (CR, LF, NUL in it; a name not a token).
-    void set_header(std::string_view name, std::string_view value);
-    // Content-Disposition: attachment; filename="<filename>", like Go's pprof
-    // handlers for binary profiles.
-    void set_attachment(std::string_view filename);
-};
-
-using debug_handler = std::function<void(const debug_request&, debug_response&)>;
-
-// One row of the /debug/pprof/ index, and its handler at /debug/pprof/<name>.
-struct debug_profile {
-    std::string name;         // [A-Za-z0-9_.-]+, e.g. "goroutine"
-    std::string description;  // plain text, shown under the table
-    // The count column; empty shows 0, as Go does for profiles without a count.
-    // Called on the server thread while the index is rendered.
-    std::function<std::int64_t()> count;
-    // Served at /debug/pprof/<name>; may be empty when the route is registered
-    // separately with handle().
-    debug_handler handler;
-};
-
-// Registers /debug/pprof/goroutine?debug=0|1|2 (and its row on the index),
-// /debug/goro/tasks.json and /metrics on `server` (see DEFAULT ROUTES above);
-// the constructor calls it unless options.with_default_routes is false.
-// Replaces handlers already registered on those paths. Defined at the end of
-// this file, after debug_server.
-inline void register_default_routes(debug_server& server);
 
 // ---------------------------------------------------------------------------
 // detail: HTTP parsing (pure, no sockets)
@@ -9470,6 +9366,67 @@ inline http_parse_result parse_http_request(std::string_view in, const debug_ser
     return result;
 }
 
+}  // namespace detail
+
+}  // namespace goro
+
+#endif  // GORO_HTTP_REQUEST_HPP
+// ---- end goro/http/request.hpp ----
+
+// ---- begin goro/http/response.hpp ----
+#ifndef GORO_HTTP_RESPONSE_HPP
+#define GORO_HTTP_RESPONSE_HPP
+
+// goro::debug_response, the response a handler fills in; debug_handler and
+// debug_profile, what a program registers on a debug_server; and the helpers
+// that check a response and write its status line and Date.
+
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+
+namespace goro {
+
+struct debug_response {
+    int status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    // Extra header fields. The server writes Content-Type (from content_type),
+    // Content-Length, Connection, Date and X-Content-Type-Options itself; a
+    // handler that sets one of those here gets a 500.
+    http_fields headers;
+    // Any bytes, binary included.
+    std::string body;
+
+    // Sets or replaces a header field (case-insensitive name); "Content-Type"
+    // sets content_type. Throws std::invalid_argument for a server-managed
+    // field or one HTTP cannot carry (CR, LF, NUL in it; a name not a token).
+    void set_header(std::string_view name, std::string_view value);
+    // Content-Disposition: attachment; filename="<filename>", like Go's pprof
+    // handlers for binary profiles.
+    void set_attachment(std::string_view filename);
+};
+
+using debug_handler = std::function<void(const debug_request&, debug_response&)>;
+
+// One row of the /debug/pprof/ index, and its handler at /debug/pprof/<name>.
+struct debug_profile {
+    std::string name;         // [A-Za-z0-9_.-]+, e.g. "goroutine"
+    std::string description;  // plain text, shown under the table
+    // The count column; empty shows 0, as Go does for profiles without a count.
+    // Called on the server thread while the index is rendered.
+    std::function<std::int64_t()> count;
+    // Served at /debug/pprof/<name>; may be empty when the route is registered
+    // separately with handle().
+    debug_handler handler;
+};
+
+namespace detail {
+
 // ---------------------------------------------------------------------------
 // detail: small helpers shared by the server and the routes
 // ---------------------------------------------------------------------------
@@ -9614,9 +9571,48 @@ inline void debug_response::set_attachment(std::string_view filename) {
     set_header("Content-Disposition", v);
 }
 
-// ---------------------------------------------------------------------------
-// detail: Prometheus text exposition format 0.0.4
-// ---------------------------------------------------------------------------
+}  // namespace goro
+
+#endif  // GORO_HTTP_RESPONSE_HPP
+// ---- end goro/http/response.hpp ----
+
+// ---- begin goro/http/routes.hpp ----
+#ifndef GORO_HTTP_ROUTES_HPP
+#define GORO_HTTP_ROUTES_HPP
+
+// The handlers of the default routes (goro::register_default_routes in
+// goro/http/debug_server.hpp registers them): /debug/pprof/goroutine,
+// /debug/goro/tasks.json and /metrics. Each is an ordinary debug_handler.
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+// ---- begin goro/http/prometheus.hpp ----
+#ifndef GORO_HTTP_PROMETHEUS_HPP
+#define GORO_HTTP_PROMETHEUS_HPP
+
+// detail::prometheus_text_writer: the Prometheus text exposition format 0.0.4,
+// as served at /metrics (goro/http/routes.hpp). Pure: writes into a string.
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <initializer_list>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace goro {
 
 namespace detail {
 
@@ -9762,9 +9758,225 @@ private:
 
 }  // namespace detail
 
-// ---------------------------------------------------------------------------
-// detail: sockets
-// ---------------------------------------------------------------------------
+}  // namespace goro
+
+#endif  // GORO_HTTP_PROMETHEUS_HPP
+// ---- end goro/http/prometheus.hpp ----
+
+namespace goro {
+
+namespace detail {
+
+// The `debug` parameter of /debug/pprof/goroutine: absent or empty is 0 (as in
+// Go, where FormValue gives "" and Atoi's error is ignored); 0, 1 and 2 are
+// Go's; anything else is refused, naming the parameter, rather than guessed.
+inline std::optional<int> goroutine_debug_param(const debug_request& req) {
+    auto v = req.param("debug");
+    if (!v || v->empty()) return 0;
+    if (*v == "0") return 0;
+    if (*v == "1") return 1;
+    if (*v == "2") return 2;
+    return std::nullopt;
+}
+
+inline void serve_goroutine_profile(const debug_request& req, debug_response& r) {
+    auto bad = [&](std::string why) {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = std::move(why);
+    };
+    std::optional<int> debug = goroutine_debug_param(req);
+    if (!debug) {
+        std::string shown(req.param("debug").value_or(""));
+        if (shown.size() > 32) shown = shown.substr(0, 32) + "...";
+        for (char& c : shown)
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+        bad("invalid value of query parameter 'debug': \"" + shown +
+            "\" (want 0 for the pprof protobuf, 1 for stacks grouped with counts, 2 for one "
+            "stack per goroutine)\n");
+        return;
+    }
+    // Go serves a delta profile for ?seconds=N, holding the request for N
+    // seconds; one slow request would hold this server's only thread, so goro
+    // says how to get the same answer instead of pretending.
+    if (auto sec = req.param("seconds"); sec && !sec->empty() && *sec != "0") {
+        bad("query parameter 'seconds' (a delta profile) is not supported: fetch the profile "
+            "twice and compare with `go tool pprof -base first second`, or goro::diff\n");
+        return;
+    }
+    if (*debug == 0) {
+        r.content_type = "application/octet-stream";
+        r.set_attachment("goroutine");
+    } else {
+        r.content_type = "text/plain; charset=utf-8";
+    }
+    r.body = goroutine_profile(*debug);
+}
+
+// Tasks by state and wait reason, from one walk of the registry's live headers
+// (the shard locks hold spawns off; a task that exits during the walk may or
+// may not be counted). States are read as they are, with no stop of the
+// world: precise enough for a gauge, and a scrape never pauses the workers.
+struct task_census {
+    std::int64_t total = 0;
+    std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running
+    std::vector<std::pair<std::string, std::int64_t>> by_reason;  // sorted by reason
+};
+
+inline task_census take_task_census() {
+    task_census c;
+    // Wait reasons are static strings: count by pointer under the locks (no
+    // allocation there beyond the rare new reason), merge by text afterwards.
+    std::vector<std::pair<const char*, std::int64_t>> reasons;
+    reasons.reserve(32);
+    the_registry().for_each_locked([&](task_header& h) {
+        ++c.total;
+        switch (h.state.load(std::memory_order_relaxed)) {
+        case task_state::waiting: {
+            ++c.by_state[0];
+            const char* why = h.wait_reason.load(std::memory_order_relaxed);
+            if (!why) why = "unknown";
+            auto it = std::find_if(reasons.begin(), reasons.end(),
+                                   [&](const auto& p) { return p.first == why; });
+            if (it != reasons.end()) ++it->second;
+            else reasons.emplace_back(why, 1);
+            break;
+        }
+        case task_state::runnable: ++c.by_state[1]; break;
+        default: ++c.by_state[2]; break;
+        }
+    });
+    for (const auto& [why, n] : reasons) {
+        std::string_view text(why);
+        auto it = std::find_if(c.by_reason.begin(), c.by_reason.end(),
+                               [&](const auto& p) { return p.first == text; });
+        if (it != c.by_reason.end()) it->second += n;
+        else c.by_reason.emplace_back(std::string(text), n);
+    }
+    std::sort(c.by_reason.begin(), c.by_reason.end());
+    return c;
+}
+
+inline std::string render_metrics() {
+    std::string out;
+    prometheus_text_writer w(out);
+    const task_census c = take_task_census();
+    w.family("goro_tasks", metric_type::gauge,
+             "Tasks that exist now (goro::num_goroutines(): started and not finished, "
+             "plus threads waiting in goro::block_on).");
+    w.sample("goro_tasks", c.total);
+    w.family("goro_tasks_by_state", metric_type::gauge, "Tasks by scheduling state.");
+    w.sample("goro_tasks_by_state", {{"state", "waiting"}}, c.by_state[0]);
+    w.sample("goro_tasks_by_state", {{"state", "runnable"}}, c.by_state[1]);
+    w.sample("goro_tasks_by_state", {{"state", "running"}}, c.by_state[2]);
+    w.family("goro_tasks_waiting", metric_type::gauge,
+             "Waiting tasks by wait reason, in Go's words (\"chan receive\", \"select\", ...).");
+    for (const auto& [reason, n] : c.by_reason) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
+    w.family("goro_tasks_started_total", metric_type::counter,
+             "Tasks ever started (and block_on calls); minus goro_tasks, the number that finished.");
+    w.sample("goro_tasks_started_total", the_registry().total_added());
+    // Not the_scheduler(): a scrape must not start the pool as a side effect.
+    std::int64_t workers = 0, idle = 0, queued = 0;
+    if (pool_started()) {
+        scheduler& s = the_scheduler();
+        workers = static_cast<std::int64_t>(s.size());
+        idle = s.idle_workers();
+        queued = static_cast<std::int64_t>(s.global_queue_size());
+    }
+    w.family("goro_workers", metric_type::gauge,
+             "Worker threads of the pool (GOMAXPROCS); 0 until the pool starts.");
+    w.sample("goro_workers", workers);
+    w.family("goro_workers_idle", metric_type::gauge, "Workers parked for lack of work.");
+    w.sample("goro_workers_idle", idle);
+    w.family("goro_global_queue_length", metric_type::gauge,
+             "Runnable tasks in the global run queue (woken from outside the pool, or overflow).");
+    w.sample("goro_global_queue_length", queued);
+    w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
+    w.sample("goro_build_info", {{"version", goro::version()}}, 1);
+    return out;
+}
+
+inline void serve_tasks_json(const debug_request&, debug_response& r) {
+    r.content_type = "application/json";
+    r.body = tasks_json();
+}
+
+inline void serve_metrics(const debug_request&, debug_response& r) {
+    r.content_type = std::string(prometheus_content_type);
+    r.body = render_metrics();
+}
+
+}  // namespace detail
+
+}  // namespace goro
+
+#endif  // GORO_HTTP_ROUTES_HPP
+// ---- end goro/http/routes.hpp ----
+
+// ---- begin goro/http/server.hpp ----
+#ifndef GORO_HTTP_SERVER_HPP
+#define GORO_HTTP_SERVER_HPP
+
+// The debug server's options and its connection loop: detail::debug_server_state
+// owns the listening socket, the connections and the route table, and runs on
+// its own thread. goro::debug_server (goro/http/debug_server.hpp) is the handle
+// a program holds; see there for the behaviour as a whole.
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+
+// ---- begin goro/http/address.hpp ----
+#ifndef GORO_HTTP_ADDRESS_HPP
+#define GORO_HTTP_ADDRESS_HPP
+
+// The debug server's socket helpers: parsing a bind address (and whether it is
+// loopback), formatting a peer's endpoint, checking that a Host names this
+// machine, and small file-descriptor utilities.
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+
+namespace goro {
 
 namespace detail {
 
@@ -9873,6 +10085,57 @@ inline constexpr int send_flags = MSG_NOSIGNAL;
 #else
 inline constexpr int send_flags = 0;  // SO_NOSIGPIPE is set on the socket instead
 #endif
+
+}  // namespace detail
+
+}  // namespace goro
+
+#endif  // GORO_HTTP_ADDRESS_HPP
+// ---- end goro/http/address.hpp ----
+
+namespace goro {
+
+struct debug_server_options {
+    // An IPv4 or IPv6 literal ("127.0.0.1", "::1", "[::1]") or "localhost"
+    // (meaning 127.0.0.1). Host names are not resolved.
+    std::string address = "127.0.0.1";
+    // 0 picks a free port; debug_server::port() tells which.
+    std::uint16_t port = 6060;
+    // Required to bind anything outside 127.0.0.0/8 and ::1.
+    bool allow_non_loopback = false;
+    // Non-empty: every request needs "Authorization: Bearer <token>".
+    // Must be a non-empty run of visible ASCII without spaces (RFC 6750 b64token).
+    std::string bearer_token;
+    // While bound to loopback, reject requests whose Host is not a loopback
+    // name (DNS rebinding protection). Ignored when bound elsewhere.
+    bool check_host = true;
+    // Deadline for a whole request head (and for an idle keep-alive connection).
+    std::chrono::milliseconds read_timeout{5000};
+    // Deadline for writing a whole response.
+    std::chrono::milliseconds write_timeout{30000};
+    // Connections served at once; more wait in the listen backlog.
+    std::size_t max_connections = 16;
+    // After this many requests a keep-alive connection is closed.
+    std::size_t max_requests_per_connection = 1000;
+    debug_server_limits limits{};
+    // The goroutine routes (/debug/pprof/goroutine, /debug/goro/tasks.json,
+    // /metrics, and the goroutine row of /debug/pprof/): the constructor calls
+    // goro::register_default_routes(). False: only /debug/pprof/ and what the
+    // program registers itself.
+    bool with_default_routes = true;
+};
+
+// Counters, read with relaxed loads: each is exact, the set is not a snapshot.
+struct debug_server_stats {
+    std::uint64_t connections_accepted = 0;
+    std::uint64_t connections_evicted = 0;   // idle keep-alive closed to make room
+    std::uint64_t requests = 0;              // complete, parsed request heads
+    std::uint64_t bad_requests = 0;          // heads rejected by the parser (4xx/505)
+    std::uint64_t timeouts = 0;              // read or write deadline expired
+    std::uint64_t handler_errors = 0;        // handler threw or returned an invalid response
+};
+
+namespace detail {
 
 // ---------------------------------------------------------------------------
 // detail: the server's state, shared by the debug_server handle and its thread
@@ -10642,6 +10905,22 @@ inline std::string debug_server_state::render_index() {
 
 }  // namespace detail
 
+}  // namespace goro
+
+#endif  // GORO_HTTP_SERVER_HPP
+// ---- end goro/http/server.hpp ----
+
+namespace goro {
+
+class debug_server;
+
+// Registers /debug/pprof/goroutine?debug=0|1|2 (and its row on the index),
+// /debug/goro/tasks.json and /metrics on `server` (see DEFAULT ROUTES above);
+// the constructor calls it unless options.with_default_routes is false.
+// Replaces handlers already registered on those paths. Defined below, after
+// debug_server.
+inline void register_default_routes(debug_server& server);
+
 // ---------------------------------------------------------------------------
 // debug_server
 // ---------------------------------------------------------------------------
@@ -10745,143 +11024,6 @@ private:
     std::unique_ptr<detail::debug_server_state> state_;
 };
 
-// ---------------------------------------------------------------------------
-// The default routes
-// ---------------------------------------------------------------------------
-
-namespace detail {
-
-// The `debug` parameter of /debug/pprof/goroutine: absent or empty is 0 (as in
-// Go, where FormValue gives "" and Atoi's error is ignored); 0, 1 and 2 are
-// Go's; anything else is refused, naming the parameter, rather than guessed.
-inline std::optional<int> goroutine_debug_param(const debug_request& req) {
-    auto v = req.param("debug");
-    if (!v || v->empty()) return 0;
-    if (*v == "0") return 0;
-    if (*v == "1") return 1;
-    if (*v == "2") return 2;
-    return std::nullopt;
-}
-
-inline void serve_goroutine_profile(const debug_request& req, debug_response& r) {
-    auto bad = [&](std::string why) {
-        r.status = 400;
-        r.content_type = "text/plain; charset=utf-8";
-        r.body = std::move(why);
-    };
-    std::optional<int> debug = goroutine_debug_param(req);
-    if (!debug) {
-        std::string shown(req.param("debug").value_or(""));
-        if (shown.size() > 32) shown = shown.substr(0, 32) + "...";
-        for (char& c : shown)
-            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-        bad("invalid value of query parameter 'debug': \"" + shown +
-            "\" (want 0 for the pprof protobuf, 1 for stacks grouped with counts, 2 for one "
-            "stack per goroutine)\n");
-        return;
-    }
-    // Go serves a delta profile for ?seconds=N, holding the request for N
-    // seconds; one slow request would hold this server's only thread, so goro
-    // says how to get the same answer instead of pretending.
-    if (auto sec = req.param("seconds"); sec && !sec->empty() && *sec != "0") {
-        bad("query parameter 'seconds' (a delta profile) is not supported: fetch the profile "
-            "twice and compare with `go tool pprof -base first second`, or goro::diff\n");
-        return;
-    }
-    if (*debug == 0) {
-        r.content_type = "application/octet-stream";
-        r.set_attachment("goroutine");
-    } else {
-        r.content_type = "text/plain; charset=utf-8";
-    }
-    r.body = goroutine_profile(*debug);
-}
-
-// Tasks by state and wait reason, from one walk of the registry's live headers
-// (the shard locks hold spawns off; a task that exits during the walk may or
-// may not be counted). States are read as they are, with no stop of the
-// world: precise enough for a gauge, and a scrape never pauses the workers.
-struct task_census {
-    std::int64_t total = 0;
-    std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running
-    std::vector<std::pair<std::string, std::int64_t>> by_reason;  // sorted by reason
-};
-
-inline task_census take_task_census() {
-    task_census c;
-    // Wait reasons are static strings: count by pointer under the locks (no
-    // allocation there beyond the rare new reason), merge by text afterwards.
-    std::vector<std::pair<const char*, std::int64_t>> reasons;
-    reasons.reserve(32);
-    the_registry().for_each_locked([&](task_header& h) {
-        ++c.total;
-        switch (h.state.load(std::memory_order_relaxed)) {
-        case task_state::waiting: {
-            ++c.by_state[0];
-            const char* why = h.wait_reason.load(std::memory_order_relaxed);
-            if (!why) why = "unknown";
-            auto it = std::find_if(reasons.begin(), reasons.end(),
-                                   [&](const auto& p) { return p.first == why; });
-            if (it != reasons.end()) ++it->second;
-            else reasons.emplace_back(why, 1);
-            break;
-        }
-        case task_state::runnable: ++c.by_state[1]; break;
-        default: ++c.by_state[2]; break;
-        }
-    });
-    for (const auto& [why, n] : reasons) {
-        std::string_view text(why);
-        auto it = std::find_if(c.by_reason.begin(), c.by_reason.end(),
-                               [&](const auto& p) { return p.first == text; });
-        if (it != c.by_reason.end()) it->second += n;
-        else c.by_reason.emplace_back(std::string(text), n);
-    }
-    std::sort(c.by_reason.begin(), c.by_reason.end());
-    return c;
-}
-
-inline std::string render_metrics() {
-    std::string out;
-    prometheus_text_writer w(out);
-    const task_census c = take_task_census();
-    w.family("goro_tasks", metric_type::gauge,
-             "Tasks that exist now (goro::num_goroutines(): started and not finished, "
-             "plus threads waiting in goro::block_on).");
-    w.sample("goro_tasks", c.total);
-    w.family("goro_tasks_by_state", metric_type::gauge, "Tasks by scheduling state.");
-    w.sample("goro_tasks_by_state", {{"state", "waiting"}}, c.by_state[0]);
-    w.sample("goro_tasks_by_state", {{"state", "runnable"}}, c.by_state[1]);
-    w.sample("goro_tasks_by_state", {{"state", "running"}}, c.by_state[2]);
-    w.family("goro_tasks_waiting", metric_type::gauge,
-             "Waiting tasks by wait reason, in Go's words (\"chan receive\", \"select\", ...).");
-    for (const auto& [reason, n] : c.by_reason) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
-    w.family("goro_tasks_started_total", metric_type::counter,
-             "Tasks ever started (and block_on calls); minus goro_tasks, the number that finished.");
-    w.sample("goro_tasks_started_total", the_registry().total_added());
-    // Not the_scheduler(): a scrape must not start the pool as a side effect.
-    std::int64_t workers = 0, idle = 0, queued = 0;
-    if (pool_started()) {
-        scheduler& s = the_scheduler();
-        workers = static_cast<std::int64_t>(s.size());
-        idle = s.idle_workers();
-        queued = static_cast<std::int64_t>(s.global_queue_size());
-    }
-    w.family("goro_workers", metric_type::gauge,
-             "Worker threads of the pool (GOMAXPROCS); 0 until the pool starts.");
-    w.sample("goro_workers", workers);
-    w.family("goro_workers_idle", metric_type::gauge, "Workers parked for lack of work.");
-    w.sample("goro_workers_idle", idle);
-    w.family("goro_global_queue_length", metric_type::gauge,
-             "Runnable tasks in the global run queue (woken from outside the pool, or overflow).");
-    w.sample("goro_global_queue_length", queued);
-    w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
-    w.sample("goro_build_info", {{"version", goro::version()}}, 1);
-    return out;
-}
-
-}  // namespace detail
-
 inline void register_default_routes(debug_server& server) {
     server.add_profile(debug_profile{
         "goroutine",
@@ -10893,18 +11035,12 @@ inline void register_default_routes(debug_server& server) {
     server.add_index_link("goroutine?debug=2", "full goroutine stack dump");
     server.add_index_link("/debug/goro/tasks.json", "every task as JSON");
     server.add_index_link("/metrics", "Prometheus metrics");
-    server.handle("/debug/goro/tasks.json", [](const debug_request&, debug_response& r) {
-        r.content_type = "application/json";
-        r.body = tasks_json();
-    });
-    server.handle("/metrics", [](const debug_request&, debug_response& r) {
-        r.content_type = std::string(detail::prometheus_content_type);
-        r.body = detail::render_metrics();
-    });
+    server.handle("/debug/goro/tasks.json", detail::serve_tasks_json);
+    server.handle("/metrics", detail::serve_metrics);
 }
 
 }  // namespace goro
 
-#endif  // GORO_DEBUG_SERVER_HPP
+#endif  // GORO_HTTP_DEBUG_SERVER_HPP
 // ---- end goro/http/debug_server.hpp ----
 // ---- end goro/goro.hpp ----
