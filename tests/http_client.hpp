@@ -79,6 +79,8 @@ public:
     client& operator=(const client&) = delete;
 
     int fd() const { return fd_; }
+    // Bytes received and not consumed by read_reply (wait_closed keeps them too).
+    const std::string& leftover() const { return buf_; }
 
     bool send_all(std::string_view s) {
         while (!s.empty()) {
@@ -135,6 +137,7 @@ public:
             ssize_t n = ::recv(fd_, c, sizeof c, 0);
             if (n == 0) return true;
             if (n < 0) return errno == ECONNRESET;
+            buf_.append(c, static_cast<std::size_t>(n));
         }
     }
 

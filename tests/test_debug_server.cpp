@@ -592,3 +592,74 @@ TEST_CASE("handlers registered from many threads while serving", "[debug_server]
     writer.join();
 }
 
+
+TEST_CASE("D4: the 301 body HTML-escapes the target it echoes", "[debug_server]") {
+    goro::debug_server s(test_options());
+    s.start();
+    auto r = fetch(s.port(), get("/debug/pprof?%22%3E%3Cscript%3E=1&\"><script>alert(1)</script>"));
+    REQUIRE(r.status == 301);
+    CHECK(r.body.find("<script>") == std::string::npos);
+    CHECK(r.body.find("\"><") == std::string::npos);
+    CHECK(r.body ==
+          "<a href=\"/debug/pprof/?%22%3E%3Cscript%3E=1&amp;&#34;&gt;&lt;script&gt;alert(1)&lt;/"
+          "script&gt;\">Moved Permanently</a>.\n");
+    // The Location header carries the target as sent (visible ASCII, checked by the parser).
+    CHECK(r.header("Location") == "/debug/pprof/?%22%3E%3Cscript%3E=1&\"><script>alert(1)</script>");
+}
+
+TEST_CASE("D5: a 400 body that echoes client bytes is valid UTF-8", "[debug_server]") {
+    goro::debug_server s(test_options());
+    s.start();
+    // %80 and %ff decode to bytes that are not UTF-8; %e2%82%ac is a euro sign; %1b is ESC.
+    auto r = fetch(s.port(), get("/debug/pprof/goroutine?debug=%80x%ff%e2%82%ac%1b"));
+    REQUIRE(r.status == 400);
+    CHECK(r.header("Content-Type") == "text/plain; charset=utf-8");
+    for (std::size_t i = 0; i < r.body.size();) {
+        std::size_t n = goro::detail::utf8_sequence_length(std::string_view(r.body).substr(i));
+        INFO("offset " << i);
+        REQUIRE(n > 0);
+        i += n;
+    }
+    CHECK(r.body.find("\"\\x80x\\xff\xe2\x82\xac\\x1b\"") != std::string::npos);
+}
+
+TEST_CASE("D6: a HEAD request rejected by the parser gets no body", "[debug_server]") {
+    auto o = test_options();
+    o.limits.max_header_bytes = 64;
+    goro::debug_server s(o);
+    s.start();
+    client c(s.port());
+    REQUIRE(c.send_all("HEAD / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(200, 'a') +
+                       "\r\n\r\n"));
+    auto r = c.read_reply(true);
+    REQUIRE(r.status == 431);
+    CHECK(std::stoul(r.header("Content-Length")) > 0);  // the length a GET would have had
+    // Nothing follows the head: the next bytes are the server's close.
+    CHECK(c.wait_closed());
+    CHECK(c.leftover().empty());
+
+    client d(s.port());
+    REQUIRE(d.send_all("HEAD /x HTTP/1.1\r\nHost: localhost\r\nBad Name: v\r\n\r\n"));
+    auto r2 = d.read_reply(true);
+    CHECK(r2.status == 400);
+    CHECK(d.wait_closed());
+    CHECK(d.leftover().empty());
+}
+
+TEST_CASE("D7: an IPv4-mapped loopback address is bound as IPv4", "[debug_server]") {
+    for (std::string address : {"::ffff:127.0.0.1", "[::ffff:127.0.0.1]"}) {
+        auto o = test_options();
+        o.address = address;
+        goro::debug_server s(o);
+        s.handle("/hello", hello);
+        REQUIRE_NOTHROW(s.start());
+        CHECK(s.url() == "http://127.0.0.1:" + std::to_string(s.port()));
+        auto r = fetch(s.port(), get("/hello"));
+        CHECK(r.status == 200);
+        CHECK(r.body == "hello\n");
+    }
+    // A mapped address outside 127/8 is not loopback.
+    auto o = test_options();
+    o.address = "::ffff:10.1.2.3";
+    CHECK_THROWS_AS(goro::debug_server(o), std::invalid_argument);
+}

@@ -36,3 +36,16 @@ TEST_CASE("response helpers refuse what HTTP cannot carry", "[response]") {
     r.set_attachment("go\"routine");
     CHECK(r.headers.back().second == "attachment; filename=\"go\\\"routine\"");
 }
+
+TEST_CASE("utf8_escaped keeps UTF-8 and escapes everything else", "[response]") {
+    using goro::detail::utf8_escaped;
+    CHECK(utf8_escaped("plain text\tand\nlines") == "plain text\tand\nlines");
+    CHECK(utf8_escaped("\xe2\x82\xac \xf0\x9f\x98\x80 \xc3\xa9") == "\xe2\x82\xac \xf0\x9f\x98\x80 \xc3\xa9");
+    CHECK(utf8_escaped("\x80") == "\\x80");
+    CHECK(utf8_escaped("a\xff" "b") == "a\\xffb");
+    CHECK(utf8_escaped("\xc0\xaf") == "\\xc0\\xaf");          // overlong '/'
+    CHECK(utf8_escaped("\xed\xa0\x80") == "\\xed\\xa0\\x80");  // a surrogate
+    CHECK(utf8_escaped("\xe2\x82") == "\\xe2\\x82");          // truncated
+    CHECK(utf8_escaped("\x1b[31m\x7f") == "\\x1b[31m\\x7f");
+    CHECK(utf8_escaped(std::string("a\0b", 3)) == "a\\x00b");
+}

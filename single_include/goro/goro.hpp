@@ -9159,6 +9159,15 @@ inline bool is_host_value(std::string_view v) noexcept {
     return true;
 }
 
+// Whether the bytes received so far begin a HEAD request (after the empty
+// lines the parser skips): an error answer to it must have no body either,
+// even when the parser rejected the head.
+inline bool starts_head_request(std::string_view in) noexcept {
+    std::size_t i = 0;
+    while (i < in.size() && (in[i] == '\r' || in[i] == '\n')) ++i;
+    return in.substr(i, 5) == "HEAD ";
+}
+
 // Parses a request head from the start of `data`, which may hold a prefix of
 // it (incomplete), a whole head followed by more bytes (complete; `consumed`
 // says where the head ends), or a head that is not acceptable (error).
@@ -9454,6 +9463,57 @@ inline void append_html_escaped(std::string& out, std::string_view s) {
         default: out.push_back(c);
         }
     }
+}
+
+// Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF); 0 when there is none.
+inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
+    if (s.empty()) return 0;
+    auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    const unsigned char c = b(0);
+    auto cont = [&](std::size_t i, unsigned char lo = 0x80, unsigned char hi = 0xbf) {
+        return i < s.size() && b(i) >= lo && b(i) <= hi;
+    };
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
+    if (c == 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
+    if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) return cont(1) && cont(2) ? 3 : 0;
+    if (c == 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;
+    if (c == 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+    if (c >= 0xf1 && c <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+    if (c == 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
+    return 0;
+}
+
+// Appends `s` for a text/plain; charset=utf-8 body that echoes what a client
+// or a handler supplied: well-formed UTF-8 and printable ASCII as they are,
+// every other byte (controls but TAB and LF, DEL, bytes that do not form
+// UTF-8) as the four characters \xNN, so the body is always valid UTF-8 and
+// cannot carry terminal escapes.
+inline void append_utf8_escaped(std::string& out, std::string_view s) {
+    static constexpr char hex[] = "0123456789abcdef";
+    while (!s.empty()) {
+        const auto c = static_cast<unsigned char>(s[0]);
+        std::size_t n = utf8_sequence_length(s);
+        if (n == 1 && (c >= 0x20 || c == '\t' || c == '\n') && c != 0x7f) {
+            out.push_back(s[0]);
+        } else if (n > 1) {
+            out.append(s.substr(0, n));
+        } else {
+            n = 1;
+            out += "\\x";
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 15]);
+        }
+        s.remove_prefix(n);
+    }
+}
+
+inline std::string utf8_escaped(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    append_utf8_escaped(out, s);
+    return out;
 }
 
 inline std::string_view http_reason_phrase(int status) noexcept {
@@ -9787,10 +9847,9 @@ inline void serve_goroutine_profile(const debug_request& req, debug_response& r)
     };
     std::optional<int> debug = goroutine_debug_param(req);
     if (!debug) {
-        std::string shown(req.param("debug").value_or(""));
-        if (shown.size() > 32) shown = shown.substr(0, 32) + "...";
-        for (char& c : shown)
-            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+        std::string_view raw = req.param("debug").value_or("");
+        std::string shown = utf8_escaped(raw.substr(0, 32));
+        if (raw.size() > 32) shown += "...";
         bad("invalid value of query parameter 'debug': \"" + shown +
             "\" (want 0 for the pprof protobuf, 1 for stacks grouped with counts, 2 for one "
             "stack per goroutine)\n");
@@ -10016,8 +10075,17 @@ inline std::optional<socket_address> parse_bind_address(std::string_view address
         const unsigned char* b = v6.s6_addr;
         static constexpr unsigned char loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
         static constexpr unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        a.loopback = std::memcmp(b, loop6, 16) == 0 ||
-                     (std::memcmp(b, mapped, 12) == 0 && b[12] == 127);
+        if (std::memcmp(b, mapped, 12) == 0) {
+            // An IPv4-mapped address (::ffff:a.b.c.d) names an IPv4 endpoint,
+            // which an IPv6-only socket cannot bind: it is bound as that IPv4
+            // address, and url() shows the IPv4 form.
+            in_addr v4m{};
+            std::memcpy(&v4m.s_addr, b + 12, 4);
+            char buf[INET_ADDRSTRLEN] = {};
+            ::inet_ntop(AF_INET, &v4m, buf, sizeof buf);
+            return parse_bind_address(buf);
+        }
+        a.loopback = std::memcmp(b, loop6, 16) == 0;
     } else {
         return std::nullopt;
     }
@@ -10053,7 +10121,7 @@ inline bool is_loopback_host(std::string_view host) {
         std::string_view rest = host.substr(close + 1);
         if (!rest.empty() && rest.front() != ':') return false;
         auto a = parse_bind_address(name);
-        return a && a->family == AF_INET6 && a->loopback;
+        return a && a->loopback;  // [::1], or [::ffff:127.x.y.z]
     }
     std::size_t colon = host.find(':');
     name = host.substr(0, colon);
@@ -10097,7 +10165,8 @@ namespace goro {
 
 struct debug_server_options {
     // An IPv4 or IPv6 literal ("127.0.0.1", "::1", "[::1]") or "localhost"
-    // (meaning 127.0.0.1). Host names are not resolved.
+    // (meaning 127.0.0.1). Host names are not resolved. An IPv4-mapped IPv6
+    // literal ("::ffff:127.0.0.1") is bound as the IPv4 address it maps.
     std::string address = "127.0.0.1";
     // 0 picks a free port; debug_server::port() tells which.
     std::uint16_t port = 6060;
@@ -10419,7 +10488,8 @@ inline void debug_server_state::run() noexcept {
             if (c.state == phase::reading && !c.in.empty()) {
                 timeouts_.fetch_add(1, std::memory_order_relaxed);
                 try {
-                    respond_error(c, 408, "request head not received within read_timeout");
+                    respond_error(c, 408, "request head not received within read_timeout",
+                                  starts_head_request(c.in));
                 } catch (...) {
                     close_connection(c);
                 }
@@ -10602,7 +10672,7 @@ inline void debug_server_state::process(connection& c) {
         if (r.status == http_parse_status::incomplete) {
             if (c.in.size() >= head_cap()) {  // cannot happen by the parser's contract; be safe
                 bad_requests_.fetch_add(1, std::memory_order_relaxed);
-                respond_error(c, 431, "request head too large");
+                respond_error(c, 431, "request head too large", starts_head_request(c.in));
             } else if (c.peer_eof) {
                 close_connection(c);
             }
@@ -10610,7 +10680,7 @@ inline void debug_server_state::process(connection& c) {
         }
         if (r.status == http_parse_status::error) {
             bad_requests_.fetch_add(1, std::memory_order_relaxed);
-            respond_error(c, r.error_status, r.error_reason);
+            respond_error(c, r.error_status, r.error_reason, starts_head_request(c.in));
             return;
         }
         requests_.fetch_add(1, std::memory_order_relaxed);
@@ -10698,7 +10768,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
                 }
             } catch (const std::exception& e) {
                 handler_errors_.fetch_add(1, std::memory_order_relaxed);
-                plain(500, std::string(e.what()) + "\n");
+                plain(500, utf8_escaped(e.what()) + "\n");
             } catch (...) {
                 handler_errors_.fetch_add(1, std::memory_order_relaxed);
                 plain(500, "handler threw an exception not derived from std::exception\n");
@@ -10707,7 +10777,11 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             // raw_path is plain visible ASCII (checked by the parser): safe in a header.
             std::string location = head.raw_path + "/";
             if (!head.raw_query.empty()) location += "?" + head.raw_query;
-            plain(301, "<a href=\"" + location + "\">Moved Permanently</a>.\n");
+            // The body echoes the target: HTML-escaped, as Go's http.Redirect does.
+            std::string body = "<a href=\"";
+            append_html_escaped(body, location);
+            body += "\">Moved Permanently</a>.\n";
+            plain(301, std::move(body));
             resp.content_type = "text/html; charset=utf-8";
             resp.headers.emplace_back("Location", std::move(location));
         } else {

@@ -59,8 +59,17 @@ inline std::optional<socket_address> parse_bind_address(std::string_view address
         const unsigned char* b = v6.s6_addr;
         static constexpr unsigned char loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
         static constexpr unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        a.loopback = std::memcmp(b, loop6, 16) == 0 ||
-                     (std::memcmp(b, mapped, 12) == 0 && b[12] == 127);
+        if (std::memcmp(b, mapped, 12) == 0) {
+            // An IPv4-mapped address (::ffff:a.b.c.d) names an IPv4 endpoint,
+            // which an IPv6-only socket cannot bind: it is bound as that IPv4
+            // address, and url() shows the IPv4 form.
+            in_addr v4m{};
+            std::memcpy(&v4m.s_addr, b + 12, 4);
+            char buf[INET_ADDRSTRLEN] = {};
+            ::inet_ntop(AF_INET, &v4m, buf, sizeof buf);
+            return parse_bind_address(buf);
+        }
+        a.loopback = std::memcmp(b, loop6, 16) == 0;
     } else {
         return std::nullopt;
     }
@@ -96,7 +105,7 @@ inline bool is_loopback_host(std::string_view host) {
         std::string_view rest = host.substr(close + 1);
         if (!rest.empty() && rest.front() != ':') return false;
         auto a = parse_bind_address(name);
-        return a && a->family == AF_INET6 && a->loopback;
+        return a && a->loopback;  // [::1], or [::ffff:127.x.y.z]
     }
     std::size_t colon = host.find(':');
     name = host.substr(0, colon);

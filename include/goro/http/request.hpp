@@ -240,6 +240,15 @@ inline bool is_host_value(std::string_view v) noexcept {
     return true;
 }
 
+// Whether the bytes received so far begin a HEAD request (after the empty
+// lines the parser skips): an error answer to it must have no body either,
+// even when the parser rejected the head.
+inline bool starts_head_request(std::string_view in) noexcept {
+    std::size_t i = 0;
+    while (i < in.size() && (in[i] == '\r' || in[i] == '\n')) ++i;
+    return in.substr(i, 5) == "HEAD ";
+}
+
 // Parses a request head from the start of `data`, which may hold a prefix of
 // it (incomplete), a whole head followed by more bytes (complete; `consumed`
 // says where the head ends), or a head that is not acceptable (error).

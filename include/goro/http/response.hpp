@@ -81,6 +81,57 @@ inline void append_html_escaped(std::string& out, std::string_view s) {
     }
 }
 
+// Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF); 0 when there is none.
+inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
+    if (s.empty()) return 0;
+    auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    const unsigned char c = b(0);
+    auto cont = [&](std::size_t i, unsigned char lo = 0x80, unsigned char hi = 0xbf) {
+        return i < s.size() && b(i) >= lo && b(i) <= hi;
+    };
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
+    if (c == 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
+    if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) return cont(1) && cont(2) ? 3 : 0;
+    if (c == 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;
+    if (c == 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+    if (c >= 0xf1 && c <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+    if (c == 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
+    return 0;
+}
+
+// Appends `s` for a text/plain; charset=utf-8 body that echoes what a client
+// or a handler supplied: well-formed UTF-8 and printable ASCII as they are,
+// every other byte (controls but TAB and LF, DEL, bytes that do not form
+// UTF-8) as the four characters \xNN, so the body is always valid UTF-8 and
+// cannot carry terminal escapes.
+inline void append_utf8_escaped(std::string& out, std::string_view s) {
+    static constexpr char hex[] = "0123456789abcdef";
+    while (!s.empty()) {
+        const auto c = static_cast<unsigned char>(s[0]);
+        std::size_t n = utf8_sequence_length(s);
+        if (n == 1 && (c >= 0x20 || c == '\t' || c == '\n') && c != 0x7f) {
+            out.push_back(s[0]);
+        } else if (n > 1) {
+            out.append(s.substr(0, n));
+        } else {
+            n = 1;
+            out += "\\x";
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 15]);
+        }
+        s.remove_prefix(n);
+    }
+}
+
+inline std::string utf8_escaped(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    append_utf8_escaped(out, s);
+    return out;
+}
+
 inline std::string_view http_reason_phrase(int status) noexcept {
     switch (status) {
     case 200: return "OK";

@@ -46,10 +46,9 @@ inline void serve_goroutine_profile(const debug_request& req, debug_response& r)
     };
     std::optional<int> debug = goroutine_debug_param(req);
     if (!debug) {
-        std::string shown(req.param("debug").value_or(""));
-        if (shown.size() > 32) shown = shown.substr(0, 32) + "...";
-        for (char& c : shown)
-            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+        std::string_view raw = req.param("debug").value_or("");
+        std::string shown = utf8_escaped(raw.substr(0, 32));
+        if (raw.size() > 32) shown += "...";
         bad("invalid value of query parameter 'debug': \"" + shown +
             "\" (want 0 for the pprof protobuf, 1 for stacks grouped with counts, 2 for one "
             "stack per goroutine)\n");

@@ -46,7 +46,8 @@ namespace goro {
 
 struct debug_server_options {
     // An IPv4 or IPv6 literal ("127.0.0.1", "::1", "[::1]") or "localhost"
-    // (meaning 127.0.0.1). Host names are not resolved.
+    // (meaning 127.0.0.1). Host names are not resolved. An IPv4-mapped IPv6
+    // literal ("::ffff:127.0.0.1") is bound as the IPv4 address it maps.
     std::string address = "127.0.0.1";
     // 0 picks a free port; debug_server::port() tells which.
     std::uint16_t port = 6060;
@@ -368,7 +369,8 @@ inline void debug_server_state::run() noexcept {
             if (c.state == phase::reading && !c.in.empty()) {
                 timeouts_.fetch_add(1, std::memory_order_relaxed);
                 try {
-                    respond_error(c, 408, "request head not received within read_timeout");
+                    respond_error(c, 408, "request head not received within read_timeout",
+                                  starts_head_request(c.in));
                 } catch (...) {
                     close_connection(c);
                 }
@@ -551,7 +553,7 @@ inline void debug_server_state::process(connection& c) {
         if (r.status == http_parse_status::incomplete) {
             if (c.in.size() >= head_cap()) {  // cannot happen by the parser's contract; be safe
                 bad_requests_.fetch_add(1, std::memory_order_relaxed);
-                respond_error(c, 431, "request head too large");
+                respond_error(c, 431, "request head too large", starts_head_request(c.in));
             } else if (c.peer_eof) {
                 close_connection(c);
             }
@@ -559,7 +561,7 @@ inline void debug_server_state::process(connection& c) {
         }
         if (r.status == http_parse_status::error) {
             bad_requests_.fetch_add(1, std::memory_order_relaxed);
-            respond_error(c, r.error_status, r.error_reason);
+            respond_error(c, r.error_status, r.error_reason, starts_head_request(c.in));
             return;
         }
         requests_.fetch_add(1, std::memory_order_relaxed);
@@ -647,7 +649,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
                 }
             } catch (const std::exception& e) {
                 handler_errors_.fetch_add(1, std::memory_order_relaxed);
-                plain(500, std::string(e.what()) + "\n");
+                plain(500, utf8_escaped(e.what()) + "\n");
             } catch (...) {
                 handler_errors_.fetch_add(1, std::memory_order_relaxed);
                 plain(500, "handler threw an exception not derived from std::exception\n");
@@ -656,7 +658,11 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             // raw_path is plain visible ASCII (checked by the parser): safe in a header.
             std::string location = head.raw_path + "/";
             if (!head.raw_query.empty()) location += "?" + head.raw_query;
-            plain(301, "<a href=\"" + location + "\">Moved Permanently</a>.\n");
+            // The body echoes the target: HTML-escaped, as Go's http.Redirect does.
+            std::string body = "<a href=\"";
+            append_html_escaped(body, location);
+            body += "\">Moved Permanently</a>.\n";
+            plain(301, std::move(body));
             resp.content_type = "text/html; charset=utf-8";
             resp.headers.emplace_back("Location", std::move(location));
         } else {
