@@ -33,19 +33,21 @@
 //     stop(). It is an ordinary std::thread, never a pool worker, so the server
 //     answers even when every worker of the pool is stuck: that is when one
 //     needs it most.
-//   * That thread owns the listening socket and a fixed set of connection
-//     slots (options.max_connections). It multiplexes them with poll() over
-//     non-blocking sockets: read the request head, run the handler, write the
-//     response. Handlers therefore run on the server thread, one at a time.
-//     Why one thread and not one per connection: a client can never make the
-//     server create threads or unbounded state (memory is bounded by
-//     max_connections x the head limits, plus the responses being written),
+//   * That thread owns the listening socket and the connections, multiplexed
+//     with epoll over non-blocking sockets (goro/http/server.hpp tells how):
+//     read the request head, run the handler, write the response. Handlers
+//     therefore run on the server thread, one at a time. Why one thread and
+//     not one per connection: a client can never make the server create
+//     threads, memory is bounded per connection (a small slot, the head
+//     received so far, the response head; bodies are shared, not copied),
 //     stop() has exactly one thread to wake and join, and serial handlers are
-//     what profile handlers want anyway (two concurrent snapshots would
-//     only queue behind each other). The price: a slow handler
-//     delays the others. Handlers should be quick.
-//   * When every slot is busy, new connections wait in the kernel's listen
-//     backlog, except that an idle keep-alive connection is closed to make room.
+//     what profile handlers want anyway (two concurrent snapshots would only
+//     queue behind each other). The price: a slow handler delays the others.
+//   * Up to max_connections (default 1,024) at once. When all are taken, a new
+//     connection evicts the oldest idle or still-incomplete one, closed
+//     gracefully (FIN, then the client's bytes are drained; never a reset of a
+//     response in flight): a local process holding thousands of idle or
+//     trickling connections cannot lock out the next client.
 //   * handle(), remove_handler(), add_profile(), add_index_link() may be called
 //     from any thread, before or after start(), also from inside a handler.
 //     Routes live under one mutex; a handler is looked up under it and called
@@ -148,8 +150,11 @@ public:
                 throw std::invalid_argument(
                     "goro::debug_server: bearer_token must be visible ASCII without spaces");
         }
-        if (opts.max_connections == 0)
-            throw std::invalid_argument("goro::debug_server: max_connections must be at least 1");
+        if (opts.max_connections == 0 || opts.max_connections > (std::size_t{1} << 20))
+            throw std::invalid_argument(
+                "goro::debug_server: max_connections must be between 1 and 1048576");
+        if (opts.shared_response_window.count() < 0)
+            throw std::invalid_argument("goro::debug_server: shared_response_window must not be negative");
         if (opts.max_requests_per_connection == 0)
             throw std::invalid_argument(
                 "goro::debug_server: max_requests_per_connection must be at least 1");
@@ -206,6 +211,12 @@ public:
     // `handler`, on the server thread. Replaces a handler already registered
     // there. Thread-safe; may be called while running.
     void handle(std::string path, debug_handler handler) { state().handle(std::move(path), std::move(handler)); }
+    // The same, with route options: share_response for a handler whose answer
+    // depends only on the path and query (a dump), so concurrent identical
+    // requests share one body (see debug_server_options::shared_response_window).
+    void handle(std::string path, debug_handler handler, debug_route_options route) {
+        state().handle(std::move(path), std::move(handler), route);
+    }
     // Unregisters; false if nothing was there. A call already running finishes.
     bool remove_handler(std::string_view path) { return state().remove_handler(path); }
     // Lists `profile` on /debug/pprof/ (sorted by name) and, with a handler,
@@ -231,13 +242,14 @@ inline void register_default_routes(debug_server& server) {
         "Stack traces of all current goroutines (goro tasks). Use debug=2 as a query parameter "
         "to export in the same format as an unrecovered panic.",
         [] { return num_goroutines(); },
-        detail::serve_goroutine_profile,
+        {},  // served below, with a shared response
     });
+    server.handle("/debug/pprof/goroutine", detail::serve_goroutine_profile, {.share_response = true});
     server.add_index_link("goroutine?debug=2", "full goroutine stack dump");
     server.add_index_link("/debug/goro/tasks.json", "every task as JSON");
     server.add_index_link("/metrics", "Prometheus metrics");
-    server.handle("/debug/goro/tasks.json", detail::serve_tasks_json);
-    server.handle("/metrics", detail::serve_metrics);
+    server.handle("/debug/goro/tasks.json", detail::serve_tasks_json, {.share_response = true});
+    server.handle("/metrics", detail::serve_metrics, {.share_response = true});
 }
 
 }  // namespace goro
