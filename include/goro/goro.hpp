@@ -11,7 +11,8 @@
 //             task, go, stack: tasks on the worker pool, and their registry
 //   sync/     channel, select, context, wait_group, mutex, semaphore, errgroup
 //   inspect/  snapshot, pprof, dump, panic, leak_check, deadlock
-//   http/     debug_server: /debug/pprof/goroutine, /metrics, /debug/goro/…
+//   http/     request, response, prometheus, address, server, routes,
+//             debug_server: /debug/pprof/goroutine, /metrics, /debug/goro/…
 //
 // goro/core.hpp is the same without http/ (and is cheaper to compile); the
 // test-framework integrations goro/catch2.hpp and goro/gtest.hpp are separate.

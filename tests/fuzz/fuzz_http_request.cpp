@@ -21,7 +21,7 @@
 //     the same outcome (same error status; complete with the same consumed),
 //     and the head alone (data[0, consumed)) parses to the same request.
 
-#include <goro/http/debug_server.hpp>
+#include <goro/http/request.hpp>
 
 #include <cstdint>
 #include <cstdio>

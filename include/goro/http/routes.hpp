@@ -1,0 +1,171 @@
+#ifndef GORO_HTTP_ROUTES_HPP
+#define GORO_HTTP_ROUTES_HPP
+
+// The handlers of the default routes (goro::register_default_routes in
+// goro/http/debug_server.hpp registers them): /debug/pprof/goroutine,
+// /debug/goro/tasks.json and /metrics. Each is an ordinary debug_handler.
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/http/prometheus.hpp>
+#include <goro/http/request.hpp>
+#include <goro/http/response.hpp>
+#include <goro/inspect/dump.hpp>
+#include <goro/inspect/snapshot.hpp>
+#include <goro/version.hpp>
+
+namespace goro {
+
+namespace detail {
+
+// The `debug` parameter of /debug/pprof/goroutine: absent or empty is 0 (as in
+// Go, where FormValue gives "" and Atoi's error is ignored); 0, 1 and 2 are
+// Go's; anything else is refused, naming the parameter, rather than guessed.
+inline std::optional<int> goroutine_debug_param(const debug_request& req) {
+    auto v = req.param("debug");
+    if (!v || v->empty()) return 0;
+    if (*v == "0") return 0;
+    if (*v == "1") return 1;
+    if (*v == "2") return 2;
+    return std::nullopt;
+}
+
+inline void serve_goroutine_profile(const debug_request& req, debug_response& r) {
+    auto bad = [&](std::string why) {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = std::move(why);
+    };
+    std::optional<int> debug = goroutine_debug_param(req);
+    if (!debug) {
+        std::string_view raw = req.param("debug").value_or("");
+        std::string shown = utf8_escaped(raw.substr(0, 32));
+        if (raw.size() > 32) shown += "...";
+        bad("invalid value of query parameter 'debug': \"" + shown +
+            "\" (want 0 for the pprof protobuf, 1 for stacks grouped with counts, 2 for one "
+            "stack per goroutine)\n");
+        return;
+    }
+    // Go serves a delta profile for ?seconds=N, holding the request for N
+    // seconds; one slow request would hold this server's only thread, so goro
+    // says how to get the same answer instead of pretending.
+    if (auto sec = req.param("seconds"); sec && !sec->empty() && *sec != "0") {
+        bad("query parameter 'seconds' (a delta profile) is not supported: fetch the profile "
+            "twice and compare with `go tool pprof -base first second`, or goro::diff\n");
+        return;
+    }
+    if (*debug == 0) {
+        r.content_type = "application/octet-stream";
+        r.set_attachment("goroutine");
+    } else {
+        r.content_type = "text/plain; charset=utf-8";
+    }
+    r.body = goroutine_profile(*debug);
+}
+
+// Tasks by state and wait reason, from one walk of the registry's live headers
+// (the shard locks hold spawns off; a task that exits during the walk may or
+// may not be counted). States are read as they are, with no stop of the
+// world: precise enough for a gauge, and a scrape never pauses the workers.
+struct task_census {
+    std::int64_t total = 0;
+    std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running
+    std::vector<std::pair<std::string, std::int64_t>> by_reason;  // sorted by reason
+};
+
+inline task_census take_task_census() {
+    task_census c;
+    // Wait reasons are static strings: count by pointer under the locks (no
+    // allocation there beyond the rare new reason), merge by text afterwards.
+    std::vector<std::pair<const char*, std::int64_t>> reasons;
+    reasons.reserve(32);
+    the_registry().for_each_locked([&](task_header& h) {
+        ++c.total;
+        switch (h.state.load(std::memory_order_relaxed)) {
+        case task_state::waiting: {
+            ++c.by_state[0];
+            const char* why = h.wait_reason.load(std::memory_order_relaxed);
+            if (!why) why = "unknown";
+            auto it = std::find_if(reasons.begin(), reasons.end(),
+                                   [&](const auto& p) { return p.first == why; });
+            if (it != reasons.end()) ++it->second;
+            else reasons.emplace_back(why, 1);
+            break;
+        }
+        case task_state::runnable: ++c.by_state[1]; break;
+        default: ++c.by_state[2]; break;
+        }
+    });
+    for (const auto& [why, n] : reasons) {
+        std::string_view text(why);
+        auto it = std::find_if(c.by_reason.begin(), c.by_reason.end(),
+                               [&](const auto& p) { return p.first == text; });
+        if (it != c.by_reason.end()) it->second += n;
+        else c.by_reason.emplace_back(std::string(text), n);
+    }
+    std::sort(c.by_reason.begin(), c.by_reason.end());
+    return c;
+}
+
+inline std::string render_metrics() {
+    std::string out;
+    prometheus_text_writer w(out);
+    const task_census c = take_task_census();
+    w.family("goro_tasks", metric_type::gauge,
+             "Tasks that exist now (goro::num_goroutines(): started and not finished, "
+             "plus threads waiting in goro::block_on).");
+    w.sample("goro_tasks", c.total);
+    w.family("goro_tasks_by_state", metric_type::gauge, "Tasks by scheduling state.");
+    w.sample("goro_tasks_by_state", {{"state", "waiting"}}, c.by_state[0]);
+    w.sample("goro_tasks_by_state", {{"state", "runnable"}}, c.by_state[1]);
+    w.sample("goro_tasks_by_state", {{"state", "running"}}, c.by_state[2]);
+    w.family("goro_tasks_waiting", metric_type::gauge,
+             "Waiting tasks by wait reason, in Go's words (\"chan receive\", \"select\", ...).");
+    for (const auto& [reason, n] : c.by_reason) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
+    w.family("goro_tasks_started_total", metric_type::counter,
+             "Tasks ever started (and block_on calls); minus goro_tasks, the number that finished.");
+    w.sample("goro_tasks_started_total", the_registry().total_added());
+    // Not the_scheduler(): a scrape must not start the pool as a side effect.
+    std::int64_t workers = 0, idle = 0, queued = 0;
+    if (pool_started()) {
+        scheduler& s = the_scheduler();
+        workers = static_cast<std::int64_t>(s.size());
+        idle = s.idle_workers();
+        queued = static_cast<std::int64_t>(s.global_queue_size());
+    }
+    w.family("goro_workers", metric_type::gauge,
+             "Worker threads of the pool (GOMAXPROCS); 0 until the pool starts.");
+    w.sample("goro_workers", workers);
+    w.family("goro_workers_idle", metric_type::gauge, "Workers parked for lack of work.");
+    w.sample("goro_workers_idle", idle);
+    w.family("goro_global_queue_length", metric_type::gauge,
+             "Runnable tasks in the global run queue (woken from outside the pool, or overflow).");
+    w.sample("goro_global_queue_length", queued);
+    w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
+    w.sample("goro_build_info", {{"version", goro::version()}}, 1);
+    return out;
+}
+
+inline void serve_tasks_json(const debug_request&, debug_response& r) {
+    r.content_type = "application/json";
+    r.body = tasks_json();
+}
+
+inline void serve_metrics(const debug_request&, debug_response& r) {
+    r.content_type = std::string(prometheus_content_type);
+    r.body = render_metrics();
+}
+
+}  // namespace detail
+
+}  // namespace goro
+
+#endif  // GORO_HTTP_ROUTES_HPP
