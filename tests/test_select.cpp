@@ -408,17 +408,18 @@ TEST_CASE("a parked select keeps a channel alive when its last other handle is d
         std::atomic<int> got{-1};
         goro::go([](const goro::channel<int>& a, goro::channel<int> b, bool by_timer,
                     std::atomic<goro::task_header*>& me, std::atomic<int>& got) -> goro::task<> {
-            me.store(goro::detail::tls_current_task);
+            auto case_a = goro::recv(a);  // the last read of the outside handle
+            me.store(goro::detail::tls_current_task, std::memory_order_release);
             if (by_timer) {
-                auto r = co_await goro::select(goro::recv(a), goro::after(200ms));
+                auto r = co_await goro::select(std::move(case_a), goro::after(200ms));
                 got.store(r.index() == 1 ? 100 : -2);
             } else {
-                auto r = co_await goro::select(goro::recv(a), goro::recv(b));
+                auto r = co_await goro::select(std::move(case_a), goro::recv(b));
                 got.store(r.index() == 1 && r.get<1>() ? *r.get<1>() : -2);
             }
         }(*a, b, by_timer, me, got));
         REQUIRE(eventually([&] {
-            goro::task_header* t = me.load();
+            goro::task_header* t = me.load(std::memory_order_acquire);
             return t && t->state.load() == goro::task_state::waiting;
         }));
         a.reset();  // A's last handle but the select's own
