@@ -334,8 +334,97 @@ inline std::int64_t now_ns() noexcept {
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+
+
+// ---- begin goro/core/backoff.hpp ----
+// goro/core/backoff.hpp — how a thread waits for another thread's short critical
+// section: spin with the pause hint, then yield the thread.
+//
+//   detail::backoff b;
+//   while (busy.load(std::memory_order_acquire)) b.pause();
+//
+// The waits it serves are a few dozen instructions long, so spinning usually
+// ends them; past `spin_limit` pauses the other thread was probably
+// descheduled inside, and yielding lets it run instead of burning the core.
+// One object per wait: its count starts at zero.
+//
+// Nothing to test on its own (it only delays); the locks that use it
+// (test_spinlock.cpp) are its tests.
+
 #include <thread>
 
+
+namespace goro::detail {
+
+class backoff {
+public:
+    /// `spin_limit`: pauses before the first yield.
+    explicit constexpr backoff(unsigned spin_limit = 64) noexcept : limit_(spin_limit) {}
+
+    /// One step of the wait: a pause hint while the count is under the
+    /// limit, a yield of the thread after.
+    void pause() noexcept {
+        if (++spins_ < limit_) cpu_relax();
+        else std::this_thread::yield();
+    }
+
+private:
+    unsigned spins_ = 0;
+    unsigned limit_;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/backoff.hpp ----
+
+// ---- begin goro/core/thread_slot.hpp ----
+// goro/core/thread_slot.hpp — one slot per thread, in a list every thread can walk.
+//
+//   struct alignas(cache_line) my_slot { std::atomic<long> n{0}; my_slot* next = nullptr; };
+//   detail::thread_slots<my_slot>::mine().n.store(...);          // only this thread writes
+//   for (auto* s = detail::thread_slots<my_slot>::first(); s; s = s->next) ...  // anyone reads
+//
+// For per-thread data that other threads read: counts summed by readers, or
+// what a thread publishes about itself to the threads it synchronises with.
+// A thread's slot is made on its first call to mine() and pushed on the front
+// of the list (a CAS: push-only, so a walk never sees a slot removed). Slots
+// are never freed: a reader may walk the list after a thread has ended, and a
+// slot's address may serve as the thread's name. Each `Slot` type has its own
+// list; it needs a `Slot* next` member, and its own thread-safety rules for
+// the rest.
+
+#include <atomic>
+
+namespace goro::detail {
+
+template <class Slot>
+class thread_slots {
+public:
+    /// The newest slot; follow `next` for the others (acquire: a slot is
+    /// seen fully constructed).
+    static Slot* first() noexcept { return head_.load(std::memory_order_acquire); }
+
+    /// This thread's slot, made on first use.
+    [[gnu::always_inline]] static Slot& mine() {
+        if (Slot* s = tls_) return *s;
+        return make();
+    }
+
+private:
+    [[gnu::noinline]] static Slot& make() {
+        auto* s = new Slot();  // never freed (see above)
+        Slot* h = head_.load(std::memory_order_relaxed);
+        do s->next = h;
+        while (!head_.compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
+        tls_ = s;
+        return *s;
+    }
+
+    static inline std::atomic<Slot*> head_{nullptr};
+    static inline thread_local constinit Slot* tls_ = nullptr;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/thread_slot.hpp ----
 
 namespace goro::detail {
 
@@ -344,11 +433,8 @@ public:
     void lock() noexcept {
         for (;;) {
             if (!locked_.exchange(true, std::memory_order_acquire)) return;
-            int spins = 0;
-            while (locked_.load(std::memory_order_relaxed)) {
-                if (++spins < 64) cpu_relax();
-                else std::this_thread::yield();
-            }
+            backoff b;
+            while (locked_.load(std::memory_order_relaxed)) b.pause();
         }
     }
     bool try_lock() noexcept {
@@ -365,12 +451,13 @@ private:
 /// line: which biased locks it is inside by the fast path, and whether it is
 /// updating a biased structure's lock-free words without the bias. Only its
 /// thread writes it (plain stores); revokers and biasing threads read it.
-/// Never freed: another thread may read it after its thread has ended.
+/// One per thread (thread_slots<bias_slot>): never freed, since another
+/// thread may read it after its thread has ended.
 struct alignas(cache_line) bias_slot {
     static constexpr int depth = 7;               // biased locks held at once by the fast path
     std::atomic<const void*> inside[depth] = {};  // the locks; null: a free entry
     std::atomic<bool> active{false};              // an unbiased lock-free update is under way
-    bias_slot* next = nullptr;                    // all slots, push-only
+    bias_slot* next = nullptr;                    // thread_slots' list
 
     /// Records `lock` in a free entry: its index, or -1 when all are taken.
     [[gnu::always_inline]] int enter(const void* lock) noexcept {
@@ -398,26 +485,7 @@ struct alignas(cache_line) bias_slot {
     }
 };
 
-inline std::atomic<bias_slot*>& bias_slots() noexcept {
-    static std::atomic<bias_slot*> head{nullptr};
-    return head;
-}
-
-inline thread_local constinit bias_slot* tls_bias_slot = nullptr;
-
-[[gnu::noinline]] inline bias_slot& make_bias_slot() noexcept {
-    auto* s = new bias_slot();
-    bias_slot* h = bias_slots().load(std::memory_order_relaxed);
-    do s->next = h;
-    while (!bias_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
-    tls_bias_slot = s;
-    return *s;
-}
-
-[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept {
-    if (bias_slot* s = tls_bias_slot) return *s;
-    return make_bias_slot();
-}
+[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept { return thread_slots<bias_slot>::mine(); }
 
 /// This thread's name in a biased lock: the address of its bias_slot.
 inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::uintptr_t>(&my_bias_slot()); }
@@ -527,7 +595,7 @@ private:
     }
 
     [[gnu::noinline]] int enter_words_slow(bias_slot& me, std::uintptr_t id) noexcept {
-        unsigned spins = 0;
+        backoff wait;
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_relaxed);
             if (b == id) {
@@ -544,7 +612,7 @@ private:
             if (b == 0) return -1;
             me.active.store(false, std::memory_order_release);
             if (b & 1) {
-                while (bias_.load(std::memory_order_acquire) == b) backoff(spins);
+                while (bias_.load(std::memory_order_acquire) == b) wait.pause();
             } else if (b != id) {
                 revoke(b);
             }
@@ -584,21 +652,21 @@ private:
         asym_fence_heavy();
         // Every lock-free update that saw the lock unbiased ends before ours begin.
         const bias_slot* mine = reinterpret_cast<const bias_slot*>(id);
-        unsigned spins = 0;
-        for (bias_slot* w = bias_slots().load(std::memory_order_acquire); w; w = w->next)
+        backoff wait;
+        for (bias_slot* w = thread_slots<bias_slot>::first(); w; w = w->next)
             if (w != mine)
-                while (w->active.load(std::memory_order_acquire)) backoff(spins);
+                while (w->active.load(std::memory_order_acquire)) wait.pause();
     }
 
     /// `b`: the bias seen, owned by another thread (even) or being revoked (odd).
     void revoke(std::uintptr_t b) noexcept {
-        unsigned spins = 0;
+        backoff wait;  // for an owner descheduled inside, or another revoker
         if (!(b & 1)) {
             if (!bias_.compare_exchange_strong(b, b | 1, std::memory_order_seq_cst, std::memory_order_acquire))
                 return;  // changed meanwhile: look again
             asym_fence_heavy();
             const bias_slot* owner = reinterpret_cast<const bias_slot*>(b);
-            while (owner->holds(this)) backoff(spins);  // the owner is inside
+            while (owner->holds(this)) wait.pause();  // the owner is inside
             inner_.lock();
             threshold_ = std::min(threshold_ * 4, max_threshold_);
             last_ = 0;
@@ -607,12 +675,7 @@ private:
             inner_.unlock();
             return;
         }
-        while (bias_.load(std::memory_order_acquire) == b) backoff(spins);  // another revoker's
-    }
-
-    static void backoff(unsigned& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the owner was descheduled inside
+        while (bias_.load(std::memory_order_acquire) == b) wait.pause();  // another revoker's
     }
 
     std::atomic<std::uintptr_t> bias_{0};
@@ -1192,25 +1255,10 @@ struct alignas(cache_line) registry_shard {
 struct alignas(cache_line) count_slot {
     std::atomic<std::int64_t> live{0};    // this thread's spawns minus its exits
     std::atomic<std::uint64_t> added{0};  // this thread's spawns (monotonic, for metrics)
-    count_slot* next = nullptr;           // all slots, push-only (a slot outlives its thread)
+    count_slot* next = nullptr;           // thread_slots' list (a slot outlives its thread)
 };
 
-inline std::atomic<count_slot*>& count_slots() noexcept {
-    static std::atomic<count_slot*> head{nullptr};
-    return head;
-}
-
-inline thread_local constinit count_slot* tls_count_slot = nullptr;
-
-inline count_slot& my_count_slot() {
-    if (count_slot* s = tls_count_slot) return *s;
-    auto* s = new count_slot();  // never freed: the sums read it after the thread ends
-    count_slot* h = count_slots().load(std::memory_order_relaxed);
-    do s->next = h;
-    while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
-    tls_count_slot = s;
-    return *s;
-}
+inline count_slot& my_count_slot() { return thread_slots<count_slot>::mine(); }
 
 /// The state of the concurrent profile (one at a time; see PROFILE EPOCHS).
 struct profile_epoch_state {
@@ -1396,7 +1444,7 @@ public:
     /// negative; the sum is exact once the threads' stores are visible.)
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->live.load(std::memory_order_acquire);
         return n;
     }
@@ -1405,7 +1453,7 @@ public:
     /// Prometheus wants): started minus live is the number that finished.
     std::uint64_t total_added() const noexcept {
         std::uint64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->added.load(std::memory_order_relaxed);
         return n;
     }
@@ -3216,13 +3264,6 @@ inline std::string clean_function_name(std::string_view raw) {
 
 namespace detail {
 
-/// The raw site chain of a task, leaf first (see the note on when to call).
-inline std::vector<site> site_chain(const task_header& t) {
-    std::vector<site> out;
-    for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(p->site_);
-    return out;
-}
-
 inline stack_frame to_frame(const site& s) {
     return stack_frame{clean_function_name(s.function_name()), s.file_name() ? s.file_name() : "",
                        static_cast<unsigned>(s.line())};
@@ -3874,7 +3915,8 @@ struct chan_state : chan_base {
     bool push_locked(T& v) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t e = enq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = e >> enq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -3886,7 +3928,7 @@ struct chan_state : chan_base {
                 std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
                 std::int64_t n = std::int64_t(p - d);
                 if (n >= std::int64_t(cap)) return false;  // full at the moment `deq` was read
-                if (n >= 0) backoff(spins);                // a receiver is moving p - cap out
+                if (n >= 0) wait.pause();                  // a receiver is moving p - cap out
             }
             e = enq.load(std::memory_order_relaxed);
         }
@@ -3897,7 +3939,8 @@ struct chan_state : chan_base {
     bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t d = deq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = d >> deq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -3912,7 +3955,7 @@ struct chan_state : chan_base {
                     e_seen = e;
                     return false;  // empty at the moment `enq` was read
                 }
-                backoff(spins);  // a sender is writing p
+                wait.pause();  // a sender is writing p
             }
             d = deq.load(std::memory_order_relaxed);
         }
@@ -4033,11 +4076,6 @@ private:
     [[gnu::cold, gnu::noinline]] static void contention_backoff(unsigned lost) noexcept {
         const unsigned pauses = 4u << (lost < 4 ? lost : 4);
         for (unsigned k = 0; k < pauses; ++k) cpu_relax();
-    }
-
-    static void backoff(int& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the claimer was descheduled
     }
 };
 
@@ -5532,6 +5570,121 @@ inline std::size_t context_children(const context& ctx) noexcept {
 #include <string>
 
 
+// ---- begin goro/core/waiter_list.hpp ----
+// goro/core/waiter_list.hpp — the FIFO of tasks parked on a mutex, a semaphore
+// or a wait group.
+//
+//   struct node { node* next = nullptr; task_header* task = nullptr; /* ... */ };
+//   detail::waiter_list<node> waiters;          // under the primitive's lock
+//   waiters.push_back(n);                       // a task parks (n lives in its awaiter)
+//   auto* w = waiters.pop_front();  ... unlock ...  detail::ready(w->task);
+//
+// Intrusive: a node lives in its awaiter, in the parked task's frame, so
+// parking allocates nothing. Which node is woken, and when, is the
+// primitive's business; the list only keeps the order. Its rules:
+//   * the list itself is guarded by the primitive's lock;
+//   * a task is readied only after that lock is released (take the nodes
+//     out under the lock, into a local list, then wake_all());
+//   * once a task is readied its node may be gone with its frame: wake_all
+//     reads a node's `next` before readying its task.
+// wake_destroyed() is the destructor of such a primitive: tasks still parked
+// would wait forever, so each is told (a flag in its node) and woken.
+
+#include <cstddef>
+#include <mutex>
+#include <utility>
+
+
+namespace goro::detail {
+
+/// `Node` has `Node* next` and `task_header* task`; the rest is the primitive's.
+template <class Node>
+class waiter_list {
+public:
+    waiter_list() noexcept = default;
+    waiter_list(waiter_list&& o) noexcept
+        : head_(std::exchange(o.head_, nullptr)), tail_(std::exchange(o.tail_, nullptr)) {}
+    waiter_list& operator=(waiter_list&& o) noexcept {
+        head_ = std::exchange(o.head_, nullptr);
+        tail_ = std::exchange(o.tail_, nullptr);
+        return *this;
+    }
+
+    bool empty() const noexcept { return head_ == nullptr; }
+    /// The longest-waiting node; null when empty.
+    Node* front() const noexcept { return head_; }
+
+    void push_back(Node& n) noexcept {
+        n.next = nullptr;
+        if (tail_) tail_->next = &n;
+        else head_ = &n;
+        tail_ = &n;
+    }
+
+    /// Unlinks the longest-waiting node; null when empty.
+    Node* pop_front() noexcept {
+        Node* n = head_;
+        if (n) {
+            head_ = n->next;
+            if (!head_) tail_ = nullptr;
+        }
+        return n;
+    }
+
+    /// Moves every node of `o`, in order, behind this list's.
+    void splice_back(waiter_list& o) noexcept {
+        if (!o.head_) return;
+        if (tail_) tail_->next = o.head_;
+        else head_ = o.head_;
+        tail_ = o.tail_;
+        o.head_ = o.tail_ = nullptr;
+    }
+
+    std::size_t size() const noexcept {
+        std::size_t n = 0;
+        for (const Node* w = head_; w; w = w->next) ++n;
+        return n;
+    }
+
+    /// Readies every node's task, oldest first, after `before_wake(node)`;
+    /// the list is empty after. Call with no lock held.
+    template <class F>
+    void wake_all(F&& before_wake) noexcept {
+        Node* w = std::exchange(head_, nullptr);
+        tail_ = nullptr;
+        while (w) {
+            Node* next = w->next;  // read before the wake: the node dies with its frame
+            before_wake(*w);
+            ready(w->task);
+            w = next;
+        }
+    }
+    void wake_all() noexcept {
+        wake_all([](Node&) noexcept {});
+    }
+
+private:
+    Node* head_ = nullptr;
+    Node* tail_ = nullptr;
+};
+
+/// A primitive with parked tasks is being destroyed: takes its list under
+/// `lock`, then wakes every task after `mark(node, how_many)` has told its
+/// node that the primitive is gone (its awaiter then throws).
+template <class Node, class Lock, class Mark>
+void wake_destroyed(waiter_list<Node>& list, Lock& lock, Mark&& mark) noexcept {
+    waiter_list<Node> taken;
+    {
+        std::lock_guard<Lock> g(lock);
+        taken = std::move(list);
+    }
+    const std::size_t n = taken.size();
+    taken.wake_all([&](Node& w) noexcept { mark(w, n); });
+}
+
+}  // namespace goro::detail
+// ---- end goro/core/waiter_list.hpp ----
+
 namespace goro {
 
 /// A `goro::wait_group` was destroyed while tasks waited on it; thrown from their `wait()`.
@@ -5575,9 +5728,7 @@ public:
                                                     std::memory_order_acquire))
                     break;
             }
-            if (wg.tail_) wg.tail_->next = &node_;
-            else wg.head_ = &node_;
-            wg.tail_ = &node_;
+            wg.waiters_.push_back(node_);
             return true;  // published: from here on a releaser owns the node
         }
 
@@ -5599,21 +5750,10 @@ public:
     wait_group& operator=(const wait_group&) = delete;
 
     ~wait_group() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        std::uint32_t n = 0;
-        for (waiter_node* w = list; w; w = w->next) ++n;
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
-            list->destroyed_count = n;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t n) noexcept {
+            w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
+            w.destroyed_count = static_cast<std::uint32_t>(n);
+        });
     }
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
@@ -5713,16 +5853,12 @@ private:
     /// The caller set `releasing`: take every listed waiter if the counter is
     /// zero, drop `releasing`, then wake them.
     void release_waiters() {
-        waiter_node* first = nullptr;
-        waiter_node* last = nullptr;
+        detail::waiter_list<waiter_node> taken;
         for (;;) {
             {
                 std::lock_guard<detail::spinlock> g(lock_);
                 if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
-                    if (last) last->next = head_;
-                    else first = head_;
-                    last = tail_;
-                    head_ = tail_ = nullptr;
+                    taken.splice_back(waiters_);
                     state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
                 }
             }
@@ -5741,19 +5877,14 @@ private:
             if (!again) break;
         }
         // The group may be gone from here on; only the parked waiters' nodes are touched.
-        while (first) {
-            waiter_node* next = first->next;  // read before the wake: the node dies with its frame
-            detail::ready(first->task);
-            first = next;
-        }
+        taken.wake_all();
     }
 
     alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint32_t> hint_{0};
     detail::spinlock lock_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 }  // namespace goro
@@ -5880,18 +6011,7 @@ public:
     mutex& operator=(const mutex&) = delete;
 
     ~mutex() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed = true;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
     }
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
@@ -5919,10 +6039,8 @@ public:
             waiter_node* w;
             {
                 std::lock_guard<detail::spinlock> g(lock_);
-                w = head_;
+                w = waiters_.pop_front();
                 if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
-                head_ = w->next;
-                if (!head_) tail_ = nullptr;
                 // The locked bit stays: ownership passes to `w`. Its critical
                 // section sees ours through the scheduler's queue (release/acquire).
                 state_.fetch_sub(one_waiter, std::memory_order_release);
@@ -5958,16 +6076,13 @@ private:
                 break;
             }
         }
-        if (tail_) tail_->next = &n;
-        else head_ = &n;
-        tail_ = &n;
+        waiters_.push_back(n);
         return true;  // published: the unlocker owns the node now
     }
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
     detail::spinlock lock_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 inline void lock_guard::unlock() {
@@ -6057,18 +6172,7 @@ public:
     semaphore& operator=(const semaphore&) = delete;
 
     ~semaphore() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed = true;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
     }
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
@@ -6082,7 +6186,7 @@ public:
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
         std::lock_guard<detail::spinlock> g(lock_);
-        if (head_ || count_ < n) return false;
+        if (!waiters_.empty() || count_ < n) return false;
         count_ -= n;
         return true;
     }
@@ -6090,27 +6194,18 @@ public:
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
         check(n, "goro::semaphore::release");
-        waiter_node* wake = nullptr;
+        detail::waiter_list<waiter_node> wake;
         {
             std::lock_guard<detail::spinlock> g(lock_);
             if (count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
-            waiter_node** last = &wake;
-            while (head_ && head_->want <= count_) {
-                count_ -= head_->want;
-                *last = head_;
-                last = &head_->next;
-                head_ = head_->next;
+            while (!waiters_.empty() && waiters_.front()->want <= count_) {
+                count_ -= waiters_.front()->want;
+                wake.push_back(*waiters_.pop_front());
             }
-            *last = nullptr;
-            if (!head_) tail_ = nullptr;
         }
-        while (wake) {
-            waiter_node* next = wake->next;  // read before the wake: the node dies with its frame
-            detail::ready(wake->task);
-            wake = next;
-        }
+        wake.wake_all();
     }
 
     /// Free permits now (a hint: stale once read).
@@ -6127,24 +6222,20 @@ private:
     bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
         task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
         n.task = t;
-        n.next = nullptr;
         detail::park(t, h, wait_reason::semacquire);
         std::lock_guard<detail::spinlock> g(lock_);
-        if (!head_ && count_ >= n.want) {  // released meanwhile
+        if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
             count_ -= n.want;
             t->state.store(task_state::running, std::memory_order_relaxed);
             return false;
         }
-        if (tail_) tail_->next = &n;
-        else head_ = &n;
-        tail_ = &n;
+        waiters_.push_back(n);
         return true;  // published: a releaser owns the node now
     }
 
     mutable detail::spinlock lock_;
     std::int64_t count_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 }  // namespace goro
@@ -7342,9 +7433,28 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexc
     return n;
 }
 
-/// Go's strconv.Quote, the spelling of pprof labels in debug=1.
-inline void go_quote(std::string& out, std::string_view s) {
+/// How quote() escapes: the two spellings goro writes differ only here.
+struct quote_rule {
+    bool bell_and_vtab;          // \a and \v have short escapes
+    bool del_is_control;         // 0x7f is escaped like a control byte
+    const char* control_prefix;  // before a control byte's two hex digits
+    const char* invalid_byte;    // for a byte that is not valid UTF-8; null: control_prefix and its hex
+};
+
+/// Go's strconv.Quote: the spelling of pprof labels in debug=1.
+inline constexpr quote_rule go_quote_rule{true, true, "\\x", nullptr};
+/// JSON: invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
+inline constexpr quote_rule json_quote_rule{false, false, "\\u00", "\\ufffd"};
+
+/// Appends `s` to `out` in double quotes, escaped by `rule`; valid UTF-8
+/// sequences are copied as they are.
+inline void quote(std::string& out, std::string_view s, const quote_rule& rule) {
     static constexpr char hexd[] = "0123456789abcdef";
+    const auto hex_escape = [&](unsigned char c) {
+        out += rule.control_prefix;
+        out.push_back(hexd[c >> 4]);
+        out.push_back(hexd[c & 15]);
+    };
     out.push_back('"');
     for (std::size_t i = 0; i < s.size();) {
         unsigned char c = static_cast<unsigned char>(s[i]);
@@ -7352,30 +7462,30 @@ inline void go_quote(std::string& out, std::string_view s) {
             switch (c) {
             case '"': out += "\\\""; break;
             case '\\': out += "\\\\"; break;
-            case '\a': out += "\\a"; break;
             case '\b': out += "\\b"; break;
             case '\f': out += "\\f"; break;
             case '\n': out += "\\n"; break;
             case '\r': out += "\\r"; break;
             case '\t': out += "\\t"; break;
-            case '\v': out += "\\v"; break;
+            case '\a':
+                if (rule.bell_and_vtab) out += "\\a";
+                else hex_escape(c);
+                break;
+            case '\v':
+                if (rule.bell_and_vtab) out += "\\v";
+                else hex_escape(c);
+                break;
             default:
-                if (c < 0x20 || c == 0x7f) {
-                    out += "\\x";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
+                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
+                else out.push_back(static_cast<char>(c));
             }
             ++i;
             continue;
         }
         std::size_t n = utf8_sequence_length(s, i);
         if (n == 0) {
-            out += "\\x";
-            out.push_back(hexd[c >> 4]);
-            out.push_back(hexd[c & 15]);
+            if (rule.invalid_byte) out += rule.invalid_byte;
+            else hex_escape(c);
             ++i;
         } else {
             out.append(s.data() + i, n);
@@ -7385,44 +7495,8 @@ inline void go_quote(std::string& out, std::string_view s) {
     out.push_back('"');
 }
 
-/// JSON string escaping; invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
-inline void json_quote(std::string& out, std::string_view s) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    out += "\\u00";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            out += "\\ufffd";
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
+inline void go_quote(std::string& out, std::string_view s) { quote(out, s, go_quote_rule); }
+inline void json_quote(std::string& out, std::string_view s) { quote(out, s, json_quote_rule); }
 
 /// One frame line of the debug=1 shape, whatever it comes from.
 struct text_frame {

@@ -64,6 +64,7 @@
 #include <goro/core/platform.hpp>
 #include <goro/core/pool.hpp>
 #include <goro/core/spinlock.hpp>
+#include <goro/core/thread_slot.hpp>
 
 namespace goro {
 
@@ -286,25 +287,10 @@ struct alignas(cache_line) registry_shard {
 struct alignas(cache_line) count_slot {
     std::atomic<std::int64_t> live{0};    // this thread's spawns minus its exits
     std::atomic<std::uint64_t> added{0};  // this thread's spawns (monotonic, for metrics)
-    count_slot* next = nullptr;           // all slots, push-only (a slot outlives its thread)
+    count_slot* next = nullptr;           // thread_slots' list (a slot outlives its thread)
 };
 
-inline std::atomic<count_slot*>& count_slots() noexcept {
-    static std::atomic<count_slot*> head{nullptr};
-    return head;
-}
-
-inline thread_local constinit count_slot* tls_count_slot = nullptr;
-
-inline count_slot& my_count_slot() {
-    if (count_slot* s = tls_count_slot) return *s;
-    auto* s = new count_slot();  // never freed: the sums read it after the thread ends
-    count_slot* h = count_slots().load(std::memory_order_relaxed);
-    do s->next = h;
-    while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
-    tls_count_slot = s;
-    return *s;
-}
+inline count_slot& my_count_slot() { return thread_slots<count_slot>::mine(); }
 
 /// The state of the concurrent profile (one at a time; see PROFILE EPOCHS).
 struct profile_epoch_state {
@@ -490,7 +476,7 @@ public:
     /// negative; the sum is exact once the threads' stores are visible.)
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->live.load(std::memory_order_acquire);
         return n;
     }
@@ -499,7 +485,7 @@ public:
     /// Prometheus wants): started minus live is the number that finished.
     std::uint64_t total_added() const noexcept {
         std::uint64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->added.load(std::memory_order_relaxed);
         return n;
     }

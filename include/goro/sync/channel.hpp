@@ -117,6 +117,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <goro/core/backoff.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -626,7 +627,8 @@ struct chan_state : chan_base {
     bool push_locked(T& v) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t e = enq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = e >> enq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -638,7 +640,7 @@ struct chan_state : chan_base {
                 std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
                 std::int64_t n = std::int64_t(p - d);
                 if (n >= std::int64_t(cap)) return false;  // full at the moment `deq` was read
-                if (n >= 0) backoff(spins);                // a receiver is moving p - cap out
+                if (n >= 0) wait.pause();                  // a receiver is moving p - cap out
             }
             e = enq.load(std::memory_order_relaxed);
         }
@@ -649,7 +651,8 @@ struct chan_state : chan_base {
     bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t d = deq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = d >> deq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -664,7 +667,7 @@ struct chan_state : chan_base {
                     e_seen = e;
                     return false;  // empty at the moment `enq` was read
                 }
-                backoff(spins);  // a sender is writing p
+                wait.pause();  // a sender is writing p
             }
             d = deq.load(std::memory_order_relaxed);
         }
@@ -785,11 +788,6 @@ private:
     [[gnu::cold, gnu::noinline]] static void contention_backoff(unsigned lost) noexcept {
         const unsigned pauses = 4u << (lost < 4 ? lost : 4);
         for (unsigned k = 0; k < pauses; ++k) cpu_relax();
-    }
-
-    static void backoff(int& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the claimer was descheduled
     }
 };
 
