@@ -1129,10 +1129,9 @@ struct task_header_cold {
 // header lines first, then the cold parts, in the same order, so one is found
 // from the other by arithmetic (and no allocator word sits between them).
 // Why: a task is usually spawned on one core and run on another, and its
-// header comes back to the spawner for reuse. Packed at 88 bytes, half the
-// headers straddled three lines and neighbours shared lines, and every one
-// of them went back and forth; now one line does, and the cold part stays in
-// the spawner's cache. A header and its cold part take 88 bytes on g++ (104
+// header comes back to the spawner for reuse. Only this line moves between
+// those cores, no two headers share a line, and the cold part, written at
+// spawn, stays in the spawner's cache. A header and its cold part take 88 bytes on g++ (104
 // on clang, whose sites are three words): a million parked tasks carry a
 // million of them. Only the registry makes headers (they are never freed).
 struct alignas(detail::cache_line) task_header {
@@ -3833,8 +3832,8 @@ struct chan_state : chan_base {
 
     // The loops of send_fast and recv_fast. A lost CAS leaves the first,
     // inlined copy (`Lost` false) for a second one that backs off (see
-    // CONTENTION) and reports done_contended; the uncontended path stays as
-    // short as it was.
+    // CONTENTION) and reports done_contended, so the uncontended path
+    // carries no backoff code.
     template <bool Lost>
     fast_result send_ring(T& v, bool plain) noexcept {
         std::uint64_t e = enq.load(std::memory_order_relaxed);
@@ -8568,7 +8567,7 @@ private:
 // awaitable.
 //
 // THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
-// lists the waiting thread and sleeps on its `done` word as before. One
+// lists the waiting thread, then sleeps on its `done` word like any block_on. One
 // watchdog thread, started at the first block_on and never stopped, looks
 // every grace/4 (at most 100 ms) while some block_on waits, and sleeps
 // otherwise. It reports from its own thread. Lock order: stop the world →

@@ -178,10 +178,9 @@ struct task_header_cold {
 // header lines first, then the cold parts, in the same order, so one is found
 // from the other by arithmetic (and no allocator word sits between them).
 // Why: a task is usually spawned on one core and run on another, and its
-// header comes back to the spawner for reuse. Packed at 88 bytes, half the
-// headers straddled three lines and neighbours shared lines, and every one
-// of them went back and forth; now one line does, and the cold part stays in
-// the spawner's cache. A header and its cold part take 88 bytes on g++ (104
+// header comes back to the spawner for reuse. Only this line moves between
+// those cores, no two headers share a line, and the cold part, written at
+// spawn, stays in the spawner's cache. A header and its cold part take 88 bytes on g++ (104
 // on clang, whose sites are three words): a million parked tasks carry a
 // million of them. Only the registry makes headers (they are never freed).
 struct alignas(detail::cache_line) task_header {

@@ -40,7 +40,7 @@
 // awaitable.
 //
 // THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
-// lists the waiting thread and sleeps on its `done` word as before. One
+// lists the waiting thread, then sleeps on its `done` word like any block_on. One
 // watchdog thread, started at the first block_on and never stopped, looks
 // every grace/4 (at most 100 ms) while some block_on waits, and sleeps
 // otherwise. It reports from its own thread. Lock order: stop the world →

@@ -562,8 +562,8 @@ struct chan_state : chan_base {
 
     // The loops of send_fast and recv_fast. A lost CAS leaves the first,
     // inlined copy (`Lost` false) for a second one that backs off (see
-    // CONTENTION) and reports done_contended; the uncontended path stays as
-    // short as it was.
+    // CONTENTION) and reports done_contended, so the uncontended path
+    // carries no backoff code.
     template <bool Lost>
     fast_result send_ring(T& v, bool plain) noexcept {
         std::uint64_t e = enq.load(std::memory_order_relaxed);
