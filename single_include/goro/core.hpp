@@ -359,6 +359,202 @@ private:
 }  // namespace goro::detail
 // ---- end goro/core/backoff.hpp ----
 
+// ---- begin goro/core/lock_rank.hpp ----
+// goro/core/lock_rank.hpp — every lock of goro has a rank; a thread takes locks
+// in increasing rank, and debug builds check it.
+//
+//   detail::ranked_lock<detail::spinlock, detail::lock_rank::registry_shard> lock;
+//   std::lock_guard g(lock);   // checked: aborts if this thread holds a lock of a higher rank
+//
+// THE ORDER (a thread holding a lock takes only locks further down; each line
+// says why the ones below it can be taken under it):
+//
+//   panic_report       one crash report at a time; the report takes a snapshot
+//   snapshot           one snapshot at a time; it stops the world
+//   stop_the_world     the scheduler's stop; held while the registry is walked
+//   registry_shard     the registry's lists; all 64 are held by a walk
+//   snapshot_overflow  a snapshot's records beyond its estimate, added during a walk
+//   deadlock_watch     the watchdog's list of block_on threads, read during a walk
+//   context            a cancel node's children; arming its deadline adds a timer
+//   channel            a channel's queues; select holds several, and arms a timer
+//   sync_waiters       the waiter list of a mutex, semaphore or wait group; an errgroup's error
+//   pool_holder        the making of the pool: the first use may come under any
+//                      lock above; making it starts the timer
+//   timer              the timer heap
+//   scheduler_idle     the list of idle workers
+//   global_queue       the run queue of tasks woken from outside the pool
+//   panic_hook         the installed crash hook
+//   frame_pool         the frame allocator's shared depot (frames are made anywhere)
+//
+// Locks of one rank may be held together only when taken in increasing
+// address order: select locks its channels so, and a registry walk its shards.
+// A lock taken with try_lock never waits, so it is not checked when taken
+// (it is recorded as held, and checked against what is taken under it).
+//
+// CHECKING is on when NDEBUG is not defined, or when GORO_LOCK_RANK_CHECK is
+// defined to 1; GORO_LOCK_RANK_CHECK defined to 0 turns it off. Each thread
+// keeps a small stack of the ranked locks it holds; a lock taken out of order,
+// or twice, prints both locks' names and aborts: that order could deadlock
+// with another thread that follows the table. Off, ranked_lock<L, R> is L with
+// nothing added. Every translation unit of a program must agree on it (as
+// with assert, it changes what the inline functions do).
+//
+// Locks of goro's HTTP server are not ranked: they are taken on its own
+// threads and never under a lock of this table.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#ifndef GORO_LOCK_RANK_CHECK
+#ifdef NDEBUG
+#define GORO_LOCK_RANK_CHECK 0
+#else
+#define GORO_LOCK_RANK_CHECK 1
+#endif
+#endif
+
+namespace goro::detail {
+
+enum class lock_rank : std::uint8_t {
+    panic_report = 1,
+    snapshot,
+    stop_the_world,
+    registry_shard,
+    snapshot_overflow,
+    deadlock_watch,
+    context,
+    channel,
+    sync_waiters,
+    pool_holder,
+    timer,
+    scheduler_idle,
+    global_queue,
+    panic_hook,
+    frame_pool,
+};
+
+inline const char* to_string(lock_rank r) noexcept {
+    switch (r) {
+    case lock_rank::panic_report: return "panic report";
+    case lock_rank::snapshot: return "snapshot";
+    case lock_rank::stop_the_world: return "stop the world";
+    case lock_rank::registry_shard: return "registry shard";
+    case lock_rank::snapshot_overflow: return "snapshot overflow";
+    case lock_rank::deadlock_watch: return "deadlock watch";
+    case lock_rank::context: return "context";
+    case lock_rank::channel: return "channel";
+    case lock_rank::sync_waiters: return "sync waiters";
+    case lock_rank::timer: return "timer";
+    case lock_rank::scheduler_idle: return "scheduler idle list";
+    case lock_rank::global_queue: return "global run queue";
+    case lock_rank::pool_holder: return "pool holder";
+    case lock_rank::panic_hook: return "panic hook";
+    case lock_rank::frame_pool: return "frame pool";
+    }
+    return "unknown";
+}
+
+#if GORO_LOCK_RANK_CHECK
+
+/// The ranked locks this thread holds, in the order taken.
+struct held_locks {
+    static constexpr unsigned capacity = 128;  // a registry walk holds 64
+    struct entry {
+        const void* lock;
+        lock_rank rank;
+    };
+    entry v[capacity];
+    unsigned n;
+};
+inline thread_local constinit held_locks tls_held_locks{{}, 0};
+
+[[noreturn, gnu::cold, gnu::noinline]] inline void lock_rank_violation(lock_rank taking, const void* lock,
+                                                                     lock_rank held, const void* held_lock) noexcept {
+    std::fprintf(stderr,
+                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
+                 "%p); see goro/core/lock_rank.hpp\n",
+                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
+                 static_cast<unsigned>(held), held_lock);
+    std::fflush(stderr);
+    std::abort();
+}
+
+/// Before waiting for `lock`: every held lock must come before it.
+inline void lock_rank_check(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = 0; i < h.n; ++i) {
+        const held_locks::entry& e = h.v[i];
+        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
+    }
+}
+
+inline void lock_rank_push(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    if (h.n == held_locks::capacity) {
+        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
+        std::abort();
+    }
+    h.v[h.n++] = {lock, r};
+}
+
+/// Locks may be released in any order.
+inline void lock_rank_pop(const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = h.n; i-- > 0;)
+        if (h.v[i].lock == lock) {
+            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
+            --h.n;
+            return;
+        }
+    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
+    std::abort();
+}
+
+/// `Lock` with its rank checked on lock, try_lock and unlock. Everything else
+/// of `Lock` (constructors, other members) is as it is.
+template <class Lock, lock_rank Rank>
+class ranked_lock : public Lock {
+public:
+    using Lock::Lock;
+    static constexpr lock_rank rank = Rank;
+
+    void lock() noexcept(noexcept(std::declval<Lock&>().lock())) {
+        lock_rank_check(Rank, this);
+        Lock::lock();
+        lock_rank_push(Rank, this);
+    }
+    bool try_lock() noexcept(noexcept(std::declval<Lock&>().try_lock())) {
+        if (!Lock::try_lock()) return false;
+        lock_rank_push(Rank, this);
+        return true;
+    }
+    void unlock() noexcept(noexcept(std::declval<Lock&>().unlock())) {
+        lock_rank_pop(this);
+        Lock::unlock();
+    }
+
+    /// The lock without the check, for a std::condition_variable's
+    /// unique_lock on the thread that only waits on it.
+    Lock& unranked() noexcept { return *this; }
+};
+
+#else
+
+template <class Lock, lock_rank Rank>
+class ranked_lock : public Lock {
+public:
+    using Lock::Lock;
+    static constexpr lock_rank rank = Rank;
+    Lock& unranked() noexcept { return *this; }
+};
+
+#endif
+
+}  // namespace goro::detail
+// ---- end goro/core/lock_rank.hpp ----
+
 // ---- begin goro/core/thread_slot.hpp ----
 // goro/core/thread_slot.hpp — one slot per thread, in a list every thread can walk.
 //
@@ -709,7 +905,7 @@ struct pool_batch_node {
 };
 
 struct pool_depot {
-    spinlock lock;
+    ranked_lock<spinlock, lock_rank::frame_pool> lock;
     std::array<pool_batch_node*, pool_classes> full{};  // batches of free blocks
     std::array<std::size_t, pool_classes> nfull{};
     pool_batch_node* empty = nullptr;                    // spare batch nodes
@@ -764,7 +960,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
         pool_batch_node* node = nullptr;
         bool room = false;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             room = d.nfull[cls] < pool_depot_max_batches;
             if (room && (node = d.empty)) d.empty = node->next;
         }
@@ -777,7 +973,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
         }
         std::copy(from, from + n, node->blocks);
         node->count = n;
-        std::lock_guard<spinlock> g(d.lock);
+        std::lock_guard g(d.lock);
         node->next = d.full[cls];
         d.full[cls] = node;
         ++d.nfull[cls];
@@ -810,7 +1006,7 @@ inline void* pool_allocate(std::size_t size) {
         pool_depot& d = the_pool_depot();
         pool_batch_node* node = nullptr;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             if ((node = d.full[cls])) {
                 d.full[cls] = node->next;
                 --d.nfull[cls];
@@ -820,7 +1016,7 @@ inline void* pool_allocate(std::size_t size) {
         std::copy(node->blocks, node->blocks + node->count, c->slots[cls].data());
         c->count[cls] = node->count;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             node->next = d.empty;
             d.empty = node;
         }
@@ -1227,7 +1423,7 @@ struct header_lists {
 inline thread_local constinit header_lists tls_headers{{}, 0, 0, {nullptr, 0, 0}};
 
 struct alignas(cache_line) registry_shard {
-    spinlock lock;
+    ranked_lock<spinlock, lock_rank::registry_shard> lock;
     task_header* head = nullptr;          // every header of this shard, alive or dead
     dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
 };
@@ -1375,7 +1571,7 @@ public:
         registry_shard& sh = shards_[s];
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint8_t>(s);
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             h->next_ = sh.head;
             sh.head = h;
             h->dead.store(false, std::memory_order_release);
@@ -1481,7 +1677,7 @@ private:
         static thread_local spares_owner owner;  // gives the array back when the thread ends
         owner.reg = this;
         {
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             if (sh.dead.n == 0) return;
             std::swap(l.spare, sh.dead);
         }
@@ -1528,7 +1724,7 @@ private:
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
     static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        std::lock_guard<spinlock> g(sh.lock);
+        std::lock_guard g(sh.lock);
         if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
             std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
             sh.dead.n += n;
@@ -1857,7 +2053,7 @@ public:
 
     void stop() {
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             if (stopping_) return;
             stopping_ = true;
         }
@@ -1868,7 +2064,7 @@ public:
     void add(timer_node* n) {
         bool earliest;
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             n->fired_done.store(false, std::memory_order_relaxed);
             n->heap_index = heap_.size();
             heap_.push_back(n);
@@ -1880,14 +2076,14 @@ public:
 
     /// True when `n` was removed before it fired (see CONTRACT).
     bool cancel(timer_node* n) {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         if (n->heap_index == timer_node::npos) return false;
         remove_at(n->heap_index);
         return true;
     }
 
     std::size_t pending() const {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         return heap_.size();
     }
 
@@ -1902,7 +2098,7 @@ public:
     void want_ticks() {
         if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
             return;
-        { std::lock_guard<std::mutex> g(mu_); }  // the timer thread is waiting, or sees the flag
+        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
         cv_.notify_one();
     }
 
@@ -1912,7 +2108,7 @@ private:
     void run() {
         std::vector<timer_node*> due;
         std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
         while (!stopping_) {
             std::int64_t now = now_ns();
             while (!heap_.empty() && heap_.front()->when_ns <= now) {
@@ -1983,7 +2179,7 @@ private:
         n->heap_index = timer_node::npos;
     }
 
-    mutable std::mutex mu_;
+    mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
     std::condition_variable cv_;
     std::vector<timer_node*> heap_;
     bool stopping_ = false;
@@ -2295,7 +2491,7 @@ public:
         if (shutdown_.exchange(true)) return;
         timers_.stop();
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             for (worker* w : idle_) w->idle_listed = false;
             idle_.clear();
             nidle_.store(0);
@@ -2481,7 +2677,7 @@ private:
     // The global queue is a ring of pointers: moving tasks in and out never
     // touches the tasks themselves (each would be a cache miss).
     void global_push_n(task_header* const* ts, std::size_t n) noexcept {
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz + n > gq_ring_.size()) grow_global(sz + n);
         std::size_t mask = gq_ring_.size() - 1;
@@ -2502,7 +2698,7 @@ private:
     /// Takes a share of the global queue: returns one, moves the rest locally.
     task_header* global_get(worker& w, std::size_t max) noexcept {
         if (gq_size_.load(std::memory_order_acquire) == 0) return nullptr;
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return nullptr;
         std::size_t n = std::min({sz, sz / workers_.size() + 1, max, std::size_t(runq_capacity / 2)});
@@ -2633,7 +2829,7 @@ private:
     void wake_one() noexcept {
         worker* w = nullptr;
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (idle_.empty()) return;
             w = idle_.back();
             idle_.pop_back();
@@ -2743,7 +2939,7 @@ private:
         the_registry().flush_retired();
         w.status.store(ws_idle, std::memory_order_seq_cst);
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             w.idle_listed = true;
             idle_.push_back(&w);
             nidle_.fetch_add(1, std::memory_order_seq_cst);
@@ -2756,7 +2952,7 @@ private:
         bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
         bool slept = true;
         if (work) {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (w.idle_listed) {
                 idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
                 w.idle_listed = false;
@@ -2828,18 +3024,18 @@ private:
     timer_queue timers_;
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
-    alignas(cache_line) spinlock gq_lock_;
+    alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
     std::vector<task_header*> gq_ring_;  // power-of-two capacity
     std::size_t gq_head_ = 0;
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
 
-    alignas(cache_line) std::mutex idle_mu_;
+    alignas(cache_line) ranked_lock<std::mutex, lock_rank::scheduler_idle> idle_mu_;
     std::vector<worker*> idle_;
     alignas(cache_line) std::atomic<int> nidle_{0};
     alignas(cache_line) std::atomic<int> nspinning_{0};
 
     alignas(cache_line) std::atomic<std::uint32_t> stop_gen_{0};
-    std::mutex stw_mu_;
+    ranked_lock<std::mutex, lock_rank::stop_the_world> stw_mu_;
     std::vector<bool> held_by_me_;
 
     std::atomic<bool> shutdown_{false};
@@ -2865,7 +3061,7 @@ inline unsigned default_procs() {
 
 struct pool_holder {
     std::atomic<scheduler*> pool{nullptr};
-    std::mutex mu;
+    ranked_lock<std::mutex, lock_rank::pool_holder> mu;
     ~pool_holder() {
         // Static destruction at exit: stop the workers so they do not run user
         // code against destroyed globals. The scheduler object itself is kept
@@ -2885,7 +3081,7 @@ inline constinit std::atomic<scheduler*> g_scheduler{nullptr};
 
 [[gnu::noinline]] inline scheduler& make_the_scheduler() {
     pool_holder& h = the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (scheduler* s = h.pool.load(std::memory_order_relaxed)) return *s;
     unsigned n = requested_procs().load();
     auto* s = new scheduler(n ? n : default_procs());
@@ -2945,7 +3141,7 @@ inline task_header* current_task_or_throw(const char* op) {
 inline void set_max_procs(unsigned n) {
     if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
     detail::pool_holder& h = detail::the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (h.pool.load()) {
         if (h.pool.load()->size() == n) return;
         throw usage_error("goro::set_max_procs: the worker pool has already started with " +
@@ -3376,9 +3572,9 @@ inline std::vector<stack_frame> current_stack() {
 //   handed between a sender and a receiver by the slot's sequence number
 //   (release store, acquire load).
 //
-// LOCK ORDER: channel locks in increasing address order (select), then the
-// timer heap's mutex. Nothing else is taken under a channel lock; nothing is
-// woken under one.
+// LOCK ORDER (checked in debug builds, see core/lock_rank.hpp): channel locks
+// in increasing address order (select), then the timer heap's mutex. Nothing
+// else is taken under a channel lock; nothing is woken under one.
 
 #include <atomic>
 #include <coroutine>
@@ -3620,7 +3816,7 @@ struct chan_base {
     std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
     waitq recvq;
     waitq sendq;
-    biased_spinlock lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
+    ranked_lock<biased_spinlock, lock_rank::channel> lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
     bool pow2 = false;     // immutable
     bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
     char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(biased_spinlock) + 2) % cache_line];
@@ -5109,7 +5305,7 @@ struct cancel_node final : ctx_node {
         }
     };
 
-    spinlock mu;
+    ranked_lock<spinlock, lock_rank::context> mu;
     chan_state<std::monostate> done{0};  // closed on cancel
     std::atomic<context_error> err{context_error::none};
     std::exception_ptr cause;            // written under mu before err
@@ -5132,7 +5328,7 @@ struct cancel_node final : ctx_node {
     bool abandon_timer() noexcept override {
         bool stopped = false;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (timer_armed && the_scheduler().timers().cancel(&timer)) {
                 timer_armed = false;
                 stopped = true;
@@ -5150,7 +5346,7 @@ struct cancel_node final : ctx_node {
     void unlink_from_ancestor() noexcept {
         cancel_node* a = ancestor;
         if (!a) return;
-        std::lock_guard<spinlock> g(a->mu);
+        std::lock_guard g(a->mu);
         if (!linked) return;
         if (prev_sibling) prev_sibling->next_sibling = next_sibling;
         else a->first_child = next_sibling;
@@ -5166,7 +5362,7 @@ struct cancel_node final : ctx_node {
         std::optional<std::stop_source> to_stop;
         bool stop_timer = false;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (err.load(std::memory_order_relaxed) != context_error::none) return false;
             cause = c;
             err.store(e, std::memory_order_release);
@@ -5288,7 +5484,7 @@ public:
         std::stop_source src{std::nostopstate};
         bool already = false;
         {
-            std::lock_guard<detail::spinlock> g(c->mu);
+            std::lock_guard g(c->mu);
             if (!c->stop) c->stop.emplace();
             src = *c->stop;
             already = c->err.load(std::memory_order_relaxed) != context_error::none;
@@ -5366,7 +5562,7 @@ struct context_access {
         if (detail::cancel_node* a = n->ancestor) {
             context_error perr;
             {
-                std::lock_guard<detail::spinlock> g(a->mu);
+                std::lock_guard g(a->mu);
                 perr = a->err.load(std::memory_order_acquire);
                 if (perr == context_error::none) {
                     n->next_sibling = a->first_child;
@@ -5386,7 +5582,7 @@ struct context_access {
             detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
             return;
         }
-        std::lock_guard<detail::spinlock> g(n->mu);
+        std::lock_guard g(n->mu);
         if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
         n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
         n->timer_armed = true;
@@ -5468,7 +5664,7 @@ inline std::size_t context_children(const context& ctx) noexcept {
     ctx_node* n = context_access::node(ctx);
     cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return 0;
-    std::lock_guard<spinlock> g(c->mu);
+    std::lock_guard g(c->mu);
     return c->nchildren;
 }
 }  // namespace detail
@@ -5698,7 +5894,7 @@ public:
             node_.task = t;
             detail::park(t, h, wait_reason::wait_group);
             wait_group& wg = *wg_;
-            std::lock_guard<detail::spinlock> g(wg.lock_);
+            std::lock_guard g(wg.lock_);
             std::uint64_t s = wg.state_.load(std::memory_order_acquire);
             for (;;) {
                 if (wg.zero(s)) {
@@ -5838,7 +6034,7 @@ private:
         detail::waiter_list<waiter_node> taken;
         for (;;) {
             {
-                std::lock_guard<detail::spinlock> g(lock_);
+                std::lock_guard g(lock_);
                 if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
                     taken.splice_back(waiters_);
                     state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
@@ -5865,7 +6061,7 @@ private:
     alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint32_t> hint_{0};
-    detail::spinlock lock_;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
@@ -6020,7 +6216,7 @@ public:
             }
             waiter_node* w;
             {
-                std::lock_guard<detail::spinlock> g(lock_);
+                std::lock_guard g(lock_);
                 w = waiters_.pop_front();
                 if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
                 // The locked bit stays: ownership passes to `w`. Its critical
@@ -6044,7 +6240,7 @@ private:
         task_header* t = detail::current_task_or_throw("goro::mutex::lock");
         n.task = t;
         detail::park(t, h, wait_reason::mutex_lock);
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         std::uint32_t s = state_.load(std::memory_order_relaxed);
         for (;;) {
             if (!(s & locked)) {
@@ -6063,7 +6259,7 @@ private:
     }
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
-    detail::spinlock lock_;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
@@ -6167,7 +6363,7 @@ public:
     /// Takes `n` permits when they are free and nobody waits; never parks.
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         if (!waiters_.empty() || count_ < n) return false;
         count_ -= n;
         return true;
@@ -6178,7 +6374,7 @@ public:
         check(n, "goro::semaphore::release");
         detail::waiter_list<waiter_node> wake;
         {
-            std::lock_guard<detail::spinlock> g(lock_);
+            std::lock_guard g(lock_);
             if (count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
@@ -6192,7 +6388,7 @@ public:
 
     /// Free permits now (a hint: stale once read).
     std::int64_t available() const noexcept {
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         return count_;
     }
 
@@ -6205,7 +6401,7 @@ private:
         task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
         n.task = t;
         detail::park(t, h, wait_reason::semacquire);
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
             count_ -= n.want;
             t->state.store(task_state::running, std::memory_order_relaxed);
@@ -6215,7 +6411,7 @@ private:
         return true;  // published: a releaser owns the node now
     }
 
-    mutable detail::spinlock lock_;
+    mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t count_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
@@ -6276,7 +6472,7 @@ namespace goro {
 class errgroup {
     struct state {
         wait_group wg;                      // counts tasks in flight
-        detail::spinlock mu;                // guards err
+        detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> mu;  // guards err
         std::exception_ptr err;
         goro::context ctx;                  // background when the group has none
         cancel_func cancel;                 // empty when the group has no context
@@ -6285,7 +6481,7 @@ class errgroup {
         void fail(std::exception_ptr e) noexcept {
             bool first = false;
             {
-                std::lock_guard<detail::spinlock> g(mu);
+                std::lock_guard g(mu);
                 if (!err) {
                     err = e;
                     first = true;
@@ -6404,7 +6600,7 @@ private:
     static task<std::exception_ptr> wait_body(std::shared_ptr<state> s) {
         co_await s->wg.wait();
         s->cancel();
-        std::lock_guard<detail::spinlock> g(s->mu);
+        std::lock_guard g(s->mu);
         co_return s->err;
     }
 
@@ -6513,7 +6709,7 @@ public:
         s.tasks_.resize(expect + expect / 8 + 64);
         s.sites_.resize(2 * expect + 256);
 
-        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
+        std::lock_guard one_at_a_time(profile_mutex());
         collector c(s);
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
@@ -6674,8 +6870,8 @@ private:
         std::sort(tasks_.begin(), tasks_.end(), by_id);
     }
 
-    static std::mutex& profile_mutex() noexcept {
-        static std::mutex m;
+    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {
+        static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot> m;
         return m;
     }
 
@@ -6719,7 +6915,7 @@ private:
             }
             std::vector<detail::site> sites(depth);  // rare: more than was counted
             copy_sites(h, sites.data(), depth);
-            std::lock_guard<std::mutex> g(overflow_mu_);
+            std::lock_guard g(overflow_mu_);
             overflow_.emplace_back(std::move(r), std::move(sites));
             if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
         }
@@ -6747,7 +6943,7 @@ private:
         const std::size_t task_cap_, site_cap_;
         alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
         alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
-        std::mutex overflow_mu_;
+        detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
         std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
     };
 
@@ -8179,8 +8375,8 @@ using panic_hook = std::function<void(const panic_info&)>;
 namespace detail {
 
 struct panic_state {
-    std::mutex report_mu;  // one report at a time
-    std::mutex hook_mu;    // guards hook
+    ranked_lock<std::mutex, lock_rank::panic_report> report_mu;  // one report at a time
+    ranked_lock<std::mutex, lock_rank::panic_hook> hook_mu;      // guards hook
     std::shared_ptr<const goro::panic_hook> hook;
 };
 
@@ -8232,10 +8428,10 @@ inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
     panic_state& ps = the_panic_state();
     std::shared_ptr<const goro::panic_hook> hook;
     {
-        std::lock_guard<std::mutex> g(ps.hook_mu);
+        std::lock_guard g(ps.hook_mu);
         hook = ps.hook;
     }
-    std::unique_lock<std::mutex> g(ps.report_mu, std::defer_lock);
+    std::unique_lock g(ps.report_mu, std::defer_lock);
     if (!hook) g.lock();  // the default report ends the process: let one finish printing
     panic_info info;
     try {
@@ -8269,7 +8465,7 @@ inline panic_hook set_panic_handler(panic_hook fn) {
     detail::panic_state& ps = detail::the_panic_state();
     std::shared_ptr<const goro::panic_hook> next;
     if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
-    std::lock_guard<std::mutex> g(ps.hook_mu);
+    std::lock_guard g(ps.hook_mu);
     std::shared_ptr<const goro::panic_hook> prev = std::exchange(ps.hook, std::move(next));
     // Reassert ours, in case something replaced the raw pointer meanwhile.
     detail::panic_handler().store(&detail::report_panic, std::memory_order_release);
@@ -8570,8 +8766,8 @@ private:
 // lists the waiting thread, then sleeps on its `done` word like any block_on. One
 // watchdog thread, started at the first block_on and never stopped, looks
 // every grace/4 (at most 100 ms) while some block_on waits, and sleeps
-// otherwise. It reports from its own thread. Lock order: stop the world →
-// registry shards → watch mutex. A waiting thread takes only the watch mutex.
+// otherwise. It reports from its own thread. Lock order (core/lock_rank.hpp):
+// stop the world → registry shards → watch mutex. A waiting thread takes only the watch mutex.
 
 #include <algorithm>
 #include <atomic>
@@ -8622,7 +8818,7 @@ struct deadlock_waiter {
 };
 
 struct deadlock_watch {
-    std::mutex mu;
+    ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
     std::condition_variable cv;
     std::vector<deadlock_waiter*> waiters;         // under mu
     bool thread_started = false;                   // under mu
@@ -8737,7 +8933,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     std::vector<deadlock_waiter*> fired;
     s.stop_the_world(std::chrono::seconds(1));
     reg.lock_all();
-    std::unique_lock<std::mutex> lk(w.mu);
+    std::unique_lock lk(w.mu);
     bool still = same_quiet(observe_quiet(), base);
     std::vector<task_header*> listed;
     reg.for_each_unlocked([&](task_header& h) {
@@ -8769,7 +8965,7 @@ inline void watchdog_main() {
     deadlock_watch& w = the_deadlock_watch();
     quiet_state base;
     std::int64_t quiet_since = 0;
-    std::unique_lock<std::mutex> lk(w.mu);
+    std::unique_lock<std::mutex> lk(w.mu.unranked());  // for cv; released before anything else is taken
     for (;;) {
         if (w.waiters.empty()) {
             base = {};
@@ -8799,7 +8995,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     deadlock_watch& w = the_deadlock_watch();
     deadlock_waiter me{&done, body};
     {
-        std::lock_guard<std::mutex> g(w.mu);
+        std::lock_guard g(w.mu);
         w.waiters.push_back(&me);
         if (!w.thread_started) {
             w.thread_started = true;
@@ -8810,7 +9006,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
     std::shared_ptr<const std::string> report;
     {
-        std::lock_guard<std::mutex> g(w.mu);
+        std::lock_guard g(w.mu);
         w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
         report = std::move(me.report);
     }
@@ -8838,7 +9034,7 @@ void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
     if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
     detail::deadlock_watch& w = detail::the_deadlock_watch();
     w.grace_ns.store(ns, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> g(w.mu);
+    std::lock_guard g(w.mu);
     w.cv.notify_all();  // pick up a shorter period now
 }
 

@@ -61,6 +61,7 @@
 #include <vector>
 
 #include <goro/core/frame.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/pool.hpp>
 #include <goro/core/spinlock.hpp>
@@ -276,7 +277,7 @@ struct header_lists {
 inline thread_local constinit header_lists tls_headers{{}, 0, 0, {nullptr, 0, 0}};
 
 struct alignas(cache_line) registry_shard {
-    spinlock lock;
+    ranked_lock<spinlock, lock_rank::registry_shard> lock;
     task_header* head = nullptr;          // every header of this shard, alive or dead
     dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
 };
@@ -424,7 +425,7 @@ public:
         registry_shard& sh = shards_[s];
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint8_t>(s);
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             h->next_ = sh.head;
             sh.head = h;
             h->dead.store(false, std::memory_order_release);
@@ -530,7 +531,7 @@ private:
         static thread_local spares_owner owner;  // gives the array back when the thread ends
         owner.reg = this;
         {
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             if (sh.dead.n == 0) return;
             std::swap(l.spare, sh.dead);
         }
@@ -577,7 +578,7 @@ private:
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
     static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        std::lock_guard<spinlock> g(sh.lock);
+        std::lock_guard g(sh.lock);
         if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
             std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
             sh.dead.n += n;

@@ -91,6 +91,7 @@
 #include <vector>
 
 #include <goro/core/frame.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/spinlock.hpp>
@@ -302,7 +303,7 @@ public:
         if (shutdown_.exchange(true)) return;
         timers_.stop();
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             for (worker* w : idle_) w->idle_listed = false;
             idle_.clear();
             nidle_.store(0);
@@ -488,7 +489,7 @@ private:
     // The global queue is a ring of pointers: moving tasks in and out never
     // touches the tasks themselves (each would be a cache miss).
     void global_push_n(task_header* const* ts, std::size_t n) noexcept {
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz + n > gq_ring_.size()) grow_global(sz + n);
         std::size_t mask = gq_ring_.size() - 1;
@@ -509,7 +510,7 @@ private:
     /// Takes a share of the global queue: returns one, moves the rest locally.
     task_header* global_get(worker& w, std::size_t max) noexcept {
         if (gq_size_.load(std::memory_order_acquire) == 0) return nullptr;
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return nullptr;
         std::size_t n = std::min({sz, sz / workers_.size() + 1, max, std::size_t(runq_capacity / 2)});
@@ -640,7 +641,7 @@ private:
     void wake_one() noexcept {
         worker* w = nullptr;
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (idle_.empty()) return;
             w = idle_.back();
             idle_.pop_back();
@@ -750,7 +751,7 @@ private:
         the_registry().flush_retired();
         w.status.store(ws_idle, std::memory_order_seq_cst);
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             w.idle_listed = true;
             idle_.push_back(&w);
             nidle_.fetch_add(1, std::memory_order_seq_cst);
@@ -763,7 +764,7 @@ private:
         bool work = stealable_work() || w.run_next.load(std::memory_order_acquire) || shutdown_.load();
         bool slept = true;
         if (work) {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (w.idle_listed) {
                 idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
                 w.idle_listed = false;
@@ -835,18 +836,18 @@ private:
     timer_queue timers_;
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
-    alignas(cache_line) spinlock gq_lock_;
+    alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
     std::vector<task_header*> gq_ring_;  // power-of-two capacity
     std::size_t gq_head_ = 0;
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
 
-    alignas(cache_line) std::mutex idle_mu_;
+    alignas(cache_line) ranked_lock<std::mutex, lock_rank::scheduler_idle> idle_mu_;
     std::vector<worker*> idle_;
     alignas(cache_line) std::atomic<int> nidle_{0};
     alignas(cache_line) std::atomic<int> nspinning_{0};
 
     alignas(cache_line) std::atomic<std::uint32_t> stop_gen_{0};
-    std::mutex stw_mu_;
+    ranked_lock<std::mutex, lock_rank::stop_the_world> stw_mu_;
     std::vector<bool> held_by_me_;
 
     std::atomic<bool> shutdown_{false};
@@ -872,7 +873,7 @@ inline unsigned default_procs() {
 
 struct pool_holder {
     std::atomic<scheduler*> pool{nullptr};
-    std::mutex mu;
+    ranked_lock<std::mutex, lock_rank::pool_holder> mu;
     ~pool_holder() {
         // Static destruction at exit: stop the workers so they do not run user
         // code against destroyed globals. The scheduler object itself is kept
@@ -892,7 +893,7 @@ inline constinit std::atomic<scheduler*> g_scheduler{nullptr};
 
 [[gnu::noinline]] inline scheduler& make_the_scheduler() {
     pool_holder& h = the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (scheduler* s = h.pool.load(std::memory_order_relaxed)) return *s;
     unsigned n = requested_procs().load();
     auto* s = new scheduler(n ? n : default_procs());
@@ -952,7 +953,7 @@ inline task_header* current_task_or_throw(const char* op) {
 inline void set_max_procs(unsigned n) {
     if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
     detail::pool_holder& h = detail::the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (h.pool.load()) {
         if (h.pool.load()->size() == n) return;
         throw usage_error("goro::set_max_procs: the worker pool has already started with " +

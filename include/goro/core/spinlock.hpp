@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include <goro/core/backoff.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/thread_slot.hpp>
 

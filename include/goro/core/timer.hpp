@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 
 namespace goro::detail {
@@ -54,7 +55,7 @@ public:
 
     void stop() {
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             if (stopping_) return;
             stopping_ = true;
         }
@@ -65,7 +66,7 @@ public:
     void add(timer_node* n) {
         bool earliest;
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             n->fired_done.store(false, std::memory_order_relaxed);
             n->heap_index = heap_.size();
             heap_.push_back(n);
@@ -77,14 +78,14 @@ public:
 
     /// True when `n` was removed before it fired (see CONTRACT).
     bool cancel(timer_node* n) {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         if (n->heap_index == timer_node::npos) return false;
         remove_at(n->heap_index);
         return true;
     }
 
     std::size_t pending() const {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         return heap_.size();
     }
 
@@ -99,7 +100,7 @@ public:
     void want_ticks() {
         if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
             return;
-        { std::lock_guard<std::mutex> g(mu_); }  // the timer thread is waiting, or sees the flag
+        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
         cv_.notify_one();
     }
 
@@ -109,7 +110,7 @@ private:
     void run() {
         std::vector<timer_node*> due;
         std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
         while (!stopping_) {
             std::int64_t now = now_ns();
             while (!heap_.empty() && heap_.front()->when_ns <= now) {
@@ -180,7 +181,7 @@ private:
         n->heap_index = timer_node::npos;
     }
 
-    mutable std::mutex mu_;
+    mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
     std::condition_variable cv_;
     std::vector<timer_node*> heap_;
     bool stopping_ = false;

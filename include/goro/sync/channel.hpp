@@ -100,9 +100,9 @@
 //   handed between a sender and a receiver by the slot's sequence number
 //   (release store, acquire load).
 //
-// LOCK ORDER: channel locks in increasing address order (select), then the
-// timer heap's mutex. Nothing else is taken under a channel lock; nothing is
-// woken under one.
+// LOCK ORDER (checked in debug builds, see core/lock_rank.hpp): channel locks
+// in increasing address order (select), then the timer heap's mutex. Nothing
+// else is taken under a channel lock; nothing is woken under one.
 #pragma once
 
 #include <atomic>
@@ -118,6 +118,7 @@
 #include <utility>
 
 #include <goro/core/backoff.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -350,7 +351,7 @@ struct chan_base {
     std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
     waitq recvq;
     waitq sendq;
-    biased_spinlock lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
+    ranked_lock<biased_spinlock, lock_rank::channel> lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
     bool pow2 = false;     // immutable
     bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
     char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(biased_spinlock) + 2) % cache_line];

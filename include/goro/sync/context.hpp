@@ -193,7 +193,7 @@ struct cancel_node final : ctx_node {
         }
     };
 
-    spinlock mu;
+    ranked_lock<spinlock, lock_rank::context> mu;
     chan_state<std::monostate> done{0};  // closed on cancel
     std::atomic<context_error> err{context_error::none};
     std::exception_ptr cause;            // written under mu before err
@@ -216,7 +216,7 @@ struct cancel_node final : ctx_node {
     bool abandon_timer() noexcept override {
         bool stopped = false;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (timer_armed && the_scheduler().timers().cancel(&timer)) {
                 timer_armed = false;
                 stopped = true;
@@ -234,7 +234,7 @@ struct cancel_node final : ctx_node {
     void unlink_from_ancestor() noexcept {
         cancel_node* a = ancestor;
         if (!a) return;
-        std::lock_guard<spinlock> g(a->mu);
+        std::lock_guard g(a->mu);
         if (!linked) return;
         if (prev_sibling) prev_sibling->next_sibling = next_sibling;
         else a->first_child = next_sibling;
@@ -250,7 +250,7 @@ struct cancel_node final : ctx_node {
         std::optional<std::stop_source> to_stop;
         bool stop_timer = false;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (err.load(std::memory_order_relaxed) != context_error::none) return false;
             cause = c;
             err.store(e, std::memory_order_release);
@@ -372,7 +372,7 @@ public:
         std::stop_source src{std::nostopstate};
         bool already = false;
         {
-            std::lock_guard<detail::spinlock> g(c->mu);
+            std::lock_guard g(c->mu);
             if (!c->stop) c->stop.emplace();
             src = *c->stop;
             already = c->err.load(std::memory_order_relaxed) != context_error::none;
@@ -450,7 +450,7 @@ struct context_access {
         if (detail::cancel_node* a = n->ancestor) {
             context_error perr;
             {
-                std::lock_guard<detail::spinlock> g(a->mu);
+                std::lock_guard g(a->mu);
                 perr = a->err.load(std::memory_order_acquire);
                 if (perr == context_error::none) {
                     n->next_sibling = a->first_child;
@@ -470,7 +470,7 @@ struct context_access {
             detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
             return;
         }
-        std::lock_guard<detail::spinlock> g(n->mu);
+        std::lock_guard g(n->mu);
         if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
         n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
         n->timer_armed = true;
@@ -552,7 +552,7 @@ inline std::size_t context_children(const context& ctx) noexcept {
     ctx_node* n = context_access::node(ctx);
     cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return 0;
-    std::lock_guard<spinlock> g(c->mu);
+    std::lock_guard g(c->mu);
     return c->nchildren;
 }
 }  // namespace detail

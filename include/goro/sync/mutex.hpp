@@ -151,7 +151,7 @@ public:
             }
             waiter_node* w;
             {
-                std::lock_guard<detail::spinlock> g(lock_);
+                std::lock_guard g(lock_);
                 w = waiters_.pop_front();
                 if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
                 // The locked bit stays: ownership passes to `w`. Its critical
@@ -175,7 +175,7 @@ private:
         task_header* t = detail::current_task_or_throw("goro::mutex::lock");
         n.task = t;
         detail::park(t, h, wait_reason::mutex_lock);
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         std::uint32_t s = state_.load(std::memory_order_relaxed);
         for (;;) {
             if (!(s & locked)) {
@@ -194,7 +194,7 @@ private:
     }
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
-    detail::spinlock lock_;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 

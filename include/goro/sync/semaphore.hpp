@@ -90,7 +90,7 @@ public:
     /// Takes `n` permits when they are free and nobody waits; never parks.
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         if (!waiters_.empty() || count_ < n) return false;
         count_ -= n;
         return true;
@@ -101,7 +101,7 @@ public:
         check(n, "goro::semaphore::release");
         detail::waiter_list<waiter_node> wake;
         {
-            std::lock_guard<detail::spinlock> g(lock_);
+            std::lock_guard g(lock_);
             if (count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
@@ -115,7 +115,7 @@ public:
 
     /// Free permits now (a hint: stale once read).
     std::int64_t available() const noexcept {
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         return count_;
     }
 
@@ -128,7 +128,7 @@ private:
         task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
         n.task = t;
         detail::park(t, h, wait_reason::semacquire);
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
             count_ -= n.want;
             t->state.store(task_state::running, std::memory_order_relaxed);
@@ -138,7 +138,7 @@ private:
         return true;  // published: a releaser owns the node now
     }
 
-    mutable detail::spinlock lock_;
+    mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t count_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };

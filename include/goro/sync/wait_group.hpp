@@ -110,7 +110,7 @@ public:
             node_.task = t;
             detail::park(t, h, wait_reason::wait_group);
             wait_group& wg = *wg_;
-            std::lock_guard<detail::spinlock> g(wg.lock_);
+            std::lock_guard g(wg.lock_);
             std::uint64_t s = wg.state_.load(std::memory_order_acquire);
             for (;;) {
                 if (wg.zero(s)) {
@@ -250,7 +250,7 @@ private:
         detail::waiter_list<waiter_node> taken;
         for (;;) {
             {
-                std::lock_guard<detail::spinlock> g(lock_);
+                std::lock_guard g(lock_);
                 if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
                     taken.splice_back(waiters_);
                     state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
@@ -277,7 +277,7 @@ private:
     alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint32_t> hint_{0};
-    detail::spinlock lock_;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
