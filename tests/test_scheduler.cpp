@@ -204,7 +204,9 @@ TEST_CASE("one task spawned by a task that never suspends runs while the other w
         return;
     }
     for (int round = 0; round < 20; ++round) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the other workers go idle
+        // Every worker has gone idle (nothing else runs between test cases).
+        auto& sched = goro::detail::the_scheduler();
+        REQUIRE(eventually([&] { return sched.idle_workers() == static_cast<int>(sched.size()); }));
         std::atomic<bool> ran{false};
         auto flag = [](std::atomic<bool>& r) -> goro::task<> {
             r.store(true);

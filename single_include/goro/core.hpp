@@ -332,8 +332,293 @@ inline std::int64_t now_ns() noexcept {
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+
+
+// ---- begin goro/core/backoff.hpp ----
+// goro/core/backoff.hpp — how a thread waits for another thread's short critical
+// section: spin with the pause hint, then yield the thread.
+//
+//   detail::backoff b;
+//   while (busy.load(std::memory_order_acquire)) b.pause();
+//
+// The waits it serves are a few dozen instructions long, so spinning usually
+// ends them; past `spin_limit` pauses the other thread was probably
+// descheduled inside, and yielding lets it run instead of burning the core.
+// One object per wait: its count starts at zero.
+//
+// Nothing to test on its own (it only delays); the locks that use it
+// (test_spinlock.cpp) are its tests.
+
 #include <thread>
 
+
+namespace goro::detail {
+
+class backoff {
+public:
+    /// `spin_limit`: pauses before the first yield.
+    explicit constexpr backoff(unsigned spin_limit = 64) noexcept : limit_(spin_limit) {}
+
+    /// One step of the wait: a pause hint while the count is under the
+    /// limit, a yield of the thread after.
+    void pause() noexcept {
+        if (++spins_ < limit_) cpu_relax();
+        else std::this_thread::yield();
+    }
+
+private:
+    unsigned spins_ = 0;
+    unsigned limit_;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/backoff.hpp ----
+
+// ---- begin goro/core/lock_rank.hpp ----
+// goro/core/lock_rank.hpp — every lock of goro has a rank; a thread takes locks
+// in increasing rank, and debug builds check it.
+//
+//   detail::ranked_lock<detail::spinlock, detail::lock_rank::registry_shard> lock;
+//   std::lock_guard g(lock);   // checked: aborts if this thread holds a lock of a higher rank
+//
+// THE ORDER (a thread holding a lock takes only locks further down; each line
+// says why the ones below it can be taken under it):
+//
+//   panic_report       one crash report at a time; the report takes a snapshot
+//   snapshot           one snapshot at a time; it stops the world
+//   stop_the_world     the scheduler's stop; held while the registry is walked
+//   registry_shard     the registry's lists; all 64 are held by a walk
+//   snapshot_overflow  a snapshot's records beyond its estimate, added during a walk
+//   deadlock_watch     the watchdog's list of block_on threads, read during a walk
+//   context            a cancel node's children; arming its deadline adds a timer
+//   channel            a channel's queues; select holds several, and arms a timer
+//   sync_waiters       the waiter list of a mutex, semaphore or wait group; an errgroup's error
+//   pool_holder        the making of the pool: the first use may come under any
+//                      lock above; making it starts the timer
+//   timer              the timer heap
+//   scheduler_idle     the list of idle workers
+//   global_queue       the run queue of tasks woken from outside the pool
+//   panic_hook         the installed crash hook
+//   frame_pool         the frame allocator's shared depot (frames are made anywhere)
+//
+// Locks of one rank may be held together only when taken in increasing
+// address order: select locks its channels so, and a registry walk its shards.
+// A lock taken with try_lock never waits, so it is not checked when taken
+// (it is recorded as held, and checked against what is taken under it).
+//
+// CHECKING is on when NDEBUG is not defined, or when GORO_LOCK_RANK_CHECK is
+// defined to 1; GORO_LOCK_RANK_CHECK defined to 0 turns it off. Each thread
+// keeps a small stack of the ranked locks it holds; a lock taken out of order,
+// or twice, prints both locks' names and aborts: that order could deadlock
+// with another thread that follows the table. Off, ranked_lock<L, R> is L with
+// nothing added. Every translation unit of a program must agree on it (as
+// with assert, it changes what the inline functions do).
+//
+// Locks of goro's HTTP server are not ranked: they are taken on its own
+// threads and never under a lock of this table.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#ifndef GORO_LOCK_RANK_CHECK
+#ifdef NDEBUG
+#define GORO_LOCK_RANK_CHECK 0
+#else
+#define GORO_LOCK_RANK_CHECK 1
+#endif
+#endif
+
+namespace goro::detail {
+
+enum class lock_rank : std::uint8_t {
+    panic_report = 1,
+    snapshot,
+    stop_the_world,
+    registry_shard,
+    snapshot_overflow,
+    deadlock_watch,
+    context,
+    channel,
+    sync_waiters,
+    pool_holder,
+    timer,
+    scheduler_idle,
+    global_queue,
+    panic_hook,
+    frame_pool,
+};
+
+inline const char* to_string(lock_rank r) noexcept {
+    switch (r) {
+    case lock_rank::panic_report: return "panic report";
+    case lock_rank::snapshot: return "snapshot";
+    case lock_rank::stop_the_world: return "stop the world";
+    case lock_rank::registry_shard: return "registry shard";
+    case lock_rank::snapshot_overflow: return "snapshot overflow";
+    case lock_rank::deadlock_watch: return "deadlock watch";
+    case lock_rank::context: return "context";
+    case lock_rank::channel: return "channel";
+    case lock_rank::sync_waiters: return "sync waiters";
+    case lock_rank::timer: return "timer";
+    case lock_rank::scheduler_idle: return "scheduler idle list";
+    case lock_rank::global_queue: return "global run queue";
+    case lock_rank::pool_holder: return "pool holder";
+    case lock_rank::panic_hook: return "panic hook";
+    case lock_rank::frame_pool: return "frame pool";
+    }
+    return "unknown";
+}
+
+#if GORO_LOCK_RANK_CHECK
+
+/// The ranked locks this thread holds, in the order taken.
+struct held_locks {
+    static constexpr unsigned capacity = 128;  // a registry walk holds 64
+    struct entry {
+        const void* lock;
+        lock_rank rank;
+    };
+    entry v[capacity];
+    unsigned n;
+};
+inline thread_local constinit held_locks tls_held_locks{{}, 0};
+
+[[noreturn, gnu::cold, gnu::noinline]] inline void lock_rank_violation(lock_rank taking, const void* lock,
+                                                                     lock_rank held, const void* held_lock) noexcept {
+    std::fprintf(stderr,
+                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
+                 "%p); see goro/core/lock_rank.hpp\n",
+                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
+                 static_cast<unsigned>(held), held_lock);
+    std::fflush(stderr);
+    std::abort();
+}
+
+/// Before waiting for `lock`: every held lock must come before it.
+inline void lock_rank_check(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = 0; i < h.n; ++i) {
+        const held_locks::entry& e = h.v[i];
+        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
+    }
+}
+
+inline void lock_rank_push(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    if (h.n == held_locks::capacity) {
+        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
+        std::abort();
+    }
+    h.v[h.n++] = {lock, r};
+}
+
+/// Locks may be released in any order.
+inline void lock_rank_pop(const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = h.n; i-- > 0;)
+        if (h.v[i].lock == lock) {
+            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
+            --h.n;
+            return;
+        }
+    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
+    std::abort();
+}
+
+/// `Lock` with its rank checked on lock, try_lock and unlock. Everything else
+/// of `Lock` (constructors, other members) is as it is.
+template <class Lock, lock_rank Rank>
+class ranked_lock : public Lock {
+public:
+    using Lock::Lock;
+    static constexpr lock_rank rank = Rank;
+
+    void lock() noexcept(noexcept(std::declval<Lock&>().lock())) {
+        lock_rank_check(Rank, this);
+        Lock::lock();
+        lock_rank_push(Rank, this);
+    }
+    bool try_lock() noexcept(noexcept(std::declval<Lock&>().try_lock())) {
+        if (!Lock::try_lock()) return false;
+        lock_rank_push(Rank, this);
+        return true;
+    }
+    void unlock() noexcept(noexcept(std::declval<Lock&>().unlock())) {
+        lock_rank_pop(this);
+        Lock::unlock();
+    }
+
+    /// The lock without the check, for a std::condition_variable's
+    /// unique_lock on the thread that only waits on it.
+    Lock& unranked() noexcept { return *this; }
+};
+
+#else
+
+template <class Lock, lock_rank Rank>
+class ranked_lock : public Lock {
+public:
+    using Lock::Lock;
+    static constexpr lock_rank rank = Rank;
+    Lock& unranked() noexcept { return *this; }
+};
+
+#endif
+
+}  // namespace goro::detail
+// ---- end goro/core/lock_rank.hpp ----
+
+// ---- begin goro/core/thread_slot.hpp ----
+// goro/core/thread_slot.hpp — one slot per thread, in a list every thread can walk.
+//
+//   struct alignas(cache_line) my_slot { std::atomic<long> n{0}; my_slot* next = nullptr; };
+//   detail::thread_slots<my_slot>::mine().n.store(...);          // only this thread writes
+//   for (auto* s = detail::thread_slots<my_slot>::first(); s; s = s->next) ...  // anyone reads
+//
+// For per-thread data that other threads read: counts summed by readers, or
+// what a thread publishes about itself to the threads it synchronises with.
+// A thread's slot is made on its first call to mine() and pushed on the front
+// of the list (a CAS: push-only, so a walk never sees a slot removed). Slots
+// are never freed: a reader may walk the list after a thread has ended, and a
+// slot's address may serve as the thread's name. Each `Slot` type has its own
+// list; it needs a `Slot* next` member, and its own thread-safety rules for
+// the rest.
+
+#include <atomic>
+
+namespace goro::detail {
+
+template <class Slot>
+class thread_slots {
+public:
+    /// The newest slot; follow `next` for the others (acquire: a slot is
+    /// seen fully constructed).
+    static Slot* first() noexcept { return head_.load(std::memory_order_acquire); }
+
+    /// This thread's slot, made on first use.
+    [[gnu::always_inline]] static Slot& mine() {
+        if (Slot* s = tls_) return *s;
+        return make();
+    }
+
+private:
+    [[gnu::noinline]] static Slot& make() {
+        auto* s = new Slot();  // never freed (see above)
+        Slot* h = head_.load(std::memory_order_relaxed);
+        do s->next = h;
+        while (!head_.compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
+        tls_ = s;
+        return *s;
+    }
+
+    static inline std::atomic<Slot*> head_{nullptr};
+    static inline thread_local constinit Slot* tls_ = nullptr;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/thread_slot.hpp ----
 
 namespace goro::detail {
 
@@ -342,11 +627,8 @@ public:
     void lock() noexcept {
         for (;;) {
             if (!locked_.exchange(true, std::memory_order_acquire)) return;
-            int spins = 0;
-            while (locked_.load(std::memory_order_relaxed)) {
-                if (++spins < 64) cpu_relax();
-                else std::this_thread::yield();
-            }
+            backoff b;
+            while (locked_.load(std::memory_order_relaxed)) b.pause();
         }
     }
     bool try_lock() noexcept {
@@ -363,12 +645,13 @@ private:
 /// line: which biased locks it is inside by the fast path, and whether it is
 /// updating a biased structure's lock-free words without the bias. Only its
 /// thread writes it (plain stores); revokers and biasing threads read it.
-/// Never freed: another thread may read it after its thread has ended.
+/// One per thread (thread_slots<bias_slot>): never freed, since another
+/// thread may read it after its thread has ended.
 struct alignas(cache_line) bias_slot {
     static constexpr int depth = 7;               // biased locks held at once by the fast path
     std::atomic<const void*> inside[depth] = {};  // the locks; null: a free entry
     std::atomic<bool> active{false};              // an unbiased lock-free update is under way
-    bias_slot* next = nullptr;                    // all slots, push-only
+    bias_slot* next = nullptr;                    // thread_slots' list
 
     /// Records `lock` in a free entry: its index, or -1 when all are taken.
     [[gnu::always_inline]] int enter(const void* lock) noexcept {
@@ -396,26 +679,7 @@ struct alignas(cache_line) bias_slot {
     }
 };
 
-inline std::atomic<bias_slot*>& bias_slots() noexcept {
-    static std::atomic<bias_slot*> head{nullptr};
-    return head;
-}
-
-inline thread_local constinit bias_slot* tls_bias_slot = nullptr;
-
-[[gnu::noinline]] inline bias_slot& make_bias_slot() noexcept {
-    auto* s = new bias_slot();
-    bias_slot* h = bias_slots().load(std::memory_order_relaxed);
-    do s->next = h;
-    while (!bias_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
-    tls_bias_slot = s;
-    return *s;
-}
-
-[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept {
-    if (bias_slot* s = tls_bias_slot) return *s;
-    return make_bias_slot();
-}
+[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept { return thread_slots<bias_slot>::mine(); }
 
 /// This thread's name in a biased lock: the address of its bias_slot.
 inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::uintptr_t>(&my_bias_slot()); }
@@ -525,7 +789,7 @@ private:
     }
 
     [[gnu::noinline]] int enter_words_slow(bias_slot& me, std::uintptr_t id) noexcept {
-        unsigned spins = 0;
+        backoff wait;
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_relaxed);
             if (b == id) {
@@ -542,7 +806,7 @@ private:
             if (b == 0) return -1;
             me.active.store(false, std::memory_order_release);
             if (b & 1) {
-                while (bias_.load(std::memory_order_acquire) == b) backoff(spins);
+                while (bias_.load(std::memory_order_acquire) == b) wait.pause();
             } else if (b != id) {
                 revoke(b);
             }
@@ -582,21 +846,21 @@ private:
         asym_fence_heavy();
         // Every lock-free update that saw the lock unbiased ends before ours begin.
         const bias_slot* mine = reinterpret_cast<const bias_slot*>(id);
-        unsigned spins = 0;
-        for (bias_slot* w = bias_slots().load(std::memory_order_acquire); w; w = w->next)
+        backoff wait;
+        for (bias_slot* w = thread_slots<bias_slot>::first(); w; w = w->next)
             if (w != mine)
-                while (w->active.load(std::memory_order_acquire)) backoff(spins);
+                while (w->active.load(std::memory_order_acquire)) wait.pause();
     }
 
     /// `b`: the bias seen, owned by another thread (even) or being revoked (odd).
     void revoke(std::uintptr_t b) noexcept {
-        unsigned spins = 0;
+        backoff wait;  // for an owner descheduled inside, or another revoker
         if (!(b & 1)) {
             if (!bias_.compare_exchange_strong(b, b | 1, std::memory_order_seq_cst, std::memory_order_acquire))
                 return;  // changed meanwhile: look again
             asym_fence_heavy();
             const bias_slot* owner = reinterpret_cast<const bias_slot*>(b);
-            while (owner->holds(this)) backoff(spins);  // the owner is inside
+            while (owner->holds(this)) wait.pause();  // the owner is inside
             inner_.lock();
             threshold_ = std::min(threshold_ * 4, max_threshold_);
             last_ = 0;
@@ -605,12 +869,7 @@ private:
             inner_.unlock();
             return;
         }
-        while (bias_.load(std::memory_order_acquire) == b) backoff(spins);  // another revoker's
-    }
-
-    static void backoff(unsigned& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the owner was descheduled inside
+        while (bias_.load(std::memory_order_acquire) == b) wait.pause();  // another revoker's
     }
 
     std::atomic<std::uintptr_t> bias_{0};
@@ -661,7 +920,7 @@ struct pool_batch_node {
 };
 
 struct pool_depot {
-    spinlock lock;
+    ranked_lock<spinlock, lock_rank::frame_pool> lock;
     std::array<pool_batch_node*, pool_classes> full{};  // batches of free blocks
     std::array<std::size_t, pool_classes> nfull{};
     pool_batch_node* empty = nullptr;                    // spare batch nodes
@@ -716,7 +975,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
         pool_batch_node* node = nullptr;
         bool room = false;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             room = d.nfull[cls] < pool_depot_max_batches;
             if (room && (node = d.empty)) d.empty = node->next;
         }
@@ -729,7 +988,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
         }
         std::copy(from, from + n, node->blocks);
         node->count = n;
-        std::lock_guard<spinlock> g(d.lock);
+        std::lock_guard g(d.lock);
         node->next = d.full[cls];
         d.full[cls] = node;
         ++d.nfull[cls];
@@ -762,7 +1021,7 @@ inline void* pool_allocate(std::size_t size) {
         pool_depot& d = the_pool_depot();
         pool_batch_node* node = nullptr;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             if ((node = d.full[cls])) {
                 d.full[cls] = node->next;
                 --d.nfull[cls];
@@ -772,7 +1031,7 @@ inline void* pool_allocate(std::size_t size) {
         std::copy(node->blocks, node->blocks + node->count, c->slots[cls].data());
         c->count[cls] = node->count;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             node->next = d.empty;
             d.empty = node;
         }
@@ -1221,10 +1480,9 @@ struct task_header_cold {
 // header lines first, then the cold parts, in the same order, so one is found
 // from the other by arithmetic (and no allocator word sits between them).
 // Why: a task is usually spawned on one core and run on another, and its
-// header comes back to the spawner for reuse. Packed at 88 bytes, half the
-// headers straddled three lines and neighbours shared lines, and every one
-// of them went back and forth; now one line does, and the cold part stays in
-// the spawner's cache. A header and its cold part take 88 bytes on g++ (104
+// header comes back to the spawner for reuse. Only this line moves between
+// those cores, no two headers share a line, and the cold part, written at
+// spawn, stays in the spawner's cache. A header and its cold part take 88 bytes on g++ (104
 // on clang, whose sites are three words): a million parked tasks carry a
 // million of them. Only the registry makes headers (they are never freed).
 struct alignas(detail::cache_line) task_header {
@@ -1320,7 +1578,7 @@ struct header_lists {
 inline thread_local constinit header_lists tls_headers{{}, 0, 0, {nullptr, 0, 0}};
 
 struct alignas(cache_line) registry_shard {
-    spinlock lock;
+    ranked_lock<spinlock, lock_rank::registry_shard> lock;
     task_header* head = nullptr;          // every header of this shard, alive or dead
     dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
 };
@@ -1330,25 +1588,10 @@ struct alignas(cache_line) registry_shard {
 struct alignas(cache_line) count_slot {
     std::atomic<std::int64_t> live{0};    // this thread's spawns minus its exits
     std::atomic<std::uint64_t> added{0};  // this thread's spawns (monotonic, for metrics)
-    count_slot* next = nullptr;           // all slots, push-only (a slot outlives its thread)
+    count_slot* next = nullptr;           // thread_slots' list (a slot outlives its thread)
 };
 
-inline std::atomic<count_slot*>& count_slots() noexcept {
-    static std::atomic<count_slot*> head{nullptr};
-    return head;
-}
-
-inline thread_local constinit count_slot* tls_count_slot = nullptr;
-
-inline count_slot& my_count_slot() {
-    if (count_slot* s = tls_count_slot) return *s;
-    auto* s = new count_slot();  // never freed: the sums read it after the thread ends
-    count_slot* h = count_slots().load(std::memory_order_relaxed);
-    do s->next = h;
-    while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
-    tls_count_slot = s;
-    return *s;
-}
+inline count_slot& my_count_slot() { return thread_slots<count_slot>::mine(); }
 
 class registry {
 public:
@@ -1398,7 +1641,7 @@ public:
         registry_shard& sh = shards_[s];
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint8_t>(s);
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             h->next_ = sh.head;
             sh.head = h;
             h->dead.store(false, std::memory_order_release);
@@ -1449,7 +1692,7 @@ public:
     /// negative; the sum is exact once the threads' stores are visible.)
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->live.load(std::memory_order_acquire);
         return n;
     }
@@ -1458,7 +1701,7 @@ public:
     /// Prometheus wants): started minus live is the number that finished.
     std::uint64_t total_added() const noexcept {
         std::uint64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->added.load(std::memory_order_relaxed);
         return n;
     }
@@ -1504,7 +1747,7 @@ private:
         static thread_local spares_owner owner;  // gives the array back when the thread ends
         owner.reg = this;
         {
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             if (sh.dead.n == 0) return;
             std::swap(l.spare, sh.dead);
         }
@@ -1551,7 +1794,7 @@ private:
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
     static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        std::lock_guard<spinlock> g(sh.lock);
+        std::lock_guard g(sh.lock);
         if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
             std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
             sh.dead.n += n;
@@ -1957,7 +2200,7 @@ public:
 
     void stop() {
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             if (stopping_) return;
             stopping_ = true;
         }
@@ -1971,7 +2214,7 @@ public:
     void add(timer_node* n) {
         bool earliest;
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             n->fired_done.store(false, std::memory_order_relaxed);
             heap_.push(n);
             earliest = heap_.front() == n;
@@ -1981,12 +2224,12 @@ public:
 
     /// True when `n` was removed before it fired (see CONTRACT).
     bool cancel(timer_node* n) {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         return heap_.remove(n);
     }
 
     std::size_t pending() const {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         return heap_.size();
     }
 
@@ -2001,7 +2244,7 @@ public:
     void want_ticks() {
         if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
             return;
-        { std::lock_guard<std::mutex> g(mu_); }  // the timer thread is waiting, or sees the flag
+        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
         cv_.notify_one();
     }
 
@@ -2011,7 +2254,7 @@ private:
     void run() {
         std::vector<timer_node*> due;
         std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
         while (!stopping_) {
             std::int64_t now = now_ns();
             while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
@@ -2040,7 +2283,7 @@ private:
         }
     }
 
-    mutable std::mutex mu_;
+    mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
     std::condition_variable cv_;
     timer_heap heap_;
     bool stopping_ = false;
@@ -2549,7 +2792,7 @@ public:
         worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
         timers_.stop();
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             for (worker* w : idle_) w->idle_listed = false;
             idle_.clear();
             nidle_.store(0);
@@ -2772,7 +3015,7 @@ private:
     // touches the tasks themselves (each would be a cache miss).
     // `outside`: woken or spawned from outside the pool (see GLOBAL QUEUE).
     void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept {
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz + n > gq_ring_.size()) grow_global(sz + n);
         std::size_t mask = gq_ring_.size() - 1;
@@ -2819,7 +3062,7 @@ private:
         if (gq_size_.load(std::memory_order_acquire) == 0) return 0;
         // Thieves only shrink the queue, so the room seen here can only grow.
         const std::size_t room = runq_capacity - w.q.size() + (first ? 1 : 0);
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return 0;
         std::size_t n = std::min({sz, sz / workers_.size() + 1, max, room, std::size_t(runq_capacity / 2)});
@@ -2916,7 +3159,7 @@ private:
     void wake_one() noexcept {
         worker* w = nullptr;
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (idle_.empty()) return;
             w = idle_.back();
             idle_.pop_back();
@@ -3033,7 +3276,7 @@ private:
         the_registry().flush_retired();
         w.status.store(ws_idle, std::memory_order_seq_cst);
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             w.idle_listed = true;
             idle_.push_back(&w);
             nidle_.fetch_add(1, std::memory_order_seq_cst);
@@ -3046,7 +3289,7 @@ private:
         bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
         bool slept = true;
         if (work) {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (w.idle_listed) {
                 idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
                 w.idle_listed = false;
@@ -3126,7 +3369,7 @@ private:
     timer_queue timers_;
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
-    alignas(cache_line) spinlock gq_lock_;
+    alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
     std::vector<task_header*> gq_ring_;  // power-of-two capacity
     std::size_t gq_head_ = 0;
     std::size_t gq_outside_ = 0;  // wake-ups from outside not yet taken (GLOBAL QUEUE)
@@ -3136,13 +3379,13 @@ private:
     // from its own cache.
     alignas(cache_line) std::atomic<bool> outside_waiting_{false};
 
-    alignas(cache_line) std::mutex idle_mu_;
+    alignas(cache_line) ranked_lock<std::mutex, lock_rank::scheduler_idle> idle_mu_;
     std::vector<worker*> idle_;
     alignas(cache_line) std::atomic<int> nidle_{0};
     alignas(cache_line) std::atomic<int> nspinning_{0};
 
     alignas(cache_line) std::atomic<std::uint32_t> stop_gen_{0};
-    std::mutex stw_mu_;
+    ranked_lock<std::mutex, lock_rank::stop_the_world> stw_mu_;
     std::vector<bool> held_by_me_;
 
     std::atomic<bool> shutdown_{false};
@@ -3168,7 +3411,7 @@ inline unsigned default_procs() {
 
 struct pool_holder {
     std::atomic<scheduler*> pool{nullptr};
-    std::mutex mu;
+    ranked_lock<std::mutex, lock_rank::pool_holder> mu;
     ~pool_holder() {
         // Static destruction at exit: stop the workers so they do not run user
         // code against destroyed globals. The scheduler object itself is kept
@@ -3188,7 +3431,7 @@ inline constinit std::atomic<scheduler*> g_scheduler{nullptr};
 
 [[gnu::noinline]] inline scheduler& make_the_scheduler() {
     pool_holder& h = the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (scheduler* s = h.pool.load(std::memory_order_relaxed)) return *s;
     unsigned n = requested_procs().load();
     auto* s = new scheduler(n ? n : default_procs());
@@ -3248,7 +3491,7 @@ inline task_header* current_task_or_throw(const char* op) {
 inline void set_max_procs(unsigned n) {
     if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
     detail::pool_holder& h = detail::the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (h.pool.load()) {
         if (h.pool.load()->size() == n) return;
         throw usage_error("goro::set_max_procs: the worker pool has already started with " +
@@ -3344,11 +3587,11 @@ inline unsigned max_procs() { return detail::the_scheduler().size(); }
 // awaitable.
 //
 // THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
-// lists the waiting thread and sleeps on its `done` word. One
+// lists the waiting thread, then sleeps on its `done` word like any block_on. One
 // watchdog thread, started at the first block_on and never stopped, looks
 // every grace/4 (at most 100 ms) while some block_on waits, and sleeps
-// otherwise. It reports from its own thread. Lock order: stop the world →
-// registry shards → watch mutex. A waiting thread takes only the watch mutex.
+// otherwise. It reports from its own thread. Lock order (core/lock_rank.hpp):
+// stop the world → registry shards → watch mutex. A waiting thread takes only the watch mutex.
 
 #include <algorithm>
 #include <atomic>
@@ -3636,13 +3879,6 @@ inline std::string clean_function_name(std::string_view raw) {
 
 namespace detail {
 
-/// The raw site chain of a task, leaf first (see the note on when to call).
-inline std::vector<site> site_chain(const task_header& t) {
-    std::vector<site> out;
-    for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(p->site_);
-    return out;
-}
-
 inline stack_frame to_frame(const site& s) {
     return stack_frame{clean_function_name(s.function_name()), s.file_name() ? s.file_name() : "",
                        static_cast<unsigned>(s.line())};
@@ -3732,7 +3968,7 @@ public:
         s.tasks_.resize(expect + expect / 8 + 64);
         s.sites_.resize(2 * expect + 256);
 
-        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
+        std::lock_guard one_at_a_time(profile_mutex());
         collector c(s);
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
@@ -3906,8 +4142,8 @@ private:
         std::sort(tasks_.begin(), tasks_.end(), by_id);
     }
 
-    static std::mutex& profile_mutex() noexcept {
-        static std::mutex m;
+    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {
+        static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot> m;
         return m;
     }
 
@@ -3953,7 +4189,7 @@ private:
             }
             std::vector<detail::site> sites(depth);  // rare: more than was counted
             copy_sites(h, sites.data(), depth);
-            std::lock_guard<std::mutex> g(overflow_mu_);
+            std::lock_guard g(overflow_mu_);
             overflow_.emplace_back(std::move(r), std::move(sites));
             if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
         }
@@ -3982,7 +4218,7 @@ private:
         const std::size_t task_cap_, site_cap_;
         alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
         alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
-        std::mutex overflow_mu_;
+        detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
         std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
     };
 
@@ -4506,9 +4742,28 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexc
     return n;
 }
 
-/// Go's strconv.Quote, the spelling of pprof labels in debug=1.
-inline void go_quote(std::string& out, std::string_view s) {
+/// How quote() escapes: the two spellings goro writes differ only here.
+struct quote_rule {
+    bool bell_and_vtab;          // \a and \v have short escapes
+    bool del_is_control;         // 0x7f is escaped like a control byte
+    const char* control_prefix;  // before a control byte's two hex digits
+    const char* invalid_byte;    // for a byte that is not valid UTF-8; null: control_prefix and its hex
+};
+
+/// Go's strconv.Quote: the spelling of pprof labels in debug=1.
+inline constexpr quote_rule go_quote_rule{true, true, "\\x", nullptr};
+/// JSON: invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
+inline constexpr quote_rule json_quote_rule{false, false, "\\u00", "\\ufffd"};
+
+/// Appends `s` to `out` in double quotes, escaped by `rule`; valid UTF-8
+/// sequences are copied as they are.
+inline void quote(std::string& out, std::string_view s, const quote_rule& rule) {
     static constexpr char hexd[] = "0123456789abcdef";
+    const auto hex_escape = [&](unsigned char c) {
+        out += rule.control_prefix;
+        out.push_back(hexd[c >> 4]);
+        out.push_back(hexd[c & 15]);
+    };
     out.push_back('"');
     for (std::size_t i = 0; i < s.size();) {
         unsigned char c = static_cast<unsigned char>(s[i]);
@@ -4516,30 +4771,30 @@ inline void go_quote(std::string& out, std::string_view s) {
             switch (c) {
             case '"': out += "\\\""; break;
             case '\\': out += "\\\\"; break;
-            case '\a': out += "\\a"; break;
             case '\b': out += "\\b"; break;
             case '\f': out += "\\f"; break;
             case '\n': out += "\\n"; break;
             case '\r': out += "\\r"; break;
             case '\t': out += "\\t"; break;
-            case '\v': out += "\\v"; break;
+            case '\a':
+                if (rule.bell_and_vtab) out += "\\a";
+                else hex_escape(c);
+                break;
+            case '\v':
+                if (rule.bell_and_vtab) out += "\\v";
+                else hex_escape(c);
+                break;
             default:
-                if (c < 0x20 || c == 0x7f) {
-                    out += "\\x";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
+                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
+                else out.push_back(static_cast<char>(c));
             }
             ++i;
             continue;
         }
         std::size_t n = utf8_sequence_length(s, i);
         if (n == 0) {
-            out += "\\x";
-            out.push_back(hexd[c >> 4]);
-            out.push_back(hexd[c & 15]);
+            if (rule.invalid_byte) out += rule.invalid_byte;
+            else hex_escape(c);
             ++i;
         } else {
             out.append(s.data() + i, n);
@@ -4549,44 +4804,8 @@ inline void go_quote(std::string& out, std::string_view s) {
     out.push_back('"');
 }
 
-/// JSON string escaping; invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
-inline void json_quote(std::string& out, std::string_view s) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    out += "\\u00";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            out += "\\ufffd";
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
+inline void go_quote(std::string& out, std::string_view s) { quote(out, s, go_quote_rule); }
+inline void json_quote(std::string& out, std::string_view s) { quote(out, s, json_quote_rule); }
 
 /// One frame line of the debug=1 shape, whatever it comes from.
 struct text_frame {
@@ -5250,8 +5469,8 @@ using panic_hook = std::function<void(const panic_info&)>;
 namespace detail {
 
 struct panic_state {
-    std::mutex report_mu;  // one report at a time
-    std::mutex hook_mu;    // guards hook
+    ranked_lock<std::mutex, lock_rank::panic_report> report_mu;  // one report at a time
+    ranked_lock<std::mutex, lock_rank::panic_hook> hook_mu;      // guards hook
     std::shared_ptr<const goro::panic_hook> hook;
 };
 
@@ -5303,10 +5522,10 @@ inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
     panic_state& ps = the_panic_state();
     std::shared_ptr<const goro::panic_hook> hook;
     {
-        std::lock_guard<std::mutex> g(ps.hook_mu);
+        std::lock_guard g(ps.hook_mu);
         hook = ps.hook;
     }
-    std::unique_lock<std::mutex> g(ps.report_mu, std::defer_lock);
+    std::unique_lock g(ps.report_mu, std::defer_lock);
     if (!hook) g.lock();  // the default report ends the process: let one finish printing
     panic_info info;
     try {
@@ -5333,7 +5552,7 @@ inline panic_hook set_panic_handler(panic_hook fn) {
     detail::panic_state& ps = detail::the_panic_state();
     std::shared_ptr<const goro::panic_hook> next;
     if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
-    std::lock_guard<std::mutex> g(ps.hook_mu);
+    std::lock_guard g(ps.hook_mu);
     std::shared_ptr<const goro::panic_hook> prev = std::exchange(ps.hook, std::move(next));
     // Reassert ours, in case something replaced the raw pointer meanwhile.
     detail::panic_handler().store(&detail::report_panic, std::memory_order_release);
@@ -5375,7 +5594,7 @@ struct deadlock_waiter {
 };
 
 struct deadlock_watch {
-    std::mutex mu;
+    ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
     std::condition_variable cv;
     std::vector<deadlock_waiter*> waiters;         // under mu
     bool thread_started = false;                   // under mu
@@ -5501,7 +5720,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
         return;
     }
     reg.lock_all();
-    std::unique_lock<std::mutex> lk(w.mu);
+    std::unique_lock lk(w.mu);
     bool still = same_quiet(observe_quiet(), base);
     std::vector<task_header*> listed;
     reg.for_each_unlocked([&](task_header& h) {
@@ -5533,7 +5752,7 @@ inline void watchdog_main() {
     deadlock_watch& w = the_deadlock_watch();
     quiet_state base;
     std::int64_t quiet_since = 0;
-    std::unique_lock<std::mutex> lk(w.mu);
+    std::unique_lock<std::mutex> lk(w.mu.unranked());  // for cv; released before anything else is taken
     for (;;) {
         if (w.waiters.empty()) {
             base = {};
@@ -5563,7 +5782,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     deadlock_watch& w = the_deadlock_watch();
     deadlock_waiter me{&done, body};
     {
-        std::lock_guard<std::mutex> g(w.mu);
+        std::lock_guard g(w.mu);
         w.waiters.push_back(&me);
         if (!w.thread_started) {
             w.thread_started = true;
@@ -5574,7 +5793,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
     std::shared_ptr<const std::string> report;
     {
-        std::lock_guard<std::mutex> g(w.mu);
+        std::lock_guard g(w.mu);
         w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
         report = std::move(me.report);
     }
@@ -5597,7 +5816,7 @@ void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
     if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
     detail::deadlock_watch& w = detail::the_deadlock_watch();
     w.grace_ns.store(ns, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> g(w.mu);
+    std::lock_guard g(w.mu);
     w.cv.notify_all();  // pick up a shorter period now
 }
 
@@ -5901,9 +6120,9 @@ inline std::uint64_t this_task_id() noexcept {
 //   handed between a sender and a receiver by the slot's sequence number
 //   (release store, acquire load).
 //
-// LOCK ORDER: channel locks in increasing address order (select), then the
-// timer heap's mutex. Nothing else is taken under a channel lock; nothing is
-// woken under one.
+// LOCK ORDER (checked in debug builds, see core/lock_rank.hpp): channel locks
+// in increasing address order (select), then the timer heap's mutex. Nothing
+// else is taken under a channel lock; nothing is woken under one.
 
 #include <atomic>
 #include <coroutine>
@@ -6145,7 +6364,7 @@ struct chan_base {
     std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
     waitq recvq;
     waitq sendq;
-    biased_spinlock lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
+    ranked_lock<biased_spinlock, lock_rank::channel> lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
     bool pow2 = false;     // immutable
     bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
     char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(biased_spinlock) + 2) % cache_line];
@@ -6357,8 +6576,8 @@ struct chan_state : chan_base {
 
     // The loops of send_fast and recv_fast. A lost CAS leaves the first,
     // inlined copy (`Lost` false) for a second one that backs off (see
-    // CONTENTION) and reports done_contended; the uncontended path stays as
-    // short as it was.
+    // CONTENTION) and reports done_contended, so the uncontended path
+    // carries no backoff code.
     template <bool Lost>
     fast_result send_ring(T& v, bool plain) noexcept {
         std::uint64_t e = enq.load(std::memory_order_relaxed);
@@ -6422,7 +6641,8 @@ struct chan_state : chan_base {
     bool push_locked(T& v) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t e = enq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = e >> enq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -6434,7 +6654,7 @@ struct chan_state : chan_base {
                 std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
                 std::int64_t n = std::int64_t(p - d);
                 if (n >= std::int64_t(cap)) return false;  // full at the moment `deq` was read
-                if (n >= 0) backoff(spins);                // a receiver is moving p - cap out
+                if (n >= 0) wait.pause();                  // a receiver is moving p - cap out
             }
             e = enq.load(std::memory_order_relaxed);
         }
@@ -6445,7 +6665,8 @@ struct chan_state : chan_base {
     bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t d = deq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = d >> deq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -6460,7 +6681,7 @@ struct chan_state : chan_base {
                     e_seen = e;
                     return false;  // empty at the moment `enq` was read
                 }
-                backoff(spins);  // a sender is writing p
+                wait.pause();  // a sender is writing p
             }
             d = deq.load(std::memory_order_relaxed);
         }
@@ -6581,11 +6802,6 @@ private:
     [[gnu::cold, gnu::noinline]] static void contention_backoff(unsigned lost) noexcept {
         const unsigned pauses = 4u << (lost < 4 ? lost : 4);
         for (unsigned k = 0; k < pauses; ++k) cpu_relax();
-    }
-
-    static void backoff(int& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the claimer was descheduled
     }
 };
 
@@ -7681,7 +7897,7 @@ struct cancel_node final : ctx_node {
         }
     };
 
-    spinlock mu;
+    ranked_lock<spinlock, lock_rank::context> mu;
     chan_state<std::monostate> done{0};  // closed when the cancellation is published (see CANCELLATION)
     // Set once, under mu, when a cancellation begins (after `cause`); the
     // context's err() reads it only once `done` is closed.
@@ -7713,7 +7929,7 @@ struct cancel_node final : ctx_node {
     }
 
     void abandon_timer() noexcept override {
-        std::lock_guard<spinlock> g(mu);
+        std::lock_guard g(mu);
         // Not cancelled: the callback is running (or about to) and drops the
         // timer's reference itself. Cancelled: never zero here, the caller
         // still holds its handle.
@@ -7731,7 +7947,7 @@ struct cancel_node final : ctx_node {
     void unlink_from_ancestor() noexcept {
         cancel_node* a = ancestor;
         if (!a) return;
-        std::lock_guard<spinlock> g(a->mu);
+        std::lock_guard g(a->mu);
         if (!linked) return;
         if (prev_sibling) prev_sibling->next_sibling = next_sibling;
         else a->first_child = next_sibling;
@@ -7749,7 +7965,7 @@ struct cancel_node final : ctx_node {
     bool begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
         bool stop_timer = false;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (err.load(std::memory_order_relaxed) != context_error::none) return false;
             cause = c;
             err.store(e, std::memory_order_relaxed);
@@ -7783,7 +7999,7 @@ struct cancel_node final : ctx_node {
     void stop_after_cancel() noexcept {
         std::optional<std::stop_source> to_stop;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (stop) to_stop = stop;
         }
         if (to_stop) to_stop->request_stop();
@@ -7924,7 +8140,7 @@ public:
         std::stop_source src{std::nostopstate};
         bool already = false;
         {
-            std::lock_guard<detail::spinlock> g(c->mu);
+            std::lock_guard g(c->mu);
             if (!c->stop) c->stop.emplace();
             src = *c->stop;
             already = c->done.is_closed();
@@ -8008,7 +8224,7 @@ struct context_access {
         if (detail::cancel_node* a = n->ancestor) {
             context_error perr;
             {
-                std::lock_guard<detail::spinlock> g(a->mu);
+                std::lock_guard g(a->mu);
                 perr = a->err.load(std::memory_order_relaxed);  // begun, maybe not yet published
                 if (perr == context_error::none) {
                     n->next_sibling = a->first_child;
@@ -8028,7 +8244,7 @@ struct context_access {
             detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
             return;
         }
-        std::lock_guard<detail::spinlock> g(n->mu);
+        std::lock_guard g(n->mu);
         if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
         n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
         n->timer_armed = true;
@@ -8110,7 +8326,7 @@ inline std::size_t context_children(const context& ctx) noexcept {
     ctx_node* n = context_access::node(ctx);
     cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return 0;
-    std::lock_guard<spinlock> g(c->mu);
+    std::lock_guard g(c->mu);
     return c->nchildren;
 }
 }  // namespace detail
@@ -8194,6 +8410,121 @@ inline std::size_t context_children(const context& ctx) noexcept {
 #include <string>
 
 
+// ---- begin goro/core/waiter_list.hpp ----
+// goro/core/waiter_list.hpp — the FIFO of tasks parked on a mutex, a semaphore
+// or a wait group.
+//
+//   struct node { node* next = nullptr; task_header* task = nullptr; /* ... */ };
+//   detail::waiter_list<node> waiters;          // under the primitive's lock
+//   waiters.push_back(n);                       // a task parks (n lives in its awaiter)
+//   auto* w = waiters.pop_front();  ... unlock ...  detail::ready(w->task);
+//
+// Intrusive: a node lives in its awaiter, in the parked task's frame, so
+// parking allocates nothing. Which node is woken, and when, is the
+// primitive's business; the list only keeps the order. Its rules:
+//   * the list itself is guarded by the primitive's lock;
+//   * a task is readied only after that lock is released (take the nodes
+//     out under the lock, into a local list, then wake_all());
+//   * once a task is readied its node may be gone with its frame: wake_all
+//     reads a node's `next` before readying its task.
+// wake_destroyed() is the destructor of such a primitive: tasks still parked
+// would wait forever, so each is told (a flag in its node) and woken.
+
+#include <cstddef>
+#include <mutex>
+#include <utility>
+
+
+namespace goro::detail {
+
+/// `Node` has `Node* next` and `task_header* task`; the rest is the primitive's.
+template <class Node>
+class waiter_list {
+public:
+    waiter_list() noexcept = default;
+    waiter_list(waiter_list&& o) noexcept
+        : head_(std::exchange(o.head_, nullptr)), tail_(std::exchange(o.tail_, nullptr)) {}
+    waiter_list& operator=(waiter_list&& o) noexcept {
+        head_ = std::exchange(o.head_, nullptr);
+        tail_ = std::exchange(o.tail_, nullptr);
+        return *this;
+    }
+
+    bool empty() const noexcept { return head_ == nullptr; }
+    /// The longest-waiting node; null when empty.
+    Node* front() const noexcept { return head_; }
+
+    void push_back(Node& n) noexcept {
+        n.next = nullptr;
+        if (tail_) tail_->next = &n;
+        else head_ = &n;
+        tail_ = &n;
+    }
+
+    /// Unlinks the longest-waiting node; null when empty.
+    Node* pop_front() noexcept {
+        Node* n = head_;
+        if (n) {
+            head_ = n->next;
+            if (!head_) tail_ = nullptr;
+        }
+        return n;
+    }
+
+    /// Moves every node of `o`, in order, behind this list's.
+    void splice_back(waiter_list& o) noexcept {
+        if (!o.head_) return;
+        if (tail_) tail_->next = o.head_;
+        else head_ = o.head_;
+        tail_ = o.tail_;
+        o.head_ = o.tail_ = nullptr;
+    }
+
+    std::size_t size() const noexcept {
+        std::size_t n = 0;
+        for (const Node* w = head_; w; w = w->next) ++n;
+        return n;
+    }
+
+    /// Readies every node's task, oldest first, after `before_wake(node)`;
+    /// the list is empty after. Call with no lock held.
+    template <class F>
+    void wake_all(F&& before_wake) noexcept {
+        Node* w = std::exchange(head_, nullptr);
+        tail_ = nullptr;
+        while (w) {
+            Node* next = w->next;  // read before the wake: the node dies with its frame
+            before_wake(*w);
+            ready(w->task);
+            w = next;
+        }
+    }
+    void wake_all() noexcept {
+        wake_all([](Node&) noexcept {});
+    }
+
+private:
+    Node* head_ = nullptr;
+    Node* tail_ = nullptr;
+};
+
+/// A primitive with parked tasks is being destroyed: takes its list under
+/// `lock`, then wakes every task after `mark(node, how_many)` has told its
+/// node that the primitive is gone (its awaiter then throws).
+template <class Node, class Lock, class Mark>
+void wake_destroyed(waiter_list<Node>& list, Lock& lock, Mark&& mark) noexcept {
+    waiter_list<Node> taken;
+    {
+        std::lock_guard<Lock> g(lock);
+        taken = std::move(list);
+    }
+    const std::size_t n = taken.size();
+    taken.wake_all([&](Node& w) noexcept { mark(w, n); });
+}
+
+}  // namespace goro::detail
+// ---- end goro/core/waiter_list.hpp ----
+
 namespace goro {
 
 /// A `goro::wait_group` was destroyed while tasks waited on it; thrown from their `wait()`.
@@ -8225,7 +8556,7 @@ public:
             node_.task = t;
             detail::park(t, h, wait_reason::wait_group);
             wait_group& wg = *wg_;
-            std::lock_guard<detail::spinlock> g(wg.lock_);
+            std::lock_guard g(wg.lock_);
             std::uint64_t s = wg.state_.load(std::memory_order_acquire);
             for (;;) {
                 if (wg.zero(s)) {
@@ -8237,9 +8568,7 @@ public:
                                                     std::memory_order_acquire))
                     break;
             }
-            if (wg.tail_) wg.tail_->next = &node_;
-            else wg.head_ = &node_;
-            wg.tail_ = &node_;
+            wg.waiters_.push_back(node_);
             return true;  // published: from here on a releaser owns the node
         }
 
@@ -8261,21 +8590,10 @@ public:
     wait_group& operator=(const wait_group&) = delete;
 
     ~wait_group() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        std::uint32_t n = 0;
-        for (waiter_node* w = list; w; w = w->next) ++n;
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
-            list->destroyed_count = n;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t n) noexcept {
+            w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
+            w.destroyed_count = static_cast<std::uint32_t>(n);
+        });
     }
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
@@ -8375,16 +8693,12 @@ private:
     /// The caller set `releasing`: take every listed waiter if the counter is
     /// zero, drop `releasing`, then wake them.
     void release_waiters() {
-        waiter_node* first = nullptr;
-        waiter_node* last = nullptr;
+        detail::waiter_list<waiter_node> taken;
         for (;;) {
             {
-                std::lock_guard<detail::spinlock> g(lock_);
+                std::lock_guard g(lock_);
                 if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
-                    if (last) last->next = head_;
-                    else first = head_;
-                    last = tail_;
-                    head_ = tail_ = nullptr;
+                    taken.splice_back(waiters_);
                     state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
                 }
             }
@@ -8403,19 +8717,14 @@ private:
             if (!again) break;
         }
         // The group may be gone from here on; only the parked waiters' nodes are touched.
-        while (first) {
-            waiter_node* next = first->next;  // read before the wake: the node dies with its frame
-            detail::ready(first->task);
-            first = next;
-        }
+        taken.wake_all();
     }
 
     alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint32_t> hint_{0};
-    detail::spinlock lock_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 }  // namespace goro
@@ -8542,18 +8851,7 @@ public:
     mutex& operator=(const mutex&) = delete;
 
     ~mutex() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed = true;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
     }
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
@@ -8580,11 +8878,9 @@ public:
             }
             waiter_node* w;
             {
-                std::lock_guard<detail::spinlock> g(lock_);
-                w = head_;
+                std::lock_guard g(lock_);
+                w = waiters_.pop_front();
                 if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
-                head_ = w->next;
-                if (!head_) tail_ = nullptr;
                 // The locked bit stays: ownership passes to `w`. Its critical
                 // section sees ours through the scheduler's queue (release/acquire).
                 state_.fetch_sub(one_waiter, std::memory_order_release);
@@ -8606,7 +8902,7 @@ private:
         task_header* t = detail::current_task_or_throw("goro::mutex::lock");
         n.task = t;
         detail::park(t, h, wait_reason::mutex_lock);
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         std::uint32_t s = state_.load(std::memory_order_relaxed);
         for (;;) {
             if (!(s & locked)) {
@@ -8620,16 +8916,13 @@ private:
                 break;
             }
         }
-        if (tail_) tail_->next = &n;
-        else head_ = &n;
-        tail_ = &n;
+        waiters_.push_back(n);
         return true;  // published: the unlocker owns the node now
     }
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
-    detail::spinlock lock_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 inline void lock_guard::unlock() {
@@ -8719,18 +9012,7 @@ public:
     semaphore& operator=(const semaphore&) = delete;
 
     ~semaphore() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed = true;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
     }
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
@@ -8743,8 +9025,8 @@ public:
     /// Takes `n` permits when they are free and nobody waits; never parks.
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
-        std::lock_guard<detail::spinlock> g(lock_);
-        if (head_ || count_ < n) return false;
+        std::lock_guard g(lock_);
+        if (!waiters_.empty() || count_ < n) return false;
         count_ -= n;
         return true;
     }
@@ -8752,32 +9034,23 @@ public:
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
         check(n, "goro::semaphore::release");
-        waiter_node* wake = nullptr;
+        detail::waiter_list<waiter_node> wake;
         {
-            std::lock_guard<detail::spinlock> g(lock_);
+            std::lock_guard g(lock_);
             if (count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
-            waiter_node** last = &wake;
-            while (head_ && head_->want <= count_) {
-                count_ -= head_->want;
-                *last = head_;
-                last = &head_->next;
-                head_ = head_->next;
+            while (!waiters_.empty() && waiters_.front()->want <= count_) {
+                count_ -= waiters_.front()->want;
+                wake.push_back(*waiters_.pop_front());
             }
-            *last = nullptr;
-            if (!head_) tail_ = nullptr;
         }
-        while (wake) {
-            waiter_node* next = wake->next;  // read before the wake: the node dies with its frame
-            detail::ready(wake->task);
-            wake = next;
-        }
+        wake.wake_all();
     }
 
     /// Free permits now (a hint: stale once read).
     std::int64_t available() const noexcept {
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         return count_;
     }
 
@@ -8789,24 +9062,20 @@ private:
     bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
         task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
         n.task = t;
-        n.next = nullptr;
         detail::park(t, h, wait_reason::semacquire);
-        std::lock_guard<detail::spinlock> g(lock_);
-        if (!head_ && count_ >= n.want) {  // released meanwhile
+        std::lock_guard g(lock_);
+        if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
             count_ -= n.want;
             t->state.store(task_state::running, std::memory_order_relaxed);
             return false;
         }
-        if (tail_) tail_->next = &n;
-        else head_ = &n;
-        tail_ = &n;
+        waiters_.push_back(n);
         return true;  // published: a releaser owns the node now
     }
 
-    mutable detail::spinlock lock_;
+    mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t count_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 }  // namespace goro
@@ -8865,7 +9134,7 @@ namespace goro {
 class errgroup {
     struct state {
         wait_group wg;                      // counts tasks in flight
-        detail::spinlock mu;                // guards err
+        detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> mu;  // guards err
         std::exception_ptr err;
         goro::context ctx;                  // background when the group has none
         cancel_func cancel;                 // empty when the group has no context
@@ -8874,7 +9143,7 @@ class errgroup {
         void fail(std::exception_ptr e) noexcept {
             bool first = false;
             {
-                std::lock_guard<detail::spinlock> g(mu);
+                std::lock_guard g(mu);
                 if (!err) {
                     err = e;
                     first = true;
@@ -9013,7 +9282,7 @@ private:
     static task<std::exception_ptr> wait_body(std::shared_ptr<state> s) {
         co_await s->wg.wait();
         s->cancel();
-        std::lock_guard<detail::spinlock> g(s->mu);
+        std::lock_guard g(s->mu);
         co_return s->err;
     }
 

@@ -68,7 +68,7 @@ struct pool_batch_node {
 };
 
 struct pool_depot {
-    spinlock lock;
+    ranked_lock<spinlock, lock_rank::frame_pool> lock;
     std::array<pool_batch_node*, pool_classes> full{};  // batches of free blocks
     std::array<std::size_t, pool_classes> nfull{};
     pool_batch_node* empty = nullptr;                    // spare batch nodes
@@ -123,7 +123,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
         pool_batch_node* node = nullptr;
         bool room = false;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             room = d.nfull[cls] < pool_depot_max_batches;
             if (room && (node = d.empty)) d.empty = node->next;
         }
@@ -136,7 +136,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
         }
         std::copy(from, from + n, node->blocks);
         node->count = n;
-        std::lock_guard<spinlock> g(d.lock);
+        std::lock_guard g(d.lock);
         node->next = d.full[cls];
         d.full[cls] = node;
         ++d.nfull[cls];
@@ -169,7 +169,7 @@ inline void* pool_allocate(std::size_t size) {
         pool_depot& d = the_pool_depot();
         pool_batch_node* node = nullptr;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             if ((node = d.full[cls])) {
                 d.full[cls] = node->next;
                 --d.nfull[cls];
@@ -179,7 +179,7 @@ inline void* pool_allocate(std::size_t size) {
         std::copy(node->blocks, node->blocks + node->count, c->slots[cls].data());
         c->count[cls] = node->count;
         {
-            std::lock_guard<spinlock> g(d.lock);
+            std::lock_guard g(d.lock);
             node->next = d.empty;
             d.empty = node;
         }

@@ -51,10 +51,12 @@
 #include <vector>
 
 #include <goro/core/frame.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/pool.hpp>
 #include <goro/core/profile_epoch.hpp>
 #include <goro/core/spinlock.hpp>
+#include <goro/core/thread_slot.hpp>
 
 namespace goro {
 
@@ -168,10 +170,9 @@ struct task_header_cold {
 // header lines first, then the cold parts, in the same order, so one is found
 // from the other by arithmetic (and no allocator word sits between them).
 // Why: a task is usually spawned on one core and run on another, and its
-// header comes back to the spawner for reuse. Packed at 88 bytes, half the
-// headers straddled three lines and neighbours shared lines, and every one
-// of them went back and forth; now one line does, and the cold part stays in
-// the spawner's cache. A header and its cold part take 88 bytes on g++ (104
+// header comes back to the spawner for reuse. Only this line moves between
+// those cores, no two headers share a line, and the cold part, written at
+// spawn, stays in the spawner's cache. A header and its cold part take 88 bytes on g++ (104
 // on clang, whose sites are three words): a million parked tasks carry a
 // million of them. Only the registry makes headers (they are never freed).
 struct alignas(detail::cache_line) task_header {
@@ -267,7 +268,7 @@ struct header_lists {
 inline thread_local constinit header_lists tls_headers{{}, 0, 0, {nullptr, 0, 0}};
 
 struct alignas(cache_line) registry_shard {
-    spinlock lock;
+    ranked_lock<spinlock, lock_rank::registry_shard> lock;
     task_header* head = nullptr;          // every header of this shard, alive or dead
     dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
 };
@@ -277,25 +278,10 @@ struct alignas(cache_line) registry_shard {
 struct alignas(cache_line) count_slot {
     std::atomic<std::int64_t> live{0};    // this thread's spawns minus its exits
     std::atomic<std::uint64_t> added{0};  // this thread's spawns (monotonic, for metrics)
-    count_slot* next = nullptr;           // all slots, push-only (a slot outlives its thread)
+    count_slot* next = nullptr;           // thread_slots' list (a slot outlives its thread)
 };
 
-inline std::atomic<count_slot*>& count_slots() noexcept {
-    static std::atomic<count_slot*> head{nullptr};
-    return head;
-}
-
-inline thread_local constinit count_slot* tls_count_slot = nullptr;
-
-inline count_slot& my_count_slot() {
-    if (count_slot* s = tls_count_slot) return *s;
-    auto* s = new count_slot();  // never freed: the sums read it after the thread ends
-    count_slot* h = count_slots().load(std::memory_order_relaxed);
-    do s->next = h;
-    while (!count_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
-    tls_count_slot = s;
-    return *s;
-}
+inline count_slot& my_count_slot() { return thread_slots<count_slot>::mine(); }
 
 class registry {
 public:
@@ -345,7 +331,7 @@ public:
         registry_shard& sh = shards_[s];
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint8_t>(s);
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             h->next_ = sh.head;
             sh.head = h;
             h->dead.store(false, std::memory_order_release);
@@ -396,7 +382,7 @@ public:
     /// negative; the sum is exact once the threads' stores are visible.)
     std::int64_t count() const noexcept {
         std::int64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->live.load(std::memory_order_acquire);
         return n;
     }
@@ -405,7 +391,7 @@ public:
     /// Prometheus wants): started minus live is the number that finished.
     std::uint64_t total_added() const noexcept {
         std::uint64_t n = 0;
-        for (count_slot* c = count_slots().load(std::memory_order_acquire); c; c = c->next)
+        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
             n += c->added.load(std::memory_order_relaxed);
         return n;
     }
@@ -451,7 +437,7 @@ private:
         static thread_local spares_owner owner;  // gives the array back when the thread ends
         owner.reg = this;
         {
-            std::lock_guard<spinlock> g(sh.lock);
+            std::lock_guard g(sh.lock);
             if (sh.dead.n == 0) return;
             std::swap(l.spare, sh.dead);
         }
@@ -498,7 +484,7 @@ private:
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
     static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        std::lock_guard<spinlock> g(sh.lock);
+        std::lock_guard g(sh.lock);
         if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
             std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
             sh.dead.n += n;

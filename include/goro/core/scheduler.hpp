@@ -106,6 +106,7 @@
 #include <vector>
 
 #include <goro/core/frame.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/slot_handoff.hpp>
@@ -328,7 +329,7 @@ public:
         worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
         timers_.stop();
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             for (worker* w : idle_) w->idle_listed = false;
             idle_.clear();
             nidle_.store(0);
@@ -551,7 +552,7 @@ private:
     // touches the tasks themselves (each would be a cache miss).
     // `outside`: woken or spawned from outside the pool (see GLOBAL QUEUE).
     void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept {
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz + n > gq_ring_.size()) grow_global(sz + n);
         std::size_t mask = gq_ring_.size() - 1;
@@ -598,7 +599,7 @@ private:
         if (gq_size_.load(std::memory_order_acquire) == 0) return 0;
         // Thieves only shrink the queue, so the room seen here can only grow.
         const std::size_t room = runq_capacity - w.q.size() + (first ? 1 : 0);
-        std::lock_guard<spinlock> g(gq_lock_);
+        std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return 0;
         std::size_t n = std::min({sz, sz / workers_.size() + 1, max, room, std::size_t(runq_capacity / 2)});
@@ -695,7 +696,7 @@ private:
     void wake_one() noexcept {
         worker* w = nullptr;
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (idle_.empty()) return;
             w = idle_.back();
             idle_.pop_back();
@@ -812,7 +813,7 @@ private:
         the_registry().flush_retired();
         w.status.store(ws_idle, std::memory_order_seq_cst);
         {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             w.idle_listed = true;
             idle_.push_back(&w);
             nidle_.fetch_add(1, std::memory_order_seq_cst);
@@ -825,7 +826,7 @@ private:
         bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
         bool slept = true;
         if (work) {
-            std::lock_guard<std::mutex> g(idle_mu_);
+            std::lock_guard g(idle_mu_);
             if (w.idle_listed) {
                 idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
                 w.idle_listed = false;
@@ -905,7 +906,7 @@ private:
     timer_queue timers_;
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
-    alignas(cache_line) spinlock gq_lock_;
+    alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
     std::vector<task_header*> gq_ring_;  // power-of-two capacity
     std::size_t gq_head_ = 0;
     std::size_t gq_outside_ = 0;  // wake-ups from outside not yet taken (GLOBAL QUEUE)
@@ -915,13 +916,13 @@ private:
     // from its own cache.
     alignas(cache_line) std::atomic<bool> outside_waiting_{false};
 
-    alignas(cache_line) std::mutex idle_mu_;
+    alignas(cache_line) ranked_lock<std::mutex, lock_rank::scheduler_idle> idle_mu_;
     std::vector<worker*> idle_;
     alignas(cache_line) std::atomic<int> nidle_{0};
     alignas(cache_line) std::atomic<int> nspinning_{0};
 
     alignas(cache_line) std::atomic<std::uint32_t> stop_gen_{0};
-    std::mutex stw_mu_;
+    ranked_lock<std::mutex, lock_rank::stop_the_world> stw_mu_;
     std::vector<bool> held_by_me_;
 
     std::atomic<bool> shutdown_{false};
@@ -947,7 +948,7 @@ inline unsigned default_procs() {
 
 struct pool_holder {
     std::atomic<scheduler*> pool{nullptr};
-    std::mutex mu;
+    ranked_lock<std::mutex, lock_rank::pool_holder> mu;
     ~pool_holder() {
         // Static destruction at exit: stop the workers so they do not run user
         // code against destroyed globals. The scheduler object itself is kept
@@ -967,7 +968,7 @@ inline constinit std::atomic<scheduler*> g_scheduler{nullptr};
 
 [[gnu::noinline]] inline scheduler& make_the_scheduler() {
     pool_holder& h = the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (scheduler* s = h.pool.load(std::memory_order_relaxed)) return *s;
     unsigned n = requested_procs().load();
     auto* s = new scheduler(n ? n : default_procs());
@@ -1027,7 +1028,7 @@ inline task_header* current_task_or_throw(const char* op) {
 inline void set_max_procs(unsigned n) {
     if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
     detail::pool_holder& h = detail::the_pool_holder();
-    std::lock_guard<std::mutex> g(h.mu);
+    std::lock_guard g(h.mu);
     if (h.pool.load()) {
         if (h.pool.load()->size() == n) return;
         throw usage_error("goro::set_max_procs: the worker pool has already started with " +

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
+#include <goro/core/backoff.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
+#include <goro/core/thread_slot.hpp>
 
 namespace goro::detail {
 
@@ -18,11 +20,8 @@ public:
     void lock() noexcept {
         for (;;) {
             if (!locked_.exchange(true, std::memory_order_acquire)) return;
-            int spins = 0;
-            while (locked_.load(std::memory_order_relaxed)) {
-                if (++spins < 64) cpu_relax();
-                else std::this_thread::yield();
-            }
+            backoff b;
+            while (locked_.load(std::memory_order_relaxed)) b.pause();
         }
     }
     bool try_lock() noexcept {
@@ -39,12 +38,13 @@ private:
 /// line: which biased locks it is inside by the fast path, and whether it is
 /// updating a biased structure's lock-free words without the bias. Only its
 /// thread writes it (plain stores); revokers and biasing threads read it.
-/// Never freed: another thread may read it after its thread has ended.
+/// One per thread (thread_slots<bias_slot>): never freed, since another
+/// thread may read it after its thread has ended.
 struct alignas(cache_line) bias_slot {
     static constexpr int depth = 7;               // biased locks held at once by the fast path
     std::atomic<const void*> inside[depth] = {};  // the locks; null: a free entry
     std::atomic<bool> active{false};              // an unbiased lock-free update is under way
-    bias_slot* next = nullptr;                    // all slots, push-only
+    bias_slot* next = nullptr;                    // thread_slots' list
 
     /// Records `lock` in a free entry: its index, or -1 when all are taken.
     [[gnu::always_inline]] int enter(const void* lock) noexcept {
@@ -72,26 +72,7 @@ struct alignas(cache_line) bias_slot {
     }
 };
 
-inline std::atomic<bias_slot*>& bias_slots() noexcept {
-    static std::atomic<bias_slot*> head{nullptr};
-    return head;
-}
-
-inline thread_local constinit bias_slot* tls_bias_slot = nullptr;
-
-[[gnu::noinline]] inline bias_slot& make_bias_slot() noexcept {
-    auto* s = new bias_slot();
-    bias_slot* h = bias_slots().load(std::memory_order_relaxed);
-    do s->next = h;
-    while (!bias_slots().compare_exchange_weak(h, s, std::memory_order_release, std::memory_order_relaxed));
-    tls_bias_slot = s;
-    return *s;
-}
-
-[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept {
-    if (bias_slot* s = tls_bias_slot) return *s;
-    return make_bias_slot();
-}
+[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept { return thread_slots<bias_slot>::mine(); }
 
 /// This thread's name in a biased lock: the address of its bias_slot.
 inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::uintptr_t>(&my_bias_slot()); }
@@ -201,7 +182,7 @@ private:
     }
 
     [[gnu::noinline]] int enter_words_slow(bias_slot& me, std::uintptr_t id) noexcept {
-        unsigned spins = 0;
+        backoff wait;
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_relaxed);
             if (b == id) {
@@ -218,7 +199,7 @@ private:
             if (b == 0) return -1;
             me.active.store(false, std::memory_order_release);
             if (b & 1) {
-                while (bias_.load(std::memory_order_acquire) == b) backoff(spins);
+                while (bias_.load(std::memory_order_acquire) == b) wait.pause();
             } else if (b != id) {
                 revoke(b);
             }
@@ -258,21 +239,21 @@ private:
         asym_fence_heavy();
         // Every lock-free update that saw the lock unbiased ends before ours begin.
         const bias_slot* mine = reinterpret_cast<const bias_slot*>(id);
-        unsigned spins = 0;
-        for (bias_slot* w = bias_slots().load(std::memory_order_acquire); w; w = w->next)
+        backoff wait;
+        for (bias_slot* w = thread_slots<bias_slot>::first(); w; w = w->next)
             if (w != mine)
-                while (w->active.load(std::memory_order_acquire)) backoff(spins);
+                while (w->active.load(std::memory_order_acquire)) wait.pause();
     }
 
     /// `b`: the bias seen, owned by another thread (even) or being revoked (odd).
     void revoke(std::uintptr_t b) noexcept {
-        unsigned spins = 0;
+        backoff wait;  // for an owner descheduled inside, or another revoker
         if (!(b & 1)) {
             if (!bias_.compare_exchange_strong(b, b | 1, std::memory_order_seq_cst, std::memory_order_acquire))
                 return;  // changed meanwhile: look again
             asym_fence_heavy();
             const bias_slot* owner = reinterpret_cast<const bias_slot*>(b);
-            while (owner->holds(this)) backoff(spins);  // the owner is inside
+            while (owner->holds(this)) wait.pause();  // the owner is inside
             inner_.lock();
             threshold_ = std::min(threshold_ * 4, max_threshold_);
             last_ = 0;
@@ -281,12 +262,7 @@ private:
             inner_.unlock();
             return;
         }
-        while (bias_.load(std::memory_order_acquire) == b) backoff(spins);  // another revoker's
-    }
-
-    static void backoff(unsigned& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the owner was descheduled inside
+        while (bias_.load(std::memory_order_acquire) == b) wait.pause();  // another revoker's
     }
 
     std::atomic<std::uintptr_t> bias_{0};

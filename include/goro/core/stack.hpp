@@ -80,13 +80,6 @@ inline std::string clean_function_name(std::string_view raw) {
 
 namespace detail {
 
-/// The raw site chain of a task, leaf first (see the note on when to call).
-inline std::vector<site> site_chain(const task_header& t) {
-    std::vector<site> out;
-    for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(p->site_);
-    return out;
-}
-
 inline stack_frame to_frame(const site& s) {
     return stack_frame{clean_function_name(s.function_name()), s.file_name() ? s.file_name() : "",
                        static_cast<unsigned>(s.line())};

@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 
 namespace goro::detail {
@@ -130,7 +131,7 @@ public:
 
     void stop() {
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             if (stopping_) return;
             stopping_ = true;
         }
@@ -144,7 +145,7 @@ public:
     void add(timer_node* n) {
         bool earliest;
         {
-            std::lock_guard<std::mutex> g(mu_);
+            std::lock_guard g(mu_);
             n->fired_done.store(false, std::memory_order_relaxed);
             heap_.push(n);
             earliest = heap_.front() == n;
@@ -154,12 +155,12 @@ public:
 
     /// True when `n` was removed before it fired (see CONTRACT).
     bool cancel(timer_node* n) {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         return heap_.remove(n);
     }
 
     std::size_t pending() const {
-        std::lock_guard<std::mutex> g(mu_);
+        std::lock_guard g(mu_);
         return heap_.size();
     }
 
@@ -174,7 +175,7 @@ public:
     void want_ticks() {
         if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
             return;
-        { std::lock_guard<std::mutex> g(mu_); }  // the timer thread is waiting, or sees the flag
+        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
         cv_.notify_one();
     }
 
@@ -184,7 +185,7 @@ private:
     void run() {
         std::vector<timer_node*> due;
         std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_);
+        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
         while (!stopping_) {
             std::int64_t now = now_ns();
             while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
@@ -213,7 +214,7 @@ private:
         }
     }
 
-    mutable std::mutex mu_;
+    mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
     std::condition_variable cv_;
     timer_heap heap_;
     bool stopping_ = false;

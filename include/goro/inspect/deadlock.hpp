@@ -40,11 +40,11 @@
 // awaitable.
 //
 // THREADS AND LOCKS: block_on (go.hpp) calls `deadlock_aware_wait`, which
-// lists the waiting thread and sleeps on its `done` word. One
+// lists the waiting thread, then sleeps on its `done` word like any block_on. One
 // watchdog thread, started at the first block_on and never stopped, looks
 // every grace/4 (at most 100 ms) while some block_on waits, and sleeps
-// otherwise. It reports from its own thread. Lock order: stop the world →
-// registry shards → watch mutex. A waiting thread takes only the watch mutex.
+// otherwise. It reports from its own thread. Lock order (core/lock_rank.hpp):
+// stop the world → registry shards → watch mutex. A waiting thread takes only the watch mutex.
 #pragma once
 
 #include <algorithm>
@@ -102,7 +102,7 @@ struct deadlock_waiter {
 };
 
 struct deadlock_watch {
-    std::mutex mu;
+    ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
     std::condition_variable cv;
     std::vector<deadlock_waiter*> waiters;         // under mu
     bool thread_started = false;                   // under mu
@@ -228,7 +228,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
         return;
     }
     reg.lock_all();
-    std::unique_lock<std::mutex> lk(w.mu);
+    std::unique_lock lk(w.mu);
     bool still = same_quiet(observe_quiet(), base);
     std::vector<task_header*> listed;
     reg.for_each_unlocked([&](task_header& h) {
@@ -260,7 +260,7 @@ inline void watchdog_main() {
     deadlock_watch& w = the_deadlock_watch();
     quiet_state base;
     std::int64_t quiet_since = 0;
-    std::unique_lock<std::mutex> lk(w.mu);
+    std::unique_lock<std::mutex> lk(w.mu.unranked());  // for cv; released before anything else is taken
     for (;;) {
         if (w.waiters.empty()) {
             base = {};
@@ -290,7 +290,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     deadlock_watch& w = the_deadlock_watch();
     deadlock_waiter me{&done, body};
     {
-        std::lock_guard<std::mutex> g(w.mu);
+        std::lock_guard g(w.mu);
         w.waiters.push_back(&me);
         if (!w.thread_started) {
             w.thread_started = true;
@@ -301,7 +301,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
     std::shared_ptr<const std::string> report;
     {
-        std::lock_guard<std::mutex> g(w.mu);
+        std::lock_guard g(w.mu);
         w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
         report = std::move(me.report);
     }
@@ -324,7 +324,7 @@ void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
     if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
     detail::deadlock_watch& w = detail::the_deadlock_watch();
     w.grace_ns.store(ns, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> g(w.mu);
+    std::lock_guard g(w.mu);
     w.cv.notify_all();  // pick up a shorter period now
 }
 

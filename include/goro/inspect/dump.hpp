@@ -162,9 +162,28 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexc
     return n;
 }
 
-/// Go's strconv.Quote, the spelling of pprof labels in debug=1.
-inline void go_quote(std::string& out, std::string_view s) {
+/// How quote() escapes: the two spellings goro writes differ only here.
+struct quote_rule {
+    bool bell_and_vtab;          // \a and \v have short escapes
+    bool del_is_control;         // 0x7f is escaped like a control byte
+    const char* control_prefix;  // before a control byte's two hex digits
+    const char* invalid_byte;    // for a byte that is not valid UTF-8; null: control_prefix and its hex
+};
+
+/// Go's strconv.Quote: the spelling of pprof labels in debug=1.
+inline constexpr quote_rule go_quote_rule{true, true, "\\x", nullptr};
+/// JSON: invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
+inline constexpr quote_rule json_quote_rule{false, false, "\\u00", "\\ufffd"};
+
+/// Appends `s` to `out` in double quotes, escaped by `rule`; valid UTF-8
+/// sequences are copied as they are.
+inline void quote(std::string& out, std::string_view s, const quote_rule& rule) {
     static constexpr char hexd[] = "0123456789abcdef";
+    const auto hex_escape = [&](unsigned char c) {
+        out += rule.control_prefix;
+        out.push_back(hexd[c >> 4]);
+        out.push_back(hexd[c & 15]);
+    };
     out.push_back('"');
     for (std::size_t i = 0; i < s.size();) {
         unsigned char c = static_cast<unsigned char>(s[i]);
@@ -172,30 +191,30 @@ inline void go_quote(std::string& out, std::string_view s) {
             switch (c) {
             case '"': out += "\\\""; break;
             case '\\': out += "\\\\"; break;
-            case '\a': out += "\\a"; break;
             case '\b': out += "\\b"; break;
             case '\f': out += "\\f"; break;
             case '\n': out += "\\n"; break;
             case '\r': out += "\\r"; break;
             case '\t': out += "\\t"; break;
-            case '\v': out += "\\v"; break;
+            case '\a':
+                if (rule.bell_and_vtab) out += "\\a";
+                else hex_escape(c);
+                break;
+            case '\v':
+                if (rule.bell_and_vtab) out += "\\v";
+                else hex_escape(c);
+                break;
             default:
-                if (c < 0x20 || c == 0x7f) {
-                    out += "\\x";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
+                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
+                else out.push_back(static_cast<char>(c));
             }
             ++i;
             continue;
         }
         std::size_t n = utf8_sequence_length(s, i);
         if (n == 0) {
-            out += "\\x";
-            out.push_back(hexd[c >> 4]);
-            out.push_back(hexd[c & 15]);
+            if (rule.invalid_byte) out += rule.invalid_byte;
+            else hex_escape(c);
             ++i;
         } else {
             out.append(s.data() + i, n);
@@ -205,44 +224,8 @@ inline void go_quote(std::string& out, std::string_view s) {
     out.push_back('"');
 }
 
-/// JSON string escaping; invalid UTF-8 bytes become U+FFFD so the output stays valid JSON.
-inline void json_quote(std::string& out, std::string_view s) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    out += "\\u00";
-                    out.push_back(hexd[c >> 4]);
-                    out.push_back(hexd[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            out += "\\ufffd";
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
+inline void go_quote(std::string& out, std::string_view s) { quote(out, s, go_quote_rule); }
+inline void json_quote(std::string& out, std::string_view s) { quote(out, s, json_quote_rule); }
 
 /// One frame line of the debug=1 shape, whatever it comes from.
 struct text_frame {

@@ -161,8 +161,8 @@ using panic_hook = std::function<void(const panic_info&)>;
 namespace detail {
 
 struct panic_state {
-    std::mutex report_mu;  // one report at a time
-    std::mutex hook_mu;    // guards hook
+    ranked_lock<std::mutex, lock_rank::panic_report> report_mu;  // one report at a time
+    ranked_lock<std::mutex, lock_rank::panic_hook> hook_mu;      // guards hook
     std::shared_ptr<const goro::panic_hook> hook;
 };
 
@@ -214,10 +214,10 @@ inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
     panic_state& ps = the_panic_state();
     std::shared_ptr<const goro::panic_hook> hook;
     {
-        std::lock_guard<std::mutex> g(ps.hook_mu);
+        std::lock_guard g(ps.hook_mu);
         hook = ps.hook;
     }
-    std::unique_lock<std::mutex> g(ps.report_mu, std::defer_lock);
+    std::unique_lock g(ps.report_mu, std::defer_lock);
     if (!hook) g.lock();  // the default report ends the process: let one finish printing
     panic_info info;
     try {
@@ -244,7 +244,7 @@ inline panic_hook set_panic_handler(panic_hook fn) {
     detail::panic_state& ps = detail::the_panic_state();
     std::shared_ptr<const goro::panic_hook> next;
     if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
-    std::lock_guard<std::mutex> g(ps.hook_mu);
+    std::lock_guard g(ps.hook_mu);
     std::shared_ptr<const goro::panic_hook> prev = std::exchange(ps.hook, std::move(next));
     // Reassert ours, in case something replaced the raw pointer meanwhile.
     detail::panic_handler().store(&detail::report_panic, std::memory_order_release);

@@ -111,7 +111,7 @@ public:
         s.tasks_.resize(expect + expect / 8 + 64);
         s.sites_.resize(2 * expect + 256);
 
-        std::lock_guard<std::mutex> one_at_a_time(profile_mutex());
+        std::lock_guard one_at_a_time(profile_mutex());
         collector c(s);
         detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
         detail::stw_report rep;
@@ -285,8 +285,8 @@ private:
         std::sort(tasks_.begin(), tasks_.end(), by_id);
     }
 
-    static std::mutex& profile_mutex() noexcept {
-        static std::mutex m;
+    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {
+        static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot> m;
         return m;
     }
 
@@ -332,7 +332,7 @@ private:
             }
             std::vector<detail::site> sites(depth);  // rare: more than was counted
             copy_sites(h, sites.data(), depth);
-            std::lock_guard<std::mutex> g(overflow_mu_);
+            std::lock_guard g(overflow_mu_);
             overflow_.emplace_back(std::move(r), std::move(sites));
             if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
         }
@@ -361,7 +361,7 @@ private:
         const std::size_t task_cap_, site_cap_;
         alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
         alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
-        std::mutex overflow_mu_;
+        detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
         std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
     };
 

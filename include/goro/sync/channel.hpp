@@ -100,9 +100,9 @@
 //   handed between a sender and a receiver by the slot's sequence number
 //   (release store, acquire load).
 //
-// LOCK ORDER: channel locks in increasing address order (select), then the
-// timer heap's mutex. Nothing else is taken under a channel lock; nothing is
-// woken under one.
+// LOCK ORDER (checked in debug builds, see core/lock_rank.hpp): channel locks
+// in increasing address order (select), then the timer heap's mutex. Nothing
+// else is taken under a channel lock; nothing is woken under one.
 #pragma once
 
 #include <atomic>
@@ -117,6 +117,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <goro/core/backoff.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -349,7 +351,7 @@ struct chan_base {
     std::size_t mask = 0;  // immutable: cap - 1 when cap is a power of two
     waitq recvq;
     waitq sendq;
-    biased_spinlock lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
+    ranked_lock<biased_spinlock, lock_rank::channel> lock;  // see spinlock.hpp: free of locked instructions while one thread uses the channel
     bool pow2 = false;     // immutable
     bool closed = false;   // under lock; also enq_closed in `enq`, for the lock-free paths
     char pad0_[cache_line - (3 * sizeof(std::size_t) + 2 * sizeof(waitq) + sizeof(biased_spinlock) + 2) % cache_line];
@@ -561,8 +563,8 @@ struct chan_state : chan_base {
 
     // The loops of send_fast and recv_fast. A lost CAS leaves the first,
     // inlined copy (`Lost` false) for a second one that backs off (see
-    // CONTENTION) and reports done_contended; the uncontended path stays as
-    // short as it was.
+    // CONTENTION) and reports done_contended, so the uncontended path
+    // carries no backoff code.
     template <bool Lost>
     fast_result send_ring(T& v, bool plain) noexcept {
         std::uint64_t e = enq.load(std::memory_order_relaxed);
@@ -626,7 +628,8 @@ struct chan_state : chan_base {
     bool push_locked(T& v) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t e = enq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = e >> enq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -638,7 +641,7 @@ struct chan_state : chan_base {
                 std::uint64_t d = deq.load(std::memory_order_acquire) >> deq_shift;
                 std::int64_t n = std::int64_t(p - d);
                 if (n >= std::int64_t(cap)) return false;  // full at the moment `deq` was read
-                if (n >= 0) backoff(spins);                // a receiver is moving p - cap out
+                if (n >= 0) wait.pause();                  // a receiver is moving p - cap out
             }
             e = enq.load(std::memory_order_relaxed);
         }
@@ -649,7 +652,8 @@ struct chan_state : chan_base {
     bool pop_locked(std::optional<T>& out, std::uint64_t& e_seen) noexcept {
         const bool plain = lock.held_plain();
         std::uint64_t d = deq.load(std::memory_order_relaxed);
-        for (int spins = 0;;) {
+        detail::backoff wait;
+        for (;;) {
             const std::uint64_t p = d >> deq_shift;
             slot_type& s = slot(p);
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
@@ -664,7 +668,7 @@ struct chan_state : chan_base {
                     e_seen = e;
                     return false;  // empty at the moment `enq` was read
                 }
-                backoff(spins);  // a sender is writing p
+                wait.pause();  // a sender is writing p
             }
             d = deq.load(std::memory_order_relaxed);
         }
@@ -785,11 +789,6 @@ private:
     [[gnu::cold, gnu::noinline]] static void contention_backoff(unsigned lost) noexcept {
         const unsigned pauses = 4u << (lost < 4 ? lost : 4);
         for (unsigned k = 0; k < pauses; ++k) cpu_relax();
-    }
-
-    static void backoff(int& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the claimer was descheduled
     }
 };
 

@@ -230,7 +230,7 @@ struct cancel_node final : ctx_node {
         }
     };
 
-    spinlock mu;
+    ranked_lock<spinlock, lock_rank::context> mu;
     chan_state<std::monostate> done{0};  // closed when the cancellation is published (see CANCELLATION)
     // Set once, under mu, when a cancellation begins (after `cause`); the
     // context's err() reads it only once `done` is closed.
@@ -262,7 +262,7 @@ struct cancel_node final : ctx_node {
     }
 
     void abandon_timer() noexcept override {
-        std::lock_guard<spinlock> g(mu);
+        std::lock_guard g(mu);
         // Not cancelled: the callback is running (or about to) and drops the
         // timer's reference itself. Cancelled: never zero here, the caller
         // still holds its handle.
@@ -280,7 +280,7 @@ struct cancel_node final : ctx_node {
     void unlink_from_ancestor() noexcept {
         cancel_node* a = ancestor;
         if (!a) return;
-        std::lock_guard<spinlock> g(a->mu);
+        std::lock_guard g(a->mu);
         if (!linked) return;
         if (prev_sibling) prev_sibling->next_sibling = next_sibling;
         else a->first_child = next_sibling;
@@ -298,7 +298,7 @@ struct cancel_node final : ctx_node {
     bool begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
         bool stop_timer = false;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (err.load(std::memory_order_relaxed) != context_error::none) return false;
             cause = c;
             err.store(e, std::memory_order_relaxed);
@@ -332,7 +332,7 @@ struct cancel_node final : ctx_node {
     void stop_after_cancel() noexcept {
         std::optional<std::stop_source> to_stop;
         {
-            std::lock_guard<spinlock> g(mu);
+            std::lock_guard g(mu);
             if (stop) to_stop = stop;
         }
         if (to_stop) to_stop->request_stop();
@@ -473,7 +473,7 @@ public:
         std::stop_source src{std::nostopstate};
         bool already = false;
         {
-            std::lock_guard<detail::spinlock> g(c->mu);
+            std::lock_guard g(c->mu);
             if (!c->stop) c->stop.emplace();
             src = *c->stop;
             already = c->done.is_closed();
@@ -557,7 +557,7 @@ struct context_access {
         if (detail::cancel_node* a = n->ancestor) {
             context_error perr;
             {
-                std::lock_guard<detail::spinlock> g(a->mu);
+                std::lock_guard g(a->mu);
                 perr = a->err.load(std::memory_order_relaxed);  // begun, maybe not yet published
                 if (perr == context_error::none) {
                     n->next_sibling = a->first_child;
@@ -577,7 +577,7 @@ struct context_access {
             detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
             return;
         }
-        std::lock_guard<detail::spinlock> g(n->mu);
+        std::lock_guard g(n->mu);
         if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
         n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
         n->timer_armed = true;
@@ -659,7 +659,7 @@ inline std::size_t context_children(const context& ctx) noexcept {
     ctx_node* n = context_access::node(ctx);
     cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return 0;
-    std::lock_guard<spinlock> g(c->mu);
+    std::lock_guard g(c->mu);
     return c->nchildren;
 }
 }  // namespace detail

@@ -58,7 +58,7 @@ namespace goro {
 class errgroup {
     struct state {
         wait_group wg;                      // counts tasks in flight
-        detail::spinlock mu;                // guards err
+        detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> mu;  // guards err
         std::exception_ptr err;
         goro::context ctx;                  // background when the group has none
         cancel_func cancel;                 // empty when the group has no context
@@ -67,7 +67,7 @@ class errgroup {
         void fail(std::exception_ptr e) noexcept {
             bool first = false;
             {
-                std::lock_guard<detail::spinlock> g(mu);
+                std::lock_guard g(mu);
                 if (!err) {
                     err = e;
                     first = true;
@@ -206,7 +206,7 @@ private:
     static task<std::exception_ptr> wait_body(std::shared_ptr<state> s) {
         co_await s->wg.wait();
         s->cancel();
-        std::lock_guard<detail::spinlock> g(s->mu);
+        std::lock_guard g(s->mu);
         co_return s->err;
     }
 

@@ -43,6 +43,7 @@
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/spinlock.hpp>
+#include <goro/core/waiter_list.hpp>
 
 namespace goro {
 
@@ -123,18 +124,7 @@ public:
     mutex& operator=(const mutex&) = delete;
 
     ~mutex() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed = true;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
     }
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
@@ -161,11 +151,9 @@ public:
             }
             waiter_node* w;
             {
-                std::lock_guard<detail::spinlock> g(lock_);
-                w = head_;
+                std::lock_guard g(lock_);
+                w = waiters_.pop_front();
                 if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
-                head_ = w->next;
-                if (!head_) tail_ = nullptr;
                 // The locked bit stays: ownership passes to `w`. Its critical
                 // section sees ours through the scheduler's queue (release/acquire).
                 state_.fetch_sub(one_waiter, std::memory_order_release);
@@ -187,7 +175,7 @@ private:
         task_header* t = detail::current_task_or_throw("goro::mutex::lock");
         n.task = t;
         detail::park(t, h, wait_reason::mutex_lock);
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         std::uint32_t s = state_.load(std::memory_order_relaxed);
         for (;;) {
             if (!(s & locked)) {
@@ -201,16 +189,13 @@ private:
                 break;
             }
         }
-        if (tail_) tail_->next = &n;
-        else head_ = &n;
-        tail_ = &n;
+        waiters_.push_back(n);
         return true;  // published: the unlocker owns the node now
     }
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
-    detail::spinlock lock_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 inline void lock_guard::unlock() {

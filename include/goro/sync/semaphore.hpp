@@ -33,6 +33,7 @@
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/spinlock.hpp>
+#include <goro/core/waiter_list.hpp>
 
 namespace goro {
 
@@ -76,18 +77,7 @@ public:
     semaphore& operator=(const semaphore&) = delete;
 
     ~semaphore() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed = true;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
     }
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
@@ -100,8 +90,8 @@ public:
     /// Takes `n` permits when they are free and nobody waits; never parks.
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
-        std::lock_guard<detail::spinlock> g(lock_);
-        if (head_ || count_ < n) return false;
+        std::lock_guard g(lock_);
+        if (!waiters_.empty() || count_ < n) return false;
         count_ -= n;
         return true;
     }
@@ -109,32 +99,23 @@ public:
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
         check(n, "goro::semaphore::release");
-        waiter_node* wake = nullptr;
+        detail::waiter_list<waiter_node> wake;
         {
-            std::lock_guard<detail::spinlock> g(lock_);
+            std::lock_guard g(lock_);
             if (count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
-            waiter_node** last = &wake;
-            while (head_ && head_->want <= count_) {
-                count_ -= head_->want;
-                *last = head_;
-                last = &head_->next;
-                head_ = head_->next;
+            while (!waiters_.empty() && waiters_.front()->want <= count_) {
+                count_ -= waiters_.front()->want;
+                wake.push_back(*waiters_.pop_front());
             }
-            *last = nullptr;
-            if (!head_) tail_ = nullptr;
         }
-        while (wake) {
-            waiter_node* next = wake->next;  // read before the wake: the node dies with its frame
-            detail::ready(wake->task);
-            wake = next;
-        }
+        wake.wake_all();
     }
 
     /// Free permits now (a hint: stale once read).
     std::int64_t available() const noexcept {
-        std::lock_guard<detail::spinlock> g(lock_);
+        std::lock_guard g(lock_);
         return count_;
     }
 
@@ -146,24 +127,20 @@ private:
     bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
         task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
         n.task = t;
-        n.next = nullptr;
         detail::park(t, h, wait_reason::semacquire);
-        std::lock_guard<detail::spinlock> g(lock_);
-        if (!head_ && count_ >= n.want) {  // released meanwhile
+        std::lock_guard g(lock_);
+        if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
             count_ -= n.want;
             t->state.store(task_state::running, std::memory_order_relaxed);
             return false;
         }
-        if (tail_) tail_->next = &n;
-        else head_ = &n;
-        tail_ = &n;
+        waiters_.push_back(n);
         return true;  // published: a releaser owns the node now
     }
 
-    mutable detail::spinlock lock_;
+    mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t count_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 }  // namespace goro

@@ -77,6 +77,7 @@
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/spinlock.hpp>
+#include <goro/core/waiter_list.hpp>
 
 namespace goro {
 
@@ -109,7 +110,7 @@ public:
             node_.task = t;
             detail::park(t, h, wait_reason::wait_group);
             wait_group& wg = *wg_;
-            std::lock_guard<detail::spinlock> g(wg.lock_);
+            std::lock_guard g(wg.lock_);
             std::uint64_t s = wg.state_.load(std::memory_order_acquire);
             for (;;) {
                 if (wg.zero(s)) {
@@ -121,9 +122,7 @@ public:
                                                     std::memory_order_acquire))
                     break;
             }
-            if (wg.tail_) wg.tail_->next = &node_;
-            else wg.head_ = &node_;
-            wg.tail_ = &node_;
+            wg.waiters_.push_back(node_);
             return true;  // published: from here on a releaser owns the node
         }
 
@@ -145,21 +144,10 @@ public:
     wait_group& operator=(const wait_group&) = delete;
 
     ~wait_group() {
-        waiter_node* list;
-        {
-            std::lock_guard<detail::spinlock> g(lock_);
-            list = head_;
-            head_ = tail_ = nullptr;
-        }
-        std::uint32_t n = 0;
-        for (waiter_node* w = list; w; w = w->next) ++n;
-        while (list) {
-            waiter_node* next = list->next;  // read before the wake: the node dies with its frame
-            list->destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
-            list->destroyed_count = n;
-            detail::ready(list->task);
-            list = next;
-        }
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t n) noexcept {
+            w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
+            w.destroyed_count = static_cast<std::uint32_t>(n);
+        });
     }
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
@@ -259,16 +247,12 @@ private:
     /// The caller set `releasing`: take every listed waiter if the counter is
     /// zero, drop `releasing`, then wake them.
     void release_waiters() {
-        waiter_node* first = nullptr;
-        waiter_node* last = nullptr;
+        detail::waiter_list<waiter_node> taken;
         for (;;) {
             {
-                std::lock_guard<detail::spinlock> g(lock_);
+                std::lock_guard g(lock_);
                 if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
-                    if (last) last->next = head_;
-                    else first = head_;
-                    last = tail_;
-                    head_ = tail_ = nullptr;
+                    taken.splice_back(waiters_);
                     state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
                 }
             }
@@ -287,19 +271,14 @@ private:
             if (!again) break;
         }
         // The group may be gone from here on; only the parked waiters' nodes are touched.
-        while (first) {
-            waiter_node* next = first->next;  // read before the wake: the node dies with its frame
-            detail::ready(first->task);
-            first = next;
-        }
+        taken.wake_all();
     }
 
     alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint32_t> hint_{0};
-    detail::spinlock lock_;
-    waiter_node* head_ = nullptr;  // FIFO of parked waiters, under lock_
-    waiter_node* tail_ = nullptr;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
 }  // namespace goro
