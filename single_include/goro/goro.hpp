@@ -7720,11 +7720,12 @@ select_result<detail::case_t<Cases>...> try_select(Cases&&... cases) {
 // cancel_tree): begin — under each node's `mu`, record the error and cause,
 // detach the children list and stop the deadline timer, for the node and its
 // whole subtree (iteratively: no recursion, no allocation); publish — close
-// each node's `done` channel, children before parents (which wakes every
+// each node's `done` channel, parents before children (which wakes every
 // task waiting on it); then request stop on each std::stop_source handed out
 // and drop the references taken. err() reads the error only once `done` is
-// closed, so err() and done() change together, and a parent is published
-// only after its subtree. If another thread began cancelling a node first,
+// closed and the whole subtree's cancellation published, so err() and
+// done() change together, and a parent's err() is seen only once its
+// subtree is done. If another thread began cancelling a node first,
 // cancel (and a parent's cancel reaching it) waits until that one is
 // published: cancel() returns with the context done. A node cancelled
 // through its own cancel func, deadline or stop token also unlinks itself
@@ -7944,8 +7945,15 @@ struct cancel_node final : ctx_node {
     /// sets the channel's closed flag under its lock, so a thread that sees
     /// the flag here also finds done() ready, and one that found done()
     /// ready sees the flag; `err` was stored before the close.
+    ///
+    /// Once `done` is closed the cancellation of this node's whole subtree is
+    /// under way on another thread and ends without waiting for anything
+    /// (CANCELLATION); like Go's Err(), which takes the lock the canceller
+    /// holds throughout, this waits for it, so a non-none error also means
+    /// every descendant is done.
     context_error published_err() const noexcept {
         if (!done.is_closed()) return context_error::none;
+        wait_published();
         return err.load(std::memory_order_relaxed);
     }
 
@@ -8026,10 +8034,15 @@ struct cancel_node final : ctx_node {
         if (to_stop) to_stop->request_stop();
     }
 
-    /// Waits until another thread's cancellation of this node is published.
+    /// Waits until another thread's cancellation of this node is published:
+    /// its done() and every descendant's closed.
     void wait_published() const noexcept {
-        while (!done.is_closed()) std::this_thread::yield();
+        while (!settled.load(std::memory_order_acquire)) std::this_thread::yield();
     }
+
+    // Set once the cancellation of this node and of every descendant it
+    // reached is published (cancel_tree's pass 2).
+    std::atomic<bool> settled{false};
 };
 
 /// Cancels `n` and every descendant, and returns once all of them are
@@ -8040,9 +8053,11 @@ struct cancel_node final : ctx_node {
 ///   1. begin: `n` and, depth first, every descendant whose cancellation had
 ///      not begun; their children lists are detached on the way. A child whose
 ///      cancellation another thread began is set aside, to wait for.
-///   2. publish, each child before its parent (the begun list is in reverse
-///      discovery order): so a node's err() is never seen before its
-///      descendants'. First wait for the set-aside children: a thread waits
+///   2. publish, each parent before its children (so a task woken by a
+///      child's done() finds its ancestors done), then mark every node
+///      `settled`; err() of a published node waits for that, so a node's
+///      err() is never seen before its descendants' done() closed.
+///      First wait for the set-aside children: a thread waits
 ///      only for nodes outside the subtrees of what it began and has not
 ///      published, and their canceller only for nodes below them, so the
 ///      waits end (the tree has no cycles).
@@ -8070,8 +8085,20 @@ inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr ca
         }
     }
     for (cancel_node* c = foreign; c; c = c->work_next) c->wait_published();
-    for (cancel_node* c = begun; c; c = c->work_next) c->publish_cancel();
+    // Parents before children, as Go does: a task woken by a child's done()
+    // finds its ancestors done too. err() of any of them waits for `settled`.
     n->publish_cancel();
+    cancel_node* order = nullptr;  // `begun` reversed: discovery order
+    while (begun) {
+        cancel_node* c = begun;
+        begun = c->work_next;
+        c->work_next = order;
+        order = c;
+    }
+    begun = order;
+    for (cancel_node* c = begun; c; c = c->work_next) c->publish_cancel();
+    for (cancel_node* c = begun; c; c = c->work_next) c->settled.store(true, std::memory_order_release);
+    n->settled.store(true, std::memory_order_release);
     for (cancel_node* lists : {begun, foreign}) {
         while (lists) {
             cancel_node* c = lists;
@@ -10803,7 +10830,8 @@ inline void serve_metrics(const debug_request&, debug_response& r) {
 //     head is consumed) and the response head being written (~200 bytes). A
 //     response body is never copied per connection: it is held once, by a
 //     shared pointer, and identical requests to a route registered with
-//     share_response within shared_response_window share one body.
+//     share_response within shared_response_window share one body, as long
+//     as no task was started, finished or resumed in between (world_stamp).
 //   * When every slot is taken, a new connection evicts the oldest connection
 //     that is reading: an idle keep-alive connection (preferred among the
 //     oldest 16: its client expects such a close and retries) or one whose head
@@ -11048,9 +11076,11 @@ struct debug_server_options {
     std::size_t max_requests_per_connection = 1000;
     // Identical requests (same path and query) to a route registered with
     // share_response, arriving within this time after the body was produced,
-    // get that body instead of a new one: N clients of a large dump cost one
-    // dump's memory and one dump's time. The body is held that long; a dump
-    // served is at most this old. 0 turns sharing off.
+    // get that body instead of a new one, provided no task was started,
+    // finished or resumed since: N clients of a large dump of a stuck program
+    // cost one dump's memory and one dump's time, and no client sees an older
+    // picture than a fresh dump would give. The body is held that long. 0
+    // turns sharing off.
     std::chrono::milliseconds shared_response_window{1000};
     debug_server_limits limits{};
     // The goroutine routes (/debug/pprof/goroutine, /debug/goro/tasks.json,
@@ -11207,7 +11237,24 @@ private:
         std::weak_ptr<const response_body> body;
         std::size_t length = 0;
         clock::time_point made{};
+        std::uint64_t stamp = 0;  // world_stamp() when made
     };
+
+    // What a task dump depends on, as counters read without stopping anyone:
+    // tasks started, tasks alive, and resumes on every worker. A shared body
+    // is reused only while the stamp is unchanged, so a request that follows
+    // a change (a request served, a task woken) gets a fresh body, never an
+    // older picture; a dump of a quiet program is made once for all clients.
+    static std::uint64_t world_stamp() noexcept {
+        registry& reg = the_registry();
+        std::uint64_t s = reg.total_added() * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(reg.count());
+        if (pool_started()) {
+            scheduler& sch = the_scheduler();
+            if (!sch.stopping())
+                for (auto& w : sch.workers()) s = s * 31 + w->resumes.load(std::memory_order_relaxed);
+        }
+        return s;
+    }
 
     enum class phase : std::uint8_t { free, reading, writing, lingering };
     static constexpr std::uint32_t none = 0xffffffffu;
@@ -11824,6 +11871,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
         resp.body = std::move(body);
     };
     std::string share_key;
+    std::uint64_t stamp_before = 0;
     if (!host_allowed(head)) {
         plain(403, "403 Forbidden: Host is not a loopback name (DNS rebinding protection; "
                    "see goro::debug_server_options::check_host)\n");
@@ -11850,7 +11898,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             if (it != shared_.end()) {
                 const shared_entry& e = it->second;
                 body_ptr body = e.body.lock();
-                if (body && clock::now() - e.made <= opts_.shared_response_window) {
+                if (body && clock::now() - e.made <= opts_.shared_response_window && e.stamp == world_stamp()) {
                     responses_shared_.fetch_add(1, std::memory_order_relaxed);
                     start_write(c, e.status, e.content_type, e.headers, std::move(body), e.length,
                                 head_only, conn_header);
@@ -11859,6 +11907,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             }
         }
         if (found.handler) {
+            if (!share_key.empty()) stamp_before = world_stamp();
             debug_request req;
             req.method_ = head.method;
             req.path_ = head.path;
@@ -11909,6 +11958,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
         e.body = body;
         e.length = length;
         e.made = clock::now();
+        e.stamp = stamp_before;
     }
     start_write(c, resp.status, resp.content_type, resp.headers, std::move(body), length, head_only,
                 conn_header);

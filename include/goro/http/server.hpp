@@ -17,7 +17,8 @@
 //     head is consumed) and the response head being written (~200 bytes). A
 //     response body is never copied per connection: it is held once, by a
 //     shared pointer, and identical requests to a route registered with
-//     share_response within shared_response_window share one body.
+//     share_response within shared_response_window share one body, as long
+//     as no task was started, finished or resumed in between (world_stamp).
 //   * When every slot is taken, a new connection evicts the oldest connection
 //     that is reading: an idle keep-alive connection (preferred among the
 //     oldest 16: its client expects such a close and retries) or one whose head
@@ -85,6 +86,8 @@
 #include <malloc.h>  // malloc_trim
 #endif
 
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
 #include <goro/http/address.hpp>
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
@@ -118,9 +121,11 @@ struct debug_server_options {
     std::size_t max_requests_per_connection = 1000;
     // Identical requests (same path and query) to a route registered with
     // share_response, arriving within this time after the body was produced,
-    // get that body instead of a new one: N clients of a large dump cost one
-    // dump's memory and one dump's time. The body is held that long; a dump
-    // served is at most this old. 0 turns sharing off.
+    // get that body instead of a new one, provided no task was started,
+    // finished or resumed since: N clients of a large dump of a stuck program
+    // cost one dump's memory and one dump's time, and no client sees an older
+    // picture than a fresh dump would give. The body is held that long. 0
+    // turns sharing off.
     std::chrono::milliseconds shared_response_window{1000};
     debug_server_limits limits{};
     // The goroutine routes (/debug/pprof/goroutine, /debug/goro/tasks.json,
@@ -277,7 +282,24 @@ private:
         std::weak_ptr<const response_body> body;
         std::size_t length = 0;
         clock::time_point made{};
+        std::uint64_t stamp = 0;  // world_stamp() when made
     };
+
+    // What a task dump depends on, as counters read without stopping anyone:
+    // tasks started, tasks alive, and resumes on every worker. A shared body
+    // is reused only while the stamp is unchanged, so a request that follows
+    // a change (a request served, a task woken) gets a fresh body, never an
+    // older picture; a dump of a quiet program is made once for all clients.
+    static std::uint64_t world_stamp() noexcept {
+        registry& reg = the_registry();
+        std::uint64_t s = reg.total_added() * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(reg.count());
+        if (pool_started()) {
+            scheduler& sch = the_scheduler();
+            if (!sch.stopping())
+                for (auto& w : sch.workers()) s = s * 31 + w->resumes.load(std::memory_order_relaxed);
+        }
+        return s;
+    }
 
     enum class phase : std::uint8_t { free, reading, writing, lingering };
     static constexpr std::uint32_t none = 0xffffffffu;
@@ -894,6 +916,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
         resp.body = std::move(body);
     };
     std::string share_key;
+    std::uint64_t stamp_before = 0;
     if (!host_allowed(head)) {
         plain(403, "403 Forbidden: Host is not a loopback name (DNS rebinding protection; "
                    "see goro::debug_server_options::check_host)\n");
@@ -920,7 +943,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             if (it != shared_.end()) {
                 const shared_entry& e = it->second;
                 body_ptr body = e.body.lock();
-                if (body && clock::now() - e.made <= opts_.shared_response_window) {
+                if (body && clock::now() - e.made <= opts_.shared_response_window && e.stamp == world_stamp()) {
                     responses_shared_.fetch_add(1, std::memory_order_relaxed);
                     start_write(c, e.status, e.content_type, e.headers, std::move(body), e.length,
                                 head_only, conn_header);
@@ -929,6 +952,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             }
         }
         if (found.handler) {
+            if (!share_key.empty()) stamp_before = world_stamp();
             debug_request req;
             req.method_ = head.method;
             req.path_ = head.path;
@@ -979,6 +1003,7 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
         e.body = body;
         e.length = length;
         e.made = clock::now();
+        e.stamp = stamp_before;
     }
     start_write(c, resp.status, resp.content_type, resp.headers, std::move(body), length, head_only,
                 conn_header);

@@ -25,11 +25,12 @@
 // cancel_tree): begin — under each node's `mu`, record the error and cause,
 // detach the children list and stop the deadline timer, for the node and its
 // whole subtree (iteratively: no recursion, no allocation); publish — close
-// each node's `done` channel, children before parents (which wakes every
+// each node's `done` channel, parents before children (which wakes every
 // task waiting on it); then request stop on each std::stop_source handed out
 // and drop the references taken. err() reads the error only once `done` is
-// closed, so err() and done() change together, and a parent is published
-// only after its subtree. If another thread began cancelling a node first,
+// closed and the whole subtree's cancellation published, so err() and
+// done() change together, and a parent's err() is seen only once its
+// subtree is done. If another thread began cancelling a node first,
 // cancel (and a parent's cancel reaching it) waits until that one is
 // published: cancel() returns with the context done. A node cancelled
 // through its own cancel func, deadline or stop token also unlinks itself
@@ -256,8 +257,15 @@ struct cancel_node final : ctx_node {
     /// sets the channel's closed flag under its lock, so a thread that sees
     /// the flag here also finds done() ready, and one that found done()
     /// ready sees the flag; `err` was stored before the close.
+    ///
+    /// Once `done` is closed the cancellation of this node's whole subtree is
+    /// under way on another thread and ends without waiting for anything
+    /// (CANCELLATION); like Go's Err(), which takes the lock the canceller
+    /// holds throughout, this waits for it, so a non-none error also means
+    /// every descendant is done.
     context_error published_err() const noexcept {
         if (!done.is_closed()) return context_error::none;
+        wait_published();
         return err.load(std::memory_order_relaxed);
     }
 
@@ -338,10 +346,15 @@ struct cancel_node final : ctx_node {
         if (to_stop) to_stop->request_stop();
     }
 
-    /// Waits until another thread's cancellation of this node is published.
+    /// Waits until another thread's cancellation of this node is published:
+    /// its done() and every descendant's closed.
     void wait_published() const noexcept {
-        while (!done.is_closed()) std::this_thread::yield();
+        while (!settled.load(std::memory_order_acquire)) std::this_thread::yield();
     }
+
+    // Set once the cancellation of this node and of every descendant it
+    // reached is published (cancel_tree's pass 2).
+    std::atomic<bool> settled{false};
 };
 
 /// Cancels `n` and every descendant, and returns once all of them are
@@ -352,9 +365,11 @@ struct cancel_node final : ctx_node {
 ///   1. begin: `n` and, depth first, every descendant whose cancellation had
 ///      not begun; their children lists are detached on the way. A child whose
 ///      cancellation another thread began is set aside, to wait for.
-///   2. publish, each child before its parent (the begun list is in reverse
-///      discovery order): so a node's err() is never seen before its
-///      descendants'. First wait for the set-aside children: a thread waits
+///   2. publish, each parent before its children (so a task woken by a
+///      child's done() finds its ancestors done), then mark every node
+///      `settled`; err() of a published node waits for that, so a node's
+///      err() is never seen before its descendants' done() closed.
+///      First wait for the set-aside children: a thread waits
 ///      only for nodes outside the subtrees of what it began and has not
 ///      published, and their canceller only for nodes below them, so the
 ///      waits end (the tree has no cycles).
@@ -382,8 +397,20 @@ inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr ca
         }
     }
     for (cancel_node* c = foreign; c; c = c->work_next) c->wait_published();
-    for (cancel_node* c = begun; c; c = c->work_next) c->publish_cancel();
+    // Parents before children, as Go does: a task woken by a child's done()
+    // finds its ancestors done too. err() of any of them waits for `settled`.
     n->publish_cancel();
+    cancel_node* order = nullptr;  // `begun` reversed: discovery order
+    while (begun) {
+        cancel_node* c = begun;
+        begun = c->work_next;
+        c->work_next = order;
+        order = c;
+    }
+    begun = order;
+    for (cancel_node* c = begun; c; c = c->work_next) c->publish_cancel();
+    for (cancel_node* c = begun; c; c = c->work_next) c->settled.store(true, std::memory_order_release);
+    n->settled.store(true, std::memory_order_release);
     for (cancel_node* lists : {begun, foreign}) {
         while (lists) {
             cancel_node* c = lists;
