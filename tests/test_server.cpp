@@ -302,8 +302,9 @@ TEST_CASE("16 clients that never read share one tasks.json body, released when t
         // for the allocator and the snapshot that produced it).
         CHECK(rss_during <= rss_before + 4 * one);
         // The body itself is gone (response_bytes_held is 0); what stays is
-        // the allocator's, bounded: not one body per client.
-        CHECK(rss_after <= rss_before + 2 * one);
+        // the allocator's (the body and the snapshot that produced it, kept
+        // as free memory), bounded: not one body per client, which would be 16.
+        CHECK(rss_after <= rss_before + 4 * one);
     }
     s.stop();
     ch.close();
