@@ -18,6 +18,7 @@
 
 #include <goro/inspect/snapshot.hpp>
 #include <goro/sync/channel.hpp>
+#include <goro/sync/wait_group.hpp>
 
 #include "support.hpp"
 
@@ -42,12 +43,21 @@ static goro::task<> snap_ponger(goro::channel<int> in, goro::channel<int> out) {
     while (auto v = co_await in.recv()) co_await out.send(*v);
 }
 
-static goro::task<> snap_short_lived() { co_return; }
+static goro::task<> snap_short_lived(goro::wait_group& wg) {
+    wg.done();
+    co_return;
+}
 
+// Spawns rounds of 16 short-lived tasks, each round once the last has
+// finished: steady churn in the registry, never an unbounded backlog that
+// would leave the other tasks of the program waiting behind it.
 static goro::task<> snap_spawner(std::atomic<bool>& stop) {
     snap_started.fetch_add(1);
+    goro::wait_group wg;
     while (!stop.load(std::memory_order_relaxed)) {
-        for (int i = 0; i < 16; ++i) goro::go(snap_short_lived());
+        wg.add(16);
+        for (int i = 0; i < 16; ++i) goro::go(snap_short_lived(wg));
+        co_await wg.wait();
         co_await goro::yield();
     }
 }
