@@ -256,6 +256,24 @@ inline std::int64_t now_ns() noexcept {
     return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+/// The real machine: std::atomic, a compiler barrier, and membarrier. A lock-free
+/// protocol written against a policy (slot_handoff.hpp, profile_epoch.hpp) is
+/// instantiated with this one, and by its tests with the model checker's
+/// (tests/model/model.hpp), whose every atomic operation is a step.
+struct machine_policy {
+    template <class U>
+    using atomic = std::atomic<U>;
+    /// The hot side's fence: keeps the compiler from reordering, costs nothing.
+    static void fence_light() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
+    /// The rare side's fence: every other thread executes a full fence.
+    static void fence_heavy() noexcept { asym_fence_heavy(); }
+    /// One round of a wait for another thread's store.
+    static void spin(int& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the other thread was descheduled
+    }
+};
+
 }  // namespace detail
 }  // namespace goro
 // ---- end goro/core/platform.hpp ----
@@ -1254,13 +1272,14 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 //     its copy (`inflight`), so the collector outlives every copy into it.
 //   * One profile at a time (the snapshot's mutex).
 //
-// The functions take the header as a template parameter only because
-// task_header is completed in goro/core/registry.hpp, which includes this
-// file; every caller passes a task_header.
+// The state and the functions are written against a policy (atomics and the
+// wait loop's spin: machine_policy in platform.hpp), and take the header as a
+// template parameter, so that tests/test_profile_epoch.cpp runs the protocol
+// itself in the model checker (tests/model/model.hpp), with a tiny header of
+// its own; every caller here passes a task_header and the machine's policy.
 
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
 
 namespace goro {
@@ -1270,36 +1289,35 @@ struct task_header;
 namespace detail {
 
 /// The state of the concurrent profile (one at a time; see above).
-struct profile_epoch_state {
-    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
-    alignas(cache_line) std::atomic<bool> active{false};
-    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
+template <class Header, class Policy = machine_policy>
+struct basic_profile_epoch {
+    template <class U>
+    using atomic = typename Policy::template atomic<U>;
+    using record_fn = void (*)(void* ctx, Header& h) noexcept;
+    alignas(cache_line) atomic<bool> active{false};
+    atomic<std::uint32_t> gen{0};        // the current or last epoch: even
     record_fn record = nullptr;          // written before active is set
     void* ctx = nullptr;
-    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
+    alignas(cache_line) atomic<int> inflight{0};  // workers between the check of active and a copy's end
 };
+
+using profile_epoch_state = basic_profile_epoch<task_header>;
 
 inline profile_epoch_state& profile_epoch() noexcept {
     static profile_epoch_state s;
     return s;
 }
 
-/// Waits a little for another thread's short copy (it may be descheduled).
-inline void profile_backoff(unsigned& spins) noexcept {
-    if (++spins < 256) cpu_relax();
-    else std::this_thread::yield();
-}
-
 /// Claims `h` for epoch `e`: true if the caller must copy it and then call
 /// profile_publish; false if it already is (or was) copied in this epoch.
-template <class Header>
-bool profile_claim(Header& h, std::uint32_t e) noexcept {
+template <class Policy = machine_policy, class Header>
+bool profile_claim(Header& h, std::uint32_t e) {
     std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
+    int spins = 0;
     for (;;) {
         if (g == e) return false;
-        if (g == (e | 1)) {  // being copied by another thread: wait for it
-            profile_backoff(spins);
+        if (g == (e | 1)) {  // being copied by another thread (maybe descheduled): wait for it
+            Policy::spin(spins);
             g = h.prof_gen.load(std::memory_order_acquire);
             continue;
         }
@@ -1309,15 +1327,60 @@ bool profile_claim(Header& h, std::uint32_t e) noexcept {
 }
 
 template <class Header>
-void profile_publish(Header& h, std::uint32_t e) noexcept {
+void profile_publish(Header& h, std::uint32_t e) {
     h.prof_gen.store(e, std::memory_order_release);
 }
 
+// --- the profiler's side (goro/inspect/snapshot.hpp), with the world stopped ---
+
+/// Starts the numbering of a new epoch and returns it. Headers made from
+/// now on start at it (registry::add), so they are not in this profile.
+template <class Header, class Policy>
+std::uint32_t profile_next_epoch(basic_profile_epoch<Header, Policy>& p) {
+    const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
+    p.gen.store(e, std::memory_order_release);
+    return e;
+}
+
+/// Turns the epoch on: from now on a worker about to resume an unclaimed task
+/// copies it first with `record(ctx, h)`.
+template <class Header, class Policy>
+void profile_activate(basic_profile_epoch<Header, Policy>& p, typename basic_profile_epoch<Header, Policy>::record_fn record,
+                      void* ctx) {
+    p.record = record;
+    p.ctx = ctx;
+    p.active.store(true, std::memory_order_seq_cst);
+}
+
+// --- the profiler's side, with the world running again ---
+
+/// The walk's step for one header: claims it and, if the claim is the
+/// caller's, calls `copy(h)` and publishes; false when someone else has it.
+template <class Policy = machine_policy, class Header, class Copy>
+bool profile_copy(Header& h, std::uint32_t e, Copy&& copy) {
+    if (!profile_claim<Policy>(h, e)) return false;
+    copy(h);
+    profile_publish(h, e);
+    return true;
+}
+
+/// Ends the epoch once no worker is between its check of `active` and the
+/// end of its copy, so the collector outlives every copy into it.
+template <class Header, class Policy>
+void profile_end(basic_profile_epoch<Header, Policy>& p) {
+    p.active.store(false, std::memory_order_seq_cst);
+    int spins = 0;
+    while (p.inflight.load(std::memory_order_seq_cst) != 0) Policy::spin(spins);
+    p.record = nullptr;
+    p.ctx = nullptr;
+}
+
+// --- the workers' side ---------------------------------------------------------
+
 /// A worker is about to resume `h`: if a profile is on and has not copied `h`
 /// yet, copy it now, before its frames change.
-template <class Header>
-void profile_before_resume(Header& h) noexcept {
-    profile_epoch_state& p = profile_epoch();
+template <class Header, class Policy>
+void profile_before_resume(basic_profile_epoch<Header, Policy>& p, Header& h) {
     // Acquire, even when it reads false: the profile that just ended read
     // this task's frames before clearing `active`, and resuming writes them.
     // Sequentially consistent (a plain load on x86 and ARMv8, as acquire):
@@ -1327,7 +1390,7 @@ void profile_before_resume(Header& h) noexcept {
     p.inflight.fetch_add(1, std::memory_order_seq_cst);
     if (p.active.load(std::memory_order_seq_cst)) {
         std::uint32_t e = p.gen.load(std::memory_order_relaxed);
-        if (profile_claim(h, e)) {
+        if (profile_claim<Policy>(h, e)) {
             p.record(p.ctx, h);
             profile_publish(h, e);
         }
@@ -1335,11 +1398,16 @@ void profile_before_resume(Header& h) noexcept {
     p.inflight.fetch_sub(1, std::memory_order_release);
 }
 
+/// The machine's: the scheduler calls this one.
+template <class Header>
+void profile_before_resume(Header& h) noexcept { profile_before_resume(profile_epoch(), h); }
+
 /// Makes a dead header's claim current before it comes alive again: waits
 /// out a profiler that is looking at it, then sets the current epoch, so a
 /// profile that began before the revival does not list the new task.
-template <class Header>
-void profile_revive(Header& h) noexcept {
+/// `in_task`: the caller is a task on a worker (see below).
+template <class Header, class Policy>
+void profile_revive(basic_profile_epoch<Header, Policy>& p, Header& h, bool in_task) {
     // In a task on a worker, while no profile is on, nothing is to be done:
     // the last profile's walk ended before it cleared `active` (acquire: its
     // reads of the header came before the writes of the revival), and an
@@ -1350,19 +1418,23 @@ void profile_revive(Header& h) noexcept {
     // after the writes of the revival, and the new task's first resume
     // claims it like any other (see running_unclaimed). (This spares a spawn
     // a locked instruction.)
-    if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
+    if (in_task && !p.active.load(std::memory_order_acquire)) return;
     std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
+    int spins = 0;
     for (;;) {
         if (g & 1) {
-            profile_backoff(spins);
+            Policy::spin(spins);
             g = h.prof_gen.load(std::memory_order_acquire);
             continue;
         }
-        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
+        std::uint32_t e = p.gen.load(std::memory_order_acquire);
         if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
     }
 }
+
+/// The machine's: the registry calls this one.
+template <class Header>
+void profile_revive(Header& h) noexcept { profile_revive(profile_epoch(), h, tls_current_task != nullptr); }
 
 }  // namespace detail
 }  // namespace goro
@@ -2460,21 +2532,6 @@ private:
 
 
 namespace goro::detail {
-
-/// The real machine: std::atomic, a compiler barrier, and membarrier.
-struct machine_policy {
-    template <class U>
-    using atomic = std::atomic<U>;
-    /// The hot side's fence: keeps the compiler from reordering, costs nothing.
-    static void fence_light() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
-    /// The rare side's fence: every other thread executes a full fence.
-    static void fence_heavy() noexcept { asym_fence_heavy(); }
-    /// One round of a wait for another thread's store.
-    static void spin(int& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the owner was descheduled mid-take
-    }
-};
 
 template <class T, std::uint32_t Claimed, class Policy = machine_policy>
 class slot_handoff {
@@ -3988,16 +4045,13 @@ public:
             // every other task is copied by the walk below or by the worker
             // that resumes it first (goro/core/profile_epoch.hpp).
             detail::profile_epoch_state& p = detail::profile_epoch();
-            const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
-            p.gen.store(e, std::memory_order_release);
+            const std::uint32_t e = detail::profile_next_epoch(p);
             auto heads = reg.heads_locked();
             if (self && !self->dead.load(std::memory_order_acquire)) {
                 c.record(*self, true, true);
                 detail::profile_publish(*self, e);
             }
-            p.record = &collector::record_thunk;
-            p.ctx = &c;
-            p.active.store(true, std::memory_order_seq_cst);
+            detail::profile_activate(p, &collector::record_thunk, &c);
             reg.unlock_all();
             // Workers that did not stop resume tasks only through
             // scheduler::run, which claims each task once it can see the
@@ -4007,25 +4061,22 @@ public:
             std::vector<task_header*> unclaimed;
             if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
             for (task_header* h : unclaimed) {
-                if (h == self || !detail::profile_claim(*h, e)) continue;
-                if (!h->dead.load(std::memory_order_acquire)) c.record(*h, true, false);
-                detail::profile_publish(*h, e);
+                if (h == self) continue;
+                detail::profile_copy(*h, e, [&](task_header& t) {
+                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false);
+                });
             }
             s.pause_ns_ = detail::now_ns() - t0;
             if (sched) sched->start_the_world();
 
             for (task_header* head : heads)
-                for (task_header* h = head; h; h = h->next_) {
-                    if (!detail::profile_claim(*h, e)) continue;
-                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, true);
-                    detail::profile_publish(*h, e);
-                }
+                for (task_header* h = head; h; h = h->next_)
+                    detail::profile_copy(*h, e, [&](task_header& t) {
+                        if (!t.dead.load(std::memory_order_acquire)) c.record(t, false, true);
+                    });
 
             // End the epoch once no worker is between its check and its copy.
-            p.active.store(false, std::memory_order_seq_cst);
-            while (p.inflight.load(std::memory_order_seq_cst) != 0) detail::cpu_relax();
-            p.record = nullptr;
-            p.ctx = nullptr;
+            detail::profile_end(p);
         }
         c.finish();
         s.sort_by_id();

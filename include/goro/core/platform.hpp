@@ -204,5 +204,23 @@ inline std::int64_t now_ns() noexcept {
     return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+/// The real machine: std::atomic, a compiler barrier, and membarrier. A lock-free
+/// protocol written against a policy (slot_handoff.hpp, profile_epoch.hpp) is
+/// instantiated with this one, and by its tests with the model checker's
+/// (tests/model/model.hpp), whose every atomic operation is a step.
+struct machine_policy {
+    template <class U>
+    using atomic = std::atomic<U>;
+    /// The hot side's fence: keeps the compiler from reordering, costs nothing.
+    static void fence_light() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
+    /// The rare side's fence: every other thread executes a full fence.
+    static void fence_heavy() noexcept { asym_fence_heavy(); }
+    /// One round of a wait for another thread's store.
+    static void spin(int& spins) noexcept {
+        if (++spins < 64) cpu_relax();
+        else std::this_thread::yield();  // the other thread was descheduled
+    }
+};
+
 }  // namespace detail
 }  // namespace goro

@@ -33,14 +33,15 @@
 //     its copy (`inflight`), so the collector outlives every copy into it.
 //   * One profile at a time (the snapshot's mutex).
 //
-// The functions take the header as a template parameter only because
-// task_header is completed in goro/core/registry.hpp, which includes this
-// file; every caller passes a task_header.
+// The state and the functions are written against a policy (atomics and the
+// wait loop's spin: machine_policy in platform.hpp), and take the header as a
+// template parameter, so that tests/test_profile_epoch.cpp runs the protocol
+// itself in the model checker (tests/model/model.hpp), with a tiny header of
+// its own; every caller here passes a task_header and the machine's policy.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
 #include <goro/core/frame.hpp>
 #include <goro/core/platform.hpp>
@@ -52,36 +53,35 @@ struct task_header;
 namespace detail {
 
 /// The state of the concurrent profile (one at a time; see above).
-struct profile_epoch_state {
-    using record_fn = void (*)(void* ctx, task_header& h) noexcept;
-    alignas(cache_line) std::atomic<bool> active{false};
-    std::atomic<std::uint32_t> gen{0};   // the current or last epoch: even
+template <class Header, class Policy = machine_policy>
+struct basic_profile_epoch {
+    template <class U>
+    using atomic = typename Policy::template atomic<U>;
+    using record_fn = void (*)(void* ctx, Header& h) noexcept;
+    alignas(cache_line) atomic<bool> active{false};
+    atomic<std::uint32_t> gen{0};        // the current or last epoch: even
     record_fn record = nullptr;          // written before active is set
     void* ctx = nullptr;
-    alignas(cache_line) std::atomic<int> inflight{0};  // workers between the check of active and a copy's end
+    alignas(cache_line) atomic<int> inflight{0};  // workers between the check of active and a copy's end
 };
+
+using profile_epoch_state = basic_profile_epoch<task_header>;
 
 inline profile_epoch_state& profile_epoch() noexcept {
     static profile_epoch_state s;
     return s;
 }
 
-/// Waits a little for another thread's short copy (it may be descheduled).
-inline void profile_backoff(unsigned& spins) noexcept {
-    if (++spins < 256) cpu_relax();
-    else std::this_thread::yield();
-}
-
 /// Claims `h` for epoch `e`: true if the caller must copy it and then call
 /// profile_publish; false if it already is (or was) copied in this epoch.
-template <class Header>
-bool profile_claim(Header& h, std::uint32_t e) noexcept {
+template <class Policy = machine_policy, class Header>
+bool profile_claim(Header& h, std::uint32_t e) {
     std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
+    int spins = 0;
     for (;;) {
         if (g == e) return false;
-        if (g == (e | 1)) {  // being copied by another thread: wait for it
-            profile_backoff(spins);
+        if (g == (e | 1)) {  // being copied by another thread (maybe descheduled): wait for it
+            Policy::spin(spins);
             g = h.prof_gen.load(std::memory_order_acquire);
             continue;
         }
@@ -91,15 +91,60 @@ bool profile_claim(Header& h, std::uint32_t e) noexcept {
 }
 
 template <class Header>
-void profile_publish(Header& h, std::uint32_t e) noexcept {
+void profile_publish(Header& h, std::uint32_t e) {
     h.prof_gen.store(e, std::memory_order_release);
 }
 
+// --- the profiler's side (goro/inspect/snapshot.hpp), with the world stopped ---
+
+/// Starts the numbering of a new epoch and returns it. Headers made from
+/// now on start at it (registry::add), so they are not in this profile.
+template <class Header, class Policy>
+std::uint32_t profile_next_epoch(basic_profile_epoch<Header, Policy>& p) {
+    const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
+    p.gen.store(e, std::memory_order_release);
+    return e;
+}
+
+/// Turns the epoch on: from now on a worker about to resume an unclaimed task
+/// copies it first with `record(ctx, h)`.
+template <class Header, class Policy>
+void profile_activate(basic_profile_epoch<Header, Policy>& p, typename basic_profile_epoch<Header, Policy>::record_fn record,
+                      void* ctx) {
+    p.record = record;
+    p.ctx = ctx;
+    p.active.store(true, std::memory_order_seq_cst);
+}
+
+// --- the profiler's side, with the world running again ---
+
+/// The walk's step for one header: claims it and, if the claim is the
+/// caller's, calls `copy(h)` and publishes; false when someone else has it.
+template <class Policy = machine_policy, class Header, class Copy>
+bool profile_copy(Header& h, std::uint32_t e, Copy&& copy) {
+    if (!profile_claim<Policy>(h, e)) return false;
+    copy(h);
+    profile_publish(h, e);
+    return true;
+}
+
+/// Ends the epoch once no worker is between its check of `active` and the
+/// end of its copy, so the collector outlives every copy into it.
+template <class Header, class Policy>
+void profile_end(basic_profile_epoch<Header, Policy>& p) {
+    p.active.store(false, std::memory_order_seq_cst);
+    int spins = 0;
+    while (p.inflight.load(std::memory_order_seq_cst) != 0) Policy::spin(spins);
+    p.record = nullptr;
+    p.ctx = nullptr;
+}
+
+// --- the workers' side ---------------------------------------------------------
+
 /// A worker is about to resume `h`: if a profile is on and has not copied `h`
 /// yet, copy it now, before its frames change.
-template <class Header>
-void profile_before_resume(Header& h) noexcept {
-    profile_epoch_state& p = profile_epoch();
+template <class Header, class Policy>
+void profile_before_resume(basic_profile_epoch<Header, Policy>& p, Header& h) {
     // Acquire, even when it reads false: the profile that just ended read
     // this task's frames before clearing `active`, and resuming writes them.
     // Sequentially consistent (a plain load on x86 and ARMv8, as acquire):
@@ -109,7 +154,7 @@ void profile_before_resume(Header& h) noexcept {
     p.inflight.fetch_add(1, std::memory_order_seq_cst);
     if (p.active.load(std::memory_order_seq_cst)) {
         std::uint32_t e = p.gen.load(std::memory_order_relaxed);
-        if (profile_claim(h, e)) {
+        if (profile_claim<Policy>(h, e)) {
             p.record(p.ctx, h);
             profile_publish(h, e);
         }
@@ -117,11 +162,16 @@ void profile_before_resume(Header& h) noexcept {
     p.inflight.fetch_sub(1, std::memory_order_release);
 }
 
+/// The machine's: the scheduler calls this one.
+template <class Header>
+void profile_before_resume(Header& h) noexcept { profile_before_resume(profile_epoch(), h); }
+
 /// Makes a dead header's claim current before it comes alive again: waits
 /// out a profiler that is looking at it, then sets the current epoch, so a
 /// profile that began before the revival does not list the new task.
-template <class Header>
-void profile_revive(Header& h) noexcept {
+/// `in_task`: the caller is a task on a worker (see below).
+template <class Header, class Policy>
+void profile_revive(basic_profile_epoch<Header, Policy>& p, Header& h, bool in_task) {
     // In a task on a worker, while no profile is on, nothing is to be done:
     // the last profile's walk ended before it cleared `active` (acquire: its
     // reads of the header came before the writes of the revival), and an
@@ -132,19 +182,23 @@ void profile_revive(Header& h) noexcept {
     // after the writes of the revival, and the new task's first resume
     // claims it like any other (see running_unclaimed). (This spares a spawn
     // a locked instruction.)
-    if (tls_current_task && !profile_epoch().active.load(std::memory_order_acquire)) return;
+    if (in_task && !p.active.load(std::memory_order_acquire)) return;
     std::uint32_t g = h.prof_gen.load(std::memory_order_acquire);
-    unsigned spins = 0;
+    int spins = 0;
     for (;;) {
         if (g & 1) {
-            profile_backoff(spins);
+            Policy::spin(spins);
             g = h.prof_gen.load(std::memory_order_acquire);
             continue;
         }
-        std::uint32_t e = profile_epoch().gen.load(std::memory_order_acquire);
+        std::uint32_t e = p.gen.load(std::memory_order_acquire);
         if (h.prof_gen.compare_exchange_weak(g, e, std::memory_order_acq_rel, std::memory_order_acquire)) return;
     }
 }
+
+/// The machine's: the registry calls this one.
+template <class Header>
+void profile_revive(Header& h) noexcept { profile_revive(profile_epoch(), h, tls_current_task != nullptr); }
 
 }  // namespace detail
 }  // namespace goro

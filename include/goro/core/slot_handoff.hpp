@@ -56,21 +56,6 @@
 
 namespace goro::detail {
 
-/// The real machine: std::atomic, a compiler barrier, and membarrier.
-struct machine_policy {
-    template <class U>
-    using atomic = std::atomic<U>;
-    /// The hot side's fence: keeps the compiler from reordering, costs nothing.
-    static void fence_light() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
-    /// The rare side's fence: every other thread executes a full fence.
-    static void fence_heavy() noexcept { asym_fence_heavy(); }
-    /// One round of a wait for another thread's store.
-    static void spin(int& spins) noexcept {
-        if (++spins < 64) cpu_relax();
-        else std::this_thread::yield();  // the owner was descheduled mid-take
-    }
-};
-
 template <class T, std::uint32_t Claimed, class Policy = machine_policy>
 class slot_handoff {
 public:

@@ -131,16 +131,13 @@ public:
             // every other task is copied by the walk below or by the worker
             // that resumes it first (goro/core/profile_epoch.hpp).
             detail::profile_epoch_state& p = detail::profile_epoch();
-            const std::uint32_t e = p.gen.load(std::memory_order_relaxed) + 2;
-            p.gen.store(e, std::memory_order_release);
+            const std::uint32_t e = detail::profile_next_epoch(p);
             auto heads = reg.heads_locked();
             if (self && !self->dead.load(std::memory_order_acquire)) {
                 c.record(*self, true, true);
                 detail::profile_publish(*self, e);
             }
-            p.record = &collector::record_thunk;
-            p.ctx = &c;
-            p.active.store(true, std::memory_order_seq_cst);
+            detail::profile_activate(p, &collector::record_thunk, &c);
             reg.unlock_all();
             // Workers that did not stop resume tasks only through
             // scheduler::run, which claims each task once it can see the
@@ -150,25 +147,22 @@ public:
             std::vector<task_header*> unclaimed;
             if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
             for (task_header* h : unclaimed) {
-                if (h == self || !detail::profile_claim(*h, e)) continue;
-                if (!h->dead.load(std::memory_order_acquire)) c.record(*h, true, false);
-                detail::profile_publish(*h, e);
+                if (h == self) continue;
+                detail::profile_copy(*h, e, [&](task_header& t) {
+                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false);
+                });
             }
             s.pause_ns_ = detail::now_ns() - t0;
             if (sched) sched->start_the_world();
 
             for (task_header* head : heads)
-                for (task_header* h = head; h; h = h->next_) {
-                    if (!detail::profile_claim(*h, e)) continue;
-                    if (!h->dead.load(std::memory_order_acquire)) c.record(*h, false, true);
-                    detail::profile_publish(*h, e);
-                }
+                for (task_header* h = head; h; h = h->next_)
+                    detail::profile_copy(*h, e, [&](task_header& t) {
+                        if (!t.dead.load(std::memory_order_acquire)) c.record(t, false, true);
+                    });
 
             // End the epoch once no worker is between its check and its copy.
-            p.active.store(false, std::memory_order_seq_cst);
-            while (p.inflight.load(std::memory_order_seq_cst) != 0) detail::cpu_relax();
-            p.record = nullptr;
-            p.ctx = nullptr;
+            detail::profile_end(p);
         }
         c.finish();
         s.sort_by_id();
