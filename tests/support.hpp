@@ -55,6 +55,7 @@ namespace goro_test {
 class gate {
 public:
     struct awaiter {
+        using is_goro_awaiter = void;  // it parks the task itself (see goro/core/foreign.hpp)
         gate* g;
         bool await_ready() const noexcept { return g->opened_.load(std::memory_order_acquire); }
         bool await_suspend(std::coroutine_handle<> h) {

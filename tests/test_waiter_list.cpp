@@ -31,6 +31,7 @@ struct parking {
     std::atomic<int> parked{0};
 
     struct awaiter {
+        using is_goro_awaiter = void;
         parking& p;
         node n;
         bool await_ready() const noexcept { return false; }

@@ -10,7 +10,9 @@
 #include <goro/core/task.hpp>
 #include <goro/core/timer.hpp>
 #include <goro/core/scheduler.hpp>
+#include <goro/core/foreign.hpp>
 #include <goro/core/go.hpp>
+#include <goro/core/spawn.hpp>
 #include <goro/core/stack.hpp>
 #include <goro/sync/channel.hpp>
 #include <goro/sync/select.hpp>
@@ -19,6 +21,7 @@
 #include <goro/sync/mutex.hpp>
 #include <goro/sync/semaphore.hpp>
 #include <goro/sync/errgroup.hpp>
+#include <goro/sync/when.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/inspect/pprof.hpp>
 #include <goro/inspect/dump.hpp>

@@ -16,6 +16,15 @@
 // is the task's whole stack. Only the thread running the task writes the chain;
 // a snapshot reads it with the world stopped.
 //
+// FOREIGN AWAITABLES. An awaitable that is not goro's (it carries no member
+// `using is_goro_awaiter = void;`, nor does the awaiter its operator co_await
+// returns) is wrapped by `await_transform` in a `foreign_awaiter`
+// (goro/core/foreign.hpp): the task parks with wait reason "external" and the
+// awaitable is handed a small relay handle instead of the frame's, so that a
+// resumption on any thread makes the task runnable on the pool rather than
+// running it there. Every goro awaiter carries the tag; one that parks the
+// task itself (park/ready) and lacks it would be parked twice.
+//
 // Resumption goes through a per-thread trampoline (`run_trampoline`): a task
 // awaiting a child hands the child to the trampoline instead of resuming it on
 // its own stack, and a finishing child hands back its parent. g++ at -O0 and
@@ -27,6 +36,7 @@
 #include <coroutine>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include <goro/core/platform.hpp>
 #include <goro/core/pool.hpp>
@@ -70,6 +80,46 @@ decltype(auto) forward_awaitable(A&& a) noexcept {
         return static_cast<A&&>(a);
 }
 
+/// What `co_await a` awaits: `a.operator co_await()`, `operator co_await(a)`, or `a`.
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
+        return static_cast<A&&>(a).operator co_await();
+    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
+        return operator co_await(static_cast<A&&>(a));
+    else
+        return static_cast<A&&>(a);
+}
+
+template <class A>
+concept tagged_goro_awaiter = requires { typename std::remove_cvref_t<A>::is_goro_awaiter; };
+
+/// True for goro's own awaitables: the type, or the awaiter it yields, has
+/// the member `using is_goro_awaiter = void;`.
+template <class A>
+inline constexpr bool is_goro_awaitable_v = [] {
+    if constexpr (tagged_goro_awaiter<A>) return true;
+    else if constexpr (requires { get_awaiter(std::declval<A>()); })
+        return tagged_goro_awaiter<decltype(get_awaiter(std::declval<A>()))>;
+    else return false;
+}();
+
+struct promise_base;
+
+/// Wraps a foreign awaitable (see FOREIGN AWAITABLES above; defined in goro/core/foreign.hpp).
+template <class A>
+struct foreign_awaiter;
+
+/// What an await_transform of a goro frame returns for `a`: goro's own
+/// awaitables as they are (see forward_awaitable), others wrapped.
+template <class A>
+decltype(auto) transform_awaitable(promise_base& p, A&& a) noexcept(is_goro_awaitable_v<A>) {
+    if constexpr (is_goro_awaitable_v<A>)
+        return forward_awaitable(static_cast<A&&>(a));
+    else
+        return foreign_awaiter<A>(p, static_cast<A&&>(a));
+}
+
 struct promise_base {
     std::coroutine_handle<> continuation_{};  // frame to resume when this one finishes
     promise_base* parent_ = nullptr;          // that frame's promise (null for a root)
@@ -82,11 +132,11 @@ struct promise_base {
     static void operator delete(void* p, std::size_t size) noexcept { pool_free(p, size); }
 
     /// Records the site of every `co_await` in a goro coroutine, then forwards
-    /// the awaitable (see await_ref for how).
+    /// the awaitable (see await_ref for how), or wraps a foreign one.
     template <class A>
-    decltype(auto) await_transform(A&& a, GORO_SITE_PARAM) noexcept {
+    decltype(auto) await_transform(A&& a, GORO_SITE_PARAM) noexcept(is_goro_awaitable_v<A>) {
         site_ = GORO_SITE_ARG;
-        return forward_awaitable(static_cast<A&&>(a));
+        return transform_awaitable(*this, static_cast<A&&>(a));
     }
 };
 

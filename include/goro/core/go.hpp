@@ -32,6 +32,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -46,16 +47,6 @@
 namespace goro {
 
 namespace detail {
-
-template <class A>
-decltype(auto) get_awaiter(A&& a) {
-    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
-        return static_cast<A&&>(a).operator co_await();
-    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
-        return operator co_await(static_cast<A&&>(a));
-    else
-        return static_cast<A&&>(a);
-}
 
 template <class A>
 using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
@@ -92,6 +83,125 @@ inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_ba
     the_scheduler().spawn(h);
 }
 
+/// The bottom frame goro adds below a user's task when it must own
+/// something for the task's whole life: the callable of go(callable), the
+/// result slot of spawn(), the foreign coroutine awaiting a goro::task. It
+/// runs the user's task as a child with no parent frame (root_child), so the
+/// stack a dump shows is the user's task alone. At its end it leaves the
+/// registry (an exception that escaped goes to the panic handler first),
+/// then continues `then_` if one was set (set_then): a coroutine that is not
+/// goro's, which runs on this worker outside any task.
+struct runner {
+    struct promise_type : promise_base {
+        std::coroutine_handle<> then_{};
+        std::exception_ptr error_{};
+
+        struct final_awaiter {
+            using is_goro_awaiter = void;
+            bool await_ready() const noexcept { return false; }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+                promise_type& p = h.promise();
+                task_header* hdr = p.header_;
+                std::coroutine_handle<> then = p.then_;
+                if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
+                finish_root(hdr, h);
+                if (then) {
+                    tls_current_task = nullptr;  // `then` belongs to no task
+                    continue_with(then);
+                }
+            }
+            void await_resume() const noexcept {}
+        };
+
+        runner get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
+        std::suspend_always initial_suspend() const noexcept { return {}; }
+        final_awaiter final_suspend() const noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { error_ = std::current_exception(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+};
+
+/// Runs a task as the runner's child, with no parent frame (see runner).
+template <class Promise, bool TakeResult = true>
+struct root_child {
+    using is_goro_awaiter = void;
+    std::coroutine_handle<Promise> child;
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<runner::promise_type> r) noexcept {
+        Promise& cp = child.promise();
+        cp.continuation_ = r;
+        cp.parent_ = nullptr;
+        cp.header_ = r.promise().header_;
+        cp.header_->leaf = &cp;
+        continue_with(child);
+    }
+    decltype(auto) await_resume() {
+        if constexpr (TakeResult) return child.promise().take_result();
+    }
+};
+
+/// Sets the coroutine the runner continues once it has left the registry.
+struct set_then {
+    using is_goro_awaiter = void;
+    std::coroutine_handle<> h;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<runner::promise_type> me) const noexcept {
+        me.promise().then_ = h;
+        return false;
+    }
+    void await_resume() const noexcept {}
+};
+
+/// The site of the call (site::current() where there is std::source_location).
+inline site site_here(GORO_SITE_PARAM) noexcept { return GORO_SITE_ARG; }
+
+inline void check_pool_open(const char* op) {
+    pool_holder& ph = the_pool_holder();
+    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
+        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
+}
+
+/// Lists a runner as a new root task and queues it; returns the task's id.
+inline std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
+    task_header* h;
+    try {
+        h = new_header(task_kind::task, where);
+        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
+    } catch (...) {
+        r.handle.destroy();
+        throw;
+    }
+    // start_root, reading the id before the task may run (and end, and its header be reused).
+    h->root_frame_ = r.handle.address();
+    h->set_resume_point(r.handle);
+    h->leaf = &r.handle.promise();
+    r.handle.promise().header_ = h;
+    the_registry().add(h);
+    const std::uint64_t id = h->id;
+    the_scheduler().spawn(h);
+    return id;
+}
+
+template <class F>
+runner run_callable(F f) {
+    auto t = f();  // `f` lives in this frame as long as the task runs
+    if (!t) throw usage_error("goro::go: the callable returned an empty task");
+    co_await root_child<typename decltype(t)::promise_type>{t.handle()};
+}
+
+template <class Promise>
+runner foreign_awaited_body(std::coroutine_handle<Promise> child, std::coroutine_handle<> awaiting) {
+    co_await root_child<Promise, false>{child};  // the awaiter takes the result
+    co_await set_then{awaiting};
+}
+
+template <class Promise>
+void start_for_foreign(std::coroutine_handle<Promise> child, std::coroutine_handle<> awaiting) {
+    start_runner(foreign_awaited_body(child, awaiting), {}, site_here());
+}
+
 template <class R>
 struct block_on_state {
     std::conditional_t<std::is_void_v<R>, bool, std::optional<std::conditional_t<std::is_void_v<R>, int, R>>> value{};
@@ -117,7 +227,8 @@ task<> block_on_body(A a, std::shared_ptr<block_on_state<R>> st) {
     st->done.notify_all();
 }
 
-struct sleep_awaiter {
+struct [[nodiscard("goro::sleep_for: co_await it")]] sleep_awaiter {
+    using is_goro_awaiter = void;
     struct wake_node : timer_node {
         task_header* task = nullptr;
     };
@@ -137,7 +248,8 @@ struct sleep_awaiter {
     void await_resume() const noexcept {}
 };
 
-struct yield_awaiter {
+struct [[nodiscard("goro::yield: co_await it")]] yield_awaiter {
+    using is_goro_awaiter = void;
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {
         task_header* t = current_task_or_throw("goro::yield");
@@ -155,16 +267,36 @@ inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noe
 }  // namespace detail
 
 /// Starts `t` as a detached root task on the pool, like Go's `go` statement.
+///
+/// LIFETIME: the task must not refer to anything that may die before it
+/// ends. A lambda's captures live in the lambda object, not in the coroutine
+/// frame, so `goro::go([=]() -> goro::task<> {...}())` — a lambda called in
+/// place — leaves the task reading a dead object. Pass the lambda itself:
+/// `goro::go([=]() -> goro::task<> {...})` copies it into the task, which
+/// keeps it alive to its end. Parameters of a coroutine function, taken by
+/// value, live in its frame and are safe. go() throws goro::usage_error when
+/// it sees the wrong form (see detail::note_self in goro/core/task.hpp).
 inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
     if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
-    detail::pool_holder& ph = detail::the_pool_holder();
-    if (ph.pool.load(std::memory_order_acquire) && ph.pool.load()->stopping())
-        throw usage_error("goro::go: the pool has shut down (process exit)");
+    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
+    detail::check_pool_open("goro::go");
+    detail::check_not_lambda_call(t.handle(), "goro::go");
     auto frame = t.release();
     task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
     if (!options.name.empty() || !options.labels.empty())
         h->cold().meta = task_meta(std::move(options));
     detail::start_root(h, frame, frame.promise());
+}
+
+/// Starts `f()` as a detached root task, keeping the callable `f` (moved or
+/// copied in) alive until the task ends: `goro::go([=]() -> goro::task<> { ... })`.
+template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, task<>> && std::is_invocable_v<std::decay_t<F>&> &&
+             std::is_same_v<std::invoke_result_t<std::decay_t<F>&>, task<>>)
+void go(F&& f, task_options options = {}, GORO_SITE_PARAM) {
+    detail::check_pool_open("goro::go");
+    detail::start_runner(detail::run_callable<std::decay_t<F>>(std::decay_t<F>(static_cast<F&&>(f))), std::move(options),
+                         GORO_SITE_ARG);
 }
 
 /// Runs the awaitable `a` on the pool and waits for it on this plain thread;
@@ -194,14 +326,14 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
 
 /// Parks the current task for at least `d` (wait reason "sleep").
 template <class Rep, class Period>
-detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
+[[nodiscard("goro::sleep_for: co_await it")]] detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
     return detail::sleep_awaiter{detail::now_ns() + (ns > 0 ? ns : 0)};
 }
 
 /// Parks the current task until `t` (any clock; converted to the monotonic clock).
 template <class Clock, class Duration>
-detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
+[[nodiscard("goro::sleep_until: co_await it")]] detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
     if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
         return detail::sleep_awaiter{detail::to_monotonic_ns(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t))};
     } else {
@@ -211,7 +343,7 @@ detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
 }
 
 /// Lets other runnable tasks run, then continues (Go's runtime.Gosched).
-inline detail::yield_awaiter yield() noexcept { return {}; }
+[[nodiscard("goro::yield: co_await it")]] inline detail::yield_awaiter yield() noexcept { return {}; }
 
 /// The id of the task running on this thread (0 off the pool).
 inline std::uint64_t this_task_id() noexcept {

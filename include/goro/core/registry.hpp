@@ -90,6 +90,8 @@ inline constexpr const char* mutex_lock = "sync.Mutex.Lock";
 inline constexpr const char* semacquire = "semacquire";
 inline constexpr const char* context_done = "context done";
 inline constexpr const char* block_on = "block_on";
+inline constexpr const char* external = "external";  ///< a foreign awaitable (goro/core/foreign.hpp)
+inline constexpr const char* join = "join";  ///< a spawned task's join handle, when_all, when_any
 }  // namespace wait_reason
 
 /// A task's optional name and key/value labels (pprof labels), set at spawn.

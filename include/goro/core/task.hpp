@@ -19,10 +19,14 @@
 #include <coroutine>
 #include <exception>
 #include <new>
+#include <memory>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <variant>
 
+#include <goro/core/foreign.hpp>
 #include <goro/core/frame.hpp>
 #include <goro/core/registry.hpp>
 
@@ -33,8 +37,87 @@ class task;
 
 namespace detail {
 
+// LAMBDA CALLS. `goro::go([=]() -> goro::task<> {...}())` calls a lambda in
+// place: the coroutine reads its captures through the lambda object, a
+// temporary that dies when go() returns, long before the task runs. The
+// promise's constructor sees the object a member coroutine is called on
+// (C++20 passes it first, before the parameters): when that is a lambda's
+// closure with captures and it does not live in the frame itself (a lambda
+// passed by value to a coroutine function is a parameter copied into the
+// frame: that is safe), the frame is marked (its site, unused until the
+// first suspension) and go() and spawn() refuse the task. g++ passes the
+// object; clang++ 14 does not pass a lambda's, so there nothing is caught.
+
+template <class T>
+constexpr std::string_view type_spelling() noexcept {
+    return __PRETTY_FUNCTION__;
+}
+
+/// True for a lambda's closure type, read from the compiler's spelling of it
+/// (g++: "f()::<lambda(int)>", clang++: "(lambda at f.cpp:3:5)").
+template <class T>
+constexpr bool is_closure_type() noexcept {
+    std::string_view s = type_spelling<T>();
+    const auto p = s.find("T = ");
+    if (p == std::string_view::npos) return false;
+    s = s.substr(p + 4);
+    if (s.substr(0, 11) == "(lambda at ") return true;
+    s = s.substr(0, s.find_first_of(";]"));
+    const auto l = s.rfind("<lambda(");
+    if (l == std::string_view::npos) return false;
+    int depth = 0;
+    std::size_t i = l + 7;
+    for (; i < s.size(); ++i) {
+        if (s[i] == '(') ++depth;
+        else if (s[i] == ')' && --depth == 0) break;
+    }
+    return i + 2 == s.size() && s[i + 1] == '>';  // the lambda is the type itself, not an argument of it
+}
+
+/// The mark of a frame made by calling a lambda with captures (see LAMBDA CALLS).
+inline site lambda_call_site() noexcept {
+#if GORO_HAS_SOURCE_LOCATION
+    return site::current();
+#else
+    return site{__FILE__, "goro::detail::lambda_call_site", __LINE__};
+#endif
+}
+
+inline bool is_lambda_call_site(const site& s) noexcept {
+    static const site mark = lambda_call_site();
+    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
+           std::string_view(s.function_name()) == mark.function_name();
+}
+
+template <class Self, class... Args>
+void note_self(Self& self, promise_base& p, std::size_t promise_size, void* frame) noexcept {
+    using S = std::remove_cvref_t<Self>;
+    if constexpr (std::is_class_v<S> && !std::is_empty_v<S> && is_closure_type<S>()) {
+        const char* a = reinterpret_cast<const char*>(std::addressof(self));
+        const char* f = static_cast<const char*>(frame);
+        // Parameters are copied into the frame right after the promise.
+        const std::size_t params = sizeof(S) + (0 + ... + sizeof(Args)) + 16 * (1 + sizeof...(Args));
+        if (a >= f && a < reinterpret_cast<const char*>(&p) + promise_size + params + 256) return;
+        p.site_ = lambda_call_site();
+    } else {
+        (void)self, (void)p, (void)promise_size, (void)frame;
+    }
+}
+
+/// Throws when `h` was made by calling a lambda with captures in place.
+template <class Promise>
+void check_not_lambda_call(std::coroutine_handle<Promise> h, const char* op) {
+    const site& s = h.promise().site_;
+    if (s.line() != 0 && is_lambda_call_site(s)) [[unlikely]]
+        throw usage_error(std::string(op) +
+                          ": the task is a call of a lambda with captures, which live in the lambda object and die "
+                          "with it before the task runs; pass the lambda itself, not called: "
+                          "goro::go([=]() -> goro::task<> { ... })");
+}
+
 template <class Promise>
 struct final_awaiter {
+    using is_goro_awaiter = void;
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<Promise> h) noexcept {
         Promise& p = h.promise();
@@ -59,6 +142,13 @@ template <class T>
 struct task_promise : promise_base {
     std::variant<std::monostate, T, std::exception_ptr> result_;
 
+    task_promise() noexcept = default;
+    template <class Self, class... Args>
+    explicit task_promise(Self& self, Args&...) noexcept {
+        note_self<Self, Args...>(self, *this, sizeof(task_promise),
+                                 std::coroutine_handle<task_promise>::from_promise(*this).address());
+    }
+
     task<T> get_return_object() noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
     final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
@@ -81,12 +171,21 @@ struct task_promise : promise_base {
 
     using promise_base::await_transform;
     template <class A>
-    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
+    decltype(auto) await_transform(keep_site<A> k) noexcept(is_goro_awaitable_v<A>) {
+        return transform_awaitable(*this, static_cast<A&&>(k.awaitable));
+    }
 };
 
 template <>
 struct task_promise<void> : promise_base {
     std::exception_ptr error_;
+
+    task_promise() noexcept = default;
+    template <class Self, class... Args>
+    explicit task_promise(Self& self, Args&...) noexcept {
+        note_self<Self, Args...>(self, *this, sizeof(task_promise),
+                                 std::coroutine_handle<task_promise>::from_promise(*this).address());
+    }
 
     task<void> get_return_object() noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
@@ -101,31 +200,45 @@ struct task_promise<void> : promise_base {
 
     using promise_base::await_transform;
     template <class A>
-    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
+    decltype(auto) await_transform(keep_site<A> k) noexcept(is_goro_awaitable_v<A>) {
+        return transform_awaitable(*this, static_cast<A&&>(k.awaitable));
+    }
 };
 
-/// Starts a child task: links it below the awaiting frame and hands it to the
-/// trampoline. Works for any awaiting coroutine; frames chain only when the
-/// awaiter is a goro frame too.
+/// Runs `child` as a root task on the pool and resumes `awaiting` (a
+/// coroutine that is not goro's) on the worker that finished it, once the
+/// task has left the registry (defined in goro/core/go.hpp).
+template <class Promise>
+void start_for_foreign(std::coroutine_handle<Promise> child, std::coroutine_handle<> awaiting);
+
+/// Starts a child task: links it below the awaiting goro frame and hands it
+/// to the trampoline. A coroutine that is not goro's gets the child run as a
+/// task of its own on the pool (start_for_foreign), and is resumed when it ends.
 template <class Promise>
 struct task_awaiter {
+    using is_goro_awaiter = void;
     std::coroutine_handle<Promise> child;
 
-    bool await_ready() const noexcept { return !child || child.done(); }
+    bool await_ready() const {
+        if (!child) return true;  // await_resume says why
+        // A task runs only once awaited or started: one already done was awaited.
+        if (child.done()) throw usage_error("goro::task: co_await on a task that was already awaited (a task can be awaited once)");
+        return false;
+    }
 
     template <class P>
-    void await_suspend(std::coroutine_handle<P> parent) noexcept {
+    void await_suspend(std::coroutine_handle<P> parent) noexcept(std::is_base_of_v<promise_base, P>) {
         Promise& cp = child.promise();
-        cp.continuation_ = parent;
         if constexpr (std::is_base_of_v<promise_base, P>) {
+            cp.continuation_ = parent;
             promise_base& pp = parent.promise();
             cp.parent_ = &pp;
             cp.header_ = pp.header_;
+            if (cp.header_) cp.header_->leaf = &cp;
+            continue_with(child);
         } else {
-            cp.header_ = tls_current_task;
+            start_for_foreign(child, parent);
         }
-        if (cp.header_) cp.header_->leaf = &cp;
-        continue_with(child);
     }
 
     decltype(auto) await_resume() {
@@ -137,8 +250,9 @@ struct task_awaiter {
 }  // namespace detail
 
 template <class T>
-class [[nodiscard]] task {
+class [[nodiscard("goro::task: co_await it, or start it with goro::go or goro::spawn")]] task {
 public:
+    using is_goro_awaiter = void;
     using promise_type = detail::task_promise<T>;
     using value_type = T;
 

@@ -15,7 +15,8 @@
 // WHAT COUNTS AS A DEADLOCK: a thread waits in block_on, every listed task
 // (block_on bodies included) is parked, no timer is pending (a sleep, a
 // deadline or a select timeout will wake someone), no work is queued, every
-// worker is idle, no `external_wakeup_guard` exists, and nothing has moved
+// worker is idle, no `external_wakeup_guard` exists, no task awaits a foreign
+// awaitable (goro/core/foreign.hpp: it is answered from outside), and nothing has moved
 // for a grace period (default 1 s): no task was resumed (the workers'
 // `resumes` counters) and none was spawned or finished. The grace period is
 // there because a thread goro does not know of may still send; a program that
@@ -64,6 +65,7 @@
 
 #include <goro/inspect/dump.hpp>
 #include <goro/inspect/panic.hpp>
+#include <goro/core/foreign.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -148,6 +150,7 @@ inline quiet_state observe_quiet() {
     scheduler& s = the_scheduler();
     if (s.stopping()) return q;
     if (the_deadlock_watch().external_guards.load(std::memory_order_acquire) != 0) return q;
+    if (external_waits().load(std::memory_order_acquire) != 0) return q;  // a foreign awaitable will answer
     if (s.idle_workers() != static_cast<int>(s.size())) return q;
     if (s.global_queue_size() != 0) return q;
     if (s.timers().pending() != 0) return q;

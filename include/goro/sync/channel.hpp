@@ -797,8 +797,9 @@ private:
 /// `co_await ch.send(v)`. Holds the value until it is delivered; when the send
 /// fails (closed) the value was not delivered and is destroyed with the awaiter.
 template <class T>
-class [[nodiscard]] send_op {
+class [[nodiscard("goro::channel::send: co_await it")]] send_op {
 public:
+    using is_goro_awaiter = void;
     send_op(chan_state<T>* c, T&& v) noexcept : ch_(c), value_(std::move(v)) {}
     send_op(chan_state<T>* c, const T& v) : ch_(c), value_(v) {}
     send_op(send_op&& o) noexcept : ch_(o.ch_), value_(std::move(o.value_)) {}
@@ -879,8 +880,9 @@ private:
 
 /// `co_await ch.recv()`: the value, or nullopt once closed and drained.
 template <class T>
-class [[nodiscard]] recv_op {
+class [[nodiscard("goro::channel::recv: co_await it")]] recv_op {
 public:
+    using is_goro_awaiter = void;
     explicit recv_op(chan_state<T>* c) noexcept : ch_(c) {}
     recv_op(recv_op&& o) noexcept : ch_(o.ch_) {}
     recv_op& operator=(recv_op&&) = delete;
@@ -995,15 +997,15 @@ public:
 
     /// `co_await ch.send(v)`: waits until a receiver took `v` (unbuffered) or
     /// it is buffered. Throws goro::channel_closed on a closed channel.
-    detail::send_op<T> send(T&& v) noexcept { return {s_, std::move(v)}; }
-    detail::send_op<T> send(const T& v)
+    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(T&& v) noexcept { return {s_, std::move(v)}; }
+    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(const T& v)
         requires std::is_copy_constructible_v<T>
     {
         return {s_, v};
     }
 
     /// `co_await ch.recv()`: a value, or std::nullopt once closed and drained.
-    detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
+    [[nodiscard("goro::channel::recv: co_await it")]] detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
 
     /// Sends without blocking. Moves from `v` only when it returns `sent`.
     send_status try_send(T&& v) { return try_send_ref(v); }

@@ -94,8 +94,9 @@ class mutex {
 public:
     /// Awaiter of `lock()`: resumes holding the mutex. Copyable until it
     /// suspends (g++ may move the operand of co_await).
-    class lock_operation {
+    class [[nodiscard("goro::mutex::lock: co_await it"), gnu::warn_unused]] lock_operation {
     public:
+        using is_goro_awaiter = void;
         explicit lock_operation(mutex& m) noexcept : m_(&m) {}
         bool await_ready() noexcept { return m_->try_lock(); }
         bool await_suspend(std::coroutine_handle<> h) { return m_->enqueue(node_, h); }
@@ -110,7 +111,10 @@ public:
     };
 
     /// Awaiter of `scoped_lock()`: like lock_operation, resumes with a guard.
-    class scoped_lock_operation : public lock_operation {
+    // warn_unused: `auto g = m.scoped_lock();` (no co_await) locks nothing, and
+    // g is never used: the compilers warn "unused variable" (an error under -Werror).
+    class [[nodiscard("goro::mutex::scoped_lock: co_await it: auto g = co_await m.scoped_lock()"),
+            gnu::warn_unused]] scoped_lock_operation : public lock_operation {
     public:
         using lock_operation::lock_operation;
         [[nodiscard]] lock_guard await_resume() const {
@@ -128,10 +132,10 @@ public:
     }
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
-    [[nodiscard]] lock_operation lock() noexcept { return lock_operation(*this); }
+    [[nodiscard("goro::mutex::lock: co_await it")]] lock_operation lock() noexcept { return lock_operation(*this); }
 
     /// `auto g = co_await m.scoped_lock()`: as lock(), returning a guard that unlocks.
-    [[nodiscard]] scoped_lock_operation scoped_lock() noexcept { return scoped_lock_operation(*this); }
+    [[nodiscard("goro::mutex::scoped_lock: co_await it")]] scoped_lock_operation scoped_lock() noexcept { return scoped_lock_operation(*this); }
 
     /// Takes the mutex if it is free and nobody waits; never parks.
     bool try_lock() noexcept {

@@ -88,7 +88,8 @@ inline constexpr int select_default = -1;
 /// `ch` alive while the case exists: a handle to the channel itself, or (for
 /// a context's done()) to the context that owns it.
 template <class T, class Keep = channel<T>>
-struct recv_case {
+struct [[nodiscard("goro::recv: co_await it or pass it to goro::select")]] recv_case {
+    using is_goro_awaiter = void;
     detail::chan_state<T>* ch = nullptr;
     Keep keep{};
     detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{ch}; }
@@ -98,7 +99,8 @@ struct recv_case {
 /// it, and a handle to the channel. Also awaitable on its own:
 /// `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
 template <class T>
-struct send_case {
+struct [[nodiscard("goro::send: co_await it or pass it to goro::select")]] send_case {
+    using is_goro_awaiter = void;
     detail::chan_state<T>* ch = nullptr;
     T value;
     channel<T> keep{};
@@ -106,7 +108,7 @@ struct send_case {
 };
 
 /// A timeout case: fires once `when_ns` (monotonic) has passed (Go's `<-time.After(d)`).
-struct after_case {
+struct [[nodiscard("goro::after: pass it to goro::select")]] after_case {
     std::int64_t when_ns = 0;
 };
 
@@ -250,7 +252,11 @@ private:
 namespace detail {
 
 template <bool Blocking, class... Cases>
-class [[nodiscard]] select_op {
+class [[nodiscard("goro::select: co_await it")]] select_op {
+public:
+    using is_goro_awaiter = void;
+
+private:
     static constexpr std::size_t N = sizeof...(Cases);
     static_assert(N < 256, "goro::select: too many cases");
     static constexpr std::size_t NS = N ? N : 1;
@@ -569,7 +575,7 @@ private:
 
 /// Waits until one of the cases can proceed and performs it (Go's select).
 template <class... Cases>
-detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
+[[nodiscard("goro::select: co_await it")]] detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
     return detail::select_op<true, detail::case_t<Cases>...>(detail::case_t<Cases>(std::forward<Cases>(cases))...);
 }
 

@@ -54,8 +54,9 @@ class semaphore {
 public:
     /// Awaiter of `acquire(n)`. Copyable until it suspends (g++ may move the
     /// operand of co_await); the node is linked only in await_suspend.
-    class acquire_operation {
+    class [[nodiscard("goro::semaphore::acquire: co_await it"), gnu::warn_unused]] acquire_operation {
     public:
+        using is_goro_awaiter = void;
         acquire_operation(semaphore& s, std::int64_t n) noexcept : s_(&s) { node_.want = n; }
         bool await_ready() noexcept { return s_->try_acquire(node_.want); }
         bool await_suspend(std::coroutine_handle<> h) { return s_->enqueue(node_, h); }
@@ -82,7 +83,7 @@ public:
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
     /// Throws goro::usage_error (at once) for n < 0; n == 0 waits only for its turn.
-    [[nodiscard]] acquire_operation acquire(std::int64_t n = 1) {
+    [[nodiscard("goro::semaphore::acquire: co_await it")]] acquire_operation acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::acquire");
         return acquire_operation(*this, n);
     }

@@ -99,8 +99,9 @@ public:
     /// Awaiter of `wait()`: parks until the counter is zero. Copyable until it
     /// suspends (g++ may move the operand of co_await); the node is linked only
     /// in await_suspend.
-    class wait_operation {
+    class [[nodiscard("goro::wait_group::wait: co_await it"), gnu::warn_unused]] wait_operation {
     public:
+        using is_goro_awaiter = void;
         explicit wait_operation(wait_group& wg) noexcept : wg_(&wg) {}
 
         bool await_ready() const noexcept { return wg_->zero(wg_->state_.load(std::memory_order_acquire)); }
@@ -164,7 +165,7 @@ public:
     void done() { finish(1, "goro::wait_group::done"); }
 
     /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
-    [[nodiscard]] wait_operation wait() noexcept { return wait_operation(*this); }
+    [[nodiscard("goro::wait_group::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
 
     /// The counter now (for diagnostics; stale as soon as it is read).
     std::int64_t count() const noexcept {
