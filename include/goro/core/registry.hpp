@@ -92,6 +92,7 @@ inline constexpr const char* context_done = "context done";
 inline constexpr const char* block_on = "block_on";
 inline constexpr const char* external = "external";  ///< a foreign awaitable (goro/core/foreign.hpp)
 inline constexpr const char* join = "join";  ///< a spawned task's join handle, when_all, when_any
+inline constexpr const char* syscall = "syscall";  ///< goro::blocking (io/blocking.hpp)
 }  // namespace wait_reason
 
 /// A task's optional name and key/value labels (pprof labels), set at spawn.
