@@ -13,10 +13,17 @@
 //   inspect/  snapshot, pprof, dump, panic, leak_check, deadlock
 //   http/     request, response, prometheus, address, server, routes,
 //             debug_server: /debug/pprof/goroutine, /metrics, /debug/goro/…
+//   io/       poller: the netpoller, wait_readable / wait_writable, io_error
+//   net/      address, resolve, tcp (listener, stream), udp (udp_socket)
 //
-// goro/core.hpp is the same without http/ (and is cheaper to compile); the
+// goro/core.hpp is the same without http/, io/ and net/ (and is cheaper to compile); the
 // test-framework integrations goro/catch2.hpp and goro/gtest.hpp are separate.
 #pragma once
 
 #include <goro/core.hpp>
 #include <goro/http/debug_server.hpp>
+#include <goro/io/poller.hpp>
+#include <goro/net/address.hpp>
+#include <goro/net/resolve.hpp>
+#include <goro/net/tcp.hpp>
+#include <goro/net/udp.hpp>

@@ -93,6 +93,7 @@ inline constexpr const char* block_on = "block_on";
 inline constexpr const char* external = "external";  ///< a foreign awaitable (goro/core/foreign.hpp)
 inline constexpr const char* join = "join";  ///< a spawned task's join handle, when_all, when_any
 inline constexpr const char* syscall = "syscall";  ///< goro::blocking (io/blocking.hpp)
+inline constexpr const char* io_wait = "IO wait";  // goro/io/poller.hpp: a socket or fd not ready
 }  // namespace wait_reason
 
 /// A task's optional name and key/value labels (pprof labels), set at spawn.
