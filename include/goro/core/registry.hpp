@@ -88,6 +88,9 @@ inline constexpr const char* sleep = "sleep";
 inline constexpr const char* wait_group = "sync.WaitGroup.Wait";
 inline constexpr const char* mutex_lock = "sync.Mutex.Lock";
 inline constexpr const char* semacquire = "semacquire";
+inline constexpr const char* rw_mutex_rlock = "sync.RWMutex.RLock";
+inline constexpr const char* rw_mutex_lock = "sync.RWMutex.Lock";
+inline constexpr const char* cond_wait = "sync.Cond.Wait";
 inline constexpr const char* context_done = "context done";
 inline constexpr const char* block_on = "block_on";
 }  // namespace wait_reason
