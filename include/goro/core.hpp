@@ -22,6 +22,10 @@
 #include <goro/sync/semaphore.hpp>
 #include <goro/sync/errgroup.hpp>
 #include <goro/sync/when.hpp>
+#include <goro/sync/once.hpp>
+#include <goro/sync/rw_mutex.hpp>
+#include <goro/sync/cond.hpp>
+#include <goro/sync/ticker.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/inspect/pprof.hpp>
 #include <goro/inspect/dump.hpp>

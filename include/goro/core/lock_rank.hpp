@@ -14,6 +14,8 @@
 //   snapshot_overflow  a snapshot's records beyond its estimate, added during a walk
 //   deadlock_watch     the watchdog's list of block_on threads, read during a walk
 //   context            a cancel node's children; arming its deadline adds a timer
+//   time_chan          a goro::timer's or ticker's state: held while its tick is
+//                      sent (Go's sendLock) and while it re-arms its timer node
 //   channel            a channel's queues; select holds several, and arms a timer
 //   sync_waiters       the waiter list of a mutex, semaphore or wait group; an errgroup's error
 //   pool_holder        the making of the pool: the first use may come under any
@@ -65,6 +67,7 @@ enum class lock_rank : std::uint8_t {
     snapshot_overflow,
     deadlock_watch,
     context,
+    time_chan,
     channel,
     sync_waiters,
     pool_holder,
@@ -85,6 +88,7 @@ inline const char* to_string(lock_rank r) noexcept {
     case lock_rank::snapshot_overflow: return "snapshot overflow";
     case lock_rank::deadlock_watch: return "deadlock watch";
     case lock_rank::context: return "context";
+    case lock_rank::time_chan: return "timer channel";
     case lock_rank::channel: return "channel";
     case lock_rank::sync_waiters: return "sync waiters";
     case lock_rank::timer: return "timer";

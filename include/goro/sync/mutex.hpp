@@ -54,6 +54,7 @@ public:
 };
 
 class mutex;
+class cond;
 
 /// Owns a locked `goro::mutex` and unlocks it on destruction (from `co_await m.scoped_lock()`).
 /// Movable, like std::unique_lock; `unlock()` releases it early.
@@ -171,8 +172,30 @@ public:
     bool is_locked() const noexcept { return state_.load(std::memory_order_relaxed) & locked; }
 
 private:
+    friend class cond;
     static constexpr std::uint32_t locked = 1;
     static constexpr std::uint32_t one_waiter = 2;
+
+    /// For goro::cond (a waiter moved from the condition to the mutex: Go's
+    /// woken waiter relocks): takes the mutex for `n`'s parked task (true:
+    /// the caller readies it), or queues `n` for an unlock's hand-off (false:
+    /// the node belongs to the mutex from then on).
+    bool lock_for(waiter_node& n) noexcept {
+        std::lock_guard g(lock_);
+        std::uint32_t s = state_.load(std::memory_order_relaxed);
+        for (;;) {
+            if (!(s & locked)) {
+                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
+                    return true;
+            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                    std::memory_order_relaxed)) {
+                break;
+            }
+        }
+        n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
+        waiters_.push_back(n);
+        return false;
+    }
 
     /// Slow path of lock(): take the mutex, or count and link `n` and park.
     bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
