@@ -23,5 +23,6 @@
 #include <goro/inspect/pprof.hpp>
 #include <goro/inspect/dump.hpp>
 #include <goro/inspect/leak_check.hpp>
+#include <goro/inspect/leak_watch.hpp>
 #include <goro/inspect/deadlock.hpp>
 #include <goro/inspect/panic.hpp>
