@@ -15,8 +15,10 @@
 #include <string>
 #include <vector>
 
+#include <goro/http/debug_server.hpp>
 #include <goro/inspect/leak_watch.hpp>
 
+#include "http_client.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -264,4 +266,52 @@ TEST_CASE("expect_no_growth passes a clean function and names the stack of a gro
     CHECK(what.find("growth_leaker") != std::string::npos);
     CHECK(what.find("# history: 1 2 3 4 5 6 7\n") != std::string::npos);
     CHECK_THROWS_WITH(goro::testing::expect_no_growth([] {}, 2), Catch::Contains("iterations must be at least 3"));
+}
+
+TEST_CASE("the debug server serves its watch at /debug/goro/leaks and in /metrics", "[leak_watch]") {
+    auto o = http_test::test_options();
+    o.leak_watch_interval = std::chrono::hours(1);  // samples come from /debug/goro/leaks/sample only
+    goro::debug_server server(o);
+    server.start();
+    REQUIRE(server.watch());
+    CHECK(server.watch()->running());
+    service svc;
+    for (int i = 0; i < 6; ++i) {
+        svc.step(*server.watch(), 2, 3);  // six samples, the leaked group +3 each
+    }
+    auto text = http_test::fetch(server.port(), http_test::get("/debug/goro/leaks"));
+    INFO(text.body);
+    CHECK(text.status == 200);
+    CHECK(text.body.rfind("goro leak watch: 1 suspect of 2 groups", 0) == 0);
+    CHECK(text.body.find("\n18 @ 0x") != std::string::npos);
+    CHECK(text.body.find("lw_leaked_worker") != std::string::npos);
+
+    auto js = http_test::fetch(server.port(), http_test::get("/debug/goro/leaks?format=json"));
+    CHECK(js.status == 200);
+    CHECK(js.header("Content-Type") == "application/json");
+    CHECK(js.body.find("\"suspects\":[\n{\"group\":\"0x") != std::string::npos);
+    CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/leaks?format=xml")).status == 400);
+
+    auto m = http_test::fetch(server.port(), http_test::get("/metrics"));
+    INFO(m.body);
+    CHECK(m.body.find("\ngoro_leak_suspects 1\n") != std::string::npos);
+    CHECK(m.body.find("\ngoro_leak_watch_samples_total 6\n") != std::string::npos);
+    auto at = m.body.find("\ngoro_leak_suspect_growth_per_minute{group=\"0x");
+    REQUIRE(at != std::string::npos);
+    CHECK(m.body.find("lw_leaked_worker\",site=\"0x", at) != std::string::npos);
+    CHECK(m.body.find("\ngoro_leak_suspect_tasks{group=\"0x") != std::string::npos);
+
+    // The sampling route takes one more sample.
+    auto s7 = http_test::fetch(server.port(), http_test::get("/debug/goro/leaks/sample?format=json"));
+    CHECK(s7.body.rfind("{\"samples\":7,", 0) == 0);
+    server.stop();
+    CHECK_FALSE(server.watch()->running());
+
+    auto off = http_test::test_options();
+    off.leak_watch_interval = std::chrono::milliseconds(0);
+    goro::debug_server none(off);
+    CHECK_FALSE(none.watch());
+    none.start();
+    CHECK(http_test::fetch(none.port(), http_test::get("/debug/goro/leaks")).status == 404);
+    CHECK(http_test::fetch(none.port(), http_test::get("/metrics")).body.find("goro_leak") == std::string::npos);
 }
