@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include <goro/catch2.hpp>
 #include <goro/http/debug_server.hpp>
 #include <goro/inspect/leak_watch.hpp>
 
@@ -314,4 +315,26 @@ TEST_CASE("the debug server serves its watch at /debug/goro/leaks and in /metric
     none.start();
     CHECK(http_test::fetch(none.port(), http_test::get("/debug/goro/leaks")).status == 404);
     CHECK(http_test::fetch(none.port(), http_test::get("/metrics")).body.find("goro_leak") == std::string::npos);
+}
+
+TEST_CASE("GORO_CHECK_NO_GROWTH passes a function that leaves nothing behind", "[leak_watch]") {
+    int runs = 0;
+    GORO_CHECK_NO_GROWTH([&] {
+        goro::block_on(growth_short());
+        ++runs;
+    }, 5);
+    CHECK(runs == 6);  // a warm-up and five
+    // The failing form goes through find_growth, whose report is checked above.
+    std::string report;
+    goro_test::gate g;
+    std::size_t started = 0;
+    auto grown = goro::testing::find_growth([&] {
+        goro::go(growth_leaker(g));
+        ++started;
+        goro_test::eventually([&] { return g.parked() == started; });
+    }, 4, &report);
+    g.open();
+    REQUIRE(goro_test::tasks_drained());
+    CHECK(grown.size() == 1);
+    CHECK(report.find("growth_leaker") != std::string::npos);
 }

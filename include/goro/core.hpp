@@ -24,5 +24,6 @@
 #include <goro/inspect/dump.hpp>
 #include <goro/inspect/leak_check.hpp>
 #include <goro/inspect/leak_watch.hpp>
+#include <goro/inspect/block_profile.hpp>
 #include <goro/inspect/deadlock.hpp>
 #include <goro/inspect/panic.hpp>

@@ -111,7 +111,9 @@
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
 #include <goro/http/routes.hpp>
+#include <goro/http/live_page.hpp>
 #include <goro/http/server.hpp>
+#include <goro/inspect/block_profile.hpp>
 #include <goro/inspect/leak_watch.hpp>
 
 namespace goro {
@@ -267,10 +269,22 @@ inline void register_default_routes(debug_server& server) {
     server.add_index_link("/debug/goro/tasks.json", "every task as JSON");
     server.add_index_link("/metrics", "Prometheus metrics");
     server.handle("/debug/goro/tasks.json", detail::serve_tasks_json, {.share_response = true});
+    server.add_profile(debug_profile{
+        "block",
+        "Where tasks waited and for how long (the wait profile). Off by default: turn it on with "
+        "goro::set_wait_profile_rate(1). Use debug=1 for text.",
+        [] { return static_cast<std::int64_t>(wait_profile_buckets().size()); },
+        detail::serve_block_profile,
+    });
     std::shared_ptr<leak_watch> w = server.watch();
     server.handle("/metrics", [w](const debug_request&, debug_response& r) {
         r.content_type = std::string(detail::prometheus_content_type);
         r.body = detail::render_metrics(w.get());
+    });
+    server.add_index_link("/debug/goro/", "live page: groups, leak suspects (auto-refresh)");
+    server.handle("/debug/goro/", [w](const debug_request& req, debug_response& r) {
+        r.content_type = "text/html; charset=utf-8";
+        r.body = detail::render_live_page(w.get(), req);
     });
     if (w) {
         server.add_index_link("/debug/goro/leaks", "leak suspects (groups that keep growing)");

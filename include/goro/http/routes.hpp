@@ -19,6 +19,7 @@
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
 #include <goro/inspect/dump.hpp>
+#include <goro/inspect/block_profile.hpp>
 #include <goro/inspect/leak_watch.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/version.hpp>
@@ -151,6 +152,24 @@ inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& wat
     for (std::size_t i = 0; i < n; ++i)
         w.sample("goro_leak_suspect_tasks", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
                  static_cast<std::int64_t>(rep.suspects[i].count));
+}
+
+// /debug/pprof/block: the wait profile (goro/inspect/block_profile.hpp), pprof
+// or, with debug=1, text.
+inline void serve_block_profile(const debug_request& req, debug_response& r) {
+    auto d = req.param("debug");
+    if (!d || d->empty() || *d == "0") {
+        r.content_type = "application/octet-stream";
+        r.set_attachment("block");
+        r.body = block_profile(0);
+    } else if (*d == "1") {
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = block_profile(1);
+    } else {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = "invalid value of query parameter 'debug' (want 0 for the pprof protobuf, 1 for text)\n";
+    }
 }
 
 // /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with

@@ -37,8 +37,8 @@
 //       the last sample of the window;
 //   (c) the last sample is the window's highest: it is still growing now;
 //   (d) it is not merely following load. The load is the spawn rate (tasks
-//       started per second between two samples, from the registry's counter
-//       of tasks ever started). Tasks that serve requests are as many as the
+//       started between two samples, from the registry's counter of tasks
+//       ever started; per step, so samples taken by hand count steps of work). Tasks that serve requests are as many as the
 //       requests in flight: they grow when the rate grows and stop growing
 //       when it levels. So while the rate rose by `load_ramp` (default 1.25:
 //       25 %) or more from the window's first step to its last, a group must
@@ -515,12 +515,14 @@ private:
         t.growing_since_unix_ns = meta_[s % opt_.history].unix_ns;
     }
 
-    /// Tasks started per second in the step that ends at sample `seq` (>= 1).
+    /// Tasks started in the step that ends at sample `seq` (>= 1). Per step,
+    /// not per second: the sampling thread's steps are equally long, and
+    /// samples taken by hand (a test, /debug/goro/leaks/sample) are steps of
+    /// work, however long they took.
     double rate(std::uint64_t seq) const noexcept {
         const sample_meta& a = meta_[(seq - 1) % opt_.history];
         const sample_meta& b = meta_[seq % opt_.history];
-        const double dt = double(std::max<std::int64_t>(b.steady_ns - a.steady_ns, 1)) / 1e9;
-        return double(b.spawned - a.spawned) / dt;
+        return double(b.spawned - a.spawned);
     }
 
     leak_group view(const tracked& t) const {
