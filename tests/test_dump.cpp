@@ -559,6 +559,9 @@ TEST_CASE("labels with quotes and control characters make valid JSON and Go-quot
     CHECK(js.find(R"("labels":{"k\"\\":"v\u0002\ufffd"})") != std::string::npos);
     std::string d1 = goro::goroutine_profile(s, 1);
     CHECK(d1.find("# labels: {\"k\\\"\\\\\":\"v\\x02\\xfe\"}\n") != std::string::npos);
+    // debug=2 names the task, Go-quoted, between its id and its state.
+    std::string d2 = goro::goroutine_profile(s, 2);
+    CHECK(d2.find(R"( name="n\"\n" [gate]:)") != std::string::npos);
     g.open();
     CHECK(goro_test::tasks_drained());
 }
@@ -590,8 +593,8 @@ TEST_CASE("debug=2 shows how many minutes a task has been parked, Go's rule", "[
             h.since_ns.store(goro::detail::coarse_now_ns() - 330'000'000'000, std::memory_order_relaxed);
     });
     std::string text = goro::goroutine_profile(2);
-    CHECK(text.find(" [gate, 5 minutes]:\n") != std::string::npos);
-    CHECK(text.find(" [gate]:\n") != std::string::npos);
+    CHECK(text.find(" name=\"old\" [gate, 5 minutes]:\n") != std::string::npos);
+    CHECK(text.find(" name=\"young\" [gate]:\n") != std::string::npos);
     g.open();
     CHECK(goro_test::tasks_drained());
 }

@@ -23,6 +23,15 @@
 // instead write `return goro::testing::verify_test_main(session.run());`.
 //
 // GORO_LEAK_CHECK=off in the environment disables both.
+//
+// GORO_CHECK_NO_GROWTH(fn, iterations) / GORO_REQUIRE_NO_GROWTH(...): runs
+// goro::testing::find_growth (goro/inspect/leak_watch.hpp) and fails the test
+// (continuing, or aborting it) with the stack of each group of tasks that grew
+// with the iteration count:
+//
+//   TEST_CASE("the pool does not grow per request") {
+//       GORO_CHECK_NO_GROWTH([&] { handle_one_request(pool); }, 10);
+//   }
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -36,6 +45,7 @@
 
 #include <goro/goro.hpp>
 #include <goro/inspect/leak_check.hpp>
+#include <goro/inspect/leak_watch.hpp>
 
 namespace goro::testing {
 
@@ -131,3 +141,17 @@ private:
     const ::Catch::ListenerRegistrar<::goro::testing::catch2_leak_listener_at_end> goro_catch2_leak_check_end_; \
     }                                                                                                            \
     static_assert(true, "")
+
+#define GORO_CATCH2_NO_GROWTH_IMPL(fail, fn, iterations)                                          \
+    do {                                                                                          \
+        std::string goro_growth_report_;                                                          \
+        if (!::goro::testing::find_growth((fn), (iterations), &goro_growth_report_).empty())     \
+            fail(goro_growth_report_);                                                            \
+        else                                                                                      \
+            SUCCEED("no group of tasks grew over " << (iterations) << " iterations");            \
+    } while (false)
+
+/// Fails the test case (and goes on) when a group of tasks grows with the iterations.
+#define GORO_CHECK_NO_GROWTH(fn, iterations) GORO_CATCH2_NO_GROWTH_IMPL(FAIL_CHECK, fn, iterations)
+/// The same, ending the test case.
+#define GORO_REQUIRE_NO_GROWTH(fn, iterations) GORO_CATCH2_NO_GROWTH_IMPL(FAIL, fn, iterations)

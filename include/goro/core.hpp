@@ -30,6 +30,8 @@
 #include <goro/inspect/pprof.hpp>
 #include <goro/inspect/dump.hpp>
 #include <goro/inspect/leak_check.hpp>
+#include <goro/inspect/leak_watch.hpp>
+#include <goro/inspect/block_profile.hpp>
 #include <goro/inspect/deadlock.hpp>
 #include <goro/inspect/panic.hpp>
 #include <goro/io/blocking.hpp>

@@ -25,6 +25,7 @@
 
 #include <goro/goro.hpp>
 #include <goro/inspect/leak_check.hpp>
+#include <goro/inspect/leak_watch.hpp>
 
 namespace goro::testing {
 
@@ -58,3 +59,19 @@ inline int gtest_main(int argc, char** argv, std::vector<option> extra = {}) {
 }
 
 }  // namespace goro::testing
+
+/// Fails the test (and goes on) when a group of tasks grows with the iterations.
+#define GORO_EXPECT_NO_GROWTH(fn, iterations)                                                 \
+    do {                                                                                      \
+        std::string goro_growth_report_;                                                      \
+        if (!::goro::testing::find_growth((fn), (iterations), &goro_growth_report_).empty()) \
+            ADD_FAILURE() << goro_growth_report_;                                             \
+    } while (false)
+
+/// The same, returning from the test (a void function) on failure.
+#define GORO_ASSERT_NO_GROWTH(fn, iterations)                                                 \
+    do {                                                                                      \
+        std::string goro_growth_report_;                                                      \
+        if (!::goro::testing::find_growth((fn), (iterations), &goro_growth_report_).empty()) \
+            FAIL() << goro_growth_report_;                                                    \
+    } while (false)

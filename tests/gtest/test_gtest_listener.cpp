@@ -53,6 +53,33 @@ TEST(Leaks, LeavesATaskOnPurpose) {
 
 TEST(Leaks, EarlierLeaksAreNotBlamedOnLaterTests) { SUCCEED(); }
 
+namespace {
+goro_test::gate growth_gate;
+goro::task<> grows_per_call(goro_test::gate& g) { co_await g.wait(); }
+}  // namespace
+
+TEST(Leaks, NoGrowthPasses) {
+    std::atomic<int> n{0};
+    int started = 0;
+    GORO_EXPECT_NO_GROWTH([&] {
+        goro::go(quick(n));
+        ++started;
+        goro_test::eventually([&] { return n.load() == started; });
+    }, 5);
+}
+
+TEST(Leaks, GrowthFails) {
+    const std::int64_t baseline = goro::num_goroutines();
+    std::size_t started = 0;
+    GORO_EXPECT_NO_GROWTH([&] {
+        goro::go(grows_per_call(growth_gate));
+        ++started;
+        goro_test::eventually([&] { return growth_gate.parked() == started; });
+    }, 5);
+    growth_gate.open();  // no leak left for the listener
+    EXPECT_TRUE(goro_test::tasks_drained(baseline));
+}
+
 TEST(Leaks, Cleanup) {
     leak_gate.open();
     allowed_gate.open();
@@ -96,7 +123,16 @@ int main(int argc, char** argv) {
                      "the failure names the test");
         ok &= expect(msg.find("parked_in_gtest(...)") != std::string::npos, "the failure lists the task's stack");
     }
-    for (const char* name : {"CleanTestPasses", "LeavesATaskOnPurpose", "EarlierLeaksAreNotBlamedOnLaterTests", "Cleanup"}) {
+    const auto* grew = result_of("GrowthFails");
+    ok &= expect(grew && grew->Failed(), "Leaks.GrowthFails failed");
+    if (grew && grew->total_part_count() > 0) {
+        std::string msg = grew->GetTestPartResult(0).message();
+        ok &= expect(msg.find("goro::testing::expect_no_growth: 1 group of tasks grew") != std::string::npos,
+                     "the growth failure says what grew");
+        ok &= expect(msg.find("grows_per_call") != std::string::npos, "the growth failure shows the stack");
+        ok &= expect(grew->total_part_count() == 1, "only the growth check failed it (no leak left)");
+    }
+    for (const char* name : {"CleanTestPasses", "NoGrowthPasses", "LeavesATaskOnPurpose", "EarlierLeaksAreNotBlamedOnLaterTests", "Cleanup"}) {
         const auto* r = result_of(name);
         ok &= expect(r && r->Passed(), (std::string("Leaks.") + name + " passed").c_str());
     }

@@ -112,6 +112,7 @@
 #include <goro/core/slot_handoff.hpp>
 #include <goro/core/spinlock.hpp>
 #include <goro/core/timer.hpp>
+#include <goro/core/wait_profile.hpp>
 
 namespace goro {
 
@@ -378,6 +379,7 @@ public:
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
     [[gnu::always_inline]] void ready(task_header* t) noexcept {
+        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] record_wait(t);  // wait_profile.hpp
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         // An empty slot is filled with a plain store: a thief only ever
@@ -411,6 +413,8 @@ public:
             ready(ts[0]);
             return;
         }
+        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
+            for (std::size_t i = 0; i < n; ++i) record_wait(ts[i]);
         for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         const bool local = w && w->sched == this;
@@ -1002,7 +1006,10 @@ inline bool pool_started() noexcept {
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
     t->set_resume_point(h);
     t->wait_reason.store(reason, std::memory_order_relaxed);
-    t->since_ns.store(parked_clock().load(std::memory_order_relaxed), std::memory_order_relaxed);
+    // The wait profile (wait_profile.hpp), when on, wants the precise clock.
+    const std::int64_t since = wait_profile_rate_ns.load(std::memory_order_relaxed) ? now_ns()
+                                                                                     : parked_clock().load(std::memory_order_relaxed);
+    t->since_ns.store(since, std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }
 

@@ -111,7 +111,10 @@
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
 #include <goro/http/routes.hpp>
+#include <goro/http/live_page.hpp>
 #include <goro/http/server.hpp>
+#include <goro/inspect/block_profile.hpp>
+#include <goro/inspect/leak_watch.hpp>
 
 namespace goro {
 
@@ -155,6 +158,8 @@ public:
                 "goro::debug_server: max_connections must be between 1 and 1048576");
         if (opts.shared_response_window.count() < 0)
             throw std::invalid_argument("goro::debug_server: shared_response_window must not be negative");
+        if (opts.leak_watch_interval.count() < 0)
+            throw std::invalid_argument("goro::debug_server: leak_watch_interval must not be negative");
         if (opts.max_requests_per_connection == 0)
             throw std::invalid_argument(
                 "goro::debug_server: max_requests_per_connection must be at least 1");
@@ -166,6 +171,11 @@ public:
                 "goro::debug_server: limits.max_request_line and limits.max_header_bytes must be "
                 "between 16 bytes and 16 MiB");
         const bool defaults = opts.with_default_routes;
+        if (opts.leak_watch_interval.count() > 0) {
+            leak_watch_options wo;
+            wo.interval = opts.leak_watch_interval;
+            watch_ = std::make_shared<leak_watch>(wo);
+        }
         state_ = std::make_unique<detail::debug_server_state>(std::move(opts), std::move(*addr));
         detail::debug_server_state* s = state_.get();
         // The state outlives the route (it owns it), so a raw pointer is safe.
@@ -189,10 +199,16 @@ public:
     // ("goro::debug_server::start: bind 127.0.0.1:6060: Address already in
     // use") or std::logic_error when already running. May be called again
     // after stop(); with port 0 the new port may differ.
-    void start() { state().start(); }
+    void start() {
+        state().start();
+        if (watch_ && !watch_->running()) watch_->start();
+    }
     // Stops accepting, closes every connection, joins the thread. Idempotent.
     // Throws std::logic_error when called from the server thread.
-    void stop() { state().stop(); }
+    void stop() {
+        state().stop();
+        if (watch_) watch_->stop();
+    }
     bool running() const noexcept { return state_ && state_->running(); }
 
     // The bound port (the real one when options.port is 0); 0 before the first
@@ -205,6 +221,9 @@ public:
         return "http://" + host + ":" + std::to_string(port());
     }
     const options& config() const { return state().options(); }
+    // The leak watch this server runs (null when leak_watch_interval is 0).
+    // It samples while the server runs; sample_now() works at any time.
+    std::shared_ptr<leak_watch> watch() const noexcept { return watch_; }
     debug_server_stats stats() const { return state().stats(); }
 
     // Serves GET/HEAD `path` (exact, percent-decoded, starting with '/') with
@@ -234,6 +253,7 @@ private:
         return *state_;
     }
     std::unique_ptr<detail::debug_server_state> state_;
+    std::shared_ptr<leak_watch> watch_;  // after state_: destroyed (stopped) first
 };
 
 inline void register_default_routes(debug_server& server) {
@@ -249,7 +269,33 @@ inline void register_default_routes(debug_server& server) {
     server.add_index_link("/debug/goro/tasks.json", "every task as JSON");
     server.add_index_link("/metrics", "Prometheus metrics");
     server.handle("/debug/goro/tasks.json", detail::serve_tasks_json, {.share_response = true});
-    server.handle("/metrics", detail::serve_metrics, {.share_response = true});
+    server.add_profile(debug_profile{
+        "block",
+        "Where tasks waited and for how long (the wait profile). Off by default: turn it on with "
+        "goro::set_wait_profile_rate(1). Use debug=1 for text.",
+        [] { return static_cast<std::int64_t>(wait_profile_buckets().size()); },
+        detail::serve_block_profile,
+    });
+    std::shared_ptr<leak_watch> w = server.watch();
+    server.handle("/metrics", [w](const debug_request&, debug_response& r) {
+        r.content_type = std::string(detail::prometheus_content_type);
+        r.body = detail::render_metrics(w.get());
+    });
+    server.add_index_link("/debug/goro/", "live page: groups, leak suspects (auto-refresh)");
+    server.handle("/debug/goro/", [w](const debug_request& req, debug_response& r) {
+        r.content_type = "text/html; charset=utf-8";
+        r.body = detail::render_live_page(w.get(), req);
+    });
+    if (w) {
+        server.add_index_link("/debug/goro/leaks", "leak suspects (groups that keep growing)");
+        server.handle("/debug/goro/leaks", [w](const debug_request& req, debug_response& r) {
+            detail::serve_leaks(*w, req, r);
+        });
+        server.handle("/debug/goro/leaks/sample", [w](const debug_request& req, debug_response& r) {
+            w->sample_now();
+            detail::serve_leaks(*w, req, r);
+        });
+    }
 }
 
 }  // namespace goro

@@ -19,6 +19,8 @@
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
 #include <goro/inspect/dump.hpp>
+#include <goro/inspect/block_profile.hpp>
+#include <goro/inspect/leak_watch.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/version.hpp>
 
@@ -115,7 +117,79 @@ inline task_census take_task_census() {
     return c;
 }
 
-inline std::string render_metrics() {
+// At most this many wait reasons get a series of their own in /metrics; the
+// rest (only a program that makes up reasons at run time has more) are summed
+// under reason="other", so the scrape's cardinality stays bounded.
+inline constexpr std::size_t max_reason_series = 32;
+
+// The leak watch's families: how many suspects, and for the ten fastest
+// growing (bounded cardinality) their growth and count, labelled by the
+// group's stable id, its leaf function and the leaf's site id.
+inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch) {
+    const leak_report rep = watch.report();
+    w.family("goro_leak_suspects", metric_type::gauge,
+             "Groups of tasks (same stack and labels) that the leak watch sees growing (goro::leak_watch).");
+    w.sample("goro_leak_suspects", static_cast<std::int64_t>(rep.suspects.size()));
+    w.family("goro_leak_watch_samples_total", metric_type::counter, "Samples the leak watch has taken.");
+    w.sample("goro_leak_watch_samples_total", rep.samples);
+    w.family("goro_leak_suspect_growth_per_minute", metric_type::gauge,
+             "Growth of a suspect group over the watch's window, in tasks per minute (the ten fastest).");
+    std::vector<std::string> ids, sites;
+    const std::size_t n = std::min<std::size_t>(rep.suspects.size(), 10);
+    for (std::size_t i = 0; i < n; ++i) {
+        const leak_group& g = rep.suspects[i];
+        char b[20];
+        ids.emplace_back(b, format_hex(b, g.key));
+        sites.emplace_back(b, format_hex(b, g.site_ids.empty() ? 0 : g.site_ids[0]));
+    }
+    auto fn = [&](std::size_t i) -> std::string_view {
+        return rep.suspects[i].frames.empty() ? std::string_view() : std::string_view(rep.suspects[i].frames[0].function);
+    };
+    for (std::size_t i = 0; i < n; ++i)
+        w.sample("goro_leak_suspect_growth_per_minute", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
+                 rep.suspects[i].growth_per_minute);
+    w.family("goro_leak_suspect_tasks", metric_type::gauge, "Tasks in a suspect group now (the ten fastest growing).");
+    for (std::size_t i = 0; i < n; ++i)
+        w.sample("goro_leak_suspect_tasks", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
+                 static_cast<std::int64_t>(rep.suspects[i].count));
+}
+
+// /debug/pprof/block: the wait profile (goro/inspect/block_profile.hpp), pprof
+// or, with debug=1, text.
+inline void serve_block_profile(const debug_request& req, debug_response& r) {
+    auto d = req.param("debug");
+    if (!d || d->empty() || *d == "0") {
+        r.content_type = "application/octet-stream";
+        r.set_attachment("block");
+        r.body = block_profile(0);
+    } else if (*d == "1") {
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = block_profile(1);
+    } else {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = "invalid value of query parameter 'debug' (want 0 for the pprof protobuf, 1 for text)\n";
+    }
+}
+
+// /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with
+// ?format=json, as JSON (goro::leak_watch::to_json).
+inline void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r) {
+    auto f = req.param("format");
+    if (f && *f == "json") {
+        r.content_type = "application/json";
+        r.body = w.report_json();
+    } else if (!f || f->empty() || *f == "text") {
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = w.report_text();
+    } else {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = "invalid value of query parameter 'format' (want text or json)\n";
+    }
+}
+
+inline std::string render_metrics(const leak_watch* watch = nullptr) {
     std::string out;
     prometheus_text_writer w(out);
     const task_census c = take_task_census();
@@ -129,7 +203,19 @@ inline std::string render_metrics() {
     w.sample("goro_tasks_by_state", {{"state", "running"}}, c.by_state[2]);
     w.family("goro_tasks_waiting", metric_type::gauge,
              "Waiting tasks by wait reason, in Go's words (\"chan receive\", \"select\", ...).");
-    for (const auto& [reason, n] : c.by_reason) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
+    {
+        // Largest first for the cut, then by name for a stable order.
+        std::vector<std::pair<std::string, std::int64_t>> rs = c.by_reason;
+        std::int64_t other = 0;
+        if (rs.size() > max_reason_series) {
+            std::stable_sort(rs.begin(), rs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+            for (std::size_t i = max_reason_series - 1; i < rs.size(); ++i) other += rs[i].second;
+            rs.resize(max_reason_series - 1);
+            std::sort(rs.begin(), rs.end());
+        }
+        for (const auto& [reason, n] : rs) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
+        if (other) w.sample("goro_tasks_waiting", {{"reason", "other"}}, other);
+    }
     w.family("goro_tasks_started_total", metric_type::counter,
              "Tasks ever started (and block_on calls); minus goro_tasks, the number that finished.");
     w.sample("goro_tasks_started_total", the_registry().total_added());
@@ -151,6 +237,7 @@ inline std::string render_metrics() {
     w.sample("goro_global_queue_length", queued);
     w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
     w.sample("goro_build_info", {{"version", goro::version()}}, 1);
+    if (watch) render_leak_metrics(w, *watch);
     return out;
 }
 

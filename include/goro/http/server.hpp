@@ -133,6 +133,10 @@ struct debug_server_options {
     // goro::register_default_routes(). False: only /debug/pprof/ and what the
     // program registers itself.
     bool with_default_routes = true;
+    // The leak watch (goro/inspect/leak_watch.hpp) that start() starts and
+    // stop() stops, served at /debug/goro/leaks and in /metrics (with the
+    // default routes): a sample of the grouped profile every this long. 0: none.
+    std::chrono::milliseconds leak_watch_interval{10000};
 };
 
 // Counters, read with relaxed loads: each is exact, the set is not a snapshot.

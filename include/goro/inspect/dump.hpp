@@ -33,6 +33,8 @@
 //
 // debug = 2 (one block per task, ascending id, blocks separated by a blank line)
 //     goroutine 18 [chan receive, 5 minutes]:
+//     goroutine 19 name="worker-2" [chan receive]:     (a named task: Go-quoted,
+//                                   where Go's system tracebacks put gp=… m=…)
 //     worker(...)
 //     	src/w.cpp:16
 //     created by run_pool in goroutine 1
@@ -359,6 +361,13 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
         first = false;
         out.append("goroutine ");
         out.number(r.id);
+        if (r.meta && !r.meta->name.empty()) {
+            // The task's name, as Go's system tracebacks put `gp=… m=…`
+            // between the id and the state: `goroutine 18 name="price" [chan receive]:`.
+            std::string q = " name=";
+            go_quote(q, r.meta->name);
+            out.append(q);
+        }
         out.append(" [");
         out.append(state_text(r));
         if (std::int64_t m = minutes_waiting(r, now); m >= 1) {

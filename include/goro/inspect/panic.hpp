@@ -80,7 +80,21 @@ namespace detail {
 //           file.cpp:23
 
 inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
-    out << "goroutine " << r.id << " [";
+    out << "goroutine " << r.id;
+    if (r.meta && !r.meta->name.empty()) {
+        // As dump.hpp writes it: name="…", escaped like Go's %q for ASCII.
+        static constexpr char hexd[] = "0123456789abcdef";
+        out << " name=\"";
+        for (unsigned char c : r.meta->name) {
+            if (c == '"' || c == '\\') out << '\\' << char(c);
+            else if (c == '\n') out << "\\n";
+            else if (c == '\t') out << "\\t";
+            else if (c < 0x20 || c == 0x7f) out << "\\x" << hexd[c >> 4] << hexd[c & 15];
+            else out << char(c);
+        }
+        out << '"';
+    }
+    out << " [";
     switch (r.state) {
     case task_state::running: out << "running"; break;
     case task_state::runnable: out << "runnable"; break;

@@ -1,0 +1,199 @@
+// The wait profile (goro/core/wait_profile.hpp) and its Go block-profile formats
+// (goro/inspect/block_profile.hpp): off by default, what one wait adds, the
+// debug=1 text, what `go tool pprof` prints for it (-top, -traces, -tagfocus,
+// when go is installed), and /debug/pprof/block.
+//
+// The waits are made deterministic: a consumer task receives from a channel
+// in a loop; the test sends each value only once the consumer is parked
+// (seen with the world stopped), so each value ends exactly one wait, and the
+// close ends one more.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <goro/http/debug_server.hpp>
+#include <goro/inspect/block_profile.hpp>
+
+#include "http_client.hpp"
+#include "support.hpp"
+
+namespace {
+
+goro::task<bool> bp_recv_one(goro::channel<int> ch) {
+    auto v = co_await ch.recv();  // the wait site
+    co_return v.has_value();
+}
+
+goro::task<> bp_consumer(goro::channel<int> ch) {
+    while (co_await bp_recv_one(ch)) {
+    }
+}
+
+/// Runs the consumer through `values` sends and a close: values + 1 waits.
+void drive(int values) {
+    const std::int64_t baseline = goro::num_goroutines();
+    goro::channel<int> ch;
+    goro::go(bp_consumer(ch), {.name = "bp_consumer"});
+    for (int i = 0; i < values; ++i) {
+        REQUIRE(goro_test::eventually([] { return goro_test::parked_count("bp_consumer") == 1; }));
+        goro::block_on(ch.send(i));
+    }
+    REQUIRE(goro_test::eventually([] { return goro_test::parked_count("bp_consumer") == 1; }));
+    ch.close();
+    REQUIRE(goro_test::tasks_drained(baseline));
+}
+
+/// Turns the profile on for one test, and off and empty after it.
+struct profile_on {
+    explicit profile_on(std::int64_t rate = 1) {
+        goro::reset_wait_profile();
+        goro::set_wait_profile_rate(rate);
+    }
+    ~profile_on() {
+        goro::set_wait_profile_rate(0);
+        goro::reset_wait_profile();
+    }
+};
+
+const goro::detail::wait_bucket* consumer_bucket(const std::vector<goro::detail::wait_bucket>& bs) {
+    for (const auto& b : bs)
+        if (!b.stack.empty() && std::string(b.stack[0].function_name()).find("bp_recv_one") != std::string::npos)
+            return &b;
+    return nullptr;
+}
+
+bool on_path(const char* tool) {
+    std::string cmd = std::string("command -v ") + tool + " >/dev/null 2>&1";
+    return std::system(cmd.c_str()) == 0;
+}
+
+std::pair<int, std::string> run(const std::string& cmd) {
+    std::string out;
+    FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+    if (!p) return {-1, ""};
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    return {::pclose(p), out};
+}
+
+bool matches(const std::string& text, const char* re) { return std::regex_search(text, std::regex(re)); }
+
+}  // namespace
+
+TEST_CASE("the wait profile is off by default and records nothing then", "[block_profile]") {
+    goro::reset_wait_profile();
+    CHECK(goro::wait_profile_rate() == 0);
+    drive(3);
+    CHECK(goro::wait_profile_buckets().empty());
+    CHECK(goro::block_profile(1) == "--- contention:\ncycles/second=1000000000\n");
+}
+
+TEST_CASE("each wait adds one to its stack and reason: count, total time, histogram", "[block_profile]") {
+    profile_on on;
+    drive(5);
+    auto bs = goro::wait_profile_buckets();
+    const auto* b = consumer_bucket(bs);
+    REQUIRE(b);
+    CHECK(std::string(b->reason) == "chan receive");
+    CHECK(b->count == 6);  // five values and the close
+    CHECK(b->delay_ns > 0);
+    CHECK(std::accumulate(b->histogram.begin(), b->histogram.end(), std::uint64_t(0)) == 6);
+    REQUIRE(b->stack.size() == 2);
+    CHECK(std::string(b->stack[1].function_name()).find("bp_consumer") != std::string::npos);
+
+    // The histogram's buckets: < 1 µs, then powers of 4 from 1 µs.
+    CHECK(goro::detail::wait_histogram_index(999) == 0);
+    CHECK(goro::detail::wait_histogram_index(1000) == 1);
+    CHECK(goro::detail::wait_histogram_index(3999) == 1);
+    CHECK(goro::detail::wait_histogram_index(4000) == 2);
+    CHECK(goro::detail::wait_histogram_index(1'000'000) == 5);
+    CHECK(goro::detail::wait_histogram_index(std::int64_t(1) << 62) == 15);
+
+    std::string text = goro::block_profile(1);
+    INFO(text);
+    CHECK(text.rfind("--- contention:\ncycles/second=1000000000\n", 0) == 0);
+    CHECK(matches(text, R"(\n\d+ 6 @ 0x[0-9a-f]+ 0x[0-9a-f]+\n# wait_reason: chan receive\n# histogram: <1us:\d+)"));
+    CHECK(matches(text, R"(\n#\t0x[0-9a-f]+\t\S*bp_recv_one\t+\S*test_block_profile\.cpp:\d+\n)"));
+
+    goro::reset_wait_profile();
+    CHECK(goro::wait_profile_buckets().empty());
+    CHECK_THROWS_WITH(goro::block_profile(2), Catch::Contains("goro::block_profile: debug must be"));
+}
+
+TEST_CASE("a rate above the waits' length samples them, as Go's block profile does", "[block_profile]") {
+    profile_on on(std::int64_t(1) << 60);  // every wait is far shorter: recorded with probability d/rate
+    drive(3);
+    CHECK(consumer_bucket(goro::wait_profile_buckets()) == nullptr);
+}
+
+TEST_CASE("go tool pprof reads the wait profile: -top, -traces, -tagfocus", "[block_profile]") {
+    if (!on_path("go")) {
+        WARN("go not on PATH (apt-get install golang-go): go tool pprof checks skipped");
+        SUCCEED("skipped: no go toolchain");
+        return;
+    }
+    profile_on on;
+    drive(5);
+    std::string dir = (std::filesystem::temp_directory_path() / "goro_block_XXXXXX").string();
+    REQUIRE(::mkdtemp(dir.data()));
+    std::string file = dir + "/block.pb";
+    std::ofstream(file, std::ios::binary) << goro::block_profile(0);
+    std::string pprof = "env HOME=" + dir + " GOCACHE=" + dir + "/cache GOPATH=" + dir + "/gopath go tool pprof ";
+    {
+        auto [st, out] = run(pprof + "-top " + file);
+        INFO(out);
+        CHECK(st == 0);
+        CHECK(matches(out, R"(Type: contentions)"));
+        CHECK(matches(out, R"(\n\s+6\s+100%\s+100%\s+6\s+100%\s+\S*bp_recv_one\n)"));
+    }
+    {
+        auto [st, out] = run(pprof + "-sample_index=delay -top " + file);
+        INFO(out);
+        CHECK(st == 0);
+        CHECK(matches(out, R"(Type: delay)"));
+        CHECK(matches(out, R"(bp_recv_one)"));
+    }
+    {
+        auto [st, out] = run(pprof + "-traces " + file);
+        INFO(out);
+        CHECK(st == 0);
+        CHECK(matches(out, R"(\n\s+\S+\s+\S*bp_recv_one\n\s+\S*bp_consumer\n)"));
+        CHECK(matches(out, R"(wait_reason:\s*chan receive)"));
+    }
+    {
+        auto [st, out] = run(pprof + "-top '-tagfocus=wait_reason=chan receive' " + file);
+        INFO(out);
+        CHECK(st == 0);
+        CHECK(matches(out, R"(bp_recv_one)"));
+        auto [st2, none] = run(pprof + "-top -tagfocus=wait_reason=select " + file);
+        INFO(none);
+        CHECK_FALSE(matches(none, R"(bp_recv_one)"));
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("/debug/pprof/block serves the wait profile", "[block_profile]") {
+    profile_on on;
+    drive(2);
+    goro::debug_server s(http_test::test_options());
+    s.start();
+    auto pb = http_test::fetch(s.port(), http_test::get("/debug/pprof/block"));
+    CHECK(pb.status == 200);
+    CHECK(pb.header("Content-Type") == "application/octet-stream");
+    CHECK(pb.body.find("contentions") != std::string::npos);
+    CHECK(pb.body.find("bp_recv_one") != std::string::npos);
+    auto text = http_test::fetch(s.port(), http_test::get("/debug/pprof/block?debug=1"));
+    CHECK(text.body.rfind("--- contention:\n", 0) == 0);
+    CHECK(text.body.find(" 3 @ 0x") != std::string::npos);
+    CHECK(http_test::fetch(s.port(), http_test::get("/debug/pprof/block?debug=7")).status == 400);
+    auto index = http_test::fetch(s.port(), http_test::get("/debug/pprof/"));
+    CHECK(index.body.find("<a href='block?debug=1'>block</a>") != std::string::npos);
+}
