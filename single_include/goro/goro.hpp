@@ -4181,6 +4181,12 @@ task<T> task_promise<T>::get_return_object() noexcept {
 inline task<void> task_promise<void>::get_return_object() noexcept {
     return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
 }
+
+/// Whether X is a goro::task (spawn, once and when_* tell a task from a callable).
+template <class X>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<task<T>> = true;
 }  // namespace detail
 
 }  // namespace goro
@@ -6970,11 +6976,6 @@ struct join_state {
         if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
     }
 };
-
-template <class X>
-inline constexpr bool is_task_v = false;
-template <class T>
-inline constexpr bool is_task_v<task<T>> = true;
 
 /// The task made from what spawn() was given: the task itself, or a call of the callable.
 template <class Src>
@@ -10524,7 +10525,7 @@ namespace detail {
 inline constexpr std::size_t no_winner = static_cast<std::size_t>(-1);
 
 template <class... Ts>
-struct task_group {
+struct when_group {
     static constexpr std::size_t N = sizeof...(Ts);
     std::tuple<std::optional<result_slot_t<Ts>>...> values;
     std::array<std::exception_ptr, N> errors{};
@@ -10625,7 +10626,7 @@ concept context_task_fns =
 template <class... Ts>
 [[nodiscard("goro::when_all: co_await it")]] task<std::tuple<detail::result_slot_t<Ts>...>> when_all(task<Ts>... ts) {
     detail::check_tasks("goro::when_all", ts...);
-    detail::task_group<Ts...> g;
+    detail::when_group<Ts...> g;
     std::exception_ptr err = detail::start_group(g, std::index_sequence_for<Ts...>{}, ts...);
     co_await detail::one_shot_awaiter{&g.done};
     if (err) std::rethrow_exception(err);
@@ -10642,7 +10643,7 @@ template <class... Fs>
     std::tuple<detail::result_slot_t<typename detail::fn_task_t<Fs>::value_type>...>>
 when_all(context parent, Fs... fns) {
     auto [ctx, cancel] = with_cancel(parent);
-    detail::task_group<typename detail::fn_task_t<Fs>::value_type...> g;
+    detail::when_group<typename detail::fn_task_t<Fs>::value_type...> g;
     g.cancel.emplace(cancel);
     std::exception_ptr err;
     {
@@ -10671,7 +10672,7 @@ template <class... Ts>
     task<Ts>... ts) {
     static_assert(sizeof...(Ts) > 0, "goro::when_any: needs at least one task");
     detail::check_tasks("goro::when_any", ts...);
-    detail::task_group<Ts...> g;
+    detail::when_group<Ts...> g;
     g.any = true;
     std::exception_ptr err = detail::start_group(g, std::index_sequence_for<Ts...>{}, ts...);
     co_await detail::one_shot_awaiter{&g.done};
@@ -10691,7 +10692,7 @@ template <class... Fs>
 when_any(context parent, Fs... fns) {
     using V = std::variant<detail::result_slot_t<typename detail::fn_task_t<Fs>::value_type>...>;
     auto [ctx, cancel] = with_cancel(parent);
-    detail::task_group<typename detail::fn_task_t<Fs>::value_type...> g;
+    detail::when_group<typename detail::fn_task_t<Fs>::value_type...> g;
     g.any = true;
     g.cancel.emplace(cancel);
     std::exception_ptr err;
@@ -10779,10 +10780,6 @@ public:
 };
 
 namespace detail {
-template <class T>
-inline constexpr bool is_task_v = false;
-template <class T>
-inline constexpr bool is_task_v<task<T>> = true;
 template <class T>
 struct task_value {};
 template <class T>

@@ -125,11 +125,6 @@ struct join_state {
     }
 };
 
-template <class X>
-inline constexpr bool is_task_v = false;
-template <class T>
-inline constexpr bool is_task_v<task<T>> = true;
-
 /// The task made from what spawn() was given: the task itself, or a call of the callable.
 template <class Src>
 auto make_task(Src& src) {

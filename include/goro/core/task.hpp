@@ -295,6 +295,12 @@ task<T> task_promise<T>::get_return_object() noexcept {
 inline task<void> task_promise<void>::get_return_object() noexcept {
     return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
 }
+
+/// Whether X is a goro::task (spawn, once and when_* tell a task from a callable).
+template <class X>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<task<T>> = true;
 }  // namespace detail
 
 }  // namespace goro

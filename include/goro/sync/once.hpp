@@ -67,10 +67,6 @@ public:
 
 namespace detail {
 template <class T>
-inline constexpr bool is_task_v = false;
-template <class T>
-inline constexpr bool is_task_v<task<T>> = true;
-template <class T>
 struct task_value {};
 template <class T>
 struct task_value<task<T>> {

@@ -65,7 +65,7 @@ namespace detail {
 inline constexpr std::size_t no_winner = static_cast<std::size_t>(-1);
 
 template <class... Ts>
-struct task_group {
+struct when_group {
     static constexpr std::size_t N = sizeof...(Ts);
     std::tuple<std::optional<result_slot_t<Ts>>...> values;
     std::array<std::exception_ptr, N> errors{};
@@ -166,7 +166,7 @@ concept context_task_fns =
 template <class... Ts>
 [[nodiscard("goro::when_all: co_await it")]] task<std::tuple<detail::result_slot_t<Ts>...>> when_all(task<Ts>... ts) {
     detail::check_tasks("goro::when_all", ts...);
-    detail::task_group<Ts...> g;
+    detail::when_group<Ts...> g;
     std::exception_ptr err = detail::start_group(g, std::index_sequence_for<Ts...>{}, ts...);
     co_await detail::one_shot_awaiter{&g.done};
     if (err) std::rethrow_exception(err);
@@ -183,7 +183,7 @@ template <class... Fs>
     std::tuple<detail::result_slot_t<typename detail::fn_task_t<Fs>::value_type>...>>
 when_all(context parent, Fs... fns) {
     auto [ctx, cancel] = with_cancel(parent);
-    detail::task_group<typename detail::fn_task_t<Fs>::value_type...> g;
+    detail::when_group<typename detail::fn_task_t<Fs>::value_type...> g;
     g.cancel.emplace(cancel);
     std::exception_ptr err;
     {
@@ -212,7 +212,7 @@ template <class... Ts>
     task<Ts>... ts) {
     static_assert(sizeof...(Ts) > 0, "goro::when_any: needs at least one task");
     detail::check_tasks("goro::when_any", ts...);
-    detail::task_group<Ts...> g;
+    detail::when_group<Ts...> g;
     g.any = true;
     std::exception_ptr err = detail::start_group(g, std::index_sequence_for<Ts...>{}, ts...);
     co_await detail::one_shot_awaiter{&g.done};
@@ -232,7 +232,7 @@ template <class... Fs>
 when_any(context parent, Fs... fns) {
     using V = std::variant<detail::result_slot_t<typename detail::fn_task_t<Fs>::value_type>...>;
     auto [ctx, cancel] = with_cancel(parent);
-    detail::task_group<typename detail::fn_task_t<Fs>::value_type...> g;
+    detail::when_group<typename detail::fn_task_t<Fs>::value_type...> g;
     g.any = true;
     g.cancel.emplace(cancel);
     std::exception_ptr err;
