@@ -1,4 +1,6 @@
-// The worker pool: go/block_on, sleep, yield, sizing, stealing, stop-the-world.
+// The worker pool (core/scheduler.hpp): sizing, stealing, wake-ups from outside,
+// stop-the-world, a stuck worker's slots, exit from a task. go/block_on, sleep
+// and yield (core/go.hpp) are in test_go.cpp.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -34,22 +36,6 @@ goro::task<> bump(std::atomic<long>& n) {
 
 goro::task<> spawner(std::atomic<long>& n, int count) {
     for (int i = 0; i < count; ++i) goro::go(bump(n));
-    co_return;
-}
-
-goro::task<> sleeper(std::chrono::milliseconds d, int tag, std::mutex& mu, std::vector<int>& order) {
-    co_await goro::sleep_for(d);
-    std::lock_guard<std::mutex> lk(mu);
-    order.push_back(tag);
-}
-
-goro::task<> try_block_on(bool& threw) {
-    std::atomic<long> n{0};
-    try {
-        goro::block_on(bump(n));
-    } catch (const goro::usage_error& e) {
-        threw = std::string(e.what()).find("goro::block_on") != std::string::npos;
-    }
     co_return;
 }
 
@@ -90,71 +76,6 @@ int run_self(const std::string& name, std::chrono::seconds deadline = std::chron
 bool in_child() { return std::getenv("GORO_TEST_CHILD") != nullptr; }
 
 }  // namespace
-
-TEST_CASE("go runs a detached task and block_on waits for a result", "[scheduler]") {
-    std::atomic<long> n{0};
-    goro::go(bump(n));
-    CHECK(eventually([&] { return n.load() == 1; }));
-    CHECK(goro_test::tasks_drained());
-}
-
-TEST_CASE("block_on on a pool worker throws instead of deadlocking", "[scheduler]") {
-    bool threw = false;
-    auto outer = [](bool& t) -> goro::task<> { co_await try_block_on(t); };
-    goro::block_on(outer(threw));
-    CHECK(threw);
-}
-
-TEST_CASE("sleepers wake in deadline order", "[scheduler]") {
-    std::mutex mu;
-    std::vector<int> order;
-    // Deadlines 40 ms apart: far more than any scheduling jitter.
-    for (int i = 4; i >= 0; --i) goro::go(sleeper(std::chrono::milliseconds(40 * i), i, mu, order));
-    REQUIRE(eventually([&] {
-        std::lock_guard<std::mutex> lk(mu);
-        return order.size() == 5;
-    }));
-    CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
-}
-
-TEST_CASE("sleep_for waits at least the duration", "[scheduler]") {
-    auto t0 = std::chrono::steady_clock::now();
-    goro::block_on(goro::sleep_for(20ms));
-    CHECK(std::chrono::steady_clock::now() - t0 >= 20ms);
-    auto t1 = std::chrono::steady_clock::now();
-    goro::block_on(goro::sleep_until(t1 + 10ms));
-    CHECK(std::chrono::steady_clock::now() >= t1 + 10ms);
-    goro::block_on(goro::sleep_for(-5ms));  // a past deadline does not park
-}
-
-TEST_CASE("sleep outside a task is a usage error", "[scheduler]") {
-    auto s = goro::sleep_for(1ms);
-    CHECK_THROWS_AS(s.await_suspend(std::noop_coroutine()), goro::usage_error);
-}
-
-TEST_CASE("yield lets other tasks on the same worker run", "[scheduler]") {
-    // One task spins on a flag that only another task sets; without yield (and
-    // with a single worker) it would never finish. With more workers the flag
-    // is set elsewhere; either way yield must not lose the task.
-    std::atomic<bool> flag{false};
-    std::atomic<int> yields{0};
-    auto waiter = [](std::atomic<bool>& f, std::atomic<int>& y) -> goro::task<> {
-        while (!f.load()) {
-            y.fetch_add(1);
-            co_await goro::yield();
-        }
-    };
-    auto setter = [](std::atomic<bool>& f) -> goro::task<> {
-        f.store(true);
-        co_return;
-    };
-    auto both = [&]() -> goro::task<> {
-        goro::go(setter(flag));
-        co_await waiter(flag, yields);
-    };
-    goro::block_on(both());
-    CHECK(flag.load());
-}
 
 TEST_CASE("the pool has the requested number of workers", "[scheduler]") {
     unsigned n = goro::max_procs();

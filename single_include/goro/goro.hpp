@@ -88,6 +88,13 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 //     asymmetric fence (membarrier) for a rare side that must see a hot side's stores.
 //   * `goro::error` and its subclasses: every misuse goro detects throws one of
 //     these, with a message that names the operation.
+//   * `machine_policy`: the atomics, fences and spin of the real machine, for
+//     the protocols written against a policy (their tests swap in the model's).
+//
+// No test file of its own: each piece is a shim whose behaviour is what its
+// users' tests check (sites: test_dump.cpp and test_stack.cpp; the fence:
+// test_slot_handoff.cpp and test_spinlock.cpp, and the whole suite again
+// without it, the `nofence` configuration; the errors: every test of a misuse).
 
 #include <atomic>
 #include <cstddef>
@@ -385,46 +392,6 @@ struct machine_policy {
 #include <cstdint>
 
 
-// ---- begin goro/core/backoff.hpp ----
-// goro/core/backoff.hpp — how a thread waits for another thread's short critical
-// section: spin with the pause hint, then yield the thread.
-//
-//   detail::backoff b;
-//   while (busy.load(std::memory_order_acquire)) b.pause();
-//
-// The waits it serves are a few dozen instructions long, so spinning usually
-// ends them; past `spin_limit` pauses the other thread was probably
-// descheduled inside, and yielding lets it run instead of burning the core.
-// One object per wait: its count starts at zero.
-//
-// Nothing to test on its own (it only delays); the locks that use it
-// (test_spinlock.cpp) are its tests.
-
-#include <thread>
-
-
-namespace goro::detail {
-
-class backoff {
-public:
-    /// `spin_limit`: pauses before the first yield.
-    explicit constexpr backoff(unsigned spin_limit = 64) noexcept : limit_(spin_limit) {}
-
-    /// One step of the wait: a pause hint while the count is under the
-    /// limit, a yield of the thread after.
-    void pause() noexcept {
-        if (++spins_ < limit_) cpu_relax();
-        else std::this_thread::yield();
-    }
-
-private:
-    unsigned spins_ = 0;
-    unsigned limit_;
-};
-
-}  // namespace goro::detail
-// ---- end goro/core/backoff.hpp ----
-
 // ---- begin goro/core/lock_rank.hpp ----
 // goro/core/lock_rank.hpp — every lock of goro has a rank; a thread takes locks
 // in increasing rank, and debug builds check it.
@@ -680,24 +647,31 @@ private:
 
 namespace goro::detail {
 
-class spinlock {
+/// The atomics and the wait come from `Policy` (machine_policy in
+/// platform.hpp); tests/test_spinlock.cpp runs the biased lock below, and this
+/// one inside it, with the model checker's. Not noexcept: the model checker
+/// unwinds a stuck thread through them (std::atomic never throws).
+template <class Policy = machine_policy>
+class basic_spinlock {
 public:
-    void lock() noexcept {
+    void lock() {
         for (;;) {
             if (!locked_.exchange(true, std::memory_order_acquire)) return;
-            backoff b;
-            while (locked_.load(std::memory_order_relaxed)) b.pause();
+            int spins = 0;
+            while (locked_.load(std::memory_order_relaxed)) Policy::spin(spins);
         }
     }
-    bool try_lock() noexcept {
+    bool try_lock() {
         return !locked_.load(std::memory_order_relaxed) &&
                !locked_.exchange(true, std::memory_order_acquire);
     }
-    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+    void unlock() { locked_.store(false, std::memory_order_release); }
 
 private:
-    std::atomic<bool> locked_{false};
+    typename Policy::template atomic<bool> locked_{false};
 };
+
+using spinlock = basic_spinlock<>;
 
 /// What a thread publishes for the biased locks (below), in its own cache
 /// line: which biased locks it is inside by the fast path, and whether it is
@@ -705,14 +679,17 @@ private:
 /// thread writes it (plain stores); revokers and biasing threads read it.
 /// One per thread (thread_slots<bias_slot>): never freed, since another
 /// thread may read it after its thread has ended.
-struct alignas(cache_line) bias_slot {
-    static constexpr int depth = 7;               // biased locks held at once by the fast path
-    std::atomic<const void*> inside[depth] = {};  // the locks; null: a free entry
-    std::atomic<bool> active{false};              // an unbiased lock-free update is under way
-    bias_slot* next = nullptr;                    // thread_slots' list
+template <class Policy = machine_policy>
+struct alignas(cache_line) basic_bias_slot {
+    template <class U>
+    using atomic = typename Policy::template atomic<U>;
+    static constexpr int depth = 7;           // biased locks held at once by the fast path
+    atomic<const void*> inside[depth] = {};   // the locks; null: a free entry
+    atomic<bool> active{false};               // an unbiased lock-free update is under way
+    basic_bias_slot* next = nullptr;          // thread_slots' list
 
     /// Records `lock` in a free entry: its index, or -1 when all are taken.
-    [[gnu::always_inline]] int enter(const void* lock) noexcept {
+    [[gnu::always_inline]] int enter(const void* lock) {
         for (int i = 0; i < depth; ++i)
             if (!inside[i].load(std::memory_order_relaxed)) {
                 inside[i].store(lock, std::memory_order_relaxed);
@@ -721,7 +698,7 @@ struct alignas(cache_line) bias_slot {
         return -1;
     }
     /// Removes `lock`; false if it was not recorded.
-    [[gnu::always_inline]] bool leave(const void* lock) noexcept {
+    [[gnu::always_inline]] bool leave(const void* lock) {
         for (int i = 0; i < depth; ++i)
             if (inside[i].load(std::memory_order_relaxed) == lock) {
                 inside[i].store(nullptr, std::memory_order_release);
@@ -730,14 +707,29 @@ struct alignas(cache_line) bias_slot {
         return false;
     }
     /// Read by another thread: whether `lock` is recorded.
-    bool holds(const void* lock) const noexcept {
+    bool holds(const void* lock) const {
         for (int i = 0; i < depth; ++i)
             if (inside[i].load(std::memory_order_acquire) == lock) return true;
         return false;
     }
 };
 
-[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept { return thread_slots<bias_slot>::mine(); }
+using bias_slot = basic_bias_slot<>;
+
+/// The biased lock's policy on the real machine: machine_policy, plus where
+/// each thread's bias_slot is (thread_slots: made on first use, never freed)
+/// and whether the heavy fence exists here. The model's is in test_spinlock.cpp.
+struct machine_bias_policy : machine_policy {
+    using slot = bias_slot;
+    [[gnu::always_inline]] static slot& mine() noexcept { return thread_slots<bias_slot>::mine(); }
+    static slot* first() noexcept { return thread_slots<bias_slot>::first(); }
+    static bool heavy_fence_available() noexcept {
+        static const bool ok = asym_fence_available();
+        return ok;
+    }
+};
+
+[[gnu::always_inline]] inline bias_slot& my_bias_slot() noexcept { return machine_bias_policy::mine(); }
 
 /// This thread's name in a biased lock: the address of its bias_slot.
 inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::uintptr_t>(&my_bias_slot()); }
@@ -782,24 +774,27 @@ inline std::uintptr_t bias_thread_id() noexcept { return reinterpret_cast<std::u
 ///   plain stores. (The waits are for updates a few instructions long, and
 ///   biasing is rare.)
 /// Without membarrier (asym_fence_available() false) no lock is ever biased.
-class biased_spinlock {
+template <class Policy = machine_bias_policy>
+class basic_biased_spinlock {
+    using slot = typename Policy::slot;
+
 public:
-    biased_spinlock() noexcept = default;
+    basic_biased_spinlock() noexcept = default;
     /// The streak that first earns the bias, and the most it can grow to
     /// (tests make both small, to bias and revoke thousands of times).
-    biased_spinlock(std::uint32_t first_threshold, std::uint32_t max_threshold) noexcept
+    basic_biased_spinlock(std::uint32_t first_threshold, std::uint32_t max_threshold) noexcept
         : max_threshold_(max_threshold), threshold_(first_threshold) {}
 
-    [[gnu::always_inline]] void lock() noexcept {
-        bias_slot& me = my_bias_slot();
+    [[gnu::always_inline]] void lock() {
+        slot& me = Policy::mine();
         const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
         if (enter_as_owner(me, id) < 0) lock_slow(id);
     }
 
-    [[gnu::always_inline]] void unlock() noexcept {
+    [[gnu::always_inline]] void unlock() {
         // Only this thread records itself in its slot: if it did, it holds
         // the lock by the fast path.
-        bias_slot& me = my_bias_slot();
+        slot& me = Policy::mine();
         if ((bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == reinterpret_cast<std::uintptr_t>(&me) &&
             me.leave(this))
             return;
@@ -807,27 +802,27 @@ public:
     }
 
     /// The thread the lock is biased to (its bias_thread_id(); 0: none), for tests.
-    std::uintptr_t bias_owner() const noexcept { return bias_.load(std::memory_order_acquire) & ~std::uintptr_t(1); }
+    std::uintptr_t bias_owner() const { return bias_.load(std::memory_order_acquire) & ~std::uintptr_t(1); }
 
     /// Called by the holder of the lock: whether the words may be updated
     /// with plain stores (this thread owns the bias; a revoker waits for the
     /// lock before it lets anyone else at them).
-    bool held_plain() const noexcept {
-        return (bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == bias_thread_id();
+    bool held_plain() const {
+        return (bias_.load(std::memory_order_relaxed) & ~std::uintptr_t(1)) == reinterpret_cast<std::uintptr_t>(&Policy::mine());
     }
 
     /// A lock-free update of the words begins (lock not held). At least 0:
     /// this thread owns the bias, plain stores are safe until
     /// leave_words(that value); -1: update them atomically, then leave_words(-1).
-    [[gnu::always_inline]] int enter_words() noexcept {
-        bias_slot& me = my_bias_slot();
+    [[gnu::always_inline]] int enter_words() {
+        slot& me = Policy::mine();
         const std::uintptr_t id = reinterpret_cast<std::uintptr_t>(&me);
         const int i = enter_as_owner(me, id);
         return i >= 0 ? i : enter_words_slow(me, id);
     }
 
-    [[gnu::always_inline]] void leave_words(int entry) noexcept {
-        bias_slot& me = my_bias_slot();
+    [[gnu::always_inline]] void leave_words(int entry) {
+        slot& me = Policy::mine();
         if (entry >= 0) me.inside[entry].store(nullptr, std::memory_order_release);
         else me.active.store(false, std::memory_order_release);
     }
@@ -836,18 +831,18 @@ private:
     /// The owner's way in: records this lock in its slot, then checks that the
     /// bias is still its own. The entry used, or -1 (not the owner, the bias
     /// was just lost, or the slot is full).
-    [[gnu::always_inline]] int enter_as_owner(bias_slot& me, std::uintptr_t id) noexcept {
+    [[gnu::always_inline]] int enter_as_owner(slot& me, std::uintptr_t id) {
         if (bias_.load(std::memory_order_relaxed) != id) return -1;
         const int i = me.enter(this);
         if (i < 0) return -1;
-        std::atomic_signal_fence(std::memory_order_seq_cst);  // a revoker's heavy fence orders the rest
+        Policy::fence_light();  // a revoker's heavy fence orders the rest
         if (bias_.load(std::memory_order_relaxed) == id) return i;
         me.inside[i].store(nullptr, std::memory_order_release);
         return -1;
     }
 
-    [[gnu::noinline]] int enter_words_slow(bias_slot& me, std::uintptr_t id) noexcept {
-        backoff wait;
+    [[gnu::noinline]] int enter_words_slow(slot& me, std::uintptr_t id) {
+        int spins = 0;
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_relaxed);
             if (b == id) {
@@ -859,19 +854,19 @@ private:
                 continue;
             }
             me.active.store(true, std::memory_order_relaxed);
-            std::atomic_signal_fence(std::memory_order_seq_cst);  // a biasing thread's heavy fence orders the rest
+            Policy::fence_light();  // a biasing thread's heavy fence orders the rest
             b = bias_.load(std::memory_order_acquire);
             if (b == 0) return -1;
             me.active.store(false, std::memory_order_release);
             if (b & 1) {
-                while (bias_.load(std::memory_order_acquire) == b) wait.pause();
+                while (bias_.load(std::memory_order_acquire) == b) Policy::spin(spins);
             } else if (b != id) {
                 revoke(b);
             }
         }
     }
 
-    [[gnu::noinline]] void lock_slow(std::uintptr_t id) noexcept {
+    [[gnu::noinline]] void lock_slow(std::uintptr_t id) {
         for (;;) {
             std::uintptr_t b = bias_.load(std::memory_order_acquire);
             if (b != 0 && b != id) {
@@ -890,7 +885,7 @@ private:
     }
 
     /// Inner lock held, unbiased.
-    void count_streak(std::uintptr_t id) noexcept {
+    void count_streak(std::uintptr_t id) {
         if (last_ != id) {
             last_ = id;
             streak_ = 1;
@@ -898,27 +893,26 @@ private:
         }
         if (++streak_ < threshold_) return;
         streak_ = 0;
-        static const bool fence_ok = asym_fence_available();
-        if (!fence_ok) return;
+        if (!Policy::heavy_fence_available()) return;
         bias_.store(id, std::memory_order_seq_cst);
-        asym_fence_heavy();
+        Policy::fence_heavy();
         // Every lock-free update that saw the lock unbiased ends before ours begin.
-        const bias_slot* mine = reinterpret_cast<const bias_slot*>(id);
-        backoff wait;
-        for (bias_slot* w = thread_slots<bias_slot>::first(); w; w = w->next)
+        const slot* mine = reinterpret_cast<const slot*>(id);
+        int spins = 0;
+        for (slot* w = Policy::first(); w; w = w->next)
             if (w != mine)
-                while (w->active.load(std::memory_order_acquire)) wait.pause();
+                while (w->active.load(std::memory_order_acquire)) Policy::spin(spins);
     }
 
     /// `b`: the bias seen, owned by another thread (even) or being revoked (odd).
-    void revoke(std::uintptr_t b) noexcept {
-        backoff wait;  // for an owner descheduled inside, or another revoker
+    void revoke(std::uintptr_t b) {
+        int spins = 0;  // waits for an owner descheduled inside, or another revoker
         if (!(b & 1)) {
             if (!bias_.compare_exchange_strong(b, b | 1, std::memory_order_seq_cst, std::memory_order_acquire))
                 return;  // changed meanwhile: look again
-            asym_fence_heavy();
-            const bias_slot* owner = reinterpret_cast<const bias_slot*>(b);
-            while (owner->holds(this)) wait.pause();  // the owner is inside
+            Policy::fence_heavy();
+            const slot* owner = reinterpret_cast<const slot*>(b);
+            while (owner->holds(this)) Policy::spin(spins);  // the owner is inside
             inner_.lock();
             threshold_ = std::min(threshold_ * 4, max_threshold_);
             last_ = 0;
@@ -927,17 +921,19 @@ private:
             inner_.unlock();
             return;
         }
-        while (bias_.load(std::memory_order_acquire) == b) wait.pause();  // another revoker's
+        while (bias_.load(std::memory_order_acquire) == b) Policy::spin(spins);  // another revoker's
     }
 
-    std::atomic<std::uintptr_t> bias_{0};
-    spinlock inner_;
+    typename Policy::template atomic<std::uintptr_t> bias_{0};
+    basic_spinlock<Policy> inner_;
     std::uint32_t max_threshold_ = 1u << 26;
     // Under inner_:
     std::uintptr_t last_ = 0;
     std::uint32_t streak_ = 0;
     std::uint32_t threshold_ = 64;
 };
+
+using biased_spinlock = basic_biased_spinlock<>;
 
 }  // namespace goro::detail
 // ---- end goro/core/spinlock.hpp ----
@@ -7242,6 +7238,46 @@ template <class F>
 #include <type_traits>
 #include <utility>
 
+
+// ---- begin goro/core/backoff.hpp ----
+// goro/core/backoff.hpp — how a thread waits for another thread's short critical
+// section: spin with the pause hint, then yield the thread.
+//
+//   detail::backoff b;
+//   while (busy.load(std::memory_order_acquire)) b.pause();
+//
+// The waits it serves are a few dozen instructions long, so spinning usually
+// ends them; past `spin_limit` pauses the other thread was probably
+// descheduled inside, and yielding lets it run instead of burning the core.
+// One object per wait: its count starts at zero.
+//
+// Nothing to test on its own (it only delays); the locks that use it
+// (test_spinlock.cpp) are its tests.
+
+#include <thread>
+
+
+namespace goro::detail {
+
+class backoff {
+public:
+    /// `spin_limit`: pauses before the first yield.
+    explicit constexpr backoff(unsigned spin_limit = 64) noexcept : limit_(spin_limit) {}
+
+    /// One step of the wait: a pause hint while the count is under the
+    /// limit, a yield of the thread after.
+    void pause() noexcept {
+        if (++spins_ < limit_) cpu_relax();
+        else std::this_thread::yield();
+    }
+
+private:
+    unsigned spins_ = 0;
+    unsigned limit_;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/backoff.hpp ----
 
 namespace goro {
 

@@ -12,6 +12,13 @@
 //     asymmetric fence (membarrier) for a rare side that must see a hot side's stores.
 //   * `goro::error` and its subclasses: every misuse goro detects throws one of
 //     these, with a message that names the operation.
+//   * `machine_policy`: the atomics, fences and spin of the real machine, for
+//     the protocols written against a policy (their tests swap in the model's).
+//
+// No test file of its own: each piece is a shim whose behaviour is what its
+// users' tests check (sites: test_dump.cpp and test_stack.cpp; the fence:
+// test_slot_handoff.cpp and test_spinlock.cpp, and the whole suite again
+// without it, the `nofence` configuration; the errors: every test of a misuse).
 #pragma once
 
 #include <atomic>
