@@ -300,6 +300,15 @@ inline std::int64_t now_ns() noexcept {
 // is the task's whole stack. Only the thread running the task writes the chain;
 // a snapshot reads it with the world stopped.
 //
+// FOREIGN AWAITABLES. An awaitable that is not goro's (it carries no member
+// `using is_goro_awaiter = void;`, nor does the awaiter its operator co_await
+// returns) is wrapped by `await_transform` in a `foreign_awaiter`
+// (goro/core/foreign.hpp): the task parks with wait reason "external" and the
+// awaitable is handed a small relay handle instead of the frame's, so that a
+// resumption on any thread makes the task runnable on the pool rather than
+// running it there. Every goro awaiter carries the tag; one that parks the
+// task itself (park/ready) and lacks it would be parked twice.
+//
 // Resumption goes through a per-thread trampoline (`run_trampoline`): a task
 // awaiting a child hands the child to the trampoline instead of resuming it on
 // its own stack, and a finishing child hands back its parent. g++ at -O0 and
@@ -310,6 +319,7 @@ inline std::int64_t now_ns() noexcept {
 #include <coroutine>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 
 // ---- begin goro/core/pool.hpp ----
@@ -1122,6 +1132,46 @@ decltype(auto) forward_awaitable(A&& a) noexcept {
         return static_cast<A&&>(a);
 }
 
+/// What `co_await a` awaits: `a.operator co_await()`, `operator co_await(a)`, or `a`.
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
+        return static_cast<A&&>(a).operator co_await();
+    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
+        return operator co_await(static_cast<A&&>(a));
+    else
+        return static_cast<A&&>(a);
+}
+
+template <class A>
+concept tagged_goro_awaiter = requires { typename std::remove_cvref_t<A>::is_goro_awaiter; };
+
+/// True for goro's own awaitables: the type, or the awaiter it yields, has
+/// the member `using is_goro_awaiter = void;`.
+template <class A>
+inline constexpr bool is_goro_awaitable_v = [] {
+    if constexpr (tagged_goro_awaiter<A>) return true;
+    else if constexpr (requires { get_awaiter(std::declval<A>()); })
+        return tagged_goro_awaiter<decltype(get_awaiter(std::declval<A>()))>;
+    else return false;
+}();
+
+struct promise_base;
+
+/// Wraps a foreign awaitable (see FOREIGN AWAITABLES above; defined in goro/core/foreign.hpp).
+template <class A>
+struct foreign_awaiter;
+
+/// What an await_transform of a goro frame returns for `a`: goro's own
+/// awaitables as they are (see forward_awaitable), others wrapped.
+template <class A>
+decltype(auto) transform_awaitable(promise_base& p, A&& a) noexcept(is_goro_awaitable_v<A>) {
+    if constexpr (is_goro_awaitable_v<A>)
+        return forward_awaitable(static_cast<A&&>(a));
+    else
+        return foreign_awaiter<A>(p, static_cast<A&&>(a));
+}
+
 struct promise_base {
     std::coroutine_handle<> continuation_{};  // frame to resume when this one finishes
     promise_base* parent_ = nullptr;          // that frame's promise (null for a root)
@@ -1134,11 +1184,11 @@ struct promise_base {
     static void operator delete(void* p, std::size_t size) noexcept { pool_free(p, size); }
 
     /// Records the site of every `co_await` in a goro coroutine, then forwards
-    /// the awaitable (see await_ref for how).
+    /// the awaitable (see await_ref for how), or wraps a foreign one.
     template <class A>
-    decltype(auto) await_transform(A&& a, GORO_SITE_PARAM) noexcept {
+    decltype(auto) await_transform(A&& a, GORO_SITE_PARAM) noexcept(is_goro_awaitable_v<A>) {
         site_ = GORO_SITE_ARG;
-        return forward_awaitable(static_cast<A&&>(a));
+        return transform_awaitable(*this, static_cast<A&&>(a));
     }
 };
 
@@ -1421,6 +1471,8 @@ inline constexpr const char* mutex_lock = "sync.Mutex.Lock";
 inline constexpr const char* semacquire = "semacquire";
 inline constexpr const char* context_done = "context done";
 inline constexpr const char* block_on = "block_on";
+inline constexpr const char* external = "external";  ///< a foreign awaitable (goro/core/foreign.hpp)
+inline constexpr const char* join = "join";  ///< a spawned task's join handle, when_all, when_any
 }  // namespace wait_reason
 
 /// A task's optional name and key/value labels (pprof labels), set at spawn.
@@ -1925,397 +1977,64 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 #include <coroutine>
 #include <exception>
 #include <new>
+#include <memory>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <variant>
 
 
-namespace goro {
-
-template <class T = void>
-class task;
-
-namespace detail {
-
-template <class Promise>
-struct final_awaiter {
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<Promise> h) noexcept {
-        Promise& p = h.promise();
-        if (p.continuation_) {
-            if (p.header_) p.header_->leaf = p.parent_;
-            continue_with(p.continuation_);
-            return;
-        }
-        if (p.header_ && p.header_->root_frame_ == h.address()) {
-            // A root task started by go(): it owns itself.
-            task_header* hdr = p.header_;
-            std::exception_ptr e = p.take_exception();
-            if (e) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
-            finish_root(hdr, h);
-        }
-        // Otherwise the task was resumed by hand, outside goro: its owner destroys it.
-    }
-    void await_resume() const noexcept {}
-};
-
-template <class T>
-struct task_promise : promise_base {
-    std::variant<std::monostate, T, std::exception_ptr> result_;
-
-    task<T> get_return_object() noexcept;
-    std::suspend_always initial_suspend() const noexcept { return {}; }
-    final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
-
-    template <class U>
-        requires std::convertible_to<U&&, T>
-    void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
-        result_.template emplace<1>(std::forward<U>(v));
-    }
-    void unhandled_exception() noexcept { result_.template emplace<2>(std::current_exception()); }
-
-    std::exception_ptr take_exception() noexcept {
-        if (result_.index() == 2) return std::move(std::get<2>(result_));
-        return nullptr;
-    }
-    T take_result() {
-        if (result_.index() == 2) std::rethrow_exception(std::move(std::get<2>(result_)));
-        return std::move(std::get<1>(result_));
-    }
-
-    using promise_base::await_transform;
-    template <class A>
-    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
-};
-
-template <>
-struct task_promise<void> : promise_base {
-    std::exception_ptr error_;
-
-    task<void> get_return_object() noexcept;
-    std::suspend_always initial_suspend() const noexcept { return {}; }
-    final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { error_ = std::current_exception(); }
-
-    std::exception_ptr take_exception() noexcept { return std::move(error_); }
-    void take_result() {
-        if (error_) std::rethrow_exception(std::move(error_));
-    }
-
-    using promise_base::await_transform;
-    template <class A>
-    decltype(auto) await_transform(keep_site<A> k) noexcept { return forward_awaitable(static_cast<A&&>(k.awaitable)); }
-};
-
-/// Starts a child task: links it below the awaiting frame and hands it to the
-/// trampoline. Works for any awaiting coroutine; frames chain only when the
-/// awaiter is a goro frame too.
-template <class Promise>
-struct task_awaiter {
-    std::coroutine_handle<Promise> child;
-
-    bool await_ready() const noexcept { return !child || child.done(); }
-
-    template <class P>
-    void await_suspend(std::coroutine_handle<P> parent) noexcept {
-        Promise& cp = child.promise();
-        cp.continuation_ = parent;
-        if constexpr (std::is_base_of_v<promise_base, P>) {
-            promise_base& pp = parent.promise();
-            cp.parent_ = &pp;
-            cp.header_ = pp.header_;
-        } else {
-            cp.header_ = tls_current_task;
-        }
-        if (cp.header_) cp.header_->leaf = &cp;
-        continue_with(child);
-    }
-
-    decltype(auto) await_resume() {
-        if (!child) throw usage_error("goro::task: co_await on an empty (moved-from) task");
-        return child.promise().take_result();
-    }
-};
-
-}  // namespace detail
-
-template <class T>
-class [[nodiscard]] task {
-public:
-    using promise_type = detail::task_promise<T>;
-    using value_type = T;
-
-    task() noexcept = default;
-    explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
-    task(task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
-    task& operator=(task&& o) noexcept {
-        if (this != &o) {
-            reset();
-            h_ = std::exchange(o.h_, {});
-        }
-        return *this;
-    }
-    task(const task&) = delete;
-    task& operator=(const task&) = delete;
-    ~task() { reset(); }
-
-    /// True when this object holds a coroutine (not moved-from or empty).
-    explicit operator bool() const noexcept { return bool(h_); }
-
-    auto operator co_await() && noexcept { return detail::task_awaiter<promise_type>{h_}; }
-    auto operator co_await() & noexcept { return detail::task_awaiter<promise_type>{h_}; }
-
-    /// Gives up ownership of the frame (used by go() and block_on()).
-    std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
-    std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
-
-private:
-    void reset() noexcept {
-        if (h_) std::exchange(h_, {}).destroy();
-    }
-    std::coroutine_handle<promise_type> h_{};
-};
-
-namespace detail {
-template <class T>
-task<T> task_promise<T>::get_return_object() noexcept {
-    return task<T>{std::coroutine_handle<task_promise<T>>::from_promise(*this)};
-}
-inline task<void> task_promise<void>::get_return_object() noexcept {
-    return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
-}
-}  // namespace detail
-
-}  // namespace goro
-// ---- end goro/core/task.hpp ----
-
-// ---- begin goro/core/timer.hpp ----
-// goro/core/timer.hpp — the timer heap behind sleep_for, select timeouts and deadlines.
+// ---- begin goro/core/foreign.hpp ----
+// goro/core/foreign.hpp — awaiting another library's awaitables inside a goro task.
 //
-// One thread owns the heap and fires timers when they are due. A timer is an
-// intrusive `timer_node` that lives inside the awaiter (no allocation); its
-// `fire` callback runs on the timer thread, without the heap lock held.
+//   goro::task<> handler() {
+//       auto row = co_await db.query("...");   // resumes us on the library's own thread
+//       co_await goro::sleep_for(10ms);        // still a goro task, back on the pool
+//   }
 //
-// CONTRACT between the timer thread and a node's owner
-//   * The timer thread never touches a node after calling its `fire`, so
-//     `fire` may free the node (a context's deadline timer drops the
-//     reference that keeps its node alive as its last access).
-//   * `cancel(node)` returns true when it removed the node before it fired;
-//     then `fire` will never run. It returns false when the node was already
-//     taken for firing — `fire` may be running right now, or not have
-//     started yet: the owner must then learn from `fire`'s own protocol
-//     (e.g. a compare-and-swap on a select's state, and `fired_done` set as
-//     the callback's last access when it lost; or a reference that `fire`
-//     drops) before freeing the node. Both outcomes are decided under the
-//     heap lock, so exactly one of "cancel won" and "fire runs" happens.
-//   * The same thread also calls a periodic `tick` (every 10 ms while the pool
-//     is busy): the scheduler uses it to rescue work stuck behind a task that
-//     does not suspend.
+// THE RULE: inside a goro task, `co_await x` on an awaitable that is not
+// goro's (no member `using is_goro_awaiter = void;` on it or on the awaiter
+// its operator co_await returns) parks the task with wait reason "external"
+// and hands the awaitable a *relay* handle instead of the task's frame. When
+// the awaitable resumes the relay — once, on any thread, even synchronously
+// inside its await_suspend — the relay makes the task runnable on the pool
+// (`ready`), so the rest of the task always runs on a goro worker. While it
+// waits the task is listed, dumped as `[external]` with its stack, and never
+// counted as part of a deadlock (the detector treats a pending foreign wait
+// like an `external_wakeup_guard`: it cannot know when the world will
+// answer). An awaitable that is ready (`await_ready` true) costs one forwarded
+// call; one that suspends costs a small heap-allocated relay frame.
+//
+// await_suspend returning void, bool or a handle is honoured: false, or the
+// relay handed back, continues the task at once; another handle runs there
+// (off the task: goro::this_task_id() reads 0 in it) while the task stays
+// parked; an exception from await_suspend is rethrown in the task, which is
+// no longer parked. A relay resumed before await_suspend returned also
+// continues the task inline, without a trip through the run queue.
+//
+// The awaitable must resume the handle it was given exactly once. Destroying
+// it instead (some libraries do on cancellation) leaves the task parked for
+// ever, shown as `[external]`.
+//
+// Goro's own awaiters park the task themselves, so each carries the tag;
+// an awaiter written against goro's parking protocol (park/ready) without
+// the tag would be wrapped, and parked twice: put the tag on it.
+//
+// THREADS: the relay's `phase` decides who continues the task. The task's
+// worker sets 0 → 1 after await_suspend returned (it will not touch the
+// frame again); the relay sets any → 2 when resumed. Whoever comes second
+// acts: the relay seeing 1 frees itself and calls ready(); the worker seeing 2
+// frees the relay and continues the task itself.
 
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
+#include <coroutine>
 #include <cstdint>
-#include <limits>
-#include <mutex>
-#include <thread>
+#include <exception>
+#include <memory>
+#include <type_traits>
 #include <utility>
-#include <vector>
 
-
-namespace goro::detail {
-
-struct timer_node {
-    std::int64_t when_ns = 0;                       // CLOCK_MONOTONIC nanoseconds
-    void (*fire)(timer_node*) noexcept = nullptr;
-    std::size_t heap_index = npos;                  // under the heap lock
-    std::atomic<bool> fired_done{false};            // see CONTRACT
-    static constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();
-
-    timer_node() = default;
-    // Awaiters holding a node may be moved before they suspend (g++ moves the
-    // operand of co_await into the frame); a node is never moved once added.
-    timer_node(const timer_node& o) noexcept : when_ns(o.when_ns), fire(o.fire) {}
-    timer_node& operator=(const timer_node&) = delete;
-};
-
-/// A binary min-heap of timer nodes by `when_ns`, each node knowing its
-/// index (so a node is removed in O(log n) without a search). Not
-/// synchronised: timer_queue holds its lock around every call.
-class timer_heap {
-public:
-    void push(timer_node* n) {
-        n->heap_index = nodes_.size();
-        nodes_.push_back(n);
-        sift_up(n->heap_index);
-    }
-    /// The earliest node, or null when empty.
-    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front(); }
-    /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
-    bool remove(timer_node* n) noexcept {
-        if (n->heap_index == timer_node::npos) return false;
-        remove_at(n->heap_index);
-        return true;
-    }
-    /// Removes and returns the earliest node if it is due at `now_ns`, else null.
-    timer_node* pop_due(std::int64_t now_ns) noexcept {
-        if (nodes_.empty() || nodes_.front()->when_ns > now_ns) return nullptr;
-        timer_node* n = nodes_.front();
-        remove_at(0);
-        return n;
-    }
-    std::size_t size() const noexcept { return nodes_.size(); }
-    bool empty() const noexcept { return nodes_.empty(); }
-
-private:
-    bool less(std::size_t a, std::size_t b) const noexcept { return nodes_[a]->when_ns < nodes_[b]->when_ns; }
-    void swap_at(std::size_t a, std::size_t b) noexcept {
-        std::swap(nodes_[a], nodes_[b]);
-        nodes_[a]->heap_index = a;
-        nodes_[b]->heap_index = b;
-    }
-    void sift_up(std::size_t i) noexcept {
-        while (i > 0) {
-            std::size_t p = (i - 1) / 2;
-            if (!less(i, p)) break;
-            swap_at(i, p);
-            i = p;
-        }
-    }
-    void sift_down(std::size_t i) noexcept {
-        for (;;) {
-            std::size_t l = 2 * i + 1, r = l + 1, m = i;
-            if (l < nodes_.size() && less(l, m)) m = l;
-            if (r < nodes_.size() && less(r, m)) m = r;
-            if (m == i) return;
-            swap_at(i, m);
-            i = m;
-        }
-    }
-    void remove_at(std::size_t i) noexcept {
-        timer_node* n = nodes_[i];
-        std::size_t last = nodes_.size() - 1;
-        if (i != last) {
-            swap_at(i, last);
-            nodes_.pop_back();
-            sift_down(i);
-            sift_up(i);
-        } else {
-            nodes_.pop_back();
-        }
-        n->heap_index = timer_node::npos;
-    }
-
-    std::vector<timer_node*> nodes_;
-};
-
-class timer_queue {
-public:
-    using tick_fn = void (*)(void*) noexcept;
-
-    timer_queue(tick_fn tick, void* tick_arg) : tick_(tick), tick_arg_(tick_arg) {
-        thread_ = std::thread([this] { run(); });
-    }
-    ~timer_queue() { stop(); }
-
-    void stop() {
-        {
-            std::lock_guard g(mu_);
-            if (stopping_) return;
-            stopping_ = true;
-        }
-        cv_.notify_all();
-        if (!thread_.joinable()) return;
-        // Stopped from a callback (std::exit in one): it cannot join itself.
-        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-        else thread_.join();
-    }
-
-    void add(timer_node* n) {
-        bool earliest;
-        {
-            std::lock_guard g(mu_);
-            n->fired_done.store(false, std::memory_order_relaxed);
-            heap_.push(n);
-            earliest = heap_.front() == n;
-        }
-        if (earliest) cv_.notify_one();
-    }
-
-    /// True when `n` was removed before it fired (see CONTRACT).
-    bool cancel(timer_node* n) {
-        std::lock_guard g(mu_);
-        return heap_.remove(n);
-    }
-
-    std::size_t pending() const {
-        std::lock_guard g(mu_);
-        return heap_.size();
-    }
-
-    /// Asks for `tick` calls every 10 ms (set while the pool has work).
-    /// Asks for ticks (the scheduler calls it when a worker starts running).
-    /// Sequentially consistent with the timer thread's clearing of the flag
-    /// before a tick, which then reads the workers' status: either this call
-    /// sees the flag cleared (and sets it), or that tick sees the worker
-    /// running (and asks again). Relaxed, both could miss: ticks stopped
-    /// while a worker ran, and work stuck behind a task that never suspends
-    /// was never rescued.
-    void want_ticks() {
-        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
-            return;
-        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
-        cv_.notify_one();
-    }
-
-private:
-    static constexpr std::int64_t tick_period_ns = 10'000'000;
-
-    void run() {
-        std::vector<timer_node*> due;
-        std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
-        while (!stopping_) {
-            std::int64_t now = now_ns();
-            while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
-            bool ticking = ticking_.load(std::memory_order_acquire);
-            if (!due.empty() || (ticking && now >= next_tick)) {
-                lk.unlock();
-                for (timer_node* n : due) n->fire(n);
-                due.clear();
-                if (ticking && now >= next_tick) {
-                    next_tick = now + tick_period_ns;
-                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
-                    tick_(tick_arg_);  // asks again through want_ticks() while busy
-                }
-                lk.lock();
-                continue;
-            }
-            std::int64_t wake = std::numeric_limits<std::int64_t>::max();
-            if (!heap_.empty()) wake = heap_.front()->when_ns;
-            if (ticking) wake = std::min(wake, next_tick);
-            if (wake == std::numeric_limits<std::int64_t>::max()) {
-                cv_.wait(lk);
-            } else {
-                auto d = std::chrono::nanoseconds(wake - now);
-                cv_.wait_for(lk, d);
-            }
-        }
-    }
-
-    mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
-    std::condition_variable cv_;
-    timer_heap heap_;
-    bool stopping_ = false;
-    std::atomic<bool> ticking_{false};
-    tick_fn tick_;
-    void* tick_arg_;
-    std::thread thread_;
-};
-
-}  // namespace goro::detail
-// ---- end goro/core/timer.hpp ----
 
 // ---- begin goro/core/scheduler.hpp ----
 // goro/core/scheduler.hpp — the worker pool: run queues, stealing, parking, stop-the-world.
@@ -2596,6 +2315,233 @@ private:
 
 }  // namespace goro::detail
 // ---- end goro/core/slot_handoff.hpp ----
+
+// ---- begin goro/core/timer.hpp ----
+// goro/core/timer.hpp — the timer heap behind sleep_for, select timeouts and deadlines.
+//
+// One thread owns the heap and fires timers when they are due. A timer is an
+// intrusive `timer_node` that lives inside the awaiter (no allocation); its
+// `fire` callback runs on the timer thread, without the heap lock held.
+//
+// CONTRACT between the timer thread and a node's owner
+//   * The timer thread never touches a node after calling its `fire`, so
+//     `fire` may free the node (a context's deadline timer drops the
+//     reference that keeps its node alive as its last access).
+//   * `cancel(node)` returns true when it removed the node before it fired;
+//     then `fire` will never run. It returns false when the node was already
+//     taken for firing — `fire` may be running right now, or not have
+//     started yet: the owner must then learn from `fire`'s own protocol
+//     (e.g. a compare-and-swap on a select's state, and `fired_done` set as
+//     the callback's last access when it lost; or a reference that `fire`
+//     drops) before freeing the node. Both outcomes are decided under the
+//     heap lock, so exactly one of "cancel won" and "fire runs" happens.
+//   * The same thread also calls a periodic `tick` (every 10 ms while the pool
+//     is busy): the scheduler uses it to rescue work stuck behind a task that
+//     does not suspend.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+
+namespace goro::detail {
+
+struct timer_node {
+    std::int64_t when_ns = 0;                       // CLOCK_MONOTONIC nanoseconds
+    void (*fire)(timer_node*) noexcept = nullptr;
+    std::size_t heap_index = npos;                  // under the heap lock
+    std::atomic<bool> fired_done{false};            // see CONTRACT
+    static constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();
+
+    timer_node() = default;
+    // Awaiters holding a node may be moved before they suspend (g++ moves the
+    // operand of co_await into the frame); a node is never moved once added.
+    timer_node(const timer_node& o) noexcept : when_ns(o.when_ns), fire(o.fire) {}
+    timer_node& operator=(const timer_node&) = delete;
+};
+
+/// A binary min-heap of timer nodes by `when_ns`, each node knowing its
+/// index (so a node is removed in O(log n) without a search). Not
+/// synchronised: timer_queue holds its lock around every call.
+class timer_heap {
+public:
+    void push(timer_node* n) {
+        n->heap_index = nodes_.size();
+        nodes_.push_back(n);
+        sift_up(n->heap_index);
+    }
+    /// The earliest node, or null when empty.
+    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front(); }
+    /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
+    bool remove(timer_node* n) noexcept {
+        if (n->heap_index == timer_node::npos) return false;
+        remove_at(n->heap_index);
+        return true;
+    }
+    /// Removes and returns the earliest node if it is due at `now_ns`, else null.
+    timer_node* pop_due(std::int64_t now_ns) noexcept {
+        if (nodes_.empty() || nodes_.front()->when_ns > now_ns) return nullptr;
+        timer_node* n = nodes_.front();
+        remove_at(0);
+        return n;
+    }
+    std::size_t size() const noexcept { return nodes_.size(); }
+    bool empty() const noexcept { return nodes_.empty(); }
+
+private:
+    bool less(std::size_t a, std::size_t b) const noexcept { return nodes_[a]->when_ns < nodes_[b]->when_ns; }
+    void swap_at(std::size_t a, std::size_t b) noexcept {
+        std::swap(nodes_[a], nodes_[b]);
+        nodes_[a]->heap_index = a;
+        nodes_[b]->heap_index = b;
+    }
+    void sift_up(std::size_t i) noexcept {
+        while (i > 0) {
+            std::size_t p = (i - 1) / 2;
+            if (!less(i, p)) break;
+            swap_at(i, p);
+            i = p;
+        }
+    }
+    void sift_down(std::size_t i) noexcept {
+        for (;;) {
+            std::size_t l = 2 * i + 1, r = l + 1, m = i;
+            if (l < nodes_.size() && less(l, m)) m = l;
+            if (r < nodes_.size() && less(r, m)) m = r;
+            if (m == i) return;
+            swap_at(i, m);
+            i = m;
+        }
+    }
+    void remove_at(std::size_t i) noexcept {
+        timer_node* n = nodes_[i];
+        std::size_t last = nodes_.size() - 1;
+        if (i != last) {
+            swap_at(i, last);
+            nodes_.pop_back();
+            sift_down(i);
+            sift_up(i);
+        } else {
+            nodes_.pop_back();
+        }
+        n->heap_index = timer_node::npos;
+    }
+
+    std::vector<timer_node*> nodes_;
+};
+
+class timer_queue {
+public:
+    using tick_fn = void (*)(void*) noexcept;
+
+    timer_queue(tick_fn tick, void* tick_arg) : tick_(tick), tick_arg_(tick_arg) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~timer_queue() { stop(); }
+
+    void stop() {
+        {
+            std::lock_guard g(mu_);
+            if (stopping_) return;
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        if (!thread_.joinable()) return;
+        // Stopped from a callback (std::exit in one): it cannot join itself.
+        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+        else thread_.join();
+    }
+
+    void add(timer_node* n) {
+        bool earliest;
+        {
+            std::lock_guard g(mu_);
+            n->fired_done.store(false, std::memory_order_relaxed);
+            heap_.push(n);
+            earliest = heap_.front() == n;
+        }
+        if (earliest) cv_.notify_one();
+    }
+
+    /// True when `n` was removed before it fired (see CONTRACT).
+    bool cancel(timer_node* n) {
+        std::lock_guard g(mu_);
+        return heap_.remove(n);
+    }
+
+    std::size_t pending() const {
+        std::lock_guard g(mu_);
+        return heap_.size();
+    }
+
+    /// Asks for `tick` calls every 10 ms (set while the pool has work).
+    /// Asks for ticks (the scheduler calls it when a worker starts running).
+    /// Sequentially consistent with the timer thread's clearing of the flag
+    /// before a tick, which then reads the workers' status: either this call
+    /// sees the flag cleared (and sets it), or that tick sees the worker
+    /// running (and asks again). Relaxed, both could miss: ticks stopped
+    /// while a worker ran, and work stuck behind a task that never suspends
+    /// was never rescued.
+    void want_ticks() {
+        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
+            return;
+        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
+        cv_.notify_one();
+    }
+
+private:
+    static constexpr std::int64_t tick_period_ns = 10'000'000;
+
+    void run() {
+        std::vector<timer_node*> due;
+        std::int64_t next_tick = 0;
+        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
+        while (!stopping_) {
+            std::int64_t now = now_ns();
+            while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
+            bool ticking = ticking_.load(std::memory_order_acquire);
+            if (!due.empty() || (ticking && now >= next_tick)) {
+                lk.unlock();
+                for (timer_node* n : due) n->fire(n);
+                due.clear();
+                if (ticking && now >= next_tick) {
+                    next_tick = now + tick_period_ns;
+                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
+                    tick_(tick_arg_);  // asks again through want_ticks() while busy
+                }
+                lk.lock();
+                continue;
+            }
+            std::int64_t wake = std::numeric_limits<std::int64_t>::max();
+            if (!heap_.empty()) wake = heap_.front()->when_ns;
+            if (ticking) wake = std::min(wake, next_tick);
+            if (wake == std::numeric_limits<std::int64_t>::max()) {
+                cv_.wait(lk);
+            } else {
+                auto d = std::chrono::nanoseconds(wake - now);
+                cv_.wait_for(lk, d);
+            }
+        }
+    }
+
+    mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
+    std::condition_variable cv_;
+    timer_heap heap_;
+    bool stopping_ = false;
+    std::atomic<bool> ticking_{false};
+    tick_fn tick_;
+    void* tick_arg_;
+    std::thread thread_;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/timer.hpp ----
 
 namespace goro {
 
@@ -3527,6 +3473,443 @@ inline unsigned max_procs() { return detail::the_scheduler().size(); }
 }  // namespace goro
 // ---- end goro/core/scheduler.hpp ----
 
+namespace goro {
+namespace detail {
+
+/// Foreign waits in progress: while it is not zero the deadlock detector
+/// stays quiet (goro/inspect/deadlock.hpp).
+inline std::atomic<std::int64_t>& external_waits() noexcept {
+    static std::atomic<std::int64_t> n{0};
+    return n;
+}
+
+/// The handle a foreign awaitable is given (see THREADS above).
+struct relay {
+    struct promise_type {
+        std::atomic<std::uint32_t> phase{0};  // 0: await_suspend runs, 1: it returned, 2: resumed
+        task_header* task = nullptr;
+
+        struct final_awaiter {
+            bool await_ready() const noexcept { return false; }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+                promise_type& p = h.promise();
+                task_header* t = p.task;
+                if (p.phase.exchange(2, std::memory_order_acq_rel) == 1) {
+                    h.destroy();
+                    ready(t);  // the task may run (and end) from here on
+                }
+                // Else the worker is still in await_suspend: it frees us and continues the task.
+            }
+            void await_resume() const noexcept {}
+        };
+
+        relay get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
+        std::suspend_always initial_suspend() const noexcept { return {}; }
+        final_awaiter final_suspend() const noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+    std::coroutine_handle<promise_type> h;
+};
+
+// A template only so that g++ compiles the coroutine where it is used (see
+// reap_abandoned in goro/inspect/deadlock.hpp).
+template <int = 0>
+relay make_relay() {
+    co_return;
+}
+
+template <class A>
+struct foreign_awaiter {
+    using inner_ref = decltype(get_awaiter(std::declval<A>()));
+    static constexpr bool by_ref = std::is_reference_v<inner_ref>;
+    using inner_t = std::remove_reference_t<inner_ref>;
+    using stored_t = std::conditional_t<by_ref, inner_t*, inner_t>;
+    using suspend_t = decltype(std::declval<inner_t&>().await_suspend(std::declval<std::coroutine_handle<>>()));
+    static constexpr bool returns_handle = !std::is_void_v<suspend_t> && !std::is_same_v<suspend_t, bool>;
+    using result_t = std::conditional_t<returns_handle, std::coroutine_handle<>, bool>;
+
+    promise_base* frame;
+    stored_t inner;
+    bool parked = false;
+
+    foreign_awaiter(promise_base& p, A&& a) : frame(&p), inner(make(static_cast<A&&>(a))) {}
+    foreign_awaiter(const foreign_awaiter&) = delete;
+    foreign_awaiter& operator=(const foreign_awaiter&) = delete;
+
+    static stored_t make(A&& a) {
+        if constexpr (by_ref) {
+            auto&& r = get_awaiter(static_cast<A&&>(a));
+            return std::addressof(r);
+        } else {
+            return get_awaiter(static_cast<A&&>(a));
+        }
+    }
+    inner_t& in() noexcept {
+        if constexpr (by_ref) return *inner;
+        else return inner;
+    }
+
+    bool await_ready() { return in().await_ready(); }
+
+    result_t await_suspend(std::coroutine_handle<> h) {
+        task_header* t = frame->header_;
+        if (!t || tls_current_task != t) [[unlikely]] return pass_through(h);  // not on the pool: as it is
+        relay r = make_relay();
+        r.h.promise().task = t;
+        park(t, h, wait_reason::external);
+        external_waits().fetch_add(1, std::memory_order_relaxed);
+        parked = true;
+        if constexpr (std::is_void_v<suspend_t>) {
+            call_inner(r, t);
+            return settle(r, t, h);
+        } else if constexpr (std::is_same_v<suspend_t, bool>) {
+            if (!call_inner(r, t)) {  // not suspended: the relay will never be resumed
+                r.h.destroy();
+                unpark(t);
+                return false;
+            }
+            return settle(r, t, h);
+        } else {
+            std::coroutine_handle<> o = call_inner(r, t);
+            if (o == r.h) {  // "resume the awaiting coroutine now"
+                r.h.destroy();
+                unpark(t);
+                return h;
+            }
+            if (r.h.promise().phase.exchange(1, std::memory_order_acq_rel) == 2) {
+                // Resumed already: the task runs on from the queue; `o` runs here.
+                r.h.destroy();
+                ready(t);
+            }
+            // `o` is not part of the task: it runs with no current task.
+            tls_current_task = nullptr;
+            return o;
+        }
+    }
+
+    decltype(auto) await_resume() {
+        if (parked) external_waits().fetch_sub(1, std::memory_order_relaxed);
+        return in().await_resume();
+    }
+
+private:
+    result_t pass_through(std::coroutine_handle<> h) {
+        if constexpr (std::is_void_v<suspend_t>) {
+            in().await_suspend(h);
+            return true;
+        } else {
+            return in().await_suspend(h);
+        }
+    }
+
+    void unpark(task_header* t) noexcept {
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        external_waits().fetch_sub(1, std::memory_order_relaxed);
+        parked = false;
+    }
+
+    decltype(auto) call_inner(relay& r, task_header* t) {
+        try {
+            return in().await_suspend(std::coroutine_handle<>(r.h));
+        } catch (...) {
+            // The awaitable did not suspend: by contract it keeps no handle.
+            r.h.destroy();
+            unpark(t);
+            throw;
+        }
+    }
+
+    /// After an await_suspend that suspended: park, or continue at once if
+    /// the relay already ran. Touches nothing of the frame once parked.
+    result_t settle(relay& r, task_header* t, std::coroutine_handle<> h) {
+        (void)h;
+        std::coroutine_handle<relay::promise_type> rh = r.h;
+        if (rh.promise().phase.exchange(1, std::memory_order_acq_rel) != 2) {
+            if constexpr (returns_handle) return std::noop_coroutine();
+            else return true;
+        }
+        rh.destroy();
+        unpark(t);
+        if constexpr (returns_handle) return h;
+        else return false;
+    }
+};
+
+}  // namespace detail
+}  // namespace goro
+// ---- end goro/core/foreign.hpp ----
+
+namespace goro {
+
+template <class T = void>
+class task;
+
+namespace detail {
+
+// LAMBDA CALLS. `goro::go([=]() -> goro::task<> {...}())` calls a lambda in
+// place: the coroutine reads its captures through the lambda object, a
+// temporary that dies when go() returns, long before the task runs. The
+// promise's constructor sees the object a member coroutine is called on
+// (C++20 passes it first, before the parameters): when that is a lambda's
+// closure with captures and it does not live in the frame itself (a lambda
+// passed by value to a coroutine function is a parameter copied into the
+// frame: that is safe), the frame is marked (its site, unused until the
+// first suspension) and go() and spawn() refuse the task. g++ passes the
+// object; clang++ 14 does not pass a lambda's, so there nothing is caught.
+
+template <class T>
+constexpr std::string_view type_spelling() noexcept {
+    return __PRETTY_FUNCTION__;
+}
+
+/// True for a lambda's closure type, read from the compiler's spelling of it
+/// (g++: "f()::<lambda(int)>", clang++: "(lambda at f.cpp:3:5)").
+template <class T>
+constexpr bool is_closure_type() noexcept {
+    std::string_view s = type_spelling<T>();
+    const auto p = s.find("T = ");
+    if (p == std::string_view::npos) return false;
+    s = s.substr(p + 4);
+    if (s.substr(0, 11) == "(lambda at ") return true;
+    s = s.substr(0, s.find_first_of(";]"));
+    const auto l = s.rfind("<lambda(");
+    if (l == std::string_view::npos) return false;
+    int depth = 0;
+    std::size_t i = l + 7;
+    for (; i < s.size(); ++i) {
+        if (s[i] == '(') ++depth;
+        else if (s[i] == ')' && --depth == 0) break;
+    }
+    return i + 2 == s.size() && s[i + 1] == '>';  // the lambda is the type itself, not an argument of it
+}
+
+/// The mark of a frame made by calling a lambda with captures (see LAMBDA CALLS).
+inline site lambda_call_site() noexcept {
+#if GORO_HAS_SOURCE_LOCATION
+    return site::current();
+#else
+    return site{__FILE__, "goro::detail::lambda_call_site", __LINE__};
+#endif
+}
+
+inline bool is_lambda_call_site(const site& s) noexcept {
+    static const site mark = lambda_call_site();
+    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
+           std::string_view(s.function_name()) == mark.function_name();
+}
+
+template <class Self, class... Args>
+void note_self(Self& self, promise_base& p, std::size_t promise_size, void* frame) noexcept {
+    using S = std::remove_cvref_t<Self>;
+    if constexpr (std::is_class_v<S> && !std::is_empty_v<S> && is_closure_type<S>()) {
+        const char* a = reinterpret_cast<const char*>(std::addressof(self));
+        const char* f = static_cast<const char*>(frame);
+        // Parameters are copied into the frame right after the promise.
+        const std::size_t params = sizeof(S) + (0 + ... + sizeof(Args)) + 16 * (1 + sizeof...(Args));
+        if (a >= f && a < reinterpret_cast<const char*>(&p) + promise_size + params + 256) return;
+        p.site_ = lambda_call_site();
+    } else {
+        (void)self, (void)p, (void)promise_size, (void)frame;
+    }
+}
+
+/// Throws when `h` was made by calling a lambda with captures in place.
+template <class Promise>
+void check_not_lambda_call(std::coroutine_handle<Promise> h, const char* op) {
+    const site& s = h.promise().site_;
+    if (s.line() != 0 && is_lambda_call_site(s)) [[unlikely]]
+        throw usage_error(std::string(op) +
+                          ": the task is a call of a lambda with captures, which live in the lambda object and die "
+                          "with it before the task runs; pass the lambda itself, not called: "
+                          "goro::go([=]() -> goro::task<> { ... })");
+}
+
+template <class Promise>
+struct final_awaiter {
+    using is_goro_awaiter = void;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<Promise> h) noexcept {
+        Promise& p = h.promise();
+        if (p.continuation_) {
+            if (p.header_) p.header_->leaf = p.parent_;
+            continue_with(p.continuation_);
+            return;
+        }
+        if (p.header_ && p.header_->root_frame_ == h.address()) {
+            // A root task started by go(): it owns itself.
+            task_header* hdr = p.header_;
+            std::exception_ptr e = p.take_exception();
+            if (e) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
+            finish_root(hdr, h);
+        }
+        // Otherwise the task was resumed by hand, outside goro: its owner destroys it.
+    }
+    void await_resume() const noexcept {}
+};
+
+template <class T>
+struct task_promise : promise_base {
+    std::variant<std::monostate, T, std::exception_ptr> result_;
+
+    task_promise() noexcept = default;
+    template <class Self, class... Args>
+    explicit task_promise(Self& self, Args&...) noexcept {
+        note_self<Self, Args...>(self, *this, sizeof(task_promise),
+                                 std::coroutine_handle<task_promise>::from_promise(*this).address());
+    }
+
+    task<T> get_return_object() noexcept;
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
+
+    template <class U>
+        requires std::convertible_to<U&&, T>
+    void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+        result_.template emplace<1>(std::forward<U>(v));
+    }
+    void unhandled_exception() noexcept { result_.template emplace<2>(std::current_exception()); }
+
+    std::exception_ptr take_exception() noexcept {
+        if (result_.index() == 2) return std::move(std::get<2>(result_));
+        return nullptr;
+    }
+    T take_result() {
+        if (result_.index() == 2) std::rethrow_exception(std::move(std::get<2>(result_)));
+        return std::move(std::get<1>(result_));
+    }
+
+    using promise_base::await_transform;
+    template <class A>
+    decltype(auto) await_transform(keep_site<A> k) noexcept(is_goro_awaitable_v<A>) {
+        return transform_awaitable(*this, static_cast<A&&>(k.awaitable));
+    }
+};
+
+template <>
+struct task_promise<void> : promise_base {
+    std::exception_ptr error_;
+
+    task_promise() noexcept = default;
+    template <class Self, class... Args>
+    explicit task_promise(Self& self, Args&...) noexcept {
+        note_self<Self, Args...>(self, *this, sizeof(task_promise),
+                                 std::coroutine_handle<task_promise>::from_promise(*this).address());
+    }
+
+    task<void> get_return_object() noexcept;
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { error_ = std::current_exception(); }
+
+    std::exception_ptr take_exception() noexcept { return std::move(error_); }
+    void take_result() {
+        if (error_) std::rethrow_exception(std::move(error_));
+    }
+
+    using promise_base::await_transform;
+    template <class A>
+    decltype(auto) await_transform(keep_site<A> k) noexcept(is_goro_awaitable_v<A>) {
+        return transform_awaitable(*this, static_cast<A&&>(k.awaitable));
+    }
+};
+
+/// Runs `child` as a root task on the pool and resumes `awaiting` (a
+/// coroutine that is not goro's) on the worker that finished it, once the
+/// task has left the registry (defined in goro/core/go.hpp).
+template <class Promise>
+void start_for_foreign(std::coroutine_handle<Promise> child, std::coroutine_handle<> awaiting);
+
+/// Starts a child task: links it below the awaiting goro frame and hands it
+/// to the trampoline. A coroutine that is not goro's gets the child run as a
+/// task of its own on the pool (start_for_foreign), and is resumed when it ends.
+template <class Promise>
+struct task_awaiter {
+    using is_goro_awaiter = void;
+    std::coroutine_handle<Promise> child;
+
+    bool await_ready() const {
+        if (!child) return true;  // await_resume says why
+        // A task runs only once awaited or started: one already done was awaited.
+        if (child.done()) throw usage_error("goro::task: co_await on a task that was already awaited (a task can be awaited once)");
+        return false;
+    }
+
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> parent) noexcept(std::is_base_of_v<promise_base, P>) {
+        Promise& cp = child.promise();
+        if constexpr (std::is_base_of_v<promise_base, P>) {
+            cp.continuation_ = parent;
+            promise_base& pp = parent.promise();
+            cp.parent_ = &pp;
+            cp.header_ = pp.header_;
+            if (cp.header_) cp.header_->leaf = &cp;
+            continue_with(child);
+        } else {
+            start_for_foreign(child, parent);
+        }
+    }
+
+    decltype(auto) await_resume() {
+        if (!child) throw usage_error("goro::task: co_await on an empty (moved-from) task");
+        return child.promise().take_result();
+    }
+};
+
+}  // namespace detail
+
+template <class T>
+class [[nodiscard("goro::task: co_await it, or start it with goro::go or goro::spawn")]] task {
+public:
+    using is_goro_awaiter = void;
+    using promise_type = detail::task_promise<T>;
+    using value_type = T;
+
+    task() noexcept = default;
+    explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+    task(task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+    task& operator=(task&& o) noexcept {
+        if (this != &o) {
+            reset();
+            h_ = std::exchange(o.h_, {});
+        }
+        return *this;
+    }
+    task(const task&) = delete;
+    task& operator=(const task&) = delete;
+    ~task() { reset(); }
+
+    /// True when this object holds a coroutine (not moved-from or empty).
+    explicit operator bool() const noexcept { return bool(h_); }
+
+    auto operator co_await() && noexcept { return detail::task_awaiter<promise_type>{h_}; }
+    auto operator co_await() & noexcept { return detail::task_awaiter<promise_type>{h_}; }
+
+    /// Gives up ownership of the frame (used by go() and block_on()).
+    std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
+    std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
+
+private:
+    void reset() noexcept {
+        if (h_) std::exchange(h_, {}).destroy();
+    }
+    std::coroutine_handle<promise_type> h_{};
+};
+
+namespace detail {
+template <class T>
+task<T> task_promise<T>::get_return_object() noexcept {
+    return task<T>{std::coroutine_handle<task_promise<T>>::from_promise(*this)};
+}
+inline task<void> task_promise<void>::get_return_object() noexcept {
+    return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
+}
+}  // namespace detail
+
+}  // namespace goro
+// ---- end goro/core/task.hpp ----
+
 // ---- begin goro/core/go.hpp ----
 // goro/core/go.hpp — starting tasks and waiting for them: go, block_on, sleep, yield.
 //
@@ -3561,6 +3944,7 @@ inline unsigned max_procs() { return detail::the_scheduler().size(); }
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -3583,7 +3967,8 @@ inline unsigned max_procs() { return detail::the_scheduler().size(); }
 // WHAT COUNTS AS A DEADLOCK: a thread waits in block_on, every listed task
 // (block_on bodies included) is parked, no timer is pending (a sleep, a
 // deadline or a select timeout will wake someone), no work is queued, every
-// worker is idle, no `external_wakeup_guard` exists, and nothing has moved
+// worker is idle, no `external_wakeup_guard` exists, no task awaits a foreign
+// awaitable (goro/core/foreign.hpp: it is answered from outside), and nothing has moved
 // for a grace period (default 1 s): no task was resumed (the workers'
 // `resumes` counters) and none was spawned or finished. The grace period is
 // there because a thread goro does not know of may still send; a program that
@@ -5661,6 +6046,7 @@ inline quiet_state observe_quiet() {
     scheduler& s = the_scheduler();
     if (s.stopping()) return q;
     if (the_deadlock_watch().external_guards.load(std::memory_order_acquire) != 0) return q;
+    if (external_waits().load(std::memory_order_acquire) != 0) return q;  // a foreign awaitable will answer
     if (s.idle_workers() != static_cast<int>(s.size())) return q;
     if (s.global_queue_size() != 0) return q;
     if (s.timers().pending() != 0) return q;
@@ -5864,16 +6250,6 @@ namespace goro {
 namespace detail {
 
 template <class A>
-decltype(auto) get_awaiter(A&& a) {
-    if constexpr (requires { static_cast<A&&>(a).operator co_await(); })
-        return static_cast<A&&>(a).operator co_await();
-    else if constexpr (requires { operator co_await(static_cast<A&&>(a)); })
-        return operator co_await(static_cast<A&&>(a));
-    else
-        return static_cast<A&&>(a);
-}
-
-template <class A>
 using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A>()))&>().await_resume());
 
 /// Once per process, before the first task starts: what the runtime needs
@@ -5908,6 +6284,125 @@ inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_ba
     the_scheduler().spawn(h);
 }
 
+/// The bottom frame goro adds below a user's task when it must own
+/// something for the task's whole life: the callable of go(callable), the
+/// result slot of spawn(), the foreign coroutine awaiting a goro::task. It
+/// runs the user's task as a child with no parent frame (root_child), so the
+/// stack a dump shows is the user's task alone. At its end it leaves the
+/// registry (an exception that escaped goes to the panic handler first),
+/// then continues `then_` if one was set (set_then): a coroutine that is not
+/// goro's, which runs on this worker outside any task.
+struct runner {
+    struct promise_type : promise_base {
+        std::coroutine_handle<> then_{};
+        std::exception_ptr error_{};
+
+        struct final_awaiter {
+            using is_goro_awaiter = void;
+            bool await_ready() const noexcept { return false; }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+                promise_type& p = h.promise();
+                task_header* hdr = p.header_;
+                std::coroutine_handle<> then = p.then_;
+                if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
+                finish_root(hdr, h);
+                if (then) {
+                    tls_current_task = nullptr;  // `then` belongs to no task
+                    continue_with(then);
+                }
+            }
+            void await_resume() const noexcept {}
+        };
+
+        runner get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
+        std::suspend_always initial_suspend() const noexcept { return {}; }
+        final_awaiter final_suspend() const noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { error_ = std::current_exception(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+};
+
+/// Runs a task as the runner's child, with no parent frame (see runner).
+template <class Promise, bool TakeResult = true>
+struct root_child {
+    using is_goro_awaiter = void;
+    std::coroutine_handle<Promise> child;
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<runner::promise_type> r) noexcept {
+        Promise& cp = child.promise();
+        cp.continuation_ = r;
+        cp.parent_ = nullptr;
+        cp.header_ = r.promise().header_;
+        cp.header_->leaf = &cp;
+        continue_with(child);
+    }
+    decltype(auto) await_resume() {
+        if constexpr (TakeResult) return child.promise().take_result();
+    }
+};
+
+/// Sets the coroutine the runner continues once it has left the registry.
+struct set_then {
+    using is_goro_awaiter = void;
+    std::coroutine_handle<> h;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<runner::promise_type> me) const noexcept {
+        me.promise().then_ = h;
+        return false;
+    }
+    void await_resume() const noexcept {}
+};
+
+/// The site of the call (site::current() where there is std::source_location).
+inline site site_here(GORO_SITE_PARAM) noexcept { return GORO_SITE_ARG; }
+
+inline void check_pool_open(const char* op) {
+    pool_holder& ph = the_pool_holder();
+    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
+        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
+}
+
+/// Lists a runner as a new root task and queues it; returns the task's id.
+inline std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
+    task_header* h;
+    try {
+        h = new_header(task_kind::task, where);
+        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
+    } catch (...) {
+        r.handle.destroy();
+        throw;
+    }
+    // start_root, reading the id before the task may run (and end, and its header be reused).
+    h->root_frame_ = r.handle.address();
+    h->set_resume_point(r.handle);
+    h->leaf = &r.handle.promise();
+    r.handle.promise().header_ = h;
+    the_registry().add(h);
+    const std::uint64_t id = h->id;
+    the_scheduler().spawn(h);
+    return id;
+}
+
+template <class F>
+runner run_callable(F f) {
+    auto t = f();  // `f` lives in this frame as long as the task runs
+    if (!t) throw usage_error("goro::go: the callable returned an empty task");
+    co_await root_child<typename decltype(t)::promise_type>{t.handle()};
+}
+
+template <class Promise>
+runner foreign_awaited_body(std::coroutine_handle<Promise> child, std::coroutine_handle<> awaiting) {
+    co_await root_child<Promise, false>{child};  // the awaiter takes the result
+    co_await set_then{awaiting};
+}
+
+template <class Promise>
+void start_for_foreign(std::coroutine_handle<Promise> child, std::coroutine_handle<> awaiting) {
+    start_runner(foreign_awaited_body(child, awaiting), {}, site_here());
+}
+
 template <class R>
 struct block_on_state {
     std::conditional_t<std::is_void_v<R>, bool, std::optional<std::conditional_t<std::is_void_v<R>, int, R>>> value{};
@@ -5933,7 +6428,8 @@ task<> block_on_body(A a, std::shared_ptr<block_on_state<R>> st) {
     st->done.notify_all();
 }
 
-struct sleep_awaiter {
+struct [[nodiscard("goro::sleep_for: co_await it")]] sleep_awaiter {
+    using is_goro_awaiter = void;
     struct wake_node : timer_node {
         task_header* task = nullptr;
     };
@@ -5953,7 +6449,8 @@ struct sleep_awaiter {
     void await_resume() const noexcept {}
 };
 
-struct yield_awaiter {
+struct [[nodiscard("goro::yield: co_await it")]] yield_awaiter {
+    using is_goro_awaiter = void;
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {
         task_header* t = current_task_or_throw("goro::yield");
@@ -5971,16 +6468,36 @@ inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noe
 }  // namespace detail
 
 /// Starts `t` as a detached root task on the pool, like Go's `go` statement.
+///
+/// LIFETIME: the task must not refer to anything that may die before it
+/// ends. A lambda's captures live in the lambda object, not in the coroutine
+/// frame, so `goro::go([=]() -> goro::task<> {...}())` — a lambda called in
+/// place — leaves the task reading a dead object. Pass the lambda itself:
+/// `goro::go([=]() -> goro::task<> {...})` copies it into the task, which
+/// keeps it alive to its end. Parameters of a coroutine function, taken by
+/// value, live in its frame and are safe. go() throws goro::usage_error when
+/// it sees the wrong form (see detail::note_self in goro/core/task.hpp).
 inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
     if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
-    detail::pool_holder& ph = detail::the_pool_holder();
-    if (ph.pool.load(std::memory_order_acquire) && ph.pool.load()->stopping())
-        throw usage_error("goro::go: the pool has shut down (process exit)");
+    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
+    detail::check_pool_open("goro::go");
+    detail::check_not_lambda_call(t.handle(), "goro::go");
     auto frame = t.release();
     task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
     if (!options.name.empty() || !options.labels.empty())
         h->cold().meta = task_meta(std::move(options));
     detail::start_root(h, frame, frame.promise());
+}
+
+/// Starts `f()` as a detached root task, keeping the callable `f` (moved or
+/// copied in) alive until the task ends: `goro::go([=]() -> goro::task<> { ... })`.
+template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, task<>> && std::is_invocable_v<std::decay_t<F>&> &&
+             std::is_same_v<std::invoke_result_t<std::decay_t<F>&>, task<>>)
+void go(F&& f, task_options options = {}, GORO_SITE_PARAM) {
+    detail::check_pool_open("goro::go");
+    detail::start_runner(detail::run_callable<std::decay_t<F>>(std::decay_t<F>(static_cast<F&&>(f))), std::move(options),
+                         GORO_SITE_ARG);
 }
 
 /// Runs the awaitable `a` on the pool and waits for it on this plain thread;
@@ -6010,14 +6527,14 @@ auto block_on(A&& a, GORO_SITE_PARAM) -> detail::await_result_t<A&&> {
 
 /// Parks the current task for at least `d` (wait reason "sleep").
 template <class Rep, class Period>
-detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
+[[nodiscard("goro::sleep_for: co_await it")]] detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) {
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
     return detail::sleep_awaiter{detail::now_ns() + (ns > 0 ? ns : 0)};
 }
 
 /// Parks the current task until `t` (any clock; converted to the monotonic clock).
 template <class Clock, class Duration>
-detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
+[[nodiscard("goro::sleep_until: co_await it")]] detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
     if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
         return detail::sleep_awaiter{detail::to_monotonic_ns(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t))};
     } else {
@@ -6027,7 +6544,7 @@ detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> t) {
 }
 
 /// Lets other runnable tasks run, then continues (Go's runtime.Gosched).
-inline detail::yield_awaiter yield() noexcept { return {}; }
+[[nodiscard("goro::yield: co_await it")]] inline detail::yield_awaiter yield() noexcept { return {}; }
 
 /// The id of the task running on this thread (0 off the pool).
 inline std::uint64_t this_task_id() noexcept {
@@ -6037,6 +6554,280 @@ inline std::uint64_t this_task_id() noexcept {
 
 }  // namespace goro
 // ---- end goro/core/go.hpp ----
+
+// ---- begin goro/core/spawn.hpp ----
+// goro/core/spawn.hpp — `goro::spawn`: start a task and keep a handle to its result.
+//
+//   goro::join_handle<int> h = goro::spawn(compute(x));   // runs now, on the pool
+//   ...                                                   // the caller goes on
+//   int v = co_await h;                                   // its result, or its exception
+//
+//   auto h2 = goro::spawn([=]() -> goro::task<int> { co_return x * 2; });  // a callable: kept alive
+//
+// The task is a root task like go()'s: listed, counted, dumped with its own
+// stack ("created by" the spawn call), run by any worker. The handle is
+// move-only and awaited once (`co_await h` or `co_await std::move(h)`; a
+// second co_await throws goro::usage_error). A task awaiting it parks with
+// wait reason "join"; a coroutine that is not goro's may await it too (it
+// is continued on the worker that finished the task). Dropping a handle
+// without awaiting it, or calling detach(), detaches the task: it runs to
+// its end, and its result (or exception) is discarded — unlike go(), an
+// exception from a spawned task never reaches the panic handler; it waits
+// in the handle.
+//
+// THREADS: the task's result and the waiter meet in a `one_shot`: one word,
+// 0 (nobody waits), the waiter's record (it parked), or 1 (the task ended).
+// The waiter publishes its record with a CAS from 0, the task's end
+// exchanges in 1: whoever is second sees the other and acts (the waiter
+// does not park; the task readies the waiter). The result is written before
+// the exchange, read after the waiter saw it.
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+
+namespace goro {
+
+template <class T>
+class join_handle;
+
+namespace detail {
+
+/// One waiter, woken once (see THREADS above).
+class one_shot {
+public:
+    struct waiter {
+        task_header* task = nullptr;        // a goro task, parked
+        std::coroutine_handle<> foreign{};  // or a coroutine that is not goro's
+    };
+
+    bool fired() const noexcept { return word_.load(std::memory_order_acquire) == fired_word; }
+
+    /// Suspends the awaiting coroutine `h` on this one_shot; false when it has
+    /// fired already (then `h` goes on without suspending).
+    template <class P>
+    bool suspend(waiter& w, std::coroutine_handle<P> h, const char* reason) noexcept {
+        task_header* t = nullptr;
+        if constexpr (std::is_base_of_v<promise_base, P>) t = h.promise().header_;
+        if (t && t == tls_current_task) {
+            w.task = t;
+            park(t, h, reason);
+        } else {
+            w.foreign = h;
+        }
+        std::uintptr_t expected = 0;
+        if (word_.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(&w), std::memory_order_acq_rel,
+                                          std::memory_order_acquire))
+            return true;  // published: the firer owns the wake-up
+        if (t) t->state.store(task_state::running, std::memory_order_relaxed);
+        return false;
+    }
+
+    /// Fires: a parked goro task is made runnable; a foreign coroutine is
+    /// returned, for the caller to continue (null when there is none).
+    /// Touches nothing of this object afterwards.
+    [[nodiscard]] std::coroutine_handle<> fire() noexcept {
+        std::uintptr_t v = word_.exchange(fired_word, std::memory_order_acq_rel);
+        if (v == 0 || v == fired_word) return {};
+        waiter* w = reinterpret_cast<waiter*>(v);
+        task_header* t = w->task;
+        std::coroutine_handle<> f = w->foreign;
+        if (t) {
+            ready(t);
+            return {};
+        }
+        return f;
+    }
+
+private:
+    static constexpr std::uintptr_t fired_word = 1;
+    std::atomic<std::uintptr_t> word_{0};
+};
+
+/// Awaits a one_shot (wait reason "join").
+struct one_shot_awaiter {
+    using is_goro_awaiter = void;
+    one_shot* s;
+    one_shot::waiter w{};
+    bool await_ready() const noexcept { return s->fired(); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return s->suspend(w, h, wait_reason::join);
+    }
+    void await_resume() const noexcept {}
+};
+
+template <class T>
+using result_slot_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+template <class T>
+struct join_state {
+    std::atomic<std::uint32_t> refs{2};  // the handle and the task
+    one_shot done;
+    std::optional<result_slot_t<T>> value;
+    std::exception_ptr error;
+
+    void release() noexcept {
+        if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    }
+};
+
+template <class X>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<task<T>> = true;
+
+/// The task made from what spawn() was given: the task itself, or a call of the callable.
+template <class Src>
+auto make_task(Src& src) {
+    if constexpr (is_task_v<Src>) return std::move(src);
+    else return src();
+}
+
+template <class T, class Src>
+runner spawn_body(Src src, join_state<T>* st) {
+    try {
+        task<T> t = make_task(src);  // `src` (a callable) lives in this frame to the end
+        if (!t) throw usage_error("goro::spawn: the callable returned an empty task");
+        if constexpr (std::is_void_v<T>) {
+            co_await root_child<typename task<T>::promise_type>{t.handle()};
+            st->value.emplace();
+        } else {
+            st->value.emplace(co_await root_child<typename task<T>::promise_type>{t.handle()});
+        }
+    } catch (...) {
+        st->error = std::current_exception();
+    }
+    std::coroutine_handle<> then = st->done.fire();
+    st->release();
+    if (then) co_await set_then{then};
+}
+
+template <class T>
+struct join_awaiter {
+    using is_goro_awaiter = void;
+    join_state<T>* st;
+    one_shot::waiter w{};
+
+    bool await_ready() const noexcept { return st->done.fired(); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return st->done.suspend(w, h, wait_reason::join);
+    }
+    T await_resume() {
+        if (st->error) std::rethrow_exception(std::move(st->error));
+        if constexpr (!std::is_void_v<T>) return std::move(*st->value);
+    }
+};
+
+template <class T, class Src>
+join_handle<T> spawn_from(Src&& src, task_options&& options, const site& where);
+
+}  // namespace detail
+
+/// The handle of a task started by goro::spawn: awaitable once for its result.
+template <class T>
+class [[nodiscard("goro::spawn: co_await the handle for the result (dropping it detaches the task)")]] join_handle {
+public:
+    using is_goro_awaiter = void;
+    using value_type = T;
+
+    join_handle() noexcept = default;
+    join_handle(join_handle&& o) noexcept
+        : st_(std::exchange(o.st_, nullptr)), id_(o.id_), awaited_(o.awaited_) {}
+    join_handle& operator=(join_handle&& o) noexcept {
+        if (this != &o) {
+            detach();
+            st_ = std::exchange(o.st_, nullptr);
+            id_ = o.id_;
+            awaited_ = o.awaited_;
+        }
+        return *this;
+    }
+    join_handle(const join_handle&) = delete;
+    join_handle& operator=(const join_handle&) = delete;
+    ~join_handle() { detach(); }
+
+    /// The task's id, as dumps show it ("goroutine N").
+    std::uint64_t id() const noexcept { return id_; }
+    /// True once the task has ended (a moment's view).
+    bool done() const noexcept { return st_ && st_->done.fired(); }
+    /// True while the handle refers to a task (not moved-from, not detached).
+    explicit operator bool() const noexcept { return st_ != nullptr; }
+    /// Lets the task run on alone; its result is discarded. The destructor does the same.
+    void detach() noexcept {
+        if (st_) std::exchange(st_, nullptr)->release();
+    }
+
+    detail::join_awaiter<T> operator co_await() & { return take_awaiter(); }
+    detail::join_awaiter<T> operator co_await() && { return take_awaiter(); }
+
+private:
+    template <class U, class Src>
+    friend join_handle<U> detail::spawn_from(Src&& src, task_options&& options, const detail::site& where);
+
+    join_handle(detail::join_state<T>* st, std::uint64_t id) noexcept : st_(st), id_(id) {}
+
+    detail::join_awaiter<T> take_awaiter() {
+        if (!st_) throw usage_error("goro::join_handle: co_await on an empty handle (moved-from, detached or default-constructed)");
+        if (awaited_) throw usage_error("goro::join_handle: co_await on a handle already awaited (a result is delivered once)");
+        awaited_ = true;
+        return detail::join_awaiter<T>{st_};
+    }
+
+    detail::join_state<T>* st_ = nullptr;
+    std::uint64_t id_ = 0;
+    bool awaited_ = false;
+};
+
+namespace detail {
+
+template <class T, class Src>
+join_handle<T> spawn_from(Src&& src, task_options&& options, const site& where) {
+    check_pool_open("goro::spawn");
+    auto* st = new join_state<T>();
+    std::uint64_t id;
+    try {
+        id = start_runner(spawn_body<T, std::decay_t<Src>>(std::decay_t<Src>(static_cast<Src&&>(src)), st),
+                          std::move(options), where);
+    } catch (...) {
+        delete st;  // the body never ran
+        throw;
+    }
+    return join_handle<T>(st, id);
+}
+
+}  // namespace detail
+
+/// Starts `t` as a root task on the pool and returns a handle to its result.
+template <class T>
+[[nodiscard("goro::spawn: co_await the handle for the result (dropping it detaches the task)")]] join_handle<T> spawn(
+    task<T> t, task_options options = {}, GORO_SITE_PARAM) {
+    if (!t) throw usage_error("goro::spawn: the task is empty (moved-from or default-constructed)");
+    if (t.handle().done()) throw usage_error("goro::spawn: the task has already run (it was awaited)");
+    detail::check_not_lambda_call(t.handle(), "goro::spawn");
+    return detail::spawn_from<T>(std::move(t), std::move(options), GORO_SITE_ARG);
+}
+
+/// Starts `f()` (a callable returning goro::task<T>, kept alive until the
+/// task ends) as a root task and returns a handle to its result.
+template <class F>
+    requires(!detail::is_task_v<std::remove_cvref_t<F>> && std::is_invocable_v<std::decay_t<F>&> &&
+             detail::is_task_v<std::invoke_result_t<std::decay_t<F>&>>)
+[[nodiscard("goro::spawn: co_await the handle for the result (dropping it detaches the task)")]] auto spawn(
+    F&& f, task_options options = {}, GORO_SITE_PARAM) {
+    using T = typename std::invoke_result_t<std::decay_t<F>&>::value_type;
+    return detail::spawn_from<T>(static_cast<F&&>(f), std::move(options), GORO_SITE_ARG);
+}
+
+}  // namespace goro
+// ---- end goro/core/spawn.hpp ----
 
 // ---- begin goro/sync/channel.hpp ----
 // goro/sync/channel.hpp — `goro::channel<T>`: Go's channels, for goro tasks.
@@ -6831,8 +7622,9 @@ private:
 /// `co_await ch.send(v)`. Holds the value until it is delivered; when the send
 /// fails (closed) the value was not delivered and is destroyed with the awaiter.
 template <class T>
-class [[nodiscard]] send_op {
+class [[nodiscard("goro::channel::send: co_await it")]] send_op {
 public:
+    using is_goro_awaiter = void;
     send_op(chan_state<T>* c, T&& v) noexcept : ch_(c), value_(std::move(v)) {}
     send_op(chan_state<T>* c, const T& v) : ch_(c), value_(v) {}
     send_op(send_op&& o) noexcept : ch_(o.ch_), value_(std::move(o.value_)) {}
@@ -6913,8 +7705,9 @@ private:
 
 /// `co_await ch.recv()`: the value, or nullopt once closed and drained.
 template <class T>
-class [[nodiscard]] recv_op {
+class [[nodiscard("goro::channel::recv: co_await it")]] recv_op {
 public:
+    using is_goro_awaiter = void;
     explicit recv_op(chan_state<T>* c) noexcept : ch_(c) {}
     recv_op(recv_op&& o) noexcept : ch_(o.ch_) {}
     recv_op& operator=(recv_op&&) = delete;
@@ -7029,15 +7822,15 @@ public:
 
     /// `co_await ch.send(v)`: waits until a receiver took `v` (unbuffered) or
     /// it is buffered. Throws goro::channel_closed on a closed channel.
-    detail::send_op<T> send(T&& v) noexcept { return {s_, std::move(v)}; }
-    detail::send_op<T> send(const T& v)
+    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(T&& v) noexcept { return {s_, std::move(v)}; }
+    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(const T& v)
         requires std::is_copy_constructible_v<T>
     {
         return {s_, v};
     }
 
     /// `co_await ch.recv()`: a value, or std::nullopt once closed and drained.
-    detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
+    [[nodiscard("goro::channel::recv: co_await it")]] detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
 
     /// Sends without blocking. Moves from `v` only when it returns `sent`.
     send_status try_send(T&& v) { return try_send_ref(v); }
@@ -7196,7 +7989,8 @@ inline constexpr int select_default = -1;
 /// `ch` alive while the case exists: a handle to the channel itself, or (for
 /// a context's done()) to the context that owns it.
 template <class T, class Keep = channel<T>>
-struct recv_case {
+struct [[nodiscard("goro::recv: co_await it or pass it to goro::select")]] recv_case {
+    using is_goro_awaiter = void;
     detail::chan_state<T>* ch = nullptr;
     Keep keep{};
     detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{ch}; }
@@ -7206,7 +8000,8 @@ struct recv_case {
 /// it, and a handle to the channel. Also awaitable on its own:
 /// `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
 template <class T>
-struct send_case {
+struct [[nodiscard("goro::send: co_await it or pass it to goro::select")]] send_case {
+    using is_goro_awaiter = void;
     detail::chan_state<T>* ch = nullptr;
     T value;
     channel<T> keep{};
@@ -7214,7 +8009,7 @@ struct send_case {
 };
 
 /// A timeout case: fires once `when_ns` (monotonic) has passed (Go's `<-time.After(d)`).
-struct after_case {
+struct [[nodiscard("goro::after: pass it to goro::select")]] after_case {
     std::int64_t when_ns = 0;
 };
 
@@ -7358,7 +8153,11 @@ private:
 namespace detail {
 
 template <bool Blocking, class... Cases>
-class [[nodiscard]] select_op {
+class [[nodiscard("goro::select: co_await it")]] select_op {
+public:
+    using is_goro_awaiter = void;
+
+private:
     static constexpr std::size_t N = sizeof...(Cases);
     static_assert(N < 256, "goro::select: too many cases");
     static constexpr std::size_t NS = N ? N : 1;
@@ -7677,7 +8476,7 @@ private:
 
 /// Waits until one of the cases can proceed and performs it (Go's select).
 template <class... Cases>
-detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
+[[nodiscard("goro::select: co_await it")]] detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
     return detail::select_op<true, detail::case_t<Cases>...>(detail::case_t<Cases>(std::forward<Cases>(cases))...);
 }
 
@@ -8593,8 +9392,9 @@ public:
     /// Awaiter of `wait()`: parks until the counter is zero. Copyable until it
     /// suspends (g++ may move the operand of co_await); the node is linked only
     /// in await_suspend.
-    class wait_operation {
+    class [[nodiscard("goro::wait_group::wait: co_await it"), gnu::warn_unused]] wait_operation {
     public:
+        using is_goro_awaiter = void;
         explicit wait_operation(wait_group& wg) noexcept : wg_(&wg) {}
 
         bool await_ready() const noexcept { return wg_->zero(wg_->state_.load(std::memory_order_acquire)); }
@@ -8658,7 +9458,7 @@ public:
     void done() { finish(1, "goro::wait_group::done"); }
 
     /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
-    [[nodiscard]] wait_operation wait() noexcept { return wait_operation(*this); }
+    [[nodiscard("goro::wait_group::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
 
     /// The counter now (for diagnostics; stale as soon as it is read).
     std::int64_t count() const noexcept {
@@ -8869,8 +9669,9 @@ class mutex {
 public:
     /// Awaiter of `lock()`: resumes holding the mutex. Copyable until it
     /// suspends (g++ may move the operand of co_await).
-    class lock_operation {
+    class [[nodiscard("goro::mutex::lock: co_await it"), gnu::warn_unused]] lock_operation {
     public:
+        using is_goro_awaiter = void;
         explicit lock_operation(mutex& m) noexcept : m_(&m) {}
         bool await_ready() noexcept { return m_->try_lock(); }
         bool await_suspend(std::coroutine_handle<> h) { return m_->enqueue(node_, h); }
@@ -8885,7 +9686,10 @@ public:
     };
 
     /// Awaiter of `scoped_lock()`: like lock_operation, resumes with a guard.
-    class scoped_lock_operation : public lock_operation {
+    // warn_unused: `auto g = m.scoped_lock();` (no co_await) locks nothing, and
+    // g is never used: the compilers warn "unused variable" (an error under -Werror).
+    class [[nodiscard("goro::mutex::scoped_lock: co_await it: auto g = co_await m.scoped_lock()"),
+            gnu::warn_unused]] scoped_lock_operation : public lock_operation {
     public:
         using lock_operation::lock_operation;
         [[nodiscard]] lock_guard await_resume() const {
@@ -8903,10 +9707,10 @@ public:
     }
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
-    [[nodiscard]] lock_operation lock() noexcept { return lock_operation(*this); }
+    [[nodiscard("goro::mutex::lock: co_await it")]] lock_operation lock() noexcept { return lock_operation(*this); }
 
     /// `auto g = co_await m.scoped_lock()`: as lock(), returning a guard that unlocks.
-    [[nodiscard]] scoped_lock_operation scoped_lock() noexcept { return scoped_lock_operation(*this); }
+    [[nodiscard("goro::mutex::scoped_lock: co_await it")]] scoped_lock_operation scoped_lock() noexcept { return scoped_lock_operation(*this); }
 
     /// Takes the mutex if it is free and nobody waits; never parks.
     bool try_lock() noexcept {
@@ -9037,8 +9841,9 @@ class semaphore {
 public:
     /// Awaiter of `acquire(n)`. Copyable until it suspends (g++ may move the
     /// operand of co_await); the node is linked only in await_suspend.
-    class acquire_operation {
+    class [[nodiscard("goro::semaphore::acquire: co_await it"), gnu::warn_unused]] acquire_operation {
     public:
+        using is_goro_awaiter = void;
         acquire_operation(semaphore& s, std::int64_t n) noexcept : s_(&s) { node_.want = n; }
         bool await_ready() noexcept { return s_->try_acquire(node_.want); }
         bool await_suspend(std::coroutine_handle<> h) { return s_->enqueue(node_, h); }
@@ -9065,7 +9870,7 @@ public:
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
     /// Throws goro::usage_error (at once) for n < 0; n == 0 waits only for its turn.
-    [[nodiscard]] acquire_operation acquire(std::int64_t n = 1) {
+    [[nodiscard("goro::semaphore::acquire: co_await it")]] acquire_operation acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::acquire");
         return acquire_operation(*this, n);
     }
@@ -9339,6 +10144,262 @@ private:
 
 }  // namespace goro
 // ---- end goro/sync/errgroup.hpp ----
+
+// ---- begin goro/sync/when.hpp ----
+// goro/sync/when.hpp — run tasks concurrently and wait for all of them, or for the first.
+//
+//   auto [a, b] = co_await goro::when_all(fetch(x), fetch(y));        // std::tuple<A, B>
+//
+//   auto r = co_await goro::when_any(ctx,                              // std::variant<A, B>
+//       [&](goro::context c) { return fetch(c, primary); },
+//       [&](goro::context c) { return fetch(c, mirror); });
+//   r.index();   // which one finished first
+//
+// Every task runs as a root task of its own on the pool (listed and dumped
+// like go()'s, "created by goro::when_all"), concurrently; the awaiting task
+// parks with wait reason "join". Neither returns before every task it
+// started has ended: nothing is left running behind the caller.
+//
+//   when_all(tasks...)         waits for all; the result is a tuple (void gives
+//                              std::monostate); if some failed, the exception of
+//                              the first to fail (in time) is rethrown.
+//   when_all(ctx, fns...)      each fn(goro::context) -> goro::task<R> gets a
+//                              context derived from `ctx`; the first failure
+//                              cancels it, so the others can stop early (like
+//                              errgroup.WithContext).
+//   when_any(ctx, fns...)      the first task to end (with a value or an
+//                              exception) wins: the derived context is
+//                              cancelled, the losers are awaited (they should
+//                              watch the context: ctx.done() in a select, or
+//                              ctx.err()), and the winner's value is returned as a
+//                              std::variant whose index() is the winner's
+//                              position, or its exception rethrown. The losers'
+//                              results and exceptions are discarded.
+//   when_any(tasks...)         the same, but the tasks were made without a
+//                              context of when_any's: nothing can tell the
+//                              losers to stop, so it returns once all have ended.
+//                              Use the context form to cancel them.
+//
+// The derived context is cancelled when the call returns, as Go's `defer
+// cancel()`. The callables are kept alive (in the awaiting frame) until
+// every task has ended.
+//
+// THREADS: the children write their own slots of the group (value or
+// exception) and then count down `remaining` (acq_rel); the last wakes the
+// parent through a one_shot (goro/core/spawn.hpp). The first to win the CAS
+// on `winner` cancels the context. The group lives in the awaiting frame,
+// which cannot resume before the count reaches zero.
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+
+namespace goro {
+
+namespace detail {
+
+inline constexpr std::size_t no_winner = static_cast<std::size_t>(-1);
+
+template <class... Ts>
+struct task_group {
+    static constexpr std::size_t N = sizeof...(Ts);
+    std::tuple<std::optional<result_slot_t<Ts>>...> values;
+    std::array<std::exception_ptr, N> errors{};
+    std::atomic<std::size_t> remaining{N};
+    std::atomic<std::size_t> winner{no_winner};  // when_any: the first to end; when_all: the first to fail
+    bool any = false;
+    std::optional<cancel_func> cancel;
+    one_shot done;
+
+    /// Child `i` has written its slot. Returns a foreign coroutine to continue, if that is who waits.
+    std::coroutine_handle<> child_ended(std::size_t i, bool failed) noexcept {
+        if (any || failed) {
+            std::size_t none = no_winner;
+            if (winner.compare_exchange_strong(none, i, std::memory_order_acq_rel) && cancel) (*cancel)();
+        }
+        // The last one wakes the parent; after the decrement nothing here is touched.
+        if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) return done.fire();
+        return {};
+    }
+    /// A child that could not be started counts as ended.
+    std::coroutine_handle<> not_started(std::size_t n) noexcept {
+        if (remaining.fetch_sub(n, std::memory_order_acq_rel) == n) return done.fire();
+        return {};
+    }
+};
+
+template <std::size_t I, class T, class G>
+runner group_child(task<T> t, G* g) {
+    bool failed = false;
+    try {
+        if constexpr (std::is_void_v<T>) {
+            co_await root_child<typename task<T>::promise_type>{t.handle()};
+            std::get<I>(g->values).emplace();
+        } else {
+            std::get<I>(g->values).emplace(co_await root_child<typename task<T>::promise_type>{t.handle()});
+        }
+    } catch (...) {
+        g->errors[I] = std::current_exception();
+        failed = true;
+    }
+    std::coroutine_handle<> then = g->child_ended(I, failed);
+    if (then) co_await set_then{then};
+}
+
+template <class... Ts>
+void check_tasks(const char* op, const task<Ts>&... ts) {
+    if ((... || !ts)) throw usage_error(std::string(op) + ": a task is empty (moved-from or default-constructed)");
+    if ((... || ts.handle().done())) throw usage_error(std::string(op) + ": a task has already run (it was awaited)");
+}
+
+/// Starts every task as a root task; returns the first start's failure (the
+/// rest then count as ended), after which the group must still be awaited.
+template <class G, class... Ts, std::size_t... I>
+std::exception_ptr start_group(G& g, std::index_sequence<I...>, task<Ts>&... ts) {
+    std::exception_ptr err;
+    std::size_t started = 0;
+    auto one = [&]<std::size_t J, class T>(std::integral_constant<std::size_t, J>, task<T>& t) {
+        if (err) return;
+        try {
+            start_runner(group_child<J, T, G>(std::move(t), &g), {}, site_here());
+            ++started;
+        } catch (...) {
+            err = std::current_exception();
+        }
+    };
+    (one(std::integral_constant<std::size_t, I>{}, ts), ...);
+    if (started < G::N) {
+        // No child left to wake a parent that has not waited yet: nobody to continue.
+        std::coroutine_handle<> none = g.not_started(G::N - started);
+        (void)none;
+    }
+    return err;
+}
+
+template <class V, class G, std::size_t... I>
+V take_winner(G& g, std::size_t w, std::index_sequence<I...>) {
+    std::optional<V> out;
+    ((I == w ? (void)out.emplace(std::in_place_index<I>, std::move(*std::get<I>(g.values))) : void()), ...);
+    return std::move(*out);
+}
+
+template <class G, std::size_t... I>
+auto take_all(G& g, std::index_sequence<I...>) {
+    return std::tuple<typename std::tuple_element_t<I, decltype(g.values)>::value_type...>(
+        std::move(*std::get<I>(g.values))...);
+}
+
+template <class F>
+using fn_task_t = std::invoke_result_t<F&, context>;
+
+template <class... Fs>
+concept context_task_fns =
+    (sizeof...(Fs) > 0) && (... && (std::is_invocable_v<Fs&, context> && is_task_v<std::invoke_result_t<Fs&, context>>));
+
+}  // namespace detail
+
+/// Runs the tasks concurrently on the pool and returns all their results.
+template <class... Ts>
+[[nodiscard("goro::when_all: co_await it")]] task<std::tuple<detail::result_slot_t<Ts>...>> when_all(task<Ts>... ts) {
+    detail::check_tasks("goro::when_all", ts...);
+    detail::task_group<Ts...> g;
+    std::exception_ptr err = detail::start_group(g, std::index_sequence_for<Ts...>{}, ts...);
+    co_await detail::one_shot_awaiter{&g.done};
+    if (err) std::rethrow_exception(err);
+    if (std::size_t w = g.winner.load(std::memory_order_acquire); w != detail::no_winner)
+        std::rethrow_exception(g.errors[w]);
+    co_return detail::take_all(g, std::index_sequence_for<Ts...>{});
+}
+
+/// As when_all(tasks...), each task made by `fn(ctx2)` with ctx2 derived from
+/// `parent`; the first failure cancels ctx2.
+template <class... Fs>
+    requires detail::context_task_fns<Fs...>
+[[nodiscard("goro::when_all: co_await it")]] task<
+    std::tuple<detail::result_slot_t<typename detail::fn_task_t<Fs>::value_type>...>>
+when_all(context parent, Fs... fns) {
+    auto [ctx, cancel] = with_cancel(parent);
+    detail::task_group<typename detail::fn_task_t<Fs>::value_type...> g;
+    g.cancel.emplace(cancel);
+    std::exception_ptr err;
+    {
+        std::tuple<detail::fn_task_t<Fs>...> ts{};
+        try {
+            ts = std::tuple<detail::fn_task_t<Fs>...>{fns(ctx)...};
+            std::apply([](auto&... t) { detail::check_tasks("goro::when_all", t...); }, ts);
+        } catch (...) {
+            cancel();
+            throw;
+        }
+        err = std::apply([&](auto&... t) { return detail::start_group(g, std::index_sequence_for<Fs...>{}, t...); }, ts);
+    }
+    co_await detail::one_shot_awaiter{&g.done};
+    cancel();
+    if (err) std::rethrow_exception(err);
+    if (std::size_t w = g.winner.load(std::memory_order_acquire); w != detail::no_winner)
+        std::rethrow_exception(g.errors[w]);
+    co_return detail::take_all(g, std::index_sequence_for<Fs...>{});
+}
+
+/// Runs the tasks concurrently; returns the result of the first to end (the
+/// variant's index says which) once all have ended.
+template <class... Ts>
+[[nodiscard("goro::when_any: co_await it")]] task<std::variant<detail::result_slot_t<Ts>...>> when_any(
+    task<Ts>... ts) {
+    static_assert(sizeof...(Ts) > 0, "goro::when_any: needs at least one task");
+    detail::check_tasks("goro::when_any", ts...);
+    detail::task_group<Ts...> g;
+    g.any = true;
+    std::exception_ptr err = detail::start_group(g, std::index_sequence_for<Ts...>{}, ts...);
+    co_await detail::one_shot_awaiter{&g.done};
+    if (err) std::rethrow_exception(err);
+    const std::size_t w = g.winner.load(std::memory_order_acquire);
+    if (g.errors[w]) std::rethrow_exception(g.errors[w]);
+    co_return detail::take_winner<std::variant<detail::result_slot_t<Ts>...>>(g, w, std::index_sequence_for<Ts...>{});
+}
+
+/// Runs `fn(ctx2)...` concurrently, ctx2 derived from `parent`; the first to
+/// end wins, ctx2 is cancelled, the losers are awaited, and the winner's
+/// result is returned (the variant's index says which) or its exception rethrown.
+template <class... Fs>
+    requires detail::context_task_fns<Fs...>
+[[nodiscard("goro::when_any: co_await it")]] task<
+    std::variant<detail::result_slot_t<typename detail::fn_task_t<Fs>::value_type>...>>
+when_any(context parent, Fs... fns) {
+    using V = std::variant<detail::result_slot_t<typename detail::fn_task_t<Fs>::value_type>...>;
+    auto [ctx, cancel] = with_cancel(parent);
+    detail::task_group<typename detail::fn_task_t<Fs>::value_type...> g;
+    g.any = true;
+    g.cancel.emplace(cancel);
+    std::exception_ptr err;
+    {
+        std::tuple<detail::fn_task_t<Fs>...> ts{};
+        try {
+            ts = std::tuple<detail::fn_task_t<Fs>...>{fns(ctx)...};
+            std::apply([](auto&... t) { detail::check_tasks("goro::when_any", t...); }, ts);
+        } catch (...) {
+            cancel();
+            throw;
+        }
+        err = std::apply([&](auto&... t) { return detail::start_group(g, std::index_sequence_for<Fs...>{}, t...); }, ts);
+    }
+    co_await detail::one_shot_awaiter{&g.done};
+    cancel();
+    if (err) std::rethrow_exception(err);
+    const std::size_t w = g.winner.load(std::memory_order_acquire);
+    if (g.errors[w]) std::rethrow_exception(g.errors[w]);
+    co_return detail::take_winner<V>(g, w, std::index_sequence_for<Fs...>{});
+}
+
+}  // namespace goro
+// ---- end goro/sync/when.hpp ----
 
 // ---- begin goro/inspect/leak_check.hpp ----
 // goro/inspect/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
