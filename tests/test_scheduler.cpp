@@ -81,9 +81,9 @@ TEST_CASE("the pool has the requested number of workers", "[scheduler]") {
     unsigned n = goro::max_procs();
     CHECK(n >= 1);
     CHECK_NOTHROW(goro::set_max_procs(n));  // same size: accepted
-    CHECK_THROWS_AS(goro::set_max_procs(n + 1), goro::usage_error);
     CHECK_THROWS_AS(goro::set_max_procs(0), goro::usage_error);
-    CHECK(goro::detail::the_scheduler().workers().size() == n);
+    // Spares (stuck workers' replacements, a larger set_max_procs) may have started too.
+    CHECK(goro::detail::the_scheduler().workers().size() >= n);
 }
 
 TEST_CASE("work spawned on one worker is stolen by the others", "[scheduler]") {

@@ -392,6 +392,8 @@ struct machine_policy {
 //   sync_waiters       the waiter list of a mutex, semaphore or wait group; an errgroup's error
 //   pool_holder        the making of the pool: the first use may come under any
 //                      lock above; making it starts the timer
+//   scheduler_procs    the active, stuck and spare workers (scheduler.hpp, STUCK
+//                      WORKERS); activating one wakes it and takes the idle list
 //   timer              the timer heap
 //   scheduler_idle     the list of idle workers
 //   global_queue       the run queue of tasks woken from outside the pool
@@ -442,6 +444,7 @@ enum class lock_rank : std::uint8_t {
     channel,
     sync_waiters,
     pool_holder,
+    scheduler_procs,
     timer,
     scheduler_idle,
     global_queue,
@@ -467,6 +470,7 @@ inline const char* to_string(lock_rank r) noexcept {
     case lock_rank::global_queue: return "global run queue";
     case lock_rank::blocking_pool: return "blocking pool";
     case lock_rank::pool_holder: return "pool holder";
+    case lock_rank::scheduler_procs: return "scheduler procs";
     case lock_rank::panic_hook: return "panic hook";
     case lock_rank::frame_pool: return "frame pool";
     }
@@ -2182,6 +2186,28 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   one at a time, so that the few tasks there stay stealable. Without
 //   membarrier no worker claims.
 //
+// STUCK WORKERS (Go's sysmon retaking a P): a task that runs without
+//   suspending (a CPU loop, a channel loop that never parks, a plain read())
+//   holds its worker. The monitor (every 10 ms) marks a worker stuck when the
+//   same run has lasted the handoff threshold (default 10 ms), and brings
+//   another worker in to take its place: a spare (a worker thread parked by
+//   an earlier handoff) or a new thread, up to a fixed capacity of worker
+//   structs (made on demand, never freed, so stealers and stops of the world
+//   walk a stable array [0, nlive_)). The newcomer wakes as a spinner and
+//   steals the stuck worker's queue, run_next and claimed slots (the stuck
+//   worker is `starving`); the stuck worker keeps owning its queue (only
+//   steals cross). So size() workers keep running tasks. When the stuck task
+//   suspends, its worker counts itself unstuck and, one worker too many now,
+//   hands its queued tasks to the global queue and parks as a spare.
+//   Counts (under procs_mu_, read anywhere): nactive_ (not spare, stuck
+//   included), nstuck_; a surplus (nactive_ - nstuck_ > size(), also after
+//   set_max_procs shrinks) raises `rebalance_`, which every worker reads at
+//   its safe point beside stop_gen_, and the first to see it retires.
+//   A spare parks with status idle, so a stop of the world holds it like an
+//   idle worker; a worker started during a stop sees the odd generation at its
+//   first safe point (the stop raises it before it reads nlive_, the starter
+//   publishes nlive_ before the thread starts; both seq_cst).
+//
 // PARKING PROTOCOL for awaitables that block (channels, sleep, wait groups):
 //   in await_suspend(h): `park(task, h, reason)`, then publish the waiter
 //   (e.g. enqueue it on a channel, under the channel's lock), and after the
@@ -2198,6 +2224,7 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -2907,6 +2934,29 @@ private:
 
 enum worker_status : int { ws_running = 0, ws_idle = 1, ws_held = 2 };
 
+/// A site another thread may read while its owner rewrites it: relaxed
+/// atomics, so a reader sees one whole site or (clang, three words) a mix of
+/// two, never anything but pointers to static strings.
+struct site_cell {
+#if GORO_HAS_SOURCE_LOCATION
+    std::atomic<site> v{};
+    void store(const site& s) noexcept { v.store(s, std::memory_order_relaxed); }
+    site load() const noexcept { return v.load(std::memory_order_relaxed); }
+#else
+    std::atomic<const char*> file{""}, function{""};
+    std::atomic<std::uint_least32_t> line{0};
+    void store(const site& s) noexcept {
+        file.store(s.file_, std::memory_order_relaxed);
+        function.store(s.function_, std::memory_order_relaxed);
+        line.store(s.line_, std::memory_order_relaxed);
+    }
+    site load() const noexcept {
+        return site{file.load(std::memory_order_relaxed), function.load(std::memory_order_relaxed),
+                    line.load(std::memory_order_relaxed)};
+    }
+#endif
+};
+
 class scheduler;
 
 struct worker {
@@ -2919,6 +2969,11 @@ struct worker {
     std::atomic<task_header*> current{nullptr};
     std::atomic<std::uint64_t> resumes{0};
     std::atomic<bool> starving{false};
+    // STUCK WORKERS: set by the monitor under procs_mu_, cleared by the
+    // monitor or the owner (whoever clears it counts it out of nstuck_).
+    std::atomic<bool> stuck{false};
+    std::atomic<std::int64_t> stuck_since_ns{0};  // when the stuck run was first seen
+    site_cell resumed_at;  // where `current` was resumed (its leaf's site), stored before `current`
     alignas(cache_line) std::atomic<int> status{ws_running};
     std::atomic<std::uint32_t> acked_gen{0};
     std::atomic<std::uint32_t> wake_word{0};
@@ -2933,6 +2988,7 @@ struct worker {
     bool idle_listed = false;
     // monitor-only
     std::uint64_t seen_resumes = 0;
+    std::int64_t seen_since_ns = 0;  // when `seen_resumes` was first seen (the run's start, within a tick)
     std::thread thread;
 };
 
@@ -2965,16 +3021,13 @@ public:
     explicit scheduler(unsigned nworkers)
         : timers_(&scheduler::tick_thunk, this), asym_fence_(asym_fence_available()) {
         if (nworkers == 0) nworkers = 1;
-        workers_.reserve(nworkers);
+        workers_.resize(worker_capacity(nworkers));
+        for (unsigned i = 0; i < nworkers; ++i) make_worker(i);
+        procs_.store(nworkers, std::memory_order_relaxed);
+        nactive_.store(static_cast<int>(nworkers), std::memory_order_relaxed);
+        nlive_.store(nworkers, std::memory_order_release);
         for (unsigned i = 0; i < nworkers; ++i) {
-            auto w = std::make_unique<worker>();
-            w->sched = this;
-            w->index = i;
-            w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
-            workers_.push_back(std::move(w));
-        }
-        for (auto& w : workers_) {
-            worker* wp = w.get();
+            worker* wp = workers_[i].get();
             wp->thread = std::thread([this, wp] { worker_main(*wp); });
         }
         // Workers start running (spinning), not idle, so none passes through
@@ -2996,13 +3049,17 @@ public:
         if (shutdown_.exchange(true)) return;
         worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
         timers_.stop();
+        // No worker starts after this (activate_locked looks at shutdown_ under procs_mu_).
+        { std::lock_guard g(procs_mu_); }
+        const unsigned live = nlive_.load(std::memory_order_acquire);
         {
             std::lock_guard g(idle_mu_);
             for (worker* w : idle_) w->idle_listed = false;
             idle_.clear();
             nidle_.store(0);
         }
-        for (auto& w : workers_) {
+        for (unsigned i = 0; i < live; ++i) {
+            worker* w = workers_[i].get();
             w->wake_word.store(1, std::memory_order_release);
             w->wake_word.notify_one();
         }
@@ -3011,8 +3068,9 @@ public:
         // A worker stuck in a task that never suspends cannot be joined: give
         // them a bounded time, then leave the stuck ones behind (the process is exiting).
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-        for (auto& w : workers_) {
-            if (w.get() == self) {
+        for (unsigned i = 0; i < live; ++i) {
+            worker* w = workers_[i].get();
+            if (w == self) {
                 w->thread.detach();
                 continue;
             }
@@ -3023,7 +3081,13 @@ public:
         }
     }
 
-    unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
+    /// The number of workers that run tasks (GORO_MAXPROCS; set_max_procs).
+    unsigned size() const noexcept { return procs_.load(std::memory_order_relaxed); }
+    /// Workers taking part now: size() plus those stuck in a task (and,
+    /// for a moment, one about to retire).
+    int active_workers() const noexcept { return nactive_.load(std::memory_order_relaxed); }
+    /// Worker threads started so far (active, stuck and spare).
+    unsigned live_workers() const noexcept { return nlive_.load(std::memory_order_acquire); }
     bool stopping() const noexcept { return shutdown_.load(std::memory_order_relaxed); }
 
     /// A new root task: this worker's local queue, or the global queue.
@@ -3119,7 +3183,7 @@ public:
     /// workers together (for tests and diagnostics).
     std::uint64_t contention_yields() const noexcept {
         std::uint64_t n = 0;
-        for (auto& w : workers_) n += w->contention_yields.load(std::memory_order_relaxed);
+        for (auto& w : workers()) n += w->contention_yields.load(std::memory_order_relaxed);
         return n;
     }
 
@@ -3134,7 +3198,9 @@ public:
         worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
         held_by_me_.assign(workers_.size(), false);
         std::vector<worker*> pending;
-        for (auto& w : workers_)
+        // A worker started after this load sees the odd generation at its
+        // first safe point and holds there (both sides seq_cst: STUCK WORKERS).
+        for (auto& w : workers())
             if (w.get() != self) pending.push_back(w.get());
         auto deadline = std::chrono::steady_clock::now() + timeout;
         int rounds = 0;
@@ -3192,8 +3258,24 @@ public:
         return out;
     }
 
+    /// The site a worker resumed `t` at, if some worker runs `t` now: for a
+    /// dump of a task running on a worker that did not stop. False when no
+    /// worker runs it, or the site is unknown (it has not suspended yet).
+    bool running_site(const task_header* t, site& out) const noexcept {
+        for (auto& w : workers()) {
+            if (w->current.load(std::memory_order_acquire) != t) continue;
+            site s = w->resumed_at.load();
+            std::atomic_thread_fence(std::memory_order_acquire);
+            if (w->current.load(std::memory_order_relaxed) != t) return false;  // moved on: unknown
+            if (!s.function_name() || !*s.function_name() || s.line() == 0) return false;
+            out = s;
+            return true;
+        }
+        return false;
+    }
+
     void start_the_world() {
-        for (auto& w : workers_)
+        for (auto& w : workers())
             if (held_by_me_[w->index]) w->status.store(ws_idle, std::memory_order_release);
         stop_gen_.fetch_add(1, std::memory_order_seq_cst);  // even: run
         stop_gen_.notify_all();
@@ -3203,7 +3285,10 @@ public:
     /// Number of workers parked idle now (for the deadlock detector and metrics).
     int idle_workers() const noexcept { return nidle_.load(std::memory_order_relaxed); }
     std::size_t global_queue_size() const noexcept { return gq_size_.load(std::memory_order_relaxed); }
-    const std::vector<std::unique_ptr<worker>>& workers() const noexcept { return workers_; }
+    /// The workers started so far (active, stuck and spare); a stable array.
+    std::span<const std::unique_ptr<worker>> workers() const noexcept {
+        return {workers_.data(), nlive_.load(std::memory_order_seq_cst)};
+    }
 
 private:
     // --- queues -----------------------------------------------------------
@@ -3273,7 +3358,7 @@ private:
         std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return 0;
-        std::size_t n = std::min({sz, sz / workers_.size() + 1, max, room, std::size_t(runq_capacity / 2)});
+        std::size_t n = std::min({sz, sz / size() + 1, max, room, std::size_t(runq_capacity / 2)});
         if (n == 0) return 0;
         std::size_t mask = gq_ring_.size() - 1;
         std::size_t taken = 0;
@@ -3293,13 +3378,13 @@ private:
 
     bool stealable_work() const noexcept {
         if (gq_size_.load(std::memory_order_acquire)) return true;
-        for (auto& w : workers_)
+        for (auto& w : workers())
             if (w->q.size()) return true;
         return false;
     }
 
     task_header* steal(worker& self) noexcept {
-        const std::size_t n = workers_.size();
+        const std::size_t n = nlive_.load(std::memory_order_acquire);
         if (n < 2) return nullptr;
         for (int round = 0; round < 4; ++round) {
             std::size_t start = static_cast<std::size_t>(next_rand(self) % n);
@@ -3466,7 +3551,7 @@ private:
                 if (task_header* t = poll()) return t;
 
             // Spin, stealing, unless enough others already do.
-            int busy = static_cast<int>(workers_.size()) - nidle_.load(std::memory_order_relaxed);
+            int busy = nactive_.load(std::memory_order_relaxed) - nidle_.load(std::memory_order_relaxed);
             if (!w.spinning && 2 * nspinning_.load(std::memory_order_relaxed) < busy) {
                 w.spinning = true;
                 nspinning_.fetch_add(1, std::memory_order_seq_cst);
@@ -3522,6 +3607,11 @@ private:
     }
 
     void run(worker& w, task_header* t) noexcept {
+        // Where it resumes: what a dump shows for a task stuck here (its
+        // frames change as it runs). The leaf's promise shares its line
+        // with the resume pointer the resume reads anyway.
+        if (const promise_base* leaf = t->leaf) w.resumed_at.store(leaf->site_);
+        else w.resumed_at.store(site{});
         // Publish the task, then look for a profile epoch: a profiler that
         // starts one while this worker has not stopped either finds `t` here
         // or is seen by profile_before_resume (see running_unclaimed).
@@ -3543,11 +3633,16 @@ private:
     void worker_main(worker& w) noexcept {
         tls_worker = &w;
         for (;;) {
-            if (stop_gen_.load(std::memory_order_acquire) & 1) hold_at_safe_point(w);
+            if (stop_gen_.load(std::memory_order_seq_cst) & 1) hold_at_safe_point(w);
             if (shutdown_.load(std::memory_order_acquire)) break;
+            if (rebalance_.load(std::memory_order_relaxed)) [[unlikely]] {
+                maybe_retire(w);
+                continue;
+            }
             task_header* t = find_runnable(w);
             if (!t) continue;
             run(w, t);
+            if (w.stuck.load(std::memory_order_relaxed)) [[unlikely]] unstuck(w);
         }
         if (w.spinning) {
             w.spinning = false;
@@ -3563,22 +3658,214 @@ private:
     static void tick_thunk(void* self) noexcept { static_cast<scheduler*>(self)->monitor(); }
 
     void monitor() noexcept {
-        parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
-        bool busy = false;
-        for (auto& wp : workers_) {
+        const std::int64_t now = coarse_now_ns();
+        parked_clock().store(now, std::memory_order_relaxed);
+        const std::int64_t threshold = handoff_threshold_ns_.load(std::memory_order_relaxed);
+        bool busy = false, changed = false;
+        for (auto& wp : workers()) {
             worker& w = *wp;
             std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
-            bool stuck = w.current.load(std::memory_order_relaxed) && r == w.seen_resumes;
+            const bool running = w.current.load(std::memory_order_relaxed) != nullptr;
+            bool stuck = running && r == w.seen_resumes;
             bool waiting_work = w.slots.any() || w.q.size();
             w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
             if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
+            if (!stuck) w.seen_since_ns = now;
             w.seen_resumes = r;
+            const bool long_stuck = stuck && threshold > 0 && now - w.seen_since_ns >= threshold;
+            if (long_stuck != w.stuck.load(std::memory_order_relaxed)) changed = true;
             if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
         }
+        if (changed && !shutdown_.load()) hand_off(now, threshold);
         if (busy && !shutdown_.load()) timers_.want_ticks();
     }
 
-    std::vector<std::unique_ptr<worker>> workers_;
+    // --- stuck workers, spares, set_max_procs (STUCK WORKERS) --------------
+
+    static unsigned worker_capacity(unsigned procs) noexcept {
+        // Room for set_max_procs to grow and for a stuck worker's
+        // replacements; worker structs are made on demand, so an unused
+        // entry costs one pointer.
+        return std::max(4 * procs, procs + 1024);
+    }
+
+    void make_worker(unsigned i) {
+        auto w = std::make_unique<worker>();
+        w->sched = this;
+        w->index = i;
+        w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+        workers_[i] = std::move(w);
+    }
+
+    /// Monitor: marks the workers stuck past the threshold, unmarks those
+    /// that moved, and starts replacements for the stuck ones.
+    void hand_off(std::int64_t now, std::int64_t threshold) noexcept {
+        std::lock_guard g(procs_mu_);
+        for (auto& wp : workers()) {
+            worker& w = *wp;
+            const bool long_stuck = w.current.load(std::memory_order_relaxed) && threshold > 0 &&
+                                    w.resumes.load(std::memory_order_relaxed) == w.seen_resumes &&
+                                    now - w.seen_since_ns >= threshold;
+            if (long_stuck && !w.stuck.load(std::memory_order_relaxed)) {
+                w.stuck_since_ns.store(w.seen_since_ns, std::memory_order_relaxed);
+                if (!w.stuck.exchange(true, std::memory_order_acq_rel)) nstuck_.fetch_add(1, std::memory_order_relaxed);
+            } else if (!long_stuck && w.stuck.load(std::memory_order_relaxed)) {
+                if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
+            }
+        }
+        rebalance_locked();
+    }
+
+    /// procs_mu_ held: activates spares (or starts workers) until size()
+    /// workers are active and not stuck; asks the surplus to retire.
+    void rebalance_locked() noexcept {
+        int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
+        const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
+        while (unstuck < want && activate_locked()) ++unstuck;
+        const bool surplus = unstuck > want;
+        if (rebalance_.load(std::memory_order_relaxed) != surplus) rebalance_.store(surplus, std::memory_order_relaxed);
+    }
+
+    /// procs_mu_ held: one more active worker, a spare woken or a thread
+    /// started. False when none can be had (capacity, shutdown, no thread).
+    bool activate_locked() noexcept {
+        if (shutdown_.load()) return false;
+        if (!spares_.empty()) {
+            worker* w = spares_.back();
+            spares_.pop_back();
+            nactive_.fetch_add(1, std::memory_order_seq_cst);
+            nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
+            w->wake_word.store(1, std::memory_order_release);
+            w->wake_word.notify_one();
+            timers_.want_ticks();
+            return true;
+        }
+        const unsigned i = nlive_.load(std::memory_order_relaxed);
+        if (i >= workers_.size()) return false;
+        try {
+            if (!workers_[i]) make_worker(i);
+        } catch (...) {
+            return false;
+        }
+        worker* w = workers_[i].get();
+        w->spinning = true;  // before its thread starts: it starts as a spinner
+        nspinning_.fetch_add(1, std::memory_order_seq_cst);
+        nactive_.fetch_add(1, std::memory_order_seq_cst);
+        nlive_.store(i + 1, std::memory_order_seq_cst);
+        try {
+            w->thread = std::thread([this, w] { worker_main(*w); });
+        } catch (...) {
+            // Listed but never running: a stop of the world skips it as exited.
+            w->spinning = false;
+            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+            nactive_.fetch_sub(1, std::memory_order_seq_cst);
+            w->exited.store(true, std::memory_order_release);
+            return false;
+        }
+        timers_.want_ticks();
+        return true;
+    }
+
+    /// Owner, after a run the monitor marked stuck: counts itself unstuck,
+    /// and retires if that makes one worker too many.
+    void unstuck(worker& w) noexcept {
+        {
+            std::lock_guard g(procs_mu_);
+            if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
+            rebalance_locked();
+        }
+        if (rebalance_.load(std::memory_order_relaxed)) maybe_retire(w);
+    }
+
+    /// Owner, at a safe point: becomes a spare if more than size() workers
+    /// are active and not stuck.
+    void maybe_retire(worker& w) noexcept {
+        {
+            std::lock_guard g(procs_mu_);
+            const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
+            const int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
+            if (unstuck <= want || shutdown_.load()) {
+                rebalance_locked();
+                return;
+            }
+            nactive_.fetch_sub(1, std::memory_order_seq_cst);
+            spares_.push_back(&w);
+            rebalance_.store(unstuck - 1 > want, std::memory_order_relaxed);
+        }
+        park_spare(w);
+    }
+
+    /// Owner: hands its queued tasks to the others, then sleeps until
+    /// activated (activate_locked) or the pool shuts down.
+    void park_spare(worker& w) noexcept {
+        if (w.spinning) {
+            w.spinning = false;
+            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+        }
+        task_header* batch[runq_capacity + 1 + worker::claim_max];
+        std::size_t n = 0;
+        if (task_header* t = take_run_next(w)) batch[n++] = t;
+        while (task_header* t = w.slots.take_claimed(asym_fence_)) batch[n++] = t;
+        while (n < std::size(batch))
+            if (task_header* t = w.q.pop()) batch[n++] = t;
+            else break;
+        if (n) global_push_n(batch, n);
+        // Whether or not it queued any: a task that yielded just before
+        // (gosched wakes no one, counting on this worker) waits there too.
+        wake_if_needed(false);
+        the_registry().flush_retired();
+        w.status.store(ws_idle, std::memory_order_seq_cst);  // a stop of the world holds it like an idle worker
+        while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
+        w.wake_word.store(0, std::memory_order_relaxed);
+        if (!shutdown_.load()) w.spinning = true;
+        claim_running(w);
+    }
+
+public:
+    /// Changes the number of workers that run tasks (set_max_procs at run
+    /// time): more are activated at once; the surplus retire at their next
+    /// safe point.
+    void set_procs(unsigned n) {
+        std::lock_guard g(procs_mu_);
+        if (n > workers_.size() / 2)
+            throw usage_error("goro::set_max_procs: " + std::to_string(n) + " workers is more than this pool allows (" +
+                              std::to_string(workers_.size() / 2) + ")");
+        procs_.store(n, std::memory_order_relaxed);
+        rebalance_locked();
+    }
+
+    /// How long a task may run without suspending before its worker is
+    /// replaced (STUCK WORKERS). Zero turns the handoff off.
+    void set_handoff_threshold(std::chrono::nanoseconds d) noexcept {
+        handoff_threshold_ns_.store(d.count(), std::memory_order_relaxed);
+    }
+    std::chrono::nanoseconds handoff_threshold() const noexcept {
+        return std::chrono::nanoseconds(handoff_threshold_ns_.load(std::memory_order_relaxed));
+    }
+
+    /// Workers the monitor sees stuck in one task now, and the longest for how long.
+    std::pair<unsigned, std::chrono::nanoseconds> stuck_now() const noexcept {
+        unsigned n = 0;
+        std::int64_t longest = 0;
+        const std::int64_t now = coarse_now_ns();
+        for (auto& w : workers())
+            if (w->stuck.load(std::memory_order_relaxed)) {
+                ++n;
+                longest = std::max(longest, now - w->stuck_since_ns.load(std::memory_order_relaxed));
+            }
+        return {n, std::chrono::nanoseconds(longest)};
+    }
+
+private:
+
+    std::vector<std::unique_ptr<worker>> workers_;  // fixed size (capacity); [0, nlive_) made and started
+    alignas(cache_line) std::atomic<unsigned> nlive_{0};
+    std::atomic<unsigned> procs_{0};    // size(): workers meant to run tasks
+    std::atomic<int> nactive_{0};       // workers not spare (stuck ones included); written under procs_mu_
+    std::atomic<int> nstuck_{0};        // active workers marked stuck; written under procs_mu_
+    std::atomic<std::int64_t> handoff_threshold_ns_{10'000'000};
+    ranked_lock<std::mutex, lock_rank::scheduler_procs> procs_mu_;
+    std::vector<worker*> spares_;       // under procs_mu_
     timer_queue timers_;
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
@@ -3598,6 +3885,9 @@ private:
     alignas(cache_line) std::atomic<int> nspinning_{0};
 
     alignas(cache_line) std::atomic<std::uint32_t> stop_gen_{0};
+    // Read by every worker every round beside stop_gen_, on its line: a
+    // surplus of active workers (STUCK WORKERS).
+    std::atomic<bool> rebalance_{false};
     ranked_lock<std::mutex, lock_rank::stop_the_world> stw_mu_;
     std::vector<bool> held_by_me_;
 
@@ -3702,22 +3992,47 @@ inline task_header* current_task_or_throw(const char* op) {
 
 }  // namespace detail
 
-/// Sets the number of workers. Must be called before the pool starts (the
-/// first go(), block_on() or sleep); throws goro::usage_error afterwards.
+/// Sets the number of workers that run tasks at once (Go's GOMAXPROCS(n)).
+/// Before the pool starts it sets the pool's size; afterwards the pool grows
+/// at once (spare or new threads), or shrinks as the surplus workers reach
+/// their next safe point (they park as spares). Queued tasks are never lost.
 inline void set_max_procs(unsigned n) {
     if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
     detail::pool_holder& h = detail::the_pool_holder();
     std::lock_guard g(h.mu);
-    if (h.pool.load()) {
-        if (h.pool.load()->size() == n) return;
-        throw usage_error("goro::set_max_procs: the worker pool has already started with " +
-                          std::to_string(h.pool.load()->size()) + " workers");
+    if (detail::scheduler* s = h.pool.load()) {
+        if (s->stopping()) throw usage_error("goro::set_max_procs: the pool has shut down (process exit)");
+        s->set_procs(n);
+        return;
     }
     detail::requested_procs().store(n);
 }
 
-/// The number of workers (starts the pool if needed).
+/// The number of workers that run tasks at once (starts the pool if needed).
 inline unsigned max_procs() { return detail::the_scheduler().size(); }
+
+/// Workers stuck in one task (running without a suspension past the handoff
+/// threshold, see STUCK WORKERS in goro/core/scheduler.hpp) now.
+struct stuck_workers_info {
+    unsigned count = 0;                     ///< workers stuck now (each replaced by another thread)
+    std::chrono::nanoseconds longest{0};    ///< how long the longest-stuck one has run its task
+};
+
+/// A moment's view of the stuck workers (for metrics: 0 when the pool has not started).
+inline stuck_workers_info stuck_workers() noexcept {
+    if (!detail::pool_started()) return {};
+    auto [n, d] = detail::the_scheduler().stuck_now();
+    return {n, d};
+}
+
+/// How long a task may run without suspending before the monitor hands its
+/// worker's place and queue to another thread (default 10 ms; checked every
+/// 10 ms, so a handoff comes 10 to 20 ms after the task started). Zero turns
+/// the handoff off.
+inline void set_handoff_threshold(std::chrono::nanoseconds d) {
+    if (d.count() < 0) throw usage_error("goro::set_handoff_threshold: the threshold must not be negative");
+    detail::the_scheduler().set_handoff_threshold(d);
+}
 
 }  // namespace goro
 // ---- end goro/core/scheduler.hpp ----
@@ -4669,7 +4984,10 @@ public:
             for (task_header* h : unclaimed) {
                 if (h == self) continue;
                 detail::profile_copy(*h, e, [&](task_header& t) {
-                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false);
+                    // A stuck task shows the site its worker resumed it at, when known.
+                    detail::site at{};
+                    const bool known = sched->running_site(&t, at);
+                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false, known ? &at : nullptr);
                 });
             }
             s.pause_ns_ = detail::now_ns() - t0;
@@ -4819,7 +5137,9 @@ private:
         /// `running`: it runs now. `frames`: read its frames (it does not run,
         /// or runs on the calling thread); false for a task running on a
         /// worker that did not stop: its leaf and frames are not touched.
-        void record(task_header& h, bool running, bool frames) noexcept {
+        /// `last_site`: with `frames` false, the one frame to show (where a
+        /// worker that did not stop resumed the task), if known.
+        void record(task_header& h, bool running, bool frames, const detail::site* last_site = nullptr) noexcept {
             task_record r;
             r.id = h.id;
             r.parent_id = h.cold().parent_id;
@@ -4832,20 +5152,24 @@ private:
                 r.since_ns = h.since_ns.load(std::memory_order_relaxed);
             }
             std::uint32_t depth = 0;
-            r.frames_known = frames;
+            r.frames_known = frames || last_site;
             if (frames)
                 for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+            else if (last_site)
+                depth = 1;
             r.frame_count = depth;
             std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
             std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
             if (off + depth <= site_cap_ && slot < task_cap_) {
                 r.first_frame = static_cast<std::uint32_t>(off);
-                copy_sites(h, s_.sites_.data() + off, depth);
+                if (frames) copy_sites(h, s_.sites_.data() + off, depth);
+                else if (last_site) s_.sites_[off] = *last_site;
                 s_.tasks_[slot] = std::move(r);
                 return;
             }
             std::vector<detail::site> sites(depth);  // rare: more than was counted
-            copy_sites(h, sites.data(), depth);
+            if (frames) copy_sites(h, sites.data(), depth);
+            else if (last_site) sites[0] = *last_site;
             std::lock_guard g(overflow_mu_);
             overflow_.emplace_back(std::move(r), std::move(sites));
             if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
@@ -6319,7 +6643,7 @@ inline quiet_state observe_quiet() {
     if (s.stopping()) return q;
     if (the_deadlock_watch().external_guards.load(std::memory_order_acquire) != 0) return q;
     if (external_waits().load(std::memory_order_acquire) != 0) return q;  // a foreign awaitable will answer
-    if (s.idle_workers() != static_cast<int>(s.size())) return q;
+    if (s.idle_workers() != s.active_workers()) return q;
     if (s.global_queue_size() != 0) return q;
     if (s.timers().pending() != 0) return q;
     for (auto& w : s.workers()) q.resumes += w->resumes.load(std::memory_order_relaxed);

@@ -20,6 +20,8 @@
 //   sync_waiters       the waiter list of a mutex, semaphore or wait group; an errgroup's error
 //   pool_holder        the making of the pool: the first use may come under any
 //                      lock above; making it starts the timer
+//   scheduler_procs    the active, stuck and spare workers (scheduler.hpp, STUCK
+//                      WORKERS); activating one wakes it and takes the idle list
 //   timer              the timer heap
 //   scheduler_idle     the list of idle workers
 //   global_queue       the run queue of tasks woken from outside the pool
@@ -71,6 +73,7 @@ enum class lock_rank : std::uint8_t {
     channel,
     sync_waiters,
     pool_holder,
+    scheduler_procs,
     timer,
     scheduler_idle,
     global_queue,
@@ -96,6 +99,7 @@ inline const char* to_string(lock_rank r) noexcept {
     case lock_rank::global_queue: return "global run queue";
     case lock_rank::blocking_pool: return "blocking pool";
     case lock_rank::pool_holder: return "pool holder";
+    case lock_rank::scheduler_procs: return "scheduler procs";
     case lock_rank::panic_hook: return "panic hook";
     case lock_rank::frame_pool: return "frame pool";
     }

@@ -151,7 +151,7 @@ inline quiet_state observe_quiet() {
     if (s.stopping()) return q;
     if (the_deadlock_watch().external_guards.load(std::memory_order_acquire) != 0) return q;
     if (external_waits().load(std::memory_order_acquire) != 0) return q;  // a foreign awaitable will answer
-    if (s.idle_workers() != static_cast<int>(s.size())) return q;
+    if (s.idle_workers() != s.active_workers()) return q;
     if (s.global_queue_size() != 0) return q;
     if (s.timers().pending() != 0) return q;
     for (auto& w : s.workers()) q.resumes += w->resumes.load(std::memory_order_relaxed);

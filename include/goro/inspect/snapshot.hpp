@@ -149,7 +149,10 @@ public:
             for (task_header* h : unclaimed) {
                 if (h == self) continue;
                 detail::profile_copy(*h, e, [&](task_header& t) {
-                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false);
+                    // A stuck task shows the site its worker resumed it at, when known.
+                    detail::site at{};
+                    const bool known = sched->running_site(&t, at);
+                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false, known ? &at : nullptr);
                 });
             }
             s.pause_ns_ = detail::now_ns() - t0;
@@ -299,7 +302,9 @@ private:
         /// `running`: it runs now. `frames`: read its frames (it does not run,
         /// or runs on the calling thread); false for a task running on a
         /// worker that did not stop: its leaf and frames are not touched.
-        void record(task_header& h, bool running, bool frames) noexcept {
+        /// `last_site`: with `frames` false, the one frame to show (where a
+        /// worker that did not stop resumed the task), if known.
+        void record(task_header& h, bool running, bool frames, const detail::site* last_site = nullptr) noexcept {
             task_record r;
             r.id = h.id;
             r.parent_id = h.cold().parent_id;
@@ -312,20 +317,24 @@ private:
                 r.since_ns = h.since_ns.load(std::memory_order_relaxed);
             }
             std::uint32_t depth = 0;
-            r.frames_known = frames;
+            r.frames_known = frames || last_site;
             if (frames)
                 for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+            else if (last_site)
+                depth = 1;
             r.frame_count = depth;
             std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
             std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
             if (off + depth <= site_cap_ && slot < task_cap_) {
                 r.first_frame = static_cast<std::uint32_t>(off);
-                copy_sites(h, s_.sites_.data() + off, depth);
+                if (frames) copy_sites(h, s_.sites_.data() + off, depth);
+                else if (last_site) s_.sites_[off] = *last_site;
                 s_.tasks_[slot] = std::move(r);
                 return;
             }
             std::vector<detail::site> sites(depth);  // rare: more than was counted
-            copy_sites(h, sites.data(), depth);
+            if (frames) copy_sites(h, sites.data(), depth);
+            else if (last_site) sites[0] = *last_site;
             std::lock_guard g(overflow_mu_);
             overflow_.emplace_back(std::move(r), std::move(sites));
             if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()

@@ -1,0 +1,168 @@
+// The handoff of a stuck worker (STUCK WORKERS in goro/core/scheduler.hpp):
+// a task that never suspends, or one blocked in a plain read(), does not
+// stop the other tasks; the stuck workers are counted; set_max_procs at run
+// time grows and shrinks the pool under load without losing a task.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <goro/core.hpp>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using goro_test::eventually;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+/// Loops send(1); recv() on a channel of capacity 1 until `stop` (or 10 s):
+/// every operation completes at once, so the task never parks.
+goro::task<> ping_self_until(std::atomic<bool>& stop, std::atomic<long>& rounds) {
+    goro::channel<int> ch(1);
+    const auto end = clock_type::now() + 10s;
+    long n = 0;
+    while (!stop.load(std::memory_order_relaxed) && clock_type::now() < end) {
+        co_await ch.send(1);
+        (void)co_await ch.recv();
+        ++n;
+    }
+    rounds.fetch_add(n);
+}
+
+goro::task<std::chrono::nanoseconds> late_sleeper(std::chrono::milliseconds d) {
+    auto due = clock_type::now() + d;
+    co_await goro::sleep_for(d);
+    co_return std::chrono::nanoseconds(clock_type::now() - due);
+}
+
+goro::task<std::chrono::nanoseconds> heartbeat(int beats) {
+    auto next = clock_type::now();
+    std::chrono::nanoseconds worst{0};
+    for (int beat = 0; beat < beats; ++beat) {
+        next += 100ms;
+        co_await goro::sleep_until(next);
+        worst = std::max(worst, std::chrono::nanoseconds(clock_type::now() - next));
+    }
+    co_return worst;
+}
+
+goro::task<> read_one_byte_plainly(int fd, std::atomic<int>& entered, std::atomic<int>& got) {
+    co_await goro::yield();  // a site in this function: where a dump shows it stuck
+    entered.fetch_add(1);
+    char c = 0;
+    if (::read(fd, &c, 1) == 1) got.fetch_add(1);  // blocks its worker: nothing wraps it
+    co_return;
+}
+
+double ms(std::chrono::nanoseconds d) { return static_cast<double>(d.count()) / 1e6; }
+
+}  // namespace
+
+TEST_CASE("handoff: tasks that never suspend on every worker do not stop a sleeper", "[handoff]") {
+    const unsigned procs = goro::max_procs();
+    std::atomic<bool> stop{false};
+    std::atomic<long> rounds{0};
+    for (unsigned i = 0; i < procs; ++i) goro::go(ping_self_until(stop, rounds));
+    // Wait until the loops hold every worker.
+    REQUIRE(eventually([&] { return goro::stuck_workers().count == procs; }));
+    auto late = goro::block_on(late_sleeper(10ms));
+    const auto info = goro::stuck_workers();
+    stop.store(true);
+    std::printf("handoff: a 10 ms sleeper woke %.1f ms late while %u task(s) never suspended (stuck: %u, longest %.0f ms)\n",
+                ms(late), procs, info.count, ms(info.longest));
+    CHECK(late < 5s);  // the loops end after 10 s: without the handoff it waits for them
+    CHECK(info.count >= 1);
+    CHECK(goro_test::tasks_drained());
+    CHECK(rounds.load() > 0);
+    // The stuck workers went back to spare: as many active as max_procs.
+    CHECK(eventually([&] { return goro::stuck_workers().count == 0; }));
+}
+
+TEST_CASE("handoff: more tasks than workers in a plain read() do not stop a heartbeat", "[handoff]") {
+    const int readers = static_cast<int>(goro::max_procs()) + 2;
+    std::vector<int> rd, wr;
+    for (int i = 0; i < readers; ++i) {
+        int p[2];
+        REQUIRE(::pipe(p) == 0);
+        rd.push_back(p[0]);
+        wr.push_back(p[1]);
+    }
+    std::atomic<int> entered{0}, got{0};
+    for (int i = 0; i < readers; ++i) goro::go(read_one_byte_plainly(rd[i], entered, got), {.name = "plain-reader"});
+    // Every reader runs (each on its own thread, by the handoff) before the heartbeat starts.
+    CHECK(eventually([&] { return entered.load() == readers; }, 20s));
+    auto worst = goro::block_on(heartbeat(5));
+    std::printf("handoff: 100 ms heartbeat worst lateness %.1f ms with %d tasks in a plain read() on %u workers\n",
+                ms(worst), readers, goro::max_procs());
+    CHECK(worst < 1s);
+
+    // The dump shows them running, in the function they are stuck in (the
+    // site they were last resumed at), not "stack unavailable".
+    std::ostringstream out;
+    goro::dump_goroutines(out, 2);
+    const std::string text = out.str();
+    CHECK(text.find("[running") != std::string::npos);
+    CHECK(text.find("read_one_byte_plainly") != std::string::npos);
+    CHECK(text.find("stack unavailable") == std::string::npos);
+    if (text.find("read_one_byte_plainly") == std::string::npos) std::printf("%s\n", text.c_str());
+
+    for (int fd : wr) REQUIRE(::write(fd, "x", 1) == 1);
+    CHECK(goro_test::tasks_drained());
+    CHECK(got.load() == readers);
+    for (int fd : rd) ::close(fd);
+    for (int fd : wr) ::close(fd);
+    CHECK(eventually([&] { return goro::stuck_workers().count == 0; }));
+}
+
+namespace {
+
+goro::task<> churn(goro::channel<int>& ch, int rounds, std::atomic<long>& done) {
+    for (int i = 0; i < rounds; ++i) {
+        if (i % 3 == 0) co_await goro::yield();
+        co_await ch.send(i);
+        (void)co_await ch.recv();
+    }
+    done.fetch_add(1);
+}
+
+}  // namespace
+
+TEST_CASE("handoff: set_max_procs grows and shrinks the pool under load, no task lost", "[handoff]") {
+    const unsigned before = goro::max_procs();
+    constexpr int tasks = 400, rounds = 200;
+    std::atomic<long> done{0};
+    std::vector<std::unique_ptr<goro::channel<int>>> chans;
+    for (int i = 0; i < tasks; ++i) chans.push_back(std::make_unique<goro::channel<int>>(1));
+    goro::set_max_procs(1);
+    for (int i = 0; i < tasks; ++i) goro::go(churn(*chans[i], rounds, done));
+    std::this_thread::sleep_for(20ms);
+    goro::set_max_procs(4);
+    CHECK(goro::max_procs() == 4);
+    std::this_thread::sleep_for(20ms);
+    goro::set_max_procs(2);
+    CHECK(goro::max_procs() == 2);
+    CHECK(eventually([&] { return done.load() == tasks; }));
+    CHECK(goro_test::tasks_drained());
+    auto& s = goro::detail::the_scheduler();
+    // The surplus retires at its next safe point (an idle worker when next woken).
+    goro::block_on([]() -> goro::task<> {
+        for (int i = 0; i < 50; ++i) co_await goro::yield();
+    }());
+    std::printf("handoff: after 1 -> 4 -> 2: %d active, %u threads started\n", s.active_workers(), s.live_workers());
+    CHECK(s.active_workers() >= 2);
+    goro::set_max_procs(before);
+    CHECK(goro::max_procs() == before);
+    CHECK_THROWS_AS(goro::set_max_procs(0), goro::usage_error);
+    CHECK_THROWS_AS(goro::set_max_procs(1u << 30), goro::usage_error);
+}
