@@ -25,3 +25,4 @@
 #include <goro/inspect/leak_check.hpp>
 #include <goro/inspect/deadlock.hpp>
 #include <goro/inspect/panic.hpp>
+#include <goro/io/blocking.hpp>

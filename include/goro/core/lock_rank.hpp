@@ -21,6 +21,7 @@
 //   timer              the timer heap
 //   scheduler_idle     the list of idle workers
 //   global_queue       the run queue of tasks woken from outside the pool
+//   blocking_pool      the queue of goro::blocking calls (io/blocking.hpp)
 //   panic_hook         the installed crash hook
 //   frame_pool         the frame allocator's shared depot (frames are made anywhere)
 //
@@ -70,6 +71,7 @@ enum class lock_rank : std::uint8_t {
     timer,
     scheduler_idle,
     global_queue,
+    blocking_pool,
     panic_hook,
     frame_pool,
 };
@@ -88,6 +90,7 @@ inline const char* to_string(lock_rank r) noexcept {
     case lock_rank::timer: return "timer";
     case lock_rank::scheduler_idle: return "scheduler idle list";
     case lock_rank::global_queue: return "global run queue";
+    case lock_rank::blocking_pool: return "blocking pool";
     case lock_rank::pool_holder: return "pool holder";
     case lock_rank::panic_hook: return "panic hook";
     case lock_rank::frame_pool: return "frame pool";

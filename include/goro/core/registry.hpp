@@ -90,6 +90,7 @@ inline constexpr const char* mutex_lock = "sync.Mutex.Lock";
 inline constexpr const char* semacquire = "semacquire";
 inline constexpr const char* context_done = "context done";
 inline constexpr const char* block_on = "block_on";
+inline constexpr const char* syscall = "syscall";  ///< goro::blocking (io/blocking.hpp)
 inline constexpr const char* io_wait = "IO wait";  // goro/io/poller.hpp: a socket or fd not ready
 }  // namespace wait_reason
 
