@@ -136,6 +136,19 @@ goro::task<> netdump_reader(goro::net::stream& s, std::atomic<int>& got) {
     got.store(n == 1 && c == 'x' ? 1 : 2);
 }
 
+/// The what() of the error that awaiting `t` throws, or "no error". (Tests
+/// never co_await inside a Catch2 macro: g++ 12 mishandles a co_await inside
+/// the macro's expression.)
+template <class T>
+goro::task<std::string> error_of(goro::task<T> t) {
+    try {
+        co_await std::move(t);
+    } catch (const std::exception& e) {
+        co_return e.what();
+    }
+    co_return "no error";
+}
+
 }  // namespace
 
 TEST_CASE("net: address parse, to_string and misuse", "[net]") {
@@ -203,10 +216,12 @@ TEST_CASE("net: read returns 0 at EOF; read_full throws an EOF error naming the 
             CHECK_THAT(e.what(), Catch::Contains("goro::net::stream::read_full") && Catch::Contains("unexpected EOF"));
         }
         CHECK(std::string(buf, 3) == "abc");
-        CHECK(co_await b.read(buf, 8) == 0);
+        std::size_t n = co_await b.read(buf, 8);
+        CHECK(n == 0);
         // The other direction still works after a half close.
         co_await b.write_all("z");
-        CHECK(co_await a.read(buf, 8) == 1);
+        n = co_await a.read(buf, 8);
+        CHECK(n == 1);
         CHECK(buf[0] == 'z');
     }());
 }
@@ -255,7 +270,8 @@ TEST_CASE("net: a read cancelled by its context while another task writes; the s
         // Still usable: nothing was consumed by the cancelled read.
         co_await b.write_all("x");
         char c = 0;
-        CHECK(co_await a.read(&c, 1) == 1);
+        std::size_t n = co_await a.read(&c, 1);
+        CHECK(n == 1);
         CHECK(c == 'x');
     }());
 }
@@ -280,7 +296,8 @@ TEST_CASE("net: a deadline ends a parked read with deadline_exceeded", "[net]") 
             CHECK(e.is_canceled());
         }
         co_await b.write_all("ok");
-        CHECK(co_await a.read(buf, sizeof buf) == 2);
+        std::size_t n = co_await a.read(buf, sizeof buf);
+        CHECK(n == 2);
     }());
 }
 
@@ -306,12 +323,14 @@ TEST_CASE("net: close wakes a parked read; operations after close fail clearly",
         co_await wg.wait();
         CHECK(outcome.load() == 2);
         CHECK(!a.is_open());
-        CHECK_THROWS_WITH(co_await a.write_all("x"), Catch::Contains("goro::net::stream::write_all: use of closed network connection"));
+        std::string w = co_await error_of(a.write_all("x"));
+        CHECK(w == "goro::net::stream::write_all: use of closed network connection");
         CHECK_THROWS_WITH(a.local_address(), Catch::Contains("goro::net::stream::local_address"));
         a.close();  // idempotent
         // The peer sees the end of the stream.
         char c;
-        CHECK(co_await b.read(&c, 1) == 0);
+        std::size_t n = co_await b.read(&c, 1);
+        CHECK(n == 0);
     }());
 }
 
@@ -334,7 +353,8 @@ TEST_CASE("net: accept on a closed listener gives a clear error and wakes a park
         ln.close();
         co_await wg.wait();
         CHECK(what == "goro::net::listener::accept: use of closed network connection");
-        CHECK_THROWS_WITH(co_await ln.accept(), "goro::net::listener::accept: use of closed network connection");
+        std::string again = co_await error_of(ln.accept());
+        CHECK(again == "goro::net::listener::accept: use of closed network connection");
     }());
 }
 
@@ -425,8 +445,8 @@ TEST_CASE("net: UDP over IPv4 and IPv6", "[net]") {
         CHECK(std::string(buf, e.size) == "pong!");
         // A parked receive ends with its deadline; the socket stays usable.
         auto [ctx, cancel] = goro::with_timeout(goro::background(), 10ms);
-        CHECK_THROWS_WITH(co_await x.recv_from(buf, sizeof buf, ctx),
-                          "goro::net::udp_socket::recv_from: context deadline exceeded");
+        std::string w = co_await error_of(x.recv_from(buf, sizeof buf, ctx));
+        CHECK(w == "goro::net::udp_socket::recv_from: context deadline exceeded");
         co_await y.send_to("again", x.local_address());
         auto f = co_await x.recv_from(buf, sizeof buf);
         CHECK(std::string(buf, f.size) == "again");
