@@ -225,10 +225,21 @@ private:
         if (::connect(ref.fd(), to.data(), to.size()) != 0) {
             int e = errno;
             if (e != EINPROGRESS && e != EINTR) detail::throw_errno(op + (": " + to.to_string()), e);
-            detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
-            socklen_t len = sizeof e;
-            if (::getsockopt(ref.fd(), SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
-            if (e != 0) detail::throw_errno(op + (": " + to.to_string()), e);
+            for (;;) {
+                detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, detail::ctx_or_null(ctx), op},
+                                   detail::ctx_or_null(ctx), op);
+                socklen_t len = sizeof e;
+                if (::getsockopt(ref.fd(), SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
+                if (e == EINPROGRESS || e == EALREADY || e == EINTR) continue;
+                if (e != 0 && e != EISCONN) detail::throw_errno(op + (": " + to.to_string()), e);
+                // A wake-up may be stale (a socket not yet connected polls
+                // writable and hung up when registered): connected only if
+                // it has a peer; else wait for the next edge.
+                sockaddr_storage peer{};
+                socklen_t plen = sizeof peer;
+                if (::getpeername(ref.fd(), reinterpret_cast<sockaddr*>(&peer), &plen) == 0) break;
+                if (errno != ENOTCONN) detail::throw_errno(op + (": " + to.to_string()), errno);
+            }
         }
     }
     stream s(std::move(r));
