@@ -391,6 +391,8 @@ private:
 //   snapshot_overflow  a snapshot's records beyond its estimate, added during a walk
 //   deadlock_watch     the watchdog's list of block_on threads, read during a walk
 //   context            a cancel node's children; arming its deadline adds a timer
+//   time_chan          a goro::timer's or ticker's state: held while its tick is
+//                      sent (Go's sendLock) and while it re-arms its timer node
 //   channel            a channel's queues; select holds several, and arms a timer
 //   sync_waiters       the waiter list of a mutex, semaphore or wait group; an errgroup's error
 //   pool_holder        the making of the pool: the first use may come under any
@@ -440,6 +442,7 @@ enum class lock_rank : std::uint8_t {
     snapshot_overflow,
     deadlock_watch,
     context,
+    time_chan,
     channel,
     sync_waiters,
     pool_holder,
@@ -459,6 +462,7 @@ inline const char* to_string(lock_rank r) noexcept {
     case lock_rank::snapshot_overflow: return "snapshot overflow";
     case lock_rank::deadlock_watch: return "deadlock watch";
     case lock_rank::context: return "context";
+    case lock_rank::time_chan: return "timer channel";
     case lock_rank::channel: return "channel";
     case lock_rank::sync_waiters: return "sync waiters";
     case lock_rank::timer: return "timer";
@@ -1398,6 +1402,9 @@ inline constexpr const char* sleep = "sleep";
 inline constexpr const char* wait_group = "sync.WaitGroup.Wait";
 inline constexpr const char* mutex_lock = "sync.Mutex.Lock";
 inline constexpr const char* semacquire = "semacquire";
+inline constexpr const char* rw_mutex_rlock = "sync.RWMutex.RLock";
+inline constexpr const char* rw_mutex_lock = "sync.RWMutex.Lock";
+inline constexpr const char* cond_wait = "sync.Cond.Wait";
 inline constexpr const char* context_done = "context done";
 inline constexpr const char* block_on = "block_on";
 }  // namespace wait_reason
@@ -2092,6 +2099,7 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 //     is busy): the scheduler uses it to rescue work stuck behind a task that
 //     does not suspend.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -2119,18 +2127,30 @@ struct timer_node {
     timer_node& operator=(const timer_node&) = delete;
 };
 
-/// A binary min-heap of timer nodes by `when_ns`, each node knowing its
+/// A 4-ary min-heap of timer nodes by `when_ns`, each node knowing its
 /// index (so a node is removed in O(log n) without a search). Not
 /// synchronised: timer_queue holds its lock around every call.
+///
+/// Each entry keeps the node's deadline beside its pointer: a sift compares
+/// deadlines in the heap's own array and never loads a node (with 10,000
+/// tickers armed, loading each node's `when_ns` from its scattered state
+/// missed the cache at every level and was most of the timer thread's time).
+/// Four children per level halve the depth; the four sit in one cache line.
 class timer_heap {
+    struct entry {
+        std::int64_t when;
+        timer_node* node;
+    };
+    static constexpr std::size_t arity = 4;
+
 public:
     void push(timer_node* n) {
-        n->heap_index = nodes_.size();
-        nodes_.push_back(n);
-        sift_up(n->heap_index);
+        nodes_.push_back({n->when_ns, n});
+        n->heap_index = nodes_.size() - 1;
+        sift_up(nodes_.size() - 1);
     }
     /// The earliest node, or null when empty.
-    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front(); }
+    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front().node; }
     /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
     bool remove(timer_node* n) noexcept {
         if (n->heap_index == timer_node::npos) return false;
@@ -2139,8 +2159,8 @@ public:
     }
     /// Removes and returns the earliest node if it is due at `now_ns`, else null.
     timer_node* pop_due(std::int64_t now_ns) noexcept {
-        if (nodes_.empty() || nodes_.front()->when_ns > now_ns) return nullptr;
-        timer_node* n = nodes_.front();
+        if (nodes_.empty() || nodes_.front().when > now_ns) return nullptr;
+        timer_node* n = nodes_.front().node;
         remove_at(0);
         return n;
     }
@@ -2148,45 +2168,52 @@ public:
     bool empty() const noexcept { return nodes_.empty(); }
 
 private:
-    bool less(std::size_t a, std::size_t b) const noexcept { return nodes_[a]->when_ns < nodes_[b]->when_ns; }
-    void swap_at(std::size_t a, std::size_t b) noexcept {
-        std::swap(nodes_[a], nodes_[b]);
-        nodes_[a]->heap_index = a;
-        nodes_[b]->heap_index = b;
-    }
+    // Sifts move a hole instead of swapping: each moved entry's node learns
+    // its new index once.
     void sift_up(std::size_t i) noexcept {
+        entry e = nodes_[i];
         while (i > 0) {
-            std::size_t p = (i - 1) / 2;
-            if (!less(i, p)) break;
-            swap_at(i, p);
+            std::size_t p = (i - 1) / arity;
+            if (!(e.when < nodes_[p].when)) break;
+            place(i, nodes_[p]);
             i = p;
         }
+        place(i, e);
     }
     void sift_down(std::size_t i) noexcept {
+        entry e = nodes_[i];
+        const std::size_t n = nodes_.size();
         for (;;) {
-            std::size_t l = 2 * i + 1, r = l + 1, m = i;
-            if (l < nodes_.size() && less(l, m)) m = l;
-            if (r < nodes_.size() && less(r, m)) m = r;
-            if (m == i) return;
-            swap_at(i, m);
+            std::size_t first = arity * i + 1;
+            if (first >= n) break;
+            std::size_t last = std::min(first + arity, n), m = first;
+            for (std::size_t c = first + 1; c < last; ++c)
+                if (nodes_[c].when < nodes_[m].when) m = c;
+            if (!(nodes_[m].when < e.when)) break;
+            place(i, nodes_[m]);
             i = m;
         }
+        place(i, e);
+    }
+    void place(std::size_t i, const entry& e) noexcept {
+        nodes_[i] = e;
+        e.node->heap_index = i;
     }
     void remove_at(std::size_t i) noexcept {
-        timer_node* n = nodes_[i];
+        timer_node* n = nodes_[i].node;
         std::size_t last = nodes_.size() - 1;
         if (i != last) {
-            swap_at(i, last);
+            nodes_[i] = nodes_[last];
             nodes_.pop_back();
-            sift_down(i);
-            sift_up(i);
+            if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
+            else sift_down(i);
         } else {
             nodes_.pop_back();
         }
         n->heap_index = timer_node::npos;
     }
 
-    std::vector<timer_node*> nodes_;
+    std::vector<entry> nodes_;
 };
 
 class timer_queue {
@@ -8808,6 +8835,7 @@ public:
 };
 
 class mutex;
+class cond;
 
 /// Owns a locked `goro::mutex` and unlocks it on destruction (from `co_await m.scoped_lock()`).
 /// Movable, like std::unique_lock; `unlock()` releases it early.
@@ -8921,8 +8949,30 @@ public:
     bool is_locked() const noexcept { return state_.load(std::memory_order_relaxed) & locked; }
 
 private:
+    friend class cond;
     static constexpr std::uint32_t locked = 1;
     static constexpr std::uint32_t one_waiter = 2;
+
+    /// For goro::cond (a waiter moved from the condition to the mutex: Go's
+    /// woken waiter relocks): takes the mutex for `n`'s parked task (true:
+    /// the caller readies it), or queues `n` for an unlock's hand-off (false:
+    /// the node belongs to the mutex from then on).
+    bool lock_for(waiter_node& n) noexcept {
+        std::lock_guard g(lock_);
+        std::uint32_t s = state_.load(std::memory_order_relaxed);
+        for (;;) {
+            if (!(s & locked)) {
+                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
+                    return true;
+            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                    std::memory_order_relaxed)) {
+                break;
+            }
+        }
+        n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
+        waiters_.push_back(n);
+        return false;
+    }
 
     /// Slow path of lock(): take the mutex, or count and link `n` and park.
     bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
@@ -8972,6 +9022,7 @@ inline void lock_guard::release_lock() noexcept {
 //   co_await slots.acquire();          // or acquire(n) for n permits at once
 //   ...
 //   slots.release();                   // or release(n)
+//   { auto p = co_await slots.scoped_acquire(); ... }   // a permit: released when p goes
 //
 // A task that cannot get its permits parks (wait reason `semacquire`, Go's
 // word for its runtime semaphore). Like golang.org/x/sync/semaphore.Weighted,
@@ -9026,9 +9077,59 @@ public:
                 throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
         }
 
-    private:
+    protected:
         semaphore* s_;
         waiter_node node_{};
+    };
+
+    /// Holds `count()` permits of a semaphore and releases them on
+    /// destruction; obtained from `co_await s.scoped_acquire(n)` or
+    /// `s.try_scoped_acquire(n)`. Movable; `release()` gives them back early.
+    class permit {
+    public:
+        permit() noexcept = default;
+        permit(permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+        permit& operator=(permit&& o) noexcept {
+            if (this != &o) {
+                give_back();
+                s_ = std::exchange(o.s_, nullptr);
+                n_ = std::exchange(o.n_, 0);
+            }
+            return *this;
+        }
+        permit(const permit&) = delete;
+        permit& operator=(const permit&) = delete;
+        ~permit() { give_back(); }
+
+        /// Releases the permits now; throws goro::usage_error when this permit holds none.
+        void release() {
+            if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
+            give_back();
+        }
+        bool owns() const noexcept { return s_ != nullptr; }
+        explicit operator bool() const noexcept { return owns(); }
+        /// The number of permits held (0 when empty).
+        std::int64_t count() const noexcept { return s_ ? n_ : 0; }
+
+    private:
+        friend class semaphore;
+        permit(semaphore& s, std::int64_t n) noexcept : s_(&s), n_(n) {}
+        void give_back() noexcept {
+            // Cannot throw: the permits were taken from this semaphore.
+            if (s_) std::exchange(s_, nullptr)->release_nothrow(std::exchange(n_, 0));
+        }
+        semaphore* s_ = nullptr;
+        std::int64_t n_ = 0;
+    };
+
+    /// Awaiter of `scoped_acquire(n)`: as acquire_operation, resuming with a permit.
+    class scoped_acquire_operation : public acquire_operation {
+    public:
+        using acquire_operation::acquire_operation;
+        [[nodiscard]] permit await_resume() const {
+            acquire_operation::await_resume();
+            return permit(*s_, node_.want);
+        }
     };
 
     /// A semaphore with `initial` (≥ 0) free permits.
@@ -9049,6 +9150,22 @@ public:
         return acquire_operation(*this, n);
     }
 
+    /// `auto p = co_await s.scoped_acquire(n)`: as acquire(n), returning a
+    /// permit that releases the n permits when it goes out of scope.
+    [[nodiscard("goro::semaphore::scoped_acquire: co_await it, and keep the permit")]] scoped_acquire_operation
+    scoped_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::scoped_acquire");
+        return scoped_acquire_operation(*this, n);
+    }
+
+    /// A permit for `n` permits if they are free and nobody waits, else an
+    /// empty one (false); never parks.
+    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::try_scoped_acquire");
+        if (!try_acquire(n)) return permit();
+        return permit(*this, n);
+    }
+
     /// Takes `n` permits when they are free and nobody waits; never parks.
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
@@ -9061,10 +9178,18 @@ public:
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
         check(n, "goro::semaphore::release");
+        add_permits(n, true);
+    }
+
+private:
+    /// release(n) for permits known to have been taken (cannot overflow).
+    void release_nothrow(std::int64_t n) noexcept { add_permits(n, false); }
+
+    void add_permits(std::int64_t n, bool check_overflow) {
         detail::waiter_list<waiter_node> wake;
         {
             std::lock_guard g(lock_);
-            if (count_ > std::numeric_limits<std::int64_t>::max() - n)
+            if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
             while (!waiters_.empty() && waiters_.front()->want <= count_) {
@@ -9075,6 +9200,7 @@ public:
         wake.wake_all();
     }
 
+public:
     /// Free permits now (a hint: stale once read).
     std::int64_t available() const noexcept {
         std::lock_guard g(lock_);
@@ -9113,32 +9239,35 @@ private:
 // with the first failure cancelling the rest (golang.org/x/sync/errgroup).
 //
 //   auto [g, ctx] = goro::errgroup::with_context(parent);
-//   for (auto& url : urls) g.go(fetch(ctx, url));      // fetch may throw
-//   if (std::exception_ptr e = co_await g.wait()) ...  // the first error, after all finished
+//   for (auto& url : urls) co_await g.go(fetch(ctx, url));   // fetch may throw
+//   co_await g.wait();              // after all finished: rethrows the first error
+//   std::exception_ptr e = co_await g.wait_error();          // or: returns it (null: none)
 //
 // SEMANTICS (Go's):
-//   * `go(t)` starts `t` with goro::go (so it is a registered task, "created by"
-//     the caller of go). An exception escaping `t` does not crash the process:
-//     the first one becomes the group's error and cancels the group's context
-//     (with that exception as the context's cause, see goro::cause). Later
-//     errors are dropped, as in Go.
-//   * `co_await g.wait()` returns once every started task has finished: the
-//     first error, or null. It then cancels the group's context too (Go does,
-//     so a context derived for the group never outlives it).
+//   * `co_await g.go(t)` starts `t` with goro::go (so it is a registered
+//     task, "created by" the caller of go). An exception escaping `t` does not
+//     crash the process: the first one becomes the group's error and cancels
+//     the group's context (with that exception as the context's cause, see
+//     goro::cause). Later errors are dropped, as in Go.
+//   * `co_await g.wait()` returns once every started task has finished, and
+//     rethrows the first error (Go's Wait returns it; `wait_error()` does).
+//     It then cancels the group's context too (Go does, so a context derived
+//     for the group never outlives it).
 //   * Tasks see the cancellation only if they look: `ctx.done()` in a select,
 //     `co_await ctx.done()`, or `ctx.throw_if_done()`. That is what stops the
 //     classic leak of siblings left running after one failed.
 //
-// LIMIT on tasks in flight (Go's SetLimit/TryGo). A C++ function cannot park
-// its caller, so the blocking form is a separate awaitable:
+// LIMIT on tasks in flight (Go's SetLimit/TryGo):
 //   * `g.set_limit(n)`: at most n tasks in flight (n < 0: no limit, the default).
 //     Throws goro::usage_error while tasks are in flight (Go panics).
-//   * `co_await g.spawn(t)`: waits for a free slot (wait reason `semacquire`),
-//     then starts `t` — Go's blocking `g.Go` under a limit.
+//   * `co_await g.go(t)`: with the limit reached, waits for a free slot (wait
+//     reason `semacquire`, as Go's blocked Go), then starts `t`. Without a
+//     limit, or with a slot free, it starts `t` at once and never suspends.
+//     From a plain thread: `goro::block_on(g.go(t))`.
 //   * `g.try_go(std::move(t))`: starts `t` if a slot is free; else returns
 //     false and leaves `t` with the caller (Go's TryGo).
-//   * `g.go(t)` never waits: with the limit reached it throws goro::usage_error
-//     naming the operation (use spawn or try_go where the limit can be reached).
+//   go() is [[nodiscard]]: `g.go(t);` without co_await starts nothing, and
+//   the compiler says so.
 //
 // A group is a shared handle (copies refer to the same group), so it can be
 // returned from with_context, captured by tasks, and outlive its creator while
@@ -9148,10 +9277,12 @@ private:
 // set_limit, which must not race with starting tasks. `mu` guards the first
 // error only; the context is cancelled after `mu` is released.
 
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -9211,21 +9342,66 @@ public:
         s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
     }
 
-    // go, try_go, spawn and wait, and what they call down to the group's
+    // go, try_go and wait, and what they call down to the group's
     // coroutines, are templates (of a parameter nobody passes) only so that
     // a program compiles them where it uses them: g++ 12 emits the body of
     // every coroutine it instantiates, or that is not a template, in every
     // translation unit that sees it, used or not, with all that it calls.
 
-    /// Starts `t` now. Throws goro::usage_error when a limit is set and reached
-    /// (`co_await spawn(t)` waits for a slot instead).
+    /// Awaiter of go(t): starts `t` at once when the limit allows, else first
+    /// parks (semacquire) until a task of the group finishes.
+    template <int N>
+    class go_operation {
+    public:
+        using is_goro_awaiter = void;
+        go_operation(std::shared_ptr<state> s, task<> t, task_options options, const detail::site& where)
+            : s_(std::move(s)), t_(std::move(t)), options_(std::move(options)), where_(where) {}
+
+        bool await_ready() {
+            semaphore* limit = s_->limit.get();
+            if (limit && !limit->try_acquire()) {
+                acquire_.emplace(limit->acquire());
+                return false;
+            }
+            errgroup::start<N>(s_, std::move(t_), std::move(options_), where_);
+            started_ = true;
+            return true;
+        }
+        bool await_suspend(std::coroutine_handle<> h) { return acquire_->await_suspend(h); }
+        void await_resume() {
+            if (started_) return;
+            acquire_->await_resume();
+            errgroup::start<N>(s_, std::move(t_), std::move(options_), where_);
+        }
+
+    private:
+        std::shared_ptr<state> s_;
+        task<> t_;
+        task_options options_;
+        detail::site where_;
+        std::optional<semaphore::acquire_operation> acquire_;
+        bool started_ = false;
+    };
+
+    /// `co_await g.go(t)` (Go's Group.Go): starts `t`; under a reached limit,
+    /// waits for a slot first. Pass a named `task_options` variable, not a
+    /// braced temporary: g++ 12 relocates temporaries that appear in a
+    /// co_await expression bitwise, which breaks a std::string inside them.
     template <int N = 0>
-    void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+    [[nodiscard("goro::errgroup::go: co_await it (without, the task is never started)")]] go_operation<N> go(
+        task<> t, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
-        if (s_->limit && !s_->limit->try_acquire())
-            throw usage_error("goro::errgroup::go: the limit of tasks in flight is reached; "
-                              "co_await spawn(task) waits for a slot, try_go(task) does not start it");
-        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
+        return go_operation<N>(s_, std::move(t), task_options(), GORO_SITE_ARG);
+    }
+
+    /// As go(t), with a name and labels. (No defaulted `options = {}`: a
+    /// default argument is a braced temporary in the caller's co_await
+    /// expression, the very thing g++ 12 destroys twice.)
+    template <int N = 0>
+    [[nodiscard("goro::errgroup::go: co_await it (without, the task is never started)")]] go_operation<N> go(
+        task<> t, const task_options& options, GORO_SITE_PARAM) {
+        if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
+        return go_operation<N>(s_, std::move(t), options, GORO_SITE_ARG);
     }
 
     /// Starts `t` if the limit allows; otherwise returns false and leaves `t` alone.
@@ -9233,46 +9409,34 @@ public:
     bool try_go(task<>&& t, task_options options = {}, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::try_go: the task is empty (moved-from or default-constructed)");
         if (s_->limit && !s_->limit->try_acquire()) return false;
-        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
+        start<N>(s_, std::move(t), std::move(options), GORO_SITE_ARG);
         return true;
     }
 
-    /// `co_await g.spawn(t)`: waits for a free slot under the limit, then starts `t`.
+    /// `co_await g.wait()` (Go's Group.Wait): once every started task has
+    /// finished, cancels the group's context and rethrows the first error.
     template <int N = 0>
-    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) {
-        return spawn_at<N>(std::move(t), task_options{}, GORO_SITE_ARG);
+    [[nodiscard("goro::errgroup::wait: co_await it")]] task<> wait() const {
+        return wait_rethrow<N>(s_);
     }
 
-    /// As spawn(t), with a name and labels. Pass a named `task_options` variable,
-    /// not a braced temporary: g++ 12 relocates temporaries that appear in a
-    /// co_await expression bitwise, which breaks a std::string inside them.
+    /// `co_await g.wait_error()`: as wait(), returning the first error (null
+    /// when none failed) instead of throwing it.
     template <int N = 0>
-    [[nodiscard]] task<> spawn(task<> t, const task_options& options, GORO_SITE_PARAM) {
-        return spawn_at<N>(std::move(t), options, GORO_SITE_ARG);
-    }
-
-    /// `co_await g.wait()`: once every started task has finished, cancels the
-    /// group's context and returns the first error (null when none failed).
-    template <int N = 0>
-    [[nodiscard]] task<std::exception_ptr> wait() const {
+    [[nodiscard("goro::errgroup::wait_error: co_await it")]] task<std::exception_ptr> wait_error() const {
         return wait_body<N>(s_);
     }
 
 private:
+    /// Starts `t` in the group `s`, whose limit (if any) has a slot taken for it.
     template <int N>
-    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
-        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
-        return spawn_body<N>(*this, std::move(t), options, where);
-    }
-
-    template <int N>
-    void start(task<> t, task_options options, const detail::site& where) {
-        s_->wg.add(1);
+    static void start(const std::shared_ptr<state>& s, task<> t, task_options options, const detail::site& where) {
+        s->wg.add(1);
         try {
-            launch(run<N>(s_, std::move(t)), std::move(options), where);
+            launch(run<N>(s, std::move(t)), std::move(options), where);
         } catch (...) {
-            s_->wg.done();
-            if (s_->limit) s_->limit->release();
+            s->wg.done();
+            if (s->limit) s->limit->release();
             throw;
         }
     }
@@ -9295,14 +9459,8 @@ private:
             e = std::current_exception();
         }
         if (e) s->fail(std::move(e));
-        if (s->limit) s->limit->release();  // the slot first: a spawn() may be waiting for it
+        if (s->limit) s->limit->release();  // the slot first: a go() may be waiting for it
         s->wg.done();                       // last touch of the group by this task
-    }
-
-    template <int N>
-    static task<> spawn_body(errgroup g, task<> t, task_options options, detail::site where) {
-        if (g.s_->limit) co_await g.s_->limit->acquire();
-        g.template start<N>(std::move(t), std::move(options), where);
     }
 
     template <int N>
@@ -9313,11 +9471,1149 @@ private:
         co_return s->err;
     }
 
+    template <int N>
+    static task<> wait_rethrow(std::shared_ptr<state> s) {
+        if (std::exception_ptr e = co_await wait_body<N>(std::move(s))) std::rethrow_exception(std::move(e));
+    }
+
     std::shared_ptr<state> s_;
 };
 
 }  // namespace goro
 // ---- end goro/sync/errgroup.hpp ----
+
+// ---- begin goro/sync/once.hpp ----
+// goro/sync/once.hpp — `goro::once`, `goro::once_func`, `goro::once_value`:
+// Go's sync.Once, sync.OnceFunc and sync.OnceValue for goro tasks.
+//
+//   goro::once init;
+//   co_await init.call([&] { table = load(); });          // f runs once, ever
+//   co_await init.call([&]() -> goro::task<> { co_await connect(); });  // f may be a task
+//
+//   auto cfg = goro::once_value([] { return read_config(); });   // shareable handle
+//   const config c = co_await cfg();                           // every call: the one value
+//   auto warn = goro::once_func([] { log("deprecated"); });
+//   co_await warn();
+//
+// SEMANTICS (Go's, to the letter):
+//   * once::call(f) (Once.Do): the first call runs f, in the calling task.
+//     Every other call, concurrent or later, returns only after that first
+//     call has returned: a task that arrives while f runs parks (Go's
+//     waiters block in the Once's mutex: the wait reason is `sync.Mutex.Lock`,
+//     as in Go's dumps) until f is done.
+//   * If f throws, the exception leaves the first call, and the Once counts as
+//     done: later calls do not call f again and return normally (Go: "if f
+//     panics, Do considers it to have returned").
+//   * once_func(f) (Go 1.21's OnceFunc) and once_value(f) (OnceValue): a
+//     copyable handle whose calls share one Once. If f throws, EVERY call
+//     rethrows that same exception (Go re-panics with the same value);
+//     once_value's calls all return (a copy of) the one value f returned.
+//   * f may return void (once_value: a T) or a goro::task<> (task<T>), which
+//     is awaited: an asynchronous initialisation runs once, and its latecomers
+//     wait for it.
+//
+// COST: after the first call, `co_await o.call(f)` is one acquire load (the
+// awaiter is ready at once; no frame is made). A task-returning f makes
+// call() a coroutine, and once_func / once_value calls are coroutines.
+//
+// INVARIANTS (under `lock_`): state_ goes idle -> running -> done, once each
+// way; waiters are linked only while running; done is stored, and the list
+// taken, in one critical section.
+//
+// DESTRUCTION while the first call runs is a bug: tasks parked on it are woken
+// with goro::once_destroyed thrown from their call.
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+
+namespace goro {
+
+/// A `goro::once` was destroyed while tasks waited for its first call; thrown from their call().
+class once_destroyed : public error {
+public:
+    using error::error;
+};
+
+namespace detail {
+template <class T>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<task<T>> = true;
+template <class T>
+struct task_value {};
+template <class T>
+struct task_value<task<T>> {
+    using type = T;
+};
+}  // namespace detail
+
+class once {
+    struct waiter_node {
+        waiter_node* next = nullptr;
+        task_header* task = nullptr;
+        bool destroyed = false;
+    };
+    static constexpr std::uint32_t idle = 0, running = 1, finished = 2;
+
+public:
+    /// Parks until the first call has returned (await_ready: it already has).
+    class wait_operation {
+    public:
+        using is_goro_awaiter = void;
+        explicit wait_operation(once& o) noexcept : o_(&o) {}
+        bool await_ready() const noexcept { return o_->done(); }
+        bool await_suspend(std::coroutine_handle<> h) { return o_->enqueue(node_, h); }
+        void await_resume() const {
+            if (node_.destroyed)
+                throw once_destroyed("goro::once::call: the once was destroyed while this task waited for its first call");
+        }
+
+    protected:
+        once* o_;
+        waiter_node node_{};
+    };
+
+    /// Awaiter of call(f) for an f that returns void: the first caller runs f
+    /// inside await_ready (so the fast path never suspends).
+    template <class F>
+    class call_operation : public wait_operation {
+    public:
+        call_operation(once& o, F f) : wait_operation(o), f_(std::move(f)) {}
+        bool await_ready() {
+            if (o_->done()) return true;
+            if (!o_->begin()) return false;  // another task runs f: wait for it
+            finisher fin{o_};
+            std::invoke(f_);  // an exception leaves the co_await; the once is done all the same
+            return true;
+        }
+
+    private:
+        F f_;
+    };
+
+    once() noexcept = default;
+    once(const once&) = delete;
+    once& operator=(const once&) = delete;
+    ~once() {
+        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+    }
+
+    /// `co_await o.call(f)` (Go's Once.Do): runs f if no call has yet; else
+    /// waits until the first call has returned. f returns void or goro::task<>.
+    template <class F>
+    [[nodiscard("goro::once::call: co_await it")]] auto call(F&& f) {
+        using fn = std::decay_t<F>;
+        using result = std::invoke_result_t<fn&>;
+        if constexpr (std::is_void_v<result>) {
+            return call_operation<fn>(*this, std::forward<F>(f));
+        } else {
+            static_assert(std::is_same_v<result, task<>>,
+                          "goro::once::call: f must return void or goro::task<>");
+            return call_async<fn>(this, fn(std::forward<F>(f)));
+        }
+    }
+
+    /// True once a first call has returned (normally or by an exception).
+    bool done() const noexcept { return state_.load(std::memory_order_acquire) == finished; }
+
+private:
+    struct finisher {
+        once* o;
+        ~finisher() { o->finish(); }
+    };
+
+    /// Claims the first call; false when another task has it (or it is done).
+    bool begin() noexcept {
+        std::uint32_t s = idle;
+        return state_.compare_exchange_strong(s, running, std::memory_order_acquire, std::memory_order_acquire);
+    }
+
+    void finish() noexcept {
+        detail::waiter_list<waiter_node> wake;
+        {
+            std::lock_guard g(lock_);
+            state_.store(finished, std::memory_order_release);
+            wake = std::move(waiters_);
+        }
+        wake.wake_all();
+    }
+
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
+        task_header* t = detail::current_task_or_throw("goro::once::call");
+        n.task = t;
+        detail::park(t, h, wait_reason::mutex_lock);  // Go's waiters block in Once.m.Lock()
+        std::lock_guard g(lock_);
+        if (state_.load(std::memory_order_acquire) == finished) {
+            t->state.store(task_state::running, std::memory_order_relaxed);
+            return false;
+        }
+        waiters_.push_back(n);
+        return true;
+    }
+
+    // A template only so that a program compiles it where it uses it (see errgroup.hpp).
+    template <class F>
+    static task<> call_async(once* o, F f) {
+        if (o->done()) co_return;
+        if (!o->begin()) {
+            co_await wait_operation(*o);
+            co_return;
+        }
+        finisher fin{o};
+        co_await std::invoke(f);
+    }
+
+    std::atomic<std::uint32_t> state_{idle};
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_, only while running
+};
+
+namespace detail {
+
+/// once_func / once_value: f's outcome, shared by every copy of the handle.
+template <class F, class T>
+struct once_state {
+    explicit once_state(F fn) : f(std::move(fn)) {}
+    goro::once o;
+    F f;
+    std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value{};
+    std::exception_ptr error;  // written by the first call, read after o is done
+};
+
+template <class F, class T>
+struct once_runner {
+    once_state<F, T>* s;
+    void operator()() const {
+        try {
+            if constexpr (std::is_void_v<T>) std::invoke(s->f);
+            else s->value.emplace(std::invoke(s->f));
+        } catch (...) {
+            s->error = std::current_exception();
+        }
+    }
+};
+
+template <class F, class T>
+struct once_async_runner {
+    once_state<F, T>* s;
+    task<> operator()() const { return run(s); }
+    static task<> run(once_state<F, T>* st) {
+        try {
+            if constexpr (std::is_void_v<T>) co_await std::invoke(st->f);
+            else st->value.emplace(co_await std::invoke(st->f));
+        } catch (...) {
+            st->error = std::current_exception();
+        }
+    }
+};
+
+template <class F, class T, bool Async>
+task<T> once_call(std::shared_ptr<once_state<F, T>> s) {
+    if constexpr (Async) co_await s->o.call(once_async_runner<F, T>{s.get()});
+    else co_await s->o.call(once_runner<F, T>{s.get()});
+    if (s->error) std::rethrow_exception(s->error);
+    if constexpr (!std::is_void_v<T>) co_return *s->value;
+}
+
+template <class F>
+using once_result_t = std::invoke_result_t<F&>;
+
+template <class F>
+using once_value_t = typename std::conditional_t<is_task_v<once_result_t<F>>, task_value<once_result_t<F>>,
+                                                 std::type_identity<once_result_t<F>>>::type;
+
+}  // namespace detail
+
+/// The handle once_func(f) and once_value(f) return: copies share one call of f.
+/// `co_await h()` returns f's value (T = void for once_func) or rethrows f's exception.
+template <class F, class T>
+class once_function {
+    static constexpr bool async = detail::is_task_v<detail::once_result_t<F>>;
+
+public:
+    explicit once_function(F f) : s_(std::make_shared<detail::once_state<F, T>>(std::move(f))) {}
+
+    [[nodiscard("goro::once_function: co_await the call")]] task<T> operator()() const {
+        return detail::once_call<F, T, async>(s_);
+    }
+
+    /// True once f has been called and has returned (or thrown).
+    bool done() const noexcept { return s_->o.done(); }
+
+private:
+    std::shared_ptr<detail::once_state<F, T>> s_;
+};
+
+/// Go 1.21's sync.OnceFunc: a handle whose first call runs `f` (void or task<>);
+/// every call rethrows the exception f threw, if it threw.
+template <class F>
+auto once_func(F&& f) {
+    using fn = std::decay_t<F>;
+    static_assert(std::is_void_v<detail::once_value_t<fn>>,
+                  "goro::once_func: f must return void or goro::task<> (once_value keeps a value)");
+    return once_function<fn, void>(std::forward<F>(f));
+}
+
+/// Go 1.21's sync.OnceValue: a handle whose first call runs `f` (returning T
+/// or task<T>); every call returns a copy of that T, or rethrows f's exception.
+template <class F>
+auto once_value(F&& f) {
+    using fn = std::decay_t<F>;
+    using T = detail::once_value_t<fn>;
+    static_assert(!std::is_void_v<T>, "goro::once_value: f must return a value (once_func runs a void f)");
+    return once_function<fn, T>(std::forward<F>(f));
+}
+
+}  // namespace goro
+// ---- end goro/sync/once.hpp ----
+
+// ---- begin goro/sync/rw_mutex.hpp ----
+// goro/sync/rw_mutex.hpp — `goro::rw_mutex`: a reader/writer lock for goro tasks.
+//
+//   goro::rw_mutex m;
+//   co_await m.lock_shared();  ... m.unlock_shared();      // many readers at once
+//   co_await m.lock();         ... m.unlock();             // one writer, no readers
+//   { auto g = co_await m.scoped_lock_shared(); ... }      // guards unlock on scope exit
+//   { auto g = co_await m.scoped_lock(); ... }
+//   m.try_lock(), m.try_lock_shared()
+//
+// Go's sync.RWMutex, with its rule that a pending writer blocks new readers:
+// once a writer has called lock(), a later lock_shared() parks until that
+// writer has had the lock and released it, so a steady stream of readers
+// cannot starve a writer. When the writer unlocks, every reader that parked
+// meanwhile is admitted at once (before the next writer), as in Go; the next
+// writer then waits for those readers to leave.
+//
+// Wait reasons, in Go's words (a Go dump shows the same):
+//   sync.RWMutex.RLock  a reader parked behind a writer (holding or pending);
+//   sync.RWMutex.Lock   the pending writer, waiting for the readers to leave;
+//   sync.Mutex.Lock     a writer queued behind another writer (Go's writers
+//                       first take the RWMutex's inner sync.Mutex).
+//
+// STATE (under `lock_`, a spinlock held a few instructions):
+//   readers_       readers holding the lock;
+//   writer_        a writer holds it;
+//   pending_       the writer that announced itself and waits for readers_ to
+//                  reach 0 (null when none); while set, readers park;
+//   rq_ / wq_      parked readers / writers queued behind pending_ (FIFO).
+// INVARIANTS: writer_ implies readers_ == 0 and pending_ == null; pending_
+// implies readers_ > 0; wq_ non-empty implies writer_ or pending_; rq_
+// non-empty implies writer_ or pending_.
+//
+// Like Go's, the lock is not tied to a task: any task or thread may unlock.
+// Tasks are readied only after `lock_` is released.
+//
+// DESTRUCTION with tasks parked is a bug: they are woken with
+// goro::rw_mutex_destroyed thrown from their lock call.
+
+#include <coroutine>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <utility>
+
+
+namespace goro {
+
+/// A `goro::rw_mutex` was destroyed while tasks waited for it; thrown from their lock call.
+class rw_mutex_destroyed : public error {
+public:
+    using error::error;
+};
+
+class rw_mutex;
+
+/// Owns a `goro::rw_mutex` (exclusively, or shared) and releases it on
+/// destruction; obtained only from `co_await m.scoped_lock()` /
+/// `co_await m.scoped_lock_shared()`. Movable; `unlock()` releases it early.
+template <bool Shared>
+class rw_lock_guard {
+public:
+    rw_lock_guard() noexcept = default;
+    rw_lock_guard(rw_lock_guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+    rw_lock_guard& operator=(rw_lock_guard&& o) noexcept {
+        if (this != &o) {
+            release_lock();
+            m_ = std::exchange(o.m_, nullptr);
+        }
+        return *this;
+    }
+    rw_lock_guard(const rw_lock_guard&) = delete;
+    rw_lock_guard& operator=(const rw_lock_guard&) = delete;
+    ~rw_lock_guard() { release_lock(); }
+
+    /// Releases now; throws goro::usage_error when this guard owns nothing.
+    inline void unlock();
+    bool owns_lock() const noexcept { return m_ != nullptr; }
+    explicit operator bool() const noexcept { return owns_lock(); }
+    rw_mutex* mutex() const noexcept { return m_; }
+
+private:
+    friend class rw_mutex;
+    explicit rw_lock_guard(rw_mutex& m) noexcept : m_(&m) {}
+    inline void release_lock() noexcept;
+    rw_mutex* m_ = nullptr;
+};
+
+class rw_mutex {
+    struct waiter_node {
+        waiter_node* next = nullptr;
+        task_header* task = nullptr;
+        bool destroyed = false;
+    };
+
+public:
+    /// Awaiter of lock() (Shared = false) and lock_shared() (true): resumes
+    /// holding the lock. Copyable until it suspends.
+    template <bool Shared>
+    class lock_operation {
+    public:
+        using is_goro_awaiter = void;
+        explicit lock_operation(rw_mutex& m) noexcept : m_(&m) {}
+        bool await_ready() noexcept { return Shared ? m_->try_lock_shared() : m_->try_lock(); }
+        bool await_suspend(std::coroutine_handle<> h) { return m_->enqueue(node_, h, Shared); }
+        void await_resume() const {
+            if (node_.destroyed)
+                throw rw_mutex_destroyed(Shared ? "goro::rw_mutex::lock_shared: the mutex was destroyed while this task waited"
+                                                : "goro::rw_mutex::lock: the mutex was destroyed while this task waited");
+        }
+
+    protected:
+        rw_mutex* m_;
+        waiter_node node_{};
+    };
+
+    /// Awaiter of scoped_lock() / scoped_lock_shared(): resumes with a guard.
+    template <bool Shared>
+    class scoped_lock_operation : public lock_operation<Shared> {
+    public:
+        using lock_operation<Shared>::lock_operation;
+        [[nodiscard]] rw_lock_guard<Shared> await_resume() const {
+            lock_operation<Shared>::await_resume();
+            return rw_lock_guard<Shared>(*this->m_);
+        }
+    };
+
+    rw_mutex() noexcept = default;
+    rw_mutex(const rw_mutex&) = delete;
+    rw_mutex& operator=(const rw_mutex&) = delete;
+
+    ~rw_mutex() {
+        detail::waiter_list<waiter_node> all;
+        {
+            std::lock_guard g(lock_);
+            if (pending_) all.push_back(*std::exchange(pending_, nullptr));
+            all.splice_back(wq_);
+            all.splice_back(rq_);
+        }
+        all.wake_all([](waiter_node& w) noexcept { w.destroyed = true; });
+    }
+
+    /// `co_await m.lock()` (RWMutex.Lock): parks until this task holds the lock alone.
+    [[nodiscard("goro::rw_mutex::lock: co_await it")]] lock_operation<false> lock() noexcept {
+        return lock_operation<false>(*this);
+    }
+    /// `co_await m.lock_shared()` (RWMutex.RLock): parks while a writer holds or waits for the lock.
+    [[nodiscard("goro::rw_mutex::lock_shared: co_await it")]] lock_operation<true> lock_shared() noexcept {
+        return lock_operation<true>(*this);
+    }
+    /// `auto g = co_await m.scoped_lock()`: as lock(), returning a guard that unlocks.
+    [[nodiscard("goro::rw_mutex::scoped_lock: co_await it, and keep the guard")]] scoped_lock_operation<false>
+    scoped_lock() noexcept {
+        return scoped_lock_operation<false>(*this);
+    }
+    /// `auto g = co_await m.scoped_lock_shared()`: as lock_shared(), returning a guard.
+    [[nodiscard("goro::rw_mutex::scoped_lock_shared: co_await it, and keep the guard")]] scoped_lock_operation<true>
+    scoped_lock_shared() noexcept {
+        return scoped_lock_operation<true>(*this);
+    }
+
+    /// Takes the lock if nobody holds or waits for it (RWMutex.TryLock); never parks.
+    bool try_lock() noexcept {
+        std::lock_guard g(lock_);
+        if (writer_ || pending_ || readers_ != 0) return false;
+        writer_ = true;
+        return true;
+    }
+
+    /// Takes a read lock if no writer holds or waits (RWMutex.TryRLock); never parks.
+    bool try_lock_shared() noexcept {
+        std::lock_guard g(lock_);
+        if (writer_ || pending_) return false;
+        ++readers_;
+        return true;
+    }
+
+    /// Releases the write lock (RWMutex.Unlock): admits every parked reader,
+    /// else hands the lock to the next writer. Throws goro::usage_error when
+    /// no writer holds it.
+    void unlock() {
+        detail::waiter_list<waiter_node> wake;
+        {
+            std::lock_guard g(lock_);
+            if (!writer_) throw usage_error("goro::rw_mutex::unlock: unlock of an rw_mutex not locked for writing");
+            writer_ = false;
+            while (waiter_node* r = rq_.pop_front()) {
+                ++readers_;
+                wake.push_back(*r);
+            }
+            if (waiter_node* w = wq_.pop_front()) {
+                if (readers_ == 0) {
+                    writer_ = true;
+                    wake.push_back(*w);
+                } else {
+                    // The next writer now waits for the readers just admitted.
+                    pending_ = w;
+                    w->task->wait_reason.store(wait_reason::rw_mutex_lock, std::memory_order_relaxed);
+                }
+            }
+        }
+        wake.wake_all();
+    }
+
+    /// Releases a read lock (RWMutex.RUnlock); the last reader out hands the
+    /// lock to a pending writer. Throws goro::usage_error when no reader holds it.
+    void unlock_shared() {
+        waiter_node* w = nullptr;
+        {
+            std::lock_guard g(lock_);
+            if (readers_ == 0)
+                throw usage_error("goro::rw_mutex::unlock_shared: unlock_shared of an rw_mutex not locked for reading");
+            if (--readers_ == 0 && pending_) {
+                w = std::exchange(pending_, nullptr);
+                writer_ = true;
+            }
+        }
+        if (w) detail::ready(w->task);
+    }
+
+private:
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared) {
+        task_header* t = detail::current_task_or_throw(shared ? "goro::rw_mutex::lock_shared" : "goro::rw_mutex::lock");
+        n.task = t;
+        std::lock_guard g(lock_);
+        if (shared) {
+            if (!writer_ && !pending_) {  // released meanwhile
+                ++readers_;
+                return false;
+            }
+            detail::park(t, h, wait_reason::rw_mutex_rlock);
+            rq_.push_back(n);
+            return true;
+        }
+        if (!writer_ && !pending_) {
+            if (readers_ == 0) {
+                writer_ = true;
+                return false;
+            }
+            detail::park(t, h, wait_reason::rw_mutex_lock);  // announced: new readers now park
+            pending_ = &n;
+            return true;
+        }
+        detail::park(t, h, wait_reason::mutex_lock);  // behind another writer: Go's w.Lock()
+        wq_.push_back(n);
+        return true;
+    }
+
+    mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
+    std::int64_t readers_ = 0;
+    bool writer_ = false;
+    waiter_node* pending_ = nullptr;
+    detail::waiter_list<waiter_node> rq_;
+    detail::waiter_list<waiter_node> wq_;
+};
+
+template <bool Shared>
+inline void rw_lock_guard<Shared>::unlock() {
+    if (!m_) throw usage_error("goro::rw_lock_guard::unlock: the guard does not own an rw_mutex");
+    rw_mutex* m = std::exchange(m_, nullptr);
+    if constexpr (Shared) m->unlock_shared();
+    else m->unlock();
+}
+
+template <bool Shared>
+inline void rw_lock_guard<Shared>::release_lock() noexcept {
+    // Cannot throw: a guard only ever holds a lock it took.
+    if (!m_) return;
+    rw_mutex* m = std::exchange(m_, nullptr);
+    if constexpr (Shared) m->unlock_shared();
+    else m->unlock();
+}
+
+}  // namespace goro
+// ---- end goro/sync/rw_mutex.hpp ----
+
+// ---- begin goro/sync/cond.hpp ----
+// goro/sync/cond.hpp — `goro::cond`: a condition variable for goro tasks (Go's sync.Cond).
+//
+//   goro::mutex m;
+//   goro::cond cv(m);
+//   {
+//       auto g = co_await m.scoped_lock();
+//       while (!ready) co_await cv.wait();   // unlocks m, parks, resumes holding m again
+//       ...
+//   }
+//   // elsewhere, with or without m held:
+//   ready = true; cv.signal();               // wakes one waiter (the longest waiting)
+//   cv.broadcast();                          // wakes them all
+//
+// SEMANTICS (Go's): wait() must be called with `m` held (it throws
+// goro::usage_error otherwise, where Go panics with "unlock of unlocked
+// mutex"). It queues the task on the condition, THEN unlocks m, so a signal
+// sent after the unlock cannot be missed, and parks (wait reason
+// `sync.Cond.Wait`). A woken waiter relocks m before wait() returns. Waiters
+// are woken in FIFO order; a signal with nobody waiting does nothing (it is
+// not remembered). As in Go, wake-ups are not spurious, but another task may
+// change the state between the signal and the relock: wait in a loop.
+//
+// HOW THE RELOCK WORKS (wait morphing): signal() does not ready the waiter to
+// fight for the mutex; it moves the waiter onto the mutex, in one step: if the
+// mutex is free the waiter is given it and readied, else it joins the mutex's
+// queue (its wait reason turns to `sync.Mutex.Lock`, where a Go dump would show
+// the woken goroutine) and is handed the mutex by an unlock. So broadcast()
+// wakes one task at a time as the mutex comes free, not a herd.
+//
+// LOCK ORDER: the condition's `lock_` and the mutex's lock are never held
+// together (a waiter is unlinked from the condition, then given to the mutex).
+//
+// DESTRUCTION with tasks waiting is a bug: they are given the mutex (as by a
+// broadcast), then goro::cond_destroyed is thrown from their wait(), holding m.
+
+#include <coroutine>
+#include <mutex>
+
+
+namespace goro {
+
+/// A `goro::cond` was destroyed while tasks waited on it; thrown from their
+/// wait(), which has relocked the mutex.
+class cond_destroyed : public error {
+public:
+    using error::error;
+};
+
+class cond {
+    struct waiter_node {
+        waiter_node* next = nullptr;
+        task_header* task = nullptr;
+        mutex::waiter_node relock{};  // the same task's node on the mutex, once signalled
+        bool destroyed = false;
+    };
+
+public:
+    /// Awaiter of wait(): resumes holding the mutex.
+    class wait_operation {
+    public:
+        using is_goro_awaiter = void;
+        explicit wait_operation(cond& c) noexcept : c_(&c) {}
+        bool await_ready() const {
+            if (!c_->m_->is_locked())
+                throw usage_error("goro::cond::wait: the mutex is not locked (wait must be called holding it)");
+            return false;
+        }
+        void await_suspend(std::coroutine_handle<> h) { c_->enqueue(node_, h); }
+        void await_resume() const {
+            if (node_.relock.destroyed)
+                throw mutex_destroyed("goro::cond::wait: the mutex was destroyed while this task waited to relock it");
+            if (node_.destroyed)
+                throw cond_destroyed("goro::cond::wait: the cond was destroyed while this task waited on it");
+        }
+
+    private:
+        cond* c_;
+        waiter_node node_{};
+    };
+
+    /// A condition on `m`, which must outlive it.
+    explicit cond(goro::mutex& m) noexcept : m_(&m) {}
+    cond(const cond&) = delete;
+    cond& operator=(const cond&) = delete;
+
+    ~cond() {
+        detail::waiter_list<waiter_node> all;
+        {
+            std::lock_guard g(lock_);
+            all = std::move(waiters_);
+        }
+        hand_to_mutex(all, true);
+    }
+
+    /// `co_await cv.wait()` with the mutex held: unlocks it, parks until
+    /// signalled, and resumes holding it again (Go's Cond.Wait).
+    [[nodiscard("goro::cond::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
+
+    /// Wakes the longest-waiting task, if any (Go's Cond.Signal).
+    void signal() noexcept {
+        detail::waiter_list<waiter_node> one;
+        {
+            std::lock_guard g(lock_);
+            if (waiter_node* w = waiters_.pop_front()) one.push_back(*w);
+        }
+        hand_to_mutex(one, false);
+    }
+
+    /// Wakes every waiting task (Go's Cond.Broadcast); they take the mutex in FIFO order.
+    void broadcast() noexcept {
+        detail::waiter_list<waiter_node> all;
+        {
+            std::lock_guard g(lock_);
+            all = std::move(waiters_);
+        }
+        hand_to_mutex(all, false);
+    }
+
+    /// The mutex this condition waits on.
+    goro::mutex& mutex() const noexcept { return *m_; }
+
+private:
+    void enqueue(waiter_node& n, std::coroutine_handle<> h) {
+        task_header* t = detail::current_task_or_throw("goro::cond::wait");
+        n.task = t;
+        n.relock.task = t;
+        detail::park(t, h, wait_reason::cond_wait);
+        goro::mutex* m = m_;
+        {
+            std::lock_guard g(lock_);
+            waiters_.push_back(n);
+        }
+        // Published: `n` (and this awaiter) may be gone once the mutex is free.
+        // Queued first, unlocked second: a signal after the unlock finds us.
+        m->unlock();
+    }
+
+    /// Moves each node onto the mutex; readies the one that gets it at once.
+    void hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept {
+        goro::mutex* m = m_;
+        while (waiter_node* w = list.pop_front()) {
+            w->destroyed = destroyed;
+            task_header* t = w->task;
+            // After lock_for the node may belong to the mutex (and die with a
+            // resumed frame): `list` was advanced first, and only `t` is used.
+            if (m->lock_for(w->relock)) detail::ready(t);
+        }
+    }
+
+    goro::mutex* m_;
+    detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
+    detail::waiter_list<waiter_node> waiters_;  // under lock_
+};
+
+}  // namespace goro
+// ---- end goro/sync/cond.hpp ----
+
+// ---- begin goro/sync/ticker.hpp ----
+// goro/sync/ticker.hpp — `goro::ticker`, `goro::timer`, `goro::after_func`:
+// Go's time.Ticker, time.Timer and time.AfterFunc. (time.After's use, a
+// timeout in a select, is select's own `goro::after(d)` case.)
+//
+//   goro::ticker t(10ms);                       // time.NewTicker(10 * time.Millisecond)
+//   while (auto at = co_await t.chan().recv()) { ... if (done) break; }
+//   t.reset(50ms);  t.stop();
+//
+//   goro::timer tm(1s);                         // time.NewTimer(time.Second)
+//   auto v = co_await tm.chan().recv();         // the time it was due
+//   if (tm.stop()) { /* it had not fired: it never will */ }
+//
+//   goro::timer f = goro::after_func(100ms, [&] { flush(); });   // f runs in its own task
+//   f.stop();                                   // true: f will not run
+//
+// SEMANTICS: Go 1.23's (the current contract; Go 1.19, installed here, had the
+// older "asynchronous channel" behaviour that 1.23 fixed):
+//   * chan() is a channel of `goro::tick_time` (steady_clock) with a buffer of
+//     one. A tick is sent without blocking: a receiver slower than the period
+//     finds at most one tick waiting, and the others are DROPPED, as Go's are.
+//     The value sent is the time the tick was due (Go 1.23 sends that too).
+//   * After a ticker falls behind (a busy timer thread), its next tick is due
+//     at the first multiple of the period after now: missed periods are
+//     skipped, never delivered in a burst (Go's rule).
+//   * stop() and reset(d): once they return, no value prepared before them is
+//     received from chan(): a tick already buffered is discarded, and a tick
+//     being sent concurrently is either discarded or never sent (the send
+//     happens under the state's lock, as Go 1.23's under its sendLock).
+//   * timer::stop() returns true when the call stopped the timer: it had not
+//     fired, or its value was still unreceived (and is now discarded) — Go
+//     1.23's rule; false when it was already stopped or its value was
+//     received. timer::reset(d) returns the same about the timer before the
+//     reset, and arms it to fire after d (d ≤ 0: at once).
+//   * ticker(d) and ticker::reset(d) need d > 0 (goro::usage_error, where Go
+//     panics "non-positive interval for NewTicker").
+//   * Stop does not close the channel (Go: "to prevent a read from the
+//     channel succeeding incorrectly"): a task still receiving from it waits.
+//   * after_func(d, f): after d, f runs in its own goro task (void f, or one
+//     returning goro::task<>); the task reads "created by" the after_func
+//     caller. The timer's chan() is nil; stop() returns true if f had not
+//     been started (and now will not be); reset(d) schedules f again.
+//   * Destroying a ticker or timer stops it. Go's Timer/Ticker are pointers;
+//     these are move-only handles that own the timer.
+//
+// IMPLEMENTATION: each timer is a `time_state` (one allocation, counted
+// references: the handle, the timer thread while the node is armed or being
+// fired, and an after_func task while it runs). Its node sits in the pool's
+// one timer heap (goro/core/timer.hpp), whose thread calls `fire`. Under
+// `mu` (lock rank time_chan): `seq` counts arms, stops and resets; the node
+// carries the `seq` it was armed for. A `fire` whose seq is stale (a stop or
+// reset came while the timer thread held the node) sends nothing: it re-arms
+// the node for the current schedule, or drops it when stopped. A live `fire`
+// sends the tick with `mu` held and re-arms a ticker for the next period.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+
+
+namespace goro {
+
+/// The value a timer or ticker sends: the time the tick was due.
+using tick_time = std::chrono::steady_clock::time_point;
+
+namespace detail {
+
+struct time_state : timer_node {
+    ranked_lock<spinlock, lock_rank::time_chan> mu;
+    std::atomic<std::uint32_t> refs{1};
+    void (*destroy)(time_state*) noexcept = nullptr;
+    void (*on_fire)(time_state*) noexcept = nullptr;  // after_func: starts f's task (no lock held)
+    channel<tick_time> ch{nullptr};                   // nil for after_func
+    // Under mu:
+    std::int64_t period_ns = 0;  // > 0: a ticker
+    std::int64_t want_ns = 0;    // when the current arming is due
+    std::uint64_t seq = 0;       // bumped by every arm, stop and reset
+    std::uint64_t node_seq = 0;  // the seq the node was (re-)armed for
+    bool active = false;         // armed and not yet fired (a ticker: until stopped)
+    bool owned = false;          // the timer thread holds the node (heap or firing): holds a reference
+
+    void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+    void release() noexcept {
+        if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
+    }
+
+    static std::int64_t deadline_after(std::int64_t d_ns) noexcept {
+        std::int64_t now = now_ns();
+        if (d_ns <= 0) return now;
+        if (d_ns > std::numeric_limits<std::int64_t>::max() - now) return std::numeric_limits<std::int64_t>::max();
+        return now + d_ns;
+    }
+
+    /// Under mu: schedules the next fire at `when` (replacing any schedule).
+    void arm_locked(std::int64_t when) {
+        ++seq;
+        want_ns = when;
+        active = true;
+        timer_queue& q = the_scheduler().timers();
+        if (!owned) {
+            owned = true;
+            add_ref();  // the timer thread's
+            node_seq = seq;
+            when_ns = when;
+            fire = &fire_cb;
+            q.add(this);
+        } else if (q.cancel(this)) {
+            node_seq = seq;
+            when_ns = when;
+            q.add(this);
+        }
+        // else the timer thread is firing the node now: fire_cb sees the stale
+        // seq and re-arms it for want_ns.
+    }
+
+    /// Under mu: cancels the schedule. True when it was active. `drop` is set
+    /// when the node came back from the heap (the caller releases its reference
+    /// after unlocking).
+    bool stop_locked(bool& drop) {
+        const bool was = active;
+        active = false;
+        ++seq;
+        if (owned && the_scheduler().timers().cancel(this)) {
+            owned = false;
+            drop = true;
+        }
+        return was;
+    }
+
+    /// Under mu: discards a tick sent but not received. True when there was one.
+    bool drain_locked() {
+        if (!ch) return false;
+        return ch.try_recv().status == recv_status::received;
+    }
+
+    static void fire_cb(timer_node* n) noexcept {
+        auto* s = static_cast<time_state*>(n);
+        bool drop = false, run = false;
+        {
+            std::lock_guard g(s->mu);
+            if (!s->active) {
+                s->owned = false;
+                drop = true;
+            } else if (s->node_seq != s->seq) {
+                // Reset while we held the node: fire at the new time instead.
+                s->node_seq = s->seq;
+                s->when_ns = s->want_ns;
+                the_scheduler().timers().add(s);
+            } else {
+                const std::int64_t due = s->when_ns;
+                if (s->period_ns > 0) {
+                    // Go's rule: the next multiple of the period after now (skip what was missed).
+                    const std::int64_t late = now_ns() - due;
+                    std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
+                    s->want_ns = next;
+                    s->when_ns = next;
+                    the_scheduler().timers().add(s);
+                } else {
+                    s->active = false;
+                    s->owned = false;
+                    drop = true;
+                }
+                if (s->ch) (void)s->ch.try_send(tick_time(std::chrono::nanoseconds(due)));  // full: dropped
+                run = s->on_fire != nullptr;
+                if (run) s->add_ref();  // for f's task
+            }
+        }
+        if (run) s->on_fire(s);  // releases that reference, in the task or at once
+        if (drop) s->release();  // last access
+    }
+};
+
+template <class Rep, class Period>
+std::int64_t to_ns(std::chrono::duration<Rep, Period> d) noexcept {
+    using namespace std::chrono;
+    if (d > duration_cast<duration<Rep, Period>>(nanoseconds::max())) return nanoseconds::max().count();
+    if (d < duration_cast<duration<Rep, Period>>(nanoseconds::min())) return nanoseconds::min().count();
+    return duration_cast<nanoseconds>(d).count();
+}
+
+inline time_state* make_chan_state() {
+    auto* s = new time_state();
+    s->destroy = [](time_state* p) noexcept { delete p; };
+    s->ch = channel<tick_time>(1);
+    return s;
+}
+
+template <class F>
+struct after_state : time_state {
+    F f;
+    site where;
+    after_state(F fn, const site& w) : f(std::move(fn)), where(w) {}
+};
+
+template <class F>
+task<> after_func_body(after_state<F>* s) {
+    struct ref {
+        after_state<F>* p;
+        ~ref() { p->release(); }
+    } keep{s};
+    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) std::invoke(s->f);
+    else co_await std::invoke(s->f);
+}
+
+template <class F>
+void after_func_start(time_state* base) noexcept {
+    auto* s = static_cast<after_state<F>*>(base);
+    try {
+#if GORO_HAS_SOURCE_LOCATION
+        goro::go(after_func_body<F>(s), task_options{}, s->where);
+#else
+        goro::go(after_func_body<F>(s), task_options{}, s->where.file_name(), s->where.function_name(),
+                 s->where.line());
+#endif
+    } catch (...) {
+        // The pool has shut down (process exit): f cannot run; its reference goes.
+        s->release();
+    }
+}
+
+}  // namespace detail
+
+/// Go's time.Timer: one value on chan() when it fires (or, from after_func, f runs).
+class timer {
+public:
+    /// An empty timer (nil chan(); stop() returns false).
+    timer() noexcept = default;
+
+    /// Fires once, `d` from now (time.NewTimer); d ≤ 0 fires at once.
+    template <class Rep, class Period>
+    explicit timer(std::chrono::duration<Rep, Period> d) : s_(detail::make_chan_state()) {
+        std::lock_guard g(s_->mu);
+        s_->arm_locked(detail::time_state::deadline_after(detail::to_ns(d)));
+    }
+
+    timer(timer&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    timer& operator=(timer&& o) noexcept {
+        if (this != &o) {
+            close();
+            s_ = std::exchange(o.s_, nullptr);
+        }
+        return *this;
+    }
+    timer(const timer&) = delete;
+    timer& operator=(const timer&) = delete;
+    ~timer() { close(); }
+
+    /// The channel the time is sent on (nil for after_func's timers and empty
+    /// ones). A handle: copies refer to the same channel.
+    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
+
+    /// Stops the timer (Timer.Stop, Go 1.23): true when this call stopped it
+    /// before its value was received (an unreceived value is discarded).
+    bool stop() {
+        if (!s_) return false;
+        bool drop = false, pending;
+        {
+            std::lock_guard g(s_->mu);
+            pending = s_->stop_locked(drop);
+            if (s_->drain_locked()) pending = true;
+        }
+        if (drop) s_->release();
+        return pending;
+    }
+
+    /// Re-arms the timer to fire `d` from now (Timer.Reset, Go 1.23); returns
+    /// what stop() would have. An unreceived value is discarded first.
+    template <class Rep, class Period>
+    bool reset(std::chrono::duration<Rep, Period> d) {
+        if (!s_) throw usage_error("goro::timer::reset: the timer is empty (moved-from or default-constructed)");
+        std::lock_guard g(s_->mu);
+        bool pending = s_->active;
+        if (s_->drain_locked()) pending = true;
+        s_->arm_locked(detail::time_state::deadline_after(detail::to_ns(d)));
+        return pending;
+    }
+
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+
+private:
+    template <class F>
+    friend timer after_func_at(std::chrono::nanoseconds, F&&, const detail::site&);
+    explicit timer(detail::time_state* s) noexcept : s_(s) {}
+
+    void close() noexcept {
+        if (!s_) return;
+        bool drop = false;
+        {
+            std::lock_guard g(s_->mu);
+            s_->stop_locked(drop);
+        }
+        if (drop) s_->release();
+        std::exchange(s_, nullptr)->release();
+    }
+
+    detail::time_state* s_ = nullptr;
+};
+
+/// Go's time.Ticker: a tick on chan() every period; ticks a slow receiver
+/// misses are dropped.
+class ticker {
+public:
+    ticker() noexcept = default;
+
+    /// Ticks every `d` (> 0), the first `d` from now (time.NewTicker).
+    template <class Rep, class Period>
+    explicit ticker(std::chrono::duration<Rep, Period> d) {
+        const std::int64_t ns = detail::to_ns(d);
+        if (ns <= 0) throw usage_error("goro::ticker: non-positive interval");
+        s_ = detail::make_chan_state();
+        std::lock_guard g(s_->mu);
+        s_->period_ns = ns;
+        s_->arm_locked(detail::time_state::deadline_after(ns));
+    }
+
+    ticker(ticker&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    ticker& operator=(ticker&& o) noexcept {
+        if (this != &o) {
+            close();
+            s_ = std::exchange(o.s_, nullptr);
+        }
+        return *this;
+    }
+    ticker(const ticker&) = delete;
+    ticker& operator=(const ticker&) = delete;
+    ~ticker() { close(); }
+
+    /// The channel the ticks are sent on (capacity 1). A handle: copies refer
+    /// to the same channel.
+    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
+
+    /// Turns the ticker off (Ticker.Stop): no more ticks, and a tick not yet
+    /// received is discarded. The channel is not closed.
+    void stop() {
+        if (!s_) return;
+        bool drop = false;
+        {
+            std::lock_guard g(s_->mu);
+            s_->stop_locked(drop);
+            s_->drain_locked();
+        }
+        if (drop) s_->release();
+    }
+
+    /// Stops the ticker and restarts it with period `d` (> 0); the next tick
+    /// is due `d` from now (Ticker.Reset). A tick not yet received is discarded.
+    template <class Rep, class Period>
+    void reset(std::chrono::duration<Rep, Period> d) {
+        if (!s_) throw usage_error("goro::ticker::reset: the ticker is empty (moved-from or default-constructed)");
+        const std::int64_t ns = detail::to_ns(d);
+        if (ns <= 0) throw usage_error("goro::ticker::reset: non-positive interval");
+        std::lock_guard g(s_->mu);
+        s_->drain_locked();
+        s_->period_ns = ns;
+        s_->arm_locked(detail::time_state::deadline_after(ns));
+    }
+
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+
+private:
+    void close() noexcept {
+        if (!s_) return;
+        bool drop = false;
+        {
+            std::lock_guard g(s_->mu);
+            s_->stop_locked(drop);
+        }
+        if (drop) s_->release();
+        std::exchange(s_, nullptr)->release();
+    }
+
+    detail::time_state* s_ = nullptr;
+};
+
+template <class F>
+timer after_func_at(std::chrono::nanoseconds d, F&& f, const detail::site& where) {
+    using fn = std::decay_t<F>;
+    using result = std::invoke_result_t<fn&>;
+    static_assert(std::is_void_v<result> || std::is_same_v<result, task<>>,
+                  "goro::after_func: f must return void or goro::task<>");
+    auto* s = new detail::after_state<fn>(fn(std::forward<F>(f)), where);
+    s->destroy = [](detail::time_state* p) noexcept { delete static_cast<detail::after_state<fn>*>(p); };
+    s->on_fire = &detail::after_func_start<fn>;
+    timer t(s);
+    std::lock_guard g(s->mu);
+    s->arm_locked(detail::time_state::deadline_after(d.count()));
+    return t;
+}
+
+/// Go's time.AfterFunc: after `d`, runs `f` (void, or returning goro::task<>)
+/// in its own task. The returned timer's stop() cancels f if it has not started.
+template <class Rep, class Period, class F>
+timer after_func(std::chrono::duration<Rep, Period> d, F&& f, GORO_SITE_PARAM) {
+    return after_func_at(std::chrono::nanoseconds(detail::to_ns(d)), std::forward<F>(f), GORO_SITE_ARG);
+}
+
+}  // namespace goro
+// ---- end goro/sync/ticker.hpp ----
 
 // ---- begin goro/inspect/leak_check.hpp ----
 // goro/inspect/leak_check.hpp — goleak for C++: fail a test that leaves tasks alive.
