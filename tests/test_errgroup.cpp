@@ -1,4 +1,4 @@
-// goro::errgroup: first error, cancellation of the siblings, the limit, spawn sites.
+// goro::errgroup: first error, cancellation of the siblings, the limit, spawn sites, wait's rethrow.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -77,9 +77,9 @@ TEST_CASE("errgroup: wait returns null when every task succeeds, then cancels th
     std::atomic<int> n{0};
     auto body = [](std::atomic<int>& k) -> goro::task<bool> {
         auto [g, ctx] = goro::errgroup::with_context(goro::background());
-        for (int i = 0; i < 100; ++i) g.go(count_up(k));
+        for (int i = 0; i < 100; ++i) co_await g.go(count_up(k));
         bool live = ctx.err() == goro::context_error::none;
-        std::exception_ptr e = co_await g.wait();
+        std::exception_ptr e = co_await g.wait_error();
         co_return live && !e && ctx.err() == goro::context_error::canceled && k.load() == 100;
     };
     CHECK(goro::block_on(body(n)));
@@ -91,9 +91,10 @@ TEST_CASE("errgroup: the first error is returned and cancels the siblings", "[er
     const int siblings = 20;
     auto body = [](std::atomic<int>& ex, int sib) -> goro::task<std::string> {
         auto [g, ctx] = goro::errgroup::with_context(goro::background());
-        for (int i = 0; i < sib; ++i) g.go(until_cancelled(ctx, ex), {.name = "eg-sibling"});
-        g.go(fail_with("boom"));
-        std::exception_ptr e = co_await g.wait();
+        goro::task_options named{.name = "eg-sibling"};  // named: see errgroup::go
+        for (int i = 0; i < sib; ++i) co_await g.go(until_cancelled(ctx, ex), named);
+        co_await g.go(fail_with("boom"));
+        std::exception_ptr e = co_await g.wait_error();
         // wait() returned only after every sibling saw the cancellation and exited.
         if (ex.load() != sib) co_return "siblings still running";
         if (ctx.err() != goro::context_error::canceled) co_return "context not cancelled";
@@ -108,13 +109,13 @@ TEST_CASE("errgroup: the first error is returned and cancels the siblings", "[er
 TEST_CASE("errgroup: the first error cancels tasks parked on the context before wait", "[errgroup]") {
     auto [g, ctx] = goro::errgroup::with_context(goro::background());
     std::atomic<int> exited{0};
-    for (int i = 0; i < 5; ++i) g.go(until_cancelled(ctx, exited), {.name = "eg-parked"});
+    for (int i = 0; i < 5; ++i) goro::block_on(g.go(until_cancelled(ctx, exited), {.name = "eg-parked"}));
     REQUIRE(eventually([&] { return parked_count("eg-parked") == 5; }));
     CHECK(ctx.err() == goro::context_error::none);
-    g.go(fail_with("first"));
+    goro::block_on(g.go(fail_with("first")));
     REQUIRE(eventually([&] { return exited.load() == 5; }));
     CHECK(ctx.err() == goro::context_error::canceled);
-    CHECK(what_of(goro::block_on(g.wait())) == "first");
+    CHECK(what_of(goro::block_on(g.wait_error())) == "first");
     CHECK(goro_test::tasks_drained());
 }
 
@@ -124,20 +125,20 @@ TEST_CASE("errgroup: only the first of several errors is kept", "[errgroup]") {
         throw std::runtime_error("second");
     };
     auto [g, ctx] = goro::errgroup::with_context(goro::background());
-    for (int i = 0; i < 4; ++i) g.go(second(ctx));
-    g.go(fail_with("first"));
-    CHECK(what_of(goro::block_on(g.wait())) == "first");
+    for (int i = 0; i < 4; ++i) CHECK(g.try_go(second(ctx)));
+    CHECK(g.try_go(fail_with("first")));
+    CHECK(what_of(goro::block_on(g.wait_error())) == "first");
     CHECK(goro_test::tasks_drained());
 }
 
 TEST_CASE("errgroup: a group without a context collects errors and cancels nothing", "[errgroup]") {
     goro::errgroup g;
     std::atomic<int> n{0};
-    g.go(count_up(n));
-    g.go(fail_with("lonely"));
-    g.go(count_up(n));
+    goro::block_on(g.go(count_up(n)));
+    goro::block_on(g.go(fail_with("lonely")));
+    goro::block_on(g.go(count_up(n)));
     CHECK(g.ctx().err() == goro::context_error::none);
-    CHECK(what_of(goro::block_on(g.wait())) == "lonely");
+    CHECK(what_of(goro::block_on(g.wait_error())) == "lonely");
     CHECK(n.load() == 2);
     CHECK(g.ctx().err() == goro::context_error::none);
     CHECK(goro_test::tasks_drained());
@@ -147,14 +148,14 @@ TEST_CASE("errgroup: a cancelled parent cancels the group's context", "[errgroup
     auto [parent, cancel] = goro::with_cancel(goro::background());
     goro::errgroup g(parent);
     std::atomic<int> exited{0};
-    for (int i = 0; i < 3; ++i) g.go(until_cancelled(g.ctx(), exited));
+    for (int i = 0; i < 3; ++i) goro::block_on(g.go(until_cancelled(g.ctx(), exited)));
     cancel();
-    CHECK_FALSE(goro::block_on(g.wait()));
+    CHECK_FALSE(goro::block_on(g.wait_error()));
     CHECK(exited.load() == 3);
     CHECK(goro_test::tasks_drained());
 }
 
-TEST_CASE("errgroup: spawn under a limit keeps at most n tasks in flight", "[errgroup]") {
+TEST_CASE("errgroup: go under a limit keeps at most n tasks in flight", "[errgroup]") {
     const int limit = 3, total = 60;
     std::atomic<int> in_flight{0}, max_in_flight{0}, ran{0};
     auto job = [](std::atomic<int>& f, std::atomic<int>& mx, std::atomic<int>& r) -> goro::task<> {
@@ -169,8 +170,8 @@ TEST_CASE("errgroup: spawn under a limit keeps at most n tasks in flight", "[err
     auto body = [&]() -> goro::task<std::exception_ptr> {
         goro::errgroup g;
         g.set_limit(limit);
-        for (int i = 0; i < total; ++i) co_await g.spawn(job(in_flight, max_in_flight, ran));
-        co_return co_await g.wait();
+        for (int i = 0; i < total; ++i) co_await g.go(job(in_flight, max_in_flight, ran));
+        co_return co_await g.wait_error();
     };
     CHECK_FALSE(goro::block_on(body()));
     CHECK(ran.load() == total);
@@ -179,15 +180,15 @@ TEST_CASE("errgroup: spawn under a limit keeps at most n tasks in flight", "[err
     CHECK(goro_test::tasks_drained());
 }
 
-TEST_CASE("errgroup: spawn parks on semacquire while the limit is reached", "[errgroup]") {
+TEST_CASE("errgroup: go parks on semacquire while the limit is reached", "[errgroup]") {
     goro::errgroup g;
     g.set_limit(1);
     goro_test::gate hold;
     std::atomic<int> ran{0};
     auto driver = [](goro::errgroup grp, goro_test::gate& h, std::atomic<int>& r) -> goro::task<> {
         auto blocked = [](goro_test::gate& hh) -> goro::task<> { co_await hh.wait(); };
-        co_await grp.spawn(blocked(h));
-        co_await grp.spawn(count_up(r));  // parks: the first holds the only slot
+        co_await grp.go(blocked(h));
+        co_await grp.go(count_up(r));  // parks: the first holds the only slot
     };
     goro::go(driver(g, hold, ran), {.name = "eg-driver"});
     REQUIRE(eventually([&] { return parked_count("eg-driver") == 1; }));
@@ -197,7 +198,7 @@ TEST_CASE("errgroup: spawn parks on semacquire while the limit is reached", "[er
     CHECK(ran.load() == 0);
     hold.open();
     REQUIRE(eventually([&] { return ran.load() == 1; }));
-    CHECK_FALSE(goro::block_on(g.wait()));
+    CHECK_FALSE(goro::block_on(g.wait_error()));
     CHECK(goro_test::tasks_drained());
 }
 
@@ -206,22 +207,23 @@ TEST_CASE("errgroup: go, try_go and set_limit misuse under a limit", "[errgroup]
     g.set_limit(1);
     goro_test::gate hold;
     auto blocked = [](goro_test::gate& h) -> goro::task<> { co_await h.wait(); };
-    g.go(blocked(hold));
-    CHECK_THROWS_WITH(g.go(blocked(hold)), Catch::Contains("goro::errgroup::go: the limit of tasks in flight is reached"));
+    CHECK(g.try_go(blocked(hold)));
+    CHECK_FALSE(g.try_go(blocked(hold)));  // the limit is reached
     std::atomic<int> n{0};
     goro::task<> later = count_up(n);
     CHECK_FALSE(g.try_go(std::move(later)));
     CHECK(bool(later));  // still ours
     CHECK_THROWS_WITH(g.set_limit(5), Catch::Contains("goro::errgroup::set_limit"));
-    CHECK_THROWS_AS(g.go(goro::task<>{}), goro::usage_error);
+    CHECK_THROWS_WITH((void)g.go(goro::task<>{}), Catch::Contains("goro::errgroup::go: the task is empty"));
+    CHECK_THROWS_AS(g.try_go(goro::task<>{}), goro::usage_error);
     hold.open();
-    CHECK_FALSE(goro::block_on(g.wait()));
+    goro::block_on(g.wait());
     CHECK(g.try_go(std::move(later)));
-    CHECK_FALSE(goro::block_on(g.wait()));
+    goro::block_on(g.wait());
     CHECK(n.load() == 1);
-    g.set_limit(-1);  // no limit: go never refuses
-    for (int i = 0; i < 10; ++i) g.go(count_up(n));
-    CHECK_FALSE(goro::block_on(g.wait()));
+    g.set_limit(-1);  // no limit: try_go never refuses
+    for (int i = 0; i < 10; ++i) CHECK(g.try_go(count_up(n)));
+    goro::block_on(g.wait());
     CHECK(n.load() == 11);
     CHECK(goro_test::tasks_drained());
 }
@@ -232,7 +234,7 @@ TEST_CASE("errgroup: tasks are registered as created by the caller of go", "[err
     auto blocked = [](goro_test::gate& h) -> goro::task<> { co_await h.wait(); };
     auto starter = [&](goro::errgroup g) -> goro::task<std::uint64_t> {
         go_line = __LINE__ + 1;
-        g.go(blocked(hold), {.name = "eg-child"});
+        (void)g.try_go(blocked(hold), {.name = "eg-child"});  // seen below: one eg-child parks
         co_return goro::this_task_id();
     };
     goro::errgroup g;
@@ -243,7 +245,7 @@ TEST_CASE("errgroup: tasks are registered as created by the caller of go", "[err
     CHECK(seen[0].parent == starter_id);
     CHECK(seen[0].spawn_line == go_line);
     hold.open();
-    CHECK_FALSE(goro::block_on(g.wait()));
+    CHECK_FALSE(goro::block_on(g.wait_error()));
     CHECK(goro_test::tasks_drained());
 }
 
@@ -259,8 +261,8 @@ TEST_CASE("errgroup: many groups failing at random leave no task behind", "[errg
         auto [g, ctx] = goro::errgroup::with_context(goro::background());
         const int n = 30;
         int fail_at = seed % 3 == 0 ? -1 : seed % n;  // a third of the groups succeed
-        for (int i = 0; i < n; ++i) g.go(worker(ctx, i, fail_at));
-        std::exception_ptr e = co_await g.wait();
+        for (int i = 0; i < n; ++i) co_await g.go(worker(ctx, i, fail_at));
+        std::exception_ptr e = co_await g.wait_error();
         if (fail_at < 0) co_return !e;
         co_return what_of(e) == "worker " + std::to_string(fail_at);
     };
@@ -269,8 +271,74 @@ TEST_CASE("errgroup: many groups failing at random leave no task behind", "[errg
         if (co_await group(seed)) k.fetch_add(1);
     };
     goro::errgroup outer;
-    for (int s = 0; s < 24; ++s) outer.go(run_group(s, ok));
-    CHECK_FALSE(goro::block_on(outer.wait()));
+    for (int s = 0; s < 24; ++s) goro::block_on(outer.go(run_group(s, ok)));
+    CHECK_FALSE(goro::block_on(outer.wait_error()));
     CHECK(ok.load() == 24);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("errgroup: wait rethrows the first error; wait_error returns it", "[errgroup]") {
+    goro::errgroup g;
+    goro::block_on(g.go(fail_with("rethrown")));
+    CHECK_THROWS_WITH(goro::block_on(g.wait()), "rethrown");
+    CHECK(what_of(goro::block_on(g.wait_error())) == "rethrown");  // kept: every wait sees it
+    CHECK_THROWS_WITH(goro::block_on(g.wait()), "rethrown");
+    goro::errgroup ok;
+    std::atomic<int> n{0};
+    goro::block_on(ok.go(count_up(n)));
+    goro::block_on(ok.wait());  // no error: returns normally
+    CHECK(n.load() == 1);
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("errgroup: go at the limit waits for a slot instead of throwing, in FIFO order", "[errgroup]") {
+    // Go's blocking Group.Go: three drivers each co_await go() on a group of
+    // limit 1 whose slot is held; they park on semacquire and start their
+    // tasks one by one as slots free up.
+    goro::errgroup g;
+    g.set_limit(1);
+    goro_test::gate hold;
+    auto blocked = [](goro_test::gate& h) -> goro::task<> { co_await h.wait(); };
+    REQUIRE(g.try_go(blocked(hold)));
+    std::mutex mu;
+    std::vector<int> order;
+    auto record = [](std::mutex& m, std::vector<int>& o, int i) -> goro::task<> {
+        std::lock_guard lk(m);
+        o.push_back(i);
+        co_return;
+    };
+    auto driver = [&](int i) -> goro::task<> { co_await g.go(record(mu, order, i)); };
+    goro::task_options named{.name = "eg-waiting-driver"};
+    goro::go(driver(0), named);
+    REQUIRE(eventually([&] { return parked_count("eg-waiting-driver") == 1; }));
+    goro::go(driver(1), named);
+    REQUIRE(eventually([&] { return parked_count("eg-waiting-driver") == 2; }));
+    for (auto& t : tasks_named("eg-waiting-driver")) CHECK(t.reason == "semacquire");
+    {
+        std::lock_guard lk(mu);
+        CHECK(order.empty());
+    }
+    hold.open();
+    goro::block_on(g.wait());
+    std::lock_guard lk(mu);
+    CHECK(order == std::vector<int>{0, 1});
+    CHECK(goro_test::tasks_drained());
+}
+
+TEST_CASE("errgroup: the derived context is cancelled by the first error while go waits at the limit", "[errgroup]") {
+    auto [g, ctx] = goro::errgroup::with_context(goro::background());
+    g.set_limit(2);
+    std::atomic<int> exited{0};
+    REQUIRE(g.try_go(until_cancelled(ctx, exited)));
+    // The second slot: fails, cancelling ctx; the first then exits, freeing
+    // slots for the driver's go(), which was waiting.
+    auto driver = [](goro::errgroup grp, goro::context c, std::atomic<int>& ex) -> goro::task<> {
+        co_await grp.go(fail_with("cancel them"));
+        co_await grp.go(until_cancelled(c, ex));  // waits, then starts on a cancelled ctx: exits at once
+    };
+    goro::block_on(driver(g, ctx, exited));
+    CHECK_THROWS_WITH(goro::block_on(g.wait()), "cancel them");
+    CHECK(exited.load() == 2);
+    CHECK(ctx.err() == goro::context_error::canceled);
     CHECK(goro_test::tasks_drained());
 }

@@ -138,3 +138,55 @@ TEST_CASE("semaphore: destroying it with waiters wakes them with an error", "[se
     REQUIRE(eventually([&] { return errors.load() == 2; }));
     CHECK(goro_test::tasks_drained());
 }
+
+TEST_CASE("semaphore: a permit releases its permits when it goes, moves, and releases early", "[semaphore]") {
+    goro::semaphore sem(3);
+    auto body = [](goro::semaphore& s) -> goro::task<int> {
+        int score = 0;
+        {
+            auto p = co_await s.scoped_acquire(2);
+            score += p.owns() && p.count() == 2 && s.available() == 1;
+            goro::semaphore::permit q = std::move(p);
+            score += !p && q.count() == 2 && p.count() == 0;
+            auto r = co_await s.scoped_acquire();
+            score += s.available() == 0;
+            r.release();
+            score += !r && s.available() == 1;
+        }
+        score += s.available() == 3;  // q released its 2 at scope exit
+        {
+            auto t = s.try_scoped_acquire(3);
+            auto u = s.try_scoped_acquire(1);
+            score += bool(t) && !u && s.available() == 0;
+        }
+        score += s.available() == 3;
+        co_return score;
+    };
+    CHECK(goro::block_on(body(sem)) == 7);
+    goro::semaphore::permit empty;
+    CHECK_THROWS_WITH(empty.release(), Catch::Contains("goro::semaphore::permit::release"));
+    CHECK_THROWS_WITH((void)sem.scoped_acquire(-1), Catch::Contains("goro::semaphore::scoped_acquire: negative count"));
+}
+
+TEST_CASE("semaphore: a task parked in scoped_acquire gets its permit when another goes out of scope", "[semaphore]") {
+    goro::semaphore sem(1);
+    goro_test::gate hold;
+    std::atomic<int> got{0};
+    auto holder = [](goro::semaphore& s, goro_test::gate& g) -> goro::task<> {
+        auto p = co_await s.scoped_acquire();
+        co_await g.wait();
+    };
+    auto waiter = [](goro::semaphore& s, std::atomic<int>& k) -> goro::task<> {
+        auto p = co_await s.scoped_acquire();
+        k.fetch_add(1);
+    };
+    goro::go(holder(sem, hold), {.name = "sem-permit-holder"});
+    REQUIRE(eventually([&] { return parked_count("sem-permit-holder") == 1; }));
+    goro::go(waiter(sem, got), {.name = "sem-permit-waiter"});
+    REQUIRE(eventually([&] { return parked_count("sem-permit-waiter") == 1; }));
+    CHECK(parked_reasons("sem-permit-waiter")[0] == "semacquire");
+    hold.open();
+    REQUIRE(eventually([&] { return got.load() == 1; }));
+    CHECK(goro_test::tasks_drained());
+    CHECK(sem.available() == 1);
+}

@@ -88,9 +88,9 @@ goro::task<std::string> process_order(int order, int items) {
 
     // 3. Reserve the items; any error aborts the order (and cancels the rest).
     auto [group, group_ctx] = goro::errgroup::with_context(goro::background());
-    for (int w = 1; w <= warehouses; ++w) group.go(reserve(group_ctx, w));
+    for (int w = 1; w <= warehouses; ++w) co_await group.go(reserve(group_ctx, w));
     std::string status = "reserved";
-    if (std::exception_ptr e = co_await group.wait()) {  // after every reservation has returned
+    if (std::exception_ptr e = co_await group.wait_error()) {  // after every reservation has returned
         try {
             std::rethrow_exception(e);
         } catch (const std::exception& err) {

@@ -2410,6 +2410,7 @@ private:
 //     is busy): the scheduler uses it to rescue work stuck behind a task that
 //     does not suspend.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -2437,18 +2438,30 @@ struct timer_node {
     timer_node& operator=(const timer_node&) = delete;
 };
 
-/// A binary min-heap of timer nodes by `when_ns`, each node knowing its
+/// A 4-ary min-heap of timer nodes by `when_ns`, each node knowing its
 /// index (so a node is removed in O(log n) without a search). Not
 /// synchronised: timer_queue holds its lock around every call.
+///
+/// Each entry keeps the node's deadline beside its pointer: a sift compares
+/// deadlines in the heap's own array and never loads a node (with 10,000
+/// tickers armed, loading each node's `when_ns` from its scattered state
+/// missed the cache at every level and was most of the timer thread's time).
+/// Four children per level halve the depth; the four sit in one cache line.
 class timer_heap {
+    struct entry {
+        std::int64_t when;
+        timer_node* node;
+    };
+    static constexpr std::size_t arity = 4;
+
 public:
     void push(timer_node* n) {
-        n->heap_index = nodes_.size();
-        nodes_.push_back(n);
-        sift_up(n->heap_index);
+        nodes_.push_back({n->when_ns, n});
+        n->heap_index = nodes_.size() - 1;
+        sift_up(nodes_.size() - 1);
     }
     /// The earliest node, or null when empty.
-    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front(); }
+    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front().node; }
     /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
     bool remove(timer_node* n) noexcept {
         if (n->heap_index == timer_node::npos) return false;
@@ -2457,8 +2470,8 @@ public:
     }
     /// Removes and returns the earliest node if it is due at `now_ns`, else null.
     timer_node* pop_due(std::int64_t now_ns) noexcept {
-        if (nodes_.empty() || nodes_.front()->when_ns > now_ns) return nullptr;
-        timer_node* n = nodes_.front();
+        if (nodes_.empty() || nodes_.front().when > now_ns) return nullptr;
+        timer_node* n = nodes_.front().node;
         remove_at(0);
         return n;
     }
@@ -2466,45 +2479,52 @@ public:
     bool empty() const noexcept { return nodes_.empty(); }
 
 private:
-    bool less(std::size_t a, std::size_t b) const noexcept { return nodes_[a]->when_ns < nodes_[b]->when_ns; }
-    void swap_at(std::size_t a, std::size_t b) noexcept {
-        std::swap(nodes_[a], nodes_[b]);
-        nodes_[a]->heap_index = a;
-        nodes_[b]->heap_index = b;
-    }
+    // Sifts move a hole instead of swapping: each moved entry's node learns
+    // its new index once.
     void sift_up(std::size_t i) noexcept {
+        entry e = nodes_[i];
         while (i > 0) {
-            std::size_t p = (i - 1) / 2;
-            if (!less(i, p)) break;
-            swap_at(i, p);
+            std::size_t p = (i - 1) / arity;
+            if (!(e.when < nodes_[p].when)) break;
+            place(i, nodes_[p]);
             i = p;
         }
+        place(i, e);
     }
     void sift_down(std::size_t i) noexcept {
+        entry e = nodes_[i];
+        const std::size_t n = nodes_.size();
         for (;;) {
-            std::size_t l = 2 * i + 1, r = l + 1, m = i;
-            if (l < nodes_.size() && less(l, m)) m = l;
-            if (r < nodes_.size() && less(r, m)) m = r;
-            if (m == i) return;
-            swap_at(i, m);
+            std::size_t first = arity * i + 1;
+            if (first >= n) break;
+            std::size_t last = std::min(first + arity, n), m = first;
+            for (std::size_t c = first + 1; c < last; ++c)
+                if (nodes_[c].when < nodes_[m].when) m = c;
+            if (!(nodes_[m].when < e.when)) break;
+            place(i, nodes_[m]);
             i = m;
         }
+        place(i, e);
+    }
+    void place(std::size_t i, const entry& e) noexcept {
+        nodes_[i] = e;
+        e.node->heap_index = i;
     }
     void remove_at(std::size_t i) noexcept {
-        timer_node* n = nodes_[i];
+        timer_node* n = nodes_[i].node;
         std::size_t last = nodes_.size() - 1;
         if (i != last) {
-            swap_at(i, last);
+            nodes_[i] = nodes_[last];
             nodes_.pop_back();
-            sift_down(i);
-            sift_up(i);
+            if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
+            else sift_down(i);
         } else {
             nodes_.pop_back();
         }
         n->heap_index = timer_node::npos;
     }
 
-    std::vector<timer_node*> nodes_;
+    std::vector<entry> nodes_;
 };
 
 class timer_queue {
@@ -10451,6 +10471,7 @@ inline void lock_guard::release_lock() noexcept {
 //   co_await slots.acquire();          // or acquire(n) for n permits at once
 //   ...
 //   slots.release();                   // or release(n)
+//   { auto p = co_await slots.scoped_acquire(); ... }   // a permit: released when p goes
 //
 // A task that cannot get its permits parks (wait reason `semacquire`, Go's
 // word for its runtime semaphore). Like golang.org/x/sync/semaphore.Weighted,
@@ -10506,9 +10527,59 @@ public:
                 throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
         }
 
-    private:
+    protected:
         semaphore* s_;
         waiter_node node_{};
+    };
+
+    /// Holds `count()` permits of a semaphore and releases them on
+    /// destruction; obtained from `co_await s.scoped_acquire(n)` or
+    /// `s.try_scoped_acquire(n)`. Movable; `release()` gives them back early.
+    class permit {
+    public:
+        permit() noexcept = default;
+        permit(permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+        permit& operator=(permit&& o) noexcept {
+            if (this != &o) {
+                give_back();
+                s_ = std::exchange(o.s_, nullptr);
+                n_ = std::exchange(o.n_, 0);
+            }
+            return *this;
+        }
+        permit(const permit&) = delete;
+        permit& operator=(const permit&) = delete;
+        ~permit() { give_back(); }
+
+        /// Releases the permits now; throws goro::usage_error when this permit holds none.
+        void release() {
+            if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
+            give_back();
+        }
+        bool owns() const noexcept { return s_ != nullptr; }
+        explicit operator bool() const noexcept { return owns(); }
+        /// The number of permits held (0 when empty).
+        std::int64_t count() const noexcept { return s_ ? n_ : 0; }
+
+    private:
+        friend class semaphore;
+        permit(semaphore& s, std::int64_t n) noexcept : s_(&s), n_(n) {}
+        void give_back() noexcept {
+            // Cannot throw: the permits were taken from this semaphore.
+            if (s_) std::exchange(s_, nullptr)->release_nothrow(std::exchange(n_, 0));
+        }
+        semaphore* s_ = nullptr;
+        std::int64_t n_ = 0;
+    };
+
+    /// Awaiter of `scoped_acquire(n)`: as acquire_operation, resuming with a permit.
+    class scoped_acquire_operation : public acquire_operation {
+    public:
+        using acquire_operation::acquire_operation;
+        [[nodiscard]] permit await_resume() const {
+            acquire_operation::await_resume();
+            return permit(*s_, node_.want);
+        }
     };
 
     /// A semaphore with `initial` (≥ 0) free permits.
@@ -10529,6 +10600,22 @@ public:
         return acquire_operation(*this, n);
     }
 
+    /// `auto p = co_await s.scoped_acquire(n)`: as acquire(n), returning a
+    /// permit that releases the n permits when it goes out of scope.
+    [[nodiscard("goro::semaphore::scoped_acquire: co_await it, and keep the permit")]] scoped_acquire_operation
+    scoped_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::scoped_acquire");
+        return scoped_acquire_operation(*this, n);
+    }
+
+    /// A permit for `n` permits if they are free and nobody waits, else an
+    /// empty one (false); never parks.
+    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::try_scoped_acquire");
+        if (!try_acquire(n)) return permit();
+        return permit(*this, n);
+    }
+
     /// Takes `n` permits when they are free and nobody waits; never parks.
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
@@ -10541,10 +10628,18 @@ public:
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
         check(n, "goro::semaphore::release");
+        add_permits(n, true);
+    }
+
+private:
+    /// release(n) for permits known to have been taken (cannot overflow).
+    void release_nothrow(std::int64_t n) noexcept { add_permits(n, false); }
+
+    void add_permits(std::int64_t n, bool check_overflow) {
         detail::waiter_list<waiter_node> wake;
         {
             std::lock_guard g(lock_);
-            if (count_ > std::numeric_limits<std::int64_t>::max() - n)
+            if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
             while (!waiters_.empty() && waiters_.front()->want <= count_) {
@@ -10555,6 +10650,7 @@ public:
         wake.wake_all();
     }
 
+public:
     /// Free permits now (a hint: stale once read).
     std::int64_t available() const noexcept {
         std::lock_guard g(lock_);
@@ -10593,32 +10689,35 @@ private:
 // with the first failure cancelling the rest (golang.org/x/sync/errgroup).
 //
 //   auto [g, ctx] = goro::errgroup::with_context(parent);
-//   for (auto& url : urls) g.go(fetch(ctx, url));      // fetch may throw
-//   if (std::exception_ptr e = co_await g.wait()) ...  // the first error, after all finished
+//   for (auto& url : urls) co_await g.go(fetch(ctx, url));   // fetch may throw
+//   co_await g.wait();              // after all finished: rethrows the first error
+//   std::exception_ptr e = co_await g.wait_error();          // or: returns it (null: none)
 //
 // SEMANTICS (Go's):
-//   * `go(t)` starts `t` with goro::go (so it is a registered task, "created by"
-//     the caller of go). An exception escaping `t` does not crash the process:
-//     the first one becomes the group's error and cancels the group's context
-//     (with that exception as the context's cause, see goro::cause). Later
-//     errors are dropped, as in Go.
-//   * `co_await g.wait()` returns once every started task has finished: the
-//     first error, or null. It then cancels the group's context too (Go does,
-//     so a context derived for the group never outlives it).
+//   * `co_await g.go(t)` starts `t` with goro::go (so it is a registered
+//     task, "created by" the caller of go). An exception escaping `t` does not
+//     crash the process: the first one becomes the group's error and cancels
+//     the group's context (with that exception as the context's cause, see
+//     goro::cause). Later errors are dropped, as in Go.
+//   * `co_await g.wait()` returns once every started task has finished, and
+//     rethrows the first error (Go's Wait returns it; `wait_error()` does).
+//     It then cancels the group's context too (Go does, so a context derived
+//     for the group never outlives it).
 //   * Tasks see the cancellation only if they look: `ctx.done()` in a select,
 //     `co_await ctx.done()`, or `ctx.throw_if_done()`. That is what stops the
 //     classic leak of siblings left running after one failed.
 //
-// LIMIT on tasks in flight (Go's SetLimit/TryGo). A C++ function cannot park
-// its caller, so the blocking form is a separate awaitable:
+// LIMIT on tasks in flight (Go's SetLimit/TryGo):
 //   * `g.set_limit(n)`: at most n tasks in flight (n < 0: no limit, the default).
 //     Throws goro::usage_error while tasks are in flight (Go panics).
-//   * `co_await g.spawn(t)`: waits for a free slot (wait reason `semacquire`),
-//     then starts `t` — Go's blocking `g.Go` under a limit.
+//   * `co_await g.go(t)`: with the limit reached, waits for a free slot (wait
+//     reason `semacquire`, as Go's blocked Go), then starts `t`. Without a
+//     limit, or with a slot free, it starts `t` at once and never suspends.
+//     From a plain thread: `goro::block_on(g.go(t))`.
 //   * `g.try_go(std::move(t))`: starts `t` if a slot is free; else returns
 //     false and leaves `t` with the caller (Go's TryGo).
-//   * `g.go(t)` never waits: with the limit reached it throws goro::usage_error
-//     naming the operation (use spawn or try_go where the limit can be reached).
+//   go() is [[nodiscard]]: `g.go(t);` without co_await starts nothing, and
+//   the compiler says so.
 //
 // A group is a shared handle (copies refer to the same group), so it can be
 // returned from with_context, captured by tasks, and outlive its creator while
@@ -10628,10 +10727,12 @@ private:
 // set_limit, which must not race with starting tasks. `mu` guards the first
 // error only; the context is cancelled after `mu` is released.
 
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -10691,21 +10792,66 @@ public:
         s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
     }
 
-    // go, try_go, spawn and wait, and what they call down to the group's
+    // go, try_go and wait, and what they call down to the group's
     // coroutines, are templates (of a parameter nobody passes) only so that
     // a program compiles them where it uses them: g++ 12 emits the body of
     // every coroutine it instantiates, or that is not a template, in every
     // translation unit that sees it, used or not, with all that it calls.
 
-    /// Starts `t` now. Throws goro::usage_error when a limit is set and reached
-    /// (`co_await spawn(t)` waits for a slot instead).
+    /// Awaiter of go(t): starts `t` at once when the limit allows, else first
+    /// parks (semacquire) until a task of the group finishes.
+    template <int N>
+    class go_operation {
+    public:
+        using is_goro_awaiter = void;
+        go_operation(std::shared_ptr<state> s, task<> t, task_options options, const detail::site& where)
+            : s_(std::move(s)), t_(std::move(t)), options_(std::move(options)), where_(where) {}
+
+        bool await_ready() {
+            semaphore* limit = s_->limit.get();
+            if (limit && !limit->try_acquire()) {
+                acquire_.emplace(limit->acquire());
+                return false;
+            }
+            errgroup::start<N>(s_, std::move(t_), std::move(options_), where_);
+            started_ = true;
+            return true;
+        }
+        bool await_suspend(std::coroutine_handle<> h) { return acquire_->await_suspend(h); }
+        void await_resume() {
+            if (started_) return;
+            acquire_->await_resume();
+            errgroup::start<N>(s_, std::move(t_), std::move(options_), where_);
+        }
+
+    private:
+        std::shared_ptr<state> s_;
+        task<> t_;
+        task_options options_;
+        detail::site where_;
+        std::optional<semaphore::acquire_operation> acquire_;
+        bool started_ = false;
+    };
+
+    /// `co_await g.go(t)` (Go's Group.Go): starts `t`; under a reached limit,
+    /// waits for a slot first. Pass a named `task_options` variable, not a
+    /// braced temporary: g++ 12 relocates temporaries that appear in a
+    /// co_await expression bitwise, which breaks a std::string inside them.
     template <int N = 0>
-    void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+    [[nodiscard("goro::errgroup::go: co_await it (without, the task is never started)")]] go_operation<N> go(
+        task<> t, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
-        if (s_->limit && !s_->limit->try_acquire())
-            throw usage_error("goro::errgroup::go: the limit of tasks in flight is reached; "
-                              "co_await spawn(task) waits for a slot, try_go(task) does not start it");
-        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
+        return go_operation<N>(s_, std::move(t), task_options(), GORO_SITE_ARG);
+    }
+
+    /// As go(t), with a name and labels. (No defaulted `options = {}`: a
+    /// default argument is a braced temporary in the caller's co_await
+    /// expression, the very thing g++ 12 destroys twice.)
+    template <int N = 0>
+    [[nodiscard("goro::errgroup::go: co_await it (without, the task is never started)")]] go_operation<N> go(
+        task<> t, const task_options& options, GORO_SITE_PARAM) {
+        if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
+        return go_operation<N>(s_, std::move(t), options, GORO_SITE_ARG);
     }
 
     /// Starts `t` if the limit allows; otherwise returns false and leaves `t` alone.
@@ -10713,46 +10859,34 @@ public:
     bool try_go(task<>&& t, task_options options = {}, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::try_go: the task is empty (moved-from or default-constructed)");
         if (s_->limit && !s_->limit->try_acquire()) return false;
-        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
+        start<N>(s_, std::move(t), std::move(options), GORO_SITE_ARG);
         return true;
     }
 
-    /// `co_await g.spawn(t)`: waits for a free slot under the limit, then starts `t`.
+    /// `co_await g.wait()` (Go's Group.Wait): once every started task has
+    /// finished, cancels the group's context and rethrows the first error.
     template <int N = 0>
-    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) {
-        return spawn_at<N>(std::move(t), task_options{}, GORO_SITE_ARG);
+    [[nodiscard("goro::errgroup::wait: co_await it")]] task<> wait() const {
+        return wait_rethrow<N>(s_);
     }
 
-    /// As spawn(t), with a name and labels. Pass a named `task_options` variable,
-    /// not a braced temporary: g++ 12 relocates temporaries that appear in a
-    /// co_await expression bitwise, which breaks a std::string inside them.
+    /// `co_await g.wait_error()`: as wait(), returning the first error (null
+    /// when none failed) instead of throwing it.
     template <int N = 0>
-    [[nodiscard]] task<> spawn(task<> t, const task_options& options, GORO_SITE_PARAM) {
-        return spawn_at<N>(std::move(t), options, GORO_SITE_ARG);
-    }
-
-    /// `co_await g.wait()`: once every started task has finished, cancels the
-    /// group's context and returns the first error (null when none failed).
-    template <int N = 0>
-    [[nodiscard]] task<std::exception_ptr> wait() const {
+    [[nodiscard("goro::errgroup::wait_error: co_await it")]] task<std::exception_ptr> wait_error() const {
         return wait_body<N>(s_);
     }
 
 private:
+    /// Starts `t` in the group `s`, whose limit (if any) has a slot taken for it.
     template <int N>
-    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
-        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
-        return spawn_body<N>(*this, std::move(t), options, where);
-    }
-
-    template <int N>
-    void start(task<> t, task_options options, const detail::site& where) {
-        s_->wg.add(1);
+    static void start(const std::shared_ptr<state>& s, task<> t, task_options options, const detail::site& where) {
+        s->wg.add(1);
         try {
-            launch(run<N>(s_, std::move(t)), std::move(options), where);
+            launch(run<N>(s, std::move(t)), std::move(options), where);
         } catch (...) {
-            s_->wg.done();
-            if (s_->limit) s_->limit->release();
+            s->wg.done();
+            if (s->limit) s->limit->release();
             throw;
         }
     }
@@ -10775,14 +10909,8 @@ private:
             e = std::current_exception();
         }
         if (e) s->fail(std::move(e));
-        if (s->limit) s->limit->release();  // the slot first: a spawn() may be waiting for it
+        if (s->limit) s->limit->release();  // the slot first: a go() may be waiting for it
         s->wg.done();                       // last touch of the group by this task
-    }
-
-    template <int N>
-    static task<> spawn_body(errgroup g, task<> t, task_options options, detail::site where) {
-        if (g.s_->limit) co_await g.s_->limit->acquire();
-        g.template start<N>(std::move(t), std::move(options), where);
     }
 
     template <int N>
@@ -10791,6 +10919,11 @@ private:
         s->cancel();
         std::lock_guard g(s->mu);
         co_return s->err;
+    }
+
+    template <int N>
+    static task<> wait_rethrow(std::shared_ptr<state> s) {
+        if (std::exception_ptr e = co_await wait_body<N>(std::move(s))) std::rethrow_exception(std::move(e));
     }
 
     std::shared_ptr<state> s_;
@@ -12032,8 +12165,9 @@ public:
     timer& operator=(const timer&) = delete;
     ~timer() { close(); }
 
-    /// The channel the time is sent on (nil for after_func's timers and empty ones).
-    const channel<tick_time>& chan() const noexcept { return s_ ? s_->ch : nil_; }
+    /// The channel the time is sent on (nil for after_func's timers and empty
+    /// ones). A handle: copies refer to the same channel.
+    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
 
     /// Stops the timer (Timer.Stop, Go 1.23): true when this call stopped it
     /// before its value was received (an unreceived value is discarded).
@@ -12080,7 +12214,6 @@ private:
     }
 
     detail::time_state* s_ = nullptr;
-    static inline const channel<tick_time> nil_{nullptr};
 };
 
 /// Go's time.Ticker: a tick on chan() every period; ticks a slow receiver
@@ -12112,8 +12245,9 @@ public:
     ticker& operator=(const ticker&) = delete;
     ~ticker() { close(); }
 
-    /// The channel the ticks are sent on (capacity 1).
-    const channel<tick_time>& chan() const noexcept { return s_ ? s_->ch : nil_; }
+    /// The channel the ticks are sent on (capacity 1). A handle: copies refer
+    /// to the same channel.
+    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
 
     /// Turns the ticker off (Ticker.Stop): no more ticks, and a tick not yet
     /// received is discarded. The channel is not closed.
@@ -12156,7 +12290,6 @@ private:
     }
 
     detail::time_state* s_ = nullptr;
-    static inline const channel<tick_time> nil_{nullptr};
 };
 
 template <class F>

@@ -2,32 +2,35 @@
 // with the first failure cancelling the rest (golang.org/x/sync/errgroup).
 //
 //   auto [g, ctx] = goro::errgroup::with_context(parent);
-//   for (auto& url : urls) g.go(fetch(ctx, url));      // fetch may throw
-//   if (std::exception_ptr e = co_await g.wait()) ...  // the first error, after all finished
+//   for (auto& url : urls) co_await g.go(fetch(ctx, url));   // fetch may throw
+//   co_await g.wait();              // after all finished: rethrows the first error
+//   std::exception_ptr e = co_await g.wait_error();          // or: returns it (null: none)
 //
 // SEMANTICS (Go's):
-//   * `go(t)` starts `t` with goro::go (so it is a registered task, "created by"
-//     the caller of go). An exception escaping `t` does not crash the process:
-//     the first one becomes the group's error and cancels the group's context
-//     (with that exception as the context's cause, see goro::cause). Later
-//     errors are dropped, as in Go.
-//   * `co_await g.wait()` returns once every started task has finished: the
-//     first error, or null. It then cancels the group's context too (Go does,
-//     so a context derived for the group never outlives it).
+//   * `co_await g.go(t)` starts `t` with goro::go (so it is a registered
+//     task, "created by" the caller of go). An exception escaping `t` does not
+//     crash the process: the first one becomes the group's error and cancels
+//     the group's context (with that exception as the context's cause, see
+//     goro::cause). Later errors are dropped, as in Go.
+//   * `co_await g.wait()` returns once every started task has finished, and
+//     rethrows the first error (Go's Wait returns it; `wait_error()` does).
+//     It then cancels the group's context too (Go does, so a context derived
+//     for the group never outlives it).
 //   * Tasks see the cancellation only if they look: `ctx.done()` in a select,
 //     `co_await ctx.done()`, or `ctx.throw_if_done()`. That is what stops the
 //     classic leak of siblings left running after one failed.
 //
-// LIMIT on tasks in flight (Go's SetLimit/TryGo). A C++ function cannot park
-// its caller, so the blocking form is a separate awaitable:
+// LIMIT on tasks in flight (Go's SetLimit/TryGo):
 //   * `g.set_limit(n)`: at most n tasks in flight (n < 0: no limit, the default).
 //     Throws goro::usage_error while tasks are in flight (Go panics).
-//   * `co_await g.spawn(t)`: waits for a free slot (wait reason `semacquire`),
-//     then starts `t` — Go's blocking `g.Go` under a limit.
+//   * `co_await g.go(t)`: with the limit reached, waits for a free slot (wait
+//     reason `semacquire`, as Go's blocked Go), then starts `t`. Without a
+//     limit, or with a slot free, it starts `t` at once and never suspends.
+//     From a plain thread: `goro::block_on(g.go(t))`.
 //   * `g.try_go(std::move(t))`: starts `t` if a slot is free; else returns
 //     false and leaves `t` with the caller (Go's TryGo).
-//   * `g.go(t)` never waits: with the limit reached it throws goro::usage_error
-//     naming the operation (use spawn or try_go where the limit can be reached).
+//   go() is [[nodiscard]]: `g.go(t);` without co_await starts nothing, and
+//   the compiler says so.
 //
 // A group is a shared handle (copies refer to the same group), so it can be
 // returned from with_context, captured by tasks, and outlive its creator while
@@ -38,10 +41,12 @@
 // error only; the context is cancelled after `mu` is released.
 #pragma once
 
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -108,21 +113,66 @@ public:
         s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
     }
 
-    // go, try_go, spawn and wait, and what they call down to the group's
+    // go, try_go and wait, and what they call down to the group's
     // coroutines, are templates (of a parameter nobody passes) only so that
     // a program compiles them where it uses them: g++ 12 emits the body of
     // every coroutine it instantiates, or that is not a template, in every
     // translation unit that sees it, used or not, with all that it calls.
 
-    /// Starts `t` now. Throws goro::usage_error when a limit is set and reached
-    /// (`co_await spawn(t)` waits for a slot instead).
+    /// Awaiter of go(t): starts `t` at once when the limit allows, else first
+    /// parks (semacquire) until a task of the group finishes.
+    template <int N>
+    class go_operation {
+    public:
+        using is_goro_awaiter = void;
+        go_operation(std::shared_ptr<state> s, task<> t, task_options options, const detail::site& where)
+            : s_(std::move(s)), t_(std::move(t)), options_(std::move(options)), where_(where) {}
+
+        bool await_ready() {
+            semaphore* limit = s_->limit.get();
+            if (limit && !limit->try_acquire()) {
+                acquire_.emplace(limit->acquire());
+                return false;
+            }
+            errgroup::start<N>(s_, std::move(t_), std::move(options_), where_);
+            started_ = true;
+            return true;
+        }
+        bool await_suspend(std::coroutine_handle<> h) { return acquire_->await_suspend(h); }
+        void await_resume() {
+            if (started_) return;
+            acquire_->await_resume();
+            errgroup::start<N>(s_, std::move(t_), std::move(options_), where_);
+        }
+
+    private:
+        std::shared_ptr<state> s_;
+        task<> t_;
+        task_options options_;
+        detail::site where_;
+        std::optional<semaphore::acquire_operation> acquire_;
+        bool started_ = false;
+    };
+
+    /// `co_await g.go(t)` (Go's Group.Go): starts `t`; under a reached limit,
+    /// waits for a slot first. Pass a named `task_options` variable, not a
+    /// braced temporary: g++ 12 relocates temporaries that appear in a
+    /// co_await expression bitwise, which breaks a std::string inside them.
     template <int N = 0>
-    void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
+    [[nodiscard("goro::errgroup::go: co_await it (without, the task is never started)")]] go_operation<N> go(
+        task<> t, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
-        if (s_->limit && !s_->limit->try_acquire())
-            throw usage_error("goro::errgroup::go: the limit of tasks in flight is reached; "
-                              "co_await spawn(task) waits for a slot, try_go(task) does not start it");
-        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
+        return go_operation<N>(s_, std::move(t), task_options(), GORO_SITE_ARG);
+    }
+
+    /// As go(t), with a name and labels. (No defaulted `options = {}`: a
+    /// default argument is a braced temporary in the caller's co_await
+    /// expression, the very thing g++ 12 destroys twice.)
+    template <int N = 0>
+    [[nodiscard("goro::errgroup::go: co_await it (without, the task is never started)")]] go_operation<N> go(
+        task<> t, const task_options& options, GORO_SITE_PARAM) {
+        if (!t) throw usage_error("goro::errgroup::go: the task is empty (moved-from or default-constructed)");
+        return go_operation<N>(s_, std::move(t), options, GORO_SITE_ARG);
     }
 
     /// Starts `t` if the limit allows; otherwise returns false and leaves `t` alone.
@@ -130,46 +180,34 @@ public:
     bool try_go(task<>&& t, task_options options = {}, GORO_SITE_PARAM) {
         if (!t) throw usage_error("goro::errgroup::try_go: the task is empty (moved-from or default-constructed)");
         if (s_->limit && !s_->limit->try_acquire()) return false;
-        start<N>(std::move(t), std::move(options), GORO_SITE_ARG);
+        start<N>(s_, std::move(t), std::move(options), GORO_SITE_ARG);
         return true;
     }
 
-    /// `co_await g.spawn(t)`: waits for a free slot under the limit, then starts `t`.
+    /// `co_await g.wait()` (Go's Group.Wait): once every started task has
+    /// finished, cancels the group's context and rethrows the first error.
     template <int N = 0>
-    [[nodiscard]] task<> spawn(task<> t, GORO_SITE_PARAM) {
-        return spawn_at<N>(std::move(t), task_options{}, GORO_SITE_ARG);
+    [[nodiscard("goro::errgroup::wait: co_await it")]] task<> wait() const {
+        return wait_rethrow<N>(s_);
     }
 
-    /// As spawn(t), with a name and labels. Pass a named `task_options` variable,
-    /// not a braced temporary: g++ 12 relocates temporaries that appear in a
-    /// co_await expression bitwise, which breaks a std::string inside them.
+    /// `co_await g.wait_error()`: as wait(), returning the first error (null
+    /// when none failed) instead of throwing it.
     template <int N = 0>
-    [[nodiscard]] task<> spawn(task<> t, const task_options& options, GORO_SITE_PARAM) {
-        return spawn_at<N>(std::move(t), options, GORO_SITE_ARG);
-    }
-
-    /// `co_await g.wait()`: once every started task has finished, cancels the
-    /// group's context and returns the first error (null when none failed).
-    template <int N = 0>
-    [[nodiscard]] task<std::exception_ptr> wait() const {
+    [[nodiscard("goro::errgroup::wait_error: co_await it")]] task<std::exception_ptr> wait_error() const {
         return wait_body<N>(s_);
     }
 
 private:
+    /// Starts `t` in the group `s`, whose limit (if any) has a slot taken for it.
     template <int N>
-    task<> spawn_at(task<> t, const task_options& options, const detail::site& where) {
-        if (!t) throw usage_error("goro::errgroup::spawn: the task is empty (moved-from or default-constructed)");
-        return spawn_body<N>(*this, std::move(t), options, where);
-    }
-
-    template <int N>
-    void start(task<> t, task_options options, const detail::site& where) {
-        s_->wg.add(1);
+    static void start(const std::shared_ptr<state>& s, task<> t, task_options options, const detail::site& where) {
+        s->wg.add(1);
         try {
-            launch(run<N>(s_, std::move(t)), std::move(options), where);
+            launch(run<N>(s, std::move(t)), std::move(options), where);
         } catch (...) {
-            s_->wg.done();
-            if (s_->limit) s_->limit->release();
+            s->wg.done();
+            if (s->limit) s->limit->release();
             throw;
         }
     }
@@ -192,14 +230,8 @@ private:
             e = std::current_exception();
         }
         if (e) s->fail(std::move(e));
-        if (s->limit) s->limit->release();  // the slot first: a spawn() may be waiting for it
+        if (s->limit) s->limit->release();  // the slot first: a go() may be waiting for it
         s->wg.done();                       // last touch of the group by this task
-    }
-
-    template <int N>
-    static task<> spawn_body(errgroup g, task<> t, task_options options, detail::site where) {
-        if (g.s_->limit) co_await g.s_->limit->acquire();
-        g.template start<N>(std::move(t), std::move(options), where);
     }
 
     template <int N>
@@ -208,6 +240,11 @@ private:
         s->cancel();
         std::lock_guard g(s->mu);
         co_return s->err;
+    }
+
+    template <int N>
+    static task<> wait_rethrow(std::shared_ptr<state> s) {
+        if (std::exception_ptr e = co_await wait_body<N>(std::move(s))) std::rethrow_exception(std::move(e));
     }
 
     std::shared_ptr<state> s_;

@@ -4,6 +4,7 @@
 //   co_await slots.acquire();          // or acquire(n) for n permits at once
 //   ...
 //   slots.release();                   // or release(n)
+//   { auto p = co_await slots.scoped_acquire(); ... }   // a permit: released when p goes
 //
 // A task that cannot get its permits parks (wait reason `semacquire`, Go's
 // word for its runtime semaphore). Like golang.org/x/sync/semaphore.Weighted,
@@ -65,9 +66,59 @@ public:
                 throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
         }
 
-    private:
+    protected:
         semaphore* s_;
         waiter_node node_{};
+    };
+
+    /// Holds `count()` permits of a semaphore and releases them on
+    /// destruction; obtained from `co_await s.scoped_acquire(n)` or
+    /// `s.try_scoped_acquire(n)`. Movable; `release()` gives them back early.
+    class permit {
+    public:
+        permit() noexcept = default;
+        permit(permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+        permit& operator=(permit&& o) noexcept {
+            if (this != &o) {
+                give_back();
+                s_ = std::exchange(o.s_, nullptr);
+                n_ = std::exchange(o.n_, 0);
+            }
+            return *this;
+        }
+        permit(const permit&) = delete;
+        permit& operator=(const permit&) = delete;
+        ~permit() { give_back(); }
+
+        /// Releases the permits now; throws goro::usage_error when this permit holds none.
+        void release() {
+            if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
+            give_back();
+        }
+        bool owns() const noexcept { return s_ != nullptr; }
+        explicit operator bool() const noexcept { return owns(); }
+        /// The number of permits held (0 when empty).
+        std::int64_t count() const noexcept { return s_ ? n_ : 0; }
+
+    private:
+        friend class semaphore;
+        permit(semaphore& s, std::int64_t n) noexcept : s_(&s), n_(n) {}
+        void give_back() noexcept {
+            // Cannot throw: the permits were taken from this semaphore.
+            if (s_) std::exchange(s_, nullptr)->release_nothrow(std::exchange(n_, 0));
+        }
+        semaphore* s_ = nullptr;
+        std::int64_t n_ = 0;
+    };
+
+    /// Awaiter of `scoped_acquire(n)`: as acquire_operation, resuming with a permit.
+    class scoped_acquire_operation : public acquire_operation {
+    public:
+        using acquire_operation::acquire_operation;
+        [[nodiscard]] permit await_resume() const {
+            acquire_operation::await_resume();
+            return permit(*s_, node_.want);
+        }
     };
 
     /// A semaphore with `initial` (≥ 0) free permits.
@@ -88,6 +139,22 @@ public:
         return acquire_operation(*this, n);
     }
 
+    /// `auto p = co_await s.scoped_acquire(n)`: as acquire(n), returning a
+    /// permit that releases the n permits when it goes out of scope.
+    [[nodiscard("goro::semaphore::scoped_acquire: co_await it, and keep the permit")]] scoped_acquire_operation
+    scoped_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::scoped_acquire");
+        return scoped_acquire_operation(*this, n);
+    }
+
+    /// A permit for `n` permits if they are free and nobody waits, else an
+    /// empty one (false); never parks.
+    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1) {
+        check(n, "goro::semaphore::try_scoped_acquire");
+        if (!try_acquire(n)) return permit();
+        return permit(*this, n);
+    }
+
     /// Takes `n` permits when they are free and nobody waits; never parks.
     bool try_acquire(std::int64_t n = 1) {
         check(n, "goro::semaphore::try_acquire");
@@ -100,10 +167,18 @@ public:
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
         check(n, "goro::semaphore::release");
+        add_permits(n, true);
+    }
+
+private:
+    /// release(n) for permits known to have been taken (cannot overflow).
+    void release_nothrow(std::int64_t n) noexcept { add_permits(n, false); }
+
+    void add_permits(std::int64_t n, bool check_overflow) {
         detail::waiter_list<waiter_node> wake;
         {
             std::lock_guard g(lock_);
-            if (count_ > std::numeric_limits<std::int64_t>::max() - n)
+            if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
                 throw usage_error("goro::semaphore::release: count overflow");
             count_ += n;
             while (!waiters_.empty() && waiters_.front()->want <= count_) {
@@ -114,6 +189,7 @@ public:
         wake.wake_all();
     }
 
+public:
     /// Free permits now (a hint: stale once read).
     std::int64_t available() const noexcept {
         std::lock_guard g(lock_);

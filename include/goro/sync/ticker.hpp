@@ -258,8 +258,9 @@ public:
     timer& operator=(const timer&) = delete;
     ~timer() { close(); }
 
-    /// The channel the time is sent on (nil for after_func's timers and empty ones).
-    const channel<tick_time>& chan() const noexcept { return s_ ? s_->ch : nil_; }
+    /// The channel the time is sent on (nil for after_func's timers and empty
+    /// ones). A handle: copies refer to the same channel.
+    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
 
     /// Stops the timer (Timer.Stop, Go 1.23): true when this call stopped it
     /// before its value was received (an unreceived value is discarded).
@@ -306,7 +307,6 @@ private:
     }
 
     detail::time_state* s_ = nullptr;
-    static inline const channel<tick_time> nil_{nullptr};
 };
 
 /// Go's time.Ticker: a tick on chan() every period; ticks a slow receiver
@@ -338,8 +338,9 @@ public:
     ticker& operator=(const ticker&) = delete;
     ~ticker() { close(); }
 
-    /// The channel the ticks are sent on (capacity 1).
-    const channel<tick_time>& chan() const noexcept { return s_ ? s_->ch : nil_; }
+    /// The channel the ticks are sent on (capacity 1). A handle: copies refer
+    /// to the same channel.
+    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
 
     /// Turns the ticker off (Ticker.Stop): no more ticks, and a tick not yet
     /// received is discarded. The channel is not closed.
@@ -382,7 +383,6 @@ private:
     }
 
     detail::time_state* s_ = nullptr;
-    static inline const channel<tick_time> nil_{nullptr};
 };
 
 template <class F>
