@@ -130,10 +130,17 @@ TEST_CASE("each wait adds one to its stack and reason: count, total time, histog
     CHECK_THROWS_WITH(goro::block_profile(2), Catch::Contains("goro::block_profile: debug must be"));
 }
 
-TEST_CASE("a rate above the waits' length samples them, as Go's block profile does", "[block_profile]") {
-    profile_on on(std::int64_t(1) << 60);  // every wait is far shorter: recorded with probability d/rate
-    drive(3);
-    CHECK(consumer_bucket(goro::wait_profile_buckets()) == nullptr);
+TEST_CASE("a rate n records one wait in n and counts it n times", "[block_profile]") {
+    profile_on on(3);
+    drive(11);  // 12 waits of the consumer, over whichever workers ran it
+    const auto bs = goro::wait_profile_buckets();
+    if (const auto* b = consumer_bucket(bs)) {
+        const auto seen = std::accumulate(b->histogram.begin(), b->histogram.end(), std::uint64_t(0));
+        CHECK(b->count == double(3 * seen));  // each recorded wait stands for 3
+        CHECK(seen <= 12);
+    }
+    // Parks not sampled keep the coarse clock with its lowest bit clear.
+    CHECK((goro::detail::parked_clock().load() & ~std::int64_t(1)) % 2 == 0);
 }
 
 TEST_CASE("go tool pprof reads the wait profile: -top, -traces, -tagfocus", "[block_profile]") {

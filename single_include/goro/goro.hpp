@@ -2597,6 +2597,201 @@ private:
 }  // namespace goro::detail
 // ---- end goro/core/slot_handoff.hpp ----
 
+// ---- begin goro/core/wait_profile.hpp ----
+// goro/core/wait_profile.hpp — where tasks wait, and for how long: Go's block profile.
+//
+//   goro::set_wait_profile_rate(1);     // record every wait (Go's SetBlockProfileRate(1))
+//   ...
+//   auto entries = goro::wait_profile_entries();   // or /debug/pprof/block
+//   goro::set_wait_profile_rate(0);     // off (the default)
+//
+// WHAT IS RECORDED. When a parked task is made runnable again (scheduler
+// ready(), ready_n()), the wait it ends is added to the bucket of its stack
+// (the sites of its frames, leaf first: the leaf is the co_await it waited
+// at) and its wait reason ("chan receive", "select", ...): one more wait, its
+// time added to the total, and to a histogram of 16 buckets (< 1 µs, then
+// powers of 4 from 1 µs: < 4 µs, < 16 µs, ... , ≥ 268 s). A task that is
+// cancelled or wakes some other way than ready() is not recorded.
+//
+// RATE: 0 is off; 1 records every wait; n > 1 records one wait in n (each
+// thread counts its parks down from n) and counts it n times, so the totals
+// stay unbiased. (Go's SetBlockProfileRate takes nanoseconds and samples by
+// the wait's length, which needs the clock read at every park; a count
+// keeps the parks that are not sampled at the cost of a decrement.)
+//
+// COST. Off: park() and ready() each do one relaxed load of the rate and a
+// branch not taken (the only lines this header adds to core/scheduler.hpp:
+// in park(), which calls wait_profile_park_time() when the rate is not 0; in
+// scheduler::ready() and ready_n(), which call record_wait() for a sampled
+// park first). A sampled park is marked by an odd since_ns (the precise clock
+// with its lowest bit set; the coarse clock that other parks store has its
+// lowest bit cleared). On, a park not sampled costs a decrement, its wake a
+// test of since_ns; a sampled wait costs one clock read at park and one at
+// wake, a walk of the task's frames, and a short hold of one of 16 shard
+// locks (measured: bench/goro_bench --wait-profile N).
+//
+// MEMORY BOUND: at most 4,096 buckets (256 per shard), each with at most 32
+// frames (a site is two or three words): under 1.5 MiB. Waits whose stack is
+// new once a shard is full go to that shard's bucket "(other stacks)".
+//
+// THREAD SAFETY: all functions may be called from any thread.
+
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+/// The rate: 0 off (see RATE above). Read on every park and wake: constinit,
+/// so no guard variable is checked.
+inline constinit std::atomic<std::int64_t> wait_profile_rate_ns{0};
+
+/// park()'s since_ns while the rate is not 0: `coarse` (its lowest bit
+/// cleared) for a park not sampled, the precise clock with the lowest bit
+/// set for one that is (see RATE).
+inline std::int64_t wait_profile_park_time(std::int64_t coarse) noexcept {
+    static thread_local constinit std::int64_t countdown = 0;
+    if (--countdown > 0) return coarse;
+    countdown = wait_profile_rate_ns.load(std::memory_order_relaxed);
+    return now_ns() | 1;
+}
+
+/// Whether `t`'s park was sampled (see wait_profile_park_time).
+inline bool wait_sampled(const task_header* t) noexcept {
+    return (t->since_ns.load(std::memory_order_relaxed) & 1) != 0;
+}
+
+inline constexpr std::size_t wait_histogram_buckets = 16;
+inline constexpr std::size_t wait_max_frames = 32;
+inline constexpr std::size_t wait_shards = 16;
+inline constexpr std::size_t wait_buckets_per_shard = 256;
+
+/// The histogram bucket of a wait of `ns` (see WHAT IS RECORDED).
+inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
+    if (ns < 1000) return 0;
+    const auto us = static_cast<std::uint64_t>(ns / 1000);
+    const std::size_t i = 1 + (static_cast<std::size_t>(std::bit_width(us)) - 1) / 2;
+    return i < wait_histogram_buckets ? i : wait_histogram_buckets - 1;
+}
+
+/// One stack and reason's waits.
+struct wait_bucket {
+    const char* reason = nullptr;  // static string; null: "(other stacks)"
+    std::vector<site> stack;       // leaf first
+    double count = 0;              // waits (a sampled one counts as the rate)
+    double delay_ns = 0;           // their total time parked
+    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
+};
+
+struct alignas(cache_line) wait_shard {
+    std::mutex mu;
+    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> index;  // hash -> buckets
+    std::vector<wait_bucket> buckets;
+    wait_bucket other;  // new stacks once the shard is full
+};
+
+inline std::array<wait_shard, wait_shards>& wait_shard_table() {
+    static std::array<wait_shard, wait_shards>* t = new std::array<wait_shard, wait_shards>();  // never destroyed
+    return *t;
+}
+
+/// Adds the wait that `t` is ending to its bucket. Called by ready() before
+/// the task is made runnable (so its frames cannot change meanwhile), only
+/// while the rate is not 0.
+[[gnu::cold, gnu::noinline]] inline void record_wait(task_header* t) noexcept {
+    const std::int64_t rate = wait_profile_rate_ns.load(std::memory_order_relaxed);
+    if (rate <= 0 || t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
+    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
+    if (!(since & 1)) return;  // not a sampled park
+    std::int64_t d = now_ns() - (since & ~std::int64_t(1));
+    if (d < 0) d = 0;
+    const double count = double(rate), delay = double(d) * double(rate);
+    const char* reason = t->wait_reason.load(std::memory_order_relaxed);
+    site frames[wait_max_frames];
+    std::size_t n = 0;
+    std::uint64_t h = 0xcbf29ce484222325ull ^ reinterpret_cast<std::uintptr_t>(reason);
+    for (const promise_base* p = t->leaf; p && n < wait_max_frames; p = p->parent_) {
+        frames[n++] = p->site_;
+        h = (h ^ reinterpret_cast<std::uintptr_t>(p->site_.file_name())) * 0x100000001b3ull;
+        h = (h ^ reinterpret_cast<std::uintptr_t>(p->site_.function_name())) * 0x100000001b3ull;
+        h = (h ^ p->site_.line()) * 0x100000001b3ull;
+    }
+    auto same = [&](const wait_bucket& b) {
+        if (b.reason != reason || b.stack.size() != n) return false;
+        for (std::size_t i = 0; i < n; ++i)
+            if (b.stack[i].file_name() != frames[i].file_name() ||
+                b.stack[i].function_name() != frames[i].function_name() || b.stack[i].line() != frames[i].line())
+                return false;
+        return true;
+    };
+    wait_shard& sh = wait_shard_table()[(h >> 32) % wait_shards];
+    std::lock_guard g(sh.mu);
+    wait_bucket* b = nullptr;
+    try {
+        auto& cands = sh.index[h];
+        for (std::uint32_t i : cands)
+            if (same(sh.buckets[i])) {
+                b = &sh.buckets[i];
+                break;
+            }
+        if (!b && sh.buckets.size() < wait_buckets_per_shard) {
+            cands.push_back(static_cast<std::uint32_t>(sh.buckets.size()));
+            sh.buckets.push_back(wait_bucket{reason, std::vector<site>(frames, frames + n), 0, 0, {}});
+            b = &sh.buckets.back();
+        }
+    } catch (...) {
+        b = nullptr;  // out of memory: counted with the others
+    }
+    if (!b) b = &sh.other;
+    b->count += count;
+    b->delay_ns += delay;
+    ++b->histogram[wait_histogram_index(d)];
+}
+
+}  // namespace detail
+
+/// Turns the wait profile on (1: every wait; n: one in n, see RATE) or off
+/// (0), like Go's runtime.SetBlockProfileRate. What was recorded is kept
+/// (reset_wait_profile clears it).
+inline void set_wait_profile_rate(std::int64_t rate_ns) noexcept {
+    detail::wait_profile_rate_ns.store(rate_ns < 0 ? 0 : rate_ns, std::memory_order_relaxed);
+}
+inline std::int64_t wait_profile_rate() noexcept {
+    return detail::wait_profile_rate_ns.load(std::memory_order_relaxed);
+}
+
+/// Forgets every recorded wait.
+inline void reset_wait_profile() {
+    for (detail::wait_shard& sh : detail::wait_shard_table()) {
+        std::lock_guard g(sh.mu);
+        sh.index.clear();
+        sh.buckets.clear();
+        sh.other = detail::wait_bucket{};
+    }
+}
+
+/// A copy of every bucket with at least one wait (the "(other stacks)" ones included).
+inline std::vector<detail::wait_bucket> wait_profile_buckets() {
+    std::vector<detail::wait_bucket> out;
+    for (detail::wait_shard& sh : detail::wait_shard_table()) {
+        std::lock_guard g(sh.mu);
+        for (const auto& b : sh.buckets)
+            if (b.count > 0) out.push_back(b);
+        if (sh.other.count > 0) out.push_back(sh.other);
+    }
+    return out;
+}
+
+}  // namespace goro
+// ---- end goro/core/wait_profile.hpp ----
+
 namespace goro {
 
 namespace detail {
@@ -2855,6 +3050,8 @@ public:
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
     [[gnu::always_inline]] void ready(task_header* t) noexcept {
+        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
+            if (wait_sampled(t)) record_wait(t);
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         // An empty slot is filled with a plain store: a thief only ever
@@ -2888,6 +3085,9 @@ public:
             ready(ts[0]);
             return;
         }
+        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
+            for (std::size_t i = 0; i < n; ++i)
+                if (wait_sampled(ts[i])) record_wait(ts[i]);
         for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         const bool local = w && w->sched == this;
@@ -3474,7 +3674,10 @@ inline bool pool_started() noexcept {
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
     t->set_resume_point(h);
     t->wait_reason.store(reason, std::memory_order_relaxed);
-    t->since_ns.store(parked_clock().load(std::memory_order_relaxed), std::memory_order_relaxed);
+    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
+    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
+    if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] since = wait_profile_park_time(since);
+    t->since_ns.store(since, std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }
 
@@ -3666,6 +3869,8 @@ inline unsigned max_procs() { return detail::the_scheduler().size(); }
 //
 // debug = 2 (one block per task, ascending id, blocks separated by a blank line)
 //     goroutine 18 [chan receive, 5 minutes]:
+//     goroutine 19 name="worker-2" [chan receive]:     (a named task: Go-quoted,
+//                                   where Go's system tracebacks put gp=… m=…)
 //     worker(...)
 //     	src/w.cpp:16
 //     created by run_pool in goroutine 1
@@ -4960,6 +5165,13 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
         first = false;
         out.append("goroutine ");
         out.number(r.id);
+        if (r.meta && !r.meta->name.empty()) {
+            // The task's name, as Go's system tracebacks put `gp=… m=…`
+            // between the id and the state: `goroutine 18 name="price" [chan receive]:`.
+            std::string q = " name=";
+            go_quote(q, r.meta->name);
+            out.append(q);
+        }
         out.append(" [");
         out.append(state_text(r));
         if (std::int64_t m = minutes_waiting(r, now); m >= 1) {
@@ -5409,7 +5621,21 @@ namespace detail {
 //           file.cpp:23
 
 inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
-    out << "goroutine " << r.id << " [";
+    out << "goroutine " << r.id;
+    if (r.meta && !r.meta->name.empty()) {
+        // As dump.hpp writes it: name="…", escaped like Go's %q for ASCII.
+        static constexpr char hexd[] = "0123456789abcdef";
+        out << " name=\"";
+        for (unsigned char c : r.meta->name) {
+            if (c == '"' || c == '\\') out << '\\' << char(c);
+            else if (c == '\n') out << "\\n";
+            else if (c == '\t') out << "\\t";
+            else if (c < 0x20 || c == 0x7f) out << "\\x" << hexd[c >> 4] << hexd[c & 15];
+            else out << char(c);
+        }
+        out << '"';
+    }
+    out << " [";
     switch (r.state) {
     case task_state::running: out << "running"; break;
     case task_state::runnable: out << "runnable"; break;
@@ -9640,6 +9866,835 @@ private:
 
 }  // namespace goro::testing
 // ---- end goro/inspect/leak_check.hpp ----
+
+// ---- begin goro/inspect/leak_watch.hpp ----
+// goro/inspect/leak_watch.hpp — which groups of tasks are leaking, since when, how fast.
+//
+//   goro::leak_watch w;                 // interval 10 s, window 6 samples
+//   w.start();                          // a sampling thread (or call w.sample_now() yourself)
+//   ...
+//   for (const auto& g : w.suspects()) std::cerr << g.frames[0].function << " +" << g.growth_per_minute << "/min\n";
+//   std::cout << w.report_text();       // what /debug/goro/leaks serves
+//
+// A debug_server starts one (debug_server_options::leak_watch_interval, 10 s;
+// 0: none) and serves it at /debug/goro/leaks, /debug/goro/leaks?format=json
+// and in /metrics (see goro/http/routes.hpp).
+//
+// SAMPLING. Each sample takes one goroutine profile (goro/inspect/snapshot.hpp:
+// the world stops only to begin an epoch, then records are copied while tasks
+// run) and groups it exactly as debug=1 does (same stack and labels). Each
+// group is known by its stable key (the hash of its sites' ids and labels,
+// goro::site_id: the same in every run of the same binary), so a group keeps
+// its identity from sample to sample. The watch keeps, per group, a ring of the
+// last `history` counts, its stack (at most `max_frames` frames), labels, and
+// its oldest task's wait reason and parked time. A group absent from a sample
+// is forgotten at once (its count went to zero: not a leak); only the
+// `max_groups` largest groups of a sample are kept.
+//
+// MEMORY BOUND. history × 4 bytes of counts per group, plus its frames (each
+// a function name and a file name) and labels: with the defaults (history 60,
+// max_groups 2,048, max_frames 32) at most 2,048 × (240 B + the text of 32
+// frames); about 1 KiB per group for typical C++ names, so ~2 MiB at worst,
+// and nothing grows with the number of samples or tasks. Each sample also
+// briefly holds one snapshot (64 bytes per task plus its frames), freed when
+// the sample is done.
+//
+// THE SUSPECT RULE. Over the last `window` samples (n, default 6: one minute
+// at 10 s) a group is a suspect when all of these hold:
+//   (a) its count rose in at least `min_rises` (k, default 4) of the n-1 steps
+//       between those samples (a rise: strictly more than the sample before);
+//   (b) it grew by at least `min_growth` tasks (default 5) from the first to
+//       the last sample of the window;
+//   (c) the last sample is the window's highest: it is still growing now;
+//   (d) it is not merely following load. The load is the spawn rate (tasks
+//       started between two samples, from the registry's counter of tasks
+//       ever started; per step, so samples taken by hand count steps of work). Tasks that serve requests are as many as the
+//       requests in flight: they grow when the rate grows and stop growing
+//       when it levels. So while the rate rose by `load_ramp` (default 1.25:
+//       25 %) or more from the window's first step to its last, a group must
+//       grow by a factor more than 10 % larger than the rate's to be a suspect.
+// A leak keeps growing as long as any work arrives, so (a)–(c) hold for it at
+// a steady load, and after a ramp. A load ramp that levels off stops (a) and
+// (c) within one window once it is level: no suspect then, whatever the
+// plateau. During a ramp (d) keeps the groups that grow in proportion to the
+// load quiet; a leak is then flagged when the ramp levels (or earlier, if it
+// outgrows the load). A group newer than the window counts as 0 in the
+// samples before it appeared (the watch saw it absent), so a new leak starts
+// from zero; a group that was present but not kept (max_groups) is judged
+// only once the window lies within the samples that kept it. Small or slow leaks need a longer window or a lower min_growth;
+// the defaults flag a leak of one task per 10-second step or more.
+//
+// growth_per_minute: (last − first count of the window) / the window's time.
+// growing_since: the time of the sample just before the current run of
+// non-decreasing counts began (walking back through the history).
+//
+// THREAD SAFETY: every member may be called from any thread; a mutex guards
+// the state (never held while a snapshot is taken). sample_now() from inside a
+// goro task works (it takes a snapshot like any dump); the sampling thread is
+// an ordinary std::thread.
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+struct leak_watch_options {
+    /// Time between two samples of the sampling thread (start()).
+    std::chrono::nanoseconds interval = std::chrono::seconds(10);
+    /// Counts kept per group (a ring); at least `window`.
+    std::size_t history = 60;
+    /// Samples the suspect rule looks at (n, at least 3).
+    std::size_t window = 6;
+    /// Rises needed among the window's n-1 steps (k, 1 to n-1).
+    std::size_t min_rises = 4;
+    /// Growth over the window needed (tasks, at least 1).
+    std::size_t min_growth = 5;
+    /// The spawn rate's rise over the window (a factor) from which a group
+    /// must outgrow the load; 0 turns rule (d) off.
+    double load_ramp = 1.25;
+    /// Largest groups kept per sample.
+    std::size_t max_groups = 2048;
+    /// Frames kept per group's stack (leaf first).
+    std::size_t max_frames = 32;
+};
+
+/// One group as the watch knows it (a copy: safe to keep).
+struct leak_group {
+    std::uint64_t key = 0;                   ///< stable group id: site ids and labels
+    std::size_t count = 0;                   ///< tasks in the group at the last sample
+    std::vector<std::uint64_t> site_ids;     ///< leaf first (0 for a pseudo-frame)
+    std::vector<stack_frame> frames;         ///< leaf first, at most max_frames
+    std::vector<std::pair<std::string, std::string>> labels;
+    std::string wait_reason;                 ///< of its longest-parked task ("" if none waits)
+    std::int64_t oldest_wait_ns = 0;         ///< how long that task had been parked at the last sample
+    std::vector<std::uint32_t> history;      ///< counts, oldest first, the last one is `count`
+    bool suspect = false;
+    double growth_per_minute = 0;            ///< over the window (suspects; else 0)
+    std::int64_t growing_since_unix_ns = 0;  ///< wall-clock time (suspects; else 0)
+};
+
+/// The watch's state at its last sample.
+struct leak_report {
+    std::uint64_t samples = 0;             ///< samples taken so far
+    std::int64_t last_sample_unix_ns = 0;  ///< 0: none yet
+    std::size_t groups_seen = 0;           ///< groups in the last sample (kept or not)
+    std::size_t total_tasks = 0;           ///< tasks in the last sample
+    std::int64_t last_sample_cpu_ns = 0;   ///< CPU time of the last sample (the sampling thread's)
+    std::int64_t last_sample_pause_ns = 0; ///< the world's stop in the last sample
+    std::vector<leak_group> suspects;      ///< by growth per minute, descending
+    std::vector<leak_group> groups;        ///< the kept groups, by count descending
+};
+
+namespace detail {
+
+inline std::int64_t thread_cpu_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+inline std::int64_t unix_now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+/// "2026-12-06T23:10:00Z" (UTC, whole seconds).
+inline std::string rfc3339(std::int64_t unix_ns) {
+    std::time_t t = static_cast<std::time_t>(unix_ns / 1'000'000'000);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char b[32];
+    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return b;
+}
+
+}  // namespace detail
+
+class leak_watch {
+public:
+    explicit leak_watch(leak_watch_options o = {}) : opt_(o) {
+        const char* op = "goro::leak_watch";
+        if (opt_.window < 3) throw std::invalid_argument(std::string(op) + ": window must be at least 3 samples");
+        if (opt_.history < opt_.window)
+            throw std::invalid_argument(std::string(op) + ": history must be at least window");
+        if (opt_.history > 100000) throw std::invalid_argument(std::string(op) + ": history must be at most 100000");
+        if (opt_.min_rises < 1 || opt_.min_rises > opt_.window - 1)
+            throw std::invalid_argument(std::string(op) + ": min_rises must be between 1 and window-1");
+        if (opt_.min_growth < 1) throw std::invalid_argument(std::string(op) + ": min_growth must be at least 1");
+        if (opt_.interval.count() <= 0) throw std::invalid_argument(std::string(op) + ": interval must be positive");
+        if (opt_.max_groups < 1) throw std::invalid_argument(std::string(op) + ": max_groups must be at least 1");
+        meta_.resize(opt_.history);
+    }
+    ~leak_watch() { stop(); }
+    leak_watch(const leak_watch&) = delete;
+    leak_watch& operator=(const leak_watch&) = delete;
+
+    const leak_watch_options& options() const noexcept { return opt_; }
+
+    /// Starts the sampling thread: a sample every `interval`, the first one
+    /// after one interval. Throws std::logic_error when already started.
+    void start() {
+        std::lock_guard g(thread_mu_);
+        if (thread_.joinable()) throw std::logic_error("goro::leak_watch::start: already started");
+        stopping_ = false;
+        thread_ = std::thread([this] { run(); });
+    }
+    /// Stops and joins the sampling thread (idempotent).
+    void stop() {
+        std::lock_guard g(thread_mu_);
+        if (!thread_.joinable()) return;
+        {
+            std::lock_guard l(cv_mu_);
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+    bool running() const {
+        std::lock_guard g(thread_mu_);
+        return thread_.joinable();
+    }
+
+    /// Takes one sample now and applies the suspect rule.
+    void sample_now() { sample_at(std::chrono::steady_clock::now()); }
+    /// The same, as if taken at `at` (tests drive time explicitly: growth per
+    /// minute and growing_since are computed from these times). Times must
+    /// not go backwards.
+    void sample_at(std::chrono::steady_clock::time_point at) {
+        const std::int64_t cpu0 = detail::thread_cpu_ns();
+        snapshot s = snapshot::take();
+        detail::profile_view v(s);
+        const std::uint64_t spawned = detail::the_registry().total_added();
+        std::lock_guard g(mu_);
+        ingest(s, v, at, spawned);
+        last_cpu_ns_ = detail::thread_cpu_ns() - cpu0;
+        last_pause_ns_ = s.copy_ns();
+    }
+
+    std::uint64_t samples() const {
+        std::lock_guard g(mu_);
+        return seq_;
+    }
+
+    /// The suspects at the last sample, by growth per minute descending.
+    std::vector<leak_group> suspects() const { return report().suspects; }
+
+    /// Everything known at the last sample.
+    leak_report report() const {
+        std::lock_guard g(mu_);
+        leak_report r;
+        r.samples = seq_;
+        r.last_sample_unix_ns = seq_ ? meta_[(seq_ - 1) % opt_.history].unix_ns : 0;
+        r.groups_seen = groups_seen_;
+        r.total_tasks = total_tasks_;
+        r.last_sample_cpu_ns = last_cpu_ns_;
+        r.last_sample_pause_ns = last_pause_ns_;
+        r.groups.reserve(tracked_.size());
+        for (const auto& [k, t] : tracked_) r.groups.push_back(view(t));
+        std::sort(r.groups.begin(), r.groups.end(), [](const leak_group& a, const leak_group& b) {
+            if (a.count != b.count) return a.count > b.count;
+            return a.key < b.key;
+        });
+        for (const leak_group& lg : r.groups)
+            if (lg.suspect) r.suspects.push_back(lg);
+        std::stable_sort(r.suspects.begin(), r.suspects.end(), [](const leak_group& a, const leak_group& b) {
+            return a.growth_per_minute > b.growth_per_minute;
+        });
+        return r;
+    }
+
+    /// The report in the debug=1 shape (what /debug/goro/leaks serves).
+    std::string report_text() const { return to_text(report(), opt_); }
+    /// The report as JSON (/debug/goro/leaks?format=json).
+    std::string report_json() const { return to_json(report(), opt_); }
+
+    // --- formats (static: also for a report copied out earlier) ---
+
+    static std::string to_text(const leak_report& r, const leak_watch_options& o) {
+        std::string out = "goro leak watch: " + std::to_string(r.suspects.size()) + " suspect" +
+                          (r.suspects.size() == 1 ? "" : "s") + " of " + std::to_string(r.groups_seen) +
+                          " groups, " + std::to_string(r.total_tasks) + " tasks; " + std::to_string(r.samples) +
+                          " samples, every " + duration_text(o.interval) + "\n";
+        out += "# rule: rose in >= " + std::to_string(o.min_rises) + " of the last " + std::to_string(o.window - 1) +
+               " steps, grew by >= " + std::to_string(o.min_growth) +
+               ", highest now, and outgrew the spawn rate while it ramped\n";
+        if (r.samples == 0) out += "# no sample yet\n";
+        out += '\n';
+        for (const leak_group& g : r.suspects) write_group(out, g);
+        return out;
+    }
+
+    /// One group in the debug=1 shape, with its suspect, history and labels lines.
+    static void write_group(std::string& out, const leak_group& g) {
+        std::vector<std::string> hex;
+        std::vector<detail::text_frame> frames;
+        {
+            out += std::to_string(g.count) + " @";
+            for (std::uint64_t id : g.site_ids) {
+                char b[20];
+                hex.emplace_back(b, detail::format_hex(b, id));
+                out += ' ';
+                out += hex.back();
+            }
+            out += '\n';
+            char rate[32];
+            std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
+            out += g.suspect ? "# suspect: " : "# growth: ";
+            out += rate;
+            out += "/min since " + (g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : std::string("-")) + "; oldest [" +
+                   (g.wait_reason.empty() ? std::string("running") : g.wait_reason);
+            if (std::int64_t m = g.oldest_wait_ns / 60'000'000'000; m >= 1)
+                out += ", " + std::to_string(m) + (m == 1 ? " minute" : " minutes");
+            out += "]\n# history:";
+            for (std::uint32_t c : g.history) out += ' ' + std::to_string(c);
+            out += '\n';
+            detail::write_labels_line(out, g.labels);
+            for (std::size_t i = 0; i < g.frames.size(); ++i) {
+                const stack_frame& f = g.frames[i];
+                frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
+            }
+            detail::write_frame_lines(out, frames);
+            out += '\n';
+        }
+    }
+
+    static std::string to_json(const leak_report& r, const leak_watch_options& o) {
+        std::string out = "{\"samples\":" + std::to_string(r.samples) +
+                          ",\"interval_ns\":" + std::to_string(o.interval.count()) +
+                          ",\"window\":" + std::to_string(o.window) + ",\"min_rises\":" + std::to_string(o.min_rises) +
+                          ",\"min_growth\":" + std::to_string(o.min_growth) +
+                          ",\"last_sample_unix_ns\":" + std::to_string(r.last_sample_unix_ns) +
+                          ",\"groups_seen\":" + std::to_string(r.groups_seen) +
+                          ",\"total_tasks\":" + std::to_string(r.total_tasks) +
+                          ",\"last_sample_cpu_ns\":" + std::to_string(r.last_sample_cpu_ns) +
+                          ",\"last_sample_pause_ns\":" + std::to_string(r.last_sample_pause_ns) + ",\"suspects\":[";
+        auto group = [&](const leak_group& g) {
+            char b[20];
+            out += "\n{\"group\":\"";
+            out.append(b, detail::format_hex(b, g.key));
+            out += "\",\"count\":" + std::to_string(g.count) + ",\"suspect\":" + (g.suspect ? "true" : "false");
+            char rate[32];
+            std::snprintf(rate, sizeof rate, "%.3f", g.growth_per_minute);
+            out += ",\"growth_per_minute\":";
+            out += rate;
+            out += ",\"growing_since_unix_ns\":" + std::to_string(g.growing_since_unix_ns);
+            out += ",\"growing_since\":";
+            detail::json_quote(out, g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : "");
+            out += ",\"wait_reason\":";
+            detail::json_quote(out, g.wait_reason);
+            out += ",\"oldest_wait_ns\":" + std::to_string(g.oldest_wait_ns) + ",\"labels\":";
+            detail::write_json_labels(out, g.labels);
+            out += ",\"history\":[";
+            for (std::size_t i = 0; i < g.history.size(); ++i) {
+                if (i) out += ',';
+                out += std::to_string(g.history[i]);
+            }
+            out += "],\"frames\":[";
+            for (std::size_t i = 0; i < g.frames.size(); ++i) {
+                if (i) out += ',';
+                out += "{\"function\":";
+                detail::json_quote(out, g.frames[i].function);
+                out += ",\"file\":";
+                detail::json_quote(out, g.frames[i].file);
+                out += ",\"line\":" + std::to_string(g.frames[i].line) + ",\"site_id\":\"";
+                out.append(b, detail::format_hex(b, g.site_ids[i]));
+                out += "\"}";
+            }
+            out += "]}";
+        };
+        for (std::size_t i = 0; i < r.suspects.size(); ++i) {
+            if (i) out += ',';
+            group(r.suspects[i]);
+        }
+        out += "],\"groups\":[";
+        for (std::size_t i = 0; i < r.groups.size(); ++i) {
+            if (i) out += ',';
+            group(r.groups[i]);
+        }
+        out += "]}\n";
+        return out;
+    }
+
+    static std::string duration_text(std::chrono::nanoseconds d) {
+        auto ns = d.count();
+        if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
+        if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
+        return std::to_string(ns) + "ns";
+    }
+
+private:
+    struct sample_meta {
+        std::int64_t steady_ns = 0;
+        std::int64_t unix_ns = 0;
+        std::uint64_t spawned = 0;  // registry total_added at the sample
+        bool truncated = false;     // more groups than max_groups: some were not kept
+    };
+    struct tracked {
+        std::uint64_t key = 0;
+        std::uint64_t first_seq = 0;  // the first sample in which it was kept
+        bool zero_before = false;     // the sample before first_seq kept every group: it was absent (0)
+        std::vector<std::uint32_t> ring;
+        std::vector<std::uint64_t> site_ids;
+        std::vector<stack_frame> frames;
+        std::vector<std::pair<std::string, std::string>> labels;
+        std::string wait_reason;
+        std::int64_t oldest_wait_ns = 0;
+        bool suspect = false;
+        double growth_per_minute = 0;
+        std::int64_t growing_since_unix_ns = 0;
+    };
+
+    void run() {
+        std::unique_lock l(cv_mu_);
+        for (;;) {
+            if (cv_.wait_for(l, opt_.interval, [this] { return stopping_; })) return;
+            l.unlock();
+            try {
+                sample_now();
+            } catch (...) {
+                // Out of memory for a snapshot: skip this sample.
+            }
+            l.lock();
+        }
+    }
+
+    std::uint32_t count_at(const tracked& t, std::uint64_t seq) const noexcept {
+        return seq < t.first_seq ? 0 : t.ring[seq % opt_.history];
+    }
+
+    void ingest(const snapshot& s, const detail::profile_view& v, std::chrono::steady_clock::time_point at,
+                std::uint64_t spawned) {
+        const std::uint64_t seq = seq_;  // this sample's number
+        const std::int64_t steady =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count();
+        const std::int64_t unix_ns =
+            detail::unix_now_ns() -
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - at).count();
+        meta_[seq % opt_.history] = sample_meta{steady, unix_ns, spawned, v.groups().size() > opt_.max_groups};
+        const auto& tasks = s.tasks();
+        const auto& groups = v.groups();
+        groups_seen_ = groups.size();
+        total_tasks_ = s.total();
+        std::unordered_map<std::uint64_t, tracked> next;
+        next.reserve(std::min(groups.size(), opt_.max_groups) * 2);
+        const std::int64_t now = s.taken_at_ns();
+        for (std::size_t gi = 0; gi < groups.size() && gi < opt_.max_groups; ++gi) {
+            const task_group& g = groups[gi];
+            const task_record& first = tasks[g.tasks.front()];
+            auto it = tracked_.find(g.key);
+            tracked t;
+            if (it != tracked_.end()) {
+                t = std::move(it->second);
+            } else {
+                t.key = g.key;
+                t.first_seq = seq;
+                t.zero_before = seq > 0 && !meta_[(seq - 1) % opt_.history].truncated;
+                t.ring.assign(opt_.history, 0);
+                auto fr = v.frames(first);
+                for (std::size_t i = 0; i < fr.size() && i < opt_.max_frames; ++i) {
+                    const detail::site_info& si = v.site(fr[i]);
+                    t.site_ids.push_back(si.id);
+                    t.frames.push_back(stack_frame{si.function, si.file, si.line});
+                }
+                t.labels = detail::profile_view::labels(first);
+            }
+            t.ring[seq % opt_.history] = static_cast<std::uint32_t>(std::min<std::size_t>(g.count, UINT32_MAX));
+            // The longest-parked task of the group.
+            std::int64_t oldest = 0;
+            const char* why = nullptr;
+            for (std::uint32_t ti : g.tasks) {
+                const task_record& r = tasks[ti];
+                if (r.state != task_state::waiting || r.since_ns == 0) continue;
+                std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
+                if (!why || age > oldest) {
+                    oldest = age;
+                    why = r.wait_reason ? r.wait_reason : "waiting";
+                }
+            }
+            t.wait_reason = why ? why : (first.state == task_state::running ? "running" : "runnable");
+            t.oldest_wait_ns = oldest;
+            next.emplace(g.key, std::move(t));
+        }
+        tracked_.swap(next);  // groups not in this sample are forgotten
+        seq_ = seq + 1;
+        for (auto& [k, t] : tracked_) judge(t, seq);
+    }
+
+    /// Applies the suspect rule (top of this header) to `t` at sample `seq`.
+    void judge(tracked& t, std::uint64_t seq) const {
+        t.suspect = false;
+        t.growth_per_minute = 0;
+        t.growing_since_unix_ns = 0;
+        const std::size_t n = opt_.window;
+        if (seq + 1 < n) return;  // not a full window yet
+        const std::uint64_t first = seq + 1 - n;
+        // Samples before it was kept: zeros if it was absent then, else unknown.
+        if (first < t.first_seq && !t.zero_before) return;
+        std::size_t rises = 0;
+        std::uint32_t hi = 0;
+        for (std::uint64_t s = first; s <= seq; ++s) {
+            std::uint32_t c = count_at(t, s);
+            if (s > first && c > count_at(t, s - 1)) ++rises;
+            hi = std::max(hi, c);
+        }
+        const std::uint32_t c0 = count_at(t, first), c1 = count_at(t, seq);
+        if (rises < opt_.min_rises) return;                      // (a)
+        if (c1 < c0 || c1 - c0 < opt_.min_growth) return;       // (b)
+        if (c1 < hi) return;                                     // (c)
+        if (opt_.load_ramp > 0 && first >= 1 && n < opt_.history) {  // (d)
+            const double r0 = rate(first), r1 = rate(seq);
+            if (r0 > 0 && r1 >= opt_.load_ramp * r0) {
+                const double load_factor = r1 / r0;
+                const double group_factor = double(c1) / double(std::max<std::uint32_t>(c0, 1));
+                if (group_factor <= 1.1 * load_factor) return;
+            }
+        }
+        t.suspect = true;
+        const sample_meta& m0 = meta_[first % opt_.history];
+        const sample_meta& m1 = meta_[seq % opt_.history];
+        const double minutes = double(std::max<std::int64_t>(m1.steady_ns - m0.steady_ns, 1)) / 60e9;
+        t.growth_per_minute = double(c1 - c0) / minutes;
+        // Back through the history while the counts did not fall.
+        const std::uint64_t oldest = seq + 1 > opt_.history ? seq + 1 - opt_.history : 0;
+        std::uint64_t s = seq;
+        const std::uint64_t known = t.zero_before ? t.first_seq - 1 : t.first_seq;
+        while (s > std::max(oldest, known) && count_at(t, s - 1) <= count_at(t, s)) --s;
+        // `s`: the lowest point before the run; or the oldest sample kept.
+        t.growing_since_unix_ns = meta_[s % opt_.history].unix_ns;
+    }
+
+    /// Tasks started in the step that ends at sample `seq` (>= 1). Per step,
+    /// not per second: the sampling thread's steps are equally long, and
+    /// samples taken by hand (a test, /debug/goro/leaks/sample) are steps of
+    /// work, however long they took.
+    double rate(std::uint64_t seq) const noexcept {
+        const sample_meta& a = meta_[(seq - 1) % opt_.history];
+        const sample_meta& b = meta_[seq % opt_.history];
+        return double(b.spawned - a.spawned);
+    }
+
+    leak_group view(const tracked& t) const {
+        leak_group g;
+        g.key = t.key;
+        g.site_ids = t.site_ids;
+        g.frames = t.frames;
+        g.labels = t.labels;
+        g.wait_reason = t.wait_reason;
+        g.oldest_wait_ns = t.oldest_wait_ns;
+        g.suspect = t.suspect;
+        g.growth_per_minute = t.growth_per_minute;
+        g.growing_since_unix_ns = t.growing_since_unix_ns;
+        const std::uint64_t last = seq_ - 1;
+        const std::uint64_t from = seq_ > opt_.history ? seq_ - opt_.history : 0;
+        for (std::uint64_t s = std::max(from, t.zero_before ? t.first_seq - 1 : t.first_seq); s <= last; ++s)
+            g.history.push_back(count_at(t, s));
+        g.count = g.history.empty() ? 0 : g.history.back();
+        return g;
+    }
+
+    const leak_watch_options opt_;
+    mutable std::mutex mu_;
+    std::uint64_t seq_ = 0;
+    std::vector<sample_meta> meta_;
+    std::unordered_map<std::uint64_t, tracked> tracked_;
+    std::size_t groups_seen_ = 0, total_tasks_ = 0;
+    std::int64_t last_cpu_ns_ = 0, last_pause_ns_ = 0;
+
+    mutable std::mutex thread_mu_;
+    std::mutex cv_mu_;
+    std::condition_variable cv_;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+}  // namespace goro
+
+namespace goro::testing {
+
+/// Thrown by expect_no_growth; what() is the report (the growing groups' stacks).
+class growth_error : public goro::error {
+public:
+    explicit growth_error(std::string report, std::vector<leak_group> grown)
+        : goro::error(std::move(report)), grown_(std::move(grown)) {}
+    const std::vector<leak_group>& grown() const noexcept { return grown_; }
+
+private:
+    std::vector<leak_group> grown_;
+};
+
+/// The groups that grew with the iteration count while `fn` ran `iterations`
+/// times (see expect_no_growth); empty when none did. `report` gets the text.
+template <class F>
+std::vector<leak_group> find_growth(F&& fn, int iterations, std::string* report = nullptr) {
+    if (iterations < 3)
+        throw std::invalid_argument("goro::testing::expect_no_growth: iterations must be at least 3, not " +
+                                    std::to_string(iterations));
+    auto run_once = [&] {
+        if constexpr (std::is_void_v<std::invoke_result_t<F&>>) fn();
+        else block_on(fn());
+    };
+    const std::size_t n = static_cast<std::size_t>(iterations);
+    leak_watch_options o;
+    o.window = n + 1;
+    o.history = n + 2;
+    o.min_rises = std::max<std::size_t>(1, n / 2);
+    o.min_growth = std::max<std::size_t>(1, n / 2);
+    o.load_ramp = 0;
+    leak_watch w(o);
+    run_once();  // warm-up: pools and caches that start on first use
+    auto t = std::chrono::steady_clock::now();
+    w.sample_at(t);
+    for (std::size_t i = 0; i < n; ++i) {
+        run_once();
+        t += std::chrono::seconds(1);
+        w.sample_at(t);
+    }
+    std::vector<leak_group> grown = w.suspects();
+    if (report && !grown.empty()) {
+        *report = "goro::testing::expect_no_growth: " + std::to_string(grown.size()) +
+                  (grown.size() == 1 ? " group" : " groups") + " of tasks grew with the iterations (" +
+                  std::to_string(iterations) + " runs; counts after each in `# history`):\n\n";
+        for (const leak_group& g : grown) leak_watch::write_group(*report, g);
+    }
+    return grown;
+}
+
+/// Runs `fn` (void(), or returning an awaitable such as goro::task<>, which is
+/// block_on'd) once to warm up, then `iterations` times (at least 3), taking a
+/// goroutine profile after each; throws growth_error, whose what() prints each
+/// growing group's stack, when a group grew with the iteration count: it rose
+/// after at least half of the runs and by at least iterations/2 tasks overall,
+/// and is at its highest at the end. Catches leaks in pools that outlive the
+/// test (verify_none cannot: the pool's own tasks are alive by design).
+/// Call it from a plain thread (it block_on's), not from inside a task.
+template <class F>
+void expect_no_growth(F&& fn, int iterations = 10) {
+    std::string report;
+    std::vector<leak_group> grown = find_growth(std::forward<F>(fn), iterations, &report);
+    if (!grown.empty()) throw growth_error(std::move(report), std::move(grown));
+}
+
+}  // namespace goro::testing
+// ---- end goro/inspect/leak_watch.hpp ----
+
+// ---- begin goro/inspect/block_profile.hpp ----
+// goro/inspect/block_profile.hpp — the wait profile (goro/core/wait_profile.hpp)
+// in Go's block-profile formats.
+//
+//   goro::set_wait_profile_rate(1);
+//   ...
+//   std::string pb = goro::block_profile();      // pprof: `go tool pprof -top file`
+//   std::string text = goro::block_profile(1);   // Go's debug=1 text
+//
+// pprof (debug=0): sample types contentions/count and delay/nanoseconds, as
+// Go's /debug/pprof/block writes them (period type contentions/count, period
+// 1), one sample per stack and wait reason, whose values are the number of
+// waits and their total time parked; the wait reason is a string label
+// `wait_reason` (so `-tagfocus=wait_reason=select` works). Locations and
+// functions as in the goroutine profile (address = goro::site_id).
+//
+// debug=1, Go's text shape (cycles/second is 1e9: delays are nanoseconds):
+//     --- contention:
+//     cycles/second=1000000000
+//     52000 12 @ 0x2f4a0c11d2e1 0x91aa20e4f0b7
+//     # wait_reason: chan receive
+//     # histogram: <1us:0 <4us:2 <16us:7 <64us:3
+//     #	0x2f4a0c11d2e1	consumer	src/c.cpp:16
+//     #	0x91aa20e4f0b7	run		src/c.cpp:40
+//     (blank line)
+//   Stacks by total delay, descending. The histogram lists its buckets up to
+//   the last non-empty one (waits actually seen; sampled waits count once).
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+inline const char* const wait_histogram_labels[wait_histogram_buckets] = {
+    "<1us", "<4us", "<16us", "<64us", "<256us", "<1ms", "<4ms", "<16ms",
+    "<66ms", "<262ms", "<1s", "<4s", "<17s", "<67s", "<268s", ">=268s"};
+
+inline std::vector<wait_bucket> sorted_wait_buckets() {
+    std::vector<wait_bucket> bs = wait_profile_buckets();
+    std::stable_sort(bs.begin(), bs.end(), [](const wait_bucket& a, const wait_bucket& b) {
+        return a.delay_ns > b.delay_ns;
+    });
+    return bs;
+}
+
+inline std::string block_profile_text(const std::vector<wait_bucket>& bs) {
+    std::string out = "--- contention:\ncycles/second=1000000000\n";
+    site_table table;
+    std::vector<text_frame> frames;
+    for (const wait_bucket& b : bs) {
+        frames.clear();
+        out += std::to_string(std::llround(b.delay_ns));
+        out += ' ';
+        out += std::to_string(std::llround(b.count));
+        out += " @";
+        for (const site& s : b.stack) {
+            const site_info& si = table[table.intern(s)];
+            out += ' ';
+            out.append(si.hex, si.hex_len);
+        }
+        out += '\n';
+        out += "# wait_reason: ";
+        out += b.reason ? b.reason : "(other stacks)";
+        out += "\n# histogram:";
+        std::size_t last = 0;
+        for (std::size_t i = 0; i < wait_histogram_buckets; ++i)
+            if (b.histogram[i]) last = i;
+        for (std::size_t i = 0; i <= last; ++i) {
+            out += ' ';
+            out += wait_histogram_labels[i];
+            out += ':';
+            out += std::to_string(b.histogram[i]);
+        }
+        out += '\n';
+        for (const site& s : b.stack) frames.push_back(text_frame_of(table[table.intern(s)]));
+        write_frame_lines(out, frames);
+        out += '\n';
+    }
+    return out;
+}
+
+inline std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
+    std::string out;
+    std::vector<std::string> strings{""};
+    std::unordered_map<std::string, std::int64_t> string_ids{{"", 0}};
+    auto str = [&](std::string_view s) -> std::int64_t {
+        auto [it, fresh] = string_ids.try_emplace(std::string(s), static_cast<std::int64_t>(strings.size()));
+        if (fresh) strings.emplace_back(s);
+        return it->second;
+    };
+    site_table table;
+    std::vector<std::uint64_t> location_of;  // by site index; 0: none yet
+    std::vector<std::uint32_t> location_sites;
+    std::unordered_map<std::string, std::uint64_t> function_ids;
+    std::vector<std::uint32_t> function_sites;
+    std::vector<std::uint64_t> function_of_location;
+    std::string msg, sub;
+    pb_writer w(out);
+    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
+        sub.clear();
+        pb_writer s(sub);
+        s.int_field(1, str(type));
+        s.int_field(2, str(unit));
+        w.bytes_field(field, sub);
+    };
+    value_type(1, "contentions", "count");
+    value_type(1, "delay", "nanoseconds");
+    const std::int64_t reason_key = str("wait_reason");
+    std::vector<std::uint64_t> locs;
+    for (const wait_bucket& b : bs) {
+        locs.clear();
+        for (const site& s : b.stack) {
+            std::uint32_t f = table.intern(s);
+            if (location_of.size() < table.size()) location_of.resize(table.size(), 0);
+            if (!location_of[f]) {
+                location_of[f] = location_sites.size() + 1;
+                location_sites.push_back(f);
+                const site_info& si = table[f];
+                std::string key = si.function;
+                key.push_back('\0');
+                key += si.file;
+                auto [it, fresh] = function_ids.try_emplace(std::move(key), function_sites.size() + 1);
+                if (fresh) function_sites.push_back(f);
+                function_of_location.push_back(it->second);
+            }
+            locs.push_back(location_of[f]);
+        }
+        msg.clear();
+        pb_writer s(msg);
+        s.packed_field(1, locs.begin(), locs.end());
+        const std::int64_t vals[2] = {std::max<std::int64_t>(1, std::llround(b.count)), std::llround(b.delay_ns)};
+        s.packed_field(2, vals, vals + 2);
+        sub.clear();
+        pb_writer l(sub);
+        l.int_field(1, reason_key);
+        l.int_field(2, str(b.reason ? b.reason : "(other stacks)"));
+        s.bytes_field(3, sub);
+        w.bytes_field(2, msg);
+    }
+    msg.clear();
+    {
+        pb_writer m(msg);
+        m.uint_field(1, 1);
+        m.uint_field(3, std::uint64_t(1) << 48);
+        m.int_field(5, str("goro"));
+        m.bool_field(7, true);
+        m.bool_field(8, true);
+        m.bool_field(9, true);
+    }
+    w.bytes_field(3, msg);
+    for (std::size_t i = 0; i < location_sites.size(); ++i) {
+        const site_info& si = table[location_sites[i]];
+        msg.clear();
+        pb_writer m(msg);
+        m.uint_field(1, i + 1);
+        m.uint_field(2, 1);
+        m.uint_field(3, si.id);
+        sub.clear();
+        pb_writer line(sub);
+        line.uint_field(1, function_of_location[i]);
+        line.int_field(2, si.line);
+        m.bytes_field(4, sub);
+        w.bytes_field(4, msg);
+    }
+    for (std::size_t i = 0; i < function_sites.size(); ++i) {
+        const site_info& si = table[function_sites[i]];
+        msg.clear();
+        pb_writer m(msg);
+        m.uint_field(1, i + 1);
+        m.int_field(2, str(si.function));
+        m.int_field(3, str(si.function));
+        m.int_field(4, str(si.file));
+        w.bytes_field(5, msg);
+    }
+    for (const std::string& s : strings) w.bytes_field(6, s);
+    w.int_field(9, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count());
+    value_type(11, "contentions", "count");
+    w.int_field(12, 1);
+    return out;
+}
+
+}  // namespace detail
+
+/// The wait profile: pprof protobuf (debug 0) or Go's debug=1 text (1).
+inline std::string block_profile(int debug = 0) {
+    if (debug != 0 && debug != 1)
+        throw usage_error("goro::block_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
+    auto bs = detail::sorted_wait_buckets();
+    return debug == 0 ? detail::block_profile_pprof(bs) : detail::block_profile_text(bs);
+}
+
+}  // namespace goro
+// ---- end goro/inspect/block_profile.hpp ----
 // ---- end goro/core.hpp ----
 
 // ---- begin goro/http/debug_server.hpp ----
@@ -10754,7 +11809,79 @@ inline task_census take_task_census() {
     return c;
 }
 
-inline std::string render_metrics() {
+// At most this many wait reasons get a series of their own in /metrics; the
+// rest (only a program that makes up reasons at run time has more) are summed
+// under reason="other", so the scrape's cardinality stays bounded.
+inline constexpr std::size_t max_reason_series = 32;
+
+// The leak watch's families: how many suspects, and for the ten fastest
+// growing (bounded cardinality) their growth and count, labelled by the
+// group's stable id, its leaf function and the leaf's site id.
+inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch) {
+    const leak_report rep = watch.report();
+    w.family("goro_leak_suspects", metric_type::gauge,
+             "Groups of tasks (same stack and labels) that the leak watch sees growing (goro::leak_watch).");
+    w.sample("goro_leak_suspects", static_cast<std::int64_t>(rep.suspects.size()));
+    w.family("goro_leak_watch_samples_total", metric_type::counter, "Samples the leak watch has taken.");
+    w.sample("goro_leak_watch_samples_total", rep.samples);
+    w.family("goro_leak_suspect_growth_per_minute", metric_type::gauge,
+             "Growth of a suspect group over the watch's window, in tasks per minute (the ten fastest).");
+    std::vector<std::string> ids, sites;
+    const std::size_t n = std::min<std::size_t>(rep.suspects.size(), 10);
+    for (std::size_t i = 0; i < n; ++i) {
+        const leak_group& g = rep.suspects[i];
+        char b[20];
+        ids.emplace_back(b, format_hex(b, g.key));
+        sites.emplace_back(b, format_hex(b, g.site_ids.empty() ? 0 : g.site_ids[0]));
+    }
+    auto fn = [&](std::size_t i) -> std::string_view {
+        return rep.suspects[i].frames.empty() ? std::string_view() : std::string_view(rep.suspects[i].frames[0].function);
+    };
+    for (std::size_t i = 0; i < n; ++i)
+        w.sample("goro_leak_suspect_growth_per_minute", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
+                 rep.suspects[i].growth_per_minute);
+    w.family("goro_leak_suspect_tasks", metric_type::gauge, "Tasks in a suspect group now (the ten fastest growing).");
+    for (std::size_t i = 0; i < n; ++i)
+        w.sample("goro_leak_suspect_tasks", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
+                 static_cast<std::int64_t>(rep.suspects[i].count));
+}
+
+// /debug/pprof/block: the wait profile (goro/inspect/block_profile.hpp), pprof
+// or, with debug=1, text.
+inline void serve_block_profile(const debug_request& req, debug_response& r) {
+    auto d = req.param("debug");
+    if (!d || d->empty() || *d == "0") {
+        r.content_type = "application/octet-stream";
+        r.set_attachment("block");
+        r.body = block_profile(0);
+    } else if (*d == "1") {
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = block_profile(1);
+    } else {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = "invalid value of query parameter 'debug' (want 0 for the pprof protobuf, 1 for text)\n";
+    }
+}
+
+// /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with
+// ?format=json, as JSON (goro::leak_watch::to_json).
+inline void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r) {
+    auto f = req.param("format");
+    if (f && *f == "json") {
+        r.content_type = "application/json";
+        r.body = w.report_json();
+    } else if (!f || f->empty() || *f == "text") {
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = w.report_text();
+    } else {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = "invalid value of query parameter 'format' (want text or json)\n";
+    }
+}
+
+inline std::string render_metrics(const leak_watch* watch = nullptr) {
     std::string out;
     prometheus_text_writer w(out);
     const task_census c = take_task_census();
@@ -10768,7 +11895,19 @@ inline std::string render_metrics() {
     w.sample("goro_tasks_by_state", {{"state", "running"}}, c.by_state[2]);
     w.family("goro_tasks_waiting", metric_type::gauge,
              "Waiting tasks by wait reason, in Go's words (\"chan receive\", \"select\", ...).");
-    for (const auto& [reason, n] : c.by_reason) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
+    {
+        // Largest first for the cut, then by name for a stable order.
+        std::vector<std::pair<std::string, std::int64_t>> rs = c.by_reason;
+        std::int64_t other = 0;
+        if (rs.size() > max_reason_series) {
+            std::stable_sort(rs.begin(), rs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+            for (std::size_t i = max_reason_series - 1; i < rs.size(); ++i) other += rs[i].second;
+            rs.resize(max_reason_series - 1);
+            std::sort(rs.begin(), rs.end());
+        }
+        for (const auto& [reason, n] : rs) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
+        if (other) w.sample("goro_tasks_waiting", {{"reason", "other"}}, other);
+    }
     w.family("goro_tasks_started_total", metric_type::counter,
              "Tasks ever started (and block_on calls); minus goro_tasks, the number that finished.");
     w.sample("goro_tasks_started_total", the_registry().total_added());
@@ -10790,6 +11929,7 @@ inline std::string render_metrics() {
     w.sample("goro_global_queue_length", queued);
     w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
     w.sample("goro_build_info", {{"version", goro::version()}}, 1);
+    if (watch) render_leak_metrics(w, *watch);
     return out;
 }
 
@@ -10809,6 +11949,341 @@ inline void serve_metrics(const debug_request&, debug_response& r) {
 
 #endif  // GORO_HTTP_ROUTES_HPP
 // ---- end goro/http/routes.hpp ----
+
+// ---- begin goro/http/live_page.hpp ----
+#ifndef GORO_HTTP_LIVE_PAGE_HPP
+#define GORO_HTTP_LIVE_PAGE_HPP
+
+// /debug/goro/ — one self-contained HTML page of the program's tasks, served
+// by goro::debug_server (goro::register_default_routes).
+//
+// WHAT IT SHOWS, rendered on the server from one snapshot (readable with
+// JavaScript off):
+//   * a summary line (tasks, groups, when) and links: the goroutine profile
+//     as pprof (a download), debug=1, debug=2, tasks.json, the leak report,
+//     the wait profile, /metrics;
+//   * the leak suspects of the server's leak watch (goro/inspect/leak_watch.hpp):
+//     function, tasks now, growth per minute, growing since, the oldest
+//     task's wait, and a sparkline (inline SVG) of the group's count history;
+//   * every group (same stack and labels, like debug=1; at most 10,000, the
+//     largest): tasks, wait reason, the oldest task's wait, labels, the leaf
+//     function and its place; a <details> element opens the group's full
+//     stack and its tasks (id, name, state, created by, debug=2's words;
+//     at most 100 listed).
+// WITH JAVASCRIPT (inline, no network fetch but the page itself):
+//   * click a column head to sort; a filter box matches function, wait
+//     reason and labels; a select keeps one wait reason;
+//   * auto-refresh every `refresh` seconds (query ?refresh=N, 1 to 3600,
+//     default 5): the page fetches itself and swaps in the new tables,
+//     keeping the sort, the filter and the opened groups; a pause button.
+//     When the page was requested with `Authorization: Bearer <token>` (the
+//     server's bearer_token), the page carries that header's value (the
+//     requester knows it already) and sends it with each refresh.
+// Element ids and classes the browser test relies on: #summary, #suspects
+// tr.suspect (.fn, .count), #groups tr.group (data-key, data-count, .fn),
+// #pause, #filter, #reason, #updated.
+// No external resource: no script, style, font or image is fetched.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+inline constexpr std::size_t live_page_max_groups = 10000;
+inline constexpr std::size_t live_page_max_tasks = 100;
+
+/// "340ms", "12s", "5m12s", "2h3m".
+inline std::string short_duration(std::int64_t ns) {
+    if (ns < 1'000'000) return std::to_string(ns / 1000) + "µs";
+    if (ns < 1'000'000'000) return std::to_string(ns / 1'000'000) + "ms";
+    std::int64_t s = ns / 1'000'000'000;
+    if (s < 60) return std::to_string(s) + "s";
+    if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+    return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
+}
+
+/// An inline SVG polyline of `h` (oldest first), scaled to its maximum.
+inline void append_sparkline(std::string& out, const std::vector<std::uint32_t>& h) {
+    const int w = 120, ht = 24;
+    std::uint32_t hi = 1;
+    for (std::uint32_t c : h) hi = std::max(hi, c);
+    out += "<svg class=spark width=120 height=24 viewBox='0 0 120 24' role=img aria-label='count history'><polyline points='";
+    const std::size_t n = h.size();
+    char b[48];
+    for (std::size_t i = 0; i < n; ++i) {
+        double x = n > 1 ? double(i) * (w - 2) / double(n - 1) + 1 : w / 2.0;
+        double y = ht - 2 - double(h[i]) * (ht - 4) / double(hi);
+        std::snprintf(b, sizeof b, "%s%.1f,%.1f", i ? " " : "", x, y);
+        out += b;
+    }
+    out += "'/></svg>";
+}
+
+inline void append_labels_text(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    bool first = true;
+    for (const auto& [k, v] : labels) {
+        if (!first) out += ", ";
+        first = false;
+        append_html_escaped(out, k);
+        out += '=';
+        append_html_escaped(out, v);
+    }
+}
+
+inline const char* live_page_style() {
+    return R"(body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222;background:#fafafa}
+h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
+nav a{margin-right:1em}table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eee;cursor:pointer;user-select:none;white-space:nowrap}td.num,th.num{text-align:right}
+tr.suspect td{background:#fff1f0}.fn{font-family:ui-monospace,monospace}
+pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto}
+.spark polyline{fill:none;stroke:#c0392b;stroke-width:1.5}#controls{margin:.6em 0}
+#controls input{width:24em}.muted{color:#777}summary{cursor:pointer}
+pre.tasks{background:#fff;border-left:3px solid #ddd})";
+}
+
+inline const char* live_page_script() {
+    return R"JS((function(){
+var meta=document.querySelector('meta[name=goro-token]');
+var token=meta?meta.content:'';
+var period=parseInt(document.body.dataset.refresh||'5',10)*1000;
+var paused=false,sortKey='count',sortDesc=true;
+function rows(){return Array.prototype.slice.call(document.querySelectorAll('#groups tbody tr.group'));}
+function apply(){
+  var f=document.getElementById('filter').value.toLowerCase();
+  var r=document.getElementById('reason').value;
+  var tb=document.querySelector('#groups tbody');if(!tb)return;
+  var rs=rows(),keys=rs.map(function(row,i){var v=row.getAttribute('data-'+sortKey)||'';var n=parseFloat(v);
+    return {row:row,i:i,n:n,s:v,text:(row.dataset.fn+' '+row.dataset.reason+' '+row.dataset.labels).toLowerCase()};});
+  keys.sort(function(a,b){
+    var c=(!isNaN(a.n)&&!isNaN(b.n))?a.n-b.n:a.s.localeCompare(b.s);
+    return (sortDesc?-c:c)||a.i-b.i;});
+  // Rows are moved in a detached body: one layout, not one per row.
+  var table=tb.parentNode,next=tb.nextSibling;table.removeChild(tb);
+  keys.forEach(function(k){
+    var show=(!f||k.text.indexOf(f)>=0)&&(!r||k.row.dataset.reason===r);
+    if((k.row.style.display!=='none')!==show)k.row.style.display=show?'':'none';
+    tb.appendChild(k.row);});
+  table.insertBefore(tb,next);
+}
+function reasons(){
+  var sel=document.getElementById('reason'),cur=sel.value,seen={};
+  rows().forEach(function(row){seen[row.dataset.reason]=1;});
+  while(sel.options.length>1)sel.remove(1);
+  Object.keys(seen).sort().forEach(function(k){var o=document.createElement('option');o.value=k;o.textContent=k;sel.appendChild(o);});
+  sel.value=seen[cur]?cur:'';
+}
+function wire(){
+  document.querySelectorAll('#groups th[data-sort]').forEach(function(th){
+    th.onclick=function(){var k=th.dataset.sort;if(sortKey===k)sortDesc=!sortDesc;else{sortKey=k;sortDesc=(k==='count'||k==='age');}apply();};});
+}
+function refresh(){
+  if(paused)return;
+  var h={};if(token)h['Authorization']=token;
+  fetch(location.href,{headers:h,cache:'no-store'}).then(function(r){return r.text();}).then(function(t){
+    var doc=new DOMParser().parseFromString(t,'text/html');
+    var open={};document.querySelectorAll('#groups tr.group details[open]').forEach(function(d){open[d.closest('tr').dataset.key]=1;});
+    ['summary','content'].forEach(function(id){var n=doc.getElementById(id);if(n)document.getElementById(id).innerHTML=n.innerHTML;});
+    rows().forEach(function(row){if(open[row.dataset.key]){var d=row.querySelector('details');if(d)d.open=true;}});
+    wire();reasons();apply();
+    document.getElementById('updated').textContent='updated '+new Date().toLocaleTimeString();
+  }).catch(function(e){document.getElementById('updated').textContent='refresh failed: '+e;});
+}
+document.getElementById('controls').hidden=false;
+document.getElementById('filter').oninput=apply;
+document.getElementById('reason').onchange=apply;
+document.getElementById('pause').onclick=function(){paused=!paused;this.textContent=paused?'resume':'pause';document.getElementById('updated').textContent=paused?'paused':'';};
+wire();reasons();apply();
+setInterval(refresh,period);
+})();)JS";
+}
+
+/// The page for one request (see the top of this header).
+inline std::string render_live_page(const leak_watch* watch, const debug_request& req) {
+    int refresh = 5;
+    if (auto r = req.param("refresh"); r && !r->empty()) {
+        int v = 0;
+        for (char c : *r) v = (c >= '0' && c <= '9' && v < 100000) ? v * 10 + (c - '0') : 100000;
+        if (v >= 1 && v <= 3600) refresh = v;
+    }
+    snapshot s = snapshot::take();
+    profile_view v(s);
+    const auto& tasks = s.tasks();
+    const std::int64_t now = s.taken_at_ns();
+    leak_report rep;
+    if (watch) rep = watch->report();
+
+    std::string out;
+    out.reserve(4096 + std::min(v.groups().size(), live_page_max_groups) * 600);
+    out += "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>goro: tasks</title>"
+           "<meta name=viewport content='width=device-width'>";
+    if (auto a = req.header("Authorization"); a && a->substr(0, 7) == "Bearer ") {
+        out += "<meta name=goro-token content=\"";
+        append_html_escaped(out, *a);
+        out += "\">";
+    }
+    out += "<style>";
+    out += live_page_style();
+    out += "</style></head>\n<body data-refresh=";
+    out += std::to_string(refresh);
+    out += ">\n<h1>goro tasks</h1>\n<div id=summary>";
+    out += std::to_string(s.total()) + " tasks in " + std::to_string(v.groups().size()) + " groups; " +
+           std::to_string(rep.suspects.size()) + " leak suspect" + (rep.suspects.size() == 1 ? "" : "s") +
+           "; taken " + rfc3339(unix_now_ns());
+    out += "</div>\n<nav><a href='/debug/pprof/goroutine' download='goroutine.pb'>download pprof profile</a>"
+           "<a href='/debug/pprof/goroutine?debug=1'>debug=1</a><a href='/debug/pprof/goroutine?debug=2'>debug=2</a>"
+           "<a href='/debug/goro/tasks.json'>tasks.json</a><a href='/debug/goro/leaks'>leak report</a>"
+           "<a href='/debug/pprof/block?debug=1'>wait profile</a><a href='/metrics'>metrics</a>"
+           "<a href='/debug/pprof/'>index</a></nav>\n";
+    out += "<div id=controls hidden><input id=filter type=search placeholder='filter: function, wait reason, label'> "
+           "<select id=reason><option value=''>every wait reason</option></select> "
+           "<button id=pause type=button>pause</button> <span id=updated class=muted></span> "
+           "<span class=muted>refresh every " + std::to_string(refresh) + "s</span></div>\n<main id=content>\n";
+
+    // Leak suspects.
+    out += "<section id=suspects><h2>Leak suspects (" + std::to_string(rep.suspects.size()) + ")</h2>\n";
+    if (!watch) {
+        out += "<p class=muted>no leak watch on this server (debug_server_options::leak_watch_interval is 0)</p>";
+    } else if (rep.suspects.empty()) {
+        out += "<p class=muted>none after " + std::to_string(rep.samples) + " samples</p>";
+    } else {
+        out += "<table><thead><tr><th>function</th><th class=num>tasks</th><th class=num>growth/min</th>"
+               "<th>growing since</th><th>oldest</th><th>history</th></tr></thead><tbody>\n";
+        for (const leak_group& g : rep.suspects) {
+            char b[20];
+            out += "<tr class=suspect data-key='";
+            out.append(b, format_hex(b, g.key));
+            out += "'><td class=fn>";
+            append_html_escaped(out, g.frames.empty() ? std::string_view("?") : std::string_view(g.frames[0].function));
+            if (!g.frames.empty()) {
+                out += "<br><span class=muted>";
+                append_html_escaped(out, g.frames[0].file);
+                out += ":" + std::to_string(g.frames[0].line) + "</span>";
+            }
+            char rate[32];
+            std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
+            out += "</td><td class='num count'>" + std::to_string(g.count) + "</td><td class=num>" + rate +
+                   "</td><td>" + rfc3339(g.growing_since_unix_ns) + "</td><td>[";
+            append_html_escaped(out, g.wait_reason);
+            if (g.oldest_wait_ns > 0) out += ", " + short_duration(g.oldest_wait_ns);
+            out += "]</td><td>";
+            append_sparkline(out, g.history);
+            out += "</td></tr>\n";
+        }
+        out += "</tbody></table>";
+    }
+    out += "</section>\n";
+
+    // Groups.
+    const std::size_t shown = std::min(v.groups().size(), live_page_max_groups);
+    out += "<section id=groups><h2>Groups (" + std::to_string(v.groups().size()) + ")</h2>\n";
+    if (shown < v.groups().size())
+        out += "<p class=muted>the " + std::to_string(shown) + " largest groups are shown</p>\n";
+    out += "<table><thead><tr><th class=num data-sort=count>tasks</th><th data-sort=reason>wait reason</th>"
+           "<th class=num data-sort=age>oldest</th><th data-sort=fn>function (click for stack and tasks)</th>"
+           "<th data-sort=labels>labels</th></tr></thead><tbody>\n";
+    std::string labels_text, stack;
+    for (std::size_t gi = 0; gi < shown; ++gi) {
+        const task_group& g = v.groups()[gi];
+        const task_record& first = tasks[g.tasks.front()];
+        std::int64_t oldest = 0;
+        const char* why = nullptr;
+        for (std::uint32_t ti : g.tasks) {
+            const task_record& r = tasks[ti];
+            if (r.state != task_state::waiting || !r.since_ns) continue;
+            std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
+            if (!why || age > oldest) {
+                oldest = age;
+                why = r.wait_reason;
+            }
+        }
+        std::string reason = why ? why : state_text(first);
+        auto fr = v.frames(first);
+        const site_info& leaf = v.site(fr[0]);
+        labels_text.clear();
+        append_labels_text(labels_text, profile_view::labels(first));
+        char b[20];
+        out += "<tr class=group data-key='";
+        out.append(b, format_hex(b, g.key));
+        out += "' data-count=" + std::to_string(g.count) + " data-age=" + std::to_string(oldest) + " data-reason=\"";
+        append_html_escaped(out, reason);
+        out += "\" data-fn=\"";
+        append_html_escaped(out, leaf.function);
+        out += "\" data-labels=\"" + labels_text + "\"><td class=num>" + std::to_string(g.count) + "</td><td>";
+        append_html_escaped(out, reason);
+        out += "</td><td class=num>" + (why ? short_duration(oldest) : std::string("-")) + "</td><td><details><summary class=fn>";
+        append_html_escaped(out, leaf.function);
+        if (!leaf.file.empty()) {
+            out += " (";
+            append_html_escaped(out, leaf.file);
+            out += ":" + std::to_string(leaf.line) + ")";
+        }
+        out += "</summary><pre>";
+        for (std::uint32_t f : fr) {
+            const site_info& si = v.site(f);
+            append_html_escaped(out, si.function);
+            if (!si.file.empty()) {
+                out += "\n\t";
+                append_html_escaped(out, si.file);
+                out += ":" + std::to_string(si.line);
+            }
+            out += '\n';
+        }
+        // The tasks as text (one element per group, not a table: a page of
+        // 10,000 groups stays a DOM the browser parses quickly).
+        out += "</pre><pre class=tasks>";
+        for (std::size_t k = 0; k < g.tasks.size() && k < live_page_max_tasks; ++k) {
+            const task_record& r = tasks[g.tasks[k]];
+            out += "goroutine " + std::to_string(r.id);
+            if (r.meta && !r.meta->name.empty()) {
+                out += " name=";
+                std::string q;
+                go_quote(q, r.meta->name);
+                append_html_escaped(out, q);
+            }
+            out += " [";
+            append_html_escaped(out, state_text(r));
+            if (std::int64_t m = minutes_waiting(r, now); m >= 1) out += ", " + std::to_string(m) + " minutes";
+            out += "]: ";
+            if (r.kind == task_kind::blocked) {
+                out += "a thread in block_on";
+            } else {
+                const site_info& c = v.table()[v.table().intern(r.created_by)];
+                out += "created by ";
+                append_html_escaped(out, c.function);
+                if (r.parent_id) out += " in goroutine " + std::to_string(r.parent_id);
+                out += " (";
+                append_html_escaped(out, c.file);
+                out += ":" + std::to_string(c.line) + ")";
+            }
+            out += '\n';
+        }
+        if (g.tasks.size() > live_page_max_tasks)
+            out += "and " + std::to_string(g.tasks.size() - live_page_max_tasks) + " more\n";
+        out += "</pre></details></td><td>" + labels_text + "</td></tr>\n";
+    }
+    out += "</tbody></table></section>\n</main>\n<script>";
+    out += live_page_script();
+    out += "</script>\n</body></html>\n";
+    return out;
+}
+
+}  // namespace detail
+
+}  // namespace goro
+
+#endif  // GORO_HTTP_LIVE_PAGE_HPP
+// ---- end goro/http/live_page.hpp ----
 
 // ---- begin goro/http/server.hpp ----
 #ifndef GORO_HTTP_SERVER_HPP
@@ -11088,6 +12563,10 @@ struct debug_server_options {
     // goro::register_default_routes(). False: only /debug/pprof/ and what the
     // program registers itself.
     bool with_default_routes = true;
+    // The leak watch (goro/inspect/leak_watch.hpp) that start() starts and
+    // stop() stops, served at /debug/goro/leaks and in /metrics (with the
+    // default routes): a sample of the grouped profile every this long. 0: none.
+    std::chrono::milliseconds leak_watch_interval{10000};
 };
 
 // Counters, read with relaxed loads: each is exact, the set is not a snapshot.
@@ -12215,6 +13694,8 @@ public:
                 "goro::debug_server: max_connections must be between 1 and 1048576");
         if (opts.shared_response_window.count() < 0)
             throw std::invalid_argument("goro::debug_server: shared_response_window must not be negative");
+        if (opts.leak_watch_interval.count() < 0)
+            throw std::invalid_argument("goro::debug_server: leak_watch_interval must not be negative");
         if (opts.max_requests_per_connection == 0)
             throw std::invalid_argument(
                 "goro::debug_server: max_requests_per_connection must be at least 1");
@@ -12226,6 +13707,11 @@ public:
                 "goro::debug_server: limits.max_request_line and limits.max_header_bytes must be "
                 "between 16 bytes and 16 MiB");
         const bool defaults = opts.with_default_routes;
+        if (opts.leak_watch_interval.count() > 0) {
+            leak_watch_options wo;
+            wo.interval = opts.leak_watch_interval;
+            watch_ = std::make_shared<leak_watch>(wo);
+        }
         state_ = std::make_unique<detail::debug_server_state>(std::move(opts), std::move(*addr));
         detail::debug_server_state* s = state_.get();
         // The state outlives the route (it owns it), so a raw pointer is safe.
@@ -12249,10 +13735,16 @@ public:
     // ("goro::debug_server::start: bind 127.0.0.1:6060: Address already in
     // use") or std::logic_error when already running. May be called again
     // after stop(); with port 0 the new port may differ.
-    void start() { state().start(); }
+    void start() {
+        state().start();
+        if (watch_ && !watch_->running()) watch_->start();
+    }
     // Stops accepting, closes every connection, joins the thread. Idempotent.
     // Throws std::logic_error when called from the server thread.
-    void stop() { state().stop(); }
+    void stop() {
+        state().stop();
+        if (watch_) watch_->stop();
+    }
     bool running() const noexcept { return state_ && state_->running(); }
 
     // The bound port (the real one when options.port is 0); 0 before the first
@@ -12265,6 +13757,9 @@ public:
         return "http://" + host + ":" + std::to_string(port());
     }
     const options& config() const { return state().options(); }
+    // The leak watch this server runs (null when leak_watch_interval is 0).
+    // It samples while the server runs; sample_now() works at any time.
+    std::shared_ptr<leak_watch> watch() const noexcept { return watch_; }
     debug_server_stats stats() const { return state().stats(); }
 
     // Serves GET/HEAD `path` (exact, percent-decoded, starting with '/') with
@@ -12294,6 +13789,7 @@ private:
         return *state_;
     }
     std::unique_ptr<detail::debug_server_state> state_;
+    std::shared_ptr<leak_watch> watch_;  // after state_: destroyed (stopped) first
 };
 
 inline void register_default_routes(debug_server& server) {
@@ -12309,7 +13805,33 @@ inline void register_default_routes(debug_server& server) {
     server.add_index_link("/debug/goro/tasks.json", "every task as JSON");
     server.add_index_link("/metrics", "Prometheus metrics");
     server.handle("/debug/goro/tasks.json", detail::serve_tasks_json, {.share_response = true});
-    server.handle("/metrics", detail::serve_metrics, {.share_response = true});
+    server.add_profile(debug_profile{
+        "block",
+        "Where tasks waited and for how long (the wait profile). Off by default: turn it on with "
+        "goro::set_wait_profile_rate(1). Use debug=1 for text.",
+        [] { return static_cast<std::int64_t>(wait_profile_buckets().size()); },
+        detail::serve_block_profile,
+    });
+    std::shared_ptr<leak_watch> w = server.watch();
+    server.handle("/metrics", [w](const debug_request&, debug_response& r) {
+        r.content_type = std::string(detail::prometheus_content_type);
+        r.body = detail::render_metrics(w.get());
+    });
+    server.add_index_link("/debug/goro/", "live page: groups, leak suspects (auto-refresh)");
+    server.handle("/debug/goro/", [w](const debug_request& req, debug_response& r) {
+        r.content_type = "text/html; charset=utf-8";
+        r.body = detail::render_live_page(w.get(), req);
+    });
+    if (w) {
+        server.add_index_link("/debug/goro/leaks", "leak suspects (groups that keep growing)");
+        server.handle("/debug/goro/leaks", [w](const debug_request& req, debug_response& r) {
+            detail::serve_leaks(*w, req, r);
+        });
+        server.handle("/debug/goro/leaks/sample", [w](const debug_request& req, debug_response& r) {
+            w->sample_now();
+            detail::serve_leaks(*w, req, r);
+        });
+    }
 }
 
 }  // namespace goro
