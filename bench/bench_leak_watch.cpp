@@ -21,7 +21,9 @@ namespace {
 
 goro::task<> watched_receiver(goro::channel<int> ch, std::atomic<long>& started) {
     started.fetch_add(1, std::memory_order_relaxed);
-    while (co_await ch.recv()) {
+    for (;;) {  // (not `while (co_await ...)`: g++ 12 miscompiles it)
+        auto v = co_await ch.recv();
+        if (!v) break;
     }
 }
 

@@ -1,8 +1,12 @@
 // goro_bench: goro's side of ../shared/bench/compare.
-//   goro_bench [--only NAME] [--scale X]
+//   goro_bench [--only NAME] [--scale X] [--wait-profile RATE]
+// --wait-profile: goro::set_wait_profile_rate(RATE) first (1: record every
+// wait), to measure what the wait profile costs when on.
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include <goro/core/wait_profile.hpp>
 
 #include "bench.hpp"
 
@@ -12,8 +16,9 @@ int main(int argc, char** argv) {
         std::string a = argv[i];
         if ((a == "--only" || a == "-only") && i + 1 < argc) o.only = argv[++i];
         else if ((a == "--scale" || a == "-scale") && i + 1 < argc) o.scale = std::atof(argv[++i]);
+        else if (a == "--wait-profile" && i + 1 < argc) goro::set_wait_profile_rate(std::atoll(argv[++i]));
         else {
-            std::fprintf(stderr, "usage: goro_bench [--only NAME] [--scale X]\n");
+            std::fprintf(stderr, "usage: goro_bench [--only NAME] [--scale X] [--wait-profile RATE]\n");
             return 2;
         }
     }

@@ -197,7 +197,7 @@ std::string normalise(std::string s) {
         return it->second;
     });
     s = std::regex_replace(s, std::regex("\t+"), "\t");
-    s = std::regex_replace(s, std::regex(R"(goroutine \d+ \[)"), "goroutine G [");
+    s = std::regex_replace(s, std::regex(R"(goroutine \d+ (name="[^"]*" )?\[)"), "goroutine G $1[");
     s = std::regex_replace(s, std::regex(R"( in goroutine \d+)"), " in goroutine P");
     s = std::regex_replace(s, std::regex(R"(, \d+ minutes)"), ", N minutes");
     s = std::regex_replace(s, std::regex(R"("id":\d+)"), "\"id\":G");
@@ -411,7 +411,7 @@ TEST_CASE("debug=2 of a known program matches the golden file", "[dump]") {
     auto s = goro::snapshot::take();
     std::string text = goro::goroutine_profile(s, 2);
     // One block per task, ascending id.
-    auto ids = ids_in(text, std::regex(R"((?:^|\n)goroutine (\d+) \[)"));
+    auto ids = ids_in(text, std::regex(R"((?:^|\n)goroutine (\d+) (?:name="[^"]*" )?\[)"));
     CHECK(ids.size() == 25);
     CHECK(std::is_sorted(ids.begin(), ids.end()));
     CHECK(std::set<std::uint64_t>(ids.begin(), ids.end()).size() == ids.size());

@@ -47,6 +47,11 @@
 #include <goro/inspect/leak_check.hpp>
 #include <goro/inspect/leak_watch.hpp>
 
+// The listeners need Catch2's reporter interfaces, which catch.hpp declares
+// only in the translation unit that defines CATCH_CONFIG_MAIN or
+// CATCH_CONFIG_RUNNER (or CATCH_CONFIG_EXTERNAL_INTERFACES); elsewhere this
+// header gives the growth macros only.
+#if defined(CATCH_CONFIG_EXTERNAL_INTERFACES)
 namespace goro::testing {
 
 /// The listener behind GORO_CATCH2_LEAK_CHECK.
@@ -141,6 +146,7 @@ private:
     const ::Catch::ListenerRegistrar<::goro::testing::catch2_leak_listener_at_end> goro_catch2_leak_check_end_; \
     }                                                                                                            \
     static_assert(true, "")
+#endif  // CATCH_CONFIG_EXTERNAL_INTERFACES
 
 #define GORO_CATCH2_NO_GROWTH_IMPL(fail, fn, iterations)                                          \
     do {                                                                                          \

@@ -2650,17 +2650,22 @@ private:
 // powers of 4 from 1 µs: < 4 µs, < 16 µs, ... , ≥ 268 s). A task that is
 // cancelled or wakes some other way than ready() is not recorded.
 //
-// RATE (Go's semantics): 0 is off; 1 records every wait; r > 1 records every
-// wait of r ns or more and a shorter wait of d ns with probability d/r,
-// counted as r/d waits of r ns in all, as Go's saveblockevent does, so the
-// totals stay unbiased.
+// RATE: 0 is off; 1 records every wait; n > 1 records one wait in n (each
+// thread counts its parks down from n) and counts it n times, so the totals
+// stay unbiased. (Go's SetBlockProfileRate takes nanoseconds and samples by
+// the wait's length, which needs the clock read at every park; a count
+// keeps the parks that are not sampled at the cost of a decrement.)
 //
 // COST. Off: park() and ready() each do one relaxed load of the rate and a
 // branch not taken (the only lines this header adds to core/scheduler.hpp:
-// in park(), which reads the precise clock instead of the coarse one when the
-// rate is not 0; in scheduler::ready() and ready_n(), which call
-// record_wait() first). On: one clock read at park and one at wake, a walk
-// of the task's frames, and a short hold of one of 16 shard locks.
+// in park(), which calls wait_profile_park_time() when the rate is not 0; in
+// scheduler::ready() and ready_n(), which call record_wait() for a sampled
+// park first). A sampled park is marked by an odd since_ns (the precise clock
+// with its lowest bit set; the coarse clock that other parks store has its
+// lowest bit cleared). On, a park not sampled costs a decrement, its wake a
+// test of since_ns; a sampled wait costs one clock read at park and one at
+// wake, a walk of the task's frames, and a short hold of one of 16 shard
+// locks (measured: bench/goro_bench --wait-profile N).
 //
 // MEMORY BOUND: at most 4,096 buckets (256 per shard), each with at most 32
 // frames (a site is two or three words): under 1.5 MiB. Waits whose stack is
@@ -2685,6 +2690,21 @@ namespace detail {
 /// so no guard variable is checked.
 inline constinit std::atomic<std::int64_t> wait_profile_rate_ns{0};
 
+/// park()'s since_ns while the rate is not 0: `coarse` (its lowest bit
+/// cleared) for a park not sampled, the precise clock with the lowest bit
+/// set for one that is (see RATE).
+inline std::int64_t wait_profile_park_time(std::int64_t coarse) noexcept {
+    static thread_local constinit std::int64_t countdown = 0;
+    if (--countdown > 0) return coarse;
+    countdown = wait_profile_rate_ns.load(std::memory_order_relaxed);
+    return now_ns() | 1;
+}
+
+/// Whether `t`'s park was sampled (see wait_profile_park_time).
+inline bool wait_sampled(const task_header* t) noexcept {
+    return (t->since_ns.load(std::memory_order_relaxed) & 1) != 0;
+}
+
 inline constexpr std::size_t wait_histogram_buckets = 16;
 inline constexpr std::size_t wait_max_frames = 32;
 inline constexpr std::size_t wait_shards = 16;
@@ -2702,9 +2722,9 @@ inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
 struct wait_bucket {
     const char* reason = nullptr;  // static string; null: "(other stacks)"
     std::vector<site> stack;       // leaf first
-    double count = 0;              // waits (sampled waits count as rate/d)
+    double count = 0;              // waits (a sampled one counts as the rate)
     double delay_ns = 0;           // their total time parked
-    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually seen, by duration
+    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
 };
 
 struct alignas(cache_line) wait_shard {
@@ -2719,14 +2739,6 @@ inline std::array<wait_shard, wait_shards>& wait_shard_table() {
     return *t;
 }
 
-inline std::uint64_t wait_random() noexcept {
-    static thread_local std::uint64_t x = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<std::uintptr_t>(&x);
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return x;
-}
-
 /// Adds the wait that `t` is ending to its bucket. Called by ready() before
 /// the task is made runnable (so its frames cannot change meanwhile), only
 /// while the rate is not 0.
@@ -2734,15 +2746,10 @@ inline std::uint64_t wait_random() noexcept {
     const std::int64_t rate = wait_profile_rate_ns.load(std::memory_order_relaxed);
     if (rate <= 0 || t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
     const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
-    if (since == 0) return;
-    std::int64_t d = now_ns() - since;
+    if (!(since & 1)) return;  // not a sampled park
+    std::int64_t d = now_ns() - (since & ~std::int64_t(1));
     if (d < 0) d = 0;
-    double count = 1, delay = double(d);
-    if (rate > 1 && d < rate) {
-        if (static_cast<std::int64_t>(wait_random() % static_cast<std::uint64_t>(rate)) >= d) return;
-        count = double(rate) / double(d > 0 ? d : 1);
-        delay = double(rate);
-    }
+    const double count = double(rate), delay = double(d) * double(rate);
     const char* reason = t->wait_reason.load(std::memory_order_relaxed);
     site frames[wait_max_frames];
     std::size_t n = 0;
@@ -2787,8 +2794,9 @@ inline std::uint64_t wait_random() noexcept {
 
 }  // namespace detail
 
-/// Turns the wait profile on (rate > 0, see RATE) or off (0), like Go's
-/// runtime.SetBlockProfileRate. What was recorded is kept (reset_wait_profile clears it).
+/// Turns the wait profile on (1: every wait; n: one in n, see RATE) or off
+/// (0), like Go's runtime.SetBlockProfileRate. What was recorded is kept
+/// (reset_wait_profile clears it).
 inline void set_wait_profile_rate(std::int64_t rate_ns) noexcept {
     detail::wait_profile_rate_ns.store(rate_ns < 0 ? 0 : rate_ns, std::memory_order_relaxed);
 }
@@ -3123,7 +3131,8 @@ public:
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
     [[gnu::always_inline]] void ready(task_header* t) noexcept {
-        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] record_wait(t);  // wait_profile.hpp
+        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
+            if (wait_sampled(t)) record_wait(t);
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         // An empty slot is filled with a plain store: a thief only ever
@@ -3158,7 +3167,8 @@ public:
             return;
         }
         if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
-            for (std::size_t i = 0; i < n; ++i) record_wait(ts[i]);
+            for (std::size_t i = 0; i < n; ++i)
+                if (wait_sampled(ts[i])) record_wait(ts[i]);
         for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         const bool local = w && w->sched == this;
@@ -3976,9 +3986,9 @@ inline bool pool_started() noexcept {
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
     t->set_resume_point(h);
     t->wait_reason.store(reason, std::memory_order_relaxed);
-    // The wait profile (wait_profile.hpp), when on, wants the precise clock.
-    const std::int64_t since = wait_profile_rate_ns.load(std::memory_order_relaxed) ? now_ns()
-                                                                                     : parked_clock().load(std::memory_order_relaxed);
+    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
+    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
+    if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] since = wait_profile_park_time(since);
     t->since_ns.store(since, std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }

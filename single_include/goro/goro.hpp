@@ -2673,17 +2673,22 @@ private:
 // powers of 4 from 1 µs: < 4 µs, < 16 µs, ... , ≥ 268 s). A task that is
 // cancelled or wakes some other way than ready() is not recorded.
 //
-// RATE (Go's semantics): 0 is off; 1 records every wait; r > 1 records every
-// wait of r ns or more and a shorter wait of d ns with probability d/r,
-// counted as r/d waits of r ns in all, as Go's saveblockevent does, so the
-// totals stay unbiased.
+// RATE: 0 is off; 1 records every wait; n > 1 records one wait in n (each
+// thread counts its parks down from n) and counts it n times, so the totals
+// stay unbiased. (Go's SetBlockProfileRate takes nanoseconds and samples by
+// the wait's length, which needs the clock read at every park; a count
+// keeps the parks that are not sampled at the cost of a decrement.)
 //
 // COST. Off: park() and ready() each do one relaxed load of the rate and a
 // branch not taken (the only lines this header adds to core/scheduler.hpp:
-// in park(), which reads the precise clock instead of the coarse one when the
-// rate is not 0; in scheduler::ready() and ready_n(), which call
-// record_wait() first). On: one clock read at park and one at wake, a walk
-// of the task's frames, and a short hold of one of 16 shard locks.
+// in park(), which calls wait_profile_park_time() when the rate is not 0; in
+// scheduler::ready() and ready_n(), which call record_wait() for a sampled
+// park first). A sampled park is marked by an odd since_ns (the precise clock
+// with its lowest bit set; the coarse clock that other parks store has its
+// lowest bit cleared). On, a park not sampled costs a decrement, its wake a
+// test of since_ns; a sampled wait costs one clock read at park and one at
+// wake, a walk of the task's frames, and a short hold of one of 16 shard
+// locks (measured: bench/goro_bench --wait-profile N).
 //
 // MEMORY BOUND: at most 4,096 buckets (256 per shard), each with at most 32
 // frames (a site is two or three words): under 1.5 MiB. Waits whose stack is
@@ -2708,6 +2713,21 @@ namespace detail {
 /// so no guard variable is checked.
 inline constinit std::atomic<std::int64_t> wait_profile_rate_ns{0};
 
+/// park()'s since_ns while the rate is not 0: `coarse` (its lowest bit
+/// cleared) for a park not sampled, the precise clock with the lowest bit
+/// set for one that is (see RATE).
+inline std::int64_t wait_profile_park_time(std::int64_t coarse) noexcept {
+    static thread_local constinit std::int64_t countdown = 0;
+    if (--countdown > 0) return coarse;
+    countdown = wait_profile_rate_ns.load(std::memory_order_relaxed);
+    return now_ns() | 1;
+}
+
+/// Whether `t`'s park was sampled (see wait_profile_park_time).
+inline bool wait_sampled(const task_header* t) noexcept {
+    return (t->since_ns.load(std::memory_order_relaxed) & 1) != 0;
+}
+
 inline constexpr std::size_t wait_histogram_buckets = 16;
 inline constexpr std::size_t wait_max_frames = 32;
 inline constexpr std::size_t wait_shards = 16;
@@ -2725,9 +2745,9 @@ inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
 struct wait_bucket {
     const char* reason = nullptr;  // static string; null: "(other stacks)"
     std::vector<site> stack;       // leaf first
-    double count = 0;              // waits (sampled waits count as rate/d)
+    double count = 0;              // waits (a sampled one counts as the rate)
     double delay_ns = 0;           // their total time parked
-    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually seen, by duration
+    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
 };
 
 struct alignas(cache_line) wait_shard {
@@ -2742,14 +2762,6 @@ inline std::array<wait_shard, wait_shards>& wait_shard_table() {
     return *t;
 }
 
-inline std::uint64_t wait_random() noexcept {
-    static thread_local std::uint64_t x = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<std::uintptr_t>(&x);
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return x;
-}
-
 /// Adds the wait that `t` is ending to its bucket. Called by ready() before
 /// the task is made runnable (so its frames cannot change meanwhile), only
 /// while the rate is not 0.
@@ -2757,15 +2769,10 @@ inline std::uint64_t wait_random() noexcept {
     const std::int64_t rate = wait_profile_rate_ns.load(std::memory_order_relaxed);
     if (rate <= 0 || t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
     const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
-    if (since == 0) return;
-    std::int64_t d = now_ns() - since;
+    if (!(since & 1)) return;  // not a sampled park
+    std::int64_t d = now_ns() - (since & ~std::int64_t(1));
     if (d < 0) d = 0;
-    double count = 1, delay = double(d);
-    if (rate > 1 && d < rate) {
-        if (static_cast<std::int64_t>(wait_random() % static_cast<std::uint64_t>(rate)) >= d) return;
-        count = double(rate) / double(d > 0 ? d : 1);
-        delay = double(rate);
-    }
+    const double count = double(rate), delay = double(d) * double(rate);
     const char* reason = t->wait_reason.load(std::memory_order_relaxed);
     site frames[wait_max_frames];
     std::size_t n = 0;
@@ -2810,8 +2817,9 @@ inline std::uint64_t wait_random() noexcept {
 
 }  // namespace detail
 
-/// Turns the wait profile on (rate > 0, see RATE) or off (0), like Go's
-/// runtime.SetBlockProfileRate. What was recorded is kept (reset_wait_profile clears it).
+/// Turns the wait profile on (1: every wait; n: one in n, see RATE) or off
+/// (0), like Go's runtime.SetBlockProfileRate. What was recorded is kept
+/// (reset_wait_profile clears it).
 inline void set_wait_profile_rate(std::int64_t rate_ns) noexcept {
     detail::wait_profile_rate_ns.store(rate_ns < 0 ? 0 : rate_ns, std::memory_order_relaxed);
 }
@@ -3146,7 +3154,8 @@ public:
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
     [[gnu::always_inline]] void ready(task_header* t) noexcept {
-        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] record_wait(t);  // wait_profile.hpp
+        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
+            if (wait_sampled(t)) record_wait(t);
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         // An empty slot is filled with a plain store: a thief only ever
@@ -3181,7 +3190,8 @@ public:
             return;
         }
         if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
-            for (std::size_t i = 0; i < n; ++i) record_wait(ts[i]);
+            for (std::size_t i = 0; i < n; ++i)
+                if (wait_sampled(ts[i])) record_wait(ts[i]);
         for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         const bool local = w && w->sched == this;
@@ -3999,9 +4009,9 @@ inline bool pool_started() noexcept {
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
     t->set_resume_point(h);
     t->wait_reason.store(reason, std::memory_order_relaxed);
-    // The wait profile (wait_profile.hpp), when on, wants the precise clock.
-    const std::int64_t since = wait_profile_rate_ns.load(std::memory_order_relaxed) ? now_ns()
-                                                                                     : parked_clock().load(std::memory_order_relaxed);
+    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
+    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
+    if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] since = wait_profile_park_time(since);
     t->since_ns.store(since, std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }
@@ -15072,7 +15082,8 @@ inline void serve_metrics(const debug_request&, debug_response& r) {
 //   * every group (same stack and labels, like debug=1; at most 10,000, the
 //     largest): tasks, wait reason, the oldest task's wait, labels, the leaf
 //     function and its place; a <details> element opens the group's full
-//     stack and its tasks (id, state, name, created by; at most 100 listed).
+//     stack and its tasks (id, name, state, created by, debug=2's words;
+//     at most 100 listed).
 // WITH JAVASCRIPT (inline, no network fetch but the page itself):
 //   * click a column head to sort; a filter box matches function, wait
 //     reason and labels; a select keeps one wait reason;
@@ -15152,7 +15163,7 @@ tr.suspect td{background:#fff1f0}.fn{font-family:ui-monospace,monospace}
 pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto}
 .spark polyline{fill:none;stroke:#c0392b;stroke-width:1.5}#controls{margin:.6em 0}
 #controls input{width:24em}.muted{color:#777}summary{cursor:pointer}
-table.tasks td,table.tasks th{font-size:12px;border:0;padding:1px 6px;background:none})";
+pre.tasks{background:#fff;border-left:3px solid #ddd})";
 }
 
 inline const char* live_page_script() {
@@ -15166,16 +15177,18 @@ function apply(){
   var f=document.getElementById('filter').value.toLowerCase();
   var r=document.getElementById('reason').value;
   var tb=document.querySelector('#groups tbody');if(!tb)return;
-  var rs=rows();
-  rs.sort(function(a,b){
-    var x=a.dataset[sortKey],y=b.dataset[sortKey];
-    var nx=parseFloat(x),ny=parseFloat(y);
-    var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:String(x).localeCompare(String(y));
-    return sortDesc?-c:c;});
-  rs.forEach(function(row){
-    var text=(row.dataset.fn+' '+row.dataset.reason+' '+row.dataset.labels).toLowerCase();
-    row.style.display=((!f||text.indexOf(f)>=0)&&(!r||row.dataset.reason===r))?'':'none';
-    tb.appendChild(row);});
+  var rs=rows(),keys=rs.map(function(row,i){var v=row.getAttribute('data-'+sortKey)||'';var n=parseFloat(v);
+    return {row:row,i:i,n:n,s:v,text:(row.dataset.fn+' '+row.dataset.reason+' '+row.dataset.labels).toLowerCase()};});
+  keys.sort(function(a,b){
+    var c=(!isNaN(a.n)&&!isNaN(b.n))?a.n-b.n:a.s.localeCompare(b.s);
+    return (sortDesc?-c:c)||a.i-b.i;});
+  // Rows are moved in a detached body: one layout, not one per row.
+  var table=tb.parentNode,next=tb.nextSibling;table.removeChild(tb);
+  keys.forEach(function(k){
+    var show=(!f||k.text.indexOf(f)>=0)&&(!r||k.row.dataset.reason===r);
+    if((k.row.style.display!=='none')!==show)k.row.style.display=show?'':'none';
+    tb.appendChild(k.row);});
+  table.insertBefore(tb,next);
 }
 function reasons(){
   var sel=document.getElementById('reason'),cur=sel.value,seen={};
@@ -15325,9 +15338,9 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
         out += "</td><td class=num>" + (why ? short_duration(oldest) : std::string("-")) + "</td><td><details><summary class=fn>";
         append_html_escaped(out, leaf.function);
         if (!leaf.file.empty()) {
-            out += " <span class=muted>";
+            out += " (";
             append_html_escaped(out, leaf.file);
-            out += ":" + std::to_string(leaf.line) + "</span>";
+            out += ":" + std::to_string(leaf.line) + ")";
         }
         out += "</summary><pre>";
         for (std::uint32_t f : fr) {
@@ -15340,31 +15353,38 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
             }
             out += '\n';
         }
-        out += "</pre><table class=tasks><tr><th>id</th><th>state</th><th>name</th><th>created by</th></tr>";
+        // The tasks as text (one element per group, not a table: a page of
+        // 10,000 groups stays a DOM the browser parses quickly).
+        out += "</pre><pre class=tasks>";
         for (std::size_t k = 0; k < g.tasks.size() && k < live_page_max_tasks; ++k) {
             const task_record& r = tasks[g.tasks[k]];
-            out += "<tr><td>" + std::to_string(r.id) + "</td><td>";
+            out += "goroutine " + std::to_string(r.id);
+            if (r.meta && !r.meta->name.empty()) {
+                out += " name=";
+                std::string q;
+                go_quote(q, r.meta->name);
+                append_html_escaped(out, q);
+            }
+            out += " [";
             append_html_escaped(out, state_text(r));
             if (std::int64_t m = minutes_waiting(r, now); m >= 1) out += ", " + std::to_string(m) + " minutes";
-            out += "</td><td>";
-            if (r.meta) append_html_escaped(out, r.meta->name);
-            out += "</td><td class=fn>";
+            out += "]: ";
             if (r.kind == task_kind::blocked) {
-                out += "(a thread in block_on)";
+                out += "a thread in block_on";
             } else {
                 const site_info& c = v.table()[v.table().intern(r.created_by)];
+                out += "created by ";
                 append_html_escaped(out, c.function);
                 if (r.parent_id) out += " in goroutine " + std::to_string(r.parent_id);
-                out += " <span class=muted>";
+                out += " (";
                 append_html_escaped(out, c.file);
-                out += ":" + std::to_string(c.line) + "</span>";
+                out += ":" + std::to_string(c.line) + ")";
             }
-            out += "</td></tr>";
+            out += '\n';
         }
         if (g.tasks.size() > live_page_max_tasks)
-            out += "<tr><td colspan=4 class=muted>and " + std::to_string(g.tasks.size() - live_page_max_tasks) +
-                   " more</td></tr>";
-        out += "</table></details></td><td>" + labels_text + "</td></tr>\n";
+            out += "and " + std::to_string(g.tasks.size() - live_page_max_tasks) + " more\n";
+        out += "</pre></details></td><td>" + labels_text + "</td></tr>\n";
     }
     out += "</tbody></table></section>\n</main>\n<script>";
     out += live_page_script();

@@ -14,7 +14,9 @@
 namespace {
 
 goro::task<> grouped_waiter(goro::channel<int> ch) {
-    while (co_await ch.recv()) {
+    for (;;) {  // (not `while (co_await ...)`: g++ 12 miscompiles it)
+        auto v = co_await ch.recv();
+        if (!v) break;
     }
 }
 

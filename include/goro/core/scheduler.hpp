@@ -439,7 +439,8 @@ public:
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
     [[gnu::always_inline]] void ready(task_header* t) noexcept {
-        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] record_wait(t);  // wait_profile.hpp
+        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
+            if (wait_sampled(t)) record_wait(t);
         t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         // An empty slot is filled with a plain store: a thief only ever
@@ -474,7 +475,8 @@ public:
             return;
         }
         if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
-            for (std::size_t i = 0; i < n; ++i) record_wait(ts[i]);
+            for (std::size_t i = 0; i < n; ++i)
+                if (wait_sampled(ts[i])) record_wait(ts[i]);
         for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
         const bool local = w && w->sched == this;
@@ -1292,9 +1294,9 @@ inline bool pool_started() noexcept {
 inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
     t->set_resume_point(h);
     t->wait_reason.store(reason, std::memory_order_relaxed);
-    // The wait profile (wait_profile.hpp), when on, wants the precise clock.
-    const std::int64_t since = wait_profile_rate_ns.load(std::memory_order_relaxed) ? now_ns()
-                                                                                     : parked_clock().load(std::memory_order_relaxed);
+    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
+    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
+    if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] since = wait_profile_park_time(since);
     t->since_ns.store(since, std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }

@@ -15,7 +15,8 @@
 //   * every group (same stack and labels, like debug=1; at most 10,000, the
 //     largest): tasks, wait reason, the oldest task's wait, labels, the leaf
 //     function and its place; a <details> element opens the group's full
-//     stack and its tasks (id, state, name, created by; at most 100 listed).
+//     stack and its tasks (id, name, state, created by, debug=2's words;
+//     at most 100 listed).
 // WITH JAVASCRIPT (inline, no network fetch but the page itself):
 //   * click a column head to sort; a filter box matches function, wait
 //     reason and labels; a select keeps one wait reason;
@@ -101,7 +102,7 @@ tr.suspect td{background:#fff1f0}.fn{font-family:ui-monospace,monospace}
 pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto}
 .spark polyline{fill:none;stroke:#c0392b;stroke-width:1.5}#controls{margin:.6em 0}
 #controls input{width:24em}.muted{color:#777}summary{cursor:pointer}
-table.tasks td,table.tasks th{font-size:12px;border:0;padding:1px 6px;background:none})";
+pre.tasks{background:#fff;border-left:3px solid #ddd})";
 }
 
 inline const char* live_page_script() {
@@ -115,16 +116,18 @@ function apply(){
   var f=document.getElementById('filter').value.toLowerCase();
   var r=document.getElementById('reason').value;
   var tb=document.querySelector('#groups tbody');if(!tb)return;
-  var rs=rows();
-  rs.sort(function(a,b){
-    var x=a.dataset[sortKey],y=b.dataset[sortKey];
-    var nx=parseFloat(x),ny=parseFloat(y);
-    var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:String(x).localeCompare(String(y));
-    return sortDesc?-c:c;});
-  rs.forEach(function(row){
-    var text=(row.dataset.fn+' '+row.dataset.reason+' '+row.dataset.labels).toLowerCase();
-    row.style.display=((!f||text.indexOf(f)>=0)&&(!r||row.dataset.reason===r))?'':'none';
-    tb.appendChild(row);});
+  var rs=rows(),keys=rs.map(function(row,i){var v=row.getAttribute('data-'+sortKey)||'';var n=parseFloat(v);
+    return {row:row,i:i,n:n,s:v,text:(row.dataset.fn+' '+row.dataset.reason+' '+row.dataset.labels).toLowerCase()};});
+  keys.sort(function(a,b){
+    var c=(!isNaN(a.n)&&!isNaN(b.n))?a.n-b.n:a.s.localeCompare(b.s);
+    return (sortDesc?-c:c)||a.i-b.i;});
+  // Rows are moved in a detached body: one layout, not one per row.
+  var table=tb.parentNode,next=tb.nextSibling;table.removeChild(tb);
+  keys.forEach(function(k){
+    var show=(!f||k.text.indexOf(f)>=0)&&(!r||k.row.dataset.reason===r);
+    if((k.row.style.display!=='none')!==show)k.row.style.display=show?'':'none';
+    tb.appendChild(k.row);});
+  table.insertBefore(tb,next);
 }
 function reasons(){
   var sel=document.getElementById('reason'),cur=sel.value,seen={};
@@ -274,9 +277,9 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
         out += "</td><td class=num>" + (why ? short_duration(oldest) : std::string("-")) + "</td><td><details><summary class=fn>";
         append_html_escaped(out, leaf.function);
         if (!leaf.file.empty()) {
-            out += " <span class=muted>";
+            out += " (";
             append_html_escaped(out, leaf.file);
-            out += ":" + std::to_string(leaf.line) + "</span>";
+            out += ":" + std::to_string(leaf.line) + ")";
         }
         out += "</summary><pre>";
         for (std::uint32_t f : fr) {
@@ -289,31 +292,38 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
             }
             out += '\n';
         }
-        out += "</pre><table class=tasks><tr><th>id</th><th>state</th><th>name</th><th>created by</th></tr>";
+        // The tasks as text (one element per group, not a table: a page of
+        // 10,000 groups stays a DOM the browser parses quickly).
+        out += "</pre><pre class=tasks>";
         for (std::size_t k = 0; k < g.tasks.size() && k < live_page_max_tasks; ++k) {
             const task_record& r = tasks[g.tasks[k]];
-            out += "<tr><td>" + std::to_string(r.id) + "</td><td>";
+            out += "goroutine " + std::to_string(r.id);
+            if (r.meta && !r.meta->name.empty()) {
+                out += " name=";
+                std::string q;
+                go_quote(q, r.meta->name);
+                append_html_escaped(out, q);
+            }
+            out += " [";
             append_html_escaped(out, state_text(r));
             if (std::int64_t m = minutes_waiting(r, now); m >= 1) out += ", " + std::to_string(m) + " minutes";
-            out += "</td><td>";
-            if (r.meta) append_html_escaped(out, r.meta->name);
-            out += "</td><td class=fn>";
+            out += "]: ";
             if (r.kind == task_kind::blocked) {
-                out += "(a thread in block_on)";
+                out += "a thread in block_on";
             } else {
                 const site_info& c = v.table()[v.table().intern(r.created_by)];
+                out += "created by ";
                 append_html_escaped(out, c.function);
                 if (r.parent_id) out += " in goroutine " + std::to_string(r.parent_id);
-                out += " <span class=muted>";
+                out += " (";
                 append_html_escaped(out, c.file);
-                out += ":" + std::to_string(c.line) + "</span>";
+                out += ":" + std::to_string(c.line) + ")";
             }
-            out += "</td></tr>";
+            out += '\n';
         }
         if (g.tasks.size() > live_page_max_tasks)
-            out += "<tr><td colspan=4 class=muted>and " + std::to_string(g.tasks.size() - live_page_max_tasks) +
-                   " more</td></tr>";
-        out += "</table></details></td><td>" + labels_text + "</td></tr>\n";
+            out += "and " + std::to_string(g.tasks.size() - live_page_max_tasks) + " more\n";
+        out += "</pre></details></td><td>" + labels_text + "</td></tr>\n";
     }
     out += "</tbody></table></section>\n</main>\n<script>";
     out += live_page_script();
