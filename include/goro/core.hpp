@@ -16,6 +16,7 @@
 #include <goro/core/stack.hpp>
 #include <goro/sync/channel.hpp>
 #include <goro/sync/select.hpp>
+#include <goro/sync/select_dynamic.hpp>
 #include <goro/sync/context.hpp>
 #include <goro/sync/wait_group.hpp>
 #include <goro/sync/mutex.hpp>

@@ -8463,6 +8463,61 @@ private:
 
 }  // namespace detail
 
+namespace detail {
+
+/// T can be made from Args: by a constructor, or (an aggregate) by braces.
+template <class T, class... Args>
+concept makeable = std::is_constructible_v<T, Args&&...> || requires(Args&&... a) { T{std::forward<Args>(a)...}; };
+
+/// A T made from `args` in this (non-coroutine) call.
+template <class T, class... Args>
+T make_value(Args&&... args) {
+    if constexpr (std::is_constructible_v<T, Args&&...>) return T(std::forward<Args>(args)...);
+    else return T{std::forward<Args>(args)...};
+}
+
+/// try_recv on a channel's state (null: a nil channel): the lock-free path,
+/// then the lock when only the lock can tell.
+template <class T>
+try_recv_result<T> try_recv_on(chan_state<T>* s) {
+    try_recv_result<T> res;
+    if (!s) return res;
+    switch (s->recv_fast(res.value)) {
+    case fast_result::done:
+    case fast_result::done_contended: res.status = recv_status::received; return res;
+    case fast_result::closed: res.status = recv_status::closed; return res;
+    case fast_result::not_ready: res.status = recv_status::empty; return res;
+    case fast_result::locked: break;
+    }
+    wake_list wakes;
+    s->lock.lock();
+    res.status = s->recv_locked(res.value, wakes);
+    s->unlock_synced();
+    wakes.ready_all();
+    return res;
+}
+
+/// try_send on a channel's state (null: a nil channel). Moves from `v` only when sent.
+template <class T>
+send_status try_send_on(chan_state<T>* s, T& v) {
+    if (!s) return send_status::full;
+    switch (s->send_fast(v)) {
+    case fast_result::done:
+    case fast_result::done_contended: return send_status::sent;
+    case fast_result::closed: return send_status::closed;
+    case fast_result::not_ready: return send_status::full;
+    case fast_result::locked: break;
+    }
+    wake_list wakes;
+    s->lock.lock();
+    auto r = s->send_locked(v, wakes);
+    s->unlock_synced();
+    wakes.ready_all();
+    return r;
+}
+
+}  // namespace detail
+
 /// A channel of T: a counted handle to a shared queue (see the top of this file).
 template <class T>
 class channel {
@@ -8513,6 +8568,16 @@ public:
         return {s_, v};
     }
 
+    /// `co_await ch.send(std::in_place, a, b)`: sends a T made from `a, b`
+    /// (T(a, b), or T{a, b} for an aggregate) inside this call, not in the
+    /// caller's coroutine: the form that g++ 12's bug with class temporaries
+    /// in a co_await expression cannot reach (see the README).
+    template <class... Args>
+        requires detail::makeable<T, Args...>
+    detail::send_op<T> send(std::in_place_t, Args&&... args) {
+        return {s_, detail::make_value<T>(std::forward<Args>(args)...)};
+    }
+
     /// `co_await ch.recv()`: a value, or std::nullopt once closed and drained.
     [[nodiscard("goro::channel::recv: co_await it")]] detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
 
@@ -8526,23 +8591,7 @@ public:
     }
 
     /// Receives without blocking.
-    try_recv_result<T> try_recv() {
-        try_recv_result<T> res;
-        if (!s_) return res;
-        switch (s_->recv_fast(res.value)) {
-        case detail::fast_result::done:
-        case detail::fast_result::done_contended: res.status = recv_status::received; return res;
-        case detail::fast_result::closed: res.status = recv_status::closed; return res;
-        case detail::fast_result::not_ready: res.status = recv_status::empty; return res;
-        case detail::fast_result::locked: break;
-        }
-        detail::wake_list wakes;
-        s_->lock.lock();
-        res.status = s_->recv_locked(res.value, wakes);
-        s_->unlock_synced();
-        wakes.ready_all();
-        return res;
-    }
+    try_recv_result<T> try_recv() { return detail::try_recv_on(s_); }
 
     /// Closes the channel: buffered values can still be received, then every
     /// receive yields nullopt; every parked receiver and sender wakes. Closing
@@ -8565,25 +8614,148 @@ public:
 private:
     using state_type = detail::chan_state<T>;
 
-    send_status try_send_ref(T& v) {
-        if (!s_) return send_status::full;
-        switch (s_->send_fast(v)) {
-        case detail::fast_result::done:
-        case detail::fast_result::done_contended: return send_status::sent;
-        case detail::fast_result::closed: return send_status::closed;
-        case detail::fast_result::not_ready: return send_status::full;
-        case detail::fast_result::locked: break;
-        }
-        detail::wake_list wakes;
-        s_->lock.lock();
-        auto r = s_->send_locked(v, wakes);
-        s_->unlock_synced();
-        wakes.ready_all();
-        return r;
-    }
+    send_status try_send_ref(T& v) { return detail::try_send_on(s_, v); }
 
     state_type* s_ = nullptr;
 };
+
+namespace detail {
+
+/// A counted reference to whatever keeps a channel's state alive (the channel
+/// itself, or the context that embeds it), erased: `ops` knows how to count.
+struct keep_ops {
+    void (*add)(void*) noexcept;
+    void (*drop)(void*) noexcept;
+};
+
+class keep_ref {
+public:
+    keep_ref() noexcept = default;
+    /// Adopts one reference to `obj` (null: keeps nothing).
+    keep_ref(void* obj, const keep_ops* ops) noexcept : obj_(obj), ops_(ops) {}
+    keep_ref(const keep_ref& o) noexcept : obj_(o.obj_), ops_(o.ops_) {
+        if (obj_) ops_->add(obj_);
+    }
+    keep_ref(keep_ref&& o) noexcept : obj_(std::exchange(o.obj_, nullptr)), ops_(o.ops_) {}
+    keep_ref& operator=(keep_ref o) noexcept {
+        std::swap(obj_, o.obj_);
+        std::swap(ops_, o.ops_);
+        return *this;
+    }
+    ~keep_ref() {
+        if (obj_) ops_->drop(obj_);
+    }
+
+private:
+    void* obj_ = nullptr;
+    const keep_ops* ops_ = nullptr;
+};
+
+template <class T>
+inline constexpr keep_ops chan_keep_ops{
+    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->add_ref(); },
+    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->release(); },
+};
+
+struct direction_access;
+
+}  // namespace detail
+
+/// A send-only view of a channel (Go's `chan<- T`): send, try_send and close;
+/// no receive. A `channel<T>` converts to it implicitly; it never converts
+/// back, nor to a `recv_only<T>`. A counted handle like `channel<T>`.
+template <class T>
+class send_only {
+public:
+    using value_type = T;
+
+    /// A nil channel.
+    send_only() noexcept = default;
+    send_only(std::nullptr_t) noexcept {}
+    send_only(const channel<T>& c) noexcept : c_(c) {}
+    send_only(channel<T>&& c) noexcept : c_(std::move(c)) {}
+
+    /// `co_await ch.send(v)`, as channel<T>::send.
+    detail::send_op<T> send(T&& v) noexcept { return c_.send(std::move(v)); }
+    detail::send_op<T> send(const T& v)
+        requires std::is_copy_constructible_v<T>
+    {
+        return c_.send(v);
+    }
+    template <class... Args>
+        requires detail::makeable<T, Args...>
+    detail::send_op<T> send(std::in_place_t, Args&&... args) {
+        return c_.send(std::in_place, std::forward<Args>(args)...);
+    }
+    send_status try_send(T&& v) { return c_.try_send(std::move(v)); }
+    send_status try_send(const T& v)
+        requires std::is_copy_constructible_v<T>
+    {
+        return c_.try_send(v);
+    }
+    /// As channel<T>::close (Go lets the sending side close).
+    void close() { c_.close(); }
+
+    std::size_t size() const noexcept { return c_.size(); }
+    std::size_t capacity() const noexcept { return c_.capacity(); }
+    explicit operator bool() const noexcept { return bool(c_); }
+    bool is_nil() const noexcept { return c_.is_nil(); }
+    detail::chan_state<T>* state() const noexcept { return c_.state(); }
+    friend bool operator==(const send_only& a, const send_only& b) noexcept { return a.c_ == b.c_; }
+
+private:
+    friend struct detail::direction_access;
+    channel<T> c_{nullptr};
+};
+
+/// A receive-only view of a channel (Go's `<-chan T`): recv and try_recv; no
+/// send, no close. A `channel<T>` converts to it implicitly; it never converts
+/// back, nor to a `send_only<T>`. A context's done() is one (a
+/// `recv_only<std::monostate>` that is closed when the context is done).
+/// `co_await r` receives once, as `co_await r.recv()`; it may appear in a
+/// select as it is, or as `goro::recv(r)`.
+template <class T>
+class recv_only {
+public:
+    using value_type = T;
+
+    /// A nil channel.
+    recv_only() noexcept = default;
+    recv_only(std::nullptr_t) noexcept {}
+    recv_only(const channel<T>& c) noexcept : s_(c.state()) {
+        if (s_) {
+            s_->add_ref();
+            keep_ = detail::keep_ref(s_, &detail::chan_keep_ops<T>);
+        }
+    }
+    /// A view of `s` kept alive by `keep` (goro's own types use this: a context's done()).
+    recv_only(detail::chan_state<T>* s, detail::keep_ref keep) noexcept : s_(s), keep_(std::move(keep)) {}
+
+    /// `co_await r.recv()`: a value, or std::nullopt once closed and drained.
+    detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
+    detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{s_}; }
+    try_recv_result<T> try_recv() { return detail::try_recv_on(s_); }
+
+    std::size_t size() const noexcept { return s_ ? s_->buffered() : 0; }
+    std::size_t capacity() const noexcept { return s_ ? s_->cap : 0; }
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+    bool is_nil() const noexcept { return s_ == nullptr; }
+    detail::chan_state<T>* state() const noexcept { return s_; }
+    friend bool operator==(const recv_only& a, const recv_only& b) noexcept { return a.s_ == b.s_; }
+
+private:
+    detail::chan_state<T>* s_ = nullptr;
+    detail::keep_ref keep_{};
+};
+
+namespace detail {
+struct direction_access {
+    template <class T>
+    static const channel<T>& handle(const send_only<T>& s) noexcept {
+        return s.c_;
+    }
+};
+}  // namespace detail
 
 }  // namespace goro
 // ---- end goro/sync/channel.hpp ----
@@ -8708,6 +8880,32 @@ send_case<T> send(const channel<T>& ch, U&& v) {
     return {ch.state(), T(std::forward<U>(v)), ch};
 }
 
+/// `goro::send(ch, std::in_place, a, b)`: a send case of a T made from `a, b`
+/// inside this call (channel<T>::send(std::in_place, ...) says why).
+template <class T, class... Args>
+    requires detail::makeable<T, Args...>
+send_case<T> send(const channel<T>& ch, std::in_place_t, Args&&... args) {
+    return {ch.state(), detail::make_value<T>(std::forward<Args>(args)...), ch};
+}
+template <class T, class... Args>
+    requires detail::makeable<T, Args...>
+send_case<T> send(const send_only<T>& ch, std::in_place_t, Args&&... args) {
+    return {ch.state(), detail::make_value<T>(std::forward<Args>(args)...), detail::direction_access::handle(ch)};
+}
+
+/// A receive case on a receive-only view (a context's done(), say).
+template <class T>
+recv_case<T, recv_only<T>> recv(const recv_only<T>& ch) noexcept {
+    return {ch.state(), ch};
+}
+
+/// A send case on a send-only view.
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+send_case<T> send(const send_only<T>& ch, U&& v) {
+    return {ch.state(), T(std::forward<U>(v)), detail::direction_access::handle(ch)};
+}
+
 template <class Rep, class Period>
 after_case after(std::chrono::duration<Rep, Period> d) noexcept {
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
@@ -8747,6 +8945,31 @@ struct case_traits<after_case> {
 
 template <class C>
 using case_t = std::remove_cvref_t<C>;
+
+template <class C>
+struct is_recv_only : std::false_type {};
+template <class T>
+struct is_recv_only<recv_only<T>> : std::true_type {};
+
+/// A select argument as a case: a receive-only view (ctx.done()) becomes its
+/// receive case; a case is itself.
+template <class C>
+auto as_case(C&& c) {
+    if constexpr (is_recv_only<case_t<C>>::value) {
+        using T = typename case_t<C>::value_type;
+        auto* s = c.state();
+        // Moved when it can be (ctx.done() is a temporary): no count taken and dropped.
+        return recv_case<T, recv_only<T>>{s, case_t<C>(std::forward<C>(c))};
+    } else {
+        return case_t<C>(std::forward<C>(c));
+    }
+}
+template <class C>
+using case_of_t = decltype(as_case(std::declval<C>()));
+
+/// Accepted as a select argument: a case, or a receive-only view.
+template <class C>
+concept select_arg = is_recv_only<case_t<C>>::value || requires { case_traits<case_t<C>>::kind; };
 
 /// A per-thread xorshift generator for the poll order: cheap, and different
 /// on every worker.
@@ -8852,6 +9075,7 @@ public:
     using result_type = select_result<Cases...>;
 
     explicit select_op(Cases&&... cs) : cases_(std::move(cs)...) {}
+    explicit select_op(std::tuple<Cases...>&& cs) : cases_(std::move(cs)) {}
     select_op(select_op&& o) noexcept(std::is_nothrow_move_constructible_v<std::tuple<Cases...>>)
         : cases_(std::move(o.cases_)) {}
     select_op& operator=(select_op&&) = delete;
@@ -8886,7 +9110,7 @@ public:
             park(self, h, wait_reason::select);
             parked_ = true;
             core_.task = self;
-            enqueue_all();  // its waiters find `self` in core_
+            enqueue_all(order);  // its waiters find `self` in core_
             if constexpr (!std::is_same_v<timer_type, no_timer>) arm_timer();
             // Published. From here on only locals: `this` may be resumed elsewhere.
             unlock_all(locks, nl);
@@ -9087,8 +9311,12 @@ private:
         });
     }
 
-    void enqueue_all() noexcept {
-        for_each_case([&](auto I) {
+    /// Links one waiter per channel case, in the random poll order: among the
+    /// cases on one channel, the first linked is the first a waker takes, so
+    /// each gets the same chance (Go's "permute cases on the same channel").
+    /// All locks are held: the linking order cannot deadlock anything.
+    void enqueue_all(const unsigned char* order) noexcept {
+        for (std::size_t k = 0; k < N; ++k) visit(order[k], [&](auto I) {
             constexpr case_kind kind = case_traits<case_at<I>>::kind;
             if constexpr (kind != case_kind::timer) {
                 auto& cs = std::get<I>(cases_);
@@ -9158,22 +9386,484 @@ private:
 
 }  // namespace detail
 
+/// Select cases evaluated in source order: `goro::select(goro::cases{a, b, c})`.
+/// The arguments of a function call (`goro::select(a, b, c)`) are evaluated
+/// in an unspecified order (g++: right to left, clang++: left to right); the
+/// elements of a braced list are evaluated left to right, always, as Go
+/// evaluates its cases. (Within one case, `goro::send(ch, f())`, the channel
+/// and the value are still function arguments.)
+template <class... Cs>
+struct cases {
+    std::tuple<Cs...> list;
+
+    template <class... As>
+        requires(sizeof...(As) == sizeof...(Cs) && (detail::select_arg<As> && ...))
+    cases(As&&... as) : list(detail::as_case(std::forward<As>(as))...) {}
+};
+template <class... As>
+cases(As&&...) -> cases<detail::case_of_t<As>...>;
+
 /// Waits until one of the cases can proceed and performs it (Go's select).
 template <class... Cases>
-[[nodiscard("goro::select: co_await it")]] detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
-    return detail::select_op<true, detail::case_t<Cases>...>(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+    requires(detail::select_arg<Cases> && ...)
+[[nodiscard("goro::select: co_await it")]] detail::select_op<true, detail::case_of_t<Cases>...> select(Cases&&... cases) {
+    return detail::select_op<true, detail::case_of_t<Cases>...>(detail::as_case(std::forward<Cases>(cases))...);
+}
+
+/// As select(a, b, ...), with the cases evaluated in source order.
+template <class... Cs>
+[[nodiscard("goro::select: co_await it")]] detail::select_op<true, Cs...> select(cases<Cs...>&& cs) {
+    return detail::select_op<true, Cs...>(std::move(cs.list));
 }
 
 /// Performs one ready case, or none (index() == goro::select_default): Go's
 /// select with a `default:` case. Never blocks; callable from any thread.
 template <class... Cases>
-select_result<detail::case_t<Cases>...> try_select(Cases&&... cases) {
-    detail::select_op<false, detail::case_t<Cases>...> op(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+    requires(detail::select_arg<Cases> && ...)
+select_result<detail::case_of_t<Cases>...> try_select(Cases&&... cases) {
+    detail::select_op<false, detail::case_of_t<Cases>...> op(detail::as_case(std::forward<Cases>(cases))...);
+    return op.poll_now();
+}
+
+/// As try_select(a, b, ...), with the cases evaluated in source order.
+template <class... Cs>
+select_result<Cs...> try_select(cases<Cs...>&& cs) {
+    detail::select_op<false, Cs...> op(std::move(cs.list));
     return op.poll_now();
 }
 
 }  // namespace goro
 // ---- end goro/sync/select.hpp ----
+
+// ---- begin goro/sync/select_dynamic.hpp ----
+// goro/sync/select_dynamic.hpp — a select over a number of cases known only at
+// run time (Go's reflect.Select).
+//
+//   std::vector<goro::select_case> cases;
+//   for (auto& ch : inputs) cases.push_back(goro::recv(ch));   // any element types
+//   cases.push_back(ctx.done());
+//   cases.push_back(goro::after(1s));
+//   int i = co_await goro::select(cases);          // a std::span<goro::select_case>
+//   if (auto& v = cases[i].received<int>()) ...    // what receive case i received
+//   int j = goro::try_select(cases);               // goro::select_default: nothing ready
+//
+// The same semantics as goro::select (select.hpp): a nil case never fires, a
+// channel may appear in several cases, the ready case is chosen uniformly at
+// random (a fresh random poll order each time, also for the order in which a
+// parked select's waiters are linked, so that several cases on one channel
+// each get their turn), a chosen send on a closed channel throws
+// goro::channel_closed, a send case that is not chosen keeps its value. An
+// empty list parks forever (`select (no cases)`), as reflect.Select does.
+//
+// A select_case is type-erased: it owns its case (and the value of a send)
+// in one allocation, made when the case is made; a select over the list
+// allocates only its poll order and lock list, and none when there are at
+// most 16 cases. The parked waiter of each case lives in the select_case, so
+// a list is used by one select at a time, and must not be resized while a
+// select over it is in progress. A case may be reused by the next select (a
+// send case that fired has given its value away: its value is moved-from).
+//
+// ALGORITHM: select.hpp's, step by step, with the cases in a list instead of a
+// tuple: the lock-free poll in a random order, the channels locked once each
+// in address order, the locked poll in the same order, the announcement and
+// the second look, the waiters linked in the poll order, the earliest `after`
+// case armed as a timer, and after the wake-up the losers unlinked under the
+// locks of their channels.
+
+#include <algorithm>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+class select_case;
+
+namespace detail {
+
+template <class T>
+inline const char dyn_type_tag = 0;
+
+/// What a select_case can do with its erased case (`box`).
+struct dyn_case_ops {
+    fast_result (*fast)(void* box, bool& send_closed) noexcept;
+    bool (*locked)(void* box, wake_list& wakes, bool& send_closed) noexcept;
+    void (*announce)(void* box) noexcept;
+    void (*link)(void* box, chan_waiter& w) noexcept;
+    void (*unlink)(void* box, chan_waiter& w) noexcept;
+    void (*reset)(void* box) noexcept;
+    void (*destroy)(void* box) noexcept;
+    void* (*slot)(void* box) noexcept;  // receive: its std::optional<T>
+    const void* type;                   // receive: &dyn_type_tag<T>
+};
+
+template <class T, class Keep>
+struct dyn_recv_box {
+    recv_case<T, Keep> c;
+    std::optional<T> slot{};
+
+    static fast_result fast(void* b, bool&) noexcept {
+        auto* x = static_cast<dyn_recv_box*>(b);
+        if (!x->c.ch) return fast_result::not_ready;
+        fast_result f = x->c.ch->recv_fast(x->slot);  // closed: fires with nullopt
+        return f == fast_result::done_contended ? fast_result::done : f;
+    }
+    static bool locked(void* b, wake_list& wakes, bool&) noexcept {
+        auto* x = static_cast<dyn_recv_box*>(b);
+        return x->c.ch && x->c.ch->recv_locked(x->slot, wakes) != recv_status::empty;
+    }
+    static void announce(void* b) noexcept { static_cast<dyn_recv_box*>(b)->c.ch->announce_recv_wait(); }
+    static void link(void* b, chan_waiter& w) noexcept {
+        auto* x = static_cast<dyn_recv_box*>(b);
+        w.elem = &x->slot;
+        x->c.ch->recvq.push(&w);
+    }
+    static void unlink(void* b, chan_waiter& w) noexcept { static_cast<dyn_recv_box*>(b)->c.ch->recvq.remove(&w); }
+    static void reset(void* b) noexcept { static_cast<dyn_recv_box*>(b)->slot.reset(); }
+    static void destroy(void* b) noexcept { delete static_cast<dyn_recv_box*>(b); }
+    static void* slot_of(void* b) noexcept { return &static_cast<dyn_recv_box*>(b)->slot; }
+
+    static constexpr dyn_case_ops ops{&fast, &locked, &announce, &link, &unlink, &reset, &destroy, &slot_of,
+                                      &dyn_type_tag<T>};
+};
+
+template <class T>
+struct dyn_send_box {
+    send_case<T> c;
+
+    static fast_result fast(void* b, bool& send_closed) noexcept {
+        auto* x = static_cast<dyn_send_box*>(b);
+        if (!x->c.ch) return fast_result::not_ready;
+        fast_result f = x->c.ch->send_fast(x->c.value);
+        if (f == fast_result::done_contended) f = fast_result::done;
+        if (f == fast_result::closed) send_closed = true;
+        return f;
+    }
+    static bool locked(void* b, wake_list& wakes, bool& send_closed) noexcept {
+        auto* x = static_cast<dyn_send_box*>(b);
+        if (!x->c.ch) return false;
+        auto r = x->c.ch->send_locked(x->c.value, wakes);
+        if (r == send_status::full) return false;
+        if (r == send_status::closed) send_closed = true;
+        return true;
+    }
+    static void announce(void* b) noexcept { static_cast<dyn_send_box*>(b)->c.ch->announce_send_wait(); }
+    static void link(void* b, chan_waiter& w) noexcept {
+        auto* x = static_cast<dyn_send_box*>(b);
+        w.elem = &x->c.value;
+        x->c.ch->sendq.push(&w);
+    }
+    static void unlink(void* b, chan_waiter& w) noexcept { static_cast<dyn_send_box*>(b)->c.ch->sendq.remove(&w); }
+    static void reset(void*) noexcept {}
+    static void destroy(void* b) noexcept { delete static_cast<dyn_send_box*>(b); }
+    static void* slot_of(void*) noexcept { return nullptr; }
+
+    static constexpr dyn_case_ops ops{&fast, &locked, &announce, &link, &unlink, &reset, &destroy, &slot_of, nullptr};
+};
+
+template <bool Blocking>
+class dyn_select_op;
+
+}  // namespace detail
+
+/// One case of a dynamic select: made from goro::recv(ch), goro::send(ch, v),
+/// a receive-only view (ctx.done()), goro::after(d), or default-constructed
+/// (a case that never fires, like one on a nil channel). Move-only.
+class select_case {
+public:
+    select_case() noexcept = default;
+
+    template <class T, class Keep>
+    select_case(recv_case<T, Keep> c)
+        : kind_(kind::recv), ops_(&detail::dyn_recv_box<T, Keep>::ops), ch_(c.ch),
+          box_(new detail::dyn_recv_box<T, Keep>{std::move(c)}) {}
+    template <class T>
+    select_case(const recv_only<T>& r) : select_case(goro::recv(r)) {}
+    template <class T>
+    select_case(send_case<T> c)
+        : kind_(kind::send), ops_(&detail::dyn_send_box<T>::ops), ch_(c.ch),
+          box_(new detail::dyn_send_box<T>{std::move(c)}) {}
+    select_case(after_case a) noexcept : kind_(kind::timer), when_ns_(a.when_ns) {}
+
+    select_case(select_case&& o) noexcept
+        : kind_(o.kind_), ops_(o.ops_), ch_(o.ch_), box_(std::exchange(o.box_, nullptr)), when_ns_(o.when_ns_) {
+        o.kind_ = kind::none;
+        o.ch_ = nullptr;
+    }
+    select_case& operator=(select_case&& o) noexcept {
+        if (this != &o) {
+            if (box_) ops_->destroy(box_);
+            kind_ = std::exchange(o.kind_, kind::none);
+            ops_ = o.ops_;
+            ch_ = std::exchange(o.ch_, nullptr);
+            box_ = std::exchange(o.box_, nullptr);
+            when_ns_ = o.when_ns_;
+        }
+        return *this;
+    }
+    select_case(const select_case&) = delete;
+    select_case& operator=(const select_case&) = delete;
+    ~select_case() {
+        if (box_) ops_->destroy(box_);
+    }
+
+    bool is_recv() const noexcept { return kind_ == kind::recv; }
+    bool is_send() const noexcept { return kind_ == kind::send; }
+    bool is_after() const noexcept { return kind_ == kind::timer; }
+
+    /// What this receive case received in the last select over it: nullopt
+    /// when its channel was closed, or when another case was chosen. Throws
+    /// goro::usage_error when this is not a receive case of element type T.
+    template <class T>
+    std::optional<T>& received() {
+        if (kind_ != kind::recv || ops_->type != &detail::dyn_type_tag<T>)
+            throw usage_error(std::string("goro::select_case::received: ") +
+                              (kind_ == kind::recv ? "the element type is not the channel's"
+                                                   : "not a receive case"));
+        return *static_cast<std::optional<T>*>(ops_->slot(box_));
+    }
+
+private:
+    template <bool>
+    friend class detail::dyn_select_op;
+    enum class kind : unsigned char { none, recv, send, timer };
+
+    kind kind_ = kind::none;
+    const detail::dyn_case_ops* ops_ = nullptr;
+    detail::chan_base* ch_ = nullptr;  // null: nil channel, timer, or none
+    void* box_ = nullptr;
+    std::int64_t when_ns_ = 0;
+    detail::chan_waiter node_{};
+};
+
+namespace detail {
+
+/// A few entries inline, more on the heap (a select's poll order and lock list).
+template <class T, std::size_t Inline = 16>
+class small_buf {
+public:
+    explicit small_buf(std::size_t n) : p_(n <= Inline ? inline_ : (heap_.resize(n), heap_.data())) {}
+    small_buf(const small_buf&) = delete;
+    small_buf& operator=(const small_buf&) = delete;
+    T& operator[](std::size_t i) noexcept { return p_[i]; }
+    T* data() noexcept { return p_; }
+
+private:
+    T inline_[Inline]{};
+    std::vector<T> heap_;
+    T* p_;
+};
+
+template <bool Blocking>
+class [[nodiscard("goro::select: co_await it")]] dyn_select_op {
+public:
+    using is_goro_awaiter = void;
+
+    explicit dyn_select_op(std::span<select_case> cs) noexcept : cs_(cs) {}
+    dyn_select_op(dyn_select_op&& o) noexcept : cs_(o.cs_) {}
+    dyn_select_op& operator=(dyn_select_op&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+
+    bool await_suspend(std::coroutine_handle<> h) {
+        task_header* self = current_task_or_throw("goro::select (dynamic)");
+        const std::size_t n = cs_.size();
+        if (n == 0) {
+            park(self, h, wait_reason::select_no_cases);  // never published: parks forever
+            return true;
+        }
+        prepare();
+        small_buf<std::uint32_t> order(n);
+        shuffle(order.data());
+        const std::int64_t now = timers_ ? now_ns() : 0;
+        if (poll_fast(order.data(), now) >= 0) return false;
+        small_buf<chan_base*> locks(n);
+        std::size_t nl = lock_order(locks.data());
+        lock_all(locks.data(), nl);
+        wake_list wakes;
+        bool fired = poll_locked(order.data(), now, wakes);
+        if (!fired) {
+            for (select_case& c : cs_)
+                if (c.ch_) c.ops_->announce(c.box_);
+            fired = poll_locked(order.data(), now, wakes);  // the second look (channel.hpp's PARKING HANDSHAKE)
+        }
+        if (fired) {
+            unlock_all(locks.data(), nl);
+            wakes.ready_all();
+            return false;
+        }
+        park(self, h, wait_reason::select);
+        parked_ = true;
+        core_.task = self;
+        // The waiters, in the poll order (see select.hpp's enqueue_all).
+        for (std::size_t k = 0; k < n; ++k) {
+            select_case& c = cs_[order[k]];
+            if (!c.ch_) continue;
+            c.node_.set_select(&core_, int(order[k]));
+            c.node_.success = false;
+            c.ops_->link(c.box_, c.node_);
+        }
+        if (timers_) arm_timer();
+        // Published. From here on only locals: `this` may be resumed elsewhere.
+        unlock_all(locks.data(), nl);
+        wakes.ready_all();
+        return true;
+    }
+
+    int await_resume() {
+        if (parked_) {
+            const int w = core_.winner;
+            small_buf<chan_base*> locks(cs_.size());
+            std::size_t nl = lock_order(locks.data(), w);
+            lock_all(locks.data(), nl);
+            for (std::size_t i = 0; i < cs_.size(); ++i)
+                if (int(i) != w && cs_[i].ch_) cs_[i].ops_->unlink(cs_[i].box_, cs_[i].node_);
+            unlock_all(locks.data(), nl);
+            if (timers_ && w != timer_.case_index && !the_scheduler().timers().cancel(&timer_))
+                while (!timer_.fired_done.load(std::memory_order_acquire)) cpu_relax();
+            index_ = w;
+            if (cs_[std::size_t(w)].kind_ == select_case::kind::send && !cs_[std::size_t(w)].node_.success)
+                send_closed_ = true;  // woken by close
+        }
+        if (send_closed_) throw channel_closed("goro::select: send on closed channel");
+        return index_;
+    }
+
+    /// The non-blocking form, as select_op::poll_now.
+    int poll_now() {
+        const std::size_t n = cs_.size();
+        if (n > 0) {
+            prepare();
+            small_buf<std::uint32_t> order(n);
+            shuffle(order.data());
+            const std::int64_t now = timers_ ? now_ns() : 0;
+            int f = poll_fast(order.data(), now);
+            if (f == fast_none && n == 1) {
+                index_ = select_default;
+            } else if (f < 0) {
+                small_buf<chan_base*> locks(n);
+                std::size_t nl = lock_order(locks.data());
+                lock_all(locks.data(), nl);
+                wake_list wakes;
+                if (!poll_locked(order.data(), now, wakes)) index_ = select_default;
+                unlock_all(locks.data(), nl);
+                wakes.ready_all();
+            }
+        }
+        if (send_closed_) throw channel_closed("goro::select: send on closed channel");
+        return index_;
+    }
+
+private:
+    static constexpr int fast_none = -1;
+    static constexpr int fast_locked = -2;
+
+    /// Forgets what the last select over these cases received; counts the timers.
+    void prepare() noexcept {
+        for (select_case& c : cs_) {
+            if (c.box_) c.ops_->reset(c.box_);
+            if (c.kind_ == select_case::kind::timer) timers_ = true;
+        }
+    }
+
+    void shuffle(std::uint32_t* order) const noexcept {
+        for (std::size_t i = 0; i < cs_.size(); ++i) {
+            std::size_t j = std::size_t((std::uint64_t(select_rand()) * (i + 1)) >> 32);
+            order[i] = order[j];
+            order[j] = std::uint32_t(i);
+        }
+    }
+
+    int poll_fast(const std::uint32_t* order, std::int64_t now) noexcept {
+        for (std::size_t k = 0; k < cs_.size(); ++k) {
+            select_case& c = cs_[order[k]];
+            fast_result f = fast_result::not_ready;
+            if (c.kind_ == select_case::kind::timer) f = now >= c.when_ns_ ? fast_result::done : fast_result::not_ready;
+            else if (c.box_) f = c.ops_->fast(c.box_, send_closed_);
+            if (f == fast_result::done || f == fast_result::closed) {
+                index_ = int(order[k]);
+                return index_;
+            }
+            if (f == fast_result::locked) return fast_locked;
+        }
+        return fast_none;
+    }
+
+    bool poll_locked(const std::uint32_t* order, std::int64_t now, wake_list& wakes) noexcept {
+        for (std::size_t k = 0; k < cs_.size(); ++k) {
+            select_case& c = cs_[order[k]];
+            bool fired = false;
+            if (c.kind_ == select_case::kind::timer) fired = now >= c.when_ns_;
+            else if (c.ch_) fired = c.ops_->locked(c.box_, wakes, send_closed_);
+            if (fired) {
+                index_ = int(order[k]);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// The distinct non-nil channels of every case but `skip`, sorted by address.
+    std::size_t lock_order(chan_base** locks, int skip = -1) const noexcept {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < cs_.size(); ++i)
+            if (cs_[i].ch_ && int(i) != skip) locks[n++] = cs_[i].ch_;
+        std::sort(locks, locks + n);
+        return std::size_t(std::unique(locks, locks + n) - locks);
+    }
+    static void lock_all(chan_base** locks, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) locks[i]->lock.lock();
+    }
+    static void unlock_all(chan_base** locks, std::size_t n) noexcept {
+        for (std::size_t i = n; i > 0; --i) locks[i - 1]->unlock_synced();
+    }
+
+    void arm_timer() {
+        timer_.core = &core_;
+        timer_.fire = &select_timer::on_fire;
+        bool first = true;
+        for (std::size_t i = 0; i < cs_.size(); ++i) {
+            if (cs_[i].kind_ != select_case::kind::timer) continue;
+            if (first || cs_[i].when_ns_ < timer_.when_ns) {
+                timer_.when_ns = cs_[i].when_ns_;
+                timer_.case_index = int(i);
+                first = false;
+            }
+        }
+        the_scheduler().timers().add(&timer_);
+    }
+
+    std::span<select_case> cs_;
+    select_core core_{};
+    select_timer timer_{};
+    int index_ = select_default;
+    bool timers_ = false;
+    bool parked_ = false;
+    bool send_closed_ = false;
+};
+
+}  // namespace detail
+
+/// A select over a list of cases whose number is known only at run time (Go's
+/// reflect.Select): the index of the case chosen. A receive case's value is
+/// then `cases[i].received<T>()`.
+inline detail::dyn_select_op<true> select(std::span<select_case> cases) noexcept {
+    return detail::dyn_select_op<true>(cases);
+}
+
+/// The non-blocking form: the index of the case performed, or goro::select_default.
+inline int try_select(std::span<select_case> cases) {
+    return detail::dyn_select_op<false>(cases).poll_now();
+}
+
+}  // namespace goro
+// ---- end goro/sync/select_dynamic.hpp ----
 
 // ---- begin goro/sync/context.hpp ----
 // goro/sync/context.hpp — `goro::context`: Go's context.Context, for cancellation
@@ -9626,10 +10316,12 @@ public:
     }
     ~context() { detail::ctx_node::release(n_); }
 
-    /// A receive case (and awaitable) that fires once the context is done:
-    /// `co_await ctx.done()`, or `ctx.done()` as a select case. The case holds
-    /// a handle to the context, so it may outlive this one.
-    recv_case<std::monostate, context> done() const noexcept;
+    /// The context's done channel (Go's ctx.Done()), receive-only: closed once
+    /// the context is done; nil for background. `co_await ctx.done()`,
+    /// `ctx.done()` as a select case, `while (co_await d.recv()) {}`, or
+    /// passed on as a `recv_only<std::monostate>`. It holds a handle to the
+    /// context, so it may outlive this one.
+    recv_only<std::monostate> done() const noexcept;
 
     /// Why the context is done, or context_error::none.
     context_error err() const noexcept {
@@ -9689,10 +10381,18 @@ private:
     detail::ctx_node* n_ = nullptr;
 };
 
-inline recv_case<std::monostate, context> context::done() const noexcept {
+namespace detail {
+inline constexpr keep_ops ctx_keep_ops{
+    [](void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); },
+    [](void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); },
+};
+}  // namespace detail
+
+inline recv_only<std::monostate> context::done() const noexcept {
     detail::cancel_node* c = n_ ? n_->nearest : nullptr;
     if (!c) return {};  // background: a nil channel, nothing to keep
-    return {&c->done, *this};
+    n_->add_ref();
+    return {&c->done, detail::keep_ref(n_, &detail::ctx_keep_ops)};
 }
 
 /// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
@@ -9927,6 +10627,19 @@ inline std::size_t context_children(const context& ctx) noexcept {
 // reached zero does not lose anyone: the releaser then finds the counter not
 // zero and the waiters wait for the next zero.
 //
+// MISUSE, detected as Go detects it, by add() (goro::usage_error; the
+// counter is left as it was): raising the counter from zero while the
+// waiters released at that zero are still being released ("add called
+// concurrently with wait"), or have not yet returned from their wait()
+// ("reused before the previous wait has returned"). `returning_`, on the
+// line of `added_` so that a plain add() reads it for free, counts the
+// releasers at work (high half) and the released waiters that have not
+// returned (low half). A waiter leaves the count (and the `woken_` list)
+// under `lock_` as it returns; ~wait_group tells those that have not begun
+// to return that the group is gone (`orphaned`: they touch nothing) and
+// waits, briefly, for those that have. A race of add() with the done() that
+// reaches zero is detected only when add() sees the release begun, as in Go.
+//
 // DESTRUCTION with tasks still parked in `wait` is a bug in the program (they
 // could never be woken): the destructor wakes each of them with a
 // `goro::wait_group_destroyed` exception thrown from its `co_await wg.wait()`,
@@ -10070,7 +10783,16 @@ class wait_group {
         task_header* task = nullptr;
         const char* destroyed_msg = nullptr;  // set by ~wait_group before the wake-up
         std::uint32_t destroyed_count = 0;
+        // Released and not yet returned (see MISUSE): linked in `woken_`.
+        wait_group* group = nullptr;  // set by the releaser, under lock_
+        waiter_node* rprev = nullptr;
+        waiter_node* rnext = nullptr;
+        std::atomic<unsigned char> st{pending};  // pending -> returning (the waiter) or orphaned (~wait_group)
+
+        waiter_node() = default;
+        waiter_node(const waiter_node&) noexcept {}  // an awaiter is copied only before it parks
     };
+    static constexpr unsigned char pending = 0, returning = 1, orphaned = 2;
 
 public:
     /// Awaiter of `wait()`: parks until the counter is zero. Copyable until it
@@ -10104,7 +10826,8 @@ public:
             return true;  // published: from here on a releaser owns the node
         }
 
-        void await_resume() const {
+        void await_resume() {
+            if (node_.group) node_.group->returned(node_);
             if (node_.destroyed_msg)
                 throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
                                            std::to_string(node_.destroyed_count) + " tasks were waiting)");
@@ -10122,6 +10845,22 @@ public:
     wait_group& operator=(const wait_group&) = delete;
 
     ~wait_group() {
+        // Waiters released but not yet returned from wait(): they must not
+        // look at the group any more. One that has begun to (`returning`)
+        // is running, and leaves `woken_` in a moment.
+        for (;;) {
+            {
+                std::lock_guard g(lock_);
+                for (waiter_node* w = woken_; w;) {
+                    waiter_node* next = w->rnext;
+                    unsigned char expected = pending;
+                    if (w->st.compare_exchange_strong(expected, orphaned, std::memory_order_acq_rel)) unlink_woken(*w);
+                    w = next;
+                }
+                if (!woken_) break;
+            }
+            detail::cpu_relax();
+        }
         detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t n) noexcept {
             w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
             w.destroyed_count = static_cast<std::uint32_t>(n);
@@ -10129,13 +10868,22 @@ public:
     }
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
-    /// `n` is out of the counter's range, or when the counter would go below
-    /// zero (and then leaves it unchanged).
+    /// `n` is out of the counter's range, when the counter would go below
+    /// zero, or on the misuse Go detects (see MISUSE): raising the counter
+    /// from zero while waiters released at that zero have not returned from
+    /// wait() yet, or while they are being released. The counter is then
+    /// left as it was.
     void add(std::int64_t n) {
         if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
             throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
-        if (n > 0) added_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_acq_rel);
-        else if (n < 0) finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+        if (n > 0) {
+            const std::uint64_t before = added_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_acq_rel);
+            // On the line of added_: the common add() pays no extra cache miss.
+            if (returning_.load(std::memory_order_acquire) != 0) [[unlikely]]
+                check_reuse(low(before), static_cast<std::uint32_t>(n));
+        } else if (n < 0) {
+            finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+        }
     }
 
     /// Marks one task finished: `add(-1)`.
@@ -10151,6 +10899,48 @@ public:
     }
 
 private:
+    static constexpr std::uint64_t releaser_one = std::uint64_t(1) << 32;  // in returning_
+
+    /// add() raised the counter from `before` while somebody is being
+    /// released or has not returned from wait(): misuse if the counter was zero.
+    [[gnu::noinline, gnu::cold]] void check_reuse(std::uint32_t before, std::uint32_t n) {
+        const std::uint64_t s = state_.load(std::memory_order_acquire);
+        if (done_of(s) != before) return;  // the counter was above zero: an ordinary add
+        const std::uint64_t r = returning_.load(std::memory_order_acquire);
+        finish(n, "goro::wait_group::add");  // undo: the counter goes back to zero
+        if (static_cast<std::uint32_t>(r) != 0)
+            throw usage_error("goro::wait_group::add: wait group is reused before the previous wait has returned (" +
+                              std::to_string(static_cast<std::uint32_t>(r)) +
+                              " tasks released at zero are still returning from wait())");
+        throw usage_error("goro::wait_group::add: add called concurrently with wait (the counter was zero while "
+                          "its waiters were being released)");
+    }
+
+    /// A released waiter returns from wait(): it leaves `woken_`, unless the
+    /// group is being destroyed (then it touches nothing).
+    void returned(waiter_node& w) noexcept {
+        unsigned char expected = pending;
+        if (!w.st.compare_exchange_strong(expected, returning, std::memory_order_acq_rel)) return;  // orphaned
+        std::lock_guard g(lock_);
+        unlink_woken(w);
+        returning_.fetch_sub(1, std::memory_order_acq_rel);
+        // The destructor waits for `woken_` to empty under lock_: nothing after the unlock.
+    }
+
+    void link_woken(waiter_node& w) noexcept {  // under lock_
+        w.group = this;
+        w.rprev = nullptr;
+        w.rnext = woken_;
+        if (woken_) woken_->rprev = &w;
+        woken_ = &w;
+    }
+    void unlink_woken(waiter_node& w) noexcept {  // under lock_
+        if (w.rprev) w.rprev->rnext = w.rnext;
+        else woken_ = w.rnext;
+        if (w.rnext) w.rnext->rprev = w.rprev;
+        w.rprev = w.rnext = nullptr;
+    }
+
     static constexpr std::uint64_t waiters_bit = 1;
     static constexpr std::uint64_t releasing_bit = 2;
     static constexpr std::uint64_t busy_one = 4;
@@ -10214,7 +11004,10 @@ private:
             if (release) ns |= releasing_bit;
             if (state_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
         }
-        if (release) release_waiters();
+        if (release) {
+            returning_.fetch_add(releaser_one, std::memory_order_acq_rel);  // see MISUSE
+            release_waiters();
+        }
         if (negative) {
             const std::int64_t before = static_cast<std::int32_t>(added - (done_now - n));
             throw usage_error(std::string(op) + ": negative counter (" + std::to_string(before) + " - " +
@@ -10230,6 +11023,9 @@ private:
             {
                 std::lock_guard g(lock_);
                 if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
+                    std::uint64_t k = 0;
+                    for (waiter_node* w = waiters_.front(); w; w = w->next, ++k) link_woken(*w);
+                    returning_.fetch_add(k, std::memory_order_acq_rel);
                     taken.splice_back(waiters_);
                     state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
                 }
@@ -10237,26 +11033,38 @@ private:
             // Drop `releasing`, unless waiters linked themselves meanwhile at zero.
             std::uint64_t s = state_.load(std::memory_order_acquire);
             bool again = false;
+            bool counted = true;  // our releaser_one in returning_, dropped just before `releasing`
             for (;;) {
                 if (zero_with_waiters(s)) {
                     again = true;
                     break;
+                }
+                if (counted) {
+                    returning_.fetch_sub(releaser_one, std::memory_order_acq_rel);
+                    counted = false;
                 }
                 if (state_.compare_exchange_weak(s, s & ~releasing_bit, std::memory_order_acq_rel,
                                                  std::memory_order_acquire))
                     break;
             }
             if (!again) break;
+            if (!counted) {
+                returning_.fetch_add(releaser_one, std::memory_order_acq_rel);
+                counted = true;
+            }
         }
         // The group may be gone from here on; only the parked waiters' nodes are touched.
         taken.wake_all();
     }
 
     alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
+    // On added_'s line: releasers at work << 32 | released waiters not yet returned (MISUSE).
+    std::atomic<std::uint64_t> returning_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint32_t> hint_{0};
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
+    waiter_node* woken_ = nullptr;               // under lock_: released, not yet returned
 };
 
 }  // namespace goro

@@ -954,6 +954,61 @@ private:
 
 }  // namespace detail
 
+namespace detail {
+
+/// T can be made from Args: by a constructor, or (an aggregate) by braces.
+template <class T, class... Args>
+concept makeable = std::is_constructible_v<T, Args&&...> || requires(Args&&... a) { T{std::forward<Args>(a)...}; };
+
+/// A T made from `args` in this (non-coroutine) call.
+template <class T, class... Args>
+T make_value(Args&&... args) {
+    if constexpr (std::is_constructible_v<T, Args&&...>) return T(std::forward<Args>(args)...);
+    else return T{std::forward<Args>(args)...};
+}
+
+/// try_recv on a channel's state (null: a nil channel): the lock-free path,
+/// then the lock when only the lock can tell.
+template <class T>
+try_recv_result<T> try_recv_on(chan_state<T>* s) {
+    try_recv_result<T> res;
+    if (!s) return res;
+    switch (s->recv_fast(res.value)) {
+    case fast_result::done:
+    case fast_result::done_contended: res.status = recv_status::received; return res;
+    case fast_result::closed: res.status = recv_status::closed; return res;
+    case fast_result::not_ready: res.status = recv_status::empty; return res;
+    case fast_result::locked: break;
+    }
+    wake_list wakes;
+    s->lock.lock();
+    res.status = s->recv_locked(res.value, wakes);
+    s->unlock_synced();
+    wakes.ready_all();
+    return res;
+}
+
+/// try_send on a channel's state (null: a nil channel). Moves from `v` only when sent.
+template <class T>
+send_status try_send_on(chan_state<T>* s, T& v) {
+    if (!s) return send_status::full;
+    switch (s->send_fast(v)) {
+    case fast_result::done:
+    case fast_result::done_contended: return send_status::sent;
+    case fast_result::closed: return send_status::closed;
+    case fast_result::not_ready: return send_status::full;
+    case fast_result::locked: break;
+    }
+    wake_list wakes;
+    s->lock.lock();
+    auto r = s->send_locked(v, wakes);
+    s->unlock_synced();
+    wakes.ready_all();
+    return r;
+}
+
+}  // namespace detail
+
 /// A channel of T: a counted handle to a shared queue (see the top of this file).
 template <class T>
 class channel {
@@ -1004,6 +1059,16 @@ public:
         return {s_, v};
     }
 
+    /// `co_await ch.send(std::in_place, a, b)`: sends a T made from `a, b`
+    /// (T(a, b), or T{a, b} for an aggregate) inside this call, not in the
+    /// caller's coroutine: the form that g++ 12's bug with class temporaries
+    /// in a co_await expression cannot reach (see the README).
+    template <class... Args>
+        requires detail::makeable<T, Args...>
+    detail::send_op<T> send(std::in_place_t, Args&&... args) {
+        return {s_, detail::make_value<T>(std::forward<Args>(args)...)};
+    }
+
     /// `co_await ch.recv()`: a value, or std::nullopt once closed and drained.
     [[nodiscard("goro::channel::recv: co_await it")]] detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
 
@@ -1017,23 +1082,7 @@ public:
     }
 
     /// Receives without blocking.
-    try_recv_result<T> try_recv() {
-        try_recv_result<T> res;
-        if (!s_) return res;
-        switch (s_->recv_fast(res.value)) {
-        case detail::fast_result::done:
-        case detail::fast_result::done_contended: res.status = recv_status::received; return res;
-        case detail::fast_result::closed: res.status = recv_status::closed; return res;
-        case detail::fast_result::not_ready: res.status = recv_status::empty; return res;
-        case detail::fast_result::locked: break;
-        }
-        detail::wake_list wakes;
-        s_->lock.lock();
-        res.status = s_->recv_locked(res.value, wakes);
-        s_->unlock_synced();
-        wakes.ready_all();
-        return res;
-    }
+    try_recv_result<T> try_recv() { return detail::try_recv_on(s_); }
 
     /// Closes the channel: buffered values can still be received, then every
     /// receive yields nullopt; every parked receiver and sender wakes. Closing
@@ -1056,24 +1105,147 @@ public:
 private:
     using state_type = detail::chan_state<T>;
 
-    send_status try_send_ref(T& v) {
-        if (!s_) return send_status::full;
-        switch (s_->send_fast(v)) {
-        case detail::fast_result::done:
-        case detail::fast_result::done_contended: return send_status::sent;
-        case detail::fast_result::closed: return send_status::closed;
-        case detail::fast_result::not_ready: return send_status::full;
-        case detail::fast_result::locked: break;
-        }
-        detail::wake_list wakes;
-        s_->lock.lock();
-        auto r = s_->send_locked(v, wakes);
-        s_->unlock_synced();
-        wakes.ready_all();
-        return r;
-    }
+    send_status try_send_ref(T& v) { return detail::try_send_on(s_, v); }
 
     state_type* s_ = nullptr;
 };
+
+namespace detail {
+
+/// A counted reference to whatever keeps a channel's state alive (the channel
+/// itself, or the context that embeds it), erased: `ops` knows how to count.
+struct keep_ops {
+    void (*add)(void*) noexcept;
+    void (*drop)(void*) noexcept;
+};
+
+class keep_ref {
+public:
+    keep_ref() noexcept = default;
+    /// Adopts one reference to `obj` (null: keeps nothing).
+    keep_ref(void* obj, const keep_ops* ops) noexcept : obj_(obj), ops_(ops) {}
+    keep_ref(const keep_ref& o) noexcept : obj_(o.obj_), ops_(o.ops_) {
+        if (obj_) ops_->add(obj_);
+    }
+    keep_ref(keep_ref&& o) noexcept : obj_(std::exchange(o.obj_, nullptr)), ops_(o.ops_) {}
+    keep_ref& operator=(keep_ref o) noexcept {
+        std::swap(obj_, o.obj_);
+        std::swap(ops_, o.ops_);
+        return *this;
+    }
+    ~keep_ref() {
+        if (obj_) ops_->drop(obj_);
+    }
+
+private:
+    void* obj_ = nullptr;
+    const keep_ops* ops_ = nullptr;
+};
+
+template <class T>
+inline constexpr keep_ops chan_keep_ops{
+    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->add_ref(); },
+    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->release(); },
+};
+
+struct direction_access;
+
+}  // namespace detail
+
+/// A send-only view of a channel (Go's `chan<- T`): send, try_send and close;
+/// no receive. A `channel<T>` converts to it implicitly; it never converts
+/// back, nor to a `recv_only<T>`. A counted handle like `channel<T>`.
+template <class T>
+class send_only {
+public:
+    using value_type = T;
+
+    /// A nil channel.
+    send_only() noexcept = default;
+    send_only(std::nullptr_t) noexcept {}
+    send_only(const channel<T>& c) noexcept : c_(c) {}
+    send_only(channel<T>&& c) noexcept : c_(std::move(c)) {}
+
+    /// `co_await ch.send(v)`, as channel<T>::send.
+    detail::send_op<T> send(T&& v) noexcept { return c_.send(std::move(v)); }
+    detail::send_op<T> send(const T& v)
+        requires std::is_copy_constructible_v<T>
+    {
+        return c_.send(v);
+    }
+    template <class... Args>
+        requires detail::makeable<T, Args...>
+    detail::send_op<T> send(std::in_place_t, Args&&... args) {
+        return c_.send(std::in_place, std::forward<Args>(args)...);
+    }
+    send_status try_send(T&& v) { return c_.try_send(std::move(v)); }
+    send_status try_send(const T& v)
+        requires std::is_copy_constructible_v<T>
+    {
+        return c_.try_send(v);
+    }
+    /// As channel<T>::close (Go lets the sending side close).
+    void close() { c_.close(); }
+
+    std::size_t size() const noexcept { return c_.size(); }
+    std::size_t capacity() const noexcept { return c_.capacity(); }
+    explicit operator bool() const noexcept { return bool(c_); }
+    bool is_nil() const noexcept { return c_.is_nil(); }
+    detail::chan_state<T>* state() const noexcept { return c_.state(); }
+    friend bool operator==(const send_only& a, const send_only& b) noexcept { return a.c_ == b.c_; }
+
+private:
+    friend struct detail::direction_access;
+    channel<T> c_{nullptr};
+};
+
+/// A receive-only view of a channel (Go's `<-chan T`): recv and try_recv; no
+/// send, no close. A `channel<T>` converts to it implicitly; it never converts
+/// back, nor to a `send_only<T>`. A context's done() is one (a
+/// `recv_only<std::monostate>` that is closed when the context is done).
+/// `co_await r` receives once, as `co_await r.recv()`; it may appear in a
+/// select as it is, or as `goro::recv(r)`.
+template <class T>
+class recv_only {
+public:
+    using value_type = T;
+
+    /// A nil channel.
+    recv_only() noexcept = default;
+    recv_only(std::nullptr_t) noexcept {}
+    recv_only(const channel<T>& c) noexcept : s_(c.state()) {
+        if (s_) {
+            s_->add_ref();
+            keep_ = detail::keep_ref(s_, &detail::chan_keep_ops<T>);
+        }
+    }
+    /// A view of `s` kept alive by `keep` (goro's own types use this: a context's done()).
+    recv_only(detail::chan_state<T>* s, detail::keep_ref keep) noexcept : s_(s), keep_(std::move(keep)) {}
+
+    /// `co_await r.recv()`: a value, or std::nullopt once closed and drained.
+    detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
+    detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{s_}; }
+    try_recv_result<T> try_recv() { return detail::try_recv_on(s_); }
+
+    std::size_t size() const noexcept { return s_ ? s_->buffered() : 0; }
+    std::size_t capacity() const noexcept { return s_ ? s_->cap : 0; }
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+    bool is_nil() const noexcept { return s_ == nullptr; }
+    detail::chan_state<T>* state() const noexcept { return s_; }
+    friend bool operator==(const recv_only& a, const recv_only& b) noexcept { return a.s_ == b.s_; }
+
+private:
+    detail::chan_state<T>* s_ = nullptr;
+    detail::keep_ref keep_{};
+};
+
+namespace detail {
+struct direction_access {
+    template <class T>
+    static const channel<T>& handle(const send_only<T>& s) noexcept {
+        return s.c_;
+    }
+};
+}  // namespace detail
 
 }  // namespace goro

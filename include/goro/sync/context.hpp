@@ -455,10 +455,12 @@ public:
     }
     ~context() { detail::ctx_node::release(n_); }
 
-    /// A receive case (and awaitable) that fires once the context is done:
-    /// `co_await ctx.done()`, or `ctx.done()` as a select case. The case holds
-    /// a handle to the context, so it may outlive this one.
-    recv_case<std::monostate, context> done() const noexcept;
+    /// The context's done channel (Go's ctx.Done()), receive-only: closed once
+    /// the context is done; nil for background. `co_await ctx.done()`,
+    /// `ctx.done()` as a select case, `while (co_await d.recv()) {}`, or
+    /// passed on as a `recv_only<std::monostate>`. It holds a handle to the
+    /// context, so it may outlive this one.
+    recv_only<std::monostate> done() const noexcept;
 
     /// Why the context is done, or context_error::none.
     context_error err() const noexcept {
@@ -518,10 +520,18 @@ private:
     detail::ctx_node* n_ = nullptr;
 };
 
-inline recv_case<std::monostate, context> context::done() const noexcept {
+namespace detail {
+inline constexpr keep_ops ctx_keep_ops{
+    [](void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); },
+    [](void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); },
+};
+}  // namespace detail
+
+inline recv_only<std::monostate> context::done() const noexcept {
     detail::cancel_node* c = n_ ? n_->nearest : nullptr;
     if (!c) return {};  // background: a nil channel, nothing to keep
-    return {&c->done, *this};
+    n_->add_ref();
+    return {&c->done, detail::keep_ref(n_, &detail::ctx_keep_ops)};
 }
 
 /// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after

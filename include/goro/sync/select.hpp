@@ -123,6 +123,32 @@ send_case<T> send(const channel<T>& ch, U&& v) {
     return {ch.state(), T(std::forward<U>(v)), ch};
 }
 
+/// `goro::send(ch, std::in_place, a, b)`: a send case of a T made from `a, b`
+/// inside this call (channel<T>::send(std::in_place, ...) says why).
+template <class T, class... Args>
+    requires detail::makeable<T, Args...>
+send_case<T> send(const channel<T>& ch, std::in_place_t, Args&&... args) {
+    return {ch.state(), detail::make_value<T>(std::forward<Args>(args)...), ch};
+}
+template <class T, class... Args>
+    requires detail::makeable<T, Args...>
+send_case<T> send(const send_only<T>& ch, std::in_place_t, Args&&... args) {
+    return {ch.state(), detail::make_value<T>(std::forward<Args>(args)...), detail::direction_access::handle(ch)};
+}
+
+/// A receive case on a receive-only view (a context's done(), say).
+template <class T>
+recv_case<T, recv_only<T>> recv(const recv_only<T>& ch) noexcept {
+    return {ch.state(), ch};
+}
+
+/// A send case on a send-only view.
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+send_case<T> send(const send_only<T>& ch, U&& v) {
+    return {ch.state(), T(std::forward<U>(v)), detail::direction_access::handle(ch)};
+}
+
 template <class Rep, class Period>
 after_case after(std::chrono::duration<Rep, Period> d) noexcept {
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
@@ -162,6 +188,31 @@ struct case_traits<after_case> {
 
 template <class C>
 using case_t = std::remove_cvref_t<C>;
+
+template <class C>
+struct is_recv_only : std::false_type {};
+template <class T>
+struct is_recv_only<recv_only<T>> : std::true_type {};
+
+/// A select argument as a case: a receive-only view (ctx.done()) becomes its
+/// receive case; a case is itself.
+template <class C>
+auto as_case(C&& c) {
+    if constexpr (is_recv_only<case_t<C>>::value) {
+        using T = typename case_t<C>::value_type;
+        auto* s = c.state();
+        // Moved when it can be (ctx.done() is a temporary): no count taken and dropped.
+        return recv_case<T, recv_only<T>>{s, case_t<C>(std::forward<C>(c))};
+    } else {
+        return case_t<C>(std::forward<C>(c));
+    }
+}
+template <class C>
+using case_of_t = decltype(as_case(std::declval<C>()));
+
+/// Accepted as a select argument: a case, or a receive-only view.
+template <class C>
+concept select_arg = is_recv_only<case_t<C>>::value || requires { case_traits<case_t<C>>::kind; };
 
 /// A per-thread xorshift generator for the poll order: cheap, and different
 /// on every worker.
@@ -267,6 +318,7 @@ public:
     using result_type = select_result<Cases...>;
 
     explicit select_op(Cases&&... cs) : cases_(std::move(cs)...) {}
+    explicit select_op(std::tuple<Cases...>&& cs) : cases_(std::move(cs)) {}
     select_op(select_op&& o) noexcept(std::is_nothrow_move_constructible_v<std::tuple<Cases...>>)
         : cases_(std::move(o.cases_)) {}
     select_op& operator=(select_op&&) = delete;
@@ -301,7 +353,7 @@ public:
             park(self, h, wait_reason::select);
             parked_ = true;
             core_.task = self;
-            enqueue_all();  // its waiters find `self` in core_
+            enqueue_all(order);  // its waiters find `self` in core_
             if constexpr (!std::is_same_v<timer_type, no_timer>) arm_timer();
             // Published. From here on only locals: `this` may be resumed elsewhere.
             unlock_all(locks, nl);
@@ -502,8 +554,12 @@ private:
         });
     }
 
-    void enqueue_all() noexcept {
-        for_each_case([&](auto I) {
+    /// Links one waiter per channel case, in the random poll order: among the
+    /// cases on one channel, the first linked is the first a waker takes, so
+    /// each gets the same chance (Go's "permute cases on the same channel").
+    /// All locks are held: the linking order cannot deadlock anything.
+    void enqueue_all(const unsigned char* order) noexcept {
+        for (std::size_t k = 0; k < N; ++k) visit(order[k], [&](auto I) {
             constexpr case_kind kind = case_traits<case_at<I>>::kind;
             if constexpr (kind != case_kind::timer) {
                 auto& cs = std::get<I>(cases_);
@@ -573,17 +629,49 @@ private:
 
 }  // namespace detail
 
+/// Select cases evaluated in source order: `goro::select(goro::cases{a, b, c})`.
+/// The arguments of a function call (`goro::select(a, b, c)`) are evaluated
+/// in an unspecified order (g++: right to left, clang++: left to right); the
+/// elements of a braced list are evaluated left to right, always, as Go
+/// evaluates its cases. (Within one case, `goro::send(ch, f())`, the channel
+/// and the value are still function arguments.)
+template <class... Cs>
+struct cases {
+    std::tuple<Cs...> list;
+
+    template <class... As>
+        requires(sizeof...(As) == sizeof...(Cs) && (detail::select_arg<As> && ...))
+    cases(As&&... as) : list(detail::as_case(std::forward<As>(as))...) {}
+};
+template <class... As>
+cases(As&&...) -> cases<detail::case_of_t<As>...>;
+
 /// Waits until one of the cases can proceed and performs it (Go's select).
 template <class... Cases>
-[[nodiscard("goro::select: co_await it")]] detail::select_op<true, detail::case_t<Cases>...> select(Cases&&... cases) {
-    return detail::select_op<true, detail::case_t<Cases>...>(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+    requires(detail::select_arg<Cases> && ...)
+[[nodiscard("goro::select: co_await it")]] detail::select_op<true, detail::case_of_t<Cases>...> select(Cases&&... cases) {
+    return detail::select_op<true, detail::case_of_t<Cases>...>(detail::as_case(std::forward<Cases>(cases))...);
+}
+
+/// As select(a, b, ...), with the cases evaluated in source order.
+template <class... Cs>
+[[nodiscard("goro::select: co_await it")]] detail::select_op<true, Cs...> select(cases<Cs...>&& cs) {
+    return detail::select_op<true, Cs...>(std::move(cs.list));
 }
 
 /// Performs one ready case, or none (index() == goro::select_default): Go's
 /// select with a `default:` case. Never blocks; callable from any thread.
 template <class... Cases>
-select_result<detail::case_t<Cases>...> try_select(Cases&&... cases) {
-    detail::select_op<false, detail::case_t<Cases>...> op(detail::case_t<Cases>(std::forward<Cases>(cases))...);
+    requires(detail::select_arg<Cases> && ...)
+select_result<detail::case_of_t<Cases>...> try_select(Cases&&... cases) {
+    detail::select_op<false, detail::case_of_t<Cases>...> op(detail::as_case(std::forward<Cases>(cases))...);
+    return op.poll_now();
+}
+
+/// As try_select(a, b, ...), with the cases evaluated in source order.
+template <class... Cs>
+select_result<Cs...> try_select(cases<Cs...>&& cs) {
+    detail::select_op<false, Cs...> op(std::move(cs.list));
     return op.poll_now();
 }
 

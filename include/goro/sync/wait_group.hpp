@@ -59,6 +59,19 @@
 // reached zero does not lose anyone: the releaser then finds the counter not
 // zero and the waiters wait for the next zero.
 //
+// MISUSE, detected as Go detects it, by add() (goro::usage_error; the
+// counter is left as it was): raising the counter from zero while the
+// waiters released at that zero are still being released ("add called
+// concurrently with wait"), or have not yet returned from their wait()
+// ("reused before the previous wait has returned"). `returning_`, on the
+// line of `added_` so that a plain add() reads it for free, counts the
+// releasers at work (high half) and the released waiters that have not
+// returned (low half). A waiter leaves the count (and the `woken_` list)
+// under `lock_` as it returns; ~wait_group tells those that have not begun
+// to return that the group is gone (`orphaned`: they touch nothing) and
+// waits, briefly, for those that have. A race of add() with the done() that
+// reaches zero is detected only when add() sees the release begun, as in Go.
+//
 // DESTRUCTION with tasks still parked in `wait` is a bug in the program (they
 // could never be woken): the destructor wakes each of them with a
 // `goro::wait_group_destroyed` exception thrown from its `co_await wg.wait()`,
@@ -93,7 +106,16 @@ class wait_group {
         task_header* task = nullptr;
         const char* destroyed_msg = nullptr;  // set by ~wait_group before the wake-up
         std::uint32_t destroyed_count = 0;
+        // Released and not yet returned (see MISUSE): linked in `woken_`.
+        wait_group* group = nullptr;  // set by the releaser, under lock_
+        waiter_node* rprev = nullptr;
+        waiter_node* rnext = nullptr;
+        std::atomic<unsigned char> st{pending};  // pending -> returning (the waiter) or orphaned (~wait_group)
+
+        waiter_node() = default;
+        waiter_node(const waiter_node&) noexcept {}  // an awaiter is copied only before it parks
     };
+    static constexpr unsigned char pending = 0, returning = 1, orphaned = 2;
 
 public:
     /// Awaiter of `wait()`: parks until the counter is zero. Copyable until it
@@ -127,7 +149,8 @@ public:
             return true;  // published: from here on a releaser owns the node
         }
 
-        void await_resume() const {
+        void await_resume() {
+            if (node_.group) node_.group->returned(node_);
             if (node_.destroyed_msg)
                 throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
                                            std::to_string(node_.destroyed_count) + " tasks were waiting)");
@@ -145,6 +168,22 @@ public:
     wait_group& operator=(const wait_group&) = delete;
 
     ~wait_group() {
+        // Waiters released but not yet returned from wait(): they must not
+        // look at the group any more. One that has begun to (`returning`)
+        // is running, and leaves `woken_` in a moment.
+        for (;;) {
+            {
+                std::lock_guard g(lock_);
+                for (waiter_node* w = woken_; w;) {
+                    waiter_node* next = w->rnext;
+                    unsigned char expected = pending;
+                    if (w->st.compare_exchange_strong(expected, orphaned, std::memory_order_acq_rel)) unlink_woken(*w);
+                    w = next;
+                }
+                if (!woken_) break;
+            }
+            detail::cpu_relax();
+        }
         detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t n) noexcept {
             w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
             w.destroyed_count = static_cast<std::uint32_t>(n);
@@ -152,13 +191,22 @@ public:
     }
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
-    /// `n` is out of the counter's range, or when the counter would go below
-    /// zero (and then leaves it unchanged).
+    /// `n` is out of the counter's range, when the counter would go below
+    /// zero, or on the misuse Go detects (see MISUSE): raising the counter
+    /// from zero while waiters released at that zero have not returned from
+    /// wait() yet, or while they are being released. The counter is then
+    /// left as it was.
     void add(std::int64_t n) {
         if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
             throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
-        if (n > 0) added_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_acq_rel);
-        else if (n < 0) finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+        if (n > 0) {
+            const std::uint64_t before = added_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_acq_rel);
+            // On the line of added_: the common add() pays no extra cache miss.
+            if (returning_.load(std::memory_order_acquire) != 0) [[unlikely]]
+                check_reuse(low(before), static_cast<std::uint32_t>(n));
+        } else if (n < 0) {
+            finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+        }
     }
 
     /// Marks one task finished: `add(-1)`.
@@ -174,6 +222,48 @@ public:
     }
 
 private:
+    static constexpr std::uint64_t releaser_one = std::uint64_t(1) << 32;  // in returning_
+
+    /// add() raised the counter from `before` while somebody is being
+    /// released or has not returned from wait(): misuse if the counter was zero.
+    [[gnu::noinline, gnu::cold]] void check_reuse(std::uint32_t before, std::uint32_t n) {
+        const std::uint64_t s = state_.load(std::memory_order_acquire);
+        if (done_of(s) != before) return;  // the counter was above zero: an ordinary add
+        const std::uint64_t r = returning_.load(std::memory_order_acquire);
+        finish(n, "goro::wait_group::add");  // undo: the counter goes back to zero
+        if (static_cast<std::uint32_t>(r) != 0)
+            throw usage_error("goro::wait_group::add: wait group is reused before the previous wait has returned (" +
+                              std::to_string(static_cast<std::uint32_t>(r)) +
+                              " tasks released at zero are still returning from wait())");
+        throw usage_error("goro::wait_group::add: add called concurrently with wait (the counter was zero while "
+                          "its waiters were being released)");
+    }
+
+    /// A released waiter returns from wait(): it leaves `woken_`, unless the
+    /// group is being destroyed (then it touches nothing).
+    void returned(waiter_node& w) noexcept {
+        unsigned char expected = pending;
+        if (!w.st.compare_exchange_strong(expected, returning, std::memory_order_acq_rel)) return;  // orphaned
+        std::lock_guard g(lock_);
+        unlink_woken(w);
+        returning_.fetch_sub(1, std::memory_order_acq_rel);
+        // The destructor waits for `woken_` to empty under lock_: nothing after the unlock.
+    }
+
+    void link_woken(waiter_node& w) noexcept {  // under lock_
+        w.group = this;
+        w.rprev = nullptr;
+        w.rnext = woken_;
+        if (woken_) woken_->rprev = &w;
+        woken_ = &w;
+    }
+    void unlink_woken(waiter_node& w) noexcept {  // under lock_
+        if (w.rprev) w.rprev->rnext = w.rnext;
+        else woken_ = w.rnext;
+        if (w.rnext) w.rnext->rprev = w.rprev;
+        w.rprev = w.rnext = nullptr;
+    }
+
     static constexpr std::uint64_t waiters_bit = 1;
     static constexpr std::uint64_t releasing_bit = 2;
     static constexpr std::uint64_t busy_one = 4;
@@ -237,7 +327,10 @@ private:
             if (release) ns |= releasing_bit;
             if (state_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
         }
-        if (release) release_waiters();
+        if (release) {
+            returning_.fetch_add(releaser_one, std::memory_order_acq_rel);  // see MISUSE
+            release_waiters();
+        }
         if (negative) {
             const std::int64_t before = static_cast<std::int32_t>(added - (done_now - n));
             throw usage_error(std::string(op) + ": negative counter (" + std::to_string(before) + " - " +
@@ -253,6 +346,9 @@ private:
             {
                 std::lock_guard g(lock_);
                 if (zero_with_waiters(state_.load(std::memory_order_acquire))) {
+                    std::uint64_t k = 0;
+                    for (waiter_node* w = waiters_.front(); w; w = w->next, ++k) link_woken(*w);
+                    returning_.fetch_add(k, std::memory_order_acq_rel);
                     taken.splice_back(waiters_);
                     state_.fetch_and(~waiters_bit, std::memory_order_acq_rel);
                 }
@@ -260,26 +356,38 @@ private:
             // Drop `releasing`, unless waiters linked themselves meanwhile at zero.
             std::uint64_t s = state_.load(std::memory_order_acquire);
             bool again = false;
+            bool counted = true;  // our releaser_one in returning_, dropped just before `releasing`
             for (;;) {
                 if (zero_with_waiters(s)) {
                     again = true;
                     break;
+                }
+                if (counted) {
+                    returning_.fetch_sub(releaser_one, std::memory_order_acq_rel);
+                    counted = false;
                 }
                 if (state_.compare_exchange_weak(s, s & ~releasing_bit, std::memory_order_acq_rel,
                                                  std::memory_order_acquire))
                     break;
             }
             if (!again) break;
+            if (!counted) {
+                returning_.fetch_add(releaser_one, std::memory_order_acq_rel);
+                counted = true;
+            }
         }
         // The group may be gone from here on; only the parked waiters' nodes are touched.
         taken.wake_all();
     }
 
     alignas(detail::cache_line) std::atomic<std::uint64_t> added_{0};
+    // On added_'s line: releasers at work << 32 | released waiters not yet returned (MISUSE).
+    std::atomic<std::uint64_t> returning_{0};
     alignas(detail::cache_line) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint32_t> hint_{0};
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
+    waiter_node* woken_ = nullptr;               // under lock_: released, not yet returned
 };
 
 }  // namespace goro
