@@ -3318,8 +3318,9 @@ public:
         for (auto& w : workers()) {
             if (w->current.load(std::memory_order_acquire) != t) continue;
             site s = w->resumed_at.load();
-            std::atomic_thread_fence(std::memory_order_acquire);
-            if (w->current.load(std::memory_order_relaxed) != t) return false;  // moved on: unknown
+            // Best effort (no fence: TSan does not model one): the site was
+            // stored before `current`, and a worker that moved on is seen here.
+            if (w->current.load(std::memory_order_seq_cst) != t) return false;  // moved on: unknown
             if (!s.function_name() || !*s.function_name() || s.line() == 0) return false;
             out = s;
             return true;
