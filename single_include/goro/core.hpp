@@ -1404,6 +1404,7 @@ inline constexpr const char* semacquire = "semacquire";
 inline constexpr const char* context_done = "context done";
 inline constexpr const char* block_on = "block_on";
 inline constexpr const char* syscall = "syscall";  ///< goro::blocking (io/blocking.hpp)
+inline constexpr const char* io_wait = "IO wait";  // goro/io/poller.hpp: a socket or fd not ready
 }  // namespace wait_reason
 
 /// A task's optional name and key/value labels (pprof labels), set at spawn.
@@ -2744,6 +2745,13 @@ struct worker {
 
 inline thread_local constinit worker* tls_worker = nullptr;
 
+/// Set by the netpoller (goro/io/poller.hpp) when it starts: a non-blocking
+/// poll that a worker finding no work makes before it spins and before it
+/// sleeps (Go's findrunnable calls netpoll(0) likewise). It readies the
+/// tasks whose descriptors are ready and returns one of them to run here,
+/// or null. Null when no program part uses the poller.
+inline constinit std::atomic<task_header* (*)() noexcept> idle_poll_hook{nullptr};
+
 /// What a stop of the world achieved.
 struct stw_report {
     bool all_stopped = true;                  ///< every worker reached a safe point
@@ -3257,6 +3265,9 @@ private:
             }
             if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
             if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+            auto* const poll = idle_poll_hook.load(std::memory_order_acquire);
+            if (poll)
+                if (task_header* t = poll()) return t;
 
             // Spin, stealing, unless enough others already do.
             int busy = static_cast<int>(workers_.size()) - nidle_.load(std::memory_order_relaxed);
@@ -3271,6 +3282,8 @@ private:
                     if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
                     for (int k = 0; k < 16; ++k) cpu_relax();
                 }
+                if (poll)
+                    if (task_header* t = poll()) return t;
             }
             go_idle(w);
         }
