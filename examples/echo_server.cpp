@@ -72,8 +72,7 @@ goro::task<int> self_test() {
     std::printf("echo server on %s\n", ln.local_address().to_string().c_str());
     goro::go(accept_loop(ln), {.name = "accept"});
     constexpr int clients = 50;
-    int failures = 0;  // the clients run on the pool: count under the wait group's ordering
-    std::vector<int> fails(clients, 0);
+    std::vector<int> fails(clients, 0);  // one slot per client task; read after wg.wait()
     goro::wait_group wg;
     for (int i = 0; i < clients; ++i) {
         wg.add(1);
@@ -81,6 +80,7 @@ goro::task<int> self_test() {
     }
     co_await wg.wait();
     ln.close();  // the acceptor ends; each echo task ends when its client closed
+    int failures = 0;
     for (int f : fails) failures += f;
     std::printf("%d clients, %d failures\n", clients, failures);
     co_return failures == 0 ? 0 : 1;

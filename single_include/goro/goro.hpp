@@ -18642,7 +18642,10 @@ inline lookup_result lookup(const std::string& host, std::uint16_t port) {
 //   }
 //   goro::task<> server() {
 //       auto ln = goro::net::listen("127.0.0.1:8080");
-//       for (;;) goro::go(serve(co_await ln.accept()));
+//       for (;;) {
+//           goro::net::stream s = co_await ln.accept();  // not go(serve(co_await ...)):
+//           goro::go(serve(std::move(s)));               // g++ 12 miscompiles that
+//       }
 //   }
 //   auto s = co_await goro::net::connect("127.0.0.1:8080", ctx);
 //
