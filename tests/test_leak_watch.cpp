@@ -338,3 +338,34 @@ TEST_CASE("GORO_CHECK_NO_GROWTH passes a function that leaves nothing behind", "
     CHECK(grown.size() == 1);
     CHECK(report.find("growth_leaker") != std::string::npos);
 }
+
+TEST_CASE("the live page /debug/goro/ renders the suspects and groups on the server", "[leak_watch]") {
+    auto o = http_test::test_options();
+    o.leak_watch_interval = std::chrono::hours(1);
+    o.bearer_token = "s3cret";
+    goro::debug_server server(o);
+    server.start();
+    service svc;
+    for (int i = 0; i < 6; ++i) svc.step(*server.watch(), 2, 3);
+    auto r = http_test::fetch(server.port(), http_test::get("/debug/goro/?refresh=2", "Authorization: Bearer s3cret\r\n"));
+    INFO(r.body.substr(0, 4000));
+    CHECK(r.status == 200);
+    CHECK(r.header("Content-Type") == "text/html; charset=utf-8");
+    const std::string& h = r.body;
+    CHECK(h.find("<body data-refresh=2>") != std::string::npos);
+    CHECK(h.find("<meta name=goro-token content=\"Bearer s3cret\">") != std::string::npos);  // for its refreshes
+    auto suspects = h.find("<section id=suspects>"), groups = h.find("<section id=groups>");
+    REQUIRE(suspects != std::string::npos);
+    REQUIRE(groups != std::string::npos);
+    auto row = h.find("<tr class=suspect", suspects);
+    REQUIRE(row < groups);
+    CHECK(h.find("lw_leaked_worker", row) < groups);
+    CHECK(h.find("<td class='num count'>18</td>", row) < groups);
+    CHECK(h.find("<svg class=spark", row) < groups);
+    CHECK(h.find("<tr class=group data-key='0x", groups) != std::string::npos);
+    CHECK(h.find("data-count=18 ", groups) != std::string::npos);
+    CHECK(h.find("created by ", groups) != std::string::npos);
+    CHECK(h.find("<script src") == std::string::npos);
+    CHECK(h.find("<link") == std::string::npos);
+    CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/")).status == 401);  // the token is required
+}
