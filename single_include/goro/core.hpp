@@ -7455,15 +7455,32 @@ struct is_recv_only<recv_only<T>> : std::true_type {};
 /// receive case; a case is itself.
 template <class C>
 auto as_case(C&& c) {
-    if constexpr (is_recv_only<case_t<C>>::value) return goro::recv(c);
-    else return case_t<C>(std::forward<C>(c));
+    if constexpr (is_recv_only<case_t<C>>::value) {
+        using T = typename case_t<C>::value_type;
+        auto* s = c.state();
+        // Moved when it can be (ctx.done() is a temporary): no count taken and dropped.
+        return recv_case<T, recv_only<T>>{s, case_t<C>(std::forward<C>(c))};
+    } else {
+        return case_t<C>(std::forward<C>(c));
+    }
 }
-template <class C>
-using case_of_t = decltype(as_case(std::declval<C>()));
-
 /// Accepted as a select argument: a case, or a receive-only view.
 template <class C>
 concept select_arg = is_recv_only<case_t<C>>::value || requires { case_traits<case_t<C>>::kind; };
+
+/// The case type of a select argument; void for anything else, so that a
+/// select over what is no case (a std::vector<select_case>&, say) is dropped
+/// by its requires-clause instead of failing inside as_case.
+template <class C, bool = select_arg<C>>
+struct case_of {
+    using type = void;
+};
+template <class C>
+struct case_of<C, true> {
+    using type = decltype(as_case(std::declval<C>()));
+};
+template <class C>
+using case_of_t = typename case_of<C>::type;
 
 /// A per-thread xorshift generator for the poll order: cheap, and different
 /// on every worker.
