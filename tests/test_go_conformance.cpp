@@ -214,7 +214,11 @@ namespace {
 goro::task<> chain(goro::recv_only<int> ch, int val, goro::recv_only<int> in, goro::send_only<int> out,
                    std::atomic<int>& bad) {
     (void)co_await in.recv();
-    if (*co_await ch.recv() != val) bad.fetch_add(1);
+    // Not `if (*co_await ch.recv() != val)`: g++ 12 miscompiles a co_await in
+    // an if condition without a declaration (the frame is resumed corrupted),
+    // as it does `while (co_await x)` (see the README).
+    auto v = co_await ch.recv();
+    if (*v != val) bad.fetch_add(1);
     co_await out.send(1);
 }
 
@@ -254,21 +258,6 @@ goro::task<> filter(goro::recv_only<std::monostate> stop, goro::recv_only<int> i
     }
 }
 
-goro::task<> sieve(goro::recv_only<std::monostate> stop, goro::send_only<int> primes) {
-    goro::channel<int> ch;
-    goro::go(generate(stop, ch));
-    for (;;) {
-        auto r = co_await goro::select(goro::recv(ch), stop);
-        if (r.index() == 1) co_return;
-        int prime = r.value<0>();
-        auto s = co_await goro::select(goro::send(primes, prime), stop);
-        if (s.index() == 1) co_return;
-        goro::channel<int> ch1;
-        goro::go(filter(stop, ch, ch1, prime));
-        ch = ch1;
-    }
-}
-
 }  // namespace
 
 TEST_CASE("fifo.go: AsynchFifo and SynchFifo keep FIFO order", "[go_conformance]") {
@@ -280,19 +269,19 @@ TEST_CASE("fifo.go: AsynchFifo and SynchFifo keep FIFO order", "[go_conformance]
     for (int i = 0; i < n; ++i) REQUIRE(*ach.try_recv().value == i);
     // SynchFifo: a daisy chain of tasks reads the elements in sequence.
     std::atomic<int> bad{0};
-    auto synch = [](int count, std::atomic<int>& b) -> goro::task<> {
-        goro::channel<int> ch, in;
-        goro::channel<int> start = in;
-        for (int i = 0; i < count; ++i) {
-            goro::channel<int> out;
-            goro::go(chain(ch, i, in, out, b));
-            in = out;
-        }
-        co_await start.send(0);
-        for (int i = 0; i < count; ++i) co_await ch.send(i);
-        (void)co_await in.recv();
+    goro::channel<int> ch, in;
+    goro::channel<int> start = in;
+    for (int i = 0; i < n; ++i) {
+        goro::channel<int> out;
+        goro::go(chain(ch, i, in, out, bad));
+        in = out;
+    }
+    auto synch = [](int count, goro::channel<int> st, goro::channel<int> c, goro::channel<int> last) -> goro::task<> {
+        co_await st.send(0);
+        for (int i = 0; i < count; ++i) co_await c.send(i);
+        (void)co_await last.recv();
     };
-    goro::block_on(synch(n, bad));
+    goro::block_on(synch(n, start, ch, in));
     CHECK(bad.load() == 0);
     CHECK(goro_test::tasks_drained(tasks_before));
 }
@@ -327,14 +316,18 @@ TEST_CASE("doubleselect.go: values sent through a four-way select and four muxes
 TEST_CASE("sieve1.go: the concurrent prime sieve yields the first 100 primes", "[go_conformance]") {
     const auto tasks_before = goro::num_goroutines();
     auto [ctx, cancel] = goro::with_cancel(goro::background());
-    goro::channel<int> primes;
-    goro::go(sieve(ctx.done(), primes));
-    auto first = [](goro::recv_only<int> p, int k) -> goro::task<std::vector<int>> {
-        std::vector<int> out;
-        for (int i = 0; i < k; ++i) out.push_back(*co_await p.recv());
-        co_return out;
-    };
-    std::vector<int> got = goro::block_on(first(primes, 100));
+    // Sieve's loop runs on this thread (sieve1.go's main), spawning each filter from here.
+    goro::channel<int> ch;
+    goro::go(generate(ctx.done(), ch));
+    std::vector<int> got;
+    for (int k = 0; k < 100; ++k) {
+        auto next = [](goro::recv_only<int> c) -> goro::task<int> { co_return *co_await c.recv(); };
+        int prime = goro::block_on(next(ch));
+        got.push_back(prime);
+        goro::channel<int> ch1;
+        goro::go(filter(ctx.done(), ch, ch1, prime));
+        ch = ch1;
+    }
     std::vector<int> want;
     for (int i = 2; int(want.size()) < 100; ++i) {
         bool prime = true;

@@ -8942,12 +8942,23 @@ auto as_case(C&& c) {
         return case_t<C>(std::forward<C>(c));
     }
 }
-template <class C>
-using case_of_t = decltype(as_case(std::declval<C>()));
-
 /// Accepted as a select argument: a case, or a receive-only view.
 template <class C>
 concept select_arg = is_recv_only<case_t<C>>::value || requires { case_traits<case_t<C>>::kind; };
+
+/// The case type of a select argument; void for anything else, so that a
+/// select over what is no case (a std::vector<select_case>&, say) is dropped
+/// by its requires-clause instead of failing inside as_case.
+template <class C, bool = select_arg<C>>
+struct case_of {
+    using type = void;
+};
+template <class C>
+struct case_of<C, true> {
+    using type = decltype(as_case(std::declval<C>()));
+};
+template <class C>
+using case_of_t = typename case_of<C>::type;
 
 /// A per-thread xorshift generator for the poll order: cheap, and different
 /// on every worker.
