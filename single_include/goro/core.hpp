@@ -8630,9 +8630,10 @@ private:
 };
 
 template <class T>
-inline constexpr keep_ops chan_keep_ops{
-    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->add_ref(); },
-    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->release(); },
+struct chan_keep {
+    static void add(void* p) noexcept { static_cast<chan_state<T>*>(p)->add_ref(); }
+    static void drop(void* p) noexcept { static_cast<chan_state<T>*>(p)->release(); }
+    static constexpr keep_ops ops{&add, &drop};
 };
 
 struct direction_access;
@@ -8703,7 +8704,7 @@ public:
     recv_only(const channel<T>& c) noexcept : s_(c.state()) {
         if (s_) {
             s_->add_ref();
-            keep_ = detail::keep_ref(s_, &detail::chan_keep_ops<T>);
+            keep_ = detail::keep_ref(s_, &detail::chan_keep<T>::ops);
         }
     }
     /// A view of `s` kept alive by `keep` (goro's own types use this: a context's done()).
@@ -10371,9 +10372,10 @@ private:
 };
 
 namespace detail {
-inline constexpr keep_ops ctx_keep_ops{
-    [](void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); },
-    [](void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); },
+struct ctx_keep {
+    static void add(void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); }
+    static void drop(void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); }
+    static constexpr keep_ops ops{&add, &drop};
 };
 }  // namespace detail
 
@@ -10381,7 +10383,7 @@ inline recv_only<std::monostate> context::done() const noexcept {
     detail::cancel_node* c = n_ ? n_->nearest : nullptr;
     if (!c) return {};  // background: a nil channel, nothing to keep
     n_->add_ref();
-    return {&c->done, detail::keep_ref(n_, &detail::ctx_keep_ops)};
+    return {&c->done, detail::keep_ref(n_, &detail::ctx_keep::ops)};
 }
 
 /// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after

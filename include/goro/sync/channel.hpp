@@ -1143,9 +1143,10 @@ private:
 };
 
 template <class T>
-inline constexpr keep_ops chan_keep_ops{
-    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->add_ref(); },
-    [](void* p) noexcept { static_cast<chan_state<T>*>(p)->release(); },
+struct chan_keep {
+    static void add(void* p) noexcept { static_cast<chan_state<T>*>(p)->add_ref(); }
+    static void drop(void* p) noexcept { static_cast<chan_state<T>*>(p)->release(); }
+    static constexpr keep_ops ops{&add, &drop};
 };
 
 struct direction_access;
@@ -1216,7 +1217,7 @@ public:
     recv_only(const channel<T>& c) noexcept : s_(c.state()) {
         if (s_) {
             s_->add_ref();
-            keep_ = detail::keep_ref(s_, &detail::chan_keep_ops<T>);
+            keep_ = detail::keep_ref(s_, &detail::chan_keep<T>::ops);
         }
     }
     /// A view of `s` kept alive by `keep` (goro's own types use this: a context's done()).

@@ -521,9 +521,10 @@ private:
 };
 
 namespace detail {
-inline constexpr keep_ops ctx_keep_ops{
-    [](void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); },
-    [](void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); },
+struct ctx_keep {
+    static void add(void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); }
+    static void drop(void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); }
+    static constexpr keep_ops ops{&add, &drop};
 };
 }  // namespace detail
 
@@ -531,7 +532,7 @@ inline recv_only<std::monostate> context::done() const noexcept {
     detail::cancel_node* c = n_ ? n_->nearest : nullptr;
     if (!c) return {};  // background: a nil channel, nothing to keep
     n_->add_ref();
-    return {&c->done, detail::keep_ref(n_, &detail::ctx_keep_ops)};
+    return {&c->done, detail::keep_ref(n_, &detail::ctx_keep::ops)};
 }
 
 /// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
