@@ -497,7 +497,13 @@ TEST_CASE("child: net fd exhaustion", "[.][net_child]") {
         // UBSan checks a virtual call's dynamic type with a system call that
         // needs a free descriptor (a pipe) on its first sight of the type:
         // make that happen now, not when the error is built with none left.
-        (void)std::error_code(EMFILE, std::system_category()).message();
+        {
+            goro::io_error warm(std::error_code(EMFILE, std::system_category()), "warm-up");
+            const std::exception& as_base = warm;
+            (void)as_base.what();
+            (void)warm.what();
+            (void)warm.code().message();
+        }
         rlimit rl{};
         getrlimit(RLIMIT_NOFILE, &rl);
         rl.rlim_cur = 64;
