@@ -37,9 +37,10 @@ set -u
 # Debian packages the run needs (checked with dpkg, installed when missing).
 # libclang-rt-14-dev: clang's sanitizer runtimes (only recommended by clang);
 # libgtest-dev: the GoogleTest listener's test; golang-go and protobuf-compiler:
-# the pprof tests read goro's profiles with `go tool pprof` and `protoc`.
+# the pprof tests read goro's profiles with `go tool pprof` and `protoc`;
+# chromium and chromium-driver: the live page's test in a headless browser.
 GORO_APT_PACKAGES="meson ninja-build g++ clang libclang-rt-14-dev catch2 libgtest-dev pkg-config \
-cmake golang-go protobuf-compiler python3 git"
+cmake golang-go protobuf-compiler python3 git chromium chromium-driver"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1

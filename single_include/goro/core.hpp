@@ -319,6 +319,10 @@ struct machine_policy {
 // under the sanitizers does not turn symmetric transfer into a tail call, so a
 // chain of a million awaits would overflow the stack; the trampoline keeps the
 // native stack flat on every compiler and at every optimisation level.
+//
+// No test file of its own: the chain is what test_stack.cpp and test_dump.cpp
+// read back (every frame, its site, a million-deep await), the trampoline what
+// test_task.cpp runs, and the foreign wrapper test_foreign.cpp's subject.
 
 #include <coroutine>
 #include <cstdint>

@@ -342,6 +342,10 @@ struct machine_policy {
 // under the sanitizers does not turn symmetric transfer into a tail call, so a
 // chain of a million awaits would overflow the stack; the trampoline keeps the
 // native stack flat on every compiler and at every optimisation level.
+//
+// No test file of its own: the chain is what test_stack.cpp and test_dump.cpp
+// read back (every frame, its site, a million-deep await), the trampoline what
+// test_task.cpp runs, and the foreign wrapper test_foreign.cpp's subject.
 
 #include <coroutine>
 #include <cstdint>
@@ -15863,6 +15867,13 @@ inline std::string render_metrics(const leak_watch* watch = nullptr) {
     w.family("goro_global_queue_length", metric_type::gauge,
              "Runnable tasks in the global run queue (woken from outside the pool, or overflow).");
     w.sample("goro_global_queue_length", queued);
+    const stuck_workers_info stuck = goro::stuck_workers();
+    w.family("goro_stuck_workers", metric_type::gauge,
+             "Workers running one task past the handoff threshold without a suspension (each replaced by another thread).");
+    w.sample("goro_stuck_workers", static_cast<std::int64_t>(stuck.count));
+    w.family("goro_stuck_longest_seconds", metric_type::gauge,
+             "How long the longest-stuck worker has been running its task; 0 when none is stuck.");
+    w.sample("goro_stuck_longest_seconds", std::chrono::duration<double>(stuck.longest).count());
     w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
     w.sample("goro_build_info", {{"version", goro::version()}}, 1);
     if (watch) render_leak_metrics(w, *watch);

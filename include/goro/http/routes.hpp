@@ -235,6 +235,13 @@ inline std::string render_metrics(const leak_watch* watch = nullptr) {
     w.family("goro_global_queue_length", metric_type::gauge,
              "Runnable tasks in the global run queue (woken from outside the pool, or overflow).");
     w.sample("goro_global_queue_length", queued);
+    const stuck_workers_info stuck = goro::stuck_workers();
+    w.family("goro_stuck_workers", metric_type::gauge,
+             "Workers running one task past the handoff threshold without a suspension (each replaced by another thread).");
+    w.sample("goro_stuck_workers", static_cast<std::int64_t>(stuck.count));
+    w.family("goro_stuck_longest_seconds", metric_type::gauge,
+             "How long the longest-stuck worker has been running its task; 0 when none is stuck.");
+    w.sample("goro_stuck_longest_seconds", std::chrono::duration<double>(stuck.longest).count());
     w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
     w.sample("goro_build_info", {{"version", goro::version()}}, 1);
     if (watch) render_leak_metrics(w, *watch);
