@@ -20,6 +20,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// [echo]
 goro::task<> echo(goro::net::stream conn) {
     std::vector<char> buf(16 * 1024);
     for (;;) {
@@ -49,6 +50,7 @@ goro::task<> accept_loop(goro::net::listener& ln) {
         goro::go(echo(std::move(conn)), {.name = "echo"});
     }
 }
+// [/echo]
 
 goro::task<> client(goro::net::address to, int id, int& failures, goro::wait_group& wg) {
     try {
