@@ -364,7 +364,12 @@ TEST_CASE("wait_group misuse: reused before the previous wait returned is a clea
           "[wait_group]") {
     // Go: "WaitGroup is reused before previous Wait has returned". Made
     // deterministic: every worker is held busy, so the released waiter cannot
-    // run (cannot return from wait) before the add.
+    // run (cannot return from wait) before the add. The handoff of stuck
+    // workers would bring in threads that run it: off for this test.
+    goro::set_handoff_threshold(std::chrono::nanoseconds(0));
+    struct restore {
+        ~restore() { goro::set_handoff_threshold(std::chrono::milliseconds(10)); }
+    } restore_handoff;
     const auto tasks_before = goro::num_goroutines();
     goro::wait_group wg(1);
     std::atomic<bool> returned{false};
