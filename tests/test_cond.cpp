@@ -197,8 +197,8 @@ TEST_CASE("cond: a bounded producer/consumer queue passes every item exactly onc
         }
         finished.fetch_add(1);
     };
-    for (int c = 0; c < consumers; ++c) goro::go(consumer());
-    for (int p = 0; p < producers; ++p) goro::go(producer(p * 100000));
+    for (int c = 0; c < consumers; ++c) goro::go(consumer);
+    for (int p = 0; p < producers; ++p) goro::go([&producer, p] { return producer(p * 100000); });
     REQUIRE(eventually([&] { return consumed.load() == producers * per_producer; }, std::chrono::seconds(120)));
     auto close_all = [&]() -> goro::task<> {
         {

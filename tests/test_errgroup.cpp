@@ -309,9 +309,9 @@ TEST_CASE("errgroup: go at the limit waits for a slot instead of throwing, in FI
     };
     auto driver = [&](int i) -> goro::task<> { co_await g.go(record(mu, order, i)); };
     goro::task_options named{.name = "eg-waiting-driver"};
-    goro::go(driver(0), named);
+    goro::go([&driver] { return driver(0); }, named);
     REQUIRE(eventually([&] { return parked_count("eg-waiting-driver") == 1; }));
-    goro::go(driver(1), named);
+    goro::go([&driver] { return driver(1); }, named);
     REQUIRE(eventually([&] { return parked_count("eg-waiting-driver") == 2; }));
     for (auto& t : tasks_named("eg-waiting-driver")) CHECK(t.reason == "semacquire");
     {

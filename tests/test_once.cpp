@@ -113,13 +113,13 @@ TEST_CASE("once: an f that throws counts as done; the exception reaches the firs
             first_threw.fetch_add(1);
         }
     };
-    goro::go(runner(), {.name = "once-thrower"});
+    goro::go(runner, {.name = "once-thrower"});
     REQUIRE(eventually([&] { return parked_reasons("once-thrower").size() == 1; }));
     auto waiter = [&]() -> goro::task<> {
         co_await o2.call([] {});  // parks until the throwing first call has returned
         waiter_done.fetch_add(1);
     };
-    goro::go(waiter(), {.name = "once-waiter"});
+    goro::go(waiter, {.name = "once-waiter"});
     REQUIRE(eventually([&] { return parked_reasons("once-waiter").size() == 1; }));
     CHECK(parked_reasons("once-waiter")[0] == "sync.Mutex.Lock");
     g.open();
@@ -214,7 +214,7 @@ TEST_CASE("once: many onces raced by many tasks each run their f exactly once", 
         }
         finished.fetch_add(1);
     };
-    for (int t = 0; t < tasks; ++t) goro::go(racer(t));
+    for (int t = 0; t < tasks; ++t) goro::go([&racer, t] { return racer(t); });
     REQUIRE(eventually([&] { return finished.load() == tasks; }, std::chrono::seconds(120)));
     CHECK(bad.load() == 0);
     for (auto& r : runs) CHECK(r.load() == 1);

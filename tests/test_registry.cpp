@@ -77,7 +77,7 @@ TEST_CASE("task ids are unique", "[registry]") {
         for (int i = 0; i < n; ++i) goro::go(record_id(ids, i, done));
         co_return;
     };
-    goro::go(spawn_all());
+    goro::go(spawn_all);
     REQUIRE(eventually([&] { return done.load() == n; }));
     std::set<std::uint64_t> unique(ids.begin(), ids.end());
     CHECK(unique.size() == std::size_t(n));

@@ -254,7 +254,7 @@ TEST_CASE("ticker: stop and reset racing the timer thread never deliver a stale 
         stale.fetch_add(co_await body());
         done.fetch_add(1);
     };
-    for (int i = 0; i < 4; ++i) goro::go(run());
+    for (int i = 0; i < 4; ++i) goro::go(run);
     REQUIRE(eventually([&] { return done.load() == 4; }, std::chrono::seconds(120)));
     CHECK(stale.load() == 0);
     CHECK(goro_test::tasks_drained());
