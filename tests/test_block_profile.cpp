@@ -105,9 +105,13 @@ TEST_CASE("each wait adds one to its stack and reason: count, total time, histog
     const auto* b = consumer_bucket(bs);
     REQUIRE(b);
     CHECK(std::string(b->reason) == "chan receive");
-    CHECK(b->count == 6);  // five values and the close
+    // Six receives park (five values and the close), less any whose sender
+    // came while it was on its way to parking: it then takes the value
+    // without being woken, which is not a wait.
+    CHECK(b->count >= 1);
+    CHECK(b->count <= 6);
     CHECK(b->delay_ns > 0);
-    CHECK(std::accumulate(b->histogram.begin(), b->histogram.end(), std::uint64_t(0)) == 6);
+    CHECK(double(std::accumulate(b->histogram.begin(), b->histogram.end(), std::uint64_t(0))) == b->count);
     REQUIRE(b->stack.size() == 2);
     CHECK(std::string(b->stack[1].function_name()).find("bp_consumer") != std::string::npos);
 
@@ -122,7 +126,7 @@ TEST_CASE("each wait adds one to its stack and reason: count, total time, histog
     std::string text = goro::block_profile(1);
     INFO(text);
     CHECK(text.rfind("--- contention:\ncycles/second=1000000000\n", 0) == 0);
-    CHECK(matches(text, R"(\n\d+ 6 @ 0x[0-9a-f]+ 0x[0-9a-f]+\n# wait_reason: chan receive\n# histogram: <1us:\d+)"));
+    CHECK(matches(text, R"(\n\d+ [1-6] @ 0x[0-9a-f]+ 0x[0-9a-f]+\n# wait_reason: chan receive\n# histogram: <1us:\d+)"));
     CHECK(matches(text, R"(\n#\t0x[0-9a-f]+\t\S*bp_recv_one\t+\S*test_block_profile\.cpp:\d+\n)"));
 
     goro::reset_wait_profile();
@@ -161,7 +165,14 @@ TEST_CASE("go tool pprof reads the wait profile: -top, -traces, -tagfocus", "[bl
         INFO(out);
         CHECK(st == 0);
         CHECK(matches(out, R"(Type: contentions)"));
-        CHECK(matches(out, R"(\n\s+6\s+100%\s+100%\s+6\s+100%\s+\S*bp_recv_one\n)"));
+        // Six receives park (five values and the close), but a receive whose
+        // sender arrives while it is on its way to parking takes the value
+        // without being woken, and is not a wait: 1 to 6 of them, all of it
+        // in bp_recv_one.
+        std::smatch m;
+        const std::regex top(R"(\n\s+([1-6])\s+100%\s+100%\s+([1-6])\s+100%\s+\S*bp_recv_one\n)");
+        REQUIRE(std::regex_search(out, m, top));
+        CHECK(m[1] == m[2]);
     }
     {
         auto [st, out] = run(pprof + "-top " + file);  // the last sample type, delay, by default (as Go's)
@@ -201,7 +212,7 @@ TEST_CASE("/debug/pprof/block serves the wait profile", "[block_profile]") {
     CHECK(pb.body.find("bp_recv_one") != std::string::npos);
     auto text = http_test::fetch(s.port(), http_test::get("/debug/pprof/block?debug=1"));
     CHECK(text.body.rfind("--- contention:\n", 0) == 0);
-    CHECK(text.body.find(" 3 @ 0x") != std::string::npos);
+    CHECK(matches(text.body, R"(\n\d+ [1-3] @ 0x)"));  // three receives park, less any that found a sender
     CHECK(http_test::fetch(s.port(), http_test::get("/debug/pprof/block?debug=7")).status == 400);
     auto index = http_test::fetch(s.port(), http_test::get("/debug/pprof/"));
     CHECK(index.body.find("<a href='block?debug=1'>block</a>") != std::string::npos);

@@ -319,9 +319,18 @@ TEST_CASE("errgroup: go at the limit waits for a slot instead of throwing, in FI
         CHECK(order.empty());
     }
     hold.open();
+    // wait() may return while a driver is still between its slot and its
+    // go() (as Go's Wait with a Go call blocked on the limit): wait for both
+    // records first, and never hold `mu` while tasks may still want it.
+    REQUIRE(eventually([&] {
+        std::lock_guard lk(mu);
+        return order.size() == 2;
+    }));
     goro::block_on(g.wait());
-    std::lock_guard lk(mu);
-    CHECK(order == std::vector<int>{0, 1});
+    {
+        std::lock_guard lk(mu);
+        CHECK(order == std::vector<int>{0, 1});
+    }
     CHECK(goro_test::tasks_drained());
 }
 

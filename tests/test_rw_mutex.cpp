@@ -212,8 +212,8 @@ TEST_CASE("rw_mutex: readers and writers at random keep the invariant (bounded s
         finished.fetch_add(1);
     };
     const int writers = 3, readers = 6, rounds = 2000;
-    for (int i = 0; i < writers; ++i) goro::go([&writer, rounds] { return writer(rounds); });
-    for (int i = 0; i < readers; ++i) goro::go([&reader, rounds] { return reader(rounds); });
+    for (int i = 0; i < writers; ++i) goro::go([&] { return writer(rounds); });
+    for (int i = 0; i < readers; ++i) goro::go([&] { return reader(rounds); });
     REQUIRE(eventually([&] { return finished.load() == writers + readers; }, std::chrono::seconds(120)));
     CHECK(torn.load() == 0);
     REQUIRE(m.try_lock());  // orders the reads below after every writer
