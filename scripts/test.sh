@@ -25,7 +25,7 @@
 #   GORO_TEST_CONFIGS   configurations to run (default "gcc tsan asan nofence"; also "clang";
 #                       nofence needs gcc's build, from this run or an earlier one)
 #   GORO_JOBS           build parallelism (default 2)
-#   MESON_TESTTHREADS   test parallelism, passed to meson test (default 2; 1 under tsan)
+#   MESON_TESTTHREADS   test parallelism, passed to meson test (default 2)
 #   GORO_TSAN_CXX, GORO_ASAN_CXX   compiler of the sanitizer configurations
 #   TSAN_OPTIONS, ASAN_OPTIONS, UBSAN_OPTIONS   kept when set; defaults below
 #   GORO_TEST_LOAD      run with N CPU-burning processes beside it (default 0), as
@@ -206,7 +206,7 @@ run_config() {
     local test_args=(--no-rebuild --print-errorlogs)
     local wrapper=()
     if [[ -z ${MESON_TESTTHREADS:-} ]]; then
-        if [[ $name == tsan ]]; then test_args+=(--num-processes 1); else test_args+=(--num-processes 2); fi
+        test_args+=(--num-processes 2)
     fi
     case $name in
         tsan) test_args+=(--timeout-multiplier 3); probe_tsan "$cxx"; wrapper=("${tsan_wrapper[@]+"${tsan_wrapper[@]}"}") ;;
@@ -277,8 +277,11 @@ run_nofence() {
 # are at -O1, as the sanitizers advise. Together about half the time of
 # debugoptimized (-O2 -g) per test file. Asserts stay on (the lock-rank checks).
 # The benchmarks are always built at -O2 (bench/meson.build).
-fast_gcc=(-Doptimization=2 -Ddebug=false -Dcpp_args=-g1)
-fast_san=(-Doptimization=1 -Ddebug=false -Dcpp_args=-g1)
+# The test program is built six test files to a translation unit
+# (-Dtest_unity=6): the library's inline code is then compiled once per group,
+# not once per file.
+fast_gcc=(-Doptimization=2 -Ddebug=false -Dcpp_args=-g1 -Dtest_unity=6)
+fast_san=(-Doptimization=1 -Ddebug=false -Dcpp_args=-g1 -Dtest_unity=6)
 for config in $configs; do
     case $config in
         gcc)   run_config gcc g++ -Dwerror=true "${fast_gcc[@]}" ;;

@@ -4,6 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_address {
+
 TEST_CASE("is_loopback_host accepts only names of this machine", "[address]") {
 
     CHECK(goro::detail::is_loopback_host("localhost"));
@@ -39,3 +43,5 @@ TEST_CASE("IPv4-mapped addresses are IPv4 endpoints", "[address]") {
     CHECK_FALSE(goro::detail::is_loopback_host("[::ffff:10.0.0.1]"));
     CHECK_FALSE(goro::detail::parse_bind_address("fe80::1%lo"));
 }
+
+}  // namespace tests_address

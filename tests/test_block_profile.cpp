@@ -24,6 +24,10 @@
 #include "http_client.hpp"
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_block_profile {
+
 namespace {
 
 goro::task<bool> bp_recv_one(goro::channel<int> ch) {
@@ -217,3 +221,5 @@ TEST_CASE("/debug/pprof/block serves the wait profile", "[block_profile]") {
     auto index = http_test::fetch(s.port(), http_test::get("/debug/pprof/"));
     CHECK(index.body.find("<a href='block?debug=1'>block</a>") != std::string::npos);
 }
+
+}  // namespace tests_block_profile

@@ -18,6 +18,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_blocking {
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 
@@ -205,3 +209,5 @@ TEST_CASE("blocking: a heartbeat keeps its schedule while every worker's tasks b
     CHECK(worst < 1s);  // without blocking(): a beat waits for a worker (forever here)
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_blocking

@@ -22,19 +22,15 @@
 
 #include "support.hpp"
 
-
-using namespace std::chrono_literals;
-using goro_test::counted;
-using goro_test::eventually;
-using goro_test::same_reason;
-
 // --- a counting allocator, armed per thread ----------------------------------
 // operator new is replaced program-wide; it counts only on threads (pool
 // workers included) while the global flag is up, so other tests are unaffected.
-namespace {
+namespace tests_channel_alloc {
 std::atomic<bool> g_count_allocs{false};
 std::atomic<long> g_allocs{0};
-}  // namespace
+}  // namespace tests_channel_alloc
+using tests_channel_alloc::g_count_allocs;
+using tests_channel_alloc::g_allocs;
 
 // Every non-aligned form is replaced, so that each allocation and its release
 // go through the same pair (ASan checks that); the aligned forms keep the
@@ -57,6 +53,16 @@ std::atomic<long> g_allocs{0};
 [[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI). The
+// replaced allocation functions above must stay at global scope.
+namespace tests_channel {
+
+using namespace std::chrono_literals;
+using goro_test::counted;
+using goro_test::eventually;
+using goro_test::same_reason;
 
 namespace {
 
@@ -861,3 +867,5 @@ TEST_CASE("a buffered channel first used by tasks, then shared with a plain thre
     CHECK(std::count(seen.begin(), seen.end(), 1) == shared);
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+}  // namespace tests_channel

@@ -12,6 +12,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_cond {
+
 using goro_test::eventually;
 using goro_test::parked_reasons;
 
@@ -215,3 +219,5 @@ TEST_CASE("cond: a bounded producer/consumer queue passes every item exactly onc
     CHECK(sum.load() == want);
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_cond

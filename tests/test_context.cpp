@@ -20,6 +20,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_context {
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 
@@ -465,3 +469,5 @@ TEST_CASE("err() is seen only with done closed and the children cancelled, and d
     CHECK(err_without_child.load() == 0);
     CHECK(done_without_err.load() == 0);
 }
+
+}  // namespace tests_context

@@ -12,6 +12,10 @@
 #include "child.hpp"
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_deadlock {
+
 using namespace std::chrono_literals;
 using goro_test::default_abort_action;
 using goro_test::eventually;
@@ -213,3 +217,5 @@ TEST_CASE("the Catch2 listener fails a test case that leaks, naming it", "[leak_
     INFO(off.describe());
     CHECK(off.exited_ok());
 }
+
+}  // namespace tests_deadlock

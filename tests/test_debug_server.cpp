@@ -14,6 +14,10 @@
 #include <thread>
 #include <vector>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_debug_server {
+
 using namespace http_test;
 using namespace std::chrono_literals;
 
@@ -675,3 +679,5 @@ TEST_CASE("D7: an IPv4-mapped loopback address is bound as IPv4", "[debug_server
     o.address = "::ffff:10.1.2.3";
     CHECK_THROWS_AS(goro::debug_server(o), std::invalid_argument);
 }
+
+}  // namespace tests_debug_server

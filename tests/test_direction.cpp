@@ -18,6 +18,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_direction {
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -234,3 +238,5 @@ TEST_CASE("std::in_place sends of an aggregate holding strings: nothing freed tw
     CHECK(goro::block_on(consumer(buffered, unbuffered)) == 50u * (140 + 141 + 140 + 140));
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+}  // namespace tests_direction

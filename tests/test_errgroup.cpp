@@ -11,6 +11,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_errgroup {
+
 using goro_test::eventually;
 
 namespace {
@@ -351,3 +355,5 @@ TEST_CASE("errgroup: the derived context is cancelled by the first error while g
     CHECK(ctx.err() == goro::context_error::canceled);
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_errgroup

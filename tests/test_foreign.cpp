@@ -10,6 +10,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_foreign {
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -270,3 +274,5 @@ TEST_CASE("goro's awaitables carry the goro tag; others do not", "[foreign]") {
     STATIC_REQUIRE_FALSE(goro::detail::is_goro_awaitable_v<foreign_event&>);
     STATIC_REQUIRE_FALSE(goro::detail::is_goro_awaitable_v<std::suspend_never>);
 }
+
+}  // namespace tests_foreign

@@ -10,6 +10,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_go {
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 
@@ -102,3 +106,5 @@ TEST_CASE("yield lets other tasks on the same worker run", "[go]") {
     goro::block_on(both());
     CHECK(flag.load());
 }
+
+}  // namespace tests_go

@@ -19,6 +19,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_go_conformance {
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 
@@ -408,3 +412,5 @@ TEST_CASE("waitgroup_test.go TestWaitGroup: two groups handed back and forth, n 
     CHECK(eventually([&] { return exited.load() == n; }));
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+}  // namespace tests_go_conformance

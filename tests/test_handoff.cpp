@@ -17,7 +17,12 @@
 
 #include <goro/core.hpp>
 
+#include "model/model.hpp"
 #include "support.hpp"
+
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_handoff {
 
 using namespace std::chrono_literals;
 using goro_test::eventually;
@@ -175,8 +180,6 @@ TEST_CASE("handoff: set_max_procs grows and shrinks the pool under load, no task
 // stop_gen_ at its first safe point. Either the stop lists it, or it sees the
 // stop and holds: never a worker that runs tasks through a stop unseen.
 
-#include "model/model.hpp"
-
 namespace {
 
 struct start_vs_stop {
@@ -216,3 +219,5 @@ TEST_CASE("handoff: model: a worker started during a stop is listed or holds", "
     auto bad = explore_start_vs_stop(std::memory_order_release);
     CHECK(bad.failed);
 }
+
+}  // namespace tests_handoff

@@ -59,6 +59,11 @@
 
 extern char** environ;
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_leak_hunt {
+
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -766,3 +771,5 @@ TEST_CASE("fixed: the total is flat after the same requests", "[leak_hunt][e2e]"
     CHECK(metric(fixed.get("/metrics").body, "goro_tasks") == before);
     fixed.stop();
 }
+
+}  // namespace tests_leak_hunt

@@ -22,6 +22,10 @@
 #include "http_client.hpp"
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_leak_watch {
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -369,3 +373,5 @@ TEST_CASE("the live page /debug/goro/ renders the suspects and groups on the ser
     CHECK(h.find("<link") == std::string::npos);
     CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/")).status == 401);  // the token is required
 }
+
+}  // namespace tests_leak_watch

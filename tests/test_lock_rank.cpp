@@ -15,6 +15,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_lock_rank {
+
 namespace {
 
 using goro::detail::lock_rank;
@@ -143,3 +147,5 @@ TEST_CASE("the library's own locks are checked: closing a channel under a held t
     CHECK(r.err.find("holding the timer lock") != std::string::npos);
 }
 #endif
+
+}  // namespace tests_lock_rank

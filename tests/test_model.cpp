@@ -10,6 +10,10 @@
 
 #include "model/model.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_model {
+
 namespace {
 
 goro_model::options unbounded() {
@@ -151,3 +155,5 @@ TEST_CASE("a wait that nothing can end is reported as a deadlock", "[model]") {
     CHECK(ok.complete);
     CHECK(ok.executions > 1);
 }
+
+}  // namespace tests_model

@@ -12,6 +12,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_mutex {
+
 using goro_test::eventually;
 using goro_test::parked_count;
 using goro_test::parked_reasons;
@@ -183,3 +187,5 @@ TEST_CASE("mutex: destroying it with waiters wakes them with an error", "[mutex]
     REQUIRE(eventually([&] { return errors.load() == 2; }));
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_mutex

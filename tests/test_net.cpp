@@ -22,6 +22,10 @@
 #include "child.hpp"
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_net {
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 using goro_test::parked_reasons;
@@ -543,3 +547,5 @@ TEST_CASE("net: fd exhaustion gives a clear error naming the op, no crash", "[ne
     CHECK(r.out.find("AFTER k") != std::string::npos);
     CHECK(r.out.find("CHILD DONE") != std::string::npos);
 }
+
+}  // namespace tests_net

@@ -9,6 +9,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_once {
+
 using goro_test::eventually;
 using goro_test::parked_reasons;
 
@@ -220,3 +224,5 @@ TEST_CASE("once: many onces raced by many tasks each run their f exactly once", 
     for (auto& r : runs) CHECK(r.load() == 1);
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_once

@@ -15,6 +15,10 @@
 #include "child.hpp"
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_panic {
+
 using goro_test::eventually;
 using goro_test::run_child;
 using goro_test::starts_with;
@@ -98,3 +102,5 @@ TEST_CASE("a panic hook replaces the report and the task is cleaned up", "[panic
     CHECK(other->type == "int");
     CHECK(starts_with(other->report, "panic: exception of type int\n\n"));
 }
+
+}  // namespace tests_panic

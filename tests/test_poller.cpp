@@ -16,6 +16,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_poller {
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 using goro_test::parked_reasons;
@@ -182,3 +186,5 @@ TEST_CASE("poller: block_on waiting on a task in IO wait is not a deadlock", "[p
     CHECK(wrote.load() == 1);
     goro::set_deadlock_grace(1s);
 }
+
+}  // namespace tests_poller

@@ -9,6 +9,10 @@
 
 #include <goro/core/pool.hpp>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_pool {
+
 TEST_CASE("the frame pool hands out blocks of the requested class and takes them back", "[pool]") {
     using namespace goro::detail;
     // Every class's block is 8 short of a multiple of 16, so the general
@@ -47,3 +51,5 @@ TEST_CASE("the frame pool hands out blocks of the requested class and takes them
     for (int k = 0; k < 1000; ++k) w.push_back(pool_allocate(200));
     for (void* p : w) pool_free(p, 200);
 }
+
+}  // namespace tests_pool

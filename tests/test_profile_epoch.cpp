@@ -21,6 +21,10 @@
 
 #include "model/model.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_profile_epoch {
+
 namespace {
 
 // The fields the protocol touches are model atomics; what the profile copies
@@ -200,3 +204,5 @@ TEST_CASE("profile epoch: the model finds a copy into a gone collector when the 
     REQUIRE(r.failed);
     CHECK(r.message.find("after the epoch ended") != std::string::npos);
 }
+
+}  // namespace tests_profile_epoch

@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_prometheus {
+
 TEST_CASE("prometheus text writer", "[prometheus]") {
     using goro::detail::metric_type;
     std::string out;
@@ -44,3 +48,5 @@ TEST_CASE("prometheus text writer", "[prometheus]") {
     CHECK_THROWS_AS(w.sample("ok", {{"a:b", "x"}}, 1), std::invalid_argument);
     CHECK(goro::detail::prometheus_content_type == "text/plain; version=0.0.4; charset=utf-8");
 }
+
+}  // namespace tests_prometheus

@@ -12,6 +12,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_registry {
+
 using goro_test::eventually;
 
 namespace {
@@ -186,3 +190,5 @@ TEST_CASE("a task's header is small and its name outlives it in a snapshot", "[r
     CHECK_FALSE(moved);
     CHECK(it->meta->name == "named");
 }
+
+}  // namespace tests_registry

@@ -7,6 +7,10 @@
 #include <string>
 #include <string_view>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_request {
+
 namespace {
 
 using goro::detail::http_parse_result;
@@ -235,3 +239,5 @@ TEST_CASE("parser: an error is final as soon as it is seen", "[request]") {
         else CHECK((r.status == http_parse_status::error && r.error_status == 400));
     }
 }
+
+}  // namespace tests_request

@@ -7,6 +7,10 @@
 #include <stdexcept>
 #include <string>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_response {
+
 TEST_CASE("helpers: constant_time_equal, html escaping, http date", "[response]") {
     using goro::detail::constant_time_equal;
     CHECK(constant_time_equal("secret", "secret"));
@@ -49,3 +53,5 @@ TEST_CASE("utf8_escaped keeps UTF-8 and escapes everything else", "[response]") 
     CHECK(utf8_escaped("\x1b[31m\x7f") == "\\x1b[31m\\x7f");
     CHECK(utf8_escaped(std::string("a\0b", 3)) == "a\\x00b");
 }
+
+}  // namespace tests_response

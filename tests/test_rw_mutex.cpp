@@ -11,6 +11,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_rw_mutex {
+
 using goro_test::eventually;
 using goro_test::parked_reasons;
 
@@ -222,3 +226,5 @@ TEST_CASE("rw_mutex: readers and writers at random keep the invariant (bounded s
     m.unlock();
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_rw_mutex

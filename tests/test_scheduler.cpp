@@ -24,6 +24,11 @@
 
 extern char** environ;
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_scheduler {
+
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 
@@ -426,3 +431,5 @@ TEST_CASE("std::exit called inside a task ends the process with its status", "[s
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 42);
 }
+
+}  // namespace tests_scheduler

@@ -20,6 +20,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_select {
+
 
 using namespace std::chrono_literals;
 using goro_test::counted;
@@ -429,3 +433,5 @@ TEST_CASE("a parked select keeps a channel alive when its last other handle is d
     }
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+}  // namespace tests_select

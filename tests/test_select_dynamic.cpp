@@ -16,6 +16,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_select_dynamic {
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -208,3 +212,5 @@ TEST_CASE("dynamic select: many selectors and senders over a run-time set lose a
     CHECK(bad == 0);
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+}  // namespace tests_select_dynamic

@@ -12,6 +12,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_semaphore {
+
 using goro_test::eventually;
 using goro_test::parked_count;
 using goro_test::parked_reasons;
@@ -190,3 +194,5 @@ TEST_CASE("semaphore: a task parked in scoped_acquire gets its permit when anoth
     CHECK(goro_test::tasks_drained());
     CHECK(sem.available() == 1);
 }
+
+}  // namespace tests_semaphore

@@ -19,6 +19,10 @@
 
 #include <sys/resource.h>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_server {
+
 using namespace http_test;
 using namespace std::chrono_literals;
 
@@ -310,3 +314,5 @@ TEST_CASE("16 clients that never read share one tasks.json body, released when t
     ch.close();
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_server

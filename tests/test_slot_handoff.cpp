@@ -18,6 +18,10 @@
 
 #include "model/model.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_slot_handoff {
+
 namespace {
 
 struct task {
@@ -195,3 +199,5 @@ TEST_CASE("slot hand-off: the model finds the double take of the old ordering", 
     CHECK(r.message == "taken 2 times");
     CHECK(r.executions > 1);
 }
+
+}  // namespace tests_slot_handoff

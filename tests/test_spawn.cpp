@@ -12,6 +12,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_spawn {
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -292,3 +296,5 @@ TEST_CASE("an awaitable is not a lock guard; the marks are in place", "[spawn]")
     STATIC_REQUIRE(std::is_same_v<decltype(std::declval<goro::mutex::scoped_lock_operation&>().await_resume()),
                                   goro::lock_guard>);
 }
+
+}  // namespace tests_spawn

@@ -15,6 +15,10 @@
 
 #include "model/model.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_spinlock {
+
 TEST_CASE("spinlock: threads that increment a plain counter under it lose no increment", "[spinlock]") {
     goro::detail::spinlock lock;
     long plain = 0;
@@ -356,3 +360,5 @@ TEST_CASE("biased_spinlock model: without the heavy fence the checker finds two 
     CHECK(r.failed);
     CHECK((r.message == "two threads inside the lock" || r.message.rfind("an update was lost", 0) == 0));
 }
+
+}  // namespace tests_spinlock

@@ -10,6 +10,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_stack {
+
 namespace {
 
 int outer_line = 0;
@@ -52,3 +56,5 @@ TEST_CASE("current_stack: inside a task, the callers' co_await lines, leaf first
 }
 
 TEST_CASE("current_stack: outside a task, empty", "[stack]") { CHECK(goro::current_stack().empty()); }
+
+}  // namespace tests_stack

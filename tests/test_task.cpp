@@ -8,6 +8,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_task {
+
 namespace {
 
 goro::task<int> answer() { co_return 42; }
@@ -159,3 +163,5 @@ TEST_CASE("co_await uses the awaiter in place, without copying it", "[task]") {
     CHECK(goro::block_on(awaits_in_place()) == 11 + 7 + 8 + 5);
     CHECK(counting_awaiter::copies == 0);
 }
+
+}  // namespace tests_task

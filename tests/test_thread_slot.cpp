@@ -9,6 +9,10 @@
 
 #include <goro/core/thread_slot.hpp>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_thread_slot {
+
 namespace {
 
 // A slot type of this test only, so the list holds exactly the slots made here.
@@ -46,3 +50,5 @@ TEST_CASE("thread_slots: one slot per thread, all listed, kept after the thread 
     for (test_slot* s : theirs) CHECK(listed.count(s) == 1);
     CHECK(sum == 1 + 10 + 11 + 12 + 13);
 }
+
+}  // namespace tests_thread_slot

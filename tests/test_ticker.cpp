@@ -12,6 +12,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_ticker {
+
 using goro_test::eventually;
 using goro_test::parked_reasons;
 using namespace std::chrono_literals;
@@ -260,3 +264,5 @@ TEST_CASE("ticker: stop and reset racing the timer thread never deliver a stale 
     CHECK(goro_test::tasks_drained());
     CHECK(base.back());
 }
+
+}  // namespace tests_ticker

@@ -14,6 +14,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_timer {
+
 using namespace std::chrono_literals;
 using goro_test::eventually;
 
@@ -311,3 +315,5 @@ TEST_CASE("tasks started from a plain thread run promptly while every worker run
                                << late.percentile(99).count() / 1e6 << " ms");
     CHECK(late.percentile(99) < lateness_bound);
 }
+
+}  // namespace tests_timer

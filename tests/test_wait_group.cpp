@@ -13,6 +13,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_wait_group {
+
 using goro_test::eventually;
 using goro_test::parked_count;
 using goro_test::parked_reasons;
@@ -470,3 +474,5 @@ TEST_CASE("wait_group: destroyed right after one waiter returns while others are
     }
     CHECK(goro_test::tasks_drained(tasks_before));
 }
+
+}  // namespace tests_wait_group

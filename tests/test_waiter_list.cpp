@@ -13,6 +13,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_waiter_list {
+
 using goro_test::eventually;
 
 namespace {
@@ -93,3 +97,5 @@ TEST_CASE("waiter_list: wake_destroyed tells every parked task, then readies it"
     REQUIRE(eventually([&] { return told.load() == n; }));
     CHECK(goro_test::tasks_drained());
 }
+
+}  // namespace tests_waiter_list
