@@ -275,7 +275,8 @@ private:
     void sort_by_id() {
         auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
         if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
-        if (std::is_sorted(tasks_.rbegin(), tasks_.rend(), by_id)) {
+        auto by_id_desc = [](const task_record& a, const task_record& b) { return a.id > b.id; };
+        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id_desc)) {  // no reverse_iterator: costly to compile
             std::reverse(tasks_.begin(), tasks_.end());
             return;
         }
