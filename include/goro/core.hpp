@@ -1,6 +1,8 @@
 // goro/core.hpp — tasks, channels, select, contexts, the rest of sync, and
 // dump_goroutines(): what a program that uses goro needs, without the debug
-// server (goro/goro.hpp adds it).
+// server (goro/goro.hpp adds it). The leak watch (inspect/leak_watch.hpp) and
+// the block profile (inspect/block_profile.hpp) are in goro/goro.hpp, not here:
+// include them by name to have them without the server.
 #pragma once
 
 #include <goro/version.hpp>
@@ -31,8 +33,6 @@
 #include <goro/inspect/pprof.hpp>
 #include <goro/inspect/dump.hpp>
 #include <goro/inspect/leak_check.hpp>
-#include <goro/inspect/leak_watch.hpp>
-#include <goro/inspect/block_profile.hpp>
 #include <goro/inspect/deadlock.hpp>
 #include <goro/inspect/panic.hpp>
 #include <goro/io/blocking.hpp>

@@ -21,6 +21,8 @@
 #pragma once
 
 #include <goro/core.hpp>
+#include <goro/inspect/leak_watch.hpp>
+#include <goro/inspect/block_profile.hpp>
 #include <goro/http/debug_server.hpp>
 #include <goro/io/poller.hpp>
 #include <goro/net/address.hpp>

@@ -31,7 +31,9 @@
 // ---- begin goro/core.hpp ----
 // goro/core.hpp — tasks, channels, select, contexts, the rest of sync, and
 // dump_goroutines(): what a program that uses goro needs, without the debug
-// server (goro/goro.hpp adds it).
+// server (goro/goro.hpp adds it). The leak watch (inspect/leak_watch.hpp) and
+// the block profile (inspect/block_profile.hpp) are in goro/goro.hpp, not here:
+// include them by name to have them without the server.
 
 
 // ---- begin goro/version.hpp ----
@@ -2705,9 +2707,119 @@ private:
 #include <bit>
 #include <cstdint>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
+
+// ---- begin goro/core/hash_map.hpp ----
+// goro/core/hash_map.hpp — detail::hash_map, the map that goro's profiles,
+// snapshots and dumps use for their bookkeeping.
+//
+// The subset of std::unordered_map that goro needs (find, end, try_emplace,
+// emplace, operator[], clear, size), with open addressing in one vector. It
+// exists for the compile time: every translation unit that includes goro
+// instantiates these maps, and one std::unordered_map costs several times as
+// much to compile as this whole class.
+//
+// Unlike std::unordered_map, an insertion may move every element: a pointer or
+// reference into the map (what find, try_emplace and operator[] return) is
+// valid only until the next insertion. Iteration is not offered.
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>  // std::hash for the integers, strings and string views
+#include <utility>
+#include <vector>
+
+namespace goro::detail {
+
+template <class K, class V, class Hash = std::hash<K>>
+class hash_map {
+public:
+    struct entry {
+        K first{};
+        V second{};
+    };
+    using iterator = entry*;
+
+    hash_map() = default;
+    hash_map(std::initializer_list<std::pair<K, V>> init) {
+        for (const auto& [k, v] : init) try_emplace(k, v);
+    }
+
+    std::size_t size() const noexcept { return count_; }
+    bool empty() const noexcept { return count_ == 0; }
+    iterator end() const noexcept { return nullptr; }
+
+    /// The entry with key `k`, or end().
+    iterator find(const K& k) {
+        if (count_ == 0) return end();
+        for (std::size_t i = home(k);; i = (i + 1) & (slots_.size() - 1)) {
+            slot& s = slots_[i];
+            if (!s.used) return end();
+            if (s.e.first == k) return &s.e;
+        }
+    }
+
+    /// Inserts {k, V(args...)} unless `k` is there; returns the entry and
+    /// whether it is new.
+    template <class KK, class... Args>
+    std::pair<iterator, bool> try_emplace(KK&& k, Args&&... args) {
+        if ((count_ + 1) * 2 > slots_.size()) grow();
+        std::size_t i = home(k);
+        for (;; i = (i + 1) & (slots_.size() - 1)) {
+            slot& s = slots_[i];
+            if (!s.used) break;
+            if (s.e.first == k) return {&s.e, false};
+        }
+        slot& s = slots_[i];
+        s.e.first = K(std::forward<KK>(k));
+        s.e.second = V(std::forward<Args>(args)...);
+        s.used = true;
+        ++count_;
+        return {&s.e, true};
+    }
+    template <class KK, class VV>
+    std::pair<iterator, bool> emplace(KK&& k, VV&& v) {
+        return try_emplace(std::forward<KK>(k), std::forward<VV>(v));
+    }
+    V& operator[](const K& k) { return try_emplace(k).first->second; }
+
+    void clear() noexcept {
+        slots_.clear();
+        count_ = 0;
+    }
+
+private:
+    struct slot {
+        bool used = false;
+        entry e;
+    };
+
+    // Fibonacci hashing: spreads keys that are already hashes, and small
+    // integers, over the power-of-two table alike.
+    std::size_t home(const K& k) const noexcept {
+        std::uint64_t h = static_cast<std::uint64_t>(Hash{}(k)) * 0x9E3779B97F4A7C15ull;
+        return static_cast<std::size_t>(h >> 32) & (slots_.size() - 1);
+    }
+
+    void grow() {
+        std::vector<slot> old(slots_.empty() ? 16 : slots_.size() * 2);
+        old.swap(slots_);
+        for (slot& s : old) {
+            if (!s.used) continue;
+            std::size_t i = home(s.e.first);
+            while (slots_[i].used) i = (i + 1) & (slots_.size() - 1);
+            slots_[i].e = std::move(s.e);
+            slots_[i].used = true;
+        }
+    }
+
+    std::vector<slot> slots_;  // size 0 or a power of two, at most half full
+    std::size_t count_ = 0;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/hash_map.hpp ----
 
 namespace goro {
 
@@ -2756,7 +2868,7 @@ struct wait_bucket {
 
 struct alignas(cache_line) wait_shard {
     std::mutex mu;
-    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> index;  // hash -> buckets
+    hash_map<std::uint64_t, std::vector<std::uint32_t>> index;  // hash -> buckets
     std::vector<wait_bucket> buckets;
     wait_bucket other;  // new stacks once the shard is full
 };
@@ -4737,7 +4849,6 @@ inline constexpr bool is_task_v<task<T>> = true;
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -4785,7 +4896,6 @@ inline constexpr bool is_task_v<task<T>> = true;
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -4832,7 +4942,6 @@ inline constexpr bool is_task_v<task<T>> = true;
 #include <string>
 #include <string_view>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
 
@@ -5087,7 +5196,7 @@ public:
     std::vector<task_group> groups() const {
         // A million tasks share a few sites: hash each distinct site once.
         site_ids ids;
-        std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
+        detail::hash_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
         std::vector<task_group> out;
         for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
             std::uint64_t k = stack_key(tasks_[i], ids);
@@ -5130,7 +5239,7 @@ private:
                 return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
             }
         };
-        std::unordered_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+        detail::hash_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
         std::uint64_t operator()(const detail::site& s) {
             auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
             auto it = map.find(k);
@@ -5168,7 +5277,8 @@ private:
     void sort_by_id() {
         auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
         if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
-        if (std::is_sorted(tasks_.rbegin(), tasks_.rend(), by_id)) {
+        auto by_id_desc = [](const task_record& a, const task_record& b) { return a.id > b.id; };
+        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id_desc)) {  // no reverse_iterator: costly to compile
             std::reverse(tasks_.begin(), tasks_.end());
             return;
         }
@@ -5402,7 +5512,7 @@ private:
     std::vector<slot> slots_;
     std::size_t used_ = 0;
     slot last_{};
-    std::unordered_map<std::uint64_t, std::uint32_t> by_id_;
+    detail::hash_map<std::uint64_t, std::uint32_t> by_id_;
 };
 
 /// A snapshot with its sites interned and its tasks grouped, ready to print.
@@ -5460,7 +5570,7 @@ public:
 private:
     void group() {
         const auto& tasks = snap_.tasks();
-        std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
+        hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
         std::uint64_t last_key = 0;
         std::uint32_t last_group = UINT32_MAX;
         for (std::uint32_t i = 0; i < tasks.size(); ++i) {
@@ -5598,7 +5708,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
         p_time_nanos = 9, p_period_type = 11, p_period = 12,
     };
     std::vector<std::string_view> strings{""};
-    std::unordered_map<std::string_view, std::int64_t> string_ids{{"", 0}};
+    hash_map<std::string_view, std::int64_t> string_ids{{"", 0}};
     auto str = [&](std::string_view s) -> std::int64_t {
         auto [it, fresh] = string_ids.try_emplace(s, static_cast<std::int64_t>(strings.size()));
         if (fresh) strings.push_back(s);
@@ -5610,7 +5720,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
     std::vector<std::uint64_t> location_of(v.table().size(), 0);
     std::vector<std::uint32_t> location_sites;
     // Functions: one per (name, file).
-    std::unordered_map<std::string, std::uint64_t> function_ids;
+    hash_map<std::string, std::uint64_t> function_ids;
     std::vector<std::uint32_t> function_sites;
     std::vector<std::uint64_t> function_of_location;
 
@@ -6271,7 +6381,7 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
         const std::vector<std::pair<std::string, std::string>>* labels;
         std::size_t count;
     };
-    std::unordered_map<std::uint64_t, std::vector<old_group>> old;
+    detail::hash_map<std::uint64_t, std::vector<old_group>> old;
     for (const task_group& g : vb.groups()) {
         const task_record& r = before.tasks()[g.tasks.front()];
         old[g.key].push_back(old_group{signature(vb, r), &detail::profile_view::labels(r), g.count});
@@ -13477,6 +13587,337 @@ private:
 }  // namespace goro::testing
 // ---- end goro/inspect/leak_check.hpp ----
 
+// ---- begin goro/io/blocking.hpp ----
+// goro/io/blocking.hpp — `co_await goro::blocking(fn)`: a blocking call off the pool.
+//
+//   std::string text = co_await goro::blocking([&] { return read_whole_file(path); });
+//   auto addrs = co_await goro::blocking([&] { return resolve(host); });   // getaddrinfo
+//
+// `fn` runs on a thread of a separate pool of blocking threads (tokio's
+// spawn_blocking; Go hands its P away for the length of a system call). The
+// calling task parks meanwhile, with wait reason `syscall` and its whole
+// stack (a dump shows `goroutine 7 [syscall]:` and where it called), and the
+// worker runs other tasks. The result of `fn` is the result of the co_await
+// (void, references and move-only types included); an exception that escapes
+// `fn` is rethrown there.
+//
+// THE THREADS: made on demand, up to a limit (default 512, as tokio's; the
+// environment variable GORO_MAX_BLOCKING_THREADS, read at first use, or
+// `set_max_blocking_threads(n)`); a thread idle for the keep-alive (default
+// 10 s, `set_blocking_keep_alive(d)`) exits. At the limit, calls queue in
+// order and run as threads come free. `fn` should block, not compute for
+// long: computation belongs on the pool, where it is scheduled with the rest.
+//
+// PARKING: await_suspend parks the task (PARKING PROTOCOL in
+// core/scheduler.hpp) and then queues the call: the queue is the
+// publication. The blocking thread runs `fn`, stores the result in the
+// awaiter (in the task's frame), and calls ready(task) as its very last
+// access: from there on the task may run and free the frame.
+//
+// THE DEADLOCK DETECTOR never counts a task parked here as asleep: a running
+// call will wake it: each call counts as an `external_wakeup_guard` from
+// its queueing until after its wake-up (inspect/deadlock.hpp).
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+
+namespace goro {
+
+namespace detail {
+
+/// One call waiting for, or running on, a blocking thread (an intrusive FIFO link).
+struct blocking_job {
+    blocking_job* next_job = nullptr;
+    virtual void run() noexcept = 0;
+
+protected:
+    blocking_job() = default;
+    blocking_job(const blocking_job&) = default;
+    ~blocking_job() = default;
+};
+
+inline constexpr unsigned default_max_blocking_threads = 512;
+
+inline unsigned blocking_threads_from_env() {
+    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
+    }
+    return default_max_blocking_threads;
+}
+
+/// The blocking threads and their queue of calls (see THE THREADS above).
+///
+/// Accounting, all under `mu_`: `threads_` alive; `idle_` waiting on the
+/// condition and not yet promised a call; `wakeups_` notifications sent to
+/// idle threads and not yet taken. A submitter that finds an idle thread
+/// moves one from `idle_` to `wakeups_` and notifies; a thread that wakes
+/// takes a wake-up if one is left, else (a spurious or timed-out wake) counts
+/// itself out of `idle_`. So two calls queued at once wake two threads, not
+/// one twice.
+class blocking_pool {
+public:
+    blocking_pool() : max_threads_(blocking_threads_from_env()) {}
+
+    void submit(blocking_job* j) noexcept {
+        in_flight_.fetch_add(1, std::memory_order_acq_rel);
+        the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
+        std::unique_lock g(mu_);
+        if (tail_) tail_->next_job = j;
+        else head_ = j;
+        tail_ = j;
+        ++queued_;
+        if (start_one_locked() == started::woke) {
+            g.unlock();
+            cv_.notify_one();
+            return;
+        }
+        if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
+        // No thread can be made and none exists: run the calls here rather
+        // than leave them waiting forever (the worker blocks, as without goro).
+        while (blocking_job* k = pop_locked()) {
+            g.unlock();
+            finish(k);
+            g.lock();
+        }
+    }
+
+    unsigned max_threads() const noexcept { return max_threads_.load(std::memory_order_relaxed); }
+    void set_max_threads(unsigned n) noexcept {
+        bool notify = false;
+        {
+            std::lock_guard g(mu_);
+            max_threads_.store(n, std::memory_order_relaxed);
+            // Raised: put threads on the calls that queued at the old limit.
+            for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
+                const started r = start_one_locked();
+                if (r == started::none) break;
+                if (r == started::woke) notify = true;
+            }
+        }
+        if (notify) cv_.notify_all();
+    }
+    std::chrono::nanoseconds keep_alive() const noexcept {
+        return std::chrono::nanoseconds(keep_alive_ns_.load(std::memory_order_relaxed));
+    }
+    void set_keep_alive(std::chrono::nanoseconds d) noexcept {
+        keep_alive_ns_.store(d.count(), std::memory_order_relaxed);
+        cv_.notify_all();  // idle threads re-read it
+    }
+
+    /// Blocking threads alive now, and how many of them wait for a call.
+    unsigned threads() {
+        std::lock_guard g(mu_);
+        return threads_;
+    }
+    unsigned idle_threads() {
+        std::lock_guard g(mu_);
+        return idle_;
+    }
+    /// Calls queued or running, not yet returned to their task.
+    std::int64_t calls_in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
+
+private:
+    /// Threads running a call, or woken to take one.
+    unsigned busy_locked() const noexcept { return threads_ - idle_; }
+
+    enum class started { none, woke, made };
+
+    /// A queued call needs a thread: wakes an idle one (`woke`: notify after
+    /// unlocking) or makes one, unless `max_threads_` are busy. `none`: the
+    /// call stays queued for a busy thread to take.
+    started start_one_locked() noexcept {
+        if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
+        if (idle_ > 0) {
+            --idle_;
+            ++wakeups_;
+            return started::woke;
+        }
+        ++threads_;
+        try {
+            std::thread([this] { thread_main(); }).detach();
+        } catch (...) {
+            --threads_;
+            return started::none;
+        }
+        return started::made;
+    }
+
+    blocking_job* pop_locked() noexcept {
+        blocking_job* j = head_;
+        if (!j) return nullptr;
+        head_ = j->next_job;
+        if (!head_) tail_ = nullptr;
+        j->next_job = nullptr;
+        --queued_;
+        return j;
+    }
+
+    void finish(blocking_job* j) noexcept {
+        j->run();  // wakes its task as its last access to the job
+        // Counted out only after the wake-up, so the deadlock detector never
+        // sees the task parked with no call in flight.
+        the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
+        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+
+    void thread_main() noexcept {
+        std::unique_lock g(mu_);
+        for (;;) {
+            // Counted busy here; a thread woken by a spurious or timed-out
+            // wake (or set_keep_alive's broadcast) takes a call only within the limit.
+            blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
+            if (j) {
+                g.unlock();
+                finish(j);
+                g.lock();
+                // Over a lowered limit: leave, if the others busy are enough.
+                if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
+                    --threads_;
+                    return;
+                }
+                continue;
+            }
+            ++idle_;
+            const auto deadline = std::chrono::steady_clock::now() + keep_alive();
+            const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
+            if (wakeups_ > 0) {
+                --wakeups_;  // a submitter counted us out of idle_
+                continue;
+            }
+            --idle_;
+            if (timed_out && !head_) {
+                --threads_;
+                return;
+            }
+        }
+    }
+
+    ranked_lock<std::mutex, lock_rank::blocking_pool> mu_;
+    std::condition_variable_any cv_;
+    blocking_job* head_ = nullptr;
+    blocking_job* tail_ = nullptr;
+    std::size_t queued_ = 0;
+    unsigned threads_ = 0;
+    unsigned idle_ = 0;
+    unsigned wakeups_ = 0;
+    std::atomic<unsigned> max_threads_;
+    std::atomic<std::int64_t> keep_alive_ns_{10'000'000'000};
+    std::atomic<std::int64_t> in_flight_{0};
+};
+
+/// Made at first use and never destroyed: its threads may outlive main.
+inline blocking_pool& the_blocking_pool() {
+    static blocking_pool* p = new blocking_pool();
+    return *p;
+}
+
+/// What a blocking call's awaiter keeps of fn's result.
+template <class R>
+using blocking_stored = std::conditional_t<std::is_reference_v<R>, std::add_pointer_t<R>, R>;
+
+template <class F>
+class blocking_awaiter final : blocking_job {
+public:
+    using is_goro_awaiter = void;
+    using result_type = std::invoke_result_t<F&>;
+
+    explicit blocking_awaiter(F&& f) : fn_(std::move(f)) {}
+    /// Moved only before it is awaited (block_on takes its awaitable by value).
+    blocking_awaiter(blocking_awaiter&& o) noexcept(std::is_nothrow_move_constructible_v<F>)
+        : blocking_job(), fn_(std::move(o.fn_)) {}
+    blocking_awaiter& operator=(blocking_awaiter&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        task_ = current_task_or_throw("goro::blocking");
+        park(task_, h, wait_reason::syscall);
+        the_blocking_pool().submit(this);  // published: another thread may resume the task from here on
+    }
+    result_type await_resume() {
+        if (result_.index() == 2) std::rethrow_exception(std::move(std::get<2>(result_)));
+        if constexpr (std::is_void_v<result_type>) return;
+        else if constexpr (std::is_reference_v<result_type>) return static_cast<result_type>(*std::get<1>(result_));
+        else return std::move(std::get<1>(result_));
+    }
+
+private:
+    void run() noexcept override {
+        try {
+            if constexpr (std::is_void_v<result_type>) {
+                std::invoke(fn_);
+                result_.template emplace<1>();
+            } else if constexpr (std::is_reference_v<result_type>) {
+                result_.template emplace<1>(&std::invoke(fn_));
+            } else {
+                result_.template emplace<1>(std::invoke(fn_));
+            }
+        } catch (...) {
+            result_.template emplace<2>(std::current_exception());
+        }
+        ready(task_);  // last access: the task may run, and free this awaiter, from here on
+    }
+
+    using stored = std::conditional_t<std::is_void_v<result_type>, std::monostate, blocking_stored<result_type>>;
+    F fn_;
+    task_header* task_ = nullptr;
+    std::variant<std::monostate, stored, std::exception_ptr> result_;
+};
+
+}  // namespace detail
+
+/// Runs `fn()` on a blocking thread while the calling task parks (wait
+/// reason `syscall`); the co_await gives fn's result or rethrows its
+/// exception. `fn` is moved (or copied) into the awaiter; what it refers to
+/// by reference must outlive the co_await, which it does when it lives in
+/// the awaiting coroutine.
+template <class F>
+    requires std::invocable<std::decay_t<F>&>
+[[nodiscard("goro::blocking: co_await it")]] detail::blocking_awaiter<std::decay_t<F>> blocking(F&& fn) {
+    return detail::blocking_awaiter<std::decay_t<F>>(std::decay_t<F>(std::forward<F>(fn)));
+}
+
+/// The most blocking threads alive at once (default 512, or
+/// GORO_MAX_BLOCKING_THREADS). Calls beyond it queue.
+inline unsigned max_blocking_threads() { return detail::the_blocking_pool().max_threads(); }
+
+/// Sets that limit; at least 1. Raising it starts threads for queued calls;
+/// lowering it lets the surplus threads finish their call and exit when idle.
+inline void set_max_blocking_threads(unsigned n) {
+    if (n == 0) throw usage_error("goro::set_max_blocking_threads: the limit must be at least 1");
+    detail::the_blocking_pool().set_max_threads(n);
+}
+
+/// How long an idle blocking thread waits for a call before it exits (default 10 s).
+inline void set_blocking_keep_alive(std::chrono::nanoseconds d) {
+    if (d.count() < 0) throw usage_error("goro::set_blocking_keep_alive: the keep-alive must not be negative");
+    detail::the_blocking_pool().set_keep_alive(d);
+}
+
+/// Blocking threads alive now (idle ones included).
+inline unsigned blocking_threads() { return detail::the_blocking_pool().threads(); }
+
+}  // namespace goro
+// ---- end goro/io/blocking.hpp ----
+// ---- end goro/core.hpp ----
+
 // ---- begin goro/inspect/leak_watch.hpp ----
 // goro/inspect/leak_watch.hpp — which groups of tasks are leaking, since when, how fast.
 //
@@ -14305,337 +14746,6 @@ inline std::string block_profile(int debug = 0) {
 
 }  // namespace goro
 // ---- end goro/inspect/block_profile.hpp ----
-
-// ---- begin goro/io/blocking.hpp ----
-// goro/io/blocking.hpp — `co_await goro::blocking(fn)`: a blocking call off the pool.
-//
-//   std::string text = co_await goro::blocking([&] { return read_whole_file(path); });
-//   auto addrs = co_await goro::blocking([&] { return resolve(host); });   // getaddrinfo
-//
-// `fn` runs on a thread of a separate pool of blocking threads (tokio's
-// spawn_blocking; Go hands its P away for the length of a system call). The
-// calling task parks meanwhile, with wait reason `syscall` and its whole
-// stack (a dump shows `goroutine 7 [syscall]:` and where it called), and the
-// worker runs other tasks. The result of `fn` is the result of the co_await
-// (void, references and move-only types included); an exception that escapes
-// `fn` is rethrown there.
-//
-// THE THREADS: made on demand, up to a limit (default 512, as tokio's; the
-// environment variable GORO_MAX_BLOCKING_THREADS, read at first use, or
-// `set_max_blocking_threads(n)`); a thread idle for the keep-alive (default
-// 10 s, `set_blocking_keep_alive(d)`) exits. At the limit, calls queue in
-// order and run as threads come free. `fn` should block, not compute for
-// long: computation belongs on the pool, where it is scheduled with the rest.
-//
-// PARKING: await_suspend parks the task (PARKING PROTOCOL in
-// core/scheduler.hpp) and then queues the call: the queue is the
-// publication. The blocking thread runs `fn`, stores the result in the
-// awaiter (in the task's frame), and calls ready(task) as its very last
-// access: from there on the task may run and free the frame.
-//
-// THE DEADLOCK DETECTOR never counts a task parked here as asleep: a running
-// call will wake it: each call counts as an `external_wakeup_guard` from
-// its queueing until after its wake-up (inspect/deadlock.hpp).
-
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <coroutine>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <exception>
-#include <functional>
-#include <mutex>
-#include <string>
-#include <system_error>
-#include <thread>
-#include <type_traits>
-#include <utility>
-#include <variant>
-
-
-namespace goro {
-
-namespace detail {
-
-/// One call waiting for, or running on, a blocking thread (an intrusive FIFO link).
-struct blocking_job {
-    blocking_job* next_job = nullptr;
-    virtual void run() noexcept = 0;
-
-protected:
-    blocking_job() = default;
-    blocking_job(const blocking_job&) = default;
-    ~blocking_job() = default;
-};
-
-inline constexpr unsigned default_max_blocking_threads = 512;
-
-inline unsigned blocking_threads_from_env() {
-    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
-        char* end = nullptr;
-        long v = std::strtol(e, &end, 10);
-        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
-        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
-    }
-    return default_max_blocking_threads;
-}
-
-/// The blocking threads and their queue of calls (see THE THREADS above).
-///
-/// Accounting, all under `mu_`: `threads_` alive; `idle_` waiting on the
-/// condition and not yet promised a call; `wakeups_` notifications sent to
-/// idle threads and not yet taken. A submitter that finds an idle thread
-/// moves one from `idle_` to `wakeups_` and notifies; a thread that wakes
-/// takes a wake-up if one is left, else (a spurious or timed-out wake) counts
-/// itself out of `idle_`. So two calls queued at once wake two threads, not
-/// one twice.
-class blocking_pool {
-public:
-    blocking_pool() : max_threads_(blocking_threads_from_env()) {}
-
-    void submit(blocking_job* j) noexcept {
-        in_flight_.fetch_add(1, std::memory_order_acq_rel);
-        the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
-        std::unique_lock g(mu_);
-        if (tail_) tail_->next_job = j;
-        else head_ = j;
-        tail_ = j;
-        ++queued_;
-        if (start_one_locked() == started::woke) {
-            g.unlock();
-            cv_.notify_one();
-            return;
-        }
-        if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
-        // No thread can be made and none exists: run the calls here rather
-        // than leave them waiting forever (the worker blocks, as without goro).
-        while (blocking_job* k = pop_locked()) {
-            g.unlock();
-            finish(k);
-            g.lock();
-        }
-    }
-
-    unsigned max_threads() const noexcept { return max_threads_.load(std::memory_order_relaxed); }
-    void set_max_threads(unsigned n) noexcept {
-        bool notify = false;
-        {
-            std::lock_guard g(mu_);
-            max_threads_.store(n, std::memory_order_relaxed);
-            // Raised: put threads on the calls that queued at the old limit.
-            for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
-                const started r = start_one_locked();
-                if (r == started::none) break;
-                if (r == started::woke) notify = true;
-            }
-        }
-        if (notify) cv_.notify_all();
-    }
-    std::chrono::nanoseconds keep_alive() const noexcept {
-        return std::chrono::nanoseconds(keep_alive_ns_.load(std::memory_order_relaxed));
-    }
-    void set_keep_alive(std::chrono::nanoseconds d) noexcept {
-        keep_alive_ns_.store(d.count(), std::memory_order_relaxed);
-        cv_.notify_all();  // idle threads re-read it
-    }
-
-    /// Blocking threads alive now, and how many of them wait for a call.
-    unsigned threads() {
-        std::lock_guard g(mu_);
-        return threads_;
-    }
-    unsigned idle_threads() {
-        std::lock_guard g(mu_);
-        return idle_;
-    }
-    /// Calls queued or running, not yet returned to their task.
-    std::int64_t calls_in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
-
-private:
-    /// Threads running a call, or woken to take one.
-    unsigned busy_locked() const noexcept { return threads_ - idle_; }
-
-    enum class started { none, woke, made };
-
-    /// A queued call needs a thread: wakes an idle one (`woke`: notify after
-    /// unlocking) or makes one, unless `max_threads_` are busy. `none`: the
-    /// call stays queued for a busy thread to take.
-    started start_one_locked() noexcept {
-        if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
-        if (idle_ > 0) {
-            --idle_;
-            ++wakeups_;
-            return started::woke;
-        }
-        ++threads_;
-        try {
-            std::thread([this] { thread_main(); }).detach();
-        } catch (...) {
-            --threads_;
-            return started::none;
-        }
-        return started::made;
-    }
-
-    blocking_job* pop_locked() noexcept {
-        blocking_job* j = head_;
-        if (!j) return nullptr;
-        head_ = j->next_job;
-        if (!head_) tail_ = nullptr;
-        j->next_job = nullptr;
-        --queued_;
-        return j;
-    }
-
-    void finish(blocking_job* j) noexcept {
-        j->run();  // wakes its task as its last access to the job
-        // Counted out only after the wake-up, so the deadlock detector never
-        // sees the task parked with no call in flight.
-        the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
-        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
-    }
-
-    void thread_main() noexcept {
-        std::unique_lock g(mu_);
-        for (;;) {
-            // Counted busy here; a thread woken by a spurious or timed-out
-            // wake (or set_keep_alive's broadcast) takes a call only within the limit.
-            blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
-            if (j) {
-                g.unlock();
-                finish(j);
-                g.lock();
-                // Over a lowered limit: leave, if the others busy are enough.
-                if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
-                    --threads_;
-                    return;
-                }
-                continue;
-            }
-            ++idle_;
-            const auto deadline = std::chrono::steady_clock::now() + keep_alive();
-            const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
-            if (wakeups_ > 0) {
-                --wakeups_;  // a submitter counted us out of idle_
-                continue;
-            }
-            --idle_;
-            if (timed_out && !head_) {
-                --threads_;
-                return;
-            }
-        }
-    }
-
-    ranked_lock<std::mutex, lock_rank::blocking_pool> mu_;
-    std::condition_variable_any cv_;
-    blocking_job* head_ = nullptr;
-    blocking_job* tail_ = nullptr;
-    std::size_t queued_ = 0;
-    unsigned threads_ = 0;
-    unsigned idle_ = 0;
-    unsigned wakeups_ = 0;
-    std::atomic<unsigned> max_threads_;
-    std::atomic<std::int64_t> keep_alive_ns_{10'000'000'000};
-    std::atomic<std::int64_t> in_flight_{0};
-};
-
-/// Made at first use and never destroyed: its threads may outlive main.
-inline blocking_pool& the_blocking_pool() {
-    static blocking_pool* p = new blocking_pool();
-    return *p;
-}
-
-/// What a blocking call's awaiter keeps of fn's result.
-template <class R>
-using blocking_stored = std::conditional_t<std::is_reference_v<R>, std::add_pointer_t<R>, R>;
-
-template <class F>
-class blocking_awaiter final : blocking_job {
-public:
-    using is_goro_awaiter = void;
-    using result_type = std::invoke_result_t<F&>;
-
-    explicit blocking_awaiter(F&& f) : fn_(std::move(f)) {}
-    /// Moved only before it is awaited (block_on takes its awaitable by value).
-    blocking_awaiter(blocking_awaiter&& o) noexcept(std::is_nothrow_move_constructible_v<F>)
-        : blocking_job(), fn_(std::move(o.fn_)) {}
-    blocking_awaiter& operator=(blocking_awaiter&&) = delete;
-
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) {
-        task_ = current_task_or_throw("goro::blocking");
-        park(task_, h, wait_reason::syscall);
-        the_blocking_pool().submit(this);  // published: another thread may resume the task from here on
-    }
-    result_type await_resume() {
-        if (result_.index() == 2) std::rethrow_exception(std::move(std::get<2>(result_)));
-        if constexpr (std::is_void_v<result_type>) return;
-        else if constexpr (std::is_reference_v<result_type>) return static_cast<result_type>(*std::get<1>(result_));
-        else return std::move(std::get<1>(result_));
-    }
-
-private:
-    void run() noexcept override {
-        try {
-            if constexpr (std::is_void_v<result_type>) {
-                std::invoke(fn_);
-                result_.template emplace<1>();
-            } else if constexpr (std::is_reference_v<result_type>) {
-                result_.template emplace<1>(&std::invoke(fn_));
-            } else {
-                result_.template emplace<1>(std::invoke(fn_));
-            }
-        } catch (...) {
-            result_.template emplace<2>(std::current_exception());
-        }
-        ready(task_);  // last access: the task may run, and free this awaiter, from here on
-    }
-
-    using stored = std::conditional_t<std::is_void_v<result_type>, std::monostate, blocking_stored<result_type>>;
-    F fn_;
-    task_header* task_ = nullptr;
-    std::variant<std::monostate, stored, std::exception_ptr> result_;
-};
-
-}  // namespace detail
-
-/// Runs `fn()` on a blocking thread while the calling task parks (wait
-/// reason `syscall`); the co_await gives fn's result or rethrows its
-/// exception. `fn` is moved (or copied) into the awaiter; what it refers to
-/// by reference must outlive the co_await, which it does when it lives in
-/// the awaiting coroutine.
-template <class F>
-    requires std::invocable<std::decay_t<F>&>
-[[nodiscard("goro::blocking: co_await it")]] detail::blocking_awaiter<std::decay_t<F>> blocking(F&& fn) {
-    return detail::blocking_awaiter<std::decay_t<F>>(std::decay_t<F>(std::forward<F>(fn)));
-}
-
-/// The most blocking threads alive at once (default 512, or
-/// GORO_MAX_BLOCKING_THREADS). Calls beyond it queue.
-inline unsigned max_blocking_threads() { return detail::the_blocking_pool().max_threads(); }
-
-/// Sets that limit; at least 1. Raising it starts threads for queued calls;
-/// lowering it lets the surplus threads finish their call and exit when idle.
-inline void set_max_blocking_threads(unsigned n) {
-    if (n == 0) throw usage_error("goro::set_max_blocking_threads: the limit must be at least 1");
-    detail::the_blocking_pool().set_max_threads(n);
-}
-
-/// How long an idle blocking thread waits for a call before it exits (default 10 s).
-inline void set_blocking_keep_alive(std::chrono::nanoseconds d) {
-    if (d.count() < 0) throw usage_error("goro::set_blocking_keep_alive: the keep-alive must not be negative");
-    detail::the_blocking_pool().set_keep_alive(d);
-}
-
-/// Blocking threads alive now (idle ones included).
-inline unsigned blocking_threads() { return detail::the_blocking_pool().threads(); }
-
-}  // namespace goro
-// ---- end goro/io/blocking.hpp ----
-// ---- end goro/core.hpp ----
 
 // ---- begin goro/http/debug_server.hpp ----
 #ifndef GORO_HTTP_DEBUG_SERVER_HPP
@@ -18388,11 +18498,13 @@ task<> wait_fd(int fd, io_dir dir, context ctx, const char* op) {
 /// Throws goro::io_error when `ctx` is cancelled or past its deadline
 /// (io_errc::canceled / deadline_exceeded) or `fd` is not open (EBADF).
 /// Wait reason "IO wait". The descriptor is left as it was.
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::wait_readable: co_await it")]] inline task<> wait_readable(int fd, context ctx = {}) {
     return detail::wait_fd(fd, detail::io_read, std::move(ctx), "goro::wait_readable");
 }
 
 /// As wait_readable, for writability (tokio's AsyncFd::writable).
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::wait_writable: co_await it")]] inline task<> wait_writable(int fd, context ctx = {}) {
     return detail::wait_fd(fd, detail::io_write, std::move(ctx), "goro::wait_writable");
 }
@@ -18620,6 +18732,7 @@ inline lookup_result lookup(const std::string& host, std::uint16_t port) {
 /// The addresses of `host` (IPv4 and IPv6), each with `port`. Throws
 /// goro::io_error naming "goro::net::resolve" and the host when the name is
 /// unknown (code() in the "getaddrinfo" category), or when `ctx` ends the wait.
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::net::resolve: co_await it")]] inline task<std::vector<address>> resolve(std::string host,
                                                                                            std::uint16_t port,
                                                                                            context ctx = {}) {
@@ -18642,7 +18755,7 @@ inline lookup_result lookup(const std::string& host, std::uint16_t port) {
         goro::detail::throw_io(ctx.err() == context_error::deadline_exceeded ? io_errc::deadline_exceeded
                                                                              : io_errc::canceled,
                                std::string(op) + " " + host);
-    auto v = std::move(got.get<0>());
+    auto v = std::move(got.template get<0>());  // `template`: co_await makes got dependent here
     if (!v) goro::detail::throw_io(io_errc::closed, std::string(op) + " " + host);
     detail::lookup_result r = std::move(*v);
     if (r.error) throw io_error(r.error, std::string(op) + " " + host);
@@ -18760,6 +18873,7 @@ public:
     /// Reads what is there, up to `n` bytes, waiting until at least one byte
     /// (or the end of the stream) arrives. Returns 0 at the end of the
     /// stream (and for n == 0).
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read: co_await it")]] task<std::size_t> read(void* buf, std::size_t n,
                                                                                  context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read";
@@ -18773,6 +18887,7 @@ public:
             detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read: co_await it")]] task<std::size_t> read(std::span<std::byte> buf,
                                                                                  context ctx = {}) {
         return read(buf.data(), buf.size(), std::move(ctx));
@@ -18781,6 +18896,7 @@ public:
     /// Reads exactly `n` bytes (Go's io.ReadFull). At the end of the stream
     /// before that, throws io_error with io_errc::eof and
     /// bytes_transferred() the count read (the bytes are in `buf`).
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read_full: co_await it")]] task<> read_full(void* buf, std::size_t n,
                                                                                 context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read_full";
@@ -18801,6 +18917,7 @@ public:
                        done);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read_full: co_await it")]] task<> read_full(std::span<std::byte> buf,
                                                                                 context ctx = {}) {
         return read_full(buf.data(), buf.size(), std::move(ctx));
@@ -18808,6 +18925,7 @@ public:
 
     /// Writes all `n` bytes, waiting while the socket's buffer is full. On an
     /// error, bytes_transferred() says how many were written.
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::write_all: co_await it")]] task<> write_all(const void* buf, std::size_t n,
                                                                                 context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::write_all";
@@ -18827,10 +18945,12 @@ public:
                        done);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::write_all: co_await it")]] task<> write_all(std::string_view s,
                                                                                 context ctx = {}) {
         return write_all(s.data(), s.size(), std::move(ctx));
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::write_all: co_await it")]] task<> write_all(std::span<const std::byte> buf,
                                                                                 context ctx = {}) {
         return write_all(buf.data(), buf.size(), std::move(ctx));
@@ -18870,6 +18990,7 @@ private:
 
 /// Connects to `to` (Go's net.Dial("tcp", ...)). Throws io_error naming
 /// "goro::net::connect" (ECONNREFUSED, ...; canceled / deadline_exceeded by `ctx`).
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::net::connect: co_await it")]] inline task<stream> connect(address to, context ctx = {}) {
     static constexpr const char* op = "goro::net::connect";
     if (to.empty()) throw usage_error(std::string(op) + ": empty address");
@@ -18903,6 +19024,7 @@ private:
 
 /// Connects to "host:port"; a host that is not numeric (nor "localhost") is
 /// resolved with goro::net::resolve, and each address tried in turn.
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::net::connect: co_await it")]] inline task<stream> connect(std::string host_port,
                                                                              context ctx = {}) {
     static constexpr const char* op = "goro::net::connect";
@@ -18933,6 +19055,7 @@ public:
     /// Waits for the next connection. Throws io_error: io_errc::closed once
     /// the listener is closed (close() wakes a parked accept), EMFILE when
     /// the process is out of descriptors (the connection stays queued).
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::listener::accept: co_await it")]] task<stream> accept(context ctx = {}) {
         static constexpr const char* op = "goro::net::listener::accept";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
@@ -19023,6 +19146,7 @@ public:
 
     /// Sends one datagram of `n` bytes to `to`; waits while the socket's
     /// buffer is full.
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::udp_socket::send_to: co_await it")]] task<> send_to(const void* buf, std::size_t n,
                                                                                 address to, context ctx = {}) {
         static constexpr const char* op = "goro::net::udp_socket::send_to";
@@ -19038,12 +19162,14 @@ public:
                                detail::ctx_or_null(ctx), op);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::udp_socket::send_to: co_await it")]] task<> send_to(std::string_view s, address to,
                                                                                 context ctx = {}) {
         return send_to(s.data(), s.size(), std::move(to), std::move(ctx));
     }
 
     /// Waits for one datagram; a longer one than `n` bytes is truncated.
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::udp_socket::recv_from: co_await it")]] task<datagram> recv_from(void* buf, std::size_t n,
                                                                                             context ctx = {}) {
         static constexpr const char* op = "goro::net::udp_socket::recv_from";

@@ -42,9 +42,9 @@
 #include <bit>
 #include <cstdint>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
+#include <goro/core/hash_map.hpp>
 #include <goro/core/frame.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
@@ -96,7 +96,7 @@ struct wait_bucket {
 
 struct alignas(cache_line) wait_shard {
     std::mutex mu;
-    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> index;  // hash -> buckets
+    hash_map<std::uint64_t, std::vector<std::uint32_t>> index;  // hash -> buckets
     std::vector<wait_bucket> buckets;
     wait_bucket other;  // new stacks once the shard is full
 };

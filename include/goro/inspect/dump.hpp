@@ -92,10 +92,10 @@
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include <goro/core/hash_map.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/inspect/pprof.hpp>
 #include <goro/core/registry.hpp>
@@ -654,7 +654,7 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
         const std::vector<std::pair<std::string, std::string>>* labels;
         std::size_t count;
     };
-    std::unordered_map<std::uint64_t, std::vector<old_group>> old;
+    detail::hash_map<std::uint64_t, std::vector<old_group>> old;
     for (const task_group& g : vb.groups()) {
         const task_record& r = before.tasks()[g.tasks.front()];
         old[g.key].push_back(old_group{signature(vb, r), &detail::profile_view::labels(r), g.count});

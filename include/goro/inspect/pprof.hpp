@@ -41,10 +41,10 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include <goro/core/hash_map.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/inspect/snapshot.hpp>
@@ -181,7 +181,7 @@ private:
     std::vector<slot> slots_;
     std::size_t used_ = 0;
     slot last_{};
-    std::unordered_map<std::uint64_t, std::uint32_t> by_id_;
+    detail::hash_map<std::uint64_t, std::uint32_t> by_id_;
 };
 
 /// A snapshot with its sites interned and its tasks grouped, ready to print.
@@ -239,7 +239,7 @@ public:
 private:
     void group() {
         const auto& tasks = snap_.tasks();
-        std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
+        hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
         std::uint64_t last_key = 0;
         std::uint32_t last_group = UINT32_MAX;
         for (std::uint32_t i = 0; i < tasks.size(); ++i) {
@@ -377,7 +377,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
         p_time_nanos = 9, p_period_type = 11, p_period = 12,
     };
     std::vector<std::string_view> strings{""};
-    std::unordered_map<std::string_view, std::int64_t> string_ids{{"", 0}};
+    hash_map<std::string_view, std::int64_t> string_ids{{"", 0}};
     auto str = [&](std::string_view s) -> std::int64_t {
         auto [it, fresh] = string_ids.try_emplace(s, static_cast<std::int64_t>(strings.size()));
         if (fresh) strings.push_back(s);
@@ -389,7 +389,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
     std::vector<std::uint64_t> location_of(v.table().size(), 0);
     std::vector<std::uint32_t> location_sites;
     // Functions: one per (name, file).
-    std::unordered_map<std::string, std::uint64_t> function_ids;
+    hash_map<std::string, std::uint64_t> function_ids;
     std::vector<std::uint32_t> function_sites;
     std::vector<std::uint64_t> function_of_location;
 

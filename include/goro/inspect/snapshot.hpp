@@ -40,9 +40,9 @@
 #include <string>
 #include <string_view>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
+#include <goro/core/hash_map.hpp>
 #include <goro/core/frame.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
@@ -194,7 +194,7 @@ public:
     std::vector<task_group> groups() const {
         // A million tasks share a few sites: hash each distinct site once.
         site_ids ids;
-        std::unordered_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
+        detail::hash_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
         std::vector<task_group> out;
         for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
             std::uint64_t k = stack_key(tasks_[i], ids);
@@ -237,7 +237,7 @@ private:
                 return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
             }
         };
-        std::unordered_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+        detail::hash_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
         std::uint64_t operator()(const detail::site& s) {
             auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
             auto it = map.find(k);
@@ -275,7 +275,8 @@ private:
     void sort_by_id() {
         auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
         if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
-        if (std::is_sorted(tasks_.rbegin(), tasks_.rend(), by_id)) {
+        auto by_id_desc = [](const task_record& a, const task_record& b) { return a.id > b.id; };
+        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id_desc)) {  // no reverse_iterator: costly to compile
             std::reverse(tasks_.begin(), tasks_.end());
             return;
         }

@@ -607,11 +607,13 @@ task<> wait_fd(int fd, io_dir dir, context ctx, const char* op) {
 /// Throws goro::io_error when `ctx` is cancelled or past its deadline
 /// (io_errc::canceled / deadline_exceeded) or `fd` is not open (EBADF).
 /// Wait reason "IO wait". The descriptor is left as it was.
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::wait_readable: co_await it")]] inline task<> wait_readable(int fd, context ctx = {}) {
     return detail::wait_fd(fd, detail::io_read, std::move(ctx), "goro::wait_readable");
 }
 
 /// As wait_readable, for writability (tokio's AsyncFd::writable).
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::wait_writable: co_await it")]] inline task<> wait_writable(int fd, context ctx = {}) {
     return detail::wait_fd(fd, detail::io_write, std::move(ctx), "goro::wait_writable");
 }

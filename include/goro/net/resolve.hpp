@@ -73,6 +73,7 @@ inline lookup_result lookup(const std::string& host, std::uint16_t port) {
 /// The addresses of `host` (IPv4 and IPv6), each with `port`. Throws
 /// goro::io_error naming "goro::net::resolve" and the host when the name is
 /// unknown (code() in the "getaddrinfo" category), or when `ctx` ends the wait.
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::net::resolve: co_await it")]] inline task<std::vector<address>> resolve(std::string host,
                                                                                            std::uint16_t port,
                                                                                            context ctx = {}) {
@@ -95,7 +96,7 @@ inline lookup_result lookup(const std::string& host, std::uint16_t port) {
         goro::detail::throw_io(ctx.err() == context_error::deadline_exceeded ? io_errc::deadline_exceeded
                                                                              : io_errc::canceled,
                                std::string(op) + " " + host);
-    auto v = std::move(got.get<0>());
+    auto v = std::move(got.template get<0>());  // `template`: co_await makes got dependent here
     if (!v) goro::detail::throw_io(io_errc::closed, std::string(op) + " " + host);
     detail::lookup_result r = std::move(*v);
     if (r.error) throw io_error(r.error, std::string(op) + " " + host);

@@ -109,6 +109,7 @@ public:
     /// Reads what is there, up to `n` bytes, waiting until at least one byte
     /// (or the end of the stream) arrives. Returns 0 at the end of the
     /// stream (and for n == 0).
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read: co_await it")]] task<std::size_t> read(void* buf, std::size_t n,
                                                                                  context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read";
@@ -122,6 +123,7 @@ public:
             detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read: co_await it")]] task<std::size_t> read(std::span<std::byte> buf,
                                                                                  context ctx = {}) {
         return read(buf.data(), buf.size(), std::move(ctx));
@@ -130,6 +132,7 @@ public:
     /// Reads exactly `n` bytes (Go's io.ReadFull). At the end of the stream
     /// before that, throws io_error with io_errc::eof and
     /// bytes_transferred() the count read (the bytes are in `buf`).
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read_full: co_await it")]] task<> read_full(void* buf, std::size_t n,
                                                                                 context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read_full";
@@ -150,6 +153,7 @@ public:
                        done);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::read_full: co_await it")]] task<> read_full(std::span<std::byte> buf,
                                                                                 context ctx = {}) {
         return read_full(buf.data(), buf.size(), std::move(ctx));
@@ -157,6 +161,7 @@ public:
 
     /// Writes all `n` bytes, waiting while the socket's buffer is full. On an
     /// error, bytes_transferred() says how many were written.
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::write_all: co_await it")]] task<> write_all(const void* buf, std::size_t n,
                                                                                 context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::write_all";
@@ -176,10 +181,12 @@ public:
                        done);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::write_all: co_await it")]] task<> write_all(std::string_view s,
                                                                                 context ctx = {}) {
         return write_all(s.data(), s.size(), std::move(ctx));
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::stream::write_all: co_await it")]] task<> write_all(std::span<const std::byte> buf,
                                                                                 context ctx = {}) {
         return write_all(buf.data(), buf.size(), std::move(ctx));
@@ -219,6 +226,7 @@ private:
 
 /// Connects to `to` (Go's net.Dial("tcp", ...)). Throws io_error naming
 /// "goro::net::connect" (ECONNREFUSED, ...; canceled / deadline_exceeded by `ctx`).
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::net::connect: co_await it")]] inline task<stream> connect(address to, context ctx = {}) {
     static constexpr const char* op = "goro::net::connect";
     if (to.empty()) throw usage_error(std::string(op) + ": empty address");
@@ -252,6 +260,7 @@ private:
 
 /// Connects to "host:port"; a host that is not numeric (nor "localhost") is
 /// resolved with goro::net::resolve, and each address tried in turn.
+template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
 [[nodiscard("goro::net::connect: co_await it")]] inline task<stream> connect(std::string host_port,
                                                                              context ctx = {}) {
     static constexpr const char* op = "goro::net::connect";
@@ -282,6 +291,7 @@ public:
     /// Waits for the next connection. Throws io_error: io_errc::closed once
     /// the listener is closed (close() wakes a parked accept), EMFILE when
     /// the process is out of descriptors (the connection stays queued).
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::listener::accept: co_await it")]] task<stream> accept(context ctx = {}) {
         static constexpr const char* op = "goro::net::listener::accept";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);

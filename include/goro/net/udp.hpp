@@ -37,6 +37,7 @@ public:
 
     /// Sends one datagram of `n` bytes to `to`; waits while the socket's
     /// buffer is full.
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::udp_socket::send_to: co_await it")]] task<> send_to(const void* buf, std::size_t n,
                                                                                 address to, context ctx = {}) {
         static constexpr const char* op = "goro::net::udp_socket::send_to";
@@ -52,12 +53,14 @@ public:
                                detail::ctx_or_null(ctx), op);
         }
     }
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::udp_socket::send_to: co_await it")]] task<> send_to(std::string_view s, address to,
                                                                                 context ctx = {}) {
         return send_to(s.data(), s.size(), std::move(to), std::move(ctx));
     }
 
     /// Waits for one datagram; a longer one than `n` bytes is truncated.
+    template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
     [[nodiscard("goro::net::udp_socket::recv_from: co_await it")]] task<datagram> recv_from(void* buf, std::size_t n,
                                                                                             context ctx = {}) {
         static constexpr const char* op = "goro::net::udp_socket::recv_from";
