@@ -2690,9 +2690,17 @@ private:
 // with its lowest bit set; the coarse clock that other parks store has its
 // lowest bit cleared). On, a park not sampled costs a decrement, its wake a
 // test of since_ns; a sampled wait costs two clock reads, a walk of the
-// task's frames and a probe of the thread's table. Measured (bench/goro_bench
-// rows *_waitprof, *_waitprof_default; a 2-core KVM guest, medians):
-//   (see below)
+// task's frames and a probe of the thread's table. Measured on a loaded
+// 2-core VM whose TSC read costs ~40 ns (a hardware one costs ~10): per
+// park and wake, 1.1 ns off, ~100 ns at rate 1 (the two clock reads are
+// most of it), ~2 ns at rate 100, ~1.5 ns at rate 1000. chan_pingpong_unbuffered
+// (two waits a round trip; medians of 7 runs of bench/goro_bench rows
+// *_waitprof, *_waitprof_default): 224 ns off, 373 ns at rate 1 (+65 %; the
+// shared locked table of before: about +300 %), 246 ns at rate 100 (within
+// the noise; ~2 % by the per-wait cost). spawn_join: no difference (its tasks
+// do not park). So recording every wait cannot stay within 5 % of a
+// ~100 ns hand-off: default_wait_profile_rate (100) does, and is the rate
+// set_wait_profile_rate() sets with no argument.
 //
 // MEMORY BOUND: per thread that has recorded (tables are reused after their
 // thread exits, so: per thread alive at once), at most 256 buckets, each with
@@ -3000,9 +3008,9 @@ struct wait_table_release {
 
 }  // namespace detail
 
-/// The rate a caller who wants the wait profile always on should use:
-/// see COST above (measured to keep chan_pingpong_unbuffered and spawn_join
-/// within 5%).
+/// The rate to leave the wait profile on at: one wait in 100, counted 100
+/// times (see COST above: it keeps chan_pingpong_unbuffered and spawn_join
+/// within 5 %; rate 1 does not).
 inline constexpr std::int64_t default_wait_profile_rate = 100;
 
 /// Turns the wait profile on (1: every wait; n: one in n, see RATE) or off
