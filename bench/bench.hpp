@@ -60,4 +60,20 @@ inline void emit(const std::string& name, long ops, std::chrono::nanoseconds d, 
 
 using clock = std::chrono::steady_clock;
 
+/// The wait profile on at `rate` (goro::set_wait_profile_rate) for one
+/// benchmark row, emptied before and after; the rate before is restored.
+struct wait_profile_scope {
+    std::int64_t prev = goro::wait_profile_rate();
+    explicit wait_profile_scope(std::int64_t rate) {
+        goro::reset_wait_profile();
+        goro::set_wait_profile_rate(rate);
+    }
+    ~wait_profile_scope() {
+        goro::set_wait_profile_rate(prev);
+        goro::reset_wait_profile();
+    }
+    wait_profile_scope(const wait_profile_scope&) = delete;
+    wait_profile_scope& operator=(const wait_profile_scope&) = delete;
+};
+
 }  // namespace bench

@@ -22,7 +22,7 @@ goro::task<> pingpong_echo(goro::channel<int> ping, goro::channel<int> pong) {
     pong.close();
 }
 
-goro::task<> pingpong_main(long ops) {
+goro::task<> pingpong_main(long ops, const char* name = "chan_pingpong_unbuffered", bench::extras extra = {}) {
     goro::channel<int> ping, pong;
     goro::go(pingpong_echo(ping, pong));
     auto t = clock::now();
@@ -30,11 +30,25 @@ goro::task<> pingpong_main(long ops) {
         co_await ping.send(int(i));
         co_await pong.recv();
     }
-    bench::emit("chan_pingpong_unbuffered", ops, clock::now() - t);
+    bench::emit(name, ops, clock::now() - t, extra);
     ping.close();
 }
 
 void ping_pong(const bench::options& o) { goro::block_on(pingpong_main(o.n(1'000'000))); }
+
+// The same with the wait profile on (goro/core/wait_profile.hpp): every wait
+// recorded (rate 1), then one in default_wait_profile_rate.
+void ping_pong_waitprof(const bench::options& o) {
+    for (std::int64_t rate : {std::int64_t(1), goro::default_wait_profile_rate}) {
+        if (!o.want(rate == 1 ? "chan_pingpong_unbuffered_waitprof" : "chan_pingpong_unbuffered_waitprof_default"))
+            continue;
+        bench::wait_profile_scope on(rate);
+        goro::block_on(pingpong_main(o.n(1'000'000),
+                                     rate == 1 ? "chan_pingpong_unbuffered_waitprof"
+                                               : "chan_pingpong_unbuffered_waitprof_default",
+                                     {{"wait_profile_rate", double(rate)}}));
+    }
+}
 
 // One producer, one consumer, buffered channel of 1024.
 goro::task<> spsc_consumer(goro::channel<int> ch, goro::channel<int> done) {
@@ -141,6 +155,7 @@ void cancel_fanout(const bench::options& o) { goro::block_on(fanout_main(o.n(100
 }  // namespace
 
 GORO_BENCH("chan_pingpong", ping_pong);
+GORO_BENCH("chan_pingpong_unbuffered_waitprof|chan_pingpong_unbuffered_waitprof_default", ping_pong_waitprof);
 GORO_BENCH("chan_spsc", spsc);
 GORO_BENCH("chan_mpmc", mpmc);
 GORO_BENCH("select_recv", select_recv);
