@@ -284,7 +284,20 @@ private:
             : bytes(std::move(b)), blocks(std::move(bl)), held(h) {
             held->fetch_add(size(), std::memory_order_relaxed);
         }
-        ~response_body() { held->fetch_sub(size(), std::memory_order_relaxed); }
+        // The memory goes first, the count after: whoever sees
+        // response_bytes_held fall sees the memory released already.
+        ~response_body() {
+            const std::size_t n = size();
+            const bool large_string = bytes.size() >= large_body;
+            blocks = body_blocks{};  // unmapped
+            std::string().swap(bytes);
+            // A large string body, once its last sender lets go, is handed
+            // back to the system: glibc keeps freed blocks of a thread's
+            // arena otherwise, and a process that served a big dump would
+            // stay that big.
+            if (large_string) trim_heap();
+            held->fetch_sub(n, std::memory_order_relaxed);
+        }
         response_body(const response_body&) = delete;
         response_body& operator=(const response_body&) = delete;
         std::size_t size() const noexcept { return bytes.size() + blocks.size(); }
@@ -403,16 +416,8 @@ private:
     // Null for an empty body.
     body_ptr make_body(std::string&& bytes, body_blocks&& blocks = {}) {
         if (bytes.empty() && blocks.empty()) return nullptr;
-        // A large string body, once its last sender lets go, is handed back
-        // to the system: glibc keeps freed blocks of a thread's arena
-        // otherwise, and a process that served a big dump would stay that
-        // big. Streamed blocks are unmapped by their destructor.
-        return body_ptr(new response_body(std::move(bytes), std::move(blocks), &response_bytes_held_),
-                        [](const response_body* b) noexcept {
-                            const bool large = b->bytes.size() >= large_body;
-                            delete b;
-                            if (large) trim_heap();
-                        });
+        return std::make_shared<const response_body>(std::move(bytes), std::move(blocks),
+                                                     &response_bytes_held_);
     }
     static constexpr std::size_t large_body = std::size_t{1} << 20;
     // Returns the free pages of the allocator's arenas to the system (glibc
