@@ -25,8 +25,8 @@
 //     system, never grown by copying, unmapped when the last sender is done;
 //     after a large body is produced the allocator's free pages are returned
 //     (malloc_trim), so the scratch of a dump does not stay resident either.
-//     Measured with 100k parked tasks (a 39 MB tasks.json), 16 clients that
-//     never read raise RSS by about 1.2x one body, and after they leave RSS
+//     Measured with 100k parked tasks (a 37 MiB tasks.json), 16 clients that
+//     never read raise RSS by about 1.25x one body (was 1.97x before blocks and trimming), and after they leave RSS
 //     is back within about a quarter of one body (glibc keeps some of the
 //     snapshot's scratch at the top of the server thread's arena).
 //   * When every slot is taken, a new connection evicts the oldest connection
