@@ -16417,9 +16417,10 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
 //     after a large body is produced the allocator's free pages are returned
 //     (malloc_trim), so the scratch of a dump does not stay resident either.
 //     Measured with 100k parked tasks (a 37 MiB tasks.json), 16 clients that
-//     never read raise RSS by about 1.25x one body (was 1.97x before blocks and trimming), and after they leave RSS
-//     is back within about a quarter of one body (glibc keeps some of the
-//     snapshot's scratch at the top of the server thread's arena).
+//     never read raise RSS by about 1.25x one body (1.97x with one growing
+//     string per body and no trimming), and after they leave RSS is back
+//     within about a quarter of one body (0.72x before): glibc keeps some of
+//     the snapshot's scratch at the top of the server thread's arena.
 //   * When every slot is taken, a new connection evicts the oldest connection
 //     that is reading: an idle keep-alive connection (preferred among the
 //     oldest 16: its client expects such a close and retries) or one whose head
