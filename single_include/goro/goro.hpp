@@ -15599,16 +15599,144 @@ inline http_parse_result parse_http_request(std::string_view in, const debug_ser
 // debug_profile, what a program registers on a debug_server; and the helpers
 // that check a response and write its status line and Date.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
+#include <memory>
+#include <new>
+#include <ostream>
 #include <stdexcept>
+#include <streambuf>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
+
+#include <sys/mman.h>
 
 
 namespace goro {
+
+namespace detail {
+
+// A large response body, written in blocks mapped straight from the system
+// (64 KiB, doubling up to 1 MiB) instead of one string. Such a string grows
+// by copying (a 39 MB dump passes through buffers of 16 and 32 MB first) and,
+// once freed, leaves its space with the allocator: glibc raises its mmap
+// threshold to the largest freed block, so the next dump of that size comes
+// from the heap and stays in the process. A block is returned to the system
+// (munmap) when the body is destroyed, and only the pages written are ever
+// resident. Move-only; not thread-safe (one writer, then read-only).
+class body_blocks {
+public:
+    struct block {
+        char* data;
+        std::size_t capacity;
+        std::size_t size;
+    };
+
+    body_blocks() = default;
+    body_blocks(body_blocks&& o) noexcept : blocks_(std::move(o.blocks_)), size_(std::exchange(o.size_, 0)) {
+        o.blocks_.clear();
+    }
+    body_blocks& operator=(body_blocks&& o) noexcept {
+        if (this != &o) {
+            release();
+            blocks_ = std::move(o.blocks_);
+            o.blocks_.clear();
+            size_ = std::exchange(o.size_, 0);
+        }
+        return *this;
+    }
+    body_blocks(const body_blocks&) = delete;
+    body_blocks& operator=(const body_blocks&) = delete;
+    ~body_blocks() { release(); }
+
+    static constexpr std::size_t first_block = std::size_t{64} << 10;
+    static constexpr std::size_t max_block = std::size_t{1} << 20;
+
+    // Throws std::bad_alloc when the system has no memory to map.
+    void append(const char* p, std::size_t n) {
+        while (n > 0) {
+            if (blocks_.empty() || blocks_.back().size == blocks_.back().capacity) grow();
+            block& b = blocks_.back();
+            const std::size_t k = std::min(n, b.capacity - b.size);
+            std::memcpy(b.data + b.size, p, k);
+            b.size += k;
+            size_ += k;
+            p += k;
+            n -= k;
+        }
+    }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+    const std::vector<block>& blocks() const noexcept { return blocks_; }
+    // All the bytes as one string (for tests and small bodies).
+    std::string str() const {
+        std::string s;
+        s.reserve(size_);
+        for (const block& b : blocks_) s.append(b.data, b.size);
+        return s;
+    }
+
+private:
+    void grow() {
+        const std::size_t cap = blocks_.empty() ? first_block
+                                                : std::min(blocks_.back().capacity * 2, max_block);
+        blocks_.reserve(blocks_.size() + 1);  // so that a mapped block is never lost
+        void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) throw std::bad_alloc();
+        blocks_.push_back(block{static_cast<char*>(m), cap, 0});
+    }
+    void release() noexcept {
+        for (const block& b : blocks_) ::munmap(b.data, b.capacity);
+        blocks_.clear();
+        size_ = 0;
+    }
+
+    std::vector<block> blocks_;
+    std::size_t size_ = 0;
+};
+
+// The streambuf behind debug_response::stream(): appends to body_blocks.
+class body_streambuf final : public std::streambuf {
+public:
+    body_blocks& blocks() noexcept { return blocks_; }
+
+private:
+    std::streamsize xsputn(const char* s, std::streamsize n) override {
+        blocks_.append(s, static_cast<std::size_t>(n));
+        return n;
+    }
+    int_type overflow(int_type c) override {
+        if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+        const char ch = traits_type::to_char_type(c);
+        blocks_.append(&ch, 1);
+        return c;
+    }
+
+    body_blocks blocks_;
+};
+
+// The std::ostream of debug_response::stream().
+class body_stream final : public std::ostream {
+public:
+    body_stream() : std::ostream(nullptr) {
+        rdbuf(&buf_);
+        // A failed mapping reaches the server as std::bad_alloc (a 500), not
+        // as a silently truncated body.
+        exceptions(std::ios::badbit);
+    }
+    body_blocks& blocks() noexcept { return buf_.blocks(); }
+
+private:
+    body_streambuf buf_;
+};
+
+}  // namespace detail
 
 struct debug_response {
     int status = 200;
@@ -15620,6 +15748,29 @@ struct debug_response {
     // Any bytes, binary included.
     std::string body;
 
+    // For a large body (a dump): what is written here is sent after `body`,
+    // and is kept in blocks mapped from the system rather than in one string
+    // (see detail::body_blocks): no copy while it grows, one copy however many
+    // clients receive it, and its memory goes back to the system as soon as
+    // the last connection sending it is done. The stream throws what the
+    // mapping throws (std::bad_alloc), which makes the response a 500.
+    std::ostream& stream() {
+        if (!stream_) stream_ = std::make_unique<detail::body_stream>();
+        return *stream_;
+    }
+    // Bytes written to stream() so far.
+    std::size_t streamed_size() const noexcept { return stream_ ? stream_->blocks().size() : 0; }
+    // Takes what was written to stream() (the server does, to send it).
+    detail::body_blocks take_streamed() {
+        detail::body_blocks b;
+        if (stream_) {
+            stream_->flush();
+            b = std::move(stream_->blocks());
+            stream_.reset();
+        }
+        return b;
+    }
+
     // Sets or replaces a header field (case-insensitive name); "Content-Type"
     // sets content_type. Throws std::invalid_argument for a server-managed
     // field or one HTTP cannot carry (CR, LF, NUL in it; a name not a token).
@@ -15627,6 +15778,9 @@ struct debug_response {
     // Content-Disposition: attachment; filename="<filename>", like Go's pprof
     // handlers for binary profiles.
     void set_attachment(std::string_view filename);
+
+private:
+    std::unique_ptr<detail::body_stream> stream_;
 };
 
 using debug_handler = std::function<void(const debug_request&, debug_response&)>;
@@ -15790,7 +15944,7 @@ inline bool is_managed_header(std::string_view name) noexcept {
 inline std::string check_response(const debug_response& r) {
     if (r.status < 200 || r.status > 599)
         return "handler set status " + std::to_string(r.status) + " (must be 200-599)";
-    if ((r.status == 204 || r.status == 304) && !r.body.empty())
+    if ((r.status == 204 || r.status == 304) && (!r.body.empty() || r.streamed_size() != 0))
         return "handler set a body on a " + std::to_string(r.status) + " response";
     if (r.content_type.empty()) return "handler cleared content_type";
     if (!is_field_value(r.content_type)) return "invalid byte in content_type";
@@ -16078,7 +16232,9 @@ inline void serve_goroutine_profile(const debug_request& req, debug_response& r)
     } else {
         r.content_type = "text/plain; charset=utf-8";
     }
-    r.body = goroutine_profile(*debug);
+    // Written in blocks (debug_response::stream): a dump of many tasks is
+    // never grown as one string.
+    write_goroutine_profile(r.stream(), snapshot::take(), *debug);
 }
 
 // Tasks by state and wait reason, from one walk of the registry's live headers
@@ -16258,7 +16414,7 @@ inline std::string render_metrics(const leak_watch* watch = nullptr) {
 
 inline void serve_tasks_json(const debug_request&, debug_response& r) {
     r.content_type = "application/json";
-    r.body = tasks_json();
+    write_tasks_json(r.stream(), snapshot::take());
 }
 
 inline void serve_metrics(const debug_request&, debug_response& r) {
@@ -16629,7 +16785,18 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
 //     response body is never copied per connection: it is held once, by a
 //     shared pointer, and identical requests to a route registered with
 //     share_response within shared_response_window share one body, as long
-//     as no task was started, finished or resumed in between (world_stamp).
+//     as no task was started, finished or resumed in between (world_stamp)
+//     or another connection is still being sent that body (a burst of
+//     requests shares one dump however busy the program is). A dump route
+//     writes its body to debug_response::stream(): blocks mapped from the
+//     system, never grown by copying, unmapped when the last sender is done;
+//     after a large body is produced the allocator's free pages are returned
+//     (malloc_trim), so the scratch of a dump does not stay resident either.
+//     Measured with 100k parked tasks (a 37 MiB tasks.json), 16 clients that
+//     never read raise RSS by about 1.25x one body (1.97x with one growing
+//     string per body and no trimming), and after they leave RSS is back
+//     within about a quarter of one body (0.72x before): glibc keeps some of
+//     the snapshot's scratch at the top of the server thread's arena.
 //   * When every slot is taken, a new connection evicts the oldest connection
 //     that is reading: an idle keep-alive connection (preferred among the
 //     oldest 16: its client expects such a close and retries) or one whose head
@@ -16875,10 +17042,12 @@ struct debug_server_options {
     // Identical requests (same path and query) to a route registered with
     // share_response, arriving within this time after the body was produced,
     // get that body instead of a new one, provided no task was started,
-    // finished or resumed since: N clients of a large dump of a stuck program
-    // cost one dump's memory and one dump's time, and no client sees an older
-    // picture than a fresh dump would give. The body is held that long. 0
-    // turns sharing off.
+    // finished or resumed since, or another connection is still being sent
+    // it: N clients of a large dump cost one dump's memory and one dump's
+    // time, a client that asks again after reading its answer sees a fresh
+    // picture unless nothing moved, and concurrent clients of a busy program
+    // share the dump being sent (at most this old). The body is held that
+    // long. 0 turns sharing off.
     std::chrono::milliseconds shared_response_window{1000};
     debug_server_limits limits{};
     // The goroutine routes (/debug/pprof/goroutine, /debug/goro/tasks.json,
@@ -17012,18 +17181,36 @@ private:
         bool share = false;
     };
 
-    // A response body as sent. Produced once; every connection sending it
-    // holds a shared pointer, so N clients of one dump hold one copy. Its size
-    // is counted in response_bytes_held_ while it lives.
+    // A response body as sent: `bytes` (a handler's debug_response::body),
+    // then `blocks` (what it wrote to debug_response::stream(), mapped from
+    // the system). Produced once; every connection sending it holds a shared
+    // pointer, so N clients of one dump hold one copy. Its size is counted in
+    // response_bytes_held_ while it lives.
     struct response_body {
         std::string bytes;
+        body_blocks blocks;
         std::atomic<std::uint64_t>* held;
-        response_body(std::string b, std::atomic<std::uint64_t>* h) : bytes(std::move(b)), held(h) {
-            held->fetch_add(bytes.size(), std::memory_order_relaxed);
+        response_body(std::string b, body_blocks bl, std::atomic<std::uint64_t>* h)
+            : bytes(std::move(b)), blocks(std::move(bl)), held(h) {
+            held->fetch_add(size(), std::memory_order_relaxed);
         }
-        ~response_body() { held->fetch_sub(bytes.size(), std::memory_order_relaxed); }
+        // The memory goes first, the count after: whoever sees
+        // response_bytes_held fall sees the memory released already.
+        ~response_body() {
+            const std::size_t n = size();
+            const bool large_string = bytes.size() >= large_body;
+            blocks = body_blocks{};  // unmapped
+            std::string().swap(bytes);
+            // A large string body, once its last sender lets go, is handed
+            // back to the system: glibc keeps freed blocks of a thread's
+            // arena otherwise, and a process that served a big dump would
+            // stay that big.
+            if (large_string) trim_heap();
+            held->fetch_sub(n, std::memory_order_relaxed);
+        }
         response_body(const response_body&) = delete;
         response_body& operator=(const response_body&) = delete;
+        std::size_t size() const noexcept { return bytes.size() + blocks.size(); }
     };
     using body_ptr = std::shared_ptr<const response_body>;
 
@@ -17136,20 +17323,27 @@ private:
     void start_write(connection& c, int status, std::string_view content_type,
                      const http_fields& headers, body_ptr body, std::size_t length, bool head_only,
                      std::string_view connection_header);
-    body_ptr make_body(std::string&& bytes) {
-        // A large body, once its last sender lets go, is handed back to the
-        // system: glibc keeps freed blocks of a thread's arena otherwise, and
-        // a process that served a big dump would stay that big.
-        return body_ptr(new response_body(std::move(bytes), &response_bytes_held_),
-                        [](const response_body* b) noexcept {
-                            const bool large = b->bytes.size() >= (std::size_t{1} << 20);
-                            delete b;
+    // Null for an empty body.
+    body_ptr make_body(std::string&& bytes, body_blocks&& blocks = {}) {
+        if (bytes.empty() && blocks.empty()) return nullptr;
+        return std::make_shared<const response_body>(std::move(bytes), std::move(blocks),
+                                                     &response_bytes_held_);
+    }
+    static constexpr std::size_t large_body = std::size_t{1} << 20;
+    // Returns the free pages of the allocator's arenas to the system (glibc
+    // only; elsewhere nothing). Called after a large body was produced (the
+    // snapshot and the scratch a dump needs are free by then) and when a
+    // large string body is freed: without it, each thread's arena keeps them.
+    static void trim_heap() noexcept {
 #if defined(__GLIBC__)
-                            if (large) ::malloc_trim(0);
-#else
-                            (void)large;
+        ::malloc_trim(0);
 #endif
-                        });
+    }
+    // True while a connection other than the caller (holding `body` too) and
+    // the shared_ entry (`entry_holds`) is still sending it. The server
+    // thread owns every copy, so the count is exact.
+    static bool in_flight(const body_ptr& body, bool entry_holds) noexcept {
+        return body.use_count() > 1 + (entry_holds ? 1 : 0);
     }
     void write_some(connection& c);
     void finish_response(connection& c);
@@ -17700,7 +17894,12 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             if (it != shared_.end()) {
                 const shared_entry& e = it->second;
                 body_ptr body = e.body.lock();
-                if (body && clock::now() - e.made <= opts_.shared_response_window && e.stamp == world_stamp()) {
+                // Fresh enough: made within the window, and either nothing
+                // moved since or another client is still being sent it (a
+                // burst of requests for one dump shares it, however busy the
+                // program, so N slow clients never pin N dumps).
+                if (body && clock::now() - e.made <= opts_.shared_response_window &&
+                    (e.stamp == world_stamp() || in_flight(body, e.hold != nullptr))) {
                     responses_shared_.fetch_add(1, std::memory_order_relaxed);
                     start_write(c, e.status, e.content_type, e.headers, std::move(body), e.length,
                                 head_only, conn_header);
@@ -17747,8 +17946,9 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
             plain(404, "404 page not found\n");
         }
     }
-    const std::size_t length = resp.body.size();
-    body_ptr body = length == 0 ? nullptr : make_body(std::move(resp.body));
+    const std::size_t length = resp.body.size() + resp.streamed_size();
+    body_ptr body = make_body(std::move(resp.body), resp.take_streamed());
+    if (length >= large_body) trim_heap();  // what producing it needed is free now
     if (!share_key.empty() && resp.status == 200 && body) {
         // The map holds only what was made within the window: at most as many
         // bodies as handlers can produce in that time.
@@ -17815,25 +18015,33 @@ inline void debug_server_state::start_write(connection& c, int status, std::stri
 }
 
 inline void debug_server_state::write_some(connection& c) {
-    const std::size_t body_size = c.out_body ? c.out_body->bytes.size() : 0;
-    const std::size_t total = c.out_head.size() + body_size;
+    const response_body* b = c.out_body.get();
+    const std::size_t total = c.out_head.size() + (b ? b->size() : 0);
     while (c.out_sent < total) {
-        iovec iov[2];
+        // The unsent rest, gathered from the head, the string part and the
+        // blocks: up to max_iov pieces per call.
+        constexpr int max_iov = 64;
+        iovec iov[max_iov];
         int n_iov = 0;
-        if (c.out_sent < c.out_head.size()) {
-            iov[n_iov].iov_base = c.out_head.data() + c.out_sent;
-            iov[n_iov].iov_len = c.out_head.size() - c.out_sent;
-            ++n_iov;
-            if (body_size != 0) {
-                iov[n_iov].iov_base = const_cast<char*>(c.out_body->bytes.data());
-                iov[n_iov].iov_len = body_size;
-                ++n_iov;
+        std::size_t skip = c.out_sent;
+        auto add = [&](const char* p, std::size_t n) {
+            if (n_iov == max_iov || n == 0) return;
+            if (skip >= n) {
+                skip -= n;
+                return;
             }
-        } else {
-            std::size_t off = c.out_sent - c.out_head.size();
-            iov[n_iov].iov_base = const_cast<char*>(c.out_body->bytes.data() + off);
-            iov[n_iov].iov_len = body_size - off;
+            iov[n_iov].iov_base = const_cast<char*>(p + skip);
+            iov[n_iov].iov_len = n - skip;
+            skip = 0;
             ++n_iov;
+        };
+        add(c.out_head.data(), c.out_head.size());
+        if (b) {
+            add(b->bytes.data(), b->bytes.size());
+            for (const body_blocks::block& k : b->blocks.blocks()) {
+                if (n_iov == max_iov) break;
+                add(k.data, k.size);
+            }
         }
         msghdr msg{};
         msg.msg_iov = iov;

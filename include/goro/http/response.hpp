@@ -5,17 +5,145 @@
 // debug_profile, what a program registers on a debug_server; and the helpers
 // that check a response and write its status line and Date.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
+#include <memory>
+#include <new>
+#include <ostream>
 #include <stdexcept>
+#include <streambuf>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
+
+#include <sys/mman.h>
 
 #include <goro/http/request.hpp>
 
 namespace goro {
+
+namespace detail {
+
+// A large response body, written in blocks mapped straight from the system
+// (64 KiB, doubling up to 1 MiB) instead of one string. Such a string grows
+// by copying (a 39 MB dump passes through buffers of 16 and 32 MB first) and,
+// once freed, leaves its space with the allocator: glibc raises its mmap
+// threshold to the largest freed block, so the next dump of that size comes
+// from the heap and stays in the process. A block is returned to the system
+// (munmap) when the body is destroyed, and only the pages written are ever
+// resident. Move-only; not thread-safe (one writer, then read-only).
+class body_blocks {
+public:
+    struct block {
+        char* data;
+        std::size_t capacity;
+        std::size_t size;
+    };
+
+    body_blocks() = default;
+    body_blocks(body_blocks&& o) noexcept : blocks_(std::move(o.blocks_)), size_(std::exchange(o.size_, 0)) {
+        o.blocks_.clear();
+    }
+    body_blocks& operator=(body_blocks&& o) noexcept {
+        if (this != &o) {
+            release();
+            blocks_ = std::move(o.blocks_);
+            o.blocks_.clear();
+            size_ = std::exchange(o.size_, 0);
+        }
+        return *this;
+    }
+    body_blocks(const body_blocks&) = delete;
+    body_blocks& operator=(const body_blocks&) = delete;
+    ~body_blocks() { release(); }
+
+    static constexpr std::size_t first_block = std::size_t{64} << 10;
+    static constexpr std::size_t max_block = std::size_t{1} << 20;
+
+    // Throws std::bad_alloc when the system has no memory to map.
+    void append(const char* p, std::size_t n) {
+        while (n > 0) {
+            if (blocks_.empty() || blocks_.back().size == blocks_.back().capacity) grow();
+            block& b = blocks_.back();
+            const std::size_t k = std::min(n, b.capacity - b.size);
+            std::memcpy(b.data + b.size, p, k);
+            b.size += k;
+            size_ += k;
+            p += k;
+            n -= k;
+        }
+    }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+    const std::vector<block>& blocks() const noexcept { return blocks_; }
+    // All the bytes as one string (for tests and small bodies).
+    std::string str() const {
+        std::string s;
+        s.reserve(size_);
+        for (const block& b : blocks_) s.append(b.data, b.size);
+        return s;
+    }
+
+private:
+    void grow() {
+        const std::size_t cap = blocks_.empty() ? first_block
+                                                : std::min(blocks_.back().capacity * 2, max_block);
+        blocks_.reserve(blocks_.size() + 1);  // so that a mapped block is never lost
+        void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) throw std::bad_alloc();
+        blocks_.push_back(block{static_cast<char*>(m), cap, 0});
+    }
+    void release() noexcept {
+        for (const block& b : blocks_) ::munmap(b.data, b.capacity);
+        blocks_.clear();
+        size_ = 0;
+    }
+
+    std::vector<block> blocks_;
+    std::size_t size_ = 0;
+};
+
+// The streambuf behind debug_response::stream(): appends to body_blocks.
+class body_streambuf final : public std::streambuf {
+public:
+    body_blocks& blocks() noexcept { return blocks_; }
+
+private:
+    std::streamsize xsputn(const char* s, std::streamsize n) override {
+        blocks_.append(s, static_cast<std::size_t>(n));
+        return n;
+    }
+    int_type overflow(int_type c) override {
+        if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+        const char ch = traits_type::to_char_type(c);
+        blocks_.append(&ch, 1);
+        return c;
+    }
+
+    body_blocks blocks_;
+};
+
+// The std::ostream of debug_response::stream().
+class body_stream final : public std::ostream {
+public:
+    body_stream() : std::ostream(nullptr) {
+        rdbuf(&buf_);
+        // A failed mapping reaches the server as std::bad_alloc (a 500), not
+        // as a silently truncated body.
+        exceptions(std::ios::badbit);
+    }
+    body_blocks& blocks() noexcept { return buf_.blocks(); }
+
+private:
+    body_streambuf buf_;
+};
+
+}  // namespace detail
 
 struct debug_response {
     int status = 200;
@@ -27,6 +155,29 @@ struct debug_response {
     // Any bytes, binary included.
     std::string body;
 
+    // For a large body (a dump): what is written here is sent after `body`,
+    // and is kept in blocks mapped from the system rather than in one string
+    // (see detail::body_blocks): no copy while it grows, one copy however many
+    // clients receive it, and its memory goes back to the system as soon as
+    // the last connection sending it is done. The stream throws what the
+    // mapping throws (std::bad_alloc), which makes the response a 500.
+    std::ostream& stream() {
+        if (!stream_) stream_ = std::make_unique<detail::body_stream>();
+        return *stream_;
+    }
+    // Bytes written to stream() so far.
+    std::size_t streamed_size() const noexcept { return stream_ ? stream_->blocks().size() : 0; }
+    // Takes what was written to stream() (the server does, to send it).
+    detail::body_blocks take_streamed() {
+        detail::body_blocks b;
+        if (stream_) {
+            stream_->flush();
+            b = std::move(stream_->blocks());
+            stream_.reset();
+        }
+        return b;
+    }
+
     // Sets or replaces a header field (case-insensitive name); "Content-Type"
     // sets content_type. Throws std::invalid_argument for a server-managed
     // field or one HTTP cannot carry (CR, LF, NUL in it; a name not a token).
@@ -34,6 +185,9 @@ struct debug_response {
     // Content-Disposition: attachment; filename="<filename>", like Go's pprof
     // handlers for binary profiles.
     void set_attachment(std::string_view filename);
+
+private:
+    std::unique_ptr<detail::body_stream> stream_;
 };
 
 using debug_handler = std::function<void(const debug_request&, debug_response&)>;
@@ -197,7 +351,7 @@ inline bool is_managed_header(std::string_view name) noexcept {
 inline std::string check_response(const debug_response& r) {
     if (r.status < 200 || r.status > 599)
         return "handler set status " + std::to_string(r.status) + " (must be 200-599)";
-    if ((r.status == 204 || r.status == 304) && !r.body.empty())
+    if ((r.status == 204 || r.status == 304) && (!r.body.empty() || r.streamed_size() != 0))
         return "handler set a body on a " + std::to_string(r.status) + " response";
     if (r.content_type.empty()) return "handler cleared content_type";
     if (!is_field_value(r.content_type)) return "invalid byte in content_type";

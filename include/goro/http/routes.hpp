@@ -70,7 +70,9 @@ inline void serve_goroutine_profile(const debug_request& req, debug_response& r)
     } else {
         r.content_type = "text/plain; charset=utf-8";
     }
-    r.body = goroutine_profile(*debug);
+    // Written in blocks (debug_response::stream): a dump of many tasks is
+    // never grown as one string.
+    write_goroutine_profile(r.stream(), snapshot::take(), *debug);
 }
 
 // Tasks by state and wait reason, from one walk of the registry's live headers
@@ -250,7 +252,7 @@ inline std::string render_metrics(const leak_watch* watch = nullptr) {
 
 inline void serve_tasks_json(const debug_request&, debug_response& r) {
     r.content_type = "application/json";
-    r.body = tasks_json();
+    write_tasks_json(r.stream(), snapshot::take());
 }
 
 inline void serve_metrics(const debug_request&, debug_response& r) {
