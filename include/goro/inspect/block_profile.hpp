@@ -74,7 +74,7 @@ inline bool is_lock_wait(const char* reason) noexcept {
            r == wait_reason::semacquire;
 }
 
-/// `header`: Go's first lines ("--- contention:\ncycles/second=...\n").
+/// `out` begins with Go's first lines ("--- contention:\ncycles/second=...\n").
 inline std::string block_profile_text(const std::vector<wait_bucket>& bs,
                                       std::string out = "--- contention:\ncycles/second=1000000000\n") {
     site_table table;
