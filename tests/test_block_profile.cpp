@@ -1,7 +1,8 @@
 // The wait profile (goro/core/wait_profile.hpp) and its Go block-profile formats
 // (goro/inspect/block_profile.hpp): off by default, what one wait adds, the
 // debug=1 text, what `go tool pprof` prints for it (-top, -traces, -tagfocus,
-// when go is installed), and /debug/pprof/block.
+// when go is installed), and /debug/pprof/block; the mutex profile (its lock
+// waits) the same way, and /debug/pprof/mutex.
 //
 // The waits are made deterministic: a consumer task receives from a channel
 // in a loop; the test sends each value only once the consumer is parked
@@ -20,6 +21,7 @@
 
 #include <goro/http/debug_server.hpp>
 #include <goro/inspect/block_profile.hpp>
+#include <goro/sync/mutex.hpp>
 
 #include "http_client.hpp"
 #include "support.hpp"
@@ -73,6 +75,29 @@ const goro::detail::wait_bucket* consumer_bucket(const std::vector<goro::detail:
         if (!b.stack.empty() && std::string(b.stack[0].function_name()).find("bp_recv_one") != std::string::npos)
             return &b;
     return nullptr;
+}
+
+goro::task<> mx_take(goro::mutex& mu) {
+    co_await mu.lock();  // the contended site
+    mu.unlock();
+}
+
+goro::task<> mx_worker(goro::mutex& mu) { co_await mx_take(mu); }
+
+/// `waits` times: the thread holds the mutex, a task parks in lock() (seen
+/// parked), the thread unlocks (handing it over); plus channel waits
+/// (drive), which the mutex profile must leave out.
+void drive_mutex(int waits) {
+    const std::int64_t baseline = goro::num_goroutines();
+    goro::mutex mu;
+    for (int i = 0; i < waits; ++i) {
+        REQUIRE(mu.try_lock());
+        goro::go(mx_worker(mu), {.name = "mx_worker"});
+        REQUIRE(goro_test::eventually([] { return goro_test::parked_count("mx_worker") == 1; }));
+        mu.unlock();
+        REQUIRE(goro_test::tasks_drained(baseline));
+    }
+    drive(2);
 }
 
 bool on_path(const char* tool) {
@@ -220,6 +245,79 @@ TEST_CASE("/debug/pprof/block serves the wait profile", "[block_profile]") {
     CHECK(http_test::fetch(s.port(), http_test::get("/debug/pprof/block?debug=7")).status == 400);
     auto index = http_test::fetch(s.port(), http_test::get("/debug/pprof/"));
     CHECK(index.body.find("<a href='block?debug=1'>block</a>") != std::string::npos);
+}
+
+TEST_CASE("the mutex profile keeps the lock waits of the wait profile", "[block_profile]") {
+    profile_on on;
+    drive_mutex(3);
+    const std::string text = goro::mutex_profile(1);
+    INFO(text);
+    CHECK(text.rfind("--- mutex:\ncycles/second=1000000000\nsampling period=1\n", 0) == 0);
+    // Each of the three tasks parked once in lock() (it found the mutex held).
+    CHECK(matches(text, R"(\n\d+ 3 @ 0x[0-9a-f]+ 0x[0-9a-f]+\n# wait_reason: sync.Mutex.Lock\n)"));
+    CHECK(matches(text, R"(#\t0x[0-9a-f]+\t\S*mx_take)"));
+    CHECK_FALSE(matches(text, R"(chan receive|bp_recv_one)"));  // in the block profile only
+    CHECK(goro::block_profile(1).find("bp_recv_one") != std::string::npos);
+    CHECK_THROWS_AS(goro::mutex_profile(2), goro::usage_error);
+}
+
+TEST_CASE("go tool pprof reads the mutex profile: -top, -traces", "[block_profile]") {
+    if (!on_path("go")) {
+        WARN("go not on PATH (apt-get install golang-go): go tool pprof checks skipped");
+        SUCCEED("skipped: no go toolchain");
+        return;
+    }
+    profile_on on;
+    drive_mutex(3);
+    std::string dir = (std::filesystem::temp_directory_path() / "goro_mutex_XXXXXX").string();
+    REQUIRE(::mkdtemp(dir.data()));
+    std::string file = dir + "/mutex.pb";
+    std::ofstream(file, std::ios::binary) << goro::mutex_profile(0);
+    std::string pprof = "env HOME=" + dir + " GOCACHE=" + dir + "/cache GOPATH=" + dir + "/gopath go tool pprof ";
+    {
+        auto [st, out] = run(pprof + "-sample_index=contentions -top " + file);
+        INFO(out);
+        CHECK(st == 0);
+        CHECK(matches(out, R"(Type: contentions)"));
+        // All three contentions in mx_take, none of the channel's waits.
+        CHECK(matches(out, R"(\n\s+3\s+100%\s+100%\s+3\s+100%\s+\S*mx_take\n)"));
+        CHECK_FALSE(matches(out, R"(bp_recv_one)"));
+    }
+    {
+        auto [st, out] = run(pprof + "-top " + file);  // delay, the last sample type, as Go's
+        INFO(out);
+        CHECK(st == 0);
+        CHECK(matches(out, R"(Type: delay)"));
+        CHECK(matches(out, R"(\S*mx_take\n)"));
+    }
+    {
+        auto [st, out] = run(pprof + "-traces " + file);
+        INFO(out);
+        CHECK(st == 0);
+        CHECK(matches(out, R"(\n\s+\S+\s+\S*mx_take\n\s+\S*mx_worker\n)"));
+        CHECK(matches(out, R"(wait_reason:\s*sync.Mutex.Lock)"));
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("/debug/pprof/mutex serves the mutex profile, listed on the index", "[block_profile]") {
+    profile_on on;
+    drive_mutex(1);
+    goro::debug_server s(http_test::test_options());
+    s.start();
+    auto pb = http_test::fetch(s.port(), http_test::get("/debug/pprof/mutex"));
+    CHECK(pb.status == 200);
+    CHECK(pb.header("Content-Type") == "application/octet-stream");
+    CHECK(pb.header("Content-Disposition") == "attachment; filename=\"mutex\"");
+    CHECK(pb.body.find("mx_take") != std::string::npos);
+    CHECK(pb.body.find("bp_recv_one") == std::string::npos);
+    auto text = http_test::fetch(s.port(), http_test::get("/debug/pprof/mutex?debug=1"));
+    CHECK(text.body.rfind("--- mutex:\n", 0) == 0);
+    CHECK(matches(text.body, R"(\n\d+ 1 @ 0x)"));
+    CHECK(http_test::fetch(s.port(), http_test::get("/debug/pprof/mutex?debug=3")).status == 400);
+    auto index = http_test::fetch(s.port(), http_test::get("/debug/pprof/"));
+    INFO(index.body);
+    CHECK(index.body.find("<a href='mutex?debug=1'>mutex</a>") != std::string::npos);
 }
 
 }  // namespace tests_block_profile

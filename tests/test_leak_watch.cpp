@@ -356,7 +356,7 @@ TEST_CASE("the live page /debug/goro/ renders the suspects and groups on the ser
     CHECK(r.status == 200);
     CHECK(r.header("Content-Type") == "text/html; charset=utf-8");
     const std::string& h = r.body;
-    CHECK(h.find("<body data-refresh=2>") != std::string::npos);
+    CHECK(h.find("<body data-refresh=2 data-chunk=200>") != std::string::npos);
     CHECK(h.find("<meta name=goro-token content=\"Bearer s3cret\">") != std::string::npos);  // for its refreshes
     auto suspects = h.find("<section id=suspects>"), groups = h.find("<section id=groups>");
     REQUIRE(suspects != std::string::npos);
@@ -366,12 +366,44 @@ TEST_CASE("the live page /debug/goro/ renders the suspects and groups on the ser
     CHECK(h.find("lw_leaked_worker", row) < groups);
     CHECK(h.find("<td class='num count'>18</td>", row) < groups);
     CHECK(h.find("<svg class=spark", row) < groups);
-    CHECK(h.find("<tr class=group data-key='0x", groups) != std::string::npos);
-    CHECK(h.find("data-count=18 ", groups) != std::string::npos);
-    CHECK(h.find("created by ", groups) != std::string::npos);
+    // The leaked group's row: its count, and a link to its own page (stack and tasks).
+    auto leaked = h.find("lw_leaked_worker", groups);
+    REQUIRE(leaked != std::string::npos);
+    auto row_start = h.rfind("<tr class=group data-key=0x", leaked);
+    REQUIRE(row_start != std::string::npos);
+    REQUIRE(row_start > groups);
+    const std::string row_text = h.substr(row_start, leaked - row_start);
+    INFO(row_text);
+    CHECK(row_text.find(" data-count=18 ") != std::string::npos);
+    const std::string key = row_text.substr(25, row_text.find(' ', 25) - 25);
+    CHECK(row_text.find("<a href='group?key=" + key + "'>") != std::string::npos);
+    CHECK(h.find("created by ", groups) == std::string::npos);  // the tasks are on the group's page only
     CHECK(h.find("<script src") == std::string::npos);
     CHECK(h.find("<link") == std::string::npos);
     CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/")).status == 401);  // the token is required
+
+    // The group's page, and the fragment the page's script inserts under the row.
+    const std::string auth = "Authorization: Bearer s3cret\r\n";
+    auto gp = http_test::fetch(server.port(), http_test::get("/debug/goro/group?key=" + key, auth));
+    INFO(gp.body.substr(0, 4000));
+    CHECK(gp.status == 200);
+    CHECK(gp.header("Content-Type") == "text/html; charset=utf-8");
+    CHECK(gp.body.rfind("<!doctype html>", 0) == 0);
+    CHECK(gp.body.find("<p id=summary>18 tasks; the oldest [") != std::string::npos);
+    auto stack = gp.body.find("<pre class=stack>");
+    REQUIRE(stack != std::string::npos);
+    CHECK(gp.body.find("lw_leaked_worker\n\ttests/test_leak_watch.cpp:", stack) < gp.body.find("</pre>", stack));
+    CHECK(gp.body.find("<pre class=tasks>goroutine ", stack) != std::string::npos);
+    CHECK(gp.body.find("]: created by ", stack) != std::string::npos);
+    auto frag = http_test::fetch(server.port(), http_test::get("/debug/goro/group?key=" + key + "&fragment=1", auth));
+    CHECK(frag.status == 200);
+    CHECK(frag.body.rfind("<div class=group-detail data-key='" + key + "'><pre class=stack>", 0) == 0);
+    CHECK(frag.body.find("lw_leaked_worker") != std::string::npos);
+    CHECK(frag.body.find("<!doctype") == std::string::npos);
+    CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/group?key=0x1", auth)).status == 404);
+    CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/group?key=zz", auth)).status == 400);
+    CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/group", auth)).status == 400);
+    CHECK(http_test::fetch(server.port(), http_test::get("/debug/goro/group?key=" + key)).status == 401);
 }
 
 }  // namespace tests_leak_watch

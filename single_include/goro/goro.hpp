@@ -5141,7 +5141,8 @@ inline constexpr bool is_task_v<task<T>> = true;
 // yet (its root frame has no site) shows `(not started)`; a task running on a
 // worker that did not stop shows `(stack unavailable: running)`.
 //
-// THE ENCODER. profile.proto written by hand (varints and length-delimited
+// THE ENCODER (detail::pprof_builder, which goro/inspect/block_profile.hpp
+// uses too). profile.proto written by hand (varints and length-delimited
 // fields; the string table starts with ""): sample_type and period_type
 // goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
 // the other side), period 1, one sample per group whose value is the count,
@@ -5159,6 +5160,7 @@ inline constexpr bool is_task_v<task<T>> = true;
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <span>
 #include <string>
 #include <string_view>
@@ -5966,117 +5968,162 @@ inline std::string pprof_gzip(std::string_view data) {
 
 namespace detail {
 
-/// Encodes the view's groups as a profile.proto message into `out`.
-inline void write_pprof(std::string& out, profile_view& v) {
+/// Builds one profile.proto message, as every pprof profile of goro writes
+/// it (the goroutine profile here, the wait and mutex profiles in
+/// goro/inspect/block_profile.hpp): the string table (starting with ""),
+/// one location per distinct site of `table` (address = site id), numbered
+/// from 1 in first-use order, one function per distinct (name, file), one
+/// mapping covering every site id and flagged as symbolized (so pprof never
+/// tries to symbolize an address). Use in this order: sample_type()s, then
+/// the samples (begin_sample, label, end_sample), then finish().
+class pprof_builder {
+public:
     // Field numbers of profile.proto.
     enum : std::uint32_t {
         p_sample_type = 1, p_sample = 2, p_mapping = 3, p_location = 4, p_function = 5, p_string_table = 6,
         p_time_nanos = 9, p_period_type = 11, p_period = 12,
     };
-    std::vector<std::string_view> strings{""};
-    hash_map<std::string_view, std::int64_t> string_ids{{"", 0}};
-    auto str = [&](std::string_view s) -> std::int64_t {
-        auto [it, fresh] = string_ids.try_emplace(s, static_cast<std::int64_t>(strings.size()));
-        if (fresh) strings.push_back(s);
-        return it->second;
-    };
-    const auto& tasks = v.snap().tasks();
 
-    // Locations: one per distinct site used by a group, numbered from 1 in first-use order.
-    std::vector<std::uint64_t> location_of(v.table().size(), 0);
-    std::vector<std::uint32_t> location_sites;
-    // Functions: one per (name, file).
-    hash_map<std::string, std::uint64_t> function_ids;
-    std::vector<std::uint32_t> function_sites;
-    std::vector<std::uint64_t> function_of_location;
+    /// Appends to `out`; the sites come from `table`, which may still grow
+    /// while samples are added.
+    pprof_builder(std::string& out, site_table& table) : w_(out), table_(table) { str(""); }
 
-    std::string msg, sub;
-    pb_writer w(out);
-    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub.clear();
-        pb_writer s(sub);
+    /// The index of `s` in the string table, adding it on first sight.
+    std::int64_t str(std::string_view s) {
+        auto it = string_ids_.find(s);
+        if (it != string_ids_.end()) return it->second;
+        const std::string& kept = strings_.emplace_back(s);  // a deque: its strings never move
+        const auto id = static_cast<std::int64_t>(strings_.size() - 1);
+        string_ids_.emplace(std::string_view(kept), id);
+        return id;
+    }
+
+    void sample_type(std::string_view type, std::string_view unit) { value_type(p_sample_type, type, unit); }
+
+    /// The location id of site `f` (an index into the table).
+    std::uint64_t location(std::uint32_t f) {
+        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1), 0);
+        if (!location_of_[f]) {
+            location_of_[f] = location_sites_.size() + 1;
+            location_sites_.push_back(f);
+            const site_info& si = table_[f];
+            std::string fkey = si.function;
+            fkey.push_back('\0');
+            fkey += si.file;
+            auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
+            if (fresh) function_sites_.push_back(f);
+            function_of_location_.push_back(it->second);
+        }
+        return location_of_[f];
+    }
+
+    /// A sample of sites `frames` (table indices, leaf first) and `values`
+    /// (one per sample type); its labels follow with label(), then end_sample().
+    template <class Frames>
+    void begin_sample(const Frames& frames, std::span<const std::int64_t> values) {
+        locs_.clear();
+        for (std::uint32_t f : frames) locs_.push_back(location(f));
+        msg_.clear();
+        pb_writer s(msg_);
+        s.packed_field(1, locs_.begin(), locs_.end());
+        s.packed_field(2, values.begin(), values.end());
+    }
+    /// A string label of the sample begun last.
+    void label(std::string_view key, std::string_view value) {
+        sub_.clear();
+        pb_writer l(sub_);
+        l.int_field(1, str(key));
+        l.int_field(2, str(value));
+        pb_writer(msg_).bytes_field(3, sub_);
+    }
+    void end_sample() { w_.bytes_field(p_sample, msg_); }
+
+    /// The mapping, locations, functions, string table, time and period.
+    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
+        msg_.clear();
+        {
+            pb_writer m(msg_);
+            m.uint_field(1, 1);
+            m.uint_field(3, std::uint64_t(1) << 48);
+            m.int_field(5, str("goro"));
+            m.bool_field(7, true);
+            m.bool_field(8, true);
+            m.bool_field(9, true);
+        }
+        w_.bytes_field(p_mapping, msg_);
+        for (std::size_t i = 0; i < location_sites_.size(); ++i) {
+            const site_info& si = table_[location_sites_[i]];
+            msg_.clear();
+            pb_writer m(msg_);
+            m.uint_field(1, i + 1);
+            m.uint_field(2, 1);
+            m.uint_field(3, si.id);
+            sub_.clear();
+            pb_writer line(sub_);
+            line.uint_field(1, function_of_location_[i]);
+            line.int_field(2, si.line);
+            m.bytes_field(4, sub_);
+            w_.bytes_field(p_location, msg_);
+        }
+        for (std::size_t i = 0; i < function_sites_.size(); ++i) {
+            const site_info& si = table_[function_sites_[i]];
+            msg_.clear();
+            pb_writer m(msg_);
+            m.uint_field(1, i + 1);
+            m.int_field(2, str(si.function));
+            m.int_field(3, str(si.function));
+            m.int_field(4, str(si.file));
+            w_.bytes_field(p_function, msg_);
+        }
+        // The period type's strings go in before the table is written.
+        const std::int64_t type = str(period_type), unit = str(period_unit);
+        for (const std::string& s : strings_) w_.bytes_field(p_string_table, s);
+        w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
+        sub_.clear();
+        pb_writer s(sub_);
+        s.int_field(1, type);
+        s.int_field(2, unit);
+        w_.bytes_field(p_period_type, sub_);
+        w_.int_field(p_period, period);
+    }
+
+private:
+    void value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
+        sub_.clear();
+        pb_writer s(sub_);
         s.int_field(1, str(type));
         s.int_field(2, str(unit));
-        w.bytes_field(field, sub);
-    };
-    value_type(p_sample_type, "goroutine", "count");
+        w_.bytes_field(field, sub_);
+    }
 
-    std::vector<std::uint64_t> locs;
+    pb_writer w_;
+    site_table& table_;
+    std::deque<std::string> strings_;
+    hash_map<std::string_view, std::int64_t> string_ids_;
+    std::vector<std::uint64_t> location_of_;  // by site index; 0: none yet
+    std::vector<std::uint32_t> location_sites_;
+    hash_map<std::string, std::uint64_t> function_ids_;  // "function\0file"
+    std::vector<std::uint32_t> function_sites_;
+    std::vector<std::uint64_t> function_of_location_;
+    std::vector<std::uint64_t> locs_;
+    std::string msg_, sub_;
+};
+
+/// Encodes the view's groups as a profile.proto message into `out`.
+inline void write_pprof(std::string& out, profile_view& v) {
+    pprof_builder b(out, v.table());
+    b.sample_type("goroutine", "count");
+    const auto& tasks = v.snap().tasks();
     for (const task_group& g : v.groups()) {
         const task_record& r = tasks[g.tasks.front()];
-        locs.clear();
-        for (std::uint32_t f : v.frames(r)) {
-            if (!location_of[f]) {
-                location_of[f] = location_sites.size() + 1;
-                location_sites.push_back(f);
-                const site_info& si = v.site(f);
-                std::string fkey = si.function;
-                fkey.push_back('\0');
-                fkey += si.file;
-                auto [it, fresh] = function_ids.try_emplace(std::move(fkey), function_sites.size() + 1);
-                if (fresh) function_sites.push_back(f);
-                function_of_location.push_back(it->second);
-            }
-            locs.push_back(location_of[f]);
-        }
-        msg.clear();
-        pb_writer s(msg);
-        s.packed_field(1, locs.begin(), locs.end());
         const std::int64_t count = static_cast<std::int64_t>(g.count);
-        s.packed_field(2, &count, &count + 1);
-        for (const auto& [k, val] : profile_view::labels(r)) {
-            sub.clear();
-            pb_writer l(sub);
-            l.int_field(1, str(k));
-            l.int_field(2, str(val));
-            s.bytes_field(3, sub);
-        }
-        w.bytes_field(p_sample, msg);
+        b.begin_sample(v.frames(r), {&count, 1});
+        for (const auto& [k, val] : profile_view::labels(r)) b.label(k, val);
+        b.end_sample();
     }
-
-    // One mapping covering every site id (48 bits), marked symbolized.
-    msg.clear();
-    {
-        pb_writer m(msg);
-        m.uint_field(1, 1);
-        m.uint_field(3, std::uint64_t(1) << 48);
-        m.int_field(5, str("goro"));
-        m.bool_field(7, true);
-        m.bool_field(8, true);
-        m.bool_field(9, true);
-    }
-    w.bytes_field(p_mapping, msg);
-
-    for (std::size_t i = 0; i < location_sites.size(); ++i) {
-        const site_info& si = v.site(location_sites[i]);
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.uint_field(2, 1);
-        m.uint_field(3, si.id);
-        sub.clear();
-        pb_writer line(sub);
-        line.uint_field(1, function_of_location[i]);
-        line.int_field(2, si.line);
-        m.bytes_field(4, sub);
-        w.bytes_field(p_location, msg);
-    }
-    for (std::size_t i = 0; i < function_sites.size(); ++i) {
-        const site_info& si = v.site(function_sites[i]);
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.int_field(2, str(si.function));
-        m.int_field(3, str(si.function));
-        m.int_field(4, str(si.file));
-        w.bytes_field(p_function, msg);
-    }
-    for (std::string_view s : strings) w.bytes_field(p_string_table, s);
-    auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    std::chrono::system_clock::now().time_since_epoch()).count();
-    w.int_field(p_time_nanos, wall);
-    value_type(p_period_type, "goroutine", "count");
-    w.int_field(p_period, 1);
+    b.finish("goroutine", "count", 1);
 }
 
 }  // namespace detail
@@ -14835,14 +14882,25 @@ void expect_no_growth(F&& fn, int iterations = 10) {
 //     (blank line)
 //   Stacks by total delay, descending. The histogram lists its buckets up to
 //   the last non-empty one (waits actually seen; sampled waits count once).
+//
+// THE MUTEX PROFILE (goro::mutex_profile, /debug/pprof/mutex): the same
+// buckets, only the lock-like waits: goro::mutex and goro::once
+// ("sync.Mutex.Lock"), goro::rw_mutex ("sync.RWMutex.Lock",
+// "sync.RWMutex.RLock") and goro::semaphore ("semacquire"), in the same two
+// forms (debug=1 begins "--- mutex:", then "sampling period=" the wait
+// profile's rate, as Go's prints its SetMutexProfileFraction). On while the
+// wait profile is on (set_wait_profile_rate; no setter of its own: the waits
+// are sampled once, for both). Unlike Go's, whose delay is charged to the
+// stack that unlocked (where the lock was held too long), goro charges it to
+// the stack that waited (where the lock was wanted); cond waits are not
+// contention (Go leaves them out too), and the channels' internal locks are
+// spin locks held for a few instructions, not measured.
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 
@@ -14862,8 +14920,17 @@ inline std::vector<wait_bucket> sorted_wait_buckets() {
     return bs;
 }
 
-inline std::string block_profile_text(const std::vector<wait_bucket>& bs) {
-    std::string out = "--- contention:\ncycles/second=1000000000\n";
+/// Whether a wait of `reason` is lock contention (see THE MUTEX PROFILE).
+inline bool is_lock_wait(const char* reason) noexcept {
+    if (!reason) return false;
+    const std::string_view r(reason);
+    return r == wait_reason::mutex_lock || r == wait_reason::rw_mutex_lock || r == wait_reason::rw_mutex_rlock ||
+           r == wait_reason::semacquire;
+}
+
+/// `out` begins with Go's first lines ("--- contention:\ncycles/second=...\n").
+inline std::string block_profile_text(const std::vector<wait_bucket>& bs,
+                                      std::string out = "--- contention:\ncycles/second=1000000000\n") {
     site_table table;
     std::vector<text_frame> frames;
     for (const wait_bucket& b : bs) {
@@ -14900,103 +14967,21 @@ inline std::string block_profile_text(const std::vector<wait_bucket>& bs) {
 
 inline std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
     std::string out;
-    std::vector<std::string> strings{""};
-    std::unordered_map<std::string, std::int64_t> string_ids{{"", 0}};
-    auto str = [&](std::string_view s) -> std::int64_t {
-        auto [it, fresh] = string_ids.try_emplace(std::string(s), static_cast<std::int64_t>(strings.size()));
-        if (fresh) strings.emplace_back(s);
-        return it->second;
-    };
     site_table table;
-    std::vector<std::uint64_t> location_of;  // by site index; 0: none yet
-    std::vector<std::uint32_t> location_sites;
-    std::unordered_map<std::string, std::uint64_t> function_ids;
-    std::vector<std::uint32_t> function_sites;
-    std::vector<std::uint64_t> function_of_location;
-    std::string msg, sub;
-    pb_writer w(out);
-    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub.clear();
-        pb_writer s(sub);
-        s.int_field(1, str(type));
-        s.int_field(2, str(unit));
-        w.bytes_field(field, sub);
-    };
-    value_type(1, "contentions", "count");
-    value_type(1, "delay", "nanoseconds");
-    const std::int64_t reason_key = str("wait_reason");
-    std::vector<std::uint64_t> locs;
-    for (const wait_bucket& b : bs) {
-        locs.clear();
-        for (const site& s : b.stack) {
-            std::uint32_t f = table.intern(s);
-            if (location_of.size() < table.size()) location_of.resize(table.size(), 0);
-            if (!location_of[f]) {
-                location_of[f] = location_sites.size() + 1;
-                location_sites.push_back(f);
-                const site_info& si = table[f];
-                std::string key = si.function;
-                key.push_back('\0');
-                key += si.file;
-                auto [it, fresh] = function_ids.try_emplace(std::move(key), function_sites.size() + 1);
-                if (fresh) function_sites.push_back(f);
-                function_of_location.push_back(it->second);
-            }
-            locs.push_back(location_of[f]);
-        }
-        msg.clear();
-        pb_writer s(msg);
-        s.packed_field(1, locs.begin(), locs.end());
-        const std::int64_t vals[2] = {std::max<std::int64_t>(1, std::llround(b.count)), std::llround(b.delay_ns)};
-        s.packed_field(2, vals, vals + 2);
-        sub.clear();
-        pb_writer l(sub);
-        l.int_field(1, reason_key);
-        l.int_field(2, str(b.reason ? b.reason : "(other stacks)"));
-        s.bytes_field(3, sub);
-        w.bytes_field(2, msg);
+    pprof_builder b(out, table);
+    b.sample_type("contentions", "count");
+    b.sample_type("delay", "nanoseconds");
+    b.str("wait_reason");
+    std::vector<std::uint32_t> frames;
+    for (const wait_bucket& wb : bs) {
+        frames.clear();
+        for (const site& s : wb.stack) frames.push_back(table.intern(s));
+        const std::int64_t vals[2] = {std::max<std::int64_t>(1, std::llround(wb.count)), std::llround(wb.delay_ns)};
+        b.begin_sample(frames, vals);
+        b.label("wait_reason", wb.reason ? wb.reason : "(other stacks)");
+        b.end_sample();
     }
-    msg.clear();
-    {
-        pb_writer m(msg);
-        m.uint_field(1, 1);
-        m.uint_field(3, std::uint64_t(1) << 48);
-        m.int_field(5, str("goro"));
-        m.bool_field(7, true);
-        m.bool_field(8, true);
-        m.bool_field(9, true);
-    }
-    w.bytes_field(3, msg);
-    for (std::size_t i = 0; i < location_sites.size(); ++i) {
-        const site_info& si = table[location_sites[i]];
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.uint_field(2, 1);
-        m.uint_field(3, si.id);
-        sub.clear();
-        pb_writer line(sub);
-        line.uint_field(1, function_of_location[i]);
-        line.int_field(2, si.line);
-        m.bytes_field(4, sub);
-        w.bytes_field(4, msg);
-    }
-    for (std::size_t i = 0; i < function_sites.size(); ++i) {
-        const site_info& si = table[function_sites[i]];
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.int_field(2, str(si.function));
-        m.int_field(3, str(si.function));
-        m.int_field(4, str(si.file));
-        w.bytes_field(5, msg);
-    }
-    for (const std::string& s : strings) w.bytes_field(6, s);
-    w.int_field(9, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count());
-    value_type(11, "contentions", "count");
-    w.int_field(12, 1);
+    b.finish("contentions", "count", 1);
     return out;
 }
 
@@ -15008,6 +14993,18 @@ inline std::string block_profile(int debug = 0) {
         throw usage_error("goro::block_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
     auto bs = detail::sorted_wait_buckets();
     return debug == 0 ? detail::block_profile_pprof(bs) : detail::block_profile_text(bs);
+}
+
+/// The mutex profile (see THE MUTEX PROFILE above): pprof (debug 0) or Go's
+/// debug=1 text (1).
+inline std::string mutex_profile(int debug = 0) {
+    if (debug != 0 && debug != 1)
+        throw usage_error("goro::mutex_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
+    auto bs = detail::sorted_wait_buckets();
+    std::erase_if(bs, [](const detail::wait_bucket& b) { return !detail::is_lock_wait(b.reason); });
+    if (debug == 0) return detail::block_profile_pprof(bs);
+    return detail::block_profile_text(bs, "--- mutex:\ncycles/second=1000000000\nsampling period=" +
+                                              std::to_string(wait_profile_rate()) + "\n");
 }
 
 }  // namespace goro
@@ -15040,6 +15037,10 @@ inline std::string block_profile(int debug = 0) {
 //   /debug/goro/tasks.json          the snapshot as JSON (schema in goro/inspect/dump.hpp)
 //   /metrics                        Prometheus text: tasks by state and wait
 //                                   reason, tasks started, workers, queue length
+//   /debug/pprof/block, /debug/pprof/mutex  the wait profile, and its lock waits
+//                                   (goro/inspect/block_profile.hpp); ?debug=1: text
+//   /debug/goro/, /debug/goro/group?key=K  the live page and one group's page
+//                                   (goro/http/live_page.hpp)
 // Each profile request takes one snapshot (goro/inspect/snapshot.hpp: the world stops
 // only to begin it) on the server thread. /metrics stops nothing: it walks
 // the registry's live headers, so a scrape never pauses the workers.
@@ -16318,22 +16319,31 @@ inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& wat
                  static_cast<std::int64_t>(rep.suspects[i].count));
 }
 
-// /debug/pprof/block: the wait profile (goro/inspect/block_profile.hpp), pprof
-// or, with debug=1, text.
-inline void serve_block_profile(const debug_request& req, debug_response& r) {
+// /debug/pprof/block and /debug/pprof/mutex: the wait profile and its lock
+// waits (goro/inspect/block_profile.hpp), pprof or, with debug=1, text.
+inline void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
+                               std::string (*profile)(int)) {
     auto d = req.param("debug");
     if (!d || d->empty() || *d == "0") {
         r.content_type = "application/octet-stream";
-        r.set_attachment("block");
-        r.body = block_profile(0);
+        r.set_attachment(name);
+        r.body = profile(0);
     } else if (*d == "1") {
         r.content_type = "text/plain; charset=utf-8";
-        r.body = block_profile(1);
+        r.body = profile(1);
     } else {
         r.status = 400;
         r.content_type = "text/plain; charset=utf-8";
         r.body = "invalid value of query parameter 'debug' (want 0 for the pprof protobuf, 1 for text)\n";
     }
+}
+
+inline void serve_block_profile(const debug_request& req, debug_response& r) {
+    serve_wait_profile(req, r, "block", [](int debug) { return block_profile(debug); });
+}
+
+inline void serve_mutex_profile(const debug_request& req, debug_response& r) {
+    serve_wait_profile(req, r, "mutex", [](int debug) { return mutex_profile(debug); });
 }
 
 // /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with
@@ -16433,42 +16443,57 @@ inline void serve_metrics(const debug_request&, debug_response& r) {
 #ifndef GORO_HTTP_LIVE_PAGE_HPP
 #define GORO_HTTP_LIVE_PAGE_HPP
 
-// /debug/goro/ — one self-contained HTML page of the program's tasks, served
-// by goro::debug_server (goro::register_default_routes).
+// /debug/goro/ — one self-contained HTML page of the program's tasks, and
+// /debug/goro/group?key=K — one group's stack and tasks; both served by
+// goro::debug_server (goro::register_default_routes).
 //
-// WHAT IT SHOWS, rendered on the server from one snapshot (readable with
+// THE PAGE, rendered on the server from one snapshot (readable with
 // JavaScript off):
 //   * a summary line (tasks, groups, when) and links: the goroutine profile
 //     as pprof (a download), debug=1, debug=2, tasks.json, the leak report,
-//     the wait profile, /metrics;
+//     the wait and mutex profiles, /metrics;
 //   * the leak suspects of the server's leak watch (goro/inspect/leak_watch.hpp):
 //     function, tasks now, growth per minute, growing since, the oldest
 //     task's wait, and a sparkline (inline SVG) of the group's count history;
 //   * every group (same stack and labels, like debug=1; at most 10,000, the
-//     largest): tasks, wait reason, the oldest task's wait, labels, the leaf
-//     function and its place; a <details> element opens the group's full
-//     stack and its tasks (id, name, state, created by, debug=2's words;
-//     at most 100 listed).
-// WITH JAVASCRIPT (inline, no network fetch but the page itself):
+//     largest): tasks, wait reason, the oldest task's wait, the leaf function
+//     and its place, labels. One short table row per group: the leaf
+//     function is a link to the group's own page (below), so the page does
+//     not carry 10,000 stacks and task lists. The rows come in bodies
+//     (<tbody>) of 200, laid out as grids, each with `content-visibility:
+//     auto`: the browser lays out and paints only the bodies on screen. A
+//     page of 10,000 groups is about 2.8 MB; headless Chromium spends
+//     0.8 s of CPU to show it, where one table of 10,000 rows with their
+//     stacks took 7.6 s (tests/browser/test_live_page.py prints the times).
+// THE GROUP PAGE (/debug/goro/group?key=0x…, the key of a row): the group's
+// full stack and its tasks (id, name, state, minutes waiting, `created by`;
+// at most 1,000 listed), from a new snapshot; 404 when no group has that key
+// any more (its tasks ended or moved on). With &fragment=1 only the part
+// that the page inserts under the row.
+// WITH JAVASCRIPT (inline; it fetches nothing but this server's own pages):
+//   * a click on a group's function opens, under its row, the group's stack
+//     and tasks (the group page's fragment); a second click closes it;
 //   * click a column head to sort; a filter box matches function, wait
 //     reason and labels; a select keeps one wait reason;
 //   * auto-refresh every `refresh` seconds (query ?refresh=N, 1 to 3600,
-//     default 5): the page fetches itself and swaps in the new tables,
-//     keeping the sort, the filter and the opened groups; a pause button.
+//     default 5; at least four times as long as the last refresh took): the
+//     page fetches itself and swaps in the new tables, keeping the sort, the
+//     filter and the opened groups (re-fetched); a pause button.
 //     When the page was requested with `Authorization: Bearer <token>` (the
 //     server's bearer_token), the page carries that header's value (the
-//     requester knows it already) and sends it with each refresh.
+//     requester knows it already) and sends it with each fetch.
 // Element ids and classes the browser test relies on: #summary, #suspects
-// tr.suspect (.fn, .count), #groups tr.group (data-key, data-count, .fn),
-// #pause, #filter, #reason, #updated.
+// tr.suspect (.fn, .count), #groups tr.group (data-key, data-count, td.fn a),
+// #groups tr.detail (pre.stack, pre.tasks), #pause, #filter, #reason, #updated.
 // No external resource: no script, style, font or image is fetched.
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -16478,7 +16503,8 @@ namespace goro {
 namespace detail {
 
 inline constexpr std::size_t live_page_max_groups = 10000;
-inline constexpr std::size_t live_page_max_tasks = 100;
+inline constexpr std::size_t live_page_max_tasks = 1000;  // listed on a group's page
+inline constexpr std::size_t live_page_chunk = 200;       // rows per <tbody> (see live_page_style)
 
 /// "340ms", "12s", "5m12s", "2h3m".
 inline std::string short_duration(std::int64_t ns) {
@@ -16488,6 +16514,18 @@ inline std::string short_duration(std::int64_t ns) {
     if (s < 60) return std::to_string(s) + "s";
     if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
     return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
+}
+
+inline void append_int(std::string& out, std::int64_t v) {
+    char b[24];
+    auto [end, ec] = std::to_chars(b, b + sizeof b, v);
+    (void)ec;  // 24 characters hold any int64
+    out.append(b, end);
+}
+
+inline void append_hex(std::string& out, std::uint64_t v) {
+    char b[20];
+    out.append(b, format_hex(b, v));
 }
 
 /// An inline SVG polyline of `h` (oldest first), scaled to its maximum.
@@ -16518,16 +16556,46 @@ inline void append_labels_text(std::string& out, const std::vector<std::pair<std
     }
 }
 
+/// The wait of a group's longest-waiting task: its reason (null when no task
+/// of the group waits) and, in `oldest`, how long (0 when none waits).
+inline const char* oldest_wait(const task_group& g, const std::vector<task_record>& tasks, std::int64_t now,
+                               std::int64_t& oldest) noexcept {
+    oldest = 0;
+    const char* why = nullptr;
+    for (std::uint32_t ti : g.tasks) {
+        const task_record& r = tasks[ti];
+        if (r.state != task_state::waiting || !r.since_ns) continue;
+        std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
+        if (!why || age > oldest) {
+            oldest = age;
+            why = r.wait_reason ? r.wait_reason : "waiting";
+        }
+    }
+    return why;
+}
+
+/// `<meta name=goro-token …>` when the request carried a bearer token (see the top).
+inline void append_token_meta(std::string& out, const debug_request& req) {
+    if (auto a = req.header("Authorization"); a && a->substr(0, 7) == "Bearer ") {
+        out += "<meta name=goro-token content=\"";
+        append_html_escaped(out, *a);
+        out += "\">";
+    }
+}
+
 inline const char* live_page_style() {
     return R"(body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
 nav a{margin-right:1em}table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eee;cursor:pointer;user-select:none;white-space:nowrap}td.num,th.num{text-align:right}
-tr.suspect td{background:#fff1f0}.fn{font-family:ui-monospace,monospace}
-pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto}
+#groups table,#groups thead,#groups tbody{display:block}#groups tbody{content-visibility:auto;contain-intrinsic-size:auto 5400px}
+#groups tr{display:grid;grid-template-columns:6em 10em 6em minmax(0,1fr) 25%}#groups td{overflow-wrap:anywhere}
+#groups tr[hidden],#groups tbody[hidden]{display:none}#groups tr.detail td{grid-column:1/-1}
+tr.suspect td{background:#fff1f0}.fn{font-family:ui-monospace,monospace}td.fn a{color:#1a4f9c}
+pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto;white-space:pre-wrap}
 .spark polyline{fill:none;stroke:#c0392b;stroke-width:1.5}#controls{margin:.6em 0}
-#controls input{width:24em}.muted{color:#777}summary{cursor:pointer}
+#controls input{width:24em}.muted{color:#777}tr.detail td{background:#f8f8f8}
 pre.tasks{background:#fff;border-left:3px solid #ddd})";
 }
 
@@ -16536,54 +16604,85 @@ inline const char* live_page_script() {
 var meta=document.querySelector('meta[name=goro-token]');
 var token=meta?meta.content:'';
 var period=parseInt(document.body.dataset.refresh||'5',10)*1000;
-var paused=false,sortKey='count',sortDesc=true;
+var paused=false,sortKey='count',sortDesc=true,timer=0,cost=0,open={};
+var COL={count:0,reason:1,age:2,fn:3,labels:4},CHUNK=parseInt(document.body.dataset.chunk||'200',10);
+function $(id){return document.getElementById(id);}
+function hdrs(){var h={};if(token)h['Authorization']=token;return h;}
+function tbody(){return document.querySelector('#groups tbody');}
 function rows(){return Array.prototype.slice.call(document.querySelectorAll('#groups tbody tr.group'));}
+function cell(row,k){var c=row.cells[COL[k]];return c?c.textContent:'';}
+function detailOf(row){var d=row.nextElementSibling;return d&&d.classList.contains('detail')?d:null;}
+function plain(){return sortKey==='count'&&sortDesc&&!$('filter').value&&!$('reason').value;}
+// Sorts and filters the rows (with their opened details) into new bodies of
+// CHUNK rows (each laid out only when it scrolls into view: see the style),
+// the rows filtered out last, in a hidden body.
 function apply(){
-  var f=document.getElementById('filter').value.toLowerCase();
-  var r=document.getElementById('reason').value;
-  var tb=document.querySelector('#groups tbody');if(!tb)return;
-  var rs=rows(),keys=rs.map(function(row,i){var v=row.getAttribute('data-'+sortKey)||'';var n=parseFloat(v);
-    return {row:row,i:i,n:n,s:v,text:(row.dataset.fn+' '+row.dataset.reason+' '+row.dataset.labels).toLowerCase()};});
-  keys.sort(function(a,b){
-    var c=(!isNaN(a.n)&&!isNaN(b.n))?a.n-b.n:a.s.localeCompare(b.s);
-    return (sortDesc?-c:c)||a.i-b.i;});
-  // Rows are moved in a detached body: one layout, not one per row.
-  var table=tb.parentNode,next=tb.nextSibling;table.removeChild(tb);
+  var tb=tbody();if(!tb)return;
+  var table=tb.parentNode;
+  var f=$('filter').value.toLowerCase(),r=$('reason').value,num=(sortKey==='count'||sortKey==='age');
+  var keys=rows().map(function(row,i){
+    var reason=cell(row,'reason');
+    return {row:row,d:detailOf(row),i:i,n:num?parseFloat(row.getAttribute('data-'+sortKey)):0,
+      s:num?'':cell(row,sortKey),reason:reason,
+      text:(cell(row,'fn')+' '+reason+' '+cell(row,'labels')).toLowerCase()};});
+  keys.sort(function(a,b){var c=num?a.n-b.n:a.s.localeCompare(b.s);return (sortDesc?-c:c)||a.i-b.i;});
+  var bodies=[],cur=null,n=0,gone=document.createElement('tbody');gone.hidden=true;
   keys.forEach(function(k){
-    var show=(!f||k.text.indexOf(f)>=0)&&(!r||k.row.dataset.reason===r);
-    if((k.row.style.display!=='none')!==show)k.row.style.display=show?'':'none';
-    tb.appendChild(k.row);});
-  table.insertBefore(tb,next);
+    var show=(!f||k.text.indexOf(f)>=0)&&(!r||k.reason===r),into=gone;
+    if(k.row.hidden===show)k.row.hidden=!show;
+    if(show){if(!cur||n===CHUNK){cur=document.createElement('tbody');bodies.push(cur);n=0;}++n;into=cur;}
+    into.appendChild(k.row);
+    if(k.d){k.d.hidden=!show;into.appendChild(k.d);}});
+  bodies.push(gone);
+  table.querySelectorAll('tbody').forEach(function(b){b.remove();});
+  bodies.forEach(function(b){table.appendChild(b);});
 }
-function reasons(){
-  var sel=document.getElementById('reason'),cur=sel.value,seen={};
-  rows().forEach(function(row){seen[row.dataset.reason]=1;});
-  while(sel.options.length>1)sel.remove(1);
-  Object.keys(seen).sort().forEach(function(k){var o=document.createElement('option');o.value=k;o.textContent=k;sel.appendChild(o);});
-  sel.value=seen[cur]?cur:'';
+function load(row){
+  var d=detailOf(row);
+  if(!d){d=document.createElement('tr');d.className='detail';d.dataset.key=row.dataset.key;
+    var td=d.insertCell();td.colSpan=5;td.textContent='loading…';row.parentNode.insertBefore(d,row.nextSibling);}
+  var a=row.querySelector('td.fn a');
+  fetch(a.href+'&fragment=1',{headers:hdrs(),cache:'no-store'}).then(function(r){
+    return r.text().then(function(t){
+      if(r.ok)d.cells[0].innerHTML=t;
+      else{var p=document.createElement('pre');p.textContent=t;d.cells[0].replaceChildren(p);}});
+  }).catch(function(e){d.cells[0].textContent='failed: '+e;});
 }
-function wire(){
-  document.querySelectorAll('#groups th[data-sort]').forEach(function(th){
-    th.onclick=function(){var k=th.dataset.sort;if(sortKey===k)sortDesc=!sortDesc;else{sortKey=k;sortDesc=(k==='count'||k==='age');}apply();};});
+function toggle(row){
+  var d=detailOf(row),key=row.dataset.key;
+  if(d){d.remove();delete open[key];}else{open[key]=1;load(row);}
 }
+document.addEventListener('click',function(e){
+  var t=e.target;if(!t.closest)return;
+  var th=t.closest('#groups th[data-sort]');
+  if(th){var k=th.dataset.sort;if(sortKey===k)sortDesc=!sortDesc;else{sortKey=k;sortDesc=(k==='count'||k==='age');}apply();return;}
+  var a=t.closest('#groups tr.group td.fn a');
+  if(!a||e.button!==0||e.ctrlKey||e.metaKey||e.shiftKey||e.altKey)return;
+  e.preventDefault();toggle(a.closest('tr'));
+});
+function schedule(){clearTimeout(timer);if(!paused)timer=setTimeout(refresh,Math.max(period,4*cost));}
 function refresh(){
   if(paused)return;
-  var h={};if(token)h['Authorization']=token;
-  fetch(location.href,{headers:h,cache:'no-store'}).then(function(r){return r.text();}).then(function(t){
+  var t0=performance.now();
+  fetch(location.href,{headers:hdrs(),cache:'no-store'}).then(function(r){return r.text();}).then(function(t){
+    if(paused)return;
     var doc=new DOMParser().parseFromString(t,'text/html');
-    var open={};document.querySelectorAll('#groups tr.group details[open]').forEach(function(d){open[d.closest('tr').dataset.key]=1;});
-    ['summary','content'].forEach(function(id){var n=doc.getElementById(id);if(n)document.getElementById(id).innerHTML=n.innerHTML;});
-    rows().forEach(function(row){if(open[row.dataset.key]){var d=row.querySelector('details');if(d)d.open=true;}});
-    wire();reasons();apply();
-    document.getElementById('updated').textContent='updated '+new Date().toLocaleTimeString();
-  }).catch(function(e){document.getElementById('updated').textContent='refresh failed: '+e;});
+    ['summary','content'].forEach(function(id){var n=doc.getElementById(id),o=$(id);
+      if(n&&o)o.parentNode.replaceChild(document.adoptNode(n),o);});
+    var ns=doc.getElementById('reason'),sel=$('reason'),cur=sel.value;
+    if(ns){sel.innerHTML=ns.innerHTML;sel.value=cur;if(sel.value!==cur)sel.value='';}
+    rows().forEach(function(row){if(open[row.dataset.key])load(row);});
+    if(!plain())apply();
+    $('updated').textContent='updated '+new Date().toLocaleTimeString();
+    cost=performance.now()-t0;schedule();
+  }).catch(function(e){$('updated').textContent='refresh failed: '+e;schedule();});
 }
-document.getElementById('controls').hidden=false;
-document.getElementById('filter').oninput=apply;
-document.getElementById('reason').onchange=apply;
-document.getElementById('pause').onclick=function(){paused=!paused;this.textContent=paused?'resume':'pause';document.getElementById('updated').textContent=paused?'paused':'';};
-wire();reasons();apply();
-setInterval(refresh,period);
+$('controls').hidden=false;
+$('filter').oninput=apply;
+$('reason').onchange=apply;
+$('pause').onclick=function(){paused=!paused;this.textContent=paused?'resume':'pause';
+  $('updated').textContent=paused?'paused':'';if(paused)clearTimeout(timer);else schedule();};
+schedule();
 })();)JS";
 }
 
@@ -16601,20 +16700,32 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
     const std::int64_t now = s.taken_at_ns();
     leak_report rep;
     if (watch) rep = watch->report();
+    const std::size_t shown = std::min(v.groups().size(), live_page_max_groups);
+
+    // Each group's oldest wait and its reason, and the reasons for the select.
+    std::vector<std::int64_t> oldest(shown);
+    std::vector<const char*> reason(shown);
+    std::vector<std::string_view> reasons;
+    for (std::size_t gi = 0; gi < shown; ++gi) {
+        const task_group& g = v.groups()[gi];
+        reason[gi] = oldest_wait(g, tasks, now, oldest[gi]);
+        if (!reason[gi]) reason[gi] = state_text(tasks[g.tasks.front()]);
+        std::string_view why(reason[gi]);
+        if (std::find(reasons.begin(), reasons.end(), why) == reasons.end()) reasons.push_back(why);
+    }
+    std::sort(reasons.begin(), reasons.end());
 
     std::string out;
-    out.reserve(4096 + std::min(v.groups().size(), live_page_max_groups) * 600);
+    out.reserve(8192 + shown * 260);
     out += "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>goro: tasks</title>"
            "<meta name=viewport content='width=device-width'>";
-    if (auto a = req.header("Authorization"); a && a->substr(0, 7) == "Bearer ") {
-        out += "<meta name=goro-token content=\"";
-        append_html_escaped(out, *a);
-        out += "\">";
-    }
+    append_token_meta(out, req);
     out += "<style>";
     out += live_page_style();
     out += "</style></head>\n<body data-refresh=";
-    out += std::to_string(refresh);
+    append_int(out, refresh);
+    out += " data-chunk=";
+    append_int(out, static_cast<std::int64_t>(live_page_chunk));
     out += ">\n<h1>goro tasks</h1>\n<div id=summary>";
     out += std::to_string(s.total()) + " tasks in " + std::to_string(v.groups().size()) + " groups; " +
            std::to_string(rep.suspects.size()) + " leak suspect" + (rep.suspects.size() == 1 ? "" : "s") +
@@ -16622,11 +16733,16 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
     out += "</div>\n<nav><a href='/debug/pprof/goroutine' download='goroutine.pb'>download pprof profile</a>"
            "<a href='/debug/pprof/goroutine?debug=1'>debug=1</a><a href='/debug/pprof/goroutine?debug=2'>debug=2</a>"
            "<a href='/debug/goro/tasks.json'>tasks.json</a><a href='/debug/goro/leaks'>leak report</a>"
-           "<a href='/debug/pprof/block?debug=1'>wait profile</a><a href='/metrics'>metrics</a>"
-           "<a href='/debug/pprof/'>index</a></nav>\n";
+           "<a href='/debug/pprof/block?debug=1'>wait profile</a><a href='/debug/pprof/mutex?debug=1'>mutex profile</a>"
+           "<a href='/metrics'>metrics</a><a href='/debug/pprof/'>index</a></nav>\n";
     out += "<div id=controls hidden><input id=filter type=search placeholder='filter: function, wait reason, label'> "
-           "<select id=reason><option value=''>every wait reason</option></select> "
-           "<button id=pause type=button>pause</button> <span id=updated class=muted></span> "
+           "<select id=reason><option value=''>every wait reason</option>";
+    for (std::string_view why : reasons) {
+        out += "<option>";
+        append_html_escaped(out, why);
+        out += "</option>";
+    }
+    out += "</select> <button id=pause type=button>pause</button> <span id=updated class=muted></span> "
            "<span class=muted>refresh every " + std::to_string(refresh) + "s</span></div>\n<main id=content>\n";
 
     // Leak suspects.
@@ -16639,15 +16755,22 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
         out += "<table><thead><tr><th>function</th><th class=num>tasks</th><th class=num>growth/min</th>"
                "<th>growing since</th><th>oldest</th><th>history</th></tr></thead><tbody>\n";
         for (const leak_group& g : rep.suspects) {
-            char b[20];
             out += "<tr class=suspect data-key='";
-            out.append(b, format_hex(b, g.key));
+            append_hex(out, g.key);
             out += "'><td class=fn>";
-            append_html_escaped(out, g.frames.empty() ? std::string_view("?") : std::string_view(g.frames[0].function));
-            if (!g.frames.empty()) {
-                out += "<br><span class=muted>";
+            if (g.frames.empty()) {
+                out += '?';
+            } else {
+                // The group page, when the group still has the same key.
+                out += "<a href='group?key=";
+                append_hex(out, g.key);
+                out += "'>";
+                append_html_escaped(out, g.frames[0].function);
+                out += "</a><br><span class=muted>";
                 append_html_escaped(out, g.frames[0].file);
-                out += ":" + std::to_string(g.frames[0].line) + "</span>";
+                out += ':';
+                append_int(out, g.frames[0].line);
+                out += "</span>";
             }
             char rate[32];
             std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
@@ -16663,98 +16786,186 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
     }
     out += "</section>\n";
 
-    // Groups.
-    const std::size_t shown = std::min(v.groups().size(), live_page_max_groups);
+    // Groups: one short row each (end tags left out, as HTML allows).
     out += "<section id=groups><h2>Groups (" + std::to_string(v.groups().size()) + ")</h2>\n";
     if (shown < v.groups().size())
         out += "<p class=muted>the " + std::to_string(shown) + " largest groups are shown</p>\n";
     out += "<table><thead><tr><th class=num data-sort=count>tasks</th><th data-sort=reason>wait reason</th>"
            "<th class=num data-sort=age>oldest</th><th data-sort=fn>function (click for stack and tasks)</th>"
            "<th data-sort=labels>labels</th></tr></thead><tbody>\n";
-    std::string labels_text, stack;
     for (std::size_t gi = 0; gi < shown; ++gi) {
+        if (gi && gi % live_page_chunk == 0) out += "</tbody><tbody>\n";
         const task_group& g = v.groups()[gi];
         const task_record& first = tasks[g.tasks.front()];
-        std::int64_t oldest = 0;
-        const char* why = nullptr;
-        for (std::uint32_t ti : g.tasks) {
-            const task_record& r = tasks[ti];
-            if (r.state != task_state::waiting || !r.since_ns) continue;
-            std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
-            if (!why || age > oldest) {
-                oldest = age;
-                why = r.wait_reason;
-            }
-        }
-        std::string reason = why ? why : state_text(first);
-        auto fr = v.frames(first);
-        const site_info& leaf = v.site(fr[0]);
-        labels_text.clear();
-        append_labels_text(labels_text, profile_view::labels(first));
-        char b[20];
-        out += "<tr class=group data-key='";
-        out.append(b, format_hex(b, g.key));
-        out += "' data-count=" + std::to_string(g.count) + " data-age=" + std::to_string(oldest) + " data-reason=\"";
-        append_html_escaped(out, reason);
-        out += "\" data-fn=\"";
+        const site_info& leaf = v.site(v.frames(first)[0]);
+        out += "<tr class=group data-key=";
+        append_hex(out, g.key);
+        out += " data-count=";
+        append_int(out, static_cast<std::int64_t>(g.count));
+        out += " data-age=";
+        append_int(out, oldest[gi]);
+        out += "><td class=num>";
+        append_int(out, static_cast<std::int64_t>(g.count));
+        out += "<td>";
+        append_html_escaped(out, reason[gi]);
+        out += "<td class=num>";
+        out += oldest[gi] > 0 ? short_duration(oldest[gi]) : std::string("-");
+        out += "<td class=fn><a href='group?key=";
+        append_hex(out, g.key);
+        out += "'>";
         append_html_escaped(out, leaf.function);
-        out += "\" data-labels=\"" + labels_text + "\"><td class=num>" + std::to_string(g.count) + "</td><td>";
-        append_html_escaped(out, reason);
-        out += "</td><td class=num>" + (why ? short_duration(oldest) : std::string("-")) + "</td><td><details><summary class=fn>";
-        append_html_escaped(out, leaf.function);
+        out += "</a>";
         if (!leaf.file.empty()) {
-            out += " (";
+            out += " <span class=muted>";
             append_html_escaped(out, leaf.file);
-            out += ":" + std::to_string(leaf.line) + ")";
+            out += ':';
+            append_int(out, leaf.line);
+            out += "</span>";
         }
-        out += "</summary><pre>";
-        for (std::uint32_t f : fr) {
-            const site_info& si = v.site(f);
-            append_html_escaped(out, si.function);
-            if (!si.file.empty()) {
-                out += "\n\t";
-                append_html_escaped(out, si.file);
-                out += ":" + std::to_string(si.line);
-            }
-            out += '\n';
-        }
-        // The tasks as text (one element per group, not a table: a page of
-        // 10,000 groups stays a DOM the browser parses quickly).
-        out += "</pre><pre class=tasks>";
-        for (std::size_t k = 0; k < g.tasks.size() && k < live_page_max_tasks; ++k) {
-            const task_record& r = tasks[g.tasks[k]];
-            out += "goroutine " + std::to_string(r.id);
-            if (r.meta && !r.meta->name.empty()) {
-                out += " name=";
-                std::string q;
-                go_quote(q, r.meta->name);
-                append_html_escaped(out, q);
-            }
-            out += " [";
-            append_html_escaped(out, state_text(r));
-            if (std::int64_t m = minutes_waiting(r, now); m >= 1) out += ", " + std::to_string(m) + " minutes";
-            out += "]: ";
-            if (r.kind == task_kind::blocked) {
-                out += "a thread in block_on";
-            } else {
-                const site_info& c = v.table()[v.table().intern(r.created_by)];
-                out += "created by ";
-                append_html_escaped(out, c.function);
-                if (r.parent_id) out += " in goroutine " + std::to_string(r.parent_id);
-                out += " (";
-                append_html_escaped(out, c.file);
-                out += ":" + std::to_string(c.line) + ")";
-            }
-            out += '\n';
-        }
-        if (g.tasks.size() > live_page_max_tasks)
-            out += "and " + std::to_string(g.tasks.size() - live_page_max_tasks) + " more\n";
-        out += "</pre></details></td><td>" + labels_text + "</td></tr>\n";
+        out += "<td>";
+        append_labels_text(out, profile_view::labels(first));
+        out += "</tr>\n";
     }
     out += "</tbody></table></section>\n</main>\n<script>";
     out += live_page_script();
     out += "</script>\n</body></html>\n";
     return out;
+}
+
+/// A group's stack and tasks: what the page inserts under a row, and the
+/// body of the group's own page.
+inline void append_group_detail(std::string& out, profile_view& v, const task_group& g, std::int64_t now) {
+    const auto& tasks = v.snap().tasks();
+    const task_record& first = tasks[g.tasks.front()];
+    out += "<div class=group-detail data-key='";
+    append_hex(out, g.key);
+    out += "'><pre class=stack>";
+    for (std::uint32_t f : v.frames(first)) {
+        const site_info& si = v.site(f);
+        append_html_escaped(out, si.function);
+        if (!si.file.empty()) {
+            out += "\n\t";
+            append_html_escaped(out, si.file);
+            out += ':';
+            append_int(out, si.line);
+        }
+        out += '\n';
+    }
+    out += "</pre><pre class=tasks>";
+    for (std::size_t k = 0; k < g.tasks.size() && k < live_page_max_tasks; ++k) {
+        const task_record& r = tasks[g.tasks[k]];
+        out += "goroutine ";
+        append_int(out, static_cast<std::int64_t>(r.id));
+        if (r.meta && !r.meta->name.empty()) {
+            out += " name=";
+            std::string q;
+            go_quote(q, r.meta->name);
+            append_html_escaped(out, q);
+        }
+        out += " [";
+        append_html_escaped(out, state_text(r));
+        if (std::int64_t m = minutes_waiting(r, now); m >= 1) {
+            out += ", ";
+            append_int(out, m);
+            out += " minutes";
+        }
+        out += "]: ";
+        if (r.kind == task_kind::blocked) {
+            out += "a thread in block_on";
+        } else {
+            const site_info& c = v.table()[v.table().intern(r.created_by)];
+            out += "created by ";
+            append_html_escaped(out, c.function);
+            if (r.parent_id) {
+                out += " in goroutine ";
+                append_int(out, static_cast<std::int64_t>(r.parent_id));
+            }
+            out += " (";
+            append_html_escaped(out, c.file);
+            out += ':';
+            append_int(out, c.line);
+            out += ')';
+        }
+        out += '\n';
+    }
+    if (g.tasks.size() > live_page_max_tasks) {
+        out += "and ";
+        append_int(out, static_cast<std::int64_t>(g.tasks.size() - live_page_max_tasks));
+        out += " more\n";
+    }
+    out += "</pre></div>";
+}
+
+/// "0x6eb2c8bb6be23f46" (or without 0x) as a group key.
+inline std::optional<std::uint64_t> parse_group_key(std::string_view s) noexcept {
+    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s.remove_prefix(2);
+    if (s.empty() || s.size() > 16) return std::nullopt;
+    std::uint64_t k = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), k, 16);
+    if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+    return k;
+}
+
+/// /debug/goro/group?key=K[&fragment=1] (see the top of this header).
+inline void serve_live_group(const debug_request& req, debug_response& r) {
+    auto text = [&](int status, std::string body) {
+        r.status = status;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = std::move(body);
+    };
+    auto raw = req.param("key");
+    auto key = raw ? parse_group_key(*raw) : std::nullopt;
+    if (!key) {
+        text(400, "invalid value of query parameter 'key' (want a group's key, like 0x6eb2c8bb6be23f46, "
+                  "from /debug/goro/)\n");
+        return;
+    }
+    snapshot s = snapshot::take();
+    profile_view v(s);
+    const task_group* g = nullptr;
+    for (const task_group& c : v.groups())
+        if (c.key == *key) {
+            g = &c;
+            break;
+        }
+    if (!g) {
+        std::string k;
+        append_hex(k, *key);
+        text(404, "no group " + k + " now: its tasks ended, or now wait somewhere else\n");
+        return;
+    }
+    r.content_type = "text/html; charset=utf-8";
+    std::string& out = r.body;
+    auto frag = req.param("fragment");
+    if (frag && !frag->empty() && *frag != "0") {
+        append_group_detail(out, v, *g, s.taken_at_ns());
+        return;
+    }
+    const task_record& first = s.tasks()[g->tasks.front()];
+    const site_info& leaf = v.site(v.frames(first)[0]);
+    std::int64_t oldest = 0;
+    const char* why = oldest_wait(*g, s.tasks(), s.taken_at_ns(), oldest);
+    out += "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>goro: ";
+    append_html_escaped(out, leaf.function);
+    out += "</title><meta name=viewport content='width=device-width'><style>";
+    out += live_page_style();
+    out += "</style></head>\n<body>\n<nav><a href='/debug/goro/'>all groups</a></nav>\n<h1 class=fn>";
+    append_html_escaped(out, leaf.function);
+    out += "</h1>\n<p id=summary>";
+    append_int(out, static_cast<std::int64_t>(g->count));
+    out += g->count == 1 ? " task" : " tasks";
+    if (why) {
+        out += "; the oldest [";
+        append_html_escaped(out, why);
+        out += ", " + short_duration(oldest) + "]";
+    }
+    if (!profile_view::labels(first).empty()) {
+        out += "; labels ";
+        append_labels_text(out, profile_view::labels(first));
+    }
+    out += "; taken " + rfc3339(unix_now_ns()) + "</p>\n";
+    append_group_detail(out, v, *g, s.taken_at_ns());
+    out += "\n</body></html>\n";
 }
 
 }  // namespace detail
@@ -18343,6 +18554,17 @@ inline void register_default_routes(debug_server& server) {
         [] { return static_cast<std::int64_t>(wait_profile_buckets().size()); },
         detail::serve_block_profile,
     });
+    server.add_profile(debug_profile{
+        "mutex",
+        "Where tasks waited for goro::mutex, rw_mutex, once and semaphore (the wait profile's lock "
+        "waits). On with the wait profile: goro::set_wait_profile_rate(1). Use debug=1 for text.",
+        [] {
+            std::int64_t n = 0;
+            for (const auto& b : wait_profile_buckets()) n += detail::is_lock_wait(b.reason);
+            return n;
+        },
+        detail::serve_mutex_profile,
+    });
     std::shared_ptr<leak_watch> w = server.watch();
     server.handle("/metrics", [w](const debug_request&, debug_response& r) {
         r.content_type = std::string(detail::prometheus_content_type);
@@ -18353,6 +18575,7 @@ inline void register_default_routes(debug_server& server) {
         r.content_type = "text/html; charset=utf-8";
         r.body = detail::render_live_page(w.get(), req);
     });
+    server.handle("/debug/goro/group", detail::serve_live_group);
     if (w) {
         server.add_index_link("/debug/goro/leaks", "leak suspects (groups that keep growing)");
         server.handle("/debug/goro/leaks", [w](const debug_request& req, debug_response& r) {

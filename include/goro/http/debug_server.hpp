@@ -24,6 +24,10 @@
 //   /debug/goro/tasks.json          the snapshot as JSON (schema in goro/inspect/dump.hpp)
 //   /metrics                        Prometheus text: tasks by state and wait
 //                                   reason, tasks started, workers, queue length
+//   /debug/pprof/block, /debug/pprof/mutex  the wait profile, and its lock waits
+//                                   (goro/inspect/block_profile.hpp); ?debug=1: text
+//   /debug/goro/, /debug/goro/group?key=K  the live page and one group's page
+//                                   (goro/http/live_page.hpp)
 // Each profile request takes one snapshot (goro/inspect/snapshot.hpp: the world stops
 // only to begin it) on the server thread. /metrics stops nothing: it walks
 // the registry's live headers, so a scrape never pauses the workers.
@@ -276,6 +280,17 @@ inline void register_default_routes(debug_server& server) {
         [] { return static_cast<std::int64_t>(wait_profile_buckets().size()); },
         detail::serve_block_profile,
     });
+    server.add_profile(debug_profile{
+        "mutex",
+        "Where tasks waited for goro::mutex, rw_mutex, once and semaphore (the wait profile's lock "
+        "waits). On with the wait profile: goro::set_wait_profile_rate(1). Use debug=1 for text.",
+        [] {
+            std::int64_t n = 0;
+            for (const auto& b : wait_profile_buckets()) n += detail::is_lock_wait(b.reason);
+            return n;
+        },
+        detail::serve_mutex_profile,
+    });
     std::shared_ptr<leak_watch> w = server.watch();
     server.handle("/metrics", [w](const debug_request&, debug_response& r) {
         r.content_type = std::string(detail::prometheus_content_type);
@@ -286,6 +301,7 @@ inline void register_default_routes(debug_server& server) {
         r.content_type = "text/html; charset=utf-8";
         r.body = detail::render_live_page(w.get(), req);
     });
+    server.handle("/debug/goro/group", detail::serve_live_group);
     if (w) {
         server.add_index_link("/debug/goro/leaks", "leak suspects (groups that keep growing)");
         server.handle("/debug/goro/leaks", [w](const debug_request& req, debug_response& r) {

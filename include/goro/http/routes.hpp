@@ -156,22 +156,31 @@ inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& wat
                  static_cast<std::int64_t>(rep.suspects[i].count));
 }
 
-// /debug/pprof/block: the wait profile (goro/inspect/block_profile.hpp), pprof
-// or, with debug=1, text.
-inline void serve_block_profile(const debug_request& req, debug_response& r) {
+// /debug/pprof/block and /debug/pprof/mutex: the wait profile and its lock
+// waits (goro/inspect/block_profile.hpp), pprof or, with debug=1, text.
+inline void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
+                               std::string (*profile)(int)) {
     auto d = req.param("debug");
     if (!d || d->empty() || *d == "0") {
         r.content_type = "application/octet-stream";
-        r.set_attachment("block");
-        r.body = block_profile(0);
+        r.set_attachment(name);
+        r.body = profile(0);
     } else if (*d == "1") {
         r.content_type = "text/plain; charset=utf-8";
-        r.body = block_profile(1);
+        r.body = profile(1);
     } else {
         r.status = 400;
         r.content_type = "text/plain; charset=utf-8";
         r.body = "invalid value of query parameter 'debug' (want 0 for the pprof protobuf, 1 for text)\n";
     }
+}
+
+inline void serve_block_profile(const debug_request& req, debug_response& r) {
+    serve_wait_profile(req, r, "block", [](int debug) { return block_profile(debug); });
+}
+
+inline void serve_mutex_profile(const debug_request& req, debug_response& r) {
+    serve_wait_profile(req, r, "mutex", [](int debug) { return mutex_profile(debug); });
 }
 
 // /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with

@@ -24,15 +24,26 @@
 //     (blank line)
 //   Stacks by total delay, descending. The histogram lists its buckets up to
 //   the last non-empty one (waits actually seen; sampled waits count once).
+//
+// THE MUTEX PROFILE (goro::mutex_profile, /debug/pprof/mutex): the same
+// buckets, only the lock-like waits: goro::mutex and goro::once
+// ("sync.Mutex.Lock"), goro::rw_mutex ("sync.RWMutex.Lock",
+// "sync.RWMutex.RLock") and goro::semaphore ("semacquire"), in the same two
+// forms (debug=1 begins "--- mutex:", then "sampling period=" the wait
+// profile's rate, as Go's prints its SetMutexProfileFraction). On while the
+// wait profile is on (set_wait_profile_rate; no setter of its own: the waits
+// are sampled once, for both). Unlike Go's, whose delay is charged to the
+// stack that unlocked (where the lock was held too long), goro charges it to
+// the stack that waited (where the lock was wanted); cond waits are not
+// contention (Go leaves them out too), and the channels' internal locks are
+// spin locks held for a few instructions, not measured.
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <goro/core/wait_profile.hpp>
@@ -55,8 +66,17 @@ inline std::vector<wait_bucket> sorted_wait_buckets() {
     return bs;
 }
 
-inline std::string block_profile_text(const std::vector<wait_bucket>& bs) {
-    std::string out = "--- contention:\ncycles/second=1000000000\n";
+/// Whether a wait of `reason` is lock contention (see THE MUTEX PROFILE).
+inline bool is_lock_wait(const char* reason) noexcept {
+    if (!reason) return false;
+    const std::string_view r(reason);
+    return r == wait_reason::mutex_lock || r == wait_reason::rw_mutex_lock || r == wait_reason::rw_mutex_rlock ||
+           r == wait_reason::semacquire;
+}
+
+/// `out` begins with Go's first lines ("--- contention:\ncycles/second=...\n").
+inline std::string block_profile_text(const std::vector<wait_bucket>& bs,
+                                      std::string out = "--- contention:\ncycles/second=1000000000\n") {
     site_table table;
     std::vector<text_frame> frames;
     for (const wait_bucket& b : bs) {
@@ -93,103 +113,21 @@ inline std::string block_profile_text(const std::vector<wait_bucket>& bs) {
 
 inline std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
     std::string out;
-    std::vector<std::string> strings{""};
-    std::unordered_map<std::string, std::int64_t> string_ids{{"", 0}};
-    auto str = [&](std::string_view s) -> std::int64_t {
-        auto [it, fresh] = string_ids.try_emplace(std::string(s), static_cast<std::int64_t>(strings.size()));
-        if (fresh) strings.emplace_back(s);
-        return it->second;
-    };
     site_table table;
-    std::vector<std::uint64_t> location_of;  // by site index; 0: none yet
-    std::vector<std::uint32_t> location_sites;
-    std::unordered_map<std::string, std::uint64_t> function_ids;
-    std::vector<std::uint32_t> function_sites;
-    std::vector<std::uint64_t> function_of_location;
-    std::string msg, sub;
-    pb_writer w(out);
-    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub.clear();
-        pb_writer s(sub);
-        s.int_field(1, str(type));
-        s.int_field(2, str(unit));
-        w.bytes_field(field, sub);
-    };
-    value_type(1, "contentions", "count");
-    value_type(1, "delay", "nanoseconds");
-    const std::int64_t reason_key = str("wait_reason");
-    std::vector<std::uint64_t> locs;
-    for (const wait_bucket& b : bs) {
-        locs.clear();
-        for (const site& s : b.stack) {
-            std::uint32_t f = table.intern(s);
-            if (location_of.size() < table.size()) location_of.resize(table.size(), 0);
-            if (!location_of[f]) {
-                location_of[f] = location_sites.size() + 1;
-                location_sites.push_back(f);
-                const site_info& si = table[f];
-                std::string key = si.function;
-                key.push_back('\0');
-                key += si.file;
-                auto [it, fresh] = function_ids.try_emplace(std::move(key), function_sites.size() + 1);
-                if (fresh) function_sites.push_back(f);
-                function_of_location.push_back(it->second);
-            }
-            locs.push_back(location_of[f]);
-        }
-        msg.clear();
-        pb_writer s(msg);
-        s.packed_field(1, locs.begin(), locs.end());
-        const std::int64_t vals[2] = {std::max<std::int64_t>(1, std::llround(b.count)), std::llround(b.delay_ns)};
-        s.packed_field(2, vals, vals + 2);
-        sub.clear();
-        pb_writer l(sub);
-        l.int_field(1, reason_key);
-        l.int_field(2, str(b.reason ? b.reason : "(other stacks)"));
-        s.bytes_field(3, sub);
-        w.bytes_field(2, msg);
+    pprof_builder b(out, table);
+    b.sample_type("contentions", "count");
+    b.sample_type("delay", "nanoseconds");
+    b.str("wait_reason");
+    std::vector<std::uint32_t> frames;
+    for (const wait_bucket& wb : bs) {
+        frames.clear();
+        for (const site& s : wb.stack) frames.push_back(table.intern(s));
+        const std::int64_t vals[2] = {std::max<std::int64_t>(1, std::llround(wb.count)), std::llround(wb.delay_ns)};
+        b.begin_sample(frames, vals);
+        b.label("wait_reason", wb.reason ? wb.reason : "(other stacks)");
+        b.end_sample();
     }
-    msg.clear();
-    {
-        pb_writer m(msg);
-        m.uint_field(1, 1);
-        m.uint_field(3, std::uint64_t(1) << 48);
-        m.int_field(5, str("goro"));
-        m.bool_field(7, true);
-        m.bool_field(8, true);
-        m.bool_field(9, true);
-    }
-    w.bytes_field(3, msg);
-    for (std::size_t i = 0; i < location_sites.size(); ++i) {
-        const site_info& si = table[location_sites[i]];
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.uint_field(2, 1);
-        m.uint_field(3, si.id);
-        sub.clear();
-        pb_writer line(sub);
-        line.uint_field(1, function_of_location[i]);
-        line.int_field(2, si.line);
-        m.bytes_field(4, sub);
-        w.bytes_field(4, msg);
-    }
-    for (std::size_t i = 0; i < function_sites.size(); ++i) {
-        const site_info& si = table[function_sites[i]];
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.int_field(2, str(si.function));
-        m.int_field(3, str(si.function));
-        m.int_field(4, str(si.file));
-        w.bytes_field(5, msg);
-    }
-    for (const std::string& s : strings) w.bytes_field(6, s);
-    w.int_field(9, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count());
-    value_type(11, "contentions", "count");
-    w.int_field(12, 1);
+    b.finish("contentions", "count", 1);
     return out;
 }
 
@@ -201,6 +139,18 @@ inline std::string block_profile(int debug = 0) {
         throw usage_error("goro::block_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
     auto bs = detail::sorted_wait_buckets();
     return debug == 0 ? detail::block_profile_pprof(bs) : detail::block_profile_text(bs);
+}
+
+/// The mutex profile (see THE MUTEX PROFILE above): pprof (debug 0) or Go's
+/// debug=1 text (1).
+inline std::string mutex_profile(int debug = 0) {
+    if (debug != 0 && debug != 1)
+        throw usage_error("goro::mutex_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
+    auto bs = detail::sorted_wait_buckets();
+    std::erase_if(bs, [](const detail::wait_bucket& b) { return !detail::is_lock_wait(b.reason); });
+    if (debug == 0) return detail::block_profile_pprof(bs);
+    return detail::block_profile_text(bs, "--- mutex:\ncycles/second=1000000000\nsampling period=" +
+                                              std::to_string(wait_profile_rate()) + "\n");
 }
 
 }  // namespace goro

@@ -19,7 +19,8 @@
 // yet (its root frame has no site) shows `(not started)`; a task running on a
 // worker that did not stop shows `(stack unavailable: running)`.
 //
-// THE ENCODER. profile.proto written by hand (varints and length-delimited
+// THE ENCODER (detail::pprof_builder, which goro/inspect/block_profile.hpp
+// uses too). profile.proto written by hand (varints and length-delimited
 // fields; the string table starts with ""): sample_type and period_type
 // goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
 // the other side), period 1, one sample per group whose value is the count,
@@ -38,13 +39,14 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <span>
 #include <string>
 #include <string_view>
+#include <goro/core/hash_map.hpp>
 #include <utility>
 #include <vector>
 
-#include <goro/core/hash_map.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/inspect/snapshot.hpp>
@@ -369,117 +371,162 @@ inline std::string pprof_gzip(std::string_view data) {
 
 namespace detail {
 
-/// Encodes the view's groups as a profile.proto message into `out`.
-inline void write_pprof(std::string& out, profile_view& v) {
+/// Builds one profile.proto message, as every pprof profile of goro writes
+/// it (the goroutine profile here, the wait and mutex profiles in
+/// goro/inspect/block_profile.hpp): the string table (starting with ""),
+/// one location per distinct site of `table` (address = site id), numbered
+/// from 1 in first-use order, one function per distinct (name, file), one
+/// mapping covering every site id and flagged as symbolized (so pprof never
+/// tries to symbolize an address). Use in this order: sample_type()s, then
+/// the samples (begin_sample, label, end_sample), then finish().
+class pprof_builder {
+public:
     // Field numbers of profile.proto.
     enum : std::uint32_t {
         p_sample_type = 1, p_sample = 2, p_mapping = 3, p_location = 4, p_function = 5, p_string_table = 6,
         p_time_nanos = 9, p_period_type = 11, p_period = 12,
     };
-    std::vector<std::string_view> strings{""};
-    hash_map<std::string_view, std::int64_t> string_ids{{"", 0}};
-    auto str = [&](std::string_view s) -> std::int64_t {
-        auto [it, fresh] = string_ids.try_emplace(s, static_cast<std::int64_t>(strings.size()));
-        if (fresh) strings.push_back(s);
-        return it->second;
-    };
-    const auto& tasks = v.snap().tasks();
 
-    // Locations: one per distinct site used by a group, numbered from 1 in first-use order.
-    std::vector<std::uint64_t> location_of(v.table().size(), 0);
-    std::vector<std::uint32_t> location_sites;
-    // Functions: one per (name, file).
-    hash_map<std::string, std::uint64_t> function_ids;
-    std::vector<std::uint32_t> function_sites;
-    std::vector<std::uint64_t> function_of_location;
+    /// Appends to `out`; the sites come from `table`, which may still grow
+    /// while samples are added.
+    pprof_builder(std::string& out, site_table& table) : w_(out), table_(table) { str(""); }
 
-    std::string msg, sub;
-    pb_writer w(out);
-    auto value_type = [&](std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub.clear();
-        pb_writer s(sub);
+    /// The index of `s` in the string table, adding it on first sight.
+    std::int64_t str(std::string_view s) {
+        auto it = string_ids_.find(s);
+        if (it != string_ids_.end()) return it->second;
+        const std::string& kept = strings_.emplace_back(s);  // a deque: its strings never move
+        const auto id = static_cast<std::int64_t>(strings_.size() - 1);
+        string_ids_.emplace(std::string_view(kept), id);
+        return id;
+    }
+
+    void sample_type(std::string_view type, std::string_view unit) { value_type(p_sample_type, type, unit); }
+
+    /// The location id of site `f` (an index into the table).
+    std::uint64_t location(std::uint32_t f) {
+        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1), 0);
+        if (!location_of_[f]) {
+            location_of_[f] = location_sites_.size() + 1;
+            location_sites_.push_back(f);
+            const site_info& si = table_[f];
+            std::string fkey = si.function;
+            fkey.push_back('\0');
+            fkey += si.file;
+            auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
+            if (fresh) function_sites_.push_back(f);
+            function_of_location_.push_back(it->second);
+        }
+        return location_of_[f];
+    }
+
+    /// A sample of sites `frames` (table indices, leaf first) and `values`
+    /// (one per sample type); its labels follow with label(), then end_sample().
+    template <class Frames>
+    void begin_sample(const Frames& frames, std::span<const std::int64_t> values) {
+        locs_.clear();
+        for (std::uint32_t f : frames) locs_.push_back(location(f));
+        msg_.clear();
+        pb_writer s(msg_);
+        s.packed_field(1, locs_.begin(), locs_.end());
+        s.packed_field(2, values.begin(), values.end());
+    }
+    /// A string label of the sample begun last.
+    void label(std::string_view key, std::string_view value) {
+        sub_.clear();
+        pb_writer l(sub_);
+        l.int_field(1, str(key));
+        l.int_field(2, str(value));
+        pb_writer(msg_).bytes_field(3, sub_);
+    }
+    void end_sample() { w_.bytes_field(p_sample, msg_); }
+
+    /// The mapping, locations, functions, string table, time and period.
+    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
+        msg_.clear();
+        {
+            pb_writer m(msg_);
+            m.uint_field(1, 1);
+            m.uint_field(3, std::uint64_t(1) << 48);
+            m.int_field(5, str("goro"));
+            m.bool_field(7, true);
+            m.bool_field(8, true);
+            m.bool_field(9, true);
+        }
+        w_.bytes_field(p_mapping, msg_);
+        for (std::size_t i = 0; i < location_sites_.size(); ++i) {
+            const site_info& si = table_[location_sites_[i]];
+            msg_.clear();
+            pb_writer m(msg_);
+            m.uint_field(1, i + 1);
+            m.uint_field(2, 1);
+            m.uint_field(3, si.id);
+            sub_.clear();
+            pb_writer line(sub_);
+            line.uint_field(1, function_of_location_[i]);
+            line.int_field(2, si.line);
+            m.bytes_field(4, sub_);
+            w_.bytes_field(p_location, msg_);
+        }
+        for (std::size_t i = 0; i < function_sites_.size(); ++i) {
+            const site_info& si = table_[function_sites_[i]];
+            msg_.clear();
+            pb_writer m(msg_);
+            m.uint_field(1, i + 1);
+            m.int_field(2, str(si.function));
+            m.int_field(3, str(si.function));
+            m.int_field(4, str(si.file));
+            w_.bytes_field(p_function, msg_);
+        }
+        // The period type's strings go in before the table is written.
+        const std::int64_t type = str(period_type), unit = str(period_unit);
+        for (const std::string& s : strings_) w_.bytes_field(p_string_table, s);
+        w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
+        sub_.clear();
+        pb_writer s(sub_);
+        s.int_field(1, type);
+        s.int_field(2, unit);
+        w_.bytes_field(p_period_type, sub_);
+        w_.int_field(p_period, period);
+    }
+
+private:
+    void value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
+        sub_.clear();
+        pb_writer s(sub_);
         s.int_field(1, str(type));
         s.int_field(2, str(unit));
-        w.bytes_field(field, sub);
-    };
-    value_type(p_sample_type, "goroutine", "count");
+        w_.bytes_field(field, sub_);
+    }
 
-    std::vector<std::uint64_t> locs;
+    pb_writer w_;
+    site_table& table_;
+    std::deque<std::string> strings_;
+    hash_map<std::string_view, std::int64_t> string_ids_;
+    std::vector<std::uint64_t> location_of_;  // by site index; 0: none yet
+    std::vector<std::uint32_t> location_sites_;
+    hash_map<std::string, std::uint64_t> function_ids_;  // "function\0file"
+    std::vector<std::uint32_t> function_sites_;
+    std::vector<std::uint64_t> function_of_location_;
+    std::vector<std::uint64_t> locs_;
+    std::string msg_, sub_;
+};
+
+/// Encodes the view's groups as a profile.proto message into `out`.
+inline void write_pprof(std::string& out, profile_view& v) {
+    pprof_builder b(out, v.table());
+    b.sample_type("goroutine", "count");
+    const auto& tasks = v.snap().tasks();
     for (const task_group& g : v.groups()) {
         const task_record& r = tasks[g.tasks.front()];
-        locs.clear();
-        for (std::uint32_t f : v.frames(r)) {
-            if (!location_of[f]) {
-                location_of[f] = location_sites.size() + 1;
-                location_sites.push_back(f);
-                const site_info& si = v.site(f);
-                std::string fkey = si.function;
-                fkey.push_back('\0');
-                fkey += si.file;
-                auto [it, fresh] = function_ids.try_emplace(std::move(fkey), function_sites.size() + 1);
-                if (fresh) function_sites.push_back(f);
-                function_of_location.push_back(it->second);
-            }
-            locs.push_back(location_of[f]);
-        }
-        msg.clear();
-        pb_writer s(msg);
-        s.packed_field(1, locs.begin(), locs.end());
         const std::int64_t count = static_cast<std::int64_t>(g.count);
-        s.packed_field(2, &count, &count + 1);
-        for (const auto& [k, val] : profile_view::labels(r)) {
-            sub.clear();
-            pb_writer l(sub);
-            l.int_field(1, str(k));
-            l.int_field(2, str(val));
-            s.bytes_field(3, sub);
-        }
-        w.bytes_field(p_sample, msg);
+        b.begin_sample(v.frames(r), {&count, 1});
+        for (const auto& [k, val] : profile_view::labels(r)) b.label(k, val);
+        b.end_sample();
     }
-
-    // One mapping covering every site id (48 bits), marked symbolized.
-    msg.clear();
-    {
-        pb_writer m(msg);
-        m.uint_field(1, 1);
-        m.uint_field(3, std::uint64_t(1) << 48);
-        m.int_field(5, str("goro"));
-        m.bool_field(7, true);
-        m.bool_field(8, true);
-        m.bool_field(9, true);
-    }
-    w.bytes_field(p_mapping, msg);
-
-    for (std::size_t i = 0; i < location_sites.size(); ++i) {
-        const site_info& si = v.site(location_sites[i]);
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.uint_field(2, 1);
-        m.uint_field(3, si.id);
-        sub.clear();
-        pb_writer line(sub);
-        line.uint_field(1, function_of_location[i]);
-        line.int_field(2, si.line);
-        m.bytes_field(4, sub);
-        w.bytes_field(p_location, msg);
-    }
-    for (std::size_t i = 0; i < function_sites.size(); ++i) {
-        const site_info& si = v.site(function_sites[i]);
-        msg.clear();
-        pb_writer m(msg);
-        m.uint_field(1, i + 1);
-        m.int_field(2, str(si.function));
-        m.int_field(3, str(si.function));
-        m.int_field(4, str(si.file));
-        w.bytes_field(p_function, msg);
-    }
-    for (std::string_view s : strings) w.bytes_field(p_string_table, s);
-    auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    std::chrono::system_clock::now().time_since_epoch()).count();
-    w.int_field(p_time_nanos, wall);
-    value_type(p_period_type, "goroutine", "count");
-    w.int_field(p_period, 1);
+    b.finish("goroutine", "count", 1);
 }
 
 }  // namespace detail
