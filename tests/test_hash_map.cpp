@@ -11,6 +11,10 @@
 
 #include <goro/core/hash_map.hpp>
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_hash_map {
+
 TEST_CASE("hash_map: try_emplace, find, operator[] agree with std::map through many growths", "[hash_map]") {
     goro::detail::hash_map<std::uint64_t, std::uint32_t> m;
     std::map<std::uint64_t, std::uint32_t> ref;
@@ -84,3 +88,5 @@ TEST_CASE("hash_map: string, string_view and tuple keys; vector values; emplace 
     CHECK(total == 100);
     CHECK(groups.find(3)->second.front() == 3);
 }
+
+}  // namespace tests_hash_map

@@ -24,6 +24,10 @@
 
 #include "support.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_wait_profile {
+
 namespace {
 
 goro::task<bool> wp_recv_one(goro::channel<int> ch) {
@@ -179,3 +183,5 @@ TEST_CASE("reads and resets race records without a data race", "[wait_profile]")
     reader.join();
     REQUIRE(goro_test::tasks_drained(baseline));
 }
+
+}  // namespace tests_wait_profile
