@@ -168,7 +168,17 @@ inline goro::task<std::optional<goro::detail::http_parse_result>> read_request(g
 // client's connection is closed afterwards (the relayed answer says so).
 inline goro::task<> relay_to_debug_server(goro::net::stream& client, const goro::detail::http_request_head& req,
                                           const goro::net::address& debug_server) {
-    goro::net::stream upstream = co_await goro::net::connect(debug_server);
+    goro::net::stream upstream;
+    std::string error;
+    try {
+        upstream = co_await goro::net::connect(debug_server);
+    } catch (const goro::io_error& e) {
+        error = e.what();
+    }
+    if (!upstream.is_open()) {  // the debug server is gone (stopping): say so
+        co_await client.write_all(http_response(502, error + "\n", req.method == "HEAD", true));
+        co_return;
+    }
     std::string head = req.method + " " + req.target + " HTTP/1.1\r\n";
     for (const auto& [name, value] : req.headers)
         if (!goro::detail::iequals(name, "connection") && !goro::detail::iequals(name, "keep-alive"))
@@ -221,8 +231,14 @@ inline goro::task<> serve_conn(goro::net::stream conn, service_state& svc) {
             if (items < 1 || items > 1000) {
                 co_await conn.write_all(http_response(400, "items must be between 1 and 1000\n", head, !req.keep_alive));
             } else {
-                std::string body = co_await svc.process_order(++svc.next_order, items);
-                co_await conn.write_all(http_response(200, body, head, !req.keep_alive));
+                std::string body, error;
+                try {
+                    body = co_await svc.process_order(++svc.next_order, items);
+                } catch (const std::exception& e) {  // the order failed: a 500 with its reason
+                    error = e.what();
+                }
+                if (error.empty()) co_await conn.write_all(http_response(200, body, head, !req.keep_alive));
+                else co_await conn.write_all(http_response(500, error + "\n", head, !req.keep_alive));
             }
             if (!req.keep_alive) co_return;
         }
