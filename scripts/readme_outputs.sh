@@ -110,6 +110,16 @@ settle
 head_of '/debug/pprof/goroutine?debug=1' 1 | save total_after
 get '/debug/pprof/goroutine?debug=1' | save debug1
 head_of '/debug/pprof/goroutine?debug=2' 17 | save debug2
+# A client that keeps a connection open and idle (a browser, a connection
+# pool), as `exec 3<>/dev/tcp/localhost/6060` does in the walkthrough: its
+# connection task parks in [IO wait] until the service stops.
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+for _ in $(seq 100); do  # until the acceptor has started its task
+    [[ $(head_of '/debug/pprof/goroutine?debug=1' 1) == 'goroutine profile: total 83' ]] && break
+    sleep 0.05
+done
+# The connection tasks' blocks (debug=2 separates blocks with a blank line).
+get '/debug/pprof/goroutine?debug=2' | awk 'BEGIN { RS = ""; ORS = "\n\n" } /serve_conn/' | save debug2_conns
 pprof -top "$(url /debug/pprof/goroutine)" | save pprof_top
 pprof -source_path build/demo -list 'price_worker' "$(url /debug/pprof/goroutine)" | save pprof_list
 pprof -traces "$(url /debug/pprof/goroutine)" | save pprof_traces
@@ -121,12 +131,16 @@ curl -sS -o "$tmp/after.pb" "$(url /debug/pprof/goroutine)"
 (cd "$tmp" && PPROF_TMPDIR=$tmp/pprof HOME=$tmp go tool pprof -top -base before.pb after.pb 2>&1) | save pprof_base
 head_of '/debug/pprof/goroutine?debug=1' 1 | save total_later
 get /metrics | grep -v '^#' | save metrics
+exec 3>&-
 stop_service
 "$leaky" --diff 5 | save goro_diff
 
 expect start 'listening on 127.0.0.1:6060'
-expect total_before 'goroutine profile: total 0'
-expect total_after 'goroutine profile: total 80'
+expect total_before 'goroutine profile: total 2'
+expect total_after 'goroutine profile: total 82'
+expect debug1 'goroutine profile: total 82'
+expect debug2_conns 'read_request'
+expect debug2_conns 'IO wait'
 expect debug1 '^40 @ '
 expect pprof_top ' 40 .* price_worker$'
 expect pprof_list 'LEAK 1'
@@ -142,7 +156,7 @@ get /metrics | grep -E '^goro_tasks(_started_total)? ' | save fixed_metrics
 stop_service
 "$fixed" --diff 5 | save fixed_diff
 
-expect fixed_debug1 'goroutine profile: total 0'
+expect fixed_debug1 'goroutine profile: total 2'
 expect fixed_diff 'goroutine profile diff: +0'
 
 # --- rewrite the marked blocks ------------------------------------------------------

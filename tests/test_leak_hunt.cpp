@@ -12,6 +12,9 @@
 //     and the largest group is the worker's receive loop, `price_worker` at
 //     the line of leaky.cpp marked `LEAK 1:` (found by reading the source, not
 //     hard-coded), 4 tasks per request;
+//   * the service's own tasks are in the dump like Go's net/http goroutines:
+//     the acceptor and the connection tasks in [IO wait] (an idle connection
+//     in read_request, until its client closes it);
 //   * `go tool pprof -top URL` (when `go` is on PATH) names price_worker with
 //     the same count;
 //   * fixed: the total is the same before and after the requests (after a
@@ -724,6 +727,41 @@ TEST_CASE("leaky: the total grows with the requests, the worker's receive line l
         if (is_function(fn, "price_worker(...)") && ends_with(where, "leaky.cpp:" + std::to_string(recv_line))) ++blocks;
     }
     CHECK(blocks == 6 * workers_per_request);
+
+    // The service itself is tasks too, as in Go's net/http: the acceptor and
+    // one task per connection, parked in [IO wait] on their sockets. An idle
+    // connection (connected, nothing sent) shows its task in read_request.
+    {
+        int idle = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(idle >= 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(leaky.port());
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        auto has_block = [](const std::string& dump, std::string_view head, std::string_view fn) {
+            for (std::size_t p = 0; (p = dump.find(head, p)) != std::string::npos; ++p) {
+                std::size_t end = dump.find("\n\n", p);
+                if (dump.substr(p, end - p).find(fn) != std::string::npos) return true;
+            }
+            return false;
+        };
+        std::string dump;
+        bool seen = poll_until([&] {
+            dump = leaky.get("/debug/pprof/goroutine?debug=2").body;
+            return has_block(dump, "[IO wait]:\n", "read_request(...)");
+        });
+        INFO(dump);
+        CHECK(seen);
+        CHECK(has_block(dump, "name=\"accept\" [IO wait]:\n", "accept_loop(...)"));
+        // The connection that asked for this dump waits for the debug server's answer.
+        CHECK(has_block(dump, "name=\"conn\" [IO wait]:\n", "relay_to_debug_server(...)"));
+        ::close(idle);
+        // Its task ends when the client closes the connection.
+        CHECK(poll_until([&] {
+            return !has_block(leaky.get("/debug/pprof/goroutine?debug=2").body, "[IO wait]:\n", "read_request(...)");
+        }));
+    }
 
     // /metrics counts the same parked receivers.
     http_reply m = leaky.get("/metrics");

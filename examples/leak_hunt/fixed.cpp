@@ -3,7 +3,8 @@
 //
 //   ./fixed &
 //   for i in $(seq 10); do curl -s localhost:6060/process; done
-//   curl -s 'localhost:6060/debug/pprof/goroutine?debug=1' | head -1   # goroutine profile: total 0
+//   curl -s 'localhost:6060/debug/pprof/goroutine?debug=1' | head -1   # goroutine profile: total 2
+//   (the service's own two tasks: its acceptor and the connection asking)
 //
 // The three fixes, Go's usual ones (compare with leaky.cpp, step by step):
 //   FIX 1: the producer closes `jobs` after the last send, so each worker's

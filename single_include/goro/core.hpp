@@ -135,6 +135,8 @@ namespace detail {
 using site = std::source_location;
 #define GORO_SITE_PARAM ::goro::detail::site goro_site_ = ::goro::detail::site::current()
 #define GORO_SITE_ARG goro_site_
+// The same parameter without its default (an out-of-line definition).
+#define GORO_SITE_PARAM_DEF ::goro::detail::site goro_site_
 #else
 /// A suspension or spawn site, filled from the compiler builtins at the call site.
 struct site {
@@ -152,6 +154,7 @@ struct site {
     const char* goro_site_func_ = __builtin_FUNCTION(),                          \
     unsigned goro_site_line_ = __builtin_LINE()
 #define GORO_SITE_ARG (::goro::detail::site{goro_site_file_, goro_site_func_, goro_site_line_})
+#define GORO_SITE_PARAM_DEF const char* goro_site_file_, const char* goro_site_func_, unsigned goro_site_line_
 #endif
 
 inline constexpr std::size_t cache_line = 64;
@@ -1186,7 +1189,8 @@ struct promise_base {
     std::coroutine_handle<> continuation_{};  // frame to resume when this one finishes
     promise_base* parent_ = nullptr;          // that frame's promise (null for a root)
     task_header* header_ = nullptr;           // the root task this frame runs in
-    site site_{};                             // where this frame is suspended now
+    site site_{};                             // where this frame is suspended now; before its
+                                              // first suspension, its own function (ENTRY SITE, task.hpp)
 
     // Frames come from goro's pool: a task is usually freed by another thread
     // than the one that spawned it (see goro/core/pool.hpp).
@@ -4736,7 +4740,7 @@ struct task_promise : promise_base {
                                  std::coroutine_handle<task_promise>::from_promise(*this).address());
     }
 
-    task<T> get_return_object() noexcept;
+    task<T> get_return_object(GORO_SITE_PARAM) noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
     final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
 
@@ -4774,7 +4778,7 @@ struct task_promise<void> : promise_base {
                                  std::coroutine_handle<task_promise>::from_promise(*this).address());
     }
 
-    task<void> get_return_object() noexcept;
+    task<void> get_return_object(GORO_SITE_PARAM) noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
     final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
     void return_void() noexcept {}
@@ -4875,11 +4879,20 @@ private:
 };
 
 namespace detail {
+// ENTRY SITE. The compiler calls get_return_object from inside the new
+// coroutine, so its default site argument names the coroutine itself: the
+// frame's site until its first co_await replaces it. A task that runs without
+// ever suspending (a CPU loop, a blocking call) therefore shows in a dump in
+// its own function, not as "stack unavailable". The line is where the compiler
+// places the call: the function's closing brace on g++, its declaration on
+// clang++. A frame marked by note_self (LAMBDA CALLS) keeps its mark.
 template <class T>
-task<T> task_promise<T>::get_return_object() noexcept {
+task<T> task_promise<T>::get_return_object(GORO_SITE_PARAM_DEF) noexcept {
+    if (this->site_.line() == 0) this->site_ = GORO_SITE_ARG;
     return task<T>{std::coroutine_handle<task_promise<T>>::from_promise(*this)};
 }
-inline task<void> task_promise<void>::get_return_object() noexcept {
+inline task<void> task_promise<void>::get_return_object(GORO_SITE_PARAM_DEF) noexcept {
+    if (site_.line() == 0) site_ = GORO_SITE_ARG;
     return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
 }
 
@@ -5048,7 +5061,14 @@ inline constexpr bool is_task_v<task<T>> = true;
 //
 // Frames that cannot be read show as a pseudo-frame: `(not started)` for a
 // task that never ran, `(stack unavailable: running)` for a task still
-// running on a worker that did not stop (one that never suspends).
+// running on a worker that did not stop when the site its worker resumed it
+// at is unknown. A task running there shows that site instead; a task that
+// has not suspended yet shows its own function (ENTRY SITE in
+// goro/core/task.hpp: the line is the function's closing brace on g++, its
+// declaration on clang++), so a CPU loop or a blocking call before the first
+// co_await is found by name. (A task started with go(callable) or spawn() is
+// resumed first in goro's runner frame, which has no site of its own: that
+// one still shows `(stack unavailable: running)` until its first suspension.)
 //
 // debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
 //
@@ -5288,7 +5308,8 @@ inline std::vector<stack_frame> current_stack() {
     task_header* t = detail::tls_current_task;
     if (!t) return {};
     auto frames = detail::stack_of(*t);
-    // The running leaf has not suspended yet: it has no site.
+    // A running leaf that has not suspended yet shows its own function (ENTRY
+    // SITE, goro/core/task.hpp); a frame without any site is left out.
     if (!frames.empty() && frames.front().line == 0) frames.erase(frames.begin());
     return frames;
 }

@@ -128,7 +128,8 @@ struct promise_base {
     std::coroutine_handle<> continuation_{};  // frame to resume when this one finishes
     promise_base* parent_ = nullptr;          // that frame's promise (null for a root)
     task_header* header_ = nullptr;           // the root task this frame runs in
-    site site_{};                             // where this frame is suspended now
+    site site_{};                             // where this frame is suspended now; before its
+                                              // first suspension, its own function (ENTRY SITE, task.hpp)
 
     // Frames come from goro's pool: a task is usually freed by another thread
     // than the one that spawned it (see goro/core/pool.hpp).

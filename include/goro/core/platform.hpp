@@ -81,6 +81,8 @@ namespace detail {
 using site = std::source_location;
 #define GORO_SITE_PARAM ::goro::detail::site goro_site_ = ::goro::detail::site::current()
 #define GORO_SITE_ARG goro_site_
+// The same parameter without its default (an out-of-line definition).
+#define GORO_SITE_PARAM_DEF ::goro::detail::site goro_site_
 #else
 /// A suspension or spawn site, filled from the compiler builtins at the call site.
 struct site {
@@ -98,6 +100,7 @@ struct site {
     const char* goro_site_func_ = __builtin_FUNCTION(),                          \
     unsigned goro_site_line_ = __builtin_LINE()
 #define GORO_SITE_ARG (::goro::detail::site{goro_site_file_, goro_site_func_, goro_site_line_})
+#define GORO_SITE_PARAM_DEF const char* goro_site_file_, const char* goro_site_func_, unsigned goro_site_line_
 #endif
 
 inline constexpr std::size_t cache_line = 64;

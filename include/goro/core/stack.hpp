@@ -99,7 +99,8 @@ inline std::vector<stack_frame> current_stack() {
     task_header* t = detail::tls_current_task;
     if (!t) return {};
     auto frames = detail::stack_of(*t);
-    // The running leaf has not suspended yet: it has no site.
+    // A running leaf that has not suspended yet shows its own function (ENTRY
+    // SITE, goro/core/task.hpp); a frame without any site is left out.
     if (!frames.empty() && frames.front().line == 0) frames.erase(frames.begin());
     return frames;
 }

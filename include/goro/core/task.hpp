@@ -149,7 +149,7 @@ struct task_promise : promise_base {
                                  std::coroutine_handle<task_promise>::from_promise(*this).address());
     }
 
-    task<T> get_return_object() noexcept;
+    task<T> get_return_object(GORO_SITE_PARAM) noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
     final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
 
@@ -187,7 +187,7 @@ struct task_promise<void> : promise_base {
                                  std::coroutine_handle<task_promise>::from_promise(*this).address());
     }
 
-    task<void> get_return_object() noexcept;
+    task<void> get_return_object(GORO_SITE_PARAM) noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
     final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
     void return_void() noexcept {}
@@ -288,11 +288,20 @@ private:
 };
 
 namespace detail {
+// ENTRY SITE. The compiler calls get_return_object from inside the new
+// coroutine, so its default site argument names the coroutine itself: the
+// frame's site until its first co_await replaces it. A task that runs without
+// ever suspending (a CPU loop, a blocking call) therefore shows in a dump in
+// its own function, not as "stack unavailable". The line is where the compiler
+// places the call: the function's closing brace on g++, its declaration on
+// clang++. A frame marked by note_self (LAMBDA CALLS) keeps its mark.
 template <class T>
-task<T> task_promise<T>::get_return_object() noexcept {
+task<T> task_promise<T>::get_return_object(GORO_SITE_PARAM_DEF) noexcept {
+    if (this->site_.line() == 0) this->site_ = GORO_SITE_ARG;
     return task<T>{std::coroutine_handle<task_promise<T>>::from_promise(*this)};
 }
-inline task<void> task_promise<void>::get_return_object() noexcept {
+inline task<void> task_promise<void>::get_return_object(GORO_SITE_PARAM_DEF) noexcept {
+    if (site_.line() == 0) site_ = GORO_SITE_ARG;
     return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
 }
 

@@ -47,7 +47,14 @@
 //
 // Frames that cannot be read show as a pseudo-frame: `(not started)` for a
 // task that never ran, `(stack unavailable: running)` for a task still
-// running on a worker that did not stop (one that never suspends).
+// running on a worker that did not stop when the site its worker resumed it
+// at is unknown. A task running there shows that site instead; a task that
+// has not suspended yet shows its own function (ENTRY SITE in
+// goro/core/task.hpp: the line is the function's closing brace on g++, its
+// declaration on clang++), so a CPU loop or a blocking call before the first
+// co_await is found by name. (A task started with go(callable) or spawn() is
+// resumed first in goro's runner frame, which has no site of its own: that
+// one still shows `(stack unavailable: running)` until its first suspension.)
 //
 // debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
 //
