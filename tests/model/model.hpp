@@ -604,6 +604,12 @@ public:
     T fetch_sub(T d, std::memory_order = std::memory_order_seq_cst) {
         return modify([&](T cur) { return static_cast<T>(cur - d); });
     }
+    T fetch_and(T m, std::memory_order = std::memory_order_seq_cst) {
+        return modify([&](T cur) { return static_cast<T>(cur & m); });
+    }
+    T fetch_or(T m, std::memory_order = std::memory_order_seq_cst) {
+        return modify([&](T cur) { return static_cast<T>(cur | m); });
+    }
 
 private:
     template <class F>
