@@ -40,6 +40,10 @@
 
 #include "model/model.hpp"
 
+// Each test file keeps its names to itself: the suite may be built as one
+// translation unit of several files (meson's unity build, in CI).
+namespace tests_wait_count {
+
 namespace {
 
 // --- the group's atomics check that the group still exists ---------------------
@@ -523,3 +527,5 @@ TEST_CASE("wait count model: a waiter that sees zero while a finisher is busy le
     REQUIRE(r.failed);
     CHECK(contains(r.message, "after it was destroyed"));
 }
+
+}  // namespace tests_wait_count
