@@ -62,9 +62,6 @@
 
 extern char** environ;
 
-// Each test file keeps its names to itself: the suite may be built as one
-// translation unit of several files (meson's unity build, in CI).
-namespace tests_leak_hunt {
 
 
 using namespace std::chrono_literals;
@@ -810,4 +807,3 @@ TEST_CASE("fixed: the total is flat after the same requests", "[leak_hunt][e2e]"
     fixed.stop();
 }
 
-}  // namespace tests_leak_hunt
