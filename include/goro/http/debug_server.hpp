@@ -276,14 +276,14 @@ inline void register_default_routes(debug_server& server) {
     server.add_profile(debug_profile{
         "block",
         "Where tasks waited and for how long (the wait profile). Off by default: turn it on with "
-        "goro::set_wait_profile_rate(1). Use debug=1 for text.",
+        "goro::set_wait_profile_rate() (one wait in 100; 1 records every wait). Use debug=1 for text.",
         [] { return static_cast<std::int64_t>(wait_profile_buckets().size()); },
         detail::serve_block_profile,
     });
     server.add_profile(debug_profile{
         "mutex",
         "Where tasks waited for goro::mutex, rw_mutex, once and semaphore (the wait profile's lock "
-        "waits). On with the wait profile: goro::set_wait_profile_rate(1). Use debug=1 for text.",
+        "waits). On with the wait profile: goro::set_wait_profile_rate(). Use debug=1 for text.",
         [] {
             std::int64_t n = 0;
             for (const auto& b : wait_profile_buckets()) n += detail::is_lock_wait(b.reason);
