@@ -11,11 +11,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
 
+#include <goro/inspect/dump.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/sync/channel.hpp>
 #include <goro/sync/wait_group.hpp>
@@ -103,6 +105,22 @@ struct busy_program {
     bool started() const {
         return snap_started.load() == 2 * pairs + 2 && (!hog || entered.load());
     }
+    /// Waits for every task to start; if they do not, says what the pool
+    /// looked like (seen once, under load: the tasks started only once the
+    /// hog was released) before the test fails.
+    bool wait_started() const {
+        if (goro_test::eventually([&] { return started(); })) return true;
+        auto& sch = goro::detail::the_scheduler();
+        auto stuck = goro::stuck_workers();
+        std::fprintf(stderr,
+                     "busy_program: not started: %d of %d tasks counted, hog %s; workers: %u wanted, %d active, "
+                     "%u live, %u stuck (longest %lld ms)\n",
+                     snap_started.load(), 2 * pairs + 2, hog ? (entered.load() ? "entered" : "not entered") : "none",
+                     sch.size(), sch.active_workers(), sch.live_workers(), stuck.count,
+                     static_cast<long long>(stuck.longest.count() / 1000000));
+        goro::dump_goroutines();
+        return false;
+    }
     /// The tasks refer to the flags: they must be gone before the flags are.
     ~busy_program() {
         stop.store(true);
@@ -163,7 +181,7 @@ TEST_CASE("a snapshot taken while tasks run lists each of them once, with a stac
     REQUIRE(goro_test::tasks_drained());
     {
         busy_program prog(false);
-        REQUIRE(eventually([&] { return prog.started(); }));
+        REQUIRE(prog.wait_started());
         for (int round = 0; round < 200; ++round) {
             auto s = goro::snapshot::take();
             check_busy_snapshot(s, prog);
@@ -182,7 +200,7 @@ TEST_CASE("1,000 snapshots while a task never returns to its worker: it shows as
     int shown_hogs = 0;
     {
         busy_program prog(true);
-        REQUIRE(eventually([&] { return prog.started(); }));
+        REQUIRE(prog.wait_started());
         for (int round = 0; round < 1000; ++round) {
             goro::snapshot::options opt;
             opt.stop_timeout = 1ms;  // the hog's worker never stops: every round falls back
@@ -211,7 +229,7 @@ TEST_CASE("1,000 snapshots while no worker stops: workers resume tasks all throu
     int fell_back = 0;
     {
         busy_program prog(goro::max_procs() >= 2);
-        REQUIRE(eventually([&] { return prog.started(); }));
+        REQUIRE(prog.wait_started());
         run_through hook;
         for (int round = 0; round < 1000; ++round) {
             goro::snapshot::options opt;
