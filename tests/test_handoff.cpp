@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -170,6 +171,117 @@ TEST_CASE("handoff: set_max_procs grows and shrinks the pool under load, no task
     CHECK(goro::max_procs() == before);
     CHECK_THROWS_AS(goro::set_max_procs(0), goro::usage_error);
     CHECK_THROWS_AS(goro::set_max_procs(1u << 30), goro::usage_error);
+}
+
+// --- rescue: the tasks queued behind a task that never suspends -----------
+//
+// With the test hook workers_never_steal() no worker steals, so the tasks a
+// hog spawned onto its own worker's queue can run only if the monitor
+// rescues them (RESCUE in goro/core/scheduler.hpp): without the rescue, none
+// of them runs until the hog ends.
+
+namespace {
+
+/// Turns the never-steal hook on for a scope.
+struct never_steal {
+    never_steal() { goro::detail::workers_never_steal().store(true); }
+    ~never_steal() { goro::detail::workers_never_steal().store(false); }
+};
+
+/// Sets the pool's size for a scope.
+struct procs_for_scope {
+    unsigned before = goro::max_procs();
+    explicit procs_for_scope(unsigned n) { goro::set_max_procs(n); }
+    ~procs_for_scope() { goro::set_max_procs(before); }
+};
+
+goro::task<> count_one(std::atomic<int>& ran) {
+    ran.fetch_add(1);
+    co_return;
+}
+
+/// Yields (through the global queue), spawns a child that counts, counts.
+goro::task<> yield_spawn_count(std::atomic<int>& ran) {
+    co_await goro::yield();
+    goro::go(count_one(ran));
+    ran.fetch_add(1);
+}
+
+/// Spawns `n` tasks onto its own worker's queue (`make(ran)` each), then
+/// spins without ever suspending until `release`.
+template <class Make>
+goro::task<> hog_with_queue(int n, Make make, std::atomic<int>& ran, std::atomic<int>& entered,
+                            std::atomic<bool>& release, std::atomic<int>& ended) {
+    for (int i = 0; i < n; ++i) goro::go(make(ran));
+    entered.fetch_add(1);
+    while (!release.load(std::memory_order_acquire)) goro::detail::cpu_relax();
+    ended.fetch_add(1);
+    co_return;
+}
+
+}  // namespace
+
+TEST_CASE("handoff: rescue: tasks queued behind a task that never suspends run while it spins, no worker stealing",
+          "[handoff]") {
+    REQUIRE(goro_test::tasks_drained());
+    procs_for_scope procs(2);
+    never_steal hook;
+    constexpr int n = 100;  // fewer than a local queue holds: none overflows to the global queue
+    std::atomic<int> ran{0}, entered{0}, ended{0};
+    std::atomic<bool> release{false};
+    auto& sch = goro::detail::the_scheduler();
+    const std::uint64_t rescued_before = sch.rescued_tasks();
+    goro::go(hog_with_queue(n, count_one, ran, entered, release, ended), {.name = "hog"});
+    REQUIRE(eventually([&] { return entered.load() == 1; }, 20s));
+    const bool all_ran = eventually([&] { return ran.load() == n; }, 20s);
+    const int ran_while_spinning = ran.load();
+    const int hog_ended = ended.load();
+    const std::uint64_t rescued = sch.rescued_tasks() - rescued_before;
+    release.store(true);
+    std::printf("handoff: rescue: %d of %d tasks queued behind a spinning task ran while it spun (%llu rescued)\n",
+                ran_while_spinning, n, static_cast<unsigned long long>(rescued));
+    CHECK(all_ran);
+    CHECK(ran_while_spinning == n);
+    CHECK(hog_ended == 0);
+    CHECK(rescued >= std::uint64_t(n));  // no worker stole: every one was moved by the monitor
+    CHECK(goro_test::tasks_drained());
+    CHECK(ran.load() == n);
+    CHECK(ended.load() == 1);
+}
+
+TEST_CASE("handoff: rescue: stress: several hogs, more than workers, with and without stealing", "[handoff]") {
+    REQUIRE(goro_test::tasks_drained());
+    procs_for_scope procs(2);
+    const int hogs = 3;
+    constexpr int per_hog = 64;
+    for (int round = 0; round < 6; ++round) {
+        const bool no_steal = round % 2 == 0;
+        if (no_steal) goro::detail::workers_never_steal().store(true);
+        std::atomic<int> ran{0}, entered{0}, ended{0};
+        std::atomic<bool> release{false};
+        // Half the rounds the queued tasks only count; the others yield,
+        // spawn and count (two per task).
+        const bool plain = round % 4 < 2;
+        const int want = hogs * per_hog * (plain ? 1 : 2);
+        for (int h = 0; h < hogs; ++h) {
+            if (plain) goro::go(hog_with_queue(per_hog, count_one, ran, entered, release, ended), {.name = "hog"});
+            else goro::go(hog_with_queue(per_hog, yield_spawn_count, ran, entered, release, ended), {.name = "hog"});
+        }
+        const bool all_entered = eventually([&] { return entered.load() == hogs; }, 20s);
+        const bool all_ran = eventually([&] { return ran.load() == want; }, 20s);
+        const int ran_while_spinning = ran.load();
+        const int hogs_ended = ended.load();
+        release.store(true);
+        goro::detail::workers_never_steal().store(false);
+        INFO("round " << round << (no_steal ? " (no stealing)" : "") << ": " << ran_while_spinning << " of " << want
+                      << " ran while " << hogs << " hogs spun");
+        CHECK(all_entered);
+        CHECK(all_ran);
+        CHECK(hogs_ended == 0);
+        CHECK(goro_test::tasks_drained());
+        CHECK(ran.load() == want);
+        CHECK(ended.load() == hogs);
+    }
 }
 
 // --- model check: a worker started during a stop of the world -------------
