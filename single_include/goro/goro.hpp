@@ -2141,7 +2141,8 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   run_next   one slot: the task this worker just woke. It runs as soon as the
 //              current task suspends, so a ping-pong between two tasks stays on
 //              one core and one cache. Not stolen, except from a worker whose
-//              current task has run for a whole monitor period (10 ms).
+//              current task has run for a whole monitor period (10 ms): then
+//              thieves take it, and the monitor moves it (RESCUE).
 //              The owner takes it without a locked instruction (RUN_NEXT below).
 //   local queue  256 entries, owner pushes at the tail, anyone takes at the head
 //              (the owner pops one, or four at once from a long queue: CLAIMED
@@ -2163,7 +2164,7 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   cache misses. If that check misses a worker that is just going to sleep,
 //   nothing is lost: the work is in this worker's own queue, which it serves
 //   as soon as its task suspends, and if the task never does, the monitor
-//   wakes an idle worker to steal it (a few ms, as Go's sysmon would).
+//   moves it to the global queue (RESCUE; a few ms, as Go's sysmon would).
 //
 // GLOBAL QUEUE: how its tasks get their turn beside busy local queues
 //   * A worker takes a batch, not one task: its share (size / workers + 1),
@@ -2215,9 +2216,24 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   Thieves leave the slots alone, as they leave run_next, except when the
 //   worker is starving (its task has run for a monitor tick while work
 //   waited): then steal_slots takes the claimed tasks too, and no task
-//   waits behind one that never suspends. A queue shorter than 8 is popped
+//   waits behind one that never suspends; the monitor takes them likewise
+//   (RESCUE). A queue shorter than 8 is popped
 //   one at a time, so that the few tasks there stay stealable. Without
 //   membarrier no worker claims.
+//
+// RESCUE: a worker whose task runs a whole monitor tick (10 ms) without
+//   suspending, while tasks wait behind it, is `starving`. Stealing alone
+//   does not save those tasks: only a worker that runs dry steals, and the
+//   monitor could only wake a worker from the idle list (spares are not on
+//   it, and when every other worker is busy nobody is). So at every tick
+//   where a worker starves, the monitor itself takes everything queued
+//   behind it (run_next, the claimed slots, the local queue) with the
+//   thieves' own calls (slot_handoff::steal, local_runq::grab: no protocol
+//   of its own) and puts it on the global queue as if woken from outside
+//   (so each busy worker moves a share to its queue at its next round),
+//   then wakes an idle worker unless one spins. If every other worker is
+//   stuck too, the handoff below brings in spares, which find the work on
+//   the global queue. `rescued_tasks()` counts the tasks moved.
 //
 // STUCK WORKERS (Go's sysmon retaking a P): a task that runs without
 //   suspending (a CPU loop, a channel loop that never parks, a plain read())
@@ -2227,9 +2243,9 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   an earlier handoff) or a new thread, up to a fixed capacity of worker
 //   structs (made on demand, never freed, so stealers and stops of the world
 //   walk a stable array [0, nlive_)). The newcomer wakes as a spinner and
-//   steals the stuck worker's queue, run_next and claimed slots (the stuck
-//   worker is `starving`); the stuck worker keeps owning its queue (only
-//   steals cross). So size() workers keep running tasks. When the stuck task
+//   finds the stuck worker's tasks on the global queue (RESCUE), or steals
+//   them (the stuck worker is `starving`); the stuck worker keeps owning its
+//   queue (only steals cross). So size() workers keep running tasks. When the stuck task
 //   suspends, its worker counts itself unstuck and, one worker too many now,
 //   hands its queued tasks to the global queue and parks as a spare.
 //   Counts (under procs_mu_, read anywhere): nactive_ (not spare, stuck
@@ -3453,6 +3469,15 @@ inline std::atomic<bool>& stw_workers_run_through() noexcept {
     return on;
 }
 
+/// Test hook: while set, no worker steals (from another's queue or slots)
+/// nor counts another's queue as work to stay awake for, so a task queued
+/// behind a task that never suspends runs only if the monitor rescues it
+/// (RESCUE).
+inline std::atomic<bool>& workers_never_steal() noexcept {
+    static std::atomic<bool> on{false};
+    return on;
+}
+
 class scheduler {
 public:
     explicit scheduler(unsigned nworkers)
@@ -3722,6 +3747,10 @@ public:
         stw_mu_.unlock();
     }
 
+    /// Tasks the monitor has moved from behind a task that did not suspend
+    /// to the global queue, so far (RESCUE; for tests and diagnostics).
+    std::uint64_t rescued_tasks() const noexcept { return rescued_.load(std::memory_order_relaxed); }
+
     /// Number of workers parked idle now (for the deadlock detector and metrics).
     int idle_workers() const noexcept { return nidle_.load(std::memory_order_relaxed); }
     std::size_t global_queue_size() const noexcept { return gq_size_.load(std::memory_order_relaxed); }
@@ -3818,12 +3847,16 @@ private:
 
     bool stealable_work() const noexcept {
         if (gq_size_.load(std::memory_order_acquire)) return true;
+        if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
+            return false;
         for (auto& w : workers())
             if (w->q.size()) return true;
         return false;
     }
 
     task_header* steal(worker& self) noexcept {
+        if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
+            return nullptr;
         const std::size_t n = nlive_.load(std::memory_order_acquire);
         if (n < 2) return nullptr;
         for (int round = 0; round < 4; ++round) {
@@ -4109,7 +4142,7 @@ private:
             bool stuck = running && r == w.seen_resumes;
             bool waiting_work = w.slots.any() || w.q.size();
             w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
-            if (stuck && waiting_work && nspinning_.load() == 0 && nidle_.load() > 0) wake_one();
+            if (stuck && waiting_work && !shutdown_.load(std::memory_order_relaxed)) rescue(w);
             if (!stuck) w.seen_since_ns = now;
             w.seen_resumes = r;
             const bool long_stuck = stuck && threshold > 0 && now - w.seen_since_ns >= threshold;
@@ -4118,6 +4151,30 @@ private:
         }
         if (changed && !shutdown_.load()) hand_off(now, threshold);
         if (busy && !shutdown_.load()) timers_.want_ticks();
+    }
+
+    /// Monitor, at a tick where `v`'s task has run the whole tick while work
+    /// waited behind it (RESCUE): moves that work (run_next, the claimed
+    /// slots, the local queue) to the global queue, taking it as any thief
+    /// does (slot_handoff::steal, local_runq::grab), then wakes an idle worker
+    /// unless one spins. `v`'s owner may push meanwhile: what it pushes after
+    /// the last grab waits for the next tick (or for a thief).
+    void rescue(worker& v) noexcept {
+        task_header* batch[1 + worker::claim_max + runq_capacity];
+        std::size_t n = v.slots.steal(batch, asym_fence_);
+        while (n < std::size(batch)) {
+            const std::uint32_t room = static_cast<std::uint32_t>(std::size(batch) - n);
+            const std::uint32_t got = v.q.grab(batch + n, room);
+            if (got == 0) break;
+            n += got;
+        }
+        if (n == 0) return;
+        // Counted as wake-ups from outside: every worker then moves a share
+        // to its queue at its next round, so a rescued task, which has
+        // waited a tick already, waits behind one local queue at most.
+        global_push_n(batch, n, true);
+        rescued_.fetch_add(n, std::memory_order_relaxed);
+        wake_if_needed(false);
     }
 
     // --- stuck workers, spares, set_max_procs (STUCK WORKERS) --------------
@@ -4332,6 +4389,7 @@ private:
     std::vector<bool> held_by_me_;
 
     std::atomic<bool> shutdown_{false};
+    std::atomic<std::uint64_t> rescued_{0};  // tasks the monitor moved to the global queue (RESCUE)
 };
 
 // --- the process-wide pool -------------------------------------------------
