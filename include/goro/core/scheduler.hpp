@@ -82,9 +82,8 @@
 //   worker is starving (its task has run for a monitor tick while work
 //   waited): then steal_slots takes the claimed tasks too, and no task
 //   waits behind one that never suspends; the monitor takes them likewise
-//   (RESCUE). A queue shorter than 8 is popped
-//   one at a time, so that the few tasks there stay stealable. Without
-//   membarrier no worker claims.
+//   (RESCUE). A queue shorter than 8 is popped one at a time, so that the
+//   few tasks there stay stealable. Without membarrier no worker claims.
 //
 // RESCUE: a worker whose task runs a whole monitor tick (10 ms) without
 //   suspending, while tasks wait behind it, is `starving`. Stealing alone
@@ -110,9 +109,10 @@
 //   walk a stable array [0, nlive_)). The newcomer wakes as a spinner and
 //   finds the stuck worker's tasks on the global queue (RESCUE), or steals
 //   them (the stuck worker is `starving`); the stuck worker keeps owning its
-//   queue (only steals cross). So size() workers keep running tasks. When the stuck task
-//   suspends, its worker counts itself unstuck and, one worker too many now,
-//   hands its queued tasks to the global queue and parks as a spare.
+//   queue (only steals cross). So size() workers keep running tasks. When
+//   the stuck task suspends, its worker counts itself unstuck and, one
+//   worker too many now, hands its queued tasks to the global queue and
+//   parks as a spare.
 //   Counts (under procs_mu_, read anywhere): nactive_ (not spare, stuck
 //   included), nstuck_; a surplus (nactive_ - nstuck_ > size(), also after
 //   set_max_procs shrinks) raises `rebalance_`, which every worker reads at
