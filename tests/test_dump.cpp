@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -29,6 +30,9 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
+#include <goro/core/spawn.hpp>
 #include <goro/sync/channel.hpp>
 #include <goro/inspect/dump.hpp>
 #include <goro/sync/wait_group.hpp>
@@ -629,6 +633,102 @@ TEST_CASE("a task that never suspends shows as running in its own function", "[d
     CHECK(goro::tasks_json(s).find("\"function\":\"dumpspin_never_suspends\"") != std::string::npos);
     release.store(true);
     CHECK(goro_test::tasks_drained());
+}
+
+// Tasks started with a callable (go(callable), spawn()) that block in a plain
+// read() before their first suspension (before the fix: "stack unavailable",
+// since goro's runner frame resumed them first and has no site).
+static void dumpread_block(int fd, std::atomic<int>& entered) {
+    entered.fetch_add(1);
+    char c;
+    while (::read(fd, &c, 1) < 0 && errno == EINTR) {
+    }
+}
+
+static goro::task<> dumpread_named(int fd, std::atomic<int>& entered) {
+    dumpread_block(fd, entered);
+    co_return;
+}
+
+static goro::task<> dumpread_nothing() { co_return; }
+
+TEST_CASE("tasks started with a callable that block before their first suspension show their site", "[dump]") {
+    REQUIRE(goro_test::tasks_drained());
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const int fd = fds[0];
+    std::atomic<int> entered{0};
+    std::atomic<int>* e = &entered;
+    {
+        struct releaser {  // one byte for each read(), however the block is left
+            int fd;
+            ~releaser() { (void)!::write(fd, "xyz", 3); }
+        } release{fds[1]};
+        // 1. A callable that returns a named coroutine: the coroutine's entry site.
+        goro::go([fd, e] { return dumpread_named(fd, *e); });
+        // 2. A lambda coroutine with captures: the go() call (its own line on clang++).
+        const int go_line = __LINE__ + 1;
+        goro::go([fd, e]() -> goro::task<> { dumpread_block(fd, *e); co_return; });
+        // 3. spawn() of a callable that blocks before it returns its task: the spawn() call.
+        const int spawn_line = __LINE__ + 1;
+        goro::spawn([fd, e] { dumpread_block(fd, *e); return dumpread_nothing(); }).detach();
+        REQUIRE(eventually([&] { return entered.load() == 3; }));
+
+        auto s = goro::snapshot::take({.stop_timeout = 20ms});
+        const std::string d2 = goro::goroutine_profile(s, 2), d1 = goro::goroutine_profile(s, 1);
+        const std::string js = goro::tasks_json(s);
+        INFO(d2);
+        CHECK(d2.find("stack unavailable") == std::string::npos);
+        CHECK(d1.find("stack unavailable") == std::string::npos);
+        // A debug=2 block's leaf frame ("goroutine N [running]:\nf(...)\n\tfile:line\n..."), not
+        // its "created by" line (which is the go() call too); a JSON task's first frame (up to
+        // its site_id: a function's name may hold braces, as clang++'s "{lambda}").
+        auto leaf_frames = [&] {
+            std::vector<std::string> out;
+            for (std::size_t b = 0; b < d2.size();) {
+                std::size_t end = d2.find("\n\n", b);
+                if (end == std::string::npos) end = d2.size();
+                const std::string block = d2.substr(b, end - b);
+                if (block.find(" [running]:\n") != std::string::npos) {
+                    const std::size_t f = block.find('\n') + 1, l = block.find('\n', f) + 1;
+                    out.push_back(block.substr(f, block.find('\n', l) - f));  // "f(...)\n\tfile:line"
+                }
+                b = end + 2;
+            }
+            return out;
+        };
+        auto json_leaf_has = [&](const std::string& part) {
+            for (std::size_t p = js.find("\"frames\":[{"); p != std::string::npos; p = js.find("\"frames\":[{", p + 1))
+                if (js.substr(p, js.find("\"site_id\"", p) - p).find(part) != std::string::npos) return true;
+            return false;
+        };
+        const auto running = leaf_frames();
+        auto running_at = [&](const std::string& part) {
+            return std::any_of(running.begin(), running.end(),
+                               [&](const std::string& f) { return f.find(part) != std::string::npos; });
+        };
+        // 1: the coroutine's function and its file (the line is the compiler's).
+        CHECK(running_at("dumpread_named(...)\n\t"));
+        CHECK(std::any_of(running.begin(), running.end(), [](const std::string& f) {
+            return f.rfind("dumpread_named(...)\n\t", 0) == 0 && f.find("test_dump.cpp:") != std::string::npos;
+        }));
+        CHECK(d1.find("\tdumpread_named\t") != std::string::npos);
+        CHECK(json_leaf_has("\"function\":\"dumpread_named\""));
+        // 2 and 3: the line of the call, in each format (debug=1 has no "created by").
+        for (int line : {go_line, spawn_line}) {
+            INFO("line " << line);
+            const std::string where = "test_dump.cpp:" + std::to_string(line);
+            CHECK(std::any_of(running.begin(), running.end(), [&](const std::string& f) {
+                return f.size() >= where.size() && f.compare(f.size() - where.size(), where.size(), where) == 0;
+            }));
+            CHECK(d1.find(where + "\n") != std::string::npos);
+            CHECK(json_leaf_has("test_dump.cpp\",\"line\":" + std::to_string(line) + ","));
+        }
+        CHECK(valid_json(js));
+    }
+    CHECK(goro_test::tasks_drained());
+    ::close(fds[0]);
+    ::close(fds[1]);
 }
 
 TEST_CASE("an empty program dumps a zero total", "[dump]") {

@@ -2,7 +2,8 @@
 // store-buffer outcome that x86 allows (Dekker: each thread stores its flag
 // and then reads the other's, and both read 0), and must not find it when a
 // fence forbids it, including the asymmetric pair (a compiler barrier on one
-// side, membarrier on the other) that goro's protocols use.
+// side, membarrier on the other) that goro's protocols use. And the
+// spin_on_loaded reduction keeps every end of a wait and every deadlock.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -154,6 +155,43 @@ TEST_CASE("a wait that nothing can end is reported as a deadlock", "[model]") {
     CHECK_FALSE(ok.failed);
     CHECK(ok.complete);
     CHECK(ok.executions > 1);
+}
+
+TEST_CASE("spin_on_loaded: a wait wakes for a write to what it loaded only, and still sees every end and deadlock",
+          "[model]") {
+    // Thread 0 waits for `flag`; thread 1 writes `other` three times, then
+    // `flag` (or, in the second shape, never `flag`).
+    struct state {
+        goro_model::atomic<int> flag, other;
+    };
+    auto shape = [](bool ends) {
+        return [ends] {
+            auto s = std::make_shared<state>();
+            goro_model::thread([s] {
+                while (s->flag.load(std::memory_order_acquire) == 0) goro_model::spin();
+            });
+            goro_model::thread([s, ends] {
+                for (int i = 1; i <= 3; ++i) s->other.store(i, std::memory_order_relaxed);
+                if (ends) s->flag.store(1, std::memory_order_release);
+            });
+        };
+    };
+    goro_model::options reduced = unbounded();
+    reduced.spin_on_loaded = true;
+    auto all = goro_model::explore(unbounded(), shape(true));
+    auto few = goro_model::explore(reduced, shape(true));
+    INFO("without: " << goro_model::describe(all) << "; with: " << goro_model::describe(few));
+    CHECK_FALSE(all.failed);
+    CHECK_FALSE(few.failed);
+    CHECK(all.complete);
+    CHECK(few.complete);
+    CHECK(few.executions > 1);
+    CHECK(few.executions < all.executions);  // the writes to `other` no longer wake the waiter
+
+    auto stuck = goro_model::explore(reduced, shape(false));
+    INFO(goro_model::describe(stuck));
+    CHECK(stuck.failed);
+    CHECK(stuck.message.find("deadlock") != std::string::npos);
 }
 
 }  // namespace tests_model

@@ -5147,9 +5147,11 @@ inline constexpr bool is_task_v<task<T>> = true;
 // has not suspended yet shows its own function (ENTRY SITE in
 // goro/core/task.hpp: the line is the function's closing brace on g++, its
 // declaration on clang++), so a CPU loop or a blocking call before the first
-// co_await is found by name. (A task started with go(callable) or spawn() is
-// resumed first in goro's runner frame, which has no site of its own: that
-// one still shows `(stack unavailable: running)` until its first suspension.)
+// co_await is found by name. A task started with go(callable) or spawn() is
+// resumed first in goro's runner frame, which has no site of its own: it
+// shows the go()/spawn() call while the callable runs, then the entry site
+// of the task the callable returned (the go()/spawn() call again for a lambda
+// coroutine with captures; RUNNING SITE in goro/core/go.hpp).
 //
 // debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
 //
@@ -7479,6 +7481,28 @@ struct runner {
     std::coroutine_handle<promise_type> handle;
 };
 
+/// RUNNING SITE. A dump shows a task that runs on a worker that did not stop
+/// at the site the worker resumed it at (scheduler::running_site). A task
+/// started by go(callable) or spawn() is resumed first in the runner's frame,
+/// which has no site of its own, so until its first suspension it would show
+/// as `stack unavailable`. The runner therefore notes the site itself: while
+/// the callable runs (it may block before it returns its task), the go() or
+/// spawn() call; once the user's task starts, that task's entry site (ENTRY
+/// SITE in goro/core/task.hpp). Only this worker writes its `resumed_at`.
+inline void note_running_site(const site& s) noexcept {
+    if (worker* w = tls_worker) w->resumed_at.store(s);
+}
+
+/// The callable of go(callable) or spawn() returned `t`: a lambda with
+/// captures, called by the runner, left the lambda-call mark as its frame's
+/// site (LAMBDA CALLS in goro/core/task.hpp; harmless here, the lambda lives
+/// in the runner's frame), which names nothing: the task shows the go() or
+/// spawn() call instead until its first suspension.
+template <class Promise>
+void note_entry_site(Promise& p, const site& call) noexcept {
+    if (p.site_.line() == 0 || is_lambda_call_site(p.site_)) p.site_ = call;
+}
+
 /// Runs a task as the runner's child, with no parent frame (see runner).
 template <class Promise, bool TakeResult = true>
 struct root_child {
@@ -7492,6 +7516,7 @@ struct root_child {
         cp.parent_ = nullptr;
         cp.header_ = r.promise().header_;
         cp.header_->leaf = &cp;
+        note_running_site(cp.site_);  // the user's task starts here (RUNNING SITE)
         continue_with(child);
     }
     decltype(auto) await_resume() {
@@ -7542,9 +7567,11 @@ inline std::uint64_t start_runner(runner r, task_options&& options, const site& 
 }
 
 template <class F>
-runner run_callable(F f) {
-    auto t = f();  // `f` lives in this frame as long as the task runs
+runner run_callable(F f, site call) {
+    note_running_site(call);  // while the callable runs (RUNNING SITE)
+    auto t = f();             // `f` lives in this frame as long as the task runs
     if (!t) throw usage_error("goro::go: the callable returned an empty task");
+    note_entry_site(t.handle().promise(), call);
     co_await root_child<typename decltype(t)::promise_type>{t.handle()};
 }
 
@@ -7652,8 +7679,9 @@ template <class F>
              std::is_same_v<std::invoke_result_t<std::decay_t<F>&>, task<>>)
 void go(F&& f, task_options options = {}, GORO_SITE_PARAM) {
     detail::check_pool_open("goro::go");
-    detail::start_runner(detail::run_callable<std::decay_t<F>>(std::decay_t<F>(static_cast<F&&>(f))), std::move(options),
-                         GORO_SITE_ARG);
+    const detail::site call = GORO_SITE_ARG;
+    detail::start_runner(detail::run_callable<std::decay_t<F>>(std::decay_t<F>(static_cast<F&&>(f)), call),
+                         std::move(options), call);
 }
 
 /// Runs the awaitable `a` on the pool and waits for it on this plain thread;
@@ -7842,10 +7870,12 @@ auto make_task(Src& src) {
 }
 
 template <class T, class Src>
-runner spawn_body(Src src, join_state<T>* st) {
+runner spawn_body(Src src, join_state<T>* st, site call) {
     try {
+        note_running_site(call);     // while the callable runs (RUNNING SITE in goro/core/go.hpp)
         task<T> t = make_task(src);  // `src` (a callable) lives in this frame to the end
         if (!t) throw usage_error("goro::spawn: the callable returned an empty task");
+        note_entry_site(t.handle().promise(), call);
         if constexpr (std::is_void_v<T>) {
             co_await root_child<typename task<T>::promise_type>{t.handle()};
             st->value.emplace();
@@ -7945,7 +7975,7 @@ join_handle<T> spawn_from(Src&& src, task_options&& options, const site& where) 
     auto* st = new join_state<T>();
     std::uint64_t id;
     try {
-        id = start_runner(spawn_body<T, std::decay_t<Src>>(std::decay_t<Src>(static_cast<Src&&>(src)), st),
+        id = start_runner(spawn_body<T, std::decay_t<Src>>(std::decay_t<Src>(static_cast<Src&&>(src)), st, where),
                           std::move(options), where);
     } catch (...) {
         delete st;  // the body never ran
@@ -11304,18 +11334,32 @@ void wake_destroyed(waiter_list<Node>& list, Lock& lock, Mark&& mark) noexcept {
 // previous wait has returned"). `returning_`, on the line of `added_` so that
 // a plain add() reads it for free, counts the releasers at work (high half)
 // and the released waiters that have not returned (low half). A released
-// waiter is linked in `woken_` (under `lock_`) and leaves it, and the count,
-// as it returns (returned). The group's destructor tells those that have not
-// begun to return that the group is gone (orphan_returning: their node's `st`
-// becomes `orphaned`, and they touch nothing) and waits, briefly, for those
-// that have. A race of add() with the done() that reaches zero is detected
-// only when add() sees the release begun, as in Go. A done() below zero
-// throws and is taken back (the counter is left as it was).
+// waiter is linked in `woken_` (under `lock_`) and leaves it as it returns
+// (returned): it unlinks itself under the lock, and then, as its very last
+// access to the group, takes itself out of the count. A race of add() with
+// the done() that reaches zero is detected only when add() sees the release
+// begun, as in Go. A done() below zero throws and is taken back (the counter
+// is left as it was).
+//
+// DESTRUCTION (destroy, from the group's destructor) takes the lock once.
+// Under it, it hands back the waiters still parked (the caller wakes them
+// with an error: destroying a group that tasks wait on is the program's bug),
+// marks the group `destroying_` (a waiter that returns later leaves the list
+// alone: its neighbours may be gone), and tells each released waiter that has
+// not begun to return that the group is gone: its node's `st` becomes
+// `orphaned` by a CAS, after which that node is not touched again (its task
+// may run and free it at once; its `rnext` was read before), and its count is
+// taken out of `returning_`. Then, without the lock, it waits with plain loads
+// until `returning_` is zero: the waiters that had begun to return have taken
+// their last step of the group. Nobody touches the group after that: not a
+// finisher (see WAIT), not a releaser (it leaves the count before it drops
+// `releasing`, and no waiter returns while `releasing` is set), not a waiter.
 //
 // CHECKED by tests/test_wait_count.cpp in the model checker at 2–3 threads:
 // no waiter left parked at zero, none released before the last done, no done
 // lost, reuse after a wait, both misuses, and no step of a finisher or a
-// returning waiter after the group was destroyed.
+// returning waiter after the group was destroyed (with a destructor that does
+// not wait for the returning waiters as a negative control).
 
 #include <cstdint>
 #include <limits>
@@ -11331,7 +11375,8 @@ inline constexpr unsigned char wait_node_pending = 0, wait_node_returning = 1, w
 
 /// `Mutation` is for the model check's negative controls only (0 everywhere
 /// else): 1 drops the releaser's second look before it lets go of
-/// `releasing`; 2 lets a waiter see zero while a finisher is busy.
+/// `releasing`; 2 lets a waiter see zero while a finisher is busy; 3 makes
+/// destroy() return without waiting for the waiters that began to return.
 template <class Policy, class Lock, class Node, int Mutation = 0>
 struct basic_wait_count {
     template <class U>
@@ -11370,14 +11415,18 @@ struct basic_wait_count {
     }
 
     /// A released waiter (`w.released`) returns from wait(): it leaves
-    /// `woken_`, unless the group is being destroyed (then it touches nothing).
+    /// `woken_`, unless the group is being destroyed (orphaned: then it
+    /// touches nothing of the group).
     void returned(Node& w) {
         unsigned char expected = wait_node_pending;
         if (!w.st.compare_exchange_strong(expected, wait_node_returning, std::memory_order_acq_rel)) return;  // orphaned
-        std::lock_guard g(lock_);
-        unlink_woken(w);
+        {
+            std::lock_guard g(lock_);
+            if (!destroying_) unlink_woken(w);  // else the list is dead, and its other nodes may be gone
+        }
+        // The last access to the group: destroy() waits, with loads only, for
+        // `returning_` to reach zero, and the group may be freed right after.
         returning_.fetch_sub(1, std::memory_order_acq_rel);
-        // The destructor waits for `woken_` to empty under lock_: nothing after the unlock.
     }
 
     // --- the adders' and finishers' side -------------------------------------
@@ -11410,25 +11459,31 @@ struct basic_wait_count {
 
     // --- destruction ---------------------------------------------------------
 
-    /// Waiters released but not yet returned must not look at the group any
-    /// more: those that have not begun to return are told (orphaned); those
-    /// that have are running, and leave `woken_` in a moment.
-    void orphan_returning() {
-        int spins = 0;
-        for (;;) {
-            {
-                std::lock_guard g(lock_);
-                for (Node* w = woken_; w;) {
-                    Node* next = w->rnext;
-                    unsigned char expected = wait_node_pending;
-                    if (w->st.compare_exchange_strong(expected, wait_node_orphaned, std::memory_order_acq_rel))
-                        unlink_woken(*w);
-                    w = next;
-                }
-                if (!woken_) return;
+    /// The group is being destroyed (see DESTRUCTION): moves the waiters
+    /// still parked to `parked` (the caller wakes them), orphans the released
+    /// waiters that have not begun to return, and waits until those that have
+    /// are done with the group. Takes the lock once; afterwards nobody touches
+    /// the group.
+    void destroy(waiter_list<Node>& parked) {
+        {
+            std::lock_guard g(lock_);
+            destroying_ = true;
+            parked = std::move(waiters_);
+            std::uint64_t orphaned = 0;
+            for (Node* w = woken_; w;) {
+                Node* next = w->rnext;  // read first: once orphaned, the node may be gone
+                unsigned char expected = wait_node_pending;
+                if (w->st.compare_exchange_strong(expected, wait_node_orphaned, std::memory_order_acq_rel)) ++orphaned;
+                w = next;
             }
-            Policy::spin(spins);
+            woken_ = nullptr;
+            if (orphaned) returning_.fetch_sub(orphaned, std::memory_order_acq_rel);
         }
+        if constexpr (Mutation == 3) return;
+        // The waiters that began to return unlink themselves under the lock,
+        // then leave the count as their last step; only loads here.
+        int spins = 0;
+        while (returning_.load(std::memory_order_acquire) != 0) Policy::spin(spins);
     }
 
     // --- the protocol's steps (see the top of this file) ---------------------
@@ -11560,6 +11615,7 @@ struct basic_wait_count {
     Lock lock_;
     waiter_list<Node> waiters_;  // under lock_
     Node* woken_ = nullptr;      // under lock_: released, not yet returned
+    bool destroying_ = false;    // under lock_: destroy() has run; `woken_` is dead
 };
 
 }  // namespace goro::detail
@@ -11634,8 +11690,10 @@ public:
     wait_group& operator=(const wait_group&) = delete;
 
     ~wait_group() {
-        c_.orphan_returning();
-        detail::wake_destroyed(c_.waiters_, c_.lock_, [](waiter_node& w, std::size_t n) noexcept {
+        detail::waiter_list<waiter_node> parked;
+        c_.destroy(parked);  // the group's last step: nobody touches it after
+        const std::size_t n = parked.size();
+        parked.wake_all([n](waiter_node& w) noexcept {
             w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
             w.destroyed_count = static_cast<std::uint32_t>(n);
         });

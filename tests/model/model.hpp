@@ -50,6 +50,16 @@
 //   waits until memory changes, so a loop does not make schedules infinite;
 //   when every thread waits and nothing can drain, that is a failure
 //   (deadlock or livelock), as is an execution longer than `max_steps`.
+//   `options::spin_on_loaded` narrows "until memory changes" (a reduction, off
+//   by default): a round of a wait loop that only loaded (no store, no RMW
+//   that changed memory) waits until one of the values it loaded would read
+//   differently, that is until another thread's write (a drain or an RMW)
+//   reaches one of those atomics. Every other write leaves it waiting, so it
+//   does not wake for nothing and spin again, and every such wake-up no longer
+//   multiplies the schedules. Sound for a wait loop whose round is a function
+//   of the model atomics it loads (loads, a decision, spin()): run again on
+//   the same values, it would only spin again. A round that wrote waits as
+//   without the option (until any write reaches memory).
 #pragma once
 
 #include <algorithm>
@@ -81,6 +91,7 @@ struct options {
     std::size_t max_steps = 100'000;           ///< steps per execution before it counts as a livelock
     std::string replay;                        ///< a failure's `schedule`: run only it
     bool trace = false;                        ///< print every step to stderr (for a replay)
+    bool spin_on_loaded = false;               ///< a load-only wait round waits for what it loaded (see above)
 };
 
 struct result {
@@ -112,6 +123,11 @@ struct model_thread {
     bool finished = false;
     bool waiting = false;  // in spin(): until memory changes
     bool chosen = true;    // its next step was already chosen (it starts, or ends a spin round)
+    // options::spin_on_loaded: what this round (since its last spin()) loaded,
+    // and whether it wrote; `watching`: it waits for one of `seen` to change.
+    std::vector<std::pair<const location*, std::uint64_t>> seen;
+    bool wrote = false;
+    bool watching = false;
 };
 
 class explorer {
@@ -151,6 +167,10 @@ public:
         const std::uint64_t old = l.value;
         const std::uint64_t nv = f(old);
         if (nv != old) l.value = nv;
+        if (opt_.spin_on_loaded) {
+            threads_[cur_]->seen.emplace_back(&l, old);
+            if (nv != old) threads_[cur_]->wrote = true;
+        }
         if (opt_.trace) std::fprintf(stderr, "  t%zu rmw   %p %llx -> %llx\n", cur_, static_cast<const void*>(&l), static_cast<unsigned long long>(old), static_cast<unsigned long long>(nv));
         memory_changed();
         return old;
@@ -178,7 +198,22 @@ private:
     void drain_choices(const location& l);
     bool drain_some();  // when nothing can move: a chosen buffer drains; false if all empty
     void memory_changed() {
-        for (auto& t : threads_) t->waiting = false;
+        for (auto& t : threads_)
+            if (t->waiting && (!t->watching || seen_changed(*t))) t->waiting = false;
+    }
+    /// Thread t would load another value than it did for one of `seen` (its
+    /// own buffer's newest store to an atomic, else memory).
+    static bool seen_changed(const model_thread& t) {
+        for (const auto& [l, v] : t.seen) {
+            std::uint64_t now = l->value;
+            for (auto it = t.buffer.rbegin(); it != t.buffer.rend(); ++it)
+                if (it->loc == l) {
+                    now = it->value;
+                    break;
+                }
+            if (now != v) return true;
+        }
+        return false;
     }
     void pass_to(int next);  // hands the baton on and waits for it back (or for the end)
     void schedule_next(bool self_enabled);
@@ -309,12 +344,14 @@ inline std::uint64_t explorer::load(const location& l) {
             break;
         }
     if (opt_.trace) std::fprintf(stderr, "  t%zu load  %p -> %llx\n", cur_, static_cast<const void*>(&l), static_cast<unsigned long long>(v));
+    if (opt_.spin_on_loaded) threads_[cur_]->seen.emplace_back(&l, v);
     return v;
 }
 
 inline void explorer::store(const location& l, std::uint64_t v, bool seq_cst) {
     step();
     threads_[cur_]->buffer.push_back({&l, v});
+    threads_[cur_]->wrote = true;
     if (opt_.trace) std::fprintf(stderr, "  t%zu store %p <- %llx%s\n", cur_, static_cast<const void*>(&l), static_cast<unsigned long long>(v), seq_cst ? " (seq_cst)" : "");
     if (seq_cst) drain_all_of(cur_);
 }
@@ -327,9 +364,13 @@ inline void explorer::step() {
 
 inline void explorer::spin() {
     ++steps_;
-    threads_[cur_]->waiting = true;
+    auto& t = *threads_[cur_];
+    t.waiting = true;
+    t.watching = opt_.spin_on_loaded && !t.wrote && !t.seen.empty();
     schedule_next(false);
-    threads_[cur_]->chosen = true;  // chosen just now to go on: its next load needs no second choice
+    t.chosen = true;  // chosen just now to go on: its next load needs no second choice
+    t.watching = t.wrote = false;  // a new round begins
+    t.seen.clear();
 }
 
 /// The baton holder `cur_` picks who performs the next step. `self_enabled`:

@@ -122,6 +122,28 @@ struct runner {
     std::coroutine_handle<promise_type> handle;
 };
 
+/// RUNNING SITE. A dump shows a task that runs on a worker that did not stop
+/// at the site the worker resumed it at (scheduler::running_site). A task
+/// started by go(callable) or spawn() is resumed first in the runner's frame,
+/// which has no site of its own, so until its first suspension it would show
+/// as `stack unavailable`. The runner therefore notes the site itself: while
+/// the callable runs (it may block before it returns its task), the go() or
+/// spawn() call; once the user's task starts, that task's entry site (ENTRY
+/// SITE in goro/core/task.hpp). Only this worker writes its `resumed_at`.
+inline void note_running_site(const site& s) noexcept {
+    if (worker* w = tls_worker) w->resumed_at.store(s);
+}
+
+/// The callable of go(callable) or spawn() returned `t`: a lambda with
+/// captures, called by the runner, left the lambda-call mark as its frame's
+/// site (LAMBDA CALLS in goro/core/task.hpp; harmless here, the lambda lives
+/// in the runner's frame), which names nothing: the task shows the go() or
+/// spawn() call instead until its first suspension.
+template <class Promise>
+void note_entry_site(Promise& p, const site& call) noexcept {
+    if (p.site_.line() == 0 || is_lambda_call_site(p.site_)) p.site_ = call;
+}
+
 /// Runs a task as the runner's child, with no parent frame (see runner).
 template <class Promise, bool TakeResult = true>
 struct root_child {
@@ -135,6 +157,7 @@ struct root_child {
         cp.parent_ = nullptr;
         cp.header_ = r.promise().header_;
         cp.header_->leaf = &cp;
+        note_running_site(cp.site_);  // the user's task starts here (RUNNING SITE)
         continue_with(child);
     }
     decltype(auto) await_resume() {
@@ -185,9 +208,11 @@ inline std::uint64_t start_runner(runner r, task_options&& options, const site& 
 }
 
 template <class F>
-runner run_callable(F f) {
-    auto t = f();  // `f` lives in this frame as long as the task runs
+runner run_callable(F f, site call) {
+    note_running_site(call);  // while the callable runs (RUNNING SITE)
+    auto t = f();             // `f` lives in this frame as long as the task runs
     if (!t) throw usage_error("goro::go: the callable returned an empty task");
+    note_entry_site(t.handle().promise(), call);
     co_await root_child<typename decltype(t)::promise_type>{t.handle()};
 }
 
@@ -295,8 +320,9 @@ template <class F>
              std::is_same_v<std::invoke_result_t<std::decay_t<F>&>, task<>>)
 void go(F&& f, task_options options = {}, GORO_SITE_PARAM) {
     detail::check_pool_open("goro::go");
-    detail::start_runner(detail::run_callable<std::decay_t<F>>(std::decay_t<F>(static_cast<F&&>(f))), std::move(options),
-                         GORO_SITE_ARG);
+    const detail::site call = GORO_SITE_ARG;
+    detail::start_runner(detail::run_callable<std::decay_t<F>>(std::decay_t<F>(static_cast<F&&>(f)), call),
+                         std::move(options), call);
 }
 
 /// Runs the awaitable `a` on the pool and waits for it on this plain thread;

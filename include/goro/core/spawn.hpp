@@ -133,10 +133,12 @@ auto make_task(Src& src) {
 }
 
 template <class T, class Src>
-runner spawn_body(Src src, join_state<T>* st) {
+runner spawn_body(Src src, join_state<T>* st, site call) {
     try {
+        note_running_site(call);     // while the callable runs (RUNNING SITE in goro/core/go.hpp)
         task<T> t = make_task(src);  // `src` (a callable) lives in this frame to the end
         if (!t) throw usage_error("goro::spawn: the callable returned an empty task");
+        note_entry_site(t.handle().promise(), call);
         if constexpr (std::is_void_v<T>) {
             co_await root_child<typename task<T>::promise_type>{t.handle()};
             st->value.emplace();
@@ -236,7 +238,7 @@ join_handle<T> spawn_from(Src&& src, task_options&& options, const site& where) 
     auto* st = new join_state<T>();
     std::uint64_t id;
     try {
-        id = start_runner(spawn_body<T, std::decay_t<Src>>(std::decay_t<Src>(static_cast<Src&&>(src)), st),
+        id = start_runner(spawn_body<T, std::decay_t<Src>>(std::decay_t<Src>(static_cast<Src&&>(src)), st, where),
                           std::move(options), where);
     } catch (...) {
         delete st;  // the body never ran

@@ -52,9 +52,11 @@
 // has not suspended yet shows its own function (ENTRY SITE in
 // goro/core/task.hpp: the line is the function's closing brace on g++, its
 // declaration on clang++), so a CPU loop or a blocking call before the first
-// co_await is found by name. (A task started with go(callable) or spawn() is
-// resumed first in goro's runner frame, which has no site of its own: that
-// one still shows `(stack unavailable: running)` until its first suspension.)
+// co_await is found by name. A task started with go(callable) or spawn() is
+// resumed first in goro's runner frame, which has no site of its own: it
+// shows the go()/spawn() call while the callable runs, then the entry site
+// of the task the callable returned (the go()/spawn() call again for a lambda
+// coroutine with captures; RUNNING SITE in goro/core/go.hpp).
 //
 // debug = 0: pprof protobuf, see goro/inspect/pprof.hpp.
 //

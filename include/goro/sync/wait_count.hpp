@@ -69,18 +69,32 @@
 // previous wait has returned"). `returning_`, on the line of `added_` so that
 // a plain add() reads it for free, counts the releasers at work (high half)
 // and the released waiters that have not returned (low half). A released
-// waiter is linked in `woken_` (under `lock_`) and leaves it, and the count,
-// as it returns (returned). The group's destructor tells those that have not
-// begun to return that the group is gone (orphan_returning: their node's `st`
-// becomes `orphaned`, and they touch nothing) and waits, briefly, for those
-// that have. A race of add() with the done() that reaches zero is detected
-// only when add() sees the release begun, as in Go. A done() below zero
-// throws and is taken back (the counter is left as it was).
+// waiter is linked in `woken_` (under `lock_`) and leaves it as it returns
+// (returned): it unlinks itself under the lock, and then, as its very last
+// access to the group, takes itself out of the count. A race of add() with
+// the done() that reaches zero is detected only when add() sees the release
+// begun, as in Go. A done() below zero throws and is taken back (the counter
+// is left as it was).
+//
+// DESTRUCTION (destroy, from the group's destructor) takes the lock once.
+// Under it, it hands back the waiters still parked (the caller wakes them
+// with an error: destroying a group that tasks wait on is the program's bug),
+// marks the group `destroying_` (a waiter that returns later leaves the list
+// alone: its neighbours may be gone), and tells each released waiter that has
+// not begun to return that the group is gone: its node's `st` becomes
+// `orphaned` by a CAS, after which that node is not touched again (its task
+// may run and free it at once; its `rnext` was read before), and its count is
+// taken out of `returning_`. Then, without the lock, it waits with plain loads
+// until `returning_` is zero: the waiters that had begun to return have taken
+// their last step of the group. Nobody touches the group after that: not a
+// finisher (see WAIT), not a releaser (it leaves the count before it drops
+// `releasing`, and no waiter returns while `releasing` is set), not a waiter.
 //
 // CHECKED by tests/test_wait_count.cpp in the model checker at 2–3 threads:
 // no waiter left parked at zero, none released before the last done, no done
 // lost, reuse after a wait, both misuses, and no step of a finisher or a
-// returning waiter after the group was destroyed.
+// returning waiter after the group was destroyed (with a destructor that does
+// not wait for the returning waiters as a negative control).
 #pragma once
 
 #include <cstdint>
@@ -99,7 +113,8 @@ inline constexpr unsigned char wait_node_pending = 0, wait_node_returning = 1, w
 
 /// `Mutation` is for the model check's negative controls only (0 everywhere
 /// else): 1 drops the releaser's second look before it lets go of
-/// `releasing`; 2 lets a waiter see zero while a finisher is busy.
+/// `releasing`; 2 lets a waiter see zero while a finisher is busy; 3 makes
+/// destroy() return without waiting for the waiters that began to return.
 template <class Policy, class Lock, class Node, int Mutation = 0>
 struct basic_wait_count {
     template <class U>
@@ -138,14 +153,18 @@ struct basic_wait_count {
     }
 
     /// A released waiter (`w.released`) returns from wait(): it leaves
-    /// `woken_`, unless the group is being destroyed (then it touches nothing).
+    /// `woken_`, unless the group is being destroyed (orphaned: then it
+    /// touches nothing of the group).
     void returned(Node& w) {
         unsigned char expected = wait_node_pending;
         if (!w.st.compare_exchange_strong(expected, wait_node_returning, std::memory_order_acq_rel)) return;  // orphaned
-        std::lock_guard g(lock_);
-        unlink_woken(w);
+        {
+            std::lock_guard g(lock_);
+            if (!destroying_) unlink_woken(w);  // else the list is dead, and its other nodes may be gone
+        }
+        // The last access to the group: destroy() waits, with loads only, for
+        // `returning_` to reach zero, and the group may be freed right after.
         returning_.fetch_sub(1, std::memory_order_acq_rel);
-        // The destructor waits for `woken_` to empty under lock_: nothing after the unlock.
     }
 
     // --- the adders' and finishers' side -------------------------------------
@@ -178,25 +197,31 @@ struct basic_wait_count {
 
     // --- destruction ---------------------------------------------------------
 
-    /// Waiters released but not yet returned must not look at the group any
-    /// more: those that have not begun to return are told (orphaned); those
-    /// that have are running, and leave `woken_` in a moment.
-    void orphan_returning() {
-        int spins = 0;
-        for (;;) {
-            {
-                std::lock_guard g(lock_);
-                for (Node* w = woken_; w;) {
-                    Node* next = w->rnext;
-                    unsigned char expected = wait_node_pending;
-                    if (w->st.compare_exchange_strong(expected, wait_node_orphaned, std::memory_order_acq_rel))
-                        unlink_woken(*w);
-                    w = next;
-                }
-                if (!woken_) return;
+    /// The group is being destroyed (see DESTRUCTION): moves the waiters
+    /// still parked to `parked` (the caller wakes them), orphans the released
+    /// waiters that have not begun to return, and waits until those that have
+    /// are done with the group. Takes the lock once; afterwards nobody touches
+    /// the group.
+    void destroy(waiter_list<Node>& parked) {
+        {
+            std::lock_guard g(lock_);
+            destroying_ = true;
+            parked = std::move(waiters_);
+            std::uint64_t orphaned = 0;
+            for (Node* w = woken_; w;) {
+                Node* next = w->rnext;  // read first: once orphaned, the node may be gone
+                unsigned char expected = wait_node_pending;
+                if (w->st.compare_exchange_strong(expected, wait_node_orphaned, std::memory_order_acq_rel)) ++orphaned;
+                w = next;
             }
-            Policy::spin(spins);
+            woken_ = nullptr;
+            if (orphaned) returning_.fetch_sub(orphaned, std::memory_order_acq_rel);
         }
+        if constexpr (Mutation == 3) return;
+        // The waiters that began to return unlink themselves under the lock,
+        // then leave the count as their last step; only loads here.
+        int spins = 0;
+        while (returning_.load(std::memory_order_acquire) != 0) Policy::spin(spins);
     }
 
     // --- the protocol's steps (see the top of this file) ---------------------
@@ -328,6 +353,7 @@ struct basic_wait_count {
     Lock lock_;
     waiter_list<Node> waiters_;  // under lock_
     Node* woken_ = nullptr;      // under lock_: released, not yet returned
+    bool destroying_ = false;    // under lock_: destroy() has run; `woken_` is dead
 };
 
 }  // namespace goro::detail

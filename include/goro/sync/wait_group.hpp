@@ -105,8 +105,10 @@ public:
     wait_group& operator=(const wait_group&) = delete;
 
     ~wait_group() {
-        c_.orphan_returning();
-        detail::wake_destroyed(c_.waiters_, c_.lock_, [](waiter_node& w, std::size_t n) noexcept {
+        detail::waiter_list<waiter_node> parked;
+        c_.destroy(parked);  // the group's last step: nobody touches it after
+        const std::size_t n = parked.size();
+        parked.wake_all([n](waiter_node& w) noexcept {
             w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
             w.destroyed_count = static_cast<std::uint32_t>(n);
         });
