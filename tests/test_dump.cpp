@@ -116,6 +116,11 @@ namespace {
 /// spawned by a task, 2 blocked senders, 1 thread in block_on: every group has
 /// its own count, so the order of groups is fixed.
 struct known_program {
+    // Every task, the block_on body included, stays parked until this thread
+    // opens the gates: for the deadlock watch that is a deadlock unless it
+    // knows a plain thread will wake them (under TSan on a loaded machine a
+    // test's checks take longer than the watch's 1 s grace).
+    goro::external_wakeup_guard outside_waker;
     goro::channel<int> jobs;
     goro::channel<int> out;
     goro::wait_group wg;
