@@ -72,6 +72,7 @@ using goro::detail::desc_ref;
 using goro::detail::io_read;
 using goro::detail::io_wait_op;
 using goro::detail::io_write;
+using goro::detail::poller;
 using goro::detail::registered_fd;
 using goro::detail::throw_errno;
 using goro::detail::throw_io;
@@ -115,12 +116,13 @@ public:
         static constexpr const char* op = "goro::net::stream::read";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
         for (;;) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
             ssize_t got = ::recv(ref.fd(), buf, n, 0);
             if (got >= 0) co_return static_cast<std::size_t>(got);
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
     template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
@@ -140,6 +142,7 @@ public:
         char* p = static_cast<char*>(buf);
         std::size_t done = 0;
         while (done < n) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
             ssize_t got = ::recv(ref.fd(), p + done, n - done, 0);
             if (got > 0) {
                 done += static_cast<std::size_t>(got);
@@ -149,7 +152,7 @@ public:
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }
     }
@@ -169,6 +172,7 @@ public:
         const char* p = static_cast<const char*>(buf);
         std::size_t done = 0;
         while (done < n) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_write);
             ssize_t put = ::send(ref.fd(), p + done, n - done, MSG_NOSIGNAL);
             if (put >= 0) {
                 done += static_cast<std::size_t>(put);
@@ -177,7 +181,7 @@ public:
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }
     }
@@ -233,12 +237,14 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
     detail::registered_fd r(detail::new_socket(to.family(), SOCK_STREAM, op), op);
     {
         detail::desc_ref ref(r.desc(), r.gen(), op);
+        std::uint64_t seq = detail::poller::seq(r.desc(), detail::io_write);
         if (::connect(ref.fd(), to.data(), to.size()) != 0) {
             int e = errno;
             if (e != EINPROGRESS && e != EINTR) detail::throw_errno(op + (": " + to.to_string()), e);
             for (;;) {
-                detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, detail::ctx_or_null(ctx), op},
+                detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, seq, detail::ctx_or_null(ctx), op},
                                    detail::ctx_or_null(ctx), op);
+                seq = detail::poller::seq(r.desc(), detail::io_write);
                 socklen_t len = sizeof e;
                 if (::getsockopt(ref.fd(), SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
                 if (e == EINPROGRESS || e == EALREADY || e == EINTR) continue;
@@ -296,6 +302,7 @@ public:
         static constexpr const char* op = "goro::net::listener::accept";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
         for (;;) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
             int fd = ::accept4(ref.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd >= 0) {
                 stream s(detail::registered_fd(fd, op));
@@ -305,7 +312,7 @@ public:
             const int e = errno;
             if (e == EINTR || e == ECONNABORTED) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
 
