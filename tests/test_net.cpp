@@ -507,6 +507,120 @@ TEST_CASE("net: close wakes every reader parked on the stream", "[net]") {
     }());
 }
 
+// KNOWN EMPTY (goro/io/poller.hpp): a read that drained the socket lets the
+// next one park without a read(2); whatever arrives later must still wake it.
+TEST_CASE("net: reads after a drained read still get later data, a partial read leaves the rest", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        char buf[256];
+        for (int i = 0; i < 200; ++i) {
+            const char c = static_cast<char>('a' + i % 26);
+            co_await b.write_all(&c, 1);
+            std::size_t n = co_await a.read(buf, sizeof buf);  // drains: the next read may park at once
+            REQUIRE(n == 1);
+            REQUIRE(buf[0] == c);
+            // Data that arrives while the reader is parked (or about to be).
+            if (i % 2) goro::go([](goro::net::stream& s, char v) -> goro::task<> { co_await s.write_all(&v, 1); }(b, c));
+            else co_await b.write_all(&c, 1);
+            n = co_await a.read(buf, sizeof buf);
+            REQUIRE(n == 1);
+            REQUIRE(buf[0] == c);
+        }
+        // A read that leaves bytes behind: the next read gets them at once.
+        std::string hundred(100, 'h');
+        co_await b.write_all(hundred);
+        std::size_t n = co_await a.read(buf, 10);
+        CHECK(n == 10);
+        co_await a.read_full(buf, 90);
+        CHECK(std::string(buf, 90) == std::string(90, 'h'));
+        // A read of 0 bytes returns 0 at once, with nothing queued.
+        n = co_await a.read(buf, 0);
+        CHECK(n == 0);
+        // After a drained read: data, then the end of the stream.
+        co_await b.write_all("xyz");
+        b.shutdown(goro::net::shutdown_how::write);
+        std::string got;
+        for (;;) {
+            n = co_await a.read(buf, 1);
+            if (n == 0) break;
+            got.push_back(buf[0]);
+        }
+        CHECK(got == "xyz");
+        n = co_await a.read(buf, sizeof buf);  // and again: still the end, not a park
+        CHECK(n == 0);
+    }());
+}
+
+TEST_CASE("net: a reset after a drained read ends the next read with an error, not a hang", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        co_await b.write_all("x");
+        char buf[8];
+        std::size_t n = co_await a.read(buf, sizeof buf);
+        CHECK(n == 1);
+        linger lg{1, 0};  // close with a reset
+        setsockopt(b.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        b.close();
+        std::string e = co_await error_of(a.read(buf, sizeof buf));
+        CHECK(e == "goro::net::stream::read: Connection reset by peer");
+    }());
+}
+
+TEST_CASE("net: 20,000 one-byte ping-pongs and a storm of small writes, every byte checked", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        constexpr int rounds = 20'000;
+        goro::wait_group wg;
+        wg.add(1);
+        goro::go([](goro::net::stream& s, goro::wait_group& w) -> goro::task<> {  // the echo side
+            char c;
+            for (int i = 0; i < rounds; ++i) {
+                co_await s.read_full(&c, 1);
+                c = static_cast<char>(c + 1);
+                co_await s.write_all(&c, 1);
+            }
+            w.done();
+        }(b, wg));
+        int bad = 0;
+        for (int i = 0; i < rounds; ++i) {
+            char c = static_cast<char>(i), r = 0;
+            co_await a.write_all(&c, 1);
+            co_await a.read_full(&r, 1);
+            if (r != static_cast<char>(c + 1)) ++bad;
+        }
+        co_await wg.wait();
+        CHECK(bad == 0);
+        // Many small writes from two tasks, read in reads of any size.
+        constexpr std::uint32_t writes = 20'000;
+        wg.add(1);
+        goro::go([](goro::net::stream& s, goro::wait_group& w) -> goro::task<> {
+            for (std::uint32_t i = 0; i < writes; ++i) {
+                co_await s.write_all(&i, sizeof i);
+                if (i % 97 == 0) co_await goro::yield();
+            }
+            s.shutdown(goro::net::shutdown_how::write);
+            w.done();
+        }(b, wg));
+        std::vector<std::uint32_t> in;
+        std::vector<char> raw;
+        char buf[13];  // reads that split counters
+        for (;;) {
+            std::size_t n = co_await a.read(buf, sizeof buf);
+            if (n == 0) break;
+            raw.insert(raw.end(), buf, buf + n);
+        }
+        co_await wg.wait();
+        REQUIRE(raw.size() == writes * 4);
+        std::uint32_t expect = 0;
+        for (std::size_t i = 0; i < raw.size(); i += 4) {
+            std::uint32_t v;
+            std::memcpy(&v, raw.data() + i, 4);
+            if (v != expect) FAIL("counter " << v << " where " << expect << " was expected");
+            ++expect;
+        }
+    }());
+}
+
 TEST_CASE("net: a peer that resets mid-write gives a clear error", "[net]") {
     goro::block_on([]() -> goro::task<> {
         auto [a, b] = co_await tcp_pair();

@@ -18754,6 +18754,19 @@ inline void register_default_routes(debug_server& server) {
 //   in Go, is enough for one waiter per direction, which Go's fdMutex
 //   ensures; goro lets several tasks use a descriptor at once.)
 //
+// KNOWN EMPTY: a read that can tell it left nothing behind (a TCP stream's
+//   recvmsg with TCP_INQ: bytes still queued, in a control message) marks
+//   the descriptor drained at the sequence it read before the call
+//   (`rdrained`). The next read that finds the read sequence still there
+//   parks at once, without the read(2) that would say EAGAIN: anything that
+//   arrived since raised an edge, which moved the sequence (an edge already
+//   queued at the draining read is harvested after its sequence was read).
+//   io_wait_op's check under the lock closes the gap between the test and
+//   the park, as for an EAGAIN. A hang-up or error seen by an event
+//   (`rhup`, sticky) turns the shortcut off: the end of a stream is no byte
+//   in the queue, and only a read can report it. Saves one system call per
+//   read that waits (a ping-pong: two per round trip).
+//
 // CLOSING (Go's fdMutex, with a lock instead of a state word)
 //   Every operation holds a reference on its descriptor from its start to its
 //   end (`desc_ref`), so the fd number is never closed under a running
@@ -18768,9 +18781,9 @@ inline void register_default_routes(debug_server& server) {
 //   callback takes its own waiter out of its direction's list under the
 //   descriptor's lock (the others stay parked) and wakes it, and the
 //   operation fails with io_errc::canceled or io_errc::deadline_exceeded.
-//   Nothing was transferred by the wait itself,
-//   so the descriptor stays open and usable (a write_all reports in
-//   io_error::bytes_transferred() what it wrote before it was stopped).
+//   Nothing was transferred by the wait itself, so the descriptor stays open
+//   and usable (a write_all reports in io_error::bytes_transferred() what it
+//   wrote before it was stopped).
 //
 // THREAD SAFETY / LOCKS: a descriptor's lock is a leaf (nothing is taken
 //   under it; tasks are woken after it is released) and is never taken under
@@ -18899,6 +18912,11 @@ struct poll_desc {
     // before its system call (see EDGE-TRIGGERED READINESS). 64 bits: never
     // wraps. Reset to 0 when registered.
     std::atomic<std::uint64_t> seq[2] = {0, 0};
+    // KNOWN EMPTY: the read sequence at which a read last drained the
+    // descriptor (never, ~0, when registered), and whether an event saw it
+    // hung up or in error (set under `mu` before the sequence moves).
+    std::atomic<std::uint64_t> rdrained{~std::uint64_t{0}};
+    std::atomic<bool> rhup{false};
     io_waiter* waiter[2] = {nullptr, nullptr};  // heads of the parked waiters' lists
     poll_desc* next_free = nullptr;  // under the poller's free-list lock
 };
@@ -18931,6 +18949,8 @@ public:
             d->closing = false;
             d->seq[0].store(0, std::memory_order_relaxed);
             d->seq[1].store(0, std::memory_order_relaxed);
+            d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
+            d->rhup.store(false, std::memory_order_relaxed);
             d->waiter[0] = d->waiter[1] = nullptr;
             gen = d->gen;
         }
@@ -18956,6 +18976,19 @@ public:
     /// whose EAGAIN may lead to an io_wait_op, and hand it to that.
     static std::uint64_t seq(poll_desc* d, io_dir dir) noexcept {
         return d->seq[dir].load(std::memory_order_acquire);
+    }
+
+    /// KNOWN EMPTY: a read that returned bytes and left none queued marks
+    /// the descriptor drained at `seq`, the read sequence it read before
+    /// its system call.
+    static void mark_drained(poll_desc* d, std::uint64_t seq) noexcept {
+        d->rdrained.store(seq, std::memory_order_relaxed);
+    }
+    /// True when a read would say EAGAIN: the last read drained the
+    /// descriptor and no event came since (`seq` read just before), and
+    /// no hang-up was seen. The caller then waits with io_wait_op{.., seq}.
+    static bool known_empty(poll_desc* d, std::uint64_t seq) noexcept {
+        return d->rdrained.load(std::memory_order_relaxed) == seq && !d->rhup.load(std::memory_order_relaxed);
     }
 
     /// Takes a reference for an operation; false when the descriptor is
@@ -19101,6 +19134,7 @@ private:
             const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
             std::lock_guard g(d->mu);
             if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
+            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
             for (int dir = 0; dir < 2; ++dir) {
                 if (!(dir == io_read ? r : w)) continue;
                 d->seq[dir].fetch_add(1, std::memory_order_release);
@@ -19682,6 +19716,7 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19690,6 +19725,7 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 
@@ -19715,6 +19751,44 @@ inline int new_socket(int family, int type, const char* op) {
     return fd;
 }
 
+#ifndef TCP_INQ  // Linux 4.18; older headers
+#define TCP_INQ 36
+#define TCP_CM_INQ TCP_INQ
+#endif
+
+/// Asks the kernel to say, with each read, how many bytes stay queued
+/// (TCP_INQ; see recv_inq). Where it cannot, reads never find the socket
+/// drained, and simply do not take the KNOWN EMPTY shortcut.
+inline void enable_inq(const registered_fd& r) noexcept {
+    if (!r.desc()) return;
+    int one = 1;
+    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+}
+
+/// recv(2) by recvmsg, which also brings TCP_INQ's count of the bytes left
+/// queued: `*drained` is true when bytes were read and none are left (see
+/// KNOWN EMPTY in goro/io/poller.hpp; the kernel counts a received FIN as
+/// a byte left).
+inline ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
+    iovec iov{buf, n};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    ssize_t got = ::recvmsg(fd, &m, 0);
+    *drained = false;
+    if (got > 0)
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int left;
+                std::memcpy(&left, CMSG_DATA(c), sizeof left);
+                *drained = left == 0;
+            }
+    return got;
+}
+
 template <class F>
 address sock_name(const registered_fd& r, F getname, const char* op) {
     desc_ref ref(r.desc(), r.gen(), op);
@@ -19735,8 +19809,8 @@ class stream {
 public:
     stream() noexcept = default;
     /// Adopts a connected socket (made non-blocking). Throws io_error.
-    explicit stream(int fd) : r_(fd, "goro::net::stream") {}
-    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) {}
+    explicit stream(int fd) : r_(fd, "goro::net::stream") { detail::enable_inq(r_); }
+    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) { detail::enable_inq(r_); }
 
     /// Reads what is there, up to `n` bytes, waiting until at least one byte
     /// (or the end of the stream) arrives. Returns 0 at the end of the
@@ -19746,13 +19820,20 @@ public:
                                                                                  context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
+        if (n == 0) co_return 0;  // as Go's Read (recv(2) of 0 bytes would wait for data)
         for (;;) {
             const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
-            ssize_t got = ::recv(ref.fd(), buf, n, 0);
-            if (got >= 0) co_return static_cast<std::size_t>(got);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), buf, n, &drained);
+                if (got >= 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    co_return static_cast<std::size_t>(got);
+                }
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
+            }
             detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
@@ -19774,15 +19855,19 @@ public:
         std::size_t done = 0;
         while (done < n) {
             const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
-            ssize_t got = ::recv(ref.fd(), p + done, n - done, 0);
-            if (got > 0) {
-                done += static_cast<std::size_t>(got);
-                continue;
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), p + done, n - done, &drained);
+                if (got > 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    done += static_cast<std::size_t>(got);
+                    continue;
+                }
+                if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
             }
-            if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
             detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }

@@ -57,6 +57,19 @@
 //   in Go, is enough for one waiter per direction, which Go's fdMutex
 //   ensures; goro lets several tasks use a descriptor at once.)
 //
+// KNOWN EMPTY: a read that can tell it left nothing behind (a TCP stream's
+//   recvmsg with TCP_INQ: bytes still queued, in a control message) marks
+//   the descriptor drained at the sequence it read before the call
+//   (`rdrained`). The next read that finds the read sequence still there
+//   parks at once, without the read(2) that would say EAGAIN: anything that
+//   arrived since raised an edge, which moved the sequence (an edge already
+//   queued at the draining read is harvested after its sequence was read).
+//   io_wait_op's check under the lock closes the gap between the test and
+//   the park, as for an EAGAIN. A hang-up or error seen by an event
+//   (`rhup`, sticky) turns the shortcut off: the end of a stream is no byte
+//   in the queue, and only a read can report it. Saves one system call per
+//   read that waits (a ping-pong: two per round trip).
+//
 // CLOSING (Go's fdMutex, with a lock instead of a state word)
 //   Every operation holds a reference on its descriptor from its start to its
 //   end (`desc_ref`), so the fd number is never closed under a running
@@ -71,9 +84,9 @@
 //   callback takes its own waiter out of its direction's list under the
 //   descriptor's lock (the others stay parked) and wakes it, and the
 //   operation fails with io_errc::canceled or io_errc::deadline_exceeded.
-//   Nothing was transferred by the wait itself,
-//   so the descriptor stays open and usable (a write_all reports in
-//   io_error::bytes_transferred() what it wrote before it was stopped).
+//   Nothing was transferred by the wait itself, so the descriptor stays open
+//   and usable (a write_all reports in io_error::bytes_transferred() what it
+//   wrote before it was stopped).
 //
 // THREAD SAFETY / LOCKS: a descriptor's lock is a leaf (nothing is taken
 //   under it; tasks are woken after it is released) and is never taken under
@@ -210,6 +223,11 @@ struct poll_desc {
     // before its system call (see EDGE-TRIGGERED READINESS). 64 bits: never
     // wraps. Reset to 0 when registered.
     std::atomic<std::uint64_t> seq[2] = {0, 0};
+    // KNOWN EMPTY: the read sequence at which a read last drained the
+    // descriptor (never, ~0, when registered), and whether an event saw it
+    // hung up or in error (set under `mu` before the sequence moves).
+    std::atomic<std::uint64_t> rdrained{~std::uint64_t{0}};
+    std::atomic<bool> rhup{false};
     io_waiter* waiter[2] = {nullptr, nullptr};  // heads of the parked waiters' lists
     poll_desc* next_free = nullptr;  // under the poller's free-list lock
 };
@@ -242,6 +260,8 @@ public:
             d->closing = false;
             d->seq[0].store(0, std::memory_order_relaxed);
             d->seq[1].store(0, std::memory_order_relaxed);
+            d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
+            d->rhup.store(false, std::memory_order_relaxed);
             d->waiter[0] = d->waiter[1] = nullptr;
             gen = d->gen;
         }
@@ -267,6 +287,19 @@ public:
     /// whose EAGAIN may lead to an io_wait_op, and hand it to that.
     static std::uint64_t seq(poll_desc* d, io_dir dir) noexcept {
         return d->seq[dir].load(std::memory_order_acquire);
+    }
+
+    /// KNOWN EMPTY: a read that returned bytes and left none queued marks
+    /// the descriptor drained at `seq`, the read sequence it read before
+    /// its system call.
+    static void mark_drained(poll_desc* d, std::uint64_t seq) noexcept {
+        d->rdrained.store(seq, std::memory_order_relaxed);
+    }
+    /// True when a read would say EAGAIN: the last read drained the
+    /// descriptor and no event came since (`seq` read just before), and
+    /// no hang-up was seen. The caller then waits with io_wait_op{.., seq}.
+    static bool known_empty(poll_desc* d, std::uint64_t seq) noexcept {
+        return d->rdrained.load(std::memory_order_relaxed) == seq && !d->rhup.load(std::memory_order_relaxed);
     }
 
     /// Takes a reference for an operation; false when the descriptor is
@@ -412,6 +445,7 @@ private:
             const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
             std::lock_guard g(d->mu);
             if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
+            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
             for (int dir = 0; dir < 2; ++dir) {
                 if (!(dir == io_read ? r : w)) continue;
                 d->seq[dir].fetch_add(1, std::memory_order_release);

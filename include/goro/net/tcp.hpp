@@ -48,6 +48,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -56,6 +57,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <goro/io/poller.hpp>
@@ -84,6 +86,44 @@ inline int new_socket(int family, int type, const char* op) {
     return fd;
 }
 
+#ifndef TCP_INQ  // Linux 4.18; older headers
+#define TCP_INQ 36
+#define TCP_CM_INQ TCP_INQ
+#endif
+
+/// Asks the kernel to say, with each read, how many bytes stay queued
+/// (TCP_INQ; see recv_inq). Where it cannot, reads never find the socket
+/// drained, and simply do not take the KNOWN EMPTY shortcut.
+inline void enable_inq(const registered_fd& r) noexcept {
+    if (!r.desc()) return;
+    int one = 1;
+    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+}
+
+/// recv(2) by recvmsg, which also brings TCP_INQ's count of the bytes left
+/// queued: `*drained` is true when bytes were read and none are left (see
+/// KNOWN EMPTY in goro/io/poller.hpp; the kernel counts a received FIN as
+/// a byte left).
+inline ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
+    iovec iov{buf, n};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    ssize_t got = ::recvmsg(fd, &m, 0);
+    *drained = false;
+    if (got > 0)
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int left;
+                std::memcpy(&left, CMSG_DATA(c), sizeof left);
+                *drained = left == 0;
+            }
+    return got;
+}
+
 template <class F>
 address sock_name(const registered_fd& r, F getname, const char* op) {
     desc_ref ref(r.desc(), r.gen(), op);
@@ -104,8 +144,8 @@ class stream {
 public:
     stream() noexcept = default;
     /// Adopts a connected socket (made non-blocking). Throws io_error.
-    explicit stream(int fd) : r_(fd, "goro::net::stream") {}
-    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) {}
+    explicit stream(int fd) : r_(fd, "goro::net::stream") { detail::enable_inq(r_); }
+    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) { detail::enable_inq(r_); }
 
     /// Reads what is there, up to `n` bytes, waiting until at least one byte
     /// (or the end of the stream) arrives. Returns 0 at the end of the
@@ -115,13 +155,20 @@ public:
                                                                                  context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
+        if (n == 0) co_return 0;  // as Go's Read (recv(2) of 0 bytes would wait for data)
         for (;;) {
             const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
-            ssize_t got = ::recv(ref.fd(), buf, n, 0);
-            if (got >= 0) co_return static_cast<std::size_t>(got);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), buf, n, &drained);
+                if (got >= 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    co_return static_cast<std::size_t>(got);
+                }
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
+            }
             detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
@@ -143,15 +190,19 @@ public:
         std::size_t done = 0;
         while (done < n) {
             const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
-            ssize_t got = ::recv(ref.fd(), p + done, n - done, 0);
-            if (got > 0) {
-                done += static_cast<std::size_t>(got);
-                continue;
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), p + done, n - done, &drained);
+                if (got > 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    done += static_cast<std::size_t>(got);
+                    continue;
+                }
+                if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
             }
-            if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
             detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }
