@@ -153,6 +153,40 @@ goro::task<std::string> error_of(goro::task<T> t) {
     co_return "no error";
 }
 
+/// Reads one byte from `s`: `out` becomes the byte, "eof", or the error's
+/// what(); then `done` is counted.
+goro::task<> read_one(goro::net::stream& s, goro::context ctx, std::string& out, std::atomic<int>& done) {
+    char c = 0;
+    try {
+        std::size_t n = co_await s.read(&c, 1, ctx);
+        out = n == 0 ? std::string("eof") : std::string(1, c);
+    } catch (const goro::io_error& e) {
+        out = e.what();
+    }
+    done.fetch_add(1);
+}
+
+/// Accepts one connection on `ln`: `out` becomes "accepted" or the error's what().
+goro::task<> accept_one(goro::net::listener& ln, std::string& out, std::atomic<int>& done) {
+    try {
+        goro::net::stream c = co_await ln.accept();
+        out = "accepted";
+    } catch (const goro::io_error& e) {
+        out = e.what();
+    }
+    done.fetch_add(1);
+}
+
+/// Waits (sleeping, up to a generous deadline) until `pred()`; returns it.
+template <class Pred>
+goro::task<bool> until(Pred pred) {
+    for (int i = 0; i < 20000; ++i) {
+        if (pred()) co_return true;
+        co_await goro::sleep_for(2ms);
+    }
+    co_return pred();
+}
+
 }  // namespace
 
 TEST_CASE("net: address parse, to_string and misuse", "[net]") {
@@ -359,6 +393,231 @@ TEST_CASE("net: accept on a closed listener gives a clear error and wakes a park
         CHECK(what == "goro::net::listener::accept: use of closed network connection");
         std::string again = co_await error_of(ln.accept());
         CHECK(again == "goro::net::listener::accept: use of closed network connection");
+    }());
+}
+
+// Several tasks parked on one descriptor and direction: each is woken (none
+// is lost, as a single waiter slot would lose all but the last).
+TEST_CASE("net: two readers parked on one stream both get data or the end of the stream", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        std::string r1, r2;
+        std::atomic<int> done{0};
+        goro::go(read_one(a, {}, r1, done), {.name = "net_two_readers"});
+        goro::go(read_one(a, {}, r2, done), {.name = "net_two_readers"});
+        {
+            bool ok = co_await until([] { return goro_test::parked_count("net_two_readers") == 2; });
+            CHECK(ok);
+        }
+        co_await b.write_all("x");
+        {
+            bool ok = co_await until([&] { return done.load() >= 1; });
+            CHECK(ok);
+        }
+        b.shutdown(goro::net::shutdown_how::write);
+        bool both = co_await until([&] { return done.load() == 2; });
+        CHECK(both);
+        if (!both) a.close();  // (a lost waiter would not even wake for this)
+        std::vector<std::string> got{r1, r2};
+        std::sort(got.begin(), got.end());
+        CHECK(got == std::vector<std::string>{"eof", "x"});
+    }());
+}
+
+TEST_CASE("net: two acceptors parked on one listener both get a connection", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto ln = goro::net::listen("127.0.0.1:0");
+        std::string r1, r2;
+        std::atomic<int> done{0};
+        goro::go(accept_one(ln, r1, done), {.name = "net_two_acceptors"});
+        goro::go(accept_one(ln, r2, done), {.name = "net_two_acceptors"});
+        {
+            bool ok = co_await until([] { return goro_test::parked_count("net_two_acceptors") == 2; });
+            CHECK(ok);
+        }
+        goro::net::stream c1 = co_await goro::net::connect(ln.local_address());
+        goro::net::stream c2 = co_await goro::net::connect(ln.local_address());
+        bool both = co_await until([&] { return done.load() == 2; });
+        CHECK(both);
+        ln.close();
+        {
+            bool ok = co_await until([&] { return done.load() == 2; });
+            CHECK(ok);
+        }
+        CHECK(r1 == "accepted");
+        CHECK(r2 == "accepted");
+    }());
+}
+
+TEST_CASE("net: cancelling one of two parked readers ends it alone; the other still gets data", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        // Both orders of parking: the cancelled waiter first, then last in the list.
+        for (int order = 0; order < 2; ++order) {
+            auto [ctx, cancel] = goro::with_cancel(goro::background());
+            std::string rc, rp;
+            std::atomic<int> done{0};
+            if (order == 0) goro::go(read_one(a, ctx, rc, done), {.name = "net_cancel_one"});
+            goro::go(read_one(a, {}, rp, done), {.name = "net_cancel_one"});
+            if (order == 1) {
+                {
+                    bool ok = co_await until([] { return goro_test::parked_count("net_cancel_one") == 1; });
+                    CHECK(ok);
+                }
+                goro::go(read_one(a, ctx, rc, done), {.name = "net_cancel_one"});
+            }
+            {
+                bool ok = co_await until([] { return goro_test::parked_count("net_cancel_one") == 2; });
+                CHECK(ok);
+            }
+            cancel();
+            {
+                bool ok = co_await until([&] { return done.load() == 1; });
+                CHECK(ok);
+            }
+            CHECK(rc == "goro::net::stream::read: context canceled");
+            CHECK(rp.empty());
+            CHECK(goro_test::parked_count("net_cancel_one") == 1);  // still parked
+            co_await b.write_all(order == 0 ? "p" : "q");
+            bool both = co_await until([&] { return done.load() == 2; });
+            CHECK(both);
+            if (!both) a.close();
+            CHECK(rp == (order == 0 ? "p" : "q"));
+            if (!both) break;
+        }
+    }());
+}
+
+TEST_CASE("net: close wakes every reader parked on the stream", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        std::string r[3];
+        std::atomic<int> done{0};
+        for (std::string& out : r) goro::go(read_one(a, {}, out, done), {.name = "net_close_all"});
+        {
+            bool ok = co_await until([] { return goro_test::parked_count("net_close_all") == 3; });
+            CHECK(ok);
+        }
+        a.close();
+        {
+            bool ok = co_await until([&] { return done.load() == 3; });
+            CHECK(ok);
+        }
+        for (const std::string& out : r) CHECK(out == "goro::net::stream::read: use of closed network connection");
+    }());
+}
+
+// KNOWN EMPTY (goro/io/poller.hpp): a read that drained the socket lets the
+// next one park without a read(2); whatever arrives later must still wake it.
+TEST_CASE("net: reads after a drained read still get later data, a partial read leaves the rest", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        char buf[256];
+        for (int i = 0; i < 200; ++i) {
+            const char c = static_cast<char>('a' + i % 26);
+            co_await b.write_all(&c, 1);
+            std::size_t n = co_await a.read(buf, sizeof buf);  // drains: the next read may park at once
+            REQUIRE(n == 1);
+            REQUIRE(buf[0] == c);
+            // Data that arrives while the reader is parked (or about to be).
+            if (i % 2) goro::go([](goro::net::stream& s, char v) -> goro::task<> { co_await s.write_all(&v, 1); }(b, c));
+            else co_await b.write_all(&c, 1);
+            n = co_await a.read(buf, sizeof buf);
+            REQUIRE(n == 1);
+            REQUIRE(buf[0] == c);
+        }
+        // A read that leaves bytes behind: the next read gets them at once.
+        std::string hundred(100, 'h');
+        co_await b.write_all(hundred);
+        std::size_t n = co_await a.read(buf, 10);
+        CHECK(n == 10);
+        co_await a.read_full(buf, 90);
+        CHECK(std::string(buf, 90) == std::string(90, 'h'));
+        // A read of 0 bytes returns 0 at once, with nothing queued.
+        n = co_await a.read(buf, 0);
+        CHECK(n == 0);
+        // After a drained read: data, then the end of the stream.
+        co_await b.write_all("xyz");
+        b.shutdown(goro::net::shutdown_how::write);
+        std::string got;
+        for (;;) {
+            n = co_await a.read(buf, 1);
+            if (n == 0) break;
+            got.push_back(buf[0]);
+        }
+        CHECK(got == "xyz");
+        n = co_await a.read(buf, sizeof buf);  // and again: still the end, not a park
+        CHECK(n == 0);
+    }());
+}
+
+TEST_CASE("net: a reset after a drained read ends the next read with an error, not a hang", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        co_await b.write_all("x");
+        char buf[8];
+        std::size_t n = co_await a.read(buf, sizeof buf);
+        CHECK(n == 1);
+        linger lg{1, 0};  // close with a reset
+        setsockopt(b.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        b.close();
+        std::string e = co_await error_of(a.read(buf, sizeof buf));
+        CHECK(e == "goro::net::stream::read: Connection reset by peer");
+    }());
+}
+
+TEST_CASE("net: 20,000 one-byte ping-pongs and a storm of small writes, every byte checked", "[net]") {
+    goro::block_on([]() -> goro::task<> {
+        auto [a, b] = co_await tcp_pair();
+        constexpr int rounds = 20'000;
+        goro::wait_group wg;
+        wg.add(1);
+        goro::go([](goro::net::stream& s, goro::wait_group& w) -> goro::task<> {  // the echo side
+            char c;
+            for (int i = 0; i < rounds; ++i) {
+                co_await s.read_full(&c, 1);
+                c = static_cast<char>(c + 1);
+                co_await s.write_all(&c, 1);
+            }
+            w.done();
+        }(b, wg));
+        int bad = 0;
+        for (int i = 0; i < rounds; ++i) {
+            char c = static_cast<char>(i), r = 0;
+            co_await a.write_all(&c, 1);
+            co_await a.read_full(&r, 1);
+            if (r != static_cast<char>(c + 1)) ++bad;
+        }
+        co_await wg.wait();
+        CHECK(bad == 0);
+        // Many small writes from two tasks, read in reads of any size.
+        constexpr std::uint32_t writes = 20'000;
+        wg.add(1);
+        goro::go([](goro::net::stream& s, goro::wait_group& w) -> goro::task<> {
+            for (std::uint32_t i = 0; i < writes; ++i) {
+                co_await s.write_all(&i, sizeof i);
+                if (i % 97 == 0) co_await goro::yield();
+            }
+            s.shutdown(goro::net::shutdown_how::write);
+            w.done();
+        }(b, wg));
+        std::vector<std::uint32_t> in;
+        std::vector<char> raw;
+        char buf[13];  // reads that split counters
+        for (;;) {
+            std::size_t n = co_await a.read(buf, sizeof buf);
+            if (n == 0) break;
+            raw.insert(raw.end(), buf, buf + n);
+        }
+        co_await wg.wait();
+        REQUIRE(raw.size() == writes * 4);
+        std::uint32_t expect = 0;
+        for (std::size_t i = 0; i < raw.size(); i += 4) {
+            std::uint32_t v;
+            std::memcpy(&v, raw.data() + i, 4);
+            if (v != expect) FAIL("counter " << v << " where " << expect << " was expected");
+            ++expect;
+        }
     }());
 }
 

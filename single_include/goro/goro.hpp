@@ -18826,7 +18826,8 @@ inline void register_default_routes(debug_server& server) {
 //   poll_desc   one per registered descriptor, registered ONCE with epoll,
 //               edge-triggered for every event (EPOLLIN | EPOLLOUT |
 //               EPOLLRDHUP | EPOLLET). Two directions (read, write), each
-//               with a waiter slot and a `ready` flag. Descriptors are
+//               with a list of parked waiters and a readiness sequence
+//               number (`seq`, bumped by each event). Descriptors are
 //               recycled, never freed, and carry a generation number that
 //               the epoll event carries too (its top 16 bits; the address
 //               below): an event or an operation that finds another
@@ -18855,28 +18856,50 @@ inline void register_default_routes(debug_server& server) {
 //               thread still took half the events; with the yield, ~99%
 //               are taken by the workers.
 //
-// EDGE-TRIGGERED READINESS, without a lost wake-up (Go's pdReady)
-//   An event in direction d, under the descriptor's lock: a parked waiter is
-//   taken out and woken; with no waiter, `ready[d]` is set. A task that got
-//   EAGAIN parks under the same lock, unless `ready[d]` is set: then it
-//   clears it and tries the call again. So an edge that arrives between the
-//   EAGAIN and the park is never lost. A stale flag costs one more EAGAIN.
+// EDGE-TRIGGERED READINESS, without a lost wake-up (Go's pdReady, made a count)
+//   An operation reads `seq[d]` BEFORE its system call. An event in
+//   direction d, under the descriptor's lock, bumps `seq[d]` and takes out
+//   and wakes EVERY waiter parked in that direction: with an edge, nobody
+//   can tell which of them the readiness is for (two tasks accepting on one
+//   listener, two reading one stream), so each tries its call again and
+//   parks again on EAGAIN. A task that got EAGAIN parks under the same
+//   lock, unless `seq[d]` has moved since it read it: then it tries the call
+//   again. So an edge that arrives between the system call and the park is
+//   never lost, whoever else is parked or running meanwhile, and a task
+//   parks without a stale flag's extra EAGAIN. (A flag set by an event, as
+//   in Go, is enough for one waiter per direction, which Go's fdMutex
+//   ensures; goro lets several tasks use a descriptor at once.)
+//
+// KNOWN EMPTY: a read that can tell it left nothing behind (a TCP stream's
+//   recvmsg with TCP_INQ: bytes still queued, in a control message) marks
+//   the descriptor drained at the sequence it read before the call
+//   (`rdrained`). The next read that finds the read sequence still there
+//   parks at once, without the read(2) that would say EAGAIN: anything that
+//   arrived since raised an edge, which moved the sequence (an edge already
+//   queued at the draining read is harvested after its sequence was read).
+//   io_wait_op's check under the lock closes the gap between the test and
+//   the park, as for an EAGAIN. A hang-up or error seen by an event
+//   (`rhup`, sticky) turns the shortcut off: the end of a stream is no byte
+//   in the queue, and only a read can report it. Saves one system call per
+//   read that waits (a ping-pong: two per round trip).
 //
 // CLOSING (Go's fdMutex, with a lock instead of a state word)
 //   Every operation holds a reference on its descriptor from its start to its
 //   end (`desc_ref`), so the fd number is never closed under a running
 //   system call (where a new socket could take the number and be read by
-//   mistake). close() marks the descriptor closing and wakes both waiters
-//   (they fail with io_errc::closed); whoever drops the last reference
-//   unregisters and closes the fd and recycles the descriptor (new generation).
+//   mistake). close() marks the descriptor closing and wakes every waiter
+//   of both directions (they fail with io_errc::closed); whoever drops the
+//   last reference unregisters and closes the fd and recycles the
+//   descriptor (new generation).
 //
 // CANCELLATION: an operation given a `goro::context` registers a
 //   std::stop_callback on the context's stop token while it parks; the
-//   callback takes the waiter out under the descriptor's lock and wakes it,
-//   and the operation fails with io_errc::canceled or
-//   io_errc::deadline_exceeded. Nothing was transferred by the wait itself,
-//   so the descriptor stays open and usable (a write_all reports in
-//   io_error::bytes_transferred() what it wrote before it was stopped).
+//   callback takes its own waiter out of its direction's list under the
+//   descriptor's lock (the others stay parked) and wakes it, and the
+//   operation fails with io_errc::canceled or io_errc::deadline_exceeded.
+//   Nothing was transferred by the wait itself, so the descriptor stays open
+//   and usable (a write_all reports in io_error::bytes_transferred() what it
+//   wrote before it was stopped).
 //
 // THREAD SAFETY / LOCKS: a descriptor's lock is a leaf (nothing is taken
 //   under it; tasks are woken after it is released) and is never taken under
@@ -18984,10 +19007,13 @@ namespace detail {
 enum io_dir : unsigned char { io_read = 0, io_write = 1 };
 enum class io_wake : unsigned char { none, ready, closed, canceled };
 
-/// A parked operation's waiter, inside its awaiter. `result` is written by
-/// the waker before it wakes the task; the rest under the descriptor's lock.
+/// A parked operation's waiter, inside its awaiter (so in the parked task's
+/// frame: a waker reads `next` and `task` before it wakes the task, after
+/// which the waiter may be gone). All fields under the descriptor's lock;
+/// `result` is written by the waker before it wakes the task.
 struct io_waiter {
     task_header* task = nullptr;
+    io_waiter* next = nullptr;  // the direction's list (while parked)
     io_wake result = io_wake::none;
     bool cancel_requested = false;
 };
@@ -18998,8 +19024,16 @@ struct poll_desc {
     std::uint32_t gen = 0;         // bumped when recycled (the event carries its low 16 bits)
     int refs = 0;                  // operations in progress, plus the owner's
     bool closing = false;
-    bool ready[2] = {false, false};
-    io_waiter* waiter[2] = {nullptr, nullptr};
+    // Bumped under `mu` by each event of the direction; read by an operation
+    // before its system call (see EDGE-TRIGGERED READINESS). 64 bits: never
+    // wraps. Reset to 0 when registered.
+    std::atomic<std::uint64_t> seq[2] = {0, 0};
+    // KNOWN EMPTY: the read sequence at which a read last drained the
+    // descriptor (never, ~0, when registered), and whether an event saw it
+    // hung up or in error (set under `mu` before the sequence moves).
+    std::atomic<std::uint64_t> rdrained{~std::uint64_t{0}};
+    std::atomic<bool> rhup{false};
+    io_waiter* waiter[2] = {nullptr, nullptr};  // heads of the parked waiters' lists
     poll_desc* next_free = nullptr;  // under the poller's free-list lock
 };
 
@@ -19029,7 +19063,10 @@ public:
             d->fd = fd;
             d->refs = 1;
             d->closing = false;
-            d->ready[0] = d->ready[1] = false;
+            d->seq[0].store(0, std::memory_order_relaxed);
+            d->seq[1].store(0, std::memory_order_relaxed);
+            d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
+            d->rhup.store(false, std::memory_order_relaxed);
             d->waiter[0] = d->waiter[1] = nullptr;
             gen = d->gen;
         }
@@ -19049,6 +19086,25 @@ public:
         }
         *gen_out = gen;
         return d;
+    }
+
+    /// Direction `dir`'s readiness sequence: read it before the system call
+    /// whose EAGAIN may lead to an io_wait_op, and hand it to that.
+    static std::uint64_t seq(poll_desc* d, io_dir dir) noexcept {
+        return d->seq[dir].load(std::memory_order_acquire);
+    }
+
+    /// KNOWN EMPTY: a read that returned bytes and left none queued marks
+    /// the descriptor drained at `seq`, the read sequence it read before
+    /// its system call.
+    static void mark_drained(poll_desc* d, std::uint64_t seq) noexcept {
+        d->rdrained.store(seq, std::memory_order_relaxed);
+    }
+    /// True when a read would say EAGAIN: the last read drained the
+    /// descriptor and no event came since (`seq` read just before), and
+    /// no hang-up was seen. The caller then waits with io_wait_op{.., seq}.
+    static bool known_empty(poll_desc* d, std::uint64_t seq) noexcept {
+        return d->rdrained.load(std::memory_order_relaxed) == seq && !d->rhup.load(std::memory_order_relaxed);
     }
 
     /// Takes a reference for an operation; false when the descriptor is
@@ -19074,23 +19130,19 @@ public:
     /// io_errc::closed) and drops the owner's reference. False when it was
     /// closing already (or recycled).
     bool close(poll_desc* d, std::uint32_t gen) noexcept {
-        task_header* wake[2];
+        io_waiter* lists[2];
         std::size_t n = 0;
         bool last;
         {
             std::lock_guard g(d->mu);
             if (d->gen != gen || d->closing) return false;
             d->closing = true;
-            for (io_waiter*& w : d->waiter) {
-                if (!w) continue;
-                w->result = io_wake::closed;
-                wake[n++] = w->task;
-                w = nullptr;
-            }
+            for (int dir = 0; dir < 2; ++dir) n += take_all(d, dir, io_wake::closed, lists + dir);
             last = --d->refs == 0;
         }
         unguard(n);
-        if (n) ready_n(wake, n);
+        task_header* buf[16];
+        wake_all(lists, 2, buf, 16, false);
         if (last) finish_close(d);
         return true;
     }
@@ -19137,16 +19189,59 @@ private:
             d->fd = -1;
             ++d->gen;  // from here on, events and operations of the old generation are ignored
             d->closing = false;
-            d->ready[0] = d->ready[1] = false;
         }
         ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);  // a dup of fd may live on: unregister explicitly
         ::close(fd);
         put_free(d);
     }
 
-    /// Takes the waiters of `n` events into `wake` (room for 2n); returns how many.
-    std::size_t harvest(const epoll_event* evs, int n, task_header** wake) noexcept {
+    /// Descriptor locked: takes out direction `dir`'s whole list of waiters
+    /// into `*list`, each with `result` set; returns how many there were.
+    static std::size_t take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept {
+        std::size_t n = 0;
+        for (io_waiter* w = d->waiter[dir]; w; w = w->next) {
+            w->result = result;
+            ++n;
+        }
+        *list = d->waiter[dir];
+        d->waiter[dir] = nullptr;
+        return n;
+    }
+
+    /// Wakes the waiters of lists[0, nl) (taken out by take_all, under no
+    /// lock now), handing them to the pool through `buf` (room for `cap`),
+    /// or, with `keep_first`, returns the first task instead of readying it.
+    /// Taken out, a waiter is the waker's alone (a cancel() no longer finds
+    /// it) until its task is readied: so `next` and `task` are read before.
+    static task_header* wake_all(io_waiter* const* lists, std::size_t nl, task_header** buf, std::size_t cap,
+                                 bool keep_first) noexcept {
+        task_header* first = nullptr;
         std::size_t k = 0;
+        for (std::size_t i = 0; i < nl; ++i) {
+            for (io_waiter* w = lists[i]; w;) {
+                task_header* t = w->task;
+                w = w->next;  // before `t` can run (its frame holds the waiter)
+                if (keep_first && !first) {
+                    first = t;
+                    continue;
+                }
+                buf[k++] = t;
+                if (k == cap) {
+                    ready_n(buf, k);
+                    k = 0;
+                }
+            }
+        }
+        if (k) ready_n(buf, k);
+        return first;
+    }
+
+    /// Bumps the sequences of `n` events and takes their waiters' lists into
+    /// `lists` (room for 2n); `*nl` is how many lists, and the result how
+    /// many waiters, uncounted as guards already.
+    std::size_t harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept {
+        std::size_t k = 0;
+        std::size_t l = 0;
         for (int i = 0; i < n; ++i) {
             auto* d = reinterpret_cast<poll_desc*>(static_cast<std::uintptr_t>(evs[i].data.u64 & io_ptr_mask));
             const std::uint32_t gen16 = static_cast<std::uint32_t>(evs[i].data.u64 >> 48);
@@ -19155,17 +19250,14 @@ private:
             const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
             std::lock_guard g(d->mu);
             if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
+            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
             for (int dir = 0; dir < 2; ++dir) {
                 if (!(dir == io_read ? r : w)) continue;
-                if (io_waiter* wt = d->waiter[dir]) {
-                    d->waiter[dir] = nullptr;
-                    wt->result = io_wake::ready;
-                    wake[k++] = wt->task;
-                } else {
-                    d->ready[dir] = true;
-                }
+                d->seq[dir].fetch_add(1, std::memory_order_release);
+                if (d->waiter[dir]) k += take_all(d, dir, io_wake::ready, lists + l++);
             }
         }
+        *nl = l;
         unguard(k);
         return k;
     }
@@ -19183,18 +19275,20 @@ private:
         epoll_event evs[max_events];
         int n = ::epoll_wait(p.epfd_, evs, max_events, 0);
         if (n <= 0) return nullptr;
-        task_header* wake[2 * max_events];
-        std::size_t k = p.harvest(evs, n, wake);
-        if (k == 0) return nullptr;
-        if (k > 1) ready_n(wake + 1, k - 1);
-        wake[0]->state.store(task_state::runnable, std::memory_order_relaxed);
-        return wake[0];
+        io_waiter* lists[2 * max_events];
+        std::size_t nl;
+        if (p.harvest(evs, n, lists, &nl) == 0) return nullptr;
+        task_header* buf[max_events];
+        task_header* first = wake_all(lists, nl, buf, max_events, true);
+        first->state.store(task_state::runnable, std::memory_order_relaxed);
+        return first;
     }
 
     void run() noexcept {
         constexpr int max_events = 256;
         epoll_event evs[max_events];
-        std::vector<task_header*> wake(2 * max_events);
+        std::vector<io_waiter*> lists(2 * max_events);
+        std::vector<task_header*> buf(max_events);
         for (;;) {
             // Wait for readiness without taking it (the epoll fd polls
             // readable while events are queued), and when a worker is awake
@@ -19214,7 +19308,8 @@ private:
                 std::fprintf(stderr, "goro: netpoller: epoll_wait: %s\n", std::strerror(errno));
                 std::abort();
             }
-            if (std::size_t k = harvest(evs, n, wake.data())) ready_n(wake.data(), k);
+            std::size_t nl;
+            if (harvest(evs, n, lists.data(), &nl)) wake_all(lists.data(), nl, buf.data(), buf.size(), false);
         }
     }
 
@@ -19293,9 +19388,11 @@ private:
     std::uint32_t gen_ = 0;
 };
 
-/// Parks the current task until direction `dir` of `d` is ready (or was
-/// since the last EAGAIN), the descriptor is closed, or `ctx` is done.
-/// The caller holds a desc_ref. Returns why it woke.
+/// Parks the current task until direction `dir` of `d` is ready (an event
+/// since `seq`, the direction's sequence read before the system call that
+/// said EAGAIN), the descriptor is closed, or `ctx` is done. Several tasks
+/// may wait on one descriptor and direction at once. The caller holds a
+/// desc_ref. Returns why it woke.
 struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     using is_goro_awaiter = void;
 
@@ -19307,6 +19404,7 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     poll_desc* d;
     std::uint32_t gen;
     io_dir dir;
+    std::uint64_t seq;
     const context* ctx;
     const char* op;
     io_waiter w{};
@@ -19329,12 +19427,12 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
             w.result = io_wake::canceled;
             return false;
         }
-        if (d->ready[dir]) {
-            d->ready[dir] = false;
+        if (d->seq[dir].load(std::memory_order_relaxed) != seq) {  // an edge since the system call
             w.result = io_wake::ready;
             return false;
         }
         park(w.task, h, wait_reason::io_wait);
+        w.next = d->waiter[dir];
         d->waiter[dir] = &w;
         p.guard();
         return true;  // published: from here on a waker may resume the task
@@ -19345,16 +19443,19 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     }
 
     void cancel() noexcept {
-        bool take;
+        bool take = false;
         {
             std::lock_guard g(d->mu);
-            take = d->waiter[dir] == &w;
-            if (take) {
-                d->waiter[dir] = nullptr;
-                w.result = io_wake::canceled;
-            } else {
-                w.cancel_requested = true;
+            for (io_waiter** pp = &d->waiter[dir]; *pp; pp = &(*pp)->next) {
+                if (*pp == &w) {  // still parked: unlink it alone
+                    *pp = w.next;
+                    w.next = nullptr;
+                    w.result = io_wake::canceled;
+                    take = true;
+                    break;
+                }
             }
+            if (!take) w.cancel_requested = true;  // not parked yet, or woken already
         }
         if (take) {
             poller::get().unguard(1);
@@ -19399,7 +19500,9 @@ task<> wait_fd(int fd, io_dir dir, context ctx, const char* op) {
     io_wake r;
     {
         desc_ref ref(reg.desc(), reg.gen(), op);
-        r = co_await io_wait_op{reg.desc(), reg.gen(), dir, ctx_or_null(ctx), op};
+        // Sequence 0, as registered: an edge since (EPOLL_CTL_ADD reports
+        // the readiness of the moment) is not lost.
+        r = co_await io_wait_op{reg.desc(), reg.gen(), dir, 0, ctx_or_null(ctx), op};
     }
     check_wake(r, ctx_or_null(ctx), op);
 }
@@ -19729,6 +19832,7 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19737,6 +19841,7 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 
@@ -19750,6 +19855,7 @@ using goro::detail::desc_ref;
 using goro::detail::io_read;
 using goro::detail::io_wait_op;
 using goro::detail::io_write;
+using goro::detail::poller;
 using goro::detail::registered_fd;
 using goro::detail::throw_errno;
 using goro::detail::throw_io;
@@ -19759,6 +19865,44 @@ inline int new_socket(int family, int type, const char* op) {
     int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) throw_errno(std::string(op) + ": socket", errno);
     return fd;
+}
+
+#ifndef TCP_INQ  // Linux 4.18; older headers
+#define TCP_INQ 36
+#define TCP_CM_INQ TCP_INQ
+#endif
+
+/// Asks the kernel to say, with each read, how many bytes stay queued
+/// (TCP_INQ; see recv_inq). Where it cannot, reads never find the socket
+/// drained, and simply do not take the KNOWN EMPTY shortcut.
+inline void enable_inq(const registered_fd& r) noexcept {
+    if (!r.desc()) return;
+    int one = 1;
+    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+}
+
+/// recv(2) by recvmsg, which also brings TCP_INQ's count of the bytes left
+/// queued: `*drained` is true when bytes were read and none are left (see
+/// KNOWN EMPTY in goro/io/poller.hpp; the kernel counts a received FIN as
+/// a byte left).
+inline ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
+    iovec iov{buf, n};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    ssize_t got = ::recvmsg(fd, &m, 0);
+    *drained = false;
+    if (got > 0)
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int left;
+                std::memcpy(&left, CMSG_DATA(c), sizeof left);
+                *drained = left == 0;
+            }
+    return got;
 }
 
 template <class F>
@@ -19781,8 +19925,8 @@ class stream {
 public:
     stream() noexcept = default;
     /// Adopts a connected socket (made non-blocking). Throws io_error.
-    explicit stream(int fd) : r_(fd, "goro::net::stream") {}
-    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) {}
+    explicit stream(int fd) : r_(fd, "goro::net::stream") { detail::enable_inq(r_); }
+    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) { detail::enable_inq(r_); }
 
     /// Reads what is there, up to `n` bytes, waiting until at least one byte
     /// (or the end of the stream) arrives. Returns 0 at the end of the
@@ -19792,13 +19936,21 @@ public:
                                                                                  context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
+        if (n == 0) co_return 0;  // as Go's Read (recv(2) of 0 bytes would wait for data)
         for (;;) {
-            ssize_t got = ::recv(ref.fd(), buf, n, 0);
-            if (got >= 0) co_return static_cast<std::size_t>(got);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), buf, n, &drained);
+                if (got >= 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    co_return static_cast<std::size_t>(got);
+                }
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
+            }
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
     template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
@@ -19818,16 +19970,21 @@ public:
         char* p = static_cast<char*>(buf);
         std::size_t done = 0;
         while (done < n) {
-            ssize_t got = ::recv(ref.fd(), p + done, n - done, 0);
-            if (got > 0) {
-                done += static_cast<std::size_t>(got);
-                continue;
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), p + done, n - done, &drained);
+                if (got > 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    done += static_cast<std::size_t>(got);
+                    continue;
+                }
+                if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
             }
-            if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }
     }
@@ -19847,6 +20004,7 @@ public:
         const char* p = static_cast<const char*>(buf);
         std::size_t done = 0;
         while (done < n) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_write);
             ssize_t put = ::send(ref.fd(), p + done, n - done, MSG_NOSIGNAL);
             if (put >= 0) {
                 done += static_cast<std::size_t>(put);
@@ -19855,7 +20013,7 @@ public:
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }
     }
@@ -19911,12 +20069,14 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
     detail::registered_fd r(detail::new_socket(to.family(), SOCK_STREAM, op), op);
     {
         detail::desc_ref ref(r.desc(), r.gen(), op);
+        std::uint64_t seq = detail::poller::seq(r.desc(), detail::io_write);
         if (::connect(ref.fd(), to.data(), to.size()) != 0) {
             int e = errno;
             if (e != EINPROGRESS && e != EINTR) detail::throw_errno(op + (": " + to.to_string()), e);
             for (;;) {
-                detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, detail::ctx_or_null(ctx), op},
+                detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, seq, detail::ctx_or_null(ctx), op},
                                    detail::ctx_or_null(ctx), op);
+                seq = detail::poller::seq(r.desc(), detail::io_write);
                 socklen_t len = sizeof e;
                 if (::getsockopt(ref.fd(), SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
                 if (e == EINPROGRESS || e == EALREADY || e == EINTR) continue;
@@ -19974,6 +20134,7 @@ public:
         static constexpr const char* op = "goro::net::listener::accept";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
         for (;;) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
             int fd = ::accept4(ref.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd >= 0) {
                 stream s(detail::registered_fd(fd, op));
@@ -19983,7 +20144,7 @@ public:
             const int e = errno;
             if (e == EINTR || e == ECONNABORTED) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
 
@@ -20066,12 +20227,13 @@ public:
         static constexpr const char* op = "goro::net::udp_socket::send_to";
         goro::detail::desc_ref ref(r_.desc(), r_.gen(), op);
         for (;;) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_write);
             ssize_t put = ::sendto(ref.fd(), buf, n, MSG_NOSIGNAL, to.data(), to.size());
             if (put >= 0) co_return;
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(std::string(op) + " " + to.to_string(), e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, seq,
                                                            detail::ctx_or_null(ctx), op},
                                detail::ctx_or_null(ctx), op);
         }
@@ -20091,12 +20253,13 @@ public:
         for (;;) {
             sockaddr_storage ss{};
             socklen_t len = sizeof ss;
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
             ssize_t got = ::recvfrom(ref.fd(), buf, n, 0, reinterpret_cast<sockaddr*>(&ss), &len);
             if (got >= 0) co_return datagram{static_cast<std::size_t>(got), address::from(reinterpret_cast<sockaddr*>(&ss), len)};
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq,
                                                            detail::ctx_or_null(ctx), op},
                                detail::ctx_or_null(ctx), op);
         }

@@ -13,7 +13,8 @@
 //   poll_desc   one per registered descriptor, registered ONCE with epoll,
 //               edge-triggered for every event (EPOLLIN | EPOLLOUT |
 //               EPOLLRDHUP | EPOLLET). Two directions (read, write), each
-//               with a waiter slot and a `ready` flag. Descriptors are
+//               with a list of parked waiters and a readiness sequence
+//               number (`seq`, bumped by each event). Descriptors are
 //               recycled, never freed, and carry a generation number that
 //               the epoll event carries too (its top 16 bits; the address
 //               below): an event or an operation that finds another
@@ -42,28 +43,50 @@
 //               thread still took half the events; with the yield, ~99%
 //               are taken by the workers.
 //
-// EDGE-TRIGGERED READINESS, without a lost wake-up (Go's pdReady)
-//   An event in direction d, under the descriptor's lock: a parked waiter is
-//   taken out and woken; with no waiter, `ready[d]` is set. A task that got
-//   EAGAIN parks under the same lock, unless `ready[d]` is set: then it
-//   clears it and tries the call again. So an edge that arrives between the
-//   EAGAIN and the park is never lost. A stale flag costs one more EAGAIN.
+// EDGE-TRIGGERED READINESS, without a lost wake-up (Go's pdReady, made a count)
+//   An operation reads `seq[d]` BEFORE its system call. An event in
+//   direction d, under the descriptor's lock, bumps `seq[d]` and takes out
+//   and wakes EVERY waiter parked in that direction: with an edge, nobody
+//   can tell which of them the readiness is for (two tasks accepting on one
+//   listener, two reading one stream), so each tries its call again and
+//   parks again on EAGAIN. A task that got EAGAIN parks under the same
+//   lock, unless `seq[d]` has moved since it read it: then it tries the call
+//   again. So an edge that arrives between the system call and the park is
+//   never lost, whoever else is parked or running meanwhile, and a task
+//   parks without a stale flag's extra EAGAIN. (A flag set by an event, as
+//   in Go, is enough for one waiter per direction, which Go's fdMutex
+//   ensures; goro lets several tasks use a descriptor at once.)
+//
+// KNOWN EMPTY: a read that can tell it left nothing behind (a TCP stream's
+//   recvmsg with TCP_INQ: bytes still queued, in a control message) marks
+//   the descriptor drained at the sequence it read before the call
+//   (`rdrained`). The next read that finds the read sequence still there
+//   parks at once, without the read(2) that would say EAGAIN: anything that
+//   arrived since raised an edge, which moved the sequence (an edge already
+//   queued at the draining read is harvested after its sequence was read).
+//   io_wait_op's check under the lock closes the gap between the test and
+//   the park, as for an EAGAIN. A hang-up or error seen by an event
+//   (`rhup`, sticky) turns the shortcut off: the end of a stream is no byte
+//   in the queue, and only a read can report it. Saves one system call per
+//   read that waits (a ping-pong: two per round trip).
 //
 // CLOSING (Go's fdMutex, with a lock instead of a state word)
 //   Every operation holds a reference on its descriptor from its start to its
 //   end (`desc_ref`), so the fd number is never closed under a running
 //   system call (where a new socket could take the number and be read by
-//   mistake). close() marks the descriptor closing and wakes both waiters
-//   (they fail with io_errc::closed); whoever drops the last reference
-//   unregisters and closes the fd and recycles the descriptor (new generation).
+//   mistake). close() marks the descriptor closing and wakes every waiter
+//   of both directions (they fail with io_errc::closed); whoever drops the
+//   last reference unregisters and closes the fd and recycles the
+//   descriptor (new generation).
 //
 // CANCELLATION: an operation given a `goro::context` registers a
 //   std::stop_callback on the context's stop token while it parks; the
-//   callback takes the waiter out under the descriptor's lock and wakes it,
-//   and the operation fails with io_errc::canceled or
-//   io_errc::deadline_exceeded. Nothing was transferred by the wait itself,
-//   so the descriptor stays open and usable (a write_all reports in
-//   io_error::bytes_transferred() what it wrote before it was stopped).
+//   callback takes its own waiter out of its direction's list under the
+//   descriptor's lock (the others stay parked) and wakes it, and the
+//   operation fails with io_errc::canceled or io_errc::deadline_exceeded.
+//   Nothing was transferred by the wait itself, so the descriptor stays open
+//   and usable (a write_all reports in io_error::bytes_transferred() what it
+//   wrote before it was stopped).
 //
 // THREAD SAFETY / LOCKS: a descriptor's lock is a leaf (nothing is taken
 //   under it; tasks are woken after it is released) and is never taken under
@@ -179,10 +202,13 @@ namespace detail {
 enum io_dir : unsigned char { io_read = 0, io_write = 1 };
 enum class io_wake : unsigned char { none, ready, closed, canceled };
 
-/// A parked operation's waiter, inside its awaiter. `result` is written by
-/// the waker before it wakes the task; the rest under the descriptor's lock.
+/// A parked operation's waiter, inside its awaiter (so in the parked task's
+/// frame: a waker reads `next` and `task` before it wakes the task, after
+/// which the waiter may be gone). All fields under the descriptor's lock;
+/// `result` is written by the waker before it wakes the task.
 struct io_waiter {
     task_header* task = nullptr;
+    io_waiter* next = nullptr;  // the direction's list (while parked)
     io_wake result = io_wake::none;
     bool cancel_requested = false;
 };
@@ -193,8 +219,16 @@ struct poll_desc {
     std::uint32_t gen = 0;         // bumped when recycled (the event carries its low 16 bits)
     int refs = 0;                  // operations in progress, plus the owner's
     bool closing = false;
-    bool ready[2] = {false, false};
-    io_waiter* waiter[2] = {nullptr, nullptr};
+    // Bumped under `mu` by each event of the direction; read by an operation
+    // before its system call (see EDGE-TRIGGERED READINESS). 64 bits: never
+    // wraps. Reset to 0 when registered.
+    std::atomic<std::uint64_t> seq[2] = {0, 0};
+    // KNOWN EMPTY: the read sequence at which a read last drained the
+    // descriptor (never, ~0, when registered), and whether an event saw it
+    // hung up or in error (set under `mu` before the sequence moves).
+    std::atomic<std::uint64_t> rdrained{~std::uint64_t{0}};
+    std::atomic<bool> rhup{false};
+    io_waiter* waiter[2] = {nullptr, nullptr};  // heads of the parked waiters' lists
     poll_desc* next_free = nullptr;  // under the poller's free-list lock
 };
 
@@ -224,7 +258,10 @@ public:
             d->fd = fd;
             d->refs = 1;
             d->closing = false;
-            d->ready[0] = d->ready[1] = false;
+            d->seq[0].store(0, std::memory_order_relaxed);
+            d->seq[1].store(0, std::memory_order_relaxed);
+            d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
+            d->rhup.store(false, std::memory_order_relaxed);
             d->waiter[0] = d->waiter[1] = nullptr;
             gen = d->gen;
         }
@@ -244,6 +281,25 @@ public:
         }
         *gen_out = gen;
         return d;
+    }
+
+    /// Direction `dir`'s readiness sequence: read it before the system call
+    /// whose EAGAIN may lead to an io_wait_op, and hand it to that.
+    static std::uint64_t seq(poll_desc* d, io_dir dir) noexcept {
+        return d->seq[dir].load(std::memory_order_acquire);
+    }
+
+    /// KNOWN EMPTY: a read that returned bytes and left none queued marks
+    /// the descriptor drained at `seq`, the read sequence it read before
+    /// its system call.
+    static void mark_drained(poll_desc* d, std::uint64_t seq) noexcept {
+        d->rdrained.store(seq, std::memory_order_relaxed);
+    }
+    /// True when a read would say EAGAIN: the last read drained the
+    /// descriptor and no event came since (`seq` read just before), and
+    /// no hang-up was seen. The caller then waits with io_wait_op{.., seq}.
+    static bool known_empty(poll_desc* d, std::uint64_t seq) noexcept {
+        return d->rdrained.load(std::memory_order_relaxed) == seq && !d->rhup.load(std::memory_order_relaxed);
     }
 
     /// Takes a reference for an operation; false when the descriptor is
@@ -269,23 +325,19 @@ public:
     /// io_errc::closed) and drops the owner's reference. False when it was
     /// closing already (or recycled).
     bool close(poll_desc* d, std::uint32_t gen) noexcept {
-        task_header* wake[2];
+        io_waiter* lists[2];
         std::size_t n = 0;
         bool last;
         {
             std::lock_guard g(d->mu);
             if (d->gen != gen || d->closing) return false;
             d->closing = true;
-            for (io_waiter*& w : d->waiter) {
-                if (!w) continue;
-                w->result = io_wake::closed;
-                wake[n++] = w->task;
-                w = nullptr;
-            }
+            for (int dir = 0; dir < 2; ++dir) n += take_all(d, dir, io_wake::closed, lists + dir);
             last = --d->refs == 0;
         }
         unguard(n);
-        if (n) ready_n(wake, n);
+        task_header* buf[16];
+        wake_all(lists, 2, buf, 16, false);
         if (last) finish_close(d);
         return true;
     }
@@ -332,16 +384,59 @@ private:
             d->fd = -1;
             ++d->gen;  // from here on, events and operations of the old generation are ignored
             d->closing = false;
-            d->ready[0] = d->ready[1] = false;
         }
         ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);  // a dup of fd may live on: unregister explicitly
         ::close(fd);
         put_free(d);
     }
 
-    /// Takes the waiters of `n` events into `wake` (room for 2n); returns how many.
-    std::size_t harvest(const epoll_event* evs, int n, task_header** wake) noexcept {
+    /// Descriptor locked: takes out direction `dir`'s whole list of waiters
+    /// into `*list`, each with `result` set; returns how many there were.
+    static std::size_t take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept {
+        std::size_t n = 0;
+        for (io_waiter* w = d->waiter[dir]; w; w = w->next) {
+            w->result = result;
+            ++n;
+        }
+        *list = d->waiter[dir];
+        d->waiter[dir] = nullptr;
+        return n;
+    }
+
+    /// Wakes the waiters of lists[0, nl) (taken out by take_all, under no
+    /// lock now), handing them to the pool through `buf` (room for `cap`),
+    /// or, with `keep_first`, returns the first task instead of readying it.
+    /// Taken out, a waiter is the waker's alone (a cancel() no longer finds
+    /// it) until its task is readied: so `next` and `task` are read before.
+    static task_header* wake_all(io_waiter* const* lists, std::size_t nl, task_header** buf, std::size_t cap,
+                                 bool keep_first) noexcept {
+        task_header* first = nullptr;
         std::size_t k = 0;
+        for (std::size_t i = 0; i < nl; ++i) {
+            for (io_waiter* w = lists[i]; w;) {
+                task_header* t = w->task;
+                w = w->next;  // before `t` can run (its frame holds the waiter)
+                if (keep_first && !first) {
+                    first = t;
+                    continue;
+                }
+                buf[k++] = t;
+                if (k == cap) {
+                    ready_n(buf, k);
+                    k = 0;
+                }
+            }
+        }
+        if (k) ready_n(buf, k);
+        return first;
+    }
+
+    /// Bumps the sequences of `n` events and takes their waiters' lists into
+    /// `lists` (room for 2n); `*nl` is how many lists, and the result how
+    /// many waiters, uncounted as guards already.
+    std::size_t harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept {
+        std::size_t k = 0;
+        std::size_t l = 0;
         for (int i = 0; i < n; ++i) {
             auto* d = reinterpret_cast<poll_desc*>(static_cast<std::uintptr_t>(evs[i].data.u64 & io_ptr_mask));
             const std::uint32_t gen16 = static_cast<std::uint32_t>(evs[i].data.u64 >> 48);
@@ -350,17 +445,14 @@ private:
             const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
             std::lock_guard g(d->mu);
             if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
+            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
             for (int dir = 0; dir < 2; ++dir) {
                 if (!(dir == io_read ? r : w)) continue;
-                if (io_waiter* wt = d->waiter[dir]) {
-                    d->waiter[dir] = nullptr;
-                    wt->result = io_wake::ready;
-                    wake[k++] = wt->task;
-                } else {
-                    d->ready[dir] = true;
-                }
+                d->seq[dir].fetch_add(1, std::memory_order_release);
+                if (d->waiter[dir]) k += take_all(d, dir, io_wake::ready, lists + l++);
             }
         }
+        *nl = l;
         unguard(k);
         return k;
     }
@@ -378,18 +470,20 @@ private:
         epoll_event evs[max_events];
         int n = ::epoll_wait(p.epfd_, evs, max_events, 0);
         if (n <= 0) return nullptr;
-        task_header* wake[2 * max_events];
-        std::size_t k = p.harvest(evs, n, wake);
-        if (k == 0) return nullptr;
-        if (k > 1) ready_n(wake + 1, k - 1);
-        wake[0]->state.store(task_state::runnable, std::memory_order_relaxed);
-        return wake[0];
+        io_waiter* lists[2 * max_events];
+        std::size_t nl;
+        if (p.harvest(evs, n, lists, &nl) == 0) return nullptr;
+        task_header* buf[max_events];
+        task_header* first = wake_all(lists, nl, buf, max_events, true);
+        first->state.store(task_state::runnable, std::memory_order_relaxed);
+        return first;
     }
 
     void run() noexcept {
         constexpr int max_events = 256;
         epoll_event evs[max_events];
-        std::vector<task_header*> wake(2 * max_events);
+        std::vector<io_waiter*> lists(2 * max_events);
+        std::vector<task_header*> buf(max_events);
         for (;;) {
             // Wait for readiness without taking it (the epoll fd polls
             // readable while events are queued), and when a worker is awake
@@ -409,7 +503,8 @@ private:
                 std::fprintf(stderr, "goro: netpoller: epoll_wait: %s\n", std::strerror(errno));
                 std::abort();
             }
-            if (std::size_t k = harvest(evs, n, wake.data())) ready_n(wake.data(), k);
+            std::size_t nl;
+            if (harvest(evs, n, lists.data(), &nl)) wake_all(lists.data(), nl, buf.data(), buf.size(), false);
         }
     }
 
@@ -488,9 +583,11 @@ private:
     std::uint32_t gen_ = 0;
 };
 
-/// Parks the current task until direction `dir` of `d` is ready (or was
-/// since the last EAGAIN), the descriptor is closed, or `ctx` is done.
-/// The caller holds a desc_ref. Returns why it woke.
+/// Parks the current task until direction `dir` of `d` is ready (an event
+/// since `seq`, the direction's sequence read before the system call that
+/// said EAGAIN), the descriptor is closed, or `ctx` is done. Several tasks
+/// may wait on one descriptor and direction at once. The caller holds a
+/// desc_ref. Returns why it woke.
 struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     using is_goro_awaiter = void;
 
@@ -502,6 +599,7 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     poll_desc* d;
     std::uint32_t gen;
     io_dir dir;
+    std::uint64_t seq;
     const context* ctx;
     const char* op;
     io_waiter w{};
@@ -524,12 +622,12 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
             w.result = io_wake::canceled;
             return false;
         }
-        if (d->ready[dir]) {
-            d->ready[dir] = false;
+        if (d->seq[dir].load(std::memory_order_relaxed) != seq) {  // an edge since the system call
             w.result = io_wake::ready;
             return false;
         }
         park(w.task, h, wait_reason::io_wait);
+        w.next = d->waiter[dir];
         d->waiter[dir] = &w;
         p.guard();
         return true;  // published: from here on a waker may resume the task
@@ -540,16 +638,19 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     }
 
     void cancel() noexcept {
-        bool take;
+        bool take = false;
         {
             std::lock_guard g(d->mu);
-            take = d->waiter[dir] == &w;
-            if (take) {
-                d->waiter[dir] = nullptr;
-                w.result = io_wake::canceled;
-            } else {
-                w.cancel_requested = true;
+            for (io_waiter** pp = &d->waiter[dir]; *pp; pp = &(*pp)->next) {
+                if (*pp == &w) {  // still parked: unlink it alone
+                    *pp = w.next;
+                    w.next = nullptr;
+                    w.result = io_wake::canceled;
+                    take = true;
+                    break;
+                }
             }
+            if (!take) w.cancel_requested = true;  // not parked yet, or woken already
         }
         if (take) {
             poller::get().unguard(1);
@@ -594,7 +695,9 @@ task<> wait_fd(int fd, io_dir dir, context ctx, const char* op) {
     io_wake r;
     {
         desc_ref ref(reg.desc(), reg.gen(), op);
-        r = co_await io_wait_op{reg.desc(), reg.gen(), dir, ctx_or_null(ctx), op};
+        // Sequence 0, as registered: an edge since (EPOLL_CTL_ADD reports
+        // the readiness of the moment) is not lost.
+        r = co_await io_wait_op{reg.desc(), reg.gen(), dir, 0, ctx_or_null(ctx), op};
     }
     check_wake(r, ctx_or_null(ctx), op);
 }

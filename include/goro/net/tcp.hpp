@@ -48,6 +48,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -56,6 +57,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <goro/io/poller.hpp>
@@ -72,6 +74,7 @@ using goro::detail::desc_ref;
 using goro::detail::io_read;
 using goro::detail::io_wait_op;
 using goro::detail::io_write;
+using goro::detail::poller;
 using goro::detail::registered_fd;
 using goro::detail::throw_errno;
 using goro::detail::throw_io;
@@ -81,6 +84,44 @@ inline int new_socket(int family, int type, const char* op) {
     int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) throw_errno(std::string(op) + ": socket", errno);
     return fd;
+}
+
+#ifndef TCP_INQ  // Linux 4.18; older headers
+#define TCP_INQ 36
+#define TCP_CM_INQ TCP_INQ
+#endif
+
+/// Asks the kernel to say, with each read, how many bytes stay queued
+/// (TCP_INQ; see recv_inq). Where it cannot, reads never find the socket
+/// drained, and simply do not take the KNOWN EMPTY shortcut.
+inline void enable_inq(const registered_fd& r) noexcept {
+    if (!r.desc()) return;
+    int one = 1;
+    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+}
+
+/// recv(2) by recvmsg, which also brings TCP_INQ's count of the bytes left
+/// queued: `*drained` is true when bytes were read and none are left (see
+/// KNOWN EMPTY in goro/io/poller.hpp; the kernel counts a received FIN as
+/// a byte left).
+inline ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
+    iovec iov{buf, n};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    ssize_t got = ::recvmsg(fd, &m, 0);
+    *drained = false;
+    if (got > 0)
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int left;
+                std::memcpy(&left, CMSG_DATA(c), sizeof left);
+                *drained = left == 0;
+            }
+    return got;
 }
 
 template <class F>
@@ -103,8 +144,8 @@ class stream {
 public:
     stream() noexcept = default;
     /// Adopts a connected socket (made non-blocking). Throws io_error.
-    explicit stream(int fd) : r_(fd, "goro::net::stream") {}
-    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) {}
+    explicit stream(int fd) : r_(fd, "goro::net::stream") { detail::enable_inq(r_); }
+    explicit stream(detail::registered_fd r) noexcept : r_(std::move(r)) { detail::enable_inq(r_); }
 
     /// Reads what is there, up to `n` bytes, waiting until at least one byte
     /// (or the end of the stream) arrives. Returns 0 at the end of the
@@ -114,13 +155,21 @@ public:
                                                                                  context ctx = {}) {
         static constexpr const char* op = "goro::net::stream::read";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
+        if (n == 0) co_return 0;  // as Go's Read (recv(2) of 0 bytes would wait for data)
         for (;;) {
-            ssize_t got = ::recv(ref.fd(), buf, n, 0);
-            if (got >= 0) co_return static_cast<std::size_t>(got);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), buf, n, &drained);
+                if (got >= 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    co_return static_cast<std::size_t>(got);
+                }
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
+            }
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
     template <int = 0>  // compiled only where used (g++ emits every inline coroutine)
@@ -140,16 +189,21 @@ public:
         char* p = static_cast<char*>(buf);
         std::size_t done = 0;
         while (done < n) {
-            ssize_t got = ::recv(ref.fd(), p + done, n - done, 0);
-            if (got > 0) {
-                done += static_cast<std::size_t>(got);
-                continue;
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
+            if (!detail::poller::known_empty(r_.desc(), seq)) {  // else: EAGAIN for sure
+                bool drained;
+                ssize_t got = detail::recv_inq(ref.fd(), p + done, n - done, &drained);
+                if (got > 0) {
+                    if (drained) detail::poller::mark_drained(r_.desc(), seq);
+                    done += static_cast<std::size_t>(got);
+                    continue;
+                }
+                if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
+                const int e = errno;
+                if (e == EINTR) continue;
+                if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
             }
-            if (got == 0) detail::throw_io(io_errc::eof, std::string(op) + " (" + std::to_string(done) + " of " + std::to_string(n) + " bytes)", done);
-            const int e = errno;
-            if (e == EINTR) continue;
-            if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }
     }
@@ -169,6 +223,7 @@ public:
         const char* p = static_cast<const char*>(buf);
         std::size_t done = 0;
         while (done < n) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_write);
             ssize_t put = ::send(ref.fd(), p + done, n - done, MSG_NOSIGNAL);
             if (put >= 0) {
                 done += static_cast<std::size_t>(put);
@@ -177,7 +232,7 @@ public:
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e, done);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op,
                        done);
         }
     }
@@ -233,12 +288,14 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
     detail::registered_fd r(detail::new_socket(to.family(), SOCK_STREAM, op), op);
     {
         detail::desc_ref ref(r.desc(), r.gen(), op);
+        std::uint64_t seq = detail::poller::seq(r.desc(), detail::io_write);
         if (::connect(ref.fd(), to.data(), to.size()) != 0) {
             int e = errno;
             if (e != EINPROGRESS && e != EINTR) detail::throw_errno(op + (": " + to.to_string()), e);
             for (;;) {
-                detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, detail::ctx_or_null(ctx), op},
+                detail::check_wake(co_await detail::io_wait_op{r.desc(), r.gen(), detail::io_write, seq, detail::ctx_or_null(ctx), op},
                                    detail::ctx_or_null(ctx), op);
+                seq = detail::poller::seq(r.desc(), detail::io_write);
                 socklen_t len = sizeof e;
                 if (::getsockopt(ref.fd(), SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
                 if (e == EINPROGRESS || e == EALREADY || e == EINTR) continue;
@@ -296,6 +353,7 @@ public:
         static constexpr const char* op = "goro::net::listener::accept";
         detail::desc_ref ref(r_.desc(), r_.gen(), op);
         for (;;) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
             int fd = ::accept4(ref.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd >= 0) {
                 stream s(detail::registered_fd(fd, op));
@@ -305,7 +363,7 @@ public:
             const int e = errno;
             if (e == EINTR || e == ECONNABORTED) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq, detail::ctx_or_null(ctx), op}, detail::ctx_or_null(ctx), op);
         }
     }
 

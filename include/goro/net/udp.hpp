@@ -43,12 +43,13 @@ public:
         static constexpr const char* op = "goro::net::udp_socket::send_to";
         goro::detail::desc_ref ref(r_.desc(), r_.gen(), op);
         for (;;) {
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_write);
             ssize_t put = ::sendto(ref.fd(), buf, n, MSG_NOSIGNAL, to.data(), to.size());
             if (put >= 0) co_return;
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(std::string(op) + " " + to.to_string(), e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_write, seq,
                                                            detail::ctx_or_null(ctx), op},
                                detail::ctx_or_null(ctx), op);
         }
@@ -68,12 +69,13 @@ public:
         for (;;) {
             sockaddr_storage ss{};
             socklen_t len = sizeof ss;
+            const std::uint64_t seq = detail::poller::seq(r_.desc(), detail::io_read);
             ssize_t got = ::recvfrom(ref.fd(), buf, n, 0, reinterpret_cast<sockaddr*>(&ss), &len);
             if (got >= 0) co_return datagram{static_cast<std::size_t>(got), address::from(reinterpret_cast<sockaddr*>(&ss), len)};
             const int e = errno;
             if (e == EINTR) continue;
             if (e != EAGAIN && e != EWOULDBLOCK) detail::throw_errno(op, e);
-            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read,
+            detail::check_wake(co_await detail::io_wait_op{r_.desc(), r_.gen(), detail::io_read, seq,
                                                            detail::ctx_or_null(ctx), op},
                                detail::ctx_or_null(ctx), op);
         }
