@@ -148,9 +148,14 @@ inline constexpr std::uint32_t runq_capacity = 256;
 /// pool's start, so parking reads no clock. A dump shows minutes; 10 ms is
 /// plenty. The wait profile compares it at a wake on a worker to find long
 /// waits (wait_profile.hpp, LONG WAITS). A constinit global, not a
-/// function's static: reading it checks no guard.
-inline constinit std::atomic<std::int64_t> g_parked_clock{0};
-[[gnu::always_inline]] inline std::atomic<std::int64_t>& parked_clock() noexcept { return g_parked_clock; }
+/// function's static: reading it checks no guard. A cache line of its own:
+/// every worker's wake-up writes it, and the globals that would share its
+/// line (the wait profile's rate and clock offset) are read at every wake.
+struct alignas(cache_line) parked_clock_line {
+    std::atomic<std::int64_t> t{0};
+};
+inline constinit parked_clock_line g_parked_clock{};
+[[gnu::always_inline]] inline std::atomic<std::int64_t>& parked_clock() noexcept { return g_parked_clock.t; }
 
 /// A worker's local run queue: single producer (the owner), many consumers.
 class local_runq {

@@ -1,18 +1,20 @@
 // goro/core/wait_profile.hpp — where tasks wait, and for how long: Go's block profile.
 //
 //   goro::set_wait_profile_rate(1);     // record every wait (Go's SetBlockProfileRate(1))
-//   goro::set_wait_profile_rate();      // or one wait in default_wait_profile_rate: cheap enough to leave on
+//   goro::set_wait_profile_rate();      // or one wait in default_wait_profile_rate (and every wait of
+//                                       // 100 ms or more): cheap enough to leave on
 //   ...
 //   auto entries = goro::wait_profile_buckets();   // or /debug/pprof/block
 //   goro::set_wait_profile_rate(0);     // off (the default)
 //
 // WHAT IS RECORDED. When a parked task is made runnable again (scheduler
-// ready(), ready_n()), the wait it ends is added to the bucket of its stack
+// ready(), ready_n(), or the poller's poll_now(), which hands the worker an
+// I/O waiter to run next), the wait it ends is added to the bucket of its stack
 // (the sites of its frames, leaf first: the leaf is the co_await it waited
 // at) and its wait reason ("chan receive", "select", ...): one more wait, its
 // time added to the total, and to a histogram of 16 buckets (< 1 µs, then
 // powers of 4 from 1 µs: < 4 µs, < 16 µs, ... , ≥ 268 s). A task that is
-// cancelled or wakes some other way than ready() is not recorded.
+// cancelled or wakes some other way than these is not recorded.
 //
 // RATE: 0 is off; 1 records every wait; n > 1 records one wait in n and
 // counts it n times, so the totals stay unbiased. Each thread counts its
@@ -64,7 +66,8 @@
 // COST. Off: park() and ready() each do one relaxed load of the rate and a
 // branch not taken (the only lines this header adds to core/scheduler.hpp:
 // in park(), which calls wait_profile_park_time() when the rate is not 0; in
-// scheduler::ready() and ready_n(), which call wait_profile_wake() first).
+// scheduler::ready() and ready_n(), which call wait_profile_wake() first;
+// and io/poller.hpp's poll_now()).
 // A sampled park is marked by an odd since_ns (the precise clock with its
 // lowest bit set; the coarse clock that other parks store has its lowest bit
 // cleared). On, a park not sampled costs a decrement and two compares, its
@@ -240,6 +243,7 @@ inline constinit thread_local std::int64_t wait_countdown = 0;
         wait_countdown = c;
         return coarse;
     }
+    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
     return wait_park_sample(c, rate, coarse);
 }
 

@@ -382,6 +382,10 @@ private:
         std::size_t k = p.harvest(evs, n, wake);
         if (k == 0) return nullptr;
         if (k > 1) ready_n(wake + 1, k - 1);
+        // Not through ready() (this worker runs it next): its wait is
+        // recorded here (core/wait_profile.hpp; on a worker, so the parked clock).
+        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+            wait_profile_wake(wake[0], rate, parked_clock().load(std::memory_order_relaxed));
         wake[0]->state.store(task_state::runnable, std::memory_order_relaxed);
         return wake[0];
     }
