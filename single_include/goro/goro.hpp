@@ -2754,7 +2754,15 @@ private:
 // the noise; ~2 % by the per-wait cost). spawn_join: no difference (its tasks
 // do not park). So recording every wait cannot stay within 5 % of a
 // ~100 ns hand-off: default_wait_profile_rate (100) does, and is the rate
-// set_wait_profile_rate() sets with no argument.
+// set_wait_profile_rate() sets with no argument. With the long-wait test and
+// the random countdowns (the same VM, far more loaded: load average 20 to
+// 30 on 2 cores; medians of 11 runs, alternating with the code before):
+// off 198 ns before, 219 after (the same code: the noise); rate 100 221
+// before, 219 after; rate 1 308 before, 431 after. CPU time per round trip
+// (user + sys, medians of 9): off 55 / 62, rate 100 66 / 69, rate 1 81 /
+// 108. The rate 1 difference is in park()'s TSC read, whose code is the
+// same as before (perf puts ~7x the samples on it): to measure again on a
+// quiet machine.
 //
 // MEMORY BOUND: per thread that has recorded (tables are reused after their
 // thread exits, so: per thread alive at once), at most 256 buckets, each with
