@@ -10,6 +10,7 @@
 // close ends one more.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -169,7 +170,14 @@ TEST_CASE("a rate n records one wait in n and counts it n times", "[block_profil
     const auto bs = goro::wait_profile_buckets();
     if (const auto* b = consumer_bucket(bs)) {
         const auto seen = std::accumulate(b->histogram.begin(), b->histogram.end(), std::uint64_t(0));
-        CHECK(b->count == double(3 * seen));  // each recorded wait stands for 3
+        // Each recorded wait stands for 3, but one of 100 ms or more (a
+        // stall under load: the test waits for each park) is recorded even
+        // when not sampled, and counted once: count = 3 x short + long,
+        // seen = short + long.
+        INFO("count " << b->count << ", recorded " << seen);
+        CHECK(b->count >= double(seen));
+        CHECK(b->count <= double(3 * seen));
+        CHECK(std::fmod(b->count - double(seen), 2.0) == 0);
         CHECK(seen <= 12);
     }
     // Parks not sampled keep the coarse clock with its lowest bit clear.

@@ -1,7 +1,9 @@
 // The wait profile's own structure (goro/core/wait_profile.hpp): per-thread
 // tables merged when read, tables of threads that exit kept (and reused),
-// reset as a new zero, the calibrated clock, and reads racing records (for
-// TSan). What one wait adds and the Go formats are in test_block_profile.cpp.
+// reset as a new zero, the calibrated clock, reads racing records (for
+// TSan), long waits kept whatever the rate, and the sampling countdown's
+// random start. What one wait adds and the Go formats are in
+// test_block_profile.cpp.
 //
 // Waits are made deterministic as there: a consumer task receives from a
 // channel in a loop, and each value is sent only once it is parked; the
@@ -9,6 +11,7 @@
 // record) happens on that thread.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -76,17 +79,34 @@ void send_parked(goro::channel<int>& ch, int v) {
     REQUIRE(ch.try_send(v) == goro::send_status::sent);
 }
 
-double consumer_count(const std::vector<goro::detail::wait_bucket>& bs, std::size_t* buckets = nullptr) {
-    double n = 0;
+double consumer_count(const std::vector<goro::detail::wait_bucket>& bs, std::size_t* buckets = nullptr,
+                      double* delay_ns = nullptr) {
+    double n = 0, delay = 0;
     std::size_t k = 0;
     for (const auto& b : bs)
         if (!b.stack.empty() && std::string(b.stack[0].function_name()).find("wp_recv_one") != std::string::npos) {
             n += b.count;
+            delay += b.delay_ns;
             ++k;
             CHECK(double(std::accumulate(b.histogram.begin(), b.histogram.end(), std::uint64_t(0))) == b.count);
         }
     if (buckets) *buckets = k;
+    if (delay_ns) *delay_ns = delay;
     return n;
+}
+
+/// While alive, every wake's clock reads `ns` later (the test hook of LONG WAITS).
+struct clock_offset {
+    explicit clock_offset(std::int64_t ns) { goro::detail::wait_clock_offset_ns.store(ns); }
+    ~clock_offset() { goro::detail::wait_clock_offset_ns.store(0); }
+};
+
+/// Calls wait_profile_park_time(rate) until it samples a park (an odd
+/// since): how many calls that took, at most `limit`.
+std::int64_t parks_until_sampled(std::int64_t rate, std::int64_t limit) {
+    for (std::int64_t i = 1; i <= limit; ++i)
+        if (goro::detail::wait_profile_park_time(0, rate) & 1) return i;
+    return limit + 1;
 }
 
 }  // namespace
@@ -182,6 +202,105 @@ TEST_CASE("reads and resets race records without a data race", "[wait_profile]")
     done = true;
     reader.join();
     REQUIRE(goro_test::tasks_drained(baseline));
+}
+
+TEST_CASE("at rate 100 every long wait is recorded, and counted once", "[wait_profile]") {
+    profile_on on(100);
+    const std::int64_t baseline = goro::num_goroutines();
+    goro::channel<int> ch;
+    goro::go(wp_consumer(ch), {.name = "wp_consumer"});
+    // Each wait looks one second long (the clock offset is set while the
+    // consumer is parked, and cleared once it has parked again). Half are
+    // ended from a plain thread (try_send: CLOCK_MONOTONIC_COARSE at the
+    // wake), half from a task on a worker (the parked clock at the wake).
+    constexpr int waits = 6;
+    for (int i = 0; i < waits; ++i) {
+        REQUIRE(goro_test::eventually([] { return goro_test::parked_count("wp_consumer") == 1; }));
+        clock_offset later(1'000'000'000);
+        if (i % 2) REQUIRE(ch.try_send(i) == goro::send_status::sent);
+        else goro::block_on(ch.send(i));
+        REQUIRE(goro_test::eventually([] { return goro_test::parked_count("wp_consumer") == 1; }));
+    }
+    double delay = 0;
+    CHECK(consumer_count(goro::wait_profile_buckets(), nullptr, &delay) == waits);  // each once, none lost, none x100
+    CHECK(delay >= waits * 1e9);
+
+    // A real wait of 150 ms, no offset: recorded, once.
+    goro::reset_wait_profile();
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    REQUIRE(ch.try_send(99) == goro::send_status::sent);
+    REQUIRE(goro_test::eventually([] { return goro_test::parked_count("wp_consumer") == 1; }));
+    CHECK(consumer_count(goro::wait_profile_buckets(), nullptr, &delay) == 1);
+    CHECK(delay >= 100e6);
+
+    ch.close();
+    REQUIRE(goro_test::tasks_drained(baseline));
+}
+
+TEST_CASE("at rate 100 short waits are still sampled, and counted 100 times", "[wait_profile]") {
+    profile_on on(100);
+    const std::int64_t baseline = goro::num_goroutines();
+    goro::channel<int> ping, pong;
+    goro::go(wp_echo(ping, pong));
+    goro::block_on(wp_pinger(ping, pong));  // up to 4000 parks, ~40 sampled
+    double count = 0, seen = 0;
+    for (const auto& b : goro::wait_profile_buckets())
+        if (!b.stack.empty() && (std::string(b.stack[0].function_name()).find("wp_echo") != std::string::npos ||
+                                 std::string(b.stack[0].function_name()).find("wp_pinger") != std::string::npos)) {
+            count += b.count;
+            seen += double(std::accumulate(b.histogram.begin(), b.histogram.end(), std::uint64_t(0)));
+        }
+    INFO("count " << count << ", recorded " << seen);
+    CHECK(seen >= 1);
+    CHECK(seen <= 400);       // not every wait: one in 100 (and any of 100 ms or more, none here unless stalled)
+    CHECK(count >= 100);      // a short one stands for 100
+    CHECK(count <= 100 * seen);
+    REQUIRE(goro_test::tasks_drained(baseline));
+}
+
+TEST_CASE("each thread's sampling countdown starts at random, and a lower rate applies at once", "[wait_profile]") {
+    // The first sampled park of each of 16 new threads at rate 100: between
+    // the 1st and the 199th park (countdowns are drawn from 1 to 2n - 1),
+    // and not the same for all (a countdown that started at n, or at 0,
+    // would sample in lockstep).
+    std::vector<std::int64_t> first(16);
+    for (auto& f : first) std::thread([&f] { f = parks_until_sampled(100, 1000); }).join();
+    INFO("first sampled park of each thread: " << Catch::Detail::stringify(first));
+    for (std::int64_t f : first) {
+        CHECK(f >= 1);
+        CHECK(f <= 199);
+    }
+    CHECK(std::count(first.begin(), first.end(), first[0]) < std::int64_t(first.size()));
+
+    // The countdowns: from 1 to 2n - 1, mean n.
+    std::int64_t lo = 1'000'000, hi = 0, sum = 0;
+    for (int i = 0; i < 10000; ++i) {
+        const std::int64_t c = goro::detail::wait_sample_interval(100);
+        lo = std::min(lo, c);
+        hi = std::max(hi, c);
+        sum += c;
+    }
+    CHECK(lo >= 1);
+    CHECK(hi <= 199);
+    CHECK(hi > lo);
+    CHECK(sum / 10000.0 > 90);
+    CHECK(sum / 10000.0 < 110);
+    CHECK(goro::detail::wait_sample_interval(1) == 1);
+
+    // Lowering the rate: a thread whose countdown was drawn at 2^30 samples
+    // within 3 parks at rate 2 (it does not finish the old countdown).
+    std::int64_t after = 0;
+    std::thread([&] {
+        (void)parks_until_sampled(std::int64_t(1) << 30, 1);
+        after = parks_until_sampled(2, 1000);
+    }).join();
+    CHECK(after >= 1);
+    CHECK(after <= 3);
+
+    // Rate 1 samples every park.
+    std::thread([] {
+        for (int i = 0; i < 5; ++i) CHECK(parks_until_sampled(1, 1) == 1);
+    }).join();
 }
 
 }  // namespace tests_wait_profile

@@ -160,12 +160,18 @@ namespace detail {
 inline constexpr std::uint32_t runq_capacity = 256;
 
 /// The time a parking task records: the coarse clock as of the last monitor
-/// tick (every 10 ms while the pool is busy) or the last worker wake-up, so
-/// parking reads no clock. A dump shows minutes; 10 ms is plenty.
-inline std::atomic<std::int64_t>& parked_clock() noexcept {
-    static std::atomic<std::int64_t> t{coarse_now_ns()};
-    return t;
-}
+/// tick (every 10 ms while the pool is busy), the last worker wake-up or the
+/// pool's start, so parking reads no clock. A dump shows minutes; 10 ms is
+/// plenty. The wait profile compares it at a wake on a worker to find long
+/// waits (wait_profile.hpp, LONG WAITS). A constinit global, not a
+/// function's static: reading it checks no guard. A cache line of its own:
+/// every worker's wake-up writes it, and the globals that would share its
+/// line (the wait profile's rate and clock offset) are read at every wake.
+struct alignas(cache_line) parked_clock_line {
+    std::atomic<std::int64_t> t{0};
+};
+inline constinit parked_clock_line g_parked_clock{};
+[[gnu::always_inline]] inline std::atomic<std::int64_t>& parked_clock() noexcept { return g_parked_clock.t; }
 
 /// A worker's local run queue: single producer (the owner), many consumers.
 class local_runq {
@@ -381,6 +387,7 @@ class scheduler {
 public:
     explicit scheduler(unsigned nworkers)
         : timers_(&scheduler::tick_thunk, this), asym_fence_(asym_fence_available()) {
+        parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);  // before any task can park
         if (nworkers == 0) nworkers = 1;
         workers_.resize(worker_capacity(nworkers));
         for (unsigned i = 0; i < nworkers; ++i) make_worker(i);
@@ -464,10 +471,10 @@ public:
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
     [[gnu::always_inline]] void ready(task_header* t) noexcept {
-        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
-            if (wait_sampled(t)) record_wait(t);
-        t->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
+        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+            wait_profile_wake(t, rate, wake_clock(w));  // wait_profile.hpp
+        t->state.store(task_state::runnable, std::memory_order_relaxed);
         // An empty slot is filled with a plain store: a thief only ever
         // exchanges a non-null value out, so none can be lost or doubled.
         // (One locked instruction less per hand-off: half of ping-pong.)
@@ -476,6 +483,16 @@ public:
     }
 
 private:
+    /// The coarse clock at a wake, for the wait profile's long-wait test: on
+    /// a worker of this pool the parked clock (a tick old at most, as the
+    /// pool is busy); elsewhere the pool may be idle and its clock stale, so
+    /// CLOCK_MONOTONIC_COARSE (such a wake goes through the global queue).
+    std::int64_t wake_clock(const worker* w) const noexcept {
+        if (w && w->sched == this) [[likely]]
+            return parked_clock().load(std::memory_order_relaxed);
+        return coarse_now_ns();
+    }
+
     [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
         if (w && w->sched == this) {
             task_header* old = w->slots.swap_next(t);
@@ -499,11 +516,12 @@ public:
             ready(ts[0]);
             return;
         }
-        if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]]  // wait_profile.hpp
-            for (std::size_t i = 0; i < n; ++i)
-                if (wait_sampled(ts[i])) record_wait(ts[i]);
-        for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         worker* w = tls_worker;
+        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]] {
+            const std::int64_t now = wake_clock(w);  // wait_profile.hpp
+            for (std::size_t i = 0; i < n; ++i) wait_profile_wake(ts[i], rate, now);
+        }
+        for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
         const bool local = w && w->sched == this;
         if (local) {
             for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
@@ -1355,7 +1373,8 @@ inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) 
     t->wait_reason.store(reason, std::memory_order_relaxed);
     // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
     std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
-    if (wait_profile_rate_ns.load(std::memory_order_relaxed)) [[unlikely]] since = wait_profile_park_time(since);
+    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+        since = wait_profile_park_time(since, rate);
     t->since_ns.store(since, std::memory_order_relaxed);
     t->state.store(task_state::waiting, std::memory_order_relaxed);
 }

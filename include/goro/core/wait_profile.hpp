@@ -1,24 +1,46 @@
 // goro/core/wait_profile.hpp — where tasks wait, and for how long: Go's block profile.
 //
 //   goro::set_wait_profile_rate(1);     // record every wait (Go's SetBlockProfileRate(1))
-//   goro::set_wait_profile_rate();      // or one wait in default_wait_profile_rate: cheap enough to leave on
+//   goro::set_wait_profile_rate();      // or one wait in default_wait_profile_rate (and every wait of
+//                                       // 100 ms or more): cheap enough to leave on
 //   ...
 //   auto entries = goro::wait_profile_buckets();   // or /debug/pprof/block
 //   goro::set_wait_profile_rate(0);     // off (the default)
 //
 // WHAT IS RECORDED. When a parked task is made runnable again (scheduler
-// ready(), ready_n()), the wait it ends is added to the bucket of its stack
+// ready(), ready_n(), or the poller's poll_now(), which hands the worker an
+// I/O waiter to run next), the wait it ends is added to the bucket of its stack
 // (the sites of its frames, leaf first: the leaf is the co_await it waited
 // at) and its wait reason ("chan receive", "select", ...): one more wait, its
 // time added to the total, and to a histogram of 16 buckets (< 1 µs, then
 // powers of 4 from 1 µs: < 4 µs, < 16 µs, ... , ≥ 268 s). A task that is
-// cancelled or wakes some other way than ready() is not recorded.
+// cancelled or wakes some other way than these is not recorded.
 //
-// RATE: 0 is off; 1 records every wait; n > 1 records one wait in n (each
-// thread counts its parks down from n) and counts it n times, so the totals
-// stay unbiased. (Go's SetBlockProfileRate takes nanoseconds and samples by
-// the wait's length, which needs the clock read at every park; a count
-// keeps the parks that are not sampled at the cost of a decrement.)
+// RATE: 0 is off; 1 records every wait; n > 1 records one wait in n and
+// counts it n times, so the totals stay unbiased. Each thread counts its
+// parks down from a random start, and draws each next countdown at random
+// from 1 to 2n - 1 (mean n): threads do not sample in lockstep, and a thread
+// whose parks alternate between sites (A, B, A, B) samples both, which a
+// fixed period of n would not. Lowering the rate applies at the next park (a
+// countdown longer than the new rate allows is drawn again). (Go's
+// SetBlockProfileRate takes nanoseconds and samples by the wait's length,
+// which needs the clock read at every park; a count keeps the parks that are
+// not sampled at the cost of a decrement.)
+//
+// LONG WAITS. A wait of wait_profile_long_wait_ns (100 ms) or more is always
+// recorded, sampled or not, and counted once: a rare long wait, the one a
+// block profile is read for, is never lost to sampling (Go keeps every wait
+// longer than its rate too). Where the park was not sampled, its length is
+// the coarse clock's: park() stores the scheduler's parked clock (a tick
+// old, at most ~10 ms), and the wake compares it with the same clock on a
+// worker (one load) or CLOCK_MONOTONIC_COARSE elsewhere (a vDSO read, where
+// the wake goes through the global queue anyway). A sampled wait is timed
+// with the precise clock and counted once if that long, n times if not. So
+// the boundary is fuzzy by a tick: a wait within ~10 ms of 100 ms may count
+// as long or short. A long wait that began before the profile was turned on
+// is recorded when it ends (as Go records a wait when it ends).
+// detail::wait_clock_offset_ns (0; tests only) is added to the clock read
+// at every wake, to make a wait look long without sleeping.
 //
 // PER-THREAD TABLES. Each thread that wakes tasks records into its own table
 // (found through one thread_local pointer): no lock and no read-modify-write
@@ -44,12 +66,15 @@
 // COST. Off: park() and ready() each do one relaxed load of the rate and a
 // branch not taken (the only lines this header adds to core/scheduler.hpp:
 // in park(), which calls wait_profile_park_time() when the rate is not 0; in
-// scheduler::ready() and ready_n(), which call record_wait() for a sampled
-// park first). A sampled park is marked by an odd since_ns (the precise clock
-// with its lowest bit set; the coarse clock that other parks store has its
-// lowest bit cleared). On, a park not sampled costs a decrement, its wake a
-// test of since_ns; a sampled wait costs two clock reads, a walk of the
-// task's frames and a probe of the thread's table. Measured on a loaded
+// scheduler::ready() and ready_n(), which call wait_profile_wake() first;
+// and io/poller.hpp's poll_now()).
+// A sampled park is marked by an odd since_ns (the precise clock with its
+// lowest bit set; the coarse clock that other parks store has its lowest bit
+// cleared). On, a park not sampled costs a decrement and two compares, its
+// wake a test of since_ns and, for the long-wait test, a load of the parked
+// clock and of the offset, a subtraction and a compare (on a worker); a
+// sampled or long wait costs two clock reads, a walk of the task's frames
+// and a probe of the thread's table. Measured on a loaded
 // 2-core VM whose TSC read costs ~40 ns (a hardware one costs ~10): per
 // park and wake, 1.1 ns off, ~100 ns at rate 1 (the two clock reads are
 // most of it), ~2 ns at rate 100, ~1.5 ns at rate 1000. chan_pingpong_unbuffered
@@ -59,7 +84,15 @@
 // the noise; ~2 % by the per-wait cost). spawn_join: no difference (its tasks
 // do not park). So recording every wait cannot stay within 5 % of a
 // ~100 ns hand-off: default_wait_profile_rate (100) does, and is the rate
-// set_wait_profile_rate() sets with no argument.
+// set_wait_profile_rate() sets with no argument. With the long-wait test and
+// the random countdowns (the same VM, far more loaded: load average 20 to
+// 30 on 2 cores; medians of 11 runs, alternating with the code before):
+// off 198 ns before, 219 after (the same code: the noise); rate 100 221
+// before, 219 after; rate 1 308 before, 431 after. CPU time per round trip
+// (user + sys, medians of 9): off 55 / 62, rate 100 66 / 69, rate 1 81 /
+// 108. The rate 1 difference is in park()'s TSC read, whose code is the
+// same as before (perf puts ~7x the samples on it): to measure again on a
+// quiet machine.
 //
 // MEMORY BOUND: per thread that has recorded (tables are reused after their
 // thread exits, so: per thread alive at once), at most 256 buckets, each with
@@ -94,9 +127,13 @@ namespace goro {
 
 namespace detail {
 
-/// The rate: 0 off (see RATE above). Read on every park and wake: constinit,
-/// so no guard variable is checked.
-inline constinit std::atomic<std::int64_t> wait_profile_rate_ns{0};
+/// The rate, a count n (one park in n; see RATE above), 0 off. Read on every
+/// park and wake: constinit, so no guard variable is checked.
+inline constinit std::atomic<std::int64_t> wait_profile_rate_n{0};
+
+/// Tests only: added to the clock read at every wake (see LONG WAITS), so a
+/// wait can look long without lasting long. 0 otherwise.
+inline constinit std::atomic<std::int64_t> wait_clock_offset_ns{0};
 
 // ---- The clock (see CLOCK above).
 
@@ -167,20 +204,59 @@ inline void wait_clock_calibrate() noexcept {
 #endif
 }
 
-/// park()'s since_ns while the rate is not 0: `coarse` (its lowest bit
-/// cleared) for a park not sampled, the precise clock with the lowest bit
-/// set for one that is (see RATE).
-inline std::int64_t wait_profile_park_time(std::int64_t coarse) noexcept {
-    static thread_local constinit std::int64_t countdown = 0;
-    if (--countdown > 0) return coarse;
-    countdown = wait_profile_rate_ns.load(std::memory_order_relaxed);
+/// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
+/// a thread's next sampled one (see RATE). The generator is per thread
+/// (xorshift64*), seeded at its first draw from its address and the clock.
+[[gnu::noinline]] inline std::int64_t wait_sample_interval(std::int64_t rate) noexcept {
+    if (rate <= 1) return 1;
+    static thread_local constinit std::uint64_t x = 0;
+    if (x == 0) {
+        std::uint64_t z = reinterpret_cast<std::uintptr_t>(&x) ^ static_cast<std::uint64_t>(now_ns());
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;  // splitmix64's finaliser
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        x = (z ^ (z >> 31)) | 1;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    const std::uint64_t r = x * 0x2545f4914f6cdd1dull;
+    const std::uint64_t span = 2 * static_cast<std::uint64_t>(rate) - 1;
+    return 1 + static_cast<std::int64_t>((r >> 1) % span);
+}
+
+/// A thread's parks left until it samples one; 0 before its first park
+/// with the profile on.
+inline constinit thread_local std::int64_t wait_countdown = 0;
+
+/// The part of wait_profile_park_time() that runs once in `rate` parks: the
+/// countdown `c` reached 0 (sample this park), or was never started (c < 0)
+/// or is longer than `rate` allows (it was drawn at a higher rate): draw it
+/// again, and sample this park if the draw is 1.
+[[gnu::noinline]] inline std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate,
+                                                       std::int64_t coarse) noexcept {
+    if (c != 0 && (c = wait_sample_interval(rate) - 1) > 0) {
+        wait_countdown = c;
+        return coarse;
+    }
+    wait_countdown = wait_sample_interval(rate);
     return wait_now_ns() | 1;
 }
 
-/// Whether `t`'s park was sampled (see wait_profile_park_time).
-inline bool wait_sampled(const task_header* t) noexcept {
-    return (t->since_ns.load(std::memory_order_relaxed) & 1) != 0;
+/// park()'s since_ns while the rate (`rate`, > 0) is on: `coarse` (its lowest
+/// bit cleared) for a park not sampled, the precise clock with the lowest bit
+/// set for one that is (see RATE).
+[[gnu::always_inline]] inline std::int64_t wait_profile_park_time(std::int64_t coarse, std::int64_t rate) noexcept {
+    const std::int64_t c = wait_countdown - 1;
+    if (c > 0 && (c >> 1) < rate) [[likely]] {  // c < 2 * rate, without overflow
+        wait_countdown = c;
+        return coarse;
+    }
+    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
+    return wait_park_sample(c, rate, coarse);
 }
+
+/// A wait this long or longer is always recorded, and counted once (see LONG WAITS).
+inline constexpr std::int64_t wait_profile_long_wait_ns = 100'000'000;
 
 inline constexpr std::size_t wait_histogram_buckets = 16;
 inline constexpr std::size_t wait_max_frames = 32;
@@ -344,15 +420,20 @@ struct wait_table_release {
     }
 }
 
-/// Adds the wait that `t` is ending to its bucket. Called by ready() before
-/// the task is made runnable (so its frames cannot change meanwhile), only
-/// while the rate is not 0.
-[[gnu::noinline]] inline void record_wait(task_header* t) noexcept {
-    const std::int64_t rate = wait_profile_rate_ns.load(std::memory_order_relaxed);
-    if (rate <= 0 || t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
-    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
-    if (!(since & 1)) return;  // not a sampled park
-    std::int64_t d = wait_now_ns() - (since & ~std::int64_t(1));
+/// Adds the wait that `t` is ending to its bucket: `since` is its since_ns
+/// (the precise clock, odd, for a sampled park: timed here; else the coarse
+/// clock, and `coarse_d` the wait's coarse length, which the caller found
+/// long). Called by wait_profile_wake() (ready(), ready_n()) before the task
+/// is made runnable, so its frames cannot change meanwhile.
+[[gnu::noinline]] inline void record_wait(task_header* t, std::int64_t rate, std::int64_t since,
+                                          std::int64_t coarse_d) noexcept {
+    if (t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
+    std::int64_t d = coarse_d;
+    std::uint64_t weight = 1;  // a long wait counts once
+    if (since & 1) {
+        d = wait_now_ns() + wait_clock_offset_ns.load(std::memory_order_relaxed) - (since & ~std::int64_t(1));
+        if (d < wait_profile_long_wait_ns) weight = static_cast<std::uint64_t>(rate);
+    }
     if (d < 0) d = 0;
     const char* reason = t->wait_reason.load(std::memory_order_relaxed);
     std::uint64_t words[wait_max_frames];  // (not sites: no constructor to run)
@@ -366,7 +447,19 @@ struct wait_table_release {
     wait_table* tab = tl_wait_table;
     if (!tab && !(tab = make_wait_table())) return;
     wait_cell* c = tab->find(reason, t->leaf, words, n, h);
-    (c ? *c : tab->other).add(static_cast<std::uint64_t>(rate), d);
+    (c ? *c : tab->other).add(weight, d);
+}
+
+/// What ready() and ready_n() do for a task `t` they wake while the rate
+/// (`rate`) is on: record its wait when its park was sampled or when, by the
+/// coarse clock, it was long. `coarse_now` is the coarse clock at the wake
+/// (see LONG WAITS: the caller's parked clock on a worker).
+[[gnu::always_inline]] inline void wait_profile_wake(task_header* t, std::int64_t rate,
+                                                     std::int64_t coarse_now) noexcept {
+    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
+    const std::int64_t d = coarse_now + wait_clock_offset_ns.load(std::memory_order_relaxed) - since;
+    if ((since & 1) || d >= wait_profile_long_wait_ns) [[unlikely]]
+        record_wait(t, rate, since, d);
 }
 
 }  // namespace detail
@@ -376,16 +469,20 @@ struct wait_table_release {
 /// within 5 %; rate 1 does not).
 inline constexpr std::int64_t default_wait_profile_rate = 100;
 
-/// Turns the wait profile on (1: every wait; n: one in n, see RATE) or off
-/// (0), like Go's runtime.SetBlockProfileRate. What was recorded is kept
-/// (reset_wait_profile clears it). The first call that turns it on
-/// calibrates the clock (about 2 ms, see CLOCK).
-inline void set_wait_profile_rate(std::int64_t rate_ns = default_wait_profile_rate) noexcept {
-    if (rate_ns > 0) detail::wait_clock_calibrate();
-    detail::wait_profile_rate_ns.store(rate_ns < 0 ? 0 : rate_ns, std::memory_order_relaxed);
+/// Turns the wait profile on (1: every wait; n: one in n, a count, not
+/// nanoseconds, see RATE; waits of 100 ms or more always, see LONG WAITS)
+/// or off (0), like Go's runtime.SetBlockProfileRate. What was recorded is
+/// kept (reset_wait_profile clears it). The first call that turns it on
+/// calibrates the clock (about 2 ms, see CLOCK). Rates above 2^40 are taken
+/// as 2^40.
+inline void set_wait_profile_rate(std::int64_t rate_n = default_wait_profile_rate) noexcept {
+    if (rate_n > 0) detail::wait_clock_calibrate();
+    constexpr std::int64_t max_rate = std::int64_t(1) << 40;
+    detail::wait_profile_rate_n.store(rate_n < 0 ? 0 : rate_n > max_rate ? max_rate : rate_n,
+                                      std::memory_order_relaxed);
 }
 inline std::int64_t wait_profile_rate() noexcept {
-    return detail::wait_profile_rate_ns.load(std::memory_order_relaxed);
+    return detail::wait_profile_rate_n.load(std::memory_order_relaxed);
 }
 
 /// Forgets every recorded wait (of every thread: what each has recorded so

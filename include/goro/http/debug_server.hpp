@@ -276,7 +276,8 @@ inline void register_default_routes(debug_server& server) {
     server.add_profile(debug_profile{
         "block",
         "Where tasks waited and for how long (the wait profile). Off by default: turn it on with "
-        "goro::set_wait_profile_rate() (one wait in 100; 1 records every wait). Use debug=1 for text.",
+        "goro::set_wait_profile_rate() (one wait in 100, and every wait of 100 ms or more; 1 records every "
+        "wait). Use debug=1 for text.",
         [] { return static_cast<std::int64_t>(wait_profile_buckets().size()); },
         detail::serve_block_profile,
     });

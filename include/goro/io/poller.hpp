@@ -475,6 +475,10 @@ private:
         if (p.harvest(evs, n, lists, &nl) == 0) return nullptr;
         task_header* buf[max_events];
         task_header* first = wake_all(lists, nl, buf, max_events, true);
+        // Not through ready() (this worker runs it next): its wait is
+        // recorded here (core/wait_profile.hpp; on a worker, so the parked clock).
+        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+            wait_profile_wake(first, rate, parked_clock().load(std::memory_order_relaxed));
         first->state.store(task_state::runnable, std::memory_order_relaxed);
         return first;
     }
