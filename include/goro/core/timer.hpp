@@ -19,6 +19,9 @@
 //   * The same thread also calls a periodic `tick` (every 10 ms while the pool
 //     is busy): the scheduler uses it to rescue work stuck behind a task that
 //     does not suspend.
+//   * While the timers due at one look are being fired the queue is not
+//     `quiet()`: a timer taken out of the heap but not yet fired is still a
+//     timer that will wake someone (the deadlock watch asks).
 #pragma once
 
 #include <algorithm>
@@ -179,9 +182,16 @@ public:
         return heap_.remove(n);
     }
 
+    /// Timers armed (in the heap).
     std::size_t pending() const {
         std::lock_guard g(mu_);
         return heap_.size();
+    }
+
+    /// True when no timer is armed and none is being fired: no timer will wake anyone.
+    bool quiet() const {
+        std::lock_guard g(mu_);
+        return heap_.empty() && firing_ == 0;
     }
 
     /// Asks for `tick` calls every 10 ms (set while the pool has work).
@@ -211,6 +221,7 @@ private:
             while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
             bool ticking = ticking_.load(std::memory_order_acquire);
             if (!due.empty() || (ticking && now >= next_tick)) {
+                firing_ = due.size();
                 lk.unlock();
                 for (timer_node* n : due) n->fire(n);
                 due.clear();
@@ -220,6 +231,7 @@ private:
                     tick_(tick_arg_);  // asks again through want_ticks() while busy
                 }
                 lk.lock();
+                firing_ = 0;
                 continue;
             }
             std::int64_t wake = std::numeric_limits<std::int64_t>::max();
@@ -238,6 +250,7 @@ private:
     std::condition_variable cv_;
     timer_heap heap_;
     bool stopping_ = false;
+    std::size_t firing_ = 0;  // nodes taken by the batch being fired (under mu_)
     std::atomic<bool> ticking_{false};
     tick_fn tick_;
     void* tick_arg_;

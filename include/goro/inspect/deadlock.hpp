@@ -153,7 +153,7 @@ inline quiet_state observe_quiet() {
     if (external_waits().load(std::memory_order_acquire) != 0) return q;  // a foreign awaitable will answer
     if (s.idle_workers() != s.active_workers()) return q;
     if (s.global_queue_size() != 0) return q;
-    if (s.timers().pending() != 0) return q;
+    if (!s.timers().quiet()) return q;
     for (auto& w : s.workers()) q.resumes += w->resumes.load(std::memory_order_relaxed);
     q.tasks = the_registry().count();
     q.quiet = true;
