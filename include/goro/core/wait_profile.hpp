@@ -80,6 +80,7 @@
 #include <new>
 #include <type_traits>
 #include <goro/core/hash_map.hpp>
+#include <goro/core/vec.hpp>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -300,8 +301,8 @@ private:
 /// and go do not grow memory).
 struct wait_tables {
     std::mutex mu;
-    std::vector<wait_table*> all;   // never freed
-    std::vector<wait_table*> free;  // of threads that exited
+    vec<wait_table*> all;   // never freed
+    vec<wait_table*> free;  // of threads that exited
 };
 inline wait_tables& wait_table_list() {
     static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main

@@ -144,7 +144,7 @@ public:
             // epoch; the tasks they may be running unclaimed are these. Each
             // is claimed here, so no one else copies it, and recorded as
             // running without its frames, which are changing.
-            std::vector<task_header*> unclaimed;
+            detail::vec<task_header*> unclaimed;
             if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
             for (task_header* h : unclaimed) {
                 if (h == self) continue;
