@@ -199,7 +199,7 @@ inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
 /// One stack and reason's waits (what wait_profile_buckets() returns).
 struct wait_bucket {
     const char* reason = nullptr;  // static string; null: "(other stacks)"
-    std::vector<site> stack;       // leaf first
+    vec<site> stack;               // leaf first
     double count = 0;              // waits (a sampled one counts as the rate)
     double delay_ns = 0;           // their total time parked
     std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
@@ -229,7 +229,7 @@ inline bool wait_same_site(const site& a, const site& b) noexcept {
 /// fields are the values at the last reset (table mutex, readers only).
 struct wait_cell {
     const char* reason = nullptr;
-    std::vector<site> stack;
+    vec<site> stack;
     std::uint64_t hash = 0;
     std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
     std::atomic<double> delay_ns{0};      // sum of wait x rate
