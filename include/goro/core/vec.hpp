@@ -89,9 +89,12 @@ public:
     }
     /// Grows with value-initialised elements, or shrinks.
     void resize(std::size_t n) {
+        if (n < n_) {
+            while (n_ > n) pop_back();
+            return;
+        }
         reserve(n);
         while (n_ < n) emplace_back();
-        while (n_ > n) pop_back();
     }
     /// n copies of v, replacing the contents.
     void assign(std::size_t n, const T& v) {
