@@ -2276,7 +2276,6 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 #include <span>
 #include <string>
 #include <thread>
-#include <vector>
 
 
 // ---- begin goro/core/slot_handoff.hpp ----
@@ -2468,8 +2467,140 @@ private:
 #include <mutex>
 #include <thread>
 #include <utility>
-#include <vector>
 
+
+// ---- begin goro/core/vec.hpp ----
+// goro/core/vec.hpp — the runtime's own growable array, for its internal
+// lists (the scheduler's worker lists and global queue, the timer heap, the
+// hash map's slots, the deadlock watch's waiters).
+//
+//   detail::vec<worker*> idle;
+//   idle.push_back(w);  for (worker* x : idle) ...;  idle.pop_back();
+//
+// Why not std::vector: every program that includes goro compiles the runtime,
+// and at -O0 each std::vector<T> instantiates some fifty functions (the
+// allocator, its traits, the relocation helpers, the iterator class), each
+// compiled and emitted; vec<T> has a dozen, plain pointers as iterators.
+// The public API keeps std::vector.
+//
+// The subset of std::vector the runtime uses, with its meaning: elements are
+// contiguous, begin()/end() are pointers, growth doubles the capacity, and
+// reallocating moves the elements (T's move constructor must not throw, so a
+// failed allocation, the only thing that can throw, leaves the vec as it was).
+
+#include <cstddef>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace goro::detail {
+
+template <class T>
+class vec {
+    static_assert(std::is_nothrow_move_constructible_v<T>, "vec<T> moves elements when it grows");
+    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "vec<T> allocates with plain operator new");
+
+public:
+    using value_type = T;
+    using iterator = T*;
+    using const_iterator = const T*;
+
+    vec() noexcept = default;
+    /// n value-initialised elements.
+    explicit vec(std::size_t n) { resize(n); }
+    vec(const vec& o) {
+        reserve(o.n_);
+        for (std::size_t i = 0; i < o.n_; ++i) push_back(o.p_[i]);
+    }
+    vec(vec&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
+    /// Copy or move assignment (by value, then swap).
+    vec& operator=(vec o) noexcept {
+        swap(o);
+        return *this;
+    }
+    ~vec() {
+        clear();
+        ::operator delete(p_);
+    }
+
+    std::size_t size() const noexcept { return n_; }
+    bool empty() const noexcept { return n_ == 0; }
+    std::size_t capacity() const noexcept { return cap_; }
+    T* data() noexcept { return p_; }
+    const T* data() const noexcept { return p_; }
+    T* begin() noexcept { return p_; }
+    T* end() noexcept { return p_ + n_; }
+    const T* begin() const noexcept { return p_; }
+    const T* end() const noexcept { return p_ + n_; }
+    T& operator[](std::size_t i) noexcept { return p_[i]; }
+    const T& operator[](std::size_t i) const noexcept { return p_[i]; }
+    T& front() noexcept { return p_[0]; }
+    T& back() noexcept { return p_[n_ - 1]; }
+    const T& front() const noexcept { return p_[0]; }
+    const T& back() const noexcept { return p_[n_ - 1]; }
+
+    void reserve(std::size_t n) {
+        if (n > cap_) reallocate(n);
+    }
+    template <class... A>
+    T& emplace_back(A&&... a) {
+        if (n_ == cap_) reallocate(cap_ ? cap_ * 2 : 4);
+        T* e = ::new (static_cast<void*>(p_ + n_)) T(std::forward<A>(a)...);
+        ++n_;
+        return *e;
+    }
+    void push_back(const T& v) { emplace_back(v); }
+    void push_back(T&& v) { emplace_back(std::move(v)); }
+    void pop_back() noexcept { p_[--n_].~T(); }
+    /// Removes *pos, moving the later elements down; returns pos.
+    T* erase(T* pos) noexcept {
+        for (T* q = pos; q + 1 != p_ + n_; ++q) *q = std::move(q[1]);
+        pop_back();
+        return pos;
+    }
+    /// Grows with value-initialised elements, or shrinks.
+    void resize(std::size_t n) {
+        if (n < n_) {
+            while (n_ > n) pop_back();
+            return;
+        }
+        reserve(n);
+        while (n_ < n) emplace_back();
+    }
+    /// n copies of v, replacing the contents.
+    void assign(std::size_t n, const T& v) {
+        clear();
+        reserve(n);
+        while (n_ < n) emplace_back(v);
+    }
+    void clear() noexcept {
+        while (n_ > 0) pop_back();
+    }
+    void swap(vec& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        std::swap(cap_, o.cap_);
+    }
+
+private:
+    void reallocate(std::size_t cap) {
+        T* np = static_cast<T*>(::operator new(cap * sizeof(T)));
+        for (std::size_t i = 0; i < n_; ++i) {
+            ::new (static_cast<void*>(np + i)) T(std::move(p_[i]));
+            p_[i].~T();
+        }
+        ::operator delete(p_);
+        p_ = np;
+        cap_ = cap;
+    }
+
+    T* p_ = nullptr;
+    std::size_t n_ = 0;
+    std::size_t cap_ = 0;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/vec.hpp ----
 
 namespace goro::detail {
 
@@ -2573,7 +2704,7 @@ private:
         n->heap_index = timer_node::npos;
     }
 
-    std::vector<entry> nodes_;
+    vec<entry> nodes_;
 };
 
 class timer_queue {
@@ -2639,7 +2770,7 @@ private:
     static constexpr std::int64_t tick_period_ns = 10'000'000;
 
     void run() {
-        std::vector<timer_node*> due;
+        vec<timer_node*> due;
         std::int64_t next_tick = 0;
         std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
         while (!stopping_) {
@@ -2816,7 +2947,7 @@ private:
 #include <cstdint>
 #include <string_view>  // std::hash for the integers, strings and string views
 #include <utility>
-#include <vector>
+
 
 namespace goro::detail {
 
@@ -2891,7 +3022,7 @@ private:
     }
 
     void grow() {
-        std::vector<slot> old(slots_.empty() ? 16 : slots_.size() * 2);
+        vec<slot> old(slots_.empty() ? 16 : slots_.size() * 2);
         old.swap(slots_);
         for (slot& s : old) {
             if (!s.used) continue;
@@ -2902,7 +3033,7 @@ private:
         }
     }
 
-    std::vector<slot> slots_;  // size 0 or a power of two, at most half full
+    vec<slot> slots_;  // size 0 or a power of two, at most half full
     std::size_t count_ = 0;
 };
 
@@ -3066,7 +3197,7 @@ inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
 /// One stack and reason's waits (what wait_profile_buckets() returns).
 struct wait_bucket {
     const char* reason = nullptr;  // static string; null: "(other stacks)"
-    std::vector<site> stack;       // leaf first
+    vec<site> stack;               // leaf first
     double count = 0;              // waits (a sampled one counts as the rate)
     double delay_ns = 0;           // their total time parked
     std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
@@ -3096,7 +3227,7 @@ inline bool wait_same_site(const site& a, const site& b) noexcept {
 /// fields are the values at the last reset (table mutex, readers only).
 struct wait_cell {
     const char* reason = nullptr;
-    std::vector<site> stack;
+    vec<site> stack;
     std::uint64_t hash = 0;
     std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
     std::atomic<double> delay_ns{0};      // sum of wait x rate
@@ -3168,8 +3299,8 @@ private:
 /// and go do not grow memory).
 struct wait_tables {
     std::mutex mu;
-    std::vector<wait_table*> all;   // never freed
-    std::vector<wait_table*> free;  // of threads that exited
+    vec<wait_table*> all;   // never freed
+    vec<wait_table*> free;  // of threads that exited
 };
 inline wait_tables& wait_table_list() {
     static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main
@@ -3560,8 +3691,8 @@ inline constinit std::atomic<task_header* (*)() noexcept> idle_poll_hook{nullptr
 /// What a stop of the world achieved.
 struct stw_report {
     bool all_stopped = true;                  ///< every worker reached a safe point
-    std::vector<task_header*> running;        ///< tasks running at the timeout (unstopped workers, or the caller's own)
-    std::vector<worker*> unstopped;           ///< workers that did not reach a safe point: they may still resume tasks
+    vec<task_header*> running;        ///< tasks running at the timeout (unstopped workers, or the caller's own)
+    vec<worker*> unstopped;           ///< workers that did not reach a safe point: they may still resume tasks
 };
 
 /// Test hook: while set, workers pass their safe points without stopping, so
@@ -3776,7 +3907,7 @@ public:
         std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
         worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
         held_by_me_.assign(workers_.size(), false);
-        std::vector<worker*> pending;
+        vec<worker*> pending;
         // A worker started after this load sees the odd generation at its
         // first safe point and holds there (both sides seq_cst: STUCK WORKERS).
         for (auto& w : workers())
@@ -3827,8 +3958,8 @@ public:
     /// sequentially consistent). A resume that read `active` false therefore
     /// published its task before the fence, and the load below sees that
     /// task, or a later value stored after that run had ended.
-    std::vector<task_header*> running_unclaimed(const stw_report& rep) {
-        std::vector<task_header*> out;
+    vec<task_header*> running_unclaimed(const stw_report& rep) {
+        vec<task_header*> out;
         if (rep.unstopped.empty()) return out;
         if (asym_fence_) asym_fence_heavy();
         else seq_fence();
@@ -3908,7 +4039,7 @@ private:
     void grow_global(std::size_t need) noexcept {
         std::size_t cap = gq_ring_.empty() ? 1024 : gq_ring_.size();
         while (cap < need) cap *= 2;
-        std::vector<task_header*> ring(cap);
+        vec<task_header*> ring(cap);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (gq_ring_.size() - 1)];
         gq_ring_.swap(ring);
@@ -4470,19 +4601,19 @@ public:
 
 private:
 
-    std::vector<std::unique_ptr<worker>> workers_;  // fixed size (capacity); [0, nlive_) made and started
+    vec<std::unique_ptr<worker>> workers_;  // fixed size (capacity); [0, nlive_) made and started
     alignas(cache_line) std::atomic<unsigned> nlive_{0};
     std::atomic<unsigned> procs_{0};    // size(): workers meant to run tasks
     std::atomic<int> nactive_{0};       // workers not spare (stuck ones included); written under procs_mu_
     std::atomic<int> nstuck_{0};        // active workers marked stuck; written under procs_mu_
     std::atomic<std::int64_t> handoff_threshold_ns_{10'000'000};
     ranked_lock<std::mutex, lock_rank::scheduler_procs> procs_mu_;
-    std::vector<worker*> spares_;       // under procs_mu_
+    vec<worker*> spares_;       // under procs_mu_
     timer_queue timers_;
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
     alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
-    std::vector<task_header*> gq_ring_;  // power-of-two capacity
+    vec<task_header*> gq_ring_;  // power-of-two capacity
     std::size_t gq_head_ = 0;
     std::size_t gq_outside_ = 0;  // wake-ups from outside not yet taken (GLOBAL QUEUE)
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
@@ -4492,7 +4623,7 @@ private:
     alignas(cache_line) std::atomic<bool> outside_waiting_{false};
 
     alignas(cache_line) ranked_lock<std::mutex, lock_rank::scheduler_idle> idle_mu_;
-    std::vector<worker*> idle_;
+    vec<worker*> idle_;
     alignas(cache_line) std::atomic<int> nidle_{0};
     alignas(cache_line) std::atomic<int> nspinning_{0};
 
@@ -4501,7 +4632,7 @@ private:
     // surplus of active workers (STUCK WORKERS).
     std::atomic<bool> rebalance_{false};
     ranked_lock<std::mutex, lock_rank::stop_the_world> stw_mu_;
-    std::vector<bool> held_by_me_;
+    vec<unsigned char> held_by_me_;  // by worker index: stopped by this stop of the world
 
     std::atomic<bool> shutdown_{false};
     std::atomic<std::uint64_t> rescued_{0};  // tasks the monitor moved to the global queue (RESCUE)
@@ -5611,7 +5742,7 @@ public:
             // epoch; the tasks they may be running unclaimed are these. Each
             // is claimed here, so no one else copies it, and recorded as
             // running without its frames, which are changing.
-            std::vector<task_header*> unclaimed;
+            detail::vec<task_header*> unclaimed;
             if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
             for (task_header* h : unclaimed) {
                 if (h == self) continue;
@@ -5641,7 +5772,7 @@ public:
 
     std::size_t total() const noexcept { return tasks_.size(); }
     const std::vector<task_record>& tasks() const noexcept { return tasks_; }
-    const std::vector<detail::site>& sites() const noexcept { return sites_; }
+    const detail::vec<detail::site>& sites() const noexcept { return sites_; }
     /// The sites of one task's stack, leaf first.
     std::span<const detail::site> stack(const task_record& r) const noexcept {
         return {sites_.data() + r.first_frame, r.frame_count};
@@ -5800,7 +5931,7 @@ private:
                 s_.tasks_[slot] = std::move(r);
                 return;
             }
-            std::vector<detail::site> sites(depth);  // rare: more than was counted
+            detail::vec<detail::site> sites(depth);  // rare: more than was counted
             if (frames) copy_sites(h, sites.data(), depth);
             else if (last_site) sites[0] = *last_site;
             std::lock_guard g(overflow_mu_);
@@ -5816,7 +5947,7 @@ private:
             s_.sites_.resize(std::min(nsites_.load(), site_cap_));
             for (auto& [r, sites] : overflow_) {
                 r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
-                s_.sites_.insert(s_.sites_.end(), sites.begin(), sites.end());
+                for (const detail::site& st : sites) s_.sites_.push_back(st);
                 s_.tasks_.push_back(std::move(r));
             }
         }
@@ -5833,11 +5964,11 @@ private:
         alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
         alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
         detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
-        std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
+        detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
     };
 
     std::vector<task_record> tasks_;
-    std::vector<detail::site> sites_;
+    detail::vec<detail::site> sites_;
     std::int64_t taken_at_ns_ = 0;
     std::int64_t pause_ns_ = 0;
     bool all_stopped_ = true;
@@ -5958,7 +6089,7 @@ private:
     }
 
     void grow() {
-        std::vector<slot> old(slots_.size() * 2);
+        vec<slot> old(slots_.size() * 2);
         old.swap(slots_);
         std::size_t mask = slots_.size() - 1;
         for (const slot& sl : old) {
@@ -5973,8 +6104,8 @@ private:
         }
     }
 
-    std::vector<site_info> infos_;
-    std::vector<slot> slots_;
+    vec<site_info> infos_;
+    vec<slot> slots_;
     std::size_t used_ = 0;
     slot last_{};
     detail::hash_map<std::uint64_t, std::uint32_t> by_id_;
@@ -6199,7 +6330,7 @@ public:
 
     /// The location id of site `f` (an index into the table).
     std::uint64_t location(std::uint32_t f) {
-        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1), 0);
+        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
         if (!location_of_[f]) {
             location_of_[f] = location_sites_.size() + 1;
             location_sites_.push_back(f);
@@ -6299,12 +6430,12 @@ private:
     site_table& table_;
     std::deque<std::string> strings_;
     hash_map<std::string_view, std::int64_t> string_ids_;
-    std::vector<std::uint64_t> location_of_;  // by site index; 0: none yet
+    vec<std::uint64_t> location_of_;  // by site index; 0: none yet
     std::vector<std::uint32_t> location_sites_;
     hash_map<std::string, std::uint64_t> function_ids_;  // "function\0file"
     std::vector<std::uint32_t> function_sites_;
-    std::vector<std::uint64_t> function_of_location_;
-    std::vector<std::uint64_t> locs_;
+    vec<std::uint64_t> function_of_location_;
+    vec<std::uint64_t> locs_;
     std::string msg_, sub_;
 };
 
@@ -6511,7 +6642,7 @@ inline void write_frame_lines(std::string& out, std::span<const text_frame> fram
 /// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
 inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
     if (labels.empty()) return;
-    std::vector<std::string> kv;
+    vec<std::string> kv;
     kv.reserve(labels.size());
     for (const auto& [k, v] : labels) {
         std::string s;
@@ -6538,7 +6669,7 @@ inline void write_debug1(text_sink& out, const profile_view& v) {
     std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
     out.append(head);
     std::string block;
-    std::vector<text_frame> frames;
+    vec<text_frame> frames;
     for (const task_group& g : v.groups()) {
         const task_record& r = tasks[g.tasks.front()];
         block.clear();
@@ -6585,9 +6716,9 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
     site_table& table = v.table();
     // Per-site text, made on first use: "function(...)\n\tfile:line\n" for a
     // frame, and the two halves of a "created by" line.
-    std::vector<std::string> frame_text, created_text, created_place;
-    auto ensure = [](std::vector<std::string>& vec, std::size_t n) {
-        if (vec.size() < n) vec.resize(n);
+    vec<std::string> frame_text, created_text, created_place;
+    auto ensure = [](vec<std::string>& v, std::size_t n) {
+        if (v.size() < n) v.resize(n);
     };
     out.reserve_more(tasks.size() * 160);
     const std::int64_t now = v.snap().taken_at_ns();
@@ -6672,7 +6803,7 @@ inline void write_json_labels(std::string& out, const std::vector<std::pair<std:
 inline void write_json(text_sink& out, profile_view& v) {
     const auto& tasks = v.snap().tasks();
     site_table& table = v.table();
-    std::vector<std::string> frame_json;
+    vec<std::string> frame_json;
     auto frame = [&](std::uint32_t f) -> const std::string& {
         if (frame_json.size() < table.size()) frame_json.resize(table.size());
         std::string& t = frame_json[f];
@@ -6940,8 +7071,8 @@ inline void write_diff(std::ostream& os, const snapshot_diff& d) {
     block += std::to_string(total);
     block += '\n';
     out.append(block);
-    std::vector<std::string> hex;
-    std::vector<detail::text_frame> frames;
+    detail::vec<std::string> hex;
+    detail::vec<detail::text_frame> frames;
     for (const group_change& c : d.grown) {
         block.clear();
         hex.clear();
@@ -7276,7 +7407,7 @@ struct deadlock_waiter {
 struct deadlock_watch {
     ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
     std::condition_variable cv;
-    std::vector<deadlock_waiter*> waiters;         // under mu
+    vec<deadlock_waiter*> waiters;         // under mu
     bool thread_started = false;                   // under mu
     std::atomic<int> policy{-1};                   // -1: not read from the environment yet
     std::atomic<std::int64_t> grace_ns{1'000'000'000};
@@ -7393,7 +7524,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
 
     scheduler& s = the_scheduler();
     registry& reg = the_registry();
-    std::vector<deadlock_waiter*> fired;
+    vec<deadlock_waiter*> fired;
     if (!s.stop_the_world(std::chrono::seconds(1)).all_stopped) {
         // A worker that did not stop may be running a task: nothing is
         // confirmed or cut with the world moving; the watchdog looks again.
@@ -7403,7 +7534,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     reg.lock_all();
     std::unique_lock lk(w.mu);
     bool still = same_quiet(observe_quiet(), base);
-    std::vector<task_header*> listed;
+    vec<task_header*> listed;
     reg.for_each_unlocked([&](task_header& h) {
         if (h.state.load(std::memory_order_relaxed) != task_state::waiting) still = false;
         listed.push_back(&h);

@@ -16,7 +16,8 @@
 #include <cstdint>
 #include <string_view>  // std::hash for the integers, strings and string views
 #include <utility>
-#include <vector>
+
+#include <goro/core/vec.hpp>
 
 namespace goro::detail {
 
@@ -91,7 +92,7 @@ private:
     }
 
     void grow() {
-        std::vector<slot> old(slots_.empty() ? 16 : slots_.size() * 2);
+        vec<slot> old(slots_.empty() ? 16 : slots_.size() * 2);
         old.swap(slots_);
         for (slot& s : old) {
             if (!s.used) continue;
@@ -102,7 +103,7 @@ private:
         }
     }
 
-    std::vector<slot> slots_;  // size 0 or a power of two, at most half full
+    vec<slot> slots_;  // size 0 or a power of two, at most half full
     std::size_t count_ = 0;
 };
 

@@ -142,7 +142,6 @@
 #include <span>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include <goro/core/frame.hpp>
 #include <goro/core/lock_rank.hpp>
@@ -151,6 +150,7 @@
 #include <goro/core/slot_handoff.hpp>
 #include <goro/core/spinlock.hpp>
 #include <goro/core/timer.hpp>
+#include <goro/core/vec.hpp>
 #include <goro/core/wait_profile.hpp>
 
 namespace goro {
@@ -362,8 +362,8 @@ inline constinit std::atomic<task_header* (*)() noexcept> idle_poll_hook{nullptr
 /// What a stop of the world achieved.
 struct stw_report {
     bool all_stopped = true;                  ///< every worker reached a safe point
-    std::vector<task_header*> running;        ///< tasks running at the timeout (unstopped workers, or the caller's own)
-    std::vector<worker*> unstopped;           ///< workers that did not reach a safe point: they may still resume tasks
+    vec<task_header*> running;        ///< tasks running at the timeout (unstopped workers, or the caller's own)
+    vec<worker*> unstopped;           ///< workers that did not reach a safe point: they may still resume tasks
 };
 
 /// Test hook: while set, workers pass their safe points without stopping, so
@@ -578,7 +578,7 @@ public:
         std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
         worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
         held_by_me_.assign(workers_.size(), false);
-        std::vector<worker*> pending;
+        vec<worker*> pending;
         // A worker started after this load sees the odd generation at its
         // first safe point and holds there (both sides seq_cst: STUCK WORKERS).
         for (auto& w : workers())
@@ -629,8 +629,8 @@ public:
     /// sequentially consistent). A resume that read `active` false therefore
     /// published its task before the fence, and the load below sees that
     /// task, or a later value stored after that run had ended.
-    std::vector<task_header*> running_unclaimed(const stw_report& rep) {
-        std::vector<task_header*> out;
+    vec<task_header*> running_unclaimed(const stw_report& rep) {
+        vec<task_header*> out;
         if (rep.unstopped.empty()) return out;
         if (asym_fence_) asym_fence_heavy();
         else seq_fence();
@@ -710,7 +710,7 @@ private:
     void grow_global(std::size_t need) noexcept {
         std::size_t cap = gq_ring_.empty() ? 1024 : gq_ring_.size();
         while (cap < need) cap *= 2;
-        std::vector<task_header*> ring(cap);
+        vec<task_header*> ring(cap);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (gq_ring_.size() - 1)];
         gq_ring_.swap(ring);
@@ -1272,19 +1272,19 @@ public:
 
 private:
 
-    std::vector<std::unique_ptr<worker>> workers_;  // fixed size (capacity); [0, nlive_) made and started
+    vec<std::unique_ptr<worker>> workers_;  // fixed size (capacity); [0, nlive_) made and started
     alignas(cache_line) std::atomic<unsigned> nlive_{0};
     std::atomic<unsigned> procs_{0};    // size(): workers meant to run tasks
     std::atomic<int> nactive_{0};       // workers not spare (stuck ones included); written under procs_mu_
     std::atomic<int> nstuck_{0};        // active workers marked stuck; written under procs_mu_
     std::atomic<std::int64_t> handoff_threshold_ns_{10'000'000};
     ranked_lock<std::mutex, lock_rank::scheduler_procs> procs_mu_;
-    std::vector<worker*> spares_;       // under procs_mu_
+    vec<worker*> spares_;       // under procs_mu_
     timer_queue timers_;
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
     alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
-    std::vector<task_header*> gq_ring_;  // power-of-two capacity
+    vec<task_header*> gq_ring_;  // power-of-two capacity
     std::size_t gq_head_ = 0;
     std::size_t gq_outside_ = 0;  // wake-ups from outside not yet taken (GLOBAL QUEUE)
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
@@ -1294,7 +1294,7 @@ private:
     alignas(cache_line) std::atomic<bool> outside_waiting_{false};
 
     alignas(cache_line) ranked_lock<std::mutex, lock_rank::scheduler_idle> idle_mu_;
-    std::vector<worker*> idle_;
+    vec<worker*> idle_;
     alignas(cache_line) std::atomic<int> nidle_{0};
     alignas(cache_line) std::atomic<int> nspinning_{0};
 
@@ -1303,7 +1303,7 @@ private:
     // surplus of active workers (STUCK WORKERS).
     std::atomic<bool> rebalance_{false};
     ranked_lock<std::mutex, lock_rank::stop_the_world> stw_mu_;
-    std::vector<bool> held_by_me_;
+    vec<unsigned char> held_by_me_;  // by worker index: stopped by this stop of the world
 
     std::atomic<bool> shutdown_{false};
     std::atomic<std::uint64_t> rescued_{0};  // tasks the monitor moved to the global queue (RESCUE)

@@ -33,10 +33,10 @@
 #include <mutex>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
+#include <goro/core/vec.hpp>
 
 namespace goro::detail {
 
@@ -140,7 +140,7 @@ private:
         n->heap_index = timer_node::npos;
     }
 
-    std::vector<entry> nodes_;
+    vec<entry> nodes_;
 };
 
 class timer_queue {
@@ -213,7 +213,7 @@ private:
     static constexpr std::int64_t tick_period_ns = 10'000'000;
 
     void run() {
-        std::vector<timer_node*> due;
+        vec<timer_node*> due;
         std::int64_t next_tick = 0;
         std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
         while (!stopping_) {

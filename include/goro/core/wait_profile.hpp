@@ -113,6 +113,7 @@
 #include <new>
 #include <type_traits>
 #include <goro/core/hash_map.hpp>
+#include <goro/core/vec.hpp>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -274,7 +275,7 @@ inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
 /// One stack and reason's waits (what wait_profile_buckets() returns).
 struct wait_bucket {
     const char* reason = nullptr;  // static string; null: "(other stacks)"
-    std::vector<site> stack;       // leaf first
+    vec<site> stack;               // leaf first
     double count = 0;              // waits (a sampled one counts as the rate)
     double delay_ns = 0;           // their total time parked
     std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
@@ -304,7 +305,7 @@ inline bool wait_same_site(const site& a, const site& b) noexcept {
 /// fields are the values at the last reset (table mutex, readers only).
 struct wait_cell {
     const char* reason = nullptr;
-    std::vector<site> stack;
+    vec<site> stack;
     std::uint64_t hash = 0;
     std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
     std::atomic<double> delay_ns{0};      // sum of wait x rate
@@ -376,8 +377,8 @@ private:
 /// and go do not grow memory).
 struct wait_tables {
     std::mutex mu;
-    std::vector<wait_table*> all;   // never freed
-    std::vector<wait_table*> free;  // of threads that exited
+    vec<wait_table*> all;   // never freed
+    vec<wait_table*> free;  // of threads that exited
 };
 inline wait_tables& wait_table_list() {
     static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main

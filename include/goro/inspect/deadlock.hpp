@@ -71,6 +71,7 @@
 #include <goro/core/scheduler.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/core/task.hpp>
+#include <goro/core/vec.hpp>
 
 namespace goro {
 
@@ -106,7 +107,7 @@ struct deadlock_waiter {
 struct deadlock_watch {
     ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
     std::condition_variable cv;
-    std::vector<deadlock_waiter*> waiters;         // under mu
+    vec<deadlock_waiter*> waiters;         // under mu
     bool thread_started = false;                   // under mu
     std::atomic<int> policy{-1};                   // -1: not read from the environment yet
     std::atomic<std::int64_t> grace_ns{1'000'000'000};
@@ -223,7 +224,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
 
     scheduler& s = the_scheduler();
     registry& reg = the_registry();
-    std::vector<deadlock_waiter*> fired;
+    vec<deadlock_waiter*> fired;
     if (!s.stop_the_world(std::chrono::seconds(1)).all_stopped) {
         // A worker that did not stop may be running a task: nothing is
         // confirmed or cut with the world moving; the watchdog looks again.
@@ -233,7 +234,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     reg.lock_all();
     std::unique_lock lk(w.mu);
     bool still = same_quiet(observe_quiet(), base);
-    std::vector<task_header*> listed;
+    vec<task_header*> listed;
     reg.for_each_unlocked([&](task_header& h) {
         if (h.state.load(std::memory_order_relaxed) != task_state::waiting) still = false;
         listed.push_back(&h);

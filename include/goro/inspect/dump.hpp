@@ -110,6 +110,7 @@
 #include <goro/core/registry.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
+#include <goro/core/vec.hpp>
 
 namespace goro {
 
@@ -283,7 +284,7 @@ inline void write_frame_lines(std::string& out, std::span<const text_frame> fram
 /// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
 inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
     if (labels.empty()) return;
-    std::vector<std::string> kv;
+    vec<std::string> kv;
     kv.reserve(labels.size());
     for (const auto& [k, v] : labels) {
         std::string s;
@@ -310,7 +311,7 @@ inline void write_debug1(text_sink& out, const profile_view& v) {
     std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
     out.append(head);
     std::string block;
-    std::vector<text_frame> frames;
+    vec<text_frame> frames;
     for (const task_group& g : v.groups()) {
         const task_record& r = tasks[g.tasks.front()];
         block.clear();
@@ -357,9 +358,9 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
     site_table& table = v.table();
     // Per-site text, made on first use: "function(...)\n\tfile:line\n" for a
     // frame, and the two halves of a "created by" line.
-    std::vector<std::string> frame_text, created_text, created_place;
-    auto ensure = [](std::vector<std::string>& vec, std::size_t n) {
-        if (vec.size() < n) vec.resize(n);
+    vec<std::string> frame_text, created_text, created_place;
+    auto ensure = [](vec<std::string>& v, std::size_t n) {
+        if (v.size() < n) v.resize(n);
     };
     out.reserve_more(tasks.size() * 160);
     const std::int64_t now = v.snap().taken_at_ns();
@@ -444,7 +445,7 @@ inline void write_json_labels(std::string& out, const std::vector<std::pair<std:
 inline void write_json(text_sink& out, profile_view& v) {
     const auto& tasks = v.snap().tasks();
     site_table& table = v.table();
-    std::vector<std::string> frame_json;
+    vec<std::string> frame_json;
     auto frame = [&](std::uint32_t f) -> const std::string& {
         if (frame_json.size() < table.size()) frame_json.resize(table.size());
         std::string& t = frame_json[f];
@@ -712,8 +713,8 @@ inline void write_diff(std::ostream& os, const snapshot_diff& d) {
     block += std::to_string(total);
     block += '\n';
     out.append(block);
-    std::vector<std::string> hex;
-    std::vector<detail::text_frame> frames;
+    detail::vec<std::string> hex;
+    detail::vec<detail::text_frame> frames;
     for (const group_change& c : d.grown) {
         block.clear();
         hex.clear();

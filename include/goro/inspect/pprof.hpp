@@ -51,6 +51,7 @@
 #include <goro/core/registry.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
+#include <goro/core/vec.hpp>
 
 namespace goro {
 
@@ -164,7 +165,7 @@ private:
     }
 
     void grow() {
-        std::vector<slot> old(slots_.size() * 2);
+        vec<slot> old(slots_.size() * 2);
         old.swap(slots_);
         std::size_t mask = slots_.size() - 1;
         for (const slot& sl : old) {
@@ -179,8 +180,8 @@ private:
         }
     }
 
-    std::vector<site_info> infos_;
-    std::vector<slot> slots_;
+    vec<site_info> infos_;
+    vec<slot> slots_;
     std::size_t used_ = 0;
     slot last_{};
     detail::hash_map<std::uint64_t, std::uint32_t> by_id_;
@@ -405,7 +406,7 @@ public:
 
     /// The location id of site `f` (an index into the table).
     std::uint64_t location(std::uint32_t f) {
-        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1), 0);
+        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
         if (!location_of_[f]) {
             location_of_[f] = location_sites_.size() + 1;
             location_sites_.push_back(f);
@@ -505,12 +506,12 @@ private:
     site_table& table_;
     std::deque<std::string> strings_;
     hash_map<std::string_view, std::int64_t> string_ids_;
-    std::vector<std::uint64_t> location_of_;  // by site index; 0: none yet
+    vec<std::uint64_t> location_of_;  // by site index; 0: none yet
     std::vector<std::uint32_t> location_sites_;
     hash_map<std::string, std::uint64_t> function_ids_;  // "function\0file"
     std::vector<std::uint32_t> function_sites_;
-    std::vector<std::uint64_t> function_of_location_;
-    std::vector<std::uint64_t> locs_;
+    vec<std::uint64_t> function_of_location_;
+    vec<std::uint64_t> locs_;
     std::string msg_, sub_;
 };
 

@@ -48,6 +48,7 @@
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/stack.hpp>
+#include <goro/core/vec.hpp>
 
 namespace goro {
 
@@ -144,7 +145,7 @@ public:
             // epoch; the tasks they may be running unclaimed are these. Each
             // is claimed here, so no one else copies it, and recorded as
             // running without its frames, which are changing.
-            std::vector<task_header*> unclaimed;
+            detail::vec<task_header*> unclaimed;
             if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
             for (task_header* h : unclaimed) {
                 if (h == self) continue;
@@ -174,7 +175,7 @@ public:
 
     std::size_t total() const noexcept { return tasks_.size(); }
     const std::vector<task_record>& tasks() const noexcept { return tasks_; }
-    const std::vector<detail::site>& sites() const noexcept { return sites_; }
+    const detail::vec<detail::site>& sites() const noexcept { return sites_; }
     /// The sites of one task's stack, leaf first.
     std::span<const detail::site> stack(const task_record& r) const noexcept {
         return {sites_.data() + r.first_frame, r.frame_count};
@@ -333,7 +334,7 @@ private:
                 s_.tasks_[slot] = std::move(r);
                 return;
             }
-            std::vector<detail::site> sites(depth);  // rare: more than was counted
+            detail::vec<detail::site> sites(depth);  // rare: more than was counted
             if (frames) copy_sites(h, sites.data(), depth);
             else if (last_site) sites[0] = *last_site;
             std::lock_guard g(overflow_mu_);
@@ -349,7 +350,7 @@ private:
             s_.sites_.resize(std::min(nsites_.load(), site_cap_));
             for (auto& [r, sites] : overflow_) {
                 r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
-                s_.sites_.insert(s_.sites_.end(), sites.begin(), sites.end());
+                for (const detail::site& st : sites) s_.sites_.push_back(st);
                 s_.tasks_.push_back(std::move(r));
             }
         }
@@ -366,11 +367,11 @@ private:
         alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
         alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
         detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
-        std::vector<std::pair<task_record, std::vector<detail::site>>> overflow_;
+        detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
     };
 
     std::vector<task_record> tasks_;
-    std::vector<detail::site> sites_;
+    detail::vec<detail::site> sites_;
     std::int64_t taken_at_ns_ = 0;
     std::int64_t pause_ns_ = 0;
     bool all_stopped_ = true;
