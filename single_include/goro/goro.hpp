@@ -1397,7 +1397,6 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <bit>
 #include <coroutine>
 #include <cstdint>
 #include <cstdio>
@@ -1903,14 +1902,16 @@ public:
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint8_t>(s);
             std::uint32_t linked;
+            bool short_of_room;
             {
                 std::lock_guard g(sh.lock);
                 h->next_ = sh.head;
                 sh.head = h;
                 linked = ++sh.linked;
+                short_of_room = linked > sh.dead.cap;
                 h->dead.store(false, std::memory_order_release);
             }
-            if (linked >= 256 && (linked & (linked - 1)) == 0) [[unlikely]] make_dead_room(sh, 2 * linked);
+            if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
         } else {
             // Already linked: a walk reads the fields only after seeing it alive.
             h->dead.store(false, std::memory_order_release);
@@ -2073,7 +2074,7 @@ private:
                     return;
                 }
             }
-            if (!reserve_dead(sh, need)) return;
+            if (!reserve_dead(sh, need + need / 2)) return;
         }
     }
 
@@ -2081,25 +2082,16 @@ private:
     // cancel), their headers come back to the shard in batches; an array
     // that grew then would be reallocated, and its new pages faulted in,
     // under the shard's lock that the spawner and every retiring worker
-    // wait on. So the room is made at spawn, when a shard's list reaches a
-    // power of two (>= 256 headers): its dead array and this thread's spare
-    // array (the two are swapped by take_spares) get room for twice that,
-    // more than the shard can ever hold dead until its list doubles again.
-    // The new array is allocated and touched before the lock is taken, and
-    // the old one freed after; under the lock only the entries are copied.
+    // wait on. So the room is made at spawn: when a new header makes the
+    // shard's list longer than its dead array, the array gets room for half
+    // as many again (a shard never holds more dead headers than it lists;
+    // 1.5, not 2: a million parked tasks carry this array). The new array
+    // is allocated and touched before the lock is taken, and the old one
+    // freed after; under the lock only the entries are copied. (After
+    // take_spares swaps the shard's array with a spawner's smaller one, an
+    // exit may have to grow it: outside the lock too, in append_dead.)
 
-    static std::uint32_t room_for(std::uint32_t need) noexcept { return std::bit_ceil(std::max<std::uint32_t>(need, 256)); }
-
-    void make_dead_room(registry_shard& sh, std::uint32_t need) noexcept {
-        reserve_dead(sh, need);
-        dead_array& a = tls_headers.spare;  // this thread's alone: no lock
-        if (a.cap >= need) return;
-        const std::uint32_t cap = room_for(need);
-        if (void* p = std::realloc(a.v, std::size_t(cap) * sizeof(task_header*))) {
-            a.v = static_cast<task_header**>(p);
-            a.cap = cap;
-        }
-    }
+    static std::uint32_t room_for(std::uint32_t need) noexcept { return std::max<std::uint32_t>(need, 256); }
 
     /// Gives a shard's dead array room for `need` entries (see ROOM FOR DEAD
     /// HEADERS); false when memory is short.
