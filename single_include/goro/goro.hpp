@@ -92,6 +92,8 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 //     these, with a message that names the operation.
 //   * `machine_policy`: the atomics, fences and spin of the real machine, for
 //     the protocols written against a policy (their tests swap in the model's).
+//   * `big_array_allocator`: for the arrays a snapshot of a million tasks
+//     fills (tens of MiB, written once): mapped in 2 MiB pages where it can.
 //
 // No test file of its own: each piece is a shim whose behaviour is what its
 // users' tests check (sites: test_dump.cpp and test_stack.cpp; the fence:
@@ -108,7 +110,11 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #include <string_view>
 #include <thread>
 
+#include <memory>
+#include <new>
+
 #if defined(__linux__)
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -135,6 +141,19 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #endif
 #ifndef GORO_TSAN
 #define GORO_TSAN 0
+#endif
+
+// big_array_allocator maps its arrays itself on Linux, except under
+// AddressSanitizer (which should see their bounds).
+#if !defined(__linux__) || defined(__SANITIZE_ADDRESS__)
+#define GORO_BIG_ARRAY_MMAP 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GORO_BIG_ARRAY_MMAP 0
+#endif
+#endif
+#ifndef GORO_BIG_ARRAY_MMAP
+#define GORO_BIG_ARRAY_MMAP 1
 #endif
 
 namespace goro {
@@ -307,6 +326,72 @@ struct machine_policy {
         if (++spins < 64) cpu_relax();
         else std::this_thread::yield();  // the other thread was descheduled
     }
+};
+
+/// An allocator for big arrays written once, front to back: a snapshot's
+/// records and sites (goro/inspect/snapshot.hpp). From 256 KiB up it maps
+/// the array itself (mmap), 2 MiB aligned and rounded up to 2 MiB, and asks
+/// for transparent huge pages (madvise MADV_HUGEPAGE, honoured when the
+/// system's setting is `madvise` or `always`), and unmaps it when freed.
+/// Why: a million tasks' records are 64 MiB, and faulting those in 4 KiB at
+/// a time (16 thousand faults, each a trip into the kernel, dear on a
+/// virtual machine) took most of the profile's time; in 2 MiB pages it is
+/// 32 faults. And malloc would keep such a block only while its mmap
+/// threshold allows, so every profile would fault its pages in again.
+/// Smaller arrays, other systems, and AddressSanitizer builds (which should
+/// see every array's bounds) use ::operator new.
+template <class T>
+struct big_array_allocator {
+    using value_type = T;
+    static constexpr std::size_t map_from = std::size_t(256) << 10;
+    static constexpr std::size_t huge_page = std::size_t(2) << 20;
+
+    big_array_allocator() noexcept = default;
+    template <class U>
+    big_array_allocator(const big_array_allocator<U>&) noexcept {}
+
+    T* allocate(std::size_t n) {
+#if GORO_BIG_ARRAY_MMAP
+        if (n >= map_from / sizeof(T) && n <= std::size_t(-1) / 4 / sizeof(T)) {  // (larger: let new fail)
+            if (void* p = map(n * sizeof(T))) return static_cast<T*>(p);
+            throw std::bad_alloc();
+        }
+#endif
+        return std::allocator<T>().allocate(n);
+    }
+
+    void deallocate(T* p, std::size_t n) noexcept {
+#if GORO_BIG_ARRAY_MMAP
+        if (n >= map_from / sizeof(T) && n <= std::size_t(-1) / 4 / sizeof(T)) {
+            ::munmap(p, round_up(n * sizeof(T)));
+            return;
+        }
+#endif
+        std::allocator<T>().deallocate(p, n);
+    }
+
+    friend bool operator==(const big_array_allocator&, const big_array_allocator&) noexcept { return true; }
+
+private:
+    static constexpr std::size_t round_up(std::size_t bytes) noexcept { return (bytes + huge_page - 1) & ~(huge_page - 1); }
+
+#if GORO_BIG_ARRAY_MMAP
+    /// `bytes` rounded up to 2 MiB, at a 2 MiB boundary: a range one huge
+    /// page longer is mapped, and what lies outside the aligned part unmapped.
+    static void* map(std::size_t bytes) noexcept {
+        const std::size_t len = round_up(bytes);
+        void* raw = ::mmap(nullptr, len + huge_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == MAP_FAILED) return nullptr;
+        char* base = static_cast<char*>(raw);
+        char* p = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(base) + huge_page - 1) & ~(huge_page - 1));
+        if (p != base) ::munmap(base, static_cast<std::size_t>(p - base));
+        if (const std::size_t tail = static_cast<std::size_t>(base + len + huge_page - (p + len))) ::munmap(p + len, tail);
+#if defined(MADV_HUGEPAGE)
+        (void)::madvise(p, len, MADV_HUGEPAGE);  // a hint: without it, 4 KiB pages
+#endif
+        return p;
+    }
+#endif
 };
 
 }  // namespace detail
@@ -1316,6 +1401,7 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -1750,6 +1836,7 @@ struct alignas(cache_line) registry_shard {
     ranked_lock<spinlock, lock_rank::registry_shard> lock;
     task_header* head = nullptr;          // every header of this shard, alive or dead
     dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
+    std::uint32_t linked = 0;             // headers in the list (they are never unlinked)
 };
 
 /// One thread's counts. Only its thread writes them (plain stores, no locked
@@ -1804,23 +1891,36 @@ public:
     }
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
-    void add(task_header* h) noexcept {
+    /// Returns this thread's count of live tasks (its spawns minus its exits,
+    /// so it may exceed the total): the spawner grows the scheduler's global
+    /// queue when it reaches a power of two (go.hpp), as add() grows the
+    /// shard's dead array when the shard's list does.
+    std::int64_t add(task_header* h) noexcept {
         h->id = next_id();
         std::size_t s = this_shard();
         registry_shard& sh = shards_[s];
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint8_t>(s);
-            std::lock_guard g(sh.lock);
-            h->next_ = sh.head;
-            sh.head = h;
-            h->dead.store(false, std::memory_order_release);
+            std::uint32_t linked;
+            bool short_of_room;
+            {
+                std::lock_guard g(sh.lock);
+                h->next_ = sh.head;
+                sh.head = h;
+                linked = ++sh.linked;
+                short_of_room = linked > sh.dead.cap;
+                h->dead.store(false, std::memory_order_release);
+            }
+            if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
         } else {
             // Already linked: a walk reads the fields only after seeing it alive.
             h->dead.store(false, std::memory_order_release);
         }
         count_slot& c = my_count_slot();
-        c.live.store(c.live.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
+        c.live.store(live, std::memory_order_relaxed);
         c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return live;
     }
 
     /// A task has finished (its frame is destroyed): it stops counting at once
@@ -1963,21 +2063,53 @@ private:
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
     static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        std::lock_guard g(sh.lock);
-        if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
-            std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
-            sh.dead.n += n;
+        for (;;) {
+            std::uint32_t need;
+            {
+                std::lock_guard g(sh.lock);
+                need = sh.dead.n + n;
+                if (need <= sh.dead.cap) {
+                    std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
+                    sh.dead.n = need;
+                    return;
+                }
+            }
+            if (!reserve_dead(sh, need + need / 2)) return;
         }
     }
 
-    /// Makes room for `need` entries; false when memory is short.
-    static bool grow(dead_array& a, std::uint32_t need) noexcept {
-        std::uint32_t cap = a.cap ? a.cap : 256;
-        while (cap < need) cap *= 2;
-        void* p = std::realloc(a.v, std::size_t(cap) * sizeof(task_header*));
-        if (!p) return false;
-        a.v = static_cast<task_header**>(p);
-        a.cap = cap;
+    // ROOM FOR DEAD HEADERS. When thousands of tasks end at once (a close, a
+    // cancel), their headers come back to the shard in batches; an array
+    // that grew then would be reallocated, and its new pages faulted in,
+    // under the shard's lock that the spawner and every retiring worker
+    // wait on. So the room is made at spawn: when a new header makes the
+    // shard's list longer than its dead array, the array gets room for half
+    // as many again (a shard never holds more dead headers than it lists;
+    // 1.5, not 2: a million parked tasks carry this array). The new array
+    // is allocated and touched before the lock is taken, and the old one
+    // freed after; under the lock only the entries are copied. (After
+    // take_spares swaps the shard's array with a spawner's smaller one, an
+    // exit may have to grow it: outside the lock too, in append_dead.)
+
+    static std::uint32_t room_for(std::uint32_t need) noexcept { return std::max<std::uint32_t>(need, 256); }
+
+    /// Gives a shard's dead array room for `need` entries (see ROOM FOR DEAD
+    /// HEADERS); false when memory is short.
+    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
+        const std::uint32_t cap = room_for(need);
+        const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
+        auto* v = static_cast<task_header**>(std::malloc(bytes));
+        if (!v) return false;
+        std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
+        {
+            std::lock_guard g(sh.lock);
+            if (sh.dead.cap < cap) {
+                std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
+                std::swap(sh.dead.v, v);  // `v`: the old array, freed below
+                sh.dead.cap = cap;
+            }
+        }
+        std::free(v);
         return true;
     }
 
@@ -2266,6 +2398,7 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
@@ -2457,6 +2590,9 @@ private:
 //   * The same thread also calls a periodic `tick` (every 10 ms while the pool
 //     is busy): the scheduler uses it to rescue work stuck behind a task that
 //     does not suspend.
+//   * While the timers due at one look are being fired the queue is not
+//     `quiet()`: a timer taken out of the heap but not yet fired is still a
+//     timer that will wake someone (the deadlock watch asks).
 
 #include <algorithm>
 #include <atomic>
@@ -2746,9 +2882,16 @@ public:
         return heap_.remove(n);
     }
 
+    /// Timers armed (in the heap).
     std::size_t pending() const {
         std::lock_guard g(mu_);
         return heap_.size();
+    }
+
+    /// True when no timer is armed and none is being fired: no timer will wake anyone.
+    bool quiet() const {
+        std::lock_guard g(mu_);
+        return heap_.empty() && firing_ == 0;
     }
 
     /// Asks for `tick` calls every 10 ms (set while the pool has work).
@@ -2778,6 +2921,7 @@ private:
             while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
             bool ticking = ticking_.load(std::memory_order_acquire);
             if (!due.empty() || (ticking && now >= next_tick)) {
+                firing_ = due.size();
                 lk.unlock();
                 for (timer_node* n : due) n->fire(n);
                 due.clear();
@@ -2787,6 +2931,7 @@ private:
                     tick_(tick_arg_);  // asks again through want_ticks() while busy
                 }
                 lk.lock();
+                firing_ = 0;
                 continue;
             }
             std::int64_t wake = std::numeric_limits<std::int64_t>::max();
@@ -2805,6 +2950,7 @@ private:
     std::condition_variable cv_;
     timer_heap heap_;
     bool stopping_ = false;
+    std::size_t firing_ = 0;  // nodes taken by the batch being fired (under mu_)
     std::atomic<bool> ticking_{false};
     tick_fn tick_;
     void* tick_arg_;
@@ -3887,6 +4033,27 @@ public:
         wake_if_needed(local);
     }
 
+    /// Makes room in the global queue for `need` tasks. The new ring is
+    /// allocated and its pages touched (zeroed) before the lock is taken, and
+    /// the old one freed after; under the lock, only the queued pointers are
+    /// copied. Spawn calls it as the number of tasks doubles (go.hpp), so
+    /// that thousands of tasks woken at once (a close, a cancel) overflow
+    /// into a ring that has room, rather than one that grows, page by page,
+    /// while every worker waits on its lock.
+    void reserve_global(std::size_t need) noexcept {
+        if (need <= gq_cap_.load(std::memory_order_relaxed)) return;
+        const std::size_t cap = std::bit_ceil(std::max<std::size_t>(need, 1024));
+        vec<task_header*> ring(cap);  // declared before the guard: the old ring is freed unlocked
+        std::lock_guard g(gq_lock_);
+        const std::size_t old_cap = gq_ring_.size();
+        if (old_cap >= cap) return;  // another thread grew it meanwhile
+        const std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (old_cap - 1)];
+        gq_ring_.swap(ring);
+        gq_head_ = 0;
+        gq_cap_.store(cap, std::memory_order_relaxed);
+    }
+
     timer_queue& timers() noexcept { return timers_; }
 
     /// Tasks that stepped aside after a contended channel operation, all
@@ -4023,27 +4190,27 @@ private:
     // touches the tasks themselves (each would be a cache miss).
     // `outside`: woken or spawned from outside the pool (see GLOBAL QUEUE).
     void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept {
-        std::lock_guard g(gq_lock_);
-        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        if (sz + n > gq_ring_.size()) grow_global(sz + n);
-        std::size_t mask = gq_ring_.size() - 1;
-        for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
-        gq_size_.store(sz + n, std::memory_order_release);
-        if (outside) {
-            gq_outside_ += n;
-            if (!outside_waiting_.load(std::memory_order_relaxed))
-                outside_waiting_.store(true, std::memory_order_relaxed);
+        for (;;) {
+            std::size_t need;
+            {
+                std::lock_guard g(gq_lock_);
+                std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+                need = sz + n;
+                if (need <= gq_ring_.size()) {
+                    std::size_t mask = gq_ring_.size() - 1;
+                    for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
+                    gq_size_.store(sz + n, std::memory_order_release);
+                    if (outside) {
+                        gq_outside_ += n;
+                        if (!outside_waiting_.load(std::memory_order_relaxed))
+                            outside_waiting_.store(true, std::memory_order_relaxed);
+                    }
+                    return;
+                }
+            }
+            // Full: a bigger ring is made with the lock released (reserve_global), then try again.
+            reserve_global(2 * need);
         }
-    }
-
-    void grow_global(std::size_t need) noexcept {
-        std::size_t cap = gq_ring_.empty() ? 1024 : gq_ring_.size();
-        while (cap < need) cap *= 2;
-        vec<task_header*> ring(cap);
-        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (gq_ring_.size() - 1)];
-        gq_ring_.swap(ring);
-        gq_head_ = 0;
     }
 
     /// Takes a share of the global queue: returns one, moves the rest to the
@@ -4613,7 +4780,8 @@ private:
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
     alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
-    vec<task_header*> gq_ring_;  // power-of-two capacity
+    vec<task_header*> gq_ring_;  // power-of-two capacity (or empty); grows only (reserve_global)
+    std::atomic<std::size_t> gq_cap_{0};  // gq_ring_.size(), for a check without the lock
     std::size_t gq_head_ = 0;
     std::size_t gq_outside_ = 0;  // wake-ups from outside not yet taken (GLOBAL QUEUE)
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};
@@ -5668,8 +5836,9 @@ struct task_record {
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.
 struct task_group {
     std::size_t count = 0;
-    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id (see first)
     std::uint64_t key = 0;             ///< hash of the site chain and labels
+    std::uint32_t first = 0;           ///< index of its first task (smallest id) into snapshot::tasks()
 };
 
 /// A stable id for a site: the same file, line and function give the same id
@@ -5688,6 +5857,11 @@ inline std::uint64_t site_id(const detail::site& s) noexcept {
 
 class snapshot {
 public:
+    /// The records and the sites: vectors whose storage, when big, is mapped
+    /// in huge pages (detail::big_array_allocator).
+    using task_list = std::vector<task_record, detail::big_array_allocator<task_record>>;
+    using site_list = std::vector<detail::site, detail::big_array_allocator<detail::site>>;
+
     struct options {
         /// How long to wait for each worker to reach a safe point.
         std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
@@ -5771,8 +5945,8 @@ public:
     }
 
     std::size_t total() const noexcept { return tasks_.size(); }
-    const std::vector<task_record>& tasks() const noexcept { return tasks_; }
-    const detail::vec<detail::site>& sites() const noexcept { return sites_; }
+    const task_list& tasks() const noexcept { return tasks_; }
+    const site_list& sites() const noexcept { return sites_; }
     /// The sites of one task's stack, leaf first.
     std::span<const detail::site> stack(const task_record& r) const noexcept {
         return {sites_.data() + r.first_frame, r.frame_count};
@@ -5805,7 +5979,7 @@ public:
                 }
             if (!g) {
                 cands.push_back(out.size());
-                out.push_back(task_group{0, {}, k});
+                out.push_back(task_group{0, {}, k, i});
                 g = &out.back();
             }
             g->tasks.push_back(i);
@@ -5967,8 +6141,8 @@ private:
         detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
     };
 
-    std::vector<task_record> tasks_;
-    detail::vec<detail::site> sites_;
+    task_list tasks_;
+    site_list sites_;
     std::int64_t taken_at_ns_ = 0;
     std::int64_t pause_ns_ = 0;
     bool all_stopped_ = true;
@@ -6112,13 +6286,19 @@ private:
 };
 
 /// A snapshot with its sites interned and its tasks grouped, ready to print.
+/// What grouping to do: none (debug=2 prints task by task), the groups'
+/// counts and first tasks only (debug=0 and 1, which print one stack per
+/// group: no list of a million indices to build), or their members too
+/// (JSON, the live page, diffs, leak reports).
+enum class grouping { none, counts, members };
+
 class profile_view {
 public:
-    explicit profile_view(const snapshot& s, bool want_groups = true) : snap_(s) {
+    explicit profile_view(const snapshot& s, grouping g = grouping::members) : snap_(s) {
         const auto& raw = s.sites();
         frame_site_.resize(raw.size());
         for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
-        if (want_groups) group();
+        if (g != grouping::none) group(g == grouping::members);
     }
 
     const snapshot& snap() const noexcept { return snap_; }
@@ -6164,7 +6344,7 @@ public:
     }
 
 private:
-    void group() {
+    void group(bool members) {
         const auto& tasks = snap_.tasks();
         hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
         std::uint64_t last_key = 0;
@@ -6174,22 +6354,22 @@ private:
             std::uint64_t k = group_key(r);
             std::uint32_t gi = UINT32_MAX;
             // Neighbours usually share a stack: try the previous group before hashing.
-            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].tasks.front()], r))
+            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
                 gi = last_group;
             if (gi == UINT32_MAX) {
                 auto& cands = by_key[k];
                 for (std::uint32_t c : cands)
-                    if (same_group(tasks[groups_[c].tasks.front()], r)) {
+                    if (same_group(tasks[groups_[c].first], r)) {
                         gi = c;
                         break;
                     }
                 if (gi == UINT32_MAX) {
                     gi = static_cast<std::uint32_t>(groups_.size());
                     cands.push_back(gi);
-                    groups_.push_back(task_group{0, {}, k});
+                    groups_.push_back(task_group{0, {}, k, i});
                 }
             }
-            groups_[gi].tasks.push_back(i);
+            if (members) groups_[gi].tasks.push_back(i);
             ++groups_[gi].count;
             last_key = k;
             last_group = gi;
@@ -6197,13 +6377,13 @@ private:
         // Tasks are in ascending id order, so each group's first task has its smallest id.
         std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
-            return tasks[a.tasks.front()].id < tasks[b.tasks.front()].id;
+            return tasks[a.first].id < tasks[b.first].id;
         });
     }
 
     const snapshot& snap_;
     site_table table_;
-    std::vector<std::uint32_t> frame_site_;  // parallel to snap_.sites()
+    std::vector<std::uint32_t, big_array_allocator<std::uint32_t>> frame_site_;  // parallel to snap_.sites()
     std::vector<task_group> groups_;
 };
 
@@ -6445,7 +6625,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
     b.sample_type("goroutine", "count");
     const auto& tasks = v.snap().tasks();
     for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.tasks.front()];
+        const task_record& r = tasks[g.first];
         const std::int64_t count = static_cast<std::int64_t>(g.count);
         b.begin_sample(v.frames(r), {&count, 1});
         for (const auto& [k, val] : profile_view::labels(r)) b.label(k, val);
@@ -6458,7 +6638,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
 
 /// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
 inline std::string pprof_profile(const snapshot& s) {
-    detail::profile_view v(s);
+    detail::profile_view v(s, detail::grouping::counts);
     std::string out;
     detail::write_pprof(out, v);
     return out;
@@ -6671,7 +6851,7 @@ inline void write_debug1(text_sink& out, const profile_view& v) {
     std::string block;
     vec<text_frame> frames;
     for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.tasks.front()];
+        const task_record& r = tasks[g.first];
         block.clear();
         frames.clear();
         block += std::to_string(g.count);
@@ -6889,7 +7069,7 @@ inline void check_debug(int debug, const char* op) {
 
 /// debug=2: every task's block.
 inline void write_debug2_all(text_sink& out, const snapshot& s) {
-    profile_view v(s, false);
+    profile_view v(s, grouping::none);
     write_stacks(out, v);
 }
 
@@ -6897,7 +7077,7 @@ inline void write_debug2_all(text_sink& out, const snapshot& s) {
 inline void write_debug1_to(std::ostream& out, const snapshot& s) {
     {
         text_sink sink(out);
-        profile_view v(s);
+        profile_view v(s, grouping::counts);
         write_debug1(sink, v);
     }
     out.flush();
@@ -6906,14 +7086,14 @@ inline void write_debug1_to(std::ostream& out, const snapshot& s) {
 inline void write_profile(text_sink& out, const snapshot& s, int debug) {
     switch (debug) {
     case 0: {
-        profile_view v(s);
+        profile_view v(s, grouping::counts);
         std::string pb;
         write_pprof(pb, v);
         out.append(pb);
         return;
     }
     case 1: {
-        profile_view v(s);
+        profile_view v(s, grouping::counts);
         write_debug1(out, v);
         return;
     }
@@ -6978,7 +7158,7 @@ inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1)
 template <class Pick>
 void write_goroutine_stacks(std::ostream& out, const snapshot& s, Pick&& pick) {
     detail::text_sink sink(out);
-    detail::profile_view v(s, false);
+    detail::profile_view v(s, detail::grouping::none);
     detail::write_stacks(sink, v, pick);
 }
 
@@ -7454,7 +7634,7 @@ inline quiet_state observe_quiet() {
     if (external_waits().load(std::memory_order_acquire) != 0) return q;  // a foreign awaitable will answer
     if (s.idle_workers() != s.active_workers()) return q;
     if (s.global_queue_size() != 0) return q;
-    if (s.timers().pending() != 0) return q;
+    if (!s.timers().quiet()) return q;
     for (auto& w : s.workers()) q.resumes += w->resumes.load(std::memory_order_relaxed);
     q.tasks = the_registry().count();
     q.quiet = true;
@@ -7680,12 +7860,25 @@ inline task_header* new_header(task_kind kind, const site& where) {
     return h;
 }
 
+/// After add(): when this thread's count of live tasks reaches a power of
+/// two (>= 1024), the global queue gets room for twice the total, so that a
+/// close or a cancel that wakes them all at once finds room there (see
+/// scheduler::reserve_global). The total, not this thread's count: a thread
+/// that only spawns, whose tasks end on other threads, counts up forever.
+inline void make_room(std::int64_t live) noexcept {
+    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
+        const std::int64_t total = the_registry().count();
+        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
+    }
+}
+
 inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
     h->root_frame_ = frame.address();
     h->set_resume_point(frame);
     h->leaf = &p;
     p.header_ = h;
-    the_registry().add(h);
+    const std::int64_t live = the_registry().add(h);
+    make_room(live);
     the_scheduler().spawn(h);
 }
 
@@ -7807,8 +8000,9 @@ inline std::uint64_t start_runner(runner r, task_options&& options, const site& 
     h->set_resume_point(r.handle);
     h->leaf = &r.handle.promise();
     r.handle.promise().header_ = h;
-    the_registry().add(h);
+    const std::int64_t live = the_registry().add(h);
     const std::uint64_t id = h->id;
+    make_room(live);
     the_scheduler().spawn(h);
     return id;
 }
@@ -17022,7 +17216,7 @@ inline void append_labels_text(std::string& out, const std::vector<std::pair<std
 
 /// The wait of a group's longest-waiting task: its reason (null when no task
 /// of the group waits) and, in `oldest`, how long (0 when none waits).
-inline const char* oldest_wait(const task_group& g, const std::vector<task_record>& tasks, std::int64_t now,
+inline const char* oldest_wait(const task_group& g, const snapshot::task_list& tasks, std::int64_t now,
                                std::int64_t& oldest) noexcept {
     oldest = 0;
     const char* why = nullptr;

@@ -74,12 +74,25 @@ inline task_header* new_header(task_kind kind, const site& where) {
     return h;
 }
 
+/// After add(): when this thread's count of live tasks reaches a power of
+/// two (>= 1024), the global queue gets room for twice the total, so that a
+/// close or a cancel that wakes them all at once finds room there (see
+/// scheduler::reserve_global). The total, not this thread's count: a thread
+/// that only spawns, whose tasks end on other threads, counts up forever.
+inline void make_room(std::int64_t live) noexcept {
+    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
+        const std::int64_t total = the_registry().count();
+        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
+    }
+}
+
 inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
     h->root_frame_ = frame.address();
     h->set_resume_point(frame);
     h->leaf = &p;
     p.header_ = h;
-    the_registry().add(h);
+    const std::int64_t live = the_registry().add(h);
+    make_room(live);
     the_scheduler().spawn(h);
 }
 
@@ -201,8 +214,9 @@ inline std::uint64_t start_runner(runner r, task_options&& options, const site& 
     h->set_resume_point(r.handle);
     h->leaf = &r.handle.promise();
     r.handle.promise().header_ = h;
-    the_registry().add(h);
+    const std::int64_t live = the_registry().add(h);
     const std::uint64_t id = h->id;
+    make_room(live);
     the_scheduler().spawn(h);
     return id;
 }

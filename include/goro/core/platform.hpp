@@ -14,6 +14,8 @@
 //     these, with a message that names the operation.
 //   * `machine_policy`: the atomics, fences and spin of the real machine, for
 //     the protocols written against a policy (their tests swap in the model's).
+//   * `big_array_allocator`: for the arrays a snapshot of a million tasks
+//     fills (tens of MiB, written once): mapped in 2 MiB pages where it can.
 //
 // No test file of its own: each piece is a shim whose behaviour is what its
 // users' tests check (sites: test_dump.cpp and test_stack.cpp; the fence:
@@ -31,7 +33,11 @@
 #include <string_view>
 #include <thread>
 
+#include <memory>
+#include <new>
+
 #if defined(__linux__)
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -58,6 +64,19 @@
 #endif
 #ifndef GORO_TSAN
 #define GORO_TSAN 0
+#endif
+
+// big_array_allocator maps its arrays itself on Linux, except under
+// AddressSanitizer (which should see their bounds).
+#if !defined(__linux__) || defined(__SANITIZE_ADDRESS__)
+#define GORO_BIG_ARRAY_MMAP 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GORO_BIG_ARRAY_MMAP 0
+#endif
+#endif
+#ifndef GORO_BIG_ARRAY_MMAP
+#define GORO_BIG_ARRAY_MMAP 1
 #endif
 
 namespace goro {
@@ -230,6 +249,72 @@ struct machine_policy {
         if (++spins < 64) cpu_relax();
         else std::this_thread::yield();  // the other thread was descheduled
     }
+};
+
+/// An allocator for big arrays written once, front to back: a snapshot's
+/// records and sites (goro/inspect/snapshot.hpp). From 256 KiB up it maps
+/// the array itself (mmap), 2 MiB aligned and rounded up to 2 MiB, and asks
+/// for transparent huge pages (madvise MADV_HUGEPAGE, honoured when the
+/// system's setting is `madvise` or `always`), and unmaps it when freed.
+/// Why: a million tasks' records are 64 MiB, and faulting those in 4 KiB at
+/// a time (16 thousand faults, each a trip into the kernel, dear on a
+/// virtual machine) took most of the profile's time; in 2 MiB pages it is
+/// 32 faults. And malloc would keep such a block only while its mmap
+/// threshold allows, so every profile would fault its pages in again.
+/// Smaller arrays, other systems, and AddressSanitizer builds (which should
+/// see every array's bounds) use ::operator new.
+template <class T>
+struct big_array_allocator {
+    using value_type = T;
+    static constexpr std::size_t map_from = std::size_t(256) << 10;
+    static constexpr std::size_t huge_page = std::size_t(2) << 20;
+
+    big_array_allocator() noexcept = default;
+    template <class U>
+    big_array_allocator(const big_array_allocator<U>&) noexcept {}
+
+    T* allocate(std::size_t n) {
+#if GORO_BIG_ARRAY_MMAP
+        if (n >= map_from / sizeof(T) && n <= std::size_t(-1) / 4 / sizeof(T)) {  // (larger: let new fail)
+            if (void* p = map(n * sizeof(T))) return static_cast<T*>(p);
+            throw std::bad_alloc();
+        }
+#endif
+        return std::allocator<T>().allocate(n);
+    }
+
+    void deallocate(T* p, std::size_t n) noexcept {
+#if GORO_BIG_ARRAY_MMAP
+        if (n >= map_from / sizeof(T) && n <= std::size_t(-1) / 4 / sizeof(T)) {
+            ::munmap(p, round_up(n * sizeof(T)));
+            return;
+        }
+#endif
+        std::allocator<T>().deallocate(p, n);
+    }
+
+    friend bool operator==(const big_array_allocator&, const big_array_allocator&) noexcept { return true; }
+
+private:
+    static constexpr std::size_t round_up(std::size_t bytes) noexcept { return (bytes + huge_page - 1) & ~(huge_page - 1); }
+
+#if GORO_BIG_ARRAY_MMAP
+    /// `bytes` rounded up to 2 MiB, at a 2 MiB boundary: a range one huge
+    /// page longer is mapped, and what lies outside the aligned part unmapped.
+    static void* map(std::size_t bytes) noexcept {
+        const std::size_t len = round_up(bytes);
+        void* raw = ::mmap(nullptr, len + huge_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == MAP_FAILED) return nullptr;
+        char* base = static_cast<char*>(raw);
+        char* p = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(base) + huge_page - 1) & ~(huge_page - 1));
+        if (p != base) ::munmap(base, static_cast<std::size_t>(p - base));
+        if (const std::size_t tail = static_cast<std::size_t>(base + len + huge_page - (p + len))) ::munmap(p + len, tail);
+#if defined(MADV_HUGEPAGE)
+        (void)::madvise(p, len, MADV_HUGEPAGE);  // a hint: without it, 4 KiB pages
+#endif
+        return p;
+    }
+#endif
 };
 
 }  // namespace detail

@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -278,6 +279,7 @@ struct alignas(cache_line) registry_shard {
     ranked_lock<spinlock, lock_rank::registry_shard> lock;
     task_header* head = nullptr;          // every header of this shard, alive or dead
     dead_array dead{nullptr, 0, 0};       // dead ones, for reuse
+    std::uint32_t linked = 0;             // headers in the list (they are never unlinked)
 };
 
 /// One thread's counts. Only its thread writes them (plain stores, no locked
@@ -332,23 +334,36 @@ public:
     }
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
-    void add(task_header* h) noexcept {
+    /// Returns this thread's count of live tasks (its spawns minus its exits,
+    /// so it may exceed the total): the spawner grows the scheduler's global
+    /// queue when it reaches a power of two (go.hpp), as add() grows the
+    /// shard's dead array when the shard's list does.
+    std::int64_t add(task_header* h) noexcept {
         h->id = next_id();
         std::size_t s = this_shard();
         registry_shard& sh = shards_[s];
         if (h->shard == registry_shards) {
             h->shard = static_cast<std::uint8_t>(s);
-            std::lock_guard g(sh.lock);
-            h->next_ = sh.head;
-            sh.head = h;
-            h->dead.store(false, std::memory_order_release);
+            std::uint32_t linked;
+            bool short_of_room;
+            {
+                std::lock_guard g(sh.lock);
+                h->next_ = sh.head;
+                sh.head = h;
+                linked = ++sh.linked;
+                short_of_room = linked > sh.dead.cap;
+                h->dead.store(false, std::memory_order_release);
+            }
+            if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
         } else {
             // Already linked: a walk reads the fields only after seeing it alive.
             h->dead.store(false, std::memory_order_release);
         }
         count_slot& c = my_count_slot();
-        c.live.store(c.live.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
+        c.live.store(live, std::memory_order_relaxed);
         c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return live;
     }
 
     /// A task has finished (its frame is destroyed): it stops counting at once
@@ -491,21 +506,53 @@ private:
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
     static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        std::lock_guard g(sh.lock);
-        if (sh.dead.n + n <= sh.dead.cap || grow(sh.dead, sh.dead.n + n)) {
-            std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
-            sh.dead.n += n;
+        for (;;) {
+            std::uint32_t need;
+            {
+                std::lock_guard g(sh.lock);
+                need = sh.dead.n + n;
+                if (need <= sh.dead.cap) {
+                    std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
+                    sh.dead.n = need;
+                    return;
+                }
+            }
+            if (!reserve_dead(sh, need + need / 2)) return;
         }
     }
 
-    /// Makes room for `need` entries; false when memory is short.
-    static bool grow(dead_array& a, std::uint32_t need) noexcept {
-        std::uint32_t cap = a.cap ? a.cap : 256;
-        while (cap < need) cap *= 2;
-        void* p = std::realloc(a.v, std::size_t(cap) * sizeof(task_header*));
-        if (!p) return false;
-        a.v = static_cast<task_header**>(p);
-        a.cap = cap;
+    // ROOM FOR DEAD HEADERS. When thousands of tasks end at once (a close, a
+    // cancel), their headers come back to the shard in batches; an array
+    // that grew then would be reallocated, and its new pages faulted in,
+    // under the shard's lock that the spawner and every retiring worker
+    // wait on. So the room is made at spawn: when a new header makes the
+    // shard's list longer than its dead array, the array gets room for half
+    // as many again (a shard never holds more dead headers than it lists;
+    // 1.5, not 2: a million parked tasks carry this array). The new array
+    // is allocated and touched before the lock is taken, and the old one
+    // freed after; under the lock only the entries are copied. (After
+    // take_spares swaps the shard's array with a spawner's smaller one, an
+    // exit may have to grow it: outside the lock too, in append_dead.)
+
+    static std::uint32_t room_for(std::uint32_t need) noexcept { return std::max<std::uint32_t>(need, 256); }
+
+    /// Gives a shard's dead array room for `need` entries (see ROOM FOR DEAD
+    /// HEADERS); false when memory is short.
+    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
+        const std::uint32_t cap = room_for(need);
+        const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
+        auto* v = static_cast<task_header**>(std::malloc(bytes));
+        if (!v) return false;
+        std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
+        {
+            std::lock_guard g(sh.lock);
+            if (sh.dead.cap < cap) {
+                std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
+                std::swap(sh.dead.v, v);  // `v`: the old array, freed below
+                sh.dead.cap = cap;
+            }
+        }
+        std::free(v);
         return true;
     }
 

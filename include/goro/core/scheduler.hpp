@@ -132,6 +132,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
@@ -558,6 +559,27 @@ public:
         wake_if_needed(local);
     }
 
+    /// Makes room in the global queue for `need` tasks. The new ring is
+    /// allocated and its pages touched (zeroed) before the lock is taken, and
+    /// the old one freed after; under the lock, only the queued pointers are
+    /// copied. Spawn calls it as the number of tasks doubles (go.hpp), so
+    /// that thousands of tasks woken at once (a close, a cancel) overflow
+    /// into a ring that has room, rather than one that grows, page by page,
+    /// while every worker waits on its lock.
+    void reserve_global(std::size_t need) noexcept {
+        if (need <= gq_cap_.load(std::memory_order_relaxed)) return;
+        const std::size_t cap = std::bit_ceil(std::max<std::size_t>(need, 1024));
+        vec<task_header*> ring(cap);  // declared before the guard: the old ring is freed unlocked
+        std::lock_guard g(gq_lock_);
+        const std::size_t old_cap = gq_ring_.size();
+        if (old_cap >= cap) return;  // another thread grew it meanwhile
+        const std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (old_cap - 1)];
+        gq_ring_.swap(ring);
+        gq_head_ = 0;
+        gq_cap_.store(cap, std::memory_order_relaxed);
+    }
+
     timer_queue& timers() noexcept { return timers_; }
 
     /// Tasks that stepped aside after a contended channel operation, all
@@ -694,27 +716,27 @@ private:
     // touches the tasks themselves (each would be a cache miss).
     // `outside`: woken or spawned from outside the pool (see GLOBAL QUEUE).
     void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept {
-        std::lock_guard g(gq_lock_);
-        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        if (sz + n > gq_ring_.size()) grow_global(sz + n);
-        std::size_t mask = gq_ring_.size() - 1;
-        for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
-        gq_size_.store(sz + n, std::memory_order_release);
-        if (outside) {
-            gq_outside_ += n;
-            if (!outside_waiting_.load(std::memory_order_relaxed))
-                outside_waiting_.store(true, std::memory_order_relaxed);
+        for (;;) {
+            std::size_t need;
+            {
+                std::lock_guard g(gq_lock_);
+                std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+                need = sz + n;
+                if (need <= gq_ring_.size()) {
+                    std::size_t mask = gq_ring_.size() - 1;
+                    for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
+                    gq_size_.store(sz + n, std::memory_order_release);
+                    if (outside) {
+                        gq_outside_ += n;
+                        if (!outside_waiting_.load(std::memory_order_relaxed))
+                            outside_waiting_.store(true, std::memory_order_relaxed);
+                    }
+                    return;
+                }
+            }
+            // Full: a bigger ring is made with the lock released (reserve_global), then try again.
+            reserve_global(2 * need);
         }
-    }
-
-    void grow_global(std::size_t need) noexcept {
-        std::size_t cap = gq_ring_.empty() ? 1024 : gq_ring_.size();
-        while (cap < need) cap *= 2;
-        vec<task_header*> ring(cap);
-        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (gq_ring_.size() - 1)];
-        gq_ring_.swap(ring);
-        gq_head_ = 0;
     }
 
     /// Takes a share of the global queue: returns one, moves the rest to the
@@ -1284,7 +1306,8 @@ private:
     const bool asym_fence_;  // membarrier available: run_next is taken without a locked instruction
 
     alignas(cache_line) ranked_lock<spinlock, lock_rank::global_queue> gq_lock_;
-    vec<task_header*> gq_ring_;  // power-of-two capacity
+    vec<task_header*> gq_ring_;  // power-of-two capacity (or empty); grows only (reserve_global)
+    std::atomic<std::size_t> gq_cap_{0};  // gq_ring_.size(), for a check without the lock
     std::size_t gq_head_ = 0;
     std::size_t gq_outside_ = 0;  // wake-ups from outside not yet taken (GLOBAL QUEUE)
     alignas(cache_line) std::atomic<std::size_t> gq_size_{0};

@@ -122,7 +122,7 @@ inline void append_labels_text(std::string& out, const std::vector<std::pair<std
 
 /// The wait of a group's longest-waiting task: its reason (null when no task
 /// of the group waits) and, in `oldest`, how long (0 when none waits).
-inline const char* oldest_wait(const task_group& g, const std::vector<task_record>& tasks, std::int64_t now,
+inline const char* oldest_wait(const task_group& g, const snapshot::task_list& tasks, std::int64_t now,
                                std::int64_t& oldest) noexcept {
     oldest = 0;
     const char* why = nullptr;

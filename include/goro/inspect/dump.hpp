@@ -313,7 +313,7 @@ inline void write_debug1(text_sink& out, const profile_view& v) {
     std::string block;
     vec<text_frame> frames;
     for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.tasks.front()];
+        const task_record& r = tasks[g.first];
         block.clear();
         frames.clear();
         block += std::to_string(g.count);
@@ -531,7 +531,7 @@ inline void check_debug(int debug, const char* op) {
 
 /// debug=2: every task's block.
 inline void write_debug2_all(text_sink& out, const snapshot& s) {
-    profile_view v(s, false);
+    profile_view v(s, grouping::none);
     write_stacks(out, v);
 }
 
@@ -539,7 +539,7 @@ inline void write_debug2_all(text_sink& out, const snapshot& s) {
 inline void write_debug1_to(std::ostream& out, const snapshot& s) {
     {
         text_sink sink(out);
-        profile_view v(s);
+        profile_view v(s, grouping::counts);
         write_debug1(sink, v);
     }
     out.flush();
@@ -548,14 +548,14 @@ inline void write_debug1_to(std::ostream& out, const snapshot& s) {
 inline void write_profile(text_sink& out, const snapshot& s, int debug) {
     switch (debug) {
     case 0: {
-        profile_view v(s);
+        profile_view v(s, grouping::counts);
         std::string pb;
         write_pprof(pb, v);
         out.append(pb);
         return;
     }
     case 1: {
-        profile_view v(s);
+        profile_view v(s, grouping::counts);
         write_debug1(out, v);
         return;
     }
@@ -620,7 +620,7 @@ inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1)
 template <class Pick>
 void write_goroutine_stacks(std::ostream& out, const snapshot& s, Pick&& pick) {
     detail::text_sink sink(out);
-    detail::profile_view v(s, false);
+    detail::profile_view v(s, detail::grouping::none);
     detail::write_stacks(sink, v, pick);
 }
 

@@ -188,13 +188,19 @@ private:
 };
 
 /// A snapshot with its sites interned and its tasks grouped, ready to print.
+/// What grouping to do: none (debug=2 prints task by task), the groups'
+/// counts and first tasks only (debug=0 and 1, which print one stack per
+/// group: no list of a million indices to build), or their members too
+/// (JSON, the live page, diffs, leak reports).
+enum class grouping { none, counts, members };
+
 class profile_view {
 public:
-    explicit profile_view(const snapshot& s, bool want_groups = true) : snap_(s) {
+    explicit profile_view(const snapshot& s, grouping g = grouping::members) : snap_(s) {
         const auto& raw = s.sites();
         frame_site_.resize(raw.size());
         for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
-        if (want_groups) group();
+        if (g != grouping::none) group(g == grouping::members);
     }
 
     const snapshot& snap() const noexcept { return snap_; }
@@ -240,7 +246,7 @@ public:
     }
 
 private:
-    void group() {
+    void group(bool members) {
         const auto& tasks = snap_.tasks();
         hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
         std::uint64_t last_key = 0;
@@ -250,22 +256,22 @@ private:
             std::uint64_t k = group_key(r);
             std::uint32_t gi = UINT32_MAX;
             // Neighbours usually share a stack: try the previous group before hashing.
-            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].tasks.front()], r))
+            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
                 gi = last_group;
             if (gi == UINT32_MAX) {
                 auto& cands = by_key[k];
                 for (std::uint32_t c : cands)
-                    if (same_group(tasks[groups_[c].tasks.front()], r)) {
+                    if (same_group(tasks[groups_[c].first], r)) {
                         gi = c;
                         break;
                     }
                 if (gi == UINT32_MAX) {
                     gi = static_cast<std::uint32_t>(groups_.size());
                     cands.push_back(gi);
-                    groups_.push_back(task_group{0, {}, k});
+                    groups_.push_back(task_group{0, {}, k, i});
                 }
             }
-            groups_[gi].tasks.push_back(i);
+            if (members) groups_[gi].tasks.push_back(i);
             ++groups_[gi].count;
             last_key = k;
             last_group = gi;
@@ -273,13 +279,13 @@ private:
         // Tasks are in ascending id order, so each group's first task has its smallest id.
         std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
-            return tasks[a.tasks.front()].id < tasks[b.tasks.front()].id;
+            return tasks[a.first].id < tasks[b.first].id;
         });
     }
 
     const snapshot& snap_;
     site_table table_;
-    std::vector<std::uint32_t> frame_site_;  // parallel to snap_.sites()
+    std::vector<std::uint32_t, big_array_allocator<std::uint32_t>> frame_site_;  // parallel to snap_.sites()
     std::vector<task_group> groups_;
 };
 
@@ -521,7 +527,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
     b.sample_type("goroutine", "count");
     const auto& tasks = v.snap().tasks();
     for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.tasks.front()];
+        const task_record& r = tasks[g.first];
         const std::int64_t count = static_cast<std::int64_t>(g.count);
         b.begin_sample(v.frames(r), {&count, 1});
         for (const auto& [k, val] : profile_view::labels(r)) b.label(k, val);
@@ -534,7 +540,7 @@ inline void write_pprof(std::string& out, profile_view& v) {
 
 /// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
 inline std::string pprof_profile(const snapshot& s) {
-    detail::profile_view v(s);
+    detail::profile_view v(s, detail::grouping::counts);
     std::string out;
     detail::write_pprof(out, v);
     return out;

@@ -71,8 +71,9 @@ struct task_record {
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.
 struct task_group {
     std::size_t count = 0;
-    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id (see first)
     std::uint64_t key = 0;             ///< hash of the site chain and labels
+    std::uint32_t first = 0;           ///< index of its first task (smallest id) into snapshot::tasks()
 };
 
 /// A stable id for a site: the same file, line and function give the same id
@@ -91,6 +92,11 @@ inline std::uint64_t site_id(const detail::site& s) noexcept {
 
 class snapshot {
 public:
+    /// The records and the sites: vectors whose storage, when big, is mapped
+    /// in huge pages (detail::big_array_allocator).
+    using task_list = std::vector<task_record, detail::big_array_allocator<task_record>>;
+    using site_list = std::vector<detail::site, detail::big_array_allocator<detail::site>>;
+
     struct options {
         /// How long to wait for each worker to reach a safe point.
         std::chrono::nanoseconds stop_timeout = std::chrono::milliseconds(100);
@@ -174,8 +180,8 @@ public:
     }
 
     std::size_t total() const noexcept { return tasks_.size(); }
-    const std::vector<task_record>& tasks() const noexcept { return tasks_; }
-    const detail::vec<detail::site>& sites() const noexcept { return sites_; }
+    const task_list& tasks() const noexcept { return tasks_; }
+    const site_list& sites() const noexcept { return sites_; }
     /// The sites of one task's stack, leaf first.
     std::span<const detail::site> stack(const task_record& r) const noexcept {
         return {sites_.data() + r.first_frame, r.frame_count};
@@ -208,7 +214,7 @@ public:
                 }
             if (!g) {
                 cands.push_back(out.size());
-                out.push_back(task_group{0, {}, k});
+                out.push_back(task_group{0, {}, k, i});
                 g = &out.back();
             }
             g->tasks.push_back(i);
@@ -370,8 +376,8 @@ private:
         detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
     };
 
-    std::vector<task_record> tasks_;
-    detail::vec<detail::site> sites_;
+    task_list tasks_;
+    site_list sites_;
     std::int64_t taken_at_ns_ = 0;
     std::int64_t pause_ns_ = 0;
     bool all_stopped_ = true;
