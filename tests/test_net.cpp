@@ -11,11 +11,14 @@
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <goro/goro.hpp>
 
@@ -187,7 +190,124 @@ goro::task<bool> until(Pred pred) {
     co_return pred();
 }
 
+// WHO POLLS, napping (io/poller.hpp): a ping-pong over loopback whose
+// readiness the workers take themselves, so that the poller thread naps.
+// Runs `rounds` round trips of one byte on a fresh pair.
+goro::task<> nap_ping_pong(int rounds) {
+    auto [a, b] = co_await tcp_pair();
+    goro::wait_group wg;
+    wg.add(1);
+    goro::go([](goro::net::stream& s, int n, goro::wait_group& g) -> goro::task<> {
+        char c;
+        for (int i = 0; i < n; ++i) {
+            co_await s.read_full(&c, 1);
+            co_await s.write_all(&c, 1);
+        }
+        g.done();
+    }(b, rounds, wg));
+    char c = 'x';
+    for (int i = 0; i < rounds; ++i) {
+        co_await a.write_all(&c, 1);
+        co_await a.read_full(&c, 1);
+    }
+    co_await wg.wait();
+}
+
+/// Ping-pongs until the poller thread has begun a nap (false when it never
+/// did within the bound: the machine never let it run).
+bool until_poller_naps() {
+    auto& p = goro::detail::poller::get();
+    const std::uint64_t before = p.naps();
+    for (int i = 0; i < 400 && p.naps() == before; ++i) goro::block_on(nap_ping_pong(200));
+    return p.naps() != before;
+}
+
+/// Waits for `fd` to be readable (`out`: "ready" or the error's what()),
+/// then counts `done`.
+goro::task<> readable_one(int fd, goro::context ctx, std::string& out, std::atomic<int>& done) {
+    try {
+        co_await goro::wait_readable(fd, ctx);
+        out = "ready";
+    } catch (const goro::io_error& e) {
+        out = e.what();
+    }
+    done.fetch_add(1);
+}
+
+struct nap_pipe {
+    int r = -1, w = -1;
+    nap_pipe() {
+        int p[2];
+        REQUIRE(::pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0);
+        r = p[0];
+        w = p[1];
+    }
+    ~nap_pipe() {
+        ::close(r);
+        ::close(w);
+    }
+};
+
+/// Restores the poller's nap interval.
+struct nap_interval_guard {
+    std::chrono::nanoseconds old = goro::detail::poller::get().nap_interval();
+    explicit nap_interval_guard(std::chrono::nanoseconds d) { goro::detail::poller::get().set_nap_interval(d); }
+    ~nap_interval_guard() { goro::detail::poller::get().set_nap_interval(old); }
+};
+
 }  // namespace
+
+TEST_CASE("net: a napping poller thread is sent back to epoll by the last worker to fall asleep", "[net]") {
+    // Naps of an hour: only the last sleeping worker's hand can end one.
+    nap_interval_guard g(std::chrono::hours(1));
+    if (!until_poller_naps()) WARN("the poller thread never napped here: the nap's end goes untested");
+    // The pool goes idle after the ping-pong: a nap still running would
+    // leave the next readiness to nobody, and the read would time out.
+    nap_pipe p;
+    std::string got;
+    std::atomic<int> done{0};
+    auto [ctx, cancel] = goro::with_timeout(goro::background(), 60s);
+    goro::go(readable_one(p.r, ctx, got, done), {.name = "after_nap_reader"});
+    REQUIRE(eventually([&] { return parked_reasons("after_nap_reader") == std::vector<std::string>{"IO wait"}; }));
+    auto& s = goro::detail::the_scheduler();
+    REQUIRE(eventually([&] { return s.idle_workers() >= static_cast<int>(s.size()); }));
+    REQUIRE(::write(p.w, "n", 1) == 1);  // from outside the pool: no worker wakes for it
+    REQUIRE(eventually([&] { return done.load() != 0; }, 90s));
+    CHECK(got == "ready");
+    cancel();
+}
+
+TEST_CASE("net: readiness reaches a pool whose workers never run dry while the poller thread naps", "[net]") {
+    // Every worker busy with a task that never suspends, so no worker polls:
+    // the poller thread's nap ends with no poll seen and it takes the
+    // readiness itself (the reader then runs on a worker brought in for the
+    // stuck ones).
+    nap_interval_guard g(std::chrono::milliseconds(1));
+    if (!until_poller_naps()) WARN("the poller thread never napped here: the nap's end goes untested");
+    nap_pipe p;
+    std::string got;
+    std::atomic<int> done{0};
+    goro::go(readable_one(p.r, goro::context{}, got, done), {.name = "busy_pool_reader"});
+    REQUIRE(eventually([&] { return parked_reasons("busy_pool_reader") == std::vector<std::string>{"IO wait"}; }));
+    const int n = static_cast<int>(goro::detail::the_scheduler().size());
+    std::atomic<int> spinning{0};
+    goro::wait_group wg;
+    for (int i = 0; i < n; ++i) {
+        wg.add(1);
+        goro::go([](std::atomic<int>& d, std::atomic<int>& sp, goro::wait_group& w) -> goro::task<> {
+            sp.fetch_add(1);
+            const auto end = std::chrono::steady_clock::now() + 60s;  // a bound, should the reader never come
+            while (d.load() == 0 && std::chrono::steady_clock::now() < end) std::this_thread::yield();
+            w.done();
+            co_return;
+        }(done, spinning, wg), {.name = "never_dry"});
+    }
+    REQUIRE(eventually([&] { return spinning.load() == n; }));
+    REQUIRE(::write(p.w, "b", 1) == 1);
+    REQUIRE(eventually([&] { return done.load() != 0; }, 90s));
+    goro::block_on(wg.wait());
+    CHECK(got == "ready");
+}
 
 TEST_CASE("net: address parse, to_string and misuse", "[net]") {
     auto a = goro::net::address::parse("127.0.0.1:8080");

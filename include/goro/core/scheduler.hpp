@@ -360,6 +360,13 @@ inline thread_local constinit worker* tls_worker = nullptr;
 /// or null. Null when no program part uses the poller.
 inline constinit std::atomic<task_header* (*)() noexcept> idle_poll_hook{nullptr};
 
+/// Set by the netpoller too: called by a worker about to sleep (counted
+/// idle, after the handshake's fence), so that when the whole pool goes
+/// idle, the netpoller's thread stops leaving readiness to the workers and
+/// waits on the epoll descriptor again (poller.hpp, WHO POLLS). Takes no
+/// scheduler lock.
+inline constinit std::atomic<void (*)() noexcept> idle_sleep_hook{nullptr};
+
 /// What a stop of the world achieved.
 struct stw_report {
     bool all_stopped = true;                  ///< every worker reached a safe point
@@ -1010,6 +1017,7 @@ private:
             }
         }
         if (slept) {
+            if (auto* const hook = idle_sleep_hook.load(std::memory_order_acquire)) hook();
             // Sleep until a waker takes us off the idle list (it counts us as spinning).
             while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
             w.wake_word.store(0, std::memory_order_relaxed);

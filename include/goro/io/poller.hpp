@@ -42,6 +42,20 @@
 //               worker): ~4x slower than Go; with (1) alone the poller
 //               thread still took half the events; with the yield, ~99%
 //               are taken by the workers.
+//               NAPPING: once the poller thread finds that a worker took
+//               the events it woke for, it stops waiting on the epoll
+//               descriptor (where every event wakes it: on free cores, a
+//               cross-core wake-up inside the writer's system call, twice
+//               per ping-pong round trip, ~2 context switches per round
+//               trip) and naps instead (1 ms), kept napping while the
+//               workers' polls go on (a count they bump). A nap in which no
+//               worker polled (they are all busy, or asleep) sends it back
+//               to the descriptor, and the last worker to fall asleep ends
+//               a nap at once (the scheduler's idle_sleep_hook; a
+//               publish-then-check handshake with the nap). A missed
+//               handshake would cost one nap, never an event: naps are
+//               bounded. So a pool whose workers never run dry waits two
+//               naps at most for readiness (Go: sysmon's 10 ms).
 //
 // EDGE-TRIGGERED READINESS, without a lost wake-up (Go's pdReady, made a count)
 //   An operation reads `seq[d]` BEFORE its system call. An event in
@@ -101,6 +115,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -342,6 +358,15 @@ public:
         return true;
     }
 
+    /// WHO POLLS, napping: how long the poller thread leaves readiness to
+    /// the workers before it looks itself (1 ms by default). For tests.
+    void set_nap_interval(std::chrono::nanoseconds d) noexcept { nap_ns_.store(d.count(), std::memory_order_relaxed); }
+    std::chrono::nanoseconds nap_interval() const noexcept {
+        return std::chrono::nanoseconds(nap_ns_.load(std::memory_order_relaxed));
+    }
+    /// How many naps the poller thread has begun (for tests).
+    std::uint64_t naps() const noexcept { return naps_.load(std::memory_order_relaxed); }
+
     /// Counts a parked waiter as an external wake-up guard for the
     /// deadlock detector (see DEADLOCK DETECTION); the waker uncounts it
     /// before it wakes the task.
@@ -356,6 +381,7 @@ private:
         if (epfd_ < 0) throw_errno("goro::io::poller: epoll_create1", errno);
         thread_ = std::thread([this] { run(); });
         thread_.detach();
+        idle_sleep_hook.store(&poller::before_idle_sleep, std::memory_order_release);
         idle_poll_hook.store(&poller::poll_now, std::memory_order_release);
     }
 
@@ -469,6 +495,7 @@ private:
         constexpr int max_events = 64;
         epoll_event evs[max_events];
         int n = ::epoll_wait(p.epfd_, evs, max_events, 0);
+        p.polls_.fetch_add(1, std::memory_order_relaxed);  // the poller thread naps while this moves
         if (n <= 0) return nullptr;
         io_waiter* lists[2 * max_events];
         std::size_t nl;
@@ -483,12 +510,70 @@ private:
         return first;
     }
 
+    /// A worker of the pool is awake (not counted idle): it polls when it
+    /// runs dry.
+    static bool workers_awake() noexcept {
+        scheduler* s = g_scheduler.load(std::memory_order_acquire);
+        return s && s->idle_workers() < static_cast<int>(s->size());
+    }
+
+    /// The scheduler's idle_sleep_hook: a worker about to sleep, counted
+    /// idle already (a seq_cst update, then a fence), ends the poller
+    /// thread's nap when no worker is awake any more. The nap publishes
+    /// `napping_` and fences before it looks at the idle count: so either
+    /// the nap sees the pool idle and does not begin, or this sees the nap.
+    /// (A miss would cost a nap's length, never a wake-up: see run().)
+    static void before_idle_sleep() noexcept {
+        poller& p = get();
+        if (!p.napping_.load(std::memory_order_seq_cst) || workers_awake()) return;
+        {
+            std::lock_guard g(p.nap_mu_);
+            if (!p.napping_.load(std::memory_order_relaxed)) return;
+            p.napping_.store(false, std::memory_order_relaxed);
+        }
+        p.nap_cv_.notify_one();
+    }
+
+    /// Sleeps for the nap interval, or until the last awake worker goes to
+    /// sleep (before_idle_sleep); returns at once when none is awake.
+    void nap() noexcept {
+        std::unique_lock lk(nap_mu_);
+        napping_.store(true, std::memory_order_seq_cst);
+        seq_fence();
+        if (workers_awake()) {
+            naps_.fetch_add(1, std::memory_order_relaxed);
+            nap_cv_.wait_for(lk, nap_interval(), [this] { return !napping_.load(std::memory_order_relaxed); });
+        }
+        napping_.store(false, std::memory_order_relaxed);
+    }
+
     void run() noexcept {
         constexpr int max_events = 256;
         epoll_event evs[max_events];
         std::vector<io_waiter*> lists(2 * max_events);
         std::vector<task_header*> buf(max_events);
+        bool napping = false;
+        std::uint64_t seen_polls = 0;
         for (;;) {
+            // NAPPING (see WHO POLLS): the workers took the last readiness
+            // themselves, so this thread does not sleep on the epoll
+            // descriptor, where each event would wake it (a cross-core
+            // wake-up inside the writer's system call, per message of a
+            // ping-pong) only to find the events taken. It looks again after
+            // the nap, and goes back to waiting on the descriptor when no
+            // worker polled meanwhile (all busy, or the pool went idle: then
+            // the last worker to sleep ends the nap early). So readiness
+            // waits a nap or two at most for a pool that does not run dry,
+            // and nothing is ever left unharvested: the nap is bounded.
+            if (napping) {
+                nap();
+                const std::uint64_t polls = polls_.load(std::memory_order_relaxed);
+                if (polls != seen_polls && workers_awake()) {
+                    seen_polls = polls;
+                    continue;
+                }
+                napping = false;
+            }
             // Wait for readiness without taking it (the epoll fd polls
             // readable while events are queued), and when a worker is awake
             // let it take them first: it runs the woken task at once
@@ -498,14 +583,18 @@ private:
             // dry does not hold an I/O wake-up back.
             pollfd pf{epfd_, POLLIN, 0};
             if (::poll(&pf, 1, -1) < 0) continue;
-            if (scheduler* s = g_scheduler.load(std::memory_order_acquire);
-                s && s->idle_workers() < static_cast<int>(s->size()))
-                std::this_thread::yield();
+            const bool awake = workers_awake();
+            if (awake) std::this_thread::yield();
             int n = ::epoll_wait(epfd_, evs, max_events, 0);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 std::fprintf(stderr, "goro: netpoller: epoll_wait: %s\n", std::strerror(errno));
                 std::abort();
+            }
+            if (n == 0 && awake) {  // a worker took them: leave the next ones to the workers
+                napping = true;
+                seen_polls = polls_.load(std::memory_order_relaxed);
+                continue;
             }
             std::size_t nl;
             if (harvest(evs, n, lists.data(), &nl)) wake_all(lists.data(), nl, buf.data(), buf.size(), false);
@@ -517,6 +606,15 @@ private:
     std::mutex free_mu_;
     poll_desc* free_ = nullptr;
     std::thread thread_;
+    // WHO POLLS, napping. `polls_`: the workers' polls (poll_now), a count
+    // the poller thread compares across a nap; its own line, as every
+    // worker's poll writes it.
+    alignas(cache_line) std::atomic<std::uint64_t> polls_{0};
+    alignas(cache_line) std::atomic<bool> napping_{false};  // written under nap_mu_
+    std::atomic<std::int64_t> nap_ns_{1'000'000};
+    std::atomic<std::uint64_t> naps_{0};
+    std::mutex nap_mu_;
+    std::condition_variable nap_cv_;
 };
 
 /// An operation's reference on its descriptor (see CLOSING); throws
