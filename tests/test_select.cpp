@@ -308,6 +308,46 @@ TEST_CASE("select is fair among ready cases (binomial band, 5 sigma)", "[select]
     CHECK(std::abs(t0 - n / 2) < 5 * sigma);
 }
 
+// A blocking select first polls without a random draw when the cases that
+// only look (nil, unbuffered, timer) are not ready and one case is left; a
+// looking case that is ready must still get its fair chance.
+TEST_CASE("a ready unbuffered case keeps its chance against a ready buffered one", "[select]") {
+    const int n = 100'000;
+    goro::channel<int> buf(1), shut;
+    shut.close();
+    CHECK(buf.try_send(0) == goro::send_status::sent);
+    auto body = [](goro::channel<int> b, goro::channel<int> c, int count) -> goro::task<std::array<int, 2>> {
+        std::array<int, 2> hits{0, 0};
+        for (int i = 0; i < count; ++i) {
+            auto r = co_await goro::select(goro::recv(b), goro::recv(c));
+            ++hits[std::size_t(r.index())];
+            if (r.index() == 0) CHECK(b.try_send(0) == goro::send_status::sent);  // keep it ready
+            else CHECK(!r.get<1>());
+        }
+        co_return hits;
+    };
+    auto hits = goro::block_on(body(buf, shut, n));
+    const double sigma = std::sqrt(n * 0.5 * 0.5);
+    CHECK(std::abs(hits[0] - n / 2) < 5 * sigma);
+    CHECK(hits[0] + hits[1] == n);
+}
+
+TEST_CASE("with nil, unbuffered and timer cases not ready, a ready buffered case fires each time", "[select]") {
+    goro::channel<int> buf(4), idle, nil{nullptr};
+    auto body = [](goro::channel<int> b, goro::channel<int> i, goro::channel<int> z) -> goro::task<int> {
+        int fired = 0;
+        for (int k = 0; k < 1000; ++k) {
+            CHECK(b.try_send(k) == goro::send_status::sent);
+            auto r = co_await goro::select(goro::recv(i), goro::recv(z), goro::after(1h), goro::recv(b));
+            CHECK(r.index() == 3);
+            if (r.index() == 3 && r.get<3>() == k) ++fired;
+        }
+        co_return fired;
+    };
+    CHECK(goro::block_on(body(buf, idle, nil)) == 1000);
+    CHECK(buf.try_recv().status == goro::recv_status::empty);  // each value taken once
+}
+
 TEST_CASE("a send case that loses keeps its value; a winning one delivers it once", "[select][stress]") {
     const auto tasks_before = goro::num_goroutines();
     counted::reset();

@@ -217,8 +217,7 @@ public:
                     for (std::uint32_t i = 0; i <= max && i < left; ++i) {
                         task_header* u = buf_[(next + i) % runq_capacity].load(std::memory_order_relaxed);
                         const char* f = static_cast<const char*>(u->resume_addr_.load(std::memory_order_relaxed));
-                        prefetch_for_write(f);
-                        prefetch_for_write(f + cache_line);
+                        prefetch_frame(f);
                     }
                 }
                 return t;
@@ -259,9 +258,22 @@ public:
         if (queued > frame_ahead) {
             task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
             const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
-            prefetch_for_write(f);
-            prefetch_for_write(f + cache_line);
+            prefetch_frame(f);
         }
+    }
+
+    /// The first four lines of a frame, for writing. What a resumed task
+    /// touches first is its resume index, its promise and the awaiter it was
+    /// suspended in (a select's, with the waiters a close just claimed),
+    /// which follow one another from the frame's start; a frame is only
+    /// 16-byte aligned, so that start may lie anywhere in a line. Two lines
+    /// missed the resume index itself (88 bytes in, with g++) for one frame
+    /// in four, and the awaiter for most: cancel_fanout's wake-ups took about
+    /// a fifth less CPU time with four. (Integer arithmetic: a stale address is only
+    /// ever prefetched, and a prefetch never faults.)
+    static void prefetch_frame(const void* f) noexcept {
+        const auto a = reinterpret_cast<std::uintptr_t>(f);
+        for (std::uintptr_t i = 0; i < 4; ++i) prefetch_for_write(reinterpret_cast<const void*>(a + i * cache_line));
     }
 
     /// Anyone: takes up to half (at least one) of the entries into `out`.

@@ -27,7 +27,10 @@
 //      a waiter) ends this pass; the locked poll below then uses the same
 //      order, so every ready case keeps the same chance (fairness). Only a
 //      one-case try_select takes "nothing ready" from this pass: with several
-//      cases the answers come from different moments.
+//      cases the answers come from different moments. A blocking select
+//      first tries, with no random draw, the order that puts the cases that
+//      only look (nil, unbuffered, timer) first, when they are not ready and
+//      one case at most is left (select_op::poll_fast_plain: recv-or-done).
 //   1. Lock every distinct channel once, in increasing address order (the
 //      lock order shared with every other select, so two selects never deadlock).
 //   2. Poll the cases in the same order under the locks; the first that can
@@ -342,11 +345,13 @@ public:
             park(self, h, wait_reason::select_no_cases);  // never published: parks forever
             return true;
         } else {
-            unsigned char order[NS];
-            shuffle(order);
             std::int64_t now = 0;
             if constexpr (timers > 0) now = now_ns();
-            if (poll_fast(order, now) >= 0) return false;
+            const int plain = poll_fast_plain(now);
+            if (plain >= 0) return false;
+            unsigned char order[NS];
+            shuffle(order);
+            if (plain == fast_random && poll_fast(order, now) >= 0) return false;
             chan_base* locks[NS];
             std::size_t nl = lock_order(locks);
             lock_all(locks, nl);
@@ -480,6 +485,53 @@ private:
 
     static constexpr int fast_none = -1;    // every case would block (case by case)
     static constexpr int fast_locked = -2;  // a case needs the locks to tell
+    static constexpr int fast_random = -3;  // poll_fast_plain: the random order must decide
+
+    /// No locks. The lock-free pass without a random order, where the order
+    /// cannot change the answer. Some cases' lock-free poll only looks and
+    /// takes nothing: a nil channel, an unbuffered one (closed? anyone
+    /// parked?), a timer. When each of those is looked at here, in argument
+    /// order, and is not ready, and at most one other case is left (a
+    /// buffered channel's ring), that one is polled alone. Every answer this
+    /// gives is the one poll_fast gives with the looking cases first in the
+    /// order, so it is as fair; and it draws no random number and branches on
+    /// none (a select in a loop, such as recv-or-done, predicts every branch).
+    /// A looking case that is ready (or needs the locks), or two cases that
+    /// take: fast_random, and poll_fast decides in a random order.
+    int poll_fast_plain(std::int64_t now) noexcept {
+        int taker = -1;
+        bool plain = true;
+        for_each_case([&](auto I) {
+            constexpr case_kind kind = case_traits<case_at<I>>::kind;
+            auto& cs = std::get<I>(cases_);
+            if (!plain) return;
+            if constexpr (kind == case_kind::timer) {
+                if (now >= cs.when_ns) plain = false;
+            } else {
+                if (!cs.ch) return;  // nil: never ready
+                if (cs.ch->cap == 0) {
+                    // What recv_fast / send_fast look at for an unbuffered
+                    // channel (and all they do): closed fires, a parked peer
+                    // needs the locks.
+                    const bool empty = kind == case_kind::recv ? cs.ch->sendq.empty() : cs.ch->recvq.empty();
+                    if (cs.ch->is_closed() || !empty) plain = false;
+                } else if (taker >= 0) {
+                    plain = false;
+                } else {
+                    taker = int(I);
+                }
+            }
+        });
+        if (!plain) return fast_random;
+        if (taker < 0) return fast_none;
+        fast_result f = fast_result::not_ready;
+        visit(std::size_t(taker), [&](auto I) { f = fast_one<I>(now); });
+        if (f == fast_result::done || f == fast_result::closed) {
+            result_.index_ = taker;
+            return taker;
+        }
+        return f == fast_result::locked ? fast_locked : fast_none;
+    }
 
     /// No locks. Tries the cases in `order` with the channels' lock-free
     /// paths; stops at the first case that only the locks can tell about (so
