@@ -92,7 +92,6 @@
 //   (the header's number is the change of the total; `+delta @ …` per group).
 #pragma once
 
-#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <iostream>
@@ -108,6 +107,7 @@
 #include <goro/core/platform.hpp>
 #include <goro/inspect/pprof.hpp>
 #include <goro/core/registry.hpp>
+#include <goro/core/algo.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
 #include <goro/core/vec.hpp>
@@ -293,7 +293,7 @@ inline void write_labels_line(std::string& out, const std::vector<std::pair<std:
         go_quote(s, v);
         kv.push_back(std::move(s));
     }
-    std::sort(kv.begin(), kv.end());
+    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
     out += "# labels: {";
     for (std::size_t i = 0; i < kv.size(); ++i) {
         if (i) out += ", ";
@@ -693,11 +693,12 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
         c.labels = labels;
         for (std::uint32_t ti : g.tasks) {
             std::uint64_t id = after.tasks()[ti].id;
-            if (!std::binary_search(before_ids.begin(), before_ids.end(), id)) c.new_task_ids.push_back(id);
+            auto at = std::lower_bound(before_ids.begin(), before_ids.end(), id);
+            if (at == before_ids.end() || *at != id) c.new_task_ids.push_back(id);
         }
         d.grown.push_back(std::move(c));
     }
-    std::stable_sort(d.grown.begin(), d.grown.end(), [](const group_change& a, const group_change& b) {
+    detail::stable_sort(d.grown.data(), d.grown.data() + d.grown.size(), [](const group_change& a, const group_change& b) {
         if (a.delta != b.delta) return a.delta > b.delta;
         return a.after > b.after;
     });

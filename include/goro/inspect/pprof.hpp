@@ -34,7 +34,6 @@
 // stop of the world. Call from any thread.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -49,6 +48,7 @@
 
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
+#include <goro/core/algo.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
 #include <goro/core/vec.hpp>
@@ -277,7 +277,7 @@ private:
             last_group = gi;
         }
         // Tasks are in ascending id order, so each group's first task has its smallest id.
-        std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
+        detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks[a.first].id < tasks[b.first].id;
         });
