@@ -5750,55 +5750,11 @@ inline constexpr bool is_task_v<task<T>> = true;
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <deque>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
-
-
-// ---- begin goro/inspect/snapshot.hpp ----
-// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
-// runs, as Go 1.19 takes its goroutine profile.
-//
-//   request → stop the world → start an epoch → resume → copy records → group → format
-//
-// `goro::snapshot::take()` stops every worker at a safe point (see
-// scheduler.hpp) only to start a profile epoch and note where each registry
-// shard's list begins; then the world runs again. Each task alive at that
-// moment is copied once, as it was then: by the walk that follows, or by the
-// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
-// registry.hpp). The pause is therefore the same for ten tasks or a million.
-// Names are cleaned, stacks grouped and text formatted after that, on the
-// caller's thread.
-//
-// Every task alive when the epoch began appears exactly once (tasks spawned
-// after it do not; one that exits meanwhile appears as it was); `total()`
-// equals the sum of the group counts. The task calling take() from inside the
-// pool is recorded as running with its frames as last suspended.
-// `options::concurrent = false` copies everything with the world stopped.
-//
-// When a worker does not reach a safe point before the timeout (a task that
-// never suspends, or a loaded machine), the snapshot still takes the epoch's
-// way, and `all_stopped()` is false. Such a worker resumes tasks only through
-// scheduler::run, which claims each task for the epoch once it can see it
-// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
-// the scheduler (running_unclaimed), claimed by the profiler and recorded as
-// running with `frames_known` false: their frames are changing, so neither
-// their frames nor their `leaf` is read. Every other task is copied as above.
-// As those workers did not stop, "when the epoch began" is not one instant
-// for them: a task running there that exits just then may be left out, and
-// one that has just suspended may show as running.
-
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <mutex>
-#include <span>
-#include <string>
-#include <string_view>
-#include <tuple>
 #include <vector>
 
 
@@ -5908,6 +5864,50 @@ inline std::vector<stack_frame> current_stack() {
 
 }  // namespace goro
 // ---- end goro/core/stack.hpp ----
+
+// ---- begin goro/inspect/snapshot.hpp ----
+// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
+// runs, as Go 1.19 takes its goroutine profile.
+//
+//   request → stop the world → start an epoch → resume → copy records → group → format
+//
+// `goro::snapshot::take()` stops every worker at a safe point (see
+// scheduler.hpp) only to start a profile epoch and note where each registry
+// shard's list begins; then the world runs again. Each task alive at that
+// moment is copied once, as it was then: by the walk that follows, or by the
+// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
+// registry.hpp). The pause is therefore the same for ten tasks or a million.
+// Names are cleaned, stacks grouped and text formatted after that, on the
+// caller's thread.
+//
+// Every task alive when the epoch began appears exactly once (tasks spawned
+// after it do not; one that exits meanwhile appears as it was); `total()`
+// equals the sum of the group counts. The task calling take() from inside the
+// pool is recorded as running with its frames as last suspended.
+// `options::concurrent = false` copies everything with the world stopped.
+//
+// When a worker does not reach a safe point before the timeout (a task that
+// never suspends, or a loaded machine), the snapshot still takes the epoch's
+// way, and `all_stopped()` is false. Such a worker resumes tasks only through
+// scheduler::run, which claims each task for the epoch once it can see it
+// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
+// the scheduler (running_unclaimed), claimed by the profiler and recorded as
+// running with `frames_known` false: their frames are changing, so neither
+// their frames nor their `leaf` is read. Every other task is copied as above.
+// As those workers did not stop, "when the epoch began" is not one instant
+// for them: a task running there that exits just then may be left out, and
+// one that has just suspended may show as running.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
 
 namespace goro {
 
@@ -6597,7 +6597,8 @@ public:
     std::int64_t str(std::string_view s) {
         auto it = string_ids_.find(s);
         if (it != string_ids_.end()) return it->second;
-        const std::string& kept = strings_.emplace_back(s);  // a deque: its strings never move
+        strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
+        const std::string& kept = *strings_.back();
         const auto id = static_cast<std::int64_t>(strings_.size() - 1);
         string_ids_.emplace(std::string_view(kept), id);
         return id;
@@ -6682,7 +6683,7 @@ public:
         }
         // The period type's strings go in before the table is written.
         const std::int64_t type = str(period_type), unit = str(period_unit);
-        for (const std::string& s : strings_) w_.bytes_field(p_string_table, s);
+        for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
         w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
                                        std::chrono::system_clock::now().time_since_epoch())
                                        .count());
@@ -6705,7 +6706,7 @@ private:
 
     pb_writer w_;
     site_table& table_;
-    std::deque<std::string> strings_;
+    vec<std::unique_ptr<std::string>> strings_;
     hash_map<std::string_view, std::int64_t> string_ids_;
     vec<std::uint64_t> location_of_;  // by site index; 0: none yet
     std::vector<std::uint32_t> location_sites_;
@@ -7429,7 +7430,14 @@ inline std::string to_string(const snapshot_diff& d) {
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+// std::function only: libstdc++'s <functional> also brings the C++17
+// searchers (hash tables, all of <algorithm>), ~13 MB of compiler memory in
+// every program that includes goro/core.hpp.
+#if __has_include(<bits/std_function.h>)
+#include <bits/std_function.h>
+#else
 #include <functional>
+#endif
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -13273,7 +13281,6 @@ when_any(context parent, Fs... fns) {
 #include <coroutine>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13334,7 +13341,7 @@ public:
             if (o_->done()) return true;
             if (!o_->begin()) return false;  // another task runs f: wait for it
             finisher fin{o_};
-            std::invoke(f_);  // an exception leaves the co_await; the once is done all the same
+            f_();  // an exception leaves the co_await; the once is done all the same
             return true;
         }
 
@@ -13411,7 +13418,7 @@ private:
             co_return;
         }
         finisher fin{o};
-        co_await std::invoke(f);
+        co_await f();
     }
 
     std::atomic<std::uint32_t> state_{idle};
@@ -13436,8 +13443,8 @@ struct once_runner {
     once_state<F, T>* s;
     void operator()() const {
         try {
-            if constexpr (std::is_void_v<T>) std::invoke(s->f);
-            else s->value.emplace(std::invoke(s->f));
+            if constexpr (std::is_void_v<T>) s->f();
+            else s->value.emplace(s->f());
         } catch (...) {
             s->error = std::current_exception();
         }
@@ -13450,8 +13457,8 @@ struct once_async_runner {
     task<> operator()() const { return run(s); }
     static task<> run(once_state<F, T>* st) {
         try {
-            if constexpr (std::is_void_v<T>) co_await std::invoke(st->f);
-            else st->value.emplace(co_await std::invoke(st->f));
+            if constexpr (std::is_void_v<T>) co_await st->f();
+            else st->value.emplace(co_await st->f());
         } catch (...) {
             st->error = std::current_exception();
         }
@@ -14011,7 +14018,6 @@ private:
 #include <chrono>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <limits>
 #include <mutex>
 #include <type_traits>
@@ -14158,8 +14164,8 @@ task<> after_func_body(after_state<F>* s) {
         after_state<F>* p;
         ~ref() { p->release(); }
     } keep{s};
-    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) std::invoke(s->f);
-    else co_await std::invoke(s->f);
+    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) s->f();
+    else co_await s->f();
 }
 
 template <class F>
@@ -14696,7 +14702,6 @@ private:
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -14932,12 +14937,12 @@ private:
     void run() noexcept override {
         try {
             if constexpr (std::is_void_v<result_type>) {
-                std::invoke(fn_);
+                fn_();
                 result_.template emplace<1>();
             } else if constexpr (std::is_reference_v<result_type>) {
-                result_.template emplace<1>(&std::invoke(fn_));
+                result_.template emplace<1>(&fn_());
             } else {
-                result_.template emplace<1>(std::invoke(fn_));
+                result_.template emplace<1>(fn_());
             }
         } catch (...) {
             result_.template emplace<2>(std::current_exception());
