@@ -7243,6 +7243,13 @@ inline std::string tasks_json() { return goroutine_profile(snapshot::take(), 3);
 inline void write_tasks_json(std::ostream& out, const snapshot& s) { write_goroutine_profile(out, s, 3); }
 
 // --- diff ----------------------------------------------------------------------
+//
+// diff(), write_diff() and to_string(diff) are function templates with one
+// defaulted parameter, called as plain functions: a template is compiled only
+// in a program that calls it, while a plain inline function makes the
+// compiler instantiate everything it calls (here hash maps of vectors and a
+// sort) in every program that includes goro/core.hpp (issue 17: ~6 MB of
+// compiler memory).
 
 /// A stack whose task count grew between two snapshots.
 struct group_change {
@@ -7262,7 +7269,8 @@ struct snapshot_diff {
 };
 
 /// Groups whose count grew from `before` to `after`: "what leaks between these two moments".
-inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
+template <int = 0>
+snapshot_diff diff(const snapshot& before, const snapshot& after) {
     detail::profile_view vb(before), va(after);
     snapshot_diff d;
     d.total_before = before.total();
@@ -7319,7 +7327,8 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
 }
 
 /// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
-inline void write_diff(std::ostream& os, const snapshot_diff& d) {
+template <int = 0>
+void write_diff(std::ostream& os, const snapshot_diff& d) {
     detail::text_sink out(os);
     std::string block = "goroutine profile diff: ";
     std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
@@ -7354,7 +7363,8 @@ inline void write_diff(std::ostream& os, const snapshot_diff& d) {
     }
 }
 
-inline std::string to_string(const snapshot_diff& d) {
+template <int = 0>
+std::string to_string(const snapshot_diff& d) {
     std::ostringstream os;
     write_diff(os, d);
     return os.str();
