@@ -470,7 +470,6 @@ private:
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
-#include <algorithm>
 #include <new>
 #include <utility>
 
@@ -481,7 +480,6 @@ private:
 // channel). It spins with the pause hint, then yields the thread, so a holder
 // that was descheduled does not burn a core forever. It satisfies Lockable.
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -1394,7 +1392,6 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 // PROFILE EPOCHS: the concurrent goroutine profile's claim on each header
 //   (`prof_gen`) and its protocol live in goro/core/profile_epoch.hpp.
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <coroutine>
@@ -2206,11 +2203,11 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 #include <exception>
 #include <new>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
-#include <variant>
 
 
 // ---- begin goro/core/foreign.hpp ----
@@ -2396,7 +2393,6 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   already be resuming the task. A waker calls `ready(task)` once, after
 //   releasing its own locks.
 
-#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -2410,6 +2406,242 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 #include <string>
 #include <thread>
 
+
+// ---- begin goro/core/algo.hpp ----
+// goro/core/algo.hpp — the few array algorithms the runtime needs, on pointer
+// ranges, instead of <algorithm>.
+//
+//   detail::stable_sort(first, last, less)   merge sort: stable, O(n log n),
+//                                            a buffer of n elements (may throw)
+//   detail::heap_sort(first, last, less)     in place, not stable, O(n log n),
+//                                            noexcept when moving T is
+//   detail::sorted_contains(v, x)            binary search in an ascending vector
+//   detail::find(first, last, x)             the first element == x, or last
+//
+// Why not <algorithm>: the header alone costs every including program ~5 MB
+// of compiler memory, and std::sort and std::stable_sort each instantiate a
+// dozen function templates (introsort, heap select, adaptive merges ...) for
+// every element type and comparator, and a header-only library compiles them
+// in every program that includes it, whether it sorts or not (a call in an
+// inline function is enough). These are a few small functions each
+// (issue 17: the compile cost of goro/core.hpp).
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+
+// ---- begin goro/core/vec.hpp ----
+// goro/core/vec.hpp — the runtime's own growable array, for its internal
+// lists (the scheduler's worker lists and global queue, the timer heap, the
+// hash map's slots, the deadlock watch's waiters).
+//
+//   detail::vec<worker*> idle;
+//   idle.push_back(w);  for (worker* x : idle) ...;  idle.pop_back();
+//
+// Why not std::vector: every program that includes goro compiles the runtime,
+// and at -O0 each std::vector<T> instantiates some fifty functions (the
+// allocator, its traits, the relocation helpers, the iterator class), each
+// compiled and emitted; vec<T> has a dozen, plain pointers as iterators.
+// The public API keeps std::vector.
+//
+// The subset of std::vector the runtime uses, with its meaning: elements are
+// contiguous, begin()/end() are pointers, growth doubles the capacity, and
+// reallocating moves the elements (T's move constructor must not throw, so a
+// failed allocation, the only thing that can throw, leaves the vec as it was).
+
+#include <cstddef>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace goro::detail {
+
+template <class T>
+class vec {
+    static_assert(std::is_nothrow_move_constructible_v<T>, "vec<T> moves elements when it grows");
+    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "vec<T> allocates with plain operator new");
+
+public:
+    using value_type = T;
+    using iterator = T*;
+    using const_iterator = const T*;
+
+    vec() noexcept = default;
+    /// n value-initialised elements.
+    explicit vec(std::size_t n) { resize(n); }
+    vec(const vec& o) {
+        reserve(o.n_);
+        for (std::size_t i = 0; i < o.n_; ++i) push_back(o.p_[i]);
+    }
+    vec(vec&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
+    /// Copy or move assignment (by value, then swap).
+    vec& operator=(vec o) noexcept {
+        swap(o);
+        return *this;
+    }
+    ~vec() {
+        clear();
+        ::operator delete(p_);
+    }
+
+    std::size_t size() const noexcept { return n_; }
+    bool empty() const noexcept { return n_ == 0; }
+    std::size_t capacity() const noexcept { return cap_; }
+    T* data() noexcept { return p_; }
+    const T* data() const noexcept { return p_; }
+    T* begin() noexcept { return p_; }
+    T* end() noexcept { return p_ + n_; }
+    const T* begin() const noexcept { return p_; }
+    const T* end() const noexcept { return p_ + n_; }
+    T& operator[](std::size_t i) noexcept { return p_[i]; }
+    const T& operator[](std::size_t i) const noexcept { return p_[i]; }
+    T& front() noexcept { return p_[0]; }
+    T& back() noexcept { return p_[n_ - 1]; }
+    const T& front() const noexcept { return p_[0]; }
+    const T& back() const noexcept { return p_[n_ - 1]; }
+
+    void reserve(std::size_t n) {
+        if (n > cap_) reallocate(n);
+    }
+    template <class... A>
+    T& emplace_back(A&&... a) {
+        if (n_ == cap_) reallocate(cap_ ? cap_ * 2 : 4);
+        T* e = ::new (static_cast<void*>(p_ + n_)) T(std::forward<A>(a)...);
+        ++n_;
+        return *e;
+    }
+    void push_back(const T& v) { emplace_back(v); }
+    void push_back(T&& v) { emplace_back(std::move(v)); }
+    void pop_back() noexcept { p_[--n_].~T(); }
+    /// Removes *pos, moving the later elements down; returns pos.
+    T* erase(T* pos) noexcept {
+        for (T* q = pos; q + 1 != p_ + n_; ++q) *q = std::move(q[1]);
+        pop_back();
+        return pos;
+    }
+    /// Grows with value-initialised elements, or shrinks.
+    void resize(std::size_t n) {
+        if (n < n_) {
+            while (n_ > n) pop_back();
+            return;
+        }
+        reserve(n);
+        while (n_ < n) emplace_back();
+    }
+    /// n copies of v, replacing the contents.
+    void assign(std::size_t n, const T& v) {
+        clear();
+        reserve(n);
+        while (n_ < n) emplace_back(v);
+    }
+    void clear() noexcept {
+        while (n_ > 0) pop_back();
+    }
+    void swap(vec& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        std::swap(cap_, o.cap_);
+    }
+
+private:
+    void reallocate(std::size_t cap) {
+        T* np = static_cast<T*>(::operator new(cap * sizeof(T)));
+        for (std::size_t i = 0; i < n_; ++i) {
+            ::new (static_cast<void*>(np + i)) T(std::move(p_[i]));
+            p_[i].~T();
+        }
+        ::operator delete(p_);
+        p_ = np;
+        cap_ = cap;
+    }
+
+    T* p_ = nullptr;
+    std::size_t n_ = 0;
+    std::size_t cap_ = 0;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/vec.hpp ----
+
+namespace goro::detail {
+
+/// Sorts [first, last) by `less`, keeping equal elements in their order.
+template <class T, class Less>
+void stable_sort(T* first, T* last, Less less) {
+    const std::size_t n = static_cast<std::size_t>(last - first);
+    constexpr std::size_t run = 16;  // insertion-sorted runs, then merged pairwise
+    for (std::size_t lo = 0; lo < n; lo += run) {
+        const std::size_t hi = lo + run < n ? lo + run : n;
+        for (std::size_t i = lo + 1; i < hi; ++i) {
+            if (!less(first[i], first[i - 1])) continue;
+            T v = std::move(first[i]);
+            std::size_t j = i;
+            for (; j > lo && less(v, first[j - 1]); --j) first[j] = std::move(first[j - 1]);
+            first[j] = std::move(v);
+        }
+    }
+    if (n <= run) return;
+    vec<T> buf(n);
+    T* from = first;
+    T* to = buf.data();
+    for (std::size_t width = run; width < n; width *= 2) {
+        for (std::size_t lo = 0; lo < n; lo += 2 * width) {
+            const std::size_t mid = lo + width < n ? lo + width : n;
+            const std::size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            std::size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) to[k++] = less(from[j], from[i]) ? std::move(from[j++]) : std::move(from[i++]);
+            while (i < mid) to[k++] = std::move(from[i++]);
+            while (j < hi) to[k++] = std::move(from[j++]);
+        }
+        std::swap(from, to);
+    }
+    if (from != first)
+        for (std::size_t i = 0; i < n; ++i) first[i] = std::move(from[i]);
+}
+
+/// Sorts [first, last) by `less` in place (equal elements in no given order).
+template <class T, class Less>
+void heap_sort(T* first, T* last, Less less) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    const std::size_t n = static_cast<std::size_t>(last - first);
+    // Moves first[i] down the max-heap [0, len) to where it belongs.
+    auto sift_down = [&](std::size_t i, std::size_t len) {
+        T v = std::move(first[i]);
+        for (std::size_t c; (c = 2 * i + 1) < len; i = c) {
+            if (c + 1 < len && less(first[c], first[c + 1])) ++c;
+            if (!less(v, first[c])) break;
+            first[i] = std::move(first[c]);
+        }
+        first[i] = std::move(v);
+    };
+    for (std::size_t i = n / 2; i-- > 0;) sift_down(i, n);
+    for (std::size_t len = n; len > 1; --len) {
+        std::swap(first[0], first[len - 1]);
+        sift_down(0, len - 1);
+    }
+}
+
+/// Whether the ascending vector `v` holds `x` (binary search).
+template <class Vector, class T>
+bool sorted_contains(const Vector& v, const T& x) noexcept {
+    std::size_t lo = 0, hi = v.size();
+    while (lo < hi) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < v.size() && !(x < v[lo]);
+}
+
+/// The first element of [first, last) equal to `x`, or `last`.
+template <class T, class U>
+T* find(T* first, T* last, const U& x) noexcept {
+    while (first != last && !(*first == x)) ++first;
+    return first;
+}
+
+}  // namespace goro::detail
+// ---- end goro/core/algo.hpp ----
 
 // ---- begin goro/core/slot_handoff.hpp ----
 // goro/core/slot_handoff.hpp — a worker's private task slots, which its owner
@@ -2594,7 +2826,6 @@ private:
 //     `quiet()`: a timer taken out of the heap but not yet fired is still a
 //     timer that will wake someone (the deadlock watch asks).
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -2604,139 +2835,6 @@ private:
 #include <thread>
 #include <utility>
 
-
-// ---- begin goro/core/vec.hpp ----
-// goro/core/vec.hpp — the runtime's own growable array, for its internal
-// lists (the scheduler's worker lists and global queue, the timer heap, the
-// hash map's slots, the deadlock watch's waiters).
-//
-//   detail::vec<worker*> idle;
-//   idle.push_back(w);  for (worker* x : idle) ...;  idle.pop_back();
-//
-// Why not std::vector: every program that includes goro compiles the runtime,
-// and at -O0 each std::vector<T> instantiates some fifty functions (the
-// allocator, its traits, the relocation helpers, the iterator class), each
-// compiled and emitted; vec<T> has a dozen, plain pointers as iterators.
-// The public API keeps std::vector.
-//
-// The subset of std::vector the runtime uses, with its meaning: elements are
-// contiguous, begin()/end() are pointers, growth doubles the capacity, and
-// reallocating moves the elements (T's move constructor must not throw, so a
-// failed allocation, the only thing that can throw, leaves the vec as it was).
-
-#include <cstddef>
-#include <new>
-#include <type_traits>
-#include <utility>
-
-namespace goro::detail {
-
-template <class T>
-class vec {
-    static_assert(std::is_nothrow_move_constructible_v<T>, "vec<T> moves elements when it grows");
-    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "vec<T> allocates with plain operator new");
-
-public:
-    using value_type = T;
-    using iterator = T*;
-    using const_iterator = const T*;
-
-    vec() noexcept = default;
-    /// n value-initialised elements.
-    explicit vec(std::size_t n) { resize(n); }
-    vec(const vec& o) {
-        reserve(o.n_);
-        for (std::size_t i = 0; i < o.n_; ++i) push_back(o.p_[i]);
-    }
-    vec(vec&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
-    /// Copy or move assignment (by value, then swap).
-    vec& operator=(vec o) noexcept {
-        swap(o);
-        return *this;
-    }
-    ~vec() {
-        clear();
-        ::operator delete(p_);
-    }
-
-    std::size_t size() const noexcept { return n_; }
-    bool empty() const noexcept { return n_ == 0; }
-    std::size_t capacity() const noexcept { return cap_; }
-    T* data() noexcept { return p_; }
-    const T* data() const noexcept { return p_; }
-    T* begin() noexcept { return p_; }
-    T* end() noexcept { return p_ + n_; }
-    const T* begin() const noexcept { return p_; }
-    const T* end() const noexcept { return p_ + n_; }
-    T& operator[](std::size_t i) noexcept { return p_[i]; }
-    const T& operator[](std::size_t i) const noexcept { return p_[i]; }
-    T& front() noexcept { return p_[0]; }
-    T& back() noexcept { return p_[n_ - 1]; }
-    const T& front() const noexcept { return p_[0]; }
-    const T& back() const noexcept { return p_[n_ - 1]; }
-
-    void reserve(std::size_t n) {
-        if (n > cap_) reallocate(n);
-    }
-    template <class... A>
-    T& emplace_back(A&&... a) {
-        if (n_ == cap_) reallocate(cap_ ? cap_ * 2 : 4);
-        T* e = ::new (static_cast<void*>(p_ + n_)) T(std::forward<A>(a)...);
-        ++n_;
-        return *e;
-    }
-    void push_back(const T& v) { emplace_back(v); }
-    void push_back(T&& v) { emplace_back(std::move(v)); }
-    void pop_back() noexcept { p_[--n_].~T(); }
-    /// Removes *pos, moving the later elements down; returns pos.
-    T* erase(T* pos) noexcept {
-        for (T* q = pos; q + 1 != p_ + n_; ++q) *q = std::move(q[1]);
-        pop_back();
-        return pos;
-    }
-    /// Grows with value-initialised elements, or shrinks.
-    void resize(std::size_t n) {
-        if (n < n_) {
-            while (n_ > n) pop_back();
-            return;
-        }
-        reserve(n);
-        while (n_ < n) emplace_back();
-    }
-    /// n copies of v, replacing the contents.
-    void assign(std::size_t n, const T& v) {
-        clear();
-        reserve(n);
-        while (n_ < n) emplace_back(v);
-    }
-    void clear() noexcept {
-        while (n_ > 0) pop_back();
-    }
-    void swap(vec& o) noexcept {
-        std::swap(p_, o.p_);
-        std::swap(n_, o.n_);
-        std::swap(cap_, o.cap_);
-    }
-
-private:
-    void reallocate(std::size_t cap) {
-        T* np = static_cast<T*>(::operator new(cap * sizeof(T)));
-        for (std::size_t i = 0; i < n_; ++i) {
-            ::new (static_cast<void*>(np + i)) T(std::move(p_[i]));
-            p_[i].~T();
-        }
-        ::operator delete(p_);
-        p_ = np;
-        cap_ = cap;
-    }
-
-    T* p_ = nullptr;
-    std::size_t n_ = 0;
-    std::size_t cap_ = 0;
-};
-
-}  // namespace goro::detail
-// ---- end goro/core/vec.hpp ----
 
 namespace goro::detail {
 
@@ -4259,7 +4357,7 @@ private:
         std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return 0;
-        std::size_t n = std::min({sz, sz / size() + 1, max, room, std::size_t(runq_capacity / 2)});
+        std::size_t n = std::min(std::min(sz, sz / size() + 1), std::min(std::min(max, room), std::size_t(runq_capacity / 2)));
         if (n == 0) return 0;
         std::size_t mask = gq_ring_.size() - 1;
         std::size_t taken = 0;
@@ -4494,7 +4592,7 @@ private:
         if (work) {
             std::lock_guard g(idle_mu_);
             if (w.idle_listed) {
-                idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
+                idle_.erase(detail::find(idle_.begin(), idle_.end(), &w));
                 w.idle_listed = false;
                 nidle_.fetch_sub(1, std::memory_order_seq_cst);
                 w.spinning = true;
@@ -5247,7 +5345,11 @@ struct final_awaiter {
 
 template <class T>
 struct task_promise : promise_base {
-    std::variant<std::monostate, T, std::exception_ptr> result_;
+    // The result: a value, or an exception (error_ set, value_ empty), or
+    // neither before the body returns. Not a std::variant: its machinery
+    // costs every program ~50 functions per T at -O0 (issue 17).
+    std::optional<T> value_;
+    std::exception_ptr error_;
 
     task_promise() noexcept = default;
     template <class Self, class... Args>
@@ -5263,17 +5365,17 @@ struct task_promise : promise_base {
     template <class U>
         requires std::convertible_to<U&&, T>
     void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
-        result_.template emplace<1>(std::forward<U>(v));
+        value_.emplace(std::forward<U>(v));
     }
-    void unhandled_exception() noexcept { result_.template emplace<2>(std::current_exception()); }
+    void unhandled_exception() noexcept {
+        value_.reset();
+        error_ = std::current_exception();
+    }
 
-    std::exception_ptr take_exception() noexcept {
-        if (result_.index() == 2) return std::move(std::get<2>(result_));
-        return nullptr;
-    }
+    std::exception_ptr take_exception() noexcept { return std::move(error_); }
     T take_result() {
-        if (result_.index() == 2) std::rethrow_exception(std::move(std::get<2>(result_)));
-        return std::move(std::get<1>(result_));
+        if (error_) std::rethrow_exception(std::move(error_));
+        return std::move(*value_);
     }
 
     using promise_base::await_transform;
@@ -5511,7 +5613,6 @@ inline constexpr bool is_task_v<task<T>> = true;
 // otherwise. It reports from its own thread. Lock order (core/lock_rank.hpp):
 // stop the world → registry shards → watch mutex. A waiting thread takes only the watch mutex.
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -5621,7 +5722,6 @@ inline constexpr bool is_task_v<task<T>> = true;
 //     #	0x2f4a0c11d2e1	worker	src/w.cpp:16
 //   (the header's number is the change of the total; `+delta @ …` per group).
 
-#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <iostream>
@@ -5670,61 +5770,15 @@ inline constexpr bool is_task_v<task<T>> = true;
 // THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
 // stop of the world. Call from any thread.
 
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <deque>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
-
-
-// ---- begin goro/inspect/snapshot.hpp ----
-// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
-// runs, as Go 1.19 takes its goroutine profile.
-//
-//   request → stop the world → start an epoch → resume → copy records → group → format
-//
-// `goro::snapshot::take()` stops every worker at a safe point (see
-// scheduler.hpp) only to start a profile epoch and note where each registry
-// shard's list begins; then the world runs again. Each task alive at that
-// moment is copied once, as it was then: by the walk that follows, or by the
-// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
-// registry.hpp). The pause is therefore the same for ten tasks or a million.
-// Names are cleaned, stacks grouped and text formatted after that, on the
-// caller's thread.
-//
-// Every task alive when the epoch began appears exactly once (tasks spawned
-// after it do not; one that exits meanwhile appears as it was); `total()`
-// equals the sum of the group counts. The task calling take() from inside the
-// pool is recorded as running with its frames as last suspended.
-// `options::concurrent = false` copies everything with the world stopped.
-//
-// When a worker does not reach a safe point before the timeout (a task that
-// never suspends, or a loaded machine), the snapshot still takes the epoch's
-// way, and `all_stopped()` is false. Such a worker resumes tasks only through
-// scheduler::run, which claims each task for the epoch once it can see it
-// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
-// the scheduler (running_unclaimed), claimed by the profiler and recorded as
-// running with `frames_known` false: their frames are changing, so neither
-// their frames nor their `leaf` is read. Every other task is copied as above.
-// As those workers did not stop, "when the epoch began" is not one instant
-// for them: a task running there that exits just then may be left out, and
-// one that has just suspended may show as running.
-
-#include <algorithm>
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <mutex>
-#include <span>
-#include <string>
-#include <string_view>
-#include <tuple>
 #include <vector>
 
 
@@ -5834,6 +5888,50 @@ inline std::vector<stack_frame> current_stack() {
 
 }  // namespace goro
 // ---- end goro/core/stack.hpp ----
+
+// ---- begin goro/inspect/snapshot.hpp ----
+// goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
+// runs, as Go 1.19 takes its goroutine profile.
+//
+//   request → stop the world → start an epoch → resume → copy records → group → format
+//
+// `goro::snapshot::take()` stops every worker at a safe point (see
+// scheduler.hpp) only to start a profile epoch and note where each registry
+// shard's list begins; then the world runs again. Each task alive at that
+// moment is copied once, as it was then: by the walk that follows, or by the
+// worker about to resume it, whichever claims it first (PROFILE EPOCHS in
+// registry.hpp). The pause is therefore the same for ten tasks or a million.
+// Names are cleaned, stacks grouped and text formatted after that, on the
+// caller's thread.
+//
+// Every task alive when the epoch began appears exactly once (tasks spawned
+// after it do not; one that exits meanwhile appears as it was); `total()`
+// equals the sum of the group counts. The task calling take() from inside the
+// pool is recorded as running with its frames as last suspended.
+// `options::concurrent = false` copies everything with the world stopped.
+//
+// When a worker does not reach a safe point before the timeout (a task that
+// never suspends, or a loaded machine), the snapshot still takes the epoch's
+// way, and `all_stopped()` is false. Such a worker resumes tasks only through
+// scheduler::run, which claims each task for the epoch once it can see it
+// (profile_epoch.hpp); the tasks it may be running unclaimed are learnt from
+// the scheduler (running_unclaimed), claimed by the profiler and recorded as
+// running with `frames_known` false: their frames are changing, so neither
+// their frames nor their `leaf` is read. Every other task is copied as above.
+// As those workers did not stop, "when the epoch began" is not one instant
+// for them: a task running there that exits just then may be left out, and
+// one that has just suspended may show as running.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
 
 namespace goro {
 
@@ -6005,7 +6103,7 @@ public:
             g->tasks.push_back(i);
             ++g->count;
         }
-        std::stable_sort(out.begin(), out.end(), [&](const task_group& a, const task_group& b) {
+        detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
         });
@@ -6065,14 +6163,17 @@ private:
     /// Ascending id. The walk copies each registry list newest first, so
     /// the records often arrive in descending order: that costs a reversal.
     void sort_by_id() {
-        auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
-        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
-        auto by_id_desc = [](const task_record& a, const task_record& b) { return a.id > b.id; };
-        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id_desc)) {  // no reverse_iterator: costly to compile
-            std::reverse(tasks_.begin(), tasks_.end());
+        const std::size_t n = tasks_.size();
+        task_record* t = tasks_.data();
+        std::size_t up = 1, down = 1;  // lengths of the ascending and descending prefixes
+        while (up < n && t[up - 1].id < t[up].id) ++up;
+        while (down < n && t[down - 1].id > t[down].id) ++down;
+        if (up >= n) return;
+        if (down >= n) {
+            for (std::size_t i = 0, j = n - 1; i < j; ++i, --j) std::swap(t[i], t[j]);
             return;
         }
-        std::sort(tasks_.begin(), tasks_.end(), by_id);
+        detail::stable_sort(t, t + n, [](const task_record& a, const task_record& b) { return a.id < b.id; });
     }
 
     static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {
@@ -6395,7 +6496,7 @@ private:
             last_group = gi;
         }
         // Tasks are in ascending id order, so each group's first task has its smallest id.
-        std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
+        detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks[a.first].id < tasks[b.first].id;
         });
@@ -6520,7 +6621,8 @@ public:
     std::int64_t str(std::string_view s) {
         auto it = string_ids_.find(s);
         if (it != string_ids_.end()) return it->second;
-        const std::string& kept = strings_.emplace_back(s);  // a deque: its strings never move
+        strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
+        const std::string& kept = *strings_.back();
         const auto id = static_cast<std::int64_t>(strings_.size() - 1);
         string_ids_.emplace(std::string_view(kept), id);
         return id;
@@ -6605,7 +6707,7 @@ public:
         }
         // The period type's strings go in before the table is written.
         const std::int64_t type = str(period_type), unit = str(period_unit);
-        for (const std::string& s : strings_) w_.bytes_field(p_string_table, s);
+        for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
         w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
                                        std::chrono::system_clock::now().time_since_epoch())
                                        .count());
@@ -6628,7 +6730,7 @@ private:
 
     pb_writer w_;
     site_table& table_;
-    std::deque<std::string> strings_;
+    vec<std::unique_ptr<std::string>> strings_;
     hash_map<std::string_view, std::int64_t> string_ids_;
     vec<std::uint64_t> location_of_;  // by site index; 0: none yet
     std::vector<std::uint32_t> location_sites_;
@@ -6851,7 +6953,7 @@ inline void write_labels_line(std::string& out, const std::vector<std::pair<std:
         go_quote(s, v);
         kv.push_back(std::move(s));
     }
-    std::sort(kv.begin(), kv.end());
+    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
     out += "# labels: {";
     for (std::size_t i = 0; i < kv.size(); ++i) {
         if (i) out += ", ";
@@ -7188,6 +7290,13 @@ inline std::string tasks_json() { return goroutine_profile(snapshot::take(), 3);
 inline void write_tasks_json(std::ostream& out, const snapshot& s) { write_goroutine_profile(out, s, 3); }
 
 // --- diff ----------------------------------------------------------------------
+//
+// diff(), write_diff() and to_string(diff) are function templates with one
+// defaulted parameter, called as plain functions: a template is compiled only
+// in a program that calls it, while a plain inline function makes the
+// compiler instantiate everything it calls (here hash maps of vectors and a
+// sort) in every program that includes goro/core.hpp (issue 17: ~6 MB of
+// compiler memory).
 
 /// A stack whose task count grew between two snapshots.
 struct group_change {
@@ -7207,7 +7316,8 @@ struct snapshot_diff {
 };
 
 /// Groups whose count grew from `before` to `after`: "what leaks between these two moments".
-inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
+template <int = 0>
+snapshot_diff diff(const snapshot& before, const snapshot& after) {
     detail::profile_view vb(before), va(after);
     snapshot_diff d;
     d.total_before = before.total();
@@ -7251,11 +7361,12 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
         c.labels = labels;
         for (std::uint32_t ti : g.tasks) {
             std::uint64_t id = after.tasks()[ti].id;
-            if (!std::binary_search(before_ids.begin(), before_ids.end(), id)) c.new_task_ids.push_back(id);
+            auto at = std::lower_bound(before_ids.begin(), before_ids.end(), id);
+            if (at == before_ids.end() || *at != id) c.new_task_ids.push_back(id);
         }
         d.grown.push_back(std::move(c));
     }
-    std::stable_sort(d.grown.begin(), d.grown.end(), [](const group_change& a, const group_change& b) {
+    detail::stable_sort(d.grown.data(), d.grown.data() + d.grown.size(), [](const group_change& a, const group_change& b) {
         if (a.delta != b.delta) return a.delta > b.delta;
         return a.after > b.after;
     });
@@ -7263,7 +7374,8 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
 }
 
 /// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
-inline void write_diff(std::ostream& os, const snapshot_diff& d) {
+template <int = 0>
+void write_diff(std::ostream& os, const snapshot_diff& d) {
     detail::text_sink out(os);
     std::string block = "goroutine profile diff: ";
     std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
@@ -7298,7 +7410,8 @@ inline void write_diff(std::ostream& os, const snapshot_diff& d) {
     }
 }
 
-inline std::string to_string(const snapshot_diff& d) {
+template <int = 0>
+std::string to_string(const snapshot_diff& d) {
     std::ostringstream os;
     write_diff(os, d);
     return os.str();
@@ -7351,7 +7464,14 @@ inline std::string to_string(const snapshot_diff& d) {
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+// std::function only: libstdc++'s <functional> also brings the C++17
+// searchers (hash tables, all of <algorithm>), ~13 MB of compiler memory in
+// every program that includes goro/core.hpp.
+#if __has_include(<bits/std_function.h>)
+#include <bits/std_function.h>
+#else
 #include <functional>
+#endif
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -7741,7 +7861,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     });
     if (still) {
         for (deadlock_waiter* dw : w.waiters) {
-            bool is_listed = std::find(listed.begin(), listed.end(), dw->body) != listed.end();
+            bool is_listed = goro::detail::find(listed.begin(), listed.end(), dw->body) != listed.end();
             std::uint32_t zero = 0;
             // `done` still 0 means the body has not finished, so the header is alive and listed.
             if (is_listed && dw->done->compare_exchange_strong(zero, 2, std::memory_order_acq_rel)) {
@@ -7772,7 +7892,7 @@ inline void watchdog_main() {
             continue;
         }
         std::int64_t grace = w.grace_ns.load(std::memory_order_relaxed);
-        std::int64_t period = std::clamp<std::int64_t>(grace / 4, 1'000'000, 100'000'000);
+        std::int64_t period = std::min<std::int64_t>(std::max<std::int64_t>(grace / 4, 1'000'000), 100'000'000);
         w.cv.wait_for(lk, std::chrono::nanoseconds(period));
         if (w.waiters.empty()) continue;
         lk.unlock();
@@ -7806,7 +7926,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     std::shared_ptr<const std::string> report;
     {
         std::lock_guard g(w.mu);
-        w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
+        w.waiters.erase(goro::detail::find(w.waiters.begin(), w.waiters.end(), &me));
         report = std::move(me.report);
     }
     if (report) throw deadlock_error(std::move(report));
@@ -10552,7 +10672,6 @@ select_result<Cs...> try_select(cases<Cs...>&& cs) {
 // case armed as a timer, and after the wake-up the losers unlinked under the
 // locks of their channels.
 
-#include <algorithm>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -10896,8 +11015,11 @@ private:
         std::size_t n = 0;
         for (std::size_t i = 0; i < cs_.size(); ++i)
             if (cs_[i].ch_ && int(i) != skip) locks[n++] = cs_[i].ch_;
-        std::sort(locks, locks + n);
-        return std::size_t(std::unique(locks, locks + n) - locks);
+        detail::heap_sort(locks, locks + n, [](chan_base* a, chan_base* b) { return a < b; });
+        std::size_t distinct = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            if (distinct == 0 || locks[distinct - 1] != locks[i]) locks[distinct++] = locks[i];
+        return distinct;
     }
     static void lock_all(chan_base** locks, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) locks[i]->lock.lock();
@@ -13265,7 +13387,6 @@ when_any(context parent, Fs... fns) {
 #include <coroutine>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13326,7 +13447,7 @@ public:
             if (o_->done()) return true;
             if (!o_->begin()) return false;  // another task runs f: wait for it
             finisher fin{o_};
-            std::invoke(f_);  // an exception leaves the co_await; the once is done all the same
+            f_();  // an exception leaves the co_await; the once is done all the same
             return true;
         }
 
@@ -13403,7 +13524,7 @@ private:
             co_return;
         }
         finisher fin{o};
-        co_await std::invoke(f);
+        co_await f();
     }
 
     std::atomic<std::uint32_t> state_{idle};
@@ -13428,8 +13549,8 @@ struct once_runner {
     once_state<F, T>* s;
     void operator()() const {
         try {
-            if constexpr (std::is_void_v<T>) std::invoke(s->f);
-            else s->value.emplace(std::invoke(s->f));
+            if constexpr (std::is_void_v<T>) s->f();
+            else s->value.emplace(s->f());
         } catch (...) {
             s->error = std::current_exception();
         }
@@ -13442,8 +13563,8 @@ struct once_async_runner {
     task<> operator()() const { return run(s); }
     static task<> run(once_state<F, T>* st) {
         try {
-            if constexpr (std::is_void_v<T>) co_await std::invoke(st->f);
-            else st->value.emplace(co_await std::invoke(st->f));
+            if constexpr (std::is_void_v<T>) co_await st->f();
+            else st->value.emplace(co_await st->f());
         } catch (...) {
             st->error = std::current_exception();
         }
@@ -14003,7 +14124,6 @@ private:
 #include <chrono>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <limits>
 #include <mutex>
 #include <type_traits>
@@ -14150,8 +14270,8 @@ task<> after_func_body(after_state<F>* s) {
         after_state<F>* p;
         ~ref() { p->release(); }
     } keep{s};
-    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) std::invoke(s->f);
-    else co_await std::invoke(s->f);
+    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) s->f();
+    else co_await s->f();
 }
 
 template <class F>
@@ -14387,7 +14507,6 @@ timer after_func(std::chrono::duration<Rep, Period> d, F&& f, GORO_SITE_PARAM) {
 // tasks on purpose calls `goro::testing::allow_leaks()`; GORO_LEAK_CHECK=off
 // in the environment turns those listeners off.
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -14426,7 +14545,7 @@ inline option ignore_created_by(std::string_view f) {
     return {option::kind::created_by, clean_function_name(f), nullptr, {}};
 }
 inline option ignore_ids(std::vector<std::uint64_t> ids) {
-    std::sort(ids.begin(), ids.end());
+    detail::stable_sort(ids.data(), ids.data() + ids.size(), [](std::uint64_t a, std::uint64_t b) { return a < b; });
     return {option::kind::ids, {}, std::make_shared<const std::vector<std::uint64_t>>(std::move(ids)), {}};
 }
 /// The tasks alive now, as a baseline; cheap when none is.
@@ -14513,7 +14632,7 @@ struct leak_rules {
 
     bool excused(const snapshot& snap, const task_record& r) const {
         for (auto* v : ids)
-            if (std::binary_search(v->begin(), v->end(), r.id)) return true;
+            if (goro::detail::sorted_contains(*v, r.id)) return true;
         if (!created.empty()) {
             std::string c = clean_function_name(r.created_by.function_name() ? r.created_by.function_name() : "");
             for (const option* o : created)
@@ -14547,7 +14666,7 @@ inline leak_result find_leaks_once(const leak_rules& rules) {
     out << "found " << res.leaked.size() << " unexpected goroutine" << (res.leaked.size() == 1 ? "" : "s")
         << ":\n\n";
     ::goro::detail::write_debug2(out, snap, [&](const task_record& r) {
-        return std::binary_search(res.leaked.begin(), res.leaked.end(), r.id);
+        return goro::detail::sorted_contains(res.leaked, r.id);
     });
     res.report = out.str();
     return res;
@@ -14689,7 +14808,6 @@ private:
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -14925,12 +15043,12 @@ private:
     void run() noexcept override {
         try {
             if constexpr (std::is_void_v<result_type>) {
-                std::invoke(fn_);
+                fn_();
                 result_.template emplace<1>();
             } else if constexpr (std::is_reference_v<result_type>) {
-                result_.template emplace<1>(&std::invoke(fn_));
+                result_.template emplace<1>(&fn_());
             } else {
-                result_.template emplace<1>(std::invoke(fn_));
+                result_.template emplace<1>(fn_());
             }
         } catch (...) {
             result_.template emplace<2>(std::current_exception());

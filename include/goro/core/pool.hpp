@@ -25,7 +25,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
-#include <algorithm>
 #include <new>
 #include <utility>
 

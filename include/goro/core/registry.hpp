@@ -34,7 +34,6 @@
 //   (`prof_gen`) and its protocol live in goro/core/profile_epoch.hpp.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <coroutine>

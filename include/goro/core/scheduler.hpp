@@ -130,7 +130,6 @@
 //   releasing its own locks.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -144,6 +143,7 @@
 #include <string>
 #include <thread>
 
+#include <goro/core/algo.hpp>
 #include <goro/core/frame.hpp>
 #include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
@@ -785,7 +785,7 @@ private:
         std::lock_guard g(gq_lock_);
         std::size_t sz = gq_size_.load(std::memory_order_relaxed);
         if (sz == 0) return 0;
-        std::size_t n = std::min({sz, sz / size() + 1, max, room, std::size_t(runq_capacity / 2)});
+        std::size_t n = std::min(std::min(sz, sz / size() + 1), std::min(std::min(max, room), std::size_t(runq_capacity / 2)));
         if (n == 0) return 0;
         std::size_t mask = gq_ring_.size() - 1;
         std::size_t taken = 0;
@@ -1020,7 +1020,7 @@ private:
         if (work) {
             std::lock_guard g(idle_mu_);
             if (w.idle_listed) {
-                idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
+                idle_.erase(detail::find(idle_.begin(), idle_.end(), &w));
                 w.idle_listed = false;
                 nidle_.fetch_sub(1, std::memory_order_seq_cst);
                 w.spinning = true;

@@ -4,7 +4,6 @@
 // that was descheduled does not burn a core forever. It satisfies Lockable.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 

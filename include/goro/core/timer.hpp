@@ -24,7 +24,6 @@
 //     timer that will wake someone (the deadlock watch asks).
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>

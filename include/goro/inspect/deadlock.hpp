@@ -48,7 +48,6 @@
 // stop the world → registry shards → watch mutex. A waiting thread takes only the watch mutex.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -65,6 +64,7 @@
 
 #include <goro/inspect/dump.hpp>
 #include <goro/inspect/panic.hpp>
+#include <goro/core/algo.hpp>
 #include <goro/core/foreign.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
@@ -241,7 +241,7 @@ inline void fire_if_deadlocked(deadlock_watch& w, const quiet_state& base) {
     });
     if (still) {
         for (deadlock_waiter* dw : w.waiters) {
-            bool is_listed = std::find(listed.begin(), listed.end(), dw->body) != listed.end();
+            bool is_listed = goro::detail::find(listed.begin(), listed.end(), dw->body) != listed.end();
             std::uint32_t zero = 0;
             // `done` still 0 means the body has not finished, so the header is alive and listed.
             if (is_listed && dw->done->compare_exchange_strong(zero, 2, std::memory_order_acq_rel)) {
@@ -272,7 +272,7 @@ inline void watchdog_main() {
             continue;
         }
         std::int64_t grace = w.grace_ns.load(std::memory_order_relaxed);
-        std::int64_t period = std::clamp<std::int64_t>(grace / 4, 1'000'000, 100'000'000);
+        std::int64_t period = std::min<std::int64_t>(std::max<std::int64_t>(grace / 4, 1'000'000), 100'000'000);
         w.cv.wait_for(lk, std::chrono::nanoseconds(period));
         if (w.waiters.empty()) continue;
         lk.unlock();
@@ -306,7 +306,7 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     std::shared_ptr<const std::string> report;
     {
         std::lock_guard g(w.mu);
-        w.waiters.erase(std::find(w.waiters.begin(), w.waiters.end(), &me));
+        w.waiters.erase(goro::detail::find(w.waiters.begin(), w.waiters.end(), &me));
         report = std::move(me.report);
     }
     if (report) throw deadlock_error(std::move(report));

@@ -92,7 +92,6 @@
 //   (the header's number is the change of the total; `+delta @ …` per group).
 #pragma once
 
-#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <iostream>
@@ -108,6 +107,7 @@
 #include <goro/core/platform.hpp>
 #include <goro/inspect/pprof.hpp>
 #include <goro/core/registry.hpp>
+#include <goro/core/algo.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
 #include <goro/core/vec.hpp>
@@ -293,7 +293,7 @@ inline void write_labels_line(std::string& out, const std::vector<std::pair<std:
         go_quote(s, v);
         kv.push_back(std::move(s));
     }
-    std::sort(kv.begin(), kv.end());
+    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
     out += "# labels: {";
     for (std::size_t i = 0; i < kv.size(); ++i) {
         if (i) out += ", ";
@@ -630,6 +630,13 @@ inline std::string tasks_json() { return goroutine_profile(snapshot::take(), 3);
 inline void write_tasks_json(std::ostream& out, const snapshot& s) { write_goroutine_profile(out, s, 3); }
 
 // --- diff ----------------------------------------------------------------------
+//
+// diff(), write_diff() and to_string(diff) are function templates with one
+// defaulted parameter, called as plain functions: a template is compiled only
+// in a program that calls it, while a plain inline function makes the
+// compiler instantiate everything it calls (here hash maps of vectors and a
+// sort) in every program that includes goro/core.hpp (issue 17: ~6 MB of
+// compiler memory).
 
 /// A stack whose task count grew between two snapshots.
 struct group_change {
@@ -649,7 +656,8 @@ struct snapshot_diff {
 };
 
 /// Groups whose count grew from `before` to `after`: "what leaks between these two moments".
-inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
+template <int = 0>
+snapshot_diff diff(const snapshot& before, const snapshot& after) {
     detail::profile_view vb(before), va(after);
     snapshot_diff d;
     d.total_before = before.total();
@@ -693,11 +701,12 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
         c.labels = labels;
         for (std::uint32_t ti : g.tasks) {
             std::uint64_t id = after.tasks()[ti].id;
-            if (!std::binary_search(before_ids.begin(), before_ids.end(), id)) c.new_task_ids.push_back(id);
+            auto at = std::lower_bound(before_ids.begin(), before_ids.end(), id);
+            if (at == before_ids.end() || *at != id) c.new_task_ids.push_back(id);
         }
         d.grown.push_back(std::move(c));
     }
-    std::stable_sort(d.grown.begin(), d.grown.end(), [](const group_change& a, const group_change& b) {
+    detail::stable_sort(d.grown.data(), d.grown.data() + d.grown.size(), [](const group_change& a, const group_change& b) {
         if (a.delta != b.delta) return a.delta > b.delta;
         return a.after > b.after;
     });
@@ -705,7 +714,8 @@ inline snapshot_diff diff(const snapshot& before, const snapshot& after) {
 }
 
 /// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
-inline void write_diff(std::ostream& os, const snapshot_diff& d) {
+template <int = 0>
+void write_diff(std::ostream& os, const snapshot_diff& d) {
     detail::text_sink out(os);
     std::string block = "goroutine profile diff: ";
     std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
@@ -740,7 +750,8 @@ inline void write_diff(std::ostream& os, const snapshot_diff& d) {
     }
 }
 
-inline std::string to_string(const snapshot_diff& d) {
+template <int = 0>
+std::string to_string(const snapshot_diff& d) {
     std::ostringstream os;
     write_diff(os, d);
     return os.str();

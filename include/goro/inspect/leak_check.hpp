@@ -36,7 +36,6 @@
 // in the environment turns those listeners off.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -57,6 +56,7 @@
 #include <goro/inspect/panic.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
+#include <goro/core/algo.hpp>
 #include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
 
@@ -81,7 +81,7 @@ inline option ignore_created_by(std::string_view f) {
     return {option::kind::created_by, clean_function_name(f), nullptr, {}};
 }
 inline option ignore_ids(std::vector<std::uint64_t> ids) {
-    std::sort(ids.begin(), ids.end());
+    detail::stable_sort(ids.data(), ids.data() + ids.size(), [](std::uint64_t a, std::uint64_t b) { return a < b; });
     return {option::kind::ids, {}, std::make_shared<const std::vector<std::uint64_t>>(std::move(ids)), {}};
 }
 /// The tasks alive now, as a baseline; cheap when none is.
@@ -168,7 +168,7 @@ struct leak_rules {
 
     bool excused(const snapshot& snap, const task_record& r) const {
         for (auto* v : ids)
-            if (std::binary_search(v->begin(), v->end(), r.id)) return true;
+            if (goro::detail::sorted_contains(*v, r.id)) return true;
         if (!created.empty()) {
             std::string c = clean_function_name(r.created_by.function_name() ? r.created_by.function_name() : "");
             for (const option* o : created)
@@ -202,7 +202,7 @@ inline leak_result find_leaks_once(const leak_rules& rules) {
     out << "found " << res.leaked.size() << " unexpected goroutine" << (res.leaked.size() == 1 ? "" : "s")
         << ":\n\n";
     ::goro::detail::write_debug2(out, snap, [&](const task_record& r) {
-        return std::binary_search(res.leaked.begin(), res.leaked.end(), r.id);
+        return goro::detail::sorted_contains(res.leaked, r.id);
     });
     res.report = out.str();
     return res;

@@ -34,24 +34,24 @@
 // stop of the world. Call from any thread.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <deque>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
-#include <goro/core/hash_map.hpp>
 #include <utility>
 #include <vector>
 
+#include <goro/core/algo.hpp>
+#include <goro/core/hash_map.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
-#include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
 #include <goro/core/vec.hpp>
+#include <goro/inspect/snapshot.hpp>
 
 namespace goro {
 
@@ -277,7 +277,7 @@ private:
             last_group = gi;
         }
         // Tasks are in ascending id order, so each group's first task has its smallest id.
-        std::sort(groups_.begin(), groups_.end(), [&](const task_group& a, const task_group& b) {
+        detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks[a.first].id < tasks[b.first].id;
         });
@@ -402,7 +402,8 @@ public:
     std::int64_t str(std::string_view s) {
         auto it = string_ids_.find(s);
         if (it != string_ids_.end()) return it->second;
-        const std::string& kept = strings_.emplace_back(s);  // a deque: its strings never move
+        strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
+        const std::string& kept = *strings_.back();
         const auto id = static_cast<std::int64_t>(strings_.size() - 1);
         string_ids_.emplace(std::string_view(kept), id);
         return id;
@@ -487,7 +488,7 @@ public:
         }
         // The period type's strings go in before the table is written.
         const std::int64_t type = str(period_type), unit = str(period_unit);
-        for (const std::string& s : strings_) w_.bytes_field(p_string_table, s);
+        for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
         w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
                                        std::chrono::system_clock::now().time_since_epoch())
                                        .count());
@@ -510,7 +511,7 @@ private:
 
     pb_writer w_;
     site_table& table_;
-    std::deque<std::string> strings_;
+    vec<std::unique_ptr<std::string>> strings_;
     hash_map<std::string_view, std::int64_t> string_ids_;
     vec<std::uint64_t> location_of_;  // by site index; 0: none yet
     std::vector<std::uint32_t> location_sites_;

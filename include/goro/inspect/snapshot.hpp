@@ -31,7 +31,6 @@
 // one that has just suspended may show as running.
 #pragma once
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -47,6 +46,7 @@
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
+#include <goro/core/algo.hpp>
 #include <goro/core/stack.hpp>
 #include <goro/core/vec.hpp>
 
@@ -220,7 +220,7 @@ public:
             g->tasks.push_back(i);
             ++g->count;
         }
-        std::stable_sort(out.begin(), out.end(), [&](const task_group& a, const task_group& b) {
+        detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
         });
@@ -280,14 +280,17 @@ private:
     /// Ascending id. The walk copies each registry list newest first, so
     /// the records often arrive in descending order: that costs a reversal.
     void sort_by_id() {
-        auto by_id = [](const task_record& a, const task_record& b) { return a.id < b.id; };
-        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id)) return;
-        auto by_id_desc = [](const task_record& a, const task_record& b) { return a.id > b.id; };
-        if (std::is_sorted(tasks_.begin(), tasks_.end(), by_id_desc)) {  // no reverse_iterator: costly to compile
-            std::reverse(tasks_.begin(), tasks_.end());
+        const std::size_t n = tasks_.size();
+        task_record* t = tasks_.data();
+        std::size_t up = 1, down = 1;  // lengths of the ascending and descending prefixes
+        while (up < n && t[up - 1].id < t[up].id) ++up;
+        while (down < n && t[down - 1].id > t[down].id) ++down;
+        if (up >= n) return;
+        if (down >= n) {
+            for (std::size_t i = 0, j = n - 1; i < j; ++i, --j) std::swap(t[i], t[j]);
             return;
         }
-        std::sort(tasks_.begin(), tasks_.end(), by_id);
+        detail::stable_sort(t, t + n, [](const task_record& a, const task_record& b) { return a.id < b.id; });
     }
 
     static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {

@@ -37,7 +37,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -277,12 +276,12 @@ private:
     void run() noexcept override {
         try {
             if constexpr (std::is_void_v<result_type>) {
-                std::invoke(fn_);
+                fn_();
                 result_.template emplace<1>();
             } else if constexpr (std::is_reference_v<result_type>) {
-                result_.template emplace<1>(&std::invoke(fn_));
+                result_.template emplace<1>(&fn_());
             } else {
-                result_.template emplace<1>(std::invoke(fn_));
+                result_.template emplace<1>(fn_());
             }
         } catch (...) {
             result_.template emplace<2>(std::current_exception());

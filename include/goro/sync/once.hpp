@@ -43,7 +43,6 @@
 #include <coroutine>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -110,7 +109,7 @@ public:
             if (o_->done()) return true;
             if (!o_->begin()) return false;  // another task runs f: wait for it
             finisher fin{o_};
-            std::invoke(f_);  // an exception leaves the co_await; the once is done all the same
+            f_();  // an exception leaves the co_await; the once is done all the same
             return true;
         }
 
@@ -187,7 +186,7 @@ private:
             co_return;
         }
         finisher fin{o};
-        co_await std::invoke(f);
+        co_await f();
     }
 
     std::atomic<std::uint32_t> state_{idle};
@@ -212,8 +211,8 @@ struct once_runner {
     once_state<F, T>* s;
     void operator()() const {
         try {
-            if constexpr (std::is_void_v<T>) std::invoke(s->f);
-            else s->value.emplace(std::invoke(s->f));
+            if constexpr (std::is_void_v<T>) s->f();
+            else s->value.emplace(s->f());
         } catch (...) {
             s->error = std::current_exception();
         }
@@ -226,8 +225,8 @@ struct once_async_runner {
     task<> operator()() const { return run(s); }
     static task<> run(once_state<F, T>* st) {
         try {
-            if constexpr (std::is_void_v<T>) co_await std::invoke(st->f);
-            else st->value.emplace(co_await std::invoke(st->f));
+            if constexpr (std::is_void_v<T>) co_await st->f();
+            else st->value.emplace(co_await st->f());
         } catch (...) {
             st->error = std::current_exception();
         }

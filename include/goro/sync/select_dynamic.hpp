@@ -33,7 +33,6 @@
 // locks of their channels.
 #pragma once
 
-#include <algorithm>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -45,6 +44,7 @@
 
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
+#include <goro/core/algo.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/timer.hpp>
 #include <goro/sync/channel.hpp>
@@ -383,8 +383,11 @@ private:
         std::size_t n = 0;
         for (std::size_t i = 0; i < cs_.size(); ++i)
             if (cs_[i].ch_ && int(i) != skip) locks[n++] = cs_[i].ch_;
-        std::sort(locks, locks + n);
-        return std::size_t(std::unique(locks, locks + n) - locks);
+        detail::heap_sort(locks, locks + n, [](chan_base* a, chan_base* b) { return a < b; });
+        std::size_t distinct = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            if (distinct == 0 || locks[distinct - 1] != locks[i]) locks[distinct++] = locks[i];
+        return distinct;
     }
     static void lock_all(chan_base** locks, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) locks[i]->lock.lock();

@@ -57,7 +57,6 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <limits>
 #include <mutex>
 #include <type_traits>
@@ -211,8 +210,8 @@ task<> after_func_body(after_state<F>* s) {
         after_state<F>* p;
         ~ref() { p->release(); }
     } keep{s};
-    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) std::invoke(s->f);
-    else co_await std::invoke(s->f);
+    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) s->f();
+    else co_await s->f();
 }
 
 template <class F>
