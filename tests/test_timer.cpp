@@ -169,6 +169,80 @@ TEST_CASE("the timer queue fires a due node once, not a cancelled one, and a re-
     CHECK(due.fired.load() == 1);
 }
 
+namespace {
+
+// A node whose fire "wakes" a task as the scheduler's ready does on the timer
+// thread: into the batch's gathering (timer_wakes).
+struct waking_node : timer_node {
+    goro::task_header* task = nullptr;
+    waking_node() {
+        fire = [](timer_node* n) noexcept {
+            auto* self = static_cast<waking_node*>(n);
+            goro::detail::timer_wakes* b = goro::detail::tls_timer_wakes;
+            if (b) b->tasks.push_back(self->task);
+            self->fired_done.store(true, std::memory_order_release);
+        };
+    }
+};
+
+struct wake_log {
+    goro::detail::timer_queue* q = nullptr;
+    std::atomic<int> handed{0}, calls{0}, biggest{0}, while_quiet{0};
+};
+
+void log_wakes(void* arg, goro::task_header* const* ts, std::size_t n) noexcept {
+    auto* log = static_cast<wake_log*>(arg);
+    (void)ts;
+    if (log->q->quiet()) log->while_quiet.fetch_add(1);
+    log->handed.fetch_add(int(n));
+    log->calls.fetch_add(1);
+    if (int(n) > log->biggest.load()) log->biggest.store(int(n));
+}
+
+}  // namespace
+
+TEST_CASE("the timer queue hands the tasks that one batch of timers wakes over at once, before it is quiet",
+          "[timer]") {
+    wake_log log;
+    // The tick argument doubles as the wake function's (one pointer for both).
+    goro::detail::timer_queue q([](void*) noexcept {}, &log, &log_wakes);
+    log.q = &q;
+    // A first timer holds the timer thread in its fire until the others are
+    // all armed and due: they then make one batch.
+    std::atomic<bool> fired_first{false}, release{false};
+    struct holding_node : timer_node {
+        std::atomic<bool>* fired;
+        std::atomic<bool>* release;
+    } first;
+    first.fired = &fired_first;
+    first.release = &release;
+    first.fire = [](timer_node* n) noexcept {
+        auto* self = static_cast<holding_node*>(n);
+        self->fired->store(true);
+        while (!self->release->load()) std::this_thread::yield();
+        self->fired_done.store(true, std::memory_order_release);
+    };
+    first.when_ns = goro::detail::now_ns();
+    q.add(&first);
+    REQUIRE(eventually([&] { return fired_first.load(); }));
+
+    constexpr int count = 1000;
+    std::vector<waking_node> nodes(count);
+    std::vector<int> fake(count);
+    for (int i = 0; i < count; ++i) {
+        nodes[i].task = reinterpret_cast<goro::task_header*>(&fake[i]);  // never dereferenced
+        nodes[i].when_ns = goro::detail::now_ns();
+        q.add(&nodes[i]);
+    }
+    release.store(true);
+    REQUIRE(eventually([&] { return log.handed.load() == count; }));
+    CHECK(std::all_of(nodes.begin(), nodes.end(), [](const waking_node& n) { return n.fired_done.load(); }));
+    CHECK(log.calls.load() == 1);         // one hand-over for the batch, not one per task
+    CHECK(log.biggest.load() == count);
+    CHECK(log.while_quiet.load() == 0);   // the deadlock watch never saw a quiet queue meanwhile
+    q.stop();
+}
+
 // --- timers and wake-ups from outside beside tasks that yield -------------
 //
 // The shape: every worker kept busy by tasks that spin 400 µs and yield (two

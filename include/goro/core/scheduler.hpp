@@ -406,7 +406,7 @@ inline std::atomic<bool>& workers_never_steal() noexcept {
 class scheduler {
 public:
     explicit scheduler(unsigned nworkers)
-        : timers_(&scheduler::tick_thunk, this), asym_fence_(asym_fence_available()) {
+        : timers_(&scheduler::tick_thunk, this, &scheduler::timer_wake_thunk), asym_fence_(asym_fence_available()) {
         parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);  // before any task can park
         if (nworkers == 0) nworkers = 1;
         workers_.resize(worker_capacity(nworkers));
@@ -519,6 +519,8 @@ private:
             if (!old) return;
             local_push(*w, old);
             wake_if_needed(true);
+        } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
+            b->tasks.push_back(t);  // the timer thread hands its batch over at once (timer.hpp)
         } else {
             global_push_n(&t, 1, true);
             wake_if_needed(false);
@@ -545,6 +547,9 @@ public:
         const bool local = w && w->sched == this;
         if (local) {
             for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
+        } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
+            for (std::size_t i = 0; i < n; ++i) b->tasks.push_back(ts[i]);
+            return;
         } else {
             global_push_n(ts, n, true);
         }
@@ -1088,6 +1093,14 @@ private:
     // --- monitor (every 10 ms on the timer thread while busy) --------------
 
     static void tick_thunk(void* self) noexcept { static_cast<scheduler*>(self)->monitor(); }
+    /// The timer thread's batch of woken tasks (timer.hpp): onto the global
+    /// queue in one hold of its lock, and one idle worker woken (a spinner
+    /// that finds work wakes the next).
+    static void timer_wake_thunk(void* self, task_header* const* ts, std::size_t n) noexcept {
+        auto* s = static_cast<scheduler*>(self);
+        s->global_push_n(ts, n, true);
+        s->wake_if_needed(false);
+    }
 
     void monitor() noexcept {
         const std::int64_t now = coarse_now_ns();
