@@ -5955,9 +5955,9 @@ struct task_record {
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.
 struct task_group {
     std::size_t count = 0;
-    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id (see first)
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), in its order (ascending id when sorted)
     std::uint64_t key = 0;             ///< hash of the site chain and labels
-    std::uint32_t first = 0;           ///< index of its first task (smallest id) into snapshot::tasks()
+    std::uint32_t first = 0;           ///< index of its task with the smallest id into snapshot::tasks()
 };
 
 /// A stable id for a site: the same file, line and function give the same id
@@ -5988,6 +5988,11 @@ public:
         /// stops only to start a profile epoch. False: copy everything with
         /// the world stopped, or, when a worker did not stop, as if true.
         bool concurrent = true;
+        /// Order tasks() by ascending id. False: in the order they were
+        /// copied, for a caller that only groups them (debug=0 and 1 order
+        /// their groups by count and smallest id either way), which spares
+        /// the sort and its memory.
+        bool sorted = true;
     };
 
     static snapshot take() { return take(options{}); }
@@ -6059,7 +6064,7 @@ public:
             detail::profile_end(p);
         }
         c.finish();
-        s.sort_by_id();
+        if (opt.sorted) s.sort_by_id();
         return s;
     }
 
@@ -6081,7 +6086,8 @@ public:
     bool all_stopped() const noexcept { return all_stopped_; }
 
     /// Groups tasks by identical stack and labels, largest group first (ties:
-    /// by the smallest task id), like Go's debug=1.
+    /// by the smallest task id), like Go's debug=1. (Each group's `tasks`
+    /// ascend by id when the snapshot was taken `sorted`.)
     std::vector<task_group> groups() const {
         // A million tasks share a few sites: hash each distinct site once.
         site_ids ids;
@@ -6103,10 +6109,11 @@ public:
             }
             g->tasks.push_back(i);
             ++g->count;
+            if (tasks_[i].id < tasks_[g->first].id) g->first = i;
         }
         detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
-            return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
+            return tasks_[a.first].id < tasks_[b.first].id;
         });
         return out;
     }
@@ -6524,12 +6531,13 @@ private:
                     groups_.push_back(task_group{0, {}, k, i});
                 }
             }
-            if (members) groups_[gi].tasks.push_back(i);
-            ++groups_[gi].count;
+            task_group& g = groups_[gi];
+            if (members) g.tasks.push_back(i);
+            ++g.count;
+            if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
             last_key = k;
             last_group = gi;
         }
-        // Tasks are in ascending id order, so each group's first task has its smallest id.
         detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks[a.first].id < tasks[b.first].id;
@@ -6801,7 +6809,7 @@ inline std::string pprof_profile(const snapshot& s) {
 }
 
 /// Takes a snapshot now and returns it as a pprof goroutine profile.
-inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
+inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
 
 }  // namespace goro
 // ---- end goro/inspect/pprof.hpp ----
@@ -7314,23 +7322,28 @@ inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
     return out;
 }
 
+namespace detail {
+/// A snapshot for format `debug`: the grouped ones (0 and 1) need no order.
+inline snapshot take_for(int debug) { return snapshot::take({.sorted = debug >= 2}); }
+}  // namespace detail
+
 /// Takes a snapshot now and returns it in the format `debug` selects.
 inline std::string goroutine_profile(int debug = 1) {
     detail::check_debug(debug, "goro::goroutine_profile");
-    return goroutine_profile(snapshot::take(), debug);
+    return goroutine_profile(detail::take_for(debug), debug);
 }
 
 /// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
 inline void dump_goroutines(std::ostream& out, int debug = 1) {
     detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, snapshot::take(), debug);
+    write_goroutine_profile(out, detail::take_for(debug), debug);
     out.flush();
 }
 
 /// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
 /// function, not a default argument, so that a program that only ever calls
 /// this compiles none of the other formats into itself.
-inline void dump_goroutines() { detail::write_debug1_to(std::cerr, snapshot::take()); }
+inline void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
 
 /// Prints a snapshot already taken.
 inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {

@@ -620,23 +620,28 @@ inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
     return out;
 }
 
+namespace detail {
+/// A snapshot for format `debug`: the grouped ones (0 and 1) need no order.
+inline snapshot take_for(int debug) { return snapshot::take({.sorted = debug >= 2}); }
+}  // namespace detail
+
 /// Takes a snapshot now and returns it in the format `debug` selects.
 inline std::string goroutine_profile(int debug = 1) {
     detail::check_debug(debug, "goro::goroutine_profile");
-    return goroutine_profile(snapshot::take(), debug);
+    return goroutine_profile(detail::take_for(debug), debug);
 }
 
 /// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
 inline void dump_goroutines(std::ostream& out, int debug = 1) {
     detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, snapshot::take(), debug);
+    write_goroutine_profile(out, detail::take_for(debug), debug);
     out.flush();
 }
 
 /// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
 /// function, not a default argument, so that a program that only ever calls
 /// this compiles none of the other formats into itself.
-inline void dump_goroutines() { detail::write_debug1_to(std::cerr, snapshot::take()); }
+inline void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
 
 /// Prints a snapshot already taken.
 inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {

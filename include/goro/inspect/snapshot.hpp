@@ -72,9 +72,9 @@ struct task_record {
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.
 struct task_group {
     std::size_t count = 0;
-    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id (see first)
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), in its order (ascending id when sorted)
     std::uint64_t key = 0;             ///< hash of the site chain and labels
-    std::uint32_t first = 0;           ///< index of its first task (smallest id) into snapshot::tasks()
+    std::uint32_t first = 0;           ///< index of its task with the smallest id into snapshot::tasks()
 };
 
 /// A stable id for a site: the same file, line and function give the same id
@@ -105,6 +105,11 @@ public:
         /// stops only to start a profile epoch. False: copy everything with
         /// the world stopped, or, when a worker did not stop, as if true.
         bool concurrent = true;
+        /// Order tasks() by ascending id. False: in the order they were
+        /// copied, for a caller that only groups them (debug=0 and 1 order
+        /// their groups by count and smallest id either way), which spares
+        /// the sort and its memory.
+        bool sorted = true;
     };
 
     static snapshot take() { return take(options{}); }
@@ -176,7 +181,7 @@ public:
             detail::profile_end(p);
         }
         c.finish();
-        s.sort_by_id();
+        if (opt.sorted) s.sort_by_id();
         return s;
     }
 
@@ -198,7 +203,8 @@ public:
     bool all_stopped() const noexcept { return all_stopped_; }
 
     /// Groups tasks by identical stack and labels, largest group first (ties:
-    /// by the smallest task id), like Go's debug=1.
+    /// by the smallest task id), like Go's debug=1. (Each group's `tasks`
+    /// ascend by id when the snapshot was taken `sorted`.)
     std::vector<task_group> groups() const {
         // A million tasks share a few sites: hash each distinct site once.
         site_ids ids;
@@ -220,10 +226,11 @@ public:
             }
             g->tasks.push_back(i);
             ++g->count;
+            if (tasks_[i].id < tasks_[g->first].id) g->first = i;
         }
         detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
-            return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
+            return tasks_[a.first].id < tasks_[b.first].id;
         });
         return out;
     }
