@@ -6180,7 +6180,8 @@ private:
         // Least significant digit first, 11 bits a pass (the counts fit in L1).
         constexpr int digit = 11;
         constexpr std::size_t radix = std::size_t(1) << digit;
-        for (int shift = 0; shift < std::bit_width(hi - lo); shift += digit) {
+        const int bits = static_cast<int>(std::bit_width(hi - lo));
+        for (int shift = 0; shift < bits; shift += digit) {
             std::size_t start[radix] = {};
             for (std::size_t i = 0; i < n; ++i) ++start[(keys[i].id >> shift) & (radix - 1)];
             std::size_t sum = 0;
