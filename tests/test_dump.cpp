@@ -779,6 +779,28 @@ TEST_CASE("debug=2 of 300,000 parked tasks is complete and streamed", "[dump]") 
     CHECK(goro_test::tasks_drained());
 }
 
+TEST_CASE("debug=2 and JSON as a string are the same text as streamed, for thousands of tasks", "[dump]") {
+    // A string is sized from the first blocks' length and grows past that
+    // estimate when later blocks are longer (here: names after 300 tasks).
+    REQUIRE(goro_test::tasks_drained());
+    goro::channel<int> ch;
+    dumpgold_start_workers(300, ch);
+    REQUIRE(eventually([&] { return goro::num_goroutines() == 300; }));
+    for (int i = 0; i < 3000; ++i)
+        goro::go(dumpgold_worker(ch), {.name = "a name long enough to outgrow the estimate " + std::to_string(i)});
+    REQUIRE(eventually([&] { return goro::num_goroutines() == 3300; }));
+    goro::snapshot s = goro::snapshot::take();
+    for (int debug : {2, 3}) {
+        std::ostringstream os;
+        goro::write_goroutine_profile(os, s, debug);
+        CHECK(goro::goroutine_profile(s, debug) == os.str());
+    }
+    const std::string text = goro::goroutine_profile(s, 2);
+    CHECK(split(text.substr(0, text.size() - 1), "\n\n").size() == 3300);
+    ch.close();
+    CHECK(goro_test::tasks_drained());
+}
+
 TEST_CASE("snapshots taken in a loop while producers and consumers run lose nothing", "[dump]") {
     REQUIRE(goro_test::tasks_drained());
     constexpr int producers = 4, consumers = 4, per_producer = 20'000;

@@ -75,6 +75,22 @@ static goro::task<> snap_hog(std::atomic<bool>& release, std::atomic<bool>& ente
     (void)sum;
 }
 
+static goro::task<> snap_left(goro::channel<int> ch, std::atomic<int>& parked) {
+    parked.fetch_add(1);
+    for (;;) {
+        auto v = co_await ch.recv();
+        if (!v) break;
+    }
+}
+
+static goro::task<> snap_right(goro::channel<int> ch, std::atomic<int>& parked) {
+    parked.fetch_add(1);
+    for (;;) {
+        auto v = co_await ch.recv();
+        if (!v) break;
+    }
+}
+
 namespace {
 
 /// Turns the run-through hook on for a scope.
@@ -290,4 +306,59 @@ TEST_CASE("a snapshot that falls back leaves the pool able to stop the world aga
     REQUIRE(goro_test::tasks_drained());
     // Every worker reaches a safe point now that nothing spins (however long that takes).
     REQUIRE(eventually([] { return goro::snapshot::take().all_stopped(); }, 120s));
+}
+
+TEST_CASE("a snapshot taken once exited tasks' headers are reused lists each task once, whole, by ascending id",
+          "[snapshot]") {
+    REQUIRE(goro_test::tasks_drained());
+    // A first wave exits, every other task first, so that the second wave
+    // reuses its headers out of their list order: the walk then meets ids
+    // up and down, and the records must be reordered.
+    std::atomic<int> parked{0};
+    {
+        goro::channel<int> even, odd;
+        for (int i = 0; i < 3000; ++i) goro::go(snap_left(i % 2 ? odd : even, parked));
+        REQUIRE(eventually([&] { return parked.load() == 3000; }));
+        even.close();
+        REQUIRE(goro_test::tasks_drained(1500));
+        odd.close();
+        REQUIRE(goro_test::tasks_drained());
+    }
+    parked.store(0);
+    goro::channel<int> second;
+    for (int i = 0; i < 5000; ++i) {
+        if (i % 2 == 0) goro::go(snap_right(second, parked), {.name = "right"});
+        else goro::go(snap_left(second, parked), {.name = "left"});
+    }
+    REQUIRE(eventually([&] { return parked.load() == 5000; }));
+    auto s = goro::snapshot::take();
+    REQUIRE(s.total() == 5000);
+    std::map<std::string, int> by_name;
+    for (std::size_t i = 0; i < s.total(); ++i) {
+        const goro::task_record& r = s.tasks()[i];
+        if (i > 0) CHECK(s.tasks()[i - 1].id < r.id);
+        REQUIRE(r.meta);
+        ++by_name[r.meta->name];
+        // Each record moved whole: its name goes with its own stack.
+        auto st = s.stack(r);
+        REQUIRE(!st.empty());
+        CHECK(goro::clean_function_name(st.back().function_name()) == "snap_" + r.meta->name);
+        CHECK(r.state == goro::task_state::waiting);
+    }
+    CHECK(by_name["right"] == 2500);
+    CHECK(by_name["left"] == 2500);
+    // Unsorted, as debug=0 and 1 take it: the same groups, in the same order
+    // (a tie of counts here: the group with the smallest id first).
+    auto u = goro::snapshot::take({.sorted = false});
+    auto gs = s.groups(), gu = u.groups();
+    REQUIRE(gs.size() == 2);
+    REQUIRE(gu.size() == 2);
+    for (std::size_t i = 0; i < 2; ++i) {
+        CHECK(gu[i].count == gs[i].count);
+        CHECK(u.tasks()[gu[i].first].id == s.tasks()[gs[i].first].id);
+    }
+    CHECK(s.tasks()[gs[0].first].id == s.tasks()[0].id);
+    CHECK(goro::goroutine_profile(u, 1) == goro::goroutine_profile(s, 1));
+    second.close();
+    REQUIRE(goro_test::tasks_drained());
 }

@@ -5943,6 +5943,7 @@ inline std::vector<stack_frame> current_stack() {
 // for them: a task running there that exits just then may be left out, and
 // one that has just suspended may show as running.
 
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -5975,9 +5976,9 @@ struct task_record {
 /// Tasks with the same stack (and labels), as Go's debug=1 groups them.
 struct task_group {
     std::size_t count = 0;
-    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), ascending id (see first)
+    std::vector<std::uint32_t> tasks;  ///< indices into snapshot::tasks(), in its order (ascending id when sorted)
     std::uint64_t key = 0;             ///< hash of the site chain and labels
-    std::uint32_t first = 0;           ///< index of its first task (smallest id) into snapshot::tasks()
+    std::uint32_t first = 0;           ///< index of its task with the smallest id into snapshot::tasks()
 };
 
 /// A stable id for a site: the same file, line and function give the same id
@@ -6008,6 +6009,11 @@ public:
         /// stops only to start a profile epoch. False: copy everything with
         /// the world stopped, or, when a worker did not stop, as if true.
         bool concurrent = true;
+        /// Order tasks() by ascending id. False: in the order they were
+        /// copied, for a caller that only groups them (debug=0 and 1 order
+        /// their groups by count and smallest id either way), which spares
+        /// the sort and its memory.
+        bool sorted = true;
     };
 
     static snapshot take() { return take(options{}); }
@@ -6079,7 +6085,7 @@ public:
             detail::profile_end(p);
         }
         c.finish();
-        s.sort_by_id();
+        if (opt.sorted) s.sort_by_id();
         return s;
     }
 
@@ -6101,7 +6107,8 @@ public:
     bool all_stopped() const noexcept { return all_stopped_; }
 
     /// Groups tasks by identical stack and labels, largest group first (ties:
-    /// by the smallest task id), like Go's debug=1.
+    /// by the smallest task id), like Go's debug=1. (Each group's `tasks`
+    /// ascend by id when the snapshot was taken `sorted`.)
     std::vector<task_group> groups() const {
         // A million tasks share a few sites: hash each distinct site once.
         site_ids ids;
@@ -6123,10 +6130,11 @@ public:
             }
             g->tasks.push_back(i);
             ++g->count;
+            if (tasks_[i].id < tasks_[g->first].id) g->first = i;
         }
         detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
-            return tasks_[a.tasks.front()].id < tasks_[b.tasks.front()].id;
+            return tasks_[a.first].id < tasks_[b.first].id;
         });
         return out;
     }
@@ -6183,6 +6191,12 @@ private:
 
     /// Ascending id. The walk copies each registry list newest first, so
     /// the records often arrive in descending order: that costs a reversal.
+    /// Once headers of exited tasks have been reused, new ids sit among old
+    /// ones and the order is mixed. Then the ids are sorted apart, as
+    /// (id, index) pairs by radix (two passes for a range of 4 million ids),
+    /// and each record is moved once to its place: a merge sort of the
+    /// 64-byte records themselves made 16 passes over 64 MiB for a million
+    /// tasks, and took longer than the rest of the profile together.
     void sort_by_id() {
         const std::size_t n = tasks_.size();
         task_record* t = tasks_.data();
@@ -6194,7 +6208,35 @@ private:
             for (std::size_t i = 0, j = n - 1; i < j; ++i, --j) std::swap(t[i], t[j]);
             return;
         }
-        detail::stable_sort(t, t + n, [](const task_record& a, const task_record& b) { return a.id < b.id; });
+        struct key {
+            std::uint64_t id;  // minus the smallest id
+            std::uint64_t at;  // index into tasks_
+        };
+        std::vector<key, detail::big_array_allocator<key>> space(2 * n);
+        key* keys = space.data();
+        key* spare = keys + n;
+        std::uint64_t lo = t[0].id, hi = t[0].id;
+        for (std::size_t i = 0; i < n; ++i) {
+            lo = std::min(lo, t[i].id);
+            hi = std::max(hi, t[i].id);
+        }
+        for (std::size_t i = 0; i < n; ++i) keys[i] = key{t[i].id - lo, i};
+        // Least significant digit first, 11 bits a pass (the counts fit in L1).
+        constexpr int digit = 11;
+        constexpr std::size_t radix = std::size_t(1) << digit;
+        const int bits = static_cast<int>(std::bit_width(hi - lo));
+        for (int shift = 0; shift < bits; shift += digit) {
+            std::size_t start[radix] = {};
+            for (std::size_t i = 0; i < n; ++i) ++start[(keys[i].id >> shift) & (radix - 1)];
+            std::size_t sum = 0;
+            for (std::size_t& c : start) sum += std::exchange(c, sum);
+            for (std::size_t i = 0; i < n; ++i) spare[start[(keys[i].id >> shift) & (radix - 1)]++] = keys[i];
+            std::swap(keys, spare);
+        }
+        task_list sorted;
+        sorted.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) sorted.push_back(std::move(t[keys[i].at]));
+        tasks_.swap(sorted);
     }
 
     static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {
@@ -6511,12 +6553,13 @@ private:
                     groups_.push_back(task_group{0, {}, k, i});
                 }
             }
-            if (members) groups_[gi].tasks.push_back(i);
-            ++groups_[gi].count;
+            task_group& g = groups_[gi];
+            if (members) g.tasks.push_back(i);
+            ++g.count;
+            if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
             last_key = k;
             last_group = gi;
         }
-        // Tasks are in ascending id order, so each group's first task has its smallest id.
         detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks[a.first].id < tasks[b.first].id;
@@ -6788,7 +6831,7 @@ inline std::string pprof_profile(const snapshot& s) {
 }
 
 /// Takes a snapshot now and returns it as a pprof goroutine profile.
-inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
+inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
 
 }  // namespace goro
 // ---- end goro/inspect/pprof.hpp ----
@@ -6796,6 +6839,23 @@ inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
 namespace goro {
 
 namespace detail {
+
+/// Asks for transparent huge pages for the not yet touched memory [p, p + n)
+/// of a big string, as big_array_allocator does for its arrays: a debug=2
+/// dump of a million tasks is over 100 MiB, and faulting that in 4 KiB at a
+/// time cost more than formatting it. Only the whole 2 MiB pages inside the
+/// range are advised; a hint, without effect where unsupported.
+inline void advise_huge_pages(char* p, std::size_t n) noexcept {
+#if GORO_BIG_ARRAY_MMAP && defined(MADV_HUGEPAGE)
+    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
+    const std::uintptr_t from = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
+    const std::uintptr_t to = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(huge - 1);
+    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
 
 /// Where formatted text goes: a string (grows), or an ostream fed in chunks.
 class text_sink {
@@ -6829,8 +6889,12 @@ public:
     }
     /// Room for `n` more bytes when writing to a string (a hint; no effect on a stream).
     void reserve_more(std::size_t n) {
-        if (!os_) buf_->reserve(buf_->size() + n);
+        if (os_ || buf_->capacity() >= buf_->size() + n) return;
+        buf_->reserve(buf_->size() + n);
+        advise_huge_pages(buf_->data() + buf_->size(), buf_->capacity() - buf_->size());
     }
+    /// Bytes written to a string so far (0 for a stream).
+    std::size_t string_size() const noexcept { return os_ ? 0 : buf_->size(); }
 
 private:
     static constexpr std::size_t chunk = 64 * 1024;
@@ -7043,10 +7107,19 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
     auto ensure = [](vec<std::string>& v, std::size_t n) {
         if (v.size() < n) v.resize(n);
     };
-    out.reserve_more(tasks.size() * 160);
+    // Room for the whole dump in a string, once the first blocks have told
+    // how long a block is: growing it by doubling would copy what is written
+    // and fault in its pages again (a million tasks write over 100 MiB).
+    constexpr std::size_t sample = 256;
+    const std::size_t start = out.string_size();
     const std::int64_t now = v.snap().taken_at_ns();
     bool first = true;
-    for (const task_record& r : tasks) {
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+        if (i == sample) {
+            const std::size_t per_task = (out.string_size() - start) / sample + 1;
+            out.reserve_more((tasks.size() - sample) * per_task / 8 * 9 + 4096);
+        }
+        const task_record& r = tasks[i];
         if (!pick(r)) continue;
         if (!first) out.put('\n');
         first = false;
@@ -7271,23 +7344,28 @@ inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
     return out;
 }
 
+namespace detail {
+/// A snapshot for format `debug`: the grouped ones (0 and 1) need no order.
+inline snapshot take_for(int debug) { return snapshot::take({.sorted = debug >= 2}); }
+}  // namespace detail
+
 /// Takes a snapshot now and returns it in the format `debug` selects.
 inline std::string goroutine_profile(int debug = 1) {
     detail::check_debug(debug, "goro::goroutine_profile");
-    return goroutine_profile(snapshot::take(), debug);
+    return goroutine_profile(detail::take_for(debug), debug);
 }
 
 /// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
 inline void dump_goroutines(std::ostream& out, int debug = 1) {
     detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, snapshot::take(), debug);
+    write_goroutine_profile(out, detail::take_for(debug), debug);
     out.flush();
 }
 
 /// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
 /// function, not a default argument, so that a program that only ever calls
 /// this compiles none of the other formats into itself.
-inline void dump_goroutines() { detail::write_debug1_to(std::cerr, snapshot::take()); }
+inline void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
 
 /// Prints a snapshot already taken.
 inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {

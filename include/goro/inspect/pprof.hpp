@@ -271,12 +271,13 @@ private:
                     groups_.push_back(task_group{0, {}, k, i});
                 }
             }
-            if (members) groups_[gi].tasks.push_back(i);
-            ++groups_[gi].count;
+            task_group& g = groups_[gi];
+            if (members) g.tasks.push_back(i);
+            ++g.count;
+            if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
             last_key = k;
             last_group = gi;
         }
-        // Tasks are in ascending id order, so each group's first task has its smallest id.
         detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
             if (a.count != b.count) return a.count > b.count;
             return tasks[a.first].id < tasks[b.first].id;
@@ -548,6 +549,6 @@ inline std::string pprof_profile(const snapshot& s) {
 }
 
 /// Takes a snapshot now and returns it as a pprof goroutine profile.
-inline std::string pprof_profile() { return pprof_profile(snapshot::take()); }
+inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
 
 }  // namespace goro
