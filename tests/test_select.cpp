@@ -438,6 +438,64 @@ TEST_CASE("move-only values through select", "[select]") {
     CHECK(goro::block_on(body(ch)) == 4);
 }
 
+TEST_CASE("a receive case borrows a channel variable, counted only while its select is parked", "[select]") {
+    const auto tasks_before = goro::num_goroutines();
+    goro::channel<int> ch(1);
+    auto& refs = ch.state()->refs;
+    const std::size_t base = refs.load();
+    {
+        auto c = goro::recv(ch);  // a variable: borrowed, no count
+        CHECK(refs.load() == base);
+        CHECK(c.ch == ch.state());
+    }
+    // A ready case: the select takes and drops no count.
+    REQUIRE(ch.try_send(1) == goro::send_status::sent);
+    auto r = goro::try_select(goro::recv(ch));
+    CHECK(r.index() == 0);
+    CHECK(refs.load() == base);
+    // A parked select holds one count while parked, and drops it when it resumes.
+    std::atomic<goro::task_header*> me{nullptr};
+    std::atomic<int> got{-1};
+    goro::go([](const goro::channel<int>& c, std::atomic<goro::task_header*>& me,
+                std::atomic<int>& got) -> goro::task<> {
+        me.store(goro::detail::tls_current_task, std::memory_order_release);
+        goro::channel<int> never;
+        auto r = co_await goro::select(goro::recv(c), goro::recv(never));
+        got.store(r.index() == 0 && r.get<0>() ? *r.get<0>() : -2);
+    }(ch, me, got));
+    REQUIRE(eventually([&] {
+        goro::task_header* t = me.load(std::memory_order_acquire);
+        return t && t->state.load() == goro::task_state::waiting;
+    }));
+    CHECK(refs.load() == base + 1);
+    REQUIRE(ch.try_send(9) == goro::send_status::sent);
+    REQUIRE(eventually([&] { return got.load() != -1; }));
+    CHECK(got.load() == 9);
+    CHECK(goro_test::tasks_drained(tasks_before));
+    CHECK(refs.load() == base);
+}
+
+TEST_CASE("a receive case on a temporary channel keeps it alive", "[select]") {
+    auto ready = [](int v) {
+        goro::channel<int> c(1);
+        (void)c.try_send(v);
+        return c;
+    };
+    auto c = goro::recv(ready(42));  // the case holds the channel's only handle
+    auto r = goro::try_select(std::move(c));
+    REQUIRE(r.index() == 0);
+    REQUIRE(r.get<0>());
+    CHECK(*r.get<0>() == 42);
+    goro::channel<int> ch(1);
+    REQUIRE(ch.try_send(5) == goro::send_status::sent);
+    auto& refs = ch.state()->refs;
+    const std::size_t base = refs.load();
+    auto moved = goro::recv(goro::channel<int>(ch));  // a copy, moved into the case: one count more
+    CHECK(refs.load() == base + 1);
+    CHECK(goro::try_select(std::move(moved)).index() == 0);
+    CHECK(refs.load() == base);
+}
+
 TEST_CASE("a parked select keeps a channel alive when its last other handle is dropped", "[select]") {
     // The task's select refers to A only through a handle owned outside the
     // task; that handle is dropped while the select is parked, then the

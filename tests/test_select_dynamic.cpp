@@ -63,6 +63,18 @@ TEST_CASE("dynamic select: mixed element types, the received value by index", "[
     CHECK(goro::try_select(none) == goro::select_default);
 }
 
+TEST_CASE("dynamic select: a case made from a channel variable outlives the variable", "[select_dynamic]") {
+    std::vector<goro::select_case> cs;
+    {
+        goro::channel<int> a(1);
+        REQUIRE(a.try_send(3) == goro::send_status::sent);
+        cs.push_back(goro::recv(a));  // a borrowing case: the select_case takes a handle of its own
+    }  // the variable, the channel's only other handle, is gone
+    REQUIRE(goro::try_select(cs) == 0);
+    REQUIRE(cs[0].received<int>());
+    CHECK(*cs[0].received<int>() == 3);
+}
+
 TEST_CASE("dynamic select: send cases, timeouts, closed channels, ctx.done()", "[select_dynamic]") {
     const auto tasks_before = goro::num_goroutines();
     goro::channel<int> out;  // unbuffered: the send waits for the receiver

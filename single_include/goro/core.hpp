@@ -10110,9 +10110,35 @@ struct [[nodiscard("goro::after: pass it to goro::select")]] after_case {
     std::int64_t when_ns = 0;
 };
 
+namespace detail {
+/// What a case made from a channel variable keeps: the variable's address,
+/// and no count (see recv).
+template <class H>
+struct borrowed {
+    const H* handle = nullptr;
+};
+}  // namespace detail
+
+/// A receive case on a channel variable borrows it, as a std::string_view
+/// borrows a string: the variable must be alive when the select starts,
+/// which it is when the case is written inside the select
+/// (`co_await goro::select(goro::recv(ch), ...)`, the usual way). A select
+/// that parks takes a count on the channel then, so a parked select keeps its
+/// channels alive whatever happens to the variables meanwhile; a select that
+/// finds a case ready, the common case in a busy loop, takes and drops none
+/// (two locked instructions on the channel's line saved per select). A
+/// select_case (select_dynamic.hpp), which is kept in containers, takes its
+/// own handle from it.
 template <class T>
-recv_case<T> recv(const channel<T>& ch) noexcept {
-    return {ch.state(), ch};
+recv_case<T, detail::borrowed<channel<T>>> recv(const channel<T>& ch) noexcept {
+    return {ch.state(), {&ch}};
+}
+
+/// A receive case on a temporary channel keeps the channel alive.
+template <class T>
+recv_case<T> recv(channel<T>&& ch) noexcept {
+    detail::chan_state<T>* s = ch.state();
+    return {s, std::move(ch)};
 }
 
 template <class T, class U>
@@ -10186,6 +10212,12 @@ struct case_traits<after_case> {
 
 template <class C>
 using case_t = std::remove_cvref_t<C>;
+
+/// A case that borrows its channel (see recv): counted only while parked.
+template <class C>
+struct borrows_channel : std::false_type {};
+template <class T, class H>
+struct borrows_channel<recv_case<T, borrowed<H>>> : std::true_type {};
 
 template <class C>
 struct is_recv_only : std::false_type {};
@@ -10361,6 +10393,7 @@ public:
                 wakes.ready_all();
                 return false;
             }
+            hold_borrowed();  // before park: a parked select is seen with its counts
             park(self, h, wait_reason::select);
             parked_ = true;
             core_.task = self;
@@ -10389,6 +10422,7 @@ public:
             }
             result_.index_ = w;
             finish_parked(w);
+            drop_borrowed();
         }
         if (send_closed_) throw channel_closed("goro::select: send on closed channel");
         return std::move(result_);
@@ -10423,6 +10457,20 @@ public:
 private:
     template <std::size_t I>
     using case_at = std::tuple_element_t<I, std::tuple<Cases...>>;
+
+    /// A count on each borrowed channel while the select is parked (see recv).
+    void hold_borrowed() noexcept {
+        for_each_case([&](auto I) {
+            if constexpr (borrows_channel<case_at<I>>::value)
+                if (auto* c = std::get<I>(cases_).ch) c->add_ref();
+        });
+    }
+    void drop_borrowed() noexcept {
+        for_each_case([&](auto I) {
+            if constexpr (borrows_channel<case_at<I>>::value)
+                if (auto* c = std::get<I>(cases_).ch) c->release();
+        });
+    }
 
     template <class F, std::size_t... I>
     static void for_each_index(F&& f, std::index_sequence<I...>) {
@@ -10883,6 +10931,10 @@ public:
     select_case(recv_case<T, Keep> c)
         : kind_(kind::recv), ops_(&detail::dyn_recv_box<T, Keep>::ops), ch_(c.ch),
           box_(new detail::dyn_recv_box<T, Keep>{std::move(c)}) {}
+    /// From a case that borrows a channel variable: takes a handle of its
+    /// own, since a select_case may outlive the variable.
+    template <class T>
+    select_case(recv_case<T, detail::borrowed<channel<T>>> c) : select_case(recv_case<T>{c.ch, *c.keep.handle}) {}
     template <class T>
     select_case(const recv_only<T>& r) : select_case(goro::recv(r)) {}
     template <class T>

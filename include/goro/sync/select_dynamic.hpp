@@ -152,6 +152,10 @@ public:
     select_case(recv_case<T, Keep> c)
         : kind_(kind::recv), ops_(&detail::dyn_recv_box<T, Keep>::ops), ch_(c.ch),
           box_(new detail::dyn_recv_box<T, Keep>{std::move(c)}) {}
+    /// From a case that borrows a channel variable: takes a handle of its
+    /// own, since a select_case may outlive the variable.
+    template <class T>
+    select_case(recv_case<T, detail::borrowed<channel<T>>> c) : select_case(recv_case<T>{c.ch, *c.keep.handle}) {}
     template <class T>
     select_case(const recv_only<T>& r) : select_case(goro::recv(r)) {}
     template <class T>
