@@ -129,6 +129,31 @@ goro::task<> select_main(long ops) {
 
 void select_recv(const bench::options& o) { goro::block_on(select_main(o.n(2'000'000))); }
 
+// The producer's side of the same loop, Go's `select { case out <- v: case
+// <-ctx.Done(): }`: a worker sends in a select on a channel main drains.
+// goro only (the Go anchor has no such benchmark): a figure to compare
+// goro's own versions by.
+goro::task<> select_sender(goro::context ctx, goro::channel<int> ch, long ops) {
+    for (long i = 0; i < ops; ++i) {
+        auto r = co_await goro::select(goro::send(ch, int(i)), ctx.done());
+        if (r.index() == 1) break;
+    }
+    ch.close();
+}
+
+goro::task<> select_send_main(long ops) {
+    auto [ctx, cancel] = goro::with_cancel(goro::background());
+    goro::channel<int> ch(1024);
+    goro::go(select_sender(ctx, ch, ops));
+    auto t = clock::now();
+    long got = 0;
+    while (auto v = co_await ch.recv()) ++got;
+    bench::emit("select_send_or_done", got, clock::now() - t);
+    cancel();
+}
+
+void select_send(const bench::options& o) { goro::block_on(select_send_main(o.n(2'000'000))); }
+
 // Cancel a context that N tasks wait on in a select; time until all exit.
 goro::task<> fanout_waiter(goro::context ctx, goro::channel<int> never, goro::wait_group& wg) {
     co_await goro::select(goro::recv(never), ctx.done());
@@ -159,4 +184,5 @@ GORO_BENCH("chan_pingpong_unbuffered_waitprof|chan_pingpong_unbuffered_waitprof_
 GORO_BENCH("chan_spsc", spsc);
 GORO_BENCH("chan_mpmc", mpmc);
 GORO_BENCH("select_recv", select_recv);
+GORO_BENCH("select_send", select_send);
 GORO_BENCH("cancel_fanout", cancel_fanout);

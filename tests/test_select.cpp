@@ -475,6 +475,49 @@ TEST_CASE("a receive case borrows a channel variable, counted only while its sel
     CHECK(refs.load() == base);
 }
 
+TEST_CASE("a send case borrows a channel variable, counted only while its select is parked", "[select]") {
+    const auto tasks_before = goro::num_goroutines();
+    goro::channel<int> ch;  // unbuffered: a send parks until a receiver comes
+    auto& refs = ch.state()->refs;
+    const std::size_t base = refs.load();
+    {
+        auto c = goro::send(ch, 1);
+        CHECK(refs.load() == base);
+        auto d = goro::send(ch, std::in_place, 2);
+        CHECK(refs.load() == base);
+    }
+    std::atomic<goro::task_header*> me{nullptr};
+    std::atomic<int> chosen{-1};
+    goro::go([](const goro::channel<int>& c, std::atomic<goro::task_header*>& me,
+                std::atomic<int>& chosen) -> goro::task<> {
+        me.store(goro::detail::tls_current_task, std::memory_order_release);
+        goro::channel<int> never;
+        auto r = co_await goro::select(goro::send(c, 11), goro::recv(never));
+        chosen.store(r.index());
+    }(ch, me, chosen));
+    REQUIRE(eventually([&] {
+        goro::task_header* t = me.load(std::memory_order_acquire);
+        return t && t->state.load() == goro::task_state::waiting;
+    }));
+    CHECK(refs.load() == base + 1);
+    auto got = ch.try_recv();  // takes the parked sender's value
+    REQUIRE(got.status == goro::recv_status::received);
+    CHECK(got.value == 11);
+    REQUIRE(eventually([&] { return chosen.load() != -1; }));
+    CHECK(chosen.load() == 0);
+    CHECK(goro_test::tasks_drained(tasks_before));
+    CHECK(refs.load() == base);
+    // On a temporary channel the case holds a handle of its own.
+    goro::channel<int> buf(1);
+    auto& brefs = buf.state()->refs;
+    const std::size_t bbase = brefs.load();
+    auto owned = goro::send(goro::channel<int>(buf), 4);
+    CHECK(brefs.load() == bbase + 1);
+    CHECK(goro::try_select(std::move(owned)).index() == 0);
+    CHECK(brefs.load() == bbase);
+    CHECK(buf.try_recv().value == 4);
+}
+
 TEST_CASE("a receive case on a temporary channel keeps it alive", "[select]") {
     auto ready = [](int v) {
         goro::channel<int> c(1);

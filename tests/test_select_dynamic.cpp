@@ -73,6 +73,15 @@ TEST_CASE("dynamic select: a case made from a channel variable outlives the vari
     REQUIRE(goro::try_select(cs) == 0);
     REQUIRE(cs[0].received<int>());
     CHECK(*cs[0].received<int>() == 3);
+    // A send case likewise: the list keeps the channel, whose value a receiver then finds.
+    goro::channel<int> out(1);
+    std::vector<goro::select_case> sends;
+    {
+        goro::channel<int> b = out;
+        sends.push_back(goro::send(b, 8));
+    }
+    out = goro::channel<int>(nullptr);  // now only the case holds the channel
+    REQUIRE(goro::try_select(sends) == 0);
 }
 
 TEST_CASE("dynamic select: send cases, timeouts, closed channels, ctx.done()", "[select_dynamic]") {

@@ -10117,14 +10117,14 @@ struct [[nodiscard("goro::recv: co_await it or pass it to goro::select")]] recv_
 };
 
 /// A send case: `goro::send(ch, v)` holds the value until the select chooses
-/// it, and a handle to the channel. Also awaitable on its own:
-/// `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
-template <class T>
+/// it; `keep` is what keeps the channel alive, as for recv_case. Also
+/// awaitable on its own: `co_await goro::send(ch, v)` is `co_await ch.send(v)`.
+template <class T, class Keep = channel<T>>
 struct [[nodiscard("goro::send: co_await it or pass it to goro::select")]] send_case {
     using is_goro_awaiter = void;
     detail::chan_state<T>* ch = nullptr;
     T value;
-    channel<T> keep{};
+    Keep keep{};
     detail::send_op<T> operator co_await() && noexcept { return {ch, std::move(value)}; }
 };
 
@@ -10142,8 +10142,8 @@ struct borrowed {
 };
 }  // namespace detail
 
-/// A receive case on a channel variable borrows it, as a std::string_view
-/// borrows a string: the variable must be alive when the select starts,
+/// A receive case (and a send case, below) on a channel variable borrows it,
+/// as a std::string_view borrows a string: the variable must be alive when the select starts,
 /// which it is when the case is written inside the select
 /// (`co_await goro::select(goro::recv(ch), ...)`, the usual way). A select
 /// that parks takes a count on the channel then, so a parked select keeps its
@@ -10164,18 +10164,33 @@ recv_case<T> recv(channel<T>&& ch) noexcept {
     return {s, std::move(ch)};
 }
 
+/// A send case on a channel variable borrows it (see recv).
 template <class T, class U>
     requires std::is_constructible_v<T, U&&>
-send_case<T> send(const channel<T>& ch, U&& v) {
-    return {ch.state(), T(std::forward<U>(v)), ch};
+send_case<T, detail::borrowed<channel<T>>> send(const channel<T>& ch, U&& v) {
+    return {ch.state(), T(std::forward<U>(v)), {&ch}};
+}
+
+/// A send case on a temporary channel keeps the channel alive.
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+send_case<T> send(channel<T>&& ch, U&& v) {
+    detail::chan_state<T>* s = ch.state();
+    return {s, T(std::forward<U>(v)), std::move(ch)};
 }
 
 /// `goro::send(ch, std::in_place, a, b)`: a send case of a T made from `a, b`
 /// inside this call (channel<T>::send(std::in_place, ...) says why).
 template <class T, class... Args>
     requires detail::makeable<T, Args...>
-send_case<T> send(const channel<T>& ch, std::in_place_t, Args&&... args) {
-    return {ch.state(), detail::make_value<T>(std::forward<Args>(args)...), ch};
+send_case<T, detail::borrowed<channel<T>>> send(const channel<T>& ch, std::in_place_t, Args&&... args) {
+    return {ch.state(), detail::make_value<T>(std::forward<Args>(args)...), {&ch}};
+}
+template <class T, class... Args>
+    requires detail::makeable<T, Args...>
+send_case<T> send(channel<T>&& ch, std::in_place_t, Args&&... args) {
+    detail::chan_state<T>* s = ch.state();
+    return {s, detail::make_value<T>(std::forward<Args>(args)...), std::move(ch)};
 }
 template <class T, class... Args>
     requires detail::makeable<T, Args...>
@@ -10221,8 +10236,8 @@ struct case_traits<recv_case<T, Keep>> {
     using value_type = T;
 };
 
-template <class T>
-struct case_traits<send_case<T>> {
+template <class T, class Keep>
+struct case_traits<send_case<T, Keep>> {
     static constexpr case_kind kind = case_kind::send;
     using slot = std::monostate;
 };
@@ -10241,6 +10256,8 @@ template <class C>
 struct borrows_channel : std::false_type {};
 template <class T, class H>
 struct borrows_channel<recv_case<T, borrowed<H>>> : std::true_type {};
+template <class T, class H>
+struct borrows_channel<send_case<T, borrowed<H>>> : std::true_type {};
 
 template <class C>
 struct is_recv_only : std::false_type {};
@@ -10964,6 +10981,10 @@ public:
     select_case(send_case<T> c)
         : kind_(kind::send), ops_(&detail::dyn_send_box<T>::ops), ch_(c.ch),
           box_(new detail::dyn_send_box<T>{std::move(c)}) {}
+    /// From a send case that borrows a channel variable: a handle of its own, as above.
+    template <class T>
+    select_case(send_case<T, detail::borrowed<channel<T>>> c)
+        : select_case(send_case<T>{c.ch, std::move(c.value), *c.keep.handle}) {}
     select_case(after_case a) noexcept : kind_(kind::timer), when_ns_(a.when_ns) {}
 
     select_case(select_case&& o) noexcept

@@ -162,6 +162,10 @@ public:
     select_case(send_case<T> c)
         : kind_(kind::send), ops_(&detail::dyn_send_box<T>::ops), ch_(c.ch),
           box_(new detail::dyn_send_box<T>{std::move(c)}) {}
+    /// From a send case that borrows a channel variable: a handle of its own, as above.
+    template <class T>
+    select_case(send_case<T, detail::borrowed<channel<T>>> c)
+        : select_case(send_case<T>{c.ch, std::move(c.value), *c.keep.handle}) {}
     select_case(after_case a) noexcept : kind_(kind::timer), when_ns_(a.when_ns) {}
 
     select_case(select_case&& o) noexcept
