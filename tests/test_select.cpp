@@ -483,8 +483,10 @@ TEST_CASE("a send case borrows a channel variable, counted only while its select
     {
         auto c = goro::send(ch, 1);
         CHECK(refs.load() == base);
+        CHECK(c.ch == ch.state());
         auto d = goro::send(ch, std::in_place, 2);
         CHECK(refs.load() == base);
+        CHECK(d.value == 2);
     }
     std::atomic<goro::task_header*> me{nullptr};
     std::atomic<int> chosen{-1};

@@ -68,7 +68,9 @@ TEST_CASE("dynamic select: a case made from a channel variable outlives the vari
     {
         goro::channel<int> a(1);
         REQUIRE(a.try_send(3) == goro::send_status::sent);
+        const std::size_t base = a.state()->refs.load();
         cs.push_back(goro::recv(a));  // a borrowing case: the select_case takes a handle of its own
+        CHECK(a.state()->refs.load() == base + 1);
     }  // the variable, the channel's only other handle, is gone
     REQUIRE(goro::try_select(cs) == 0);
     REQUIRE(cs[0].received<int>());
@@ -78,7 +80,9 @@ TEST_CASE("dynamic select: a case made from a channel variable outlives the vari
     std::vector<goro::select_case> sends;
     {
         goro::channel<int> b = out;
+        const std::size_t base = b.state()->refs.load();
         sends.push_back(goro::send(b, 8));
+        CHECK(b.state()->refs.load() == base + 1);
     }
     out = goro::channel<int>(nullptr);  // now only the case holds the channel
     REQUIRE(goro::try_select(sends) == 0);
