@@ -30,6 +30,15 @@ using goro_test::counted;
 using goro_test::eventually;
 using goro_test::same_reason;
 
+/// Waits (with the suite's deadline) until the task that stored itself in
+/// `me` has parked.
+bool parks(const std::atomic<goro::task_header*>& me) {
+    return eventually([&] {
+        goro::task_header* t = me.load(std::memory_order_acquire);
+        return t && t->state.load() == goro::task_state::waiting;
+    });
+}
+
 TEST_CASE("select takes the ready receive case and exposes its value", "[select]") {
     goro::channel<int> a(1), b(1);
     CHECK(b.try_send(7) == goro::send_status::sent);
@@ -463,10 +472,7 @@ TEST_CASE("a receive case borrows a channel variable, counted only while its sel
         auto r = co_await goro::select(goro::recv(c), goro::recv(never));
         got.store(r.index() == 0 && r.get<0>() ? *r.get<0>() : -2);
     }(ch, me, got));
-    REQUIRE(eventually([&] {
-        goro::task_header* t = me.load(std::memory_order_acquire);
-        return t && t->state.load() == goro::task_state::waiting;
-    }));
+    REQUIRE(parks(me));
     CHECK(refs.load() == base + 1);
     REQUIRE(ch.try_send(9) == goro::send_status::sent);
     REQUIRE(eventually([&] { return got.load() != -1; }));
@@ -497,10 +503,7 @@ TEST_CASE("a send case borrows a channel variable, counted only while its select
         auto r = co_await goro::select(goro::send(c, 11), goro::recv(never));
         chosen.store(r.index());
     }(ch, me, chosen));
-    REQUIRE(eventually([&] {
-        goro::task_header* t = me.load(std::memory_order_acquire);
-        return t && t->state.load() == goro::task_state::waiting;
-    }));
+    REQUIRE(parks(me));
     CHECK(refs.load() == base + 1);
     auto got = ch.try_recv();  // takes the parked sender's value
     REQUIRE(got.status == goro::recv_status::received);
@@ -565,10 +568,7 @@ TEST_CASE("a parked select keeps a channel alive when its last other handle is d
                 got.store(r.index() == 1 && r.get<1>() ? *r.get<1>() : -2);
             }
         }(*a, b, by_timer, me, got));
-        REQUIRE(eventually([&] {
-            goro::task_header* t = me.load(std::memory_order_acquire);
-            return t && t->state.load() == goro::task_state::waiting;
-        }));
+        REQUIRE(parks(me));
         a.reset();  // A's last handle but the select's own
         if (!by_timer) CHECK(b.try_send(7) == goro::send_status::sent);  // the parked select takes it
         CHECK(eventually([&] { return got.load() != -1; }));
