@@ -82,7 +82,9 @@ goro::task<long> consume(goro::recv_only<int> in) {
 /// Waits for `done` the way a Go program ranges over ctx.Done(): the loop ends when it is closed.
 goro::task<int> range_over(goro::recv_only<std::monostate> done) {
     int values = 0;
-    while (co_await done.recv()) ++values;  // a done channel is only ever closed
+    // A done channel is only ever closed. (With a declaration in the condition:
+    // g++ 12 miscompiles `while (co_await x)`, see docs/api.md.)
+    while (auto v = co_await done.recv()) ++values;
     co_return values;
 }
 

@@ -36,6 +36,8 @@
 #include <memory>
 #include <new>
 
+#include <goro/core/linkage.hpp>
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #include <sys/syscall.h>

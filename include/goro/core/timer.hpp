@@ -40,6 +40,7 @@
 #include <thread>
 #include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/vec.hpp>
@@ -90,11 +91,7 @@ class timer_heap {
     static constexpr std::size_t arity = 4;
 
 public:
-    void push(timer_node* n) {
-        nodes_.push_back({n->when_ns, n});
-        n->heap_index = nodes_.size() - 1;
-        sift_up(nodes_.size() - 1);
-    }
+    void push(timer_node* n);
     /// The earliest node, or null when empty.
     timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front().node; }
     /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
@@ -116,48 +113,13 @@ public:
 private:
     // Sifts move a hole instead of swapping: each moved entry's node learns
     // its new index once.
-    void sift_up(std::size_t i) noexcept {
-        entry e = nodes_[i];
-        while (i > 0) {
-            std::size_t p = (i - 1) / arity;
-            if (!(e.when < nodes_[p].when)) break;
-            place(i, nodes_[p]);
-            i = p;
-        }
-        place(i, e);
-    }
-    void sift_down(std::size_t i) noexcept {
-        entry e = nodes_[i];
-        const std::size_t n = nodes_.size();
-        for (;;) {
-            std::size_t first = arity * i + 1;
-            if (first >= n) break;
-            std::size_t last = std::min(first + arity, n), m = first;
-            for (std::size_t c = first + 1; c < last; ++c)
-                if (nodes_[c].when < nodes_[m].when) m = c;
-            if (!(nodes_[m].when < e.when)) break;
-            place(i, nodes_[m]);
-            i = m;
-        }
-        place(i, e);
-    }
+    void sift_up(std::size_t i) noexcept;
+    void sift_down(std::size_t i) noexcept;
     void place(std::size_t i, const entry& e) noexcept {
         nodes_[i] = e;
         e.node->heap_index = i;
     }
-    void remove_at(std::size_t i) noexcept {
-        timer_node* n = nodes_[i].node;
-        std::size_t last = nodes_.size() - 1;
-        if (i != last) {
-            nodes_[i] = nodes_[last];
-            nodes_.pop_back();
-            if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
-            else sift_down(i);
-        } else {
-            nodes_.pop_back();
-        }
-        n->heap_index = timer_node::npos;
-    }
+    void remove_at(std::size_t i) noexcept;
 
     vec<entry> nodes_;
 };
@@ -168,53 +130,17 @@ public:
     /// Hands a batch's woken tasks to the pool (see CONTRACT).
     using wake_fn = void (*)(void*, task_header* const*, std::size_t) noexcept;
 
-    timer_queue(tick_fn tick, void* tick_arg, wake_fn wake = nullptr)
-        : tick_(tick), wake_(wake), tick_arg_(tick_arg) {
-        thread_ = std::thread([this] { run(); });
-    }
+    timer_queue(tick_fn tick, void* tick_arg, wake_fn wake = nullptr);
     ~timer_queue() { stop(); }
 
-    void stop() {
-        {
-            std::lock_guard g(mu_);
-            if (stopping_) return;
-            stopping_ = true;
-        }
-        cv_.notify_all();
-        if (!thread_.joinable()) return;
-        // Stopped from a callback (std::exit in one): it cannot join itself.
-        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-        else thread_.join();
-    }
-
-    void add(timer_node* n) {
-        bool earliest;
-        {
-            std::lock_guard g(mu_);
-            n->fired_done.store(false, std::memory_order_relaxed);
-            heap_.push(n);
-            earliest = heap_.front() == n;
-        }
-        if (earliest) cv_.notify_one();
-    }
-
+    void stop();
+    void add(timer_node* n);
     /// True when `n` was removed before it fired (see CONTRACT).
-    bool cancel(timer_node* n) {
-        std::lock_guard g(mu_);
-        return heap_.remove(n);
-    }
-
+    bool cancel(timer_node* n);
     /// Timers armed (in the heap).
-    std::size_t pending() const {
-        std::lock_guard g(mu_);
-        return heap_.size();
-    }
-
+    std::size_t pending() const;
     /// True when no timer is armed and none is being fired: no timer will wake anyone.
-    bool quiet() const {
-        std::lock_guard g(mu_);
-        return heap_.empty() && firing_ == 0;
-    }
+    bool quiet() const;
 
     /// Asks for `tick` calls every 10 ms (set while the pool has work).
     /// Asks for ticks (the scheduler calls it when a worker starts running).
@@ -224,56 +150,12 @@ public:
     /// running (and asks again). Relaxed, both could miss: ticks stopped
     /// while a worker ran, and work stuck behind a task that never suspends
     /// was never rescued.
-    void want_ticks() {
-        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
-            return;
-        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
-        cv_.notify_one();
-    }
+    void want_ticks();
 
 private:
     static constexpr std::int64_t tick_period_ns = 10'000'000;
 
-    void run() {
-        vec<timer_node*> due;
-        timer_wakes woken{tick_arg_, {}};
-        std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
-        while (!stopping_) {
-            std::int64_t now = now_ns();
-            while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
-            bool ticking = ticking_.load(std::memory_order_acquire);
-            if (!due.empty() || (ticking && now >= next_tick)) {
-                firing_ = due.size();
-                lk.unlock();
-                if (wake_) tls_timer_wakes = &woken;
-                for (timer_node* n : due) n->fire(n);
-                tls_timer_wakes = nullptr;
-                due.clear();
-                if (!woken.tasks.empty()) {
-                    wake_(tick_arg_, woken.tasks.data(), woken.tasks.size());
-                    woken.tasks.clear();
-                }
-                if (ticking && now >= next_tick) {
-                    next_tick = now + tick_period_ns;
-                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
-                    tick_(tick_arg_);  // asks again through want_ticks() while busy
-                }
-                lk.lock();
-                firing_ = 0;
-                continue;
-            }
-            std::int64_t wake = std::numeric_limits<std::int64_t>::max();
-            if (!heap_.empty()) wake = heap_.front()->when_ns;
-            if (ticking) wake = std::min(wake, next_tick);
-            if (wake == std::numeric_limits<std::int64_t>::max()) {
-                cv_.wait(lk);
-            } else {
-                auto d = std::chrono::nanoseconds(wake - now);
-                cv_.wait_for(lk, d);
-            }
-        }
-    }
+    void run();
 
     mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
     std::condition_variable cv_;
@@ -288,3 +170,148 @@ private:
 };
 
 }  // namespace goro::detail
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void timer_heap::push(timer_node* n) {
+    nodes_.push_back({n->when_ns, n});
+    n->heap_index = nodes_.size() - 1;
+    sift_up(nodes_.size() - 1);
+}
+
+GORO_DECL void timer_heap::sift_up(std::size_t i) noexcept {
+    entry e = nodes_[i];
+    while (i > 0) {
+        std::size_t p = (i - 1) / arity;
+        if (!(e.when < nodes_[p].when)) break;
+        place(i, nodes_[p]);
+        i = p;
+    }
+    place(i, e);
+}
+
+GORO_DECL void timer_heap::sift_down(std::size_t i) noexcept {
+    entry e = nodes_[i];
+    const std::size_t n = nodes_.size();
+    for (;;) {
+        std::size_t first = arity * i + 1;
+        if (first >= n) break;
+        std::size_t last = std::min(first + arity, n), m = first;
+        for (std::size_t c = first + 1; c < last; ++c)
+            if (nodes_[c].when < nodes_[m].when) m = c;
+        if (!(nodes_[m].when < e.when)) break;
+        place(i, nodes_[m]);
+        i = m;
+    }
+    place(i, e);
+}
+
+GORO_DECL void timer_heap::remove_at(std::size_t i) noexcept {
+    timer_node* n = nodes_[i].node;
+    std::size_t last = nodes_.size() - 1;
+    if (i != last) {
+        nodes_[i] = nodes_[last];
+        nodes_.pop_back();
+        if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
+        else sift_down(i);
+    } else {
+        nodes_.pop_back();
+    }
+    n->heap_index = timer_node::npos;
+}
+
+GORO_DECL timer_queue::timer_queue(tick_fn tick, void* tick_arg, wake_fn wake)
+    : tick_(tick), wake_(wake), tick_arg_(tick_arg) {
+    thread_ = std::thread([this] { run(); });
+}
+
+GORO_DECL void timer_queue::stop() {
+    {
+        std::lock_guard g(mu_);
+        if (stopping_) return;
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (!thread_.joinable()) return;
+    // Stopped from a callback (std::exit in one): it cannot join itself.
+    if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+    else thread_.join();
+}
+
+GORO_DECL void timer_queue::add(timer_node* n) {
+    bool earliest;
+    {
+        std::lock_guard g(mu_);
+        n->fired_done.store(false, std::memory_order_relaxed);
+        heap_.push(n);
+        earliest = heap_.front() == n;
+    }
+    if (earliest) cv_.notify_one();
+}
+
+GORO_DECL bool timer_queue::cancel(timer_node* n) {
+    std::lock_guard g(mu_);
+    return heap_.remove(n);
+}
+
+GORO_DECL std::size_t timer_queue::pending() const {
+    std::lock_guard g(mu_);
+    return heap_.size();
+}
+
+GORO_DECL bool timer_queue::quiet() const {
+    std::lock_guard g(mu_);
+    return heap_.empty() && firing_ == 0;
+}
+
+GORO_DECL void timer_queue::want_ticks() {
+    if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
+        return;
+    { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
+    cv_.notify_one();
+}
+
+GORO_DECL void timer_queue::run() {
+    vec<timer_node*> due;
+    timer_wakes woken{tick_arg_, {}};
+    std::int64_t next_tick = 0;
+    std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
+    while (!stopping_) {
+        std::int64_t now = now_ns();
+        while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
+        bool ticking = ticking_.load(std::memory_order_acquire);
+        if (!due.empty() || (ticking && now >= next_tick)) {
+            firing_ = due.size();
+            lk.unlock();
+            if (wake_) tls_timer_wakes = &woken;
+            for (timer_node* n : due) n->fire(n);
+            tls_timer_wakes = nullptr;
+            due.clear();
+            if (!woken.tasks.empty()) {
+                wake_(tick_arg_, woken.tasks.data(), woken.tasks.size());
+                woken.tasks.clear();
+            }
+            if (ticking && now >= next_tick) {
+                next_tick = now + tick_period_ns;
+                ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
+                tick_(tick_arg_);  // asks again through want_ticks() while busy
+            }
+            lk.lock();
+            firing_ = 0;
+            continue;
+        }
+        std::int64_t wake = std::numeric_limits<std::int64_t>::max();
+        if (!heap_.empty()) wake = heap_.front()->when_ns;
+        if (ticking) wake = std::min(wake, next_tick);
+        if (wake == std::numeric_limits<std::int64_t>::max()) {
+            cv_.wait(lk);
+        } else {
+            auto d = std::chrono::nanoseconds(wake - now);
+            cv_.wait_for(lk, d);
+        }
+    }
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

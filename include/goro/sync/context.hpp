@@ -457,8 +457,10 @@ public:
 
     /// The context's done channel (Go's ctx.Done()), receive-only: closed once
     /// the context is done; nil for background. `co_await ctx.done()`,
-    /// `ctx.done()` as a select case, `while (co_await d.recv()) {}`, or
-    /// passed on as a `recv_only<std::monostate>`. It holds a handle to the
+    /// `ctx.done()` as a select case, `while (auto v = co_await d.recv()) {}`
+    /// (not `while (co_await d.recv())`: g++ 12 miscompiles a co_await in a
+    /// condition without a declaration), or passed on as a
+    /// `recv_only<std::monostate>`. It holds a handle to the
     /// context, so it may outlive this one.
     recv_only<std::monostate> done() const noexcept;
 
