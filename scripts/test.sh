@@ -6,7 +6,10 @@
 #   2. builds and runs the meson test suite in three configurations, under build/ci-*:
 #        gcc    g++, -Dwerror=true, -O2 -g1
 #        tsan   g++, -Db_sanitize=thread, -O1 -g1
-#        asan   clang++, -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false, -O1 -g1
+#        asan   clang++, -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false, -O1 -g1,
+#               -Dseparate_compilation=true: the tests link the runtime compiled
+#               once (goro/core/linkage.hpp), so both ways of building goro
+#               are tested, each under a sanitizer
 #               (clang++ builds everything here, benchmarks included, and passes
 #               every test under ASan+UBSan: so a plain clang configuration,
 #               `clang`, is left out of the default run to keep CI short; it
@@ -290,7 +293,7 @@ for config in $configs; do
         # (meson.build drops clang 14's -fsanitize=function, which cannot
         # compile coroutines.)
         asan)  run_config asan "${GORO_ASAN_CXX:-clang++}" -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
-                   "${fast_san[@]}" ;;
+                   -Dseparate_compilation=true "${fast_san[@]}" ;;
         nofence) run_nofence ;;
         *)     banner "unknown configuration '$config' (known: gcc clang tsan asan nofence)"
                fail "unknown configuration $config" ;;

@@ -9,7 +9,8 @@
 #   meson-subproject         dependency('goro', fallback : ...) with the repo in subprojects/goro
 #   meson-install-pkgconfig  `meson install` to a temp prefix, then g++ $(pkg-config --cflags --libs goro)
 #   meson-install-dependency the same meson project as meson-subproject, finding the installed goro.pc
-#   cmake-add-subdirectory   add_subdirectory(third_party/goro), goro::goro
+#   cmake-add-subdirectory   add_subdirectory(third_party/goro), goro::goro; and goro::runtime
+#                            (the runtime compiled once, GORO_SEPARATE_COMPILATION)
 #   cmake-fetchcontent       FetchContent from a file:// git clone of the working tree
 #   cmake-find-package       `cmake --install` to a temp prefix, find_package(goro CONFIG);
 #                            goro::goro and goro::single
@@ -164,6 +165,7 @@ consumer_cmake-add-subdirectory() {
     (set -x; cmake -S . -B build "${cmake_generator[@]}")
     (set -x; cmake --build build -j "$jobs")
     run_program build/consumer
+    run_program build/consumer_runtime
 }
 
 consumer_cmake-fetchcontent() {
