@@ -24,10 +24,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <new>
-#include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/spinlock.hpp>
 
@@ -90,18 +89,13 @@ inline thread_local constinit pool_cache* tls_pool_cache = nullptr;
 // frees and allocations go straight to the general allocator.
 inline thread_local constinit bool tls_pool_closed = false;
 
-inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept;
+/// Moves all but `keep` cached blocks of a class to the depot, a batch at a time.
+GORO_DECL void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept;
 
 /// Returns a thread's cached blocks to the depot when the thread exits.
 struct pool_cache_owner {
     pool_cache* cache = nullptr;
-    ~pool_cache_owner() {
-        tls_pool_closed = true;
-        tls_pool_cache = nullptr;
-        if (!cache) return;
-        for (std::size_t i = 0; i < pool_classes; ++i) pool_flush_class(*cache, i, 0);
-        delete std::exchange(cache, nullptr);
-    }
+    ~pool_cache_owner();
 };
 
 /// This thread's cache, made on first use; null when memory is short or the
@@ -114,8 +108,28 @@ struct pool_cache_owner {
     return owner.cache;
 }
 
-/// Moves all but `keep` cached blocks of a class to the depot, a batch at a time.
-inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept {
+GORO_DECL void* pool_allocate(std::size_t size);
+
+GORO_DECL void pool_free(void* p, std::size_t size) noexcept;
+
+}  // namespace goro::detail
+
+#if GORO_BODIES
+
+#include <mutex>
+#include <utility>
+
+namespace goro::detail {
+
+GORO_DECL pool_cache_owner::~pool_cache_owner() {
+    tls_pool_closed = true;
+    tls_pool_cache = nullptr;
+    if (!cache) return;
+    for (std::size_t i = 0; i < pool_classes; ++i) pool_flush_class(*cache, i, 0);
+    delete std::exchange(cache, nullptr);
+}
+
+GORO_DECL void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept {
     pool_depot& d = the_pool_depot();
     while (c.count[cls] > keep) {
         std::uint32_t n = std::min(pool_batch, c.count[cls] - keep);
@@ -142,7 +156,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
     }
 }
 
-inline void* pool_allocate(std::size_t size) {
+GORO_DECL void* pool_allocate(std::size_t size) {
 #if GORO_POOL_ENABLED
     if (size != 0 && size <= pool_max) {
         const std::size_t cls = pool_class(size);
@@ -188,7 +202,7 @@ inline void* pool_allocate(std::size_t size) {
     return ::operator new(size);
 }
 
-inline void pool_free(void* p, std::size_t size) noexcept {
+GORO_DECL void pool_free(void* p, std::size_t size) noexcept {
 #if GORO_POOL_ENABLED
     if (p && size != 0 && size <= pool_max) {
         const std::size_t cls = pool_class(size);
@@ -207,3 +221,5 @@ inline void pool_free(void* p, std::size_t size) noexcept {
 }
 
 }  // namespace goro::detail
+
+#endif  // GORO_BODIES
