@@ -150,6 +150,9 @@ GORO_DECL void wait_clock_calibrate() noexcept;
 /// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
 /// a thread's next sampled one (see RATE). The generator is per thread
 /// (xorshift64*), seeded at its first draw from its address and the clock.
+// Declared without GORO_DECL, here and for the other [[gnu::noinline]]
+// functions of this header: g++ rejects noinline after an inline declaration,
+// so the definition (GORO_BODIES) carries both.
 std::int64_t wait_sample_interval(std::int64_t rate) noexcept;
 
 /// A thread's parks left until it samples one; 0 before its first park
