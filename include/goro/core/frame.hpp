@@ -42,6 +42,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/pool.hpp>
 
@@ -160,19 +161,7 @@ struct trampoline {
 inline thread_local constinit trampoline tls_trampoline{};
 
 /// Resumes `h`, then whatever it hands to the trampoline, until nothing is left.
-inline void run_trampoline(std::coroutine_handle<> h) {
-    trampoline& t = tls_trampoline;
-    const bool outer = !t.active;
-    std::coroutine_handle<> saved = t.next;
-    t.active = true;
-    do {
-        t.next = {};
-        h.resume();
-        h = t.next;
-    } while (h);
-    t.next = saved;
-    if (outer) t.active = false;
-}
+GORO_DECL void run_trampoline(std::coroutine_handle<> h);
 
 /// Continues `h` next on this thread: through the trampoline when one runs
 /// (the usual case, on a pool worker), else right here.
@@ -187,3 +176,23 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void run_trampoline(std::coroutine_handle<> h) {
+    trampoline& t = tls_trampoline;
+    const bool outer = !t.active;
+    std::coroutine_handle<> saved = t.next;
+    t.active = true;
+    do {
+        t.next = {};
+        h.resume();
+        h = t.next;
+    } while (h);
+    t.next = saved;
+    if (outer) t.active = false;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

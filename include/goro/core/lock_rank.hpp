@@ -47,9 +47,9 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
+
+#include <goro/core/linkage.hpp>
 
 #ifndef GORO_LOCK_RANK_CHECK
 #ifdef NDEBUG
@@ -82,29 +82,7 @@ enum class lock_rank : std::uint8_t {
     frame_pool,
 };
 
-inline const char* to_string(lock_rank r) noexcept {
-    switch (r) {
-    case lock_rank::panic_report: return "panic report";
-    case lock_rank::snapshot: return "snapshot";
-    case lock_rank::stop_the_world: return "stop the world";
-    case lock_rank::registry_shard: return "registry shard";
-    case lock_rank::snapshot_overflow: return "snapshot overflow";
-    case lock_rank::deadlock_watch: return "deadlock watch";
-    case lock_rank::context: return "context";
-    case lock_rank::time_chan: return "timer channel";
-    case lock_rank::channel: return "channel";
-    case lock_rank::sync_waiters: return "sync waiters";
-    case lock_rank::timer: return "timer";
-    case lock_rank::scheduler_idle: return "scheduler idle list";
-    case lock_rank::global_queue: return "global run queue";
-    case lock_rank::blocking_pool: return "blocking pool";
-    case lock_rank::pool_holder: return "pool holder";
-    case lock_rank::scheduler_procs: return "scheduler procs";
-    case lock_rank::panic_hook: return "panic hook";
-    case lock_rank::frame_pool: return "frame pool";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(lock_rank r) noexcept;
 
 #if GORO_LOCK_RANK_CHECK
 
@@ -120,47 +98,13 @@ struct held_locks {
 };
 inline thread_local constinit held_locks tls_held_locks{{}, 0};
 
-[[noreturn, gnu::cold, gnu::noinline]] inline void lock_rank_violation(lock_rank taking, const void* lock,
-                                                                     lock_rank held, const void* held_lock) noexcept {
-    std::fprintf(stderr,
-                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
-                 "%p); see goro/core/lock_rank.hpp\n",
-                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
-                 static_cast<unsigned>(held), held_lock);
-    std::fflush(stderr);
-    std::abort();
-}
-
 /// Before waiting for `lock`: every held lock must come before it.
-inline void lock_rank_check(lock_rank r, const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    for (unsigned i = 0; i < h.n; ++i) {
-        const held_locks::entry& e = h.v[i];
-        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
-    }
-}
+GORO_DECL void lock_rank_check(lock_rank r, const void* lock) noexcept;
 
-inline void lock_rank_push(lock_rank r, const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    if (h.n == held_locks::capacity) {
-        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
-        std::abort();
-    }
-    h.v[h.n++] = {lock, r};
-}
+GORO_DECL void lock_rank_push(lock_rank r, const void* lock) noexcept;
 
 /// Locks may be released in any order.
-inline void lock_rank_pop(const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    for (unsigned i = h.n; i-- > 0;)
-        if (h.v[i].lock == lock) {
-            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
-            --h.n;
-            return;
-        }
-    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
-    std::abort();
-}
+GORO_DECL void lock_rank_pop(const void* lock) noexcept;
 
 /// `Lock` with its rank checked on lock, try_lock and unlock. Everything else
 /// of `Lock` (constructors, other members) is as it is.
@@ -203,3 +147,80 @@ public:
 #endif
 
 }  // namespace goro::detail
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+
+namespace goro::detail {
+
+GORO_DECL const char* to_string(lock_rank r) noexcept {
+    switch (r) {
+    case lock_rank::panic_report: return "panic report";
+    case lock_rank::snapshot: return "snapshot";
+    case lock_rank::stop_the_world: return "stop the world";
+    case lock_rank::registry_shard: return "registry shard";
+    case lock_rank::snapshot_overflow: return "snapshot overflow";
+    case lock_rank::deadlock_watch: return "deadlock watch";
+    case lock_rank::context: return "context";
+    case lock_rank::time_chan: return "timer channel";
+    case lock_rank::channel: return "channel";
+    case lock_rank::sync_waiters: return "sync waiters";
+    case lock_rank::timer: return "timer";
+    case lock_rank::scheduler_idle: return "scheduler idle list";
+    case lock_rank::global_queue: return "global run queue";
+    case lock_rank::blocking_pool: return "blocking pool";
+    case lock_rank::pool_holder: return "pool holder";
+    case lock_rank::scheduler_procs: return "scheduler procs";
+    case lock_rank::panic_hook: return "panic hook";
+    case lock_rank::frame_pool: return "frame pool";
+    }
+    return "unknown";
+}
+
+#if GORO_LOCK_RANK_CHECK
+
+[[noreturn, gnu::cold, gnu::noinline]] GORO_DECL void lock_rank_violation(lock_rank taking, const void* lock,
+                                                                        lock_rank held, const void* held_lock) noexcept {
+    std::fprintf(stderr,
+                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
+                 "%p); see goro/core/lock_rank.hpp\n",
+                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
+                 static_cast<unsigned>(held), held_lock);
+    std::fflush(stderr);
+    std::abort();
+}
+
+GORO_DECL void lock_rank_check(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = 0; i < h.n; ++i) {
+        const held_locks::entry& e = h.v[i];
+        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
+    }
+}
+
+GORO_DECL void lock_rank_push(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    if (h.n == held_locks::capacity) {
+        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
+        std::abort();
+    }
+    h.v[h.n++] = {lock, r};
+}
+
+GORO_DECL void lock_rank_pop(const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = h.n; i-- > 0;)
+        if (h.v[i].lock == lock) {
+            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
+            --h.n;
+            return;
+        }
+    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
+    std::abort();
+}
+
+#endif  // GORO_LOCK_RANK_CHECK
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

@@ -27,7 +27,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <ctime>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -40,11 +39,6 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-#if defined(__x86_64__)
-#include <cpuid.h>
 #endif
 
 #if __has_include(<source_location>)
@@ -147,13 +141,7 @@ inline constinit std::atomic<bool> cpu_has_prefetchw{false};
 
 /// Reads the CPU features that the hot paths test (go.hpp calls it once,
 /// before the first task starts).
-inline void detect_cpu_features() noexcept {
-#if defined(__x86_64__)
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
-    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
-#endif
-}
+GORO_DECL void detect_cpu_features() noexcept;
 
 /// Fetches the line at `p` for writing: into this core's cache, owned, so the
 /// stores that follow do not wait for other cores' copies to be invalidated.
@@ -196,44 +184,16 @@ inline void seq_fence() noexcept {
 /// GORO_ASYM_FENCE=off in the environment (read once, at the first call)
 /// makes it answer false, so the fallback paths run as on a kernel without
 /// membarrier: CI runs the suite that way too.
-inline bool asym_fence_available() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-    static const bool ok = [] {
-        if (const char* v = std::getenv("GORO_ASYM_FENCE"); v && std::string_view(v) == "off") return false;
-        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
-        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
-    }();
-    return ok;
-#else
-    return false;
-#endif
-}
+GORO_DECL bool asym_fence_available() noexcept;
 
-inline void asym_fence_heavy() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
-    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
-#endif
-}
+GORO_DECL void asym_fence_heavy() noexcept;
 
 /// Monotonic time in nanoseconds from a clock that is cheap to read (a few ns,
 /// millisecond-ish resolution): good enough for "parked for 5 minutes".
-inline std::int64_t coarse_now_ns() noexcept {
-    timespec ts;
-#if defined(CLOCK_MONOTONIC_COARSE)
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+GORO_DECL std::int64_t coarse_now_ns() noexcept;
 
 /// Monotonic time in nanoseconds, full resolution (same epoch as steady_clock on Linux).
-inline std::int64_t now_ns() noexcept {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+GORO_DECL std::int64_t now_ns() noexcept;
 
 /// The real machine: std::atomic, a compiler barrier, and membarrier. A lock-free
 /// protocol written against a policy (slot_handoff.hpp, profile_epoch.hpp) is
@@ -321,3 +281,63 @@ private:
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+#include <ctime>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+namespace goro::detail {
+
+GORO_DECL void detect_cpu_features() noexcept {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
+    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
+#endif
+}
+
+GORO_DECL bool asym_fence_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    static const bool ok = [] {
+        if (const char* v = std::getenv("GORO_ASYM_FENCE"); v && std::string_view(v) == "off") return false;
+        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+GORO_DECL void asym_fence_heavy() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
+#endif
+}
+
+GORO_DECL std::int64_t coarse_now_ns() noexcept {
+    timespec ts;
+#if defined(CLOCK_MONOTONIC_COARSE)
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+GORO_DECL std::int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

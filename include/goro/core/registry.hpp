@@ -38,19 +38,15 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include <goro/core/frame.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/pool.hpp>
@@ -67,14 +63,7 @@ enum class task_state : std::uint8_t {
     waiting,   ///< parked; `wait_reason` says on what
 };
 
-inline const char* to_string(task_state s) noexcept {
-    switch (s) {
-    case task_state::runnable: return "runnable";
-    case task_state::running: return "running";
-    case task_state::waiting: return "waiting";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(task_state s) noexcept;
 
 /// Wait reasons, in Go's words, so dumps read the same as Go's.
 namespace wait_reason {
@@ -125,13 +114,7 @@ public:
         task_meta(o).swap(*this);
         return *this;
     }
-    task_meta& operator=(task_meta&& o) noexcept {
-        if (this != &o) {
-            reset();
-            p_ = std::exchange(o.p_, nullptr);
-        }
-        return *this;
-    }
+    task_meta& operator=(task_meta&& o) noexcept;
     ~task_meta() {
         if (p_) release(p_);
     }
@@ -295,127 +278,34 @@ class registry {
 public:
     /// A header for a new task: a dead one of this thread's shard, reset, or a
     /// new one. It is not visible to walks until add().
-    task_header* make_header() {
-        header_lists& l = tls_headers;
-        if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
-        if (l.next_spare != l.spare.n) {
-            task_header** v = l.spare.v;
-            const std::uint32_t i = l.next_spare++;
-            // Headers come back from the core that ran them: fetch the one
-            // `spare_ahead` places on for writing (both its lines), so its
-            // misses overlap the spawns in between; and the array's line
-            // further on, which that core wrote.
-            if (i + spare_ahead < l.spare.n) {
-                task_header* f = v[i + spare_ahead];
-                prefetch_for_write(f);
-                prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
-                if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
-            }
-            task_header* h = v[i];
-            // Dead, so no walk reads it: reset the fields of its last life.
-            profile_revive(*h);
-            h->set_resume_point({});
-            task_header_cold& c = h->cold();
-            c.parent_id = 0;
-            c.meta.reset();
-            h->leaf = nullptr;
-            h->wait_reason.store(nullptr, std::memory_order_relaxed);
-            h->since_ns.store(0, std::memory_order_relaxed);
-            h->state.store(task_state::runnable, std::memory_order_relaxed);
-            h->kind = task_kind::task;
-            return h;
-        }
-        task_header* h = fresh_header();
-        h->dead.store(true, std::memory_order_relaxed);
-        h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
-        h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
-        return h;
-    }
+    task_header* make_header();
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
     /// Returns this thread's count of live tasks (its spawns minus its exits,
     /// so it may exceed the total): the spawner grows the scheduler's global
     /// queue when it reaches a power of two (go.hpp), as add() grows the
     /// shard's dead array when the shard's list does.
-    std::int64_t add(task_header* h) noexcept {
-        h->id = next_id();
-        std::size_t s = this_shard();
-        registry_shard& sh = shards_[s];
-        if (h->shard == registry_shards) {
-            h->shard = static_cast<std::uint8_t>(s);
-            std::uint32_t linked;
-            bool short_of_room;
-            {
-                std::lock_guard g(sh.lock);
-                h->next_ = sh.head;
-                sh.head = h;
-                linked = ++sh.linked;
-                short_of_room = linked > sh.dead.cap;
-                h->dead.store(false, std::memory_order_release);
-            }
-            if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
-        } else {
-            // Already linked: a walk reads the fields only after seeing it alive.
-            h->dead.store(false, std::memory_order_release);
-        }
-        count_slot& c = my_count_slot();
-        const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
-        c.live.store(live, std::memory_order_relaxed);
-        c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        return live;
-    }
+    std::int64_t add(task_header* h) noexcept;
 
     /// A task has finished (its frame is destroyed): it stops counting at once
     /// and walks skip it; the header goes back to its shard's dead list later,
     /// with others, so that exits do not take the spawner's lock one by one.
     /// Like Go's allgs, headers stay linked for reuse and are never freed.
-    void retire(task_header* h) noexcept {
-        h->dead.store(true, std::memory_order_release);
-        // Release: a reader that sees the count drop sees everything the task did.
-        count_slot& c = my_count_slot();
-        c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
-        header_lists& l = tls_headers;
-        l.retired[l.nretired] = h;
-        if (++l.nretired == retire_batch) flush_retired();
-    }
+    void retire(task_header* h) noexcept;
 
     /// Hands the headers this thread retired back to their shards (a worker
     /// calls it every 64 exits and before it sleeps): one short hold of each
     /// shard's lock per batch, appending to its array; no neighbour is touched.
-    void flush_retired() noexcept {
-        header_lists& l = tls_headers;
-        task_header** v = l.retired;
-        const std::uint32_t n = l.nretired;
-        l.nretired = 0;
-        // Group by shard in place (usually there is one: the spawner's).
-        for (std::uint32_t i = 0; i < n;) {
-            const std::uint8_t s = v[i]->shard;
-            std::uint32_t j = i + 1;
-            for (std::uint32_t k = j; k < n; ++k)
-                if (v[k]->shard == s) std::swap(v[j++], v[k]);
-            append_dead(shards_[s], v + i, j - i);
-            i = j;
-        }
-    }
+    void flush_retired() noexcept;
 
     /// Live tasks and blocked threads; no lock, no stop of the world. (Each
     /// thread counts its spawns minus its exits, so one slot alone can be
     /// negative; the sum is exact once the threads' stores are visible.)
-    std::int64_t count() const noexcept {
-        std::int64_t n = 0;
-        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
-            n += c->live.load(std::memory_order_acquire);
-        return n;
-    }
+    std::int64_t count() const noexcept;
 
     /// Tasks and block_on threads ever listed (a monotonic counter, like
     /// Prometheus wants): started minus live is the number that finished.
-    std::uint64_t total_added() const noexcept {
-        std::uint64_t n = 0;
-        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
-            n += c->added.load(std::memory_order_relaxed);
-        return n;
-    }
+    std::uint64_t total_added() const noexcept;
 
     /// Calls `f(task_header&)` for every listed header with every shard locked,
     /// so the set cannot change during the walk. Keep `f` short and non-blocking.
@@ -433,11 +323,7 @@ public:
     void unlock_all() noexcept { for (auto& s : shards_) s.lock.unlock(); }
     /// Each shard's first header (call with every shard locked): a later walk
     /// may follow `next_` from these without the locks (see THREAD SAFETY).
-    std::array<task_header*, registry_shards> heads_locked() const noexcept {
-        std::array<task_header*, registry_shards> out{};
-        for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
-        return out;
-    }
+    std::array<task_header*, registry_shards> heads_locked() const noexcept;
 
     template <class F>
     void for_each_unlocked(F&& f) {
@@ -451,51 +337,17 @@ private:
 
     /// Takes this thread's shard's dead array whole, leaving it this thread's
     /// spent one (so the two arrays go back and forth, and stop growing).
-    void take_spares(header_lists& l) noexcept {
-        registry_shard& sh = shards_[this_shard()];
-        l.spare.n = 0;
-        l.next_spare = 0;
-        static thread_local spares_owner owner;  // gives the array back when the thread ends
-        owner.reg = this;
-        {
-            std::lock_guard g(sh.lock);
-            if (sh.dead.n == 0) return;
-            std::swap(l.spare, sh.dead);
-        }
-        for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
-    }
+    void take_spares(header_lists& l) noexcept;
 
     /// A header never used: the next one of this thread's slab (a new slab
     /// when it is used up), with its cold part.
-    static task_header* fresh_header() {
-        struct cursor { char* base; std::size_t next; };
-        static thread_local constinit cursor cur{nullptr, header_slab::count};
-        if (cur.next == header_slab::count) {
-            char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
-            static std::atomic<void*> slabs{nullptr};
-            void* prev = slabs.load(std::memory_order_relaxed);
-            do header_slab::link_of(base) = prev;
-            while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
-            cur = {base, 0};
-        }
-        char* line = cur.base + cur.next * sizeof(task_header);
-        ++cur.next;
-        auto* h = new (line) task_header();
-        new (header_slab::cold_of(h)) task_header_cold();
-        return h;
-    }
+    static task_header* fresh_header();
 
     /// A thread's spare array outlives it in its shard: the dead headers not
     /// reused yet go back there, and the array is freed.
     struct spares_owner {
         registry* reg = nullptr;
-        ~spares_owner() {
-            header_lists& l = tls_headers;
-            if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
-            std::free(l.spare.v);
-            l.spare = {nullptr, 0, 0};
-            l.next_spare = 0;
-        }
+        ~spares_owner();
     };
 
     void give_back_spares(header_lists& l) noexcept {
@@ -504,21 +356,7 @@ private:
 
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
-    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        for (;;) {
-            std::uint32_t need;
-            {
-                std::lock_guard g(sh.lock);
-                need = sh.dead.n + n;
-                if (need <= sh.dead.cap) {
-                    std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
-                    sh.dead.n = need;
-                    return;
-                }
-            }
-            if (!reserve_dead(sh, need + need / 2)) return;
-        }
-    }
+    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept;
 
     // ROOM FOR DEAD HEADERS. When thousands of tasks end at once (a close, a
     // cancel), their headers come back to the shard in batches; an array
@@ -537,42 +375,11 @@ private:
 
     /// Gives a shard's dead array room for `need` entries (see ROOM FOR DEAD
     /// HEADERS); false when memory is short.
-    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
-        const std::uint32_t cap = room_for(need);
-        const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
-        auto* v = static_cast<task_header**>(std::malloc(bytes));
-        if (!v) return false;
-        std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
-        {
-            std::lock_guard g(sh.lock);
-            if (sh.dead.cap < cap) {
-                std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
-                std::swap(sh.dead.v, v);  // `v`: the old array, freed below
-                sh.dead.cap = cap;
-            }
-        }
-        std::free(v);
-        return true;
-    }
+    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept;
 
-    static std::uint64_t next_id() noexcept {
-        struct block { std::uint64_t next = 0, end = 0; };
-        static thread_local block b;
-        if (b.next == b.end) {
-            b.next = global_ids().fetch_add(64, std::memory_order_relaxed);
-            b.end = b.next + 64;
-        }
-        return b.next++;
-    }
-    static std::atomic<std::uint64_t>& global_ids() noexcept {
-        static std::atomic<std::uint64_t> ids{1};
-        return ids;
-    }
-    static std::size_t this_shard() noexcept {
-        static std::atomic<std::size_t> rr{0};
-        static thread_local std::size_t s = rr.fetch_add(1, std::memory_order_relaxed) % registry_shards;
-        return s;
-    }
+    static std::uint64_t next_id() noexcept;
+    static std::atomic<std::uint64_t>& global_ids() noexcept;
+    static std::size_t this_shard() noexcept;
 
     std::array<registry_shard, registry_shards> shards_{};
 };
@@ -589,7 +396,259 @@ inline registry& the_registry() noexcept {
 /// see go.hpp) prints it and terminates.
 using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
 
-inline void default_panic(task_header& task, std::exception_ptr error) noexcept {
+GORO_DECL void default_panic(task_header& task, std::exception_ptr error) noexcept;
+
+inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
+    static std::atomic<panic_handler_fn> h{&default_panic};
+    return h;
+}
+
+/// A root frame has finished: destroy it, then unlist and free its header.
+GORO_DECL void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept;
+
+}  // namespace detail
+
+/// The number of live tasks (and threads blocked in block_on), like
+/// `runtime.NumGoroutine()`. Cheap: no stop of the world.
+inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+namespace goro {
+
+GORO_DECL const char* to_string(task_state s) noexcept {
+    switch (s) {
+    case task_state::runnable: return "runnable";
+    case task_state::running: return "running";
+    case task_state::waiting: return "waiting";
+    }
+    return "unknown";
+}
+
+GORO_DECL task_meta& task_meta::operator=(task_meta&& o) noexcept {
+    if (this != &o) {
+        reset();
+        p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+}
+
+namespace detail {
+
+GORO_DECL task_header* registry::make_header() {
+    header_lists& l = tls_headers;
+    if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
+    if (l.next_spare != l.spare.n) {
+        task_header** v = l.spare.v;
+        const std::uint32_t i = l.next_spare++;
+        // Headers come back from the core that ran them: fetch the one
+        // `spare_ahead` places on for writing (both its lines), so its
+        // misses overlap the spawns in between; and the array's line
+        // further on, which that core wrote.
+        if (i + spare_ahead < l.spare.n) {
+            task_header* f = v[i + spare_ahead];
+            prefetch_for_write(f);
+            prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
+            if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
+        }
+        task_header* h = v[i];
+        // Dead, so no walk reads it: reset the fields of its last life.
+        profile_revive(*h);
+        h->set_resume_point({});
+        task_header_cold& c = h->cold();
+        c.parent_id = 0;
+        c.meta.reset();
+        h->leaf = nullptr;
+        h->wait_reason.store(nullptr, std::memory_order_relaxed);
+        h->since_ns.store(0, std::memory_order_relaxed);
+        h->state.store(task_state::runnable, std::memory_order_relaxed);
+        h->kind = task_kind::task;
+        return h;
+    }
+    task_header* h = fresh_header();
+    h->dead.store(true, std::memory_order_relaxed);
+    h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
+    h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
+    return h;
+}
+
+GORO_DECL std::int64_t registry::add(task_header* h) noexcept {
+    h->id = next_id();
+    std::size_t s = this_shard();
+    registry_shard& sh = shards_[s];
+    if (h->shard == registry_shards) {
+        h->shard = static_cast<std::uint8_t>(s);
+        std::uint32_t linked;
+        bool short_of_room;
+        {
+            std::lock_guard g(sh.lock);
+            h->next_ = sh.head;
+            sh.head = h;
+            linked = ++sh.linked;
+            short_of_room = linked > sh.dead.cap;
+            h->dead.store(false, std::memory_order_release);
+        }
+        if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
+    } else {
+        // Already linked: a walk reads the fields only after seeing it alive.
+        h->dead.store(false, std::memory_order_release);
+    }
+    count_slot& c = my_count_slot();
+    const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
+    c.live.store(live, std::memory_order_relaxed);
+    c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return live;
+}
+
+GORO_DECL void registry::retire(task_header* h) noexcept {
+    h->dead.store(true, std::memory_order_release);
+    // Release: a reader that sees the count drop sees everything the task did.
+    count_slot& c = my_count_slot();
+    c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+    header_lists& l = tls_headers;
+    l.retired[l.nretired] = h;
+    if (++l.nretired == retire_batch) flush_retired();
+}
+
+GORO_DECL void registry::flush_retired() noexcept {
+    header_lists& l = tls_headers;
+    task_header** v = l.retired;
+    const std::uint32_t n = l.nretired;
+    l.nretired = 0;
+    // Group by shard in place (usually there is one: the spawner's).
+    for (std::uint32_t i = 0; i < n;) {
+        const std::uint8_t s = v[i]->shard;
+        std::uint32_t j = i + 1;
+        for (std::uint32_t k = j; k < n; ++k)
+            if (v[k]->shard == s) std::swap(v[j++], v[k]);
+        append_dead(shards_[s], v + i, j - i);
+        i = j;
+    }
+}
+
+GORO_DECL std::int64_t registry::count() const noexcept {
+    std::int64_t n = 0;
+    for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
+        n += c->live.load(std::memory_order_acquire);
+    return n;
+}
+
+GORO_DECL std::uint64_t registry::total_added() const noexcept {
+    std::uint64_t n = 0;
+    for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
+        n += c->added.load(std::memory_order_relaxed);
+    return n;
+}
+
+GORO_DECL std::array<task_header*, registry_shards> registry::heads_locked() const noexcept {
+    std::array<task_header*, registry_shards> out{};
+    for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
+    return out;
+}
+
+GORO_DECL void registry::take_spares(header_lists& l) noexcept {
+    registry_shard& sh = shards_[this_shard()];
+    l.spare.n = 0;
+    l.next_spare = 0;
+    static thread_local spares_owner owner;  // gives the array back when the thread ends
+    owner.reg = this;
+    {
+        std::lock_guard g(sh.lock);
+        if (sh.dead.n == 0) return;
+        std::swap(l.spare, sh.dead);
+    }
+    for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
+}
+
+GORO_DECL task_header* registry::fresh_header() {
+    struct cursor { char* base; std::size_t next; };
+    static thread_local constinit cursor cur{nullptr, header_slab::count};
+    if (cur.next == header_slab::count) {
+        char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
+        static std::atomic<void*> slabs{nullptr};
+        void* prev = slabs.load(std::memory_order_relaxed);
+        do header_slab::link_of(base) = prev;
+        while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
+        cur = {base, 0};
+    }
+    char* line = cur.base + cur.next * sizeof(task_header);
+    ++cur.next;
+    auto* h = new (line) task_header();
+    new (header_slab::cold_of(h)) task_header_cold();
+    return h;
+}
+
+GORO_DECL registry::spares_owner::~spares_owner() {
+    header_lists& l = tls_headers;
+    if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
+    std::free(l.spare.v);
+    l.spare = {nullptr, 0, 0};
+    l.next_spare = 0;
+}
+
+GORO_DECL void registry::append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
+    for (;;) {
+        std::uint32_t need;
+        {
+            std::lock_guard g(sh.lock);
+            need = sh.dead.n + n;
+            if (need <= sh.dead.cap) {
+                std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
+                sh.dead.n = need;
+                return;
+            }
+        }
+        if (!reserve_dead(sh, need + need / 2)) return;
+    }
+}
+
+GORO_DECL bool registry::reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
+    const std::uint32_t cap = room_for(need);
+    const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
+    auto* v = static_cast<task_header**>(std::malloc(bytes));
+    if (!v) return false;
+    std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
+    {
+        std::lock_guard g(sh.lock);
+        if (sh.dead.cap < cap) {
+            std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
+            std::swap(sh.dead.v, v);  // `v`: the old array, freed below
+            sh.dead.cap = cap;
+        }
+    }
+    std::free(v);
+    return true;
+}
+
+GORO_DECL std::uint64_t registry::next_id() noexcept {
+    struct block { std::uint64_t next = 0, end = 0; };
+    static thread_local block b;
+    if (b.next == b.end) {
+        b.next = global_ids().fetch_add(64, std::memory_order_relaxed);
+        b.end = b.next + 64;
+    }
+    return b.next++;
+}
+
+GORO_DECL std::atomic<std::uint64_t>& registry::global_ids() noexcept {
+    static std::atomic<std::uint64_t> ids{1};
+    return ids;
+}
+
+GORO_DECL std::size_t registry::this_shard() noexcept {
+    static std::atomic<std::size_t> rr{0};
+    static thread_local std::size_t s = rr.fetch_add(1, std::memory_order_relaxed) % registry_shards;
+    return s;
+}
+
+GORO_DECL void default_panic(task_header& task, std::exception_ptr error) noexcept {
     const char* what = "unknown exception";
     std::string text;
     try {
@@ -605,22 +664,12 @@ inline void default_panic(task_header& task, std::exception_ptr error) noexcept 
     std::terminate();
 }
 
-inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
-    static std::atomic<panic_handler_fn> h{&default_panic};
-    return h;
-}
-
-/// A root frame has finished: destroy it, then unlist and free its header.
-inline void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
+GORO_DECL void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
     h->leaf = nullptr;
     frame.destroy();
     the_registry().retire(h);
 }
 
 }  // namespace detail
-
-/// The number of live tasks (and threads blocked in block_on), like
-/// `runtime.NumGoroutine()`. Cheap: no stop of the world.
-inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
-
 }  // namespace goro
+#endif  // GORO_BODIES

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <goro/core/frame.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 
@@ -32,7 +33,26 @@ struct stack_frame {
 };
 
 /// Turns the compiler's spelling of a function into a readable name.
-inline std::string clean_function_name(std::string_view raw) {
+GORO_DECL std::string clean_function_name(std::string_view raw);
+
+namespace detail {
+
+GORO_DECL stack_frame to_frame(const site& s);
+
+/// The task's stack, leaf first, names cleaned.
+GORO_DECL std::vector<stack_frame> stack_of(const task_header& t);
+
+}  // namespace detail
+
+/// The stack of the task calling this (leaf first). Inside a task only.
+GORO_DECL std::vector<stack_frame> current_stack();
+
+}  // namespace goro
+
+#if GORO_BODIES
+namespace goro {
+
+GORO_DECL std::string clean_function_name(std::string_view raw) {
     std::string_view s = raw;
     if (auto w = s.find(" [with "); w != std::string_view::npos) s = s.substr(0, w);
     // The argument list is the last balanced (...) group.
@@ -80,13 +100,12 @@ inline std::string clean_function_name(std::string_view raw) {
 
 namespace detail {
 
-inline stack_frame to_frame(const site& s) {
+GORO_DECL stack_frame to_frame(const site& s) {
     return stack_frame{clean_function_name(s.function_name()), s.file_name() ? s.file_name() : "",
                        static_cast<unsigned>(s.line())};
 }
 
-/// The task's stack, leaf first, names cleaned.
-inline std::vector<stack_frame> stack_of(const task_header& t) {
+GORO_DECL std::vector<stack_frame> stack_of(const task_header& t) {
     std::vector<stack_frame> out;
     for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(to_frame(p->site_));
     return out;
@@ -94,8 +113,7 @@ inline std::vector<stack_frame> stack_of(const task_header& t) {
 
 }  // namespace detail
 
-/// The stack of the task calling this (leaf first). Inside a task only.
-inline std::vector<stack_frame> current_stack() {
+GORO_DECL std::vector<stack_frame> current_stack() {
     task_header* t = detail::tls_current_task;
     if (!t) return {};
     auto frames = detail::stack_of(*t);
@@ -106,3 +124,4 @@ inline std::vector<stack_frame> current_stack() {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES

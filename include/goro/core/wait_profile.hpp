@@ -105,22 +105,15 @@
 
 #include <array>
 #include <atomic>
-#include <bit>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
-#include <type_traits>
-#include <goro/core/hash_map.hpp>
 #include <goro/core/vec.hpp>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
-
 #include <goro/core/frame.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 
@@ -146,7 +139,192 @@ inline constinit std::atomic<std::int64_t> wait_ns_base{0};    // ... and now_ns
 
 /// The monotonic time of a wait's start or end, in now_ns()'s epoch: the TSC
 /// scaled when calibrated, else now_ns().
-inline std::int64_t wait_now_ns() noexcept {
+GORO_DECL std::int64_t wait_now_ns() noexcept;
+
+/// Measures the TSC against now_ns() over about 2 ms, once per process (the
+/// first call that turns the profile on; calls meanwhile use now_ns()).
+/// Readings interrupted for more than 20 µs are taken again; a rate outside
+/// 0.1 to 20 GHz keeps now_ns().
+GORO_DECL void wait_clock_calibrate() noexcept;
+
+/// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
+/// a thread's next sampled one (see RATE). The generator is per thread
+/// (xorshift64*), seeded at its first draw from its address and the clock.
+// Declared without GORO_DECL, here and for the other [[gnu::noinline]]
+// functions of this header: g++ rejects noinline after an inline declaration,
+// so the definition (GORO_BODIES) carries both.
+std::int64_t wait_sample_interval(std::int64_t rate) noexcept;
+
+/// A thread's parks left until it samples one; 0 before its first park
+/// with the profile on.
+inline constinit thread_local std::int64_t wait_countdown = 0;
+
+/// The part of wait_profile_park_time() that runs once in `rate` parks: the
+/// countdown `c` reached 0 (sample this park), or was never started (c < 0)
+/// or is longer than `rate` allows (it was drawn at a higher rate): draw it
+/// again, and sample this park if the draw is 1.
+std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate, std::int64_t coarse) noexcept;
+
+/// park()'s since_ns while the rate (`rate`, > 0) is on: `coarse` (its lowest
+/// bit cleared) for a park not sampled, the precise clock with the lowest bit
+/// set for one that is (see RATE).
+[[gnu::always_inline]] inline std::int64_t wait_profile_park_time(std::int64_t coarse, std::int64_t rate) noexcept {
+    const std::int64_t c = wait_countdown - 1;
+    if (c > 0 && (c >> 1) < rate) [[likely]] {  // c < 2 * rate, without overflow
+        wait_countdown = c;
+        return coarse;
+    }
+    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
+    return wait_park_sample(c, rate, coarse);
+}
+
+/// A wait this long or longer is always recorded, and counted once (see LONG WAITS).
+inline constexpr std::int64_t wait_profile_long_wait_ns = 100'000'000;
+
+inline constexpr std::size_t wait_histogram_buckets = 16;
+inline constexpr std::size_t wait_max_frames = 32;
+inline constexpr std::size_t wait_buckets_per_table = 256;
+inline constexpr std::size_t wait_index_slots = 512;  // open addressing, at most half full
+
+/// One stack and reason's waits (what wait_profile_buckets() returns).
+struct wait_bucket {
+    const char* reason = nullptr;  // static string; null: "(other stacks)"
+    vec<site> stack;               // leaf first
+    double count = 0;              // waits (a sampled one counts as the rate)
+    double delay_ns = 0;           // their total time parked
+    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
+};
+
+inline bool wait_same_site(const site& a, const site& b) noexcept {
+    return a.file_name() == b.file_name() && a.function_name() == b.function_name() && a.line() == b.line();
+}
+
+/// A bucket of one thread's table. Written only by the owner thread, with
+/// relaxed loads and stores (no read-modify-write: one writer); read by
+/// wait_profile_buckets() with relaxed loads. `stack`, `reason` and `hash`
+/// are written before the bucket is published (table mutex); the `base_*`
+/// fields are the values at the last reset (table mutex, readers only).
+struct wait_cell {
+    const char* reason = nullptr;
+    vec<site> stack;
+    std::uint64_t hash = 0;
+    std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
+    std::atomic<double> delay_ns{0};      // sum of wait x rate
+    std::array<std::atomic<std::uint64_t>, wait_histogram_buckets> histogram{};
+    std::uint64_t base_count = 0;
+    double base_delay_ns = 0;
+    std::array<std::uint64_t, wait_histogram_buckets> base_histogram{};
+
+    void add(std::uint64_t rate, std::int64_t d) noexcept;
+};
+
+/// One thread's waits (see PER-THREAD TABLES above). Cells are fixed in
+/// place (an array of wait_buckets_per_table), so a reader may read one's
+/// counters while the owner adds a new one.
+struct wait_table {
+    std::mutex mu;                        // `size`, a new cell's stack, the base_* fields
+    std::size_t size = 0;                 // cells in use (mu)
+    std::size_t owner_size = 0;           // the same, the owner's copy (owner only)
+    std::array<std::uint16_t, wait_index_slots> index{};  // owner only: cell + 1, 0 empty
+    std::unique_ptr<wait_cell[]> cells{new wait_cell[wait_buckets_per_table]};
+    wait_cell other;                      // new stacks once the table is full (reason null)
+
+    /// Owner only: the cell of the stack of `leaf` (its frames' site words
+    /// `words`, `n` of them, hashed with the reason to `h`) and `reason`, made
+    /// when new (null when full or out of memory: the caller uses `other`).
+    wait_cell* find(const char* reason, const promise_base* leaf, const std::uint64_t* words, std::size_t n,
+                    std::uint64_t h) noexcept;
+
+private:
+    wait_cell* insert(std::size_t slot, const char* reason, const promise_base* leaf, std::size_t n,
+                      std::uint64_t h) noexcept;
+};
+
+/// Every thread's table, kept after the thread exits (its waits stay in the
+/// profile) and handed to the next thread that records (so threads that come
+/// and go do not grow memory).
+struct wait_tables {
+    std::mutex mu;
+    vec<wait_table*> all;   // never freed
+    vec<wait_table*> free;  // of threads that exited
+};
+inline wait_tables& wait_table_list() {
+    static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main
+    return *t;
+}
+
+inline constinit thread_local wait_table* tl_wait_table = nullptr;
+
+/// Gives the thread's table back at thread exit (made only with a table).
+struct wait_table_release {
+    ~wait_table_release();
+};
+
+/// The calling thread's table, made or adopted at its first record; null when out of memory.
+wait_table* make_wait_table() noexcept;
+
+/// Adds the wait that `t` is ending to its bucket: `since` is its since_ns
+/// (the precise clock, odd, for a sampled park: timed here; else the coarse
+/// clock, and `coarse_d` the wait's coarse length, which the caller found
+/// long). Called by wait_profile_wake() (ready(), ready_n()) before the task
+/// is made runnable, so its frames cannot change meanwhile.
+void record_wait(task_header* t, std::int64_t rate, std::int64_t since, std::int64_t coarse_d) noexcept;
+
+/// What ready() and ready_n() do for a task `t` they wake while the rate
+/// (`rate`) is on: record its wait when its park was sampled or when, by the
+/// coarse clock, it was long. `coarse_now` is the coarse clock at the wake
+/// (see LONG WAITS: the caller's parked clock on a worker).
+[[gnu::always_inline]] inline void wait_profile_wake(task_header* t, std::int64_t rate,
+                                                     std::int64_t coarse_now) noexcept {
+    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
+    const std::int64_t d = coarse_now + wait_clock_offset_ns.load(std::memory_order_relaxed) - since;
+    if ((since & 1) || d >= wait_profile_long_wait_ns) [[unlikely]]
+        record_wait(t, rate, since, d);
+}
+
+}  // namespace detail
+
+/// The rate to leave the wait profile on at: one wait in 100, counted 100
+/// times (see COST above: it keeps chan_pingpong_unbuffered and spawn_join
+/// within 5 %; rate 1 does not).
+inline constexpr std::int64_t default_wait_profile_rate = 100;
+
+/// Turns the wait profile on (1: every wait; n: one in n, a count, not
+/// nanoseconds, see RATE; waits of 100 ms or more always, see LONG WAITS)
+/// or off (0), like Go's runtime.SetBlockProfileRate. What was recorded is
+/// kept (reset_wait_profile clears it). The first call that turns it on
+/// calibrates the clock (about 2 ms, see CLOCK). Rates above 2^40 are taken
+/// as 2^40.
+GORO_DECL void set_wait_profile_rate(std::int64_t rate_n = default_wait_profile_rate) noexcept;
+inline std::int64_t wait_profile_rate() noexcept {
+    return detail::wait_profile_rate_n.load(std::memory_order_relaxed);
+}
+
+/// Forgets every recorded wait (of every thread: what each has recorded so
+/// far becomes its zero).
+GORO_DECL void reset_wait_profile();
+
+/// Every bucket with at least one wait (the "(other stacks)" one included):
+/// the threads' tables merged, one bucket per stack and reason.
+GORO_DECL std::vector<detail::wait_bucket> wait_profile_buckets();
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <bit>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+#include <goro/core/hash_map.hpp>
+
+namespace goro {
+namespace detail {
+
+GORO_DECL std::int64_t wait_now_ns() noexcept {
 #if defined(__x86_64__)
     if (const std::uint64_t mul = wait_tsc_mul.load(std::memory_order_acquire)) {
         const auto d = static_cast<std::int64_t>(__builtin_ia32_rdtsc() - wait_tsc_base.load(std::memory_order_relaxed));
@@ -160,7 +338,7 @@ inline std::int64_t wait_now_ns() noexcept {
 
 /// Whether this machine's TSC runs at a constant rate in every power state
 /// (CPUID 0x80000007, EDX bit 8), so that it may time waits.
-inline bool wait_tsc_invariant() noexcept {
+GORO_DECL bool wait_tsc_invariant() noexcept {
 #if defined(__x86_64__)
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x80000007u) return false;
@@ -171,11 +349,7 @@ inline bool wait_tsc_invariant() noexcept {
 #endif
 }
 
-/// Measures the TSC against now_ns() over about 2 ms, once per process (the
-/// first call that turns the profile on; calls meanwhile use now_ns()).
-/// Readings interrupted for more than 20 µs are taken again; a rate outside
-/// 0.1 to 20 GHz keeps now_ns().
-inline void wait_clock_calibrate() noexcept {
+GORO_DECL void wait_clock_calibrate() noexcept {
 #if defined(__x86_64__)
     static constinit std::atomic<bool> started{false};
     if (started.load(std::memory_order_relaxed) || started.exchange(true)) return;
@@ -205,10 +379,7 @@ inline void wait_clock_calibrate() noexcept {
 #endif
 }
 
-/// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
-/// a thread's next sampled one (see RATE). The generator is per thread
-/// (xorshift64*), seeded at its first draw from its address and the clock.
-[[gnu::noinline]] inline std::int64_t wait_sample_interval(std::int64_t rate) noexcept {
+[[gnu::noinline]] GORO_DECL std::int64_t wait_sample_interval(std::int64_t rate) noexcept {
     if (rate <= 1) return 1;
     static thread_local constinit std::uint64_t x = 0;
     if (x == 0) {
@@ -225,16 +396,8 @@ inline void wait_clock_calibrate() noexcept {
     return 1 + static_cast<std::int64_t>((r >> 1) % span);
 }
 
-/// A thread's parks left until it samples one; 0 before its first park
-/// with the profile on.
-inline constinit thread_local std::int64_t wait_countdown = 0;
-
-/// The part of wait_profile_park_time() that runs once in `rate` parks: the
-/// countdown `c` reached 0 (sample this park), or was never started (c < 0)
-/// or is longer than `rate` allows (it was drawn at a higher rate): draw it
-/// again, and sample this park if the draw is 1.
-[[gnu::noinline]] inline std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate,
-                                                       std::int64_t coarse) noexcept {
+[[gnu::noinline]] GORO_DECL std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate,
+                                                          std::int64_t coarse) noexcept {
     if (c != 0 && (c = wait_sample_interval(rate) - 1) > 0) {
         wait_countdown = c;
         return coarse;
@@ -243,47 +406,17 @@ inline constinit thread_local std::int64_t wait_countdown = 0;
     return wait_now_ns() | 1;
 }
 
-/// park()'s since_ns while the rate (`rate`, > 0) is on: `coarse` (its lowest
-/// bit cleared) for a park not sampled, the precise clock with the lowest bit
-/// set for one that is (see RATE).
-[[gnu::always_inline]] inline std::int64_t wait_profile_park_time(std::int64_t coarse, std::int64_t rate) noexcept {
-    const std::int64_t c = wait_countdown - 1;
-    if (c > 0 && (c >> 1) < rate) [[likely]] {  // c < 2 * rate, without overflow
-        wait_countdown = c;
-        return coarse;
-    }
-    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
-    return wait_park_sample(c, rate, coarse);
-}
-
-/// A wait this long or longer is always recorded, and counted once (see LONG WAITS).
-inline constexpr std::int64_t wait_profile_long_wait_ns = 100'000'000;
-
-inline constexpr std::size_t wait_histogram_buckets = 16;
-inline constexpr std::size_t wait_max_frames = 32;
-inline constexpr std::size_t wait_buckets_per_table = 256;
-inline constexpr std::size_t wait_index_slots = 512;  // open addressing, at most half full
-
 /// The histogram bucket of a wait of `ns` (see WHAT IS RECORDED).
-inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
+GORO_DECL std::size_t wait_histogram_index(std::int64_t ns) noexcept {
     if (ns < 1000) return 0;
     const auto us = static_cast<std::uint64_t>(ns / 1000);
     const std::size_t i = 1 + (static_cast<std::size_t>(std::bit_width(us)) - 1) / 2;
     return i < wait_histogram_buckets ? i : wait_histogram_buckets - 1;
 }
 
-/// One stack and reason's waits (what wait_profile_buckets() returns).
-struct wait_bucket {
-    const char* reason = nullptr;  // static string; null: "(other stacks)"
-    vec<site> stack;               // leaf first
-    double count = 0;              // waits (a sampled one counts as the rate)
-    double delay_ns = 0;           // their total time parked
-    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
-};
-
 /// A site as one word for hashing and for the owner's exact-match test:
 /// std::source_location is one pointer to data the compiler emits per site.
-inline std::uint64_t wait_site_word(const site& s) noexcept {
+GORO_DECL std::uint64_t wait_site_word(const site& s) noexcept {
     if constexpr (sizeof(site) == sizeof(std::uintptr_t) && std::is_trivially_copyable_v<site>) {
         std::uintptr_t w;
         std::memcpy(&w, &s, sizeof w);
@@ -294,112 +427,58 @@ inline std::uint64_t wait_site_word(const site& s) noexcept {
         return (h ^ s.line()) * 0x100000001b3ull;
     }
 }
-inline bool wait_same_site(const site& a, const site& b) noexcept {
-    return a.file_name() == b.file_name() && a.function_name() == b.function_name() && a.line() == b.line();
+
+GORO_DECL void wait_cell::add(std::uint64_t rate, std::int64_t d) noexcept {
+    count.store(count.load(std::memory_order_relaxed) + rate, std::memory_order_relaxed);
+    delay_ns.store(delay_ns.load(std::memory_order_relaxed) + double(d) * double(rate), std::memory_order_relaxed);
+    auto& h = histogram[wait_histogram_index(d)];
+    h.store(h.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-/// A bucket of one thread's table. Written only by the owner thread, with
-/// relaxed loads and stores (no read-modify-write: one writer); read by
-/// wait_profile_buckets() with relaxed loads. `stack`, `reason` and `hash`
-/// are written before the bucket is published (table mutex); the `base_*`
-/// fields are the values at the last reset (table mutex, readers only).
-struct wait_cell {
-    const char* reason = nullptr;
-    vec<site> stack;
-    std::uint64_t hash = 0;
-    std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
-    std::atomic<double> delay_ns{0};      // sum of wait x rate
-    std::array<std::atomic<std::uint64_t>, wait_histogram_buckets> histogram{};
-    std::uint64_t base_count = 0;
-    double base_delay_ns = 0;
-    std::array<std::uint64_t, wait_histogram_buckets> base_histogram{};
-
-    void add(std::uint64_t rate, std::int64_t d) noexcept {
-        count.store(count.load(std::memory_order_relaxed) + rate, std::memory_order_relaxed);
-        delay_ns.store(delay_ns.load(std::memory_order_relaxed) + double(d) * double(rate), std::memory_order_relaxed);
-        auto& h = histogram[wait_histogram_index(d)];
-        h.store(h.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+GORO_DECL wait_cell* wait_table::find(const char* reason, const promise_base* leaf, const std::uint64_t* words,
+                                     std::size_t n, std::uint64_t h) noexcept {
+    for (std::size_t i = h % wait_index_slots, probes = 0; probes < wait_index_slots;
+         i = (i + 1) % wait_index_slots, ++probes) {
+        const std::uint16_t k = index[i];
+        if (k == 0) return insert(i, reason, leaf, n, h);
+        wait_cell& c = cells[k - 1u];
+        if (c.hash != h || c.reason != reason || c.stack.size() != n) continue;
+        std::size_t j = 0;
+        while (j < n && wait_site_word(c.stack[j]) == words[j]) ++j;
+        if (j == n) return &c;
     }
-};
+    return nullptr;
+}
 
-/// One thread's waits (see PER-THREAD TABLES above). Cells are fixed in
-/// place (an array of wait_buckets_per_table), so a reader may read one's
-/// counters while the owner adds a new one.
-struct wait_table {
-    std::mutex mu;                        // `size`, a new cell's stack, the base_* fields
-    std::size_t size = 0;                 // cells in use (mu)
-    std::size_t owner_size = 0;           // the same, the owner's copy (owner only)
-    std::array<std::uint16_t, wait_index_slots> index{};  // owner only: cell + 1, 0 empty
-    std::unique_ptr<wait_cell[]> cells{new wait_cell[wait_buckets_per_table]};
-    wait_cell other;                      // new stacks once the table is full (reason null)
-
-    /// Owner only: the cell of the stack of `leaf` (its frames' site words
-    /// `words`, `n` of them, hashed with the reason to `h`) and `reason`, made
-    /// when new (null when full or out of memory: the caller uses `other`).
-    wait_cell* find(const char* reason, const promise_base* leaf, const std::uint64_t* words, std::size_t n,
-                    std::uint64_t h) noexcept {
-        for (std::size_t i = h % wait_index_slots, probes = 0; probes < wait_index_slots;
-             i = (i + 1) % wait_index_slots, ++probes) {
-            const std::uint16_t k = index[i];
-            if (k == 0) return insert(i, reason, leaf, n, h);
-            wait_cell& c = cells[k - 1u];
-            if (c.hash != h || c.reason != reason || c.stack.size() != n) continue;
-            std::size_t j = 0;
-            while (j < n && wait_site_word(c.stack[j]) == words[j]) ++j;
-            if (j == n) return &c;
-        }
+[[gnu::noinline]] GORO_DECL wait_cell* wait_table::insert(std::size_t slot, const char* reason,
+                                                          const promise_base* leaf, std::size_t n,
+                                                          std::uint64_t h) noexcept {
+    if (owner_size == wait_buckets_per_table) return nullptr;
+    wait_cell& c = cells[owner_size];
+    try {
+        std::lock_guard g(mu);
+        c.stack.clear();
+        c.stack.reserve(n);
+        for (const promise_base* p = leaf; c.stack.size() < n; p = p->parent_) c.stack.push_back(p->site_);
+        c.reason = reason;
+        c.hash = h;
+        size = ++owner_size;
+    } catch (...) {
         return nullptr;
     }
-
-private:
-    [[gnu::noinline]] wait_cell* insert(std::size_t slot, const char* reason, const promise_base* leaf, std::size_t n,
-                                        std::uint64_t h) noexcept {
-        if (owner_size == wait_buckets_per_table) return nullptr;
-        wait_cell& c = cells[owner_size];
-        try {
-            std::lock_guard g(mu);
-            c.stack.clear();
-            c.stack.reserve(n);
-            for (const promise_base* p = leaf; c.stack.size() < n; p = p->parent_) c.stack.push_back(p->site_);
-            c.reason = reason;
-            c.hash = h;
-            size = ++owner_size;
-        } catch (...) {
-            return nullptr;
-        }
-        index[slot] = static_cast<std::uint16_t>(owner_size);
-        return &c;
-    }
-};
-
-/// Every thread's table, kept after the thread exits (its waits stay in the
-/// profile) and handed to the next thread that records (so threads that come
-/// and go do not grow memory).
-struct wait_tables {
-    std::mutex mu;
-    vec<wait_table*> all;   // never freed
-    vec<wait_table*> free;  // of threads that exited
-};
-inline wait_tables& wait_table_list() {
-    static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main
-    return *t;
+    index[slot] = static_cast<std::uint16_t>(owner_size);
+    return &c;
 }
 
-inline constinit thread_local wait_table* tl_wait_table = nullptr;
+GORO_DECL wait_table_release::~wait_table_release() {
+    if (!tl_wait_table) return;
+    wait_tables& l = wait_table_list();
+    std::lock_guard g(l.mu);
+    l.free.push_back(tl_wait_table);  // reserved at creation: cannot throw
+    tl_wait_table = nullptr;
+}
 
-/// Gives the thread's table back at thread exit (made only with a table).
-struct wait_table_release {
-    ~wait_table_release() {
-        if (!tl_wait_table) return;
-        wait_tables& l = wait_table_list();
-        std::lock_guard g(l.mu);
-        l.free.push_back(tl_wait_table);  // reserved at creation: cannot throw
-        tl_wait_table = nullptr;
-    }
-};
-
-/// The calling thread's table, made or adopted at its first record; null when out of memory.
-[[gnu::noinline]] inline wait_table* make_wait_table() noexcept {
+[[gnu::noinline]] GORO_DECL wait_table* make_wait_table() noexcept {
     try {
         static thread_local wait_table_release release;  // registers the exit hook
         (void)release;
@@ -421,13 +500,8 @@ struct wait_table_release {
     }
 }
 
-/// Adds the wait that `t` is ending to its bucket: `since` is its since_ns
-/// (the precise clock, odd, for a sampled park: timed here; else the coarse
-/// clock, and `coarse_d` the wait's coarse length, which the caller found
-/// long). Called by wait_profile_wake() (ready(), ready_n()) before the task
-/// is made runnable, so its frames cannot change meanwhile.
-[[gnu::noinline]] inline void record_wait(task_header* t, std::int64_t rate, std::int64_t since,
-                                          std::int64_t coarse_d) noexcept {
+[[gnu::noinline]] GORO_DECL void record_wait(task_header* t, std::int64_t rate, std::int64_t since,
+                                             std::int64_t coarse_d) noexcept {
     if (t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
     std::int64_t d = coarse_d;
     std::uint64_t weight = 1;  // a long wait counts once
@@ -451,44 +525,16 @@ struct wait_table_release {
     (c ? *c : tab->other).add(weight, d);
 }
 
-/// What ready() and ready_n() do for a task `t` they wake while the rate
-/// (`rate`) is on: record its wait when its park was sampled or when, by the
-/// coarse clock, it was long. `coarse_now` is the coarse clock at the wake
-/// (see LONG WAITS: the caller's parked clock on a worker).
-[[gnu::always_inline]] inline void wait_profile_wake(task_header* t, std::int64_t rate,
-                                                     std::int64_t coarse_now) noexcept {
-    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
-    const std::int64_t d = coarse_now + wait_clock_offset_ns.load(std::memory_order_relaxed) - since;
-    if ((since & 1) || d >= wait_profile_long_wait_ns) [[unlikely]]
-        record_wait(t, rate, since, d);
-}
-
 }  // namespace detail
 
-/// The rate to leave the wait profile on at: one wait in 100, counted 100
-/// times (see COST above: it keeps chan_pingpong_unbuffered and spawn_join
-/// within 5 %; rate 1 does not).
-inline constexpr std::int64_t default_wait_profile_rate = 100;
-
-/// Turns the wait profile on (1: every wait; n: one in n, a count, not
-/// nanoseconds, see RATE; waits of 100 ms or more always, see LONG WAITS)
-/// or off (0), like Go's runtime.SetBlockProfileRate. What was recorded is
-/// kept (reset_wait_profile clears it). The first call that turns it on
-/// calibrates the clock (about 2 ms, see CLOCK). Rates above 2^40 are taken
-/// as 2^40.
-inline void set_wait_profile_rate(std::int64_t rate_n = default_wait_profile_rate) noexcept {
+GORO_DECL void set_wait_profile_rate(std::int64_t rate_n) noexcept {
     if (rate_n > 0) detail::wait_clock_calibrate();
     constexpr std::int64_t max_rate = std::int64_t(1) << 40;
     detail::wait_profile_rate_n.store(rate_n < 0 ? 0 : rate_n > max_rate ? max_rate : rate_n,
                                       std::memory_order_relaxed);
 }
-inline std::int64_t wait_profile_rate() noexcept {
-    return detail::wait_profile_rate_n.load(std::memory_order_relaxed);
-}
 
-/// Forgets every recorded wait (of every thread: what each has recorded so
-/// far becomes its zero).
-inline void reset_wait_profile() {
+GORO_DECL void reset_wait_profile() {
     detail::wait_tables& l = detail::wait_table_list();
     std::lock_guard g(l.mu);
     for (detail::wait_table* t : l.all) {
@@ -504,9 +550,7 @@ inline void reset_wait_profile() {
     }
 }
 
-/// Every bucket with at least one wait (the "(other stacks)" one included):
-/// the threads' tables merged, one bucket per stack and reason.
-inline std::vector<detail::wait_bucket> wait_profile_buckets() {
+GORO_DECL std::vector<detail::wait_bucket> wait_profile_buckets() {
     std::vector<detail::wait_bucket> out;
     detail::hash_map<std::uint64_t, std::vector<std::size_t>> seen;  // hash -> out indices
     std::size_t other = SIZE_MAX;
@@ -558,3 +602,4 @@ inline std::vector<detail::wait_bucket> wait_profile_buckets() {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
