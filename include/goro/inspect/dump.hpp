@@ -92,25 +92,23 @@
 //   (the header's number is the change of the total; `+delta @ …` per group).
 #pragma once
 
-#include <charconv>
 #include <cstdint>
-#include <iostream>
-#include <ostream>
+#include <iosfwd>
 #include <span>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include <goro/core/hash_map.hpp>
-#include <goro/core/platform.hpp>
-#include <goro/inspect/pprof.hpp>
-#include <goro/core/registry.hpp>
 #include <goro/core/algo.hpp>
-#include <goro/inspect/snapshot.hpp>
+#include <goro/core/hash_map.hpp>
+#include <goro/core/linkage.hpp>
+#include <goro/core/platform.hpp>
+#include <goro/core/registry.hpp>
 #include <goro/core/stack.hpp>
 #include <goro/core/vec.hpp>
+#include <goro/inspect/pprof.hpp>
+#include <goro/inspect/snapshot.hpp>
 
 namespace goro {
 
@@ -121,17 +119,7 @@ namespace detail {
 /// dump of a million tasks is over 100 MiB, and faulting that in 4 KiB at a
 /// time cost more than formatting it. Only the whole 2 MiB pages inside the
 /// range are advised; a hint, without effect where unsupported.
-inline void advise_huge_pages(char* p, std::size_t n) noexcept {
-#if GORO_BIG_ARRAY_MMAP && defined(MADV_HUGEPAGE)
-    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
-    const std::uintptr_t from = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
-    const std::uintptr_t to = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(huge - 1);
-    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)n;
-#endif
-}
+GORO_DECL void advise_huge_pages(char* p, std::size_t n) noexcept;
 
 /// Where formatted text goes: a string (grows), or an ostream fed in chunks.
 class text_sink {
@@ -147,28 +135,11 @@ public:
         if (os_ && buf_->size() >= chunk) flush();
     }
     void put(char c) { buf_->push_back(c); }
-    void number(std::uint64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void signed_number(std::int64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void flush() {
-        if (os_ && !own_.empty()) {
-            os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
-            own_.clear();
-        }
-    }
+    void number(std::uint64_t v);
+    void signed_number(std::int64_t v);
+    void flush();
     /// Room for `n` more bytes when writing to a string (a hint; no effect on a stream).
-    void reserve_more(std::size_t n) {
-        if (os_ || buf_->capacity() >= buf_->size() + n) return;
-        buf_->reserve(buf_->size() + n);
-        advise_huge_pages(buf_->data() + buf_->size(), buf_->capacity() - buf_->size());
-    }
+    void reserve_more(std::size_t n);
     /// Bytes written to a string so far (0 for a stream).
     std::size_t string_size() const noexcept { return os_ ? 0 : buf_->size(); }
 
@@ -180,20 +151,7 @@ private:
 };
 
 /// Length of the valid UTF-8 sequence starting at s[i] (a lead byte >= 0x80), or 0.
-inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-    if (c >= 0xF5) n = 0;
-    if (n == 0 || i + n > s.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k)
-        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
-    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
-    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
-    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
-    return n;
-}
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
 
 /// How quote() escapes: the two spellings goro writes differ only here.
 struct quote_rule {
@@ -210,52 +168,7 @@ inline constexpr quote_rule json_quote_rule{false, false, "\\u00", "\\ufffd"};
 
 /// Appends `s` to `out` in double quotes, escaped by `rule`; valid UTF-8
 /// sequences are copied as they are.
-inline void quote(std::string& out, std::string_view s, const quote_rule& rule) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    const auto hex_escape = [&](unsigned char c) {
-        out += rule.control_prefix;
-        out.push_back(hexd[c >> 4]);
-        out.push_back(hexd[c & 15]);
-    };
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\a':
-                if (rule.bell_and_vtab) out += "\\a";
-                else hex_escape(c);
-                break;
-            case '\v':
-                if (rule.bell_and_vtab) out += "\\v";
-                else hex_escape(c);
-                break;
-            default:
-                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
-                else out.push_back(static_cast<char>(c));
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            if (rule.invalid_byte) out += rule.invalid_byte;
-            else hex_escape(c);
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
+GORO_DECL void quote(std::string& out, std::string_view s, const quote_rule& rule);
 
 inline void go_quote(std::string& out, std::string_view s) { quote(out, s, go_quote_rule); }
 inline void json_quote(std::string& out, std::string_view s) { quote(out, s, json_quote_rule); }
@@ -270,97 +183,20 @@ struct text_frame {
 /// Go's text/tabwriter with minwidth 1, tabwidth 8, padding 1 and '\t' padding:
 /// a column is as wide as its widest cell plus one, rounded up to a multiple
 /// of 8, and each cell is followed by as many tabs as reach that width.
-inline void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
-    std::size_t cell = (column_width + 7) / 8 * 8;
-    std::size_t tabs = (cell - text_width + 7) / 8;
-    out.append(tabs, '\t');
-}
+GORO_DECL void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width);
 
-inline void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
-    std::size_t hex_w = 1, fn_w = 1;
-    for (const text_frame& f : frames) {
-        hex_w = std::max(hex_w, f.hex.size() + 1);
-        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
-    }
-    char num[16];
-    for (const text_frame& f : frames) {
-        out += "#";
-        tab_pad(out, 1, 2);
-        out += f.hex;
-        tab_pad(out, f.hex.size(), hex_w);
-        out += f.function;
-        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
-            out += '\n';
-            continue;
-        }
-        tab_pad(out, f.function_width, fn_w);
-        out += f.file;
-        out += ':';
-        auto r = std::to_chars(num, num + sizeof num, f.line);
-        out.append(num, static_cast<std::size_t>(r.ptr - num));
-        out += '\n';
-    }
-}
+GORO_DECL void write_frame_lines(std::string& out, std::span<const text_frame> frames);
 
 /// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
-inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    if (labels.empty()) return;
-    vec<std::string> kv;
-    kv.reserve(labels.size());
-    for (const auto& [k, v] : labels) {
-        std::string s;
-        go_quote(s, k);
-        s += ':';
-        go_quote(s, v);
-        kv.push_back(std::move(s));
-    }
-    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
-    out += "# labels: {";
-    for (std::size_t i = 0; i < kv.size(); ++i) {
-        if (i) out += ", ";
-        out += kv[i];
-    }
-    out += "}\n";
-}
+GORO_DECL void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels);
 
 inline text_frame text_frame_of(const site_info& si) noexcept {
     return text_frame{std::string_view(si.hex, si.hex_len), si.function, si.file, si.line, si.function_width};
 }
 
-inline void write_debug1(text_sink& out, const profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
-    out.append(head);
-    std::string block;
-    vec<text_frame> frames;
-    for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.first];
-        block.clear();
-        frames.clear();
-        block += std::to_string(g.count);
-        block += " @";
-        for (std::uint32_t f : v.frames(r)) {
-            const site_info& si = v.site(f);
-            block += ' ';
-            block.append(si.hex, si.hex_len);
-            frames.push_back(text_frame_of(si));
-        }
-        block += '\n';
-        write_labels_line(block, profile_view::labels(r));
-        write_frame_lines(block, frames);
-        block += '\n';
-        out.append(block);
-    }
-}
+GORO_DECL void write_debug1(text_sink& out, const profile_view& v);
 
-inline const char* state_text(const task_record& r) noexcept {
-    switch (r.state) {
-    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
-    case task_state::running: return "running";
-    case task_state::runnable: return "runnable";
-    }
-    return "unknown";
-}
+GORO_DECL const char* state_text(const task_record& r) noexcept;
 
 /// Whole minutes parked, Go's rule: shown when at least one.
 inline std::int64_t minutes_waiting(const task_record& r, std::int64_t now_ns) noexcept {
@@ -447,178 +283,29 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
     }
 }
 
-inline void write_json_frame(std::string& out, const site_info& si) {
-    out += "{\"function\":";
-    json_quote(out, si.function);
-    out += ",\"file\":";
-    json_quote(out, si.file);
-    out += ",\"line\":";
-    out += std::to_string(si.line);
-    out += ",\"site_id\":\"";
-    out.append(si.hex, si.hex_len);
-    out += "\"}";
-}
+GORO_DECL void write_json_frame(std::string& out, const site_info& si);
 
-inline void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    out += '{';
-    bool first = true;
-    for (const auto& [k, val] : labels) {
-        if (!first) out += ',';
-        first = false;
-        json_quote(out, k);
-        out += ':';
-        json_quote(out, val);
-    }
-    out += '}';
-}
+GORO_DECL void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels);
 
-inline void write_json(text_sink& out, profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    site_table& table = v.table();
-    vec<std::string> frame_json;
-    auto frame = [&](std::uint32_t f) -> const std::string& {
-        if (frame_json.size() < table.size()) frame_json.resize(table.size());
-        std::string& t = frame_json[f];
-        if (t.empty()) write_json_frame(t, table[f]);
-        return t;
-    };
-    const std::int64_t now = v.snap().taken_at_ns();
-    out.reserve_more(tasks.size() * 260);
-    out.append("{\"total\":");
-    out.number(v.snap().total());
-    out.append(",\"tasks\":[");
-    std::string line;
-    for (std::size_t i = 0; i < tasks.size(); ++i) {
-        const task_record& r = tasks[i];
-        line.clear();
-        line += i ? ",\n" : "\n";
-        line += "{\"id\":";
-        line += std::to_string(r.id);
-        line += ",\"state\":\"";
-        line += to_string(r.state);
-        line += "\",\"wait_reason\":";
-        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
-        else line += "null";
-        line += ",\"waiting_ns\":";
-        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
-        line += ",\"name\":";
-        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
-        line += ",\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
-        line += ",\"parent_id\":";
-        line += std::to_string(r.parent_id);
-        line += ",\"created_by\":";
-        line += frame(table.intern(r.created_by));
-        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n],\"groups\":[");
-    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
-        const task_group& g = v.groups()[gi];
-        const task_record& r = tasks[g.tasks.front()];
-        line.clear();
-        line += gi ? ",\n" : "\n";
-        line += "{\"count\":";
-        line += std::to_string(g.count);
-        line += ",\"task_ids\":[";
-        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
-            if (k) line += ',';
-            line += std::to_string(tasks[g.tasks[k]].id);
-            if (line.size() > 60000) {
-                out.append(line);
-                line.clear();
-            }
-        }
-        line += "],\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n]}\n");
-}
+GORO_DECL void write_json(text_sink& out, profile_view& v);
 
-inline void check_debug(int debug, const char* op) {
-    if (debug < 0 || debug > 3)
-        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
-                          std::to_string(debug));
-}
+GORO_DECL void check_debug(int debug, const char* op);
 
 /// debug=2: every task's block.
-inline void write_debug2_all(text_sink& out, const snapshot& s) {
-    profile_view v(s, grouping::none);
-    write_stacks(out, v);
-}
+GORO_DECL void write_debug2_all(text_sink& out, const snapshot& s);
 
 /// debug=1, flushed to `out`.
-inline void write_debug1_to(std::ostream& out, const snapshot& s) {
-    {
-        text_sink sink(out);
-        profile_view v(s, grouping::counts);
-        write_debug1(sink, v);
-    }
-    out.flush();
-}
+GORO_DECL void write_debug1_to(std::ostream& out, const snapshot& s);
 
-inline void write_profile(text_sink& out, const snapshot& s, int debug) {
-    switch (debug) {
-    case 0: {
-        profile_view v(s, grouping::counts);
-        std::string pb;
-        write_pprof(pb, v);
-        out.append(pb);
-        return;
-    }
-    case 1: {
-        profile_view v(s, grouping::counts);
-        write_debug1(out, v);
-        return;
-    }
-    case 2:
-        write_debug2_all(out, s);
-        return;
-    default: {
-        profile_view v(s);
-        write_json(out, v);
-        return;
-    }
-    }
-}
+GORO_DECL void write_profile(text_sink& out, const snapshot& s, int debug);
 
 }  // namespace detail
 
 /// Writes `s` in the format `debug` selects (0 pprof, 1 grouped, 2 per task, 3 JSON).
-inline void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::write_goroutine_profile");
-    detail::text_sink sink(out);
-    detail::write_profile(sink, s, debug);
-}
+GORO_DECL void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1);
 
 /// `s` in the format `debug` selects, as a string (debug 0: the protobuf bytes).
-inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::goroutine_profile");
-    std::string out;
-    {
-        detail::text_sink sink(out);
-        detail::write_profile(sink, s, debug);
-    }
-    return out;
-}
+GORO_DECL std::string goroutine_profile(const snapshot& s, int debug = 1);
 
 namespace detail {
 /// A snapshot for format `debug`: the grouped ones (0 and 1) need no order.
@@ -632,23 +319,15 @@ inline std::string goroutine_profile(int debug = 1) {
 }
 
 /// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
-inline void dump_goroutines(std::ostream& out, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, detail::take_for(debug), debug);
-    out.flush();
-}
+GORO_DECL void dump_goroutines(std::ostream& out, int debug = 1);
 
 /// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
 /// function, not a default argument, so that a program that only ever calls
 /// this compiles none of the other formats into itself.
-inline void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
+GORO_DECL void dump_goroutines();
 
 /// Prints a snapshot already taken.
-inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, s, debug);
-    out.flush();
-}
+GORO_DECL void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1);
 
 /// debug=2 blocks of the chosen tasks only (`pick(const task_record&) -> bool`),
 /// for reports that show some tasks (a leak check, a crash report).
@@ -748,10 +427,12 @@ snapshot_diff diff(const snapshot& before, const snapshot& after) {
     return d;
 }
 
-/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+namespace detail {
+
+/// The text of write_diff(), into any sink: to_string(diff) writes it into a
+/// string directly (no std::ostringstream, so no <sstream> to parse).
 template <int = 0>
-void write_diff(std::ostream& os, const snapshot_diff& d) {
-    detail::text_sink out(os);
+void write_diff_text(text_sink& out, const snapshot_diff& d) {
     std::string block = "goroutine profile diff: ";
     std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
     if (total >= 0) block += '+';
@@ -785,11 +466,404 @@ void write_diff(std::ostream& os, const snapshot_diff& d) {
     }
 }
 
+}  // namespace detail
+
+/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+template <int = 0>
+void write_diff(std::ostream& os, const snapshot_diff& d) {
+    detail::text_sink out(os);
+    detail::write_diff_text(out, d);
+}
+
 template <int = 0>
 std::string to_string(const snapshot_diff& d) {
-    std::ostringstream os;
-    write_diff(os, d);
-    return os.str();
+    std::string text;
+    {
+        detail::text_sink out(text);
+        detail::write_diff_text(out, d);
+    }
+    return text;
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <charconv>
+#include <iostream>
+#include <ostream>
+
+namespace goro::detail {
+
+GORO_DECL void advise_huge_pages(char* p, std::size_t n) noexcept {
+#if GORO_BIG_ARRAY_MMAP && defined(MADV_HUGEPAGE)
+    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
+    const std::uintptr_t from = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
+    const std::uintptr_t to = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(huge - 1);
+    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+GORO_DECL void text_sink::number(std::uint64_t v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+}
+
+GORO_DECL void text_sink::signed_number(std::int64_t v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+}
+
+GORO_DECL void text_sink::flush() {
+    if (os_ && !own_.empty()) {
+        os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
+        own_.clear();
+    }
+}
+
+GORO_DECL void text_sink::reserve_more(std::size_t n) {
+    if (os_ || buf_->capacity() >= buf_->size() + n) return;
+    buf_->reserve(buf_->size() + n);
+    advise_huge_pages(buf_->data() + buf_->size(), buf_->capacity() - buf_->size());
+}
+
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+    if (c >= 0xF5) n = 0;
+    if (n == 0 || i + n > s.size()) return 0;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
+    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
+    return n;
+}
+
+GORO_DECL void quote(std::string& out, std::string_view s, const quote_rule& rule) {
+    static constexpr char hexd[] = "0123456789abcdef";
+    const auto hex_escape = [&](unsigned char c) {
+        out += rule.control_prefix;
+        out.push_back(hexd[c >> 4]);
+        out.push_back(hexd[c & 15]);
+    };
+    out.push_back('"');
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\a':
+                if (rule.bell_and_vtab) out += "\\a";
+                else hex_escape(c);
+                break;
+            case '\v':
+                if (rule.bell_and_vtab) out += "\\v";
+                else hex_escape(c);
+                break;
+            default:
+                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
+                else out.push_back(static_cast<char>(c));
+            }
+            ++i;
+            continue;
+        }
+        std::size_t n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            if (rule.invalid_byte) out += rule.invalid_byte;
+            else hex_escape(c);
+            ++i;
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+    out.push_back('"');
+}
+
+GORO_DECL void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
+    std::size_t cell = (column_width + 7) / 8 * 8;
+    std::size_t tabs = (cell - text_width + 7) / 8;
+    out.append(tabs, '\t');
+}
+
+GORO_DECL void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
+    std::size_t hex_w = 1, fn_w = 1;
+    for (const text_frame& f : frames) {
+        hex_w = std::max(hex_w, f.hex.size() + 1);
+        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
+    }
+    char num[16];
+    for (const text_frame& f : frames) {
+        out += "#";
+        tab_pad(out, 1, 2);
+        out += f.hex;
+        tab_pad(out, f.hex.size(), hex_w);
+        out += f.function;
+        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
+            out += '\n';
+            continue;
+        }
+        tab_pad(out, f.function_width, fn_w);
+        out += f.file;
+        out += ':';
+        auto r = std::to_chars(num, num + sizeof num, f.line);
+        out.append(num, static_cast<std::size_t>(r.ptr - num));
+        out += '\n';
+    }
+}
+
+GORO_DECL void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    if (labels.empty()) return;
+    vec<std::string> kv;
+    kv.reserve(labels.size());
+    for (const auto& [k, v] : labels) {
+        std::string s;
+        go_quote(s, k);
+        s += ':';
+        go_quote(s, v);
+        kv.push_back(std::move(s));
+    }
+    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
+    out += "# labels: {";
+    for (std::size_t i = 0; i < kv.size(); ++i) {
+        if (i) out += ", ";
+        out += kv[i];
+    }
+    out += "}\n";
+}
+
+GORO_DECL void write_debug1(text_sink& out, const profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
+    out.append(head);
+    std::string block;
+    vec<text_frame> frames;
+    for (const task_group& g : v.groups()) {
+        const task_record& r = tasks[g.first];
+        block.clear();
+        frames.clear();
+        block += std::to_string(g.count);
+        block += " @";
+        for (std::uint32_t f : v.frames(r)) {
+            const site_info& si = v.site(f);
+            block += ' ';
+            block.append(si.hex, si.hex_len);
+            frames.push_back(text_frame_of(si));
+        }
+        block += '\n';
+        write_labels_line(block, profile_view::labels(r));
+        write_frame_lines(block, frames);
+        block += '\n';
+        out.append(block);
+    }
+}
+
+GORO_DECL const char* state_text(const task_record& r) noexcept {
+    switch (r.state) {
+    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
+    case task_state::running: return "running";
+    case task_state::runnable: return "runnable";
+    }
+    return "unknown";
+}
+
+GORO_DECL void write_json_frame(std::string& out, const site_info& si) {
+    out += "{\"function\":";
+    json_quote(out, si.function);
+    out += ",\"file\":";
+    json_quote(out, si.file);
+    out += ",\"line\":";
+    out += std::to_string(si.line);
+    out += ",\"site_id\":\"";
+    out.append(si.hex, si.hex_len);
+    out += "\"}";
+}
+
+GORO_DECL void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    out += '{';
+    bool first = true;
+    for (const auto& [k, val] : labels) {
+        if (!first) out += ',';
+        first = false;
+        json_quote(out, k);
+        out += ':';
+        json_quote(out, val);
+    }
+    out += '}';
+}
+
+GORO_DECL void write_json(text_sink& out, profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    site_table& table = v.table();
+    vec<std::string> frame_json;
+    auto frame = [&](std::uint32_t f) -> const std::string& {
+        if (frame_json.size() < table.size()) frame_json.resize(table.size());
+        std::string& t = frame_json[f];
+        if (t.empty()) write_json_frame(t, table[f]);
+        return t;
+    };
+    const std::int64_t now = v.snap().taken_at_ns();
+    out.reserve_more(tasks.size() * 260);
+    out.append("{\"total\":");
+    out.number(v.snap().total());
+    out.append(",\"tasks\":[");
+    std::string line;
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        line.clear();
+        line += i ? ",\n" : "\n";
+        line += "{\"id\":";
+        line += std::to_string(r.id);
+        line += ",\"state\":\"";
+        line += to_string(r.state);
+        line += "\",\"wait_reason\":";
+        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
+        else line += "null";
+        line += ",\"waiting_ns\":";
+        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
+        line += ",\"name\":";
+        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
+        line += ",\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
+        line += ",\"parent_id\":";
+        line += std::to_string(r.parent_id);
+        line += ",\"created_by\":";
+        line += frame(table.intern(r.created_by));
+        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n],\"groups\":[");
+    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
+        const task_group& g = v.groups()[gi];
+        const task_record& r = tasks[g.tasks.front()];
+        line.clear();
+        line += gi ? ",\n" : "\n";
+        line += "{\"count\":";
+        line += std::to_string(g.count);
+        line += ",\"task_ids\":[";
+        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
+            if (k) line += ',';
+            line += std::to_string(tasks[g.tasks[k]].id);
+            if (line.size() > 60000) {
+                out.append(line);
+                line.clear();
+            }
+        }
+        line += "],\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n]}\n");
+}
+
+GORO_DECL void check_debug(int debug, const char* op) {
+    if (debug < 0 || debug > 3)
+        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
+                          std::to_string(debug));
+}
+
+GORO_DECL void write_debug2_all(text_sink& out, const snapshot& s) {
+    profile_view v(s, grouping::none);
+    write_stacks(out, v);
+}
+
+GORO_DECL void write_debug1_to(std::ostream& out, const snapshot& s) {
+    {
+        text_sink sink(out);
+        profile_view v(s, grouping::counts);
+        write_debug1(sink, v);
+    }
+    out.flush();
+}
+
+GORO_DECL void write_profile(text_sink& out, const snapshot& s, int debug) {
+    switch (debug) {
+    case 0: {
+        profile_view v(s, grouping::counts);
+        std::string pb;
+        write_pprof(pb, v);
+        out.append(pb);
+        return;
+    }
+    case 1: {
+        profile_view v(s, grouping::counts);
+        write_debug1(out, v);
+        return;
+    }
+    case 2:
+        write_debug2_all(out, s);
+        return;
+    default: {
+        profile_view v(s);
+        write_json(out, v);
+        return;
+    }
+    }
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::write_goroutine_profile");
+    detail::text_sink sink(out);
+    detail::write_profile(sink, s, debug);
+}
+
+GORO_DECL std::string goroutine_profile(const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::goroutine_profile");
+    std::string out;
+    {
+        detail::text_sink sink(out);
+        detail::write_profile(sink, s, debug);
+    }
+    return out;
+}
+
+GORO_DECL void dump_goroutines(std::ostream& out, int debug) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, detail::take_for(debug), debug);
+    out.flush();
+}
+
+GORO_DECL void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
+
+GORO_DECL void dump_goroutines(std::ostream& out, const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, s, debug);
+    out.flush();
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

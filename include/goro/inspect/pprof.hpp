@@ -34,10 +34,7 @@
 // stop of the world. Call from any thread.
 #pragma once
 
-#include <array>
-#include <chrono>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -45,8 +42,8 @@
 #include <utility>
 #include <vector>
 
-#include <goro/core/algo.hpp>
 #include <goro/core/hash_map.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/stack.hpp>
@@ -68,26 +65,10 @@ struct site_info {
     std::uint32_t function_width = 0;  ///< in code points, for Go's column alignment
 };
 
-inline std::uint32_t utf8_width(std::string_view s) noexcept {
-    std::uint32_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-}
+GORO_DECL std::uint32_t utf8_width(std::string_view s) noexcept;
 
 /// Appends `v` in hexadecimal with a 0x prefix, like Go's %#x.
-inline std::size_t format_hex(char* out, std::uint64_t v) noexcept {
-    static constexpr char digits[] = "0123456789abcdef";
-    char tmp[16];
-    std::size_t n = 0;
-    do {
-        tmp[n++] = digits[v & 15];
-        v >>= 4;
-    } while (v);
-    out[0] = '0';
-    out[1] = 'x';
-    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
-    return n + 2;
-}
+GORO_DECL std::size_t format_hex(char* out, std::uint64_t v) noexcept;
 
 /// Distinct sites of one snapshot. Index 0 and 1 are the pseudo-sites.
 class site_table {
@@ -95,37 +76,10 @@ public:
     static constexpr std::uint32_t not_started = 0;
     static constexpr std::uint32_t running = 1;
 
-    site_table() {
-        add_pseudo("(not started)");
-        add_pseudo("(stack unavailable: running)");
-        slots_.assign(64, slot{});
-    }
+    site_table();
 
     /// The index of `s`, interning it on first sight.
-    std::uint32_t intern(const site& s) {
-        const char* file = s.file_name();
-        const char* func = s.function_name();
-        const std::uint32_t line = s.line(), col = s.column();
-        if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
-        std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
-        h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
-        h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
-        h ^= h >> 29;
-        std::size_t mask = slots_.size() - 1;
-        for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-            slot& sl = slots_[i];
-            if (!sl.used) {
-                sl = slot{file, func, line, col, make(s), true};
-                last_ = sl;
-                if (++used_ * 2 > slots_.size()) grow();
-                return last_.index;
-            }
-            if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
-                last_ = sl;
-                return sl.index;
-            }
-        }
-    }
+    std::uint32_t intern(const site& s);
 
     const site_info& operator[](std::uint32_t i) const noexcept { return infos_[i]; }
     std::size_t size() const noexcept { return infos_.size(); }
@@ -139,46 +93,11 @@ private:
         bool used = false;
     };
 
-    void add_pseudo(const char* name) {
-        site_info si;
-        si.function = name;
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-    }
+    void add_pseudo(const char* name);
 
-    std::uint32_t make(const site& s) {
-        const char* func = s.function_name();
-        if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
-        std::uint64_t id = site_id(s);
-        auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
-        if (!fresh) return it->second;
-        site_info si;
-        si.id = id;
-        si.function = clean_function_name(func ? func : "");
-        si.file = s.file_name() ? s.file_name() : "";
-        si.line = s.line();
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-        return it->second;
-    }
+    std::uint32_t make(const site& s);
 
-    void grow() {
-        vec<slot> old(slots_.size() * 2);
-        old.swap(slots_);
-        std::size_t mask = slots_.size() - 1;
-        for (const slot& sl : old) {
-            if (!sl.used) continue;
-            std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
-            h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
-            h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
-            h ^= h >> 29;
-            std::size_t i = h & mask;
-            while (slots_[i].used) i = (i + 1) & mask;
-            slots_[i] = sl;
-        }
-    }
+    void grow();
 
     vec<site_info> infos_;
     vec<slot> slots_;
@@ -196,12 +115,7 @@ enum class grouping { none, counts, members };
 
 class profile_view {
 public:
-    explicit profile_view(const snapshot& s, grouping g = grouping::members) : snap_(s) {
-        const auto& raw = s.sites();
-        frame_site_.resize(raw.size());
-        for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
-        if (g != grouping::none) group(g == grouping::members);
-    }
+    explicit profile_view(const snapshot& s, grouping g = grouping::members);
 
     const snapshot& snap() const noexcept { return snap_; }
     const site_info& site(std::uint32_t i) const noexcept { return table_[i]; }
@@ -209,80 +123,17 @@ public:
     const std::vector<task_group>& groups() const noexcept { return groups_; }
 
     /// Indices of task `r`'s frames (into site()), leaf first; never empty.
-    std::span<const std::uint32_t> frames(const task_record& r) const noexcept {
-        static constexpr std::uint32_t running_frame[1] = {site_table::running};
-        static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
-        if (!r.frames_known) return {running_frame, 1};
-        if (r.frame_count == 0) return {unstarted_frame, 1};
-        return {frame_site_.data() + r.first_frame, r.frame_count};
-    }
+    std::span<const std::uint32_t> frames(const task_record& r) const noexcept;
 
-    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept {
-        static const std::vector<std::pair<std::string, std::string>> none;
-        return r.meta ? r.meta->labels : none;
-    }
+    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept;
 
     /// Same stack and same labels: one group.
-    bool same_group(const task_record& a, const task_record& b) const {
-        auto fa = frames(a), fb = frames(b);
-        if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
-        return a.meta == b.meta || labels(a) == labels(b);
-    }
+    bool same_group(const task_record& a, const task_record& b) const;
 
-    std::uint64_t group_key(const task_record& r) const noexcept {
-        std::uint64_t h = 0xcbf29ce484222325ull;
-        for (std::uint32_t f : frames(r)) {
-            // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
-            std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
-            h = (h ^ x) * 0x100000001b3ull;
-        }
-        for (const auto& [k, v] : labels(r)) {
-            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x3d) * 0x100000001b3ull;
-            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x2c) * 0x100000001b3ull;
-        }
-        return h;
-    }
+    std::uint64_t group_key(const task_record& r) const noexcept;
 
 private:
-    void group(bool members) {
-        const auto& tasks = snap_.tasks();
-        hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
-        std::uint64_t last_key = 0;
-        std::uint32_t last_group = UINT32_MAX;
-        for (std::uint32_t i = 0; i < tasks.size(); ++i) {
-            const task_record& r = tasks[i];
-            std::uint64_t k = group_key(r);
-            std::uint32_t gi = UINT32_MAX;
-            // Neighbours usually share a stack: try the previous group before hashing.
-            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
-                gi = last_group;
-            if (gi == UINT32_MAX) {
-                auto& cands = by_key[k];
-                for (std::uint32_t c : cands)
-                    if (same_group(tasks[groups_[c].first], r)) {
-                        gi = c;
-                        break;
-                    }
-                if (gi == UINT32_MAX) {
-                    gi = static_cast<std::uint32_t>(groups_.size());
-                    cands.push_back(gi);
-                    groups_.push_back(task_group{0, {}, k, i});
-                }
-            }
-            task_group& g = groups_[gi];
-            if (members) g.tasks.push_back(i);
-            ++g.count;
-            if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
-            last_key = k;
-            last_group = gi;
-        }
-        detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return tasks[a.first].id < tasks[b.first].id;
-        });
-    }
+    void group(bool members);
 
     const snapshot& snap_;
     site_table table_;
@@ -296,30 +147,13 @@ class pb_writer {
 public:
     explicit pb_writer(std::string& out) : out_(out) {}
 
-    void varint(std::uint64_t v) {
-        char b[10];
-        std::size_t n = 0;
-        while (v >= 0x80) {
-            b[n++] = static_cast<char>((v & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        b[n++] = static_cast<char>(v);
-        out_.append(b, n);
-    }
+    void varint(std::uint64_t v);
     void tag(std::uint32_t field, std::uint32_t wire) { varint(std::uint64_t(field) << 3 | wire); }
     /// A varint field; proto3 omits zero values.
-    void uint_field(std::uint32_t field, std::uint64_t v) {
-        if (v == 0) return;
-        tag(field, 0);
-        varint(v);
-    }
+    void uint_field(std::uint32_t field, std::uint64_t v);
     void int_field(std::uint32_t field, std::int64_t v) { uint_field(field, static_cast<std::uint64_t>(v)); }
     void bool_field(std::uint32_t field, bool v) { uint_field(field, v ? 1 : 0); }
-    void bytes_field(std::uint32_t field, std::string_view b) {
-        tag(field, 2);
-        varint(b.size());
-        out_.append(b.data(), b.size());
-    }
+    void bytes_field(std::uint32_t field, std::string_view b);
     /// Packed repeated varints (how proto3 writes repeated scalars).
     template <class It>
     void packed_field(std::uint32_t field, It first, It last) {
@@ -336,46 +170,12 @@ private:
 
 // --- gzip, stored blocks (no compression: no zlib dependency) -------------------
 
-inline std::uint32_t crc32(std::string_view data) noexcept {
-    static const auto table = [] {
-        std::array<std::uint32_t, 256> t{};
-        for (std::uint32_t i = 0; i < 256; ++i) {
-            std::uint32_t c = i;
-            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            t[i] = c;
-        }
-        return t;
-    }();
-    std::uint32_t c = 0xFFFFFFFFu;
-    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
+GORO_DECL std::uint32_t crc32(std::string_view data) noexcept;
 
 }  // namespace detail
 
 /// Wraps `data` in a gzip member made of stored (uncompressed) deflate blocks.
-inline std::string pprof_gzip(std::string_view data) {
-    std::string out;
-    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
-    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
-    out.append(reinterpret_cast<const char*>(header), sizeof header);
-    std::size_t pos = 0;
-    do {
-        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
-        bool final_block = pos + n == data.size();
-        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
-                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
-        out.append(b, 5);
-        out.append(data.data() + pos, n);
-        pos += n;
-    } while (pos < data.size());
-    auto put32 = [&](std::uint32_t v) {
-        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-    };
-    put32(detail::crc32(data));
-    put32(static_cast<std::uint32_t>(data.size()));
-    return out;
-}
+GORO_DECL std::string pprof_gzip(std::string_view data);
 
 namespace detail {
 
@@ -400,34 +200,12 @@ public:
     pprof_builder(std::string& out, site_table& table) : w_(out), table_(table) { str(""); }
 
     /// The index of `s` in the string table, adding it on first sight.
-    std::int64_t str(std::string_view s) {
-        auto it = string_ids_.find(s);
-        if (it != string_ids_.end()) return it->second;
-        strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
-        const std::string& kept = *strings_.back();
-        const auto id = static_cast<std::int64_t>(strings_.size() - 1);
-        string_ids_.emplace(std::string_view(kept), id);
-        return id;
-    }
+    std::int64_t str(std::string_view s);
 
     void sample_type(std::string_view type, std::string_view unit) { value_type(p_sample_type, type, unit); }
 
     /// The location id of site `f` (an index into the table).
-    std::uint64_t location(std::uint32_t f) {
-        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
-        if (!location_of_[f]) {
-            location_of_[f] = location_sites_.size() + 1;
-            location_sites_.push_back(f);
-            const site_info& si = table_[f];
-            std::string fkey = si.function;
-            fkey.push_back('\0');
-            fkey += si.file;
-            auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
-            if (fresh) function_sites_.push_back(f);
-            function_of_location_.push_back(it->second);
-        }
-        return location_of_[f];
-    }
+    std::uint64_t location(std::uint32_t f);
 
     /// A sample of sites `frames` (table indices, leaf first) and `values`
     /// (one per sample type); its labels follow with label(), then end_sample().
@@ -441,74 +219,14 @@ public:
         s.packed_field(2, values.begin(), values.end());
     }
     /// A string label of the sample begun last.
-    void label(std::string_view key, std::string_view value) {
-        sub_.clear();
-        pb_writer l(sub_);
-        l.int_field(1, str(key));
-        l.int_field(2, str(value));
-        pb_writer(msg_).bytes_field(3, sub_);
-    }
+    void label(std::string_view key, std::string_view value);
     void end_sample() { w_.bytes_field(p_sample, msg_); }
 
     /// The mapping, locations, functions, string table, time and period.
-    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
-        msg_.clear();
-        {
-            pb_writer m(msg_);
-            m.uint_field(1, 1);
-            m.uint_field(3, std::uint64_t(1) << 48);
-            m.int_field(5, str("goro"));
-            m.bool_field(7, true);
-            m.bool_field(8, true);
-            m.bool_field(9, true);
-        }
-        w_.bytes_field(p_mapping, msg_);
-        for (std::size_t i = 0; i < location_sites_.size(); ++i) {
-            const site_info& si = table_[location_sites_[i]];
-            msg_.clear();
-            pb_writer m(msg_);
-            m.uint_field(1, i + 1);
-            m.uint_field(2, 1);
-            m.uint_field(3, si.id);
-            sub_.clear();
-            pb_writer line(sub_);
-            line.uint_field(1, function_of_location_[i]);
-            line.int_field(2, si.line);
-            m.bytes_field(4, sub_);
-            w_.bytes_field(p_location, msg_);
-        }
-        for (std::size_t i = 0; i < function_sites_.size(); ++i) {
-            const site_info& si = table_[function_sites_[i]];
-            msg_.clear();
-            pb_writer m(msg_);
-            m.uint_field(1, i + 1);
-            m.int_field(2, str(si.function));
-            m.int_field(3, str(si.function));
-            m.int_field(4, str(si.file));
-            w_.bytes_field(p_function, msg_);
-        }
-        // The period type's strings go in before the table is written.
-        const std::int64_t type = str(period_type), unit = str(period_unit);
-        for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
-        w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count());
-        sub_.clear();
-        pb_writer s(sub_);
-        s.int_field(1, type);
-        s.int_field(2, unit);
-        w_.bytes_field(p_period_type, sub_);
-        w_.int_field(p_period, period);
-    }
+    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period);
 
 private:
-    void value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub_.clear();
-        pb_writer s(sub_);
-        s.int_field(1, str(type));
-        s.int_field(2, str(unit));
-        w_.bytes_field(field, sub_);
-    }
+    void value_type(std::uint32_t field, std::string_view type, std::string_view unit);
 
     pb_writer w_;
     site_table& table_;
@@ -524,7 +242,330 @@ private:
 };
 
 /// Encodes the view's groups as a profile.proto message into `out`.
-inline void write_pprof(std::string& out, profile_view& v) {
+GORO_DECL void write_pprof(std::string& out, profile_view& v);
+
+}  // namespace detail
+
+/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
+GORO_DECL std::string pprof_profile(const snapshot& s);
+
+/// Takes a snapshot now and returns it as a pprof goroutine profile.
+inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <array>
+#include <chrono>
+#include <cstring>
+
+#include <goro/core/algo.hpp>
+
+namespace goro::detail {
+
+GORO_DECL std::uint32_t utf8_width(std::string_view s) noexcept {
+    std::uint32_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+GORO_DECL std::size_t format_hex(char* out, std::uint64_t v) noexcept {
+    static constexpr char digits[] = "0123456789abcdef";
+    char tmp[16];
+    std::size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    out[0] = '0';
+    out[1] = 'x';
+    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
+    return n + 2;
+}
+
+GORO_DECL site_table::site_table() {
+    add_pseudo("(not started)");
+    add_pseudo("(stack unavailable: running)");
+    slots_.assign(64, slot{});
+}
+
+GORO_DECL std::uint32_t site_table::intern(const site& s) {
+    const char* file = s.file_name();
+    const char* func = s.function_name();
+    const std::uint32_t line = s.line(), col = s.column();
+    if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
+    std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
+    h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
+    h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
+    h ^= h >> 29;
+    std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+        slot& sl = slots_[i];
+        if (!sl.used) {
+            sl = slot{file, func, line, col, make(s), true};
+            last_ = sl;
+            if (++used_ * 2 > slots_.size()) grow();
+            return last_.index;
+        }
+        if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
+            last_ = sl;
+            return sl.index;
+        }
+    }
+}
+
+GORO_DECL void site_table::add_pseudo(const char* name) {
+    site_info si;
+    si.function = name;
+    si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
+    si.function_width = utf8_width(si.function);
+    infos_.push_back(std::move(si));
+}
+
+GORO_DECL std::uint32_t site_table::make(const site& s) {
+    const char* func = s.function_name();
+    if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
+    std::uint64_t id = site_id(s);
+    auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
+    if (!fresh) return it->second;
+    site_info si;
+    si.id = id;
+    si.function = clean_function_name(func ? func : "");
+    si.file = s.file_name() ? s.file_name() : "";
+    si.line = s.line();
+    si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
+    si.function_width = utf8_width(si.function);
+    infos_.push_back(std::move(si));
+    return it->second;
+}
+
+GORO_DECL void site_table::grow() {
+    vec<slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    std::size_t mask = slots_.size() - 1;
+    for (const slot& sl : old) {
+        if (!sl.used) continue;
+        std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
+        h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
+        h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
+        h ^= h >> 29;
+        std::size_t i = h & mask;
+        while (slots_[i].used) i = (i + 1) & mask;
+        slots_[i] = sl;
+    }
+}
+
+GORO_DECL profile_view::profile_view(const snapshot& s, grouping g) : snap_(s) {
+    const auto& raw = s.sites();
+    frame_site_.resize(raw.size());
+    for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
+    if (g != grouping::none) group(g == grouping::members);
+}
+
+GORO_DECL std::span<const std::uint32_t> profile_view::frames(const task_record& r) const noexcept {
+    static constexpr std::uint32_t running_frame[1] = {site_table::running};
+    static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
+    if (!r.frames_known) return {running_frame, 1};
+    if (r.frame_count == 0) return {unstarted_frame, 1};
+    return {frame_site_.data() + r.first_frame, r.frame_count};
+}
+
+GORO_DECL const std::vector<std::pair<std::string, std::string>>& profile_view::labels(const task_record& r) noexcept {
+    static const std::vector<std::pair<std::string, std::string>> none;
+    return r.meta ? r.meta->labels : none;
+}
+
+GORO_DECL bool profile_view::same_group(const task_record& a, const task_record& b) const {
+    auto fa = frames(a), fb = frames(b);
+    if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
+    return a.meta == b.meta || labels(a) == labels(b);
+}
+
+GORO_DECL std::uint64_t profile_view::group_key(const task_record& r) const noexcept {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (std::uint32_t f : frames(r)) {
+        // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
+        std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
+        h = (h ^ x) * 0x100000001b3ull;
+    }
+    for (const auto& [k, v] : labels(r)) {
+        for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+        h = (h ^ 0x3d) * 0x100000001b3ull;
+        for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+        h = (h ^ 0x2c) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+GORO_DECL void profile_view::group(bool members) {
+    const auto& tasks = snap_.tasks();
+    hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
+    std::uint64_t last_key = 0;
+    std::uint32_t last_group = UINT32_MAX;
+    for (std::uint32_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        std::uint64_t k = group_key(r);
+        std::uint32_t gi = UINT32_MAX;
+        // Neighbours usually share a stack: try the previous group before hashing.
+        if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
+            gi = last_group;
+        if (gi == UINT32_MAX) {
+            auto& cands = by_key[k];
+            for (std::uint32_t c : cands)
+                if (same_group(tasks[groups_[c].first], r)) {
+                    gi = c;
+                    break;
+                }
+            if (gi == UINT32_MAX) {
+                gi = static_cast<std::uint32_t>(groups_.size());
+                cands.push_back(gi);
+                groups_.push_back(task_group{0, {}, k, i});
+            }
+        }
+        task_group& g = groups_[gi];
+        if (members) g.tasks.push_back(i);
+        ++g.count;
+        if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
+        last_key = k;
+        last_group = gi;
+    }
+    detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
+        if (a.count != b.count) return a.count > b.count;
+        return tasks[a.first].id < tasks[b.first].id;
+    });
+}
+
+GORO_DECL void pb_writer::varint(std::uint64_t v) {
+    char b[10];
+    std::size_t n = 0;
+    while (v >= 0x80) {
+        b[n++] = static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    b[n++] = static_cast<char>(v);
+    out_.append(b, n);
+}
+
+GORO_DECL void pb_writer::uint_field(std::uint32_t field, std::uint64_t v) {
+    if (v == 0) return;
+    tag(field, 0);
+    varint(v);
+}
+
+GORO_DECL void pb_writer::bytes_field(std::uint32_t field, std::string_view b) {
+    tag(field, 2);
+    varint(b.size());
+    out_.append(b.data(), b.size());
+}
+
+GORO_DECL std::uint32_t crc32(std::string_view data) noexcept {
+    static const auto table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    std::uint32_t c = 0xFFFFFFFFu;
+    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+GORO_DECL std::int64_t pprof_builder::str(std::string_view s) {
+    auto it = string_ids_.find(s);
+    if (it != string_ids_.end()) return it->second;
+    strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
+    const std::string& kept = *strings_.back();
+    const auto id = static_cast<std::int64_t>(strings_.size() - 1);
+    string_ids_.emplace(std::string_view(kept), id);
+    return id;
+}
+
+GORO_DECL std::uint64_t pprof_builder::location(std::uint32_t f) {
+    if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
+    if (!location_of_[f]) {
+        location_of_[f] = location_sites_.size() + 1;
+        location_sites_.push_back(f);
+        const site_info& si = table_[f];
+        std::string fkey = si.function;
+        fkey.push_back('\0');
+        fkey += si.file;
+        auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
+        if (fresh) function_sites_.push_back(f);
+        function_of_location_.push_back(it->second);
+    }
+    return location_of_[f];
+}
+
+GORO_DECL void pprof_builder::label(std::string_view key, std::string_view value) {
+    sub_.clear();
+    pb_writer l(sub_);
+    l.int_field(1, str(key));
+    l.int_field(2, str(value));
+    pb_writer(msg_).bytes_field(3, sub_);
+}
+
+GORO_DECL void pprof_builder::finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
+    msg_.clear();
+    {
+        pb_writer m(msg_);
+        m.uint_field(1, 1);
+        m.uint_field(3, std::uint64_t(1) << 48);
+        m.int_field(5, str("goro"));
+        m.bool_field(7, true);
+        m.bool_field(8, true);
+        m.bool_field(9, true);
+    }
+    w_.bytes_field(p_mapping, msg_);
+    for (std::size_t i = 0; i < location_sites_.size(); ++i) {
+        const site_info& si = table_[location_sites_[i]];
+        msg_.clear();
+        pb_writer m(msg_);
+        m.uint_field(1, i + 1);
+        m.uint_field(2, 1);
+        m.uint_field(3, si.id);
+        sub_.clear();
+        pb_writer line(sub_);
+        line.uint_field(1, function_of_location_[i]);
+        line.int_field(2, si.line);
+        m.bytes_field(4, sub_);
+        w_.bytes_field(p_location, msg_);
+    }
+    for (std::size_t i = 0; i < function_sites_.size(); ++i) {
+        const site_info& si = table_[function_sites_[i]];
+        msg_.clear();
+        pb_writer m(msg_);
+        m.uint_field(1, i + 1);
+        m.int_field(2, str(si.function));
+        m.int_field(3, str(si.function));
+        m.int_field(4, str(si.file));
+        w_.bytes_field(p_function, msg_);
+    }
+    // The period type's strings go in before the table is written.
+    const std::int64_t type = str(period_type), unit = str(period_unit);
+    for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
+    w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+    sub_.clear();
+    pb_writer s(sub_);
+    s.int_field(1, type);
+    s.int_field(2, unit);
+    w_.bytes_field(p_period_type, sub_);
+    w_.int_field(p_period, period);
+}
+
+GORO_DECL void pprof_builder::value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
+    sub_.clear();
+    pb_writer s(sub_);
+    s.int_field(1, str(type));
+    s.int_field(2, str(unit));
+    w_.bytes_field(field, sub_);
+}
+
+GORO_DECL void write_pprof(std::string& out, profile_view& v) {
     pprof_builder b(out, v.table());
     b.sample_type("goroutine", "count");
     const auto& tasks = v.snap().tasks();
@@ -538,17 +579,39 @@ inline void write_pprof(std::string& out, profile_view& v) {
     b.finish("goroutine", "count", 1);
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
-inline std::string pprof_profile(const snapshot& s) {
+namespace goro {
+
+GORO_DECL std::string pprof_gzip(std::string_view data) {
+    std::string out;
+    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
+    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
+    out.append(reinterpret_cast<const char*>(header), sizeof header);
+    std::size_t pos = 0;
+    do {
+        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
+        bool final_block = pos + n == data.size();
+        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
+                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
+        out.append(b, 5);
+        out.append(data.data() + pos, n);
+        pos += n;
+    } while (pos < data.size());
+    auto put32 = [&](std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    };
+    put32(detail::crc32(data));
+    put32(static_cast<std::uint32_t>(data.size()));
+    return out;
+}
+
+GORO_DECL std::string pprof_profile(const snapshot& s) {
     detail::profile_view v(s, detail::grouping::counts);
     std::string out;
     detail::write_pprof(out, v);
     return out;
 }
 
-/// Takes a snapshot now and returns it as a pprof goroutine profile.
-inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
-
 }  // namespace goro
+#endif  // GORO_BODIES
