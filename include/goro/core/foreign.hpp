@@ -49,6 +49,7 @@
 #include <utility>
 
 #include <goro/core/frame.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
 
@@ -70,15 +71,7 @@ struct relay {
 
         struct final_awaiter {
             bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-                promise_type& p = h.promise();
-                task_header* t = p.task;
-                if (p.phase.exchange(2, std::memory_order_acq_rel) == 1) {
-                    h.destroy();
-                    ready(t);  // the task may run (and end) from here on
-                }
-                // Else the worker is still in await_suspend: it frees us and continues the task.
-            }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
             void await_resume() const noexcept {}
         };
 
@@ -217,3 +210,19 @@ private:
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void relay::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+    promise_type& p = h.promise();
+    task_header* t = p.task;
+    if (p.phase.exchange(2, std::memory_order_acq_rel) == 1) {
+        h.destroy();
+        ready(t);  // the task may run (and end) from here on
+    }
+    // Else the worker is still in await_suspend: it frees us and continues the task.
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

@@ -36,6 +36,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -55,46 +56,18 @@ using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A
 /// from the layers above core/ and from the CPU. Here rather than in static
 /// initialisers, so that a program that includes goro and never starts a task
 /// runs none of it and links none of it.
-inline void start_runtime_once() {
-    static const bool started = [] {
-        detect_cpu_features();
-        panic_handler().store(&report_panic, std::memory_order_release);
-        return true;
-    }();
-    (void)started;
-}
+GORO_DECL void start_runtime_once();
 
-inline task_header* new_header(task_kind kind, const site& where) {
-    start_runtime_once();
-    task_header* h = the_registry().make_header();
-    h->kind = kind;
-    task_header_cold& c = h->cold();
-    c.spawn_site = where;
-    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
-    return h;
-}
+GORO_DECL task_header* new_header(task_kind kind, const site& where);
 
 /// After add(): when this thread's count of live tasks reaches a power of
 /// two (>= 1024), the global queue gets room for twice the total, so that a
 /// close or a cancel that wakes them all at once finds room there (see
 /// scheduler::reserve_global). The total, not this thread's count: a thread
 /// that only spawns, whose tasks end on other threads, counts up forever.
-inline void make_room(std::int64_t live) noexcept {
-    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
-        const std::int64_t total = the_registry().count();
-        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
-    }
-}
+GORO_DECL void make_room(std::int64_t live) noexcept;
 
-inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
-    h->root_frame_ = frame.address();
-    h->set_resume_point(frame);
-    h->leaf = &p;
-    p.header_ = h;
-    const std::int64_t live = the_registry().add(h);
-    make_room(live);
-    the_scheduler().spawn(h);
-}
+GORO_DECL void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p);
 
 /// The bottom frame goro adds below a user's task when it must own
 /// something for the task's whole life: the callable of go(callable), the
@@ -112,17 +85,7 @@ struct runner {
         struct final_awaiter {
             using is_goro_awaiter = void;
             bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-                promise_type& p = h.promise();
-                task_header* hdr = p.header_;
-                std::coroutine_handle<> then = p.then_;
-                if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
-                finish_root(hdr, h);
-                if (then) {
-                    tls_current_task = nullptr;  // `then` belongs to no task
-                    continue_with(then);
-                }
-            }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
             void await_resume() const noexcept {}
         };
 
@@ -193,33 +156,10 @@ struct set_then {
 /// The site of the call (site::current() where there is std::source_location).
 inline site site_here(GORO_SITE_PARAM) noexcept { return GORO_SITE_ARG; }
 
-inline void check_pool_open(const char* op) {
-    pool_holder& ph = the_pool_holder();
-    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
-        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
-}
+GORO_DECL void check_pool_open(const char* op);
 
 /// Lists a runner as a new root task and queues it; returns the task's id.
-inline std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
-    task_header* h;
-    try {
-        h = new_header(task_kind::task, where);
-        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
-    } catch (...) {
-        r.handle.destroy();
-        throw;
-    }
-    // start_root, reading the id before the task may run (and end, and its header be reused).
-    h->root_frame_ = r.handle.address();
-    h->set_resume_point(r.handle);
-    h->leaf = &r.handle.promise();
-    r.handle.promise().header_ = h;
-    const std::int64_t live = the_registry().add(h);
-    const std::uint64_t id = h->id;
-    make_room(live);
-    the_scheduler().spawn(h);
-    return id;
-}
+GORO_DECL std::uint64_t start_runner(runner r, task_options&& options, const site& where);
 
 template <class F>
 runner run_callable(F f, site call) {
@@ -275,26 +215,14 @@ struct [[nodiscard("goro::sleep_for: co_await it")]] sleep_awaiter {
     wake_node node{};
 
     bool await_ready() const noexcept { return deadline_ns <= now_ns(); }
-    void await_suspend(std::coroutine_handle<> h) {
-        node.task = current_task_or_throw("goro::sleep");
-        park(node.task, h, wait_reason::sleep);
-        node.when_ns = deadline_ns;
-        node.fire = [](timer_node* n) noexcept {
-            ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
-        };
-        the_scheduler().timers().add(&node);
-    }
+    void await_suspend(std::coroutine_handle<> h);
     void await_resume() const noexcept {}
 };
 
 struct [[nodiscard("goro::yield: co_await it")]] yield_awaiter {
     using is_goro_awaiter = void;
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) {
-        task_header* t = current_task_or_throw("goro::yield");
-        t->set_resume_point(h);
-        the_scheduler().gosched(t);
-    }
+    void await_suspend(std::coroutine_handle<> h);
     void await_resume() const noexcept {}
 };
 
@@ -315,17 +243,7 @@ inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noe
 /// keeps it alive to its end. Parameters of a coroutine function, taken by
 /// value, live in its frame and are safe. go() throws goro::usage_error when
 /// it sees the wrong form (see detail::note_self in goro/core/task.hpp).
-inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
-    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
-    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
-    detail::check_pool_open("goro::go");
-    detail::check_not_lambda_call(t.handle(), "goro::go");
-    auto frame = t.release();
-    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
-    if (!options.name.empty() || !options.labels.empty())
-        h->cold().meta = task_meta(std::move(options));
-    detail::start_root(h, frame, frame.promise());
-}
+GORO_DECL void go(task<> t, task_options options = {}, GORO_SITE_PARAM);
 
 /// Starts `f()` as a detached root task, keeping the callable `f` (moved or
 /// copied in) alive until the task ends: `goro::go([=]() -> goro::task<> { ... })`.
@@ -392,3 +310,116 @@ inline std::uint64_t this_task_id() noexcept {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro {
+
+namespace detail {
+
+GORO_DECL void start_runtime_once() {
+    static const bool started = [] {
+        detect_cpu_features();
+        panic_handler().store(&report_panic, std::memory_order_release);
+        return true;
+    }();
+    (void)started;
+}
+
+GORO_DECL task_header* new_header(task_kind kind, const site& where) {
+    start_runtime_once();
+    task_header* h = the_registry().make_header();
+    h->kind = kind;
+    task_header_cold& c = h->cold();
+    c.spawn_site = where;
+    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
+    return h;
+}
+
+GORO_DECL void make_room(std::int64_t live) noexcept {
+    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
+        const std::int64_t total = the_registry().count();
+        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
+    }
+}
+
+GORO_DECL void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
+    h->root_frame_ = frame.address();
+    h->set_resume_point(frame);
+    h->leaf = &p;
+    p.header_ = h;
+    const std::int64_t live = the_registry().add(h);
+    make_room(live);
+    the_scheduler().spawn(h);
+}
+
+GORO_DECL void runner::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+    promise_type& p = h.promise();
+    task_header* hdr = p.header_;
+    std::coroutine_handle<> then = p.then_;
+    if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
+    finish_root(hdr, h);
+    if (then) {
+        tls_current_task = nullptr;  // `then` belongs to no task
+        continue_with(then);
+    }
+}
+
+GORO_DECL void check_pool_open(const char* op) {
+    pool_holder& ph = the_pool_holder();
+    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
+        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
+}
+
+GORO_DECL std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
+    task_header* h;
+    try {
+        h = new_header(task_kind::task, where);
+        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
+    } catch (...) {
+        r.handle.destroy();
+        throw;
+    }
+    // start_root, reading the id before the task may run (and end, and its header be reused).
+    h->root_frame_ = r.handle.address();
+    h->set_resume_point(r.handle);
+    h->leaf = &r.handle.promise();
+    r.handle.promise().header_ = h;
+    const std::int64_t live = the_registry().add(h);
+    const std::uint64_t id = h->id;
+    make_room(live);
+    the_scheduler().spawn(h);
+    return id;
+}
+
+GORO_DECL void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
+    node.task = current_task_or_throw("goro::sleep");
+    park(node.task, h, wait_reason::sleep);
+    node.when_ns = deadline_ns;
+    node.fire = [](timer_node* n) noexcept {
+        ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
+    };
+    the_scheduler().timers().add(&node);
+}
+
+GORO_DECL void yield_awaiter::await_suspend(std::coroutine_handle<> h) {
+    task_header* t = current_task_or_throw("goro::yield");
+    t->set_resume_point(h);
+    the_scheduler().gosched(t);
+}
+
+}  // namespace detail
+
+GORO_DECL void go(task<> t, task_options options, GORO_SITE_PARAM_DEF) {
+    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
+    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
+    detail::check_pool_open("goro::go");
+    detail::check_not_lambda_call(t.handle(), "goro::go");
+    auto frame = t.release();
+    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
+    if (!options.name.empty() || !options.labels.empty())
+        h->cold().meta = task_meta(std::move(options));
+    detail::start_root(h, frame, frame.promise());
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

@@ -35,6 +35,7 @@
 #include <variant>
 
 #include <goro/core/go.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/task.hpp>
@@ -79,18 +80,7 @@ public:
     /// Fires: a parked goro task is made runnable; a foreign coroutine is
     /// returned, for the caller to continue (null when there is none).
     /// Touches nothing of this object afterwards.
-    [[nodiscard]] std::coroutine_handle<> fire() noexcept {
-        std::uintptr_t v = word_.exchange(fired_word, std::memory_order_acq_rel);
-        if (v == 0 || v == fired_word) return {};
-        waiter* w = reinterpret_cast<waiter*>(v);
-        task_header* t = w->task;
-        std::coroutine_handle<> f = w->foreign;
-        if (t) {
-            ready(t);
-            return {};
-        }
-        return f;
-    }
+    [[nodiscard]] std::coroutine_handle<> fire() noexcept;
 
 private:
     static constexpr std::uintptr_t fired_word = 1;
@@ -271,3 +261,22 @@ template <class F>
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL std::coroutine_handle<> one_shot::fire() noexcept {
+    std::uintptr_t v = word_.exchange(fired_word, std::memory_order_acq_rel);
+    if (v == 0 || v == fired_word) return {};
+    waiter* w = reinterpret_cast<waiter*>(v);
+    task_header* t = w->task;
+    std::coroutine_handle<> f = w->foreign;
+    if (t) {
+        ready(t);
+        return {};
+    }
+    return f;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

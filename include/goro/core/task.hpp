@@ -28,6 +28,7 @@
 
 #include <goro/core/foreign.hpp>
 #include <goro/core/frame.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/registry.hpp>
 
 namespace goro {
@@ -83,11 +84,7 @@ inline site lambda_call_site() noexcept {
 #endif
 }
 
-inline bool is_lambda_call_site(const site& s) noexcept {
-    static const site mark = lambda_call_site();
-    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
-           std::string_view(s.function_name()) == mark.function_name();
-}
+GORO_DECL bool is_lambda_call_site(const site& s) noexcept;
 
 template <class Self, class... Args>
 void note_self(Self& self, promise_base& p, std::size_t promise_size, void* frame) noexcept {
@@ -317,3 +314,15 @@ inline constexpr bool is_task_v<task<T>> = true;
 }  // namespace detail
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL bool is_lambda_call_site(const site& s) noexcept {
+    static const site mark = lambda_call_site();
+    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
+           std::string_view(s.function_name()) == mark.function_name();
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

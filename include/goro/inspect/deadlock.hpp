@@ -51,26 +51,15 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
-#include <vector>
 
-#include <goro/inspect/dump.hpp>
-#include <goro/inspect/panic.hpp>
-#include <goro/core/algo.hpp>
-#include <goro/core/foreign.hpp>
+#include <goro/core/linkage.hpp>
+#include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
-#include <goro/core/scheduler.hpp>
-#include <goro/inspect/snapshot.hpp>
-#include <goro/core/task.hpp>
 #include <goro/core/vec.hpp>
 
 namespace goro {
@@ -119,6 +108,65 @@ inline deadlock_watch& the_deadlock_watch() {
     return *w;
 }
 
+GORO_DECL deadlock_policy current_deadlock_policy();
+
+/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
+GORO_DECL void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body);
+
+}  // namespace detail
+
+/// Chooses what a detected deadlock does (see POLICY above).
+inline void set_deadlock_policy(deadlock_policy p) {
+    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
+}
+
+inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
+
+/// How long nothing must move before a deadlock is reported (default 1 s).
+template <class Rep, class Period>
+void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
+    detail::deadlock_watch& w = detail::the_deadlock_watch();
+    w.grace_ns.store(ns, std::memory_order_relaxed);
+    std::lock_guard g(w.mu);
+    w.cv.notify_all();  // pick up a shorter period now
+}
+
+inline std::chrono::nanoseconds deadlock_grace() {
+    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
+}
+
+/// While one exists, the deadlock detector never fires: hold one in a
+/// component whose threads wake tasks from outside goro (an I/O poller, a
+/// callback thread) and may stay silent longer than the grace period.
+class external_wakeup_guard {
+public:
+    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
+    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
+    external_wakeup_guard(const external_wakeup_guard&) = delete;
+    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
+};
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <coroutine>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include <goro/core/algo.hpp>
+#include <goro/core/foreign.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/core/task.hpp>
+#include <goro/inspect/dump.hpp>
+#include <goro/inspect/panic.hpp>
+#include <goro/inspect/snapshot.hpp>
+
+namespace goro::detail {
+
 inline deadlock_policy policy_from_env() {
     const char* e = std::getenv("GORO_DEADLOCK");
     if (!e || !*e || std::strcmp(e, "throw") == 0) return deadlock_policy::throw_error;
@@ -128,7 +176,7 @@ inline deadlock_policy policy_from_env() {
     return deadlock_policy::throw_error;
 }
 
-inline deadlock_policy current_deadlock_policy() {
+GORO_DECL deadlock_policy current_deadlock_policy() {
     deadlock_watch& w = the_deadlock_watch();
     int p = w.policy.load(std::memory_order_acquire);
     if (p < 0) {
@@ -289,8 +337,7 @@ inline void watchdog_main() {
     }
 }
 
-/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
-inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
+GORO_DECL void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
     deadlock_watch& w = the_deadlock_watch();
     deadlock_waiter me{&done, body};
     {
@@ -312,39 +359,5 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     if (report) throw deadlock_error(std::move(report));
 }
 
-}  // namespace detail
-
-/// Chooses what a detected deadlock does (see POLICY above).
-inline void set_deadlock_policy(deadlock_policy p) {
-    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
-}
-
-inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
-
-/// How long nothing must move before a deadlock is reported (default 1 s).
-template <class Rep, class Period>
-void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
-    detail::deadlock_watch& w = detail::the_deadlock_watch();
-    w.grace_ns.store(ns, std::memory_order_relaxed);
-    std::lock_guard g(w.mu);
-    w.cv.notify_all();  // pick up a shorter period now
-}
-
-inline std::chrono::nanoseconds deadlock_grace() {
-    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
-}
-
-/// While one exists, the deadlock detector never fires: hold one in a
-/// component whose threads wake tasks from outside goro (an I/O poller, a
-/// callback thread) and may stay silent longer than the grace period.
-class external_wakeup_guard {
-public:
-    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
-    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
-    external_wakeup_guard(const external_wakeup_guard&) = delete;
-    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
-};
-
-}  // namespace goro
+}  // namespace goro::detail
+#endif  // GORO_BODIES

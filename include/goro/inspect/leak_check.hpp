@@ -39,25 +39,18 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <iostream>
 #include <ostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-#include <goro/core/go.hpp>
-#include <goro/inspect/panic.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
-#include <goro/core/registry.hpp>
 #include <goro/core/algo.hpp>
-#include <goro/inspect/snapshot.hpp>
 #include <goro/core/stack.hpp>
 
 namespace goro::testing {
@@ -85,15 +78,7 @@ inline option ignore_ids(std::vector<std::uint64_t> ids) {
     return {option::kind::ids, {}, std::make_shared<const std::vector<std::uint64_t>>(std::move(ids)), {}};
 }
 /// The tasks alive now, as a baseline; cheap when none is.
-inline option ignore_current() {
-    std::vector<std::uint64_t> ids;
-    if (num_goroutines() > 0) {
-        snapshot s = snapshot::take();
-        ids.reserve(s.total());
-        for (const task_record& r : s.tasks()) ids.push_back(r.id);
-    }
-    return ignore_ids(std::move(ids));
-}
+GORO_DECL option ignore_current();
 template <class Rep, class Period>
 option max_wait(std::chrono::duration<Rep, Period> d) {
     return {option::kind::max_wait, {}, nullptr, std::chrono::duration_cast<std::chrono::nanoseconds>(d)};
@@ -118,6 +103,93 @@ private:
     leak_result result_;
 };
 
+/// Whether the cleaned function name `name` is `pattern` (see FUNCTION NAMES).
+GORO_DECL bool function_matches(std::string_view pattern, std::string_view name) noexcept;
+
+/// Looks for leaked tasks, retrying (see the top of this header); never throws
+/// for a leak.
+GORO_DECL leak_result find_leaks(const std::vector<option>& opts);
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+leak_result find_leaks(const Options&... opts) {
+    return find_leaks(std::vector<option>{opts...});
+}
+
+/// Throws leak_error (what(): "goro::testing::verify_none: found N unexpected
+/// goroutines:" and the debug=2 blocks) when a task other than the allowed
+/// ones is alive.
+GORO_DECL void verify_none(const std::vector<option>& opts);
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+void verify_none(const Options&... opts) {
+    verify_none(std::vector<option>{opts...});
+}
+
+// --- shared by the test framework listeners -------------------------------
+
+namespace detail {
+inline std::atomic<bool>& leaks_allowed_flag() noexcept {
+    static std::atomic<bool> f{false};
+    return f;
+}
+}  // namespace detail
+
+/// The running test may leave tasks alive: the listener's check after it is
+/// skipped (its tasks then join the next test's baseline). Reset at each test start.
+inline void allow_leaks() noexcept { detail::leaks_allowed_flag().store(true, std::memory_order_relaxed); }
+
+/// False when GORO_LEAK_CHECK is "off", "0" or "false" (the listeners do nothing).
+GORO_DECL bool leak_check_enabled();
+
+/// For a test program's main, like goleak.VerifyTestMain: returns `status`,
+/// or 1 (when `status` is 0) after printing the leaked tasks to `err`.
+GORO_DECL int verify_test_main(int status, const std::vector<option>& opts = {}, std::ostream& err = std::cerr);
+
+/// What the listeners do around each test.
+class per_test_check {
+public:
+    explicit per_test_check(std::vector<option> extra = {}) : extra_(std::move(extra)), enabled_(leak_check_enabled()) {}
+
+    void starting() {
+        detail::leaks_allowed_flag().store(false, std::memory_order_relaxed);
+        if (enabled_) baseline_ = ignore_current();
+    }
+    /// The failure message for `test_name`, or empty when all is well.
+    std::string ended(std::string_view test_name);
+
+private:
+    std::vector<option> extra_;
+    option baseline_{};
+    bool enabled_;
+};
+
+}  // namespace goro::testing
+
+#if GORO_BODIES
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <thread>
+
+#include <goro/core/go.hpp>
+#include <goro/core/registry.hpp>
+#include <goro/inspect/panic.hpp>
+#include <goro/inspect/snapshot.hpp>
+
+namespace goro::testing {
+
+GORO_DECL option ignore_current() {
+    std::vector<std::uint64_t> ids;
+    if (num_goroutines() > 0) {
+        snapshot s = snapshot::take();
+        ids.reserve(s.total());
+        for (const task_record& r : s.tasks()) ids.push_back(r.id);
+    }
+    return ignore_ids(std::move(ids));
+}
+
 namespace detail {
 
 /// The last component of a cleaned name, outside <...> and (...): "ns::f" -> "f".
@@ -138,8 +210,7 @@ inline std::string_view unqualified(std::string_view name) noexcept {
 
 }  // namespace detail
 
-/// Whether the cleaned function name `name` is `pattern` (see FUNCTION NAMES).
-inline bool function_matches(std::string_view pattern, std::string_view name) noexcept {
+GORO_DECL bool function_matches(std::string_view pattern, std::string_view name) noexcept {
     if (pattern.empty() || name.empty()) return false;
     if (pattern == name) return true;
     std::string_view pt = detail::unqualified(pattern), nt = detail::unqualified(name);
@@ -210,9 +281,7 @@ inline leak_result find_leaks_once(const leak_rules& rules) {
 
 }  // namespace detail
 
-/// Looks for leaked tasks, retrying (see the top of this header); never throws
-/// for a leak.
-inline leak_result find_leaks(const std::vector<option>& opts) {
+GORO_DECL leak_result find_leaks(const std::vector<option>& opts) {
     detail::leak_rules rules(opts);
     auto deadline = std::chrono::steady_clock::now() + rules.wait;
     auto pause = std::chrono::microseconds(10);
@@ -225,51 +294,20 @@ inline leak_result find_leaks(const std::vector<option>& opts) {
     }
 }
 
-template <class... Options>
-    requires(std::is_convertible_v<const Options&, const option&> && ...)
-leak_result find_leaks(const Options&... opts) {
-    return find_leaks(std::vector<option>{opts...});
-}
-
-/// Throws leak_error (what(): "goro::testing::verify_none: found N unexpected
-/// goroutines:" and the debug=2 blocks) when a task other than the allowed
-/// ones is alive.
-inline void verify_none(const std::vector<option>& opts) {
+GORO_DECL void verify_none(const std::vector<option>& opts) {
     leak_result r = find_leaks(opts);
     if (r.ok()) return;
     r.report.insert(0, "goro::testing::verify_none: ");
     throw leak_error(std::move(r));
 }
 
-template <class... Options>
-    requires(std::is_convertible_v<const Options&, const option&> && ...)
-void verify_none(const Options&... opts) {
-    verify_none(std::vector<option>{opts...});
-}
-
-// --- shared by the test framework listeners -------------------------------
-
-namespace detail {
-inline std::atomic<bool>& leaks_allowed_flag() noexcept {
-    static std::atomic<bool> f{false};
-    return f;
-}
-}  // namespace detail
-
-/// The running test may leave tasks alive: the listener's check after it is
-/// skipped (its tasks then join the next test's baseline). Reset at each test start.
-inline void allow_leaks() noexcept { detail::leaks_allowed_flag().store(true, std::memory_order_relaxed); }
-
-/// False when GORO_LEAK_CHECK is "off", "0" or "false" (the listeners do nothing).
-inline bool leak_check_enabled() {
+GORO_DECL bool leak_check_enabled() {
     const char* e = std::getenv("GORO_LEAK_CHECK");
     if (!e) return true;
     return !(std::strcmp(e, "off") == 0 || std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0);
 }
 
-/// For a test program's main, like goleak.VerifyTestMain: returns `status`,
-/// or 1 (when `status` is 0) after printing the leaked tasks to `err`.
-inline int verify_test_main(int status, const std::vector<option>& opts = {}, std::ostream& err = std::cerr) {
+GORO_DECL int verify_test_main(int status, const std::vector<option>& opts, std::ostream& err) {
     if (!leak_check_enabled()) return status;
     leak_result r = find_leaks(opts);
     if (r.ok()) return status;
@@ -277,29 +315,14 @@ inline int verify_test_main(int status, const std::vector<option>& opts = {}, st
     return status ? status : 1;
 }
 
-/// What the listeners do around each test.
-class per_test_check {
-public:
-    explicit per_test_check(std::vector<option> extra = {}) : extra_(std::move(extra)), enabled_(leak_check_enabled()) {}
-
-    void starting() {
-        detail::leaks_allowed_flag().store(false, std::memory_order_relaxed);
-        if (enabled_) baseline_ = ignore_current();
-    }
-    /// The failure message for `test_name`, or empty when all is well.
-    std::string ended(std::string_view test_name) {
-        if (!enabled_ || detail::leaks_allowed_flag().load(std::memory_order_relaxed)) return {};
-        std::vector<option> opts = extra_;
-        opts.push_back(baseline_);
-        leak_result r = find_leaks(opts);
-        if (r.ok()) return {};
-        return "goro leak check: test \"" + std::string(test_name) + "\" left goroutines alive: " + r.report;
-    }
-
-private:
-    std::vector<option> extra_;
-    option baseline_{};
-    bool enabled_;
-};
+GORO_DECL std::string per_test_check::ended(std::string_view test_name) {
+    if (!enabled_ || detail::leaks_allowed_flag().load(std::memory_order_relaxed)) return {};
+    std::vector<option> opts = extra_;
+    opts.push_back(baseline_);
+    leak_result r = find_leaks(opts);
+    if (r.ok()) return {};
+    return "goro leak check: test \"" + std::string(test_name) + "\" left goroutines alive: " + r.report;
+}
 
 }  // namespace goro::testing
+#endif  // GORO_BODIES

@@ -39,8 +39,6 @@
 #pragma once
 
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <exception>
 // std::function only: libstdc++'s <functional> also brings the C++17
 // searchers (hash tables, all of <algorithm>), ~13 MB of compiler memory in
@@ -50,21 +48,11 @@
 #else
 #include <functional>
 #endif
-#include <memory>
-#include <mutex>
 #include <ostream>
-#include <sstream>
 #include <string>
-#include <typeinfo>
 #include <utility>
 
-#if __has_include(<cxxabi.h>)
-#include <cxxabi.h>
-#define GORO_HAS_CXXABI 1
-#else
-#define GORO_HAS_CXXABI 0
-#endif
-
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/inspect/snapshot.hpp>
@@ -85,6 +73,67 @@ namespace detail {
 //           file.cpp:16
 //   created by start_workers in goroutine 1
 //           file.cpp:23
+
+/// One task's block, without the blank line that separates blocks.
+GORO_DECL void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r);
+
+/// Blocks for the tasks for which `pick(record)` holds, in id order, each
+/// followed by a blank line (as Go separates them).
+template <class Pick>
+void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
+    for (const task_record& r : snap.tasks())
+        if (pick(r)) {
+            write_debug2_task(out, snap, r);
+            out << '\n';
+        }
+}
+
+}  // namespace detail
+
+/// What a panic handler is told.
+struct panic_info {
+    task_record task;              ///< the task the exception escaped (state running)
+    std::exception_ptr error;      ///< the exception itself
+    std::string message;           ///< what() for a std::exception, else a description
+    std::string type;              ///< demangled type of the exception, or empty
+    std::string report;            ///< the whole crash report (see the top of this header)
+};
+
+/// A replacement for the crash report (see the top of this header).
+using panic_hook = std::function<void(const panic_info&)>;
+
+namespace detail {
+
+/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
+GORO_DECL void report_panic(task_header& task, std::exception_ptr error) noexcept;
+
+}  // namespace detail
+
+/// Replaces what happens when an exception escapes a detached task; an empty
+/// `fn` restores the default (print the report and abort). Returns the
+/// previous hook (empty when it was the default).
+GORO_DECL panic_hook set_panic_handler(panic_hook fn);
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <typeinfo>
+
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define GORO_HAS_CXXABI 1
+#else
+#define GORO_HAS_CXXABI 0
+#endif
+
+namespace goro {
+
+namespace detail {
 
 inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
     out << "goroutine " << r.id;
@@ -114,8 +163,7 @@ inline void write_debug2_header(std::ostream& out, const snapshot& snap, const t
     out << "]:\n";
 }
 
-/// One task's block, without the blank line that separates blocks.
-inline void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
+GORO_DECL void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
     write_debug2_header(out, snap, r);
     bool any = false;
     for (const site& s : snap.stack(r)) {
@@ -138,17 +186,6 @@ inline void write_debug2_task(std::ostream& out, const snapshot& snap, const tas
     }
 }
 
-/// Blocks for the tasks for which `pick(record)` holds, in id order, each
-/// followed by a blank line (as Go separates them).
-template <class Pick>
-void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
-    for (const task_record& r : snap.tasks())
-        if (pick(r)) {
-            write_debug2_task(out, snap, r);
-            out << '\n';
-        }
-}
-
 /// The name of an exception's dynamic type, demangled where the ABI allows;
 /// call inside a catch block. Empty when unknown.
 inline std::string current_exception_type_name() {
@@ -164,22 +201,6 @@ inline std::string current_exception_type_name() {
     return {};
 #endif
 }
-
-}  // namespace detail
-
-/// What a panic handler is told.
-struct panic_info {
-    task_record task;              ///< the task the exception escaped (state running)
-    std::exception_ptr error;      ///< the exception itself
-    std::string message;           ///< what() for a std::exception, else a description
-    std::string type;              ///< demangled type of the exception, or empty
-    std::string report;            ///< the whole crash report (see the top of this header)
-};
-
-/// A replacement for the crash report (see the top of this header).
-using panic_hook = std::function<void(const panic_info&)>;
-
-namespace detail {
 
 struct panic_state {
     ranked_lock<std::mutex, lock_rank::panic_report> report_mu;  // one report at a time
@@ -230,8 +251,7 @@ inline panic_info make_panic_info(task_header& task, std::exception_ptr error) {
     return info;
 }
 
-/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
-inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
+GORO_DECL void report_panic(task_header& task, std::exception_ptr error) noexcept {
     panic_state& ps = the_panic_state();
     std::shared_ptr<const goro::panic_hook> hook;
     {
@@ -258,10 +278,7 @@ inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
 
 }  // namespace detail
 
-/// Replaces what happens when an exception escapes a detached task; an empty
-/// `fn` restores the default (print the report and abort). Returns the
-/// previous hook (empty when it was the default).
-inline panic_hook set_panic_handler(panic_hook fn) {
+GORO_DECL panic_hook set_panic_handler(panic_hook fn) {
     detail::panic_state& ps = detail::the_panic_state();
     std::shared_ptr<const goro::panic_hook> next;
     if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
@@ -273,3 +290,4 @@ inline panic_hook set_panic_handler(panic_hook fn) {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES

@@ -34,21 +34,18 @@
 #include <condition_variable>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <variant>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/lock_rank.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
-#include <goro/inspect/deadlock.hpp>
 
 namespace goro {
 
@@ -67,15 +64,7 @@ protected:
 
 inline constexpr unsigned default_max_blocking_threads = 512;
 
-inline unsigned blocking_threads_from_env() {
-    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
-        char* end = nullptr;
-        long v = std::strtol(e, &end, 10);
-        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
-        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
-    }
-    return default_max_blocking_threads;
-}
+GORO_DECL unsigned blocking_threads_from_env();
 
 /// The blocking threads and their queue of calls (see THE THREADS above).
 ///
@@ -90,44 +79,10 @@ class blocking_pool {
 public:
     blocking_pool() : max_threads_(blocking_threads_from_env()) {}
 
-    void submit(blocking_job* j) noexcept {
-        in_flight_.fetch_add(1, std::memory_order_acq_rel);
-        the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
-        std::unique_lock g(mu_);
-        if (tail_) tail_->next_job = j;
-        else head_ = j;
-        tail_ = j;
-        ++queued_;
-        if (start_one_locked() == started::woke) {
-            g.unlock();
-            cv_.notify_one();
-            return;
-        }
-        if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
-        // No thread can be made and none exists: run the calls here rather
-        // than leave them waiting forever (the worker blocks, as without goro).
-        while (blocking_job* k = pop_locked()) {
-            g.unlock();
-            finish(k);
-            g.lock();
-        }
-    }
+    void submit(blocking_job* j) noexcept;
 
     unsigned max_threads() const noexcept { return max_threads_.load(std::memory_order_relaxed); }
-    void set_max_threads(unsigned n) noexcept {
-        bool notify = false;
-        {
-            std::lock_guard g(mu_);
-            max_threads_.store(n, std::memory_order_relaxed);
-            // Raised: put threads on the calls that queued at the old limit.
-            for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
-                const started r = start_one_locked();
-                if (r == started::none) break;
-                if (r == started::woke) notify = true;
-            }
-        }
-        if (notify) cv_.notify_all();
-    }
+    void set_max_threads(unsigned n) noexcept;
     std::chrono::nanoseconds keep_alive() const noexcept {
         return std::chrono::nanoseconds(keep_alive_ns_.load(std::memory_order_relaxed));
     }
@@ -137,14 +92,8 @@ public:
     }
 
     /// Blocking threads alive now, and how many of them wait for a call.
-    unsigned threads() {
-        std::lock_guard g(mu_);
-        return threads_;
-    }
-    unsigned idle_threads() {
-        std::lock_guard g(mu_);
-        return idle_;
-    }
+    unsigned threads();
+    unsigned idle_threads();
     /// Calls queued or running, not yet returned to their task.
     std::int64_t calls_in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
 
@@ -157,72 +106,13 @@ private:
     /// A queued call needs a thread: wakes an idle one (`woke`: notify after
     /// unlocking) or makes one, unless `max_threads_` are busy. `none`: the
     /// call stays queued for a busy thread to take.
-    started start_one_locked() noexcept {
-        if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
-        if (idle_ > 0) {
-            --idle_;
-            ++wakeups_;
-            return started::woke;
-        }
-        ++threads_;
-        try {
-            std::thread([this] { thread_main(); }).detach();
-        } catch (...) {
-            --threads_;
-            return started::none;
-        }
-        return started::made;
-    }
+    started start_one_locked() noexcept;
 
-    blocking_job* pop_locked() noexcept {
-        blocking_job* j = head_;
-        if (!j) return nullptr;
-        head_ = j->next_job;
-        if (!head_) tail_ = nullptr;
-        j->next_job = nullptr;
-        --queued_;
-        return j;
-    }
+    blocking_job* pop_locked() noexcept;
 
-    void finish(blocking_job* j) noexcept {
-        j->run();  // wakes its task as its last access to the job
-        // Counted out only after the wake-up, so the deadlock detector never
-        // sees the task parked with no call in flight.
-        the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
-        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    void finish(blocking_job* j) noexcept;
 
-    void thread_main() noexcept {
-        std::unique_lock g(mu_);
-        for (;;) {
-            // Counted busy here; a thread woken by a spurious or timed-out
-            // wake (or set_keep_alive's broadcast) takes a call only within the limit.
-            blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
-            if (j) {
-                g.unlock();
-                finish(j);
-                g.lock();
-                // Over a lowered limit: leave, if the others busy are enough.
-                if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
-                    --threads_;
-                    return;
-                }
-                continue;
-            }
-            ++idle_;
-            const auto deadline = std::chrono::steady_clock::now() + keep_alive();
-            const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
-            if (wakeups_ > 0) {
-                --wakeups_;  // a submitter counted us out of idle_
-                continue;
-            }
-            --idle_;
-            if (timed_out && !head_) {
-                --threads_;
-                return;
-            }
-        }
-    }
+    void thread_main() noexcept;
 
     ranked_lock<std::mutex, lock_rank::blocking_pool> mu_;
     std::condition_variable_any cv_;
@@ -329,3 +219,140 @@ inline void set_blocking_keep_alive(std::chrono::nanoseconds d) {
 inline unsigned blocking_threads() { return detail::the_blocking_pool().threads(); }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include <goro/inspect/deadlock.hpp>
+
+namespace goro::detail {
+
+GORO_DECL unsigned blocking_threads_from_env() {
+    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
+    }
+    return default_max_blocking_threads;
+}
+
+GORO_DECL void blocking_pool::submit(blocking_job* j) noexcept {
+    in_flight_.fetch_add(1, std::memory_order_acq_rel);
+    the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
+    std::unique_lock g(mu_);
+    if (tail_) tail_->next_job = j;
+    else head_ = j;
+    tail_ = j;
+    ++queued_;
+    if (start_one_locked() == started::woke) {
+        g.unlock();
+        cv_.notify_one();
+        return;
+    }
+    if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
+    // No thread can be made and none exists: run the calls here rather
+    // than leave them waiting forever (the worker blocks, as without goro).
+    while (blocking_job* k = pop_locked()) {
+        g.unlock();
+        finish(k);
+        g.lock();
+    }
+}
+
+GORO_DECL void blocking_pool::set_max_threads(unsigned n) noexcept {
+    bool notify = false;
+    {
+        std::lock_guard g(mu_);
+        max_threads_.store(n, std::memory_order_relaxed);
+        // Raised: put threads on the calls that queued at the old limit.
+        for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
+            const started r = start_one_locked();
+            if (r == started::none) break;
+            if (r == started::woke) notify = true;
+        }
+    }
+    if (notify) cv_.notify_all();
+}
+
+GORO_DECL unsigned blocking_pool::threads() {
+    std::lock_guard g(mu_);
+    return threads_;
+}
+
+GORO_DECL unsigned blocking_pool::idle_threads() {
+    std::lock_guard g(mu_);
+    return idle_;
+}
+
+GORO_DECL blocking_pool::started blocking_pool::start_one_locked() noexcept {
+    if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
+    if (idle_ > 0) {
+        --idle_;
+        ++wakeups_;
+        return started::woke;
+    }
+    ++threads_;
+    try {
+        std::thread([this] { thread_main(); }).detach();
+    } catch (...) {
+        --threads_;
+        return started::none;
+    }
+    return started::made;
+}
+
+GORO_DECL blocking_job* blocking_pool::pop_locked() noexcept {
+    blocking_job* j = head_;
+    if (!j) return nullptr;
+    head_ = j->next_job;
+    if (!head_) tail_ = nullptr;
+    j->next_job = nullptr;
+    --queued_;
+    return j;
+}
+
+GORO_DECL void blocking_pool::finish(blocking_job* j) noexcept {
+    j->run();  // wakes its task as its last access to the job
+    // Counted out only after the wake-up, so the deadlock detector never
+    // sees the task parked with no call in flight.
+    the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+GORO_DECL void blocking_pool::thread_main() noexcept {
+    std::unique_lock g(mu_);
+    for (;;) {
+        // Counted busy here; a thread woken by a spurious or timed-out
+        // wake (or set_keep_alive's broadcast) takes a call only within the limit.
+        blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
+        if (j) {
+            g.unlock();
+            finish(j);
+            g.lock();
+            // Over a lowered limit: leave, if the others busy are enough.
+            if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
+                --threads_;
+                return;
+            }
+            continue;
+        }
+        ++idle_;
+        const auto deadline = std::chrono::steady_clock::now() + keep_alive();
+        const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
+        if (wakeups_ > 0) {
+            --wakeups_;  // a submitter counted us out of idle_
+            continue;
+        }
+        --idle_;
+        if (timed_out && !head_) {
+            --threads_;
+            return;
+        }
+    }
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
