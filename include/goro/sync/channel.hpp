@@ -118,6 +118,7 @@
 #include <utility>
 
 #include <goro/core/backoff.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/lock_rank.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
@@ -147,23 +148,9 @@ enum class recv_status : unsigned char {
     closed,    ///< closed and drained: nothing will ever come
 };
 
-inline const char* to_string(send_status s) noexcept {
-    switch (s) {
-    case send_status::sent: return "sent";
-    case send_status::full: return "full";
-    case send_status::closed: return "closed";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(send_status s) noexcept;
 
-inline const char* to_string(recv_status s) noexcept {
-    switch (s) {
-    case recv_status::received: return "received";
-    case recv_status::empty: return "empty";
-    case recv_status::closed: return "closed";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(recv_status s) noexcept;
 
 /// The result of try_recv: a status and, when received, the value.
 template <class T>
@@ -183,13 +170,7 @@ struct select_core {
     int winner = -1;              // written by the claimer before it readies the task
     task_header* task = nullptr;  // immutable while parked
 
-    bool try_claim(int case_index) noexcept {
-        bool expected = false;
-        if (!claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel, std::memory_order_relaxed))
-            return false;
-        winner = case_index;
-        return true;
-    }
+    bool try_claim(int case_index) noexcept;
 };
 
 /// A parked sender or receiver (Go's sudog). Lives in an awaiter, in the
@@ -233,25 +214,12 @@ class waitq {
 public:
     bool empty() const noexcept { return first_.load(std::memory_order_relaxed) == nullptr; }
 
-    void push(chan_waiter* w) noexcept {
-        w->next = nullptr;
-        w->prev = last_;
-        if (last_) last_->next = w;
-        else first_.store(w, std::memory_order_relaxed);
-        last_ = w;
-        w->linked = true;
-    }
+    void push(chan_waiter* w) noexcept;
 
     /// The first waiter that can still be woken: a plain one, or a select's
     /// whose state this call claims. Waiters of already claimed selects are
     /// unlinked and skipped (their select will not look for them).
-    chan_waiter* pop() noexcept {
-        while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
-            unlink(w);
-            if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
-        }
-        return nullptr;
-    }
+    chan_waiter* pop() noexcept;
 
     /// Lock held, about to pop the first waiter: fetches, for writing, where
     /// the waiter `ahead` places back lies if the waiters lie at a constant
@@ -262,15 +230,7 @@ public:
     /// one after another. A wrong guess costs a useless prefetch (a prefetch
     /// never faults), and the second line covers a select's state, just
     /// after the waiter in its frame.
-    void prefetch_stride(std::uintptr_t ahead) const noexcept {
-        chan_waiter* w = first_.load(std::memory_order_relaxed);
-        if (!w || !w->next) return;
-        const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(w);
-        const std::uintptr_t step = reinterpret_cast<std::uintptr_t>(w->next) - a;
-        const char* guess = reinterpret_cast<const char*>(a + step * ahead);
-        prefetch_for_write(guess);
-        prefetch_for_write(guess + cache_line);
-    }
+    void prefetch_stride(std::uintptr_t ahead) const noexcept;
 
     /// Unlinks `w` if it is still linked (a select cleaning up after itself).
     void remove(chan_waiter* w) noexcept {
@@ -278,14 +238,7 @@ public:
     }
 
 private:
-    void unlink(chan_waiter* w) noexcept {
-        if (w->prev) w->prev->next = w->next;
-        else first_.store(w->next, std::memory_order_relaxed);
-        if (w->next) w->next->prev = w->prev;
-        else last_ = w->prev;
-        w->next = w->prev = nullptr;
-        w->linked = false;
-    }
+    void unlink(chan_waiter* w) noexcept;
 
     std::atomic<chan_waiter*> first_{nullptr};
     chan_waiter* last_ = nullptr;
@@ -307,15 +260,7 @@ public:
     /// readied, the task may free its waiter. One waiter (a hand-off) goes
     /// through ready(), which runs it next on this worker; many (a close)
     /// go to the queues in batches, waking idle workers once a batch.
-    void ready_all() noexcept {
-        chan_waiter* w = first_;
-        first_ = last_ = nullptr;
-        if (w && !w->next) {
-            ready(w->task());
-            return;
-        }
-        if (w) ready_many(w);
-    }
+    void ready_all() noexcept;
 
 private:
     [[gnu::noinline]] static void ready_many(chan_waiter* w) noexcept {
@@ -428,51 +373,25 @@ struct chan_base {
     };
 
     /// Values buffered now (a moment's view).
-    std::size_t buffered() const noexcept {
-        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
-        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
-        if (e <= d) return 0;
-        return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
-    }
+    std::size_t buffered() const noexcept;
 
     // --- the parking handshake (lock held; see THE PARKING HANDSHAKE) -----
 
     /// A receiver is about to park: lock-free senders must take the lock from
     /// now on. The caller then looks at the ring again.
-    void announce_recv_wait() noexcept {
-        if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
-            or_word(enq, enq_recv_wait, lock.held_plain());
-    }
+    void announce_recv_wait() noexcept;
 
     /// A sender is about to park: lock-free receivers and senders must take
     /// the lock from now on. The caller then looks at the ring again.
-    void announce_send_wait() noexcept {
-        if (!cap) return;
-        const bool plain = lock.held_plain();
-        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
-        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
-    }
+    void announce_send_wait() noexcept;
 
     /// Clears the flags of queues that are empty now; call before unlocking
     /// after anything that may have emptied a queue. (Sets none: a flag is set
     /// only by announce_*, before the second look.)
-    void sync_wait_flags() noexcept {
-        if (!cap) return;
-        std::uint64_t e = enq.load(std::memory_order_relaxed);
-        std::uint64_t clear = 0;
-        if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
-        if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
-        const bool plain = lock.held_plain();
-        if (clear) and_word(enq, ~clear, plain);
-        if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
-            and_word(deq, ~deq_send_wait, plain);
-    }
+    void sync_wait_flags() noexcept;
 
     /// The unlock of every locked operation: flags first, then the lock.
-    void unlock_synced() noexcept {
-        if (cap) sync_wait_flags();
-        lock.unlock();
-    }
+    void unlock_synced() noexcept;
 };
 
 template <class T>
@@ -1270,3 +1189,122 @@ struct direction_access {
 }  // namespace detail
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL const char* to_string(send_status s) noexcept {
+    switch (s) {
+    case send_status::sent: return "sent";
+    case send_status::full: return "full";
+    case send_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+GORO_DECL const char* to_string(recv_status s) noexcept {
+    switch (s) {
+    case recv_status::received: return "received";
+    case recv_status::empty: return "empty";
+    case recv_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL bool select_core::try_claim(int case_index) noexcept {
+    bool expected = false;
+    if (!claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return false;
+    winner = case_index;
+    return true;
+}
+
+GORO_DECL void waitq::push(chan_waiter* w) noexcept {
+    w->next = nullptr;
+    w->prev = last_;
+    if (last_) last_->next = w;
+    else first_.store(w, std::memory_order_relaxed);
+    last_ = w;
+    w->linked = true;
+}
+
+GORO_DECL chan_waiter* waitq::pop() noexcept {
+    while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
+        unlink(w);
+        if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
+    }
+    return nullptr;
+}
+
+GORO_DECL void waitq::prefetch_stride(std::uintptr_t ahead) const noexcept {
+    chan_waiter* w = first_.load(std::memory_order_relaxed);
+    if (!w || !w->next) return;
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(w);
+    const std::uintptr_t step = reinterpret_cast<std::uintptr_t>(w->next) - a;
+    const char* guess = reinterpret_cast<const char*>(a + step * ahead);
+    prefetch_for_write(guess);
+    prefetch_for_write(guess + cache_line);
+}
+
+GORO_DECL void waitq::unlink(chan_waiter* w) noexcept {
+    if (w->prev) w->prev->next = w->next;
+    else first_.store(w->next, std::memory_order_relaxed);
+    if (w->next) w->next->prev = w->prev;
+    else last_ = w->prev;
+    w->next = w->prev = nullptr;
+    w->linked = false;
+}
+
+GORO_DECL void wake_list::ready_all() noexcept {
+    chan_waiter* w = first_;
+    first_ = last_ = nullptr;
+    if (w && !w->next) {
+        ready(w->task());
+        return;
+    }
+    if (w) ready_many(w);
+}
+
+GORO_DECL std::size_t chan_base::buffered() const noexcept {
+    std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+    std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+    if (e <= d) return 0;
+    return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
+}
+
+GORO_DECL void chan_base::announce_recv_wait() noexcept {
+    if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
+        or_word(enq, enq_recv_wait, lock.held_plain());
+}
+
+GORO_DECL void chan_base::announce_send_wait() noexcept {
+    if (!cap) return;
+    const bool plain = lock.held_plain();
+    if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
+    if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
+}
+
+GORO_DECL void chan_base::sync_wait_flags() noexcept {
+    if (!cap) return;
+    std::uint64_t e = enq.load(std::memory_order_relaxed);
+    std::uint64_t clear = 0;
+    if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
+    if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
+    const bool plain = lock.held_plain();
+    if (clear) and_word(enq, ~clear, plain);
+    if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
+        and_word(deq, ~deq_send_wait, plain);
+}
+
+GORO_DECL void chan_base::unlock_synced() noexcept {
+    if (cap) sync_wait_flags();
+    lock.unlock();
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

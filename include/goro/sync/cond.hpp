@@ -37,6 +37,7 @@
 #include <coroutine>
 #include <mutex>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -67,18 +68,9 @@ public:
     public:
         using is_goro_awaiter = void;
         explicit wait_operation(cond& c) noexcept : c_(&c) {}
-        bool await_ready() const {
-            if (!c_->m_->is_locked())
-                throw usage_error("goro::cond::wait: the mutex is not locked (wait must be called holding it)");
-            return false;
-        }
+        bool await_ready() const;
         void await_suspend(std::coroutine_handle<> h) { c_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.relock.destroyed)
-                throw mutex_destroyed("goro::cond::wait: the mutex was destroyed while this task waited to relock it");
-            if (node_.destroyed)
-                throw cond_destroyed("goro::cond::wait: the cond was destroyed while this task waited on it");
-        }
+        void await_resume() const;
 
     private:
         cond* c_;
@@ -90,69 +82,26 @@ public:
     cond(const cond&) = delete;
     cond& operator=(const cond&) = delete;
 
-    ~cond() {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            all = std::move(waiters_);
-        }
-        hand_to_mutex(all, true);
-    }
+    ~cond();
 
     /// `co_await cv.wait()` with the mutex held: unlocks it, parks until
     /// signalled, and resumes holding it again (Go's Cond.Wait).
     [[nodiscard("goro::cond::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
 
     /// Wakes the longest-waiting task, if any (Go's Cond.Signal).
-    void signal() noexcept {
-        detail::waiter_list<waiter_node> one;
-        {
-            std::lock_guard g(lock_);
-            if (waiter_node* w = waiters_.pop_front()) one.push_back(*w);
-        }
-        hand_to_mutex(one, false);
-    }
+    void signal() noexcept;
 
     /// Wakes every waiting task (Go's Cond.Broadcast); they take the mutex in FIFO order.
-    void broadcast() noexcept {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            all = std::move(waiters_);
-        }
-        hand_to_mutex(all, false);
-    }
+    void broadcast() noexcept;
 
     /// The mutex this condition waits on.
     goro::mutex& mutex() const noexcept { return *m_; }
 
 private:
-    void enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::cond::wait");
-        n.task = t;
-        n.relock.task = t;
-        detail::park(t, h, wait_reason::cond_wait);
-        goro::mutex* m = m_;
-        {
-            std::lock_guard g(lock_);
-            waiters_.push_back(n);
-        }
-        // Published: `n` (and this awaiter) may be gone once the mutex is free.
-        // Queued first, unlocked second: a signal after the unlock finds us.
-        m->unlock();
-    }
+    void enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     /// Moves each node onto the mutex; readies the one that gets it at once.
-    void hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept {
-        goro::mutex* m = m_;
-        while (waiter_node* w = list.pop_front()) {
-            w->destroyed = destroyed;
-            task_header* t = w->task;
-            // After lock_for the node may belong to the mutex (and die with a
-            // resumed frame): `list` was advanced first, and only `t` is used.
-            if (m->lock_for(w->relock)) detail::ready(t);
-        }
-    }
+    void hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept;
 
     goro::mutex* m_;
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
@@ -160,3 +109,76 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL bool cond::wait_operation::await_ready() const {
+    if (!c_->m_->is_locked())
+        throw usage_error("goro::cond::wait: the mutex is not locked (wait must be called holding it)");
+    return false;
+}
+
+GORO_DECL void cond::wait_operation::await_resume() const {
+    if (node_.relock.destroyed)
+        throw mutex_destroyed("goro::cond::wait: the mutex was destroyed while this task waited to relock it");
+    if (node_.destroyed)
+        throw cond_destroyed("goro::cond::wait: the cond was destroyed while this task waited on it");
+}
+
+GORO_DECL cond::~cond() {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        all = std::move(waiters_);
+    }
+    hand_to_mutex(all, true);
+}
+
+GORO_DECL void cond::signal() noexcept {
+    detail::waiter_list<waiter_node> one;
+    {
+        std::lock_guard g(lock_);
+        if (waiter_node* w = waiters_.pop_front()) one.push_back(*w);
+    }
+    hand_to_mutex(one, false);
+}
+
+GORO_DECL void cond::broadcast() noexcept {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        all = std::move(waiters_);
+    }
+    hand_to_mutex(all, false);
+}
+
+GORO_DECL void cond::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::cond::wait");
+    n.task = t;
+    n.relock.task = t;
+    detail::park(t, h, wait_reason::cond_wait);
+    goro::mutex* m = m_;
+    {
+        std::lock_guard g(lock_);
+        waiters_.push_back(n);
+    }
+    // Published: `n` (and this awaiter) may be gone once the mutex is free.
+    // Queued first, unlocked second: a signal after the unlock finds us.
+    m->unlock();
+}
+
+GORO_DECL void cond::hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept {
+    goro::mutex* m = m_;
+    while (waiter_node* w = list.pop_front()) {
+        w->destroyed = destroyed;
+        task_header* t = w->task;
+        // After lock_for the node may belong to the mutex (and die with a
+        // resumed frame): `list` was advanced first, and only `t` is used.
+        if (m->lock_for(w->relock)) detail::ready(t);
+    }
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

@@ -52,6 +52,7 @@
 
 #include <goro/sync/context.hpp>
 #include <goro/core/go.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/sync/semaphore.hpp>
 #include <goro/core/spinlock.hpp>
@@ -69,17 +70,7 @@ class errgroup {
         cancel_func cancel;                 // empty when the group has no context
         std::unique_ptr<semaphore> limit;   // null: no limit
 
-        void fail(std::exception_ptr e) noexcept {
-            bool first = false;
-            {
-                std::lock_guard g(mu);
-                if (!err) {
-                    err = e;
-                    first = true;
-                }
-            }
-            if (first) cancel(std::move(e));
-        }
+        void fail(std::exception_ptr e) noexcept;
     };
 
 public:
@@ -88,30 +79,17 @@ public:
 
     /// A group whose context is derived from `parent`; cancelled on the first
     /// error and when wait() returns. Tasks get it from `ctx()`.
-    explicit errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
-        auto [c, cancel] = with_cancel(parent);
-        s_->ctx = std::move(c);
-        s_->cancel = std::move(cancel);
-    }
+    explicit errgroup(const goro::context& parent);
 
     /// `auto [g, ctx] = goro::errgroup::with_context(parent);` (Go's errgroup.WithContext).
-    static std::pair<errgroup, goro::context> with_context(const goro::context& parent) {
-        errgroup g(parent);
-        goro::context c = g.ctx();
-        return {std::move(g), std::move(c)};
-    }
+    static std::pair<errgroup, goro::context> with_context(const goro::context& parent);
 
     /// The group's context (background for a group made without one).
     const goro::context& ctx() const noexcept { return s_->ctx; }
 
     /// Limits the tasks in flight to `n` (n < 0: no limit). Throws
     /// goro::usage_error while any task of the group is in flight.
-    void set_limit(std::int64_t n) {
-        if (std::int64_t active = s_->wg.count(); active != 0)
-            throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
-                              " tasks of the group are in flight");
-        s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
-    }
+    void set_limit(std::int64_t n);
 
     // go, try_go and wait, and what they call down to the group's
     // coroutines, are templates (of a parameter nobody passes) only so that
@@ -212,14 +190,7 @@ private:
         }
     }
 
-    static void launch(task<> t, task_options options, const detail::site& where) {
-        // goro::go with the caller's site, so the task reads "created by" them.
-#if GORO_HAS_SOURCE_LOCATION
-        goro::go(std::move(t), std::move(options), where);
-#else
-        goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
-#endif
-    }
+    static void launch(task<> t, task_options options, const detail::site& where);
 
     template <int N>
     static task<> run(std::shared_ptr<state> s, task<> t) {
@@ -251,3 +222,50 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void errgroup::state::fail(std::exception_ptr e) noexcept {
+    bool first = false;
+    {
+        std::lock_guard g(mu);
+        if (!err) {
+            err = e;
+            first = true;
+        }
+    }
+    if (first) cancel(std::move(e));
+}
+
+GORO_DECL errgroup::errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
+    auto [c, cancel] = with_cancel(parent);
+    s_->ctx = std::move(c);
+    s_->cancel = std::move(cancel);
+}
+
+GORO_DECL std::pair<errgroup, goro::context> errgroup::with_context(const goro::context& parent) {
+    errgroup g(parent);
+    goro::context c = g.ctx();
+    return {std::move(g), std::move(c)};
+}
+
+GORO_DECL void errgroup::set_limit(std::int64_t n) {
+    if (std::int64_t active = s_->wg.count(); active != 0)
+        throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
+                          " tasks of the group are in flight");
+    s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
+}
+
+GORO_DECL void errgroup::launch(task<> t, task_options options, const detail::site& where) {
+    // goro::go with the caller's site, so the task reads "created by" them.
+#if GORO_HAS_SOURCE_LOCATION
+    goro::go(std::move(t), std::move(options), where);
+#else
+    goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
+#endif
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

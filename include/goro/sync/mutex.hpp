@@ -39,6 +39,7 @@
 #include <string>
 #include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -63,25 +64,19 @@ public:
     lock_guard() noexcept = default;
     explicit lock_guard(goro::mutex& m, std::adopt_lock_t) noexcept : m_(&m) {}
     lock_guard(lock_guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    lock_guard& operator=(lock_guard&& o) noexcept {
-        if (this != &o) {
-            release_lock();
-            m_ = std::exchange(o.m_, nullptr);
-        }
-        return *this;
-    }
+    lock_guard& operator=(lock_guard&& o) noexcept;
     lock_guard(const lock_guard&) = delete;
     lock_guard& operator=(const lock_guard&) = delete;
     ~lock_guard() { release_lock(); }
 
     /// Unlocks now; throws goro::usage_error when this guard owns nothing.
-    inline void unlock();
+    void unlock();
     bool owns_lock() const noexcept { return m_ != nullptr; }
     explicit operator bool() const noexcept { return owns_lock(); }
     goro::mutex* mutex() const noexcept { return m_; }
 
 private:
-    inline void release_lock() noexcept;
+    void release_lock() noexcept;
     goro::mutex* m_ = nullptr;
 };
 
@@ -101,10 +96,7 @@ public:
         explicit lock_operation(mutex& m) noexcept : m_(&m) {}
         bool await_ready() noexcept { return m_->try_lock(); }
         bool await_suspend(std::coroutine_handle<> h) { return m_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw mutex_destroyed("goro::mutex::lock: the mutex was destroyed while this task waited for it");
-        }
+        void await_resume() const;
 
     protected:
         mutex* m_;
@@ -128,9 +120,7 @@ public:
     mutex(const mutex&) = delete;
     mutex& operator=(const mutex&) = delete;
 
-    ~mutex() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~mutex();
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
     [[nodiscard("goro::mutex::lock: co_await it")]] lock_operation lock() noexcept { return lock_operation(*this); }
@@ -146,27 +136,7 @@ public:
 
     /// Releases the mutex, or hands it to the longest waiter. Throws
     /// goro::usage_error when the mutex is not locked.
-    void unlock() {
-        for (;;) {
-            std::uint32_t s = state_.load(std::memory_order_relaxed);
-            if (!(s & locked)) throw usage_error("goro::mutex::unlock: unlock of an unlocked mutex");
-            if (s == locked) {
-                if (state_.compare_exchange_weak(s, 0, std::memory_order_release, std::memory_order_relaxed)) return;
-                continue;
-            }
-            waiter_node* w;
-            {
-                std::lock_guard g(lock_);
-                w = waiters_.pop_front();
-                if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
-                // The locked bit stays: ownership passes to `w`. Its critical
-                // section sees ours through the scheduler's queue (release/acquire).
-                state_.fetch_sub(one_waiter, std::memory_order_release);
-            }
-            detail::ready(w->task);
-            return;
-        }
-    }
+    void unlock();
 
     /// True while some task holds the mutex (a hint: stale once read).
     bool is_locked() const noexcept { return state_.load(std::memory_order_relaxed) & locked; }
@@ -180,59 +150,109 @@ private:
     /// woken waiter relocks): takes the mutex for `n`'s parked task (true:
     /// the caller readies it), or queues `n` for an unlock's hand-off (false:
     /// the node belongs to the mutex from then on).
-    bool lock_for(waiter_node& n) noexcept {
-        std::lock_guard g(lock_);
-        std::uint32_t s = state_.load(std::memory_order_relaxed);
-        for (;;) {
-            if (!(s & locked)) {
-                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
-                    return true;
-            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
-                                                    std::memory_order_relaxed)) {
-                break;
-            }
-        }
-        n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
-        waiters_.push_back(n);
-        return false;
-    }
+    bool lock_for(waiter_node& n) noexcept;
 
     /// Slow path of lock(): take the mutex, or count and link `n` and park.
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::mutex::lock");
-        n.task = t;
-        detail::park(t, h, wait_reason::mutex_lock);
-        std::lock_guard g(lock_);
-        std::uint32_t s = state_.load(std::memory_order_relaxed);
-        for (;;) {
-            if (!(s & locked)) {
-                // Free now. No one waits (waiters keep the bit set), so no one is bypassed.
-                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed)) {
-                    t->state.store(task_state::running, std::memory_order_relaxed);
-                    return false;
-                }
-            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
-                                                    std::memory_order_relaxed)) {
-                break;
-            }
-        }
-        waiters_.push_back(n);
-        return true;  // published: the unlocker owns the node now
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
-inline void lock_guard::unlock() {
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL lock_guard& lock_guard::operator=(lock_guard&& o) noexcept {
+    if (this != &o) {
+        release_lock();
+        m_ = std::exchange(o.m_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL void mutex::lock_operation::await_resume() const {
+    if (node_.destroyed)
+        throw mutex_destroyed("goro::mutex::lock: the mutex was destroyed while this task waited for it");
+}
+
+GORO_DECL mutex::~mutex() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL void mutex::unlock() {
+    for (;;) {
+        std::uint32_t s = state_.load(std::memory_order_relaxed);
+        if (!(s & locked)) throw usage_error("goro::mutex::unlock: unlock of an unlocked mutex");
+        if (s == locked) {
+            if (state_.compare_exchange_weak(s, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+            continue;
+        }
+        waiter_node* w;
+        {
+            std::lock_guard g(lock_);
+            w = waiters_.pop_front();
+            if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
+            // The locked bit stays: ownership passes to `w`. Its critical
+            // section sees ours through the scheduler's queue (release/acquire).
+            state_.fetch_sub(one_waiter, std::memory_order_release);
+        }
+        detail::ready(w->task);
+        return;
+    }
+}
+
+GORO_DECL bool mutex::lock_for(waiter_node& n) noexcept {
+    std::lock_guard g(lock_);
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (!(s & locked)) {
+            if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
+                return true;
+        } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+            break;
+        }
+    }
+    n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
+    waiters_.push_back(n);
+    return false;
+}
+
+GORO_DECL bool mutex::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::mutex::lock");
+    n.task = t;
+    detail::park(t, h, wait_reason::mutex_lock);
+    std::lock_guard g(lock_);
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (!(s & locked)) {
+            // Free now. No one waits (waiters keep the bit set), so no one is bypassed.
+            if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed)) {
+                t->state.store(task_state::running, std::memory_order_relaxed);
+                return false;
+            }
+        } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+            break;
+        }
+    }
+    waiters_.push_back(n);
+    return true;  // published: the unlocker owns the node now
+}
+
+GORO_DECL void lock_guard::unlock() {
     if (!m_) throw usage_error("goro::lock_guard::unlock: the guard does not own a mutex");
     std::exchange(m_, nullptr)->unlock();
 }
 
-inline void lock_guard::release_lock() noexcept {
+GORO_DECL void lock_guard::release_lock() noexcept {
     // Cannot throw: a guard only ever holds a mutex it locked.
     if (m_) std::exchange(m_, nullptr)->unlock();
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES

@@ -49,6 +49,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -89,10 +90,7 @@ public:
         explicit wait_operation(once& o) noexcept : o_(&o) {}
         bool await_ready() const noexcept { return o_->done(); }
         bool await_suspend(std::coroutine_handle<> h) { return o_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw once_destroyed("goro::once::call: the once was destroyed while this task waited for its first call");
-        }
+        void await_resume() const;
 
     protected:
         once* o_;
@@ -120,9 +118,7 @@ public:
     once() noexcept = default;
     once(const once&) = delete;
     once& operator=(const once&) = delete;
-    ~once() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~once();
 
     /// `co_await o.call(f)` (Go's Once.Do): runs f if no call has yet; else
     /// waits until the first call has returned. f returns void or goro::task<>.
@@ -154,28 +150,9 @@ private:
         return state_.compare_exchange_strong(s, running, std::memory_order_acquire, std::memory_order_acquire);
     }
 
-    void finish() noexcept {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            state_.store(finished, std::memory_order_release);
-            wake = std::move(waiters_);
-        }
-        wake.wake_all();
-    }
+    void finish() noexcept;
 
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::once::call");
-        n.task = t;
-        detail::park(t, h, wait_reason::mutex_lock);  // Go's waiters block in Once.m.Lock()
-        std::lock_guard g(lock_);
-        if (state_.load(std::memory_order_acquire) == finished) {
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;
-        }
-        waiters_.push_back(n);
-        return true;
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     // A template only so that a program compiles it where it uses it (see errgroup.hpp).
     template <class F>
@@ -291,3 +268,42 @@ auto once_value(F&& f) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void once::wait_operation::await_resume() const {
+    if (node_.destroyed)
+        throw once_destroyed("goro::once::call: the once was destroyed while this task waited for its first call");
+}
+
+GORO_DECL once::~once() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL void once::finish() noexcept {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        state_.store(finished, std::memory_order_release);
+        wake = std::move(waiters_);
+    }
+    wake.wake_all();
+}
+
+GORO_DECL bool once::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::once::call");
+    n.task = t;
+    detail::park(t, h, wait_reason::mutex_lock);  // Go's waiters block in Once.m.Lock()
+    std::lock_guard g(lock_);
+    if (state_.load(std::memory_order_acquire) == finished) {
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        return false;
+    }
+    waiters_.push_back(n);
+    return true;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

@@ -43,6 +43,7 @@
 #include <string>
 #include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -134,16 +135,7 @@ public:
     rw_mutex(const rw_mutex&) = delete;
     rw_mutex& operator=(const rw_mutex&) = delete;
 
-    ~rw_mutex() {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            if (pending_) all.push_back(*std::exchange(pending_, nullptr));
-            all.splice_back(wq_);
-            all.splice_back(rq_);
-        }
-        all.wake_all([](waiter_node& w) noexcept { w.destroyed = true; });
-    }
+    ~rw_mutex();
 
     /// `co_await m.lock()` (RWMutex.Lock): parks until this task holds the lock alone.
     [[nodiscard("goro::rw_mutex::lock: co_await it")]] lock_operation<false> lock() noexcept {
@@ -165,91 +157,22 @@ public:
     }
 
     /// Takes the lock if nobody holds or waits for it (RWMutex.TryLock); never parks.
-    bool try_lock() noexcept {
-        std::lock_guard g(lock_);
-        if (writer_ || pending_ || readers_ != 0) return false;
-        writer_ = true;
-        return true;
-    }
+    bool try_lock() noexcept;
 
     /// Takes a read lock if no writer holds or waits (RWMutex.TryRLock); never parks.
-    bool try_lock_shared() noexcept {
-        std::lock_guard g(lock_);
-        if (writer_ || pending_) return false;
-        ++readers_;
-        return true;
-    }
+    bool try_lock_shared() noexcept;
 
     /// Releases the write lock (RWMutex.Unlock): admits every parked reader,
     /// else hands the lock to the next writer. Throws goro::usage_error when
     /// no writer holds it.
-    void unlock() {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            if (!writer_) throw usage_error("goro::rw_mutex::unlock: unlock of an rw_mutex not locked for writing");
-            writer_ = false;
-            while (waiter_node* r = rq_.pop_front()) {
-                ++readers_;
-                wake.push_back(*r);
-            }
-            if (waiter_node* w = wq_.pop_front()) {
-                if (readers_ == 0) {
-                    writer_ = true;
-                    wake.push_back(*w);
-                } else {
-                    // The next writer now waits for the readers just admitted.
-                    pending_ = w;
-                    w->task->wait_reason.store(wait_reason::rw_mutex_lock, std::memory_order_relaxed);
-                }
-            }
-        }
-        wake.wake_all();
-    }
+    void unlock();
 
     /// Releases a read lock (RWMutex.RUnlock); the last reader out hands the
     /// lock to a pending writer. Throws goro::usage_error when no reader holds it.
-    void unlock_shared() {
-        waiter_node* w = nullptr;
-        {
-            std::lock_guard g(lock_);
-            if (readers_ == 0)
-                throw usage_error("goro::rw_mutex::unlock_shared: unlock_shared of an rw_mutex not locked for reading");
-            if (--readers_ == 0 && pending_) {
-                w = std::exchange(pending_, nullptr);
-                writer_ = true;
-            }
-        }
-        if (w) detail::ready(w->task);
-    }
+    void unlock_shared();
 
 private:
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared) {
-        task_header* t = detail::current_task_or_throw(shared ? "goro::rw_mutex::lock_shared" : "goro::rw_mutex::lock");
-        n.task = t;
-        std::lock_guard g(lock_);
-        if (shared) {
-            if (!writer_ && !pending_) {  // released meanwhile
-                ++readers_;
-                return false;
-            }
-            detail::park(t, h, wait_reason::rw_mutex_rlock);
-            rq_.push_back(n);
-            return true;
-        }
-        if (!writer_ && !pending_) {
-            if (readers_ == 0) {
-                writer_ = true;
-                return false;
-            }
-            detail::park(t, h, wait_reason::rw_mutex_lock);  // announced: new readers now park
-            pending_ = &n;
-            return true;
-        }
-        detail::park(t, h, wait_reason::mutex_lock);  // behind another writer: Go's w.Lock()
-        wq_.push_back(n);
-        return true;
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared);
 
     mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t readers_ = 0;
@@ -277,3 +200,100 @@ inline void rw_lock_guard<Shared>::release_lock() noexcept {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL rw_mutex::~rw_mutex() {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        if (pending_) all.push_back(*std::exchange(pending_, nullptr));
+        all.splice_back(wq_);
+        all.splice_back(rq_);
+    }
+    all.wake_all([](waiter_node& w) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL bool rw_mutex::try_lock() noexcept {
+    std::lock_guard g(lock_);
+    if (writer_ || pending_ || readers_ != 0) return false;
+    writer_ = true;
+    return true;
+}
+
+GORO_DECL bool rw_mutex::try_lock_shared() noexcept {
+    std::lock_guard g(lock_);
+    if (writer_ || pending_) return false;
+    ++readers_;
+    return true;
+}
+
+GORO_DECL void rw_mutex::unlock() {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        if (!writer_) throw usage_error("goro::rw_mutex::unlock: unlock of an rw_mutex not locked for writing");
+        writer_ = false;
+        while (waiter_node* r = rq_.pop_front()) {
+            ++readers_;
+            wake.push_back(*r);
+        }
+        if (waiter_node* w = wq_.pop_front()) {
+            if (readers_ == 0) {
+                writer_ = true;
+                wake.push_back(*w);
+            } else {
+                // The next writer now waits for the readers just admitted.
+                pending_ = w;
+                w->task->wait_reason.store(wait_reason::rw_mutex_lock, std::memory_order_relaxed);
+            }
+        }
+    }
+    wake.wake_all();
+}
+
+GORO_DECL void rw_mutex::unlock_shared() {
+    waiter_node* w = nullptr;
+    {
+        std::lock_guard g(lock_);
+        if (readers_ == 0)
+            throw usage_error("goro::rw_mutex::unlock_shared: unlock_shared of an rw_mutex not locked for reading");
+        if (--readers_ == 0 && pending_) {
+            w = std::exchange(pending_, nullptr);
+            writer_ = true;
+        }
+    }
+    if (w) detail::ready(w->task);
+}
+
+GORO_DECL bool rw_mutex::enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared) {
+    task_header* t = detail::current_task_or_throw(shared ? "goro::rw_mutex::lock_shared" : "goro::rw_mutex::lock");
+    n.task = t;
+    std::lock_guard g(lock_);
+    if (shared) {
+        if (!writer_ && !pending_) {  // released meanwhile
+            ++readers_;
+            return false;
+        }
+        detail::park(t, h, wait_reason::rw_mutex_rlock);
+        rq_.push_back(n);
+        return true;
+    }
+    if (!writer_ && !pending_) {
+        if (readers_ == 0) {
+            writer_ = true;
+            return false;
+        }
+        detail::park(t, h, wait_reason::rw_mutex_lock);  // announced: new readers now park
+        pending_ = &n;
+        return true;
+    }
+    detail::park(t, h, wait_reason::mutex_lock);  // behind another writer: Go's w.Lock()
+    wq_.push_back(n);
+    return true;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

@@ -76,6 +76,7 @@
 #include <variant>
 
 #include <goro/sync/channel.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -279,14 +280,7 @@ using case_of_t = typename case_of<C>::type;
 
 /// A per-thread xorshift generator for the poll order: cheap, and different
 /// on every worker.
-inline std::uint32_t select_rand() noexcept {
-    static thread_local std::uint64_t s = 0;
-    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return static_cast<std::uint32_t>(s >> 32);
-}
+GORO_DECL std::uint32_t select_rand() noexcept;
 
 /// The timer of a blocking select's `after` case.
 struct select_timer : timer_node {
@@ -296,15 +290,7 @@ struct select_timer : timer_node {
     select_timer() = default;
     select_timer(const select_timer&) noexcept : timer_node() {}
 
-    static void on_fire(timer_node* n) noexcept {
-        auto* t = static_cast<select_timer*>(n);
-        select_core* c = t->core;
-        if (c->try_claim(t->case_index)) {
-            ready(c->task);  // last access: the select may resume and free us from here on
-            return;
-        }
-        t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
-    }
+    static void on_fire(timer_node* n) noexcept;
 };
 
 struct no_timer {
@@ -804,3 +790,29 @@ select_result<Cs...> try_select(cases<Cs...>&& cs) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro::detail {
+
+GORO_DECL std::uint32_t select_rand() noexcept {
+    static thread_local std::uint64_t s = 0;
+    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<std::uint32_t>(s >> 32);
+}
+
+GORO_DECL void select_timer::on_fire(timer_node* n) noexcept {
+    auto* t = static_cast<select_timer*>(n);
+    select_core* c = t->core;
+    if (c->try_claim(t->case_index)) {
+        ready(c->task);  // last access: the select may resume and free us from here on
+        return;
+    }
+    t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

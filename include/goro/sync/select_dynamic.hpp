@@ -42,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/algo.hpp>
@@ -173,17 +174,7 @@ public:
         o.kind_ = kind::none;
         o.ch_ = nullptr;
     }
-    select_case& operator=(select_case&& o) noexcept {
-        if (this != &o) {
-            if (box_) ops_->destroy(box_);
-            kind_ = std::exchange(o.kind_, kind::none);
-            ops_ = o.ops_;
-            ch_ = std::exchange(o.ch_, nullptr);
-            box_ = std::exchange(o.box_, nullptr);
-            when_ns_ = o.when_ns_;
-        }
-        return *this;
-    }
+    select_case& operator=(select_case&& o) noexcept;
     select_case(const select_case&) = delete;
     select_case& operator=(const select_case&) = delete;
     ~select_case() {
@@ -438,8 +429,29 @@ inline detail::dyn_select_op<true> select(std::span<select_case> cases) noexcept
 }
 
 /// The non-blocking form: the index of the case performed, or goro::select_default.
-inline int try_select(std::span<select_case> cases) {
+GORO_DECL int try_select(std::span<select_case> cases);
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL select_case& select_case::operator=(select_case&& o) noexcept {
+    if (this != &o) {
+        if (box_) ops_->destroy(box_);
+        kind_ = std::exchange(o.kind_, kind::none);
+        ops_ = o.ops_;
+        ch_ = std::exchange(o.ch_, nullptr);
+        box_ = std::exchange(o.box_, nullptr);
+        when_ns_ = o.when_ns_;
+    }
+    return *this;
+}
+
+GORO_DECL int try_select(std::span<select_case> cases) {
     return detail::dyn_select_op<false>(cases).poll_now();
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES

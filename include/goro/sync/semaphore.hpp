@@ -30,6 +30,7 @@
 #include <mutex>
 #include <string>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -61,10 +62,7 @@ public:
         acquire_operation(semaphore& s, std::int64_t n) noexcept : s_(&s) { node_.want = n; }
         bool await_ready() noexcept { return s_->try_acquire(node_.want); }
         bool await_suspend(std::coroutine_handle<> h) { return s_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
-        }
+        void await_resume() const;
 
     protected:
         semaphore* s_;
@@ -78,23 +76,13 @@ public:
     public:
         permit() noexcept = default;
         permit(permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-        permit& operator=(permit&& o) noexcept {
-            if (this != &o) {
-                give_back();
-                s_ = std::exchange(o.s_, nullptr);
-                n_ = std::exchange(o.n_, 0);
-            }
-            return *this;
-        }
+        permit& operator=(permit&& o) noexcept;
         permit(const permit&) = delete;
         permit& operator=(const permit&) = delete;
         ~permit() { give_back(); }
 
         /// Releases the permits now; throws goro::usage_error when this permit holds none.
-        void release() {
-            if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
-            give_back();
-        }
+        void release();
         bool owns() const noexcept { return s_ != nullptr; }
         explicit operator bool() const noexcept { return owns(); }
         /// The number of permits held (0 when empty).
@@ -122,15 +110,11 @@ public:
     };
 
     /// A semaphore with `initial` (≥ 0) free permits.
-    explicit semaphore(std::int64_t initial) : count_(initial) {
-        if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
-    }
+    explicit semaphore(std::int64_t initial);
     semaphore(const semaphore&) = delete;
     semaphore& operator=(const semaphore&) = delete;
 
-    ~semaphore() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~semaphore();
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
     /// Throws goro::usage_error (at once) for n < 0; n == 0 waits only for its turn.
@@ -149,20 +133,10 @@ public:
 
     /// A permit for `n` permits if they are free and nobody waits, else an
     /// empty one (false); never parks.
-    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1) {
-        check(n, "goro::semaphore::try_scoped_acquire");
-        if (!try_acquire(n)) return permit();
-        return permit(*this, n);
-    }
+    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1);
 
     /// Takes `n` permits when they are free and nobody waits; never parks.
-    bool try_acquire(std::int64_t n = 1) {
-        check(n, "goro::semaphore::try_acquire");
-        std::lock_guard g(lock_);
-        if (!waiters_.empty() || count_ < n) return false;
-        count_ -= n;
-        return true;
-    }
+    bool try_acquire(std::int64_t n = 1);
 
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
@@ -174,20 +148,7 @@ private:
     /// release(n) for permits known to have been taken (cannot overflow).
     void release_nothrow(std::int64_t n) noexcept { add_permits(n, false); }
 
-    void add_permits(std::int64_t n, bool check_overflow) {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
-                throw usage_error("goro::semaphore::release: count overflow");
-            count_ += n;
-            while (!waiters_.empty() && waiters_.front()->want <= count_) {
-                count_ -= waiters_.front()->want;
-                wake.push_back(*waiters_.pop_front());
-            }
-        }
-        wake.wake_all();
-    }
+    void add_permits(std::int64_t n, bool check_overflow);
 
 public:
     /// Free permits now (a hint: stale once read).
@@ -197,23 +158,9 @@ public:
     }
 
 private:
-    static void check(std::int64_t n, const char* op) {
-        if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
-    }
+    static void check(std::int64_t n, const char* op);
 
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
-        n.task = t;
-        detail::park(t, h, wait_reason::semacquire);
-        std::lock_guard g(lock_);
-        if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
-            count_ -= n.want;
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;
-        }
-        waiters_.push_back(n);
-        return true;  // published: a releaser owns the node now
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t count_;
@@ -221,3 +168,84 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void semaphore::acquire_operation::await_resume() const {
+    if (node_.destroyed)
+        throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
+}
+
+GORO_DECL semaphore::permit& semaphore::permit::operator=(permit&& o) noexcept {
+    if (this != &o) {
+        give_back();
+        s_ = std::exchange(o.s_, nullptr);
+        n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+}
+
+GORO_DECL void semaphore::permit::release() {
+    if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
+    give_back();
+}
+
+GORO_DECL semaphore::semaphore(std::int64_t initial) : count_(initial) {
+    if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
+}
+
+GORO_DECL semaphore::~semaphore() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL semaphore::permit semaphore::try_scoped_acquire(std::int64_t n) {
+    check(n, "goro::semaphore::try_scoped_acquire");
+    if (!try_acquire(n)) return permit();
+    return permit(*this, n);
+}
+
+GORO_DECL bool semaphore::try_acquire(std::int64_t n) {
+    check(n, "goro::semaphore::try_acquire");
+    std::lock_guard g(lock_);
+    if (!waiters_.empty() || count_ < n) return false;
+    count_ -= n;
+    return true;
+}
+
+GORO_DECL void semaphore::add_permits(std::int64_t n, bool check_overflow) {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
+            throw usage_error("goro::semaphore::release: count overflow");
+        count_ += n;
+        while (!waiters_.empty() && waiters_.front()->want <= count_) {
+            count_ -= waiters_.front()->want;
+            wake.push_back(*waiters_.pop_front());
+        }
+    }
+    wake.wake_all();
+}
+
+GORO_DECL void semaphore::check(std::int64_t n, const char* op) {
+    if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
+}
+
+GORO_DECL bool semaphore::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
+    n.task = t;
+    detail::park(t, h, wait_reason::semacquire);
+    std::lock_guard g(lock_);
+    if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
+        count_ -= n.want;
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        return false;
+    }
+    waiters_.push_back(n);
+    return true;  // published: a releaser owns the node now
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

@@ -63,6 +63,7 @@
 #include <utility>
 
 #include <goro/core/go.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/spinlock.hpp>
@@ -96,90 +97,20 @@ struct time_state : timer_node {
         if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
     }
 
-    static std::int64_t deadline_after(std::int64_t d_ns) noexcept {
-        std::int64_t now = now_ns();
-        if (d_ns <= 0) return now;
-        if (d_ns > std::numeric_limits<std::int64_t>::max() - now) return std::numeric_limits<std::int64_t>::max();
-        return now + d_ns;
-    }
+    static std::int64_t deadline_after(std::int64_t d_ns) noexcept;
 
     /// Under mu: schedules the next fire at `when` (replacing any schedule).
-    void arm_locked(std::int64_t when) {
-        ++seq;
-        want_ns = when;
-        active = true;
-        timer_queue& q = the_scheduler().timers();
-        if (!owned) {
-            owned = true;
-            add_ref();  // the timer thread's
-            node_seq = seq;
-            when_ns = when;
-            fire = &fire_cb;
-            q.add(this);
-        } else if (q.cancel(this)) {
-            node_seq = seq;
-            when_ns = when;
-            q.add(this);
-        }
-        // else the timer thread is firing the node now: fire_cb sees the stale
-        // seq and re-arms it for want_ns.
-    }
+    void arm_locked(std::int64_t when);
 
     /// Under mu: cancels the schedule. True when it was active. `drop` is set
     /// when the node came back from the heap (the caller releases its reference
     /// after unlocking).
-    bool stop_locked(bool& drop) {
-        const bool was = active;
-        active = false;
-        ++seq;
-        if (owned && the_scheduler().timers().cancel(this)) {
-            owned = false;
-            drop = true;
-        }
-        return was;
-    }
+    bool stop_locked(bool& drop);
 
     /// Under mu: discards a tick sent but not received. True when there was one.
-    bool drain_locked() {
-        if (!ch) return false;
-        return ch.try_recv().status == recv_status::received;
-    }
+    bool drain_locked();
 
-    static void fire_cb(timer_node* n) noexcept {
-        auto* s = static_cast<time_state*>(n);
-        bool drop = false, run = false;
-        {
-            std::lock_guard g(s->mu);
-            if (!s->active) {
-                s->owned = false;
-                drop = true;
-            } else if (s->node_seq != s->seq) {
-                // Reset while we held the node: fire at the new time instead.
-                s->node_seq = s->seq;
-                s->when_ns = s->want_ns;
-                the_scheduler().timers().add(s);
-            } else {
-                const std::int64_t due = s->when_ns;
-                if (s->period_ns > 0) {
-                    // Go's rule: the next multiple of the period after now (skip what was missed).
-                    const std::int64_t late = now_ns() - due;
-                    std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
-                    s->want_ns = next;
-                    s->when_ns = next;
-                    the_scheduler().timers().add(s);
-                } else {
-                    s->active = false;
-                    s->owned = false;
-                    drop = true;
-                }
-                if (s->ch) (void)s->ch.try_send(tick_time(std::chrono::nanoseconds(due)));  // full: dropped
-                run = s->on_fire != nullptr;
-                if (run) s->add_ref();  // for f's task
-            }
-        }
-        if (run) s->on_fire(s);  // releases that reference, in the task or at once
-        if (drop) s->release();  // last access
-    }
+    static void fire_cb(timer_node* n) noexcept;
 };
 
 template <class Rep, class Period>
@@ -190,12 +121,7 @@ std::int64_t to_ns(std::chrono::duration<Rep, Period> d) noexcept {
     return duration_cast<nanoseconds>(d).count();
 }
 
-inline time_state* make_chan_state() {
-    auto* s = new time_state();
-    s->destroy = [](time_state* p) noexcept { delete p; };
-    s->ch = channel<tick_time>(1);
-    return s;
-}
+GORO_DECL time_state* make_chan_state();
 
 template <class F>
 struct after_state : time_state {
@@ -246,13 +172,7 @@ public:
     }
 
     timer(timer&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    timer& operator=(timer&& o) noexcept {
-        if (this != &o) {
-            close();
-            s_ = std::exchange(o.s_, nullptr);
-        }
-        return *this;
-    }
+    timer& operator=(timer&& o) noexcept;
     timer(const timer&) = delete;
     timer& operator=(const timer&) = delete;
     ~timer() { close(); }
@@ -263,17 +183,7 @@ public:
 
     /// Stops the timer (Timer.Stop, Go 1.23): true when this call stopped it
     /// before its value was received (an unreceived value is discarded).
-    bool stop() {
-        if (!s_) return false;
-        bool drop = false, pending;
-        {
-            std::lock_guard g(s_->mu);
-            pending = s_->stop_locked(drop);
-            if (s_->drain_locked()) pending = true;
-        }
-        if (drop) s_->release();
-        return pending;
-    }
+    bool stop();
 
     /// Re-arms the timer to fire `d` from now (Timer.Reset, Go 1.23); returns
     /// what stop() would have. An unreceived value is discarded first.
@@ -294,16 +204,7 @@ private:
     friend timer after_func_at(std::chrono::nanoseconds, F&&, const detail::site&);
     explicit timer(detail::time_state* s) noexcept : s_(s) {}
 
-    void close() noexcept {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-        }
-        if (drop) s_->release();
-        std::exchange(s_, nullptr)->release();
-    }
+    void close() noexcept;
 
     detail::time_state* s_ = nullptr;
 };
@@ -326,13 +227,7 @@ public:
     }
 
     ticker(ticker&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    ticker& operator=(ticker&& o) noexcept {
-        if (this != &o) {
-            close();
-            s_ = std::exchange(o.s_, nullptr);
-        }
-        return *this;
-    }
+    ticker& operator=(ticker&& o) noexcept;
     ticker(const ticker&) = delete;
     ticker& operator=(const ticker&) = delete;
     ~ticker() { close(); }
@@ -343,16 +238,7 @@ public:
 
     /// Turns the ticker off (Ticker.Stop): no more ticks, and a tick not yet
     /// received is discarded. The channel is not closed.
-    void stop() {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-            s_->drain_locked();
-        }
-        if (drop) s_->release();
-    }
+    void stop();
 
     /// Stops the ticker and restarts it with period `d` (> 0); the next tick
     /// is due `d` from now (Ticker.Reset). A tick not yet received is discarded.
@@ -370,16 +256,7 @@ public:
     explicit operator bool() const noexcept { return s_ != nullptr; }
 
 private:
-    void close() noexcept {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-        }
-        if (drop) s_->release();
-        std::exchange(s_, nullptr)->release();
-    }
+    void close() noexcept;
 
     detail::time_state* s_ = nullptr;
 };
@@ -407,3 +284,162 @@ timer after_func(std::chrono::duration<Rep, Period> d, F&& f, GORO_SITE_PARAM) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro::detail {
+
+GORO_DECL std::int64_t time_state::deadline_after(std::int64_t d_ns) noexcept {
+    std::int64_t now = now_ns();
+    if (d_ns <= 0) return now;
+    if (d_ns > std::numeric_limits<std::int64_t>::max() - now) return std::numeric_limits<std::int64_t>::max();
+    return now + d_ns;
+}
+
+GORO_DECL void time_state::arm_locked(std::int64_t when) {
+    ++seq;
+    want_ns = when;
+    active = true;
+    timer_queue& q = the_scheduler().timers();
+    if (!owned) {
+        owned = true;
+        add_ref();  // the timer thread's
+        node_seq = seq;
+        when_ns = when;
+        fire = &fire_cb;
+        q.add(this);
+    } else if (q.cancel(this)) {
+        node_seq = seq;
+        when_ns = when;
+        q.add(this);
+    }
+    // else the timer thread is firing the node now: fire_cb sees the stale
+    // seq and re-arms it for want_ns.
+}
+
+GORO_DECL bool time_state::stop_locked(bool& drop) {
+    const bool was = active;
+    active = false;
+    ++seq;
+    if (owned && the_scheduler().timers().cancel(this)) {
+        owned = false;
+        drop = true;
+    }
+    return was;
+}
+
+GORO_DECL bool time_state::drain_locked() {
+    if (!ch) return false;
+    return ch.try_recv().status == recv_status::received;
+}
+
+GORO_DECL void time_state::fire_cb(timer_node* n) noexcept {
+    auto* s = static_cast<time_state*>(n);
+    bool drop = false, run = false;
+    {
+        std::lock_guard g(s->mu);
+        if (!s->active) {
+            s->owned = false;
+            drop = true;
+        } else if (s->node_seq != s->seq) {
+            // Reset while we held the node: fire at the new time instead.
+            s->node_seq = s->seq;
+            s->when_ns = s->want_ns;
+            the_scheduler().timers().add(s);
+        } else {
+            const std::int64_t due = s->when_ns;
+            if (s->period_ns > 0) {
+                // Go's rule: the next multiple of the period after now (skip what was missed).
+                const std::int64_t late = now_ns() - due;
+                std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
+                s->want_ns = next;
+                s->when_ns = next;
+                the_scheduler().timers().add(s);
+            } else {
+                s->active = false;
+                s->owned = false;
+                drop = true;
+            }
+            if (s->ch) (void)s->ch.try_send(tick_time(std::chrono::nanoseconds(due)));  // full: dropped
+            run = s->on_fire != nullptr;
+            if (run) s->add_ref();  // for f's task
+        }
+    }
+    if (run) s->on_fire(s);  // releases that reference, in the task or at once
+    if (drop) s->release();  // last access
+}
+
+GORO_DECL time_state* make_chan_state() {
+    auto* s = new time_state();
+    s->destroy = [](time_state* p) noexcept { delete p; };
+    s->ch = channel<tick_time>(1);
+    return s;
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL timer& timer::operator=(timer&& o) noexcept {
+    if (this != &o) {
+        close();
+        s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL bool timer::stop() {
+    if (!s_) return false;
+    bool drop = false, pending;
+    {
+        std::lock_guard g(s_->mu);
+        pending = s_->stop_locked(drop);
+        if (s_->drain_locked()) pending = true;
+    }
+    if (drop) s_->release();
+    return pending;
+}
+
+GORO_DECL void timer::close() noexcept {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+    }
+    if (drop) s_->release();
+    std::exchange(s_, nullptr)->release();
+}
+
+GORO_DECL ticker& ticker::operator=(ticker&& o) noexcept {
+    if (this != &o) {
+        close();
+        s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL void ticker::stop() {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+        s_->drain_locked();
+    }
+    if (drop) s_->release();
+}
+
+GORO_DECL void ticker::close() noexcept {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+    }
+    if (drop) s_->release();
+    std::exchange(s_, nullptr)->release();
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

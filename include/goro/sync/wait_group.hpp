@@ -29,6 +29,7 @@
 #include <mutex>
 #include <string>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
@@ -75,23 +76,9 @@ public:
 
         bool await_ready() const noexcept { return wg_->c_.at_zero(); }
 
-        bool await_suspend(std::coroutine_handle<> h) {
-            task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
-            node_.task = t;
-            detail::park(t, h, wait_reason::wait_group);
-            counter& c = wg_->c_;
-            std::lock_guard g(c.lock_);
-            if (c.enqueue(node_)) return true;  // published: from here on a releaser owns the node
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;  // reached zero meanwhile: continue without parking
-        }
+        bool await_suspend(std::coroutine_handle<> h);
 
-        void await_resume() {
-            if (node_.released) wg_->c_.returned(node_);
-            if (node_.destroyed_msg)
-                throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
-                                           std::to_string(node_.destroyed_count) + " tasks were waiting)");
-        }
+        void await_resume();
 
     private:
         wait_group* wg_;
@@ -104,15 +91,7 @@ public:
     wait_group(const wait_group&) = delete;
     wait_group& operator=(const wait_group&) = delete;
 
-    ~wait_group() {
-        detail::waiter_list<waiter_node> parked;
-        c_.destroy(parked);  // the group's last step: nobody touches it after
-        const std::size_t n = parked.size();
-        parked.wake_all([n](waiter_node& w) noexcept {
-            w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
-            w.destroyed_count = static_cast<std::uint32_t>(n);
-        });
-    }
+    ~wait_group();
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
     /// `n` is out of the counter's range, when the counter would go below
@@ -120,15 +99,10 @@ public:
     /// the counter from zero while waiters released at that zero have not
     /// returned from wait() yet, or while they are being released. The counter
     /// is then left as it was.
-    void add(std::int64_t n) {
-        if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
-            throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
-        if (n > 0) c_.add(static_cast<std::uint32_t>(n));
-        else if (n < 0) c_.finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
-    }
+    void add(std::int64_t n);
 
     /// Marks one task finished: `add(-1)`.
-    void done() { c_.finish(1, "goro::wait_group::done"); }
+    void done();
 
     /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
     [[nodiscard("goro::wait_group::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
@@ -141,3 +115,47 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL bool wait_group::wait_operation::await_suspend(std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
+    node_.task = t;
+    detail::park(t, h, wait_reason::wait_group);
+    counter& c = wg_->c_;
+    std::lock_guard g(c.lock_);
+    if (c.enqueue(node_)) return true;  // published: from here on a releaser owns the node
+    t->state.store(task_state::running, std::memory_order_relaxed);
+    return false;  // reached zero meanwhile: continue without parking
+}
+
+GORO_DECL void wait_group::wait_operation::await_resume() {
+    if (node_.released) wg_->c_.returned(node_);
+    if (node_.destroyed_msg)
+        throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
+                                   std::to_string(node_.destroyed_count) + " tasks were waiting)");
+}
+
+GORO_DECL wait_group::~wait_group() {
+    detail::waiter_list<waiter_node> parked;
+    c_.destroy(parked);  // the group's last step: nobody touches it after
+    const std::size_t n = parked.size();
+    parked.wake_all([n](waiter_node& w) noexcept {
+        w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
+        w.destroyed_count = static_cast<std::uint32_t>(n);
+    });
+}
+
+GORO_DECL void wait_group::add(std::int64_t n) {
+    if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
+        throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
+    if (n > 0) c_.add(static_cast<std::uint32_t>(n));
+    else if (n < 0) c_.finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+}
+
+GORO_DECL void wait_group::done() { c_.finish(1, "goro::wait_group::done"); }
+
+}  // namespace goro
+#endif  // GORO_BODIES
