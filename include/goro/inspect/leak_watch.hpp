@@ -333,6 +333,7 @@ void expect_no_growth(F&& fn, int iterations = 10) {
 
 #if GORO_BODIES
 #include <ctime>
+
 #include <goro/inspect/dump.hpp>
 #include <goro/inspect/pprof.hpp>
 #include <goro/inspect/snapshot.hpp>
