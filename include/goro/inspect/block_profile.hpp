@@ -39,16 +39,12 @@
 // spin locks held for a few instructions, not measured.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/wait_profile.hpp>
-#include <goro/inspect/dump.hpp>
-#include <goro/inspect/pprof.hpp>
 
 namespace goro {
 
@@ -58,7 +54,39 @@ inline const char* const wait_histogram_labels[wait_histogram_buckets] = {
     "<1us", "<4us", "<16us", "<64us", "<256us", "<1ms", "<4ms", "<16ms",
     "<66ms", "<262ms", "<1s", "<4s", "<17s", "<67s", "<268s", ">=268s"};
 
-inline std::vector<wait_bucket> sorted_wait_buckets() {
+GORO_DECL std::vector<wait_bucket> sorted_wait_buckets();
+
+/// Whether a wait of `reason` is lock contention (see THE MUTEX PROFILE).
+GORO_DECL bool is_lock_wait(const char* reason) noexcept;
+
+/// `out` begins with Go's first lines ("--- contention:\ncycles/second=...\n").
+GORO_DECL std::string block_profile_text(const std::vector<wait_bucket>& bs,
+                                         std::string out = "--- contention:\ncycles/second=1000000000\n");
+
+GORO_DECL std::string block_profile_pprof(const std::vector<wait_bucket>& bs);
+
+}  // namespace detail
+
+/// The wait profile: pprof protobuf (debug 0) or Go's debug=1 text (1).
+GORO_DECL std::string block_profile(int debug = 0);
+
+/// The mutex profile (see THE MUTEX PROFILE above): pprof (debug 0) or Go's
+/// debug=1 text (1).
+GORO_DECL std::string mutex_profile(int debug = 0);
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <algorithm>
+#include <cmath>
+#include <string_view>
+
+#include <goro/inspect/dump.hpp>
+#include <goro/inspect/pprof.hpp>
+
+namespace goro::detail {
+
+GORO_DECL std::vector<wait_bucket> sorted_wait_buckets() {
     std::vector<wait_bucket> bs = wait_profile_buckets();
     std::stable_sort(bs.begin(), bs.end(), [](const wait_bucket& a, const wait_bucket& b) {
         return a.delay_ns > b.delay_ns;
@@ -66,17 +94,14 @@ inline std::vector<wait_bucket> sorted_wait_buckets() {
     return bs;
 }
 
-/// Whether a wait of `reason` is lock contention (see THE MUTEX PROFILE).
-inline bool is_lock_wait(const char* reason) noexcept {
+GORO_DECL bool is_lock_wait(const char* reason) noexcept {
     if (!reason) return false;
     const std::string_view r(reason);
     return r == wait_reason::mutex_lock || r == wait_reason::rw_mutex_lock || r == wait_reason::rw_mutex_rlock ||
            r == wait_reason::semacquire;
 }
 
-/// `out` begins with Go's first lines ("--- contention:\ncycles/second=...\n").
-inline std::string block_profile_text(const std::vector<wait_bucket>& bs,
-                                      std::string out = "--- contention:\ncycles/second=1000000000\n") {
+GORO_DECL std::string block_profile_text(const std::vector<wait_bucket>& bs, std::string out) {
     site_table table;
     std::vector<text_frame> frames;
     for (const wait_bucket& b : bs) {
@@ -111,7 +136,7 @@ inline std::string block_profile_text(const std::vector<wait_bucket>& bs,
     return out;
 }
 
-inline std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
+GORO_DECL std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
     std::string out;
     site_table table;
     pprof_builder b(out, table);
@@ -131,19 +156,18 @@ inline std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
     return out;
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-/// The wait profile: pprof protobuf (debug 0) or Go's debug=1 text (1).
-inline std::string block_profile(int debug = 0) {
+namespace goro {
+
+GORO_DECL std::string block_profile(int debug) {
     if (debug != 0 && debug != 1)
         throw usage_error("goro::block_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
     auto bs = detail::sorted_wait_buckets();
     return debug == 0 ? detail::block_profile_pprof(bs) : detail::block_profile_text(bs);
 }
 
-/// The mutex profile (see THE MUTEX PROFILE above): pprof (debug 0) or Go's
-/// debug=1 text (1).
-inline std::string mutex_profile(int debug = 0) {
+GORO_DECL std::string mutex_profile(int debug) {
     if (debug != 0 && debug != 1)
         throw usage_error("goro::mutex_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
     auto bs = detail::sorted_wait_buckets();
@@ -154,3 +178,4 @@ inline std::string mutex_profile(int debug = 0) {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES

@@ -68,7 +68,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <ctime>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -81,12 +80,10 @@
 #include <vector>
 
 #include <goro/core/go.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/platform.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/stack.hpp>
-#include <goro/inspect/dump.hpp>
-#include <goro/inspect/pprof.hpp>
-#include <goro/inspect/snapshot.hpp>
 
 namespace goro {
 
@@ -137,13 +134,13 @@ struct leak_report {
     std::vector<leak_group> groups;        ///< the kept groups, by count descending
 };
 
+class snapshot;  // goro/inspect/snapshot.hpp (the bodies include it)
+
 namespace detail {
 
-inline std::int64_t thread_cpu_ns() noexcept {
-    timespec ts{};
-    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
+class profile_view;  // goro/inspect/pprof.hpp
+
+GORO_DECL std::int64_t thread_cpu_ns() noexcept;
 
 inline std::int64_t unix_now_ns() noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -151,32 +148,13 @@ inline std::int64_t unix_now_ns() noexcept {
 }
 
 /// "2026-12-06T23:10:00Z" (UTC, whole seconds).
-inline std::string rfc3339(std::int64_t unix_ns) {
-    std::time_t t = static_cast<std::time_t>(unix_ns / 1'000'000'000);
-    std::tm tm{};
-    ::gmtime_r(&t, &tm);
-    char b[32];
-    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return b;
-}
+GORO_DECL std::string rfc3339(std::int64_t unix_ns);
 
 }  // namespace detail
 
 class leak_watch {
 public:
-    explicit leak_watch(leak_watch_options o = {}) : opt_(o) {
-        const char* op = "goro::leak_watch";
-        if (opt_.window < 3) throw std::invalid_argument(std::string(op) + ": window must be at least 3 samples");
-        if (opt_.history < opt_.window)
-            throw std::invalid_argument(std::string(op) + ": history must be at least window");
-        if (opt_.history > 100000) throw std::invalid_argument(std::string(op) + ": history must be at most 100000");
-        if (opt_.min_rises < 1 || opt_.min_rises > opt_.window - 1)
-            throw std::invalid_argument(std::string(op) + ": min_rises must be between 1 and window-1");
-        if (opt_.min_growth < 1) throw std::invalid_argument(std::string(op) + ": min_growth must be at least 1");
-        if (opt_.interval.count() <= 0) throw std::invalid_argument(std::string(op) + ": interval must be positive");
-        if (opt_.max_groups < 1) throw std::invalid_argument(std::string(op) + ": max_groups must be at least 1");
-        meta_.resize(opt_.history);
-    }
+    explicit leak_watch(leak_watch_options o = {});
     ~leak_watch() { stop(); }
     leak_watch(const leak_watch&) = delete;
     leak_watch& operator=(const leak_watch&) = delete;
@@ -185,23 +163,9 @@ public:
 
     /// Starts the sampling thread: a sample every `interval`, the first one
     /// after one interval. Throws std::logic_error when already started.
-    void start() {
-        std::lock_guard g(thread_mu_);
-        if (thread_.joinable()) throw std::logic_error("goro::leak_watch::start: already started");
-        stopping_ = false;
-        thread_ = std::thread([this] { run(); });
-    }
+    void start();
     /// Stops and joins the sampling thread (idempotent).
-    void stop() {
-        std::lock_guard g(thread_mu_);
-        if (!thread_.joinable()) return;
-        {
-            std::lock_guard l(cv_mu_);
-            stopping_ = true;
-        }
-        cv_.notify_all();
-        thread_.join();
-    }
+    void stop();
     bool running() const {
         std::lock_guard g(thread_mu_);
         return thread_.joinable();
@@ -212,16 +176,7 @@ public:
     /// The same, as if taken at `at` (tests drive time explicitly: growth per
     /// minute and growing_since are computed from these times). Times must
     /// not go backwards.
-    void sample_at(std::chrono::steady_clock::time_point at) {
-        const std::int64_t cpu0 = detail::thread_cpu_ns();
-        snapshot s = snapshot::take();
-        detail::profile_view v(s);
-        const std::uint64_t spawned = detail::the_registry().total_added();
-        std::lock_guard g(mu_);
-        ingest(s, v, at, spawned);
-        last_cpu_ns_ = detail::thread_cpu_ns() - cpu0;
-        last_pause_ns_ = s.copy_ns();
-    }
+    void sample_at(std::chrono::steady_clock::time_point at);
 
     std::uint64_t samples() const {
         std::lock_guard g(mu_);
@@ -232,28 +187,7 @@ public:
     std::vector<leak_group> suspects() const { return report().suspects; }
 
     /// Everything known at the last sample.
-    leak_report report() const {
-        std::lock_guard g(mu_);
-        leak_report r;
-        r.samples = seq_;
-        r.last_sample_unix_ns = seq_ ? meta_[(seq_ - 1) % opt_.history].unix_ns : 0;
-        r.groups_seen = groups_seen_;
-        r.total_tasks = total_tasks_;
-        r.last_sample_cpu_ns = last_cpu_ns_;
-        r.last_sample_pause_ns = last_pause_ns_;
-        r.groups.reserve(tracked_.size());
-        for (const auto& [k, t] : tracked_) r.groups.push_back(view(t));
-        std::sort(r.groups.begin(), r.groups.end(), [](const leak_group& a, const leak_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return a.key < b.key;
-        });
-        for (const leak_group& lg : r.groups)
-            if (lg.suspect) r.suspects.push_back(lg);
-        std::stable_sort(r.suspects.begin(), r.suspects.end(), [](const leak_group& a, const leak_group& b) {
-            return a.growth_per_minute > b.growth_per_minute;
-        });
-        return r;
-    }
+    leak_report report() const;
 
     /// The report in the debug=1 shape (what /debug/goro/leaks serves).
     std::string report_text() const { return to_text(report(), opt_); }
@@ -262,117 +196,14 @@ public:
 
     // --- formats (static: also for a report copied out earlier) ---
 
-    static std::string to_text(const leak_report& r, const leak_watch_options& o) {
-        std::string out = "goro leak watch: " + std::to_string(r.suspects.size()) + " suspect" +
-                          (r.suspects.size() == 1 ? "" : "s") + " of " + std::to_string(r.groups_seen) +
-                          " groups, " + std::to_string(r.total_tasks) + " tasks; " + std::to_string(r.samples) +
-                          " samples, every " + duration_text(o.interval) + "\n";
-        out += "# rule: rose in >= " + std::to_string(o.min_rises) + " of the last " + std::to_string(o.window - 1) +
-               " steps, grew by >= " + std::to_string(o.min_growth) +
-               ", highest now, and outgrew the spawn rate while it ramped\n";
-        if (r.samples == 0) out += "# no sample yet\n";
-        out += '\n';
-        for (const leak_group& g : r.suspects) write_group(out, g);
-        return out;
-    }
+    static std::string to_text(const leak_report& r, const leak_watch_options& o);
 
     /// One group in the debug=1 shape, with its suspect, history and labels lines.
-    static void write_group(std::string& out, const leak_group& g) {
-        std::vector<std::string> hex;
-        std::vector<detail::text_frame> frames;
-        {
-            out += std::to_string(g.count) + " @";
-            for (std::uint64_t id : g.site_ids) {
-                char b[20];
-                hex.emplace_back(b, detail::format_hex(b, id));
-                out += ' ';
-                out += hex.back();
-            }
-            out += '\n';
-            char rate[32];
-            std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
-            out += g.suspect ? "# suspect: " : "# growth: ";
-            out += rate;
-            out += "/min since " + (g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : std::string("-")) + "; oldest [" +
-                   (g.wait_reason.empty() ? std::string("running") : g.wait_reason);
-            if (std::int64_t m = g.oldest_wait_ns / 60'000'000'000; m >= 1)
-                out += ", " + std::to_string(m) + (m == 1 ? " minute" : " minutes");
-            out += "]\n# history:";
-            for (std::uint32_t c : g.history) out += ' ' + std::to_string(c);
-            out += '\n';
-            detail::write_labels_line(out, g.labels);
-            for (std::size_t i = 0; i < g.frames.size(); ++i) {
-                const stack_frame& f = g.frames[i];
-                frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
-            }
-            detail::write_frame_lines(out, frames);
-            out += '\n';
-        }
-    }
+    static void write_group(std::string& out, const leak_group& g);
 
-    static std::string to_json(const leak_report& r, const leak_watch_options& o) {
-        std::string out = "{\"samples\":" + std::to_string(r.samples) +
-                          ",\"interval_ns\":" + std::to_string(o.interval.count()) +
-                          ",\"window\":" + std::to_string(o.window) + ",\"min_rises\":" + std::to_string(o.min_rises) +
-                          ",\"min_growth\":" + std::to_string(o.min_growth) +
-                          ",\"last_sample_unix_ns\":" + std::to_string(r.last_sample_unix_ns) +
-                          ",\"groups_seen\":" + std::to_string(r.groups_seen) +
-                          ",\"total_tasks\":" + std::to_string(r.total_tasks) +
-                          ",\"last_sample_cpu_ns\":" + std::to_string(r.last_sample_cpu_ns) +
-                          ",\"last_sample_pause_ns\":" + std::to_string(r.last_sample_pause_ns) + ",\"suspects\":[";
-        auto group = [&](const leak_group& g) {
-            char b[20];
-            out += "\n{\"group\":\"";
-            out.append(b, detail::format_hex(b, g.key));
-            out += "\",\"count\":" + std::to_string(g.count) + ",\"suspect\":" + (g.suspect ? "true" : "false");
-            char rate[32];
-            std::snprintf(rate, sizeof rate, "%.3f", g.growth_per_minute);
-            out += ",\"growth_per_minute\":";
-            out += rate;
-            out += ",\"growing_since_unix_ns\":" + std::to_string(g.growing_since_unix_ns);
-            out += ",\"growing_since\":";
-            detail::json_quote(out, g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : "");
-            out += ",\"wait_reason\":";
-            detail::json_quote(out, g.wait_reason);
-            out += ",\"oldest_wait_ns\":" + std::to_string(g.oldest_wait_ns) + ",\"labels\":";
-            detail::write_json_labels(out, g.labels);
-            out += ",\"history\":[";
-            for (std::size_t i = 0; i < g.history.size(); ++i) {
-                if (i) out += ',';
-                out += std::to_string(g.history[i]);
-            }
-            out += "],\"frames\":[";
-            for (std::size_t i = 0; i < g.frames.size(); ++i) {
-                if (i) out += ',';
-                out += "{\"function\":";
-                detail::json_quote(out, g.frames[i].function);
-                out += ",\"file\":";
-                detail::json_quote(out, g.frames[i].file);
-                out += ",\"line\":" + std::to_string(g.frames[i].line) + ",\"site_id\":\"";
-                out.append(b, detail::format_hex(b, g.site_ids[i]));
-                out += "\"}";
-            }
-            out += "]}";
-        };
-        for (std::size_t i = 0; i < r.suspects.size(); ++i) {
-            if (i) out += ',';
-            group(r.suspects[i]);
-        }
-        out += "],\"groups\":[";
-        for (std::size_t i = 0; i < r.groups.size(); ++i) {
-            if (i) out += ',';
-            group(r.groups[i]);
-        }
-        out += "]}\n";
-        return out;
-    }
+    static std::string to_json(const leak_report& r, const leak_watch_options& o);
 
-    static std::string duration_text(std::chrono::nanoseconds d) {
-        auto ns = d.count();
-        if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
-        if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
-        return std::to_string(ns) + "ns";
-    }
+    static std::string duration_text(std::chrono::nanoseconds d);
 
 private:
     struct sample_meta {
@@ -396,153 +227,25 @@ private:
         std::int64_t growing_since_unix_ns = 0;
     };
 
-    void run() {
-        std::unique_lock l(cv_mu_);
-        for (;;) {
-            if (cv_.wait_for(l, opt_.interval, [this] { return stopping_; })) return;
-            l.unlock();
-            try {
-                sample_now();
-            } catch (...) {
-                // Out of memory for a snapshot: skip this sample.
-            }
-            l.lock();
-        }
-    }
+    void run();
 
     std::uint32_t count_at(const tracked& t, std::uint64_t seq) const noexcept {
         return seq < t.first_seq ? 0 : t.ring[seq % opt_.history];
     }
 
     void ingest(const snapshot& s, const detail::profile_view& v, std::chrono::steady_clock::time_point at,
-                std::uint64_t spawned) {
-        const std::uint64_t seq = seq_;  // this sample's number
-        const std::int64_t steady =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count();
-        const std::int64_t unix_ns =
-            detail::unix_now_ns() -
-            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - at).count();
-        meta_[seq % opt_.history] = sample_meta{steady, unix_ns, spawned, v.groups().size() > opt_.max_groups};
-        const auto& tasks = s.tasks();
-        const auto& groups = v.groups();
-        groups_seen_ = groups.size();
-        total_tasks_ = s.total();
-        std::unordered_map<std::uint64_t, tracked> next;
-        next.reserve(std::min(groups.size(), opt_.max_groups) * 2);
-        const std::int64_t now = s.taken_at_ns();
-        for (std::size_t gi = 0; gi < groups.size() && gi < opt_.max_groups; ++gi) {
-            const task_group& g = groups[gi];
-            const task_record& first = tasks[g.tasks.front()];
-            auto it = tracked_.find(g.key);
-            tracked t;
-            if (it != tracked_.end()) {
-                t = std::move(it->second);
-            } else {
-                t.key = g.key;
-                t.first_seq = seq;
-                t.zero_before = seq > 0 && !meta_[(seq - 1) % opt_.history].truncated;
-                t.ring.assign(opt_.history, 0);
-                auto fr = v.frames(first);
-                for (std::size_t i = 0; i < fr.size() && i < opt_.max_frames; ++i) {
-                    const detail::site_info& si = v.site(fr[i]);
-                    t.site_ids.push_back(si.id);
-                    t.frames.push_back(stack_frame{si.function, si.file, si.line});
-                }
-                t.labels = detail::profile_view::labels(first);
-            }
-            t.ring[seq % opt_.history] = static_cast<std::uint32_t>(std::min<std::size_t>(g.count, UINT32_MAX));
-            // The longest-parked task of the group.
-            std::int64_t oldest = 0;
-            const char* why = nullptr;
-            for (std::uint32_t ti : g.tasks) {
-                const task_record& r = tasks[ti];
-                if (r.state != task_state::waiting || r.since_ns == 0) continue;
-                std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
-                if (!why || age > oldest) {
-                    oldest = age;
-                    why = r.wait_reason ? r.wait_reason : "waiting";
-                }
-            }
-            t.wait_reason = why ? why : (first.state == task_state::running ? "running" : "runnable");
-            t.oldest_wait_ns = oldest;
-            next.emplace(g.key, std::move(t));
-        }
-        tracked_.swap(next);  // groups not in this sample are forgotten
-        seq_ = seq + 1;
-        for (auto& [k, t] : tracked_) judge(t, seq);
-    }
+                std::uint64_t spawned);
 
     /// Applies the suspect rule (top of this header) to `t` at sample `seq`.
-    void judge(tracked& t, std::uint64_t seq) const {
-        t.suspect = false;
-        t.growth_per_minute = 0;
-        t.growing_since_unix_ns = 0;
-        const std::size_t n = opt_.window;
-        if (seq + 1 < n) return;  // not a full window yet
-        const std::uint64_t first = seq + 1 - n;
-        // Samples before it was kept: zeros if it was absent then, else unknown.
-        if (first < t.first_seq && !t.zero_before) return;
-        std::size_t rises = 0;
-        std::uint32_t hi = 0;
-        for (std::uint64_t s = first; s <= seq; ++s) {
-            std::uint32_t c = count_at(t, s);
-            if (s > first && c > count_at(t, s - 1)) ++rises;
-            hi = std::max(hi, c);
-        }
-        const std::uint32_t c0 = count_at(t, first), c1 = count_at(t, seq);
-        if (rises < opt_.min_rises) return;                      // (a)
-        if (c1 < c0 || c1 - c0 < opt_.min_growth) return;       // (b)
-        if (c1 < hi) return;                                     // (c)
-        if (opt_.load_ramp > 0 && first >= 1 && n < opt_.history) {  // (d)
-            const double r0 = rate(first), r1 = rate(seq);
-            if (r0 > 0 && r1 >= opt_.load_ramp * r0) {
-                const double load_factor = r1 / r0;
-                const double group_factor = double(c1) / double(std::max<std::uint32_t>(c0, 1));
-                if (group_factor <= 1.1 * load_factor) return;
-            }
-        }
-        t.suspect = true;
-        const sample_meta& m0 = meta_[first % opt_.history];
-        const sample_meta& m1 = meta_[seq % opt_.history];
-        const double minutes = double(std::max<std::int64_t>(m1.steady_ns - m0.steady_ns, 1)) / 60e9;
-        t.growth_per_minute = double(c1 - c0) / minutes;
-        // Back through the history while the counts did not fall.
-        const std::uint64_t oldest = seq + 1 > opt_.history ? seq + 1 - opt_.history : 0;
-        std::uint64_t s = seq;
-        const std::uint64_t known = t.zero_before ? t.first_seq - 1 : t.first_seq;
-        while (s > std::max(oldest, known) && count_at(t, s - 1) <= count_at(t, s)) --s;
-        // `s`: the lowest point before the run; or the oldest sample kept.
-        t.growing_since_unix_ns = meta_[s % opt_.history].unix_ns;
-    }
+    void judge(tracked& t, std::uint64_t seq) const;
 
     /// Tasks started in the step that ends at sample `seq` (>= 1). Per step,
     /// not per second: the sampling thread's steps are equally long, and
     /// samples taken by hand (a test, /debug/goro/leaks/sample) are steps of
     /// work, however long they took.
-    double rate(std::uint64_t seq) const noexcept {
-        const sample_meta& a = meta_[(seq - 1) % opt_.history];
-        const sample_meta& b = meta_[seq % opt_.history];
-        return double(b.spawned - a.spawned);
-    }
+    double rate(std::uint64_t seq) const noexcept;
 
-    leak_group view(const tracked& t) const {
-        leak_group g;
-        g.key = t.key;
-        g.site_ids = t.site_ids;
-        g.frames = t.frames;
-        g.labels = t.labels;
-        g.wait_reason = t.wait_reason;
-        g.oldest_wait_ns = t.oldest_wait_ns;
-        g.suspect = t.suspect;
-        g.growth_per_minute = t.growth_per_minute;
-        g.growing_since_unix_ns = t.growing_since_unix_ns;
-        const std::uint64_t last = seq_ - 1;
-        const std::uint64_t from = seq_ > opt_.history ? seq_ - opt_.history : 0;
-        for (std::uint64_t s = std::max(from, t.zero_before ? t.first_seq - 1 : t.first_seq); s <= last; ++s)
-            g.history.push_back(count_at(t, s));
-        g.count = g.history.empty() ? 0 : g.history.back();
-        return g;
-    }
+    leak_group view(const tracked& t) const;
 
     const leak_watch_options opt_;
     mutable std::mutex mu_;
@@ -627,3 +330,350 @@ void expect_no_growth(F&& fn, int iterations = 10) {
 }
 
 }  // namespace goro::testing
+
+#if GORO_BODIES
+#include <ctime>
+
+#include <goro/inspect/dump.hpp>
+#include <goro/inspect/pprof.hpp>
+#include <goro/inspect/snapshot.hpp>
+
+namespace goro::detail {
+
+GORO_DECL std::int64_t thread_cpu_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+GORO_DECL std::string rfc3339(std::int64_t unix_ns) {
+    std::time_t t = static_cast<std::time_t>(unix_ns / 1'000'000'000);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char b[32];
+    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return b;
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL leak_watch::leak_watch(leak_watch_options o) : opt_(o) {
+    const char* op = "goro::leak_watch";
+    if (opt_.window < 3) throw std::invalid_argument(std::string(op) + ": window must be at least 3 samples");
+    if (opt_.history < opt_.window)
+        throw std::invalid_argument(std::string(op) + ": history must be at least window");
+    if (opt_.history > 100000) throw std::invalid_argument(std::string(op) + ": history must be at most 100000");
+    if (opt_.min_rises < 1 || opt_.min_rises > opt_.window - 1)
+        throw std::invalid_argument(std::string(op) + ": min_rises must be between 1 and window-1");
+    if (opt_.min_growth < 1) throw std::invalid_argument(std::string(op) + ": min_growth must be at least 1");
+    if (opt_.interval.count() <= 0) throw std::invalid_argument(std::string(op) + ": interval must be positive");
+    if (opt_.max_groups < 1) throw std::invalid_argument(std::string(op) + ": max_groups must be at least 1");
+    meta_.resize(opt_.history);
+}
+
+GORO_DECL void leak_watch::start() {
+    std::lock_guard g(thread_mu_);
+    if (thread_.joinable()) throw std::logic_error("goro::leak_watch::start: already started");
+    stopping_ = false;
+    thread_ = std::thread([this] { run(); });
+}
+
+GORO_DECL void leak_watch::stop() {
+    std::lock_guard g(thread_mu_);
+    if (!thread_.joinable()) return;
+    {
+        std::lock_guard l(cv_mu_);
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+}
+
+GORO_DECL void leak_watch::sample_at(std::chrono::steady_clock::time_point at) {
+    const std::int64_t cpu0 = detail::thread_cpu_ns();
+    snapshot s = snapshot::take();
+    detail::profile_view v(s);
+    const std::uint64_t spawned = detail::the_registry().total_added();
+    std::lock_guard g(mu_);
+    ingest(s, v, at, spawned);
+    last_cpu_ns_ = detail::thread_cpu_ns() - cpu0;
+    last_pause_ns_ = s.copy_ns();
+}
+
+GORO_DECL leak_report leak_watch::report() const {
+    std::lock_guard g(mu_);
+    leak_report r;
+    r.samples = seq_;
+    r.last_sample_unix_ns = seq_ ? meta_[(seq_ - 1) % opt_.history].unix_ns : 0;
+    r.groups_seen = groups_seen_;
+    r.total_tasks = total_tasks_;
+    r.last_sample_cpu_ns = last_cpu_ns_;
+    r.last_sample_pause_ns = last_pause_ns_;
+    r.groups.reserve(tracked_.size());
+    for (const auto& [k, t] : tracked_) r.groups.push_back(view(t));
+    std::sort(r.groups.begin(), r.groups.end(), [](const leak_group& a, const leak_group& b) {
+        if (a.count != b.count) return a.count > b.count;
+        return a.key < b.key;
+    });
+    for (const leak_group& lg : r.groups)
+        if (lg.suspect) r.suspects.push_back(lg);
+    std::stable_sort(r.suspects.begin(), r.suspects.end(), [](const leak_group& a, const leak_group& b) {
+        return a.growth_per_minute > b.growth_per_minute;
+    });
+    return r;
+}
+
+GORO_DECL std::string leak_watch::to_text(const leak_report& r, const leak_watch_options& o) {
+    std::string out = "goro leak watch: " + std::to_string(r.suspects.size()) + " suspect" +
+                      (r.suspects.size() == 1 ? "" : "s") + " of " + std::to_string(r.groups_seen) +
+                      " groups, " + std::to_string(r.total_tasks) + " tasks; " + std::to_string(r.samples) +
+                      " samples, every " + duration_text(o.interval) + "\n";
+    out += "# rule: rose in >= " + std::to_string(o.min_rises) + " of the last " + std::to_string(o.window - 1) +
+           " steps, grew by >= " + std::to_string(o.min_growth) +
+           ", highest now, and outgrew the spawn rate while it ramped\n";
+    if (r.samples == 0) out += "# no sample yet\n";
+    out += '\n';
+    for (const leak_group& g : r.suspects) write_group(out, g);
+    return out;
+}
+
+GORO_DECL void leak_watch::write_group(std::string& out, const leak_group& g) {
+    std::vector<std::string> hex;
+    std::vector<detail::text_frame> frames;
+    {
+        out += std::to_string(g.count) + " @";
+        for (std::uint64_t id : g.site_ids) {
+            char b[20];
+            hex.emplace_back(b, detail::format_hex(b, id));
+            out += ' ';
+            out += hex.back();
+        }
+        out += '\n';
+        char rate[32];
+        std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
+        out += g.suspect ? "# suspect: " : "# growth: ";
+        out += rate;
+        out += "/min since " + (g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : std::string("-")) + "; oldest [" +
+               (g.wait_reason.empty() ? std::string("running") : g.wait_reason);
+        if (std::int64_t m = g.oldest_wait_ns / 60'000'000'000; m >= 1)
+            out += ", " + std::to_string(m) + (m == 1 ? " minute" : " minutes");
+        out += "]\n# history:";
+        for (std::uint32_t c : g.history) out += ' ' + std::to_string(c);
+        out += '\n';
+        detail::write_labels_line(out, g.labels);
+        for (std::size_t i = 0; i < g.frames.size(); ++i) {
+            const stack_frame& f = g.frames[i];
+            frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
+        }
+        detail::write_frame_lines(out, frames);
+        out += '\n';
+    }
+}
+
+GORO_DECL std::string leak_watch::to_json(const leak_report& r, const leak_watch_options& o) {
+    std::string out = "{\"samples\":" + std::to_string(r.samples) +
+                      ",\"interval_ns\":" + std::to_string(o.interval.count()) +
+                      ",\"window\":" + std::to_string(o.window) + ",\"min_rises\":" + std::to_string(o.min_rises) +
+                      ",\"min_growth\":" + std::to_string(o.min_growth) +
+                      ",\"last_sample_unix_ns\":" + std::to_string(r.last_sample_unix_ns) +
+                      ",\"groups_seen\":" + std::to_string(r.groups_seen) +
+                      ",\"total_tasks\":" + std::to_string(r.total_tasks) +
+                      ",\"last_sample_cpu_ns\":" + std::to_string(r.last_sample_cpu_ns) +
+                      ",\"last_sample_pause_ns\":" + std::to_string(r.last_sample_pause_ns) + ",\"suspects\":[";
+    auto group = [&](const leak_group& g) {
+        char b[20];
+        out += "\n{\"group\":\"";
+        out.append(b, detail::format_hex(b, g.key));
+        out += "\",\"count\":" + std::to_string(g.count) + ",\"suspect\":" + (g.suspect ? "true" : "false");
+        char rate[32];
+        std::snprintf(rate, sizeof rate, "%.3f", g.growth_per_minute);
+        out += ",\"growth_per_minute\":";
+        out += rate;
+        out += ",\"growing_since_unix_ns\":" + std::to_string(g.growing_since_unix_ns);
+        out += ",\"growing_since\":";
+        detail::json_quote(out, g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : "");
+        out += ",\"wait_reason\":";
+        detail::json_quote(out, g.wait_reason);
+        out += ",\"oldest_wait_ns\":" + std::to_string(g.oldest_wait_ns) + ",\"labels\":";
+        detail::write_json_labels(out, g.labels);
+        out += ",\"history\":[";
+        for (std::size_t i = 0; i < g.history.size(); ++i) {
+            if (i) out += ',';
+            out += std::to_string(g.history[i]);
+        }
+        out += "],\"frames\":[";
+        for (std::size_t i = 0; i < g.frames.size(); ++i) {
+            if (i) out += ',';
+            out += "{\"function\":";
+            detail::json_quote(out, g.frames[i].function);
+            out += ",\"file\":";
+            detail::json_quote(out, g.frames[i].file);
+            out += ",\"line\":" + std::to_string(g.frames[i].line) + ",\"site_id\":\"";
+            out.append(b, detail::format_hex(b, g.site_ids[i]));
+            out += "\"}";
+        }
+        out += "]}";
+    };
+    for (std::size_t i = 0; i < r.suspects.size(); ++i) {
+        if (i) out += ',';
+        group(r.suspects[i]);
+    }
+    out += "],\"groups\":[";
+    for (std::size_t i = 0; i < r.groups.size(); ++i) {
+        if (i) out += ',';
+        group(r.groups[i]);
+    }
+    out += "]}\n";
+    return out;
+}
+
+GORO_DECL std::string leak_watch::duration_text(std::chrono::nanoseconds d) {
+    auto ns = d.count();
+    if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
+    if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
+    return std::to_string(ns) + "ns";
+}
+
+GORO_DECL void leak_watch::run() {
+    std::unique_lock l(cv_mu_);
+    for (;;) {
+        if (cv_.wait_for(l, opt_.interval, [this] { return stopping_; })) return;
+        l.unlock();
+        try {
+            sample_now();
+        } catch (...) {
+            // Out of memory for a snapshot: skip this sample.
+        }
+        l.lock();
+    }
+}
+
+GORO_DECL void leak_watch::ingest(const snapshot& s, const detail::profile_view& v,
+                                  std::chrono::steady_clock::time_point at, std::uint64_t spawned) {
+    const std::uint64_t seq = seq_;  // this sample's number
+    const std::int64_t steady =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count();
+    const std::int64_t unix_ns =
+        detail::unix_now_ns() -
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - at).count();
+    meta_[seq % opt_.history] = sample_meta{steady, unix_ns, spawned, v.groups().size() > opt_.max_groups};
+    const auto& tasks = s.tasks();
+    const auto& groups = v.groups();
+    groups_seen_ = groups.size();
+    total_tasks_ = s.total();
+    std::unordered_map<std::uint64_t, tracked> next;
+    next.reserve(std::min(groups.size(), opt_.max_groups) * 2);
+    const std::int64_t now = s.taken_at_ns();
+    for (std::size_t gi = 0; gi < groups.size() && gi < opt_.max_groups; ++gi) {
+        const task_group& g = groups[gi];
+        const task_record& first = tasks[g.tasks.front()];
+        auto it = tracked_.find(g.key);
+        tracked t;
+        if (it != tracked_.end()) {
+            t = std::move(it->second);
+        } else {
+            t.key = g.key;
+            t.first_seq = seq;
+            t.zero_before = seq > 0 && !meta_[(seq - 1) % opt_.history].truncated;
+            t.ring.assign(opt_.history, 0);
+            auto fr = v.frames(first);
+            for (std::size_t i = 0; i < fr.size() && i < opt_.max_frames; ++i) {
+                const detail::site_info& si = v.site(fr[i]);
+                t.site_ids.push_back(si.id);
+                t.frames.push_back(stack_frame{si.function, si.file, si.line});
+            }
+            t.labels = detail::profile_view::labels(first);
+        }
+        t.ring[seq % opt_.history] = static_cast<std::uint32_t>(std::min<std::size_t>(g.count, UINT32_MAX));
+        // The longest-parked task of the group.
+        std::int64_t oldest = 0;
+        const char* why = nullptr;
+        for (std::uint32_t ti : g.tasks) {
+            const task_record& r = tasks[ti];
+            if (r.state != task_state::waiting || r.since_ns == 0) continue;
+            std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
+            if (!why || age > oldest) {
+                oldest = age;
+                why = r.wait_reason ? r.wait_reason : "waiting";
+            }
+        }
+        t.wait_reason = why ? why : (first.state == task_state::running ? "running" : "runnable");
+        t.oldest_wait_ns = oldest;
+        next.emplace(g.key, std::move(t));
+    }
+    tracked_.swap(next);  // groups not in this sample are forgotten
+    seq_ = seq + 1;
+    for (auto& [k, t] : tracked_) judge(t, seq);
+}
+
+GORO_DECL void leak_watch::judge(tracked& t, std::uint64_t seq) const {
+    t.suspect = false;
+    t.growth_per_minute = 0;
+    t.growing_since_unix_ns = 0;
+    const std::size_t n = opt_.window;
+    if (seq + 1 < n) return;  // not a full window yet
+    const std::uint64_t first = seq + 1 - n;
+    // Samples before it was kept: zeros if it was absent then, else unknown.
+    if (first < t.first_seq && !t.zero_before) return;
+    std::size_t rises = 0;
+    std::uint32_t hi = 0;
+    for (std::uint64_t s = first; s <= seq; ++s) {
+        std::uint32_t c = count_at(t, s);
+        if (s > first && c > count_at(t, s - 1)) ++rises;
+        hi = std::max(hi, c);
+    }
+    const std::uint32_t c0 = count_at(t, first), c1 = count_at(t, seq);
+    if (rises < opt_.min_rises) return;                      // (a)
+    if (c1 < c0 || c1 - c0 < opt_.min_growth) return;       // (b)
+    if (c1 < hi) return;                                     // (c)
+    if (opt_.load_ramp > 0 && first >= 1 && n < opt_.history) {  // (d)
+        const double r0 = rate(first), r1 = rate(seq);
+        if (r0 > 0 && r1 >= opt_.load_ramp * r0) {
+            const double load_factor = r1 / r0;
+            const double group_factor = double(c1) / double(std::max<std::uint32_t>(c0, 1));
+            if (group_factor <= 1.1 * load_factor) return;
+        }
+    }
+    t.suspect = true;
+    const sample_meta& m0 = meta_[first % opt_.history];
+    const sample_meta& m1 = meta_[seq % opt_.history];
+    const double minutes = double(std::max<std::int64_t>(m1.steady_ns - m0.steady_ns, 1)) / 60e9;
+    t.growth_per_minute = double(c1 - c0) / minutes;
+    // Back through the history while the counts did not fall.
+    const std::uint64_t oldest = seq + 1 > opt_.history ? seq + 1 - opt_.history : 0;
+    std::uint64_t s = seq;
+    const std::uint64_t known = t.zero_before ? t.first_seq - 1 : t.first_seq;
+    while (s > std::max(oldest, known) && count_at(t, s - 1) <= count_at(t, s)) --s;
+    // `s`: the lowest point before the run; or the oldest sample kept.
+    t.growing_since_unix_ns = meta_[s % opt_.history].unix_ns;
+}
+
+GORO_DECL double leak_watch::rate(std::uint64_t seq) const noexcept {
+    const sample_meta& a = meta_[(seq - 1) % opt_.history];
+    const sample_meta& b = meta_[seq % opt_.history];
+    return double(b.spawned - a.spawned);
+}
+
+GORO_DECL leak_group leak_watch::view(const tracked& t) const {
+    leak_group g;
+    g.key = t.key;
+    g.site_ids = t.site_ids;
+    g.frames = t.frames;
+    g.labels = t.labels;
+    g.wait_reason = t.wait_reason;
+    g.oldest_wait_ns = t.oldest_wait_ns;
+    g.suspect = t.suspect;
+    g.growth_per_minute = t.growth_per_minute;
+    g.growing_since_unix_ns = t.growing_since_unix_ns;
+    const std::uint64_t last = seq_ - 1;
+    const std::uint64_t from = seq_ > opt_.history ? seq_ - opt_.history : 0;
+    for (std::uint64_t s = std::max(from, t.zero_before ? t.first_seq - 1 : t.first_seq); s <= last; ++s)
+        g.history.push_back(count_at(t, s));
+    g.count = g.history.empty() ? 0 : g.history.back();
+    return g;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES

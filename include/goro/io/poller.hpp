@@ -120,9 +120,6 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -130,7 +127,6 @@
 #include <system_error>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -138,6 +134,7 @@
 #include <unistd.h>
 
 #include <goro/core/go.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/core/registry.hpp>
 #include <goro/core/scheduler.hpp>
 #include <goro/core/spinlock.hpp>
@@ -159,15 +156,7 @@ namespace detail {
 class io_category_impl : public std::error_category {
 public:
     const char* name() const noexcept override { return "goro.io"; }
-    std::string message(int c) const override {
-        switch (static_cast<io_errc>(c)) {
-        case io_errc::eof: return "unexpected EOF";
-        case io_errc::closed: return "use of closed network connection";
-        case io_errc::canceled: return "context canceled";
-        case io_errc::deadline_exceeded: return "context deadline exceeded";
-        }
-        return "unknown goro.io error";
-    }
+    std::string message(int c) const override;
 };
 }  // namespace detail
 
@@ -266,38 +255,7 @@ public:
     /// Registers `fd` (non-blocking) and returns its descriptor, holding the
     /// owner's reference; `*gen_out` is its generation. Throws io_error
     /// naming `op`; `fd` is then left open.
-    poll_desc* open(int fd, const std::string& op, std::uint32_t* gen_out) {
-        poll_desc* d = take_free();
-        std::uint32_t gen;
-        {
-            std::lock_guard g(d->mu);
-            d->fd = fd;
-            d->refs = 1;
-            d->closing = false;
-            d->seq[0].store(0, std::memory_order_relaxed);
-            d->seq[1].store(0, std::memory_order_relaxed);
-            d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
-            d->rhup.store(false, std::memory_order_relaxed);
-            d->waiter[0] = d->waiter[1] = nullptr;
-            gen = d->gen;
-        }
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-        ev.data.u64 = io_event_key(d, gen);
-        if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            int e = errno;
-            {
-                std::lock_guard g(d->mu);
-                d->fd = -1;
-                d->refs = 0;
-                ++d->gen;
-            }
-            put_free(d);
-            throw_errno(op + ": epoll_ctl", e);
-        }
-        *gen_out = gen;
-        return d;
-    }
+    poll_desc* open(int fd, const std::string& op, std::uint32_t* gen_out);
 
     /// Direction `dir`'s readiness sequence: read it before the system call
     /// whose EAGAIN may lead to an io_wait_op, and hand it to that.
@@ -320,43 +278,15 @@ public:
 
     /// Takes a reference for an operation; false when the descriptor is
     /// closing or was recycled (generation `gen` is gone).
-    static bool acquire(poll_desc* d, std::uint32_t gen) noexcept {
-        std::lock_guard g(d->mu);
-        if (d->gen != gen || d->closing) return false;
-        ++d->refs;
-        return true;
-    }
+    static bool acquire(poll_desc* d, std::uint32_t gen) noexcept;
 
     /// Drops a reference; the last one of a closing descriptor closes the fd.
-    void release(poll_desc* d) noexcept {
-        bool last;
-        {
-            std::lock_guard g(d->mu);
-            last = --d->refs == 0 && d->closing;
-        }
-        if (last) finish_close(d);
-    }
+    void release(poll_desc* d) noexcept;
 
     /// Marks the descriptor closing, wakes its waiters (they fail with
     /// io_errc::closed) and drops the owner's reference. False when it was
     /// closing already (or recycled).
-    bool close(poll_desc* d, std::uint32_t gen) noexcept {
-        io_waiter* lists[2];
-        std::size_t n = 0;
-        bool last;
-        {
-            std::lock_guard g(d->mu);
-            if (d->gen != gen || d->closing) return false;
-            d->closing = true;
-            for (int dir = 0; dir < 2; ++dir) n += take_all(d, dir, io_wake::closed, lists + dir);
-            last = --d->refs == 0;
-        }
-        unguard(n);
-        task_header* buf[16];
-        wake_all(lists, 2, buf, 16, false);
-        if (last) finish_close(d);
-        return true;
-    }
+    bool close(poll_desc* d, std::uint32_t gen) noexcept;
 
     /// WHO POLLS, napping: how long the poller thread leaves readiness to
     /// the workers before it looks itself (1 ms by default). For tests.
@@ -376,58 +306,16 @@ public:
     }
 
 private:
-    poller() : watch_(the_deadlock_watch()) {
-        epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
-        if (epfd_ < 0) throw_errno("goro::io::poller: epoll_create1", errno);
-        thread_ = std::thread([this] { run(); });
-        thread_.detach();
-        idle_sleep_hook.store(&poller::before_idle_sleep, std::memory_order_release);
-        idle_poll_hook.store(&poller::poll_now, std::memory_order_release);
-    }
+    poller();
 
-    poll_desc* take_free() {
-        {
-            std::lock_guard g(free_mu_);
-            if (poll_desc* d = free_) {
-                free_ = d->next_free;
-                d->next_free = nullptr;
-                return d;
-            }
-        }
-        return new poll_desc();
-    }
-    void put_free(poll_desc* d) noexcept {
-        std::lock_guard g(free_mu_);
-        d->next_free = free_;
-        free_ = d;
-    }
+    poll_desc* take_free();
+    void put_free(poll_desc* d) noexcept;
 
-    void finish_close(poll_desc* d) noexcept {
-        int fd;
-        {
-            std::lock_guard g(d->mu);
-            fd = d->fd;
-            d->fd = -1;
-            ++d->gen;  // from here on, events and operations of the old generation are ignored
-            d->closing = false;
-        }
-        ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);  // a dup of fd may live on: unregister explicitly
-        ::close(fd);
-        put_free(d);
-    }
+    void finish_close(poll_desc* d) noexcept;
 
     /// Descriptor locked: takes out direction `dir`'s whole list of waiters
     /// into `*list`, each with `result` set; returns how many there were.
-    static std::size_t take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept {
-        std::size_t n = 0;
-        for (io_waiter* w = d->waiter[dir]; w; w = w->next) {
-            w->result = result;
-            ++n;
-        }
-        *list = d->waiter[dir];
-        d->waiter[dir] = nullptr;
-        return n;
-    }
+    static std::size_t take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept;
 
     /// Wakes the waiters of lists[0, nl) (taken out by take_all, under no
     /// lock now), handing them to the pool through `buf` (room for `cap`),
@@ -435,87 +323,22 @@ private:
     /// Taken out, a waiter is the waker's alone (a cancel() no longer finds
     /// it) until its task is readied: so `next` and `task` are read before.
     static task_header* wake_all(io_waiter* const* lists, std::size_t nl, task_header** buf, std::size_t cap,
-                                 bool keep_first) noexcept {
-        task_header* first = nullptr;
-        std::size_t k = 0;
-        for (std::size_t i = 0; i < nl; ++i) {
-            for (io_waiter* w = lists[i]; w;) {
-                task_header* t = w->task;
-                w = w->next;  // before `t` can run (its frame holds the waiter)
-                if (keep_first && !first) {
-                    first = t;
-                    continue;
-                }
-                buf[k++] = t;
-                if (k == cap) {
-                    ready_n(buf, k);
-                    k = 0;
-                }
-            }
-        }
-        if (k) ready_n(buf, k);
-        return first;
-    }
+                                 bool keep_first) noexcept;
 
     /// Bumps the sequences of `n` events and takes their waiters' lists into
     /// `lists` (room for 2n); `*nl` is how many lists, and the result how
     /// many waiters, uncounted as guards already.
-    std::size_t harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept {
-        std::size_t k = 0;
-        std::size_t l = 0;
-        for (int i = 0; i < n; ++i) {
-            auto* d = reinterpret_cast<poll_desc*>(static_cast<std::uintptr_t>(evs[i].data.u64 & io_ptr_mask));
-            const std::uint32_t gen16 = static_cast<std::uint32_t>(evs[i].data.u64 >> 48);
-            const std::uint32_t e = evs[i].events;
-            const bool r = e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI);
-            const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
-            std::lock_guard g(d->mu);
-            if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
-            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
-            for (int dir = 0; dir < 2; ++dir) {
-                if (!(dir == io_read ? r : w)) continue;
-                d->seq[dir].fetch_add(1, std::memory_order_release);
-                if (d->waiter[dir]) k += take_all(d, dir, io_wake::ready, lists + l++);
-            }
-        }
-        *nl = l;
-        unguard(k);
-        return k;
-    }
+    std::size_t harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept;
 
     /// The scheduler's idle_poll_hook: a worker with nothing to run looks
     /// for ready descriptors without blocking, and runs one woken task
     /// itself: a ping-pong over loopback then never leaves the worker (the
     /// peer's readiness is there as soon as the write returns).
-    static task_header* poll_now() noexcept {
-        poller& p = get();
-        // Nobody parked in IO wait (each waiter counts as an external guard):
-        // no system call. A miss only leaves an event to the poller thread.
-        if (p.watch_.external_guards.load(std::memory_order_relaxed) == 0) return nullptr;
-        constexpr int max_events = 64;
-        epoll_event evs[max_events];
-        int n = ::epoll_wait(p.epfd_, evs, max_events, 0);
-        p.polls_.fetch_add(1, std::memory_order_relaxed);  // the poller thread naps while this moves
-        if (n <= 0) return nullptr;
-        io_waiter* lists[2 * max_events];
-        std::size_t nl;
-        if (p.harvest(evs, n, lists, &nl) == 0) return nullptr;
-        task_header* buf[max_events];
-        task_header* first = wake_all(lists, nl, buf, max_events, true);
-        // Not through ready() (this worker runs it next): its wait is
-        // recorded here (core/wait_profile.hpp; on a worker, so the parked clock).
-        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
-            wait_profile_wake(first, rate, parked_clock().load(std::memory_order_relaxed));
-        first->state.store(task_state::runnable, std::memory_order_relaxed);
-        return first;
-    }
+    static task_header* poll_now() noexcept;
 
     /// A worker of the pool is awake (not counted idle): it polls when it
     /// runs dry.
-    static bool workers_awake() noexcept {
-        scheduler* s = g_scheduler.load(std::memory_order_acquire);
-        return s && s->idle_workers() < static_cast<int>(s->size());
-    }
+    static bool workers_awake() noexcept;
 
     /// The scheduler's idle_sleep_hook: a worker about to sleep, counted
     /// idle already (a seq_cst update, then a fence), ends the poller
@@ -523,83 +346,13 @@ private:
     /// `napping_` and fences before it looks at the idle count: so either
     /// the nap sees the pool idle and does not begin, or this sees the nap.
     /// (A miss would cost a nap's length, never a wake-up: see run().)
-    static void before_idle_sleep() noexcept {
-        poller& p = get();
-        if (!p.napping_.load(std::memory_order_seq_cst) || workers_awake()) return;
-        {
-            std::lock_guard g(p.nap_mu_);
-            if (!p.napping_.load(std::memory_order_relaxed)) return;
-            p.napping_.store(false, std::memory_order_relaxed);
-        }
-        p.nap_cv_.notify_one();
-    }
+    static void before_idle_sleep() noexcept;
 
     /// Sleeps for the nap interval, or until the last awake worker goes to
     /// sleep (before_idle_sleep); returns at once when none is awake.
-    void nap() noexcept {
-        std::unique_lock lk(nap_mu_);
-        napping_.store(true, std::memory_order_seq_cst);
-        seq_fence();
-        if (workers_awake()) {
-            naps_.fetch_add(1, std::memory_order_relaxed);
-            nap_cv_.wait_for(lk, nap_interval(), [this] { return !napping_.load(std::memory_order_relaxed); });
-        }
-        napping_.store(false, std::memory_order_relaxed);
-    }
+    void nap() noexcept;
 
-    void run() noexcept {
-        constexpr int max_events = 256;
-        epoll_event evs[max_events];
-        std::vector<io_waiter*> lists(2 * max_events);
-        std::vector<task_header*> buf(max_events);
-        bool napping = false;
-        std::uint64_t seen_polls = 0;
-        for (;;) {
-            // NAPPING (see WHO POLLS): the workers took the last readiness
-            // themselves, so this thread does not sleep on the epoll
-            // descriptor, where each event would wake it (a cross-core
-            // wake-up inside the writer's system call, per message of a
-            // ping-pong) only to find the events taken. It looks again after
-            // the nap, and goes back to waiting on the descriptor when no
-            // worker polled meanwhile (all busy, or the pool went idle: then
-            // the last worker to sleep ends the nap early). So readiness
-            // waits a nap or two at most for a pool that does not run dry,
-            // and nothing is ever left unharvested: the nap is bounded.
-            if (napping) {
-                nap();
-                const std::uint64_t polls = polls_.load(std::memory_order_relaxed);
-                if (polls != seen_polls && workers_awake()) {
-                    seen_polls = polls;
-                    continue;
-                }
-                napping = false;
-            }
-            // Wait for readiness without taking it (the epoll fd polls
-            // readable while events are queued), and when a worker is awake
-            // let it take them first: it runs the woken task at once
-            // (poll_now), where from here the task would go through the
-            // global queue and maybe a futex wake. Whatever is left after a
-            // yield is taken here, so a pool busy with tasks that never run
-            // dry does not hold an I/O wake-up back.
-            pollfd pf{epfd_, POLLIN, 0};
-            if (::poll(&pf, 1, -1) < 0) continue;
-            const bool awake = workers_awake();
-            if (awake) std::this_thread::yield();
-            int n = ::epoll_wait(epfd_, evs, max_events, 0);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                std::fprintf(stderr, "goro: netpoller: epoll_wait: %s\n", std::strerror(errno));
-                std::abort();
-            }
-            if (n == 0 && awake) {  // a worker took them: leave the next ones to the workers
-                napping = true;
-                seen_polls = polls_.load(std::memory_order_relaxed);
-                continue;
-            }
-            std::size_t nl;
-            if (harvest(evs, n, lists.data(), &nl)) wake_all(lists.data(), nl, buf.data(), buf.size(), false);
-        }
-    }
+    void run() noexcept;
 
     int epfd_ = -1;
     deadlock_watch& watch_;
@@ -642,29 +395,9 @@ public:
     /// Takes ownership of `fd` (made non-blocking here unless
     /// `set_nonblocking` is false); closes it and throws io_error naming
     /// `op` when it cannot be registered.
-    registered_fd(int fd, const std::string& op, bool set_nonblocking = true) {
-        int fl = set_nonblocking ? ::fcntl(fd, F_GETFL) : O_NONBLOCK;
-        if (fl < 0 || (!(fl & O_NONBLOCK) && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
-            int e = errno;
-            ::close(fd);
-            throw_errno(op + ": fcntl", e);
-        }
-        try {
-            d_ = poller::get().open(fd, op, &gen_);
-        } catch (...) {
-            ::close(fd);
-            throw;
-        }
-    }
+    registered_fd(int fd, const std::string& op, bool set_nonblocking = true);
     registered_fd(registered_fd&& o) noexcept : d_(std::exchange(o.d_, nullptr)), gen_(o.gen_) {}
-    registered_fd& operator=(registered_fd&& o) noexcept {
-        if (this != &o) {
-            close();
-            d_ = std::exchange(o.d_, nullptr);
-            gen_ = o.gen_;
-        }
-        return *this;
-    }
+    registered_fd& operator=(registered_fd&& o) noexcept;
     ~registered_fd() { close(); }
 
     /// Idempotent; wakes the operations parked on it (they fail with
@@ -672,11 +405,7 @@ public:
     void close() noexcept {
         if (d_) poller::get().close(d_, gen_);
     }
-    bool is_open() const noexcept {
-        if (!d_) return false;
-        std::lock_guard g(d_->mu);
-        return d_->gen == gen_ && !d_->closing;
-    }
+    bool is_open() const noexcept;
     poll_desc* desc() const noexcept { return d_; }
     std::uint32_t gen() const noexcept { return gen_; }
 
@@ -708,66 +437,17 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     std::optional<std::stop_callback<on_cancel>> cb{};
 
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) {
-        w.task = current_task_or_throw(op);
-        if (ctx) {
-            std::stop_token tok = ctx->stop_token();
-            if (tok.stop_possible()) cb.emplace(std::move(tok), on_cancel{this});  // may run cancel() at once
-        }
-        poller& p = poller::get();
-        std::lock_guard g(d->mu);
-        if (d->gen != gen || d->closing) {
-            w.result = io_wake::closed;
-            return false;
-        }
-        if (w.cancel_requested) {
-            w.result = io_wake::canceled;
-            return false;
-        }
-        if (d->seq[dir].load(std::memory_order_relaxed) != seq) {  // an edge since the system call
-            w.result = io_wake::ready;
-            return false;
-        }
-        park(w.task, h, wait_reason::io_wait);
-        w.next = d->waiter[dir];
-        d->waiter[dir] = &w;
-        p.guard();
-        return true;  // published: from here on a waker may resume the task
-    }
+    bool await_suspend(std::coroutine_handle<> h);
     io_wake await_resume() noexcept {
         cb.reset();  // waits for a cancel() running on another thread
         return w.result;
     }
 
-    void cancel() noexcept {
-        bool take = false;
-        {
-            std::lock_guard g(d->mu);
-            for (io_waiter** pp = &d->waiter[dir]; *pp; pp = &(*pp)->next) {
-                if (*pp == &w) {  // still parked: unlink it alone
-                    *pp = w.next;
-                    w.next = nullptr;
-                    w.result = io_wake::canceled;
-                    take = true;
-                    break;
-                }
-            }
-            if (!take) w.cancel_requested = true;  // not parked yet, or woken already
-        }
-        if (take) {
-            poller::get().unguard(1);
-            ready(w.task);
-        }
-    }
+    void cancel() noexcept;
 };
 
 /// Turns a wake-up that was not readiness into the operation's error.
-inline void check_wake(io_wake r, const context* ctx, const char* op, std::size_t transferred = 0) {
-    if (r == io_wake::ready) return;
-    if (r == io_wake::closed) throw_io(io_errc::closed, op, transferred);
-    if (ctx && ctx->err() == context_error::deadline_exceeded) throw_io(io_errc::deadline_exceeded, op, transferred);
-    throw_io(io_errc::canceled, op, transferred);
-}
+GORO_DECL void check_wake(io_wake r, const context* ctx, const char* op, std::size_t transferred = 0);
 
 inline const context* ctx_or_null(const context& ctx) noexcept {
     return ctx == context{} ? nullptr : &ctx;
@@ -824,3 +504,378 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace goro::detail {
+
+GORO_DECL std::string io_category_impl::message(int c) const {
+    switch (static_cast<io_errc>(c)) {
+    case io_errc::eof: return "unexpected EOF";
+    case io_errc::closed: return "use of closed network connection";
+    case io_errc::canceled: return "context canceled";
+    case io_errc::deadline_exceeded: return "context deadline exceeded";
+    }
+    return "unknown goro.io error";
+}
+
+GORO_DECL poll_desc* poller::open(int fd, const std::string& op, std::uint32_t* gen_out) {
+    poll_desc* d = take_free();
+    std::uint32_t gen;
+    {
+        std::lock_guard g(d->mu);
+        d->fd = fd;
+        d->refs = 1;
+        d->closing = false;
+        d->seq[0].store(0, std::memory_order_relaxed);
+        d->seq[1].store(0, std::memory_order_relaxed);
+        d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
+        d->rhup.store(false, std::memory_order_relaxed);
+        d->waiter[0] = d->waiter[1] = nullptr;
+        gen = d->gen;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = io_event_key(d, gen);
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int e = errno;
+        {
+            std::lock_guard g(d->mu);
+            d->fd = -1;
+            d->refs = 0;
+            ++d->gen;
+        }
+        put_free(d);
+        throw_errno(op + ": epoll_ctl", e);
+    }
+    *gen_out = gen;
+    return d;
+}
+
+GORO_DECL bool poller::acquire(poll_desc* d, std::uint32_t gen) noexcept {
+    std::lock_guard g(d->mu);
+    if (d->gen != gen || d->closing) return false;
+    ++d->refs;
+    return true;
+}
+
+GORO_DECL void poller::release(poll_desc* d) noexcept {
+    bool last;
+    {
+        std::lock_guard g(d->mu);
+        last = --d->refs == 0 && d->closing;
+    }
+    if (last) finish_close(d);
+}
+
+GORO_DECL bool poller::close(poll_desc* d, std::uint32_t gen) noexcept {
+    io_waiter* lists[2];
+    std::size_t n = 0;
+    bool last;
+    {
+        std::lock_guard g(d->mu);
+        if (d->gen != gen || d->closing) return false;
+        d->closing = true;
+        for (int dir = 0; dir < 2; ++dir) n += take_all(d, dir, io_wake::closed, lists + dir);
+        last = --d->refs == 0;
+    }
+    unguard(n);
+    task_header* buf[16];
+    wake_all(lists, 2, buf, 16, false);
+    if (last) finish_close(d);
+    return true;
+}
+
+GORO_DECL poller::poller() : watch_(the_deadlock_watch()) {
+    epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epfd_ < 0) throw_errno("goro::io::poller: epoll_create1", errno);
+    thread_ = std::thread([this] { run(); });
+    thread_.detach();
+    idle_sleep_hook.store(&poller::before_idle_sleep, std::memory_order_release);
+    idle_poll_hook.store(&poller::poll_now, std::memory_order_release);
+}
+
+GORO_DECL poll_desc* poller::take_free() {
+    {
+        std::lock_guard g(free_mu_);
+        if (poll_desc* d = free_) {
+            free_ = d->next_free;
+            d->next_free = nullptr;
+            return d;
+        }
+    }
+    return new poll_desc();
+}
+
+GORO_DECL void poller::put_free(poll_desc* d) noexcept {
+    std::lock_guard g(free_mu_);
+    d->next_free = free_;
+    free_ = d;
+}
+
+GORO_DECL void poller::finish_close(poll_desc* d) noexcept {
+    int fd;
+    {
+        std::lock_guard g(d->mu);
+        fd = d->fd;
+        d->fd = -1;
+        ++d->gen;  // from here on, events and operations of the old generation are ignored
+        d->closing = false;
+    }
+    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);  // a dup of fd may live on: unregister explicitly
+    ::close(fd);
+    put_free(d);
+}
+
+GORO_DECL std::size_t poller::take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept {
+    std::size_t n = 0;
+    for (io_waiter* w = d->waiter[dir]; w; w = w->next) {
+        w->result = result;
+        ++n;
+    }
+    *list = d->waiter[dir];
+    d->waiter[dir] = nullptr;
+    return n;
+}
+
+GORO_DECL task_header* poller::wake_all(io_waiter* const* lists, std::size_t nl, task_header** buf, std::size_t cap,
+                                         bool keep_first) noexcept {
+    task_header* first = nullptr;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < nl; ++i) {
+        for (io_waiter* w = lists[i]; w;) {
+            task_header* t = w->task;
+            w = w->next;  // before `t` can run (its frame holds the waiter)
+            if (keep_first && !first) {
+                first = t;
+                continue;
+            }
+            buf[k++] = t;
+            if (k == cap) {
+                ready_n(buf, k);
+                k = 0;
+            }
+        }
+    }
+    if (k) ready_n(buf, k);
+    return first;
+}
+
+GORO_DECL std::size_t poller::harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept {
+    std::size_t k = 0;
+    std::size_t l = 0;
+    for (int i = 0; i < n; ++i) {
+        auto* d = reinterpret_cast<poll_desc*>(static_cast<std::uintptr_t>(evs[i].data.u64 & io_ptr_mask));
+        const std::uint32_t gen16 = static_cast<std::uint32_t>(evs[i].data.u64 >> 48);
+        const std::uint32_t e = evs[i].events;
+        const bool r = e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI);
+        const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+        std::lock_guard g(d->mu);
+        if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
+        if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
+        for (int dir = 0; dir < 2; ++dir) {
+            if (!(dir == io_read ? r : w)) continue;
+            d->seq[dir].fetch_add(1, std::memory_order_release);
+            if (d->waiter[dir]) k += take_all(d, dir, io_wake::ready, lists + l++);
+        }
+    }
+    *nl = l;
+    unguard(k);
+    return k;
+}
+
+GORO_DECL task_header* poller::poll_now() noexcept {
+    poller& p = get();
+    // Nobody parked in IO wait (each waiter counts as an external guard):
+    // no system call. A miss only leaves an event to the poller thread.
+    if (p.watch_.external_guards.load(std::memory_order_relaxed) == 0) return nullptr;
+    constexpr int max_events = 64;
+    epoll_event evs[max_events];
+    int n = ::epoll_wait(p.epfd_, evs, max_events, 0);
+    p.polls_.fetch_add(1, std::memory_order_relaxed);  // the poller thread naps while this moves
+    if (n <= 0) return nullptr;
+    io_waiter* lists[2 * max_events];
+    std::size_t nl;
+    if (p.harvest(evs, n, lists, &nl) == 0) return nullptr;
+    task_header* buf[max_events];
+    task_header* first = wake_all(lists, nl, buf, max_events, true);
+    // Not through ready() (this worker runs it next): its wait is
+    // recorded here (core/wait_profile.hpp; on a worker, so the parked clock).
+    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+        wait_profile_wake(first, rate, parked_clock().load(std::memory_order_relaxed));
+    first->state.store(task_state::runnable, std::memory_order_relaxed);
+    return first;
+}
+
+GORO_DECL bool poller::workers_awake() noexcept {
+    scheduler* s = g_scheduler.load(std::memory_order_acquire);
+    return s && s->idle_workers() < static_cast<int>(s->size());
+}
+
+GORO_DECL void poller::before_idle_sleep() noexcept {
+    poller& p = get();
+    if (!p.napping_.load(std::memory_order_seq_cst) || workers_awake()) return;
+    {
+        std::lock_guard g(p.nap_mu_);
+        if (!p.napping_.load(std::memory_order_relaxed)) return;
+        p.napping_.store(false, std::memory_order_relaxed);
+    }
+    p.nap_cv_.notify_one();
+}
+
+GORO_DECL void poller::nap() noexcept {
+    std::unique_lock lk(nap_mu_);
+    napping_.store(true, std::memory_order_seq_cst);
+    seq_fence();
+    if (workers_awake()) {
+        naps_.fetch_add(1, std::memory_order_relaxed);
+        nap_cv_.wait_for(lk, nap_interval(), [this] { return !napping_.load(std::memory_order_relaxed); });
+    }
+    napping_.store(false, std::memory_order_relaxed);
+}
+
+GORO_DECL void poller::run() noexcept {
+    constexpr int max_events = 256;
+    epoll_event evs[max_events];
+    std::vector<io_waiter*> lists(2 * max_events);
+    std::vector<task_header*> buf(max_events);
+    bool napping = false;
+    std::uint64_t seen_polls = 0;
+    for (;;) {
+        // NAPPING (see WHO POLLS): the workers took the last readiness
+        // themselves, so this thread does not sleep on the epoll
+        // descriptor, where each event would wake it (a cross-core
+        // wake-up inside the writer's system call, per message of a
+        // ping-pong) only to find the events taken. It looks again after
+        // the nap, and goes back to waiting on the descriptor when no
+        // worker polled meanwhile (all busy, or the pool went idle: then
+        // the last worker to sleep ends the nap early). So readiness
+        // waits a nap or two at most for a pool that does not run dry,
+        // and nothing is ever left unharvested: the nap is bounded.
+        if (napping) {
+            nap();
+            const std::uint64_t polls = polls_.load(std::memory_order_relaxed);
+            if (polls != seen_polls && workers_awake()) {
+                seen_polls = polls;
+                continue;
+            }
+            napping = false;
+        }
+        // Wait for readiness without taking it (the epoll fd polls
+        // readable while events are queued), and when a worker is awake
+        // let it take them first: it runs the woken task at once
+        // (poll_now), where from here the task would go through the
+        // global queue and maybe a futex wake. Whatever is left after a
+        // yield is taken here, so a pool busy with tasks that never run
+        // dry does not hold an I/O wake-up back.
+        pollfd pf{epfd_, POLLIN, 0};
+        if (::poll(&pf, 1, -1) < 0) continue;
+        const bool awake = workers_awake();
+        if (awake) std::this_thread::yield();
+        int n = ::epoll_wait(epfd_, evs, max_events, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            std::fprintf(stderr, "goro: netpoller: epoll_wait: %s\n", std::strerror(errno));
+            std::abort();
+        }
+        if (n == 0 && awake) {  // a worker took them: leave the next ones to the workers
+            napping = true;
+            seen_polls = polls_.load(std::memory_order_relaxed);
+            continue;
+        }
+        std::size_t nl;
+        if (harvest(evs, n, lists.data(), &nl)) wake_all(lists.data(), nl, buf.data(), buf.size(), false);
+    }
+}
+
+GORO_DECL registered_fd::registered_fd(int fd, const std::string& op, bool set_nonblocking) {
+    int fl = set_nonblocking ? ::fcntl(fd, F_GETFL) : O_NONBLOCK;
+    if (fl < 0 || (!(fl & O_NONBLOCK) && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
+        int e = errno;
+        ::close(fd);
+        throw_errno(op + ": fcntl", e);
+    }
+    try {
+        d_ = poller::get().open(fd, op, &gen_);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+}
+
+GORO_DECL registered_fd& registered_fd::operator=(registered_fd&& o) noexcept {
+    if (this != &o) {
+        close();
+        d_ = std::exchange(o.d_, nullptr);
+        gen_ = o.gen_;
+    }
+    return *this;
+}
+
+GORO_DECL bool registered_fd::is_open() const noexcept {
+    if (!d_) return false;
+    std::lock_guard g(d_->mu);
+    return d_->gen == gen_ && !d_->closing;
+}
+
+GORO_DECL bool io_wait_op::await_suspend(std::coroutine_handle<> h) {
+    w.task = current_task_or_throw(op);
+    if (ctx) {
+        std::stop_token tok = ctx->stop_token();
+        if (tok.stop_possible()) cb.emplace(std::move(tok), on_cancel{this});  // may run cancel() at once
+    }
+    poller& p = poller::get();
+    std::lock_guard g(d->mu);
+    if (d->gen != gen || d->closing) {
+        w.result = io_wake::closed;
+        return false;
+    }
+    if (w.cancel_requested) {
+        w.result = io_wake::canceled;
+        return false;
+    }
+    if (d->seq[dir].load(std::memory_order_relaxed) != seq) {  // an edge since the system call
+        w.result = io_wake::ready;
+        return false;
+    }
+    park(w.task, h, wait_reason::io_wait);
+    w.next = d->waiter[dir];
+    d->waiter[dir] = &w;
+    p.guard();
+    return true;  // published: from here on a waker may resume the task
+}
+
+GORO_DECL void io_wait_op::cancel() noexcept {
+    bool take = false;
+    {
+        std::lock_guard g(d->mu);
+        for (io_waiter** pp = &d->waiter[dir]; *pp; pp = &(*pp)->next) {
+            if (*pp == &w) {  // still parked: unlink it alone
+                *pp = w.next;
+                w.next = nullptr;
+                w.result = io_wake::canceled;
+                take = true;
+                break;
+            }
+        }
+        if (!take) w.cancel_requested = true;  // not parked yet, or woken already
+    }
+    if (take) {
+        poller::get().unguard(1);
+        ready(w.task);
+    }
+}
+
+GORO_DECL void check_wake(io_wake r, const context* ctx, const char* op, std::size_t transferred) {
+    if (r == io_wake::ready) return;
+    if (r == io_wake::closed) throw_io(io_errc::closed, op, transferred);
+    if (ctx && ctx->err() == context_error::deadline_exceeded) throw_io(io_errc::deadline_exceeded, op, transferred);
+    throw_io(io_errc::canceled, op, transferred);
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES

@@ -16,9 +16,9 @@
 #include <system_error>
 #include <vector>
 
-#include <netdb.h>
 #include <sys/socket.h>
 
+#include <goro/core/linkage.hpp>
 #include <goro/core/task.hpp>
 #include <goro/io/blocking.hpp>
 #include <goro/io/poller.hpp>
@@ -34,7 +34,7 @@ namespace detail {
 class gai_category_impl : public std::error_category {
 public:
     const char* name() const noexcept override { return "getaddrinfo"; }
-    std::string message(int c) const override { return ::gai_strerror(c); }
+    std::string message(int c) const override;
 };
 
 inline const std::error_category& gai_category() noexcept {
@@ -48,25 +48,7 @@ struct lookup_result {
     std::error_code error;
 };
 
-inline lookup_result lookup(const std::string& host, std::uint16_t port) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    addrinfo* res = nullptr;
-    lookup_result out;
-    int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
-    if (rc != 0) {
-        out.error = rc == EAI_SYSTEM ? std::error_code(errno, std::system_category()) : std::error_code(rc, gai_category());
-        return out;
-    }
-    for (addrinfo* p = res; p; p = p->ai_next)
-        if (p->ai_family == AF_INET || p->ai_family == AF_INET6)
-            out.addrs.push_back(address::from(p->ai_addr, p->ai_addrlen));
-    ::freeaddrinfo(res);
-    if (out.addrs.empty()) out.error = std::error_code(EAI_NONAME, gai_category());
-    return out;
-}
+GORO_DECL lookup_result lookup(const std::string& host, std::uint16_t port);
 
 }  // namespace detail
 
@@ -104,3 +86,33 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 }
 
 }  // namespace goro::net
+
+#if GORO_BODIES
+#include <netdb.h>
+
+namespace goro::net::detail {
+
+GORO_DECL std::string gai_category_impl::message(int c) const { return ::gai_strerror(c); }
+
+GORO_DECL lookup_result lookup(const std::string& host, std::uint16_t port) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    addrinfo* res = nullptr;
+    lookup_result out;
+    int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    if (rc != 0) {
+        out.error = rc == EAI_SYSTEM ? std::error_code(errno, std::system_category()) : std::error_code(rc, gai_category());
+        return out;
+    }
+    for (addrinfo* p = res; p; p = p->ai_next)
+        if (p->ai_family == AF_INET || p->ai_family == AF_INET6)
+            out.addrs.push_back(address::from(p->ai_addr, p->ai_addrlen));
+    ::freeaddrinfo(res);
+    if (out.addrs.empty()) out.error = std::error_code(EAI_NONAME, gai_category());
+    return out;
+}
+
+}  // namespace goro::net::detail
+#endif  // GORO_BODIES

@@ -48,18 +48,16 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
+#include <goro/core/linkage.hpp>
 #include <goro/io/poller.hpp>
 #include <goro/net/address.hpp>
 #include <goro/net/resolve.hpp>
@@ -80,49 +78,18 @@ using goro::detail::throw_errno;
 using goro::detail::throw_io;
 
 /// A new non-blocking socket; throws io_error naming `op` (EMFILE and the like).
-inline int new_socket(int family, int type, const char* op) {
-    int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw_errno(std::string(op) + ": socket", errno);
-    return fd;
-}
-
-#ifndef TCP_INQ  // Linux 4.18; older headers
-#define TCP_INQ 36
-#define TCP_CM_INQ TCP_INQ
-#endif
+GORO_DECL int new_socket(int family, int type, const char* op);
 
 /// Asks the kernel to say, with each read, how many bytes stay queued
 /// (TCP_INQ; see recv_inq). Where it cannot, reads never find the socket
 /// drained, and simply do not take the KNOWN EMPTY shortcut.
-inline void enable_inq(const registered_fd& r) noexcept {
-    if (!r.desc()) return;
-    int one = 1;
-    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
-}
+GORO_DECL void enable_inq(const registered_fd& r) noexcept;
 
 /// recv(2) by recvmsg, which also brings TCP_INQ's count of the bytes left
 /// queued: `*drained` is true when bytes were read and none are left (see
 /// KNOWN EMPTY in goro/io/poller.hpp; the kernel counts a received FIN as
 /// a byte left).
-inline ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
-    iovec iov{buf, n};
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl;
-    m.msg_controllen = sizeof ctl;
-    ssize_t got = ::recvmsg(fd, &m, 0);
-    *drained = false;
-    if (got > 0)
-        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-                int left;
-                std::memcpy(&left, CMSG_DATA(c), sizeof left);
-                *drained = left == 0;
-            }
-    return got;
-}
+GORO_DECL ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept;
 
 template <class F>
 address sock_name(const registered_fd& r, F getname, const char* op) {
@@ -249,11 +216,7 @@ public:
 
     /// Ends one or both directions (Go's CloseWrite / CloseRead): after
     /// shutdown(write) the peer reads the end of the stream.
-    void shutdown(shutdown_how how = shutdown_how::write) {
-        static constexpr const char* op = "goro::net::stream::shutdown";
-        detail::desc_ref ref(r_.desc(), r_.gen(), op);
-        if (::shutdown(ref.fd(), static_cast<int>(how)) != 0) detail::throw_errno(op, errno);
-    }
+    void shutdown(shutdown_how how = shutdown_how::write);
 
     /// Closes the connection (idempotent). Operations parked on it end with
     /// io_errc::closed; the fd is closed once the last of them has.
@@ -264,12 +227,7 @@ public:
     address peer_address() const { return detail::sock_name(r_, ::getpeername, "goro::net::stream::peer_address"); }
 
     /// Sets TCP_NODELAY (on by default).
-    void set_no_delay(bool on) {
-        static constexpr const char* op = "goro::net::stream::set_no_delay";
-        detail::desc_ref ref(r_.desc(), r_.gen(), op);
-        int v = on ? 1 : 0;
-        if (::setsockopt(ref.fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0) detail::throw_errno(op, errno);
-    }
+    void set_no_delay(bool on);
 
     /// The socket's descriptor, valid while the stream is open (for
     /// setsockopt and the like; do not close it).
@@ -380,7 +338,79 @@ private:
 
 /// Listens on `at` (SO_REUSEADDR set, as Go does). Throws io_error naming
 /// "goro::net::listen" (EADDRINUSE, EMFILE, ...).
-inline listener listen(const address& at, int backlog = 4096) {
+GORO_DECL listener listen(const address& at, int backlog = 4096);
+
+/// Listens on "host:port" (numeric host or "localhost"; ":port" for every
+/// IPv4 interface; port 0 picks a free one: see local_address()).
+inline listener listen(std::string_view host_port, int backlog = 4096) {
+    return listen(address::parse(host_port, "goro::net::listen"), backlog);
+}
+
+}  // namespace goro::net
+
+#if GORO_BODIES
+#include <cstring>
+
+#include <netinet/tcp.h>
+#include <sys/uio.h>
+
+#ifndef TCP_INQ  // Linux 4.18; older headers
+#define TCP_INQ 36
+#define TCP_CM_INQ TCP_INQ
+#endif
+
+namespace goro::net::detail {
+
+GORO_DECL int new_socket(int family, int type, const char* op) {
+    int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw_errno(std::string(op) + ": socket", errno);
+    return fd;
+}
+
+GORO_DECL void enable_inq(const registered_fd& r) noexcept {
+    if (!r.desc()) return;
+    int one = 1;
+    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+}
+
+GORO_DECL ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
+    iovec iov{buf, n};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    ssize_t got = ::recvmsg(fd, &m, 0);
+    *drained = false;
+    if (got > 0)
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int left;
+                std::memcpy(&left, CMSG_DATA(c), sizeof left);
+                *drained = left == 0;
+            }
+    return got;
+}
+
+}  // namespace goro::net::detail
+
+namespace goro::net {
+
+GORO_DECL void stream::shutdown(shutdown_how how) {
+    static constexpr const char* op = "goro::net::stream::shutdown";
+    detail::desc_ref ref(r_.desc(), r_.gen(), op);
+    if (::shutdown(ref.fd(), static_cast<int>(how)) != 0) detail::throw_errno(op, errno);
+}
+
+GORO_DECL void stream::set_no_delay(bool on) {
+    static constexpr const char* op = "goro::net::stream::set_no_delay";
+    detail::desc_ref ref(r_.desc(), r_.gen(), op);
+    int v = on ? 1 : 0;
+    if (::setsockopt(ref.fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0) detail::throw_errno(op, errno);
+}
+
+GORO_DECL listener listen(const address& at, int backlog) {
     static constexpr const char* op = "goro::net::listen";
     if (at.empty()) throw usage_error(std::string(op) + ": empty address");
     detail::registered_fd r(detail::new_socket(at.family(), SOCK_STREAM, op), op);
@@ -395,10 +425,5 @@ inline listener listen(const address& at, int backlog = 4096) {
     return listener(std::move(r));
 }
 
-/// Listens on "host:port" (numeric host or "localhost"; ":port" for every
-/// IPv4 interface; port 0 picks a free one: see local_address()).
-inline listener listen(std::string_view host_port, int backlog = 4096) {
-    return listen(address::parse(host_port, "goro::net::listen"), backlog);
-}
-
 }  // namespace goro::net
+#endif  // GORO_BODIES

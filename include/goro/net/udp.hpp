@@ -17,6 +17,7 @@
 
 #include <sys/socket.h>
 
+#include <goro/core/linkage.hpp>
 #include <goro/io/poller.hpp>
 #include <goro/net/address.hpp>
 #include <goro/net/tcp.hpp>
@@ -92,7 +93,19 @@ private:
 };
 
 /// A UDP socket bound to `at` (port 0: a free one; see local_address()).
-inline udp_socket listen_udp(const address& at) {
+GORO_DECL udp_socket listen_udp(const address& at);
+
+/// listen_udp on "host:port" (numeric host or "localhost").
+inline udp_socket listen_udp(std::string_view host_port) {
+    return listen_udp(address::parse(host_port, "goro::net::listen_udp"));
+}
+
+}  // namespace goro::net
+
+#if GORO_BODIES
+namespace goro::net {
+
+GORO_DECL udp_socket listen_udp(const address& at) {
     static constexpr const char* op = "goro::net::listen_udp";
     if (at.empty()) throw usage_error(std::string(op) + ": empty address");
     detail::registered_fd r(detail::new_socket(at.family(), SOCK_DGRAM, op), op);
@@ -104,9 +117,5 @@ inline udp_socket listen_udp(const address& at) {
     return udp_socket(std::move(r));
 }
 
-/// listen_udp on "host:port" (numeric host or "localhost").
-inline udp_socket listen_udp(std::string_view host_port) {
-    return listen_udp(address::parse(host_port, "goro::net::listen_udp"));
-}
-
 }  // namespace goro::net
+#endif  // GORO_BODIES
