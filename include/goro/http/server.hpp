@@ -1069,7 +1069,7 @@ GORO_DECL void debug_server_state::respond(connection& c, const http_request_hea
 }
 
 GORO_DECL void debug_server_state::respond_error(connection& c, int status, std::string_view reason,
-                                              bool head_only) {
+                                                 bool head_only) {
     std::string text = std::to_string(status) + " " + std::string(http_reason_phrase(status)) + ": " +
                        std::string(reason) + "\n";
     c.close_after = true;
@@ -1080,9 +1080,9 @@ GORO_DECL void debug_server_state::respond_error(connection& c, int status, std:
 }
 
 GORO_DECL void debug_server_state::start_write(connection& c, int status, std::string_view content_type,
-                                            const http_fields& headers, body_ptr body,
-                                            std::size_t length, bool head_only,
-                                            std::string_view connection_header) {
+                                               const http_fields& headers, body_ptr body,
+                                               std::size_t length, bool head_only,
+                                               std::string_view connection_header) {
     std::string& h = c.out_head;
     h.clear();
     h += "HTTP/1.1 ";
