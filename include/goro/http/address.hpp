@@ -5,18 +5,14 @@
 // loopback), formatting a peer's endpoint, checking that a Host names this
 // machine, and small file-descriptor utilities.
 
-#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <unistd.h>
 
+#include <goro/core/linkage.hpp>
 #include <goro/http/request.hpp>
 
 namespace goro {
@@ -33,7 +29,39 @@ struct socket_address {
 };
 
 // Accepts IPv4 and IPv6 literals ("[::1]" too) and "localhost" (127.0.0.1).
-inline std::optional<socket_address> parse_bind_address(std::string_view address) {
+GORO_DECL std::optional<socket_address> parse_bind_address(std::string_view address);
+
+GORO_DECL std::string format_endpoint(const sockaddr* sa);
+
+// Is the Host value (host[:port]) a name that can only mean this machine?
+GORO_DECL bool is_loopback_host(std::string_view host);
+
+GORO_DECL void set_cloexec_nonblock(int fd) noexcept;
+
+GORO_DECL void close_fd(int& fd) noexcept;
+
+#ifdef MSG_NOSIGNAL
+inline constexpr int send_flags = MSG_NOSIGNAL;
+#else
+inline constexpr int send_flags = 0;  // SO_NOSIGPIPE is set on the socket instead
+#endif
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <cstring>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+namespace goro::detail {
+
+GORO_DECL std::optional<socket_address> parse_bind_address(std::string_view address) {
     std::string text(address);
     if (text.size() >= 2 && text.front() == '[' && text.back() == ']') text = text.substr(1, text.size() - 2);
     if (iequals(text, "localhost")) text = "127.0.0.1";
@@ -77,7 +105,7 @@ inline std::optional<socket_address> parse_bind_address(std::string_view address
     return a;
 }
 
-inline std::string format_endpoint(const sockaddr* sa) {
+GORO_DECL std::string format_endpoint(const sockaddr* sa) {
     char buf[INET6_ADDRSTRLEN] = {};
     if (sa->sa_family == AF_INET) {
         sockaddr_in sin;
@@ -94,8 +122,7 @@ inline std::string format_endpoint(const sockaddr* sa) {
     return "?";
 }
 
-// Is the Host value (host[:port]) a name that can only mean this machine?
-inline bool is_loopback_host(std::string_view host) {
+GORO_DECL bool is_loopback_host(std::string_view host) {
     if (host.empty()) return false;
     std::string_view name;
     if (host.front() == '[') {
@@ -118,28 +145,22 @@ inline bool is_loopback_host(std::string_view host) {
     return ::inet_pton(AF_INET, n.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
-inline void set_cloexec_nonblock(int fd) noexcept {
+GORO_DECL void set_cloexec_nonblock(int fd) noexcept {
     int fdf = ::fcntl(fd, F_GETFD);
     if (fdf >= 0) ::fcntl(fd, F_SETFD, fdf | FD_CLOEXEC);
     int fl = ::fcntl(fd, F_GETFL);
     if (fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-inline void close_fd(int& fd) noexcept {
+GORO_DECL void close_fd(int& fd) noexcept {
     if (fd >= 0) {
         ::close(fd);  // Not retried on EINTR: on Linux the fd is gone either way.
         fd = -1;
     }
 }
 
-#ifdef MSG_NOSIGNAL
-inline constexpr int send_flags = MSG_NOSIGNAL;
-#else
-inline constexpr int send_flags = 0;  // SO_NOSIGPIPE is set on the socket instead
-#endif
+}  // namespace goro::detail
 
-}  // namespace detail
-
-}  // namespace goro
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_ADDRESS_HPP

@@ -106,16 +106,14 @@
 //   address, e.g. "goro::debug_server::start: bind 127.0.0.1:6060: Address
 //   already in use"; std::logic_error if already running. Nothing is dropped
 
+#include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <utility>
 
+#include <goro/core/linkage.hpp>
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
-#include <goro/http/routes.hpp>
-#include <goro/http/live_page.hpp>
 #include <goro/http/server.hpp>
 #include <goro/inspect/block_profile.hpp>
 #include <goro/inspect/leak_watch.hpp>
@@ -129,7 +127,7 @@ class debug_server;
 // the constructor calls it unless options.with_default_routes is false.
 // Replaces handlers already registered on those paths. Defined below, after
 // debug_server.
-inline void register_default_routes(debug_server& server);
+GORO_DECL void register_default_routes(debug_server& server);
 
 // ---------------------------------------------------------------------------
 // debug_server
@@ -141,126 +139,172 @@ public:
 
     // Validates the options (std::invalid_argument naming the bad one) and
     // registers /debug/pprof/; does not bind: start() does.
-    explicit debug_server(options opts = {}) {
-        auto addr = detail::parse_bind_address(opts.address);
-        if (!addr)
-            throw std::invalid_argument("goro::debug_server: invalid address '" + opts.address +
-                                        "' (want an IPv4 or IPv6 literal, or localhost)");
-        if (!addr->loopback && !opts.allow_non_loopback)
-            throw std::invalid_argument(
-                "goro::debug_server: refusing to bind non-loopback address " + opts.address +
-                ": goroutine dumps may expose internals; set "
-                "goro::debug_server_options::allow_non_loopback = true to serve it anyway");
-        for (char c : opts.bearer_token) {
-            auto u = static_cast<unsigned char>(c);
-            if (u <= 0x20 || u >= 0x7f)
-                throw std::invalid_argument(
-                    "goro::debug_server: bearer_token must be visible ASCII without spaces");
-        }
-        if (opts.max_connections == 0 || opts.max_connections > (std::size_t{1} << 20))
-            throw std::invalid_argument(
-                "goro::debug_server: max_connections must be between 1 and 1048576");
-        if (opts.shared_response_window.count() < 0)
-            throw std::invalid_argument("goro::debug_server: shared_response_window must not be negative");
-        if (opts.leak_watch_interval.count() < 0)
-            throw std::invalid_argument("goro::debug_server: leak_watch_interval must not be negative");
-        if (opts.max_requests_per_connection == 0)
-            throw std::invalid_argument(
-                "goro::debug_server: max_requests_per_connection must be at least 1");
-        if (opts.read_timeout.count() <= 0 || opts.write_timeout.count() <= 0)
-            throw std::invalid_argument("goro::debug_server: read_timeout and write_timeout must be positive");
-        if (opts.limits.max_request_line < 16 || opts.limits.max_header_bytes < 16 ||
-            opts.limits.max_request_line > (1u << 24) || opts.limits.max_header_bytes > (1u << 24))
-            throw std::invalid_argument(
-                "goro::debug_server: limits.max_request_line and limits.max_header_bytes must be "
-                "between 16 bytes and 16 MiB");
-        const bool defaults = opts.with_default_routes;
-        if (opts.leak_watch_interval.count() > 0) {
-            leak_watch_options wo;
-            wo.interval = opts.leak_watch_interval;
-            watch_ = std::make_shared<leak_watch>(wo);
-        }
-        state_ = std::make_unique<detail::debug_server_state>(std::move(opts), std::move(*addr));
-        detail::debug_server_state* s = state_.get();
-        // The state outlives the route (it owns it), so a raw pointer is safe.
-        s->handle("/debug/pprof/", [s](const debug_request&, debug_response& r) {
-            r.content_type = "text/html; charset=utf-8";
-            r.body = s->render_index();
-        });
-        if (defaults) register_default_routes(*this);
-    }
+    explicit debug_server(options opts = {});
 
-    ~debug_server() = default;  // the state's destructor stops the server
+    ~debug_server();  // the state's destructor stops the server
 
     debug_server(const debug_server&) = delete;
     debug_server& operator=(const debug_server&) = delete;
     // A moved-from server may only be destroyed or assigned to; the thread
     // keeps running with the state, which moves along.
-    debug_server(debug_server&&) noexcept = default;
-    debug_server& operator=(debug_server&&) noexcept = default;
+    debug_server(debug_server&&) noexcept;
+    debug_server& operator=(debug_server&&) noexcept;
 
     // Binds, listens and starts the server thread. Throws std::system_error
     // ("goro::debug_server::start: bind 127.0.0.1:6060: Address already in
     // use") or std::logic_error when already running. May be called again
     // after stop(); with port 0 the new port may differ.
-    void start() {
-        state().start();
-        if (watch_ && !watch_->running()) watch_->start();
-    }
+    void start();
     // Stops accepting, closes every connection, joins the thread. Idempotent.
     // Throws std::logic_error when called from the server thread.
-    void stop() {
-        state().stop();
-        if (watch_) watch_->stop();
-    }
-    bool running() const noexcept { return state_ && state_->running(); }
+    void stop();
+    bool running() const noexcept;
 
     // The bound port (the real one when options.port is 0); 0 before the first
     // start(). After stop() the last bound port.
-    std::uint16_t port() const noexcept { return state_ ? state_->port() : 0; }
+    std::uint16_t port() const noexcept;
     // "http://127.0.0.1:6060" or "http://[::1]:6060".
-    std::string url() const {
-        const auto& a = state().address();
-        std::string host = a.family == AF_INET6 ? "[" + a.text + "]" : a.text;
-        return "http://" + host + ":" + std::to_string(port());
-    }
-    const options& config() const { return state().options(); }
+    std::string url() const;
+    const options& config() const;
     // The leak watch this server runs (null when leak_watch_interval is 0).
     // It samples while the server runs; sample_now() works at any time.
     std::shared_ptr<leak_watch> watch() const noexcept { return watch_; }
-    debug_server_stats stats() const { return state().stats(); }
+    debug_server_stats stats() const;
 
     // Serves GET/HEAD `path` (exact, percent-decoded, starting with '/') with
     // `handler`, on the server thread. Replaces a handler already registered
     // there. Thread-safe; may be called while running.
-    void handle(std::string path, debug_handler handler) { state().handle(std::move(path), std::move(handler)); }
+    void handle(std::string path, debug_handler handler);
     // The same, with route options: share_response for a handler whose answer
     // depends only on the path and query (a dump), so concurrent identical
     // requests share one body (see debug_server_options::shared_response_window).
-    void handle(std::string path, debug_handler handler, debug_route_options route) {
-        state().handle(std::move(path), std::move(handler), route);
-    }
+    void handle(std::string path, debug_handler handler, debug_route_options route);
     // Unregisters; false if nothing was there. A call already running finishes.
-    bool remove_handler(std::string_view path) { return state().remove_handler(path); }
+    bool remove_handler(std::string_view path);
     // Lists `profile` on /debug/pprof/ (sorted by name) and, with a handler,
     // serves it at /debug/pprof/<name>. Replaces a profile of the same name.
-    void add_profile(debug_profile profile) { state().add_profile(std::move(profile)); }
+    void add_profile(debug_profile profile);
     // An extra link under the index table, e.g. ("goroutine?debug=2", "full goroutine stack dump").
     // A link to the same href replaces the earlier one's text.
-    void add_index_link(std::string href, std::string text) {
-        state().add_index_link(std::move(href), std::move(text));
-    }
+    void add_index_link(std::string href, std::string text);
 
 private:
-    detail::debug_server_state& state() const {
-        if (!state_) throw std::logic_error("goro::debug_server: used after being moved from");
-        return *state_;
-    }
+    detail::debug_server_state& state() const;
     std::unique_ptr<detail::debug_server_state> state_;
     std::shared_ptr<leak_watch> watch_;  // after state_: destroyed (stopped) first
 };
 
-inline void register_default_routes(debug_server& server) {
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <stdexcept>
+#include <utility>
+
+#include <goro/http/live_page.hpp>
+#include <goro/http/routes.hpp>
+
+namespace goro {
+
+GORO_DECL debug_server::debug_server(options opts) {
+    auto addr = detail::parse_bind_address(opts.address);
+    if (!addr)
+        throw std::invalid_argument("goro::debug_server: invalid address '" + opts.address +
+                                    "' (want an IPv4 or IPv6 literal, or localhost)");
+    if (!addr->loopback && !opts.allow_non_loopback)
+        throw std::invalid_argument(
+            "goro::debug_server: refusing to bind non-loopback address " + opts.address +
+            ": goroutine dumps may expose internals; set "
+            "goro::debug_server_options::allow_non_loopback = true to serve it anyway");
+    for (char c : opts.bearer_token) {
+        auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u >= 0x7f)
+            throw std::invalid_argument(
+                "goro::debug_server: bearer_token must be visible ASCII without spaces");
+    }
+    if (opts.max_connections == 0 || opts.max_connections > (std::size_t{1} << 20))
+        throw std::invalid_argument(
+            "goro::debug_server: max_connections must be between 1 and 1048576");
+    if (opts.shared_response_window.count() < 0)
+        throw std::invalid_argument("goro::debug_server: shared_response_window must not be negative");
+    if (opts.leak_watch_interval.count() < 0)
+        throw std::invalid_argument("goro::debug_server: leak_watch_interval must not be negative");
+    if (opts.max_requests_per_connection == 0)
+        throw std::invalid_argument(
+            "goro::debug_server: max_requests_per_connection must be at least 1");
+    if (opts.read_timeout.count() <= 0 || opts.write_timeout.count() <= 0)
+        throw std::invalid_argument("goro::debug_server: read_timeout and write_timeout must be positive");
+    if (opts.limits.max_request_line < 16 || opts.limits.max_header_bytes < 16 ||
+        opts.limits.max_request_line > (1u << 24) || opts.limits.max_header_bytes > (1u << 24))
+        throw std::invalid_argument(
+            "goro::debug_server: limits.max_request_line and limits.max_header_bytes must be "
+            "between 16 bytes and 16 MiB");
+    const bool defaults = opts.with_default_routes;
+    if (opts.leak_watch_interval.count() > 0) {
+        leak_watch_options wo;
+        wo.interval = opts.leak_watch_interval;
+        watch_ = std::make_shared<leak_watch>(wo);
+    }
+    state_ = std::make_unique<detail::debug_server_state>(std::move(opts), std::move(*addr));
+    detail::debug_server_state* s = state_.get();
+    // The state outlives the route (it owns it), so a raw pointer is safe.
+    s->handle("/debug/pprof/", [s](const debug_request&, debug_response& r) {
+        r.content_type = "text/html; charset=utf-8";
+        r.body = s->render_index();
+    });
+    if (defaults) register_default_routes(*this);
+}
+
+GORO_DECL debug_server::~debug_server() = default;
+GORO_DECL debug_server::debug_server(debug_server&&) noexcept = default;
+GORO_DECL debug_server& debug_server::operator=(debug_server&&) noexcept = default;
+
+GORO_DECL void debug_server::start() {
+    state().start();
+    if (watch_ && !watch_->running()) watch_->start();
+}
+
+GORO_DECL void debug_server::stop() {
+    state().stop();
+    if (watch_) watch_->stop();
+}
+
+GORO_DECL bool debug_server::running() const noexcept { return state_ && state_->running(); }
+
+GORO_DECL std::uint16_t debug_server::port() const noexcept { return state_ ? state_->port() : 0; }
+
+GORO_DECL std::string debug_server::url() const {
+    const auto& a = state().address();
+    std::string host = a.family == AF_INET6 ? "[" + a.text + "]" : a.text;
+    return "http://" + host + ":" + std::to_string(port());
+}
+
+GORO_DECL const debug_server::options& debug_server::config() const { return state().options(); }
+
+GORO_DECL debug_server_stats debug_server::stats() const { return state().stats(); }
+
+GORO_DECL void debug_server::handle(std::string path, debug_handler handler) {
+    state().handle(std::move(path), std::move(handler));
+}
+
+GORO_DECL void debug_server::handle(std::string path, debug_handler handler, debug_route_options route) {
+    state().handle(std::move(path), std::move(handler), route);
+}
+
+GORO_DECL bool debug_server::remove_handler(std::string_view path) { return state().remove_handler(path); }
+
+GORO_DECL void debug_server::add_profile(debug_profile profile) { state().add_profile(std::move(profile)); }
+
+GORO_DECL void debug_server::add_index_link(std::string href, std::string text) {
+    state().add_index_link(std::move(href), std::move(text));
+}
+
+GORO_DECL detail::debug_server_state& debug_server::state() const {
+    if (!state_) throw std::logic_error("goro::debug_server: used after being moved from");
+    return *state_;
+}
+
+GORO_DECL void register_default_routes(debug_server& server) {
     server.add_profile(debug_profile{
         "goroutine",
         "Stack traces of all current goroutines (goro tasks). Use debug=2 as a query parameter "
@@ -316,5 +360,7 @@ inline void register_default_routes(debug_server& server) {
 }
 
 }  // namespace goro
+
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_DEBUG_SERVER_HPP

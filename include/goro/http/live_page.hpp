@@ -45,22 +45,18 @@
 // #groups tr.detail (pre.stack, pre.tasks), #pause, #filter, #reason, #updated.
 // No external resource: no script, style, font or image is fetched.
 
-#include <algorithm>
-#include <charconv>
+#include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include <goro/core/linkage.hpp>
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
-#include <goro/inspect/dump.hpp>
 #include <goro/inspect/leak_watch.hpp>
-#include <goro/inspect/pprof.hpp>
-#include <goro/inspect/snapshot.hpp>
 
 namespace goro {
 
@@ -70,8 +66,30 @@ inline constexpr std::size_t live_page_max_groups = 10000;
 inline constexpr std::size_t live_page_max_tasks = 1000;  // listed on a group's page
 inline constexpr std::size_t live_page_chunk = 200;       // rows per <tbody> (see live_page_style)
 
+/// The page for one request (see the top of this header).
+GORO_DECL std::string render_live_page(const leak_watch* watch, const debug_request& req);
+
+/// /debug/goro/group?key=K[&fragment=1] (see the top of this header).
+GORO_DECL void serve_live_group(const debug_request& req, debug_response& r);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+
+#include <goro/inspect/dump.hpp>
+#include <goro/inspect/pprof.hpp>
+#include <goro/inspect/snapshot.hpp>
+
+namespace goro::detail {
+
 /// "340ms", "12s", "5m12s", "2h3m".
-inline std::string short_duration(std::int64_t ns) {
+GORO_DECL std::string short_duration(std::int64_t ns) {
     if (ns < 1'000'000) return std::to_string(ns / 1000) + "µs";
     if (ns < 1'000'000'000) return std::to_string(ns / 1'000'000) + "ms";
     std::int64_t s = ns / 1'000'000'000;
@@ -80,20 +98,20 @@ inline std::string short_duration(std::int64_t ns) {
     return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
 }
 
-inline void append_int(std::string& out, std::int64_t v) {
+GORO_DECL void append_int(std::string& out, std::int64_t v) {
     char b[24];
     auto [end, ec] = std::to_chars(b, b + sizeof b, v);
     (void)ec;  // 24 characters hold any int64
     out.append(b, end);
 }
 
-inline void append_hex(std::string& out, std::uint64_t v) {
+GORO_DECL void append_hex(std::string& out, std::uint64_t v) {
     char b[20];
     out.append(b, format_hex(b, v));
 }
 
 /// An inline SVG polyline of `h` (oldest first), scaled to its maximum.
-inline void append_sparkline(std::string& out, const std::vector<std::uint32_t>& h) {
+GORO_DECL void append_sparkline(std::string& out, const std::vector<std::uint32_t>& h) {
     const int w = 120, ht = 24;
     std::uint32_t hi = 1;
     for (std::uint32_t c : h) hi = std::max(hi, c);
@@ -109,7 +127,8 @@ inline void append_sparkline(std::string& out, const std::vector<std::uint32_t>&
     out += "'/></svg>";
 }
 
-inline void append_labels_text(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+GORO_DECL void append_labels_text(std::string& out,
+                                  const std::vector<std::pair<std::string, std::string>>& labels) {
     bool first = true;
     for (const auto& [k, v] : labels) {
         if (!first) out += ", ";
@@ -122,8 +141,8 @@ inline void append_labels_text(std::string& out, const std::vector<std::pair<std
 
 /// The wait of a group's longest-waiting task: its reason (null when no task
 /// of the group waits) and, in `oldest`, how long (0 when none waits).
-inline const char* oldest_wait(const task_group& g, const snapshot::task_list& tasks, std::int64_t now,
-                               std::int64_t& oldest) noexcept {
+GORO_DECL const char* oldest_wait(const task_group& g, const snapshot::task_list& tasks, std::int64_t now,
+                                  std::int64_t& oldest) noexcept {
     oldest = 0;
     const char* why = nullptr;
     for (std::uint32_t ti : g.tasks) {
@@ -139,7 +158,7 @@ inline const char* oldest_wait(const task_group& g, const snapshot::task_list& t
 }
 
 /// `<meta name=goro-token …>` when the request carried a bearer token (see the top).
-inline void append_token_meta(std::string& out, const debug_request& req) {
+GORO_DECL void append_token_meta(std::string& out, const debug_request& req) {
     if (auto a = req.header("Authorization"); a && a->substr(0, 7) == "Bearer ") {
         out += "<meta name=goro-token content=\"";
         append_html_escaped(out, *a);
@@ -147,7 +166,7 @@ inline void append_token_meta(std::string& out, const debug_request& req) {
     }
 }
 
-inline const char* live_page_style() {
+GORO_DECL const char* live_page_style() {
     return R"(body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
 nav a{margin-right:1em}table{border-collapse:collapse;width:100%;background:#fff}
@@ -163,7 +182,7 @@ pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto;
 pre.tasks{background:#fff;border-left:3px solid #ddd})";
 }
 
-inline const char* live_page_script() {
+GORO_DECL const char* live_page_script() {
     return R"JS((function(){
 var meta=document.querySelector('meta[name=goro-token]');
 var token=meta?meta.content:'';
@@ -250,8 +269,7 @@ schedule();
 })();)JS";
 }
 
-/// The page for one request (see the top of this header).
-inline std::string render_live_page(const leak_watch* watch, const debug_request& req) {
+GORO_DECL std::string render_live_page(const leak_watch* watch, const debug_request& req) {
     int refresh = 5;
     if (auto r = req.param("refresh"); r && !r->empty()) {
         int v = 0;
@@ -398,7 +416,8 @@ inline std::string render_live_page(const leak_watch* watch, const debug_request
 
 /// A group's stack and tasks: what the page inserts under a row, and the
 /// body of the group's own page.
-inline void append_group_detail(std::string& out, profile_view& v, const task_group& g, std::int64_t now) {
+GORO_DECL void append_group_detail(std::string& out, profile_view& v, const task_group& g,
+                                   std::int64_t now) {
     const auto& tasks = v.snap().tasks();
     const task_record& first = tasks[g.tasks.front()];
     out += "<div class=group-detail data-key='";
@@ -461,7 +480,7 @@ inline void append_group_detail(std::string& out, profile_view& v, const task_gr
 }
 
 /// "0x6eb2c8bb6be23f46" (or without 0x) as a group key.
-inline std::optional<std::uint64_t> parse_group_key(std::string_view s) noexcept {
+GORO_DECL std::optional<std::uint64_t> parse_group_key(std::string_view s) noexcept {
     if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s.remove_prefix(2);
     if (s.empty() || s.size() > 16) return std::nullopt;
     std::uint64_t k = 0;
@@ -470,8 +489,7 @@ inline std::optional<std::uint64_t> parse_group_key(std::string_view s) noexcept
     return k;
 }
 
-/// /debug/goro/group?key=K[&fragment=1] (see the top of this header).
-inline void serve_live_group(const debug_request& req, debug_response& r) {
+GORO_DECL void serve_live_group(const debug_request& req, debug_response& r) {
     auto text = [&](int status, std::string body) {
         r.status = status;
         r.content_type = "text/plain; charset=utf-8";
@@ -532,8 +550,8 @@ inline void serve_live_group(const debug_request& req, debug_response& r) {
     out += "\n</body></html>\n";
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-}  // namespace goro
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_LIVE_PAGE_HPP

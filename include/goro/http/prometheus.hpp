@@ -4,17 +4,18 @@
 // detail::prometheus_text_writer: the Prometheus text exposition format 0.0.4,
 // as served at /metrics (goro/http/routes.hpp). Pure: writes into a string.
 
-#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstddef>
 #include <initializer_list>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <goro/core/linkage.hpp>
 
 namespace goro {
 
@@ -45,27 +46,7 @@ public:
 
     explicit prometheus_text_writer(std::string& out) : out_(out) {}
 
-    void family(std::string_view name, metric_type type, std::string_view help) {
-        check_metric_name(name);
-        for (const auto& f : families_)
-            if (f == name)
-                throw std::invalid_argument("goro::detail::prometheus_text_writer: family '" +
-                                            std::string(name) + "' written twice");
-        families_.emplace_back(name);
-        out_ += "# HELP ";
-        out_ += name;
-        out_ += ' ';
-        for (char c : help) {
-            if (c == '\\') out_ += "\\\\";
-            else if (c == '\n') out_ += "\\n";
-            else out_.push_back(c);
-        }
-        out_ += "\n# TYPE ";
-        out_ += name;
-        out_ += ' ';
-        out_ += type_name(type);
-        out_ += '\n';
-    }
+    void family(std::string_view name, metric_type type, std::string_view help);
 
     template <class T>
         requires std::is_arithmetic_v<T>
@@ -109,35 +90,10 @@ public:
     }
 
 private:
-    static std::string_view type_name(metric_type t) noexcept {
-        switch (t) {
-        case metric_type::counter: return "counter";
-        case metric_type::gauge: return "gauge";
-        case metric_type::histogram: return "histogram";
-        case metric_type::summary: return "summary";
-        case metric_type::untyped: break;
-        }
-        return "untyped";
-    }
-    static bool name_char(char c, bool first, bool colon_ok) noexcept {
-        if (c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return true;
-        if (c == ':') return colon_ok;
-        return !first && c >= '0' && c <= '9';
-    }
-    static void check_metric_name(std::string_view n) {
-        bool ok = !n.empty();
-        for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, true);
-        if (!ok)
-            throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid metric name '" +
-                                        std::string(n) + "'");
-    }
-    static void check_label_name(std::string_view n) {
-        bool ok = !n.empty() && n.substr(0, std::min<std::size_t>(2, n.size())) != "__";
-        for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, false);
-        if (!ok)
-            throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid label name '" +
-                                        std::string(n) + "'");
-    }
+    static std::string_view type_name(metric_type t) noexcept;
+    static bool name_char(char c, bool first, bool colon_ok) noexcept;
+    static void check_metric_name(std::string_view n);
+    static void check_label_name(std::string_view n);
     template <class T>
     void append_value(T value) {
         if constexpr (std::is_same_v<T, bool>) {
@@ -163,5 +119,71 @@ private:
 }  // namespace detail
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace goro::detail {
+
+GORO_DECL void prometheus_text_writer::family(std::string_view name, metric_type type, std::string_view help) {
+    check_metric_name(name);
+    for (const auto& f : families_)
+        if (f == name)
+            throw std::invalid_argument("goro::detail::prometheus_text_writer: family '" +
+                                        std::string(name) + "' written twice");
+    families_.emplace_back(name);
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    for (char c : help) {
+        if (c == '\\') out_ += "\\\\";
+        else if (c == '\n') out_ += "\\n";
+        else out_.push_back(c);
+    }
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type_name(type);
+    out_ += '\n';
+}
+
+GORO_DECL std::string_view prometheus_text_writer::type_name(metric_type t) noexcept {
+    switch (t) {
+    case metric_type::counter: return "counter";
+    case metric_type::gauge: return "gauge";
+    case metric_type::histogram: return "histogram";
+    case metric_type::summary: return "summary";
+    case metric_type::untyped: break;
+    }
+    return "untyped";
+}
+
+GORO_DECL bool prometheus_text_writer::name_char(char c, bool first, bool colon_ok) noexcept {
+    if (c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return true;
+    if (c == ':') return colon_ok;
+    return !first && c >= '0' && c <= '9';
+}
+
+GORO_DECL void prometheus_text_writer::check_metric_name(std::string_view n) {
+    bool ok = !n.empty();
+    for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, true);
+    if (!ok)
+        throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid metric name '" +
+                                    std::string(n) + "'");
+}
+
+GORO_DECL void prometheus_text_writer::check_label_name(std::string_view n) {
+    bool ok = !n.empty() && n.substr(0, std::min<std::size_t>(2, n.size())) != "__";
+    for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, false);
+    if (!ok)
+        throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid label name '" +
+                                    std::string(n) + "'");
+}
+
+}  // namespace goro::detail
+
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_PROMETHEUS_HPP

@@ -8,7 +8,6 @@
 // connection loop (goro/http/server.hpp) calls it on the bytes received so far,
 // and tests/fuzz/fuzz_http_request.cpp fuzzes it against its streaming contract.
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -16,6 +15,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <goro/core/linkage.hpp>
 
 namespace goro {
 
@@ -42,12 +43,7 @@ inline char ascii_lower(char c) noexcept {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
-inline bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-    return true;
-}
+GORO_DECL bool iequals(std::string_view a, std::string_view b) noexcept;
 
 }  // namespace detail
 
@@ -66,19 +62,11 @@ public:
     std::string_view raw_query() const noexcept { return raw_query_; }
     // The first value of a query parameter (decoded, '+' as space), like Go's
     // url.Values.Get; nullopt when absent. "?debug" gives an empty value.
-    std::optional<std::string_view> param(std::string_view name) const noexcept {
-        for (const auto& [k, v] : params_)
-            if (k == name) return std::string_view(v);
-        return std::nullopt;
-    }
+    std::optional<std::string_view> param(std::string_view name) const noexcept;
     // Every query parameter in order, repeated names included.
     const http_fields& params() const noexcept { return params_; }
     // The first header field of that name, compared case-insensitively.
-    std::optional<std::string_view> header(std::string_view name) const noexcept {
-        for (const auto& [k, v] : headers_)
-            if (detail::iequals(k, name)) return std::string_view(v);
-        return std::nullopt;
-    }
+    std::optional<std::string_view> header(std::string_view name) const noexcept;
     // Every header field in order, names as sent, values without surrounding blanks.
     const http_fields& headers() const noexcept { return headers_; }
     // HTTP/1.<minor>.
@@ -100,83 +88,22 @@ private:
 namespace detail {
 
 // tchar from RFC 9110 5.6.2.
-inline bool is_tchar(unsigned char c) noexcept {
-    if (c >= '0' && c <= '9') return true;
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
-}
+GORO_DECL bool is_tchar(unsigned char c) noexcept;
 
-inline bool is_token(std::string_view s) noexcept {
-    if (s.empty()) return false;
-    for (char c : s)
-        if (!is_tchar(static_cast<unsigned char>(c))) return false;
-    return true;
-}
+GORO_DECL bool is_token(std::string_view s) noexcept;
 
 // field-value characters: VCHAR, obs-text, SP, HTAB.
-inline bool is_field_value(std::string_view s) noexcept {
-    for (char ch : s) {
-        auto c = static_cast<unsigned char>(ch);
-        if (c == '\t') continue;
-        if (c < 0x20 || c == 0x7f) return false;
-    }
-    return true;
-}
+GORO_DECL bool is_field_value(std::string_view s) noexcept;
 
-inline int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
+GORO_DECL int hex_value(char c) noexcept;
 
 // Percent-decodes `in`; with plus_as_space, '+' decodes to ' ' (query strings,
 // as Go's url.ParseQuery). nullopt on a malformed escape ("%", "%4", "%zz").
-inline std::optional<std::string> percent_decode(std::string_view in, bool plus_as_space) {
-    std::string out;
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        char c = in[i];
-        if (c == '%') {
-            if (i + 2 >= in.size()) return std::nullopt;
-            int hi = hex_value(in[i + 1]);
-            int lo = hex_value(in[i + 2]);
-            if (hi < 0 || lo < 0) return std::nullopt;
-            out.push_back(static_cast<char>(hi * 16 + lo));
-            i += 2;
-        } else if (c == '+' && plus_as_space) {
-            out.push_back(' ');
-        } else {
-            out.push_back(c);
-        }
-    }
-    return out;
-}
+GORO_DECL std::optional<std::string> percent_decode(std::string_view in, bool plus_as_space);
 
 // Splits "a=1&b=2&a" into decoded pairs; empty pieces are skipped.
 // nullopt on a malformed escape.
-inline std::optional<http_fields> parse_query(std::string_view query) {
-    http_fields out;
-    while (!query.empty()) {
-        std::size_t amp = query.find('&');
-        std::string_view piece = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (piece.empty()) continue;
-        std::size_t eq = piece.find('=');
-        auto key = percent_decode(piece.substr(0, eq), true);
-        auto value = percent_decode(
-            eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1), true);
-        if (!key || !value) return std::nullopt;
-        out.emplace_back(std::move(*key), std::move(*value));
-    }
-    return out;
-}
+GORO_DECL std::optional<http_fields> parse_query(std::string_view query);
 
 enum class http_parse_status { incomplete, complete, error };
 
@@ -206,13 +133,7 @@ struct http_parse_result {
 };
 
 
-inline http_parse_result make_parse_error(int status, std::string reason) {
-    http_parse_result r;
-    r.status = http_parse_status::error;
-    r.error_status = status;
-    r.error_reason = std::move(reason);
-    return r;
-}
+GORO_DECL http_parse_result make_parse_error(int status, std::string reason);
 
 // Splits a comma-separated header value into trimmed, non-empty elements.
 template <class F>
@@ -229,25 +150,12 @@ inline void for_each_list_element(std::string_view value, F&& f) {
 
 // Host field value: uri-host [":" port], loosely (RFC 3986 reg-name, IPv4,
 // IP-literal chars). Empty is allowed (RFC 9112 3.2).
-inline bool is_host_value(std::string_view v) noexcept {
-    for (char ch : v) {
-        auto c = static_cast<unsigned char>(ch);
-        bool ok = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
-                  std::string_view("-._~!$&'()*+,;=:[]%").find(static_cast<char>(c)) !=
-                      std::string_view::npos;
-        if (!ok) return false;
-    }
-    return true;
-}
+GORO_DECL bool is_host_value(std::string_view v) noexcept;
 
 // Whether the bytes received so far begin a HEAD request (after the empty
 // lines the parser skips): an error answer to it must have no body either,
 // even when the parser rejected the head.
-inline bool starts_head_request(std::string_view in) noexcept {
-    std::size_t i = 0;
-    while (i < in.size() && (in[i] == '\r' || in[i] == '\n')) ++i;
-    return in.substr(i, 5) == "HEAD ";
-}
+GORO_DECL bool starts_head_request(std::string_view in) noexcept;
 
 // Parses a request head from the start of `data`, which may hold a prefix of
 // it (incomplete), a whole head followed by more bytes (complete; `consumed`
@@ -271,7 +179,140 @@ inline bool starts_head_request(std::string_view in) noexcept {
 // the colon), a control byte in a field value, an invalid or conflicting
 // Content-Length, Content-Length with Transfer-Encoding, Transfer-Encoding in
 // HTTP/1.0, and HTTP/1.1 without exactly one Host. HTTP/d.d with d != 1: 505.
-inline http_parse_result parse_http_request(std::string_view in, const debug_server_limits& limits) {
+GORO_DECL http_parse_result parse_http_request(std::string_view in, const debug_server_limits& limits);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+
+namespace goro {
+
+GORO_DECL std::optional<std::string_view> debug_request::param(std::string_view name) const noexcept {
+    for (const auto& [k, v] : params_)
+        if (k == name) return std::string_view(v);
+    return std::nullopt;
+}
+
+GORO_DECL std::optional<std::string_view> debug_request::header(std::string_view name) const noexcept {
+    for (const auto& [k, v] : headers_)
+        if (detail::iequals(k, name)) return std::string_view(v);
+    return std::nullopt;
+}
+
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL bool iequals(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    return true;
+}
+
+GORO_DECL bool is_tchar(unsigned char c) noexcept {
+    if (c >= '0' && c <= '9') return true;
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+GORO_DECL bool is_token(std::string_view s) noexcept {
+    if (s.empty()) return false;
+    for (char c : s)
+        if (!is_tchar(static_cast<unsigned char>(c))) return false;
+    return true;
+}
+
+GORO_DECL bool is_field_value(std::string_view s) noexcept {
+    for (char ch : s) {
+        auto c = static_cast<unsigned char>(ch);
+        if (c == '\t') continue;
+        if (c < 0x20 || c == 0x7f) return false;
+    }
+    return true;
+}
+
+GORO_DECL int hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+GORO_DECL std::optional<std::string> percent_decode(std::string_view in, bool plus_as_space) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        char c = in[i];
+        if (c == '%') {
+            if (i + 2 >= in.size()) return std::nullopt;
+            int hi = hex_value(in[i + 1]);
+            int lo = hex_value(in[i + 2]);
+            if (hi < 0 || lo < 0) return std::nullopt;
+            out.push_back(static_cast<char>(hi * 16 + lo));
+            i += 2;
+        } else if (c == '+' && plus_as_space) {
+            out.push_back(' ');
+        } else {
+            out.push_back(c);
+        }
+    }
+    return out;
+}
+
+GORO_DECL std::optional<http_fields> parse_query(std::string_view query) {
+    http_fields out;
+    while (!query.empty()) {
+        std::size_t amp = query.find('&');
+        std::string_view piece = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        if (piece.empty()) continue;
+        std::size_t eq = piece.find('=');
+        auto key = percent_decode(piece.substr(0, eq), true);
+        auto value = percent_decode(
+            eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1), true);
+        if (!key || !value) return std::nullopt;
+        out.emplace_back(std::move(*key), std::move(*value));
+    }
+    return out;
+}
+
+GORO_DECL http_parse_result make_parse_error(int status, std::string reason) {
+    http_parse_result r;
+    r.status = http_parse_status::error;
+    r.error_status = status;
+    r.error_reason = std::move(reason);
+    return r;
+}
+
+GORO_DECL bool is_host_value(std::string_view v) noexcept {
+    for (char ch : v) {
+        auto c = static_cast<unsigned char>(ch);
+        bool ok = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+                  std::string_view("-._~!$&'()*+,;=:[]%").find(static_cast<char>(c)) !=
+                      std::string_view::npos;
+        if (!ok) return false;
+    }
+    return true;
+}
+
+GORO_DECL bool starts_head_request(std::string_view in) noexcept {
+    std::size_t i = 0;
+    while (i < in.size() && (in[i] == '\r' || in[i] == '\n')) ++i;
+    return in.substr(i, 5) == "HEAD ";
+}
+
+GORO_DECL http_parse_result parse_http_request(std::string_view in, const debug_server_limits& limits) {
     using status = http_parse_status;
     http_parse_result result;
     std::size_t pos = 0;
@@ -456,8 +497,8 @@ inline http_parse_result parse_http_request(std::string_view in, const debug_ser
     return result;
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-}  // namespace goro
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_REQUEST_HPP

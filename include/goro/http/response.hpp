@@ -5,24 +5,19 @@
 // debug_profile, what a program registers on a debug_server; and the helpers
 // that check a response and write its status line and Date.
 
-#include <algorithm>
+#include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <functional>
 #include <memory>
-#include <new>
 #include <ostream>
-#include <stdexcept>
 #include <streambuf>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include <sys/mman.h>
-
+#include <goro/core/linkage.hpp>
 #include <goro/http/request.hpp>
 
 namespace goro {
@@ -49,15 +44,7 @@ public:
     body_blocks(body_blocks&& o) noexcept : blocks_(std::move(o.blocks_)), size_(std::exchange(o.size_, 0)) {
         o.blocks_.clear();
     }
-    body_blocks& operator=(body_blocks&& o) noexcept {
-        if (this != &o) {
-            release();
-            blocks_ = std::move(o.blocks_);
-            o.blocks_.clear();
-            size_ = std::exchange(o.size_, 0);
-        }
-        return *this;
-    }
+    body_blocks& operator=(body_blocks&& o) noexcept;
     body_blocks(const body_blocks&) = delete;
     body_blocks& operator=(const body_blocks&) = delete;
     ~body_blocks() { release(); }
@@ -66,43 +53,16 @@ public:
     static constexpr std::size_t max_block = std::size_t{1} << 20;
 
     // Throws std::bad_alloc when the system has no memory to map.
-    void append(const char* p, std::size_t n) {
-        while (n > 0) {
-            if (blocks_.empty() || blocks_.back().size == blocks_.back().capacity) grow();
-            block& b = blocks_.back();
-            const std::size_t k = std::min(n, b.capacity - b.size);
-            std::memcpy(b.data + b.size, p, k);
-            b.size += k;
-            size_ += k;
-            p += k;
-            n -= k;
-        }
-    }
+    void append(const char* p, std::size_t n);
     std::size_t size() const noexcept { return size_; }
     bool empty() const noexcept { return size_ == 0; }
     const std::vector<block>& blocks() const noexcept { return blocks_; }
     // All the bytes as one string (for tests and small bodies).
-    std::string str() const {
-        std::string s;
-        s.reserve(size_);
-        for (const block& b : blocks_) s.append(b.data, b.size);
-        return s;
-    }
+    std::string str() const;
 
 private:
-    void grow() {
-        const std::size_t cap = blocks_.empty() ? first_block
-                                                : std::min(blocks_.back().capacity * 2, max_block);
-        blocks_.reserve(blocks_.size() + 1);  // so that a mapped block is never lost
-        void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) throw std::bad_alloc();
-        blocks_.push_back(block{static_cast<char*>(m), cap, 0});
-    }
-    void release() noexcept {
-        for (const block& b : blocks_) ::munmap(b.data, b.capacity);
-        blocks_.clear();
-        size_ = 0;
-    }
+    void grow();
+    void release() noexcept;
 
     std::vector<block> blocks_;
     std::size_t size_ = 0;
@@ -118,12 +78,7 @@ private:
         blocks_.append(s, static_cast<std::size_t>(n));
         return n;
     }
-    int_type overflow(int_type c) override {
-        if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
-        const char ch = traits_type::to_char_type(c);
-        blocks_.append(&ch, 1);
-        return c;
-    }
+    int_type overflow(int_type c) override;
 
     body_blocks blocks_;
 };
@@ -131,12 +86,7 @@ private:
 // The std::ostream of debug_response::stream().
 class body_stream final : public std::ostream {
 public:
-    body_stream() : std::ostream(nullptr) {
-        rdbuf(&buf_);
-        // A failed mapping reaches the server as std::bad_alloc (a 500), not
-        // as a silently truncated body.
-        exceptions(std::ios::badbit);
-    }
+    body_stream();
     body_blocks& blocks() noexcept { return buf_.blocks(); }
 
 private:
@@ -168,15 +118,7 @@ struct debug_response {
     // Bytes written to stream() so far.
     std::size_t streamed_size() const noexcept { return stream_ ? stream_->blocks().size() : 0; }
     // Takes what was written to stream() (the server does, to send it).
-    detail::body_blocks take_streamed() {
-        detail::body_blocks b;
-        if (stream_) {
-            stream_->flush();
-            b = std::move(stream_->blocks());
-            stream_.reset();
-        }
-        return b;
-    }
+    detail::body_blocks take_streamed();
 
     // Sets or replaces a header field (case-insensitive name); "Content-Type"
     // sets content_type. Throws std::invalid_argument for a server-managed
@@ -212,7 +154,110 @@ namespace detail {
 
 // Compares in time that depends only on the lengths, not on where the first
 // difference is: for the bearer token.
-inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
+GORO_DECL bool constant_time_equal(std::string_view a, std::string_view b) noexcept;
+
+GORO_DECL void append_html_escaped(std::string& out, std::string_view s);
+
+// Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF); 0 when there is none.
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s) noexcept;
+
+// Appends `s` for a text/plain; charset=utf-8 body that echoes what a client
+// or a handler supplied: well-formed UTF-8 and printable ASCII as they are,
+// every other byte (controls but TAB and LF, DEL, bytes that do not form
+// UTF-8) as the four characters \xNN, so the body is always valid UTF-8 and
+// cannot carry terminal escapes.
+GORO_DECL void append_utf8_escaped(std::string& out, std::string_view s);
+
+GORO_DECL std::string utf8_escaped(std::string_view s);
+
+GORO_DECL std::string_view http_reason_phrase(int status) noexcept;
+
+// IMF-fixdate (RFC 9110 5.6.7), without the locale that strftime would use.
+GORO_DECL std::string http_date(std::time_t t);
+
+// Header fields the server writes itself.
+GORO_DECL bool is_managed_header(std::string_view name) noexcept;
+
+// Why a handler's response cannot be sent as is; empty when it can.
+GORO_DECL std::string check_response(const debug_response& r);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+#include <sys/mman.h>
+
+namespace goro::detail {
+
+GORO_DECL body_blocks& body_blocks::operator=(body_blocks&& o) noexcept {
+    if (this != &o) {
+        release();
+        blocks_ = std::move(o.blocks_);
+        o.blocks_.clear();
+        size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+}
+
+GORO_DECL void body_blocks::append(const char* p, std::size_t n) {
+    while (n > 0) {
+        if (blocks_.empty() || blocks_.back().size == blocks_.back().capacity) grow();
+        block& b = blocks_.back();
+        const std::size_t k = std::min(n, b.capacity - b.size);
+        std::memcpy(b.data + b.size, p, k);
+        b.size += k;
+        size_ += k;
+        p += k;
+        n -= k;
+    }
+}
+
+GORO_DECL std::string body_blocks::str() const {
+    std::string s;
+    s.reserve(size_);
+    for (const block& b : blocks_) s.append(b.data, b.size);
+    return s;
+}
+
+GORO_DECL void body_blocks::grow() {
+    const std::size_t cap = blocks_.empty() ? first_block
+                                            : std::min(blocks_.back().capacity * 2, max_block);
+    blocks_.reserve(blocks_.size() + 1);  // so that a mapped block is never lost
+    void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    blocks_.push_back(block{static_cast<char*>(m), cap, 0});
+}
+
+GORO_DECL void body_blocks::release() noexcept {
+    for (const block& b : blocks_) ::munmap(b.data, b.capacity);
+    blocks_.clear();
+    size_ = 0;
+}
+
+GORO_DECL body_streambuf::int_type body_streambuf::overflow(int_type c) {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    const char ch = traits_type::to_char_type(c);
+    blocks_.append(&ch, 1);
+    return c;
+}
+
+GORO_DECL body_stream::body_stream() : std::ostream(nullptr) {
+    rdbuf(&buf_);
+    // A failed mapping reaches the server as std::bad_alloc (a 500), not
+    // as a silently truncated body.
+    exceptions(std::ios::badbit);
+}
+
+GORO_DECL bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
     // Volatile keeps the compiler from turning the loop into an early exit.
     volatile unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
     for (std::size_t i = 0; i < b.size(); ++i) {
@@ -222,7 +267,7 @@ inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept
     return diff == 0;
 }
 
-inline void append_html_escaped(std::string& out, std::string_view s) {
+GORO_DECL void append_html_escaped(std::string& out, std::string_view s) {
     for (char c : s) {
         switch (c) {
         case '&': out += "&amp;"; break;
@@ -235,9 +280,7 @@ inline void append_html_escaped(std::string& out, std::string_view s) {
     }
 }
 
-// Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
-// overlong forms, no surrogates, nothing above U+10FFFF); 0 when there is none.
-inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s) noexcept {
     if (s.empty()) return 0;
     auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
     const unsigned char c = b(0);
@@ -255,12 +298,7 @@ inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
     return 0;
 }
 
-// Appends `s` for a text/plain; charset=utf-8 body that echoes what a client
-// or a handler supplied: well-formed UTF-8 and printable ASCII as they are,
-// every other byte (controls but TAB and LF, DEL, bytes that do not form
-// UTF-8) as the four characters \xNN, so the body is always valid UTF-8 and
-// cannot carry terminal escapes.
-inline void append_utf8_escaped(std::string& out, std::string_view s) {
+GORO_DECL void append_utf8_escaped(std::string& out, std::string_view s) {
     static constexpr char hex[] = "0123456789abcdef";
     while (!s.empty()) {
         const auto c = static_cast<unsigned char>(s[0]);
@@ -279,14 +317,14 @@ inline void append_utf8_escaped(std::string& out, std::string_view s) {
     }
 }
 
-inline std::string utf8_escaped(std::string_view s) {
+GORO_DECL std::string utf8_escaped(std::string_view s) {
     std::string out;
     out.reserve(s.size());
     append_utf8_escaped(out, s);
     return out;
 }
 
-inline std::string_view http_reason_phrase(int status) noexcept {
+GORO_DECL std::string_view http_reason_phrase(int status) noexcept {
     switch (status) {
     case 200: return "OK";
     case 201: return "Created";
@@ -325,8 +363,7 @@ inline std::string_view http_reason_phrase(int status) noexcept {
     }
 }
 
-// IMF-fixdate (RFC 9110 5.6.7), without the locale that strftime would use.
-inline std::string http_date(std::time_t t) {
+GORO_DECL std::string http_date(std::time_t t) {
     static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
@@ -339,16 +376,14 @@ inline std::string http_date(std::time_t t) {
     return buf;
 }
 
-// Header fields the server writes itself.
-inline bool is_managed_header(std::string_view name) noexcept {
+GORO_DECL bool is_managed_header(std::string_view name) noexcept {
     return iequals(name, "content-length") || iequals(name, "content-type") ||
            iequals(name, "transfer-encoding") || iequals(name, "connection") ||
            iequals(name, "date") || iequals(name, "x-content-type-options") ||
            iequals(name, "keep-alive");
 }
 
-// Why a handler's response cannot be sent as is; empty when it can.
-inline std::string check_response(const debug_response& r) {
+GORO_DECL std::string check_response(const debug_response& r) {
     if (r.status < 200 || r.status > 599)
         return "handler set status " + std::to_string(r.status) + " (must be 200-599)";
     if ((r.status == 204 || r.status == 304) && (!r.body.empty() || r.streamed_size() != 0))
@@ -363,9 +398,21 @@ inline std::string check_response(const debug_response& r) {
     return {};
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-inline void debug_response::set_header(std::string_view name, std::string_view value) {
+namespace goro {
+
+GORO_DECL detail::body_blocks debug_response::take_streamed() {
+    detail::body_blocks b;
+    if (stream_) {
+        stream_->flush();
+        b = std::move(stream_->blocks());
+        stream_.reset();
+    }
+    return b;
+}
+
+GORO_DECL void debug_response::set_header(std::string_view name, std::string_view value) {
     if (!detail::is_token(name))
         throw std::invalid_argument("goro::debug_response::set_header: invalid name '" +
                                     std::string(name) + "'");
@@ -388,7 +435,7 @@ inline void debug_response::set_header(std::string_view name, std::string_view v
     headers.emplace_back(std::string(name), std::string(value));
 }
 
-inline void debug_response::set_attachment(std::string_view filename) {
+GORO_DECL void debug_response::set_attachment(std::string_view filename) {
     std::string v = "attachment; filename=\"";
     for (char c : filename) {
         auto u = static_cast<unsigned char>(c);
@@ -402,5 +449,7 @@ inline void debug_response::set_attachment(std::string_view filename) {
 }
 
 }  // namespace goro
+
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_RESPONSE_HPP

@@ -5,7 +5,7 @@
 // goro/http/debug_server.hpp registers them): /debug/pprof/goroutine,
 // /debug/goro/tasks.json and /metrics. Each is an ordinary debug_handler.
 
-#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,16 +13,11 @@
 #include <utility>
 #include <vector>
 
-#include <goro/core/registry.hpp>
-#include <goro/core/scheduler.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/http/prometheus.hpp>
 #include <goro/http/request.hpp>
 #include <goro/http/response.hpp>
-#include <goro/inspect/dump.hpp>
-#include <goro/inspect/block_profile.hpp>
 #include <goro/inspect/leak_watch.hpp>
-#include <goro/inspect/snapshot.hpp>
-#include <goro/version.hpp>
 
 namespace goro {
 
@@ -31,7 +26,69 @@ namespace detail {
 // The `debug` parameter of /debug/pprof/goroutine: absent or empty is 0 (as in
 // Go, where FormValue gives "" and Atoi's error is ignored); 0, 1 and 2 are
 // Go's; anything else is refused, naming the parameter, rather than guessed.
-inline std::optional<int> goroutine_debug_param(const debug_request& req) {
+GORO_DECL std::optional<int> goroutine_debug_param(const debug_request& req);
+
+GORO_DECL void serve_goroutine_profile(const debug_request& req, debug_response& r);
+
+// Tasks by state and wait reason, from one walk of the registry's live headers
+// (the shard locks hold spawns off; a task that exits during the walk may or
+// may not be counted). States are read as they are, with no stop of the
+// world: precise enough for a gauge, and a scrape never pauses the workers.
+struct task_census {
+    std::int64_t total = 0;
+    std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running
+    std::vector<std::pair<std::string, std::int64_t>> by_reason;  // sorted by reason
+};
+
+GORO_DECL task_census take_task_census();
+
+// At most this many wait reasons get a series of their own in /metrics; the
+// rest (only a program that makes up reasons at run time has more) are summed
+// under reason="other", so the scrape's cardinality stays bounded.
+inline constexpr std::size_t max_reason_series = 32;
+
+// The leak watch's families: how many suspects, and for the ten fastest
+// growing (bounded cardinality) their growth and count, labelled by the
+// group's stable id, its leaf function and the leaf's site id.
+GORO_DECL void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch);
+
+// /debug/pprof/block and /debug/pprof/mutex: the wait profile and its lock
+// waits (goro/inspect/block_profile.hpp), pprof or, with debug=1, text.
+GORO_DECL void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
+                                  std::string (*profile)(int));
+
+GORO_DECL void serve_block_profile(const debug_request& req, debug_response& r);
+
+GORO_DECL void serve_mutex_profile(const debug_request& req, debug_response& r);
+
+// /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with
+// ?format=json, as JSON (goro::leak_watch::to_json).
+GORO_DECL void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r);
+
+GORO_DECL std::string render_metrics(const leak_watch* watch = nullptr);
+
+GORO_DECL void serve_tasks_json(const debug_request&, debug_response& r);
+
+GORO_DECL void serve_metrics(const debug_request&, debug_response& r);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/inspect/block_profile.hpp>
+#include <goro/inspect/dump.hpp>
+#include <goro/inspect/snapshot.hpp>
+#include <goro/version.hpp>
+
+namespace goro::detail {
+
+GORO_DECL std::optional<int> goroutine_debug_param(const debug_request& req) {
     auto v = req.param("debug");
     if (!v || v->empty()) return 0;
     if (*v == "0") return 0;
@@ -40,7 +97,7 @@ inline std::optional<int> goroutine_debug_param(const debug_request& req) {
     return std::nullopt;
 }
 
-inline void serve_goroutine_profile(const debug_request& req, debug_response& r) {
+GORO_DECL void serve_goroutine_profile(const debug_request& req, debug_response& r) {
     auto bad = [&](std::string why) {
         r.status = 400;
         r.content_type = "text/plain; charset=utf-8";
@@ -75,17 +132,7 @@ inline void serve_goroutine_profile(const debug_request& req, debug_response& r)
     write_goroutine_profile(r.stream(), snapshot::take(), *debug);
 }
 
-// Tasks by state and wait reason, from one walk of the registry's live headers
-// (the shard locks hold spawns off; a task that exits during the walk may or
-// may not be counted). States are read as they are, with no stop of the
-// world: precise enough for a gauge, and a scrape never pauses the workers.
-struct task_census {
-    std::int64_t total = 0;
-    std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running
-    std::vector<std::pair<std::string, std::int64_t>> by_reason;  // sorted by reason
-};
-
-inline task_census take_task_census() {
+GORO_DECL task_census take_task_census() {
     task_census c;
     // Wait reasons are static strings: count by pointer under the locks (no
     // allocation there beyond the rare new reason), merge by text afterwards.
@@ -119,15 +166,7 @@ inline task_census take_task_census() {
     return c;
 }
 
-// At most this many wait reasons get a series of their own in /metrics; the
-// rest (only a program that makes up reasons at run time has more) are summed
-// under reason="other", so the scrape's cardinality stays bounded.
-inline constexpr std::size_t max_reason_series = 32;
-
-// The leak watch's families: how many suspects, and for the ten fastest
-// growing (bounded cardinality) their growth and count, labelled by the
-// group's stable id, its leaf function and the leaf's site id.
-inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch) {
+GORO_DECL void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch) {
     const leak_report rep = watch.report();
     w.family("goro_leak_suspects", metric_type::gauge,
              "Groups of tasks (same stack and labels) that the leak watch sees growing (goro::leak_watch).");
@@ -156,10 +195,8 @@ inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& wat
                  static_cast<std::int64_t>(rep.suspects[i].count));
 }
 
-// /debug/pprof/block and /debug/pprof/mutex: the wait profile and its lock
-// waits (goro/inspect/block_profile.hpp), pprof or, with debug=1, text.
-inline void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
-                               std::string (*profile)(int)) {
+GORO_DECL void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
+                                  std::string (*profile)(int)) {
     auto d = req.param("debug");
     if (!d || d->empty() || *d == "0") {
         r.content_type = "application/octet-stream";
@@ -175,17 +212,15 @@ inline void serve_wait_profile(const debug_request& req, debug_response& r, cons
     }
 }
 
-inline void serve_block_profile(const debug_request& req, debug_response& r) {
+GORO_DECL void serve_block_profile(const debug_request& req, debug_response& r) {
     serve_wait_profile(req, r, "block", [](int debug) { return block_profile(debug); });
 }
 
-inline void serve_mutex_profile(const debug_request& req, debug_response& r) {
+GORO_DECL void serve_mutex_profile(const debug_request& req, debug_response& r) {
     serve_wait_profile(req, r, "mutex", [](int debug) { return mutex_profile(debug); });
 }
 
-// /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with
-// ?format=json, as JSON (goro::leak_watch::to_json).
-inline void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r) {
+GORO_DECL void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r) {
     auto f = req.param("format");
     if (f && *f == "json") {
         r.content_type = "application/json";
@@ -200,7 +235,7 @@ inline void serve_leaks(const leak_watch& w, const debug_request& req, debug_res
     }
 }
 
-inline std::string render_metrics(const leak_watch* watch = nullptr) {
+GORO_DECL std::string render_metrics(const leak_watch* watch) {
     std::string out;
     prometheus_text_writer w(out);
     const task_census c = take_task_census();
@@ -259,18 +294,18 @@ inline std::string render_metrics(const leak_watch* watch = nullptr) {
     return out;
 }
 
-inline void serve_tasks_json(const debug_request&, debug_response& r) {
+GORO_DECL void serve_tasks_json(const debug_request&, debug_response& r) {
     r.content_type = "application/json";
     write_tasks_json(r.stream(), snapshot::take());
 }
 
-inline void serve_metrics(const debug_request&, debug_response& r) {
+GORO_DECL void serve_metrics(const debug_request&, debug_response& r) {
     r.content_type = std::string(prometheus_content_type);
     r.body = render_metrics();
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-}  // namespace goro
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_ROUTES_HPP

@@ -6,6 +6,10 @@
 // its own thread. goro::debug_server (goro/http/debug_server.hpp) is the handle
 // a program holds; see there for the behaviour as a whole.
 //
+// Only the options and the counters are declarations: detail::debug_server_state
+// and its loop are in the bodies section (GORO_BODIES, goro/core/linkage.hpp),
+// since goro::debug_server holds the state by pointer and nothing else uses it.
+//
 // THE CONNECTION LOOP (Linux epoll, level-triggered, on the server thread only)
 //   * One ordinary std::thread, never a pool worker: the server answers while
 //     every worker of the pool is wedged, which is when one needs it.
@@ -60,48 +64,13 @@
 // routes_mutex_ from the server thread; routes_mutex_ is a leaf and is never
 // held while calling user code (handlers, count callbacks).
 
-#include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <ctime>
-#include <deque>
-#include <exception>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <stdexcept>
 #include <string>
-#include <string_view>
-#include <system_error>
-#include <thread>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
-#if defined(__GLIBC__)
-#include <malloc.h>  // malloc_trim
-#endif
-
-#include <goro/core/registry.hpp>
-#include <goro/core/scheduler.hpp>
-#include <goro/http/address.hpp>
+#include <goro/core/linkage.hpp>
 #include <goro/http/request.hpp>
-#include <goro/http/response.hpp>
 
 namespace goro {
 
@@ -173,7 +142,49 @@ struct debug_route_options {
     bool share_response = false;
 };
 
-namespace detail {
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#if defined(__GLIBC__)
+#include <malloc.h>  // malloc_trim
+#endif
+
+#include <goro/core/registry.hpp>
+#include <goro/core/scheduler.hpp>
+#include <goro/http/address.hpp>
+#include <goro/http/response.hpp>
+
+namespace goro::detail {
 
 class debug_server_state {
 public:
@@ -478,7 +489,7 @@ private:
         responses_shared_{0}, response_bytes_held_{0};
 };
 
-inline void debug_server_state::start() {
+GORO_DECL void debug_server_state::start() {
     refuse_on_server_thread("start");
     std::lock_guard lock(lifecycle_mutex_);
     if (running_.load(std::memory_order_relaxed))
@@ -552,7 +563,7 @@ inline void debug_server_state::start() {
     running_.store(true, std::memory_order_release);
 }
 
-inline void debug_server_state::refuse_on_server_thread(const char* op) const {
+GORO_DECL void debug_server_state::refuse_on_server_thread(const char* op) const {
     // Checked before taking lifecycle_mutex_: a stop() on another thread may
     // hold it while joining this very thread.
     if (server_thread_.load(std::memory_order_acquire) == std::this_thread::get_id())
@@ -561,7 +572,7 @@ inline void debug_server_state::refuse_on_server_thread(const char* op) const {
                                "it would wait for itself");
 }
 
-inline void debug_server_state::stop() {
+GORO_DECL void debug_server_state::stop() {
     refuse_on_server_thread("stop");
     std::lock_guard lock(lifecycle_mutex_);
     if (!thread_.joinable()) return;
@@ -584,7 +595,7 @@ inline void debug_server_state::stop() {
 }
 
 // Moves `c` to the end of phase p's list (deadline order) with that deadline.
-inline void debug_server_state::set_phase(connection& c, phase p, clock::time_point deadline) noexcept {
+GORO_DECL void debug_server_state::set_phase(connection& c, phase p, clock::time_point deadline) noexcept {
     const bool was_active = c.state == phase::reading || c.state == phase::writing;
     if (conn_list* from = list_of(c.state)) {
         if (c.prev != none) conns_[c.prev].next = c.next;
@@ -613,7 +624,7 @@ inline void debug_server_state::set_phase(connection& c, phase p, clock::time_po
 // Registers the epoll interest the connection's phase needs, if it changed:
 // done once after each event rather than at every phase change, since a
 // request usually goes reading -> writing -> reading within one event.
-inline void debug_server_state::settle(connection& c) noexcept {
+GORO_DECL void debug_server_state::settle(connection& c) noexcept {
     if (c.state == phase::free) return;
     const std::uint32_t want = c.state == phase::writing ? std::uint32_t{EPOLLOUT} : std::uint32_t{EPOLLIN};
     if (want == c.events) return;
@@ -624,7 +635,7 @@ inline void debug_server_state::settle(connection& c) noexcept {
     else close_connection(c);
 }
 
-inline void debug_server_state::set_listening(bool on) noexcept {
+GORO_DECL void debug_server_state::set_listening(bool on) noexcept {
     if (on == listening_) return;
     epoll_event ev{};
     ev.events = on ? std::uint32_t{EPOLLIN} : std::uint32_t{0};
@@ -632,7 +643,7 @@ inline void debug_server_state::set_listening(bool on) noexcept {
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev) == 0) listening_ = on;
 }
 
-inline void debug_server_state::run() noexcept {
+GORO_DECL void debug_server_state::run() noexcept {
     server_thread_.store(std::this_thread::get_id(), std::memory_order_release);
     epoll_event evs[256];
     for (;;) {
@@ -702,7 +713,7 @@ inline void debug_server_state::run() noexcept {
         if (c.state != phase::free) close_connection(c);
 }
 
-inline debug_server_state::clock::time_point debug_server_state::prune_shared(
+GORO_DECL debug_server_state::clock::time_point debug_server_state::prune_shared(
     clock::time_point now) noexcept {
     auto next = clock::time_point::max();
     for (auto it = shared_.begin(); it != shared_.end();) {
@@ -717,7 +728,7 @@ inline debug_server_state::clock::time_point debug_server_state::prune_shared(
     return next;
 }
 
-inline void debug_server_state::expire(clock::time_point now) {
+GORO_DECL void debug_server_state::expire(clock::time_point now) {
     while (lingering_.head != none && conns_[lingering_.head].deadline <= now)
         close_connection(conns_[lingering_.head]);
     while (writing_.head != none && conns_[writing_.head].deadline <= now) {
@@ -748,7 +759,7 @@ inline void debug_server_state::expire(clock::time_point now) {
     }
 }
 
-inline void debug_server_state::accept_new(clock::time_point now) {
+GORO_DECL void debug_server_state::accept_new(clock::time_point now) {
     // A bounded batch, so that a flood of connections cannot starve the
     // connections already served; the rest wait for the next round.
     for (int batch = 0; batch < 64; ++batch) {
@@ -830,7 +841,7 @@ inline void debug_server_state::accept_new(clock::time_point now) {
     }
 }
 
-inline void debug_server_state::on_event(connection& c, std::uint32_t events) {
+GORO_DECL void debug_server_state::on_event(connection& c, std::uint32_t events) {
     switch (c.state) {
     case phase::reading:
         if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) read_some(c);
@@ -850,7 +861,7 @@ inline void debug_server_state::on_event(connection& c, std::uint32_t events) {
     }
 }
 
-inline void debug_server_state::read_some(connection& c) {
+GORO_DECL void debug_server_state::read_some(connection& c) {
     const std::size_t cap = head_cap();
     const std::size_t before = c.in.size();
     char buf[16 * 1024];
@@ -880,7 +891,7 @@ inline void debug_server_state::read_some(connection& c) {
     process(c);
 }
 
-inline void debug_server_state::process(connection& c) {
+GORO_DECL void debug_server_state::process(connection& c) {
     while (c.state == phase::reading) {
         if (c.in.empty() || !c.need_parse) {
             if (c.peer_eof) close_connection(c);
@@ -914,7 +925,7 @@ inline void debug_server_state::process(connection& c) {
     }
 }
 
-inline bool debug_server_state::host_allowed(const http_request_head& head) const {
+GORO_DECL bool debug_server_state::host_allowed(const http_request_head& head) const {
     if (!opts_.check_host || !addr_.loopback) return true;
     if (!head.authority.empty()) return is_loopback_host(head.authority);
     auto host = std::find_if(head.headers.begin(), head.headers.end(),
@@ -923,7 +934,7 @@ inline bool debug_server_state::host_allowed(const http_request_head& head) cons
     return is_loopback_host(host->second);
 }
 
-inline bool debug_server_state::authorized(const http_request_head& head, std::string& challenge) const {
+GORO_DECL bool debug_server_state::authorized(const http_request_head& head, std::string& challenge) const {
     if (opts_.bearer_token.empty()) return true;
     std::optional<std::string_view> value;
     int seen = 0;
@@ -944,7 +955,7 @@ inline bool debug_server_state::authorized(const http_request_head& head, std::s
 }
 
 
-inline void debug_server_state::respond(connection& c, const http_request_head& head) {
+GORO_DECL void debug_server_state::respond(connection& c, const http_request_head& head) {
     const bool head_only = head.method == "HEAD";
     std::string_view conn_header;
     if (c.close_after) conn_header = "close";
@@ -1057,8 +1068,8 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
                 conn_header);
 }
 
-inline void debug_server_state::respond_error(connection& c, int status, std::string_view reason,
-                                              bool head_only) {
+GORO_DECL void debug_server_state::respond_error(connection& c, int status, std::string_view reason,
+                                                 bool head_only) {
     std::string text = std::to_string(status) + " " + std::string(http_reason_phrase(status)) + ": " +
                        std::string(reason) + "\n";
     c.close_after = true;
@@ -1068,10 +1079,10 @@ inline void debug_server_state::respond_error(connection& c, int status, std::st
                 head_only, "close");
 }
 
-inline void debug_server_state::start_write(connection& c, int status, std::string_view content_type,
-                                            const http_fields& headers, body_ptr body,
-                                            std::size_t length, bool head_only,
-                                            std::string_view connection_header) {
+GORO_DECL void debug_server_state::start_write(connection& c, int status, std::string_view content_type,
+                                               const http_fields& headers, body_ptr body,
+                                               std::size_t length, bool head_only,
+                                               std::string_view connection_header) {
     std::string& h = c.out_head;
     h.clear();
     h += "HTTP/1.1 ";
@@ -1105,7 +1116,7 @@ inline void debug_server_state::start_write(connection& c, int status, std::stri
     write_some(c);
 }
 
-inline void debug_server_state::write_some(connection& c) {
+GORO_DECL void debug_server_state::write_some(connection& c) {
     const response_body* b = c.out_body.get();
     const std::size_t total = c.out_head.size() + (b ? b->size() : 0);
     while (c.out_sent < total) {
@@ -1150,7 +1161,7 @@ inline void debug_server_state::write_some(connection& c) {
     finish_response(c);
 }
 
-inline void debug_server_state::finish_response(connection& c) {
+GORO_DECL void debug_server_state::finish_response(connection& c) {
     std::string().swap(c.out_head);
     c.out_body.reset();  // the last holder frees a large dump here
     c.out_sent = 0;
@@ -1166,7 +1177,7 @@ inline void debug_server_state::finish_response(connection& c) {
 // the client still sends until it closes too or linger_time() passes. A close()
 // with unread bytes in the socket would send a RST, and a RST can destroy a
 // response the client has received but not yet read.
-inline void debug_server_state::linger(connection& c) {
+GORO_DECL void debug_server_state::linger(connection& c) {
     if (c.peer_eof) {
         close_connection(c);
         return;
@@ -1180,7 +1191,7 @@ inline void debug_server_state::linger(connection& c) {
     set_phase(c, phase::lingering, clock::now() + linger_time());
 }
 
-inline void debug_server_state::drain(connection& c) {
+GORO_DECL void debug_server_state::drain(connection& c) {
     char buf[4096];
     for (;;) {
         ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
@@ -1196,7 +1207,7 @@ inline void debug_server_state::drain(connection& c) {
     close_connection(c);
 }
 
-inline void debug_server_state::close_connection(connection& c) noexcept {
+GORO_DECL void debug_server_state::close_connection(connection& c) noexcept {
     if (c.state == phase::free) return;
     if (c.state == phase::lingering) {
         // Closed early (deadline, room, stop): read what arrived meanwhile, so
@@ -1221,7 +1232,7 @@ inline void debug_server_state::close_connection(connection& c) noexcept {
     free_slots_.push_back(c.index);  // capacity >= conns_.size(): reserved in accept_new
 }
 
-inline std::string debug_server_state::render_index() {
+GORO_DECL std::string debug_server_state::render_index() {
     std::vector<std::shared_ptr<const profile_entry>> profiles;
     std::vector<std::pair<std::string, std::string>> links;
     {
@@ -1267,8 +1278,8 @@ inline std::string debug_server_state::render_index() {
     return o;
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-}  // namespace goro
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_SERVER_HPP
