@@ -81,7 +81,6 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <ctime>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -90,13 +89,60 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #include <memory>
 #include <new>
 
+
+// ---- begin goro/core/linkage.hpp ----
+// goro/core/linkage.hpp — header-only (the default) or compiled once.
+//
+// Header-only: every function of the runtime is inline and defined in the
+// headers. A program includes <goro/goro.hpp> and needs nothing else.
+//
+// Separate compilation: a program defines GORO_SEPARATE_COMPILATION in every
+// translation unit (or compiles with -DGORO_SEPARATE_COMPILATION), and links
+// the runtime compiled once: src/goro.cpp (meson: `goro_lib_dep`, or build
+// it yourself). There, the headers declare the runtime's non-template
+// functions and leave their bodies out, so a translation unit parses and
+// compiles only the declarations and the templates it uses (channels, tasks,
+// select). The translation unit that compiles the bodies defines
+// GORO_IMPLEMENTATION before it includes <goro/goro.hpp>.
+//
+// A program uses one way throughout: a body compiled inline in one
+// translation unit and out of line in another would be two definitions of one
+// function.
+//
+// In a header, a non-template function that the runtime compiles once is
+// declared, and then defined at the end of the header, in a section compiled
+// only when GORO_BODIES is 1:
+//
+//     class timer_queue {
+//         void add(timer_node* n);
+//     };
+//     #if GORO_BODIES
+//     GORO_DECL void timer_queue::add(timer_node* n) { ... }
+//     #endif
+//
+// A free function is declared with GORO_DECL too (`GORO_DECL void f();`),
+// so that it is inline in header-only mode from its first declaration on.
+// Templates, constexpr functions and one-line accessors stay where they are.
+
+#if defined(GORO_IMPLEMENTATION) && !defined(GORO_SEPARATE_COMPILATION)
+#define GORO_SEPARATE_COMPILATION 1
+#endif
+
+#if defined(GORO_SEPARATE_COMPILATION)
+#define GORO_DECL
+#if defined(GORO_IMPLEMENTATION)
+#define GORO_BODIES 1
+#else
+#define GORO_BODIES 0
+#endif
+#else
+#define GORO_DECL inline
+#define GORO_BODIES 1
+#endif
+// ---- end goro/core/linkage.hpp ----
+
 #if defined(__linux__)
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-#if defined(__x86_64__)
-#include <cpuid.h>
 #endif
 
 #if __has_include(<source_location>)
@@ -199,13 +245,7 @@ inline constinit std::atomic<bool> cpu_has_prefetchw{false};
 
 /// Reads the CPU features that the hot paths test (go.hpp calls it once,
 /// before the first task starts).
-inline void detect_cpu_features() noexcept {
-#if defined(__x86_64__)
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
-    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
-#endif
-}
+GORO_DECL void detect_cpu_features() noexcept;
 
 /// Fetches the line at `p` for writing: into this core's cache, owned, so the
 /// stores that follow do not wait for other cores' copies to be invalidated.
@@ -248,44 +288,16 @@ inline void seq_fence() noexcept {
 /// GORO_ASYM_FENCE=off in the environment (read once, at the first call)
 /// makes it answer false, so the fallback paths run as on a kernel without
 /// membarrier: CI runs the suite that way too.
-inline bool asym_fence_available() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-    static const bool ok = [] {
-        if (const char* v = std::getenv("GORO_ASYM_FENCE"); v && std::string_view(v) == "off") return false;
-        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
-        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
-    }();
-    return ok;
-#else
-    return false;
-#endif
-}
+GORO_DECL bool asym_fence_available() noexcept;
 
-inline void asym_fence_heavy() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
-    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
-#endif
-}
+GORO_DECL void asym_fence_heavy() noexcept;
 
 /// Monotonic time in nanoseconds from a clock that is cheap to read (a few ns,
 /// millisecond-ish resolution): good enough for "parked for 5 minutes".
-inline std::int64_t coarse_now_ns() noexcept {
-    timespec ts;
-#if defined(CLOCK_MONOTONIC_COARSE)
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+GORO_DECL std::int64_t coarse_now_ns() noexcept;
 
 /// Monotonic time in nanoseconds, full resolution (same epoch as steady_clock on Linux).
-inline std::int64_t now_ns() noexcept {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+GORO_DECL std::int64_t now_ns() noexcept;
 
 /// The real machine: std::atomic, a compiler barrier, and membarrier. A lock-free
 /// protocol written against a policy (slot_handoff.hpp, profile_epoch.hpp) is
@@ -373,6 +385,66 @@ private:
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+#include <ctime>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+namespace goro::detail {
+
+GORO_DECL void detect_cpu_features() noexcept {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
+    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
+#endif
+}
+
+GORO_DECL bool asym_fence_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    static const bool ok = [] {
+        if (const char* v = std::getenv("GORO_ASYM_FENCE"); v && std::string_view(v) == "off") return false;
+        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+GORO_DECL void asym_fence_heavy() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
+#endif
+}
+
+GORO_DECL std::int64_t coarse_now_ns() noexcept {
+    timespec ts;
+#if defined(CLOCK_MONOTONIC_COARSE)
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+GORO_DECL std::int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/platform.hpp ----
 
 // ---- begin goro/core/frame.hpp ----
@@ -446,9 +518,7 @@ private:
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <new>
-#include <utility>
 
 
 // ---- begin goro/core/spinlock.hpp ----
@@ -510,9 +580,8 @@ private:
 // threads and never under a lock of this table.
 
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
+
 
 #ifndef GORO_LOCK_RANK_CHECK
 #ifdef NDEBUG
@@ -545,29 +614,7 @@ enum class lock_rank : std::uint8_t {
     frame_pool,
 };
 
-inline const char* to_string(lock_rank r) noexcept {
-    switch (r) {
-    case lock_rank::panic_report: return "panic report";
-    case lock_rank::snapshot: return "snapshot";
-    case lock_rank::stop_the_world: return "stop the world";
-    case lock_rank::registry_shard: return "registry shard";
-    case lock_rank::snapshot_overflow: return "snapshot overflow";
-    case lock_rank::deadlock_watch: return "deadlock watch";
-    case lock_rank::context: return "context";
-    case lock_rank::time_chan: return "timer channel";
-    case lock_rank::channel: return "channel";
-    case lock_rank::sync_waiters: return "sync waiters";
-    case lock_rank::timer: return "timer";
-    case lock_rank::scheduler_idle: return "scheduler idle list";
-    case lock_rank::global_queue: return "global run queue";
-    case lock_rank::blocking_pool: return "blocking pool";
-    case lock_rank::pool_holder: return "pool holder";
-    case lock_rank::scheduler_procs: return "scheduler procs";
-    case lock_rank::panic_hook: return "panic hook";
-    case lock_rank::frame_pool: return "frame pool";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(lock_rank r) noexcept;
 
 #if GORO_LOCK_RANK_CHECK
 
@@ -583,47 +630,13 @@ struct held_locks {
 };
 inline thread_local constinit held_locks tls_held_locks{{}, 0};
 
-[[noreturn, gnu::cold, gnu::noinline]] inline void lock_rank_violation(lock_rank taking, const void* lock,
-                                                                     lock_rank held, const void* held_lock) noexcept {
-    std::fprintf(stderr,
-                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
-                 "%p); see goro/core/lock_rank.hpp\n",
-                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
-                 static_cast<unsigned>(held), held_lock);
-    std::fflush(stderr);
-    std::abort();
-}
-
 /// Before waiting for `lock`: every held lock must come before it.
-inline void lock_rank_check(lock_rank r, const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    for (unsigned i = 0; i < h.n; ++i) {
-        const held_locks::entry& e = h.v[i];
-        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
-    }
-}
+GORO_DECL void lock_rank_check(lock_rank r, const void* lock) noexcept;
 
-inline void lock_rank_push(lock_rank r, const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    if (h.n == held_locks::capacity) {
-        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
-        std::abort();
-    }
-    h.v[h.n++] = {lock, r};
-}
+GORO_DECL void lock_rank_push(lock_rank r, const void* lock) noexcept;
 
 /// Locks may be released in any order.
-inline void lock_rank_pop(const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    for (unsigned i = h.n; i-- > 0;)
-        if (h.v[i].lock == lock) {
-            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
-            --h.n;
-            return;
-        }
-    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
-    std::abort();
-}
+GORO_DECL void lock_rank_pop(const void* lock) noexcept;
 
 /// `Lock` with its rank checked on lock, try_lock and unlock. Everything else
 /// of `Lock` (constructors, other members) is as it is.
@@ -666,6 +679,83 @@ public:
 #endif
 
 }  // namespace goro::detail
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+
+namespace goro::detail {
+
+GORO_DECL const char* to_string(lock_rank r) noexcept {
+    switch (r) {
+    case lock_rank::panic_report: return "panic report";
+    case lock_rank::snapshot: return "snapshot";
+    case lock_rank::stop_the_world: return "stop the world";
+    case lock_rank::registry_shard: return "registry shard";
+    case lock_rank::snapshot_overflow: return "snapshot overflow";
+    case lock_rank::deadlock_watch: return "deadlock watch";
+    case lock_rank::context: return "context";
+    case lock_rank::time_chan: return "timer channel";
+    case lock_rank::channel: return "channel";
+    case lock_rank::sync_waiters: return "sync waiters";
+    case lock_rank::timer: return "timer";
+    case lock_rank::scheduler_idle: return "scheduler idle list";
+    case lock_rank::global_queue: return "global run queue";
+    case lock_rank::blocking_pool: return "blocking pool";
+    case lock_rank::pool_holder: return "pool holder";
+    case lock_rank::scheduler_procs: return "scheduler procs";
+    case lock_rank::panic_hook: return "panic hook";
+    case lock_rank::frame_pool: return "frame pool";
+    }
+    return "unknown";
+}
+
+#if GORO_LOCK_RANK_CHECK
+
+[[noreturn, gnu::cold, gnu::noinline]] GORO_DECL void lock_rank_violation(lock_rank taking, const void* lock,
+                                                                        lock_rank held, const void* held_lock) noexcept {
+    std::fprintf(stderr,
+                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
+                 "%p); see goro/core/lock_rank.hpp\n",
+                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
+                 static_cast<unsigned>(held), held_lock);
+    std::fflush(stderr);
+    std::abort();
+}
+
+GORO_DECL void lock_rank_check(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = 0; i < h.n; ++i) {
+        const held_locks::entry& e = h.v[i];
+        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
+    }
+}
+
+GORO_DECL void lock_rank_push(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    if (h.n == held_locks::capacity) {
+        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
+        std::abort();
+    }
+    h.v[h.n++] = {lock, r};
+}
+
+GORO_DECL void lock_rank_pop(const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = h.n; i-- > 0;)
+        if (h.v[i].lock == lock) {
+            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
+            --h.n;
+            return;
+        }
+    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
+    std::abort();
+}
+
+#endif  // GORO_LOCK_RANK_CHECK
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/lock_rank.hpp ----
 
 // ---- begin goro/core/thread_slot.hpp ----
@@ -1070,18 +1160,13 @@ inline thread_local constinit pool_cache* tls_pool_cache = nullptr;
 // frees and allocations go straight to the general allocator.
 inline thread_local constinit bool tls_pool_closed = false;
 
-inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept;
+/// Moves all but `keep` cached blocks of a class to the depot, a batch at a time.
+GORO_DECL void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept;
 
 /// Returns a thread's cached blocks to the depot when the thread exits.
 struct pool_cache_owner {
     pool_cache* cache = nullptr;
-    ~pool_cache_owner() {
-        tls_pool_closed = true;
-        tls_pool_cache = nullptr;
-        if (!cache) return;
-        for (std::size_t i = 0; i < pool_classes; ++i) pool_flush_class(*cache, i, 0);
-        delete std::exchange(cache, nullptr);
-    }
+    ~pool_cache_owner();
 };
 
 /// This thread's cache, made on first use; null when memory is short or the
@@ -1094,8 +1179,28 @@ struct pool_cache_owner {
     return owner.cache;
 }
 
-/// Moves all but `keep` cached blocks of a class to the depot, a batch at a time.
-inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept {
+GORO_DECL void* pool_allocate(std::size_t size);
+
+GORO_DECL void pool_free(void* p, std::size_t size) noexcept;
+
+}  // namespace goro::detail
+
+#if GORO_BODIES
+
+#include <mutex>
+#include <utility>
+
+namespace goro::detail {
+
+GORO_DECL pool_cache_owner::~pool_cache_owner() {
+    tls_pool_closed = true;
+    tls_pool_cache = nullptr;
+    if (!cache) return;
+    for (std::size_t i = 0; i < pool_classes; ++i) pool_flush_class(*cache, i, 0);
+    delete std::exchange(cache, nullptr);
+}
+
+GORO_DECL void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept {
     pool_depot& d = the_pool_depot();
     while (c.count[cls] > keep) {
         std::uint32_t n = std::min(pool_batch, c.count[cls] - keep);
@@ -1122,7 +1227,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
     }
 }
 
-inline void* pool_allocate(std::size_t size) {
+GORO_DECL void* pool_allocate(std::size_t size) {
 #if GORO_POOL_ENABLED
     if (size != 0 && size <= pool_max) {
         const std::size_t cls = pool_class(size);
@@ -1168,7 +1273,7 @@ inline void* pool_allocate(std::size_t size) {
     return ::operator new(size);
 }
 
-inline void pool_free(void* p, std::size_t size) noexcept {
+GORO_DECL void pool_free(void* p, std::size_t size) noexcept {
 #if GORO_POOL_ENABLED
     if (p && size != 0 && size <= pool_max) {
         const std::size_t cls = pool_class(size);
@@ -1187,6 +1292,8 @@ inline void pool_free(void* p, std::size_t size) noexcept {
 }
 
 }  // namespace goro::detail
+
+#endif  // GORO_BODIES
 // ---- end goro/core/pool.hpp ----
 
 namespace goro {
@@ -1304,19 +1411,7 @@ struct trampoline {
 inline thread_local constinit trampoline tls_trampoline{};
 
 /// Resumes `h`, then whatever it hands to the trampoline, until nothing is left.
-inline void run_trampoline(std::coroutine_handle<> h) {
-    trampoline& t = tls_trampoline;
-    const bool outer = !t.active;
-    std::coroutine_handle<> saved = t.next;
-    t.active = true;
-    do {
-        t.next = {};
-        h.resume();
-        h = t.next;
-    } while (h);
-    t.next = saved;
-    if (outer) t.active = false;
-}
+GORO_DECL void run_trampoline(std::coroutine_handle<> h);
 
 /// Continues `h` next on this thread: through the trampoline when one runs
 /// (the usual case, on a pool worker), else right here.
@@ -1331,6 +1426,26 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void run_trampoline(std::coroutine_handle<> h) {
+    trampoline& t = tls_trampoline;
+    const bool outer = !t.active;
+    std::coroutine_handle<> saved = t.next;
+    t.active = true;
+    do {
+        t.next = {};
+        h.resume();
+        h = t.next;
+    } while (h);
+    t.next = saved;
+    if (outer) t.active = false;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/frame.hpp ----
 
 // ---- begin goro/core/registry.hpp ----
@@ -1373,15 +1488,10 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1599,14 +1709,7 @@ enum class task_state : std::uint8_t {
     waiting,   ///< parked; `wait_reason` says on what
 };
 
-inline const char* to_string(task_state s) noexcept {
-    switch (s) {
-    case task_state::runnable: return "runnable";
-    case task_state::running: return "running";
-    case task_state::waiting: return "waiting";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(task_state s) noexcept;
 
 /// Wait reasons, in Go's words, so dumps read the same as Go's.
 namespace wait_reason {
@@ -1657,13 +1760,7 @@ public:
         task_meta(o).swap(*this);
         return *this;
     }
-    task_meta& operator=(task_meta&& o) noexcept {
-        if (this != &o) {
-            reset();
-            p_ = std::exchange(o.p_, nullptr);
-        }
-        return *this;
-    }
+    task_meta& operator=(task_meta&& o) noexcept;
     ~task_meta() {
         if (p_) release(p_);
     }
@@ -1827,127 +1924,34 @@ class registry {
 public:
     /// A header for a new task: a dead one of this thread's shard, reset, or a
     /// new one. It is not visible to walks until add().
-    task_header* make_header() {
-        header_lists& l = tls_headers;
-        if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
-        if (l.next_spare != l.spare.n) {
-            task_header** v = l.spare.v;
-            const std::uint32_t i = l.next_spare++;
-            // Headers come back from the core that ran them: fetch the one
-            // `spare_ahead` places on for writing (both its lines), so its
-            // misses overlap the spawns in between; and the array's line
-            // further on, which that core wrote.
-            if (i + spare_ahead < l.spare.n) {
-                task_header* f = v[i + spare_ahead];
-                prefetch_for_write(f);
-                prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
-                if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
-            }
-            task_header* h = v[i];
-            // Dead, so no walk reads it: reset the fields of its last life.
-            profile_revive(*h);
-            h->set_resume_point({});
-            task_header_cold& c = h->cold();
-            c.parent_id = 0;
-            c.meta.reset();
-            h->leaf = nullptr;
-            h->wait_reason.store(nullptr, std::memory_order_relaxed);
-            h->since_ns.store(0, std::memory_order_relaxed);
-            h->state.store(task_state::runnable, std::memory_order_relaxed);
-            h->kind = task_kind::task;
-            return h;
-        }
-        task_header* h = fresh_header();
-        h->dead.store(true, std::memory_order_relaxed);
-        h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
-        h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
-        return h;
-    }
+    task_header* make_header();
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
     /// Returns this thread's count of live tasks (its spawns minus its exits,
     /// so it may exceed the total): the spawner grows the scheduler's global
     /// queue when it reaches a power of two (go.hpp), as add() grows the
     /// shard's dead array when the shard's list does.
-    std::int64_t add(task_header* h) noexcept {
-        h->id = next_id();
-        std::size_t s = this_shard();
-        registry_shard& sh = shards_[s];
-        if (h->shard == registry_shards) {
-            h->shard = static_cast<std::uint8_t>(s);
-            std::uint32_t linked;
-            bool short_of_room;
-            {
-                std::lock_guard g(sh.lock);
-                h->next_ = sh.head;
-                sh.head = h;
-                linked = ++sh.linked;
-                short_of_room = linked > sh.dead.cap;
-                h->dead.store(false, std::memory_order_release);
-            }
-            if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
-        } else {
-            // Already linked: a walk reads the fields only after seeing it alive.
-            h->dead.store(false, std::memory_order_release);
-        }
-        count_slot& c = my_count_slot();
-        const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
-        c.live.store(live, std::memory_order_relaxed);
-        c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        return live;
-    }
+    std::int64_t add(task_header* h) noexcept;
 
     /// A task has finished (its frame is destroyed): it stops counting at once
     /// and walks skip it; the header goes back to its shard's dead list later,
     /// with others, so that exits do not take the spawner's lock one by one.
     /// Like Go's allgs, headers stay linked for reuse and are never freed.
-    void retire(task_header* h) noexcept {
-        h->dead.store(true, std::memory_order_release);
-        // Release: a reader that sees the count drop sees everything the task did.
-        count_slot& c = my_count_slot();
-        c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
-        header_lists& l = tls_headers;
-        l.retired[l.nretired] = h;
-        if (++l.nretired == retire_batch) flush_retired();
-    }
+    void retire(task_header* h) noexcept;
 
     /// Hands the headers this thread retired back to their shards (a worker
     /// calls it every 64 exits and before it sleeps): one short hold of each
     /// shard's lock per batch, appending to its array; no neighbour is touched.
-    void flush_retired() noexcept {
-        header_lists& l = tls_headers;
-        task_header** v = l.retired;
-        const std::uint32_t n = l.nretired;
-        l.nretired = 0;
-        // Group by shard in place (usually there is one: the spawner's).
-        for (std::uint32_t i = 0; i < n;) {
-            const std::uint8_t s = v[i]->shard;
-            std::uint32_t j = i + 1;
-            for (std::uint32_t k = j; k < n; ++k)
-                if (v[k]->shard == s) std::swap(v[j++], v[k]);
-            append_dead(shards_[s], v + i, j - i);
-            i = j;
-        }
-    }
+    void flush_retired() noexcept;
 
     /// Live tasks and blocked threads; no lock, no stop of the world. (Each
     /// thread counts its spawns minus its exits, so one slot alone can be
     /// negative; the sum is exact once the threads' stores are visible.)
-    std::int64_t count() const noexcept {
-        std::int64_t n = 0;
-        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
-            n += c->live.load(std::memory_order_acquire);
-        return n;
-    }
+    std::int64_t count() const noexcept;
 
     /// Tasks and block_on threads ever listed (a monotonic counter, like
     /// Prometheus wants): started minus live is the number that finished.
-    std::uint64_t total_added() const noexcept {
-        std::uint64_t n = 0;
-        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
-            n += c->added.load(std::memory_order_relaxed);
-        return n;
-    }
+    std::uint64_t total_added() const noexcept;
 
     /// Calls `f(task_header&)` for every listed header with every shard locked,
     /// so the set cannot change during the walk. Keep `f` short and non-blocking.
@@ -1965,11 +1969,7 @@ public:
     void unlock_all() noexcept { for (auto& s : shards_) s.lock.unlock(); }
     /// Each shard's first header (call with every shard locked): a later walk
     /// may follow `next_` from these without the locks (see THREAD SAFETY).
-    std::array<task_header*, registry_shards> heads_locked() const noexcept {
-        std::array<task_header*, registry_shards> out{};
-        for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
-        return out;
-    }
+    std::array<task_header*, registry_shards> heads_locked() const noexcept;
 
     template <class F>
     void for_each_unlocked(F&& f) {
@@ -1983,51 +1983,17 @@ private:
 
     /// Takes this thread's shard's dead array whole, leaving it this thread's
     /// spent one (so the two arrays go back and forth, and stop growing).
-    void take_spares(header_lists& l) noexcept {
-        registry_shard& sh = shards_[this_shard()];
-        l.spare.n = 0;
-        l.next_spare = 0;
-        static thread_local spares_owner owner;  // gives the array back when the thread ends
-        owner.reg = this;
-        {
-            std::lock_guard g(sh.lock);
-            if (sh.dead.n == 0) return;
-            std::swap(l.spare, sh.dead);
-        }
-        for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
-    }
+    void take_spares(header_lists& l) noexcept;
 
     /// A header never used: the next one of this thread's slab (a new slab
     /// when it is used up), with its cold part.
-    static task_header* fresh_header() {
-        struct cursor { char* base; std::size_t next; };
-        static thread_local constinit cursor cur{nullptr, header_slab::count};
-        if (cur.next == header_slab::count) {
-            char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
-            static std::atomic<void*> slabs{nullptr};
-            void* prev = slabs.load(std::memory_order_relaxed);
-            do header_slab::link_of(base) = prev;
-            while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
-            cur = {base, 0};
-        }
-        char* line = cur.base + cur.next * sizeof(task_header);
-        ++cur.next;
-        auto* h = new (line) task_header();
-        new (header_slab::cold_of(h)) task_header_cold();
-        return h;
-    }
+    static task_header* fresh_header();
 
     /// A thread's spare array outlives it in its shard: the dead headers not
     /// reused yet go back there, and the array is freed.
     struct spares_owner {
         registry* reg = nullptr;
-        ~spares_owner() {
-            header_lists& l = tls_headers;
-            if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
-            std::free(l.spare.v);
-            l.spare = {nullptr, 0, 0};
-            l.next_spare = 0;
-        }
+        ~spares_owner();
     };
 
     void give_back_spares(header_lists& l) noexcept {
@@ -2036,21 +2002,7 @@ private:
 
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
-    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        for (;;) {
-            std::uint32_t need;
-            {
-                std::lock_guard g(sh.lock);
-                need = sh.dead.n + n;
-                if (need <= sh.dead.cap) {
-                    std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
-                    sh.dead.n = need;
-                    return;
-                }
-            }
-            if (!reserve_dead(sh, need + need / 2)) return;
-        }
-    }
+    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept;
 
     // ROOM FOR DEAD HEADERS. When thousands of tasks end at once (a close, a
     // cancel), their headers come back to the shard in batches; an array
@@ -2069,42 +2021,11 @@ private:
 
     /// Gives a shard's dead array room for `need` entries (see ROOM FOR DEAD
     /// HEADERS); false when memory is short.
-    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
-        const std::uint32_t cap = room_for(need);
-        const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
-        auto* v = static_cast<task_header**>(std::malloc(bytes));
-        if (!v) return false;
-        std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
-        {
-            std::lock_guard g(sh.lock);
-            if (sh.dead.cap < cap) {
-                std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
-                std::swap(sh.dead.v, v);  // `v`: the old array, freed below
-                sh.dead.cap = cap;
-            }
-        }
-        std::free(v);
-        return true;
-    }
+    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept;
 
-    static std::uint64_t next_id() noexcept {
-        struct block { std::uint64_t next = 0, end = 0; };
-        static thread_local block b;
-        if (b.next == b.end) {
-            b.next = global_ids().fetch_add(64, std::memory_order_relaxed);
-            b.end = b.next + 64;
-        }
-        return b.next++;
-    }
-    static std::atomic<std::uint64_t>& global_ids() noexcept {
-        static std::atomic<std::uint64_t> ids{1};
-        return ids;
-    }
-    static std::size_t this_shard() noexcept {
-        static std::atomic<std::size_t> rr{0};
-        static thread_local std::size_t s = rr.fetch_add(1, std::memory_order_relaxed) % registry_shards;
-        return s;
-    }
+    static std::uint64_t next_id() noexcept;
+    static std::atomic<std::uint64_t>& global_ids() noexcept;
+    static std::size_t this_shard() noexcept;
 
     std::array<registry_shard, registry_shards> shards_{};
 };
@@ -2121,7 +2042,259 @@ inline registry& the_registry() noexcept {
 /// see go.hpp) prints it and terminates.
 using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
 
-inline void default_panic(task_header& task, std::exception_ptr error) noexcept {
+GORO_DECL void default_panic(task_header& task, std::exception_ptr error) noexcept;
+
+inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
+    static std::atomic<panic_handler_fn> h{&default_panic};
+    return h;
+}
+
+/// A root frame has finished: destroy it, then unlist and free its header.
+GORO_DECL void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept;
+
+}  // namespace detail
+
+/// The number of live tasks (and threads blocked in block_on), like
+/// `runtime.NumGoroutine()`. Cheap: no stop of the world.
+inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+namespace goro {
+
+GORO_DECL const char* to_string(task_state s) noexcept {
+    switch (s) {
+    case task_state::runnable: return "runnable";
+    case task_state::running: return "running";
+    case task_state::waiting: return "waiting";
+    }
+    return "unknown";
+}
+
+GORO_DECL task_meta& task_meta::operator=(task_meta&& o) noexcept {
+    if (this != &o) {
+        reset();
+        p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+}
+
+namespace detail {
+
+GORO_DECL task_header* registry::make_header() {
+    header_lists& l = tls_headers;
+    if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
+    if (l.next_spare != l.spare.n) {
+        task_header** v = l.spare.v;
+        const std::uint32_t i = l.next_spare++;
+        // Headers come back from the core that ran them: fetch the one
+        // `spare_ahead` places on for writing (both its lines), so its
+        // misses overlap the spawns in between; and the array's line
+        // further on, which that core wrote.
+        if (i + spare_ahead < l.spare.n) {
+            task_header* f = v[i + spare_ahead];
+            prefetch_for_write(f);
+            prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
+            if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
+        }
+        task_header* h = v[i];
+        // Dead, so no walk reads it: reset the fields of its last life.
+        profile_revive(*h);
+        h->set_resume_point({});
+        task_header_cold& c = h->cold();
+        c.parent_id = 0;
+        c.meta.reset();
+        h->leaf = nullptr;
+        h->wait_reason.store(nullptr, std::memory_order_relaxed);
+        h->since_ns.store(0, std::memory_order_relaxed);
+        h->state.store(task_state::runnable, std::memory_order_relaxed);
+        h->kind = task_kind::task;
+        return h;
+    }
+    task_header* h = fresh_header();
+    h->dead.store(true, std::memory_order_relaxed);
+    h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
+    h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
+    return h;
+}
+
+GORO_DECL std::int64_t registry::add(task_header* h) noexcept {
+    h->id = next_id();
+    std::size_t s = this_shard();
+    registry_shard& sh = shards_[s];
+    if (h->shard == registry_shards) {
+        h->shard = static_cast<std::uint8_t>(s);
+        std::uint32_t linked;
+        bool short_of_room;
+        {
+            std::lock_guard g(sh.lock);
+            h->next_ = sh.head;
+            sh.head = h;
+            linked = ++sh.linked;
+            short_of_room = linked > sh.dead.cap;
+            h->dead.store(false, std::memory_order_release);
+        }
+        if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
+    } else {
+        // Already linked: a walk reads the fields only after seeing it alive.
+        h->dead.store(false, std::memory_order_release);
+    }
+    count_slot& c = my_count_slot();
+    const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
+    c.live.store(live, std::memory_order_relaxed);
+    c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return live;
+}
+
+GORO_DECL void registry::retire(task_header* h) noexcept {
+    h->dead.store(true, std::memory_order_release);
+    // Release: a reader that sees the count drop sees everything the task did.
+    count_slot& c = my_count_slot();
+    c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+    header_lists& l = tls_headers;
+    l.retired[l.nretired] = h;
+    if (++l.nretired == retire_batch) flush_retired();
+}
+
+GORO_DECL void registry::flush_retired() noexcept {
+    header_lists& l = tls_headers;
+    task_header** v = l.retired;
+    const std::uint32_t n = l.nretired;
+    l.nretired = 0;
+    // Group by shard in place (usually there is one: the spawner's).
+    for (std::uint32_t i = 0; i < n;) {
+        const std::uint8_t s = v[i]->shard;
+        std::uint32_t j = i + 1;
+        for (std::uint32_t k = j; k < n; ++k)
+            if (v[k]->shard == s) std::swap(v[j++], v[k]);
+        append_dead(shards_[s], v + i, j - i);
+        i = j;
+    }
+}
+
+GORO_DECL std::int64_t registry::count() const noexcept {
+    std::int64_t n = 0;
+    for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
+        n += c->live.load(std::memory_order_acquire);
+    return n;
+}
+
+GORO_DECL std::uint64_t registry::total_added() const noexcept {
+    std::uint64_t n = 0;
+    for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
+        n += c->added.load(std::memory_order_relaxed);
+    return n;
+}
+
+GORO_DECL std::array<task_header*, registry_shards> registry::heads_locked() const noexcept {
+    std::array<task_header*, registry_shards> out{};
+    for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
+    return out;
+}
+
+GORO_DECL void registry::take_spares(header_lists& l) noexcept {
+    registry_shard& sh = shards_[this_shard()];
+    l.spare.n = 0;
+    l.next_spare = 0;
+    static thread_local spares_owner owner;  // gives the array back when the thread ends
+    owner.reg = this;
+    {
+        std::lock_guard g(sh.lock);
+        if (sh.dead.n == 0) return;
+        std::swap(l.spare, sh.dead);
+    }
+    for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
+}
+
+GORO_DECL task_header* registry::fresh_header() {
+    struct cursor { char* base; std::size_t next; };
+    static thread_local constinit cursor cur{nullptr, header_slab::count};
+    if (cur.next == header_slab::count) {
+        char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
+        static std::atomic<void*> slabs{nullptr};
+        void* prev = slabs.load(std::memory_order_relaxed);
+        do header_slab::link_of(base) = prev;
+        while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
+        cur = {base, 0};
+    }
+    char* line = cur.base + cur.next * sizeof(task_header);
+    ++cur.next;
+    auto* h = new (line) task_header();
+    new (header_slab::cold_of(h)) task_header_cold();
+    return h;
+}
+
+GORO_DECL registry::spares_owner::~spares_owner() {
+    header_lists& l = tls_headers;
+    if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
+    std::free(l.spare.v);
+    l.spare = {nullptr, 0, 0};
+    l.next_spare = 0;
+}
+
+GORO_DECL void registry::append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
+    for (;;) {
+        std::uint32_t need;
+        {
+            std::lock_guard g(sh.lock);
+            need = sh.dead.n + n;
+            if (need <= sh.dead.cap) {
+                std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
+                sh.dead.n = need;
+                return;
+            }
+        }
+        if (!reserve_dead(sh, need + need / 2)) return;
+    }
+}
+
+GORO_DECL bool registry::reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
+    const std::uint32_t cap = room_for(need);
+    const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
+    auto* v = static_cast<task_header**>(std::malloc(bytes));
+    if (!v) return false;
+    std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
+    {
+        std::lock_guard g(sh.lock);
+        if (sh.dead.cap < cap) {
+            std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
+            std::swap(sh.dead.v, v);  // `v`: the old array, freed below
+            sh.dead.cap = cap;
+        }
+    }
+    std::free(v);
+    return true;
+}
+
+GORO_DECL std::uint64_t registry::next_id() noexcept {
+    struct block { std::uint64_t next = 0, end = 0; };
+    static thread_local block b;
+    if (b.next == b.end) {
+        b.next = global_ids().fetch_add(64, std::memory_order_relaxed);
+        b.end = b.next + 64;
+    }
+    return b.next++;
+}
+
+GORO_DECL std::atomic<std::uint64_t>& registry::global_ids() noexcept {
+    static std::atomic<std::uint64_t> ids{1};
+    return ids;
+}
+
+GORO_DECL std::size_t registry::this_shard() noexcept {
+    static std::atomic<std::size_t> rr{0};
+    static thread_local std::size_t s = rr.fetch_add(1, std::memory_order_relaxed) % registry_shards;
+    return s;
+}
+
+GORO_DECL void default_panic(task_header& task, std::exception_ptr error) noexcept {
     const char* what = "unknown exception";
     std::string text;
     try {
@@ -2137,25 +2310,15 @@ inline void default_panic(task_header& task, std::exception_ptr error) noexcept 
     std::terminate();
 }
 
-inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
-    static std::atomic<panic_handler_fn> h{&default_panic};
-    return h;
-}
-
-/// A root frame has finished: destroy it, then unlist and free its header.
-inline void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
+GORO_DECL void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
     h->leaf = nullptr;
     frame.destroy();
     the_registry().retire(h);
 }
 
 }  // namespace detail
-
-/// The number of live tasks (and threads blocked in block_on), like
-/// `runtime.NumGoroutine()`. Cheap: no stop of the world.
-inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
-
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/registry.hpp ----
 
 // ---- begin goro/core/task.hpp ----
@@ -2371,254 +2534,14 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   releasing its own locks.
 
 #include <atomic>
-#include <bit>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <span>
-#include <string>
 #include <thread>
 
-
-// ---- begin goro/core/algo.hpp ----
-// goro/core/algo.hpp — the few array algorithms the runtime needs, on pointer
-// ranges, instead of <algorithm>.
-//
-//   detail::stable_sort(first, last, less)   merge sort: stable, O(n log n),
-//                                            a buffer of n elements (may throw)
-//   detail::heap_sort(first, last, less)     in place, not stable, O(n log n),
-//                                            noexcept when moving T is
-//   detail::sorted_contains(v, x)            binary search in an ascending vector
-//   detail::find(first, last, x)             the first element == x, or last
-//
-// Why not <algorithm>: the header alone costs every including program ~5 MB
-// of compiler memory, and std::sort and std::stable_sort each instantiate a
-// dozen function templates (introsort, heap select, adaptive merges ...) for
-// every element type and comparator, and a header-only library compiles them
-// in every program that includes it, whether it sorts or not (a call in an
-// inline function is enough). These are a few small functions each
-// (issue 17: the compile cost of goro/core.hpp).
-
-#include <cstddef>
-#include <type_traits>
-#include <utility>
-
-
-// ---- begin goro/core/vec.hpp ----
-// goro/core/vec.hpp — the runtime's own growable array, for its internal
-// lists (the scheduler's worker lists and global queue, the timer heap, the
-// hash map's slots, the deadlock watch's waiters).
-//
-//   detail::vec<worker*> idle;
-//   idle.push_back(w);  for (worker* x : idle) ...;  idle.pop_back();
-//
-// Why not std::vector: every program that includes goro compiles the runtime,
-// and at -O0 each std::vector<T> instantiates some fifty functions (the
-// allocator, its traits, the relocation helpers, the iterator class), each
-// compiled and emitted; vec<T> has a dozen, plain pointers as iterators.
-// The public API keeps std::vector.
-//
-// The subset of std::vector the runtime uses, with its meaning: elements are
-// contiguous, begin()/end() are pointers, growth doubles the capacity, and
-// reallocating moves the elements (T's move constructor must not throw, so a
-// failed allocation, the only thing that can throw, leaves the vec as it was).
-
-#include <cstddef>
-#include <new>
-#include <type_traits>
-#include <utility>
-
-namespace goro::detail {
-
-template <class T>
-class vec {
-    static_assert(std::is_nothrow_move_constructible_v<T>, "vec<T> moves elements when it grows");
-    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "vec<T> allocates with plain operator new");
-
-public:
-    using value_type = T;
-    using iterator = T*;
-    using const_iterator = const T*;
-
-    vec() noexcept = default;
-    /// n value-initialised elements.
-    explicit vec(std::size_t n) { resize(n); }
-    vec(const vec& o) {
-        reserve(o.n_);
-        for (std::size_t i = 0; i < o.n_; ++i) push_back(o.p_[i]);
-    }
-    vec(vec&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
-    /// Copy or move assignment (by value, then swap).
-    vec& operator=(vec o) noexcept {
-        swap(o);
-        return *this;
-    }
-    ~vec() {
-        clear();
-        ::operator delete(p_);
-    }
-
-    std::size_t size() const noexcept { return n_; }
-    bool empty() const noexcept { return n_ == 0; }
-    std::size_t capacity() const noexcept { return cap_; }
-    T* data() noexcept { return p_; }
-    const T* data() const noexcept { return p_; }
-    T* begin() noexcept { return p_; }
-    T* end() noexcept { return p_ + n_; }
-    const T* begin() const noexcept { return p_; }
-    const T* end() const noexcept { return p_ + n_; }
-    T& operator[](std::size_t i) noexcept { return p_[i]; }
-    const T& operator[](std::size_t i) const noexcept { return p_[i]; }
-    T& front() noexcept { return p_[0]; }
-    T& back() noexcept { return p_[n_ - 1]; }
-    const T& front() const noexcept { return p_[0]; }
-    const T& back() const noexcept { return p_[n_ - 1]; }
-
-    void reserve(std::size_t n) {
-        if (n > cap_) reallocate(n);
-    }
-    template <class... A>
-    T& emplace_back(A&&... a) {
-        if (n_ == cap_) reallocate(cap_ ? cap_ * 2 : 4);
-        T* e = ::new (static_cast<void*>(p_ + n_)) T(std::forward<A>(a)...);
-        ++n_;
-        return *e;
-    }
-    void push_back(const T& v) { emplace_back(v); }
-    void push_back(T&& v) { emplace_back(std::move(v)); }
-    void pop_back() noexcept { p_[--n_].~T(); }
-    /// Removes *pos, moving the later elements down; returns pos.
-    T* erase(T* pos) noexcept {
-        for (T* q = pos; q + 1 != p_ + n_; ++q) *q = std::move(q[1]);
-        pop_back();
-        return pos;
-    }
-    /// Grows with value-initialised elements, or shrinks.
-    void resize(std::size_t n) {
-        if (n < n_) {
-            while (n_ > n) pop_back();
-            return;
-        }
-        reserve(n);
-        while (n_ < n) emplace_back();
-    }
-    /// n copies of v, replacing the contents.
-    void assign(std::size_t n, const T& v) {
-        clear();
-        reserve(n);
-        while (n_ < n) emplace_back(v);
-    }
-    void clear() noexcept {
-        while (n_ > 0) pop_back();
-    }
-    void swap(vec& o) noexcept {
-        std::swap(p_, o.p_);
-        std::swap(n_, o.n_);
-        std::swap(cap_, o.cap_);
-    }
-
-private:
-    void reallocate(std::size_t cap) {
-        T* np = static_cast<T*>(::operator new(cap * sizeof(T)));
-        for (std::size_t i = 0; i < n_; ++i) {
-            ::new (static_cast<void*>(np + i)) T(std::move(p_[i]));
-            p_[i].~T();
-        }
-        ::operator delete(p_);
-        p_ = np;
-        cap_ = cap;
-    }
-
-    T* p_ = nullptr;
-    std::size_t n_ = 0;
-    std::size_t cap_ = 0;
-};
-
-}  // namespace goro::detail
-// ---- end goro/core/vec.hpp ----
-
-namespace goro::detail {
-
-/// Sorts [first, last) by `less`, keeping equal elements in their order.
-template <class T, class Less>
-void stable_sort(T* first, T* last, Less less) {
-    const std::size_t n = static_cast<std::size_t>(last - first);
-    constexpr std::size_t run = 16;  // insertion-sorted runs, then merged pairwise
-    for (std::size_t lo = 0; lo < n; lo += run) {
-        const std::size_t hi = lo + run < n ? lo + run : n;
-        for (std::size_t i = lo + 1; i < hi; ++i) {
-            if (!less(first[i], first[i - 1])) continue;
-            T v = std::move(first[i]);
-            std::size_t j = i;
-            for (; j > lo && less(v, first[j - 1]); --j) first[j] = std::move(first[j - 1]);
-            first[j] = std::move(v);
-        }
-    }
-    if (n <= run) return;
-    vec<T> buf(n);
-    T* from = first;
-    T* to = buf.data();
-    for (std::size_t width = run; width < n; width *= 2) {
-        for (std::size_t lo = 0; lo < n; lo += 2 * width) {
-            const std::size_t mid = lo + width < n ? lo + width : n;
-            const std::size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-            std::size_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) to[k++] = less(from[j], from[i]) ? std::move(from[j++]) : std::move(from[i++]);
-            while (i < mid) to[k++] = std::move(from[i++]);
-            while (j < hi) to[k++] = std::move(from[j++]);
-        }
-        std::swap(from, to);
-    }
-    if (from != first)
-        for (std::size_t i = 0; i < n; ++i) first[i] = std::move(from[i]);
-}
-
-/// Sorts [first, last) by `less` in place (equal elements in no given order).
-template <class T, class Less>
-void heap_sort(T* first, T* last, Less less) noexcept(std::is_nothrow_move_constructible_v<T>) {
-    const std::size_t n = static_cast<std::size_t>(last - first);
-    // Moves first[i] down the max-heap [0, len) to where it belongs.
-    auto sift_down = [&](std::size_t i, std::size_t len) {
-        T v = std::move(first[i]);
-        for (std::size_t c; (c = 2 * i + 1) < len; i = c) {
-            if (c + 1 < len && less(first[c], first[c + 1])) ++c;
-            if (!less(v, first[c])) break;
-            first[i] = std::move(first[c]);
-        }
-        first[i] = std::move(v);
-    };
-    for (std::size_t i = n / 2; i-- > 0;) sift_down(i, n);
-    for (std::size_t len = n; len > 1; --len) {
-        std::swap(first[0], first[len - 1]);
-        sift_down(0, len - 1);
-    }
-}
-
-/// Whether the ascending vector `v` holds `x` (binary search).
-template <class Vector, class T>
-bool sorted_contains(const Vector& v, const T& x) noexcept {
-    std::size_t lo = 0, hi = v.size();
-    while (lo < hi) {
-        const std::size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < x) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < v.size() && !(x < v[lo]);
-}
-
-/// The first element of [first, last) equal to `x`, or `last`.
-template <class T, class U>
-T* find(T* first, T* last, const U& x) noexcept {
-    while (first != last && !(*first == x)) ++first;
-    return first;
-}
-
-}  // namespace goro::detail
-// ---- end goro/core/algo.hpp ----
 
 // ---- begin goro/core/slot_handoff.hpp ----
 // goro/core/slot_handoff.hpp — a worker's private task slots, which its owner
@@ -2820,6 +2743,139 @@ private:
 #include <utility>
 
 
+// ---- begin goro/core/vec.hpp ----
+// goro/core/vec.hpp — the runtime's own growable array, for its internal
+// lists (the scheduler's worker lists and global queue, the timer heap, the
+// hash map's slots, the deadlock watch's waiters).
+//
+//   detail::vec<worker*> idle;
+//   idle.push_back(w);  for (worker* x : idle) ...;  idle.pop_back();
+//
+// Why not std::vector: every program that includes goro compiles the runtime,
+// and at -O0 each std::vector<T> instantiates some fifty functions (the
+// allocator, its traits, the relocation helpers, the iterator class), each
+// compiled and emitted; vec<T> has a dozen, plain pointers as iterators.
+// The public API keeps std::vector.
+//
+// The subset of std::vector the runtime uses, with its meaning: elements are
+// contiguous, begin()/end() are pointers, growth doubles the capacity, and
+// reallocating moves the elements (T's move constructor must not throw, so a
+// failed allocation, the only thing that can throw, leaves the vec as it was).
+
+#include <cstddef>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace goro::detail {
+
+template <class T>
+class vec {
+    static_assert(std::is_nothrow_move_constructible_v<T>, "vec<T> moves elements when it grows");
+    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "vec<T> allocates with plain operator new");
+
+public:
+    using value_type = T;
+    using iterator = T*;
+    using const_iterator = const T*;
+
+    vec() noexcept = default;
+    /// n value-initialised elements.
+    explicit vec(std::size_t n) { resize(n); }
+    vec(const vec& o) {
+        reserve(o.n_);
+        for (std::size_t i = 0; i < o.n_; ++i) push_back(o.p_[i]);
+    }
+    vec(vec&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
+    /// Copy or move assignment (by value, then swap).
+    vec& operator=(vec o) noexcept {
+        swap(o);
+        return *this;
+    }
+    ~vec() {
+        clear();
+        ::operator delete(p_);
+    }
+
+    std::size_t size() const noexcept { return n_; }
+    bool empty() const noexcept { return n_ == 0; }
+    std::size_t capacity() const noexcept { return cap_; }
+    T* data() noexcept { return p_; }
+    const T* data() const noexcept { return p_; }
+    T* begin() noexcept { return p_; }
+    T* end() noexcept { return p_ + n_; }
+    const T* begin() const noexcept { return p_; }
+    const T* end() const noexcept { return p_ + n_; }
+    T& operator[](std::size_t i) noexcept { return p_[i]; }
+    const T& operator[](std::size_t i) const noexcept { return p_[i]; }
+    T& front() noexcept { return p_[0]; }
+    T& back() noexcept { return p_[n_ - 1]; }
+    const T& front() const noexcept { return p_[0]; }
+    const T& back() const noexcept { return p_[n_ - 1]; }
+
+    void reserve(std::size_t n) {
+        if (n > cap_) reallocate(n);
+    }
+    template <class... A>
+    T& emplace_back(A&&... a) {
+        if (n_ == cap_) reallocate(cap_ ? cap_ * 2 : 4);
+        T* e = ::new (static_cast<void*>(p_ + n_)) T(std::forward<A>(a)...);
+        ++n_;
+        return *e;
+    }
+    void push_back(const T& v) { emplace_back(v); }
+    void push_back(T&& v) { emplace_back(std::move(v)); }
+    void pop_back() noexcept { p_[--n_].~T(); }
+    /// Removes *pos, moving the later elements down; returns pos.
+    T* erase(T* pos) noexcept {
+        for (T* q = pos; q + 1 != p_ + n_; ++q) *q = std::move(q[1]);
+        pop_back();
+        return pos;
+    }
+    /// Grows with value-initialised elements, or shrinks.
+    void resize(std::size_t n) {
+        if (n < n_) {
+            while (n_ > n) pop_back();
+            return;
+        }
+        reserve(n);
+        while (n_ < n) emplace_back();
+    }
+    /// n copies of v, replacing the contents.
+    void assign(std::size_t n, const T& v) {
+        clear();
+        reserve(n);
+        while (n_ < n) emplace_back(v);
+    }
+    void clear() noexcept {
+        while (n_ > 0) pop_back();
+    }
+    void swap(vec& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        std::swap(cap_, o.cap_);
+    }
+
+private:
+    void reallocate(std::size_t cap) {
+        T* np = static_cast<T*>(::operator new(cap * sizeof(T)));
+        for (std::size_t i = 0; i < n_; ++i) {
+            ::new (static_cast<void*>(np + i)) T(std::move(p_[i]));
+            p_[i].~T();
+        }
+        ::operator delete(p_);
+        p_ = np;
+        cap_ = cap;
+    }
+
+    T* p_ = nullptr;
+    std::size_t n_ = 0;
+    std::size_t cap_ = 0;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/vec.hpp ----
+
 namespace goro {
 struct task_header;
 }
@@ -2866,11 +2922,7 @@ class timer_heap {
     static constexpr std::size_t arity = 4;
 
 public:
-    void push(timer_node* n) {
-        nodes_.push_back({n->when_ns, n});
-        n->heap_index = nodes_.size() - 1;
-        sift_up(nodes_.size() - 1);
-    }
+    void push(timer_node* n);
     /// The earliest node, or null when empty.
     timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front().node; }
     /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
@@ -2892,48 +2944,13 @@ public:
 private:
     // Sifts move a hole instead of swapping: each moved entry's node learns
     // its new index once.
-    void sift_up(std::size_t i) noexcept {
-        entry e = nodes_[i];
-        while (i > 0) {
-            std::size_t p = (i - 1) / arity;
-            if (!(e.when < nodes_[p].when)) break;
-            place(i, nodes_[p]);
-            i = p;
-        }
-        place(i, e);
-    }
-    void sift_down(std::size_t i) noexcept {
-        entry e = nodes_[i];
-        const std::size_t n = nodes_.size();
-        for (;;) {
-            std::size_t first = arity * i + 1;
-            if (first >= n) break;
-            std::size_t last = std::min(first + arity, n), m = first;
-            for (std::size_t c = first + 1; c < last; ++c)
-                if (nodes_[c].when < nodes_[m].when) m = c;
-            if (!(nodes_[m].when < e.when)) break;
-            place(i, nodes_[m]);
-            i = m;
-        }
-        place(i, e);
-    }
+    void sift_up(std::size_t i) noexcept;
+    void sift_down(std::size_t i) noexcept;
     void place(std::size_t i, const entry& e) noexcept {
         nodes_[i] = e;
         e.node->heap_index = i;
     }
-    void remove_at(std::size_t i) noexcept {
-        timer_node* n = nodes_[i].node;
-        std::size_t last = nodes_.size() - 1;
-        if (i != last) {
-            nodes_[i] = nodes_[last];
-            nodes_.pop_back();
-            if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
-            else sift_down(i);
-        } else {
-            nodes_.pop_back();
-        }
-        n->heap_index = timer_node::npos;
-    }
+    void remove_at(std::size_t i) noexcept;
 
     vec<entry> nodes_;
 };
@@ -2944,53 +2961,17 @@ public:
     /// Hands a batch's woken tasks to the pool (see CONTRACT).
     using wake_fn = void (*)(void*, task_header* const*, std::size_t) noexcept;
 
-    timer_queue(tick_fn tick, void* tick_arg, wake_fn wake = nullptr)
-        : tick_(tick), wake_(wake), tick_arg_(tick_arg) {
-        thread_ = std::thread([this] { run(); });
-    }
+    timer_queue(tick_fn tick, void* tick_arg, wake_fn wake = nullptr);
     ~timer_queue() { stop(); }
 
-    void stop() {
-        {
-            std::lock_guard g(mu_);
-            if (stopping_) return;
-            stopping_ = true;
-        }
-        cv_.notify_all();
-        if (!thread_.joinable()) return;
-        // Stopped from a callback (std::exit in one): it cannot join itself.
-        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-        else thread_.join();
-    }
-
-    void add(timer_node* n) {
-        bool earliest;
-        {
-            std::lock_guard g(mu_);
-            n->fired_done.store(false, std::memory_order_relaxed);
-            heap_.push(n);
-            earliest = heap_.front() == n;
-        }
-        if (earliest) cv_.notify_one();
-    }
-
+    void stop();
+    void add(timer_node* n);
     /// True when `n` was removed before it fired (see CONTRACT).
-    bool cancel(timer_node* n) {
-        std::lock_guard g(mu_);
-        return heap_.remove(n);
-    }
-
+    bool cancel(timer_node* n);
     /// Timers armed (in the heap).
-    std::size_t pending() const {
-        std::lock_guard g(mu_);
-        return heap_.size();
-    }
-
+    std::size_t pending() const;
     /// True when no timer is armed and none is being fired: no timer will wake anyone.
-    bool quiet() const {
-        std::lock_guard g(mu_);
-        return heap_.empty() && firing_ == 0;
-    }
+    bool quiet() const;
 
     /// Asks for `tick` calls every 10 ms (set while the pool has work).
     /// Asks for ticks (the scheduler calls it when a worker starts running).
@@ -3000,56 +2981,12 @@ public:
     /// running (and asks again). Relaxed, both could miss: ticks stopped
     /// while a worker ran, and work stuck behind a task that never suspends
     /// was never rescued.
-    void want_ticks() {
-        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
-            return;
-        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
-        cv_.notify_one();
-    }
+    void want_ticks();
 
 private:
     static constexpr std::int64_t tick_period_ns = 10'000'000;
 
-    void run() {
-        vec<timer_node*> due;
-        timer_wakes woken{tick_arg_, {}};
-        std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
-        while (!stopping_) {
-            std::int64_t now = now_ns();
-            while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
-            bool ticking = ticking_.load(std::memory_order_acquire);
-            if (!due.empty() || (ticking && now >= next_tick)) {
-                firing_ = due.size();
-                lk.unlock();
-                if (wake_) tls_timer_wakes = &woken;
-                for (timer_node* n : due) n->fire(n);
-                tls_timer_wakes = nullptr;
-                due.clear();
-                if (!woken.tasks.empty()) {
-                    wake_(tick_arg_, woken.tasks.data(), woken.tasks.size());
-                    woken.tasks.clear();
-                }
-                if (ticking && now >= next_tick) {
-                    next_tick = now + tick_period_ns;
-                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
-                    tick_(tick_arg_);  // asks again through want_ticks() while busy
-                }
-                lk.lock();
-                firing_ = 0;
-                continue;
-            }
-            std::int64_t wake = std::numeric_limits<std::int64_t>::max();
-            if (!heap_.empty()) wake = heap_.front()->when_ns;
-            if (ticking) wake = std::min(wake, next_tick);
-            if (wake == std::numeric_limits<std::int64_t>::max()) {
-                cv_.wait(lk);
-            } else {
-                auto d = std::chrono::nanoseconds(wake - now);
-                cv_.wait_for(lk, d);
-            }
-        }
-    }
+    void run();
 
     mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
     std::condition_variable cv_;
@@ -3064,6 +3001,151 @@ private:
 };
 
 }  // namespace goro::detail
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void timer_heap::push(timer_node* n) {
+    nodes_.push_back({n->when_ns, n});
+    n->heap_index = nodes_.size() - 1;
+    sift_up(nodes_.size() - 1);
+}
+
+GORO_DECL void timer_heap::sift_up(std::size_t i) noexcept {
+    entry e = nodes_[i];
+    while (i > 0) {
+        std::size_t p = (i - 1) / arity;
+        if (!(e.when < nodes_[p].when)) break;
+        place(i, nodes_[p]);
+        i = p;
+    }
+    place(i, e);
+}
+
+GORO_DECL void timer_heap::sift_down(std::size_t i) noexcept {
+    entry e = nodes_[i];
+    const std::size_t n = nodes_.size();
+    for (;;) {
+        std::size_t first = arity * i + 1;
+        if (first >= n) break;
+        std::size_t last = std::min(first + arity, n), m = first;
+        for (std::size_t c = first + 1; c < last; ++c)
+            if (nodes_[c].when < nodes_[m].when) m = c;
+        if (!(nodes_[m].when < e.when)) break;
+        place(i, nodes_[m]);
+        i = m;
+    }
+    place(i, e);
+}
+
+GORO_DECL void timer_heap::remove_at(std::size_t i) noexcept {
+    timer_node* n = nodes_[i].node;
+    std::size_t last = nodes_.size() - 1;
+    if (i != last) {
+        nodes_[i] = nodes_[last];
+        nodes_.pop_back();
+        if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
+        else sift_down(i);
+    } else {
+        nodes_.pop_back();
+    }
+    n->heap_index = timer_node::npos;
+}
+
+GORO_DECL timer_queue::timer_queue(tick_fn tick, void* tick_arg, wake_fn wake)
+    : tick_(tick), wake_(wake), tick_arg_(tick_arg) {
+    thread_ = std::thread([this] { run(); });
+}
+
+GORO_DECL void timer_queue::stop() {
+    {
+        std::lock_guard g(mu_);
+        if (stopping_) return;
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (!thread_.joinable()) return;
+    // Stopped from a callback (std::exit in one): it cannot join itself.
+    if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+    else thread_.join();
+}
+
+GORO_DECL void timer_queue::add(timer_node* n) {
+    bool earliest;
+    {
+        std::lock_guard g(mu_);
+        n->fired_done.store(false, std::memory_order_relaxed);
+        heap_.push(n);
+        earliest = heap_.front() == n;
+    }
+    if (earliest) cv_.notify_one();
+}
+
+GORO_DECL bool timer_queue::cancel(timer_node* n) {
+    std::lock_guard g(mu_);
+    return heap_.remove(n);
+}
+
+GORO_DECL std::size_t timer_queue::pending() const {
+    std::lock_guard g(mu_);
+    return heap_.size();
+}
+
+GORO_DECL bool timer_queue::quiet() const {
+    std::lock_guard g(mu_);
+    return heap_.empty() && firing_ == 0;
+}
+
+GORO_DECL void timer_queue::want_ticks() {
+    if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
+        return;
+    { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
+    cv_.notify_one();
+}
+
+GORO_DECL void timer_queue::run() {
+    vec<timer_node*> due;
+    timer_wakes woken{tick_arg_, {}};
+    std::int64_t next_tick = 0;
+    std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
+    while (!stopping_) {
+        std::int64_t now = now_ns();
+        while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
+        bool ticking = ticking_.load(std::memory_order_acquire);
+        if (!due.empty() || (ticking && now >= next_tick)) {
+            firing_ = due.size();
+            lk.unlock();
+            if (wake_) tls_timer_wakes = &woken;
+            for (timer_node* n : due) n->fire(n);
+            tls_timer_wakes = nullptr;
+            due.clear();
+            if (!woken.tasks.empty()) {
+                wake_(tick_arg_, woken.tasks.data(), woken.tasks.size());
+                woken.tasks.clear();
+            }
+            if (ticking && now >= next_tick) {
+                next_tick = now + tick_period_ns;
+                ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
+                tick_(tick_arg_);  // asks again through want_ticks() while busy
+            }
+            lk.lock();
+            firing_ = 0;
+            continue;
+        }
+        std::int64_t wake = std::numeric_limits<std::int64_t>::max();
+        if (!heap_.empty()) wake = heap_.front()->when_ns;
+        if (ticking) wake = std::min(wake, next_tick);
+        if (wake == std::numeric_limits<std::int64_t>::max()) {
+            cv_.wait(lk);
+        } else {
+            auto d = std::chrono::nanoseconds(wake - now);
+            cv_.wait_for(lk, d);
+        }
+    }
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/timer.hpp ----
 
 // ---- begin goro/core/wait_profile.hpp ----
@@ -3173,13 +3255,215 @@ private:
 
 #include <array>
 #include <atomic>
-#include <bit>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+/// The rate, a count n (one park in n; see RATE above), 0 off. Read on every
+/// park and wake: constinit, so no guard variable is checked.
+inline constinit std::atomic<std::int64_t> wait_profile_rate_n{0};
+
+/// Tests only: added to the clock read at every wake (see LONG WAITS), so a
+/// wait can look long without lasting long. 0 otherwise.
+inline constinit std::atomic<std::int64_t> wait_clock_offset_ns{0};
+
+// ---- The clock (see CLOCK above).
+
+/// Nanoseconds per TSC tick in 32.32 fixed point; 0 until calibrated (or
+/// when there is no invariant TSC): wait_now_ns() reads now_ns() then.
+inline constinit std::atomic<std::uint64_t> wait_tsc_mul{0};
+inline constinit std::atomic<std::uint64_t> wait_tsc_base{0};  // a TSC reading ...
+inline constinit std::atomic<std::int64_t> wait_ns_base{0};    // ... and now_ns() at the same moment
+
+/// The monotonic time of a wait's start or end, in now_ns()'s epoch: the TSC
+/// scaled when calibrated, else now_ns().
+GORO_DECL std::int64_t wait_now_ns() noexcept;
+
+/// Measures the TSC against now_ns() over about 2 ms, once per process (the
+/// first call that turns the profile on; calls meanwhile use now_ns()).
+/// Readings interrupted for more than 20 µs are taken again; a rate outside
+/// 0.1 to 20 GHz keeps now_ns().
+GORO_DECL void wait_clock_calibrate() noexcept;
+
+/// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
+/// a thread's next sampled one (see RATE). The generator is per thread
+/// (xorshift64*), seeded at its first draw from its address and the clock.
+// Declared without GORO_DECL, here and for the other [[gnu::noinline]]
+// functions of this header: g++ rejects noinline after an inline declaration,
+// so the definition (GORO_BODIES) carries both.
+std::int64_t wait_sample_interval(std::int64_t rate) noexcept;
+
+/// A thread's parks left until it samples one; 0 before its first park
+/// with the profile on.
+inline constinit thread_local std::int64_t wait_countdown = 0;
+
+/// The part of wait_profile_park_time() that runs once in `rate` parks: the
+/// countdown `c` reached 0 (sample this park), or was never started (c < 0)
+/// or is longer than `rate` allows (it was drawn at a higher rate): draw it
+/// again, and sample this park if the draw is 1.
+std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate, std::int64_t coarse) noexcept;
+
+/// park()'s since_ns while the rate (`rate`, > 0) is on: `coarse` (its lowest
+/// bit cleared) for a park not sampled, the precise clock with the lowest bit
+/// set for one that is (see RATE).
+[[gnu::always_inline]] inline std::int64_t wait_profile_park_time(std::int64_t coarse, std::int64_t rate) noexcept {
+    const std::int64_t c = wait_countdown - 1;
+    if (c > 0 && (c >> 1) < rate) [[likely]] {  // c < 2 * rate, without overflow
+        wait_countdown = c;
+        return coarse;
+    }
+    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
+    return wait_park_sample(c, rate, coarse);
+}
+
+/// A wait this long or longer is always recorded, and counted once (see LONG WAITS).
+inline constexpr std::int64_t wait_profile_long_wait_ns = 100'000'000;
+
+inline constexpr std::size_t wait_histogram_buckets = 16;
+inline constexpr std::size_t wait_max_frames = 32;
+inline constexpr std::size_t wait_buckets_per_table = 256;
+inline constexpr std::size_t wait_index_slots = 512;  // open addressing, at most half full
+
+/// One stack and reason's waits (what wait_profile_buckets() returns).
+struct wait_bucket {
+    const char* reason = nullptr;  // static string; null: "(other stacks)"
+    vec<site> stack;               // leaf first
+    double count = 0;              // waits (a sampled one counts as the rate)
+    double delay_ns = 0;           // their total time parked
+    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
+};
+
+inline bool wait_same_site(const site& a, const site& b) noexcept {
+    return a.file_name() == b.file_name() && a.function_name() == b.function_name() && a.line() == b.line();
+}
+
+/// A bucket of one thread's table. Written only by the owner thread, with
+/// relaxed loads and stores (no read-modify-write: one writer); read by
+/// wait_profile_buckets() with relaxed loads. `stack`, `reason` and `hash`
+/// are written before the bucket is published (table mutex); the `base_*`
+/// fields are the values at the last reset (table mutex, readers only).
+struct wait_cell {
+    const char* reason = nullptr;
+    vec<site> stack;
+    std::uint64_t hash = 0;
+    std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
+    std::atomic<double> delay_ns{0};      // sum of wait x rate
+    std::array<std::atomic<std::uint64_t>, wait_histogram_buckets> histogram{};
+    std::uint64_t base_count = 0;
+    double base_delay_ns = 0;
+    std::array<std::uint64_t, wait_histogram_buckets> base_histogram{};
+
+    void add(std::uint64_t rate, std::int64_t d) noexcept;
+};
+
+/// One thread's waits (see PER-THREAD TABLES above). Cells are fixed in
+/// place (an array of wait_buckets_per_table), so a reader may read one's
+/// counters while the owner adds a new one.
+struct wait_table {
+    std::mutex mu;                        // `size`, a new cell's stack, the base_* fields
+    std::size_t size = 0;                 // cells in use (mu)
+    std::size_t owner_size = 0;           // the same, the owner's copy (owner only)
+    std::array<std::uint16_t, wait_index_slots> index{};  // owner only: cell + 1, 0 empty
+    std::unique_ptr<wait_cell[]> cells{new wait_cell[wait_buckets_per_table]};
+    wait_cell other;                      // new stacks once the table is full (reason null)
+
+    /// Owner only: the cell of the stack of `leaf` (its frames' site words
+    /// `words`, `n` of them, hashed with the reason to `h`) and `reason`, made
+    /// when new (null when full or out of memory: the caller uses `other`).
+    wait_cell* find(const char* reason, const promise_base* leaf, const std::uint64_t* words, std::size_t n,
+                    std::uint64_t h) noexcept;
+
+private:
+    wait_cell* insert(std::size_t slot, const char* reason, const promise_base* leaf, std::size_t n,
+                      std::uint64_t h) noexcept;
+};
+
+/// Every thread's table, kept after the thread exits (its waits stay in the
+/// profile) and handed to the next thread that records (so threads that come
+/// and go do not grow memory).
+struct wait_tables {
+    std::mutex mu;
+    vec<wait_table*> all;   // never freed
+    vec<wait_table*> free;  // of threads that exited
+};
+inline wait_tables& wait_table_list() {
+    static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main
+    return *t;
+}
+
+inline constinit thread_local wait_table* tl_wait_table = nullptr;
+
+/// Gives the thread's table back at thread exit (made only with a table).
+struct wait_table_release {
+    ~wait_table_release();
+};
+
+/// The calling thread's table, made or adopted at its first record; null when out of memory.
+wait_table* make_wait_table() noexcept;
+
+/// Adds the wait that `t` is ending to its bucket: `since` is its since_ns
+/// (the precise clock, odd, for a sampled park: timed here; else the coarse
+/// clock, and `coarse_d` the wait's coarse length, which the caller found
+/// long). Called by wait_profile_wake() (ready(), ready_n()) before the task
+/// is made runnable, so its frames cannot change meanwhile.
+void record_wait(task_header* t, std::int64_t rate, std::int64_t since, std::int64_t coarse_d) noexcept;
+
+/// What ready() and ready_n() do for a task `t` they wake while the rate
+/// (`rate`) is on: record its wait when its park was sampled or when, by the
+/// coarse clock, it was long. `coarse_now` is the coarse clock at the wake
+/// (see LONG WAITS: the caller's parked clock on a worker).
+[[gnu::always_inline]] inline void wait_profile_wake(task_header* t, std::int64_t rate,
+                                                     std::int64_t coarse_now) noexcept {
+    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
+    const std::int64_t d = coarse_now + wait_clock_offset_ns.load(std::memory_order_relaxed) - since;
+    if ((since & 1) || d >= wait_profile_long_wait_ns) [[unlikely]]
+        record_wait(t, rate, since, d);
+}
+
+}  // namespace detail
+
+/// The rate to leave the wait profile on at: one wait in 100, counted 100
+/// times (see COST above: it keeps chan_pingpong_unbuffered and spawn_join
+/// within 5 %; rate 1 does not).
+inline constexpr std::int64_t default_wait_profile_rate = 100;
+
+/// Turns the wait profile on (1: every wait; n: one in n, a count, not
+/// nanoseconds, see RATE; waits of 100 ms or more always, see LONG WAITS)
+/// or off (0), like Go's runtime.SetBlockProfileRate. What was recorded is
+/// kept (reset_wait_profile clears it). The first call that turns it on
+/// calibrates the clock (about 2 ms, see CLOCK). Rates above 2^40 are taken
+/// as 2^40.
+GORO_DECL void set_wait_profile_rate(std::int64_t rate_n = default_wait_profile_rate) noexcept;
+inline std::int64_t wait_profile_rate() noexcept {
+    return detail::wait_profile_rate_n.load(std::memory_order_relaxed);
+}
+
+/// Forgets every recorded wait (of every thread: what each has recorded so
+/// far becomes its zero).
+GORO_DECL void reset_wait_profile();
+
+/// Every bucket with at least one wait (the "(other stacks)" one included):
+/// the threads' tables merged, one bucket per stack and reason.
+GORO_DECL std::vector<detail::wait_bucket> wait_profile_buckets();
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <bit>
+#include <cstring>
 #include <type_traits>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 
 // ---- begin goro/core/hash_map.hpp ----
 // goro/core/hash_map.hpp — detail::hash_map, the map that goro's profiles,
@@ -3291,36 +3575,11 @@ private:
 
 }  // namespace goro::detail
 // ---- end goro/core/hash_map.hpp ----
-#include <vector>
-
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
-
 
 namespace goro {
-
 namespace detail {
 
-/// The rate, a count n (one park in n; see RATE above), 0 off. Read on every
-/// park and wake: constinit, so no guard variable is checked.
-inline constinit std::atomic<std::int64_t> wait_profile_rate_n{0};
-
-/// Tests only: added to the clock read at every wake (see LONG WAITS), so a
-/// wait can look long without lasting long. 0 otherwise.
-inline constinit std::atomic<std::int64_t> wait_clock_offset_ns{0};
-
-// ---- The clock (see CLOCK above).
-
-/// Nanoseconds per TSC tick in 32.32 fixed point; 0 until calibrated (or
-/// when there is no invariant TSC): wait_now_ns() reads now_ns() then.
-inline constinit std::atomic<std::uint64_t> wait_tsc_mul{0};
-inline constinit std::atomic<std::uint64_t> wait_tsc_base{0};  // a TSC reading ...
-inline constinit std::atomic<std::int64_t> wait_ns_base{0};    // ... and now_ns() at the same moment
-
-/// The monotonic time of a wait's start or end, in now_ns()'s epoch: the TSC
-/// scaled when calibrated, else now_ns().
-inline std::int64_t wait_now_ns() noexcept {
+GORO_DECL std::int64_t wait_now_ns() noexcept {
 #if defined(__x86_64__)
     if (const std::uint64_t mul = wait_tsc_mul.load(std::memory_order_acquire)) {
         const auto d = static_cast<std::int64_t>(__builtin_ia32_rdtsc() - wait_tsc_base.load(std::memory_order_relaxed));
@@ -3334,7 +3593,7 @@ inline std::int64_t wait_now_ns() noexcept {
 
 /// Whether this machine's TSC runs at a constant rate in every power state
 /// (CPUID 0x80000007, EDX bit 8), so that it may time waits.
-inline bool wait_tsc_invariant() noexcept {
+GORO_DECL bool wait_tsc_invariant() noexcept {
 #if defined(__x86_64__)
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x80000007u) return false;
@@ -3345,11 +3604,7 @@ inline bool wait_tsc_invariant() noexcept {
 #endif
 }
 
-/// Measures the TSC against now_ns() over about 2 ms, once per process (the
-/// first call that turns the profile on; calls meanwhile use now_ns()).
-/// Readings interrupted for more than 20 µs are taken again; a rate outside
-/// 0.1 to 20 GHz keeps now_ns().
-inline void wait_clock_calibrate() noexcept {
+GORO_DECL void wait_clock_calibrate() noexcept {
 #if defined(__x86_64__)
     static constinit std::atomic<bool> started{false};
     if (started.load(std::memory_order_relaxed) || started.exchange(true)) return;
@@ -3379,10 +3634,7 @@ inline void wait_clock_calibrate() noexcept {
 #endif
 }
 
-/// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
-/// a thread's next sampled one (see RATE). The generator is per thread
-/// (xorshift64*), seeded at its first draw from its address and the clock.
-[[gnu::noinline]] inline std::int64_t wait_sample_interval(std::int64_t rate) noexcept {
+[[gnu::noinline]] GORO_DECL std::int64_t wait_sample_interval(std::int64_t rate) noexcept {
     if (rate <= 1) return 1;
     static thread_local constinit std::uint64_t x = 0;
     if (x == 0) {
@@ -3399,16 +3651,8 @@ inline void wait_clock_calibrate() noexcept {
     return 1 + static_cast<std::int64_t>((r >> 1) % span);
 }
 
-/// A thread's parks left until it samples one; 0 before its first park
-/// with the profile on.
-inline constinit thread_local std::int64_t wait_countdown = 0;
-
-/// The part of wait_profile_park_time() that runs once in `rate` parks: the
-/// countdown `c` reached 0 (sample this park), or was never started (c < 0)
-/// or is longer than `rate` allows (it was drawn at a higher rate): draw it
-/// again, and sample this park if the draw is 1.
-[[gnu::noinline]] inline std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate,
-                                                       std::int64_t coarse) noexcept {
+[[gnu::noinline]] GORO_DECL std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate,
+                                                          std::int64_t coarse) noexcept {
     if (c != 0 && (c = wait_sample_interval(rate) - 1) > 0) {
         wait_countdown = c;
         return coarse;
@@ -3417,47 +3661,17 @@ inline constinit thread_local std::int64_t wait_countdown = 0;
     return wait_now_ns() | 1;
 }
 
-/// park()'s since_ns while the rate (`rate`, > 0) is on: `coarse` (its lowest
-/// bit cleared) for a park not sampled, the precise clock with the lowest bit
-/// set for one that is (see RATE).
-[[gnu::always_inline]] inline std::int64_t wait_profile_park_time(std::int64_t coarse, std::int64_t rate) noexcept {
-    const std::int64_t c = wait_countdown - 1;
-    if (c > 0 && (c >> 1) < rate) [[likely]] {  // c < 2 * rate, without overflow
-        wait_countdown = c;
-        return coarse;
-    }
-    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
-    return wait_park_sample(c, rate, coarse);
-}
-
-/// A wait this long or longer is always recorded, and counted once (see LONG WAITS).
-inline constexpr std::int64_t wait_profile_long_wait_ns = 100'000'000;
-
-inline constexpr std::size_t wait_histogram_buckets = 16;
-inline constexpr std::size_t wait_max_frames = 32;
-inline constexpr std::size_t wait_buckets_per_table = 256;
-inline constexpr std::size_t wait_index_slots = 512;  // open addressing, at most half full
-
 /// The histogram bucket of a wait of `ns` (see WHAT IS RECORDED).
-inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
+GORO_DECL std::size_t wait_histogram_index(std::int64_t ns) noexcept {
     if (ns < 1000) return 0;
     const auto us = static_cast<std::uint64_t>(ns / 1000);
     const std::size_t i = 1 + (static_cast<std::size_t>(std::bit_width(us)) - 1) / 2;
     return i < wait_histogram_buckets ? i : wait_histogram_buckets - 1;
 }
 
-/// One stack and reason's waits (what wait_profile_buckets() returns).
-struct wait_bucket {
-    const char* reason = nullptr;  // static string; null: "(other stacks)"
-    vec<site> stack;               // leaf first
-    double count = 0;              // waits (a sampled one counts as the rate)
-    double delay_ns = 0;           // their total time parked
-    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
-};
-
 /// A site as one word for hashing and for the owner's exact-match test:
 /// std::source_location is one pointer to data the compiler emits per site.
-inline std::uint64_t wait_site_word(const site& s) noexcept {
+GORO_DECL std::uint64_t wait_site_word(const site& s) noexcept {
     if constexpr (sizeof(site) == sizeof(std::uintptr_t) && std::is_trivially_copyable_v<site>) {
         std::uintptr_t w;
         std::memcpy(&w, &s, sizeof w);
@@ -3468,112 +3682,58 @@ inline std::uint64_t wait_site_word(const site& s) noexcept {
         return (h ^ s.line()) * 0x100000001b3ull;
     }
 }
-inline bool wait_same_site(const site& a, const site& b) noexcept {
-    return a.file_name() == b.file_name() && a.function_name() == b.function_name() && a.line() == b.line();
+
+GORO_DECL void wait_cell::add(std::uint64_t rate, std::int64_t d) noexcept {
+    count.store(count.load(std::memory_order_relaxed) + rate, std::memory_order_relaxed);
+    delay_ns.store(delay_ns.load(std::memory_order_relaxed) + double(d) * double(rate), std::memory_order_relaxed);
+    auto& h = histogram[wait_histogram_index(d)];
+    h.store(h.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-/// A bucket of one thread's table. Written only by the owner thread, with
-/// relaxed loads and stores (no read-modify-write: one writer); read by
-/// wait_profile_buckets() with relaxed loads. `stack`, `reason` and `hash`
-/// are written before the bucket is published (table mutex); the `base_*`
-/// fields are the values at the last reset (table mutex, readers only).
-struct wait_cell {
-    const char* reason = nullptr;
-    vec<site> stack;
-    std::uint64_t hash = 0;
-    std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
-    std::atomic<double> delay_ns{0};      // sum of wait x rate
-    std::array<std::atomic<std::uint64_t>, wait_histogram_buckets> histogram{};
-    std::uint64_t base_count = 0;
-    double base_delay_ns = 0;
-    std::array<std::uint64_t, wait_histogram_buckets> base_histogram{};
-
-    void add(std::uint64_t rate, std::int64_t d) noexcept {
-        count.store(count.load(std::memory_order_relaxed) + rate, std::memory_order_relaxed);
-        delay_ns.store(delay_ns.load(std::memory_order_relaxed) + double(d) * double(rate), std::memory_order_relaxed);
-        auto& h = histogram[wait_histogram_index(d)];
-        h.store(h.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+GORO_DECL wait_cell* wait_table::find(const char* reason, const promise_base* leaf, const std::uint64_t* words,
+                                     std::size_t n, std::uint64_t h) noexcept {
+    for (std::size_t i = h % wait_index_slots, probes = 0; probes < wait_index_slots;
+         i = (i + 1) % wait_index_slots, ++probes) {
+        const std::uint16_t k = index[i];
+        if (k == 0) return insert(i, reason, leaf, n, h);
+        wait_cell& c = cells[k - 1u];
+        if (c.hash != h || c.reason != reason || c.stack.size() != n) continue;
+        std::size_t j = 0;
+        while (j < n && wait_site_word(c.stack[j]) == words[j]) ++j;
+        if (j == n) return &c;
     }
-};
+    return nullptr;
+}
 
-/// One thread's waits (see PER-THREAD TABLES above). Cells are fixed in
-/// place (an array of wait_buckets_per_table), so a reader may read one's
-/// counters while the owner adds a new one.
-struct wait_table {
-    std::mutex mu;                        // `size`, a new cell's stack, the base_* fields
-    std::size_t size = 0;                 // cells in use (mu)
-    std::size_t owner_size = 0;           // the same, the owner's copy (owner only)
-    std::array<std::uint16_t, wait_index_slots> index{};  // owner only: cell + 1, 0 empty
-    std::unique_ptr<wait_cell[]> cells{new wait_cell[wait_buckets_per_table]};
-    wait_cell other;                      // new stacks once the table is full (reason null)
-
-    /// Owner only: the cell of the stack of `leaf` (its frames' site words
-    /// `words`, `n` of them, hashed with the reason to `h`) and `reason`, made
-    /// when new (null when full or out of memory: the caller uses `other`).
-    wait_cell* find(const char* reason, const promise_base* leaf, const std::uint64_t* words, std::size_t n,
-                    std::uint64_t h) noexcept {
-        for (std::size_t i = h % wait_index_slots, probes = 0; probes < wait_index_slots;
-             i = (i + 1) % wait_index_slots, ++probes) {
-            const std::uint16_t k = index[i];
-            if (k == 0) return insert(i, reason, leaf, n, h);
-            wait_cell& c = cells[k - 1u];
-            if (c.hash != h || c.reason != reason || c.stack.size() != n) continue;
-            std::size_t j = 0;
-            while (j < n && wait_site_word(c.stack[j]) == words[j]) ++j;
-            if (j == n) return &c;
-        }
+[[gnu::noinline]] GORO_DECL wait_cell* wait_table::insert(std::size_t slot, const char* reason,
+                                                          const promise_base* leaf, std::size_t n,
+                                                          std::uint64_t h) noexcept {
+    if (owner_size == wait_buckets_per_table) return nullptr;
+    wait_cell& c = cells[owner_size];
+    try {
+        std::lock_guard g(mu);
+        c.stack.clear();
+        c.stack.reserve(n);
+        for (const promise_base* p = leaf; c.stack.size() < n; p = p->parent_) c.stack.push_back(p->site_);
+        c.reason = reason;
+        c.hash = h;
+        size = ++owner_size;
+    } catch (...) {
         return nullptr;
     }
-
-private:
-    [[gnu::noinline]] wait_cell* insert(std::size_t slot, const char* reason, const promise_base* leaf, std::size_t n,
-                                        std::uint64_t h) noexcept {
-        if (owner_size == wait_buckets_per_table) return nullptr;
-        wait_cell& c = cells[owner_size];
-        try {
-            std::lock_guard g(mu);
-            c.stack.clear();
-            c.stack.reserve(n);
-            for (const promise_base* p = leaf; c.stack.size() < n; p = p->parent_) c.stack.push_back(p->site_);
-            c.reason = reason;
-            c.hash = h;
-            size = ++owner_size;
-        } catch (...) {
-            return nullptr;
-        }
-        index[slot] = static_cast<std::uint16_t>(owner_size);
-        return &c;
-    }
-};
-
-/// Every thread's table, kept after the thread exits (its waits stay in the
-/// profile) and handed to the next thread that records (so threads that come
-/// and go do not grow memory).
-struct wait_tables {
-    std::mutex mu;
-    vec<wait_table*> all;   // never freed
-    vec<wait_table*> free;  // of threads that exited
-};
-inline wait_tables& wait_table_list() {
-    static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main
-    return *t;
+    index[slot] = static_cast<std::uint16_t>(owner_size);
+    return &c;
 }
 
-inline constinit thread_local wait_table* tl_wait_table = nullptr;
+GORO_DECL wait_table_release::~wait_table_release() {
+    if (!tl_wait_table) return;
+    wait_tables& l = wait_table_list();
+    std::lock_guard g(l.mu);
+    l.free.push_back(tl_wait_table);  // reserved at creation: cannot throw
+    tl_wait_table = nullptr;
+}
 
-/// Gives the thread's table back at thread exit (made only with a table).
-struct wait_table_release {
-    ~wait_table_release() {
-        if (!tl_wait_table) return;
-        wait_tables& l = wait_table_list();
-        std::lock_guard g(l.mu);
-        l.free.push_back(tl_wait_table);  // reserved at creation: cannot throw
-        tl_wait_table = nullptr;
-    }
-};
-
-/// The calling thread's table, made or adopted at its first record; null when out of memory.
-[[gnu::noinline]] inline wait_table* make_wait_table() noexcept {
+[[gnu::noinline]] GORO_DECL wait_table* make_wait_table() noexcept {
     try {
         static thread_local wait_table_release release;  // registers the exit hook
         (void)release;
@@ -3595,13 +3755,8 @@ struct wait_table_release {
     }
 }
 
-/// Adds the wait that `t` is ending to its bucket: `since` is its since_ns
-/// (the precise clock, odd, for a sampled park: timed here; else the coarse
-/// clock, and `coarse_d` the wait's coarse length, which the caller found
-/// long). Called by wait_profile_wake() (ready(), ready_n()) before the task
-/// is made runnable, so its frames cannot change meanwhile.
-[[gnu::noinline]] inline void record_wait(task_header* t, std::int64_t rate, std::int64_t since,
-                                          std::int64_t coarse_d) noexcept {
+[[gnu::noinline]] GORO_DECL void record_wait(task_header* t, std::int64_t rate, std::int64_t since,
+                                             std::int64_t coarse_d) noexcept {
     if (t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
     std::int64_t d = coarse_d;
     std::uint64_t weight = 1;  // a long wait counts once
@@ -3625,44 +3780,16 @@ struct wait_table_release {
     (c ? *c : tab->other).add(weight, d);
 }
 
-/// What ready() and ready_n() do for a task `t` they wake while the rate
-/// (`rate`) is on: record its wait when its park was sampled or when, by the
-/// coarse clock, it was long. `coarse_now` is the coarse clock at the wake
-/// (see LONG WAITS: the caller's parked clock on a worker).
-[[gnu::always_inline]] inline void wait_profile_wake(task_header* t, std::int64_t rate,
-                                                     std::int64_t coarse_now) noexcept {
-    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
-    const std::int64_t d = coarse_now + wait_clock_offset_ns.load(std::memory_order_relaxed) - since;
-    if ((since & 1) || d >= wait_profile_long_wait_ns) [[unlikely]]
-        record_wait(t, rate, since, d);
-}
-
 }  // namespace detail
 
-/// The rate to leave the wait profile on at: one wait in 100, counted 100
-/// times (see COST above: it keeps chan_pingpong_unbuffered and spawn_join
-/// within 5 %; rate 1 does not).
-inline constexpr std::int64_t default_wait_profile_rate = 100;
-
-/// Turns the wait profile on (1: every wait; n: one in n, a count, not
-/// nanoseconds, see RATE; waits of 100 ms or more always, see LONG WAITS)
-/// or off (0), like Go's runtime.SetBlockProfileRate. What was recorded is
-/// kept (reset_wait_profile clears it). The first call that turns it on
-/// calibrates the clock (about 2 ms, see CLOCK). Rates above 2^40 are taken
-/// as 2^40.
-inline void set_wait_profile_rate(std::int64_t rate_n = default_wait_profile_rate) noexcept {
+GORO_DECL void set_wait_profile_rate(std::int64_t rate_n) noexcept {
     if (rate_n > 0) detail::wait_clock_calibrate();
     constexpr std::int64_t max_rate = std::int64_t(1) << 40;
     detail::wait_profile_rate_n.store(rate_n < 0 ? 0 : rate_n > max_rate ? max_rate : rate_n,
                                       std::memory_order_relaxed);
 }
-inline std::int64_t wait_profile_rate() noexcept {
-    return detail::wait_profile_rate_n.load(std::memory_order_relaxed);
-}
 
-/// Forgets every recorded wait (of every thread: what each has recorded so
-/// far becomes its zero).
-inline void reset_wait_profile() {
+GORO_DECL void reset_wait_profile() {
     detail::wait_tables& l = detail::wait_table_list();
     std::lock_guard g(l.mu);
     for (detail::wait_table* t : l.all) {
@@ -3678,9 +3805,7 @@ inline void reset_wait_profile() {
     }
 }
 
-/// Every bucket with at least one wait (the "(other stacks)" one included):
-/// the threads' tables merged, one bucket per stack and reason.
-inline std::vector<detail::wait_bucket> wait_profile_buckets() {
+GORO_DECL std::vector<detail::wait_bucket> wait_profile_buckets() {
     std::vector<detail::wait_bucket> out;
     detail::hash_map<std::uint64_t, std::vector<std::size_t>> seen;  // hash -> out indices
     std::size_t other = SIZE_MAX;
@@ -3732,6 +3857,7 @@ inline std::vector<detail::wait_bucket> wait_profile_buckets() {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/wait_profile.hpp ----
 
 namespace goro {
@@ -3758,14 +3884,7 @@ inline constinit parked_clock_line g_parked_clock{};
 class local_runq {
 public:
     /// Owner only. False when full.
-    bool push(task_header* t) noexcept {
-        std::uint32_t h = head_.load(std::memory_order_acquire);
-        std::uint32_t tl = tail_.load(std::memory_order_relaxed);
-        if (tl - h >= runq_capacity) return false;
-        buf_[tl % runq_capacity].store(t, std::memory_order_relaxed);
-        tail_.store(tl + 1, std::memory_order_release);
-        return true;
-    }
+    bool push(task_header* t) noexcept;
     /// Owner only: takes the first task and, when at least `2 * (max + 1)`
     /// are queued, `max` more into `more` (one CAS for all; see CLAIMED).
     /// Returns the first (null when empty); `*nmore` is how many went to `more`.
@@ -3805,18 +3924,7 @@ public:
         }
     }
     /// Owner only.
-    task_header* pop() noexcept {
-        std::uint32_t h = head_.load(std::memory_order_acquire);
-        for (;;) {
-            std::uint32_t tl = tail_.load(std::memory_order_relaxed);
-            if (h == tl) return nullptr;
-            task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
-            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
-                prefetch_ahead(h + 1, tl);
-                return t;
-            }
-        }
-    }
+    task_header* pop() noexcept;
     /// The tasks queued behind the one just taken were most likely made or
     /// woken on another core, and each costs a miss on its header and one on
     /// its frame, one after the other (the frame's address is in the header).
@@ -3825,22 +3933,7 @@ public:
     /// ago. (A thief may take any of them meanwhile: headers outlive their
     /// tasks and the address is read atomically, so a stale one only costs a
     /// useless prefetch.)
-    void prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept {
-        constexpr std::uint32_t header_ahead = 4, frame_ahead = 2;
-        const std::uint32_t queued = tl - next;
-        if (queued > header_ahead) {
-            task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
-            prefetch_for_write(t);  // one line: the cold part is the spawner's (see task_header)
-        } else if (queued) {
-            // A short queue: no time to wait for a pipeline, fetch the next header.
-            prefetch_for_write(buf_[next % runq_capacity].load(std::memory_order_relaxed));
-        }
-        if (queued > frame_ahead) {
-            task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
-            const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
-            prefetch_frame(f);
-        }
-    }
+    void prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept;
 
     /// The first four lines of a frame, for writing. What a resumed task
     /// touches first is its resume index, its promise and the awaiter it was
@@ -3857,25 +3950,8 @@ public:
     }
 
     /// Anyone: takes up to half (at least one) of the entries into `out`.
-    std::uint32_t grab(task_header** out, std::uint32_t max) noexcept {
-        for (;;) {
-            std::uint32_t h = head_.load(std::memory_order_acquire);
-            std::uint32_t tl = tail_.load(std::memory_order_acquire);
-            std::uint32_t n = tl - h;
-            n = n - n / 2;
-            if (n == 0) return 0;
-            if (n > runq_capacity / 2) continue;  // read head and tail at different times: retry
-            n = std::min(n, max);
-            for (std::uint32_t i = 0; i < n; ++i) out[i] = buf_[(h + i) % runq_capacity].load(std::memory_order_relaxed);
-            if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire))
-                return n;
-        }
-    }
-    std::uint32_t size() const noexcept {
-        std::uint32_t h = head_.load(std::memory_order_acquire);
-        std::uint32_t tl = tail_.load(std::memory_order_acquire);
-        return tl - h;
-    }
+    std::uint32_t grab(task_header** out, std::uint32_t max) noexcept;
+    std::uint32_t size() const noexcept;
 
 private:
     alignas(cache_line) std::atomic<std::uint32_t> head_{0};
@@ -3985,25 +4061,7 @@ inline std::atomic<bool>& workers_never_steal() noexcept {
 
 class scheduler {
 public:
-    explicit scheduler(unsigned nworkers)
-        : timers_(&scheduler::tick_thunk, this, &scheduler::timer_wake_thunk), asym_fence_(asym_fence_available()) {
-        parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);  // before any task can park
-        if (nworkers == 0) nworkers = 1;
-        workers_.resize(worker_capacity(nworkers));
-        for (unsigned i = 0; i < nworkers; ++i) make_worker(i);
-        procs_.store(nworkers, std::memory_order_relaxed);
-        nactive_.store(static_cast<int>(nworkers), std::memory_order_relaxed);
-        nlive_.store(nworkers, std::memory_order_release);
-        for (unsigned i = 0; i < nworkers; ++i) {
-            worker* wp = workers_[i].get();
-            wp->thread = std::thread([this, wp] { worker_main(*wp); });
-        }
-        // Workers start running (spinning), not idle, so none passes through
-        // claim_running() until it has slept once: ask for the monitor's
-        // ticks now, or work stuck behind a task that never suspends in a
-        // young pool would never be rescued.
-        timers_.want_ticks();
-    }
+    explicit scheduler(unsigned nworkers);
 
     scheduler(const scheduler&) = delete;
     scheduler& operator=(const scheduler&) = delete;
@@ -4013,41 +4071,7 @@ public:
     /// Called by a worker (std::exit inside a task runs the pool holder's
     /// destructor on that worker), it does not wait for its own thread: that
     /// one is in the middle of a task and goes on into exit.
-    void shutdown() noexcept {
-        if (shutdown_.exchange(true)) return;
-        worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
-        timers_.stop();
-        // No worker starts after this (activate_locked looks at shutdown_ under procs_mu_).
-        { std::lock_guard g(procs_mu_); }
-        const unsigned live = nlive_.load(std::memory_order_acquire);
-        {
-            std::lock_guard g(idle_mu_);
-            for (worker* w : idle_) w->idle_listed = false;
-            idle_.clear();
-            nidle_.store(0);
-        }
-        for (unsigned i = 0; i < live; ++i) {
-            worker* w = workers_[i].get();
-            w->wake_word.store(1, std::memory_order_release);
-            w->wake_word.notify_one();
-        }
-        stop_gen_.fetch_add(2);
-        stop_gen_.notify_all();
-        // A worker stuck in a task that never suspends cannot be joined: give
-        // them a bounded time, then leave the stuck ones behind (the process is exiting).
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-        for (unsigned i = 0; i < live; ++i) {
-            worker* w = workers_[i].get();
-            if (w == self) {
-                w->thread.detach();
-                continue;
-            }
-            while (!w->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline)
-                std::this_thread::sleep_for(std::chrono::microseconds(200));
-            if (w->exited.load(std::memory_order_acquire)) w->thread.join();
-            else w->thread.detach();
-        }
-    }
+    void shutdown() noexcept;
 
     /// The number of workers that run tasks (GORO_MAXPROCS; set_max_procs).
     unsigned size() const noexcept { return procs_.load(std::memory_order_relaxed); }
@@ -4059,14 +4083,7 @@ public:
     bool stopping() const noexcept { return shutdown_.load(std::memory_order_relaxed); }
 
     /// A new root task: this worker's local queue, or the global queue.
-    void spawn(task_header* t) noexcept {
-        t->state.store(task_state::runnable, std::memory_order_relaxed);
-        worker* w = tls_worker;
-        const bool local = w && w->sched == this;
-        if (local) local_push(*w, t);
-        else global_push_n(&t, 1, true);
-        wake_if_needed(local);
-    }
+    void spawn(task_header* t) noexcept;
 
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
@@ -4087,81 +4104,26 @@ private:
     /// a worker of this pool the parked clock (a tick old at most, as the
     /// pool is busy); elsewhere the pool may be idle and its clock stale, so
     /// CLOCK_MONOTONIC_COARSE (such a wake goes through the global queue).
-    std::int64_t wake_clock(const worker* w) const noexcept {
-        if (w && w->sched == this) [[likely]]
-            return parked_clock().load(std::memory_order_relaxed);
-        return coarse_now_ns();
-    }
+    std::int64_t wake_clock(const worker* w) const noexcept;
 
-    [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
-        if (w && w->sched == this) {
-            task_header* old = w->slots.swap_next(t);
-            if (!old) return;
-            local_push(*w, old);
-            wake_if_needed(true);
-        } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
-            b->tasks.push_back(t);  // the timer thread hands its batch over at once (timer.hpp)
-        } else {
-            global_push_n(&t, 1, true);
-            wake_if_needed(false);
-        }
-    }
+    void ready_slow(task_header* t, worker* w) noexcept;
 
 public:
 
     /// Makes many parked tasks runnable at once (a close or a cancel waking
     /// all its waiters): onto this worker's queue, or off the pool onto the
     /// global queue in one hold of its lock; idle workers are woken once.
-    void ready_n(task_header* const* ts, std::size_t n) noexcept {
-        if (n == 0) return;
-        if (n == 1) {
-            ready(ts[0]);
-            return;
-        }
-        worker* w = tls_worker;
-        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]] {
-            const std::int64_t now = wake_clock(w);  // wait_profile.hpp
-            for (std::size_t i = 0; i < n; ++i) wait_profile_wake(ts[i], rate, now);
-        }
-        for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
-        const bool local = w && w->sched == this;
-        if (local) {
-            for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
-        } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
-            for (std::size_t i = 0; i < n; ++i) b->tasks.push_back(ts[i]);
-            return;
-        } else {
-            global_push_n(ts, n, true);
-        }
-        wake_if_needed(local);
-    }
+    void ready_n(task_header* const* ts, std::size_t n) noexcept;
 
     /// Puts the current task on the global queue, behind the work there
     /// (Go's Gosched; see GLOBAL QUEUE). No idle worker is woken: this
     /// worker looks at the global queue at the latest when its own queue
     /// runs dry, and a spinning worker takes it sooner.
-    void gosched(task_header* t) noexcept {
-        t->state.store(task_state::runnable, std::memory_order_relaxed);
-        worker* w = tls_worker;
-        global_push(t);
-        if (!w || w->sched != this) wake_if_needed(false);
-    }
+    void gosched(task_header* t) noexcept;
 
     /// Puts the current task at the back of this worker's queue (a step
     /// aside after a contended channel operation).
-    void yield_task(task_header* t) noexcept {
-        t->state.store(task_state::runnable, std::memory_order_relaxed);
-        worker* w = tls_worker;
-        const bool local = w && w->sched == this;
-        if (local) {
-            // Behind everything runnable here, including a task in run_next.
-            if (task_header* rn = w->slots.swap_next(nullptr)) local_push(*w, rn);
-            local_push(*w, t);
-        } else {
-            global_push(t);
-        }
-        wake_if_needed(local);
-    }
+    void yield_task(task_header* t) noexcept;
 
     /// Makes room in the global queue for `need` tasks. The new ring is
     /// allocated and its pages touched (zeroed) before the lock is taken, and
@@ -4170,78 +4132,19 @@ public:
     /// that thousands of tasks woken at once (a close, a cancel) overflow
     /// into a ring that has room, rather than one that grows, page by page,
     /// while every worker waits on its lock.
-    void reserve_global(std::size_t need) noexcept {
-        if (need <= gq_cap_.load(std::memory_order_relaxed)) return;
-        const std::size_t cap = std::bit_ceil(std::max<std::size_t>(need, 1024));
-        vec<task_header*> ring(cap);  // declared before the guard: the old ring is freed unlocked
-        std::lock_guard g(gq_lock_);
-        const std::size_t old_cap = gq_ring_.size();
-        if (old_cap >= cap) return;  // another thread grew it meanwhile
-        const std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (old_cap - 1)];
-        gq_ring_.swap(ring);
-        gq_head_ = 0;
-        gq_cap_.store(cap, std::memory_order_relaxed);
-    }
+    void reserve_global(std::size_t need) noexcept;
 
     timer_queue& timers() noexcept { return timers_; }
 
     /// Tasks that stepped aside after a contended channel operation, all
     /// workers together (for tests and diagnostics).
-    std::uint64_t contention_yields() const noexcept {
-        std::uint64_t n = 0;
-        for (auto& w : workers()) n += w->contention_yields.load(std::memory_order_relaxed);
-        return n;
-    }
+    std::uint64_t contention_yields() const noexcept;
 
     // --- stop the world ---------------------------------------------------
 
     /// Stops every worker at a safe point, waiting at most `timeout` for each.
     /// Pair with start_the_world(); one stop at a time.
-    stw_report stop_the_world(std::chrono::nanoseconds timeout = std::chrono::milliseconds(100)) {
-        stw_mu_.lock();
-        stw_report rep;
-        std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
-        worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
-        held_by_me_.assign(workers_.size(), false);
-        vec<worker*> pending;
-        // A worker started after this load sees the odd generation at its
-        // first safe point and holds there (both sides seq_cst: STUCK WORKERS).
-        for (auto& w : workers())
-            if (w.get() != self) pending.push_back(w.get());
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        int rounds = 0;
-        while (!pending.empty()) {
-            for (std::size_t i = 0; i < pending.size();) {
-                worker* w = pending[i];
-                int st = ws_idle;
-                bool done = false;
-                if (w->acked_gen.load(std::memory_order_acquire) == gen) done = true;
-                else if (w->status.compare_exchange_strong(st, ws_held, std::memory_order_acq_rel)) {
-                    held_by_me_[w->index] = true;
-                    done = true;
-                } else if (w->exited.load(std::memory_order_acquire)) {
-                    done = true;
-                }
-                if (done) {
-                    pending[i] = pending.back();
-                    pending.pop_back();
-                } else {
-                    ++i;
-                }
-            }
-            if (pending.empty()) break;
-            if (std::chrono::steady_clock::now() > deadline) break;
-            if (++rounds < 100) cpu_relax();
-            else std::this_thread::sleep_for(std::chrono::microseconds(20));
-        }
-        if (!pending.empty()) rep.all_stopped = false;
-        for (worker* w : pending)
-            if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
-        if (self && tls_current_task) rep.running.push_back(tls_current_task);
-        rep.unstopped = std::move(pending);
-        return rep;
-    }
+    stw_report stop_the_world(std::chrono::nanoseconds timeout = std::chrono::milliseconds(100));
 
     /// Call after a stop that left workers running (`rep.unstopped`) and
     /// after setting the profile epoch's `active` flag: the tasks those
@@ -4255,40 +4158,14 @@ public:
     /// sequentially consistent). A resume that read `active` false therefore
     /// published its task before the fence, and the load below sees that
     /// task, or a later value stored after that run had ended.
-    vec<task_header*> running_unclaimed(const stw_report& rep) {
-        vec<task_header*> out;
-        if (rep.unstopped.empty()) return out;
-        if (asym_fence_) asym_fence_heavy();
-        else seq_fence();
-        for (worker* w : rep.unstopped)
-            if (task_header* t = w->current.load(std::memory_order_seq_cst)) out.push_back(t);
-        return out;
-    }
+    vec<task_header*> running_unclaimed(const stw_report& rep);
 
     /// The site a worker resumed `t` at, if some worker runs `t` now: for a
     /// dump of a task running on a worker that did not stop. False when no
     /// worker runs it, or the site is unknown (it has not suspended yet).
-    bool running_site(const task_header* t, site& out) const noexcept {
-        for (auto& w : workers()) {
-            if (w->current.load(std::memory_order_acquire) != t) continue;
-            site s = w->resumed_at.load();
-            // Best effort (no fence: TSan does not model one): the site was
-            // stored before `current`, and a worker that moved on is seen here.
-            if (w->current.load(std::memory_order_seq_cst) != t) return false;  // moved on: unknown
-            if (!s.function_name() || !*s.function_name() || s.line() == 0) return false;
-            out = s;
-            return true;
-        }
-        return false;
-    }
+    bool running_site(const task_header* t, site& out) const noexcept;
 
-    void start_the_world() {
-        for (auto& w : workers())
-            if (held_by_me_[w->index]) w->status.store(ws_idle, std::memory_order_release);
-        stop_gen_.fetch_add(1, std::memory_order_seq_cst);  // even: run
-        stop_gen_.notify_all();
-        stw_mu_.unlock();
-    }
+    void start_the_world();
 
     /// Tasks the monitor has moved from behind a task that did not suspend
     /// to the global queue, so far (RESCUE; for tests and diagnostics).
@@ -4305,222 +4182,65 @@ public:
 private:
     // --- queues -----------------------------------------------------------
 
-    void local_push(worker& w, task_header* t) noexcept {
-        if (w.q.push(t)) return;
-        // Full: move half of it and `t` to the global queue.
-        task_header* batch[runq_capacity / 2 + 1];
-        std::uint32_t n = w.q.grab(batch, runq_capacity / 2);
-        batch[n++] = t;
-        global_push_n(batch, n);
-    }
+    void local_push(worker& w, task_header* t) noexcept;
 
     void global_push(task_header* t) noexcept { global_push_n(&t, 1, false); }
 
     // The global queue is a ring of pointers: moving tasks in and out never
     // touches the tasks themselves (each would be a cache miss).
     // `outside`: woken or spawned from outside the pool (see GLOBAL QUEUE).
-    void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept {
-        for (;;) {
-            std::size_t need;
-            {
-                std::lock_guard g(gq_lock_);
-                std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-                need = sz + n;
-                if (need <= gq_ring_.size()) {
-                    std::size_t mask = gq_ring_.size() - 1;
-                    for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
-                    gq_size_.store(sz + n, std::memory_order_release);
-                    if (outside) {
-                        gq_outside_ += n;
-                        if (!outside_waiting_.load(std::memory_order_relaxed))
-                            outside_waiting_.store(true, std::memory_order_relaxed);
-                    }
-                    return;
-                }
-            }
-            // Full: a bigger ring is made with the lock released (reserve_global), then try again.
-            reserve_global(2 * need);
-        }
-    }
+    void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept;
 
     /// Takes a share of the global queue: returns one, moves the rest to the
     /// tail of `w`'s queue (GLOBAL QUEUE).
-    task_header* global_get(worker& w, std::size_t max) noexcept {
-        task_header* first = nullptr;
-        global_take(w, max, &first);
-        return first;
-    }
+    task_header* global_get(worker& w, std::size_t max) noexcept;
 
     /// After a wake-up from outside: moves a share of the global queue to
     /// the tail of `w`'s queue, behind the tasks already there (GLOBAL QUEUE).
     /// Nothing when that queue is half full: it has work enough for now.
-    void global_refill(worker& w) noexcept {
-        if (w.q.size() >= runq_capacity / 2) return;
-        global_take(w, runq_capacity / 2, nullptr);
-    }
+    void global_refill(worker& w) noexcept;
 
     /// Owner only. Takes up to a share of the global queue (its size /
     /// workers + 1, at most `max`, at most what `w`'s queue has room for):
     /// with `first`, the first taken goes there and the rest to `w`'s queue;
     /// without, all go to the queue. Returns how many were taken.
-    std::size_t global_take(worker& w, std::size_t max, task_header** first) noexcept {
-        if (gq_size_.load(std::memory_order_acquire) == 0) return 0;
-        // Thieves only shrink the queue, so the room seen here can only grow.
-        const std::size_t room = runq_capacity - w.q.size() + (first ? 1 : 0);
-        std::lock_guard g(gq_lock_);
-        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        if (sz == 0) return 0;
-        std::size_t n = std::min(std::min(sz, sz / size() + 1), std::min(std::min(max, room), std::size_t(runq_capacity / 2)));
-        if (n == 0) return 0;
-        std::size_t mask = gq_ring_.size() - 1;
-        std::size_t taken = 0;
-        if (first) {
-            *first = gq_ring_[gq_head_];
-            taken = 1;
-        }
-        for (; taken < n; ++taken)
-            if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen (room); stay safe
-        gq_head_ = (gq_head_ + taken) & mask;
-        gq_size_.store(sz - taken, std::memory_order_release);
-        gq_outside_ = std::min(gq_outside_ - std::min(gq_outside_, taken), sz - taken);
-        if (gq_outside_ == 0 && outside_waiting_.load(std::memory_order_relaxed))
-            outside_waiting_.store(false, std::memory_order_relaxed);
-        return taken;
-    }
+    std::size_t global_take(worker& w, std::size_t max, task_header** first) noexcept;
 
-    bool stealable_work() const noexcept {
-        if (gq_size_.load(std::memory_order_acquire)) return true;
-        if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
-            return false;
-        for (auto& w : workers())
-            if (w->q.size()) return true;
-        return false;
-    }
+    bool stealable_work() const noexcept;
 
-    task_header* steal(worker& self) noexcept {
-        if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
-            return nullptr;
-        const std::size_t n = nlive_.load(std::memory_order_acquire);
-        if (n < 2) return nullptr;
-        for (int round = 0; round < 4; ++round) {
-            std::size_t start = static_cast<std::size_t>(next_rand(self) % n);
-            for (std::size_t k = 0; k < n; ++k) {
-                worker& v = *workers_[(start + k) % n];
-                if (&v == &self) continue;
-                task_header* batch[runq_capacity / 2];
-                std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
-                if (got) {
-                    // The first ones out of our queue: fetch their headers
-                    // now (local_runq::prefetch_ahead keeps it up from there).
-                    for (std::uint32_t i = 1; i < got && i <= 5; ++i) prefetch_for_write(batch[i]);
-                    for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
-                    return batch[0];
-                }
-                if (round == 3 && v.starving.load(std::memory_order_relaxed))
-                    if (task_header* t = steal_slots(self, v)) return t;
-            }
-        }
-        return nullptr;
-    }
+    task_header* steal(worker& self) noexcept;
 
     /// Owner only: empties run_next, returning what it held (RUN_NEXT).
     task_header* take_run_next(worker& w) noexcept { return w.slots.take_next(asym_fence_); }
 
     /// Owner only: the next task of its queue, claiming a batch when the
     /// queue is long (CLAIMED).
-    task_header* pop_local(worker& w) noexcept {
-        if (task_header* t = w.slots.take_claimed(asym_fence_)) return t;
-        if (!asym_fence_) return w.q.pop();
-        std::uint32_t n = 0;
-        task_header* t = w.q.pop_batch<worker::claim_max>(w.slots.claim_slots(), &n);
-        w.slots.claimed_filled(n);
-        return t;
-    }
+    task_header* pop_local(worker& w) noexcept;
 
     /// A thief takes a starving worker's run_next and claimed tasks (RUN_NEXT,
     /// CLAIMED): returns one, queues the others on `self`.
-    task_header* steal_slots(worker& self, worker& v) noexcept {
-        task_header* got[1 + worker::claim_max];
-        const std::uint32_t n = v.slots.steal(got, asym_fence_);
-        if (n == 0) return nullptr;
-        for (std::uint32_t i = 1; i < n; ++i)
-            if (!self.q.push(got[i])) global_push(got[i]);  // (a thief's queue is empty: there is room)
-        return got[0];
-    }
+    task_header* steal_slots(worker& self, worker& v) noexcept;
 
-    static std::uint64_t next_rand(worker& w) noexcept {
-        w.rng ^= w.rng << 13;
-        w.rng ^= w.rng >> 7;
-        w.rng ^= w.rng << 17;
-        return w.rng;
-    }
+    static std::uint64_t next_rand(worker& w) noexcept;
 
     // --- idle workers -----------------------------------------------------
 
     /// The waker's half of IDLE WORKERS' handshake. `local`: the work went to
     /// this worker's own queue, so no fence (see IDLE WORKERS AND WAKE-UPS).
-    void wake_if_needed(bool local) noexcept {
-        if (!local) seq_fence();
-        if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
-            wake_one();
-    }
+    void wake_if_needed(bool local) noexcept;
 
-    void wake_one() noexcept {
-        worker* w = nullptr;
-        {
-            std::lock_guard g(idle_mu_);
-            if (idle_.empty()) return;
-            w = idle_.back();
-            idle_.pop_back();
-            w->idle_listed = false;
-            nidle_.fetch_sub(1, std::memory_order_seq_cst);
-            nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
-        }
-        w->wake_word.store(1, std::memory_order_release);
-        w->wake_word.notify_one();
-        timers_.want_ticks();
-    }
+    void wake_one() noexcept;
 
-    void stop_spinning(worker& w) noexcept {
-        if (!w.spinning) return;
-        w.spinning = false;
-        // The last spinner found work: there may be more, so start another.
-        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed(true);  // after a full barrier
-    }
+    void stop_spinning(worker& w) noexcept;
 
     /// Becomes runnable again after idling; waits while the world is stopped.
-    void claim_running(worker& w) noexcept {
-        for (;;) {
-            int st = ws_idle;
-            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_seq_cst)) {
-                parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
-                timers_.want_ticks();
-                return;
-            }
-            std::uint32_t g = stop_gen_.load(std::memory_order_acquire);
-            if ((g & 1) && w.status.load(std::memory_order_acquire) == ws_held) stop_gen_.wait(g);
-        }
-    }
+    void claim_running(worker& w) noexcept;
 
-    void hold_at_safe_point(worker& w) noexcept {
-        if (stw_workers_run_through().load(std::memory_order_relaxed)) [[unlikely]]
-            return;
-        for (;;) {
-            std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
-            if (!(g & 1)) return;
-            w.acked_gen.store(g, std::memory_order_release);
-            stop_gen_.wait(g, std::memory_order_acquire);
-        }
-    }
+    void hold_at_safe_point(worker& w) noexcept;
 
     /// Finds the next task, sleeping when there is none. Null: look at the
     /// stop and shutdown flags.
-    task_header* find_runnable(worker& w) noexcept {
-        task_header* t = find_local(w);
-        if (!t) t = find_runnable_or_sleep(w);
-        if (t) stop_spinning(w);
-        return t;
-    }
+    task_header* find_runnable(worker& w) noexcept;
 
     /// The usual case of find_runnable_or_sleep, inline: a task of this
     /// worker's own (run_next, claimed, local queue) on a round that does
@@ -4539,136 +4259,15 @@ private:
     /// keep the slot full and starve the queue behind it (Go ends such a
     /// chain with its 10 ms time slice), so every 64th pick in a row
     /// (`next_first` false) takes the queue first.
-    task_header* pick_own(worker& w, bool next_first) noexcept {
-        if (next_first)
-            if (task_header* t = take_run_next(w)) return t;
-        if (task_header* t = pop_local(w)) {
-            w.next_streak = 0;
-            return t;
-        }
-        if (!next_first)
-            if (task_header* t = take_run_next(w)) return t;
-        return nullptr;
-    }
+    task_header* pick_own(worker& w, bool next_first) noexcept;
 
-    task_header* find_runnable_or_sleep(worker& w) noexcept {
-        for (;;) {
-            if (shutdown_.load(std::memory_order_relaxed)) return nullptr;
-            if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
-            if (++w.tick % 61 == 0) {
-                if (task_header* t = global_get(w, runq_capacity / 2)) return t;
-            } else if (outside_waiting_.load(std::memory_order_relaxed)) {
-                global_refill(w);
-            }
-            if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
-            if (task_header* t = global_get(w, runq_capacity / 2)) return t;
-            auto* const poll = idle_poll_hook.load(std::memory_order_acquire);
-            if (poll)
-                if (task_header* t = poll()) return t;
+    task_header* find_runnable_or_sleep(worker& w) noexcept;
 
-            // Spin, stealing, unless enough others already do.
-            int busy = nactive_.load(std::memory_order_relaxed) - nidle_.load(std::memory_order_relaxed);
-            if (!w.spinning && 2 * nspinning_.load(std::memory_order_relaxed) < busy) {
-                w.spinning = true;
-                nspinning_.fetch_add(1, std::memory_order_seq_cst);
-            }
-            if (w.spinning) {
-                for (int i = 0; i < 32; ++i) {
-                    if (task_header* t = steal(w)) return t;
-                    if (task_header* t = global_get(w, runq_capacity / 2)) return t;
-                    if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
-                    for (int k = 0; k < 16; ++k) cpu_relax();
-                }
-                if (poll)
-                    if (task_header* t = poll()) return t;
-            }
-            go_idle(w);
-        }
-    }
+    void go_idle(worker& w) noexcept;
 
-    void go_idle(worker& w) noexcept {
-        the_registry().flush_retired();
-        w.status.store(ws_idle, std::memory_order_seq_cst);
-        {
-            std::lock_guard g(idle_mu_);
-            w.idle_listed = true;
-            idle_.push_back(&w);
-            nidle_.fetch_add(1, std::memory_order_seq_cst);
-        }
-        if (w.spinning) {
-            w.spinning = false;
-            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
-        }
-        seq_fence();
-        bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
-        bool slept = true;
-        if (work) {
-            std::lock_guard g(idle_mu_);
-            if (w.idle_listed) {
-                idle_.erase(detail::find(idle_.begin(), idle_.end(), &w));
-                w.idle_listed = false;
-                nidle_.fetch_sub(1, std::memory_order_seq_cst);
-                w.spinning = true;
-                nspinning_.fetch_add(1, std::memory_order_seq_cst);
-                slept = false;
-            }
-        }
-        if (slept) {
-            if (auto* const hook = idle_sleep_hook.load(std::memory_order_acquire)) hook();
-            // Sleep until a waker takes us off the idle list (it counts us as spinning).
-            while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
-            w.wake_word.store(0, std::memory_order_relaxed);
-            if (!shutdown_.load()) w.spinning = true;
-        }
-        claim_running(w);
-    }
+    void run(worker& w, task_header* t) noexcept;
 
-    void run(worker& w, task_header* t) noexcept {
-        // Where it resumes: what a dump shows for a task stuck here (its
-        // frames change as it runs). The leaf's promise shares its line
-        // with the resume pointer the resume reads anyway.
-        if (const promise_base* leaf = t->leaf) w.resumed_at.store(leaf->site_);
-        else w.resumed_at.store(site{});
-        // Publish the task, then look for a profile epoch: a profiler that
-        // starts one while this worker has not stopped either finds `t` here
-        // or is seen by profile_before_resume (see running_unclaimed).
-        if (asym_fence_) {
-            w.current.store(t, std::memory_order_release);
-            std::atomic_signal_fence(std::memory_order_seq_cst);
-        } else {
-            w.current.exchange(t, std::memory_order_seq_cst);
-        }
-        profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
-        t->state.store(task_state::running, std::memory_order_relaxed);
-        w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        tls_current_task = t;
-        run_trampoline(t->resume_point());
-        tls_current_task = nullptr;
-        w.current.store(nullptr, std::memory_order_release);
-    }
-
-    void worker_main(worker& w) noexcept {
-        tls_worker = &w;
-        for (;;) {
-            if (stop_gen_.load(std::memory_order_seq_cst) & 1) hold_at_safe_point(w);
-            if (shutdown_.load(std::memory_order_acquire)) break;
-            if (rebalance_.load(std::memory_order_relaxed)) [[unlikely]] {
-                maybe_retire(w);
-                continue;
-            }
-            task_header* t = find_runnable(w);
-            if (!t) continue;
-            run(w, t);
-            if (w.stuck.load(std::memory_order_relaxed)) [[unlikely]] unstuck(w);
-        }
-        if (w.spinning) {
-            w.spinning = false;
-            nspinning_.fetch_sub(1);
-        }
-        the_registry().flush_retired();
-        tls_worker = nullptr;
-        w.exited.store(true, std::memory_order_release);
-    }
+    void worker_main(worker& w) noexcept;
 
     // --- monitor (every 10 ms on the timer thread while busy) --------------
 
@@ -4676,34 +4275,9 @@ private:
     /// The timer thread's batch of woken tasks (timer.hpp): onto the global
     /// queue in one hold of its lock, and one idle worker woken (a spinner
     /// that finds work wakes the next).
-    static void timer_wake_thunk(void* self, task_header* const* ts, std::size_t n) noexcept {
-        auto* s = static_cast<scheduler*>(self);
-        s->global_push_n(ts, n, true);
-        s->wake_if_needed(false);
-    }
+    static void timer_wake_thunk(void* self, task_header* const* ts, std::size_t n) noexcept;
 
-    void monitor() noexcept {
-        const std::int64_t now = coarse_now_ns();
-        parked_clock().store(now, std::memory_order_relaxed);
-        const std::int64_t threshold = handoff_threshold_ns_.load(std::memory_order_relaxed);
-        bool busy = false, changed = false;
-        for (auto& wp : workers()) {
-            worker& w = *wp;
-            std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
-            const bool running = w.current.load(std::memory_order_relaxed) != nullptr;
-            bool stuck = running && r == w.seen_resumes;
-            bool waiting_work = w.slots.any() || w.q.size();
-            w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
-            if (stuck && waiting_work && !shutdown_.load(std::memory_order_relaxed)) rescue(w);
-            if (!stuck) w.seen_since_ns = now;
-            w.seen_resumes = r;
-            const bool long_stuck = stuck && threshold > 0 && now - w.seen_since_ns >= threshold;
-            if (long_stuck != w.stuck.load(std::memory_order_relaxed)) changed = true;
-            if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
-        }
-        if (changed && !shutdown_.load()) hand_off(now, threshold);
-        if (busy && !shutdown_.load()) timers_.want_ticks();
-    }
+    void monitor() noexcept;
 
     /// Monitor, at a tick where `v`'s task has run the whole tick while work
     /// waited behind it (RESCUE): moves that work (run_next, the claimed
@@ -4711,23 +4285,7 @@ private:
     /// does (slot_handoff::steal, local_runq::grab), then wakes an idle worker
     /// unless one spins. `v`'s owner may push meanwhile: what it pushes after
     /// the last grab waits for the next tick (or for a thief).
-    void rescue(worker& v) noexcept {
-        task_header* batch[1 + worker::claim_max + runq_capacity];
-        std::size_t n = v.slots.steal(batch, asym_fence_);
-        while (n < std::size(batch)) {
-            const std::uint32_t room = static_cast<std::uint32_t>(std::size(batch) - n);
-            const std::uint32_t got = v.q.grab(batch + n, room);
-            if (got == 0) break;
-            n += got;
-        }
-        if (n == 0) return;
-        // Counted as wake-ups from outside: every worker then moves a share
-        // to its queue at its next round, so a rescued task, which has
-        // waited a tick already, waits behind one local queue at most.
-        global_push_n(batch, n, true);
-        rescued_.fetch_add(n, std::memory_order_relaxed);
-        wake_if_needed(false);
-    }
+    void rescue(worker& v) noexcept;
 
     // --- stuck workers, spares, set_max_procs (STUCK WORKERS) --------------
 
@@ -4738,150 +4296,37 @@ private:
         return std::max(4 * procs, procs + 1024);
     }
 
-    void make_worker(unsigned i) {
-        auto w = std::make_unique<worker>();
-        w->sched = this;
-        w->index = i;
-        w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
-        workers_[i] = std::move(w);
-    }
+    void make_worker(unsigned i);
 
     /// Monitor: marks the workers stuck past the threshold, unmarks those
     /// that moved, and starts replacements for the stuck ones.
-    void hand_off(std::int64_t now, std::int64_t threshold) noexcept {
-        std::lock_guard g(procs_mu_);
-        for (auto& wp : workers()) {
-            worker& w = *wp;
-            const bool long_stuck = w.current.load(std::memory_order_relaxed) && threshold > 0 &&
-                                    w.resumes.load(std::memory_order_relaxed) == w.seen_resumes &&
-                                    now - w.seen_since_ns >= threshold;
-            if (long_stuck && !w.stuck.load(std::memory_order_relaxed)) {
-                w.stuck_since_ns.store(w.seen_since_ns, std::memory_order_relaxed);
-                if (!w.stuck.exchange(true, std::memory_order_acq_rel)) nstuck_.fetch_add(1, std::memory_order_relaxed);
-            } else if (!long_stuck && w.stuck.load(std::memory_order_relaxed)) {
-                if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
-            }
-        }
-        rebalance_locked();
-    }
+    void hand_off(std::int64_t now, std::int64_t threshold) noexcept;
 
     /// procs_mu_ held: activates spares (or starts workers) until size()
     /// workers are active and not stuck; asks the surplus to retire.
-    void rebalance_locked() noexcept {
-        int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
-        const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
-        while (unstuck < want && activate_locked()) ++unstuck;
-        const bool surplus = unstuck > want;
-        if (rebalance_.load(std::memory_order_relaxed) != surplus) rebalance_.store(surplus, std::memory_order_relaxed);
-    }
+    void rebalance_locked() noexcept;
 
     /// procs_mu_ held: one more active worker, a spare woken or a thread
     /// started. False when none can be had (capacity, shutdown, no thread).
-    bool activate_locked() noexcept {
-        if (shutdown_.load()) return false;
-        if (!spares_.empty()) {
-            worker* w = spares_.back();
-            spares_.pop_back();
-            nactive_.fetch_add(1, std::memory_order_seq_cst);
-            nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
-            w->wake_word.store(1, std::memory_order_release);
-            w->wake_word.notify_one();
-            timers_.want_ticks();
-            return true;
-        }
-        const unsigned i = nlive_.load(std::memory_order_relaxed);
-        if (i >= workers_.size()) return false;
-        try {
-            if (!workers_[i]) make_worker(i);
-        } catch (...) {
-            return false;
-        }
-        worker* w = workers_[i].get();
-        w->spinning = true;  // before its thread starts: it starts as a spinner
-        nspinning_.fetch_add(1, std::memory_order_seq_cst);
-        nactive_.fetch_add(1, std::memory_order_seq_cst);
-        nlive_.store(i + 1, std::memory_order_seq_cst);
-        try {
-            w->thread = std::thread([this, w] { worker_main(*w); });
-        } catch (...) {
-            // Listed but never running: a stop of the world skips it as exited.
-            w->spinning = false;
-            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
-            nactive_.fetch_sub(1, std::memory_order_seq_cst);
-            w->exited.store(true, std::memory_order_release);
-            return false;
-        }
-        timers_.want_ticks();
-        return true;
-    }
+    bool activate_locked() noexcept;
 
     /// Owner, after a run the monitor marked stuck: counts itself unstuck,
     /// and retires if that makes one worker too many.
-    void unstuck(worker& w) noexcept {
-        {
-            std::lock_guard g(procs_mu_);
-            if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
-            rebalance_locked();
-        }
-        if (rebalance_.load(std::memory_order_relaxed)) maybe_retire(w);
-    }
+    void unstuck(worker& w) noexcept;
 
     /// Owner, at a safe point: becomes a spare if more than size() workers
     /// are active and not stuck.
-    void maybe_retire(worker& w) noexcept {
-        {
-            std::lock_guard g(procs_mu_);
-            const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
-            const int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
-            if (unstuck <= want || shutdown_.load()) {
-                rebalance_locked();
-                return;
-            }
-            nactive_.fetch_sub(1, std::memory_order_seq_cst);
-            spares_.push_back(&w);
-            rebalance_.store(unstuck - 1 > want, std::memory_order_relaxed);
-        }
-        park_spare(w);
-    }
+    void maybe_retire(worker& w) noexcept;
 
     /// Owner: hands its queued tasks to the others, then sleeps until
     /// activated (activate_locked) or the pool shuts down.
-    void park_spare(worker& w) noexcept {
-        if (w.spinning) {
-            w.spinning = false;
-            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
-        }
-        task_header* batch[runq_capacity + 1 + worker::claim_max];
-        std::size_t n = 0;
-        if (task_header* t = take_run_next(w)) batch[n++] = t;
-        while (task_header* t = w.slots.take_claimed(asym_fence_)) batch[n++] = t;
-        while (n < std::size(batch))
-            if (task_header* t = w.q.pop()) batch[n++] = t;
-            else break;
-        if (n) global_push_n(batch, n);
-        // Whether or not it queued any: a task that yielded just before
-        // (gosched wakes no one, counting on this worker) waits there too.
-        wake_if_needed(false);
-        the_registry().flush_retired();
-        w.status.store(ws_idle, std::memory_order_seq_cst);  // a stop of the world holds it like an idle worker
-        while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
-        w.wake_word.store(0, std::memory_order_relaxed);
-        if (!shutdown_.load()) w.spinning = true;
-        claim_running(w);
-    }
+    void park_spare(worker& w) noexcept;
 
 public:
     /// Changes the number of workers that run tasks (set_max_procs at run
     /// time): more are activated at once; the surplus retire at their next
     /// safe point.
-    void set_procs(unsigned n) {
-        std::lock_guard g(procs_mu_);
-        if (n > workers_.size() / 2)
-            throw usage_error("goro::set_max_procs: " + std::to_string(n) + " workers is more than this pool allows (" +
-                              std::to_string(workers_.size() / 2) + ")");
-        procs_.store(n, std::memory_order_relaxed);
-        rebalance_locked();
-    }
+    void set_procs(unsigned n);
 
     /// How long a task may run without suspending before its worker is
     /// replaced (STUCK WORKERS). Zero turns the handoff off.
@@ -4893,17 +4338,7 @@ public:
     }
 
     /// Workers the monitor sees stuck in one task now, and the longest for how long.
-    std::pair<unsigned, std::chrono::nanoseconds> stuck_now() const noexcept {
-        unsigned n = 0;
-        std::int64_t longest = 0;
-        const std::int64_t now = coarse_now_ns();
-        for (auto& w : workers())
-            if (w->stuck.load(std::memory_order_relaxed)) {
-                ++n;
-                longest = std::max(longest, now - w->stuck_since_ns.load(std::memory_order_relaxed));
-            }
-        return {n, std::chrono::nanoseconds(longest)};
-    }
+    std::pair<unsigned, std::chrono::nanoseconds> stuck_now() const noexcept;
 
 private:
 
@@ -4952,16 +4387,7 @@ inline std::atomic<unsigned>& requested_procs() noexcept {
     return n;
 }
 
-inline unsigned default_procs() {
-    if (const char* e = std::getenv("GORO_MAXPROCS")) {
-        char* end = nullptr;
-        long v = std::strtol(e, &end, 10);
-        if (end != e && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
-        std::fprintf(stderr, "goro: ignoring GORO_MAXPROCS=\"%s\": want an integer from 1 to 4096\n", e);
-    }
-    unsigned hc = std::thread::hardware_concurrency();
-    return hc ? hc : 1;
-}
+GORO_DECL unsigned default_procs();
 
 struct pool_holder {
     std::atomic<scheduler*> pool{nullptr};
@@ -5004,16 +4430,7 @@ inline bool pool_started() noexcept {
 }
 
 /// Marks the current task parked on `reason`; `h` is the frame to resume.
-inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
-    t->set_resume_point(h);
-    t->wait_reason.store(reason, std::memory_order_relaxed);
-    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
-    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
-    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
-        since = wait_profile_park_time(since, rate);
-    t->since_ns.store(since, std::memory_order_relaxed);
-    t->state.store(task_state::waiting, std::memory_order_relaxed);
-}
+GORO_DECL void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept;
 
 /// Makes a parked task runnable (see the PARKING PROTOCOL above).
 inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
@@ -5036,11 +4453,7 @@ inline bool local_work_waiting() noexcept {
 inline void ready_n(task_header* const* ts, std::size_t n) noexcept { the_scheduler().ready_n(ts, n); }
 
 /// The task running on this thread now; throws when there is none.
-inline task_header* current_task_or_throw(const char* op) {
-    task_header* t = tls_current_task;
-    if (!t) throw usage_error(std::string(op) + ": must be awaited inside a goro task (use goro::block_on from a plain thread)");
-    return t;
-}
+GORO_DECL task_header* current_task_or_throw(const char* op);
 
 }  // namespace detail
 
@@ -5048,17 +4461,7 @@ inline task_header* current_task_or_throw(const char* op) {
 /// Before the pool starts it sets the pool's size; afterwards the pool grows
 /// at once (spare or new threads), or shrinks as the surplus workers reach
 /// their next safe point (they park as spares). Queued tasks are never lost.
-inline void set_max_procs(unsigned n) {
-    if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
-    detail::pool_holder& h = detail::the_pool_holder();
-    std::lock_guard g(h.mu);
-    if (detail::scheduler* s = h.pool.load()) {
-        if (s->stopping()) throw usage_error("goro::set_max_procs: the pool has shut down (process exit)");
-        s->set_procs(n);
-        return;
-    }
-    detail::requested_procs().store(n);
-}
+GORO_DECL void set_max_procs(unsigned n);
 
 /// The number of workers that run tasks at once (starts the pool if needed).
 inline unsigned max_procs() { return detail::the_scheduler().size(); }
@@ -5071,11 +4474,7 @@ struct stuck_workers_info {
 };
 
 /// A moment's view of the stuck workers (for metrics: 0 when the pool has not started).
-inline stuck_workers_info stuck_workers() noexcept {
-    if (!detail::pool_started()) return {};
-    auto [n, d] = detail::the_scheduler().stuck_now();
-    return {n, d};
-}
+GORO_DECL stuck_workers_info stuck_workers() noexcept;
 
 /// How long a task may run without suspending before the monitor hands its
 /// worker's place and queue to another thread (default 10 ms; checked every
@@ -5087,6 +4486,968 @@ inline void set_handoff_threshold(std::chrono::nanoseconds d) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+#include <bit>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+
+// ---- begin goro/core/algo.hpp ----
+// goro/core/algo.hpp — the few array algorithms the runtime needs, on pointer
+// ranges, instead of <algorithm>.
+//
+//   detail::stable_sort(first, last, less)   merge sort: stable, O(n log n),
+//                                            a buffer of n elements (may throw)
+//   detail::heap_sort(first, last, less)     in place, not stable, O(n log n),
+//                                            noexcept when moving T is
+//   detail::sorted_contains(v, x)            binary search in an ascending vector
+//   detail::find(first, last, x)             the first element == x, or last
+//
+// Why not <algorithm>: the header alone costs every including program ~5 MB
+// of compiler memory, and std::sort and std::stable_sort each instantiate a
+// dozen function templates (introsort, heap select, adaptive merges ...) for
+// every element type and comparator, and a header-only library compiles them
+// in every program that includes it, whether it sorts or not (a call in an
+// inline function is enough). These are a few small functions each
+// (issue 17: the compile cost of goro/core.hpp).
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+
+namespace goro::detail {
+
+/// Sorts [first, last) by `less`, keeping equal elements in their order.
+template <class T, class Less>
+void stable_sort(T* first, T* last, Less less) {
+    const std::size_t n = static_cast<std::size_t>(last - first);
+    constexpr std::size_t run = 16;  // insertion-sorted runs, then merged pairwise
+    for (std::size_t lo = 0; lo < n; lo += run) {
+        const std::size_t hi = lo + run < n ? lo + run : n;
+        for (std::size_t i = lo + 1; i < hi; ++i) {
+            if (!less(first[i], first[i - 1])) continue;
+            T v = std::move(first[i]);
+            std::size_t j = i;
+            for (; j > lo && less(v, first[j - 1]); --j) first[j] = std::move(first[j - 1]);
+            first[j] = std::move(v);
+        }
+    }
+    if (n <= run) return;
+    vec<T> buf(n);
+    T* from = first;
+    T* to = buf.data();
+    for (std::size_t width = run; width < n; width *= 2) {
+        for (std::size_t lo = 0; lo < n; lo += 2 * width) {
+            const std::size_t mid = lo + width < n ? lo + width : n;
+            const std::size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            std::size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) to[k++] = less(from[j], from[i]) ? std::move(from[j++]) : std::move(from[i++]);
+            while (i < mid) to[k++] = std::move(from[i++]);
+            while (j < hi) to[k++] = std::move(from[j++]);
+        }
+        std::swap(from, to);
+    }
+    if (from != first)
+        for (std::size_t i = 0; i < n; ++i) first[i] = std::move(from[i]);
+}
+
+/// Sorts [first, last) by `less` in place (equal elements in no given order).
+template <class T, class Less>
+void heap_sort(T* first, T* last, Less less) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    const std::size_t n = static_cast<std::size_t>(last - first);
+    // Moves first[i] down the max-heap [0, len) to where it belongs.
+    auto sift_down = [&](std::size_t i, std::size_t len) {
+        T v = std::move(first[i]);
+        for (std::size_t c; (c = 2 * i + 1) < len; i = c) {
+            if (c + 1 < len && less(first[c], first[c + 1])) ++c;
+            if (!less(v, first[c])) break;
+            first[i] = std::move(first[c]);
+        }
+        first[i] = std::move(v);
+    };
+    for (std::size_t i = n / 2; i-- > 0;) sift_down(i, n);
+    for (std::size_t len = n; len > 1; --len) {
+        std::swap(first[0], first[len - 1]);
+        sift_down(0, len - 1);
+    }
+}
+
+/// Whether the ascending vector `v` holds `x` (binary search).
+template <class Vector, class T>
+bool sorted_contains(const Vector& v, const T& x) noexcept {
+    std::size_t lo = 0, hi = v.size();
+    while (lo < hi) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < v.size() && !(x < v[lo]);
+}
+
+/// The first element of [first, last) equal to `x`, or `last`.
+template <class T, class U>
+T* find(T* first, T* last, const U& x) noexcept {
+    while (first != last && !(*first == x)) ++first;
+    return first;
+}
+
+}  // namespace goro::detail
+// ---- end goro/core/algo.hpp ----
+
+namespace goro::detail {
+
+GORO_DECL bool local_runq::push(task_header* t) noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+    if (tl - h >= runq_capacity) return false;
+    buf_[tl % runq_capacity].store(t, std::memory_order_relaxed);
+    tail_.store(tl + 1, std::memory_order_release);
+    return true;
+}
+
+GORO_DECL task_header* local_runq::pop() noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+        std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+        if (h == tl) return nullptr;
+        task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
+        if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+            prefetch_ahead(h + 1, tl);
+            return t;
+        }
+    }
+}
+
+GORO_DECL void local_runq::prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept {
+    constexpr std::uint32_t header_ahead = 4, frame_ahead = 2;
+    const std::uint32_t queued = tl - next;
+    if (queued > header_ahead) {
+        task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
+        prefetch_for_write(t);  // one line: the cold part is the spawner's (see task_header)
+    } else if (queued) {
+        // A short queue: no time to wait for a pipeline, fetch the next header.
+        prefetch_for_write(buf_[next % runq_capacity].load(std::memory_order_relaxed));
+    }
+    if (queued > frame_ahead) {
+        task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
+        const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
+        prefetch_frame(f);
+    }
+}
+
+GORO_DECL std::uint32_t local_runq::grab(task_header** out, std::uint32_t max) noexcept {
+    for (;;) {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        std::uint32_t tl = tail_.load(std::memory_order_acquire);
+        std::uint32_t n = tl - h;
+        n = n - n / 2;
+        if (n == 0) return 0;
+        if (n > runq_capacity / 2) continue;  // read head and tail at different times: retry
+        n = std::min(n, max);
+        for (std::uint32_t i = 0; i < n; ++i) out[i] = buf_[(h + i) % runq_capacity].load(std::memory_order_relaxed);
+        if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire))
+            return n;
+    }
+}
+
+GORO_DECL std::uint32_t local_runq::size() const noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    std::uint32_t tl = tail_.load(std::memory_order_acquire);
+    return tl - h;
+}
+
+GORO_DECL scheduler::scheduler(unsigned nworkers)
+    : timers_(&scheduler::tick_thunk, this, &scheduler::timer_wake_thunk), asym_fence_(asym_fence_available()) {
+    parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);  // before any task can park
+    if (nworkers == 0) nworkers = 1;
+    workers_.resize(worker_capacity(nworkers));
+    for (unsigned i = 0; i < nworkers; ++i) make_worker(i);
+    procs_.store(nworkers, std::memory_order_relaxed);
+    nactive_.store(static_cast<int>(nworkers), std::memory_order_relaxed);
+    nlive_.store(nworkers, std::memory_order_release);
+    for (unsigned i = 0; i < nworkers; ++i) {
+        worker* wp = workers_[i].get();
+        wp->thread = std::thread([this, wp] { worker_main(*wp); });
+    }
+    // Workers start running (spinning), not idle, so none passes through
+    // claim_running() until it has slept once: ask for the monitor's
+    // ticks now, or work stuck behind a task that never suspends in a
+    // young pool would never be rescued.
+    timers_.want_ticks();
+}
+
+GORO_DECL void scheduler::shutdown() noexcept {
+    if (shutdown_.exchange(true)) return;
+    worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
+    timers_.stop();
+    // No worker starts after this (activate_locked looks at shutdown_ under procs_mu_).
+    { std::lock_guard g(procs_mu_); }
+    const unsigned live = nlive_.load(std::memory_order_acquire);
+    {
+        std::lock_guard g(idle_mu_);
+        for (worker* w : idle_) w->idle_listed = false;
+        idle_.clear();
+        nidle_.store(0);
+    }
+    for (unsigned i = 0; i < live; ++i) {
+        worker* w = workers_[i].get();
+        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.notify_one();
+    }
+    stop_gen_.fetch_add(2);
+    stop_gen_.notify_all();
+    // A worker stuck in a task that never suspends cannot be joined: give
+    // them a bounded time, then leave the stuck ones behind (the process is exiting).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (unsigned i = 0; i < live; ++i) {
+        worker* w = workers_[i].get();
+        if (w == self) {
+            w->thread.detach();
+            continue;
+        }
+        while (!w->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        if (w->exited.load(std::memory_order_acquire)) w->thread.join();
+        else w->thread.detach();
+    }
+}
+
+GORO_DECL void scheduler::spawn(task_header* t) noexcept {
+    t->state.store(task_state::runnable, std::memory_order_relaxed);
+    worker* w = tls_worker;
+    const bool local = w && w->sched == this;
+    if (local) local_push(*w, t);
+    else global_push_n(&t, 1, true);
+    wake_if_needed(local);
+}
+
+GORO_DECL std::int64_t scheduler::wake_clock(const worker* w) const noexcept {
+    if (w && w->sched == this) [[likely]]
+        return parked_clock().load(std::memory_order_relaxed);
+    return coarse_now_ns();
+}
+
+[[gnu::noinline]] GORO_DECL void scheduler::ready_slow(task_header* t, worker* w) noexcept {
+    if (w && w->sched == this) {
+        task_header* old = w->slots.swap_next(t);
+        if (!old) return;
+        local_push(*w, old);
+        wake_if_needed(true);
+    } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
+        b->tasks.push_back(t);  // the timer thread hands its batch over at once (timer.hpp)
+    } else {
+        global_push_n(&t, 1, true);
+        wake_if_needed(false);
+    }
+}
+
+GORO_DECL void scheduler::ready_n(task_header* const* ts, std::size_t n) noexcept {
+    if (n == 0) return;
+    if (n == 1) {
+        ready(ts[0]);
+        return;
+    }
+    worker* w = tls_worker;
+    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]] {
+        const std::int64_t now = wake_clock(w);  // wait_profile.hpp
+        for (std::size_t i = 0; i < n; ++i) wait_profile_wake(ts[i], rate, now);
+    }
+    for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
+    const bool local = w && w->sched == this;
+    if (local) {
+        for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
+    } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
+        for (std::size_t i = 0; i < n; ++i) b->tasks.push_back(ts[i]);
+        return;
+    } else {
+        global_push_n(ts, n, true);
+    }
+    wake_if_needed(local);
+}
+
+GORO_DECL void scheduler::gosched(task_header* t) noexcept {
+    t->state.store(task_state::runnable, std::memory_order_relaxed);
+    worker* w = tls_worker;
+    global_push(t);
+    if (!w || w->sched != this) wake_if_needed(false);
+}
+
+GORO_DECL void scheduler::yield_task(task_header* t) noexcept {
+    t->state.store(task_state::runnable, std::memory_order_relaxed);
+    worker* w = tls_worker;
+    const bool local = w && w->sched == this;
+    if (local) {
+        // Behind everything runnable here, including a task in run_next.
+        if (task_header* rn = w->slots.swap_next(nullptr)) local_push(*w, rn);
+        local_push(*w, t);
+    } else {
+        global_push(t);
+    }
+    wake_if_needed(local);
+}
+
+GORO_DECL void scheduler::reserve_global(std::size_t need) noexcept {
+    if (need <= gq_cap_.load(std::memory_order_relaxed)) return;
+    const std::size_t cap = std::bit_ceil(std::max<std::size_t>(need, 1024));
+    vec<task_header*> ring(cap);  // declared before the guard: the old ring is freed unlocked
+    std::lock_guard g(gq_lock_);
+    const std::size_t old_cap = gq_ring_.size();
+    if (old_cap >= cap) return;  // another thread grew it meanwhile
+    const std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (old_cap - 1)];
+    gq_ring_.swap(ring);
+    gq_head_ = 0;
+    gq_cap_.store(cap, std::memory_order_relaxed);
+}
+
+GORO_DECL std::uint64_t scheduler::contention_yields() const noexcept {
+    std::uint64_t n = 0;
+    for (auto& w : workers()) n += w->contention_yields.load(std::memory_order_relaxed);
+    return n;
+}
+
+GORO_DECL stw_report scheduler::stop_the_world(std::chrono::nanoseconds timeout) {
+    stw_mu_.lock();
+    stw_report rep;
+    std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
+    worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
+    held_by_me_.assign(workers_.size(), false);
+    vec<worker*> pending;
+    // A worker started after this load sees the odd generation at its
+    // first safe point and holds there (both sides seq_cst: STUCK WORKERS).
+    for (auto& w : workers())
+        if (w.get() != self) pending.push_back(w.get());
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int rounds = 0;
+    while (!pending.empty()) {
+        for (std::size_t i = 0; i < pending.size();) {
+            worker* w = pending[i];
+            int st = ws_idle;
+            bool done = false;
+            if (w->acked_gen.load(std::memory_order_acquire) == gen) done = true;
+            else if (w->status.compare_exchange_strong(st, ws_held, std::memory_order_acq_rel)) {
+                held_by_me_[w->index] = true;
+                done = true;
+            } else if (w->exited.load(std::memory_order_acquire)) {
+                done = true;
+            }
+            if (done) {
+                pending[i] = pending.back();
+                pending.pop_back();
+            } else {
+                ++i;
+            }
+        }
+        if (pending.empty()) break;
+        if (std::chrono::steady_clock::now() > deadline) break;
+        if (++rounds < 100) cpu_relax();
+        else std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+    if (!pending.empty()) rep.all_stopped = false;
+    for (worker* w : pending)
+        if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
+    if (self && tls_current_task) rep.running.push_back(tls_current_task);
+    rep.unstopped = std::move(pending);
+    return rep;
+}
+
+GORO_DECL vec<task_header*> scheduler::running_unclaimed(const stw_report& rep) {
+    vec<task_header*> out;
+    if (rep.unstopped.empty()) return out;
+    if (asym_fence_) asym_fence_heavy();
+    else seq_fence();
+    for (worker* w : rep.unstopped)
+        if (task_header* t = w->current.load(std::memory_order_seq_cst)) out.push_back(t);
+    return out;
+}
+
+GORO_DECL bool scheduler::running_site(const task_header* t, site& out) const noexcept {
+    for (auto& w : workers()) {
+        if (w->current.load(std::memory_order_acquire) != t) continue;
+        site s = w->resumed_at.load();
+        // Best effort (no fence: TSan does not model one): the site was
+        // stored before `current`, and a worker that moved on is seen here.
+        if (w->current.load(std::memory_order_seq_cst) != t) return false;  // moved on: unknown
+        if (!s.function_name() || !*s.function_name() || s.line() == 0) return false;
+        out = s;
+        return true;
+    }
+    return false;
+}
+
+GORO_DECL void scheduler::start_the_world() {
+    for (auto& w : workers())
+        if (held_by_me_[w->index]) w->status.store(ws_idle, std::memory_order_release);
+    stop_gen_.fetch_add(1, std::memory_order_seq_cst);  // even: run
+    stop_gen_.notify_all();
+    stw_mu_.unlock();
+}
+
+GORO_DECL void scheduler::local_push(worker& w, task_header* t) noexcept {
+    if (w.q.push(t)) return;
+    // Full: move half of it and `t` to the global queue.
+    task_header* batch[runq_capacity / 2 + 1];
+    std::uint32_t n = w.q.grab(batch, runq_capacity / 2);
+    batch[n++] = t;
+    global_push_n(batch, n);
+}
+
+GORO_DECL void scheduler::global_push_n(task_header* const* ts, std::size_t n, bool outside) noexcept {
+    for (;;) {
+        std::size_t need;
+        {
+            std::lock_guard g(gq_lock_);
+            std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+            need = sz + n;
+            if (need <= gq_ring_.size()) {
+                std::size_t mask = gq_ring_.size() - 1;
+                for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
+                gq_size_.store(sz + n, std::memory_order_release);
+                if (outside) {
+                    gq_outside_ += n;
+                    if (!outside_waiting_.load(std::memory_order_relaxed))
+                        outside_waiting_.store(true, std::memory_order_relaxed);
+                }
+                return;
+            }
+        }
+        // Full: a bigger ring is made with the lock released (reserve_global), then try again.
+        reserve_global(2 * need);
+    }
+}
+
+GORO_DECL task_header* scheduler::global_get(worker& w, std::size_t max) noexcept {
+    task_header* first = nullptr;
+    global_take(w, max, &first);
+    return first;
+}
+
+GORO_DECL void scheduler::global_refill(worker& w) noexcept {
+    if (w.q.size() >= runq_capacity / 2) return;
+    global_take(w, runq_capacity / 2, nullptr);
+}
+
+GORO_DECL std::size_t scheduler::global_take(worker& w, std::size_t max, task_header** first) noexcept {
+    if (gq_size_.load(std::memory_order_acquire) == 0) return 0;
+    // Thieves only shrink the queue, so the room seen here can only grow.
+    const std::size_t room = runq_capacity - w.q.size() + (first ? 1 : 0);
+    std::lock_guard g(gq_lock_);
+    std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+    if (sz == 0) return 0;
+    std::size_t n = std::min(std::min(sz, sz / size() + 1), std::min(std::min(max, room), std::size_t(runq_capacity / 2)));
+    if (n == 0) return 0;
+    std::size_t mask = gq_ring_.size() - 1;
+    std::size_t taken = 0;
+    if (first) {
+        *first = gq_ring_[gq_head_];
+        taken = 1;
+    }
+    for (; taken < n; ++taken)
+        if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen (room); stay safe
+    gq_head_ = (gq_head_ + taken) & mask;
+    gq_size_.store(sz - taken, std::memory_order_release);
+    gq_outside_ = std::min(gq_outside_ - std::min(gq_outside_, taken), sz - taken);
+    if (gq_outside_ == 0 && outside_waiting_.load(std::memory_order_relaxed))
+        outside_waiting_.store(false, std::memory_order_relaxed);
+    return taken;
+}
+
+GORO_DECL bool scheduler::stealable_work() const noexcept {
+    if (gq_size_.load(std::memory_order_acquire)) return true;
+    if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
+        return false;
+    for (auto& w : workers())
+        if (w->q.size()) return true;
+    return false;
+}
+
+GORO_DECL task_header* scheduler::steal(worker& self) noexcept {
+    if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
+        return nullptr;
+    const std::size_t n = nlive_.load(std::memory_order_acquire);
+    if (n < 2) return nullptr;
+    for (int round = 0; round < 4; ++round) {
+        std::size_t start = static_cast<std::size_t>(next_rand(self) % n);
+        for (std::size_t k = 0; k < n; ++k) {
+            worker& v = *workers_[(start + k) % n];
+            if (&v == &self) continue;
+            task_header* batch[runq_capacity / 2];
+            std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
+            if (got) {
+                // The first ones out of our queue: fetch their headers
+                // now (local_runq::prefetch_ahead keeps it up from there).
+                for (std::uint32_t i = 1; i < got && i <= 5; ++i) prefetch_for_write(batch[i]);
+                for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
+                return batch[0];
+            }
+            if (round == 3 && v.starving.load(std::memory_order_relaxed))
+                if (task_header* t = steal_slots(self, v)) return t;
+        }
+    }
+    return nullptr;
+}
+
+GORO_DECL task_header* scheduler::pop_local(worker& w) noexcept {
+    if (task_header* t = w.slots.take_claimed(asym_fence_)) return t;
+    if (!asym_fence_) return w.q.pop();
+    std::uint32_t n = 0;
+    task_header* t = w.q.pop_batch<worker::claim_max>(w.slots.claim_slots(), &n);
+    w.slots.claimed_filled(n);
+    return t;
+}
+
+GORO_DECL task_header* scheduler::steal_slots(worker& self, worker& v) noexcept {
+    task_header* got[1 + worker::claim_max];
+    const std::uint32_t n = v.slots.steal(got, asym_fence_);
+    if (n == 0) return nullptr;
+    for (std::uint32_t i = 1; i < n; ++i)
+        if (!self.q.push(got[i])) global_push(got[i]);  // (a thief's queue is empty: there is room)
+    return got[0];
+}
+
+GORO_DECL std::uint64_t scheduler::next_rand(worker& w) noexcept {
+    w.rng ^= w.rng << 13;
+    w.rng ^= w.rng >> 7;
+    w.rng ^= w.rng << 17;
+    return w.rng;
+}
+
+GORO_DECL void scheduler::wake_if_needed(bool local) noexcept {
+    if (!local) seq_fence();
+    if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
+        wake_one();
+}
+
+GORO_DECL void scheduler::wake_one() noexcept {
+    worker* w = nullptr;
+    {
+        std::lock_guard g(idle_mu_);
+        if (idle_.empty()) return;
+        w = idle_.back();
+        idle_.pop_back();
+        w->idle_listed = false;
+        nidle_.fetch_sub(1, std::memory_order_seq_cst);
+        nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
+    }
+    w->wake_word.store(1, std::memory_order_release);
+    w->wake_word.notify_one();
+    timers_.want_ticks();
+}
+
+GORO_DECL void scheduler::stop_spinning(worker& w) noexcept {
+    if (!w.spinning) return;
+    w.spinning = false;
+    // The last spinner found work: there may be more, so start another.
+    if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed(true);  // after a full barrier
+}
+
+GORO_DECL void scheduler::claim_running(worker& w) noexcept {
+    for (;;) {
+        int st = ws_idle;
+        if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_seq_cst)) {
+            parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
+            timers_.want_ticks();
+            return;
+        }
+        std::uint32_t g = stop_gen_.load(std::memory_order_acquire);
+        if ((g & 1) && w.status.load(std::memory_order_acquire) == ws_held) stop_gen_.wait(g);
+    }
+}
+
+GORO_DECL void scheduler::hold_at_safe_point(worker& w) noexcept {
+    if (stw_workers_run_through().load(std::memory_order_relaxed)) [[unlikely]]
+        return;
+    for (;;) {
+        std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
+        if (!(g & 1)) return;
+        w.acked_gen.store(g, std::memory_order_release);
+        stop_gen_.wait(g, std::memory_order_acquire);
+    }
+}
+
+GORO_DECL task_header* scheduler::find_runnable(worker& w) noexcept {
+    task_header* t = find_local(w);
+    if (!t) t = find_runnable_or_sleep(w);
+    if (t) stop_spinning(w);
+    return t;
+}
+
+GORO_DECL task_header* scheduler::pick_own(worker& w, bool next_first) noexcept {
+    if (next_first)
+        if (task_header* t = take_run_next(w)) return t;
+    if (task_header* t = pop_local(w)) {
+        w.next_streak = 0;
+        return t;
+    }
+    if (!next_first)
+        if (task_header* t = take_run_next(w)) return t;
+    return nullptr;
+}
+
+GORO_DECL task_header* scheduler::find_runnable_or_sleep(worker& w) noexcept {
+    for (;;) {
+        if (shutdown_.load(std::memory_order_relaxed)) return nullptr;
+        if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+        if (++w.tick % 61 == 0) {
+            if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+        } else if (outside_waiting_.load(std::memory_order_relaxed)) {
+            global_refill(w);
+        }
+        if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
+        if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+        auto* const poll = idle_poll_hook.load(std::memory_order_acquire);
+        if (poll)
+            if (task_header* t = poll()) return t;
+
+        // Spin, stealing, unless enough others already do.
+        int busy = nactive_.load(std::memory_order_relaxed) - nidle_.load(std::memory_order_relaxed);
+        if (!w.spinning && 2 * nspinning_.load(std::memory_order_relaxed) < busy) {
+            w.spinning = true;
+            nspinning_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        if (w.spinning) {
+            for (int i = 0; i < 32; ++i) {
+                if (task_header* t = steal(w)) return t;
+                if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+                if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+                for (int k = 0; k < 16; ++k) cpu_relax();
+            }
+            if (poll)
+                if (task_header* t = poll()) return t;
+        }
+        go_idle(w);
+    }
+}
+
+GORO_DECL void scheduler::go_idle(worker& w) noexcept {
+    the_registry().flush_retired();
+    w.status.store(ws_idle, std::memory_order_seq_cst);
+    {
+        std::lock_guard g(idle_mu_);
+        w.idle_listed = true;
+        idle_.push_back(&w);
+        nidle_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    if (w.spinning) {
+        w.spinning = false;
+        nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    seq_fence();
+    bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
+    bool slept = true;
+    if (work) {
+        std::lock_guard g(idle_mu_);
+        if (w.idle_listed) {
+            idle_.erase(detail::find(idle_.begin(), idle_.end(), &w));
+            w.idle_listed = false;
+            nidle_.fetch_sub(1, std::memory_order_seq_cst);
+            w.spinning = true;
+            nspinning_.fetch_add(1, std::memory_order_seq_cst);
+            slept = false;
+        }
+    }
+    if (slept) {
+        if (auto* const hook = idle_sleep_hook.load(std::memory_order_acquire)) hook();
+        // Sleep until a waker takes us off the idle list (it counts us as spinning).
+        while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
+        w.wake_word.store(0, std::memory_order_relaxed);
+        if (!shutdown_.load()) w.spinning = true;
+    }
+    claim_running(w);
+}
+
+GORO_DECL void scheduler::run(worker& w, task_header* t) noexcept {
+    // Where it resumes: what a dump shows for a task stuck here (its
+    // frames change as it runs). The leaf's promise shares its line
+    // with the resume pointer the resume reads anyway.
+    if (const promise_base* leaf = t->leaf) w.resumed_at.store(leaf->site_);
+    else w.resumed_at.store(site{});
+    // Publish the task, then look for a profile epoch: a profiler that
+    // starts one while this worker has not stopped either finds `t` here
+    // or is seen by profile_before_resume (see running_unclaimed).
+    if (asym_fence_) {
+        w.current.store(t, std::memory_order_release);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+        w.current.exchange(t, std::memory_order_seq_cst);
+    }
+    profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
+    t->state.store(task_state::running, std::memory_order_relaxed);
+    w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    tls_current_task = t;
+    run_trampoline(t->resume_point());
+    tls_current_task = nullptr;
+    w.current.store(nullptr, std::memory_order_release);
+}
+
+GORO_DECL void scheduler::worker_main(worker& w) noexcept {
+    tls_worker = &w;
+    for (;;) {
+        if (stop_gen_.load(std::memory_order_seq_cst) & 1) hold_at_safe_point(w);
+        if (shutdown_.load(std::memory_order_acquire)) break;
+        if (rebalance_.load(std::memory_order_relaxed)) [[unlikely]] {
+            maybe_retire(w);
+            continue;
+        }
+        task_header* t = find_runnable(w);
+        if (!t) continue;
+        run(w, t);
+        if (w.stuck.load(std::memory_order_relaxed)) [[unlikely]] unstuck(w);
+    }
+    if (w.spinning) {
+        w.spinning = false;
+        nspinning_.fetch_sub(1);
+    }
+    the_registry().flush_retired();
+    tls_worker = nullptr;
+    w.exited.store(true, std::memory_order_release);
+}
+
+GORO_DECL void scheduler::timer_wake_thunk(void* self, task_header* const* ts, std::size_t n) noexcept {
+    auto* s = static_cast<scheduler*>(self);
+    s->global_push_n(ts, n, true);
+    s->wake_if_needed(false);
+}
+
+GORO_DECL void scheduler::monitor() noexcept {
+    const std::int64_t now = coarse_now_ns();
+    parked_clock().store(now, std::memory_order_relaxed);
+    const std::int64_t threshold = handoff_threshold_ns_.load(std::memory_order_relaxed);
+    bool busy = false, changed = false;
+    for (auto& wp : workers()) {
+        worker& w = *wp;
+        std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
+        const bool running = w.current.load(std::memory_order_relaxed) != nullptr;
+        bool stuck = running && r == w.seen_resumes;
+        bool waiting_work = w.slots.any() || w.q.size();
+        w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
+        if (stuck && waiting_work && !shutdown_.load(std::memory_order_relaxed)) rescue(w);
+        if (!stuck) w.seen_since_ns = now;
+        w.seen_resumes = r;
+        const bool long_stuck = stuck && threshold > 0 && now - w.seen_since_ns >= threshold;
+        if (long_stuck != w.stuck.load(std::memory_order_relaxed)) changed = true;
+        if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
+    }
+    if (changed && !shutdown_.load()) hand_off(now, threshold);
+    if (busy && !shutdown_.load()) timers_.want_ticks();
+}
+
+GORO_DECL void scheduler::rescue(worker& v) noexcept {
+    task_header* batch[1 + worker::claim_max + runq_capacity];
+    std::size_t n = v.slots.steal(batch, asym_fence_);
+    while (n < std::size(batch)) {
+        const std::uint32_t room = static_cast<std::uint32_t>(std::size(batch) - n);
+        const std::uint32_t got = v.q.grab(batch + n, room);
+        if (got == 0) break;
+        n += got;
+    }
+    if (n == 0) return;
+    // Counted as wake-ups from outside: every worker then moves a share
+    // to its queue at its next round, so a rescued task, which has
+    // waited a tick already, waits behind one local queue at most.
+    global_push_n(batch, n, true);
+    rescued_.fetch_add(n, std::memory_order_relaxed);
+    wake_if_needed(false);
+}
+
+GORO_DECL void scheduler::make_worker(unsigned i) {
+    auto w = std::make_unique<worker>();
+    w->sched = this;
+    w->index = i;
+    w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+    workers_[i] = std::move(w);
+}
+
+GORO_DECL void scheduler::hand_off(std::int64_t now, std::int64_t threshold) noexcept {
+    std::lock_guard g(procs_mu_);
+    for (auto& wp : workers()) {
+        worker& w = *wp;
+        const bool long_stuck = w.current.load(std::memory_order_relaxed) && threshold > 0 &&
+                                w.resumes.load(std::memory_order_relaxed) == w.seen_resumes &&
+                                now - w.seen_since_ns >= threshold;
+        if (long_stuck && !w.stuck.load(std::memory_order_relaxed)) {
+            w.stuck_since_ns.store(w.seen_since_ns, std::memory_order_relaxed);
+            if (!w.stuck.exchange(true, std::memory_order_acq_rel)) nstuck_.fetch_add(1, std::memory_order_relaxed);
+        } else if (!long_stuck && w.stuck.load(std::memory_order_relaxed)) {
+            if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+    rebalance_locked();
+}
+
+GORO_DECL void scheduler::rebalance_locked() noexcept {
+    int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
+    const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
+    while (unstuck < want && activate_locked()) ++unstuck;
+    const bool surplus = unstuck > want;
+    if (rebalance_.load(std::memory_order_relaxed) != surplus) rebalance_.store(surplus, std::memory_order_relaxed);
+}
+
+GORO_DECL bool scheduler::activate_locked() noexcept {
+    if (shutdown_.load()) return false;
+    if (!spares_.empty()) {
+        worker* w = spares_.back();
+        spares_.pop_back();
+        nactive_.fetch_add(1, std::memory_order_seq_cst);
+        nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
+        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.notify_one();
+        timers_.want_ticks();
+        return true;
+    }
+    const unsigned i = nlive_.load(std::memory_order_relaxed);
+    if (i >= workers_.size()) return false;
+    try {
+        if (!workers_[i]) make_worker(i);
+    } catch (...) {
+        return false;
+    }
+    worker* w = workers_[i].get();
+    w->spinning = true;  // before its thread starts: it starts as a spinner
+    nspinning_.fetch_add(1, std::memory_order_seq_cst);
+    nactive_.fetch_add(1, std::memory_order_seq_cst);
+    nlive_.store(i + 1, std::memory_order_seq_cst);
+    try {
+        w->thread = std::thread([this, w] { worker_main(*w); });
+    } catch (...) {
+        // Listed but never running: a stop of the world skips it as exited.
+        w->spinning = false;
+        nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+        nactive_.fetch_sub(1, std::memory_order_seq_cst);
+        w->exited.store(true, std::memory_order_release);
+        return false;
+    }
+    timers_.want_ticks();
+    return true;
+}
+
+GORO_DECL void scheduler::unstuck(worker& w) noexcept {
+    {
+        std::lock_guard g(procs_mu_);
+        if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
+        rebalance_locked();
+    }
+    if (rebalance_.load(std::memory_order_relaxed)) maybe_retire(w);
+}
+
+GORO_DECL void scheduler::maybe_retire(worker& w) noexcept {
+    {
+        std::lock_guard g(procs_mu_);
+        const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
+        const int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
+        if (unstuck <= want || shutdown_.load()) {
+            rebalance_locked();
+            return;
+        }
+        nactive_.fetch_sub(1, std::memory_order_seq_cst);
+        spares_.push_back(&w);
+        rebalance_.store(unstuck - 1 > want, std::memory_order_relaxed);
+    }
+    park_spare(w);
+}
+
+GORO_DECL void scheduler::park_spare(worker& w) noexcept {
+    if (w.spinning) {
+        w.spinning = false;
+        nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    task_header* batch[runq_capacity + 1 + worker::claim_max];
+    std::size_t n = 0;
+    if (task_header* t = take_run_next(w)) batch[n++] = t;
+    while (task_header* t = w.slots.take_claimed(asym_fence_)) batch[n++] = t;
+    while (n < std::size(batch))
+        if (task_header* t = w.q.pop()) batch[n++] = t;
+        else break;
+    if (n) global_push_n(batch, n);
+    // Whether or not it queued any: a task that yielded just before
+    // (gosched wakes no one, counting on this worker) waits there too.
+    wake_if_needed(false);
+    the_registry().flush_retired();
+    w.status.store(ws_idle, std::memory_order_seq_cst);  // a stop of the world holds it like an idle worker
+    while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
+    w.wake_word.store(0, std::memory_order_relaxed);
+    if (!shutdown_.load()) w.spinning = true;
+    claim_running(w);
+}
+
+GORO_DECL void scheduler::set_procs(unsigned n) {
+    std::lock_guard g(procs_mu_);
+    if (n > workers_.size() / 2)
+        throw usage_error("goro::set_max_procs: " + std::to_string(n) + " workers is more than this pool allows (" +
+                          std::to_string(workers_.size() / 2) + ")");
+    procs_.store(n, std::memory_order_relaxed);
+    rebalance_locked();
+}
+
+GORO_DECL std::pair<unsigned, std::chrono::nanoseconds> scheduler::stuck_now() const noexcept {
+    unsigned n = 0;
+    std::int64_t longest = 0;
+    const std::int64_t now = coarse_now_ns();
+    for (auto& w : workers())
+        if (w->stuck.load(std::memory_order_relaxed)) {
+            ++n;
+            longest = std::max(longest, now - w->stuck_since_ns.load(std::memory_order_relaxed));
+        }
+    return {n, std::chrono::nanoseconds(longest)};
+}
+
+GORO_DECL unsigned default_procs() {
+    if (const char* e = std::getenv("GORO_MAXPROCS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAXPROCS=\"%s\": want an integer from 1 to 4096\n", e);
+    }
+    unsigned hc = std::thread::hardware_concurrency();
+    return hc ? hc : 1;
+}
+
+GORO_DECL void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
+    t->set_resume_point(h);
+    t->wait_reason.store(reason, std::memory_order_relaxed);
+    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
+    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
+    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+        since = wait_profile_park_time(since, rate);
+    t->since_ns.store(since, std::memory_order_relaxed);
+    t->state.store(task_state::waiting, std::memory_order_relaxed);
+}
+
+GORO_DECL task_header* current_task_or_throw(const char* op) {
+    task_header* t = tls_current_task;
+    if (!t) throw usage_error(std::string(op) + ": must be awaited inside a goro task (use goro::block_on from a plain thread)");
+    return t;
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL void set_max_procs(unsigned n) {
+    if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
+    detail::pool_holder& h = detail::the_pool_holder();
+    std::lock_guard g(h.mu);
+    if (detail::scheduler* s = h.pool.load()) {
+        if (s->stopping()) throw usage_error("goro::set_max_procs: the pool has shut down (process exit)");
+        s->set_procs(n);
+        return;
+    }
+    detail::requested_procs().store(n);
+}
+
+GORO_DECL stuck_workers_info stuck_workers() noexcept {
+    if (!detail::pool_started()) return {};
+    auto [n, d] = detail::the_scheduler().stuck_now();
+    return {n, d};
+}
+
+}  // namespace goro
+
+#endif  // GORO_BODIES
 // ---- end goro/core/scheduler.hpp ----
 
 namespace goro {
@@ -5107,15 +5468,7 @@ struct relay {
 
         struct final_awaiter {
             bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-                promise_type& p = h.promise();
-                task_header* t = p.task;
-                if (p.phase.exchange(2, std::memory_order_acq_rel) == 1) {
-                    h.destroy();
-                    ready(t);  // the task may run (and end) from here on
-                }
-                // Else the worker is still in await_suspend: it frees us and continues the task.
-            }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
             void await_resume() const noexcept {}
         };
 
@@ -5254,6 +5607,22 @@ private:
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void relay::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+    promise_type& p = h.promise();
+    task_header* t = p.task;
+    if (p.phase.exchange(2, std::memory_order_acq_rel) == 1) {
+        h.destroy();
+        ready(t);  // the task may run (and end) from here on
+    }
+    // Else the worker is still in await_suspend: it frees us and continues the task.
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/foreign.hpp ----
 
 namespace goro {
@@ -5309,11 +5678,7 @@ inline site lambda_call_site() noexcept {
 #endif
 }
 
-inline bool is_lambda_call_site(const site& s) noexcept {
-    static const site mark = lambda_call_site();
-    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
-           std::string_view(s.function_name()) == mark.function_name();
-}
+GORO_DECL bool is_lambda_call_site(const site& s) noexcept;
 
 template <class Self, class... Args>
 void note_self(Self& self, promise_base& p, std::size_t promise_size, void* frame) noexcept {
@@ -5543,6 +5908,18 @@ inline constexpr bool is_task_v<task<T>> = true;
 }  // namespace detail
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL bool is_lambda_call_site(const site& s) noexcept {
+    static const site mark = lambda_call_site();
+    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
+           std::string_view(s.function_name()) == mark.function_name();
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/task.hpp ----
 
 // ---- begin goro/core/go.hpp ----
@@ -5637,16 +6014,106 @@ inline constexpr bool is_task_v<task<T>> = true;
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+
+
+namespace goro {
+
+/// Thrown by a block_on that waited in a deadlock (see the top of this header).
+class deadlock_error : public error {
+public:
+    explicit deadlock_error(std::shared_ptr<const std::string> report)
+        : error("goro::block_on: all goroutines are asleep - deadlock!"), report_(std::move(report)) {}
+    /// The report printed to stderr: the fatal error line, a blank line, every task (debug=2).
+    const std::string& report() const noexcept {
+        static const std::string none;
+        return report_ ? *report_ : none;
+    }
+
+private:
+    std::shared_ptr<const std::string> report_;
+};
+
+enum class deadlock_policy : int {
+    throw_error,  ///< print the report, then block_on throws goro::deadlock_error
+    abort,        ///< print the report, then std::abort()
+    off,          ///< no detection
+};
+
+namespace detail {
+
+struct deadlock_waiter {
+    std::atomic<std::uint32_t>* done;
+    task_header* body;                              // a key; dereferenced only while listed, world stopped
+    std::shared_ptr<const std::string> report{};    // set when the watchdog ends the wait
+};
+
+struct deadlock_watch {
+    ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
+    std::condition_variable cv;
+    vec<deadlock_waiter*> waiters;         // under mu
+    bool thread_started = false;                   // under mu
+    std::atomic<int> policy{-1};                   // -1: not read from the environment yet
+    std::atomic<std::int64_t> grace_ns{1'000'000'000};
+    std::atomic<int> external_guards{0};
+};
+
+inline deadlock_watch& the_deadlock_watch() {
+    static deadlock_watch* w = new deadlock_watch();  // never destroyed: the watchdog outlives main
+    return *w;
+}
+
+GORO_DECL deadlock_policy current_deadlock_policy();
+
+/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
+GORO_DECL void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body);
+
+}  // namespace detail
+
+/// Chooses what a detected deadlock does (see POLICY above).
+inline void set_deadlock_policy(deadlock_policy p) {
+    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
+}
+
+inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
+
+/// How long nothing must move before a deadlock is reported (default 1 s).
+template <class Rep, class Period>
+void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
+    detail::deadlock_watch& w = detail::the_deadlock_watch();
+    w.grace_ns.store(ns, std::memory_order_relaxed);
+    std::lock_guard g(w.mu);
+    w.cv.notify_all();  // pick up a shorter period now
+}
+
+inline std::chrono::nanoseconds deadlock_grace() {
+    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
+}
+
+/// While one exists, the deadlock detector never fires: hold one in a
+/// component whose threads wake tasks from outside goro (an I/O poller, a
+/// callback thread) and may stay silent longer than the grace period.
+class external_wakeup_guard {
+public:
+    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
+    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
+    external_wakeup_guard(const external_wakeup_guard&) = delete;
+    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
+};
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <coroutine>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
-#include <vector>
 
 
 // ---- begin goro/inspect/dump.hpp ----
@@ -5743,59 +6210,8 @@ inline constexpr bool is_task_v<task<T>> = true;
 //     #	0x2f4a0c11d2e1	worker	src/w.cpp:16
 //   (the header's number is the change of the total; `+delta @ …` per group).
 
-#include <charconv>
 #include <cstdint>
-#include <iostream>
-#include <ostream>
-#include <span>
-#include <sstream>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-
-// ---- begin goro/inspect/pprof.hpp ----
-// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
-// the grouped view of a snapshot that every output format is printed from.
-//
-//   std::string pb = goro::pprof_profile(goro::snapshot::take());
-//   // write it to a file: `go tool pprof -top file`, `-traces`, `-base old new`
-//
-// THE VIEW (detail::profile_view). A snapshot holds, per task, raw site values
-// (pointers to the compiler's static strings). A million parked tasks share a
-// handful of distinct sites, so the view interns each site once: a small
-// open-addressing table keyed on the site's pointers maps it to an index into
-// `sites`, whose entry carries the cleaned function name, file, line and the
-// stable site id (`goro::site_id`), all computed once. Two sites with equal
-// content but different pointers (an inline function emitted in two
-// translation units) get one index: entries are deduplicated by site id.
-// Grouping then hashes small integers, not strings. Groups come out in Go's
-// order: count descending, ties by the smallest task id.
-//
-// Two pseudo-sites stand for stacks that cannot be read: a task that never ran
-// yet (its root frame has no site) shows `(not started)`; a task running on a
-// worker that did not stop shows `(stack unavailable: running)`.
-//
-// THE ENCODER (detail::pprof_builder, which goro/inspect/block_profile.hpp
-// uses too). profile.proto written by hand (varints and length-delimited
-// fields; the string table starts with ""): sample_type and period_type
-// goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
-// the other side), period 1, one sample per group whose value is the count,
-// location ids leaf first, one location per distinct site (address = site id),
-// one function per distinct (name, file), labels as string sample labels, one
-// mapping flagged as symbolized so pprof never tries to symbolize addresses.
-// Uncompressed: pprof reads raw and gzipped profiles alike
-// (`pprof_gzip` wraps it in a stored-block gzip for tools that insist).
-//
-// THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
-// stop of the world. Call from any thread.
-
-#include <array>
-#include <chrono>
-#include <cstdint>
-#include <cstring>
-#include <memory>
+#include <iosfwd>
 #include <span>
 #include <string>
 #include <string_view>
@@ -5834,7 +6250,26 @@ struct stack_frame {
 };
 
 /// Turns the compiler's spelling of a function into a readable name.
-inline std::string clean_function_name(std::string_view raw) {
+GORO_DECL std::string clean_function_name(std::string_view raw);
+
+namespace detail {
+
+GORO_DECL stack_frame to_frame(const site& s);
+
+/// The task's stack, leaf first, names cleaned.
+GORO_DECL std::vector<stack_frame> stack_of(const task_header& t);
+
+}  // namespace detail
+
+/// The stack of the task calling this (leaf first). Inside a task only.
+GORO_DECL std::vector<stack_frame> current_stack();
+
+}  // namespace goro
+
+#if GORO_BODIES
+namespace goro {
+
+GORO_DECL std::string clean_function_name(std::string_view raw) {
     std::string_view s = raw;
     if (auto w = s.find(" [with "); w != std::string_view::npos) s = s.substr(0, w);
     // The argument list is the last balanced (...) group.
@@ -5882,13 +6317,12 @@ inline std::string clean_function_name(std::string_view raw) {
 
 namespace detail {
 
-inline stack_frame to_frame(const site& s) {
+GORO_DECL stack_frame to_frame(const site& s) {
     return stack_frame{clean_function_name(s.function_name()), s.file_name() ? s.file_name() : "",
                        static_cast<unsigned>(s.line())};
 }
 
-/// The task's stack, leaf first, names cleaned.
-inline std::vector<stack_frame> stack_of(const task_header& t) {
+GORO_DECL std::vector<stack_frame> stack_of(const task_header& t) {
     std::vector<stack_frame> out;
     for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(to_frame(p->site_));
     return out;
@@ -5896,8 +6330,7 @@ inline std::vector<stack_frame> stack_of(const task_header& t) {
 
 }  // namespace detail
 
-/// The stack of the task calling this (leaf first). Inside a task only.
-inline std::vector<stack_frame> current_stack() {
+GORO_DECL std::vector<stack_frame> current_stack() {
     task_header* t = detail::tls_current_task;
     if (!t) return {};
     auto frames = detail::stack_of(*t);
@@ -5908,7 +6341,53 @@ inline std::vector<stack_frame> current_stack() {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/stack.hpp ----
+
+// ---- begin goro/inspect/pprof.hpp ----
+// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
+// the grouped view of a snapshot that every output format is printed from.
+//
+//   std::string pb = goro::pprof_profile(goro::snapshot::take());
+//   // write it to a file: `go tool pprof -top file`, `-traces`, `-base old new`
+//
+// THE VIEW (detail::profile_view). A snapshot holds, per task, raw site values
+// (pointers to the compiler's static strings). A million parked tasks share a
+// handful of distinct sites, so the view interns each site once: a small
+// open-addressing table keyed on the site's pointers maps it to an index into
+// `sites`, whose entry carries the cleaned function name, file, line and the
+// stable site id (`goro::site_id`), all computed once. Two sites with equal
+// content but different pointers (an inline function emitted in two
+// translation units) get one index: entries are deduplicated by site id.
+// Grouping then hashes small integers, not strings. Groups come out in Go's
+// order: count descending, ties by the smallest task id.
+//
+// Two pseudo-sites stand for stacks that cannot be read: a task that never ran
+// yet (its root frame has no site) shows `(not started)`; a task running on a
+// worker that did not stop shows `(stack unavailable: running)`.
+//
+// THE ENCODER (detail::pprof_builder, which goro/inspect/block_profile.hpp
+// uses too). profile.proto written by hand (varints and length-delimited
+// fields; the string table starts with ""): sample_type and period_type
+// goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
+// the other side), period 1, one sample per group whose value is the count,
+// location ids leaf first, one location per distinct site (address = site id),
+// one function per distinct (name, file), labels as string sample labels, one
+// mapping flagged as symbolized so pprof never tries to symbolize addresses.
+// Uncompressed: pprof reads raw and gzipped profiles alike
+// (`pprof_gzip` wraps it in a stored-block gzip for tools that insist).
+//
+// THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
+// stop of the world. Call from any thread.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
 
 // ---- begin goro/inspect/snapshot.hpp ----
 // goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
@@ -5943,7 +6422,6 @@ inline std::vector<stack_frame> current_stack() {
 // for them: a task running there that exits just then may be left out, and
 // one that has just suspended may show as running.
 
-#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -5951,7 +6429,6 @@ inline std::vector<stack_frame> current_stack() {
 #include <span>
 #include <string>
 #include <string_view>
-#include <tuple>
 #include <vector>
 
 
@@ -5983,17 +6460,7 @@ struct task_group {
 
 /// A stable id for a site: the same file, line and function give the same id
 /// in every run, so two dumps can be compared textually.
-inline std::uint64_t site_id(const detail::site& s) noexcept {
-    std::uint64_t h = 1469598103934665603ull;
-    auto mix = [&](const char* p) {
-        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
-        h = (h ^ 0xff) * 1099511628211ull;
-    };
-    mix(s.file_name());
-    mix(s.function_name());
-    h = (h ^ s.line()) * 1099511628211ull;
-    return h & 0xffffffffffffull;  // 48 bits: reads like an address
-}
+GORO_DECL std::uint64_t site_id(const detail::site& s) noexcept;
 
 class snapshot {
 public:
@@ -6018,76 +6485,7 @@ public:
 
     static snapshot take() { return take(options{}); }
 
-    static snapshot take(const options& opt) {
-        snapshot s;
-        s.taken_at_ns_ = detail::coarse_now_ns();
-        detail::registry& reg = detail::the_registry();
-        // Sized (not just reserved) outside the stop, so that the pages are
-        // touched now and the copy does not page-fault with the world stopped.
-        std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
-        s.tasks_.resize(expect + expect / 8 + 64);
-        s.sites_.resize(2 * expect + 256);
-
-        std::lock_guard one_at_a_time(profile_mutex());
-        collector c(s);
-        detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
-        detail::stw_report rep;
-        if (sched) rep = sched->stop_the_world(opt.stop_timeout);
-        s.all_stopped_ = rep.all_stopped;
-        auto t0 = detail::now_ns();
-        reg.lock_all();
-        task_header* self = detail::tls_current_task;
-        if (!opt.concurrent && rep.all_stopped) {
-            // Everything now: no task runs but the caller's own, on this thread.
-            reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
-            reg.unlock_all();
-            s.pause_ns_ = detail::now_ns() - t0;
-            if (sched) sched->start_the_world();
-        } else {
-            // Start an epoch; copy the caller's own task now (it is running);
-            // every other task is copied by the walk below or by the worker
-            // that resumes it first (goro/core/profile_epoch.hpp).
-            detail::profile_epoch_state& p = detail::profile_epoch();
-            const std::uint32_t e = detail::profile_next_epoch(p);
-            auto heads = reg.heads_locked();
-            if (self && !self->dead.load(std::memory_order_acquire)) {
-                c.record(*self, true, true);
-                detail::profile_publish(*self, e);
-            }
-            detail::profile_activate(p, &collector::record_thunk, &c);
-            reg.unlock_all();
-            // Workers that did not stop resume tasks only through
-            // scheduler::run, which claims each task once it can see the
-            // epoch; the tasks they may be running unclaimed are these. Each
-            // is claimed here, so no one else copies it, and recorded as
-            // running without its frames, which are changing.
-            detail::vec<task_header*> unclaimed;
-            if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
-            for (task_header* h : unclaimed) {
-                if (h == self) continue;
-                detail::profile_copy(*h, e, [&](task_header& t) {
-                    // A stuck task shows the site its worker resumed it at, when known.
-                    detail::site at{};
-                    const bool known = sched->running_site(&t, at);
-                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false, known ? &at : nullptr);
-                });
-            }
-            s.pause_ns_ = detail::now_ns() - t0;
-            if (sched) sched->start_the_world();
-
-            for (task_header* head : heads)
-                for (task_header* h = head; h; h = h->next_)
-                    detail::profile_copy(*h, e, [&](task_header& t) {
-                        if (!t.dead.load(std::memory_order_acquire)) c.record(t, false, true);
-                    });
-
-            // End the epoch once no worker is between its check and its copy.
-            detail::profile_end(p);
-        }
-        c.finish();
-        if (opt.sorted) s.sort_by_id();
-        return s;
-    }
+    static snapshot take(const options& opt);
 
     std::size_t total() const noexcept { return tasks_.size(); }
     const task_list& tasks() const noexcept { return tasks_; }
@@ -6109,85 +6507,19 @@ public:
     /// Groups tasks by identical stack and labels, largest group first (ties:
     /// by the smallest task id), like Go's debug=1. (Each group's `tasks`
     /// ascend by id when the snapshot was taken `sorted`.)
-    std::vector<task_group> groups() const {
-        // A million tasks share a few sites: hash each distinct site once.
-        site_ids ids;
-        detail::hash_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
-        std::vector<task_group> out;
-        for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
-            std::uint64_t k = stack_key(tasks_[i], ids);
-            auto& cands = by_key[k];
-            task_group* g = nullptr;
-            for (std::size_t gi : cands)
-                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
-                    g = &out[gi];
-                    break;
-                }
-            if (!g) {
-                cands.push_back(out.size());
-                out.push_back(task_group{0, {}, k, i});
-                g = &out.back();
-            }
-            g->tasks.push_back(i);
-            ++g->count;
-            if (tasks_[i].id < tasks_[g->first].id) g->first = i;
-        }
-        detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return tasks_[a.first].id < tasks_[b.first].id;
-        });
-        return out;
-    }
+    std::vector<task_group> groups() const;
 
     /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
-    std::uint64_t stack_key(const task_record& r) const {
-        site_ids ids;
-        return stack_key(r, ids);
-    }
+    std::uint64_t stack_key(const task_record& r) const;
 
 private:
     /// site_id() of each distinct site, computed once (keyed by the site's
     /// static data, which is the same for every task suspended there).
-    struct site_ids {
-        struct key_hash {
-            std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
-                auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
-                auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
-                return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
-            }
-        };
-        detail::hash_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
-        std::uint64_t operator()(const detail::site& s) {
-            auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
-            auto it = map.find(k);
-            if (it != map.end()) return it->second;
-            return map.emplace(k, site_id(s)).first->second;
-        }
-    };
+    struct site_ids;
 
-    std::uint64_t stack_key(const task_record& r, site_ids& ids) const {
-        std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
-        for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
-        if (r.meta)
-            for (auto& [k, v] : r.meta->labels) {
-                for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-                h = (h ^ 0x3d) * 0x100000001b3ull;
-                for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-                h = (h ^ 0x2c) * 0x100000001b3ull;
-            }
-        return h;
-    }
+    std::uint64_t stack_key(const task_record& r, site_ids& ids) const;
 
-    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const {
-        if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
-        auto sa = stack(a), sb = stack(b);
-        for (std::size_t i = 0; i < sa.size(); ++i)
-            if (ids(sa[i]) != ids(sb[i])) return false;
-        static const std::vector<std::pair<std::string, std::string>> none;
-        const auto& la = a.meta ? a.meta->labels : none;
-        const auto& lb = b.meta ? b.meta->labels : none;
-        return la == lb;
-    }
+    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const;
 
     /// Ascending id. The walk copies each registry list newest first, so
     /// the records often arrive in descending order: that costs a reversal.
@@ -6197,133 +6529,14 @@ private:
     /// and each record is moved once to its place: a merge sort of the
     /// 64-byte records themselves made 16 passes over 64 MiB for a million
     /// tasks, and took longer than the rest of the profile together.
-    void sort_by_id() {
-        const std::size_t n = tasks_.size();
-        task_record* t = tasks_.data();
-        std::size_t up = 1, down = 1;  // lengths of the ascending and descending prefixes
-        while (up < n && t[up - 1].id < t[up].id) ++up;
-        while (down < n && t[down - 1].id > t[down].id) ++down;
-        if (up >= n) return;
-        if (down >= n) {
-            for (std::size_t i = 0, j = n - 1; i < j; ++i, --j) std::swap(t[i], t[j]);
-            return;
-        }
-        struct key {
-            std::uint64_t id;  // minus the smallest id
-            std::uint64_t at;  // index into tasks_
-        };
-        std::vector<key, detail::big_array_allocator<key>> space(2 * n);
-        key* keys = space.data();
-        key* spare = keys + n;
-        std::uint64_t lo = t[0].id, hi = t[0].id;
-        for (std::size_t i = 0; i < n; ++i) {
-            lo = std::min(lo, t[i].id);
-            hi = std::max(hi, t[i].id);
-        }
-        for (std::size_t i = 0; i < n; ++i) keys[i] = key{t[i].id - lo, i};
-        // Least significant digit first, 11 bits a pass (the counts fit in L1).
-        constexpr int digit = 11;
-        constexpr std::size_t radix = std::size_t(1) << digit;
-        const int bits = static_cast<int>(std::bit_width(hi - lo));
-        for (int shift = 0; shift < bits; shift += digit) {
-            std::size_t start[radix] = {};
-            for (std::size_t i = 0; i < n; ++i) ++start[(keys[i].id >> shift) & (radix - 1)];
-            std::size_t sum = 0;
-            for (std::size_t& c : start) sum += std::exchange(c, sum);
-            for (std::size_t i = 0; i < n; ++i) spare[start[(keys[i].id >> shift) & (radix - 1)]++] = keys[i];
-            std::swap(keys, spare);
-        }
-        task_list sorted;
-        sorted.reserve(n);
-        for (std::size_t i = 0; i < n; ++i) sorted.push_back(std::move(t[keys[i].at]));
-        tasks_.swap(sorted);
-    }
+    void sort_by_id();
 
-    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {
-        static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot> m;
-        return m;
-    }
+    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept;
 
     /// Where the copies go: slots of the presized vectors, claimed with an
     /// atomic cursor by the profiler and by workers alike; a rare record that
     /// does not fit goes to a side list under a mutex.
-    class collector {
-    public:
-        explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
-
-        static void record_thunk(void* self, task_header& h) noexcept {
-            static_cast<collector*>(self)->record(h, false, true);
-        }
-
-        /// Copies `h`, alive and claimed by the caller (or the world stopped).
-        /// `running`: it runs now. `frames`: read its frames (it does not run,
-        /// or runs on the calling thread); false for a task running on a
-        /// worker that did not stop: its leaf and frames are not touched.
-        /// `last_site`: with `frames` false, the one frame to show (where a
-        /// worker that did not stop resumed the task), if known.
-        void record(task_header& h, bool running, bool frames, const detail::site* last_site = nullptr) noexcept {
-            task_record r;
-            r.id = h.id;
-            r.parent_id = h.cold().parent_id;
-            r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
-            r.kind = h.kind;
-            r.created_by = h.cold().spawn_site;
-            r.meta = h.cold().meta;
-            if (r.state == task_state::waiting) {
-                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
-                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
-            }
-            std::uint32_t depth = 0;
-            r.frames_known = frames || last_site;
-            if (frames)
-                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
-            else if (last_site)
-                depth = 1;
-            r.frame_count = depth;
-            std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
-            std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
-            if (off + depth <= site_cap_ && slot < task_cap_) {
-                r.first_frame = static_cast<std::uint32_t>(off);
-                if (frames) copy_sites(h, s_.sites_.data() + off, depth);
-                else if (last_site) s_.sites_[off] = *last_site;
-                s_.tasks_[slot] = std::move(r);
-                return;
-            }
-            detail::vec<detail::site> sites(depth);  // rare: more than was counted
-            if (frames) copy_sites(h, sites.data(), depth);
-            else if (last_site) sites[0] = *last_site;
-            std::lock_guard g(overflow_mu_);
-            overflow_.emplace_back(std::move(r), std::move(sites));
-            if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
-        }
-
-        /// After the last copy: trims the vectors and appends the overflow.
-        void finish() {
-            std::size_t n = std::min(ntasks_.load(), task_cap_);
-            s_.tasks_.resize(n);
-            std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
-            s_.sites_.resize(std::min(nsites_.load(), site_cap_));
-            for (auto& [r, sites] : overflow_) {
-                r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
-                for (const detail::site& st : sites) s_.sites_.push_back(st);
-                s_.tasks_.push_back(std::move(r));
-            }
-        }
-
-    private:
-        static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
-            if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
-            const detail::promise_base* p = h.leaf;
-            for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
-        }
-
-        snapshot& s_;
-        const std::size_t task_cap_, site_cap_;
-        alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
-        alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
-        detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
-        detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
-    };
+    class collector;
 
     task_list tasks_;
     site_list sites_;
@@ -6333,6 +6546,300 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <bit>
+#include <tuple>
+
+
+namespace goro {
+
+GORO_DECL std::uint64_t site_id(const detail::site& s) noexcept {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const char* p) {
+        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull;
+    };
+    mix(s.file_name());
+    mix(s.function_name());
+    h = (h ^ s.line()) * 1099511628211ull;
+    return h & 0xffffffffffffull;  // 48 bits: reads like an address
+}
+
+struct snapshot::site_ids {
+    struct key_hash {
+        std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
+            auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
+            auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
+            return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
+        }
+    };
+    detail::hash_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+    std::uint64_t operator()(const detail::site& s) {
+        auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
+        auto it = map.find(k);
+        if (it != map.end()) return it->second;
+        return map.emplace(k, site_id(s)).first->second;
+    }
+};
+
+class snapshot::collector {
+public:
+    explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
+
+    static void record_thunk(void* self, task_header& h) noexcept {
+        static_cast<collector*>(self)->record(h, false, true);
+    }
+
+    /// Copies `h`, alive and claimed by the caller (or the world stopped).
+    /// `running`: it runs now. `frames`: read its frames (it does not run,
+    /// or runs on the calling thread); false for a task running on a
+    /// worker that did not stop: its leaf and frames are not touched.
+    /// `last_site`: with `frames` false, the one frame to show (where a
+    /// worker that did not stop resumed the task), if known.
+    void record(task_header& h, bool running, bool frames, const detail::site* last_site = nullptr) noexcept {
+        task_record r;
+        r.id = h.id;
+        r.parent_id = h.cold().parent_id;
+        r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
+        r.kind = h.kind;
+        r.created_by = h.cold().spawn_site;
+        r.meta = h.cold().meta;
+        if (r.state == task_state::waiting) {
+            r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
+            r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+        }
+        std::uint32_t depth = 0;
+        r.frames_known = frames || last_site;
+        if (frames)
+            for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+        else if (last_site)
+            depth = 1;
+        r.frame_count = depth;
+        std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
+        std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
+        if (off + depth <= site_cap_ && slot < task_cap_) {
+            r.first_frame = static_cast<std::uint32_t>(off);
+            if (frames) copy_sites(h, s_.sites_.data() + off, depth);
+            else if (last_site) s_.sites_[off] = *last_site;
+            s_.tasks_[slot] = std::move(r);
+            return;
+        }
+        detail::vec<detail::site> sites(depth);  // rare: more than was counted
+        if (frames) copy_sites(h, sites.data(), depth);
+        else if (last_site) sites[0] = *last_site;
+        std::lock_guard g(overflow_mu_);
+        overflow_.emplace_back(std::move(r), std::move(sites));
+        if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
+    }
+
+    /// After the last copy: trims the vectors and appends the overflow.
+    void finish() {
+        std::size_t n = std::min(ntasks_.load(), task_cap_);
+        s_.tasks_.resize(n);
+        std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
+        s_.sites_.resize(std::min(nsites_.load(), site_cap_));
+        for (auto& [r, sites] : overflow_) {
+            r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
+            for (const detail::site& st : sites) s_.sites_.push_back(st);
+            s_.tasks_.push_back(std::move(r));
+        }
+    }
+
+private:
+    static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+        if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
+        const detail::promise_base* p = h.leaf;
+        for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
+    }
+
+    snapshot& s_;
+    const std::size_t task_cap_, site_cap_;
+    alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
+    alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
+    detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
+    detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
+};
+
+GORO_DECL snapshot snapshot::take(const options& opt) {
+    snapshot s;
+    s.taken_at_ns_ = detail::coarse_now_ns();
+    detail::registry& reg = detail::the_registry();
+    // Sized (not just reserved) outside the stop, so that the pages are
+    // touched now and the copy does not page-fault with the world stopped.
+    std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
+    s.tasks_.resize(expect + expect / 8 + 64);
+    s.sites_.resize(2 * expect + 256);
+
+    std::lock_guard one_at_a_time(profile_mutex());
+    collector c(s);
+    detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
+    detail::stw_report rep;
+    if (sched) rep = sched->stop_the_world(opt.stop_timeout);
+    s.all_stopped_ = rep.all_stopped;
+    auto t0 = detail::now_ns();
+    reg.lock_all();
+    task_header* self = detail::tls_current_task;
+    if (!opt.concurrent && rep.all_stopped) {
+        // Everything now: no task runs but the caller's own, on this thread.
+        reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
+        reg.unlock_all();
+        s.pause_ns_ = detail::now_ns() - t0;
+        if (sched) sched->start_the_world();
+    } else {
+        // Start an epoch; copy the caller's own task now (it is running);
+        // every other task is copied by the walk below or by the worker
+        // that resumes it first (goro/core/profile_epoch.hpp).
+        detail::profile_epoch_state& p = detail::profile_epoch();
+        const std::uint32_t e = detail::profile_next_epoch(p);
+        auto heads = reg.heads_locked();
+        if (self && !self->dead.load(std::memory_order_acquire)) {
+            c.record(*self, true, true);
+            detail::profile_publish(*self, e);
+        }
+        detail::profile_activate(p, &collector::record_thunk, &c);
+        reg.unlock_all();
+        // Workers that did not stop resume tasks only through
+        // scheduler::run, which claims each task once it can see the
+        // epoch; the tasks they may be running unclaimed are these. Each
+        // is claimed here, so no one else copies it, and recorded as
+        // running without its frames, which are changing.
+        detail::vec<task_header*> unclaimed;
+        if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
+        for (task_header* h : unclaimed) {
+            if (h == self) continue;
+            detail::profile_copy(*h, e, [&](task_header& t) {
+                // A stuck task shows the site its worker resumed it at, when known.
+                detail::site at{};
+                const bool known = sched->running_site(&t, at);
+                if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false, known ? &at : nullptr);
+            });
+        }
+        s.pause_ns_ = detail::now_ns() - t0;
+        if (sched) sched->start_the_world();
+
+        for (task_header* head : heads)
+            for (task_header* h = head; h; h = h->next_)
+                detail::profile_copy(*h, e, [&](task_header& t) {
+                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, false, true);
+                });
+
+        // End the epoch once no worker is between its check and its copy.
+        detail::profile_end(p);
+    }
+    c.finish();
+    if (opt.sorted) s.sort_by_id();
+    return s;
+}
+
+GORO_DECL std::vector<task_group> snapshot::groups() const {
+    // A million tasks share a few sites: hash each distinct site once.
+    site_ids ids;
+    detail::hash_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
+    std::vector<task_group> out;
+    for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
+        std::uint64_t k = stack_key(tasks_[i], ids);
+        auto& cands = by_key[k];
+        task_group* g = nullptr;
+        for (std::size_t gi : cands)
+            if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
+                g = &out[gi];
+                break;
+            }
+        if (!g) {
+            cands.push_back(out.size());
+            out.push_back(task_group{0, {}, k, i});
+            g = &out.back();
+        }
+        g->tasks.push_back(i);
+        ++g->count;
+        if (tasks_[i].id < tasks_[g->first].id) g->first = i;
+    }
+    detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
+        if (a.count != b.count) return a.count > b.count;
+        return tasks_[a.first].id < tasks_[b.first].id;
+    });
+    return out;
+}
+
+GORO_DECL std::uint64_t snapshot::stack_key(const task_record& r) const {
+    site_ids ids;
+    return stack_key(r, ids);
+}
+
+GORO_DECL std::uint64_t snapshot::stack_key(const task_record& r, site_ids& ids) const {
+    std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
+    for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
+    if (r.meta)
+        for (auto& [k, v] : r.meta->labels) {
+            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x3d) * 0x100000001b3ull;
+            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x2c) * 0x100000001b3ull;
+        }
+    return h;
+}
+
+GORO_DECL bool snapshot::same_group(const task_record& a, const task_record& b, site_ids& ids) const {
+    if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
+    auto sa = stack(a), sb = stack(b);
+    for (std::size_t i = 0; i < sa.size(); ++i)
+        if (ids(sa[i]) != ids(sb[i])) return false;
+    static const std::vector<std::pair<std::string, std::string>> none;
+    const auto& la = a.meta ? a.meta->labels : none;
+    const auto& lb = b.meta ? b.meta->labels : none;
+    return la == lb;
+}
+
+GORO_DECL void snapshot::sort_by_id() {
+    const std::size_t n = tasks_.size();
+    task_record* t = tasks_.data();
+    std::size_t up = 1, down = 1;  // lengths of the ascending and descending prefixes
+    while (up < n && t[up - 1].id < t[up].id) ++up;
+    while (down < n && t[down - 1].id > t[down].id) ++down;
+    if (up >= n) return;
+    if (down >= n) {
+        for (std::size_t i = 0, j = n - 1; i < j; ++i, --j) std::swap(t[i], t[j]);
+        return;
+    }
+    struct key {
+        std::uint64_t id;  // minus the smallest id
+        std::uint64_t at;  // index into tasks_
+    };
+    std::vector<key, detail::big_array_allocator<key>> space(2 * n);
+    key* keys = space.data();
+    key* spare = keys + n;
+    std::uint64_t lo = t[0].id, hi = t[0].id;
+    for (std::size_t i = 0; i < n; ++i) {
+        lo = std::min(lo, t[i].id);
+        hi = std::max(hi, t[i].id);
+    }
+    for (std::size_t i = 0; i < n; ++i) keys[i] = key{t[i].id - lo, i};
+    // Least significant digit first, 11 bits a pass (the counts fit in L1).
+    constexpr int digit = 11;
+    constexpr std::size_t radix = std::size_t(1) << digit;
+    const int bits = static_cast<int>(std::bit_width(hi - lo));
+    for (int shift = 0; shift < bits; shift += digit) {
+        std::size_t start[radix] = {};
+        for (std::size_t i = 0; i < n; ++i) ++start[(keys[i].id >> shift) & (radix - 1)];
+        std::size_t sum = 0;
+        for (std::size_t& c : start) sum += std::exchange(c, sum);
+        for (std::size_t i = 0; i < n; ++i) spare[start[(keys[i].id >> shift) & (radix - 1)]++] = keys[i];
+        std::swap(keys, spare);
+    }
+    task_list sorted;
+    sorted.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) sorted.push_back(std::move(t[keys[i].at]));
+    tasks_.swap(sorted);
+}
+
+GORO_DECL detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& snapshot::profile_mutex() noexcept {
+    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot> m;
+    return m;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/snapshot.hpp ----
 
 namespace goro {
@@ -6350,26 +6857,10 @@ struct site_info {
     std::uint32_t function_width = 0;  ///< in code points, for Go's column alignment
 };
 
-inline std::uint32_t utf8_width(std::string_view s) noexcept {
-    std::uint32_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-}
+GORO_DECL std::uint32_t utf8_width(std::string_view s) noexcept;
 
 /// Appends `v` in hexadecimal with a 0x prefix, like Go's %#x.
-inline std::size_t format_hex(char* out, std::uint64_t v) noexcept {
-    static constexpr char digits[] = "0123456789abcdef";
-    char tmp[16];
-    std::size_t n = 0;
-    do {
-        tmp[n++] = digits[v & 15];
-        v >>= 4;
-    } while (v);
-    out[0] = '0';
-    out[1] = 'x';
-    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
-    return n + 2;
-}
+GORO_DECL std::size_t format_hex(char* out, std::uint64_t v) noexcept;
 
 /// Distinct sites of one snapshot. Index 0 and 1 are the pseudo-sites.
 class site_table {
@@ -6377,37 +6868,10 @@ public:
     static constexpr std::uint32_t not_started = 0;
     static constexpr std::uint32_t running = 1;
 
-    site_table() {
-        add_pseudo("(not started)");
-        add_pseudo("(stack unavailable: running)");
-        slots_.assign(64, slot{});
-    }
+    site_table();
 
     /// The index of `s`, interning it on first sight.
-    std::uint32_t intern(const site& s) {
-        const char* file = s.file_name();
-        const char* func = s.function_name();
-        const std::uint32_t line = s.line(), col = s.column();
-        if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
-        std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
-        h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
-        h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
-        h ^= h >> 29;
-        std::size_t mask = slots_.size() - 1;
-        for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-            slot& sl = slots_[i];
-            if (!sl.used) {
-                sl = slot{file, func, line, col, make(s), true};
-                last_ = sl;
-                if (++used_ * 2 > slots_.size()) grow();
-                return last_.index;
-            }
-            if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
-                last_ = sl;
-                return sl.index;
-            }
-        }
-    }
+    std::uint32_t intern(const site& s);
 
     const site_info& operator[](std::uint32_t i) const noexcept { return infos_[i]; }
     std::size_t size() const noexcept { return infos_.size(); }
@@ -6421,46 +6885,11 @@ private:
         bool used = false;
     };
 
-    void add_pseudo(const char* name) {
-        site_info si;
-        si.function = name;
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-    }
+    void add_pseudo(const char* name);
 
-    std::uint32_t make(const site& s) {
-        const char* func = s.function_name();
-        if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
-        std::uint64_t id = site_id(s);
-        auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
-        if (!fresh) return it->second;
-        site_info si;
-        si.id = id;
-        si.function = clean_function_name(func ? func : "");
-        si.file = s.file_name() ? s.file_name() : "";
-        si.line = s.line();
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-        return it->second;
-    }
+    std::uint32_t make(const site& s);
 
-    void grow() {
-        vec<slot> old(slots_.size() * 2);
-        old.swap(slots_);
-        std::size_t mask = slots_.size() - 1;
-        for (const slot& sl : old) {
-            if (!sl.used) continue;
-            std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
-            h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
-            h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
-            h ^= h >> 29;
-            std::size_t i = h & mask;
-            while (slots_[i].used) i = (i + 1) & mask;
-            slots_[i] = sl;
-        }
-    }
+    void grow();
 
     vec<site_info> infos_;
     vec<slot> slots_;
@@ -6478,12 +6907,7 @@ enum class grouping { none, counts, members };
 
 class profile_view {
 public:
-    explicit profile_view(const snapshot& s, grouping g = grouping::members) : snap_(s) {
-        const auto& raw = s.sites();
-        frame_site_.resize(raw.size());
-        for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
-        if (g != grouping::none) group(g == grouping::members);
-    }
+    explicit profile_view(const snapshot& s, grouping g = grouping::members);
 
     const snapshot& snap() const noexcept { return snap_; }
     const site_info& site(std::uint32_t i) const noexcept { return table_[i]; }
@@ -6491,80 +6915,17 @@ public:
     const std::vector<task_group>& groups() const noexcept { return groups_; }
 
     /// Indices of task `r`'s frames (into site()), leaf first; never empty.
-    std::span<const std::uint32_t> frames(const task_record& r) const noexcept {
-        static constexpr std::uint32_t running_frame[1] = {site_table::running};
-        static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
-        if (!r.frames_known) return {running_frame, 1};
-        if (r.frame_count == 0) return {unstarted_frame, 1};
-        return {frame_site_.data() + r.first_frame, r.frame_count};
-    }
+    std::span<const std::uint32_t> frames(const task_record& r) const noexcept;
 
-    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept {
-        static const std::vector<std::pair<std::string, std::string>> none;
-        return r.meta ? r.meta->labels : none;
-    }
+    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept;
 
     /// Same stack and same labels: one group.
-    bool same_group(const task_record& a, const task_record& b) const {
-        auto fa = frames(a), fb = frames(b);
-        if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
-        return a.meta == b.meta || labels(a) == labels(b);
-    }
+    bool same_group(const task_record& a, const task_record& b) const;
 
-    std::uint64_t group_key(const task_record& r) const noexcept {
-        std::uint64_t h = 0xcbf29ce484222325ull;
-        for (std::uint32_t f : frames(r)) {
-            // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
-            std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
-            h = (h ^ x) * 0x100000001b3ull;
-        }
-        for (const auto& [k, v] : labels(r)) {
-            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x3d) * 0x100000001b3ull;
-            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x2c) * 0x100000001b3ull;
-        }
-        return h;
-    }
+    std::uint64_t group_key(const task_record& r) const noexcept;
 
 private:
-    void group(bool members) {
-        const auto& tasks = snap_.tasks();
-        hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
-        std::uint64_t last_key = 0;
-        std::uint32_t last_group = UINT32_MAX;
-        for (std::uint32_t i = 0; i < tasks.size(); ++i) {
-            const task_record& r = tasks[i];
-            std::uint64_t k = group_key(r);
-            std::uint32_t gi = UINT32_MAX;
-            // Neighbours usually share a stack: try the previous group before hashing.
-            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
-                gi = last_group;
-            if (gi == UINT32_MAX) {
-                auto& cands = by_key[k];
-                for (std::uint32_t c : cands)
-                    if (same_group(tasks[groups_[c].first], r)) {
-                        gi = c;
-                        break;
-                    }
-                if (gi == UINT32_MAX) {
-                    gi = static_cast<std::uint32_t>(groups_.size());
-                    cands.push_back(gi);
-                    groups_.push_back(task_group{0, {}, k, i});
-                }
-            }
-            task_group& g = groups_[gi];
-            if (members) g.tasks.push_back(i);
-            ++g.count;
-            if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
-            last_key = k;
-            last_group = gi;
-        }
-        detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return tasks[a.first].id < tasks[b.first].id;
-        });
-    }
+    void group(bool members);
 
     const snapshot& snap_;
     site_table table_;
@@ -6578,30 +6939,13 @@ class pb_writer {
 public:
     explicit pb_writer(std::string& out) : out_(out) {}
 
-    void varint(std::uint64_t v) {
-        char b[10];
-        std::size_t n = 0;
-        while (v >= 0x80) {
-            b[n++] = static_cast<char>((v & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        b[n++] = static_cast<char>(v);
-        out_.append(b, n);
-    }
+    void varint(std::uint64_t v);
     void tag(std::uint32_t field, std::uint32_t wire) { varint(std::uint64_t(field) << 3 | wire); }
     /// A varint field; proto3 omits zero values.
-    void uint_field(std::uint32_t field, std::uint64_t v) {
-        if (v == 0) return;
-        tag(field, 0);
-        varint(v);
-    }
+    void uint_field(std::uint32_t field, std::uint64_t v);
     void int_field(std::uint32_t field, std::int64_t v) { uint_field(field, static_cast<std::uint64_t>(v)); }
     void bool_field(std::uint32_t field, bool v) { uint_field(field, v ? 1 : 0); }
-    void bytes_field(std::uint32_t field, std::string_view b) {
-        tag(field, 2);
-        varint(b.size());
-        out_.append(b.data(), b.size());
-    }
+    void bytes_field(std::uint32_t field, std::string_view b);
     /// Packed repeated varints (how proto3 writes repeated scalars).
     template <class It>
     void packed_field(std::uint32_t field, It first, It last) {
@@ -6618,46 +6962,12 @@ private:
 
 // --- gzip, stored blocks (no compression: no zlib dependency) -------------------
 
-inline std::uint32_t crc32(std::string_view data) noexcept {
-    static const auto table = [] {
-        std::array<std::uint32_t, 256> t{};
-        for (std::uint32_t i = 0; i < 256; ++i) {
-            std::uint32_t c = i;
-            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            t[i] = c;
-        }
-        return t;
-    }();
-    std::uint32_t c = 0xFFFFFFFFu;
-    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
+GORO_DECL std::uint32_t crc32(std::string_view data) noexcept;
 
 }  // namespace detail
 
 /// Wraps `data` in a gzip member made of stored (uncompressed) deflate blocks.
-inline std::string pprof_gzip(std::string_view data) {
-    std::string out;
-    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
-    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
-    out.append(reinterpret_cast<const char*>(header), sizeof header);
-    std::size_t pos = 0;
-    do {
-        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
-        bool final_block = pos + n == data.size();
-        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
-                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
-        out.append(b, 5);
-        out.append(data.data() + pos, n);
-        pos += n;
-    } while (pos < data.size());
-    auto put32 = [&](std::uint32_t v) {
-        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-    };
-    put32(detail::crc32(data));
-    put32(static_cast<std::uint32_t>(data.size()));
-    return out;
-}
+GORO_DECL std::string pprof_gzip(std::string_view data);
 
 namespace detail {
 
@@ -6682,34 +6992,12 @@ public:
     pprof_builder(std::string& out, site_table& table) : w_(out), table_(table) { str(""); }
 
     /// The index of `s` in the string table, adding it on first sight.
-    std::int64_t str(std::string_view s) {
-        auto it = string_ids_.find(s);
-        if (it != string_ids_.end()) return it->second;
-        strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
-        const std::string& kept = *strings_.back();
-        const auto id = static_cast<std::int64_t>(strings_.size() - 1);
-        string_ids_.emplace(std::string_view(kept), id);
-        return id;
-    }
+    std::int64_t str(std::string_view s);
 
     void sample_type(std::string_view type, std::string_view unit) { value_type(p_sample_type, type, unit); }
 
     /// The location id of site `f` (an index into the table).
-    std::uint64_t location(std::uint32_t f) {
-        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
-        if (!location_of_[f]) {
-            location_of_[f] = location_sites_.size() + 1;
-            location_sites_.push_back(f);
-            const site_info& si = table_[f];
-            std::string fkey = si.function;
-            fkey.push_back('\0');
-            fkey += si.file;
-            auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
-            if (fresh) function_sites_.push_back(f);
-            function_of_location_.push_back(it->second);
-        }
-        return location_of_[f];
-    }
+    std::uint64_t location(std::uint32_t f);
 
     /// A sample of sites `frames` (table indices, leaf first) and `values`
     /// (one per sample type); its labels follow with label(), then end_sample().
@@ -6723,74 +7011,14 @@ public:
         s.packed_field(2, values.begin(), values.end());
     }
     /// A string label of the sample begun last.
-    void label(std::string_view key, std::string_view value) {
-        sub_.clear();
-        pb_writer l(sub_);
-        l.int_field(1, str(key));
-        l.int_field(2, str(value));
-        pb_writer(msg_).bytes_field(3, sub_);
-    }
+    void label(std::string_view key, std::string_view value);
     void end_sample() { w_.bytes_field(p_sample, msg_); }
 
     /// The mapping, locations, functions, string table, time and period.
-    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
-        msg_.clear();
-        {
-            pb_writer m(msg_);
-            m.uint_field(1, 1);
-            m.uint_field(3, std::uint64_t(1) << 48);
-            m.int_field(5, str("goro"));
-            m.bool_field(7, true);
-            m.bool_field(8, true);
-            m.bool_field(9, true);
-        }
-        w_.bytes_field(p_mapping, msg_);
-        for (std::size_t i = 0; i < location_sites_.size(); ++i) {
-            const site_info& si = table_[location_sites_[i]];
-            msg_.clear();
-            pb_writer m(msg_);
-            m.uint_field(1, i + 1);
-            m.uint_field(2, 1);
-            m.uint_field(3, si.id);
-            sub_.clear();
-            pb_writer line(sub_);
-            line.uint_field(1, function_of_location_[i]);
-            line.int_field(2, si.line);
-            m.bytes_field(4, sub_);
-            w_.bytes_field(p_location, msg_);
-        }
-        for (std::size_t i = 0; i < function_sites_.size(); ++i) {
-            const site_info& si = table_[function_sites_[i]];
-            msg_.clear();
-            pb_writer m(msg_);
-            m.uint_field(1, i + 1);
-            m.int_field(2, str(si.function));
-            m.int_field(3, str(si.function));
-            m.int_field(4, str(si.file));
-            w_.bytes_field(p_function, msg_);
-        }
-        // The period type's strings go in before the table is written.
-        const std::int64_t type = str(period_type), unit = str(period_unit);
-        for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
-        w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count());
-        sub_.clear();
-        pb_writer s(sub_);
-        s.int_field(1, type);
-        s.int_field(2, unit);
-        w_.bytes_field(p_period_type, sub_);
-        w_.int_field(p_period, period);
-    }
+    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period);
 
 private:
-    void value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub_.clear();
-        pb_writer s(sub_);
-        s.int_field(1, str(type));
-        s.int_field(2, str(unit));
-        w_.bytes_field(field, sub_);
-    }
+    void value_type(std::uint32_t field, std::string_view type, std::string_view unit);
 
     pb_writer w_;
     site_table& table_;
@@ -6806,7 +7034,329 @@ private:
 };
 
 /// Encodes the view's groups as a profile.proto message into `out`.
-inline void write_pprof(std::string& out, profile_view& v) {
+GORO_DECL void write_pprof(std::string& out, profile_view& v);
+
+}  // namespace detail
+
+/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
+GORO_DECL std::string pprof_profile(const snapshot& s);
+
+/// Takes a snapshot now and returns it as a pprof goroutine profile.
+inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <array>
+#include <chrono>
+#include <cstring>
+
+
+namespace goro::detail {
+
+GORO_DECL std::uint32_t utf8_width(std::string_view s) noexcept {
+    std::uint32_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+GORO_DECL std::size_t format_hex(char* out, std::uint64_t v) noexcept {
+    static constexpr char digits[] = "0123456789abcdef";
+    char tmp[16];
+    std::size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    out[0] = '0';
+    out[1] = 'x';
+    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
+    return n + 2;
+}
+
+GORO_DECL site_table::site_table() {
+    add_pseudo("(not started)");
+    add_pseudo("(stack unavailable: running)");
+    slots_.assign(64, slot{});
+}
+
+GORO_DECL std::uint32_t site_table::intern(const site& s) {
+    const char* file = s.file_name();
+    const char* func = s.function_name();
+    const std::uint32_t line = s.line(), col = s.column();
+    if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
+    std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
+    h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
+    h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
+    h ^= h >> 29;
+    std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+        slot& sl = slots_[i];
+        if (!sl.used) {
+            sl = slot{file, func, line, col, make(s), true};
+            last_ = sl;
+            if (++used_ * 2 > slots_.size()) grow();
+            return last_.index;
+        }
+        if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
+            last_ = sl;
+            return sl.index;
+        }
+    }
+}
+
+GORO_DECL void site_table::add_pseudo(const char* name) {
+    site_info si;
+    si.function = name;
+    si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
+    si.function_width = utf8_width(si.function);
+    infos_.push_back(std::move(si));
+}
+
+GORO_DECL std::uint32_t site_table::make(const site& s) {
+    const char* func = s.function_name();
+    if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
+    std::uint64_t id = site_id(s);
+    auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
+    if (!fresh) return it->second;
+    site_info si;
+    si.id = id;
+    si.function = clean_function_name(func ? func : "");
+    si.file = s.file_name() ? s.file_name() : "";
+    si.line = s.line();
+    si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
+    si.function_width = utf8_width(si.function);
+    infos_.push_back(std::move(si));
+    return it->second;
+}
+
+GORO_DECL void site_table::grow() {
+    vec<slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    std::size_t mask = slots_.size() - 1;
+    for (const slot& sl : old) {
+        if (!sl.used) continue;
+        std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
+        h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
+        h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
+        h ^= h >> 29;
+        std::size_t i = h & mask;
+        while (slots_[i].used) i = (i + 1) & mask;
+        slots_[i] = sl;
+    }
+}
+
+GORO_DECL profile_view::profile_view(const snapshot& s, grouping g) : snap_(s) {
+    const auto& raw = s.sites();
+    frame_site_.resize(raw.size());
+    for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
+    if (g != grouping::none) group(g == grouping::members);
+}
+
+GORO_DECL std::span<const std::uint32_t> profile_view::frames(const task_record& r) const noexcept {
+    static constexpr std::uint32_t running_frame[1] = {site_table::running};
+    static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
+    if (!r.frames_known) return {running_frame, 1};
+    if (r.frame_count == 0) return {unstarted_frame, 1};
+    return {frame_site_.data() + r.first_frame, r.frame_count};
+}
+
+GORO_DECL const std::vector<std::pair<std::string, std::string>>& profile_view::labels(const task_record& r) noexcept {
+    static const std::vector<std::pair<std::string, std::string>> none;
+    return r.meta ? r.meta->labels : none;
+}
+
+GORO_DECL bool profile_view::same_group(const task_record& a, const task_record& b) const {
+    auto fa = frames(a), fb = frames(b);
+    if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
+    return a.meta == b.meta || labels(a) == labels(b);
+}
+
+GORO_DECL std::uint64_t profile_view::group_key(const task_record& r) const noexcept {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (std::uint32_t f : frames(r)) {
+        // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
+        std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
+        h = (h ^ x) * 0x100000001b3ull;
+    }
+    for (const auto& [k, v] : labels(r)) {
+        for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+        h = (h ^ 0x3d) * 0x100000001b3ull;
+        for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+        h = (h ^ 0x2c) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+GORO_DECL void profile_view::group(bool members) {
+    const auto& tasks = snap_.tasks();
+    hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
+    std::uint64_t last_key = 0;
+    std::uint32_t last_group = UINT32_MAX;
+    for (std::uint32_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        std::uint64_t k = group_key(r);
+        std::uint32_t gi = UINT32_MAX;
+        // Neighbours usually share a stack: try the previous group before hashing.
+        if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
+            gi = last_group;
+        if (gi == UINT32_MAX) {
+            auto& cands = by_key[k];
+            for (std::uint32_t c : cands)
+                if (same_group(tasks[groups_[c].first], r)) {
+                    gi = c;
+                    break;
+                }
+            if (gi == UINT32_MAX) {
+                gi = static_cast<std::uint32_t>(groups_.size());
+                cands.push_back(gi);
+                groups_.push_back(task_group{0, {}, k, i});
+            }
+        }
+        task_group& g = groups_[gi];
+        if (members) g.tasks.push_back(i);
+        ++g.count;
+        if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
+        last_key = k;
+        last_group = gi;
+    }
+    detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
+        if (a.count != b.count) return a.count > b.count;
+        return tasks[a.first].id < tasks[b.first].id;
+    });
+}
+
+GORO_DECL void pb_writer::varint(std::uint64_t v) {
+    char b[10];
+    std::size_t n = 0;
+    while (v >= 0x80) {
+        b[n++] = static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    b[n++] = static_cast<char>(v);
+    out_.append(b, n);
+}
+
+GORO_DECL void pb_writer::uint_field(std::uint32_t field, std::uint64_t v) {
+    if (v == 0) return;
+    tag(field, 0);
+    varint(v);
+}
+
+GORO_DECL void pb_writer::bytes_field(std::uint32_t field, std::string_view b) {
+    tag(field, 2);
+    varint(b.size());
+    out_.append(b.data(), b.size());
+}
+
+GORO_DECL std::uint32_t crc32(std::string_view data) noexcept {
+    static const auto table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    std::uint32_t c = 0xFFFFFFFFu;
+    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+GORO_DECL std::int64_t pprof_builder::str(std::string_view s) {
+    auto it = string_ids_.find(s);
+    if (it != string_ids_.end()) return it->second;
+    strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
+    const std::string& kept = *strings_.back();
+    const auto id = static_cast<std::int64_t>(strings_.size() - 1);
+    string_ids_.emplace(std::string_view(kept), id);
+    return id;
+}
+
+GORO_DECL std::uint64_t pprof_builder::location(std::uint32_t f) {
+    if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
+    if (!location_of_[f]) {
+        location_of_[f] = location_sites_.size() + 1;
+        location_sites_.push_back(f);
+        const site_info& si = table_[f];
+        std::string fkey = si.function;
+        fkey.push_back('\0');
+        fkey += si.file;
+        auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
+        if (fresh) function_sites_.push_back(f);
+        function_of_location_.push_back(it->second);
+    }
+    return location_of_[f];
+}
+
+GORO_DECL void pprof_builder::label(std::string_view key, std::string_view value) {
+    sub_.clear();
+    pb_writer l(sub_);
+    l.int_field(1, str(key));
+    l.int_field(2, str(value));
+    pb_writer(msg_).bytes_field(3, sub_);
+}
+
+GORO_DECL void pprof_builder::finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
+    msg_.clear();
+    {
+        pb_writer m(msg_);
+        m.uint_field(1, 1);
+        m.uint_field(3, std::uint64_t(1) << 48);
+        m.int_field(5, str("goro"));
+        m.bool_field(7, true);
+        m.bool_field(8, true);
+        m.bool_field(9, true);
+    }
+    w_.bytes_field(p_mapping, msg_);
+    for (std::size_t i = 0; i < location_sites_.size(); ++i) {
+        const site_info& si = table_[location_sites_[i]];
+        msg_.clear();
+        pb_writer m(msg_);
+        m.uint_field(1, i + 1);
+        m.uint_field(2, 1);
+        m.uint_field(3, si.id);
+        sub_.clear();
+        pb_writer line(sub_);
+        line.uint_field(1, function_of_location_[i]);
+        line.int_field(2, si.line);
+        m.bytes_field(4, sub_);
+        w_.bytes_field(p_location, msg_);
+    }
+    for (std::size_t i = 0; i < function_sites_.size(); ++i) {
+        const site_info& si = table_[function_sites_[i]];
+        msg_.clear();
+        pb_writer m(msg_);
+        m.uint_field(1, i + 1);
+        m.int_field(2, str(si.function));
+        m.int_field(3, str(si.function));
+        m.int_field(4, str(si.file));
+        w_.bytes_field(p_function, msg_);
+    }
+    // The period type's strings go in before the table is written.
+    const std::int64_t type = str(period_type), unit = str(period_unit);
+    for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
+    w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+    sub_.clear();
+    pb_writer s(sub_);
+    s.int_field(1, type);
+    s.int_field(2, unit);
+    w_.bytes_field(p_period_type, sub_);
+    w_.int_field(p_period, period);
+}
+
+GORO_DECL void pprof_builder::value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
+    sub_.clear();
+    pb_writer s(sub_);
+    s.int_field(1, str(type));
+    s.int_field(2, str(unit));
+    w_.bytes_field(field, sub_);
+}
+
+GORO_DECL void write_pprof(std::string& out, profile_view& v) {
     pprof_builder b(out, v.table());
     b.sample_type("goroutine", "count");
     const auto& tasks = v.snap().tasks();
@@ -6820,20 +7370,42 @@ inline void write_pprof(std::string& out, profile_view& v) {
     b.finish("goroutine", "count", 1);
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
-inline std::string pprof_profile(const snapshot& s) {
+namespace goro {
+
+GORO_DECL std::string pprof_gzip(std::string_view data) {
+    std::string out;
+    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
+    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
+    out.append(reinterpret_cast<const char*>(header), sizeof header);
+    std::size_t pos = 0;
+    do {
+        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
+        bool final_block = pos + n == data.size();
+        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
+                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
+        out.append(b, 5);
+        out.append(data.data() + pos, n);
+        pos += n;
+    } while (pos < data.size());
+    auto put32 = [&](std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    };
+    put32(detail::crc32(data));
+    put32(static_cast<std::uint32_t>(data.size()));
+    return out;
+}
+
+GORO_DECL std::string pprof_profile(const snapshot& s) {
     detail::profile_view v(s, detail::grouping::counts);
     std::string out;
     detail::write_pprof(out, v);
     return out;
 }
 
-/// Takes a snapshot now and returns it as a pprof goroutine profile.
-inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
-
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/pprof.hpp ----
 
 namespace goro {
@@ -6845,17 +7417,7 @@ namespace detail {
 /// dump of a million tasks is over 100 MiB, and faulting that in 4 KiB at a
 /// time cost more than formatting it. Only the whole 2 MiB pages inside the
 /// range are advised; a hint, without effect where unsupported.
-inline void advise_huge_pages(char* p, std::size_t n) noexcept {
-#if GORO_BIG_ARRAY_MMAP && defined(MADV_HUGEPAGE)
-    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
-    const std::uintptr_t from = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
-    const std::uintptr_t to = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(huge - 1);
-    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)n;
-#endif
-}
+GORO_DECL void advise_huge_pages(char* p, std::size_t n) noexcept;
 
 /// Where formatted text goes: a string (grows), or an ostream fed in chunks.
 class text_sink {
@@ -6871,28 +7433,11 @@ public:
         if (os_ && buf_->size() >= chunk) flush();
     }
     void put(char c) { buf_->push_back(c); }
-    void number(std::uint64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void signed_number(std::int64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void flush() {
-        if (os_ && !own_.empty()) {
-            os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
-            own_.clear();
-        }
-    }
+    void number(std::uint64_t v);
+    void signed_number(std::int64_t v);
+    void flush();
     /// Room for `n` more bytes when writing to a string (a hint; no effect on a stream).
-    void reserve_more(std::size_t n) {
-        if (os_ || buf_->capacity() >= buf_->size() + n) return;
-        buf_->reserve(buf_->size() + n);
-        advise_huge_pages(buf_->data() + buf_->size(), buf_->capacity() - buf_->size());
-    }
+    void reserve_more(std::size_t n);
     /// Bytes written to a string so far (0 for a stream).
     std::size_t string_size() const noexcept { return os_ ? 0 : buf_->size(); }
 
@@ -6904,20 +7449,7 @@ private:
 };
 
 /// Length of the valid UTF-8 sequence starting at s[i] (a lead byte >= 0x80), or 0.
-inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-    if (c >= 0xF5) n = 0;
-    if (n == 0 || i + n > s.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k)
-        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
-    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
-    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
-    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
-    return n;
-}
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
 
 /// How quote() escapes: the two spellings goro writes differ only here.
 struct quote_rule {
@@ -6934,52 +7466,7 @@ inline constexpr quote_rule json_quote_rule{false, false, "\\u00", "\\ufffd"};
 
 /// Appends `s` to `out` in double quotes, escaped by `rule`; valid UTF-8
 /// sequences are copied as they are.
-inline void quote(std::string& out, std::string_view s, const quote_rule& rule) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    const auto hex_escape = [&](unsigned char c) {
-        out += rule.control_prefix;
-        out.push_back(hexd[c >> 4]);
-        out.push_back(hexd[c & 15]);
-    };
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\a':
-                if (rule.bell_and_vtab) out += "\\a";
-                else hex_escape(c);
-                break;
-            case '\v':
-                if (rule.bell_and_vtab) out += "\\v";
-                else hex_escape(c);
-                break;
-            default:
-                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
-                else out.push_back(static_cast<char>(c));
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            if (rule.invalid_byte) out += rule.invalid_byte;
-            else hex_escape(c);
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
+GORO_DECL void quote(std::string& out, std::string_view s, const quote_rule& rule);
 
 inline void go_quote(std::string& out, std::string_view s) { quote(out, s, go_quote_rule); }
 inline void json_quote(std::string& out, std::string_view s) { quote(out, s, json_quote_rule); }
@@ -6994,97 +7481,20 @@ struct text_frame {
 /// Go's text/tabwriter with minwidth 1, tabwidth 8, padding 1 and '\t' padding:
 /// a column is as wide as its widest cell plus one, rounded up to a multiple
 /// of 8, and each cell is followed by as many tabs as reach that width.
-inline void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
-    std::size_t cell = (column_width + 7) / 8 * 8;
-    std::size_t tabs = (cell - text_width + 7) / 8;
-    out.append(tabs, '\t');
-}
+GORO_DECL void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width);
 
-inline void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
-    std::size_t hex_w = 1, fn_w = 1;
-    for (const text_frame& f : frames) {
-        hex_w = std::max(hex_w, f.hex.size() + 1);
-        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
-    }
-    char num[16];
-    for (const text_frame& f : frames) {
-        out += "#";
-        tab_pad(out, 1, 2);
-        out += f.hex;
-        tab_pad(out, f.hex.size(), hex_w);
-        out += f.function;
-        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
-            out += '\n';
-            continue;
-        }
-        tab_pad(out, f.function_width, fn_w);
-        out += f.file;
-        out += ':';
-        auto r = std::to_chars(num, num + sizeof num, f.line);
-        out.append(num, static_cast<std::size_t>(r.ptr - num));
-        out += '\n';
-    }
-}
+GORO_DECL void write_frame_lines(std::string& out, std::span<const text_frame> frames);
 
 /// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
-inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    if (labels.empty()) return;
-    vec<std::string> kv;
-    kv.reserve(labels.size());
-    for (const auto& [k, v] : labels) {
-        std::string s;
-        go_quote(s, k);
-        s += ':';
-        go_quote(s, v);
-        kv.push_back(std::move(s));
-    }
-    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
-    out += "# labels: {";
-    for (std::size_t i = 0; i < kv.size(); ++i) {
-        if (i) out += ", ";
-        out += kv[i];
-    }
-    out += "}\n";
-}
+GORO_DECL void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels);
 
 inline text_frame text_frame_of(const site_info& si) noexcept {
     return text_frame{std::string_view(si.hex, si.hex_len), si.function, si.file, si.line, si.function_width};
 }
 
-inline void write_debug1(text_sink& out, const profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
-    out.append(head);
-    std::string block;
-    vec<text_frame> frames;
-    for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.first];
-        block.clear();
-        frames.clear();
-        block += std::to_string(g.count);
-        block += " @";
-        for (std::uint32_t f : v.frames(r)) {
-            const site_info& si = v.site(f);
-            block += ' ';
-            block.append(si.hex, si.hex_len);
-            frames.push_back(text_frame_of(si));
-        }
-        block += '\n';
-        write_labels_line(block, profile_view::labels(r));
-        write_frame_lines(block, frames);
-        block += '\n';
-        out.append(block);
-    }
-}
+GORO_DECL void write_debug1(text_sink& out, const profile_view& v);
 
-inline const char* state_text(const task_record& r) noexcept {
-    switch (r.state) {
-    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
-    case task_state::running: return "running";
-    case task_state::runnable: return "runnable";
-    }
-    return "unknown";
-}
+GORO_DECL const char* state_text(const task_record& r) noexcept;
 
 /// Whole minutes parked, Go's rule: shown when at least one.
 inline std::int64_t minutes_waiting(const task_record& r, std::int64_t now_ns) noexcept {
@@ -7171,178 +7581,29 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
     }
 }
 
-inline void write_json_frame(std::string& out, const site_info& si) {
-    out += "{\"function\":";
-    json_quote(out, si.function);
-    out += ",\"file\":";
-    json_quote(out, si.file);
-    out += ",\"line\":";
-    out += std::to_string(si.line);
-    out += ",\"site_id\":\"";
-    out.append(si.hex, si.hex_len);
-    out += "\"}";
-}
+GORO_DECL void write_json_frame(std::string& out, const site_info& si);
 
-inline void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    out += '{';
-    bool first = true;
-    for (const auto& [k, val] : labels) {
-        if (!first) out += ',';
-        first = false;
-        json_quote(out, k);
-        out += ':';
-        json_quote(out, val);
-    }
-    out += '}';
-}
+GORO_DECL void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels);
 
-inline void write_json(text_sink& out, profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    site_table& table = v.table();
-    vec<std::string> frame_json;
-    auto frame = [&](std::uint32_t f) -> const std::string& {
-        if (frame_json.size() < table.size()) frame_json.resize(table.size());
-        std::string& t = frame_json[f];
-        if (t.empty()) write_json_frame(t, table[f]);
-        return t;
-    };
-    const std::int64_t now = v.snap().taken_at_ns();
-    out.reserve_more(tasks.size() * 260);
-    out.append("{\"total\":");
-    out.number(v.snap().total());
-    out.append(",\"tasks\":[");
-    std::string line;
-    for (std::size_t i = 0; i < tasks.size(); ++i) {
-        const task_record& r = tasks[i];
-        line.clear();
-        line += i ? ",\n" : "\n";
-        line += "{\"id\":";
-        line += std::to_string(r.id);
-        line += ",\"state\":\"";
-        line += to_string(r.state);
-        line += "\",\"wait_reason\":";
-        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
-        else line += "null";
-        line += ",\"waiting_ns\":";
-        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
-        line += ",\"name\":";
-        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
-        line += ",\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
-        line += ",\"parent_id\":";
-        line += std::to_string(r.parent_id);
-        line += ",\"created_by\":";
-        line += frame(table.intern(r.created_by));
-        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n],\"groups\":[");
-    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
-        const task_group& g = v.groups()[gi];
-        const task_record& r = tasks[g.tasks.front()];
-        line.clear();
-        line += gi ? ",\n" : "\n";
-        line += "{\"count\":";
-        line += std::to_string(g.count);
-        line += ",\"task_ids\":[";
-        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
-            if (k) line += ',';
-            line += std::to_string(tasks[g.tasks[k]].id);
-            if (line.size() > 60000) {
-                out.append(line);
-                line.clear();
-            }
-        }
-        line += "],\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n]}\n");
-}
+GORO_DECL void write_json(text_sink& out, profile_view& v);
 
-inline void check_debug(int debug, const char* op) {
-    if (debug < 0 || debug > 3)
-        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
-                          std::to_string(debug));
-}
+GORO_DECL void check_debug(int debug, const char* op);
 
 /// debug=2: every task's block.
-inline void write_debug2_all(text_sink& out, const snapshot& s) {
-    profile_view v(s, grouping::none);
-    write_stacks(out, v);
-}
+GORO_DECL void write_debug2_all(text_sink& out, const snapshot& s);
 
 /// debug=1, flushed to `out`.
-inline void write_debug1_to(std::ostream& out, const snapshot& s) {
-    {
-        text_sink sink(out);
-        profile_view v(s, grouping::counts);
-        write_debug1(sink, v);
-    }
-    out.flush();
-}
+GORO_DECL void write_debug1_to(std::ostream& out, const snapshot& s);
 
-inline void write_profile(text_sink& out, const snapshot& s, int debug) {
-    switch (debug) {
-    case 0: {
-        profile_view v(s, grouping::counts);
-        std::string pb;
-        write_pprof(pb, v);
-        out.append(pb);
-        return;
-    }
-    case 1: {
-        profile_view v(s, grouping::counts);
-        write_debug1(out, v);
-        return;
-    }
-    case 2:
-        write_debug2_all(out, s);
-        return;
-    default: {
-        profile_view v(s);
-        write_json(out, v);
-        return;
-    }
-    }
-}
+GORO_DECL void write_profile(text_sink& out, const snapshot& s, int debug);
 
 }  // namespace detail
 
 /// Writes `s` in the format `debug` selects (0 pprof, 1 grouped, 2 per task, 3 JSON).
-inline void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::write_goroutine_profile");
-    detail::text_sink sink(out);
-    detail::write_profile(sink, s, debug);
-}
+GORO_DECL void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1);
 
 /// `s` in the format `debug` selects, as a string (debug 0: the protobuf bytes).
-inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::goroutine_profile");
-    std::string out;
-    {
-        detail::text_sink sink(out);
-        detail::write_profile(sink, s, debug);
-    }
-    return out;
-}
+GORO_DECL std::string goroutine_profile(const snapshot& s, int debug = 1);
 
 namespace detail {
 /// A snapshot for format `debug`: the grouped ones (0 and 1) need no order.
@@ -7356,23 +7617,15 @@ inline std::string goroutine_profile(int debug = 1) {
 }
 
 /// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
-inline void dump_goroutines(std::ostream& out, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, detail::take_for(debug), debug);
-    out.flush();
-}
+GORO_DECL void dump_goroutines(std::ostream& out, int debug = 1);
 
 /// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
 /// function, not a default argument, so that a program that only ever calls
 /// this compiles none of the other formats into itself.
-inline void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
+GORO_DECL void dump_goroutines();
 
 /// Prints a snapshot already taken.
-inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, s, debug);
-    out.flush();
-}
+GORO_DECL void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1);
 
 /// debug=2 blocks of the chosen tasks only (`pick(const task_record&) -> bool`),
 /// for reports that show some tasks (a leak check, a crash report).
@@ -7472,10 +7725,12 @@ snapshot_diff diff(const snapshot& before, const snapshot& after) {
     return d;
 }
 
-/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+namespace detail {
+
+/// The text of write_diff(), into any sink: to_string(diff) writes it into a
+/// string directly (no std::ostringstream, so no <sstream> to parse).
 template <int = 0>
-void write_diff(std::ostream& os, const snapshot_diff& d) {
-    detail::text_sink out(os);
+void write_diff_text(text_sink& out, const snapshot_diff& d) {
     std::string block = "goroutine profile diff: ";
     std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
     if (total >= 0) block += '+';
@@ -7509,14 +7764,407 @@ void write_diff(std::ostream& os, const snapshot_diff& d) {
     }
 }
 
+}  // namespace detail
+
+/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+template <int = 0>
+void write_diff(std::ostream& os, const snapshot_diff& d) {
+    detail::text_sink out(os);
+    detail::write_diff_text(out, d);
+}
+
 template <int = 0>
 std::string to_string(const snapshot_diff& d) {
-    std::ostringstream os;
-    write_diff(os, d);
-    return os.str();
+    std::string text;
+    {
+        detail::text_sink out(text);
+        detail::write_diff_text(out, d);
+    }
+    return text;
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <charconv>
+#include <iostream>
+#include <ostream>
+
+namespace goro::detail {
+
+GORO_DECL void advise_huge_pages(char* p, std::size_t n) noexcept {
+#if GORO_BIG_ARRAY_MMAP && defined(MADV_HUGEPAGE)
+    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
+    const std::uintptr_t from = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
+    const std::uintptr_t to = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(huge - 1);
+    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+GORO_DECL void text_sink::number(std::uint64_t v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+}
+
+GORO_DECL void text_sink::signed_number(std::int64_t v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+}
+
+GORO_DECL void text_sink::flush() {
+    if (os_ && !own_.empty()) {
+        os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
+        own_.clear();
+    }
+}
+
+GORO_DECL void text_sink::reserve_more(std::size_t n) {
+    if (os_ || buf_->capacity() >= buf_->size() + n) return;
+    buf_->reserve(buf_->size() + n);
+    advise_huge_pages(buf_->data() + buf_->size(), buf_->capacity() - buf_->size());
+}
+
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+    if (c >= 0xF5) n = 0;
+    if (n == 0 || i + n > s.size()) return 0;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
+    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
+    return n;
+}
+
+GORO_DECL void quote(std::string& out, std::string_view s, const quote_rule& rule) {
+    static constexpr char hexd[] = "0123456789abcdef";
+    const auto hex_escape = [&](unsigned char c) {
+        out += rule.control_prefix;
+        out.push_back(hexd[c >> 4]);
+        out.push_back(hexd[c & 15]);
+    };
+    out.push_back('"');
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\a':
+                if (rule.bell_and_vtab) out += "\\a";
+                else hex_escape(c);
+                break;
+            case '\v':
+                if (rule.bell_and_vtab) out += "\\v";
+                else hex_escape(c);
+                break;
+            default:
+                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
+                else out.push_back(static_cast<char>(c));
+            }
+            ++i;
+            continue;
+        }
+        std::size_t n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            if (rule.invalid_byte) out += rule.invalid_byte;
+            else hex_escape(c);
+            ++i;
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+    out.push_back('"');
+}
+
+GORO_DECL void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
+    std::size_t cell = (column_width + 7) / 8 * 8;
+    std::size_t tabs = (cell - text_width + 7) / 8;
+    out.append(tabs, '\t');
+}
+
+GORO_DECL void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
+    std::size_t hex_w = 1, fn_w = 1;
+    for (const text_frame& f : frames) {
+        hex_w = std::max(hex_w, f.hex.size() + 1);
+        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
+    }
+    char num[16];
+    for (const text_frame& f : frames) {
+        out += "#";
+        tab_pad(out, 1, 2);
+        out += f.hex;
+        tab_pad(out, f.hex.size(), hex_w);
+        out += f.function;
+        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
+            out += '\n';
+            continue;
+        }
+        tab_pad(out, f.function_width, fn_w);
+        out += f.file;
+        out += ':';
+        auto r = std::to_chars(num, num + sizeof num, f.line);
+        out.append(num, static_cast<std::size_t>(r.ptr - num));
+        out += '\n';
+    }
+}
+
+GORO_DECL void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    if (labels.empty()) return;
+    vec<std::string> kv;
+    kv.reserve(labels.size());
+    for (const auto& [k, v] : labels) {
+        std::string s;
+        go_quote(s, k);
+        s += ':';
+        go_quote(s, v);
+        kv.push_back(std::move(s));
+    }
+    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
+    out += "# labels: {";
+    for (std::size_t i = 0; i < kv.size(); ++i) {
+        if (i) out += ", ";
+        out += kv[i];
+    }
+    out += "}\n";
+}
+
+GORO_DECL void write_debug1(text_sink& out, const profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
+    out.append(head);
+    std::string block;
+    vec<text_frame> frames;
+    for (const task_group& g : v.groups()) {
+        const task_record& r = tasks[g.first];
+        block.clear();
+        frames.clear();
+        block += std::to_string(g.count);
+        block += " @";
+        for (std::uint32_t f : v.frames(r)) {
+            const site_info& si = v.site(f);
+            block += ' ';
+            block.append(si.hex, si.hex_len);
+            frames.push_back(text_frame_of(si));
+        }
+        block += '\n';
+        write_labels_line(block, profile_view::labels(r));
+        write_frame_lines(block, frames);
+        block += '\n';
+        out.append(block);
+    }
+}
+
+GORO_DECL const char* state_text(const task_record& r) noexcept {
+    switch (r.state) {
+    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
+    case task_state::running: return "running";
+    case task_state::runnable: return "runnable";
+    }
+    return "unknown";
+}
+
+GORO_DECL void write_json_frame(std::string& out, const site_info& si) {
+    out += "{\"function\":";
+    json_quote(out, si.function);
+    out += ",\"file\":";
+    json_quote(out, si.file);
+    out += ",\"line\":";
+    out += std::to_string(si.line);
+    out += ",\"site_id\":\"";
+    out.append(si.hex, si.hex_len);
+    out += "\"}";
+}
+
+GORO_DECL void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    out += '{';
+    bool first = true;
+    for (const auto& [k, val] : labels) {
+        if (!first) out += ',';
+        first = false;
+        json_quote(out, k);
+        out += ':';
+        json_quote(out, val);
+    }
+    out += '}';
+}
+
+GORO_DECL void write_json(text_sink& out, profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    site_table& table = v.table();
+    vec<std::string> frame_json;
+    auto frame = [&](std::uint32_t f) -> const std::string& {
+        if (frame_json.size() < table.size()) frame_json.resize(table.size());
+        std::string& t = frame_json[f];
+        if (t.empty()) write_json_frame(t, table[f]);
+        return t;
+    };
+    const std::int64_t now = v.snap().taken_at_ns();
+    out.reserve_more(tasks.size() * 260);
+    out.append("{\"total\":");
+    out.number(v.snap().total());
+    out.append(",\"tasks\":[");
+    std::string line;
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        line.clear();
+        line += i ? ",\n" : "\n";
+        line += "{\"id\":";
+        line += std::to_string(r.id);
+        line += ",\"state\":\"";
+        line += to_string(r.state);
+        line += "\",\"wait_reason\":";
+        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
+        else line += "null";
+        line += ",\"waiting_ns\":";
+        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
+        line += ",\"name\":";
+        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
+        line += ",\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
+        line += ",\"parent_id\":";
+        line += std::to_string(r.parent_id);
+        line += ",\"created_by\":";
+        line += frame(table.intern(r.created_by));
+        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n],\"groups\":[");
+    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
+        const task_group& g = v.groups()[gi];
+        const task_record& r = tasks[g.tasks.front()];
+        line.clear();
+        line += gi ? ",\n" : "\n";
+        line += "{\"count\":";
+        line += std::to_string(g.count);
+        line += ",\"task_ids\":[";
+        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
+            if (k) line += ',';
+            line += std::to_string(tasks[g.tasks[k]].id);
+            if (line.size() > 60000) {
+                out.append(line);
+                line.clear();
+            }
+        }
+        line += "],\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n]}\n");
+}
+
+GORO_DECL void check_debug(int debug, const char* op) {
+    if (debug < 0 || debug > 3)
+        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
+                          std::to_string(debug));
+}
+
+GORO_DECL void write_debug2_all(text_sink& out, const snapshot& s) {
+    profile_view v(s, grouping::none);
+    write_stacks(out, v);
+}
+
+GORO_DECL void write_debug1_to(std::ostream& out, const snapshot& s) {
+    {
+        text_sink sink(out);
+        profile_view v(s, grouping::counts);
+        write_debug1(sink, v);
+    }
+    out.flush();
+}
+
+GORO_DECL void write_profile(text_sink& out, const snapshot& s, int debug) {
+    switch (debug) {
+    case 0: {
+        profile_view v(s, grouping::counts);
+        std::string pb;
+        write_pprof(pb, v);
+        out.append(pb);
+        return;
+    }
+    case 1: {
+        profile_view v(s, grouping::counts);
+        write_debug1(out, v);
+        return;
+    }
+    case 2:
+        write_debug2_all(out, s);
+        return;
+    default: {
+        profile_view v(s);
+        write_json(out, v);
+        return;
+    }
+    }
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::write_goroutine_profile");
+    detail::text_sink sink(out);
+    detail::write_profile(sink, s, debug);
+}
+
+GORO_DECL std::string goroutine_profile(const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::goroutine_profile");
+    std::string out;
+    {
+        detail::text_sink sink(out);
+        detail::write_profile(sink, s, debug);
+    }
+    return out;
+}
+
+GORO_DECL void dump_goroutines(std::ostream& out, int debug) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, detail::take_for(debug), debug);
+    out.flush();
+}
+
+GORO_DECL void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
+
+GORO_DECL void dump_goroutines(std::ostream& out, const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, s, debug);
+    out.flush();
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/dump.hpp ----
 
 // ---- begin goro/inspect/panic.hpp ----
@@ -7560,8 +8208,6 @@ std::string to_string(const snapshot_diff& d) {
 // (allowed: the caller's own worker counts as stopped).
 
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <exception>
 // std::function only: libstdc++'s <functional> also brings the C++17
 // searchers (hash tables, all of <algorithm>), ~13 MB of compiler memory in
@@ -7571,20 +8217,9 @@ std::string to_string(const snapshot_diff& d) {
 #else
 #include <functional>
 #endif
-#include <memory>
-#include <mutex>
 #include <ostream>
-#include <sstream>
 #include <string>
-#include <typeinfo>
 #include <utility>
-
-#if __has_include(<cxxabi.h>)
-#include <cxxabi.h>
-#define GORO_HAS_CXXABI 1
-#else
-#define GORO_HAS_CXXABI 0
-#endif
 
 
 namespace goro {
@@ -7602,6 +8237,67 @@ namespace detail {
 //           file.cpp:16
 //   created by start_workers in goroutine 1
 //           file.cpp:23
+
+/// One task's block, without the blank line that separates blocks.
+GORO_DECL void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r);
+
+/// Blocks for the tasks for which `pick(record)` holds, in id order, each
+/// followed by a blank line (as Go separates them).
+template <class Pick>
+void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
+    for (const task_record& r : snap.tasks())
+        if (pick(r)) {
+            write_debug2_task(out, snap, r);
+            out << '\n';
+        }
+}
+
+}  // namespace detail
+
+/// What a panic handler is told.
+struct panic_info {
+    task_record task;              ///< the task the exception escaped (state running)
+    std::exception_ptr error;      ///< the exception itself
+    std::string message;           ///< what() for a std::exception, else a description
+    std::string type;              ///< demangled type of the exception, or empty
+    std::string report;            ///< the whole crash report (see the top of this header)
+};
+
+/// A replacement for the crash report (see the top of this header).
+using panic_hook = std::function<void(const panic_info&)>;
+
+namespace detail {
+
+/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
+GORO_DECL void report_panic(task_header& task, std::exception_ptr error) noexcept;
+
+}  // namespace detail
+
+/// Replaces what happens when an exception escapes a detached task; an empty
+/// `fn` restores the default (print the report and abort). Returns the
+/// previous hook (empty when it was the default).
+GORO_DECL panic_hook set_panic_handler(panic_hook fn);
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <typeinfo>
+
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define GORO_HAS_CXXABI 1
+#else
+#define GORO_HAS_CXXABI 0
+#endif
+
+namespace goro {
+
+namespace detail {
 
 inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
     out << "goroutine " << r.id;
@@ -7631,8 +8327,7 @@ inline void write_debug2_header(std::ostream& out, const snapshot& snap, const t
     out << "]:\n";
 }
 
-/// One task's block, without the blank line that separates blocks.
-inline void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
+GORO_DECL void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
     write_debug2_header(out, snap, r);
     bool any = false;
     for (const site& s : snap.stack(r)) {
@@ -7655,17 +8350,6 @@ inline void write_debug2_task(std::ostream& out, const snapshot& snap, const tas
     }
 }
 
-/// Blocks for the tasks for which `pick(record)` holds, in id order, each
-/// followed by a blank line (as Go separates them).
-template <class Pick>
-void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
-    for (const task_record& r : snap.tasks())
-        if (pick(r)) {
-            write_debug2_task(out, snap, r);
-            out << '\n';
-        }
-}
-
 /// The name of an exception's dynamic type, demangled where the ABI allows;
 /// call inside a catch block. Empty when unknown.
 inline std::string current_exception_type_name() {
@@ -7681,22 +8365,6 @@ inline std::string current_exception_type_name() {
     return {};
 #endif
 }
-
-}  // namespace detail
-
-/// What a panic handler is told.
-struct panic_info {
-    task_record task;              ///< the task the exception escaped (state running)
-    std::exception_ptr error;      ///< the exception itself
-    std::string message;           ///< what() for a std::exception, else a description
-    std::string type;              ///< demangled type of the exception, or empty
-    std::string report;            ///< the whole crash report (see the top of this header)
-};
-
-/// A replacement for the crash report (see the top of this header).
-using panic_hook = std::function<void(const panic_info&)>;
-
-namespace detail {
 
 struct panic_state {
     ranked_lock<std::mutex, lock_rank::panic_report> report_mu;  // one report at a time
@@ -7747,8 +8415,7 @@ inline panic_info make_panic_info(task_header& task, std::exception_ptr error) {
     return info;
 }
 
-/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
-inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
+GORO_DECL void report_panic(task_header& task, std::exception_ptr error) noexcept {
     panic_state& ps = the_panic_state();
     std::shared_ptr<const goro::panic_hook> hook;
     {
@@ -7775,10 +8442,7 @@ inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
 
 }  // namespace detail
 
-/// Replaces what happens when an exception escapes a detached task; an empty
-/// `fn` restores the default (print the report and abort). Returns the
-/// previous hook (empty when it was the default).
-inline panic_hook set_panic_handler(panic_hook fn) {
+GORO_DECL panic_hook set_panic_handler(panic_hook fn) {
     detail::panic_state& ps = detail::the_panic_state();
     std::shared_ptr<const goro::panic_hook> next;
     if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
@@ -7790,53 +8454,10 @@ inline panic_hook set_panic_handler(panic_hook fn) {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/panic.hpp ----
 
-namespace goro {
-
-/// Thrown by a block_on that waited in a deadlock (see the top of this header).
-class deadlock_error : public error {
-public:
-    explicit deadlock_error(std::shared_ptr<const std::string> report)
-        : error("goro::block_on: all goroutines are asleep - deadlock!"), report_(std::move(report)) {}
-    /// The report printed to stderr: the fatal error line, a blank line, every task (debug=2).
-    const std::string& report() const noexcept {
-        static const std::string none;
-        return report_ ? *report_ : none;
-    }
-
-private:
-    std::shared_ptr<const std::string> report_;
-};
-
-enum class deadlock_policy : int {
-    throw_error,  ///< print the report, then block_on throws goro::deadlock_error
-    abort,        ///< print the report, then std::abort()
-    off,          ///< no detection
-};
-
-namespace detail {
-
-struct deadlock_waiter {
-    std::atomic<std::uint32_t>* done;
-    task_header* body;                              // a key; dereferenced only while listed, world stopped
-    std::shared_ptr<const std::string> report{};    // set when the watchdog ends the wait
-};
-
-struct deadlock_watch {
-    ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
-    std::condition_variable cv;
-    vec<deadlock_waiter*> waiters;         // under mu
-    bool thread_started = false;                   // under mu
-    std::atomic<int> policy{-1};                   // -1: not read from the environment yet
-    std::atomic<std::int64_t> grace_ns{1'000'000'000};
-    std::atomic<int> external_guards{0};
-};
-
-inline deadlock_watch& the_deadlock_watch() {
-    static deadlock_watch* w = new deadlock_watch();  // never destroyed: the watchdog outlives main
-    return *w;
-}
+namespace goro::detail {
 
 inline deadlock_policy policy_from_env() {
     const char* e = std::getenv("GORO_DEADLOCK");
@@ -7847,7 +8468,7 @@ inline deadlock_policy policy_from_env() {
     return deadlock_policy::throw_error;
 }
 
-inline deadlock_policy current_deadlock_policy() {
+GORO_DECL deadlock_policy current_deadlock_policy() {
     deadlock_watch& w = the_deadlock_watch();
     int p = w.policy.load(std::memory_order_acquire);
     if (p < 0) {
@@ -8008,8 +8629,7 @@ inline void watchdog_main() {
     }
 }
 
-/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
-inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
+GORO_DECL void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
     deadlock_watch& w = the_deadlock_watch();
     deadlock_waiter me{&done, body};
     {
@@ -8031,42 +8651,8 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     if (report) throw deadlock_error(std::move(report));
 }
 
-}  // namespace detail
-
-/// Chooses what a detected deadlock does (see POLICY above).
-inline void set_deadlock_policy(deadlock_policy p) {
-    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
-}
-
-inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
-
-/// How long nothing must move before a deadlock is reported (default 1 s).
-template <class Rep, class Period>
-void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
-    detail::deadlock_watch& w = detail::the_deadlock_watch();
-    w.grace_ns.store(ns, std::memory_order_relaxed);
-    std::lock_guard g(w.mu);
-    w.cv.notify_all();  // pick up a shorter period now
-}
-
-inline std::chrono::nanoseconds deadlock_grace() {
-    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
-}
-
-/// While one exists, the deadlock detector never fires: hold one in a
-/// component whose threads wake tasks from outside goro (an I/O poller, a
-/// callback thread) and may stay silent longer than the grace period.
-class external_wakeup_guard {
-public:
-    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
-    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
-    external_wakeup_guard(const external_wakeup_guard&) = delete;
-    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
-};
-
-}  // namespace goro
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/inspect/deadlock.hpp ----
 
 namespace goro {
@@ -8080,46 +8666,18 @@ using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A
 /// from the layers above core/ and from the CPU. Here rather than in static
 /// initialisers, so that a program that includes goro and never starts a task
 /// runs none of it and links none of it.
-inline void start_runtime_once() {
-    static const bool started = [] {
-        detect_cpu_features();
-        panic_handler().store(&report_panic, std::memory_order_release);
-        return true;
-    }();
-    (void)started;
-}
+GORO_DECL void start_runtime_once();
 
-inline task_header* new_header(task_kind kind, const site& where) {
-    start_runtime_once();
-    task_header* h = the_registry().make_header();
-    h->kind = kind;
-    task_header_cold& c = h->cold();
-    c.spawn_site = where;
-    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
-    return h;
-}
+GORO_DECL task_header* new_header(task_kind kind, const site& where);
 
 /// After add(): when this thread's count of live tasks reaches a power of
 /// two (>= 1024), the global queue gets room for twice the total, so that a
 /// close or a cancel that wakes them all at once finds room there (see
 /// scheduler::reserve_global). The total, not this thread's count: a thread
 /// that only spawns, whose tasks end on other threads, counts up forever.
-inline void make_room(std::int64_t live) noexcept {
-    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
-        const std::int64_t total = the_registry().count();
-        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
-    }
-}
+GORO_DECL void make_room(std::int64_t live) noexcept;
 
-inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
-    h->root_frame_ = frame.address();
-    h->set_resume_point(frame);
-    h->leaf = &p;
-    p.header_ = h;
-    const std::int64_t live = the_registry().add(h);
-    make_room(live);
-    the_scheduler().spawn(h);
-}
+GORO_DECL void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p);
 
 /// The bottom frame goro adds below a user's task when it must own
 /// something for the task's whole life: the callable of go(callable), the
@@ -8137,17 +8695,7 @@ struct runner {
         struct final_awaiter {
             using is_goro_awaiter = void;
             bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-                promise_type& p = h.promise();
-                task_header* hdr = p.header_;
-                std::coroutine_handle<> then = p.then_;
-                if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
-                finish_root(hdr, h);
-                if (then) {
-                    tls_current_task = nullptr;  // `then` belongs to no task
-                    continue_with(then);
-                }
-            }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
             void await_resume() const noexcept {}
         };
 
@@ -8218,33 +8766,10 @@ struct set_then {
 /// The site of the call (site::current() where there is std::source_location).
 inline site site_here(GORO_SITE_PARAM) noexcept { return GORO_SITE_ARG; }
 
-inline void check_pool_open(const char* op) {
-    pool_holder& ph = the_pool_holder();
-    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
-        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
-}
+GORO_DECL void check_pool_open(const char* op);
 
 /// Lists a runner as a new root task and queues it; returns the task's id.
-inline std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
-    task_header* h;
-    try {
-        h = new_header(task_kind::task, where);
-        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
-    } catch (...) {
-        r.handle.destroy();
-        throw;
-    }
-    // start_root, reading the id before the task may run (and end, and its header be reused).
-    h->root_frame_ = r.handle.address();
-    h->set_resume_point(r.handle);
-    h->leaf = &r.handle.promise();
-    r.handle.promise().header_ = h;
-    const std::int64_t live = the_registry().add(h);
-    const std::uint64_t id = h->id;
-    make_room(live);
-    the_scheduler().spawn(h);
-    return id;
-}
+GORO_DECL std::uint64_t start_runner(runner r, task_options&& options, const site& where);
 
 template <class F>
 runner run_callable(F f, site call) {
@@ -8300,26 +8825,14 @@ struct [[nodiscard("goro::sleep_for: co_await it")]] sleep_awaiter {
     wake_node node{};
 
     bool await_ready() const noexcept { return deadline_ns <= now_ns(); }
-    void await_suspend(std::coroutine_handle<> h) {
-        node.task = current_task_or_throw("goro::sleep");
-        park(node.task, h, wait_reason::sleep);
-        node.when_ns = deadline_ns;
-        node.fire = [](timer_node* n) noexcept {
-            ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
-        };
-        the_scheduler().timers().add(&node);
-    }
+    void await_suspend(std::coroutine_handle<> h);
     void await_resume() const noexcept {}
 };
 
 struct [[nodiscard("goro::yield: co_await it")]] yield_awaiter {
     using is_goro_awaiter = void;
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) {
-        task_header* t = current_task_or_throw("goro::yield");
-        t->set_resume_point(h);
-        the_scheduler().gosched(t);
-    }
+    void await_suspend(std::coroutine_handle<> h);
     void await_resume() const noexcept {}
 };
 
@@ -8340,17 +8853,7 @@ inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noe
 /// keeps it alive to its end. Parameters of a coroutine function, taken by
 /// value, live in its frame and are safe. go() throws goro::usage_error when
 /// it sees the wrong form (see detail::note_self in goro/core/task.hpp).
-inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
-    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
-    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
-    detail::check_pool_open("goro::go");
-    detail::check_not_lambda_call(t.handle(), "goro::go");
-    auto frame = t.release();
-    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
-    if (!options.name.empty() || !options.labels.empty())
-        h->cold().meta = task_meta(std::move(options));
-    detail::start_root(h, frame, frame.promise());
-}
+GORO_DECL void go(task<> t, task_options options = {}, GORO_SITE_PARAM);
 
 /// Starts `f()` as a detached root task, keeping the callable `f` (moved or
 /// copied in) alive until the task ends: `goro::go([=]() -> goro::task<> { ... })`.
@@ -8417,6 +8920,119 @@ inline std::uint64_t this_task_id() noexcept {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro {
+
+namespace detail {
+
+GORO_DECL void start_runtime_once() {
+    static const bool started = [] {
+        detect_cpu_features();
+        panic_handler().store(&report_panic, std::memory_order_release);
+        return true;
+    }();
+    (void)started;
+}
+
+GORO_DECL task_header* new_header(task_kind kind, const site& where) {
+    start_runtime_once();
+    task_header* h = the_registry().make_header();
+    h->kind = kind;
+    task_header_cold& c = h->cold();
+    c.spawn_site = where;
+    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
+    return h;
+}
+
+GORO_DECL void make_room(std::int64_t live) noexcept {
+    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
+        const std::int64_t total = the_registry().count();
+        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
+    }
+}
+
+GORO_DECL void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
+    h->root_frame_ = frame.address();
+    h->set_resume_point(frame);
+    h->leaf = &p;
+    p.header_ = h;
+    const std::int64_t live = the_registry().add(h);
+    make_room(live);
+    the_scheduler().spawn(h);
+}
+
+GORO_DECL void runner::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+    promise_type& p = h.promise();
+    task_header* hdr = p.header_;
+    std::coroutine_handle<> then = p.then_;
+    if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
+    finish_root(hdr, h);
+    if (then) {
+        tls_current_task = nullptr;  // `then` belongs to no task
+        continue_with(then);
+    }
+}
+
+GORO_DECL void check_pool_open(const char* op) {
+    pool_holder& ph = the_pool_holder();
+    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
+        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
+}
+
+GORO_DECL std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
+    task_header* h;
+    try {
+        h = new_header(task_kind::task, where);
+        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
+    } catch (...) {
+        r.handle.destroy();
+        throw;
+    }
+    // start_root, reading the id before the task may run (and end, and its header be reused).
+    h->root_frame_ = r.handle.address();
+    h->set_resume_point(r.handle);
+    h->leaf = &r.handle.promise();
+    r.handle.promise().header_ = h;
+    const std::int64_t live = the_registry().add(h);
+    const std::uint64_t id = h->id;
+    make_room(live);
+    the_scheduler().spawn(h);
+    return id;
+}
+
+GORO_DECL void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
+    node.task = current_task_or_throw("goro::sleep");
+    park(node.task, h, wait_reason::sleep);
+    node.when_ns = deadline_ns;
+    node.fire = [](timer_node* n) noexcept {
+        ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
+    };
+    the_scheduler().timers().add(&node);
+}
+
+GORO_DECL void yield_awaiter::await_suspend(std::coroutine_handle<> h) {
+    task_header* t = current_task_or_throw("goro::yield");
+    t->set_resume_point(h);
+    the_scheduler().gosched(t);
+}
+
+}  // namespace detail
+
+GORO_DECL void go(task<> t, task_options options, GORO_SITE_PARAM_DEF) {
+    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
+    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
+    detail::check_pool_open("goro::go");
+    detail::check_not_lambda_call(t.handle(), "goro::go");
+    auto frame = t.release();
+    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
+    if (!options.name.empty() || !options.labels.empty())
+        h->cold().meta = task_meta(std::move(options));
+    detail::start_root(h, frame, frame.promise());
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/go.hpp ----
 
 // ---- begin goro/core/spawn.hpp ----
@@ -8496,18 +9112,7 @@ public:
     /// Fires: a parked goro task is made runnable; a foreign coroutine is
     /// returned, for the caller to continue (null when there is none).
     /// Touches nothing of this object afterwards.
-    [[nodiscard]] std::coroutine_handle<> fire() noexcept {
-        std::uintptr_t v = word_.exchange(fired_word, std::memory_order_acq_rel);
-        if (v == 0 || v == fired_word) return {};
-        waiter* w = reinterpret_cast<waiter*>(v);
-        task_header* t = w->task;
-        std::coroutine_handle<> f = w->foreign;
-        if (t) {
-            ready(t);
-            return {};
-        }
-        return f;
-    }
+    [[nodiscard]] std::coroutine_handle<> fire() noexcept;
 
 private:
     static constexpr std::uintptr_t fired_word = 1;
@@ -8688,6 +9293,25 @@ template <class F>
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL std::coroutine_handle<> one_shot::fire() noexcept {
+    std::uintptr_t v = word_.exchange(fired_word, std::memory_order_acq_rel);
+    if (v == 0 || v == fired_word) return {};
+    waiter* w = reinterpret_cast<waiter*>(v);
+    task_header* t = w->task;
+    std::coroutine_handle<> f = w->foreign;
+    if (t) {
+        ready(t);
+        return {};
+    }
+    return f;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/spawn.hpp ----
 
 // ---- begin goro/sync/channel.hpp ----
@@ -8873,23 +9497,9 @@ enum class recv_status : unsigned char {
     closed,    ///< closed and drained: nothing will ever come
 };
 
-inline const char* to_string(send_status s) noexcept {
-    switch (s) {
-    case send_status::sent: return "sent";
-    case send_status::full: return "full";
-    case send_status::closed: return "closed";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(send_status s) noexcept;
 
-inline const char* to_string(recv_status s) noexcept {
-    switch (s) {
-    case recv_status::received: return "received";
-    case recv_status::empty: return "empty";
-    case recv_status::closed: return "closed";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(recv_status s) noexcept;
 
 /// The result of try_recv: a status and, when received, the value.
 template <class T>
@@ -8909,13 +9519,7 @@ struct select_core {
     int winner = -1;              // written by the claimer before it readies the task
     task_header* task = nullptr;  // immutable while parked
 
-    bool try_claim(int case_index) noexcept {
-        bool expected = false;
-        if (!claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel, std::memory_order_relaxed))
-            return false;
-        winner = case_index;
-        return true;
-    }
+    bool try_claim(int case_index) noexcept;
 };
 
 /// A parked sender or receiver (Go's sudog). Lives in an awaiter, in the
@@ -8959,25 +9563,12 @@ class waitq {
 public:
     bool empty() const noexcept { return first_.load(std::memory_order_relaxed) == nullptr; }
 
-    void push(chan_waiter* w) noexcept {
-        w->next = nullptr;
-        w->prev = last_;
-        if (last_) last_->next = w;
-        else first_.store(w, std::memory_order_relaxed);
-        last_ = w;
-        w->linked = true;
-    }
+    void push(chan_waiter* w) noexcept;
 
     /// The first waiter that can still be woken: a plain one, or a select's
     /// whose state this call claims. Waiters of already claimed selects are
     /// unlinked and skipped (their select will not look for them).
-    chan_waiter* pop() noexcept {
-        while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
-            unlink(w);
-            if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
-        }
-        return nullptr;
-    }
+    chan_waiter* pop() noexcept;
 
     /// Lock held, about to pop the first waiter: fetches, for writing, where
     /// the waiter `ahead` places back lies if the waiters lie at a constant
@@ -8988,15 +9579,7 @@ public:
     /// one after another. A wrong guess costs a useless prefetch (a prefetch
     /// never faults), and the second line covers a select's state, just
     /// after the waiter in its frame.
-    void prefetch_stride(std::uintptr_t ahead) const noexcept {
-        chan_waiter* w = first_.load(std::memory_order_relaxed);
-        if (!w || !w->next) return;
-        const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(w);
-        const std::uintptr_t step = reinterpret_cast<std::uintptr_t>(w->next) - a;
-        const char* guess = reinterpret_cast<const char*>(a + step * ahead);
-        prefetch_for_write(guess);
-        prefetch_for_write(guess + cache_line);
-    }
+    void prefetch_stride(std::uintptr_t ahead) const noexcept;
 
     /// Unlinks `w` if it is still linked (a select cleaning up after itself).
     void remove(chan_waiter* w) noexcept {
@@ -9004,14 +9587,7 @@ public:
     }
 
 private:
-    void unlink(chan_waiter* w) noexcept {
-        if (w->prev) w->prev->next = w->next;
-        else first_.store(w->next, std::memory_order_relaxed);
-        if (w->next) w->next->prev = w->prev;
-        else last_ = w->prev;
-        w->next = w->prev = nullptr;
-        w->linked = false;
-    }
+    void unlink(chan_waiter* w) noexcept;
 
     std::atomic<chan_waiter*> first_{nullptr};
     chan_waiter* last_ = nullptr;
@@ -9033,15 +9609,7 @@ public:
     /// readied, the task may free its waiter. One waiter (a hand-off) goes
     /// through ready(), which runs it next on this worker; many (a close)
     /// go to the queues in batches, waking idle workers once a batch.
-    void ready_all() noexcept {
-        chan_waiter* w = first_;
-        first_ = last_ = nullptr;
-        if (w && !w->next) {
-            ready(w->task());
-            return;
-        }
-        if (w) ready_many(w);
-    }
+    void ready_all() noexcept;
 
 private:
     [[gnu::noinline]] static void ready_many(chan_waiter* w) noexcept {
@@ -9154,51 +9722,25 @@ struct chan_base {
     };
 
     /// Values buffered now (a moment's view).
-    std::size_t buffered() const noexcept {
-        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
-        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
-        if (e <= d) return 0;
-        return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
-    }
+    std::size_t buffered() const noexcept;
 
     // --- the parking handshake (lock held; see THE PARKING HANDSHAKE) -----
 
     /// A receiver is about to park: lock-free senders must take the lock from
     /// now on. The caller then looks at the ring again.
-    void announce_recv_wait() noexcept {
-        if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
-            or_word(enq, enq_recv_wait, lock.held_plain());
-    }
+    void announce_recv_wait() noexcept;
 
     /// A sender is about to park: lock-free receivers and senders must take
     /// the lock from now on. The caller then looks at the ring again.
-    void announce_send_wait() noexcept {
-        if (!cap) return;
-        const bool plain = lock.held_plain();
-        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
-        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
-    }
+    void announce_send_wait() noexcept;
 
     /// Clears the flags of queues that are empty now; call before unlocking
     /// after anything that may have emptied a queue. (Sets none: a flag is set
     /// only by announce_*, before the second look.)
-    void sync_wait_flags() noexcept {
-        if (!cap) return;
-        std::uint64_t e = enq.load(std::memory_order_relaxed);
-        std::uint64_t clear = 0;
-        if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
-        if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
-        const bool plain = lock.held_plain();
-        if (clear) and_word(enq, ~clear, plain);
-        if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
-            and_word(deq, ~deq_send_wait, plain);
-    }
+    void sync_wait_flags() noexcept;
 
     /// The unlock of every locked operation: flags first, then the lock.
-    void unlock_synced() noexcept {
-        if (cap) sync_wait_flags();
-        lock.unlock();
-    }
+    void unlock_synced() noexcept;
 };
 
 template <class T>
@@ -9996,6 +10538,125 @@ struct direction_access {
 }  // namespace detail
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL const char* to_string(send_status s) noexcept {
+    switch (s) {
+    case send_status::sent: return "sent";
+    case send_status::full: return "full";
+    case send_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+GORO_DECL const char* to_string(recv_status s) noexcept {
+    switch (s) {
+    case recv_status::received: return "received";
+    case recv_status::empty: return "empty";
+    case recv_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL bool select_core::try_claim(int case_index) noexcept {
+    bool expected = false;
+    if (!claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return false;
+    winner = case_index;
+    return true;
+}
+
+GORO_DECL void waitq::push(chan_waiter* w) noexcept {
+    w->next = nullptr;
+    w->prev = last_;
+    if (last_) last_->next = w;
+    else first_.store(w, std::memory_order_relaxed);
+    last_ = w;
+    w->linked = true;
+}
+
+GORO_DECL chan_waiter* waitq::pop() noexcept {
+    while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
+        unlink(w);
+        if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
+    }
+    return nullptr;
+}
+
+GORO_DECL void waitq::prefetch_stride(std::uintptr_t ahead) const noexcept {
+    chan_waiter* w = first_.load(std::memory_order_relaxed);
+    if (!w || !w->next) return;
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(w);
+    const std::uintptr_t step = reinterpret_cast<std::uintptr_t>(w->next) - a;
+    const char* guess = reinterpret_cast<const char*>(a + step * ahead);
+    prefetch_for_write(guess);
+    prefetch_for_write(guess + cache_line);
+}
+
+GORO_DECL void waitq::unlink(chan_waiter* w) noexcept {
+    if (w->prev) w->prev->next = w->next;
+    else first_.store(w->next, std::memory_order_relaxed);
+    if (w->next) w->next->prev = w->prev;
+    else last_ = w->prev;
+    w->next = w->prev = nullptr;
+    w->linked = false;
+}
+
+GORO_DECL void wake_list::ready_all() noexcept {
+    chan_waiter* w = first_;
+    first_ = last_ = nullptr;
+    if (w && !w->next) {
+        ready(w->task());
+        return;
+    }
+    if (w) ready_many(w);
+}
+
+GORO_DECL std::size_t chan_base::buffered() const noexcept {
+    std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+    std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+    if (e <= d) return 0;
+    return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
+}
+
+GORO_DECL void chan_base::announce_recv_wait() noexcept {
+    if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
+        or_word(enq, enq_recv_wait, lock.held_plain());
+}
+
+GORO_DECL void chan_base::announce_send_wait() noexcept {
+    if (!cap) return;
+    const bool plain = lock.held_plain();
+    if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
+    if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
+}
+
+GORO_DECL void chan_base::sync_wait_flags() noexcept {
+    if (!cap) return;
+    std::uint64_t e = enq.load(std::memory_order_relaxed);
+    std::uint64_t clear = 0;
+    if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
+    if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
+    const bool plain = lock.held_plain();
+    if (clear) and_word(enq, ~clear, plain);
+    if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
+        and_word(deq, ~deq_send_wait, plain);
+}
+
+GORO_DECL void chan_base::unlock_synced() noexcept {
+    if (cap) sync_wait_flags();
+    lock.unlock();
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/sync/channel.hpp ----
 
 // ---- begin goro/sync/select.hpp ----
@@ -10274,14 +10935,7 @@ using case_of_t = typename case_of<C>::type;
 
 /// A per-thread xorshift generator for the poll order: cheap, and different
 /// on every worker.
-inline std::uint32_t select_rand() noexcept {
-    static thread_local std::uint64_t s = 0;
-    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return static_cast<std::uint32_t>(s >> 32);
-}
+GORO_DECL std::uint32_t select_rand() noexcept;
 
 /// The timer of a blocking select's `after` case.
 struct select_timer : timer_node {
@@ -10291,15 +10945,7 @@ struct select_timer : timer_node {
     select_timer() = default;
     select_timer(const select_timer&) noexcept : timer_node() {}
 
-    static void on_fire(timer_node* n) noexcept {
-        auto* t = static_cast<select_timer*>(n);
-        select_core* c = t->core;
-        if (c->try_claim(t->case_index)) {
-            ready(c->task);  // last access: the select may resume and free us from here on
-            return;
-        }
-        t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
-    }
+    static void on_fire(timer_node* n) noexcept;
 };
 
 struct no_timer {
@@ -10799,6 +11445,32 @@ select_result<Cs...> try_select(cases<Cs...>&& cs) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro::detail {
+
+GORO_DECL std::uint32_t select_rand() noexcept {
+    static thread_local std::uint64_t s = 0;
+    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<std::uint32_t>(s >> 32);
+}
+
+GORO_DECL void select_timer::on_fire(timer_node* n) noexcept {
+    auto* t = static_cast<select_timer*>(n);
+    select_core* c = t->core;
+    if (c->try_claim(t->case_index)) {
+        ready(c->task);  // last access: the select may resume and free us from here on
+        return;
+    }
+    t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/sync/select.hpp ----
 
 // ---- begin goro/sync/select_dynamic.hpp ----
@@ -10969,17 +11641,7 @@ public:
         o.kind_ = kind::none;
         o.ch_ = nullptr;
     }
-    select_case& operator=(select_case&& o) noexcept {
-        if (this != &o) {
-            if (box_) ops_->destroy(box_);
-            kind_ = std::exchange(o.kind_, kind::none);
-            ops_ = o.ops_;
-            ch_ = std::exchange(o.ch_, nullptr);
-            box_ = std::exchange(o.box_, nullptr);
-            when_ns_ = o.when_ns_;
-        }
-        return *this;
-    }
+    select_case& operator=(select_case&& o) noexcept;
     select_case(const select_case&) = delete;
     select_case& operator=(const select_case&) = delete;
     ~select_case() {
@@ -11234,11 +11896,32 @@ inline detail::dyn_select_op<true> select(std::span<select_case> cases) noexcept
 }
 
 /// The non-blocking form: the index of the case performed, or goro::select_default.
-inline int try_select(std::span<select_case> cases) {
+GORO_DECL int try_select(std::span<select_case> cases);
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL select_case& select_case::operator=(select_case&& o) noexcept {
+    if (this != &o) {
+        if (box_) ops_->destroy(box_);
+        kind_ = std::exchange(o.kind_, kind::none);
+        ops_ = o.ops_;
+        ch_ = std::exchange(o.ch_, nullptr);
+        box_ = std::exchange(o.box_, nullptr);
+        when_ns_ = o.when_ns_;
+    }
+    return *this;
+}
+
+GORO_DECL int try_select(std::span<select_case> cases) {
     return detail::dyn_select_op<false>(cases).poll_now();
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/select_dynamic.hpp ----
 
 // ---- begin goro/sync/context.hpp ----
@@ -11334,14 +12017,7 @@ enum class context_error : unsigned char {
     deadline_exceeded,  ///< its deadline (or an ancestor's) passed
 };
 
-inline const char* to_string(context_error e) noexcept {
-    switch (e) {
-    case context_error::none: return "none";
-    case context_error::canceled: return "context canceled";
-    case context_error::deadline_exceeded: return "context deadline exceeded";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(context_error e) noexcept;
 
 /// Thrown by context::throw_if_done() for a cancelled context (Go's context.Canceled).
 class canceled_error : public error {
@@ -11402,13 +12078,7 @@ struct ctx_node {
 
     void add_ref() noexcept { refs.fetch_add(handle_ref, std::memory_order_relaxed); }
     /// A handle reference unless the node is already being destroyed.
-    bool try_add_ref() noexcept {
-        std::size_t r = refs.load(std::memory_order_relaxed);
-        while (r != 0)
-            if (refs.compare_exchange_weak(r, r + handle_ref, std::memory_order_acq_rel, std::memory_order_relaxed))
-                return true;
-        return false;
-    }
+    bool try_add_ref() noexcept;
     /// Drops a reference (a handle's, or the timer's); frees the nodes that
     /// reach zero, walking up the chain iteratively (no recursion).
     ///
@@ -11417,29 +12087,7 @@ struct ctx_node {
     /// (abandon_timer). Once a thread has dropped its reference it never
     /// touches the node again, so whoever drops the last reference — the timer
     /// callback included — may free it at once.
-    static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept {
-        while (n) {
-            std::size_t r = n->refs.load(std::memory_order_relaxed);
-            bool abandoned = false;
-            for (;;) {
-                if (amount == handle_ref && r == handle_ref + timer_ref && !abandoned) {
-                    abandoned = true;
-                    n->abandon_timer();  // our handle keeps n alive meanwhile
-                    r = n->refs.load(std::memory_order_relaxed);
-                    continue;
-                }
-                // A failed abandon means the timer is firing, or a cancel took
-                // it: either drops the timer's reference soon, so we may go.
-                if (n->refs.compare_exchange_weak(r, r - amount, std::memory_order_acq_rel, std::memory_order_relaxed))
-                    break;
-            }
-            if (r != amount) return;
-            ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
-            delete n;
-            n = p;
-            amount = handle_ref;
-        }
-    }
+    static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept;
 };
 
 template <class T>
@@ -11449,23 +12097,36 @@ struct value_node final : ctx_node {
     explicit value_node(U&& v) : value(std::forward<U>(v)) {}
 };
 
-inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept;
+/// Cancels `n` and every descendant, and returns once all of them are
+/// published (err() set, done() closed). The caller holds a reference to `n`.
+///
+/// Three passes, iteratively (no recursion, no allocation; the lists run
+/// through `work_next`):
+///   1. begin: `n` and, depth first, every descendant whose cancellation had
+///      not begun; their children lists are detached on the way. A child whose
+///      cancellation another thread began is set aside, to wait for.
+///   2. publish, each parent before its children (so a task woken by a
+///      child's done() finds its ancestors done), then mark every node
+///      `settled`; err() of a published node waits for that, so a node's
+///      err() is never seen before its descendants' done() closed.
+///      First wait for the set-aside children: a thread waits
+///      only for nodes outside the subtrees of what it began and has not
+///      published, and their canceller only for nodes below them, so the
+///      waits end (the tree has no cycles).
+///   3. only now what may run user code or start another cancellation:
+///      stop_source callbacks, and dropping the references (a node's
+///      destructor runs its values' destructors). Everything begun is
+///      published by then, so nothing started here waits for this thread.
+GORO_DECL void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept;
 
 struct cancel_node final : ctx_node {
     struct deadline_timer : timer_node {
         cancel_node* owner = nullptr;
-        static void on_fire(timer_node* t) noexcept {
-            cancel_node* n = static_cast<deadline_timer*>(t)->owner;
-            cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
-            ctx_node::release(n, timer_ref);  // last access: the armed timer's reference
-        }
+        static void on_fire(timer_node* t) noexcept;
     };
     struct stop_relay {
         cancel_node* owner;
-        void operator()() const noexcept {
-            cancel_tree(owner, context_error::canceled,
-                        std::make_exception_ptr(canceled_error("goro::with_stop_token: stop requested")), true);
-        }
+        void operator()() const noexcept;
     };
 
     ranked_lock<spinlock, lock_rank::context> mu;
@@ -11500,73 +12161,20 @@ struct cancel_node final : ctx_node {
     /// (CANCELLATION); like Go's Err(), which takes the lock the canceller
     /// holds throughout, this waits for it, so a non-none error also means
     /// every descendant is done.
-    context_error published_err() const noexcept {
-        if (!done.is_closed()) return context_error::none;
-        wait_published();
-        return err.load(std::memory_order_relaxed);
-    }
+    context_error published_err() const noexcept;
 
-    void abandon_timer() noexcept override {
-        std::lock_guard g(mu);
-        // Not cancelled: the callback is running (or about to) and drops the
-        // timer's reference itself. Cancelled: never zero here, the caller
-        // still holds its handle.
-        if (timer_armed && the_scheduler().timers().cancel(&timer)) {
-            timer_armed = false;
-            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
-        }
-    }
+    void abandon_timer() noexcept override;
 
-    ~cancel_node() override {
-        relay.reset();  // waits for a stop callback running on another thread
-        unlink_from_ancestor();
-    }
+    ~cancel_node() override;
 
-    void unlink_from_ancestor() noexcept {
-        cancel_node* a = ancestor;
-        if (!a) return;
-        std::lock_guard g(a->mu);
-        if (!linked) return;
-        if (prev_sibling) prev_sibling->next_sibling = next_sibling;
-        else a->first_child = next_sibling;
-        if (next_sibling) next_sibling->prev_sibling = prev_sibling;
-        prev_sibling = next_sibling = nullptr;
-        linked = false;
-        --a->nchildren;
-    }
+    void unlink_from_ancestor() noexcept;
 
     /// Begins this node's cancellation: records the error and cause (so no
     /// one else begins it, and a child created from now on is cancelled by
     /// its creator), stops the timer, and moves the children, each with a
     /// reference, onto `work`. False when a cancellation had begun already.
     /// The caller holds a reference.
-    bool begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
-        bool stop_timer = false;
-        {
-            std::lock_guard g(mu);
-            if (err.load(std::memory_order_relaxed) != context_error::none) return false;
-            cause = c;
-            err.store(e, std::memory_order_relaxed);
-            for (cancel_node* ch = first_child; ch;) {
-                cancel_node* next = ch->next_sibling;
-                ch->prev_sibling = ch->next_sibling = nullptr;
-                ch->linked = false;
-                if (ch->try_add_ref()) {  // a child at zero is being destroyed: nobody can observe it
-                    ch->work_next = work;
-                    work = ch;
-                }
-                ch = next;
-            }
-            first_child = nullptr;
-            nchildren = 0;
-            stop_timer = std::exchange(timer_armed, false);
-        }
-        if (stop_timer && the_scheduler().timers().cancel(&timer)) {
-            // The timer will not fire: drop its reference (the caller holds one).
-            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
-        }
-        return true;
-    }
+    bool begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept;
 
     /// Makes the cancellation visible: err() and done() change together here.
     void publish_cancel() noexcept { done.close("goro::context::cancel"); }
@@ -11574,14 +12182,7 @@ struct cancel_node final : ctx_node {
     /// After publishing: stops the stop_source handed out by stop_token(), if
     /// any. (stop_token() checks `done` under mu after creating one, so a
     /// source created now is stopped there.)
-    void stop_after_cancel() noexcept {
-        std::optional<std::stop_source> to_stop;
-        {
-            std::lock_guard g(mu);
-            if (stop) to_stop = stop;
-        }
-        if (to_stop) to_stop->request_stop();
-    }
+    void stop_after_cancel() noexcept;
 
     /// Waits until another thread's cancellation of this node is published:
     /// its done() and every descendant's closed.
@@ -11594,27 +12195,314 @@ struct cancel_node final : ctx_node {
     std::atomic<bool> settled{false};
 };
 
-/// Cancels `n` and every descendant, and returns once all of them are
-/// published (err() set, done() closed). The caller holds a reference to `n`.
-///
-/// Three passes, iteratively (no recursion, no allocation; the lists run
-/// through `work_next`):
-///   1. begin: `n` and, depth first, every descendant whose cancellation had
-///      not begun; their children lists are detached on the way. A child whose
-///      cancellation another thread began is set aside, to wait for.
-///   2. publish, each parent before its children (so a task woken by a
-///      child's done() finds its ancestors done), then mark every node
-///      `settled`; err() of a published node waits for that, so a node's
-///      err() is never seen before its descendants' done() closed.
-///      First wait for the set-aside children: a thread waits
-///      only for nodes outside the subtrees of what it began and has not
-///      published, and their canceller only for nodes below them, so the
-///      waits end (the tree has no cycles).
-///   3. only now what may run user code or start another cancellation:
-///      stop_source callbacks, and dropping the references (a node's
-///      destructor runs its values' destructors). Everything begun is
-///      published by then, so nothing started here waits for this thread.
-inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept {
+GORO_DECL std::exception_ptr error_of(context_error e);
+
+}  // namespace detail
+
+/// A context handle. Default-constructed: background (never cancelled, no
+/// deadline, no values; its done() is a nil channel that never fires).
+class context {
+public:
+    context() noexcept = default;
+    context(const context& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    context(context&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    context& operator=(const context& o) noexcept;
+    context& operator=(context&& o) noexcept;
+    ~context() { detail::ctx_node::release(n_); }
+
+    /// The context's done channel (Go's ctx.Done()), receive-only: closed once
+    /// the context is done; nil for background. `co_await ctx.done()`,
+    /// `ctx.done()` as a select case, `while (auto v = co_await d.recv()) {}`
+    /// (not `while (co_await d.recv())`: g++ 12 miscompiles a co_await in a
+    /// condition without a declaration), or passed on as a
+    /// `recv_only<std::monostate>`. It holds a handle to the
+    /// context, so it may outlive this one.
+    recv_only<std::monostate> done() const noexcept;
+
+    /// Why the context is done, or context_error::none.
+    context_error err() const noexcept {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        return c ? c->published_err() : context_error::none;
+    }
+    /// True once the context is cancelled or past its deadline.
+    bool is_done() const noexcept { return err() != context_error::none; }
+
+    /// Throws canceled_error or deadline_exceeded_error when the context is done.
+    void throw_if_done() const;
+
+    /// The earliest deadline along the chain, if any.
+    std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept;
+
+    /// The value stored under `key` by the nearest with_value, or null.
+    template <class T>
+    const T* value(const context_key<T>& key) const noexcept {
+        for (detail::ctx_node* n = n_; n; n = n->parent)
+            if (n->key == &key) return &static_cast<detail::value_node<T>*>(n)->value;
+        return nullptr;
+    }
+
+    /// A std::stop_token that is stop-requested when this context is done
+    /// (never, for background).
+    std::stop_token stop_token() const;
+
+    friend bool operator==(const context& a, const context& b) noexcept { return a.n_ == b.n_; }
+
+private:
+    friend class cancel_func;
+    friend struct context_access;
+    explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
+    detail::ctx_node* n_ = nullptr;
+};
+
+namespace detail {
+struct ctx_keep {
+    static void add(void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); }
+    static void drop(void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); }
+    static constexpr keep_ops ops{&add, &drop};
+};
+}  // namespace detail
+
+/// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
+/// the context was cancelled some other way, does nothing.
+class cancel_func {
+public:
+    cancel_func() noexcept = default;
+    cancel_func(const cancel_func& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    cancel_func(cancel_func&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    cancel_func& operator=(cancel_func o) noexcept {
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    ~cancel_func() { detail::ctx_node::release(n_); }
+
+    /// Cancels with context_error::canceled.
+    void operator()() const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, nullptr, true);
+    }
+    /// Cancels with context_error::canceled, recording `cause` (see goro::cause).
+    void operator()(std::exception_ptr cause) const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, std::move(cause), true);
+    }
+
+private:
+    friend struct context_access;
+    explicit cancel_func(detail::cancel_node* n) noexcept : n_(n) {
+        if (n_) n_->add_ref();
+    }
+    detail::cancel_node* n_ = nullptr;
+};
+
+/// goro::background(): the root of every context tree. goro::todo(): the same,
+/// spelled for "not decided yet".
+inline context background() noexcept { return {}; }
+inline context todo() noexcept { return {}; }
+
+struct context_access {
+    static detail::ctx_node* node(const context& c) noexcept { return c.n_; }
+    static context adopt(detail::ctx_node* n) noexcept { return context(n); }
+    static cancel_func make_cancel(detail::cancel_node* n) noexcept { return cancel_func(n); }
+
+    /// A new cancel node below `parent`, linked into its nearest cancelable
+    /// ancestor, or cancelled at once when that one is done already.
+    static detail::cancel_node* new_cancel_node(const context& parent, std::int64_t deadline_ns);
+
+    static void arm_deadline(detail::cancel_node* n, std::int64_t when_ns);
+
+    static std::int64_t now_ns() noexcept { return detail::now_ns(); }
+};
+
+/// A child of `parent` with its own cancel func (Go's WithCancel).
+GORO_DECL std::pair<context, cancel_func> with_cancel(const context& parent);
+
+/// A child that is cancelled with deadline_exceeded at `deadline` (Go's WithDeadline).
+template <class Duration>
+std::pair<context, cancel_func> with_deadline(const context& parent,
+                                              std::chrono::time_point<std::chrono::steady_clock, Duration> deadline) {
+    std::int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+    detail::cancel_node* n = context_access::new_cancel_node(parent, when);
+    context ctx = context_access::adopt(n);
+    cancel_func cancel = context_access::make_cancel(n);
+    // The parent's earlier deadline already covers this one: no timer of our own.
+    detail::ctx_node* p = context_access::node(parent);
+    if (!p || when < p->deadline_ns) context_access::arm_deadline(n, when);
+    return {std::move(ctx), std::move(cancel)};
+}
+
+/// with_deadline(parent, now + timeout) (Go's WithTimeout).
+template <class Rep, class Period>
+std::pair<context, cancel_func> with_timeout(const context& parent, std::chrono::duration<Rep, Period> timeout) {
+    return with_deadline(parent, std::chrono::steady_clock::now() +
+                                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+}
+
+/// A child cancelled (context_error::canceled) when `token` is stop-requested,
+/// or by its cancel func: the bridge from std::stop_token (std::jthread, …).
+GORO_DECL std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token);
+
+/// A child carrying `value` under `key` (Go's WithValue); lookup: ctx.value(key).
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+context with_value(const context& parent, const context_key<T>& key, U&& value) {
+    auto* n = new detail::value_node<T>(std::forward<U>(value));
+    n->key = &key;
+    if (detail::ctx_node* p = context_access::node(parent)) {
+        p->add_ref();
+        n->parent = p;
+        n->nearest = p->nearest;
+        n->deadline_ns = p->deadline_ns;
+    }
+    return context_access::adopt(n);
+}
+
+/// Why `ctx` was cancelled: the cause given to its cancel func (or an
+/// ancestor's), else canceled_error / deadline_exceeded_error; null while
+/// the context is not done (Go's context.Cause).
+GORO_DECL std::exception_ptr cause(const context& ctx);
+
+namespace detail {
+/// Children currently linked under the nearest cancelable node of `ctx` (for tests and metrics).
+GORO_DECL std::size_t context_children(const context& ctx) noexcept;
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL const char* to_string(context_error e) noexcept {
+    switch (e) {
+    case context_error::none: return "none";
+    case context_error::canceled: return "context canceled";
+    case context_error::deadline_exceeded: return "context deadline exceeded";
+    }
+    return "unknown";
+}
+
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL bool ctx_node::try_add_ref() noexcept {
+    std::size_t r = refs.load(std::memory_order_relaxed);
+    while (r != 0)
+        if (refs.compare_exchange_weak(r, r + handle_ref, std::memory_order_acq_rel, std::memory_order_relaxed))
+            return true;
+    return false;
+}
+
+GORO_DECL void ctx_node::release(ctx_node* n, std::size_t amount) noexcept {
+    while (n) {
+        std::size_t r = n->refs.load(std::memory_order_relaxed);
+        bool abandoned = false;
+        for (;;) {
+            if (amount == handle_ref && r == handle_ref + timer_ref && !abandoned) {
+                abandoned = true;
+                n->abandon_timer();  // our handle keeps n alive meanwhile
+                r = n->refs.load(std::memory_order_relaxed);
+                continue;
+            }
+            // A failed abandon means the timer is firing, or a cancel took
+            // it: either drops the timer's reference soon, so we may go.
+            if (n->refs.compare_exchange_weak(r, r - amount, std::memory_order_acq_rel, std::memory_order_relaxed))
+                break;
+        }
+        if (r != amount) return;
+        ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
+        delete n;
+        n = p;
+        amount = handle_ref;
+    }
+}
+
+GORO_DECL void cancel_node::deadline_timer::on_fire(timer_node* t) noexcept {
+    cancel_node* n = static_cast<deadline_timer*>(t)->owner;
+    cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+    ctx_node::release(n, timer_ref);  // last access: the armed timer's reference
+}
+
+GORO_DECL void cancel_node::stop_relay::operator()() const noexcept {
+    cancel_tree(owner, context_error::canceled,
+                std::make_exception_ptr(canceled_error("goro::with_stop_token: stop requested")), true);
+}
+
+GORO_DECL context_error cancel_node::published_err() const noexcept {
+    if (!done.is_closed()) return context_error::none;
+    wait_published();
+    return err.load(std::memory_order_relaxed);
+}
+
+GORO_DECL void cancel_node::abandon_timer() noexcept {
+    std::lock_guard g(mu);
+    // Not cancelled: the callback is running (or about to) and drops the
+    // timer's reference itself. Cancelled: never zero here, the caller
+    // still holds its handle.
+    if (timer_armed && the_scheduler().timers().cancel(&timer)) {
+        timer_armed = false;
+        refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
+    }
+}
+
+GORO_DECL cancel_node::~cancel_node() {
+    relay.reset();  // waits for a stop callback running on another thread
+    unlink_from_ancestor();
+}
+
+GORO_DECL void cancel_node::unlink_from_ancestor() noexcept {
+    cancel_node* a = ancestor;
+    if (!a) return;
+    std::lock_guard g(a->mu);
+    if (!linked) return;
+    if (prev_sibling) prev_sibling->next_sibling = next_sibling;
+    else a->first_child = next_sibling;
+    if (next_sibling) next_sibling->prev_sibling = prev_sibling;
+    prev_sibling = next_sibling = nullptr;
+    linked = false;
+    --a->nchildren;
+}
+
+GORO_DECL bool cancel_node::begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
+    bool stop_timer = false;
+    {
+        std::lock_guard g(mu);
+        if (err.load(std::memory_order_relaxed) != context_error::none) return false;
+        cause = c;
+        err.store(e, std::memory_order_relaxed);
+        for (cancel_node* ch = first_child; ch;) {
+            cancel_node* next = ch->next_sibling;
+            ch->prev_sibling = ch->next_sibling = nullptr;
+            ch->linked = false;
+            if (ch->try_add_ref()) {  // a child at zero is being destroyed: nobody can observe it
+                ch->work_next = work;
+                work = ch;
+            }
+            ch = next;
+        }
+        first_child = nullptr;
+        nchildren = 0;
+        stop_timer = std::exchange(timer_armed, false);
+    }
+    if (stop_timer && the_scheduler().timers().cancel(&timer)) {
+        // The timer will not fire: drop its reference (the caller holds one).
+        refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
+    }
+    return true;
+}
+
+GORO_DECL void cancel_node::stop_after_cancel() noexcept {
+    std::optional<std::stop_source> to_stop;
+    {
+        std::lock_guard g(mu);
+        if (stop) to_stop = stop;
+    }
+    if (to_stop) to_stop->request_stop();
+}
+
+GORO_DECL void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept {
     cancel_node* work = nullptr;
     if (!n->begin_cancel(err, cause, work)) {
         n->wait_published();  // cancel() returns with the context done, whoever cancelled it
@@ -11661,238 +12549,116 @@ inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr ca
     if (unlink) n->unlink_from_ancestor();
 }
 
-inline std::exception_ptr error_of(context_error e) {
+GORO_DECL std::exception_ptr error_of(context_error e) {
     if (e == context_error::deadline_exceeded) return std::make_exception_ptr(deadline_exceeded_error());
     return std::make_exception_ptr(canceled_error());
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-/// A context handle. Default-constructed: background (never cancelled, no
-/// deadline, no values; its done() is a nil channel that never fires).
-class context {
-public:
-    context() noexcept = default;
-    context(const context& o) noexcept : n_(o.n_) {
-        if (n_) n_->add_ref();
-    }
-    context(context&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
-    context& operator=(const context& o) noexcept {
-        if (o.n_) o.n_->add_ref();
+namespace goro {
+
+GORO_DECL context& context::operator=(const context& o) noexcept {
+    if (o.n_) o.n_->add_ref();
+    detail::ctx_node::release(n_);
+    n_ = o.n_;
+    return *this;
+}
+
+GORO_DECL context& context::operator=(context&& o) noexcept {
+    if (this != &o) {
         detail::ctx_node::release(n_);
-        n_ = o.n_;
-        return *this;
+        n_ = std::exchange(o.n_, nullptr);
     }
-    context& operator=(context&& o) noexcept {
-        if (this != &o) {
-            detail::ctx_node::release(n_);
-            n_ = std::exchange(o.n_, nullptr);
-        }
-        return *this;
+    return *this;
+}
+
+GORO_DECL void context::throw_if_done() const {
+    switch (err()) {
+    case context_error::none: return;
+    case context_error::canceled: throw canceled_error();
+    case context_error::deadline_exceeded: throw deadline_exceeded_error();
     }
-    ~context() { detail::ctx_node::release(n_); }
+}
 
-    /// The context's done channel (Go's ctx.Done()), receive-only: closed once
-    /// the context is done; nil for background. `co_await ctx.done()`,
-    /// `ctx.done()` as a select case, `while (co_await d.recv()) {}`, or
-    /// passed on as a `recv_only<std::monostate>`. It holds a handle to the
-    /// context, so it may outlive this one.
-    recv_only<std::monostate> done() const noexcept;
+GORO_DECL std::optional<std::chrono::steady_clock::time_point> context::deadline() const noexcept {
+    if (!n_ || n_->deadline_ns == std::numeric_limits<std::int64_t>::max()) return std::nullopt;
+    return std::chrono::steady_clock::time_point(
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(n_->deadline_ns)));
+}
 
-    /// Why the context is done, or context_error::none.
-    context_error err() const noexcept {
-        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        return c ? c->published_err() : context_error::none;
+GORO_DECL std::stop_token context::stop_token() const {
+    detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+    if (!c) return {};
+    std::stop_source src{std::nostopstate};
+    bool already = false;
+    {
+        std::lock_guard g(c->mu);
+        if (!c->stop) c->stop.emplace();
+        src = *c->stop;
+        already = c->done.is_closed();
     }
-    /// True once the context is cancelled or past its deadline.
-    bool is_done() const noexcept { return err() != context_error::none; }
+    if (already) src.request_stop();  // published before anyone asked: catch up
+    return src.get_token();
+}
 
-    /// Throws canceled_error or deadline_exceeded_error when the context is done.
-    void throw_if_done() const {
-        switch (err()) {
-        case context_error::none: return;
-        case context_error::canceled: throw canceled_error();
-        case context_error::deadline_exceeded: throw deadline_exceeded_error();
-        }
-    }
-
-    /// The earliest deadline along the chain, if any.
-    std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept {
-        if (!n_ || n_->deadline_ns == std::numeric_limits<std::int64_t>::max()) return std::nullopt;
-        return std::chrono::steady_clock::time_point(
-            std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(n_->deadline_ns)));
-    }
-
-    /// The value stored under `key` by the nearest with_value, or null.
-    template <class T>
-    const T* value(const context_key<T>& key) const noexcept {
-        for (detail::ctx_node* n = n_; n; n = n->parent)
-            if (n->key == &key) return &static_cast<detail::value_node<T>*>(n)->value;
-        return nullptr;
-    }
-
-    /// A std::stop_token that is stop-requested when this context is done
-    /// (never, for background).
-    std::stop_token stop_token() const {
-        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        if (!c) return {};
-        std::stop_source src{std::nostopstate};
-        bool already = false;
-        {
-            std::lock_guard g(c->mu);
-            if (!c->stop) c->stop.emplace();
-            src = *c->stop;
-            already = c->done.is_closed();
-        }
-        if (already) src.request_stop();  // published before anyone asked: catch up
-        return src.get_token();
-    }
-
-    friend bool operator==(const context& a, const context& b) noexcept { return a.n_ == b.n_; }
-
-private:
-    friend class cancel_func;
-    friend struct context_access;
-    explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
-    detail::ctx_node* n_ = nullptr;
-};
-
-namespace detail {
-struct ctx_keep {
-    static void add(void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); }
-    static void drop(void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); }
-    static constexpr keep_ops ops{&add, &drop};
-};
-}  // namespace detail
-
-inline recv_only<std::monostate> context::done() const noexcept {
+GORO_DECL recv_only<std::monostate> context::done() const noexcept {
     detail::cancel_node* c = n_ ? n_->nearest : nullptr;
     if (!c) return {};  // background: a nil channel, nothing to keep
     n_->add_ref();
     return {&c->done, detail::keep_ref(n_, &detail::ctx_keep::ops)};
 }
 
-/// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
-/// the context was cancelled some other way, does nothing.
-class cancel_func {
-public:
-    cancel_func() noexcept = default;
-    cancel_func(const cancel_func& o) noexcept : n_(o.n_) {
-        if (n_) n_->add_ref();
+GORO_DECL detail::cancel_node* context_access::new_cancel_node(const context& parent, std::int64_t deadline_ns) {
+    auto* n = new detail::cancel_node();
+    n->nearest = n;
+    n->timer.owner = n;
+    n->timer.fire = &detail::cancel_node::deadline_timer::on_fire;
+    detail::ctx_node* p = parent.n_;
+    if (p) {
+        p->add_ref();
+        n->parent = p;
+        n->deadline_ns = p->deadline_ns;
+        n->ancestor = p->nearest;
     }
-    cancel_func(cancel_func&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
-    cancel_func& operator=(cancel_func o) noexcept {
-        std::swap(n_, o.n_);
-        return *this;
-    }
-    ~cancel_func() { detail::ctx_node::release(n_); }
-
-    /// Cancels with context_error::canceled.
-    void operator()() const noexcept {
-        if (n_) detail::cancel_tree(n_, context_error::canceled, nullptr, true);
-    }
-    /// Cancels with context_error::canceled, recording `cause` (see goro::cause).
-    void operator()(std::exception_ptr cause) const noexcept {
-        if (n_) detail::cancel_tree(n_, context_error::canceled, std::move(cause), true);
-    }
-
-private:
-    friend struct context_access;
-    explicit cancel_func(detail::cancel_node* n) noexcept : n_(n) {
-        if (n_) n_->add_ref();
-    }
-    detail::cancel_node* n_ = nullptr;
-};
-
-/// goro::background(): the root of every context tree. goro::todo(): the same,
-/// spelled for "not decided yet".
-inline context background() noexcept { return {}; }
-inline context todo() noexcept { return {}; }
-
-struct context_access {
-    static detail::ctx_node* node(const context& c) noexcept { return c.n_; }
-    static context adopt(detail::ctx_node* n) noexcept { return context(n); }
-    static cancel_func make_cancel(detail::cancel_node* n) noexcept { return cancel_func(n); }
-
-    /// A new cancel node below `parent`, linked into its nearest cancelable
-    /// ancestor, or cancelled at once when that one is done already.
-    static detail::cancel_node* new_cancel_node(const context& parent, std::int64_t deadline_ns) {
-        auto* n = new detail::cancel_node();
-        n->nearest = n;
-        n->timer.owner = n;
-        n->timer.fire = &detail::cancel_node::deadline_timer::on_fire;
-        detail::ctx_node* p = parent.n_;
-        if (p) {
-            p->add_ref();
-            n->parent = p;
-            n->deadline_ns = p->deadline_ns;
-            n->ancestor = p->nearest;
-        }
-        if (deadline_ns < n->deadline_ns) n->deadline_ns = deadline_ns;
-        if (detail::cancel_node* a = n->ancestor) {
-            context_error perr;
-            {
-                std::lock_guard g(a->mu);
-                perr = a->err.load(std::memory_order_relaxed);  // begun, maybe not yet published
-                if (perr == context_error::none) {
-                    n->next_sibling = a->first_child;
-                    if (a->first_child) a->first_child->prev_sibling = n;
-                    a->first_child = n;
-                    n->linked = true;
-                    ++a->nchildren;
-                }
+    if (deadline_ns < n->deadline_ns) n->deadline_ns = deadline_ns;
+    if (detail::cancel_node* a = n->ancestor) {
+        context_error perr;
+        {
+            std::lock_guard g(a->mu);
+            perr = a->err.load(std::memory_order_relaxed);  // begun, maybe not yet published
+            if (perr == context_error::none) {
+                n->next_sibling = a->first_child;
+                if (a->first_child) a->first_child->prev_sibling = n;
+                a->first_child = n;
+                n->linked = true;
+                ++a->nchildren;
             }
-            if (perr != context_error::none) detail::cancel_tree(n, perr, a->cause, false);
         }
-        return n;
+        if (perr != context_error::none) detail::cancel_tree(n, perr, a->cause, false);
     }
+    return n;
+}
 
-    static void arm_deadline(detail::cancel_node* n, std::int64_t when_ns) {
-        if (when_ns <= now_ns()) {
-            detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
-            return;
-        }
-        std::lock_guard g(n->mu);
-        if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
-        n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
-        n->timer_armed = true;
-        n->timer.when_ns = when_ns;
-        detail::the_scheduler().timers().add(&n->timer);
+GORO_DECL void context_access::arm_deadline(detail::cancel_node* n, std::int64_t when_ns) {
+    if (when_ns <= now_ns()) {
+        detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+        return;
     }
+    std::lock_guard g(n->mu);
+    if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
+    n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
+    n->timer_armed = true;
+    n->timer.when_ns = when_ns;
+    detail::the_scheduler().timers().add(&n->timer);
+}
 
-    static std::int64_t now_ns() noexcept { return detail::now_ns(); }
-};
-
-/// A child of `parent` with its own cancel func (Go's WithCancel).
-inline std::pair<context, cancel_func> with_cancel(const context& parent) {
+GORO_DECL std::pair<context, cancel_func> with_cancel(const context& parent) {
     detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
     return {context_access::adopt(n), context_access::make_cancel(n)};
 }
 
-/// A child that is cancelled with deadline_exceeded at `deadline` (Go's WithDeadline).
-template <class Duration>
-std::pair<context, cancel_func> with_deadline(const context& parent,
-                                              std::chrono::time_point<std::chrono::steady_clock, Duration> deadline) {
-    std::int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
-    detail::cancel_node* n = context_access::new_cancel_node(parent, when);
-    context ctx = context_access::adopt(n);
-    cancel_func cancel = context_access::make_cancel(n);
-    // The parent's earlier deadline already covers this one: no timer of our own.
-    detail::ctx_node* p = context_access::node(parent);
-    if (!p || when < p->deadline_ns) context_access::arm_deadline(n, when);
-    return {std::move(ctx), std::move(cancel)};
-}
-
-/// with_deadline(parent, now + timeout) (Go's WithTimeout).
-template <class Rep, class Period>
-std::pair<context, cancel_func> with_timeout(const context& parent, std::chrono::duration<Rep, Period> timeout) {
-    return with_deadline(parent, std::chrono::steady_clock::now() +
-                                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
-}
-
-/// A child cancelled (context_error::canceled) when `token` is stop-requested,
-/// or by its cancel func: the bridge from std::stop_token (std::jthread, …).
-inline std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token) {
+GORO_DECL std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token) {
     detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
     context ctx = context_access::adopt(n);
     cancel_func cancel = context_access::make_cancel(n);
@@ -11900,25 +12666,7 @@ inline std::pair<context, cancel_func> with_stop_token(const context& parent, st
     return {std::move(ctx), std::move(cancel)};
 }
 
-/// A child carrying `value` under `key` (Go's WithValue); lookup: ctx.value(key).
-template <class T, class U>
-    requires std::is_constructible_v<T, U&&>
-context with_value(const context& parent, const context_key<T>& key, U&& value) {
-    auto* n = new detail::value_node<T>(std::forward<U>(value));
-    n->key = &key;
-    if (detail::ctx_node* p = context_access::node(parent)) {
-        p->add_ref();
-        n->parent = p;
-        n->nearest = p->nearest;
-        n->deadline_ns = p->deadline_ns;
-    }
-    return context_access::adopt(n);
-}
-
-/// Why `ctx` was cancelled: the cause given to its cancel func (or an
-/// ancestor's), else canceled_error / deadline_exceeded_error; null while
-/// the context is not done (Go's context.Cause).
-inline std::exception_ptr cause(const context& ctx) {
+GORO_DECL std::exception_ptr cause(const context& ctx) {
     detail::ctx_node* n = context_access::node(ctx);
     detail::cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return nullptr;
@@ -11928,18 +12676,20 @@ inline std::exception_ptr cause(const context& ctx) {
     return detail::error_of(e);
 }
 
-namespace detail {
-/// Children currently linked under the nearest cancelable node of `ctx` (for tests and metrics).
-inline std::size_t context_children(const context& ctx) noexcept {
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL std::size_t context_children(const context& ctx) noexcept {
     ctx_node* n = context_access::node(ctx);
     cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return 0;
     std::lock_guard g(c->mu);
     return c->nchildren;
 }
-}  // namespace detail
 
-}  // namespace goro
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/sync/context.hpp ----
 
 // ---- begin goro/sync/wait_group.hpp ----
@@ -12487,23 +13237,9 @@ public:
 
         bool await_ready() const noexcept { return wg_->c_.at_zero(); }
 
-        bool await_suspend(std::coroutine_handle<> h) {
-            task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
-            node_.task = t;
-            detail::park(t, h, wait_reason::wait_group);
-            counter& c = wg_->c_;
-            std::lock_guard g(c.lock_);
-            if (c.enqueue(node_)) return true;  // published: from here on a releaser owns the node
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;  // reached zero meanwhile: continue without parking
-        }
+        bool await_suspend(std::coroutine_handle<> h);
 
-        void await_resume() {
-            if (node_.released) wg_->c_.returned(node_);
-            if (node_.destroyed_msg)
-                throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
-                                           std::to_string(node_.destroyed_count) + " tasks were waiting)");
-        }
+        void await_resume();
 
     private:
         wait_group* wg_;
@@ -12516,15 +13252,7 @@ public:
     wait_group(const wait_group&) = delete;
     wait_group& operator=(const wait_group&) = delete;
 
-    ~wait_group() {
-        detail::waiter_list<waiter_node> parked;
-        c_.destroy(parked);  // the group's last step: nobody touches it after
-        const std::size_t n = parked.size();
-        parked.wake_all([n](waiter_node& w) noexcept {
-            w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
-            w.destroyed_count = static_cast<std::uint32_t>(n);
-        });
-    }
+    ~wait_group();
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
     /// `n` is out of the counter's range, when the counter would go below
@@ -12532,15 +13260,10 @@ public:
     /// the counter from zero while waiters released at that zero have not
     /// returned from wait() yet, or while they are being released. The counter
     /// is then left as it was.
-    void add(std::int64_t n) {
-        if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
-            throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
-        if (n > 0) c_.add(static_cast<std::uint32_t>(n));
-        else if (n < 0) c_.finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
-    }
+    void add(std::int64_t n);
 
     /// Marks one task finished: `add(-1)`.
-    void done() { c_.finish(1, "goro::wait_group::done"); }
+    void done();
 
     /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
     [[nodiscard("goro::wait_group::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
@@ -12553,6 +13276,50 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL bool wait_group::wait_operation::await_suspend(std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
+    node_.task = t;
+    detail::park(t, h, wait_reason::wait_group);
+    counter& c = wg_->c_;
+    std::lock_guard g(c.lock_);
+    if (c.enqueue(node_)) return true;  // published: from here on a releaser owns the node
+    t->state.store(task_state::running, std::memory_order_relaxed);
+    return false;  // reached zero meanwhile: continue without parking
+}
+
+GORO_DECL void wait_group::wait_operation::await_resume() {
+    if (node_.released) wg_->c_.returned(node_);
+    if (node_.destroyed_msg)
+        throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
+                                   std::to_string(node_.destroyed_count) + " tasks were waiting)");
+}
+
+GORO_DECL wait_group::~wait_group() {
+    detail::waiter_list<waiter_node> parked;
+    c_.destroy(parked);  // the group's last step: nobody touches it after
+    const std::size_t n = parked.size();
+    parked.wake_all([n](waiter_node& w) noexcept {
+        w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
+        w.destroyed_count = static_cast<std::uint32_t>(n);
+    });
+}
+
+GORO_DECL void wait_group::add(std::int64_t n) {
+    if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
+        throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
+    if (n > 0) c_.add(static_cast<std::uint32_t>(n));
+    else if (n < 0) c_.finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+}
+
+GORO_DECL void wait_group::done() { c_.finish(1, "goro::wait_group::done"); }
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/wait_group.hpp ----
 
 // ---- begin goro/sync/mutex.hpp ----
@@ -12615,25 +13382,19 @@ public:
     lock_guard() noexcept = default;
     explicit lock_guard(goro::mutex& m, std::adopt_lock_t) noexcept : m_(&m) {}
     lock_guard(lock_guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    lock_guard& operator=(lock_guard&& o) noexcept {
-        if (this != &o) {
-            release_lock();
-            m_ = std::exchange(o.m_, nullptr);
-        }
-        return *this;
-    }
+    lock_guard& operator=(lock_guard&& o) noexcept;
     lock_guard(const lock_guard&) = delete;
     lock_guard& operator=(const lock_guard&) = delete;
     ~lock_guard() { release_lock(); }
 
     /// Unlocks now; throws goro::usage_error when this guard owns nothing.
-    inline void unlock();
+    void unlock();
     bool owns_lock() const noexcept { return m_ != nullptr; }
     explicit operator bool() const noexcept { return owns_lock(); }
     goro::mutex* mutex() const noexcept { return m_; }
 
 private:
-    inline void release_lock() noexcept;
+    void release_lock() noexcept;
     goro::mutex* m_ = nullptr;
 };
 
@@ -12653,10 +13414,7 @@ public:
         explicit lock_operation(mutex& m) noexcept : m_(&m) {}
         bool await_ready() noexcept { return m_->try_lock(); }
         bool await_suspend(std::coroutine_handle<> h) { return m_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw mutex_destroyed("goro::mutex::lock: the mutex was destroyed while this task waited for it");
-        }
+        void await_resume() const;
 
     protected:
         mutex* m_;
@@ -12680,9 +13438,7 @@ public:
     mutex(const mutex&) = delete;
     mutex& operator=(const mutex&) = delete;
 
-    ~mutex() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~mutex();
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
     [[nodiscard("goro::mutex::lock: co_await it")]] lock_operation lock() noexcept { return lock_operation(*this); }
@@ -12698,27 +13454,7 @@ public:
 
     /// Releases the mutex, or hands it to the longest waiter. Throws
     /// goro::usage_error when the mutex is not locked.
-    void unlock() {
-        for (;;) {
-            std::uint32_t s = state_.load(std::memory_order_relaxed);
-            if (!(s & locked)) throw usage_error("goro::mutex::unlock: unlock of an unlocked mutex");
-            if (s == locked) {
-                if (state_.compare_exchange_weak(s, 0, std::memory_order_release, std::memory_order_relaxed)) return;
-                continue;
-            }
-            waiter_node* w;
-            {
-                std::lock_guard g(lock_);
-                w = waiters_.pop_front();
-                if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
-                // The locked bit stays: ownership passes to `w`. Its critical
-                // section sees ours through the scheduler's queue (release/acquire).
-                state_.fetch_sub(one_waiter, std::memory_order_release);
-            }
-            detail::ready(w->task);
-            return;
-        }
-    }
+    void unlock();
 
     /// True while some task holds the mutex (a hint: stale once read).
     bool is_locked() const noexcept { return state_.load(std::memory_order_relaxed) & locked; }
@@ -12732,62 +13468,112 @@ private:
     /// woken waiter relocks): takes the mutex for `n`'s parked task (true:
     /// the caller readies it), or queues `n` for an unlock's hand-off (false:
     /// the node belongs to the mutex from then on).
-    bool lock_for(waiter_node& n) noexcept {
-        std::lock_guard g(lock_);
-        std::uint32_t s = state_.load(std::memory_order_relaxed);
-        for (;;) {
-            if (!(s & locked)) {
-                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
-                    return true;
-            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
-                                                    std::memory_order_relaxed)) {
-                break;
-            }
-        }
-        n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
-        waiters_.push_back(n);
-        return false;
-    }
+    bool lock_for(waiter_node& n) noexcept;
 
     /// Slow path of lock(): take the mutex, or count and link `n` and park.
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::mutex::lock");
-        n.task = t;
-        detail::park(t, h, wait_reason::mutex_lock);
-        std::lock_guard g(lock_);
-        std::uint32_t s = state_.load(std::memory_order_relaxed);
-        for (;;) {
-            if (!(s & locked)) {
-                // Free now. No one waits (waiters keep the bit set), so no one is bypassed.
-                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed)) {
-                    t->state.store(task_state::running, std::memory_order_relaxed);
-                    return false;
-                }
-            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
-                                                    std::memory_order_relaxed)) {
-                break;
-            }
-        }
-        waiters_.push_back(n);
-        return true;  // published: the unlocker owns the node now
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
-inline void lock_guard::unlock() {
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL lock_guard& lock_guard::operator=(lock_guard&& o) noexcept {
+    if (this != &o) {
+        release_lock();
+        m_ = std::exchange(o.m_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL void mutex::lock_operation::await_resume() const {
+    if (node_.destroyed)
+        throw mutex_destroyed("goro::mutex::lock: the mutex was destroyed while this task waited for it");
+}
+
+GORO_DECL mutex::~mutex() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL void mutex::unlock() {
+    for (;;) {
+        std::uint32_t s = state_.load(std::memory_order_relaxed);
+        if (!(s & locked)) throw usage_error("goro::mutex::unlock: unlock of an unlocked mutex");
+        if (s == locked) {
+            if (state_.compare_exchange_weak(s, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+            continue;
+        }
+        waiter_node* w;
+        {
+            std::lock_guard g(lock_);
+            w = waiters_.pop_front();
+            if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
+            // The locked bit stays: ownership passes to `w`. Its critical
+            // section sees ours through the scheduler's queue (release/acquire).
+            state_.fetch_sub(one_waiter, std::memory_order_release);
+        }
+        detail::ready(w->task);
+        return;
+    }
+}
+
+GORO_DECL bool mutex::lock_for(waiter_node& n) noexcept {
+    std::lock_guard g(lock_);
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (!(s & locked)) {
+            if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
+                return true;
+        } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+            break;
+        }
+    }
+    n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
+    waiters_.push_back(n);
+    return false;
+}
+
+GORO_DECL bool mutex::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::mutex::lock");
+    n.task = t;
+    detail::park(t, h, wait_reason::mutex_lock);
+    std::lock_guard g(lock_);
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (!(s & locked)) {
+            // Free now. No one waits (waiters keep the bit set), so no one is bypassed.
+            if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed)) {
+                t->state.store(task_state::running, std::memory_order_relaxed);
+                return false;
+            }
+        } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+            break;
+        }
+    }
+    waiters_.push_back(n);
+    return true;  // published: the unlocker owns the node now
+}
+
+GORO_DECL void lock_guard::unlock() {
     if (!m_) throw usage_error("goro::lock_guard::unlock: the guard does not own a mutex");
     std::exchange(m_, nullptr)->unlock();
 }
 
-inline void lock_guard::release_lock() noexcept {
+GORO_DECL void lock_guard::release_lock() noexcept {
     // Cannot throw: a guard only ever holds a mutex it locked.
     if (m_) std::exchange(m_, nullptr)->unlock();
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/mutex.hpp ----
 
 // ---- begin goro/sync/semaphore.hpp ----
@@ -12848,10 +13634,7 @@ public:
         acquire_operation(semaphore& s, std::int64_t n) noexcept : s_(&s) { node_.want = n; }
         bool await_ready() noexcept { return s_->try_acquire(node_.want); }
         bool await_suspend(std::coroutine_handle<> h) { return s_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
-        }
+        void await_resume() const;
 
     protected:
         semaphore* s_;
@@ -12865,23 +13648,13 @@ public:
     public:
         permit() noexcept = default;
         permit(permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-        permit& operator=(permit&& o) noexcept {
-            if (this != &o) {
-                give_back();
-                s_ = std::exchange(o.s_, nullptr);
-                n_ = std::exchange(o.n_, 0);
-            }
-            return *this;
-        }
+        permit& operator=(permit&& o) noexcept;
         permit(const permit&) = delete;
         permit& operator=(const permit&) = delete;
         ~permit() { give_back(); }
 
         /// Releases the permits now; throws goro::usage_error when this permit holds none.
-        void release() {
-            if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
-            give_back();
-        }
+        void release();
         bool owns() const noexcept { return s_ != nullptr; }
         explicit operator bool() const noexcept { return owns(); }
         /// The number of permits held (0 when empty).
@@ -12909,15 +13682,11 @@ public:
     };
 
     /// A semaphore with `initial` (≥ 0) free permits.
-    explicit semaphore(std::int64_t initial) : count_(initial) {
-        if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
-    }
+    explicit semaphore(std::int64_t initial);
     semaphore(const semaphore&) = delete;
     semaphore& operator=(const semaphore&) = delete;
 
-    ~semaphore() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~semaphore();
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
     /// Throws goro::usage_error (at once) for n < 0; n == 0 waits only for its turn.
@@ -12936,20 +13705,10 @@ public:
 
     /// A permit for `n` permits if they are free and nobody waits, else an
     /// empty one (false); never parks.
-    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1) {
-        check(n, "goro::semaphore::try_scoped_acquire");
-        if (!try_acquire(n)) return permit();
-        return permit(*this, n);
-    }
+    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1);
 
     /// Takes `n` permits when they are free and nobody waits; never parks.
-    bool try_acquire(std::int64_t n = 1) {
-        check(n, "goro::semaphore::try_acquire");
-        std::lock_guard g(lock_);
-        if (!waiters_.empty() || count_ < n) return false;
-        count_ -= n;
-        return true;
-    }
+    bool try_acquire(std::int64_t n = 1);
 
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
@@ -12961,20 +13720,7 @@ private:
     /// release(n) for permits known to have been taken (cannot overflow).
     void release_nothrow(std::int64_t n) noexcept { add_permits(n, false); }
 
-    void add_permits(std::int64_t n, bool check_overflow) {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
-                throw usage_error("goro::semaphore::release: count overflow");
-            count_ += n;
-            while (!waiters_.empty() && waiters_.front()->want <= count_) {
-                count_ -= waiters_.front()->want;
-                wake.push_back(*waiters_.pop_front());
-            }
-        }
-        wake.wake_all();
-    }
+    void add_permits(std::int64_t n, bool check_overflow);
 
 public:
     /// Free permits now (a hint: stale once read).
@@ -12984,23 +13730,9 @@ public:
     }
 
 private:
-    static void check(std::int64_t n, const char* op) {
-        if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
-    }
+    static void check(std::int64_t n, const char* op);
 
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
-        n.task = t;
-        detail::park(t, h, wait_reason::semacquire);
-        std::lock_guard g(lock_);
-        if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
-            count_ -= n.want;
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;
-        }
-        waiters_.push_back(n);
-        return true;  // published: a releaser owns the node now
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t count_;
@@ -13008,6 +13740,87 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void semaphore::acquire_operation::await_resume() const {
+    if (node_.destroyed)
+        throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
+}
+
+GORO_DECL semaphore::permit& semaphore::permit::operator=(permit&& o) noexcept {
+    if (this != &o) {
+        give_back();
+        s_ = std::exchange(o.s_, nullptr);
+        n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+}
+
+GORO_DECL void semaphore::permit::release() {
+    if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
+    give_back();
+}
+
+GORO_DECL semaphore::semaphore(std::int64_t initial) : count_(initial) {
+    if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
+}
+
+GORO_DECL semaphore::~semaphore() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL semaphore::permit semaphore::try_scoped_acquire(std::int64_t n) {
+    check(n, "goro::semaphore::try_scoped_acquire");
+    if (!try_acquire(n)) return permit();
+    return permit(*this, n);
+}
+
+GORO_DECL bool semaphore::try_acquire(std::int64_t n) {
+    check(n, "goro::semaphore::try_acquire");
+    std::lock_guard g(lock_);
+    if (!waiters_.empty() || count_ < n) return false;
+    count_ -= n;
+    return true;
+}
+
+GORO_DECL void semaphore::add_permits(std::int64_t n, bool check_overflow) {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
+            throw usage_error("goro::semaphore::release: count overflow");
+        count_ += n;
+        while (!waiters_.empty() && waiters_.front()->want <= count_) {
+            count_ -= waiters_.front()->want;
+            wake.push_back(*waiters_.pop_front());
+        }
+    }
+    wake.wake_all();
+}
+
+GORO_DECL void semaphore::check(std::int64_t n, const char* op) {
+    if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
+}
+
+GORO_DECL bool semaphore::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
+    n.task = t;
+    detail::park(t, h, wait_reason::semacquire);
+    std::lock_guard g(lock_);
+    if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
+        count_ -= n.want;
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        return false;
+    }
+    waiters_.push_back(n);
+    return true;  // published: a releaser owns the node now
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/semaphore.hpp ----
 
 // ---- begin goro/sync/errgroup.hpp ----
@@ -13074,17 +13887,7 @@ class errgroup {
         cancel_func cancel;                 // empty when the group has no context
         std::unique_ptr<semaphore> limit;   // null: no limit
 
-        void fail(std::exception_ptr e) noexcept {
-            bool first = false;
-            {
-                std::lock_guard g(mu);
-                if (!err) {
-                    err = e;
-                    first = true;
-                }
-            }
-            if (first) cancel(std::move(e));
-        }
+        void fail(std::exception_ptr e) noexcept;
     };
 
 public:
@@ -13093,30 +13896,17 @@ public:
 
     /// A group whose context is derived from `parent`; cancelled on the first
     /// error and when wait() returns. Tasks get it from `ctx()`.
-    explicit errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
-        auto [c, cancel] = with_cancel(parent);
-        s_->ctx = std::move(c);
-        s_->cancel = std::move(cancel);
-    }
+    explicit errgroup(const goro::context& parent);
 
     /// `auto [g, ctx] = goro::errgroup::with_context(parent);` (Go's errgroup.WithContext).
-    static std::pair<errgroup, goro::context> with_context(const goro::context& parent) {
-        errgroup g(parent);
-        goro::context c = g.ctx();
-        return {std::move(g), std::move(c)};
-    }
+    static std::pair<errgroup, goro::context> with_context(const goro::context& parent);
 
     /// The group's context (background for a group made without one).
     const goro::context& ctx() const noexcept { return s_->ctx; }
 
     /// Limits the tasks in flight to `n` (n < 0: no limit). Throws
     /// goro::usage_error while any task of the group is in flight.
-    void set_limit(std::int64_t n) {
-        if (std::int64_t active = s_->wg.count(); active != 0)
-            throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
-                              " tasks of the group are in flight");
-        s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
-    }
+    void set_limit(std::int64_t n);
 
     // go, try_go and wait, and what they call down to the group's
     // coroutines, are templates (of a parameter nobody passes) only so that
@@ -13217,14 +14007,7 @@ private:
         }
     }
 
-    static void launch(task<> t, task_options options, const detail::site& where) {
-        // goro::go with the caller's site, so the task reads "created by" them.
-#if GORO_HAS_SOURCE_LOCATION
-        goro::go(std::move(t), std::move(options), where);
-#else
-        goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
-#endif
-    }
+    static void launch(task<> t, task_options options, const detail::site& where);
 
     template <int N>
     static task<> run(std::shared_ptr<state> s, task<> t) {
@@ -13256,6 +14039,53 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void errgroup::state::fail(std::exception_ptr e) noexcept {
+    bool first = false;
+    {
+        std::lock_guard g(mu);
+        if (!err) {
+            err = e;
+            first = true;
+        }
+    }
+    if (first) cancel(std::move(e));
+}
+
+GORO_DECL errgroup::errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
+    auto [c, cancel] = with_cancel(parent);
+    s_->ctx = std::move(c);
+    s_->cancel = std::move(cancel);
+}
+
+GORO_DECL std::pair<errgroup, goro::context> errgroup::with_context(const goro::context& parent) {
+    errgroup g(parent);
+    goro::context c = g.ctx();
+    return {std::move(g), std::move(c)};
+}
+
+GORO_DECL void errgroup::set_limit(std::int64_t n) {
+    if (std::int64_t active = s_->wg.count(); active != 0)
+        throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
+                          " tasks of the group are in flight");
+    s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
+}
+
+GORO_DECL void errgroup::launch(task<> t, task_options options, const detail::site& where) {
+    // goro::go with the caller's site, so the task reads "created by" them.
+#if GORO_HAS_SOURCE_LOCATION
+    goro::go(std::move(t), std::move(options), where);
+#else
+    goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
+#endif
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/errgroup.hpp ----
 
 // ---- begin goro/sync/when.hpp ----
@@ -13599,10 +14429,7 @@ public:
         explicit wait_operation(once& o) noexcept : o_(&o) {}
         bool await_ready() const noexcept { return o_->done(); }
         bool await_suspend(std::coroutine_handle<> h) { return o_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw once_destroyed("goro::once::call: the once was destroyed while this task waited for its first call");
-        }
+        void await_resume() const;
 
     protected:
         once* o_;
@@ -13630,9 +14457,7 @@ public:
     once() noexcept = default;
     once(const once&) = delete;
     once& operator=(const once&) = delete;
-    ~once() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~once();
 
     /// `co_await o.call(f)` (Go's Once.Do): runs f if no call has yet; else
     /// waits until the first call has returned. f returns void or goro::task<>.
@@ -13664,28 +14489,9 @@ private:
         return state_.compare_exchange_strong(s, running, std::memory_order_acquire, std::memory_order_acquire);
     }
 
-    void finish() noexcept {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            state_.store(finished, std::memory_order_release);
-            wake = std::move(waiters_);
-        }
-        wake.wake_all();
-    }
+    void finish() noexcept;
 
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::once::call");
-        n.task = t;
-        detail::park(t, h, wait_reason::mutex_lock);  // Go's waiters block in Once.m.Lock()
-        std::lock_guard g(lock_);
-        if (state_.load(std::memory_order_acquire) == finished) {
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;
-        }
-        waiters_.push_back(n);
-        return true;
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     // A template only so that a program compiles it where it uses it (see errgroup.hpp).
     template <class F>
@@ -13801,6 +14607,45 @@ auto once_value(F&& f) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void once::wait_operation::await_resume() const {
+    if (node_.destroyed)
+        throw once_destroyed("goro::once::call: the once was destroyed while this task waited for its first call");
+}
+
+GORO_DECL once::~once() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL void once::finish() noexcept {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        state_.store(finished, std::memory_order_release);
+        wake = std::move(waiters_);
+    }
+    wake.wake_all();
+}
+
+GORO_DECL bool once::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::once::call");
+    n.task = t;
+    detail::park(t, h, wait_reason::mutex_lock);  // Go's waiters block in Once.m.Lock()
+    std::lock_guard g(lock_);
+    if (state_.load(std::memory_order_acquire) == finished) {
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        return false;
+    }
+    waiters_.push_back(n);
+    return true;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/once.hpp ----
 
 // ---- begin goro/sync/rw_mutex.hpp ----
@@ -13934,16 +14779,7 @@ public:
     rw_mutex(const rw_mutex&) = delete;
     rw_mutex& operator=(const rw_mutex&) = delete;
 
-    ~rw_mutex() {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            if (pending_) all.push_back(*std::exchange(pending_, nullptr));
-            all.splice_back(wq_);
-            all.splice_back(rq_);
-        }
-        all.wake_all([](waiter_node& w) noexcept { w.destroyed = true; });
-    }
+    ~rw_mutex();
 
     /// `co_await m.lock()` (RWMutex.Lock): parks until this task holds the lock alone.
     [[nodiscard("goro::rw_mutex::lock: co_await it")]] lock_operation<false> lock() noexcept {
@@ -13965,91 +14801,22 @@ public:
     }
 
     /// Takes the lock if nobody holds or waits for it (RWMutex.TryLock); never parks.
-    bool try_lock() noexcept {
-        std::lock_guard g(lock_);
-        if (writer_ || pending_ || readers_ != 0) return false;
-        writer_ = true;
-        return true;
-    }
+    bool try_lock() noexcept;
 
     /// Takes a read lock if no writer holds or waits (RWMutex.TryRLock); never parks.
-    bool try_lock_shared() noexcept {
-        std::lock_guard g(lock_);
-        if (writer_ || pending_) return false;
-        ++readers_;
-        return true;
-    }
+    bool try_lock_shared() noexcept;
 
     /// Releases the write lock (RWMutex.Unlock): admits every parked reader,
     /// else hands the lock to the next writer. Throws goro::usage_error when
     /// no writer holds it.
-    void unlock() {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            if (!writer_) throw usage_error("goro::rw_mutex::unlock: unlock of an rw_mutex not locked for writing");
-            writer_ = false;
-            while (waiter_node* r = rq_.pop_front()) {
-                ++readers_;
-                wake.push_back(*r);
-            }
-            if (waiter_node* w = wq_.pop_front()) {
-                if (readers_ == 0) {
-                    writer_ = true;
-                    wake.push_back(*w);
-                } else {
-                    // The next writer now waits for the readers just admitted.
-                    pending_ = w;
-                    w->task->wait_reason.store(wait_reason::rw_mutex_lock, std::memory_order_relaxed);
-                }
-            }
-        }
-        wake.wake_all();
-    }
+    void unlock();
 
     /// Releases a read lock (RWMutex.RUnlock); the last reader out hands the
     /// lock to a pending writer. Throws goro::usage_error when no reader holds it.
-    void unlock_shared() {
-        waiter_node* w = nullptr;
-        {
-            std::lock_guard g(lock_);
-            if (readers_ == 0)
-                throw usage_error("goro::rw_mutex::unlock_shared: unlock_shared of an rw_mutex not locked for reading");
-            if (--readers_ == 0 && pending_) {
-                w = std::exchange(pending_, nullptr);
-                writer_ = true;
-            }
-        }
-        if (w) detail::ready(w->task);
-    }
+    void unlock_shared();
 
 private:
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared) {
-        task_header* t = detail::current_task_or_throw(shared ? "goro::rw_mutex::lock_shared" : "goro::rw_mutex::lock");
-        n.task = t;
-        std::lock_guard g(lock_);
-        if (shared) {
-            if (!writer_ && !pending_) {  // released meanwhile
-                ++readers_;
-                return false;
-            }
-            detail::park(t, h, wait_reason::rw_mutex_rlock);
-            rq_.push_back(n);
-            return true;
-        }
-        if (!writer_ && !pending_) {
-            if (readers_ == 0) {
-                writer_ = true;
-                return false;
-            }
-            detail::park(t, h, wait_reason::rw_mutex_lock);  // announced: new readers now park
-            pending_ = &n;
-            return true;
-        }
-        detail::park(t, h, wait_reason::mutex_lock);  // behind another writer: Go's w.Lock()
-        wq_.push_back(n);
-        return true;
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared);
 
     mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t readers_ = 0;
@@ -14077,6 +14844,103 @@ inline void rw_lock_guard<Shared>::release_lock() noexcept {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL rw_mutex::~rw_mutex() {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        if (pending_) all.push_back(*std::exchange(pending_, nullptr));
+        all.splice_back(wq_);
+        all.splice_back(rq_);
+    }
+    all.wake_all([](waiter_node& w) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL bool rw_mutex::try_lock() noexcept {
+    std::lock_guard g(lock_);
+    if (writer_ || pending_ || readers_ != 0) return false;
+    writer_ = true;
+    return true;
+}
+
+GORO_DECL bool rw_mutex::try_lock_shared() noexcept {
+    std::lock_guard g(lock_);
+    if (writer_ || pending_) return false;
+    ++readers_;
+    return true;
+}
+
+GORO_DECL void rw_mutex::unlock() {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        if (!writer_) throw usage_error("goro::rw_mutex::unlock: unlock of an rw_mutex not locked for writing");
+        writer_ = false;
+        while (waiter_node* r = rq_.pop_front()) {
+            ++readers_;
+            wake.push_back(*r);
+        }
+        if (waiter_node* w = wq_.pop_front()) {
+            if (readers_ == 0) {
+                writer_ = true;
+                wake.push_back(*w);
+            } else {
+                // The next writer now waits for the readers just admitted.
+                pending_ = w;
+                w->task->wait_reason.store(wait_reason::rw_mutex_lock, std::memory_order_relaxed);
+            }
+        }
+    }
+    wake.wake_all();
+}
+
+GORO_DECL void rw_mutex::unlock_shared() {
+    waiter_node* w = nullptr;
+    {
+        std::lock_guard g(lock_);
+        if (readers_ == 0)
+            throw usage_error("goro::rw_mutex::unlock_shared: unlock_shared of an rw_mutex not locked for reading");
+        if (--readers_ == 0 && pending_) {
+            w = std::exchange(pending_, nullptr);
+            writer_ = true;
+        }
+    }
+    if (w) detail::ready(w->task);
+}
+
+GORO_DECL bool rw_mutex::enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared) {
+    task_header* t = detail::current_task_or_throw(shared ? "goro::rw_mutex::lock_shared" : "goro::rw_mutex::lock");
+    n.task = t;
+    std::lock_guard g(lock_);
+    if (shared) {
+        if (!writer_ && !pending_) {  // released meanwhile
+            ++readers_;
+            return false;
+        }
+        detail::park(t, h, wait_reason::rw_mutex_rlock);
+        rq_.push_back(n);
+        return true;
+    }
+    if (!writer_ && !pending_) {
+        if (readers_ == 0) {
+            writer_ = true;
+            return false;
+        }
+        detail::park(t, h, wait_reason::rw_mutex_lock);  // announced: new readers now park
+        pending_ = &n;
+        return true;
+    }
+    detail::park(t, h, wait_reason::mutex_lock);  // behind another writer: Go's w.Lock()
+    wq_.push_back(n);
+    return true;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/rw_mutex.hpp ----
 
 // ---- begin goro/sync/cond.hpp ----
@@ -14142,18 +15006,9 @@ public:
     public:
         using is_goro_awaiter = void;
         explicit wait_operation(cond& c) noexcept : c_(&c) {}
-        bool await_ready() const {
-            if (!c_->m_->is_locked())
-                throw usage_error("goro::cond::wait: the mutex is not locked (wait must be called holding it)");
-            return false;
-        }
+        bool await_ready() const;
         void await_suspend(std::coroutine_handle<> h) { c_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.relock.destroyed)
-                throw mutex_destroyed("goro::cond::wait: the mutex was destroyed while this task waited to relock it");
-            if (node_.destroyed)
-                throw cond_destroyed("goro::cond::wait: the cond was destroyed while this task waited on it");
-        }
+        void await_resume() const;
 
     private:
         cond* c_;
@@ -14165,69 +15020,26 @@ public:
     cond(const cond&) = delete;
     cond& operator=(const cond&) = delete;
 
-    ~cond() {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            all = std::move(waiters_);
-        }
-        hand_to_mutex(all, true);
-    }
+    ~cond();
 
     /// `co_await cv.wait()` with the mutex held: unlocks it, parks until
     /// signalled, and resumes holding it again (Go's Cond.Wait).
     [[nodiscard("goro::cond::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
 
     /// Wakes the longest-waiting task, if any (Go's Cond.Signal).
-    void signal() noexcept {
-        detail::waiter_list<waiter_node> one;
-        {
-            std::lock_guard g(lock_);
-            if (waiter_node* w = waiters_.pop_front()) one.push_back(*w);
-        }
-        hand_to_mutex(one, false);
-    }
+    void signal() noexcept;
 
     /// Wakes every waiting task (Go's Cond.Broadcast); they take the mutex in FIFO order.
-    void broadcast() noexcept {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            all = std::move(waiters_);
-        }
-        hand_to_mutex(all, false);
-    }
+    void broadcast() noexcept;
 
     /// The mutex this condition waits on.
     goro::mutex& mutex() const noexcept { return *m_; }
 
 private:
-    void enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::cond::wait");
-        n.task = t;
-        n.relock.task = t;
-        detail::park(t, h, wait_reason::cond_wait);
-        goro::mutex* m = m_;
-        {
-            std::lock_guard g(lock_);
-            waiters_.push_back(n);
-        }
-        // Published: `n` (and this awaiter) may be gone once the mutex is free.
-        // Queued first, unlocked second: a signal after the unlock finds us.
-        m->unlock();
-    }
+    void enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     /// Moves each node onto the mutex; readies the one that gets it at once.
-    void hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept {
-        goro::mutex* m = m_;
-        while (waiter_node* w = list.pop_front()) {
-            w->destroyed = destroyed;
-            task_header* t = w->task;
-            // After lock_for the node may belong to the mutex (and die with a
-            // resumed frame): `list` was advanced first, and only `t` is used.
-            if (m->lock_for(w->relock)) detail::ready(t);
-        }
-    }
+    void hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept;
 
     goro::mutex* m_;
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
@@ -14235,6 +15047,79 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL bool cond::wait_operation::await_ready() const {
+    if (!c_->m_->is_locked())
+        throw usage_error("goro::cond::wait: the mutex is not locked (wait must be called holding it)");
+    return false;
+}
+
+GORO_DECL void cond::wait_operation::await_resume() const {
+    if (node_.relock.destroyed)
+        throw mutex_destroyed("goro::cond::wait: the mutex was destroyed while this task waited to relock it");
+    if (node_.destroyed)
+        throw cond_destroyed("goro::cond::wait: the cond was destroyed while this task waited on it");
+}
+
+GORO_DECL cond::~cond() {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        all = std::move(waiters_);
+    }
+    hand_to_mutex(all, true);
+}
+
+GORO_DECL void cond::signal() noexcept {
+    detail::waiter_list<waiter_node> one;
+    {
+        std::lock_guard g(lock_);
+        if (waiter_node* w = waiters_.pop_front()) one.push_back(*w);
+    }
+    hand_to_mutex(one, false);
+}
+
+GORO_DECL void cond::broadcast() noexcept {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        all = std::move(waiters_);
+    }
+    hand_to_mutex(all, false);
+}
+
+GORO_DECL void cond::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::cond::wait");
+    n.task = t;
+    n.relock.task = t;
+    detail::park(t, h, wait_reason::cond_wait);
+    goro::mutex* m = m_;
+    {
+        std::lock_guard g(lock_);
+        waiters_.push_back(n);
+    }
+    // Published: `n` (and this awaiter) may be gone once the mutex is free.
+    // Queued first, unlocked second: a signal after the unlock finds us.
+    m->unlock();
+}
+
+GORO_DECL void cond::hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept {
+    goro::mutex* m = m_;
+    while (waiter_node* w = list.pop_front()) {
+        w->destroyed = destroyed;
+        task_header* t = w->task;
+        // After lock_for the node may belong to the mutex (and die with a
+        // resumed frame): `list` was advanced first, and only `t` is used.
+        if (m->lock_for(w->relock)) detail::ready(t);
+    }
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/cond.hpp ----
 
 // ---- begin goro/sync/ticker.hpp ----
@@ -14328,90 +15213,20 @@ struct time_state : timer_node {
         if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
     }
 
-    static std::int64_t deadline_after(std::int64_t d_ns) noexcept {
-        std::int64_t now = now_ns();
-        if (d_ns <= 0) return now;
-        if (d_ns > std::numeric_limits<std::int64_t>::max() - now) return std::numeric_limits<std::int64_t>::max();
-        return now + d_ns;
-    }
+    static std::int64_t deadline_after(std::int64_t d_ns) noexcept;
 
     /// Under mu: schedules the next fire at `when` (replacing any schedule).
-    void arm_locked(std::int64_t when) {
-        ++seq;
-        want_ns = when;
-        active = true;
-        timer_queue& q = the_scheduler().timers();
-        if (!owned) {
-            owned = true;
-            add_ref();  // the timer thread's
-            node_seq = seq;
-            when_ns = when;
-            fire = &fire_cb;
-            q.add(this);
-        } else if (q.cancel(this)) {
-            node_seq = seq;
-            when_ns = when;
-            q.add(this);
-        }
-        // else the timer thread is firing the node now: fire_cb sees the stale
-        // seq and re-arms it for want_ns.
-    }
+    void arm_locked(std::int64_t when);
 
     /// Under mu: cancels the schedule. True when it was active. `drop` is set
     /// when the node came back from the heap (the caller releases its reference
     /// after unlocking).
-    bool stop_locked(bool& drop) {
-        const bool was = active;
-        active = false;
-        ++seq;
-        if (owned && the_scheduler().timers().cancel(this)) {
-            owned = false;
-            drop = true;
-        }
-        return was;
-    }
+    bool stop_locked(bool& drop);
 
     /// Under mu: discards a tick sent but not received. True when there was one.
-    bool drain_locked() {
-        if (!ch) return false;
-        return ch.try_recv().status == recv_status::received;
-    }
+    bool drain_locked();
 
-    static void fire_cb(timer_node* n) noexcept {
-        auto* s = static_cast<time_state*>(n);
-        bool drop = false, run = false;
-        {
-            std::lock_guard g(s->mu);
-            if (!s->active) {
-                s->owned = false;
-                drop = true;
-            } else if (s->node_seq != s->seq) {
-                // Reset while we held the node: fire at the new time instead.
-                s->node_seq = s->seq;
-                s->when_ns = s->want_ns;
-                the_scheduler().timers().add(s);
-            } else {
-                const std::int64_t due = s->when_ns;
-                if (s->period_ns > 0) {
-                    // Go's rule: the next multiple of the period after now (skip what was missed).
-                    const std::int64_t late = now_ns() - due;
-                    std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
-                    s->want_ns = next;
-                    s->when_ns = next;
-                    the_scheduler().timers().add(s);
-                } else {
-                    s->active = false;
-                    s->owned = false;
-                    drop = true;
-                }
-                if (s->ch) (void)s->ch.try_send(tick_time(std::chrono::nanoseconds(due)));  // full: dropped
-                run = s->on_fire != nullptr;
-                if (run) s->add_ref();  // for f's task
-            }
-        }
-        if (run) s->on_fire(s);  // releases that reference, in the task or at once
-        if (drop) s->release();  // last access
-    }
+    static void fire_cb(timer_node* n) noexcept;
 };
 
 template <class Rep, class Period>
@@ -14422,12 +15237,7 @@ std::int64_t to_ns(std::chrono::duration<Rep, Period> d) noexcept {
     return duration_cast<nanoseconds>(d).count();
 }
 
-inline time_state* make_chan_state() {
-    auto* s = new time_state();
-    s->destroy = [](time_state* p) noexcept { delete p; };
-    s->ch = channel<tick_time>(1);
-    return s;
-}
+GORO_DECL time_state* make_chan_state();
 
 template <class F>
 struct after_state : time_state {
@@ -14478,13 +15288,7 @@ public:
     }
 
     timer(timer&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    timer& operator=(timer&& o) noexcept {
-        if (this != &o) {
-            close();
-            s_ = std::exchange(o.s_, nullptr);
-        }
-        return *this;
-    }
+    timer& operator=(timer&& o) noexcept;
     timer(const timer&) = delete;
     timer& operator=(const timer&) = delete;
     ~timer() { close(); }
@@ -14495,17 +15299,7 @@ public:
 
     /// Stops the timer (Timer.Stop, Go 1.23): true when this call stopped it
     /// before its value was received (an unreceived value is discarded).
-    bool stop() {
-        if (!s_) return false;
-        bool drop = false, pending;
-        {
-            std::lock_guard g(s_->mu);
-            pending = s_->stop_locked(drop);
-            if (s_->drain_locked()) pending = true;
-        }
-        if (drop) s_->release();
-        return pending;
-    }
+    bool stop();
 
     /// Re-arms the timer to fire `d` from now (Timer.Reset, Go 1.23); returns
     /// what stop() would have. An unreceived value is discarded first.
@@ -14526,16 +15320,7 @@ private:
     friend timer after_func_at(std::chrono::nanoseconds, F&&, const detail::site&);
     explicit timer(detail::time_state* s) noexcept : s_(s) {}
 
-    void close() noexcept {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-        }
-        if (drop) s_->release();
-        std::exchange(s_, nullptr)->release();
-    }
+    void close() noexcept;
 
     detail::time_state* s_ = nullptr;
 };
@@ -14558,13 +15343,7 @@ public:
     }
 
     ticker(ticker&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    ticker& operator=(ticker&& o) noexcept {
-        if (this != &o) {
-            close();
-            s_ = std::exchange(o.s_, nullptr);
-        }
-        return *this;
-    }
+    ticker& operator=(ticker&& o) noexcept;
     ticker(const ticker&) = delete;
     ticker& operator=(const ticker&) = delete;
     ~ticker() { close(); }
@@ -14575,16 +15354,7 @@ public:
 
     /// Turns the ticker off (Ticker.Stop): no more ticks, and a tick not yet
     /// received is discarded. The channel is not closed.
-    void stop() {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-            s_->drain_locked();
-        }
-        if (drop) s_->release();
-    }
+    void stop();
 
     /// Stops the ticker and restarts it with period `d` (> 0); the next tick
     /// is due `d` from now (Ticker.Reset). A tick not yet received is discarded.
@@ -14602,16 +15372,7 @@ public:
     explicit operator bool() const noexcept { return s_ != nullptr; }
 
 private:
-    void close() noexcept {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-        }
-        if (drop) s_->release();
-        std::exchange(s_, nullptr)->release();
-    }
+    void close() noexcept;
 
     detail::time_state* s_ = nullptr;
 };
@@ -14639,6 +15400,165 @@ timer after_func(std::chrono::duration<Rep, Period> d, F&& f, GORO_SITE_PARAM) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro::detail {
+
+GORO_DECL std::int64_t time_state::deadline_after(std::int64_t d_ns) noexcept {
+    std::int64_t now = now_ns();
+    if (d_ns <= 0) return now;
+    if (d_ns > std::numeric_limits<std::int64_t>::max() - now) return std::numeric_limits<std::int64_t>::max();
+    return now + d_ns;
+}
+
+GORO_DECL void time_state::arm_locked(std::int64_t when) {
+    ++seq;
+    want_ns = when;
+    active = true;
+    timer_queue& q = the_scheduler().timers();
+    if (!owned) {
+        owned = true;
+        add_ref();  // the timer thread's
+        node_seq = seq;
+        when_ns = when;
+        fire = &fire_cb;
+        q.add(this);
+    } else if (q.cancel(this)) {
+        node_seq = seq;
+        when_ns = when;
+        q.add(this);
+    }
+    // else the timer thread is firing the node now: fire_cb sees the stale
+    // seq and re-arms it for want_ns.
+}
+
+GORO_DECL bool time_state::stop_locked(bool& drop) {
+    const bool was = active;
+    active = false;
+    ++seq;
+    if (owned && the_scheduler().timers().cancel(this)) {
+        owned = false;
+        drop = true;
+    }
+    return was;
+}
+
+GORO_DECL bool time_state::drain_locked() {
+    if (!ch) return false;
+    return ch.try_recv().status == recv_status::received;
+}
+
+GORO_DECL void time_state::fire_cb(timer_node* n) noexcept {
+    auto* s = static_cast<time_state*>(n);
+    bool drop = false, run = false;
+    {
+        std::lock_guard g(s->mu);
+        if (!s->active) {
+            s->owned = false;
+            drop = true;
+        } else if (s->node_seq != s->seq) {
+            // Reset while we held the node: fire at the new time instead.
+            s->node_seq = s->seq;
+            s->when_ns = s->want_ns;
+            the_scheduler().timers().add(s);
+        } else {
+            const std::int64_t due = s->when_ns;
+            if (s->period_ns > 0) {
+                // Go's rule: the next multiple of the period after now (skip what was missed).
+                const std::int64_t late = now_ns() - due;
+                std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
+                s->want_ns = next;
+                s->when_ns = next;
+                the_scheduler().timers().add(s);
+            } else {
+                s->active = false;
+                s->owned = false;
+                drop = true;
+            }
+            if (s->ch) (void)s->ch.try_send(tick_time(std::chrono::nanoseconds(due)));  // full: dropped
+            run = s->on_fire != nullptr;
+            if (run) s->add_ref();  // for f's task
+        }
+    }
+    if (run) s->on_fire(s);  // releases that reference, in the task or at once
+    if (drop) s->release();  // last access
+}
+
+GORO_DECL time_state* make_chan_state() {
+    auto* s = new time_state();
+    s->destroy = [](time_state* p) noexcept { delete p; };
+    s->ch = channel<tick_time>(1);
+    return s;
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL timer& timer::operator=(timer&& o) noexcept {
+    if (this != &o) {
+        close();
+        s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL bool timer::stop() {
+    if (!s_) return false;
+    bool drop = false, pending;
+    {
+        std::lock_guard g(s_->mu);
+        pending = s_->stop_locked(drop);
+        if (s_->drain_locked()) pending = true;
+    }
+    if (drop) s_->release();
+    return pending;
+}
+
+GORO_DECL void timer::close() noexcept {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+    }
+    if (drop) s_->release();
+    std::exchange(s_, nullptr)->release();
+}
+
+GORO_DECL ticker& ticker::operator=(ticker&& o) noexcept {
+    if (this != &o) {
+        close();
+        s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL void ticker::stop() {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+        s_->drain_locked();
+    }
+    if (drop) s_->release();
+}
+
+GORO_DECL void ticker::close() noexcept {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+    }
+    if (drop) s_->release();
+    std::exchange(s_, nullptr)->release();
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/ticker.hpp ----
 
 // ---- begin goro/inspect/leak_check.hpp ----
@@ -14682,15 +15602,11 @@ timer after_func(std::chrono::duration<Rep, Period> d, F&& f, GORO_SITE_PARAM) {
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <iostream>
 #include <ostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -14721,15 +15637,7 @@ inline option ignore_ids(std::vector<std::uint64_t> ids) {
     return {option::kind::ids, {}, std::make_shared<const std::vector<std::uint64_t>>(std::move(ids)), {}};
 }
 /// The tasks alive now, as a baseline; cheap when none is.
-inline option ignore_current() {
-    std::vector<std::uint64_t> ids;
-    if (num_goroutines() > 0) {
-        snapshot s = snapshot::take();
-        ids.reserve(s.total());
-        for (const task_record& r : s.tasks()) ids.push_back(r.id);
-    }
-    return ignore_ids(std::move(ids));
-}
+GORO_DECL option ignore_current();
 template <class Rep, class Period>
 option max_wait(std::chrono::duration<Rep, Period> d) {
     return {option::kind::max_wait, {}, nullptr, std::chrono::duration_cast<std::chrono::nanoseconds>(d)};
@@ -14754,6 +15662,89 @@ private:
     leak_result result_;
 };
 
+/// Whether the cleaned function name `name` is `pattern` (see FUNCTION NAMES).
+GORO_DECL bool function_matches(std::string_view pattern, std::string_view name) noexcept;
+
+/// Looks for leaked tasks, retrying (see the top of this header); never throws
+/// for a leak.
+GORO_DECL leak_result find_leaks(const std::vector<option>& opts);
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+leak_result find_leaks(const Options&... opts) {
+    return find_leaks(std::vector<option>{opts...});
+}
+
+/// Throws leak_error (what(): "goro::testing::verify_none: found N unexpected
+/// goroutines:" and the debug=2 blocks) when a task other than the allowed
+/// ones is alive.
+GORO_DECL void verify_none(const std::vector<option>& opts);
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+void verify_none(const Options&... opts) {
+    verify_none(std::vector<option>{opts...});
+}
+
+// --- shared by the test framework listeners -------------------------------
+
+namespace detail {
+inline std::atomic<bool>& leaks_allowed_flag() noexcept {
+    static std::atomic<bool> f{false};
+    return f;
+}
+}  // namespace detail
+
+/// The running test may leave tasks alive: the listener's check after it is
+/// skipped (its tasks then join the next test's baseline). Reset at each test start.
+inline void allow_leaks() noexcept { detail::leaks_allowed_flag().store(true, std::memory_order_relaxed); }
+
+/// False when GORO_LEAK_CHECK is "off", "0" or "false" (the listeners do nothing).
+GORO_DECL bool leak_check_enabled();
+
+/// For a test program's main, like goleak.VerifyTestMain: returns `status`,
+/// or 1 (when `status` is 0) after printing the leaked tasks to `err`.
+GORO_DECL int verify_test_main(int status, const std::vector<option>& opts = {}, std::ostream& err = std::cerr);
+
+/// What the listeners do around each test.
+class per_test_check {
+public:
+    explicit per_test_check(std::vector<option> extra = {}) : extra_(std::move(extra)), enabled_(leak_check_enabled()) {}
+
+    void starting() {
+        detail::leaks_allowed_flag().store(false, std::memory_order_relaxed);
+        if (enabled_) baseline_ = ignore_current();
+    }
+    /// The failure message for `test_name`, or empty when all is well.
+    std::string ended(std::string_view test_name);
+
+private:
+    std::vector<option> extra_;
+    option baseline_{};
+    bool enabled_;
+};
+
+}  // namespace goro::testing
+
+#if GORO_BODIES
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <thread>
+
+
+namespace goro::testing {
+
+GORO_DECL option ignore_current() {
+    std::vector<std::uint64_t> ids;
+    if (num_goroutines() > 0) {
+        snapshot s = snapshot::take();
+        ids.reserve(s.total());
+        for (const task_record& r : s.tasks()) ids.push_back(r.id);
+    }
+    return ignore_ids(std::move(ids));
+}
+
 namespace detail {
 
 /// The last component of a cleaned name, outside <...> and (...): "ns::f" -> "f".
@@ -14774,8 +15765,7 @@ inline std::string_view unqualified(std::string_view name) noexcept {
 
 }  // namespace detail
 
-/// Whether the cleaned function name `name` is `pattern` (see FUNCTION NAMES).
-inline bool function_matches(std::string_view pattern, std::string_view name) noexcept {
+GORO_DECL bool function_matches(std::string_view pattern, std::string_view name) noexcept {
     if (pattern.empty() || name.empty()) return false;
     if (pattern == name) return true;
     std::string_view pt = detail::unqualified(pattern), nt = detail::unqualified(name);
@@ -14846,9 +15836,7 @@ inline leak_result find_leaks_once(const leak_rules& rules) {
 
 }  // namespace detail
 
-/// Looks for leaked tasks, retrying (see the top of this header); never throws
-/// for a leak.
-inline leak_result find_leaks(const std::vector<option>& opts) {
+GORO_DECL leak_result find_leaks(const std::vector<option>& opts) {
     detail::leak_rules rules(opts);
     auto deadline = std::chrono::steady_clock::now() + rules.wait;
     auto pause = std::chrono::microseconds(10);
@@ -14861,51 +15849,20 @@ inline leak_result find_leaks(const std::vector<option>& opts) {
     }
 }
 
-template <class... Options>
-    requires(std::is_convertible_v<const Options&, const option&> && ...)
-leak_result find_leaks(const Options&... opts) {
-    return find_leaks(std::vector<option>{opts...});
-}
-
-/// Throws leak_error (what(): "goro::testing::verify_none: found N unexpected
-/// goroutines:" and the debug=2 blocks) when a task other than the allowed
-/// ones is alive.
-inline void verify_none(const std::vector<option>& opts) {
+GORO_DECL void verify_none(const std::vector<option>& opts) {
     leak_result r = find_leaks(opts);
     if (r.ok()) return;
     r.report.insert(0, "goro::testing::verify_none: ");
     throw leak_error(std::move(r));
 }
 
-template <class... Options>
-    requires(std::is_convertible_v<const Options&, const option&> && ...)
-void verify_none(const Options&... opts) {
-    verify_none(std::vector<option>{opts...});
-}
-
-// --- shared by the test framework listeners -------------------------------
-
-namespace detail {
-inline std::atomic<bool>& leaks_allowed_flag() noexcept {
-    static std::atomic<bool> f{false};
-    return f;
-}
-}  // namespace detail
-
-/// The running test may leave tasks alive: the listener's check after it is
-/// skipped (its tasks then join the next test's baseline). Reset at each test start.
-inline void allow_leaks() noexcept { detail::leaks_allowed_flag().store(true, std::memory_order_relaxed); }
-
-/// False when GORO_LEAK_CHECK is "off", "0" or "false" (the listeners do nothing).
-inline bool leak_check_enabled() {
+GORO_DECL bool leak_check_enabled() {
     const char* e = std::getenv("GORO_LEAK_CHECK");
     if (!e) return true;
     return !(std::strcmp(e, "off") == 0 || std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0);
 }
 
-/// For a test program's main, like goleak.VerifyTestMain: returns `status`,
-/// or 1 (when `status` is 0) after printing the leaked tasks to `err`.
-inline int verify_test_main(int status, const std::vector<option>& opts = {}, std::ostream& err = std::cerr) {
+GORO_DECL int verify_test_main(int status, const std::vector<option>& opts, std::ostream& err) {
     if (!leak_check_enabled()) return status;
     leak_result r = find_leaks(opts);
     if (r.ok()) return status;
@@ -14913,32 +15870,17 @@ inline int verify_test_main(int status, const std::vector<option>& opts = {}, st
     return status ? status : 1;
 }
 
-/// What the listeners do around each test.
-class per_test_check {
-public:
-    explicit per_test_check(std::vector<option> extra = {}) : extra_(std::move(extra)), enabled_(leak_check_enabled()) {}
-
-    void starting() {
-        detail::leaks_allowed_flag().store(false, std::memory_order_relaxed);
-        if (enabled_) baseline_ = ignore_current();
-    }
-    /// The failure message for `test_name`, or empty when all is well.
-    std::string ended(std::string_view test_name) {
-        if (!enabled_ || detail::leaks_allowed_flag().load(std::memory_order_relaxed)) return {};
-        std::vector<option> opts = extra_;
-        opts.push_back(baseline_);
-        leak_result r = find_leaks(opts);
-        if (r.ok()) return {};
-        return "goro leak check: test \"" + std::string(test_name) + "\" left goroutines alive: " + r.report;
-    }
-
-private:
-    std::vector<option> extra_;
-    option baseline_{};
-    bool enabled_;
-};
+GORO_DECL std::string per_test_check::ended(std::string_view test_name) {
+    if (!enabled_ || detail::leaks_allowed_flag().load(std::memory_order_relaxed)) return {};
+    std::vector<option> opts = extra_;
+    opts.push_back(baseline_);
+    leak_result r = find_leaks(opts);
+    if (r.ok()) return {};
+    return "goro leak check: test \"" + std::string(test_name) + "\" left goroutines alive: " + r.report;
+}
 
 }  // namespace goro::testing
+#endif  // GORO_BODIES
 // ---- end goro/inspect/leak_check.hpp ----
 
 // ---- begin goro/io/blocking.hpp ----
@@ -14977,13 +15919,10 @@ private:
 #include <condition_variable>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -15006,15 +15945,7 @@ protected:
 
 inline constexpr unsigned default_max_blocking_threads = 512;
 
-inline unsigned blocking_threads_from_env() {
-    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
-        char* end = nullptr;
-        long v = std::strtol(e, &end, 10);
-        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
-        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
-    }
-    return default_max_blocking_threads;
-}
+GORO_DECL unsigned blocking_threads_from_env();
 
 /// The blocking threads and their queue of calls (see THE THREADS above).
 ///
@@ -15029,44 +15960,10 @@ class blocking_pool {
 public:
     blocking_pool() : max_threads_(blocking_threads_from_env()) {}
 
-    void submit(blocking_job* j) noexcept {
-        in_flight_.fetch_add(1, std::memory_order_acq_rel);
-        the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
-        std::unique_lock g(mu_);
-        if (tail_) tail_->next_job = j;
-        else head_ = j;
-        tail_ = j;
-        ++queued_;
-        if (start_one_locked() == started::woke) {
-            g.unlock();
-            cv_.notify_one();
-            return;
-        }
-        if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
-        // No thread can be made and none exists: run the calls here rather
-        // than leave them waiting forever (the worker blocks, as without goro).
-        while (blocking_job* k = pop_locked()) {
-            g.unlock();
-            finish(k);
-            g.lock();
-        }
-    }
+    void submit(blocking_job* j) noexcept;
 
     unsigned max_threads() const noexcept { return max_threads_.load(std::memory_order_relaxed); }
-    void set_max_threads(unsigned n) noexcept {
-        bool notify = false;
-        {
-            std::lock_guard g(mu_);
-            max_threads_.store(n, std::memory_order_relaxed);
-            // Raised: put threads on the calls that queued at the old limit.
-            for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
-                const started r = start_one_locked();
-                if (r == started::none) break;
-                if (r == started::woke) notify = true;
-            }
-        }
-        if (notify) cv_.notify_all();
-    }
+    void set_max_threads(unsigned n) noexcept;
     std::chrono::nanoseconds keep_alive() const noexcept {
         return std::chrono::nanoseconds(keep_alive_ns_.load(std::memory_order_relaxed));
     }
@@ -15076,14 +15973,8 @@ public:
     }
 
     /// Blocking threads alive now, and how many of them wait for a call.
-    unsigned threads() {
-        std::lock_guard g(mu_);
-        return threads_;
-    }
-    unsigned idle_threads() {
-        std::lock_guard g(mu_);
-        return idle_;
-    }
+    unsigned threads();
+    unsigned idle_threads();
     /// Calls queued or running, not yet returned to their task.
     std::int64_t calls_in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
 
@@ -15096,72 +15987,13 @@ private:
     /// A queued call needs a thread: wakes an idle one (`woke`: notify after
     /// unlocking) or makes one, unless `max_threads_` are busy. `none`: the
     /// call stays queued for a busy thread to take.
-    started start_one_locked() noexcept {
-        if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
-        if (idle_ > 0) {
-            --idle_;
-            ++wakeups_;
-            return started::woke;
-        }
-        ++threads_;
-        try {
-            std::thread([this] { thread_main(); }).detach();
-        } catch (...) {
-            --threads_;
-            return started::none;
-        }
-        return started::made;
-    }
+    started start_one_locked() noexcept;
 
-    blocking_job* pop_locked() noexcept {
-        blocking_job* j = head_;
-        if (!j) return nullptr;
-        head_ = j->next_job;
-        if (!head_) tail_ = nullptr;
-        j->next_job = nullptr;
-        --queued_;
-        return j;
-    }
+    blocking_job* pop_locked() noexcept;
 
-    void finish(blocking_job* j) noexcept {
-        j->run();  // wakes its task as its last access to the job
-        // Counted out only after the wake-up, so the deadlock detector never
-        // sees the task parked with no call in flight.
-        the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
-        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    void finish(blocking_job* j) noexcept;
 
-    void thread_main() noexcept {
-        std::unique_lock g(mu_);
-        for (;;) {
-            // Counted busy here; a thread woken by a spurious or timed-out
-            // wake (or set_keep_alive's broadcast) takes a call only within the limit.
-            blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
-            if (j) {
-                g.unlock();
-                finish(j);
-                g.lock();
-                // Over a lowered limit: leave, if the others busy are enough.
-                if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
-                    --threads_;
-                    return;
-                }
-                continue;
-            }
-            ++idle_;
-            const auto deadline = std::chrono::steady_clock::now() + keep_alive();
-            const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
-            if (wakeups_ > 0) {
-                --wakeups_;  // a submitter counted us out of idle_
-                continue;
-            }
-            --idle_;
-            if (timed_out && !head_) {
-                --threads_;
-                return;
-            }
-        }
-    }
+    void thread_main() noexcept;
 
     ranked_lock<std::mutex, lock_rank::blocking_pool> mu_;
     std::condition_variable_any cv_;
@@ -15268,5 +16100,141 @@ inline void set_blocking_keep_alive(std::chrono::nanoseconds d) {
 inline unsigned blocking_threads() { return detail::the_blocking_pool().threads(); }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+
+namespace goro::detail {
+
+GORO_DECL unsigned blocking_threads_from_env() {
+    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
+    }
+    return default_max_blocking_threads;
+}
+
+GORO_DECL void blocking_pool::submit(blocking_job* j) noexcept {
+    in_flight_.fetch_add(1, std::memory_order_acq_rel);
+    the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
+    std::unique_lock g(mu_);
+    if (tail_) tail_->next_job = j;
+    else head_ = j;
+    tail_ = j;
+    ++queued_;
+    if (start_one_locked() == started::woke) {
+        g.unlock();
+        cv_.notify_one();
+        return;
+    }
+    if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
+    // No thread can be made and none exists: run the calls here rather
+    // than leave them waiting forever (the worker blocks, as without goro).
+    while (blocking_job* k = pop_locked()) {
+        g.unlock();
+        finish(k);
+        g.lock();
+    }
+}
+
+GORO_DECL void blocking_pool::set_max_threads(unsigned n) noexcept {
+    bool notify = false;
+    {
+        std::lock_guard g(mu_);
+        max_threads_.store(n, std::memory_order_relaxed);
+        // Raised: put threads on the calls that queued at the old limit.
+        for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
+            const started r = start_one_locked();
+            if (r == started::none) break;
+            if (r == started::woke) notify = true;
+        }
+    }
+    if (notify) cv_.notify_all();
+}
+
+GORO_DECL unsigned blocking_pool::threads() {
+    std::lock_guard g(mu_);
+    return threads_;
+}
+
+GORO_DECL unsigned blocking_pool::idle_threads() {
+    std::lock_guard g(mu_);
+    return idle_;
+}
+
+GORO_DECL blocking_pool::started blocking_pool::start_one_locked() noexcept {
+    if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
+    if (idle_ > 0) {
+        --idle_;
+        ++wakeups_;
+        return started::woke;
+    }
+    ++threads_;
+    try {
+        std::thread([this] { thread_main(); }).detach();
+    } catch (...) {
+        --threads_;
+        return started::none;
+    }
+    return started::made;
+}
+
+GORO_DECL blocking_job* blocking_pool::pop_locked() noexcept {
+    blocking_job* j = head_;
+    if (!j) return nullptr;
+    head_ = j->next_job;
+    if (!head_) tail_ = nullptr;
+    j->next_job = nullptr;
+    --queued_;
+    return j;
+}
+
+GORO_DECL void blocking_pool::finish(blocking_job* j) noexcept {
+    j->run();  // wakes its task as its last access to the job
+    // Counted out only after the wake-up, so the deadlock detector never
+    // sees the task parked with no call in flight.
+    the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+GORO_DECL void blocking_pool::thread_main() noexcept {
+    std::unique_lock g(mu_);
+    for (;;) {
+        // Counted busy here; a thread woken by a spurious or timed-out
+        // wake (or set_keep_alive's broadcast) takes a call only within the limit.
+        blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
+        if (j) {
+            g.unlock();
+            finish(j);
+            g.lock();
+            // Over a lowered limit: leave, if the others busy are enough.
+            if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
+                --threads_;
+                return;
+            }
+            continue;
+        }
+        ++idle_;
+        const auto deadline = std::chrono::steady_clock::now() + keep_alive();
+        const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
+        if (wakeups_ > 0) {
+            --wakeups_;  // a submitter counted us out of idle_
+            continue;
+        }
+        --idle_;
+        if (timed_out && !head_) {
+            --threads_;
+            return;
+        }
+    }
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/io/blocking.hpp ----
 // ---- end goro/core.hpp ----

@@ -104,7 +104,6 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <ctime>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -113,13 +112,60 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 #include <memory>
 #include <new>
 
+
+// ---- begin goro/core/linkage.hpp ----
+// goro/core/linkage.hpp — header-only (the default) or compiled once.
+//
+// Header-only: every function of the runtime is inline and defined in the
+// headers. A program includes <goro/goro.hpp> and needs nothing else.
+//
+// Separate compilation: a program defines GORO_SEPARATE_COMPILATION in every
+// translation unit (or compiles with -DGORO_SEPARATE_COMPILATION), and links
+// the runtime compiled once: src/goro.cpp (meson: `goro_lib_dep`, or build
+// it yourself). There, the headers declare the runtime's non-template
+// functions and leave their bodies out, so a translation unit parses and
+// compiles only the declarations and the templates it uses (channels, tasks,
+// select). The translation unit that compiles the bodies defines
+// GORO_IMPLEMENTATION before it includes <goro/goro.hpp>.
+//
+// A program uses one way throughout: a body compiled inline in one
+// translation unit and out of line in another would be two definitions of one
+// function.
+//
+// In a header, a non-template function that the runtime compiles once is
+// declared, and then defined at the end of the header, in a section compiled
+// only when GORO_BODIES is 1:
+//
+//     class timer_queue {
+//         void add(timer_node* n);
+//     };
+//     #if GORO_BODIES
+//     GORO_DECL void timer_queue::add(timer_node* n) { ... }
+//     #endif
+//
+// A free function is declared with GORO_DECL too (`GORO_DECL void f();`),
+// so that it is inline in header-only mode from its first declaration on.
+// Templates, constexpr functions and one-line accessors stay where they are.
+
+#if defined(GORO_IMPLEMENTATION) && !defined(GORO_SEPARATE_COMPILATION)
+#define GORO_SEPARATE_COMPILATION 1
+#endif
+
+#if defined(GORO_SEPARATE_COMPILATION)
+#define GORO_DECL
+#if defined(GORO_IMPLEMENTATION)
+#define GORO_BODIES 1
+#else
+#define GORO_BODIES 0
+#endif
+#else
+#define GORO_DECL inline
+#define GORO_BODIES 1
+#endif
+// ---- end goro/core/linkage.hpp ----
+
 #if defined(__linux__)
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-#if defined(__x86_64__)
-#include <cpuid.h>
 #endif
 
 #if __has_include(<source_location>)
@@ -222,13 +268,7 @@ inline constinit std::atomic<bool> cpu_has_prefetchw{false};
 
 /// Reads the CPU features that the hot paths test (go.hpp calls it once,
 /// before the first task starts).
-inline void detect_cpu_features() noexcept {
-#if defined(__x86_64__)
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
-    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
-#endif
-}
+GORO_DECL void detect_cpu_features() noexcept;
 
 /// Fetches the line at `p` for writing: into this core's cache, owned, so the
 /// stores that follow do not wait for other cores' copies to be invalidated.
@@ -271,44 +311,16 @@ inline void seq_fence() noexcept {
 /// GORO_ASYM_FENCE=off in the environment (read once, at the first call)
 /// makes it answer false, so the fallback paths run as on a kernel without
 /// membarrier: CI runs the suite that way too.
-inline bool asym_fence_available() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-    static const bool ok = [] {
-        if (const char* v = std::getenv("GORO_ASYM_FENCE"); v && std::string_view(v) == "off") return false;
-        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
-        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
-    }();
-    return ok;
-#else
-    return false;
-#endif
-}
+GORO_DECL bool asym_fence_available() noexcept;
 
-inline void asym_fence_heavy() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
-    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
-    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
-#endif
-}
+GORO_DECL void asym_fence_heavy() noexcept;
 
 /// Monotonic time in nanoseconds from a clock that is cheap to read (a few ns,
 /// millisecond-ish resolution): good enough for "parked for 5 minutes".
-inline std::int64_t coarse_now_ns() noexcept {
-    timespec ts;
-#if defined(CLOCK_MONOTONIC_COARSE)
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+GORO_DECL std::int64_t coarse_now_ns() noexcept;
 
 /// Monotonic time in nanoseconds, full resolution (same epoch as steady_clock on Linux).
-inline std::int64_t now_ns() noexcept {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+GORO_DECL std::int64_t now_ns() noexcept;
 
 /// The real machine: std::atomic, a compiler barrier, and membarrier. A lock-free
 /// protocol written against a policy (slot_handoff.hpp, profile_epoch.hpp) is
@@ -396,6 +408,66 @@ private:
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+#include <ctime>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+namespace goro::detail {
+
+GORO_DECL void detect_cpu_features() noexcept {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    bool prefetchw = __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;  // PRFCHW
+    cpu_has_prefetchw.store(prefetchw, std::memory_order_relaxed);
+#endif
+}
+
+GORO_DECL bool asym_fence_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    static const bool ok = [] {
+        if (const char* v = std::getenv("GORO_ASYM_FENCE"); v && std::string_view(v) == "off") return false;
+        constexpr int register_private_expedited = 1 << 4;  // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+        return ::syscall(SYS_membarrier, register_private_expedited, 0, 0) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+GORO_DECL void asym_fence_heavy() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+    constexpr int private_expedited = 1 << 3;  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+    (void)::syscall(SYS_membarrier, private_expedited, 0, 0);
+#endif
+}
+
+GORO_DECL std::int64_t coarse_now_ns() noexcept {
+    timespec ts;
+#if defined(CLOCK_MONOTONIC_COARSE)
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+GORO_DECL std::int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/platform.hpp ----
 
 // ---- begin goro/core/frame.hpp ----
@@ -469,9 +541,7 @@ private:
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <new>
-#include <utility>
 
 
 // ---- begin goro/core/spinlock.hpp ----
@@ -533,9 +603,8 @@ private:
 // threads and never under a lock of this table.
 
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
+
 
 #ifndef GORO_LOCK_RANK_CHECK
 #ifdef NDEBUG
@@ -568,29 +637,7 @@ enum class lock_rank : std::uint8_t {
     frame_pool,
 };
 
-inline const char* to_string(lock_rank r) noexcept {
-    switch (r) {
-    case lock_rank::panic_report: return "panic report";
-    case lock_rank::snapshot: return "snapshot";
-    case lock_rank::stop_the_world: return "stop the world";
-    case lock_rank::registry_shard: return "registry shard";
-    case lock_rank::snapshot_overflow: return "snapshot overflow";
-    case lock_rank::deadlock_watch: return "deadlock watch";
-    case lock_rank::context: return "context";
-    case lock_rank::time_chan: return "timer channel";
-    case lock_rank::channel: return "channel";
-    case lock_rank::sync_waiters: return "sync waiters";
-    case lock_rank::timer: return "timer";
-    case lock_rank::scheduler_idle: return "scheduler idle list";
-    case lock_rank::global_queue: return "global run queue";
-    case lock_rank::blocking_pool: return "blocking pool";
-    case lock_rank::pool_holder: return "pool holder";
-    case lock_rank::scheduler_procs: return "scheduler procs";
-    case lock_rank::panic_hook: return "panic hook";
-    case lock_rank::frame_pool: return "frame pool";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(lock_rank r) noexcept;
 
 #if GORO_LOCK_RANK_CHECK
 
@@ -606,47 +653,13 @@ struct held_locks {
 };
 inline thread_local constinit held_locks tls_held_locks{{}, 0};
 
-[[noreturn, gnu::cold, gnu::noinline]] inline void lock_rank_violation(lock_rank taking, const void* lock,
-                                                                     lock_rank held, const void* held_lock) noexcept {
-    std::fprintf(stderr,
-                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
-                 "%p); see goro/core/lock_rank.hpp\n",
-                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
-                 static_cast<unsigned>(held), held_lock);
-    std::fflush(stderr);
-    std::abort();
-}
-
 /// Before waiting for `lock`: every held lock must come before it.
-inline void lock_rank_check(lock_rank r, const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    for (unsigned i = 0; i < h.n; ++i) {
-        const held_locks::entry& e = h.v[i];
-        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
-    }
-}
+GORO_DECL void lock_rank_check(lock_rank r, const void* lock) noexcept;
 
-inline void lock_rank_push(lock_rank r, const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    if (h.n == held_locks::capacity) {
-        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
-        std::abort();
-    }
-    h.v[h.n++] = {lock, r};
-}
+GORO_DECL void lock_rank_push(lock_rank r, const void* lock) noexcept;
 
 /// Locks may be released in any order.
-inline void lock_rank_pop(const void* lock) noexcept {
-    held_locks& h = tls_held_locks;
-    for (unsigned i = h.n; i-- > 0;)
-        if (h.v[i].lock == lock) {
-            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
-            --h.n;
-            return;
-        }
-    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
-    std::abort();
-}
+GORO_DECL void lock_rank_pop(const void* lock) noexcept;
 
 /// `Lock` with its rank checked on lock, try_lock and unlock. Everything else
 /// of `Lock` (constructors, other members) is as it is.
@@ -689,6 +702,83 @@ public:
 #endif
 
 }  // namespace goro::detail
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+
+namespace goro::detail {
+
+GORO_DECL const char* to_string(lock_rank r) noexcept {
+    switch (r) {
+    case lock_rank::panic_report: return "panic report";
+    case lock_rank::snapshot: return "snapshot";
+    case lock_rank::stop_the_world: return "stop the world";
+    case lock_rank::registry_shard: return "registry shard";
+    case lock_rank::snapshot_overflow: return "snapshot overflow";
+    case lock_rank::deadlock_watch: return "deadlock watch";
+    case lock_rank::context: return "context";
+    case lock_rank::time_chan: return "timer channel";
+    case lock_rank::channel: return "channel";
+    case lock_rank::sync_waiters: return "sync waiters";
+    case lock_rank::timer: return "timer";
+    case lock_rank::scheduler_idle: return "scheduler idle list";
+    case lock_rank::global_queue: return "global run queue";
+    case lock_rank::blocking_pool: return "blocking pool";
+    case lock_rank::pool_holder: return "pool holder";
+    case lock_rank::scheduler_procs: return "scheduler procs";
+    case lock_rank::panic_hook: return "panic hook";
+    case lock_rank::frame_pool: return "frame pool";
+    }
+    return "unknown";
+}
+
+#if GORO_LOCK_RANK_CHECK
+
+[[noreturn, gnu::cold, gnu::noinline]] GORO_DECL void lock_rank_violation(lock_rank taking, const void* lock,
+                                                                        lock_rank held, const void* held_lock) noexcept {
+    std::fprintf(stderr,
+                 "goro: lock order violated: taking the %s lock (rank %u, %p) while holding the %s lock (rank %u, "
+                 "%p); see goro/core/lock_rank.hpp\n",
+                 to_string(taking), static_cast<unsigned>(taking), lock, to_string(held),
+                 static_cast<unsigned>(held), held_lock);
+    std::fflush(stderr);
+    std::abort();
+}
+
+GORO_DECL void lock_rank_check(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = 0; i < h.n; ++i) {
+        const held_locks::entry& e = h.v[i];
+        if (e.rank > r || (e.rank == r && e.lock >= lock)) lock_rank_violation(r, lock, e.rank, e.lock);
+    }
+}
+
+GORO_DECL void lock_rank_push(lock_rank r, const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    if (h.n == held_locks::capacity) {
+        std::fprintf(stderr, "goro: lock rank check: more than %u locks held by one thread\n", held_locks::capacity);
+        std::abort();
+    }
+    h.v[h.n++] = {lock, r};
+}
+
+GORO_DECL void lock_rank_pop(const void* lock) noexcept {
+    held_locks& h = tls_held_locks;
+    for (unsigned i = h.n; i-- > 0;)
+        if (h.v[i].lock == lock) {
+            for (unsigned k = i + 1; k < h.n; ++k) h.v[k - 1] = h.v[k];
+            --h.n;
+            return;
+        }
+    std::fprintf(stderr, "goro: lock rank check: unlocking a lock (%p) this thread does not hold\n", lock);
+    std::abort();
+}
+
+#endif  // GORO_LOCK_RANK_CHECK
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/lock_rank.hpp ----
 
 // ---- begin goro/core/thread_slot.hpp ----
@@ -1093,18 +1183,13 @@ inline thread_local constinit pool_cache* tls_pool_cache = nullptr;
 // frees and allocations go straight to the general allocator.
 inline thread_local constinit bool tls_pool_closed = false;
 
-inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept;
+/// Moves all but `keep` cached blocks of a class to the depot, a batch at a time.
+GORO_DECL void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept;
 
 /// Returns a thread's cached blocks to the depot when the thread exits.
 struct pool_cache_owner {
     pool_cache* cache = nullptr;
-    ~pool_cache_owner() {
-        tls_pool_closed = true;
-        tls_pool_cache = nullptr;
-        if (!cache) return;
-        for (std::size_t i = 0; i < pool_classes; ++i) pool_flush_class(*cache, i, 0);
-        delete std::exchange(cache, nullptr);
-    }
+    ~pool_cache_owner();
 };
 
 /// This thread's cache, made on first use; null when memory is short or the
@@ -1117,8 +1202,28 @@ struct pool_cache_owner {
     return owner.cache;
 }
 
-/// Moves all but `keep` cached blocks of a class to the depot, a batch at a time.
-inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept {
+GORO_DECL void* pool_allocate(std::size_t size);
+
+GORO_DECL void pool_free(void* p, std::size_t size) noexcept;
+
+}  // namespace goro::detail
+
+#if GORO_BODIES
+
+#include <mutex>
+#include <utility>
+
+namespace goro::detail {
+
+GORO_DECL pool_cache_owner::~pool_cache_owner() {
+    tls_pool_closed = true;
+    tls_pool_cache = nullptr;
+    if (!cache) return;
+    for (std::size_t i = 0; i < pool_classes; ++i) pool_flush_class(*cache, i, 0);
+    delete std::exchange(cache, nullptr);
+}
+
+GORO_DECL void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep) noexcept {
     pool_depot& d = the_pool_depot();
     while (c.count[cls] > keep) {
         std::uint32_t n = std::min(pool_batch, c.count[cls] - keep);
@@ -1145,7 +1250,7 @@ inline void pool_flush_class(pool_cache& c, std::size_t cls, std::uint32_t keep)
     }
 }
 
-inline void* pool_allocate(std::size_t size) {
+GORO_DECL void* pool_allocate(std::size_t size) {
 #if GORO_POOL_ENABLED
     if (size != 0 && size <= pool_max) {
         const std::size_t cls = pool_class(size);
@@ -1191,7 +1296,7 @@ inline void* pool_allocate(std::size_t size) {
     return ::operator new(size);
 }
 
-inline void pool_free(void* p, std::size_t size) noexcept {
+GORO_DECL void pool_free(void* p, std::size_t size) noexcept {
 #if GORO_POOL_ENABLED
     if (p && size != 0 && size <= pool_max) {
         const std::size_t cls = pool_class(size);
@@ -1210,6 +1315,8 @@ inline void pool_free(void* p, std::size_t size) noexcept {
 }
 
 }  // namespace goro::detail
+
+#endif  // GORO_BODIES
 // ---- end goro/core/pool.hpp ----
 
 namespace goro {
@@ -1327,19 +1434,7 @@ struct trampoline {
 inline thread_local constinit trampoline tls_trampoline{};
 
 /// Resumes `h`, then whatever it hands to the trampoline, until nothing is left.
-inline void run_trampoline(std::coroutine_handle<> h) {
-    trampoline& t = tls_trampoline;
-    const bool outer = !t.active;
-    std::coroutine_handle<> saved = t.next;
-    t.active = true;
-    do {
-        t.next = {};
-        h.resume();
-        h = t.next;
-    } while (h);
-    t.next = saved;
-    if (outer) t.active = false;
-}
+GORO_DECL void run_trampoline(std::coroutine_handle<> h);
 
 /// Continues `h` next on this thread: through the trampoline when one runs
 /// (the usual case, on a pool worker), else right here.
@@ -1354,6 +1449,26 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void run_trampoline(std::coroutine_handle<> h) {
+    trampoline& t = tls_trampoline;
+    const bool outer = !t.active;
+    std::coroutine_handle<> saved = t.next;
+    t.active = true;
+    do {
+        t.next = {};
+        h.resume();
+        h = t.next;
+    } while (h);
+    t.next = saved;
+    if (outer) t.active = false;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/frame.hpp ----
 
 // ---- begin goro/core/registry.hpp ----
@@ -1396,15 +1511,10 @@ inline thread_local constinit task_header* tls_current_task = nullptr;
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1622,14 +1732,7 @@ enum class task_state : std::uint8_t {
     waiting,   ///< parked; `wait_reason` says on what
 };
 
-inline const char* to_string(task_state s) noexcept {
-    switch (s) {
-    case task_state::runnable: return "runnable";
-    case task_state::running: return "running";
-    case task_state::waiting: return "waiting";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(task_state s) noexcept;
 
 /// Wait reasons, in Go's words, so dumps read the same as Go's.
 namespace wait_reason {
@@ -1680,13 +1783,7 @@ public:
         task_meta(o).swap(*this);
         return *this;
     }
-    task_meta& operator=(task_meta&& o) noexcept {
-        if (this != &o) {
-            reset();
-            p_ = std::exchange(o.p_, nullptr);
-        }
-        return *this;
-    }
+    task_meta& operator=(task_meta&& o) noexcept;
     ~task_meta() {
         if (p_) release(p_);
     }
@@ -1850,127 +1947,34 @@ class registry {
 public:
     /// A header for a new task: a dead one of this thread's shard, reset, or a
     /// new one. It is not visible to walks until add().
-    task_header* make_header() {
-        header_lists& l = tls_headers;
-        if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
-        if (l.next_spare != l.spare.n) {
-            task_header** v = l.spare.v;
-            const std::uint32_t i = l.next_spare++;
-            // Headers come back from the core that ran them: fetch the one
-            // `spare_ahead` places on for writing (both its lines), so its
-            // misses overlap the spawns in between; and the array's line
-            // further on, which that core wrote.
-            if (i + spare_ahead < l.spare.n) {
-                task_header* f = v[i + spare_ahead];
-                prefetch_for_write(f);
-                prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
-                if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
-            }
-            task_header* h = v[i];
-            // Dead, so no walk reads it: reset the fields of its last life.
-            profile_revive(*h);
-            h->set_resume_point({});
-            task_header_cold& c = h->cold();
-            c.parent_id = 0;
-            c.meta.reset();
-            h->leaf = nullptr;
-            h->wait_reason.store(nullptr, std::memory_order_relaxed);
-            h->since_ns.store(0, std::memory_order_relaxed);
-            h->state.store(task_state::runnable, std::memory_order_relaxed);
-            h->kind = task_kind::task;
-            return h;
-        }
-        task_header* h = fresh_header();
-        h->dead.store(true, std::memory_order_relaxed);
-        h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
-        h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
-        return h;
-    }
+    task_header* make_header();
 
     /// Lists `h` (from make_header, fields filled) and gives it a fresh id.
     /// Returns this thread's count of live tasks (its spawns minus its exits,
     /// so it may exceed the total): the spawner grows the scheduler's global
     /// queue when it reaches a power of two (go.hpp), as add() grows the
     /// shard's dead array when the shard's list does.
-    std::int64_t add(task_header* h) noexcept {
-        h->id = next_id();
-        std::size_t s = this_shard();
-        registry_shard& sh = shards_[s];
-        if (h->shard == registry_shards) {
-            h->shard = static_cast<std::uint8_t>(s);
-            std::uint32_t linked;
-            bool short_of_room;
-            {
-                std::lock_guard g(sh.lock);
-                h->next_ = sh.head;
-                sh.head = h;
-                linked = ++sh.linked;
-                short_of_room = linked > sh.dead.cap;
-                h->dead.store(false, std::memory_order_release);
-            }
-            if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
-        } else {
-            // Already linked: a walk reads the fields only after seeing it alive.
-            h->dead.store(false, std::memory_order_release);
-        }
-        count_slot& c = my_count_slot();
-        const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
-        c.live.store(live, std::memory_order_relaxed);
-        c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        return live;
-    }
+    std::int64_t add(task_header* h) noexcept;
 
     /// A task has finished (its frame is destroyed): it stops counting at once
     /// and walks skip it; the header goes back to its shard's dead list later,
     /// with others, so that exits do not take the spawner's lock one by one.
     /// Like Go's allgs, headers stay linked for reuse and are never freed.
-    void retire(task_header* h) noexcept {
-        h->dead.store(true, std::memory_order_release);
-        // Release: a reader that sees the count drop sees everything the task did.
-        count_slot& c = my_count_slot();
-        c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
-        header_lists& l = tls_headers;
-        l.retired[l.nretired] = h;
-        if (++l.nretired == retire_batch) flush_retired();
-    }
+    void retire(task_header* h) noexcept;
 
     /// Hands the headers this thread retired back to their shards (a worker
     /// calls it every 64 exits and before it sleeps): one short hold of each
     /// shard's lock per batch, appending to its array; no neighbour is touched.
-    void flush_retired() noexcept {
-        header_lists& l = tls_headers;
-        task_header** v = l.retired;
-        const std::uint32_t n = l.nretired;
-        l.nretired = 0;
-        // Group by shard in place (usually there is one: the spawner's).
-        for (std::uint32_t i = 0; i < n;) {
-            const std::uint8_t s = v[i]->shard;
-            std::uint32_t j = i + 1;
-            for (std::uint32_t k = j; k < n; ++k)
-                if (v[k]->shard == s) std::swap(v[j++], v[k]);
-            append_dead(shards_[s], v + i, j - i);
-            i = j;
-        }
-    }
+    void flush_retired() noexcept;
 
     /// Live tasks and blocked threads; no lock, no stop of the world. (Each
     /// thread counts its spawns minus its exits, so one slot alone can be
     /// negative; the sum is exact once the threads' stores are visible.)
-    std::int64_t count() const noexcept {
-        std::int64_t n = 0;
-        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
-            n += c->live.load(std::memory_order_acquire);
-        return n;
-    }
+    std::int64_t count() const noexcept;
 
     /// Tasks and block_on threads ever listed (a monotonic counter, like
     /// Prometheus wants): started minus live is the number that finished.
-    std::uint64_t total_added() const noexcept {
-        std::uint64_t n = 0;
-        for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
-            n += c->added.load(std::memory_order_relaxed);
-        return n;
-    }
+    std::uint64_t total_added() const noexcept;
 
     /// Calls `f(task_header&)` for every listed header with every shard locked,
     /// so the set cannot change during the walk. Keep `f` short and non-blocking.
@@ -1988,11 +1992,7 @@ public:
     void unlock_all() noexcept { for (auto& s : shards_) s.lock.unlock(); }
     /// Each shard's first header (call with every shard locked): a later walk
     /// may follow `next_` from these without the locks (see THREAD SAFETY).
-    std::array<task_header*, registry_shards> heads_locked() const noexcept {
-        std::array<task_header*, registry_shards> out{};
-        for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
-        return out;
-    }
+    std::array<task_header*, registry_shards> heads_locked() const noexcept;
 
     template <class F>
     void for_each_unlocked(F&& f) {
@@ -2006,51 +2006,17 @@ private:
 
     /// Takes this thread's shard's dead array whole, leaving it this thread's
     /// spent one (so the two arrays go back and forth, and stop growing).
-    void take_spares(header_lists& l) noexcept {
-        registry_shard& sh = shards_[this_shard()];
-        l.spare.n = 0;
-        l.next_spare = 0;
-        static thread_local spares_owner owner;  // gives the array back when the thread ends
-        owner.reg = this;
-        {
-            std::lock_guard g(sh.lock);
-            if (sh.dead.n == 0) return;
-            std::swap(l.spare, sh.dead);
-        }
-        for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
-    }
+    void take_spares(header_lists& l) noexcept;
 
     /// A header never used: the next one of this thread's slab (a new slab
     /// when it is used up), with its cold part.
-    static task_header* fresh_header() {
-        struct cursor { char* base; std::size_t next; };
-        static thread_local constinit cursor cur{nullptr, header_slab::count};
-        if (cur.next == header_slab::count) {
-            char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
-            static std::atomic<void*> slabs{nullptr};
-            void* prev = slabs.load(std::memory_order_relaxed);
-            do header_slab::link_of(base) = prev;
-            while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
-            cur = {base, 0};
-        }
-        char* line = cur.base + cur.next * sizeof(task_header);
-        ++cur.next;
-        auto* h = new (line) task_header();
-        new (header_slab::cold_of(h)) task_header_cold();
-        return h;
-    }
+    static task_header* fresh_header();
 
     /// A thread's spare array outlives it in its shard: the dead headers not
     /// reused yet go back there, and the array is freed.
     struct spares_owner {
         registry* reg = nullptr;
-        ~spares_owner() {
-            header_lists& l = tls_headers;
-            if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
-            std::free(l.spare.v);
-            l.spare = {nullptr, 0, 0};
-            l.next_spare = 0;
-        }
+        ~spares_owner();
     };
 
     void give_back_spares(header_lists& l) noexcept {
@@ -2059,21 +2025,7 @@ private:
 
     /// Appends `n` dead headers to a shard's array. Out of memory for a
     /// bigger array, they stay listed and dead, and are not reused.
-    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
-        for (;;) {
-            std::uint32_t need;
-            {
-                std::lock_guard g(sh.lock);
-                need = sh.dead.n + n;
-                if (need <= sh.dead.cap) {
-                    std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
-                    sh.dead.n = need;
-                    return;
-                }
-            }
-            if (!reserve_dead(sh, need + need / 2)) return;
-        }
-    }
+    static void append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept;
 
     // ROOM FOR DEAD HEADERS. When thousands of tasks end at once (a close, a
     // cancel), their headers come back to the shard in batches; an array
@@ -2092,42 +2044,11 @@ private:
 
     /// Gives a shard's dead array room for `need` entries (see ROOM FOR DEAD
     /// HEADERS); false when memory is short.
-    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
-        const std::uint32_t cap = room_for(need);
-        const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
-        auto* v = static_cast<task_header**>(std::malloc(bytes));
-        if (!v) return false;
-        std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
-        {
-            std::lock_guard g(sh.lock);
-            if (sh.dead.cap < cap) {
-                std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
-                std::swap(sh.dead.v, v);  // `v`: the old array, freed below
-                sh.dead.cap = cap;
-            }
-        }
-        std::free(v);
-        return true;
-    }
+    static bool reserve_dead(registry_shard& sh, std::uint32_t need) noexcept;
 
-    static std::uint64_t next_id() noexcept {
-        struct block { std::uint64_t next = 0, end = 0; };
-        static thread_local block b;
-        if (b.next == b.end) {
-            b.next = global_ids().fetch_add(64, std::memory_order_relaxed);
-            b.end = b.next + 64;
-        }
-        return b.next++;
-    }
-    static std::atomic<std::uint64_t>& global_ids() noexcept {
-        static std::atomic<std::uint64_t> ids{1};
-        return ids;
-    }
-    static std::size_t this_shard() noexcept {
-        static std::atomic<std::size_t> rr{0};
-        static thread_local std::size_t s = rr.fetch_add(1, std::memory_order_relaxed) % registry_shards;
-        return s;
-    }
+    static std::uint64_t next_id() noexcept;
+    static std::atomic<std::uint64_t>& global_ids() noexcept;
+    static std::size_t this_shard() noexcept;
 
     std::array<registry_shard, registry_shards> shards_{};
 };
@@ -2144,7 +2065,259 @@ inline registry& the_registry() noexcept {
 /// see go.hpp) prints it and terminates.
 using panic_handler_fn = void (*)(task_header& task, std::exception_ptr error) noexcept;
 
-inline void default_panic(task_header& task, std::exception_ptr error) noexcept {
+GORO_DECL void default_panic(task_header& task, std::exception_ptr error) noexcept;
+
+inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
+    static std::atomic<panic_handler_fn> h{&default_panic};
+    return h;
+}
+
+/// A root frame has finished: destroy it, then unlist and free its header.
+GORO_DECL void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept;
+
+}  // namespace detail
+
+/// The number of live tasks (and threads blocked in block_on), like
+/// `runtime.NumGoroutine()`. Cheap: no stop of the world.
+inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+namespace goro {
+
+GORO_DECL const char* to_string(task_state s) noexcept {
+    switch (s) {
+    case task_state::runnable: return "runnable";
+    case task_state::running: return "running";
+    case task_state::waiting: return "waiting";
+    }
+    return "unknown";
+}
+
+GORO_DECL task_meta& task_meta::operator=(task_meta&& o) noexcept {
+    if (this != &o) {
+        reset();
+        p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+}
+
+namespace detail {
+
+GORO_DECL task_header* registry::make_header() {
+    header_lists& l = tls_headers;
+    if (l.next_spare == l.spare.n) [[unlikely]] take_spares(l);
+    if (l.next_spare != l.spare.n) {
+        task_header** v = l.spare.v;
+        const std::uint32_t i = l.next_spare++;
+        // Headers come back from the core that ran them: fetch the one
+        // `spare_ahead` places on for writing (both its lines), so its
+        // misses overlap the spawns in between; and the array's line
+        // further on, which that core wrote.
+        if (i + spare_ahead < l.spare.n) {
+            task_header* f = v[i + spare_ahead];
+            prefetch_for_write(f);
+            prefetch_for_write(header_slab::cold_of(f));  // normally in this core's cache already
+            if (i + 3 * spare_ahead < l.spare.n) __builtin_prefetch(&v[i + 3 * spare_ahead]);
+        }
+        task_header* h = v[i];
+        // Dead, so no walk reads it: reset the fields of its last life.
+        profile_revive(*h);
+        h->set_resume_point({});
+        task_header_cold& c = h->cold();
+        c.parent_id = 0;
+        c.meta.reset();
+        h->leaf = nullptr;
+        h->wait_reason.store(nullptr, std::memory_order_relaxed);
+        h->since_ns.store(0, std::memory_order_relaxed);
+        h->state.store(task_state::runnable, std::memory_order_relaxed);
+        h->kind = task_kind::task;
+        return h;
+    }
+    task_header* h = fresh_header();
+    h->dead.store(true, std::memory_order_relaxed);
+    h->prof_gen.store(profile_epoch().gen.load(std::memory_order_acquire), std::memory_order_relaxed);
+    h->shard = static_cast<std::uint8_t>(registry_shards);  // not linked yet
+    return h;
+}
+
+GORO_DECL std::int64_t registry::add(task_header* h) noexcept {
+    h->id = next_id();
+    std::size_t s = this_shard();
+    registry_shard& sh = shards_[s];
+    if (h->shard == registry_shards) {
+        h->shard = static_cast<std::uint8_t>(s);
+        std::uint32_t linked;
+        bool short_of_room;
+        {
+            std::lock_guard g(sh.lock);
+            h->next_ = sh.head;
+            sh.head = h;
+            linked = ++sh.linked;
+            short_of_room = linked > sh.dead.cap;
+            h->dead.store(false, std::memory_order_release);
+        }
+        if (short_of_room) [[unlikely]] reserve_dead(sh, linked + linked / 2);
+    } else {
+        // Already linked: a walk reads the fields only after seeing it alive.
+        h->dead.store(false, std::memory_order_release);
+    }
+    count_slot& c = my_count_slot();
+    const std::int64_t live = c.live.load(std::memory_order_relaxed) + 1;
+    c.live.store(live, std::memory_order_relaxed);
+    c.added.store(c.added.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return live;
+}
+
+GORO_DECL void registry::retire(task_header* h) noexcept {
+    h->dead.store(true, std::memory_order_release);
+    // Release: a reader that sees the count drop sees everything the task did.
+    count_slot& c = my_count_slot();
+    c.live.store(c.live.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+    header_lists& l = tls_headers;
+    l.retired[l.nretired] = h;
+    if (++l.nretired == retire_batch) flush_retired();
+}
+
+GORO_DECL void registry::flush_retired() noexcept {
+    header_lists& l = tls_headers;
+    task_header** v = l.retired;
+    const std::uint32_t n = l.nretired;
+    l.nretired = 0;
+    // Group by shard in place (usually there is one: the spawner's).
+    for (std::uint32_t i = 0; i < n;) {
+        const std::uint8_t s = v[i]->shard;
+        std::uint32_t j = i + 1;
+        for (std::uint32_t k = j; k < n; ++k)
+            if (v[k]->shard == s) std::swap(v[j++], v[k]);
+        append_dead(shards_[s], v + i, j - i);
+        i = j;
+    }
+}
+
+GORO_DECL std::int64_t registry::count() const noexcept {
+    std::int64_t n = 0;
+    for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
+        n += c->live.load(std::memory_order_acquire);
+    return n;
+}
+
+GORO_DECL std::uint64_t registry::total_added() const noexcept {
+    std::uint64_t n = 0;
+    for (count_slot* c = thread_slots<count_slot>::first(); c; c = c->next)
+        n += c->added.load(std::memory_order_relaxed);
+    return n;
+}
+
+GORO_DECL std::array<task_header*, registry_shards> registry::heads_locked() const noexcept {
+    std::array<task_header*, registry_shards> out{};
+    for (std::size_t i = 0; i < registry_shards; ++i) out[i] = shards_[i].head;
+    return out;
+}
+
+GORO_DECL void registry::take_spares(header_lists& l) noexcept {
+    registry_shard& sh = shards_[this_shard()];
+    l.spare.n = 0;
+    l.next_spare = 0;
+    static thread_local spares_owner owner;  // gives the array back when the thread ends
+    owner.reg = this;
+    {
+        std::lock_guard g(sh.lock);
+        if (sh.dead.n == 0) return;
+        std::swap(l.spare, sh.dead);
+    }
+    for (std::uint32_t i = 0; i < spare_ahead && i < l.spare.n; ++i) prefetch_for_write(l.spare.v[i]);
+}
+
+GORO_DECL task_header* registry::fresh_header() {
+    struct cursor { char* base; std::size_t next; };
+    static thread_local constinit cursor cur{nullptr, header_slab::count};
+    if (cur.next == header_slab::count) {
+        char* base = static_cast<char*>(::operator new(header_slab::bytes, std::align_val_t(header_slab::bytes)));
+        static std::atomic<void*> slabs{nullptr};
+        void* prev = slabs.load(std::memory_order_relaxed);
+        do header_slab::link_of(base) = prev;
+        while (!slabs.compare_exchange_weak(prev, base, std::memory_order_release, std::memory_order_relaxed));
+        cur = {base, 0};
+    }
+    char* line = cur.base + cur.next * sizeof(task_header);
+    ++cur.next;
+    auto* h = new (line) task_header();
+    new (header_slab::cold_of(h)) task_header_cold();
+    return h;
+}
+
+GORO_DECL registry::spares_owner::~spares_owner() {
+    header_lists& l = tls_headers;
+    if (reg && l.next_spare != l.spare.n) reg->give_back_spares(l);
+    std::free(l.spare.v);
+    l.spare = {nullptr, 0, 0};
+    l.next_spare = 0;
+}
+
+GORO_DECL void registry::append_dead(registry_shard& sh, task_header* const* hs, std::uint32_t n) noexcept {
+    for (;;) {
+        std::uint32_t need;
+        {
+            std::lock_guard g(sh.lock);
+            need = sh.dead.n + n;
+            if (need <= sh.dead.cap) {
+                std::copy(hs, hs + n, sh.dead.v + sh.dead.n);
+                sh.dead.n = need;
+                return;
+            }
+        }
+        if (!reserve_dead(sh, need + need / 2)) return;
+    }
+}
+
+GORO_DECL bool registry::reserve_dead(registry_shard& sh, std::uint32_t need) noexcept {
+    const std::uint32_t cap = room_for(need);
+    const std::size_t bytes = std::size_t(cap) * sizeof(task_header*);
+    auto* v = static_cast<task_header**>(std::malloc(bytes));
+    if (!v) return false;
+    std::memset(v, 0, bytes);  // its pages, faulted in here rather than under the lock
+    {
+        std::lock_guard g(sh.lock);
+        if (sh.dead.cap < cap) {
+            std::copy(sh.dead.v, sh.dead.v + sh.dead.n, v);
+            std::swap(sh.dead.v, v);  // `v`: the old array, freed below
+            sh.dead.cap = cap;
+        }
+    }
+    std::free(v);
+    return true;
+}
+
+GORO_DECL std::uint64_t registry::next_id() noexcept {
+    struct block { std::uint64_t next = 0, end = 0; };
+    static thread_local block b;
+    if (b.next == b.end) {
+        b.next = global_ids().fetch_add(64, std::memory_order_relaxed);
+        b.end = b.next + 64;
+    }
+    return b.next++;
+}
+
+GORO_DECL std::atomic<std::uint64_t>& registry::global_ids() noexcept {
+    static std::atomic<std::uint64_t> ids{1};
+    return ids;
+}
+
+GORO_DECL std::size_t registry::this_shard() noexcept {
+    static std::atomic<std::size_t> rr{0};
+    static thread_local std::size_t s = rr.fetch_add(1, std::memory_order_relaxed) % registry_shards;
+    return s;
+}
+
+GORO_DECL void default_panic(task_header& task, std::exception_ptr error) noexcept {
     const char* what = "unknown exception";
     std::string text;
     try {
@@ -2160,25 +2333,15 @@ inline void default_panic(task_header& task, std::exception_ptr error) noexcept 
     std::terminate();
 }
 
-inline std::atomic<panic_handler_fn>& panic_handler() noexcept {
-    static std::atomic<panic_handler_fn> h{&default_panic};
-    return h;
-}
-
-/// A root frame has finished: destroy it, then unlist and free its header.
-inline void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
+GORO_DECL void finish_root(task_header* h, std::coroutine_handle<> frame) noexcept {
     h->leaf = nullptr;
     frame.destroy();
     the_registry().retire(h);
 }
 
 }  // namespace detail
-
-/// The number of live tasks (and threads blocked in block_on), like
-/// `runtime.NumGoroutine()`. Cheap: no stop of the world.
-inline std::int64_t num_goroutines() noexcept { return detail::the_registry().count(); }
-
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/registry.hpp ----
 
 // ---- begin goro/core/task.hpp ----
@@ -2394,254 +2557,14 @@ inline std::int64_t num_goroutines() noexcept { return detail::the_registry().co
 //   releasing its own locks.
 
 #include <atomic>
-#include <bit>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <span>
-#include <string>
 #include <thread>
 
-
-// ---- begin goro/core/algo.hpp ----
-// goro/core/algo.hpp — the few array algorithms the runtime needs, on pointer
-// ranges, instead of <algorithm>.
-//
-//   detail::stable_sort(first, last, less)   merge sort: stable, O(n log n),
-//                                            a buffer of n elements (may throw)
-//   detail::heap_sort(first, last, less)     in place, not stable, O(n log n),
-//                                            noexcept when moving T is
-//   detail::sorted_contains(v, x)            binary search in an ascending vector
-//   detail::find(first, last, x)             the first element == x, or last
-//
-// Why not <algorithm>: the header alone costs every including program ~5 MB
-// of compiler memory, and std::sort and std::stable_sort each instantiate a
-// dozen function templates (introsort, heap select, adaptive merges ...) for
-// every element type and comparator, and a header-only library compiles them
-// in every program that includes it, whether it sorts or not (a call in an
-// inline function is enough). These are a few small functions each
-// (issue 17: the compile cost of goro/core.hpp).
-
-#include <cstddef>
-#include <type_traits>
-#include <utility>
-
-
-// ---- begin goro/core/vec.hpp ----
-// goro/core/vec.hpp — the runtime's own growable array, for its internal
-// lists (the scheduler's worker lists and global queue, the timer heap, the
-// hash map's slots, the deadlock watch's waiters).
-//
-//   detail::vec<worker*> idle;
-//   idle.push_back(w);  for (worker* x : idle) ...;  idle.pop_back();
-//
-// Why not std::vector: every program that includes goro compiles the runtime,
-// and at -O0 each std::vector<T> instantiates some fifty functions (the
-// allocator, its traits, the relocation helpers, the iterator class), each
-// compiled and emitted; vec<T> has a dozen, plain pointers as iterators.
-// The public API keeps std::vector.
-//
-// The subset of std::vector the runtime uses, with its meaning: elements are
-// contiguous, begin()/end() are pointers, growth doubles the capacity, and
-// reallocating moves the elements (T's move constructor must not throw, so a
-// failed allocation, the only thing that can throw, leaves the vec as it was).
-
-#include <cstddef>
-#include <new>
-#include <type_traits>
-#include <utility>
-
-namespace goro::detail {
-
-template <class T>
-class vec {
-    static_assert(std::is_nothrow_move_constructible_v<T>, "vec<T> moves elements when it grows");
-    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "vec<T> allocates with plain operator new");
-
-public:
-    using value_type = T;
-    using iterator = T*;
-    using const_iterator = const T*;
-
-    vec() noexcept = default;
-    /// n value-initialised elements.
-    explicit vec(std::size_t n) { resize(n); }
-    vec(const vec& o) {
-        reserve(o.n_);
-        for (std::size_t i = 0; i < o.n_; ++i) push_back(o.p_[i]);
-    }
-    vec(vec&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
-    /// Copy or move assignment (by value, then swap).
-    vec& operator=(vec o) noexcept {
-        swap(o);
-        return *this;
-    }
-    ~vec() {
-        clear();
-        ::operator delete(p_);
-    }
-
-    std::size_t size() const noexcept { return n_; }
-    bool empty() const noexcept { return n_ == 0; }
-    std::size_t capacity() const noexcept { return cap_; }
-    T* data() noexcept { return p_; }
-    const T* data() const noexcept { return p_; }
-    T* begin() noexcept { return p_; }
-    T* end() noexcept { return p_ + n_; }
-    const T* begin() const noexcept { return p_; }
-    const T* end() const noexcept { return p_ + n_; }
-    T& operator[](std::size_t i) noexcept { return p_[i]; }
-    const T& operator[](std::size_t i) const noexcept { return p_[i]; }
-    T& front() noexcept { return p_[0]; }
-    T& back() noexcept { return p_[n_ - 1]; }
-    const T& front() const noexcept { return p_[0]; }
-    const T& back() const noexcept { return p_[n_ - 1]; }
-
-    void reserve(std::size_t n) {
-        if (n > cap_) reallocate(n);
-    }
-    template <class... A>
-    T& emplace_back(A&&... a) {
-        if (n_ == cap_) reallocate(cap_ ? cap_ * 2 : 4);
-        T* e = ::new (static_cast<void*>(p_ + n_)) T(std::forward<A>(a)...);
-        ++n_;
-        return *e;
-    }
-    void push_back(const T& v) { emplace_back(v); }
-    void push_back(T&& v) { emplace_back(std::move(v)); }
-    void pop_back() noexcept { p_[--n_].~T(); }
-    /// Removes *pos, moving the later elements down; returns pos.
-    T* erase(T* pos) noexcept {
-        for (T* q = pos; q + 1 != p_ + n_; ++q) *q = std::move(q[1]);
-        pop_back();
-        return pos;
-    }
-    /// Grows with value-initialised elements, or shrinks.
-    void resize(std::size_t n) {
-        if (n < n_) {
-            while (n_ > n) pop_back();
-            return;
-        }
-        reserve(n);
-        while (n_ < n) emplace_back();
-    }
-    /// n copies of v, replacing the contents.
-    void assign(std::size_t n, const T& v) {
-        clear();
-        reserve(n);
-        while (n_ < n) emplace_back(v);
-    }
-    void clear() noexcept {
-        while (n_ > 0) pop_back();
-    }
-    void swap(vec& o) noexcept {
-        std::swap(p_, o.p_);
-        std::swap(n_, o.n_);
-        std::swap(cap_, o.cap_);
-    }
-
-private:
-    void reallocate(std::size_t cap) {
-        T* np = static_cast<T*>(::operator new(cap * sizeof(T)));
-        for (std::size_t i = 0; i < n_; ++i) {
-            ::new (static_cast<void*>(np + i)) T(std::move(p_[i]));
-            p_[i].~T();
-        }
-        ::operator delete(p_);
-        p_ = np;
-        cap_ = cap;
-    }
-
-    T* p_ = nullptr;
-    std::size_t n_ = 0;
-    std::size_t cap_ = 0;
-};
-
-}  // namespace goro::detail
-// ---- end goro/core/vec.hpp ----
-
-namespace goro::detail {
-
-/// Sorts [first, last) by `less`, keeping equal elements in their order.
-template <class T, class Less>
-void stable_sort(T* first, T* last, Less less) {
-    const std::size_t n = static_cast<std::size_t>(last - first);
-    constexpr std::size_t run = 16;  // insertion-sorted runs, then merged pairwise
-    for (std::size_t lo = 0; lo < n; lo += run) {
-        const std::size_t hi = lo + run < n ? lo + run : n;
-        for (std::size_t i = lo + 1; i < hi; ++i) {
-            if (!less(first[i], first[i - 1])) continue;
-            T v = std::move(first[i]);
-            std::size_t j = i;
-            for (; j > lo && less(v, first[j - 1]); --j) first[j] = std::move(first[j - 1]);
-            first[j] = std::move(v);
-        }
-    }
-    if (n <= run) return;
-    vec<T> buf(n);
-    T* from = first;
-    T* to = buf.data();
-    for (std::size_t width = run; width < n; width *= 2) {
-        for (std::size_t lo = 0; lo < n; lo += 2 * width) {
-            const std::size_t mid = lo + width < n ? lo + width : n;
-            const std::size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-            std::size_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) to[k++] = less(from[j], from[i]) ? std::move(from[j++]) : std::move(from[i++]);
-            while (i < mid) to[k++] = std::move(from[i++]);
-            while (j < hi) to[k++] = std::move(from[j++]);
-        }
-        std::swap(from, to);
-    }
-    if (from != first)
-        for (std::size_t i = 0; i < n; ++i) first[i] = std::move(from[i]);
-}
-
-/// Sorts [first, last) by `less` in place (equal elements in no given order).
-template <class T, class Less>
-void heap_sort(T* first, T* last, Less less) noexcept(std::is_nothrow_move_constructible_v<T>) {
-    const std::size_t n = static_cast<std::size_t>(last - first);
-    // Moves first[i] down the max-heap [0, len) to where it belongs.
-    auto sift_down = [&](std::size_t i, std::size_t len) {
-        T v = std::move(first[i]);
-        for (std::size_t c; (c = 2 * i + 1) < len; i = c) {
-            if (c + 1 < len && less(first[c], first[c + 1])) ++c;
-            if (!less(v, first[c])) break;
-            first[i] = std::move(first[c]);
-        }
-        first[i] = std::move(v);
-    };
-    for (std::size_t i = n / 2; i-- > 0;) sift_down(i, n);
-    for (std::size_t len = n; len > 1; --len) {
-        std::swap(first[0], first[len - 1]);
-        sift_down(0, len - 1);
-    }
-}
-
-/// Whether the ascending vector `v` holds `x` (binary search).
-template <class Vector, class T>
-bool sorted_contains(const Vector& v, const T& x) noexcept {
-    std::size_t lo = 0, hi = v.size();
-    while (lo < hi) {
-        const std::size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < x) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < v.size() && !(x < v[lo]);
-}
-
-/// The first element of [first, last) equal to `x`, or `last`.
-template <class T, class U>
-T* find(T* first, T* last, const U& x) noexcept {
-    while (first != last && !(*first == x)) ++first;
-    return first;
-}
-
-}  // namespace goro::detail
-// ---- end goro/core/algo.hpp ----
 
 // ---- begin goro/core/slot_handoff.hpp ----
 // goro/core/slot_handoff.hpp — a worker's private task slots, which its owner
@@ -2843,6 +2766,139 @@ private:
 #include <utility>
 
 
+// ---- begin goro/core/vec.hpp ----
+// goro/core/vec.hpp — the runtime's own growable array, for its internal
+// lists (the scheduler's worker lists and global queue, the timer heap, the
+// hash map's slots, the deadlock watch's waiters).
+//
+//   detail::vec<worker*> idle;
+//   idle.push_back(w);  for (worker* x : idle) ...;  idle.pop_back();
+//
+// Why not std::vector: every program that includes goro compiles the runtime,
+// and at -O0 each std::vector<T> instantiates some fifty functions (the
+// allocator, its traits, the relocation helpers, the iterator class), each
+// compiled and emitted; vec<T> has a dozen, plain pointers as iterators.
+// The public API keeps std::vector.
+//
+// The subset of std::vector the runtime uses, with its meaning: elements are
+// contiguous, begin()/end() are pointers, growth doubles the capacity, and
+// reallocating moves the elements (T's move constructor must not throw, so a
+// failed allocation, the only thing that can throw, leaves the vec as it was).
+
+#include <cstddef>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace goro::detail {
+
+template <class T>
+class vec {
+    static_assert(std::is_nothrow_move_constructible_v<T>, "vec<T> moves elements when it grows");
+    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "vec<T> allocates with plain operator new");
+
+public:
+    using value_type = T;
+    using iterator = T*;
+    using const_iterator = const T*;
+
+    vec() noexcept = default;
+    /// n value-initialised elements.
+    explicit vec(std::size_t n) { resize(n); }
+    vec(const vec& o) {
+        reserve(o.n_);
+        for (std::size_t i = 0; i < o.n_; ++i) push_back(o.p_[i]);
+    }
+    vec(vec&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
+    /// Copy or move assignment (by value, then swap).
+    vec& operator=(vec o) noexcept {
+        swap(o);
+        return *this;
+    }
+    ~vec() {
+        clear();
+        ::operator delete(p_);
+    }
+
+    std::size_t size() const noexcept { return n_; }
+    bool empty() const noexcept { return n_ == 0; }
+    std::size_t capacity() const noexcept { return cap_; }
+    T* data() noexcept { return p_; }
+    const T* data() const noexcept { return p_; }
+    T* begin() noexcept { return p_; }
+    T* end() noexcept { return p_ + n_; }
+    const T* begin() const noexcept { return p_; }
+    const T* end() const noexcept { return p_ + n_; }
+    T& operator[](std::size_t i) noexcept { return p_[i]; }
+    const T& operator[](std::size_t i) const noexcept { return p_[i]; }
+    T& front() noexcept { return p_[0]; }
+    T& back() noexcept { return p_[n_ - 1]; }
+    const T& front() const noexcept { return p_[0]; }
+    const T& back() const noexcept { return p_[n_ - 1]; }
+
+    void reserve(std::size_t n) {
+        if (n > cap_) reallocate(n);
+    }
+    template <class... A>
+    T& emplace_back(A&&... a) {
+        if (n_ == cap_) reallocate(cap_ ? cap_ * 2 : 4);
+        T* e = ::new (static_cast<void*>(p_ + n_)) T(std::forward<A>(a)...);
+        ++n_;
+        return *e;
+    }
+    void push_back(const T& v) { emplace_back(v); }
+    void push_back(T&& v) { emplace_back(std::move(v)); }
+    void pop_back() noexcept { p_[--n_].~T(); }
+    /// Removes *pos, moving the later elements down; returns pos.
+    T* erase(T* pos) noexcept {
+        for (T* q = pos; q + 1 != p_ + n_; ++q) *q = std::move(q[1]);
+        pop_back();
+        return pos;
+    }
+    /// Grows with value-initialised elements, or shrinks.
+    void resize(std::size_t n) {
+        if (n < n_) {
+            while (n_ > n) pop_back();
+            return;
+        }
+        reserve(n);
+        while (n_ < n) emplace_back();
+    }
+    /// n copies of v, replacing the contents.
+    void assign(std::size_t n, const T& v) {
+        clear();
+        reserve(n);
+        while (n_ < n) emplace_back(v);
+    }
+    void clear() noexcept {
+        while (n_ > 0) pop_back();
+    }
+    void swap(vec& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        std::swap(cap_, o.cap_);
+    }
+
+private:
+    void reallocate(std::size_t cap) {
+        T* np = static_cast<T*>(::operator new(cap * sizeof(T)));
+        for (std::size_t i = 0; i < n_; ++i) {
+            ::new (static_cast<void*>(np + i)) T(std::move(p_[i]));
+            p_[i].~T();
+        }
+        ::operator delete(p_);
+        p_ = np;
+        cap_ = cap;
+    }
+
+    T* p_ = nullptr;
+    std::size_t n_ = 0;
+    std::size_t cap_ = 0;
+};
+
+}  // namespace goro::detail
+// ---- end goro/core/vec.hpp ----
+
 namespace goro {
 struct task_header;
 }
@@ -2889,11 +2945,7 @@ class timer_heap {
     static constexpr std::size_t arity = 4;
 
 public:
-    void push(timer_node* n) {
-        nodes_.push_back({n->when_ns, n});
-        n->heap_index = nodes_.size() - 1;
-        sift_up(nodes_.size() - 1);
-    }
+    void push(timer_node* n);
     /// The earliest node, or null when empty.
     timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front().node; }
     /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
@@ -2915,48 +2967,13 @@ public:
 private:
     // Sifts move a hole instead of swapping: each moved entry's node learns
     // its new index once.
-    void sift_up(std::size_t i) noexcept {
-        entry e = nodes_[i];
-        while (i > 0) {
-            std::size_t p = (i - 1) / arity;
-            if (!(e.when < nodes_[p].when)) break;
-            place(i, nodes_[p]);
-            i = p;
-        }
-        place(i, e);
-    }
-    void sift_down(std::size_t i) noexcept {
-        entry e = nodes_[i];
-        const std::size_t n = nodes_.size();
-        for (;;) {
-            std::size_t first = arity * i + 1;
-            if (first >= n) break;
-            std::size_t last = std::min(first + arity, n), m = first;
-            for (std::size_t c = first + 1; c < last; ++c)
-                if (nodes_[c].when < nodes_[m].when) m = c;
-            if (!(nodes_[m].when < e.when)) break;
-            place(i, nodes_[m]);
-            i = m;
-        }
-        place(i, e);
-    }
+    void sift_up(std::size_t i) noexcept;
+    void sift_down(std::size_t i) noexcept;
     void place(std::size_t i, const entry& e) noexcept {
         nodes_[i] = e;
         e.node->heap_index = i;
     }
-    void remove_at(std::size_t i) noexcept {
-        timer_node* n = nodes_[i].node;
-        std::size_t last = nodes_.size() - 1;
-        if (i != last) {
-            nodes_[i] = nodes_[last];
-            nodes_.pop_back();
-            if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
-            else sift_down(i);
-        } else {
-            nodes_.pop_back();
-        }
-        n->heap_index = timer_node::npos;
-    }
+    void remove_at(std::size_t i) noexcept;
 
     vec<entry> nodes_;
 };
@@ -2967,53 +2984,17 @@ public:
     /// Hands a batch's woken tasks to the pool (see CONTRACT).
     using wake_fn = void (*)(void*, task_header* const*, std::size_t) noexcept;
 
-    timer_queue(tick_fn tick, void* tick_arg, wake_fn wake = nullptr)
-        : tick_(tick), wake_(wake), tick_arg_(tick_arg) {
-        thread_ = std::thread([this] { run(); });
-    }
+    timer_queue(tick_fn tick, void* tick_arg, wake_fn wake = nullptr);
     ~timer_queue() { stop(); }
 
-    void stop() {
-        {
-            std::lock_guard g(mu_);
-            if (stopping_) return;
-            stopping_ = true;
-        }
-        cv_.notify_all();
-        if (!thread_.joinable()) return;
-        // Stopped from a callback (std::exit in one): it cannot join itself.
-        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-        else thread_.join();
-    }
-
-    void add(timer_node* n) {
-        bool earliest;
-        {
-            std::lock_guard g(mu_);
-            n->fired_done.store(false, std::memory_order_relaxed);
-            heap_.push(n);
-            earliest = heap_.front() == n;
-        }
-        if (earliest) cv_.notify_one();
-    }
-
+    void stop();
+    void add(timer_node* n);
     /// True when `n` was removed before it fired (see CONTRACT).
-    bool cancel(timer_node* n) {
-        std::lock_guard g(mu_);
-        return heap_.remove(n);
-    }
-
+    bool cancel(timer_node* n);
     /// Timers armed (in the heap).
-    std::size_t pending() const {
-        std::lock_guard g(mu_);
-        return heap_.size();
-    }
-
+    std::size_t pending() const;
     /// True when no timer is armed and none is being fired: no timer will wake anyone.
-    bool quiet() const {
-        std::lock_guard g(mu_);
-        return heap_.empty() && firing_ == 0;
-    }
+    bool quiet() const;
 
     /// Asks for `tick` calls every 10 ms (set while the pool has work).
     /// Asks for ticks (the scheduler calls it when a worker starts running).
@@ -3023,56 +3004,12 @@ public:
     /// running (and asks again). Relaxed, both could miss: ticks stopped
     /// while a worker ran, and work stuck behind a task that never suspends
     /// was never rescued.
-    void want_ticks() {
-        if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
-            return;
-        { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
-        cv_.notify_one();
-    }
+    void want_ticks();
 
 private:
     static constexpr std::int64_t tick_period_ns = 10'000'000;
 
-    void run() {
-        vec<timer_node*> due;
-        timer_wakes woken{tick_arg_, {}};
-        std::int64_t next_tick = 0;
-        std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
-        while (!stopping_) {
-            std::int64_t now = now_ns();
-            while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
-            bool ticking = ticking_.load(std::memory_order_acquire);
-            if (!due.empty() || (ticking && now >= next_tick)) {
-                firing_ = due.size();
-                lk.unlock();
-                if (wake_) tls_timer_wakes = &woken;
-                for (timer_node* n : due) n->fire(n);
-                tls_timer_wakes = nullptr;
-                due.clear();
-                if (!woken.tasks.empty()) {
-                    wake_(tick_arg_, woken.tasks.data(), woken.tasks.size());
-                    woken.tasks.clear();
-                }
-                if (ticking && now >= next_tick) {
-                    next_tick = now + tick_period_ns;
-                    ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
-                    tick_(tick_arg_);  // asks again through want_ticks() while busy
-                }
-                lk.lock();
-                firing_ = 0;
-                continue;
-            }
-            std::int64_t wake = std::numeric_limits<std::int64_t>::max();
-            if (!heap_.empty()) wake = heap_.front()->when_ns;
-            if (ticking) wake = std::min(wake, next_tick);
-            if (wake == std::numeric_limits<std::int64_t>::max()) {
-                cv_.wait(lk);
-            } else {
-                auto d = std::chrono::nanoseconds(wake - now);
-                cv_.wait_for(lk, d);
-            }
-        }
-    }
+    void run();
 
     mutable ranked_lock<std::mutex, lock_rank::timer> mu_;
     std::condition_variable cv_;
@@ -3087,6 +3024,151 @@ private:
 };
 
 }  // namespace goro::detail
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void timer_heap::push(timer_node* n) {
+    nodes_.push_back({n->when_ns, n});
+    n->heap_index = nodes_.size() - 1;
+    sift_up(nodes_.size() - 1);
+}
+
+GORO_DECL void timer_heap::sift_up(std::size_t i) noexcept {
+    entry e = nodes_[i];
+    while (i > 0) {
+        std::size_t p = (i - 1) / arity;
+        if (!(e.when < nodes_[p].when)) break;
+        place(i, nodes_[p]);
+        i = p;
+    }
+    place(i, e);
+}
+
+GORO_DECL void timer_heap::sift_down(std::size_t i) noexcept {
+    entry e = nodes_[i];
+    const std::size_t n = nodes_.size();
+    for (;;) {
+        std::size_t first = arity * i + 1;
+        if (first >= n) break;
+        std::size_t last = std::min(first + arity, n), m = first;
+        for (std::size_t c = first + 1; c < last; ++c)
+            if (nodes_[c].when < nodes_[m].when) m = c;
+        if (!(nodes_[m].when < e.when)) break;
+        place(i, nodes_[m]);
+        i = m;
+    }
+    place(i, e);
+}
+
+GORO_DECL void timer_heap::remove_at(std::size_t i) noexcept {
+    timer_node* n = nodes_[i].node;
+    std::size_t last = nodes_.size() - 1;
+    if (i != last) {
+        nodes_[i] = nodes_[last];
+        nodes_.pop_back();
+        if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
+        else sift_down(i);
+    } else {
+        nodes_.pop_back();
+    }
+    n->heap_index = timer_node::npos;
+}
+
+GORO_DECL timer_queue::timer_queue(tick_fn tick, void* tick_arg, wake_fn wake)
+    : tick_(tick), wake_(wake), tick_arg_(tick_arg) {
+    thread_ = std::thread([this] { run(); });
+}
+
+GORO_DECL void timer_queue::stop() {
+    {
+        std::lock_guard g(mu_);
+        if (stopping_) return;
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (!thread_.joinable()) return;
+    // Stopped from a callback (std::exit in one): it cannot join itself.
+    if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+    else thread_.join();
+}
+
+GORO_DECL void timer_queue::add(timer_node* n) {
+    bool earliest;
+    {
+        std::lock_guard g(mu_);
+        n->fired_done.store(false, std::memory_order_relaxed);
+        heap_.push(n);
+        earliest = heap_.front() == n;
+    }
+    if (earliest) cv_.notify_one();
+}
+
+GORO_DECL bool timer_queue::cancel(timer_node* n) {
+    std::lock_guard g(mu_);
+    return heap_.remove(n);
+}
+
+GORO_DECL std::size_t timer_queue::pending() const {
+    std::lock_guard g(mu_);
+    return heap_.size();
+}
+
+GORO_DECL bool timer_queue::quiet() const {
+    std::lock_guard g(mu_);
+    return heap_.empty() && firing_ == 0;
+}
+
+GORO_DECL void timer_queue::want_ticks() {
+    if (ticking_.load(std::memory_order_seq_cst) || ticking_.exchange(true, std::memory_order_seq_cst))
+        return;
+    { std::lock_guard g(mu_); }  // the timer thread is waiting, or sees the flag
+    cv_.notify_one();
+}
+
+GORO_DECL void timer_queue::run() {
+    vec<timer_node*> due;
+    timer_wakes woken{tick_arg_, {}};
+    std::int64_t next_tick = 0;
+    std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
+    while (!stopping_) {
+        std::int64_t now = now_ns();
+        while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
+        bool ticking = ticking_.load(std::memory_order_acquire);
+        if (!due.empty() || (ticking && now >= next_tick)) {
+            firing_ = due.size();
+            lk.unlock();
+            if (wake_) tls_timer_wakes = &woken;
+            for (timer_node* n : due) n->fire(n);
+            tls_timer_wakes = nullptr;
+            due.clear();
+            if (!woken.tasks.empty()) {
+                wake_(tick_arg_, woken.tasks.data(), woken.tasks.size());
+                woken.tasks.clear();
+            }
+            if (ticking && now >= next_tick) {
+                next_tick = now + tick_period_ns;
+                ticking_.store(false, std::memory_order_seq_cst);  // see want_ticks()
+                tick_(tick_arg_);  // asks again through want_ticks() while busy
+            }
+            lk.lock();
+            firing_ = 0;
+            continue;
+        }
+        std::int64_t wake = std::numeric_limits<std::int64_t>::max();
+        if (!heap_.empty()) wake = heap_.front()->when_ns;
+        if (ticking) wake = std::min(wake, next_tick);
+        if (wake == std::numeric_limits<std::int64_t>::max()) {
+            cv_.wait(lk);
+        } else {
+            auto d = std::chrono::nanoseconds(wake - now);
+            cv_.wait_for(lk, d);
+        }
+    }
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/timer.hpp ----
 
 // ---- begin goro/core/wait_profile.hpp ----
@@ -3196,13 +3278,215 @@ private:
 
 #include <array>
 #include <atomic>
-#include <bit>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+/// The rate, a count n (one park in n; see RATE above), 0 off. Read on every
+/// park and wake: constinit, so no guard variable is checked.
+inline constinit std::atomic<std::int64_t> wait_profile_rate_n{0};
+
+/// Tests only: added to the clock read at every wake (see LONG WAITS), so a
+/// wait can look long without lasting long. 0 otherwise.
+inline constinit std::atomic<std::int64_t> wait_clock_offset_ns{0};
+
+// ---- The clock (see CLOCK above).
+
+/// Nanoseconds per TSC tick in 32.32 fixed point; 0 until calibrated (or
+/// when there is no invariant TSC): wait_now_ns() reads now_ns() then.
+inline constinit std::atomic<std::uint64_t> wait_tsc_mul{0};
+inline constinit std::atomic<std::uint64_t> wait_tsc_base{0};  // a TSC reading ...
+inline constinit std::atomic<std::int64_t> wait_ns_base{0};    // ... and now_ns() at the same moment
+
+/// The monotonic time of a wait's start or end, in now_ns()'s epoch: the TSC
+/// scaled when calibrated, else now_ns().
+GORO_DECL std::int64_t wait_now_ns() noexcept;
+
+/// Measures the TSC against now_ns() over about 2 ms, once per process (the
+/// first call that turns the profile on; calls meanwhile use now_ns()).
+/// Readings interrupted for more than 20 µs are taken again; a rate outside
+/// 0.1 to 20 GHz keeps now_ns().
+GORO_DECL void wait_clock_calibrate() noexcept;
+
+/// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
+/// a thread's next sampled one (see RATE). The generator is per thread
+/// (xorshift64*), seeded at its first draw from its address and the clock.
+// Declared without GORO_DECL, here and for the other [[gnu::noinline]]
+// functions of this header: g++ rejects noinline after an inline declaration,
+// so the definition (GORO_BODIES) carries both.
+std::int64_t wait_sample_interval(std::int64_t rate) noexcept;
+
+/// A thread's parks left until it samples one; 0 before its first park
+/// with the profile on.
+inline constinit thread_local std::int64_t wait_countdown = 0;
+
+/// The part of wait_profile_park_time() that runs once in `rate` parks: the
+/// countdown `c` reached 0 (sample this park), or was never started (c < 0)
+/// or is longer than `rate` allows (it was drawn at a higher rate): draw it
+/// again, and sample this park if the draw is 1.
+std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate, std::int64_t coarse) noexcept;
+
+/// park()'s since_ns while the rate (`rate`, > 0) is on: `coarse` (its lowest
+/// bit cleared) for a park not sampled, the precise clock with the lowest bit
+/// set for one that is (see RATE).
+[[gnu::always_inline]] inline std::int64_t wait_profile_park_time(std::int64_t coarse, std::int64_t rate) noexcept {
+    const std::int64_t c = wait_countdown - 1;
+    if (c > 0 && (c >> 1) < rate) [[likely]] {  // c < 2 * rate, without overflow
+        wait_countdown = c;
+        return coarse;
+    }
+    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
+    return wait_park_sample(c, rate, coarse);
+}
+
+/// A wait this long or longer is always recorded, and counted once (see LONG WAITS).
+inline constexpr std::int64_t wait_profile_long_wait_ns = 100'000'000;
+
+inline constexpr std::size_t wait_histogram_buckets = 16;
+inline constexpr std::size_t wait_max_frames = 32;
+inline constexpr std::size_t wait_buckets_per_table = 256;
+inline constexpr std::size_t wait_index_slots = 512;  // open addressing, at most half full
+
+/// One stack and reason's waits (what wait_profile_buckets() returns).
+struct wait_bucket {
+    const char* reason = nullptr;  // static string; null: "(other stacks)"
+    vec<site> stack;               // leaf first
+    double count = 0;              // waits (a sampled one counts as the rate)
+    double delay_ns = 0;           // their total time parked
+    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
+};
+
+inline bool wait_same_site(const site& a, const site& b) noexcept {
+    return a.file_name() == b.file_name() && a.function_name() == b.function_name() && a.line() == b.line();
+}
+
+/// A bucket of one thread's table. Written only by the owner thread, with
+/// relaxed loads and stores (no read-modify-write: one writer); read by
+/// wait_profile_buckets() with relaxed loads. `stack`, `reason` and `hash`
+/// are written before the bucket is published (table mutex); the `base_*`
+/// fields are the values at the last reset (table mutex, readers only).
+struct wait_cell {
+    const char* reason = nullptr;
+    vec<site> stack;
+    std::uint64_t hash = 0;
+    std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
+    std::atomic<double> delay_ns{0};      // sum of wait x rate
+    std::array<std::atomic<std::uint64_t>, wait_histogram_buckets> histogram{};
+    std::uint64_t base_count = 0;
+    double base_delay_ns = 0;
+    std::array<std::uint64_t, wait_histogram_buckets> base_histogram{};
+
+    void add(std::uint64_t rate, std::int64_t d) noexcept;
+};
+
+/// One thread's waits (see PER-THREAD TABLES above). Cells are fixed in
+/// place (an array of wait_buckets_per_table), so a reader may read one's
+/// counters while the owner adds a new one.
+struct wait_table {
+    std::mutex mu;                        // `size`, a new cell's stack, the base_* fields
+    std::size_t size = 0;                 // cells in use (mu)
+    std::size_t owner_size = 0;           // the same, the owner's copy (owner only)
+    std::array<std::uint16_t, wait_index_slots> index{};  // owner only: cell + 1, 0 empty
+    std::unique_ptr<wait_cell[]> cells{new wait_cell[wait_buckets_per_table]};
+    wait_cell other;                      // new stacks once the table is full (reason null)
+
+    /// Owner only: the cell of the stack of `leaf` (its frames' site words
+    /// `words`, `n` of them, hashed with the reason to `h`) and `reason`, made
+    /// when new (null when full or out of memory: the caller uses `other`).
+    wait_cell* find(const char* reason, const promise_base* leaf, const std::uint64_t* words, std::size_t n,
+                    std::uint64_t h) noexcept;
+
+private:
+    wait_cell* insert(std::size_t slot, const char* reason, const promise_base* leaf, std::size_t n,
+                      std::uint64_t h) noexcept;
+};
+
+/// Every thread's table, kept after the thread exits (its waits stay in the
+/// profile) and handed to the next thread that records (so threads that come
+/// and go do not grow memory).
+struct wait_tables {
+    std::mutex mu;
+    vec<wait_table*> all;   // never freed
+    vec<wait_table*> free;  // of threads that exited
+};
+inline wait_tables& wait_table_list() {
+    static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main
+    return *t;
+}
+
+inline constinit thread_local wait_table* tl_wait_table = nullptr;
+
+/// Gives the thread's table back at thread exit (made only with a table).
+struct wait_table_release {
+    ~wait_table_release();
+};
+
+/// The calling thread's table, made or adopted at its first record; null when out of memory.
+wait_table* make_wait_table() noexcept;
+
+/// Adds the wait that `t` is ending to its bucket: `since` is its since_ns
+/// (the precise clock, odd, for a sampled park: timed here; else the coarse
+/// clock, and `coarse_d` the wait's coarse length, which the caller found
+/// long). Called by wait_profile_wake() (ready(), ready_n()) before the task
+/// is made runnable, so its frames cannot change meanwhile.
+void record_wait(task_header* t, std::int64_t rate, std::int64_t since, std::int64_t coarse_d) noexcept;
+
+/// What ready() and ready_n() do for a task `t` they wake while the rate
+/// (`rate`) is on: record its wait when its park was sampled or when, by the
+/// coarse clock, it was long. `coarse_now` is the coarse clock at the wake
+/// (see LONG WAITS: the caller's parked clock on a worker).
+[[gnu::always_inline]] inline void wait_profile_wake(task_header* t, std::int64_t rate,
+                                                     std::int64_t coarse_now) noexcept {
+    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
+    const std::int64_t d = coarse_now + wait_clock_offset_ns.load(std::memory_order_relaxed) - since;
+    if ((since & 1) || d >= wait_profile_long_wait_ns) [[unlikely]]
+        record_wait(t, rate, since, d);
+}
+
+}  // namespace detail
+
+/// The rate to leave the wait profile on at: one wait in 100, counted 100
+/// times (see COST above: it keeps chan_pingpong_unbuffered and spawn_join
+/// within 5 %; rate 1 does not).
+inline constexpr std::int64_t default_wait_profile_rate = 100;
+
+/// Turns the wait profile on (1: every wait; n: one in n, a count, not
+/// nanoseconds, see RATE; waits of 100 ms or more always, see LONG WAITS)
+/// or off (0), like Go's runtime.SetBlockProfileRate. What was recorded is
+/// kept (reset_wait_profile clears it). The first call that turns it on
+/// calibrates the clock (about 2 ms, see CLOCK). Rates above 2^40 are taken
+/// as 2^40.
+GORO_DECL void set_wait_profile_rate(std::int64_t rate_n = default_wait_profile_rate) noexcept;
+inline std::int64_t wait_profile_rate() noexcept {
+    return detail::wait_profile_rate_n.load(std::memory_order_relaxed);
+}
+
+/// Forgets every recorded wait (of every thread: what each has recorded so
+/// far becomes its zero).
+GORO_DECL void reset_wait_profile();
+
+/// Every bucket with at least one wait (the "(other stacks)" one included):
+/// the threads' tables merged, one bucket per stack and reason.
+GORO_DECL std::vector<detail::wait_bucket> wait_profile_buckets();
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <bit>
+#include <cstring>
 #include <type_traits>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 
 // ---- begin goro/core/hash_map.hpp ----
 // goro/core/hash_map.hpp — detail::hash_map, the map that goro's profiles,
@@ -3314,36 +3598,11 @@ private:
 
 }  // namespace goro::detail
 // ---- end goro/core/hash_map.hpp ----
-#include <vector>
-
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
-
 
 namespace goro {
-
 namespace detail {
 
-/// The rate, a count n (one park in n; see RATE above), 0 off. Read on every
-/// park and wake: constinit, so no guard variable is checked.
-inline constinit std::atomic<std::int64_t> wait_profile_rate_n{0};
-
-/// Tests only: added to the clock read at every wake (see LONG WAITS), so a
-/// wait can look long without lasting long. 0 otherwise.
-inline constinit std::atomic<std::int64_t> wait_clock_offset_ns{0};
-
-// ---- The clock (see CLOCK above).
-
-/// Nanoseconds per TSC tick in 32.32 fixed point; 0 until calibrated (or
-/// when there is no invariant TSC): wait_now_ns() reads now_ns() then.
-inline constinit std::atomic<std::uint64_t> wait_tsc_mul{0};
-inline constinit std::atomic<std::uint64_t> wait_tsc_base{0};  // a TSC reading ...
-inline constinit std::atomic<std::int64_t> wait_ns_base{0};    // ... and now_ns() at the same moment
-
-/// The monotonic time of a wait's start or end, in now_ns()'s epoch: the TSC
-/// scaled when calibrated, else now_ns().
-inline std::int64_t wait_now_ns() noexcept {
+GORO_DECL std::int64_t wait_now_ns() noexcept {
 #if defined(__x86_64__)
     if (const std::uint64_t mul = wait_tsc_mul.load(std::memory_order_acquire)) {
         const auto d = static_cast<std::int64_t>(__builtin_ia32_rdtsc() - wait_tsc_base.load(std::memory_order_relaxed));
@@ -3357,7 +3616,7 @@ inline std::int64_t wait_now_ns() noexcept {
 
 /// Whether this machine's TSC runs at a constant rate in every power state
 /// (CPUID 0x80000007, EDX bit 8), so that it may time waits.
-inline bool wait_tsc_invariant() noexcept {
+GORO_DECL bool wait_tsc_invariant() noexcept {
 #if defined(__x86_64__)
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x80000007u) return false;
@@ -3368,11 +3627,7 @@ inline bool wait_tsc_invariant() noexcept {
 #endif
 }
 
-/// Measures the TSC against now_ns() over about 2 ms, once per process (the
-/// first call that turns the profile on; calls meanwhile use now_ns()).
-/// Readings interrupted for more than 20 µs are taken again; a rate outside
-/// 0.1 to 20 GHz keeps now_ns().
-inline void wait_clock_calibrate() noexcept {
+GORO_DECL void wait_clock_calibrate() noexcept {
 #if defined(__x86_64__)
     static constinit std::atomic<bool> started{false};
     if (started.load(std::memory_order_relaxed) || started.exchange(true)) return;
@@ -3402,10 +3657,7 @@ inline void wait_clock_calibrate() noexcept {
 #endif
 }
 
-/// A draw from 1 to 2 * rate - 1, uniformly (mean `rate`): the parks until
-/// a thread's next sampled one (see RATE). The generator is per thread
-/// (xorshift64*), seeded at its first draw from its address and the clock.
-[[gnu::noinline]] inline std::int64_t wait_sample_interval(std::int64_t rate) noexcept {
+[[gnu::noinline]] GORO_DECL std::int64_t wait_sample_interval(std::int64_t rate) noexcept {
     if (rate <= 1) return 1;
     static thread_local constinit std::uint64_t x = 0;
     if (x == 0) {
@@ -3422,16 +3674,8 @@ inline void wait_clock_calibrate() noexcept {
     return 1 + static_cast<std::int64_t>((r >> 1) % span);
 }
 
-/// A thread's parks left until it samples one; 0 before its first park
-/// with the profile on.
-inline constinit thread_local std::int64_t wait_countdown = 0;
-
-/// The part of wait_profile_park_time() that runs once in `rate` parks: the
-/// countdown `c` reached 0 (sample this park), or was never started (c < 0)
-/// or is longer than `rate` allows (it was drawn at a higher rate): draw it
-/// again, and sample this park if the draw is 1.
-[[gnu::noinline]] inline std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate,
-                                                       std::int64_t coarse) noexcept {
+[[gnu::noinline]] GORO_DECL std::int64_t wait_park_sample(std::int64_t c, std::int64_t rate,
+                                                          std::int64_t coarse) noexcept {
     if (c != 0 && (c = wait_sample_interval(rate) - 1) > 0) {
         wait_countdown = c;
         return coarse;
@@ -3440,47 +3684,17 @@ inline constinit thread_local std::int64_t wait_countdown = 0;
     return wait_now_ns() | 1;
 }
 
-/// park()'s since_ns while the rate (`rate`, > 0) is on: `coarse` (its lowest
-/// bit cleared) for a park not sampled, the precise clock with the lowest bit
-/// set for one that is (see RATE).
-[[gnu::always_inline]] inline std::int64_t wait_profile_park_time(std::int64_t coarse, std::int64_t rate) noexcept {
-    const std::int64_t c = wait_countdown - 1;
-    if (c > 0 && (c >> 1) < rate) [[likely]] {  // c < 2 * rate, without overflow
-        wait_countdown = c;
-        return coarse;
-    }
-    if (c == 0 && rate == 1) return wait_now_ns() | 1;  // rate 1: every park (the countdown stays 1)
-    return wait_park_sample(c, rate, coarse);
-}
-
-/// A wait this long or longer is always recorded, and counted once (see LONG WAITS).
-inline constexpr std::int64_t wait_profile_long_wait_ns = 100'000'000;
-
-inline constexpr std::size_t wait_histogram_buckets = 16;
-inline constexpr std::size_t wait_max_frames = 32;
-inline constexpr std::size_t wait_buckets_per_table = 256;
-inline constexpr std::size_t wait_index_slots = 512;  // open addressing, at most half full
-
 /// The histogram bucket of a wait of `ns` (see WHAT IS RECORDED).
-inline std::size_t wait_histogram_index(std::int64_t ns) noexcept {
+GORO_DECL std::size_t wait_histogram_index(std::int64_t ns) noexcept {
     if (ns < 1000) return 0;
     const auto us = static_cast<std::uint64_t>(ns / 1000);
     const std::size_t i = 1 + (static_cast<std::size_t>(std::bit_width(us)) - 1) / 2;
     return i < wait_histogram_buckets ? i : wait_histogram_buckets - 1;
 }
 
-/// One stack and reason's waits (what wait_profile_buckets() returns).
-struct wait_bucket {
-    const char* reason = nullptr;  // static string; null: "(other stacks)"
-    vec<site> stack;               // leaf first
-    double count = 0;              // waits (a sampled one counts as the rate)
-    double delay_ns = 0;           // their total time parked
-    std::array<std::uint64_t, wait_histogram_buckets> histogram{};  // waits actually recorded, by duration
-};
-
 /// A site as one word for hashing and for the owner's exact-match test:
 /// std::source_location is one pointer to data the compiler emits per site.
-inline std::uint64_t wait_site_word(const site& s) noexcept {
+GORO_DECL std::uint64_t wait_site_word(const site& s) noexcept {
     if constexpr (sizeof(site) == sizeof(std::uintptr_t) && std::is_trivially_copyable_v<site>) {
         std::uintptr_t w;
         std::memcpy(&w, &s, sizeof w);
@@ -3491,112 +3705,58 @@ inline std::uint64_t wait_site_word(const site& s) noexcept {
         return (h ^ s.line()) * 0x100000001b3ull;
     }
 }
-inline bool wait_same_site(const site& a, const site& b) noexcept {
-    return a.file_name() == b.file_name() && a.function_name() == b.function_name() && a.line() == b.line();
+
+GORO_DECL void wait_cell::add(std::uint64_t rate, std::int64_t d) noexcept {
+    count.store(count.load(std::memory_order_relaxed) + rate, std::memory_order_relaxed);
+    delay_ns.store(delay_ns.load(std::memory_order_relaxed) + double(d) * double(rate), std::memory_order_relaxed);
+    auto& h = histogram[wait_histogram_index(d)];
+    h.store(h.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-/// A bucket of one thread's table. Written only by the owner thread, with
-/// relaxed loads and stores (no read-modify-write: one writer); read by
-/// wait_profile_buckets() with relaxed loads. `stack`, `reason` and `hash`
-/// are written before the bucket is published (table mutex); the `base_*`
-/// fields are the values at the last reset (table mutex, readers only).
-struct wait_cell {
-    const char* reason = nullptr;
-    vec<site> stack;
-    std::uint64_t hash = 0;
-    std::atomic<std::uint64_t> count{0};  // sum of the rates of the recorded waits
-    std::atomic<double> delay_ns{0};      // sum of wait x rate
-    std::array<std::atomic<std::uint64_t>, wait_histogram_buckets> histogram{};
-    std::uint64_t base_count = 0;
-    double base_delay_ns = 0;
-    std::array<std::uint64_t, wait_histogram_buckets> base_histogram{};
-
-    void add(std::uint64_t rate, std::int64_t d) noexcept {
-        count.store(count.load(std::memory_order_relaxed) + rate, std::memory_order_relaxed);
-        delay_ns.store(delay_ns.load(std::memory_order_relaxed) + double(d) * double(rate), std::memory_order_relaxed);
-        auto& h = histogram[wait_histogram_index(d)];
-        h.store(h.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+GORO_DECL wait_cell* wait_table::find(const char* reason, const promise_base* leaf, const std::uint64_t* words,
+                                     std::size_t n, std::uint64_t h) noexcept {
+    for (std::size_t i = h % wait_index_slots, probes = 0; probes < wait_index_slots;
+         i = (i + 1) % wait_index_slots, ++probes) {
+        const std::uint16_t k = index[i];
+        if (k == 0) return insert(i, reason, leaf, n, h);
+        wait_cell& c = cells[k - 1u];
+        if (c.hash != h || c.reason != reason || c.stack.size() != n) continue;
+        std::size_t j = 0;
+        while (j < n && wait_site_word(c.stack[j]) == words[j]) ++j;
+        if (j == n) return &c;
     }
-};
+    return nullptr;
+}
 
-/// One thread's waits (see PER-THREAD TABLES above). Cells are fixed in
-/// place (an array of wait_buckets_per_table), so a reader may read one's
-/// counters while the owner adds a new one.
-struct wait_table {
-    std::mutex mu;                        // `size`, a new cell's stack, the base_* fields
-    std::size_t size = 0;                 // cells in use (mu)
-    std::size_t owner_size = 0;           // the same, the owner's copy (owner only)
-    std::array<std::uint16_t, wait_index_slots> index{};  // owner only: cell + 1, 0 empty
-    std::unique_ptr<wait_cell[]> cells{new wait_cell[wait_buckets_per_table]};
-    wait_cell other;                      // new stacks once the table is full (reason null)
-
-    /// Owner only: the cell of the stack of `leaf` (its frames' site words
-    /// `words`, `n` of them, hashed with the reason to `h`) and `reason`, made
-    /// when new (null when full or out of memory: the caller uses `other`).
-    wait_cell* find(const char* reason, const promise_base* leaf, const std::uint64_t* words, std::size_t n,
-                    std::uint64_t h) noexcept {
-        for (std::size_t i = h % wait_index_slots, probes = 0; probes < wait_index_slots;
-             i = (i + 1) % wait_index_slots, ++probes) {
-            const std::uint16_t k = index[i];
-            if (k == 0) return insert(i, reason, leaf, n, h);
-            wait_cell& c = cells[k - 1u];
-            if (c.hash != h || c.reason != reason || c.stack.size() != n) continue;
-            std::size_t j = 0;
-            while (j < n && wait_site_word(c.stack[j]) == words[j]) ++j;
-            if (j == n) return &c;
-        }
+[[gnu::noinline]] GORO_DECL wait_cell* wait_table::insert(std::size_t slot, const char* reason,
+                                                          const promise_base* leaf, std::size_t n,
+                                                          std::uint64_t h) noexcept {
+    if (owner_size == wait_buckets_per_table) return nullptr;
+    wait_cell& c = cells[owner_size];
+    try {
+        std::lock_guard g(mu);
+        c.stack.clear();
+        c.stack.reserve(n);
+        for (const promise_base* p = leaf; c.stack.size() < n; p = p->parent_) c.stack.push_back(p->site_);
+        c.reason = reason;
+        c.hash = h;
+        size = ++owner_size;
+    } catch (...) {
         return nullptr;
     }
-
-private:
-    [[gnu::noinline]] wait_cell* insert(std::size_t slot, const char* reason, const promise_base* leaf, std::size_t n,
-                                        std::uint64_t h) noexcept {
-        if (owner_size == wait_buckets_per_table) return nullptr;
-        wait_cell& c = cells[owner_size];
-        try {
-            std::lock_guard g(mu);
-            c.stack.clear();
-            c.stack.reserve(n);
-            for (const promise_base* p = leaf; c.stack.size() < n; p = p->parent_) c.stack.push_back(p->site_);
-            c.reason = reason;
-            c.hash = h;
-            size = ++owner_size;
-        } catch (...) {
-            return nullptr;
-        }
-        index[slot] = static_cast<std::uint16_t>(owner_size);
-        return &c;
-    }
-};
-
-/// Every thread's table, kept after the thread exits (its waits stay in the
-/// profile) and handed to the next thread that records (so threads that come
-/// and go do not grow memory).
-struct wait_tables {
-    std::mutex mu;
-    vec<wait_table*> all;   // never freed
-    vec<wait_table*> free;  // of threads that exited
-};
-inline wait_tables& wait_table_list() {
-    static wait_tables* t = new wait_tables();  // never destroyed: threads exit after main
-    return *t;
+    index[slot] = static_cast<std::uint16_t>(owner_size);
+    return &c;
 }
 
-inline constinit thread_local wait_table* tl_wait_table = nullptr;
+GORO_DECL wait_table_release::~wait_table_release() {
+    if (!tl_wait_table) return;
+    wait_tables& l = wait_table_list();
+    std::lock_guard g(l.mu);
+    l.free.push_back(tl_wait_table);  // reserved at creation: cannot throw
+    tl_wait_table = nullptr;
+}
 
-/// Gives the thread's table back at thread exit (made only with a table).
-struct wait_table_release {
-    ~wait_table_release() {
-        if (!tl_wait_table) return;
-        wait_tables& l = wait_table_list();
-        std::lock_guard g(l.mu);
-        l.free.push_back(tl_wait_table);  // reserved at creation: cannot throw
-        tl_wait_table = nullptr;
-    }
-};
-
-/// The calling thread's table, made or adopted at its first record; null when out of memory.
-[[gnu::noinline]] inline wait_table* make_wait_table() noexcept {
+[[gnu::noinline]] GORO_DECL wait_table* make_wait_table() noexcept {
     try {
         static thread_local wait_table_release release;  // registers the exit hook
         (void)release;
@@ -3618,13 +3778,8 @@ struct wait_table_release {
     }
 }
 
-/// Adds the wait that `t` is ending to its bucket: `since` is its since_ns
-/// (the precise clock, odd, for a sampled park: timed here; else the coarse
-/// clock, and `coarse_d` the wait's coarse length, which the caller found
-/// long). Called by wait_profile_wake() (ready(), ready_n()) before the task
-/// is made runnable, so its frames cannot change meanwhile.
-[[gnu::noinline]] inline void record_wait(task_header* t, std::int64_t rate, std::int64_t since,
-                                          std::int64_t coarse_d) noexcept {
+[[gnu::noinline]] GORO_DECL void record_wait(task_header* t, std::int64_t rate, std::int64_t since,
+                                             std::int64_t coarse_d) noexcept {
     if (t->state.load(std::memory_order_relaxed) != task_state::waiting) return;
     std::int64_t d = coarse_d;
     std::uint64_t weight = 1;  // a long wait counts once
@@ -3648,44 +3803,16 @@ struct wait_table_release {
     (c ? *c : tab->other).add(weight, d);
 }
 
-/// What ready() and ready_n() do for a task `t` they wake while the rate
-/// (`rate`) is on: record its wait when its park was sampled or when, by the
-/// coarse clock, it was long. `coarse_now` is the coarse clock at the wake
-/// (see LONG WAITS: the caller's parked clock on a worker).
-[[gnu::always_inline]] inline void wait_profile_wake(task_header* t, std::int64_t rate,
-                                                     std::int64_t coarse_now) noexcept {
-    const std::int64_t since = t->since_ns.load(std::memory_order_relaxed);
-    const std::int64_t d = coarse_now + wait_clock_offset_ns.load(std::memory_order_relaxed) - since;
-    if ((since & 1) || d >= wait_profile_long_wait_ns) [[unlikely]]
-        record_wait(t, rate, since, d);
-}
-
 }  // namespace detail
 
-/// The rate to leave the wait profile on at: one wait in 100, counted 100
-/// times (see COST above: it keeps chan_pingpong_unbuffered and spawn_join
-/// within 5 %; rate 1 does not).
-inline constexpr std::int64_t default_wait_profile_rate = 100;
-
-/// Turns the wait profile on (1: every wait; n: one in n, a count, not
-/// nanoseconds, see RATE; waits of 100 ms or more always, see LONG WAITS)
-/// or off (0), like Go's runtime.SetBlockProfileRate. What was recorded is
-/// kept (reset_wait_profile clears it). The first call that turns it on
-/// calibrates the clock (about 2 ms, see CLOCK). Rates above 2^40 are taken
-/// as 2^40.
-inline void set_wait_profile_rate(std::int64_t rate_n = default_wait_profile_rate) noexcept {
+GORO_DECL void set_wait_profile_rate(std::int64_t rate_n) noexcept {
     if (rate_n > 0) detail::wait_clock_calibrate();
     constexpr std::int64_t max_rate = std::int64_t(1) << 40;
     detail::wait_profile_rate_n.store(rate_n < 0 ? 0 : rate_n > max_rate ? max_rate : rate_n,
                                       std::memory_order_relaxed);
 }
-inline std::int64_t wait_profile_rate() noexcept {
-    return detail::wait_profile_rate_n.load(std::memory_order_relaxed);
-}
 
-/// Forgets every recorded wait (of every thread: what each has recorded so
-/// far becomes its zero).
-inline void reset_wait_profile() {
+GORO_DECL void reset_wait_profile() {
     detail::wait_tables& l = detail::wait_table_list();
     std::lock_guard g(l.mu);
     for (detail::wait_table* t : l.all) {
@@ -3701,9 +3828,7 @@ inline void reset_wait_profile() {
     }
 }
 
-/// Every bucket with at least one wait (the "(other stacks)" one included):
-/// the threads' tables merged, one bucket per stack and reason.
-inline std::vector<detail::wait_bucket> wait_profile_buckets() {
+GORO_DECL std::vector<detail::wait_bucket> wait_profile_buckets() {
     std::vector<detail::wait_bucket> out;
     detail::hash_map<std::uint64_t, std::vector<std::size_t>> seen;  // hash -> out indices
     std::size_t other = SIZE_MAX;
@@ -3755,6 +3880,7 @@ inline std::vector<detail::wait_bucket> wait_profile_buckets() {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/wait_profile.hpp ----
 
 namespace goro {
@@ -3781,14 +3907,7 @@ inline constinit parked_clock_line g_parked_clock{};
 class local_runq {
 public:
     /// Owner only. False when full.
-    bool push(task_header* t) noexcept {
-        std::uint32_t h = head_.load(std::memory_order_acquire);
-        std::uint32_t tl = tail_.load(std::memory_order_relaxed);
-        if (tl - h >= runq_capacity) return false;
-        buf_[tl % runq_capacity].store(t, std::memory_order_relaxed);
-        tail_.store(tl + 1, std::memory_order_release);
-        return true;
-    }
+    bool push(task_header* t) noexcept;
     /// Owner only: takes the first task and, when at least `2 * (max + 1)`
     /// are queued, `max` more into `more` (one CAS for all; see CLAIMED).
     /// Returns the first (null when empty); `*nmore` is how many went to `more`.
@@ -3828,18 +3947,7 @@ public:
         }
     }
     /// Owner only.
-    task_header* pop() noexcept {
-        std::uint32_t h = head_.load(std::memory_order_acquire);
-        for (;;) {
-            std::uint32_t tl = tail_.load(std::memory_order_relaxed);
-            if (h == tl) return nullptr;
-            task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
-            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
-                prefetch_ahead(h + 1, tl);
-                return t;
-            }
-        }
-    }
+    task_header* pop() noexcept;
     /// The tasks queued behind the one just taken were most likely made or
     /// woken on another core, and each costs a miss on its header and one on
     /// its frame, one after the other (the frame's address is in the header).
@@ -3848,22 +3956,7 @@ public:
     /// ago. (A thief may take any of them meanwhile: headers outlive their
     /// tasks and the address is read atomically, so a stale one only costs a
     /// useless prefetch.)
-    void prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept {
-        constexpr std::uint32_t header_ahead = 4, frame_ahead = 2;
-        const std::uint32_t queued = tl - next;
-        if (queued > header_ahead) {
-            task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
-            prefetch_for_write(t);  // one line: the cold part is the spawner's (see task_header)
-        } else if (queued) {
-            // A short queue: no time to wait for a pipeline, fetch the next header.
-            prefetch_for_write(buf_[next % runq_capacity].load(std::memory_order_relaxed));
-        }
-        if (queued > frame_ahead) {
-            task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
-            const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
-            prefetch_frame(f);
-        }
-    }
+    void prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept;
 
     /// The first four lines of a frame, for writing. What a resumed task
     /// touches first is its resume index, its promise and the awaiter it was
@@ -3880,25 +3973,8 @@ public:
     }
 
     /// Anyone: takes up to half (at least one) of the entries into `out`.
-    std::uint32_t grab(task_header** out, std::uint32_t max) noexcept {
-        for (;;) {
-            std::uint32_t h = head_.load(std::memory_order_acquire);
-            std::uint32_t tl = tail_.load(std::memory_order_acquire);
-            std::uint32_t n = tl - h;
-            n = n - n / 2;
-            if (n == 0) return 0;
-            if (n > runq_capacity / 2) continue;  // read head and tail at different times: retry
-            n = std::min(n, max);
-            for (std::uint32_t i = 0; i < n; ++i) out[i] = buf_[(h + i) % runq_capacity].load(std::memory_order_relaxed);
-            if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire))
-                return n;
-        }
-    }
-    std::uint32_t size() const noexcept {
-        std::uint32_t h = head_.load(std::memory_order_acquire);
-        std::uint32_t tl = tail_.load(std::memory_order_acquire);
-        return tl - h;
-    }
+    std::uint32_t grab(task_header** out, std::uint32_t max) noexcept;
+    std::uint32_t size() const noexcept;
 
 private:
     alignas(cache_line) std::atomic<std::uint32_t> head_{0};
@@ -4008,25 +4084,7 @@ inline std::atomic<bool>& workers_never_steal() noexcept {
 
 class scheduler {
 public:
-    explicit scheduler(unsigned nworkers)
-        : timers_(&scheduler::tick_thunk, this, &scheduler::timer_wake_thunk), asym_fence_(asym_fence_available()) {
-        parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);  // before any task can park
-        if (nworkers == 0) nworkers = 1;
-        workers_.resize(worker_capacity(nworkers));
-        for (unsigned i = 0; i < nworkers; ++i) make_worker(i);
-        procs_.store(nworkers, std::memory_order_relaxed);
-        nactive_.store(static_cast<int>(nworkers), std::memory_order_relaxed);
-        nlive_.store(nworkers, std::memory_order_release);
-        for (unsigned i = 0; i < nworkers; ++i) {
-            worker* wp = workers_[i].get();
-            wp->thread = std::thread([this, wp] { worker_main(*wp); });
-        }
-        // Workers start running (spinning), not idle, so none passes through
-        // claim_running() until it has slept once: ask for the monitor's
-        // ticks now, or work stuck behind a task that never suspends in a
-        // young pool would never be rescued.
-        timers_.want_ticks();
-    }
+    explicit scheduler(unsigned nworkers);
 
     scheduler(const scheduler&) = delete;
     scheduler& operator=(const scheduler&) = delete;
@@ -4036,41 +4094,7 @@ public:
     /// Called by a worker (std::exit inside a task runs the pool holder's
     /// destructor on that worker), it does not wait for its own thread: that
     /// one is in the middle of a task and goes on into exit.
-    void shutdown() noexcept {
-        if (shutdown_.exchange(true)) return;
-        worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
-        timers_.stop();
-        // No worker starts after this (activate_locked looks at shutdown_ under procs_mu_).
-        { std::lock_guard g(procs_mu_); }
-        const unsigned live = nlive_.load(std::memory_order_acquire);
-        {
-            std::lock_guard g(idle_mu_);
-            for (worker* w : idle_) w->idle_listed = false;
-            idle_.clear();
-            nidle_.store(0);
-        }
-        for (unsigned i = 0; i < live; ++i) {
-            worker* w = workers_[i].get();
-            w->wake_word.store(1, std::memory_order_release);
-            w->wake_word.notify_one();
-        }
-        stop_gen_.fetch_add(2);
-        stop_gen_.notify_all();
-        // A worker stuck in a task that never suspends cannot be joined: give
-        // them a bounded time, then leave the stuck ones behind (the process is exiting).
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-        for (unsigned i = 0; i < live; ++i) {
-            worker* w = workers_[i].get();
-            if (w == self) {
-                w->thread.detach();
-                continue;
-            }
-            while (!w->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline)
-                std::this_thread::sleep_for(std::chrono::microseconds(200));
-            if (w->exited.load(std::memory_order_acquire)) w->thread.join();
-            else w->thread.detach();
-        }
-    }
+    void shutdown() noexcept;
 
     /// The number of workers that run tasks (GORO_MAXPROCS; set_max_procs).
     unsigned size() const noexcept { return procs_.load(std::memory_order_relaxed); }
@@ -4082,14 +4106,7 @@ public:
     bool stopping() const noexcept { return shutdown_.load(std::memory_order_relaxed); }
 
     /// A new root task: this worker's local queue, or the global queue.
-    void spawn(task_header* t) noexcept {
-        t->state.store(task_state::runnable, std::memory_order_relaxed);
-        worker* w = tls_worker;
-        const bool local = w && w->sched == this;
-        if (local) local_push(*w, t);
-        else global_push_n(&t, 1, true);
-        wake_if_needed(local);
-    }
+    void spawn(task_header* t) noexcept;
 
     /// Makes a parked task runnable. Call once per park, from any thread,
     /// holding no lock that the task may take.
@@ -4110,81 +4127,26 @@ private:
     /// a worker of this pool the parked clock (a tick old at most, as the
     /// pool is busy); elsewhere the pool may be idle and its clock stale, so
     /// CLOCK_MONOTONIC_COARSE (such a wake goes through the global queue).
-    std::int64_t wake_clock(const worker* w) const noexcept {
-        if (w && w->sched == this) [[likely]]
-            return parked_clock().load(std::memory_order_relaxed);
-        return coarse_now_ns();
-    }
+    std::int64_t wake_clock(const worker* w) const noexcept;
 
-    [[gnu::noinline]] void ready_slow(task_header* t, worker* w) noexcept {
-        if (w && w->sched == this) {
-            task_header* old = w->slots.swap_next(t);
-            if (!old) return;
-            local_push(*w, old);
-            wake_if_needed(true);
-        } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
-            b->tasks.push_back(t);  // the timer thread hands its batch over at once (timer.hpp)
-        } else {
-            global_push_n(&t, 1, true);
-            wake_if_needed(false);
-        }
-    }
+    void ready_slow(task_header* t, worker* w) noexcept;
 
 public:
 
     /// Makes many parked tasks runnable at once (a close or a cancel waking
     /// all its waiters): onto this worker's queue, or off the pool onto the
     /// global queue in one hold of its lock; idle workers are woken once.
-    void ready_n(task_header* const* ts, std::size_t n) noexcept {
-        if (n == 0) return;
-        if (n == 1) {
-            ready(ts[0]);
-            return;
-        }
-        worker* w = tls_worker;
-        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]] {
-            const std::int64_t now = wake_clock(w);  // wait_profile.hpp
-            for (std::size_t i = 0; i < n; ++i) wait_profile_wake(ts[i], rate, now);
-        }
-        for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
-        const bool local = w && w->sched == this;
-        if (local) {
-            for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
-        } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
-            for (std::size_t i = 0; i < n; ++i) b->tasks.push_back(ts[i]);
-            return;
-        } else {
-            global_push_n(ts, n, true);
-        }
-        wake_if_needed(local);
-    }
+    void ready_n(task_header* const* ts, std::size_t n) noexcept;
 
     /// Puts the current task on the global queue, behind the work there
     /// (Go's Gosched; see GLOBAL QUEUE). No idle worker is woken: this
     /// worker looks at the global queue at the latest when its own queue
     /// runs dry, and a spinning worker takes it sooner.
-    void gosched(task_header* t) noexcept {
-        t->state.store(task_state::runnable, std::memory_order_relaxed);
-        worker* w = tls_worker;
-        global_push(t);
-        if (!w || w->sched != this) wake_if_needed(false);
-    }
+    void gosched(task_header* t) noexcept;
 
     /// Puts the current task at the back of this worker's queue (a step
     /// aside after a contended channel operation).
-    void yield_task(task_header* t) noexcept {
-        t->state.store(task_state::runnable, std::memory_order_relaxed);
-        worker* w = tls_worker;
-        const bool local = w && w->sched == this;
-        if (local) {
-            // Behind everything runnable here, including a task in run_next.
-            if (task_header* rn = w->slots.swap_next(nullptr)) local_push(*w, rn);
-            local_push(*w, t);
-        } else {
-            global_push(t);
-        }
-        wake_if_needed(local);
-    }
+    void yield_task(task_header* t) noexcept;
 
     /// Makes room in the global queue for `need` tasks. The new ring is
     /// allocated and its pages touched (zeroed) before the lock is taken, and
@@ -4193,78 +4155,19 @@ public:
     /// that thousands of tasks woken at once (a close, a cancel) overflow
     /// into a ring that has room, rather than one that grows, page by page,
     /// while every worker waits on its lock.
-    void reserve_global(std::size_t need) noexcept {
-        if (need <= gq_cap_.load(std::memory_order_relaxed)) return;
-        const std::size_t cap = std::bit_ceil(std::max<std::size_t>(need, 1024));
-        vec<task_header*> ring(cap);  // declared before the guard: the old ring is freed unlocked
-        std::lock_guard g(gq_lock_);
-        const std::size_t old_cap = gq_ring_.size();
-        if (old_cap >= cap) return;  // another thread grew it meanwhile
-        const std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (old_cap - 1)];
-        gq_ring_.swap(ring);
-        gq_head_ = 0;
-        gq_cap_.store(cap, std::memory_order_relaxed);
-    }
+    void reserve_global(std::size_t need) noexcept;
 
     timer_queue& timers() noexcept { return timers_; }
 
     /// Tasks that stepped aside after a contended channel operation, all
     /// workers together (for tests and diagnostics).
-    std::uint64_t contention_yields() const noexcept {
-        std::uint64_t n = 0;
-        for (auto& w : workers()) n += w->contention_yields.load(std::memory_order_relaxed);
-        return n;
-    }
+    std::uint64_t contention_yields() const noexcept;
 
     // --- stop the world ---------------------------------------------------
 
     /// Stops every worker at a safe point, waiting at most `timeout` for each.
     /// Pair with start_the_world(); one stop at a time.
-    stw_report stop_the_world(std::chrono::nanoseconds timeout = std::chrono::milliseconds(100)) {
-        stw_mu_.lock();
-        stw_report rep;
-        std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
-        worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
-        held_by_me_.assign(workers_.size(), false);
-        vec<worker*> pending;
-        // A worker started after this load sees the odd generation at its
-        // first safe point and holds there (both sides seq_cst: STUCK WORKERS).
-        for (auto& w : workers())
-            if (w.get() != self) pending.push_back(w.get());
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        int rounds = 0;
-        while (!pending.empty()) {
-            for (std::size_t i = 0; i < pending.size();) {
-                worker* w = pending[i];
-                int st = ws_idle;
-                bool done = false;
-                if (w->acked_gen.load(std::memory_order_acquire) == gen) done = true;
-                else if (w->status.compare_exchange_strong(st, ws_held, std::memory_order_acq_rel)) {
-                    held_by_me_[w->index] = true;
-                    done = true;
-                } else if (w->exited.load(std::memory_order_acquire)) {
-                    done = true;
-                }
-                if (done) {
-                    pending[i] = pending.back();
-                    pending.pop_back();
-                } else {
-                    ++i;
-                }
-            }
-            if (pending.empty()) break;
-            if (std::chrono::steady_clock::now() > deadline) break;
-            if (++rounds < 100) cpu_relax();
-            else std::this_thread::sleep_for(std::chrono::microseconds(20));
-        }
-        if (!pending.empty()) rep.all_stopped = false;
-        for (worker* w : pending)
-            if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
-        if (self && tls_current_task) rep.running.push_back(tls_current_task);
-        rep.unstopped = std::move(pending);
-        return rep;
-    }
+    stw_report stop_the_world(std::chrono::nanoseconds timeout = std::chrono::milliseconds(100));
 
     /// Call after a stop that left workers running (`rep.unstopped`) and
     /// after setting the profile epoch's `active` flag: the tasks those
@@ -4278,40 +4181,14 @@ public:
     /// sequentially consistent). A resume that read `active` false therefore
     /// published its task before the fence, and the load below sees that
     /// task, or a later value stored after that run had ended.
-    vec<task_header*> running_unclaimed(const stw_report& rep) {
-        vec<task_header*> out;
-        if (rep.unstopped.empty()) return out;
-        if (asym_fence_) asym_fence_heavy();
-        else seq_fence();
-        for (worker* w : rep.unstopped)
-            if (task_header* t = w->current.load(std::memory_order_seq_cst)) out.push_back(t);
-        return out;
-    }
+    vec<task_header*> running_unclaimed(const stw_report& rep);
 
     /// The site a worker resumed `t` at, if some worker runs `t` now: for a
     /// dump of a task running on a worker that did not stop. False when no
     /// worker runs it, or the site is unknown (it has not suspended yet).
-    bool running_site(const task_header* t, site& out) const noexcept {
-        for (auto& w : workers()) {
-            if (w->current.load(std::memory_order_acquire) != t) continue;
-            site s = w->resumed_at.load();
-            // Best effort (no fence: TSan does not model one): the site was
-            // stored before `current`, and a worker that moved on is seen here.
-            if (w->current.load(std::memory_order_seq_cst) != t) return false;  // moved on: unknown
-            if (!s.function_name() || !*s.function_name() || s.line() == 0) return false;
-            out = s;
-            return true;
-        }
-        return false;
-    }
+    bool running_site(const task_header* t, site& out) const noexcept;
 
-    void start_the_world() {
-        for (auto& w : workers())
-            if (held_by_me_[w->index]) w->status.store(ws_idle, std::memory_order_release);
-        stop_gen_.fetch_add(1, std::memory_order_seq_cst);  // even: run
-        stop_gen_.notify_all();
-        stw_mu_.unlock();
-    }
+    void start_the_world();
 
     /// Tasks the monitor has moved from behind a task that did not suspend
     /// to the global queue, so far (RESCUE; for tests and diagnostics).
@@ -4328,222 +4205,65 @@ public:
 private:
     // --- queues -----------------------------------------------------------
 
-    void local_push(worker& w, task_header* t) noexcept {
-        if (w.q.push(t)) return;
-        // Full: move half of it and `t` to the global queue.
-        task_header* batch[runq_capacity / 2 + 1];
-        std::uint32_t n = w.q.grab(batch, runq_capacity / 2);
-        batch[n++] = t;
-        global_push_n(batch, n);
-    }
+    void local_push(worker& w, task_header* t) noexcept;
 
     void global_push(task_header* t) noexcept { global_push_n(&t, 1, false); }
 
     // The global queue is a ring of pointers: moving tasks in and out never
     // touches the tasks themselves (each would be a cache miss).
     // `outside`: woken or spawned from outside the pool (see GLOBAL QUEUE).
-    void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept {
-        for (;;) {
-            std::size_t need;
-            {
-                std::lock_guard g(gq_lock_);
-                std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-                need = sz + n;
-                if (need <= gq_ring_.size()) {
-                    std::size_t mask = gq_ring_.size() - 1;
-                    for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
-                    gq_size_.store(sz + n, std::memory_order_release);
-                    if (outside) {
-                        gq_outside_ += n;
-                        if (!outside_waiting_.load(std::memory_order_relaxed))
-                            outside_waiting_.store(true, std::memory_order_relaxed);
-                    }
-                    return;
-                }
-            }
-            // Full: a bigger ring is made with the lock released (reserve_global), then try again.
-            reserve_global(2 * need);
-        }
-    }
+    void global_push_n(task_header* const* ts, std::size_t n, bool outside = false) noexcept;
 
     /// Takes a share of the global queue: returns one, moves the rest to the
     /// tail of `w`'s queue (GLOBAL QUEUE).
-    task_header* global_get(worker& w, std::size_t max) noexcept {
-        task_header* first = nullptr;
-        global_take(w, max, &first);
-        return first;
-    }
+    task_header* global_get(worker& w, std::size_t max) noexcept;
 
     /// After a wake-up from outside: moves a share of the global queue to
     /// the tail of `w`'s queue, behind the tasks already there (GLOBAL QUEUE).
     /// Nothing when that queue is half full: it has work enough for now.
-    void global_refill(worker& w) noexcept {
-        if (w.q.size() >= runq_capacity / 2) return;
-        global_take(w, runq_capacity / 2, nullptr);
-    }
+    void global_refill(worker& w) noexcept;
 
     /// Owner only. Takes up to a share of the global queue (its size /
     /// workers + 1, at most `max`, at most what `w`'s queue has room for):
     /// with `first`, the first taken goes there and the rest to `w`'s queue;
     /// without, all go to the queue. Returns how many were taken.
-    std::size_t global_take(worker& w, std::size_t max, task_header** first) noexcept {
-        if (gq_size_.load(std::memory_order_acquire) == 0) return 0;
-        // Thieves only shrink the queue, so the room seen here can only grow.
-        const std::size_t room = runq_capacity - w.q.size() + (first ? 1 : 0);
-        std::lock_guard g(gq_lock_);
-        std::size_t sz = gq_size_.load(std::memory_order_relaxed);
-        if (sz == 0) return 0;
-        std::size_t n = std::min(std::min(sz, sz / size() + 1), std::min(std::min(max, room), std::size_t(runq_capacity / 2)));
-        if (n == 0) return 0;
-        std::size_t mask = gq_ring_.size() - 1;
-        std::size_t taken = 0;
-        if (first) {
-            *first = gq_ring_[gq_head_];
-            taken = 1;
-        }
-        for (; taken < n; ++taken)
-            if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen (room); stay safe
-        gq_head_ = (gq_head_ + taken) & mask;
-        gq_size_.store(sz - taken, std::memory_order_release);
-        gq_outside_ = std::min(gq_outside_ - std::min(gq_outside_, taken), sz - taken);
-        if (gq_outside_ == 0 && outside_waiting_.load(std::memory_order_relaxed))
-            outside_waiting_.store(false, std::memory_order_relaxed);
-        return taken;
-    }
+    std::size_t global_take(worker& w, std::size_t max, task_header** first) noexcept;
 
-    bool stealable_work() const noexcept {
-        if (gq_size_.load(std::memory_order_acquire)) return true;
-        if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
-            return false;
-        for (auto& w : workers())
-            if (w->q.size()) return true;
-        return false;
-    }
+    bool stealable_work() const noexcept;
 
-    task_header* steal(worker& self) noexcept {
-        if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
-            return nullptr;
-        const std::size_t n = nlive_.load(std::memory_order_acquire);
-        if (n < 2) return nullptr;
-        for (int round = 0; round < 4; ++round) {
-            std::size_t start = static_cast<std::size_t>(next_rand(self) % n);
-            for (std::size_t k = 0; k < n; ++k) {
-                worker& v = *workers_[(start + k) % n];
-                if (&v == &self) continue;
-                task_header* batch[runq_capacity / 2];
-                std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
-                if (got) {
-                    // The first ones out of our queue: fetch their headers
-                    // now (local_runq::prefetch_ahead keeps it up from there).
-                    for (std::uint32_t i = 1; i < got && i <= 5; ++i) prefetch_for_write(batch[i]);
-                    for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
-                    return batch[0];
-                }
-                if (round == 3 && v.starving.load(std::memory_order_relaxed))
-                    if (task_header* t = steal_slots(self, v)) return t;
-            }
-        }
-        return nullptr;
-    }
+    task_header* steal(worker& self) noexcept;
 
     /// Owner only: empties run_next, returning what it held (RUN_NEXT).
     task_header* take_run_next(worker& w) noexcept { return w.slots.take_next(asym_fence_); }
 
     /// Owner only: the next task of its queue, claiming a batch when the
     /// queue is long (CLAIMED).
-    task_header* pop_local(worker& w) noexcept {
-        if (task_header* t = w.slots.take_claimed(asym_fence_)) return t;
-        if (!asym_fence_) return w.q.pop();
-        std::uint32_t n = 0;
-        task_header* t = w.q.pop_batch<worker::claim_max>(w.slots.claim_slots(), &n);
-        w.slots.claimed_filled(n);
-        return t;
-    }
+    task_header* pop_local(worker& w) noexcept;
 
     /// A thief takes a starving worker's run_next and claimed tasks (RUN_NEXT,
     /// CLAIMED): returns one, queues the others on `self`.
-    task_header* steal_slots(worker& self, worker& v) noexcept {
-        task_header* got[1 + worker::claim_max];
-        const std::uint32_t n = v.slots.steal(got, asym_fence_);
-        if (n == 0) return nullptr;
-        for (std::uint32_t i = 1; i < n; ++i)
-            if (!self.q.push(got[i])) global_push(got[i]);  // (a thief's queue is empty: there is room)
-        return got[0];
-    }
+    task_header* steal_slots(worker& self, worker& v) noexcept;
 
-    static std::uint64_t next_rand(worker& w) noexcept {
-        w.rng ^= w.rng << 13;
-        w.rng ^= w.rng >> 7;
-        w.rng ^= w.rng << 17;
-        return w.rng;
-    }
+    static std::uint64_t next_rand(worker& w) noexcept;
 
     // --- idle workers -----------------------------------------------------
 
     /// The waker's half of IDLE WORKERS' handshake. `local`: the work went to
     /// this worker's own queue, so no fence (see IDLE WORKERS AND WAKE-UPS).
-    void wake_if_needed(bool local) noexcept {
-        if (!local) seq_fence();
-        if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
-            wake_one();
-    }
+    void wake_if_needed(bool local) noexcept;
 
-    void wake_one() noexcept {
-        worker* w = nullptr;
-        {
-            std::lock_guard g(idle_mu_);
-            if (idle_.empty()) return;
-            w = idle_.back();
-            idle_.pop_back();
-            w->idle_listed = false;
-            nidle_.fetch_sub(1, std::memory_order_seq_cst);
-            nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
-        }
-        w->wake_word.store(1, std::memory_order_release);
-        w->wake_word.notify_one();
-        timers_.want_ticks();
-    }
+    void wake_one() noexcept;
 
-    void stop_spinning(worker& w) noexcept {
-        if (!w.spinning) return;
-        w.spinning = false;
-        // The last spinner found work: there may be more, so start another.
-        if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed(true);  // after a full barrier
-    }
+    void stop_spinning(worker& w) noexcept;
 
     /// Becomes runnable again after idling; waits while the world is stopped.
-    void claim_running(worker& w) noexcept {
-        for (;;) {
-            int st = ws_idle;
-            if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_seq_cst)) {
-                parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
-                timers_.want_ticks();
-                return;
-            }
-            std::uint32_t g = stop_gen_.load(std::memory_order_acquire);
-            if ((g & 1) && w.status.load(std::memory_order_acquire) == ws_held) stop_gen_.wait(g);
-        }
-    }
+    void claim_running(worker& w) noexcept;
 
-    void hold_at_safe_point(worker& w) noexcept {
-        if (stw_workers_run_through().load(std::memory_order_relaxed)) [[unlikely]]
-            return;
-        for (;;) {
-            std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
-            if (!(g & 1)) return;
-            w.acked_gen.store(g, std::memory_order_release);
-            stop_gen_.wait(g, std::memory_order_acquire);
-        }
-    }
+    void hold_at_safe_point(worker& w) noexcept;
 
     /// Finds the next task, sleeping when there is none. Null: look at the
     /// stop and shutdown flags.
-    task_header* find_runnable(worker& w) noexcept {
-        task_header* t = find_local(w);
-        if (!t) t = find_runnable_or_sleep(w);
-        if (t) stop_spinning(w);
-        return t;
-    }
+    task_header* find_runnable(worker& w) noexcept;
 
     /// The usual case of find_runnable_or_sleep, inline: a task of this
     /// worker's own (run_next, claimed, local queue) on a round that does
@@ -4562,136 +4282,15 @@ private:
     /// keep the slot full and starve the queue behind it (Go ends such a
     /// chain with its 10 ms time slice), so every 64th pick in a row
     /// (`next_first` false) takes the queue first.
-    task_header* pick_own(worker& w, bool next_first) noexcept {
-        if (next_first)
-            if (task_header* t = take_run_next(w)) return t;
-        if (task_header* t = pop_local(w)) {
-            w.next_streak = 0;
-            return t;
-        }
-        if (!next_first)
-            if (task_header* t = take_run_next(w)) return t;
-        return nullptr;
-    }
+    task_header* pick_own(worker& w, bool next_first) noexcept;
 
-    task_header* find_runnable_or_sleep(worker& w) noexcept {
-        for (;;) {
-            if (shutdown_.load(std::memory_order_relaxed)) return nullptr;
-            if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
-            if (++w.tick % 61 == 0) {
-                if (task_header* t = global_get(w, runq_capacity / 2)) return t;
-            } else if (outside_waiting_.load(std::memory_order_relaxed)) {
-                global_refill(w);
-            }
-            if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
-            if (task_header* t = global_get(w, runq_capacity / 2)) return t;
-            auto* const poll = idle_poll_hook.load(std::memory_order_acquire);
-            if (poll)
-                if (task_header* t = poll()) return t;
+    task_header* find_runnable_or_sleep(worker& w) noexcept;
 
-            // Spin, stealing, unless enough others already do.
-            int busy = nactive_.load(std::memory_order_relaxed) - nidle_.load(std::memory_order_relaxed);
-            if (!w.spinning && 2 * nspinning_.load(std::memory_order_relaxed) < busy) {
-                w.spinning = true;
-                nspinning_.fetch_add(1, std::memory_order_seq_cst);
-            }
-            if (w.spinning) {
-                for (int i = 0; i < 32; ++i) {
-                    if (task_header* t = steal(w)) return t;
-                    if (task_header* t = global_get(w, runq_capacity / 2)) return t;
-                    if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
-                    for (int k = 0; k < 16; ++k) cpu_relax();
-                }
-                if (poll)
-                    if (task_header* t = poll()) return t;
-            }
-            go_idle(w);
-        }
-    }
+    void go_idle(worker& w) noexcept;
 
-    void go_idle(worker& w) noexcept {
-        the_registry().flush_retired();
-        w.status.store(ws_idle, std::memory_order_seq_cst);
-        {
-            std::lock_guard g(idle_mu_);
-            w.idle_listed = true;
-            idle_.push_back(&w);
-            nidle_.fetch_add(1, std::memory_order_seq_cst);
-        }
-        if (w.spinning) {
-            w.spinning = false;
-            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
-        }
-        seq_fence();
-        bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
-        bool slept = true;
-        if (work) {
-            std::lock_guard g(idle_mu_);
-            if (w.idle_listed) {
-                idle_.erase(detail::find(idle_.begin(), idle_.end(), &w));
-                w.idle_listed = false;
-                nidle_.fetch_sub(1, std::memory_order_seq_cst);
-                w.spinning = true;
-                nspinning_.fetch_add(1, std::memory_order_seq_cst);
-                slept = false;
-            }
-        }
-        if (slept) {
-            if (auto* const hook = idle_sleep_hook.load(std::memory_order_acquire)) hook();
-            // Sleep until a waker takes us off the idle list (it counts us as spinning).
-            while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
-            w.wake_word.store(0, std::memory_order_relaxed);
-            if (!shutdown_.load()) w.spinning = true;
-        }
-        claim_running(w);
-    }
+    void run(worker& w, task_header* t) noexcept;
 
-    void run(worker& w, task_header* t) noexcept {
-        // Where it resumes: what a dump shows for a task stuck here (its
-        // frames change as it runs). The leaf's promise shares its line
-        // with the resume pointer the resume reads anyway.
-        if (const promise_base* leaf = t->leaf) w.resumed_at.store(leaf->site_);
-        else w.resumed_at.store(site{});
-        // Publish the task, then look for a profile epoch: a profiler that
-        // starts one while this worker has not stopped either finds `t` here
-        // or is seen by profile_before_resume (see running_unclaimed).
-        if (asym_fence_) {
-            w.current.store(t, std::memory_order_release);
-            std::atomic_signal_fence(std::memory_order_seq_cst);
-        } else {
-            w.current.exchange(t, std::memory_order_seq_cst);
-        }
-        profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
-        t->state.store(task_state::running, std::memory_order_relaxed);
-        w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        tls_current_task = t;
-        run_trampoline(t->resume_point());
-        tls_current_task = nullptr;
-        w.current.store(nullptr, std::memory_order_release);
-    }
-
-    void worker_main(worker& w) noexcept {
-        tls_worker = &w;
-        for (;;) {
-            if (stop_gen_.load(std::memory_order_seq_cst) & 1) hold_at_safe_point(w);
-            if (shutdown_.load(std::memory_order_acquire)) break;
-            if (rebalance_.load(std::memory_order_relaxed)) [[unlikely]] {
-                maybe_retire(w);
-                continue;
-            }
-            task_header* t = find_runnable(w);
-            if (!t) continue;
-            run(w, t);
-            if (w.stuck.load(std::memory_order_relaxed)) [[unlikely]] unstuck(w);
-        }
-        if (w.spinning) {
-            w.spinning = false;
-            nspinning_.fetch_sub(1);
-        }
-        the_registry().flush_retired();
-        tls_worker = nullptr;
-        w.exited.store(true, std::memory_order_release);
-    }
+    void worker_main(worker& w) noexcept;
 
     // --- monitor (every 10 ms on the timer thread while busy) --------------
 
@@ -4699,34 +4298,9 @@ private:
     /// The timer thread's batch of woken tasks (timer.hpp): onto the global
     /// queue in one hold of its lock, and one idle worker woken (a spinner
     /// that finds work wakes the next).
-    static void timer_wake_thunk(void* self, task_header* const* ts, std::size_t n) noexcept {
-        auto* s = static_cast<scheduler*>(self);
-        s->global_push_n(ts, n, true);
-        s->wake_if_needed(false);
-    }
+    static void timer_wake_thunk(void* self, task_header* const* ts, std::size_t n) noexcept;
 
-    void monitor() noexcept {
-        const std::int64_t now = coarse_now_ns();
-        parked_clock().store(now, std::memory_order_relaxed);
-        const std::int64_t threshold = handoff_threshold_ns_.load(std::memory_order_relaxed);
-        bool busy = false, changed = false;
-        for (auto& wp : workers()) {
-            worker& w = *wp;
-            std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
-            const bool running = w.current.load(std::memory_order_relaxed) != nullptr;
-            bool stuck = running && r == w.seen_resumes;
-            bool waiting_work = w.slots.any() || w.q.size();
-            w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
-            if (stuck && waiting_work && !shutdown_.load(std::memory_order_relaxed)) rescue(w);
-            if (!stuck) w.seen_since_ns = now;
-            w.seen_resumes = r;
-            const bool long_stuck = stuck && threshold > 0 && now - w.seen_since_ns >= threshold;
-            if (long_stuck != w.stuck.load(std::memory_order_relaxed)) changed = true;
-            if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
-        }
-        if (changed && !shutdown_.load()) hand_off(now, threshold);
-        if (busy && !shutdown_.load()) timers_.want_ticks();
-    }
+    void monitor() noexcept;
 
     /// Monitor, at a tick where `v`'s task has run the whole tick while work
     /// waited behind it (RESCUE): moves that work (run_next, the claimed
@@ -4734,23 +4308,7 @@ private:
     /// does (slot_handoff::steal, local_runq::grab), then wakes an idle worker
     /// unless one spins. `v`'s owner may push meanwhile: what it pushes after
     /// the last grab waits for the next tick (or for a thief).
-    void rescue(worker& v) noexcept {
-        task_header* batch[1 + worker::claim_max + runq_capacity];
-        std::size_t n = v.slots.steal(batch, asym_fence_);
-        while (n < std::size(batch)) {
-            const std::uint32_t room = static_cast<std::uint32_t>(std::size(batch) - n);
-            const std::uint32_t got = v.q.grab(batch + n, room);
-            if (got == 0) break;
-            n += got;
-        }
-        if (n == 0) return;
-        // Counted as wake-ups from outside: every worker then moves a share
-        // to its queue at its next round, so a rescued task, which has
-        // waited a tick already, waits behind one local queue at most.
-        global_push_n(batch, n, true);
-        rescued_.fetch_add(n, std::memory_order_relaxed);
-        wake_if_needed(false);
-    }
+    void rescue(worker& v) noexcept;
 
     // --- stuck workers, spares, set_max_procs (STUCK WORKERS) --------------
 
@@ -4761,150 +4319,37 @@ private:
         return std::max(4 * procs, procs + 1024);
     }
 
-    void make_worker(unsigned i) {
-        auto w = std::make_unique<worker>();
-        w->sched = this;
-        w->index = i;
-        w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
-        workers_[i] = std::move(w);
-    }
+    void make_worker(unsigned i);
 
     /// Monitor: marks the workers stuck past the threshold, unmarks those
     /// that moved, and starts replacements for the stuck ones.
-    void hand_off(std::int64_t now, std::int64_t threshold) noexcept {
-        std::lock_guard g(procs_mu_);
-        for (auto& wp : workers()) {
-            worker& w = *wp;
-            const bool long_stuck = w.current.load(std::memory_order_relaxed) && threshold > 0 &&
-                                    w.resumes.load(std::memory_order_relaxed) == w.seen_resumes &&
-                                    now - w.seen_since_ns >= threshold;
-            if (long_stuck && !w.stuck.load(std::memory_order_relaxed)) {
-                w.stuck_since_ns.store(w.seen_since_ns, std::memory_order_relaxed);
-                if (!w.stuck.exchange(true, std::memory_order_acq_rel)) nstuck_.fetch_add(1, std::memory_order_relaxed);
-            } else if (!long_stuck && w.stuck.load(std::memory_order_relaxed)) {
-                if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
-            }
-        }
-        rebalance_locked();
-    }
+    void hand_off(std::int64_t now, std::int64_t threshold) noexcept;
 
     /// procs_mu_ held: activates spares (or starts workers) until size()
     /// workers are active and not stuck; asks the surplus to retire.
-    void rebalance_locked() noexcept {
-        int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
-        const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
-        while (unstuck < want && activate_locked()) ++unstuck;
-        const bool surplus = unstuck > want;
-        if (rebalance_.load(std::memory_order_relaxed) != surplus) rebalance_.store(surplus, std::memory_order_relaxed);
-    }
+    void rebalance_locked() noexcept;
 
     /// procs_mu_ held: one more active worker, a spare woken or a thread
     /// started. False when none can be had (capacity, shutdown, no thread).
-    bool activate_locked() noexcept {
-        if (shutdown_.load()) return false;
-        if (!spares_.empty()) {
-            worker* w = spares_.back();
-            spares_.pop_back();
-            nactive_.fetch_add(1, std::memory_order_seq_cst);
-            nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
-            w->wake_word.store(1, std::memory_order_release);
-            w->wake_word.notify_one();
-            timers_.want_ticks();
-            return true;
-        }
-        const unsigned i = nlive_.load(std::memory_order_relaxed);
-        if (i >= workers_.size()) return false;
-        try {
-            if (!workers_[i]) make_worker(i);
-        } catch (...) {
-            return false;
-        }
-        worker* w = workers_[i].get();
-        w->spinning = true;  // before its thread starts: it starts as a spinner
-        nspinning_.fetch_add(1, std::memory_order_seq_cst);
-        nactive_.fetch_add(1, std::memory_order_seq_cst);
-        nlive_.store(i + 1, std::memory_order_seq_cst);
-        try {
-            w->thread = std::thread([this, w] { worker_main(*w); });
-        } catch (...) {
-            // Listed but never running: a stop of the world skips it as exited.
-            w->spinning = false;
-            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
-            nactive_.fetch_sub(1, std::memory_order_seq_cst);
-            w->exited.store(true, std::memory_order_release);
-            return false;
-        }
-        timers_.want_ticks();
-        return true;
-    }
+    bool activate_locked() noexcept;
 
     /// Owner, after a run the monitor marked stuck: counts itself unstuck,
     /// and retires if that makes one worker too many.
-    void unstuck(worker& w) noexcept {
-        {
-            std::lock_guard g(procs_mu_);
-            if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
-            rebalance_locked();
-        }
-        if (rebalance_.load(std::memory_order_relaxed)) maybe_retire(w);
-    }
+    void unstuck(worker& w) noexcept;
 
     /// Owner, at a safe point: becomes a spare if more than size() workers
     /// are active and not stuck.
-    void maybe_retire(worker& w) noexcept {
-        {
-            std::lock_guard g(procs_mu_);
-            const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
-            const int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
-            if (unstuck <= want || shutdown_.load()) {
-                rebalance_locked();
-                return;
-            }
-            nactive_.fetch_sub(1, std::memory_order_seq_cst);
-            spares_.push_back(&w);
-            rebalance_.store(unstuck - 1 > want, std::memory_order_relaxed);
-        }
-        park_spare(w);
-    }
+    void maybe_retire(worker& w) noexcept;
 
     /// Owner: hands its queued tasks to the others, then sleeps until
     /// activated (activate_locked) or the pool shuts down.
-    void park_spare(worker& w) noexcept {
-        if (w.spinning) {
-            w.spinning = false;
-            nspinning_.fetch_sub(1, std::memory_order_seq_cst);
-        }
-        task_header* batch[runq_capacity + 1 + worker::claim_max];
-        std::size_t n = 0;
-        if (task_header* t = take_run_next(w)) batch[n++] = t;
-        while (task_header* t = w.slots.take_claimed(asym_fence_)) batch[n++] = t;
-        while (n < std::size(batch))
-            if (task_header* t = w.q.pop()) batch[n++] = t;
-            else break;
-        if (n) global_push_n(batch, n);
-        // Whether or not it queued any: a task that yielded just before
-        // (gosched wakes no one, counting on this worker) waits there too.
-        wake_if_needed(false);
-        the_registry().flush_retired();
-        w.status.store(ws_idle, std::memory_order_seq_cst);  // a stop of the world holds it like an idle worker
-        while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
-        w.wake_word.store(0, std::memory_order_relaxed);
-        if (!shutdown_.load()) w.spinning = true;
-        claim_running(w);
-    }
+    void park_spare(worker& w) noexcept;
 
 public:
     /// Changes the number of workers that run tasks (set_max_procs at run
     /// time): more are activated at once; the surplus retire at their next
     /// safe point.
-    void set_procs(unsigned n) {
-        std::lock_guard g(procs_mu_);
-        if (n > workers_.size() / 2)
-            throw usage_error("goro::set_max_procs: " + std::to_string(n) + " workers is more than this pool allows (" +
-                              std::to_string(workers_.size() / 2) + ")");
-        procs_.store(n, std::memory_order_relaxed);
-        rebalance_locked();
-    }
+    void set_procs(unsigned n);
 
     /// How long a task may run without suspending before its worker is
     /// replaced (STUCK WORKERS). Zero turns the handoff off.
@@ -4916,17 +4361,7 @@ public:
     }
 
     /// Workers the monitor sees stuck in one task now, and the longest for how long.
-    std::pair<unsigned, std::chrono::nanoseconds> stuck_now() const noexcept {
-        unsigned n = 0;
-        std::int64_t longest = 0;
-        const std::int64_t now = coarse_now_ns();
-        for (auto& w : workers())
-            if (w->stuck.load(std::memory_order_relaxed)) {
-                ++n;
-                longest = std::max(longest, now - w->stuck_since_ns.load(std::memory_order_relaxed));
-            }
-        return {n, std::chrono::nanoseconds(longest)};
-    }
+    std::pair<unsigned, std::chrono::nanoseconds> stuck_now() const noexcept;
 
 private:
 
@@ -4975,16 +4410,7 @@ inline std::atomic<unsigned>& requested_procs() noexcept {
     return n;
 }
 
-inline unsigned default_procs() {
-    if (const char* e = std::getenv("GORO_MAXPROCS")) {
-        char* end = nullptr;
-        long v = std::strtol(e, &end, 10);
-        if (end != e && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
-        std::fprintf(stderr, "goro: ignoring GORO_MAXPROCS=\"%s\": want an integer from 1 to 4096\n", e);
-    }
-    unsigned hc = std::thread::hardware_concurrency();
-    return hc ? hc : 1;
-}
+GORO_DECL unsigned default_procs();
 
 struct pool_holder {
     std::atomic<scheduler*> pool{nullptr};
@@ -5027,16 +4453,7 @@ inline bool pool_started() noexcept {
 }
 
 /// Marks the current task parked on `reason`; `h` is the frame to resume.
-inline void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
-    t->set_resume_point(h);
-    t->wait_reason.store(reason, std::memory_order_relaxed);
-    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
-    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
-    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
-        since = wait_profile_park_time(since, rate);
-    t->since_ns.store(since, std::memory_order_relaxed);
-    t->state.store(task_state::waiting, std::memory_order_relaxed);
-}
+GORO_DECL void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept;
 
 /// Makes a parked task runnable (see the PARKING PROTOCOL above).
 inline void ready(task_header* t) noexcept { the_scheduler().ready(t); }
@@ -5059,11 +4476,7 @@ inline bool local_work_waiting() noexcept {
 inline void ready_n(task_header* const* ts, std::size_t n) noexcept { the_scheduler().ready_n(ts, n); }
 
 /// The task running on this thread now; throws when there is none.
-inline task_header* current_task_or_throw(const char* op) {
-    task_header* t = tls_current_task;
-    if (!t) throw usage_error(std::string(op) + ": must be awaited inside a goro task (use goro::block_on from a plain thread)");
-    return t;
-}
+GORO_DECL task_header* current_task_or_throw(const char* op);
 
 }  // namespace detail
 
@@ -5071,17 +4484,7 @@ inline task_header* current_task_or_throw(const char* op) {
 /// Before the pool starts it sets the pool's size; afterwards the pool grows
 /// at once (spare or new threads), or shrinks as the surplus workers reach
 /// their next safe point (they park as spares). Queued tasks are never lost.
-inline void set_max_procs(unsigned n) {
-    if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
-    detail::pool_holder& h = detail::the_pool_holder();
-    std::lock_guard g(h.mu);
-    if (detail::scheduler* s = h.pool.load()) {
-        if (s->stopping()) throw usage_error("goro::set_max_procs: the pool has shut down (process exit)");
-        s->set_procs(n);
-        return;
-    }
-    detail::requested_procs().store(n);
-}
+GORO_DECL void set_max_procs(unsigned n);
 
 /// The number of workers that run tasks at once (starts the pool if needed).
 inline unsigned max_procs() { return detail::the_scheduler().size(); }
@@ -5094,11 +4497,7 @@ struct stuck_workers_info {
 };
 
 /// A moment's view of the stuck workers (for metrics: 0 when the pool has not started).
-inline stuck_workers_info stuck_workers() noexcept {
-    if (!detail::pool_started()) return {};
-    auto [n, d] = detail::the_scheduler().stuck_now();
-    return {n, d};
-}
+GORO_DECL stuck_workers_info stuck_workers() noexcept;
 
 /// How long a task may run without suspending before the monitor hands its
 /// worker's place and queue to another thread (default 10 ms; checked every
@@ -5110,6 +4509,968 @@ inline void set_handoff_threshold(std::chrono::nanoseconds d) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+#include <bit>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+
+// ---- begin goro/core/algo.hpp ----
+// goro/core/algo.hpp — the few array algorithms the runtime needs, on pointer
+// ranges, instead of <algorithm>.
+//
+//   detail::stable_sort(first, last, less)   merge sort: stable, O(n log n),
+//                                            a buffer of n elements (may throw)
+//   detail::heap_sort(first, last, less)     in place, not stable, O(n log n),
+//                                            noexcept when moving T is
+//   detail::sorted_contains(v, x)            binary search in an ascending vector
+//   detail::find(first, last, x)             the first element == x, or last
+//
+// Why not <algorithm>: the header alone costs every including program ~5 MB
+// of compiler memory, and std::sort and std::stable_sort each instantiate a
+// dozen function templates (introsort, heap select, adaptive merges ...) for
+// every element type and comparator, and a header-only library compiles them
+// in every program that includes it, whether it sorts or not (a call in an
+// inline function is enough). These are a few small functions each
+// (issue 17: the compile cost of goro/core.hpp).
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+
+namespace goro::detail {
+
+/// Sorts [first, last) by `less`, keeping equal elements in their order.
+template <class T, class Less>
+void stable_sort(T* first, T* last, Less less) {
+    const std::size_t n = static_cast<std::size_t>(last - first);
+    constexpr std::size_t run = 16;  // insertion-sorted runs, then merged pairwise
+    for (std::size_t lo = 0; lo < n; lo += run) {
+        const std::size_t hi = lo + run < n ? lo + run : n;
+        for (std::size_t i = lo + 1; i < hi; ++i) {
+            if (!less(first[i], first[i - 1])) continue;
+            T v = std::move(first[i]);
+            std::size_t j = i;
+            for (; j > lo && less(v, first[j - 1]); --j) first[j] = std::move(first[j - 1]);
+            first[j] = std::move(v);
+        }
+    }
+    if (n <= run) return;
+    vec<T> buf(n);
+    T* from = first;
+    T* to = buf.data();
+    for (std::size_t width = run; width < n; width *= 2) {
+        for (std::size_t lo = 0; lo < n; lo += 2 * width) {
+            const std::size_t mid = lo + width < n ? lo + width : n;
+            const std::size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            std::size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) to[k++] = less(from[j], from[i]) ? std::move(from[j++]) : std::move(from[i++]);
+            while (i < mid) to[k++] = std::move(from[i++]);
+            while (j < hi) to[k++] = std::move(from[j++]);
+        }
+        std::swap(from, to);
+    }
+    if (from != first)
+        for (std::size_t i = 0; i < n; ++i) first[i] = std::move(from[i]);
+}
+
+/// Sorts [first, last) by `less` in place (equal elements in no given order).
+template <class T, class Less>
+void heap_sort(T* first, T* last, Less less) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    const std::size_t n = static_cast<std::size_t>(last - first);
+    // Moves first[i] down the max-heap [0, len) to where it belongs.
+    auto sift_down = [&](std::size_t i, std::size_t len) {
+        T v = std::move(first[i]);
+        for (std::size_t c; (c = 2 * i + 1) < len; i = c) {
+            if (c + 1 < len && less(first[c], first[c + 1])) ++c;
+            if (!less(v, first[c])) break;
+            first[i] = std::move(first[c]);
+        }
+        first[i] = std::move(v);
+    };
+    for (std::size_t i = n / 2; i-- > 0;) sift_down(i, n);
+    for (std::size_t len = n; len > 1; --len) {
+        std::swap(first[0], first[len - 1]);
+        sift_down(0, len - 1);
+    }
+}
+
+/// Whether the ascending vector `v` holds `x` (binary search).
+template <class Vector, class T>
+bool sorted_contains(const Vector& v, const T& x) noexcept {
+    std::size_t lo = 0, hi = v.size();
+    while (lo < hi) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < v.size() && !(x < v[lo]);
+}
+
+/// The first element of [first, last) equal to `x`, or `last`.
+template <class T, class U>
+T* find(T* first, T* last, const U& x) noexcept {
+    while (first != last && !(*first == x)) ++first;
+    return first;
+}
+
+}  // namespace goro::detail
+// ---- end goro/core/algo.hpp ----
+
+namespace goro::detail {
+
+GORO_DECL bool local_runq::push(task_header* t) noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+    if (tl - h >= runq_capacity) return false;
+    buf_[tl % runq_capacity].store(t, std::memory_order_relaxed);
+    tail_.store(tl + 1, std::memory_order_release);
+    return true;
+}
+
+GORO_DECL task_header* local_runq::pop() noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+        std::uint32_t tl = tail_.load(std::memory_order_relaxed);
+        if (h == tl) return nullptr;
+        task_header* t = buf_[h % runq_capacity].load(std::memory_order_relaxed);
+        if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+            prefetch_ahead(h + 1, tl);
+            return t;
+        }
+    }
+}
+
+GORO_DECL void local_runq::prefetch_ahead(std::uint32_t next, std::uint32_t tl) const noexcept {
+    constexpr std::uint32_t header_ahead = 4, frame_ahead = 2;
+    const std::uint32_t queued = tl - next;
+    if (queued > header_ahead) {
+        task_header* t = buf_[(next + header_ahead) % runq_capacity].load(std::memory_order_relaxed);
+        prefetch_for_write(t);  // one line: the cold part is the spawner's (see task_header)
+    } else if (queued) {
+        // A short queue: no time to wait for a pipeline, fetch the next header.
+        prefetch_for_write(buf_[next % runq_capacity].load(std::memory_order_relaxed));
+    }
+    if (queued > frame_ahead) {
+        task_header* t = buf_[(next + frame_ahead) % runq_capacity].load(std::memory_order_relaxed);
+        const char* f = static_cast<const char*>(t->resume_addr_.load(std::memory_order_relaxed));
+        prefetch_frame(f);
+    }
+}
+
+GORO_DECL std::uint32_t local_runq::grab(task_header** out, std::uint32_t max) noexcept {
+    for (;;) {
+        std::uint32_t h = head_.load(std::memory_order_acquire);
+        std::uint32_t tl = tail_.load(std::memory_order_acquire);
+        std::uint32_t n = tl - h;
+        n = n - n / 2;
+        if (n == 0) return 0;
+        if (n > runq_capacity / 2) continue;  // read head and tail at different times: retry
+        n = std::min(n, max);
+        for (std::uint32_t i = 0; i < n; ++i) out[i] = buf_[(h + i) % runq_capacity].load(std::memory_order_relaxed);
+        if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel, std::memory_order_acquire))
+            return n;
+    }
+}
+
+GORO_DECL std::uint32_t local_runq::size() const noexcept {
+    std::uint32_t h = head_.load(std::memory_order_acquire);
+    std::uint32_t tl = tail_.load(std::memory_order_acquire);
+    return tl - h;
+}
+
+GORO_DECL scheduler::scheduler(unsigned nworkers)
+    : timers_(&scheduler::tick_thunk, this, &scheduler::timer_wake_thunk), asym_fence_(asym_fence_available()) {
+    parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);  // before any task can park
+    if (nworkers == 0) nworkers = 1;
+    workers_.resize(worker_capacity(nworkers));
+    for (unsigned i = 0; i < nworkers; ++i) make_worker(i);
+    procs_.store(nworkers, std::memory_order_relaxed);
+    nactive_.store(static_cast<int>(nworkers), std::memory_order_relaxed);
+    nlive_.store(nworkers, std::memory_order_release);
+    for (unsigned i = 0; i < nworkers; ++i) {
+        worker* wp = workers_[i].get();
+        wp->thread = std::thread([this, wp] { worker_main(*wp); });
+    }
+    // Workers start running (spinning), not idle, so none passes through
+    // claim_running() until it has slept once: ask for the monitor's
+    // ticks now, or work stuck behind a task that never suspends in a
+    // young pool would never be rescued.
+    timers_.want_ticks();
+}
+
+GORO_DECL void scheduler::shutdown() noexcept {
+    if (shutdown_.exchange(true)) return;
+    worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
+    timers_.stop();
+    // No worker starts after this (activate_locked looks at shutdown_ under procs_mu_).
+    { std::lock_guard g(procs_mu_); }
+    const unsigned live = nlive_.load(std::memory_order_acquire);
+    {
+        std::lock_guard g(idle_mu_);
+        for (worker* w : idle_) w->idle_listed = false;
+        idle_.clear();
+        nidle_.store(0);
+    }
+    for (unsigned i = 0; i < live; ++i) {
+        worker* w = workers_[i].get();
+        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.notify_one();
+    }
+    stop_gen_.fetch_add(2);
+    stop_gen_.notify_all();
+    // A worker stuck in a task that never suspends cannot be joined: give
+    // them a bounded time, then leave the stuck ones behind (the process is exiting).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (unsigned i = 0; i < live; ++i) {
+        worker* w = workers_[i].get();
+        if (w == self) {
+            w->thread.detach();
+            continue;
+        }
+        while (!w->exited.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        if (w->exited.load(std::memory_order_acquire)) w->thread.join();
+        else w->thread.detach();
+    }
+}
+
+GORO_DECL void scheduler::spawn(task_header* t) noexcept {
+    t->state.store(task_state::runnable, std::memory_order_relaxed);
+    worker* w = tls_worker;
+    const bool local = w && w->sched == this;
+    if (local) local_push(*w, t);
+    else global_push_n(&t, 1, true);
+    wake_if_needed(local);
+}
+
+GORO_DECL std::int64_t scheduler::wake_clock(const worker* w) const noexcept {
+    if (w && w->sched == this) [[likely]]
+        return parked_clock().load(std::memory_order_relaxed);
+    return coarse_now_ns();
+}
+
+[[gnu::noinline]] GORO_DECL void scheduler::ready_slow(task_header* t, worker* w) noexcept {
+    if (w && w->sched == this) {
+        task_header* old = w->slots.swap_next(t);
+        if (!old) return;
+        local_push(*w, old);
+        wake_if_needed(true);
+    } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
+        b->tasks.push_back(t);  // the timer thread hands its batch over at once (timer.hpp)
+    } else {
+        global_push_n(&t, 1, true);
+        wake_if_needed(false);
+    }
+}
+
+GORO_DECL void scheduler::ready_n(task_header* const* ts, std::size_t n) noexcept {
+    if (n == 0) return;
+    if (n == 1) {
+        ready(ts[0]);
+        return;
+    }
+    worker* w = tls_worker;
+    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]] {
+        const std::int64_t now = wake_clock(w);  // wait_profile.hpp
+        for (std::size_t i = 0; i < n; ++i) wait_profile_wake(ts[i], rate, now);
+    }
+    for (std::size_t i = 0; i < n; ++i) ts[i]->state.store(task_state::runnable, std::memory_order_relaxed);
+    const bool local = w && w->sched == this;
+    if (local) {
+        for (std::size_t i = 0; i < n; ++i) local_push(*w, ts[i]);
+    } else if (timer_wakes* b = tls_timer_wakes; b && b->owner == this) {
+        for (std::size_t i = 0; i < n; ++i) b->tasks.push_back(ts[i]);
+        return;
+    } else {
+        global_push_n(ts, n, true);
+    }
+    wake_if_needed(local);
+}
+
+GORO_DECL void scheduler::gosched(task_header* t) noexcept {
+    t->state.store(task_state::runnable, std::memory_order_relaxed);
+    worker* w = tls_worker;
+    global_push(t);
+    if (!w || w->sched != this) wake_if_needed(false);
+}
+
+GORO_DECL void scheduler::yield_task(task_header* t) noexcept {
+    t->state.store(task_state::runnable, std::memory_order_relaxed);
+    worker* w = tls_worker;
+    const bool local = w && w->sched == this;
+    if (local) {
+        // Behind everything runnable here, including a task in run_next.
+        if (task_header* rn = w->slots.swap_next(nullptr)) local_push(*w, rn);
+        local_push(*w, t);
+    } else {
+        global_push(t);
+    }
+    wake_if_needed(local);
+}
+
+GORO_DECL void scheduler::reserve_global(std::size_t need) noexcept {
+    if (need <= gq_cap_.load(std::memory_order_relaxed)) return;
+    const std::size_t cap = std::bit_ceil(std::max<std::size_t>(need, 1024));
+    vec<task_header*> ring(cap);  // declared before the guard: the old ring is freed unlocked
+    std::lock_guard g(gq_lock_);
+    const std::size_t old_cap = gq_ring_.size();
+    if (old_cap >= cap) return;  // another thread grew it meanwhile
+    const std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < sz; ++i) ring[i] = gq_ring_[(gq_head_ + i) & (old_cap - 1)];
+    gq_ring_.swap(ring);
+    gq_head_ = 0;
+    gq_cap_.store(cap, std::memory_order_relaxed);
+}
+
+GORO_DECL std::uint64_t scheduler::contention_yields() const noexcept {
+    std::uint64_t n = 0;
+    for (auto& w : workers()) n += w->contention_yields.load(std::memory_order_relaxed);
+    return n;
+}
+
+GORO_DECL stw_report scheduler::stop_the_world(std::chrono::nanoseconds timeout) {
+    stw_mu_.lock();
+    stw_report rep;
+    std::uint32_t gen = stop_gen_.fetch_add(1, std::memory_order_seq_cst) + 1;  // odd: stop
+    worker* self = tls_worker && tls_worker->sched == this ? tls_worker : nullptr;
+    held_by_me_.assign(workers_.size(), false);
+    vec<worker*> pending;
+    // A worker started after this load sees the odd generation at its
+    // first safe point and holds there (both sides seq_cst: STUCK WORKERS).
+    for (auto& w : workers())
+        if (w.get() != self) pending.push_back(w.get());
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int rounds = 0;
+    while (!pending.empty()) {
+        for (std::size_t i = 0; i < pending.size();) {
+            worker* w = pending[i];
+            int st = ws_idle;
+            bool done = false;
+            if (w->acked_gen.load(std::memory_order_acquire) == gen) done = true;
+            else if (w->status.compare_exchange_strong(st, ws_held, std::memory_order_acq_rel)) {
+                held_by_me_[w->index] = true;
+                done = true;
+            } else if (w->exited.load(std::memory_order_acquire)) {
+                done = true;
+            }
+            if (done) {
+                pending[i] = pending.back();
+                pending.pop_back();
+            } else {
+                ++i;
+            }
+        }
+        if (pending.empty()) break;
+        if (std::chrono::steady_clock::now() > deadline) break;
+        if (++rounds < 100) cpu_relax();
+        else std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+    if (!pending.empty()) rep.all_stopped = false;
+    for (worker* w : pending)
+        if (task_header* t = w->current.load(std::memory_order_acquire)) rep.running.push_back(t);
+    if (self && tls_current_task) rep.running.push_back(tls_current_task);
+    rep.unstopped = std::move(pending);
+    return rep;
+}
+
+GORO_DECL vec<task_header*> scheduler::running_unclaimed(const stw_report& rep) {
+    vec<task_header*> out;
+    if (rep.unstopped.empty()) return out;
+    if (asym_fence_) asym_fence_heavy();
+    else seq_fence();
+    for (worker* w : rep.unstopped)
+        if (task_header* t = w->current.load(std::memory_order_seq_cst)) out.push_back(t);
+    return out;
+}
+
+GORO_DECL bool scheduler::running_site(const task_header* t, site& out) const noexcept {
+    for (auto& w : workers()) {
+        if (w->current.load(std::memory_order_acquire) != t) continue;
+        site s = w->resumed_at.load();
+        // Best effort (no fence: TSan does not model one): the site was
+        // stored before `current`, and a worker that moved on is seen here.
+        if (w->current.load(std::memory_order_seq_cst) != t) return false;  // moved on: unknown
+        if (!s.function_name() || !*s.function_name() || s.line() == 0) return false;
+        out = s;
+        return true;
+    }
+    return false;
+}
+
+GORO_DECL void scheduler::start_the_world() {
+    for (auto& w : workers())
+        if (held_by_me_[w->index]) w->status.store(ws_idle, std::memory_order_release);
+    stop_gen_.fetch_add(1, std::memory_order_seq_cst);  // even: run
+    stop_gen_.notify_all();
+    stw_mu_.unlock();
+}
+
+GORO_DECL void scheduler::local_push(worker& w, task_header* t) noexcept {
+    if (w.q.push(t)) return;
+    // Full: move half of it and `t` to the global queue.
+    task_header* batch[runq_capacity / 2 + 1];
+    std::uint32_t n = w.q.grab(batch, runq_capacity / 2);
+    batch[n++] = t;
+    global_push_n(batch, n);
+}
+
+GORO_DECL void scheduler::global_push_n(task_header* const* ts, std::size_t n, bool outside) noexcept {
+    for (;;) {
+        std::size_t need;
+        {
+            std::lock_guard g(gq_lock_);
+            std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+            need = sz + n;
+            if (need <= gq_ring_.size()) {
+                std::size_t mask = gq_ring_.size() - 1;
+                for (std::size_t i = 0; i < n; ++i) gq_ring_[(gq_head_ + sz + i) & mask] = ts[i];
+                gq_size_.store(sz + n, std::memory_order_release);
+                if (outside) {
+                    gq_outside_ += n;
+                    if (!outside_waiting_.load(std::memory_order_relaxed))
+                        outside_waiting_.store(true, std::memory_order_relaxed);
+                }
+                return;
+            }
+        }
+        // Full: a bigger ring is made with the lock released (reserve_global), then try again.
+        reserve_global(2 * need);
+    }
+}
+
+GORO_DECL task_header* scheduler::global_get(worker& w, std::size_t max) noexcept {
+    task_header* first = nullptr;
+    global_take(w, max, &first);
+    return first;
+}
+
+GORO_DECL void scheduler::global_refill(worker& w) noexcept {
+    if (w.q.size() >= runq_capacity / 2) return;
+    global_take(w, runq_capacity / 2, nullptr);
+}
+
+GORO_DECL std::size_t scheduler::global_take(worker& w, std::size_t max, task_header** first) noexcept {
+    if (gq_size_.load(std::memory_order_acquire) == 0) return 0;
+    // Thieves only shrink the queue, so the room seen here can only grow.
+    const std::size_t room = runq_capacity - w.q.size() + (first ? 1 : 0);
+    std::lock_guard g(gq_lock_);
+    std::size_t sz = gq_size_.load(std::memory_order_relaxed);
+    if (sz == 0) return 0;
+    std::size_t n = std::min(std::min(sz, sz / size() + 1), std::min(std::min(max, room), std::size_t(runq_capacity / 2)));
+    if (n == 0) return 0;
+    std::size_t mask = gq_ring_.size() - 1;
+    std::size_t taken = 0;
+    if (first) {
+        *first = gq_ring_[gq_head_];
+        taken = 1;
+    }
+    for (; taken < n; ++taken)
+        if (!w.q.push(gq_ring_[(gq_head_ + taken) & mask])) break;  // cannot happen (room); stay safe
+    gq_head_ = (gq_head_ + taken) & mask;
+    gq_size_.store(sz - taken, std::memory_order_release);
+    gq_outside_ = std::min(gq_outside_ - std::min(gq_outside_, taken), sz - taken);
+    if (gq_outside_ == 0 && outside_waiting_.load(std::memory_order_relaxed))
+        outside_waiting_.store(false, std::memory_order_relaxed);
+    return taken;
+}
+
+GORO_DECL bool scheduler::stealable_work() const noexcept {
+    if (gq_size_.load(std::memory_order_acquire)) return true;
+    if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
+        return false;
+    for (auto& w : workers())
+        if (w->q.size()) return true;
+    return false;
+}
+
+GORO_DECL task_header* scheduler::steal(worker& self) noexcept {
+    if (workers_never_steal().load(std::memory_order_relaxed)) [[unlikely]]
+        return nullptr;
+    const std::size_t n = nlive_.load(std::memory_order_acquire);
+    if (n < 2) return nullptr;
+    for (int round = 0; round < 4; ++round) {
+        std::size_t start = static_cast<std::size_t>(next_rand(self) % n);
+        for (std::size_t k = 0; k < n; ++k) {
+            worker& v = *workers_[(start + k) % n];
+            if (&v == &self) continue;
+            task_header* batch[runq_capacity / 2];
+            std::uint32_t got = v.q.grab(batch, runq_capacity / 2);
+            if (got) {
+                // The first ones out of our queue: fetch their headers
+                // now (local_runq::prefetch_ahead keeps it up from there).
+                for (std::uint32_t i = 1; i < got && i <= 5; ++i) prefetch_for_write(batch[i]);
+                for (std::uint32_t i = 1; i < got; ++i) self.q.push(batch[i]);
+                return batch[0];
+            }
+            if (round == 3 && v.starving.load(std::memory_order_relaxed))
+                if (task_header* t = steal_slots(self, v)) return t;
+        }
+    }
+    return nullptr;
+}
+
+GORO_DECL task_header* scheduler::pop_local(worker& w) noexcept {
+    if (task_header* t = w.slots.take_claimed(asym_fence_)) return t;
+    if (!asym_fence_) return w.q.pop();
+    std::uint32_t n = 0;
+    task_header* t = w.q.pop_batch<worker::claim_max>(w.slots.claim_slots(), &n);
+    w.slots.claimed_filled(n);
+    return t;
+}
+
+GORO_DECL task_header* scheduler::steal_slots(worker& self, worker& v) noexcept {
+    task_header* got[1 + worker::claim_max];
+    const std::uint32_t n = v.slots.steal(got, asym_fence_);
+    if (n == 0) return nullptr;
+    for (std::uint32_t i = 1; i < n; ++i)
+        if (!self.q.push(got[i])) global_push(got[i]);  // (a thief's queue is empty: there is room)
+    return got[0];
+}
+
+GORO_DECL std::uint64_t scheduler::next_rand(worker& w) noexcept {
+    w.rng ^= w.rng << 13;
+    w.rng ^= w.rng >> 7;
+    w.rng ^= w.rng << 17;
+    return w.rng;
+}
+
+GORO_DECL void scheduler::wake_if_needed(bool local) noexcept {
+    if (!local) seq_fence();
+    if (nspinning_.load(std::memory_order_seq_cst) == 0 && nidle_.load(std::memory_order_seq_cst) > 0)
+        wake_one();
+}
+
+GORO_DECL void scheduler::wake_one() noexcept {
+    worker* w = nullptr;
+    {
+        std::lock_guard g(idle_mu_);
+        if (idle_.empty()) return;
+        w = idle_.back();
+        idle_.pop_back();
+        w->idle_listed = false;
+        nidle_.fetch_sub(1, std::memory_order_seq_cst);
+        nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
+    }
+    w->wake_word.store(1, std::memory_order_release);
+    w->wake_word.notify_one();
+    timers_.want_ticks();
+}
+
+GORO_DECL void scheduler::stop_spinning(worker& w) noexcept {
+    if (!w.spinning) return;
+    w.spinning = false;
+    // The last spinner found work: there may be more, so start another.
+    if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_if_needed(true);  // after a full barrier
+}
+
+GORO_DECL void scheduler::claim_running(worker& w) noexcept {
+    for (;;) {
+        int st = ws_idle;
+        if (w.status.compare_exchange_strong(st, ws_running, std::memory_order_seq_cst)) {
+            parked_clock().store(coarse_now_ns(), std::memory_order_relaxed);
+            timers_.want_ticks();
+            return;
+        }
+        std::uint32_t g = stop_gen_.load(std::memory_order_acquire);
+        if ((g & 1) && w.status.load(std::memory_order_acquire) == ws_held) stop_gen_.wait(g);
+    }
+}
+
+GORO_DECL void scheduler::hold_at_safe_point(worker& w) noexcept {
+    if (stw_workers_run_through().load(std::memory_order_relaxed)) [[unlikely]]
+        return;
+    for (;;) {
+        std::uint32_t g = stop_gen_.load(std::memory_order_seq_cst);
+        if (!(g & 1)) return;
+        w.acked_gen.store(g, std::memory_order_release);
+        stop_gen_.wait(g, std::memory_order_acquire);
+    }
+}
+
+GORO_DECL task_header* scheduler::find_runnable(worker& w) noexcept {
+    task_header* t = find_local(w);
+    if (!t) t = find_runnable_or_sleep(w);
+    if (t) stop_spinning(w);
+    return t;
+}
+
+GORO_DECL task_header* scheduler::pick_own(worker& w, bool next_first) noexcept {
+    if (next_first)
+        if (task_header* t = take_run_next(w)) return t;
+    if (task_header* t = pop_local(w)) {
+        w.next_streak = 0;
+        return t;
+    }
+    if (!next_first)
+        if (task_header* t = take_run_next(w)) return t;
+    return nullptr;
+}
+
+GORO_DECL task_header* scheduler::find_runnable_or_sleep(worker& w) noexcept {
+    for (;;) {
+        if (shutdown_.load(std::memory_order_relaxed)) return nullptr;
+        if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+        if (++w.tick % 61 == 0) {
+            if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+        } else if (outside_waiting_.load(std::memory_order_relaxed)) {
+            global_refill(w);
+        }
+        if (task_header* t = pick_own(w, ++w.next_streak % 64 != 0)) return t;
+        if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+        auto* const poll = idle_poll_hook.load(std::memory_order_acquire);
+        if (poll)
+            if (task_header* t = poll()) return t;
+
+        // Spin, stealing, unless enough others already do.
+        int busy = nactive_.load(std::memory_order_relaxed) - nidle_.load(std::memory_order_relaxed);
+        if (!w.spinning && 2 * nspinning_.load(std::memory_order_relaxed) < busy) {
+            w.spinning = true;
+            nspinning_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        if (w.spinning) {
+            for (int i = 0; i < 32; ++i) {
+                if (task_header* t = steal(w)) return t;
+                if (task_header* t = global_get(w, runq_capacity / 2)) return t;
+                if (stop_gen_.load(std::memory_order_relaxed) & 1) return nullptr;
+                for (int k = 0; k < 16; ++k) cpu_relax();
+            }
+            if (poll)
+                if (task_header* t = poll()) return t;
+        }
+        go_idle(w);
+    }
+}
+
+GORO_DECL void scheduler::go_idle(worker& w) noexcept {
+    the_registry().flush_retired();
+    w.status.store(ws_idle, std::memory_order_seq_cst);
+    {
+        std::lock_guard g(idle_mu_);
+        w.idle_listed = true;
+        idle_.push_back(&w);
+        nidle_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    if (w.spinning) {
+        w.spinning = false;
+        nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    seq_fence();
+    bool work = stealable_work() || w.slots.peek_next() || shutdown_.load();
+    bool slept = true;
+    if (work) {
+        std::lock_guard g(idle_mu_);
+        if (w.idle_listed) {
+            idle_.erase(detail::find(idle_.begin(), idle_.end(), &w));
+            w.idle_listed = false;
+            nidle_.fetch_sub(1, std::memory_order_seq_cst);
+            w.spinning = true;
+            nspinning_.fetch_add(1, std::memory_order_seq_cst);
+            slept = false;
+        }
+    }
+    if (slept) {
+        if (auto* const hook = idle_sleep_hook.load(std::memory_order_acquire)) hook();
+        // Sleep until a waker takes us off the idle list (it counts us as spinning).
+        while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
+        w.wake_word.store(0, std::memory_order_relaxed);
+        if (!shutdown_.load()) w.spinning = true;
+    }
+    claim_running(w);
+}
+
+GORO_DECL void scheduler::run(worker& w, task_header* t) noexcept {
+    // Where it resumes: what a dump shows for a task stuck here (its
+    // frames change as it runs). The leaf's promise shares its line
+    // with the resume pointer the resume reads anyway.
+    if (const promise_base* leaf = t->leaf) w.resumed_at.store(leaf->site_);
+    else w.resumed_at.store(site{});
+    // Publish the task, then look for a profile epoch: a profiler that
+    // starts one while this worker has not stopped either finds `t` here
+    // or is seen by profile_before_resume (see running_unclaimed).
+    if (asym_fence_) {
+        w.current.store(t, std::memory_order_release);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+        w.current.exchange(t, std::memory_order_seq_cst);
+    }
+    profile_before_resume(*t);  // a concurrent profile copies it first, if it has not yet
+    t->state.store(task_state::running, std::memory_order_relaxed);
+    w.resumes.store(w.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    tls_current_task = t;
+    run_trampoline(t->resume_point());
+    tls_current_task = nullptr;
+    w.current.store(nullptr, std::memory_order_release);
+}
+
+GORO_DECL void scheduler::worker_main(worker& w) noexcept {
+    tls_worker = &w;
+    for (;;) {
+        if (stop_gen_.load(std::memory_order_seq_cst) & 1) hold_at_safe_point(w);
+        if (shutdown_.load(std::memory_order_acquire)) break;
+        if (rebalance_.load(std::memory_order_relaxed)) [[unlikely]] {
+            maybe_retire(w);
+            continue;
+        }
+        task_header* t = find_runnable(w);
+        if (!t) continue;
+        run(w, t);
+        if (w.stuck.load(std::memory_order_relaxed)) [[unlikely]] unstuck(w);
+    }
+    if (w.spinning) {
+        w.spinning = false;
+        nspinning_.fetch_sub(1);
+    }
+    the_registry().flush_retired();
+    tls_worker = nullptr;
+    w.exited.store(true, std::memory_order_release);
+}
+
+GORO_DECL void scheduler::timer_wake_thunk(void* self, task_header* const* ts, std::size_t n) noexcept {
+    auto* s = static_cast<scheduler*>(self);
+    s->global_push_n(ts, n, true);
+    s->wake_if_needed(false);
+}
+
+GORO_DECL void scheduler::monitor() noexcept {
+    const std::int64_t now = coarse_now_ns();
+    parked_clock().store(now, std::memory_order_relaxed);
+    const std::int64_t threshold = handoff_threshold_ns_.load(std::memory_order_relaxed);
+    bool busy = false, changed = false;
+    for (auto& wp : workers()) {
+        worker& w = *wp;
+        std::uint64_t r = w.resumes.load(std::memory_order_relaxed);
+        const bool running = w.current.load(std::memory_order_relaxed) != nullptr;
+        bool stuck = running && r == w.seen_resumes;
+        bool waiting_work = w.slots.any() || w.q.size();
+        w.starving.store(stuck && waiting_work, std::memory_order_relaxed);
+        if (stuck && waiting_work && !shutdown_.load(std::memory_order_relaxed)) rescue(w);
+        if (!stuck) w.seen_since_ns = now;
+        w.seen_resumes = r;
+        const bool long_stuck = stuck && threshold > 0 && now - w.seen_since_ns >= threshold;
+        if (long_stuck != w.stuck.load(std::memory_order_relaxed)) changed = true;
+        if (w.status.load(std::memory_order_seq_cst) == ws_running) busy = true;  // see timer_queue::want_ticks
+    }
+    if (changed && !shutdown_.load()) hand_off(now, threshold);
+    if (busy && !shutdown_.load()) timers_.want_ticks();
+}
+
+GORO_DECL void scheduler::rescue(worker& v) noexcept {
+    task_header* batch[1 + worker::claim_max + runq_capacity];
+    std::size_t n = v.slots.steal(batch, asym_fence_);
+    while (n < std::size(batch)) {
+        const std::uint32_t room = static_cast<std::uint32_t>(std::size(batch) - n);
+        const std::uint32_t got = v.q.grab(batch + n, room);
+        if (got == 0) break;
+        n += got;
+    }
+    if (n == 0) return;
+    // Counted as wake-ups from outside: every worker then moves a share
+    // to its queue at its next round, so a rescued task, which has
+    // waited a tick already, waits behind one local queue at most.
+    global_push_n(batch, n, true);
+    rescued_.fetch_add(n, std::memory_order_relaxed);
+    wake_if_needed(false);
+}
+
+GORO_DECL void scheduler::make_worker(unsigned i) {
+    auto w = std::make_unique<worker>();
+    w->sched = this;
+    w->index = i;
+    w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+    workers_[i] = std::move(w);
+}
+
+GORO_DECL void scheduler::hand_off(std::int64_t now, std::int64_t threshold) noexcept {
+    std::lock_guard g(procs_mu_);
+    for (auto& wp : workers()) {
+        worker& w = *wp;
+        const bool long_stuck = w.current.load(std::memory_order_relaxed) && threshold > 0 &&
+                                w.resumes.load(std::memory_order_relaxed) == w.seen_resumes &&
+                                now - w.seen_since_ns >= threshold;
+        if (long_stuck && !w.stuck.load(std::memory_order_relaxed)) {
+            w.stuck_since_ns.store(w.seen_since_ns, std::memory_order_relaxed);
+            if (!w.stuck.exchange(true, std::memory_order_acq_rel)) nstuck_.fetch_add(1, std::memory_order_relaxed);
+        } else if (!long_stuck && w.stuck.load(std::memory_order_relaxed)) {
+            if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+    rebalance_locked();
+}
+
+GORO_DECL void scheduler::rebalance_locked() noexcept {
+    int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
+    const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
+    while (unstuck < want && activate_locked()) ++unstuck;
+    const bool surplus = unstuck > want;
+    if (rebalance_.load(std::memory_order_relaxed) != surplus) rebalance_.store(surplus, std::memory_order_relaxed);
+}
+
+GORO_DECL bool scheduler::activate_locked() noexcept {
+    if (shutdown_.load()) return false;
+    if (!spares_.empty()) {
+        worker* w = spares_.back();
+        spares_.pop_back();
+        nactive_.fetch_add(1, std::memory_order_seq_cst);
+        nspinning_.fetch_add(1, std::memory_order_seq_cst);  // it wakes as a spinner
+        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.notify_one();
+        timers_.want_ticks();
+        return true;
+    }
+    const unsigned i = nlive_.load(std::memory_order_relaxed);
+    if (i >= workers_.size()) return false;
+    try {
+        if (!workers_[i]) make_worker(i);
+    } catch (...) {
+        return false;
+    }
+    worker* w = workers_[i].get();
+    w->spinning = true;  // before its thread starts: it starts as a spinner
+    nspinning_.fetch_add(1, std::memory_order_seq_cst);
+    nactive_.fetch_add(1, std::memory_order_seq_cst);
+    nlive_.store(i + 1, std::memory_order_seq_cst);
+    try {
+        w->thread = std::thread([this, w] { worker_main(*w); });
+    } catch (...) {
+        // Listed but never running: a stop of the world skips it as exited.
+        w->spinning = false;
+        nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+        nactive_.fetch_sub(1, std::memory_order_seq_cst);
+        w->exited.store(true, std::memory_order_release);
+        return false;
+    }
+    timers_.want_ticks();
+    return true;
+}
+
+GORO_DECL void scheduler::unstuck(worker& w) noexcept {
+    {
+        std::lock_guard g(procs_mu_);
+        if (w.stuck.exchange(false, std::memory_order_acq_rel)) nstuck_.fetch_sub(1, std::memory_order_relaxed);
+        rebalance_locked();
+    }
+    if (rebalance_.load(std::memory_order_relaxed)) maybe_retire(w);
+}
+
+GORO_DECL void scheduler::maybe_retire(worker& w) noexcept {
+    {
+        std::lock_guard g(procs_mu_);
+        const int want = static_cast<int>(procs_.load(std::memory_order_relaxed));
+        const int unstuck = nactive_.load(std::memory_order_relaxed) - nstuck_.load(std::memory_order_relaxed);
+        if (unstuck <= want || shutdown_.load()) {
+            rebalance_locked();
+            return;
+        }
+        nactive_.fetch_sub(1, std::memory_order_seq_cst);
+        spares_.push_back(&w);
+        rebalance_.store(unstuck - 1 > want, std::memory_order_relaxed);
+    }
+    park_spare(w);
+}
+
+GORO_DECL void scheduler::park_spare(worker& w) noexcept {
+    if (w.spinning) {
+        w.spinning = false;
+        nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    task_header* batch[runq_capacity + 1 + worker::claim_max];
+    std::size_t n = 0;
+    if (task_header* t = take_run_next(w)) batch[n++] = t;
+    while (task_header* t = w.slots.take_claimed(asym_fence_)) batch[n++] = t;
+    while (n < std::size(batch))
+        if (task_header* t = w.q.pop()) batch[n++] = t;
+        else break;
+    if (n) global_push_n(batch, n);
+    // Whether or not it queued any: a task that yielded just before
+    // (gosched wakes no one, counting on this worker) waits there too.
+    wake_if_needed(false);
+    the_registry().flush_retired();
+    w.status.store(ws_idle, std::memory_order_seq_cst);  // a stop of the world holds it like an idle worker
+    while (w.wake_word.load(std::memory_order_acquire) == 0) w.wake_word.wait(0, std::memory_order_acquire);
+    w.wake_word.store(0, std::memory_order_relaxed);
+    if (!shutdown_.load()) w.spinning = true;
+    claim_running(w);
+}
+
+GORO_DECL void scheduler::set_procs(unsigned n) {
+    std::lock_guard g(procs_mu_);
+    if (n > workers_.size() / 2)
+        throw usage_error("goro::set_max_procs: " + std::to_string(n) + " workers is more than this pool allows (" +
+                          std::to_string(workers_.size() / 2) + ")");
+    procs_.store(n, std::memory_order_relaxed);
+    rebalance_locked();
+}
+
+GORO_DECL std::pair<unsigned, std::chrono::nanoseconds> scheduler::stuck_now() const noexcept {
+    unsigned n = 0;
+    std::int64_t longest = 0;
+    const std::int64_t now = coarse_now_ns();
+    for (auto& w : workers())
+        if (w->stuck.load(std::memory_order_relaxed)) {
+            ++n;
+            longest = std::max(longest, now - w->stuck_since_ns.load(std::memory_order_relaxed));
+        }
+    return {n, std::chrono::nanoseconds(longest)};
+}
+
+GORO_DECL unsigned default_procs() {
+    if (const char* e = std::getenv("GORO_MAXPROCS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 4096) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAXPROCS=\"%s\": want an integer from 1 to 4096\n", e);
+    }
+    unsigned hc = std::thread::hardware_concurrency();
+    return hc ? hc : 1;
+}
+
+GORO_DECL void park(task_header* t, std::coroutine_handle<> h, const char* reason) noexcept {
+    t->set_resume_point(h);
+    t->wait_reason.store(reason, std::memory_order_relaxed);
+    // Even: the coarse clock; odd: a park the wait profile samples (wait_profile.hpp).
+    std::int64_t since = parked_clock().load(std::memory_order_relaxed) & ~std::int64_t(1);
+    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+        since = wait_profile_park_time(since, rate);
+    t->since_ns.store(since, std::memory_order_relaxed);
+    t->state.store(task_state::waiting, std::memory_order_relaxed);
+}
+
+GORO_DECL task_header* current_task_or_throw(const char* op) {
+    task_header* t = tls_current_task;
+    if (!t) throw usage_error(std::string(op) + ": must be awaited inside a goro task (use goro::block_on from a plain thread)");
+    return t;
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL void set_max_procs(unsigned n) {
+    if (n == 0) throw usage_error("goro::set_max_procs: the number of workers must be at least 1");
+    detail::pool_holder& h = detail::the_pool_holder();
+    std::lock_guard g(h.mu);
+    if (detail::scheduler* s = h.pool.load()) {
+        if (s->stopping()) throw usage_error("goro::set_max_procs: the pool has shut down (process exit)");
+        s->set_procs(n);
+        return;
+    }
+    detail::requested_procs().store(n);
+}
+
+GORO_DECL stuck_workers_info stuck_workers() noexcept {
+    if (!detail::pool_started()) return {};
+    auto [n, d] = detail::the_scheduler().stuck_now();
+    return {n, d};
+}
+
+}  // namespace goro
+
+#endif  // GORO_BODIES
 // ---- end goro/core/scheduler.hpp ----
 
 namespace goro {
@@ -5130,15 +5491,7 @@ struct relay {
 
         struct final_awaiter {
             bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-                promise_type& p = h.promise();
-                task_header* t = p.task;
-                if (p.phase.exchange(2, std::memory_order_acq_rel) == 1) {
-                    h.destroy();
-                    ready(t);  // the task may run (and end) from here on
-                }
-                // Else the worker is still in await_suspend: it frees us and continues the task.
-            }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
             void await_resume() const noexcept {}
         };
 
@@ -5277,6 +5630,22 @@ private:
 
 }  // namespace detail
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL void relay::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+    promise_type& p = h.promise();
+    task_header* t = p.task;
+    if (p.phase.exchange(2, std::memory_order_acq_rel) == 1) {
+        h.destroy();
+        ready(t);  // the task may run (and end) from here on
+    }
+    // Else the worker is still in await_suspend: it frees us and continues the task.
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/foreign.hpp ----
 
 namespace goro {
@@ -5332,11 +5701,7 @@ inline site lambda_call_site() noexcept {
 #endif
 }
 
-inline bool is_lambda_call_site(const site& s) noexcept {
-    static const site mark = lambda_call_site();
-    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
-           std::string_view(s.function_name()) == mark.function_name();
-}
+GORO_DECL bool is_lambda_call_site(const site& s) noexcept;
 
 template <class Self, class... Args>
 void note_self(Self& self, promise_base& p, std::size_t promise_size, void* frame) noexcept {
@@ -5566,6 +5931,18 @@ inline constexpr bool is_task_v<task<T>> = true;
 }  // namespace detail
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL bool is_lambda_call_site(const site& s) noexcept {
+    static const site mark = lambda_call_site();
+    return s.line() == mark.line() && s.line() != 0 && std::string_view(s.file_name()) == mark.file_name() &&
+           std::string_view(s.function_name()) == mark.function_name();
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/task.hpp ----
 
 // ---- begin goro/core/go.hpp ----
@@ -5660,16 +6037,106 @@ inline constexpr bool is_task_v<task<T>> = true;
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+
+
+namespace goro {
+
+/// Thrown by a block_on that waited in a deadlock (see the top of this header).
+class deadlock_error : public error {
+public:
+    explicit deadlock_error(std::shared_ptr<const std::string> report)
+        : error("goro::block_on: all goroutines are asleep - deadlock!"), report_(std::move(report)) {}
+    /// The report printed to stderr: the fatal error line, a blank line, every task (debug=2).
+    const std::string& report() const noexcept {
+        static const std::string none;
+        return report_ ? *report_ : none;
+    }
+
+private:
+    std::shared_ptr<const std::string> report_;
+};
+
+enum class deadlock_policy : int {
+    throw_error,  ///< print the report, then block_on throws goro::deadlock_error
+    abort,        ///< print the report, then std::abort()
+    off,          ///< no detection
+};
+
+namespace detail {
+
+struct deadlock_waiter {
+    std::atomic<std::uint32_t>* done;
+    task_header* body;                              // a key; dereferenced only while listed, world stopped
+    std::shared_ptr<const std::string> report{};    // set when the watchdog ends the wait
+};
+
+struct deadlock_watch {
+    ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
+    std::condition_variable cv;
+    vec<deadlock_waiter*> waiters;         // under mu
+    bool thread_started = false;                   // under mu
+    std::atomic<int> policy{-1};                   // -1: not read from the environment yet
+    std::atomic<std::int64_t> grace_ns{1'000'000'000};
+    std::atomic<int> external_guards{0};
+};
+
+inline deadlock_watch& the_deadlock_watch() {
+    static deadlock_watch* w = new deadlock_watch();  // never destroyed: the watchdog outlives main
+    return *w;
+}
+
+GORO_DECL deadlock_policy current_deadlock_policy();
+
+/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
+GORO_DECL void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body);
+
+}  // namespace detail
+
+/// Chooses what a detected deadlock does (see POLICY above).
+inline void set_deadlock_policy(deadlock_policy p) {
+    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
+}
+
+inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
+
+/// How long nothing must move before a deadlock is reported (default 1 s).
+template <class Rep, class Period>
+void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
+    detail::deadlock_watch& w = detail::the_deadlock_watch();
+    w.grace_ns.store(ns, std::memory_order_relaxed);
+    std::lock_guard g(w.mu);
+    w.cv.notify_all();  // pick up a shorter period now
+}
+
+inline std::chrono::nanoseconds deadlock_grace() {
+    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
+}
+
+/// While one exists, the deadlock detector never fires: hold one in a
+/// component whose threads wake tasks from outside goro (an I/O poller, a
+/// callback thread) and may stay silent longer than the grace period.
+class external_wakeup_guard {
+public:
+    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
+    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
+    external_wakeup_guard(const external_wakeup_guard&) = delete;
+    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
+};
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <coroutine>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
-#include <vector>
 
 
 // ---- begin goro/inspect/dump.hpp ----
@@ -5766,59 +6233,8 @@ inline constexpr bool is_task_v<task<T>> = true;
 //     #	0x2f4a0c11d2e1	worker	src/w.cpp:16
 //   (the header's number is the change of the total; `+delta @ …` per group).
 
-#include <charconv>
 #include <cstdint>
-#include <iostream>
-#include <ostream>
-#include <span>
-#include <sstream>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-
-// ---- begin goro/inspect/pprof.hpp ----
-// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
-// the grouped view of a snapshot that every output format is printed from.
-//
-//   std::string pb = goro::pprof_profile(goro::snapshot::take());
-//   // write it to a file: `go tool pprof -top file`, `-traces`, `-base old new`
-//
-// THE VIEW (detail::profile_view). A snapshot holds, per task, raw site values
-// (pointers to the compiler's static strings). A million parked tasks share a
-// handful of distinct sites, so the view interns each site once: a small
-// open-addressing table keyed on the site's pointers maps it to an index into
-// `sites`, whose entry carries the cleaned function name, file, line and the
-// stable site id (`goro::site_id`), all computed once. Two sites with equal
-// content but different pointers (an inline function emitted in two
-// translation units) get one index: entries are deduplicated by site id.
-// Grouping then hashes small integers, not strings. Groups come out in Go's
-// order: count descending, ties by the smallest task id.
-//
-// Two pseudo-sites stand for stacks that cannot be read: a task that never ran
-// yet (its root frame has no site) shows `(not started)`; a task running on a
-// worker that did not stop shows `(stack unavailable: running)`.
-//
-// THE ENCODER (detail::pprof_builder, which goro/inspect/block_profile.hpp
-// uses too). profile.proto written by hand (varints and length-delimited
-// fields; the string table starts with ""): sample_type and period_type
-// goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
-// the other side), period 1, one sample per group whose value is the count,
-// location ids leaf first, one location per distinct site (address = site id),
-// one function per distinct (name, file), labels as string sample labels, one
-// mapping flagged as symbolized so pprof never tries to symbolize addresses.
-// Uncompressed: pprof reads raw and gzipped profiles alike
-// (`pprof_gzip` wraps it in a stored-block gzip for tools that insist).
-//
-// THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
-// stop of the world. Call from any thread.
-
-#include <array>
-#include <chrono>
-#include <cstdint>
-#include <cstring>
-#include <memory>
+#include <iosfwd>
 #include <span>
 #include <string>
 #include <string_view>
@@ -5857,7 +6273,26 @@ struct stack_frame {
 };
 
 /// Turns the compiler's spelling of a function into a readable name.
-inline std::string clean_function_name(std::string_view raw) {
+GORO_DECL std::string clean_function_name(std::string_view raw);
+
+namespace detail {
+
+GORO_DECL stack_frame to_frame(const site& s);
+
+/// The task's stack, leaf first, names cleaned.
+GORO_DECL std::vector<stack_frame> stack_of(const task_header& t);
+
+}  // namespace detail
+
+/// The stack of the task calling this (leaf first). Inside a task only.
+GORO_DECL std::vector<stack_frame> current_stack();
+
+}  // namespace goro
+
+#if GORO_BODIES
+namespace goro {
+
+GORO_DECL std::string clean_function_name(std::string_view raw) {
     std::string_view s = raw;
     if (auto w = s.find(" [with "); w != std::string_view::npos) s = s.substr(0, w);
     // The argument list is the last balanced (...) group.
@@ -5905,13 +6340,12 @@ inline std::string clean_function_name(std::string_view raw) {
 
 namespace detail {
 
-inline stack_frame to_frame(const site& s) {
+GORO_DECL stack_frame to_frame(const site& s) {
     return stack_frame{clean_function_name(s.function_name()), s.file_name() ? s.file_name() : "",
                        static_cast<unsigned>(s.line())};
 }
 
-/// The task's stack, leaf first, names cleaned.
-inline std::vector<stack_frame> stack_of(const task_header& t) {
+GORO_DECL std::vector<stack_frame> stack_of(const task_header& t) {
     std::vector<stack_frame> out;
     for (const promise_base* p = t.leaf; p; p = p->parent_) out.push_back(to_frame(p->site_));
     return out;
@@ -5919,8 +6353,7 @@ inline std::vector<stack_frame> stack_of(const task_header& t) {
 
 }  // namespace detail
 
-/// The stack of the task calling this (leaf first). Inside a task only.
-inline std::vector<stack_frame> current_stack() {
+GORO_DECL std::vector<stack_frame> current_stack() {
     task_header* t = detail::tls_current_task;
     if (!t) return {};
     auto frames = detail::stack_of(*t);
@@ -5931,7 +6364,53 @@ inline std::vector<stack_frame> current_stack() {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/stack.hpp ----
+
+// ---- begin goro/inspect/pprof.hpp ----
+// goro/inspect/pprof.hpp — a snapshot as a pprof goroutine profile (profile.proto), and
+// the grouped view of a snapshot that every output format is printed from.
+//
+//   std::string pb = goro::pprof_profile(goro::snapshot::take());
+//   // write it to a file: `go tool pprof -top file`, `-traces`, `-base old new`
+//
+// THE VIEW (detail::profile_view). A snapshot holds, per task, raw site values
+// (pointers to the compiler's static strings). A million parked tasks share a
+// handful of distinct sites, so the view interns each site once: a small
+// open-addressing table keyed on the site's pointers maps it to an index into
+// `sites`, whose entry carries the cleaned function name, file, line and the
+// stable site id (`goro::site_id`), all computed once. Two sites with equal
+// content but different pointers (an inline function emitted in two
+// translation units) get one index: entries are deduplicated by site id.
+// Grouping then hashes small integers, not strings. Groups come out in Go's
+// order: count descending, ties by the smallest task id.
+//
+// Two pseudo-sites stand for stacks that cannot be read: a task that never ran
+// yet (its root frame has no site) shows `(not started)`; a task running on a
+// worker that did not stop shows `(stack unavailable: running)`.
+//
+// THE ENCODER (detail::pprof_builder, which goro/inspect/block_profile.hpp
+// uses too). profile.proto written by hand (varints and length-delimited
+// fields; the string table starts with ""): sample_type and period_type
+// goroutine/count as Go writes them (so `pprof -base` accepts a Go profile as
+// the other side), period 1, one sample per group whose value is the count,
+// location ids leaf first, one location per distinct site (address = site id),
+// one function per distinct (name, file), labels as string sample labels, one
+// mapping flagged as symbolized so pprof never tries to symbolize addresses.
+// Uncompressed: pprof reads raw and gzipped profiles alike
+// (`pprof_gzip` wraps it in a stored-block gzip for tools that insist).
+//
+// THREAD SAFETY: everything here works on a snapshot, a value; no lock, no
+// stop of the world. Call from any thread.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
 
 // ---- begin goro/inspect/snapshot.hpp ----
 // goro/inspect/snapshot.hpp — a copy of every task's record, taken while the world
@@ -5966,7 +6445,6 @@ inline std::vector<stack_frame> current_stack() {
 // for them: a task running there that exits just then may be left out, and
 // one that has just suspended may show as running.
 
-#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -5974,7 +6452,6 @@ inline std::vector<stack_frame> current_stack() {
 #include <span>
 #include <string>
 #include <string_view>
-#include <tuple>
 #include <vector>
 
 
@@ -6006,17 +6483,7 @@ struct task_group {
 
 /// A stable id for a site: the same file, line and function give the same id
 /// in every run, so two dumps can be compared textually.
-inline std::uint64_t site_id(const detail::site& s) noexcept {
-    std::uint64_t h = 1469598103934665603ull;
-    auto mix = [&](const char* p) {
-        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
-        h = (h ^ 0xff) * 1099511628211ull;
-    };
-    mix(s.file_name());
-    mix(s.function_name());
-    h = (h ^ s.line()) * 1099511628211ull;
-    return h & 0xffffffffffffull;  // 48 bits: reads like an address
-}
+GORO_DECL std::uint64_t site_id(const detail::site& s) noexcept;
 
 class snapshot {
 public:
@@ -6041,76 +6508,7 @@ public:
 
     static snapshot take() { return take(options{}); }
 
-    static snapshot take(const options& opt) {
-        snapshot s;
-        s.taken_at_ns_ = detail::coarse_now_ns();
-        detail::registry& reg = detail::the_registry();
-        // Sized (not just reserved) outside the stop, so that the pages are
-        // touched now and the copy does not page-fault with the world stopped.
-        std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
-        s.tasks_.resize(expect + expect / 8 + 64);
-        s.sites_.resize(2 * expect + 256);
-
-        std::lock_guard one_at_a_time(profile_mutex());
-        collector c(s);
-        detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
-        detail::stw_report rep;
-        if (sched) rep = sched->stop_the_world(opt.stop_timeout);
-        s.all_stopped_ = rep.all_stopped;
-        auto t0 = detail::now_ns();
-        reg.lock_all();
-        task_header* self = detail::tls_current_task;
-        if (!opt.concurrent && rep.all_stopped) {
-            // Everything now: no task runs but the caller's own, on this thread.
-            reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
-            reg.unlock_all();
-            s.pause_ns_ = detail::now_ns() - t0;
-            if (sched) sched->start_the_world();
-        } else {
-            // Start an epoch; copy the caller's own task now (it is running);
-            // every other task is copied by the walk below or by the worker
-            // that resumes it first (goro/core/profile_epoch.hpp).
-            detail::profile_epoch_state& p = detail::profile_epoch();
-            const std::uint32_t e = detail::profile_next_epoch(p);
-            auto heads = reg.heads_locked();
-            if (self && !self->dead.load(std::memory_order_acquire)) {
-                c.record(*self, true, true);
-                detail::profile_publish(*self, e);
-            }
-            detail::profile_activate(p, &collector::record_thunk, &c);
-            reg.unlock_all();
-            // Workers that did not stop resume tasks only through
-            // scheduler::run, which claims each task once it can see the
-            // epoch; the tasks they may be running unclaimed are these. Each
-            // is claimed here, so no one else copies it, and recorded as
-            // running without its frames, which are changing.
-            detail::vec<task_header*> unclaimed;
-            if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
-            for (task_header* h : unclaimed) {
-                if (h == self) continue;
-                detail::profile_copy(*h, e, [&](task_header& t) {
-                    // A stuck task shows the site its worker resumed it at, when known.
-                    detail::site at{};
-                    const bool known = sched->running_site(&t, at);
-                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false, known ? &at : nullptr);
-                });
-            }
-            s.pause_ns_ = detail::now_ns() - t0;
-            if (sched) sched->start_the_world();
-
-            for (task_header* head : heads)
-                for (task_header* h = head; h; h = h->next_)
-                    detail::profile_copy(*h, e, [&](task_header& t) {
-                        if (!t.dead.load(std::memory_order_acquire)) c.record(t, false, true);
-                    });
-
-            // End the epoch once no worker is between its check and its copy.
-            detail::profile_end(p);
-        }
-        c.finish();
-        if (opt.sorted) s.sort_by_id();
-        return s;
-    }
+    static snapshot take(const options& opt);
 
     std::size_t total() const noexcept { return tasks_.size(); }
     const task_list& tasks() const noexcept { return tasks_; }
@@ -6132,85 +6530,19 @@ public:
     /// Groups tasks by identical stack and labels, largest group first (ties:
     /// by the smallest task id), like Go's debug=1. (Each group's `tasks`
     /// ascend by id when the snapshot was taken `sorted`.)
-    std::vector<task_group> groups() const {
-        // A million tasks share a few sites: hash each distinct site once.
-        site_ids ids;
-        detail::hash_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
-        std::vector<task_group> out;
-        for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
-            std::uint64_t k = stack_key(tasks_[i], ids);
-            auto& cands = by_key[k];
-            task_group* g = nullptr;
-            for (std::size_t gi : cands)
-                if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
-                    g = &out[gi];
-                    break;
-                }
-            if (!g) {
-                cands.push_back(out.size());
-                out.push_back(task_group{0, {}, k, i});
-                g = &out.back();
-            }
-            g->tasks.push_back(i);
-            ++g->count;
-            if (tasks_[i].id < tasks_[g->first].id) g->first = i;
-        }
-        detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return tasks_[a.first].id < tasks_[b.first].id;
-        });
-        return out;
-    }
+    std::vector<task_group> groups() const;
 
     /// The hash that groups tasks: the stable ids of the stack's sites and the labels.
-    std::uint64_t stack_key(const task_record& r) const {
-        site_ids ids;
-        return stack_key(r, ids);
-    }
+    std::uint64_t stack_key(const task_record& r) const;
 
 private:
     /// site_id() of each distinct site, computed once (keyed by the site's
     /// static data, which is the same for every task suspended there).
-    struct site_ids {
-        struct key_hash {
-            std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
-                auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
-                auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
-                return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
-            }
-        };
-        detail::hash_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
-        std::uint64_t operator()(const detail::site& s) {
-            auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
-            auto it = map.find(k);
-            if (it != map.end()) return it->second;
-            return map.emplace(k, site_id(s)).first->second;
-        }
-    };
+    struct site_ids;
 
-    std::uint64_t stack_key(const task_record& r, site_ids& ids) const {
-        std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
-        for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
-        if (r.meta)
-            for (auto& [k, v] : r.meta->labels) {
-                for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-                h = (h ^ 0x3d) * 0x100000001b3ull;
-                for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-                h = (h ^ 0x2c) * 0x100000001b3ull;
-            }
-        return h;
-    }
+    std::uint64_t stack_key(const task_record& r, site_ids& ids) const;
 
-    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const {
-        if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
-        auto sa = stack(a), sb = stack(b);
-        for (std::size_t i = 0; i < sa.size(); ++i)
-            if (ids(sa[i]) != ids(sb[i])) return false;
-        static const std::vector<std::pair<std::string, std::string>> none;
-        const auto& la = a.meta ? a.meta->labels : none;
-        const auto& lb = b.meta ? b.meta->labels : none;
-        return la == lb;
-    }
+    bool same_group(const task_record& a, const task_record& b, site_ids& ids) const;
 
     /// Ascending id. The walk copies each registry list newest first, so
     /// the records often arrive in descending order: that costs a reversal.
@@ -6220,133 +6552,14 @@ private:
     /// and each record is moved once to its place: a merge sort of the
     /// 64-byte records themselves made 16 passes over 64 MiB for a million
     /// tasks, and took longer than the rest of the profile together.
-    void sort_by_id() {
-        const std::size_t n = tasks_.size();
-        task_record* t = tasks_.data();
-        std::size_t up = 1, down = 1;  // lengths of the ascending and descending prefixes
-        while (up < n && t[up - 1].id < t[up].id) ++up;
-        while (down < n && t[down - 1].id > t[down].id) ++down;
-        if (up >= n) return;
-        if (down >= n) {
-            for (std::size_t i = 0, j = n - 1; i < j; ++i, --j) std::swap(t[i], t[j]);
-            return;
-        }
-        struct key {
-            std::uint64_t id;  // minus the smallest id
-            std::uint64_t at;  // index into tasks_
-        };
-        std::vector<key, detail::big_array_allocator<key>> space(2 * n);
-        key* keys = space.data();
-        key* spare = keys + n;
-        std::uint64_t lo = t[0].id, hi = t[0].id;
-        for (std::size_t i = 0; i < n; ++i) {
-            lo = std::min(lo, t[i].id);
-            hi = std::max(hi, t[i].id);
-        }
-        for (std::size_t i = 0; i < n; ++i) keys[i] = key{t[i].id - lo, i};
-        // Least significant digit first, 11 bits a pass (the counts fit in L1).
-        constexpr int digit = 11;
-        constexpr std::size_t radix = std::size_t(1) << digit;
-        const int bits = static_cast<int>(std::bit_width(hi - lo));
-        for (int shift = 0; shift < bits; shift += digit) {
-            std::size_t start[radix] = {};
-            for (std::size_t i = 0; i < n; ++i) ++start[(keys[i].id >> shift) & (radix - 1)];
-            std::size_t sum = 0;
-            for (std::size_t& c : start) sum += std::exchange(c, sum);
-            for (std::size_t i = 0; i < n; ++i) spare[start[(keys[i].id >> shift) & (radix - 1)]++] = keys[i];
-            std::swap(keys, spare);
-        }
-        task_list sorted;
-        sorted.reserve(n);
-        for (std::size_t i = 0; i < n; ++i) sorted.push_back(std::move(t[keys[i].at]));
-        tasks_.swap(sorted);
-    }
+    void sort_by_id();
 
-    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept {
-        static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot> m;
-        return m;
-    }
+    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& profile_mutex() noexcept;
 
     /// Where the copies go: slots of the presized vectors, claimed with an
     /// atomic cursor by the profiler and by workers alike; a rare record that
     /// does not fit goes to a side list under a mutex.
-    class collector {
-    public:
-        explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
-
-        static void record_thunk(void* self, task_header& h) noexcept {
-            static_cast<collector*>(self)->record(h, false, true);
-        }
-
-        /// Copies `h`, alive and claimed by the caller (or the world stopped).
-        /// `running`: it runs now. `frames`: read its frames (it does not run,
-        /// or runs on the calling thread); false for a task running on a
-        /// worker that did not stop: its leaf and frames are not touched.
-        /// `last_site`: with `frames` false, the one frame to show (where a
-        /// worker that did not stop resumed the task), if known.
-        void record(task_header& h, bool running, bool frames, const detail::site* last_site = nullptr) noexcept {
-            task_record r;
-            r.id = h.id;
-            r.parent_id = h.cold().parent_id;
-            r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
-            r.kind = h.kind;
-            r.created_by = h.cold().spawn_site;
-            r.meta = h.cold().meta;
-            if (r.state == task_state::waiting) {
-                r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
-                r.since_ns = h.since_ns.load(std::memory_order_relaxed);
-            }
-            std::uint32_t depth = 0;
-            r.frames_known = frames || last_site;
-            if (frames)
-                for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
-            else if (last_site)
-                depth = 1;
-            r.frame_count = depth;
-            std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
-            std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
-            if (off + depth <= site_cap_ && slot < task_cap_) {
-                r.first_frame = static_cast<std::uint32_t>(off);
-                if (frames) copy_sites(h, s_.sites_.data() + off, depth);
-                else if (last_site) s_.sites_[off] = *last_site;
-                s_.tasks_[slot] = std::move(r);
-                return;
-            }
-            detail::vec<detail::site> sites(depth);  // rare: more than was counted
-            if (frames) copy_sites(h, sites.data(), depth);
-            else if (last_site) sites[0] = *last_site;
-            std::lock_guard g(overflow_mu_);
-            overflow_.emplace_back(std::move(r), std::move(sites));
-            if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
-        }
-
-        /// After the last copy: trims the vectors and appends the overflow.
-        void finish() {
-            std::size_t n = std::min(ntasks_.load(), task_cap_);
-            s_.tasks_.resize(n);
-            std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
-            s_.sites_.resize(std::min(nsites_.load(), site_cap_));
-            for (auto& [r, sites] : overflow_) {
-                r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
-                for (const detail::site& st : sites) s_.sites_.push_back(st);
-                s_.tasks_.push_back(std::move(r));
-            }
-        }
-
-    private:
-        static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
-            if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
-            const detail::promise_base* p = h.leaf;
-            for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
-        }
-
-        snapshot& s_;
-        const std::size_t task_cap_, site_cap_;
-        alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
-        alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
-        detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
-        detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
-    };
+    class collector;
 
     task_list tasks_;
     site_list sites_;
@@ -6356,6 +6569,300 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <bit>
+#include <tuple>
+
+
+namespace goro {
+
+GORO_DECL std::uint64_t site_id(const detail::site& s) noexcept {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const char* p) {
+        for (; p && *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull;
+    };
+    mix(s.file_name());
+    mix(s.function_name());
+    h = (h ^ s.line()) * 1099511628211ull;
+    return h & 0xffffffffffffull;  // 48 bits: reads like an address
+}
+
+struct snapshot::site_ids {
+    struct key_hash {
+        std::size_t operator()(const std::tuple<const char*, const char*, std::uint32_t>& k) const noexcept {
+            auto a = reinterpret_cast<std::uintptr_t>(std::get<0>(k));
+            auto b = reinterpret_cast<std::uintptr_t>(std::get<1>(k));
+            return std::size_t((a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ std::get<2>(k));
+        }
+    };
+    detail::hash_map<std::tuple<const char*, const char*, std::uint32_t>, std::uint64_t, key_hash> map;
+    std::uint64_t operator()(const detail::site& s) {
+        auto k = std::make_tuple(s.file_name(), s.function_name(), std::uint32_t(s.line()));
+        auto it = map.find(k);
+        if (it != map.end()) return it->second;
+        return map.emplace(k, site_id(s)).first->second;
+    }
+};
+
+class snapshot::collector {
+public:
+    explicit collector(snapshot& s) noexcept : s_(s), task_cap_(s.tasks_.size()), site_cap_(s.sites_.size()) {}
+
+    static void record_thunk(void* self, task_header& h) noexcept {
+        static_cast<collector*>(self)->record(h, false, true);
+    }
+
+    /// Copies `h`, alive and claimed by the caller (or the world stopped).
+    /// `running`: it runs now. `frames`: read its frames (it does not run,
+    /// or runs on the calling thread); false for a task running on a
+    /// worker that did not stop: its leaf and frames are not touched.
+    /// `last_site`: with `frames` false, the one frame to show (where a
+    /// worker that did not stop resumed the task), if known.
+    void record(task_header& h, bool running, bool frames, const detail::site* last_site = nullptr) noexcept {
+        task_record r;
+        r.id = h.id;
+        r.parent_id = h.cold().parent_id;
+        r.state = running ? task_state::running : h.state.load(std::memory_order_relaxed);
+        r.kind = h.kind;
+        r.created_by = h.cold().spawn_site;
+        r.meta = h.cold().meta;
+        if (r.state == task_state::waiting) {
+            r.wait_reason = h.wait_reason.load(std::memory_order_relaxed);
+            r.since_ns = h.since_ns.load(std::memory_order_relaxed);
+        }
+        std::uint32_t depth = 0;
+        r.frames_known = frames || last_site;
+        if (frames)
+            for (const detail::promise_base* p = h.leaf; p; p = p->parent_) ++depth;
+        else if (last_site)
+            depth = 1;
+        r.frame_count = depth;
+        std::size_t off = nsites_.fetch_add(depth, std::memory_order_relaxed);
+        std::size_t slot = ntasks_.fetch_add(1, std::memory_order_relaxed);
+        if (off + depth <= site_cap_ && slot < task_cap_) {
+            r.first_frame = static_cast<std::uint32_t>(off);
+            if (frames) copy_sites(h, s_.sites_.data() + off, depth);
+            else if (last_site) s_.sites_[off] = *last_site;
+            s_.tasks_[slot] = std::move(r);
+            return;
+        }
+        detail::vec<detail::site> sites(depth);  // rare: more than was counted
+        if (frames) copy_sites(h, sites.data(), depth);
+        else if (last_site) sites[0] = *last_site;
+        std::lock_guard g(overflow_mu_);
+        overflow_.emplace_back(std::move(r), std::move(sites));
+        if (slot < task_cap_) s_.tasks_[slot].id = 0;  // an unused slot: dropped by finish()
+    }
+
+    /// After the last copy: trims the vectors and appends the overflow.
+    void finish() {
+        std::size_t n = std::min(ntasks_.load(), task_cap_);
+        s_.tasks_.resize(n);
+        std::erase_if(s_.tasks_, [](const task_record& r) { return r.id == 0; });
+        s_.sites_.resize(std::min(nsites_.load(), site_cap_));
+        for (auto& [r, sites] : overflow_) {
+            r.first_frame = static_cast<std::uint32_t>(s_.sites_.size());
+            for (const detail::site& st : sites) s_.sites_.push_back(st);
+            s_.tasks_.push_back(std::move(r));
+        }
+    }
+
+private:
+    static void copy_sites(task_header& h, detail::site* out, std::uint32_t depth) noexcept {
+        if (depth == 0) return;  // no frames, or not to be read: `leaf` may be changing
+        const detail::promise_base* p = h.leaf;
+        for (std::uint32_t i = 0; i < depth; ++i, p = p->parent_) out[i] = p->site_;
+    }
+
+    snapshot& s_;
+    const std::size_t task_cap_, site_cap_;
+    alignas(detail::cache_line) std::atomic<std::size_t> ntasks_{0};
+    alignas(detail::cache_line) std::atomic<std::size_t> nsites_{0};
+    detail::ranked_lock<std::mutex, detail::lock_rank::snapshot_overflow> overflow_mu_;
+    detail::vec<std::pair<task_record, detail::vec<detail::site>>> overflow_;
+};
+
+GORO_DECL snapshot snapshot::take(const options& opt) {
+    snapshot s;
+    s.taken_at_ns_ = detail::coarse_now_ns();
+    detail::registry& reg = detail::the_registry();
+    // Sized (not just reserved) outside the stop, so that the pages are
+    // touched now and the copy does not page-fault with the world stopped.
+    std::size_t expect = static_cast<std::size_t>(std::max<std::int64_t>(0, reg.count()));
+    s.tasks_.resize(expect + expect / 8 + 64);
+    s.sites_.resize(2 * expect + 256);
+
+    std::lock_guard one_at_a_time(profile_mutex());
+    collector c(s);
+    detail::scheduler* sched = detail::pool_started() ? &detail::the_scheduler() : nullptr;
+    detail::stw_report rep;
+    if (sched) rep = sched->stop_the_world(opt.stop_timeout);
+    s.all_stopped_ = rep.all_stopped;
+    auto t0 = detail::now_ns();
+    reg.lock_all();
+    task_header* self = detail::tls_current_task;
+    if (!opt.concurrent && rep.all_stopped) {
+        // Everything now: no task runs but the caller's own, on this thread.
+        reg.for_each_unlocked([&](task_header& h) { c.record(h, &h == self, true); });
+        reg.unlock_all();
+        s.pause_ns_ = detail::now_ns() - t0;
+        if (sched) sched->start_the_world();
+    } else {
+        // Start an epoch; copy the caller's own task now (it is running);
+        // every other task is copied by the walk below or by the worker
+        // that resumes it first (goro/core/profile_epoch.hpp).
+        detail::profile_epoch_state& p = detail::profile_epoch();
+        const std::uint32_t e = detail::profile_next_epoch(p);
+        auto heads = reg.heads_locked();
+        if (self && !self->dead.load(std::memory_order_acquire)) {
+            c.record(*self, true, true);
+            detail::profile_publish(*self, e);
+        }
+        detail::profile_activate(p, &collector::record_thunk, &c);
+        reg.unlock_all();
+        // Workers that did not stop resume tasks only through
+        // scheduler::run, which claims each task once it can see the
+        // epoch; the tasks they may be running unclaimed are these. Each
+        // is claimed here, so no one else copies it, and recorded as
+        // running without its frames, which are changing.
+        detail::vec<task_header*> unclaimed;
+        if (sched && !rep.all_stopped) unclaimed = sched->running_unclaimed(rep);
+        for (task_header* h : unclaimed) {
+            if (h == self) continue;
+            detail::profile_copy(*h, e, [&](task_header& t) {
+                // A stuck task shows the site its worker resumed it at, when known.
+                detail::site at{};
+                const bool known = sched->running_site(&t, at);
+                if (!t.dead.load(std::memory_order_acquire)) c.record(t, true, false, known ? &at : nullptr);
+            });
+        }
+        s.pause_ns_ = detail::now_ns() - t0;
+        if (sched) sched->start_the_world();
+
+        for (task_header* head : heads)
+            for (task_header* h = head; h; h = h->next_)
+                detail::profile_copy(*h, e, [&](task_header& t) {
+                    if (!t.dead.load(std::memory_order_acquire)) c.record(t, false, true);
+                });
+
+        // End the epoch once no worker is between its check and its copy.
+        detail::profile_end(p);
+    }
+    c.finish();
+    if (opt.sorted) s.sort_by_id();
+    return s;
+}
+
+GORO_DECL std::vector<task_group> snapshot::groups() const {
+    // A million tasks share a few sites: hash each distinct site once.
+    site_ids ids;
+    detail::hash_map<std::uint64_t, std::vector<std::size_t>> by_key;  // key -> group indices (collisions)
+    std::vector<task_group> out;
+    for (std::uint32_t i = 0; i < tasks_.size(); ++i) {
+        std::uint64_t k = stack_key(tasks_[i], ids);
+        auto& cands = by_key[k];
+        task_group* g = nullptr;
+        for (std::size_t gi : cands)
+            if (same_group(tasks_[out[gi].tasks.front()], tasks_[i], ids)) {
+                g = &out[gi];
+                break;
+            }
+        if (!g) {
+            cands.push_back(out.size());
+            out.push_back(task_group{0, {}, k, i});
+            g = &out.back();
+        }
+        g->tasks.push_back(i);
+        ++g->count;
+        if (tasks_[i].id < tasks_[g->first].id) g->first = i;
+    }
+    detail::stable_sort(out.data(), out.data() + out.size(), [&](const task_group& a, const task_group& b) {
+        if (a.count != b.count) return a.count > b.count;
+        return tasks_[a.first].id < tasks_[b.first].id;
+    });
+    return out;
+}
+
+GORO_DECL std::uint64_t snapshot::stack_key(const task_record& r) const {
+    site_ids ids;
+    return stack_key(r, ids);
+}
+
+GORO_DECL std::uint64_t snapshot::stack_key(const task_record& r, site_ids& ids) const {
+    std::uint64_t h = 0xcbf29ce484222325ull ^ r.frames_known;
+    for (const auto& s : stack(r)) h = (h ^ ids(s)) * 0x100000001b3ull;
+    if (r.meta)
+        for (auto& [k, v] : r.meta->labels) {
+            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x3d) * 0x100000001b3ull;
+            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+            h = (h ^ 0x2c) * 0x100000001b3ull;
+        }
+    return h;
+}
+
+GORO_DECL bool snapshot::same_group(const task_record& a, const task_record& b, site_ids& ids) const {
+    if (a.frames_known != b.frames_known || a.frame_count != b.frame_count) return false;
+    auto sa = stack(a), sb = stack(b);
+    for (std::size_t i = 0; i < sa.size(); ++i)
+        if (ids(sa[i]) != ids(sb[i])) return false;
+    static const std::vector<std::pair<std::string, std::string>> none;
+    const auto& la = a.meta ? a.meta->labels : none;
+    const auto& lb = b.meta ? b.meta->labels : none;
+    return la == lb;
+}
+
+GORO_DECL void snapshot::sort_by_id() {
+    const std::size_t n = tasks_.size();
+    task_record* t = tasks_.data();
+    std::size_t up = 1, down = 1;  // lengths of the ascending and descending prefixes
+    while (up < n && t[up - 1].id < t[up].id) ++up;
+    while (down < n && t[down - 1].id > t[down].id) ++down;
+    if (up >= n) return;
+    if (down >= n) {
+        for (std::size_t i = 0, j = n - 1; i < j; ++i, --j) std::swap(t[i], t[j]);
+        return;
+    }
+    struct key {
+        std::uint64_t id;  // minus the smallest id
+        std::uint64_t at;  // index into tasks_
+    };
+    std::vector<key, detail::big_array_allocator<key>> space(2 * n);
+    key* keys = space.data();
+    key* spare = keys + n;
+    std::uint64_t lo = t[0].id, hi = t[0].id;
+    for (std::size_t i = 0; i < n; ++i) {
+        lo = std::min(lo, t[i].id);
+        hi = std::max(hi, t[i].id);
+    }
+    for (std::size_t i = 0; i < n; ++i) keys[i] = key{t[i].id - lo, i};
+    // Least significant digit first, 11 bits a pass (the counts fit in L1).
+    constexpr int digit = 11;
+    constexpr std::size_t radix = std::size_t(1) << digit;
+    const int bits = static_cast<int>(std::bit_width(hi - lo));
+    for (int shift = 0; shift < bits; shift += digit) {
+        std::size_t start[radix] = {};
+        for (std::size_t i = 0; i < n; ++i) ++start[(keys[i].id >> shift) & (radix - 1)];
+        std::size_t sum = 0;
+        for (std::size_t& c : start) sum += std::exchange(c, sum);
+        for (std::size_t i = 0; i < n; ++i) spare[start[(keys[i].id >> shift) & (radix - 1)]++] = keys[i];
+        std::swap(keys, spare);
+    }
+    task_list sorted;
+    sorted.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) sorted.push_back(std::move(t[keys[i].at]));
+    tasks_.swap(sorted);
+}
+
+GORO_DECL detail::ranked_lock<std::mutex, detail::lock_rank::snapshot>& snapshot::profile_mutex() noexcept {
+    static detail::ranked_lock<std::mutex, detail::lock_rank::snapshot> m;
+    return m;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/snapshot.hpp ----
 
 namespace goro {
@@ -6373,26 +6880,10 @@ struct site_info {
     std::uint32_t function_width = 0;  ///< in code points, for Go's column alignment
 };
 
-inline std::uint32_t utf8_width(std::string_view s) noexcept {
-    std::uint32_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-}
+GORO_DECL std::uint32_t utf8_width(std::string_view s) noexcept;
 
 /// Appends `v` in hexadecimal with a 0x prefix, like Go's %#x.
-inline std::size_t format_hex(char* out, std::uint64_t v) noexcept {
-    static constexpr char digits[] = "0123456789abcdef";
-    char tmp[16];
-    std::size_t n = 0;
-    do {
-        tmp[n++] = digits[v & 15];
-        v >>= 4;
-    } while (v);
-    out[0] = '0';
-    out[1] = 'x';
-    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
-    return n + 2;
-}
+GORO_DECL std::size_t format_hex(char* out, std::uint64_t v) noexcept;
 
 /// Distinct sites of one snapshot. Index 0 and 1 are the pseudo-sites.
 class site_table {
@@ -6400,37 +6891,10 @@ public:
     static constexpr std::uint32_t not_started = 0;
     static constexpr std::uint32_t running = 1;
 
-    site_table() {
-        add_pseudo("(not started)");
-        add_pseudo("(stack unavailable: running)");
-        slots_.assign(64, slot{});
-    }
+    site_table();
 
     /// The index of `s`, interning it on first sight.
-    std::uint32_t intern(const site& s) {
-        const char* file = s.file_name();
-        const char* func = s.function_name();
-        const std::uint32_t line = s.line(), col = s.column();
-        if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
-        std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
-        h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
-        h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
-        h ^= h >> 29;
-        std::size_t mask = slots_.size() - 1;
-        for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-            slot& sl = slots_[i];
-            if (!sl.used) {
-                sl = slot{file, func, line, col, make(s), true};
-                last_ = sl;
-                if (++used_ * 2 > slots_.size()) grow();
-                return last_.index;
-            }
-            if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
-                last_ = sl;
-                return sl.index;
-            }
-        }
-    }
+    std::uint32_t intern(const site& s);
 
     const site_info& operator[](std::uint32_t i) const noexcept { return infos_[i]; }
     std::size_t size() const noexcept { return infos_.size(); }
@@ -6444,46 +6908,11 @@ private:
         bool used = false;
     };
 
-    void add_pseudo(const char* name) {
-        site_info si;
-        si.function = name;
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-    }
+    void add_pseudo(const char* name);
 
-    std::uint32_t make(const site& s) {
-        const char* func = s.function_name();
-        if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
-        std::uint64_t id = site_id(s);
-        auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
-        if (!fresh) return it->second;
-        site_info si;
-        si.id = id;
-        si.function = clean_function_name(func ? func : "");
-        si.file = s.file_name() ? s.file_name() : "";
-        si.line = s.line();
-        si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
-        si.function_width = utf8_width(si.function);
-        infos_.push_back(std::move(si));
-        return it->second;
-    }
+    std::uint32_t make(const site& s);
 
-    void grow() {
-        vec<slot> old(slots_.size() * 2);
-        old.swap(slots_);
-        std::size_t mask = slots_.size() - 1;
-        for (const slot& sl : old) {
-            if (!sl.used) continue;
-            std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
-            h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
-            h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
-            h ^= h >> 29;
-            std::size_t i = h & mask;
-            while (slots_[i].used) i = (i + 1) & mask;
-            slots_[i] = sl;
-        }
-    }
+    void grow();
 
     vec<site_info> infos_;
     vec<slot> slots_;
@@ -6501,12 +6930,7 @@ enum class grouping { none, counts, members };
 
 class profile_view {
 public:
-    explicit profile_view(const snapshot& s, grouping g = grouping::members) : snap_(s) {
-        const auto& raw = s.sites();
-        frame_site_.resize(raw.size());
-        for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
-        if (g != grouping::none) group(g == grouping::members);
-    }
+    explicit profile_view(const snapshot& s, grouping g = grouping::members);
 
     const snapshot& snap() const noexcept { return snap_; }
     const site_info& site(std::uint32_t i) const noexcept { return table_[i]; }
@@ -6514,80 +6938,17 @@ public:
     const std::vector<task_group>& groups() const noexcept { return groups_; }
 
     /// Indices of task `r`'s frames (into site()), leaf first; never empty.
-    std::span<const std::uint32_t> frames(const task_record& r) const noexcept {
-        static constexpr std::uint32_t running_frame[1] = {site_table::running};
-        static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
-        if (!r.frames_known) return {running_frame, 1};
-        if (r.frame_count == 0) return {unstarted_frame, 1};
-        return {frame_site_.data() + r.first_frame, r.frame_count};
-    }
+    std::span<const std::uint32_t> frames(const task_record& r) const noexcept;
 
-    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept {
-        static const std::vector<std::pair<std::string, std::string>> none;
-        return r.meta ? r.meta->labels : none;
-    }
+    static const std::vector<std::pair<std::string, std::string>>& labels(const task_record& r) noexcept;
 
     /// Same stack and same labels: one group.
-    bool same_group(const task_record& a, const task_record& b) const {
-        auto fa = frames(a), fb = frames(b);
-        if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
-        return a.meta == b.meta || labels(a) == labels(b);
-    }
+    bool same_group(const task_record& a, const task_record& b) const;
 
-    std::uint64_t group_key(const task_record& r) const noexcept {
-        std::uint64_t h = 0xcbf29ce484222325ull;
-        for (std::uint32_t f : frames(r)) {
-            // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
-            std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
-            h = (h ^ x) * 0x100000001b3ull;
-        }
-        for (const auto& [k, v] : labels(r)) {
-            for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x3d) * 0x100000001b3ull;
-            for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-            h = (h ^ 0x2c) * 0x100000001b3ull;
-        }
-        return h;
-    }
+    std::uint64_t group_key(const task_record& r) const noexcept;
 
 private:
-    void group(bool members) {
-        const auto& tasks = snap_.tasks();
-        hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
-        std::uint64_t last_key = 0;
-        std::uint32_t last_group = UINT32_MAX;
-        for (std::uint32_t i = 0; i < tasks.size(); ++i) {
-            const task_record& r = tasks[i];
-            std::uint64_t k = group_key(r);
-            std::uint32_t gi = UINT32_MAX;
-            // Neighbours usually share a stack: try the previous group before hashing.
-            if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
-                gi = last_group;
-            if (gi == UINT32_MAX) {
-                auto& cands = by_key[k];
-                for (std::uint32_t c : cands)
-                    if (same_group(tasks[groups_[c].first], r)) {
-                        gi = c;
-                        break;
-                    }
-                if (gi == UINT32_MAX) {
-                    gi = static_cast<std::uint32_t>(groups_.size());
-                    cands.push_back(gi);
-                    groups_.push_back(task_group{0, {}, k, i});
-                }
-            }
-            task_group& g = groups_[gi];
-            if (members) g.tasks.push_back(i);
-            ++g.count;
-            if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
-            last_key = k;
-            last_group = gi;
-        }
-        detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return tasks[a.first].id < tasks[b.first].id;
-        });
-    }
+    void group(bool members);
 
     const snapshot& snap_;
     site_table table_;
@@ -6601,30 +6962,13 @@ class pb_writer {
 public:
     explicit pb_writer(std::string& out) : out_(out) {}
 
-    void varint(std::uint64_t v) {
-        char b[10];
-        std::size_t n = 0;
-        while (v >= 0x80) {
-            b[n++] = static_cast<char>((v & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        b[n++] = static_cast<char>(v);
-        out_.append(b, n);
-    }
+    void varint(std::uint64_t v);
     void tag(std::uint32_t field, std::uint32_t wire) { varint(std::uint64_t(field) << 3 | wire); }
     /// A varint field; proto3 omits zero values.
-    void uint_field(std::uint32_t field, std::uint64_t v) {
-        if (v == 0) return;
-        tag(field, 0);
-        varint(v);
-    }
+    void uint_field(std::uint32_t field, std::uint64_t v);
     void int_field(std::uint32_t field, std::int64_t v) { uint_field(field, static_cast<std::uint64_t>(v)); }
     void bool_field(std::uint32_t field, bool v) { uint_field(field, v ? 1 : 0); }
-    void bytes_field(std::uint32_t field, std::string_view b) {
-        tag(field, 2);
-        varint(b.size());
-        out_.append(b.data(), b.size());
-    }
+    void bytes_field(std::uint32_t field, std::string_view b);
     /// Packed repeated varints (how proto3 writes repeated scalars).
     template <class It>
     void packed_field(std::uint32_t field, It first, It last) {
@@ -6641,46 +6985,12 @@ private:
 
 // --- gzip, stored blocks (no compression: no zlib dependency) -------------------
 
-inline std::uint32_t crc32(std::string_view data) noexcept {
-    static const auto table = [] {
-        std::array<std::uint32_t, 256> t{};
-        for (std::uint32_t i = 0; i < 256; ++i) {
-            std::uint32_t c = i;
-            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            t[i] = c;
-        }
-        return t;
-    }();
-    std::uint32_t c = 0xFFFFFFFFu;
-    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
+GORO_DECL std::uint32_t crc32(std::string_view data) noexcept;
 
 }  // namespace detail
 
 /// Wraps `data` in a gzip member made of stored (uncompressed) deflate blocks.
-inline std::string pprof_gzip(std::string_view data) {
-    std::string out;
-    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
-    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
-    out.append(reinterpret_cast<const char*>(header), sizeof header);
-    std::size_t pos = 0;
-    do {
-        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
-        bool final_block = pos + n == data.size();
-        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
-                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
-        out.append(b, 5);
-        out.append(data.data() + pos, n);
-        pos += n;
-    } while (pos < data.size());
-    auto put32 = [&](std::uint32_t v) {
-        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-    };
-    put32(detail::crc32(data));
-    put32(static_cast<std::uint32_t>(data.size()));
-    return out;
-}
+GORO_DECL std::string pprof_gzip(std::string_view data);
 
 namespace detail {
 
@@ -6705,34 +7015,12 @@ public:
     pprof_builder(std::string& out, site_table& table) : w_(out), table_(table) { str(""); }
 
     /// The index of `s` in the string table, adding it on first sight.
-    std::int64_t str(std::string_view s) {
-        auto it = string_ids_.find(s);
-        if (it != string_ids_.end()) return it->second;
-        strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
-        const std::string& kept = *strings_.back();
-        const auto id = static_cast<std::int64_t>(strings_.size() - 1);
-        string_ids_.emplace(std::string_view(kept), id);
-        return id;
-    }
+    std::int64_t str(std::string_view s);
 
     void sample_type(std::string_view type, std::string_view unit) { value_type(p_sample_type, type, unit); }
 
     /// The location id of site `f` (an index into the table).
-    std::uint64_t location(std::uint32_t f) {
-        if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
-        if (!location_of_[f]) {
-            location_of_[f] = location_sites_.size() + 1;
-            location_sites_.push_back(f);
-            const site_info& si = table_[f];
-            std::string fkey = si.function;
-            fkey.push_back('\0');
-            fkey += si.file;
-            auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
-            if (fresh) function_sites_.push_back(f);
-            function_of_location_.push_back(it->second);
-        }
-        return location_of_[f];
-    }
+    std::uint64_t location(std::uint32_t f);
 
     /// A sample of sites `frames` (table indices, leaf first) and `values`
     /// (one per sample type); its labels follow with label(), then end_sample().
@@ -6746,74 +7034,14 @@ public:
         s.packed_field(2, values.begin(), values.end());
     }
     /// A string label of the sample begun last.
-    void label(std::string_view key, std::string_view value) {
-        sub_.clear();
-        pb_writer l(sub_);
-        l.int_field(1, str(key));
-        l.int_field(2, str(value));
-        pb_writer(msg_).bytes_field(3, sub_);
-    }
+    void label(std::string_view key, std::string_view value);
     void end_sample() { w_.bytes_field(p_sample, msg_); }
 
     /// The mapping, locations, functions, string table, time and period.
-    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
-        msg_.clear();
-        {
-            pb_writer m(msg_);
-            m.uint_field(1, 1);
-            m.uint_field(3, std::uint64_t(1) << 48);
-            m.int_field(5, str("goro"));
-            m.bool_field(7, true);
-            m.bool_field(8, true);
-            m.bool_field(9, true);
-        }
-        w_.bytes_field(p_mapping, msg_);
-        for (std::size_t i = 0; i < location_sites_.size(); ++i) {
-            const site_info& si = table_[location_sites_[i]];
-            msg_.clear();
-            pb_writer m(msg_);
-            m.uint_field(1, i + 1);
-            m.uint_field(2, 1);
-            m.uint_field(3, si.id);
-            sub_.clear();
-            pb_writer line(sub_);
-            line.uint_field(1, function_of_location_[i]);
-            line.int_field(2, si.line);
-            m.bytes_field(4, sub_);
-            w_.bytes_field(p_location, msg_);
-        }
-        for (std::size_t i = 0; i < function_sites_.size(); ++i) {
-            const site_info& si = table_[function_sites_[i]];
-            msg_.clear();
-            pb_writer m(msg_);
-            m.uint_field(1, i + 1);
-            m.int_field(2, str(si.function));
-            m.int_field(3, str(si.function));
-            m.int_field(4, str(si.file));
-            w_.bytes_field(p_function, msg_);
-        }
-        // The period type's strings go in before the table is written.
-        const std::int64_t type = str(period_type), unit = str(period_unit);
-        for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
-        w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count());
-        sub_.clear();
-        pb_writer s(sub_);
-        s.int_field(1, type);
-        s.int_field(2, unit);
-        w_.bytes_field(p_period_type, sub_);
-        w_.int_field(p_period, period);
-    }
+    void finish(std::string_view period_type, std::string_view period_unit, std::int64_t period);
 
 private:
-    void value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
-        sub_.clear();
-        pb_writer s(sub_);
-        s.int_field(1, str(type));
-        s.int_field(2, str(unit));
-        w_.bytes_field(field, sub_);
-    }
+    void value_type(std::uint32_t field, std::string_view type, std::string_view unit);
 
     pb_writer w_;
     site_table& table_;
@@ -6829,7 +7057,329 @@ private:
 };
 
 /// Encodes the view's groups as a profile.proto message into `out`.
-inline void write_pprof(std::string& out, profile_view& v) {
+GORO_DECL void write_pprof(std::string& out, profile_view& v);
+
+}  // namespace detail
+
+/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
+GORO_DECL std::string pprof_profile(const snapshot& s);
+
+/// Takes a snapshot now and returns it as a pprof goroutine profile.
+inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <array>
+#include <chrono>
+#include <cstring>
+
+
+namespace goro::detail {
+
+GORO_DECL std::uint32_t utf8_width(std::string_view s) noexcept {
+    std::uint32_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+GORO_DECL std::size_t format_hex(char* out, std::uint64_t v) noexcept {
+    static constexpr char digits[] = "0123456789abcdef";
+    char tmp[16];
+    std::size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    out[0] = '0';
+    out[1] = 'x';
+    for (std::size_t i = 0; i < n; ++i) out[2 + i] = tmp[n - 1 - i];
+    return n + 2;
+}
+
+GORO_DECL site_table::site_table() {
+    add_pseudo("(not started)");
+    add_pseudo("(stack unavailable: running)");
+    slots_.assign(64, slot{});
+}
+
+GORO_DECL std::uint32_t site_table::intern(const site& s) {
+    const char* file = s.file_name();
+    const char* func = s.function_name();
+    const std::uint32_t line = s.line(), col = s.column();
+    if (file == last_.file && func == last_.func && line == last_.line && col == last_.col) return last_.index;
+    std::uint64_t h = reinterpret_cast<std::uintptr_t>(file) * 0x9E3779B97F4A7C15ull;
+    h ^= reinterpret_cast<std::uintptr_t>(func) * 0xC2B2AE3D27D4EB4Full;
+    h ^= (std::uint64_t(line) << 32 | col) * 0x165667B19E3779F9ull;
+    h ^= h >> 29;
+    std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+        slot& sl = slots_[i];
+        if (!sl.used) {
+            sl = slot{file, func, line, col, make(s), true};
+            last_ = sl;
+            if (++used_ * 2 > slots_.size()) grow();
+            return last_.index;
+        }
+        if (sl.file == file && sl.func == func && sl.line == line && sl.col == col) {
+            last_ = sl;
+            return sl.index;
+        }
+    }
+}
+
+GORO_DECL void site_table::add_pseudo(const char* name) {
+    site_info si;
+    si.function = name;
+    si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, 0));
+    si.function_width = utf8_width(si.function);
+    infos_.push_back(std::move(si));
+}
+
+GORO_DECL std::uint32_t site_table::make(const site& s) {
+    const char* func = s.function_name();
+    if (s.line() == 0 && (!func || !*func)) return not_started;  // a root frame that never ran
+    std::uint64_t id = site_id(s);
+    auto [it, fresh] = by_id_.try_emplace(id, static_cast<std::uint32_t>(infos_.size()));
+    if (!fresh) return it->second;
+    site_info si;
+    si.id = id;
+    si.function = clean_function_name(func ? func : "");
+    si.file = s.file_name() ? s.file_name() : "";
+    si.line = s.line();
+    si.hex_len = static_cast<std::uint8_t>(format_hex(si.hex, id));
+    si.function_width = utf8_width(si.function);
+    infos_.push_back(std::move(si));
+    return it->second;
+}
+
+GORO_DECL void site_table::grow() {
+    vec<slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    std::size_t mask = slots_.size() - 1;
+    for (const slot& sl : old) {
+        if (!sl.used) continue;
+        std::uint64_t h = reinterpret_cast<std::uintptr_t>(sl.file) * 0x9E3779B97F4A7C15ull;
+        h ^= reinterpret_cast<std::uintptr_t>(sl.func) * 0xC2B2AE3D27D4EB4Full;
+        h ^= (std::uint64_t(sl.line) << 32 | sl.col) * 0x165667B19E3779F9ull;
+        h ^= h >> 29;
+        std::size_t i = h & mask;
+        while (slots_[i].used) i = (i + 1) & mask;
+        slots_[i] = sl;
+    }
+}
+
+GORO_DECL profile_view::profile_view(const snapshot& s, grouping g) : snap_(s) {
+    const auto& raw = s.sites();
+    frame_site_.resize(raw.size());
+    for (std::size_t i = 0; i < raw.size(); ++i) frame_site_[i] = table_.intern(raw[i]);
+    if (g != grouping::none) group(g == grouping::members);
+}
+
+GORO_DECL std::span<const std::uint32_t> profile_view::frames(const task_record& r) const noexcept {
+    static constexpr std::uint32_t running_frame[1] = {site_table::running};
+    static constexpr std::uint32_t unstarted_frame[1] = {site_table::not_started};
+    if (!r.frames_known) return {running_frame, 1};
+    if (r.frame_count == 0) return {unstarted_frame, 1};
+    return {frame_site_.data() + r.first_frame, r.frame_count};
+}
+
+GORO_DECL const std::vector<std::pair<std::string, std::string>>& profile_view::labels(const task_record& r) noexcept {
+    static const std::vector<std::pair<std::string, std::string>> none;
+    return r.meta ? r.meta->labels : none;
+}
+
+GORO_DECL bool profile_view::same_group(const task_record& a, const task_record& b) const {
+    auto fa = frames(a), fb = frames(b);
+    if (fa.size() != fb.size() || !std::equal(fa.begin(), fa.end(), fb.begin())) return false;
+    return a.meta == b.meta || labels(a) == labels(b);
+}
+
+GORO_DECL std::uint64_t profile_view::group_key(const task_record& r) const noexcept {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (std::uint32_t f : frames(r)) {
+        // Site ids, not indices: the key means the same in every snapshot (diff relies on it).
+        std::uint64_t x = f < 2 ? 0xfeed0000ull + f : site(f).id;
+        h = (h ^ x) * 0x100000001b3ull;
+    }
+    for (const auto& [k, v] : labels(r)) {
+        for (char c : k) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+        h = (h ^ 0x3d) * 0x100000001b3ull;
+        for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+        h = (h ^ 0x2c) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+GORO_DECL void profile_view::group(bool members) {
+    const auto& tasks = snap_.tasks();
+    hash_map<std::uint64_t, std::vector<std::uint32_t>> by_key;  // key -> groups (collisions)
+    std::uint64_t last_key = 0;
+    std::uint32_t last_group = UINT32_MAX;
+    for (std::uint32_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        std::uint64_t k = group_key(r);
+        std::uint32_t gi = UINT32_MAX;
+        // Neighbours usually share a stack: try the previous group before hashing.
+        if (last_group != UINT32_MAX && k == last_key && same_group(tasks[groups_[last_group].first], r))
+            gi = last_group;
+        if (gi == UINT32_MAX) {
+            auto& cands = by_key[k];
+            for (std::uint32_t c : cands)
+                if (same_group(tasks[groups_[c].first], r)) {
+                    gi = c;
+                    break;
+                }
+            if (gi == UINT32_MAX) {
+                gi = static_cast<std::uint32_t>(groups_.size());
+                cands.push_back(gi);
+                groups_.push_back(task_group{0, {}, k, i});
+            }
+        }
+        task_group& g = groups_[gi];
+        if (members) g.tasks.push_back(i);
+        ++g.count;
+        if (r.id < tasks[g.first].id) g.first = i;  // only when the snapshot is not sorted
+        last_key = k;
+        last_group = gi;
+    }
+    detail::stable_sort(groups_.data(), groups_.data() + groups_.size(), [&](const task_group& a, const task_group& b) {
+        if (a.count != b.count) return a.count > b.count;
+        return tasks[a.first].id < tasks[b.first].id;
+    });
+}
+
+GORO_DECL void pb_writer::varint(std::uint64_t v) {
+    char b[10];
+    std::size_t n = 0;
+    while (v >= 0x80) {
+        b[n++] = static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    b[n++] = static_cast<char>(v);
+    out_.append(b, n);
+}
+
+GORO_DECL void pb_writer::uint_field(std::uint32_t field, std::uint64_t v) {
+    if (v == 0) return;
+    tag(field, 0);
+    varint(v);
+}
+
+GORO_DECL void pb_writer::bytes_field(std::uint32_t field, std::string_view b) {
+    tag(field, 2);
+    varint(b.size());
+    out_.append(b.data(), b.size());
+}
+
+GORO_DECL std::uint32_t crc32(std::string_view data) noexcept {
+    static const auto table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    std::uint32_t c = 0xFFFFFFFFu;
+    for (unsigned char b : data) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+GORO_DECL std::int64_t pprof_builder::str(std::string_view s) {
+    auto it = string_ids_.find(s);
+    if (it != string_ids_.end()) return it->second;
+    strings_.push_back(std::make_unique<std::string>(s));  // each string kept in place: string_ids_ points into it
+    const std::string& kept = *strings_.back();
+    const auto id = static_cast<std::int64_t>(strings_.size() - 1);
+    string_ids_.emplace(std::string_view(kept), id);
+    return id;
+}
+
+GORO_DECL std::uint64_t pprof_builder::location(std::uint32_t f) {
+    if (location_of_.size() <= f) location_of_.resize(std::max<std::size_t>(table_.size(), f + 1));  // new entries 0
+    if (!location_of_[f]) {
+        location_of_[f] = location_sites_.size() + 1;
+        location_sites_.push_back(f);
+        const site_info& si = table_[f];
+        std::string fkey = si.function;
+        fkey.push_back('\0');
+        fkey += si.file;
+        auto [it, fresh] = function_ids_.try_emplace(std::move(fkey), function_sites_.size() + 1);
+        if (fresh) function_sites_.push_back(f);
+        function_of_location_.push_back(it->second);
+    }
+    return location_of_[f];
+}
+
+GORO_DECL void pprof_builder::label(std::string_view key, std::string_view value) {
+    sub_.clear();
+    pb_writer l(sub_);
+    l.int_field(1, str(key));
+    l.int_field(2, str(value));
+    pb_writer(msg_).bytes_field(3, sub_);
+}
+
+GORO_DECL void pprof_builder::finish(std::string_view period_type, std::string_view period_unit, std::int64_t period) {
+    msg_.clear();
+    {
+        pb_writer m(msg_);
+        m.uint_field(1, 1);
+        m.uint_field(3, std::uint64_t(1) << 48);
+        m.int_field(5, str("goro"));
+        m.bool_field(7, true);
+        m.bool_field(8, true);
+        m.bool_field(9, true);
+    }
+    w_.bytes_field(p_mapping, msg_);
+    for (std::size_t i = 0; i < location_sites_.size(); ++i) {
+        const site_info& si = table_[location_sites_[i]];
+        msg_.clear();
+        pb_writer m(msg_);
+        m.uint_field(1, i + 1);
+        m.uint_field(2, 1);
+        m.uint_field(3, si.id);
+        sub_.clear();
+        pb_writer line(sub_);
+        line.uint_field(1, function_of_location_[i]);
+        line.int_field(2, si.line);
+        m.bytes_field(4, sub_);
+        w_.bytes_field(p_location, msg_);
+    }
+    for (std::size_t i = 0; i < function_sites_.size(); ++i) {
+        const site_info& si = table_[function_sites_[i]];
+        msg_.clear();
+        pb_writer m(msg_);
+        m.uint_field(1, i + 1);
+        m.int_field(2, str(si.function));
+        m.int_field(3, str(si.function));
+        m.int_field(4, str(si.file));
+        w_.bytes_field(p_function, msg_);
+    }
+    // The period type's strings go in before the table is written.
+    const std::int64_t type = str(period_type), unit = str(period_unit);
+    for (const auto& s : strings_) w_.bytes_field(p_string_table, *s);
+    w_.int_field(p_time_nanos, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+    sub_.clear();
+    pb_writer s(sub_);
+    s.int_field(1, type);
+    s.int_field(2, unit);
+    w_.bytes_field(p_period_type, sub_);
+    w_.int_field(p_period, period);
+}
+
+GORO_DECL void pprof_builder::value_type(std::uint32_t field, std::string_view type, std::string_view unit) {
+    sub_.clear();
+    pb_writer s(sub_);
+    s.int_field(1, str(type));
+    s.int_field(2, str(unit));
+    w_.bytes_field(field, sub_);
+}
+
+GORO_DECL void write_pprof(std::string& out, profile_view& v) {
     pprof_builder b(out, v.table());
     b.sample_type("goroutine", "count");
     const auto& tasks = v.snap().tasks();
@@ -6843,20 +7393,42 @@ inline void write_pprof(std::string& out, profile_view& v) {
     b.finish("goroutine", "count", 1);
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-/// The snapshot as a pprof goroutine profile (uncompressed profile.proto bytes).
-inline std::string pprof_profile(const snapshot& s) {
+namespace goro {
+
+GORO_DECL std::string pprof_gzip(std::string_view data) {
+    std::string out;
+    out.reserve(data.size() + data.size() / 65535 * 5 + 32);
+    const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};  // no mtime: reproducible
+    out.append(reinterpret_cast<const char*>(header), sizeof header);
+    std::size_t pos = 0;
+    do {
+        std::size_t n = std::min<std::size_t>(65535, data.size() - pos);
+        bool final_block = pos + n == data.size();
+        char b[5] = {static_cast<char>(final_block ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
+                     static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
+        out.append(b, 5);
+        out.append(data.data() + pos, n);
+        pos += n;
+    } while (pos < data.size());
+    auto put32 = [&](std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    };
+    put32(detail::crc32(data));
+    put32(static_cast<std::uint32_t>(data.size()));
+    return out;
+}
+
+GORO_DECL std::string pprof_profile(const snapshot& s) {
     detail::profile_view v(s, detail::grouping::counts);
     std::string out;
     detail::write_pprof(out, v);
     return out;
 }
 
-/// Takes a snapshot now and returns it as a pprof goroutine profile.
-inline std::string pprof_profile() { return pprof_profile(snapshot::take({.sorted = false})); }
-
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/pprof.hpp ----
 
 namespace goro {
@@ -6868,17 +7440,7 @@ namespace detail {
 /// dump of a million tasks is over 100 MiB, and faulting that in 4 KiB at a
 /// time cost more than formatting it. Only the whole 2 MiB pages inside the
 /// range are advised; a hint, without effect where unsupported.
-inline void advise_huge_pages(char* p, std::size_t n) noexcept {
-#if GORO_BIG_ARRAY_MMAP && defined(MADV_HUGEPAGE)
-    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
-    const std::uintptr_t from = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
-    const std::uintptr_t to = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(huge - 1);
-    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)n;
-#endif
-}
+GORO_DECL void advise_huge_pages(char* p, std::size_t n) noexcept;
 
 /// Where formatted text goes: a string (grows), or an ostream fed in chunks.
 class text_sink {
@@ -6894,28 +7456,11 @@ public:
         if (os_ && buf_->size() >= chunk) flush();
     }
     void put(char c) { buf_->push_back(c); }
-    void number(std::uint64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void signed_number(std::int64_t v) {
-        char b[24];
-        auto r = std::to_chars(b, b + sizeof b, v);
-        buf_->append(b, static_cast<std::size_t>(r.ptr - b));
-    }
-    void flush() {
-        if (os_ && !own_.empty()) {
-            os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
-            own_.clear();
-        }
-    }
+    void number(std::uint64_t v);
+    void signed_number(std::int64_t v);
+    void flush();
     /// Room for `n` more bytes when writing to a string (a hint; no effect on a stream).
-    void reserve_more(std::size_t n) {
-        if (os_ || buf_->capacity() >= buf_->size() + n) return;
-        buf_->reserve(buf_->size() + n);
-        advise_huge_pages(buf_->data() + buf_->size(), buf_->capacity() - buf_->size());
-    }
+    void reserve_more(std::size_t n);
     /// Bytes written to a string so far (0 for a stream).
     std::size_t string_size() const noexcept { return os_ ? 0 : buf_->size(); }
 
@@ -6927,20 +7472,7 @@ private:
 };
 
 /// Length of the valid UTF-8 sequence starting at s[i] (a lead byte >= 0x80), or 0.
-inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-    if (c >= 0xF5) n = 0;
-    if (n == 0 || i + n > s.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k)
-        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
-    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
-    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
-    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
-    return n;
-}
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
 
 /// How quote() escapes: the two spellings goro writes differ only here.
 struct quote_rule {
@@ -6957,52 +7489,7 @@ inline constexpr quote_rule json_quote_rule{false, false, "\\u00", "\\ufffd"};
 
 /// Appends `s` to `out` in double quotes, escaped by `rule`; valid UTF-8
 /// sequences are copied as they are.
-inline void quote(std::string& out, std::string_view s, const quote_rule& rule) {
-    static constexpr char hexd[] = "0123456789abcdef";
-    const auto hex_escape = [&](unsigned char c) {
-        out += rule.control_prefix;
-        out.push_back(hexd[c >> 4]);
-        out.push_back(hexd[c & 15]);
-    };
-    out.push_back('"');
-    for (std::size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\a':
-                if (rule.bell_and_vtab) out += "\\a";
-                else hex_escape(c);
-                break;
-            case '\v':
-                if (rule.bell_and_vtab) out += "\\v";
-                else hex_escape(c);
-                break;
-            default:
-                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
-                else out.push_back(static_cast<char>(c));
-            }
-            ++i;
-            continue;
-        }
-        std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            if (rule.invalid_byte) out += rule.invalid_byte;
-            else hex_escape(c);
-            ++i;
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
-    out.push_back('"');
-}
+GORO_DECL void quote(std::string& out, std::string_view s, const quote_rule& rule);
 
 inline void go_quote(std::string& out, std::string_view s) { quote(out, s, go_quote_rule); }
 inline void json_quote(std::string& out, std::string_view s) { quote(out, s, json_quote_rule); }
@@ -7017,97 +7504,20 @@ struct text_frame {
 /// Go's text/tabwriter with minwidth 1, tabwidth 8, padding 1 and '\t' padding:
 /// a column is as wide as its widest cell plus one, rounded up to a multiple
 /// of 8, and each cell is followed by as many tabs as reach that width.
-inline void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
-    std::size_t cell = (column_width + 7) / 8 * 8;
-    std::size_t tabs = (cell - text_width + 7) / 8;
-    out.append(tabs, '\t');
-}
+GORO_DECL void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width);
 
-inline void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
-    std::size_t hex_w = 1, fn_w = 1;
-    for (const text_frame& f : frames) {
-        hex_w = std::max(hex_w, f.hex.size() + 1);
-        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
-    }
-    char num[16];
-    for (const text_frame& f : frames) {
-        out += "#";
-        tab_pad(out, 1, 2);
-        out += f.hex;
-        tab_pad(out, f.hex.size(), hex_w);
-        out += f.function;
-        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
-            out += '\n';
-            continue;
-        }
-        tab_pad(out, f.function_width, fn_w);
-        out += f.file;
-        out += ':';
-        auto r = std::to_chars(num, num + sizeof num, f.line);
-        out.append(num, static_cast<std::size_t>(r.ptr - num));
-        out += '\n';
-    }
-}
+GORO_DECL void write_frame_lines(std::string& out, std::span<const text_frame> frames);
 
 /// The `# labels: {...}` line of debug=1 (nothing when there are no labels).
-inline void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    if (labels.empty()) return;
-    vec<std::string> kv;
-    kv.reserve(labels.size());
-    for (const auto& [k, v] : labels) {
-        std::string s;
-        go_quote(s, k);
-        s += ':';
-        go_quote(s, v);
-        kv.push_back(std::move(s));
-    }
-    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
-    out += "# labels: {";
-    for (std::size_t i = 0; i < kv.size(); ++i) {
-        if (i) out += ", ";
-        out += kv[i];
-    }
-    out += "}\n";
-}
+GORO_DECL void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels);
 
 inline text_frame text_frame_of(const site_info& si) noexcept {
     return text_frame{std::string_view(si.hex, si.hex_len), si.function, si.file, si.line, si.function_width};
 }
 
-inline void write_debug1(text_sink& out, const profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
-    out.append(head);
-    std::string block;
-    vec<text_frame> frames;
-    for (const task_group& g : v.groups()) {
-        const task_record& r = tasks[g.first];
-        block.clear();
-        frames.clear();
-        block += std::to_string(g.count);
-        block += " @";
-        for (std::uint32_t f : v.frames(r)) {
-            const site_info& si = v.site(f);
-            block += ' ';
-            block.append(si.hex, si.hex_len);
-            frames.push_back(text_frame_of(si));
-        }
-        block += '\n';
-        write_labels_line(block, profile_view::labels(r));
-        write_frame_lines(block, frames);
-        block += '\n';
-        out.append(block);
-    }
-}
+GORO_DECL void write_debug1(text_sink& out, const profile_view& v);
 
-inline const char* state_text(const task_record& r) noexcept {
-    switch (r.state) {
-    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
-    case task_state::running: return "running";
-    case task_state::runnable: return "runnable";
-    }
-    return "unknown";
-}
+GORO_DECL const char* state_text(const task_record& r) noexcept;
 
 /// Whole minutes parked, Go's rule: shown when at least one.
 inline std::int64_t minutes_waiting(const task_record& r, std::int64_t now_ns) noexcept {
@@ -7194,178 +7604,29 @@ void write_stacks(text_sink& out, profile_view& v, Pick&& pick = {}) {
     }
 }
 
-inline void write_json_frame(std::string& out, const site_info& si) {
-    out += "{\"function\":";
-    json_quote(out, si.function);
-    out += ",\"file\":";
-    json_quote(out, si.file);
-    out += ",\"line\":";
-    out += std::to_string(si.line);
-    out += ",\"site_id\":\"";
-    out.append(si.hex, si.hex_len);
-    out += "\"}";
-}
+GORO_DECL void write_json_frame(std::string& out, const site_info& si);
 
-inline void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    out += '{';
-    bool first = true;
-    for (const auto& [k, val] : labels) {
-        if (!first) out += ',';
-        first = false;
-        json_quote(out, k);
-        out += ':';
-        json_quote(out, val);
-    }
-    out += '}';
-}
+GORO_DECL void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels);
 
-inline void write_json(text_sink& out, profile_view& v) {
-    const auto& tasks = v.snap().tasks();
-    site_table& table = v.table();
-    vec<std::string> frame_json;
-    auto frame = [&](std::uint32_t f) -> const std::string& {
-        if (frame_json.size() < table.size()) frame_json.resize(table.size());
-        std::string& t = frame_json[f];
-        if (t.empty()) write_json_frame(t, table[f]);
-        return t;
-    };
-    const std::int64_t now = v.snap().taken_at_ns();
-    out.reserve_more(tasks.size() * 260);
-    out.append("{\"total\":");
-    out.number(v.snap().total());
-    out.append(",\"tasks\":[");
-    std::string line;
-    for (std::size_t i = 0; i < tasks.size(); ++i) {
-        const task_record& r = tasks[i];
-        line.clear();
-        line += i ? ",\n" : "\n";
-        line += "{\"id\":";
-        line += std::to_string(r.id);
-        line += ",\"state\":\"";
-        line += to_string(r.state);
-        line += "\",\"wait_reason\":";
-        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
-        else line += "null";
-        line += ",\"waiting_ns\":";
-        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
-        line += ",\"name\":";
-        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
-        line += ",\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
-        line += ",\"parent_id\":";
-        line += std::to_string(r.parent_id);
-        line += ",\"created_by\":";
-        line += frame(table.intern(r.created_by));
-        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n],\"groups\":[");
-    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
-        const task_group& g = v.groups()[gi];
-        const task_record& r = tasks[g.tasks.front()];
-        line.clear();
-        line += gi ? ",\n" : "\n";
-        line += "{\"count\":";
-        line += std::to_string(g.count);
-        line += ",\"task_ids\":[";
-        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
-            if (k) line += ',';
-            line += std::to_string(tasks[g.tasks[k]].id);
-            if (line.size() > 60000) {
-                out.append(line);
-                line.clear();
-            }
-        }
-        line += "],\"labels\":";
-        write_json_labels(line, profile_view::labels(r));
-        line += ",\"frames\":[";
-        bool first = true;
-        for (std::uint32_t f : v.frames(r)) {
-            if (!first) line += ',';
-            first = false;
-            line += frame(f);
-        }
-        line += "]}";
-        out.append(line);
-    }
-    out.append("\n]}\n");
-}
+GORO_DECL void write_json(text_sink& out, profile_view& v);
 
-inline void check_debug(int debug, const char* op) {
-    if (debug < 0 || debug > 3)
-        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
-                          std::to_string(debug));
-}
+GORO_DECL void check_debug(int debug, const char* op);
 
 /// debug=2: every task's block.
-inline void write_debug2_all(text_sink& out, const snapshot& s) {
-    profile_view v(s, grouping::none);
-    write_stacks(out, v);
-}
+GORO_DECL void write_debug2_all(text_sink& out, const snapshot& s);
 
 /// debug=1, flushed to `out`.
-inline void write_debug1_to(std::ostream& out, const snapshot& s) {
-    {
-        text_sink sink(out);
-        profile_view v(s, grouping::counts);
-        write_debug1(sink, v);
-    }
-    out.flush();
-}
+GORO_DECL void write_debug1_to(std::ostream& out, const snapshot& s);
 
-inline void write_profile(text_sink& out, const snapshot& s, int debug) {
-    switch (debug) {
-    case 0: {
-        profile_view v(s, grouping::counts);
-        std::string pb;
-        write_pprof(pb, v);
-        out.append(pb);
-        return;
-    }
-    case 1: {
-        profile_view v(s, grouping::counts);
-        write_debug1(out, v);
-        return;
-    }
-    case 2:
-        write_debug2_all(out, s);
-        return;
-    default: {
-        profile_view v(s);
-        write_json(out, v);
-        return;
-    }
-    }
-}
+GORO_DECL void write_profile(text_sink& out, const snapshot& s, int debug);
 
 }  // namespace detail
 
 /// Writes `s` in the format `debug` selects (0 pprof, 1 grouped, 2 per task, 3 JSON).
-inline void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::write_goroutine_profile");
-    detail::text_sink sink(out);
-    detail::write_profile(sink, s, debug);
-}
+GORO_DECL void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug = 1);
 
 /// `s` in the format `debug` selects, as a string (debug 0: the protobuf bytes).
-inline std::string goroutine_profile(const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::goroutine_profile");
-    std::string out;
-    {
-        detail::text_sink sink(out);
-        detail::write_profile(sink, s, debug);
-    }
-    return out;
-}
+GORO_DECL std::string goroutine_profile(const snapshot& s, int debug = 1);
 
 namespace detail {
 /// A snapshot for format `debug`: the grouped ones (0 and 1) need no order.
@@ -7379,23 +7640,15 @@ inline std::string goroutine_profile(int debug = 1) {
 }
 
 /// Prints every task's stack, like Go's pprof.Lookup("goroutine").WriteTo(out, debug).
-inline void dump_goroutines(std::ostream& out, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, detail::take_for(debug), debug);
-    out.flush();
-}
+GORO_DECL void dump_goroutines(std::ostream& out, int debug = 1);
 
 /// Prints every task's stack to std::cerr, grouped by stack (debug=1). Its own
 /// function, not a default argument, so that a program that only ever calls
 /// this compiles none of the other formats into itself.
-inline void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
+GORO_DECL void dump_goroutines();
 
 /// Prints a snapshot already taken.
-inline void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1) {
-    detail::check_debug(debug, "goro::dump_goroutines");
-    write_goroutine_profile(out, s, debug);
-    out.flush();
-}
+GORO_DECL void dump_goroutines(std::ostream& out, const snapshot& s, int debug = 1);
 
 /// debug=2 blocks of the chosen tasks only (`pick(const task_record&) -> bool`),
 /// for reports that show some tasks (a leak check, a crash report).
@@ -7495,10 +7748,12 @@ snapshot_diff diff(const snapshot& before, const snapshot& after) {
     return d;
 }
 
-/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+namespace detail {
+
+/// The text of write_diff(), into any sink: to_string(diff) writes it into a
+/// string directly (no std::ostringstream, so no <sstream> to parse).
 template <int = 0>
-void write_diff(std::ostream& os, const snapshot_diff& d) {
-    detail::text_sink out(os);
+void write_diff_text(text_sink& out, const snapshot_diff& d) {
     std::string block = "goroutine profile diff: ";
     std::int64_t total = static_cast<std::int64_t>(d.total_after) - static_cast<std::int64_t>(d.total_before);
     if (total >= 0) block += '+';
@@ -7532,14 +7787,407 @@ void write_diff(std::ostream& os, const snapshot_diff& d) {
     }
 }
 
+}  // namespace detail
+
+/// Prints a diff in the debug=1 shape (`goroutine profile diff: +N`, `+delta @ …`).
+template <int = 0>
+void write_diff(std::ostream& os, const snapshot_diff& d) {
+    detail::text_sink out(os);
+    detail::write_diff_text(out, d);
+}
+
 template <int = 0>
 std::string to_string(const snapshot_diff& d) {
-    std::ostringstream os;
-    write_diff(os, d);
-    return os.str();
+    std::string text;
+    {
+        detail::text_sink out(text);
+        detail::write_diff_text(out, d);
+    }
+    return text;
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <charconv>
+#include <iostream>
+#include <ostream>
+
+namespace goro::detail {
+
+GORO_DECL void advise_huge_pages(char* p, std::size_t n) noexcept {
+#if GORO_BIG_ARRAY_MMAP && defined(MADV_HUGEPAGE)
+    constexpr std::uintptr_t huge = std::uintptr_t(2) << 20;
+    const std::uintptr_t from = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~(huge - 1);
+    const std::uintptr_t to = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(huge - 1);
+    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+GORO_DECL void text_sink::number(std::uint64_t v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+}
+
+GORO_DECL void text_sink::signed_number(std::int64_t v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    buf_->append(b, static_cast<std::size_t>(r.ptr - b));
+}
+
+GORO_DECL void text_sink::flush() {
+    if (os_ && !own_.empty()) {
+        os_->write(own_.data(), static_cast<std::streamsize>(own_.size()));
+        own_.clear();
+    }
+}
+
+GORO_DECL void text_sink::reserve_more(std::size_t n) {
+    if (os_ || buf_->capacity() >= buf_->size() + n) return;
+    buf_->reserve(buf_->size() + n);
+    advise_huge_pages(buf_->data() + buf_->size(), buf_->capacity() - buf_->size());
+}
+
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+    if (c >= 0xF5) n = 0;
+    if (n == 0 || i + n > s.size()) return 0;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+    unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
+    if (c == 0xED && c1 > 0x9F) return 0;  // surrogate
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 > 0x8F) return 0;  // beyond U+10FFFF
+    return n;
+}
+
+GORO_DECL void quote(std::string& out, std::string_view s, const quote_rule& rule) {
+    static constexpr char hexd[] = "0123456789abcdef";
+    const auto hex_escape = [&](unsigned char c) {
+        out += rule.control_prefix;
+        out.push_back(hexd[c >> 4]);
+        out.push_back(hexd[c & 15]);
+    };
+    out.push_back('"');
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\a':
+                if (rule.bell_and_vtab) out += "\\a";
+                else hex_escape(c);
+                break;
+            case '\v':
+                if (rule.bell_and_vtab) out += "\\v";
+                else hex_escape(c);
+                break;
+            default:
+                if (c < 0x20 || (c == 0x7f && rule.del_is_control)) hex_escape(c);
+                else out.push_back(static_cast<char>(c));
+            }
+            ++i;
+            continue;
+        }
+        std::size_t n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            if (rule.invalid_byte) out += rule.invalid_byte;
+            else hex_escape(c);
+            ++i;
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+    out.push_back('"');
+}
+
+GORO_DECL void tab_pad(std::string& out, std::size_t text_width, std::size_t column_width) {
+    std::size_t cell = (column_width + 7) / 8 * 8;
+    std::size_t tabs = (cell - text_width + 7) / 8;
+    out.append(tabs, '\t');
+}
+
+GORO_DECL void write_frame_lines(std::string& out, std::span<const text_frame> frames) {
+    std::size_t hex_w = 1, fn_w = 1;
+    for (const text_frame& f : frames) {
+        hex_w = std::max(hex_w, f.hex.size() + 1);
+        fn_w = std::max(fn_w, std::size_t(f.function_width) + 1);
+    }
+    char num[16];
+    for (const text_frame& f : frames) {
+        out += "#";
+        tab_pad(out, 1, 2);
+        out += f.hex;
+        tab_pad(out, f.hex.size(), hex_w);
+        out += f.function;
+        if (f.file.empty() && f.line == 0) {  // a pseudo-frame has no place (and is alone)
+            out += '\n';
+            continue;
+        }
+        tab_pad(out, f.function_width, fn_w);
+        out += f.file;
+        out += ':';
+        auto r = std::to_chars(num, num + sizeof num, f.line);
+        out.append(num, static_cast<std::size_t>(r.ptr - num));
+        out += '\n';
+    }
+}
+
+GORO_DECL void write_labels_line(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    if (labels.empty()) return;
+    vec<std::string> kv;
+    kv.reserve(labels.size());
+    for (const auto& [k, v] : labels) {
+        std::string s;
+        go_quote(s, k);
+        s += ':';
+        go_quote(s, v);
+        kv.push_back(std::move(s));
+    }
+    detail::stable_sort(kv.begin(), kv.end(), [](const std::string& a, const std::string& b) { return a < b; });
+    out += "# labels: {";
+    for (std::size_t i = 0; i < kv.size(); ++i) {
+        if (i) out += ", ";
+        out += kv[i];
+    }
+    out += "}\n";
+}
+
+GORO_DECL void write_debug1(text_sink& out, const profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    std::string head = "goroutine profile: total " + std::to_string(v.snap().total()) + "\n";
+    out.append(head);
+    std::string block;
+    vec<text_frame> frames;
+    for (const task_group& g : v.groups()) {
+        const task_record& r = tasks[g.first];
+        block.clear();
+        frames.clear();
+        block += std::to_string(g.count);
+        block += " @";
+        for (std::uint32_t f : v.frames(r)) {
+            const site_info& si = v.site(f);
+            block += ' ';
+            block.append(si.hex, si.hex_len);
+            frames.push_back(text_frame_of(si));
+        }
+        block += '\n';
+        write_labels_line(block, profile_view::labels(r));
+        write_frame_lines(block, frames);
+        block += '\n';
+        out.append(block);
+    }
+}
+
+GORO_DECL const char* state_text(const task_record& r) noexcept {
+    switch (r.state) {
+    case task_state::waiting: return r.wait_reason ? r.wait_reason : "waiting";
+    case task_state::running: return "running";
+    case task_state::runnable: return "runnable";
+    }
+    return "unknown";
+}
+
+GORO_DECL void write_json_frame(std::string& out, const site_info& si) {
+    out += "{\"function\":";
+    json_quote(out, si.function);
+    out += ",\"file\":";
+    json_quote(out, si.file);
+    out += ",\"line\":";
+    out += std::to_string(si.line);
+    out += ",\"site_id\":\"";
+    out.append(si.hex, si.hex_len);
+    out += "\"}";
+}
+
+GORO_DECL void write_json_labels(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
+    out += '{';
+    bool first = true;
+    for (const auto& [k, val] : labels) {
+        if (!first) out += ',';
+        first = false;
+        json_quote(out, k);
+        out += ':';
+        json_quote(out, val);
+    }
+    out += '}';
+}
+
+GORO_DECL void write_json(text_sink& out, profile_view& v) {
+    const auto& tasks = v.snap().tasks();
+    site_table& table = v.table();
+    vec<std::string> frame_json;
+    auto frame = [&](std::uint32_t f) -> const std::string& {
+        if (frame_json.size() < table.size()) frame_json.resize(table.size());
+        std::string& t = frame_json[f];
+        if (t.empty()) write_json_frame(t, table[f]);
+        return t;
+    };
+    const std::int64_t now = v.snap().taken_at_ns();
+    out.reserve_more(tasks.size() * 260);
+    out.append("{\"total\":");
+    out.number(v.snap().total());
+    out.append(",\"tasks\":[");
+    std::string line;
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+        const task_record& r = tasks[i];
+        line.clear();
+        line += i ? ",\n" : "\n";
+        line += "{\"id\":";
+        line += std::to_string(r.id);
+        line += ",\"state\":\"";
+        line += to_string(r.state);
+        line += "\",\"wait_reason\":";
+        if (r.state == task_state::waiting && r.wait_reason) json_quote(line, r.wait_reason);
+        else line += "null";
+        line += ",\"waiting_ns\":";
+        line += std::to_string(r.state == task_state::waiting && r.since_ns && now > r.since_ns ? now - r.since_ns : 0);
+        line += ",\"name\":";
+        json_quote(line, r.meta ? std::string_view(r.meta->name) : std::string_view());
+        line += ",\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += r.kind == task_kind::blocked ? ",\"kind\":\"block_on\"" : ",\"kind\":\"task\"";
+        line += ",\"parent_id\":";
+        line += std::to_string(r.parent_id);
+        line += ",\"created_by\":";
+        line += frame(table.intern(r.created_by));
+        line += r.frames_known ? ",\"frames_known\":true" : ",\"frames_known\":false";
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n],\"groups\":[");
+    for (std::size_t gi = 0; gi < v.groups().size(); ++gi) {
+        const task_group& g = v.groups()[gi];
+        const task_record& r = tasks[g.tasks.front()];
+        line.clear();
+        line += gi ? ",\n" : "\n";
+        line += "{\"count\":";
+        line += std::to_string(g.count);
+        line += ",\"task_ids\":[";
+        for (std::size_t k = 0; k < g.tasks.size(); ++k) {
+            if (k) line += ',';
+            line += std::to_string(tasks[g.tasks[k]].id);
+            if (line.size() > 60000) {
+                out.append(line);
+                line.clear();
+            }
+        }
+        line += "],\"labels\":";
+        write_json_labels(line, profile_view::labels(r));
+        line += ",\"frames\":[";
+        bool first = true;
+        for (std::uint32_t f : v.frames(r)) {
+            if (!first) line += ',';
+            first = false;
+            line += frame(f);
+        }
+        line += "]}";
+        out.append(line);
+    }
+    out.append("\n]}\n");
+}
+
+GORO_DECL void check_debug(int debug, const char* op) {
+    if (debug < 0 || debug > 3)
+        throw usage_error(std::string(op) + ": debug must be 0 (pprof), 1 (grouped), 2 (per task) or 3 (JSON), not " +
+                          std::to_string(debug));
+}
+
+GORO_DECL void write_debug2_all(text_sink& out, const snapshot& s) {
+    profile_view v(s, grouping::none);
+    write_stacks(out, v);
+}
+
+GORO_DECL void write_debug1_to(std::ostream& out, const snapshot& s) {
+    {
+        text_sink sink(out);
+        profile_view v(s, grouping::counts);
+        write_debug1(sink, v);
+    }
+    out.flush();
+}
+
+GORO_DECL void write_profile(text_sink& out, const snapshot& s, int debug) {
+    switch (debug) {
+    case 0: {
+        profile_view v(s, grouping::counts);
+        std::string pb;
+        write_pprof(pb, v);
+        out.append(pb);
+        return;
+    }
+    case 1: {
+        profile_view v(s, grouping::counts);
+        write_debug1(out, v);
+        return;
+    }
+    case 2:
+        write_debug2_all(out, s);
+        return;
+    default: {
+        profile_view v(s);
+        write_json(out, v);
+        return;
+    }
+    }
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL void write_goroutine_profile(std::ostream& out, const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::write_goroutine_profile");
+    detail::text_sink sink(out);
+    detail::write_profile(sink, s, debug);
+}
+
+GORO_DECL std::string goroutine_profile(const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::goroutine_profile");
+    std::string out;
+    {
+        detail::text_sink sink(out);
+        detail::write_profile(sink, s, debug);
+    }
+    return out;
+}
+
+GORO_DECL void dump_goroutines(std::ostream& out, int debug) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, detail::take_for(debug), debug);
+    out.flush();
+}
+
+GORO_DECL void dump_goroutines() { detail::write_debug1_to(std::cerr, detail::take_for(1)); }
+
+GORO_DECL void dump_goroutines(std::ostream& out, const snapshot& s, int debug) {
+    detail::check_debug(debug, "goro::dump_goroutines");
+    write_goroutine_profile(out, s, debug);
+    out.flush();
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/dump.hpp ----
 
 // ---- begin goro/inspect/panic.hpp ----
@@ -7583,8 +8231,6 @@ std::string to_string(const snapshot_diff& d) {
 // (allowed: the caller's own worker counts as stopped).
 
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <exception>
 // std::function only: libstdc++'s <functional> also brings the C++17
 // searchers (hash tables, all of <algorithm>), ~13 MB of compiler memory in
@@ -7594,20 +8240,9 @@ std::string to_string(const snapshot_diff& d) {
 #else
 #include <functional>
 #endif
-#include <memory>
-#include <mutex>
 #include <ostream>
-#include <sstream>
 #include <string>
-#include <typeinfo>
 #include <utility>
-
-#if __has_include(<cxxabi.h>)
-#include <cxxabi.h>
-#define GORO_HAS_CXXABI 1
-#else
-#define GORO_HAS_CXXABI 0
-#endif
 
 
 namespace goro {
@@ -7625,6 +8260,67 @@ namespace detail {
 //           file.cpp:16
 //   created by start_workers in goroutine 1
 //           file.cpp:23
+
+/// One task's block, without the blank line that separates blocks.
+GORO_DECL void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r);
+
+/// Blocks for the tasks for which `pick(record)` holds, in id order, each
+/// followed by a blank line (as Go separates them).
+template <class Pick>
+void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
+    for (const task_record& r : snap.tasks())
+        if (pick(r)) {
+            write_debug2_task(out, snap, r);
+            out << '\n';
+        }
+}
+
+}  // namespace detail
+
+/// What a panic handler is told.
+struct panic_info {
+    task_record task;              ///< the task the exception escaped (state running)
+    std::exception_ptr error;      ///< the exception itself
+    std::string message;           ///< what() for a std::exception, else a description
+    std::string type;              ///< demangled type of the exception, or empty
+    std::string report;            ///< the whole crash report (see the top of this header)
+};
+
+/// A replacement for the crash report (see the top of this header).
+using panic_hook = std::function<void(const panic_info&)>;
+
+namespace detail {
+
+/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
+GORO_DECL void report_panic(task_header& task, std::exception_ptr error) noexcept;
+
+}  // namespace detail
+
+/// Replaces what happens when an exception escapes a detached task; an empty
+/// `fn` restores the default (print the report and abort). Returns the
+/// previous hook (empty when it was the default).
+GORO_DECL panic_hook set_panic_handler(panic_hook fn);
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <typeinfo>
+
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define GORO_HAS_CXXABI 1
+#else
+#define GORO_HAS_CXXABI 0
+#endif
+
+namespace goro {
+
+namespace detail {
 
 inline void write_debug2_header(std::ostream& out, const snapshot& snap, const task_record& r) {
     out << "goroutine " << r.id;
@@ -7654,8 +8350,7 @@ inline void write_debug2_header(std::ostream& out, const snapshot& snap, const t
     out << "]:\n";
 }
 
-/// One task's block, without the blank line that separates blocks.
-inline void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
+GORO_DECL void write_debug2_task(std::ostream& out, const snapshot& snap, const task_record& r) {
     write_debug2_header(out, snap, r);
     bool any = false;
     for (const site& s : snap.stack(r)) {
@@ -7678,17 +8373,6 @@ inline void write_debug2_task(std::ostream& out, const snapshot& snap, const tas
     }
 }
 
-/// Blocks for the tasks for which `pick(record)` holds, in id order, each
-/// followed by a blank line (as Go separates them).
-template <class Pick>
-void write_debug2(std::ostream& out, const snapshot& snap, Pick&& pick) {
-    for (const task_record& r : snap.tasks())
-        if (pick(r)) {
-            write_debug2_task(out, snap, r);
-            out << '\n';
-        }
-}
-
 /// The name of an exception's dynamic type, demangled where the ABI allows;
 /// call inside a catch block. Empty when unknown.
 inline std::string current_exception_type_name() {
@@ -7704,22 +8388,6 @@ inline std::string current_exception_type_name() {
     return {};
 #endif
 }
-
-}  // namespace detail
-
-/// What a panic handler is told.
-struct panic_info {
-    task_record task;              ///< the task the exception escaped (state running)
-    std::exception_ptr error;      ///< the exception itself
-    std::string message;           ///< what() for a std::exception, else a description
-    std::string type;              ///< demangled type of the exception, or empty
-    std::string report;            ///< the whole crash report (see the top of this header)
-};
-
-/// A replacement for the crash report (see the top of this header).
-using panic_hook = std::function<void(const panic_info&)>;
-
-namespace detail {
 
 struct panic_state {
     ranked_lock<std::mutex, lock_rank::panic_report> report_mu;  // one report at a time
@@ -7770,8 +8438,7 @@ inline panic_info make_panic_info(task_header& task, std::exception_ptr error) {
     return info;
 }
 
-/// goro's panic handler (registry.hpp), installed by go.hpp before the first task starts.
-inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
+GORO_DECL void report_panic(task_header& task, std::exception_ptr error) noexcept {
     panic_state& ps = the_panic_state();
     std::shared_ptr<const goro::panic_hook> hook;
     {
@@ -7798,10 +8465,7 @@ inline void report_panic(task_header& task, std::exception_ptr error) noexcept {
 
 }  // namespace detail
 
-/// Replaces what happens when an exception escapes a detached task; an empty
-/// `fn` restores the default (print the report and abort). Returns the
-/// previous hook (empty when it was the default).
-inline panic_hook set_panic_handler(panic_hook fn) {
+GORO_DECL panic_hook set_panic_handler(panic_hook fn) {
     detail::panic_state& ps = detail::the_panic_state();
     std::shared_ptr<const goro::panic_hook> next;
     if (fn) next = std::make_shared<const panic_hook>(std::move(fn));
@@ -7813,53 +8477,10 @@ inline panic_hook set_panic_handler(panic_hook fn) {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/panic.hpp ----
 
-namespace goro {
-
-/// Thrown by a block_on that waited in a deadlock (see the top of this header).
-class deadlock_error : public error {
-public:
-    explicit deadlock_error(std::shared_ptr<const std::string> report)
-        : error("goro::block_on: all goroutines are asleep - deadlock!"), report_(std::move(report)) {}
-    /// The report printed to stderr: the fatal error line, a blank line, every task (debug=2).
-    const std::string& report() const noexcept {
-        static const std::string none;
-        return report_ ? *report_ : none;
-    }
-
-private:
-    std::shared_ptr<const std::string> report_;
-};
-
-enum class deadlock_policy : int {
-    throw_error,  ///< print the report, then block_on throws goro::deadlock_error
-    abort,        ///< print the report, then std::abort()
-    off,          ///< no detection
-};
-
-namespace detail {
-
-struct deadlock_waiter {
-    std::atomic<std::uint32_t>* done;
-    task_header* body;                              // a key; dereferenced only while listed, world stopped
-    std::shared_ptr<const std::string> report{};    // set when the watchdog ends the wait
-};
-
-struct deadlock_watch {
-    ranked_lock<std::mutex, lock_rank::deadlock_watch> mu;
-    std::condition_variable cv;
-    vec<deadlock_waiter*> waiters;         // under mu
-    bool thread_started = false;                   // under mu
-    std::atomic<int> policy{-1};                   // -1: not read from the environment yet
-    std::atomic<std::int64_t> grace_ns{1'000'000'000};
-    std::atomic<int> external_guards{0};
-};
-
-inline deadlock_watch& the_deadlock_watch() {
-    static deadlock_watch* w = new deadlock_watch();  // never destroyed: the watchdog outlives main
-    return *w;
-}
+namespace goro::detail {
 
 inline deadlock_policy policy_from_env() {
     const char* e = std::getenv("GORO_DEADLOCK");
@@ -7870,7 +8491,7 @@ inline deadlock_policy policy_from_env() {
     return deadlock_policy::throw_error;
 }
 
-inline deadlock_policy current_deadlock_policy() {
+GORO_DECL deadlock_policy current_deadlock_policy() {
     deadlock_watch& w = the_deadlock_watch();
     int p = w.policy.load(std::memory_order_acquire);
     if (p < 0) {
@@ -8031,8 +8652,7 @@ inline void watchdog_main() {
     }
 }
 
-/// block_on's wait (go.hpp): lists the thread for the watchdog while it waits.
-inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
+GORO_DECL void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* body) {
     deadlock_watch& w = the_deadlock_watch();
     deadlock_waiter me{&done, body};
     {
@@ -8054,42 +8674,8 @@ inline void deadlock_aware_wait(std::atomic<std::uint32_t>& done, task_header* b
     if (report) throw deadlock_error(std::move(report));
 }
 
-}  // namespace detail
-
-/// Chooses what a detected deadlock does (see POLICY above).
-inline void set_deadlock_policy(deadlock_policy p) {
-    detail::the_deadlock_watch().policy.store(static_cast<int>(p), std::memory_order_release);
-}
-
-inline deadlock_policy get_deadlock_policy() { return detail::current_deadlock_policy(); }
-
-/// How long nothing must move before a deadlock is reported (default 1 s).
-template <class Rep, class Period>
-void set_deadlock_grace(std::chrono::duration<Rep, Period> d) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-    if (ns <= 0) throw usage_error("goro::set_deadlock_grace: the grace period must be positive");
-    detail::deadlock_watch& w = detail::the_deadlock_watch();
-    w.grace_ns.store(ns, std::memory_order_relaxed);
-    std::lock_guard g(w.mu);
-    w.cv.notify_all();  // pick up a shorter period now
-}
-
-inline std::chrono::nanoseconds deadlock_grace() {
-    return std::chrono::nanoseconds(detail::the_deadlock_watch().grace_ns.load(std::memory_order_relaxed));
-}
-
-/// While one exists, the deadlock detector never fires: hold one in a
-/// component whose threads wake tasks from outside goro (an I/O poller, a
-/// callback thread) and may stay silent longer than the grace period.
-class external_wakeup_guard {
-public:
-    external_wakeup_guard() noexcept { detail::the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel); }
-    ~external_wakeup_guard() { detail::the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel); }
-    external_wakeup_guard(const external_wakeup_guard&) = delete;
-    external_wakeup_guard& operator=(const external_wakeup_guard&) = delete;
-};
-
-}  // namespace goro
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/inspect/deadlock.hpp ----
 
 namespace goro {
@@ -8103,46 +8689,18 @@ using await_result_t = decltype(std::declval<decltype(get_awaiter(std::declval<A
 /// from the layers above core/ and from the CPU. Here rather than in static
 /// initialisers, so that a program that includes goro and never starts a task
 /// runs none of it and links none of it.
-inline void start_runtime_once() {
-    static const bool started = [] {
-        detect_cpu_features();
-        panic_handler().store(&report_panic, std::memory_order_release);
-        return true;
-    }();
-    (void)started;
-}
+GORO_DECL void start_runtime_once();
 
-inline task_header* new_header(task_kind kind, const site& where) {
-    start_runtime_once();
-    task_header* h = the_registry().make_header();
-    h->kind = kind;
-    task_header_cold& c = h->cold();
-    c.spawn_site = where;
-    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
-    return h;
-}
+GORO_DECL task_header* new_header(task_kind kind, const site& where);
 
 /// After add(): when this thread's count of live tasks reaches a power of
 /// two (>= 1024), the global queue gets room for twice the total, so that a
 /// close or a cancel that wakes them all at once finds room there (see
 /// scheduler::reserve_global). The total, not this thread's count: a thread
 /// that only spawns, whose tasks end on other threads, counts up forever.
-inline void make_room(std::int64_t live) noexcept {
-    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
-        const std::int64_t total = the_registry().count();
-        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
-    }
-}
+GORO_DECL void make_room(std::int64_t live) noexcept;
 
-inline void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
-    h->root_frame_ = frame.address();
-    h->set_resume_point(frame);
-    h->leaf = &p;
-    p.header_ = h;
-    const std::int64_t live = the_registry().add(h);
-    make_room(live);
-    the_scheduler().spawn(h);
-}
+GORO_DECL void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p);
 
 /// The bottom frame goro adds below a user's task when it must own
 /// something for the task's whole life: the callable of go(callable), the
@@ -8160,17 +8718,7 @@ struct runner {
         struct final_awaiter {
             using is_goro_awaiter = void;
             bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-                promise_type& p = h.promise();
-                task_header* hdr = p.header_;
-                std::coroutine_handle<> then = p.then_;
-                if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
-                finish_root(hdr, h);
-                if (then) {
-                    tls_current_task = nullptr;  // `then` belongs to no task
-                    continue_with(then);
-                }
-            }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
             void await_resume() const noexcept {}
         };
 
@@ -8241,33 +8789,10 @@ struct set_then {
 /// The site of the call (site::current() where there is std::source_location).
 inline site site_here(GORO_SITE_PARAM) noexcept { return GORO_SITE_ARG; }
 
-inline void check_pool_open(const char* op) {
-    pool_holder& ph = the_pool_holder();
-    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
-        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
-}
+GORO_DECL void check_pool_open(const char* op);
 
 /// Lists a runner as a new root task and queues it; returns the task's id.
-inline std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
-    task_header* h;
-    try {
-        h = new_header(task_kind::task, where);
-        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
-    } catch (...) {
-        r.handle.destroy();
-        throw;
-    }
-    // start_root, reading the id before the task may run (and end, and its header be reused).
-    h->root_frame_ = r.handle.address();
-    h->set_resume_point(r.handle);
-    h->leaf = &r.handle.promise();
-    r.handle.promise().header_ = h;
-    const std::int64_t live = the_registry().add(h);
-    const std::uint64_t id = h->id;
-    make_room(live);
-    the_scheduler().spawn(h);
-    return id;
-}
+GORO_DECL std::uint64_t start_runner(runner r, task_options&& options, const site& where);
 
 template <class F>
 runner run_callable(F f, site call) {
@@ -8323,26 +8848,14 @@ struct [[nodiscard("goro::sleep_for: co_await it")]] sleep_awaiter {
     wake_node node{};
 
     bool await_ready() const noexcept { return deadline_ns <= now_ns(); }
-    void await_suspend(std::coroutine_handle<> h) {
-        node.task = current_task_or_throw("goro::sleep");
-        park(node.task, h, wait_reason::sleep);
-        node.when_ns = deadline_ns;
-        node.fire = [](timer_node* n) noexcept {
-            ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
-        };
-        the_scheduler().timers().add(&node);
-    }
+    void await_suspend(std::coroutine_handle<> h);
     void await_resume() const noexcept {}
 };
 
 struct [[nodiscard("goro::yield: co_await it")]] yield_awaiter {
     using is_goro_awaiter = void;
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) {
-        task_header* t = current_task_or_throw("goro::yield");
-        t->set_resume_point(h);
-        the_scheduler().gosched(t);
-    }
+    void await_suspend(std::coroutine_handle<> h);
     void await_resume() const noexcept {}
 };
 
@@ -8363,17 +8876,7 @@ inline std::int64_t to_monotonic_ns(std::chrono::steady_clock::time_point t) noe
 /// keeps it alive to its end. Parameters of a coroutine function, taken by
 /// value, live in its frame and are safe. go() throws goro::usage_error when
 /// it sees the wrong form (see detail::note_self in goro/core/task.hpp).
-inline void go(task<> t, task_options options = {}, GORO_SITE_PARAM) {
-    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
-    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
-    detail::check_pool_open("goro::go");
-    detail::check_not_lambda_call(t.handle(), "goro::go");
-    auto frame = t.release();
-    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
-    if (!options.name.empty() || !options.labels.empty())
-        h->cold().meta = task_meta(std::move(options));
-    detail::start_root(h, frame, frame.promise());
-}
+GORO_DECL void go(task<> t, task_options options = {}, GORO_SITE_PARAM);
 
 /// Starts `f()` as a detached root task, keeping the callable `f` (moved or
 /// copied in) alive until the task ends: `goro::go([=]() -> goro::task<> { ... })`.
@@ -8440,6 +8943,119 @@ inline std::uint64_t this_task_id() noexcept {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro {
+
+namespace detail {
+
+GORO_DECL void start_runtime_once() {
+    static const bool started = [] {
+        detect_cpu_features();
+        panic_handler().store(&report_panic, std::memory_order_release);
+        return true;
+    }();
+    (void)started;
+}
+
+GORO_DECL task_header* new_header(task_kind kind, const site& where) {
+    start_runtime_once();
+    task_header* h = the_registry().make_header();
+    h->kind = kind;
+    task_header_cold& c = h->cold();
+    c.spawn_site = where;
+    if (task_header* cur = tls_current_task) c.parent_id = cur->id;
+    return h;
+}
+
+GORO_DECL void make_room(std::int64_t live) noexcept {
+    if (live >= 1024 && (live & (live - 1)) == 0) [[unlikely]] {
+        const std::int64_t total = the_registry().count();
+        if (total > 0) the_scheduler().reserve_global(2 * static_cast<std::size_t>(total));
+    }
+}
+
+GORO_DECL void start_root(task_header* h, std::coroutine_handle<> frame, promise_base& p) {
+    h->root_frame_ = frame.address();
+    h->set_resume_point(frame);
+    h->leaf = &p;
+    p.header_ = h;
+    const std::int64_t live = the_registry().add(h);
+    make_room(live);
+    the_scheduler().spawn(h);
+}
+
+GORO_DECL void runner::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+    promise_type& p = h.promise();
+    task_header* hdr = p.header_;
+    std::coroutine_handle<> then = p.then_;
+    if (std::exception_ptr e = std::move(p.error_)) panic_handler().load(std::memory_order_acquire)(*hdr, std::move(e));
+    finish_root(hdr, h);
+    if (then) {
+        tls_current_task = nullptr;  // `then` belongs to no task
+        continue_with(then);
+    }
+}
+
+GORO_DECL void check_pool_open(const char* op) {
+    pool_holder& ph = the_pool_holder();
+    if (scheduler* p = ph.pool.load(std::memory_order_acquire); p && p->stopping())
+        throw usage_error(std::string(op) + ": the pool has shut down (process exit)");
+}
+
+GORO_DECL std::uint64_t start_runner(runner r, task_options&& options, const site& where) {
+    task_header* h;
+    try {
+        h = new_header(task_kind::task, where);
+        if (!options.name.empty() || !options.labels.empty()) h->cold().meta = task_meta(std::move(options));
+    } catch (...) {
+        r.handle.destroy();
+        throw;
+    }
+    // start_root, reading the id before the task may run (and end, and its header be reused).
+    h->root_frame_ = r.handle.address();
+    h->set_resume_point(r.handle);
+    h->leaf = &r.handle.promise();
+    r.handle.promise().header_ = h;
+    const std::int64_t live = the_registry().add(h);
+    const std::uint64_t id = h->id;
+    make_room(live);
+    the_scheduler().spawn(h);
+    return id;
+}
+
+GORO_DECL void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
+    node.task = current_task_or_throw("goro::sleep");
+    park(node.task, h, wait_reason::sleep);
+    node.when_ns = deadline_ns;
+    node.fire = [](timer_node* n) noexcept {
+        ready(static_cast<wake_node*>(n)->task);  // last access: the task may run (and free us) from here on
+    };
+    the_scheduler().timers().add(&node);
+}
+
+GORO_DECL void yield_awaiter::await_suspend(std::coroutine_handle<> h) {
+    task_header* t = current_task_or_throw("goro::yield");
+    t->set_resume_point(h);
+    the_scheduler().gosched(t);
+}
+
+}  // namespace detail
+
+GORO_DECL void go(task<> t, task_options options, GORO_SITE_PARAM_DEF) {
+    if (!t) throw usage_error("goro::go: the task is empty (moved-from or default-constructed)");
+    if (t.handle().done()) throw usage_error("goro::go: the task has already run (it was awaited)");
+    detail::check_pool_open("goro::go");
+    detail::check_not_lambda_call(t.handle(), "goro::go");
+    auto frame = t.release();
+    task_header* h = detail::new_header(task_kind::task, GORO_SITE_ARG);
+    if (!options.name.empty() || !options.labels.empty())
+        h->cold().meta = task_meta(std::move(options));
+    detail::start_root(h, frame, frame.promise());
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/core/go.hpp ----
 
 // ---- begin goro/core/spawn.hpp ----
@@ -8519,18 +9135,7 @@ public:
     /// Fires: a parked goro task is made runnable; a foreign coroutine is
     /// returned, for the caller to continue (null when there is none).
     /// Touches nothing of this object afterwards.
-    [[nodiscard]] std::coroutine_handle<> fire() noexcept {
-        std::uintptr_t v = word_.exchange(fired_word, std::memory_order_acq_rel);
-        if (v == 0 || v == fired_word) return {};
-        waiter* w = reinterpret_cast<waiter*>(v);
-        task_header* t = w->task;
-        std::coroutine_handle<> f = w->foreign;
-        if (t) {
-            ready(t);
-            return {};
-        }
-        return f;
-    }
+    [[nodiscard]] std::coroutine_handle<> fire() noexcept;
 
 private:
     static constexpr std::uintptr_t fired_word = 1;
@@ -8711,6 +9316,25 @@ template <class F>
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+namespace goro::detail {
+
+GORO_DECL std::coroutine_handle<> one_shot::fire() noexcept {
+    std::uintptr_t v = word_.exchange(fired_word, std::memory_order_acq_rel);
+    if (v == 0 || v == fired_word) return {};
+    waiter* w = reinterpret_cast<waiter*>(v);
+    task_header* t = w->task;
+    std::coroutine_handle<> f = w->foreign;
+    if (t) {
+        ready(t);
+        return {};
+    }
+    return f;
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/core/spawn.hpp ----
 
 // ---- begin goro/sync/channel.hpp ----
@@ -8896,23 +9520,9 @@ enum class recv_status : unsigned char {
     closed,    ///< closed and drained: nothing will ever come
 };
 
-inline const char* to_string(send_status s) noexcept {
-    switch (s) {
-    case send_status::sent: return "sent";
-    case send_status::full: return "full";
-    case send_status::closed: return "closed";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(send_status s) noexcept;
 
-inline const char* to_string(recv_status s) noexcept {
-    switch (s) {
-    case recv_status::received: return "received";
-    case recv_status::empty: return "empty";
-    case recv_status::closed: return "closed";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(recv_status s) noexcept;
 
 /// The result of try_recv: a status and, when received, the value.
 template <class T>
@@ -8932,13 +9542,7 @@ struct select_core {
     int winner = -1;              // written by the claimer before it readies the task
     task_header* task = nullptr;  // immutable while parked
 
-    bool try_claim(int case_index) noexcept {
-        bool expected = false;
-        if (!claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel, std::memory_order_relaxed))
-            return false;
-        winner = case_index;
-        return true;
-    }
+    bool try_claim(int case_index) noexcept;
 };
 
 /// A parked sender or receiver (Go's sudog). Lives in an awaiter, in the
@@ -8982,25 +9586,12 @@ class waitq {
 public:
     bool empty() const noexcept { return first_.load(std::memory_order_relaxed) == nullptr; }
 
-    void push(chan_waiter* w) noexcept {
-        w->next = nullptr;
-        w->prev = last_;
-        if (last_) last_->next = w;
-        else first_.store(w, std::memory_order_relaxed);
-        last_ = w;
-        w->linked = true;
-    }
+    void push(chan_waiter* w) noexcept;
 
     /// The first waiter that can still be woken: a plain one, or a select's
     /// whose state this call claims. Waiters of already claimed selects are
     /// unlinked and skipped (their select will not look for them).
-    chan_waiter* pop() noexcept {
-        while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
-            unlink(w);
-            if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
-        }
-        return nullptr;
-    }
+    chan_waiter* pop() noexcept;
 
     /// Lock held, about to pop the first waiter: fetches, for writing, where
     /// the waiter `ahead` places back lies if the waiters lie at a constant
@@ -9011,15 +9602,7 @@ public:
     /// one after another. A wrong guess costs a useless prefetch (a prefetch
     /// never faults), and the second line covers a select's state, just
     /// after the waiter in its frame.
-    void prefetch_stride(std::uintptr_t ahead) const noexcept {
-        chan_waiter* w = first_.load(std::memory_order_relaxed);
-        if (!w || !w->next) return;
-        const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(w);
-        const std::uintptr_t step = reinterpret_cast<std::uintptr_t>(w->next) - a;
-        const char* guess = reinterpret_cast<const char*>(a + step * ahead);
-        prefetch_for_write(guess);
-        prefetch_for_write(guess + cache_line);
-    }
+    void prefetch_stride(std::uintptr_t ahead) const noexcept;
 
     /// Unlinks `w` if it is still linked (a select cleaning up after itself).
     void remove(chan_waiter* w) noexcept {
@@ -9027,14 +9610,7 @@ public:
     }
 
 private:
-    void unlink(chan_waiter* w) noexcept {
-        if (w->prev) w->prev->next = w->next;
-        else first_.store(w->next, std::memory_order_relaxed);
-        if (w->next) w->next->prev = w->prev;
-        else last_ = w->prev;
-        w->next = w->prev = nullptr;
-        w->linked = false;
-    }
+    void unlink(chan_waiter* w) noexcept;
 
     std::atomic<chan_waiter*> first_{nullptr};
     chan_waiter* last_ = nullptr;
@@ -9056,15 +9632,7 @@ public:
     /// readied, the task may free its waiter. One waiter (a hand-off) goes
     /// through ready(), which runs it next on this worker; many (a close)
     /// go to the queues in batches, waking idle workers once a batch.
-    void ready_all() noexcept {
-        chan_waiter* w = first_;
-        first_ = last_ = nullptr;
-        if (w && !w->next) {
-            ready(w->task());
-            return;
-        }
-        if (w) ready_many(w);
-    }
+    void ready_all() noexcept;
 
 private:
     [[gnu::noinline]] static void ready_many(chan_waiter* w) noexcept {
@@ -9177,51 +9745,25 @@ struct chan_base {
     };
 
     /// Values buffered now (a moment's view).
-    std::size_t buffered() const noexcept {
-        std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
-        std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
-        if (e <= d) return 0;
-        return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
-    }
+    std::size_t buffered() const noexcept;
 
     // --- the parking handshake (lock held; see THE PARKING HANDSHAKE) -----
 
     /// A receiver is about to park: lock-free senders must take the lock from
     /// now on. The caller then looks at the ring again.
-    void announce_recv_wait() noexcept {
-        if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
-            or_word(enq, enq_recv_wait, lock.held_plain());
-    }
+    void announce_recv_wait() noexcept;
 
     /// A sender is about to park: lock-free receivers and senders must take
     /// the lock from now on. The caller then looks at the ring again.
-    void announce_send_wait() noexcept {
-        if (!cap) return;
-        const bool plain = lock.held_plain();
-        if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
-        if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
-    }
+    void announce_send_wait() noexcept;
 
     /// Clears the flags of queues that are empty now; call before unlocking
     /// after anything that may have emptied a queue. (Sets none: a flag is set
     /// only by announce_*, before the second look.)
-    void sync_wait_flags() noexcept {
-        if (!cap) return;
-        std::uint64_t e = enq.load(std::memory_order_relaxed);
-        std::uint64_t clear = 0;
-        if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
-        if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
-        const bool plain = lock.held_plain();
-        if (clear) and_word(enq, ~clear, plain);
-        if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
-            and_word(deq, ~deq_send_wait, plain);
-    }
+    void sync_wait_flags() noexcept;
 
     /// The unlock of every locked operation: flags first, then the lock.
-    void unlock_synced() noexcept {
-        if (cap) sync_wait_flags();
-        lock.unlock();
-    }
+    void unlock_synced() noexcept;
 };
 
 template <class T>
@@ -10019,6 +10561,125 @@ struct direction_access {
 }  // namespace detail
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL const char* to_string(send_status s) noexcept {
+    switch (s) {
+    case send_status::sent: return "sent";
+    case send_status::full: return "full";
+    case send_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+GORO_DECL const char* to_string(recv_status s) noexcept {
+    switch (s) {
+    case recv_status::received: return "received";
+    case recv_status::empty: return "empty";
+    case recv_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL bool select_core::try_claim(int case_index) noexcept {
+    bool expected = false;
+    if (!claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return false;
+    winner = case_index;
+    return true;
+}
+
+GORO_DECL void waitq::push(chan_waiter* w) noexcept {
+    w->next = nullptr;
+    w->prev = last_;
+    if (last_) last_->next = w;
+    else first_.store(w, std::memory_order_relaxed);
+    last_ = w;
+    w->linked = true;
+}
+
+GORO_DECL chan_waiter* waitq::pop() noexcept {
+    while (chan_waiter* w = first_.load(std::memory_order_relaxed)) {
+        unlink(w);
+        if (!w->in_select || w->sel_->try_claim(w->case_index)) return w;
+    }
+    return nullptr;
+}
+
+GORO_DECL void waitq::prefetch_stride(std::uintptr_t ahead) const noexcept {
+    chan_waiter* w = first_.load(std::memory_order_relaxed);
+    if (!w || !w->next) return;
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(w);
+    const std::uintptr_t step = reinterpret_cast<std::uintptr_t>(w->next) - a;
+    const char* guess = reinterpret_cast<const char*>(a + step * ahead);
+    prefetch_for_write(guess);
+    prefetch_for_write(guess + cache_line);
+}
+
+GORO_DECL void waitq::unlink(chan_waiter* w) noexcept {
+    if (w->prev) w->prev->next = w->next;
+    else first_.store(w->next, std::memory_order_relaxed);
+    if (w->next) w->next->prev = w->prev;
+    else last_ = w->prev;
+    w->next = w->prev = nullptr;
+    w->linked = false;
+}
+
+GORO_DECL void wake_list::ready_all() noexcept {
+    chan_waiter* w = first_;
+    first_ = last_ = nullptr;
+    if (w && !w->next) {
+        ready(w->task());
+        return;
+    }
+    if (w) ready_many(w);
+}
+
+GORO_DECL std::size_t chan_base::buffered() const noexcept {
+    std::uint64_t d = deq.load(std::memory_order_relaxed) >> deq_shift;
+    std::uint64_t e = enq.load(std::memory_order_relaxed) >> enq_shift;
+    if (e <= d) return 0;
+    return std::size_t(e - d) > cap ? cap : std::size_t(e - d);
+}
+
+GORO_DECL void chan_base::announce_recv_wait() noexcept {
+    if (cap && !(enq.load(std::memory_order_relaxed) & enq_recv_wait))
+        or_word(enq, enq_recv_wait, lock.held_plain());
+}
+
+GORO_DECL void chan_base::announce_send_wait() noexcept {
+    if (!cap) return;
+    const bool plain = lock.held_plain();
+    if (!(deq.load(std::memory_order_relaxed) & deq_send_wait)) or_word(deq, deq_send_wait, plain);
+    if (!(enq.load(std::memory_order_relaxed) & enq_send_wait)) or_word(enq, enq_send_wait, plain);
+}
+
+GORO_DECL void chan_base::sync_wait_flags() noexcept {
+    if (!cap) return;
+    std::uint64_t e = enq.load(std::memory_order_relaxed);
+    std::uint64_t clear = 0;
+    if ((e & enq_recv_wait) && recvq.empty()) clear |= enq_recv_wait;
+    if ((e & enq_send_wait) && sendq.empty()) clear |= enq_send_wait;
+    const bool plain = lock.held_plain();
+    if (clear) and_word(enq, ~clear, plain);
+    if (sendq.empty() && (deq.load(std::memory_order_relaxed) & deq_send_wait))
+        and_word(deq, ~deq_send_wait, plain);
+}
+
+GORO_DECL void chan_base::unlock_synced() noexcept {
+    if (cap) sync_wait_flags();
+    lock.unlock();
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/sync/channel.hpp ----
 
 // ---- begin goro/sync/select.hpp ----
@@ -10297,14 +10958,7 @@ using case_of_t = typename case_of<C>::type;
 
 /// A per-thread xorshift generator for the poll order: cheap, and different
 /// on every worker.
-inline std::uint32_t select_rand() noexcept {
-    static thread_local std::uint64_t s = 0;
-    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return static_cast<std::uint32_t>(s >> 32);
-}
+GORO_DECL std::uint32_t select_rand() noexcept;
 
 /// The timer of a blocking select's `after` case.
 struct select_timer : timer_node {
@@ -10314,15 +10968,7 @@ struct select_timer : timer_node {
     select_timer() = default;
     select_timer(const select_timer&) noexcept : timer_node() {}
 
-    static void on_fire(timer_node* n) noexcept {
-        auto* t = static_cast<select_timer*>(n);
-        select_core* c = t->core;
-        if (c->try_claim(t->case_index)) {
-            ready(c->task);  // last access: the select may resume and free us from here on
-            return;
-        }
-        t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
-    }
+    static void on_fire(timer_node* n) noexcept;
 };
 
 struct no_timer {
@@ -10822,6 +11468,32 @@ select_result<Cs...> try_select(cases<Cs...>&& cs) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro::detail {
+
+GORO_DECL std::uint32_t select_rand() noexcept {
+    static thread_local std::uint64_t s = 0;
+    if (s == 0) s = ((reinterpret_cast<std::uintptr_t>(&s) * 0x9E3779B97F4A7C15ull) ^ std::uint64_t(now_ns())) | 1;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<std::uint32_t>(s >> 32);
+}
+
+GORO_DECL void select_timer::on_fire(timer_node* n) noexcept {
+    auto* t = static_cast<select_timer*>(n);
+    select_core* c = t->core;
+    if (c->try_claim(t->case_index)) {
+        ready(c->task);  // last access: the select may resume and free us from here on
+        return;
+    }
+    t->fired_done.store(true, std::memory_order_release);  // last access (CONTRACT)
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/sync/select.hpp ----
 
 // ---- begin goro/sync/select_dynamic.hpp ----
@@ -10992,17 +11664,7 @@ public:
         o.kind_ = kind::none;
         o.ch_ = nullptr;
     }
-    select_case& operator=(select_case&& o) noexcept {
-        if (this != &o) {
-            if (box_) ops_->destroy(box_);
-            kind_ = std::exchange(o.kind_, kind::none);
-            ops_ = o.ops_;
-            ch_ = std::exchange(o.ch_, nullptr);
-            box_ = std::exchange(o.box_, nullptr);
-            when_ns_ = o.when_ns_;
-        }
-        return *this;
-    }
+    select_case& operator=(select_case&& o) noexcept;
     select_case(const select_case&) = delete;
     select_case& operator=(const select_case&) = delete;
     ~select_case() {
@@ -11257,11 +11919,32 @@ inline detail::dyn_select_op<true> select(std::span<select_case> cases) noexcept
 }
 
 /// The non-blocking form: the index of the case performed, or goro::select_default.
-inline int try_select(std::span<select_case> cases) {
+GORO_DECL int try_select(std::span<select_case> cases);
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL select_case& select_case::operator=(select_case&& o) noexcept {
+    if (this != &o) {
+        if (box_) ops_->destroy(box_);
+        kind_ = std::exchange(o.kind_, kind::none);
+        ops_ = o.ops_;
+        ch_ = std::exchange(o.ch_, nullptr);
+        box_ = std::exchange(o.box_, nullptr);
+        when_ns_ = o.when_ns_;
+    }
+    return *this;
+}
+
+GORO_DECL int try_select(std::span<select_case> cases) {
     return detail::dyn_select_op<false>(cases).poll_now();
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/select_dynamic.hpp ----
 
 // ---- begin goro/sync/context.hpp ----
@@ -11357,14 +12040,7 @@ enum class context_error : unsigned char {
     deadline_exceeded,  ///< its deadline (or an ancestor's) passed
 };
 
-inline const char* to_string(context_error e) noexcept {
-    switch (e) {
-    case context_error::none: return "none";
-    case context_error::canceled: return "context canceled";
-    case context_error::deadline_exceeded: return "context deadline exceeded";
-    }
-    return "unknown";
-}
+GORO_DECL const char* to_string(context_error e) noexcept;
 
 /// Thrown by context::throw_if_done() for a cancelled context (Go's context.Canceled).
 class canceled_error : public error {
@@ -11425,13 +12101,7 @@ struct ctx_node {
 
     void add_ref() noexcept { refs.fetch_add(handle_ref, std::memory_order_relaxed); }
     /// A handle reference unless the node is already being destroyed.
-    bool try_add_ref() noexcept {
-        std::size_t r = refs.load(std::memory_order_relaxed);
-        while (r != 0)
-            if (refs.compare_exchange_weak(r, r + handle_ref, std::memory_order_acq_rel, std::memory_order_relaxed))
-                return true;
-        return false;
-    }
+    bool try_add_ref() noexcept;
     /// Drops a reference (a handle's, or the timer's); frees the nodes that
     /// reach zero, walking up the chain iteratively (no recursion).
     ///
@@ -11440,29 +12110,7 @@ struct ctx_node {
     /// (abandon_timer). Once a thread has dropped its reference it never
     /// touches the node again, so whoever drops the last reference — the timer
     /// callback included — may free it at once.
-    static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept {
-        while (n) {
-            std::size_t r = n->refs.load(std::memory_order_relaxed);
-            bool abandoned = false;
-            for (;;) {
-                if (amount == handle_ref && r == handle_ref + timer_ref && !abandoned) {
-                    abandoned = true;
-                    n->abandon_timer();  // our handle keeps n alive meanwhile
-                    r = n->refs.load(std::memory_order_relaxed);
-                    continue;
-                }
-                // A failed abandon means the timer is firing, or a cancel took
-                // it: either drops the timer's reference soon, so we may go.
-                if (n->refs.compare_exchange_weak(r, r - amount, std::memory_order_acq_rel, std::memory_order_relaxed))
-                    break;
-            }
-            if (r != amount) return;
-            ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
-            delete n;
-            n = p;
-            amount = handle_ref;
-        }
-    }
+    static void release(ctx_node* n, std::size_t amount = handle_ref) noexcept;
 };
 
 template <class T>
@@ -11472,23 +12120,36 @@ struct value_node final : ctx_node {
     explicit value_node(U&& v) : value(std::forward<U>(v)) {}
 };
 
-inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept;
+/// Cancels `n` and every descendant, and returns once all of them are
+/// published (err() set, done() closed). The caller holds a reference to `n`.
+///
+/// Three passes, iteratively (no recursion, no allocation; the lists run
+/// through `work_next`):
+///   1. begin: `n` and, depth first, every descendant whose cancellation had
+///      not begun; their children lists are detached on the way. A child whose
+///      cancellation another thread began is set aside, to wait for.
+///   2. publish, each parent before its children (so a task woken by a
+///      child's done() finds its ancestors done), then mark every node
+///      `settled`; err() of a published node waits for that, so a node's
+///      err() is never seen before its descendants' done() closed.
+///      First wait for the set-aside children: a thread waits
+///      only for nodes outside the subtrees of what it began and has not
+///      published, and their canceller only for nodes below them, so the
+///      waits end (the tree has no cycles).
+///   3. only now what may run user code or start another cancellation:
+///      stop_source callbacks, and dropping the references (a node's
+///      destructor runs its values' destructors). Everything begun is
+///      published by then, so nothing started here waits for this thread.
+GORO_DECL void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept;
 
 struct cancel_node final : ctx_node {
     struct deadline_timer : timer_node {
         cancel_node* owner = nullptr;
-        static void on_fire(timer_node* t) noexcept {
-            cancel_node* n = static_cast<deadline_timer*>(t)->owner;
-            cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
-            ctx_node::release(n, timer_ref);  // last access: the armed timer's reference
-        }
+        static void on_fire(timer_node* t) noexcept;
     };
     struct stop_relay {
         cancel_node* owner;
-        void operator()() const noexcept {
-            cancel_tree(owner, context_error::canceled,
-                        std::make_exception_ptr(canceled_error("goro::with_stop_token: stop requested")), true);
-        }
+        void operator()() const noexcept;
     };
 
     ranked_lock<spinlock, lock_rank::context> mu;
@@ -11523,73 +12184,20 @@ struct cancel_node final : ctx_node {
     /// (CANCELLATION); like Go's Err(), which takes the lock the canceller
     /// holds throughout, this waits for it, so a non-none error also means
     /// every descendant is done.
-    context_error published_err() const noexcept {
-        if (!done.is_closed()) return context_error::none;
-        wait_published();
-        return err.load(std::memory_order_relaxed);
-    }
+    context_error published_err() const noexcept;
 
-    void abandon_timer() noexcept override {
-        std::lock_guard g(mu);
-        // Not cancelled: the callback is running (or about to) and drops the
-        // timer's reference itself. Cancelled: never zero here, the caller
-        // still holds its handle.
-        if (timer_armed && the_scheduler().timers().cancel(&timer)) {
-            timer_armed = false;
-            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
-        }
-    }
+    void abandon_timer() noexcept override;
 
-    ~cancel_node() override {
-        relay.reset();  // waits for a stop callback running on another thread
-        unlink_from_ancestor();
-    }
+    ~cancel_node() override;
 
-    void unlink_from_ancestor() noexcept {
-        cancel_node* a = ancestor;
-        if (!a) return;
-        std::lock_guard g(a->mu);
-        if (!linked) return;
-        if (prev_sibling) prev_sibling->next_sibling = next_sibling;
-        else a->first_child = next_sibling;
-        if (next_sibling) next_sibling->prev_sibling = prev_sibling;
-        prev_sibling = next_sibling = nullptr;
-        linked = false;
-        --a->nchildren;
-    }
+    void unlink_from_ancestor() noexcept;
 
     /// Begins this node's cancellation: records the error and cause (so no
     /// one else begins it, and a child created from now on is cancelled by
     /// its creator), stops the timer, and moves the children, each with a
     /// reference, onto `work`. False when a cancellation had begun already.
     /// The caller holds a reference.
-    bool begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
-        bool stop_timer = false;
-        {
-            std::lock_guard g(mu);
-            if (err.load(std::memory_order_relaxed) != context_error::none) return false;
-            cause = c;
-            err.store(e, std::memory_order_relaxed);
-            for (cancel_node* ch = first_child; ch;) {
-                cancel_node* next = ch->next_sibling;
-                ch->prev_sibling = ch->next_sibling = nullptr;
-                ch->linked = false;
-                if (ch->try_add_ref()) {  // a child at zero is being destroyed: nobody can observe it
-                    ch->work_next = work;
-                    work = ch;
-                }
-                ch = next;
-            }
-            first_child = nullptr;
-            nchildren = 0;
-            stop_timer = std::exchange(timer_armed, false);
-        }
-        if (stop_timer && the_scheduler().timers().cancel(&timer)) {
-            // The timer will not fire: drop its reference (the caller holds one).
-            refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
-        }
-        return true;
-    }
+    bool begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept;
 
     /// Makes the cancellation visible: err() and done() change together here.
     void publish_cancel() noexcept { done.close("goro::context::cancel"); }
@@ -11597,14 +12205,7 @@ struct cancel_node final : ctx_node {
     /// After publishing: stops the stop_source handed out by stop_token(), if
     /// any. (stop_token() checks `done` under mu after creating one, so a
     /// source created now is stopped there.)
-    void stop_after_cancel() noexcept {
-        std::optional<std::stop_source> to_stop;
-        {
-            std::lock_guard g(mu);
-            if (stop) to_stop = stop;
-        }
-        if (to_stop) to_stop->request_stop();
-    }
+    void stop_after_cancel() noexcept;
 
     /// Waits until another thread's cancellation of this node is published:
     /// its done() and every descendant's closed.
@@ -11617,27 +12218,314 @@ struct cancel_node final : ctx_node {
     std::atomic<bool> settled{false};
 };
 
-/// Cancels `n` and every descendant, and returns once all of them are
-/// published (err() set, done() closed). The caller holds a reference to `n`.
-///
-/// Three passes, iteratively (no recursion, no allocation; the lists run
-/// through `work_next`):
-///   1. begin: `n` and, depth first, every descendant whose cancellation had
-///      not begun; their children lists are detached on the way. A child whose
-///      cancellation another thread began is set aside, to wait for.
-///   2. publish, each parent before its children (so a task woken by a
-///      child's done() finds its ancestors done), then mark every node
-///      `settled`; err() of a published node waits for that, so a node's
-///      err() is never seen before its descendants' done() closed.
-///      First wait for the set-aside children: a thread waits
-///      only for nodes outside the subtrees of what it began and has not
-///      published, and their canceller only for nodes below them, so the
-///      waits end (the tree has no cycles).
-///   3. only now what may run user code or start another cancellation:
-///      stop_source callbacks, and dropping the references (a node's
-///      destructor runs its values' destructors). Everything begun is
-///      published by then, so nothing started here waits for this thread.
-inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept {
+GORO_DECL std::exception_ptr error_of(context_error e);
+
+}  // namespace detail
+
+/// A context handle. Default-constructed: background (never cancelled, no
+/// deadline, no values; its done() is a nil channel that never fires).
+class context {
+public:
+    context() noexcept = default;
+    context(const context& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    context(context&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    context& operator=(const context& o) noexcept;
+    context& operator=(context&& o) noexcept;
+    ~context() { detail::ctx_node::release(n_); }
+
+    /// The context's done channel (Go's ctx.Done()), receive-only: closed once
+    /// the context is done; nil for background. `co_await ctx.done()`,
+    /// `ctx.done()` as a select case, `while (auto v = co_await d.recv()) {}`
+    /// (not `while (co_await d.recv())`: g++ 12 miscompiles a co_await in a
+    /// condition without a declaration), or passed on as a
+    /// `recv_only<std::monostate>`. It holds a handle to the
+    /// context, so it may outlive this one.
+    recv_only<std::monostate> done() const noexcept;
+
+    /// Why the context is done, or context_error::none.
+    context_error err() const noexcept {
+        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+        return c ? c->published_err() : context_error::none;
+    }
+    /// True once the context is cancelled or past its deadline.
+    bool is_done() const noexcept { return err() != context_error::none; }
+
+    /// Throws canceled_error or deadline_exceeded_error when the context is done.
+    void throw_if_done() const;
+
+    /// The earliest deadline along the chain, if any.
+    std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept;
+
+    /// The value stored under `key` by the nearest with_value, or null.
+    template <class T>
+    const T* value(const context_key<T>& key) const noexcept {
+        for (detail::ctx_node* n = n_; n; n = n->parent)
+            if (n->key == &key) return &static_cast<detail::value_node<T>*>(n)->value;
+        return nullptr;
+    }
+
+    /// A std::stop_token that is stop-requested when this context is done
+    /// (never, for background).
+    std::stop_token stop_token() const;
+
+    friend bool operator==(const context& a, const context& b) noexcept { return a.n_ == b.n_; }
+
+private:
+    friend class cancel_func;
+    friend struct context_access;
+    explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
+    detail::ctx_node* n_ = nullptr;
+};
+
+namespace detail {
+struct ctx_keep {
+    static void add(void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); }
+    static void drop(void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); }
+    static constexpr keep_ops ops{&add, &drop};
+};
+}  // namespace detail
+
+/// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
+/// the context was cancelled some other way, does nothing.
+class cancel_func {
+public:
+    cancel_func() noexcept = default;
+    cancel_func(const cancel_func& o) noexcept : n_(o.n_) {
+        if (n_) n_->add_ref();
+    }
+    cancel_func(cancel_func&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+    cancel_func& operator=(cancel_func o) noexcept {
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    ~cancel_func() { detail::ctx_node::release(n_); }
+
+    /// Cancels with context_error::canceled.
+    void operator()() const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, nullptr, true);
+    }
+    /// Cancels with context_error::canceled, recording `cause` (see goro::cause).
+    void operator()(std::exception_ptr cause) const noexcept {
+        if (n_) detail::cancel_tree(n_, context_error::canceled, std::move(cause), true);
+    }
+
+private:
+    friend struct context_access;
+    explicit cancel_func(detail::cancel_node* n) noexcept : n_(n) {
+        if (n_) n_->add_ref();
+    }
+    detail::cancel_node* n_ = nullptr;
+};
+
+/// goro::background(): the root of every context tree. goro::todo(): the same,
+/// spelled for "not decided yet".
+inline context background() noexcept { return {}; }
+inline context todo() noexcept { return {}; }
+
+struct context_access {
+    static detail::ctx_node* node(const context& c) noexcept { return c.n_; }
+    static context adopt(detail::ctx_node* n) noexcept { return context(n); }
+    static cancel_func make_cancel(detail::cancel_node* n) noexcept { return cancel_func(n); }
+
+    /// A new cancel node below `parent`, linked into its nearest cancelable
+    /// ancestor, or cancelled at once when that one is done already.
+    static detail::cancel_node* new_cancel_node(const context& parent, std::int64_t deadline_ns);
+
+    static void arm_deadline(detail::cancel_node* n, std::int64_t when_ns);
+
+    static std::int64_t now_ns() noexcept { return detail::now_ns(); }
+};
+
+/// A child of `parent` with its own cancel func (Go's WithCancel).
+GORO_DECL std::pair<context, cancel_func> with_cancel(const context& parent);
+
+/// A child that is cancelled with deadline_exceeded at `deadline` (Go's WithDeadline).
+template <class Duration>
+std::pair<context, cancel_func> with_deadline(const context& parent,
+                                              std::chrono::time_point<std::chrono::steady_clock, Duration> deadline) {
+    std::int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+    detail::cancel_node* n = context_access::new_cancel_node(parent, when);
+    context ctx = context_access::adopt(n);
+    cancel_func cancel = context_access::make_cancel(n);
+    // The parent's earlier deadline already covers this one: no timer of our own.
+    detail::ctx_node* p = context_access::node(parent);
+    if (!p || when < p->deadline_ns) context_access::arm_deadline(n, when);
+    return {std::move(ctx), std::move(cancel)};
+}
+
+/// with_deadline(parent, now + timeout) (Go's WithTimeout).
+template <class Rep, class Period>
+std::pair<context, cancel_func> with_timeout(const context& parent, std::chrono::duration<Rep, Period> timeout) {
+    return with_deadline(parent, std::chrono::steady_clock::now() +
+                                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+}
+
+/// A child cancelled (context_error::canceled) when `token` is stop-requested,
+/// or by its cancel func: the bridge from std::stop_token (std::jthread, …).
+GORO_DECL std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token);
+
+/// A child carrying `value` under `key` (Go's WithValue); lookup: ctx.value(key).
+template <class T, class U>
+    requires std::is_constructible_v<T, U&&>
+context with_value(const context& parent, const context_key<T>& key, U&& value) {
+    auto* n = new detail::value_node<T>(std::forward<U>(value));
+    n->key = &key;
+    if (detail::ctx_node* p = context_access::node(parent)) {
+        p->add_ref();
+        n->parent = p;
+        n->nearest = p->nearest;
+        n->deadline_ns = p->deadline_ns;
+    }
+    return context_access::adopt(n);
+}
+
+/// Why `ctx` was cancelled: the cause given to its cancel func (or an
+/// ancestor's), else canceled_error / deadline_exceeded_error; null while
+/// the context is not done (Go's context.Cause).
+GORO_DECL std::exception_ptr cause(const context& ctx);
+
+namespace detail {
+/// Children currently linked under the nearest cancelable node of `ctx` (for tests and metrics).
+GORO_DECL std::size_t context_children(const context& ctx) noexcept;
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL const char* to_string(context_error e) noexcept {
+    switch (e) {
+    case context_error::none: return "none";
+    case context_error::canceled: return "context canceled";
+    case context_error::deadline_exceeded: return "context deadline exceeded";
+    }
+    return "unknown";
+}
+
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL bool ctx_node::try_add_ref() noexcept {
+    std::size_t r = refs.load(std::memory_order_relaxed);
+    while (r != 0)
+        if (refs.compare_exchange_weak(r, r + handle_ref, std::memory_order_acq_rel, std::memory_order_relaxed))
+            return true;
+    return false;
+}
+
+GORO_DECL void ctx_node::release(ctx_node* n, std::size_t amount) noexcept {
+    while (n) {
+        std::size_t r = n->refs.load(std::memory_order_relaxed);
+        bool abandoned = false;
+        for (;;) {
+            if (amount == handle_ref && r == handle_ref + timer_ref && !abandoned) {
+                abandoned = true;
+                n->abandon_timer();  // our handle keeps n alive meanwhile
+                r = n->refs.load(std::memory_order_relaxed);
+                continue;
+            }
+            // A failed abandon means the timer is firing, or a cancel took
+            // it: either drops the timer's reference soon, so we may go.
+            if (n->refs.compare_exchange_weak(r, r - amount, std::memory_order_acq_rel, std::memory_order_relaxed))
+                break;
+        }
+        if (r != amount) return;
+        ctx_node* p = n->parent;  // kept until n is gone: n's destructor may lock an ancestor
+        delete n;
+        n = p;
+        amount = handle_ref;
+    }
+}
+
+GORO_DECL void cancel_node::deadline_timer::on_fire(timer_node* t) noexcept {
+    cancel_node* n = static_cast<deadline_timer*>(t)->owner;
+    cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+    ctx_node::release(n, timer_ref);  // last access: the armed timer's reference
+}
+
+GORO_DECL void cancel_node::stop_relay::operator()() const noexcept {
+    cancel_tree(owner, context_error::canceled,
+                std::make_exception_ptr(canceled_error("goro::with_stop_token: stop requested")), true);
+}
+
+GORO_DECL context_error cancel_node::published_err() const noexcept {
+    if (!done.is_closed()) return context_error::none;
+    wait_published();
+    return err.load(std::memory_order_relaxed);
+}
+
+GORO_DECL void cancel_node::abandon_timer() noexcept {
+    std::lock_guard g(mu);
+    // Not cancelled: the callback is running (or about to) and drops the
+    // timer's reference itself. Cancelled: never zero here, the caller
+    // still holds its handle.
+    if (timer_armed && the_scheduler().timers().cancel(&timer)) {
+        timer_armed = false;
+        refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
+    }
+}
+
+GORO_DECL cancel_node::~cancel_node() {
+    relay.reset();  // waits for a stop callback running on another thread
+    unlink_from_ancestor();
+}
+
+GORO_DECL void cancel_node::unlink_from_ancestor() noexcept {
+    cancel_node* a = ancestor;
+    if (!a) return;
+    std::lock_guard g(a->mu);
+    if (!linked) return;
+    if (prev_sibling) prev_sibling->next_sibling = next_sibling;
+    else a->first_child = next_sibling;
+    if (next_sibling) next_sibling->prev_sibling = prev_sibling;
+    prev_sibling = next_sibling = nullptr;
+    linked = false;
+    --a->nchildren;
+}
+
+GORO_DECL bool cancel_node::begin_cancel(context_error e, const std::exception_ptr& c, cancel_node*& work) noexcept {
+    bool stop_timer = false;
+    {
+        std::lock_guard g(mu);
+        if (err.load(std::memory_order_relaxed) != context_error::none) return false;
+        cause = c;
+        err.store(e, std::memory_order_relaxed);
+        for (cancel_node* ch = first_child; ch;) {
+            cancel_node* next = ch->next_sibling;
+            ch->prev_sibling = ch->next_sibling = nullptr;
+            ch->linked = false;
+            if (ch->try_add_ref()) {  // a child at zero is being destroyed: nobody can observe it
+                ch->work_next = work;
+                work = ch;
+            }
+            ch = next;
+        }
+        first_child = nullptr;
+        nchildren = 0;
+        stop_timer = std::exchange(timer_armed, false);
+    }
+    if (stop_timer && the_scheduler().timers().cancel(&timer)) {
+        // The timer will not fire: drop its reference (the caller holds one).
+        refs.fetch_sub(timer_ref, std::memory_order_acq_rel);
+    }
+    return true;
+}
+
+GORO_DECL void cancel_node::stop_after_cancel() noexcept {
+    std::optional<std::stop_source> to_stop;
+    {
+        std::lock_guard g(mu);
+        if (stop) to_stop = stop;
+    }
+    if (to_stop) to_stop->request_stop();
+}
+
+GORO_DECL void cancel_tree(cancel_node* n, context_error err, std::exception_ptr cause, bool unlink) noexcept {
     cancel_node* work = nullptr;
     if (!n->begin_cancel(err, cause, work)) {
         n->wait_published();  // cancel() returns with the context done, whoever cancelled it
@@ -11684,238 +12572,116 @@ inline void cancel_tree(cancel_node* n, context_error err, std::exception_ptr ca
     if (unlink) n->unlink_from_ancestor();
 }
 
-inline std::exception_ptr error_of(context_error e) {
+GORO_DECL std::exception_ptr error_of(context_error e) {
     if (e == context_error::deadline_exceeded) return std::make_exception_ptr(deadline_exceeded_error());
     return std::make_exception_ptr(canceled_error());
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-/// A context handle. Default-constructed: background (never cancelled, no
-/// deadline, no values; its done() is a nil channel that never fires).
-class context {
-public:
-    context() noexcept = default;
-    context(const context& o) noexcept : n_(o.n_) {
-        if (n_) n_->add_ref();
-    }
-    context(context&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
-    context& operator=(const context& o) noexcept {
-        if (o.n_) o.n_->add_ref();
+namespace goro {
+
+GORO_DECL context& context::operator=(const context& o) noexcept {
+    if (o.n_) o.n_->add_ref();
+    detail::ctx_node::release(n_);
+    n_ = o.n_;
+    return *this;
+}
+
+GORO_DECL context& context::operator=(context&& o) noexcept {
+    if (this != &o) {
         detail::ctx_node::release(n_);
-        n_ = o.n_;
-        return *this;
+        n_ = std::exchange(o.n_, nullptr);
     }
-    context& operator=(context&& o) noexcept {
-        if (this != &o) {
-            detail::ctx_node::release(n_);
-            n_ = std::exchange(o.n_, nullptr);
-        }
-        return *this;
+    return *this;
+}
+
+GORO_DECL void context::throw_if_done() const {
+    switch (err()) {
+    case context_error::none: return;
+    case context_error::canceled: throw canceled_error();
+    case context_error::deadline_exceeded: throw deadline_exceeded_error();
     }
-    ~context() { detail::ctx_node::release(n_); }
+}
 
-    /// The context's done channel (Go's ctx.Done()), receive-only: closed once
-    /// the context is done; nil for background. `co_await ctx.done()`,
-    /// `ctx.done()` as a select case, `while (co_await d.recv()) {}`, or
-    /// passed on as a `recv_only<std::monostate>`. It holds a handle to the
-    /// context, so it may outlive this one.
-    recv_only<std::monostate> done() const noexcept;
+GORO_DECL std::optional<std::chrono::steady_clock::time_point> context::deadline() const noexcept {
+    if (!n_ || n_->deadline_ns == std::numeric_limits<std::int64_t>::max()) return std::nullopt;
+    return std::chrono::steady_clock::time_point(
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(n_->deadline_ns)));
+}
 
-    /// Why the context is done, or context_error::none.
-    context_error err() const noexcept {
-        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        return c ? c->published_err() : context_error::none;
+GORO_DECL std::stop_token context::stop_token() const {
+    detail::cancel_node* c = n_ ? n_->nearest : nullptr;
+    if (!c) return {};
+    std::stop_source src{std::nostopstate};
+    bool already = false;
+    {
+        std::lock_guard g(c->mu);
+        if (!c->stop) c->stop.emplace();
+        src = *c->stop;
+        already = c->done.is_closed();
     }
-    /// True once the context is cancelled or past its deadline.
-    bool is_done() const noexcept { return err() != context_error::none; }
+    if (already) src.request_stop();  // published before anyone asked: catch up
+    return src.get_token();
+}
 
-    /// Throws canceled_error or deadline_exceeded_error when the context is done.
-    void throw_if_done() const {
-        switch (err()) {
-        case context_error::none: return;
-        case context_error::canceled: throw canceled_error();
-        case context_error::deadline_exceeded: throw deadline_exceeded_error();
-        }
-    }
-
-    /// The earliest deadline along the chain, if any.
-    std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept {
-        if (!n_ || n_->deadline_ns == std::numeric_limits<std::int64_t>::max()) return std::nullopt;
-        return std::chrono::steady_clock::time_point(
-            std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(n_->deadline_ns)));
-    }
-
-    /// The value stored under `key` by the nearest with_value, or null.
-    template <class T>
-    const T* value(const context_key<T>& key) const noexcept {
-        for (detail::ctx_node* n = n_; n; n = n->parent)
-            if (n->key == &key) return &static_cast<detail::value_node<T>*>(n)->value;
-        return nullptr;
-    }
-
-    /// A std::stop_token that is stop-requested when this context is done
-    /// (never, for background).
-    std::stop_token stop_token() const {
-        detail::cancel_node* c = n_ ? n_->nearest : nullptr;
-        if (!c) return {};
-        std::stop_source src{std::nostopstate};
-        bool already = false;
-        {
-            std::lock_guard g(c->mu);
-            if (!c->stop) c->stop.emplace();
-            src = *c->stop;
-            already = c->done.is_closed();
-        }
-        if (already) src.request_stop();  // published before anyone asked: catch up
-        return src.get_token();
-    }
-
-    friend bool operator==(const context& a, const context& b) noexcept { return a.n_ == b.n_; }
-
-private:
-    friend class cancel_func;
-    friend struct context_access;
-    explicit context(detail::ctx_node* adopt) noexcept : n_(adopt) {}
-    detail::ctx_node* n_ = nullptr;
-};
-
-namespace detail {
-struct ctx_keep {
-    static void add(void* p) noexcept { static_cast<ctx_node*>(p)->add_ref(); }
-    static void drop(void* p) noexcept { ctx_node::release(static_cast<ctx_node*>(p)); }
-    static constexpr keep_ops ops{&add, &drop};
-};
-}  // namespace detail
-
-inline recv_only<std::monostate> context::done() const noexcept {
+GORO_DECL recv_only<std::monostate> context::done() const noexcept {
     detail::cancel_node* c = n_ ? n_->nearest : nullptr;
     if (!c) return {};  // background: a nil channel, nothing to keep
     n_->add_ref();
     return {&c->done, detail::keep_ref(n_, &detail::ctx_keep::ops)};
 }
 
-/// Cancels its context (Go's CancelFunc). Copyable; calling it again, or after
-/// the context was cancelled some other way, does nothing.
-class cancel_func {
-public:
-    cancel_func() noexcept = default;
-    cancel_func(const cancel_func& o) noexcept : n_(o.n_) {
-        if (n_) n_->add_ref();
+GORO_DECL detail::cancel_node* context_access::new_cancel_node(const context& parent, std::int64_t deadline_ns) {
+    auto* n = new detail::cancel_node();
+    n->nearest = n;
+    n->timer.owner = n;
+    n->timer.fire = &detail::cancel_node::deadline_timer::on_fire;
+    detail::ctx_node* p = parent.n_;
+    if (p) {
+        p->add_ref();
+        n->parent = p;
+        n->deadline_ns = p->deadline_ns;
+        n->ancestor = p->nearest;
     }
-    cancel_func(cancel_func&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
-    cancel_func& operator=(cancel_func o) noexcept {
-        std::swap(n_, o.n_);
-        return *this;
-    }
-    ~cancel_func() { detail::ctx_node::release(n_); }
-
-    /// Cancels with context_error::canceled.
-    void operator()() const noexcept {
-        if (n_) detail::cancel_tree(n_, context_error::canceled, nullptr, true);
-    }
-    /// Cancels with context_error::canceled, recording `cause` (see goro::cause).
-    void operator()(std::exception_ptr cause) const noexcept {
-        if (n_) detail::cancel_tree(n_, context_error::canceled, std::move(cause), true);
-    }
-
-private:
-    friend struct context_access;
-    explicit cancel_func(detail::cancel_node* n) noexcept : n_(n) {
-        if (n_) n_->add_ref();
-    }
-    detail::cancel_node* n_ = nullptr;
-};
-
-/// goro::background(): the root of every context tree. goro::todo(): the same,
-/// spelled for "not decided yet".
-inline context background() noexcept { return {}; }
-inline context todo() noexcept { return {}; }
-
-struct context_access {
-    static detail::ctx_node* node(const context& c) noexcept { return c.n_; }
-    static context adopt(detail::ctx_node* n) noexcept { return context(n); }
-    static cancel_func make_cancel(detail::cancel_node* n) noexcept { return cancel_func(n); }
-
-    /// A new cancel node below `parent`, linked into its nearest cancelable
-    /// ancestor, or cancelled at once when that one is done already.
-    static detail::cancel_node* new_cancel_node(const context& parent, std::int64_t deadline_ns) {
-        auto* n = new detail::cancel_node();
-        n->nearest = n;
-        n->timer.owner = n;
-        n->timer.fire = &detail::cancel_node::deadline_timer::on_fire;
-        detail::ctx_node* p = parent.n_;
-        if (p) {
-            p->add_ref();
-            n->parent = p;
-            n->deadline_ns = p->deadline_ns;
-            n->ancestor = p->nearest;
-        }
-        if (deadline_ns < n->deadline_ns) n->deadline_ns = deadline_ns;
-        if (detail::cancel_node* a = n->ancestor) {
-            context_error perr;
-            {
-                std::lock_guard g(a->mu);
-                perr = a->err.load(std::memory_order_relaxed);  // begun, maybe not yet published
-                if (perr == context_error::none) {
-                    n->next_sibling = a->first_child;
-                    if (a->first_child) a->first_child->prev_sibling = n;
-                    a->first_child = n;
-                    n->linked = true;
-                    ++a->nchildren;
-                }
+    if (deadline_ns < n->deadline_ns) n->deadline_ns = deadline_ns;
+    if (detail::cancel_node* a = n->ancestor) {
+        context_error perr;
+        {
+            std::lock_guard g(a->mu);
+            perr = a->err.load(std::memory_order_relaxed);  // begun, maybe not yet published
+            if (perr == context_error::none) {
+                n->next_sibling = a->first_child;
+                if (a->first_child) a->first_child->prev_sibling = n;
+                a->first_child = n;
+                n->linked = true;
+                ++a->nchildren;
             }
-            if (perr != context_error::none) detail::cancel_tree(n, perr, a->cause, false);
         }
-        return n;
+        if (perr != context_error::none) detail::cancel_tree(n, perr, a->cause, false);
     }
+    return n;
+}
 
-    static void arm_deadline(detail::cancel_node* n, std::int64_t when_ns) {
-        if (when_ns <= now_ns()) {
-            detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
-            return;
-        }
-        std::lock_guard g(n->mu);
-        if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
-        n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
-        n->timer_armed = true;
-        n->timer.when_ns = when_ns;
-        detail::the_scheduler().timers().add(&n->timer);
+GORO_DECL void context_access::arm_deadline(detail::cancel_node* n, std::int64_t when_ns) {
+    if (when_ns <= now_ns()) {
+        detail::cancel_tree(n, context_error::deadline_exceeded, nullptr, true);
+        return;
     }
+    std::lock_guard g(n->mu);
+    if (n->err.load(std::memory_order_relaxed) != context_error::none) return;
+    n->refs.fetch_add(detail::ctx_node::timer_ref, std::memory_order_relaxed);
+    n->timer_armed = true;
+    n->timer.when_ns = when_ns;
+    detail::the_scheduler().timers().add(&n->timer);
+}
 
-    static std::int64_t now_ns() noexcept { return detail::now_ns(); }
-};
-
-/// A child of `parent` with its own cancel func (Go's WithCancel).
-inline std::pair<context, cancel_func> with_cancel(const context& parent) {
+GORO_DECL std::pair<context, cancel_func> with_cancel(const context& parent) {
     detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
     return {context_access::adopt(n), context_access::make_cancel(n)};
 }
 
-/// A child that is cancelled with deadline_exceeded at `deadline` (Go's WithDeadline).
-template <class Duration>
-std::pair<context, cancel_func> with_deadline(const context& parent,
-                                              std::chrono::time_point<std::chrono::steady_clock, Duration> deadline) {
-    std::int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
-    detail::cancel_node* n = context_access::new_cancel_node(parent, when);
-    context ctx = context_access::adopt(n);
-    cancel_func cancel = context_access::make_cancel(n);
-    // The parent's earlier deadline already covers this one: no timer of our own.
-    detail::ctx_node* p = context_access::node(parent);
-    if (!p || when < p->deadline_ns) context_access::arm_deadline(n, when);
-    return {std::move(ctx), std::move(cancel)};
-}
-
-/// with_deadline(parent, now + timeout) (Go's WithTimeout).
-template <class Rep, class Period>
-std::pair<context, cancel_func> with_timeout(const context& parent, std::chrono::duration<Rep, Period> timeout) {
-    return with_deadline(parent, std::chrono::steady_clock::now() +
-                                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
-}
-
-/// A child cancelled (context_error::canceled) when `token` is stop-requested,
-/// or by its cancel func: the bridge from std::stop_token (std::jthread, …).
-inline std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token) {
+GORO_DECL std::pair<context, cancel_func> with_stop_token(const context& parent, std::stop_token token) {
     detail::cancel_node* n = context_access::new_cancel_node(parent, std::numeric_limits<std::int64_t>::max());
     context ctx = context_access::adopt(n);
     cancel_func cancel = context_access::make_cancel(n);
@@ -11923,25 +12689,7 @@ inline std::pair<context, cancel_func> with_stop_token(const context& parent, st
     return {std::move(ctx), std::move(cancel)};
 }
 
-/// A child carrying `value` under `key` (Go's WithValue); lookup: ctx.value(key).
-template <class T, class U>
-    requires std::is_constructible_v<T, U&&>
-context with_value(const context& parent, const context_key<T>& key, U&& value) {
-    auto* n = new detail::value_node<T>(std::forward<U>(value));
-    n->key = &key;
-    if (detail::ctx_node* p = context_access::node(parent)) {
-        p->add_ref();
-        n->parent = p;
-        n->nearest = p->nearest;
-        n->deadline_ns = p->deadline_ns;
-    }
-    return context_access::adopt(n);
-}
-
-/// Why `ctx` was cancelled: the cause given to its cancel func (or an
-/// ancestor's), else canceled_error / deadline_exceeded_error; null while
-/// the context is not done (Go's context.Cause).
-inline std::exception_ptr cause(const context& ctx) {
+GORO_DECL std::exception_ptr cause(const context& ctx) {
     detail::ctx_node* n = context_access::node(ctx);
     detail::cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return nullptr;
@@ -11951,18 +12699,20 @@ inline std::exception_ptr cause(const context& ctx) {
     return detail::error_of(e);
 }
 
-namespace detail {
-/// Children currently linked under the nearest cancelable node of `ctx` (for tests and metrics).
-inline std::size_t context_children(const context& ctx) noexcept {
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL std::size_t context_children(const context& ctx) noexcept {
     ctx_node* n = context_access::node(ctx);
     cancel_node* c = n ? n->nearest : nullptr;
     if (!c) return 0;
     std::lock_guard g(c->mu);
     return c->nchildren;
 }
-}  // namespace detail
 
-}  // namespace goro
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/sync/context.hpp ----
 
 // ---- begin goro/sync/wait_group.hpp ----
@@ -12510,23 +13260,9 @@ public:
 
         bool await_ready() const noexcept { return wg_->c_.at_zero(); }
 
-        bool await_suspend(std::coroutine_handle<> h) {
-            task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
-            node_.task = t;
-            detail::park(t, h, wait_reason::wait_group);
-            counter& c = wg_->c_;
-            std::lock_guard g(c.lock_);
-            if (c.enqueue(node_)) return true;  // published: from here on a releaser owns the node
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;  // reached zero meanwhile: continue without parking
-        }
+        bool await_suspend(std::coroutine_handle<> h);
 
-        void await_resume() {
-            if (node_.released) wg_->c_.returned(node_);
-            if (node_.destroyed_msg)
-                throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
-                                           std::to_string(node_.destroyed_count) + " tasks were waiting)");
-        }
+        void await_resume();
 
     private:
         wait_group* wg_;
@@ -12539,15 +13275,7 @@ public:
     wait_group(const wait_group&) = delete;
     wait_group& operator=(const wait_group&) = delete;
 
-    ~wait_group() {
-        detail::waiter_list<waiter_node> parked;
-        c_.destroy(parked);  // the group's last step: nobody touches it after
-        const std::size_t n = parked.size();
-        parked.wake_all([n](waiter_node& w) noexcept {
-            w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
-            w.destroyed_count = static_cast<std::uint32_t>(n);
-        });
-    }
+    ~wait_group();
 
     /// Adds `n` (may be negative) to the counter. Throws goro::usage_error when
     /// `n` is out of the counter's range, when the counter would go below
@@ -12555,15 +13283,10 @@ public:
     /// the counter from zero while waiters released at that zero have not
     /// returned from wait() yet, or while they are being released. The counter
     /// is then left as it was.
-    void add(std::int64_t n) {
-        if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
-            throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
-        if (n > 0) c_.add(static_cast<std::uint32_t>(n));
-        else if (n < 0) c_.finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
-    }
+    void add(std::int64_t n);
 
     /// Marks one task finished: `add(-1)`.
-    void done() { c_.finish(1, "goro::wait_group::done"); }
+    void done();
 
     /// `co_await wg.wait()`: parks until the counter is zero (at once if it is).
     [[nodiscard("goro::wait_group::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
@@ -12576,6 +13299,50 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL bool wait_group::wait_operation::await_suspend(std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::wait_group::wait");
+    node_.task = t;
+    detail::park(t, h, wait_reason::wait_group);
+    counter& c = wg_->c_;
+    std::lock_guard g(c.lock_);
+    if (c.enqueue(node_)) return true;  // published: from here on a releaser owns the node
+    t->state.store(task_state::running, std::memory_order_relaxed);
+    return false;  // reached zero meanwhile: continue without parking
+}
+
+GORO_DECL void wait_group::wait_operation::await_resume() {
+    if (node_.released) wg_->c_.returned(node_);
+    if (node_.destroyed_msg)
+        throw wait_group_destroyed(std::string(node_.destroyed_msg) + " (" +
+                                   std::to_string(node_.destroyed_count) + " tasks were waiting)");
+}
+
+GORO_DECL wait_group::~wait_group() {
+    detail::waiter_list<waiter_node> parked;
+    c_.destroy(parked);  // the group's last step: nobody touches it after
+    const std::size_t n = parked.size();
+    parked.wake_all([n](waiter_node& w) noexcept {
+        w.destroyed_msg = "goro::wait_group::wait: the wait group was destroyed while this task waited";
+        w.destroyed_count = static_cast<std::uint32_t>(n);
+    });
+}
+
+GORO_DECL void wait_group::add(std::int64_t n) {
+    if (n > std::numeric_limits<std::int32_t>::max() || n < -std::int64_t(std::numeric_limits<std::int32_t>::max()))
+        throw usage_error("goro::wait_group::add: delta " + std::to_string(n) + " is out of range");
+    if (n > 0) c_.add(static_cast<std::uint32_t>(n));
+    else if (n < 0) c_.finish(static_cast<std::uint32_t>(-n), "goro::wait_group::add");
+}
+
+GORO_DECL void wait_group::done() { c_.finish(1, "goro::wait_group::done"); }
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/wait_group.hpp ----
 
 // ---- begin goro/sync/mutex.hpp ----
@@ -12638,25 +13405,19 @@ public:
     lock_guard() noexcept = default;
     explicit lock_guard(goro::mutex& m, std::adopt_lock_t) noexcept : m_(&m) {}
     lock_guard(lock_guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    lock_guard& operator=(lock_guard&& o) noexcept {
-        if (this != &o) {
-            release_lock();
-            m_ = std::exchange(o.m_, nullptr);
-        }
-        return *this;
-    }
+    lock_guard& operator=(lock_guard&& o) noexcept;
     lock_guard(const lock_guard&) = delete;
     lock_guard& operator=(const lock_guard&) = delete;
     ~lock_guard() { release_lock(); }
 
     /// Unlocks now; throws goro::usage_error when this guard owns nothing.
-    inline void unlock();
+    void unlock();
     bool owns_lock() const noexcept { return m_ != nullptr; }
     explicit operator bool() const noexcept { return owns_lock(); }
     goro::mutex* mutex() const noexcept { return m_; }
 
 private:
-    inline void release_lock() noexcept;
+    void release_lock() noexcept;
     goro::mutex* m_ = nullptr;
 };
 
@@ -12676,10 +13437,7 @@ public:
         explicit lock_operation(mutex& m) noexcept : m_(&m) {}
         bool await_ready() noexcept { return m_->try_lock(); }
         bool await_suspend(std::coroutine_handle<> h) { return m_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw mutex_destroyed("goro::mutex::lock: the mutex was destroyed while this task waited for it");
-        }
+        void await_resume() const;
 
     protected:
         mutex* m_;
@@ -12703,9 +13461,7 @@ public:
     mutex(const mutex&) = delete;
     mutex& operator=(const mutex&) = delete;
 
-    ~mutex() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~mutex();
 
     /// `co_await m.lock()`: parks (FIFO) until this task owns the mutex.
     [[nodiscard("goro::mutex::lock: co_await it")]] lock_operation lock() noexcept { return lock_operation(*this); }
@@ -12721,27 +13477,7 @@ public:
 
     /// Releases the mutex, or hands it to the longest waiter. Throws
     /// goro::usage_error when the mutex is not locked.
-    void unlock() {
-        for (;;) {
-            std::uint32_t s = state_.load(std::memory_order_relaxed);
-            if (!(s & locked)) throw usage_error("goro::mutex::unlock: unlock of an unlocked mutex");
-            if (s == locked) {
-                if (state_.compare_exchange_weak(s, 0, std::memory_order_release, std::memory_order_relaxed)) return;
-                continue;
-            }
-            waiter_node* w;
-            {
-                std::lock_guard g(lock_);
-                w = waiters_.pop_front();
-                if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
-                // The locked bit stays: ownership passes to `w`. Its critical
-                // section sees ours through the scheduler's queue (release/acquire).
-                state_.fetch_sub(one_waiter, std::memory_order_release);
-            }
-            detail::ready(w->task);
-            return;
-        }
-    }
+    void unlock();
 
     /// True while some task holds the mutex (a hint: stale once read).
     bool is_locked() const noexcept { return state_.load(std::memory_order_relaxed) & locked; }
@@ -12755,62 +13491,112 @@ private:
     /// woken waiter relocks): takes the mutex for `n`'s parked task (true:
     /// the caller readies it), or queues `n` for an unlock's hand-off (false:
     /// the node belongs to the mutex from then on).
-    bool lock_for(waiter_node& n) noexcept {
-        std::lock_guard g(lock_);
-        std::uint32_t s = state_.load(std::memory_order_relaxed);
-        for (;;) {
-            if (!(s & locked)) {
-                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
-                    return true;
-            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
-                                                    std::memory_order_relaxed)) {
-                break;
-            }
-        }
-        n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
-        waiters_.push_back(n);
-        return false;
-    }
+    bool lock_for(waiter_node& n) noexcept;
 
     /// Slow path of lock(): take the mutex, or count and link `n` and park.
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::mutex::lock");
-        n.task = t;
-        detail::park(t, h, wait_reason::mutex_lock);
-        std::lock_guard g(lock_);
-        std::uint32_t s = state_.load(std::memory_order_relaxed);
-        for (;;) {
-            if (!(s & locked)) {
-                // Free now. No one waits (waiters keep the bit set), so no one is bypassed.
-                if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed)) {
-                    t->state.store(task_state::running, std::memory_order_relaxed);
-                    return false;
-                }
-            } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
-                                                    std::memory_order_relaxed)) {
-                break;
-            }
-        }
-        waiters_.push_back(n);
-        return true;  // published: the unlocker owns the node now
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     alignas(detail::cache_line) std::atomic<std::uint32_t> state_{0};
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     detail::waiter_list<waiter_node> waiters_;  // under lock_
 };
 
-inline void lock_guard::unlock() {
+}  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL lock_guard& lock_guard::operator=(lock_guard&& o) noexcept {
+    if (this != &o) {
+        release_lock();
+        m_ = std::exchange(o.m_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL void mutex::lock_operation::await_resume() const {
+    if (node_.destroyed)
+        throw mutex_destroyed("goro::mutex::lock: the mutex was destroyed while this task waited for it");
+}
+
+GORO_DECL mutex::~mutex() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL void mutex::unlock() {
+    for (;;) {
+        std::uint32_t s = state_.load(std::memory_order_relaxed);
+        if (!(s & locked)) throw usage_error("goro::mutex::unlock: unlock of an unlocked mutex");
+        if (s == locked) {
+            if (state_.compare_exchange_weak(s, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+            continue;
+        }
+        waiter_node* w;
+        {
+            std::lock_guard g(lock_);
+            w = waiters_.pop_front();
+            if (!w) continue;  // only a racing second unlock (a misuse) gets here; re-check
+            // The locked bit stays: ownership passes to `w`. Its critical
+            // section sees ours through the scheduler's queue (release/acquire).
+            state_.fetch_sub(one_waiter, std::memory_order_release);
+        }
+        detail::ready(w->task);
+        return;
+    }
+}
+
+GORO_DECL bool mutex::lock_for(waiter_node& n) noexcept {
+    std::lock_guard g(lock_);
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (!(s & locked)) {
+            if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed))
+                return true;
+        } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+            break;
+        }
+    }
+    n.task->wait_reason.store(wait_reason::mutex_lock, std::memory_order_relaxed);
+    waiters_.push_back(n);
+    return false;
+}
+
+GORO_DECL bool mutex::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::mutex::lock");
+    n.task = t;
+    detail::park(t, h, wait_reason::mutex_lock);
+    std::lock_guard g(lock_);
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (!(s & locked)) {
+            // Free now. No one waits (waiters keep the bit set), so no one is bypassed.
+            if (state_.compare_exchange_weak(s, s | locked, std::memory_order_acquire, std::memory_order_relaxed)) {
+                t->state.store(task_state::running, std::memory_order_relaxed);
+                return false;
+            }
+        } else if (state_.compare_exchange_weak(s, s + one_waiter, std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+            break;
+        }
+    }
+    waiters_.push_back(n);
+    return true;  // published: the unlocker owns the node now
+}
+
+GORO_DECL void lock_guard::unlock() {
     if (!m_) throw usage_error("goro::lock_guard::unlock: the guard does not own a mutex");
     std::exchange(m_, nullptr)->unlock();
 }
 
-inline void lock_guard::release_lock() noexcept {
+GORO_DECL void lock_guard::release_lock() noexcept {
     // Cannot throw: a guard only ever holds a mutex it locked.
     if (m_) std::exchange(m_, nullptr)->unlock();
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/mutex.hpp ----
 
 // ---- begin goro/sync/semaphore.hpp ----
@@ -12871,10 +13657,7 @@ public:
         acquire_operation(semaphore& s, std::int64_t n) noexcept : s_(&s) { node_.want = n; }
         bool await_ready() noexcept { return s_->try_acquire(node_.want); }
         bool await_suspend(std::coroutine_handle<> h) { return s_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
-        }
+        void await_resume() const;
 
     protected:
         semaphore* s_;
@@ -12888,23 +13671,13 @@ public:
     public:
         permit() noexcept = default;
         permit(permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-        permit& operator=(permit&& o) noexcept {
-            if (this != &o) {
-                give_back();
-                s_ = std::exchange(o.s_, nullptr);
-                n_ = std::exchange(o.n_, 0);
-            }
-            return *this;
-        }
+        permit& operator=(permit&& o) noexcept;
         permit(const permit&) = delete;
         permit& operator=(const permit&) = delete;
         ~permit() { give_back(); }
 
         /// Releases the permits now; throws goro::usage_error when this permit holds none.
-        void release() {
-            if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
-            give_back();
-        }
+        void release();
         bool owns() const noexcept { return s_ != nullptr; }
         explicit operator bool() const noexcept { return owns(); }
         /// The number of permits held (0 when empty).
@@ -12932,15 +13705,11 @@ public:
     };
 
     /// A semaphore with `initial` (≥ 0) free permits.
-    explicit semaphore(std::int64_t initial) : count_(initial) {
-        if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
-    }
+    explicit semaphore(std::int64_t initial);
     semaphore(const semaphore&) = delete;
     semaphore& operator=(const semaphore&) = delete;
 
-    ~semaphore() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~semaphore();
 
     /// `co_await s.acquire(n)`: parks (FIFO) until `n` permits are taken.
     /// Throws goro::usage_error (at once) for n < 0; n == 0 waits only for its turn.
@@ -12959,20 +13728,10 @@ public:
 
     /// A permit for `n` permits if they are free and nobody waits, else an
     /// empty one (false); never parks.
-    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1) {
-        check(n, "goro::semaphore::try_scoped_acquire");
-        if (!try_acquire(n)) return permit();
-        return permit(*this, n);
-    }
+    [[nodiscard("goro::semaphore::try_scoped_acquire: keep the permit")]] permit try_scoped_acquire(std::int64_t n = 1);
 
     /// Takes `n` permits when they are free and nobody waits; never parks.
-    bool try_acquire(std::int64_t n = 1) {
-        check(n, "goro::semaphore::try_acquire");
-        std::lock_guard g(lock_);
-        if (!waiters_.empty() || count_ < n) return false;
-        count_ -= n;
-        return true;
-    }
+    bool try_acquire(std::int64_t n = 1);
 
     /// Returns `n` permits and wakes, in FIFO order, every waiter they now satisfy.
     void release(std::int64_t n = 1) {
@@ -12984,20 +13743,7 @@ private:
     /// release(n) for permits known to have been taken (cannot overflow).
     void release_nothrow(std::int64_t n) noexcept { add_permits(n, false); }
 
-    void add_permits(std::int64_t n, bool check_overflow) {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
-                throw usage_error("goro::semaphore::release: count overflow");
-            count_ += n;
-            while (!waiters_.empty() && waiters_.front()->want <= count_) {
-                count_ -= waiters_.front()->want;
-                wake.push_back(*waiters_.pop_front());
-            }
-        }
-        wake.wake_all();
-    }
+    void add_permits(std::int64_t n, bool check_overflow);
 
 public:
     /// Free permits now (a hint: stale once read).
@@ -13007,23 +13753,9 @@ public:
     }
 
 private:
-    static void check(std::int64_t n, const char* op) {
-        if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
-    }
+    static void check(std::int64_t n, const char* op);
 
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
-        n.task = t;
-        detail::park(t, h, wait_reason::semacquire);
-        std::lock_guard g(lock_);
-        if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
-            count_ -= n.want;
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;
-        }
-        waiters_.push_back(n);
-        return true;  // published: a releaser owns the node now
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t count_;
@@ -13031,6 +13763,87 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void semaphore::acquire_operation::await_resume() const {
+    if (node_.destroyed)
+        throw semaphore_destroyed("goro::semaphore::acquire: the semaphore was destroyed while this task waited");
+}
+
+GORO_DECL semaphore::permit& semaphore::permit::operator=(permit&& o) noexcept {
+    if (this != &o) {
+        give_back();
+        s_ = std::exchange(o.s_, nullptr);
+        n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+}
+
+GORO_DECL void semaphore::permit::release() {
+    if (!s_) throw usage_error("goro::semaphore::permit::release: the permit holds nothing");
+    give_back();
+}
+
+GORO_DECL semaphore::semaphore(std::int64_t initial) : count_(initial) {
+    if (initial < 0) throw usage_error("goro::semaphore: negative initial count " + std::to_string(initial));
+}
+
+GORO_DECL semaphore::~semaphore() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL semaphore::permit semaphore::try_scoped_acquire(std::int64_t n) {
+    check(n, "goro::semaphore::try_scoped_acquire");
+    if (!try_acquire(n)) return permit();
+    return permit(*this, n);
+}
+
+GORO_DECL bool semaphore::try_acquire(std::int64_t n) {
+    check(n, "goro::semaphore::try_acquire");
+    std::lock_guard g(lock_);
+    if (!waiters_.empty() || count_ < n) return false;
+    count_ -= n;
+    return true;
+}
+
+GORO_DECL void semaphore::add_permits(std::int64_t n, bool check_overflow) {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        if (check_overflow && count_ > std::numeric_limits<std::int64_t>::max() - n)
+            throw usage_error("goro::semaphore::release: count overflow");
+        count_ += n;
+        while (!waiters_.empty() && waiters_.front()->want <= count_) {
+            count_ -= waiters_.front()->want;
+            wake.push_back(*waiters_.pop_front());
+        }
+    }
+    wake.wake_all();
+}
+
+GORO_DECL void semaphore::check(std::int64_t n, const char* op) {
+    if (n < 0) throw usage_error(std::string(op) + ": negative count " + std::to_string(n));
+}
+
+GORO_DECL bool semaphore::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::semaphore::acquire");
+    n.task = t;
+    detail::park(t, h, wait_reason::semacquire);
+    std::lock_guard g(lock_);
+    if (waiters_.empty() && count_ >= n.want) {  // released meanwhile
+        count_ -= n.want;
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        return false;
+    }
+    waiters_.push_back(n);
+    return true;  // published: a releaser owns the node now
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/semaphore.hpp ----
 
 // ---- begin goro/sync/errgroup.hpp ----
@@ -13097,17 +13910,7 @@ class errgroup {
         cancel_func cancel;                 // empty when the group has no context
         std::unique_ptr<semaphore> limit;   // null: no limit
 
-        void fail(std::exception_ptr e) noexcept {
-            bool first = false;
-            {
-                std::lock_guard g(mu);
-                if (!err) {
-                    err = e;
-                    first = true;
-                }
-            }
-            if (first) cancel(std::move(e));
-        }
+        void fail(std::exception_ptr e) noexcept;
     };
 
 public:
@@ -13116,30 +13919,17 @@ public:
 
     /// A group whose context is derived from `parent`; cancelled on the first
     /// error and when wait() returns. Tasks get it from `ctx()`.
-    explicit errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
-        auto [c, cancel] = with_cancel(parent);
-        s_->ctx = std::move(c);
-        s_->cancel = std::move(cancel);
-    }
+    explicit errgroup(const goro::context& parent);
 
     /// `auto [g, ctx] = goro::errgroup::with_context(parent);` (Go's errgroup.WithContext).
-    static std::pair<errgroup, goro::context> with_context(const goro::context& parent) {
-        errgroup g(parent);
-        goro::context c = g.ctx();
-        return {std::move(g), std::move(c)};
-    }
+    static std::pair<errgroup, goro::context> with_context(const goro::context& parent);
 
     /// The group's context (background for a group made without one).
     const goro::context& ctx() const noexcept { return s_->ctx; }
 
     /// Limits the tasks in flight to `n` (n < 0: no limit). Throws
     /// goro::usage_error while any task of the group is in flight.
-    void set_limit(std::int64_t n) {
-        if (std::int64_t active = s_->wg.count(); active != 0)
-            throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
-                              " tasks of the group are in flight");
-        s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
-    }
+    void set_limit(std::int64_t n);
 
     // go, try_go and wait, and what they call down to the group's
     // coroutines, are templates (of a parameter nobody passes) only so that
@@ -13240,14 +14030,7 @@ private:
         }
     }
 
-    static void launch(task<> t, task_options options, const detail::site& where) {
-        // goro::go with the caller's site, so the task reads "created by" them.
-#if GORO_HAS_SOURCE_LOCATION
-        goro::go(std::move(t), std::move(options), where);
-#else
-        goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
-#endif
-    }
+    static void launch(task<> t, task_options options, const detail::site& where);
 
     template <int N>
     static task<> run(std::shared_ptr<state> s, task<> t) {
@@ -13279,6 +14062,53 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void errgroup::state::fail(std::exception_ptr e) noexcept {
+    bool first = false;
+    {
+        std::lock_guard g(mu);
+        if (!err) {
+            err = e;
+            first = true;
+        }
+    }
+    if (first) cancel(std::move(e));
+}
+
+GORO_DECL errgroup::errgroup(const goro::context& parent) : s_(std::make_shared<state>()) {
+    auto [c, cancel] = with_cancel(parent);
+    s_->ctx = std::move(c);
+    s_->cancel = std::move(cancel);
+}
+
+GORO_DECL std::pair<errgroup, goro::context> errgroup::with_context(const goro::context& parent) {
+    errgroup g(parent);
+    goro::context c = g.ctx();
+    return {std::move(g), std::move(c)};
+}
+
+GORO_DECL void errgroup::set_limit(std::int64_t n) {
+    if (std::int64_t active = s_->wg.count(); active != 0)
+        throw usage_error("goro::errgroup::set_limit: cannot change the limit while " + std::to_string(active) +
+                          " tasks of the group are in flight");
+    s_->limit = n < 0 ? nullptr : std::make_unique<semaphore>(n);
+}
+
+GORO_DECL void errgroup::launch(task<> t, task_options options, const detail::site& where) {
+    // goro::go with the caller's site, so the task reads "created by" them.
+#if GORO_HAS_SOURCE_LOCATION
+    goro::go(std::move(t), std::move(options), where);
+#else
+    goro::go(std::move(t), std::move(options), where.file_name(), where.function_name(), where.line());
+#endif
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/errgroup.hpp ----
 
 // ---- begin goro/sync/when.hpp ----
@@ -13622,10 +14452,7 @@ public:
         explicit wait_operation(once& o) noexcept : o_(&o) {}
         bool await_ready() const noexcept { return o_->done(); }
         bool await_suspend(std::coroutine_handle<> h) { return o_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.destroyed)
-                throw once_destroyed("goro::once::call: the once was destroyed while this task waited for its first call");
-        }
+        void await_resume() const;
 
     protected:
         once* o_;
@@ -13653,9 +14480,7 @@ public:
     once() noexcept = default;
     once(const once&) = delete;
     once& operator=(const once&) = delete;
-    ~once() {
-        detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
-    }
+    ~once();
 
     /// `co_await o.call(f)` (Go's Once.Do): runs f if no call has yet; else
     /// waits until the first call has returned. f returns void or goro::task<>.
@@ -13687,28 +14512,9 @@ private:
         return state_.compare_exchange_strong(s, running, std::memory_order_acquire, std::memory_order_acquire);
     }
 
-    void finish() noexcept {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            state_.store(finished, std::memory_order_release);
-            wake = std::move(waiters_);
-        }
-        wake.wake_all();
-    }
+    void finish() noexcept;
 
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::once::call");
-        n.task = t;
-        detail::park(t, h, wait_reason::mutex_lock);  // Go's waiters block in Once.m.Lock()
-        std::lock_guard g(lock_);
-        if (state_.load(std::memory_order_acquire) == finished) {
-            t->state.store(task_state::running, std::memory_order_relaxed);
-            return false;
-        }
-        waiters_.push_back(n);
-        return true;
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     // A template only so that a program compiles it where it uses it (see errgroup.hpp).
     template <class F>
@@ -13824,6 +14630,45 @@ auto once_value(F&& f) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL void once::wait_operation::await_resume() const {
+    if (node_.destroyed)
+        throw once_destroyed("goro::once::call: the once was destroyed while this task waited for its first call");
+}
+
+GORO_DECL once::~once() {
+    detail::wake_destroyed(waiters_, lock_, [](waiter_node& w, std::size_t) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL void once::finish() noexcept {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        state_.store(finished, std::memory_order_release);
+        wake = std::move(waiters_);
+    }
+    wake.wake_all();
+}
+
+GORO_DECL bool once::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::once::call");
+    n.task = t;
+    detail::park(t, h, wait_reason::mutex_lock);  // Go's waiters block in Once.m.Lock()
+    std::lock_guard g(lock_);
+    if (state_.load(std::memory_order_acquire) == finished) {
+        t->state.store(task_state::running, std::memory_order_relaxed);
+        return false;
+    }
+    waiters_.push_back(n);
+    return true;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/once.hpp ----
 
 // ---- begin goro/sync/rw_mutex.hpp ----
@@ -13957,16 +14802,7 @@ public:
     rw_mutex(const rw_mutex&) = delete;
     rw_mutex& operator=(const rw_mutex&) = delete;
 
-    ~rw_mutex() {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            if (pending_) all.push_back(*std::exchange(pending_, nullptr));
-            all.splice_back(wq_);
-            all.splice_back(rq_);
-        }
-        all.wake_all([](waiter_node& w) noexcept { w.destroyed = true; });
-    }
+    ~rw_mutex();
 
     /// `co_await m.lock()` (RWMutex.Lock): parks until this task holds the lock alone.
     [[nodiscard("goro::rw_mutex::lock: co_await it")]] lock_operation<false> lock() noexcept {
@@ -13988,91 +14824,22 @@ public:
     }
 
     /// Takes the lock if nobody holds or waits for it (RWMutex.TryLock); never parks.
-    bool try_lock() noexcept {
-        std::lock_guard g(lock_);
-        if (writer_ || pending_ || readers_ != 0) return false;
-        writer_ = true;
-        return true;
-    }
+    bool try_lock() noexcept;
 
     /// Takes a read lock if no writer holds or waits (RWMutex.TryRLock); never parks.
-    bool try_lock_shared() noexcept {
-        std::lock_guard g(lock_);
-        if (writer_ || pending_) return false;
-        ++readers_;
-        return true;
-    }
+    bool try_lock_shared() noexcept;
 
     /// Releases the write lock (RWMutex.Unlock): admits every parked reader,
     /// else hands the lock to the next writer. Throws goro::usage_error when
     /// no writer holds it.
-    void unlock() {
-        detail::waiter_list<waiter_node> wake;
-        {
-            std::lock_guard g(lock_);
-            if (!writer_) throw usage_error("goro::rw_mutex::unlock: unlock of an rw_mutex not locked for writing");
-            writer_ = false;
-            while (waiter_node* r = rq_.pop_front()) {
-                ++readers_;
-                wake.push_back(*r);
-            }
-            if (waiter_node* w = wq_.pop_front()) {
-                if (readers_ == 0) {
-                    writer_ = true;
-                    wake.push_back(*w);
-                } else {
-                    // The next writer now waits for the readers just admitted.
-                    pending_ = w;
-                    w->task->wait_reason.store(wait_reason::rw_mutex_lock, std::memory_order_relaxed);
-                }
-            }
-        }
-        wake.wake_all();
-    }
+    void unlock();
 
     /// Releases a read lock (RWMutex.RUnlock); the last reader out hands the
     /// lock to a pending writer. Throws goro::usage_error when no reader holds it.
-    void unlock_shared() {
-        waiter_node* w = nullptr;
-        {
-            std::lock_guard g(lock_);
-            if (readers_ == 0)
-                throw usage_error("goro::rw_mutex::unlock_shared: unlock_shared of an rw_mutex not locked for reading");
-            if (--readers_ == 0 && pending_) {
-                w = std::exchange(pending_, nullptr);
-                writer_ = true;
-            }
-        }
-        if (w) detail::ready(w->task);
-    }
+    void unlock_shared();
 
 private:
-    bool enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared) {
-        task_header* t = detail::current_task_or_throw(shared ? "goro::rw_mutex::lock_shared" : "goro::rw_mutex::lock");
-        n.task = t;
-        std::lock_guard g(lock_);
-        if (shared) {
-            if (!writer_ && !pending_) {  // released meanwhile
-                ++readers_;
-                return false;
-            }
-            detail::park(t, h, wait_reason::rw_mutex_rlock);
-            rq_.push_back(n);
-            return true;
-        }
-        if (!writer_ && !pending_) {
-            if (readers_ == 0) {
-                writer_ = true;
-                return false;
-            }
-            detail::park(t, h, wait_reason::rw_mutex_lock);  // announced: new readers now park
-            pending_ = &n;
-            return true;
-        }
-        detail::park(t, h, wait_reason::mutex_lock);  // behind another writer: Go's w.Lock()
-        wq_.push_back(n);
-        return true;
-    }
+    bool enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared);
 
     mutable detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
     std::int64_t readers_ = 0;
@@ -14100,6 +14867,103 @@ inline void rw_lock_guard<Shared>::release_lock() noexcept {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL rw_mutex::~rw_mutex() {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        if (pending_) all.push_back(*std::exchange(pending_, nullptr));
+        all.splice_back(wq_);
+        all.splice_back(rq_);
+    }
+    all.wake_all([](waiter_node& w) noexcept { w.destroyed = true; });
+}
+
+GORO_DECL bool rw_mutex::try_lock() noexcept {
+    std::lock_guard g(lock_);
+    if (writer_ || pending_ || readers_ != 0) return false;
+    writer_ = true;
+    return true;
+}
+
+GORO_DECL bool rw_mutex::try_lock_shared() noexcept {
+    std::lock_guard g(lock_);
+    if (writer_ || pending_) return false;
+    ++readers_;
+    return true;
+}
+
+GORO_DECL void rw_mutex::unlock() {
+    detail::waiter_list<waiter_node> wake;
+    {
+        std::lock_guard g(lock_);
+        if (!writer_) throw usage_error("goro::rw_mutex::unlock: unlock of an rw_mutex not locked for writing");
+        writer_ = false;
+        while (waiter_node* r = rq_.pop_front()) {
+            ++readers_;
+            wake.push_back(*r);
+        }
+        if (waiter_node* w = wq_.pop_front()) {
+            if (readers_ == 0) {
+                writer_ = true;
+                wake.push_back(*w);
+            } else {
+                // The next writer now waits for the readers just admitted.
+                pending_ = w;
+                w->task->wait_reason.store(wait_reason::rw_mutex_lock, std::memory_order_relaxed);
+            }
+        }
+    }
+    wake.wake_all();
+}
+
+GORO_DECL void rw_mutex::unlock_shared() {
+    waiter_node* w = nullptr;
+    {
+        std::lock_guard g(lock_);
+        if (readers_ == 0)
+            throw usage_error("goro::rw_mutex::unlock_shared: unlock_shared of an rw_mutex not locked for reading");
+        if (--readers_ == 0 && pending_) {
+            w = std::exchange(pending_, nullptr);
+            writer_ = true;
+        }
+    }
+    if (w) detail::ready(w->task);
+}
+
+GORO_DECL bool rw_mutex::enqueue(waiter_node& n, std::coroutine_handle<> h, bool shared) {
+    task_header* t = detail::current_task_or_throw(shared ? "goro::rw_mutex::lock_shared" : "goro::rw_mutex::lock");
+    n.task = t;
+    std::lock_guard g(lock_);
+    if (shared) {
+        if (!writer_ && !pending_) {  // released meanwhile
+            ++readers_;
+            return false;
+        }
+        detail::park(t, h, wait_reason::rw_mutex_rlock);
+        rq_.push_back(n);
+        return true;
+    }
+    if (!writer_ && !pending_) {
+        if (readers_ == 0) {
+            writer_ = true;
+            return false;
+        }
+        detail::park(t, h, wait_reason::rw_mutex_lock);  // announced: new readers now park
+        pending_ = &n;
+        return true;
+    }
+    detail::park(t, h, wait_reason::mutex_lock);  // behind another writer: Go's w.Lock()
+    wq_.push_back(n);
+    return true;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/rw_mutex.hpp ----
 
 // ---- begin goro/sync/cond.hpp ----
@@ -14165,18 +15029,9 @@ public:
     public:
         using is_goro_awaiter = void;
         explicit wait_operation(cond& c) noexcept : c_(&c) {}
-        bool await_ready() const {
-            if (!c_->m_->is_locked())
-                throw usage_error("goro::cond::wait: the mutex is not locked (wait must be called holding it)");
-            return false;
-        }
+        bool await_ready() const;
         void await_suspend(std::coroutine_handle<> h) { c_->enqueue(node_, h); }
-        void await_resume() const {
-            if (node_.relock.destroyed)
-                throw mutex_destroyed("goro::cond::wait: the mutex was destroyed while this task waited to relock it");
-            if (node_.destroyed)
-                throw cond_destroyed("goro::cond::wait: the cond was destroyed while this task waited on it");
-        }
+        void await_resume() const;
 
     private:
         cond* c_;
@@ -14188,69 +15043,26 @@ public:
     cond(const cond&) = delete;
     cond& operator=(const cond&) = delete;
 
-    ~cond() {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            all = std::move(waiters_);
-        }
-        hand_to_mutex(all, true);
-    }
+    ~cond();
 
     /// `co_await cv.wait()` with the mutex held: unlocks it, parks until
     /// signalled, and resumes holding it again (Go's Cond.Wait).
     [[nodiscard("goro::cond::wait: co_await it")]] wait_operation wait() noexcept { return wait_operation(*this); }
 
     /// Wakes the longest-waiting task, if any (Go's Cond.Signal).
-    void signal() noexcept {
-        detail::waiter_list<waiter_node> one;
-        {
-            std::lock_guard g(lock_);
-            if (waiter_node* w = waiters_.pop_front()) one.push_back(*w);
-        }
-        hand_to_mutex(one, false);
-    }
+    void signal() noexcept;
 
     /// Wakes every waiting task (Go's Cond.Broadcast); they take the mutex in FIFO order.
-    void broadcast() noexcept {
-        detail::waiter_list<waiter_node> all;
-        {
-            std::lock_guard g(lock_);
-            all = std::move(waiters_);
-        }
-        hand_to_mutex(all, false);
-    }
+    void broadcast() noexcept;
 
     /// The mutex this condition waits on.
     goro::mutex& mutex() const noexcept { return *m_; }
 
 private:
-    void enqueue(waiter_node& n, std::coroutine_handle<> h) {
-        task_header* t = detail::current_task_or_throw("goro::cond::wait");
-        n.task = t;
-        n.relock.task = t;
-        detail::park(t, h, wait_reason::cond_wait);
-        goro::mutex* m = m_;
-        {
-            std::lock_guard g(lock_);
-            waiters_.push_back(n);
-        }
-        // Published: `n` (and this awaiter) may be gone once the mutex is free.
-        // Queued first, unlocked second: a signal after the unlock finds us.
-        m->unlock();
-    }
+    void enqueue(waiter_node& n, std::coroutine_handle<> h);
 
     /// Moves each node onto the mutex; readies the one that gets it at once.
-    void hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept {
-        goro::mutex* m = m_;
-        while (waiter_node* w = list.pop_front()) {
-            w->destroyed = destroyed;
-            task_header* t = w->task;
-            // After lock_for the node may belong to the mutex (and die with a
-            // resumed frame): `list` was advanced first, and only `t` is used.
-            if (m->lock_for(w->relock)) detail::ready(t);
-        }
-    }
+    void hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept;
 
     goro::mutex* m_;
     detail::ranked_lock<detail::spinlock, detail::lock_rank::sync_waiters> lock_;
@@ -14258,6 +15070,79 @@ private:
 };
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro {
+
+GORO_DECL bool cond::wait_operation::await_ready() const {
+    if (!c_->m_->is_locked())
+        throw usage_error("goro::cond::wait: the mutex is not locked (wait must be called holding it)");
+    return false;
+}
+
+GORO_DECL void cond::wait_operation::await_resume() const {
+    if (node_.relock.destroyed)
+        throw mutex_destroyed("goro::cond::wait: the mutex was destroyed while this task waited to relock it");
+    if (node_.destroyed)
+        throw cond_destroyed("goro::cond::wait: the cond was destroyed while this task waited on it");
+}
+
+GORO_DECL cond::~cond() {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        all = std::move(waiters_);
+    }
+    hand_to_mutex(all, true);
+}
+
+GORO_DECL void cond::signal() noexcept {
+    detail::waiter_list<waiter_node> one;
+    {
+        std::lock_guard g(lock_);
+        if (waiter_node* w = waiters_.pop_front()) one.push_back(*w);
+    }
+    hand_to_mutex(one, false);
+}
+
+GORO_DECL void cond::broadcast() noexcept {
+    detail::waiter_list<waiter_node> all;
+    {
+        std::lock_guard g(lock_);
+        all = std::move(waiters_);
+    }
+    hand_to_mutex(all, false);
+}
+
+GORO_DECL void cond::enqueue(waiter_node& n, std::coroutine_handle<> h) {
+    task_header* t = detail::current_task_or_throw("goro::cond::wait");
+    n.task = t;
+    n.relock.task = t;
+    detail::park(t, h, wait_reason::cond_wait);
+    goro::mutex* m = m_;
+    {
+        std::lock_guard g(lock_);
+        waiters_.push_back(n);
+    }
+    // Published: `n` (and this awaiter) may be gone once the mutex is free.
+    // Queued first, unlocked second: a signal after the unlock finds us.
+    m->unlock();
+}
+
+GORO_DECL void cond::hand_to_mutex(detail::waiter_list<waiter_node>& list, bool destroyed) noexcept {
+    goro::mutex* m = m_;
+    while (waiter_node* w = list.pop_front()) {
+        w->destroyed = destroyed;
+        task_header* t = w->task;
+        // After lock_for the node may belong to the mutex (and die with a
+        // resumed frame): `list` was advanced first, and only `t` is used.
+        if (m->lock_for(w->relock)) detail::ready(t);
+    }
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/cond.hpp ----
 
 // ---- begin goro/sync/ticker.hpp ----
@@ -14351,90 +15236,20 @@ struct time_state : timer_node {
         if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
     }
 
-    static std::int64_t deadline_after(std::int64_t d_ns) noexcept {
-        std::int64_t now = now_ns();
-        if (d_ns <= 0) return now;
-        if (d_ns > std::numeric_limits<std::int64_t>::max() - now) return std::numeric_limits<std::int64_t>::max();
-        return now + d_ns;
-    }
+    static std::int64_t deadline_after(std::int64_t d_ns) noexcept;
 
     /// Under mu: schedules the next fire at `when` (replacing any schedule).
-    void arm_locked(std::int64_t when) {
-        ++seq;
-        want_ns = when;
-        active = true;
-        timer_queue& q = the_scheduler().timers();
-        if (!owned) {
-            owned = true;
-            add_ref();  // the timer thread's
-            node_seq = seq;
-            when_ns = when;
-            fire = &fire_cb;
-            q.add(this);
-        } else if (q.cancel(this)) {
-            node_seq = seq;
-            when_ns = when;
-            q.add(this);
-        }
-        // else the timer thread is firing the node now: fire_cb sees the stale
-        // seq and re-arms it for want_ns.
-    }
+    void arm_locked(std::int64_t when);
 
     /// Under mu: cancels the schedule. True when it was active. `drop` is set
     /// when the node came back from the heap (the caller releases its reference
     /// after unlocking).
-    bool stop_locked(bool& drop) {
-        const bool was = active;
-        active = false;
-        ++seq;
-        if (owned && the_scheduler().timers().cancel(this)) {
-            owned = false;
-            drop = true;
-        }
-        return was;
-    }
+    bool stop_locked(bool& drop);
 
     /// Under mu: discards a tick sent but not received. True when there was one.
-    bool drain_locked() {
-        if (!ch) return false;
-        return ch.try_recv().status == recv_status::received;
-    }
+    bool drain_locked();
 
-    static void fire_cb(timer_node* n) noexcept {
-        auto* s = static_cast<time_state*>(n);
-        bool drop = false, run = false;
-        {
-            std::lock_guard g(s->mu);
-            if (!s->active) {
-                s->owned = false;
-                drop = true;
-            } else if (s->node_seq != s->seq) {
-                // Reset while we held the node: fire at the new time instead.
-                s->node_seq = s->seq;
-                s->when_ns = s->want_ns;
-                the_scheduler().timers().add(s);
-            } else {
-                const std::int64_t due = s->when_ns;
-                if (s->period_ns > 0) {
-                    // Go's rule: the next multiple of the period after now (skip what was missed).
-                    const std::int64_t late = now_ns() - due;
-                    std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
-                    s->want_ns = next;
-                    s->when_ns = next;
-                    the_scheduler().timers().add(s);
-                } else {
-                    s->active = false;
-                    s->owned = false;
-                    drop = true;
-                }
-                if (s->ch) (void)s->ch.try_send(tick_time(std::chrono::nanoseconds(due)));  // full: dropped
-                run = s->on_fire != nullptr;
-                if (run) s->add_ref();  // for f's task
-            }
-        }
-        if (run) s->on_fire(s);  // releases that reference, in the task or at once
-        if (drop) s->release();  // last access
-    }
+    static void fire_cb(timer_node* n) noexcept;
 };
 
 template <class Rep, class Period>
@@ -14445,12 +15260,7 @@ std::int64_t to_ns(std::chrono::duration<Rep, Period> d) noexcept {
     return duration_cast<nanoseconds>(d).count();
 }
 
-inline time_state* make_chan_state() {
-    auto* s = new time_state();
-    s->destroy = [](time_state* p) noexcept { delete p; };
-    s->ch = channel<tick_time>(1);
-    return s;
-}
+GORO_DECL time_state* make_chan_state();
 
 template <class F>
 struct after_state : time_state {
@@ -14501,13 +15311,7 @@ public:
     }
 
     timer(timer&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    timer& operator=(timer&& o) noexcept {
-        if (this != &o) {
-            close();
-            s_ = std::exchange(o.s_, nullptr);
-        }
-        return *this;
-    }
+    timer& operator=(timer&& o) noexcept;
     timer(const timer&) = delete;
     timer& operator=(const timer&) = delete;
     ~timer() { close(); }
@@ -14518,17 +15322,7 @@ public:
 
     /// Stops the timer (Timer.Stop, Go 1.23): true when this call stopped it
     /// before its value was received (an unreceived value is discarded).
-    bool stop() {
-        if (!s_) return false;
-        bool drop = false, pending;
-        {
-            std::lock_guard g(s_->mu);
-            pending = s_->stop_locked(drop);
-            if (s_->drain_locked()) pending = true;
-        }
-        if (drop) s_->release();
-        return pending;
-    }
+    bool stop();
 
     /// Re-arms the timer to fire `d` from now (Timer.Reset, Go 1.23); returns
     /// what stop() would have. An unreceived value is discarded first.
@@ -14549,16 +15343,7 @@ private:
     friend timer after_func_at(std::chrono::nanoseconds, F&&, const detail::site&);
     explicit timer(detail::time_state* s) noexcept : s_(s) {}
 
-    void close() noexcept {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-        }
-        if (drop) s_->release();
-        std::exchange(s_, nullptr)->release();
-    }
+    void close() noexcept;
 
     detail::time_state* s_ = nullptr;
 };
@@ -14581,13 +15366,7 @@ public:
     }
 
     ticker(ticker&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    ticker& operator=(ticker&& o) noexcept {
-        if (this != &o) {
-            close();
-            s_ = std::exchange(o.s_, nullptr);
-        }
-        return *this;
-    }
+    ticker& operator=(ticker&& o) noexcept;
     ticker(const ticker&) = delete;
     ticker& operator=(const ticker&) = delete;
     ~ticker() { close(); }
@@ -14598,16 +15377,7 @@ public:
 
     /// Turns the ticker off (Ticker.Stop): no more ticks, and a tick not yet
     /// received is discarded. The channel is not closed.
-    void stop() {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-            s_->drain_locked();
-        }
-        if (drop) s_->release();
-    }
+    void stop();
 
     /// Stops the ticker and restarts it with period `d` (> 0); the next tick
     /// is due `d` from now (Ticker.Reset). A tick not yet received is discarded.
@@ -14625,16 +15395,7 @@ public:
     explicit operator bool() const noexcept { return s_ != nullptr; }
 
 private:
-    void close() noexcept {
-        if (!s_) return;
-        bool drop = false;
-        {
-            std::lock_guard g(s_->mu);
-            s_->stop_locked(drop);
-        }
-        if (drop) s_->release();
-        std::exchange(s_, nullptr)->release();
-    }
+    void close() noexcept;
 
     detail::time_state* s_ = nullptr;
 };
@@ -14662,6 +15423,165 @@ timer after_func(std::chrono::duration<Rep, Period> d, F&& f, GORO_SITE_PARAM) {
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+
+namespace goro::detail {
+
+GORO_DECL std::int64_t time_state::deadline_after(std::int64_t d_ns) noexcept {
+    std::int64_t now = now_ns();
+    if (d_ns <= 0) return now;
+    if (d_ns > std::numeric_limits<std::int64_t>::max() - now) return std::numeric_limits<std::int64_t>::max();
+    return now + d_ns;
+}
+
+GORO_DECL void time_state::arm_locked(std::int64_t when) {
+    ++seq;
+    want_ns = when;
+    active = true;
+    timer_queue& q = the_scheduler().timers();
+    if (!owned) {
+        owned = true;
+        add_ref();  // the timer thread's
+        node_seq = seq;
+        when_ns = when;
+        fire = &fire_cb;
+        q.add(this);
+    } else if (q.cancel(this)) {
+        node_seq = seq;
+        when_ns = when;
+        q.add(this);
+    }
+    // else the timer thread is firing the node now: fire_cb sees the stale
+    // seq and re-arms it for want_ns.
+}
+
+GORO_DECL bool time_state::stop_locked(bool& drop) {
+    const bool was = active;
+    active = false;
+    ++seq;
+    if (owned && the_scheduler().timers().cancel(this)) {
+        owned = false;
+        drop = true;
+    }
+    return was;
+}
+
+GORO_DECL bool time_state::drain_locked() {
+    if (!ch) return false;
+    return ch.try_recv().status == recv_status::received;
+}
+
+GORO_DECL void time_state::fire_cb(timer_node* n) noexcept {
+    auto* s = static_cast<time_state*>(n);
+    bool drop = false, run = false;
+    {
+        std::lock_guard g(s->mu);
+        if (!s->active) {
+            s->owned = false;
+            drop = true;
+        } else if (s->node_seq != s->seq) {
+            // Reset while we held the node: fire at the new time instead.
+            s->node_seq = s->seq;
+            s->when_ns = s->want_ns;
+            the_scheduler().timers().add(s);
+        } else {
+            const std::int64_t due = s->when_ns;
+            if (s->period_ns > 0) {
+                // Go's rule: the next multiple of the period after now (skip what was missed).
+                const std::int64_t late = now_ns() - due;
+                std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
+                s->want_ns = next;
+                s->when_ns = next;
+                the_scheduler().timers().add(s);
+            } else {
+                s->active = false;
+                s->owned = false;
+                drop = true;
+            }
+            if (s->ch) (void)s->ch.try_send(tick_time(std::chrono::nanoseconds(due)));  // full: dropped
+            run = s->on_fire != nullptr;
+            if (run) s->add_ref();  // for f's task
+        }
+    }
+    if (run) s->on_fire(s);  // releases that reference, in the task or at once
+    if (drop) s->release();  // last access
+}
+
+GORO_DECL time_state* make_chan_state() {
+    auto* s = new time_state();
+    s->destroy = [](time_state* p) noexcept { delete p; };
+    s->ch = channel<tick_time>(1);
+    return s;
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL timer& timer::operator=(timer&& o) noexcept {
+    if (this != &o) {
+        close();
+        s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL bool timer::stop() {
+    if (!s_) return false;
+    bool drop = false, pending;
+    {
+        std::lock_guard g(s_->mu);
+        pending = s_->stop_locked(drop);
+        if (s_->drain_locked()) pending = true;
+    }
+    if (drop) s_->release();
+    return pending;
+}
+
+GORO_DECL void timer::close() noexcept {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+    }
+    if (drop) s_->release();
+    std::exchange(s_, nullptr)->release();
+}
+
+GORO_DECL ticker& ticker::operator=(ticker&& o) noexcept {
+    if (this != &o) {
+        close();
+        s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+}
+
+GORO_DECL void ticker::stop() {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+        s_->drain_locked();
+    }
+    if (drop) s_->release();
+}
+
+GORO_DECL void ticker::close() noexcept {
+    if (!s_) return;
+    bool drop = false;
+    {
+        std::lock_guard g(s_->mu);
+        s_->stop_locked(drop);
+    }
+    if (drop) s_->release();
+    std::exchange(s_, nullptr)->release();
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/sync/ticker.hpp ----
 
 // ---- begin goro/inspect/leak_check.hpp ----
@@ -14705,15 +15625,11 @@ timer after_func(std::chrono::duration<Rep, Period> d, F&& f, GORO_SITE_PARAM) {
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <iostream>
 #include <ostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -14744,15 +15660,7 @@ inline option ignore_ids(std::vector<std::uint64_t> ids) {
     return {option::kind::ids, {}, std::make_shared<const std::vector<std::uint64_t>>(std::move(ids)), {}};
 }
 /// The tasks alive now, as a baseline; cheap when none is.
-inline option ignore_current() {
-    std::vector<std::uint64_t> ids;
-    if (num_goroutines() > 0) {
-        snapshot s = snapshot::take();
-        ids.reserve(s.total());
-        for (const task_record& r : s.tasks()) ids.push_back(r.id);
-    }
-    return ignore_ids(std::move(ids));
-}
+GORO_DECL option ignore_current();
 template <class Rep, class Period>
 option max_wait(std::chrono::duration<Rep, Period> d) {
     return {option::kind::max_wait, {}, nullptr, std::chrono::duration_cast<std::chrono::nanoseconds>(d)};
@@ -14777,6 +15685,89 @@ private:
     leak_result result_;
 };
 
+/// Whether the cleaned function name `name` is `pattern` (see FUNCTION NAMES).
+GORO_DECL bool function_matches(std::string_view pattern, std::string_view name) noexcept;
+
+/// Looks for leaked tasks, retrying (see the top of this header); never throws
+/// for a leak.
+GORO_DECL leak_result find_leaks(const std::vector<option>& opts);
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+leak_result find_leaks(const Options&... opts) {
+    return find_leaks(std::vector<option>{opts...});
+}
+
+/// Throws leak_error (what(): "goro::testing::verify_none: found N unexpected
+/// goroutines:" and the debug=2 blocks) when a task other than the allowed
+/// ones is alive.
+GORO_DECL void verify_none(const std::vector<option>& opts);
+
+template <class... Options>
+    requires(std::is_convertible_v<const Options&, const option&> && ...)
+void verify_none(const Options&... opts) {
+    verify_none(std::vector<option>{opts...});
+}
+
+// --- shared by the test framework listeners -------------------------------
+
+namespace detail {
+inline std::atomic<bool>& leaks_allowed_flag() noexcept {
+    static std::atomic<bool> f{false};
+    return f;
+}
+}  // namespace detail
+
+/// The running test may leave tasks alive: the listener's check after it is
+/// skipped (its tasks then join the next test's baseline). Reset at each test start.
+inline void allow_leaks() noexcept { detail::leaks_allowed_flag().store(true, std::memory_order_relaxed); }
+
+/// False when GORO_LEAK_CHECK is "off", "0" or "false" (the listeners do nothing).
+GORO_DECL bool leak_check_enabled();
+
+/// For a test program's main, like goleak.VerifyTestMain: returns `status`,
+/// or 1 (when `status` is 0) after printing the leaked tasks to `err`.
+GORO_DECL int verify_test_main(int status, const std::vector<option>& opts = {}, std::ostream& err = std::cerr);
+
+/// What the listeners do around each test.
+class per_test_check {
+public:
+    explicit per_test_check(std::vector<option> extra = {}) : extra_(std::move(extra)), enabled_(leak_check_enabled()) {}
+
+    void starting() {
+        detail::leaks_allowed_flag().store(false, std::memory_order_relaxed);
+        if (enabled_) baseline_ = ignore_current();
+    }
+    /// The failure message for `test_name`, or empty when all is well.
+    std::string ended(std::string_view test_name);
+
+private:
+    std::vector<option> extra_;
+    option baseline_{};
+    bool enabled_;
+};
+
+}  // namespace goro::testing
+
+#if GORO_BODIES
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <thread>
+
+
+namespace goro::testing {
+
+GORO_DECL option ignore_current() {
+    std::vector<std::uint64_t> ids;
+    if (num_goroutines() > 0) {
+        snapshot s = snapshot::take();
+        ids.reserve(s.total());
+        for (const task_record& r : s.tasks()) ids.push_back(r.id);
+    }
+    return ignore_ids(std::move(ids));
+}
+
 namespace detail {
 
 /// The last component of a cleaned name, outside <...> and (...): "ns::f" -> "f".
@@ -14797,8 +15788,7 @@ inline std::string_view unqualified(std::string_view name) noexcept {
 
 }  // namespace detail
 
-/// Whether the cleaned function name `name` is `pattern` (see FUNCTION NAMES).
-inline bool function_matches(std::string_view pattern, std::string_view name) noexcept {
+GORO_DECL bool function_matches(std::string_view pattern, std::string_view name) noexcept {
     if (pattern.empty() || name.empty()) return false;
     if (pattern == name) return true;
     std::string_view pt = detail::unqualified(pattern), nt = detail::unqualified(name);
@@ -14869,9 +15859,7 @@ inline leak_result find_leaks_once(const leak_rules& rules) {
 
 }  // namespace detail
 
-/// Looks for leaked tasks, retrying (see the top of this header); never throws
-/// for a leak.
-inline leak_result find_leaks(const std::vector<option>& opts) {
+GORO_DECL leak_result find_leaks(const std::vector<option>& opts) {
     detail::leak_rules rules(opts);
     auto deadline = std::chrono::steady_clock::now() + rules.wait;
     auto pause = std::chrono::microseconds(10);
@@ -14884,51 +15872,20 @@ inline leak_result find_leaks(const std::vector<option>& opts) {
     }
 }
 
-template <class... Options>
-    requires(std::is_convertible_v<const Options&, const option&> && ...)
-leak_result find_leaks(const Options&... opts) {
-    return find_leaks(std::vector<option>{opts...});
-}
-
-/// Throws leak_error (what(): "goro::testing::verify_none: found N unexpected
-/// goroutines:" and the debug=2 blocks) when a task other than the allowed
-/// ones is alive.
-inline void verify_none(const std::vector<option>& opts) {
+GORO_DECL void verify_none(const std::vector<option>& opts) {
     leak_result r = find_leaks(opts);
     if (r.ok()) return;
     r.report.insert(0, "goro::testing::verify_none: ");
     throw leak_error(std::move(r));
 }
 
-template <class... Options>
-    requires(std::is_convertible_v<const Options&, const option&> && ...)
-void verify_none(const Options&... opts) {
-    verify_none(std::vector<option>{opts...});
-}
-
-// --- shared by the test framework listeners -------------------------------
-
-namespace detail {
-inline std::atomic<bool>& leaks_allowed_flag() noexcept {
-    static std::atomic<bool> f{false};
-    return f;
-}
-}  // namespace detail
-
-/// The running test may leave tasks alive: the listener's check after it is
-/// skipped (its tasks then join the next test's baseline). Reset at each test start.
-inline void allow_leaks() noexcept { detail::leaks_allowed_flag().store(true, std::memory_order_relaxed); }
-
-/// False when GORO_LEAK_CHECK is "off", "0" or "false" (the listeners do nothing).
-inline bool leak_check_enabled() {
+GORO_DECL bool leak_check_enabled() {
     const char* e = std::getenv("GORO_LEAK_CHECK");
     if (!e) return true;
     return !(std::strcmp(e, "off") == 0 || std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0);
 }
 
-/// For a test program's main, like goleak.VerifyTestMain: returns `status`,
-/// or 1 (when `status` is 0) after printing the leaked tasks to `err`.
-inline int verify_test_main(int status, const std::vector<option>& opts = {}, std::ostream& err = std::cerr) {
+GORO_DECL int verify_test_main(int status, const std::vector<option>& opts, std::ostream& err) {
     if (!leak_check_enabled()) return status;
     leak_result r = find_leaks(opts);
     if (r.ok()) return status;
@@ -14936,32 +15893,17 @@ inline int verify_test_main(int status, const std::vector<option>& opts = {}, st
     return status ? status : 1;
 }
 
-/// What the listeners do around each test.
-class per_test_check {
-public:
-    explicit per_test_check(std::vector<option> extra = {}) : extra_(std::move(extra)), enabled_(leak_check_enabled()) {}
-
-    void starting() {
-        detail::leaks_allowed_flag().store(false, std::memory_order_relaxed);
-        if (enabled_) baseline_ = ignore_current();
-    }
-    /// The failure message for `test_name`, or empty when all is well.
-    std::string ended(std::string_view test_name) {
-        if (!enabled_ || detail::leaks_allowed_flag().load(std::memory_order_relaxed)) return {};
-        std::vector<option> opts = extra_;
-        opts.push_back(baseline_);
-        leak_result r = find_leaks(opts);
-        if (r.ok()) return {};
-        return "goro leak check: test \"" + std::string(test_name) + "\" left goroutines alive: " + r.report;
-    }
-
-private:
-    std::vector<option> extra_;
-    option baseline_{};
-    bool enabled_;
-};
+GORO_DECL std::string per_test_check::ended(std::string_view test_name) {
+    if (!enabled_ || detail::leaks_allowed_flag().load(std::memory_order_relaxed)) return {};
+    std::vector<option> opts = extra_;
+    opts.push_back(baseline_);
+    leak_result r = find_leaks(opts);
+    if (r.ok()) return {};
+    return "goro leak check: test \"" + std::string(test_name) + "\" left goroutines alive: " + r.report;
+}
 
 }  // namespace goro::testing
+#endif  // GORO_BODIES
 // ---- end goro/inspect/leak_check.hpp ----
 
 // ---- begin goro/io/blocking.hpp ----
@@ -15000,13 +15942,10 @@ private:
 #include <condition_variable>
 #include <coroutine>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -15029,15 +15968,7 @@ protected:
 
 inline constexpr unsigned default_max_blocking_threads = 512;
 
-inline unsigned blocking_threads_from_env() {
-    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
-        char* end = nullptr;
-        long v = std::strtol(e, &end, 10);
-        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
-        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
-    }
-    return default_max_blocking_threads;
-}
+GORO_DECL unsigned blocking_threads_from_env();
 
 /// The blocking threads and their queue of calls (see THE THREADS above).
 ///
@@ -15052,44 +15983,10 @@ class blocking_pool {
 public:
     blocking_pool() : max_threads_(blocking_threads_from_env()) {}
 
-    void submit(blocking_job* j) noexcept {
-        in_flight_.fetch_add(1, std::memory_order_acq_rel);
-        the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
-        std::unique_lock g(mu_);
-        if (tail_) tail_->next_job = j;
-        else head_ = j;
-        tail_ = j;
-        ++queued_;
-        if (start_one_locked() == started::woke) {
-            g.unlock();
-            cv_.notify_one();
-            return;
-        }
-        if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
-        // No thread can be made and none exists: run the calls here rather
-        // than leave them waiting forever (the worker blocks, as without goro).
-        while (blocking_job* k = pop_locked()) {
-            g.unlock();
-            finish(k);
-            g.lock();
-        }
-    }
+    void submit(blocking_job* j) noexcept;
 
     unsigned max_threads() const noexcept { return max_threads_.load(std::memory_order_relaxed); }
-    void set_max_threads(unsigned n) noexcept {
-        bool notify = false;
-        {
-            std::lock_guard g(mu_);
-            max_threads_.store(n, std::memory_order_relaxed);
-            // Raised: put threads on the calls that queued at the old limit.
-            for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
-                const started r = start_one_locked();
-                if (r == started::none) break;
-                if (r == started::woke) notify = true;
-            }
-        }
-        if (notify) cv_.notify_all();
-    }
+    void set_max_threads(unsigned n) noexcept;
     std::chrono::nanoseconds keep_alive() const noexcept {
         return std::chrono::nanoseconds(keep_alive_ns_.load(std::memory_order_relaxed));
     }
@@ -15099,14 +15996,8 @@ public:
     }
 
     /// Blocking threads alive now, and how many of them wait for a call.
-    unsigned threads() {
-        std::lock_guard g(mu_);
-        return threads_;
-    }
-    unsigned idle_threads() {
-        std::lock_guard g(mu_);
-        return idle_;
-    }
+    unsigned threads();
+    unsigned idle_threads();
     /// Calls queued or running, not yet returned to their task.
     std::int64_t calls_in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
 
@@ -15119,72 +16010,13 @@ private:
     /// A queued call needs a thread: wakes an idle one (`woke`: notify after
     /// unlocking) or makes one, unless `max_threads_` are busy. `none`: the
     /// call stays queued for a busy thread to take.
-    started start_one_locked() noexcept {
-        if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
-        if (idle_ > 0) {
-            --idle_;
-            ++wakeups_;
-            return started::woke;
-        }
-        ++threads_;
-        try {
-            std::thread([this] { thread_main(); }).detach();
-        } catch (...) {
-            --threads_;
-            return started::none;
-        }
-        return started::made;
-    }
+    started start_one_locked() noexcept;
 
-    blocking_job* pop_locked() noexcept {
-        blocking_job* j = head_;
-        if (!j) return nullptr;
-        head_ = j->next_job;
-        if (!head_) tail_ = nullptr;
-        j->next_job = nullptr;
-        --queued_;
-        return j;
-    }
+    blocking_job* pop_locked() noexcept;
 
-    void finish(blocking_job* j) noexcept {
-        j->run();  // wakes its task as its last access to the job
-        // Counted out only after the wake-up, so the deadlock detector never
-        // sees the task parked with no call in flight.
-        the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
-        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    void finish(blocking_job* j) noexcept;
 
-    void thread_main() noexcept {
-        std::unique_lock g(mu_);
-        for (;;) {
-            // Counted busy here; a thread woken by a spurious or timed-out
-            // wake (or set_keep_alive's broadcast) takes a call only within the limit.
-            blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
-            if (j) {
-                g.unlock();
-                finish(j);
-                g.lock();
-                // Over a lowered limit: leave, if the others busy are enough.
-                if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
-                    --threads_;
-                    return;
-                }
-                continue;
-            }
-            ++idle_;
-            const auto deadline = std::chrono::steady_clock::now() + keep_alive();
-            const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
-            if (wakeups_ > 0) {
-                --wakeups_;  // a submitter counted us out of idle_
-                continue;
-            }
-            --idle_;
-            if (timed_out && !head_) {
-                --threads_;
-                return;
-            }
-        }
-    }
+    void thread_main() noexcept;
 
     ranked_lock<std::mutex, lock_rank::blocking_pool> mu_;
     std::condition_variable_any cv_;
@@ -15291,6 +16123,142 @@ inline void set_blocking_keep_alive(std::chrono::nanoseconds d) {
 inline unsigned blocking_threads() { return detail::the_blocking_pool().threads(); }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+
+namespace goro::detail {
+
+GORO_DECL unsigned blocking_threads_from_env() {
+    if (const char* e = std::getenv("GORO_MAX_BLOCKING_THREADS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end != e && *end == '\0' && v > 0 && v <= 1'000'000) return static_cast<unsigned>(v);
+        std::fprintf(stderr, "goro: ignoring GORO_MAX_BLOCKING_THREADS=\"%s\": want an integer from 1 to 1000000\n", e);
+    }
+    return default_max_blocking_threads;
+}
+
+GORO_DECL void blocking_pool::submit(blocking_job* j) noexcept {
+    in_flight_.fetch_add(1, std::memory_order_acq_rel);
+    the_deadlock_watch().external_guards.fetch_add(1, std::memory_order_acq_rel);
+    std::unique_lock g(mu_);
+    if (tail_) tail_->next_job = j;
+    else head_ = j;
+    tail_ = j;
+    ++queued_;
+    if (start_one_locked() == started::woke) {
+        g.unlock();
+        cv_.notify_one();
+        return;
+    }
+    if (threads_ > 0) return;  // queued: a busy thread takes it when its call returns
+    // No thread can be made and none exists: run the calls here rather
+    // than leave them waiting forever (the worker blocks, as without goro).
+    while (blocking_job* k = pop_locked()) {
+        g.unlock();
+        finish(k);
+        g.lock();
+    }
+}
+
+GORO_DECL void blocking_pool::set_max_threads(unsigned n) noexcept {
+    bool notify = false;
+    {
+        std::lock_guard g(mu_);
+        max_threads_.store(n, std::memory_order_relaxed);
+        // Raised: put threads on the calls that queued at the old limit.
+        for (std::size_t need = queued_ > wakeups_ ? queued_ - wakeups_ : 0; need > 0; --need) {
+            const started r = start_one_locked();
+            if (r == started::none) break;
+            if (r == started::woke) notify = true;
+        }
+    }
+    if (notify) cv_.notify_all();
+}
+
+GORO_DECL unsigned blocking_pool::threads() {
+    std::lock_guard g(mu_);
+    return threads_;
+}
+
+GORO_DECL unsigned blocking_pool::idle_threads() {
+    std::lock_guard g(mu_);
+    return idle_;
+}
+
+GORO_DECL blocking_pool::started blocking_pool::start_one_locked() noexcept {
+    if (busy_locked() >= max_threads_.load(std::memory_order_relaxed)) return started::none;
+    if (idle_ > 0) {
+        --idle_;
+        ++wakeups_;
+        return started::woke;
+    }
+    ++threads_;
+    try {
+        std::thread([this] { thread_main(); }).detach();
+    } catch (...) {
+        --threads_;
+        return started::none;
+    }
+    return started::made;
+}
+
+GORO_DECL blocking_job* blocking_pool::pop_locked() noexcept {
+    blocking_job* j = head_;
+    if (!j) return nullptr;
+    head_ = j->next_job;
+    if (!head_) tail_ = nullptr;
+    j->next_job = nullptr;
+    --queued_;
+    return j;
+}
+
+GORO_DECL void blocking_pool::finish(blocking_job* j) noexcept {
+    j->run();  // wakes its task as its last access to the job
+    // Counted out only after the wake-up, so the deadlock detector never
+    // sees the task parked with no call in flight.
+    the_deadlock_watch().external_guards.fetch_sub(1, std::memory_order_acq_rel);
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+GORO_DECL void blocking_pool::thread_main() noexcept {
+    std::unique_lock g(mu_);
+    for (;;) {
+        // Counted busy here; a thread woken by a spurious or timed-out
+        // wake (or set_keep_alive's broadcast) takes a call only within the limit.
+        blocking_job* j = busy_locked() <= max_threads_.load(std::memory_order_relaxed) ? pop_locked() : nullptr;
+        if (j) {
+            g.unlock();
+            finish(j);
+            g.lock();
+            // Over a lowered limit: leave, if the others busy are enough.
+            if (busy_locked() > max_threads_.load(std::memory_order_relaxed)) {
+                --threads_;
+                return;
+            }
+            continue;
+        }
+        ++idle_;
+        const auto deadline = std::chrono::steady_clock::now() + keep_alive();
+        const bool timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
+        if (wakeups_ > 0) {
+            --wakeups_;  // a submitter counted us out of idle_
+            continue;
+        }
+        --idle_;
+        if (timed_out && !head_) {
+            --threads_;
+            return;
+        }
+    }
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/io/blocking.hpp ----
 // ---- end goro/core.hpp ----
 
@@ -15364,7 +16332,6 @@ inline unsigned blocking_threads() { return detail::the_blocking_pool().threads(
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <ctime>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -15426,13 +16393,13 @@ struct leak_report {
     std::vector<leak_group> groups;        ///< the kept groups, by count descending
 };
 
+class snapshot;  // goro/inspect/snapshot.hpp (the bodies include it)
+
 namespace detail {
 
-inline std::int64_t thread_cpu_ns() noexcept {
-    timespec ts{};
-    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
+class profile_view;  // goro/inspect/pprof.hpp
+
+GORO_DECL std::int64_t thread_cpu_ns() noexcept;
 
 inline std::int64_t unix_now_ns() noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -15440,32 +16407,13 @@ inline std::int64_t unix_now_ns() noexcept {
 }
 
 /// "2026-12-06T23:10:00Z" (UTC, whole seconds).
-inline std::string rfc3339(std::int64_t unix_ns) {
-    std::time_t t = static_cast<std::time_t>(unix_ns / 1'000'000'000);
-    std::tm tm{};
-    ::gmtime_r(&t, &tm);
-    char b[32];
-    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return b;
-}
+GORO_DECL std::string rfc3339(std::int64_t unix_ns);
 
 }  // namespace detail
 
 class leak_watch {
 public:
-    explicit leak_watch(leak_watch_options o = {}) : opt_(o) {
-        const char* op = "goro::leak_watch";
-        if (opt_.window < 3) throw std::invalid_argument(std::string(op) + ": window must be at least 3 samples");
-        if (opt_.history < opt_.window)
-            throw std::invalid_argument(std::string(op) + ": history must be at least window");
-        if (opt_.history > 100000) throw std::invalid_argument(std::string(op) + ": history must be at most 100000");
-        if (opt_.min_rises < 1 || opt_.min_rises > opt_.window - 1)
-            throw std::invalid_argument(std::string(op) + ": min_rises must be between 1 and window-1");
-        if (opt_.min_growth < 1) throw std::invalid_argument(std::string(op) + ": min_growth must be at least 1");
-        if (opt_.interval.count() <= 0) throw std::invalid_argument(std::string(op) + ": interval must be positive");
-        if (opt_.max_groups < 1) throw std::invalid_argument(std::string(op) + ": max_groups must be at least 1");
-        meta_.resize(opt_.history);
-    }
+    explicit leak_watch(leak_watch_options o = {});
     ~leak_watch() { stop(); }
     leak_watch(const leak_watch&) = delete;
     leak_watch& operator=(const leak_watch&) = delete;
@@ -15474,23 +16422,9 @@ public:
 
     /// Starts the sampling thread: a sample every `interval`, the first one
     /// after one interval. Throws std::logic_error when already started.
-    void start() {
-        std::lock_guard g(thread_mu_);
-        if (thread_.joinable()) throw std::logic_error("goro::leak_watch::start: already started");
-        stopping_ = false;
-        thread_ = std::thread([this] { run(); });
-    }
+    void start();
     /// Stops and joins the sampling thread (idempotent).
-    void stop() {
-        std::lock_guard g(thread_mu_);
-        if (!thread_.joinable()) return;
-        {
-            std::lock_guard l(cv_mu_);
-            stopping_ = true;
-        }
-        cv_.notify_all();
-        thread_.join();
-    }
+    void stop();
     bool running() const {
         std::lock_guard g(thread_mu_);
         return thread_.joinable();
@@ -15501,16 +16435,7 @@ public:
     /// The same, as if taken at `at` (tests drive time explicitly: growth per
     /// minute and growing_since are computed from these times). Times must
     /// not go backwards.
-    void sample_at(std::chrono::steady_clock::time_point at) {
-        const std::int64_t cpu0 = detail::thread_cpu_ns();
-        snapshot s = snapshot::take();
-        detail::profile_view v(s);
-        const std::uint64_t spawned = detail::the_registry().total_added();
-        std::lock_guard g(mu_);
-        ingest(s, v, at, spawned);
-        last_cpu_ns_ = detail::thread_cpu_ns() - cpu0;
-        last_pause_ns_ = s.copy_ns();
-    }
+    void sample_at(std::chrono::steady_clock::time_point at);
 
     std::uint64_t samples() const {
         std::lock_guard g(mu_);
@@ -15521,28 +16446,7 @@ public:
     std::vector<leak_group> suspects() const { return report().suspects; }
 
     /// Everything known at the last sample.
-    leak_report report() const {
-        std::lock_guard g(mu_);
-        leak_report r;
-        r.samples = seq_;
-        r.last_sample_unix_ns = seq_ ? meta_[(seq_ - 1) % opt_.history].unix_ns : 0;
-        r.groups_seen = groups_seen_;
-        r.total_tasks = total_tasks_;
-        r.last_sample_cpu_ns = last_cpu_ns_;
-        r.last_sample_pause_ns = last_pause_ns_;
-        r.groups.reserve(tracked_.size());
-        for (const auto& [k, t] : tracked_) r.groups.push_back(view(t));
-        std::sort(r.groups.begin(), r.groups.end(), [](const leak_group& a, const leak_group& b) {
-            if (a.count != b.count) return a.count > b.count;
-            return a.key < b.key;
-        });
-        for (const leak_group& lg : r.groups)
-            if (lg.suspect) r.suspects.push_back(lg);
-        std::stable_sort(r.suspects.begin(), r.suspects.end(), [](const leak_group& a, const leak_group& b) {
-            return a.growth_per_minute > b.growth_per_minute;
-        });
-        return r;
-    }
+    leak_report report() const;
 
     /// The report in the debug=1 shape (what /debug/goro/leaks serves).
     std::string report_text() const { return to_text(report(), opt_); }
@@ -15551,117 +16455,14 @@ public:
 
     // --- formats (static: also for a report copied out earlier) ---
 
-    static std::string to_text(const leak_report& r, const leak_watch_options& o) {
-        std::string out = "goro leak watch: " + std::to_string(r.suspects.size()) + " suspect" +
-                          (r.suspects.size() == 1 ? "" : "s") + " of " + std::to_string(r.groups_seen) +
-                          " groups, " + std::to_string(r.total_tasks) + " tasks; " + std::to_string(r.samples) +
-                          " samples, every " + duration_text(o.interval) + "\n";
-        out += "# rule: rose in >= " + std::to_string(o.min_rises) + " of the last " + std::to_string(o.window - 1) +
-               " steps, grew by >= " + std::to_string(o.min_growth) +
-               ", highest now, and outgrew the spawn rate while it ramped\n";
-        if (r.samples == 0) out += "# no sample yet\n";
-        out += '\n';
-        for (const leak_group& g : r.suspects) write_group(out, g);
-        return out;
-    }
+    static std::string to_text(const leak_report& r, const leak_watch_options& o);
 
     /// One group in the debug=1 shape, with its suspect, history and labels lines.
-    static void write_group(std::string& out, const leak_group& g) {
-        std::vector<std::string> hex;
-        std::vector<detail::text_frame> frames;
-        {
-            out += std::to_string(g.count) + " @";
-            for (std::uint64_t id : g.site_ids) {
-                char b[20];
-                hex.emplace_back(b, detail::format_hex(b, id));
-                out += ' ';
-                out += hex.back();
-            }
-            out += '\n';
-            char rate[32];
-            std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
-            out += g.suspect ? "# suspect: " : "# growth: ";
-            out += rate;
-            out += "/min since " + (g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : std::string("-")) + "; oldest [" +
-                   (g.wait_reason.empty() ? std::string("running") : g.wait_reason);
-            if (std::int64_t m = g.oldest_wait_ns / 60'000'000'000; m >= 1)
-                out += ", " + std::to_string(m) + (m == 1 ? " minute" : " minutes");
-            out += "]\n# history:";
-            for (std::uint32_t c : g.history) out += ' ' + std::to_string(c);
-            out += '\n';
-            detail::write_labels_line(out, g.labels);
-            for (std::size_t i = 0; i < g.frames.size(); ++i) {
-                const stack_frame& f = g.frames[i];
-                frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
-            }
-            detail::write_frame_lines(out, frames);
-            out += '\n';
-        }
-    }
+    static void write_group(std::string& out, const leak_group& g);
 
-    static std::string to_json(const leak_report& r, const leak_watch_options& o) {
-        std::string out = "{\"samples\":" + std::to_string(r.samples) +
-                          ",\"interval_ns\":" + std::to_string(o.interval.count()) +
-                          ",\"window\":" + std::to_string(o.window) + ",\"min_rises\":" + std::to_string(o.min_rises) +
-                          ",\"min_growth\":" + std::to_string(o.min_growth) +
-                          ",\"last_sample_unix_ns\":" + std::to_string(r.last_sample_unix_ns) +
-                          ",\"groups_seen\":" + std::to_string(r.groups_seen) +
-                          ",\"total_tasks\":" + std::to_string(r.total_tasks) +
-                          ",\"last_sample_cpu_ns\":" + std::to_string(r.last_sample_cpu_ns) +
-                          ",\"last_sample_pause_ns\":" + std::to_string(r.last_sample_pause_ns) + ",\"suspects\":[";
-        auto group = [&](const leak_group& g) {
-            char b[20];
-            out += "\n{\"group\":\"";
-            out.append(b, detail::format_hex(b, g.key));
-            out += "\",\"count\":" + std::to_string(g.count) + ",\"suspect\":" + (g.suspect ? "true" : "false");
-            char rate[32];
-            std::snprintf(rate, sizeof rate, "%.3f", g.growth_per_minute);
-            out += ",\"growth_per_minute\":";
-            out += rate;
-            out += ",\"growing_since_unix_ns\":" + std::to_string(g.growing_since_unix_ns);
-            out += ",\"growing_since\":";
-            detail::json_quote(out, g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : "");
-            out += ",\"wait_reason\":";
-            detail::json_quote(out, g.wait_reason);
-            out += ",\"oldest_wait_ns\":" + std::to_string(g.oldest_wait_ns) + ",\"labels\":";
-            detail::write_json_labels(out, g.labels);
-            out += ",\"history\":[";
-            for (std::size_t i = 0; i < g.history.size(); ++i) {
-                if (i) out += ',';
-                out += std::to_string(g.history[i]);
-            }
-            out += "],\"frames\":[";
-            for (std::size_t i = 0; i < g.frames.size(); ++i) {
-                if (i) out += ',';
-                out += "{\"function\":";
-                detail::json_quote(out, g.frames[i].function);
-                out += ",\"file\":";
-                detail::json_quote(out, g.frames[i].file);
-                out += ",\"line\":" + std::to_string(g.frames[i].line) + ",\"site_id\":\"";
-                out.append(b, detail::format_hex(b, g.site_ids[i]));
-                out += "\"}";
-            }
-            out += "]}";
-        };
-        for (std::size_t i = 0; i < r.suspects.size(); ++i) {
-            if (i) out += ',';
-            group(r.suspects[i]);
-        }
-        out += "],\"groups\":[";
-        for (std::size_t i = 0; i < r.groups.size(); ++i) {
-            if (i) out += ',';
-            group(r.groups[i]);
-        }
-        out += "]}\n";
-        return out;
-    }
+    static std::string to_json(const leak_report& r, const leak_watch_options& o);
 
-    static std::string duration_text(std::chrono::nanoseconds d) {
-        auto ns = d.count();
-        if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
-        if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
-        return std::to_string(ns) + "ns";
-    }
+    static std::string duration_text(std::chrono::nanoseconds d);
 
 private:
     struct sample_meta {
@@ -15685,153 +16486,25 @@ private:
         std::int64_t growing_since_unix_ns = 0;
     };
 
-    void run() {
-        std::unique_lock l(cv_mu_);
-        for (;;) {
-            if (cv_.wait_for(l, opt_.interval, [this] { return stopping_; })) return;
-            l.unlock();
-            try {
-                sample_now();
-            } catch (...) {
-                // Out of memory for a snapshot: skip this sample.
-            }
-            l.lock();
-        }
-    }
+    void run();
 
     std::uint32_t count_at(const tracked& t, std::uint64_t seq) const noexcept {
         return seq < t.first_seq ? 0 : t.ring[seq % opt_.history];
     }
 
     void ingest(const snapshot& s, const detail::profile_view& v, std::chrono::steady_clock::time_point at,
-                std::uint64_t spawned) {
-        const std::uint64_t seq = seq_;  // this sample's number
-        const std::int64_t steady =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count();
-        const std::int64_t unix_ns =
-            detail::unix_now_ns() -
-            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - at).count();
-        meta_[seq % opt_.history] = sample_meta{steady, unix_ns, spawned, v.groups().size() > opt_.max_groups};
-        const auto& tasks = s.tasks();
-        const auto& groups = v.groups();
-        groups_seen_ = groups.size();
-        total_tasks_ = s.total();
-        std::unordered_map<std::uint64_t, tracked> next;
-        next.reserve(std::min(groups.size(), opt_.max_groups) * 2);
-        const std::int64_t now = s.taken_at_ns();
-        for (std::size_t gi = 0; gi < groups.size() && gi < opt_.max_groups; ++gi) {
-            const task_group& g = groups[gi];
-            const task_record& first = tasks[g.tasks.front()];
-            auto it = tracked_.find(g.key);
-            tracked t;
-            if (it != tracked_.end()) {
-                t = std::move(it->second);
-            } else {
-                t.key = g.key;
-                t.first_seq = seq;
-                t.zero_before = seq > 0 && !meta_[(seq - 1) % opt_.history].truncated;
-                t.ring.assign(opt_.history, 0);
-                auto fr = v.frames(first);
-                for (std::size_t i = 0; i < fr.size() && i < opt_.max_frames; ++i) {
-                    const detail::site_info& si = v.site(fr[i]);
-                    t.site_ids.push_back(si.id);
-                    t.frames.push_back(stack_frame{si.function, si.file, si.line});
-                }
-                t.labels = detail::profile_view::labels(first);
-            }
-            t.ring[seq % opt_.history] = static_cast<std::uint32_t>(std::min<std::size_t>(g.count, UINT32_MAX));
-            // The longest-parked task of the group.
-            std::int64_t oldest = 0;
-            const char* why = nullptr;
-            for (std::uint32_t ti : g.tasks) {
-                const task_record& r = tasks[ti];
-                if (r.state != task_state::waiting || r.since_ns == 0) continue;
-                std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
-                if (!why || age > oldest) {
-                    oldest = age;
-                    why = r.wait_reason ? r.wait_reason : "waiting";
-                }
-            }
-            t.wait_reason = why ? why : (first.state == task_state::running ? "running" : "runnable");
-            t.oldest_wait_ns = oldest;
-            next.emplace(g.key, std::move(t));
-        }
-        tracked_.swap(next);  // groups not in this sample are forgotten
-        seq_ = seq + 1;
-        for (auto& [k, t] : tracked_) judge(t, seq);
-    }
+                std::uint64_t spawned);
 
     /// Applies the suspect rule (top of this header) to `t` at sample `seq`.
-    void judge(tracked& t, std::uint64_t seq) const {
-        t.suspect = false;
-        t.growth_per_minute = 0;
-        t.growing_since_unix_ns = 0;
-        const std::size_t n = opt_.window;
-        if (seq + 1 < n) return;  // not a full window yet
-        const std::uint64_t first = seq + 1 - n;
-        // Samples before it was kept: zeros if it was absent then, else unknown.
-        if (first < t.first_seq && !t.zero_before) return;
-        std::size_t rises = 0;
-        std::uint32_t hi = 0;
-        for (std::uint64_t s = first; s <= seq; ++s) {
-            std::uint32_t c = count_at(t, s);
-            if (s > first && c > count_at(t, s - 1)) ++rises;
-            hi = std::max(hi, c);
-        }
-        const std::uint32_t c0 = count_at(t, first), c1 = count_at(t, seq);
-        if (rises < opt_.min_rises) return;                      // (a)
-        if (c1 < c0 || c1 - c0 < opt_.min_growth) return;       // (b)
-        if (c1 < hi) return;                                     // (c)
-        if (opt_.load_ramp > 0 && first >= 1 && n < opt_.history) {  // (d)
-            const double r0 = rate(first), r1 = rate(seq);
-            if (r0 > 0 && r1 >= opt_.load_ramp * r0) {
-                const double load_factor = r1 / r0;
-                const double group_factor = double(c1) / double(std::max<std::uint32_t>(c0, 1));
-                if (group_factor <= 1.1 * load_factor) return;
-            }
-        }
-        t.suspect = true;
-        const sample_meta& m0 = meta_[first % opt_.history];
-        const sample_meta& m1 = meta_[seq % opt_.history];
-        const double minutes = double(std::max<std::int64_t>(m1.steady_ns - m0.steady_ns, 1)) / 60e9;
-        t.growth_per_minute = double(c1 - c0) / minutes;
-        // Back through the history while the counts did not fall.
-        const std::uint64_t oldest = seq + 1 > opt_.history ? seq + 1 - opt_.history : 0;
-        std::uint64_t s = seq;
-        const std::uint64_t known = t.zero_before ? t.first_seq - 1 : t.first_seq;
-        while (s > std::max(oldest, known) && count_at(t, s - 1) <= count_at(t, s)) --s;
-        // `s`: the lowest point before the run; or the oldest sample kept.
-        t.growing_since_unix_ns = meta_[s % opt_.history].unix_ns;
-    }
+    void judge(tracked& t, std::uint64_t seq) const;
 
     /// Tasks started in the step that ends at sample `seq` (>= 1). Per step,
     /// not per second: the sampling thread's steps are equally long, and
     /// samples taken by hand (a test, /debug/goro/leaks/sample) are steps of
     /// work, however long they took.
-    double rate(std::uint64_t seq) const noexcept {
-        const sample_meta& a = meta_[(seq - 1) % opt_.history];
-        const sample_meta& b = meta_[seq % opt_.history];
-        return double(b.spawned - a.spawned);
-    }
+    double rate(std::uint64_t seq) const noexcept;
 
-    leak_group view(const tracked& t) const {
-        leak_group g;
-        g.key = t.key;
-        g.site_ids = t.site_ids;
-        g.frames = t.frames;
-        g.labels = t.labels;
-        g.wait_reason = t.wait_reason;
-        g.oldest_wait_ns = t.oldest_wait_ns;
-        g.suspect = t.suspect;
-        g.growth_per_minute = t.growth_per_minute;
-        g.growing_since_unix_ns = t.growing_since_unix_ns;
-        const std::uint64_t last = seq_ - 1;
-        const std::uint64_t from = seq_ > opt_.history ? seq_ - opt_.history : 0;
-        for (std::uint64_t s = std::max(from, t.zero_before ? t.first_seq - 1 : t.first_seq); s <= last; ++s)
-            g.history.push_back(count_at(t, s));
-        g.count = g.history.empty() ? 0 : g.history.back();
-        return g;
-    }
+    leak_group view(const tracked& t) const;
 
     const leak_watch_options opt_;
     mutable std::mutex mu_;
@@ -15916,6 +16589,350 @@ void expect_no_growth(F&& fn, int iterations = 10) {
 }
 
 }  // namespace goro::testing
+
+#if GORO_BODIES
+#include <ctime>
+
+
+namespace goro::detail {
+
+GORO_DECL std::int64_t thread_cpu_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+GORO_DECL std::string rfc3339(std::int64_t unix_ns) {
+    std::time_t t = static_cast<std::time_t>(unix_ns / 1'000'000'000);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char b[32];
+    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return b;
+}
+
+}  // namespace goro::detail
+
+namespace goro {
+
+GORO_DECL leak_watch::leak_watch(leak_watch_options o) : opt_(o) {
+    const char* op = "goro::leak_watch";
+    if (opt_.window < 3) throw std::invalid_argument(std::string(op) + ": window must be at least 3 samples");
+    if (opt_.history < opt_.window)
+        throw std::invalid_argument(std::string(op) + ": history must be at least window");
+    if (opt_.history > 100000) throw std::invalid_argument(std::string(op) + ": history must be at most 100000");
+    if (opt_.min_rises < 1 || opt_.min_rises > opt_.window - 1)
+        throw std::invalid_argument(std::string(op) + ": min_rises must be between 1 and window-1");
+    if (opt_.min_growth < 1) throw std::invalid_argument(std::string(op) + ": min_growth must be at least 1");
+    if (opt_.interval.count() <= 0) throw std::invalid_argument(std::string(op) + ": interval must be positive");
+    if (opt_.max_groups < 1) throw std::invalid_argument(std::string(op) + ": max_groups must be at least 1");
+    meta_.resize(opt_.history);
+}
+
+GORO_DECL void leak_watch::start() {
+    std::lock_guard g(thread_mu_);
+    if (thread_.joinable()) throw std::logic_error("goro::leak_watch::start: already started");
+    stopping_ = false;
+    thread_ = std::thread([this] { run(); });
+}
+
+GORO_DECL void leak_watch::stop() {
+    std::lock_guard g(thread_mu_);
+    if (!thread_.joinable()) return;
+    {
+        std::lock_guard l(cv_mu_);
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+}
+
+GORO_DECL void leak_watch::sample_at(std::chrono::steady_clock::time_point at) {
+    const std::int64_t cpu0 = detail::thread_cpu_ns();
+    snapshot s = snapshot::take();
+    detail::profile_view v(s);
+    const std::uint64_t spawned = detail::the_registry().total_added();
+    std::lock_guard g(mu_);
+    ingest(s, v, at, spawned);
+    last_cpu_ns_ = detail::thread_cpu_ns() - cpu0;
+    last_pause_ns_ = s.copy_ns();
+}
+
+GORO_DECL leak_report leak_watch::report() const {
+    std::lock_guard g(mu_);
+    leak_report r;
+    r.samples = seq_;
+    r.last_sample_unix_ns = seq_ ? meta_[(seq_ - 1) % opt_.history].unix_ns : 0;
+    r.groups_seen = groups_seen_;
+    r.total_tasks = total_tasks_;
+    r.last_sample_cpu_ns = last_cpu_ns_;
+    r.last_sample_pause_ns = last_pause_ns_;
+    r.groups.reserve(tracked_.size());
+    for (const auto& [k, t] : tracked_) r.groups.push_back(view(t));
+    std::sort(r.groups.begin(), r.groups.end(), [](const leak_group& a, const leak_group& b) {
+        if (a.count != b.count) return a.count > b.count;
+        return a.key < b.key;
+    });
+    for (const leak_group& lg : r.groups)
+        if (lg.suspect) r.suspects.push_back(lg);
+    std::stable_sort(r.suspects.begin(), r.suspects.end(), [](const leak_group& a, const leak_group& b) {
+        return a.growth_per_minute > b.growth_per_minute;
+    });
+    return r;
+}
+
+GORO_DECL std::string leak_watch::to_text(const leak_report& r, const leak_watch_options& o) {
+    std::string out = "goro leak watch: " + std::to_string(r.suspects.size()) + " suspect" +
+                      (r.suspects.size() == 1 ? "" : "s") + " of " + std::to_string(r.groups_seen) +
+                      " groups, " + std::to_string(r.total_tasks) + " tasks; " + std::to_string(r.samples) +
+                      " samples, every " + duration_text(o.interval) + "\n";
+    out += "# rule: rose in >= " + std::to_string(o.min_rises) + " of the last " + std::to_string(o.window - 1) +
+           " steps, grew by >= " + std::to_string(o.min_growth) +
+           ", highest now, and outgrew the spawn rate while it ramped\n";
+    if (r.samples == 0) out += "# no sample yet\n";
+    out += '\n';
+    for (const leak_group& g : r.suspects) write_group(out, g);
+    return out;
+}
+
+GORO_DECL void leak_watch::write_group(std::string& out, const leak_group& g) {
+    std::vector<std::string> hex;
+    std::vector<detail::text_frame> frames;
+    {
+        out += std::to_string(g.count) + " @";
+        for (std::uint64_t id : g.site_ids) {
+            char b[20];
+            hex.emplace_back(b, detail::format_hex(b, id));
+            out += ' ';
+            out += hex.back();
+        }
+        out += '\n';
+        char rate[32];
+        std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
+        out += g.suspect ? "# suspect: " : "# growth: ";
+        out += rate;
+        out += "/min since " + (g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : std::string("-")) + "; oldest [" +
+               (g.wait_reason.empty() ? std::string("running") : g.wait_reason);
+        if (std::int64_t m = g.oldest_wait_ns / 60'000'000'000; m >= 1)
+            out += ", " + std::to_string(m) + (m == 1 ? " minute" : " minutes");
+        out += "]\n# history:";
+        for (std::uint32_t c : g.history) out += ' ' + std::to_string(c);
+        out += '\n';
+        detail::write_labels_line(out, g.labels);
+        for (std::size_t i = 0; i < g.frames.size(); ++i) {
+            const stack_frame& f = g.frames[i];
+            frames.push_back(detail::text_frame{hex[i], f.function, f.file, f.line, detail::utf8_width(f.function)});
+        }
+        detail::write_frame_lines(out, frames);
+        out += '\n';
+    }
+}
+
+GORO_DECL std::string leak_watch::to_json(const leak_report& r, const leak_watch_options& o) {
+    std::string out = "{\"samples\":" + std::to_string(r.samples) +
+                      ",\"interval_ns\":" + std::to_string(o.interval.count()) +
+                      ",\"window\":" + std::to_string(o.window) + ",\"min_rises\":" + std::to_string(o.min_rises) +
+                      ",\"min_growth\":" + std::to_string(o.min_growth) +
+                      ",\"last_sample_unix_ns\":" + std::to_string(r.last_sample_unix_ns) +
+                      ",\"groups_seen\":" + std::to_string(r.groups_seen) +
+                      ",\"total_tasks\":" + std::to_string(r.total_tasks) +
+                      ",\"last_sample_cpu_ns\":" + std::to_string(r.last_sample_cpu_ns) +
+                      ",\"last_sample_pause_ns\":" + std::to_string(r.last_sample_pause_ns) + ",\"suspects\":[";
+    auto group = [&](const leak_group& g) {
+        char b[20];
+        out += "\n{\"group\":\"";
+        out.append(b, detail::format_hex(b, g.key));
+        out += "\",\"count\":" + std::to_string(g.count) + ",\"suspect\":" + (g.suspect ? "true" : "false");
+        char rate[32];
+        std::snprintf(rate, sizeof rate, "%.3f", g.growth_per_minute);
+        out += ",\"growth_per_minute\":";
+        out += rate;
+        out += ",\"growing_since_unix_ns\":" + std::to_string(g.growing_since_unix_ns);
+        out += ",\"growing_since\":";
+        detail::json_quote(out, g.growing_since_unix_ns ? detail::rfc3339(g.growing_since_unix_ns) : "");
+        out += ",\"wait_reason\":";
+        detail::json_quote(out, g.wait_reason);
+        out += ",\"oldest_wait_ns\":" + std::to_string(g.oldest_wait_ns) + ",\"labels\":";
+        detail::write_json_labels(out, g.labels);
+        out += ",\"history\":[";
+        for (std::size_t i = 0; i < g.history.size(); ++i) {
+            if (i) out += ',';
+            out += std::to_string(g.history[i]);
+        }
+        out += "],\"frames\":[";
+        for (std::size_t i = 0; i < g.frames.size(); ++i) {
+            if (i) out += ',';
+            out += "{\"function\":";
+            detail::json_quote(out, g.frames[i].function);
+            out += ",\"file\":";
+            detail::json_quote(out, g.frames[i].file);
+            out += ",\"line\":" + std::to_string(g.frames[i].line) + ",\"site_id\":\"";
+            out.append(b, detail::format_hex(b, g.site_ids[i]));
+            out += "\"}";
+        }
+        out += "]}";
+    };
+    for (std::size_t i = 0; i < r.suspects.size(); ++i) {
+        if (i) out += ',';
+        group(r.suspects[i]);
+    }
+    out += "],\"groups\":[";
+    for (std::size_t i = 0; i < r.groups.size(); ++i) {
+        if (i) out += ',';
+        group(r.groups[i]);
+    }
+    out += "]}\n";
+    return out;
+}
+
+GORO_DECL std::string leak_watch::duration_text(std::chrono::nanoseconds d) {
+    auto ns = d.count();
+    if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
+    if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
+    return std::to_string(ns) + "ns";
+}
+
+GORO_DECL void leak_watch::run() {
+    std::unique_lock l(cv_mu_);
+    for (;;) {
+        if (cv_.wait_for(l, opt_.interval, [this] { return stopping_; })) return;
+        l.unlock();
+        try {
+            sample_now();
+        } catch (...) {
+            // Out of memory for a snapshot: skip this sample.
+        }
+        l.lock();
+    }
+}
+
+GORO_DECL void leak_watch::ingest(const snapshot& s, const detail::profile_view& v,
+                                  std::chrono::steady_clock::time_point at, std::uint64_t spawned) {
+    const std::uint64_t seq = seq_;  // this sample's number
+    const std::int64_t steady =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count();
+    const std::int64_t unix_ns =
+        detail::unix_now_ns() -
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - at).count();
+    meta_[seq % opt_.history] = sample_meta{steady, unix_ns, spawned, v.groups().size() > opt_.max_groups};
+    const auto& tasks = s.tasks();
+    const auto& groups = v.groups();
+    groups_seen_ = groups.size();
+    total_tasks_ = s.total();
+    std::unordered_map<std::uint64_t, tracked> next;
+    next.reserve(std::min(groups.size(), opt_.max_groups) * 2);
+    const std::int64_t now = s.taken_at_ns();
+    for (std::size_t gi = 0; gi < groups.size() && gi < opt_.max_groups; ++gi) {
+        const task_group& g = groups[gi];
+        const task_record& first = tasks[g.tasks.front()];
+        auto it = tracked_.find(g.key);
+        tracked t;
+        if (it != tracked_.end()) {
+            t = std::move(it->second);
+        } else {
+            t.key = g.key;
+            t.first_seq = seq;
+            t.zero_before = seq > 0 && !meta_[(seq - 1) % opt_.history].truncated;
+            t.ring.assign(opt_.history, 0);
+            auto fr = v.frames(first);
+            for (std::size_t i = 0; i < fr.size() && i < opt_.max_frames; ++i) {
+                const detail::site_info& si = v.site(fr[i]);
+                t.site_ids.push_back(si.id);
+                t.frames.push_back(stack_frame{si.function, si.file, si.line});
+            }
+            t.labels = detail::profile_view::labels(first);
+        }
+        t.ring[seq % opt_.history] = static_cast<std::uint32_t>(std::min<std::size_t>(g.count, UINT32_MAX));
+        // The longest-parked task of the group.
+        std::int64_t oldest = 0;
+        const char* why = nullptr;
+        for (std::uint32_t ti : g.tasks) {
+            const task_record& r = tasks[ti];
+            if (r.state != task_state::waiting || r.since_ns == 0) continue;
+            std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
+            if (!why || age > oldest) {
+                oldest = age;
+                why = r.wait_reason ? r.wait_reason : "waiting";
+            }
+        }
+        t.wait_reason = why ? why : (first.state == task_state::running ? "running" : "runnable");
+        t.oldest_wait_ns = oldest;
+        next.emplace(g.key, std::move(t));
+    }
+    tracked_.swap(next);  // groups not in this sample are forgotten
+    seq_ = seq + 1;
+    for (auto& [k, t] : tracked_) judge(t, seq);
+}
+
+GORO_DECL void leak_watch::judge(tracked& t, std::uint64_t seq) const {
+    t.suspect = false;
+    t.growth_per_minute = 0;
+    t.growing_since_unix_ns = 0;
+    const std::size_t n = opt_.window;
+    if (seq + 1 < n) return;  // not a full window yet
+    const std::uint64_t first = seq + 1 - n;
+    // Samples before it was kept: zeros if it was absent then, else unknown.
+    if (first < t.first_seq && !t.zero_before) return;
+    std::size_t rises = 0;
+    std::uint32_t hi = 0;
+    for (std::uint64_t s = first; s <= seq; ++s) {
+        std::uint32_t c = count_at(t, s);
+        if (s > first && c > count_at(t, s - 1)) ++rises;
+        hi = std::max(hi, c);
+    }
+    const std::uint32_t c0 = count_at(t, first), c1 = count_at(t, seq);
+    if (rises < opt_.min_rises) return;                      // (a)
+    if (c1 < c0 || c1 - c0 < opt_.min_growth) return;       // (b)
+    if (c1 < hi) return;                                     // (c)
+    if (opt_.load_ramp > 0 && first >= 1 && n < opt_.history) {  // (d)
+        const double r0 = rate(first), r1 = rate(seq);
+        if (r0 > 0 && r1 >= opt_.load_ramp * r0) {
+            const double load_factor = r1 / r0;
+            const double group_factor = double(c1) / double(std::max<std::uint32_t>(c0, 1));
+            if (group_factor <= 1.1 * load_factor) return;
+        }
+    }
+    t.suspect = true;
+    const sample_meta& m0 = meta_[first % opt_.history];
+    const sample_meta& m1 = meta_[seq % opt_.history];
+    const double minutes = double(std::max<std::int64_t>(m1.steady_ns - m0.steady_ns, 1)) / 60e9;
+    t.growth_per_minute = double(c1 - c0) / minutes;
+    // Back through the history while the counts did not fall.
+    const std::uint64_t oldest = seq + 1 > opt_.history ? seq + 1 - opt_.history : 0;
+    std::uint64_t s = seq;
+    const std::uint64_t known = t.zero_before ? t.first_seq - 1 : t.first_seq;
+    while (s > std::max(oldest, known) && count_at(t, s - 1) <= count_at(t, s)) --s;
+    // `s`: the lowest point before the run; or the oldest sample kept.
+    t.growing_since_unix_ns = meta_[s % opt_.history].unix_ns;
+}
+
+GORO_DECL double leak_watch::rate(std::uint64_t seq) const noexcept {
+    const sample_meta& a = meta_[(seq - 1) % opt_.history];
+    const sample_meta& b = meta_[seq % opt_.history];
+    return double(b.spawned - a.spawned);
+}
+
+GORO_DECL leak_group leak_watch::view(const tracked& t) const {
+    leak_group g;
+    g.key = t.key;
+    g.site_ids = t.site_ids;
+    g.frames = t.frames;
+    g.labels = t.labels;
+    g.wait_reason = t.wait_reason;
+    g.oldest_wait_ns = t.oldest_wait_ns;
+    g.suspect = t.suspect;
+    g.growth_per_minute = t.growth_per_minute;
+    g.growing_since_unix_ns = t.growing_since_unix_ns;
+    const std::uint64_t last = seq_ - 1;
+    const std::uint64_t from = seq_ > opt_.history ? seq_ - opt_.history : 0;
+    for (std::uint64_t s = std::max(from, t.zero_before ? t.first_seq - 1 : t.first_seq); s <= last; ++s)
+        g.history.push_back(count_at(t, s));
+    g.count = g.history.empty() ? 0 : g.history.back();
+    return g;
+}
+
+}  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/leak_watch.hpp ----
 
 // ---- begin goro/inspect/block_profile.hpp ----
@@ -15959,11 +16976,8 @@ void expect_no_growth(F&& fn, int iterations = 10) {
 // contention (Go leaves them out too), and the channels' internal locks are
 // spin locks held for a few instructions, not measured.
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
 
@@ -15975,7 +16989,37 @@ inline const char* const wait_histogram_labels[wait_histogram_buckets] = {
     "<1us", "<4us", "<16us", "<64us", "<256us", "<1ms", "<4ms", "<16ms",
     "<66ms", "<262ms", "<1s", "<4s", "<17s", "<67s", "<268s", ">=268s"};
 
-inline std::vector<wait_bucket> sorted_wait_buckets() {
+GORO_DECL std::vector<wait_bucket> sorted_wait_buckets();
+
+/// Whether a wait of `reason` is lock contention (see THE MUTEX PROFILE).
+GORO_DECL bool is_lock_wait(const char* reason) noexcept;
+
+/// `out` begins with Go's first lines ("--- contention:\ncycles/second=...\n").
+GORO_DECL std::string block_profile_text(const std::vector<wait_bucket>& bs,
+                                         std::string out = "--- contention:\ncycles/second=1000000000\n");
+
+GORO_DECL std::string block_profile_pprof(const std::vector<wait_bucket>& bs);
+
+}  // namespace detail
+
+/// The wait profile: pprof protobuf (debug 0) or Go's debug=1 text (1).
+GORO_DECL std::string block_profile(int debug = 0);
+
+/// The mutex profile (see THE MUTEX PROFILE above): pprof (debug 0) or Go's
+/// debug=1 text (1).
+GORO_DECL std::string mutex_profile(int debug = 0);
+
+}  // namespace goro
+
+#if GORO_BODIES
+#include <algorithm>
+#include <cmath>
+#include <string_view>
+
+
+namespace goro::detail {
+
+GORO_DECL std::vector<wait_bucket> sorted_wait_buckets() {
     std::vector<wait_bucket> bs = wait_profile_buckets();
     std::stable_sort(bs.begin(), bs.end(), [](const wait_bucket& a, const wait_bucket& b) {
         return a.delay_ns > b.delay_ns;
@@ -15983,17 +17027,14 @@ inline std::vector<wait_bucket> sorted_wait_buckets() {
     return bs;
 }
 
-/// Whether a wait of `reason` is lock contention (see THE MUTEX PROFILE).
-inline bool is_lock_wait(const char* reason) noexcept {
+GORO_DECL bool is_lock_wait(const char* reason) noexcept {
     if (!reason) return false;
     const std::string_view r(reason);
     return r == wait_reason::mutex_lock || r == wait_reason::rw_mutex_lock || r == wait_reason::rw_mutex_rlock ||
            r == wait_reason::semacquire;
 }
 
-/// `out` begins with Go's first lines ("--- contention:\ncycles/second=...\n").
-inline std::string block_profile_text(const std::vector<wait_bucket>& bs,
-                                      std::string out = "--- contention:\ncycles/second=1000000000\n") {
+GORO_DECL std::string block_profile_text(const std::vector<wait_bucket>& bs, std::string out) {
     site_table table;
     std::vector<text_frame> frames;
     for (const wait_bucket& b : bs) {
@@ -16028,7 +17069,7 @@ inline std::string block_profile_text(const std::vector<wait_bucket>& bs,
     return out;
 }
 
-inline std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
+GORO_DECL std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
     std::string out;
     site_table table;
     pprof_builder b(out, table);
@@ -16048,19 +17089,18 @@ inline std::string block_profile_pprof(const std::vector<wait_bucket>& bs) {
     return out;
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-/// The wait profile: pprof protobuf (debug 0) or Go's debug=1 text (1).
-inline std::string block_profile(int debug = 0) {
+namespace goro {
+
+GORO_DECL std::string block_profile(int debug) {
     if (debug != 0 && debug != 1)
         throw usage_error("goro::block_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
     auto bs = detail::sorted_wait_buckets();
     return debug == 0 ? detail::block_profile_pprof(bs) : detail::block_profile_text(bs);
 }
 
-/// The mutex profile (see THE MUTEX PROFILE above): pprof (debug 0) or Go's
-/// debug=1 text (1).
-inline std::string mutex_profile(int debug = 0) {
+GORO_DECL std::string mutex_profile(int debug) {
     if (debug != 0 && debug != 1)
         throw usage_error("goro::mutex_profile: debug must be 0 (pprof) or 1 (text), not " + std::to_string(debug));
     auto bs = detail::sorted_wait_buckets();
@@ -16071,6 +17111,7 @@ inline std::string mutex_profile(int debug = 0) {
 }
 
 }  // namespace goro
+#endif  // GORO_BODIES
 // ---- end goro/inspect/block_profile.hpp ----
 
 // ---- begin goro/http/debug_server.hpp ----
@@ -16182,11 +17223,10 @@ inline std::string mutex_profile(int debug = 0) {
 //   address, e.g. "goro::debug_server::start: bind 127.0.0.1:6060: Address
 //   already in use"; std::logic_error if already running. Nothing is dropped
 
+#include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <utility>
 
 
 // ---- begin goro/http/request.hpp ----
@@ -16200,7 +17240,6 @@ inline std::string mutex_profile(int debug = 0) {
 // connection loop (goro/http/server.hpp) calls it on the bytes received so far,
 // and tests/fuzz/fuzz_http_request.cpp fuzzes it against its streaming contract.
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -16208,6 +17247,7 @@ inline std::string mutex_profile(int debug = 0) {
 #include <string_view>
 #include <utility>
 #include <vector>
+
 
 namespace goro {
 
@@ -16234,12 +17274,7 @@ inline char ascii_lower(char c) noexcept {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
-inline bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-    return true;
-}
+GORO_DECL bool iequals(std::string_view a, std::string_view b) noexcept;
 
 }  // namespace detail
 
@@ -16258,19 +17293,11 @@ public:
     std::string_view raw_query() const noexcept { return raw_query_; }
     // The first value of a query parameter (decoded, '+' as space), like Go's
     // url.Values.Get; nullopt when absent. "?debug" gives an empty value.
-    std::optional<std::string_view> param(std::string_view name) const noexcept {
-        for (const auto& [k, v] : params_)
-            if (k == name) return std::string_view(v);
-        return std::nullopt;
-    }
+    std::optional<std::string_view> param(std::string_view name) const noexcept;
     // Every query parameter in order, repeated names included.
     const http_fields& params() const noexcept { return params_; }
     // The first header field of that name, compared case-insensitively.
-    std::optional<std::string_view> header(std::string_view name) const noexcept {
-        for (const auto& [k, v] : headers_)
-            if (detail::iequals(k, name)) return std::string_view(v);
-        return std::nullopt;
-    }
+    std::optional<std::string_view> header(std::string_view name) const noexcept;
     // Every header field in order, names as sent, values without surrounding blanks.
     const http_fields& headers() const noexcept { return headers_; }
     // HTTP/1.<minor>.
@@ -16292,83 +17319,22 @@ private:
 namespace detail {
 
 // tchar from RFC 9110 5.6.2.
-inline bool is_tchar(unsigned char c) noexcept {
-    if (c >= '0' && c <= '9') return true;
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
-}
+GORO_DECL bool is_tchar(unsigned char c) noexcept;
 
-inline bool is_token(std::string_view s) noexcept {
-    if (s.empty()) return false;
-    for (char c : s)
-        if (!is_tchar(static_cast<unsigned char>(c))) return false;
-    return true;
-}
+GORO_DECL bool is_token(std::string_view s) noexcept;
 
 // field-value characters: VCHAR, obs-text, SP, HTAB.
-inline bool is_field_value(std::string_view s) noexcept {
-    for (char ch : s) {
-        auto c = static_cast<unsigned char>(ch);
-        if (c == '\t') continue;
-        if (c < 0x20 || c == 0x7f) return false;
-    }
-    return true;
-}
+GORO_DECL bool is_field_value(std::string_view s) noexcept;
 
-inline int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
+GORO_DECL int hex_value(char c) noexcept;
 
 // Percent-decodes `in`; with plus_as_space, '+' decodes to ' ' (query strings,
 // as Go's url.ParseQuery). nullopt on a malformed escape ("%", "%4", "%zz").
-inline std::optional<std::string> percent_decode(std::string_view in, bool plus_as_space) {
-    std::string out;
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        char c = in[i];
-        if (c == '%') {
-            if (i + 2 >= in.size()) return std::nullopt;
-            int hi = hex_value(in[i + 1]);
-            int lo = hex_value(in[i + 2]);
-            if (hi < 0 || lo < 0) return std::nullopt;
-            out.push_back(static_cast<char>(hi * 16 + lo));
-            i += 2;
-        } else if (c == '+' && plus_as_space) {
-            out.push_back(' ');
-        } else {
-            out.push_back(c);
-        }
-    }
-    return out;
-}
+GORO_DECL std::optional<std::string> percent_decode(std::string_view in, bool plus_as_space);
 
 // Splits "a=1&b=2&a" into decoded pairs; empty pieces are skipped.
 // nullopt on a malformed escape.
-inline std::optional<http_fields> parse_query(std::string_view query) {
-    http_fields out;
-    while (!query.empty()) {
-        std::size_t amp = query.find('&');
-        std::string_view piece = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (piece.empty()) continue;
-        std::size_t eq = piece.find('=');
-        auto key = percent_decode(piece.substr(0, eq), true);
-        auto value = percent_decode(
-            eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1), true);
-        if (!key || !value) return std::nullopt;
-        out.emplace_back(std::move(*key), std::move(*value));
-    }
-    return out;
-}
+GORO_DECL std::optional<http_fields> parse_query(std::string_view query);
 
 enum class http_parse_status { incomplete, complete, error };
 
@@ -16398,13 +17364,7 @@ struct http_parse_result {
 };
 
 
-inline http_parse_result make_parse_error(int status, std::string reason) {
-    http_parse_result r;
-    r.status = http_parse_status::error;
-    r.error_status = status;
-    r.error_reason = std::move(reason);
-    return r;
-}
+GORO_DECL http_parse_result make_parse_error(int status, std::string reason);
 
 // Splits a comma-separated header value into trimmed, non-empty elements.
 template <class F>
@@ -16421,25 +17381,12 @@ inline void for_each_list_element(std::string_view value, F&& f) {
 
 // Host field value: uri-host [":" port], loosely (RFC 3986 reg-name, IPv4,
 // IP-literal chars). Empty is allowed (RFC 9112 3.2).
-inline bool is_host_value(std::string_view v) noexcept {
-    for (char ch : v) {
-        auto c = static_cast<unsigned char>(ch);
-        bool ok = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
-                  std::string_view("-._~!$&'()*+,;=:[]%").find(static_cast<char>(c)) !=
-                      std::string_view::npos;
-        if (!ok) return false;
-    }
-    return true;
-}
+GORO_DECL bool is_host_value(std::string_view v) noexcept;
 
 // Whether the bytes received so far begin a HEAD request (after the empty
 // lines the parser skips): an error answer to it must have no body either,
 // even when the parser rejected the head.
-inline bool starts_head_request(std::string_view in) noexcept {
-    std::size_t i = 0;
-    while (i < in.size() && (in[i] == '\r' || in[i] == '\n')) ++i;
-    return in.substr(i, 5) == "HEAD ";
-}
+GORO_DECL bool starts_head_request(std::string_view in) noexcept;
 
 // Parses a request head from the start of `data`, which may hold a prefix of
 // it (incomplete), a whole head followed by more bytes (complete; `consumed`
@@ -16463,7 +17410,140 @@ inline bool starts_head_request(std::string_view in) noexcept {
 // the colon), a control byte in a field value, an invalid or conflicting
 // Content-Length, Content-Length with Transfer-Encoding, Transfer-Encoding in
 // HTTP/1.0, and HTTP/1.1 without exactly one Host. HTTP/d.d with d != 1: 505.
-inline http_parse_result parse_http_request(std::string_view in, const debug_server_limits& limits) {
+GORO_DECL http_parse_result parse_http_request(std::string_view in, const debug_server_limits& limits);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+
+namespace goro {
+
+GORO_DECL std::optional<std::string_view> debug_request::param(std::string_view name) const noexcept {
+    for (const auto& [k, v] : params_)
+        if (k == name) return std::string_view(v);
+    return std::nullopt;
+}
+
+GORO_DECL std::optional<std::string_view> debug_request::header(std::string_view name) const noexcept {
+    for (const auto& [k, v] : headers_)
+        if (detail::iequals(k, name)) return std::string_view(v);
+    return std::nullopt;
+}
+
+}  // namespace goro
+
+namespace goro::detail {
+
+GORO_DECL bool iequals(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    return true;
+}
+
+GORO_DECL bool is_tchar(unsigned char c) noexcept {
+    if (c >= '0' && c <= '9') return true;
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+GORO_DECL bool is_token(std::string_view s) noexcept {
+    if (s.empty()) return false;
+    for (char c : s)
+        if (!is_tchar(static_cast<unsigned char>(c))) return false;
+    return true;
+}
+
+GORO_DECL bool is_field_value(std::string_view s) noexcept {
+    for (char ch : s) {
+        auto c = static_cast<unsigned char>(ch);
+        if (c == '\t') continue;
+        if (c < 0x20 || c == 0x7f) return false;
+    }
+    return true;
+}
+
+GORO_DECL int hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+GORO_DECL std::optional<std::string> percent_decode(std::string_view in, bool plus_as_space) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        char c = in[i];
+        if (c == '%') {
+            if (i + 2 >= in.size()) return std::nullopt;
+            int hi = hex_value(in[i + 1]);
+            int lo = hex_value(in[i + 2]);
+            if (hi < 0 || lo < 0) return std::nullopt;
+            out.push_back(static_cast<char>(hi * 16 + lo));
+            i += 2;
+        } else if (c == '+' && plus_as_space) {
+            out.push_back(' ');
+        } else {
+            out.push_back(c);
+        }
+    }
+    return out;
+}
+
+GORO_DECL std::optional<http_fields> parse_query(std::string_view query) {
+    http_fields out;
+    while (!query.empty()) {
+        std::size_t amp = query.find('&');
+        std::string_view piece = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        if (piece.empty()) continue;
+        std::size_t eq = piece.find('=');
+        auto key = percent_decode(piece.substr(0, eq), true);
+        auto value = percent_decode(
+            eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1), true);
+        if (!key || !value) return std::nullopt;
+        out.emplace_back(std::move(*key), std::move(*value));
+    }
+    return out;
+}
+
+GORO_DECL http_parse_result make_parse_error(int status, std::string reason) {
+    http_parse_result r;
+    r.status = http_parse_status::error;
+    r.error_status = status;
+    r.error_reason = std::move(reason);
+    return r;
+}
+
+GORO_DECL bool is_host_value(std::string_view v) noexcept {
+    for (char ch : v) {
+        auto c = static_cast<unsigned char>(ch);
+        bool ok = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+                  std::string_view("-._~!$&'()*+,;=:[]%").find(static_cast<char>(c)) !=
+                      std::string_view::npos;
+        if (!ok) return false;
+    }
+    return true;
+}
+
+GORO_DECL bool starts_head_request(std::string_view in) noexcept {
+    std::size_t i = 0;
+    while (i < in.size() && (in[i] == '\r' || in[i] == '\n')) ++i;
+    return in.substr(i, 5) == "HEAD ";
+}
+
+GORO_DECL http_parse_result parse_http_request(std::string_view in, const debug_server_limits& limits) {
     using status = http_parse_status;
     http_parse_result result;
     std::size_t pos = 0;
@@ -16648,9 +17728,9 @@ inline http_parse_result parse_http_request(std::string_view in, const debug_ser
     return result;
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-}  // namespace goro
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_REQUEST_HPP
 // ---- end goro/http/request.hpp ----
@@ -16663,23 +17743,17 @@ inline http_parse_result parse_http_request(std::string_view in, const debug_ser
 // debug_profile, what a program registers on a debug_server; and the helpers
 // that check a response and write its status line and Date.
 
-#include <algorithm>
+#include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <functional>
 #include <memory>
-#include <new>
 #include <ostream>
-#include <stdexcept>
 #include <streambuf>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <sys/mman.h>
 
 
 namespace goro {
@@ -16706,15 +17780,7 @@ public:
     body_blocks(body_blocks&& o) noexcept : blocks_(std::move(o.blocks_)), size_(std::exchange(o.size_, 0)) {
         o.blocks_.clear();
     }
-    body_blocks& operator=(body_blocks&& o) noexcept {
-        if (this != &o) {
-            release();
-            blocks_ = std::move(o.blocks_);
-            o.blocks_.clear();
-            size_ = std::exchange(o.size_, 0);
-        }
-        return *this;
-    }
+    body_blocks& operator=(body_blocks&& o) noexcept;
     body_blocks(const body_blocks&) = delete;
     body_blocks& operator=(const body_blocks&) = delete;
     ~body_blocks() { release(); }
@@ -16723,43 +17789,16 @@ public:
     static constexpr std::size_t max_block = std::size_t{1} << 20;
 
     // Throws std::bad_alloc when the system has no memory to map.
-    void append(const char* p, std::size_t n) {
-        while (n > 0) {
-            if (blocks_.empty() || blocks_.back().size == blocks_.back().capacity) grow();
-            block& b = blocks_.back();
-            const std::size_t k = std::min(n, b.capacity - b.size);
-            std::memcpy(b.data + b.size, p, k);
-            b.size += k;
-            size_ += k;
-            p += k;
-            n -= k;
-        }
-    }
+    void append(const char* p, std::size_t n);
     std::size_t size() const noexcept { return size_; }
     bool empty() const noexcept { return size_ == 0; }
     const std::vector<block>& blocks() const noexcept { return blocks_; }
     // All the bytes as one string (for tests and small bodies).
-    std::string str() const {
-        std::string s;
-        s.reserve(size_);
-        for (const block& b : blocks_) s.append(b.data, b.size);
-        return s;
-    }
+    std::string str() const;
 
 private:
-    void grow() {
-        const std::size_t cap = blocks_.empty() ? first_block
-                                                : std::min(blocks_.back().capacity * 2, max_block);
-        blocks_.reserve(blocks_.size() + 1);  // so that a mapped block is never lost
-        void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) throw std::bad_alloc();
-        blocks_.push_back(block{static_cast<char*>(m), cap, 0});
-    }
-    void release() noexcept {
-        for (const block& b : blocks_) ::munmap(b.data, b.capacity);
-        blocks_.clear();
-        size_ = 0;
-    }
+    void grow();
+    void release() noexcept;
 
     std::vector<block> blocks_;
     std::size_t size_ = 0;
@@ -16775,12 +17814,7 @@ private:
         blocks_.append(s, static_cast<std::size_t>(n));
         return n;
     }
-    int_type overflow(int_type c) override {
-        if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
-        const char ch = traits_type::to_char_type(c);
-        blocks_.append(&ch, 1);
-        return c;
-    }
+    int_type overflow(int_type c) override;
 
     body_blocks blocks_;
 };
@@ -16788,12 +17822,7 @@ private:
 // The std::ostream of debug_response::stream().
 class body_stream final : public std::ostream {
 public:
-    body_stream() : std::ostream(nullptr) {
-        rdbuf(&buf_);
-        // A failed mapping reaches the server as std::bad_alloc (a 500), not
-        // as a silently truncated body.
-        exceptions(std::ios::badbit);
-    }
+    body_stream();
     body_blocks& blocks() noexcept { return buf_.blocks(); }
 
 private:
@@ -16825,15 +17854,7 @@ struct debug_response {
     // Bytes written to stream() so far.
     std::size_t streamed_size() const noexcept { return stream_ ? stream_->blocks().size() : 0; }
     // Takes what was written to stream() (the server does, to send it).
-    detail::body_blocks take_streamed() {
-        detail::body_blocks b;
-        if (stream_) {
-            stream_->flush();
-            b = std::move(stream_->blocks());
-            stream_.reset();
-        }
-        return b;
-    }
+    detail::body_blocks take_streamed();
 
     // Sets or replaces a header field (case-insensitive name); "Content-Type"
     // sets content_type. Throws std::invalid_argument for a server-managed
@@ -16869,7 +17890,110 @@ namespace detail {
 
 // Compares in time that depends only on the lengths, not on where the first
 // difference is: for the bearer token.
-inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
+GORO_DECL bool constant_time_equal(std::string_view a, std::string_view b) noexcept;
+
+GORO_DECL void append_html_escaped(std::string& out, std::string_view s);
+
+// Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF); 0 when there is none.
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s) noexcept;
+
+// Appends `s` for a text/plain; charset=utf-8 body that echoes what a client
+// or a handler supplied: well-formed UTF-8 and printable ASCII as they are,
+// every other byte (controls but TAB and LF, DEL, bytes that do not form
+// UTF-8) as the four characters \xNN, so the body is always valid UTF-8 and
+// cannot carry terminal escapes.
+GORO_DECL void append_utf8_escaped(std::string& out, std::string_view s);
+
+GORO_DECL std::string utf8_escaped(std::string_view s);
+
+GORO_DECL std::string_view http_reason_phrase(int status) noexcept;
+
+// IMF-fixdate (RFC 9110 5.6.7), without the locale that strftime would use.
+GORO_DECL std::string http_date(std::time_t t);
+
+// Header fields the server writes itself.
+GORO_DECL bool is_managed_header(std::string_view name) noexcept;
+
+// Why a handler's response cannot be sent as is; empty when it can.
+GORO_DECL std::string check_response(const debug_response& r);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+#include <sys/mman.h>
+
+namespace goro::detail {
+
+GORO_DECL body_blocks& body_blocks::operator=(body_blocks&& o) noexcept {
+    if (this != &o) {
+        release();
+        blocks_ = std::move(o.blocks_);
+        o.blocks_.clear();
+        size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+}
+
+GORO_DECL void body_blocks::append(const char* p, std::size_t n) {
+    while (n > 0) {
+        if (blocks_.empty() || blocks_.back().size == blocks_.back().capacity) grow();
+        block& b = blocks_.back();
+        const std::size_t k = std::min(n, b.capacity - b.size);
+        std::memcpy(b.data + b.size, p, k);
+        b.size += k;
+        size_ += k;
+        p += k;
+        n -= k;
+    }
+}
+
+GORO_DECL std::string body_blocks::str() const {
+    std::string s;
+    s.reserve(size_);
+    for (const block& b : blocks_) s.append(b.data, b.size);
+    return s;
+}
+
+GORO_DECL void body_blocks::grow() {
+    const std::size_t cap = blocks_.empty() ? first_block
+                                            : std::min(blocks_.back().capacity * 2, max_block);
+    blocks_.reserve(blocks_.size() + 1);  // so that a mapped block is never lost
+    void* m = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    blocks_.push_back(block{static_cast<char*>(m), cap, 0});
+}
+
+GORO_DECL void body_blocks::release() noexcept {
+    for (const block& b : blocks_) ::munmap(b.data, b.capacity);
+    blocks_.clear();
+    size_ = 0;
+}
+
+GORO_DECL body_streambuf::int_type body_streambuf::overflow(int_type c) {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    const char ch = traits_type::to_char_type(c);
+    blocks_.append(&ch, 1);
+    return c;
+}
+
+GORO_DECL body_stream::body_stream() : std::ostream(nullptr) {
+    rdbuf(&buf_);
+    // A failed mapping reaches the server as std::bad_alloc (a 500), not
+    // as a silently truncated body.
+    exceptions(std::ios::badbit);
+}
+
+GORO_DECL bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
     // Volatile keeps the compiler from turning the loop into an early exit.
     volatile unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
     for (std::size_t i = 0; i < b.size(); ++i) {
@@ -16879,7 +18003,7 @@ inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept
     return diff == 0;
 }
 
-inline void append_html_escaped(std::string& out, std::string_view s) {
+GORO_DECL void append_html_escaped(std::string& out, std::string_view s) {
     for (char c : s) {
         switch (c) {
         case '&': out += "&amp;"; break;
@@ -16892,9 +18016,7 @@ inline void append_html_escaped(std::string& out, std::string_view s) {
     }
 }
 
-// Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
-// overlong forms, no surrogates, nothing above U+10FFFF); 0 when there is none.
-inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
+GORO_DECL std::size_t utf8_sequence_length(std::string_view s) noexcept {
     if (s.empty()) return 0;
     auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
     const unsigned char c = b(0);
@@ -16912,12 +18034,7 @@ inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
     return 0;
 }
 
-// Appends `s` for a text/plain; charset=utf-8 body that echoes what a client
-// or a handler supplied: well-formed UTF-8 and printable ASCII as they are,
-// every other byte (controls but TAB and LF, DEL, bytes that do not form
-// UTF-8) as the four characters \xNN, so the body is always valid UTF-8 and
-// cannot carry terminal escapes.
-inline void append_utf8_escaped(std::string& out, std::string_view s) {
+GORO_DECL void append_utf8_escaped(std::string& out, std::string_view s) {
     static constexpr char hex[] = "0123456789abcdef";
     while (!s.empty()) {
         const auto c = static_cast<unsigned char>(s[0]);
@@ -16936,14 +18053,14 @@ inline void append_utf8_escaped(std::string& out, std::string_view s) {
     }
 }
 
-inline std::string utf8_escaped(std::string_view s) {
+GORO_DECL std::string utf8_escaped(std::string_view s) {
     std::string out;
     out.reserve(s.size());
     append_utf8_escaped(out, s);
     return out;
 }
 
-inline std::string_view http_reason_phrase(int status) noexcept {
+GORO_DECL std::string_view http_reason_phrase(int status) noexcept {
     switch (status) {
     case 200: return "OK";
     case 201: return "Created";
@@ -16982,8 +18099,7 @@ inline std::string_view http_reason_phrase(int status) noexcept {
     }
 }
 
-// IMF-fixdate (RFC 9110 5.6.7), without the locale that strftime would use.
-inline std::string http_date(std::time_t t) {
+GORO_DECL std::string http_date(std::time_t t) {
     static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
@@ -16996,16 +18112,14 @@ inline std::string http_date(std::time_t t) {
     return buf;
 }
 
-// Header fields the server writes itself.
-inline bool is_managed_header(std::string_view name) noexcept {
+GORO_DECL bool is_managed_header(std::string_view name) noexcept {
     return iequals(name, "content-length") || iequals(name, "content-type") ||
            iequals(name, "transfer-encoding") || iequals(name, "connection") ||
            iequals(name, "date") || iequals(name, "x-content-type-options") ||
            iequals(name, "keep-alive");
 }
 
-// Why a handler's response cannot be sent as is; empty when it can.
-inline std::string check_response(const debug_response& r) {
+GORO_DECL std::string check_response(const debug_response& r) {
     if (r.status < 200 || r.status > 599)
         return "handler set status " + std::to_string(r.status) + " (must be 200-599)";
     if ((r.status == 204 || r.status == 304) && (!r.body.empty() || r.streamed_size() != 0))
@@ -17020,9 +18134,21 @@ inline std::string check_response(const debug_response& r) {
     return {};
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-inline void debug_response::set_header(std::string_view name, std::string_view value) {
+namespace goro {
+
+GORO_DECL detail::body_blocks debug_response::take_streamed() {
+    detail::body_blocks b;
+    if (stream_) {
+        stream_->flush();
+        b = std::move(stream_->blocks());
+        stream_.reset();
+    }
+    return b;
+}
+
+GORO_DECL void debug_response::set_header(std::string_view name, std::string_view value) {
     if (!detail::is_token(name))
         throw std::invalid_argument("goro::debug_response::set_header: invalid name '" +
                                     std::string(name) + "'");
@@ -17045,7 +18171,7 @@ inline void debug_response::set_header(std::string_view name, std::string_view v
     headers.emplace_back(std::string(name), std::string(value));
 }
 
-inline void debug_response::set_attachment(std::string_view filename) {
+GORO_DECL void debug_response::set_attachment(std::string_view filename) {
     std::string v = "attachment; filename=\"";
     for (char c : filename) {
         auto u = static_cast<unsigned char>(c);
@@ -17060,983 +18186,10 @@ inline void debug_response::set_attachment(std::string_view filename) {
 
 }  // namespace goro
 
+#endif  // GORO_BODIES
+
 #endif  // GORO_HTTP_RESPONSE_HPP
 // ---- end goro/http/response.hpp ----
-
-// ---- begin goro/http/routes.hpp ----
-#ifndef GORO_HTTP_ROUTES_HPP
-#define GORO_HTTP_ROUTES_HPP
-
-// The handlers of the default routes (goro::register_default_routes in
-// goro/http/debug_server.hpp registers them): /debug/pprof/goroutine,
-// /debug/goro/tasks.json and /metrics. Each is an ordinary debug_handler.
-
-#include <algorithm>
-#include <cstdint>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-
-// ---- begin goro/http/prometheus.hpp ----
-#ifndef GORO_HTTP_PROMETHEUS_HPP
-#define GORO_HTTP_PROMETHEUS_HPP
-
-// detail::prometheus_text_writer: the Prometheus text exposition format 0.0.4,
-// as served at /metrics (goro/http/routes.hpp). Pure: writes into a string.
-
-#include <algorithm>
-#include <charconv>
-#include <cmath>
-#include <initializer_list>
-#include <span>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-namespace goro {
-
-namespace detail {
-
-inline constexpr std::string_view prometheus_content_type = "text/plain; version=0.0.4; charset=utf-8";
-
-enum class metric_type { counter, gauge, histogram, summary, untyped };
-
-// Writes metric families into a string:
-//
-//     std::string out;
-//     goro::detail::prometheus_text_writer w(out);
-//     w.family("goro_goroutines", goro::detail::metric_type::gauge, "Goroutines that exist.");
-//     w.sample("goro_goroutines", 12);
-//     w.family("goro_tasks", goro::detail::metric_type::gauge, "Tasks by state.");
-//     w.sample("goro_tasks", {{"state", "waiting"}}, 7);
-//
-// Names are checked (metric: [a-zA-Z_:][a-zA-Z0-9_:]*, label:
-// [a-zA-Z_][a-zA-Z0-9_]* not starting with "__"); a bad name or a family
-// written twice throws std::invalid_argument, since it is a programming error
-// and Prometheus would reject the whole scrape. HELP text and label values are
-// escaped. Integers are written exactly, floating values shortest-round-trip,
-// NaN and infinities as NaN, +Inf, -Inf.
-class prometheus_text_writer {
-public:
-    using label = std::pair<std::string_view, std::string_view>;
-
-    explicit prometheus_text_writer(std::string& out) : out_(out) {}
-
-    void family(std::string_view name, metric_type type, std::string_view help) {
-        check_metric_name(name);
-        for (const auto& f : families_)
-            if (f == name)
-                throw std::invalid_argument("goro::detail::prometheus_text_writer: family '" +
-                                            std::string(name) + "' written twice");
-        families_.emplace_back(name);
-        out_ += "# HELP ";
-        out_ += name;
-        out_ += ' ';
-        for (char c : help) {
-            if (c == '\\') out_ += "\\\\";
-            else if (c == '\n') out_ += "\\n";
-            else out_.push_back(c);
-        }
-        out_ += "\n# TYPE ";
-        out_ += name;
-        out_ += ' ';
-        out_ += type_name(type);
-        out_ += '\n';
-    }
-
-    template <class T>
-        requires std::is_arithmetic_v<T>
-    void sample(std::string_view name, T value) {
-        sample(name, std::span<const label>{}, value);
-    }
-
-    template <class T>
-        requires std::is_arithmetic_v<T>
-    void sample(std::string_view name, std::initializer_list<label> labels, T value) {
-        sample(name, std::span<const label>(labels.begin(), labels.size()), value);
-    }
-
-    template <class T>
-        requires std::is_arithmetic_v<T>
-    void sample(std::string_view name, std::span<const label> labels, T value) {
-        check_metric_name(name);
-        out_ += name;
-        if (!labels.empty()) {
-            out_ += '{';
-            bool first = true;
-            for (const auto& [k, v] : labels) {
-                check_label_name(k);
-                if (!first) out_ += ',';
-                first = false;
-                out_ += k;
-                out_ += "=\"";
-                for (char c : v) {
-                    if (c == '\\') out_ += "\\\\";
-                    else if (c == '"') out_ += "\\\"";
-                    else if (c == '\n') out_ += "\\n";
-                    else out_.push_back(c);
-                }
-                out_ += '"';
-            }
-            out_ += '}';
-        }
-        out_ += ' ';
-        append_value(value);
-        out_ += '\n';
-    }
-
-private:
-    static std::string_view type_name(metric_type t) noexcept {
-        switch (t) {
-        case metric_type::counter: return "counter";
-        case metric_type::gauge: return "gauge";
-        case metric_type::histogram: return "histogram";
-        case metric_type::summary: return "summary";
-        case metric_type::untyped: break;
-        }
-        return "untyped";
-    }
-    static bool name_char(char c, bool first, bool colon_ok) noexcept {
-        if (c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return true;
-        if (c == ':') return colon_ok;
-        return !first && c >= '0' && c <= '9';
-    }
-    static void check_metric_name(std::string_view n) {
-        bool ok = !n.empty();
-        for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, true);
-        if (!ok)
-            throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid metric name '" +
-                                        std::string(n) + "'");
-    }
-    static void check_label_name(std::string_view n) {
-        bool ok = !n.empty() && n.substr(0, std::min<std::size_t>(2, n.size())) != "__";
-        for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, false);
-        if (!ok)
-            throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid label name '" +
-                                        std::string(n) + "'");
-    }
-    template <class T>
-    void append_value(T value) {
-        if constexpr (std::is_same_v<T, bool>) {
-            out_ += value ? '1' : '0';
-        } else if constexpr (std::is_integral_v<T>) {
-            char buf[32];
-            auto r = std::to_chars(buf, buf + sizeof buf, value);
-            out_.append(buf, r.ptr);
-        } else {
-            double d = static_cast<double>(value);
-            if (std::isnan(d)) { out_ += "NaN"; return; }
-            if (std::isinf(d)) { out_ += d > 0 ? "+Inf" : "-Inf"; return; }
-            char buf[64];
-            auto r = std::to_chars(buf, buf + sizeof buf, d);
-            out_.append(buf, r.ptr);
-        }
-    }
-
-    std::string& out_;
-    std::vector<std::string> families_;
-};
-
-}  // namespace detail
-
-}  // namespace goro
-
-#endif  // GORO_HTTP_PROMETHEUS_HPP
-// ---- end goro/http/prometheus.hpp ----
-
-namespace goro {
-
-namespace detail {
-
-// The `debug` parameter of /debug/pprof/goroutine: absent or empty is 0 (as in
-// Go, where FormValue gives "" and Atoi's error is ignored); 0, 1 and 2 are
-// Go's; anything else is refused, naming the parameter, rather than guessed.
-inline std::optional<int> goroutine_debug_param(const debug_request& req) {
-    auto v = req.param("debug");
-    if (!v || v->empty()) return 0;
-    if (*v == "0") return 0;
-    if (*v == "1") return 1;
-    if (*v == "2") return 2;
-    return std::nullopt;
-}
-
-inline void serve_goroutine_profile(const debug_request& req, debug_response& r) {
-    auto bad = [&](std::string why) {
-        r.status = 400;
-        r.content_type = "text/plain; charset=utf-8";
-        r.body = std::move(why);
-    };
-    std::optional<int> debug = goroutine_debug_param(req);
-    if (!debug) {
-        std::string_view raw = req.param("debug").value_or("");
-        std::string shown = utf8_escaped(raw.substr(0, 32));
-        if (raw.size() > 32) shown += "...";
-        bad("invalid value of query parameter 'debug': \"" + shown +
-            "\" (want 0 for the pprof protobuf, 1 for stacks grouped with counts, 2 for one "
-            "stack per goroutine)\n");
-        return;
-    }
-    // Go serves a delta profile for ?seconds=N, holding the request for N
-    // seconds; one slow request would hold this server's only thread, so goro
-    // says how to get the same answer instead of pretending.
-    if (auto sec = req.param("seconds"); sec && !sec->empty() && *sec != "0") {
-        bad("query parameter 'seconds' (a delta profile) is not supported: fetch the profile "
-            "twice and compare with `go tool pprof -base first second`, or goro::diff\n");
-        return;
-    }
-    if (*debug == 0) {
-        r.content_type = "application/octet-stream";
-        r.set_attachment("goroutine");
-    } else {
-        r.content_type = "text/plain; charset=utf-8";
-    }
-    // Written in blocks (debug_response::stream): a dump of many tasks is
-    // never grown as one string.
-    write_goroutine_profile(r.stream(), snapshot::take(), *debug);
-}
-
-// Tasks by state and wait reason, from one walk of the registry's live headers
-// (the shard locks hold spawns off; a task that exits during the walk may or
-// may not be counted). States are read as they are, with no stop of the
-// world: precise enough for a gauge, and a scrape never pauses the workers.
-struct task_census {
-    std::int64_t total = 0;
-    std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running
-    std::vector<std::pair<std::string, std::int64_t>> by_reason;  // sorted by reason
-};
-
-inline task_census take_task_census() {
-    task_census c;
-    // Wait reasons are static strings: count by pointer under the locks (no
-    // allocation there beyond the rare new reason), merge by text afterwards.
-    std::vector<std::pair<const char*, std::int64_t>> reasons;
-    reasons.reserve(32);
-    the_registry().for_each_locked([&](task_header& h) {
-        ++c.total;
-        switch (h.state.load(std::memory_order_relaxed)) {
-        case task_state::waiting: {
-            ++c.by_state[0];
-            const char* why = h.wait_reason.load(std::memory_order_relaxed);
-            if (!why) why = "unknown";
-            auto it = std::find_if(reasons.begin(), reasons.end(),
-                                   [&](const auto& p) { return p.first == why; });
-            if (it != reasons.end()) ++it->second;
-            else reasons.emplace_back(why, 1);
-            break;
-        }
-        case task_state::runnable: ++c.by_state[1]; break;
-        default: ++c.by_state[2]; break;
-        }
-    });
-    for (const auto& [why, n] : reasons) {
-        std::string_view text(why);
-        auto it = std::find_if(c.by_reason.begin(), c.by_reason.end(),
-                               [&](const auto& p) { return p.first == text; });
-        if (it != c.by_reason.end()) it->second += n;
-        else c.by_reason.emplace_back(std::string(text), n);
-    }
-    std::sort(c.by_reason.begin(), c.by_reason.end());
-    return c;
-}
-
-// At most this many wait reasons get a series of their own in /metrics; the
-// rest (only a program that makes up reasons at run time has more) are summed
-// under reason="other", so the scrape's cardinality stays bounded.
-inline constexpr std::size_t max_reason_series = 32;
-
-// The leak watch's families: how many suspects, and for the ten fastest
-// growing (bounded cardinality) their growth and count, labelled by the
-// group's stable id, its leaf function and the leaf's site id.
-inline void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch) {
-    const leak_report rep = watch.report();
-    w.family("goro_leak_suspects", metric_type::gauge,
-             "Groups of tasks (same stack and labels) that the leak watch sees growing (goro::leak_watch).");
-    w.sample("goro_leak_suspects", static_cast<std::int64_t>(rep.suspects.size()));
-    w.family("goro_leak_watch_samples_total", metric_type::counter, "Samples the leak watch has taken.");
-    w.sample("goro_leak_watch_samples_total", rep.samples);
-    w.family("goro_leak_suspect_growth_per_minute", metric_type::gauge,
-             "Growth of a suspect group over the watch's window, in tasks per minute (the ten fastest).");
-    std::vector<std::string> ids, sites;
-    const std::size_t n = std::min<std::size_t>(rep.suspects.size(), 10);
-    for (std::size_t i = 0; i < n; ++i) {
-        const leak_group& g = rep.suspects[i];
-        char b[20];
-        ids.emplace_back(b, format_hex(b, g.key));
-        sites.emplace_back(b, format_hex(b, g.site_ids.empty() ? 0 : g.site_ids[0]));
-    }
-    auto fn = [&](std::size_t i) -> std::string_view {
-        return rep.suspects[i].frames.empty() ? std::string_view() : std::string_view(rep.suspects[i].frames[0].function);
-    };
-    for (std::size_t i = 0; i < n; ++i)
-        w.sample("goro_leak_suspect_growth_per_minute", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
-                 rep.suspects[i].growth_per_minute);
-    w.family("goro_leak_suspect_tasks", metric_type::gauge, "Tasks in a suspect group now (the ten fastest growing).");
-    for (std::size_t i = 0; i < n; ++i)
-        w.sample("goro_leak_suspect_tasks", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
-                 static_cast<std::int64_t>(rep.suspects[i].count));
-}
-
-// /debug/pprof/block and /debug/pprof/mutex: the wait profile and its lock
-// waits (goro/inspect/block_profile.hpp), pprof or, with debug=1, text.
-inline void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
-                               std::string (*profile)(int)) {
-    auto d = req.param("debug");
-    if (!d || d->empty() || *d == "0") {
-        r.content_type = "application/octet-stream";
-        r.set_attachment(name);
-        r.body = profile(0);
-    } else if (*d == "1") {
-        r.content_type = "text/plain; charset=utf-8";
-        r.body = profile(1);
-    } else {
-        r.status = 400;
-        r.content_type = "text/plain; charset=utf-8";
-        r.body = "invalid value of query parameter 'debug' (want 0 for the pprof protobuf, 1 for text)\n";
-    }
-}
-
-inline void serve_block_profile(const debug_request& req, debug_response& r) {
-    serve_wait_profile(req, r, "block", [](int debug) { return block_profile(debug); });
-}
-
-inline void serve_mutex_profile(const debug_request& req, debug_response& r) {
-    serve_wait_profile(req, r, "mutex", [](int debug) { return mutex_profile(debug); });
-}
-
-// /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with
-// ?format=json, as JSON (goro::leak_watch::to_json).
-inline void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r) {
-    auto f = req.param("format");
-    if (f && *f == "json") {
-        r.content_type = "application/json";
-        r.body = w.report_json();
-    } else if (!f || f->empty() || *f == "text") {
-        r.content_type = "text/plain; charset=utf-8";
-        r.body = w.report_text();
-    } else {
-        r.status = 400;
-        r.content_type = "text/plain; charset=utf-8";
-        r.body = "invalid value of query parameter 'format' (want text or json)\n";
-    }
-}
-
-inline std::string render_metrics(const leak_watch* watch = nullptr) {
-    std::string out;
-    prometheus_text_writer w(out);
-    const task_census c = take_task_census();
-    w.family("goro_tasks", metric_type::gauge,
-             "Tasks that exist now (goro::num_goroutines(): started and not finished, "
-             "plus threads waiting in goro::block_on).");
-    w.sample("goro_tasks", c.total);
-    w.family("goro_tasks_by_state", metric_type::gauge, "Tasks by scheduling state.");
-    w.sample("goro_tasks_by_state", {{"state", "waiting"}}, c.by_state[0]);
-    w.sample("goro_tasks_by_state", {{"state", "runnable"}}, c.by_state[1]);
-    w.sample("goro_tasks_by_state", {{"state", "running"}}, c.by_state[2]);
-    w.family("goro_tasks_waiting", metric_type::gauge,
-             "Waiting tasks by wait reason, in Go's words (\"chan receive\", \"select\", ...).");
-    {
-        // Largest first for the cut, then by name for a stable order.
-        std::vector<std::pair<std::string, std::int64_t>> rs = c.by_reason;
-        std::int64_t other = 0;
-        if (rs.size() > max_reason_series) {
-            std::stable_sort(rs.begin(), rs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
-            for (std::size_t i = max_reason_series - 1; i < rs.size(); ++i) other += rs[i].second;
-            rs.resize(max_reason_series - 1);
-            std::sort(rs.begin(), rs.end());
-        }
-        for (const auto& [reason, n] : rs) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
-        if (other) w.sample("goro_tasks_waiting", {{"reason", "other"}}, other);
-    }
-    w.family("goro_tasks_started_total", metric_type::counter,
-             "Tasks ever started (and block_on calls); minus goro_tasks, the number that finished.");
-    w.sample("goro_tasks_started_total", the_registry().total_added());
-    // Not the_scheduler(): a scrape must not start the pool as a side effect.
-    std::int64_t workers = 0, idle = 0, queued = 0;
-    if (pool_started()) {
-        scheduler& s = the_scheduler();
-        workers = static_cast<std::int64_t>(s.size());
-        idle = s.idle_workers();
-        queued = static_cast<std::int64_t>(s.global_queue_size());
-    }
-    w.family("goro_workers", metric_type::gauge,
-             "Worker threads of the pool (GOMAXPROCS); 0 until the pool starts.");
-    w.sample("goro_workers", workers);
-    w.family("goro_workers_idle", metric_type::gauge, "Workers parked for lack of work.");
-    w.sample("goro_workers_idle", idle);
-    w.family("goro_global_queue_length", metric_type::gauge,
-             "Runnable tasks in the global run queue (woken from outside the pool, or overflow).");
-    w.sample("goro_global_queue_length", queued);
-    const stuck_workers_info stuck = goro::stuck_workers();
-    w.family("goro_stuck_workers", metric_type::gauge,
-             "Workers running one task past the handoff threshold without a suspension (each replaced by another thread).");
-    w.sample("goro_stuck_workers", static_cast<std::int64_t>(stuck.count));
-    w.family("goro_stuck_longest_seconds", metric_type::gauge,
-             "How long the longest-stuck worker has been running its task; 0 when none is stuck.");
-    w.sample("goro_stuck_longest_seconds", std::chrono::duration<double>(stuck.longest).count());
-    w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
-    w.sample("goro_build_info", {{"version", goro::version()}}, 1);
-    if (watch) render_leak_metrics(w, *watch);
-    return out;
-}
-
-inline void serve_tasks_json(const debug_request&, debug_response& r) {
-    r.content_type = "application/json";
-    write_tasks_json(r.stream(), snapshot::take());
-}
-
-inline void serve_metrics(const debug_request&, debug_response& r) {
-    r.content_type = std::string(prometheus_content_type);
-    r.body = render_metrics();
-}
-
-}  // namespace detail
-
-}  // namespace goro
-
-#endif  // GORO_HTTP_ROUTES_HPP
-// ---- end goro/http/routes.hpp ----
-
-// ---- begin goro/http/live_page.hpp ----
-#ifndef GORO_HTTP_LIVE_PAGE_HPP
-#define GORO_HTTP_LIVE_PAGE_HPP
-
-// /debug/goro/ — one self-contained HTML page of the program's tasks, and
-// /debug/goro/group?key=K — one group's stack and tasks; both served by
-// goro::debug_server (goro::register_default_routes).
-//
-// THE PAGE, rendered on the server from one snapshot (readable with
-// JavaScript off):
-//   * a summary line (tasks, groups, when) and links: the goroutine profile
-//     as pprof (a download), debug=1, debug=2, tasks.json, the leak report,
-//     the wait and mutex profiles, /metrics;
-//   * the leak suspects of the server's leak watch (goro/inspect/leak_watch.hpp):
-//     function, tasks now, growth per minute, growing since, the oldest
-//     task's wait, and a sparkline (inline SVG) of the group's count history;
-//   * every group (same stack and labels, like debug=1; at most 10,000, the
-//     largest): tasks, wait reason, the oldest task's wait, the leaf function
-//     and its place, labels. One short table row per group: the leaf
-//     function is a link to the group's own page (below), so the page does
-//     not carry 10,000 stacks and task lists. The rows come in bodies
-//     (<tbody>) of 200, laid out as grids, each with `content-visibility:
-//     auto`: the browser lays out and paints only the bodies on screen. A
-//     page of 10,000 groups is about 2.8 MB; headless Chromium spends
-//     0.8 s of CPU to show it, where one table of 10,000 rows with their
-//     stacks took 7.6 s (tests/browser/test_live_page.py prints the times).
-// THE GROUP PAGE (/debug/goro/group?key=0x…, the key of a row): the group's
-// full stack and its tasks (id, name, state, minutes waiting, `created by`;
-// at most 1,000 listed), from a new snapshot; 404 when no group has that key
-// any more (its tasks ended or moved on). With &fragment=1 only the part
-// that the page inserts under the row.
-// WITH JAVASCRIPT (inline; it fetches nothing but this server's own pages):
-//   * a click on a group's function opens, under its row, the group's stack
-//     and tasks (the group page's fragment); a second click closes it;
-//   * click a column head to sort; a filter box matches function, wait
-//     reason and labels; a select keeps one wait reason;
-//   * auto-refresh every `refresh` seconds (query ?refresh=N, 1 to 3600,
-//     default 5; at least four times as long as the last refresh took): the
-//     page fetches itself and swaps in the new tables, keeping the sort, the
-//     filter and the opened groups (re-fetched); a pause button.
-//     When the page was requested with `Authorization: Bearer <token>` (the
-//     server's bearer_token), the page carries that header's value (the
-//     requester knows it already) and sends it with each fetch.
-// Element ids and classes the browser test relies on: #summary, #suspects
-// tr.suspect (.fn, .count), #groups tr.group (data-key, data-count, td.fn a),
-// #groups tr.detail (pre.stack, pre.tasks), #pause, #filter, #reason, #updated.
-// No external resource: no script, style, font or image is fetched.
-
-#include <algorithm>
-#include <charconv>
-#include <cstdint>
-#include <cstdio>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-
-namespace goro {
-
-namespace detail {
-
-inline constexpr std::size_t live_page_max_groups = 10000;
-inline constexpr std::size_t live_page_max_tasks = 1000;  // listed on a group's page
-inline constexpr std::size_t live_page_chunk = 200;       // rows per <tbody> (see live_page_style)
-
-/// "340ms", "12s", "5m12s", "2h3m".
-inline std::string short_duration(std::int64_t ns) {
-    if (ns < 1'000'000) return std::to_string(ns / 1000) + "µs";
-    if (ns < 1'000'000'000) return std::to_string(ns / 1'000'000) + "ms";
-    std::int64_t s = ns / 1'000'000'000;
-    if (s < 60) return std::to_string(s) + "s";
-    if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
-    return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
-}
-
-inline void append_int(std::string& out, std::int64_t v) {
-    char b[24];
-    auto [end, ec] = std::to_chars(b, b + sizeof b, v);
-    (void)ec;  // 24 characters hold any int64
-    out.append(b, end);
-}
-
-inline void append_hex(std::string& out, std::uint64_t v) {
-    char b[20];
-    out.append(b, format_hex(b, v));
-}
-
-/// An inline SVG polyline of `h` (oldest first), scaled to its maximum.
-inline void append_sparkline(std::string& out, const std::vector<std::uint32_t>& h) {
-    const int w = 120, ht = 24;
-    std::uint32_t hi = 1;
-    for (std::uint32_t c : h) hi = std::max(hi, c);
-    out += "<svg class=spark width=120 height=24 viewBox='0 0 120 24' role=img aria-label='count history'><polyline points='";
-    const std::size_t n = h.size();
-    char b[48];
-    for (std::size_t i = 0; i < n; ++i) {
-        double x = n > 1 ? double(i) * (w - 2) / double(n - 1) + 1 : w / 2.0;
-        double y = ht - 2 - double(h[i]) * (ht - 4) / double(hi);
-        std::snprintf(b, sizeof b, "%s%.1f,%.1f", i ? " " : "", x, y);
-        out += b;
-    }
-    out += "'/></svg>";
-}
-
-inline void append_labels_text(std::string& out, const std::vector<std::pair<std::string, std::string>>& labels) {
-    bool first = true;
-    for (const auto& [k, v] : labels) {
-        if (!first) out += ", ";
-        first = false;
-        append_html_escaped(out, k);
-        out += '=';
-        append_html_escaped(out, v);
-    }
-}
-
-/// The wait of a group's longest-waiting task: its reason (null when no task
-/// of the group waits) and, in `oldest`, how long (0 when none waits).
-inline const char* oldest_wait(const task_group& g, const snapshot::task_list& tasks, std::int64_t now,
-                               std::int64_t& oldest) noexcept {
-    oldest = 0;
-    const char* why = nullptr;
-    for (std::uint32_t ti : g.tasks) {
-        const task_record& r = tasks[ti];
-        if (r.state != task_state::waiting || !r.since_ns) continue;
-        std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
-        if (!why || age > oldest) {
-            oldest = age;
-            why = r.wait_reason ? r.wait_reason : "waiting";
-        }
-    }
-    return why;
-}
-
-/// `<meta name=goro-token …>` when the request carried a bearer token (see the top).
-inline void append_token_meta(std::string& out, const debug_request& req) {
-    if (auto a = req.header("Authorization"); a && a->substr(0, 7) == "Bearer ") {
-        out += "<meta name=goro-token content=\"";
-        append_html_escaped(out, *a);
-        out += "\">";
-    }
-}
-
-inline const char* live_page_style() {
-    return R"(body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222;background:#fafafa}
-h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
-nav a{margin-right:1em}table{border-collapse:collapse;width:100%;background:#fff}
-th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#eee;cursor:pointer;user-select:none;white-space:nowrap}td.num,th.num{text-align:right}
-#groups table,#groups thead,#groups tbody{display:block}#groups tbody{content-visibility:auto;contain-intrinsic-size:auto 5400px}
-#groups tr{display:grid;grid-template-columns:6em 10em 6em minmax(0,1fr) 25%}#groups td{overflow-wrap:anywhere}
-#groups tr[hidden],#groups tbody[hidden]{display:none}#groups tr.detail td{grid-column:1/-1}
-tr.suspect td{background:#fff1f0}.fn{font-family:ui-monospace,monospace}td.fn a{color:#1a4f9c}
-pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto;white-space:pre-wrap}
-.spark polyline{fill:none;stroke:#c0392b;stroke-width:1.5}#controls{margin:.6em 0}
-#controls input{width:24em}.muted{color:#777}tr.detail td{background:#f8f8f8}
-pre.tasks{background:#fff;border-left:3px solid #ddd})";
-}
-
-inline const char* live_page_script() {
-    return R"JS((function(){
-var meta=document.querySelector('meta[name=goro-token]');
-var token=meta?meta.content:'';
-var period=parseInt(document.body.dataset.refresh||'5',10)*1000;
-var paused=false,sortKey='count',sortDesc=true,timer=0,cost=0,open={};
-var COL={count:0,reason:1,age:2,fn:3,labels:4},CHUNK=parseInt(document.body.dataset.chunk||'200',10);
-function $(id){return document.getElementById(id);}
-function hdrs(){var h={};if(token)h['Authorization']=token;return h;}
-function tbody(){return document.querySelector('#groups tbody');}
-function rows(){return Array.prototype.slice.call(document.querySelectorAll('#groups tbody tr.group'));}
-function cell(row,k){var c=row.cells[COL[k]];return c?c.textContent:'';}
-function detailOf(row){var d=row.nextElementSibling;return d&&d.classList.contains('detail')?d:null;}
-function plain(){return sortKey==='count'&&sortDesc&&!$('filter').value&&!$('reason').value;}
-// Sorts and filters the rows (with their opened details) into new bodies of
-// CHUNK rows (each laid out only when it scrolls into view: see the style),
-// the rows filtered out last, in a hidden body.
-function apply(){
-  var tb=tbody();if(!tb)return;
-  var table=tb.parentNode;
-  var f=$('filter').value.toLowerCase(),r=$('reason').value,num=(sortKey==='count'||sortKey==='age');
-  var keys=rows().map(function(row,i){
-    var reason=cell(row,'reason');
-    return {row:row,d:detailOf(row),i:i,n:num?parseFloat(row.getAttribute('data-'+sortKey)):0,
-      s:num?'':cell(row,sortKey),reason:reason,
-      text:(cell(row,'fn')+' '+reason+' '+cell(row,'labels')).toLowerCase()};});
-  keys.sort(function(a,b){var c=num?a.n-b.n:a.s.localeCompare(b.s);return (sortDesc?-c:c)||a.i-b.i;});
-  var bodies=[],cur=null,n=0,gone=document.createElement('tbody');gone.hidden=true;
-  keys.forEach(function(k){
-    var show=(!f||k.text.indexOf(f)>=0)&&(!r||k.reason===r),into=gone;
-    if(k.row.hidden===show)k.row.hidden=!show;
-    if(show){if(!cur||n===CHUNK){cur=document.createElement('tbody');bodies.push(cur);n=0;}++n;into=cur;}
-    into.appendChild(k.row);
-    if(k.d){k.d.hidden=!show;into.appendChild(k.d);}});
-  bodies.push(gone);
-  table.querySelectorAll('tbody').forEach(function(b){b.remove();});
-  bodies.forEach(function(b){table.appendChild(b);});
-}
-function load(row){
-  var d=detailOf(row);
-  if(!d){d=document.createElement('tr');d.className='detail';d.dataset.key=row.dataset.key;
-    var td=d.insertCell();td.colSpan=5;td.textContent='loading…';row.parentNode.insertBefore(d,row.nextSibling);}
-  var a=row.querySelector('td.fn a');
-  fetch(a.href+'&fragment=1',{headers:hdrs(),cache:'no-store'}).then(function(r){
-    return r.text().then(function(t){
-      if(r.ok)d.cells[0].innerHTML=t;
-      else{var p=document.createElement('pre');p.textContent=t;d.cells[0].replaceChildren(p);}});
-  }).catch(function(e){d.cells[0].textContent='failed: '+e;});
-}
-function toggle(row){
-  var d=detailOf(row),key=row.dataset.key;
-  if(d){d.remove();delete open[key];}else{open[key]=1;load(row);}
-}
-document.addEventListener('click',function(e){
-  var t=e.target;if(!t.closest)return;
-  var th=t.closest('#groups th[data-sort]');
-  if(th){var k=th.dataset.sort;if(sortKey===k)sortDesc=!sortDesc;else{sortKey=k;sortDesc=(k==='count'||k==='age');}apply();return;}
-  var a=t.closest('#groups tr.group td.fn a');
-  if(!a||e.button!==0||e.ctrlKey||e.metaKey||e.shiftKey||e.altKey)return;
-  e.preventDefault();toggle(a.closest('tr'));
-});
-function schedule(){clearTimeout(timer);if(!paused)timer=setTimeout(refresh,Math.max(period,4*cost));}
-function refresh(){
-  if(paused)return;
-  var t0=performance.now();
-  fetch(location.href,{headers:hdrs(),cache:'no-store'}).then(function(r){return r.text();}).then(function(t){
-    if(paused)return;
-    var doc=new DOMParser().parseFromString(t,'text/html');
-    ['summary','content'].forEach(function(id){var n=doc.getElementById(id),o=$(id);
-      if(n&&o)o.parentNode.replaceChild(document.adoptNode(n),o);});
-    var ns=doc.getElementById('reason'),sel=$('reason'),cur=sel.value;
-    if(ns){sel.innerHTML=ns.innerHTML;sel.value=cur;if(sel.value!==cur)sel.value='';}
-    rows().forEach(function(row){if(open[row.dataset.key])load(row);});
-    if(!plain())apply();
-    $('updated').textContent='updated '+new Date().toLocaleTimeString();
-    cost=performance.now()-t0;schedule();
-  }).catch(function(e){$('updated').textContent='refresh failed: '+e;schedule();});
-}
-$('controls').hidden=false;
-$('filter').oninput=apply;
-$('reason').onchange=apply;
-$('pause').onclick=function(){paused=!paused;this.textContent=paused?'resume':'pause';
-  $('updated').textContent=paused?'paused':'';if(paused)clearTimeout(timer);else schedule();};
-schedule();
-})();)JS";
-}
-
-/// The page for one request (see the top of this header).
-inline std::string render_live_page(const leak_watch* watch, const debug_request& req) {
-    int refresh = 5;
-    if (auto r = req.param("refresh"); r && !r->empty()) {
-        int v = 0;
-        for (char c : *r) v = (c >= '0' && c <= '9' && v < 100000) ? v * 10 + (c - '0') : 100000;
-        if (v >= 1 && v <= 3600) refresh = v;
-    }
-    snapshot s = snapshot::take();
-    profile_view v(s);
-    const auto& tasks = s.tasks();
-    const std::int64_t now = s.taken_at_ns();
-    leak_report rep;
-    if (watch) rep = watch->report();
-    const std::size_t shown = std::min(v.groups().size(), live_page_max_groups);
-
-    // Each group's oldest wait and its reason, and the reasons for the select.
-    std::vector<std::int64_t> oldest(shown);
-    std::vector<const char*> reason(shown);
-    std::vector<std::string_view> reasons;
-    for (std::size_t gi = 0; gi < shown; ++gi) {
-        const task_group& g = v.groups()[gi];
-        reason[gi] = oldest_wait(g, tasks, now, oldest[gi]);
-        if (!reason[gi]) reason[gi] = state_text(tasks[g.tasks.front()]);
-        std::string_view why(reason[gi]);
-        if (std::find(reasons.begin(), reasons.end(), why) == reasons.end()) reasons.push_back(why);
-    }
-    std::sort(reasons.begin(), reasons.end());
-
-    std::string out;
-    out.reserve(8192 + shown * 260);
-    out += "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>goro: tasks</title>"
-           "<meta name=viewport content='width=device-width'>";
-    append_token_meta(out, req);
-    out += "<style>";
-    out += live_page_style();
-    out += "</style></head>\n<body data-refresh=";
-    append_int(out, refresh);
-    out += " data-chunk=";
-    append_int(out, static_cast<std::int64_t>(live_page_chunk));
-    out += ">\n<h1>goro tasks</h1>\n<div id=summary>";
-    out += std::to_string(s.total()) + " tasks in " + std::to_string(v.groups().size()) + " groups; " +
-           std::to_string(rep.suspects.size()) + " leak suspect" + (rep.suspects.size() == 1 ? "" : "s") +
-           "; taken " + rfc3339(unix_now_ns());
-    out += "</div>\n<nav><a href='/debug/pprof/goroutine' download='goroutine.pb'>download pprof profile</a>"
-           "<a href='/debug/pprof/goroutine?debug=1'>debug=1</a><a href='/debug/pprof/goroutine?debug=2'>debug=2</a>"
-           "<a href='/debug/goro/tasks.json'>tasks.json</a><a href='/debug/goro/leaks'>leak report</a>"
-           "<a href='/debug/pprof/block?debug=1'>wait profile</a><a href='/debug/pprof/mutex?debug=1'>mutex profile</a>"
-           "<a href='/metrics'>metrics</a><a href='/debug/pprof/'>index</a></nav>\n";
-    out += "<div id=controls hidden><input id=filter type=search placeholder='filter: function, wait reason, label'> "
-           "<select id=reason><option value=''>every wait reason</option>";
-    for (std::string_view why : reasons) {
-        out += "<option>";
-        append_html_escaped(out, why);
-        out += "</option>";
-    }
-    out += "</select> <button id=pause type=button>pause</button> <span id=updated class=muted></span> "
-           "<span class=muted>refresh every " + std::to_string(refresh) + "s</span></div>\n<main id=content>\n";
-
-    // Leak suspects.
-    out += "<section id=suspects><h2>Leak suspects (" + std::to_string(rep.suspects.size()) + ")</h2>\n";
-    if (!watch) {
-        out += "<p class=muted>no leak watch on this server (debug_server_options::leak_watch_interval is 0)</p>";
-    } else if (rep.suspects.empty()) {
-        out += "<p class=muted>none after " + std::to_string(rep.samples) + " samples</p>";
-    } else {
-        out += "<table><thead><tr><th>function</th><th class=num>tasks</th><th class=num>growth/min</th>"
-               "<th>growing since</th><th>oldest</th><th>history</th></tr></thead><tbody>\n";
-        for (const leak_group& g : rep.suspects) {
-            out += "<tr class=suspect data-key='";
-            append_hex(out, g.key);
-            out += "'><td class=fn>";
-            if (g.frames.empty()) {
-                out += '?';
-            } else {
-                // The group page, when the group still has the same key.
-                out += "<a href='group?key=";
-                append_hex(out, g.key);
-                out += "'>";
-                append_html_escaped(out, g.frames[0].function);
-                out += "</a><br><span class=muted>";
-                append_html_escaped(out, g.frames[0].file);
-                out += ':';
-                append_int(out, g.frames[0].line);
-                out += "</span>";
-            }
-            char rate[32];
-            std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
-            out += "</td><td class='num count'>" + std::to_string(g.count) + "</td><td class=num>" + rate +
-                   "</td><td>" + rfc3339(g.growing_since_unix_ns) + "</td><td>[";
-            append_html_escaped(out, g.wait_reason);
-            if (g.oldest_wait_ns > 0) out += ", " + short_duration(g.oldest_wait_ns);
-            out += "]</td><td>";
-            append_sparkline(out, g.history);
-            out += "</td></tr>\n";
-        }
-        out += "</tbody></table>";
-    }
-    out += "</section>\n";
-
-    // Groups: one short row each (end tags left out, as HTML allows).
-    out += "<section id=groups><h2>Groups (" + std::to_string(v.groups().size()) + ")</h2>\n";
-    if (shown < v.groups().size())
-        out += "<p class=muted>the " + std::to_string(shown) + " largest groups are shown</p>\n";
-    out += "<table><thead><tr><th class=num data-sort=count>tasks</th><th data-sort=reason>wait reason</th>"
-           "<th class=num data-sort=age>oldest</th><th data-sort=fn>function (click for stack and tasks)</th>"
-           "<th data-sort=labels>labels</th></tr></thead><tbody>\n";
-    for (std::size_t gi = 0; gi < shown; ++gi) {
-        if (gi && gi % live_page_chunk == 0) out += "</tbody><tbody>\n";
-        const task_group& g = v.groups()[gi];
-        const task_record& first = tasks[g.tasks.front()];
-        const site_info& leaf = v.site(v.frames(first)[0]);
-        out += "<tr class=group data-key=";
-        append_hex(out, g.key);
-        out += " data-count=";
-        append_int(out, static_cast<std::int64_t>(g.count));
-        out += " data-age=";
-        append_int(out, oldest[gi]);
-        out += "><td class=num>";
-        append_int(out, static_cast<std::int64_t>(g.count));
-        out += "<td>";
-        append_html_escaped(out, reason[gi]);
-        out += "<td class=num>";
-        out += oldest[gi] > 0 ? short_duration(oldest[gi]) : std::string("-");
-        out += "<td class=fn><a href='group?key=";
-        append_hex(out, g.key);
-        out += "'>";
-        append_html_escaped(out, leaf.function);
-        out += "</a>";
-        if (!leaf.file.empty()) {
-            out += " <span class=muted>";
-            append_html_escaped(out, leaf.file);
-            out += ':';
-            append_int(out, leaf.line);
-            out += "</span>";
-        }
-        out += "<td>";
-        append_labels_text(out, profile_view::labels(first));
-        out += "</tr>\n";
-    }
-    out += "</tbody></table></section>\n</main>\n<script>";
-    out += live_page_script();
-    out += "</script>\n</body></html>\n";
-    return out;
-}
-
-/// A group's stack and tasks: what the page inserts under a row, and the
-/// body of the group's own page.
-inline void append_group_detail(std::string& out, profile_view& v, const task_group& g, std::int64_t now) {
-    const auto& tasks = v.snap().tasks();
-    const task_record& first = tasks[g.tasks.front()];
-    out += "<div class=group-detail data-key='";
-    append_hex(out, g.key);
-    out += "'><pre class=stack>";
-    for (std::uint32_t f : v.frames(first)) {
-        const site_info& si = v.site(f);
-        append_html_escaped(out, si.function);
-        if (!si.file.empty()) {
-            out += "\n\t";
-            append_html_escaped(out, si.file);
-            out += ':';
-            append_int(out, si.line);
-        }
-        out += '\n';
-    }
-    out += "</pre><pre class=tasks>";
-    for (std::size_t k = 0; k < g.tasks.size() && k < live_page_max_tasks; ++k) {
-        const task_record& r = tasks[g.tasks[k]];
-        out += "goroutine ";
-        append_int(out, static_cast<std::int64_t>(r.id));
-        if (r.meta && !r.meta->name.empty()) {
-            out += " name=";
-            std::string q;
-            go_quote(q, r.meta->name);
-            append_html_escaped(out, q);
-        }
-        out += " [";
-        append_html_escaped(out, state_text(r));
-        if (std::int64_t m = minutes_waiting(r, now); m >= 1) {
-            out += ", ";
-            append_int(out, m);
-            out += " minutes";
-        }
-        out += "]: ";
-        if (r.kind == task_kind::blocked) {
-            out += "a thread in block_on";
-        } else {
-            const site_info& c = v.table()[v.table().intern(r.created_by)];
-            out += "created by ";
-            append_html_escaped(out, c.function);
-            if (r.parent_id) {
-                out += " in goroutine ";
-                append_int(out, static_cast<std::int64_t>(r.parent_id));
-            }
-            out += " (";
-            append_html_escaped(out, c.file);
-            out += ':';
-            append_int(out, c.line);
-            out += ')';
-        }
-        out += '\n';
-    }
-    if (g.tasks.size() > live_page_max_tasks) {
-        out += "and ";
-        append_int(out, static_cast<std::int64_t>(g.tasks.size() - live_page_max_tasks));
-        out += " more\n";
-    }
-    out += "</pre></div>";
-}
-
-/// "0x6eb2c8bb6be23f46" (or without 0x) as a group key.
-inline std::optional<std::uint64_t> parse_group_key(std::string_view s) noexcept {
-    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s.remove_prefix(2);
-    if (s.empty() || s.size() > 16) return std::nullopt;
-    std::uint64_t k = 0;
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), k, 16);
-    if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-    return k;
-}
-
-/// /debug/goro/group?key=K[&fragment=1] (see the top of this header).
-inline void serve_live_group(const debug_request& req, debug_response& r) {
-    auto text = [&](int status, std::string body) {
-        r.status = status;
-        r.content_type = "text/plain; charset=utf-8";
-        r.body = std::move(body);
-    };
-    auto raw = req.param("key");
-    auto key = raw ? parse_group_key(*raw) : std::nullopt;
-    if (!key) {
-        text(400, "invalid value of query parameter 'key' (want a group's key, like 0x6eb2c8bb6be23f46, "
-                  "from /debug/goro/)\n");
-        return;
-    }
-    snapshot s = snapshot::take();
-    profile_view v(s);
-    const task_group* g = nullptr;
-    for (const task_group& c : v.groups())
-        if (c.key == *key) {
-            g = &c;
-            break;
-        }
-    if (!g) {
-        std::string k;
-        append_hex(k, *key);
-        text(404, "no group " + k + " now: its tasks ended, or now wait somewhere else\n");
-        return;
-    }
-    r.content_type = "text/html; charset=utf-8";
-    std::string& out = r.body;
-    auto frag = req.param("fragment");
-    if (frag && !frag->empty() && *frag != "0") {
-        append_group_detail(out, v, *g, s.taken_at_ns());
-        return;
-    }
-    const task_record& first = s.tasks()[g->tasks.front()];
-    const site_info& leaf = v.site(v.frames(first)[0]);
-    std::int64_t oldest = 0;
-    const char* why = oldest_wait(*g, s.tasks(), s.taken_at_ns(), oldest);
-    out += "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>goro: ";
-    append_html_escaped(out, leaf.function);
-    out += "</title><meta name=viewport content='width=device-width'><style>";
-    out += live_page_style();
-    out += "</style></head>\n<body>\n<nav><a href='/debug/goro/'>all groups</a></nav>\n<h1 class=fn>";
-    append_html_escaped(out, leaf.function);
-    out += "</h1>\n<p id=summary>";
-    append_int(out, static_cast<std::int64_t>(g->count));
-    out += g->count == 1 ? " task" : " tasks";
-    if (why) {
-        out += "; the oldest [";
-        append_html_escaped(out, why);
-        out += ", " + short_duration(oldest) + "]";
-    }
-    if (!profile_view::labels(first).empty()) {
-        out += "; labels ";
-        append_labels_text(out, profile_view::labels(first));
-    }
-    out += "; taken " + rfc3339(unix_now_ns()) + "</p>\n";
-    append_group_detail(out, v, *g, s.taken_at_ns());
-    out += "\n</body></html>\n";
-}
-
-}  // namespace detail
-
-}  // namespace goro
-
-#endif  // GORO_HTTP_LIVE_PAGE_HPP
-// ---- end goro/http/live_page.hpp ----
 
 // ---- begin goro/http/server.hpp ----
 #ifndef GORO_HTTP_SERVER_HPP
@@ -18046,6 +18199,10 @@ inline void serve_live_group(const debug_request& req, debug_response& r) {
 // owns the listening socket, the connections and the route table, and runs on
 // its own thread. goro::debug_server (goro/http/debug_server.hpp) is the handle
 // a program holds; see there for the behaviour as a whole.
+//
+// Only the options and the counters are declarations: detail::debug_server_state
+// and its loop are in the bodies section (GORO_BODIES, goro/core/linkage.hpp),
+// since goro::debug_server holds the state by pointer and nothing else uses it.
 //
 // THE CONNECTION LOOP (Linux epoll, level-triggered, on the server thread only)
 //   * One ordinary std::thread, never a pool worker: the server answers while
@@ -18101,190 +18258,11 @@ inline void serve_live_group(const debug_request& req, debug_response& r) {
 // routes_mutex_ from the server thread; routes_mutex_ is a leaf and is never
 // held while calling user code (handlers, count callbacks).
 
-#include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <ctime>
-#include <deque>
-#include <exception>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <stdexcept>
 #include <string>
-#include <string_view>
-#include <system_error>
-#include <thread>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
-#if defined(__GLIBC__)
-#include <malloc.h>  // malloc_trim
-#endif
-
-
-// ---- begin goro/http/address.hpp ----
-#ifndef GORO_HTTP_ADDRESS_HPP
-#define GORO_HTTP_ADDRESS_HPP
-
-// The debug server's socket helpers: parsing a bind address (and whether it is
-// loopback), formatting a peer's endpoint, checking that a Host names this
-// machine, and small file-descriptor utilities.
-
-#include <cstring>
-#include <optional>
-#include <string>
-#include <string_view>
-
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <unistd.h>
-
-
-namespace goro {
-
-namespace detail {
-
-// A parsed bind address.
-struct socket_address {
-    sockaddr_storage storage{};
-    socklen_t length = 0;
-    int family = AF_UNSPEC;
-    bool loopback = false;
-    std::string text;  // "127.0.0.1" or "::1", without brackets
-};
-
-// Accepts IPv4 and IPv6 literals ("[::1]" too) and "localhost" (127.0.0.1).
-inline std::optional<socket_address> parse_bind_address(std::string_view address) {
-    std::string text(address);
-    if (text.size() >= 2 && text.front() == '[' && text.back() == ']') text = text.substr(1, text.size() - 2);
-    if (iequals(text, "localhost")) text = "127.0.0.1";
-    socket_address a;
-    in_addr v4{};
-    in6_addr v6{};
-    if (text.find('\0') != std::string::npos) return std::nullopt;
-    if (::inet_pton(AF_INET, text.c_str(), &v4) == 1) {
-        sockaddr_in sin{};
-        sin.sin_family = AF_INET;
-        sin.sin_addr = v4;
-        std::memcpy(&a.storage, &sin, sizeof sin);
-        a.length = sizeof sin;
-        a.family = AF_INET;
-        a.loopback = (ntohl(v4.s_addr) >> 24) == 127;
-    } else if (::inet_pton(AF_INET6, text.c_str(), &v6) == 1) {
-        sockaddr_in6 sin6{};
-        sin6.sin6_family = AF_INET6;
-        sin6.sin6_addr = v6;
-        std::memcpy(&a.storage, &sin6, sizeof sin6);
-        a.length = sizeof sin6;
-        a.family = AF_INET6;
-        const unsigned char* b = v6.s6_addr;
-        static constexpr unsigned char loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-        static constexpr unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (std::memcmp(b, mapped, 12) == 0) {
-            // An IPv4-mapped address (::ffff:a.b.c.d) names an IPv4 endpoint,
-            // which an IPv6-only socket cannot bind: it is bound as that IPv4
-            // address, and url() shows the IPv4 form.
-            in_addr v4m{};
-            std::memcpy(&v4m.s_addr, b + 12, 4);
-            char buf[INET_ADDRSTRLEN] = {};
-            ::inet_ntop(AF_INET, &v4m, buf, sizeof buf);
-            return parse_bind_address(buf);
-        }
-        a.loopback = std::memcmp(b, loop6, 16) == 0;
-    } else {
-        return std::nullopt;
-    }
-    a.text = text;
-    return a;
-}
-
-inline std::string format_endpoint(const sockaddr* sa) {
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (sa->sa_family == AF_INET) {
-        sockaddr_in sin;
-        std::memcpy(&sin, sa, sizeof sin);
-        ::inet_ntop(AF_INET, &sin.sin_addr, buf, sizeof buf);
-        return std::string(buf) + ":" + std::to_string(ntohs(sin.sin_port));
-    }
-    if (sa->sa_family == AF_INET6) {
-        sockaddr_in6 sin6;
-        std::memcpy(&sin6, sa, sizeof sin6);
-        ::inet_ntop(AF_INET6, &sin6.sin6_addr, buf, sizeof buf);
-        return "[" + std::string(buf) + "]:" + std::to_string(ntohs(sin6.sin6_port));
-    }
-    return "?";
-}
-
-// Is the Host value (host[:port]) a name that can only mean this machine?
-inline bool is_loopback_host(std::string_view host) {
-    if (host.empty()) return false;
-    std::string_view name;
-    if (host.front() == '[') {
-        std::size_t close = host.find(']');
-        if (close == std::string_view::npos) return false;
-        name = host.substr(1, close - 1);
-        std::string_view rest = host.substr(close + 1);
-        if (!rest.empty() && rest.front() != ':') return false;
-        auto a = parse_bind_address(name);
-        return a && a->loopback;  // [::1], or [::ffff:127.x.y.z]
-    }
-    std::size_t colon = host.find(':');
-    name = host.substr(0, colon);
-    if (colon != std::string_view::npos && host.find(':', colon + 1) != std::string_view::npos) return false;
-    if (!name.empty() && name.back() == '.') name.remove_suffix(1);  // "localhost."
-    if (iequals(name, "localhost")) return true;
-    if (name.size() > 10 && iequals(name.substr(name.size() - 10), ".localhost")) return true;
-    std::string n(name);
-    in_addr v4{};
-    return ::inet_pton(AF_INET, n.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
-}
-
-inline void set_cloexec_nonblock(int fd) noexcept {
-    int fdf = ::fcntl(fd, F_GETFD);
-    if (fdf >= 0) ::fcntl(fd, F_SETFD, fdf | FD_CLOEXEC);
-    int fl = ::fcntl(fd, F_GETFL);
-    if (fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-inline void close_fd(int& fd) noexcept {
-    if (fd >= 0) {
-        ::close(fd);  // Not retried on EINTR: on Linux the fd is gone either way.
-        fd = -1;
-    }
-}
-
-#ifdef MSG_NOSIGNAL
-inline constexpr int send_flags = MSG_NOSIGNAL;
-#else
-inline constexpr int send_flags = 0;  // SO_NOSIGPIPE is set on the socket instead
-#endif
-
-}  // namespace detail
-
-}  // namespace goro
-
-#endif  // GORO_HTTP_ADDRESS_HPP
-// ---- end goro/http/address.hpp ----
 
 namespace goro {
 
@@ -18356,7 +18334,212 @@ struct debug_route_options {
     bool share_response = false;
 };
 
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#if defined(__GLIBC__)
+#include <malloc.h>  // malloc_trim
+#endif
+
+
+// ---- begin goro/http/address.hpp ----
+#ifndef GORO_HTTP_ADDRESS_HPP
+#define GORO_HTTP_ADDRESS_HPP
+
+// The debug server's socket helpers: parsing a bind address (and whether it is
+// loopback), formatting a peer's endpoint, checking that a Host names this
+// machine, and small file-descriptor utilities.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+
+namespace goro {
+
 namespace detail {
+
+// A parsed bind address.
+struct socket_address {
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+    int family = AF_UNSPEC;
+    bool loopback = false;
+    std::string text;  // "127.0.0.1" or "::1", without brackets
+};
+
+// Accepts IPv4 and IPv6 literals ("[::1]" too) and "localhost" (127.0.0.1).
+GORO_DECL std::optional<socket_address> parse_bind_address(std::string_view address);
+
+GORO_DECL std::string format_endpoint(const sockaddr* sa);
+
+// Is the Host value (host[:port]) a name that can only mean this machine?
+GORO_DECL bool is_loopback_host(std::string_view host);
+
+GORO_DECL void set_cloexec_nonblock(int fd) noexcept;
+
+GORO_DECL void close_fd(int& fd) noexcept;
+
+#ifdef MSG_NOSIGNAL
+inline constexpr int send_flags = MSG_NOSIGNAL;
+#else
+inline constexpr int send_flags = 0;  // SO_NOSIGPIPE is set on the socket instead
+#endif
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <cstring>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+namespace goro::detail {
+
+GORO_DECL std::optional<socket_address> parse_bind_address(std::string_view address) {
+    std::string text(address);
+    if (text.size() >= 2 && text.front() == '[' && text.back() == ']') text = text.substr(1, text.size() - 2);
+    if (iequals(text, "localhost")) text = "127.0.0.1";
+    socket_address a;
+    in_addr v4{};
+    in6_addr v6{};
+    if (text.find('\0') != std::string::npos) return std::nullopt;
+    if (::inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_addr = v4;
+        std::memcpy(&a.storage, &sin, sizeof sin);
+        a.length = sizeof sin;
+        a.family = AF_INET;
+        a.loopback = (ntohl(v4.s_addr) >> 24) == 127;
+    } else if (::inet_pton(AF_INET6, text.c_str(), &v6) == 1) {
+        sockaddr_in6 sin6{};
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_addr = v6;
+        std::memcpy(&a.storage, &sin6, sizeof sin6);
+        a.length = sizeof sin6;
+        a.family = AF_INET6;
+        const unsigned char* b = v6.s6_addr;
+        static constexpr unsigned char loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        static constexpr unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (std::memcmp(b, mapped, 12) == 0) {
+            // An IPv4-mapped address (::ffff:a.b.c.d) names an IPv4 endpoint,
+            // which an IPv6-only socket cannot bind: it is bound as that IPv4
+            // address, and url() shows the IPv4 form.
+            in_addr v4m{};
+            std::memcpy(&v4m.s_addr, b + 12, 4);
+            char buf[INET_ADDRSTRLEN] = {};
+            ::inet_ntop(AF_INET, &v4m, buf, sizeof buf);
+            return parse_bind_address(buf);
+        }
+        a.loopback = std::memcmp(b, loop6, 16) == 0;
+    } else {
+        return std::nullopt;
+    }
+    a.text = text;
+    return a;
+}
+
+GORO_DECL std::string format_endpoint(const sockaddr* sa) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (sa->sa_family == AF_INET) {
+        sockaddr_in sin;
+        std::memcpy(&sin, sa, sizeof sin);
+        ::inet_ntop(AF_INET, &sin.sin_addr, buf, sizeof buf);
+        return std::string(buf) + ":" + std::to_string(ntohs(sin.sin_port));
+    }
+    if (sa->sa_family == AF_INET6) {
+        sockaddr_in6 sin6;
+        std::memcpy(&sin6, sa, sizeof sin6);
+        ::inet_ntop(AF_INET6, &sin6.sin6_addr, buf, sizeof buf);
+        return "[" + std::string(buf) + "]:" + std::to_string(ntohs(sin6.sin6_port));
+    }
+    return "?";
+}
+
+GORO_DECL bool is_loopback_host(std::string_view host) {
+    if (host.empty()) return false;
+    std::string_view name;
+    if (host.front() == '[') {
+        std::size_t close = host.find(']');
+        if (close == std::string_view::npos) return false;
+        name = host.substr(1, close - 1);
+        std::string_view rest = host.substr(close + 1);
+        if (!rest.empty() && rest.front() != ':') return false;
+        auto a = parse_bind_address(name);
+        return a && a->loopback;  // [::1], or [::ffff:127.x.y.z]
+    }
+    std::size_t colon = host.find(':');
+    name = host.substr(0, colon);
+    if (colon != std::string_view::npos && host.find(':', colon + 1) != std::string_view::npos) return false;
+    if (!name.empty() && name.back() == '.') name.remove_suffix(1);  // "localhost."
+    if (iequals(name, "localhost")) return true;
+    if (name.size() > 10 && iequals(name.substr(name.size() - 10), ".localhost")) return true;
+    std::string n(name);
+    in_addr v4{};
+    return ::inet_pton(AF_INET, n.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+GORO_DECL void set_cloexec_nonblock(int fd) noexcept {
+    int fdf = ::fcntl(fd, F_GETFD);
+    if (fdf >= 0) ::fcntl(fd, F_SETFD, fdf | FD_CLOEXEC);
+    int fl = ::fcntl(fd, F_GETFL);
+    if (fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+GORO_DECL void close_fd(int& fd) noexcept {
+    if (fd >= 0) {
+        ::close(fd);  // Not retried on EINTR: on Linux the fd is gone either way.
+        fd = -1;
+    }
+}
+
+}  // namespace goro::detail
+
+#endif  // GORO_BODIES
+
+#endif  // GORO_HTTP_ADDRESS_HPP
+// ---- end goro/http/address.hpp ----
+
+namespace goro::detail {
 
 class debug_server_state {
 public:
@@ -18661,7 +18844,7 @@ private:
         responses_shared_{0}, response_bytes_held_{0};
 };
 
-inline void debug_server_state::start() {
+GORO_DECL void debug_server_state::start() {
     refuse_on_server_thread("start");
     std::lock_guard lock(lifecycle_mutex_);
     if (running_.load(std::memory_order_relaxed))
@@ -18735,7 +18918,7 @@ inline void debug_server_state::start() {
     running_.store(true, std::memory_order_release);
 }
 
-inline void debug_server_state::refuse_on_server_thread(const char* op) const {
+GORO_DECL void debug_server_state::refuse_on_server_thread(const char* op) const {
     // Checked before taking lifecycle_mutex_: a stop() on another thread may
     // hold it while joining this very thread.
     if (server_thread_.load(std::memory_order_acquire) == std::this_thread::get_id())
@@ -18744,7 +18927,7 @@ inline void debug_server_state::refuse_on_server_thread(const char* op) const {
                                "it would wait for itself");
 }
 
-inline void debug_server_state::stop() {
+GORO_DECL void debug_server_state::stop() {
     refuse_on_server_thread("stop");
     std::lock_guard lock(lifecycle_mutex_);
     if (!thread_.joinable()) return;
@@ -18767,7 +18950,7 @@ inline void debug_server_state::stop() {
 }
 
 // Moves `c` to the end of phase p's list (deadline order) with that deadline.
-inline void debug_server_state::set_phase(connection& c, phase p, clock::time_point deadline) noexcept {
+GORO_DECL void debug_server_state::set_phase(connection& c, phase p, clock::time_point deadline) noexcept {
     const bool was_active = c.state == phase::reading || c.state == phase::writing;
     if (conn_list* from = list_of(c.state)) {
         if (c.prev != none) conns_[c.prev].next = c.next;
@@ -18796,7 +18979,7 @@ inline void debug_server_state::set_phase(connection& c, phase p, clock::time_po
 // Registers the epoll interest the connection's phase needs, if it changed:
 // done once after each event rather than at every phase change, since a
 // request usually goes reading -> writing -> reading within one event.
-inline void debug_server_state::settle(connection& c) noexcept {
+GORO_DECL void debug_server_state::settle(connection& c) noexcept {
     if (c.state == phase::free) return;
     const std::uint32_t want = c.state == phase::writing ? std::uint32_t{EPOLLOUT} : std::uint32_t{EPOLLIN};
     if (want == c.events) return;
@@ -18807,7 +18990,7 @@ inline void debug_server_state::settle(connection& c) noexcept {
     else close_connection(c);
 }
 
-inline void debug_server_state::set_listening(bool on) noexcept {
+GORO_DECL void debug_server_state::set_listening(bool on) noexcept {
     if (on == listening_) return;
     epoll_event ev{};
     ev.events = on ? std::uint32_t{EPOLLIN} : std::uint32_t{0};
@@ -18815,7 +18998,7 @@ inline void debug_server_state::set_listening(bool on) noexcept {
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev) == 0) listening_ = on;
 }
 
-inline void debug_server_state::run() noexcept {
+GORO_DECL void debug_server_state::run() noexcept {
     server_thread_.store(std::this_thread::get_id(), std::memory_order_release);
     epoll_event evs[256];
     for (;;) {
@@ -18885,7 +19068,7 @@ inline void debug_server_state::run() noexcept {
         if (c.state != phase::free) close_connection(c);
 }
 
-inline debug_server_state::clock::time_point debug_server_state::prune_shared(
+GORO_DECL debug_server_state::clock::time_point debug_server_state::prune_shared(
     clock::time_point now) noexcept {
     auto next = clock::time_point::max();
     for (auto it = shared_.begin(); it != shared_.end();) {
@@ -18900,7 +19083,7 @@ inline debug_server_state::clock::time_point debug_server_state::prune_shared(
     return next;
 }
 
-inline void debug_server_state::expire(clock::time_point now) {
+GORO_DECL void debug_server_state::expire(clock::time_point now) {
     while (lingering_.head != none && conns_[lingering_.head].deadline <= now)
         close_connection(conns_[lingering_.head]);
     while (writing_.head != none && conns_[writing_.head].deadline <= now) {
@@ -18931,7 +19114,7 @@ inline void debug_server_state::expire(clock::time_point now) {
     }
 }
 
-inline void debug_server_state::accept_new(clock::time_point now) {
+GORO_DECL void debug_server_state::accept_new(clock::time_point now) {
     // A bounded batch, so that a flood of connections cannot starve the
     // connections already served; the rest wait for the next round.
     for (int batch = 0; batch < 64; ++batch) {
@@ -19013,7 +19196,7 @@ inline void debug_server_state::accept_new(clock::time_point now) {
     }
 }
 
-inline void debug_server_state::on_event(connection& c, std::uint32_t events) {
+GORO_DECL void debug_server_state::on_event(connection& c, std::uint32_t events) {
     switch (c.state) {
     case phase::reading:
         if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) read_some(c);
@@ -19033,7 +19216,7 @@ inline void debug_server_state::on_event(connection& c, std::uint32_t events) {
     }
 }
 
-inline void debug_server_state::read_some(connection& c) {
+GORO_DECL void debug_server_state::read_some(connection& c) {
     const std::size_t cap = head_cap();
     const std::size_t before = c.in.size();
     char buf[16 * 1024];
@@ -19063,7 +19246,7 @@ inline void debug_server_state::read_some(connection& c) {
     process(c);
 }
 
-inline void debug_server_state::process(connection& c) {
+GORO_DECL void debug_server_state::process(connection& c) {
     while (c.state == phase::reading) {
         if (c.in.empty() || !c.need_parse) {
             if (c.peer_eof) close_connection(c);
@@ -19097,7 +19280,7 @@ inline void debug_server_state::process(connection& c) {
     }
 }
 
-inline bool debug_server_state::host_allowed(const http_request_head& head) const {
+GORO_DECL bool debug_server_state::host_allowed(const http_request_head& head) const {
     if (!opts_.check_host || !addr_.loopback) return true;
     if (!head.authority.empty()) return is_loopback_host(head.authority);
     auto host = std::find_if(head.headers.begin(), head.headers.end(),
@@ -19106,7 +19289,7 @@ inline bool debug_server_state::host_allowed(const http_request_head& head) cons
     return is_loopback_host(host->second);
 }
 
-inline bool debug_server_state::authorized(const http_request_head& head, std::string& challenge) const {
+GORO_DECL bool debug_server_state::authorized(const http_request_head& head, std::string& challenge) const {
     if (opts_.bearer_token.empty()) return true;
     std::optional<std::string_view> value;
     int seen = 0;
@@ -19127,7 +19310,7 @@ inline bool debug_server_state::authorized(const http_request_head& head, std::s
 }
 
 
-inline void debug_server_state::respond(connection& c, const http_request_head& head) {
+GORO_DECL void debug_server_state::respond(connection& c, const http_request_head& head) {
     const bool head_only = head.method == "HEAD";
     std::string_view conn_header;
     if (c.close_after) conn_header = "close";
@@ -19240,8 +19423,8 @@ inline void debug_server_state::respond(connection& c, const http_request_head& 
                 conn_header);
 }
 
-inline void debug_server_state::respond_error(connection& c, int status, std::string_view reason,
-                                              bool head_only) {
+GORO_DECL void debug_server_state::respond_error(connection& c, int status, std::string_view reason,
+                                                 bool head_only) {
     std::string text = std::to_string(status) + " " + std::string(http_reason_phrase(status)) + ": " +
                        std::string(reason) + "\n";
     c.close_after = true;
@@ -19251,10 +19434,10 @@ inline void debug_server_state::respond_error(connection& c, int status, std::st
                 head_only, "close");
 }
 
-inline void debug_server_state::start_write(connection& c, int status, std::string_view content_type,
-                                            const http_fields& headers, body_ptr body,
-                                            std::size_t length, bool head_only,
-                                            std::string_view connection_header) {
+GORO_DECL void debug_server_state::start_write(connection& c, int status, std::string_view content_type,
+                                               const http_fields& headers, body_ptr body,
+                                               std::size_t length, bool head_only,
+                                               std::string_view connection_header) {
     std::string& h = c.out_head;
     h.clear();
     h += "HTTP/1.1 ";
@@ -19288,7 +19471,7 @@ inline void debug_server_state::start_write(connection& c, int status, std::stri
     write_some(c);
 }
 
-inline void debug_server_state::write_some(connection& c) {
+GORO_DECL void debug_server_state::write_some(connection& c) {
     const response_body* b = c.out_body.get();
     const std::size_t total = c.out_head.size() + (b ? b->size() : 0);
     while (c.out_sent < total) {
@@ -19333,7 +19516,7 @@ inline void debug_server_state::write_some(connection& c) {
     finish_response(c);
 }
 
-inline void debug_server_state::finish_response(connection& c) {
+GORO_DECL void debug_server_state::finish_response(connection& c) {
     std::string().swap(c.out_head);
     c.out_body.reset();  // the last holder frees a large dump here
     c.out_sent = 0;
@@ -19349,7 +19532,7 @@ inline void debug_server_state::finish_response(connection& c) {
 // the client still sends until it closes too or linger_time() passes. A close()
 // with unread bytes in the socket would send a RST, and a RST can destroy a
 // response the client has received but not yet read.
-inline void debug_server_state::linger(connection& c) {
+GORO_DECL void debug_server_state::linger(connection& c) {
     if (c.peer_eof) {
         close_connection(c);
         return;
@@ -19363,7 +19546,7 @@ inline void debug_server_state::linger(connection& c) {
     set_phase(c, phase::lingering, clock::now() + linger_time());
 }
 
-inline void debug_server_state::drain(connection& c) {
+GORO_DECL void debug_server_state::drain(connection& c) {
     char buf[4096];
     for (;;) {
         ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
@@ -19379,7 +19562,7 @@ inline void debug_server_state::drain(connection& c) {
     close_connection(c);
 }
 
-inline void debug_server_state::close_connection(connection& c) noexcept {
+GORO_DECL void debug_server_state::close_connection(connection& c) noexcept {
     if (c.state == phase::free) return;
     if (c.state == phase::lingering) {
         // Closed early (deadline, room, stop): read what arrived meanwhile, so
@@ -19404,7 +19587,7 @@ inline void debug_server_state::close_connection(connection& c) noexcept {
     free_slots_.push_back(c.index);  // capacity >= conns_.size(): reserved in accept_new
 }
 
-inline std::string debug_server_state::render_index() {
+GORO_DECL std::string debug_server_state::render_index() {
     std::vector<std::shared_ptr<const profile_entry>> profiles;
     std::vector<std::pair<std::string, std::string>> links;
     {
@@ -19450,9 +19633,9 @@ inline std::string debug_server_state::render_index() {
     return o;
 }
 
-}  // namespace detail
+}  // namespace goro::detail
 
-}  // namespace goro
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_SERVER_HPP
 // ---- end goro/http/server.hpp ----
@@ -19466,7 +19649,7 @@ class debug_server;
 // the constructor calls it unless options.with_default_routes is false.
 // Replaces handlers already registered on those paths. Defined below, after
 // debug_server.
-inline void register_default_routes(debug_server& server);
+GORO_DECL void register_default_routes(debug_server& server);
 
 // ---------------------------------------------------------------------------
 // debug_server
@@ -19478,126 +19661,1217 @@ public:
 
     // Validates the options (std::invalid_argument naming the bad one) and
     // registers /debug/pprof/; does not bind: start() does.
-    explicit debug_server(options opts = {}) {
-        auto addr = detail::parse_bind_address(opts.address);
-        if (!addr)
-            throw std::invalid_argument("goro::debug_server: invalid address '" + opts.address +
-                                        "' (want an IPv4 or IPv6 literal, or localhost)");
-        if (!addr->loopback && !opts.allow_non_loopback)
-            throw std::invalid_argument(
-                "goro::debug_server: refusing to bind non-loopback address " + opts.address +
-                ": goroutine dumps may expose internals; set "
-                "goro::debug_server_options::allow_non_loopback = true to serve it anyway");
-        for (char c : opts.bearer_token) {
-            auto u = static_cast<unsigned char>(c);
-            if (u <= 0x20 || u >= 0x7f)
-                throw std::invalid_argument(
-                    "goro::debug_server: bearer_token must be visible ASCII without spaces");
-        }
-        if (opts.max_connections == 0 || opts.max_connections > (std::size_t{1} << 20))
-            throw std::invalid_argument(
-                "goro::debug_server: max_connections must be between 1 and 1048576");
-        if (opts.shared_response_window.count() < 0)
-            throw std::invalid_argument("goro::debug_server: shared_response_window must not be negative");
-        if (opts.leak_watch_interval.count() < 0)
-            throw std::invalid_argument("goro::debug_server: leak_watch_interval must not be negative");
-        if (opts.max_requests_per_connection == 0)
-            throw std::invalid_argument(
-                "goro::debug_server: max_requests_per_connection must be at least 1");
-        if (opts.read_timeout.count() <= 0 || opts.write_timeout.count() <= 0)
-            throw std::invalid_argument("goro::debug_server: read_timeout and write_timeout must be positive");
-        if (opts.limits.max_request_line < 16 || opts.limits.max_header_bytes < 16 ||
-            opts.limits.max_request_line > (1u << 24) || opts.limits.max_header_bytes > (1u << 24))
-            throw std::invalid_argument(
-                "goro::debug_server: limits.max_request_line and limits.max_header_bytes must be "
-                "between 16 bytes and 16 MiB");
-        const bool defaults = opts.with_default_routes;
-        if (opts.leak_watch_interval.count() > 0) {
-            leak_watch_options wo;
-            wo.interval = opts.leak_watch_interval;
-            watch_ = std::make_shared<leak_watch>(wo);
-        }
-        state_ = std::make_unique<detail::debug_server_state>(std::move(opts), std::move(*addr));
-        detail::debug_server_state* s = state_.get();
-        // The state outlives the route (it owns it), so a raw pointer is safe.
-        s->handle("/debug/pprof/", [s](const debug_request&, debug_response& r) {
-            r.content_type = "text/html; charset=utf-8";
-            r.body = s->render_index();
-        });
-        if (defaults) register_default_routes(*this);
-    }
+    explicit debug_server(options opts = {});
 
-    ~debug_server() = default;  // the state's destructor stops the server
+    ~debug_server();  // the state's destructor stops the server
 
     debug_server(const debug_server&) = delete;
     debug_server& operator=(const debug_server&) = delete;
     // A moved-from server may only be destroyed or assigned to; the thread
     // keeps running with the state, which moves along.
-    debug_server(debug_server&&) noexcept = default;
-    debug_server& operator=(debug_server&&) noexcept = default;
+    debug_server(debug_server&&) noexcept;
+    debug_server& operator=(debug_server&&) noexcept;
 
     // Binds, listens and starts the server thread. Throws std::system_error
     // ("goro::debug_server::start: bind 127.0.0.1:6060: Address already in
     // use") or std::logic_error when already running. May be called again
     // after stop(); with port 0 the new port may differ.
-    void start() {
-        state().start();
-        if (watch_ && !watch_->running()) watch_->start();
-    }
+    void start();
     // Stops accepting, closes every connection, joins the thread. Idempotent.
     // Throws std::logic_error when called from the server thread.
-    void stop() {
-        state().stop();
-        if (watch_) watch_->stop();
-    }
-    bool running() const noexcept { return state_ && state_->running(); }
+    void stop();
+    bool running() const noexcept;
 
     // The bound port (the real one when options.port is 0); 0 before the first
     // start(). After stop() the last bound port.
-    std::uint16_t port() const noexcept { return state_ ? state_->port() : 0; }
+    std::uint16_t port() const noexcept;
     // "http://127.0.0.1:6060" or "http://[::1]:6060".
-    std::string url() const {
-        const auto& a = state().address();
-        std::string host = a.family == AF_INET6 ? "[" + a.text + "]" : a.text;
-        return "http://" + host + ":" + std::to_string(port());
-    }
-    const options& config() const { return state().options(); }
+    std::string url() const;
+    const options& config() const;
     // The leak watch this server runs (null when leak_watch_interval is 0).
     // It samples while the server runs; sample_now() works at any time.
     std::shared_ptr<leak_watch> watch() const noexcept { return watch_; }
-    debug_server_stats stats() const { return state().stats(); }
+    debug_server_stats stats() const;
 
     // Serves GET/HEAD `path` (exact, percent-decoded, starting with '/') with
     // `handler`, on the server thread. Replaces a handler already registered
     // there. Thread-safe; may be called while running.
-    void handle(std::string path, debug_handler handler) { state().handle(std::move(path), std::move(handler)); }
+    void handle(std::string path, debug_handler handler);
     // The same, with route options: share_response for a handler whose answer
     // depends only on the path and query (a dump), so concurrent identical
     // requests share one body (see debug_server_options::shared_response_window).
-    void handle(std::string path, debug_handler handler, debug_route_options route) {
-        state().handle(std::move(path), std::move(handler), route);
-    }
+    void handle(std::string path, debug_handler handler, debug_route_options route);
     // Unregisters; false if nothing was there. A call already running finishes.
-    bool remove_handler(std::string_view path) { return state().remove_handler(path); }
+    bool remove_handler(std::string_view path);
     // Lists `profile` on /debug/pprof/ (sorted by name) and, with a handler,
     // serves it at /debug/pprof/<name>. Replaces a profile of the same name.
-    void add_profile(debug_profile profile) { state().add_profile(std::move(profile)); }
+    void add_profile(debug_profile profile);
     // An extra link under the index table, e.g. ("goroutine?debug=2", "full goroutine stack dump").
     // A link to the same href replaces the earlier one's text.
-    void add_index_link(std::string href, std::string text) {
-        state().add_index_link(std::move(href), std::move(text));
-    }
+    void add_index_link(std::string href, std::string text);
 
 private:
-    detail::debug_server_state& state() const {
-        if (!state_) throw std::logic_error("goro::debug_server: used after being moved from");
-        return *state_;
-    }
+    detail::debug_server_state& state() const;
     std::unique_ptr<detail::debug_server_state> state_;
     std::shared_ptr<leak_watch> watch_;  // after state_: destroyed (stopped) first
 };
 
-inline void register_default_routes(debug_server& server) {
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <stdexcept>
+#include <utility>
+
+
+// ---- begin goro/http/live_page.hpp ----
+#ifndef GORO_HTTP_LIVE_PAGE_HPP
+#define GORO_HTTP_LIVE_PAGE_HPP
+
+// /debug/goro/ — one self-contained HTML page of the program's tasks, and
+// /debug/goro/group?key=K — one group's stack and tasks; both served by
+// goro::debug_server (goro::register_default_routes).
+//
+// THE PAGE, rendered on the server from one snapshot (readable with
+// JavaScript off):
+//   * a summary line (tasks, groups, when) and links: the goroutine profile
+//     as pprof (a download), debug=1, debug=2, tasks.json, the leak report,
+//     the wait and mutex profiles, /metrics;
+//   * the leak suspects of the server's leak watch (goro/inspect/leak_watch.hpp):
+//     function, tasks now, growth per minute, growing since, the oldest
+//     task's wait, and a sparkline (inline SVG) of the group's count history;
+//   * every group (same stack and labels, like debug=1; at most 10,000, the
+//     largest): tasks, wait reason, the oldest task's wait, the leaf function
+//     and its place, labels. One short table row per group: the leaf
+//     function is a link to the group's own page (below), so the page does
+//     not carry 10,000 stacks and task lists. The rows come in bodies
+//     (<tbody>) of 200, laid out as grids, each with `content-visibility:
+//     auto`: the browser lays out and paints only the bodies on screen. A
+//     page of 10,000 groups is about 2.8 MB; headless Chromium spends
+//     0.8 s of CPU to show it, where one table of 10,000 rows with their
+//     stacks took 7.6 s (tests/browser/test_live_page.py prints the times).
+// THE GROUP PAGE (/debug/goro/group?key=0x…, the key of a row): the group's
+// full stack and its tasks (id, name, state, minutes waiting, `created by`;
+// at most 1,000 listed), from a new snapshot; 404 when no group has that key
+// any more (its tasks ended or moved on). With &fragment=1 only the part
+// that the page inserts under the row.
+// WITH JAVASCRIPT (inline; it fetches nothing but this server's own pages):
+//   * a click on a group's function opens, under its row, the group's stack
+//     and tasks (the group page's fragment); a second click closes it;
+//   * click a column head to sort; a filter box matches function, wait
+//     reason and labels; a select keeps one wait reason;
+//   * auto-refresh every `refresh` seconds (query ?refresh=N, 1 to 3600,
+//     default 5; at least four times as long as the last refresh took): the
+//     page fetches itself and swaps in the new tables, keeping the sort, the
+//     filter and the opened groups (re-fetched); a pause button.
+//     When the page was requested with `Authorization: Bearer <token>` (the
+//     server's bearer_token), the page carries that header's value (the
+//     requester knows it already) and sends it with each fetch.
+// Element ids and classes the browser test relies on: #summary, #suspects
+// tr.suspect (.fn, .count), #groups tr.group (data-key, data-count, td.fn a),
+// #groups tr.detail (pre.stack, pre.tasks), #pause, #filter, #reason, #updated.
+// No external resource: no script, style, font or image is fetched.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+inline constexpr std::size_t live_page_max_groups = 10000;
+inline constexpr std::size_t live_page_max_tasks = 1000;  // listed on a group's page
+inline constexpr std::size_t live_page_chunk = 200;       // rows per <tbody> (see live_page_style)
+
+/// The page for one request (see the top of this header).
+GORO_DECL std::string render_live_page(const leak_watch* watch, const debug_request& req);
+
+/// /debug/goro/group?key=K[&fragment=1] (see the top of this header).
+GORO_DECL void serve_live_group(const debug_request& req, debug_response& r);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+
+
+namespace goro::detail {
+
+/// "340ms", "12s", "5m12s", "2h3m".
+GORO_DECL std::string short_duration(std::int64_t ns) {
+    if (ns < 1'000'000) return std::to_string(ns / 1000) + "µs";
+    if (ns < 1'000'000'000) return std::to_string(ns / 1'000'000) + "ms";
+    std::int64_t s = ns / 1'000'000'000;
+    if (s < 60) return std::to_string(s) + "s";
+    if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+    return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
+}
+
+GORO_DECL void append_int(std::string& out, std::int64_t v) {
+    char b[24];
+    auto [end, ec] = std::to_chars(b, b + sizeof b, v);
+    (void)ec;  // 24 characters hold any int64
+    out.append(b, end);
+}
+
+GORO_DECL void append_hex(std::string& out, std::uint64_t v) {
+    char b[20];
+    out.append(b, format_hex(b, v));
+}
+
+/// An inline SVG polyline of `h` (oldest first), scaled to its maximum.
+GORO_DECL void append_sparkline(std::string& out, const std::vector<std::uint32_t>& h) {
+    const int w = 120, ht = 24;
+    std::uint32_t hi = 1;
+    for (std::uint32_t c : h) hi = std::max(hi, c);
+    out += "<svg class=spark width=120 height=24 viewBox='0 0 120 24' role=img aria-label='count history'><polyline points='";
+    const std::size_t n = h.size();
+    char b[48];
+    for (std::size_t i = 0; i < n; ++i) {
+        double x = n > 1 ? double(i) * (w - 2) / double(n - 1) + 1 : w / 2.0;
+        double y = ht - 2 - double(h[i]) * (ht - 4) / double(hi);
+        std::snprintf(b, sizeof b, "%s%.1f,%.1f", i ? " " : "", x, y);
+        out += b;
+    }
+    out += "'/></svg>";
+}
+
+GORO_DECL void append_labels_text(std::string& out,
+                                  const std::vector<std::pair<std::string, std::string>>& labels) {
+    bool first = true;
+    for (const auto& [k, v] : labels) {
+        if (!first) out += ", ";
+        first = false;
+        append_html_escaped(out, k);
+        out += '=';
+        append_html_escaped(out, v);
+    }
+}
+
+/// The wait of a group's longest-waiting task: its reason (null when no task
+/// of the group waits) and, in `oldest`, how long (0 when none waits).
+GORO_DECL const char* oldest_wait(const task_group& g, const snapshot::task_list& tasks, std::int64_t now,
+                                  std::int64_t& oldest) noexcept {
+    oldest = 0;
+    const char* why = nullptr;
+    for (std::uint32_t ti : g.tasks) {
+        const task_record& r = tasks[ti];
+        if (r.state != task_state::waiting || !r.since_ns) continue;
+        std::int64_t age = now > r.since_ns ? now - r.since_ns : 0;
+        if (!why || age > oldest) {
+            oldest = age;
+            why = r.wait_reason ? r.wait_reason : "waiting";
+        }
+    }
+    return why;
+}
+
+/// `<meta name=goro-token …>` when the request carried a bearer token (see the top).
+GORO_DECL void append_token_meta(std::string& out, const debug_request& req) {
+    if (auto a = req.header("Authorization"); a && a->substr(0, 7) == "Bearer ") {
+        out += "<meta name=goro-token content=\"";
+        append_html_escaped(out, *a);
+        out += "\">";
+    }
+}
+
+GORO_DECL const char* live_page_style() {
+    return R"(body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222;background:#fafafa}
+h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
+nav a{margin-right:1em}table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eee;cursor:pointer;user-select:none;white-space:nowrap}td.num,th.num{text-align:right}
+#groups table,#groups thead,#groups tbody{display:block}#groups tbody{content-visibility:auto;contain-intrinsic-size:auto 5400px}
+#groups tr{display:grid;grid-template-columns:6em 10em 6em minmax(0,1fr) 25%}#groups td{overflow-wrap:anywhere}
+#groups tr[hidden],#groups tbody[hidden]{display:none}#groups tr.detail td{grid-column:1/-1}
+tr.suspect td{background:#fff1f0}.fn{font-family:ui-monospace,monospace}td.fn a{color:#1a4f9c}
+pre{margin:.3em 0;font-size:12px;background:#f4f4f4;padding:4px;overflow-x:auto;white-space:pre-wrap}
+.spark polyline{fill:none;stroke:#c0392b;stroke-width:1.5}#controls{margin:.6em 0}
+#controls input{width:24em}.muted{color:#777}tr.detail td{background:#f8f8f8}
+pre.tasks{background:#fff;border-left:3px solid #ddd})";
+}
+
+GORO_DECL const char* live_page_script() {
+    return R"JS((function(){
+var meta=document.querySelector('meta[name=goro-token]');
+var token=meta?meta.content:'';
+var period=parseInt(document.body.dataset.refresh||'5',10)*1000;
+var paused=false,sortKey='count',sortDesc=true,timer=0,cost=0,open={};
+var COL={count:0,reason:1,age:2,fn:3,labels:4},CHUNK=parseInt(document.body.dataset.chunk||'200',10);
+function $(id){return document.getElementById(id);}
+function hdrs(){var h={};if(token)h['Authorization']=token;return h;}
+function tbody(){return document.querySelector('#groups tbody');}
+function rows(){return Array.prototype.slice.call(document.querySelectorAll('#groups tbody tr.group'));}
+function cell(row,k){var c=row.cells[COL[k]];return c?c.textContent:'';}
+function detailOf(row){var d=row.nextElementSibling;return d&&d.classList.contains('detail')?d:null;}
+function plain(){return sortKey==='count'&&sortDesc&&!$('filter').value&&!$('reason').value;}
+// Sorts and filters the rows (with their opened details) into new bodies of
+// CHUNK rows (each laid out only when it scrolls into view: see the style),
+// the rows filtered out last, in a hidden body.
+function apply(){
+  var tb=tbody();if(!tb)return;
+  var table=tb.parentNode;
+  var f=$('filter').value.toLowerCase(),r=$('reason').value,num=(sortKey==='count'||sortKey==='age');
+  var keys=rows().map(function(row,i){
+    var reason=cell(row,'reason');
+    return {row:row,d:detailOf(row),i:i,n:num?parseFloat(row.getAttribute('data-'+sortKey)):0,
+      s:num?'':cell(row,sortKey),reason:reason,
+      text:(cell(row,'fn')+' '+reason+' '+cell(row,'labels')).toLowerCase()};});
+  keys.sort(function(a,b){var c=num?a.n-b.n:a.s.localeCompare(b.s);return (sortDesc?-c:c)||a.i-b.i;});
+  var bodies=[],cur=null,n=0,gone=document.createElement('tbody');gone.hidden=true;
+  keys.forEach(function(k){
+    var show=(!f||k.text.indexOf(f)>=0)&&(!r||k.reason===r),into=gone;
+    if(k.row.hidden===show)k.row.hidden=!show;
+    if(show){if(!cur||n===CHUNK){cur=document.createElement('tbody');bodies.push(cur);n=0;}++n;into=cur;}
+    into.appendChild(k.row);
+    if(k.d){k.d.hidden=!show;into.appendChild(k.d);}});
+  bodies.push(gone);
+  table.querySelectorAll('tbody').forEach(function(b){b.remove();});
+  bodies.forEach(function(b){table.appendChild(b);});
+}
+function load(row){
+  var d=detailOf(row);
+  if(!d){d=document.createElement('tr');d.className='detail';d.dataset.key=row.dataset.key;
+    var td=d.insertCell();td.colSpan=5;td.textContent='loading…';row.parentNode.insertBefore(d,row.nextSibling);}
+  var a=row.querySelector('td.fn a');
+  fetch(a.href+'&fragment=1',{headers:hdrs(),cache:'no-store'}).then(function(r){
+    return r.text().then(function(t){
+      if(r.ok)d.cells[0].innerHTML=t;
+      else{var p=document.createElement('pre');p.textContent=t;d.cells[0].replaceChildren(p);}});
+  }).catch(function(e){d.cells[0].textContent='failed: '+e;});
+}
+function toggle(row){
+  var d=detailOf(row),key=row.dataset.key;
+  if(d){d.remove();delete open[key];}else{open[key]=1;load(row);}
+}
+document.addEventListener('click',function(e){
+  var t=e.target;if(!t.closest)return;
+  var th=t.closest('#groups th[data-sort]');
+  if(th){var k=th.dataset.sort;if(sortKey===k)sortDesc=!sortDesc;else{sortKey=k;sortDesc=(k==='count'||k==='age');}apply();return;}
+  var a=t.closest('#groups tr.group td.fn a');
+  if(!a||e.button!==0||e.ctrlKey||e.metaKey||e.shiftKey||e.altKey)return;
+  e.preventDefault();toggle(a.closest('tr'));
+});
+function schedule(){clearTimeout(timer);if(!paused)timer=setTimeout(refresh,Math.max(period,4*cost));}
+function refresh(){
+  if(paused)return;
+  var t0=performance.now();
+  fetch(location.href,{headers:hdrs(),cache:'no-store'}).then(function(r){return r.text();}).then(function(t){
+    if(paused)return;
+    var doc=new DOMParser().parseFromString(t,'text/html');
+    ['summary','content'].forEach(function(id){var n=doc.getElementById(id),o=$(id);
+      if(n&&o)o.parentNode.replaceChild(document.adoptNode(n),o);});
+    var ns=doc.getElementById('reason'),sel=$('reason'),cur=sel.value;
+    if(ns){sel.innerHTML=ns.innerHTML;sel.value=cur;if(sel.value!==cur)sel.value='';}
+    rows().forEach(function(row){if(open[row.dataset.key])load(row);});
+    if(!plain())apply();
+    $('updated').textContent='updated '+new Date().toLocaleTimeString();
+    cost=performance.now()-t0;schedule();
+  }).catch(function(e){$('updated').textContent='refresh failed: '+e;schedule();});
+}
+$('controls').hidden=false;
+$('filter').oninput=apply;
+$('reason').onchange=apply;
+$('pause').onclick=function(){paused=!paused;this.textContent=paused?'resume':'pause';
+  $('updated').textContent=paused?'paused':'';if(paused)clearTimeout(timer);else schedule();};
+schedule();
+})();)JS";
+}
+
+GORO_DECL std::string render_live_page(const leak_watch* watch, const debug_request& req) {
+    int refresh = 5;
+    if (auto r = req.param("refresh"); r && !r->empty()) {
+        int v = 0;
+        for (char c : *r) v = (c >= '0' && c <= '9' && v < 100000) ? v * 10 + (c - '0') : 100000;
+        if (v >= 1 && v <= 3600) refresh = v;
+    }
+    snapshot s = snapshot::take();
+    profile_view v(s);
+    const auto& tasks = s.tasks();
+    const std::int64_t now = s.taken_at_ns();
+    leak_report rep;
+    if (watch) rep = watch->report();
+    const std::size_t shown = std::min(v.groups().size(), live_page_max_groups);
+
+    // Each group's oldest wait and its reason, and the reasons for the select.
+    std::vector<std::int64_t> oldest(shown);
+    std::vector<const char*> reason(shown);
+    std::vector<std::string_view> reasons;
+    for (std::size_t gi = 0; gi < shown; ++gi) {
+        const task_group& g = v.groups()[gi];
+        reason[gi] = oldest_wait(g, tasks, now, oldest[gi]);
+        if (!reason[gi]) reason[gi] = state_text(tasks[g.tasks.front()]);
+        std::string_view why(reason[gi]);
+        if (std::find(reasons.begin(), reasons.end(), why) == reasons.end()) reasons.push_back(why);
+    }
+    std::sort(reasons.begin(), reasons.end());
+
+    std::string out;
+    out.reserve(8192 + shown * 260);
+    out += "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>goro: tasks</title>"
+           "<meta name=viewport content='width=device-width'>";
+    append_token_meta(out, req);
+    out += "<style>";
+    out += live_page_style();
+    out += "</style></head>\n<body data-refresh=";
+    append_int(out, refresh);
+    out += " data-chunk=";
+    append_int(out, static_cast<std::int64_t>(live_page_chunk));
+    out += ">\n<h1>goro tasks</h1>\n<div id=summary>";
+    out += std::to_string(s.total()) + " tasks in " + std::to_string(v.groups().size()) + " groups; " +
+           std::to_string(rep.suspects.size()) + " leak suspect" + (rep.suspects.size() == 1 ? "" : "s") +
+           "; taken " + rfc3339(unix_now_ns());
+    out += "</div>\n<nav><a href='/debug/pprof/goroutine' download='goroutine.pb'>download pprof profile</a>"
+           "<a href='/debug/pprof/goroutine?debug=1'>debug=1</a><a href='/debug/pprof/goroutine?debug=2'>debug=2</a>"
+           "<a href='/debug/goro/tasks.json'>tasks.json</a><a href='/debug/goro/leaks'>leak report</a>"
+           "<a href='/debug/pprof/block?debug=1'>wait profile</a><a href='/debug/pprof/mutex?debug=1'>mutex profile</a>"
+           "<a href='/metrics'>metrics</a><a href='/debug/pprof/'>index</a></nav>\n";
+    out += "<div id=controls hidden><input id=filter type=search placeholder='filter: function, wait reason, label'> "
+           "<select id=reason><option value=''>every wait reason</option>";
+    for (std::string_view why : reasons) {
+        out += "<option>";
+        append_html_escaped(out, why);
+        out += "</option>";
+    }
+    out += "</select> <button id=pause type=button>pause</button> <span id=updated class=muted></span> "
+           "<span class=muted>refresh every " + std::to_string(refresh) + "s</span></div>\n<main id=content>\n";
+
+    // Leak suspects.
+    out += "<section id=suspects><h2>Leak suspects (" + std::to_string(rep.suspects.size()) + ")</h2>\n";
+    if (!watch) {
+        out += "<p class=muted>no leak watch on this server (debug_server_options::leak_watch_interval is 0)</p>";
+    } else if (rep.suspects.empty()) {
+        out += "<p class=muted>none after " + std::to_string(rep.samples) + " samples</p>";
+    } else {
+        out += "<table><thead><tr><th>function</th><th class=num>tasks</th><th class=num>growth/min</th>"
+               "<th>growing since</th><th>oldest</th><th>history</th></tr></thead><tbody>\n";
+        for (const leak_group& g : rep.suspects) {
+            out += "<tr class=suspect data-key='";
+            append_hex(out, g.key);
+            out += "'><td class=fn>";
+            if (g.frames.empty()) {
+                out += '?';
+            } else {
+                // The group page, when the group still has the same key.
+                out += "<a href='group?key=";
+                append_hex(out, g.key);
+                out += "'>";
+                append_html_escaped(out, g.frames[0].function);
+                out += "</a><br><span class=muted>";
+                append_html_escaped(out, g.frames[0].file);
+                out += ':';
+                append_int(out, g.frames[0].line);
+                out += "</span>";
+            }
+            char rate[32];
+            std::snprintf(rate, sizeof rate, "%+.1f", g.growth_per_minute);
+            out += "</td><td class='num count'>" + std::to_string(g.count) + "</td><td class=num>" + rate +
+                   "</td><td>" + rfc3339(g.growing_since_unix_ns) + "</td><td>[";
+            append_html_escaped(out, g.wait_reason);
+            if (g.oldest_wait_ns > 0) out += ", " + short_duration(g.oldest_wait_ns);
+            out += "]</td><td>";
+            append_sparkline(out, g.history);
+            out += "</td></tr>\n";
+        }
+        out += "</tbody></table>";
+    }
+    out += "</section>\n";
+
+    // Groups: one short row each (end tags left out, as HTML allows).
+    out += "<section id=groups><h2>Groups (" + std::to_string(v.groups().size()) + ")</h2>\n";
+    if (shown < v.groups().size())
+        out += "<p class=muted>the " + std::to_string(shown) + " largest groups are shown</p>\n";
+    out += "<table><thead><tr><th class=num data-sort=count>tasks</th><th data-sort=reason>wait reason</th>"
+           "<th class=num data-sort=age>oldest</th><th data-sort=fn>function (click for stack and tasks)</th>"
+           "<th data-sort=labels>labels</th></tr></thead><tbody>\n";
+    for (std::size_t gi = 0; gi < shown; ++gi) {
+        if (gi && gi % live_page_chunk == 0) out += "</tbody><tbody>\n";
+        const task_group& g = v.groups()[gi];
+        const task_record& first = tasks[g.tasks.front()];
+        const site_info& leaf = v.site(v.frames(first)[0]);
+        out += "<tr class=group data-key=";
+        append_hex(out, g.key);
+        out += " data-count=";
+        append_int(out, static_cast<std::int64_t>(g.count));
+        out += " data-age=";
+        append_int(out, oldest[gi]);
+        out += "><td class=num>";
+        append_int(out, static_cast<std::int64_t>(g.count));
+        out += "<td>";
+        append_html_escaped(out, reason[gi]);
+        out += "<td class=num>";
+        out += oldest[gi] > 0 ? short_duration(oldest[gi]) : std::string("-");
+        out += "<td class=fn><a href='group?key=";
+        append_hex(out, g.key);
+        out += "'>";
+        append_html_escaped(out, leaf.function);
+        out += "</a>";
+        if (!leaf.file.empty()) {
+            out += " <span class=muted>";
+            append_html_escaped(out, leaf.file);
+            out += ':';
+            append_int(out, leaf.line);
+            out += "</span>";
+        }
+        out += "<td>";
+        append_labels_text(out, profile_view::labels(first));
+        out += "</tr>\n";
+    }
+    out += "</tbody></table></section>\n</main>\n<script>";
+    out += live_page_script();
+    out += "</script>\n</body></html>\n";
+    return out;
+}
+
+/// A group's stack and tasks: what the page inserts under a row, and the
+/// body of the group's own page.
+GORO_DECL void append_group_detail(std::string& out, profile_view& v, const task_group& g,
+                                   std::int64_t now) {
+    const auto& tasks = v.snap().tasks();
+    const task_record& first = tasks[g.tasks.front()];
+    out += "<div class=group-detail data-key='";
+    append_hex(out, g.key);
+    out += "'><pre class=stack>";
+    for (std::uint32_t f : v.frames(first)) {
+        const site_info& si = v.site(f);
+        append_html_escaped(out, si.function);
+        if (!si.file.empty()) {
+            out += "\n\t";
+            append_html_escaped(out, si.file);
+            out += ':';
+            append_int(out, si.line);
+        }
+        out += '\n';
+    }
+    out += "</pre><pre class=tasks>";
+    for (std::size_t k = 0; k < g.tasks.size() && k < live_page_max_tasks; ++k) {
+        const task_record& r = tasks[g.tasks[k]];
+        out += "goroutine ";
+        append_int(out, static_cast<std::int64_t>(r.id));
+        if (r.meta && !r.meta->name.empty()) {
+            out += " name=";
+            std::string q;
+            go_quote(q, r.meta->name);
+            append_html_escaped(out, q);
+        }
+        out += " [";
+        append_html_escaped(out, state_text(r));
+        if (std::int64_t m = minutes_waiting(r, now); m >= 1) {
+            out += ", ";
+            append_int(out, m);
+            out += " minutes";
+        }
+        out += "]: ";
+        if (r.kind == task_kind::blocked) {
+            out += "a thread in block_on";
+        } else {
+            const site_info& c = v.table()[v.table().intern(r.created_by)];
+            out += "created by ";
+            append_html_escaped(out, c.function);
+            if (r.parent_id) {
+                out += " in goroutine ";
+                append_int(out, static_cast<std::int64_t>(r.parent_id));
+            }
+            out += " (";
+            append_html_escaped(out, c.file);
+            out += ':';
+            append_int(out, c.line);
+            out += ')';
+        }
+        out += '\n';
+    }
+    if (g.tasks.size() > live_page_max_tasks) {
+        out += "and ";
+        append_int(out, static_cast<std::int64_t>(g.tasks.size() - live_page_max_tasks));
+        out += " more\n";
+    }
+    out += "</pre></div>";
+}
+
+/// "0x6eb2c8bb6be23f46" (or without 0x) as a group key.
+GORO_DECL std::optional<std::uint64_t> parse_group_key(std::string_view s) noexcept {
+    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s.remove_prefix(2);
+    if (s.empty() || s.size() > 16) return std::nullopt;
+    std::uint64_t k = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), k, 16);
+    if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+    return k;
+}
+
+GORO_DECL void serve_live_group(const debug_request& req, debug_response& r) {
+    auto text = [&](int status, std::string body) {
+        r.status = status;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = std::move(body);
+    };
+    auto raw = req.param("key");
+    auto key = raw ? parse_group_key(*raw) : std::nullopt;
+    if (!key) {
+        text(400, "invalid value of query parameter 'key' (want a group's key, like 0x6eb2c8bb6be23f46, "
+                  "from /debug/goro/)\n");
+        return;
+    }
+    snapshot s = snapshot::take();
+    profile_view v(s);
+    const task_group* g = nullptr;
+    for (const task_group& c : v.groups())
+        if (c.key == *key) {
+            g = &c;
+            break;
+        }
+    if (!g) {
+        std::string k;
+        append_hex(k, *key);
+        text(404, "no group " + k + " now: its tasks ended, or now wait somewhere else\n");
+        return;
+    }
+    r.content_type = "text/html; charset=utf-8";
+    std::string& out = r.body;
+    auto frag = req.param("fragment");
+    if (frag && !frag->empty() && *frag != "0") {
+        append_group_detail(out, v, *g, s.taken_at_ns());
+        return;
+    }
+    const task_record& first = s.tasks()[g->tasks.front()];
+    const site_info& leaf = v.site(v.frames(first)[0]);
+    std::int64_t oldest = 0;
+    const char* why = oldest_wait(*g, s.tasks(), s.taken_at_ns(), oldest);
+    out += "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>goro: ";
+    append_html_escaped(out, leaf.function);
+    out += "</title><meta name=viewport content='width=device-width'><style>";
+    out += live_page_style();
+    out += "</style></head>\n<body>\n<nav><a href='/debug/goro/'>all groups</a></nav>\n<h1 class=fn>";
+    append_html_escaped(out, leaf.function);
+    out += "</h1>\n<p id=summary>";
+    append_int(out, static_cast<std::int64_t>(g->count));
+    out += g->count == 1 ? " task" : " tasks";
+    if (why) {
+        out += "; the oldest [";
+        append_html_escaped(out, why);
+        out += ", " + short_duration(oldest) + "]";
+    }
+    if (!profile_view::labels(first).empty()) {
+        out += "; labels ";
+        append_labels_text(out, profile_view::labels(first));
+    }
+    out += "; taken " + rfc3339(unix_now_ns()) + "</p>\n";
+    append_group_detail(out, v, *g, s.taken_at_ns());
+    out += "\n</body></html>\n";
+}
+
+}  // namespace goro::detail
+
+#endif  // GORO_BODIES
+
+#endif  // GORO_HTTP_LIVE_PAGE_HPP
+// ---- end goro/http/live_page.hpp ----
+
+// ---- begin goro/http/routes.hpp ----
+#ifndef GORO_HTTP_ROUTES_HPP
+#define GORO_HTTP_ROUTES_HPP
+
+// The handlers of the default routes (goro::register_default_routes in
+// goro/http/debug_server.hpp registers them): /debug/pprof/goroutine,
+// /debug/goro/tasks.json and /metrics. Each is an ordinary debug_handler.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+// ---- begin goro/http/prometheus.hpp ----
+#ifndef GORO_HTTP_PROMETHEUS_HPP
+#define GORO_HTTP_PROMETHEUS_HPP
+
+// detail::prometheus_text_writer: the Prometheus text exposition format 0.0.4,
+// as served at /metrics (goro/http/routes.hpp). Pure: writes into a string.
+
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+namespace goro {
+
+namespace detail {
+
+inline constexpr std::string_view prometheus_content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+enum class metric_type { counter, gauge, histogram, summary, untyped };
+
+// Writes metric families into a string:
+//
+//     std::string out;
+//     goro::detail::prometheus_text_writer w(out);
+//     w.family("goro_goroutines", goro::detail::metric_type::gauge, "Goroutines that exist.");
+//     w.sample("goro_goroutines", 12);
+//     w.family("goro_tasks", goro::detail::metric_type::gauge, "Tasks by state.");
+//     w.sample("goro_tasks", {{"state", "waiting"}}, 7);
+//
+// Names are checked (metric: [a-zA-Z_:][a-zA-Z0-9_:]*, label:
+// [a-zA-Z_][a-zA-Z0-9_]* not starting with "__"); a bad name or a family
+// written twice throws std::invalid_argument, since it is a programming error
+// and Prometheus would reject the whole scrape. HELP text and label values are
+// escaped. Integers are written exactly, floating values shortest-round-trip,
+// NaN and infinities as NaN, +Inf, -Inf.
+class prometheus_text_writer {
+public:
+    using label = std::pair<std::string_view, std::string_view>;
+
+    explicit prometheus_text_writer(std::string& out) : out_(out) {}
+
+    void family(std::string_view name, metric_type type, std::string_view help);
+
+    template <class T>
+        requires std::is_arithmetic_v<T>
+    void sample(std::string_view name, T value) {
+        sample(name, std::span<const label>{}, value);
+    }
+
+    template <class T>
+        requires std::is_arithmetic_v<T>
+    void sample(std::string_view name, std::initializer_list<label> labels, T value) {
+        sample(name, std::span<const label>(labels.begin(), labels.size()), value);
+    }
+
+    template <class T>
+        requires std::is_arithmetic_v<T>
+    void sample(std::string_view name, std::span<const label> labels, T value) {
+        check_metric_name(name);
+        out_ += name;
+        if (!labels.empty()) {
+            out_ += '{';
+            bool first = true;
+            for (const auto& [k, v] : labels) {
+                check_label_name(k);
+                if (!first) out_ += ',';
+                first = false;
+                out_ += k;
+                out_ += "=\"";
+                for (char c : v) {
+                    if (c == '\\') out_ += "\\\\";
+                    else if (c == '"') out_ += "\\\"";
+                    else if (c == '\n') out_ += "\\n";
+                    else out_.push_back(c);
+                }
+                out_ += '"';
+            }
+            out_ += '}';
+        }
+        out_ += ' ';
+        append_value(value);
+        out_ += '\n';
+    }
+
+private:
+    static std::string_view type_name(metric_type t) noexcept;
+    static bool name_char(char c, bool first, bool colon_ok) noexcept;
+    static void check_metric_name(std::string_view n);
+    static void check_label_name(std::string_view n);
+    template <class T>
+    void append_value(T value) {
+        if constexpr (std::is_same_v<T, bool>) {
+            out_ += value ? '1' : '0';
+        } else if constexpr (std::is_integral_v<T>) {
+            char buf[32];
+            auto r = std::to_chars(buf, buf + sizeof buf, value);
+            out_.append(buf, r.ptr);
+        } else {
+            double d = static_cast<double>(value);
+            if (std::isnan(d)) { out_ += "NaN"; return; }
+            if (std::isinf(d)) { out_ += d > 0 ? "+Inf" : "-Inf"; return; }
+            char buf[64];
+            auto r = std::to_chars(buf, buf + sizeof buf, d);
+            out_.append(buf, r.ptr);
+        }
+    }
+
+    std::string& out_;
+    std::vector<std::string> families_;
+};
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace goro::detail {
+
+GORO_DECL void prometheus_text_writer::family(std::string_view name, metric_type type, std::string_view help) {
+    check_metric_name(name);
+    for (const auto& f : families_)
+        if (f == name)
+            throw std::invalid_argument("goro::detail::prometheus_text_writer: family '" +
+                                        std::string(name) + "' written twice");
+    families_.emplace_back(name);
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    for (char c : help) {
+        if (c == '\\') out_ += "\\\\";
+        else if (c == '\n') out_ += "\\n";
+        else out_.push_back(c);
+    }
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type_name(type);
+    out_ += '\n';
+}
+
+GORO_DECL std::string_view prometheus_text_writer::type_name(metric_type t) noexcept {
+    switch (t) {
+    case metric_type::counter: return "counter";
+    case metric_type::gauge: return "gauge";
+    case metric_type::histogram: return "histogram";
+    case metric_type::summary: return "summary";
+    case metric_type::untyped: break;
+    }
+    return "untyped";
+}
+
+GORO_DECL bool prometheus_text_writer::name_char(char c, bool first, bool colon_ok) noexcept {
+    if (c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return true;
+    if (c == ':') return colon_ok;
+    return !first && c >= '0' && c <= '9';
+}
+
+GORO_DECL void prometheus_text_writer::check_metric_name(std::string_view n) {
+    bool ok = !n.empty();
+    for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, true);
+    if (!ok)
+        throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid metric name '" +
+                                    std::string(n) + "'");
+}
+
+GORO_DECL void prometheus_text_writer::check_label_name(std::string_view n) {
+    bool ok = !n.empty() && n.substr(0, std::min<std::size_t>(2, n.size())) != "__";
+    for (std::size_t i = 0; ok && i < n.size(); ++i) ok = name_char(n[i], i == 0, false);
+    if (!ok)
+        throw std::invalid_argument("goro::detail::prometheus_text_writer: invalid label name '" +
+                                    std::string(n) + "'");
+}
+
+}  // namespace goro::detail
+
+#endif  // GORO_BODIES
+
+#endif  // GORO_HTTP_PROMETHEUS_HPP
+// ---- end goro/http/prometheus.hpp ----
+
+namespace goro {
+
+namespace detail {
+
+// The `debug` parameter of /debug/pprof/goroutine: absent or empty is 0 (as in
+// Go, where FormValue gives "" and Atoi's error is ignored); 0, 1 and 2 are
+// Go's; anything else is refused, naming the parameter, rather than guessed.
+GORO_DECL std::optional<int> goroutine_debug_param(const debug_request& req);
+
+GORO_DECL void serve_goroutine_profile(const debug_request& req, debug_response& r);
+
+// Tasks by state and wait reason, from one walk of the registry's live headers
+// (the shard locks hold spawns off; a task that exits during the walk may or
+// may not be counted). States are read as they are, with no stop of the
+// world: precise enough for a gauge, and a scrape never pauses the workers.
+struct task_census {
+    std::int64_t total = 0;
+    std::int64_t by_state[3] = {0, 0, 0};  // waiting, runnable, running
+    std::vector<std::pair<std::string, std::int64_t>> by_reason;  // sorted by reason
+};
+
+GORO_DECL task_census take_task_census();
+
+// At most this many wait reasons get a series of their own in /metrics; the
+// rest (only a program that makes up reasons at run time has more) are summed
+// under reason="other", so the scrape's cardinality stays bounded.
+inline constexpr std::size_t max_reason_series = 32;
+
+// The leak watch's families: how many suspects, and for the ten fastest
+// growing (bounded cardinality) their growth and count, labelled by the
+// group's stable id, its leaf function and the leaf's site id.
+GORO_DECL void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch);
+
+// /debug/pprof/block and /debug/pprof/mutex: the wait profile and its lock
+// waits (goro/inspect/block_profile.hpp), pprof or, with debug=1, text.
+GORO_DECL void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
+                                  std::string (*profile)(int));
+
+GORO_DECL void serve_block_profile(const debug_request& req, debug_response& r);
+
+GORO_DECL void serve_mutex_profile(const debug_request& req, debug_response& r);
+
+// /debug/goro/leaks: the watch's report, as text (the debug=1 shape) or, with
+// ?format=json, as JSON (goro::leak_watch::to_json).
+GORO_DECL void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r);
+
+GORO_DECL std::string render_metrics(const leak_watch* watch = nullptr);
+
+GORO_DECL void serve_tasks_json(const debug_request&, debug_response& r);
+
+GORO_DECL void serve_metrics(const debug_request&, debug_response& r);
+
+}  // namespace detail
+
+}  // namespace goro
+
+#if GORO_BODIES
+
+#include <algorithm>
+
+
+namespace goro::detail {
+
+GORO_DECL std::optional<int> goroutine_debug_param(const debug_request& req) {
+    auto v = req.param("debug");
+    if (!v || v->empty()) return 0;
+    if (*v == "0") return 0;
+    if (*v == "1") return 1;
+    if (*v == "2") return 2;
+    return std::nullopt;
+}
+
+GORO_DECL void serve_goroutine_profile(const debug_request& req, debug_response& r) {
+    auto bad = [&](std::string why) {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = std::move(why);
+    };
+    std::optional<int> debug = goroutine_debug_param(req);
+    if (!debug) {
+        std::string_view raw = req.param("debug").value_or("");
+        std::string shown = utf8_escaped(raw.substr(0, 32));
+        if (raw.size() > 32) shown += "...";
+        bad("invalid value of query parameter 'debug': \"" + shown +
+            "\" (want 0 for the pprof protobuf, 1 for stacks grouped with counts, 2 for one "
+            "stack per goroutine)\n");
+        return;
+    }
+    // Go serves a delta profile for ?seconds=N, holding the request for N
+    // seconds; one slow request would hold this server's only thread, so goro
+    // says how to get the same answer instead of pretending.
+    if (auto sec = req.param("seconds"); sec && !sec->empty() && *sec != "0") {
+        bad("query parameter 'seconds' (a delta profile) is not supported: fetch the profile "
+            "twice and compare with `go tool pprof -base first second`, or goro::diff\n");
+        return;
+    }
+    if (*debug == 0) {
+        r.content_type = "application/octet-stream";
+        r.set_attachment("goroutine");
+    } else {
+        r.content_type = "text/plain; charset=utf-8";
+    }
+    // Written in blocks (debug_response::stream): a dump of many tasks is
+    // never grown as one string.
+    write_goroutine_profile(r.stream(), snapshot::take(), *debug);
+}
+
+GORO_DECL task_census take_task_census() {
+    task_census c;
+    // Wait reasons are static strings: count by pointer under the locks (no
+    // allocation there beyond the rare new reason), merge by text afterwards.
+    std::vector<std::pair<const char*, std::int64_t>> reasons;
+    reasons.reserve(32);
+    the_registry().for_each_locked([&](task_header& h) {
+        ++c.total;
+        switch (h.state.load(std::memory_order_relaxed)) {
+        case task_state::waiting: {
+            ++c.by_state[0];
+            const char* why = h.wait_reason.load(std::memory_order_relaxed);
+            if (!why) why = "unknown";
+            auto it = std::find_if(reasons.begin(), reasons.end(),
+                                   [&](const auto& p) { return p.first == why; });
+            if (it != reasons.end()) ++it->second;
+            else reasons.emplace_back(why, 1);
+            break;
+        }
+        case task_state::runnable: ++c.by_state[1]; break;
+        default: ++c.by_state[2]; break;
+        }
+    });
+    for (const auto& [why, n] : reasons) {
+        std::string_view text(why);
+        auto it = std::find_if(c.by_reason.begin(), c.by_reason.end(),
+                               [&](const auto& p) { return p.first == text; });
+        if (it != c.by_reason.end()) it->second += n;
+        else c.by_reason.emplace_back(std::string(text), n);
+    }
+    std::sort(c.by_reason.begin(), c.by_reason.end());
+    return c;
+}
+
+GORO_DECL void render_leak_metrics(prometheus_text_writer& w, const leak_watch& watch) {
+    const leak_report rep = watch.report();
+    w.family("goro_leak_suspects", metric_type::gauge,
+             "Groups of tasks (same stack and labels) that the leak watch sees growing (goro::leak_watch).");
+    w.sample("goro_leak_suspects", static_cast<std::int64_t>(rep.suspects.size()));
+    w.family("goro_leak_watch_samples_total", metric_type::counter, "Samples the leak watch has taken.");
+    w.sample("goro_leak_watch_samples_total", rep.samples);
+    w.family("goro_leak_suspect_growth_per_minute", metric_type::gauge,
+             "Growth of a suspect group over the watch's window, in tasks per minute (the ten fastest).");
+    std::vector<std::string> ids, sites;
+    const std::size_t n = std::min<std::size_t>(rep.suspects.size(), 10);
+    for (std::size_t i = 0; i < n; ++i) {
+        const leak_group& g = rep.suspects[i];
+        char b[20];
+        ids.emplace_back(b, format_hex(b, g.key));
+        sites.emplace_back(b, format_hex(b, g.site_ids.empty() ? 0 : g.site_ids[0]));
+    }
+    auto fn = [&](std::size_t i) -> std::string_view {
+        return rep.suspects[i].frames.empty() ? std::string_view() : std::string_view(rep.suspects[i].frames[0].function);
+    };
+    for (std::size_t i = 0; i < n; ++i)
+        w.sample("goro_leak_suspect_growth_per_minute", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
+                 rep.suspects[i].growth_per_minute);
+    w.family("goro_leak_suspect_tasks", metric_type::gauge, "Tasks in a suspect group now (the ten fastest growing).");
+    for (std::size_t i = 0; i < n; ++i)
+        w.sample("goro_leak_suspect_tasks", {{"group", ids[i]}, {"function", fn(i)}, {"site", sites[i]}},
+                 static_cast<std::int64_t>(rep.suspects[i].count));
+}
+
+GORO_DECL void serve_wait_profile(const debug_request& req, debug_response& r, const char* name,
+                                  std::string (*profile)(int)) {
+    auto d = req.param("debug");
+    if (!d || d->empty() || *d == "0") {
+        r.content_type = "application/octet-stream";
+        r.set_attachment(name);
+        r.body = profile(0);
+    } else if (*d == "1") {
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = profile(1);
+    } else {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = "invalid value of query parameter 'debug' (want 0 for the pprof protobuf, 1 for text)\n";
+    }
+}
+
+GORO_DECL void serve_block_profile(const debug_request& req, debug_response& r) {
+    serve_wait_profile(req, r, "block", [](int debug) { return block_profile(debug); });
+}
+
+GORO_DECL void serve_mutex_profile(const debug_request& req, debug_response& r) {
+    serve_wait_profile(req, r, "mutex", [](int debug) { return mutex_profile(debug); });
+}
+
+GORO_DECL void serve_leaks(const leak_watch& w, const debug_request& req, debug_response& r) {
+    auto f = req.param("format");
+    if (f && *f == "json") {
+        r.content_type = "application/json";
+        r.body = w.report_json();
+    } else if (!f || f->empty() || *f == "text") {
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = w.report_text();
+    } else {
+        r.status = 400;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = "invalid value of query parameter 'format' (want text or json)\n";
+    }
+}
+
+GORO_DECL std::string render_metrics(const leak_watch* watch) {
+    std::string out;
+    prometheus_text_writer w(out);
+    const task_census c = take_task_census();
+    w.family("goro_tasks", metric_type::gauge,
+             "Tasks that exist now (goro::num_goroutines(): started and not finished, "
+             "plus threads waiting in goro::block_on).");
+    w.sample("goro_tasks", c.total);
+    w.family("goro_tasks_by_state", metric_type::gauge, "Tasks by scheduling state.");
+    w.sample("goro_tasks_by_state", {{"state", "waiting"}}, c.by_state[0]);
+    w.sample("goro_tasks_by_state", {{"state", "runnable"}}, c.by_state[1]);
+    w.sample("goro_tasks_by_state", {{"state", "running"}}, c.by_state[2]);
+    w.family("goro_tasks_waiting", metric_type::gauge,
+             "Waiting tasks by wait reason, in Go's words (\"chan receive\", \"select\", ...).");
+    {
+        // Largest first for the cut, then by name for a stable order.
+        std::vector<std::pair<std::string, std::int64_t>> rs = c.by_reason;
+        std::int64_t other = 0;
+        if (rs.size() > max_reason_series) {
+            std::stable_sort(rs.begin(), rs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+            for (std::size_t i = max_reason_series - 1; i < rs.size(); ++i) other += rs[i].second;
+            rs.resize(max_reason_series - 1);
+            std::sort(rs.begin(), rs.end());
+        }
+        for (const auto& [reason, n] : rs) w.sample("goro_tasks_waiting", {{"reason", reason}}, n);
+        if (other) w.sample("goro_tasks_waiting", {{"reason", "other"}}, other);
+    }
+    w.family("goro_tasks_started_total", metric_type::counter,
+             "Tasks ever started (and block_on calls); minus goro_tasks, the number that finished.");
+    w.sample("goro_tasks_started_total", the_registry().total_added());
+    // Not the_scheduler(): a scrape must not start the pool as a side effect.
+    std::int64_t workers = 0, idle = 0, queued = 0;
+    if (pool_started()) {
+        scheduler& s = the_scheduler();
+        workers = static_cast<std::int64_t>(s.size());
+        idle = s.idle_workers();
+        queued = static_cast<std::int64_t>(s.global_queue_size());
+    }
+    w.family("goro_workers", metric_type::gauge,
+             "Worker threads of the pool (GOMAXPROCS); 0 until the pool starts.");
+    w.sample("goro_workers", workers);
+    w.family("goro_workers_idle", metric_type::gauge, "Workers parked for lack of work.");
+    w.sample("goro_workers_idle", idle);
+    w.family("goro_global_queue_length", metric_type::gauge,
+             "Runnable tasks in the global run queue (woken from outside the pool, or overflow).");
+    w.sample("goro_global_queue_length", queued);
+    const stuck_workers_info stuck = goro::stuck_workers();
+    w.family("goro_stuck_workers", metric_type::gauge,
+             "Workers running one task past the handoff threshold without a suspension (each replaced by another thread).");
+    w.sample("goro_stuck_workers", static_cast<std::int64_t>(stuck.count));
+    w.family("goro_stuck_longest_seconds", metric_type::gauge,
+             "How long the longest-stuck worker has been running its task; 0 when none is stuck.");
+    w.sample("goro_stuck_longest_seconds", std::chrono::duration<double>(stuck.longest).count());
+    w.family("goro_build_info", metric_type::gauge, "The goro library version; the value is always 1.");
+    w.sample("goro_build_info", {{"version", goro::version()}}, 1);
+    if (watch) render_leak_metrics(w, *watch);
+    return out;
+}
+
+GORO_DECL void serve_tasks_json(const debug_request&, debug_response& r) {
+    r.content_type = "application/json";
+    write_tasks_json(r.stream(), snapshot::take());
+}
+
+GORO_DECL void serve_metrics(const debug_request&, debug_response& r) {
+    r.content_type = std::string(prometheus_content_type);
+    r.body = render_metrics();
+}
+
+}  // namespace goro::detail
+
+#endif  // GORO_BODIES
+
+#endif  // GORO_HTTP_ROUTES_HPP
+// ---- end goro/http/routes.hpp ----
+
+namespace goro {
+
+GORO_DECL debug_server::debug_server(options opts) {
+    auto addr = detail::parse_bind_address(opts.address);
+    if (!addr)
+        throw std::invalid_argument("goro::debug_server: invalid address '" + opts.address +
+                                    "' (want an IPv4 or IPv6 literal, or localhost)");
+    if (!addr->loopback && !opts.allow_non_loopback)
+        throw std::invalid_argument(
+            "goro::debug_server: refusing to bind non-loopback address " + opts.address +
+            ": goroutine dumps may expose internals; set "
+            "goro::debug_server_options::allow_non_loopback = true to serve it anyway");
+    for (char c : opts.bearer_token) {
+        auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u >= 0x7f)
+            throw std::invalid_argument(
+                "goro::debug_server: bearer_token must be visible ASCII without spaces");
+    }
+    if (opts.max_connections == 0 || opts.max_connections > (std::size_t{1} << 20))
+        throw std::invalid_argument(
+            "goro::debug_server: max_connections must be between 1 and 1048576");
+    if (opts.shared_response_window.count() < 0)
+        throw std::invalid_argument("goro::debug_server: shared_response_window must not be negative");
+    if (opts.leak_watch_interval.count() < 0)
+        throw std::invalid_argument("goro::debug_server: leak_watch_interval must not be negative");
+    if (opts.max_requests_per_connection == 0)
+        throw std::invalid_argument(
+            "goro::debug_server: max_requests_per_connection must be at least 1");
+    if (opts.read_timeout.count() <= 0 || opts.write_timeout.count() <= 0)
+        throw std::invalid_argument("goro::debug_server: read_timeout and write_timeout must be positive");
+    if (opts.limits.max_request_line < 16 || opts.limits.max_header_bytes < 16 ||
+        opts.limits.max_request_line > (1u << 24) || opts.limits.max_header_bytes > (1u << 24))
+        throw std::invalid_argument(
+            "goro::debug_server: limits.max_request_line and limits.max_header_bytes must be "
+            "between 16 bytes and 16 MiB");
+    const bool defaults = opts.with_default_routes;
+    if (opts.leak_watch_interval.count() > 0) {
+        leak_watch_options wo;
+        wo.interval = opts.leak_watch_interval;
+        watch_ = std::make_shared<leak_watch>(wo);
+    }
+    state_ = std::make_unique<detail::debug_server_state>(std::move(opts), std::move(*addr));
+    detail::debug_server_state* s = state_.get();
+    // The state outlives the route (it owns it), so a raw pointer is safe.
+    s->handle("/debug/pprof/", [s](const debug_request&, debug_response& r) {
+        r.content_type = "text/html; charset=utf-8";
+        r.body = s->render_index();
+    });
+    if (defaults) register_default_routes(*this);
+}
+
+GORO_DECL debug_server::~debug_server() = default;
+GORO_DECL debug_server::debug_server(debug_server&&) noexcept = default;
+GORO_DECL debug_server& debug_server::operator=(debug_server&&) noexcept = default;
+
+GORO_DECL void debug_server::start() {
+    state().start();
+    if (watch_ && !watch_->running()) watch_->start();
+}
+
+GORO_DECL void debug_server::stop() {
+    state().stop();
+    if (watch_) watch_->stop();
+}
+
+GORO_DECL bool debug_server::running() const noexcept { return state_ && state_->running(); }
+
+GORO_DECL std::uint16_t debug_server::port() const noexcept { return state_ ? state_->port() : 0; }
+
+GORO_DECL std::string debug_server::url() const {
+    const auto& a = state().address();
+    std::string host = a.family == AF_INET6 ? "[" + a.text + "]" : a.text;
+    return "http://" + host + ":" + std::to_string(port());
+}
+
+GORO_DECL const debug_server::options& debug_server::config() const { return state().options(); }
+
+GORO_DECL debug_server_stats debug_server::stats() const { return state().stats(); }
+
+GORO_DECL void debug_server::handle(std::string path, debug_handler handler) {
+    state().handle(std::move(path), std::move(handler));
+}
+
+GORO_DECL void debug_server::handle(std::string path, debug_handler handler, debug_route_options route) {
+    state().handle(std::move(path), std::move(handler), route);
+}
+
+GORO_DECL bool debug_server::remove_handler(std::string_view path) { return state().remove_handler(path); }
+
+GORO_DECL void debug_server::add_profile(debug_profile profile) { state().add_profile(std::move(profile)); }
+
+GORO_DECL void debug_server::add_index_link(std::string href, std::string text) {
+    state().add_index_link(std::move(href), std::move(text));
+}
+
+GORO_DECL detail::debug_server_state& debug_server::state() const {
+    if (!state_) throw std::logic_error("goro::debug_server: used after being moved from");
+    return *state_;
+}
+
+GORO_DECL void register_default_routes(debug_server& server) {
     server.add_profile(debug_profile{
         "goroutine",
         "Stack traces of all current goroutines (goro tasks). Use debug=2 as a query parameter "
@@ -19653,6 +20927,8 @@ inline void register_default_routes(debug_server& server) {
 }
 
 }  // namespace goro
+
+#endif  // GORO_BODIES
 
 #endif  // GORO_HTTP_DEBUG_SERVER_HPP
 // ---- end goro/http/debug_server.hpp ----
@@ -19779,9 +21055,6 @@ inline void register_default_routes(debug_server& server) {
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -19789,7 +21062,6 @@ inline void register_default_routes(debug_server& server) {
 #include <system_error>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19811,15 +21083,7 @@ namespace detail {
 class io_category_impl : public std::error_category {
 public:
     const char* name() const noexcept override { return "goro.io"; }
-    std::string message(int c) const override {
-        switch (static_cast<io_errc>(c)) {
-        case io_errc::eof: return "unexpected EOF";
-        case io_errc::closed: return "use of closed network connection";
-        case io_errc::canceled: return "context canceled";
-        case io_errc::deadline_exceeded: return "context deadline exceeded";
-        }
-        return "unknown goro.io error";
-    }
+    std::string message(int c) const override;
 };
 }  // namespace detail
 
@@ -19918,38 +21182,7 @@ public:
     /// Registers `fd` (non-blocking) and returns its descriptor, holding the
     /// owner's reference; `*gen_out` is its generation. Throws io_error
     /// naming `op`; `fd` is then left open.
-    poll_desc* open(int fd, const std::string& op, std::uint32_t* gen_out) {
-        poll_desc* d = take_free();
-        std::uint32_t gen;
-        {
-            std::lock_guard g(d->mu);
-            d->fd = fd;
-            d->refs = 1;
-            d->closing = false;
-            d->seq[0].store(0, std::memory_order_relaxed);
-            d->seq[1].store(0, std::memory_order_relaxed);
-            d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
-            d->rhup.store(false, std::memory_order_relaxed);
-            d->waiter[0] = d->waiter[1] = nullptr;
-            gen = d->gen;
-        }
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-        ev.data.u64 = io_event_key(d, gen);
-        if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            int e = errno;
-            {
-                std::lock_guard g(d->mu);
-                d->fd = -1;
-                d->refs = 0;
-                ++d->gen;
-            }
-            put_free(d);
-            throw_errno(op + ": epoll_ctl", e);
-        }
-        *gen_out = gen;
-        return d;
-    }
+    poll_desc* open(int fd, const std::string& op, std::uint32_t* gen_out);
 
     /// Direction `dir`'s readiness sequence: read it before the system call
     /// whose EAGAIN may lead to an io_wait_op, and hand it to that.
@@ -19972,43 +21205,15 @@ public:
 
     /// Takes a reference for an operation; false when the descriptor is
     /// closing or was recycled (generation `gen` is gone).
-    static bool acquire(poll_desc* d, std::uint32_t gen) noexcept {
-        std::lock_guard g(d->mu);
-        if (d->gen != gen || d->closing) return false;
-        ++d->refs;
-        return true;
-    }
+    static bool acquire(poll_desc* d, std::uint32_t gen) noexcept;
 
     /// Drops a reference; the last one of a closing descriptor closes the fd.
-    void release(poll_desc* d) noexcept {
-        bool last;
-        {
-            std::lock_guard g(d->mu);
-            last = --d->refs == 0 && d->closing;
-        }
-        if (last) finish_close(d);
-    }
+    void release(poll_desc* d) noexcept;
 
     /// Marks the descriptor closing, wakes its waiters (they fail with
     /// io_errc::closed) and drops the owner's reference. False when it was
     /// closing already (or recycled).
-    bool close(poll_desc* d, std::uint32_t gen) noexcept {
-        io_waiter* lists[2];
-        std::size_t n = 0;
-        bool last;
-        {
-            std::lock_guard g(d->mu);
-            if (d->gen != gen || d->closing) return false;
-            d->closing = true;
-            for (int dir = 0; dir < 2; ++dir) n += take_all(d, dir, io_wake::closed, lists + dir);
-            last = --d->refs == 0;
-        }
-        unguard(n);
-        task_header* buf[16];
-        wake_all(lists, 2, buf, 16, false);
-        if (last) finish_close(d);
-        return true;
-    }
+    bool close(poll_desc* d, std::uint32_t gen) noexcept;
 
     /// WHO POLLS, napping: how long the poller thread leaves readiness to
     /// the workers before it looks itself (1 ms by default). For tests.
@@ -20028,58 +21233,16 @@ public:
     }
 
 private:
-    poller() : watch_(the_deadlock_watch()) {
-        epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
-        if (epfd_ < 0) throw_errno("goro::io::poller: epoll_create1", errno);
-        thread_ = std::thread([this] { run(); });
-        thread_.detach();
-        idle_sleep_hook.store(&poller::before_idle_sleep, std::memory_order_release);
-        idle_poll_hook.store(&poller::poll_now, std::memory_order_release);
-    }
+    poller();
 
-    poll_desc* take_free() {
-        {
-            std::lock_guard g(free_mu_);
-            if (poll_desc* d = free_) {
-                free_ = d->next_free;
-                d->next_free = nullptr;
-                return d;
-            }
-        }
-        return new poll_desc();
-    }
-    void put_free(poll_desc* d) noexcept {
-        std::lock_guard g(free_mu_);
-        d->next_free = free_;
-        free_ = d;
-    }
+    poll_desc* take_free();
+    void put_free(poll_desc* d) noexcept;
 
-    void finish_close(poll_desc* d) noexcept {
-        int fd;
-        {
-            std::lock_guard g(d->mu);
-            fd = d->fd;
-            d->fd = -1;
-            ++d->gen;  // from here on, events and operations of the old generation are ignored
-            d->closing = false;
-        }
-        ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);  // a dup of fd may live on: unregister explicitly
-        ::close(fd);
-        put_free(d);
-    }
+    void finish_close(poll_desc* d) noexcept;
 
     /// Descriptor locked: takes out direction `dir`'s whole list of waiters
     /// into `*list`, each with `result` set; returns how many there were.
-    static std::size_t take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept {
-        std::size_t n = 0;
-        for (io_waiter* w = d->waiter[dir]; w; w = w->next) {
-            w->result = result;
-            ++n;
-        }
-        *list = d->waiter[dir];
-        d->waiter[dir] = nullptr;
-        return n;
-    }
+    static std::size_t take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept;
 
     /// Wakes the waiters of lists[0, nl) (taken out by take_all, under no
     /// lock now), handing them to the pool through `buf` (room for `cap`),
@@ -20087,87 +21250,22 @@ private:
     /// Taken out, a waiter is the waker's alone (a cancel() no longer finds
     /// it) until its task is readied: so `next` and `task` are read before.
     static task_header* wake_all(io_waiter* const* lists, std::size_t nl, task_header** buf, std::size_t cap,
-                                 bool keep_first) noexcept {
-        task_header* first = nullptr;
-        std::size_t k = 0;
-        for (std::size_t i = 0; i < nl; ++i) {
-            for (io_waiter* w = lists[i]; w;) {
-                task_header* t = w->task;
-                w = w->next;  // before `t` can run (its frame holds the waiter)
-                if (keep_first && !first) {
-                    first = t;
-                    continue;
-                }
-                buf[k++] = t;
-                if (k == cap) {
-                    ready_n(buf, k);
-                    k = 0;
-                }
-            }
-        }
-        if (k) ready_n(buf, k);
-        return first;
-    }
+                                 bool keep_first) noexcept;
 
     /// Bumps the sequences of `n` events and takes their waiters' lists into
     /// `lists` (room for 2n); `*nl` is how many lists, and the result how
     /// many waiters, uncounted as guards already.
-    std::size_t harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept {
-        std::size_t k = 0;
-        std::size_t l = 0;
-        for (int i = 0; i < n; ++i) {
-            auto* d = reinterpret_cast<poll_desc*>(static_cast<std::uintptr_t>(evs[i].data.u64 & io_ptr_mask));
-            const std::uint32_t gen16 = static_cast<std::uint32_t>(evs[i].data.u64 >> 48);
-            const std::uint32_t e = evs[i].events;
-            const bool r = e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI);
-            const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
-            std::lock_guard g(d->mu);
-            if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
-            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
-            for (int dir = 0; dir < 2; ++dir) {
-                if (!(dir == io_read ? r : w)) continue;
-                d->seq[dir].fetch_add(1, std::memory_order_release);
-                if (d->waiter[dir]) k += take_all(d, dir, io_wake::ready, lists + l++);
-            }
-        }
-        *nl = l;
-        unguard(k);
-        return k;
-    }
+    std::size_t harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept;
 
     /// The scheduler's idle_poll_hook: a worker with nothing to run looks
     /// for ready descriptors without blocking, and runs one woken task
     /// itself: a ping-pong over loopback then never leaves the worker (the
     /// peer's readiness is there as soon as the write returns).
-    static task_header* poll_now() noexcept {
-        poller& p = get();
-        // Nobody parked in IO wait (each waiter counts as an external guard):
-        // no system call. A miss only leaves an event to the poller thread.
-        if (p.watch_.external_guards.load(std::memory_order_relaxed) == 0) return nullptr;
-        constexpr int max_events = 64;
-        epoll_event evs[max_events];
-        int n = ::epoll_wait(p.epfd_, evs, max_events, 0);
-        p.polls_.fetch_add(1, std::memory_order_relaxed);  // the poller thread naps while this moves
-        if (n <= 0) return nullptr;
-        io_waiter* lists[2 * max_events];
-        std::size_t nl;
-        if (p.harvest(evs, n, lists, &nl) == 0) return nullptr;
-        task_header* buf[max_events];
-        task_header* first = wake_all(lists, nl, buf, max_events, true);
-        // Not through ready() (this worker runs it next): its wait is
-        // recorded here (core/wait_profile.hpp; on a worker, so the parked clock).
-        if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
-            wait_profile_wake(first, rate, parked_clock().load(std::memory_order_relaxed));
-        first->state.store(task_state::runnable, std::memory_order_relaxed);
-        return first;
-    }
+    static task_header* poll_now() noexcept;
 
     /// A worker of the pool is awake (not counted idle): it polls when it
     /// runs dry.
-    static bool workers_awake() noexcept {
-        scheduler* s = g_scheduler.load(std::memory_order_acquire);
-        return s && s->idle_workers() < static_cast<int>(s->size());
-    }
+    static bool workers_awake() noexcept;
 
     /// The scheduler's idle_sleep_hook: a worker about to sleep, counted
     /// idle already (a seq_cst update, then a fence), ends the poller
@@ -20175,83 +21273,13 @@ private:
     /// `napping_` and fences before it looks at the idle count: so either
     /// the nap sees the pool idle and does not begin, or this sees the nap.
     /// (A miss would cost a nap's length, never a wake-up: see run().)
-    static void before_idle_sleep() noexcept {
-        poller& p = get();
-        if (!p.napping_.load(std::memory_order_seq_cst) || workers_awake()) return;
-        {
-            std::lock_guard g(p.nap_mu_);
-            if (!p.napping_.load(std::memory_order_relaxed)) return;
-            p.napping_.store(false, std::memory_order_relaxed);
-        }
-        p.nap_cv_.notify_one();
-    }
+    static void before_idle_sleep() noexcept;
 
     /// Sleeps for the nap interval, or until the last awake worker goes to
     /// sleep (before_idle_sleep); returns at once when none is awake.
-    void nap() noexcept {
-        std::unique_lock lk(nap_mu_);
-        napping_.store(true, std::memory_order_seq_cst);
-        seq_fence();
-        if (workers_awake()) {
-            naps_.fetch_add(1, std::memory_order_relaxed);
-            nap_cv_.wait_for(lk, nap_interval(), [this] { return !napping_.load(std::memory_order_relaxed); });
-        }
-        napping_.store(false, std::memory_order_relaxed);
-    }
+    void nap() noexcept;
 
-    void run() noexcept {
-        constexpr int max_events = 256;
-        epoll_event evs[max_events];
-        std::vector<io_waiter*> lists(2 * max_events);
-        std::vector<task_header*> buf(max_events);
-        bool napping = false;
-        std::uint64_t seen_polls = 0;
-        for (;;) {
-            // NAPPING (see WHO POLLS): the workers took the last readiness
-            // themselves, so this thread does not sleep on the epoll
-            // descriptor, where each event would wake it (a cross-core
-            // wake-up inside the writer's system call, per message of a
-            // ping-pong) only to find the events taken. It looks again after
-            // the nap, and goes back to waiting on the descriptor when no
-            // worker polled meanwhile (all busy, or the pool went idle: then
-            // the last worker to sleep ends the nap early). So readiness
-            // waits a nap or two at most for a pool that does not run dry,
-            // and nothing is ever left unharvested: the nap is bounded.
-            if (napping) {
-                nap();
-                const std::uint64_t polls = polls_.load(std::memory_order_relaxed);
-                if (polls != seen_polls && workers_awake()) {
-                    seen_polls = polls;
-                    continue;
-                }
-                napping = false;
-            }
-            // Wait for readiness without taking it (the epoll fd polls
-            // readable while events are queued), and when a worker is awake
-            // let it take them first: it runs the woken task at once
-            // (poll_now), where from here the task would go through the
-            // global queue and maybe a futex wake. Whatever is left after a
-            // yield is taken here, so a pool busy with tasks that never run
-            // dry does not hold an I/O wake-up back.
-            pollfd pf{epfd_, POLLIN, 0};
-            if (::poll(&pf, 1, -1) < 0) continue;
-            const bool awake = workers_awake();
-            if (awake) std::this_thread::yield();
-            int n = ::epoll_wait(epfd_, evs, max_events, 0);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                std::fprintf(stderr, "goro: netpoller: epoll_wait: %s\n", std::strerror(errno));
-                std::abort();
-            }
-            if (n == 0 && awake) {  // a worker took them: leave the next ones to the workers
-                napping = true;
-                seen_polls = polls_.load(std::memory_order_relaxed);
-                continue;
-            }
-            std::size_t nl;
-            if (harvest(evs, n, lists.data(), &nl)) wake_all(lists.data(), nl, buf.data(), buf.size(), false);
-        }
-    }
+    void run() noexcept;
 
     int epfd_ = -1;
     deadlock_watch& watch_;
@@ -20294,29 +21322,9 @@ public:
     /// Takes ownership of `fd` (made non-blocking here unless
     /// `set_nonblocking` is false); closes it and throws io_error naming
     /// `op` when it cannot be registered.
-    registered_fd(int fd, const std::string& op, bool set_nonblocking = true) {
-        int fl = set_nonblocking ? ::fcntl(fd, F_GETFL) : O_NONBLOCK;
-        if (fl < 0 || (!(fl & O_NONBLOCK) && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
-            int e = errno;
-            ::close(fd);
-            throw_errno(op + ": fcntl", e);
-        }
-        try {
-            d_ = poller::get().open(fd, op, &gen_);
-        } catch (...) {
-            ::close(fd);
-            throw;
-        }
-    }
+    registered_fd(int fd, const std::string& op, bool set_nonblocking = true);
     registered_fd(registered_fd&& o) noexcept : d_(std::exchange(o.d_, nullptr)), gen_(o.gen_) {}
-    registered_fd& operator=(registered_fd&& o) noexcept {
-        if (this != &o) {
-            close();
-            d_ = std::exchange(o.d_, nullptr);
-            gen_ = o.gen_;
-        }
-        return *this;
-    }
+    registered_fd& operator=(registered_fd&& o) noexcept;
     ~registered_fd() { close(); }
 
     /// Idempotent; wakes the operations parked on it (they fail with
@@ -20324,11 +21332,7 @@ public:
     void close() noexcept {
         if (d_) poller::get().close(d_, gen_);
     }
-    bool is_open() const noexcept {
-        if (!d_) return false;
-        std::lock_guard g(d_->mu);
-        return d_->gen == gen_ && !d_->closing;
-    }
+    bool is_open() const noexcept;
     poll_desc* desc() const noexcept { return d_; }
     std::uint32_t gen() const noexcept { return gen_; }
 
@@ -20360,66 +21364,17 @@ struct [[nodiscard("goro::io wait: co_await it")]] io_wait_op {
     std::optional<std::stop_callback<on_cancel>> cb{};
 
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) {
-        w.task = current_task_or_throw(op);
-        if (ctx) {
-            std::stop_token tok = ctx->stop_token();
-            if (tok.stop_possible()) cb.emplace(std::move(tok), on_cancel{this});  // may run cancel() at once
-        }
-        poller& p = poller::get();
-        std::lock_guard g(d->mu);
-        if (d->gen != gen || d->closing) {
-            w.result = io_wake::closed;
-            return false;
-        }
-        if (w.cancel_requested) {
-            w.result = io_wake::canceled;
-            return false;
-        }
-        if (d->seq[dir].load(std::memory_order_relaxed) != seq) {  // an edge since the system call
-            w.result = io_wake::ready;
-            return false;
-        }
-        park(w.task, h, wait_reason::io_wait);
-        w.next = d->waiter[dir];
-        d->waiter[dir] = &w;
-        p.guard();
-        return true;  // published: from here on a waker may resume the task
-    }
+    bool await_suspend(std::coroutine_handle<> h);
     io_wake await_resume() noexcept {
         cb.reset();  // waits for a cancel() running on another thread
         return w.result;
     }
 
-    void cancel() noexcept {
-        bool take = false;
-        {
-            std::lock_guard g(d->mu);
-            for (io_waiter** pp = &d->waiter[dir]; *pp; pp = &(*pp)->next) {
-                if (*pp == &w) {  // still parked: unlink it alone
-                    *pp = w.next;
-                    w.next = nullptr;
-                    w.result = io_wake::canceled;
-                    take = true;
-                    break;
-                }
-            }
-            if (!take) w.cancel_requested = true;  // not parked yet, or woken already
-        }
-        if (take) {
-            poller::get().unguard(1);
-            ready(w.task);
-        }
-    }
+    void cancel() noexcept;
 };
 
 /// Turns a wake-up that was not readiness into the operation's error.
-inline void check_wake(io_wake r, const context* ctx, const char* op, std::size_t transferred = 0) {
-    if (r == io_wake::ready) return;
-    if (r == io_wake::closed) throw_io(io_errc::closed, op, transferred);
-    if (ctx && ctx->err() == context_error::deadline_exceeded) throw_io(io_errc::deadline_exceeded, op, transferred);
-    throw_io(io_errc::canceled, op, transferred);
-}
+GORO_DECL void check_wake(io_wake r, const context* ctx, const char* op, std::size_t transferred = 0);
 
 inline const context* ctx_or_null(const context& ctx) noexcept {
     return ctx == context{} ? nullptr : &ctx;
@@ -20476,6 +21431,381 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 }
 
 }  // namespace goro
+
+#if GORO_BODIES
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace goro::detail {
+
+GORO_DECL std::string io_category_impl::message(int c) const {
+    switch (static_cast<io_errc>(c)) {
+    case io_errc::eof: return "unexpected EOF";
+    case io_errc::closed: return "use of closed network connection";
+    case io_errc::canceled: return "context canceled";
+    case io_errc::deadline_exceeded: return "context deadline exceeded";
+    }
+    return "unknown goro.io error";
+}
+
+GORO_DECL poll_desc* poller::open(int fd, const std::string& op, std::uint32_t* gen_out) {
+    poll_desc* d = take_free();
+    std::uint32_t gen;
+    {
+        std::lock_guard g(d->mu);
+        d->fd = fd;
+        d->refs = 1;
+        d->closing = false;
+        d->seq[0].store(0, std::memory_order_relaxed);
+        d->seq[1].store(0, std::memory_order_relaxed);
+        d->rdrained.store(~std::uint64_t{0}, std::memory_order_relaxed);
+        d->rhup.store(false, std::memory_order_relaxed);
+        d->waiter[0] = d->waiter[1] = nullptr;
+        gen = d->gen;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = io_event_key(d, gen);
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int e = errno;
+        {
+            std::lock_guard g(d->mu);
+            d->fd = -1;
+            d->refs = 0;
+            ++d->gen;
+        }
+        put_free(d);
+        throw_errno(op + ": epoll_ctl", e);
+    }
+    *gen_out = gen;
+    return d;
+}
+
+GORO_DECL bool poller::acquire(poll_desc* d, std::uint32_t gen) noexcept {
+    std::lock_guard g(d->mu);
+    if (d->gen != gen || d->closing) return false;
+    ++d->refs;
+    return true;
+}
+
+GORO_DECL void poller::release(poll_desc* d) noexcept {
+    bool last;
+    {
+        std::lock_guard g(d->mu);
+        last = --d->refs == 0 && d->closing;
+    }
+    if (last) finish_close(d);
+}
+
+GORO_DECL bool poller::close(poll_desc* d, std::uint32_t gen) noexcept {
+    io_waiter* lists[2];
+    std::size_t n = 0;
+    bool last;
+    {
+        std::lock_guard g(d->mu);
+        if (d->gen != gen || d->closing) return false;
+        d->closing = true;
+        for (int dir = 0; dir < 2; ++dir) n += take_all(d, dir, io_wake::closed, lists + dir);
+        last = --d->refs == 0;
+    }
+    unguard(n);
+    task_header* buf[16];
+    wake_all(lists, 2, buf, 16, false);
+    if (last) finish_close(d);
+    return true;
+}
+
+GORO_DECL poller::poller() : watch_(the_deadlock_watch()) {
+    epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epfd_ < 0) throw_errno("goro::io::poller: epoll_create1", errno);
+    thread_ = std::thread([this] { run(); });
+    thread_.detach();
+    idle_sleep_hook.store(&poller::before_idle_sleep, std::memory_order_release);
+    idle_poll_hook.store(&poller::poll_now, std::memory_order_release);
+}
+
+GORO_DECL poll_desc* poller::take_free() {
+    {
+        std::lock_guard g(free_mu_);
+        if (poll_desc* d = free_) {
+            free_ = d->next_free;
+            d->next_free = nullptr;
+            return d;
+        }
+    }
+    return new poll_desc();
+}
+
+GORO_DECL void poller::put_free(poll_desc* d) noexcept {
+    std::lock_guard g(free_mu_);
+    d->next_free = free_;
+    free_ = d;
+}
+
+GORO_DECL void poller::finish_close(poll_desc* d) noexcept {
+    int fd;
+    {
+        std::lock_guard g(d->mu);
+        fd = d->fd;
+        d->fd = -1;
+        ++d->gen;  // from here on, events and operations of the old generation are ignored
+        d->closing = false;
+    }
+    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);  // a dup of fd may live on: unregister explicitly
+    ::close(fd);
+    put_free(d);
+}
+
+GORO_DECL std::size_t poller::take_all(poll_desc* d, int dir, io_wake result, io_waiter** list) noexcept {
+    std::size_t n = 0;
+    for (io_waiter* w = d->waiter[dir]; w; w = w->next) {
+        w->result = result;
+        ++n;
+    }
+    *list = d->waiter[dir];
+    d->waiter[dir] = nullptr;
+    return n;
+}
+
+GORO_DECL task_header* poller::wake_all(io_waiter* const* lists, std::size_t nl, task_header** buf, std::size_t cap,
+                                         bool keep_first) noexcept {
+    task_header* first = nullptr;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < nl; ++i) {
+        for (io_waiter* w = lists[i]; w;) {
+            task_header* t = w->task;
+            w = w->next;  // before `t` can run (its frame holds the waiter)
+            if (keep_first && !first) {
+                first = t;
+                continue;
+            }
+            buf[k++] = t;
+            if (k == cap) {
+                ready_n(buf, k);
+                k = 0;
+            }
+        }
+    }
+    if (k) ready_n(buf, k);
+    return first;
+}
+
+GORO_DECL std::size_t poller::harvest(const epoll_event* evs, int n, io_waiter** lists, std::size_t* nl) noexcept {
+    std::size_t k = 0;
+    std::size_t l = 0;
+    for (int i = 0; i < n; ++i) {
+        auto* d = reinterpret_cast<poll_desc*>(static_cast<std::uintptr_t>(evs[i].data.u64 & io_ptr_mask));
+        const std::uint32_t gen16 = static_cast<std::uint32_t>(evs[i].data.u64 >> 48);
+        const std::uint32_t e = evs[i].events;
+        const bool r = e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI);
+        const bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+        std::lock_guard g(d->mu);
+        if ((d->gen & 0xffff) != gen16 || d->fd < 0) continue;  // a descriptor since closed
+        if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->rhup.store(true, std::memory_order_relaxed);
+        for (int dir = 0; dir < 2; ++dir) {
+            if (!(dir == io_read ? r : w)) continue;
+            d->seq[dir].fetch_add(1, std::memory_order_release);
+            if (d->waiter[dir]) k += take_all(d, dir, io_wake::ready, lists + l++);
+        }
+    }
+    *nl = l;
+    unguard(k);
+    return k;
+}
+
+GORO_DECL task_header* poller::poll_now() noexcept {
+    poller& p = get();
+    // Nobody parked in IO wait (each waiter counts as an external guard):
+    // no system call. A miss only leaves an event to the poller thread.
+    if (p.watch_.external_guards.load(std::memory_order_relaxed) == 0) return nullptr;
+    constexpr int max_events = 64;
+    epoll_event evs[max_events];
+    int n = ::epoll_wait(p.epfd_, evs, max_events, 0);
+    p.polls_.fetch_add(1, std::memory_order_relaxed);  // the poller thread naps while this moves
+    if (n <= 0) return nullptr;
+    io_waiter* lists[2 * max_events];
+    std::size_t nl;
+    if (p.harvest(evs, n, lists, &nl) == 0) return nullptr;
+    task_header* buf[max_events];
+    task_header* first = wake_all(lists, nl, buf, max_events, true);
+    // Not through ready() (this worker runs it next): its wait is
+    // recorded here (core/wait_profile.hpp; on a worker, so the parked clock).
+    if (const std::int64_t rate = wait_profile_rate_n.load(std::memory_order_relaxed)) [[unlikely]]
+        wait_profile_wake(first, rate, parked_clock().load(std::memory_order_relaxed));
+    first->state.store(task_state::runnable, std::memory_order_relaxed);
+    return first;
+}
+
+GORO_DECL bool poller::workers_awake() noexcept {
+    scheduler* s = g_scheduler.load(std::memory_order_acquire);
+    return s && s->idle_workers() < static_cast<int>(s->size());
+}
+
+GORO_DECL void poller::before_idle_sleep() noexcept {
+    poller& p = get();
+    if (!p.napping_.load(std::memory_order_seq_cst) || workers_awake()) return;
+    {
+        std::lock_guard g(p.nap_mu_);
+        if (!p.napping_.load(std::memory_order_relaxed)) return;
+        p.napping_.store(false, std::memory_order_relaxed);
+    }
+    p.nap_cv_.notify_one();
+}
+
+GORO_DECL void poller::nap() noexcept {
+    std::unique_lock lk(nap_mu_);
+    napping_.store(true, std::memory_order_seq_cst);
+    seq_fence();
+    if (workers_awake()) {
+        naps_.fetch_add(1, std::memory_order_relaxed);
+        nap_cv_.wait_for(lk, nap_interval(), [this] { return !napping_.load(std::memory_order_relaxed); });
+    }
+    napping_.store(false, std::memory_order_relaxed);
+}
+
+GORO_DECL void poller::run() noexcept {
+    constexpr int max_events = 256;
+    epoll_event evs[max_events];
+    std::vector<io_waiter*> lists(2 * max_events);
+    std::vector<task_header*> buf(max_events);
+    bool napping = false;
+    std::uint64_t seen_polls = 0;
+    for (;;) {
+        // NAPPING (see WHO POLLS): the workers took the last readiness
+        // themselves, so this thread does not sleep on the epoll
+        // descriptor, where each event would wake it (a cross-core
+        // wake-up inside the writer's system call, per message of a
+        // ping-pong) only to find the events taken. It looks again after
+        // the nap, and goes back to waiting on the descriptor when no
+        // worker polled meanwhile (all busy, or the pool went idle: then
+        // the last worker to sleep ends the nap early). So readiness
+        // waits a nap or two at most for a pool that does not run dry,
+        // and nothing is ever left unharvested: the nap is bounded.
+        if (napping) {
+            nap();
+            const std::uint64_t polls = polls_.load(std::memory_order_relaxed);
+            if (polls != seen_polls && workers_awake()) {
+                seen_polls = polls;
+                continue;
+            }
+            napping = false;
+        }
+        // Wait for readiness without taking it (the epoll fd polls
+        // readable while events are queued), and when a worker is awake
+        // let it take them first: it runs the woken task at once
+        // (poll_now), where from here the task would go through the
+        // global queue and maybe a futex wake. Whatever is left after a
+        // yield is taken here, so a pool busy with tasks that never run
+        // dry does not hold an I/O wake-up back.
+        pollfd pf{epfd_, POLLIN, 0};
+        if (::poll(&pf, 1, -1) < 0) continue;
+        const bool awake = workers_awake();
+        if (awake) std::this_thread::yield();
+        int n = ::epoll_wait(epfd_, evs, max_events, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            std::fprintf(stderr, "goro: netpoller: epoll_wait: %s\n", std::strerror(errno));
+            std::abort();
+        }
+        if (n == 0 && awake) {  // a worker took them: leave the next ones to the workers
+            napping = true;
+            seen_polls = polls_.load(std::memory_order_relaxed);
+            continue;
+        }
+        std::size_t nl;
+        if (harvest(evs, n, lists.data(), &nl)) wake_all(lists.data(), nl, buf.data(), buf.size(), false);
+    }
+}
+
+GORO_DECL registered_fd::registered_fd(int fd, const std::string& op, bool set_nonblocking) {
+    int fl = set_nonblocking ? ::fcntl(fd, F_GETFL) : O_NONBLOCK;
+    if (fl < 0 || (!(fl & O_NONBLOCK) && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
+        int e = errno;
+        ::close(fd);
+        throw_errno(op + ": fcntl", e);
+    }
+    try {
+        d_ = poller::get().open(fd, op, &gen_);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+}
+
+GORO_DECL registered_fd& registered_fd::operator=(registered_fd&& o) noexcept {
+    if (this != &o) {
+        close();
+        d_ = std::exchange(o.d_, nullptr);
+        gen_ = o.gen_;
+    }
+    return *this;
+}
+
+GORO_DECL bool registered_fd::is_open() const noexcept {
+    if (!d_) return false;
+    std::lock_guard g(d_->mu);
+    return d_->gen == gen_ && !d_->closing;
+}
+
+GORO_DECL bool io_wait_op::await_suspend(std::coroutine_handle<> h) {
+    w.task = current_task_or_throw(op);
+    if (ctx) {
+        std::stop_token tok = ctx->stop_token();
+        if (tok.stop_possible()) cb.emplace(std::move(tok), on_cancel{this});  // may run cancel() at once
+    }
+    poller& p = poller::get();
+    std::lock_guard g(d->mu);
+    if (d->gen != gen || d->closing) {
+        w.result = io_wake::closed;
+        return false;
+    }
+    if (w.cancel_requested) {
+        w.result = io_wake::canceled;
+        return false;
+    }
+    if (d->seq[dir].load(std::memory_order_relaxed) != seq) {  // an edge since the system call
+        w.result = io_wake::ready;
+        return false;
+    }
+    park(w.task, h, wait_reason::io_wait);
+    w.next = d->waiter[dir];
+    d->waiter[dir] = &w;
+    p.guard();
+    return true;  // published: from here on a waker may resume the task
+}
+
+GORO_DECL void io_wait_op::cancel() noexcept {
+    bool take = false;
+    {
+        std::lock_guard g(d->mu);
+        for (io_waiter** pp = &d->waiter[dir]; *pp; pp = &(*pp)->next) {
+            if (*pp == &w) {  // still parked: unlink it alone
+                *pp = w.next;
+                w.next = nullptr;
+                w.result = io_wake::canceled;
+                take = true;
+                break;
+            }
+        }
+        if (!take) w.cancel_requested = true;  // not parked yet, or woken already
+    }
+    if (take) {
+        poller::get().unguard(1);
+        ready(w.task);
+    }
+}
+
+GORO_DECL void check_wake(io_wake r, const context* ctx, const char* op, std::size_t transferred) {
+    if (r == io_wake::ready) return;
+    if (r == io_wake::closed) throw_io(io_errc::closed, op, transferred);
+    if (ctx && ctx->err() == context_error::deadline_exceeded) throw_io(io_errc::deadline_exceeded, op, transferred);
+    throw_io(io_errc::canceled, op, transferred);
+}
+
+}  // namespace goro::detail
+#endif  // GORO_BODIES
 // ---- end goro/io/poller.hpp ----
 
 // ---- begin goro/net/address.hpp ----
@@ -20493,13 +21823,11 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 // goro::net::connect uses for a host that is not numeric.
 
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -20512,108 +21840,30 @@ public:
     address() noexcept = default;
 
     /// From a socket API's sockaddr (accept, getsockname, recvfrom).
-    static address from(const sockaddr* sa, socklen_t len) noexcept {
-        address a;
-        if (len > static_cast<socklen_t>(sizeof a.storage_)) len = sizeof a.storage_;
-        std::memcpy(&a.storage_, sa, static_cast<std::size_t>(len));
-        a.len_ = len;
-        return a;
-    }
+    static address from(const sockaddr* sa, socklen_t len) noexcept;
 
     /// A host (numeric IPv4 or IPv6, or "localhost") and a port.
-    static std::optional<address> from_host(std::string_view host, std::uint16_t port) {
-        std::string h(host);
-        if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-        if (h.empty()) h = "0.0.0.0";
-        if (h == "localhost") h = "127.0.0.1";
-        address a;
-        if (h.find(':') == std::string::npos) {
-            sockaddr_in in{};
-            in.sin_family = AF_INET;
-            in.sin_port = htons(port);
-            if (::inet_pton(AF_INET, h.c_str(), &in.sin_addr) != 1) return std::nullopt;
-            std::memcpy(&a.storage_, &in, sizeof in);
-            a.len_ = sizeof in;
-        } else {
-            sockaddr_in6 in6{};
-            in6.sin6_family = AF_INET6;
-            in6.sin6_port = htons(port);
-            if (::inet_pton(AF_INET6, h.c_str(), &in6.sin6_addr) != 1) return std::nullopt;
-            std::memcpy(&a.storage_, &in6, sizeof in6);
-            a.len_ = sizeof in6;
-        }
-        return a;
-    }
+    static std::optional<address> from_host(std::string_view host, std::uint16_t port);
 
     /// "host:port", "[v6]:port" or ":port"; the host numeric or "localhost".
     /// Throws goro::usage_error naming `op` for anything else.
-    static address parse(std::string_view host_port, const char* op = "goro::net::address::parse") {
-        std::string_view host, port;
-        if (!split(host_port, host, port))
-            throw usage_error(std::string(op) + ": \"" + std::string(host_port) + "\" is not host:port");
-        std::uint16_t p = parse_port(port, host_port, op);
-        std::optional<address> a = from_host(host, p);
-        if (!a)
-            throw usage_error(std::string(op) + ": \"" + std::string(host) +
-                              "\" is not a numeric IPv4 or IPv6 address (or localhost); use goro::net::resolve for names");
-        return *a;
-    }
+    static address parse(std::string_view host_port, const char* op = "goro::net::address::parse");
 
     /// Splits "host:port" ("[v6]:port"); false when there is no port.
-    static bool split(std::string_view s, std::string_view& host, std::string_view& port) noexcept {
-        std::size_t colon = s.rfind(':');
-        if (colon == std::string_view::npos) return false;
-        host = s.substr(0, colon);
-        port = s.substr(colon + 1);
-        if (!host.empty() && host.front() == '[') {
-            if (host.back() != ']') return false;
-            host = host.substr(1, host.size() - 2);
-        } else if (host.find(':') != std::string_view::npos) {
-            return false;  // an IPv6 host must be bracketed
-        }
-        return true;
-    }
+    static bool split(std::string_view s, std::string_view& host, std::string_view& port) noexcept;
 
-    static std::uint16_t parse_port(std::string_view port, std::string_view whole, const char* op) {
-        unsigned long v = 0;
-        if (port.empty() || port.size() > 5) v = 70000;
-        for (char c : port) {
-            if (c < '0' || c > '9') {
-                v = 70000;
-                break;
-            }
-            v = v * 10 + static_cast<unsigned long>(c - '0');
-        }
-        if (v > 65535)
-            throw usage_error(std::string(op) + ": bad port in \"" + std::string(whole) + "\" (want 0 to 65535)");
-        return static_cast<std::uint16_t>(v);
-    }
+    static std::uint16_t parse_port(std::string_view port, std::string_view whole, const char* op);
 
     int family() const noexcept { return len_ ? storage_.ss_family : AF_UNSPEC; }
     bool empty() const noexcept { return len_ == 0; }
 
-    std::uint16_t port() const noexcept {
-        if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
-        if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
-        return 0;
-    }
+    std::uint16_t port() const noexcept;
 
     /// The numeric host, without brackets ("127.0.0.1", "::1").
-    std::string host() const {
-        char buf[INET6_ADDRSTRLEN] = {};
-        if (family() == AF_INET)
-            ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
-        else if (family() == AF_INET6)
-            ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
-        return buf;
-    }
+    std::string host() const;
 
     /// "127.0.0.1:8080" or "[::1]:8080", which parse() reads back.
-    std::string to_string() const {
-        if (family() == AF_INET6) return "[" + host() + "]:" + std::to_string(port());
-        if (family() == AF_INET) return host() + ":" + std::to_string(port());
-        return "";
-    }
+    std::string to_string() const;
 
     const sockaddr* data() const noexcept { return reinterpret_cast<const sockaddr*>(&storage_); }
     socklen_t size() const noexcept { return len_; }
@@ -20628,6 +21878,110 @@ private:
 };
 
 }  // namespace goro::net
+
+#if GORO_BODIES
+#include <cstring>
+
+#include <arpa/inet.h>
+
+namespace goro::net {
+
+GORO_DECL address address::from(const sockaddr* sa, socklen_t len) noexcept {
+    address a;
+    if (len > static_cast<socklen_t>(sizeof a.storage_)) len = sizeof a.storage_;
+    std::memcpy(&a.storage_, sa, static_cast<std::size_t>(len));
+    a.len_ = len;
+    return a;
+}
+
+GORO_DECL std::optional<address> address::from_host(std::string_view host, std::uint16_t port) {
+    std::string h(host);
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    if (h.empty()) h = "0.0.0.0";
+    if (h == "localhost") h = "127.0.0.1";
+    address a;
+    if (h.find(':') == std::string::npos) {
+        sockaddr_in in{};
+        in.sin_family = AF_INET;
+        in.sin_port = htons(port);
+        if (::inet_pton(AF_INET, h.c_str(), &in.sin_addr) != 1) return std::nullopt;
+        std::memcpy(&a.storage_, &in, sizeof in);
+        a.len_ = sizeof in;
+    } else {
+        sockaddr_in6 in6{};
+        in6.sin6_family = AF_INET6;
+        in6.sin6_port = htons(port);
+        if (::inet_pton(AF_INET6, h.c_str(), &in6.sin6_addr) != 1) return std::nullopt;
+        std::memcpy(&a.storage_, &in6, sizeof in6);
+        a.len_ = sizeof in6;
+    }
+    return a;
+}
+
+GORO_DECL address address::parse(std::string_view host_port, const char* op) {
+    std::string_view host, port;
+    if (!split(host_port, host, port))
+        throw usage_error(std::string(op) + ": \"" + std::string(host_port) + "\" is not host:port");
+    std::uint16_t p = parse_port(port, host_port, op);
+    std::optional<address> a = from_host(host, p);
+    if (!a)
+        throw usage_error(std::string(op) + ": \"" + std::string(host) +
+                          "\" is not a numeric IPv4 or IPv6 address (or localhost); use goro::net::resolve for names");
+    return *a;
+}
+
+GORO_DECL bool address::split(std::string_view s, std::string_view& host, std::string_view& port) noexcept {
+    std::size_t colon = s.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+    if (!host.empty() && host.front() == '[') {
+        if (host.back() != ']') return false;
+        host = host.substr(1, host.size() - 2);
+    } else if (host.find(':') != std::string_view::npos) {
+        return false;  // an IPv6 host must be bracketed
+    }
+    return true;
+}
+
+GORO_DECL std::uint16_t address::parse_port(std::string_view port, std::string_view whole, const char* op) {
+    unsigned long v = 0;
+    if (port.empty() || port.size() > 5) v = 70000;
+    for (char c : port) {
+        if (c < '0' || c > '9') {
+            v = 70000;
+            break;
+        }
+        v = v * 10 + static_cast<unsigned long>(c - '0');
+    }
+    if (v > 65535)
+        throw usage_error(std::string(op) + ": bad port in \"" + std::string(whole) + "\" (want 0 to 65535)");
+    return static_cast<std::uint16_t>(v);
+}
+
+GORO_DECL std::uint16_t address::port() const noexcept {
+    if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+    if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+    return 0;
+}
+
+GORO_DECL std::string address::host() const {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (family() == AF_INET)
+        ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
+    else if (family() == AF_INET6)
+        ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
+    return buf;
+}
+
+GORO_DECL std::string address::to_string() const {
+    if (family() == AF_INET6) return "[" + host() + "]:" + std::to_string(port());
+    if (family() == AF_INET) return host() + ":" + std::to_string(port());
+    return "";
+}
+
+}  // namespace goro::net
+#endif  // GORO_BODIES
 // ---- end goro/net/address.hpp ----
 
 // ---- begin goro/net/resolve.hpp ----
@@ -20648,7 +22002,6 @@ private:
 #include <system_error>
 #include <vector>
 
-#include <netdb.h>
 #include <sys/socket.h>
 
 
@@ -20659,7 +22012,7 @@ namespace detail {
 class gai_category_impl : public std::error_category {
 public:
     const char* name() const noexcept override { return "getaddrinfo"; }
-    std::string message(int c) const override { return ::gai_strerror(c); }
+    std::string message(int c) const override;
 };
 
 inline const std::error_category& gai_category() noexcept {
@@ -20673,25 +22026,7 @@ struct lookup_result {
     std::error_code error;
 };
 
-inline lookup_result lookup(const std::string& host, std::uint16_t port) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    addrinfo* res = nullptr;
-    lookup_result out;
-    int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
-    if (rc != 0) {
-        out.error = rc == EAI_SYSTEM ? std::error_code(errno, std::system_category()) : std::error_code(rc, gai_category());
-        return out;
-    }
-    for (addrinfo* p = res; p; p = p->ai_next)
-        if (p->ai_family == AF_INET || p->ai_family == AF_INET6)
-            out.addrs.push_back(address::from(p->ai_addr, p->ai_addrlen));
-    ::freeaddrinfo(res);
-    if (out.addrs.empty()) out.error = std::error_code(EAI_NONAME, gai_category());
-    return out;
-}
+GORO_DECL lookup_result lookup(const std::string& host, std::uint16_t port);
 
 }  // namespace detail
 
@@ -20729,6 +22064,36 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 }
 
 }  // namespace goro::net
+
+#if GORO_BODIES
+#include <netdb.h>
+
+namespace goro::net::detail {
+
+GORO_DECL std::string gai_category_impl::message(int c) const { return ::gai_strerror(c); }
+
+GORO_DECL lookup_result lookup(const std::string& host, std::uint16_t port) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    addrinfo* res = nullptr;
+    lookup_result out;
+    int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    if (rc != 0) {
+        out.error = rc == EAI_SYSTEM ? std::error_code(errno, std::system_category()) : std::error_code(rc, gai_category());
+        return out;
+    }
+    for (addrinfo* p = res; p; p = p->ai_next)
+        if (p->ai_family == AF_INET || p->ai_family == AF_INET6)
+            out.addrs.push_back(address::from(p->ai_addr, p->ai_addrlen));
+    ::freeaddrinfo(res);
+    if (out.addrs.empty()) out.error = std::error_code(EAI_NONAME, gai_category());
+    return out;
+}
+
+}  // namespace goro::net::detail
+#endif  // GORO_BODIES
 // ---- end goro/net/resolve.hpp ----
 
 // ---- begin goro/net/tcp.hpp ----
@@ -20781,16 +22146,13 @@ template <int = 0>  // compiled only where used (g++ emits every inline coroutin
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 
@@ -20810,49 +22172,18 @@ using goro::detail::throw_errno;
 using goro::detail::throw_io;
 
 /// A new non-blocking socket; throws io_error naming `op` (EMFILE and the like).
-inline int new_socket(int family, int type, const char* op) {
-    int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw_errno(std::string(op) + ": socket", errno);
-    return fd;
-}
-
-#ifndef TCP_INQ  // Linux 4.18; older headers
-#define TCP_INQ 36
-#define TCP_CM_INQ TCP_INQ
-#endif
+GORO_DECL int new_socket(int family, int type, const char* op);
 
 /// Asks the kernel to say, with each read, how many bytes stay queued
 /// (TCP_INQ; see recv_inq). Where it cannot, reads never find the socket
 /// drained, and simply do not take the KNOWN EMPTY shortcut.
-inline void enable_inq(const registered_fd& r) noexcept {
-    if (!r.desc()) return;
-    int one = 1;
-    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
-}
+GORO_DECL void enable_inq(const registered_fd& r) noexcept;
 
 /// recv(2) by recvmsg, which also brings TCP_INQ's count of the bytes left
 /// queued: `*drained` is true when bytes were read and none are left (see
 /// KNOWN EMPTY in goro/io/poller.hpp; the kernel counts a received FIN as
 /// a byte left).
-inline ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
-    iovec iov{buf, n};
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl;
-    m.msg_controllen = sizeof ctl;
-    ssize_t got = ::recvmsg(fd, &m, 0);
-    *drained = false;
-    if (got > 0)
-        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-                int left;
-                std::memcpy(&left, CMSG_DATA(c), sizeof left);
-                *drained = left == 0;
-            }
-    return got;
-}
+GORO_DECL ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept;
 
 template <class F>
 address sock_name(const registered_fd& r, F getname, const char* op) {
@@ -20979,11 +22310,7 @@ public:
 
     /// Ends one or both directions (Go's CloseWrite / CloseRead): after
     /// shutdown(write) the peer reads the end of the stream.
-    void shutdown(shutdown_how how = shutdown_how::write) {
-        static constexpr const char* op = "goro::net::stream::shutdown";
-        detail::desc_ref ref(r_.desc(), r_.gen(), op);
-        if (::shutdown(ref.fd(), static_cast<int>(how)) != 0) detail::throw_errno(op, errno);
-    }
+    void shutdown(shutdown_how how = shutdown_how::write);
 
     /// Closes the connection (idempotent). Operations parked on it end with
     /// io_errc::closed; the fd is closed once the last of them has.
@@ -20994,12 +22321,7 @@ public:
     address peer_address() const { return detail::sock_name(r_, ::getpeername, "goro::net::stream::peer_address"); }
 
     /// Sets TCP_NODELAY (on by default).
-    void set_no_delay(bool on) {
-        static constexpr const char* op = "goro::net::stream::set_no_delay";
-        detail::desc_ref ref(r_.desc(), r_.gen(), op);
-        int v = on ? 1 : 0;
-        if (::setsockopt(ref.fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0) detail::throw_errno(op, errno);
-    }
+    void set_no_delay(bool on);
 
     /// The socket's descriptor, valid while the stream is open (for
     /// setsockopt and the like; do not close it).
@@ -21110,7 +22432,79 @@ private:
 
 /// Listens on `at` (SO_REUSEADDR set, as Go does). Throws io_error naming
 /// "goro::net::listen" (EADDRINUSE, EMFILE, ...).
-inline listener listen(const address& at, int backlog = 4096) {
+GORO_DECL listener listen(const address& at, int backlog = 4096);
+
+/// Listens on "host:port" (numeric host or "localhost"; ":port" for every
+/// IPv4 interface; port 0 picks a free one: see local_address()).
+inline listener listen(std::string_view host_port, int backlog = 4096) {
+    return listen(address::parse(host_port, "goro::net::listen"), backlog);
+}
+
+}  // namespace goro::net
+
+#if GORO_BODIES
+#include <cstring>
+
+#include <netinet/tcp.h>
+#include <sys/uio.h>
+
+#ifndef TCP_INQ  // Linux 4.18; older headers
+#define TCP_INQ 36
+#define TCP_CM_INQ TCP_INQ
+#endif
+
+namespace goro::net::detail {
+
+GORO_DECL int new_socket(int family, int type, const char* op) {
+    int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw_errno(std::string(op) + ": socket", errno);
+    return fd;
+}
+
+GORO_DECL void enable_inq(const registered_fd& r) noexcept {
+    if (!r.desc()) return;
+    int one = 1;
+    ::setsockopt(r.desc()->fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one);
+}
+
+GORO_DECL ssize_t recv_inq(int fd, void* buf, std::size_t n, bool* drained) noexcept {
+    iovec iov{buf, n};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    ssize_t got = ::recvmsg(fd, &m, 0);
+    *drained = false;
+    if (got > 0)
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == IPPROTO_TCP && c->cmsg_type == TCP_CM_INQ && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int left;
+                std::memcpy(&left, CMSG_DATA(c), sizeof left);
+                *drained = left == 0;
+            }
+    return got;
+}
+
+}  // namespace goro::net::detail
+
+namespace goro::net {
+
+GORO_DECL void stream::shutdown(shutdown_how how) {
+    static constexpr const char* op = "goro::net::stream::shutdown";
+    detail::desc_ref ref(r_.desc(), r_.gen(), op);
+    if (::shutdown(ref.fd(), static_cast<int>(how)) != 0) detail::throw_errno(op, errno);
+}
+
+GORO_DECL void stream::set_no_delay(bool on) {
+    static constexpr const char* op = "goro::net::stream::set_no_delay";
+    detail::desc_ref ref(r_.desc(), r_.gen(), op);
+    int v = on ? 1 : 0;
+    if (::setsockopt(ref.fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0) detail::throw_errno(op, errno);
+}
+
+GORO_DECL listener listen(const address& at, int backlog) {
     static constexpr const char* op = "goro::net::listen";
     if (at.empty()) throw usage_error(std::string(op) + ": empty address");
     detail::registered_fd r(detail::new_socket(at.family(), SOCK_STREAM, op), op);
@@ -21125,13 +22519,8 @@ inline listener listen(const address& at, int backlog = 4096) {
     return listener(std::move(r));
 }
 
-/// Listens on "host:port" (numeric host or "localhost"; ":port" for every
-/// IPv4 interface; port 0 picks a free one: see local_address()).
-inline listener listen(std::string_view host_port, int backlog = 4096) {
-    return listen(address::parse(host_port, "goro::net::listen"), backlog);
-}
-
 }  // namespace goro::net
+#endif  // GORO_BODIES
 // ---- end goro/net/tcp.hpp ----
 
 // ---- begin goro/net/udp.hpp ----
@@ -21225,7 +22614,19 @@ private:
 };
 
 /// A UDP socket bound to `at` (port 0: a free one; see local_address()).
-inline udp_socket listen_udp(const address& at) {
+GORO_DECL udp_socket listen_udp(const address& at);
+
+/// listen_udp on "host:port" (numeric host or "localhost").
+inline udp_socket listen_udp(std::string_view host_port) {
+    return listen_udp(address::parse(host_port, "goro::net::listen_udp"));
+}
+
+}  // namespace goro::net
+
+#if GORO_BODIES
+namespace goro::net {
+
+GORO_DECL udp_socket listen_udp(const address& at) {
     static constexpr const char* op = "goro::net::listen_udp";
     if (at.empty()) throw usage_error(std::string(op) + ": empty address");
     detail::registered_fd r(detail::new_socket(at.family(), SOCK_DGRAM, op), op);
@@ -21237,11 +22638,7 @@ inline udp_socket listen_udp(const address& at) {
     return udp_socket(std::move(r));
 }
 
-/// listen_udp on "host:port" (numeric host or "localhost").
-inline udp_socket listen_udp(std::string_view host_port) {
-    return listen_udp(address::parse(host_port, "goro::net::listen_udp"));
-}
-
 }  // namespace goro::net
+#endif  // GORO_BODIES
 // ---- end goro/net/udp.hpp ----
 // ---- end goro/goro.hpp ----
