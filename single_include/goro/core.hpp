@@ -122,6 +122,14 @@ constexpr std::string_view version() noexcept { return GORO_VERSION_STRING; }
 //
 // A free function is declared with GORO_DECL too (`GORO_DECL void f();`),
 // so that it is inline in header-only mode from its first declaration on.
+// So is a virtual member function whose body moves (`GORO_DECL void f()
+// override;`): declared without `inline`, it would be the class's key
+// function, and every translation unit that includes the header would emit
+// the class's vtable and everything it reaches, used or not (an unused
+// include added 33 KB to a stripped binary before this rule).
+// g++ rejects `[[gnu::noinline]]` after an inline declaration, so a noinline
+// function is declared without GORO_DECL and defined `[[gnu::noinline]]
+// GORO_DECL`, or stays where it is.
 // Templates, constexpr functions and one-line accessors stay where they are.
 
 #if defined(GORO_IMPLEMENTATION) && !defined(GORO_SEPARATE_COMPILATION)
@@ -12163,9 +12171,9 @@ struct cancel_node final : ctx_node {
     /// every descendant is done.
     context_error published_err() const noexcept;
 
-    void abandon_timer() noexcept override;
+    GORO_DECL void abandon_timer() noexcept override;
 
-    ~cancel_node() override;
+    GORO_DECL ~cancel_node() override;
 
     void unlink_from_ancestor() noexcept;
 

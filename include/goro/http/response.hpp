@@ -78,7 +78,7 @@ private:
         blocks_.append(s, static_cast<std::size_t>(n));
         return n;
     }
-    int_type overflow(int_type c) override;
+    GORO_DECL int_type overflow(int_type c) override;
 
     body_blocks blocks_;
 };

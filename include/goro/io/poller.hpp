@@ -156,7 +156,7 @@ namespace detail {
 class io_category_impl : public std::error_category {
 public:
     const char* name() const noexcept override { return "goro.io"; }
-    std::string message(int c) const override;
+    GORO_DECL std::string message(int c) const override;
 };
 }  // namespace detail
 

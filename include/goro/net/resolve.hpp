@@ -34,7 +34,7 @@ namespace detail {
 class gai_category_impl : public std::error_category {
 public:
     const char* name() const noexcept override { return "getaddrinfo"; }
-    std::string message(int c) const override;
+    GORO_DECL std::string message(int c) const override;
 };
 
 inline const std::error_category& gai_category() noexcept {

@@ -244,9 +244,9 @@ struct cancel_node final : ctx_node {
     /// every descendant is done.
     context_error published_err() const noexcept;
 
-    void abandon_timer() noexcept override;
+    GORO_DECL void abandon_timer() noexcept override;
 
-    ~cancel_node() override;
+    GORO_DECL ~cancel_node() override;
 
     void unlink_from_ancestor() noexcept;
 
