@@ -141,6 +141,9 @@ inline constinit std::atomic<std::int64_t> wait_ns_base{0};    // ... and now_ns
 /// scaled when calibrated, else now_ns().
 GORO_DECL std::int64_t wait_now_ns() noexcept;
 
+/// The histogram bucket of a wait of `ns` (see WHAT IS RECORDED).
+GORO_DECL std::size_t wait_histogram_index(std::int64_t ns) noexcept;
+
 /// Measures the TSC against now_ns() over about 2 ms, once per process (the
 /// first call that turns the profile on; calls meanwhile use now_ns()).
 /// Readings interrupted for more than 20 µs are taken again; a rate outside
@@ -406,7 +409,6 @@ GORO_DECL void wait_clock_calibrate() noexcept {
     return wait_now_ns() | 1;
 }
 
-/// The histogram bucket of a wait of `ns` (see WHAT IS RECORDED).
 GORO_DECL std::size_t wait_histogram_index(std::int64_t ns) noexcept {
     if (ns < 1000) return 0;
     const auto us = static_cast<std::uint64_t>(ns / 1000);
