@@ -9339,7 +9339,8 @@ GORO_DECL std::coroutine_handle<> one_shot::fire() noexcept {
 //   ch.close();                               // wakes every parked receiver and sender
 //
 // A handle is a counted reference: copies refer to the same channel, and the
-// state lives until the last handle goes. The state is one allocation (the
+// state lives until the last handle goes. Its operations are const (they
+// change the channel, not the handle), as Go's on a channel value. The state is one allocation (the
 // header followed by the ring); an operation allocates nothing: a task that
 // parks links a waiter node that lives in its awaiter, inside its own frame.
 //
@@ -10352,8 +10353,8 @@ public:
 
     /// `co_await ch.send(v)`: waits until a receiver took `v` (unbuffered) or
     /// it is buffered. Throws goro::channel_closed on a closed channel.
-    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(T&& v) noexcept { return {s_, std::move(v)}; }
-    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(const T& v)
+    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(T&& v) const noexcept { return {s_, std::move(v)}; }
+    [[nodiscard("goro::channel::send: co_await it")]] detail::send_op<T> send(const T& v) const
         requires std::is_copy_constructible_v<T>
     {
         return {s_, v};
@@ -10365,7 +10366,7 @@ public:
     /// in a co_await expression cannot reach (see the README).
     template <class... Args>
         requires detail::makeable<T, Args...>
-    detail::send_op<T> send(std::in_place_t, Args&&... args) {
+    detail::send_op<T> send(std::in_place_t, Args&&... args) const {
         return {s_, detail::make_value<T>(std::forward<Args>(args)...)};
     }
 
@@ -10373,8 +10374,8 @@ public:
     [[nodiscard("goro::channel::recv: co_await it")]] detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
 
     /// Sends without blocking. Moves from `v` only when it returns `sent`.
-    send_status try_send(T&& v) { return try_send_ref(v); }
-    send_status try_send(const T& v)
+    send_status try_send(T&& v) const { return try_send_ref(v); }
+    send_status try_send(const T& v) const
         requires std::is_copy_constructible_v<T>
     {
         T copy(v);
@@ -10382,12 +10383,12 @@ public:
     }
 
     /// Receives without blocking.
-    try_recv_result<T> try_recv() { return detail::try_recv_on(s_); }
+    try_recv_result<T> try_recv() const { return detail::try_recv_on(s_); }
 
     /// Closes the channel: buffered values can still be received, then every
     /// receive yields nullopt; every parked receiver and sender wakes. Closing
     /// twice throws goro::channel_closed; closing a nil channel throws goro::usage_error.
-    void close() {
+    void close() const {
         if (!s_) throw usage_error("goro::channel::close: close of nil channel");
         s_->close("goro::channel::close");
     }
@@ -10405,7 +10406,7 @@ public:
 private:
     using state_type = detail::chan_state<T>;
 
-    send_status try_send_ref(T& v) { return detail::try_send_on(s_, v); }
+    send_status try_send_ref(T& v) const { return detail::try_send_on(s_, v); }
 
     state_type* s_ = nullptr;
 };
@@ -10468,25 +10469,25 @@ public:
     send_only(channel<T>&& c) noexcept : c_(std::move(c)) {}
 
     /// `co_await ch.send(v)`, as channel<T>::send.
-    detail::send_op<T> send(T&& v) noexcept { return c_.send(std::move(v)); }
-    detail::send_op<T> send(const T& v)
+    detail::send_op<T> send(T&& v) const noexcept { return c_.send(std::move(v)); }
+    detail::send_op<T> send(const T& v) const
         requires std::is_copy_constructible_v<T>
     {
         return c_.send(v);
     }
     template <class... Args>
         requires detail::makeable<T, Args...>
-    detail::send_op<T> send(std::in_place_t, Args&&... args) {
+    detail::send_op<T> send(std::in_place_t, Args&&... args) const {
         return c_.send(std::in_place, std::forward<Args>(args)...);
     }
-    send_status try_send(T&& v) { return c_.try_send(std::move(v)); }
-    send_status try_send(const T& v)
+    send_status try_send(T&& v) const { return c_.try_send(std::move(v)); }
+    send_status try_send(const T& v) const
         requires std::is_copy_constructible_v<T>
     {
         return c_.try_send(v);
     }
     /// As channel<T>::close (Go lets the sending side close).
-    void close() { c_.close(); }
+    void close() const { c_.close(); }
 
     std::size_t size() const noexcept { return c_.size(); }
     std::size_t capacity() const noexcept { return c_.capacity(); }
@@ -10526,7 +10527,7 @@ public:
     /// `co_await r.recv()`: a value, or std::nullopt once closed and drained.
     detail::recv_op<T> recv() const noexcept { return detail::recv_op<T>{s_}; }
     detail::recv_op<T> operator co_await() const noexcept { return detail::recv_op<T>{s_}; }
-    try_recv_result<T> try_recv() { return detail::try_recv_on(s_); }
+    try_recv_result<T> try_recv() const { return detail::try_recv_on(s_); }
 
     std::size_t size() const noexcept { return s_ ? s_->buffered() : 0; }
     std::size_t capacity() const noexcept { return s_ ? s_->cap : 0; }
