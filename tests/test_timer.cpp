@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -97,9 +98,9 @@ TEST_CASE("a node removed from the timer heap never comes out, and the rest keep
         }
     }
     CHECK(h.size() == kept.size());
-    // Each remaining node's index is where the heap holds it.
+    // Each remaining node is where the slot table says it is.
     for (std::size_t i = 0; i < nodes.size(); ++i)
-        if (i % 3 != 0) CHECK(nodes[i].heap_index < h.size());
+        if (i % 3 != 0) CHECK(h.contains(&nodes[i]));
     std::sort(kept.begin(), kept.end());
     CHECK(drain(h) == kept);
     timer_node never;
@@ -240,6 +241,95 @@ TEST_CASE("the timer queue hands the tasks that one batch of timers wakes over a
     CHECK(log.calls.load() == 1);         // one hand-over for the batch, not one per task
     CHECK(log.biggest.load() == count);
     CHECK(log.while_quiet.load() == 0);   // the deadlock watch never saw a quiet queue meanwhile
+    q.stop();
+}
+
+namespace {
+
+// A node that holds the timer thread in its fire until released: what is due
+// meanwhile makes the next batch, or waits behind it.
+struct holding_timer : timer_node {
+    std::atomic<bool> fired{false}, release{false};
+    holding_timer() {
+        fire = [](timer_node* n) noexcept {
+            auto* self = static_cast<holding_timer*>(n);
+            self->fired.store(true);
+            while (!self->release.load()) std::this_thread::yield();
+            self->fired_done.store(true, std::memory_order_release);
+        };
+    }
+};
+
+// A periodic node, as a ticker's: its fire arms it again an hour on, under
+// its owner's lock, the lock the owner also holds around cancel().
+struct periodic_node : timer_node {
+    goro::detail::timer_queue* q = nullptr;
+    std::mutex owner;
+    std::atomic<int> fired{0};
+    periodic_node() {
+        fire = [](timer_node* n) noexcept {
+            auto* self = static_cast<periodic_node*>(n);
+            std::lock_guard g(self->owner);
+            self->fired.fetch_add(1);
+            self->q->rearm_from_fire(self, goro::detail::now_ns() + std::chrono::nanoseconds(1h).count());
+        };
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a node its fire armed again is cancelled like an armed one until the batch puts it back in the heap",
+          "[timer]") {
+    goro::detail::timer_queue q(&no_tick, nullptr);
+    holding_timer first, second;
+    periodic_node p;
+    p.q = &q;
+    first.when_ns = goro::detail::now_ns();
+    q.add(&first);
+    REQUIRE(eventually([&] { return first.fired.load(); }));
+    // One batch: p, then `second`, which holds the timer thread after p's fire.
+    p.when_ns = 1;
+    q.add(&p);
+    second.when_ns = 2;
+    q.add(&second);
+    first.release.store(true);
+    REQUIRE(eventually([&] { return second.fired.load(); }));
+    CHECK(p.fired.load() == 1);
+    CHECK(q.pending() == 0);  // p is armed again, but not in the heap until the batch ends
+    CHECK_FALSE(q.quiet());
+
+    SECTION("left alone, it goes back into the heap for its next period") {
+        second.release.store(true);
+        REQUIRE(eventually([&] { return q.pending() == 1; }));
+        CHECK(p.fired.load() == 1);
+        std::lock_guard g(p.owner);
+        CHECK(q.cancel(&p));
+    }
+    SECTION("cancelled meanwhile, it never fires again and the batch does not put it back") {
+        {
+            std::lock_guard g(p.owner);
+            CHECK(q.cancel(&p));
+            CHECK(p.heap_index == timer_node::npos);
+            CHECK_FALSE(q.cancel(&p));  // a second cancel finds nothing
+        }
+        second.release.store(true);
+        REQUIRE(eventually([&] { return q.quiet(); }));
+        CHECK(q.pending() == 0);
+        CHECK(p.fired.load() == 1);
+    }
+    SECTION("cancelled and armed sooner meanwhile (a reset), it fires at the new time, not an hour on") {
+        {
+            std::lock_guard g(p.owner);
+            REQUIRE(q.cancel(&p));
+            p.when_ns = goro::detail::now_ns();
+            q.add(&p);
+        }
+        second.release.store(true);
+        CHECK(eventually([&] { return p.fired.load() == 2; }));
+        REQUIRE(eventually([&] { return q.pending() == 1; }));  // armed again by its second fire
+        std::lock_guard g(p.owner);
+        CHECK(q.cancel(&p));
+    }
     q.stop();
 }
 

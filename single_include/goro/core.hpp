@@ -2740,6 +2740,14 @@ private:
 //     batch, not one of each per timer: with 10,000 tickers they were most
 //     of the timer thread's time). A woken task runs no sooner, only later
 //     by the rest of the batch; `fire` may still free its node.
+//   * A periodic `fire` arms its node again with `rearm_from_fire` instead of
+//     `add`: no hold of the queue's lock per fire (with 10,000 tickers that
+//     hold was a fifth of the timer thread's time). The node goes back into
+//     the heap after the batch's last `fire`, in the one hold of the lock
+//     that ends the batch. Until then it counts as armed: `cancel` finds it
+//     (its heap_index names its place in the batch) and takes it out, as it
+//     would from the heap. The owner calls both `rearm_from_fire` (in its
+//     `fire`) and `cancel` under one lock of its own, which orders them.
 
 #include <atomic>
 #include <chrono>
@@ -2905,6 +2913,9 @@ struct timer_node {
     std::size_t heap_index = npos;                  // under the heap lock
     std::atomic<bool> fired_done{false};            // see CONTRACT
     static constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();
+    // heap_index from here up (npos excluded): armed again by its fire, the
+    // batch's entry heap_index - rearmed_base (see CONTRACT).
+    static constexpr std::size_t rearmed_base = npos / 2;
 
     timer_node() = default;
     // Awaiters holding a node may be moved before they suspend (g++ moves the
@@ -2913,54 +2924,72 @@ struct timer_node {
     timer_node& operator=(const timer_node&) = delete;
 };
 
-/// A 4-ary min-heap of timer nodes by `when_ns`, each node knowing its
-/// index (so a node is removed in O(log n) without a search). Not
-/// synchronised: timer_queue holds its lock around every call.
+/// A 4-ary min-heap of timer nodes by `when_ns`. Not synchronised:
+/// timer_queue holds its lock around every call.
 ///
-/// Each entry keeps the node's deadline beside its pointer: a sift compares
-/// deadlines in the heap's own array and never loads a node (with 10,000
-/// tickers armed, loading each node's `when_ns` from its scattered state
-/// missed the cache at every level and was most of the timer thread's time).
-/// Four children per level halve the depth; the four sit in one cache line.
+/// The heap's entries are compact: a deadline and a slot number. A sift
+/// compares deadlines in the heap's own array and never loads a node (with
+/// 10,000 tickers armed, loading each node's `when_ns` from its scattered
+/// state missed the cache at every level). Where each entry sits is kept in
+/// the slot table beside it, not in the node: a sift writes the moved
+/// entries' new places there, and a node is written only when it comes in
+/// (its slot, in heap_index) and when it goes out (npos). Removing a node
+/// looks its place up through its slot: O(log n), no search. Four children
+/// per level halve the depth; the four sit in one cache line.
 class timer_heap {
     struct entry {
         std::int64_t when;
-        timer_node* node;
+        std::uint32_t slot;
+    };
+    struct slot_entry {
+        timer_node* node;    // null while free
+        std::uint32_t pos;   // the node's place in nodes_, while taken
+        std::uint32_t next;  // the next free slot, while free
     };
     static constexpr std::size_t arity = 4;
+    static constexpr std::uint32_t no_slot = std::numeric_limits<std::uint32_t>::max();
 
 public:
     void push(timer_node* n);
     /// The earliest node, or null when empty.
-    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : nodes_.front().node; }
+    timer_node* front() const noexcept { return nodes_.empty() ? nullptr : slots_[nodes_.front().slot].node; }
     /// Removes `n` if it is in the heap; false when it is not (never added, fired, or removed).
     bool remove(timer_node* n) noexcept {
         if (n->heap_index == timer_node::npos) return false;
-        remove_at(n->heap_index);
+        remove_at(slots_[n->heap_index].pos);
         return true;
     }
     /// Removes and returns the earliest node if it is due at `now_ns`, else null.
     timer_node* pop_due(std::int64_t now_ns) noexcept {
         if (nodes_.empty() || nodes_.front().when > now_ns) return nullptr;
-        timer_node* n = nodes_.front().node;
-        remove_at(0);
-        return n;
+        return remove_at(0);
     }
     std::size_t size() const noexcept { return nodes_.size(); }
     bool empty() const noexcept { return nodes_.empty(); }
+    /// True when `n` is in this heap, its slot naming it and its place naming
+    /// its slot (the tests' check of the table).
+    bool contains(const timer_node* n) const noexcept {
+        const std::size_t id = n->heap_index;
+        return id < slots_.size() && slots_[id].node == n && slots_[id].pos < nodes_.size() &&
+               nodes_[slots_[id].pos].slot == id;
+    }
 
 private:
-    // Sifts move a hole instead of swapping: each moved entry's node learns
-    // its new index once.
+    // Sifts move a hole instead of swapping: each moved entry's slot learns
+    // its new place once.
     void sift_up(std::size_t i) noexcept;
     void sift_down(std::size_t i) noexcept;
+    /// The earliest of the children that start at `first` (< size).
+    std::size_t min_child(std::size_t first) const noexcept;
     void place(std::size_t i, const entry& e) noexcept {
         nodes_[i] = e;
-        e.node->heap_index = i;
+        slots_[e.slot].pos = static_cast<std::uint32_t>(i);
     }
-    void remove_at(std::size_t i) noexcept;
+    timer_node* remove_at(std::size_t i) noexcept;
 
     vec<entry> nodes_;
+    vec<slot_entry> slots_;
+    std::uint32_t free_ = no_slot;  // the first free slot
 };
 
 class timer_queue {
@@ -2976,6 +3005,14 @@ public:
     void add(timer_node* n);
     /// True when `n` was removed before it fired (see CONTRACT).
     bool cancel(timer_node* n);
+    /// From `n`'s own `fire`, on the timer thread, under the owner's lock
+    /// that it also holds around cancel(n): arms `n` again for `when` (the
+    /// node goes back into the heap at the batch's end; see CONTRACT).
+    void rearm_from_fire(timer_node* n, std::int64_t when) noexcept;
+    /// In a `fire`: the time (now_ns) at which the batch was taken, which a
+    /// periodic timer schedules its next period from (one clock read a
+    /// batch, not one a fire).
+    std::int64_t batch_now() const noexcept { return batch_now_; }
     /// Timers armed (in the heap).
     std::size_t pending() const;
     /// True when no timer is armed and none is being fired: no timer will wake anyone.
@@ -3001,6 +3038,14 @@ private:
     timer_heap heap_;
     bool stopping_ = false;
     std::size_t firing_ = 0;  // nodes taken by the batch being fired (under mu_)
+    // The batch being fired. Taken and given back under mu_; fired unlocked.
+    // cancel() clears the entry of a node armed again (under mu_ and the
+    // owner's lock, after that node's fire read its entry).
+    vec<timer_node*> due_;
+    // Timer thread only: the entry being fired, and the entries armed again.
+    std::size_t fire_index_ = 0;
+    std::int64_t batch_now_ = 0;
+    vec<std::size_t> rearmed_;
     std::atomic<bool> ticking_{false};
     tick_fn tick_;
     wake_fn wake_;
@@ -3011,11 +3056,28 @@ private:
 }  // namespace goro::detail
 
 #if GORO_BODIES
+#include <stdexcept>
+
 namespace goro::detail {
 
 GORO_DECL void timer_heap::push(timer_node* n) {
-    nodes_.push_back({n->when_ns, n});
-    n->heap_index = nodes_.size() - 1;
+    std::uint32_t id = free_;
+    if (id != no_slot) {
+        free_ = slots_[id].next;
+    } else {
+        if (slots_.size() >= no_slot) throw std::length_error("goro: timer heap: too many timers armed");
+        id = static_cast<std::uint32_t>(slots_.size());
+        slots_.push_back({});
+    }
+    try {
+        nodes_.push_back({n->when_ns, id});
+    } catch (...) {
+        slots_[id].next = free_;
+        free_ = id;
+        throw;
+    }
+    slots_[id].node = n;
+    n->heap_index = id;
     sift_up(nodes_.size() - 1);
 }
 
@@ -3030,15 +3092,28 @@ GORO_DECL void timer_heap::sift_up(std::size_t i) noexcept {
     place(i, e);
 }
 
+GORO_DECL std::size_t timer_heap::min_child(std::size_t first) const noexcept {
+    if (first + arity <= nodes_.size()) {
+        // Four children (nearly always): a tournament of selects, no branch
+        // on deadlines that a sift could mispredict at every level.
+        const entry* c = &nodes_[first];
+        const std::size_t a = c[1].when < c[0].when ? 1 : 0;
+        const std::size_t b = c[3].when < c[2].when ? 3 : 2;
+        return first + (c[b].when < c[a].when ? b : a);
+    }
+    std::size_t m = first;
+    for (std::size_t c = first + 1; c < nodes_.size(); ++c)
+        if (nodes_[c].when < nodes_[m].when) m = c;
+    return m;
+}
+
 GORO_DECL void timer_heap::sift_down(std::size_t i) noexcept {
     entry e = nodes_[i];
     const std::size_t n = nodes_.size();
     for (;;) {
         std::size_t first = arity * i + 1;
         if (first >= n) break;
-        std::size_t last = std::min(first + arity, n), m = first;
-        for (std::size_t c = first + 1; c < last; ++c)
-            if (nodes_[c].when < nodes_[m].when) m = c;
+        const std::size_t m = min_child(first);
         if (!(nodes_[m].when < e.when)) break;
         place(i, nodes_[m]);
         i = m;
@@ -3046,10 +3121,24 @@ GORO_DECL void timer_heap::sift_down(std::size_t i) noexcept {
     place(i, e);
 }
 
-GORO_DECL void timer_heap::remove_at(std::size_t i) noexcept {
-    timer_node* n = nodes_[i].node;
+GORO_DECL timer_node* timer_heap::remove_at(std::size_t i) noexcept {
+    const std::uint32_t id = nodes_[i].slot;
+    timer_node* n = slots_[id].node;
     std::size_t last = nodes_.size() - 1;
-    if (i != last) {
+    if (i == 0 && last > 0) {
+        // The earliest goes (a fire): the hole goes down to a leaf by the
+        // earlier child, without comparing the last entry at each level,
+        // which then sifts up from there, where it nearly always belongs.
+        const entry e = nodes_[last];
+        nodes_.pop_back();
+        for (std::size_t first = 1; first < last; first = arity * i + 1) {
+            const std::size_t m = min_child(first);
+            place(i, nodes_[m]);
+            i = m;
+        }
+        nodes_[i] = e;
+        sift_up(i);
+    } else if (i != last) {
         nodes_[i] = nodes_[last];
         nodes_.pop_back();
         if (i > 0 && nodes_[i].when < nodes_[(i - 1) / arity].when) sift_up(i);
@@ -3057,7 +3146,11 @@ GORO_DECL void timer_heap::remove_at(std::size_t i) noexcept {
     } else {
         nodes_.pop_back();
     }
+    slots_[id].node = nullptr;
+    slots_[id].next = free_;
+    free_ = id;
     n->heap_index = timer_node::npos;
+    return n;
 }
 
 GORO_DECL timer_queue::timer_queue(tick_fn tick, void* tick_arg, wake_fn wake)
@@ -3091,7 +3184,19 @@ GORO_DECL void timer_queue::add(timer_node* n) {
 
 GORO_DECL bool timer_queue::cancel(timer_node* n) {
     std::lock_guard g(mu_);
+    const std::size_t i = n->heap_index;
+    if (i != timer_node::npos && i >= timer_node::rearmed_base) {  // armed again by its fire, in the batch
+        due_[i - timer_node::rearmed_base] = nullptr;
+        n->heap_index = timer_node::npos;
+        return true;
+    }
     return heap_.remove(n);
+}
+
+GORO_DECL void timer_queue::rearm_from_fire(timer_node* n, std::int64_t when) noexcept {
+    n->when_ns = when;
+    n->heap_index = timer_node::rearmed_base + fire_index_;
+    rearmed_.push_back(fire_index_);  // reserved for the whole batch
 }
 
 GORO_DECL std::size_t timer_queue::pending() const {
@@ -3112,21 +3217,27 @@ GORO_DECL void timer_queue::want_ticks() {
 }
 
 GORO_DECL void timer_queue::run() {
-    vec<timer_node*> due;
     timer_wakes woken{tick_arg_, {}};
     std::int64_t next_tick = 0;
     std::unique_lock<std::mutex> lk(mu_.unranked());  // this thread takes nothing under it
     while (!stopping_) {
         std::int64_t now = now_ns();
-        while (timer_node* n = heap_.pop_due(now)) due.push_back(n);
+        while (timer_node* n = heap_.pop_due(now)) due_.push_back(n);
         bool ticking = ticking_.load(std::memory_order_acquire);
-        if (!due.empty() || (ticking && now >= next_tick)) {
-            firing_ = due.size();
+        if (!due_.empty() || (ticking && now >= next_tick)) {
+            firing_ = due_.size();
+            rearmed_.reserve(due_.size());
+            batch_now_ = now;
             lk.unlock();
             if (wake_) tls_timer_wakes = &woken;
-            for (timer_node* n : due) n->fire(n);
+            // An entry is read before its fire; cancel() clears only the
+            // entries of nodes that their fire armed again (see due_).
+            for (std::size_t k = 0, n = due_.size(); k < n; ++k) {
+                fire_index_ = k;
+                timer_node* t = due_[k];
+                t->fire(t);
+            }
             tls_timer_wakes = nullptr;
-            due.clear();
             if (!woken.tasks.empty()) {
                 wake_(tick_arg_, woken.tasks.data(), woken.tasks.size());
                 woken.tasks.clear();
@@ -3137,6 +3248,14 @@ GORO_DECL void timer_queue::run() {
                 tick_(tick_arg_);  // asks again through want_ticks() while busy
             }
             lk.lock();
+            for (std::size_t k : rearmed_) {
+                timer_node* t = due_[k];
+                if (!t) continue;  // cancelled meanwhile
+                t->fired_done.store(false, std::memory_order_relaxed);
+                heap_.push(t);
+            }
+            rearmed_.clear();
+            due_.clear();
             firing_ = 0;
             continue;
         }
@@ -15189,6 +15308,9 @@ GORO_DECL void cond::hand_to_mutex(detail::waiter_list<waiter_node>& list, bool 
 // reset came while the timer thread held the node) sends nothing: it re-arms
 // the node for the current schedule, or drops it when stopped. A live `fire`
 // sends the tick with `mu` held and re-arms a ticker for the next period.
+// Both re-arms go through the queue's rearm_from_fire (no hold of the heap's
+// lock per fire); `mu`, held around them and around every cancel, orders
+// them with stop and reset (timer.hpp's CONTRACT).
 
 #include <atomic>
 #include <chrono>
@@ -15473,17 +15595,15 @@ GORO_DECL void time_state::fire_cb(timer_node* n) noexcept {
         } else if (s->node_seq != s->seq) {
             // Reset while we held the node: fire at the new time instead.
             s->node_seq = s->seq;
-            s->when_ns = s->want_ns;
-            the_scheduler().timers().add(s);
+            the_scheduler().timers().rearm_from_fire(s, s->want_ns);
         } else {
             const std::int64_t due = s->when_ns;
             if (s->period_ns > 0) {
                 // Go's rule: the next multiple of the period after now (skip what was missed).
-                const std::int64_t late = now_ns() - due;
+                const std::int64_t late = the_scheduler().timers().batch_now() - due;
                 std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
                 s->want_ns = next;
-                s->when_ns = next;
-                the_scheduler().timers().add(s);
+                the_scheduler().timers().rearm_from_fire(s, next);
             } else {
                 s->active = false;
                 s->owned = false;

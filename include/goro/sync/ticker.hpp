@@ -51,6 +51,9 @@
 // reset came while the timer thread held the node) sends nothing: it re-arms
 // the node for the current schedule, or drops it when stopped. A live `fire`
 // sends the tick with `mu` held and re-arms a ticker for the next period.
+// Both re-arms go through the queue's rearm_from_fire (no hold of the heap's
+// lock per fire); `mu`, held around them and around every cancel, orders
+// them with stop and reset (timer.hpp's CONTRACT).
 #pragma once
 
 #include <atomic>
@@ -344,17 +347,15 @@ GORO_DECL void time_state::fire_cb(timer_node* n) noexcept {
         } else if (s->node_seq != s->seq) {
             // Reset while we held the node: fire at the new time instead.
             s->node_seq = s->seq;
-            s->when_ns = s->want_ns;
-            the_scheduler().timers().add(s);
+            the_scheduler().timers().rearm_from_fire(s, s->want_ns);
         } else {
             const std::int64_t due = s->when_ns;
             if (s->period_ns > 0) {
                 // Go's rule: the next multiple of the period after now (skip what was missed).
-                const std::int64_t late = now_ns() - due;
+                const std::int64_t late = the_scheduler().timers().batch_now() - due;
                 std::int64_t next = due + s->period_ns * (1 + (late > 0 ? late / s->period_ns : 0));
                 s->want_ns = next;
-                s->when_ns = next;
-                the_scheduler().timers().add(s);
+                the_scheduler().timers().rearm_from_fire(s, next);
             } else {
                 s->active = false;
                 s->owned = false;
