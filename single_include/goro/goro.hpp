@@ -15440,20 +15440,21 @@ public:
 
     /// Fires once, `d` from now (time.NewTimer); d ≤ 0 fires at once.
     template <class Rep, class Period>
-    explicit timer(std::chrono::duration<Rep, Period> d) : s_(detail::make_chan_state()) {
+    explicit timer(std::chrono::duration<Rep, Period> d) : s_(detail::make_chan_state()), ch_(s_->ch) {
         std::lock_guard g(s_->mu);
         s_->arm_locked(detail::time_state::deadline_after(detail::to_ns(d)));
     }
 
-    timer(timer&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    timer(timer&& o) noexcept : s_(std::exchange(o.s_, nullptr)), ch_(std::move(o.ch_)) {}
     timer& operator=(timer&& o) noexcept;
     timer(const timer&) = delete;
     timer& operator=(const timer&) = delete;
     ~timer() { close(); }
 
     /// The channel the time is sent on (nil for after_func's timers and empty
-    /// ones). A handle: copies refer to the same channel.
-    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
+    /// ones), Go's t.C: this timer's own handle, valid while the timer is
+    /// (copy it to keep it longer; copies refer to the same channel).
+    const channel<tick_time>& chan() const noexcept { return ch_; }
 
     /// Stops the timer (Timer.Stop, Go 1.23): true when this call stopped it
     /// before its value was received (an unreceived value is discarded).
@@ -15481,6 +15482,9 @@ private:
     void close() noexcept;
 
     detail::time_state* s_ = nullptr;
+    // A copy of s_->ch: receivers read it here, not from the state that the
+    // timer thread writes at every fire (one cache line less moved per tick).
+    channel<tick_time> ch_{nullptr};
 };
 
 /// Go's time.Ticker: a tick on chan() every period; ticks a slow receiver
@@ -15495,20 +15499,22 @@ public:
         const std::int64_t ns = detail::to_ns(d);
         if (ns <= 0) throw usage_error("goro::ticker: non-positive interval");
         s_ = detail::make_chan_state();
+        ch_ = s_->ch;
         std::lock_guard g(s_->mu);
         s_->period_ns = ns;
         s_->arm_locked(detail::time_state::deadline_after(ns));
     }
 
-    ticker(ticker&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    ticker(ticker&& o) noexcept : s_(std::exchange(o.s_, nullptr)), ch_(std::move(o.ch_)) {}
     ticker& operator=(ticker&& o) noexcept;
     ticker(const ticker&) = delete;
     ticker& operator=(const ticker&) = delete;
     ~ticker() { close(); }
 
-    /// The channel the ticks are sent on (capacity 1). A handle: copies refer
-    /// to the same channel.
-    channel<tick_time> chan() const noexcept { return s_ ? s_->ch : channel<tick_time>(nullptr); }
+    /// The channel the ticks are sent on (capacity 1; nil for an empty
+    /// ticker), Go's t.C: this ticker's own handle, valid while the ticker is
+    /// (copy it to keep it longer; copies refer to the same channel).
+    const channel<tick_time>& chan() const noexcept { return ch_; }
 
     /// Turns the ticker off (Ticker.Stop): no more ticks, and a tick not yet
     /// received is discarded. The channel is not closed.
@@ -15533,6 +15539,7 @@ private:
     void close() noexcept;
 
     detail::time_state* s_ = nullptr;
+    channel<tick_time> ch_{nullptr};  // a copy of s_->ch (see timer::ch_)
 };
 
 template <class F>
@@ -15656,6 +15663,7 @@ GORO_DECL timer& timer::operator=(timer&& o) noexcept {
     if (this != &o) {
         close();
         s_ = std::exchange(o.s_, nullptr);
+        ch_ = std::move(o.ch_);
     }
     return *this;
 }
@@ -15681,12 +15689,14 @@ GORO_DECL void timer::close() noexcept {
     }
     if (drop) s_->release();
     std::exchange(s_, nullptr)->release();
+    ch_ = channel<tick_time>(nullptr);
 }
 
 GORO_DECL ticker& ticker::operator=(ticker&& o) noexcept {
     if (this != &o) {
         close();
         s_ = std::exchange(o.s_, nullptr);
+        ch_ = std::move(o.ch_);
     }
     return *this;
 }
@@ -15711,6 +15721,7 @@ GORO_DECL void ticker::close() noexcept {
     }
     if (drop) s_->release();
     std::exchange(s_, nullptr)->release();
+    ch_ = channel<tick_time>(nullptr);
 }
 
 }  // namespace goro
